@@ -1,0 +1,129 @@
+"""The whole exception tree of the listener.
+
+Every layer raises only its own type. Messages name a location ("PID-3",
+"mappings/default.yaml:12"), never a value taken from a message: these texts go
+into NACKs, OperationOutcomes and logs, and a value could be patient data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+# HL7 table 0357 (message error condition codes) used by DecodeError.
+SEGMENT_SEQUENCE_ERROR = "100"
+REQUIRED_FIELD_MISSING = "101"
+DATA_TYPE_ERROR = "102"
+TABLE_VALUE_NOT_FOUND = "103"
+UNSUPPORTED_MESSAGE_TYPE = "200"
+UNSUPPORTED_EVENT_CODE = "201"
+UNSUPPORTED_PROCESSING_ID = "202"
+UNSUPPORTED_VERSION_ID = "203"
+APPLICATION_INTERNAL_ERROR = "207"
+
+HL7_ERROR_TEXT = {
+    SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
+    REQUIRED_FIELD_MISSING: "Required field missing",
+    DATA_TYPE_ERROR: "Data type error",
+    TABLE_VALUE_NOT_FOUND: "Table value not found",
+    UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
+    UNSUPPORTED_EVENT_CODE: "Unsupported event code",
+    UNSUPPORTED_PROCESSING_ID: "Unsupported processing id",
+    UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    APPLICATION_INTERNAL_ERROR: "Application internal error",
+}
+
+
+class ListenerError(Exception):
+    """Base of every error the listener raises on purpose."""
+
+
+class FramingError(ListenerError):
+    """The byte stream is not valid MLLP; the connection is closed."""
+
+
+class DecodeError(ListenerError):
+    """A message could not be turned into Reports.
+
+    Attributes:
+        hl7_code: HL7 table 0357 code for the ERR segment.
+        location: where the problem is, as ``SEG-n`` or ``SEG-n.c`` (may be empty).
+    """
+
+    hl7_code = APPLICATION_INTERNAL_ERROR
+
+    def __init__(self, message: str, *, location: str = "", hl7_code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        if hl7_code is not None:
+            self.hl7_code = hl7_code
+
+    @property
+    def code_name(self) -> str:
+        """Short name of the HL7 error code, for CLI and JSON output."""
+        return HL7_ERROR_TEXT.get(self.hl7_code, "Error")
+
+
+class SegmentSequenceError(DecodeError):
+    """Segments are missing or in an order we cannot use (code 100)."""
+
+    hl7_code = SEGMENT_SEQUENCE_ERROR
+
+
+class MissingField(DecodeError):
+    """A field the mapping requires is empty (code 101)."""
+
+    hl7_code = REQUIRED_FIELD_MISSING
+
+
+class InvalidValue(DecodeError):
+    """A field has a value of the wrong type or outside its table (102/103)."""
+
+    hl7_code = DATA_TYPE_ERROR
+
+
+class UnsupportedMessage(DecodeError):
+    """The message type, event, processing id or version is not accepted (200-203)."""
+
+    hl7_code = UNSUPPORTED_MESSAGE_TYPE
+
+
+class ConfigError(ListenerError, ValueError):
+    """A configuration, mapping or policy file is invalid.
+
+    Attributes:
+        path: the file.
+        line: 1-based line number, or None when the whole file is at fault.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.message = message
+        self.path = path
+        self.line = line
+
+
+class StoreError(ListenerError):
+    """The store could not take or give data; the sender should retry (AR 207)."""
+
+
+@contextlib.contextmanager
+def convert_error(
+    exc_types: type[BaseException] | tuple[type[BaseException], ...],
+    message: str,
+    *,
+    location: str = "",
+    error: type[DecodeError] = InvalidValue,
+    hl7_code: str | None = None,
+) -> Iterator[None]:
+    """Turn a third-party parser error into our own, dropping its text.
+
+    Third-party messages can quote field values (patient data), so the original
+    is discarded (``from None``) and only our location-naming message survives.
+    """
+    try:
+        yield
+    except exc_types:
+        raise error(message, location=location, hl7_code=hl7_code) from None

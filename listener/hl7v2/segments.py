@@ -1,0 +1,258 @@
+"""Sans-I/O first look at an HL7 v2 message: envelope, header, character set, segments.
+
+Pure: bytes in, values out; no I/O, no clock, no logging.
+
+Everything here is deliberately tolerant, because an ACK or NACK must be built
+even for a message that later fails to decode: :func:`read_header` reads what it
+can of MSH from raw bytes, whatever the character set and segment separators.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from listener.errors import SegmentSequenceError, UnsupportedMessage, UNSUPPORTED_VERSION_ID
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c"
+CARRIAGE_RETURN = b"\r"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+DEFAULT_ENCODING_CHARACTERS = "^~\\&"
+
+#: MSH-12 values we decode (HL7 v2.2 to v2.8.x).
+SUPPORTED_VERSIONS = frozenset(
+    {"2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"}
+)
+
+#: MSH-18 values (HL7 table 0211 and common variants) -> Python codec.
+CHARSETS = {
+    "": "",
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "8859/1": "latin-1",
+    "ISO IR100": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/3": "iso8859-3",
+    "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5",
+    "8859/6": "iso8859-6",
+    "8859/7": "iso8859-7",
+    "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE": "utf-8",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "UTF8": "utf-8",
+    "WINDOWS-1252": "cp1252",
+    "CP1252": "cp1252",
+}
+
+_SEGMENT_SPLIT = re.compile(r"\r\n|\n|\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Separators:
+    """The delimiters declared by MSH-1 and MSH-2."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+
+    @property
+    def encoding_characters(self) -> str:
+        """MSH-2 as it should be echoed in an answer."""
+        return self.component + self.repetition + self.escape + self.subcomponent
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHeader:
+    """What could be read of MSH. Values are raw (not unescaped), components kept.
+
+    ``fields[n]`` is MSH-n for n >= 1 (MSH-1 is the field separator itself);
+    ``fields[0]`` is the segment name. Missing fields read as "".
+    """
+
+    separators: Separators
+    fields: tuple[str, ...]
+
+    def field(self, n: int) -> str:
+        """Return MSH-n, or "" when the message is shorter."""
+        return self.fields[n] if n < len(self.fields) else ""
+
+    def component(self, n: int, c: int) -> str:
+        """Return MSH-n.c (1-based component)."""
+        parts = self.field(n).split(self.separators.component)
+        return parts[c - 1] if c - 1 < len(parts) else ""
+
+    @property
+    def sending_application(self) -> str:
+        return self.component(3, 1).strip()
+
+    @property
+    def sending_facility(self) -> str:
+        return self.component(4, 1).strip()
+
+    @property
+    def control_id(self) -> str:
+        return self.field(10).strip()
+
+    @property
+    def message_code(self) -> str:
+        return self.component(9, 1).strip().upper()
+
+    @property
+    def trigger_event(self) -> str:
+        return self.component(9, 2).strip().upper()
+
+    @property
+    def message_type(self) -> str:
+        """``ORU^R01`` style (code and event only)."""
+        code, event = self.message_code, self.trigger_event
+        return f"{code}^{event}" if event else code
+
+    @property
+    def processing_id(self) -> str:
+        return self.component(11, 1).strip().upper()
+
+    @property
+    def version(self) -> str:
+        return self.component(12, 1).strip()
+
+    @property
+    def accept_ack_type(self) -> str:
+        return self.field(15).strip().upper()
+
+    @property
+    def application_ack_type(self) -> str:
+        return self.field(16).strip().upper()
+
+    @property
+    def charset(self) -> str:
+        """MSH-18, first repetition, upper case."""
+        return self.field(18).split(self.separators.repetition)[0].strip().upper()
+
+
+def strip_envelope(raw: bytes) -> bytes:
+    """Remove MLLP framing bytes, a UTF-8 BOM and surrounding blank space."""
+    data = raw.strip(b" \t\r\n" + START_BLOCK + END_BLOCK)
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :].lstrip(b" \t\r\n")
+    return data
+
+
+def read_header(raw: bytes) -> MessageHeader | None:
+    """Read MSH from the first segment of ``raw``, tolerating anything.
+
+    Returns None when the bytes do not start with an MSH segment that has at
+    least a field separator. Never raises.
+    """
+    data = strip_envelope(raw)
+    if not data.startswith(b"MSH") or len(data) < 4:
+        return None
+    first = _SEGMENT_SPLIT.split(data.decode("latin-1"), maxsplit=1)[0]
+    field_sep = first[3]
+    if field_sep.isalnum() or field_sep in " \r\n\x00":
+        return None
+    rest = first[4:]
+    enc, _, _ = rest.partition(field_sep)
+    seps = _separators(field_sep, enc)
+    # MSH-1 is the field separator itself, MSH-2 the encoding characters, so
+    # splitting after "MSH|" yields MSH-2 onwards.
+    fields = ("MSH", field_sep, *rest.split(field_sep))
+    return MessageHeader(separators=seps, fields=fields)
+
+
+def _separators(field_sep: str, enc: str) -> Separators:
+    defaults = DEFAULT_ENCODING_CHARACTERS
+    chars = [enc[i] if i < len(enc) else defaults[i] for i in range(4)]
+    return Separators(field_sep, chars[0], chars[1], chars[2], chars[3])
+
+
+def check_separators(header: MessageHeader) -> None:
+    """Refuse encoding characters that cannot be parsed unambiguously (MSH-2)."""
+    seps = header.separators
+    chars = (seps.field, seps.component, seps.repetition, seps.escape, seps.subcomponent)
+    enc = header.field(2)
+    if len(set(chars)) != len(chars) or any(c.isalnum() or c in " \r\n" for c in chars) or len(enc) > 5:
+        raise SegmentSequenceError(
+            "MSH-2 encoding characters are missing, repeated or not usable as delimiters",
+            location="MSH-2",
+            hl7_code="102",
+        )
+
+
+def check_version(header: MessageHeader) -> None:
+    """Raise UnsupportedMessage (203) unless MSH-12 is a version we decode."""
+    if header.version not in SUPPORTED_VERSIONS:
+        raise UnsupportedMessage(
+            "MSH-12 version is not supported (2.2 to 2.8 are)",
+            location="MSH-12",
+            hl7_code=UNSUPPORTED_VERSION_ID,
+        )
+
+
+def decode_text(raw: bytes, declared: str, *, fallback: str = "cp1252") -> tuple[str, str]:
+    """Decode message bytes to text, never failing.
+
+    Strategy: real feeds declare 8859/1 (or nothing) and send UTF-8, so bytes that
+    are valid UTF-8 *and* contain multi-byte sequences are read as UTF-8 whatever
+    MSH-18 says; latin-1 text is almost never valid UTF-8 by accident. Otherwise
+    the declared charset is used, then ``fallback``, then latin-1 (which maps
+    every byte).
+
+    Args:
+        raw: message bytes (envelope already stripped).
+        declared: MSH-18 as read, upper case.
+        fallback: codec for messages that declare nothing and are not UTF-8.
+
+    Returns:
+        (text, codec actually used)
+    """
+    codec = CHARSETS.get(declared.upper(), "")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        if codec in ("", "ascii", "utf-8") or not text.isascii():
+            return text, "utf-8"
+    for candidate in (codec, fallback):
+        if candidate and candidate != "utf-8":
+            try:
+                return raw.decode(candidate), candidate
+            except (UnicodeDecodeError, LookupError):
+                continue
+    return raw.decode("latin-1"), "latin-1"
+
+
+def split_segments(text: str) -> list[str]:
+    """Split message text on CR, LF or CRLF, dropping empty lines."""
+    return [seg for seg in _SEGMENT_SPLIT.split(text) if seg.strip()]
+
+
+def split_messages(text: str) -> list[list[str]]:
+    """Split the text of a file (one or many messages, maybe batched) into messages.
+
+    File and batch envelope segments (FHS, BHS, BTS, FTS) are dropped. Segments
+    that come before any MSH form a message of their own, so a batch whose
+    message lost its MSH is reported, not silently merged.
+    """
+    messages: list[list[str]] = []
+    current: list[str] | None = None
+    for seg in split_segments(text.lstrip("\ufeff")):
+        seg = seg.strip("\x0b\x1c")
+        name = seg[:3]
+        if name in ("FHS", "BHS", "BTS", "FTS"):
+            current = None
+            continue
+        if name == "MSH" or current is None:
+            current = []
+            messages.append(current)
+        if seg:
+            current.append(seg)
+    return messages

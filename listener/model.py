@@ -1,0 +1,216 @@
+"""The internal model: one shape for a radiology report, whatever its wire format.
+
+Pure values: frozen, slotted dataclasses holding tuples, never lists. Nothing here
+imports HL7 or FHIR code; decoders in ``listener.hl7v2`` and ``listener.fhir``
+build these values, and every later layer (QA, routing, store) reads only them.
+
+Patient data lives in :class:`Patient` and in report text. It is kept in the store
+and never logged: ``logs.py`` has no key for it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+class ResultStatus(str, enum.Enum):
+    """Where the report stands (HL7 table 0123 / FHIR DiagnosticReport.status)."""
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+    AMENDED = "amended"
+    CANCELLED = "cancelled"
+    PARTIAL = "partial"
+    UNKNOWN = "unknown"
+
+
+class SectionKind(str, enum.Enum):
+    """The report sections the rules know about."""
+
+    INDICATION = "indication"
+    TECHNIQUE = "technique"
+    COMPARISON = "comparison"
+    FINDINGS = "findings"
+    IMPRESSION = "impression"
+    COMMUNICATION = "communication"
+    ADDENDUM = "addendum"
+    OTHER = "other"
+
+
+class Severity(str, enum.Enum):
+    """Severity of a QA finding; ordering is ``info < warning < error``."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        """Return 0, 1 or 2 so severities compare by weight."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+
+#: Finding categories (DESIGN §5): a fixed vocabulary, rule ids are ``category.name``.
+CATEGORIES: tuple[str, ...] = (
+    "comparison",
+    "laterality",
+    "contradiction",
+    "completeness",
+    "alignment",
+    "communication",
+    "coding",
+    "compliance",
+    "turnaround",
+    "consistency",
+)
+
+#: Routing buckets (DESIGN §6), in precedence order.
+BUCKETS: tuple[str, ...] = ("always_final", "selective_overread", "process_check", "release")
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who sent the message: MSH-3/MSH-4 (or the FHIR client), and the feed it maps to."""
+
+    application: str
+    facility: str
+    feed: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """Patient identity. Kept in the store; never logged, never in an error message."""
+
+    id: str
+    id_authority: str = ""
+    sex: str = ""  # "F", "M", "O", "U" or "" (HL7 table 0001 letters)
+    birth_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    """The ordered procedure (OBR-4 / DiagnosticReport.code)."""
+
+    code: str
+    coding_system: str = ""
+    text: str = ""
+    modifiers: tuple[str, ...] = ()
+    local_code: str = ""  # the sender's own code when ``code`` was taken from elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """The radiologist who interpreted the study (OBR-32 / resultsInterpreter)."""
+
+    id: str
+    name: str = ""
+    type: str = "unknown"  # "internal", "external" or "unknown"
+    location: str = ""  # state / country code where the reader sat, when known
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One section of the report text, with its place in ``Report.text``."""
+
+    kind: SectionKind
+    heading: str
+    start: int  # offset of the section body in Report.text
+    end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Times:
+    """When things happened. Naive datetimes are the sender's local time."""
+
+    observation: datetime | None = None  # OBR-7: images acquired
+    report: datetime | None = None  # OBR-22: report status changed / written
+    received: datetime | None = None  # set by us, UTC
+    message: datetime | None = None  # MSH-7
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One radiology report (one OBR group, or one DiagnosticReport)."""
+
+    message_id: str
+    message_type: str
+    version: str
+    sender: Sender
+    accession: str
+    patient: Patient
+    procedure: Procedure
+    status: ResultStatus
+    times: Times
+    text: str
+    sections: tuple[Section, ...] = ()
+    status_raw: str = ""
+    placer_order: str = ""
+    filler_order: str = ""
+    modality: str = ""
+    body_region: str = ""
+    order_laterality: str = ""  # "left", "right", "bilateral" or ""
+    priority: str = "routine"  # "stat", "asap", "routine"
+    reader: Reader | None = None
+    site: str = ""
+    reason: str = ""
+    diagnosis_codes: tuple[str, ...] = ()
+    comparison_text: str = ""
+    text_kind: str = "text"  # "text", "pdf", "cda", "binary", "none"
+    obr_index: int = 1  # which OBR group of the message this report is (1-based)
+
+    def section(self, kind: SectionKind) -> Section | None:
+        """Return the first section of ``kind``, or None."""
+        for sec in self.sections:
+            if sec.kind is kind:
+                return sec
+        return None
+
+    def sections_of(self, kind: SectionKind) -> tuple[Section, ...]:
+        """Return every section of ``kind`` in text order."""
+        return tuple(sec for sec in self.sections if sec.kind is kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A quoted span of report text that supports a finding."""
+
+    section: str
+    start: int  # offsets into Report.text
+    end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One QA defect. ``message`` never contains patient data."""
+
+    rule: str  # "category.name"
+    severity: Severity
+    message: str
+    evidence: tuple[Evidence, ...] = ()
+    suggestion: str = ""
+
+    @property
+    def category(self) -> str:
+        """The category half of the rule id."""
+        return self.rule.partition(".")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The routing decision for one report."""
+
+    bucket: str
+    pool: str
+    priority: str
+    reasons: tuple[str, ...]
+    corrections: tuple[str, ...] = ()
+    policy_version: str = ""
+    deadline: datetime | None = None
+    explanation: tuple[str, ...] = field(default=())

@@ -1,0 +1,202 @@
+"""YAML loading that remembers line numbers, so every config error names file:line.
+
+Pure apart from reading the file it is given. Used by ``config.py`` (daemon
+config and mappings), the QA policy loader and the routing policy loader.
+
+Usage::
+
+    doc = load_yaml(path)                 # a YamlMap (dict) with line numbers
+    section = doc.get_map("fields")       # typed access, ConfigError on mismatch
+    doc.reject_unknown({"fields", "version"})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from listener.errors import ConfigError
+
+
+class YamlMap(dict[str, Any]):
+    """A YAML mapping that knows its file and the line of each key."""
+
+    path: str = ""
+    line: int | None = None
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int | None:
+        """1-based line of ``key``, or of the mapping itself when the key is absent."""
+        return self.key_lines.get(key, self.line)
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        """Build a ConfigError located at ``key`` (or at the mapping)."""
+        line = self.line_of(key) if key is not None else self.line
+        return ConfigError(message, path=self.path, line=line)
+
+    def reject_unknown(self, allowed: set[str] | frozenset[str], where: str = "") -> None:
+        """Refuse keys outside ``allowed``: a typo must not be silently ignored."""
+        for key in self:
+            if key not in allowed:
+                prefix = f"{where}: " if where else ""
+                raise self.error(
+                    key, f"{prefix}unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})"
+                )
+
+    def get_map(self, key: str, *, required: bool = False) -> YamlMap:
+        """Return the mapping under ``key`` (empty when absent and not required)."""
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise self.error(None, f"missing required key {key!r}")
+            empty = YamlMap()
+            empty.path, empty.line, empty.key_lines = self.path, self.line_of(key), {}
+            return empty
+        if not isinstance(value, YamlMap):
+            raise self.error(key, f"{key!r} must be a mapping")
+        return value
+
+    def get_list(self, key: str, *, required: bool = False) -> YamlList:
+        """Return the list under ``key``; a single scalar is taken as a one-item list."""
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise self.error(None, f"missing required key {key!r}")
+            value = YamlList()
+        elif not isinstance(value, list):
+            if isinstance(value, dict):
+                raise self.error(key, f"{key!r} must be a list")
+            value = YamlList([value])
+        if not isinstance(value, YamlList):
+            value = YamlList(value)
+        value.path, value.line = self.path, self.line_of(key)
+        return value
+
+    def get_str(self, key: str, default: str | None = None) -> str:
+        """Return a string value (numbers are accepted and converted)."""
+        value = self.get(key, default)
+        if value is None:
+            raise self.error(None, f"missing required key {key!r}")
+        if isinstance(value, (dict, list)) or isinstance(value, bool):
+            raise self.error(key, f"{key!r} must be a string")
+        return str(value)
+
+    def get_number(self, key: str, default: float | None = None, *, minimum: float | None = None) -> float:
+        """Return a number, optionally bounded below."""
+        value = self.get(key, default)
+        if value is None:
+            raise self.error(None, f"missing required key {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(key, f"{key!r} must be a number")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"{key!r} must be at least {minimum:g}")
+        return float(value)
+
+    def get_bool(self, key: str, default: bool | None = None) -> bool:
+        """Return a boolean (YAML true/false only)."""
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"{key!r} must be true or false")
+        return value
+
+    def get_choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        """Return a string that must be one of ``choices``."""
+        value = self.get_str(key, default)
+        if value not in choices:
+            raise self.error(key, f"{key!r} must be one of: {', '.join(choices)}")
+        return value
+
+
+class YamlList(list[Any]):
+    """A YAML sequence that knows its file and line."""
+
+    path: str = ""
+    line: int | None = None
+    item_lines: list[int | None]
+
+    def line_of(self, index: int) -> int | None:
+        lines = getattr(self, "item_lines", [])
+        return lines[index] if index < len(lines) and lines[index] is not None else self.line
+
+    def error(self, index: int | None, message: str) -> ConfigError:
+        line = self.line_of(index) if index is not None else self.line
+        return ConfigError(message, path=self.path, line=line)
+
+    def strings(self) -> tuple[str, ...]:
+        """Every item as a string; a nested mapping or list is an error."""
+        out = []
+        for i, item in enumerate(self):
+            if isinstance(item, (dict, list)) or isinstance(item, bool) or item is None:
+                raise self.error(i, "list items must be strings")
+            out.append(str(item))
+        return tuple(out)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader building YamlMap/YamlList with line numbers; duplicate keys refused."""
+
+    source_path = ""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:  # type: ignore[override]
+        result = YamlMap()
+        result.path = self.source_path
+        result.line = node.start_mark.line + 1
+        result.key_lines = {}
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float)) or isinstance(key, bool):
+                raise ConfigError("mapping keys must be strings", path=self.source_path, line=key_node.start_mark.line + 1)
+            key = str(key)
+            if key in result:
+                raise ConfigError(f"duplicate key {key!r}", path=self.source_path, line=key_node.start_mark.line + 1)
+            result[key] = self.construct_object(value_node, deep=True)
+            result.key_lines[key] = key_node.start_mark.line + 1
+        return result
+
+    def construct_yaml_seq_lines(self, node: yaml.SequenceNode) -> YamlList:
+        result = YamlList(self.construct_object(child, deep=True) for child in node.value)
+        result.path = self.source_path
+        result.line = node.start_mark.line + 1
+        result.item_lines = [child.start_mark.line + 1 for child in node.value]
+        return result
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_yaml_seq_lines)
+
+
+def parse_yaml(text: str, path: str) -> YamlMap:
+    """Parse YAML text whose top level must be a mapping; errors name ``path:line``."""
+    loader = _LineLoader(text)
+    loader.source_path = path
+    try:
+        doc = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", path=path, line=line) from None
+    except yaml.YAMLError:
+        raise ConfigError("invalid YAML", path=path) from None
+    finally:
+        loader.dispose()
+    if doc is None:
+        doc = YamlMap()
+        doc.path, doc.line, doc.key_lines = path, 1, {}
+    if not isinstance(doc, YamlMap):
+        raise ConfigError("the top level must be a mapping", path=path, line=1)
+    return doc
+
+
+def load_yaml(path: str | Path) -> YamlMap:
+    """Read and parse a YAML file; an unreadable file is a ConfigError."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file ({type(exc).__name__})", path=name) from None
+    return parse_yaml(text, name)
