@@ -163,6 +163,9 @@ class Report:
     comparison_text: str = ""
     text_kind: str = "text"  # "text", "pdf", "cda", "binary", "none"
     obr_index: int = 1  # which OBR group of the message this report is (1-based)
+    charset: str = ""  # the codec the text was read with
+    abnormal_flags: tuple[str, ...] = ()  # OBX-8 values seen (e.g. "AA": critical per sender)
+    warnings: tuple[str, ...] = ()  # lenient-decoding notes; locations only, never values
 
     def section(self, kind: SectionKind) -> Section | None:
         """Return the first section of ``kind``, or None."""

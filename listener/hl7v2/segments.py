@@ -180,7 +180,7 @@ def check_separators(header: MessageHeader) -> None:
     enc = header.field(2)
     if len(set(chars)) != len(chars) or any(c.isalnum() or c in " \r\n" for c in chars) or len(enc) > 5:
         raise SegmentSequenceError(
-            "MSH-2 encoding characters are missing, repeated or not usable as delimiters",
+            "encoding characters are missing, repeated or not usable as delimiters",
             location="MSH-2",
             hl7_code="102",
         )
@@ -190,7 +190,7 @@ def check_version(header: MessageHeader) -> None:
     """Raise UnsupportedMessage (203) unless MSH-12 is a version we decode."""
     if header.version not in SUPPORTED_VERSIONS:
         raise UnsupportedMessage(
-            "MSH-12 version is not supported (2.2 to 2.8 are)",
+            "version is not supported (2.2 to 2.8 are)",
             location="MSH-12",
             hl7_code=UNSUPPORTED_VERSION_ID,
         )

@@ -1,0 +1,95 @@
+"""decode -> QA -> route: the one pipeline the daemon and `overread check` share.
+
+Pure orchestration: bytes and frozen configuration in, an Outcome out. No I/O,
+no clock (``received_at`` is passed in), no logging. The daemon stores the
+Outcome and answers from it; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from listener.config import MappingSet
+from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
+from listener.hl7v2.decode import decode_message
+from listener.hl7v2.segments import MessageHeader, read_header
+from listener.model import Finding, Report, Route
+from listener.procedures import ProcedureTable
+
+#: A QA engine: report -> findings. (The QA issue supplies the real one.)
+RuleRunner = Callable[[Report], tuple[Finding, ...]]
+#: A routing policy: report + findings -> route.
+RouteDecider = Callable[[Report, tuple[Finding, ...]], Route]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Everything the pipeline needs, loaded once and swapped whole on reload."""
+
+    mappings: MappingSet
+    procedures: ProcedureTable | None = None
+    run_rules: RuleRunner | None = None
+    decide_route: RouteDecider | None = None
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """One report with what the checks and the policy made of it."""
+
+    report: Report
+    findings: tuple[Finding, ...] = ()
+    route: Route | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one message.
+
+    ``disposition``: "accepted" (reports decoded), "ignored" (a type the feed
+    acknowledges without processing) or "rejected" (``error`` says why).
+    """
+
+    header: MessageHeader | None
+    disposition: str
+    reports: tuple[ReportOutcome, ...] = ()
+    error: DecodeError | None = None
+    feed: str = "default"
+    charset: str = ""
+    error_type: str = field(default="")  # class name of an unexpected failure, for the log
+
+
+def process(raw: bytes, pipeline: Pipeline, *, received_at: datetime) -> Outcome:
+    """Run one HL7 v2 message through decode, QA and routing.
+
+    Never raises: a decode failure or an unexpected bug becomes a rejected
+    Outcome whose ``error`` carries the HL7 code and location for the NACK.
+    """
+    try:
+        decoded = decode_message(raw, pipeline.mappings, received_at=received_at, procedures=pipeline.procedures)
+    except DecodeError as exc:
+        header = read_header(raw)
+        feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
+        return Outcome(header, "rejected", error=exc, feed=feed)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an AE, never a dropped message
+        return _internal_error(raw, pipeline, exc)
+    try:
+        results = tuple(_check(report, pipeline) for report in decoded.reports)
+    except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
+        return _internal_error(raw, pipeline, exc)
+    return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
+
+
+def _check(report: Report, pipeline: Pipeline) -> ReportOutcome:
+    findings = pipeline.run_rules(report) if pipeline.run_rules else ()
+    route = pipeline.decide_route(report, findings) if pipeline.decide_route else None
+    return ReportOutcome(report, findings, route)
+
+
+def _internal_error(raw: bytes, pipeline: Pipeline, exc: Exception) -> Outcome:
+    header = read_header(raw)
+    error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
+    feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
+    return Outcome(header, "rejected", error=error, feed=feed, error_type=type(exc).__name__)

@@ -1,0 +1,163 @@
+"""The CPT procedure table (mappings/procedures.yaml) as frozen values.
+
+Loaded once at start-up or reload; pure lookups afterwards. Used by the
+decoders (modality, body region, order laterality) and by the coding rules
+(contrast families, screening/diagnostic mammography, add-ons, 76140).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from listener.yamlconf import YamlMap, load_yaml
+
+CONTRASTS = ("none", "without", "with", "without_then_with")
+LATERALITIES = ("none", "required", "bilateral", "unilateral")
+MODALITIES = ("CT", "MR", "US", "XR", "MG", "NM", "PT", "FL", "DXA", "IR", "OTHER")
+
+_ENTRY_KEYS = frozenset(
+    {
+        "description",
+        "modality",
+        "body_region",
+        "contrast",
+        "laterality",
+        "family",
+        "mammo",
+        "tomosynthesis_addon_for",
+        "addon",
+        "consultation",
+        "views",
+        "cad",
+        "notes",
+    }
+)
+
+# Procedure-text keywords -> modality, when neither the CPT table nor the
+# sender's modality field says (order matters: "PET/CT" is PT, "CT" is CT).
+_TEXT_MODALITY = (
+    (re.compile(r"\bPET\b", re.I), "PT"),
+    (re.compile(r"\bMAMMO|\bMAMMOGRA|\bTOMOSYNTH", re.I), "MG"),
+    (re.compile(r"\bDEXA\b|\bDXA\b|BONE DENSIT", re.I), "DXA"),
+    (re.compile(r"\bCTA?\b|\bCOMPUTED TOMOGRAPHY\b", re.I), "CT"),
+    (re.compile(r"\bMRI?\b|\bMRA\b|MAGNETIC RESONANCE", re.I), "MR"),
+    (re.compile(r"\bUS\b|ULTRASOUND|SONOGRA|DOPPLER", re.I), "US"),
+    (re.compile(r"\bNM\b|NUCLEAR|SPECT|SCINTIG", re.I), "NM"),
+    (re.compile(r"FLUORO|BARIUM|SWALLOW|ESOPHAGRAM|UPPER GI", re.I), "FL"),
+    (re.compile(r"\bXR\b|X-RAY|XRAY|RADIOGRA|\bCXR\b|\bVIEWS?\b", re.I), "XR"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureEntry:
+    """One CPT code's facts."""
+
+    code: str
+    description: str
+    modality: str
+    body_region: str
+    contrast: str = "none"
+    laterality: str = "none"
+    family: str = ""
+    mammo: str = ""  # "screening" or "diagnostic" for mammography codes
+    tomosynthesis_addon_for: tuple[str, ...] = ()
+    addon: bool = False
+    consultation: bool = False
+    views: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureTable:
+    """Every known code, contrast families and modality aliases."""
+
+    entries: Mapping[str, ProcedureEntry]
+    families: Mapping[str, Mapping[str, str]]  # family -> contrast -> code
+    modality_aliases: Mapping[str, str]
+    source: str = ""
+
+    def get(self, code: str) -> ProcedureEntry | None:
+        return self.entries.get(code.strip().upper())
+
+    def family_code(self, family: str, contrast: str) -> str | None:
+        """The code of ``family`` for ``contrast`` (for "bill X instead" hints)."""
+        return self.families.get(family, {}).get(contrast)
+
+    def modality_for(self, raw: str, procedure_text: str = "") -> str:
+        """Modality from the sender's field (OBR-24 / DICOM code) or procedure text."""
+        alias = self.modality_aliases.get(raw.strip().upper())
+        if alias:
+            return alias
+        for pattern, modality in _TEXT_MODALITY:
+            if pattern.search(procedure_text):
+                return modality
+        return ""
+
+
+def _entry(code: str, node: YamlMap) -> ProcedureEntry:
+    node.reject_unknown(_ENTRY_KEYS, f"procedures.{code}")
+    modality = node.get_choice("modality", MODALITIES)
+    views = node.get("views", 0)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+        raise node.error("views", "views must be a whole number")
+    mammo = node.get_choice("mammo", ("", "screening", "diagnostic"), "")
+    return ProcedureEntry(
+        code=code,
+        description=node.get_str("description"),
+        modality=modality,
+        body_region=node.get_str("body_region"),
+        contrast=node.get_choice("contrast", CONTRASTS, "none"),
+        laterality=node.get_choice("laterality", LATERALITIES, "none"),
+        family=node.get_str("family", ""),
+        mammo=mammo,
+        tomosynthesis_addon_for=tuple(str(c) for c in node.get_list("tomosynthesis_addon_for").strings()),
+        addon=node.get_bool("addon", False),
+        consultation=node.get_bool("consultation", False),
+        views=views,
+    )
+
+
+def load_procedures(path: str | Path) -> ProcedureTable:
+    """Load and cross-check the CPT table; ConfigError names file:line."""
+    doc = load_yaml(path)
+    doc.reject_unknown({"version", "procedures", "families", "modality_aliases"})
+    node = doc.get_map("procedures", required=True)
+    entries: dict[str, ProcedureEntry] = {}
+    for code in node:
+        if not re.fullmatch(r"\d{4}[0-9A-Z]", code):
+            raise node.error(code, f"{code!r} is not a CPT code")
+        entries[code] = _entry(code, node.get_map(code))
+    families: dict[str, dict[str, str]] = {}
+    fam_node = doc.get_map("families")
+    for family in fam_node:
+        members = fam_node.get_map(family)
+        families[family] = {}
+        for contrast in members:
+            if contrast not in CONTRASTS:
+                raise members.error(contrast, f"families.{family}: {contrast!r} is not one of {', '.join(CONTRASTS)}")
+            member = members.get_str(contrast)
+            entry = entries.get(member)
+            if entry is None:
+                raise members.error(contrast, f"families.{family}: code {member} is not in procedures")
+            if entry.contrast != contrast:
+                raise members.error(contrast, f"families.{family}: code {member} has contrast {entry.contrast!r}")
+            families[family][contrast] = member
+    for entry in entries.values():
+        if entry.family and entry.family not in families:
+            raise node.get_map(entry.code).error("family", f"family {entry.family!r} is not listed under families")
+        for base in entry.tomosynthesis_addon_for:
+            if base not in entries:
+                raise node.get_map(entry.code).error("tomosynthesis_addon_for", f"code {base} is not in procedures")
+    aliases: dict[str, str] = {}
+    alias_node = doc.get_map("modality_aliases")
+    for key in alias_node:
+        aliases[key.upper()] = alias_node.get_choice(key, MODALITIES)
+    return ProcedureTable(
+        entries=MappingProxyType(entries),
+        families=MappingProxyType({k: MappingProxyType(v) for k, v in families.items()}),
+        modality_aliases=MappingProxyType(aliases),
+        source=str(path),
+    )

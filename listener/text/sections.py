@@ -1,0 +1,127 @@
+"""Report sections from heading lines and from section hints of the wire format.
+
+Pure: no I/O, no clock. Shared by the HL7 v2 and FHIR decoders (which give
+hints: an OBX-3 LOINC code, a FHIR section) and by tests that sectionize plain
+report text.
+
+Headings are recognised
+  * at the start of a line, in any case, with a colon ("Findings: ...") or as
+    the whole line ("IMPRESSION"), and
+  * inside a line, in upper case and with a colon, after a sentence or list
+    separator ("...,FINDINGS:  ,The liver...", as run-together dictations send).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from listener.model import Section, SectionKind
+
+#: A hint that says "this is report text: find its sections by heading".
+TEXT_HINT = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class HeadingRules:
+    """Compiled heading vocabulary: upper-case heading -> section kind."""
+
+    headings: Mapping[str, SectionKind]
+    line_pattern: re.Pattern[str]
+    inline_pattern: re.Pattern[str]
+
+    def kind_of(self, heading: str) -> SectionKind:
+        return self.headings.get(" ".join(heading.upper().split()), SectionKind.OTHER)
+
+
+def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
+    """Compile a heading vocabulary into the two patterns :func:`sectionize` uses."""
+    words = sorted(headings, key=len, reverse=True)  # longest first: CLINICAL HISTORY before CLINICAL
+    alternation = "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in words)
+    line_pattern = re.compile(
+        rf"^[ \t]*(?P<heading>{alternation})[ \t]*(?:(?P<colon>:)[ \t]*|$)",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation}):[ \t,]*")
+    return HeadingRules(dict(headings), line_pattern, inline_pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class _Boundary:
+    at: int  # where the previous section ends
+    body: int  # where this section's text starts
+    kind: SectionKind
+    heading: str
+    from_heading: bool
+
+
+def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] = ()) -> tuple[Section, ...]:
+    """Split report text into sections with offsets into ``text``.
+
+    Args:
+        text: the full report text (lines joined by "\\n").
+        rules: the heading vocabulary (from the feed's mapping).
+        hints: (offset, kind) pairs where the wire format says a section of
+            ``kind`` starts (a SectionKind value, or "text" for plain report
+            text whose sections come from headings only).
+
+    Returns:
+        Sections in text order. A heading with an empty body gives a section
+        with empty text (the completeness rule needs to see it). Text before
+        the first heading, if any, is an ``other`` section.
+    """
+    bounds: dict[int, _Boundary] = {}
+    for match in rules.line_pattern.finditer(text):
+        heading = match.group("heading")
+        start = match.start("heading")
+        # Skip the line end after a bare heading line so the body starts on the next line.
+        body = match.end()
+        bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading, True)
+    for match in rules.inline_pattern.finditer(text):
+        start = match.start("heading")
+        if start not in bounds and not _inside_line_heading(bounds, start):
+            heading = match.group("heading")
+            bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading, True)
+
+    previous_hint = ""
+    for offset, hint in hints:
+        if hint != previous_hint and offset not in bounds:
+            if hint and hint != TEXT_HINT:
+                bounds[offset] = _Boundary(offset, offset, SectionKind(hint), "", False)
+            elif previous_hint and previous_hint != TEXT_HINT:
+                # Plain text after a coded group: the coded section ends here.
+                bounds[offset] = _Boundary(offset, offset, SectionKind.OTHER, "", False)
+        previous_hint = hint
+
+    ordered = sorted(bounds.values(), key=lambda b: b.at)
+    sections: list[Section] = []
+    first = ordered[0].at if ordered else len(text)
+    if text[:first].strip():
+        sections.append(_section(text, SectionKind.OTHER, "", 0, first))
+    for i, bound in enumerate(ordered):
+        end = ordered[i + 1].at if i + 1 < len(ordered) else len(text)
+        # A heading-only hint boundary inside a heading body: keep the heading's kind.
+        sections.append(_section(text, bound.kind, bound.heading, min(bound.body, end), end))
+    return tuple(_merge_hint_duplicates(sections))
+
+
+def _inside_line_heading(bounds: Mapping[int, _Boundary], start: int) -> bool:
+    return any(b.at <= start < b.body for b in bounds.values())
+
+
+def _section(text: str, kind: SectionKind, heading: str, start: int, end: int) -> Section:
+    body = text[start:end]
+    stripped_left = len(body) - len(body.lstrip(" \t\r\n,"))
+    start += stripped_left
+    body = text[start:end].rstrip(" \t\r\n,")
+    return Section(kind=kind, heading=heading, start=start, end=start + len(body), text=body)
+
+
+def _merge_hint_duplicates(sections: list[Section]) -> list[Section]:
+    """Drop empty sections that only a hint made.
+
+    An OBX group coded "impression" whose first line is "IMPRESSION:" produces
+    both a hint boundary and a heading; the heading one is the real section.
+    """
+    return [sec for sec in sections if sec.heading or sec.text]
