@@ -1,0 +1,329 @@
+"""Tests for listener.logs: real configured logging into a StringIO.
+
+Each test configures logging with ``cache=False`` so that reconfiguration takes
+effect, and the ``restore`` fixture puts structlog, the stdlib root logger and
+the exception hooks back afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import stat
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hl7
+import pytest
+import structlog
+from structlog.testing import capture_logs
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from listener import logs
+
+CANARY = "ZZCANARY-SMITH^JOHN-MRN0042"
+
+
+@pytest.fixture(autouse=True)
+def restore() -> Iterator[None]:
+    """Undo configure_logging's global changes after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, threading.excepthook
+    silenced = [
+        logging.getLogger(name)
+        for name in (hl7.util.logger.name, hl7.containers.logger.name, "hl7", "hl7apy")
+    ]
+    saved = [(lg, lg.level, lg.propagate, lg.handlers[:]) for lg in silenced]
+    yield
+    for lg, lg_level, propagate, lg_handlers in saved:
+        lg.setLevel(lg_level)
+        lg.propagate = propagate
+        lg.handlers[:] = lg_handlers
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook = hooks
+
+
+@pytest.fixture(name="out")
+def _out() -> io.StringIO:
+    """JSON logging configured to write into the returned buffer."""
+    buf = io.StringIO()
+    logs.configure_logging("json", stream=buf, cache=False)
+    return buf
+
+
+def lines(buf: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def raise_with(message: str) -> None:
+    secret_local = message  # noqa: F841 - a local that must never be shown
+    raise ValueError(message)
+
+
+def test_json_lines_parse(out: io.StringIO) -> None:
+    """Each event is one JSON object per line with event, level and timestamp."""
+    log = structlog.get_logger()
+    log.info("daemon_started", version="0.1.0", pid=123)
+    log.warning("connection_timed_out", peer="127.0.0.1:5000", conn=7)
+    got = lines(out)
+    assert [g["event"] for g in got] == ["daemon_started", "connection_timed_out"]
+    assert got[0]["level"] == "info" and got[1]["level"] == "warning"
+    assert got[0]["version"] == "0.1.0" and got[0]["pid"] == 123
+    assert got[0]["timestamp"].endswith("Z")
+
+
+def test_unknown_keys_dropped(out: io.StringIO) -> None:
+    """Keys outside the vocabulary are dropped; allowed keys stay."""
+    structlog.get_logger().info(
+        "message_processed", ack_code="AA", finding_count=2, patient_name="X", mrn="1"
+    )
+    (got,) = lines(out)
+    assert got["ack_code"] == "AA" and got["finding_count"] == 2
+    assert "patient_name" not in got and "mrn" not in got
+
+
+def test_unlisted_event_replaced(out: io.StringIO) -> None:
+    """An event name outside EVENTS is replaced, so free text cannot leak."""
+    structlog.get_logger().info(f"could not parse {CANARY}", control_id="C1")
+    (got,) = lines(out)
+    assert got["event"] == logs.UNLISTED_EVENT
+    assert got["control_id"] == "C1"
+
+
+def test_objects_become_type_names(out: io.StringIO) -> None:
+    """An allowed key holding an arbitrary object shows its type, not its repr."""
+
+    class Report:
+        def __repr__(self) -> str:
+            return CANARY
+
+    structlog.get_logger().info("message_stored", reason=Report(), path=Path("/x"))
+    (got,) = lines(out)
+    assert got["reason"] == "<Report>" and got["path"] == "/x"
+
+
+def test_exception_has_type_and_frames_only(out: io.StringIO) -> None:
+    """A logged exception keeps its type and frames, not its message or locals."""
+    try:
+        raise_with(CANARY)
+    except ValueError:
+        structlog.get_logger().exception("message_rejected", error_type="ValueError")
+    (got,) = lines(out)
+    (stack,) = got["exception"]
+    assert stack["exc_type"] == "ValueError"
+    assert "exc_value" not in stack
+    names = [frame["name"] for frame in stack["frames"]]
+    assert names[-1] == "raise_with"
+    assert all("locals" not in frame for frame in stack["frames"])
+    assert CANARY not in out.getvalue()
+    assert "secret_local" not in out.getvalue()
+
+
+def test_exception_cause_chain_scrubbed(out: io.StringIO) -> None:
+    """Chained exceptions (raise ... from) lose their messages too."""
+    try:
+        try:
+            raise_with(CANARY)
+        except ValueError as exc:
+            raise KeyError(CANARY) from exc
+    except KeyError:
+        structlog.get_logger().exception("message_rejected")
+    got = lines(out)[0]
+    assert [s["exc_type"] for s in got["exception"]] == ["KeyError", "ValueError"]
+    assert CANARY not in out.getvalue()
+
+
+def test_patient_data_canary(out: io.StringIO) -> None:
+    """A marker in disallowed keys, the event name and an exception message
+    appears in no output line, from structlog, stdlib or Twisted."""
+    log = structlog.get_logger().bind(peer="10.0.0.1:4000", conn=1)
+    log.info("message_received", patient=CANARY, text=CANARY, control_id="MSG1")
+    log.info(CANARY)
+    try:
+        raise_with(CANARY)
+    except ValueError:
+        log.exception("message_rejected", error_type="ValueError", obx=CANARY)
+        logging.getLogger("somelib").exception("failed on %s", CANARY)
+    logging.getLogger("somelib").error("value %s", CANARY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(CANARY, stacklevel=1)
+    Logger(namespace="t", observer=logs.twisted_observer()).error("{x}", x=CANARY)
+    text = out.getvalue()
+    assert len(text.splitlines()) == 7
+    assert CANARY not in text
+    assert "MSG1" in text  # the line was written, only the data is gone
+
+
+def test_stdlib_records_bridged_without_message(out: io.StringIO) -> None:
+    """A stdlib record becomes library_logged with logger and level only."""
+    logging.getLogger("thirdparty.module").warning("hello %s", CANARY)
+    (got,) = lines(out)
+    assert got == {
+        "event": "library_logged",
+        "logger": "thirdparty.module",
+        "level": "warning",
+        "timestamp": got["timestamp"],
+    }
+
+
+def test_stdlib_info_below_warning_dropped(out: io.StringIO) -> None:
+    """Library INFO chatter is not forwarded."""
+    logging.getLogger("thirdparty").info("noise")
+    assert out.getvalue() == ""
+
+
+def test_hl7_logger_suppressed(out: io.StringIO) -> None:
+    """python-hl7's field-value warnings (unescape) produce no output at all."""
+    # python-hl7 0.4.x names its loggers after __file__, not "hl7".
+    hl7.util.logger.warning("bad escape in %s", CANARY)
+    hl7.containers.logger.error("field %s", CANARY)
+    logging.getLogger("hl7").error("x %s", CANARY)
+    logging.getLogger("hl7apy.core").error("x %s", CANARY)
+    msg = hl7.parse("MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.5\rOBX|1|TX|||" + CANARY + "\\Q\\")
+    msg.unescape(str(msg.segment("OBX")[5]))
+    assert out.getvalue() == ""
+
+
+def test_twisted_bridge_drops_text(out: io.StringIO) -> None:
+    """A Twisted event keeps namespace and level; its format and fields go."""
+    tlog = Logger(namespace="listener.server.mllp", observer=logs.twisted_observer())
+    tlog.warn("peer {peer} sent {data}", peer="x", data=CANARY)
+    tlog.info("quiet {x}", x=CANARY)  # below the default WARNING threshold
+    (got,) = lines(out)
+    assert got["event"] == "twisted_logged"
+    assert got["logger"] == "listener.server.mllp"
+    assert got["level"] == "warning"
+    assert CANARY not in out.getvalue()
+
+
+def test_twisted_failure_type_and_frames(out: io.StringIO) -> None:
+    """A (cleaned, as after a Deferred) Failure renders type and frames only."""
+    try:
+        raise_with(CANARY)
+    except ValueError:
+        failure = Failure()  # type: ignore[no-untyped-call]
+    failure.cleanFailure()  # type: ignore[no-untyped-call]
+    Logger(namespace="ns", observer=logs.twisted_observer()).failure(
+        "Unhandled error {x}", failure=failure, x=CANARY, level=LogLevel.error
+    )
+    (got,) = lines(out)
+    (stack,) = got["exception"]
+    assert stack["exc_type"] == "ValueError"
+    assert stack["frames"][-1]["name"] == "raise_with"
+    assert got["level"] == "error"
+    assert CANARY not in out.getvalue()
+
+
+def test_excepthook_logs_type_only(out: io.StringIO) -> None:
+    """An uncaught exception goes through the allowlist, not to stderr."""
+    try:
+        raise_with(CANARY)
+    except ValueError:
+        exc_type, exc, tb = sys.exc_info()
+        assert exc_type is not None and exc is not None
+        sys.excepthook(exc_type, exc, tb)
+    (got,) = lines(out)
+    assert got["event"] == "exception_unhandled"
+    assert got["exception"][0]["exc_type"] == "ValueError"
+    assert CANARY not in out.getvalue()
+
+
+def test_console_format_withholds_message() -> None:
+    """The console renderer shows the traceback frames and type, no message."""
+    buf = io.StringIO()
+    logs.configure_logging("console", stream=buf, cache=False)
+    try:
+        raise_with(CANARY)
+    except ValueError:
+        structlog.get_logger().exception("message_rejected", secret=CANARY)
+    text = buf.getvalue()
+    assert "message_rejected" in text
+    assert "raise_with" in text and "ValueError" in text
+    assert CANARY not in text
+
+
+def test_auto_picks_json_when_not_a_tty() -> None:
+    """fmt='auto' writes JSON to a non-TTY stream (journald)."""
+    buf = io.StringIO()
+    logs.configure_logging("auto", stream=buf, cache=False)
+    structlog.get_logger().info("listening", endpoint="tcp:2575")
+    assert json.loads(buf.getvalue())["endpoint"] == "tcp:2575"
+
+
+def test_unknown_format_rejected() -> None:
+    """A format other than auto/json/console is a ValueError."""
+    with pytest.raises(ValueError, match="log format"):
+        logs.configure_logging("xml", stream=io.StringIO(), cache=False)
+
+
+def test_capture_logs_sees_bound_keys() -> None:
+    """capture_logs (used by other modules' canary tests) still works with
+    our configuration, showing events before the allowlist."""
+    logs.configure_logging("json", stream=io.StringIO(), cache=False)
+    with capture_logs() as captured:
+        logs.get_logger("listener.server.mllp").info("connection_opened", conn=3)
+    assert captured == [
+        {"event": "connection_opened", "logger": "listener.server.mllp", "conn": 3, "log_level": "info"}
+    ]
+
+
+def test_vocabulary_shape() -> None:
+    """Event names are snake_case and the keys carry no patient field names."""
+    for name in logs.EVENTS | logs.KEYS:
+        assert name == name.lower() and " " not in name
+    for forbidden in ("patient", "name", "mrn", "dob", "birth_date", "text", "raw", "message"):
+        assert forbidden not in logs.KEYS
+
+
+def test_keyed_hash_stable_and_keyed() -> None:
+    """Same key, same hash; another key, another hash; not a plain digest."""
+    key, other = b"k" * 32, b"o" * 32
+    h = logs.keyed_hash("ACC123", key)
+    assert h == logs.keyed_hash("ACC123", key)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert h != logs.keyed_hash("ACC123", other)
+    assert h != logs.keyed_hash("ACC124", key)
+    import hashlib
+
+    assert not hashlib.sha256(b"ACC123").hexdigest().startswith(h)
+    with pytest.raises(ValueError):
+        logs.keyed_hash("ACC123", b"")
+
+
+def test_hash_key_created_0600_and_reused(tmp_path: Path) -> None:
+    """The key file is created 0600 with 32 bytes and reused on the next start."""
+    state = tmp_path / "state"
+    key = logs.load_or_create_hash_key(state)
+    path = state / logs.HASH_KEY_FILE
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert logs.load_or_create_hash_key(state) == key
+    assert [p.name for p in state.iterdir()] == [logs.HASH_KEY_FILE]  # no temp left
+    assert logs.keyed_hash("P1", key) == logs.keyed_hash("P1", logs.load_or_create_hash_key(state))
+
+
+def test_hash_key_differs_per_installation(tmp_path: Path) -> None:
+    """Two state directories get independent keys."""
+    assert logs.load_or_create_hash_key(tmp_path / "a") != logs.load_or_create_hash_key(
+        tmp_path / "b"
+    )
+
+
+def test_corrupt_hash_key_refused(tmp_path: Path) -> None:
+    """A key file of the wrong size is an error, never silently replaced
+    (replacing it would break correlation with earlier logs)."""
+    (tmp_path / logs.HASH_KEY_FILE).write_bytes(b"short")
+    with pytest.raises(ValueError, match="expected 32 bytes"):
+        logs.load_or_create_hash_key(tmp_path)
