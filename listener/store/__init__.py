@@ -1,1 +1,52 @@
-"""store layer."""
+"""The durable store: messages, their results and the outbound queue.
+
+Callers depend on :class:`Store` and the values of :mod:`listener.store.base`;
+:func:`open_store` picks the backend (the embedded SQLite one for now).
+"""
+
+from __future__ import annotations
+
+import os
+
+from listener.store.base import (
+    MessageRecord,
+    MessageState,
+    MessageSummary,
+    OutboxDepth,
+    OutboxItem,
+    OutboxRow,
+    OutboxState,
+    OutboxStats,
+    ReportRecord,
+    SaveResult,
+    Store,
+    Transport,
+)
+from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
+
+__all__ = [
+    "DB_FILENAME",
+    "MessageRecord",
+    "MessageState",
+    "MessageSummary",
+    "OutboxDepth",
+    "OutboxItem",
+    "OutboxRow",
+    "OutboxState",
+    "OutboxStats",
+    "ReportRecord",
+    "SQLiteStore",
+    "SaveResult",
+    "Store",
+    "Transport",
+    "open_store",
+]
+
+
+def open_store(state_dir: str | os.PathLike[str], *, synchronous: Synchronous = "FULL") -> Store:
+    """Open the store kept in ``state_dir`` (``<state_dir>/overread.db``).
+
+    Raises:
+        StoreError: the store cannot be created, opened or migrated.
+    """
+    return SQLiteStore.in_state_dir(state_dir, synchronous=synchronous)

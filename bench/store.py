@@ -1,0 +1,155 @@
+"""Benchmark the durable store: sequential commits vs group commit.
+
+Run by hand: ``.venv/bin/python bench/store.py [--seconds 3] [--synchronous FULL] [--dir DIR]``
+
+Scenarios, each on a fresh database in ``--dir`` (default: a temporary directory
+under ./var, i.e. on the disk the daemon would use), each record the size of a
+typical message (2.4 KB raw ORU, one report with findings and route, one outbox
+row):
+
+* ``sequential``: no writer thread; one connection, one transaction and one
+  fsync per record (what a naive "commit then ACK" does);
+* ``group xN``: N threads calling ``SQLiteStore.save()`` in a loop, sharing the
+  group-commit writer.
+
+Prints records/s, commits/s, the mean batch size and save latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore  # noqa: E402
+from listener.store.sqlite import _connect, _insert_record, create_private_file, migrate  # noqa: E402
+
+RAW = b"MSH|^~\\&|RIS|HOSP|OVR|HOSP|20240501120000||ORU^R01|%s|P|2.5.1\r" + b"OBX|" * 600
+REPORT = json.dumps({"text": "FINDINGS: " + "no acute intracranial abnormality. " * 80})
+FINDINGS = json.dumps([{"rule": "laterality.impression_vs_findings", "severity": "error"}] * 3)
+ROUTE = json.dumps({"bucket": "selective_overread", "pool": "neuro", "reasons": ["x"] * 4})
+
+
+def make_record(control_id: str) -> MessageRecord:
+    """A record of realistic size."""
+    return MessageRecord(
+        control_id=control_id,
+        sender_application="RIS",
+        sender_facility="HOSP",
+        feed="default",
+        received=datetime.now(UTC),
+        raw=RAW % control_id.encode(),
+        transport="mllp",
+        state="processed",
+        ack_code="AA",
+        ack=b"MSH|^~\\&|OVR|HOSP|RIS|HOSP|20240501120000||ACK^R01|A1|P|2.5.1\rMSA|AA|"
+        + control_id.encode(),
+        reports=(ReportRecord("ACC" + control_id, REPORT, FINDINGS, ROUTE, "selective_overread"),),
+        outbox=(OutboxItem("ris", "ACC" + control_id, "O" + control_id, RAW[:1500]),),
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def report(name: str, records: int, commits: int, elapsed: float, latencies: list[float]) -> None:
+    """Print one result line."""
+    print(
+        f"{name:<12} {records:>8} {commits:>8} {records / elapsed:>10.0f} {commits / elapsed:>10.0f}"
+        f" {records / max(commits, 1):>7.1f} {statistics.median(latencies) * 1000:>8.2f}"
+        f" {percentile(latencies, 99) * 1000:>8.2f}"
+    )
+
+
+def bench_sequential(path: Path, seconds: float, synchronous: str) -> None:
+    """One thread, one transaction per record, on the caller's thread."""
+    create_private_file(path)
+    conn = _connect(path, synchronous, 5000, reader=False)  # type: ignore[arg-type]
+    migrate(conn)
+    latencies: list[float] = []
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        rec = make_record(f"S{n}")
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        _insert_record(conn, rec)
+        conn.execute("COMMIT")
+        latencies.append(time.perf_counter() - t0)
+        n += 1
+    elapsed = time.perf_counter() - start
+    conn.close()
+    report("sequential", n, n, elapsed, latencies)
+
+
+def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int) -> None:
+    """threads_n submitters calling save() in a loop through the group-commit writer."""
+    store = SQLiteStore(path, synchronous=synchronous)  # type: ignore[arg-type]
+    latencies: list[list[float]] = [[] for _ in range(threads_n)]
+    stop = threading.Event()
+    barrier = threading.Barrier(threads_n + 1)
+
+    def work(t: int) -> None:
+        mine = latencies[t]
+        i = 0
+        barrier.wait()
+        while not stop.is_set():
+            rec = make_record(f"G{t}-{i}")
+            t0 = time.perf_counter()
+            store.save(rec)
+            mine.append(time.perf_counter() - t0)
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    commits0, jobs0 = store.writer.commits, store.writer.jobs_committed
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    commits = store.writer.commits - commits0
+    records = store.writer.jobs_committed - jobs0
+    store.close()
+    report(f"group x{threads_n}", records, commits, elapsed, [x for ls in latencies for x in ls])
+
+
+def main() -> None:
+    """Run every scenario and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--synchronous", default="FULL", choices=["FULL", "EXTRA", "NORMAL"])
+    parser.add_argument("--dir", default="var")
+    args = parser.parse_args()
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    try:
+        print(f"synchronous={args.synchronous}, {args.seconds:g} s per scenario, in {work}")
+        print(
+            f"{'scenario':<12} {'records':>8} {'commits':>8} {'records/s':>10} {'commits/s':>10}"
+            f" {'batch':>7} {'p50 ms':>8} {'p99 ms':>8}"
+        )
+        bench_sequential(work / "sequential.db", args.seconds, args.synchronous)
+        for threads_n in (1, 8, 32):
+            bench_group(work / f"group{threads_n}.db", args.seconds, args.synchronous, threads_n)
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""What goes into the store, what comes out, and the `Store` protocol.
+
+Layer: values and an interface, no I/O. Every backend (``sqlite.py`` now, a
+PostgreSQL one later) implements :class:`Store`; callers depend only on this
+module, so a backend can be swapped without touching the pipeline or the server.
+
+The store takes already-serialized JSON strings and wire bytes: it never imports
+the model, HL7 or FHIR code, and never interprets what it keeps.
+
+Times are aware datetimes; backends keep them in UTC and give them back in UTC.
+A naive datetime is a programming error and is refused with ``ValueError`` when
+the value is built, so it never reaches a writer thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, get_args
+
+Transport = Literal["mllp", "http"]
+MessageState = Literal["processed", "rejected", "ignored"]
+OutboxState = Literal["pending", "delivered", "dead"]
+
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
+MESSAGE_STATES: tuple[str, ...] = get_args(MessageState)
+OUTBOX_STATES: tuple[str, ...] = get_args(OutboxState)
+
+
+def require_aware(value: datetime, name: str) -> None:
+    """Refuse a naive datetime.
+
+    Raises:
+        ValueError: ``value`` has no UTC offset.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime")
+
+
+def _require_one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+
+
+# --------------------------------------------------------------------------- in
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """One decoded report of a message, with what QA and routing said about it.
+
+    Attributes:
+        accession: the order's accession number (also the outbox ordering key).
+        report_json: the serialized Report.
+        findings_json: the serialized findings (a JSON array).
+        route_json: the serialized Route.
+        bucket: the routing bucket, kept apart for queries.
+    """
+
+    accession: str
+    report_json: str
+    findings_json: str
+    route_json: str
+    bucket: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A routing message to send to a destination once the message is stored.
+
+    Attributes:
+        destination: the configured destination name (one worker each).
+        accession: ordering key: rows of one (destination, accession) are sent in
+            the order they were stored, never overtaking each other.
+        control_id: MSH-10 of the outbound message (the RIS deduplicates on it).
+        payload: the encoded outbound message, ready to frame.
+    """
+
+    destination: str
+    accession: str
+    control_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """Everything about one received message that must be stored before we answer.
+
+    Attributes:
+        control_id: MSH-10 (or the FHIR resource id).
+        sender_application: MSH-3 (or the FHIR client identity).
+        sender_facility: MSH-4 (may be empty).
+        feed: the mapping feed the sender was matched to.
+        received: when the message was received (aware).
+        raw: the message bytes as received, or None when not kept.
+        transport: ``mllp`` or ``http``.
+        state: ``processed``, ``rejected`` or ``ignored``.
+        ack_code: AA/AE/AR/CA/CE/CR (or the HTTP equivalent the server chose).
+        ack: the exact answer bytes we will send, re-sent to duplicates.
+        error_code: HL7 table 0357 code, or "" when there is none.
+        reports: the reports decoded from the message.
+        outbox: the routing messages to send, in order.
+
+    Raises:
+        ValueError: on a naive ``received`` or an unknown transport or state.
+    """
+
+    control_id: str
+    sender_application: str
+    sender_facility: str
+    feed: str
+    received: datetime
+    raw: bytes | None
+    transport: Transport
+    state: MessageState
+    ack_code: str
+    ack: bytes
+    error_code: str = ""
+    reports: tuple[ReportRecord, ...] = ()
+    outbox: tuple[OutboxItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        require_aware(self.received, "received")
+        _require_one_of(self.transport, TRANSPORTS, "transport")
+        _require_one_of(self.state, MESSAGE_STATES, "state")
+
+
+# -------------------------------------------------------------------------- out
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What the store knows after a save or a duplicate lookup.
+
+    Attributes:
+        message_pk: the store's id of the message row (the original one for a duplicate).
+        duplicate: True when the (application, facility, control id) key was
+            already stored; nothing new was written.
+        ack: the answer to send: for a duplicate, the one stored the first time.
+        ack_code: the code of that answer.
+    """
+
+    message_pk: int
+    duplicate: bool
+    ack: bytes
+    ack_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """One stored message, without its bodies, for ``overread messages``.
+
+    ``control_id`` is the ``message_id`` of DESIGN §7's JSON; ``message_pk`` is the
+    cursor to pass as ``after=`` for the next page.
+    """
+
+    message_pk: int
+    control_id: str
+    sender_application: str
+    sender_facility: str
+    feed: str
+    received: datetime
+    transport: str
+    state: str
+    ack_code: str
+    error_code: str
+    report_count: int
+    raw_kept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row as stored.
+
+    Attributes:
+        id: the row id; increases with commit order, so it orders an accession's rows.
+        attempts: delivery attempts made so far (delivered, failed or dead-lettered).
+        next_attempt_at: the row is not due before this time.
+        last_error: text of the last failure ("" when none).
+        created: when the row was stored (the message's received time).
+        delivered_at: when it was delivered, or None.
+    """
+
+    id: int
+    destination: str
+    accession: str
+    control_id: str
+    payload: bytes
+    state: OutboxState
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDepth:
+    """How many rows one destination has in one state, and the oldest one's age.
+
+    ``oldest_age`` is measured from the oldest row's ``created`` to the ``now``
+    given to :meth:`Store.outbox_stats`.
+    """
+
+    destination: str
+    state: OutboxState
+    count: int
+    oldest_age: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Queue depth by destination and state, and the oldest pending row's age."""
+
+    depth: tuple[OutboxDepth, ...]
+    oldest_pending_age: timedelta | None
+
+    def count(self, state: OutboxState, destination: str | None = None) -> int:
+        """Return how many rows are in ``state`` (for one destination or all)."""
+        return sum(
+            d.count
+            for d in self.depth
+            if d.state == state and (destination is None or d.destination == destination)
+        )
+
+
+# --------------------------------------------------------------------- protocol
+
+
+class Store(Protocol):
+    """The durable store: messages, their results and the outbound queue.
+
+    Durability: when :meth:`save` returns (or the future of :meth:`submit`
+    resolves), the message, its reports and its outbox rows are committed
+    together and durable; only then may the server answer the sender.
+
+    Errors: every storage failure raises :class:`listener.errors.StoreError`
+    whose text never contains stored data. Caller bugs (naive datetimes, bad
+    arguments) raise ``ValueError``.
+
+    Outbox order: rows of one (destination, accession) are handed out oldest
+    first, one at a time: :meth:`outbox_due` returns a row only when it is the
+    oldest *pending* row of its (destination, accession) and it is due. A
+    dead-lettered row no longer blocks the rows after it; it can be revived with
+    :meth:`outbox_retry` only while no later row of its (destination, accession)
+    has been delivered, because sending it then would overwrite a newer decision
+    at the RIS with an older one.
+    """
+
+    def find_duplicate(
+        self, sender_application: str, sender_facility: str, control_id: str
+    ) -> SaveResult | None:
+        """Return the stored answer for this key (``duplicate=True``), or None."""
+        ...
+
+    def submit(self, record: MessageRecord) -> Future[SaveResult]:
+        """Queue ``record`` for saving; the future resolves once it is durable."""
+        ...
+
+    def save(self, record: MessageRecord) -> SaveResult:
+        """Save ``record`` durably (blocking), or return the stored duplicate."""
+        ...
+
+    def messages(
+        self,
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[MessageSummary]:
+        """Iterate stored messages in storage order, after a cursor or since a time."""
+        ...
+
+    def message_raw(self, message_pk: int) -> bytes | None:
+        """Return the raw bytes of a message, or None when purged, not kept or unknown."""
+        ...
+
+    def outbox_due(self, destination: str, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Return rows ready to send now: each the oldest pending of its accession."""
+        ...
+
+    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
+        """Mark a pending row delivered; False if it was not pending."""
+        ...
+
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str
+    ) -> bool:
+        """Count a failed attempt and schedule the next; False if not pending."""
+        ...
+
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
+        """Count a final failed attempt and dead-letter the row; False if not pending."""
+        ...
+
+    def outbox_list(
+        self,
+        state: OutboxState | None = None,
+        *,
+        destination: str | None = None,
+        limit: int | None = None,
+    ) -> list[OutboxRow]:
+        """Return outbox rows (optionally of one state and destination) by id."""
+        ...
+
+    def outbox_retry(
+        self, ids: Sequence[int] | None, now: datetime, *, force: bool = False
+    ) -> tuple[int, ...]:
+        """Revive dead rows (the given ids, or all when None); return the revived ids."""
+        ...
+
+    def outbox_purge(
+        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = ()
+    ) -> int:
+        """Delete delivered rows older than a time and the given dead rows; return the count."""
+        ...
+
+    def outbox_stats(self, now: datetime) -> OutboxStats:
+        """Return queue depth by destination and state and the oldest pending age."""
+        ...
+
+    def purge_raw(self, older_than: datetime) -> int:
+        """Drop the raw bytes of messages received before ``older_than``; return the count."""
+        ...
+
+    def health(self) -> bool:
+        """Return True when the store can read and its writer is running."""
+        ...
+
+    def close(self) -> None:
+        """Finish queued writes, then release every connection and thread."""
+        ...

@@ -1,0 +1,704 @@
+"""The embedded store: one SQLite file, WAL, synchronous=FULL, group commit.
+
+Layer: storage (threads, files), no Twisted and no logging: errors are raised as
+:class:`~listener.errors.StoreError` whose text never quotes stored data, and the
+server decides what to log.
+
+Connections and threads:
+    * writes (saves, outbox updates, purges) all go through one
+      :class:`~listener.store.writer.GroupCommitWriter`, whose thread alone owns
+      the write connection, so writes never wait for each other's locks and share
+      fsyncs;
+    * reads use one separate connection, guarded by a lock: each read is one
+      short statement (an autocommit read transaction), and in WAL mode a reader
+      never waits for the writer or its fsync. ``messages()`` pages with a
+      keyset cursor so the lock is never held while the caller iterates.
+
+Durability: every committed write is durable when its future resolves with
+``synchronous=FULL`` (the default: the WAL is fsynced at each commit). ``NORMAL``
+survives a process crash (kill -9) but may lose the last commits on power loss;
+``EXTRA`` adds a directory fsync. The file is created 0600 before SQLite opens it;
+SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from listener.errors import StoreError
+from listener.store.base import (
+    OUTBOX_STATES,
+    MessageRecord,
+    MessageSummary,
+    OutboxDepth,
+    OutboxRow,
+    OutboxState,
+    OutboxStats,
+    SaveResult,
+    require_aware,
+)
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+
+T = TypeVar("T")
+
+Synchronous = Literal["FULL", "EXTRA", "NORMAL"]
+
+#: The database file inside the state directory.
+DB_FILENAME = "overread.db"
+#: The schema version this code writes (``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+#: How long a connection waits for another process's write lock.
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+_PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
+_ERROR_TEXT_MAX = 500
+
+# ----------------------------------------------------------------------- schema
+
+# Times are TEXT "YYYY-MM-DDTHH:MM:SS.ffffffZ" in UTC: fixed width, so text order
+# is time order and the file stays readable with the sqlite3 shell.
+# JSON columns are not checked with json_valid(): it cost a third of a save's
+# CPU, and a NaN from json.dumps would turn one odd value into refusing every
+# message; the JSON comes from our own serializer.
+# AUTOINCREMENT: ids are never reused after a purge, so an id an operator saw in
+# `overread outbox list` or a log line always means the same row; outbox ids
+# also order an accession's rows (one writer thread: id order = commit order).
+_V1 = (
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender_application TEXT NOT NULL,
+        sender_facility TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        received TEXT NOT NULL,
+        transport TEXT NOT NULL CHECK (transport IN ('mllp', 'http')),
+        state TEXT NOT NULL CHECK (state IN ('processed', 'rejected', 'ignored')),
+        ack_code TEXT NOT NULL,
+        error_code TEXT NOT NULL DEFAULT '',
+        ack BLOB NOT NULL,
+        raw BLOB,
+        UNIQUE (sender_application, sender_facility, control_id)
+    )""",
+    "CREATE INDEX messages_received ON messages (received)",
+    # Only rows still holding raw bytes: purge_raw() never rescans purged rows.
+    "CREATE INDEX messages_raw_received ON messages (received) WHERE raw IS NOT NULL",
+    """CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        accession TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        report_json TEXT NOT NULL,
+        findings_json TEXT NOT NULL,
+        route_json TEXT NOT NULL,
+        UNIQUE (message_id, seq)
+    )""",
+    "CREATE INDEX reports_accession ON reports (accession)",
+    """CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        destination TEXT NOT NULL,
+        accession TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        delivered_at TEXT,
+        payload BLOB NOT NULL
+    )""",
+    # Head-of-line lookups: the oldest pending row of a (destination, accession).
+    "CREATE INDEX outbox_pending ON outbox (destination, accession, id) WHERE state = 'pending'",
+    "CREATE INDEX outbox_state ON outbox (destination, state, created)",
+    "CREATE INDEX outbox_message ON outbox (message_id)",
+)
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    for statement in _V1:
+        conn.execute(statement)
+
+
+#: MIGRATIONS[n] upgrades a database from version n to n + 1 inside the caller's
+#: transaction. Append a step (and bump SCHEMA_VERSION) to change the schema;
+#: never edit a released step. Use conn.execute, not executescript (it commits).
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
+
+
+def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
+    """Bring the schema of an autocommit connection up to ``target`` (default: latest).
+
+    All steps run in one IMMEDIATE transaction, so a crash leaves either the old
+    or the new version, and two processes opening a new file do not both migrate.
+
+    Returns:
+        The version before migrating.
+
+    Raises:
+        StoreError: the file is newer than this code, or is not an overread store.
+    """
+    target = len(MIGRATIONS) if target is None else target
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > target:
+            raise StoreError(
+                f"store schema version {version} is newer than this program's {target}"
+            )
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError("the database file is not an overread store")
+        for step in range(version, target):
+            MIGRATIONS[step](conn)
+        if version != target:
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+# ------------------------------------------------------------------------ times
+
+
+def _ts(value: datetime) -> str:
+    """Format an aware datetime as fixed-width UTC text."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------ connections
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 (or tighten it), and make its name durable.
+
+    SQLite creates its ``-wal``/``-shm`` files with the database file's mode, so
+    they follow. Existing ones are tightened too (left by a looser tool).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sidecar = Path(f"{path}{suffix}")
+        if sidecar.exists():
+            os.chmod(sidecar, 0o600)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _connect(
+    path: Path, synchronous: Synchronous, busy_timeout_ms: int, *, reader: bool
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # we issue BEGIN/COMMIT/SAVEPOINT ourselves
+        timeout=busy_timeout_ms / 1000,
+        check_same_thread=not reader,  # the reader is shared under a lock
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError("the store could not switch to WAL mode")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        if reader:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# -------------------------------------------------------------------- the store
+
+
+class SQLiteStore:
+    """The embedded :class:`~listener.store.base.Store`.
+
+    Args:
+        path: the database file (see :meth:`in_state_dir` for the usual place).
+        synchronous: ``FULL`` (default, durable on power loss), ``EXTRA`` or ``NORMAL``.
+        busy_timeout_ms: how long to wait for another process's write lock.
+        max_batch: most saves committed in one group transaction.
+        on_commit: hook called with each commit's job count (see GroupCommitWriter).
+
+    Raises:
+        StoreError: the file cannot be created, opened or migrated.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_commit: Callable[[int], object] | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self.path = Path(path)
+        try:
+            create_private_file(self.path)
+        except OSError as exc:
+            raise store_error("creating the store file", exc) from None
+
+        def connect() -> sqlite3.Connection:
+            return _connect(self.path, synchronous, busy_timeout_ms, reader=False)
+
+        self._writer = GroupCommitWriter(
+            connect, setup=migrate, max_batch=max_batch, on_commit=on_commit
+        )
+        self._read_lock = threading.Lock()
+        try:
+            self._reader = _connect(self.path, synchronous, busy_timeout_ms, reader=True)
+        except (sqlite3.Error, StoreError) as exc:
+            self._writer.close()
+            raise store_error("opening the store", exc) from None
+
+    @classmethod
+    def in_state_dir(
+        cls,
+        state_dir: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_commit: Callable[[int], object] | None = None,
+    ) -> SQLiteStore:
+        """Open ``<state_dir>/overread.db``, creating the directory (0700) if needed."""
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise store_error("creating the state directory", exc) from None
+        return cls(
+            Path(state_dir) / DB_FILENAME,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+            max_batch=max_batch,
+            on_commit=on_commit,
+        )
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The group-commit writer (its ``commits``/``jobs_committed`` feed metrics)."""
+        return self._writer
+
+    # ---------------------------------------------------------------- helpers
+
+    def _read(self, what: str, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        error: StoreError
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except (sqlite3.Error, ValueError) as exc:  # ValueError: closed connection
+                error = store_error(what, exc)
+        raise error  # outside the except block: sqlite's text is not even __context__
+
+    def _write(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        return self._writer.execute(work, what).result()
+
+    # --------------------------------------------------------------- messages
+
+    def find_duplicate(
+        self, sender_application: str, sender_facility: str, control_id: str
+    ) -> SaveResult | None:
+        """Return the stored answer for the key, as a duplicate, or None.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        rows = self._read(
+            "duplicate lookup",
+            "SELECT id, ack, ack_code FROM messages"
+            " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
+            (sender_application, sender_facility, control_id),
+        )
+        if not rows:
+            return None
+        pk, ack, ack_code = rows[0]
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code))
+
+    def submit(self, record: MessageRecord) -> Future[SaveResult]:
+        """Queue ``record``; the future resolves when it is durably committed.
+
+        The future gives ``duplicate=True`` and the stored answer if the key was
+        already stored (nothing is written), or fails with StoreError.
+
+        Raises:
+            StoreError: the store is closed.
+        """
+        return self._writer.execute(lambda conn: _insert_record(conn, record), "save")
+
+    def save(self, record: MessageRecord) -> SaveResult:
+        """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
+        return self.submit(record).result()
+
+    def messages(
+        self,
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> Iterator[MessageSummary]:
+        """Iterate stored messages by ``message_pk``.
+
+        Args:
+            after: only messages with a larger ``message_pk`` (a cursor).
+            since: only messages received at or after this time.
+            limit: stop after this many.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        if since is not None:
+            require_aware(since, "since")
+        cursor = after if after is not None else 0
+        since_text = _ts(since) if since is not None else ""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            rows = self._read(
+                "listing messages",
+                "SELECT m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
+                " m.received, m.transport, m.state, m.ack_code, m.error_code,"
+                " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
+                " m.raw IS NOT NULL"
+                " FROM messages m WHERE m.id > ? AND m.received >= ? ORDER BY m.id LIMIT ?",
+                (cursor, since_text, page),
+            )
+            for row in rows:
+                yield MessageSummary(
+                    message_pk=row[0],
+                    control_id=row[1],
+                    sender_application=row[2],
+                    sender_facility=row[3],
+                    feed=row[4],
+                    received=_dt(row[5]),
+                    transport=row[6],
+                    state=row[7],
+                    ack_code=row[8],
+                    error_code=row[9],
+                    report_count=row[10],
+                    raw_kept=bool(row[11]),
+                )
+            if len(rows) < page:
+                return
+            cursor = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def message_raw(self, message_pk: int) -> bytes | None:
+        """Return a message's raw bytes, or None if purged, not kept or unknown."""
+        rows = self._read("reading a message", "SELECT raw FROM messages WHERE id = ?", (message_pk,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def purge_raw(self, older_than: datetime) -> int:
+        """Set ``raw`` to NULL for messages received before ``older_than``.
+
+        Metadata, the stored answer and the reports stay. Works in chunks, each
+        its own job, so saves are never held behind one long transaction.
+
+        Returns:
+            How many messages lost their raw bytes.
+        """
+        require_aware(older_than, "older_than")
+        cutoff = _ts(older_than)
+
+        def chunk(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE messages SET raw = NULL WHERE id IN (SELECT id FROM messages"
+                " WHERE raw IS NOT NULL AND received < ? LIMIT ?)",
+                (cutoff, _PAGE),
+            )
+            return cur.rowcount
+
+        total = 0
+        while True:
+            count = self._write("purging raw bodies", chunk)
+            total += count
+            if count < _PAGE:
+                return total
+
+    # ----------------------------------------------------------------- outbox
+
+    def outbox_due(self, destination: str, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Return the rows of ``destination`` to send now, oldest first.
+
+        A row is returned only if it is pending, due (``next_attempt_at <= now``)
+        and the oldest pending row of its accession: a later row never overtakes
+        an earlier one, even while the earlier one waits for its retry time. So
+        at most one row per accession is returned. Dead rows do not block.
+
+        This is a read, not a lease: the caller must not send a row it already
+        has in flight, nor another row of an accession that has one in flight.
+        """
+        require_aware(now, "now")
+        rows = self._read(
+            "reading the outbox",
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
+            " WHERE o.destination = ? AND o.state = 'pending' AND o.next_attempt_at <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+            "   AND p.accession = o.accession AND p.state = 'pending' AND p.id < o.id)"
+            " ORDER BY o.id LIMIT ?",
+            (destination, _ts(now), limit),
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
+        """Mark a pending row delivered (counting the attempt); False if not pending."""
+        require_aware(now, "now")
+        return self._update_pending(
+            "marking delivered",
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
+            " delivered_at = ?1, updated = ?1 WHERE id = ?2 AND state = 'pending'",
+            (_ts(now), row_id),
+        )
+
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str
+    ) -> bool:
+        """Count a failed attempt, keep its error text, schedule the next attempt."""
+        require_aware(now, "now")
+        require_aware(next_attempt_at, "next_attempt_at")
+        return self._update_pending(
+            "recording a failure",
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+            " updated = ? WHERE id = ? AND state = 'pending'",
+            (_ts(next_attempt_at), error_text[:_ERROR_TEXT_MAX], _ts(now), row_id),
+        )
+
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
+        """Count a final failed attempt and move the row to dead letter."""
+        require_aware(now, "now")
+        return self._update_pending(
+            "dead-lettering",
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
+            " updated = ? WHERE id = ? AND state = 'pending'",
+            (error_text[:_ERROR_TEXT_MAX], _ts(now), row_id),
+        )
+
+    def _update_pending(self, what: str, sql: str, params: Sequence[object]) -> bool:
+        return self._write(what, lambda conn: conn.execute(sql, params).rowcount == 1)
+
+    def outbox_list(
+        self,
+        state: OutboxState | None = None,
+        *,
+        destination: str | None = None,
+        limit: int | None = None,
+    ) -> list[OutboxRow]:
+        """Return outbox rows by id, optionally of one state and one destination."""
+        if state is not None and state not in OUTBOX_STATES:
+            raise ValueError(f"state must be one of {', '.join(OUTBOX_STATES)}")
+        rows = self._read(
+            "listing the outbox",
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
+            " WHERE (?1 IS NULL OR o.state = ?1) AND (?2 IS NULL OR o.destination = ?2)"
+            " ORDER BY o.id LIMIT ?3",
+            (state, destination, -1 if limit is None else limit),
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def outbox_retry(
+        self, ids: Sequence[int] | None, now: datetime, *, force: bool = False
+    ) -> tuple[int, ...]:
+        """Make dead rows pending again, due ``now``, with their attempts reset.
+
+        A dead row is superseded when a later row of its (destination, accession)
+        was delivered: sending it now would replace the RIS's newer state with an
+        older one, so it stays dead unless ``force``. A revived row is again the
+        oldest pending row of its accession, so it goes before later pending rows.
+
+        Args:
+            ids: the rows to revive, or None for every dead row.
+
+        Returns:
+            The ids revived (ids that are not dead, unknown or superseded are skipped).
+        """
+        require_aware(now, "now")
+        id_list = None if ids is None else json.dumps([int(i) for i in ids])
+
+        def retry(conn: sqlite3.Connection) -> tuple[int, ...]:
+            revived = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT o.id FROM outbox o WHERE o.state = 'dead'"
+                    " AND (?1 IS NULL OR o.id IN (SELECT value FROM json_each(?1)))"
+                    " AND (?2 OR NOT EXISTS (SELECT 1 FROM outbox l"
+                    "   WHERE l.destination = o.destination AND l.accession = o.accession"
+                    "   AND l.id > o.id AND l.state = 'delivered'))"
+                    " ORDER BY o.id",
+                    (id_list, int(force)),
+                )
+            ]
+            conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1,"
+                " updated = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+                (_ts(now), json.dumps(revived)),
+            )
+            return tuple(revived)
+
+        return self._write("retrying the outbox", retry)
+
+    def outbox_purge(
+        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = ()
+    ) -> int:
+        """Delete delivered rows delivered before a time, and the given dead rows.
+
+        Pending rows are never deleted. Purge delivered rows only once the dead
+        rows of the same accessions are settled: the superseded check of
+        :meth:`outbox_retry` looks for later delivered rows.
+
+        Returns:
+            How many rows were deleted.
+        """
+        if delivered_before is not None:
+            require_aware(delivered_before, "delivered_before")
+        before = _ts(delivered_before) if delivered_before is not None else None
+        dead = json.dumps([int(i) for i in dead_ids])
+
+        def purge(conn: sqlite3.Connection) -> int:
+            count = 0
+            if before is not None:
+                count += conn.execute(
+                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?", (before,)
+                ).rowcount
+            count += conn.execute(
+                "DELETE FROM outbox WHERE state = 'dead'"
+                " AND id IN (SELECT value FROM json_each(?))",
+                (dead,),
+            ).rowcount
+            return count
+
+        return self._write("purging the outbox", purge)
+
+    def outbox_stats(self, now: datetime) -> OutboxStats:
+        """Return depth by destination and state, and the oldest pending row's age."""
+        require_aware(now, "now")
+        rows = self._read(
+            "reading outbox statistics",
+            "SELECT destination, state, count(*), min(created) FROM outbox"
+            " GROUP BY destination, state ORDER BY destination, state",
+        )
+        depth = tuple(
+            OutboxDepth(dest, cast(OutboxState, state), count, now - _dt(oldest))
+            for dest, state, count, oldest in rows
+        )
+        pending = [d.oldest_age for d in depth if d.state == "pending"]
+        return OutboxStats(depth, max(pending) if pending else None)
+
+    # -------------------------------------------------------------- lifecycle
+
+    def health(self) -> bool:
+        """Return True when the writer runs and the file can be read."""
+        if not self._writer.alive():
+            return False
+        try:
+            self._read("health check", "SELECT 1")
+        except StoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Commit every queued write, stop the writer, close the connections."""
+        self._writer.close()
+        with self._read_lock:
+            self._reader.close()
+
+
+_OUTBOX_COLUMNS = (
+    "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
+    " o.next_attempt_at, o.last_error, o.created, o.delivered_at"
+)
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=row[0],
+        destination=row[1],
+        accession=row[2],
+        control_id=row[3],
+        payload=bytes(row[4]),
+        state=row[5],
+        attempts=row[6],
+        next_attempt_at=_dt(row[7]),
+        last_error=row[8],
+        created=_dt(row[9]),
+        delivered_at=_dt(row[10]) if row[10] is not None else None,
+    )
+
+
+def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult:
+    """Write one message with its reports and outbox rows (runs on the writer thread)."""
+    received = _ts(record.received)
+    cur = conn.execute(
+        "INSERT INTO messages (sender_application, sender_facility, control_id, feed, received,"
+        " transport, state, ack_code, error_code, ack, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (sender_application, sender_facility, control_id) DO NOTHING",
+        (
+            record.sender_application,
+            record.sender_facility,
+            record.control_id,
+            record.feed,
+            received,
+            record.transport,
+            record.state,
+            record.ack_code,
+            record.error_code,
+            record.ack,
+            record.raw,
+        ),
+    )
+    if cur.rowcount == 0:
+        # Lost a race with an earlier save of the same key (perhaps in this very
+        # batch): write nothing, answer what was answered the first time.
+        pk, ack, ack_code = conn.execute(
+            "SELECT id, ack, ack_code FROM messages"
+            " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
+            (record.sender_application, record.sender_facility, record.control_id),
+        ).fetchone()
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code))
+    pk = cur.lastrowid
+    assert pk is not None
+    if record.reports:
+        conn.executemany(
+            "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
+            " findings_json, route_json) VALUES (?,?,?,?,?,?,?)",
+            [
+                (pk, seq, r.accession, r.bucket, r.report_json, r.findings_json, r.route_json)
+                for seq, r in enumerate(record.reports)
+            ],
+        )
+    if record.outbox:
+        conn.executemany(
+            "INSERT INTO outbox (message_id, destination, accession, control_id, payload,"
+            " next_attempt_at, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+            [
+                (pk, o.destination, o.accession, o.control_id, o.payload, received)
+                for o in record.outbox
+            ],
+        )
+    return SaveResult(pk, False, record.ack, record.ack_code)

@@ -1,0 +1,1 @@
+"""Unit tests of the durable store (listener.store)."""

@@ -1,0 +1,233 @@
+"""Saving messages: round trips, duplicates, errors that never quote data."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from listener.errors import StoreError
+from listener.store import MessageRecord, SQLiteStore
+
+from .records import POISON, T0, item, poison_reports, record, report
+
+
+def test_save_round_trip(store: SQLiteStore) -> None:
+    """What save() takes comes back from messages(), message_raw() and outbox_list()."""
+    rec = record(
+        "C1",
+        reports=(report("A1"), report("A2")),
+        outbox=(item("A1", "O1"), item("A2", "O2")),
+    )
+    result = store.save(rec)
+    assert result.duplicate is False
+    assert (result.ack, result.ack_code) == (rec.ack, "AA")
+
+    (summary,) = store.messages()
+    assert summary.message_pk == result.message_pk
+    assert (summary.control_id, summary.sender_application, summary.sender_facility) == (
+        "C1",
+        "RIS",
+        "HOSP",
+    )
+    assert (summary.feed, summary.transport, summary.state) == ("default", "mllp", "processed")
+    assert (summary.ack_code, summary.error_code) == ("AA", "")
+    assert summary.received == T0
+    assert summary.report_count == 2
+    assert summary.raw_kept is True
+    assert store.message_raw(result.message_pk) == rec.raw
+
+    rows = store.outbox_list()
+    assert [(r.accession, r.control_id, r.payload) for r in rows] == [
+        ("A1", "O1", b"ORM|O1"),
+        ("A2", "O2", b"ORM|O2"),
+    ]
+    assert all(r.state == "pending" and r.attempts == 0 for r in rows)
+    assert all(r.created == T0 and r.next_attempt_at == T0 for r in rows)
+
+
+def test_rejected_message_without_raw_or_reports(store: SQLiteStore) -> None:
+    """A rejected message is stored with its error code even with no reports and no raw bytes."""
+    rec = MessageRecord(
+        control_id="BAD1",
+        sender_application="RIS",
+        sender_facility="",
+        feed="default",
+        received=T0,
+        raw=None,
+        transport="http",
+        state="rejected",
+        ack_code="AE",
+        ack=b'{"resourceType": "OperationOutcome"}',
+        error_code="101",
+    )
+    pk = store.save(rec).message_pk
+    (summary,) = store.messages()
+    assert (summary.state, summary.ack_code, summary.error_code) == ("rejected", "AE", "101")
+    assert (summary.report_count, summary.raw_kept, summary.transport) == (0, False, "http")
+    assert store.message_raw(pk) is None
+    assert store.message_raw(pk + 1000) is None
+
+
+def test_times_are_stored_in_utc() -> None:
+    """An aware time in another zone comes back as the same instant in UTC."""
+    local = datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    assert record(received=local).received == local
+
+
+def test_times_round_trip_in_utc(store: SQLiteStore) -> None:
+    """The store returns UTC datetimes equal to the instant it was given, to the microsecond."""
+    local = datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    store.save(record(received=local))
+    (summary,) = store.messages()
+    assert summary.received == local
+    assert summary.received.utcoffset() == timedelta(0)
+
+
+def test_naive_datetime_and_unknown_values_are_refused() -> None:
+    """Caller bugs (naive time, unknown transport or state) fail when the record is built."""
+    with pytest.raises(ValueError, match="aware"):
+        record(received=datetime(2024, 5, 1, 12, 0))
+    with pytest.raises(ValueError, match="state"):
+        record(state="done")
+    with pytest.raises(ValueError, match="transport"):
+        MessageRecord("C", "A", "F", "f", T0, None, "ftp", "processed", "AA", b"")  # type: ignore[arg-type]
+
+
+def test_messages_paging_cursor_since_and_limit(store: SQLiteStore) -> None:
+    """messages() pages past its internal page size and honours after, since and limit."""
+    futures = [
+        store.submit(record(f"C{i:04d}", received=T0 + timedelta(seconds=i))) for i in range(1203)
+    ]
+    pks = [f.result().message_pk for f in futures]
+    assert [m.message_pk for m in store.messages()] == pks
+    assert [m.control_id for m in store.messages(limit=3)] == ["C0000", "C0001", "C0002"]
+    assert [m.message_pk for m in store.messages(after=pks[1199])] == pks[1200:]
+    since = [m.control_id for m in store.messages(since=T0 + timedelta(seconds=600))]
+    assert since[0] == "C0600" and len(since) == 603
+    assert len(list(store.messages(after=pks[100], limit=700))) == 700
+
+
+def test_find_duplicate(store: SQLiteStore) -> None:
+    """find_duplicate() knows nothing before a save and gives the stored answer after it."""
+    assert store.find_duplicate("RIS", "HOSP", "C1") is None
+    pk = store.save(record("C1", ack=b"FIRST")).message_pk
+    found = store.find_duplicate("RIS", "HOSP", "C1")
+    assert found is not None
+    assert (found.message_pk, found.duplicate, found.ack, found.ack_code) == (pk, True, b"FIRST", "AA")
+    # The key is all three parts.
+    assert store.find_duplicate("RIS", "OTHER", "C1") is None
+    assert store.find_duplicate("PACS", "HOSP", "C1") is None
+
+
+def test_sequential_duplicate_writes_nothing(store: SQLiteStore) -> None:
+    """Saving a key twice returns the first answer and adds no message, report or outbox row."""
+    first = store.save(record("C1", ack=b"FIRST", outbox=(item(),)))
+    again = store.save(record("C1", ack=b"SECOND", ack_code="AE", outbox=(item(control_id="X"),)))
+    assert again.duplicate is True
+    assert (again.message_pk, again.ack, again.ack_code) == (first.message_pk, b"FIRST", "AA")
+    assert len(list(store.messages())) == 1
+    assert [r.control_id for r in store.outbox_list()] == ["OUT1"]
+
+
+def test_same_control_id_from_other_senders_is_not_a_duplicate(store: SQLiteStore) -> None:
+    """MSH-10 is unique per (application, facility) only."""
+    assert not store.save(record("C1", app="RIS", facility="A")).duplicate
+    assert not store.save(record("C1", app="RIS", facility="B")).duplicate
+    assert not store.save(record("C1", app="PACS", facility="A")).duplicate
+    assert len(list(store.messages())) == 3
+
+
+def test_racing_duplicates_in_threads(store: SQLiteStore) -> None:
+    """Threads saving one key at once: exactly one writes, all get the winner's answer."""
+    barrier = threading.Barrier(16)
+    results = []
+    lock = threading.Lock()
+
+    def save(n: int) -> None:
+        barrier.wait()
+        result = store.save(record("RACE", ack=f"ACK{n}".encode(), outbox=(item(),)))
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if not r.duplicate]
+    assert len(winners) == 1
+    assert {(r.message_pk, r.ack) for r in results} == {(winners[0].message_pk, winners[0].ack)}
+    assert len(list(store.messages())) == 1
+    assert len(store.outbox_list()) == 1
+
+
+def test_racing_duplicates_across_two_stores(db_path: Path) -> None:
+    """Two stores (two writer connections, as two processes would have) racing on one key."""
+    db_path.parent.mkdir(parents=True)
+    stores = [SQLiteStore(db_path), SQLiteStore(db_path)]
+    try:
+        for round_ in range(20):
+            barrier = threading.Barrier(2)
+            results = []
+
+            def save(store: SQLiteStore, n: int, key: str = f"K{round_}") -> None:
+                barrier.wait()
+                results.append(store.save(record(key, ack=f"ACK{n}".encode())))
+
+            threads = [threading.Thread(target=save, args=(s, n)) for n, s in enumerate(stores)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(r.duplicate for r in results) == [False, True]
+            assert len({r.ack for r in results}) == 1
+        assert len(list(stores[0].messages())) == 20
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_failed_save_keeps_nothing_and_quotes_nothing(store: SQLiteStore) -> None:
+    """A save failing half-way raises a StoreError without SQLite's text, and leaves no row."""
+    marker = "DOE^JANE^MARKER"
+    poison_reports(store, f"value {marker} refused")
+    with pytest.raises(StoreError) as info:
+        store.save(record("C1", reports=(report("A0"), report(POISON)), outbox=(item(),)))
+    error = info.value
+    assert marker not in str(error)
+    assert str(error) == "save failed (SQLITE_CONSTRAINT_TRIGGER)"
+    assert error.__cause__ is None and error.__context__ is None
+    # Nothing of the failed save remains: not the message, not its first report, not its outbox row.
+    assert list(store.messages()) == []
+    assert store.outbox_list() == []
+    assert store.find_duplicate("RIS", "HOSP", "C1") is None
+
+
+def test_closed_store_refuses_work(db_path: Path) -> None:
+    """After close(): health() is False and saving raises StoreError; close() is idempotent."""
+    store = SQLiteStore.in_state_dir(db_path.parent)
+    assert store.health() is True
+    store.close()
+    store.close()
+    assert store.health() is False
+    with pytest.raises(StoreError, match="closed"):
+        store.save(record())
+    with pytest.raises(StoreError):
+        store.find_duplicate("RIS", "HOSP", "C1")
+
+
+def test_data_survives_reopen(db_path: Path) -> None:
+    """A closed and reopened store still has its messages and outbox rows."""
+    store = SQLiteStore.in_state_dir(db_path.parent)
+    store.save(record("C1", outbox=(item(),)))
+    store.close()
+    again = SQLiteStore.in_state_dir(db_path.parent)
+    try:
+        assert [m.control_id for m in again.messages()] == ["C1"]
+        assert again.find_duplicate("RIS", "HOSP", "C1") is not None
+        assert len(again.outbox_list("pending")) == 1
+    finally:
+        again.close()

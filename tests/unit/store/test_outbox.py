@@ -1,0 +1,236 @@
+"""The outbound queue: per-accession order, backoff, dead letter, retry, purge, stats."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from listener.store import SQLiteStore
+
+from .records import T0, item, minutes, record
+
+
+def _enqueue(store: SQLiteStore, *rows: tuple[str, str], destination: str = "ris") -> list[int]:
+    """Save one message per (accession, control id); return the outbox ids in order."""
+    for accession, control_id in rows:
+        store.save(record(f"M-{control_id}", outbox=(item(accession, control_id, destination),)))
+    return [r.id for r in store.outbox_list(destination=destination)][-len(rows) :]
+
+
+def _due(store: SQLiteStore, now: object = T0, destination: str = "ris") -> list[str]:
+    return [r.control_id for r in store.outbox_due(destination, now, 100)]  # type: ignore[arg-type]
+
+
+def test_due_gives_only_the_oldest_pending_row_per_accession(store: SQLiteStore) -> None:
+    """Two rows of one accession: only the first is due; other accessions are independent."""
+    _enqueue(store, ("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2"), ("C", "c1"))
+    assert _due(store) == ["a1", "b1", "c1"]
+
+
+def test_rows_of_one_message_keep_their_order(store: SQLiteStore) -> None:
+    """Several outbox items of one message for one accession go out in the record's order."""
+    store.save(record("M1", outbox=(item("A", "first"), item("A", "second"), item("A", "third"))))
+    sent = []
+    for _ in range(3):
+        (row,) = store.outbox_due("ris", T0)
+        sent.append(row.control_id)
+        assert store.outbox_delivered(row.id, T0)
+    assert sent == ["first", "second", "third"]
+
+
+def test_rows_are_not_due_before_their_time(store: SQLiteStore) -> None:
+    """A row stored at T0 is not due at T0 - 1s (the time comes from the caller)."""
+    _enqueue(store, ("A", "a1"))
+    assert _due(store, T0 - timedelta(seconds=1)) == []
+    assert _due(store, T0) == ["a1"]
+
+
+def test_backing_off_head_blocks_its_accession_only(store: SQLiteStore) -> None:
+    """While the head of A waits for its retry time, A's later row waits too; B goes on."""
+    a1, _, _ = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"))
+    assert store.outbox_failed(a1, T0, T0 + minutes(5), "timeout")
+    assert _due(store, T0 + minutes(1)) == ["b1"]
+    assert _due(store, T0 + minutes(5)) == ["a1", "b1"]
+    (row,) = [r for r in store.outbox_list() if r.id == a1]
+    assert (row.attempts, row.last_error, row.next_attempt_at) == (1, "timeout", T0 + minutes(5))
+
+
+def test_delivery_moves_the_head(store: SQLiteStore) -> None:
+    """Once the head is delivered the next row of its accession is due; delivered_at is set."""
+    a1, _ = _enqueue(store, ("A", "a1"), ("A", "a2"))
+    assert store.outbox_delivered(a1, T0 + minutes(1))
+    assert _due(store) == ["a2"]
+    (row,) = store.outbox_list("delivered")
+    assert (row.id, row.attempts, row.delivered_at) == (a1, 1, T0 + minutes(1))
+
+
+def test_dead_row_does_not_block_later_rows(store: SQLiteStore) -> None:
+    """A dead-lettered head stops blocking: the next row of its accession becomes due."""
+    a1, _ = _enqueue(store, ("A", "a1"), ("A", "a2"))
+    assert store.outbox_dead(a1, T0, "AR from RIS")
+    assert _due(store) == ["a2"]
+    (dead,) = store.outbox_list("dead")
+    assert (dead.id, dead.attempts, dead.last_error) == (a1, 1, "AR from RIS")
+
+
+def test_updates_only_touch_pending_rows(store: SQLiteStore) -> None:
+    """delivered/failed/dead on a row that is not pending (or unknown) change nothing."""
+    (a1,) = _enqueue(store, ("A", "a1"))
+    assert store.outbox_delivered(a1, T0)
+    assert not store.outbox_delivered(a1, T0)
+    assert not store.outbox_failed(a1, T0, T0, "late")
+    assert not store.outbox_dead(a1, T0, "late")
+    assert not store.outbox_delivered(9999, T0)
+    (row,) = store.outbox_list()
+    assert (row.state, row.attempts, row.last_error) == ("delivered", 1, "")
+
+
+def test_error_text_is_bounded(store: SQLiteStore) -> None:
+    """A huge error text is cut, so a chatty RIS cannot bloat the queue."""
+    (a1,) = _enqueue(store, ("A", "a1"))
+    store.outbox_failed(a1, T0, T0, "x" * 10_000)
+    assert len(store.outbox_list()[0].last_error) == 500
+
+
+def test_retry_puts_a_dead_row_back_before_later_rows(store: SQLiteStore) -> None:
+    """A revived dead row is due now with attempts reset, ahead of its accession's later rows."""
+    a1, a2 = _enqueue(store, ("A", "a1"), ("A", "a2"))
+    store.outbox_failed(a1, T0, T0, "AE")
+    store.outbox_dead(a1, T0, "AE")
+    assert store.outbox_retry([a1], T0 + minutes(10)) == (a1,)
+    assert _due(store, T0 + minutes(10)) == ["a1"]
+    row = store.outbox_list("pending")[0]
+    assert (row.id, row.attempts, row.next_attempt_at) == (a1, 0, T0 + minutes(10))
+    assert store.outbox_retry([a1, a2, 12345], T0) == ()  # not dead: skipped
+
+
+def test_superseded_dead_row_needs_force(store: SQLiteStore) -> None:
+    """A dead row whose accession later had a row delivered stays dead unless forced."""
+    a1, a2, b1 = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"))
+    store.outbox_dead(a1, T0, "AR")
+    store.outbox_delivered(a2, T0)
+    store.outbox_dead(b1, T0, "AR")
+    assert store.outbox_retry(None, T0) == (b1,)
+    assert [r.id for r in store.outbox_list("dead")] == [a1]
+    assert store.outbox_retry([a1], T0, force=True) == (a1,)
+    assert store.outbox_list("dead") == []
+
+
+def test_dead_row_with_only_pending_successors_is_retried_first(store: SQLiteStore) -> None:
+    """Later rows still pending do not supersede: the revived row goes out first."""
+    a1, _, _ = _enqueue(store, ("A", "a1"), ("A", "a2"), ("A", "a3"))
+    store.outbox_dead(a1, T0, "AR")
+    assert _due(store) == ["a2"]
+    assert store.outbox_retry(None, T0) == (a1,)
+    assert _due(store) == ["a1"]
+
+
+def test_destinations_are_separate_queues(store: SQLiteStore) -> None:
+    """Each destination has its own heads; the same accession is ordered per destination."""
+    store.save(record("M1", outbox=(item("A", "r1", "ris"), item("A", "p1", "pacs"))))
+    store.save(record("M2", outbox=(item("A", "r2", "ris"), item("A", "p2", "pacs"))))
+    assert _due(store, destination="ris") == ["r1"]
+    assert _due(store, destination="pacs") == ["p1"]
+    assert store.outbox_list(destination="pacs", limit=1)[0].control_id == "p1"
+
+
+def test_due_limit(store: SQLiteStore) -> None:
+    """outbox_due returns at most `limit` heads, oldest first."""
+    _enqueue(store, *[(f"A{n}", f"c{n}") for n in range(10)])
+    assert [r.control_id for r in store.outbox_due("ris", T0, limit=3)] == ["c0", "c1", "c2"]
+
+
+def test_purge(store: SQLiteStore) -> None:
+    """Purge deletes delivered rows delivered before the cut-off and the dead ids named; never pending."""
+    a1, a2, b1, c1 = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1"))
+    store.outbox_delivered(a1, T0)
+    store.outbox_delivered(a2, T0 + minutes(60))
+    store.outbox_dead(b1, T0, "AR")
+    assert store.outbox_purge(delivered_before=T0 + minutes(30), dead_ids=[b1, c1]) == 2
+    assert [r.id for r in store.outbox_list()] == [a2, c1]
+    assert store.outbox_purge(delivered_before=T0 + minutes(61)) == 1
+    assert [r.id for r in store.outbox_list()] == [c1]
+
+
+def test_ids_are_not_reused_after_purge(store: SQLiteStore) -> None:
+    """An id an operator saw always means the same row, even after the newest row is purged."""
+    (a1,) = _enqueue(store, ("A", "a1"))
+    store.outbox_delivered(a1, T0)
+    store.outbox_purge(delivered_before=T0 + minutes(1))
+    (a2,) = _enqueue(store, ("A", "a2"))
+    assert a2 > a1
+
+
+def test_stats(store: SQLiteStore) -> None:
+    """Depth by destination and state, and the age of the oldest pending row."""
+    store.save(record("M1", received=T0, outbox=(item("A", "a1"), item("B", "b1", "pacs"))))
+    store.save(record("M2", received=T0 + minutes(5), outbox=(item("A", "a2"), item("C", "c1"))))
+    ids = {r.control_id: r.id for r in store.outbox_list()}
+    store.outbox_delivered(ids["a1"], T0)
+    stats = store.outbox_stats(T0 + minutes(10))
+    by_key = {(d.destination, d.state): (d.count, d.oldest_age) for d in stats.depth}
+    assert by_key == {
+        ("pacs", "pending"): (1, minutes(10)),
+        ("ris", "delivered"): (1, minutes(10)),
+        ("ris", "pending"): (2, minutes(5)),
+    }
+    assert stats.oldest_pending_age == minutes(10)
+    assert stats.count("pending") == 3 and stats.count("pending", "ris") == 2
+    empty = SQLiteStore(store.path.parent / "empty.db")
+    try:
+        assert empty.outbox_stats(T0).oldest_pending_age is None
+    finally:
+        empty.close()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    accessions=st.lists(st.sampled_from("ABC"), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_outcomes_never_break_accession_order(
+    tmp_path: Path, accessions: list[str], seed: int
+) -> None:
+    """Whatever mix of success, retry and dead letter, no row is sent while an older row
+    of its accession is pending, and each accession's deliveries go out in id order."""
+    rnd = random.Random(seed)
+    store = SQLiteStore(Path(tempfile.mkdtemp(dir=tmp_path)) / "o.db", synchronous="NORMAL")
+    try:
+        ids = _enqueue(store, *[(acc, f"{acc}{n}") for n, acc in enumerate(accessions)])
+        assert len(ids) == len(accessions)
+        now = T0
+        delivered: dict[str, list[int]] = {}
+        for _ in range(200):
+            due = store.outbox_due("ris", now)
+            if not due and not store.outbox_list("pending"):
+                break
+            for row in due:
+                older_pending = [
+                    r
+                    for r in store.outbox_list("pending")
+                    if r.accession == row.accession and r.id < row.id
+                ]
+                assert older_pending == []
+                outcome = rnd.choice(["ok", "ok", "retry", "dead"])
+                if outcome == "ok":
+                    store.outbox_delivered(row.id, now)
+                    delivered.setdefault(row.accession, []).append(row.id)
+                elif outcome == "retry":
+                    store.outbox_failed(row.id, now, now + minutes(rnd.randint(0, 3)), "AE")
+                else:
+                    store.outbox_dead(row.id, now, "AR")
+            now += minutes(1)
+        assert store.outbox_list("pending") == []
+        for sent in delivered.values():
+            assert sent == sorted(sent)
+    finally:
+        store.close()
