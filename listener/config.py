@@ -141,9 +141,26 @@ class Mapping:
 
     @property
     def needed_segments(self) -> frozenset[str]:
-        """Segments the decoder must parse fully for this mapping."""
-        names = {path.segment for paths in self.fields.values() for path in paths}
-        return frozenset(names | {"MSH", "OBR"})
+        """Segments the decoder must parse for this mapping."""
+        return frozenset(self.last_fields)
+
+    @property
+    def last_fields(self) -> MappingT[str, int]:
+        """Per needed segment, the highest field number the mapping reads.
+
+        The decoder cuts each segment after that field before python-hl7
+        parses it: unread fields (addresses, phone numbers) cost parse time.
+        """
+        return {name: max(fields) for name, fields in self.read_fields.items()}
+
+    @property
+    def read_fields(self) -> MappingT[str, frozenset[int]]:
+        """Per needed segment, the field numbers the mapping reads."""
+        read: dict[str, set[int]] = {"MSH": set(range(1, 13)), "OBR": {2, 3, 4}, "ORC": {2, 3}}
+        for paths in self.fields.values():
+            for path in paths:
+                read.setdefault(path.segment, set()).add(path.field)
+        return {name: frozenset(fields) for name, fields in read.items()}
 
 
 @dataclass(frozen=True, slots=True)

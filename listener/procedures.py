@@ -32,10 +32,16 @@ _ENTRY_KEYS = frozenset(
         "addon",
         "consultation",
         "views",
-        "cad",
-        "notes",
+        "system",
+        "limited",
+        "screening",
+        "angiography",
+        "enteric_contrast",
+        "obstetric",
+        "vascular",
     }
 )
+_FLAGS = ("addon", "consultation", "limited", "screening", "angiography", "enteric_contrast", "obstetric", "vascular")
 
 # Procedure-text keywords -> modality, when neither the CPT table nor the
 # sender's modality field says (order matters: "PET/CT" is PT, "CT" is CT).
@@ -67,7 +73,14 @@ class ProcedureEntry:
     tomosynthesis_addon_for: tuple[str, ...] = ()
     addon: bool = False
     consultation: bool = False
-    views: int = 0
+    views: tuple[int, int | None] | None = None  # (min, max); max None = "or more"
+    system: str = "CPT"
+    limited: bool = False
+    screening: bool = False
+    angiography: bool = False
+    enteric_contrast: bool = False
+    obstetric: bool = False
+    vascular: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +113,14 @@ class ProcedureTable:
 def _entry(code: str, node: YamlMap) -> ProcedureEntry:
     node.reject_unknown(_ENTRY_KEYS, f"procedures.{code}")
     modality = node.get_choice("modality", MODALITIES)
-    views = node.get("views", 0)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
-        raise node.error("views", "views must be a whole number")
+    views: tuple[int, int | None] | None = None
+    if "views" in node:
+        raw = node.get("views")
+        ok = isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], int) and (raw[1] is None or isinstance(raw[1], int))
+        if not ok or raw[0] < 1 or (raw[1] is not None and raw[1] < raw[0]):
+            raise node.error("views", "views must be [min, max] with max null for 'or more'")
+        views = (raw[0], raw[1])
+    flags = {flag: node.get_bool(flag, False) for flag in _FLAGS}
     mammo = node.get_choice("mammo", ("", "screening", "diagnostic"), "")
     return ProcedureEntry(
         code=code,
@@ -114,9 +132,9 @@ def _entry(code: str, node: YamlMap) -> ProcedureEntry:
         family=node.get_str("family", ""),
         mammo=mammo,
         tomosynthesis_addon_for=tuple(str(c) for c in node.get_list("tomosynthesis_addon_for").strings()),
-        addon=node.get_bool("addon", False),
-        consultation=node.get_bool("consultation", False),
         views=views,
+        system=node.get_choice("system", ("CPT", "HCPCS"), "CPT"),
+        **flags,
     )
 
 
@@ -127,7 +145,7 @@ def load_procedures(path: str | Path) -> ProcedureTable:
     node = doc.get_map("procedures", required=True)
     entries: dict[str, ProcedureEntry] = {}
     for code in node:
-        if not re.fullmatch(r"\d{4}[0-9A-Z]", code):
+        if not re.fullmatch(r"[0-9A-Z]\d{3}[0-9A-Z]", code):
             raise node.error(code, f"{code!r} is not a CPT code")
         entries[code] = _entry(code, node.get_map(code))
     families: dict[str, dict[str, str]] = {}
@@ -154,7 +172,8 @@ def load_procedures(path: str | Path) -> ProcedureTable:
     aliases: dict[str, str] = {}
     alias_node = doc.get_map("modality_aliases")
     for key in alias_node:
-        aliases[key.upper()] = alias_node.get_choice(key, MODALITIES)
+        if alias_node.get(key) is not None:  # null: generic radiology, the code decides
+            aliases[key.upper()] = alias_node.get_choice(key, MODALITIES)
     return ProcedureTable(
         entries=MappingProxyType(entries),
         families=MappingProxyType({k: MappingProxyType(v) for k, v in families.items()}),

@@ -177,6 +177,22 @@ def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
     return segments
 
 
+def _cut(segment: str, field_sep: str, last_field: int) -> str:
+    """``segment`` without the fields after ``last_field`` (MSH counts MSH-1 as the separator)."""
+    pos = -1
+    for _ in range(last_field + 1):
+        pos = segment.find(field_sep, pos + 1)
+        if pos < 0:
+            return segment
+    return segment[:pos]
+
+
+def _keep_fields(segment: str, field_sep: str, keep: frozenset[int]) -> str:
+    """``segment`` with only the fields in ``keep`` left, the others emptied."""
+    parts = segment.split(field_sep, max(keep) + 1)[: max(keep) + 1]
+    return field_sep.join(p if i == 0 or i in keep else "" for i, p in enumerate(parts))
+
+
 @dataclass(slots=True)
 class _Group:
     obr: hl7.Segment
@@ -193,14 +209,17 @@ def _reports(
     received_at: datetime,
     procedures: ProcedureTable | None,
 ) -> tuple[Report, ...]:
-    needed = mapping.needed_segments | {"ORC"}
-    # Parse only the segments the mapping reads, in one small python-hl7 message.
-    parsed_rows: list[str] = [segments[0]]
+    read = mapping.read_fields
+    field_sep = header.separators.field
+    # Parse only the segments the mapping reads, and of those only the fields
+    # it reads (the others are blanked, keeping positions), in one small
+    # python-hl7 message: unread fields (addresses, phones) cost parse time.
+    parsed_rows: list[str] = [_cut(segments[0], field_sep, 11)]
     kinds: list[tuple[str, int]] = []  # (name, index into parsed message) or text rows
     for seg in segments[1:]:
         name = seg[:3]
-        if name in needed and name not in _TEXT_SEGMENTS:
-            parsed_rows.append(seg)
+        if name in read and name not in _TEXT_SEGMENTS:
+            parsed_rows.append(_keep_fields(seg, field_sep, read[name]))
             kinds.append((name, len(parsed_rows) - 1))
         elif name in _TEXT_SEGMENTS:
             kinds.append((name, -1))

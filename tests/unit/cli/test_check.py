@@ -1,0 +1,75 @@
+"""`overread check`: the DESIGN §7 contract, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CORPUS, REPO
+
+REQUIRED_KEYS = {"source", "message_type", "message_id", "accession", "status", "findings", "route", "error"}
+
+
+def _check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "listener", "check", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_json_lines_for_every_corpus_file() -> None:
+    """Every corpus message gives one valid JSON object; hostile ones an error; exit 2; no traceback."""
+    proc = _check("--format", "json", str(CORPUS / "hl7"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    objects = [json.loads(line) for line in proc.stdout.splitlines()]
+    files = sorted((CORPUS / "hl7").rglob("*.hl7"))
+    assert {o["source"].split("#")[0] for o in objects} == {str(f) for f in files}
+    for obj in objects:
+        assert REQUIRED_KEYS <= obj.keys()
+        if obj["error"] is None:
+            assert obj["findings"] == [] or isinstance(obj["findings"], list)
+        else:
+            assert obj["error"]["code"] in {"100", "101", "102", "103", "200", "201", "202", "203", "207"}
+            assert obj["error"]["message"]
+
+
+def test_samples_decode_cleanly() -> None:
+    """Our own samples all decode (no error objects) with accession, status and sections."""
+    proc = _check("--format", "json", str(REPO / "samples" / "hl7"))
+    assert proc.returncode in (0, 1), proc.stderr
+    objects = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(objects) >= 12
+    for obj in objects:
+        assert obj["error"] is None, obj["source"]
+        assert obj["accession"] and obj["status"] != "unknown"
+        assert obj["report"]["sections"], obj["source"]
+
+
+def test_text_format_and_multi_message_file(tmp_path: Path) -> None:
+    """Text output names each message; a file with two messages and LF separators gives two."""
+    raw = (CORPUS / "hl7/scout/oru_v24_duplicate_pair_a.hl7").read_bytes().replace(b"\r", b"\n")
+    path = tmp_path / "two.hl7"
+    path.write_bytes(raw + raw)
+    proc = _check(str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{path}#1 (line 1)" in proc.stdout and f"{path}#2" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # no colour when not a terminal
+
+
+def test_missing_file_and_bad_config_name_the_file(tmp_path: Path) -> None:
+    """A missing input or an invalid config gives exit 2 and a message naming file (and line)."""
+    proc = _check(str(tmp_path / "nope.hl7"))
+    assert proc.returncode == 2 and "nope.hl7" in proc.stderr
+    bad = tmp_path / "feeds"
+    (bad / "feeds").mkdir(parents=True)
+    (bad / "default.yaml").write_text((REPO / "mappings/default.yaml").read_text())
+    (bad / "feeds" / "x.yaml").write_text("match:\n  sending_application: [X]\nfields:\n  accession: ['OBR-99x']\n")
+    proc = _check("--mappings", str(bad), str(CORPUS / "hl7/scout/oru_v24_no_obx.hl7"))
+    assert proc.returncode == 2
+    assert "x.yaml:4" in proc.stderr and "OBR-99x" in proc.stderr
