@@ -116,10 +116,12 @@ def _entry(code: str, node: YamlMap) -> ProcedureEntry:
     views: tuple[int, int | None] | None = None
     if "views" in node:
         raw = node.get("views")
-        ok = isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], int) and (raw[1] is None or isinstance(raw[1], int))
-        if not ok or raw[0] < 1 or (raw[1] is not None and raw[1] < raw[0]):
+        if not (isinstance(raw, list) and len(raw) == 2):
             raise node.error("views", "views must be [min, max] with max null for 'or more'")
-        views = (raw[0], raw[1])
+        low, high = raw[0], raw[1]
+        if not isinstance(low, int) or low < 1 or not (high is None or (isinstance(high, int) and high >= low)):
+            raise node.error("views", "views must be [min, max] with max null for 'or more'")
+        views = (low, high)
     flags = {flag: node.get_bool(flag, False) for flag in _FLAGS}
     mammo = node.get_choice("mammo", ("", "screening", "diagnostic"), "")
     return ProcedureEntry(

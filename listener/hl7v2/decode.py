@@ -474,7 +474,7 @@ def _parse_ts(raw: str) -> datetime | None:
         value = hl7.parse_datetime(raw)
     except (ValueError, TypeError, OverflowError):
         return None
-    if value is None:
+    if not isinstance(value, datetime):
         return None
     offset = value.utcoffset()
     return value.replace(tzinfo=timezone(offset)) if offset is not None else value
