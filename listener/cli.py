@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, TextIO
 from listener import __version__
 from listener.config import Config, load_config
 from listener.errors import ConfigError, DecodeError
+from listener.hl7v2.segments import split_messages
 from listener.model import Severity
 from listener.pipeline import Outcome, Pipeline, process
 from listener.serialize import error_dict, finding_dict, report_dict, route_dict
@@ -31,7 +31,6 @@ EXIT_FINDINGS = 1
 EXIT_ERROR = 2
 
 _INPUT_SUFFIXES = {".hl7", ".er7", ".msg", ".txt", ".json", ".ndjson"}
-_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +67,7 @@ def split_file(path: Path, data: bytes) -> list[InputMessage]:
     if body[:1] in (b"{", b"["):
         return [InputMessage(f"{path}#1", 1, data, "fhir")]
     text = data.decode("latin-1")  # byte-preserving; the decoder picks the real charset
-    messages: list[tuple[int, list[str]]] = []
-    current: list[str] | None = None
-    line_no = 0
-    for match in _LINE_RE.finditer(text):
-        chunk = match.group(0)
-        if not chunk:
-            break
-        line_no += 1
-        segment = chunk.rstrip("\r\n").strip("\x0b\x1c").lstrip("\ufeff")
-        if segment.startswith("\xef\xbb\xbf"):
-            segment = segment[3:]
-        if not segment.strip():
-            continue
-        name = segment[:3]
-        if name in ("FHS", "BHS", "BTS", "FTS"):
-            current = None
-            continue
-        if name == "MSH" or current is None:
-            current = []
-            messages.append((line_no, current))
-        current.append(segment)
+    messages = split_messages(text)
     if not messages:
         return [InputMessage(f"{path}#1", 1, data, "hl7")]
     return [

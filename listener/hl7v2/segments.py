@@ -235,24 +235,29 @@ def split_segments(text: str) -> list[str]:
     return [seg for seg in _SEGMENT_SPLIT.split(text) if seg.strip()]
 
 
-def split_messages(text: str) -> list[list[str]]:
+def split_messages(text: str) -> list[tuple[int, list[str]]]:
     """Split the text of a file (one or many messages, maybe batched) into messages.
 
+    Returns (line number of the message's first segment, its segments) pairs.
     File and batch envelope segments (FHS, BHS, BTS, FTS) are dropped. Segments
     that come before any MSH form a message of their own, so a batch whose
-    message lost its MSH is reported, not silently merged.
+    message lost its MSH is reported, not silently merged. Blank lines, MLLP
+    framing bytes and a UTF-8 BOM (as text or as latin-1 bytes) are skipped.
     """
-    messages: list[list[str]] = []
+    messages: list[tuple[int, list[str]]] = []
     current: list[str] | None = None
-    for seg in split_segments(text.lstrip("\ufeff")):
-        seg = seg.strip("\x0b\x1c")
+    for line_no, line in enumerate(_SEGMENT_SPLIT.split(text), start=1):
+        seg = line.strip("\x0b\x1c").lstrip("\ufeff")
+        if seg.startswith("\xef\xbb\xbf"):
+            seg = seg[3:]
+        if not seg.strip():
+            continue
         name = seg[:3]
         if name in ("FHS", "BHS", "BTS", "FTS"):
             current = None
             continue
         if name == "MSH" or current is None:
             current = []
-            messages.append(current)
-        if seg:
-            current.append(seg)
+            messages.append((line_no, current))
+        current.append(seg)
     return messages

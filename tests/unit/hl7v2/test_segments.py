@@ -39,5 +39,5 @@ def test_decode_text_latin1_bytes_never_fail() -> None:
 
 def test_split_messages_drops_batch_envelope() -> None:
     """BHS/BTS are envelope; each MSH starts a message; orphans form their own."""
-    text = "BHS|^~\\&\rEVN|A04\rMSH|^~\\&|A\rPID|1\rBTS|1\r"
-    assert split_messages(text) == [["EVN|A04"], ["MSH|^~\\&|A", "PID|1"]]
+    text = "BHS|^~\\&\rEVN|A04\rMSH|^~\\&|A\r\rPID|1\rBTS|1\r"
+    assert split_messages(text) == [(2, ["EVN|A04"]), (3, ["MSH|^~\\&|A", "PID|1"])]
