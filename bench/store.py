@@ -31,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore  # noqa: E402
-from listener.store.sqlite import _connect, _insert_record, create_private_file, migrate  # noqa: E402
+from listener.store.schema import migrate  # noqa: E402
+from listener.store.sqlite import _connect, _insert_record, create_private_file  # noqa: E402
 
 RAW = b"MSH|^~\\&|RIS|HOSP|OVR|HOSP|20240501120000||ORU^R01|%s|P|2.5.1\r" + b"OBX|" * 600
 REPORT = json.dumps({"text": "FINDINGS: " + "no acute intracranial abnormality. " * 80})

@@ -45,6 +45,7 @@ from listener.store.base import (
     SaveResult,
     require_aware,
 )
+from listener.store.schema import migrate
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
 T = TypeVar("T")
@@ -53,121 +54,10 @@ Synchronous = Literal["FULL", "EXTRA", "NORMAL"]
 
 #: The database file inside the state directory.
 DB_FILENAME = "overread.db"
-#: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
 #: How long a connection waits for another process's write lock.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 _ERROR_TEXT_MAX = 500
-
-# ----------------------------------------------------------------------- schema
-
-# Times are TEXT "YYYY-MM-DDTHH:MM:SS.ffffffZ" in UTC: fixed width, so text order
-# is time order and the file stays readable with the sqlite3 shell.
-# JSON columns are not checked with json_valid(): it cost a third of a save's
-# CPU, and a NaN from json.dumps would turn one odd value into refusing every
-# message; the JSON comes from our own serializer.
-# AUTOINCREMENT: ids are never reused after a purge, so an id an operator saw in
-# `overread outbox list` or a log line always means the same row; outbox ids
-# also order an accession's rows (one writer thread: id order = commit order).
-_V1 = (
-    """CREATE TABLE messages (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sender_application TEXT NOT NULL,
-        sender_facility TEXT NOT NULL,
-        control_id TEXT NOT NULL,
-        feed TEXT NOT NULL,
-        received TEXT NOT NULL,
-        transport TEXT NOT NULL CHECK (transport IN ('mllp', 'http')),
-        state TEXT NOT NULL CHECK (state IN ('processed', 'rejected', 'ignored')),
-        ack_code TEXT NOT NULL,
-        error_code TEXT NOT NULL DEFAULT '',
-        ack BLOB NOT NULL,
-        raw BLOB,
-        UNIQUE (sender_application, sender_facility, control_id)
-    )""",
-    "CREATE INDEX messages_received ON messages (received)",
-    # Only rows still holding raw bytes: purge_raw() never rescans purged rows.
-    "CREATE INDEX messages_raw_received ON messages (received) WHERE raw IS NOT NULL",
-    """CREATE TABLE reports (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        accession TEXT NOT NULL,
-        bucket TEXT NOT NULL,
-        report_json TEXT NOT NULL,
-        findings_json TEXT NOT NULL,
-        route_json TEXT NOT NULL,
-        UNIQUE (message_id, seq)
-    )""",
-    "CREATE INDEX reports_accession ON reports (accession)",
-    """CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
-        destination TEXT NOT NULL,
-        accession TEXT NOT NULL,
-        control_id TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'delivered', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT NOT NULL,
-        last_error TEXT NOT NULL DEFAULT '',
-        created TEXT NOT NULL,
-        updated TEXT NOT NULL,
-        delivered_at TEXT,
-        payload BLOB NOT NULL
-    )""",
-    # Head-of-line lookups: the oldest pending row of a (destination, accession).
-    "CREATE INDEX outbox_pending ON outbox (destination, accession, id) WHERE state = 'pending'",
-    "CREATE INDEX outbox_state ON outbox (destination, state, created)",
-    "CREATE INDEX outbox_message ON outbox (message_id)",
-)
-
-
-def _migrate_v1(conn: sqlite3.Connection) -> None:
-    for statement in _V1:
-        conn.execute(statement)
-
-
-#: MIGRATIONS[n] upgrades a database from version n to n + 1 inside the caller's
-#: transaction. Append a step (and bump SCHEMA_VERSION) to change the schema;
-#: never edit a released step. Use conn.execute, not executescript (it commits).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
-
-
-def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
-    """Bring the schema of an autocommit connection up to ``target`` (default: latest).
-
-    All steps run in one IMMEDIATE transaction, so a crash leaves either the old
-    or the new version, and two processes opening a new file do not both migrate.
-
-    Returns:
-        The version before migrating.
-
-    Raises:
-        StoreError: the file is newer than this code, or is not an overread store.
-    """
-    target = len(MIGRATIONS) if target is None else target
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > target:
-            raise StoreError(
-                f"store schema version {version} is newer than this program's {target}"
-            )
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise StoreError("the database file is not an overread store")
-        for step in range(version, target):
-            MIGRATIONS[step](conn)
-        if version != target:
-            conn.execute(f"PRAGMA user_version = {int(target)}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return version
-
 
 # ------------------------------------------------------------------------ times
 

@@ -11,6 +11,7 @@ import pytest
 
 from listener.errors import StoreError
 from listener.store import SQLiteStore, open_store
+from listener.store import schema as store_schema
 from listener.store import sqlite as store_sqlite
 
 from .records import record
@@ -84,7 +85,7 @@ def test_schema_version_is_recorded(tmp_path: Path) -> None:
     db = tmp_path / "overread.db"
     SQLiteStore(db).close()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_sqlite.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_schema.SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "overread.db"
     SQLiteStore(db).close()
     conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {store_sqlite.SCHEMA_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {store_schema.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         SQLiteStore(db)
@@ -122,7 +123,7 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
     def v2(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE messages ADD COLUMN note TEXT NOT NULL DEFAULT 'v2'")
 
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", [*store_sqlite.MIGRATIONS, v2])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, v2])
     store = SQLiteStore(db)
     try:
         assert [m.control_id for m in store.messages()] == ["C1"]
@@ -133,7 +134,7 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
         version = store.writer.execute(
             lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]
         ).result()
-        assert version == len(store_sqlite.MIGRATIONS) == 2
+        assert version == len(store_schema.MIGRATIONS) == 2
     finally:
         store.close()
 
