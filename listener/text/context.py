@@ -1,0 +1,328 @@
+"""Finding mentions and their ConText status: negated, uncertain, historical...
+
+Pure: no I/O, no clock. The compiled-rule member of the ConText/NegEx family
+(Chapman et al.), chosen over medspacy after measuring both
+(bench/context_compare.py): same vocabularies, a fraction of the time.
+
+Strategy: one ``finditer`` over the region for concepts, one for triggers;
+both lists are bucketed by sentence; each mention then looks only at the few
+triggers of its own sentence. A trigger reaches a mention when:
+
+- the direction fits (``forward``: trigger before the mention; ``backward``:
+  after it; ``bidirectional``: either),
+- both are in the same sentence (scope ends at the sentence end),
+- no terminator ("but", "however", "which", ";"...) lies between them,
+- at most ``window`` words lie between them.
+
+Pseudo-triggers ("no change", "not only", "without change") sit first in the
+trigger alternation, so they swallow the trigger word inside them. When a
+negation and a hedge both reach a mention, the nearer one wins (a tie goes to
+the negation: "no pneumothorax is suspected").
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from listener.text.laterality import LateralMention, lateral_mentions
+from listener.text.sentences import Span, split_sentences
+from listener.text.terms import Terms, Trigger
+
+__all__ = [
+    "Cue",
+    "Mention",
+    "definite_statements",
+    "find_mentions",
+    "has_definite_statement",
+    "hedge_count",
+    "hedge_density",
+]
+
+_WORD = re.compile(r"\w+")
+# Words allowed between a side word and its finding ("left lower lobe").
+_SIDE_WINDOW = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """A trigger that acted on a mention (evidence for explanations).
+
+    Attributes:
+        category: ``negated``, ``uncertain``, ``historical``, ``hypothetical``
+            or ``other_experiencer``.
+        start, end: offsets of the trigger text.
+    """
+
+    category: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One mention of a finding concept and its context.
+
+    Attributes:
+        concept: concept name (``pneumothorax``).
+        text: the matched text, as written.
+        start, end: offsets of the mention in the full text.
+        sentence_start, sentence_end: its sentence.
+        negated: absent ("no", "without", "resolved", "is excluded"...).
+        uncertain: hedged ("may represent", "cannot be excluded", "possible").
+        historical: in the past ("history of", "s/p", "old", "healed").
+        hypothetical: asked about, not found: indication or condition
+            ("rule out", "r/o", "evaluate for", "if").
+        experiencer: ``"patient"`` or ``"other"`` ("family history of").
+        laterality: ``"left"``, ``"right"``, ``"bilateral"`` or ``""``.
+        critical, significant, sex: copied from the concept.
+        cues: the triggers that set the flags above.
+    """
+
+    concept: str
+    text: str
+    start: int
+    end: int
+    sentence_start: int
+    sentence_end: int
+    negated: bool = False
+    uncertain: bool = False
+    historical: bool = False
+    hypothetical: bool = False
+    experiencer: str = "patient"
+    laterality: str = ""
+    critical: bool = False
+    significant: bool = False
+    sex: str = ""
+    cues: tuple[Cue, ...] = ()
+
+    @property
+    def affirmed(self) -> bool:
+        """Present now, in this patient, stated without hedging."""
+        return not (
+            self.negated or self.uncertain or self.historical or self.hypothetical
+        ) and self.experiencer == "patient"
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    trigger: Trigger
+    start: int
+    end: int
+
+
+def _words_between(text: str, a: int, b: int) -> int:
+    return len(_WORD.findall(text, a, b)) if b > a else 0
+
+
+def _in_scope(text: str, hit: _Hit, m_start: int, m_end: int, terminators: list[_Hit]) -> int | None:
+    """Word distance from trigger to mention when in scope, else None."""
+    t = hit.trigger
+    if hit.end <= m_start and t.direction != "backward":
+        lo, hi = hit.end, m_start
+    elif hit.start >= m_end and t.direction != "forward":
+        lo, hi = m_end, hit.start
+    else:
+        return None
+    for term in terminators:
+        if term.start >= lo and term.end <= hi:
+            return None
+    gap = _words_between(text, lo, hi)
+    return gap if gap <= t.window else None
+
+
+def _side_for(text: str, start: int, end: int, sides: list[LateralMention], blockers: list[tuple[int, int]]) -> str:
+    """The side word qualifying a finding: inside it, just before, or just after."""
+    best_before: LateralMention | None = None
+    best_after: LateralMention | None = None
+    for lm in sides:
+        if lm.start >= start and lm.end <= end:
+            return lm.side
+        if lm.end <= start:
+            if _words_between(text, lm.end, start) <= _SIDE_WINDOW and not any(
+                lm.end <= b0 and b1 <= start for b0, b1 in blockers
+            ):
+                best_before = lm
+        elif lm.start >= end and best_after is None:
+            if _words_between(text, end, lm.start) <= _SIDE_WINDOW and not any(
+                end <= b0 and b1 <= lm.start for b0, b1 in blockers
+            ):
+                best_after = lm
+    chosen = best_before or best_after
+    return chosen.side if chosen is not None else ""
+
+
+def _bucket(spans: list[tuple[int, int]], starts: list[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, (s, _) in enumerate(spans):
+        k = bisect_right(starts, s) - 1
+        if k >= 0:
+            out.setdefault(k, []).append(i)
+    return out
+
+
+def find_mentions(
+    text: str,
+    start: int,
+    end: int | None,
+    terms: Terms,
+    *,
+    sentences: tuple[Span, ...] | None = None,
+    with_laterality: bool = True,
+) -> tuple[Mention, ...]:
+    """Find every concept mention in ``text[start:end]`` and classify it.
+
+    Args:
+        text: the full report text; offsets are into it.
+        start, end: the region to scan (a section body; ``end=None``: to the end).
+        terms: compiled vocabularies (:func:`listener.text.terms.load_terms`).
+        sentences: the region's sentences when the caller already has them.
+        with_laterality: attach a side to each mention (skip to save time).
+
+    Returns:
+        Mentions in text order.
+    """
+    hi = len(text) if end is None else min(end, len(text))
+    concept_matches = terms.concept_scanner.scan(text, start, hi)
+    if not concept_matches:
+        return ()
+    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    if not sents:
+        return ()
+    starts = [s.start for s in sents]
+    groups = terms.modifier_groups
+    hits = [_Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in terms.modifier_scanner.scan(text, start, hi)]
+    hit_buckets = _bucket([(h.start, h.end) for h in hits], starts)
+    sides: tuple[LateralMention, ...] = ()
+    if with_laterality:
+        sides = lateral_mentions(text, start, hi, terms, sentences=sents)
+    side_buckets = _bucket([(lm.start, lm.end) for lm in sides], starts)
+    spans = [(m.start(), m.end()) for m in concept_matches]
+    concept_buckets = _bucket(spans, starts)
+    concept_groups = terms.concept_groups
+
+    out: list[Mention] = []
+    for k, idxs in sorted(concept_buckets.items()):
+        sent = sents[k]
+        sent_hits = [hits[i] for i in hit_buckets.get(k, ())]
+        terminators = [h for h in sent_hits if h.trigger.category == "terminate"]
+        scoped = [h for h in sent_hits if h.trigger.category not in ("pseudo", "terminate")]
+        sent_sides = [sides[i] for i in side_buckets.get(k, ())]
+        sent_spans = [spans[i] for i in idxs]
+        for i in idxs:
+            m = concept_matches[i]
+            concept = concept_groups[m.lastgroup or ""]
+            m_start, m_end = spans[i]
+            if m_start >= sent.end:
+                continue
+            flags: dict[str, int] = {}
+            cues: list[Cue] = []
+            first_neg = first_unc = -1
+            for h in scoped:
+                d = _in_scope(text, h, m_start, m_end, terminators)
+                if d is None:
+                    continue
+                cat = h.trigger.category
+                if cat not in flags or d < flags[cat]:
+                    flags[cat] = d
+                if cat == "negated" and h.end <= m_start and first_neg < 0:
+                    first_neg = h.start
+                elif cat == "uncertain" and h.end <= m_start and first_unc < 0:
+                    first_unc = h.start
+                cues.append(Cue(cat, h.start, h.end))
+            negated = "negated" in flags
+            uncertain = "uncertain" in flags
+            if negated and uncertain:
+                # "No consolidation, suspicious opacity, or pneumothorax": a
+                # hedge inside a negated list stays negated; otherwise the
+                # nearer trigger decides.
+                if 0 <= first_neg < first_unc:
+                    uncertain = False
+                elif flags["uncertain"] < flags["negated"]:
+                    negated = False
+                else:
+                    uncertain = False
+                drop = "uncertain" if negated else "negated"
+                cues = [c for c in cues if c.category != drop]
+            side = ""
+            if sent_sides:
+                blockers = [sp for sp in sent_spans if sp != (m_start, m_end)]
+                side = _side_for(text, m_start, m_end, sent_sides, blockers)
+            out.append(
+                Mention(
+                    concept=concept.name,
+                    text=m.group(),
+                    start=m_start,
+                    end=m_end,
+                    sentence_start=sent.start,
+                    sentence_end=sent.end,
+                    negated=negated,
+                    uncertain=uncertain,
+                    historical="historical" in flags,
+                    hypothetical="hypothetical" in flags,
+                    experiencer="other" if "other_experiencer" in flags else "patient",
+                    laterality=side,
+                    critical=concept.critical,
+                    significant=concept.significant,
+                    sex=concept.sex,
+                    cues=tuple(cues),
+                )
+            )
+    return tuple(out)
+
+
+def hedge_count(text: str, start: int, end: int | None, terms: Terms) -> int:
+    """Number of hedging (uncertainty) phrases in ``text[start:end]``."""
+    hi = len(text) if end is None else min(end, len(text))
+    groups = terms.modifier_groups
+    return sum(
+        1 for m in terms.modifier_scanner.scan(text, start, hi) if groups[m.lastgroup or ""].category == "uncertain"
+    )
+
+
+def hedge_density(
+    text: str, start: int, end: int | None, terms: Terms, *, sentences: tuple[Span, ...] | None = None
+) -> float:
+    """Hedging phrases per sentence in ``text[start:end]`` (0.0 for no sentence).
+
+    An impression of three sentences with "possibly", "cannot be excluded"
+    and "may represent" scores 1.0; the clarity rule compares this with a
+    threshold from policies/qa.yaml.
+    """
+    hi = len(text) if end is None else min(end, len(text))
+    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    if not sents:
+        return 0.0
+    return hedge_count(text, start, hi, terms) / len(sents)
+
+
+def definite_statements(
+    text: str, start: int, end: int | None, terms: Terms, *, sentences: tuple[Span, ...] | None = None
+) -> tuple[Span, ...]:
+    """Sentences of ``text[start:end]`` that state something plainly.
+
+    A sentence is definite when it holds no hedge and either affirms or
+    negates a finding ("Right lower lobe pneumonia.", "No pneumothorax.") or
+    uses a definite phrase ("No acute cardiopulmonary abnormality.",
+    "Normal chest.", "Stable.").
+    """
+    hi = len(text) if end is None else min(end, len(text))
+    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    groups = terms.modifier_groups
+    out: list[Span] = []
+    for s in sents:
+        if any(groups[m.lastgroup or ""].category == "uncertain" for m in terms.modifier_scanner.scan(text, s.start, s.end)):
+            continue
+        if terms.definite_re.search(text, s.start, s.end):
+            out.append(s)
+            continue
+        mentions = find_mentions(text, s.start, s.end, terms, sentences=(s,), with_laterality=False)
+        if any(not (m.uncertain or m.hypothetical) for m in mentions):
+            out.append(s)
+    return tuple(out)
+
+
+def has_definite_statement(text: str, start: int, end: int | None, terms: Terms) -> bool:
+    """True when ``text[start:end]`` holds at least one definite sentence."""
+    return bool(definite_statements(text, start, end, terms))

@@ -1,0 +1,120 @@
+"""Side words (left/right/bilateral) and the paired anatomy they modify.
+
+Pure: no I/O, no clock. Feeds the laterality rules: order side vs report side,
+and impression side vs findings side for the same finding.
+
+A side word is attached to the first paired-anatomy phrase that follows it
+within a few words in the same sentence ("left lower lobe", "right-sided
+hydronephrosis of the kidney"), else to one just before it ("knee, left").
+It is dropped when it names no side of the body: directly before non-paired
+anatomy ("left ventricle", "right heart", "left lobe of the liver"), before a
+device ("left-sided chest tube", "right PICC"), in a position ("left lateral
+decubitus") or in a verb phrase ("left in place"). L/R/Lt/Rt count only right
+before paired anatomy. A side word with no anatomy nearby is kept with
+``anatomy == ""`` (it may qualify a finding: "effusion on the right").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from listener.text.sentences import Span, split_sentences
+from listener.text.terms import Terms
+
+__all__ = ["LateralMention", "lateral_mentions", "sides_in"]
+
+
+@dataclass(frozen=True, slots=True)
+class LateralMention:
+    """One side word of the text and what it qualifies.
+
+    Attributes:
+        side: ``"left"``, ``"right"`` or ``"bilateral"``.
+        start, end: offsets of the side word in the text.
+        anatomy: canonical paired-anatomy name (``"knee"``, ``"kidney"``,
+            ``"lung_lobe"``...) or ``""`` when no anatomy was found near it.
+        anatomy_start, anatomy_end: offsets of the anatomy phrase (equal to
+            ``start`` when there is none).
+        sentence_start, sentence_end: the sentence holding the side word.
+    """
+
+    side: str
+    start: int
+    end: int
+    anatomy: str
+    anatomy_start: int
+    anatomy_end: int
+    sentence_start: int
+    sentence_end: int
+
+
+def _lookback_start(sentence: Span, pos: int) -> int:
+    return max(sentence.start, pos - 60)
+
+
+def lateral_mentions(
+    text: str,
+    start: int,
+    end: int | None,
+    terms: Terms,
+    *,
+    sentences: tuple[Span, ...] | None = None,
+) -> tuple[LateralMention, ...]:
+    """Find side words in ``text[start:end]`` and attach them to paired anatomy.
+
+    Args:
+        text: the full report text; offsets are into it.
+        start, end: the region to scan (``end=None``: to the end).
+        terms: compiled vocabularies (:func:`listener.text.terms.load_terms`).
+        sentences: the region's sentences when the caller already has them.
+
+    Returns:
+        Mentions in text order; dropped side words (non-paired anatomy,
+        devices, positions, verbs) are not included.
+    """
+    hi = len(text) if end is None else min(end, len(text))
+    lat = terms.laterality
+    matches = list(lat.side_re.finditer(text, start, hi))
+    if not matches:
+        return ()
+    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    out: list[LateralMention] = []
+    si = 0
+    for m in matches:
+        group = m.lastgroup
+        if group == "x" or group is None:
+            continue
+        while si < len(sents) and sents[si].end <= m.start():
+            si += 1
+        if si == len(sents) or sents[si].start > m.start():
+            continue  # outside every sentence (punctuation-only debris)
+        sent = sents[si]
+        abbreviated = group.startswith("abbr_")
+        side = group[5:] if abbreviated else group
+        after = lat.after_re.match(text, m.end(), sent.end)
+        anatomy, a_start, a_end = "", m.start(), m.start()
+        if after is not None:
+            head = after.lastgroup
+            if head in ("np", "dev"):
+                continue
+            if head is not None:
+                head_start = after.start(head)
+                if abbreviated and text[m.end() : head_start].strip(" -"):
+                    continue  # "L" must touch its anatomy
+                if lat.device_after_re.match(text, after.end(), sent.end):
+                    continue  # "left subclavian catheter": the device's side
+                anatomy, a_start, a_end = lat.anatomy_groups[head], head_start, after.end(head)
+        if not anatomy:
+            if abbreviated:
+                continue
+            before = lat.before_re.search(text, _lookback_start(sent, m.start()), m.start())
+            if before is not None and before.lastgroup is not None:
+                g = before.lastgroup
+                anatomy, a_start, a_end = lat.anatomy_groups[g], before.start(g), before.end(g)
+        out.append(LateralMention(side, m.start(), m.end(), anatomy, a_start, a_end, sent.start, sent.end))
+    return tuple(out)
+
+
+def sides_in(mentions: tuple[LateralMention, ...], *, anatomy_only: bool = True) -> frozenset[str]:
+    """The set of sides named, optionally only those attached to anatomy."""
+    return frozenset(lm.side for lm in mentions if lm.anatomy or not anatomy_only)

@@ -1,0 +1,154 @@
+"""Radiology-aware sentence splitting with offsets into the original text.
+
+Pure: no I/O, no clock. Sentences are the scope limit of every ConText
+trigger, so a split in the wrong place leaks a negation into the next finding
+and a missed split lets "rule out" in the indication reach the findings.
+
+What ends a sentence:
+- ``.``, ``!`` or ``?`` after a non-space character and before whitespace, the
+  end of the text, a comma (a scraper's line break: ``contrast.,REASON``) or
+  a capitalised word glued to it (``apex.There``);
+- a blank line; a line break before a numbered or bulleted item or a heading,
+  or after a line that ends with ``:`` or is an all-capitals heading;
+- an inline capitalised heading (``HISTORY: cough FINDINGS: ...``).
+
+What does not: abbreviations (``Dr.``, ``approx.``, ``vs.``, ``e.g.``), single
+initials, decimals (``3.5 cm``), list numbers (``1. Effusion``), a line break
+inside wrapped prose, or the de-identification token ``XXXX``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Span", "split_sentences"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A half-open range ``[start, end)`` of offsets into a text."""
+
+    start: int
+    end: int
+
+    def text_of(self, text: str) -> str:
+        """The characters of ``text`` this span covers."""
+        return text[self.start : self.end]
+
+
+# Words that end with a period without ending the sentence (lower case, no dot).
+_ABBREVIATIONS = frozenset(
+    """
+    dr drs mr mrs ms prof st approx appr vs e.g i.e cf fig figs incl resp esp
+    min max sp hx dx rx tx pt pts yo y.o a.m p.m no.s jr sr mt ft ca co
+    """.split()
+)
+
+_CANDIDATE = re.compile(
+    r"""
+    (?P<punct>(?<=\S)[.!?]+["')\]]*,?)(?=\s|$|,|[A-Z][a-z])
+    | (?P<newline>\r\n|\r|\n)
+    | (?<=[a-z0-9.;,]\ )(?P<heading>(?=[A-Z][A-Z/&]+(?:\ [A-Z/&]+){0,4}:))
+    """,
+    re.VERBOSE,
+)
+_TOKEN_BEFORE = re.compile(r"([A-Za-z0-9.]+)$")
+_LIST_ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s")
+_HEADING_AHEAD = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
+_LINE_IS_HEADING = re.compile(r"[^a-z]*[A-Z][^a-z]*")
+_BLANK = re.compile(r"[ \t]*(?:\r\n|\r|\n)")
+_HAS_WORD = re.compile(r"\w")
+
+
+def _is_list_number(text: str, token_start: int, lo: int) -> bool:
+    """True when the number before a period opens a list item ("2. Effusion")."""
+    i = token_start - 1
+    while i >= lo and text[i] in " \t":
+        i -= 1
+    return i < lo or text[i] in "\r\n.:;!?)"
+
+
+def _punct_ends(text: str, m: re.Match[str], lo: int) -> bool:
+    punct = m.group("punct")
+    if punct[0] != "." or punct.startswith(".."):
+        return True  # "?", "!", or an abbreviation's dot plus the full stop
+    token = _TOKEN_BEFORE.search(text, lo, m.start())
+    if token is None:
+        return True
+    word = token.group(1)
+    low = word.lower().rstrip(".")
+    if low in _ABBREVIATIONS:
+        return False
+    if len(word) == 1 and word.isalpha():
+        return False  # an initial ("J. Smith") or an abbreviation letter
+    if word.isdigit() and len(word) <= 2 and _is_list_number(text, token.start(), lo):
+        return False
+    return True
+
+
+def _newline_ends(text: str, pos: int, after: int, lo: int, hi: int) -> bool:
+    """Decide whether the line break at ``pos`` (ending at ``after``) ends a sentence."""
+    line_start = max(text.rfind("\n", lo, pos), text.rfind("\r", lo, pos)) + 1
+    line_start = max(line_start, lo)
+    line = text[line_start:pos].strip()
+    if not line:
+        return True
+    if line.endswith((":", ".", "!", "?", ";")):
+        return True
+    if _BLANK.match(text, after, hi):
+        return True  # blank line follows
+    if _LIST_ITEM.match(text, after, hi) or _HEADING_AHEAD.match(text, after, hi):
+        return True
+    # An all-capitals line is a heading ("FINDINGS"), unless it is dictated
+    # prose in capitals that continues on the next line in capitals too.
+    if _LINE_IS_HEADING.fullmatch(line) and len(line.split()) <= 6:
+        return True
+    return False
+
+
+def split_sentences(text: str, start: int = 0, end: int | None = None) -> tuple[Span, ...]:
+    """Split ``text[start:end]`` into sentences.
+
+    Args:
+        text: the full report text (offsets are kept relative to it).
+        start: where the region to split begins.
+        end: where it ends (default: the end of ``text``).
+
+    Returns:
+        Spans in order, trimmed of surrounding whitespace, never empty and
+        never overlapping; a region with no word character gives ``()``.
+    """
+    hi = len(text) if end is None else min(end, len(text))
+    lo = max(0, start)
+    cuts: list[int] = []
+    for m in _CANDIDATE.finditer(text, lo, hi):
+        kind = m.lastgroup
+        if kind == "punct":
+            if _punct_ends(text, m, lo):
+                cuts.append(m.end())
+        elif kind == "newline":
+            if _newline_ends(text, m.start(), m.end(), lo, hi):
+                cuts.append(m.start())
+        else:
+            cuts.append(m.start())
+    cuts.append(hi)
+    spans: list[Span] = []
+    prev = lo
+    for cut in cuts:
+        if cut <= prev:
+            continue
+        s, e = prev, cut
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        # A leftover comma from "contrast.,REASON" belongs to no sentence.
+        while s < e and text[s] == ",":
+            s += 1
+            while s < e and text[s].isspace():
+                s += 1
+        if s < e and _HAS_WORD.search(text, s, e):
+            spans.append(Span(s, e))
+        prev = cut
+    return tuple(spans)

@@ -1,0 +1,598 @@
+"""Term vocabularies (policies/terms/*.yaml) compiled into a few big regexes.
+
+Pure apart from reading the YAML files of the directory it is given. Everything
+the hot path needs is compiled here, once: one alternation for every finding
+concept, one for every ConText trigger (negation, hedges, history, indication,
+experiencer, pseudo-triggers, terminators, definite phrases), and three for
+laterality. Scanning a report is then a handful of ``finditer`` calls, with no
+loop over terms.
+
+Each YAML file says what it holds with ``kind``:
+
+``kind: concepts``
+    ``concepts: {name: {synonyms: [regex...], critical: bool, significant: bool,
+    sex: female|male, broader: other_concept}}``
+``kind: modifiers``
+    ``category`` (one of :data:`MODIFIER_CATEGORIES`), default ``direction``
+    and ``window``, and ``triggers``: regex strings or ``{pattern, direction,
+    window}`` mappings.
+``kind: laterality``
+    ``sides``, ``abbreviations``, ``not_side``, ``non_paired``, ``device``,
+    ``paired_anatomy`` and ``window`` (see policies/terms/laterality.yaml).
+``kind: attribution``
+    licence texts only; ignored.
+
+Patterns are case-insensitive regexes matched as whole words; a space in a
+pattern matches any run of whitespace (reports wrap lines anywhere). Named
+groups are reserved for the compiler. Every error is a ConfigError naming
+``file:line``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from re import _constants as _sre_c  # type: ignore[attr-defined]
+from re import _parser as _sre_p  # type: ignore[attr-defined]
+from types import MappingProxyType
+from typing import Any
+
+from listener.errors import ConfigError
+from listener.yamlconf import YamlList, YamlMap, load_yaml
+
+__all__ = [
+    "DEFAULT_TERMS_DIR",
+    "DIRECTIONS",
+    "MODIFIER_CATEGORIES",
+    "Concept",
+    "LateralityTerms",
+    "Scanner",
+    "Terms",
+    "Trigger",
+    "compile_pattern_list",
+    "load_terms",
+]
+
+#: The vocabularies shipped with the listener (``policies/terms`` in the repo).
+DEFAULT_TERMS_DIR = Path(__file__).resolve().parents[2] / "policies" / "terms"
+
+MODIFIER_CATEGORIES = (
+    "negated",
+    "uncertain",
+    "historical",
+    "hypothetical",
+    "other_experiencer",
+    "pseudo",
+    "terminate",
+    "definite",
+)
+DIRECTIONS = ("forward", "backward", "bidirectional")
+SEXES = ("female", "male")
+SIDES = ("left", "right", "bilateral")
+
+# A whole-word boundary that also works for patterns starting or ending with
+# punctuation (";", ": none", "?"): either side of the match is a non-word
+# character or the text edge.
+_START = r"(?:(?<!\w)|(?!\w))"
+_END = r"(?:(?!\w)|(?<!\w))"
+_FLAGS = re.IGNORECASE
+
+# Triggers of these categories never decide a mention's status themselves.
+_NO_SCOPE = frozenset({"pseudo", "terminate", "definite"})
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    """A finding (or sex-specific anatomy) concept.
+
+    Attributes:
+        name: snake_case identifier, unique across all concept files.
+        critical: ACR-style actionable finding (needs documented communication).
+        significant: should reach the impression when affirmed in findings.
+        sex: ``"female"``/``"male"`` for sex-specific anatomy, else ``""``.
+        broader: name of a more general concept of the same family, or ``""``
+            (``tension_pneumothorax`` -> ``pneumothorax``).
+        source: ``file:line`` where it is defined.
+    """
+
+    name: str
+    critical: bool = False
+    significant: bool = False
+    sex: str = ""
+    broader: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """How one ConText trigger acts on the findings around it.
+
+    Attributes:
+        category: one of :data:`MODIFIER_CATEGORIES`.
+        direction: ``forward`` (trigger before the finding), ``backward`` or
+            ``bidirectional``.
+        window: the largest number of words between trigger and finding.
+        source: ``file:line`` of the trigger.
+    """
+
+    category: str
+    direction: str
+    window: int
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LateralityTerms:
+    """Compiled laterality vocabulary.
+
+    Attributes:
+        side_re: side words; group ``x`` is a phrase where the word is not a
+            side ("left in place"), groups ``left``/``right``/``bilateral`` are
+            sides, ``abbr_left``/``abbr_right`` are L/Lt/R/Rt.
+        after_re: matched right after a side word: up to ``window`` words, then
+            group ``np`` (non-paired anatomy), ``dev`` (a device) or an anatomy
+            group named in ``anatomy_groups``.
+        before_re: searched in the text before a side word; an anatomy group
+            ending just before it ("knee, left").
+        device_after_re: matched after an anatomy: a device follows it
+            ("left subclavian catheter").
+        anatomy_groups: group name -> canonical anatomy name.
+        window: words allowed between side word and anatomy.
+    """
+
+    side_re: re.Pattern[str]
+    after_re: re.Pattern[str]
+    before_re: re.Pattern[str]
+    device_after_re: re.Pattern[str]
+    anatomy_groups: Mapping[str, str]
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """Every vocabulary, compiled. Build it with :func:`load_terms`.
+
+    Attributes:
+        concepts: concept name -> Concept.
+        concept_scanner: every concept synonym; a match's ``lastgroup`` maps
+            to a concept through ``concept_groups``.
+        concept_groups: regex group name -> Concept.
+        concept_patterns: concept name -> its compiled synonym patterns.
+        modifier_scanner: every trigger; a match's ``lastgroup`` maps to a
+            Trigger through ``modifier_groups``. Pseudo-triggers come first so
+            that they consume the trigger word inside them.
+        modifier_groups: regex group name -> Trigger.
+        modifier_patterns: regex group name -> the trigger's pattern.
+        definite_re: phrases that make a sentence a definite statement
+            (``kind: modifiers, category: definite``); kept apart so that they
+            never compete with the triggers.
+        laterality: the compiled laterality vocabulary.
+        sources: the files read, in order.
+        digest: sha256 of the files' bytes (a version for the Route record).
+    """
+
+    concepts: Mapping[str, Concept]
+    concept_scanner: Scanner
+    concept_groups: Mapping[str, Concept]
+    concept_patterns: Mapping[str, tuple[str, ...]]
+    modifier_scanner: Scanner
+    modifier_groups: Mapping[str, Trigger]
+    modifier_patterns: Mapping[str, str]
+    definite_re: re.Pattern[str]
+    laterality: LateralityTerms
+    sources: tuple[str, ...]
+    digest: str
+
+    def concept(self, name: str) -> Concept:
+        """Return the concept called ``name`` (KeyError if unknown)."""
+        return self.concepts[name]
+
+
+# --------------------------------------------------------------------------
+# pattern helpers
+
+
+def _spaces_to_whitespace(pattern: str) -> str:
+    """Turn each literal space outside a character class into ``\\s+``."""
+    out: list[str] = []
+    in_class = False
+    escaped = False
+    for i, ch in enumerate(pattern):
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif in_class:
+            out.append(ch)
+            if ch == "]":
+                in_class = False
+        elif ch == "[":
+            out.append(ch)
+            in_class = True
+        elif ch == " ":
+            if out and out[-1] == r"\s+":
+                continue
+            # "can ?not": the space carries its own quantifier.
+            quantified = i + 1 < len(pattern) and pattern[i + 1] in "?*+{"
+            out.append(r"\s" if quantified else r"\s+")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _checked(raw: str, where: YamlList, index: int) -> str:
+    """Validate one user pattern and return it rewritten for our matcher."""
+    pattern = raw.strip()
+    if not pattern:
+        raise where.error(index, "empty pattern")
+    if "(?P" in pattern or "(?<" in pattern.replace("(?<=", "").replace("(?<!", ""):
+        raise where.error(index, "named groups are reserved; use (...) or (?:...)")
+    rewritten = _spaces_to_whitespace(pattern)
+    try:
+        compiled = re.compile(rewritten, _FLAGS)
+    except re.error as exc:
+        raise where.error(index, f"invalid regular expression ({exc.msg})") from None
+    if compiled.fullmatch("") is not None:
+        raise where.error(index, "pattern matches the empty string")
+    return rewritten
+
+
+def compile_pattern_list(items: YamlList) -> tuple[str, ...]:
+    """Validate and rewrite every pattern of a YAML list (strings only)."""
+    return tuple(_checked(s, items, i) for i, s in enumerate(items.strings()))
+
+
+def _alternation(groups: Iterable[tuple[str, Iterable[str]]]) -> str:
+    """``(?P<g1>a|b)|(?P<g2>c)...`` for (group name, patterns) pairs."""
+    return "|".join(f"(?P<{name}>{'|'.join(pats)})" for name, pats in groups)
+
+
+def _word_bounded(body: str) -> re.Pattern[str]:
+    return re.compile(f"{_START}(?:{body}){_END}", _FLAGS)
+
+
+def _where(doc: YamlMap | YamlList, key: str | int) -> str:
+    line = doc.line_of(key)  # type: ignore[arg-type]
+    return f"{doc.path}:{line}" if line is not None else doc.path
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    """An alternation of many patterns, dispatched on the first character.
+
+    Python's ``re`` tries every alternative at every position; with a few
+    hundred triggers that costs milliseconds per report. A Scanner keeps one
+    compiled alternation per possible first character (worked out from each
+    pattern's parse tree), and tries only the one for the character at each
+    token start. Semantics are those of ``finditer`` over the whole
+    alternation: leftmost match, first alternative wins, no overlaps.
+
+    Attributes:
+        table: lower-case first character -> alternation of the patterns that
+            can start with it (plus those whose first character is unknown).
+        default: alternation of the patterns whose first character is
+            unknown, for every other character (None if there are none).
+    """
+
+    table: Mapping[str, re.Pattern[str]]
+    default: re.Pattern[str] | None
+
+    def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
+        """Non-overlapping matches in ``text[start:end]``, in order."""
+        hi = len(text) if end is None else end
+        table, default = self.table, self.default
+        out: list[re.Match[str]] = []
+        floor = start
+        for tok in _TOKEN.finditer(text, start, hi):
+            p = tok.start()
+            if p < floor:
+                continue
+            rx = table.get(text[p].lower(), default)
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
+
+
+def _first(items: Any) -> tuple[set[str] | None, bool]:
+    """(possible first characters or None if unknown, whether it can match empty)."""
+    acc: set[str] = set()
+    for op, av in items:
+        if op is _sre_c.LITERAL:
+            acc.add(chr(av).lower())
+            return acc, False
+        if op is _sre_c.IN:
+            for kind, val in av:
+                if kind is _sre_c.LITERAL:
+                    acc.add(chr(val).lower())
+                elif kind is _sre_c.RANGE and val[1] - val[0] < 64:
+                    acc.update(chr(x).lower() for x in range(val[0], val[1] + 1))
+                else:
+                    return None, False
+            return acc, False
+        if op is _sre_c.SUBPATTERN:
+            sub, nullable = _first(av[3])
+        elif op is _sre_c.BRANCH:
+            sub, nullable = set(), False
+            for alt in av[1]:
+                chars, n = _first(alt)
+                if chars is None:
+                    return None, False
+                sub |= chars
+                nullable = nullable or n
+        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT):
+            sub, nullable = _first(av[2])
+            nullable = nullable or av[0] == 0
+        elif op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
+            continue
+        else:
+            return None, False
+        if sub is None:
+            return None, False
+        acc |= sub
+        if not nullable:
+            return acc, False
+    return acc, True
+
+
+def _widths(pattern: str) -> tuple[int, int]:
+    """(shortest, longest) match length of a pattern, capped at 10_000."""
+    try:
+        lo, hi = _sre_p.parse(pattern, _FLAGS).getwidth()
+    except Exception:  # noqa: BLE001 - a private parser
+        return 0, 0
+    return min(int(lo), 10_000), min(int(hi), 10_000)
+
+
+def _first_chars(pattern: str) -> frozenset[str] | None:
+    try:
+        chars, nullable = _first(_sre_p.parse(pattern, _FLAGS))
+    except Exception:  # noqa: BLE001 - a private parser: any surprise means "unknown"
+        return None
+    return None if chars is None or nullable else frozenset(chars)
+
+
+def build_scanner(groups: list[tuple[str, tuple[str, ...]]]) -> Scanner:
+    """Compile (group name, patterns) pairs, in priority order, into a Scanner."""
+    firsts = [(name, pats, [_first_chars(p) for p in pats]) for name, pats in groups]
+    chars: set[str] = set()
+    for _, _, fs in firsts:
+        for f in fs:
+            if f is not None:
+                chars |= f
+
+    def alternation_for(c: str | None) -> re.Pattern[str] | None:
+        parts = []
+        for name, pats, fs in firsts:
+            keep = [p for p, f in zip(pats, fs) if f is None or (c is not None and c in f)]
+            if keep:
+                parts.append((name, tuple(keep)))
+        return _word_bounded(_alternation(parts)) if parts else None
+
+    table = {}
+    for c in sorted(chars):
+        rx = alternation_for(c)
+        if rx is not None:
+            table[c] = rx
+    return Scanner(MappingProxyType(table), alternation_for(None))
+
+
+# --------------------------------------------------------------------------
+# loaders per kind
+
+
+@dataclass(slots=True)
+class _Builder:
+    concepts: dict[str, Concept]
+    concept_patterns: dict[str, tuple[str, ...]]
+    triggers: list[tuple[str, Trigger]]
+    laterality: LateralityTerms | None
+
+
+def _load_concepts(doc: YamlMap, b: _Builder) -> None:
+    doc.reject_unknown({"kind", "concepts"})
+    concepts = doc.get_map("concepts", required=True)
+    for name in concepts:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise concepts.error(name, f"concept name {name!r} must be snake_case")
+        if name in b.concepts:
+            raise concepts.error(name, f"concept {name!r} already defined at {b.concepts[name].source}")
+        entry = concepts.get_map(name, required=True)
+        entry.reject_unknown({"synonyms", "critical", "significant", "sex", "broader"}, where=name)
+        sex = entry.get("sex")
+        if sex is not None:
+            sex = entry.get_choice("sex", SEXES)
+        b.concepts[name] = Concept(
+            name=name,
+            critical=entry.get_bool("critical", False),
+            significant=entry.get_bool("significant", False),
+            sex=sex or "",
+            broader=entry.get_str("broader", "") if "broader" in entry else "",
+            source=_where(concepts, name),
+        )
+        synonyms = entry.get_list("synonyms", required=True)
+        if not synonyms:
+            raise entry.error("synonyms", f"{name}: synonyms must not be empty")
+        b.concept_patterns[name] = compile_pattern_list(synonyms)
+
+
+def _load_modifiers(doc: YamlMap, b: _Builder) -> None:
+    doc.reject_unknown({"kind", "category", "direction", "window", "triggers"})
+    category = doc.get_choice("category", MODIFIER_CATEGORIES)
+    direction = doc.get_choice("direction", DIRECTIONS, "forward")
+    window = int(doc.get_number("window", 8, minimum=0))
+    triggers = doc.get_list("triggers", required=True)
+    for i, item in enumerate(triggers):
+        t_dir, t_win = direction, window
+        if isinstance(item, YamlMap):
+            item.reject_unknown({"pattern", "direction", "window"}, where="trigger")
+            raw = item.get_str("pattern")
+            t_dir = item.get_choice("direction", DIRECTIONS, direction)
+            t_win = int(item.get_number("window", window, minimum=0))
+        elif isinstance(item, (list, bool)) or item is None:
+            raise triggers.error(i, "a trigger is a pattern string or a {pattern, direction, window} mapping")
+        else:
+            raw = str(item)
+        pattern = _checked(raw, triggers, i)
+        b.triggers.append((pattern, Trigger(category, t_dir, t_win, _where(triggers, i))))
+
+
+def _load_laterality(doc: YamlMap, b: _Builder) -> None:
+    doc.reject_unknown(
+        {"kind", "window", "sides", "abbreviations", "not_side", "non_paired", "device", "paired_anatomy"}
+    )
+    if b.laterality is not None:
+        raise doc.error("kind", "a second laterality file; keep one")
+    window = int(doc.get_number("window", 4, minimum=0))
+    sides = doc.get_map("sides", required=True)
+    sides.reject_unknown(set(SIDES), where="sides")
+    abbreviations = doc.get_map("abbreviations")
+    abbreviations.reject_unknown({"left", "right"}, where="abbreviations")
+    not_side = compile_pattern_list(doc.get_list("not_side"))
+    non_paired = compile_pattern_list(doc.get_list("non_paired"))
+    device = compile_pattern_list(doc.get_list("device"))
+    anatomy = doc.get_map("paired_anatomy", required=True)
+
+    side_groups: list[tuple[str, tuple[str, ...]]] = []
+    if not_side:
+        side_groups.append(("x", not_side))
+    # bilateral first: "left and right" must not be read as "left".
+    for side in ("bilateral", "left", "right"):
+        pats = compile_pattern_list(sides.get_list(side))
+        if pats:
+            side_groups.append((side, pats))
+    for side in ("left", "right"):
+        pats = compile_pattern_list(abbreviations.get_list(side))
+        if pats:
+            side_groups.append((f"abbr_{side}", pats))
+
+    anatomy_groups: dict[str, str] = {}
+    anatomy_alts: list[tuple[str, tuple[str, ...]]] = []
+    for i, name in enumerate(anatomy):
+        pats = compile_pattern_list(anatomy.get_list(name, required=True))
+        if not pats:
+            raise anatomy.error(name, f"{name}: no patterns")
+        group = f"a{i}"
+        anatomy_groups[group] = name
+        anatomy_alts.append((group, pats))
+
+    heads: list[tuple[str, tuple[str, ...]]] = []
+    if non_paired:
+        heads.append(("np", non_paired))
+    if device:
+        heads.append(("dev", device))
+    heads.extend(anatomy_alts)
+    # Strategy: skip as few words as possible (lazy), then take the first
+    # anatomy-like phrase of any class; hyphens and spaces only, so the search
+    # never crosses a comma or a clause.
+    after = re.compile(
+        rf"[\s-]*(?:[\w'/.]+[\s-]+){{0,{window}}}?{_START}(?:{_alternation(heads)}){_END}", _FLAGS
+    )
+    before = re.compile(
+        rf"{_START}(?:{_alternation(anatomy_alts)}){_END}[\s,:()-]*"
+        r"(?:(?:on|of|in|at|to|the|is|are|side|joint|region)[\s,:-]+){0,3}$",
+        _FLAGS,
+    )
+    device_after = re.compile(rf"[\s-]+(?:[\w'/]+[\s-]+){{0,2}}?(?:{'|'.join(device) or '(?!)'}){_END}", _FLAGS)
+    b.laterality = LateralityTerms(
+        side_re=_word_bounded(_alternation(side_groups)),
+        after_re=after,
+        before_re=before,
+        device_after_re=device_after,
+        anatomy_groups=MappingProxyType(anatomy_groups),
+        window=window,
+    )
+
+
+_LOADERS = {"concepts": _load_concepts, "modifiers": _load_modifiers, "laterality": _load_laterality}
+
+
+def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
+    """Read every ``*.yaml`` of ``directory`` and compile the vocabularies.
+
+    Args:
+        directory: a folder of term files (``policies/terms``).
+
+    Returns:
+        The frozen, compiled :class:`Terms`.
+
+    Raises:
+        ConfigError: naming ``file:line`` for any invalid file, pattern,
+            duplicate concept, unknown key, or a missing laterality file.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ConfigError("terms directory not found", path=str(folder))
+    files = sorted(folder.glob("*.yaml"))
+    b = _Builder({}, {}, [], None)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        doc = load_yaml(path)
+        kind = doc.get_choice("kind", ("concepts", "modifiers", "laterality", "attribution"))
+        if kind == "attribution":
+            continue
+        _LOADERS[kind](doc, b)
+    if not b.concepts:
+        raise ConfigError("no concepts defined (need a file with kind: concepts)", path=str(folder))
+    if b.laterality is None:
+        raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=str(folder))
+    for concept in b.concepts.values():
+        if concept.broader and concept.broader not in b.concepts:
+            raise ConfigError(f"{concept.name}: broader concept {concept.broader!r} is not defined",
+                              path=concept.source.rsplit(":", 1)[0],
+                              line=int(concept.source.rsplit(":", 1)[1]))
+
+    # Concepts: where two concepts match at the same position the first
+    # alternative wins, so critical before significant before the rest, and
+    # longer patterns first within a rank.
+    ranked = sorted(
+        b.concepts.values(),
+        key=lambda c: (not c.critical, not c.significant, -max(_widths(p)[0] for p in b.concept_patterns[c.name])),
+    )
+    concept_groups = {f"c{i}": c for i, c in enumerate(ranked)}
+    concept_scanner = build_scanner([(g, b.concept_patterns[c.name]) for g, c in concept_groups.items()])
+
+    # Triggers: pseudo-triggers first (they must consume "no" in "no change"),
+    # then the longest possible match first, so "not excluded" beats "not"
+    # and "negative for" beats "negative".
+    definite = [p for p, t in b.triggers if t.category == "definite"]
+    b.triggers = [(p, t) for p, t in b.triggers if t.category != "definite"]
+    widths = [_widths(p) for p, _ in b.triggers]
+    order = sorted(
+        range(len(b.triggers)),
+        key=lambda i: (b.triggers[i][1].category != "pseudo", -widths[i][0], -widths[i][1], i),
+    )
+    modifier_groups = {f"t{n}": b.triggers[i][1] for n, i in enumerate(order)}
+    modifier_patterns = {f"t{n}": b.triggers[i][0] for n, i in enumerate(order)}
+    modifier_scanner = build_scanner([(g, (p,)) for g, p in modifier_patterns.items()])
+
+    return Terms(
+        concepts=MappingProxyType(dict(b.concepts)),
+        concept_scanner=concept_scanner,
+        concept_groups=MappingProxyType(concept_groups),
+        concept_patterns=MappingProxyType(dict(b.concept_patterns)),
+        modifier_scanner=modifier_scanner,
+        modifier_groups=MappingProxyType(modifier_groups),
+        modifier_patterns=MappingProxyType(modifier_patterns),
+        definite_re=_word_bounded("|".join(definite) or "(?!)"),
+        laterality=b.laterality,
+        sources=tuple(str(p) for p in files),
+        digest=digest.hexdigest(),
+    )
+
+
+def scoped_category(trigger: Trigger) -> bool:
+    """True when a trigger of this category sets a flag on findings in scope."""
+    return trigger.category not in _NO_SCOPE

@@ -1,0 +1,13 @@
+"""Fixtures for the text layer: the shipped vocabularies, compiled once."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener.text.terms import Terms, load_terms
+
+
+@pytest.fixture(name="terms", scope="session")
+def fixture_terms() -> Terms:
+    """The vocabularies of policies/terms, compiled."""
+    return load_terms()

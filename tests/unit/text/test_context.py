@@ -1,0 +1,218 @@
+"""ConText scope rules: negation, hedges, history, indication, experiencer, side."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener.text.context import (
+    Mention,
+    definite_statements,
+    find_mentions,
+    has_definite_statement,
+    hedge_count,
+    hedge_density,
+)
+from listener.text.terms import Terms
+
+
+def mentions(text: str, terms: Terms) -> list[Mention]:
+    return list(find_mentions(text, 0, None, terms))
+
+
+def one(text: str, terms: Terms, concept: str) -> Mention:
+    found = [m for m in mentions(text, terms) if m.concept == concept]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_no_pneumothorax_is_negated(terms: Terms) -> None:
+    """The plainest negation."""
+    m = one("No pneumothorax.", terms, "pneumothorax")
+    assert m.negated and not m.affirmed
+    assert (m.start, m.end, m.text) == (3, 15, "pneumothorax")
+    assert m.critical and m.significant
+    assert [c.category for c in m.cues] == ["negated"]
+
+
+def test_negation_stops_at_the_sentence_end(terms: Terms) -> None:
+    """'Small right pneumothorax. No effusion.': the first affirmed right, the second negated."""
+    text = "Small right pneumothorax. No effusion."
+    ptx = one(text, terms, "pneumothorax")
+    eff = one(text, terms, "pleural_effusion")
+    assert ptx.affirmed and ptx.laterality == "right"
+    assert (ptx.sentence_start, ptx.sentence_end) == (0, 25)
+    assert eff.negated
+
+
+def test_pseudo_trigger_no_change(terms: Terms) -> None:
+    """'No change in the small right pneumothorax' affirms it: 'no change' is no negation."""
+    m = one("No change in the small right pneumothorax.", terms, "pneumothorax")
+    assert m.affirmed and m.laterality == "right"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Not only a pneumothorax but also an effusion.", "Without change, the pneumothorax persists.",
+     "No increase in the pneumothorax."],
+)
+def test_other_pseudo_triggers(text: str, terms: Terms) -> None:
+    """'not only', 'without change', 'no increase' do not negate."""
+    assert not one(text, terms, "pneumothorax").negated
+
+
+def test_cannot_be_excluded_is_uncertain(terms: Terms) -> None:
+    """A backward hedge."""
+    m = one("Pneumothorax cannot be excluded.", terms, "pneumothorax")
+    assert m.uncertain and not m.negated and not m.affirmed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Findings may represent pneumonia.",
+        "Opacity suspicious for pneumonia.",
+        "Possibly pneumonia.",
+        "Cannot exclude pneumonia.",
+        "Pneumonia is not excluded.",
+        "Atelectasis versus pneumonia.",
+    ],
+)
+def test_hedges(text: str, terms: Terms) -> None:
+    """Forward and backward hedges make the finding uncertain."""
+    m = one(text, terms, "pneumonia")
+    assert m.uncertain and not m.negated
+
+
+def test_terminator_but_ends_the_negation(terms: Terms) -> None:
+    """'no pneumothorax but a small effusion': the effusion is affirmed."""
+    text = "There is no pneumothorax but a small effusion."
+    assert one(text, terms, "pneumothorax").negated
+    assert one(text, terms, "pleural_effusion").affirmed
+
+
+@pytest.mark.parametrize("word", ["however", "although", "which", "aside from", ";"])
+def test_other_terminators(word: str, terms: Terms) -> None:
+    """Terminators stop a forward negation before the next finding."""
+    assert not one(f"No pneumothorax {word} small effusion.", terms, "pleural_effusion").negated
+
+
+def test_negation_reaches_a_list(terms: Terms) -> None:
+    """One 'no' covers every finding of its list, hedged adjectives included."""
+    text = "No focal consolidation, suspicious pulmonary opacity, large pleural effusion, or pneumothorax."
+    found = mentions(text, terms)
+    assert {m.concept for m in found} >= {"consolidation", "pleural_effusion", "pneumothorax"}
+    assert all(m.negated and not m.uncertain for m in found)
+
+
+def test_window_limits_the_scope(terms: Terms) -> None:
+    """Beyond the word window a trigger no longer reaches."""
+    text = "No " + "word " * 20 + "pneumothorax."
+    assert not one(text, terms, "pneumothorax").negated
+
+
+def test_backward_negation(terms: Terms) -> None:
+    """'is not seen', 'has resolved', 'no longer seen' follow the finding."""
+    assert one("A pneumothorax is not seen.", terms, "pneumothorax").negated
+    assert one("The pneumothorax has resolved.", terms, "pneumothorax").negated
+    assert one("The effusion is no longer seen.", terms, "pleural_effusion").negated
+
+
+def test_resolution_is_negation(terms: Terms) -> None:
+    """'Interval resolution of' and 'resolved' say the finding is gone."""
+    m = one("Interval resolution of the left pleural effusion.", terms, "pleural_effusion")
+    assert m.negated and m.laterality == "left"
+    assert one("Resolved right pneumothorax.", terms, "pneumothorax").negated
+
+
+def test_history_of_is_historical(terms: Terms) -> None:
+    """History is not a current finding."""
+    m = one("History of fracture.", terms, "fracture")
+    assert m.historical and not m.negated and not m.affirmed
+
+
+def test_healed_and_old_are_historical(terms: Terms) -> None:
+    """'Healed left rib fractures' is old, and still left."""
+    m = one("Healed left rib fractures.", terms, "fracture")
+    assert m.historical and m.laterality == "left"
+
+
+def test_rule_out_is_an_indication(terms: Terms) -> None:
+    """'rule out pulmonary embolism' asks; it does not find."""
+    m = one("Rule out pulmonary embolism.", terms, "pulmonary_embolism")
+    assert m.hypothetical and not m.affirmed and m.critical
+
+
+@pytest.mark.parametrize("text", ["R/O pneumonia.", "Evaluate for pneumonia.", "Cough, assess for pneumonia."])
+def test_other_indications(text: str, terms: Terms) -> None:
+    """r/o, evaluate for, assess for."""
+    assert one(text, terms, "pneumonia").hypothetical
+
+
+def test_family_history_is_another_experiencer(terms: Terms) -> None:
+    """A relative's finding is not the patient's."""
+    m = one("Family history of aortic aneurysm.", terms, "aneurysm")
+    assert m.experiencer == "other" and not m.affirmed
+
+
+def test_affirmed_finding_has_no_cues(terms: Terms) -> None:
+    """A plain statement is affirmed."""
+    m = one("Large left pleural effusion.", terms, "pleural_effusion")
+    assert m.affirmed and m.cues == () and m.laterality == "left"
+
+
+def test_laterality_does_not_leak_across_findings(terms: Terms) -> None:
+    """The side before one finding is not given to the next one."""
+    text = "Left pleural effusion with adjacent atelectasis. Right effusion is also present."
+    found = mentions(text, terms)
+    assert [(m.concept, m.laterality) for m in found] == [
+        ("pleural_effusion", "left"),
+        ("atelectasis", ""),
+        ("pleural_effusion", "right"),
+    ]
+
+
+def test_side_after_the_finding(terms: Terms) -> None:
+    """'pneumothorax in the right apex' is right-sided."""
+    assert one("Small pneumothorax in the right apex.", terms, "pneumothorax").laterality == "right"
+
+
+def test_bilateral(terms: Terms) -> None:
+    """'Bilateral pleural effusions' and 'right greater than left' are bilateral."""
+    assert one("Bilateral pleural effusions.", terms, "pleural_effusion").laterality == "bilateral"
+    assert one("Effusions, right greater than left.", terms, "pleural_effusion").laterality == "bilateral"
+
+
+def test_critical_beats_anatomy_at_the_same_position(terms: Terms) -> None:
+    """'ovarian torsion' is the critical finding, not just the ovary."""
+    m = one("Findings consistent with right ovarian torsion.", terms, "ovarian_torsion")
+    assert m.critical and m.sex == "female"
+
+
+def test_pe_tube_is_not_pulmonary_embolism(terms: Terms) -> None:
+    """The ambiguous 'PE' of pyConTextNLP's lexicon is guarded."""
+    assert [m for m in mentions("PE tubes in place. No PE.", terms) if m.concept == "pulmonary_embolism"][0].negated
+    assert len([m for m in mentions("PE tubes in place.", terms) if m.concept == "pulmonary_embolism"]) == 0
+
+
+def test_region_offsets(terms: Terms) -> None:
+    """Only text[start:end] is scanned and offsets stay absolute."""
+    text = "INDICATION: pneumothorax. FINDINGS: No pneumothorax."
+    found = find_mentions(text, 26, None, terms)
+    assert len(found) == 1 and found[0].start == 39 and found[0].negated
+
+
+def test_hedge_density(terms: Terms) -> None:
+    """Hedges per sentence."""
+    text = "Possible pneumonia. Effusion cannot be excluded. No pneumothorax."
+    assert hedge_count(text, 0, None, terms) == 2
+    assert hedge_density(text, 0, None, terms) == pytest.approx(2 / 3)
+    assert hedge_density("", 0, None, terms) == 0.0
+
+
+def test_definite_statements(terms: Terms) -> None:
+    """A plain sentence is definite; a hedged one is not."""
+    assert has_definite_statement("No acute cardiopulmonary abnormality.", 0, None, terms)
+    assert has_definite_statement("Right lower lobe pneumonia.", 0, None, terms)
+    assert not has_definite_statement("Possible pneumonia. Effusion cannot be excluded.", 0, None, terms)
+    text = "Possibly atelectasis. Small right effusion."
+    assert [s.text_of(text) for s in definite_statements(text, 0, None, terms)] == ["Small right effusion."]

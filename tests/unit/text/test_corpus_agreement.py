@@ -1,0 +1,71 @@
+"""Agreement with the Indiana chest X-ray gold standard, read from the corpus at test time.
+
+The floors are the figures measured with bench/context_compare.py when the
+vocabularies were last tuned, minus a small margin: a change that makes the
+negation/hedge rules worse on real reports fails here. Skipped when the
+corpus (../shared/corpus) is not beside the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from listener.text.terms import Terms
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "context_compare.py"
+CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "reports"
+
+pytestmark = pytest.mark.skipif(
+    not (CORPUS / "negbio" / "openi_gld_std14.csv").exists(), reason="shared corpus not available"
+)
+
+# Measured F1 per label (uncertain counted positive) minus a margin of 0.03;
+# labels with fewer than 15 gold positives are left out (too noisy to gate on).
+F1_FLOORS = {
+    "Atelectasis": 0.87,
+    "Cardiomegaly": 0.89,
+    "Effusion": 0.80,
+    "Nodule": 0.63,
+    "Pneumonia": 0.55,
+    "Pneumothorax": 0.84,
+    "Consolidation": 0.84,
+    "Edema": 0.56,
+    "Emphysema": 0.49,
+    "Fibrosis": 0.70,
+    "Pleural_Thickening": 0.60,
+}
+MEAN_AGREEMENT_FLOOR = 0.978
+MICRO_F1_FLOOR = 0.68
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("context_compare", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["context_compare"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agreement_with_indiana_gold_standard(terms: Terms) -> None:
+    """Per-label F1, mean agreement and micro-F1 stay at or above the measured level."""
+    bench = load_bench()
+    ev = bench.evaluate(bench.ours(terms))
+    assert ev.reports == 3851
+    f1 = {s.label: s.f1 for s in ev.scores}
+    low = {label: round(f1[label], 3) for label, floor in F1_FLOORS.items() if f1[label] < floor}
+    assert not low, f"F1 below floor: {low}"
+    assert ev.mean_agreement >= MEAN_AGREEMENT_FLOOR
+    assert ev.micro_f1 >= MICRO_F1_FLOOR
+
+
+def test_chexpert_examples(terms: Terms) -> None:
+    """The chexpert-labeler examples (1/0/-1 per observation) agree but for at most one label."""
+    bench = load_bench()
+    agree, total = bench.chexpert_agreement(bench.ours(terms))
+    assert total == 36 and agree >= total - 1

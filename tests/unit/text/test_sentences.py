@@ -1,0 +1,96 @@
+"""Sentence splitting: offsets into the original text, radiology edge cases."""
+
+from __future__ import annotations
+
+from listener.text.sentences import Span, split_sentences
+
+
+def texts(text: str, start: int = 0, end: int | None = None) -> list[str]:
+    return [s.text_of(text) for s in split_sentences(text, start, end)]
+
+
+def test_offsets_point_into_the_original_text() -> None:
+    """Each span slices the original text, with no surrounding whitespace."""
+    text = "  No pneumothorax.   Small effusion.  "
+    spans = split_sentences(text)
+    assert spans == (Span(2, 18), Span(21, 36))
+    assert [s.text_of(text) for s in spans] == ["No pneumothorax.", "Small effusion."]
+
+
+def test_region_limits_are_respected() -> None:
+    """Only text[start:end] is split and offsets stay absolute."""
+    text = "FINDINGS: No effusion. IMPRESSION: Normal."
+    spans = split_sentences(text, 10, 22)
+    assert spans == (Span(10, 22),)
+
+
+def test_abbreviations_and_decimals_do_not_split() -> None:
+    """Dr., approx., vs., p.m. and 3.5 cm stay inside their sentence."""
+    text = "Nodule measures 3.5 cm. Discussed with Dr. Smith at 2:14 p.m. by telephone. Approx. 2 cm vs. 3 cm."
+    assert texts(text) == [
+        "Nodule measures 3.5 cm.",
+        "Discussed with Dr. Smith at 2:14 p.m. by telephone.",
+        "Approx. 2 cm vs. 3 cm.",
+    ]
+
+
+def test_numbered_list_items_are_sentences() -> None:
+    """'1.' opens an item; it does not end a sentence of its own."""
+    text = "1. Bullous emphysema. 2. Probably scarring in the left apex. 3. No effusion"
+    assert texts(text) == ["1. Bullous emphysema.", "2. Probably scarring in the left apex.", "3. No effusion"]
+
+
+def test_line_breaks_end_headings_and_list_items_but_not_wrapped_prose() -> None:
+    """A heading line or a list item ends at the line break; wrapped prose does not."""
+    text = "FINDINGS:\nThe heart is normal\nin size. No effusion\n\nIMPRESSION\nNormal chest\n1. No acute disease\n2. Stable."
+    assert texts(text) == [
+        "FINDINGS:",
+        "The heart is normal\nin size.",
+        "No effusion",
+        "IMPRESSION",
+        "Normal chest",
+        "1. No acute disease",
+        "2. Stable.",
+    ]
+
+
+def test_crlf_and_cr_line_breaks() -> None:
+    """CRLF and CR-only files split like LF files."""
+    assert texts("IMPRESSION:\r\nNo effusion.\r\n\r\nEnd") == ["IMPRESSION:", "No effusion.", "End"]
+    assert texts("IMPRESSION:\rNo effusion.") == ["IMPRESSION:", "No effusion."]
+
+
+def test_glued_sentences_and_scraped_commas() -> None:
+    """'apex.There' and 'contrast.,REASON' (a scraper's line break) split."""
+    assert texts("left lung apex.There are streaky opacities") == ["left lung apex.", "There are streaky opacities"]
+    assert texts("EXAM: , CT head without contrast.,REASON FOR EXAM: , Headache.") == [
+        "EXAM: , CT head without contrast.",
+        "REASON FOR EXAM: , Headache.",
+    ]
+
+
+def test_inline_capitalised_heading_starts_a_sentence() -> None:
+    """'HISTORY: cough FINDINGS: ...' must not let the indication reach the findings."""
+    assert texts("HISTORY: rule out pneumonia FINDINGS: no pneumothorax") == [
+        "HISTORY: rule out pneumonia",
+        "FINDINGS: no pneumothorax",
+    ]
+
+
+def test_deidentification_tokens_and_double_periods() -> None:
+    """XXXX tokens are words; 'p.m..' ends the sentence after the abbreviation."""
+    assert texts("PA and lateral chest x-XXXX dated XXXX, XXXX at XXXX p.m.. No effusion.") == [
+        "PA and lateral chest x-XXXX dated XXXX, XXXX at XXXX p.m..",
+        "No effusion.",
+    ]
+
+
+def test_question_mark_ends_but_leading_question_mark_does_not() -> None:
+    """'? pneumonia' at a sentence start is a hedge, not an end."""
+    assert texts("Cough. ? pneumonia. Any effusion? None.") == ["Cough.", "? pneumonia.", "Any effusion?", "None."]
+
+
+def test_empty_and_punctuation_only_regions() -> None:
+    """No word, no sentence."""
+    assert split_sentences("") == ()
+    assert split_sentences(" .\n, ") == ()
