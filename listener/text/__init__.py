@@ -1,1 +1,45 @@
-"""text layer."""
+"""Report text analysis shared by the QA rules.
+
+Pure: no I/O (except :func:`load_terms` reading policies/terms), no clock, no
+logging. Offsets are always into the full report text.
+
+- :mod:`~listener.text.sentences`: ``split_sentences(text, start, end)``.
+- :mod:`~listener.text.context`: ``find_mentions(text, start, end, terms)``
+  with ConText status (negated, uncertain, historical, hypothetical,
+  experiencer) and laterality; ``hedge_density``; ``has_definite_statement``.
+- :mod:`~listener.text.laterality`: ``lateral_mentions(text, start, end, terms)``.
+- :mod:`~listener.text.terms`: ``load_terms(directory)`` -> compiled ``Terms``.
+"""
+
+from listener.text.context import (
+    Cue,
+    Mention,
+    definite_statements,
+    find_mentions,
+    has_definite_statement,
+    hedge_count,
+    hedge_density,
+)
+from listener.text.laterality import LateralMention, lateral_mentions, sides_in
+from listener.text.sentences import Span, split_sentences
+from listener.text.terms import DEFAULT_TERMS_DIR, Concept, Terms, Trigger, load_terms
+
+__all__ = [
+    "DEFAULT_TERMS_DIR",
+    "Concept",
+    "Cue",
+    "LateralMention",
+    "Mention",
+    "Span",
+    "Terms",
+    "Trigger",
+    "definite_statements",
+    "find_mentions",
+    "has_definite_statement",
+    "hedge_count",
+    "hedge_density",
+    "lateral_mentions",
+    "load_terms",
+    "sides_in",
+    "split_sentences",
+]

@@ -24,23 +24,24 @@ pytestmark = pytest.mark.skipif(
     not (CORPUS / "negbio" / "openi_gld_std14.csv").exists(), reason="shared corpus not available"
 )
 
-# Measured F1 per label (uncertain counted positive) minus a margin of 0.03;
-# labels with fewer than 15 gold positives are left out (too noisy to gate on).
+# Measured F1 per label (hedged mentions negative, as the gold standard has
+# them) minus a margin of 0.03; labels with fewer than 15 gold positives or a
+# mapping we know to be loose (Infiltration) are left out.
 F1_FLOORS = {
-    "Atelectasis": 0.87,
-    "Cardiomegaly": 0.89,
-    "Effusion": 0.80,
-    "Nodule": 0.63,
-    "Pneumonia": 0.55,
-    "Pneumothorax": 0.84,
-    "Consolidation": 0.84,
-    "Edema": 0.56,
-    "Emphysema": 0.49,
-    "Fibrosis": 0.70,
-    "Pleural_Thickening": 0.60,
+    "Atelectasis": 0.92,
+    "Cardiomegaly": 0.86,
+    "Effusion": 0.79,
+    "Nodule": 0.65,
+    "Pneumonia": 0.77,
+    "Pneumothorax": 0.81,
+    "Consolidation": 0.87,
+    "Edema": 0.71,
+    "Emphysema": 0.90,
+    "Fibrosis": 0.78,
+    "Pleural_Thickening": 0.61,
 }
-MEAN_AGREEMENT_FLOOR = 0.978
-MICRO_F1_FLOOR = 0.68
+MEAN_AGREEMENT_FLOOR = 0.984
+MICRO_F1_FLOOR = 0.74
 
 
 def load_bench() -> ModuleType:
