@@ -13,7 +13,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/overread check samples/
+	$(BIN)/overread serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

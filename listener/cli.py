@@ -9,6 +9,7 @@ files, prints results and sets the exit status (DESIGN §7):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 
 from listener import __version__
 from listener.config import Config, load_config
-from listener.errors import ConfigError, DecodeError
+from listener.errors import ConfigError, DecodeError, StoreError
 from listener.hl7v2.segments import split_messages
 from listener.model import Severity
 from listener.pipeline import Outcome, Pipeline, process
@@ -202,6 +203,144 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return status
 
 
+def daemon_config(args: argparse.Namespace, config: Config) -> Config:
+    """Apply the serve/messages flags over the config file (flags win)."""
+    changes: dict[str, Any] = {}
+    if getattr(args, "state_dir", None):
+        changes["state_dir"] = Path(args.state_dir)
+    if getattr(args, "mllp", None):
+        changes["mllp_endpoint"] = args.mllp
+    if getattr(args, "http", None):
+        changes["http_endpoint"] = args.http
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    """Run the daemon until SIGTERM (exit 0) or a start-up failure (non-zero)."""
+    from listener.logs import configure_logging
+    from listener.server.daemon import serve
+
+    configure_logging(args.log_format)
+    try:
+        return serve(daemon_config(args, config))
+    except StoreError as exc:
+        sys.stderr.write(f"overread serve: {exc}\n")
+        return EXIT_ERROR
+
+
+def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """Print stored messages as JSON Lines (DESIGN §7)."""
+    from listener.store.sqlite import DB_FILENAME, SQLiteStore
+
+    state_dir = daemon_config(args, config).state_dir
+    if not (Path(state_dir) / DB_FILENAME).is_file():
+        sys.stderr.write(f"overread messages: no store in {state_dir}\n")
+        return EXIT_ERROR
+    try:
+        store = SQLiteStore.in_state_dir(state_dir)
+    except StoreError as exc:
+        sys.stderr.write(f"overread messages: {exc}\n")
+        return EXIT_ERROR
+    try:
+        for msg in store.messages():
+            obj = {
+                "message_id": msg.control_id,
+                "sender": {"application": msg.sender_application, "facility": msg.sender_facility},
+                "received": msg.received.isoformat(),
+                "state": msg.state,
+                "ack_code": msg.ack_code,
+                "error_code": msg.error_code,
+                "feed": msg.feed,
+                "transport": msg.transport,
+                "report_count": msg.report_count,
+            }
+            out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _ack_fields(ack: bytes) -> tuple[str, str]:
+    """MSA-1 and MSA-2 of an ACK (separators from its MSH)."""
+    import re
+
+    text = ack.decode("latin-1")
+    sep = text[3:4] or "|"
+    for segment in re.split(r"\r\n|\r|\n", text):
+        if segment.startswith("MSA"):
+            fields = segment.split(sep)
+            return (fields[1] if len(fields) > 1 else "", fields[2] if len(fields) > 2 else "")
+    return "", ""
+
+
+def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) -> int:
+    """MLLP client: send each message of each file, wait for its ACK, print it.
+
+    Returns 0 when every answer is AA/CA, 1 on any AE/AR/CE/CR, 2 on a timeout,
+    a closed connection or a usage error. A blocking socket is enough here: one
+    message in flight at a time, in file order.
+    """
+    import socket
+
+    from listener.hl7v2.mllp import MllpFramer, frame
+    from listener.hl7v2.segments import read_header
+
+    host, _, port_text = target.rpartition(":")
+    if not host or not port_text.isdigit():
+        sys.stderr.write("overread send: --to must be HOST:PORT\n")
+        return EXIT_ERROR
+    status = EXIT_OK
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout)
+    except OSError as exc:
+        sys.stderr.write(f"overread send: cannot connect to {target} ({exc.strerror or type(exc).__name__})\n")
+        return EXIT_ERROR
+    framer = MllpFramer()
+    pending: list[bytes] = []
+    with sock:
+        for path in iter_input_files(files):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                sys.stderr.write(f"overread send: {path}: cannot read ({exc.strerror or type(exc).__name__})\n")
+                status = EXIT_ERROR
+                continue
+            for msg in split_file(path, data):
+                header = read_header(msg.raw)
+                expected = header.control_id if header else None
+                try:
+                    sock.sendall(frame(msg.raw.replace(b"\x1c", b"")))
+                    if header is not None and header.accept_ack_type == "NE":
+                        out.write(f"# {msg.source}: no ACK requested (MSH-15 NE)\n")
+                        continue
+                    ack = _wait_ack(sock, framer, pending, expected)
+                except (OSError, TimeoutError) as exc:
+                    sys.stderr.write(f"overread send: {msg.source}: no ACK ({type(exc).__name__})\n")
+                    return EXIT_ERROR
+                if ack is None:
+                    sys.stderr.write(f"overread send: {msg.source}: connection closed before the ACK\n")
+                    return EXIT_ERROR
+                code, _ = _ack_fields(ack)
+                out.write(f"# {msg.source}\n" + ack.decode("latin-1").replace("\r", "\n"))
+                out.flush()
+                if code not in ("AA", "CA"):
+                    status = max(status, EXIT_FINDINGS)
+    return status
+
+
+def _wait_ack(sock: Any, framer: Any, pending: list[bytes], expected: str | None) -> bytes | None:
+    """Read frames until one whose MSA-2 is ``expected`` (any, when None)."""
+    while True:
+        while pending:
+            ack = pending.pop(0)
+            if expected is None or _ack_fields(ack)[1] == expected:
+                return ack
+        data = sock.recv(65536)
+        if not data:
+            return None
+        pending.extend(framer.feed(data))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="overread", description="Check and route radiology reports for overread.")
     parser.add_argument("--version", action="version", version=f"overread {__version__}")
@@ -211,6 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
     check.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
+
+    serve = sub.add_parser("serve", help="run the MLLP listener daemon")
+    serve.add_argument("--config", metavar="F", help="daemon config file (YAML)")
+    serve.add_argument("--mllp", metavar="ENDPOINT", help="MLLP listen endpoint, e.g. tcp:2575:interface=127.0.0.1")
+    serve.add_argument("--http", metavar="ENDPOINT", help="HTTP endpoint (reserved for FHIR)")
+    serve.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+    serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+
+    send = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
+    send.add_argument("--to", required=True, metavar="HOST:PORT")
+    send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each ACK")
+    send.add_argument("files", nargs="+", metavar="FILE")
+
+    messages = sub.add_parser("messages", help="list stored messages")
+    messages.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
+    messages.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+    messages.add_argument("--format", choices=("json",), default="json")
     return parser
 
 
@@ -218,13 +374,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, mappings_dir=getattr(args, "mappings", None))
+        config = load_config(getattr(args, "config", None), mappings_dir=getattr(args, "mappings", None))
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR
     try:
         if args.command == "check":
             return cmd_check(args, config, sys.stdout)
+        if args.command == "serve":
+            return cmd_serve(args, config)
+        if args.command == "send":
+            return cmd_send(args.to, args.files, timeout=args.timeout, out=sys.stdout)
+        if args.command == "messages":
+            return cmd_messages(args, config, sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping as MappingT
+from typing import TYPE_CHECKING, Any, Mapping as MappingT
 
 if TYPE_CHECKING:
     from listener.pipeline import Pipeline
@@ -367,17 +367,62 @@ def require_file(path: str | Path) -> Path:
     return p
 
 
-_CONFIG_KEYS = frozenset({"mappings", "procedures", "policies"})
+_CONFIG_KEYS = frozenset(
+    {
+        "mappings",
+        "procedures",
+        "policies",
+        "state_dir",
+        "mllp",
+        "http",
+        "max_frame_size",
+        "idle_timeout",
+        "max_connections",
+        "synchronous",
+        "raw_retention_days",
+    }
+)
+_PATH_KEYS = ("mappings", "procedures", "policies")
+
+#: Daemon defaults (DESIGN §7, issue 3): loopback MLLP, the store under ./var.
+DEFAULT_MLLP_ENDPOINT = "tcp:2575:interface=127.0.0.1"
+DEFAULT_STATE_DIR = "var"
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_CONNECTIONS = 200
+SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The daemon's configuration file, resolved to absolute paths."""
+    """The daemon's configuration file, resolved to absolute paths.
+
+    Attributes:
+        source: the file it came from, or ``(defaults)``.
+        mappings_dir, procedures_file, policies_dir: what the pipeline loads.
+        state_dir: where the store (and the log hash key) live; relative to the
+            working directory unless the file gave it (then relative to the file).
+        mllp_endpoint: Twisted server endpoint string for MLLP.
+        http_endpoint: endpoint for HTTP (FHIR, health), "" when off (reserved).
+        max_frame_size: largest MLLP payload accepted, in bytes.
+        idle_timeout: seconds without bytes before a connection is closed.
+        max_connections: concurrent MLLP connections accepted; more are closed.
+        synchronous: SQLite ``synchronous`` mode (FULL is the durable default).
+        raw_retention_days: days raw bodies are kept (0: forever).
+    """
 
     source: str
     mappings_dir: Path
     procedures_file: Path
     policies_dir: Path
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    mllp_endpoint: str = DEFAULT_MLLP_ENDPOINT
+    http_endpoint: str = ""
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    synchronous: str = "FULL"
+    raw_retention_days: int = 0
 
     def pipeline(self) -> "Pipeline":
         """Load mappings, the CPT table and policies into a Pipeline (ConfigError on any problem)."""
@@ -388,10 +433,20 @@ class Config:
         return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures)
 
 
+def _endpoint(doc: YamlMap, key: str) -> str:
+    value = doc.get_str(key).strip()
+    if value and ":" not in value:
+        raise doc.error(key, f"{key}: not a Twisted endpoint string like tcp:2575:interface=127.0.0.1")
+    return value
+
+
 def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = None) -> Config:
     """Load the daemon config (or the embedded defaults when ``path`` is None).
 
     Relative paths in the file are resolved against the file's directory.
+
+    Raises:
+        ConfigError: naming the file and line of the first problem found.
     """
     root = default_mappings_dir().parent
     values: dict[str, Path] = {
@@ -399,19 +454,38 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
         "procedures": root / "mappings" / "procedures.yaml",
         "policies": root / "policies",
     }
+    daemon: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
         doc = load_yaml(path)
         source = str(path)
         doc.reject_unknown(_CONFIG_KEYS)
         base = Path(path).resolve().parent
-        for key in _CONFIG_KEYS:
+        for key in _PATH_KEYS:
             if key in doc:
                 values[key] = (base / doc.get_str(key)).resolve()
         if "mappings" in doc and "procedures" not in doc:
             values["procedures"] = values["mappings"] / "procedures.yaml"
+        if "state_dir" in doc:
+            daemon["state_dir"] = (base / doc.get_str("state_dir")).resolve()
+        if "mllp" in doc:
+            daemon["mllp_endpoint"] = _endpoint(doc, "mllp")
+            if not daemon["mllp_endpoint"]:
+                raise doc.error("mllp", "mllp: an endpoint is required")
+        if "http" in doc:
+            daemon["http_endpoint"] = _endpoint(doc, "http")
+        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0)):
+            if key in doc:
+                number = doc.get_number(key, minimum=minimum)
+                if number != int(number):
+                    raise doc.error(key, f"{key!r} must be a whole number")
+                daemon[key] = int(number)
+        if "idle_timeout" in doc:
+            daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
+        if "synchronous" in doc:
+            daemon["synchronous"] = doc.get_choice("synchronous", SYNCHRONOUS_MODES)
     if mappings_dir is not None:
         values["mappings"] = Path(mappings_dir).resolve()
     if not (values["mappings"] / "default.yaml").is_file():
         raise ConfigError("mappings directory has no default.yaml", path=str(values["mappings"]))
-    return Config(source, values["mappings"], values["procedures"], values["policies"])
+    return Config(source, values["mappings"], values["procedures"], values["policies"], **daemon)

@@ -1,0 +1,167 @@
+"""Daemon wiring: config, store, MLLP endpoint, signals, lifecycle.
+
+Layer: reactor code (the only place that starts and stops the reactor).
+
+Lifecycle:
+
+* start: load the pipeline (a bad config stops start-up with its file:line),
+  open the store in the state directory, listen on the MLLP endpoint, then
+  tell systemd ``READY=1`` and start the watchdog pings.
+* SIGTERM/SIGINT: Twisted stops the reactor; our "before shutdown" trigger
+  stops listening, stops taking new frames, waits for every message being
+  stored to get its answer, then closes the store (which commits whatever is
+  queued) on a thread. Exit status 0.
+* SIGHUP: build a new Pipeline from the config files and swap it in whole; a
+  bad file keeps the old one and logs ``config_invalid`` with its file:line.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+from datetime import datetime, timedelta, timezone
+from types import FrameType
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import globalLogBeginner
+
+from listener.config import Config
+from listener.errors import ConfigError, StoreError
+from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
+from listener.server.mllp import Intake, MllpFactory
+from listener.server.systemd import notify_ready, notify_stopping, start_watchdog
+from listener.store.sqlite import SQLiteStore
+
+__all__ = ["Daemon", "serve"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+def _log() -> Any:
+    # Looked up at use time: structlog assembles a bound logger from the
+    # configuration current at bind time, and cli configures logging later.
+    return get_logger("listener.server.daemon")
+
+#: How often raw bodies past their retention are purged, in seconds.
+_PURGE_INTERVAL = 3600.0
+
+
+class Daemon:
+    """The running listener: one store, one pipeline, one MLLP port."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.exit_code = EXIT_OK
+        self.port: Any = None
+        self.watchdog: LoopingCall | None = None
+        self.purger: LoopingCall | None = None
+        pipeline = config.pipeline()
+        self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
+        _log().info("store_opened", path=str(config.state_dir))
+        hash_key = load_or_create_hash_key(config.state_dir)
+        self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread)
+        self.factory = MllpFactory(
+            self.intake,
+            max_frame_size=config.max_frame_size,
+            idle_timeout=config.idle_timeout,
+            max_connections=config.max_connections,
+        )
+
+    def start(self) -> Deferred[None]:
+        """Listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
+        endpoint = serverFromString(self.reactor, self.config.mllp_endpoint)  # type: ignore[no-untyped-call]
+        d: Deferred[IListeningPort] = endpoint.listen(self.factory)
+
+        def listening(port: Any) -> None:
+            self.port = port
+            address = port.getHost()
+            _log().info("listening", endpoint=self.config.mllp_endpoint, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
+            notify_ready(f"listening on {self.config.mllp_endpoint}")
+            self.watchdog = start_watchdog(self.reactor)
+            if self.config.raw_retention_days > 0:
+                self.purger = LoopingCall(self._purge_raw)
+                self.purger.clock = self.reactor
+                self.purger.start(_PURGE_INTERVAL, now=True)
+            # Start-up objects live forever: keep them out of the GC's generations.
+            gc.freeze()
+
+        def failed(failure: Any) -> None:
+            _log().error("daemon_stopping", reason="listen_failed", endpoint=self.config.mllp_endpoint,
+                       error_type=failure.type.__name__ if failure.type else "")
+            self.exit_code = EXIT_FAILED
+            self.reactor.stop()
+
+        return d.addCallbacks(listening, failed)
+
+    def _purge_raw(self) -> Deferred[None]:
+        cutoff = datetime.now(timezone.utc) - timedelta(days=self.config.raw_retention_days)
+
+        def done(count: int) -> None:
+            _log().info("raw_bodies_purged", count=count)
+
+        def failed(failure: Any) -> None:
+            _log().error("store_unavailable", reason="purge_raw", error_type=failure.type.__name__ if failure.type else "")
+
+        return threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
+
+    def reload(self) -> None:
+        """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file."""
+        try:
+            pipeline = self.config.pipeline()
+        except ConfigError as exc:
+            _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
+            return
+        self.intake.swap_pipeline(pipeline)
+        _log().info("policy_reloaded", policy_version=pipeline.version)
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """Stop accepting, finish in-flight messages, flush and close the store."""
+        _log().info("daemon_stopping", reason="shutdown", count=len(self.intake.in_flight))
+        notify_stopping()
+        if self.watchdog is not None and self.watchdog.running:
+            self.watchdog.stop()
+        if self.purger is not None and self.purger.running:
+            self.purger.stop()
+        if self.port is not None:
+            yield self.port.stopListening()
+        self.intake.closing = True
+        yield self.intake.drain()
+        try:
+            yield threads.deferToThread(self.store.close)
+        except StoreError:
+            self.exit_code = EXIT_FAILED
+        _log().info("store_closed")
+        _log().info("daemon_stopped", status=self.exit_code)
+
+
+def serve(config: Config) -> int:
+    """Run the daemon until SIGTERM/SIGINT; return the exit status.
+
+    Raises:
+        ConfigError: the config or a mapping/policy file is invalid.
+        StoreError: the store cannot be opened.
+    """
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+
+    globalLogBeginner.beginLoggingTo([twisted_observer()], redirectStandardIO=False, discardBuffer=True)
+    daemon = Daemon(config, reactor)
+    _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        _log().info("signal_received", signal="SIGHUP")
+        reactor.callFromThread(daemon.reload)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
+    reactor.callWhenRunning(daemon.start)
+    reactor.run()
+    return daemon.exit_code

@@ -1,0 +1,415 @@
+"""The MLLP server: a thin Twisted shell around the pure framer, pipeline and ACK builder.
+
+Layer: reactor code. ``dataReceived`` does four things (STYLE §1): feed the
+framer, run the pure pipeline, hand the record to the store's group-commit
+writer (off the reactor thread), and write the answer once the commit is done.
+
+Promises:
+
+* An AA/CA leaves only after the message is durably committed.
+* Answers go out in arrival order per connection: every frame takes a slot in
+  the connection's queue, and a slot is written only when every slot before it
+  has been written, whatever order the commits finish in.
+* A duplicate (MSH-3, MSH-4, MSH-10 already stored) gets the stored answer again
+  and is not processed twice (the store catches races between connections).
+* Unreadable garbage (no MSH) gets a NACK built with ``build_ack(None, ...)``,
+  is not stored, and is logged by size and peer only.
+* Nothing from a message body reaches a log line: header fields that name
+  systems, keyed hashes of the accession and patient id, codes and sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from listener.errors import APPLICATION_INTERNAL_ERROR, FramingError, StoreError
+from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_accept_ack
+from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
+from listener.hl7v2.segments import MessageHeader, read_header
+from listener.logs import get_logger, keyed_hash
+from listener.pipeline import Outcome, Pipeline, process
+from listener.serialize import finding_dict, report_dict, route_dict
+from listener.store.base import MessageRecord, MessageState, ReportRecord, SaveResult, Store
+
+__all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_future", "outcome_ack_code"]
+
+T = TypeVar("T")
+
+#: Table 0357 codes answered AR (the sender must not resend unchanged; 207 is
+#: added separately for store failures, where it should resend).
+_REJECT_CODES = frozenset({"200", "201", "202", "203"})
+
+def _log() -> Any:
+    # Looked up at use time: structlog assembles a bound logger from the
+    # configuration current at bind time, and cli configures logging later.
+    return get_logger("listener.server.mllp")
+
+
+def deferred_from_future(
+    future: Future[T], call_from_thread: Callable[..., object]
+) -> defer.Deferred[T]:
+    """Wrap a concurrent Future in a Deferred that fires on the reactor thread.
+
+    Args:
+        future: resolved by another thread (the store's writer).
+        call_from_thread: ``reactor.callFromThread`` (tests pass a direct call).
+    """
+    d: defer.Deferred[T] = defer.Deferred()
+
+    def fire(done: Future[T]) -> None:
+        exc = done.exception()
+        if exc is not None:
+            d.errback(Failure(exc))  # type: ignore[no-untyped-call]
+        else:
+            d.callback(done.result())
+
+    future.add_done_callback(lambda done: call_from_thread(fire, done))
+    return d
+
+
+def outcome_ack_code(outcome: Outcome) -> str:
+    """The original-mode code for an Outcome: AA, AE (content) or AR (unsupported)."""
+    if outcome.error is None:
+        return "AA"
+    return "AR" if outcome.error.hl7_code in _REJECT_CODES else "AE"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to write for one frame: the ACK bytes (None: send nothing) and a close flag."""
+
+    ack: bytes | None
+    close: bool = False
+
+
+def _state(outcome: Outcome) -> MessageState:
+    if outcome.error is not None or outcome.disposition == "rejected":
+        return "rejected"
+    return "ignored" if outcome.disposition == "ignored" else "processed"
+
+
+def _reports(outcome: Outcome) -> tuple[ReportRecord, ...]:
+    out = []
+    for result in outcome.reports:
+        report = result.report
+        route = route_dict(result.route)
+        out.append(
+            ReportRecord(
+                accession=report.accession,
+                report_json=json.dumps(report_dict(report, include_patient=True, include_text=True), ensure_ascii=False),
+                findings_json=json.dumps([finding_dict(f) for f in result.findings], ensure_ascii=False),
+                route_json=json.dumps(route, ensure_ascii=False),
+                bucket=result.route.bucket if result.route else "",
+            )
+        )
+    return tuple(out)
+
+
+class Intake:
+    """Turns one frame into a stored message and its answer (shared by all connections).
+
+    Args:
+        pipeline: the current Pipeline; replaced whole by :meth:`swap_pipeline`.
+        store: the durable store.
+        hash_key: key for the ``accession_h``/``patient_h`` log hashes.
+        call_from_thread: ``reactor.callFromThread``.
+        now: the clock (aware UTC datetimes).
+        keep_raw: store raw bodies (retention purges them later).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: Store,
+        *,
+        hash_key: bytes,
+        call_from_thread: Callable[..., object],
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        keep_raw: bool = True,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.hash_key = hash_key
+        self.call_from_thread = call_from_thread
+        self.now = now
+        self.keep_raw = keep_raw
+        self.closing = False
+        #: Deferreds of messages being stored; shutdown waits for them.
+        self.in_flight: set[defer.Deferred[Answer]] = set()
+
+    def swap_pipeline(self, pipeline: Pipeline) -> None:
+        """Use ``pipeline`` for every message received from now on (atomic)."""
+        self.pipeline = pipeline
+
+    @staticmethod
+    def new_control_id() -> str:
+        """A unique MSH-10 for one of our ACKs (20 characters: fits every version)."""
+        return uuid.uuid4().hex[:20]
+
+    def _ack(self, header: MessageHeader | None, outcome_code: str, errors: tuple[AckError, ...] = ()) -> tuple[str, bytes]:
+        code = ack_code_for(header, outcome_code)
+        ack = build_ack(header, code, now=self.now(), control_id=self.new_control_id(), errors=errors)
+        return code, ack
+
+    def _answer(self, header: MessageHeader | None, code: str, ack: bytes) -> Answer:
+        return Answer(ack if should_send_accept_ack(header, code) else None)
+
+    def refuse_oversized(self, error: FrameTooLarge, log: Any) -> Answer:
+        """The AR for a frame over the limit, addressed from its head; then close."""
+        header = read_header(error.head)
+        text = f"Message exceeds the limit of {error.limit} bytes"
+        code, ack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text=text),))
+        log.warning("frame_rejected", reason="frame_too_large", limit=error.limit, ack_code=code,
+                    control_id=header.control_id if header else "")
+        return Answer(ack if should_send_accept_ack(header, code) else None, close=True)
+
+    def receive(self, raw: bytes, log: Any) -> defer.Deferred[Answer]:
+        """Process, store and answer one frame.
+
+        Returns:
+            A Deferred firing with the Answer once the message is durable (or
+            at once for garbage and duplicates). It never fails.
+        """
+        started = time.perf_counter()
+        received = self.now()
+        header = read_header(raw)
+        if header is None:
+            outcome = process(raw, self.pipeline, received_at=received)
+            errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
+            code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome), errors)
+            log.warning("frame_rejected", reason="unreadable", bytes=len(raw), ack_code=code,
+                        error_code=outcome.error.hl7_code if outcome.error else "")
+            return defer.succeed(Answer(ack))
+
+        mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
+                        sender_facility=header.sending_facility)
+        try:
+            dup = self.store.find_duplicate(header.sending_application, header.sending_facility, header.control_id)
+        except StoreError:
+            dup = None  # the save below fails too and answers AR 207, or catches the duplicate itself
+        if dup is not None:
+            mlog.info("message_duplicate", ack_code=dup.ack_code)
+            return defer.succeed(self._answer(header, dup.ack_code, dup.ack))
+
+        pipeline = self.pipeline
+        outcome = process(raw, pipeline, received_at=received)
+        errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
+        code, ack = self._ack(header, outcome_ack_code(outcome), errors)
+        record = MessageRecord(
+            control_id=header.control_id,
+            sender_application=header.sending_application,
+            sender_facility=header.sending_facility,
+            feed=outcome.feed,
+            received=received,
+            raw=raw if self.keep_raw else None,
+            transport="mllp",
+            state=_state(outcome),
+            ack_code=code,
+            ack=ack,
+            error_code=outcome.error.hl7_code if outcome.error else "",
+            reports=_reports(outcome),
+        )
+        first = outcome.reports[0].report if outcome.reports else None
+        fields: dict[str, Any] = {
+            "feed": outcome.feed,
+            "message_type": header.message_type,
+            "bucket": first and outcome.reports[0].route and outcome.reports[0].route.bucket or "",
+            "finding_count": sum(len(r.findings) for r in outcome.reports),
+            "error_code": record.error_code,
+            "policy_version": pipeline.version,
+        }
+        if outcome.error_type:
+            fields["error_type"] = outcome.error_type
+        if outcome.error is not None and outcome.error.location:
+            fields["location"] = outcome.error.location
+        if first is not None:
+            fields["accession_h"] = keyed_hash(first.accession, self.hash_key) if first.accession else ""
+            fields["patient_h"] = keyed_hash(first.patient.id, self.hash_key) if first.patient.id else ""
+
+        try:
+            future = self.store.submit(record)
+        except StoreError:
+            saved: defer.Deferred[SaveResult] = defer.fail(StoreError("store closed"))
+        else:
+            saved = deferred_from_future(future, self.call_from_thread)
+
+        def stored(result: SaveResult) -> Answer:
+            if result.duplicate:
+                mlog.info("message_duplicate", ack_code=result.ack_code)
+                return self._answer(header, result.ack_code, result.ack)
+            mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            return self._answer(header, code, ack)
+
+        def failed(failure: Failure) -> Answer:
+            error_type = failure.type.__name__ if failure.type else "Exception"
+            nack_code, nack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text="Message store unavailable, retry later"),))
+            mlog.error("store_unavailable", error_type=error_type)
+            mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+            return self._answer(header, nack_code, nack)
+
+        d = saved.addCallbacks(stored, failed)
+        self.in_flight.add(d)
+
+        def forget(answer: Answer) -> Answer:
+            self.in_flight.discard(d)
+            return answer
+
+        d.addBoth(forget)
+        return d
+
+    def drain(self) -> defer.Deferred[None]:
+        """Fire once every message being stored has its answer."""
+        pending = list(self.in_flight)
+        if not pending:
+            return defer.succeed(None)
+        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+
+class _Slot:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.answer: Answer | None = None
+        self.done = False
+
+
+class MllpProtocol(Protocol, TimeoutMixin):
+    """One MLLP connection: frames in, answers out in arrival order."""
+
+    # Typed loosely: Twisted's zope interfaces do not type-check without a plugin.
+    transport: Any
+
+    def __init__(self, factory: MllpFactory) -> None:
+        self.factory = factory
+        self.framer = MllpFramer(factory.max_frame_size)
+        self.queue: deque[_Slot] = deque()
+        self.log: Any = None
+        self.refused = False
+        self.closing_after_answers = False
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        self.factory.conn_counter += 1
+        peer = _peer(self.transport.getPeer())
+        self.log = _log().bind(peer=peer, conn=self.factory.conn_counter)
+        if self.factory.open_count >= self.factory.max_connections:
+            self.refused = True
+            self.log.warning("connection_refused", reason="max_connections", limit=self.factory.max_connections)
+            self.transport.loseConnection()
+            return
+        self.factory.open_count += 1
+        if self.factory.clock is not None:
+            self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
+        self.setTimeout(self.factory.idle_timeout)  # type: ignore[no-untyped-call]
+        self.log.info("connection_opened")
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        if self.refused or self.closing_after_answers or self.transport.disconnecting:
+            return
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+        try:
+            frames = self.framer.feed(data)
+        except FrameTooLarge as exc:
+            for payload in exc.frames:
+                self._take(payload)
+            slot = _Slot()
+            self.queue.append(slot)
+            self._resolve(slot, self.factory.intake.refuse_oversized(exc, self.log))
+            self.closing_after_answers = True
+            self._flush()
+            return
+        except FramingError:
+            self.log.warning("frame_rejected", reason="framing_error", bytes=len(data))
+            self.transport.loseConnection()
+            return
+        for payload in frames:
+            self._take(payload)
+
+    def _take(self, payload: bytes) -> None:
+        slot = _Slot()
+        self.queue.append(slot)
+        if self.factory.intake.closing:
+            # Shutting down: no answer (the sender resends after restart).
+            self._resolve(slot, Answer(None))
+            return
+        self.factory.intake.receive(payload, self.log).addCallback(lambda answer: self._resolve(slot, answer))
+
+    def _resolve(self, slot: _Slot, answer: Answer) -> None:
+        slot.answer = answer
+        slot.done = True
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.queue and self.queue[0].done:
+            slot = self.queue.popleft()
+            answer = slot.answer
+            if answer is not None and answer.ack is not None and self.transport is not None and not self.transport.disconnecting:
+                self.transport.write(frame(answer.ack))
+            if answer is not None and answer.close:
+                self.transport.loseConnection()
+        if self.closing_after_answers and not self.queue:
+            self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - Twisted API
+        self.log.info("connection_timed_out", interval_s=self.factory.idle_timeout)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self.refused:
+            return
+        self.factory.open_count -= 1
+        try:
+            self.framer.feed(b"")
+        except FramingError:
+            self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=self.framer.buffered_bytes)
+        self.log.info("connection_closed", count=len(self.queue))
+
+
+class MllpFactory(Factory):
+    """Builds :class:`MllpProtocol` connections sharing one :class:`Intake`."""
+
+    noisy = False
+    protocol = MllpProtocol
+
+    def __init__(
+        self,
+        intake: Intake,
+        *,
+        max_frame_size: int,
+        idle_timeout: float,
+        max_connections: int,
+        clock: Any = None,
+    ) -> None:
+        self.intake = intake
+        self.max_frame_size = max_frame_size
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.clock = clock
+        self.open_count = 0
+        self.conn_counter = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> MllpProtocol:  # noqa: N802 - Twisted API
+        return MllpProtocol(self)
+
+
+def _peer(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return type(address).__name__
+    return f"{host}:{port}"

@@ -1,0 +1,1 @@
+"""Integration tests: the real daemon as a subprocess on a loopback port."""

@@ -1,0 +1,161 @@
+"""Fixtures that run the real daemon (``python -m listener serve``) on 127.0.0.1.
+
+The port is found by binding a socket to port 0 and closing it (``tcp:0`` would
+hide the port from the test); the state directory lives in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from listener.hl7v2.mllp import MllpFramer, frame
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningDaemon:
+    """One daemon subprocess; stdout/stderr go to files in the state dir's parent."""
+
+    def __init__(self, state_dir: Path, log_dir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.state_dir = state_dir
+        self.port = port or free_port()
+        self.log_dir = log_dir
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        """Start and wait until the port accepts connections."""
+        self.runs += 1
+        out = open(self.log_dir / f"stdout.{self.runs}", "wb")
+        err = open(self.log_dir / f"stderr.{self.runs}", "wb")
+        cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json",
+               "--mllp", f"tcp:{self.port}:interface=127.0.0.1", "--state-dir", str(self.state_dir), *self.extra]
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS")}
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=env)
+        out.close()
+        err.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.stderr()[-2000:]}")
+            try:
+                socket.create_connection(self.address, timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("daemon did not start listening")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def stdout(self) -> str:
+        return "".join(p.read_text("utf-8", "replace") for p in sorted(self.log_dir.glob("stdout.*")))
+
+    def stderr(self) -> str:
+        return "".join(p.read_text("utf-8", "replace") for p in sorted(self.log_dir.glob("stderr.*")))
+
+    def log_lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.stdout().splitlines() if line.strip()]
+
+    def messages(self) -> list[dict[str, object]]:
+        """``overread messages --format json`` run as a user would."""
+        result = subprocess.run(
+            [sys.executable, "-m", "listener", "messages", "--format", "json", "--state-dir", str(self.state_dir)],
+            capture_output=True, cwd=REPO, timeout=60, check=True,
+        )
+        return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+class MllpConnection:
+    """A small blocking MLLP client for tests."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 10) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.framer = MllpFramer()
+        self.pending: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(frame(payload))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self) -> bytes:
+        """The next ACK frame (raises TimeoutError / ConnectionError)."""
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.pending.extend(self.framer.feed(data))
+        return self.pending.pop(0)
+
+    def request(self, payload: bytes) -> bytes:
+        self.send(payload)
+        return self.receive()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def msa(ack: bytes) -> tuple[str, str]:
+    """MSA-1 and MSA-2 of an ACK."""
+    for segment in ack.split(b"\r"):
+        if segment.startswith(b"MSA"):
+            fields = segment.decode("latin-1").split("|")
+            return fields[1], fields[2] if len(fields) > 2 else ""
+    raise AssertionError("no MSA segment")
+
+
+def with_control_id(raw: bytes, control_id: str) -> bytes:
+    """``raw`` with MSH-10 replaced (a '|'-separated message)."""
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+@pytest.fixture(name="oru")
+def fixture_oru(corpus: Path) -> bytes:
+    """A radiology ORU^R01 from the shared corpus (scout XR chest, v2.7, CR segments)."""
+    return (corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7").read_bytes()
+
+
+@pytest.fixture(name="daemon")
+def fixture_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+    """A started daemon; stopped with SIGTERM (and checked to exit 0) afterwards."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(tmp_path / "state", logs)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0

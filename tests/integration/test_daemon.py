@@ -1,0 +1,138 @@
+"""The real daemon on a loopback port: ACKs, storage, duplicates, hostile input, order."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import hl7
+import hl7.client
+
+from listener.cli import split_file
+from listener.hl7v2.ack import ack_code_for, should_send_accept_ack
+from listener.hl7v2.segments import read_header
+from tests.conformance.test_corpus_hl7 import EXPECTED
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+
+
+def test_radiology_oru_gets_aa_and_is_listed(daemon: RunningDaemon, oru: bytes) -> None:
+    """A radiology ORU from the corpus is answered AA and shows up in `overread messages`."""
+    conn = MllpConnection(daemon.address)
+    code, control = msa(conn.request(oru))
+    conn.close()
+    assert code == "AA"
+    assert control == read_header(oru).control_id  # type: ignore[union-attr]
+    listed = daemon.messages()
+    assert [(m["message_id"], m["state"], m["ack_code"]) for m in listed] == [(control, "processed", "AA")]
+    assert listed[0]["sender"] == {"application": "SOMERIS", "facility": "ABCHOSP"}
+
+
+def test_duplicate_gets_the_same_ack_and_is_stored_once(daemon: RunningDaemon, oru: bytes) -> None:
+    """Re-sending the same MSH-3/4/10 returns the byte-identical stored ACK; one row only."""
+    first = MllpConnection(daemon.address)
+    ack1 = first.request(oru)
+    first.close()
+    second = MllpConnection(daemon.address)
+    ack2 = second.request(oru)
+    ack3 = second.request(oru)
+    second.close()
+    assert ack1 == ack2 == ack3
+    assert len(daemon.messages()) == 1
+    assert any(line["event"] == "message_duplicate" for line in daemon.log_lines())
+
+
+def test_several_frames_in_one_write_are_answered_in_order(daemon: RunningDaemon, oru: bytes) -> None:
+    """Ten frames in one TCP write get ten ACKs whose MSA-2 follow the sending order."""
+    ids = [f"ORDER{i:03d}" for i in range(10)]
+    conn = MllpConnection(daemon.address)
+    conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
+    answers = [msa(conn.receive()) for _ in ids]
+    conn.close()
+    assert answers == [("AA", cid) for cid in ids]
+
+
+def _expected_answer(raw: bytes, expected: str) -> str | None:
+    outcome = "AA" if expected.startswith("accepted") or expected.startswith("ignored") else (
+        "AR" if expected in ("200", "201", "202", "203") else "AE")
+    header = read_header(raw)
+    code = ack_code_for(header, outcome)
+    return code if should_send_accept_ack(header, code) else None
+
+
+def test_hostile_corpus_files_get_their_documented_answer(daemon: RunningDaemon, corpus: Path, oru: bytes) -> None:
+    """Every non-radiology/hostile corpus file gets the answer its decode result implies
+    (AE for content errors, AR for unsupported types, none for MSH-15 NE), and a fresh
+    connection is still served AA after each one."""
+    n = 0
+    first_answer: dict[tuple[str, str, str], bytes] = {}  # fuzz files share MSH-10: duplicates
+    for name, results in sorted(EXPECTED.items()):
+        path = corpus / "hl7" / name
+        messages = split_file(path, path.read_bytes())
+        assert len(messages) == len(results), name
+        conn = MllpConnection(daemon.address, timeout=3)
+        for msg, expected in zip(messages, results):
+            raw = msg.raw.replace(b"\x1c", b"")
+            want = _expected_answer(raw, expected)
+            conn.send(raw)
+            if want is None:
+                continue
+            ack = conn.receive()
+            header = read_header(raw)
+            key = (header.sending_application, header.sending_facility, header.control_id) if header else None
+            if key in first_answer:
+                assert ack == first_answer[key], f"{msg.source}: duplicate not re-answered identically"
+                continue
+            if key is not None:
+                first_answer[key] = ack
+            code, _ = msa(ack)
+            assert code == want, f"{msg.source}: got {code}, expected {want}"
+        conn.close()
+        n += 1
+        check = MllpConnection(daemon.address)
+        assert msa(check.request(with_control_id(oru, f"AFTER{n}")))[0] == "AA", name
+        check.close()
+    states = {m["message_id"]: m["state"] for m in daemon.messages()}
+    assert sum(1 for s in states.values() if s == "processed") >= n
+
+
+def test_python_hl7_client_gets_aa(daemon: RunningDaemon, corpus: Path) -> None:
+    """python-hl7's MLLPClient, a peer we did not write, gets AA for radiology ORUs."""
+    files = sorted((corpus / "hl7" / "scout").glob("oru_v2*_*.hl7"))[:5]
+    with hl7.client.MLLPClient(*daemon.address) as client:
+        for path in files:
+            text = path.read_bytes().decode("latin-1")
+            reply = client.send_message(text)
+            ack = hl7.parse(reply.decode("latin-1"))
+            assert str(ack.segment("MSA")[1]) == "AA", path.name
+
+
+def test_send_cli_prints_ack_and_exit_status(daemon: RunningDaemon, corpus: Path) -> None:
+    """`overread send` prints each ACK, exits 0 for AA and 1 when a NACK came back."""
+    good = corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
+    bad = corpus / "hl7" / "scout" / "junk_not_hl7_idx_msg.hl7"
+    target = f"127.0.0.1:{daemon.port}"
+    ok = subprocess.run([sys.executable, "-m", "listener", "send", "--to", target, str(good)],
+                        capture_output=True, cwd=REPO, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert b"MSA|AA|" in ok.stdout
+    nack = subprocess.run([sys.executable, "-m", "listener", "send", "--to", target, str(good), str(bad)],
+                          capture_output=True, cwd=REPO, timeout=60)
+    assert nack.returncode == 1
+    assert b"MSA|AE|" in nack.stdout
+
+
+def test_sigterm_exits_zero_after_flushing(tmp_path: Path, oru: bytes) -> None:
+    """SIGTERM stops the daemon with status 0 and everything ACKed is stored."""
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs")
+    daemon.start()
+    conn = MllpConnection(daemon.address)
+    for i in range(20):
+        conn.send(with_control_id(oru, f"TERM{i}"))
+    acked = [msa(conn.receive())[1] for _ in range(20)]
+    assert daemon.stop() == 0
+    conn.close()
+    assert sorted(m["message_id"] for m in daemon.messages()) == sorted(acked)
+    events = [line["event"] for line in daemon.log_lines()]
+    assert "daemon_stopped" in events

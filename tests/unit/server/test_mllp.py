@@ -1,0 +1,153 @@
+"""The MLLP protocol with StringTransport and task.Clock: no reactor, no sockets."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from listener.errors import StoreError
+from listener.hl7v2.mllp import MllpFramer, frame
+from listener.pipeline import Pipeline
+from listener.server.mllp import Intake, MllpFactory, MllpProtocol
+from listener.store.base import MessageRecord, SaveResult
+
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+
+
+class FakeStore:
+    """Records submits; futures resolve only when the test says so."""
+
+    def __init__(self) -> None:
+        self.saved: list[MessageRecord] = []
+        self.futures: list[Future[SaveResult]] = []
+        self.fail = False
+
+    def find_duplicate(self, app: str, fac: str, control_id: str) -> SaveResult | None:
+        for i, rec in enumerate(self.saved):
+            if (rec.sender_application, rec.sender_facility, rec.control_id) == (app, fac, control_id):
+                return SaveResult(i, True, rec.ack, rec.ack_code)
+        return None
+
+    def submit(self, record: MessageRecord) -> Future[SaveResult]:
+        if self.fail:
+            raise StoreError("store closed")
+        future: Future[SaveResult] = Future()
+        self.saved.append(record)
+        self.futures.append(future)
+        return future
+
+    def commit(self, index: int) -> None:
+        rec = self.saved[index]
+        self.futures[index].set_result(SaveResult(index, False, rec.ack, rec.ack_code))
+
+
+def _oru(corpus: Path, control_id: str) -> bytes:
+    raw = (corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7").read_bytes()
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def _acks(data: bytes) -> list[tuple[str, str]]:
+    out = []
+    for payload in MllpFramer().feed(data):
+        msa = next(s for s in payload.split(b"\r") if s.startswith(b"MSA")).decode().split("|")
+        out.append((msa[1], msa[2]))
+    return out
+
+
+@pytest.fixture(name="setup")
+def fixture_setup(pipeline: Pipeline) -> tuple[FakeStore, MllpProtocol, StringTransport, Clock]:
+    """A protocol on a StringTransport, its fake store and a Clock for timeouts."""
+    store = FakeStore()
+    clock = Clock()
+    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW)  # type: ignore[arg-type]
+    factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=2, clock=clock)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return store, proto, transport, clock
+
+
+def test_ack_waits_for_commit_and_keeps_arrival_order(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """No ACK before the commit; a later commit finishing first waits for the earlier one."""
+    store, proto, transport, _ = setup
+    proto.dataReceived(frame(_oru(corpus, "A1")) + frame(_oru(corpus, "A2")))
+    assert len(store.saved) == 2
+    assert transport.value() == b""
+    store.commit(1)
+    assert transport.value() == b""
+    store.commit(0)
+    assert _acks(transport.value()) == [("AA", "A1"), ("AA", "A2")]
+
+
+def test_store_failure_answers_ar_207(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """When the store refuses the record, the sender gets AR with ERR 207 (retry later)."""
+    store, proto, transport, _ = setup
+    store.fail = True
+    proto.dataReceived(frame(_oru(corpus, "S1")))
+    ack = transport.value()
+    assert _acks(ack) == [("AR", "S1")]
+    assert b"207^" in ack
+
+
+def test_close_mid_frame_stores_nothing(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """A connection lost inside a frame leaves no message and writes nothing."""
+    store, proto, transport, _ = setup
+    data = frame(_oru(corpus, "M1"))
+    proto.dataReceived(data[: len(data) // 2])
+    proto.connectionLost()
+    assert store.saved == []
+    assert transport.value() == b""
+
+
+def test_idle_timeout_closes_connection(setup) -> None:  # type: ignore[no-untyped-def]
+    """After idle_timeout seconds without bytes the connection is aborted."""
+    _, proto, transport, clock = setup
+    clock.advance(29)
+    assert not transport.disconnecting
+    proto.dataReceived(b"\x0b")
+    clock.advance(29)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+
+
+def test_oversized_frame_answers_earlier_frames_then_ar_and_closes(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """Good frames before a frame over the limit are answered first, then AR naming the limit."""
+    store, proto, transport, _ = setup
+    big = _oru(corpus, "BIG") + b"OBX|1|TX|||" + b"x" * 70000 + b"\r"
+    proto.dataReceived(frame(_oru(corpus, "G1")) + b"\x0b" + big)
+    assert len(store.saved) == 1
+    store.commit(0)
+    data = transport.value()
+    assert _acks(data) == [("AA", "G1"), ("AR", "BIG")]
+    assert b"65536" in data
+    assert transport.disconnecting
+
+
+def test_duplicate_in_store_is_reanswered_without_processing(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """A frame whose key is stored gets the stored ACK bytes and no second record."""
+    store, proto, transport, _ = setup
+    proto.dataReceived(frame(_oru(corpus, "D1")))
+    store.commit(0)
+    first = transport.value()
+    transport.clear()
+    proto.dataReceived(frame(_oru(corpus, "D1")))
+    assert len(store.saved) == 1
+    assert transport.value() == first
+
+
+def test_garbage_gets_nack_and_is_not_stored(setup) -> None:  # type: ignore[no-untyped-def]
+    """A frame with no MSH is answered AE with an empty MSA-2 and never stored."""
+    store, proto, transport, _ = setup
+    proto.dataReceived(frame(b"hello there\r"))
+    assert store.saved == []
+    assert _acks(transport.value()) == [("AE", "")]
