@@ -1,0 +1,167 @@
+"""MLLP throughput and ACK latency: the daemon (durable store) vs a bare python-hl7 server.
+
+Run by hand: ``.venv/bin/python bench/mllp.py [--messages N] [--rounds R]``.
+
+A: ``overread serve`` (SQLite WAL, synchronous=FULL, group commit, JSON logs
+to /dev/null). B: a bare python-hl7 asyncio MLLP server that parses every
+message with ``hl7.parse`` and answers ``create_ack()``, storing nothing. Both
+run as subprocesses on loopback; this process drives the same load against
+each, alternating A B A B, for three shapes: 1 connection window 1, 8
+connections window 1, 8 connections window 16. Each message has a unique
+MSH-10 (the daemon would answer duplicates from the store). Prints msgs/s and
+ACK latency p50/p99 per run, then the medians and the A/B ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
+
+CORPUS_FILE = REPO.parent / "shared" / "corpus" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
+SHAPES = ((1, 1), (8, 1), (8, 16))
+
+BARE_SERVER = r'''
+import asyncio, sys
+import hl7
+from hl7.mllp import start_hl7_server
+
+async def handle(reader, writer):
+    try:
+        while not writer.is_closing():
+            message = await reader.readmessage()
+            writer.writemessage(message.create_ack())
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+async def main(port):
+    async with await start_hl7_server(handle, "127.0.0.1", port, limit=1 << 22) as server:
+        await server.serve_forever()
+
+asyncio.run(main(int(sys.argv[1])))
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not listen")
+
+
+def with_control_id(raw: bytes, control_id: str) -> bytes:
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+async def drive_connection(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framer = MllpFramer()
+    sent_at: list[float] = []
+    sent = received = 0
+    while received < len(payloads):
+        while sent < len(payloads) and sent - received < window:
+            sent_at.append(time.perf_counter())
+            writer.write(frame(payloads[sent]))
+            sent += 1
+        data = await reader.read(65536)
+        if not data:
+            raise SystemExit("connection closed during the run")
+        for _ in framer.feed(data):
+            latencies.append(time.perf_counter() - sent_at[received])
+            received += 1
+    writer.close()
+    await writer.wait_closed()
+
+
+async def run_load(port: int, raw: bytes, tag: str, connections: int, window: int, total: int) -> tuple[float, float, float]:
+    per = total // connections
+    latencies: list[float] = []
+    payloads = [[with_control_id(raw, f"{tag}-{c}-{i}") for i in range(per)] for c in range(connections)]
+    start = time.perf_counter()
+    await asyncio.gather(*(drive_connection(port, payloads[c], window, latencies) for c in range(connections)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return per * connections / elapsed, p50, p99
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
+    parser.add_argument("--rounds", type=int, default=2, help="A B rounds per shape")
+    args = parser.parse_args()
+    raw = CORPUS_FILE.read_bytes()
+    print(f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        a_port, b_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "listener", "serve", "--log-format", "json",
+             "--mllp", f"tcp:{a_port}:interface=127.0.0.1", "--state-dir", str(Path(tmp) / "state")],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(b_port)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(a_port, daemon)
+            wait_port(b_port, bare)
+            # Warm-up: imports, first pages of the database, the JIT-free caches.
+            asyncio.run(run_load(a_port, raw, "warmA", 1, 1, 200))
+            asyncio.run(run_load(b_port, raw, "warmB", 1, 1, 200))
+            for connections, window in SHAPES:
+                results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+                for rnd in range(args.rounds):
+                    for name, port in (("A", a_port), ("B", b_port)):
+                        tag = f"{name}{connections}x{window}r{rnd}"
+                        res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages))
+                        results[name].append(res)
+                        print(f"  {connections} conn window {window:2d} {name} round {rnd}: "
+                              f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms", flush=True)
+                a = [statistics.median(x) for x in zip(*results["A"])]
+                b = [statistics.median(x) for x in zip(*results["B"])]
+                print(f"{connections} conn window {window:2d}: daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
+                      f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x", flush=True)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            bare.kill()
+            daemon.wait(timeout=30)
+            bare.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
