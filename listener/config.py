@@ -43,6 +43,7 @@ FIELD_KEYS = (
     "reason",
     "diagnosis_codes",
     "site",
+    "financial_class",
 )
 
 _MAPPING_KEYS = frozenset(
@@ -428,9 +429,13 @@ class Config:
         """Load mappings, the CPT table and policies into a Pipeline (ConfigError on any problem)."""
         from listener.pipeline import Pipeline
         from listener.procedures import load_procedures
+        from listener.qa.policy import load_qa_config
+        from listener.sites import load_directory
 
         procedures = load_procedures(self.procedures_file) if self.procedures_file.is_file() else None
-        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures)
+        directory = load_directory(self.policies_dir)
+        qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory)
+        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, version=qa.version)
 
 
 def _endpoint(doc: YamlMap, key: str) -> str:

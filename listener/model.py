@@ -158,6 +158,7 @@ class Report:
     priority: str = "routine"  # "stat", "asap", "routine"
     reader: Reader | None = None
     site: str = ""
+    financial_class: str = ""  # PV1-20 (e.g. Medicare), for compliance rules
     reason: str = ""
     diagnosis_codes: tuple[str, ...] = ()
     comparison_text: str = ""

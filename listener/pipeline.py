@@ -17,11 +17,10 @@ from listener.hl7v2.decode import decode_message
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Finding, Report, Route
 from listener.procedures import ProcedureTable
+from listener.qa.engine import Prior, QaConfig, QaContext, run_rules
 
-#: A QA engine: report -> findings. (The QA issue supplies the real one.)
-RuleRunner = Callable[[Report], tuple[Finding, ...]]
-#: A routing policy: report + findings -> route.
-RouteDecider = Callable[[Report, tuple[Finding, ...]], Route]
+#: A routing policy: report + findings + context -> route (listener.routing supplies it).
+RouteDecider = Callable[[Report, tuple[Finding, ...], QaContext], Route]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,7 @@ class Pipeline:
 
     mappings: MappingSet
     procedures: ProcedureTable | None = None
-    run_rules: RuleRunner | None = None
+    qa: QaConfig | None = None
     decide_route: RouteDecider | None = None
     version: str = ""
 
@@ -61,8 +60,16 @@ class Outcome:
     error_type: str = field(default="")  # class name of an unexpected failure, for the log
 
 
-def process(raw: bytes, pipeline: Pipeline, *, received_at: datetime) -> Outcome:
+def process(
+    raw: bytes, pipeline: Pipeline, *, received_at: datetime, priors: tuple[Prior, ...] | None = None
+) -> Outcome:
     """Run one HL7 v2 message through decode, QA and routing.
+
+    Args:
+        raw: the message bytes.
+        pipeline: the loaded configuration.
+        received_at: when it arrived (aware UTC); the rules' clock.
+        priors: the patient's prior studies when the caller could look them up.
 
     Never raises: a decode failure or an unexpected bug becomes a rejected
     Outcome whose ``error`` carries the HL7 code and location for the NACK.
@@ -76,15 +83,17 @@ def process(raw: bytes, pipeline: Pipeline, *, received_at: datetime) -> Outcome
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an AE, never a dropped message
         return _internal_error(raw, pipeline, exc)
     try:
-        results = tuple(_check(report, pipeline) for report in decoded.reports)
+        context = QaContext(now=received_at, priors=priors)
+        results = tuple(check_report(report, pipeline, context) for report in decoded.reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
         return _internal_error(raw, pipeline, exc)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
 
 
-def _check(report: Report, pipeline: Pipeline) -> ReportOutcome:
-    findings = pipeline.run_rules(report) if pipeline.run_rules else ()
-    route = pipeline.decide_route(report, findings) if pipeline.decide_route else None
+def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:
+    """QA and routing for one decoded report (shared with the FHIR path)."""
+    findings = run_rules(report, pipeline.qa, context) if pipeline.qa is not None else ()
+    route = pipeline.decide_route(report, findings, context) if pipeline.decide_route else None
     return ReportOutcome(report, findings, route)
 
 

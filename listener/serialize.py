@@ -74,6 +74,7 @@ def report_dict(r: Report, *, include_patient: bool = False, include_text: bool 
         "priority": r.priority,
         "reader": None if r.reader is None else {"id": r.reader.id, "type": r.reader.type, "location": r.reader.location},
         "site": r.site,
+        "financial_class": r.financial_class,
         "diagnosis_codes": list(r.diagnosis_codes),
         "times": {
             "observation": _time(r.times.observation),

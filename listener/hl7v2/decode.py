@@ -389,6 +389,7 @@ def _report(
         priority=priority,
         reader=_reader_of(reader, fields["reader"]),
         site=site,
+        financial_class=reader.first(fields["financial_class"])[0].upper(),
         reason=reason,
         diagnosis_codes=diagnoses,
         comparison_text=comparison,

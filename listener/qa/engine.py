@@ -1,0 +1,247 @@
+"""Run the enabled QA rules over one report.
+
+Pure: no I/O, no clock (``QaContext.now`` is passed in), no logging. Findings
+are data. Each rule lives in ``listener/qa/<category>.py`` as a function named
+for the ``name`` half of its rule id, registered with :func:`rule`; this module
+imports those modules so registration happens at import time.
+
+A rule receives a :class:`RuleInput` (the report, its analysed text, the
+compiled vocabularies, the CPT table, sites/readers, priors, the clock and its
+own settings from policies/qa.yaml) and yields Findings. It never sets the
+severity itself: :func:`emit` does, from the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any
+
+from listener.model import CATEGORIES, Evidence, Finding, Report, Section, SectionKind, Severity
+from listener.procedures import ProcedureTable
+from listener.sites import Directory
+from listener.text import Mention, Terms, find_mentions, split_sentences
+from listener.text.sentences import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """A prior study of the same patient, known to the store (the rule does no I/O)."""
+
+    accession: str
+    study_date: date
+    modality: str = ""
+    body_region: str = ""
+    procedure_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QaContext:
+    """What the caller knows beyond the report: the clock and the patient's priors.
+
+    ``priors`` is None when priors are unknown (no lookup was possible), and an
+    empty tuple when the store knows there are none.
+    """
+
+    now: datetime
+    priors: tuple[Prior, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSettings:
+    """One rule's settings from policies/qa.yaml."""
+
+    enabled: bool
+    severity: Severity
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Analysis:
+    """Lazily computed text analysis shared by all rules of one run.
+
+    Mentions are computed once per section and cached, so ten rules asking for
+    the impression's mentions cost one scan.
+    """
+
+    def __init__(self, report: Report, terms: Terms) -> None:
+        self.report = report
+        self.terms = terms
+        self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
+        self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
+
+    def sentences(self, start: int, end: int) -> tuple[Span, ...]:
+        key = (start, end)
+        if key not in self._sentences:
+            self._sentences[key] = split_sentences(self.report.text, start, end)
+        return self._sentences[key]
+
+    def mentions(self, start: int, end: int) -> tuple[Mention, ...]:
+        key = (start, end)
+        if key not in self._mentions:
+            self._mentions[key] = find_mentions(
+                self.report.text, start, end, self.terms, sentences=self.sentences(start, end)
+            )
+        return self._mentions[key]
+
+    def section_mentions(self, kind: SectionKind) -> tuple[Mention, ...]:
+        """Mentions in every section of ``kind``, in text order."""
+        out: list[Mention] = []
+        for sec in self.report.sections_of(kind):
+            out.extend(self.mentions(sec.start, sec.end))
+        return tuple(out)
+
+    def body_mentions(self) -> tuple[Mention, ...]:
+        """Mentions in the sections that describe the patient now (not history/technique)."""
+        out: list[Mention] = []
+        for sec in self.report.sections:
+            if sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM):
+                out.extend(self.mentions(sec.start, sec.end))
+        return tuple(out)
+
+    def section_at(self, offset: int) -> Section | None:
+        for sec in self.report.sections:
+            if sec.start <= offset <= sec.end:
+                return sec
+        return None
+
+    def evidence(self, start: int, end: int) -> Evidence:
+        """An evidence span with the name of the section it falls in."""
+        sec = self.section_at(start)
+        name = sec.kind.value if sec is not None else "text"
+        return Evidence(section=name, start=start, end=end, text=self.report.text[start:end])
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInput:
+    """Everything a rule may look at."""
+
+    report: Report
+    analysis: Analysis
+    terms: Terms
+    procedures: ProcedureTable | None
+    directory: Directory
+    context: QaContext
+    settings: RuleSettings
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return self.settings.params.get(name, default)
+
+    def emit(self, rule_id: str, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
+        """Build a Finding with the policy's severity for this rule."""
+        return Finding(
+            rule=rule_id,
+            severity=self.settings.severity,
+            message=message,
+            evidence=tuple(evidence),
+            suggestion=suggestion,
+        )
+
+
+RuleFunction = Callable[[RuleInput], Iterable[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A registered rule: its id, function and defaults."""
+
+    id: str
+    function: RuleFunction
+    default_severity: Severity
+    description: str
+    default_params: Mapping[str, Any]
+
+
+_REGISTRY: dict[str, RuleSpec] = {}
+
+
+def rule(
+    category: str, *, severity: Severity = Severity.WARNING, params: Mapping[str, Any] | None = None
+) -> Callable[[RuleFunction], RuleFunction]:
+    """Register a rule function as ``category.<function name>``.
+
+    ``params`` are the rule's default settings (overridable in policies/qa.yaml);
+    the function's docstring first line is its description in README and
+    ``overread rules``.
+    """
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown finding category {category!r}")
+
+    def register(func: RuleFunction) -> RuleFunction:
+        rule_id = f"{category}.{func.__name__}"
+        if rule_id in _REGISTRY:
+            raise ValueError(f"rule {rule_id} registered twice")
+        doc = (func.__doc__ or "").strip().splitlines()
+        _REGISTRY[rule_id] = RuleSpec(
+            rule_id, func, severity, doc[0] if doc else "", MappingProxyType(dict(params or {}))
+        )
+        return func
+
+    return register
+
+
+def registry() -> Mapping[str, RuleSpec]:
+    """Every registered rule by id (importing the rule modules first)."""
+    _load_rule_modules()
+    return MappingProxyType(_REGISTRY)
+
+
+def _load_rule_modules() -> None:
+    import importlib
+    import pkgutil
+
+    import listener.qa as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in ("engine", "policy"):
+            importlib.import_module(f"listener.qa.{info.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class QaConfig:
+    """Everything loaded once for the QA engine: policy, vocabularies, tables."""
+
+    rules: Mapping[str, RuleSettings]
+    terms: Terms
+    procedures: ProcedureTable | None
+    directory: Directory
+    version: str
+
+
+def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Finding, ...]:
+    """Run every enabled rule over ``report``; findings in rule-id order.
+
+    A report without text (PDF, empty) still runs: completeness says so.
+    """
+    analysis = Analysis(report, config.terms)
+    findings: list[Finding] = []
+    specs = registry()
+    for rule_id in sorted(config.rules):
+        settings = config.rules[rule_id]
+        spec = specs.get(rule_id)
+        if spec is None or not settings.enabled:
+            continue
+        data = RuleInput(report, analysis, config.terms, config.procedures, config.directory, context, settings)
+        findings.extend(spec.function(data))
+    return tuple(findings)
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    """True when any finding has severity error."""
+    return any(f.severity is Severity.ERROR for f in findings)
+
+
+__all__ = [
+    "Analysis",
+    "Prior",
+    "QaConfig",
+    "QaContext",
+    "RuleInput",
+    "RuleSettings",
+    "RuleSpec",
+    "has_errors",
+    "registry",
+    "rule",
+    "run_rules",
+]

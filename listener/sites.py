@@ -1,0 +1,178 @@
+"""Sites and readers (policies/sites.yaml, policies/readers.yaml) as frozen values.
+
+Loaded at start-up and on reload; pure lookups afterwards. Shared by the QA
+rules (compliance, turnaround, coding's professional-only sites) and by the
+routing policy (contracts, coverage windows in site-local time, reader type).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from listener.model import Reader, Report
+from listener.yamlconf import YamlMap, load_yaml
+
+_STATE_RE = re.compile(r"^[A-Z]{2}$")
+_PRIORITIES = ("stat", "asap", "routine")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A client site: where images are acquired and what its contract says."""
+
+    code: str
+    name: str
+    state: str  # US state (2 letters) where images are acquired; "" if not in the US
+    country: str
+    timezone: ZoneInfo
+    sending_facilities: tuple[str, ...]
+    professional_only: bool
+    turnaround_minutes: Mapping[str, int]  # priority -> preliminary turnaround target
+    us_final_required: bool  # Medicare finals must be read in the US
+    medicare_financial_classes: tuple[str, ...]
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderInfo:
+    """What the group knows about a radiologist (no patient data)."""
+
+    id: str
+    type: str  # "internal" or "external"
+    group: str
+    country: str
+    state: str
+    licensed_states: tuple[str, ...]
+    subspecialties: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """All sites and readers, with the default turnaround targets."""
+
+    sites: Mapping[str, Site]
+    readers: Mapping[str, ReaderInfo]
+    default_turnaround_minutes: Mapping[str, int]
+    version: str = ""
+
+    def site_for(self, report: Report) -> Site | None:
+        """The site by code (report.site) or by a sending facility it lists."""
+        site = self.sites.get(report.site.upper())
+        if site is not None:
+            return site
+        facility = report.sender.facility.upper()
+        for candidate in self.sites.values():
+            if facility and facility in candidate.sending_facilities:
+                return candidate
+        return None
+
+    def reader_info(self, reader: Reader | None) -> ReaderInfo | None:
+        if reader is None:
+            return None
+        return self.readers.get(reader.id.upper())
+
+    def turnaround_target(self, report: Report) -> int | None:
+        """Minutes allowed for the preliminary report at this priority, or None."""
+        site = self.site_for(report)
+        targets = site.turnaround_minutes if site and site.turnaround_minutes else self.default_turnaround_minutes
+        return targets.get(report.priority)
+
+
+EMPTY_DIRECTORY = Directory(MappingProxyType({}), MappingProxyType({}), MappingProxyType({"stat": 30}))
+
+
+def _strings(node: YamlMap, key: str) -> tuple[str, ...]:
+    return tuple(s.upper() for s in node.get_list(key).strings()) if key in node else ()
+
+
+def _turnaround(node: YamlMap, key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if key in node:
+        sub = node.get_map(key)
+        sub.reject_unknown(set(_PRIORITIES), key)
+        for prio in sub:
+            out[prio] = int(sub.get_number(prio, minimum=1))
+    return out
+
+
+def _state(node: YamlMap, key: str) -> str:
+    value = node.get_str(key, "").upper()
+    if value and not _STATE_RE.match(value):
+        raise node.error(key, f"{key!r} must be a two-letter code")
+    return value
+
+
+def load_sites(path: str | Path) -> tuple[dict[str, Site], dict[str, int]]:
+    doc = load_yaml(path)
+    doc.reject_unknown({"version", "sites", "default_turnaround_minutes"})
+    defaults = _turnaround(doc, "default_turnaround_minutes") or {"stat": 30}
+    sites: dict[str, Site] = {}
+    node = doc.get_map("sites")
+    for code in node:
+        s = node.get_map(code)
+        s.reject_unknown(
+            {"name", "state", "country", "timezone", "sending_facilities", "professional_only",
+             "turnaround_minutes", "us_final_required", "medicare_financial_classes", "client"},
+            f"sites.{code}",
+        )
+        tz_name = s.get_str("timezone", "UTC")
+        try:
+            tz = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise s.error("timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)") from None
+        sites[code.upper()] = Site(
+            code=code.upper(),
+            name=s.get_str("name", code),
+            state=_state(s, "state"),
+            country=s.get_str("country", "US").upper(),
+            timezone=tz,
+            sending_facilities=_strings(s, "sending_facilities") or (code.upper(),),
+            professional_only=s.get_bool("professional_only", False),
+            turnaround_minutes=MappingProxyType(_turnaround(s, "turnaround_minutes")),
+            us_final_required=s.get_bool("us_final_required", False),
+            medicare_financial_classes=_strings(s, "medicare_financial_classes") or ("MC", "MCR", "MEDICARE"),
+            client=s.get_str("client", ""),
+        )
+    return sites, defaults
+
+
+def load_readers(path: str | Path) -> dict[str, ReaderInfo]:
+    doc = load_yaml(path)
+    doc.reject_unknown({"version", "readers"})
+    readers: dict[str, ReaderInfo] = {}
+    node = doc.get_map("readers")
+    for rid in node:
+        r = node.get_map(rid)
+        r.reject_unknown({"type", "group", "country", "state", "licensed_states", "subspecialties"}, f"readers.{rid}")
+        licensed = _strings(r, "licensed_states")
+        for i, state in enumerate(licensed):
+            if not _STATE_RE.match(state):
+                raise r.get_list("licensed_states").error(i, "licensed_states must be two-letter state codes")
+        readers[rid.upper()] = ReaderInfo(
+            id=rid.upper(),
+            type=r.get_choice("type", ("internal", "external")),
+            group=r.get_str("group", ""),
+            country=r.get_str("country", "US").upper(),
+            state=_state(r, "state"),
+            licensed_states=licensed,
+            subspecialties=tuple(s.lower() for s in _strings(r, "subspecialties")),
+        )
+    return readers
+
+
+def load_directory(policies_dir: str | Path) -> Directory:
+    """Load sites.yaml and readers.yaml from a policies directory (each optional)."""
+    root = Path(policies_dir)
+    sites: dict[str, Site] = {}
+    defaults = {"stat": 30}
+    readers: dict[str, ReaderInfo] = {}
+    if (root / "sites.yaml").is_file():
+        sites, defaults = load_sites(root / "sites.yaml")
+    if (root / "readers.yaml").is_file():
+        readers = load_readers(root / "readers.yaml")
+    return Directory(MappingProxyType(sites), MappingProxyType(readers), MappingProxyType(defaults))

@@ -1,0 +1,52 @@
+"""The QA engine contract: registration, policy loading, severities from the policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from listener.errors import ConfigError
+from listener.model import Severity
+from listener.qa.engine import QaContext, registry, run_rules
+from listener.qa.policy import load_qa_config
+from tests.conftest import RECEIVED
+
+
+def test_every_registered_rule_id_is_category_dot_name() -> None:
+    """Rule ids use the fixed category vocabulary (DESIGN §5)."""
+    from listener.model import CATEGORIES
+
+    for rule_id, spec in registry().items():
+        category, _, name = rule_id.partition(".")
+        assert category in CATEGORIES and name == spec.function.__name__
+        assert spec.description, f"{rule_id} needs a docstring"
+
+
+def test_qa_yaml_unknown_rule_and_param_refused(tmp_path: Path) -> None:
+    """qa.yaml naming an unknown rule, or a parameter a rule lacks, is refused with file:line."""
+    (tmp_path / "qa.yaml").write_text("version: '7'\nrules:\n  nosuch.rule: {severity: error}\n")
+    with pytest.raises(ConfigError) as info:
+        load_qa_config(tmp_path, procedures=None)
+    assert info.value.line == 3 and "nosuch.rule" in str(info.value)
+    specs = registry()
+    if specs:
+        rule_id = sorted(specs)[0]
+        (tmp_path / "qa.yaml").write_text(f"rules:\n  {rule_id}:\n    params: {{bogus_param: 1}}\n")
+        with pytest.raises(ConfigError) as info:
+            load_qa_config(tmp_path, procedures=None)
+        assert info.value.line == 3 and "bogus_param" in str(info.value)
+
+
+def test_disabled_rules_do_not_run_and_severity_comes_from_policy(tmp_path: Path, pipeline) -> None:  # type: ignore[no-untyped-def]
+    """Disabling every rule gives no findings; the version label is recorded."""
+    lines = ["version: test-1", "rules:"] + [f"  {rule_id}: {{enabled: false}}" for rule_id in registry()]
+    (tmp_path / "qa.yaml").write_text("\n".join(lines) + ("\n" if registry() else " {}\n"))
+    config = load_qa_config(tmp_path, procedures=None)
+    assert config.version.startswith("test-1+")
+    from tests.unit.hl7v2.test_decode import BASE, _msg
+    from listener.hl7v2.decode import decode_message
+
+    report = decode_message(_msg(BASE), pipeline.mappings, received_at=RECEIVED).reports[0]
+    assert run_rules(report, config, QaContext(now=RECEIVED)) == ()
+    assert all(isinstance(s.severity, Severity) for s in config.rules.values())
