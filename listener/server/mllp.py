@@ -320,7 +320,11 @@ class MllpProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
         if self.refused or self.closing_after_answers or self.transport.disconnecting:
             return
-        self.resetTimeout()  # type: ignore[no-untyped-call]
+        # Bytes between frames, or bytes that complete a frame, count as activity;
+        # bytes dripping into an open frame do not, so a slow-drip sender is cut
+        # off idle_timeout after its last complete frame.
+        if not self.framer.in_frame:
+            self.resetTimeout()  # type: ignore[no-untyped-call]
         try:
             frames = self.framer.feed(data)
         except FrameTooLarge as exc:
@@ -336,6 +340,8 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.log.warning("frame_rejected", reason="framing_error", bytes=len(data))
             self.transport.loseConnection()
             return
+        if frames:
+            self.resetTimeout()  # type: ignore[no-untyped-call]
         for payload in frames:
             self._take(payload)
 
@@ -365,6 +371,11 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:  # noqa: N802 - Twisted API
+        if self.queue:
+            # The peer is waiting for our answers: not idle. (resetTimeout does
+            # nothing once the timer fired, so arm it again.)
+            self.setTimeout(self.factory.idle_timeout)  # type: ignore[no-untyped-call]
+            return
         self.log.info("connection_timed_out", interval_s=self.factory.idle_timeout)
         self.transport.abortConnection()
 

@@ -139,3 +139,48 @@ def test_max_connections_refuses_extra_peers(tmp_path: Path, oru: bytes) -> None
         b.close()
     finally:
         assert daemon.stop() == 0
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    try:
+        return sock.recv(10) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_connections_and_slow_drip_are_timed_out(tmp_path: Path, oru: bytes) -> None:
+    """200 idle connections and a sender dripping one frame byte by byte are closed after
+    idle_timeout, while a normal sender keeps getting AA throughout."""
+    (tmp_path / "logs").mkdir()
+    config = tmp_path / "overread.yaml"
+    config.write_text("max_connections: 300\nidle_timeout: 1.5\n")
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(config)))
+    daemon.start()
+    try:
+        idle = [socket.create_connection(daemon.address, timeout=5) for _ in range(200)]
+        drip = socket.create_connection(daemon.address, timeout=5)
+        payload = b"\x0b" + with_control_id(oru, "DRIP1")
+        normal = MllpConnection(daemon.address)
+        started = time.monotonic()
+        i = 0
+        drip_closed = False
+        while time.monotonic() - started < 3.0:
+            try:
+                drip.sendall(payload[i : i + 1])
+            except OSError:
+                drip_closed = True
+                break
+            i += 1
+            if i % 10 == 0:
+                assert msa(normal.request(with_control_id(oru, f"NORMAL{i}")))[0] == "AA"
+            time.sleep(0.02)
+        assert drip_closed or _closed(drip)
+        assert all(_closed(s) for s in idle)
+        for s in idle:
+            s.close()
+        drip.close()
+        normal.close()
+    finally:
+        assert daemon.stop() == 0
+    assert "DRIP1" not in {m["message_id"] for m in daemon.messages()}

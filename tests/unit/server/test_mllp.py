@@ -151,3 +151,41 @@ def test_garbage_gets_nack_and_is_not_stored(setup) -> None:  # type: ignore[no-
     proto.dataReceived(frame(b"hello there\r"))
     assert store.saved == []
     assert _acks(transport.value()) == [("AE", "")]
+
+
+def test_slow_drip_inside_a_frame_times_out(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """Bytes dripping into one open frame do not count as activity: the connection is cut."""
+    store, proto, transport, clock = setup
+    data = frame(_oru(corpus, "DRIP"))
+    for i in range(40):
+        proto.dataReceived(data[i : i + 1])
+        clock.advance(1)
+    assert transport.disconnecting
+    assert store.saved == []
+
+
+def test_waiting_for_our_answer_is_not_idle(setup, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """While a commit is pending the idle timer does not close the connection."""
+    store, proto, transport, clock = setup
+    proto.dataReceived(frame(_oru(corpus, "W1")))
+    clock.advance(100)
+    assert not transport.disconnecting
+    store.commit(0)
+    assert _acks(transport.value()) == [("AA", "W1")]
+    clock.advance(31)
+    assert transport.disconnecting
+
+
+def test_connections_over_the_limit_are_closed(pipeline: Pipeline) -> None:
+    """The (max_connections + 1)-th connection is closed at once; closing one frees a place."""
+    intake = Intake(pipeline, FakeStore(), hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW)  # type: ignore[arg-type]
+    factory = MllpFactory(intake, max_frame_size=1024, idle_timeout=30, max_connections=1, clock=Clock())
+    first, second, third = (factory.buildProtocol(None) for _ in range(3))
+    t1, t2, t3 = StringTransport(), StringTransport(), StringTransport()
+    first.makeConnection(t1)
+    second.makeConnection(t2)
+    assert not t1.disconnecting and t2.disconnecting
+    second.connectionLost()
+    first.connectionLost()
+    third.makeConnection(t3)
+    assert not t3.disconnecting

@@ -1,0 +1,52 @@
+"""Daemon keys of the config file: defaults, values, and errors that name file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from listener.config import DEFAULT_MLLP_ENDPOINT, load_config
+from listener.errors import ConfigError
+
+
+def test_defaults_when_no_file() -> None:
+    """Without a file the daemon listens on loopback 2575 and keeps its store in ./var."""
+    config = load_config(None)
+    assert config.mllp_endpoint == DEFAULT_MLLP_ENDPOINT == "tcp:2575:interface=127.0.0.1"
+    assert config.state_dir == Path("var")
+    assert config.synchronous == "FULL"
+
+
+def test_values_are_read_and_paths_resolved_against_the_file(tmp_path: Path) -> None:
+    """Every daemon key is read; state_dir is relative to the config file."""
+    path = tmp_path / "overread.yaml"
+    path.write_text(
+        "state_dir: data\nmllp: systemd:domain=INET:name=mllp\nmax_frame_size: 2048\n"
+        "idle_timeout: 12.5\nmax_connections: 7\nsynchronous: NORMAL\nraw_retention_days: 30\n"
+    )
+    config = load_config(path)
+    assert config.state_dir == tmp_path / "data"
+    assert config.mllp_endpoint == "systemd:domain=INET:name=mllp"
+    assert (config.max_frame_size, config.idle_timeout, config.max_connections) == (2048, 12.5, 7)
+    assert (config.synchronous, config.raw_retention_days) == ("NORMAL", 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("mllp: tcp:2575\nmax_connections: 0\n", 2),
+        ("synchronous: OFF\n", 1),
+        ("state_dir: var\nmllp: nonsense\n", 2),
+        ("max_frame_size: 10.5\n", 1),
+        ("unknown_key: 1\n", 1),
+    ],
+)
+def test_bad_values_name_file_and_line(tmp_path: Path, text: str, line: int) -> None:
+    """A bad daemon value is a ConfigError naming the file and the line."""
+    path = tmp_path / "overread.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == str(path)
+    assert info.value.line == line
