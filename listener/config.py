@@ -381,6 +381,10 @@ _CONFIG_KEYS = frozenset(
         "max_connections",
         "synchronous",
         "raw_retention_days",
+        "tls_certificate",
+        "tls_private_key",
+        "tls_client_ca",
+        "tls_allowed_subjects",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
@@ -410,6 +414,12 @@ class Config:
         max_connections: concurrent MLLP connections accepted; more are closed.
         synchronous: SQLite ``synchronous`` mode (FULL is the durable default).
         raw_retention_days: days raw bodies are kept (0: forever).
+        tls_certificate, tls_private_key: our PEM certificate (chain) and key,
+            for an ``ssl:`` endpoint.
+        tls_client_ca: PEM file of the CAs client certificates must chain to
+            (mutual TLS: a client without such a certificate is refused).
+        tls_allowed_subjects: if not empty, the client certificate's subject
+            CN must be one of these.
     """
 
     source: str
@@ -424,6 +434,15 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     synchronous: str = "FULL"
     raw_retention_days: int = 0
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_allowed_subjects: tuple[str, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        """True when the MLLP endpoint is ``ssl:`` (mutual TLS)."""
+        return self.mllp_endpoint.startswith("ssl:")
 
     def pipeline(self) -> "Pipeline":
         """Load mappings, the CPT table and policies into a Pipeline (ConfigError on any problem)."""
@@ -489,6 +508,18 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
         if "synchronous" in doc:
             daemon["synchronous"] = doc.get_choice("synchronous", SYNCHRONOUS_MODES)
+        for key in ("tls_certificate", "tls_private_key", "tls_client_ca"):
+            if key in doc:
+                file = (base / doc.get_str(key)).resolve()
+                if not file.is_file():
+                    raise doc.error(key, f"{key}: file not found")
+                daemon[key] = file
+        if "tls_allowed_subjects" in doc:
+            daemon["tls_allowed_subjects"] = doc.get_list("tls_allowed_subjects").strings()
+        if str(daemon.get("mllp_endpoint", "")).startswith("ssl:"):
+            missing = [k for k in ("tls_certificate", "tls_private_key", "tls_client_ca") if k not in daemon]
+            if missing:
+                raise doc.error("mllp", f"an ssl: endpoint needs {', '.join(missing)}")
     if mappings_dir is not None:
         values["mappings"] = Path(mappings_dir).resolve()
     if not (values["mappings"] / "default.yaml").is_file():

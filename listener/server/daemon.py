@@ -51,6 +51,63 @@ def _log() -> Any:
 _PURGE_INTERVAL = 3600.0
 
 
+def tls_endpoint(reactor: Any, config: Config) -> Any:
+    """An SSL4ServerEndpoint for ``ssl:PORT[:interface=..][:backlog=..]`` with mutual TLS.
+
+    Twisted's ``ssl:`` endpoint string cannot require client certificates, so
+    we build the endpoint ourselves: our certificate and key, and a trust root
+    made of the configured client CAs (a client certificate is required).
+
+    Raises:
+        ConfigError: a TLS file is missing or unreadable, or the string is malformed.
+    """
+    from cryptography import x509
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, trustRootFromCertificates
+
+    files = {"tls_certificate": config.tls_certificate, "tls_private_key": config.tls_private_key,
+             "tls_client_ca": config.tls_client_ca}
+    for key, file in files.items():
+        if file is None:
+            raise ConfigError(f"an ssl: endpoint needs {key}", path=config.source)
+    parts = config.mllp_endpoint.split(":")[1:]
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    for part in parts:
+        name, eq, value = part.partition("=")
+        if eq:
+            options[name] = value
+        else:
+            positional.append(part)
+    port_text = options.pop("port", positional[0] if positional else "")
+    if not port_text.isdigit() or set(options) - {"interface", "backlog"}:
+        raise ConfigError("ssl: endpoint must be ssl:PORT[:interface=ADDR][:backlog=N]", path=config.source)
+    try:
+        cert_pem = config.tls_certificate.read_bytes()  # type: ignore[union-attr]
+        key_pem = config.tls_private_key.read_bytes()  # type: ignore[union-attr]
+        ca_pem = config.tls_client_ca.read_bytes()  # type: ignore[union-attr]
+        ours = PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)  # type: ignore[no-untyped-call]
+        cas = [Certificate(c.to_pyopenssl() if hasattr(c, "to_pyopenssl") else _to_openssl(c))  # type: ignore[no-untyped-call]
+               for c in x509.load_pem_x509_certificates(ca_pem)]
+    except Exception as exc:  # noqa: BLE001 - any TLS loading failure is a config error
+        raise ConfigError(f"TLS files cannot be loaded ({type(exc).__name__})", path=config.source) from None
+    context = CertificateOptions(
+        privateKey=ours.privateKey.original,
+        certificate=ours.original,
+        trustRoot=trustRootFromCertificates(cas),  # type: ignore[no-untyped-call]
+    )
+    return SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
+        reactor, int(port_text), context, backlog=int(options.get("backlog", "50")),
+        interface=options.get("interface", ""),
+    )
+
+
+def _to_openssl(cert: Any) -> Any:
+    from OpenSSL import crypto
+
+    return crypto.X509.from_cryptography(cert)
+
+
 class Daemon:
     """The running listener: one store, one pipeline, one MLLP port."""
 
@@ -66,16 +123,22 @@ class Daemon:
         _log().info("store_opened", path=str(config.state_dir))
         hash_key = load_or_create_hash_key(config.state_dir)
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread)
+        if config.tls:
+            tls_endpoint(reactor, config)  # fail start-up early on bad TLS files
         self.factory = MllpFactory(
             self.intake,
             max_frame_size=config.max_frame_size,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            allowed_subjects=config.tls_allowed_subjects,
         )
 
     def start(self) -> Deferred[None]:
         """Listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
-        endpoint = serverFromString(self.reactor, self.config.mllp_endpoint)  # type: ignore[no-untyped-call]
+        if self.config.tls:
+            endpoint = tls_endpoint(self.reactor, self.config)
+        else:
+            endpoint = serverFromString(self.reactor, self.config.mllp_endpoint)  # type: ignore[no-untyped-call]
         d: Deferred[IListeningPort] = endpoint.listen(self.factory)
 
         def listening(port: Any) -> None:

@@ -31,10 +31,11 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from listener.errors import APPLICATION_INTERNAL_ERROR, FramingError, StoreError
 from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_accept_ack
@@ -288,6 +289,7 @@ class _Slot:
         self.done = False
 
 
+@implementer(IHandshakeListener)
 class MllpProtocol(Protocol, TimeoutMixin):
     """One MLLP connection: frames in, answers out in arrival order."""
 
@@ -300,6 +302,8 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.queue: deque[_Slot] = deque()
         self.log: Any = None
         self.refused = False
+        self.refused_tls = False
+        self.tls_ok = False
         self.closing_after_answers = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
@@ -318,7 +322,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.log.info("connection_opened")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
-        if self.refused or self.closing_after_answers or self.transport.disconnecting:
+        if self.refused or self.refused_tls or self.closing_after_answers or self.transport.disconnecting:
             return
         # Bytes between frames, or bytes that complete a frame, count as activity;
         # bytes dripping into an open frame do not, so a slow-drip sender is cut
@@ -370,6 +374,18 @@ class MllpProtocol(Protocol, TimeoutMixin):
         if self.closing_after_answers and not self.queue:
             self.transport.loseConnection()
 
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted IHandshakeListener
+        """TLS only: the client certificate chained to our CA; check the allow-list."""
+        cert = self.transport.getPeerCertificate()
+        subject = str(cert.get_subject().CN or "") if cert is not None else ""
+        self.log = self.log.bind(tls_subject=subject)
+        if self.factory.allowed_subjects and subject not in self.factory.allowed_subjects:
+            self.log.warning("tls_peer_rejected", reason="subject_not_allowed")
+            self.refused_tls = True
+            self.transport.abortConnection()
+            return
+        self.tls_ok = True
+
     def timeoutConnection(self) -> None:  # noqa: N802 - Twisted API
         if self.queue:
             # The peer is waiting for our answers: not idle. (resetTimeout does
@@ -388,6 +404,8 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.framer.feed(b"")
         except FramingError:
             self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=self.framer.buffered_bytes)
+        if not self.tls_ok and _is_tls_error(reason):
+            self.log.warning("tls_handshake_failed", error_type=reason.type.__name__ if reason.type else "")
         self.log.info("connection_closed", count=len(self.queue))
 
 
@@ -405,17 +423,27 @@ class MllpFactory(Factory):
         idle_timeout: float,
         max_connections: int,
         clock: Any = None,
+        allowed_subjects: tuple[str, ...] = (),
     ) -> None:
         self.intake = intake
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.clock = clock
+        self.allowed_subjects = frozenset(allowed_subjects)
         self.open_count = 0
         self.conn_counter = 0
 
     def buildProtocol(self, addr: IAddress | None) -> MllpProtocol:  # noqa: N802 - Twisted API
         return MllpProtocol(self)
+
+
+def _is_tls_error(reason: Failure) -> bool:
+    try:
+        from OpenSSL.SSL import Error as SSLError
+    except ImportError:  # pragma: no cover - pyOpenSSL ships with twisted[tls]
+        return False
+    return bool(reason.check(SSLError))  # type: ignore[no-untyped-call]
 
 
 def _peer(address: IAddress) -> str:
