@@ -184,3 +184,54 @@ def test_idle_connections_and_slow_drip_are_timed_out(tmp_path: Path, oru: bytes
     finally:
         assert daemon.stop() == 0
     assert "DRIP1" not in {m["message_id"] for m in daemon.messages()}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):  # peak resident set size
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_50_mb_frame_is_refused_without_memory_growth(daemon: RunningDaemon, oru: bytes) -> None:
+    """A 50 MB frame gets AR naming the 4 MiB limit and a close; the daemon's peak RSS grows
+    by far less than 50 MB, and other senders are still served."""
+    assert daemon.proc is not None
+    warm = MllpConnection(daemon.address)
+    assert msa(warm.request(with_control_id(oru, "WARM")))[0] == "AA"
+    warm.close()
+    before = _rss_kib(daemon.proc.pid)
+    sock = socket.create_connection(daemon.address, timeout=20)
+    received = bytearray()
+
+    def read() -> None:
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                received.extend(data)
+        except OSError:
+            return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    chunk = b"OBX|1|TX|||" + b"x" * (1024 * 1024 - 12) + b"\r"
+    try:
+        sock.sendall(b"\x0b" + with_control_id(oru, "HUGE"))
+        for _ in range(50):
+            sock.sendall(chunk)
+        sock.sendall(b"\x1c\r")
+    except OSError:
+        pass  # closed by the daemon: expected
+    reader.join(timeout=20)
+    sock.close()
+    after = _rss_kib(daemon.proc.pid)
+    assert received, "no answer to the oversized frame"
+    code, control = msa(bytes(received[1:-2]))
+    assert (code, control) == ("AR", "HUGE")
+    assert b"4194304" in received
+    assert after - before < 20 * 1024, f"peak RSS grew by {after - before} KiB"
+    other = MllpConnection(daemon.address)
+    assert msa(other.request(with_control_id(oru, "AFTERHUGE")))[0] == "AA"
+    other.close()
