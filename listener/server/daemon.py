@@ -32,6 +32,7 @@ from twisted.logger import globalLogBeginner
 
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
+from listener.pipeline import Pipeline
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.server.mllp import Intake, MllpFactory
 from listener.server.systemd import notify_ready, notify_stopping, start_watchdog
@@ -173,15 +174,27 @@ class Daemon:
 
         return threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
 
-    def reload(self) -> None:
-        """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file."""
-        try:
-            pipeline = self.config.pipeline()
-        except ConfigError as exc:
-            _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
-            return
-        self.intake.swap_pipeline(pipeline)
-        _log().info("policy_reloaded", policy_version=pipeline.version)
+    def reload(self) -> Deferred[None]:
+        """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file.
+
+        Loading (YAML parsing, compiling) runs on a thread: it is pure, and the
+        reactor keeps answering meanwhile. The swap itself happens on the
+        reactor thread, between two messages, so a message sees either the old
+        Pipeline or the new one, never a mix.
+        """
+
+        def loaded(pipeline: Pipeline) -> None:
+            self.intake.swap_pipeline(pipeline)
+            _log().info("policy_reloaded", policy_version=pipeline.version)
+
+        def failed(failure: Any) -> None:
+            exc = failure.value
+            if isinstance(exc, ConfigError):
+                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
+            else:
+                _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
+
+        return threads.deferToThread(self.config.pipeline).addCallbacks(loaded, failed)
 
     @inlineCallbacks
     def stop(self) -> Any:

@@ -356,7 +356,15 @@ class MllpProtocol(Protocol, TimeoutMixin):
             # Shutting down: no answer (the sender resends after restart).
             self._resolve(slot, Answer(None))
             return
-        self.factory.intake.receive(payload, self.log).addCallback(lambda answer: self._resolve(slot, answer))
+        d = self.factory.intake.receive(payload, self.log)
+        d.addErrback(self._bug)
+        d.addCallback(lambda answer: self._resolve(slot, answer))
+
+    def _bug(self, failure: Failure) -> Answer:
+        # receive() never fails by design; if it does, keep later answers
+        # flowing: this frame gets no answer (the sender resends it).
+        self.log.error("message_rejected", reason="internal_error", error_type=failure.type.__name__ if failure.type else "")
+        return Answer(None)
 
     def _resolve(self, slot: _Slot, answer: Answer) -> None:
         slot.answer = answer
