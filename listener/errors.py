@@ -127,3 +127,64 @@ def convert_error(
         yield
     except exc_types:
         raise error(message, location=location, hl7_code=hl7_code) from None
+
+
+# FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) used by FhirDecodeError.
+FHIR_ISSUE_CODES = frozenset(
+    {
+        "invalid",
+        "structure",
+        "required",
+        "value",
+        "invariant",
+        "code-invalid",
+        "not-supported",
+        "not-found",
+        "too-costly",
+        "business-rule",
+        "processing",
+        "exception",
+    }
+)
+
+#: FHIR issue type -> the nearest HL7 table 0357 code (store and CLI speak both).
+_FHIR_TO_HL7 = {
+    "required": REQUIRED_FIELD_MISSING,
+    "value": DATA_TYPE_ERROR,
+    "code-invalid": TABLE_VALUE_NOT_FOUND,
+    "structure": SEGMENT_SEQUENCE_ERROR,
+    "not-supported": UNSUPPORTED_MESSAGE_TYPE,
+}
+
+
+class FhirDecodeError(DecodeError):
+    """A FHIR body could not be turned into Reports (answered with an OperationOutcome).
+
+    Attributes:
+        issue_code: OperationOutcome ``issue.code`` (http://hl7.org/fhir/issue-type).
+        expression: FHIRPath of the offending element (``DiagnosticReport.status``), or "".
+        issues: every (issue_code, expression, message) found, the first one first; messages
+            name locations only, never values.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        issue_code: str = "invalid",
+        expression: str = "",
+        issues: tuple[tuple[str, str, str], ...] = (),
+    ) -> None:
+        if issue_code not in FHIR_ISSUE_CODES:
+            issue_code = "invalid"
+        super().__init__(message, location=expression, hl7_code=_FHIR_TO_HL7.get(issue_code, DATA_TYPE_ERROR))
+        self.issue_code = issue_code
+        self.expression = expression
+        self.issues = issues or ((issue_code, expression, message),)
+
+
+class FhirUnsupportedMediaType(FhirDecodeError):
+    """The Content-Type is not FHIR JSON (HTTP 415)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, issue_code="not-supported")

@@ -1,0 +1,215 @@
+"""The report text of one DiagnosticReport, with section hints.
+
+Pure: no I/O, no clock. Sources, in order:
+
+1. ``presentedForm``: text/plain, text/html and XHTML become text; PDF and
+   images are recorded as the text kind and never decoded.
+2. R5 ``composition``: each section's narrative (or its Observations), hinted
+   by the section's LOINC code.
+3. ``result`` Observations (when ``presentedForm`` gave no text): valueString,
+   valueCodeableConcept text, quantities as ``label: value unit``; LOINC
+   section codes (mapping ``obx_sections``) hint the section.
+4. The resource narrative (``text.div``), only when nothing above gave text
+   and the narrative is authored, or there is no conclusion either (a
+   generated narrative repeats the structured data, patient header included).
+5. ``conclusion``, then ``conclusionCode`` (STU3 ``codedDiagnosis``) displays,
+   as an IMPRESSION section unless the text already holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from listener.config import Mapping
+from listener.fhir.resolve import JSON, codings, concept_text, o, objs, s
+from listener.fhir.text import attachment_text, html_to_text, normalize_newlines
+from listener.text.sections import TEXT_HINT
+
+#: Resolve a Reference (JSON) found at a FHIRPath to a resource in the body, or None.
+Resolve = Callable[[JSON, str], "JSON | None"]
+
+_MAX_DEPTH = 4  # hasMember / nested sections
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltText:
+    """Report text, section hints (offset, kind), text kind, abnormal flags, warnings."""
+
+    text: str
+    hints: tuple[tuple[int, str], ...]
+    kind: str
+    flags: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Lines:
+    lines: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    def add(self, lines: list[str], hint: str) -> None:
+        for line in lines:
+            self.lines.append(line.rstrip())
+            self.hints.append(hint)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Resolve) -> BuiltText:
+    """Assemble the report text of one DiagnosticReport (see the module docstring)."""
+    out = _Lines()
+    warnings: list[str] = []
+    kind = "text"
+    binary_kind = ""
+    for i, attachment in enumerate(objs(dr, "presentedForm")):
+        text, att_kind = attachment_text(s(attachment, "contentType"), _data(attachment), bool(s(attachment, "url")))
+        if att_kind == "text" and text.strip():
+            if out.lines:
+                out.add([""], TEXT_HINT)
+            out.add(text.strip("\n").split("\n"), TEXT_HINT)
+        elif att_kind in ("pdf", "binary") and not binary_kind:
+            binary_kind = att_kind
+        elif att_kind == "binary" and s(attachment, "data"):
+            warnings.append(f"{where}.presentedForm[{i}].data: not decodable as text")
+    had_form_text = bool(out.lines)
+
+    composition_ref = o(dr, "composition")
+    if composition_ref and not had_form_text:
+        composition = resolve(composition_ref, f"{where}.composition")
+        if composition is not None:
+            for section in objs(composition, "section"):
+                _section(section, mapping, resolve, out, f"{where}.composition", 0)
+
+    for i, ref in enumerate(objs(dr, "result")):
+        obs = resolve(ref, f"{where}.result[{i}]")
+        if obs is None or s(obs, "resourceType") != "Observation":
+            continue
+        scratch = _Lines()
+        _observation(obs, mapping, resolve, scratch, f"{where}.result[{i}]", 0)
+        out.flags.extend(f for f in scratch.flags if f not in out.flags)
+        if not had_form_text:
+            out.add(scratch.lines, "")
+            out.hints[len(out.hints) - len(scratch.lines):] = scratch.hints
+
+    conclusion = normalize_newlines(s(dr, "conclusion"))
+    coded = [concept_text(c) for c in objs(dr, "conclusionCode") + objs(dr, "codedDiagnosis")]
+    coded = [c for c in coded if c]
+    narrative = o(dr, "text")
+    if not out.lines and s(narrative, "div") and (s(narrative, "status") != "generated" or not conclusion):
+        out.add(html_to_text(s(narrative, "div")).split("\n"), TEXT_HINT)
+
+    _impression(out, conclusion.split("\n") if conclusion else coded)
+
+    if not out.lines and binary_kind:
+        kind = binary_kind
+    elif binary_kind and out.lines:
+        kind = "text"
+    text = out.text()
+    return BuiltText(text, _hint_offsets(out), kind, tuple(out.flags), tuple(warnings))
+
+
+def _data(attachment: JSON) -> str | None:
+    data = attachment.get("data")
+    return data if isinstance(data, str) else None
+
+
+def _impression(out: _Lines, lines: list[str]) -> None:
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return
+    have = " ".join(out.text().lower().split())
+    if all(" ".join(line.lower().split()) in have for line in lines):
+        return
+    if out.lines:
+        out.add([""], TEXT_HINT)
+    out.add(["IMPRESSION:"], "impression")
+    out.add(lines, "impression")
+
+
+def _section_hint(concept: JSON, mapping: Mapping) -> str:
+    for coding in codings(concept):
+        hint = mapping.obx_sections.get(s(coding, "code").upper()) or mapping.obx_sections.get(s(coding, "code"))
+        if hint:
+            return hint
+    return TEXT_HINT
+
+
+def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    hint = _section_hint(o(section, "code"), mapping)
+    title = s(section, "title")
+    div = s(o(section, "text"), "div")
+    body: list[str] = []
+    if div:
+        body = [line for line in html_to_text(div).split("\n") if line.strip()]
+    if title and hint == TEXT_HINT:
+        out.add([f"{title.upper()}:"], TEXT_HINT)
+    if body:
+        out.add(body, hint)
+    else:
+        for i, ref in enumerate(objs(section, "entry")):
+            found = resolve(ref, f"{where}.section.entry[{i}]")
+            if found is not None and s(found, "resourceType") == "Observation":
+                scratch = _Lines()
+                _observation(found, mapping, resolve, scratch, f"{where}.section.entry[{i}]", depth + 1)
+                out.add(scratch.lines, hint if hint != TEXT_HINT else "")
+                if hint == TEXT_HINT:
+                    out.hints[len(out.hints) - len(scratch.lines):] = scratch.hints
+                out.flags.extend(f for f in scratch.flags if f not in out.flags)
+    for sub in objs(section, "section"):
+        _section(sub, mapping, resolve, out, where, depth + 1)
+
+
+def _observation(obs: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    code = o(obs, "code")
+    hint = _section_hint(code, mapping)
+    label = concept_text(code)
+    for interp in objs(obs, "interpretation"):
+        for coding in codings(interp):
+            flag = s(coding, "code").upper()
+            if flag and flag not in out.flags:
+                out.flags.append(flag)
+    out.add(_value_lines(obs, label, hint), hint)
+    for component in objs(obs, "component"):
+        out.add(_value_lines(component, concept_text(o(component, "code")), TEXT_HINT), hint)
+    for i, ref in enumerate(objs(obs, "hasMember")):
+        member = resolve(ref, f"{where}.hasMember[{i}]")
+        if member is not None and s(member, "resourceType") == "Observation":
+            _observation(member, mapping, resolve, out, f"{where}.hasMember[{i}]", depth + 1)
+
+
+def _value_lines(element: JSON, label: str, hint: str) -> list[str]:
+    """Lines for one value[x]: free text as is, everything else as ``label: value``."""
+    text = s(element, "valueString")
+    if text:
+        return normalize_newlines(text).split("\n")
+    concept = o(element, "valueCodeableConcept")
+    if concept:
+        value = concept_text(concept)
+        return [value if hint != TEXT_HINT or not label else f"{label}: {value}"] if value else []
+    quantity = o(element, "valueQuantity")
+    if quantity:
+        value = s(quantity, "value")
+        unit = s(quantity, "unit") or s(quantity, "code")
+        return [f"{label}: {value} {unit}".rstrip()] if value else []
+    for key in ("valueInteger", "valueBoolean", "valueDateTime", "valueTime", "valueDecimal"):
+        raw = element.get(key)
+        if raw is not None and not isinstance(raw, (dict, list)):
+            return [f"{label}: {str(raw).lower() if isinstance(raw, bool) else raw}"]
+    return []
+
+
+def _hint_offsets(out: _Lines) -> tuple[tuple[int, str], ...]:
+    offsets: list[tuple[int, str]] = []
+    pos = 0
+    for line, hint in zip(out.lines, out.hints):
+        if not offsets or offsets[-1][1] != hint:
+            offsets.append((pos, hint or TEXT_HINT))
+        pos += len(line) + 1
+    return tuple(offsets)
