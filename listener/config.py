@@ -449,12 +449,14 @@ class Config:
         from listener.pipeline import Pipeline
         from listener.procedures import load_procedures
         from listener.qa.policy import load_qa_config
+        from listener.routing import load_decider
         from listener.sites import load_directory
 
         procedures = load_procedures(self.procedures_file) if self.procedures_file.is_file() else None
         directory = load_directory(self.policies_dir)
         qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory)
-        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, version=qa.version)
+        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms)
+        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, decide_route=decide, version=qa.version)
 
 
 def _endpoint(doc: YamlMap, key: str) -> str:

@@ -7,6 +7,7 @@ routing policy (contracts, coverage windows in site-local time, reader type).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,25 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class ReaderHistory:
+    """A reader's recent peer-review record: reads reviewed and discrepancies found.
+
+    The routing policy compares ``rate`` with a threshold once ``reads`` is
+    large enough to mean something. It comes from readers.yaml (a snapshot the
+    QA programme exports) or from the caller (``RoutingContext.reader_history``).
+    """
+
+    reads: int
+    discrepancies: int
+    as_of: str = ""  # when the snapshot was taken, as written (e.g. "2026-10-31")
+
+    @property
+    def rate(self) -> float:
+        """Discrepancies per reviewed read (0.0 when nothing was reviewed)."""
+        return self.discrepancies / self.reads if self.reads else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ReaderInfo:
     """What the group knows about a radiologist (no patient data)."""
 
@@ -49,6 +69,7 @@ class ReaderInfo:
     state: str
     licensed_states: tuple[str, ...]
     subspecialties: tuple[str, ...]
+    history: ReaderHistory | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,7 @@ class Directory:
         return None
 
     def reader_info(self, reader: Reader | None) -> ReaderInfo | None:
+        """The directory entry for the report's reader, matched by id, or None."""
         if reader is None:
             return None
         return self.readers.get(reader.id.upper())
@@ -108,6 +130,7 @@ def _state(node: YamlMap, key: str) -> str:
 
 
 def load_sites(path: str | Path) -> tuple[dict[str, Site], dict[str, int]]:
+    """Load sites.yaml: code -> Site, and the default turnaround targets."""
     doc = load_yaml(path)
     doc.reject_unknown({"version", "sites", "default_turnaround_minutes"})
     defaults = _turnaround(doc, "default_turnaround_minutes") or {"stat": 30}
@@ -141,14 +164,32 @@ def load_sites(path: str | Path) -> tuple[dict[str, Site], dict[str, int]]:
     return sites, defaults
 
 
+def _history(node: YamlMap, key: str) -> ReaderHistory | None:
+    if key not in node:
+        return None
+    sub = node.get_map(key)
+    sub.reject_unknown({"reads", "discrepancies", "as_of"}, key)
+    reads = sub.get_number("reads", minimum=0)
+    discrepancies = sub.get_number("discrepancies", minimum=0)
+    for name, value in (("reads", reads), ("discrepancies", discrepancies)):
+        if value != int(value):
+            raise sub.error(name, f"{key}.{name} must be a whole number")
+    if discrepancies > reads:
+        raise sub.error("discrepancies", f"{key}: discrepancies cannot exceed reads")
+    return ReaderHistory(int(reads), int(discrepancies), sub.get_str("as_of", ""))
+
+
 def load_readers(path: str | Path) -> dict[str, ReaderInfo]:
+    """Load readers.yaml: id -> ReaderInfo (ConfigError names file:line)."""
     doc = load_yaml(path)
     doc.reject_unknown({"version", "readers"})
     readers: dict[str, ReaderInfo] = {}
     node = doc.get_map("readers")
     for rid in node:
         r = node.get_map(rid)
-        r.reject_unknown({"type", "group", "country", "state", "licensed_states", "subspecialties"}, f"readers.{rid}")
+        r.reject_unknown(
+            {"type", "group", "country", "state", "licensed_states", "subspecialties", "peer_review"}, f"readers.{rid}"
+        )
         licensed = _strings(r, "licensed_states")
         for i, state in enumerate(licensed):
             if not _STATE_RE.match(state):
@@ -161,6 +202,7 @@ def load_readers(path: str | Path) -> dict[str, ReaderInfo]:
             state=_state(r, "state"),
             licensed_states=licensed,
             subspecialties=tuple(s.lower() for s in _strings(r, "subspecialties")),
+            history=_history(r, "peer_review"),
         )
     return readers
 
@@ -171,8 +213,16 @@ def load_directory(policies_dir: str | Path) -> Directory:
     sites: dict[str, Site] = {}
     defaults = {"stat": 30}
     readers: dict[str, ReaderInfo] = {}
+    # The version is a hash of both files' bytes, so a routing decision records
+    # which directory (reader types, time zones) it was made with.
+    digest = hashlib.sha256()
     if (root / "sites.yaml").is_file():
         sites, defaults = load_sites(root / "sites.yaml")
+        digest.update((root / "sites.yaml").read_bytes())
+    digest.update(b"\0")
     if (root / "readers.yaml").is_file():
         readers = load_readers(root / "readers.yaml")
-    return Directory(MappingProxyType(sites), MappingProxyType(readers), MappingProxyType(defaults))
+        digest.update((root / "readers.yaml").read_bytes())
+    return Directory(
+        MappingProxyType(sites), MappingProxyType(readers), MappingProxyType(defaults), digest.hexdigest()[:10]
+    )

@@ -1,1 +1,43 @@
-"""routing layer."""
+"""Routing layer: which reports get a final read, an overread, a return to the author, or release.
+
+Pure: no I/O (apart from loading a policy file), no clock, no logging.
+
+- :func:`load_routing_policy` reads and validates policies/routing.yaml.
+- :func:`decide_route` ``(report, findings, context, policy) -> Route``.
+- :func:`explain_lines` says why each rule did or did not match.
+- :func:`routing_decider` adapts a policy to ``Pipeline.decide_route``;
+  :func:`load_decider` loads routing.yaml (or a ``--policy`` file) straight into one.
+- :func:`listener.routing.sampling.draw` is the deterministic peer-review draw.
+"""
+
+from listener.routing.conditions import BODY_REGIONS, CONDITION_KEYS
+from listener.routing.explain import explain, explain_lines
+from listener.routing.facts import RoutingContext
+from listener.routing.policy import (
+    RoutingPolicy,
+    Rule,
+    RuleResult,
+    decide_route,
+    evaluate,
+    load_decider,
+    load_routing_policy,
+    routing_decider,
+)
+from listener.routing.sampling import draw
+
+__all__ = [
+    "BODY_REGIONS",
+    "CONDITION_KEYS",
+    "RoutingContext",
+    "RoutingPolicy",
+    "Rule",
+    "RuleResult",
+    "decide_route",
+    "draw",
+    "evaluate",
+    "explain",
+    "explain_lines",
+    "load_decider",
+    "load_routing_policy",
+    "routing_decider",
+]

@@ -1,0 +1,372 @@
+"""The routing policy: policies/routing.yaml -> RoutingPolicy, and decide_route.
+
+Pure apart from :func:`load_routing_policy` reading the file it is given: no
+clock (``RoutingContext.now`` is passed in), no global state, no logging.
+
+A policy is a list of named rules. Each rule names a bucket and states, under
+``when:``, conditions that must all hold (see ``listener.routing.conditions``).
+The decision:
+
+1. every rule is checked against the report (all of them: the explanation
+   says why each one did or did not match);
+2. the bucket is the highest-precedence bucket of any matched rule
+   (``always_final`` > ``selective_overread`` > ``process_check``), else
+   ``release``;
+3. the pool is that of the first matched rule of the winning bucket (file
+   order), the priority the most urgent one those rules set (else the
+   report's own), the deadline the earliest turnaround they set;
+4. reasons list every matched rule, the winning bucket's first, so
+   ``reasons[0]`` is the primary reason;
+5. corrections are the QA findings at or above ``corrections.min_severity``,
+   whatever the bucket (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from listener.model import BUCKETS, Finding, Report, Route, Severity
+from listener.qa.engine import QaContext
+from listener.routing.conditions import PRIORITIES, Condition, LoadEnv, parse_conditions
+from listener.routing.facts import Facts, RoutingContext
+from listener.sites import EMPTY_DIRECTORY, Directory, ReaderHistory
+from listener.text import Terms
+from listener.yamlconf import YamlMap, load_yaml
+
+__all__ = [
+    "RoutingPolicy",
+    "Rule",
+    "RuleResult",
+    "decide_route",
+    "evaluate",
+    "load_decider",
+    "load_routing_policy",
+    "routing_decider",
+]
+
+_RULE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_POOL_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_TOP_KEYS = frozenset({"version", "default_timezone", "pools", "release", "corrections", "rules"})
+_RULE_KEYS = frozenset({"bucket", "description", "when", "pool", "priority", "turnaround_minutes", "enabled"})
+_URGENCY = {p: i for i, p in enumerate(PRIORITIES)}  # stat 0 < asap 1 < routine 2
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One named rule of the policy.
+
+    Attributes:
+        turnaround_minutes: minutes from the decision to the deadline; ``None``
+            for no deadline; ``-1`` for "the site's contract target for the
+            report's priority" (``turnaround_minutes: site``).
+        line: where the rule starts in its file (for explanations and errors).
+    """
+
+    name: str
+    bucket: str
+    description: str
+    conditions: tuple[Condition, ...]
+    pool: str
+    priority: str | None
+    turnaround_minutes: int | None
+    enabled: bool = True
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """A loaded routing policy, ready to decide (swap it whole on reload)."""
+
+    label: str
+    version: str  # label + content hash, recorded in every Route
+    source: str
+    rules: tuple[Rule, ...]
+    pools: tuple[str, ...]
+    release_pool: str
+    corrections_min_severity: Severity
+    directory: Directory
+    terms: Terms | None
+    default_timezone: ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """How one rule fared on one report: matched or not, and each condition's verdict."""
+
+    rule: Rule
+    matched: bool
+    checks: tuple[tuple[bool, str], ...]
+
+
+# --------------------------------------------------------------------------
+# loading
+
+
+def load_routing_policy(
+    path: str | Path,
+    *,
+    directory: Directory = EMPTY_DIRECTORY,
+    terms: Terms | None = None,
+) -> RoutingPolicy:
+    """Load and validate a routing policy file.
+
+    Args:
+        path: the routing.yaml to read (``overread check --policy F`` passes F).
+        directory: sites and readers, to resolve and validate site, client and
+            reader names.
+        terms: the compiled vocabularies for ``critical_finding`` and
+            ``hedge_density``; None loads policies/terms beside the file, else the
+            shipped ones.
+
+    Returns:
+        The policy; its ``version`` is the file's ``version`` label plus a hash
+        of the file, the directory and the vocabularies.
+
+    Raises:
+        ConfigError: naming the file, line and key of the first problem.
+    """
+    doc = load_yaml(path)
+    raw = Path(path).read_bytes()
+    if terms is None:
+        from listener.text import DEFAULT_TERMS_DIR, load_terms
+
+        beside = Path(path).resolve().parent / "terms"
+        terms = load_terms(beside if beside.is_dir() else DEFAULT_TERMS_DIR)
+    return build_policy(doc, raw, directory=directory, terms=terms)
+
+
+def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms | None) -> RoutingPolicy:
+    """Build a RoutingPolicy from a parsed document (``raw``: its bytes, for the version hash)."""
+    doc.reject_unknown(_TOP_KEYS)
+    label = doc.get_str("version", "unversioned")
+    tz_name = doc.get_str("default_timezone", "UTC")
+    try:
+        default_tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise doc.error("default_timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)") from None
+
+    pools_list = doc.get_list("pools", required=True)
+    pools = tuple(p.strip() for p in pools_list.strings())
+    for i, pool in enumerate(pools):
+        if not _POOL_RE.match(pool):
+            raise pools_list.error(i, f"pools: {pool!r} is not a pool name like neuroradiology")
+        if pool in pools[:i]:
+            raise pools_list.error(i, f"pools: {pool!r} listed twice")
+
+    release = doc.get_map("release")
+    release.reject_unknown({"pool"}, "release")
+    release_pool = _pool(release, "pool", pools, "release", "none") if "pool" in release else ""
+
+    corrections = doc.get_map("corrections")
+    corrections.reject_unknown({"min_severity"}, "corrections")
+    min_severity = Severity(corrections.get_choice("min_severity", tuple(s.value for s in Severity), "error"))
+
+    env = LoadEnv(directory, terms)
+    rules_node = doc.get_map("rules", required=True)
+    rules: list[Rule] = []
+    for name in rules_node:
+        rules.append(_rule(rules_node, name, pools, env))
+    if not rules:
+        raise doc.error("rules", "rules: at least one rule is needed")
+
+    digest = hashlib.sha256(raw)
+    digest.update(f"\0{directory.version}\0{terms.digest if terms else ''}".encode())
+    return RoutingPolicy(
+        label=label,
+        version=f"{label}+{digest.hexdigest()[:10]}",
+        source=doc.path,
+        rules=tuple(rules),
+        pools=pools,
+        release_pool=release_pool,
+        corrections_min_severity=min_severity,
+        directory=directory,
+        terms=terms,
+        default_timezone=default_tz,
+    )
+
+
+def _pool(node: YamlMap, key: str, pools: tuple[str, ...], where: str, default: str | None = None) -> str:
+    pool = node.get_str(key, default)
+    if pool not in pools:
+        raise node.error(key, f"{where}.{key}: unknown pool {pool!r} (declare it under pools: {', '.join(pools)})")
+    return pool
+
+
+def _rule(rules_node: YamlMap, name: str, pools: tuple[str, ...], env: LoadEnv) -> Rule:
+    where = f"rules.{name}"
+    if not _RULE_RE.match(name):
+        raise rules_node.error(name, f"{where}: rule names are lower_snake_case")
+    node = rules_node.get_map(name, required=True)
+    node.reject_unknown(_RULE_KEYS, where)
+    bucket = node.get_str("bucket")
+    if bucket not in BUCKETS:
+        raise node.error("bucket", f"{where}.bucket: unknown bucket {bucket!r} (one of: {', '.join(BUCKETS)})")
+    if "when" not in node:
+        raise node.error(None, f"{where}: missing required key 'when' (the conditions)")
+    when = node.get_map("when")
+    conditions = parse_conditions(when, env, f"{where}.when")
+    if not conditions and bucket != "release":
+        raise node.error("when", f"{where}.when: a {bucket} rule needs at least one condition")
+    pool = _pool(node, "pool", pools, where)
+    priority = node.get_choice("priority", PRIORITIES) if "priority" in node else None
+    turnaround: int | None = None
+    if "turnaround_minutes" in node:
+        value = node.get("turnaround_minutes")
+        if value == "site":
+            turnaround = -1
+        else:
+            if isinstance(value, str):
+                raise node.error("turnaround_minutes", f"{where}.turnaround_minutes: a number of minutes, or site")
+            number = node.get_number("turnaround_minutes", minimum=1)
+            if number != int(number):
+                raise node.error("turnaround_minutes", f"{where}.turnaround_minutes must be whole minutes")
+            turnaround = int(number)
+    return Rule(
+        name=name,
+        bucket=bucket,
+        description=" ".join(node.get_str("description", "").split()),
+        conditions=conditions,
+        pool=pool,
+        priority=priority,
+        turnaround_minutes=turnaround,
+        enabled=node.get_bool("enabled", True),
+        line=rules_node.line_of(name),
+    )
+
+
+# --------------------------------------------------------------------------
+# deciding
+
+
+def evaluate(
+    report: Report, findings: tuple[Finding, ...], context: RoutingContext, policy: RoutingPolicy
+) -> tuple[Facts, tuple[RuleResult, ...]]:
+    """Check every enabled rule against the report (no short cut: explanations need all).
+
+    Returns:
+        The computed facts and one RuleResult per enabled rule, in file order.
+    """
+    facts = Facts(report, findings, context, policy.directory, policy.terms, policy.default_timezone)
+    results = []
+    for rule in policy.rules:
+        if not rule.enabled:
+            continue
+        checks = tuple(c.check(facts) for c in rule.conditions)
+        results.append(RuleResult(rule, all(ok for ok, _ in checks), checks))
+    return facts, tuple(results)
+
+
+def decide_route(
+    report: Report, findings: tuple[Finding, ...], context: RoutingContext, policy: RoutingPolicy
+) -> Route:
+    """Decide the bucket, pool, priority and deadline for one report.
+
+    Args:
+        report: the decoded report.
+        findings: its QA findings (may be empty).
+        context: the clock and reader history.
+        policy: the loaded policy.
+
+    Returns:
+        A Route whose ``reasons`` name every matched rule (the deciding rules
+        first), ``corrections`` the QA rule ids sent back to the author,
+        ``policy_version`` the policy's version, and ``explanation`` one line
+        per rule saying why it did or did not match.
+    """
+    facts, results = evaluate(report, findings, context, policy)
+    return route_from(facts, results, policy)
+
+
+def route_from(facts: Facts, results: tuple[RuleResult, ...], policy: RoutingPolicy) -> Route:
+    """The Route for already-evaluated rules (shared with the explanation)."""
+    report, context = facts.report, facts.context
+    matched = [r.rule for r in results if r.matched]
+    rank = {b: i for i, b in enumerate(BUCKETS)}
+    bucket = min((r.bucket for r in matched), key=rank.__getitem__, default="release")
+    deciding = [r for r in matched if r.bucket == bucket]
+    others = sorted((r for r in matched if r.bucket != bucket), key=lambda r: rank[r.bucket])
+    pool = deciding[0].pool if deciding else policy.release_pool
+    set_priorities = [r.priority for r in deciding if r.priority is not None]
+    priority = min(set_priorities, key=_URGENCY.__getitem__) if set_priorities else report.priority
+    deadline: datetime | None = None
+    for rule in deciding:
+        minutes = rule.turnaround_minutes
+        if minutes == -1:
+            target = policy.directory.turnaround_target(report)
+            minutes = target if target is not None else None
+        if minutes is not None:
+            candidate = context.now + timedelta(minutes=minutes)
+            deadline = candidate if deadline is None or candidate < deadline else deadline
+    floor = policy.corrections_min_severity.rank
+    corrections = tuple(sorted({f.rule for f in facts.findings if f.severity.rank >= floor}))
+    return Route(
+        bucket=bucket,
+        pool=pool,
+        priority=priority,
+        reasons=tuple(r.name for r in deciding + others),
+        corrections=corrections,
+        policy_version=policy.version,
+        deadline=deadline,
+        explanation=tuple(rule_line(r) for r in results),
+    )
+
+
+def rule_line(result: RuleResult) -> str:
+    """One line: the rule, its bucket, matched or not, and every condition's verdict."""
+    verdict = "MATCHED" if result.matched else "no match"
+    checks = "; ".join(f"{'yes' if ok else 'NO'}: {why}" for ok, why in result.checks) or "no conditions"
+    return f"{result.rule.name} [{result.rule.bucket}] {verdict} - {checks}"
+
+
+def routing_decider(
+    policy: RoutingPolicy, reader_history: Mapping[str, ReaderHistory] | None = None
+) -> Callable[[Report, tuple[Finding, ...], QaContext], Route]:
+    """Adapt a policy to ``Pipeline.decide_route`` (report, findings, QaContext) -> Route.
+
+    The pipeline's context carries the clock (``now``); reader history comes
+    from ``reader_history`` when given, else from readers.yaml.
+    """
+    history = MappingProxyType(dict(reader_history or {}))
+
+    def decide(report: Report, findings: tuple[Finding, ...], context: QaContext) -> Route:
+        return decide_route(report, findings, RoutingContext(now=context.now, reader_history=history), policy)
+
+    return decide
+
+
+def load_decider(
+    policies_dir: str | Path,
+    *,
+    directory: Directory = EMPTY_DIRECTORY,
+    terms: Terms | None = None,
+    policy_file: str | Path | None = None,
+    reader_history: Mapping[str, ReaderHistory] | None = None,
+) -> Callable[[Report, tuple[Finding, ...], QaContext], Route] | None:
+    """Load the routing policy for ``Pipeline.decide_route``.
+
+    Args:
+        policies_dir: where routing.yaml lives by default.
+        directory, terms: as for :func:`load_routing_policy`.
+        policy_file: a policy file to use instead (``overread check --policy F``);
+            it must exist.
+        reader_history: fresher peer-review figures than readers.yaml, if any.
+
+    Returns:
+        The decider, or None when there is no policy_file and policies_dir has
+        no routing.yaml (reports are then not routed).
+
+    Raises:
+        ConfigError: the file is missing (policy_file) or invalid.
+    """
+    path = Path(policy_file) if policy_file is not None else Path(policies_dir) / "routing.yaml"
+    if policy_file is None and not path.is_file():
+        return None
+    policy = load_routing_policy(path, directory=directory, terms=terms)
+    return routing_decider(policy, reader_history)
