@@ -136,3 +136,24 @@ def test_sigterm_exits_zero_after_flushing(tmp_path: Path, oru: bytes) -> None:
     assert sorted(m["message_id"] for m in daemon.messages()) == sorted(acked)
     events = [line["event"] for line in daemon.log_lines()]
     assert "daemon_stopped" in events
+
+
+def _with_ack_modes(raw: bytes, accept: str, application: str) -> bytes:
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields += [b""] * (16 - len(fields))
+    fields[14], fields[15] = accept.encode(), application.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def test_enhanced_mode_accept_acks(daemon: RunningDaemon, oru: bytes) -> None:
+    """MSH-15 AL gets CA; MSH-15 NE gets no answer but is stored, and the next frame on the
+    same connection is still answered in order."""
+    conn = MllpConnection(daemon.address)
+    assert msa(conn.request(_with_ack_modes(with_control_id(oru, "ENH1"), "AL", "NE"))) == ("CA", "ENH1")
+    conn.send(_with_ack_modes(with_control_id(oru, "ENH2"), "NE", "NE"))
+    assert msa(conn.request(with_control_id(oru, "ENH3"))) == ("AA", "ENH3")
+    conn.close()
+    stored = {m["message_id"]: m["ack_code"] for m in daemon.messages()}
+    assert stored == {"ENH1": "CA", "ENH2": "CA", "ENH3": "AA"}
