@@ -209,7 +209,7 @@ def _rule(rules_node: YamlMap, name: str, pools: tuple[str, ...], env: LoadEnv) 
     if bucket not in BUCKETS:
         raise node.error("bucket", f"{where}.bucket: unknown bucket {bucket!r} (one of: {', '.join(BUCKETS)})")
     if "when" not in node:
-        raise node.error(None, f"{where}: missing required key 'when' (the conditions)")
+        raise rules_node.error(name, f"{where}: missing required key 'when' (the conditions)")
     when = node.get_map("when")
     conditions = parse_conditions(when, env, f"{where}.when")
     if not conditions and bucket != "release":

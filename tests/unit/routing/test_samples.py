@@ -1,0 +1,58 @@
+"""The samples in samples/hl7 route to the bucket samples/README.md gives them.
+
+The README table is parsed, so a new sample row is tested without editing
+this file. process_check rows need the QA rule that finds the defect; until
+that rule reports an error, the row is skipped (the routing half is covered by
+test_default_policy's QA-error case).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from listener.config import load_config
+from listener.pipeline import Pipeline, process
+from tests.conftest import RECEIVED
+
+REPO = Path(__file__).resolve().parents[3]
+ROW = re.compile(r"^\| `([^`]+\.hl7)` \|.*\| `(always_final|selective_overread|process_check|release)`")
+
+
+def _rows() -> list[tuple[str, str]]:
+    rows = []
+    for line in (REPO / "samples" / "README.md").read_text(encoding="utf-8").splitlines():
+        match = ROW.match(line)
+        if match:
+            rows.append((match.group(1), match.group(2)))
+    return rows
+
+
+@pytest.fixture(name="routed_pipeline", scope="module")
+def fixture_routed_pipeline() -> Pipeline:
+    """The repository's pipeline, which loads policies/routing.yaml."""
+    pipe = load_config(None).pipeline()
+    assert pipe.decide_route is not None
+    return pipe
+
+
+def test_every_readme_row_parsed() -> None:
+    """The README table yields a row per sample file (guards the parser above)."""
+    files = {p.name for p in (REPO / "samples" / "hl7").glob("*.hl7")}
+    assert {name for name, _ in _rows()} == files
+
+
+@pytest.mark.parametrize(("name", "bucket"), _rows(), ids=[r[0] for r in _rows()])
+def test_sample_routes_to_readme_bucket(routed_pipeline: Pipeline, name: str, bucket: str) -> None:
+    """Each sample gets the README's routing bucket from the default policy."""
+    outcome = process((REPO / "samples" / "hl7" / name).read_bytes(), routed_pipeline, received_at=RECEIVED)
+    assert outcome.error is None
+    (result,) = outcome.reports
+    assert result.route is not None
+    if bucket == "process_check" and not any(f.severity.value == "error" for f in result.findings):
+        pytest.skip("the QA rule for this defect reports no error yet")
+    assert result.route.bucket == bucket, result.route.explanation
+    if result.route.bucket != "release":
+        assert result.route.reasons
