@@ -87,7 +87,9 @@ PRIMED_TYPES = (
     "DetectedIssue",
 )
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# FHIR element names (JSON property names, with "_" for primitive extensions). A key of
+# any other shape is not echoed: a sender's unknown key could itself be data.
+_IDENT = re.compile(r"^_?[a-z][A-Za-z0-9]{0,63}$")
 _MAX_ISSUES = 20
 
 

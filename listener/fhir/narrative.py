@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from listener.config import Mapping
+from listener.errors import FhirDecodeError
 from listener.fhir.resolve import JSON, codings, concept_text, o, objs, s
 from listener.fhir.text import attachment_text, html_to_text, normalize_newlines
 from listener.text.sections import TEXT_HINT
@@ -66,14 +67,18 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
     binary_kind = ""
     for i, attachment in enumerate(objs(dr, "presentedForm")):
         text, att_kind = attachment_text(s(attachment, "contentType"), _data(attachment), bool(s(attachment, "url")))
+        if att_kind == "invalid":
+            raise FhirDecodeError(
+                f"{where}.presentedForm[{i}].data is not valid base64",
+                issue_code="value",
+                expression=f"{where}.presentedForm[{i}].data",
+            )
         if att_kind == "text" and text.strip():
             if out.lines:
                 out.add([""], TEXT_HINT)
             out.add(text.strip("\n").split("\n"), TEXT_HINT)
         elif att_kind in ("pdf", "binary") and not binary_kind:
             binary_kind = att_kind
-        elif att_kind == "binary" and s(attachment, "data"):
-            warnings.append(f"{where}.presentedForm[{i}].data: not decodable as text")
     had_form_text = bool(out.lines)
 
     composition_ref = o(dr, "composition")

@@ -64,6 +64,7 @@ _RADIOLOGY_CODES = frozenset({(LOINC, "LP29684-5"), (LOINC, "LP7839-6"), (SNOMED
 _RADIOLOGY_TEXT = re.compile(r"radiolog|imaging|\brad\b", re.I)
 _ICD10 = re.compile(r"icd-?10", re.I)
 _PRIORITY = {"routine": "routine", "urgent": "asap", "asap": "asap", "stat": "stat"}
+_SNOMED_SIDES = {"7771000": "left", "24028007": "right", "51440002": "bilateral"}
 _GENDER = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 _SIDES = {"LT": "left", "LEFT": "left", "RT": "right", "RIGHT": "right", "BILAT": "bilateral", "BILATERAL": "bilateral"}
 
@@ -193,7 +194,7 @@ def report_from_diagnostic_report(
         filler_order=filler,
         modality=modality,
         body_region=entry.body_region if entry else "",
-        order_laterality=_order_laterality(procedure.text, entry.laterality if entry else ""),
+        order_laterality=_order_laterality(procedure.text, entry.laterality if entry else "", requests),
         priority=priority,
         reader=_reader(dr, where, resolve),
         site=ctx.facility,
@@ -359,10 +360,20 @@ def _human_name(name: JSON) -> str:
     return " ".join(parts + [s(name, "family")]).strip()
 
 
-def _order_laterality(procedure_text: str, table_laterality: str) -> str:
+def _order_laterality(procedure_text: str, table_laterality: str, requests: list[JSON]) -> str:
+    """Side of the order: CPT table, ServiceRequest.bodySite (SNOMED laterality or words), code text."""
     if table_laterality == "bilateral":
         return "bilateral"
-    sides = {_SIDES[w] for w in re.findall(r"[A-Z]+", procedure_text.upper()) if w in _SIDES}
+    words = [procedure_text]
+    sides: set[str] = set()
+    for request in requests:
+        for site in objs(request, "bodySite"):
+            words.append(concept_text(site))
+            for coding in codings(site):
+                if s(coding, "system") == SNOMED and s(coding, "code") in _SNOMED_SIDES:
+                    sides.add(_SNOMED_SIDES[s(coding, "code")])
+    if not sides:
+        sides = {_SIDES[w] for text in words for w in re.findall(r"[A-Z]+", text.upper()) if w in _SIDES}
     if len(sides) == 1:
         return sides.pop()
     return "bilateral" if sides else ""

@@ -103,7 +103,8 @@ def attachment_text(content_type: str, data: str | None, has_url: bool) -> tuple
         has_url: whether the attachment points at its content by ``url``.
 
     Returns:
-        (text, kind) where kind is "text", "pdf", "binary" or "none" (nothing usable).
+        (text, kind) where kind is "text", "pdf", "binary", "none" (nothing usable) or
+        "invalid" (text content whose base64 does not decode).
         Text is "" unless kind is "text".
     """
     essence, _, params = content_type.partition(";")
@@ -123,7 +124,7 @@ def attachment_text(content_type: str, data: str | None, has_url: bool) -> tuple
         # FHIR base64Binary may carry whitespace (line-wrapped encoders).
         blob = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
-        return "", "binary"
+        return "", "invalid"
     if blob.startswith(b"%PDF"):
         return "", "pdf"
     try:

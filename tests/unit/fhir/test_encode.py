@@ -1,0 +1,114 @@
+"""encode: OperationOutcome, Task and DetectedIssue builders produce resources fhir.resources accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from listener.errors import FhirDecodeError, MissingField
+from listener.fhir.encode import (
+    Issue,
+    detected_issue_for,
+    operation_outcome,
+    outcome_for_error,
+    outcome_for_routes,
+    task_for,
+)
+from listener.fhir.models import model_class
+from listener.model import Evidence, Finding, Patient, Procedure, Report, ResultStatus, Route, Sender, Severity, Times
+
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+REPORT = Report(
+    message_id="dr-1", message_type="DiagnosticReport", version="R4", sender=Sender("c", "f"), accession="A1",
+    patient=Patient("ZZ1"), procedure=Procedure("70450", "CPT"), status=ResultStatus.FINAL, times=Times(), text="t",
+)
+ROUTE = Route(
+    bucket="process_check", pool="neuro", priority="stat", reasons=("qa.errors",),
+    corrections=("laterality.impression_vs_findings",), policy_version="v7", deadline=NOW,
+)
+FINDING = Finding(
+    rule="laterality.impression_vs_findings", severity=Severity.ERROR, message="impression side differs from the order",
+    evidence=(Evidence("impression", 12, 16, "left"),), suggestion="check the side",
+)
+
+
+def _valid(version: str, resource: dict[str, object]) -> None:
+    model_class(version, str(resource["resourceType"])).model_validate(resource)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_task_fields(version: str) -> None:
+    """Task: intent order, code correction for a process_check with corrections, owner pool, deadline, inputs."""
+    task = task_for(REPORT, ROUTE, authored_on=NOW, report_reference="DiagnosticReport/dr-1", version=version)
+    _valid(version, task)
+    assert (task["intent"], task["status"], task["priority"]) == ("order", "requested", "stat")
+    assert task["code"]["coding"][0]["code"] == "correction"
+    assert task["focus"] == {"reference": "DiagnosticReport/dr-1"}
+    assert task["owner"]["identifier"]["value"] == "neuro"
+    assert task["businessStatus"]["coding"][0]["code"] == "process_check"
+    assert task["restriction"]["period"]["end"] == NOW.isoformat()
+    assert [i["valueString"] for i in task["input"]] == ["qa.errors", "laterality.impression_vs_findings", "v7"]
+
+
+def test_task_overread_and_logical_focus() -> None:
+    """An overread bucket gives code overread; without a FHIR id the focus names the accession."""
+    route = Route(bucket="selective_overread", pool="overread", priority="routine", reasons=("critical",))
+    task = task_for(REPORT, route, authored_on=NOW)
+    assert task["code"]["coding"][0]["code"] == "overread"
+    assert task["focus"]["identifier"]["value"] == "A1"
+    assert "restriction" not in task
+
+
+@pytest.mark.parametrize(("severity", "expected"), [(Severity.ERROR, "high"), (Severity.WARNING, "moderate"), (Severity.INFO, "low")])
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_detected_issue(severity: Severity, expected: str, version: str) -> None:
+    """DetectedIssue: rule id as code, severity mapped, report implicated, evidence span with offsets."""
+    finding = Finding(FINDING.rule, severity, FINDING.message, FINDING.evidence, FINDING.suggestion)
+    issue = detected_issue_for(REPORT, finding, identified=NOW, report_reference="DiagnosticReport/dr-1", version=version)
+    _valid(version, issue)
+    assert issue["code"]["coding"][0]["code"] == "laterality.impression_vs_findings"
+    assert issue["severity"] == expected
+    assert issue["implicated"] == [{"reference": "DiagnosticReport/dr-1"}]
+    assert issue["detail"] == FINDING.message
+    span = issue["evidence"][0]
+    assert span["code"][0]["text"] == "left"
+    assert span["extension"][0]["valueRange"]["low"]["value"] == 12
+
+
+def test_outcome_for_fhir_error_lists_every_issue() -> None:
+    """Each validation issue becomes an OperationOutcome issue with its code and expression."""
+    error = FhirDecodeError(
+        "x", issue_code="required", expression="DiagnosticReport.code",
+        issues=(("required", "DiagnosticReport.code", "a"), ("value", "DiagnosticReport.issued", "b")),
+    )
+    outcome = outcome_for_error(error)
+    _valid("R4", outcome)
+    assert [(i["severity"], i["code"], i["expression"]) for i in outcome["issue"]] == [
+        ("error", "required", ["DiagnosticReport.code"]),
+        ("error", "value", ["DiagnosticReport.issued"]),
+    ]
+
+
+def test_outcome_for_hl7_error() -> None:
+    """An HL7-side DecodeError maps its table 0357 code to an issue type and keeps its location."""
+    outcome = outcome_for_error(MissingField("accession number is empty", location="OBR-3"))
+    assert outcome["issue"][0]["code"] == "required"
+    assert outcome["issue"][0]["expression"] == ["OBR-3"]
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_outcome_for_routes(version: str) -> None:
+    """An accepted body gets information issues carrying each route's summary, and no report text."""
+    outcome = outcome_for_routes([("Bundle.entry[3].resource", ROUTE), ("Bundle.entry[4].resource", None)], version=version)
+    _valid(version, outcome)
+    first = outcome["issue"][0]
+    assert (first["severity"], first["code"]) == ("information", "informational")
+    assert "bucket process_check" in first["diagnostics"] and "pool neuro" in first["diagnostics"]
+    assert outcome["issue"][1]["diagnostics"] == "accepted; no routing policy"
+
+
+def test_empty_outcome_is_still_valid() -> None:
+    """An OperationOutcome needs at least one issue; an empty list gets an informational one."""
+    _valid("R4", operation_outcome([]))
+    _valid("R4", operation_outcome([Issue("warning", "processing", "w")]))
