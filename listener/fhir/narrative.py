@@ -60,7 +60,11 @@ class _Lines:
 
 
 def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Resolve) -> BuiltText:
-    """Assemble the report text of one DiagnosticReport (see the module docstring)."""
+    """Assemble the report text of one DiagnosticReport (see the module docstring).
+
+    Raises:
+        FhirDecodeError: (value) a text attachment whose base64 does not decode.
+    """
     out = _Lines()
     warnings: list[str] = []
     kind = "text"
