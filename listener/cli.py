@@ -171,8 +171,24 @@ def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style
         out.write(f"  route: {style(route['bucket'], '1')} -> {route['pool']} ({route['priority']}); reasons: {', '.join(route['reasons']) or '-'}\n")
 
 
-def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
+    """The configured pipeline, with ``--policy F`` replacing the routing policy."""
     pipeline = config.pipeline()
+    if policy_file is None:
+        return pipeline
+    from listener.routing import load_decider
+    from listener.sites import load_directory
+    from listener.text import load_terms
+
+    qa = pipeline.qa
+    directory = qa.directory if qa is not None else load_directory(config.policies_dir)
+    terms = qa.terms if qa is not None else load_terms()
+    decider = load_decider(config.policies_dir, directory=directory, terms=terms, policy_file=policy_file)
+    return dataclasses.replace(pipeline, decide_route=decider)
+
+
+def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    pipeline = _pipeline_with_policy(config, args.policy)
     now = datetime.now(timezone.utc)
     status = EXIT_OK
     style = _Style(args.format == "text" and out.isatty() and not os.environ.get("NO_COLOR"))
@@ -200,6 +216,38 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     if not found_any:
         sys.stderr.write("overread check: no input files found\n")
         return EXIT_ERROR
+    return status
+
+
+def cmd_explain(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """Print, for each report in the files, why each routing rule did or did not match."""
+    from listener.routing import RoutingContext, explain_lines, load_routing_policy
+
+    pipeline = config.pipeline()
+    qa = pipeline.qa
+    if qa is None:
+        raise ConfigError("no QA configuration to explain with", path=str(config.policies_dir))
+    policy_path = Path(args.policy) if args.policy else config.policies_dir / "routing.yaml"
+    policy = load_routing_policy(policy_path, directory=qa.directory, terms=qa.terms)
+    now = datetime.now(timezone.utc)
+    status = EXIT_OK
+    for path in iter_input_files(args.paths):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            sys.stderr.write(f"overread explain: {path}: cannot read ({exc.strerror or type(exc).__name__})\n")
+            status = EXIT_ERROR
+            continue
+        for msg, outcome in check_messages(split_file(path, data), pipeline, now):
+            if outcome.error is not None:
+                err = outcome.error
+                out.write(f"{msg.source}: rejected: {err.message} (HL7 {err.hl7_code} at {err.location or '-'})\n")
+                status = EXIT_ERROR
+                continue
+            for result in outcome.reports:
+                out.write(f"{msg.source}  accession {result.report.accession}\n")
+                lines = explain_lines(result.report, result.findings, RoutingContext(now=now), policy)
+                out.write("".join(f"  {line}\n" for line in lines))
     return status
 
 
@@ -350,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
     check.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
+    check.add_argument("--policy", metavar="F", help="routing policy file to decide with instead of policies/routing.yaml")
+
+    explain = sub.add_parser("explain", help="show why each routing rule did or did not match, per report")
+    explain.add_argument("paths", nargs="+", metavar="FILE")
+    explain.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
+    explain.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
+    explain.add_argument("--policy", metavar="F", help="routing policy file (default: policies/routing.yaml)")
 
     serve = sub.add_parser("serve", help="run the MLLP listener daemon")
     serve.add_argument("--config", metavar="F", help="daemon config file (YAML)")
@@ -381,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return cmd_check(args, config, sys.stdout)
+        if args.command == "explain":
+            return cmd_explain(args, config, sys.stdout)
         if args.command == "serve":
             return cmd_serve(args, config)
         if args.command == "send":

@@ -73,3 +73,28 @@ def test_missing_file_and_bad_config_name_the_file(tmp_path: Path) -> None:
     proc = _check("--mappings", str(bad), str(CORPUS / "hl7/scout/oru_v24_no_obx.hl7"))
     assert proc.returncode == 2
     assert "x.yaml:4" in proc.stderr and "OBR-99x" in proc.stderr
+
+
+def test_policy_flag_and_explain(tmp_path: Path) -> None:
+    """`check --policy F` decides with F; `explain` names every rule with its verdict."""
+    sample = REPO / "samples/hl7/ct-head-wo-overnight-telerad-prelim.hl7"
+    proc = _check("--format", "json", str(sample))
+    assert json.loads(proc.stdout.splitlines()[0])["route"]["bucket"] == "always_final"
+    policy = tmp_path / "routing.yaml"
+    policy.write_text(
+        'version: "t1"\npools: [none, everything]\nrelease: {pool: none}\n'
+        "rules:\n  all_ct_final:\n    bucket: always_final\n    when: {modality: [MR]}\n    pool: everything\n"
+    )
+    proc = _check("--format", "json", "--policy", str(policy), str(sample))
+    route = json.loads(proc.stdout.splitlines()[0])["route"]
+    assert route["bucket"] == "release" and route["policy_version"].startswith("t1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", "explain", str(sample)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "overnight_external_neuro_prelim [always_final] MATCHED" in proc.stdout
+    assert "external_peer_review_sample" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('version: "t1"\npools: [none]\nrelease: {pool: none}\nrules:\n  x:\n    bucket: sometimes\n')
+    proc = _check("--policy", str(bad), str(sample))
+    assert proc.returncode == 2 and "bad.yaml:6" in proc.stderr
