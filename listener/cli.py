@@ -21,10 +21,10 @@ from typing import Any, TextIO
 
 from listener import __version__
 from listener.config import Config, load_config
-from listener.errors import ConfigError, DecodeError, StoreError
+from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import split_messages
 from listener.model import Severity
-from listener.pipeline import Outcome, Pipeline, process
+from listener.pipeline import Outcome, Pipeline, process, process_fhir
 from listener.serialize import error_dict, finding_dict, report_dict, route_dict
 
 EXIT_OK = 0
@@ -83,7 +83,7 @@ def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
     base: dict[str, Any] = {
         "source": msg.source,
         "line": msg.line,
-        "message_type": header.message_type if header else "",
+        "message_type": header.message_type if header else ("FHIR" if msg.kind == "fhir" else ""),
         "message_id": header.control_id if header else "",
     }
     if outcome.error is not None:
@@ -98,6 +98,7 @@ def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
         out.append(
             {
                 **base,
+                "message_id": base["message_id"] or report.message_id,
                 "accession": report.accession,
                 "status": report.status.value,
                 "disposition": outcome.disposition,
@@ -110,15 +111,11 @@ def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
     return out
 
 
-def _fhir_outcome(msg: InputMessage) -> Outcome:
-    err = DecodeError("FHIR input is not decoded by this version (HL7 v2 only)", location="", hl7_code="200")
-    return Outcome(None, "rejected", error=err)
-
-
 def check_messages(messages: Sequence[InputMessage], pipeline: Pipeline, now: datetime) -> Iterator[tuple[InputMessage, Outcome]]:
+    """Run each input message through the pipeline its format needs."""
     for msg in messages:
         if msg.kind == "fhir":
-            yield msg, _fhir_outcome(msg)
+            yield msg, process_fhir(msg.raw, pipeline, received_at=now)
         else:
             yield msg, process(msg.raw, pipeline, received_at=now)
 

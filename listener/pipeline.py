@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from listener.config import MappingSet
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
@@ -18,6 +19,9 @@ from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Finding, Report, Route
 from listener.procedures import ProcedureTable
 from listener.qa.engine import Prior, QaConfig, QaContext, run_rules
+
+if TYPE_CHECKING:
+    from listener.fhir.decode import FhirClient
 
 #: A routing policy: report + findings + context -> route (listener.routing supplies it).
 RouteDecider = Callable[[Report, tuple[Finding, ...], QaContext], Route]
@@ -88,6 +92,47 @@ def process(
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
         return _internal_error(raw, pipeline, exc)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
+
+
+def process_fhir(
+    body: bytes,
+    pipeline: Pipeline,
+    *,
+    received_at: datetime,
+    media_type: str | None = None,
+    client: "FhirClient | None" = None,
+    priors: tuple[Prior, ...] | None = None,
+) -> Outcome:
+    """Run one FHIR body (DiagnosticReport or Bundle) through decode, QA and routing.
+
+    The same promise as :func:`process`: never raises; ``error`` is a
+    FhirDecodeError (issue code and FHIRPath) for an OperationOutcome.
+    """
+    from listener.fhir.decode import DEFAULT_CLIENT, decode_fhir
+
+    fhir_client = client or DEFAULT_CLIENT
+    mapping = pipeline.mappings.for_sender(fhir_client.name, fhir_client.facility)
+    try:
+        reports = decode_fhir(
+            body,
+            mapping=mapping,
+            received_at=received_at,
+            media_type=media_type,
+            client=fhir_client,
+            procedures=pipeline.procedures,
+        )
+    except DecodeError as exc:
+        return Outcome(None, "rejected", error=exc, feed=mapping.name)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an answer
+        error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
+        return Outcome(None, "rejected", error=error, feed=mapping.name, error_type=type(exc).__name__)
+    try:
+        context = QaContext(now=received_at, priors=priors)
+        results = tuple(check_report(report, pipeline, context) for report in reports)
+    except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
+        error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
+        return Outcome(None, "rejected", error=error, feed=mapping.name, error_type=type(exc).__name__)
+    return Outcome(None, "accepted", results, feed=mapping.name, charset="utf-8")
 
 
 def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:

@@ -109,4 +109,8 @@ def report_dict(r: Report, *, include_patient: bool = False, include_text: bool 
 
 
 def error_dict(err: DecodeError) -> dict[str, Any]:
+    """The CLI's error object: HL7 table 0357 code, or the FHIR issue code with its FHIRPath."""
+    issue_code = getattr(err, "issue_code", "")
+    if issue_code:
+        return {"code": issue_code, "name": "FHIR issue", "location": getattr(err, "expression", ""), "message": err.message}
     return {"code": err.hl7_code, "name": err.code_name, "location": err.location, "message": err.message}

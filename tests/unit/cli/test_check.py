@@ -98,3 +98,19 @@ def test_policy_flag_and_explain(tmp_path: Path) -> None:
     bad.write_text('version: "t1"\npools: [none]\nrelease: {pool: none}\nrules:\n  x:\n    bucket: sometimes\n')
     proc = _check("--policy", str(bad), str(sample))
     assert proc.returncode == 2 and "bad.yaml:6" in proc.stderr
+
+
+def test_fhir_files_are_checked_by_content() -> None:
+    """FHIR JSON files go through the FHIR decoder: samples route, the corpus gives precise issue codes."""
+    proc = _check("--format", "json", str(REPO / "samples" / "fhir"))
+    assert proc.returncode in (0, 1), proc.stderr
+    objects = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert objects and all(o["error"] is None and o["route"] for o in objects)
+    proc = _check("--format", "json", str(CORPUS / "fhir"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [json.loads(line)["error"] for line in proc.stdout.splitlines()]
+    assert any(e is None for e in errors)
+    for err in errors:
+        if err is not None:
+            assert err["code"] in {"structure", "required", "value", "not-supported", "invalid", "code-invalid"}
+            assert err["location"] or err["code"] == "not-supported"
