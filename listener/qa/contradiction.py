@@ -1,0 +1,284 @@
+"""Contradiction rules: the report says a finding is there and is not there.
+
+Pure: no I/O, no clock. Works on the ConText mentions of ``listener.text``.
+
+Strategy: a contradiction needs the *same* claim both ways, so everything
+that makes two statements about different things is left out:
+
+- different sides ("no pneumothorax on the left" / "small right pneumothorax");
+- a negation narrowed by a qualifier ("no *new*", "no *large*", "no *acute*",
+  "no *displaced* fracture", "no *focal* consolidation");
+- negations that describe change ("resolved", "removed", "decreased") and
+  negations placed at a location ("no fracture *of the* clavicle");
+- hedged, historical and hypothetical mentions; both in one sentence;
+- addenda (they exist to correct the report).
+
+A "normal" impression contradicts the findings only when the findings affirm
+a finding that is neither stable/chronic, minor, explained away (granuloma,
+artifact, device) nor hedged; a "no acute ..." impression is contradicted
+only by findings that are acute by nature (critical ones, pneumonia,
+fracture...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from listener.model import Finding, SectionKind, Severity
+from listener.qa.alignment import STABLE_RE, refers_to_findings
+from listener.qa.engine import RuleInput, rule
+from listener.text import Mention, Terms
+
+__all__ = ["affirmed_and_negated", "normal_impression"]
+
+# Words between a negation and its finding that narrow what is denied.
+_QUALIFIER_RE = re.compile(
+    r"\b(new|newly|additional|other|another|further|more|large|larger|sizable|sizeable|significant|"
+    r"substantial|appreciable|displaced|acute|definite|definitive|obvious|frank|gross|focal|discrete|dominant|"
+    r"suspicious|recurrent|recurrence|residual|active|visible|developing|worsening|increas\w*|expand\w*|"
+    r"enlarging|underlying|superimposed|convincing|dense|lobar|confluent|tension|free|moderate|severe|"
+    r"stable|xxxx)\b",
+    re.IGNORECASE,
+)
+# A negated sentence that describes change over time, not the state now.
+_CHANGE_RE = re.compile(
+    r"\b(resol\w*|remov\w*|no longer|clear(ed|ing)|partial(ly)?|nearly|almost|mostly|largely|decreas\w*|"
+    r"improv\w*|interval|previous(ly)?|prior|since)\b",
+    re.IGNORECASE,
+)
+# A place named after the denied finding ("no fracture of the clavicle").
+_LOCATION_AFTER_RE = re.compile(
+    r"^[^.;]*?\b(of|in|within|involving|at|along|near|over|overlying|from|on)\b", re.IGNORECASE
+)
+
+_NORMAL_RE = re.compile(
+    r"\b(normal|unremarkable|negative|within normal limits|"
+    r"no (\w+ ){0,3}(abnormalit(y|ies)|findings?|disease|process|pathology|changes?))\b",
+    re.IGNORECASE,
+)
+_NOT_ONLY_NORMAL_RE = re.compile(
+    r"\b(otherwise|except|apart from|aside from|besides|other than|but|however|although|"
+    r"stable|unchanged|known|chronic|again|postoperative|post-?surgical)\b",
+    re.IGNORECASE,
+)
+_HEDGE_RE = re.compile(
+    r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+    r"catheter|lines?|tubes?|old|healed|remote)\b|\?",
+    re.IGNORECASE,
+)
+_ACUTE_ONLY_RE = re.compile(r"\bacute\b|\bactive\b", re.IGNORECASE)
+# Sentences the normal-impression rule leaves alone: hedged, benign, devices.
+_SOFT_SENTENCE_RE = re.compile(
+    r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+    r"granulom\w*|calcifi\w*|benign|artifact\w*|nipple|overlying|projecting|catheter|lines?|leads?|"
+    r"wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|post-?operative|"
+    r"not well|mild(ly)?|minimal|minor|trace|tiny|slight(ly)?|subtle|subsegmental|borderline|dependent|"
+    r"small|old|healed|healing|remote|degenerative|prior|previous(ly)?)\b|\?",
+    re.IGNORECASE,
+)
+
+
+def _family(terms: Terms, concept: str) -> str:
+    c = terms.concepts.get(concept)
+    return c.broader if c is not None and c.broader else concept
+
+
+# Words that may stand between a negation and its finding without narrowing
+# it ("no evidence of a pneumothorax", "there is no definite pneumothorax").
+_NEUTRAL = frozenset(
+    "a an the any evidence of for signs sign is are was were there seen identified to suggest suggesting "
+    "or and nor definite findings finding radiographic visible demonstrated noted".split()
+)
+_WORD_RE = re.compile(r"[A-Za-z]+")
+# Concepts found at many sites: a denial only contradicts when it is bare and short.
+_SITE_VARIABLE = frozenset(
+    {"mass", "cancer", "fracture", "dislocation", "hemorrhage", "abscess", "thrombosis", "aneurysm", "lung_nodule"}
+)
+# An affirmed sentence that does not plainly state the finding now.
+_SOFT_AFFIRMED_RE = re.compile(
+    r"\b(may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
+    r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|prior|previous(ly)?|granulom\w*|calcifi\w*|"
+    r"benign|artifact\w*|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|"
+    r"fixation|prosthe\w*|blunting|xxxx)\b|\?",
+    re.IGNORECASE,
+)
+
+
+def _bare_negation(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
+    """True when the negation denies exactly the concept: nothing narrows it.
+
+    Between the negation cue and the finding only neutral words and other
+    findings of a list may stand ("no consolidation, effusion or
+    pneumothorax"); "no *new*", "no *pelvic* fracture", "no XXXX
+    infiltrates" are narrower. A denial describing change ("resolved") or
+    placed somewhere ("no fracture of the clavicle") is not bare either.
+    """
+    cues = [c for c in m.cues if c.category == "negated"]
+    before = [c for c in cues if c.end <= m.start]
+    if not before:
+        # backward cue ("... is not seen"): only when nothing separates them
+        after = [c for c in cues if c.start >= m.end]
+        if not after or any(ch in text[m.end : after[0].start] for ch in ",;("):
+            return False
+        between_start, between_end = m.sentence_start, m.start
+        for o in sentence_mentions:
+            if o.end <= m.start:
+                between_start = max(between_start, o.end)
+    else:
+        between_start, between_end = max(c.end for c in before), m.start
+    gap = text[between_start:between_end]
+    for o in sentence_mentions:
+        if o is not m and between_start <= o.start and o.end <= between_end:
+            gap = gap.replace(text[o.start : o.end], " ")
+    if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(gap)):
+        return False
+    if _QUALIFIER_RE.search(m.text) or _CHANGE_RE.search(text, m.sentence_start, m.sentence_end):
+        return False
+    after_text = text[m.end : m.sentence_end]
+    if _LOCATION_AFTER_RE.search(after_text) is not None:
+        return False
+    if m.concept in _SITE_VARIABLE and len(_WORD_RE.findall(text, m.sentence_start, m.sentence_end)) > 8:
+        return False
+    return True
+
+
+def _sections_checked() -> tuple[SectionKind, ...]:
+    return (SectionKind.FINDINGS, SectionKind.IMPRESSION)
+
+
+@rule("contradiction", severity=Severity.ERROR, params={"within_findings": True, "concepts": []})
+def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
+    """The same finding is affirmed in one place and denied in another ("right pneumothorax" / "no pneumothorax").
+
+    Only significant concepts are compared (or the ``concepts`` listed).
+    Pairs are compared across findings and impression (and, with
+    ``within_findings``, inside the findings); a side on both that differs,
+    a qualified negation ("no new", "no large", "no displaced"), a negation of
+    change ("has resolved"), or a denial at a named place are not
+    contradictions.
+    """
+    report = data.report
+    text = report.text
+    by_kind: dict[SectionKind, tuple[Mention, ...]] = {k: data.analysis.section_mentions(k) for k in _sections_checked()}
+    negated: list[tuple[SectionKind, Mention]] = []
+    affirmed: list[tuple[SectionKind, Mention]] = []
+    names = frozenset(data.param("concepts", []) or ())
+    for kind, mentions in by_kind.items():
+        by_sentence: dict[int, list[Mention]] = {}
+        for m in mentions:
+            by_sentence.setdefault(m.sentence_start, []).append(m)
+        for m in mentions:
+            if not (m.concept in names or _family(data.terms, m.concept) in names if names else m.significant):
+                continue
+            if m.negated and not (m.hypothetical or m.historical) and m.experiencer == "patient":
+                if _bare_negation(text, m, by_sentence[m.sentence_start]):
+                    negated.append((kind, m))
+            elif m.affirmed and not _SOFT_AFFIRMED_RE.search(text, m.sentence_start, m.sentence_end):
+                affirmed.append((kind, m))
+    if not negated or not affirmed:
+        return
+    within = bool(data.param("within_findings", True))
+    done: set[str] = set()
+    for a_kind, a in affirmed:
+        fam = _family(data.terms, a.concept)
+        if fam in done:
+            continue
+        for n_kind, n in negated:
+            if n.concept not in (a.concept, fam):
+                continue
+            if n.sentence_start == a.sentence_start:
+                continue
+            if a_kind == n_kind and not (within and a_kind is SectionKind.FINDINGS):
+                continue
+            if a_kind == n_kind and fam in _SITE_VARIABLE:
+                continue  # "fracture of the hip" ... "knee: no fracture": two places
+            if n.laterality and n.laterality != a.laterality:
+                continue
+            # the affirmed sentence also denies it ("no pneumothorax on the left; small right one")
+            if any(
+                o.negated and o.sentence_start == a.sentence_start and _family(data.terms, o.concept) == fam
+                for o in by_kind[a_kind]
+            ):
+                continue
+            done.add(fam)
+            where = "findings and impression" if a_kind is not n_kind else a_kind.value
+            first, second = sorted((a, n), key=lambda m: m.start)
+            yield data.emit(
+                "contradiction.affirmed_and_negated",
+                f"The {where} both affirm and deny {fam.replace('_', ' ')}.",
+                [
+                    data.analysis.evidence(first.sentence_start, first.sentence_end),
+                    data.analysis.evidence(second.sentence_start, second.sentence_end),
+                ],
+                suggestion="Check the images; correct the statement that is wrong.",
+            )
+            break
+
+
+_ACUTE_DEFAULT = [
+    "pneumonia",
+    "consolidation",
+    "pulmonary_edema",
+    "fracture",
+    "dislocation",
+    "hemorrhage",
+    "abscess",
+    "thrombosis",
+]
+
+
+@rule(
+    "contradiction",
+    severity=Severity.ERROR,
+    params={"acute_concepts": list(_ACUTE_DEFAULT)},
+)
+def normal_impression(data: RuleInput) -> Iterator[Finding]:
+    """A "normal"/"unremarkable"/"no acute findings" impression over a significant finding affirmed in the findings.
+
+    An impression counts as normal when it says normal, unremarkable,
+    negative or "no ... abnormality/findings/disease" and affirms nothing (no
+    "otherwise", "except", "stable"...). A plain "normal" impression is
+    contradicted by any significant or critical finding; a "no acute ..."
+    impression only by a critical one or one of ``acute_concepts``.
+    Findings called stable, chronic, old, mild, small, hedged, benign or
+    device-related never count.
+    """
+    report = data.report
+    imps = report.sections_of(SectionKind.IMPRESSION)
+    if not imps or not report.sections_of(SectionKind.FINDINGS):
+        return
+    text = report.text
+    normal_span: tuple[int, int] | None = None
+    for sec in imps:
+        if refers_to_findings(text, sec.start, sec.end) or _NOT_ONLY_NORMAL_RE.search(text, sec.start, sec.end):
+            return
+        hit = _NORMAL_RE.search(text, sec.start, sec.end)
+        if hit is not None and normal_span is None:
+            normal_span = hit.span()
+    if normal_span is None:
+        return
+    imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)
+    if any(not m.negated for m in imp_mentions):
+        return  # the impression states something: not a "normal" impression
+    acute_only = any(_ACUTE_ONLY_RE.search(text, s.start, s.end) for s in imps)
+    acute = frozenset(data.param("acute_concepts", _ACUTE_DEFAULT) or ())
+    for m in data.analysis.section_mentions(SectionKind.FINDINGS):
+        if not m.affirmed or not (m.significant or m.critical):
+            continue
+        if acute_only and not (m.critical or m.concept in acute or _family(data.terms, m.concept) in acute):
+            continue
+        if STABLE_RE.search(text, m.sentence_start, m.sentence_end):
+            continue
+        if not m.critical and _SOFT_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
+            continue
+        if m.critical and _HEDGE_RE.search(text, m.sentence_start, m.sentence_end):
+            continue  # "possible small pneumothorax": hedged before the finding
+        kind = "no acute findings" if acute_only else "normal"
+        yield data.emit(
+            "contradiction.normal_impression",
+            f"The impression reads as {kind}; the findings affirm {_family(data.terms, m.concept).replace('_', ' ')}.",
+            [data.analysis.evidence(*normal_span), data.analysis.evidence(m.sentence_start, m.sentence_end)],
+            suggestion="Put the finding in the impression, or correct the findings.",
+        )
+        return
