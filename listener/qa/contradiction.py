@@ -138,8 +138,13 @@ def _bare_negation(text: str, m: Mention, sentence_mentions: list[Mention]) -> b
     after_text = text[m.end : m.sentence_end]
     if _LOCATION_AFTER_RE.search(after_text) is not None:
         return False
-    if m.concept in _SITE_VARIABLE and len(_WORD_RE.findall(text, m.sentence_start, m.sentence_end)) > 8:
-        return False
+    if m.concept in _SITE_VARIABLE:
+        # "Knee: no fracture", "The kidneys show no mass": a denial at one site.
+        if len(_WORD_RE.findall(text, m.sentence_start, m.sentence_end)) > 8:
+            return False
+        lead = text[m.sentence_start : min(between_start, m.start)]
+        if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(lead)):
+            return False
     return True
 
 

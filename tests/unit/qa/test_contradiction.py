@@ -1,0 +1,98 @@
+"""Contradiction rules: a finding affirmed and denied; a normal impression over findings."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener.model import Severity
+from tests.unit.qa.factory import findings_for, make_report
+
+
+def _rules(text: str) -> list[str]:
+    return [f.rule for f in findings_for(make_report(text), rule_prefix="contradiction.")]
+
+
+def test_pneumothorax_affirmed_in_findings_denied_in_impression() -> None:
+    """'Small right pneumothorax' vs 'No pneumothorax' is an error with both sentences as evidence."""
+    report = make_report(
+        "FINDINGS:\nThere is a small right apical pneumothorax. Heart size is normal.\nIMPRESSION:\nNo pneumothorax."
+    )
+    found = findings_for(report, rule_prefix="contradiction.affirmed_and_negated")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert [e.section for e in found[0].evidence] == ["findings", "impression"]
+    assert "pneumothorax" in found[0].message and "apical" not in found[0].message
+
+
+def test_negation_within_findings_contradicts() -> None:
+    """Two findings sentences that say 'pleural effusion' and 'no pleural effusion'."""
+    assert "contradiction.affirmed_and_negated" in _rules(
+        "FINDINGS:\nThere is a moderate right pleural effusion. No pleural effusion.\nIMPRESSION:\nRight effusion."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # sides differ
+        "FINDINGS:\nNo pneumothorax on the left. Small right pneumothorax.\nIMPRESSION:\nSmall right pneumothorax.",
+        "FINDINGS:\nNo left pleural effusion.\nIMPRESSION:\nSmall right pleural effusion.",
+        # qualified negations
+        "FINDINGS:\nSmall right pneumothorax.\nIMPRESSION:\nSmall right pneumothorax, no new pneumothorax.",
+        "FINDINGS:\nSmall apical pneumothorax. No large pneumothorax.\nIMPRESSION:\nSmall pneumothorax.",
+        "FINDINGS:\nNondisplaced fracture of the distal radius. No displaced fracture.\nIMPRESSION:\nNondisplaced radius fracture.",
+        # change over time
+        "FINDINGS:\nThe left pleural effusion has resolved. Small right pleural effusion.\nIMPRESSION:\nSmall pleural effusion.",
+        # no change / no increase pseudo-negations
+        "FINDINGS:\nRight pleural effusion, no increase.\nIMPRESSION:\nRight pleural effusion, no change.",
+        # different places
+        "FINDINGS:\nFracture through the femoral neck. Knee: no fracture is seen.\nIMPRESSION:\nFemoral neck fracture.",
+        # hedged affirmation
+        "FINDINGS:\nNo pneumothorax.\nIMPRESSION:\nPossible tiny pneumothorax cannot be excluded.",
+    ],
+)
+def test_affirmed_and_negated_negatives(text: str) -> None:
+    """Legitimate report patterns are not contradictions."""
+    assert "contradiction.affirmed_and_negated" not in _rules(text)
+
+
+def test_normal_impression_over_pneumothorax() -> None:
+    """'No acute cardiopulmonary abnormality' over an affirmed pneumothorax is an error."""
+    report = make_report(
+        "FINDINGS:\nThere is a right pneumothorax. No pleural effusion.\n"
+        "IMPRESSION:\nNo acute cardiopulmonary abnormality."
+    )
+    found = findings_for(report, rule_prefix="contradiction.normal_impression")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert [e.section for e in found[0].evidence] == ["impression", "findings"]
+    assert "pneumothorax" in found[0].message
+
+
+def test_plain_normal_impression_over_significant_finding() -> None:
+    """'Normal chest' over a 2 cm mass contradicts; any significant concept counts for a plain 'normal'."""
+    assert "contradiction.normal_impression" in _rules(
+        "FINDINGS:\nThere is a 2 cm mass in the right upper lobe.\nIMPRESSION:\nNormal chest."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # chronic/stable findings under "no acute"
+        "FINDINGS:\nStable cardiomegaly. No pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary abnormality.",
+        # minor finding under "no acute"
+        "FINDINGS:\nMinimal left basilar atelectasis.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
+        # non-acute concept under "no acute"
+        "FINDINGS:\nModerate cardiomegaly.\nIMPRESSION:\nNo acute cardiopulmonary process.",
+        # impression states something besides the normal phrase
+        "FINDINGS:\nRight lower lobe pneumonia.\nIMPRESSION:\nRight lower lobe pneumonia. Otherwise normal.",
+        # calcified granuloma (benign)
+        "FINDINGS:\nCalcified granuloma in the left upper lobe.\nIMPRESSION:\nNormal chest.",
+        # impression points to findings
+        "FINDINGS:\nRight pneumothorax.\nIMPRESSION:\nSee findings above. Otherwise no acute disease.",
+        # all negated findings
+        "FINDINGS:\nNo pneumothorax or effusion.\nIMPRESSION:\nNormal chest radiograph.",
+    ],
+)
+def test_normal_impression_negatives(text: str) -> None:
+    """Normal impressions over stable, minor, benign or absent findings are fine."""
+    assert "contradiction.normal_impression" not in _rules(text)
