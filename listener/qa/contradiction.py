@@ -67,7 +67,10 @@ _HEDGE_RE = re.compile(
     r"catheter|lines?|tubes?|old|healed|remote)\b|\?",
     re.IGNORECASE,
 )
-_ACUTE_ONLY_RE = re.compile(r"\bacute\b|\bactive\b", re.IGNORECASE)
+# "No acute cardiopulmonary abnormality", "without acute disease": denies acute disease only.
+_NO_ACUTE_RE = re.compile(
+    r"\b(no|without|negative for)( evidence of)? (\w+ ){0,1}(acute|active)\b[^.;]*", re.IGNORECASE
+)
 # Sentences the normal-impression rule leaves alone: hedged, benign, devices.
 _SOFT_SENTENCE_RE = re.compile(
     r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
@@ -241,11 +244,12 @@ _ACUTE_DEFAULT = [
 def normal_impression(data: RuleInput) -> Iterator[Finding]:
     """A "normal"/"unremarkable"/"no acute findings" impression over a significant finding affirmed in the findings.
 
-    An impression counts as normal when it says normal, unremarkable,
-    negative or "no ... abnormality/findings/disease" and affirms nothing (no
-    "otherwise", "except", "stable"...). A plain "normal" impression is
-    contradicted by any significant or critical finding; a "no acute ..."
-    impression only by a critical one or one of ``acute_concepts``.
+    A plain "normal" impression (normal, unremarkable, negative, "no
+    abnormality", affirming nothing, no "otherwise"/"except"/"stable") is
+    contradicted by any significant or critical finding. A "no acute ..."
+    statement (even beside other impression items) is contradicted by a
+    critical finding or one of ``acute_concepts`` that the impression does
+    not mention at all.
     Findings called stable, chronic, old, mild, small, hedged, benign or
     device-related never count.
     """
@@ -254,24 +258,35 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
     if not imps or not report.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
-    normal_span: tuple[int, int] | None = None
-    for sec in imps:
-        if refers_to_findings(text, sec.start, sec.end) or _NOT_ONLY_NORMAL_RE.search(text, sec.start, sec.end):
-            return
-        hit = _NORMAL_RE.search(text, sec.start, sec.end)
-        if hit is not None and normal_span is None:
-            normal_span = hit.span()
-    if normal_span is None:
+    if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):
         return
     imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)
-    if any(not m.negated for m in imp_mentions):
-        return  # the impression states something: not a "normal" impression
-    acute_only = any(_ACUTE_ONLY_RE.search(text, s.start, s.end) for s in imps)
+    normal_span: tuple[int, int] | None = None
+    acute_only = False
+    for sec in imps:
+        hit = _NO_ACUTE_RE.search(text, sec.start, sec.end)
+        if hit is not None:
+            normal_span, acute_only = hit.span(), True
+            break
+    if normal_span is None:
+        # A plain "normal" impression: it must say nothing else.
+        for sec in imps:
+            if _NOT_ONLY_NORMAL_RE.search(text, sec.start, sec.end):
+                return
+            hit = _NORMAL_RE.search(text, sec.start, sec.end)
+            if hit is not None and normal_span is None:
+                normal_span = hit.span()
+        if normal_span is None or any(not m.negated for m in imp_mentions):
+            return
+    # What the impression talks about (in any status) is addressed there.
+    addressed = {_family(data.terms, m.concept) for m in imp_mentions} | {m.concept for m in imp_mentions}
     acute = frozenset(data.param("acute_concepts", _ACUTE_DEFAULT) or ())
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if not m.affirmed or not (m.significant or m.critical):
             continue
         if acute_only and not (m.critical or m.concept in acute or _family(data.terms, m.concept) in acute):
+            continue
+        if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
         if STABLE_RE.search(text, m.sentence_start, m.sentence_end):
             continue
