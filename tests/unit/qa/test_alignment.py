@@ -90,3 +90,58 @@ def test_related_concepts_are_symmetric_clusters() -> None:
     assert "consolidation" in related_concepts("pneumonia")
     assert "pneumonia" in related_concepts("consolidation")
     assert related_concepts("no_such_concept") == frozenset({"no_such_concept"})
+
+
+# --------------------------------------------------------------------------
+# Fire rates on clean real reports (read at test time, never copied here).
+
+import csv  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "reports"
+_HEADING = re.compile(r",\s*([A-Z][A-Z0-9 /&(),-]{2,60}):\s*,?")
+
+
+def _clean_reports(limit: int) -> list[str]:
+    texts: list[str] = []
+    csv.field_size_limit(10**8)
+    with open(_CORPUS / "indiana-openi" / "indiana_reports.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            parts = [
+                f"{head}: {row[key].strip()}"
+                for key, head in (("indication", "INDICATION"), ("comparison", "COMPARISON"),
+                                  ("findings", "FINDINGS"), ("impression", "IMPRESSION"))
+                if (row[key] or "").strip()
+            ]
+            if parts:
+                texts.append("\n".join(parts))
+            if len(texts) >= limit:
+                break
+    with open(_CORPUS / "mtsamples-radiology" / "mtsamples_radiology.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            body = _HEADING.sub(lambda m: "\n" + m.group(1) + ":\n", "," + (row["transcription"] or "")).strip()
+            if body:
+                texts.append(re.sub(r"\.,\s*", ".\n", body))
+    return texts
+
+
+@pytest.mark.skipif(not _CORPUS.is_dir(), reason="shared corpus not available")
+def test_clean_corpus_fire_rates_stay_tiny() -> None:
+    """On clean Indiana + mtsamples reports, laterality/contradiction/alignment rarely fire.
+
+    The corpus holds a few genuine dictation defects (e.g. "There is
+    pneumothorax." under "No acute disease"), so the bound is small, not zero.
+    """
+    texts = _clean_reports(1500)
+    errors = warnings = 0
+    for text in texts:
+        found = [
+            f
+            for f in findings_for(make_report(text))
+            if f.category in ("laterality", "contradiction", "alignment")
+        ]
+        errors += any(f.severity is Severity.ERROR for f in found)
+        warnings += bool(found)
+    assert errors / len(texts) <= 0.005
+    assert warnings / len(texts) <= 0.02
