@@ -142,17 +142,8 @@ class Mapping:
 
     @property
     def needed_segments(self) -> frozenset[str]:
-        """Segments the decoder must parse for this mapping."""
-        return frozenset(self.last_fields)
-
-    @property
-    def last_fields(self) -> MappingT[str, int]:
-        """Per needed segment, the highest field number the mapping reads.
-
-        The decoder cuts each segment after that field before python-hl7
-        parses it: unread fields (addresses, phone numbers) cost parse time.
-        """
-        return {name: max(fields) for name, fields in self.read_fields.items()}
+        """Segments the decoder must read fields from for this mapping."""
+        return frozenset(self.read_fields)
 
     @property
     def read_fields(self) -> MappingT[str, frozenset[int]]:

@@ -3,11 +3,13 @@
 Pure: no I/O, no clock (the receive time is an argument), no logging.
 
 Strategy: python-hl7's full parse of every segment costs more than the rest of
-the daemon's per-message work, so the message is split into segments first and
-only the segments the feed's mapping reads (MSH, PID, ORC, OBR, TQ1, DG1, ...)
-go through ``hl7.parse``. OBX rows are cut into their few needed fields by hand
-and their values unescaped with python-hl7's ``unescape``. hl7apy validates the
-whole structure only for feeds configured ``validation: strict``.
+the daemon's per-message work (it builds a container for every field,
+repetition, component and subcomponent). The decoder reads a dozen values per
+message, so the message is split into segments, the segments the feed's mapping
+names (MSH, PID, ORC, OBR, TQ1, DG1, ...) into fields, and each value the
+mapping asks for is cut out of its field and unescaped with python-hl7's
+``unescape``; OBX rows are cut into the few fields the text needs. hl7apy
+validates the whole structure only for feeds configured ``validation: strict``.
 
 Every failure is a DecodeError with an HL7 table 0357 code and a location; no
 error message contains a value from the message.
@@ -36,7 +38,6 @@ from listener.errors import (
     UnsupportedMessage,
     UNSUPPORTED_EVENT_CODE,
     UNSUPPORTED_PROCESSING_ID,
-    convert_error,
 )
 from listener.hl7v2.segments import (
     MessageHeader,
@@ -177,27 +178,78 @@ def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
     return segments
 
 
-def _cut(segment: str, field_sep: str, last_field: int) -> str:
-    """``segment`` without the fields after ``last_field`` (MSH counts MSH-1 as the separator)."""
-    pos = -1
-    for _ in range(last_field + 1):
-        pos = segment.find(field_sep, pos + 1)
-        if pos < 0:
-            return segment
-    return segment[:pos]
+class _Seg:
+    """One segment cut into fields, read with python-hl7's unescaping.
 
+    Strategy: python-hl7's parse builds a container per field, repetition,
+    component and subcomponent (five per empty field), which costs more than
+    the rest of the pipeline. The decoder reads a dozen values per message, so
+    each is cut out of its field string on demand and only that value is
+    unescaped (python-hl7's ``unescape``).
+    """
 
-def _keep_fields(segment: str, field_sep: str, keep: frozenset[int]) -> str:
-    """``segment`` with only the fields in ``keep`` left, the others emptied."""
-    parts = segment.split(field_sep, max(keep) + 1)[: max(keep) + 1]
-    return field_sep.join(p if i == 0 or i in keep else "" for i, p in enumerate(parts))
+    __slots__ = ("name", "fields", "seps", "container")
+
+    def __init__(self, raw: str, header: MessageHeader, container: hl7.Segment) -> None:
+        self.name = raw[:3]
+        self.seps = header.separators
+        parts = raw.split(self.seps.field)
+        # MSH-1 is the field separator itself: shift so fields[n] is always SEG-n.
+        self.fields = ["MSH", self.seps.field, *parts[1:]] if self.name == "MSH" else parts
+        self.container = container
+
+    def extract(self, path: FieldPath, repeat: int = 1) -> str:
+        """SEG-f[.c[.s]] of repetition ``repeat``, unescaped ('' when absent)."""
+        if path.field >= len(self.fields):
+            return ""
+        value = self.fields[path.field]
+        if self.name == "MSH" and path.field in (1, 2):
+            return value
+        reps = value.split(self.seps.repetition)
+        if repeat > len(reps):
+            return ""
+        comps = reps[repeat - 1].split(self.seps.component)
+        comp = path.component or 1
+        if comp > len(comps):
+            return ""
+        subs = comps[comp - 1].split(self.seps.subcomponent)
+        sub = path.subcomponent or 1
+        if sub > len(subs):
+            return ""
+        return _unescape(self.container, subs[sub - 1])
+
+    def components(self, field_no: int, repeat: int = 1) -> list[str]:
+        """All components of one repetition of a field, unescaped, trailing empties dropped."""
+        if field_no >= len(self.fields):
+            return []
+        reps = self.fields[field_no].split(self.seps.repetition)
+        if repeat > len(reps):
+            return []
+        out = [_unescape(self.container, c.split(self.seps.subcomponent)[0]) for c in reps[repeat - 1].split(self.seps.component)]
+        while out and not out[-1]:
+            out.pop()
+        return out
+
+    def subcomponents(self, field_no: int, component: int = 1) -> list[str]:
+        """The subcomponents of one component of the first repetition."""
+        if field_no >= len(self.fields):
+            return []
+        comps = self.fields[field_no].split(self.seps.repetition)[0].split(self.seps.component)
+        if component > len(comps):
+            return []
+        return [_unescape(self.container, s) for s in comps[component - 1].split(self.seps.subcomponent)]
+
+    def repetitions(self, field_no: int) -> int:
+        if field_no >= len(self.fields) or not self.fields[field_no]:
+            return 0
+        return self.fields[field_no].count(self.seps.repetition) + 1
 
 
 @dataclass(slots=True)
 class _Group:
-    obr: hl7.Segment
-    orc: hl7.Segment | None
-    extra: dict[str, list[hl7.Segment]]
+    obr: _Seg
+    orc: _Seg | None
+    extra: dict[str, list[_Seg]]
     text_rows: list[str]
 
 
@@ -210,54 +262,44 @@ def _reports(
     procedures: ProcedureTable | None,
 ) -> tuple[Report, ...]:
     read = mapping.read_fields
-    field_sep = header.separators.field
-    # Parse only the segments the mapping reads, and of those only the fields
-    # it reads (the others are blanked, keeping positions), in one small
-    # python-hl7 message: unread fields (addresses, phones) cost parse time.
-    parsed_rows: list[str] = [_cut(segments[0], field_sep, 11)]
-    kinds: list[tuple[str, int]] = []  # (name, index into parsed message) or text rows
-    for seg in segments[1:]:
-        name = seg[:3]
-        if name in read and name not in _TEXT_SEGMENTS:
-            parsed_rows.append(_keep_fields(seg, field_sep, read[name]))
-            kinds.append((name, len(parsed_rows) - 1))
-        elif name in _TEXT_SEGMENTS:
-            kinds.append((name, -1))
-        else:
-            kinds.append((name, -2))
-    with convert_error((hl7.ParseException, IndexError, ValueError, AttributeError), "message structure could not be parsed", location="MSH", error=SegmentSequenceError):
-        message = hl7.parse("\r".join(parsed_rows))
-    msh = message[0]
-    top: dict[str, list[hl7.Segment]] = {}
+    seps = header.separators
+    # python-hl7's unescape needs a container that knows the delimiters.
+    container = hl7.Segment(
+        sequence=[], esc=seps.escape, separators="\r" + seps.field + seps.repetition + seps.component + seps.subcomponent
+    )
+    msh = _Seg(segments[0], header, container)
+    top: dict[str, list[_Seg]] = {}
     groups: list[_Group] = []
-    pending_orc: hl7.Segment | None = None
-    for (name, index), raw_seg in zip(kinds, segments[1:]):
-        if index >= 0:
-            seg = message[index]
+    pending_orc: _Seg | None = None
+    for raw_seg in segments[1:]:
+        name = raw_seg[:3]
+        if name in _TEXT_SEGMENTS:
+            if groups:
+                groups[-1].text_rows.append(raw_seg)
+        elif name in read:
+            seg = _Seg(raw_seg, header, container)
             if name == "OBR":
                 groups.append(_Group(seg, pending_orc, {}, []))
                 pending_orc = None
             elif name == "ORC":
                 pending_orc = seg
-            elif groups and name not in ("PID", "PV1", "MSH"):
+            elif groups and name not in ("PID", "PV1", "PD1"):
                 groups[-1].extra.setdefault(name, []).append(seg)
             else:
                 top.setdefault(name, []).append(seg)
-        elif index == -1 and groups:
-            groups[-1].text_rows.append(raw_seg)
     if not groups:
         raise SegmentSequenceError("an ORU^R01 needs at least one OBR segment", location="OBR")
     return tuple(
-        _report(n, group, msh, top, header, mapping, charset, received_at, procedures, message)
+        _report(n, group, msh, top, header, mapping, charset, received_at, procedures, container)
         for n, group in enumerate(groups, start=1)
     )
 
 
 class _Reader:
-    """Reads mapping paths from the parsed segments of one OBR group."""
+    """Reads mapping paths from the segments of one OBR group."""
 
-    def __init__(self, msh: hl7.Segment, top: dict[str, list[hl7.Segment]], group: _Group) -> None:
-        self.by_name: dict[str, list[hl7.Segment]] = {"MSH": [msh], "OBR": [group.obr]}
+    def __init__(self, msh: _Seg, top: dict[str, list[_Seg]], group: _Group) -> None:
+        self.by_name: dict[str, list[_Seg]] = {"MSH": [msh], "OBR": [group.obr]}
         if group.orc is not None:
             self.by_name["ORC"] = [group.orc]
         for name, segs in top.items():
@@ -269,7 +311,7 @@ class _Reader:
         segs = self.by_name.get(path.segment)
         if not segs:
             return ""
-        return _extract(segs[0], path, repeat)
+        return segs[0].extract(path, repeat)
 
     def first(self, paths: Sequence[FieldPath]) -> tuple[str, FieldPath | None]:
         for path in paths:
@@ -278,47 +320,21 @@ class _Reader:
                 return value, path
         return "", None
 
-    def segments(self, name: str) -> list[hl7.Segment]:
+    def segments(self, name: str) -> list[_Seg]:
         return self.by_name.get(name, [])
-
-
-def _extract(seg: hl7.Segment, path: FieldPath, repeat: int = 1) -> str:
-    try:
-        return str(seg.extract_field(None, path.field, repeat, path.component or 1, path.subcomponent or 1))
-    except (IndexError, ValueError, TypeError):
-        return ""
-
-
-def _field_components(seg: hl7.Segment, field_no: int, repeat: int = 1) -> list[str]:
-    """All components of one repetition of a field, unescaped ('' when absent)."""
-    if field_no >= len(seg):
-        return []
-    out = []
-    for c in range(1, 10):
-        out.append(_extract(seg, FieldPath(str(seg[0][0]), field_no, c), repeat))
-    while out and not out[-1]:
-        out.pop()
-    return out
-
-
-def _repetitions(seg: hl7.Segment, field_no: int) -> int:
-    if field_no >= len(seg):
-        return 0
-    fld = seg(field_no)
-    return len(fld) if isinstance(fld, hl7.Field) else 1
 
 
 def _report(
     index: int,
     group: _Group,
-    msh: hl7.Segment,
-    top: dict[str, list[hl7.Segment]],
+    msh: _Seg,
+    top: dict[str, list[_Seg]],
     header: MessageHeader,
     mapping: Mapping,
     charset: str,
     received_at: datetime,
     procedures: ProcedureTable | None,
-    container: hl7.Message,
+    container: hl7.Segment,
 ) -> Report:
     reader = _Reader(msh, top, group)
     fields = mapping.fields
@@ -414,7 +430,7 @@ def _procedure(reader: _Reader, mapping: Mapping) -> Procedure:
     if path is None:
         raise MissingField("procedure code is empty", location=str(mapping.fields["procedure"][-1]) if mapping.fields["procedure"] else "OBR-4")
     seg = reader.segments(path.segment)[0]
-    comps = _field_components(seg, path.field) if not path.component else [value]
+    comps = seg.components(path.field) if not path.component else [value]
     comps += [""] * (6 - len(comps))
     code, text, system, alt_code, alt_text, alt_system = (c.strip() for c in comps[:6])
     systems = mapping.cpt_coding_systems
@@ -433,8 +449,8 @@ def _procedure(reader: _Reader, mapping: Mapping) -> Procedure:
     for mod_path in mapping.fields["procedure_modifiers"]:
         segs = reader.segments(mod_path.segment)
         if segs:
-            for rep in range(1, _repetitions(segs[0], mod_path.field) + 1):
-                mod = _extract(segs[0], FieldPath(mod_path.segment, mod_path.field, 1), rep).strip().upper()
+            for rep in range(1, segs[0].repetitions(mod_path.field) + 1):
+                mod = segs[0].extract(FieldPath(mod_path.segment, mod_path.field, 1), rep).strip().upper()
                 if mod:
                     modifiers.append(mod)
     return Procedure(
@@ -492,12 +508,12 @@ def _reader_of(reader: _Reader, paths: Sequence[FieldPath]) -> Reader | None:
         if not segs:
             continue
         seg = segs[0]
-        first = _extract(seg, FieldPath(path.segment, path.field, 1, 1))
-        sub = [_extract(seg, FieldPath(path.segment, path.field, 1, s)) for s in range(1, 4)]
+        first = seg.extract(FieldPath(path.segment, path.field, 1, 1))
+        sub = (seg.subcomponents(path.field) + ["", "", ""])[:3]
         if any(sub[1:]):  # ID&FAMILY&GIVEN in component 1 (the standard NDL/CNN form)
             rid, family, given = sub
         else:  # ID^FAMILY^GIVEN as components (common in practice)
-            comps = _field_components(seg, path.field)
+            comps = seg.components(path.field)
             comps += [""] * (3 - len(comps))
             rid, family, given = comps[:3]
             rid = rid or first
@@ -511,13 +527,13 @@ def _diagnoses(reader: _Reader, dg1_paths: Sequence[FieldPath], reason_paths: Se
     codes: list[str] = []
     for path in dg1_paths:
         for seg in reader.segments(path.segment):
-            code = _extract(seg, path).strip().upper()
+            code = seg.extract(path).strip().upper()
             if code and code not in codes:
                 codes.append(code)
     for path in reason_paths:
         segs = reader.segments(path.segment)
         if segs:
-            code = _extract(segs[0], FieldPath(path.segment, path.field, 1)).strip().upper()
+            code = segs[0].extract(FieldPath(path.segment, path.field, 1)).strip().upper()
             if _ICD10_RE.match(code) and code not in codes:
                 codes.append(code)
     return tuple(codes)
@@ -557,7 +573,7 @@ def _obx_field(row: str, header: MessageHeader, n: int) -> str:
 
 
 def _text_rows(
-    rows: list[str], header: MessageHeader, mapping: Mapping, container: hl7.Message
+    rows: list[str], header: MessageHeader, mapping: Mapping, container: hl7.Segment
 ) -> tuple[list[str], list[str], str, tuple[str, ...]]:
     """Report text lines from OBX/NTE rows, each with its section hint."""
     seps = header.separators
@@ -607,7 +623,7 @@ def _text_rows(
     return lines, hints, kind, tuple(flags)
 
 
-def _unescape(container: hl7.Message, value: str) -> str:
+def _unescape(container: hl7.Segment, value: str) -> str:
     # python-hl7 turns \.br\ and friends into CR; our text model uses LF.
     return str(unescape(container, value)).replace("\r\n", "\n").replace("\r", "\n")
 
