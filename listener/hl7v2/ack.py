@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from listener.errors import HL7_ERROR_TEXT, DecodeError
+from listener.hl7v2.escape import escape_delimiters as _escape
 from listener.hl7v2.segments import SUPPORTED_VERSIONS, MessageHeader, Separators, check_separators
 
 __all__ = [
@@ -316,20 +317,6 @@ def _ascii(value: str, cap: int) -> str:
     """Our own text: printable ASCII only, capped."""
     value = _clean(value).encode("ascii", "replace").decode("ascii")
     return value[:cap].strip()
-
-
-def _escape(value: str, seps: Separators) -> str:
-    """Escape delimiter characters in a text value (escape character first)."""
-    e = seps.escape
-    out = value.replace(e, f"{e}E{e}")
-    for char, letter in (
-        (seps.field, "F"),
-        (seps.component, "S"),
-        (seps.subcomponent, "T"),
-        (seps.repetition, "R"),
-    ):
-        out = out.replace(char, f"{e}{letter}{e}")
-    return out
 
 
 def _echo(raw: str, received: Separators, out: Separators, *, reuse: bool, cap: int) -> str:
