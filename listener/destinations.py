@@ -178,6 +178,8 @@ def _destinations(doc: YamlMap, base_dir: Path) -> tuple[DestinationSettings, ..
             raise section.error(name, f"destination name {name!r} must be lower case letters, digits, '-' or '_'")
         if not isinstance(node, YamlMap):
             raise section.error(name, f"destination {name!r} must be a mapping")
+        if not str(node.get("endpoint") or "").strip():
+            raise section.error(name, f"destination {name!r}: missing required key 'endpoint'")
         out.append(_destination(name, node, base_dir))
     if not out:
         raise section.error(None, "'destinations' must name at least one destination")
@@ -187,9 +189,7 @@ def _destinations(doc: YamlMap, base_dir: Path) -> tuple[DestinationSettings, ..
 def _destination(name: str, node: YamlMap, base_dir: Path) -> DestinationSettings:
     where = f"destination {name!r}"
     node.reject_unknown(_DEST_KEYS, where)
-    endpoint = node.get_str("endpoint").strip() if "endpoint" in node else ""
-    if not endpoint:
-        raise node.error("endpoint" if "endpoint" in node else None, f"{where}: missing required key 'endpoint'")
+    endpoint = node.get_str("endpoint").strip()
     kind = _check_endpoint(endpoint, node)
     tls = _tls(node.get_map("tls"), where, base_dir) if "tls" in node else None
     if tls is not None and kind == "tcp":
@@ -222,12 +222,13 @@ def _check_endpoint(endpoint: str, node: YamlMap) -> str:
 
 def _tls(node: YamlMap, where: str, base_dir: Path) -> TlsSettings:
     node.reject_unknown(_TLS_KEYS, f"{where} tls")
+    for key in ("certificate", "private_key"):
+        if key not in node:
+            raise node.error(None, f"{where} tls: missing required key {key!r}")
     paths: dict[str, str] = {}
     for key in ("certificate", "private_key", "ca"):
         if key not in node:
-            if key == "ca":
-                continue
-            raise node.error(None, f"{where} tls: missing required key {key!r}")
+            continue
         raw = node.get_str(key).strip()
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
         if not raw or not path.is_file():
