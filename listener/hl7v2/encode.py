@@ -222,8 +222,8 @@ def build_routing_message(
     if "zrt" in carriers:
         segments.append(_zrt(report, route, bucket, priority, decision_id))
 
-    codec = "latin-1" if settings.charset == "latin-1" else settings.charset
-    return ("\r".join(segments) + "\r").encode(codec, errors="replace")
+    # charset names are Python codecs; "?" stands for what the set cannot hold.
+    return ("\r".join(segments) + "\r").encode(settings.charset, errors="replace")
 
 
 # -- segments ------------------------------------------------------------------
@@ -245,8 +245,7 @@ def _msh(report: Report, settings: MessageSettings, omi: bool, ts: str, control_
     }
     # MSH-1 is the field separator itself: the segment starts "MSH|^~\&|" and
     # MSH-2 is the first field after it.
-    rest = _seg("MSH", {n - 1: v for n, v in fields.items()} | {1: _SEPS.encoding_characters})
-    return rest
+    return _seg("MSH", {n - 1: v for n, v in fields.items()} | {1: _SEPS.encoding_characters})
 
 
 def _pid(report: Report) -> str:
@@ -258,7 +257,7 @@ def _pid(report: Report) -> str:
             1: "1",
             3: _comps(_id(patient.id), "", "", _id(patient.id_authority)),
             7: birth,
-            8: _id(patient.sex)[:1],
+            8: _id(patient.sex, 1),
         },
     )
 

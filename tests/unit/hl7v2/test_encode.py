@@ -37,6 +37,8 @@ from listener.hl7v2.encode import (
     result_status_code,
     should_send,
 )
+from listener.hl7v2.escape import escape_value
+from listener.hl7v2.segments import Separators
 from listener.model import (
     Evidence,
     Finding,
@@ -546,6 +548,35 @@ def test_hostile_values_are_escaped_and_read_back() -> None:
     assert msg.unescape(str(rows[1][5])) == HOSTILE_TEXT
     assert msg.unescape(str(rows[4][5][0][1])) == HOSTILE_TEXT
     assert msg["ORC.F16.R1.C2"] == HOSTILE_TEXT
+
+
+def test_one_letter_fields_are_capped_before_escaping() -> None:
+    """PID-8 takes one character: a delimiter there is escaped whole, never cut into a broken escape."""
+    report = replace(REPORT, patient=replace(REPORT.patient, sex="|F"))
+    text = build(report)
+    assert text.split("\r")[1].endswith("|\\F\\")
+    assert hl7.parse(text)["PID.F8"] == "|"
+
+
+@pytest.mark.parametrize(
+    ("value", "cap", "expected"),
+    [
+        ("a|b", 10, "a\\F\\b"),
+        ("\\", 10, "\\E\\"),
+        ("x\r\ny", 10, "x\\.br\\y"),
+        ("x\ny", 2, "x\\.br\\"),
+        ("|||", 2, "\\F\\\\F\\"),
+        ("a\x0bb\x1cc\x00", 10, "abc"),
+    ],
+)
+def test_escape_value_caps_then_escapes(value: str, cap: int, expected: str) -> None:
+    """escape.escape_value: cap counted on the raw text, line breaks as \\.br\\, controls dropped."""
+    assert escape_value(value, Separators(), cap=cap) == expected
+
+
+def test_escape_value_identifier_mode_turns_line_breaks_into_spaces() -> None:
+    """line_breaks=False: an identifier never carries a formatting escape."""
+    assert escape_value("a\r\nb^c", Separators(), cap=99, line_breaks=False) == "a b\\S\\c"
 
 
 def test_very_long_values_are_capped_before_escaping() -> None:
