@@ -6,7 +6,8 @@ structure is checked by hl7apy at STRICT level for the declared version. hl7apy
 ``KNOWN_HL7APY_ERRORS``):
 
 * it validates a *choice* group like a sequence, so ORM^O01's
-  OBR|RQD|RQ1|RXO|ODS|ODT choice demands all six segments (no ORM^O01 can pass);
+  OBR|RQD|RQ1|RXO|ODS|ODT choice demands all six segments, so no ORM^O01 can
+  pass (reported upstream as crs4/hl7apy#151);
 * PID-5 (patient name) is required, and the model holds no patient name;
 * IPC-3 (study instance UID) is required, and the model holds no study UID.
 
