@@ -1,0 +1,641 @@
+"""Coding rules: the billed procedure code vs what the report describes.
+
+Pure: no I/O, no clock. The CPT facts come from mappings/procedures.yaml
+(``data.procedures``), the site contract from policies/sites.yaml
+(``data.directory``). Every rule here stays silent when the code is unknown to
+the table: an unknown code gets no coding checks, rather than guesses.
+
+Strategy: coding findings are read by coders and radiologists who will switch
+the tool off if it cries wolf, so each rule looks only where the exam is
+described (technique, title lines, and in findings/impression only sentences
+that talk about the acquisition), ignores sentences about prior or outside
+comparison studies, and needs an explicit statement before it speaks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from listener.model import Evidence, Finding, Section, SectionKind, Severity
+from listener.procedures import ProcedureEntry
+from listener.qa.comparison import region_phrases, regions_related
+from listener.qa.engine import RuleInput, rule
+
+_I = re.IGNORECASE
+
+# --- contrast statements -------------------------------------------------------------------------
+
+_ROUTE_WORD = (
+    r"(?:iv|i\.v\.|intravenous(?:ly)?|intravascular|intra-?arterial|intrathecal|intra-?articular|oral|"
+    r"enteric|rectal|iodinated|non-?ionic|gadolinium[- ]based|gadolinium|gad)"
+)
+_ROUTE = rf"(?:{_ROUTE_WORD}\s*(?:(?:and|or|&|/|,|\+)\s*)?){{0,3}}"
+_NOUN = r"(?:contrast(?:\s+(?:material|media|medium|agents?))?|gadolinium|gad\b)"
+_AGENT = (
+    r"(?:omnipaque|isovue|visipaque|optiray|ultravist|iohexol|iopamidol|iodixanol|ioversol|iopromide|"
+    r"gadavist|gadobutrol|dotarem|gadoterate|multihance|gadobenate|magnevist|gadopentetate|omniscan|"
+    r"gadodiamide|prohance|gadoteridol|eovist|gadoxetate|clariscan|vueway|elucirem|gadopiclenol|"
+    r"ablavar|feraheme|definity|lumason|optison)"
+)
+_ADMIN = r"(?:administration|injection|infusion|bolus)"
+
+_WW = (
+    rf"\b(?:with\s+and\s+without|without\s+and\s+with)\s+(?:the\s+)?(?:use\s+of\s+)?{_ROUTE}\s*(?:{_NOUN}|{_AGENT})",
+    r"\b(?:w\s*/\s*(?:and|&|\+)?\s*w\s*/\s*o|w\s*/?\s*wo|w\s*(?:&|\+|and)\s*wo|wo\s*/\s*w|w/o\s*(?:and|&|\+)\s*w/?)"
+    r"(?=\s*(?:iv\b|contrast|cont\b|con\b|gad|\)|$))",
+    rf"\b(?:pre|before)[- ]?\s*(?:and|&|/)\s*(?:post|after)[- ]?\s*(?:the\s+)?{_ROUTE}\s*(?:{_NOUN}|{_AGENT}|{_ADMIN}|contrast)",
+    rf"\bprior\s+to\s+and\s+(?:after|following)\s+(?:the\s+)?{_ROUTE}\s*(?:{_ADMIN}|{_NOUN}|{_AGENT})",
+)
+_WO = (
+    rf"\b(?:without|w\s*/\s*o|wo|lack\s+of|absence\s+of)\s+(?:the\s+)?(?:use\s+of\s+|{_ADMIN}\s+of\s+|any\s+)?(?:the\s+)?{_ROUTE}\s*{_NOUN}",
+    r"\bnon-?\s?contrast(?:ed)?\b",
+    r"\b(?:unenhanced|non-?enhanced)\b",
+    r"\bpre-?\s?contrast\b",
+    rf"\bno\s+{_ROUTE}\s*{_NOUN}(?=\s*(?:[.;,)]|$|was\b|were\b|is\b|administered|given|used|injected))",
+    rf"\b{_ROUTE}\s*{_NOUN}\s+(?:was|were|is)\s+not\s+(?:administered|given|used|injected|utilized)",
+    rf"\bdid\s+not\s+receive\s+(?:any\s+)?{_ROUTE}\s*{_NOUN}",
+)
+_W = (
+    rf"\b(?:with|w\s*/|w)\s+(?:the\s+)?(?:use\s+of\s+|administration\s+of\s+)?{_ROUTE}\s*(?:{_NOUN}|{_AGENT})",
+    r"\bcontrast[- ]enhanced\b",
+    r"\bpost-?\s?(?:contrast|gadolinium|gad\b|gado\w*)",
+    rf"\b(?:after|following|post|with|during)\s+(?:the\s+)?(?:uneventful\s+|rapid\s+|dynamic\s+)?{_ROUTE}\s*{_ADMIN}\s+of\b",
+    rf"\b{_ROUTE}\s*(?:{_NOUN}|{_AGENT})\s+(?:\w+\s+)?(?:was|were)\s+(?:\w+\s+)?(?:administered|given|injected|infused|utilized|used)",
+    rf"\b\d+(?:\.\d+)?\s*(?:ml|cc|mls)\s+(?:of\s+)?{_ROUTE}\s*(?:{_AGENT}|{_NOUN})",
+    rf"\b{_AGENT}\b",
+    r"\b(?:arterial|portal\s+venous|nephrographic|excretory|pancreatic)\s+phases?\b",
+)
+
+
+def _group(name: str, patterns: tuple[str, ...]) -> str:
+    return f"(?P<{name}>" + "|".join(f"(?:{p})" for p in patterns) + ")"
+
+
+# Alternation order matters: at one position the combined ("with and without")
+# statement wins over its halves.
+_CONTRAST_RE = re.compile(
+    "|".join((_group("ww", _WW), _group("wo", _WO), _group("w", _W))),
+    _I | re.MULTILINE,
+)
+_ORAL_RE = re.compile(r"\b(?:oral(?:ly)?|enteric|rectal|per\s+os|p\.?o\.?|positive\s+bowel|barium|gastrografin|water[- ]soluble)\b", _I)
+_IV_RE = re.compile(
+    r"\b(?:iv|i\.v\.|intravenous(?:ly)?|intravascular|intra-?arterial|intrathecal|intra-?articular|gadolinium|gad\w*)\b|"
+    + _AGENT.replace("(?:", "(?:\\b", 1),
+    _I,
+)
+_NOT_BEFORE_RE = re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}$", _I)
+# A sentence about an earlier or outside study, an allergy, or a plan says nothing about this exam.
+_OFF_TOPIC_RE = re.compile(
+    r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
+    r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed)|follow-?up|"
+    r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
+    r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
+    _I,
+)
+# In findings/impression a statement counts only in a sentence about the acquisition.
+_ACQ_RE = re.compile(
+    r"\b(?:obtained|performed|acquired|administered|given|injected|infused|imaging|images?|scans?|"
+    r"study|exam(?:ination)?|protocol|technique|sequences?|phases?|CT|MRI?|CTA|MRA|series)\b",
+    _I,
+)
+_ANGIO_RE = re.compile(r"\b(?:CTA|MRA|angiogra\w*|perfusion|venogra\w*)\b", _I)
+
+_CONTRAST_LABELS = {
+    "without": "without contrast",
+    "with": "with contrast",
+    "without_then_with": "without and then with contrast",
+}
+_DESCRIBING = (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One contrast statement: its kind (ww, wo, w), span and sentence."""
+
+    kind: str
+    start: int
+    end: int
+    sentence_start: int
+    sentence_end: int
+
+
+def _describing_sentences(data: RuleInput, strict_body: bool = True) -> Iterator[tuple[Section | None, int, int]]:
+    """Sentences that describe this exam: technique/title everywhere, body sentences about acquisition."""
+    report = data.report
+    sections: tuple[Section | None, ...] = report.sections or (None,)
+    text = report.text
+    for sec in sections:
+        if sec is not None and sec.kind not in _DESCRIBING:
+            continue
+        start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
+        for span in data.analysis.sentences(start, end):
+            sentence = text[span.start : span.end]
+            if _OFF_TOPIC_RE.search(sentence):
+                continue
+            body = sec is not None and sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
+            if body and strict_body and not _ACQ_RE.search(sentence):
+                continue
+            yield sec, span.start, span.end
+
+
+def _oral_only(text: str, match: re.Match[str], start: int, end: int) -> bool:
+    """True for a statement about oral/rectal contrast only.
+
+    The route words inside the statement decide ("without oral contrast, with IV
+    contrast": two statements, one oral); a statement naming no route takes it
+    from its neighbourhood ("oral Omnipaque").
+    """
+    own = match.group(0)
+    if _ORAL_RE.search(own):
+        return not _IV_RE.search(own)
+    if _IV_RE.search(own):
+        return False
+    window = text[max(start, match.start() - 30) : min(end, match.end() + 30)]
+    return bool(_ORAL_RE.search(window)) and not _IV_RE.search(window)
+
+
+def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
+    """Every statement about IV (or intrathecal/intra-articular) contrast for this exam.
+
+    Oral/rectal-only statements are dropped: CPT "with contrast" means
+    intravascular, intrathecal or intra-articular contrast.
+    """
+    text = data.report.text
+    out: list[Statement] = []
+    for sec, start, end in _describing_sentences(data):
+        if sec is not None and sec.heading.upper().startswith("CONTRAST") and start == sec.start:
+            if re.match(r"\s*(?:none|no\b|n/a)", text[start:end], _I):
+                out.append(Statement("wo", start, min(end, start + 4), start, end))
+                continue
+        for match in _CONTRAST_RE.finditer(text, start, end):
+            kind = match.lastgroup or ""
+            if _oral_only(text, match, start, end):
+                continue
+            if kind == "w" and _NOT_BEFORE_RE.search(text[start : match.start()]):
+                continue
+            out.append(Statement(kind, match.start(), match.end(), start, end))
+    return tuple(out)
+
+
+def _aside(data: RuleInput, st: Statement, entry: ProcedureEntry) -> bool:
+    """True when the statement's sentence is about another exam (angiography, another region)."""
+    sentence = data.report.text[st.sentence_start : st.sentence_end]
+    if _ANGIO_RE.search(sentence) and not entry.angiography:
+        return True
+    # A sentence naming another modality and not the code's is about another exam.
+    named = {m for m, pattern in _MODALITY_RES.items() if m in _CROSS_SECTIONAL and pattern.search(sentence)}
+    if named and entry.modality not in named:
+        return True
+    # The region nearest the statement is the exam it qualifies ("CT head without contrast and
+    # CT chest with contrast": "with contrast" belongs to the chest).
+    regions = region_phrases(sentence, offset=st.sentence_start)
+    if not regions:
+        return False
+    nearest = min(regions, key=lambda r: min(abs(r[1] - st.end), abs(st.start - r[2])))
+    return not regions_related(nearest[0], entry.body_region)
+
+
+def _evidence(data: RuleInput, statements: Iterable[Statement]) -> list[Evidence]:
+    return [data.analysis.evidence(s.start, s.end) for s in statements][:3]
+
+
+@rule("coding", severity=Severity.ERROR, params={"check_mr_postcontrast_only": False})
+def contrast_mismatch(data: RuleInput) -> Iterable[Finding]:
+    """The contrast the report describes differs from the contrast of the billed CPT code."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if table is None or entry is None or entry.contrast not in _CONTRAST_LABELS or entry.enteric_contrast:
+        return
+    statements = contrast_statements(data)
+    if not statements:
+        return
+    ww = [s for s in statements if s.kind == "ww"]
+    w = [s for s in statements if s.kind == "w" and not _aside(data, s, entry)]
+    wo = [s for s in statements if s.kind == "wo" and not _aside(data, s, entry)]
+    stated = ""
+    evidence: list[Statement] = []
+    code_contrast = entry.contrast
+    if code_contrast == "without":
+        if ww:
+            stated, evidence = "without_then_with", ww
+        elif w:
+            stated, evidence = ("without_then_with", w + wo) if wo else ("with", w)
+    elif code_contrast == "with":
+        if not entry.angiography and (ww or (w and wo)):
+            stated, evidence = "without_then_with", ww or wo
+        elif wo and not w and not ww:
+            stated, evidence = "without", wo
+    else:  # without_then_with
+        if wo and not w and not ww:
+            stated, evidence = "without", wo
+        elif w and not wo and not ww:
+            post_only = entry.modality == "CT" or (entry.modality == "MR" and bool(data.param("check_mr_postcontrast_only")))
+            if post_only:
+                stated, evidence = "with", w
+    if not stated:
+        return
+    better = table.family_code(entry.family, stated) if entry.family else None
+    suggestion = (
+        f"Bill {better} ({_CONTRAST_LABELS[stated]}) or correct the contrast wording."
+        if better
+        else "Correct the code or the contrast wording."
+    )
+    yield data.emit(
+        "coding.contrast_mismatch",
+        f"Report describes the exam {_CONTRAST_LABELS[stated]}; code {entry.code} is {_CONTRAST_LABELS[code_contrast]}.",
+        _evidence(data, evidence),
+        suggestion,
+    )
+
+
+# --- modality and body region ----------------------------------------------------------------------
+
+_MODALITY_WORDS = {
+    "CT": r"\b(?:CT|CTA|computed\s+tomograph\w*|CAT\s+scan)\b",
+    "MR": r"\b(?:(?-i:MRI?|MRA)|magnetic\s+resonance)\b",
+    "US": r"\b(?:ultrasound|sonograph\w*|sonogram|duplex|doppler|(?-i:US))\b",
+    "XR": r"\b(?:x-?rays?|radiograph\w*|films?|views?\s+of\s+the|plain\s+films?)\b",
+    "MG": r"\b(?:mammogra\w*|tomosynthesis)\b",
+    "NM": r"\b(?:nuclear|scintigra\w*|SPECT|technetium|Tc-?99m)\b",
+    "PT": r"\b(?:(?-i:PET)|positron)\b",
+    "FL": r"\b(?:fluoroscop\w*|esophagram|barium|swallow)\b",
+    "DXA": r"\b(?:DXA|DEXA|bone\s+densit\w*|densitometry)\b",
+}
+_MODALITY_RES = {k: re.compile(v, re.IGNORECASE) for k, v in _MODALITY_WORDS.items()}
+_CROSS_SECTIONAL = frozenset({"CT", "MR", "US", "PT"})
+_TITLE_MAX = 300
+# Modalities that legitimately share a report with the code's modality.
+_COMPATIBLE = {
+    "PT": {"CT"},
+    "NM": {"CT", "XR"},
+    "FL": {"XR"},
+    "MG": {"US", "MR"},
+    "XR": {"FL"},
+    "CT": {"PT", "NM"},
+    "DXA": {"XR"},
+}
+
+
+def _title_sentences(data: RuleInput) -> list[tuple[int, int]]:
+    """Sentences of the technique sections and of a short title before the first heading.
+
+    A long text before the first heading is history or a letter, not a title.
+    """
+    sections = data.report.sections
+    title = sections[0] if sections and sections[0].kind is SectionKind.OTHER and len(sections[0].text) <= _TITLE_MAX else None
+    out: list[tuple[int, int]] = []
+    for sec, start, end in _describing_sentences(data):
+        if sec is not None and (sec.kind is SectionKind.TECHNIQUE or sec is title):
+            out.append((start, end))
+    return out
+
+
+@rule("coding", severity=Severity.WARNING)
+def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
+    """The technique/title describes a different modality from the billed code (and never the code's)."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.modality not in _MODALITY_RES or entry.consultation:
+        return
+    text = data.report.text
+    seen: dict[str, tuple[int, int]] = {}
+    for start, end in _title_sentences(data):
+        for modality, pattern in _MODALITY_RES.items():
+            match = pattern.search(text, start, end)
+            if match and modality not in seen:
+                seen[modality] = (match.start(), match.end())
+    if not seen or entry.modality in seen:
+        return
+    allowed = _COMPATIBLE.get(entry.modality, set())
+    # Only the tomographic/cross-sectional modalities are named unambiguously enough to act on.
+    strong = {m: span for m, span in seen.items() if m in ("CT", "MR", "US", "MG", "PT", "DXA") and m not in allowed}
+    if not strong or _MODALITY_RES[entry.modality].search(text):
+        return
+    modality, (start, end) = next(iter(strong.items()))
+    yield data.emit(
+        "coding.modality_mismatch",
+        f"Report describes a {modality} exam; code {entry.code} is {entry.modality}.",
+        [data.analysis.evidence(start, end)],
+        "Check the procedure code against the exam performed.",
+    )
+
+
+@rule("coding", severity=Severity.WARNING)
+def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
+    """The exam described in the technique/title covers a body region unrelated to the billed code's."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.body_region in ("", "any", "whole_body", "skull_base_to_mid_thigh") or entry.consultation:
+        return
+    text = data.report.text
+    found: list[tuple[str, int, int]] = []
+    for start, end in _title_sentences(data):
+        found.extend(region_phrases(text[start:end], offset=start, exam_only=True))
+    if not found or any(regions_related(region, entry.body_region) for region, _, _ in found):
+        return
+    region, start, end = found[0]
+    yield data.emit(
+        "coding.body_region_mismatch",
+        f"Report describes an exam of the {region.replace('_', ' ')}; code {entry.code} is for the {entry.body_region.replace('_', ' ')}.",
+        [data.analysis.evidence(start, end)],
+        "Check the procedure code against the exam performed.",
+    )
+
+
+# --- mammography ---------------------------------------------------------------------------------------
+
+_NEGATED_AFTER = re.compile(r"^[^.;:]{0,25}?\b(?:(?:was|were|is|are)\s+not|not\s+(?:performed|obtained|done|indicated))\b", _I)
+_NEGATED_BEFORE = re.compile(r"\b(?:no|not|denies|deny|denied|without|negative\s+for|absent)\b[^.;:]{0,25}$", _I)
+_DIAGNOSTIC_CUES = (
+    r"palpable",
+    r"lumps?",
+    r"call-?\s?backs?",
+    r"recall(?:ed)?",
+    r"additional\s+(?:views|imaging|evaluation)",
+    r"diagnostic",
+    r"nipple\s+discharge",
+    r"nipple\s+(?:retraction|inversion)",
+    r"abnormal\s+(?:screening|mammogram)",
+    r"short[- ]interval\s+follow-?\s?up",
+    r"bi-?rads\s+(?:category\s+)?(?:0|3)\s+(?:on\s+)?(?:prior|previous|screening)",
+    r"focal\s+(?:breast\s+)?pain",
+    r"(?:breast|skin)\s+(?:thickening|dimpling|retraction)",
+)
+_SCREENING_CUES = (r"screening\s+(?:mammogra\w*|exam\w*|study|tomosynthesis)", r"(?:annual|routine)\s+screening", r"screening")
+
+
+def _cue_hits(data: RuleInput, patterns: Iterable[str], kinds: tuple[SectionKind, ...]) -> list[tuple[int, int]]:
+    """Affirmed (not negated) occurrences of any pattern in sections of ``kinds`` or in the reason for study."""
+    regex = re.compile(r"\b(?:" + "|".join(patterns) + r")\b", _I)
+    text = data.report.text
+    hits: list[tuple[int, int]] = []
+    for sec in data.report.sections:
+        if sec.kind not in kinds:
+            continue
+        for span in data.analysis.sentences(sec.start, sec.end):
+            for match in regex.finditer(text, span.start, span.end):
+                if not _NEGATED_BEFORE.search(text[span.start : match.start()]):
+                    hits.append((match.start(), match.end()))
+    return hits
+
+
+def _reason_hit(data: RuleInput, patterns: Iterable[str]) -> bool:
+    reason = data.report.reason
+    regex = re.compile(r"\b(?:" + "|".join(patterns) + r")\b", _I)
+    match = regex.search(reason)
+    return bool(match) and not _NEGATED_BEFORE.search(reason[: match.start()] if match else "")
+
+
+_MAMMO_KINDS = (SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.OTHER)
+
+
+@rule("coding", severity=Severity.WARNING, params={"diagnostic_cues": list(_DIAGNOSTIC_CUES)})
+def mammo_screening_diagnostic(data: RuleInput) -> Iterable[Finding]:
+    """A screening mammography code on a diagnostic exam (palpable lump, callback, "diagnostic"), or the reverse."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.mammo not in ("screening", "diagnostic") or entry.tomosynthesis_addon_for:
+        return
+    cues = tuple(data.param("diagnostic_cues") or _DIAGNOSTIC_CUES)
+    diagnostic = _cue_hits(data, cues, _MAMMO_KINDS)
+    if entry.mammo == "screening":
+        if diagnostic or _reason_hit(data, cues):
+            better = "77065 or 77066"
+            yield data.emit(
+                "coding.mammo_screening_diagnostic",
+                f"Report describes a diagnostic mammogram; code {entry.code} is screening.",
+                [data.analysis.evidence(s, e) for s, e in diagnostic[:3]],
+                f"Bill diagnostic mammography ({better}) or correct the indication.",
+            )
+        return
+    if diagnostic or _reason_hit(data, cues):
+        return
+    screening = _cue_hits(data, _SCREENING_CUES, _MAMMO_KINDS)
+    if screening:
+        yield data.emit(
+            "coding.mammo_screening_diagnostic",
+            f"Report describes a screening mammogram with no diagnostic indication; code {entry.code} is diagnostic.",
+            [data.analysis.evidence(s, e) for s, e in screening[:3]],
+            "Bill screening mammography (77067) or document the diagnostic indication.",
+        )
+
+
+_TOMO_RE = re.compile(r"\b(?:tomosynthesis|DBT|3-?D\s+mammogra\w*|3-?D\s+(?:images|imaging|views)|C-?View|synthesi[sz]ed\s+2-?D)\b", _I)
+_TOMO_CODES = ("77061", "77062", "77063", "G0279")
+
+
+def _tomo_mentions(data: RuleInput) -> list[tuple[int, int]]:
+    text = data.report.text
+    out: list[tuple[int, int]] = []
+    for sec in data.report.sections or ():
+        if sec.kind in (SectionKind.COMPARISON, SectionKind.INDICATION):
+            continue
+        for span in data.analysis.sentences(sec.start, sec.end):
+            sentence = text[span.start : span.end]
+            if _OFF_TOPIC_RE.search(sentence):
+                continue
+            for match in _TOMO_RE.finditer(text, span.start, span.end):
+                if not _NEGATED_BEFORE.search(text[span.start : match.start()]) and not _NEGATED_AFTER.search(
+                    text[match.end() : span.end]
+                ):
+                    out.append((match.start(), match.end()))
+    if not data.report.sections:
+        out.extend((m.start(), m.end()) for m in _TOMO_RE.finditer(text))
+    return out
+
+
+def _billed_codes(data: RuleInput) -> set[str]:
+    proc = data.report.procedure
+    return {proc.code.strip().upper(), *(m.strip().upper() for m in proc.modifiers)}
+
+
+@rule("coding", severity=Severity.INFO)
+def tomosynthesis_not_billed(data: RuleInput) -> Iterable[Finding]:
+    """Tomosynthesis described on a mammogram billed without a tomosynthesis code (77061/77062/77063/G0279)."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.mammo not in ("screening", "diagnostic") or entry.tomosynthesis_addon_for:
+        return
+    if _billed_codes(data) & set(_TOMO_CODES):
+        return
+    mentions = _tomo_mentions(data)
+    if mentions:
+        addon = "77063" if entry.mammo == "screening" else "77061/77062 or G0279"
+        yield data.emit(
+            "coding.tomosynthesis_not_billed",
+            f"Report describes tomosynthesis; code {entry.code} has no tomosynthesis code with it.",
+            [data.analysis.evidence(s, e) for s, e in mentions[:2]],
+            f"Add the tomosynthesis code ({addon}) if it was performed.",
+        )
+
+
+@rule("coding", severity=Severity.WARNING)
+def tomosynthesis_not_described(data: RuleInput) -> Iterable[Finding]:
+    """A tomosynthesis code is billed but the report never describes tomosynthesis."""
+    table = data.procedures
+    if table is None:
+        return
+    billed = sorted(c for c in _billed_codes(data) if (e := table.get(c)) is not None and e.tomosynthesis_addon_for)
+    if not billed or not data.report.text.strip() or _tomo_mentions(data):
+        return
+    yield data.emit(
+        "coding.tomosynthesis_not_described",
+        f"Code {billed[0]} bills tomosynthesis but the report does not describe it.",
+        (),
+        "Document the tomosynthesis images or remove the code.",
+    )
+
+
+# --- 76140 -------------------------------------------------------------------------------------------
+
+_OUTSIDE_RE = re.compile(
+    r"\b(?:outside\s+(?:\w+\s+){0,3}(?:study|studies|images?|films?|exams?|examinations?|CT|MRI?|radiographs?|"
+    r"ultrasound|mammograms?|facility|institution|hospital)|"
+    r"(?:performed|obtained|acquired|done)\s+(?:at|by)\s+(?:an?\s+)?(?:outside|another|other|different|external)\b|"
+    r"second\s+opinion|outside\s+(?:read|interpretation)|"
+    r"(?:submitted|provided|sent|brought)\s+(?:\w+\s+){0,3}(?:for|to\s+us\s+for)\s+(?:review|interpretation|consultation|a\s+second))",
+    _I,
+)
+
+
+def _outside_mentions(data: RuleInput) -> list[tuple[int, int]]:
+    text = data.report.text
+    out: list[tuple[int, int]] = []
+    for sec in data.report.sections or ():
+        if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.INDICATION, SectionKind.FINDINGS):
+            continue
+        for span in data.analysis.sentences(sec.start, sec.end):
+            sentence = text[span.start : span.end]
+            if re.search(r"\b(?:compar\w*|prior|previous)\b", sentence, _I):
+                continue
+            if sec.kind is SectionKind.FINDINGS and not _ACQ_RE.search(sentence):
+                continue
+            out.extend((m.start(), m.end()) for m in _OUTSIDE_RE.finditer(text, span.start, span.end))
+    return out
+
+
+@rule("coding", severity=Severity.WARNING)
+def consultation_in_house(data: RuleInput) -> Iterable[Finding]:
+    """76140 (consultation on an outside study) on a report that never says the study was made elsewhere."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or not entry.consultation or not data.report.text.strip():
+        return
+    if _outside_mentions(data):
+        return
+    yield data.emit(
+        "coding.consultation_in_house",
+        f"Code {entry.code} is for a study made elsewhere; the report does not say the images came from outside.",
+        (),
+        "Bill the code of the exam performed here, or document that the study was made elsewhere.",
+    )
+
+
+@rule("coding", severity=Severity.INFO)
+def outside_study_hint(data: RuleInput) -> Iterable[Finding]:
+    """An outside study reviewed with a written report: 76140 might apply (a hint, never a billing claim)."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is not None and entry.consultation:
+        return
+    mentions = _outside_mentions(data)
+    if mentions:
+        yield data.emit(
+            "coding.outside_study_hint",
+            "Report reviews a study made elsewhere; consultation code 76140 may apply depending on payer rules.",
+            [data.analysis.evidence(s, e) for s, e in mentions[:2]],
+            "A coder may check whether 76140 applies.",
+        )
+
+
+# --- modifiers ----------------------------------------------------------------------------------------
+
+_LIMITED_RE = re.compile(
+    r"\b(?P<word>limited|incomplete|partial)\s+(?:\w+\s+){0,3}?(?:exam(?:ination)?|study|ultrasound|sonogram|"
+    r"sonograph\w*|series|survey|views?|scan|imaging|evaluation\s+of\s+the\s+(?:\w+\s+){0,2}(?:only))\b"
+    r"|\b(?:exam(?:ination)?|study)\s+(?:was|is)\s+(?P<word2>incomplete|terminated|discontinued|aborted)\b",
+    _I,
+)
+_QUALITY_RE = re.compile(
+    r"\b(?:technically|motion|habitus|artifact\w*|positioning|rotation|quality|due\s+to|secondary\s+to|"
+    r"because|by\b|somewhat|slightly|mildly|partially)\b",
+    _I,
+)
+_REDUCED_MODIFIERS = {"52", "53", "73", "74"}
+
+
+@rule("coding", severity=Severity.WARNING)
+def limited_without_modifier(data: RuleInput) -> Iterable[Finding]:
+    """A "limited"/"incomplete" exam billed without modifier 52 (unless the code itself is a limited exam)."""
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.limited or entry.consultation:
+        return
+    if {m.strip().upper() for m in data.report.procedure.modifiers} & _REDUCED_MODIFIERS:
+        return
+    text = data.report.text
+    for sec in data.report.sections:
+        # In findings and impression "limited" nearly always means image quality ("limited study,
+        # low lung volumes"), which is no reduced service: only an explicit "exam was
+        # incomplete/terminated" counts there.
+        title = sec.kind in (SectionKind.TECHNIQUE, SectionKind.OTHER)
+        if not title and sec.kind not in (SectionKind.IMPRESSION, SectionKind.FINDINGS):
+            continue
+        for span in data.analysis.sentences(sec.start, sec.end):
+            sentence = text[span.start : span.end]
+            if _QUALITY_RE.search(sentence) or _OFF_TOPIC_RE.search(sentence):
+                continue
+            match = _LIMITED_RE.search(text, span.start, span.end)
+            if match and not title and not match.group("word2"):
+                continue
+            if match and not _NEGATED_BEFORE.search(text[span.start : match.start()]):
+                yield data.emit(
+                    "coding.limited_without_modifier",
+                    f"Report describes a limited or incomplete exam; code {entry.code} has no modifier 52.",
+                    [data.analysis.evidence(match.start(), match.end())],
+                    "Add modifier 52 (reduced service) or bill the limited code if one exists.",
+                )
+                return
+
+
+@rule("coding", severity=Severity.WARNING)
+def professional_component_missing(data: RuleInput) -> Iterable[Finding]:
+    """A professional-only reading site (policies/sites.yaml) billed without modifier 26."""
+    site = data.directory.site_for(data.report)
+    if site is None or not site.professional_only:
+        return
+    code = data.report.procedure.code.strip()
+    if not code:
+        return
+    table = data.procedures
+    entry = table.get(code) if table else None
+    if entry is not None and entry.consultation:  # 76140 is professional by definition
+        return
+    if "26" in {m.strip().upper() for m in data.report.procedure.modifiers}:
+        return
+    yield data.emit(
+        "coding.professional_component_missing",
+        f"Site {site.code} bills the professional component only; code {code} has no modifier 26.",
+        (),
+        "Add modifier 26.",
+    )
+
+
+@rule("coding", severity=Severity.INFO)
+def reason_missing(data: RuleInput) -> Iterable[Finding]:
+    """No reason for study: no order reason, no ICD-10 code and no indication in the report."""
+    report = data.report
+    if report.reason.strip() or any(c.strip() for c in report.diagnosis_codes):
+        return
+    if not report.text.strip() or report.text_kind != "text":
+        return
+    if any(sec.text.strip() for sec in report.sections_of(SectionKind.INDICATION)):
+        return
+    yield data.emit(
+        "coding.reason_missing",
+        "No reason for study: no order reason, no ICD-10 code and no indication section.",
+        (),
+        "Document the indication or send the ICD-10 code with the order.",
+    )

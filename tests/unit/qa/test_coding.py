@@ -1,0 +1,219 @@
+"""Coding rules: the billed CPT code against what the report describes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from listener.model import Severity
+from listener.sites import Directory, Site
+from tests.unit.qa.factory import findings_for, make_report, pipeline
+
+HEAD = "INDICATION: Headache.\nCOMPARISON: None.\n"
+
+
+def rules(report, prefix: str = "coding.", **kwargs):  # type: ignore[no-untyped-def]
+    return {f.rule: f for f in findings_for(report, rule_prefix=prefix, **kwargs)}
+
+
+def contrast(text: str, code: str):  # type: ignore[no-untyped-def]
+    found = rules(make_report(text, procedure=code), "coding.contrast_mismatch")
+    return found.get("coding.contrast_mismatch")
+
+
+# --- contrast -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "suggested"),
+    [
+        ("TECHNIQUE: CT of the head without contrast.", "70460", "70450"),
+        ("TECHNIQUE: CT of the head without contrast.", "70470", "70450"),
+        ("TECHNIQUE: Axial CT images of the head with IV contrast.", "70450", "70460"),
+        ("TECHNIQUE: CT head without and with contrast.", "70450", "70470"),
+        ("TECHNIQUE: CT head without and with contrast.", "70460", "70470"),
+        ("TECHNIQUE: CT head with contrast.", "70470", "70460"),
+        ("TECHNIQUE: Axial images through the abdomen and pelvis following the administration of 100 mL Omnipaque 350.", "74176", "74177"),
+        ("TECHNIQUE: Abdomen and pelvis CT. No IV contrast was administered.", "74177", "74176"),
+        ("TECHNIQUE: CT abdomen and pelvis with oral contrast. Intravenous contrast was not administered.", "74177", "74176"),
+        ("TECHNIQUE: Multiplanar MR images of the brain before and after administration of gadolinium.", "70551", "70553"),
+        ("TECHNIQUE: MRI brain pre- and post-contrast.", "70552", "70553"),
+        ("TECHNIQUE: Sagittal and axial images of the lumbar spine after 15 mL Gadavist IV.", "72148", "72149"),
+        ("TECHNIQUE: CT chest w/o contrast.", "71260", "71250"),
+        ("CONTRAST: None.\nFINDINGS: Normal chest.", "71260", "71250"),
+    ],
+)
+def test_contrast_mismatch_found_with_the_right_code_suggested(text: str, code: str, suggested: str) -> None:
+    """Each contrast family: the stated contrast against the code's, the family code suggested, severity error."""
+    finding = contrast(HEAD + text + "\nFINDINGS: Normal.\nIMPRESSION: Normal.", code)
+    assert finding is not None
+    assert finding.severity is Severity.ERROR
+    assert suggested in finding.suggestion and code in finding.message
+    assert finding.evidence and all(e.text == finding.evidence[0].text or e.text for e in finding.evidence)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("TECHNIQUE: CT of the head without contrast.", "70450"),
+        ("TECHNIQUE: CT abdomen and pelvis with IV contrast. No oral contrast.", "74177"),
+        ("TECHNIQUE: CT abdomen and pelvis without oral contrast, with intravenous contrast.", "74177"),
+        ("TECHNIQUE: CT abdomen and pelvis with oral contrast.", "74176"),
+        ("TECHNIQUE: CT head.\nCOMPARISON: Prior contrast-enhanced CT of the head.", "70450"),
+        ("TECHNIQUE: CT head. Contrast was not administered.", "70450"),
+        ("TECHNIQUE: Noncontrast CT head and CTA of the head and neck with contrast.", "70450"),
+        ("TECHNIQUE: CT head without contrast and CT chest with contrast.", "70450"),
+        ("TECHNIQUE: CTA chest without and with contrast.", "71275"),
+        ("TECHNIQUE: MRI brain with and without gadolinium.", "70553"),
+        ("TECHNIQUE: Sagittal T1, axial T2 and postcontrast T1 images of the brain.", "70553"),
+        ("TECHNIQUE: CT head.\nIMPRESSION: A contrast-enhanced MRI is recommended.", "70450"),
+        ("TECHNIQUE: PA and lateral chest.", "71046"),
+        ("TECHNIQUE: Barium swallow with contrast.", "74220"),
+    ],
+)
+def test_contrast_consistent_or_unstated_is_silent(text: str, code: str) -> None:
+    """Consistent wording, oral-only contrast, prior studies, plans, other exams in one report, non-contrast codes: no finding."""
+    assert contrast(HEAD + text + "\nFINDINGS: Normal.\nIMPRESSION: Normal.", code) is None
+
+
+def test_contrast_unknown_code_gets_no_check() -> None:
+    """A code missing from procedures.yaml gets no coding checks at all."""
+    assert contrast(HEAD + "TECHNIQUE: CT head with contrast.", "99999") is None
+
+
+def test_contrast_mismatch_message_has_no_report_text() -> None:
+    """The message names codes and contrast kinds only; the quote is evidence with offsets."""
+    text = HEAD + "TECHNIQUE: CT of the head without contrast, patient Smith.\nFINDINGS: Normal."
+    finding = contrast(text, "70460")
+    assert finding is not None and "Smith" not in finding.message
+    ev = finding.evidence[0]
+    assert text[ev.start : ev.end] == ev.text == "without contrast" and ev.section == "technique"
+
+
+# --- modality and region ------------------------------------------------------------------------------
+
+
+def test_modality_mismatch_mri_text_on_ct_code() -> None:
+    """A technique that names only MRI on a CT code is flagged (warning)."""
+    found = rules(make_report(HEAD + "TECHNIQUE: MRI of the brain.\nFINDINGS: Normal.", procedure="70450"))
+    assert found["coding.modality_mismatch"].severity is Severity.WARNING
+
+
+def test_modality_silent_when_code_modality_also_named_or_unnamed() -> None:
+    """PET/CT, a CT report comparing with an MRI, or no modality named at all: no finding."""
+    assert "coding.modality_mismatch" not in rules(make_report(HEAD + "TECHNIQUE: CT head and MRI brain.\nFINDINGS: x.", procedure="70450"))
+    assert "coding.modality_mismatch" not in rules(make_report("COMPARISON: MRI brain.\nFINDINGS: Normal.", procedure="70450"))
+    assert "coding.modality_mismatch" not in rules(make_report(HEAD + "TECHNIQUE: Axial images.\nFINDINGS: x.", procedure="70450"))
+
+
+def test_body_region_mismatch_and_related_regions() -> None:
+    """A chest exam on a head code is flagged; abdomen/pelvis on an abdomen code and knee on a knee code are not."""
+    found = rules(make_report(HEAD + "TECHNIQUE: CT of the chest without contrast.\nFINDINGS: x.", procedure="70450"))
+    assert "coding.body_region_mismatch" in found
+    ok = rules(make_report(HEAD + "TECHNIQUE: CT of the abdomen and pelvis.\nFINDINGS: x.", procedure="74150"))
+    assert "coding.body_region_mismatch" not in ok
+    ok = rules(make_report(HEAD + "TECHNIQUE: Three views of the left knee.\nFINDINGS: x.", procedure="73562"))
+    assert "coding.body_region_mismatch" not in ok
+    ok = rules(make_report(HEAD + "TECHNIQUE: CT head. Images through the lung apices.\nFINDINGS: x.", procedure="70450"))
+    assert "coding.body_region_mismatch" not in ok
+
+
+# --- mammography --------------------------------------------------------------------------------------
+
+
+def test_screening_code_on_diagnostic_exam() -> None:
+    """77067 with a palpable lump or a callback in the indication is flagged; "no palpable lump" is not."""
+    lump = "INDICATION: Palpable lump in the left breast.\nFINDINGS: Scattered fibroglandular density.\nIMPRESSION: BI-RADS 1."
+    assert "coding.mammo_screening_diagnostic" in rules(make_report(lump, procedure="77067"))
+    callback = "INDICATION: Callback from screening.\nFINDINGS: x.\nIMPRESSION: BI-RADS 2."
+    assert "coding.mammo_screening_diagnostic" in rules(make_report(callback, procedure="77067"))
+    routine = "INDICATION: Screening. No palpable abnormality.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1."
+    assert "coding.mammo_screening_diagnostic" not in rules(make_report(routine, procedure="77067"))
+
+
+def test_diagnostic_code_on_screening_exam() -> None:
+    """77066 on an exam described only as routine screening is flagged; with a diagnostic cue it is not."""
+    screening = "INDICATION: Routine screening mammogram.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1."
+    assert "coding.mammo_screening_diagnostic" in rules(make_report(screening, procedure="77066"))
+    both = "INDICATION: Screening; now palpable lump right breast.\nFINDINGS: x.\nIMPRESSION: BI-RADS 3."
+    assert "coding.mammo_screening_diagnostic" not in rules(make_report(both, procedure="77066"))
+
+
+def test_tomosynthesis_described_not_billed_and_billed_not_described() -> None:
+    """Tomosynthesis described without a tomo code is an info hint; a tomo code with no tomosynthesis described is a warning."""
+    text = "INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1."
+    found = rules(make_report(text, procedure="77067"))
+    assert found["coding.tomosynthesis_not_billed"].severity is Severity.INFO
+    assert "coding.tomosynthesis_not_billed" not in rules(make_report(text, procedure="77067", modifiers=("77063",)))
+    plain = "INDICATION: Screening.\nTECHNIQUE: CC and MLO views.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1."
+    assert "coding.tomosynthesis_not_described" in rules(make_report(plain, procedure="77067", modifiers=("77063",)))
+    assert "coding.tomosynthesis_not_described" not in rules(make_report(text, procedure="77062"))
+    negated = "INDICATION: Screening.\nTECHNIQUE: Tomosynthesis was not performed.\nFINDINGS: x."
+    assert "coding.tomosynthesis_not_billed" not in rules(make_report(negated, procedure="77067"))
+
+
+# --- 76140 --------------------------------------------------------------------------------------------
+
+
+def test_consultation_code_needs_an_outside_study() -> None:
+    """76140 without any statement that the images came from elsewhere is flagged; with one it is not."""
+    here = "INDICATION: Cough.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal."
+    assert "coding.consultation_in_house" in rules(make_report(here, procedure="76140"))
+    outside = "INDICATION: Cough. Outside images submitted for review.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal."
+    assert "coding.consultation_in_house" not in rules(make_report(outside, procedure="76140"))
+
+
+def test_outside_study_hint_is_info_and_ignores_comparisons() -> None:
+    """A second-opinion read gets an info hint about 76140; an outside prior used for comparison does not."""
+    text = "INDICATION: Knee pain. Received for second opinion.\nFINDINGS: Intact ligaments.\nIMPRESSION: Normal."
+    found = rules(make_report(text, procedure="73721"))
+    assert found["coding.outside_study_hint"].severity is Severity.INFO
+    assert "billable" not in found["coding.outside_study_hint"].message
+    cmp = "INDICATION: Knee pain.\nCOMPARISON: Outside radiographs from 2025.\nFINDINGS: x.\nIMPRESSION: Normal."
+    assert "coding.outside_study_hint" not in rules(make_report(cmp, procedure="73721"))
+
+
+# --- modifiers, site, reason -------------------------------------------------------------------------
+
+
+def test_limited_exam_without_modifier_52() -> None:
+    """A limited exam in the technique needs modifier 52; with 52, a limited code, or image-quality "limited" it is silent."""
+    text = "INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal."
+    assert "coding.limited_without_modifier" in rules(make_report(text, procedure="76700"))
+    assert "coding.limited_without_modifier" not in rules(make_report(text, procedure="76700", modifiers=("52",)))
+    assert "coding.limited_without_modifier" not in rules(make_report(text, procedure="76705"))
+    quality = "INDICATION: Pain.\nFINDINGS: Limited study due to body habitus.\nIMPRESSION: Limited chest radiograph examination."
+    assert "coding.limited_without_modifier" not in rules(make_report(quality, procedure="71046"))
+    stopped = "INDICATION: Pain.\nFINDINGS: The examination was terminated at patient request.\nIMPRESSION: x."
+    assert "coding.limited_without_modifier" in rules(make_report(stopped, procedure="76700"))
+
+
+def _directory(professional_only: bool) -> Directory:
+    site = Site(
+        code="GENHOSP", name="General", state="TX", country="US", timezone=ZoneInfo("America/Chicago"),
+        sending_facilities=("GENHOSP",), professional_only=professional_only, turnaround_minutes=MappingProxyType({}),
+        us_final_required=False, medicare_financial_classes=("MC",), client="",
+    )
+    return Directory(MappingProxyType({"GENHOSP": site}), MappingProxyType({}), MappingProxyType({"stat": 30}))
+
+
+def test_professional_only_site_needs_modifier_26() -> None:
+    """A professional-only site billed without 26 is flagged; with 26, or at a global-billing site, it is not."""
+    text = "INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal."
+    qa_pro = replace(pipeline().qa, directory=_directory(True))
+    qa_global = replace(pipeline().qa, directory=_directory(False))
+    assert "coding.professional_component_missing" in rules(make_report(text), qa=qa_pro)
+    assert "coding.professional_component_missing" not in rules(make_report(text, modifiers=("26",)), qa=qa_pro)
+    assert "coding.professional_component_missing" not in rules(make_report(text), qa=qa_global)
+
+
+def test_reason_missing_only_when_order_and_text_are_silent() -> None:
+    """No reason, no ICD-10 and no indication: info finding; any one of them present: silent."""
+    bare = "FINDINGS: Clear lungs.\nIMPRESSION: Normal."
+    assert rules(make_report(bare))["coding.reason_missing"].severity is Severity.INFO
+    assert "coding.reason_missing" not in rules(make_report(bare, reason="Cough"))
+    assert "coding.reason_missing" not in rules(make_report(bare, diagnosis_codes=("R05.9",)))
+    assert "coding.reason_missing" not in rules(make_report("INDICATION: Cough.\n" + bare))
