@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, timedelta
+from datetime import date, timedelta, timezone
 
 from listener.model import Finding, Report, SectionKind, Severity
 from listener.qa.engine import Prior, RuleInput, rule
@@ -195,8 +195,17 @@ def find_dates(text: str, start: int, end: int, *, day_first: bool = False) -> l
     return out
 
 
+# The latest UTC offset in use: with no site time zone, the exam's local date is at most this far ahead.
+_MAX_UTC_OFFSET = timedelta(hours=14)
+
+
 def exam_date(data: RuleInput) -> tuple[date, int] | None:
-    """The exam date in site-local terms, with a grace in days when the time zone is unknown."""
+    """The exam date in site-local terms, and a grace in days (always 0 today).
+
+    Naive times are the sender's local time. An aware time goes to the site's
+    time zone; with no site known, the latest local date it could be (UTC+14),
+    so a prior dated "tomorrow" in UTC but "today" locally is not flagged.
+    """
     observed = data.report.times.observation
     if observed is None:
         return None
@@ -205,7 +214,7 @@ def exam_date(data: RuleInput) -> tuple[date, int] | None:
     site = data.directory.site_for(data.report)
     if site is not None:
         return observed.astimezone(site.timezone).date(), 0
-    return observed.date(), 1
+    return (observed.astimezone(timezone.utc) + _MAX_UTC_OFFSET).date(), 0
 
 
 # "prior" as a noun or adjective ("the prior exam"), not the preposition ("2 weeks prior to 7/14").
@@ -294,7 +303,7 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
         )
 
 
-_NONE_SECTION_RE = re.compile(r"^\W*(?:none\b|no\b|n/?a\b|not\s+available|unavailable|nil\b)", _I)
+_NONE_SECTION_RE = re.compile(r"\W*(?:none\b|no\b|n/?a\b|not\s+available|unavailable|nil\b)", _I)
 _NONE_PHRASE_RE = re.compile(
     r"\b(?:no\s+(?:prior|previous|old|comparison)(?:\s+(?:studies|study|exams?|examinations?|films?|images?|imaging|radiographs?|comparisons?))?"
     r"(?:\s+(?:is|are|was|were)\s+)?(?:\s*available|\s+for\s+comparison)?|without\s+(?:a\s+)?(?:prior|previous)\s+(?:studies|study|exams?)\s+for\s+comparison)\b",
@@ -306,7 +315,7 @@ def _none_spans(data: RuleInput) -> list[tuple[int, int]]:
     report = data.report
     out: list[tuple[int, int]] = []
     for sec in report.sections_of(SectionKind.COMPARISON):
-        match = _NONE_SECTION_RE.search(report.text, sec.start, sec.end)
+        match = _NONE_SECTION_RE.match(report.text, sec.start, sec.end)
         if match:
             out.append((sec.start, min(sec.end, sec.start + max(4, match.end() - sec.start))))
     for match in _NONE_PHRASE_RE.finditer(report.text):

@@ -1,0 +1,212 @@
+"""Comparison rules: a comparison statement exists and agrees with the exam date and the known priors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime
+
+import pytest
+
+from listener.model import Severity, Times
+from listener.qa.comparison import find_dates, region_phrases, regions_related
+from listener.qa.engine import Prior, QaContext
+from tests.unit.qa.factory import RECEIVED, findings_for, make_report
+
+BODY = "FINDINGS: Clear lungs.\nIMPRESSION: No acute disease."
+
+
+def rules(report, context=None):  # type: ignore[no-untyped-def]
+    return {f.rule: f for f in findings_for(report, rule_prefix="comparison.", context=context)}
+
+
+def ctx(*priors: Prior) -> QaContext:
+    return QaContext(now=RECEIVED, priors=tuple(priors))
+
+
+# --- missing ---------------------------------------------------------------------------------------------
+
+
+def test_missing_comparison_is_an_info_finding() -> None:
+    """No comparison section and no comparison wording: info finding without evidence."""
+    found = rules(make_report("INDICATION: Cough.\n" + BODY))
+    assert found["comparison.missing"].severity is Severity.INFO
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "COMPARISON: None.\n" + BODY,
+        "COMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
+        "FINDINGS: Compared with the prior study, clear lungs.\nIMPRESSION: Stable.",
+        "FINDINGS: Clear lungs, unchanged.\nIMPRESSION: No acute disease.",
+    ],
+)
+def test_comparison_statement_present_is_silent(text: str) -> None:
+    """A comparison section (even "None") or a comparison statement in the text satisfies the rule."""
+    assert "comparison.missing" not in rules(make_report(text))
+
+
+def test_empty_comparison_heading_counts_as_missing() -> None:
+    """A "COMPARISON:" heading with nothing after it is no statement."""
+    assert "comparison.missing" in rules(make_report("INDICATION: Cough.\nCOMPARISON:\n" + BODY))
+
+
+# --- dates -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("11/21/2026", (2026, 11, 21)),
+        ("2026-11-21", (2026, 11, 21)),
+        ("Nov 21, 2026", (2026, 11, 21)),
+        ("November 21st 2026", (2026, 11, 21)),
+        ("21 November 2026", (2026, 11, 21)),
+        ("11/21/26", (2026, 11, 21)),
+        ("December 2026", (2026, 12, None)),
+        ("25/11/2026", (2026, 11, 25)),
+    ],
+)
+def test_find_dates_formats(raw: str, expected: tuple[int, int, int | None]) -> None:
+    """US numeric, ISO, month-name and month-year dates parse; an impossible month/day order is swapped."""
+    text = f"Comparison: CT {raw}."
+    dates = find_dates(text, 0, len(text))
+    assert len(dates) == 1
+    got = dates[0]
+    assert (got.year, got.month, got.day) == expected and text[got.start : got.end] == raw
+
+
+def test_find_dates_ignores_invalid() -> None:
+    """13/45/2026 and bare numbers are not dates."""
+    text = "Comparison 13/45/2026, 3.5 cm, 12 mm."
+    assert find_dates(text, 0, len(text)) == []
+
+
+def test_comparison_date_after_exam_is_an_error() -> None:
+    """The exam was 2026-11-20; a comparison dated 11/21/2026 is after it: error with the date as evidence."""
+    report = make_report("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/21/2026.\n" + BODY)
+    finding = rules(report)["comparison.date_after_exam"]
+    assert finding.severity is Severity.ERROR
+    assert finding.evidence[0].text == "11/21/2026" and finding.evidence[0].section == "comparison"
+    assert "2026" not in finding.message
+
+
+def test_comparison_date_in_findings_sentence_after_exam() -> None:
+    """A dated comparison in a findings sentence ("compared with ... Dec 3, 2026") counts too."""
+    report = make_report("INDICATION: Cough.\nFINDINGS: Compared with the radiograph of Dec 3, 2026, clear lungs.\nIMPRESSION: x.")
+    assert "comparison.date_after_exam" in rules(report)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "COMPARISON: Chest radiograph 11/20/2026.\n" + BODY,  # same day: an earlier exam that day
+        "COMPARISON: Chest radiograph 2026-10-01.\n" + BODY,
+        "COMPARISON: None.\nFINDINGS: Nodule.\nIMPRESSION: Recommend follow-up CT on 12/20/2026.",  # a plan, not a prior
+        "COMPARISON: None.\nFINDINGS: Symptoms began 2 weeks prior to 12/01/2026.\nIMPRESSION: x.",
+    ],
+)
+def test_comparison_date_not_after_or_not_a_comparison(text: str) -> None:
+    """Same-day and earlier dates, follow-up dates and "prior to <date>" are silent."""
+    assert "comparison.date_after_exam" not in rules(make_report(text))
+
+
+def test_comparison_date_without_exam_time_is_not_judged() -> None:
+    """No observation time: no exam date to compare with."""
+    report = make_report("COMPARISON: 12/01/2026.\n" + BODY, times=Times(observation=None, received=RECEIVED))
+    assert "comparison.date_after_exam" not in rules(report)
+
+
+def test_aware_observation_uses_one_day_grace_without_site() -> None:
+    """An aware UTC exam time with no site time zone: the next calendar day is tolerated (it may be the same local day)."""
+    obs = datetime(2026, 11, 20, 23, 30, tzinfo=RECEIVED.tzinfo)
+    near = make_report("COMPARISON: 11/21/2026.\n" + BODY, times=Times(observation=obs), site="NOSUCH")
+    far = make_report("COMPARISON: 11/23/2026.\n" + BODY, times=Times(observation=obs), site="NOSUCH")
+    assert "comparison.date_after_exam" not in rules(near)
+    assert "comparison.date_after_exam" in rules(far)
+
+
+# --- none while priors known -------------------------------------------------------------------------------
+
+
+def test_none_while_a_relevant_prior_is_known() -> None:
+    """ "None" with a prior chest radiograph on record: warning naming counts, modality and region only."""
+    prior = Prior("ACC0", date(2026, 5, 1), "XR", "chest", "71046")
+    finding = rules(make_report("COMPARISON: None.\n" + BODY), ctx(prior))["comparison.none_with_priors"]
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence[0].section == "comparison" and "ACC0" not in finding.message
+
+
+def test_no_prior_phrase_in_text_with_prior_from_procedure_code() -> None:
+    """ "No prior studies available" in findings, prior known only by its CPT code: still flagged."""
+    prior = Prior("ACC0", date(2025, 5, 1), procedure_code="71045")
+    report = make_report("FINDINGS: No prior studies available. Clear lungs.\nIMPRESSION: x.")
+    assert "comparison.none_with_priors" in rules(report, ctx(prior))
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [
+        Prior("ACC0", date(2026, 5, 1), "XR", "head"),  # other region
+        Prior("ACC0", date(2026, 5, 1), "CT", "chest"),  # other modality
+        Prior("ACC0", date(2026, 12, 1), "XR", "chest"),  # after this exam
+        Prior("ACC0", date(2015, 5, 1), "XR", "chest"),  # older than max_age_days
+        Prior("ACC1", date(2026, 11, 20), "XR", "chest"),  # this very study
+    ],
+)
+def test_none_with_irrelevant_priors_is_silent(prior: Prior) -> None:
+    """Priors of another region or modality, later, too old, or the study itself are not relevant."""
+    assert "comparison.none_with_priors" not in rules(make_report("COMPARISON: None.\n" + BODY), ctx(prior))
+
+
+def test_none_with_unknown_or_empty_priors_is_silent() -> None:
+    """Priors unknown (None) or known to be none: nothing to contradict."""
+    report = make_report("COMPARISON: None.\n" + BODY)
+    assert "comparison.none_with_priors" not in rules(report, QaContext(now=RECEIVED, priors=None))
+    assert "comparison.none_with_priors" not in rules(report, ctx())
+
+
+def test_regions_related() -> None:
+    """Abdomen/pelvis covers abdomen; knee joint and leg are related; head and chest are not."""
+    assert regions_related("abdomen", "abdomen_pelvis") and regions_related("lower_extremity_joint", "lower_extremity")
+    assert not regions_related("head", "chest") and not regions_related("spine_cervical", "spine_lumbar")
+    assert [r for r, _, _ in region_phrases("CT of the abdomen and pelvis", exam_only=True)] == ["abdomen_pelvis"]
+
+
+# --- cited prior not found ----------------------------------------------------------------------------------
+
+
+def test_cited_prior_not_among_known_priors() -> None:
+    """A cited comparison date with no prior on record within a day: warning with the date as evidence."""
+    report = make_report("COMPARISON: Chest radiograph 10/01/2026.\n" + BODY)
+    finding = rules(report, ctx(Prior("ACC0", date(2026, 5, 1), "XR", "chest")))["comparison.prior_not_found"]
+    assert finding.severity is Severity.WARNING and finding.evidence[0].text == "10/01/2026"
+
+
+def test_cited_prior_found_or_priors_unknown_is_silent() -> None:
+    """A matching prior (within a day), unknown priors, or an outside study: silent."""
+    report = make_report("COMPARISON: Chest radiograph 10/01/2026.\n" + BODY)
+    assert "comparison.prior_not_found" not in rules(report, ctx(Prior("ACC0", date(2026, 10, 2), "XR", "chest")))
+    assert "comparison.prior_not_found" not in rules(report, QaContext(now=RECEIVED, priors=None))
+    outside = make_report("COMPARISON: Outside chest radiograph 10/01/2026.\n" + BODY)
+    assert "comparison.prior_not_found" not in rules(outside, ctx())
+
+
+def test_date_after_exam_not_also_reported_as_not_found() -> None:
+    """A date after the exam is date_after_exam's finding only."""
+    report = make_report("COMPARISON: 12/01/2026.\n" + BODY)
+    found = rules(report, ctx())
+    assert "comparison.date_after_exam" in found and "comparison.prior_not_found" not in found
+
+
+def test_month_year_citation_matches_prior_in_that_month() -> None:
+    """ "October 2026" matches a prior of 2026-10-15."""
+    report = make_report("COMPARISON: CT chest October 2026.\n" + BODY)
+    assert "comparison.prior_not_found" not in rules(report, ctx(Prior("ACC0", date(2026, 10, 15), "CT", "chest")))
+    assert "comparison.prior_not_found" in rules(report, ctx(Prior("ACC0", date(2026, 9, 15), "CT", "chest")))
+
+
+def test_naive_observation_is_site_local() -> None:
+    """Naive exam times are the sender's local time and compared as is."""
+    report = replace(make_report("COMPARISON: 11/21/2026.\n" + BODY), times=Times(observation=datetime(2026, 11, 20, 23, 0)))
+    assert "comparison.date_after_exam" in rules(report)
