@@ -1,0 +1,244 @@
+"""Completeness rules: text present, impression present and filled, BI-RADS, placeholders, truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener.model import Severity
+from listener.qa.completeness import birads_categories
+from tests.unit.qa.factory import findings_for, make_report
+
+FULL = (
+    "INDICATION:\nCough.\nCOMPARISON:\nNone.\nFINDINGS:\nThe lungs are clear. The heart size is normal.\n"
+    "IMPRESSION:\nNo acute cardiopulmonary process."
+)
+
+
+def _rules(text: str, **kw: object) -> list[str]:
+    return [f.rule for f in findings_for(make_report(text, **kw), rule_prefix="completeness.")]
+
+
+def test_complete_report_is_clean() -> None:
+    """A complete chest radiograph report gets no completeness finding."""
+    assert _rules(FULL) == []
+
+
+def test_no_text_is_an_error() -> None:
+    """A report with no text at all is an error, and the other rules stay silent."""
+    found = findings_for(make_report("", text_kind="none"), rule_prefix="completeness.")
+    assert [f.rule for f in found] == ["completeness.no_text"]
+    assert found[0].severity is Severity.ERROR
+
+
+def test_pdf_report_is_info_only() -> None:
+    """A PDF report without text gets an informational note, not an error."""
+    found = findings_for(make_report("", text_kind="pdf"), rule_prefix="completeness.")
+    assert [(f.rule, f.severity) for f in found] == [("completeness.document_only", Severity.INFO)]
+
+
+def test_missing_impression() -> None:
+    """Findings without any impression section is an error."""
+    found = findings_for(
+        make_report("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear."), rule_prefix="completeness.missing_impression"
+    )
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FULL,
+        # combined heading
+        "INDICATION:\nCough.\nFINDINGS AND IMPRESSION:\nThe lungs are clear.",
+        # conclusion counts as impression
+        "FINDINGS:\nThe lungs are clear.\nCONCLUSION:\nNormal chest.",
+        # free text without headings: not structured as a radiology report
+        "The lungs are clear. Normal chest.",
+    ],
+)
+def test_missing_impression_negatives(text: str) -> None:
+    """Impressions under other names, and unstructured text, are not flagged."""
+    assert "completeness.missing_impression" not in _rules(text)
+
+
+def test_empty_impression() -> None:
+    """An impression heading with nothing under it is an error with the heading as evidence."""
+    report = make_report("FINDINGS:\nThe lungs are clear.\nIMPRESSION:\n")
+    found = findings_for(report, rule_prefix="completeness.empty_impression")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert found[0].evidence[0].text == "IMPRESSION"
+    assert "completeness.missing_impression" not in _rules("FINDINGS:\nThe lungs are clear.\nIMPRESSION:\n")
+
+
+def test_required_sections_per_modality() -> None:
+    """A CT report without technique is flagged (info); a radiograph without technique is not."""
+    text = "INDICATION:\nPain.\nFINDINGS:\nNo hemorrhage.\nIMPRESSION:\nNormal head CT."
+    found = findings_for(make_report(text, procedure="70450"), rule_prefix="completeness.required_sections")
+    assert len(found) == 1 and "technique" in found[0].message and found[0].severity is Severity.INFO
+    assert "completeness.required_sections" not in _rules(text, procedure="71046")
+
+
+def test_required_sections_indication_from_order() -> None:
+    """A reason for study sent with the order stands in for a dictated indication."""
+    text = "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest."
+    assert "completeness.required_sections" in _rules(text)
+    assert "completeness.required_sections" not in _rules(text, reason="Cough")
+
+
+def test_required_sections_unknown_heading_line() -> None:
+    """A findings heading the mapping does not know ("TECHNIQUE AND FINDINGS:") still counts."""
+    text = "INDICATION:\nPain.\nTECHNIQUE AND FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest."
+    assert "completeness.required_sections" not in _rules(text)
+
+
+MAMMO_NEG = (
+    "INDICATION:\nScreening.\nFINDINGS:\nScattered fibroglandular densities. No suspicious mass.\n"
+    "IMPRESSION:\nNo mammographic evidence of malignancy. Annual screening mammography is recommended.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("BI-RADS 4A: suspicious", [4]),
+        ("BIRADS Classification 2 - Benign", [2]),
+        ("BI-RADS category: two", [2]),
+        ("ACR category 1", [1]),
+        ("Assessment: Category 3 - Probably benign", [3]),
+        ("BIRADS CATEGORY M/5", [5]),
+        ("Right breast BI-RADS 2. Left breast BI-RADS 4.", [2, 4]),
+        ("No BI-RADS here; 4 views obtained.", []),
+    ],
+)
+def test_birads_categories(text: str, expected: list[int]) -> None:
+    """BI-RADS categories are read in their common spellings, and not invented."""
+    assert [c.value for c in birads_categories(text)] == expected
+
+
+def test_birads_missing_on_mammography_code() -> None:
+    """A screening mammogram (77067) without a BI-RADS category is an error."""
+    found = findings_for(make_report(MAMMO_NEG, procedure="77067"), rule_prefix="completeness.birads_missing")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert "completeness.birads_missing" not in _rules(MAMMO_NEG + "BI-RADS 1: Negative.", procedure="77067")
+
+
+def test_birads_missing_by_dictated_title() -> None:
+    """An exam title naming a mammogram makes the report mammography even under another code."""
+    text = "EXAM:\nDigital screening mammogram.\n" + MAMMO_NEG
+    assert "completeness.birads_missing" in _rules(text)
+
+
+def test_birads_not_required_outside_mammography() -> None:
+    """A chest radiograph needs no BI-RADS; a mention of a prior mammogram does not make it one."""
+    text = "EXAM:\nChest radiograph, correlate with prior mammogram.\n" + FULL
+    assert "completeness.birads_missing" not in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "BI-RADS 2: Benign. Ultrasound-guided biopsy is recommended.",
+        "BI-RADS 4: Suspicious. Routine annual screening mammography is recommended.",
+        "BI-RADS 0: Incomplete.",
+    ],
+)
+def test_birads_recommendation_contradictions(tail: str) -> None:
+    """Benign with biopsy, suspicious with routine screening, and 0 without a workup are flagged."""
+    text = "FINDINGS:\nA 9 mm mass in the left breast.\nIMPRESSION:\nMass. " + tail
+    found = findings_for(make_report(text, procedure="77066"), rule_prefix="completeness.birads_recommendation")
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert "BI-RADS" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "BI-RADS 4: Suspicious. Ultrasound-guided core needle biopsy is recommended.",
+        "BI-RADS 2: Benign. Annual screening mammography is recommended. "
+        "Lack of radiographic evidence of malignancy should not delay a biopsy if a clinically suspicious mass is present.",
+        "BI-RADS 0: Incomplete. Recommend additional spot compression views and ultrasound.",
+        "BI-RADS 2: Benign. Biopsy clip in the left breast is unchanged.",
+        "Right breast BI-RADS 2. Left breast BI-RADS 4. Stereotactic biopsy of the left breast is recommended.",
+    ],
+)
+def test_birads_recommendation_consistent(tail: str) -> None:
+    """Consistent categories and boilerplate about biopsies are not flagged."""
+    text = "FINDINGS:\nFindings as described.\nIMPRESSION:\nSee below. " + tail
+    assert "completeness.birads_recommendation" not in _rules(text, procedure="77066")
+
+
+@pytest.mark.parametrize(
+    "inserted",
+    ["***", "[ ]", "XXX", "__", "<...>", "[insert measurement]", "<SIDE>", "???"],
+)
+def test_placeholder_found(inserted: str) -> None:
+    """Each kind of template placeholder is an error with the placeholder as evidence."""
+    text = f"FINDINGS:\nThere is a {inserted} nodule in the right upper lobe.\nIMPRESSION:\nNodule."
+    found = findings_for(make_report(text), rule_prefix="completeness.placeholder")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert found[0].evidence[0].text == inserted
+    assert inserted not in found[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # de-identification token of the evaluation corpus
+        "FINDINGS:\nNo XXXX of a pleural effusion.\nIMPRESSION:\nNormal chest x-XXXX.",
+        "FINDINGS:\nNodule <5 mm.<BR>Heart normal.\nIMPRESSION:\nNodule, size < 5 mm.",
+        "FINDINGS:\nT2-weighted images. Normal.\nIMPRESSION:\nNormal study *.",
+    ],
+)
+def test_placeholder_negatives(text: str) -> None:
+    """De-identification tokens, comparisons, HTML breaks and footnote marks are not placeholders."""
+    assert "completeness.placeholder" not in _rules(text)
+
+
+def test_placeholder_ignore_tokens_param() -> None:
+    """With ignore_tokens emptied (a live feed), XXXX is a placeholder."""
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from tests.unit.qa.factory import pipeline
+
+    qa = pipeline().qa
+    assert qa is not None
+    rid = "completeness.placeholder"
+    settings = qa.rules[rid]
+    params = dict(settings.params)
+    params["ignore_tokens"] = []
+    rules = dict(qa.rules)
+    rules[rid] = replace(settings, params=MappingProxyType(params))
+    live = replace(qa, rules=MappingProxyType(rules))
+    report = make_report("FINDINGS:\nA XXXX nodule.\nIMPRESSION:\nNodule.")
+    assert [f.rule for f in findings_for(report, qa=live, rule_prefix=rid)] == [rid]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nFindings are consistent with the",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nRight lower lobe opacity compatible with pneumonia and",
+        "FINDINGS:\nThere is a small effusion and\nIMPRESSION:\nSmall effusion.",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNo acute process. Mild degenerative change of the.",
+    ],
+)
+def test_truncated_dictation(text: str) -> None:
+    """A section that stops on a function word is a warning naming the section."""
+    found = findings_for(make_report(text), rule_prefix="completeness.truncated")
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FULL,
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNegative for hepatitis A",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nThe tube is in.\nDictated by",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest, no change",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNo acute disease. Line as before in.",
+    ],
+)
+def test_truncated_negatives(text: str) -> None:
+    """Complete sentences, capital A, sign-off lines and punctuated loose words are not truncation."""
+    assert "completeness.truncated" not in _rules(text)
