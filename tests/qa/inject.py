@@ -305,21 +305,27 @@ def _parts_named(text: str, names: set[str]) -> list[Part]:
     return [p for p in parts(text) if p.heading.upper() in names]
 
 
-_SENTENCE = re.compile(r"[^.\n]+(?:\.(?!\d)|$|(?=\n))", re.M)
+#: A sentence ends at a period (not in a number or after a title like "Dr."), or a line end.
+_SENTENCE_END = re.compile(r"(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bMrs)(?<!\bSt)\.(?!\d)|\n")
+#: MTSamples joins lines with "," and no space (",The lungs", ",2.  No effusion"): a break there too.
+_JOINED_LINE = re.compile(r",(?=[A-Z0-9])")
 
 
 def sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """(start, end) of sentences in text[start:end], split at periods, commas-before-headings and line ends."""
+    """(start, end) of sentences in text[start:end] (our own splitter, not listener.text's)."""
+    cuts = [start]
+    for pattern in (_SENTENCE_END, _JOINED_LINE):
+        for match in pattern.finditer(text, start, end):
+            cuts.append(match.end() if match.group(0) == "." else match.start())
+    cuts = sorted(set(cuts)) + [end]
     out = []
-    for match in _SENTENCE.finditer(text, start, end):
-        s, e = match.start(), match.end()
-        # MTSamples joins list items with "," where a line break was: split there too.
-        for piece in re.finditer(r"[^,]+(?:,(?=\d\.)|$)|[^,]+", text[s:e]):
-            ps, pe = s + piece.start(), s + piece.end()
-            while ps < pe and text[ps] in " \t,":
-                ps += 1
-            if pe - ps > 2:
-                out.append((ps, pe))
+    for s, e in zip(cuts, cuts[1:]):
+        while s < e and text[s] in " \t\n,":
+            s += 1
+        while e > s and text[e - 1] in " \t\n,":
+            e -= 1
+        if e - s > 2:
+            out.append((s, e))
     return out
 
 
@@ -413,7 +419,7 @@ _SIGNIFICANT = {
 }
 _FINDING_ALT = "|".join(sorted((re.escape(f) for f in _FINDINGS), key=len, reverse=True))
 _NEG_LIST = re.compile(
-    r"^(?:there (?:is|are) )?no (?:evidence of |definite |visible |acute |large |significant |radiographic evidence of )?"
+    r"^(?:there (?:is|are) )?no (?:evidence of |definite |visible |radiographic evidence of )?(?P<mod>(?:acute |large |significant |moderate )?)"
     rf"(?P<list>(?:(?:{_FINDING_ALT})(?:,? (?:or|and) |, |$| (?:is|are) (?:seen|identified|present|noted|demonstrated)$))+)\.?$",
     re.I,
 )
@@ -430,15 +436,16 @@ def _plural(term: str) -> bool:
     return term.endswith("s") and not term.endswith(("sis", "us", "ss", "thorax", "ax", "mass"))
 
 
-def _negated_items(sentence: str) -> list[str]:
+def _negated_items(sentence: str) -> tuple[list[str], str]:
+    """The findings a "no X, Y or Z" sentence denies, and the modifier it puts on the first ("large")."""
     s = sentence.strip().rstrip(".").strip()
     m = _NEG_LIST.match(s + ".") or _NEG_LIST.match(s)
     if m is None:
         m = _NEG_TRAILING.match(s)
-        return [m.group("list").lower()] if m else []
+        return ([m.group("list").lower()] if m else []), ""
     raw = re.sub(r" (?:is|are) (?:seen|identified|present|noted|demonstrated)$", "", m.group("list").strip(), flags=re.I)
     items = [x.strip().lower() for x in re.split(r",? (?:or|and) |, ", raw) if x.strip()]
-    return [x for x in items if x in _FINDINGS]
+    return [x for x in items if x in _FINDINGS], m.group("mod").strip().lower()
 
 
 def inject_negation(doc: Doc, rng: random.Random) -> Case | None:
@@ -450,33 +457,33 @@ def inject_negation(doc: Doc, rng: random.Random) -> Case | None:
     """
     imps = _parts_named(doc.text, _IMPRESSION_HEADS)
     imp_text = " ".join(doc.text[p.start : p.end] for p in imps)
-    negated: list[tuple[int, int, list[str], bool]] = []  # start, end, items, in impression
+    negated: list[tuple[int, int, list[str], str, bool]] = []  # start, end, items, modifier, in impression
     for part in _body_parts(doc):
         for s, e in sentences(doc.text, part.start, part.end):
-            items = _negated_items(doc.text[s:e])
+            items, mod = _negated_items(doc.text[s:e])
             if items:
-                negated.append((s, e, items, part.heading.upper() in _IMPRESSION_HEADS))
+                negated.append((s, e, items, mod, part.heading.upper() in _IMPRESSION_HEADS))
     choices = []
-    for i, (s, e, items, in_imp) in enumerate(negated):
-        for item in items:
-            elsewhere = any(item in other[2] for j, other in enumerate(negated) if j != i)
+    for i, (s, e, items, mod, in_imp) in enumerate(negated):
+        for k, item in enumerate(items):
+            # "no large effusion" elsewhere does not deny a small one: only an unqualified denial counts.
+            elsewhere = any(item in other[2] and not other[3] for j, other in enumerate(negated) if j != i)
             normal = not in_imp and item in _SIGNIFICANT and bool(_NORMAL_IMPRESSION.match(imp_text))
             if elsewhere or normal:
-                choices.append((s, e, items, item))
+                choices.append((s, e, items, item, mod if k == 0 else ""))
     if not choices:
         return None
-    s, e, items, item = rng.choice(choices)
+    s, e, items, item, mod = rng.choice(choices)
     verb = "are" if _plural(item) else "is"
-    positive = rng.choice((f"There {verb} {item}.", f"{item.capitalize()} {verb} present.", f"{item.capitalize()} {verb} seen."))
-    if positive.startswith("There"):
-        positive = positive  # already capitalised
+    stated = f"{mod} {item}" if mod else item
+    positive = rng.choice((f"There {verb} {stated}.", f"{stated.capitalize()} {verb} present.", f"{stated.capitalize()} {verb} seen."))
     rest = [x for x in items if x != item]
     new = positive + (f" No {_join(rest)}." if rest else "")
     ends_with_period = doc.text[s:e].rstrip().endswith(".")
     if not ends_with_period:
         new = new.rstrip(".")
     text = doc.text[:s] + new + doc.text[e:]
-    return _case(doc, "negation_flip", text, variant="list" if rest else "single")
+    return _case(doc, "negation_flip", text, variant=f"{item} ({'list' if rest else 'single'})")
 
 
 def _join(items: Sequence[str]) -> str:
@@ -503,15 +510,16 @@ def inject_impression_deleted(doc: Doc, rng: random.Random) -> Case | None:
 #: Critical findings (ours, after the ACR actionable list the issue names).
 CRITICAL = re.compile(
     r"\b(?:pneumothorax|tension pneumothorax|intracranial hemorrhage|intraparenchymal hemorrhage|subarachnoid hemorrhage"
-    r"|subdural (?:hematoma|hemorrhage)|epidural hematoma|pulmonary embol(?:ism|i|us)|aortic dissection|dissection"
+    r"|subdural (?:hematoma|hemorrhage)|epidural hematoma|pulmonary embol(?:ism|i|us)|aortic dissection"
     r"|free (?:intraperitoneal )?air|pneumoperitoneum|acute (?:infarct|infarction|stroke)|torsion|ectopic pregnancy"
-    r"|cord compression|midline shift|herniation|tension)\b",
+    r"|cord compression|midline shift|(?:uncal|subfalcine|tonsillar|transtentorial) herniation|tension pneumothorax)\b",
     re.I,
 )
 _NOT_AFFIRMED = re.compile(
     r"\b(?:no|not|without|negative|free of|resolved|resolution|rule out|r/o|evaluate|evaluation|exclude\w*|may|might|possibl\w*"
     r"|probabl\w*|suspicious|question\w*|concern\w*|versus|vs|history|prior|previous\w*|status post|s/p|decreas\w*|improv\w*"
-    r"|smaller|stable|unchanged|old|chronic|healed|if|or|likely|cannot|suggest\w*|consider\w*|recommend\w*|compatible)\b",
+    r"|smaller|stable|unchanged|old|chronic|healed|if|or|likely|cannot|suggest\w*|consider\w*|recommend\w*|compatible"
+    r"|post-?operative|postsurgical|surgery|surgical|attributed|expected|known|again|persistent|residual|persists)\b",
     re.I,
 )
 COMMUNICATED = re.compile(
@@ -529,7 +537,7 @@ _TEMPLATES = (
 
 def _affirmed_critical(doc: Doc) -> tuple[int, int, str] | None:
     """The first sentence of the impression (or body) stating a critical finding with no qualifier."""
-    for part in _parts_named(doc.text, _IMPRESSION_HEADS) or _body_parts(doc):
+    for part in _parts_named(doc.text, _IMPRESSION_HEADS) + _parts_named(doc.text, _FINDINGS_HEADS):
         for s, e in sentences(doc.text, part.start, part.end):
             sentence = doc.text[s:e]
             m = CRITICAL.search(sentence)
@@ -545,7 +553,7 @@ def inject_communication_removed(doc: Doc, rng: random.Random) -> Case | None:
     a complete statement appended to its base first (``prepared``).
     """
     found = _affirmed_critical(doc)
-    if found is None:
+    if found is None or doc.source == "mtsamples" and not doc.modality:
         return None
     real = [(s, e) for part in [Part("", 0, 0, len(doc.text))] for s, e in sentences(doc.text, 0, len(doc.text)) if COMMUNICATED.search(doc.text[s:e])]
     real = [(s, e) for s, e in real if not re.search(r"\bpatient\b", doc.text[s:e], re.I)]
@@ -553,7 +561,7 @@ def inject_communication_removed(doc: Doc, rng: random.Random) -> Case | None:
         text = doc.text
         for s, e in reversed(real):
             text = text[:s].rstrip(" ,") + (" " if text[e:].strip() else "") + text[e:].lstrip(" ,")
-        return _case(doc, "communication_removed", text.strip(), variant="real")
+        return _case(doc, "communication_removed", text.strip(), variant=f"real:{found[2].lower()}")
     if COMMUNICATED.search(doc.text):
         return None  # a statement about the patient talking, not a result communication: leave it
     when = doc.exam_at + timedelta(minutes=rng.randrange(15, 55))
@@ -564,7 +572,7 @@ def inject_communication_removed(doc: Doc, rng: random.Random) -> Case | None:
     )
     sep = "\n" if doc.text.endswith("\n") else (" " if doc.text.rstrip().endswith(".") else ". ")
     base = replace(doc, text=doc.text.rstrip() + sep + statement)
-    return _case(base, "communication_removed", doc.text, variant="appended", prepared="communication statement appended")
+    return _case(base, "communication_removed", doc.text, variant=f"appended:{found[2].lower()}", prepared="communication statement appended")
 
 
 _BIRADS = re.compile(
@@ -681,6 +689,8 @@ def inject_comparison_after_exam(doc: Doc, rng: random.Random) -> Case | None:
 
 def inject_wrong_sex(doc: Doc, rng: random.Random) -> Case | None:
     """Set the patient's sex opposite to the sex-specific organs the findings/impression describe."""
+    if doc.source == "mtsamples" and not doc.modality:
+        return None  # case histories and non-imaging notes: not a report the rule is meant for
     body = " ".join(doc.text[p.start : p.end] for p in _body_parts(doc))
     male, female = bool(MALE_ORGANS.search(body)), bool(FEMALE_ORGANS.search(body))
     whole_male, whole_female = bool(MALE_ORGANS.search(doc.text)), bool(FEMALE_ORGANS.search(doc.text))
@@ -690,7 +700,10 @@ def inject_wrong_sex(doc: Doc, rng: random.Random) -> Case | None:
     base = doc if doc.sex == right else replace(doc, sex=right, sex_from="text")
     wrong = "F" if right == "M" else "M"
     injected = replace(base, id=f"{doc.id}/wrong_sex_organ", sex=wrong)
-    return Case(f"{doc.id}/wrong_sex_organ", "wrong_sex_organ", "consistency", base, injected, variant=f"{right}->{wrong}")
+    organ = (MALE_ORGANS if male else FEMALE_ORGANS).search(body)
+    assert organ is not None
+    variant = f"{right}->{wrong} ({organ.group(0).lower()})"
+    return Case(f"{doc.id}/wrong_sex_organ", "wrong_sex_organ", "consistency", base, injected, variant=variant)
 
 
 _NUMBER_UNIT = re.compile(r"\b\d+(?:\.\d+)?(?=\s*(?:x\s*\d|mm|cm|m\b|%|degrees|ml|cc))", re.I)
