@@ -131,7 +131,7 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         daemon = subprocess.Popen(
             [sys.executable, "-m", "listener", "serve", "--log-format", "json",
-             "--mllp", f"tcp:{a_port}:interface=127.0.0.1", "--state-dir", str(Path(tmp) / "state")],
+             "--mllp", f"tcp:{a_port}:interface=127.0.0.1", "--http", "off", "--state-dir", str(Path(tmp) / "state")],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(b_port)], env=env,

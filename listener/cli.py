@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the MLLP listener daemon")
     serve.add_argument("--config", metavar="F", help="daemon config file (YAML)")
     serve.add_argument("--mllp", metavar="ENDPOINT", help="MLLP listen endpoint, e.g. tcp:2575:interface=127.0.0.1")
-    serve.add_argument("--http", metavar="ENDPOINT", help="HTTP endpoint (reserved for FHIR)")
+    serve.add_argument("--http", metavar="ENDPOINT", help="HTTP endpoint for FHIR, /healthz and /metrics (default tcp:8080:interface=127.0.0.1; off to disable)")
     serve.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 

@@ -376,17 +376,51 @@ _CONFIG_KEYS = frozenset(
         "tls_private_key",
         "tls_client_ca",
         "tls_allowed_subjects",
+        "http_clients",
+        "http_max_body_size",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
 
 #: Daemon defaults (DESIGN §7, issue 3): loopback MLLP, the store under ./var.
 DEFAULT_MLLP_ENDPOINT = "tcp:2575:interface=127.0.0.1"
+#: FHIR, health and metrics (DESIGN §2); ``off`` (or "") turns HTTP off.
+DEFAULT_HTTP_ENDPOINT = "tcp:8080:interface=127.0.0.1"
+DEFAULT_HTTP_MAX_BODY_SIZE = 4 * 1024 * 1024
 DEFAULT_STATE_DIR = "var"
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS = 200
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
+#: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``).
+HTTP_PERMISSIONS = ("submit", "read")
+_HTTP_CLIENT_KEYS = frozenset(
+    {"token_sha256", "token_file", "fhir_version", "accept_extra_fields", "facility", "allow"}
+)
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpClient:
+    """One HTTP client allowed to call the FHIR API (``http_clients:`` in the config).
+
+    Attributes:
+        name: the client id; stored as the sender application of its messages.
+        token_sha256: hex SHA-256 of its bearer token (the token itself is never kept).
+        fhir_version: the FHIR version it always sends ("R4", "R5", "STU3"), or None
+            to let the ``fhirVersion`` media-type parameter or ``meta.profile`` say.
+        accept_extra_fields: strip elements its FHIR version does not define
+            (vendor fields) instead of refusing the body.
+        facility: its site, stored as the sender facility.
+        allow: what it may do (see :data:`HTTP_PERMISSIONS`).
+    """
+
+    name: str
+    token_sha256: str
+    fhir_version: str | None = None
+    accept_extra_fields: bool = False
+    facility: str = ""
+    allow: tuple[str, ...] = HTTP_PERMISSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +433,10 @@ class Config:
         state_dir: where the store (and the log hash key) live; relative to the
             working directory unless the file gave it (then relative to the file).
         mllp_endpoint: Twisted server endpoint string for MLLP.
-        http_endpoint: endpoint for HTTP (FHIR, health), "" when off (reserved).
+        http_endpoint: endpoint for HTTP (FHIR, health, metrics), "" when off.
+        http_clients: clients of the FHIR API with their bearer tokens; empty:
+            no authentication (the loopback default).
+        http_max_body_size: largest HTTP request body accepted, in bytes (413 above).
         max_frame_size: largest MLLP payload accepted, in bytes.
         idle_timeout: seconds without bytes before a connection is closed.
         max_connections: concurrent MLLP connections accepted; more are closed.
@@ -419,7 +456,9 @@ class Config:
     policies_dir: Path
     state_dir: Path = Path(DEFAULT_STATE_DIR)
     mllp_endpoint: str = DEFAULT_MLLP_ENDPOINT
-    http_endpoint: str = ""
+    http_endpoint: str = DEFAULT_HTTP_ENDPOINT
+    http_clients: tuple[HttpClient, ...] = ()
+    http_max_body_size: int = DEFAULT_HTTP_MAX_BODY_SIZE
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -457,6 +496,59 @@ def _endpoint(doc: YamlMap, key: str) -> str:
     return value
 
 
+def _http_clients(node: YamlMap, base: Path) -> tuple[HttpClient, ...]:
+    """``http_clients:``: client id -> token (hash or file), FHIR version, extras, facility, allow."""
+    import hashlib
+
+    from listener.errors import FhirDecodeError
+    from listener.fhir.models import normalize_version
+
+    clients = []
+    for name in node:
+        if not _CLIENT_ID_RE.match(name):
+            raise node.error(name, f"http_clients: {name!r} is not a client id (letters, digits, . _ -)")
+        entry = node.get_map(name)
+        entry.reject_unknown(_HTTP_CLIENT_KEYS, f"http_clients.{name}")
+        if ("token_sha256" in entry) == ("token_file" in entry):
+            raise node.error(name, f"http_clients.{name}: give exactly one of token_sha256, token_file")
+        if "token_sha256" in entry:
+            digest = entry.get_str("token_sha256").strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise entry.error("token_sha256", "token_sha256: not 64 hex digits (sha256sum of the token)")
+        else:
+            file = (base / entry.get_str("token_file")).resolve()
+            try:
+                token = file.read_bytes().strip()
+            except OSError:
+                raise entry.error("token_file", "token_file: file not found or unreadable") from None
+            if len(token) < 16:
+                raise entry.error("token_file", "token_file: the token must be at least 16 characters")
+            digest = hashlib.sha256(token).hexdigest()
+        version: str | None = None
+        if "fhir_version" in entry:
+            try:
+                version = normalize_version(entry.get_str("fhir_version"))
+            except FhirDecodeError:
+                raise entry.error("fhir_version", "fhir_version: must be R4, R5 or STU3") from None
+        allow = entry.get_list("allow").strings() if "allow" in entry else HTTP_PERMISSIONS
+        for i, permission in enumerate(allow):
+            if permission not in HTTP_PERMISSIONS:
+                raise entry.get_list("allow").error(i, f"allow: {permission!r} is not one of {', '.join(HTTP_PERMISSIONS)}")
+        clients.append(
+            HttpClient(
+                name=name,
+                token_sha256=digest,
+                fhir_version=version,
+                accept_extra_fields=entry.get_bool("accept_extra_fields", False),
+                facility=entry.get_str("facility", ""),
+                allow=tuple(allow),
+            )
+        )
+    if len({c.token_sha256 for c in clients}) != len(clients):
+        raise node.error(None, "http_clients: two clients share one token")
+    return tuple(clients)
+
+
 def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = None) -> Config:
     """Load the daemon config (or the embedded defaults when ``path`` is None).
 
@@ -490,7 +582,15 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if not daemon["mllp_endpoint"]:
                 raise doc.error("mllp", "mllp: an endpoint is required")
         if "http" in doc:
-            daemon["http_endpoint"] = _endpoint(doc, "http")
+            http = doc.get_str("http").strip()
+            daemon["http_endpoint"] = "" if http.lower() in ("", "off") else _endpoint(doc, "http")
+        if "http_clients" in doc:
+            daemon["http_clients"] = _http_clients(doc.get_map("http_clients"), base)
+        if "http_max_body_size" in doc:
+            number = doc.get_number("http_max_body_size", minimum=1024)
+            if number != int(number):
+                raise doc.error("http_max_body_size", "'http_max_body_size' must be a whole number")
+            daemon["http_max_body_size"] = int(number)
         for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0)):
             if key in doc:
                 number = doc.get_number(key, minimum=minimum)

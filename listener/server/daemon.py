@@ -35,6 +35,7 @@ from listener.errors import ConfigError, StoreError
 from listener.pipeline import Pipeline
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.server.mllp import Intake, MllpFactory
+from listener.server.metrics import Metrics
 from listener.server.systemd import notify_ready, notify_stopping, start_watchdog
 from listener.store.sqlite import SQLiteStore
 
@@ -52,7 +53,7 @@ def _log() -> Any:
 _PURGE_INTERVAL = 3600.0
 
 
-def tls_endpoint(reactor: Any, config: Config) -> Any:
+def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None) -> Any:
     """An SSL4ServerEndpoint for ``ssl:PORT[:interface=..][:backlog=..]`` with mutual TLS.
 
     Twisted's ``ssl:`` endpoint string cannot require client certificates, so
@@ -71,7 +72,7 @@ def tls_endpoint(reactor: Any, config: Config) -> Any:
     for key, file in files.items():
         if file is None:
             raise ConfigError(f"an ssl: endpoint needs {key}", path=config.source)
-    parts = config.mllp_endpoint.split(":")[1:]
+    parts = (endpoint or config.mllp_endpoint).split(":")[1:]
     options: dict[str, str] = {}
     positional: list[str] = []
     for part in parts:
@@ -123,7 +124,11 @@ class Daemon:
         self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
         _log().info("store_opened", path=str(config.state_dir))
         hash_key = load_or_create_hash_key(config.state_dir)
-        self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread)
+        self.metrics = Metrics(self.store)
+        self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
+                             metrics=self.metrics)
+        self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
+        self.http_port: Any = None
         if config.tls:
             tls_endpoint(reactor, config)  # fail start-up early on bad TLS files
         self.factory = MllpFactory(
@@ -141,6 +146,8 @@ class Daemon:
         else:
             endpoint = serverFromString(self.reactor, self.config.mllp_endpoint)  # type: ignore[no-untyped-call]
         d: Deferred[IListeningPort] = endpoint.listen(self.factory)
+        if self.http is not None:
+            d.addCallback(self._listen_http)
 
         def listening(port: Any) -> None:
             self.port = port
@@ -161,6 +168,30 @@ class Daemon:
             self.exit_code = EXIT_FAILED
             self.reactor.stop()
 
+        return d.addCallbacks(listening, failed)
+
+    def _listen_http(self, mllp_port: Any) -> Deferred[Any]:
+        """Listen on the HTTP endpoint too; fires with the MLLP port (fails if HTTP cannot listen)."""
+        endpoint_text = self.config.http_endpoint
+        if endpoint_text.startswith("ssl:"):
+            endpoint = tls_endpoint(self.reactor, self.config, endpoint_text)
+        else:
+            endpoint = serverFromString(self.reactor, endpoint_text)  # type: ignore[no-untyped-call]
+
+        def listening(port: Any) -> Any:
+            self.http_port = port
+            address = port.getHost()
+            _log().info("listening", endpoint=endpoint_text, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
+            return mllp_port
+
+        def failed(failure: Any) -> Any:
+            # Close the MLLP port: the daemon stops; the failure names the HTTP endpoint.
+            _log().error("daemon_stopping", reason="listen_failed", endpoint=endpoint_text,
+                         error_type=failure.type.__name__ if failure.type else "")
+            self.port = mllp_port
+            return failure
+
+        d: Deferred[Any] = endpoint.listen(self.http[2])
         return d.addCallbacks(listening, failed)
 
     def _purge_raw(self) -> Deferred[None]:
@@ -207,14 +238,39 @@ class Daemon:
             self.purger.stop()
         if self.port is not None:
             yield self.port.stopListening()
+        if self.http_port is not None:
+            yield self.http_port.stopListening()
         self.intake.closing = True
         yield self.intake.drain()
+        if self.http is not None:
+            self.http[0].closing = True
+            yield self.http[0].drain()
+            yield threads.deferToThread(self.http[1].close)
         try:
             yield threads.deferToThread(self.store.close)
         except StoreError:
             self.exit_code = EXIT_FAILED
         _log().info("store_closed")
         _log().info("daemon_stopped", status=self.exit_code)
+
+
+def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_key: bytes, metrics: Metrics) -> Any:
+    """(HttpIntake, ReportQueries, Site) for the HTTP endpoint, or None when it is off."""
+    if not config.http_endpoint or config.http_endpoint == "off":
+        return None
+    from listener.fhir.models import prime_models
+    from listener.server.http import build_site, clients_from_config
+    from listener.server.http_intake import HttpIntake
+    from listener.store.queries import ReportQueries
+
+    prime_models()  # build the FHIR validators now, not on the first request
+    http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
+                             run_in_thread=threads.deferToThread, metrics=metrics)
+    queries = ReportQueries(store.path)
+    site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
+                      metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
+                      idle_timeout=config.idle_timeout)
+    return (http_intake, queries, site)
 
 
 def serve(config: Config) -> int:

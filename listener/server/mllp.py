@@ -141,8 +141,11 @@ class Intake:
         call_from_thread: Callable[..., object],
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         keep_raw: bool = True,
+        metrics: Any = None,
     ) -> None:
         self.pipeline = pipeline
+        #: listener.server.metrics.Metrics, or None (counts answers, findings, routes, latency).
+        self.metrics = metrics
         self.store = store
         self.hash_key = hash_key
         self.call_from_thread = call_from_thread
@@ -194,6 +197,8 @@ class Intake:
             code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome), errors)
             log.warning("frame_rejected", reason="unreadable", bytes=len(raw), ack_code=code,
                         error_code=outcome.error.hl7_code if outcome.error else "")
+            if self.metrics is not None:
+                self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
             return defer.succeed(Answer(ack))
 
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
@@ -204,6 +209,8 @@ class Intake:
             dup = None  # the save below fails too and answers AR 207, or catches the duplicate itself
         if dup is not None:
             mlog.info("message_duplicate", ack_code=dup.ack_code)
+            if self.metrics is not None:
+                self.metrics.message_answered("mllp", "", dup.ack_code, time.perf_counter() - started, duplicate=True)
             return defer.succeed(self._answer(header, dup.ack_code, dup.ack))
 
         pipeline = self.pipeline
@@ -251,8 +258,12 @@ class Intake:
         def stored(result: SaveResult) -> Answer:
             if result.duplicate:
                 mlog.info("message_duplicate", ack_code=result.ack_code)
+                if self.metrics is not None:
+                    self.metrics.message_answered("mllp", outcome.feed, result.ack_code, time.perf_counter() - started, duplicate=True)
                 return self._answer(header, result.ack_code, result.ack)
             mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            if self.metrics is not None:
+                self.metrics.message_answered("mllp", outcome.feed, code, time.perf_counter() - started, outcome.reports)
             return self._answer(header, code, ack)
 
         def failed(failure: Failure) -> Answer:
@@ -261,6 +272,8 @@ class Intake:
             mlog.error("store_unavailable", error_type=error_type)
             mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
                       **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+            if self.metrics is not None:
+                self.metrics.message_answered("mllp", outcome.feed, nack_code, time.perf_counter() - started)
             return self._answer(header, nack_code, nack)
 
         d = saved.addCallbacks(stored, failed)

@@ -36,6 +36,9 @@ class RunningDaemon:
     def __init__(self, state_dir: Path, log_dir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
         self.port = port or free_port()
+        # Every daemon gets its own HTTP port (the embedded default, 8080, would clash
+        # between tests and with a `make run`), unless the test passes --http itself.
+        self.http_port: int | None = None if "--http" in extra else free_port()
         self.log_dir = log_dir
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
@@ -52,6 +55,8 @@ class RunningDaemon:
         err = open(self.log_dir / f"stderr.{self.runs}", "wb")
         cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json",
                "--mllp", f"tcp:{self.port}:interface=127.0.0.1", "--state-dir", str(self.state_dir), *self.extra]
+        if self.http_port is not None:
+            cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS")}
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=env)
         out.close()
@@ -62,6 +67,8 @@ class RunningDaemon:
                 raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.stderr()[-2000:]}")
             try:
                 socket.create_connection(self.address, timeout=0.2).close()
+                if self.http_port is not None:
+                    socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)

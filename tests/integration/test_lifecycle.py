@@ -24,7 +24,7 @@ def test_ready_is_sent_to_notify_socket(tmp_path: Path) -> None:
     env = {**os.environ, "NOTIFY_SOCKET": path}
     proc = subprocess.Popen(
         [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--mllp",
-         f"tcp:{port}:interface=127.0.0.1", "--state-dir", str(tmp_path / "state")],
+         f"tcp:{port}:interface=127.0.0.1", "--http", "off", "--state-dir", str(tmp_path / "state")],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

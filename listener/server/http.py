@@ -1,0 +1,535 @@
+"""The HTTP listener: FHIR intake and searches, health and metrics, as a twisted.web Resource tree.
+
+Layer: reactor code. The tree::
+
+    /healthz                  GET   store reachable and reactor alive: 200 / 503 JSON
+    /metrics                  GET   Prometheus text
+    /fhir                     POST  a Bundle (batch, transaction, collection, document)
+    /fhir/DiagnosticReport    POST  one DiagnosticReport
+    /fhir/Task                GET   ?status=requested&owner=<pool>   (searchset)
+    /fhir/DetectedIssue       GET   ?implicated=DiagnosticReport/<id> | ?implicated:identifier=<accession>
+
+Promises:
+
+* A body over ``max_body_size`` is refused with 413 as soon as its
+  Content-Length (or, when chunked, its running size) says so: bytes after the
+  limit are read and dropped, never buffered, and the connection closes.
+* With ``http_clients`` configured, every ``/fhir`` call needs ``Authorization:
+  Bearer <token>``: 401 without a known token, 403 when the client may not do
+  that (``allow: [submit, read]``). ``/healthz`` and ``/metrics`` are open
+  (codes and counts only).
+* Every 4xx/5xx body is an OperationOutcome naming an issue code and a FHIRPath,
+  never a value from the request. Store reads run on threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.python.failure import Failure
+from twisted.internet.protocol import connectionDone
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from listener.config import HttpClient
+from listener.errors import StoreError
+from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
+from listener.fhir.encode import Issue
+from listener.logs import get_logger
+from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
+from listener.server.http_search import detected_issue_bundle, task_bundle
+from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from listener.server.metrics import Metrics
+from listener.store.base import Store
+from listener.store.queries import ReportQueries
+
+__all__ = ["Access", "ApiClient", "build_site", "clients_from_config"]
+
+_JSON = "application/json"
+_DEFAULT_COUNT = 100
+_MAX_COUNT = 1000
+_HEALTH_TIMEOUT_S = 5.0
+#: After a 413, bytes still arriving are dropped for at most this long / this many, then the connection is cut.
+_LINGER_S = 30.0
+_LINGER_BYTES = 256 * 1024 * 1024
+#: Task.status values; only ``requested`` Tasks exist (a route is a standing request).
+_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
+                            "in-progress", "on-hold", "failed", "completed", "entered-in-error"})
+
+
+def _log() -> Any:
+    return get_logger("listener.server.http")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """An authenticated caller: its FHIR settings and what it may do."""
+
+    fhir: FhirClient
+    allow: frozenset[str]
+
+
+ANONYMOUS = ApiClient(DEFAULT_CLIENT, frozenset({"submit", "read"}))
+
+
+def clients_from_config(clients: Iterable[HttpClient]) -> dict[str, ApiClient]:
+    """Map each configured token's SHA-256 (hex) to its client."""
+    out = {}
+    for c in clients:
+        versions = ("R4", "R5", "STU3") if c.fhir_version == "STU3" else ("R4", "R5")
+        fhir = FhirClient(name=c.name, facility=c.facility, version=c.fhir_version, versions=versions,
+                          accept_extra_fields=c.accept_extra_fields)
+        out[c.token_sha256] = ApiClient(fhir, frozenset(c.allow))
+    return out
+
+
+class Access:
+    """Bearer-token authentication and per-client permissions.
+
+    Args:
+        clients: token SHA-256 -> client; empty: no authentication (every caller
+            is the anonymous ``fhir`` client, allowed everything).
+    """
+
+    def __init__(self, clients: dict[str, ApiClient]) -> None:
+        self.clients = clients
+
+    def check(self, request: Any, permission: str) -> ApiClient | HttpAnswer:
+        """The caller, or the 401/403 answer to send."""
+        if not self.clients:
+            return ANONYMOUS
+        raw = request.getHeader(b"authorization")
+        header = (raw.decode("latin-1") if isinstance(raw, bytes) else raw or "").strip()
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return outcome_answer(401, (Issue("error", "login", "a bearer token is required"),),
+                                  (("WWW-Authenticate", 'Bearer realm="overread"'),))
+        # Looked up by the token's hash: the secret is never compared byte by byte.
+        client = self.clients.get(hashlib.sha256(token.strip().encode("utf-8", "replace")).hexdigest())
+        if client is None:
+            return outcome_answer(401, (Issue("error", "login", "the bearer token is not valid"),),
+                                  (("WWW-Authenticate", 'Bearer realm="overread", error="invalid_token"'),))
+        if permission not in client.allow:
+            return outcome_answer(403, (Issue("error", "forbidden", f"this client may not {permission}"),))
+        return client
+
+
+# ------------------------------------------------------------- body size cap
+
+
+class _Discard:
+    """A write-only sink standing in for the request body once it is over the limit."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class CappedRequest(Request):
+    """A Request that refuses a body over the site's limit before buffering it."""
+
+    channel: Any
+    content: Any
+    too_large = False
+    body_bytes = 0
+    #: Per-request state of our resources: start time, bound logger, client id, client gone.
+    ov_started: float | None = None
+    ov_log: Any = None
+    ov_client = ""
+    ov_gone = False
+
+    def _limit(self) -> int:
+        return int(self.channel.site.max_body_size)
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted API
+        self.ov_started = time.perf_counter()
+        if length is not None and length > self._limit():
+            self._refuse(length)
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        if self.too_large:
+            return
+        self.body_bytes += len(data)
+        if self.body_bytes > self._limit():
+            self.content.close()
+            self._refuse(self.body_bytes)
+            return
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+
+    def _refuse(self, size: int) -> None:
+        self.too_large = True
+        self.content = _Discard()
+        limit = self._limit()
+        answer = outcome_answer(413, (Issue("error", "too-costly", f"the body exceeds the limit of {limit} bytes"),))
+        # The request line is parsed, but Request.method/path are set only once the body is in.
+        path = bytes(getattr(self.channel, "_path", b"")).partition(b"?")[0].decode("utf-8", "replace")[:200]
+        _log().warning("message_rejected", reason="body_too_large", bytes=size, limit=limit, status=413,
+                       path=path, peer=_peer(self))
+        site = self.channel.site
+        if site.metrics is not None:
+            site.metrics.http_requests.labels(_endpoint_label(path), "413").inc()
+        self.channel.refuse(answer)
+
+    def process(self) -> None:
+        if self.too_large:
+            return  # answered already, by _refuse
+        super().process()  # type: ignore[no-untyped-call]
+
+
+class CappedChannel(HTTPChannel):
+    """An HTTPChannel that can answer a request early and drop the rest of its body."""
+
+    refused = False
+    site: Any
+    transport: Any
+    callLater: Any
+    dropped = 0
+
+    def refuse(self, answer: HttpAnswer) -> None:
+        """Write ``answer`` now, then drop incoming bytes until the peer closes (or the linger limit)."""
+        self.refused = True
+        self.dropped = 0
+        head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Error')}",
+                f"Content-Type: {answer.content_type}", f"Content-Length: {len(answer.body)}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in answer.headers]
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + answer.body)
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        # Half-close: the peer reads our answer and EOF while it finishes sending; closing
+        # outright would reset the connection and could discard the answer unread.
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        else:
+            self.transport.loseConnection()
+        self.linger = self.callLater(_LINGER_S, self.transport.abortConnection)
+
+    def _send100Continue(self) -> None:  # noqa: N802 - HTTPChannel hook
+        if not self.refused:  # a refused body must not be invited
+            super()._send100Continue()  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        if self.refused:
+            self.dropped += len(data)
+            if self.dropped > _LINGER_BYTES:
+                self.transport.abortConnection()
+            return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def allContentReceived(self) -> None:  # noqa: N802 - Twisted API
+        if self.refused:
+            return  # keep reading (and dropping); never pause the peer
+        super().allContentReceived()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
+        linger = getattr(self, "linger", None)
+        if linger is not None and linger.active():
+            linger.cancel()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+_REASONS = {413: "Content Too Large"}
+
+
+class ApiSite(Site):
+    """The Site: capped requests, no access log (we log ``http_request`` ourselves, without query strings)."""
+
+    noisy = False
+    displayTracebacks = False
+    requestFactory = CappedRequest
+
+    def __init__(self, resource: Resource, *, max_body_size: int, metrics: Metrics | None, timeout: float) -> None:
+        super().__init__(resource, timeout=timeout)  # type: ignore[no-untyped-call]
+        self.max_body_size = max_body_size
+        self.metrics = metrics
+
+    def protocol(self) -> CappedChannel:  # type: ignore[override]
+        return CappedChannel()  # type: ignore[no-untyped-call]
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _path(request: Any) -> str:
+    return (request.path or b"").decode("utf-8", "replace")[:200]
+
+
+def _peer(request: Any) -> str:
+    peer = request.getClientAddress()
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None else type(peer).__name__
+
+
+def _endpoint_label(path: str) -> str:
+    path = path.rstrip("/")
+    return {"/fhir": "fhir_bundle", "/fhir/DiagnosticReport": "fhir_report", "/fhir/Task": "fhir_task",
+            "/fhir/DetectedIssue": "fhir_detected_issue", "/healthz": "healthz", "/metrics": "metrics"}.get(path, "other")
+
+
+def _base_url(request: Any) -> str:
+    raw = request.getHeader(b"host") or b""
+    host = raw.decode("latin-1").strip() if isinstance(raw, bytes) else str(raw).strip()
+    host = host or "localhost"
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host}/fhir"
+
+
+class _Endpoint(Resource):
+    """A leaf answering a fixed set of methods; others get 405 with an OperationOutcome."""
+
+    isLeaf = True
+    methods: tuple[bytes, ...] = (b"GET",)
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api = api
+
+    def render(self, request: Any) -> Any:
+        if request.ov_started is None:
+            request.ov_started = time.perf_counter()
+        if any(request.postpath or ()):  # a leaf has no children: /fhir/DiagnosticReport/x is not ours
+            self.api.send(request, outcome_answer(404, (Issue("error", "not-found", "no such endpoint"),)))
+            return NOT_DONE_YET
+        method = b"GET" if request.method == b"HEAD" and b"GET" in self.methods else request.method
+        if method not in self.methods:
+            allow = ", ".join(m.decode() for m in self.methods)
+            self.api.send(request, outcome_answer(405, (Issue("error", "not-supported", f"use {allow}"),), (("Allow", allow),)))
+            return NOT_DONE_YET
+        self.api.handle(self, request, method)
+        return NOT_DONE_YET
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        raise NotImplementedError
+
+
+class _NotFound(_Endpoint):
+    methods = (b"GET", b"POST", b"PUT", b"DELETE", b"PATCH")
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        return defer.succeed(outcome_answer(404, (Issue("error", "not-found", "no such endpoint"),)))
+
+
+class _Tree(Resource):
+    """An inner node; unknown children are a 404 OperationOutcome."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api = api
+
+    def getChild(self, path: bytes, request: Any) -> Resource:  # noqa: N802 - Twisted API
+        return _NotFound(self.api)
+
+
+class _Health(_Endpoint):
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        api = self.api
+
+        def checked(ok: bool) -> HttpAnswer:
+            stopping = api.intake.closing
+            body = {"status": "ok" if ok and not stopping else "unavailable", "store": "ok" if ok else "unavailable",
+                    "reactor": "stopping" if stopping else "ok", "in_flight": len(api.intake.in_flight)}
+            return HttpAnswer(200 if ok and not stopping else 503, json.dumps(body).encode(), (("Cache-Control", "no-store"),), _JSON)
+
+        d = api.run_in_thread(api.store.health)
+        d.addTimeout(_HEALTH_TIMEOUT_S, api.reactor)
+        return d.addErrback(lambda _f: False).addCallback(checked)
+
+
+class _Metrics(_Endpoint):
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        if self.api.metrics is None:
+            return defer.succeed(outcome_answer(404, (Issue("error", "not-found", "metrics are off"),)))
+        d = self.api.run_in_thread(self.api.metrics.render)
+        return d.addCallback(lambda text: HttpAnswer(200, text, (), METRICS_CONTENT_TYPE))
+
+
+class _Post(_Endpoint):
+    methods = (b"POST",)
+
+    def __init__(self, api: Api, expected: str) -> None:
+        super().__init__(api)
+        self.expected = expected
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        access = self.api.access.check(request, "submit")
+        if isinstance(access, HttpAnswer):
+            return defer.succeed(access)
+        request.ov_client = access.fhir.name
+        if self.api.intake.closing:
+            return defer.succeed(outcome_answer(503, (Issue("error", "transient", "shutting down; retry later"),),
+                                                (("Retry-After", "5"),)))
+        content_type = request.getHeader(b"content-type")
+        if content_type is None:
+            return defer.succeed(outcome_answer(415, (Issue("error", "not-supported", "content type must be application/fhir+json"),)))
+        request.content.seek(0)
+        body = request.content.read()
+        return self.api.intake.receive(body, content_type.decode("latin-1"), self.expected, access.fhir, request.ov_log)
+
+
+class _Search(_Endpoint):
+    def __init__(self, api: Api, kind: str) -> None:
+        super().__init__(api)
+        self.kind = kind
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        access = self.api.access.check(request, "read")
+        if isinstance(access, HttpAnswer):
+            return defer.succeed(access)
+        request.ov_client = access.fhir.name
+        try:
+            params = {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in request.args.items()}
+        except UnicodeDecodeError:
+            return defer.succeed(outcome_answer(400, (Issue("error", "structure", "search parameters are not UTF-8"),)))
+        count_text = (params.get("_count") or [str(_DEFAULT_COUNT)])[0]
+        if not count_text.isdigit() or not 0 < int(count_text) <= _MAX_COUNT:
+            return defer.succeed(outcome_answer(400, (Issue("error", "value", f"_count must be 1 to {_MAX_COUNT}", "_count"),)))
+        count = int(count_text)
+        base = _base_url(request)
+        queries = self.api.queries
+        if self.kind == "Task":
+            status = (params.get("status") or ["requested"])[0]
+            if status not in _TASK_STATUSES:
+                return defer.succeed(outcome_answer(400, (Issue("error", "code-invalid", "status is not a Task status", "status"),)))
+            owner = (params.get("owner") or [None])[0]
+            pool = owner.rpartition("|")[2] if owner is not None else None
+            if status != "requested":
+                return defer.succeed(_bundle_answer(task_bundle((), base)))
+            d = self.api.run_in_thread(lambda: task_bundle(queries.routed(pool=pool, limit=count), base))
+        else:
+            implicated = (params.get("implicated") or [None])[0]
+            by_identifier = (params.get("implicated:identifier") or [None])[0]
+            fhir_id = implicated.rstrip("/").rpartition("DiagnosticReport/")[2] if implicated is not None else None
+            if implicated is not None and not fhir_id:
+                return defer.succeed(outcome_answer(400, (Issue("error", "value", "implicated must be DiagnosticReport/<id>", "implicated"),)))
+            accession = by_identifier.rpartition("|")[2] if by_identifier is not None else None
+            d = self.api.run_in_thread(
+                lambda: detected_issue_bundle(queries.with_findings(fhir_id=fhir_id, accession=accession, limit=count), base)
+            )
+        return d.addCallback(_bundle_answer)
+
+
+def _bundle_answer(bundle: dict[str, Any]) -> HttpAnswer:
+    return HttpAnswer(200, json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), (("Cache-Control", "no-store"),))
+
+
+# ---------------------------------------------------------------------- api
+
+
+class Api:
+    """What the resources share: intake, access, store, queries, metrics, the reactor."""
+
+    def __init__(self, *, intake: HttpIntake, access: Access, store: Store, queries: ReportQueries,
+                 metrics: Metrics | None, reactor: Any, run_in_thread: Callable[..., defer.Deferred[Any]]) -> None:
+        self.intake = intake
+        self.access = access
+        self.store = store
+        self.queries = queries
+        self.metrics = metrics
+        self.reactor = reactor
+        self.run_in_thread = run_in_thread
+
+    def handle(self, endpoint: _Endpoint, request: Any, method: bytes) -> None:
+        """Bind the request's logger, compute the answer, send it (never lets a failure escape)."""
+        request.ov_log = _log().bind(peer=_peer(request), method=request.method.decode("ascii", "replace"), path=_path(request))
+
+        def gone(_failure: Failure) -> None:
+            request.ov_gone = True
+
+        request.notifyFinish().addErrback(gone)
+        d = endpoint.answer(request, method)
+
+        def broken(failure: Failure) -> HttpAnswer:
+            is_store = failure.check(StoreError) is not None  # type: ignore[no-untyped-call]
+            request.ov_log.error("store_unavailable" if is_store else "message_rejected",
+                              reason="internal_error", error_type=failure.type.__name__ if failure.type else "")
+            if is_store:
+                return outcome_answer(503, (Issue("error", "transient", "message store unavailable; retry later"),), (("Retry-After", "5"),))
+            return outcome_answer(500, (Issue("error", "exception", "internal error"),))
+
+        d.addErrback(broken).addCallback(lambda answer: self.send(request, answer))
+
+    def send(self, request: Any, answer: HttpAnswer) -> None:
+        """Write ``answer`` unless the client went away; log ``http_request`` and count it."""
+        if request.finished or request.ov_gone:
+            return
+        request.setResponseCode(answer.status)
+        request.setHeader(b"content-type", answer.content_type.encode("ascii"))
+        request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        for name, value in answer.headers:
+            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+        request.write(answer.body)
+        request.finish()
+        started = request.ov_started
+        duration = round((time.perf_counter() - started) * 1000, 3) if started is not None else 0.0
+        log = request.ov_log or _log().bind(peer=_peer(request), path=_path(request))
+        log.info("http_request", method=request.method.decode("ascii", "replace"), status=answer.status,
+                 duration_ms=duration, bytes=len(answer.body), sender_app=request.ov_client)
+        if self.metrics is not None:
+            self.metrics.http_requests.labels(_endpoint_label(_path(request)), str(answer.status)).inc()
+
+
+def build_site(
+    *,
+    intake: HttpIntake,
+    store: Store,
+    queries: ReportQueries,
+    clients: dict[str, ApiClient],
+    metrics: Metrics | None,
+    reactor: Any,
+    max_body_size: int,
+    idle_timeout: float,
+    run_in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread,
+) -> ApiSite:
+    """The HTTP Site with the whole Resource tree (see the module docstring)."""
+    api = Api(intake=intake, access=Access(clients), store=store, queries=queries, metrics=metrics,
+              reactor=reactor, run_in_thread=run_in_thread)
+    root = _Tree(api)
+    root.putChild(b"healthz", _Health(api))  # type: ignore[arg-type]
+    root.putChild(b"metrics", _Metrics(api))  # type: ignore[arg-type]
+    fhir = _Tree(api)
+    bundle = _Post(api, "Bundle")
+    fhir.putChild(b"", bundle)  # type: ignore[arg-type]
+    fhir.putChild(b"DiagnosticReport", _Post(api, "DiagnosticReport"))  # type: ignore[arg-type]
+    fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
+    fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
+    root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]
+    site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout)
+    site.reactor = reactor
+    return site
+
+
+class _FhirRoot(Resource):
+    """``/fhir`` itself is the Bundle endpoint; ``/fhir/<type>`` goes to the children."""
+
+    def __init__(self, api: Api, tree: _Tree, bundle: _Post) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.api, self.tree, self.bundle = api, tree, bundle
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:  # noqa: N802 - Twisted API
+        return self.tree.getChildWithDefault(path, request)  # type: ignore[no-untyped-call]
+
+    def render(self, request: Any) -> Any:
+        return self.bundle.render(request)
+
+
+__all__ += ["Api", "ApiSite", "CappedChannel", "CappedRequest", "FHIR_JSON"]

@@ -1,0 +1,422 @@
+"""One FHIR POST body -> a stored message and its HTTP answer (the HTTP twin of ``mllp.Intake``).
+
+Layer: reactor code around pure parts. The body is decoded, checked and routed
+on the reactor thread (pure CPU, a few ms, as MLLP does); the duplicate lookup
+runs on a thread; the record goes to the store's group-commit writer; the
+answer is released only once the commit is durable.
+
+Promises:
+
+* 2xx only after the message, its reports and findings are committed.
+* A duplicate POST (same client, and same resource id + ``meta.versionId``, or
+  same identifier + status: see :func:`message_key`) gets the first answer
+  again, status, Location and body byte for byte, and is not processed again.
+* A refused body (4xx) is stored ``rejected`` under a key made from its bytes,
+  so an identical resend gets the same answer but a corrected resend with the
+  same id is processed. Unparseable bodies, wrong media types, oversize bodies
+  and auth failures are not stored (logged by size only).
+* Answers and log lines never quote a value from the body: OperationOutcome
+  issues carry a code, a FHIRPath and our own words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError, FhirDecodeError, FhirUnsupportedMediaType, StoreError
+from listener.fhir import models
+from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
+from listener.fhir.encode import Issue, operation_outcome, outcome_for_error, outcome_for_routes
+from listener.fhir.resolve import JSON, o, objs, s, walk_entries
+from listener.logs import keyed_hash
+from listener.pipeline import Outcome, Pipeline, process_fhir
+from listener.serialize import finding_dict, report_dict, route_dict
+from listener.server.metrics import Metrics
+from listener.server.mllp import deferred_from_future
+from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
+
+__all__ = [
+    "FHIR_JSON",
+    "HttpAnswer",
+    "HttpIntake",
+    "answer_from_stored",
+    "message_key",
+    "outcome_answer",
+    "status_for_error",
+]
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+#: Issue codes of bodies that are well-formed FHIR but break our rules (422);
+#: other decode failures are bodies that fail parsing or basic validation (400).
+_UNPROCESSABLE = frozenset({"not-supported", "business-rule", "invariant", "too-costly", "processing", "code-invalid"})
+
+#: DiagnosticReport ids we assign (FHIR create: the server chooses the id).
+_ID_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """One HTTP response: status, body (JSON bytes), extra headers."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = FHIR_JSON
+
+    def envelope(self) -> bytes:
+        """The bytes the store keeps as the message's answer (status and headers on the first line)."""
+        head = {"status": self.status, "headers": [list(h) for h in self.headers]}
+        return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.body
+
+
+def answer_from_stored(ack: bytes) -> HttpAnswer:
+    """Rebuild the answer sent the first time from the store's ``ack`` bytes."""
+    head, _, body = ack.partition(b"\n")
+    meta = json.loads(head)
+    return HttpAnswer(int(meta["status"]), body, tuple((str(k), str(v)) for k, v in meta.get("headers", ())))
+
+
+def _json(resource: JSON) -> bytes:
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def outcome_answer(status: int, issues: Sequence[Issue], headers: tuple[tuple[str, str], ...] = ()) -> HttpAnswer:
+    """An answer whose body is an OperationOutcome of ``issues``."""
+    return HttpAnswer(status, _json(operation_outcome(issues)), headers)
+
+
+def status_for_error(error: DecodeError) -> int:
+    """The HTTP status for a refused body: 415, 400 (unparseable/invalid), 422 (our rules), 500 (our bug)."""
+    if isinstance(error, FhirUnsupportedMediaType):
+        return 415
+    if error.hl7_code == APPLICATION_INTERNAL_ERROR and not isinstance(error, FhirDecodeError):
+        return 500
+    code = getattr(error, "issue_code", "")
+    return 422 if code in _UNPROCESSABLE else 400
+
+
+def _identifier_key(resource: JSON) -> str:
+    parts = sorted(f"{s(i, 'system')}|{s(i, 'value')}" for i in objs(resource, "identifier") if s(i, "value"))
+    return ",".join(parts)
+
+
+def _report_key(dr: JSON) -> str | None:
+    rid, vid = s(dr, "id"), s(o(dr, "meta"), "versionId")
+    if rid and vid:
+        return f"DiagnosticReport/{rid}/_history/{vid}"
+    status = s(dr, "status")
+    idents = _identifier_key(dr)
+    if idents:
+        return f"DiagnosticReport?identifier={idents}&status={status}"
+    if rid:
+        return f"DiagnosticReport/{rid}?status={status}"
+    return None
+
+
+def message_key(doc: JSON) -> str | None:
+    """What makes two POSTs of one client "the same message" (None: nothing identifies it).
+
+    A DiagnosticReport: its id and ``meta.versionId``; without a version, its
+    identifiers and status (a preliminary and a final of one accession differ);
+    without identifiers, its id and status. A Bundle: its id and version, or
+    its identifier, or else the keys of all its DiagnosticReports.
+    """
+    kind = s(doc, "resourceType")
+    if kind == "DiagnosticReport":
+        return _report_key(doc)
+    if kind != "Bundle":
+        return None
+    bid, vid = s(doc, "id"), s(o(doc, "meta"), "versionId")
+    if bid and vid:
+        return f"Bundle/{bid}/_history/{vid}"
+    ident = o(doc, "identifier")
+    if s(ident, "value"):
+        return f"Bundle?identifier={s(ident, 'system')}|{s(ident, 'value')}"
+    keys = [_report_key(r) for _, _, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
+    if keys and all(keys):
+        return "Bundle[" + ";".join(k for k in keys if k) + "]"
+    return None
+
+
+def parse_body(body: bytes) -> JSON | None:
+    """The body as a JSON object, or None (the decoder then says precisely why)."""
+    try:
+        doc = json.loads(body.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class HttpIntake:
+    """Turns a POSTed FHIR body into a stored message and its answer (shared by all HTTP requests).
+
+    Args:
+        pipeline: a callable giving the current Pipeline (the MLLP intake's, so a
+            SIGHUP swap applies to both transports at once).
+        store: the durable store.
+        hash_key: the installation key (log hashes, and message keys: a key built
+            from identifiers must not be reversible from ``overread messages``).
+        call_from_thread: ``reactor.callFromThread``.
+        run_in_thread: ``threads.deferToThread`` (tests pass a direct call).
+        metrics: counters to bump, or None.
+        now: the clock (aware UTC).
+        keep_raw: store raw bodies.
+    """
+
+    def __init__(
+        self,
+        pipeline: Callable[[], Pipeline],
+        store: Store,
+        *,
+        hash_key: bytes,
+        call_from_thread: Callable[..., object],
+        run_in_thread: Callable[..., defer.Deferred[Any]],
+        metrics: Metrics | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        keep_raw: bool = True,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.hash_key = hash_key
+        self.call_from_thread = call_from_thread
+        self.run_in_thread = run_in_thread
+        self.metrics = metrics
+        self.now = now
+        self.keep_raw = keep_raw
+        self.closing = False
+        self.in_flight: set[defer.Deferred[HttpAnswer]] = set()
+
+    def _control_id(self, prefix: str, text: bytes) -> str:
+        return prefix + hmac.new(self.hash_key, text, hashlib.sha256).hexdigest()[:32]
+
+    def _count(self, feed: str, answer: HttpAnswer, started: float | None = None, outcome: Outcome | None = None,
+               *, duplicate: bool = False) -> None:
+        if self.metrics is not None:
+            seconds = time.perf_counter() - started if started is not None else None
+            reports = outcome.reports if outcome is not None and answer.status == 201 else ()
+            self.metrics.message_answered("http", feed, str(answer.status), seconds, reports, duplicate=duplicate)
+
+    def receive(self, body: bytes, content_type: str | None, expected: str, client: FhirClient, log: Any) -> defer.Deferred[HttpAnswer]:
+        """Process, store and answer one POST.
+
+        Args:
+            body: the request body (already capped in size).
+            content_type: the Content-Type header.
+            expected: "DiagnosticReport" (``POST /fhir/DiagnosticReport``) or "Bundle" (``POST /fhir``).
+            client: the authenticated client's FHIR settings.
+            log: the request's bound logger.
+
+        Returns:
+            A Deferred firing with the answer; it never fails.
+        """
+        started = time.perf_counter()
+        received = self.now()
+        pipeline = self.pipeline()
+        feed = pipeline.mappings.for_sender(client.name, client.facility).name
+        client = dataclasses.replace(client, feed=feed)
+        mlog = log.bind(sender_app=client.name, sender_facility=client.facility, feed=feed)
+        try:
+            models.parse_media_type(content_type)
+        except FhirDecodeError as exc:
+            answer = outcome_answer(415, (Issue("error", exc.issue_code, exc.message),))
+            mlog.warning("message_rejected", reason="unsupported_media_type", bytes=len(body), status=415)
+            self._count(feed, answer)
+            return defer.succeed(answer)
+        doc = parse_body(body)
+        if doc is None:
+            # Not a JSON object: garbage, answered but not stored (DESIGN §8).
+            answer = self._refusal(body, content_type, client, pipeline, received)
+            mlog.warning("frame_rejected", reason="unreadable", bytes=len(body), status=answer.status)
+            self._count(feed, answer)
+            return defer.succeed(answer)
+        kind = s(doc, "resourceType")
+        if kind != expected:
+            where = "POST /fhir/DiagnosticReport" if expected == "DiagnosticReport" else "POST /fhir"
+            answer = outcome_answer(400, (Issue("error", "not-supported", f"{where} takes a {expected}", "resourceType"),))
+            mlog.warning("message_rejected", reason="wrong_resource_type", bytes=len(body), status=400)
+            self._count(feed, answer)
+            return defer.succeed(answer)
+        key = message_key(doc)
+        identity = self._control_id("fhir-", key.encode("utf-8")) if key else ""
+        by_body = self._control_id("fhir-body-", body)
+        mlog = mlog.bind(control_id=identity or by_body)
+
+        def lookup() -> SaveResult | None:
+            for control_id in (identity, by_body):
+                if control_id:
+                    found = self.store.find_duplicate(client.name, client.facility, control_id)
+                    if found is not None:
+                        return found
+            return None
+
+        def looked_up(dup: SaveResult | None) -> defer.Deferred[HttpAnswer]:
+            if dup is not None:
+                answer = answer_from_stored(dup.ack)
+                mlog.info("message_duplicate", ack_code=dup.ack_code)
+                self._count(feed, answer, started, duplicate=True)
+                return defer.succeed(answer)
+            return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog)
+
+        def lookup_failed(failure: Failure) -> defer.Deferred[HttpAnswer]:
+            # The save below fails too (503), or catches the duplicate itself.
+            return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog)
+
+        d: defer.Deferred[HttpAnswer] = self.run_in_thread(lookup).addCallbacks(looked_up, lookup_failed)
+        self.in_flight.add(d)
+
+        def forget(answer: HttpAnswer) -> HttpAnswer:
+            self.in_flight.discard(d)
+            return answer
+
+        return d.addBoth(forget)
+
+    def _refusal(self, body: bytes, content_type: str | None, client: FhirClient, pipeline: Pipeline, received: datetime) -> HttpAnswer:
+        outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client)
+        error = outcome.error or FhirDecodeError("the body is not a FHIR resource", issue_code="structure")
+        return HttpAnswer(status_for_error(error), _json(outcome_for_error(error)))
+
+    def _process(
+        self,
+        body: bytes,
+        content_type: str | None,
+        doc: JSON,
+        client: FhirClient,
+        pipeline: Pipeline,
+        received: datetime,
+        started: float,
+        identity: str,
+        by_body: str,
+        mlog: Any,
+    ) -> defer.Deferred[HttpAnswer]:
+        outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client)
+        server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
+        if outcome.error is not None:
+            answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
+            # An internal failure gets a fresh key: a retry is processed again, not answered 500 forever.
+            control_id = self._control_id("fhir-error-", uuid.uuid4().bytes) if answer.status >= 500 else by_body
+            state = "rejected"
+        else:
+            where = _report_expressions(doc, len(outcome.reports))
+            routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
+            location = f"/fhir/DiagnosticReport/{server_ids[0]}"
+            answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
+            control_id = identity or by_body
+            state = "processed"
+        error = outcome.error
+        record = MessageRecord(
+            control_id=control_id,
+            sender_application=client.name,
+            sender_facility=client.facility,
+            feed=outcome.feed,
+            received=received,
+            raw=body if self.keep_raw else None,
+            transport="http",
+            state=state,  # type: ignore[arg-type]
+            ack_code=str(answer.status),
+            ack=answer.envelope(),
+            error_code=error.hl7_code if error is not None else "",
+            reports=_records(outcome, server_ids),
+        )
+        fields = _log_fields(outcome, pipeline, self.hash_key)
+        try:
+            future = self.store.submit(record)
+        except StoreError:
+            saved: defer.Deferred[SaveResult] = defer.fail(StoreError("store closed"))
+        else:
+            saved = deferred_from_future(future, self.call_from_thread)
+
+        def stored(result: SaveResult) -> HttpAnswer:
+            if result.duplicate:
+                first = answer_from_stored(result.ack)
+                mlog.info("message_duplicate", ack_code=result.ack_code)
+                self._count(outcome.feed, first, started, duplicate=True)
+                return first
+            mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            self._count(outcome.feed, answer, started, outcome)
+            return answer
+
+        def failed(failure: Failure) -> HttpAnswer:
+            error_type = failure.type.__name__ if failure.type else "Exception"
+            busy = outcome_answer(503, (Issue("error", "transient", "message store unavailable; retry later"),),
+                                  (("Retry-After", "5"),))
+            mlog.error("store_unavailable", error_type=error_type)
+            mlog.info("message_processed", ack_code="503", status=503,
+                      duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+            self._count(outcome.feed, busy, started)
+            return busy
+
+        return saved.addCallbacks(stored, failed)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Fire once every POST being stored has its answer."""
+        pending = list(self.in_flight)
+        if not pending:
+            return defer.succeed(None)
+        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+
+def _report_expressions(doc: JSON, count: int) -> list[str]:
+    """FHIRPath of each DiagnosticReport, in the decoder's (body) order."""
+    if s(doc, "resourceType") == "DiagnosticReport":
+        return ["DiagnosticReport"] * count
+    found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
+    return found if len(found) == count else ["Bundle"] * count
+
+
+def _records(outcome: Outcome, server_ids: Sequence[str]) -> tuple[ReportRecord, ...]:
+    out = []
+    for result, server_id in zip(outcome.reports, server_ids):
+        report = result.report
+        data = report_dict(report, include_patient=True, include_text=True)
+        data["fhir_id"] = server_id  # the id in Location; GET /fhir/DetectedIssue?implicated= finds it
+        out.append(
+            ReportRecord(
+                accession=report.accession,
+                report_json=json.dumps(data, ensure_ascii=False),
+                findings_json=json.dumps([finding_dict(f) for f in result.findings], ensure_ascii=False),
+                route_json=json.dumps(route_dict(result.route), ensure_ascii=False),
+                bucket=result.route.bucket if result.route else "",
+            )
+        )
+    return tuple(out)
+
+
+def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[str, Any]:
+    first = outcome.reports[0] if outcome.reports else None
+    error = outcome.error
+    fields: dict[str, Any] = {
+        "message_type": "DiagnosticReport" if len(outcome.reports) <= 1 else "Bundle",
+        "bucket": first.route.bucket if first is not None and first.route is not None else "",
+        "finding_count": sum(len(r.findings) for r in outcome.reports),
+        "count": len(outcome.reports),
+        "error_code": getattr(error, "issue_code", "") or (error.hl7_code if error is not None else ""),
+        "policy_version": pipeline.version,
+    }
+    if outcome.error_type:
+        fields["error_type"] = outcome.error_type
+    if error is not None and error.location:
+        fields["location"] = error.location
+    if first is not None:
+        report = first.report
+        fields["accession_h"] = keyed_hash(report.accession, hash_key) if report.accession else ""
+        fields["patient_h"] = keyed_hash(report.patient.id, hash_key) if report.patient.id else ""
+    return fields
+
+
+# Re-exported for the resource layer: the anonymous client when no http_clients are configured.
+ANONYMOUS = DEFAULT_CLIENT

@@ -1,0 +1,142 @@
+"""Prometheus metrics: one registry per daemon, counters fed by the MLLP and HTTP shells.
+
+Layer: reactor-side bookkeeping (no I/O of its own). Counters are bumped on the
+reactor thread as answers go out; :meth:`Metrics.render` runs on a thread,
+because the outbox gauges read the store at scrape time.
+
+Labels carry codes and configured names only (transport, feed, answer code,
+finding category, bucket, destination), never message content, so the label
+sets stay small and free of patient data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from listener.errors import StoreError
+from listener.pipeline import ReportOutcome
+from listener.store.base import OUTBOX_STATES, Store
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+#: The Prometheus text exposition format served at ``/metrics``.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Processing latency: receive to answer, including the durable commit (fsync).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _OutboxCollector(Collector):
+    """Outbox depth by destination and state, and the oldest pending row's age, read at scrape time."""
+
+    def __init__(self, store: Store, now: Callable[[], datetime]) -> None:
+        self.store = store
+        self.now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("overread_outbox_messages", "Outbox rows by destination and state", labels=["destination", "state"])
+        oldest = GaugeMetricFamily(
+            "overread_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row (0 when none)"
+        )
+        up = GaugeMetricFamily("overread_store_up", "1 when the store answered the last scrape's outbox query")
+        try:
+            stats = self.store.outbox_stats(self.now())
+        except StoreError:
+            up.add_metric([], 0.0)
+            yield up
+            return
+        seen = {(d.destination, d.state) for d in stats.depth}
+        for d in stats.depth:
+            depth.add_metric([d.destination, d.state], float(d.count))
+        # Every known destination shows every state, so a drained queue reads 0, not "absent".
+        for destination in sorted({d.destination for d in stats.depth}):
+            for state in OUTBOX_STATES:
+                if (destination, state) not in seen:
+                    depth.add_metric([destination, state], 0.0)
+        age = stats.oldest_pending_age
+        oldest.add_metric([], age.total_seconds() if age is not None else 0.0)
+        up.add_metric([], 1.0)
+        yield depth
+        yield oldest
+        yield up
+
+
+class Metrics:
+    """The daemon's metrics.
+
+    Args:
+        store: read at scrape time for the outbox gauges (None: no outbox gauges).
+        now: the clock for outbox ages (aware UTC).
+    """
+
+    def __init__(self, store: Store | None = None, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        # No ``*_created`` series: they double the output and no dashboard of ours reads them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "overread_messages_received", "Messages received, by transport and feed",
+            ["transport", "feed"], registry=self.registry,
+        )
+        self.answered = Counter(
+            "overread_messages_answered",
+            "Answers sent, by transport, feed and code (MLLP MSA-1 such as AA/AE/AR, HTTP status such as 201/422)",
+            ["transport", "feed", "code"], registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "overread_messages_duplicate", "Duplicates answered with the stored answer", ["transport"], registry=self.registry,
+        )
+        self.findings = Counter(
+            "overread_findings", "QA findings, by category and severity", ["category", "severity"], registry=self.registry,
+        )
+        self.routes = Counter("overread_routes", "Routing decisions, by bucket", ["bucket"], registry=self.registry)
+        self.latency = Histogram(
+            "overread_processing_seconds", "Receive to answer, including the durable commit",
+            ["transport"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "overread_http_requests", "HTTP requests, by endpoint and status", ["endpoint", "status"], registry=self.registry,
+        )
+        if store is not None:
+            self.registry.register(_OutboxCollector(store, now))
+
+    def message_answered(
+        self,
+        transport: str,
+        feed: str,
+        code: str,
+        seconds: float | None = None,
+        reports: Iterable[ReportOutcome] = (),
+        *,
+        duplicate: bool = False,
+    ) -> None:
+        """Count one message and its answer; findings and routes of a newly processed one.
+
+        Args:
+            transport: ``mllp`` or ``http``.
+            feed: the mapping feed ("" when unknown, e.g. garbage).
+            code: the answer code (AA/AE/AR/CA/..., or an HTTP status).
+            seconds: receive-to-answer time, for the latency histogram.
+            reports: the processed reports (not given for duplicates and refusals).
+            duplicate: the stored answer of an earlier message was sent again.
+        """
+        feed = feed or "unknown"
+        self.received.labels(transport, feed).inc()
+        self.answered.labels(transport, feed, code).inc()
+        if duplicate:
+            self.duplicates.labels(transport).inc()
+        if seconds is not None:
+            self.latency.labels(transport).observe(seconds)
+        for result in reports:
+            for finding in result.findings:
+                self.findings.labels(finding.category, finding.severity.value).inc()
+            if result.route is not None:
+                self.routes.labels(result.route.bucket).inc()
+
+    def render(self) -> bytes:
+        """The exposition text (reads the store: call it off the reactor thread)."""
+        return generate_latest(self.registry)

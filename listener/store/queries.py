@@ -1,0 +1,123 @@
+"""Read-only searches over stored reports, for the FHIR GET endpoints.
+
+Layer: storage (a file, blocking reads; call it from a thread, never the
+reactor). Opens its own read-only connection to the store's SQLite file, so it
+neither shares nor changes the store's own reader; in WAL mode a reader never
+waits for the writer.
+
+The rows give back the JSON the server stored; this module never interprets it
+beyond the ``json_extract`` filters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from listener.errors import StoreError
+
+__all__ = ["ReportQueries", "StoredReport"]
+
+_BUSY_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """One stored report row with its message's receive time and transport."""
+
+    report_pk: int
+    received: datetime
+    transport: str
+    accession: str
+    report_json: str
+    findings_json: str
+    route_json: str
+
+
+_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json"
+_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
+
+
+class ReportQueries:
+    """Searches by routing pool, report id and accession, newest first.
+
+    Args:
+        path: the store's database file (``<state_dir>/overread.db``).
+
+    Raises:
+        StoreError: the file cannot be opened.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        # Opened lazily: the store creates and migrates the file first.
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S, check_same_thread=False
+                )
+                conn.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store cannot be opened for reading ({type(exc).__name__})") from None
+            self._conn = conn
+        return self._conn
+
+    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
+        sql = f"SELECT {_COLUMNS} {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+        failed = ""
+        with self._lock:
+            try:
+                rows = self._connection().execute(sql, (*params, limit)).fetchall()
+            except sqlite3.Error as exc:
+                failed = type(exc).__name__
+        if failed:
+            raise StoreError(f"the store cannot be read ({failed})")
+        return [
+            StoredReport(
+                report_pk=int(row[0]),
+                received=datetime.fromisoformat(row[1][:-1]).replace(tzinfo=UTC),
+                transport=str(row[2]),
+                accession=str(row[3]),
+                report_json=str(row[4]),
+                findings_json=str(row[5]),
+                route_json=str(row[6]),
+            )
+            for row in rows
+        ]
+
+    def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
+        """Reports with a route (optionally to one pool). Scans reports newest first."""
+        where = "AND r.route_json != 'null'"
+        params: list[Any] = []
+        if pool is not None:
+            where += " AND json_extract(r.route_json, '$.pool') = ?"
+            params.append(pool)
+        return self._rows(where, params, limit)
+
+    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None, limit: int) -> list[StoredReport]:
+        """Reports that have findings: one by its FHIR id (from Location), or all of an accession."""
+        where = "AND r.findings_json != '[]'"
+        params: list[Any] = []
+        if fhir_id is not None:
+            where += " AND m.transport = 'http' AND json_extract(r.report_json, '$.fhir_id') = ?"
+            params.append(fhir_id)
+        if accession is not None:
+            where += " AND r.accession = ?"
+            params.append(accession)
+        return self._rows(where, params, limit)
+
+    def close(self) -> None:
+        """Close the read connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
