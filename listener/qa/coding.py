@@ -15,7 +15,7 @@ comparison studies, and needs an explicit statement before it speaks.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
@@ -54,7 +54,7 @@ _WO = (
     r"\b(?:unenhanced|non-?enhanced)\b",
     r"\bpre-?\s?contrast\b",
     rf"\bno\s+{_ROUTE}\s*{_NOUN}(?=\s*(?:[.;,)]|$|was\b|were\b|is\b|administered|given|used|injected))",
-    rf"\b{_ROUTE}\s*{_NOUN}\s+(?:was|were|is)\s+not\s+(?:administered|given|used|injected|utilized)",
+    rf"\b{_NOUN}\s+(?:was|were|is)\s+not\s+(?:administered|given|used|injected|utilized)",
     rf"\bdid\s+not\s+receive\s+(?:any\s+)?{_ROUTE}\s*{_NOUN}",
 )
 _W = (
@@ -62,7 +62,7 @@ _W = (
     r"\bcontrast[- ]enhanced\b",
     r"\bpost-?\s?(?:contrast|gadolinium|gad\b|gado\w*)",
     rf"\b(?:after|following|post|with|during)\s+(?:the\s+)?(?:uneventful\s+|rapid\s+|dynamic\s+)?{_ROUTE}\s*{_ADMIN}\s+of\b",
-    rf"\b{_ROUTE}\s*(?:{_NOUN}|{_AGENT})\s+(?:\w+\s+)?(?:was|were)\s+(?:\w+\s+)?(?:administered|given|injected|infused|utilized|used)",
+    rf"\b(?:{_NOUN}|{_AGENT})\s+(?:\w+\s+)?(?:was|were)\s+(?:\w+\s+)?(?:administered|given|injected|infused|utilized|used)",
     rf"\b\d+(?:\.\d+)?\s*(?:ml|cc|mls)\s+(?:of\s+)?{_ROUTE}\s*(?:{_AGENT}|{_NOUN})",
     rf"\b{_AGENT}\b",
     r"\b(?:arterial|portal\s+venous|nephrographic|excretory|pancreatic)\s+phases?\b",
@@ -79,6 +79,18 @@ _CONTRAST_RE = re.compile(
     "|".join((_group("ww", _WW), _group("wo", _WO), _group("w", _W))),
     _I | re.MULTILINE,
 )
+# A cheap first look (substring tests run in C; the full pattern is slow to scan): every statement
+# above contains one of these, lower-cased.
+_CONTRAST_HINTS = ("contrast", "enhanc", "gad", "phase", "w/o", "wo ", "w/wo", "paque", "isovue", "ultravist", "optiray",
+                   "iohexol", "iopamidol", "iodixanol", "ioversol", "iopromide", "dotarem", "multihance", "gadobenate",
+                   "magnevist", "omniscan", "prohance", "eovist", "clariscan", "vueway", "elucirem", "ablavar", "feraheme",
+                   "definity", "lumason", "optison")
+
+
+def _mentions_contrast(text: str) -> bool:
+    low = text.lower()
+    return any(h in low for h in _CONTRAST_HINTS)
+
 _ORAL_RE = re.compile(r"\b(?:oral(?:ly)?|enteric|rectal|per\s+os|p\.?o\.?|positive\s+bowel|barium|gastrografin|water[- ]soluble)\b", _I)
 _IV_RE = re.compile(
     r"\b(?:iv|i\.v\.|intravenous(?:ly)?|intravascular|intra-?arterial|intrathecal|intra-?articular|gadolinium|gad\w*)\b|"
@@ -121,21 +133,38 @@ class Statement:
     sentence_end: int
 
 
-def _describing_sentences(data: RuleInput, strict_body: bool = True) -> Iterator[tuple[Section | None, int, int]]:
-    """Sentences that describe this exam: technique/title everywhere, body sentences about acquisition."""
+def _describing_sentences(
+    data: RuleInput,
+    *,
+    needle: Callable[[str], bool] | None = None,
+    kinds: tuple[SectionKind, ...] = _DESCRIBING,
+    title_only: bool = False,
+) -> Iterator[tuple[Section | None, int, int]]:
+    """Sentences that describe this exam: technique/title everywhere, body sentences about acquisition.
+
+    ``needle`` skips sections and sentences it does not match (cheap first: most
+    reports never mention contrast). ``title_only`` keeps, of the sections before
+    the first heading, only a short title (a long one is history or a letter).
+    """
     report = data.report
     sections: tuple[Section | None, ...] = report.sections or (None,)
     text = report.text
-    for sec in sections:
-        if sec is not None and sec.kind not in _DESCRIBING:
+    for index, sec in enumerate(sections):
+        if sec is not None and sec.kind not in kinds:
             continue
         start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
+        if title_only and (sec is None or sec.kind is SectionKind.OTHER) and (index > 0 or end - start > _TITLE_MAX):
+            continue
+        if needle is not None and not needle(text[start:end]):
+            continue
+        body = sec is not None and sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
         for span in data.analysis.sentences(start, end):
             sentence = text[span.start : span.end]
+            if needle is not None and not needle(sentence):
+                continue
             if _OFF_TOPIC_RE.search(sentence):
                 continue
-            body = sec is not None and sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
-            if body and strict_body and not _ACQ_RE.search(sentence):
+            if body and not _ACQ_RE.search(sentence):
                 continue
             yield sec, span.start, span.end
 
@@ -164,11 +193,12 @@ def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
     """
     text = data.report.text
     out: list[Statement] = []
-    for sec, start, end in _describing_sentences(data):
-        if sec is not None and sec.heading.upper().startswith("CONTRAST") and start == sec.start:
-            if re.match(r"\s*(?:none|no\b|n/a)", text[start:end], _I):
-                out.append(Statement("wo", start, min(end, start + 4), start, end))
-                continue
+    for technique in data.report.sections_of(SectionKind.TECHNIQUE):
+        if technique.heading.upper().startswith("CONTRAST") and re.match(r"\s*(?:none|no\b|n/a)", technique.text, _I):
+            out.append(Statement("wo", technique.start, min(technique.end, technique.start + 4), technique.start, technique.end))
+    if not _mentions_contrast(text):
+        return tuple(out)
+    for _, start, end in _describing_sentences(data, needle=_mentions_contrast):
         for match in _CONTRAST_RE.finditer(text, start, end):
             kind = match.lastgroup or ""
             if _oral_only(text, match, start, end):
@@ -279,17 +309,9 @@ _COMPATIBLE = {
 
 
 def _title_sentences(data: RuleInput) -> list[tuple[int, int]]:
-    """Sentences of the technique sections and of a short title before the first heading.
-
-    A long text before the first heading is history or a letter, not a title.
-    """
-    sections = data.report.sections
-    title = sections[0] if sections and sections[0].kind is SectionKind.OTHER and len(sections[0].text) <= _TITLE_MAX else None
-    out: list[tuple[int, int]] = []
-    for sec, start, end in _describing_sentences(data):
-        if sec is not None and (sec.kind is SectionKind.TECHNIQUE or sec is title):
-            out.append((start, end))
-    return out
+    """Sentences of the technique sections and of a short title before the first heading."""
+    kinds = (SectionKind.TECHNIQUE, SectionKind.OTHER)
+    return [(start, end) for _, start, end in _describing_sentences(data, kinds=kinds, title_only=True)]
 
 
 @rule("coding", severity=Severity.WARNING)
@@ -503,6 +525,8 @@ _OUTSIDE_RE = re.compile(
 def _outside_mentions(data: RuleInput) -> list[tuple[int, int]]:
     text = data.report.text
     out: list[tuple[int, int]] = []
+    if not _OUTSIDE_RE.search(text):
+        return out
     for sec in data.report.sections or ():
         if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.INDICATION, SectionKind.FINDINGS):
             continue
@@ -576,6 +600,8 @@ def limited_without_modifier(data: RuleInput) -> Iterable[Finding]:
     if {m.strip().upper() for m in data.report.procedure.modifiers} & _REDUCED_MODIFIERS:
         return
     text = data.report.text
+    if not _LIMITED_RE.search(text):
+        return
     for sec in data.report.sections:
         # In findings and impression "limited" nearly always means image quality ("limited study,
         # low lung volumes"), which is no reduced service: only an explicit "exam was
