@@ -158,7 +158,12 @@ def _describing_sentences(
         if needle is not None and not needle(text[start:end]):
             continue
         body = sec is not None and sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
-        for span in data.analysis.sentences(start, end):
+        spans = data.analysis.sentences(start, end)
+        if title_only:
+            # The exam is named at the start of a technique section; later sentences are detail
+            # (or, under an "EXAM:" heading of a clinic note, a physical examination).
+            spans = spans[:_TITLE_SENTENCES]
+        for span in spans:
             sentence = text[span.start : span.end]
             if needle is not None and not needle(sentence):
                 continue
@@ -296,6 +301,7 @@ _MODALITY_WORDS = {
 _MODALITY_RES = {k: re.compile(v, re.IGNORECASE) for k, v in _MODALITY_WORDS.items()}
 _CROSS_SECTIONAL = frozenset({"CT", "MR", "US", "PT"})
 _TITLE_MAX = 300
+_TITLE_SENTENCES = 3
 # Modalities that legitimately share a report with the code's modality.
 _COMPATIBLE = {
     "PT": {"CT"},
