@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from listener.text.laterality import LateralMention, lateral_mentions
@@ -41,6 +42,14 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+")
+# Words that may sit between the findings of a list without opening a new
+# clause ("pneumothorax, effusion, and consolidation are absent").
+_LIST_WORDS = frozenset(
+    """
+    and or nor the a an is are was were be been both also all either any as well other no
+    small large mild moderate significant focal acute left right bilateral
+    """.split()
+)
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
 
@@ -116,13 +125,42 @@ def _words_between(text: str, a: int, b: int) -> int:
     return len(_WORD.findall(text, a, b)) if b > a else 0
 
 
-def _in_scope(text: str, hit: _Hit, m_start: int, m_end: int, terminators: list[_Hit]) -> int | None:
-    """Word distance from trigger to mention when in scope, else None."""
+def _clause_break(text: str, lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> bool:
+    """True when a comma between ``lo`` and ``hi`` starts a clause of its own.
+
+    "Pneumothorax, effusion, or consolidation is absent": each piece after a
+    comma names another finding of the same list, so a backward trigger
+    reaches back over it. "Heart size is enlarged, pulmonary vascularity
+    within normal limits": the piece before the trigger names no finding but
+    has words of its own (its subject), so the trigger stops at the comma.
+    """
+    comma = text.find(",", lo, hi)
+    while comma >= 0:
+        nxt = text.find(",", comma + 1, hi)
+        seg_end = hi if nxt < 0 else nxt
+        if not any(comma < s < seg_end for s, _ in spans):
+            for w in _WORD.finditer(text, comma + 1, seg_end):
+                if w.group().lower() not in _LIST_WORDS:
+                    return True
+        comma = nxt
+    return False
+
+
+def _in_scope(
+    text: str, hit: _Hit, m_start: int, m_end: int, terminators: list[_Hit], spans: Sequence[tuple[int, int]] = ()
+) -> int | None:
+    """Word distance from trigger to mention when in scope, else None.
+
+    ``spans`` are the sentence's concept mentions: a backward trigger's scope
+    stops at a comma unless only other findings of a list lie beyond it.
+    """
     t = hit.trigger
     if hit.end <= m_start and t.direction != "backward":
         lo, hi = hit.end, m_start
     elif hit.start >= m_end and t.direction != "forward":
         lo, hi = m_end, hit.start
+        if _clause_break(text, lo, hi, spans):
+            return None
     else:
         return None
     for term in terminators:
@@ -137,8 +175,8 @@ def _side_for(text: str, start: int, end: int, sides: list[LateralMention], bloc
     best_before: LateralMention | None = None
     best_after: LateralMention | None = None
     for lm in sides:
-        if lm.start >= start and lm.end <= end:
-            return lm.side
+        if lm.start < end and lm.end > start:
+            return lm.side  # inside the finding or overlapping it ("bi-basilar opacities")
         if lm.end <= start:
             if _words_between(text, lm.end, start) <= _SIDE_WINDOW and not any(
                 lm.end <= b0 and b1 <= start for b0, b1 in blockers
@@ -220,7 +258,7 @@ def find_mentions(
             cues: list[Cue] = []
             first_neg = first_unc = -1
             for h in scoped:
-                d = _in_scope(text, h, m_start, m_end, terminators)
+                d = _in_scope(text, h, m_start, m_end, terminators, sent_spans)
                 if d is None:
                     continue
                 cat = h.trigger.category

@@ -74,7 +74,7 @@ def lateral_mentions(
     """
     hi = len(text) if end is None else min(end, len(text))
     lat = terms.laterality
-    matches = list(lat.side_re.finditer(text, start, hi))
+    matches = lat.side_scanner.scan(text, start, hi) if lat.side_scanner is not None else list(lat.side_re.finditer(text, start, hi))
     if not matches:
         return ()
     sents = sentences if sentences is not None else split_sentences(text, start, hi)
@@ -104,6 +104,13 @@ def lateral_mentions(
                 if lat.device_after_re.match(text, after.end(), sent.end):
                     continue  # "left subclavian catheter": the device's side
                 anatomy, a_start, a_end = lat.anatomy_groups[head], head_start, after.end(head)
+        if not anatomy and side == "bilateral":
+            word = m.group()
+            # "bibasilar", "bi-apical", "bitemporal": the side word names its anatomy.
+            if word[:2].lower() == "bi" and lat.anatomy_re is not None:
+                inner = lat.anatomy_re.fullmatch(text, m.start() + 2 + (word[2:3] == "-"), m.end())
+                if inner is not None and inner.lastgroup is not None:
+                    anatomy, a_start, a_end = lat.anatomy_groups[inner.lastgroup], inner.start(), inner.end()
         if not anatomy:
             if abbreviated:
                 continue

@@ -73,7 +73,9 @@ def _punct_ends(text: str, m: re.Match[str], lo: int) -> bool:
     punct = m.group("punct")
     if punct[0] != "." or punct.startswith(".."):
         return True  # "?", "!", or an abbreviation's dot plus the full stop
-    token = _TOKEN_BEFORE.search(text, lo, m.start())
+    # Strategy: look only at the last few characters; a search from ``lo``
+    # with a ``$`` anchor would try every position of the region (quadratic).
+    token = _TOKEN_BEFORE.search(text, max(lo, m.start() - 40), m.start())
     if token is None:
         return True
     word = token.group(1)

@@ -52,6 +52,7 @@ __all__ = [
     "Scanner",
     "Terms",
     "Trigger",
+    "build_scanner",
     "compile_pattern_list",
     "load_terms",
 ]
@@ -141,6 +142,11 @@ class LateralityTerms:
             ("left subclavian catheter").
         anatomy_groups: group name -> canonical anatomy name.
         window: words allowed between side word and anatomy.
+        side_scanner: ``side_re``'s alternatives as a :class:`Scanner` (same
+            group names), which skips the words that start no side word.
+        anatomy_re: the paired-anatomy alternation alone (groups as in
+            ``anatomy_groups``), for side words that carry their anatomy
+            ("bibasilar": bilateral + ``basilar``).
     """
 
     side_re: re.Pattern[str]
@@ -149,6 +155,8 @@ class LateralityTerms:
     device_after_re: re.Pattern[str]
     anatomy_groups: Mapping[str, str]
     window: int
+    side_scanner: Scanner | None = None
+    anatomy_re: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,24 +270,36 @@ def _where(doc: YamlMap | YamlList, key: str | int) -> str:
 
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Characters of text looked at to pick the candidate patterns at a token.
+_KEY = 3
+#: More possible prefixes than this and a pattern is keyed on its first character only.
+_MAX_PREFIXES = 256
+
+_REPEATS = (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT)
 
 
 @dataclass(frozen=True, slots=True)
 class Scanner:
-    """An alternation of many patterns, dispatched on the first character.
+    """An alternation of many patterns, dispatched on the first characters.
 
     Python's ``re`` tries every alternative at every position; with a few
-    hundred triggers that costs milliseconds per report. A Scanner keeps one
-    compiled alternation per possible first character (worked out from each
-    pattern's parse tree), and tries only the one for the character at each
-    token start. Semantics are those of ``finditer`` over the whole
-    alternation: leftmost match, first alternative wins, no overlaps.
+    hundred triggers that costs milliseconds per report. A Scanner works out,
+    from each pattern's parse tree, the literal text it must start with (up
+    to three characters, lower-cased: ``effusions?`` -> ``eff``,
+    ``(broncho)?pneumonia`` -> ``bro``/``pne``, ``no`` -> ``no``), and keeps
+    one compiled alternation per such key holding only the patterns that can
+    start there. At each token start it looks up the text's next three
+    characters, then two, then one, and tries that small alternation, or
+    nothing: most words of a report start no pattern and cost one dict
+    lookup. Semantics are those of ``finditer`` over the whole alternation
+    at token starts: leftmost match, first alternative wins, no overlaps.
 
     Attributes:
-        table: lower-case first character -> alternation of the patterns that
-            can start with it (plus those whose first character is unknown).
-        default: alternation of the patterns whose first character is
-            unknown, for every other character (None if there are none).
+        table: lower-case key of one to three characters -> alternation of
+            the patterns (in priority order) that can start with it, plus
+            those whose start is unknown. A longer key is tried first.
+        default: alternation of the patterns whose start is unknown, for
+            every other position (None if there are none).
     """
 
     table: Mapping[str, re.Pattern[str]]
@@ -288,14 +308,16 @@ class Scanner:
     def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
         """Non-overlapping matches in ``text[start:end]``, in order."""
         hi = len(text) if end is None else end
-        table, default = self.table, self.default
+        get = self.table.get
+        default = self.default
         out: list[re.Match[str]] = []
         floor = start
         for tok in _TOKEN.finditer(text, start, hi):
             p = tok.start()
             if p < floor:
                 continue
-            rx = table.get(text[p].lower(), default)
+            key = text[p : p + _KEY].lower()
+            rx = get(key) or get(key[:2]) or get(key[:1], default)
             if rx is None:
                 continue
             m = rx.match(text, p, hi)
@@ -303,6 +325,80 @@ class Scanner:
                 out.append(m)
                 floor = m.end()
         return out
+
+
+_State = tuple[str, bool]  # (literal prefix so far, whether it may still grow)
+
+
+def _grow(items: Any, states: set[_State]) -> set[_State] | None:
+    """Extend each open prefix through a sequence of parsed regex items."""
+    for op, av in items:
+        nxt: set[_State] = set()
+        for s, is_open in states:
+            if not is_open or len(s) >= _KEY:
+                nxt.add((s, False))
+                continue
+            got = _step(op, av, s)
+            if got is None:
+                return None
+            nxt |= got
+        if len(nxt) > _MAX_PREFIXES:
+            return None
+        states = nxt
+    return states
+
+
+def _step(op: Any, av: Any, s: str) -> set[_State] | None:
+    """The prefixes after one parsed item, from the open prefix ``s``."""
+    if op is _sre_c.LITERAL:
+        return {(s + chr(av).lower(), True)}
+    if op is _sre_c.IN:
+        chars: set[str] = set()
+        for kind, val in av:
+            if kind is _sre_c.LITERAL:
+                chars.add(chr(val).lower())
+            elif kind is _sre_c.RANGE and val[1] - val[0] < 16:
+                chars.update(chr(x).lower() for x in range(val[0], val[1] + 1))
+            else:
+                return {(s, False)}  # a wide class: the literal prefix stops here
+        return {(s + c, True) for c in chars}
+    if op is _sre_c.SUBPATTERN:
+        return _grow(av[3], {(s, True)})
+    if op is _sre_c.BRANCH:
+        acc: set[_State] = set()
+        for alt in av[1]:
+            got = _grow(alt, {(s, True)})
+            if got is None:
+                return None
+            acc |= got
+        return acc
+    if op in _REPEATS:
+        lo, hi, sub = av
+        once = _grow(sub, {(s, True)})
+        if once is None:
+            return None
+        # After one repetition the next item is unknown unless hi == 1:
+        # close the prefix there (shorter is always safe).
+        acc = once if hi == 1 else {(x, False) for x, _ in once}
+        if lo == 0:
+            acc = acc | {(s, True)}
+        return acc
+    if op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
+        return {(s, True)}  # zero-width
+    return {(s, False)}
+
+
+def _prefixes(pattern: str) -> frozenset[str] | None:
+    """The literal starts (1-3 chars, lower case) a match of ``pattern`` must have; None if unknown."""
+    try:
+        states = _grow(_sre_p.parse(pattern, _FLAGS), {("", True)})
+    except Exception:  # noqa: BLE001 - a private parser: any surprise means "unknown"
+        return None
+    if states is None:
+        first = _first_chars(pattern)
+        return first  # too many combinations: key on the first character
+    out = frozenset(s for s, _ in states)
+    return None if "" in out else out
 
 
 def _first(items: Any) -> tuple[set[str] | None, bool]:
@@ -331,7 +427,7 @@ def _first(items: Any) -> tuple[set[str] | None, bool]:
                     return None, False
                 sub |= chars
                 nullable = nullable or n
-        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT):
+        elif op in _REPEATS:
             sub, nullable = _first(av[2])
             nullable = nullable or av[0] == 0
         elif op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
@@ -365,26 +461,37 @@ def _first_chars(pattern: str) -> frozenset[str] | None:
 
 def build_scanner(groups: list[tuple[str, tuple[str, ...]]]) -> Scanner:
     """Compile (group name, patterns) pairs, in priority order, into a Scanner."""
-    firsts = [(name, pats, [_first_chars(p) for p in pats]) for name, pats in groups]
-    chars: set[str] = set()
-    for _, _, fs in firsts:
-        for f in fs:
-            if f is not None:
-                chars |= f
+    entries = [(name, pat, _prefixes(pat)) for name, pats in groups for pat in pats]
+    keys: set[str] = set()
+    for _, _, pre in entries:
+        if pre is not None:
+            keys |= pre
+    compiled: dict[tuple[int, ...], re.Pattern[str]] = {}
 
-    def alternation_for(c: str | None) -> re.Pattern[str] | None:
-        parts = []
-        for name, pats, fs in firsts:
-            keep = [p for p, f in zip(pats, fs) if f is None or (c is not None and c in f)]
-            if keep:
-                parts.append((name, tuple(keep)))
-        return _word_bounded(_alternation(parts)) if parts else None
+    def alternation_for(key: str | None) -> re.Pattern[str] | None:
+        chosen = tuple(
+            i
+            for i, (_, _, pre) in enumerate(entries)
+            if pre is None or (key is not None and any(key.startswith(q) for q in pre))
+        )
+        if not chosen:
+            return None
+        if chosen not in compiled:
+            parts: list[tuple[str, list[str]]] = []
+            for i in chosen:
+                name, pat, _ = entries[i]
+                if parts and parts[-1][0] == name:
+                    parts[-1][1].append(pat)
+                else:
+                    parts.append((name, [pat]))
+            compiled[chosen] = _word_bounded(_alternation(parts))
+        return compiled[chosen]
 
     table = {}
-    for c in sorted(chars):
-        rx = alternation_for(c)
+    for key in sorted(keys):
+        rx = alternation_for(key)
         if rx is not None:
-            table[c] = rx
+            table[key] = rx
     return Scanner(MappingProxyType(table), alternation_for(None))
 
 
@@ -512,6 +619,8 @@ def _load_laterality(doc: YamlMap, b: _Builder) -> None:
         device_after_re=device_after,
         anatomy_groups=MappingProxyType(anatomy_groups),
         window=window,
+        side_scanner=build_scanner(side_groups),
+        anatomy_re=re.compile(f"(?:{_alternation(anatomy_alts)})", _FLAGS),
     )
 
 
@@ -554,15 +663,19 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
                               path=concept.source.rsplit(":", 1)[0],
                               line=int(concept.source.rsplit(":", 1)[1]))
 
-    # Concepts: where two concepts match at the same position the first
-    # alternative wins, so critical before significant before the rest, and
-    # longer patterns first within a rank.
+    # Concepts: where two synonyms match at the same position the first
+    # alternative wins, so critical concepts first, then the synonym with the
+    # longest shortest match. Each synonym is ranked on its own, so a
+    # qualified phrase of one concept ("edema of the subcutaneous fat",
+    # "effusion in the knee joint") beats a bare one of another ("edema",
+    # "effusion") wherever both start at the same word.
+    synonyms = [(c, p) for c in b.concepts.values() for p in b.concept_patterns[c.name]]
     ranked = sorted(
-        b.concepts.values(),
-        key=lambda c: (not c.critical, not c.significant, -max(_widths(p)[0] for p in b.concept_patterns[c.name])),
+        range(len(synonyms)),
+        key=lambda i: (not synonyms[i][0].critical, -_widths(synonyms[i][1])[0], i),
     )
-    concept_groups = {f"c{i}": c for i, c in enumerate(ranked)}
-    concept_scanner = build_scanner([(g, b.concept_patterns[c.name]) for g, c in concept_groups.items()])
+    concept_groups = {f"c{n}": synonyms[i][0] for n, i in enumerate(ranked)}
+    concept_scanner = build_scanner([(f"c{n}", (synonyms[i][1],)) for n, i in enumerate(ranked)])
 
     # Triggers: pseudo-triggers first (they must consume "no" in "no change"),
     # then the longest possible match first, so "not excluded" beats "not"

@@ -216,3 +216,51 @@ def test_definite_statements(terms: Terms) -> None:
     assert not has_definite_statement("Possible pneumonia. Effusion cannot be excluded.", 0, None, terms)
     text = "Possibly atelectasis. Small right effusion."
     assert [s.text_of(text) for s in definite_statements(text, 0, None, terms)] == ["Small right effusion."]
+
+
+def test_backward_negation_stops_at_a_clause_comma(terms: Terms) -> None:
+    """'Heart size is enlarged, pulmonary vascularity within normal limits': the enlarged heart stays affirmed."""
+    m = one("Heart size is enlarged, pulmonary vascularity within normal limits.", terms, "cardiomegaly")
+    assert m.affirmed
+    assert one("Heart is enlarged, lungs are normal.", terms, "cardiomegaly").affirmed
+
+
+def test_backward_negation_still_reaches_over_a_list(terms: Terms) -> None:
+    """'Pneumothorax, effusion, and consolidation are absent': every finding of the list is negated."""
+    found = mentions("Pneumothorax, effusion, and consolidation are absent.", terms)
+    assert [m.concept for m in found] == ["pneumothorax", "pleural_effusion", "consolidation"]
+    assert all(m.negated for m in found)
+    assert one("Pleural effusion: none.", terms, "pleural_effusion").negated
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("There is bone marrow edema in the lateral femoral condyle.", "marrow_edema"),
+        ("Bone bruise of the lateral tibial plateau.", "marrow_edema"),
+        ("Soft tissue edema over the lateral malleolus.", "soft_tissue_edema"),
+        ("There is edema of the subcutis adipose.", "soft_tissue_edema"),
+        ("Interstitial edema of the short plantar ligament.", "soft_tissue_edema"),
+        ("Vasogenic edema in the left frontal lobe.", "cerebral_edema"),
+        ("Small joint effusion.", "joint_effusion"),
+        ("Small effusion in the knee joint.", "joint_effusion"),
+        ("Small effusion is noted within the suprapatellar recess.", "joint_effusion"),
+        ("Tendon sheath effusion of the peroneal tendons.", "tendon_sheath_effusion"),
+    ],
+)
+def test_musculoskeletal_edema_and_effusion_are_not_chest_findings(text: str, concept: str, terms: Terms) -> None:
+    """Edema and effusion qualified by non-chest anatomy get their own concept, never pulmonary_edema/pleural_effusion."""
+    found = {m.concept for m in mentions(text, terms)}
+    assert concept in found
+    assert not found & {"pulmonary_edema", "pleural_effusion"}
+
+
+def test_chest_edema_and_effusion_keep_their_concepts(terms: Terms) -> None:
+    """Bare or lung-qualified edema/effusion in a chest report stay pulmonary_edema/pleural_effusion."""
+    text = "Interstitial opacities consistent with edema in the lower lobes. Small left effusion in the costophrenic recess."
+    assert {m.concept for m in mentions(text, terms)} == {"airspace_opacity", "pulmonary_edema", "pleural_effusion"}
+
+
+def test_bibasilar_side_word_overlapping_a_finding_sets_its_side(terms: Terms) -> None:
+    """'Bi-basilar opacities': the side word overlaps the finding's match and still gives it a side."""
+    assert one("Bi-basilar opacities.", terms, "airspace_opacity").laterality == "bilateral"

@@ -85,3 +85,18 @@ def test_sides_in(terms: Terms) -> None:
     lms = lateral_mentions("Right knee pain. Effusion on the left.", 0, None, terms)
     assert sides_in(lms) == frozenset({"right"})
     assert sides_in(lms, anatomy_only=False) == frozenset({"right", "left"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Left basal atelectasis.", [("left", "lung_lobe")]),
+        ("Atelectasis at the right base.", [("right", "lung_lobe")]),
+        ("Bibasilar atelectasis.", [("bilateral", "lung_lobe")]),
+        ("Bi-basal opacities.", [("bilateral", "lung_lobe")]),
+        ("Left basal ganglia infarct.", [("left", "brain_hemisphere")]),
+    ],
+)
+def test_lung_bases_are_lung_anatomy(text: str, expected: list[tuple[str, str]], terms: Terms) -> None:
+    """'basal', 'base' and the bi- words ('bibasilar') attach a side to the lung, not to nothing."""
+    assert [(lm.side, lm.anatomy) for lm in lateral_mentions(text, 0, None, terms)] == expected

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from listener.errors import ConfigError
-from listener.text.terms import DEFAULT_TERMS_DIR, Terms, load_terms
+from listener.text.terms import DEFAULT_TERMS_DIR, Terms, build_scanner, load_terms
 
 LATERALITY = """\
 kind: laterality
@@ -147,3 +148,36 @@ def test_spaces_match_any_whitespace(tmp_path: Path) -> None:
     assert m.text == "pleural\n  effusion"
     (m,) = find_mentions("Pneumonia can not be excluded.", 0, None, terms)
     assert m.uncertain
+
+
+def _token_finditer(rx: "re.Pattern[str]", text: str) -> list[tuple[int, int, str | None]]:
+    """Leftmost non-overlapping matches of ``rx`` tried at every token start (the Scanner's contract)."""
+    out: list[tuple[int, int, str | None]] = []
+    floor = 0
+    for tok in re.finditer(r"\w+|[^\w\s]", text):
+        if tok.start() < floor:
+            continue
+        m = rx.match(text, tok.start())
+        if m is not None:
+            out.append((m.start(), m.end(), m.lastgroup))
+            floor = m.end()
+    return out
+
+
+def test_scanner_finds_what_the_whole_alternation_finds(terms: Terms) -> None:
+    """The prefix-dispatched Scanner gives the same matches as one big alternation of every concept and trigger."""
+    text = (
+        "FINDINGS: No pneumothorax. Bibasilar atelectasis; small effusion in the knee joint?\n"
+        "Pulmonary edema is not excluded, r/o PE vs. pneumonia. No evidence of consolidation. "
+        "Heart size within normal limits, s/p CABG. NOT SEEN: fracture. Negative. Hydropneumothorax: none."
+    )
+    trigger_groups = [(g, (terms.modifier_patterns[g],)) for g in terms.modifier_groups]
+    concept_groups = [(f"k{i}", (p,)) for i, p in enumerate(p for ps in terms.concept_patterns.values() for p in ps)]
+    for groups in (trigger_groups, concept_groups):
+        whole = re.compile(
+            r"(?:(?<!\w)|(?!\w))(?:" + "|".join(f"(?P<{g}>{'|'.join(ps)})" for g, ps in groups) + r")(?:(?!\w)|(?<!\w))",
+            re.IGNORECASE,
+        )
+        got = [(m.start(), m.end(), m.lastgroup) for m in build_scanner(groups).scan(text)]
+        assert got == _token_finditer(whole, text)
+        assert got
