@@ -158,6 +158,12 @@ def communication_statements(data: RuleInput) -> CommunicationStatement | None:
     and how itself.
     """
     text = data.report.text
+    if (
+        _COMM_RE.search(text) is None
+        and _WEAK_COMM_RE.search(text) is None
+        and not data.report.sections_of(SectionKind.COMMUNICATION)
+    ):
+        return None  # the common case, in one pass
     spans: list[tuple[int, int]] = []
     sentences = list(_sentence_spans(data))
     for i, (s, e, kind) in enumerate(sentences):
@@ -278,16 +284,14 @@ def incomplete_communication(data: RuleInput) -> Iterator[Finding]:
     Checked when the report has a critical finding (affirmed or suspected)
     or calls its own result critical. ``require`` lists the parts checked.
     """
+    text = data.report.text
+    has_critical = bool(_critical_mentions(data, suspected=False) or _critical_mentions(data, suspected=True))
+    if not has_critical and _CRITICAL_WORD_RE.search(text) is None:
+        return
     statement = communication_statements(data)
     if statement is None:
         return
-    text = data.report.text
-    flagged_critical = any(_CRITICAL_WORD_RE.search(text, s, e) for s, e in statement.spans)
-    if not (
-        flagged_critical
-        or _critical_mentions(data, suspected=False)
-        or _critical_mentions(data, suspected=True)
-    ):
+    if not (has_critical or any(_CRITICAL_WORD_RE.search(text, s, e) for s, e in statement.spans)):
         return
     required = {str(p) for p in (data.param("require", ("who", "when", "how")) or ())}
     missing = [p for p in missing_parts(statement) if p in required]

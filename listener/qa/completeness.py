@@ -484,7 +484,7 @@ _STRICT_END_WORDS = ("the", "a", "an", "and", "or", "of", "with", "without", "th
 _LOOSE_END_WORDS = ("to", "for", "at", "in", "on", "is", "are", "was", "were", "which", "that", "but", "as",
                     "by", "no", "both", "this", "these", "there", "its", "their", "his", "her", "measuring")
 _DEFAULT_END_WORDS = _STRICT_END_WORDS + _LOOSE_END_WORDS
-_LAST_WORD_RE = re.compile(r"(?P<word>[A-Za-z]+)(?P<punct>[ \t]*[.;:]?)[ \t\r\n,]*\Z")
+_TRAILING_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+\Z")
 # Sign-off lines that legitimately end on a preposition ("Dictated by").
 _SIGNOFF_RE = re.compile(
     r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b[^\n]*\Z",
@@ -508,32 +508,33 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
     if not sections:
         sections = [s for s in report.sections if s.kind is SectionKind.OTHER]
     for sec in sections:
-        # Only the tail matters; searching it alone keeps long reports cheap.
-        offset = max(0, len(sec.text) - 400)
-        body = sec.text[offset:]
-        m = _LAST_WORD_RE.search(body)
+        # Only the tail matters: look at the last characters, never the whole section.
+        body = sec.text.rstrip(" \t\r\n,")
+        punctuated = body.endswith((".", ";", ":"))
+        core = body[:-1].rstrip(" \t") if punctuated else body
+        offset = max(0, len(core) - 40)
+        m = _TRAILING_WORD_RE.search(core, offset)
         if m is None:
             continue
-        word = m.group("word")
+        word = m.group()
         lowered = word.lower()
         if lowered not in end_words or (lowered == "a" and word != "a"):
             continue
-        punctuated = bool(m.group("punct").strip())
         if punctuated and lowered not in _STRICT_END_WORDS:
             continue
         line_start = body.rfind("\n", 0, m.start()) + 1
-        if _SIGNOFF_RE.search(body, line_start):
+        if _SIGNOFF_RE.search(body[line_start:]):
             continue
         # The sentence must have a few words: a heading-like fragment is not a dictation.
         last_stop = max(body.rfind(". ", 0, m.start()), body.rfind("\n", 0, m.start()))
         if len(body[last_stop + 1 : m.start()].split()) < 2:
             continue
-        start = sec.start + offset + last_stop + 1
+        start = sec.start + last_stop + 1
         while start < sec.end and report.text[start].isspace():
             start += 1
         yield data.emit(
             "completeness.truncated",
             f"The {sec.kind.value} section ends mid-sentence, on the function word {lowered!r}.",
-            [data.analysis.evidence(start, sec.start + offset + m.end("word"))],
+            [data.analysis.evidence(start, sec.start + m.end())],
             suggestion="Finish the sentence or remove the fragment.",
         )

@@ -28,13 +28,9 @@ from listener.text import Mention
 __all__ = ["AGE_STATEMENTS", "AgeStatement", "age_implausible", "age_years", "sex_anatomy"]
 
 _SEX_OF_PATIENT: Mapping[str, str] = {"F": "female", "M": "male"}
-_ANATOMY_KINDS = (
-    SectionKind.FINDINGS,
-    SectionKind.IMPRESSION,
-    SectionKind.ADDENDUM,
-    SectionKind.OTHER,
-    SectionKind.TECHNIQUE,
-)
+# The sections other rules scan too (mentions are cached per section), so
+# this rule adds no text analysis of its own.
+_ANATOMY_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.OTHER)
 #: Terms of a sex-specific concept that also name something either sex has
 #: (leiomyomas of the oesophagus or stomach; "fibroid" used loosely).
 _DEFAULT_IGNORE = ("leiomyoma", "leiomyomas", "fibroid", "fibroids")
@@ -146,7 +142,7 @@ AGE_STATEMENTS: tuple[AgeStatement, ...] = (
 )
 _PREGNANCY_AGES = (9, 60)
 # One cheap look before the statement patterns run.
-_ANY_AGE_WORD_RE = re.compile(r"menopaus|phys[ei]|growth\s+plate|epiphyseal|skeletally|fontanel", re.IGNORECASE)
+_ANY_AGE_WORD_RE = re.compile(r"menopaus|physe|physi[sa]|growth\s+plate|epiphyseal|skeletally|fontanel", re.IGNORECASE)
 _NEGATED_BEFORE_RE = re.compile(r"\b(no|not|without|negative for|absence of)\b[^.;\n]{0,40}\Z", re.IGNORECASE)
 
 
