@@ -40,6 +40,16 @@ def test_ready_is_sent_to_notify_socket(tmp_path: Path) -> None:
         listener.close()
 
 
+def _wait_for_event(daemon: RunningDaemon, event: str, timeout: float = 60.0) -> None:
+    """Wait until the daemon has logged ``event`` (a reload loads every policy file: seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(line.get("event") == event for line in daemon.log_lines()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon did not log {event} within {timeout:.0f} s")
+
+
 def test_sighup_reload_keeps_old_pipeline_on_bad_file(tmp_path: Path, oru: bytes) -> None:
     """SIGHUP with a broken mapping logs config_invalid and keeps serving; fixing it reloads."""
     mappings = tmp_path / "mappings"
@@ -53,12 +63,12 @@ def test_sighup_reload_keeps_old_pipeline_on_bad_file(tmp_path: Path, oru: bytes
         good = (mappings / "default.yaml").read_text()
         (mappings / "default.yaml").write_text(good + "\nbogus_key: 1\n")
         daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        time.sleep(1.0)
+        _wait_for_event(daemon, "config_invalid")
         conn = MllpConnection(daemon.address)
         assert msa(conn.request(with_control_id(oru, "HUP1")))[0] == "AA"
         (mappings / "default.yaml").write_text(good)
         daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        time.sleep(1.0)
+        _wait_for_event(daemon, "policy_reloaded")
         assert msa(conn.request(with_control_id(oru, "HUP2")))[0] == "AA"
         conn.close()
     finally:
