@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from listener.text.laterality import LateralMention, lateral_mentions
-from listener.text.sentences import Span, split_sentences
+from listener.text.sentences import Memo, Span, split_sentences
 from listener.text.terms import Terms, Trigger
 
 __all__ = [
@@ -50,6 +50,7 @@ _LIST_WORDS = frozenset(
     small large mild moderate significant focal acute left right bilateral
     """.split()
 )
+_MENTIONS = Memo()
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
 
@@ -222,11 +223,23 @@ def find_mentions(
         Mentions in text order.
     """
     hi = len(text) if end is None else min(end, len(text))
-    concept_matches = terms.concept_scanner.scan(text, start, hi)
-    if not concept_matches:
-        return ()
     sents = sentences if sentences is not None else split_sentences(text, start, hi)
-    if not sents:
+    # The sentences are part of the key by identity: split_sentences returns
+    # the same tuple for the same region, and the memo keeps it alive.
+    key = (terms.digest, text, start, hi, with_laterality, id(sents))
+    cached = _MENTIONS.get(key)
+    if isinstance(cached, tuple) and cached[0] is sents:
+        return cached[1]  # type: ignore[no-any-return]
+    found = _find_mentions(text, start, hi, terms, sents, with_laterality)
+    _MENTIONS.put(key, (sents, found))
+    return found
+
+
+def _find_mentions(
+    text: str, start: int, hi: int, terms: Terms, sents: tuple[Span, ...], with_laterality: bool
+) -> tuple[Mention, ...]:
+    concept_matches = terms.concept_scanner.scan(text, start, hi)
+    if not concept_matches or not sents:
         return ()
     starts = [s.start for s in sents]
     groups = terms.modifier_groups

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listener.text.sentences import Span, split_sentences
+from listener.text.sentences import Memo, Span, split_sentences
 from listener.text.terms import Terms
 
 __all__ = ["LateralMention", "lateral_mentions", "sides_in"]
@@ -48,6 +48,9 @@ class LateralMention:
     sentence_end: int
 
 
+_SIDES = Memo()
+
+
 def _lookback_start(sentence: Span, pos: int) -> int:
     return max(sentence.start, pos - 60)
 
@@ -73,6 +76,18 @@ def lateral_mentions(
         devices, positions, verbs) are not included.
     """
     hi = len(text) if end is None else min(end, len(text))
+    key = (terms.digest, text, start, hi, id(sentences))
+    cached = _SIDES.get(key)
+    if isinstance(cached, tuple) and cached[0] is sentences:
+        return cached[1]  # type: ignore[no-any-return]
+    found = _lateral_mentions(text, start, hi, terms, sentences)
+    _SIDES.put(key, (sentences, found))
+    return found
+
+
+def _lateral_mentions(
+    text: str, start: int, hi: int, terms: Terms, sentences: tuple[Span, ...] | None
+) -> tuple[LateralMention, ...]:
     lat = terms.laterality
     matches = lat.side_scanner.scan(text, start, hi) if lat.side_scanner is not None else list(lat.side_re.finditer(text, start, hi))
     if not matches:

@@ -109,6 +109,39 @@ def _newline_ends(text: str, pos: int, after: int, lo: int, hi: int) -> bool:
     return False
 
 
+class Memo:
+    """The last few results of a pure function, by key (internal to the text layer).
+
+    The QA rules and the routing facts of one message ask for the same
+    sections' sentences, mentions and side words; remembering the last
+    results turns the repeats into one dict lookup. Keys hold the text
+    itself (its hash is cached by ``str``), so a hit is always the same
+    text. Plain dict operations only: safe to share between threads under
+    the GIL (a lost eviction race only costs a recomputation).
+    """
+
+    __slots__ = ("_d", "_size")
+
+    def __init__(self, size: int = 32) -> None:
+        self._d: dict[object, object] = {}
+        self._size = size
+
+    def get(self, key: object) -> object | None:
+        return self._d.get(key)
+
+    def put(self, key: object, value: object) -> None:
+        d = self._d
+        if len(d) >= self._size:
+            try:
+                del d[next(iter(d))]
+            except (StopIteration, KeyError, RuntimeError):
+                pass
+        d[key] = value
+
+
+_SENTENCES = Memo()
+
+
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> tuple[Span, ...]:
     """Split ``text[start:end]`` into sentences.
 
@@ -123,6 +156,16 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> tuple[
     """
     hi = len(text) if end is None else min(end, len(text))
     lo = max(0, start)
+    key = (text, lo, hi)
+    cached = _SENTENCES.get(key)
+    if cached is not None:
+        return cached  # type: ignore[return-value]
+    spans = _split(text, lo, hi)
+    _SENTENCES.put(key, spans)
+    return spans
+
+
+def _split(text: str, lo: int, hi: int) -> tuple[Span, ...]:
     cuts: list[int] = []
     for m in _CANDIDATE.finditer(text, lo, hi):
         kind = m.lastgroup
