@@ -441,6 +441,22 @@ def _valid(pattern: str) -> str:
     return pattern
 
 
+_BANNER_RE = re.compile(r"^[ \t]*([*_=~-])\1{2,}[^\n]*?\1{3,}[ \t]*$|^[ \t]*([*_=~-])\2{2,}[ \t]*$")
+
+
+def _decoration(text: str, start: int, end: int) -> bool:
+    """True for a run of '*' or '_' that decorates rather than holds a place.
+
+    Real feeds frame status banners ("********FINAL REPORT********") and draw
+    separator or signature lines ("__________"); a placeholder stands inside a
+    sentence ("measuring *** cm").
+    """
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : line_end if line_end >= 0 else len(text)]
+    return bool(_BANNER_RE.match(line))
+
+
 @lru_cache(maxsize=8)
 def _placeholder_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{_valid(p)})" for p in patterns) or "(?!)")
@@ -464,7 +480,11 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
     patterns: Any = data.param("patterns", DEFAULT_PLACEHOLDERS) or ()
     pattern = _placeholder_re(tuple(str(p) for p in patterns))
     ignore = frozenset(str(t) for t in (data.param("ignore_tokens", ("XXXX",)) or ()))
-    hits = [m for m in pattern.finditer(text) if m.group().strip("<>[]{} \t") not in ignore]
+    hits = [
+        m
+        for m in pattern.finditer(text)
+        if m.group().strip("<>[]{} \t") not in ignore and not _decoration(text, m.start(), m.end())
+    ]
     if not hits:
         return
     yield data.emit(

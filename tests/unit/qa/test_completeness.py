@@ -309,3 +309,14 @@ def test_clean_corpus_fire_rates_stay_tiny() -> None:
     assert errors["completeness"] / n <= 0.01 and warnings["completeness"] / n <= 0.005
     assert errors["communication"] / n <= 0.015 and warnings["communication"] / n <= 0.01
     assert errors["consistency"] / n <= 0.005 and warnings["consistency"] / n <= 0.002
+
+
+def test_banner_and_separator_lines_are_not_placeholders() -> None:
+    """Status banners and separator lines from real feeds are decoration, not placeholders."""
+    text = (
+        "********FINAL REPORT********\nFINDINGS:\nNormal chest.\n__________\nIMPRESSION:\nNo acute disease.\n"
+        "*****"
+    )
+    assert findings_for(make_report(text), rule_prefix="completeness.placeholder") == []
+    text = "FINDINGS:\nNodule measuring *** cm.\nIMPRESSION:\nNodule."
+    assert len(findings_for(make_report(text), rule_prefix="completeness.placeholder")) == 1
