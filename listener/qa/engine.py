@@ -154,6 +154,7 @@ class RuleSpec:
 
 
 _REGISTRY: dict[str, RuleSpec] = {}
+_LOADED: list[bool] = []  # set once the rule modules are imported
 
 
 def rule(
@@ -188,6 +189,8 @@ def registry() -> Mapping[str, RuleSpec]:
 
 
 def _load_rule_modules() -> None:
+    if _LOADED:
+        return
     import importlib
     import pkgutil
 
@@ -196,6 +199,7 @@ def _load_rule_modules() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in ("engine", "policy"):
             importlib.import_module(f"listener.qa.{info.name}")
+    _LOADED.append(True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +220,7 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     """
     analysis = Analysis(report, config.terms)
     findings: list[Finding] = []
-    specs = registry()
+    specs = _REGISTRY if _LOADED else registry()
     for rule_id in sorted(config.rules):
         settings = config.rules[rule_id]
         spec = specs.get(rule_id)
