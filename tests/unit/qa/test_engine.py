@@ -50,3 +50,16 @@ def test_disabled_rules_do_not_run_and_severity_comes_from_policy(tmp_path: Path
     report = decode_message(_msg(BASE), pipeline.mappings, received_at=RECEIVED).reports[0]
     assert run_rules(report, config, QaContext(now=RECEIVED)) == ()
     assert all(isinstance(s.severity, Severity) for s in config.rules.values())
+
+
+def test_shipped_qa_yaml_lists_every_rule() -> None:
+    """policies/qa.yaml loads and names every registered rule (active or as a commented default)."""
+    import re
+
+    from tests.conftest import REPO
+
+    text = (REPO / "policies" / "qa.yaml").read_text()
+    listed = set(re.findall(r"^  (?:# )?([a-z]+\.[a-z_]+):", text, re.MULTILINE))
+    assert listed == set(registry())
+    config = load_qa_config(REPO / "policies", procedures=None)
+    assert config.version.startswith("qa-")
