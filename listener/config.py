@@ -376,6 +376,7 @@ _CONFIG_KEYS = frozenset(
         "tls_private_key",
         "tls_client_ca",
         "tls_allowed_subjects",
+        "destinations",
         "http_clients",
         "http_max_body_size",
     }
@@ -448,6 +449,8 @@ class Config:
             (mutual TLS: a client without such a certificate is refused).
         tls_allowed_subjects: if not empty, the client certificate's subject
             CN must be one of these.
+        destinations_file: ``destinations.yaml`` naming where routing messages
+            go (see ``listener.destinations``); None: none are sent.
     """
 
     source: str
@@ -468,6 +471,7 @@ class Config:
     tls_private_key: Path | None = None
     tls_client_ca: Path | None = None
     tls_allowed_subjects: tuple[str, ...] = ()
+    destinations_file: Path | None = None
 
     @property
     def tls(self) -> bool:
@@ -582,7 +586,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if not daemon["mllp_endpoint"]:
                 raise doc.error("mllp", "mllp: an endpoint is required")
         if "http" in doc:
-            http = doc.get_str("http").strip()
+            # YAML reads a bare `off` as false.
+            http = "" if doc.get("http") is False else doc.get_str("http").strip()
             daemon["http_endpoint"] = "" if http.lower() in ("", "off") else _endpoint(doc, "http")
         if "http_clients" in doc:
             daemon["http_clients"] = _http_clients(doc.get_map("http_clients"), base)
@@ -607,8 +612,17 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
                 if not file.is_file():
                     raise doc.error(key, f"{key}: file not found")
                 daemon[key] = file
+        if "destinations" in doc:
+            file = (base / doc.get_str("destinations")).resolve()
+            if not file.is_file():
+                raise doc.error("destinations", "destinations: file not found")
+            daemon["destinations_file"] = file
         if "tls_allowed_subjects" in doc:
             daemon["tls_allowed_subjects"] = doc.get_list("tls_allowed_subjects").strings()
+        if str(daemon.get("http_endpoint", "")).startswith("ssl:"):
+            missing = [k for k in ("tls_certificate", "tls_private_key", "tls_client_ca") if k not in daemon]
+            if missing:
+                raise doc.error("http", f"an ssl: endpoint needs {', '.join(missing)}")
         if str(daemon.get("mllp_endpoint", "")).startswith("ssl:"):
             missing = [k for k in ("tls_certificate", "tls_private_key", "tls_client_ca") if k not in daemon]
             if missing:

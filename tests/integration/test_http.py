@@ -1,0 +1,425 @@
+"""The FHIR HTTP API of a real daemon (``overread serve`` subprocess) on free loopback ports.
+
+Covers: every samples/fhir file and every corpus/fhir file (as its PROVENANCE.md
+says: 201, or the precise OperationOutcome), duplicates, 415/413/401/403, a
+10 MB body refused without memory growth, /healthz, /metrics after traffic,
+Task/DetectedIssue searches, HL7/FHIR twins giving the same findings and route,
+and the patient-data canary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.test_corpus_fhir import EXPECTED
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+
+SAMPLES = REPO / "samples" / "fhir"
+FHIR = "application/fhir+json"
+TOKENS = {name: f"{name}-token-0123456789abcdef" for name in ("r4", "r5", "stu3", "reader", "poster")}
+VERSIONS = {"R4": "", "R5": ", fhir_version: R5", "STU3": ", fhir_version: STU3"}
+TWINS = {"bundle-transaction-mr-knee-left.json": "mr-knee-left-73721-lt.hl7"}
+
+
+class Reply:
+    """One HTTP response: status, headers (lower-cased names), body bytes."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(port: int, method: str, path: str, body: bytes | None = None, *, content_type: str | None = FHIR,
+         token: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+    """One request on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent = dict(headers or {})
+    if content_type is not None and body is not None:
+        sent["Content-Type"] = content_type
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=body, headers=sent)
+        response = conn.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
+
+
+def post(port: int, body: bytes, *, token: str | None = None, content_type: str | None = FHIR) -> Reply:
+    """POST to /fhir/DiagnosticReport or /fhir, by the body's resourceType."""
+    kind = json.loads(body).get("resourceType") if body.lstrip().startswith(b"{") else ""
+    path = "/fhir" if kind == "Bundle" else "/fhir/DiagnosticReport"
+    return call(port, "POST", path, body, token=token, content_type=content_type)
+
+
+def issue(reply: Reply) -> tuple[str, str]:
+    """(code, expression) of an OperationOutcome's first issue."""
+    first = reply.json()["issue"][0]
+    return first["code"], (first.get("expression") or [""])[0]
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _corpus_cases() -> list[tuple[str, str]]:
+    return sorted(key for key in EXPECTED if key[1] in ("R4", "R5", "STU3"))
+
+
+def _case_token(i: int) -> str:
+    return f"corpus-case-{i}-0123456789abcdef"
+
+
+@pytest.fixture(name="authed", scope="module")
+def fixture_authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One daemon for the module with clients r4 (default versions), r5, stu3, a reader, a poster, and one per corpus case.
+
+    A corpus case gets its own client because duplicates are per client: two
+    corpus files share a DiagnosticReport id and status (the STU3 DXA example
+    and its R4 conversion), so the second would rightly be answered as the first.
+    """
+    root = tmp_path_factory.mktemp("authed")
+    (root / "logs").mkdir()
+    (root / "stu3.token").write_text(TOKENS["stu3"] + "\n")
+    digest = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in TOKENS.items()}
+    (root / "overread.yaml").write_text(
+        "http_clients:\n"
+        f"  r4: {{token_sha256: {digest['r4']}}}\n"
+        f"  r5: {{token_sha256: {digest['r5']}, fhir_version: R5}}\n"
+        "  stu3: {token_file: stu3.token, fhir_version: STU3}\n"
+        f"  reader: {{token_sha256: {digest['reader']}, allow: [read]}}\n"
+        f"  poster: {{token_sha256: {digest['poster']}, allow: [submit]}}\n"
+        + "".join(
+            f"  case{i}: {{token_sha256: {hashlib.sha256(_case_token(i).encode()).hexdigest()}{VERSIONS[client]}}}\n"
+            for i, (_, client) in enumerate(_corpus_cases())
+        )
+        + "http_max_body_size: 1048576\n"
+    )
+    daemon = RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        assert daemon.stop() == 0
+
+
+# ------------------------------------------------------------------ intake
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_sample_is_created_after_commit(name: str, daemon: RunningDaemon) -> None:
+    """Each of our samples gets 201, a Location under /fhir/DiagnosticReport/, an information OperationOutcome with the route, and is stored."""
+    assert daemon.http_port is not None
+    reply = post(daemon.http_port, (SAMPLES / name).read_bytes())
+    assert reply.status == 201, reply.body
+    assert reply.headers["location"].startswith("/fhir/DiagnosticReport/")
+    assert reply.headers["content-type"].startswith("application/fhir+json")
+    outcome = reply.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert {i["severity"] for i in outcome["issue"]} == {"information"}
+    assert all(i["diagnostics"].startswith("bucket ") for i in outcome["issue"])
+    stored = daemon.messages()
+    assert len(stored) == 1 and stored[0]["state"] == "processed"
+
+
+@pytest.mark.parametrize(("name", "client"), _corpus_cases())
+def test_corpus_file_over_http(name: str, client: str, authed: RunningDaemon, corpus: Path) -> None:
+    """Every corpus file gets what the conformance table expects: 201 with one route per report, or 400/422 naming the issue code and FHIRPath."""
+    assert authed.http_port is not None
+    body = (corpus / "fhir" / name).read_bytes()
+    reply = post(authed.http_port, body, token=_case_token(_corpus_cases().index((name, client))))
+    expected = EXPECTED[(name, client)]
+    if isinstance(expected, str):
+        assert reply.status == 201, reply.body
+        assert len(reply.json()["issue"]) == int(expected.split(":")[1])
+        return
+    if name.endswith("r4_servicerequest_chest_xray_order.json"):
+        # Refused before decoding: POST /fhir/DiagnosticReport takes only a DiagnosticReport.
+        assert (reply.status, issue(reply)) == (400, ("not-supported", "resourceType"))
+        return
+    assert reply.status in (400, 422), reply.body
+    assert issue(reply) == expected
+    assert reply.json()["issue"][0]["severity"] in ("error", "fatal")
+
+
+def test_duplicate_post_answers_as_the_first(daemon: RunningDaemon) -> None:
+    """The same DiagnosticReport POSTed twice gets the same status, Location and body; one message is stored. A new status is a new message."""
+    assert daemon.http_port is not None
+    body = (SAMPLES / "ct-head-wo-overnight-telerad-prelim.json").read_bytes()
+    first = post(daemon.http_port, body)
+    again = post(daemon.http_port, body)
+    assert first.status == again.status == 201
+    assert first.headers["location"] == again.headers["location"]
+    assert first.body == again.body
+    assert len(daemon.messages()) == 1
+    final = body.replace(b'"status": "preliminary"', b'"status": "final"')
+    assert final != body
+    assert post(daemon.http_port, final).status == 201
+    assert len(daemon.messages()) == 2
+    events = [line["event"] for line in daemon.log_lines()]
+    assert events.count("message_duplicate") == 1
+
+
+def test_refused_body_resent_unchanged_gets_same_answer(daemon: RunningDaemon) -> None:
+    """A 4xx body is stored rejected; an identical resend gets the same answer, a corrected one with the same id is processed."""
+    assert daemon.http_port is not None
+    good = json.loads((SAMPLES / "xr-chest-2v-normal.json").read_bytes())
+    bad = dict(good, status="not-a-status")
+    first = post(daemon.http_port, json.dumps(bad).encode())
+    again = post(daemon.http_port, json.dumps(bad).encode())
+    assert first.status == again.status and first.status in (400, 422)
+    assert first.body == again.body
+    assert post(daemon.http_port, json.dumps(good).encode()).status == 201
+    states = sorted(m["state"] for m in daemon.messages())
+    assert states == ["processed", "rejected"]
+
+
+def test_media_type_and_resource_type_refusals(daemon: RunningDaemon) -> None:
+    """Wrong or missing Content-Type: 415; fhirVersion is honoured; a Bundle on /fhir/DiagnosticReport: 400; not JSON: 400 fatal, not stored."""
+    assert daemon.http_port is not None
+    body = (SAMPLES / "xr-chest-2v-normal.json").read_bytes()
+    port = daemon.http_port
+    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="text/plain").status == 415
+    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type=None).status == 415
+    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; charset=latin-1").status == 415
+    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; fhirVersion=4.0").status == 201
+    bundle = (SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes()
+    wrong = call(port, "POST", "/fhir/DiagnosticReport", bundle)
+    assert (wrong.status, issue(wrong)) == (400, ("not-supported", "resourceType"))
+    garbage = call(port, "POST", "/fhir", b"\x00\xffnot json")
+    assert garbage.status == 400 and garbage.json()["issue"][0]["severity"] == "fatal"
+    assert call(port, "GET", "/fhir/DiagnosticReport").status == 405
+    assert call(port, "GET", "/nowhere").status == 404
+    assert len(daemon.messages()) == 1
+
+
+def test_bearer_tokens_and_permissions(authed: RunningDaemon) -> None:
+    """With clients configured: no token or an unknown one is 401 (WWW-Authenticate), a client without the permission is 403."""
+    assert authed.http_port is not None
+    port = authed.http_port
+    body = (SAMPLES / "xr-chest-2v-normal.json").read_bytes()
+    missing = post(port, body)
+    assert missing.status == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+    assert issue(missing)[0] == "login"
+    assert post(port, body, token="wrong-token-0123456789").status == 401
+    forbidden = post(port, body, token=TOKENS["reader"])
+    assert (forbidden.status, issue(forbidden)[0]) == (403, "forbidden")
+    assert call(port, "GET", "/fhir/Task?status=requested", token=TOKENS["poster"]).status == 403
+    assert call(port, "GET", "/fhir/Task?status=requested", token=TOKENS["reader"]).status == 200
+    assert call(port, "GET", "/fhir/Task").status == 401
+    assert call(port, "GET", "/healthz").status == 200  # open: codes and counts only
+
+
+# ---------------------------------------------------------------- body cap
+
+
+def _raw_request(port: int, head: bytes, body_bytes: int, chunk: int = 65536) -> bytes:
+    """Send ``head`` then up to ``body_bytes`` zeros (stopping quietly if the server cuts in), then read the reply."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(head)
+        sent = 0
+        zeros = b"0" * chunk
+        try:
+            while sent < body_bytes:
+                sock.sendall(zeros[: min(chunk, body_bytes - sent)])
+                sent += chunk
+        except OSError:
+            pass
+        data = b""
+        while True:
+            try:
+                part = sock.recv(65536)
+            except OSError:
+                break
+            if not part:
+                break
+            data += part
+        return data
+    finally:
+        sock.close()
+
+
+def test_ten_megabyte_body_is_refused_without_memory_growth(daemon: RunningDaemon) -> None:
+    """A 10 MB body (declared, then streamed in full; and chunked without a length) gets 413 and the daemon's RSS grows far less than 10 MB."""
+    assert daemon.http_port is not None and daemon.proc is not None
+    port = daemon.http_port
+    ten = 10 * 1024 * 1024
+    head = (f"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: {FHIR}\r\n"
+            f"Content-Length: {ten}\r\n").encode()
+    # Warm up (first requests build caches), then measure.
+    call(port, "GET", "/healthz")
+    before = rss_kb(daemon.proc.pid)
+    # 1. Expect: 100-continue: answered at once, no 100 Continue, body never sent.
+    reply = _raw_request(port, head + b"Expect: 100-continue\r\n\r\n", 0)
+    assert reply.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in reply
+    # 2. The whole body streamed anyway: read and dropped, the 413 still arrives.
+    reply = _raw_request(port, head + b"\r\n", ten)
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    assert b"4194304 bytes" in reply
+    # 3. Chunked, no length: refused once the running size passes the limit.
+    chunked = (f"POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: {FHIR}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"0" * 65536
+    body = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 160 + b"0\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock.sendall(chunked)
+        try:
+            sock.sendall(body)
+        except OSError:
+            pass
+        reply = sock.recv(65536)
+    finally:
+        sock.close()
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    after = rss_kb(daemon.proc.pid)
+    assert after - before < 4 * 1024, (before, after)
+    assert call(port, "GET", "/healthz").status == 200
+    assert daemon.messages() == []
+    refusals = [line for line in daemon.log_lines() if line.get("reason") == "body_too_large"]
+    assert len(refusals) == 3 and all(r["limit"] == 4194304 for r in refusals)
+
+
+# --------------------------------------------------------- health, metrics
+
+
+def test_healthz_and_metrics_after_traffic(daemon: RunningDaemon, oru: bytes) -> None:
+    """/healthz is 200 JSON; /metrics counts HTTP and MLLP answers by code and feed, findings, routes, latency and outbox gauges."""
+    assert daemon.http_port is not None
+    port = daemon.http_port
+    health = call(port, "GET", "/healthz")
+    assert health.status == 200 and health.json()["status"] == "ok" and health.json()["store"] == "ok"
+    assert post(port, (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes()).status == 201
+    assert post(port, b'{"resourceType": "DiagnosticReport"}').status == 400
+    conn = MllpConnection(daemon.address)
+    assert msa(conn.request(with_control_id(oru, "METRICS1")))[0] == "AA"
+    conn.close()
+    reply = call(port, "GET", "/metrics")
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
+    text = reply.body.decode()
+    assert 'overread_messages_answered_total{code="201",feed="default",transport="http"} 1.0' in text
+    assert 'overread_messages_answered_total{code="400",feed="default",transport="http"} 1.0' in text
+    assert 'code="AA"' in text and 'transport="mllp"' in text
+    assert 'overread_findings_total{category="communication",severity="error"}' in text
+    assert 'overread_routes_total{bucket="selective_overread"}' in text
+    assert 'overread_processing_seconds_bucket{le="+Inf",transport="http"} 2.0' in text
+    assert "overread_outbox_oldest_pending_age_seconds" in text and "overread_store_up 1.0" in text
+    assert 'overread_http_requests_total{endpoint="healthz",status="200"}' in text
+
+
+# ------------------------------------------------------------------ searches
+
+
+def test_task_and_detected_issue_searches(daemon: RunningDaemon) -> None:
+    """After a POST, GET /fhir/Task?status=requested&owner=<pool> and /fhir/DetectedIssue?implicated=DiagnosticReport/<id> return searchset Bundles."""
+    assert daemon.http_port is not None
+    port = daemon.http_port
+    created = post(port, (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes())
+    location = created.headers["location"]
+    tasks = call(port, "GET", "/fhir/Task?status=requested&owner=critical_results").json()
+    assert tasks["type"] == "searchset" and tasks["total"] == 1
+    task = tasks["entry"][0]["resource"]
+    assert task["focus"]["reference"] == location.removeprefix("/fhir/")
+    assert task["businessStatus"]["coding"][0]["code"] == "selective_overread"
+    assert call(port, "GET", "/fhir/Task?status=requested&owner=nobody").json()["total"] == 0
+    assert call(port, "GET", "/fhir/Task?status=completed").json()["total"] == 0
+    assert call(port, "GET", "/fhir/Task?_count=0").status == 400
+    issues = call(port, "GET", f"/fhir/DetectedIssue?implicated={location.removeprefix('/fhir/')}").json()
+    codes = [e["resource"]["code"]["coding"][0]["code"] for e in issues["entry"]]
+    assert "communication.critical_not_communicated" in codes
+    assert all(e["resource"]["implicated"][0]["reference"] == location.removeprefix("/fhir/") for e in issues["entry"])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
+def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: RunningDaemon) -> None:
+    """A sample sent as HL7 over MLLP and its FHIR twin over HTTP get the same findings and the same route (read back as Task and DetectedIssue)."""
+    assert daemon.http_port is not None
+    port = daemon.http_port
+    conn = MllpConnection(daemon.address)
+    raw = (REPO / "samples" / "hl7" / TWINS.get(name, name.replace(".json", ".hl7"))).read_bytes()
+    assert msa(conn.request(raw))[0] in ("AA", "CA")  # some samples ask for enhanced mode
+    conn.close()
+    assert post(port, (SAMPLES / name).read_bytes()).status == 201
+    tasks = [e["resource"] for e in call(port, "GET", "/fhir/Task?status=requested").json()["entry"]]
+    assert len(tasks) == 2
+    strip = lambda t: {k: t[k] for k in ("priority", "code", "owner", "businessStatus", "input", "identifier") if k in t}  # noqa: E731
+    assert strip(tasks[0]) == strip(tasks[1])
+    accession = tasks[0]["identifier"][0]["value"]
+    issues = call(port, "GET", f"/fhir/DetectedIssue?implicated:identifier={accession}").json()["entry"]
+    by_transport: dict[bool, list[str]] = {True: [], False: []}
+    for entry in issues:
+        resource = entry["resource"]
+        by_transport["reference" in resource["implicated"][0]].append(resource["code"]["coding"][0]["code"])
+    assert sorted(by_transport[True]) == sorted(by_transport[False])
+
+
+# -------------------------------------------------------------------- canary
+
+
+CANARY = "QZXCANARYQZX"
+
+
+def _canary_report() -> dict[str, Any]:
+    doc = json.loads((SAMPLES / "ct-head-critical-sdh-communicated.json").read_bytes())
+    doc["id"] = "canary-1"
+    for contained in doc.get("contained", ()):
+        if contained.get("resourceType") == "Patient":
+            contained["name"] = [{"family": CANARY, "given": [CANARY]}]
+            contained["identifier"] = [{"system": "urn:mrn", "value": CANARY}]
+    doc["conclusion"] = f"Impression mentions {CANARY}."
+    return doc
+
+
+def test_patient_canary_absent_from_logs_and_refusals(daemon: RunningDaemon) -> None:
+    """A marker in Patient name/identifier/birthDate, in the report text and in an unknown key never reaches a log line or a 4xx body."""
+    assert daemon.http_port is not None
+    port = daemon.http_port
+    good = _canary_report()
+    assert post(port, json.dumps(good).encode()).status == 201
+    bodies = []
+    bad_date = json.loads(json.dumps(good))
+    bad_date["id"] = "canary-2"
+    bad_date["effectiveDateTime"] = f"2026-{CANARY}"
+    for contained in bad_date.get("contained", ()):
+        if contained.get("resourceType") == "Patient":
+            contained["birthDate"] = CANARY
+    bodies.append(bad_date)
+    # Unknown elements: the value of one shaped like an element name, and a key shaped like data.
+    # (A key shaped like an element name is named in the answer, by design of the decoder.)
+    bodies.append(dict(good, id="canary-3", vendorNote=CANARY))
+    bodies.append(dict(good, id="canary-5", **{f"{CANARY} 1970-01-01": 1}))
+    bad_status = dict(good, id="canary-4", status=CANARY)
+    bodies.append(bad_status)
+    for n, doc in enumerate(bodies):
+        # Its own identifiers: the same identifier and status would be a duplicate of the first.
+        doc["identifier"] = [dict(i, value=f"{i.get('value', '')}-{n}") for i in good.get("identifier", ())]
+        reply = post(port, json.dumps(doc).encode())
+        assert 400 <= reply.status < 500, reply.status
+        assert CANARY.encode() not in reply.body
+        assert CANARY.lower().encode() not in reply.body.lower()
+    not_json = call(port, "POST", "/fhir/DiagnosticReport", f'{{"resourceType": "{CANARY}"'.encode())
+    assert not_json.status == 400 and CANARY.encode() not in not_json.body
+    wrong_type = call(port, "POST", "/fhir/DiagnosticReport", json.dumps({"resourceType": "Patient", "name": CANARY}).encode())
+    assert wrong_type.status == 400 and CANARY.encode() not in wrong_type.body
+    call(port, "GET", f"/fhir/DetectedIssue?implicated:identifier={CANARY}")
+    daemon.stop()
+    out = daemon.stdout() + daemon.stderr()
+    assert CANARY not in out and CANARY.lower() not in out.lower()
+    assert "message_processed" in out

@@ -1,0 +1,313 @@
+"""The HTTP Site with StringTransport and task.Clock: no reactor, no sockets, a fake store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import Future
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from listener.config import HttpClient
+from listener.errors import DecodeError, FhirDecodeError, FhirUnsupportedMediaType, StoreError
+from listener.pipeline import Pipeline
+from listener.server.http import ApiSite, build_site, clients_from_config
+from listener.server.http_intake import HttpAnswer, HttpIntake, answer_from_stored, message_key, status_for_error
+from listener.server.metrics import Metrics
+from listener.store.base import MessageRecord, OutboxStats, SaveResult
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLE = (REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_bytes()
+TOKEN = "unit-test-token-0123456789"
+
+
+class FakeStore:
+    """Records submits; futures resolve when the test says (or at once with ``auto``)."""
+
+    def __init__(self, *, auto: bool = True) -> None:
+        self.saved: list[MessageRecord] = []
+        self.futures: list[Future[SaveResult]] = []
+        self.auto = auto
+        self.fail = False
+        self.healthy = True
+
+    def find_duplicate(self, app: str, fac: str, control_id: str) -> SaveResult | None:
+        for i, rec in enumerate(self.saved):
+            if (rec.sender_application, rec.sender_facility, rec.control_id) == (app, fac, control_id):
+                return SaveResult(i, True, rec.ack, rec.ack_code)
+        return None
+
+    def submit(self, record: MessageRecord) -> Future[SaveResult]:
+        if self.fail:
+            raise StoreError("store closed")
+        future: Future[SaveResult] = Future()
+        self.saved.append(record)
+        self.futures.append(future)
+        if self.auto:
+            future.set_result(SaveResult(len(self.saved), False, record.ack, record.ack_code))
+        return future
+
+    def health(self) -> bool:
+        return self.healthy
+
+    def outbox_stats(self, now: datetime) -> OutboxStats:
+        return OutboxStats((), None)
+
+
+class FakeQueries:
+    """No stored reports."""
+
+    def routed(self, *, pool: str | None, limit: int) -> list[Any]:
+        return []
+
+    def with_findings(self, **_: Any) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _direct(f: Any, *args: Any) -> defer.Deferred[Any]:
+    return defer.maybeDeferred(f, *args)
+
+
+def make_site(pipeline: Pipeline, store: FakeStore, *, clients: tuple[HttpClient, ...] = (), max_body: int = 64 * 1024) -> ApiSite:
+    metrics = Metrics(store)  # type: ignore[arg-type]
+    intake = HttpIntake(lambda: pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+                        run_in_thread=_direct, metrics=metrics)
+    return build_site(intake=intake, store=store, queries=FakeQueries(), clients=clients_from_config(clients),  # type: ignore[arg-type]
+                      metrics=metrics, reactor=Clock(), max_body_size=max_body, idle_timeout=60, run_in_thread=_direct)
+
+
+def connect(site: ApiSite) -> tuple[Any, StringTransport]:
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def exchange(site: ApiSite, raw: bytes) -> bytes:
+    channel, transport = connect(site)
+    channel.dataReceived(raw)
+    return transport.value()
+
+
+def post_bytes(body: bytes, path: str = "/fhir/DiagnosticReport", *, token: str | None = None,
+               content_type: str = "application/fhir+json") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    if token is not None:
+        head += f"Authorization: Bearer {token}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def body_of(response: bytes) -> Any:
+    return json.loads(response.partition(b"\r\n\r\n")[2])
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_message_key_by_version_identifier_or_id() -> None:
+    """Resource id + versionId wins; then identifiers + status; then id + status; a Bundle by id/version, identifier, or its reports."""
+    dr = {"resourceType": "DiagnosticReport", "id": "a", "status": "final"}
+    assert message_key(dict(dr, meta={"versionId": "2"})) == "DiagnosticReport/a/_history/2"
+    idents = [{"system": "s", "value": "ACC1"}]
+    assert message_key(dict(dr, identifier=idents)) == "DiagnosticReport?identifier=s|ACC1&status=final"
+    assert message_key(dict(dr, identifier=idents, status="preliminary")) != message_key(dict(dr, identifier=idents))
+    assert message_key(dr) == "DiagnosticReport/a?status=final"
+    assert message_key({"resourceType": "DiagnosticReport", "status": "final"}) is None
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": dr}]}
+    assert message_key(bundle) == "Bundle[DiagnosticReport/a?status=final]"
+    assert message_key(dict(bundle, identifier={"value": "B1"})) == "Bundle?identifier=|B1"
+    assert message_key(dict(bundle, id="b", meta={"versionId": "1"})) == "Bundle/b/_history/1"
+    assert message_key({"resourceType": "Patient"}) is None
+
+
+def test_status_for_error() -> None:
+    """415 for the media type, 422 for our rules, 400 for invalid FHIR, 500 for an internal failure."""
+    assert status_for_error(FhirUnsupportedMediaType("x")) == 415
+    assert status_for_error(FhirDecodeError("x", issue_code="not-supported")) == 422
+    assert status_for_error(FhirDecodeError("x", issue_code="value", expression="DiagnosticReport.status")) == 400
+    assert status_for_error(FhirDecodeError("x", issue_code="structure")) == 400
+    assert status_for_error(DecodeError("x", hl7_code="207")) == 500
+
+
+def test_answer_envelope_round_trip() -> None:
+    """The stored answer gives back status, headers and body byte for byte."""
+    answer = HttpAnswer(201, b'{"a":1}', (("Location", "/fhir/DiagnosticReport/x"),))
+    assert answer_from_stored(answer.envelope()) == answer
+
+
+# -------------------------------------------------------------------- the site
+
+
+def test_created_only_after_commit(pipeline: Pipeline) -> None:
+    """Nothing is written until the store's future resolves; then 201 with Location and an information OperationOutcome."""
+    store = FakeStore(auto=False)
+    channel, transport = connect(make_site(pipeline, store))
+    channel.dataReceived(post_bytes(SAMPLE))
+    assert transport.value() == b"" and len(store.saved) == 1
+    record = store.saved[0]
+    assert record.transport == "http" and record.state == "processed" and record.ack_code == "201"
+    store.futures[0].set_result(SaveResult(1, False, record.ack, record.ack_code))
+    response = transport.value()
+    assert status_of(response) == 201
+    assert b"\r\nLocation: /fhir/DiagnosticReport/" in response
+    assert body_of(response)["issue"][0]["severity"] == "information"
+
+
+def test_duplicate_gets_stored_answer(pipeline: Pipeline) -> None:
+    """A second POST of the same body is answered from the store, without a second save."""
+    store = FakeStore()
+    site = make_site(pipeline, store)
+    first = exchange(site, post_bytes(SAMPLE))
+    second = exchange(site, post_bytes(SAMPLE))
+    assert len(store.saved) == 1
+    strip = lambda r: [line for line in r.split(b"\r\n") if not line.startswith(b"Date:")]  # noqa: E731
+    assert strip(first) == strip(second)
+
+
+def test_store_failure_is_503(pipeline: Pipeline) -> None:
+    """A store that cannot take the message: 503 with Retry-After and a transient OperationOutcome."""
+    store = FakeStore()
+    store.fail = True
+    response = exchange(make_site(pipeline, store), post_bytes(SAMPLE))
+    assert status_of(response) == 503 and b"Retry-After: 5" in response
+    assert body_of(response)["issue"][0]["code"] == "transient"
+
+
+def test_declared_length_over_limit_is_refused_before_the_body(pipeline: Pipeline) -> None:
+    """Content-Length over the limit with Expect: 100-continue: 413 at once, never 100 Continue; later bytes are dropped unbuffered."""
+    store = FakeStore()
+    channel, transport = connect(make_site(pipeline, store, max_body=4096))
+    channel.dataReceived(b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\n"
+                         b"Content-Length: 10485760\r\nExpect: 100-continue\r\n\r\n")
+    response = transport.value()
+    assert status_of(response) == 413 and b"100 Continue" not in response
+    assert b"Connection: close" in response and b"4096 bytes" in response
+    channel.dataReceived(b"x" * 100_000)
+    assert channel.dropped == 100_000
+    assert store.saved == []
+
+
+def test_chunked_body_over_limit_is_refused(pipeline: Pipeline) -> None:
+    """Without a length, the running size decides: 413 once it passes the limit; nothing is stored."""
+    store = FakeStore()
+    channel, transport = connect(make_site(pipeline, store, max_body=4096))
+    channel.dataReceived(b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"y" * 1024
+    for _ in range(8):
+        channel.dataReceived(b"400\r\n" + chunk + b"\r\n")
+    channel.dataReceived(b"0\r\n\r\n")
+    assert status_of(transport.value()) == 413
+    assert transport.value().count(b"HTTP/1.1") == 1
+    assert store.saved == []
+
+
+def test_bearer_token_and_permissions(pipeline: Pipeline) -> None:
+    """With clients configured: 401 without or with an unknown token, 403 without the permission, 201 with it."""
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    reader = HttpClient("reader", hashlib.sha256(b"reader-token-0123456789").hexdigest(), allow=("read",))
+    site = make_site(pipeline, FakeStore(), clients=(HttpClient("ris", digest, facility="LEMC"), reader))
+    assert status_of(exchange(site, post_bytes(SAMPLE))) == 401
+    assert status_of(exchange(site, post_bytes(SAMPLE, token="not-the-token"))) == 401
+    assert status_of(exchange(site, post_bytes(SAMPLE, token="reader-token-0123456789"))) == 403
+    assert status_of(exchange(site, post_bytes(SAMPLE, token=TOKEN))) == 201
+
+
+def test_wrong_media_type_method_and_path(pipeline: Pipeline) -> None:
+    """415 for text/plain, 405 with Allow for GET on a POST endpoint, 404 for unknown paths and children of a leaf."""
+    site = make_site(pipeline, FakeStore())
+    assert status_of(exchange(site, post_bytes(SAMPLE, content_type="text/plain"))) == 415
+    response = exchange(site, b"GET /fhir/DiagnosticReport HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status_of(response) == 405 and b"Allow: POST" in response
+    assert status_of(exchange(site, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")) == 404
+    assert status_of(exchange(site, post_bytes(SAMPLE, path="/fhir/DiagnosticReport/abc"))) == 404
+    assert body_of(exchange(site, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"))["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(("healthy", "status"), [(True, 200), (False, 503)])
+def test_healthz(pipeline: Pipeline, healthy: bool, status: int) -> None:
+    """/healthz answers 200 when the store is healthy and 503 when it is not."""
+    store = FakeStore()
+    store.healthy = healthy
+    response = exchange(make_site(pipeline, store), b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status_of(response) == status
+    assert body_of(response)["store"] == ("ok" if healthy else "unavailable")
+
+
+def test_metrics_count_posts(pipeline: Pipeline) -> None:
+    """/metrics shows the POST's answer code, its route bucket and a latency observation."""
+    site = make_site(pipeline, FakeStore())
+    exchange(site, post_bytes(SAMPLE))
+    text = exchange(site, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").decode()
+    assert 'overread_messages_answered_total{code="201",feed="default",transport="http"} 1.0' in text
+    assert "overread_routes_total{bucket=" in text
+    assert 'overread_processing_seconds_count{transport="http"} 1.0' in text
+
+
+def test_outbox_gauges_read_store_stats() -> None:
+    """The outbox collector reports depth per destination and state (zeros filled in) and the oldest pending age."""
+    from listener.store.base import OutboxDepth
+
+    class Stats(FakeStore):
+        def outbox_stats(self, now: datetime) -> OutboxStats:
+            return OutboxStats((OutboxDepth("ris", "pending", 3, timedelta(seconds=42)),), timedelta(seconds=42))
+
+    text = Metrics(Stats()).render().decode()  # type: ignore[arg-type]
+    assert 'overread_outbox_messages{destination="ris",state="pending"} 3.0' in text
+    assert 'overread_outbox_messages{destination="ris",state="dead"} 0.0' in text
+    assert "overread_outbox_oldest_pending_age_seconds 42.0" in text
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("http_clients:\n  ris:\n    token_sha256: abc\n", 3, "64 hex"),
+        ("http_clients:\n  ris:\n    fhir_version: R4\n", 2, "exactly one of"),
+        ("http_clients:\n  ris:\n    token_file: missing.token\n", 3, "token_file"),
+        ("http_clients:\n  ris:\n    token_sha256: " + "a" * 64 + "\n    allow: [submit, delete]\n", 4, "allow"),
+        ("http_clients:\n  ris:\n    token_sha256: " + "a" * 64 + "\n    fhir_version: DSTU2\n", 4, "fhir_version"),
+        ("http_clients:\n  ris:\n    token_sha256: " + "a" * 64 + "\n    colour: red\n", 4, "unknown key"),
+        ("http_max_body_size: 10\n", 1, "at least"),
+    ],
+)
+def test_http_config_errors_name_file_and_line(tmp_path: Path, text: str, line: int, words: str) -> None:
+    """Bad http_clients / http_max_body_size entries stop loading with the file, the line and what is wrong."""
+    from listener.config import load_config
+    from listener.errors import ConfigError
+
+    path = tmp_path / "overread.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == str(path) and info.value.line == line
+    assert words in str(info.value)
+
+
+def test_http_config_token_file_and_off(tmp_path: Path) -> None:
+    """A token_file is read and kept only as its SHA-256; `http: off` turns HTTP off; the default is loopback 8080."""
+    from listener.config import DEFAULT_HTTP_ENDPOINT, load_config
+
+    (tmp_path / "ris.token").write_text("a-long-enough-secret-token\n")
+    path = tmp_path / "overread.yaml"
+    path.write_text("http: off\nhttp_clients:\n  ris: {token_file: ris.token, fhir_version: r5, accept_extra_fields: true}\n")
+    config = load_config(path)
+    assert config.http_endpoint == ""
+    (client,) = config.http_clients
+    assert client.token_sha256 == hashlib.sha256(b"a-long-enough-secret-token").hexdigest()
+    assert (client.fhir_version, client.accept_extra_fields, client.allow) == ("R5", True, ("submit", "read"))
+    assert load_config(None).http_endpoint == DEFAULT_HTTP_ENDPOINT == "tcp:8080:interface=127.0.0.1"
