@@ -419,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     messages.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
     messages.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
     messages.add_argument("--format", choices=("json",), default="json")
+
+    from listener.outbox_cli import add_outbox_parser
+
+    add_outbox_parser(sub)
     return parser
 
 
@@ -441,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_send(args.to, args.files, timeout=args.timeout, out=sys.stdout)
         if args.command == "messages":
             return cmd_messages(args, config, sys.stdout)
+        if args.command == "outbox":
+            from listener.outbox_cli import cmd_outbox
+
+            return cmd_outbox(args, daemon_config(args, config).state_dir, sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR

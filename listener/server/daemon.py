@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -125,8 +125,10 @@ class Daemon:
         _log().info("store_opened", path=str(config.state_dir))
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store)
+        self.outbound = _outbound_workers(config, reactor, self.store)
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
-                             metrics=self.metrics)
+                             metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
+                             on_outbox=self.wake_outbound)
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
         if config.tls:
@@ -155,6 +157,8 @@ class Daemon:
             _log().info("listening", endpoint=self.config.mllp_endpoint, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
             notify_ready(f"listening on {self.config.mllp_endpoint}")
             self.watchdog = start_watchdog(self.reactor)
+            for worker in self.outbound:
+                worker.start()
             if self.config.raw_retention_days > 0:
                 self.purger = LoopingCall(self._purge_raw)
                 self.purger.clock = self.reactor
@@ -169,6 +173,11 @@ class Daemon:
             self.reactor.stop()
 
         return d.addCallbacks(listening, failed)
+
+    def wake_outbound(self) -> None:
+        """Outbox rows were committed: let every destination's worker look now."""
+        for worker in self.outbound:
+            worker.wake()
 
     def _listen_http(self, mllp_port: Any) -> Deferred[Any]:
         """Listen on the HTTP endpoint too; fires with the MLLP port (fails if HTTP cannot listen)."""
@@ -246,6 +255,8 @@ class Daemon:
             self.http[0].closing = True
             yield self.http[0].drain()
             yield threads.deferToThread(self.http[1].close)
+        # After the intakes: no new rows; each worker finishes (or drops) its attempt.
+        yield DeferredList([worker.stop() for worker in self.outbound], consumeErrors=True)
         try:
             yield threads.deferToThread(self.store.close)
         except StoreError:
@@ -271,6 +282,23 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
                       idle_timeout=config.idle_timeout)
     return (http_intake, queries, site)
+
+
+def _outbound_workers(config: Config, reactor: Any, store: SQLiteStore) -> tuple[Any, ...]:
+    """One OutboundWorker per enabled destination of ``config.destinations_file`` (ConfigError if invalid)."""
+    if config.destinations_file is None:
+        return ()
+    from listener.destinations import load_destinations
+    from listener.server.outbound import OutboundWorker, client_endpoint
+
+    workers = []
+    for settings in load_destinations(config.destinations_file):
+        if not settings.enabled:
+            continue
+        endpoint = client_endpoint(reactor, settings)
+        workers.append(OutboundWorker(settings, store, reactor=reactor, connect=endpoint.connect,
+                                      run_in_thread=threads.deferToThread))
+    return tuple(workers)
 
 
 def serve(config: Config) -> int:

@@ -20,6 +20,7 @@ Promises:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -37,6 +38,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from listener.destinations import DestinationSettings
 from listener.errors import APPLICATION_INTERNAL_ERROR, FramingError, StoreError
 from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_accept_ack
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
@@ -44,7 +46,8 @@ from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
 from listener.pipeline import Outcome, Pipeline, process
 from listener.serialize import finding_dict, report_dict, route_dict
-from listener.store.base import MessageRecord, MessageState, ReportRecord, SaveResult, Store
+from listener.outbox import outbox_items
+from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
 
 __all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_future", "outcome_ack_code"]
 
@@ -130,6 +133,10 @@ class Intake:
         call_from_thread: ``reactor.callFromThread``.
         now: the clock (aware UTC datetimes).
         keep_raw: store raw bodies (retention purges them later).
+        destinations: where routing messages go; an accepted message's outbox
+            rows (one per routed report and destination) are stored with it.
+        on_outbox: called on the reactor thread after a commit that stored
+            outbox rows (wakes the outbound workers).
     """
 
     def __init__(
@@ -142,8 +149,12 @@ class Intake:
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         keep_raw: bool = True,
         metrics: Any = None,
+        destinations: tuple[DestinationSettings, ...] = (),
+        on_outbox: Callable[[], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.destinations = destinations
+        self.on_outbox = on_outbox
         #: listener.server.metrics.Metrics, or None (counts answers, findings, routes, latency).
         self.metrics = metrics
         self.store = store
@@ -217,6 +228,18 @@ class Intake:
         outcome = process(raw, pipeline, received_at=received)
         errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
         code, ack = self._ack(header, outcome_ack_code(outcome), errors)
+        outbox: tuple[OutboxItem, ...] = ()
+        if self.destinations and code in ("AA", "CA") and _state(outcome) == "processed":
+            # Routing messages are stored in the same transaction as the message,
+            # and only for a message we accept (DESIGN §8).
+            try:
+                outbox = outbox_items(outcome.reports, self.destinations, now=received,
+                                      sender_application=header.sending_application,
+                                      sender_facility=header.sending_facility, control_id=header.control_id)
+            except Exception as exc:  # noqa: BLE001 - never ACK a message whose routing cannot be queued
+                errors = (AckError(APPLICATION_INTERNAL_ERROR, text="Routing message could not be built"),)
+                code, ack = self._ack(header, "AE", errors)
+                outcome = dataclasses.replace(outcome, error_type=type(exc).__name__, disposition="rejected")
         record = MessageRecord(
             control_id=header.control_id,
             sender_application=header.sending_application,
@@ -230,6 +253,7 @@ class Intake:
             ack=ack,
             error_code=outcome.error.hl7_code if outcome.error else "",
             reports=_reports(outcome),
+            outbox=outbox,
         )
         first = outcome.reports[0].report if outcome.reports else None
         fields: dict[str, Any] = {
@@ -262,6 +286,8 @@ class Intake:
                     self.metrics.message_answered("mllp", outcome.feed, result.ack_code, time.perf_counter() - started, duplicate=True)
                 return self._answer(header, result.ack_code, result.ack)
             mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            if record.outbox and self.on_outbox is not None:
+                self.on_outbox()
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", outcome.feed, code, time.perf_counter() - started, outcome.reports)
             return self._answer(header, code, ack)

@@ -1,0 +1,436 @@
+"""The outbound queue's sender: one worker per destination, MLLP to the RIS.
+
+Layer: reactor code. The decisions (backoff, verdicts, ACK reading) are the
+pure functions of :mod:`listener.outbox`; this module connects, frames, waits
+and records.
+
+Promises:
+
+* One message in flight per destination: the worker holds one connection and
+  sends the next row only after the previous one's result is committed.
+* Per-accession order: each row comes from ``Store.outbox_due``, read *after*
+  the previous attempt was recorded, which hands out only the oldest pending
+  row of each accession; a row waiting for its retry time blocks its own
+  accession and nothing else.
+* The answer is matched by MSA-2 == the row's MSH-10. AA/CA: delivered; AE/CE,
+  an ACK timeout, a lost connection or an unreadable answer: retry with
+  backoff; AR/CR: dead letter (or retry, ``on_reject: retry``); after
+  ``max_attempts`` the row is dead-lettered and the others go on.
+* A refused connection is the RIS's state, not the row's: the worker backs off
+  its *connection* attempts (same schedule) and the rows keep their attempts,
+  so a RIS down for hours does not dead-letter the queue.
+* Restart-safe: the rows are in the store; ``start()`` sends whatever is due.
+  A row the RIS took just before a crash is sent again with the same MSH-10.
+* The reactor never waits on the store: reads and updates run on threads
+  (``run_in_thread``, ``deferToThread`` in the daemon).
+* Wakes when the MLLP side commits rows (:meth:`OutboundWorker.wake`), at each
+  row's retry time, and on a periodic poll (rows revived by ``overread outbox
+  retry``, rows left by a previous run).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from listener.destinations import DestinationSettings
+from listener.errors import FramingError, StoreError
+from listener.hl7v2.mllp import MllpFramer, frame
+from listener.logs import get_logger
+from listener.outbox import AckAnswer, judge, next_attempt_at, read_ack
+from listener.store.base import OutboxRow, Store
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "AckTimeout",
+    "AnswerUnreadable",
+    "OutboundWorker",
+    "RisClientProtocol",
+    "client_endpoint",
+]
+
+#: Seconds between polls of the store (rows revived by an operator, restarts).
+DEFAULT_POLL_INTERVAL = 2.0
+#: Largest answer accepted from a RIS.
+_MAX_ANSWER_SIZE = 1024 * 1024
+#: How long shutdown waits for an attempt in flight before dropping it.
+_STOP_GRACE = 5.0
+
+RunInThread = Callable[..., "defer.Deferred[Any]"]
+Connect = Callable[[Factory], "defer.Deferred[Any]"]
+
+
+def _log() -> Any:
+    return get_logger("listener.server.outbound")
+
+
+class AckTimeout(Exception):
+    """The RIS did not answer within ``ack_timeout_seconds``."""
+
+
+class AnswerUnreadable(Exception):
+    """The RIS answered something that is not an ACK (no MSH or no MSA)."""
+
+
+class RisClientProtocol(Protocol):
+    """One connection to a RIS: send a framed message, fire with its matching ACK.
+
+    Answers whose MSA-2 names another message (a late answer to an attempt we
+    gave up on) are ignored. Only one message is outstanding at a time.
+    """
+
+    transport: Any
+
+    def __init__(self) -> None:
+        self.framer = MllpFramer(_MAX_ANSWER_SIZE)
+        self.waiting: defer.Deferred[AckAnswer] | None = None
+        self.expected = ""
+        self.timer: Any = None  # IDelayedCall (zope interfaces do not type-check)
+        self.connected_ok = False
+        self.lost = False
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        self.connected_ok = True
+
+    def send(self, control_id: str, payload: bytes, *, timeout: float, clock: IReactorTime) -> defer.Deferred[AckAnswer]:
+        """Write one message; the Deferred fires with its ACK.
+
+        Fails with :class:`AckTimeout` (the connection is then aborted),
+        :class:`AnswerUnreadable` (aborted too), or the reason the connection
+        was lost.
+        """
+        assert self.waiting is None, "one message in flight per connection"
+        d: defer.Deferred[AckAnswer] = defer.Deferred()
+        if self.lost:
+            d.errback(Failure(ConnectionError("connection lost")))  # type: ignore[no-untyped-call]
+            return d
+        self.waiting = d
+        self.expected = control_id
+        timer: Any = clock
+        self.timer = timer.callLater(timeout, self._timed_out)
+        self.transport.write(frame(payload))
+        return d
+
+    def _finish(self) -> defer.Deferred[AckAnswer] | None:
+        d, self.waiting = self.waiting, None
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        return d
+
+    def _fail(self, exc: BaseException, *, abort: bool) -> None:
+        d = self._finish()
+        if abort and not self.lost:
+            self.transport.abortConnection()
+        if d is not None:
+            d.errback(Failure(exc))  # type: ignore[no-untyped-call]
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._fail(AckTimeout("no answer in time"), abort=True)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        try:
+            frames = self.framer.feed(data)
+        except FramingError:
+            self._fail(AnswerUnreadable("framing error"), abort=True)
+            return
+        for payload in frames:
+            answer = read_ack(payload)
+            if answer is None:
+                self._fail(AnswerUnreadable("no MSA"), abort=True)
+                return
+            if self.waiting is None or answer.control_id != self.expected:
+                continue  # a late answer to an attempt already given up
+            d = self._finish()
+            assert d is not None
+            d.callback(answer)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
+        self.lost = True
+        self._fail(ConnectionError("connection lost"), abort=False)
+
+
+class _RisFactory(Factory):
+    noisy = False
+    protocol = RisClientProtocol
+
+    def buildProtocol(self, addr: Any) -> RisClientProtocol:  # noqa: N802 - Twisted API
+        return RisClientProtocol()
+
+
+class OutboundWorker:
+    """Sends one destination's outbox rows, one at a time, oldest first.
+
+    Args:
+        settings: the destination (its name, retry settings).
+        store: the durable store (only its outbox methods are used).
+        reactor: the clock for timers (``task.Clock`` in tests).
+        connect: opens a connection with a factory; fires with the protocol
+            (``client_endpoint(...).connect`` in the daemon).
+        run_in_thread: runs a blocking store call off the reactor thread.
+        now: aware UTC wall-clock time, for the store's timestamps.
+        rand: the jitter draw in [0, 1).
+        poll_interval: seconds between polls of the store.
+    """
+
+    def __init__(
+        self,
+        settings: DestinationSettings,
+        store: Store,
+        *,
+        reactor: IReactorTime,
+        connect: Connect,
+        run_in_thread: RunInThread,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        rand: Callable[[], float] = random.random,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.store = store
+        # Typed loosely: Twisted's zope interfaces do not type-check without a plugin.
+        self.reactor: Any = reactor
+        self.connect = connect
+        self.run_in_thread = run_in_thread
+        self.now = now
+        self.rand = rand
+        self.poll_interval = poll_interval
+        self.log = _log().bind(destination=settings.name)
+        self.running = False
+        self.stopping = False
+        self.protocol: RisClientProtocol | None = None
+        self.connect_failures = 0
+        self.connect_after = 0.0  # reactor seconds before which no connection is tried
+        self._busy = False
+        self._again = False
+        self._idle: list[defer.Deferred[None]] = []
+        self._timer: Any = None  # IDelayedCall
+        self._poller: LoopingCall | None = None
+        self.sent = 0  # messages written (for tests and metrics)
+
+    # ----------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start polling (the first poll runs at once: rows left by a previous run)."""
+        self.running = True
+        self._poller = LoopingCall(self.wake)
+        self._poller.clock = self.reactor
+        self._poller.start(self.poll_interval, now=True)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop sending; fires once no attempt is in flight and the connection is closed.
+
+        An attempt still waiting for its ACK after a short grace is dropped
+        without being recorded: the row stays pending with its attempts
+        unchanged and is sent again (same MSH-10) after the restart.
+        """
+        self.running = False
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        d = self._when_idle()
+        if self._busy:
+            grace = self.reactor.callLater(_STOP_GRACE, self._abort_in_flight)
+
+            def cancel_grace(result: None) -> None:
+                if grace.active():
+                    grace.cancel()
+
+            d.addCallback(cancel_grace)
+        d.addCallback(lambda _: self._disconnect())
+        return d
+
+    def _abort_in_flight(self) -> None:
+        self.stopping = True
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        if self.protocol is not None and not self.protocol.lost:
+            self.protocol.transport.loseConnection()
+        self.protocol = None
+
+    def _when_idle(self) -> defer.Deferred[None]:
+        if not self._busy:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    # ----------------------------------------------------------------- wake
+
+    def wake(self) -> None:
+        """Send whatever is due now (called on commit, on timers and by the poll)."""
+        if not self.running:
+            return
+        if self._busy:
+            self._again = True
+            return
+        self._busy = True
+        self._again = False
+        d = self._drain()
+        d.addErrback(self._bug)
+        d.addBoth(self._drained)
+
+    def _drained(self, _: object) -> None:
+        self._busy = False
+        if self._again and self.running:
+            self.wake()
+            return
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    def _bug(self, failure: Failure) -> None:
+        self.log.error("store_unavailable", reason="outbound_worker", error_type=failure.type.__name__ if failure.type else "")
+
+    def _wake_at(self, delay: float) -> None:
+        """Make sure the worker wakes within ``delay`` seconds."""
+        if not self.running:
+            return
+        when = self.reactor.seconds() + max(delay, 0.0)
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self.reactor.callLater(max(delay, 0.0), self.wake)
+
+    @defer.inlineCallbacks
+    def _drain(self) -> Any:
+        """Send due rows one by one until none is due, the RIS is unreachable, or we stop."""
+        while self.running:
+            if self.reactor.seconds() < self.connect_after:
+                self._wake_at(self.connect_after - self.reactor.seconds())
+                return
+            try:
+                rows = yield self.run_in_thread(self.store.outbox_due, self.name, self.now(), 1)
+            except StoreError as exc:
+                self.log.error("store_unavailable", reason="outbox_due", error_type=type(exc).__name__)
+                return
+            if not rows:
+                return
+            sent = yield self._attempt(rows[0])
+            if not sent:
+                return
+
+    # -------------------------------------------------------------- attempt
+
+    @defer.inlineCallbacks
+    def _connection(self) -> Any:
+        if self.protocol is not None and not self.protocol.lost:
+            return self.protocol
+        self.protocol = None
+        protocol = yield self.connect(_RisFactory())
+        self.protocol = protocol
+        self.log.info("connection_opened", endpoint=self.settings.endpoint)
+        return protocol
+
+    @defer.inlineCallbacks
+    def _attempt(self, row: OutboxRow) -> Any:
+        """Send one row and record the result. Returns False to stop this round."""
+        retry = self.settings.retry
+        try:
+            protocol = yield self._connection()
+        except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS, timeout)
+            self._connect_failed(exc)
+            return False
+        self.connect_failures = 0
+        self.sent += 1
+        try:
+            answer = yield protocol.send(row.control_id, row.payload, timeout=retry.ack_timeout_seconds, clock=self.reactor)
+        except AckTimeout:
+            result, error = "ack_timeout", f"no answer within {retry.ack_timeout_seconds:g} s"
+        except AnswerUnreadable:
+            result, error = "unreadable_ack", "answer without MSH/MSA"
+        except Exception as exc:  # noqa: BLE001 - the connection was lost or failed
+            result, error = "connection_lost", f"connection lost ({type(exc).__name__})"
+        else:
+            result = answer.code
+            error = f"{answer.code}" + (f" (ERR-3 {answer.error_code})" if answer.error_code else "")
+        if self.stopping and result in ("connection_lost", "ack_timeout"):
+            return False  # dropped by shutdown: not the row's fault, leave it as it was
+        attempts = row.attempts + 1
+        verdict = judge(result, attempts, retry)
+        now = self.now()
+        try:
+            if verdict == "delivered":
+                yield self.run_in_thread(self.store.outbox_delivered, row.id, now)
+                self.log.info("outbox_delivered", control_id=row.control_id, attempts=attempts, ack_code=result)
+            elif verdict == "dead":
+                yield self.run_in_thread(self.store.outbox_dead, row.id, now, error)
+                self.log.warning("outbox_dead_lettered", control_id=row.control_id, attempts=attempts,
+                                 reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
+                                 ack_code=result if len(result) == 2 else "")
+            else:
+                due = next_attempt_at(attempts, now, retry, self.rand())
+                yield self.run_in_thread(self.store.outbox_failed, row.id, now, due, error)
+                self.log.info("outbox_retry_scheduled", control_id=row.control_id, attempts=attempts,
+                              next_attempt_at=due.isoformat(), reason=result if len(result) > 2 else "answer",
+                              ack_code=result if len(result) == 2 else "")
+                self._wake_at((due - now).total_seconds())
+        except StoreError as exc:
+            # Not recorded: the row stays as it was and is sent again (same MSH-10).
+            self.log.error("store_unavailable", reason="outbox_update", error_type=type(exc).__name__)
+            self._wake_at(self.poll_interval)
+            return False
+        return True
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        self.connect_failures += 1
+        now = self.now()
+        due = next_attempt_at(self.connect_failures, now, self.settings.retry, self.rand())
+        delay = (due - now).total_seconds()
+        self.connect_after = self.reactor.seconds() + delay
+        self.log.warning("outbox_retry_scheduled", reason="connect_failed", error_type=type(exc).__name__,
+                         attempts=self.connect_failures, next_attempt_at=due.isoformat(), endpoint=self.settings.endpoint)
+        self._wake_at(delay)
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+def client_endpoint(reactor: Any, settings: DestinationSettings) -> Any:
+    """The Twisted client endpoint for a destination.
+
+    Without ``tls:`` settings this is ``clientFromString(endpoint)`` (``tcp:``,
+    or ``ssl:``/``tls:`` trusting the system roots). With them, the endpoint's
+    host and port are wrapped in TLS presenting our client certificate and
+    trusting the given CA (or the system roots).
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
+
+    if settings.tls is None:
+        return clientFromString(reactor, settings.endpoint)  # type: ignore[no-untyped-call]
+    from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
+
+    host, port = _host_port(settings.endpoint)
+    cert = Path(settings.tls.certificate).read_bytes()
+    key = Path(settings.tls.private_key).read_bytes()
+    client = PrivateCertificate.loadPEM(cert + b"\n" + key)  # type: ignore[no-untyped-call]
+    trust = Certificate.loadPEM(Path(settings.tls.ca).read_bytes()) if settings.tls.ca else platformTrust()  # type: ignore[no-untyped-call]
+    options = optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
+    tcp: Any = HostnameEndpoint(reactor, host, port)
+    return wrapClientTLS(options, tcp)
+
+
+def _host_port(endpoint: str) -> tuple[str, int]:
+    """Host and port of ``tcp|ssl|tls:HOST:PORT`` or ``...:host=H:port=P`` (checked at load)."""
+    import re
+
+    parts = re.split(r"(?<!\\):", endpoint)[1:]
+    positional = [p for p in parts if "=" not in p]
+    keywords = dict(p.split("=", 1) for p in parts if "=" in p)
+    host = keywords.get("host", positional[0] if positional else "").replace("\\:", ":")
+    port = keywords.get("port", positional[1] if len(positional) > 1 else "0")
+    return host, int(port)

@@ -1,0 +1,485 @@
+"""The outbound worker with StringTransport and task.Clock: no reactor, no sockets.
+
+The store is the real SQLite store (its outbox ordering is part of what is
+tested); its calls run synchronously in place of ``deferToThread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from listener.destinations import DestinationSettings, RetrySettings
+from listener.hl7v2.mllp import MllpFramer, frame
+from listener.hl7v2.segments import read_header
+from listener.outbox import backoff_delay, judge, next_attempt_at, read_ack
+from listener.server.outbound import OutboundWorker, RisClientProtocol
+from listener.store import MessageRecord, OutboxItem, SQLiteStore
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+RETRY = RetrySettings(max_attempts=4, backoff_base_seconds=2.0, backoff_max_seconds=30.0, ack_timeout_seconds=10.0)
+
+
+def payload(control_id: str) -> bytes:
+    """A routing message stand-in whose MSH-10 is ``control_id``."""
+    return f"MSH|^~\\&|OVERREAD|READCO|RIS|HOSP|20260302090000||ORM^O01|{control_id}|P|2.5.1\rORC|SC\r".encode()
+
+
+def ack(control_id: str, code: str = "AA", error: str = "") -> bytes:
+    """A RIS answer to ``control_id``."""
+    err = f"ERR|||{error}^x^HL70357|E\r" if error else ""
+    return f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20260302090001||ACK^O01|A{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r{err}".encode()
+
+
+class FakeRis:
+    """Hands out connected protocols on StringTransports, or refuses while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.connections: list[tuple[RisClientProtocol, StringTransport]] = []
+        self.attempts = 0
+
+    def connect(self, factory: Factory) -> defer.Deferred[Any]:
+        self.attempts += 1
+        if self.down:
+            return defer.fail(ConnectionRefusedError("refused"))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))  # type: ignore[arg-type]
+        return defer.succeed(protocol)
+
+    @property
+    def current(self) -> tuple[RisClientProtocol, StringTransport]:
+        return self.connections[-1]
+
+    def sent(self) -> list[str]:
+        """MSH-10 of every message written, over all connections, in order."""
+        out = []
+        for _, transport in self.connections:
+            for p in MllpFramer().feed(transport.value()):
+                header = read_header(p)
+                assert header is not None
+                out.append(header.control_id)
+        return out
+
+    def answer(self, control_id: str, code: str = "AA") -> None:
+        protocol, _ = self.current
+        protocol.dataReceived(frame(ack(control_id, code)))
+
+
+class Harness:
+    """A worker over a real store, a Clock and a FakeRis."""
+
+    def __init__(self, store: SQLiteStore, retry: RetrySettings = RETRY, rand: Callable[[], float] = lambda: 0.0) -> None:
+        self.store = store
+        self.clock = Clock()
+        self.ris = FakeRis()
+        self.settings = DestinationSettings(name="ris", endpoint="tcp:host=ris.test:port=6661", retry=retry)
+        self.worker = OutboundWorker(
+            self.settings,
+            store,
+            reactor=self.clock,
+            connect=self.ris.connect,
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+            now=lambda: T0 + timedelta(seconds=self.clock.seconds()),
+            rand=rand,
+            poll_interval=60.0,
+        )
+        self.seq = 0
+
+    def add(self, *rows: tuple[str, str]) -> None:
+        """Store one message whose outbox holds ``(accession, control_id)`` rows."""
+        self.seq += 1
+        self.store.save(
+            MessageRecord(
+                control_id=f"M{self.seq}",
+                sender_application="APP",
+                sender_facility="FAC",
+                feed="default",
+                received=T0,
+                raw=None,
+                transport="mllp",
+                state="processed",
+                ack_code="AA",
+                ack=b"",
+                outbox=tuple(OutboxItem("ris", acc, cid, payload(cid)) for acc, cid in rows),
+            )
+        )
+
+    def state(self, control_id: str) -> tuple[str, int]:
+        row = next(r for r in self.store.outbox_list() if r.control_id == control_id)
+        return row.state, row.attempts
+
+
+@pytest.fixture(name="harness")
+def fixture_harness(tmp_path: Path) -> Iterator[Harness]:
+    """A harness over a fresh store, closed afterwards."""
+    store = SQLiteStore.in_state_dir(tmp_path / "state")
+    yield Harness(store)
+    store.close()
+
+
+# ----------------------------------------------------------------- pure parts
+
+
+def test_backoff_doubles_then_caps() -> None:
+    """With no jitter draw the delay is half of base*2**(n-1), capped at the max's half."""
+    delays = [backoff_delay(n, RETRY, 0.0) for n in range(1, 8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
+
+
+def test_backoff_jitter_stays_within_half_and_whole_ceiling() -> None:
+    """Every draw lands in [ceiling/2, ceiling]; the cap is never exceeded, even for huge counts."""
+    for n in (1, 2, 3, 5, 10, 1000, 10**9):
+        ceiling = min(RETRY.backoff_max_seconds, RETRY.backoff_base_seconds * 2 ** min(n - 1, 64))
+        for r in (0.0, 0.25, 0.5, 0.999999, 1.0):
+            assert ceiling / 2 <= backoff_delay(n, RETRY, r) <= ceiling
+
+
+def test_backoff_refuses_bad_draw_and_naive_time() -> None:
+    """A draw outside [0, 1] and a naive datetime are programming errors."""
+    with pytest.raises(ValueError):
+        backoff_delay(1, RETRY, 1.5)
+    with pytest.raises(ValueError):
+        next_attempt_at(1, datetime(2026, 1, 1), RETRY, 0.5)
+
+
+def test_next_attempt_at_adds_the_delay() -> None:
+    """next_attempt_at is last_at plus backoff_delay, deterministic for a given draw."""
+    assert next_attempt_at(3, T0, RETRY, 0.5) == T0 + timedelta(seconds=6.0)
+    assert next_attempt_at(0, T0, RETRY, 0.0) == T0 + timedelta(seconds=1.0)
+
+
+def test_judge_verdicts() -> None:
+    """AA/CA deliver, AE retries until max_attempts, AR dead-letters unless on_reject: retry."""
+    assert judge("AA", 1, RETRY) == "delivered"
+    assert judge("CA", 9, RETRY) == "delivered"
+    assert judge("AE", 3, RETRY) == "retry"
+    assert judge("AE", 4, RETRY) == "dead"
+    assert judge("ack_timeout", 1, RETRY) == "retry"
+    assert judge("AR", 1, RETRY) == "dead"
+    assert judge("CR", 1, RETRY) == "dead"
+    lenient = RetrySettings(max_attempts=4, on_reject="retry")
+    assert judge("AR", 1, lenient) == "retry"
+    assert judge("AR", 4, lenient) == "dead"
+
+
+def test_read_ack_uses_the_answer_separators() -> None:
+    """MSA-1, MSA-2 and ERR-3 are read with the answer's own delimiters; junk gives None."""
+    assert read_ack(ack("X1", "AE", "207")) is not None
+    answer = read_ack(ack("X1", "AE", "207"))
+    assert answer is not None and (answer.code, answer.control_id, answer.error_code) == ("AE", "X1", "207")
+    odd = b"MSH#$~\\&#RIS\nMSA#aa#X2\n"
+    parsed = read_ack(odd)
+    assert parsed is not None and (parsed.code, parsed.control_id) == ("AA", "X2")
+    assert read_ack(b"garbage") is None
+    assert read_ack(b"MSH|^~\\&|RIS\rPID|1\r") is None
+
+
+# ---------------------------------------------------------------------- worker
+
+
+def test_delivered_on_aa(harness: Harness) -> None:
+    """A row is written framed, and marked delivered (one attempt) when its AA comes back."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    assert harness.ris.sent() == ["R1"]
+    assert harness.state("R1") == ("pending", 0)
+    harness.ris.answer("R1", "AA")
+    assert harness.state("R1") == ("delivered", 1)
+
+
+def test_answer_for_another_message_is_ignored(harness: Harness) -> None:
+    """Only the ACK whose MSA-2 is the row's MSH-10 settles it; a stray one changes nothing."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    harness.ris.answer("OTHER", "AA")
+    assert harness.state("R1") == ("pending", 0)
+    harness.ris.answer("R1", "CA")
+    assert harness.state("R1") == ("delivered", 1)
+
+
+def test_retry_on_ae_follows_the_backoff_schedule(harness: Harness) -> None:
+    """AE schedules the next attempt at next_attempt_at(...); the row is resent then, and not before."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    harness.ris.answer("R1", "AE")
+    row = harness.store.outbox_list()[0]
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert row.next_attempt_at == T0 + timedelta(seconds=1.0)  # base 2 s, no jitter draw: 1 s
+    assert row.last_error == "AE"
+    harness.clock.advance(0.9)
+    assert harness.ris.sent() == ["R1"]
+    harness.clock.advance(0.1)
+    assert harness.ris.sent() == ["R1", "R1"]
+    harness.ris.answer("R1", "AE")
+    second = harness.store.outbox_list()[0]
+    assert second.next_attempt_at == T0 + timedelta(seconds=1.0 + 2.0)
+    harness.clock.advance(2.0)
+    harness.ris.answer("R1", "AA")
+    assert harness.state("R1") == ("delivered", 3)
+
+
+def test_dead_letter_on_ar(harness: Harness) -> None:
+    """AR dead-letters the row at once, keeping the answer code as its error."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    harness.ris.current[0].dataReceived(frame(ack("R1", "AR", "200")))
+    row = harness.store.outbox_list()[0]
+    assert (row.state, row.attempts, row.last_error) == ("dead", 1, "AR (ERR-3 200)")
+
+
+def test_ar_retried_when_configured(tmp_path: Path) -> None:
+    """With on_reject: retry an AR is retried like an AE."""
+    store = SQLiteStore.in_state_dir(tmp_path / "s")
+    try:
+        h = Harness(store, RetrySettings(max_attempts=3, backoff_base_seconds=1.0, on_reject="retry"))
+        h.add(("ACC1", "R1"))
+        h.worker.start()
+        h.ris.answer("R1", "AR")
+        assert h.state("R1") == ("pending", 1)
+    finally:
+        store.close()
+
+
+def test_ack_timeout_retries_on_a_new_connection(harness: Harness) -> None:
+    """No answer within ack_timeout: the connection is aborted, the row retried on a fresh one."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    first_protocol, first_transport = harness.ris.current
+    harness.clock.advance(10.0)
+    assert first_transport.disconnecting
+    first_protocol.connectionLost()
+    assert harness.state("R1") == ("pending", 1)
+    assert harness.store.outbox_list()[0].last_error == "no answer within 10 s"
+    harness.clock.advance(1.0)
+    assert len(harness.ris.connections) == 2
+    # A late answer on the old connection does not settle the new attempt twice.
+    harness.ris.answer("R1", "AA")
+    assert harness.state("R1") == ("delivered", 2)
+
+
+def test_connection_lost_mid_attempt_counts_as_a_failed_attempt(harness: Harness) -> None:
+    """The RIS dropping the connection before answering is a failed attempt, retried with backoff."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    harness.ris.current[0].connectionLost()
+    assert harness.state("R1") == ("pending", 1)
+    harness.clock.advance(1.0)
+    harness.ris.answer("R1", "AA")
+    assert harness.state("R1") == ("delivered", 2)
+
+
+def test_refused_connection_backs_off_without_charging_rows(harness: Harness) -> None:
+    """While the RIS refuses connections the worker backs off; rows keep attempts 0 and go out once it is up."""
+    harness.ris.down = True
+    harness.add(("ACC1", "R1"), ("ACC2", "R2"))
+    harness.worker.start()
+    assert harness.ris.attempts == 1
+    harness.clock.advance(0.99)
+    assert harness.ris.attempts == 1
+    harness.clock.advance(0.01)
+    assert harness.ris.attempts == 2
+    for _ in range(10):
+        harness.clock.advance(30)
+    assert harness.state("R1") == ("pending", 0)
+    harness.ris.down = False
+    harness.clock.advance(30)
+    harness.ris.answer("R1")
+    harness.ris.answer("R2")
+    assert harness.ris.sent() == ["R1", "R2"]
+    assert [harness.state(c) for c in ("R1", "R2")] == [("delivered", 1), ("delivered", 1)]
+
+
+def test_order_kept_per_accession(harness: Harness) -> None:
+    """A later decision for an accession waits while an earlier one is in flight or waiting to retry."""
+    harness.add(("ACC1", "A1"))
+    harness.add(("ACC1", "A2"), ("ACC2", "B1"))
+    harness.worker.start()
+    assert harness.ris.sent() == ["A1"]
+    harness.ris.answer("A1", "AE")  # A1 waits 1 s for its retry; A2 must not overtake it
+    assert harness.ris.sent() == ["A1", "B1"]
+    harness.ris.answer("B1")
+    assert harness.ris.sent() == ["A1", "B1"]
+    harness.clock.advance(1.0)
+    assert harness.ris.sent() == ["A1", "B1", "A1"]
+    harness.ris.answer("A1")
+    assert harness.ris.sent() == ["A1", "B1", "A1", "A2"]
+    harness.ris.answer("A2")
+    assert [harness.state(c)[0] for c in ("A1", "A2", "B1")] == ["delivered"] * 3
+
+
+def test_one_message_in_flight(harness: Harness) -> None:
+    """With many rows due, only one is written until its answer comes back."""
+    harness.add(*((f"ACC{i}", f"R{i}") for i in range(5)))
+    harness.worker.start()
+    harness.worker.wake()
+    harness.clock.advance(1)
+    assert harness.ris.sent() == ["R0"]
+    for i in range(5):
+        harness.ris.answer(f"R{i}")
+    assert harness.ris.sent() == [f"R{i}" for i in range(5)]
+    assert len(harness.ris.connections) == 1
+
+
+def test_poison_is_dead_lettered_without_blocking_others(harness: Harness) -> None:
+    """A row the RIS keeps refusing (AE) dies after max_attempts; other accessions flow meanwhile."""
+    harness.add(("BAD", "P1"))
+    harness.worker.start()
+    harness.add(("OK1", "G1"))
+    harness.worker.wake()
+    harness.ris.answer("P1", "AE")
+    harness.ris.answer("G1")
+    assert harness.state("G1") == ("delivered", 1)
+    harness.add(("OK2", "G2"))
+    harness.worker.wake()
+    harness.ris.answer("G2")
+    for _ in range(3):
+        harness.clock.advance(30)
+        harness.ris.answer("P1", "AE")
+    assert harness.state("P1") == ("dead", 4)
+    assert harness.state("G2") == ("delivered", 1)
+    harness.add(("BAD", "P2"))  # a later decision for the dead row's accession still goes
+    harness.worker.wake()
+    harness.ris.answer("P2")
+    assert harness.state("P2") == ("delivered", 1)
+
+
+def test_restart_resumes_pending_rows(tmp_path: Path) -> None:
+    """A new worker over the same store sends what an earlier one left unanswered, with the same MSH-10."""
+    store = SQLiteStore.in_state_dir(tmp_path / "s")
+    try:
+        first = Harness(store)
+        first.add(("ACC1", "R1"))
+        first.worker.start()
+        assert first.ris.sent() == ["R1"]  # sent, then the process "dies" before the answer
+        second = Harness(store)
+        second.worker.start()
+        assert second.ris.sent() == ["R1"]
+        second.ris.answer("R1")
+        assert second.state("R1") == ("delivered", 1)
+    finally:
+        store.close()
+
+
+def test_stop_waits_for_the_answer_then_closes(harness: Harness) -> None:
+    """stop() fires once the attempt in flight is settled, then closes the connection."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    stopped: list[None] = []
+    harness.worker.stop().addCallback(stopped.append)
+    assert not stopped
+    harness.ris.answer("R1")
+    assert stopped == [None]
+    assert harness.ris.current[1].disconnecting
+    assert harness.state("R1") == ("delivered", 1)
+
+
+def test_stop_drops_an_unanswered_attempt_without_charging_it(harness: Harness) -> None:
+    """After the grace period shutdown drops the attempt; the row keeps attempts 0 for the next run."""
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    stopped: list[None] = []
+    harness.worker.stop().addCallback(stopped.append)
+    harness.clock.advance(5.0)
+    protocol, transport = harness.ris.current
+    assert transport.disconnecting
+    protocol.connectionLost()
+    assert stopped == [None]
+    assert harness.state("R1") == ("pending", 0)
+
+
+# ------------------------------------------------------ outbox rows at intake
+
+
+class RecordingStore:
+    """Keeps submitted records and commits them at once."""
+
+    def __init__(self) -> None:
+        self.saved: list[MessageRecord] = []
+
+    def find_duplicate(self, app: str, fac: str, control_id: str) -> None:
+        return None
+
+    def submit(self, record: MessageRecord) -> Any:
+        from concurrent.futures import Future
+
+        from listener.store import SaveResult
+
+        self.saved.append(record)
+        future: Future[SaveResult] = Future()
+        future.set_result(SaveResult(len(self.saved), False, record.ack, record.ack_code))
+        return future
+
+
+def _intake(pipeline: Any, destinations: tuple[DestinationSettings, ...], woken: list[int]) -> tuple[Any, RecordingStore]:
+    from listener.server.mllp import Intake
+
+    store = RecordingStore()
+    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+                    now=lambda: T0, destinations=destinations, on_outbox=lambda: woken.append(1))
+    return intake, store
+
+
+def _oru(corpus: Path, control_id: str) -> bytes:
+    raw = (corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7").read_bytes()
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def test_accepted_message_stores_its_routing_messages(pipeline: Any, corpus: Path) -> None:
+    """An AA message carries one outbox row per destination, stable MSH-10, and wakes the workers after commit."""
+    from listener.outbox import control_id_for, decision_id_for
+    from listener.server.mllp import Answer
+
+    woken: list[int] = []
+    dests = (DestinationSettings("ris", "tcp:host=a:port=1"), DestinationSettings("pacs", "tcp:host=b:port=2"))
+    intake, store = _intake(pipeline, dests, woken)
+    answers: list[Answer] = []
+    intake.receive(_oru(corpus, "C1"), _NullLog()).addCallback(answers.append)
+    (record,) = store.saved
+    assert record.ack_code == "AA"
+    assert [(o.destination, o.accession) for o in record.outbox] == [("ris", "620943148"), ("pacs", "620943148")]
+    decision = decision_id_for("SOMERIS", "ABCHOSP", "C1", 0)
+    assert record.outbox[0].control_id == control_id_for(decision, "ris")
+    header = read_header(record.outbox[0].payload)
+    assert header is not None and header.control_id == record.outbox[0].control_id
+    assert woken == [1]
+
+
+def test_rejected_message_and_unwanted_release_store_no_routing_message(pipeline: Any, corpus: Path) -> None:
+    """A message answered AE/AR gets no outbox row; nor does a RELEASE for a destination with send_release off."""
+    from listener.destinations import MessageSettings
+
+    woken: list[int] = []
+    quiet = DestinationSettings("ris", "tcp:host=a:port=1", message=MessageSettings(send_release=False))
+    intake, store = _intake(pipeline, (DestinationSettings("ris", "tcp:host=a:port=1"),), woken)
+    bad = b"\r".join(s for s in _oru(corpus, "C2").split(b"\r") if not s.startswith((b"OBR", b"OBX", b"ORC")))
+    intake.receive(bad, _NullLog())
+    assert store.saved[0].ack_code in ("AE", "AR") and store.saved[0].outbox == ()
+    intake2, store2 = _intake(pipeline, (quiet,), woken)
+    intake2.receive(_oru(corpus, "C3"), _NullLog())
+    assert store2.saved[0].ack_code == "AA" and store2.saved[0].outbox == ()
+    assert woken == []
+
+
+class _NullLog:
+    """A logger that drops everything (bind returns itself)."""
+
+    def bind(self, **_: object) -> _NullLog:
+        return self
+
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *a, **k: None
