@@ -10,7 +10,9 @@ side is named *and the other side is never named* for the same thing, and
 sentences that name both sides ("right greater than left", "compared with
 the left") or point elsewhere ("contralateral", "prior", "history") are left
 out. A bilateral order, or a bilateral exam described on one side only, is
-never an error.
+never an error. The impression-vs-findings anatomy rule compares sides per
+organ system (the chest: lungs, lobes, pleura, bronchi) and ignores sides the
+findings only deny ("the left lung is clear").
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ def _concept_conflicts(data: RuleInput) -> list[tuple[Mention, Mention, str]]:
         if any(m.laterality in find_sides.get(r, ()) for r in related_concepts(fam)):
             continue
         anatomy = _anatomy_of(m, imp_lat)
-        if anatomy and any(lm.anatomy == anatomy and lm.side == m.laterality for lm in find_lat):
+        if anatomy and any(_cluster(lm.anatomy) == _cluster(anatomy) and lm.side == m.laterality for lm in find_lat):
             continue
         done.add((fam, m.laterality))
         out.append((m, find_first[(fam, other)], fam))
@@ -279,54 +281,218 @@ def impression_vs_findings(data: RuleInput) -> Iterator[Finding]:
         )
 
 
+# Paired anatomy groups that describe one organ system: a side named for any of
+# them counts as naming that side of the system ("left lower lobe" and "left
+# pleural effusion" both speak about the left chest).
+_CLUSTER: dict[str, str] = {"lung": "chest", "lung_lobe": "chest", "pleura": "chest", "bronchus": "chest"}
+# A sentence that points at the other side on purpose.
+_CONTRA_RE = re.compile(r"\b(contra-?lateral|opposite|other side)\b", re.IGNORECASE)
+# A sentence about the past ("status post left lobectomy"): its side is
+# compared only with findings sentences about the past too.
+_PAST_RE = re.compile(
+    r"\b(history|hx|s/p|status post|post-?op\w*|post-?surgical|surg\w*|resect\w*|\w+ectomy|\w+otomy|remote|"
+    r"previous(ly)?|prior)\b",
+    re.IGNORECASE,
+)
+# Sentences that set the sides against each other ("left larger than right").
+_SIDE_COMPARE_RE = re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE)
+# A side denied or called normal right before or after it ("no left effusion", "left lung is clear").
+# A negation earlier in the side word's clause ("no lesion seen in the left
+# lung"), or "clear/normal" right before it ("clear left lung").
+_DENIED_BEFORE_RE = re.compile(
+    r"(?:\b(?:no|without|negative for)\b(?:(?!\b(?:and|with|but|or)\b)[^,;:.]){0,50}|\b(?:clear|normal|unremarkable)\s+)$",
+    re.IGNORECASE,
+)
+_DENIED_AFTER_RE = re.compile(r"[^,;:.]*?\b(clear|normal|unremarkable|intact|negative)\b", re.IGNORECASE)
+# Parts of the chest that are on the left without a side word.
+_LINGULA_RE = re.compile(r"\b(lingula|retrocardiac)", re.IGNORECASE)
+# Raw side words, device sides included ("left-sided chest tube"), for the fallback comparison.
+_RAW_SIDE_RE = re.compile(r"\b(left|right)(?:[ -]sided)?\b(?=((?:[\s,-]+\w+){0,3}))", re.IGNORECASE)
+_BOTH_RE = re.compile(r"\b(bilateral\w*|both|bi-?(basilar|basal|apical|hilar|lateral))\b", re.IGNORECASE)
+_WORD_RE = re.compile(r"[A-Za-z0-9]{3,}")
+# Words after a side word that name nothing paired ("left ventricle", "right heart").
+_RAW_SKIP = frozenset(
+    "and or the with without greater more larger smaller worse than side ventricle ventricular atrium atrial "
+    "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx".split()
+)
+
+
+def _cluster(anatomy: str) -> str:
+    return _CLUSTER.get(anatomy, anatomy)
+
+
+def _cluster_sides(mentions: Iterable[LateralMention]) -> dict[str, set[str]]:
+    """Sides named per anatomy cluster; a side word with no anatomy counts under "*"."""
+    out: dict[str, set[str]] = {}
+    for lm in mentions:
+        out.setdefault(_cluster(lm.anatomy) if lm.anatomy else "*", set()).add(lm.side)
+    return out
+
+
+def _denied(text: str, lm: LateralMention) -> bool:
+    """The side is denied or called normal in its clause ("no left effusion", "left lung clear")."""
+    if _DENIED_BEFORE_RE.search(text, max(lm.sentence_start, lm.start - 40), lm.start):
+        return True
+    return _DENIED_AFTER_RE.match(text, max(lm.end, lm.anatomy_end), min(lm.sentence_end, lm.end + 40)) is not None
+
+
+def _raw_sides(text: str, start: int, end: int) -> list[tuple[str, int, int, list[str]]]:
+    """(side, start, end, up to 3 following words) for every plain left/right word in ``text[start:end]``."""
+    out = []
+    for m in _RAW_SIDE_RE.finditer(text, start, end):
+        words = [w.lower() for w in _WORD_RE.findall(m.group(2))]
+        out.append((m.group(1).lower(), m.start(1), m.end(1), words))
+    return out
+
+
+def _raw_word_swaps(data: RuleInput, imp_secs: list[Section], find_secs: list[Section]) -> list[tuple[tuple[int, int], tuple[int, int], str, str]]:
+    """Fallback on plain words: the impression says "left X" only, the findings "right ... X" only.
+
+    Catches what the anatomy vocabulary does not know ("right costophrenic
+    XXXX", "left lobe", device sides such as "right-sided chest tube"), but
+    only when the impression names a single side, the findings only the
+    other one, neither says "bilateral", and the word after the impression's
+    side word follows a side word of the findings.
+    """
+    text = data.report.text
+    imp = [r for sec in imp_secs for r in _raw_sides(text, sec.start, sec.end) if r[3] and r[3][0] not in _RAW_SKIP]
+    find = [r for sec in find_secs for r in _raw_sides(text, sec.start, sec.end) if r[3] and r[3][0] not in _RAW_SKIP]
+    imp_sides = {r[0] for r in imp}
+    find_sides = {r[0] for r in find}
+    if len(imp_sides) != 1 or len(find_sides) != 1 or imp_sides == find_sides:
+        return []
+    if any(_BOTH_RE.search(text, sec.start, sec.end) for sec in (*imp_secs, *find_secs)):
+        return []
+    out = []
+    for side, start, end, words in imp:
+        sec = data.analysis.section_at(start)
+        if sec is not None:
+            for sent in data.analysis.sentences(sec.start, sec.end):
+                if sent.start <= start < sent.end and _CONTRA_RE.search(text, sent.start, sent.end):
+                    words = []
+        for f_side, f_start, f_end, f_words in find:
+            if words and words[0] in f_words:
+                out.append(((start, end), (f_start, f_end), side, f_side))
+                return out
+    return out
+
+
+def _anatomy_swaps(
+    text: str, imp_all: list[LateralMention], find_all: list[LateralMention], lingula: tuple[bool, bool]
+) -> list[tuple[LateralMention, LateralMention]]:
+    """(impression side word, findings side word) pairs whose sides disagree for the same anatomy.
+
+    ``lingula``: whether the impression / the findings name the lingula (a
+    left chest mention without a side word).
+    """
+    imp_sides = _cluster_sides(imp_all)
+    # What the findings locate on a side; "the left lung is clear" locates nothing.
+    find_stated = [f for f in find_all if not _denied(text, f)]
+    find_sides = _cluster_sides(find_all)
+    stated_sides = _cluster_sides(find_stated)
+    if lingula[0]:
+        imp_sides.setdefault("chest", set()).add("left")
+    if lingula[1]:
+        find_sides.setdefault("chest", set()).add("left")
+        stated_sides.setdefault("chest", set()).add("left")
+    by_sentence: dict[int, set[str]] = {}
+    for lm in imp_all:
+        by_sentence.setdefault(lm.sentence_start, set()).add(lm.side)
+    out: list[tuple[LateralMention, LateralMention]] = []
+    done: set[tuple[str, str]] = set()
+    for lm in imp_all:
+        if not lm.anatomy or lm.side not in _OPPOSITE:
+            continue
+        group = _cluster(lm.anatomy)
+        other = _OPPOSITE[lm.side]
+        if (group, lm.side) in done:
+            continue
+        # A side stated in the impression is compared with what the findings
+        # locate; a side denied there ("left lung clear") with every side named.
+        denied = _denied(text, lm)
+        named = find_sides if denied else stated_sides
+        if named.get(group, set()) | named.get("*", set()) != {other}:
+            continue  # the findings name this side too (or bilateral), or not this anatomy at all
+        if _CONTRA_RE.search(text, lm.sentence_start, lm.sentence_end):
+            continue
+        pool = find_all if denied else find_stated
+        candidates = [f for f in pool if f.anatomy and _cluster(f.anatomy) == group]
+        if _PAST_RE.search(text, lm.sentence_start, lm.sentence_end):
+            # "Status post left mastectomy": the findings must speak about the same past event.
+            candidates = [f for f in candidates if _PAST_RE.search(text, f.sentence_start, f.sentence_end)]
+        one_sided = imp_sides.get(group, set()) | imp_sides.get("*", set()) == {lm.side}
+        if not one_sided:
+            # The impression names both sides: only a plain statement of this
+            # anatomy on this side, not set against the other side, counts.
+            if "bilateral" in by_sentence[lm.sentence_start] or denied:
+                continue
+            same = [o for o in imp_all if o.sentence_start == lm.sentence_start]
+            if len({o.side for o in same}) > 1 and _SIDE_COMPARE_RE.search(
+                text, min(o.start for o in same), max(o.end for o in same)
+            ):
+                continue
+            candidates = [f for f in candidates if f.anatomy == lm.anatomy]
+        if not candidates:
+            continue
+        done.add((group, lm.side))
+        out.append((lm, candidates[0]))
+    return out
+
+
 @rule("laterality", severity=Severity.WARNING)
 def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
-    """The impression names a side of paired anatomy that the findings describe only on the other side.
+    """The impression names one side of paired anatomy that the findings describe only on the other side.
 
-    For anatomy named in the impression with one side ("left lower lobe",
-    "right kidney") when the findings name that anatomy, always on the other
-    side, and never on this one. Findings that name a concept already compared
-    by ``laterality.impression_vs_findings`` are left to that rule.
+    "Left middle lobe opacity" in the impression when the findings describe
+    the right middle lobe. Anatomy is compared by organ system ("chest":
+    lungs, lobes, pleura, bronchi; otherwise the paired-anatomy group: rib,
+    hip, kidney, breast...). The findings must name that system only on the
+    other side, never on the impression's side, never "bilateral" and never
+    a side with no anatomy. When the impression itself names both sides of
+    the system, only a plain statement of the very same anatomy counts (not
+    a denial, "left lung clear", nor "left larger than right"). Sentences
+    about the contralateral side are left out, and sentences about the past
+    ("status post left lobectomy") are compared only with findings about the
+    past. When no anatomy matches, plain side words are compared ("right
+    costophrenic XXXX", "left lobe", "right-sided chest tube"): the
+    impression must name a single side, the findings only the other, neither
+    "bilateral", and the word after the impression's side word must follow a
+    side word in the findings. Sentences already reported by
+    ``laterality.impression_vs_findings`` are left to that rule.
     """
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
     imp_secs = _sections(report, (SectionKind.IMPRESSION,))
     if not find_secs or not imp_secs:
         return
-    # Only sentences that state a finding present count: "left lung clear"
-    # describes the left lung without locating anything there.
-    present = {m.sentence_start for m in data.analysis.body_mentions() if not (m.negated or m.hypothetical)}
-    imp_lat = [
-        lm
-        for lm in _one_sided_sentences(_lateral(data, imp_secs), report.text)
-        if lm.anatomy and lm.sentence_start in present
-    ]
-    if not imp_lat:
+    text = report.text
+    if not any(_RAW_SIDE_RE.search(text, sec.start, sec.end) for sec in imp_secs):
         return
-    find_lat = [lm for lm in _lateral(data, find_secs) if lm.anatomy and lm.sentence_start in present]
-    sides: dict[str, set[str]] = {}
-    first: dict[tuple[str, str], LateralMention] = {}
-    for lm in find_lat:
-        sides.setdefault(lm.anatomy, set()).add(lm.side)
-        first.setdefault((lm.anatomy, lm.side), lm)
-    # Sentences that impression_vs_findings already reports.
+    imp_all = _lateral(data, imp_secs)
+    find_all = _lateral(data, find_secs)
+    lingula = (
+        any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in imp_secs),
+        any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in find_secs),
+    )
+    pairs = _anatomy_swaps(text, imp_all, find_all, lingula)
+    if not pairs:
+        for here_span, there_span, side, other in _raw_word_swaps(data, imp_secs, find_secs):
+            yield data.emit(
+                "laterality.impression_side_vs_findings_anatomy",
+                f"The impression names the {side} side; the findings name only the {other} side for the same part.",
+                [data.analysis.evidence(*here_span), data.analysis.evidence(*there_span)],
+                suggestion="Check the side in the impression against the findings and the images.",
+            )
+        return
     reported = {m.sentence_start for m, _, _ in _concept_conflicts(data)}
-    done: set[tuple[str, str]] = set()
-    for lm in imp_lat:
-        if lm.side not in _OPPOSITE or (lm.anatomy, lm.side) in done:
-            continue
-        other = _OPPOSITE[lm.side]
-        if sides.get(lm.anatomy) != {other}:
-            continue
+    for lm, match in pairs:
         if lm.sentence_start in reported:
             continue
-        done.add((lm.anatomy, lm.side))
-        f = first[(lm.anatomy, other)]
-        anatomy = lm.anatomy.replace("_", " ")
+        here = lm.anatomy.replace("_", " ")
+        there = match.anatomy.replace("_", " ")
         yield data.emit(
             "laterality.impression_side_vs_findings_anatomy",
-            f"The impression names the {lm.side} {anatomy}; the findings describe only the {other} {anatomy}.",
-            [data.analysis.evidence(*_span(lm)), data.analysis.evidence(*_span(f))],
+            f"The impression names the {lm.side} {here}; the findings describe only the {match.side} {there}.",
+            [data.analysis.evidence(*_span(lm)), data.analysis.evidence(*_span(match))],
             suggestion="Check the side in the impression against the findings and the images.",
         )
-

@@ -142,3 +142,76 @@ def test_impression_anatomy_negated_sentences_do_not_count() -> None:
         "IMPRESSION:\nNo lesion in the right lung. Left upper lobe nodule."
     )
     assert _rules(report) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a lobe that does not exist on that side, and the findings only on the right
+        "FINDINGS:\nRight middle lobe opacity is present. No pneumothorax.\n"
+        "IMPRESSION:\nLeft middle lobe opacity which may represent atelectasis.",
+        # rib, with a chest part named on the same side elsewhere in the findings
+        "FINDINGS:\nThe lungs are clear. There is a lucency through the posterior right 12th rib.\n"
+        "IMPRESSION:\nLucency through the left 12th posterior rib, concerning for fracture.",
+        # hemidiaphragm; the impression also names the right side for another part
+        "FINDINGS:\nElevated right hemidiaphragm. Atelectasis in the right lung base.\n"
+        "IMPRESSION:\n1. Atelectasis in the right lung base. 2. Elevated left hemidiaphragm.",
+        # lung base vs base
+        "FINDINGS:\nBandlike opacity in the left lung base. No effusion.\n"
+        "IMPRESSION:\nRight base bandlike opacity, likely atelectasis.",
+        # a past event compared with the findings' past event
+        "FINDINGS:\nStable postoperative changes of left thoracotomy and left upper lobectomy. The lungs are clear.\n"
+        "IMPRESSION:\nPostoperative changes of right upper lobectomy. No acute findings.",
+        # side word with no known anatomy: compared by the next word
+        "FINDINGS:\nThere is mild blunting of the right costophrenic XXXX, without definite pleural effusion.\n"
+        "IMPRESSION:\nMildly blunted left costophrenic XXXX.",
+        # a device's side
+        "FINDINGS:\nRight-sided chest tube tip projects outside the thoracic cavity. No pneumothorax.\n"
+        "IMPRESSION:\nLeft-sided chest tube tip projects outside the thoracic cavity.",
+    ],
+)
+def test_impression_side_swapped_for_anatomy_warns(text: str) -> None:
+    """Natural side swaps in the impression: lobes, ribs, hemidiaphragm, surgery, unknown parts, devices."""
+    found = findings_for(make_report(text), rule_prefix="laterality.impression_side_vs_findings_anatomy")
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert [e.section for e in found[0].evidence] == ["impression", "findings"]
+    assert "XXXX" not in found[0].message and "tube" not in found[0].message  # no free text quoted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # history of the other side: the findings speak of no past event
+        "FINDINGS:\nThe right breast shows scattered fibroglandular density. No suspicious mass.\n"
+        "IMPRESSION:\nStatus post left mastectomy. Benign right breast.",
+        # the impression sets the sides against each other
+        "FINDINGS:\nRight lower lobe consolidation.\n"
+        "IMPRESSION:\nRight lower lobe pneumonia. Left lung clear.",
+        "FINDINGS:\nAtelectasis in the right lung base.\n"
+        "IMPRESSION:\nRight basilar atelectasis, larger than the left base.",
+        # the lingula and the retrocardiac region are left chest parts without a side word
+        "FINDINGS:\nPatchy infiltrate in the right lower lobe. Opacity in the retrocardiac region.\n"
+        "IMPRESSION:\nRight lower lobe infiltrate and probable left basilar infiltrate.",
+        "FINDINGS:\nMasslike density over the lingula. Opacity in the right lung zone.\n"
+        "IMPRESSION:\nLeft upper lobe nodule and right opacity.",
+        # contralateral statement
+        "FINDINGS:\nSmall right pleural effusion.\n"
+        "IMPRESSION:\nSmall right pleural effusion. The contralateral left hemithorax is clear.",
+        # bilateral findings
+        "FINDINGS:\nBibasilar atelectasis.\nIMPRESSION:\nLeft basilar atelectasis.",
+        # findings name both sides
+        "FINDINGS:\nRight upper lobe scarring. Left lower lobe atelectasis.\nIMPRESSION:\nLeft lower lobe atelectasis.",
+    ],
+)
+def test_impression_side_vs_findings_anatomy_negatives(text: str) -> None:
+    """Purposeful side statements, sides implied by anatomy, and bilateral findings do not fire."""
+    assert findings_for(make_report(text), rule_prefix="laterality.impression_side") == []
+
+
+def test_concept_rule_accepts_lung_apex_as_apex() -> None:
+    """'Left lung apex' in the findings supports 'left apex' in the impression (same chest part)."""
+    report = make_report(
+        "FINDINGS:\nIrregular opacities in the left lung apex. Streaky opacities in the right upper lobe, scarring.\n"
+        "IMPRESSION:\nProbably scarring in the left apex."
+    )
+    assert findings_for(report, rule_prefix="laterality.impression_vs_findings") == []
