@@ -29,23 +29,39 @@ __all__ = ["AGE_STATEMENTS", "AgeStatement", "age_implausible", "age_years", "se
 
 _SEX_OF_PATIENT: Mapping[str, str] = {"F": "female", "M": "male"}
 # The sections other rules scan too (mentions are cached per section), so
-# this rule adds no text analysis of its own.
+# the age rule adds no text analysis of its own.
 _ANATOMY_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.OTHER)
+# Sex-specific anatomy counts wherever the report talks about this patient:
+# the indication ("recent diagnosis of prostate cancer") and the technique
+# ("transvaginal images") as well as the body. Comparison text names other
+# studies and is left out.
+_SEX_KINDS = _ANATOMY_KINDS + (SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.COMMUNICATION)
+# Sections that ask a question rather than describe: a hedged mention there
+# ("rule out ovarian torsion") is the question, not an observation.
+_QUESTION_KINDS = (SectionKind.INDICATION,)
 #: Terms of a sex-specific concept that also name something either sex has
 #: (leiomyomas of the oesophagus or stomach; "fibroid" used loosely).
 _DEFAULT_IGNORE = ("leiomyoma", "leiomyomas", "fibroid", "fibroids")
 
 
-def _anatomy_mentions(data: RuleInput) -> Iterator[Mention]:
+def _anatomy_mentions(data: RuleInput, kinds: tuple[SectionKind, ...] = _ANATOMY_KINDS) -> Iterator[tuple[SectionKind, Mention]]:
     for sec in data.report.sections:
-        if sec.kind in _ANATOMY_KINDS:
-            yield from data.analysis.mentions(sec.start, sec.end)
+        if sec.kind in kinds:
+            for m in data.analysis.mentions(sec.start, sec.end):
+                yield sec.kind, m
 
 
-# The organ is not there: removed, absent, not seen.
-_ABSENT_RE = re.compile(
-    r"\b(absent|absence|removed|resected|surgically|not (seen|visualized|identified|imaged|demonstrated)|"
-    r"nonvisuali[sz]ed|no longer)\b",
+# The organ was taken out (a transgender patient's history reads like this
+# too, so removal never counts as anatomy of the other sex).
+_REMOVED_RE = re.compile(
+    r"\b(absent|absence|removed|resected|surgically|no longer|\w+ectomy|post-?(surgical|operative)|"
+    r"status post|s/p)\b",
+    re.IGNORECASE,
+)
+# The organ was looked for and not seen: in a patient of the other sex that
+# is a template written for the other sex, unless the report says it was removed.
+_NOT_SEEN_RE = re.compile(
+    r"\b(not (well )?(seen|visuali[sz]ed|identified|imaged|demonstrated|evaluated)|non-?visuali[sz]ed)\b",
     re.IGNORECASE,
 )
 # ConText calls "the prostate is normal" negated: for a finding that means
@@ -53,42 +69,72 @@ _ABSENT_RE = re.compile(
 _NORMAL_CUE_RE = re.compile(r"normal|unremarkable|within normal limits|intact", re.IGNORECASE)
 
 
-def _organ_present(text: str, m: Mention) -> bool:
-    """True when ``m`` describes the organ as there now, in this patient."""
-    if m.historical or m.hypothetical or m.uncertain or m.experiencer != "patient":
+def _removal_described(text: str, mentions: list[tuple[SectionKind, Mention]], sex: str) -> bool:
+    """True when the report says an organ of ``sex`` was removed (hysterectomy, "surgically absent")."""
+    for _, m in mentions:
+        if m.sex != sex:
+            continue
+        if m.text.lower().endswith("ectomy") or _REMOVED_RE.search(text, m.sentence_start, m.sentence_end):
+            return True
+    return False
+
+
+def _organ_described(text: str, kind: SectionKind, m: Mention, *, removal: bool) -> bool:
+    """True when ``m`` says the organ belongs to this patient.
+
+    Present ("the prostate is normal"), suspected ("may represent an ovary"),
+    diseased in the past ("history of prostate cancer") or looked for and
+    not seen ("the uterus is not visualized") all do, unless ``removal``
+    (the report describes the organ taken out). A removed organ
+    ("hysterectomy", "surgically absent"), a negated finding ("no ovarian
+    cyst"), a hypothetical one and somebody else's never do; in the
+    indication a hedged mention is the clinical question.
+    """
+    if m.hypothetical or m.experiencer != "patient":
+        return False
+    if m.uncertain and kind in _QUESTION_KINDS:
         return False
     if m.text.lower().endswith("ectomy"):
         return False
-    if _ABSENT_RE.search(text, m.sentence_start, m.sentence_end):
+    negations = [c for c in m.cues if c.category == "negated"] if m.negated else []
+    if _REMOVED_RE.search(text, m.sentence_start, m.sentence_end):
         return False
-    if m.negated:
-        negations = [c for c in m.cues if c.category == "negated"]
-        return bool(negations) and all(_NORMAL_CUE_RE.search(text, c.start, c.end) for c in negations)
+    if negations:
+        if all(_NORMAL_CUE_RE.search(text, c.start, c.end) for c in negations):
+            return True
+        return not removal and all(_NOT_SEEN_RE.search(text, c.start, c.end) for c in negations)
     return True
 
 
 @rule("consistency", severity=Severity.ERROR, params={"ignore_terms": list(_DEFAULT_IGNORE)})
 def sex_anatomy(data: RuleInput) -> Iterator[Finding]:
-    """Anatomy of the other sex is described as present (patient sex F or M only).
+    """Anatomy of the other sex is described in the patient (patient sex F or M only).
 
-    ``ignore_terms`` lists matched words that do not imply a sex (leiomyoma,
-    fibroid). Mentions that are absent ("surgically absent", "no ovarian
-    cyst"), removed (hysterectomy), historical, hypothetical, hedged or
-    about somebody else never count; "the prostate is normal" does (the
-    organ is there). Registered sex can differ from anatomy (transgender
-    and intersex patients): lower the severity in policies/qa.yaml where
-    this matters.
+    Read in the indication, technique, findings and impression. An organ
+    counts when the report describes it as there ("the prostate is
+    normal"), suspects it ("may represent an ovary"), gives it a history
+    ("history of prostate cancer") or looks for it and does not see it ("the
+    uterus is not visualized": a template of the other sex). It does not
+    count when removed ("surgically absent", "status post hysterectomy"; a
+    not-seen organ does not count either when the report describes a
+    removal), as a negated finding ("no ovarian cyst"), hypothetically,
+    about somebody else, or hedged in the indication ("rule out ovarian
+    torsion" is the question). ``ignore_terms`` lists matched words that do
+    not imply a sex (leiomyoma, fibroid). Registered sex can differ from
+    anatomy (transgender and intersex patients): lower the severity in
+    policies/qa.yaml where this matters.
     """
     patient_sex = _SEX_OF_PATIENT.get(data.report.patient.sex.strip().upper())
     if patient_sex is None:
         return
     text = data.report.text
     ignore = frozenset(str(t).lower() for t in (data.param("ignore_terms", _DEFAULT_IGNORE) or ()))
-    wrong = [
-        m
-        for m in _anatomy_mentions(data)
-        if m.sex and m.sex != patient_sex and m.text.lower() not in ignore and _organ_present(text, m)
-    ]
+    mentions = [(k, m) for k, m in _anatomy_mentions(data, _SEX_KINDS) if m.sex and m.text.lower() not in ignore]
+    other = [(k, m) for k, m in mentions if m.sex != patient_sex]
+    if not other:
+        return
+    removal = _removal_described(text, other, other[0][1].sex)
+    wrong = [m for k, m in other if _organ_described(text, k, m, removal=removal)]
     if not wrong:
         return
     concepts = ", ".join(dict.fromkeys(m.concept.replace("_", " ") for m in wrong))
@@ -188,7 +234,7 @@ def age_implausible(data: RuleInput) -> Iterator[Finding]:
             hits.append((statement.name, m.start(), m.end()))
             break
     if data.param("check_pregnancy", True) and _outside(age, *_PREGNANCY_AGES):
-        for mention in _anatomy_mentions(data):
+        for _, mention in _anatomy_mentions(data):
             if mention.concept == "pregnancy" and mention.affirmed:
                 hits.append(("pregnancy", mention.start, mention.end))
                 break

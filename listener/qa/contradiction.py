@@ -227,6 +227,9 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
 _ACUTE_DEFAULT = [
     "pneumonia",
     "consolidation",
+    "airspace_opacity",
+    "pleural_effusion",
+    "pneumothorax",
     "pulmonary_edema",
     "fracture",
     "dislocation",
@@ -282,9 +285,13 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
     addressed = {_family(data.terms, m.concept) for m in imp_mentions} | {m.concept for m in imp_mentions}
     acute = frozenset(data.param("acute_concepts", _ACUTE_DEFAULT) or ())
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
-        if not m.affirmed or not (m.significant or m.critical):
+        if not m.affirmed:
             continue
-        if acute_only and not (m.critical or m.concept in acute or _family(data.terms, m.concept) in acute):
+        if acute_only:
+            # Listed concepts count even when not flagged significant ("airspace disease").
+            if not (m.critical or m.concept in acute or _family(data.terms, m.concept) in acute):
+                continue
+        elif not (m.significant or m.critical):
             continue
         if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue

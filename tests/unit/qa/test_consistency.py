@@ -24,6 +24,11 @@ def _rules(text: str, **kw: object) -> list[str]:
         ("FINDINGS:\nLeft testicular mass.\nIMPRESSION:\nTesticular mass.", "F"),
         # a template's normal organ is still an organ
         ("FINDINGS:\nThe prostate is normal in size.\nIMPRESSION:\nNo acute findings.", "F"),
+        # looked for and not seen, nothing removed: a template written for the other sex
+        ("FINDINGS:\nThe ovaries are not visualized.\nIMPRESSION:\nNo acute findings.", "M"),
+        # the indication and technique speak about this patient too
+        ("INDICATION:\nHistory of prostate cancer.\nFINDINGS:\nNo bone lesion.\nIMPRESSION:\nNormal.", "F"),
+        ("TECHNIQUE:\nTransvaginal images of the uterus.\nFINDINGS:\nNo mass.\nIMPRESSION:\nNormal.", "M"),
     ],
 )
 def test_sex_specific_anatomy_on_wrong_sex(text: str, sex: str) -> None:
@@ -47,7 +52,8 @@ def test_sex_specific_anatomy_on_wrong_sex(text: str, sex: str) -> None:
         ("FINDINGS:\nThe uterus is surgically absent.\nIMPRESSION:\nNo acute findings.", "M"),
         ("FINDINGS:\nStatus post hysterectomy. Bladder normal.\nIMPRESSION:\nNo acute findings.", "M"),
         ("FINDINGS:\nPost-hysterectomy pelvis. Bladder normal.\nIMPRESSION:\nNo acute findings.", "M"),
-        ("FINDINGS:\nThe ovaries are not visualized.\nIMPRESSION:\nNo acute findings.", "M"),
+        # looked for and not seen, but the report says it was removed
+        ("FINDINGS:\nStatus post hysterectomy. The ovaries are not visualized.\nIMPRESSION:\nNo acute findings.", "M"),
         # negated
         ("FINDINGS:\nNo adnexal or ovarian mass.\nIMPRESSION:\nNormal.", "M"),
         # indication only (the question)

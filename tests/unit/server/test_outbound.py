@@ -483,3 +483,32 @@ class _NullLog:
 
     def __getattr__(self, _name: str) -> Callable[..., None]:
         return lambda *a, **k: None
+
+
+def test_client_endpoint_from_destination_string() -> None:
+    """Without TLS settings the endpoint string goes to clientFromString; host and port parse in both forms."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    from listener.server.outbound import _host_port, client_endpoint
+
+    endpoint = client_endpoint(Clock(), DestinationSettings("ris", "tcp:host=127.0.0.1:port=6661"))
+    assert isinstance(endpoint, TCP4ClientEndpoint)
+    assert _host_port("tls:host=ris.example:port=6662") == ("ris.example", 6662)
+    assert _host_port("ssl:ris.example:6663") == ("ris.example", 6663)
+
+
+def test_client_endpoint_with_client_certificate(tmp_path: Path) -> None:
+    """TLS settings load our certificate and key and the RIS CA into a TLS-wrapped endpoint."""
+    from listener.destinations import TlsSettings
+    from listener.server.outbound import client_endpoint
+    from twisted.internet import reactor
+
+    from tests.integration.test_tls import _issue, _write
+
+    ca, ca_key = _issue("Test CA", None, None, ca=True)
+    _write(tmp_path / "ca", ca)
+    cert, key = _issue("overread", ca_key, ca.subject)
+    _write(tmp_path / "client", cert, key)
+    tls = TlsSettings(certificate=str(tmp_path / "client.crt"), private_key=str(tmp_path / "client.key"), ca=str(tmp_path / "ca.crt"))
+    endpoint = client_endpoint(reactor, DestinationSettings("ris", "tls:host=localhost:port=6661", tls=tls))
+    assert type(endpoint).__name__ == "_WrapperEndpoint"
