@@ -213,6 +213,10 @@ def _check_endpoint(endpoint: str, node: YamlMap) -> str:
         raise node.error("endpoint", f"'endpoint' must be a Twisted client endpoint of type {', '.join(_ENDPOINT_TYPES)}")
     positional = [p for p in parts[1:] if "=" not in p]
     keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    unknown = sorted(set(keywords) - {"host", "port"})
+    if unknown or len(positional) > 2:
+        extra = ", ".join(unknown) if unknown else ":".join(positional[2:])
+        raise node.error("endpoint", f"'endpoint' takes a host and a port only (the connect timeout is retry.ack_timeout_seconds), not {extra}")
     host = keywords.get("host", positional[0] if positional else "")
     port = keywords.get("port", positional[1] if len(positional) > 1 else "")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -23,6 +23,10 @@ Promises:
   A row the RIS took just before a crash is sent again with the same MSH-10.
 * The reactor never waits on the store: reads and updates run on threads
   (``run_in_thread``, ``deferToThread`` in the daemon).
+* A slow or dead DNS server stalls only its own destination: host names are
+  resolved on the destination's own one-thread pool (daemon threads), never
+  on the reactor's pool that runs the pipeline, reloads and the HTTP intake;
+  shutdown cancels a connection attempt still resolving after the grace.
 * Wakes when the MLLP side commits rows (:meth:`OutboundWorker.wake`), at each
   row's retry time, and on a periodic poll (rows revived by ``overread outbox
   retry``, rows left by a previous run).
@@ -31,16 +35,20 @@ Promises:
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet._resolver import GAIResolver
+from twisted.internet.interfaces import IHostnameResolver, IReactorPluggableNameResolver, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from listener.destinations import DestinationSettings
 from listener.errors import FramingError, StoreError
@@ -56,6 +64,7 @@ __all__ = [
     "OutboundWorker",
     "RisClientProtocol",
     "client_endpoint",
+    "own_resolver",
 ]
 
 #: Seconds between polls of the store (rows revived by an operator, restarts).
@@ -209,6 +218,7 @@ class OutboundWorker:
         self.running = False
         self.stopping = False
         self.protocol: RisClientProtocol | None = None
+        self._connecting: defer.Deferred[Any] | None = None
         self.connect_failures = 0
         self.connect_after = 0.0  # reactor seconds before which no connection is tried
         self._busy = False
@@ -254,6 +264,8 @@ class OutboundWorker:
 
     def _abort_in_flight(self) -> None:
         self.stopping = True
+        if self._connecting is not None:
+            self._connecting.cancel()  # still resolving or connecting
         self._disconnect()
 
     def _disconnect(self) -> None:
@@ -331,7 +343,11 @@ class OutboundWorker:
         if self.protocol is not None and not self.protocol.lost:
             return self.protocol
         self.protocol = None
-        protocol = yield self.connect(_RisFactory())
+        self._connecting = self.connect(_RisFactory())
+        try:
+            protocol = yield self._connecting
+        finally:
+            self._connecting = None
         self.protocol = protocol
         self.log.info("connection_opened", endpoint=self.settings.endpoint)
         return protocol
@@ -343,7 +359,8 @@ class OutboundWorker:
         try:
             protocol = yield self._connection()
         except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS, timeout)
-            self._connect_failed(exc)
+            if not self.stopping:
+                self._connect_failed(exc)
             return False
         self.connect_failures = 0
         self.sent += 1
@@ -400,27 +417,72 @@ class OutboundWorker:
 # ------------------------------------------------------------------ endpoints
 
 
-def client_endpoint(reactor: Any, settings: DestinationSettings) -> Any:
+class _DaemonThreadPool(ThreadPool):
+    """A thread pool whose threads never hold up the process exit (a hung getaddrinfo)."""
+
+    @staticmethod
+    def threadFactory(*args: Any, **kwargs: Any) -> threading.Thread:  # noqa: N802 - Twisted API
+        return threading.Thread(*args, daemon=True, **kwargs)
+
+
+@implementer(IReactorPluggableNameResolver)
+class _OwnResolverReactor:
+    """The reactor, except that host names resolve on a pool of their own."""
+
+    def __init__(self, reactor: Any, resolver: IHostnameResolver) -> None:
+        self._reactor = reactor
+        self.nameResolver = resolver
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:  # noqa: N802 - Twisted API
+        old, self.nameResolver = self.nameResolver, resolver
+        return old
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def own_resolver(reactor: Any, name: str) -> IHostnameResolver:
+    """A getaddrinfo resolver on a one-thread daemon pool named for the destination.
+
+    One thread: a dead DNS server blocks at most one resolution per
+    destination; the next attempt waits behind it instead of taking another
+    thread. The pool is never joined, so shutdown does not wait for it.
+    """
+    pool = _DaemonThreadPool(minthreads=0, maxthreads=1, name=f"overread-dns-{name}")
+    pool.start()
+    return GAIResolver(reactor, getThreadPool=lambda: pool)
+
+
+def client_endpoint(reactor: Any, settings: DestinationSettings, resolver: IHostnameResolver | None = None) -> Any:
     """The Twisted client endpoint for a destination.
 
-    Without ``tls:`` settings this is ``clientFromString(endpoint)`` (``tcp:``,
-    or ``ssl:``/``tls:`` trusting the system roots). With them, the endpoint's
-    host and port are wrapped in TLS presenting our client certificate and
-    trusting the given CA (or the system roots).
+    A ``HostnameEndpoint`` for the endpoint's host and port (IPv4 and IPv6,
+    connect timeout = the ACK timeout) resolving names with ``resolver``
+    (default: :func:`own_resolver`, a pool of the destination's own), wrapped
+    in TLS for ``ssl:``/``tls:`` endpoints: with ``tls:`` settings presenting
+    our client certificate and trusting the given CA, otherwise trusting the
+    system roots.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
-
-    if settings.tls is None:
-        return clientFromString(reactor, settings.endpoint)  # type: ignore[no-untyped-call]
-    from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
     host, port = _host_port(settings.endpoint)
-    cert = Path(settings.tls.certificate).read_bytes()
-    key = Path(settings.tls.private_key).read_bytes()
-    client = PrivateCertificate.loadPEM(cert + b"\n" + key)  # type: ignore[no-untyped-call]
-    trust = Certificate.loadPEM(Path(settings.tls.ca).read_bytes()) if settings.tls.ca else platformTrust()  # type: ignore[no-untyped-call]
+    if resolver is None:
+        resolver = own_resolver(reactor, settings.name)
+    tcp: Any = HostnameEndpoint(_OwnResolverReactor(reactor, resolver), host, port,
+                                timeout=settings.retry.ack_timeout_seconds)
+    if settings.endpoint.split(":", 1)[0] == "tcp":
+        return tcp
+    from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
+
+    client = None
+    trust: Any = platformTrust()  # type: ignore[no-untyped-call]
+    if settings.tls is not None:
+        cert = Path(settings.tls.certificate).read_bytes()
+        key = Path(settings.tls.private_key).read_bytes()
+        client = PrivateCertificate.loadPEM(cert + b"\n" + key)  # type: ignore[no-untyped-call]
+        if settings.tls.ca:
+            trust = Certificate.loadPEM(Path(settings.tls.ca).read_bytes())  # type: ignore[no-untyped-call]
     options = optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
-    tcp: Any = HostnameEndpoint(reactor, host, port)
     return wrapClientTLS(options, tcp)
 
 

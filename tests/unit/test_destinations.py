@@ -40,7 +40,7 @@ def test_shipped_example_loads_with_documented_defaults() -> None:
     """mappings/destinations.yaml loads: one ORM^O01 2.5.1 destination with every carrier."""
     (ris,) = load_destinations(EXAMPLE)
     assert ris.name == "ris"
-    assert ris.endpoint == "tcp:host=ris.example:port=6661"
+    assert ris.endpoint == "tcp:host=127.0.0.1:port=6661"
     assert ris.tls is None and ris.enabled
     assert ris.message.message_type == "ORM^O01"
     assert ris.message.version == "2.5.1"
@@ -164,6 +164,8 @@ def test_tls_paths_resolve_against_the_file_and_must_exist(tmp_path: Path) -> No
         ("destinations:\n  ris:\n    endpoint: http://ris.example\n", 3, "Twisted client endpoint"),
         ("destinations:\n  ris:\n    endpoint: tcp:host=ris.example:port=99999\n", 3, "port from 1 to 65535"),
         ("destinations:\n  ris:\n    endpoint: tcp:host=ris.example\n", 3, "port from 1 to 65535"),
+        ("destinations:\n  ris:\n    endpoint: tcp:host=a:port=1:timeout=5\n", 3, "host and a port only"),
+        ("destinations:\n  ris:\n    endpoint: tcp:a:1:2\n", 3, "host and a port only"),
         ("destinations:\n  ris:\n    enabled: true\n", 2, "missing required key 'endpoint'"),
         ("destinations:\n  ris:\n    endpoint: tcp:a:1\n    message:\n      type: ORU^R01\n", 5, "'type' must be one of"),
         ("destinations:\n  ris:\n    endpoint: tcp:a:1\n    message:\n      version: 2.4\n", 5, "'version' must be one of"),

@@ -486,15 +486,68 @@ class _NullLog:
 
 
 def test_client_endpoint_from_destination_string() -> None:
-    """Without TLS settings the endpoint string goes to clientFromString; host and port parse in both forms."""
-    from twisted.internet.endpoints import TCP4ClientEndpoint
+    """A tcp: destination is a HostnameEndpoint on the destination's own resolver; host and port parse in both forms."""
+    from twisted.internet.endpoints import HostnameEndpoint
 
     from listener.server.outbound import _host_port, client_endpoint
 
-    endpoint = client_endpoint(Clock(), DestinationSettings("ris", "tcp:host=127.0.0.1:port=6661"))
-    assert isinstance(endpoint, TCP4ClientEndpoint)
+    endpoint = client_endpoint(Clock(), DestinationSettings("ris", "tcp:host=127.0.0.1:port=6661"), resolver=_NeverResolves())
+    assert isinstance(endpoint, HostnameEndpoint)
     assert _host_port("tls:host=ris.example:port=6662") == ("ris.example", 6662)
     assert _host_port("ssl:ris.example:6663") == ("ris.example", 6663)
+
+
+class _NeverResolves:
+    """A DNS server that never answers: resolutions are started and never finish."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def resolveHostName(self, receiver: Any, hostName: str, portNumber: int = 0, addressTypes: Any = None,  # noqa: N802, N803
+                        transportSemantics: str = "TCP") -> Any:  # noqa: N803 - Twisted API
+        self.asked.append(hostName)
+        receiver.resolutionBegan(object())
+        return receiver
+
+
+def test_stop_cancels_a_connection_stuck_in_dns(tmp_path: Path) -> None:
+    """A hung name lookup holds only its worker, and shutdown drops it after the grace without charging the row."""
+    from listener.server.outbound import _STOP_GRACE, client_endpoint
+
+    store = SQLiteStore.in_state_dir(tmp_path / "state")
+    try:
+        harness = Harness(store)
+        resolver = _NeverResolves()
+        endpoint = client_endpoint(harness.clock, harness.settings, resolver=resolver)
+        harness.worker.connect = endpoint.connect
+        harness.add(("ACC1", "R1"))
+        harness.worker.start()
+        assert resolver.asked == ["ris.test"]
+        stopped: list[object] = []
+        harness.worker.stop().addBoth(stopped.append)
+        assert not stopped  # still waiting for the lookup
+        harness.clock.advance(_STOP_GRACE + 0.1)
+        assert stopped == [None]
+        assert harness.state("R1") == ("pending", 0)
+        assert harness.worker.connect_failures == 0
+    finally:
+        store.close()
+
+
+def test_own_resolver_runs_on_a_daemon_thread_named_for_the_destination() -> None:
+    """Resolution happens on the destination's own daemon thread, not the reactor's pool."""
+    import threading
+
+    from listener.server.outbound import own_resolver
+
+    seen: list[threading.Thread] = []
+    resolver = own_resolver(Clock(), "ris")
+    pool = resolver._getThreadPool()  # type: ignore[attr-defined]
+    done = threading.Event()
+    pool.callInThread(lambda: (seen.append(threading.current_thread()), done.set()))
+    assert done.wait(5)
+    assert seen[0].daemon and "overread-dns-ris" in seen[0].name
+    assert pool.max == 1
 
 
 def test_client_endpoint_with_client_certificate(tmp_path: Path) -> None:
