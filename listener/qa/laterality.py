@@ -48,7 +48,7 @@ _REGION_ANATOMY: dict[str, frozenset[str]] = {
 # A sentence with one of these words talks about something other than the
 # side examined now: the other side on purpose, the past, a comparison.
 _ELSEWHERE = re.compile(
-    r"\b(contra-?lateral|opposite|other side|compar\w*|prior|previous(ly)?|history|hx|s/p|status post|"
+    r"\b(contra-?lateral|opposite|other side|compar(e|ed|es|ing|ison|isons)|prior|previous(ly)?|history|hx|s/p|status post|"
     r"post-?op\w*|remote|old|known|again|unchanged|stable)\b",
     re.IGNORECASE,
 )
@@ -142,9 +142,13 @@ def order_vs_report(data: RuleInput) -> Iterator[Finding]:
     )
 
 
-@rule("laterality", severity=Severity.WARNING)
+@rule("laterality", severity=Severity.ERROR)
 def impression_vs_order(data: RuleInput) -> Iterator[Finding]:
-    """The impression names only the side opposite to the order (the findings name the ordered side)."""
+    """The impression names only the side opposite to the order (the findings name the ordered side).
+
+    An error: the order and the findings agree, so the conclusion (the part
+    most read) has the wrong side.
+    """
     report = data.report
     ordered = _order_side(report)
     if ordered not in _OPPOSITE:

@@ -76,7 +76,7 @@ def test_contralateral_comparison_and_non_paired_anatomy_do_not_fire() -> None:
 
 
 def test_impression_opposite_to_order_when_findings_match_order() -> None:
-    """Findings on the ordered side, impression on the other: a warning on the impression."""
+    """Findings on the ordered side, impression on the other: an error on the impression."""
     report = make_report(
         "FINDINGS:\nThere is a nondisplaced fracture of the left distal radius.\n"
         "IMPRESSION:\nNondisplaced fracture of the right distal radius.",
@@ -84,8 +84,19 @@ def test_impression_opposite_to_order_when_findings_match_order() -> None:
         modifiers=("LT",),
     )
     found = findings_for(report, rule_prefix="laterality.impression_vs_order")
-    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
     assert found[0].evidence[0].section == "impression"
+
+
+def test_compartment_is_not_a_comparison() -> None:
+    """'medial compartment' does not make the impression sentence about a comparison (sample knee report)."""
+    report = make_report(
+        "FINDINGS:\nViews of the left knee. Medial joint space narrowing.\n"
+        "IMPRESSION:\nModerate osteoarthritis of the right knee, predominantly medial compartment.",
+        procedure="73562",
+        modifiers=("LT",),
+    )
+    assert [f.rule for f in findings_for(report, rule_prefix="laterality.impression_vs_order")] == ["laterality.impression_vs_order"]
 
 
 def test_impression_side_swapped_against_findings_is_an_error() -> None:

@@ -1,9 +1,8 @@
 """The samples in samples/hl7 route to the bucket samples/README.md gives them.
 
 The README table is parsed, so a new sample row is tested without editing
-this file. process_check rows need the QA rule that finds the defect; until
-that rule reports an error, the row is skipped (the routing half is covered by
-test_default_policy's QA-error case).
+this file. A process_check row also proves the QA rule that finds its
+defect reports an error.
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ def test_sample_routes_to_readme_bucket(routed_pipeline: Pipeline, name: str, bu
     assert outcome.error is None
     (result,) = outcome.reports
     assert result.route is not None
-    if bucket == "process_check" and not any(f.severity.value == "error" for f in result.findings):
-        pytest.skip("the QA rule for this defect reports no error yet")
+    if bucket == "process_check":
+        assert any(f.severity.value == "error" for f in result.findings), "the defect's QA error is missing"
     assert result.route.bucket == bucket, result.route.explanation
     if result.route.bucket != "release":
         assert result.route.reasons
