@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
@@ -126,9 +127,12 @@ class Daemon:
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store)
         self.outbound = _outbound_workers(config, reactor, self.store)
+        # One thread: lookups finish in arrival order, and the store's reader
+        # connection is used by one lookup at a time anyway.
+        self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overread-dup-lookup")
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
-                             on_outbox=self.wake_outbound)
+                             on_outbox=self.wake_outbound, lookup_executor=self.lookups)
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
         if config.tls:
@@ -251,6 +255,7 @@ class Daemon:
             yield self.http_port.stopListening()
         self.intake.closing = True
         yield self.intake.drain()
+        self.lookups.shutdown(wait=False)
         if self.http is not None:
             self.http[0].closing = True
             yield self.http[0].drain()
@@ -276,7 +281,8 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
 
     prime_models()  # build the FHIR validators now, not on the first request
     http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
-                             run_in_thread=threads.deferToThread, metrics=metrics)
+                             run_in_thread=threads.deferToThread, metrics=metrics,
+                             destinations=lambda: intake.destinations, on_outbox=intake.on_outbox)
     queries = ReportQueries(store.path)
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
@@ -296,7 +302,13 @@ def _outbound_workers(config: Config, reactor: Any, store: SQLiteStore) -> tuple
         if not settings.enabled:
             continue
         endpoint = client_endpoint(reactor, settings)
-        workers.append(OutboundWorker(settings, store, reactor=reactor, connect=endpoint.connect,
+        if settings.fhir is not None:  # a FHIR server: the same worker, POSTing Bundles
+            from listener.server.fhir_push import fhir_connector
+
+            connect = fhir_connector(reactor, settings, endpoint)
+        else:
+            connect = endpoint.connect
+        workers.append(OutboundWorker(settings, store, reactor=reactor, connect=connect,
                                       run_in_thread=threads.deferToThread))
     return tuple(workers)
 

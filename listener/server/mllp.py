@@ -3,6 +3,8 @@
 Layer: reactor code. ``dataReceived`` does four things (STYLE §1): feed the
 framer, run the pure pipeline, hand the record to the store's group-commit
 writer (off the reactor thread), and write the answer once the commit is done.
+The duplicate lookup before the pipeline is a store read too: it runs on a
+lookup thread, so no store I/O ever runs on the reactor thread.
 
 Promises:
 
@@ -11,7 +13,9 @@ Promises:
   the connection's queue, and a slot is written only when every slot before it
   has been written, whatever order the commits finish in.
 * A duplicate (MSH-3, MSH-4, MSH-10 already stored) gets the stored answer again
-  and is not processed twice (the store catches races between connections).
+  and is not processed twice. A copy that arrives while the first is still in
+  flight (same or another connection) waits for the first and gets its stored
+  answer; the store's unique key catches what is left (another process).
 * Unreadable garbage (no MSH) gets a NACK built with ``build_ack(None, ...)``,
   is not stored, and is logged by size and peer only.
 * Nothing from a message body reaches a log line: header fields that name
@@ -26,7 +30,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -52,6 +56,10 @@ from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportR
 __all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_future", "outcome_ack_code"]
 
 T = TypeVar("T")
+
+#: What a first copy settled with, for copies that arrived meanwhile: the
+#: stored (code, ACK), or None when it could not be stored.
+_Settled = tuple[str, bytes] | None
 
 #: Table 0357 codes answered AR (the sender must not resend unchanged; 207 is
 #: added separately for store failures, where it should resend).
@@ -137,6 +145,9 @@ class Intake:
             rows (one per routed report and destination) are stored with it.
         on_outbox: called on the reactor thread after a commit that stored
             outbox rows (wakes the outbound workers).
+        lookup_executor: where duplicate lookups (store reads) run: the daemon
+            passes a one-thread executor so the reactor thread never reads the
+            disk; None runs them inline.
     """
 
     def __init__(
@@ -151,6 +162,7 @@ class Intake:
         metrics: Any = None,
         destinations: tuple[DestinationSettings, ...] = (),
         on_outbox: Callable[[], object] | None = None,
+        lookup_executor: Executor | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.destinations = destinations
@@ -163,8 +175,13 @@ class Intake:
         self.now = now
         self.keep_raw = keep_raw
         self.closing = False
+        #: Runs duplicate lookups (store reads) off the reactor thread; None
+        #: runs them inline (unit tests with in-memory fake stores).
+        self.lookup_executor = lookup_executor
         #: Deferreds of messages being stored; shutdown waits for them.
         self.in_flight: set[defer.Deferred[Answer]] = set()
+        #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
+        self._pending: dict[tuple[str, str, str], list[defer.Deferred[_Settled]]] = {}
 
     def swap_pipeline(self, pipeline: Pipeline) -> None:
         """Use ``pipeline`` for every message received from now on (atomic)."""
@@ -195,9 +212,19 @@ class Intake:
     def receive(self, raw: bytes, log: Any) -> defer.Deferred[Answer]:
         """Process, store and answer one frame.
 
+        Strategy: the duplicate lookup is a read of the store, so it runs on
+        the lookup executor (never on the reactor thread); the pure pipeline
+        runs on the reactor thread once the lookup says the key is new; the
+        save goes to the group-commit writer. While a key is on its way
+        through those steps, later copies of it (from any connection) wait for
+        the first copy and get its stored answer: a message is never processed
+        twice, even when its copies arrive back to back. Ordering per
+        connection is the protocol's job (its answer queue).
+
         Returns:
             A Deferred firing with the Answer once the message is durable (or
-            at once for garbage and duplicates). It never fails.
+            once the duplicate lookup answered, for a duplicate; at once for
+            garbage). It never fails.
         """
         started = time.perf_counter()
         received = self.now()
@@ -214,15 +241,90 @@ class Intake:
 
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
                         sender_facility=header.sending_facility)
+        key = (header.sending_application, header.sending_facility, header.control_id)
+        waiters = self._pending.get(key)
+        if waiters is not None:
+            # An earlier copy is still being looked up, processed or stored.
+            waiter: defer.Deferred[_Settled] = defer.Deferred()
+            waiters.append(waiter)
+            copy = waiter.addCallback(self._answer_copy, header, mlog, started)
+            return self._track(copy)
+        self._pending[key] = []
+
+        def settle(result: tuple[Answer, _Settled] | Failure) -> Answer | Failure:
+            settled = None if isinstance(result, Failure) else result[1]
+            for copy_waiter in self._pending.pop(key, []):
+                copy_waiter.callback(settled)
+            return result if isinstance(result, Failure) else result[0]
+
+        looked_up = self._find_duplicate(header)
+        done = looked_up.addCallback(self._after_lookup, raw, header, mlog, started, received)
+        return self._track(done.addBoth(settle))
+
+    def _track(self, d: defer.Deferred[Answer]) -> defer.Deferred[Answer]:
+        """Keep ``d`` in :attr:`in_flight` (shutdown waits for it) until it fires."""
+        self.in_flight.add(d)
+
+        def forget(answer: Answer) -> Answer:
+            self.in_flight.discard(d)
+            return answer
+
+        return d.addBoth(forget)
+
+    def _find_duplicate(self, header: MessageHeader) -> defer.Deferred[SaveResult | None]:
+        """Look the key up off the reactor thread; None when new or unreadable.
+
+        A failed lookup counts as "new": the save then fails too (AR 207) or
+        catches the duplicate itself (the store's unique key).
+        """
+
+        def find() -> SaveResult | None:
+            try:
+                return self.store.find_duplicate(header.sending_application, header.sending_facility, header.control_id)
+            except Exception:  # noqa: BLE001 - StoreError, or a closed reader during shutdown
+                return None
+
+        if self.lookup_executor is None:
+            return defer.succeed(find())
         try:
-            dup = self.store.find_duplicate(header.sending_application, header.sending_facility, header.control_id)
-        except StoreError:
-            dup = None  # the save below fails too and answers AR 207, or catches the duplicate itself
+            future = self.lookup_executor.submit(find)
+        except RuntimeError:  # the executor is shut down (the daemon is stopping)
+            return defer.succeed(None)
+        return deferred_from_future(future, self.call_from_thread)
+
+    def _duplicate_answer(self, header: MessageHeader, mlog: Any, started: float, code: str, ack: bytes,
+                          reason: str) -> Answer:
+        # reason: "stored" (found by the lookup), "in_flight" (waited for an
+        # earlier copy), "store_race" (the save found the key: another process).
+        mlog.info("message_duplicate", ack_code=code, reason=reason)
+        if self.metrics is not None:
+            self.metrics.message_answered("mllp", "", code, time.perf_counter() - started, duplicate=True)
+        return self._answer(header, code, ack)
+
+    def _store_unavailable(self, header: MessageHeader, mlog: Any, started: float, error_type: str,
+                           fields: dict[str, Any]) -> Answer:
+        nack_code, nack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text="Message store unavailable, retry later"),))
+        mlog.error("store_unavailable", error_type=error_type)
+        mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                  **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+        if self.metrics is not None:
+            self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started)
+        return self._answer(header, nack_code, nack)
+
+    def _answer_copy(self, settled: _Settled, header: MessageHeader, mlog: Any, started: float) -> Answer:
+        """Answer a copy that arrived while the first was in flight: the first's stored answer."""
+        if settled is None:
+            # The first copy could not be stored: neither is this one (retry later).
+            return self._store_unavailable(header, mlog, started, "StoreError", {"message_type": header.message_type})
+        code, ack = settled
+        return self._duplicate_answer(header, mlog, started, code, ack, "in_flight")
+
+    def _after_lookup(
+        self, dup: SaveResult | None, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime
+    ) -> tuple[Answer, _Settled] | defer.Deferred[tuple[Answer, _Settled]]:
+        """Answer a stored duplicate, or process the new message and store it."""
         if dup is not None:
-            mlog.info("message_duplicate", ack_code=dup.ack_code)
-            if self.metrics is not None:
-                self.metrics.message_answered("mllp", "", dup.ack_code, time.perf_counter() - started, duplicate=True)
-            return defer.succeed(self._answer(header, dup.ack_code, dup.ack))
+            return self._duplicate_answer(header, mlog, started, dup.ack_code, dup.ack, "stored"), (dup.ack_code, dup.ack)
 
         pipeline = self.pipeline
         outcome = process(raw, pipeline, received_at=received)
@@ -279,38 +381,23 @@ class Intake:
         else:
             saved = deferred_from_future(future, self.call_from_thread)
 
-        def stored(result: SaveResult) -> Answer:
+        def stored(result: SaveResult) -> tuple[Answer, _Settled]:
             if result.duplicate:
-                mlog.info("message_duplicate", ack_code=result.ack_code)
-                if self.metrics is not None:
-                    self.metrics.message_answered("mllp", outcome.feed, result.ack_code, time.perf_counter() - started, duplicate=True)
-                return self._answer(header, result.ack_code, result.ack)
+                # Another process (or an HTTP twin) stored the key first.
+                return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
+                        (result.ack_code, result.ack))
             mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
             if record.outbox and self.on_outbox is not None:
                 self.on_outbox()
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", outcome.feed, code, time.perf_counter() - started, outcome.reports)
-            return self._answer(header, code, ack)
+            return self._answer(header, code, ack), (code, ack)
 
-        def failed(failure: Failure) -> Answer:
+        def failed(failure: Failure) -> tuple[Answer, _Settled]:
             error_type = failure.type.__name__ if failure.type else "Exception"
-            nack_code, nack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text="Message store unavailable, retry later"),))
-            mlog.error("store_unavailable", error_type=error_type)
-            mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
-            if self.metrics is not None:
-                self.metrics.message_answered("mllp", outcome.feed, nack_code, time.perf_counter() - started)
-            return self._answer(header, nack_code, nack)
+            return self._store_unavailable(header, mlog, started, error_type, fields), None
 
-        d = saved.addCallbacks(stored, failed)
-        self.in_flight.add(d)
-
-        def forget(answer: Answer) -> Answer:
-            self.in_flight.discard(d)
-            return answer
-
-        d.addBoth(forget)
-        return d
+        return saved.addCallbacks(stored, failed)
 
     def drain(self) -> defer.Deferred[None]:
         """Fire once every message being stored has its answer."""

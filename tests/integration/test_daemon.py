@@ -157,3 +157,29 @@ def test_enhanced_mode_accept_acks(daemon: RunningDaemon, oru: bytes) -> None:
     conn.close()
     stored = {m["message_id"]: m["ack_code"] for m in daemon.messages()}
     assert stored == {"ENH1": "CA", "ENH2": "CA", "ENH3": "AA"}
+
+
+def test_back_to_back_copies_are_processed_once(daemon: RunningDaemon, oru: bytes) -> None:
+    """Copies of one message sent back to back (two in one write on one connection, and one
+    on each of three other connections at the same moment) are processed and stored once:
+    every copy gets the first copy's byte-identical stored ACK, in order on its connection."""
+    copies = with_control_id(oru, "TWIN1")
+    other = with_control_id(oru, "TWIN2")
+    main = MllpConnection(daemon.address)
+    others = [MllpConnection(daemon.address) for _ in range(3)]
+    main.send_raw(b"".join(b"\x0b" + payload + b"\x1c\r" for payload in (copies, copies, other)))
+    for conn in others:
+        conn.send(copies)
+    answers = [main.receive() for _ in range(3)]
+    more = [conn.receive() for conn in others]
+    for conn in (main, *others):
+        conn.close()
+    assert [msa(a) for a in answers] == [("AA", "TWIN1"), ("AA", "TWIN1"), ("AA", "TWIN2")]
+    assert answers[0] == answers[1] and all(a == answers[0] for a in more)
+    listed = [m["message_id"] for m in daemon.messages()]
+    assert sorted(listed) == ["TWIN1", "TWIN2"]
+    lines = [line for line in daemon.log_lines() if line.get("control_id") == "TWIN1"]
+    assert [line["event"] for line in lines].count("message_processed") == 1
+    duplicates = [line["reason"] for line in lines if line["event"] == "message_duplicate"]
+    # "store_race" would mean a copy went through the pipeline and reached the save.
+    assert len(duplicates) == 4 and set(duplicates) <= {"in_flight", "stored"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -189,3 +190,101 @@ def test_connections_over_the_limit_are_closed(pipeline: Pipeline) -> None:
     first.connectionLost()
     third.makeConnection(t3)
     assert not t3.disconnecting
+
+
+class ManualExecutor:
+    """Holds submitted lookups until the test runs them, in any order it likes."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Future[Any]]] = []
+
+    def submit(self, fn: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.jobs.append((fn, future))
+        return future
+
+    def run(self, index: int) -> None:
+        fn, future = self.jobs[index]
+        future.set_result(fn())
+
+
+class CountingStore(FakeStore):
+    """A FakeStore that counts duplicate lookups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def find_duplicate(self, app: str, fac: str, control_id: str) -> SaveResult | None:
+        self.lookups += 1
+        return super().find_duplicate(app, fac, control_id)
+
+
+@pytest.fixture(name="offthread")
+def fixture_offthread(pipeline: Pipeline) -> tuple[CountingStore, ManualExecutor, MllpFactory]:
+    """An Intake whose duplicate lookups run on a test-driven executor."""
+    store = CountingStore()
+    executor = ManualExecutor()
+    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW,  # type: ignore[arg-type]
+                    lookup_executor=executor)  # type: ignore[arg-type]
+    factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=4, clock=Clock())
+    return store, executor, factory
+
+
+def _connect(factory: MllpFactory) -> tuple[MllpProtocol, StringTransport]:
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_duplicate_lookup_runs_on_the_executor_and_order_holds(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """dataReceived reads nothing from the store itself; lookups finishing in reverse order
+    still give ACKs in arrival order, each after its commit."""
+    store, executor, factory = offthread
+    proto, transport = _connect(factory)
+    proto.dataReceived(frame(_oru(corpus, "L1")) + frame(_oru(corpus, "L2")))
+    assert store.lookups == 0 and store.saved == [] and len(executor.jobs) == 2
+    executor.run(1)
+    assert [r.control_id for r in store.saved] == ["L2"]
+    executor.run(0)
+    store.commit(0)
+    assert transport.value() == b""
+    store.commit(1)
+    assert _acks(transport.value()) == [("AA", "L1"), ("AA", "L2")]
+
+
+def test_copy_arriving_while_first_is_in_flight_gets_first_ack(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """A second copy of a key (same connection or another) that arrives before the first is
+    committed is not looked up, processed or stored: it gets the first's exact ACK bytes."""
+    store, executor, factory = offthread
+    one, t1 = _connect(factory)
+    two, t2 = _connect(factory)
+    one.dataReceived(frame(_oru(corpus, "R1")))
+    one.dataReceived(frame(_oru(corpus, "R1")))
+    two.dataReceived(frame(_oru(corpus, "R1")))
+    assert len(executor.jobs) == 1
+    executor.run(0)
+    assert len(store.saved) == 1
+    assert t1.value() == b"" and t2.value() == b""
+    store.commit(0)
+    first_ack = MllpFramer().feed(t1.value())
+    assert len(first_ack) == 2 and first_ack[0] == first_ack[1] == store.saved[0].ack
+    assert MllpFramer().feed(t2.value()) == [store.saved[0].ack]
+    assert len(store.saved) == 1 and store.lookups == 1
+    # Once settled, a later copy is looked up in the store and gets the same answer.
+    two.dataReceived(frame(_oru(corpus, "R1")))
+    executor.run(1)
+    assert MllpFramer().feed(t2.value())[-1] == store.saved[0].ack
+
+
+def test_copy_of_a_message_that_could_not_be_stored_gets_ar_207(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """When the first copy's save fails, a copy waiting for it is told to retry (AR 207) too."""
+    store, executor, factory = offthread
+    proto, transport = _connect(factory)
+    proto.dataReceived(frame(_oru(corpus, "F1")) + frame(_oru(corpus, "F1")))
+    store.fail = True
+    executor.run(0)
+    assert _acks(transport.value()) == [("AR", "F1"), ("AR", "F1")]
+    assert transport.value().count(b"207^") == 2
+    assert store.saved == []
