@@ -13,6 +13,9 @@ What goes out:
   MSH-11 the received processing id (``P`` when absent or odd); MSH-12 the
   received version when we support it, else ``2.5.1``. In enhanced mode
   MSH-15/16 are ``NE`` so that the peer never acknowledges our acknowledgment.
+  MSH-18 repeats the received character set (first repetition, when it looks
+  like a table 0211 value): the ACK is in the message's charset, because
+  echoed fields are the received bytes and our own texts are ASCII.
 * ``MSA``: MSA-1 the code, MSA-2 the received MSH-10 (empty when no header
   could be read).
 * v2.5 and later: one ``ERR`` per error, ERR-2 the location as ERL
@@ -70,6 +73,8 @@ _LOCATION = re.compile(
     r"-(?P<field>[1-9][0-9]{0,3})(?:\.(?P<comp>[1-9][0-9]{0,3}))?(?:\.(?P<sub>[1-9][0-9]{0,3}))?$"
 )
 _TABLE_0357_CODE = re.compile(r"^[0-9]{1,3}$")
+#: A plausible table 0211 character set name (``8859/1``, ``UNICODE UTF-8``...).
+_CHARSET = re.compile(r"^[A-Z0-9][A-Z0-9 /._-]{0,29}$")
 _SHORT_CODE = re.compile(r"^[A-Z0-9]{1,3}$")
 #: Table 0103 processing ids.
 _PROCESSING_IDS = frozenset({"D", "P", "T"})
@@ -185,8 +190,11 @@ def build_ack(
         processing_id,
         version,
     ]
-    if enhanced:
-        msh += ["", "", "NE", "NE"]
+    charset = _charset(header, reuse)
+    if enhanced or charset:
+        msh += ["", "", "NE" if enhanced else "", "NE" if enhanced else ""]
+    if charset:
+        msh += ["", charset]
     segments = [f.join(msh)]
 
     control = echo(10, _CONTROL_ID_MAX).strip(" ")
@@ -289,6 +297,15 @@ def _component(header: MessageHeader | None, n: int, c: int, reuse: bool) -> str
         return header.component(n, c).strip()
     parts = header.field(n).split(_STANDARD.component)
     return parts[c - 1].strip() if c - 1 < len(parts) else ""
+
+
+def _charset(header: MessageHeader | None, reuse: bool) -> str:
+    """MSH-18's first repetition when it looks like a table 0211 name, else ""."""
+    if header is None:
+        return ""
+    repetition = header.separators.repetition if reuse else _STANDARD.repetition
+    value = header.field(18).split(repetition, 1)[0].strip().upper()
+    return value if _CHARSET.match(value) else ""
 
 
 def _version(header: MessageHeader | None, reuse: bool) -> str:

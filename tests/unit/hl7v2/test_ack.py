@@ -433,3 +433,51 @@ def test_enhanced_mode_ack_asks_for_no_acknowledgment() -> None:
     assert segments(enhanced)[0][14:16] == ["NE", "NE"]
     validate_strict(enhanced)
     assert len(segments(ack_text(oru(), "AA"))[0]) == 12
+
+
+# -- character set ----------------------------------------------------------
+
+
+def _with_msh18(value: str, version: str = "2.5.1", msh15: str = "") -> MessageHeader:
+    raw = (f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20261123092959||ORU^R01^ORU_R01|C1|P|{version}"
+           f"|||{msh15}|||{value}\rPID|1||{MARKER}\r").encode("latin-1")
+    header = read_header(raw)
+    assert header is not None
+    return header
+
+
+@pytest.mark.parametrize("version", ["2.3.1", "2.5.1", "2.7"])
+@pytest.mark.parametrize("charset", ["8859/1", "UNICODE UTF-8"])
+def test_msh18_charset_is_repeated_in_the_ack(version: str, charset: str) -> None:
+    """An ACK declares the character set the message declared (MSH-18), so a peer decodes
+    the echoed MSH-3..6 and MSA-2 bytes the way it encoded them; hl7apy validates it."""
+    text = ack_text(_with_msh18(charset, version))
+    msh = segments(text)[0]
+    assert len(msh) == 18 and msh[17] == charset and msh[14:16] == ["", ""]
+    if version in HL7APY_VERSIONS:
+        validate_strict(text)
+
+
+def test_msh18_with_enhanced_mode_and_repetitions() -> None:
+    """In enhanced mode MSH-15/16 stay NE next to MSH-18; only MSH-18's first repetition
+    (the message's default charset) is declared."""
+    text = ack_text(_with_msh18("UNICODE UTF-8~8859/1", msh15="AL"), "CA")
+    msh = segments(text)[0]
+    assert msh[14:] == ["NE", "NE", "", "UNICODE UTF-8"]
+    validate_strict(text)
+
+
+@pytest.mark.parametrize("value", ["", "  ", "x\\F\\y", MARKER.lower() + "?!", "A" * 40])
+def test_msh18_absent_or_odd_is_not_declared(value: str) -> None:
+    """No MSH-18 (or one that is not a character set name) gives an ACK without MSH-18."""
+    msh = segments(ack_text(_with_msh18(value)))[0]
+    assert len(msh) == 12  # MSH-1 is the separator: MSH..MSH-12 split into 12 items
+
+
+def test_utf8_echo_stays_utf8_bytes() -> None:
+    """A UTF-8 sending application name comes back as the same UTF-8 bytes under UNICODE UTF-8."""
+    raw = "MSH|^~\\&|RÖNTGEN|HOSP|OVERREAD|READCO|20261123092959||ORU^R01|C1|P|2.5.1||||||UNICODE UTF-8\r".encode()
+    header = read_header(raw)
+    data = build_ack(header, "AA", now=NOW, control_id="ACK0001")
+    assert "RÖNTGEN".encode() in data
+    assert data.decode("utf-8").split("|")[4] == "RÖNTGEN"
