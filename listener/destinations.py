@@ -24,6 +24,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "VERSIONS",
     "DestinationSettings",
+    "FhirSettings",
     "MessageSettings",
     "RetrySettings",
     "TlsSettings",
@@ -45,7 +46,10 @@ ON_REJECT = ("dead_letter", "retry")
 _ENDPOINT_TYPES = ("tcp", "ssl", "tls")
 
 _TOP_KEYS = frozenset({"version", "destinations"})
-_DEST_KEYS = frozenset({"endpoint", "tls", "message", "retry", "enabled"})
+_DEST_KEYS = frozenset({"endpoint", "tls", "message", "retry", "enabled", "fhir"})
+_FHIR_KEYS = frozenset({"base", "version"})
+# A FHIR base path: absolute, URL-safe characters only (it goes into the request line).
+_FHIR_BASE = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}$")
 _TLS_KEYS = frozenset({"certificate", "private_key", "ca"})
 _MESSAGE_KEYS = frozenset(
     {
@@ -131,8 +135,22 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FhirSettings:
+    """A FHIR server destination: Task and DetectedIssue resources POSTed as a transaction Bundle.
+
+    Attributes:
+        base: the server's base path on the endpoint (``/fhir``); the Bundle is POSTed there
+            over HTTP (``tcp:``) or HTTPS (``ssl:``/``tls:``).
+        version: FHIR version of the resources, ``R4`` or ``R5``.
+    """
+
+    base: str = "/fhir"
+    version: str = "R4"
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationSettings:
-    """One RIS (or engine) that receives routing messages."""
+    """One RIS (or engine) that receives routing messages, or a FHIR server (``fhir`` set)."""
 
     name: str
     endpoint: str
@@ -140,6 +158,7 @@ class DestinationSettings:
     retry: RetrySettings = RetrySettings()
     tls: TlsSettings | None = None
     enabled: bool = True
+    fhir: FhirSettings | None = None
 
 
 def load_destinations(path: str | Path) -> tuple[DestinationSettings, ...]:
@@ -201,7 +220,19 @@ def _destination(name: str, node: YamlMap, base_dir: Path) -> DestinationSetting
         retry=_retry(node.get_map("retry"), where),
         tls=tls,
         enabled=node.get_bool("enabled", True),
+        fhir=_fhir(node.get_map("fhir"), where) if "fhir" in node else None,
     )
+
+
+def _fhir(node: YamlMap, where: str) -> FhirSettings:
+    node.reject_unknown(_FHIR_KEYS, f"{where} fhir")
+    base = node.get_str("base", "/fhir").strip().rstrip("/") or "/"
+    if not _FHIR_BASE.match(base):
+        raise node.error("base", f"{where} fhir: 'base' must be a path starting with '/', e.g. /fhir")
+    version = node.get_str("version", "R4").strip().upper()
+    if version not in ("R4", "R5"):
+        raise node.error("version", f"{where} fhir: 'version' must be R4 or R5")
+    return FhirSettings(base=base, version=version)
 
 
 def _check_endpoint(endpoint: str, node: YamlMap) -> str:

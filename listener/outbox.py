@@ -12,12 +12,14 @@ updates; this module says *what* to do:
 * :func:`read_ack`: MSA-1, MSA-2 and the first ERR-3 code of an answer;
 * :func:`judge`: delivered, retry or dead letter for one attempt's result;
 * :func:`outbox_items`: the routing messages to store with a message (one per
-  routed report and destination), with stable decision and control ids.
+  routed report and destination), with stable decision and control ids; for a
+  FHIR destination the payload is a transaction Bundle (Task + DetectedIssues).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from listener.destinations import DestinationSettings, RetrySettings
+from listener.fhir.encode import push_bundle
 from listener.hl7v2.encode import build_routing_message, should_send
 from listener.hl7v2.segments import read_header, strip_envelope
 from listener.pipeline import ReportOutcome
@@ -214,8 +217,14 @@ def outbox_items(
             if not should_send(route, dest):
                 continue
             out_id = control_id_for(decision_id, dest.name)
-            payload = build_routing_message(
-                result.report, route, result.findings, dest, now=now, control_id=out_id, decision_id=decision_id
-            )
+            if dest.fhir is not None:
+                # A FHIR server: a transaction Bundle (Task + DetectedIssues), sent by listener.server.fhir_push.
+                bundle = push_bundle(result.report, route, result.findings, decision_id=decision_id,
+                                     authored_on=now, version=dest.fhir.version)
+                payload = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            else:
+                payload = build_routing_message(
+                    result.report, route, result.findings, dest, now=now, control_id=out_id, decision_id=decision_id
+                )
             items.append(OutboxItem(dest.name, result.report.accession, out_id, payload))
     return tuple(items)

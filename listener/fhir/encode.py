@@ -12,6 +12,7 @@ deployments that publish their CodeSystems pass their own ``base``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -233,3 +234,62 @@ def detected_issue_for(
     if finding.suggestion:
         issue["mitigation"] = [{"action": {"text": finding.suggestion}}]
     return _checked(version, issue)
+
+
+def _uuid_urn(name: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{BASE}/{name}')}"
+
+
+def push_bundle(
+    report: Report,
+    route: Route,
+    findings: Sequence[Finding],
+    *,
+    decision_id: str,
+    authored_on: datetime,
+    version: str = "R4",
+    base: str = BASE,
+) -> JSON:
+    """The transaction Bundle POSTed to a FHIR server for one routing decision.
+
+    One Task (the decision) and one DetectedIssue per finding, each a
+    conditional create (``ifNoneExist`` on an identifier derived from the
+    decision id): a retry after a lost answer, or the same decision sent twice,
+    creates nothing new at a conforming server. The Task and DetectedIssues
+    reference the report logically (by accession): the report itself lives at
+    the sender, not at that server.
+
+    Args:
+        report: the report.
+        route: its routing decision.
+        findings: its QA findings.
+        decision_id: the stable id of the decision (:func:`listener.outbox.decision_id_for`).
+        authored_on: when the decision was made.
+        version: "R4" or "R5".
+        base: the base URL of our CodeSystems and NamingSystems.
+
+    Returns:
+        The Bundle as JSON (validated, every entry too).
+    """
+    system = f"{base}/NamingSystem/decision"
+    task = task_for(report, route, authored_on=authored_on, version=version, base=base)
+    task.setdefault("identifier", []).insert(0, {"system": system, "value": decision_id})
+    entries = [("Task", decision_id, _checked(version, task))]
+    for n, finding in enumerate(findings, start=1):
+        issue = detected_issue_for(report, finding, identified=authored_on, version=version, base=base)
+        key = f"{decision_id}-{n}"
+        issue["identifier"] = [{"system": system, "value": key}]
+        entries.append(("DetectedIssue", key, _checked(version, issue)))
+    bundle: JSON = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": _uuid_urn(f"{kind}/{key}"),
+                "resource": resource,
+                "request": {"method": "POST", "url": kind, "ifNoneExist": f"identifier={system}|{key}"},
+            }
+            for kind, key, resource in entries
+        ],
+    }
+    return _checked(version, bundle)

@@ -40,12 +40,14 @@ from listener.fhir import models
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue, operation_outcome, outcome_for_error, outcome_for_routes
 from listener.fhir.resolve import JSON, o, objs, s, walk_entries
+from listener.destinations import DestinationSettings
 from listener.logs import keyed_hash
+from listener.outbox import outbox_items
 from listener.pipeline import Outcome, Pipeline, process_fhir
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.server.metrics import Metrics
 from listener.server.mllp import deferred_from_future
-from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
+from listener.store.base import MessageRecord, OutboxItem, ReportRecord, SaveResult, Store
 
 __all__ = [
     "FHIR_JSON",
@@ -174,6 +176,10 @@ class HttpIntake:
         metrics: counters to bump, or None.
         now: the clock (aware UTC).
         keep_raw: store raw bodies.
+        destinations: where routing messages go (the MLLP intake's list): an
+            accepted body's outbox rows are committed with it, as over MLLP.
+        on_outbox: called on the reactor thread after a commit that stored
+            outbox rows (wakes the outbound workers).
     """
 
     def __init__(
@@ -187,6 +193,8 @@ class HttpIntake:
         metrics: Metrics | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         keep_raw: bool = True,
+        destinations: Callable[[], Sequence[DestinationSettings]] = lambda: (),
+        on_outbox: Callable[[], object] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -196,6 +204,8 @@ class HttpIntake:
         self.metrics = metrics
         self.now = now
         self.keep_raw = keep_raw
+        self.destinations = destinations
+        self.on_outbox = on_outbox
         self.closing = False
         self.in_flight: set[defer.Deferred[HttpAnswer]] = set()
 
@@ -315,6 +325,18 @@ class HttpIntake:
             answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
             control_id = identity or by_body
             state = "processed"
+        outbox: tuple[OutboxItem, ...] = ()
+        destinations = tuple(self.destinations())
+        if state == "processed" and destinations:
+            # Routing messages are committed with the message, and only for a body we accept (DESIGN §8).
+            try:
+                outbox = outbox_items(outcome.reports, destinations, now=received, sender_application=client.name,
+                                      sender_facility=client.facility, control_id=control_id)
+            except Exception as exc:  # noqa: BLE001 - never answer 201 for a body whose routing cannot be queued
+                mlog.error("message_rejected", reason="internal_error", error_type=type(exc).__name__)
+                answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
+                control_id = self._control_id("fhir-error-", uuid.uuid4().bytes)
+                state = "rejected"
         error = outcome.error
         record = MessageRecord(
             control_id=control_id,
@@ -329,6 +351,7 @@ class HttpIntake:
             ack=answer.envelope(),
             error_code=error.hl7_code if error is not None else "",
             reports=_records(outcome, server_ids),
+            outbox=outbox,
         )
         fields = _log_fields(outcome, pipeline, self.hash_key)
         try:
@@ -346,6 +369,8 @@ class HttpIntake:
                 return first
             mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
                       duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            if record.outbox and self.on_outbox is not None:
+                self.on_outbox()
             self._count(outcome.feed, answer, started, outcome)
             return answer
 

@@ -13,16 +13,20 @@ import hashlib
 import http.client
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conformance.test_corpus_fhir import EXPECTED
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
+from tests.integration.ris import TestRis
 
 SAMPLES = REPO / "samples" / "fhir"
 FHIR = "application/fhir+json"
@@ -423,3 +427,172 @@ def test_patient_canary_absent_from_logs_and_refusals(daemon: RunningDaemon) -> 
     out = daemon.stdout() + daemon.stderr()
     assert CANARY not in out and CANARY.lower() not in out.lower()
     assert "message_processed" in out
+
+
+# ------------------------------------------------------------------ outbound
+
+
+class TestFhirServer:
+    """A FHIR server stand-in (threads): records each POST and answers with the next scripted status."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.script: list[int] = []
+        self.status = 200
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        """Listen on the port (again)."""
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with owner.lock:
+                    owner.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    status = owner.script.pop(0) if owner.script else owner.status
+                answer = json.dumps({"resourceType": "Bundle", "type": "transaction-response", "entry": []}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", FHIR)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def bundles(self) -> list[dict[str, Any]]:
+        """The Bundles received so far."""
+        with self.lock:
+            return [json.loads(body) for _, _, body in self.received]
+
+
+def _outbound_daemon(tmp_path: Path, destinations: str) -> RunningDaemon:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    (tmp_path / "destinations.yaml").write_text("version: 1\ndestinations:\n" + destinations, encoding="utf-8")
+    (tmp_path / "overread.yaml").write_text("destinations: destinations.yaml\n", encoding="utf-8")
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(tmp_path / "overread.yaml")))
+    daemon.start()
+    return daemon
+
+
+_SHORT_RETRY = "    retry: {max_attempts: 5, backoff_base_seconds: 0.2, backoff_max_seconds: 1, ack_timeout_seconds: 2}\n"
+
+
+def _outbox_rows(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir)],
+        capture_output=True, cwd=REPO, timeout=60, check=True,
+    )
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+def _wait(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(name="fhir_server")
+def fixture_fhir_server() -> Iterator[TestFhirServer]:
+    """A test FHIR server on a free port, not yet listening."""
+    server = TestFhirServer(free_port())
+    yield server
+    server.stop()
+
+
+def test_fhir_post_queues_routing_message_to_the_ris(tmp_path: Path) -> None:
+    """A DiagnosticReport accepted over HTTP gets its routing message queued with it and delivered to the RIS over MLLP, as an HL7 report does."""
+    ris = TestRis(free_port())
+    ris.start()
+    daemon = _outbound_daemon(tmp_path, f"  ris:\n    endpoint: {ris.endpoint}\n" + _SHORT_RETRY)
+    try:
+        assert daemon.http_port is not None
+        doc = json.loads((SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes())
+        assert post(daemon.http_port, json.dumps(doc).encode()).status == 201
+        _wait(lambda: len(ris.applied) == 1)
+        rows = _outbox_rows(daemon)
+        assert [r["state"] for r in rows] == ["delivered"]
+        message = ris.received[0][1].decode("utf-8", "replace")
+        assert message.startswith("MSH|") and "|ORM^O01" in message
+    finally:
+        daemon.stop()
+        ris.stop()
+
+
+def test_decisions_pushed_to_fhir_server_with_retry(tmp_path: Path, fhir_server: TestFhirServer) -> None:
+    """A FHIR destination gets a transaction Bundle (Task + one DetectedIssue per finding, conditional creates); refused connections back off without charging the row, a 503 is retried and the same Bundle is delivered."""
+    daemon = _outbound_daemon(
+        tmp_path, f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{base: /fhir/r4}}\n" + _SHORT_RETRY
+    )
+    try:
+        assert daemon.http_port is not None
+        port = daemon.http_port
+        created = post(port, (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes())
+        assert created.status == 201
+        # Nobody listens yet: connection attempts back off and the row keeps zero attempts.
+        _wait(lambda: any(line.get("reason") == "connect_failed" for line in daemon.log_lines()))
+        rows = _outbox_rows(daemon)
+        assert [(r["destination"], r["state"], r["attempts"]) for r in rows] == [("fhir-hub", "pending", 0)]
+        fhir_server.script = [503]
+        fhir_server.start()
+        _wait(lambda: _outbox_rows(daemon)[0]["state"] == "delivered")
+        assert _outbox_rows(daemon)[0]["attempts"] == 2
+        first, second = fhir_server.bundles()
+        assert first == second  # the retry sends the same Bundle: same conditional-create keys
+        path, headers, _ = fhir_server.received[0]
+        assert path == "/fhir/r4" and headers["content-type"].startswith("application/fhir+json")
+        assert first["resourceType"] == "Bundle" and first["type"] == "transaction"
+        resources = [e["resource"] for e in first["entry"]]
+        assert all(e["request"]["method"] == "POST" and e["request"]["ifNoneExist"].startswith("identifier=") for e in first["entry"])
+        task = resources[0]
+        served = call(port, "GET", "/fhir/Task?status=requested").json()["entry"][0]["resource"]
+        for key in ("status", "intent", "priority", "code", "owner", "businessStatus", "input"):
+            assert task.get(key) == served.get(key), key
+        pushed = sorted(r["code"]["coding"][0]["code"] for r in resources[1:])
+        location = created.headers["location"].removeprefix("/fhir/")
+        served_issues = call(port, "GET", f"/fhir/DetectedIssue?implicated={location}").json()["entry"]
+        assert pushed == sorted(e["resource"]["code"]["coding"][0]["code"] for e in served_issues)
+        assert "communication.critical_not_communicated" in pushed
+        assert all(r["resourceType"] == "DetectedIssue" for r in resources[1:])
+    finally:
+        daemon.stop()
+
+
+def test_fhir_server_rejection_is_dead_lettered(tmp_path: Path, fhir_server: TestFhirServer) -> None:
+    """A 4xx answer (422) from the FHIR server dead-letters the row with the status as its error; the next decision is still sent."""
+    fhir_server.status = 422
+    fhir_server.start()
+    daemon = _outbound_daemon(
+        tmp_path, f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{version: R5}}\n" + _SHORT_RETRY
+    )
+    try:
+        assert daemon.http_port is not None
+        assert post(daemon.http_port, (SAMPLES / "xr-chest-2v-normal.json").read_bytes()).status == 201
+        _wait(lambda: _outbox_rows(daemon)[0]["state"] == "dead")
+        row = _outbox_rows(daemon)[0]
+        assert row["attempts"] == 1 and "422" in row["last_error"]
+        assert fhir_server.received[0][0] == "/fhir"
+        fhir_server.status = 201
+        assert post(daemon.http_port, (SAMPLES / "ct-head-critical-sdh-communicated.json").read_bytes()).status == 201
+        _wait(lambda: sorted(r["state"] for r in _outbox_rows(daemon)) == ["dead", "delivered"])
+    finally:
+        daemon.stop()

@@ -13,6 +13,7 @@ from listener.fhir.encode import (
     operation_outcome,
     outcome_for_error,
     outcome_for_routes,
+    push_bundle,
     task_for,
 )
 from listener.fhir.models import model_class
@@ -112,3 +113,27 @@ def test_empty_outcome_is_still_valid() -> None:
     """An OperationOutcome needs at least one issue; an empty list gets an informational one."""
     _valid("R4", operation_outcome([]))
     _valid("R4", operation_outcome([Issue("warning", "processing", "w")]))
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_push_bundle_is_a_transaction_of_conditional_creates(version: str) -> None:
+    """push_bundle: one Task then one DetectedIssue per finding, each a conditional create keyed by the decision id, valid in the version, the same for the same decision."""
+    second = Finding(rule="completeness.placeholder", severity=Severity.WARNING, message="placeholder left in")
+    bundle = push_bundle(REPORT, ROUTE, (FINDING, second), decision_id="D1", authored_on=NOW, version=version)
+    _valid(version, bundle)
+    assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "transaction")
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds == ["Task", "DetectedIssue", "DetectedIssue"]
+    conditions = [e["request"]["ifNoneExist"] for e in bundle["entry"]]
+    system = "https://overread.invalid/fhir/NamingSystem/decision"
+    assert conditions == [f"identifier={system}|D1", f"identifier={system}|D1-1", f"identifier={system}|D1-2"]
+    assert all(e["request"] == {"method": "POST", "url": k, "ifNoneExist": c}
+               for e, k, c in zip(bundle["entry"], kinds, conditions))
+    task = bundle["entry"][0]["resource"]
+    assert task["identifier"][0] == {"system": system, "value": "D1"}
+    assert task["focus"]["identifier"]["value"] == "A1"  # logical: the report is not on that server
+    assert [e["resource"]["severity"] for e in bundle["entry"][1:]] == ["high", "moderate"]
+    assert len({e["fullUrl"] for e in bundle["entry"]}) == 3
+    assert push_bundle(REPORT, ROUTE, (FINDING, second), decision_id="D1", authored_on=NOW, version=version) == bundle
+    other = push_bundle(REPORT, ROUTE, (FINDING,), decision_id="D2", authored_on=NOW, version=version)
+    assert other["entry"][0]["fullUrl"] != bundle["entry"][0]["fullUrl"]
