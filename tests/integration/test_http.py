@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ import pytest
 from tests.conformance.test_corpus_fhir import EXPECTED
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
 from tests.integration.ris import TestRis
+from tests.integration.test_tls import fixture_pki  # noqa: F401 - the pki fixture (CA, server, clients)
 
 SAMPLES = REPO / "samples" / "fhir"
 FHIR = "application/fhir+json"
@@ -596,3 +598,58 @@ def test_fhir_server_rejection_is_dead_lettered(tmp_path: Path, fhir_server: Tes
         _wait(lambda: sorted(r["state"] for r in _outbox_rows(daemon)) == ["dead", "delivered"])
     finally:
         daemon.stop()
+
+
+# ---------------------------------------------------------------------- TLS
+
+
+def test_https_with_mutual_tls_refuses_clients_without_a_ca_certificate(tmp_path: Path, pki: Path) -> None:
+    """On an ssl: HTTP endpoint a client with a certificate from tls_client_ca gets 201; no certificate or a self-signed one is refused at the handshake, and nothing is stored for it."""
+    port = free_port()
+    config = tmp_path / "overread.yaml"
+    config.write_text(
+        f"tls_certificate: {pki / 'server.crt'}\ntls_private_key: {pki / 'server.key'}\ntls_client_ca: {pki / 'ca.crt'}\n"
+    )
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs",
+                           extra=("--config", str(config), "--http", f"ssl:{port}:interface=127.0.0.1"))
+    daemon.start()
+    try:
+        _wait(lambda: _accepts(port))
+        body = (SAMPLES / "xr-chest-2v-normal.json").read_bytes()
+
+        def https_post(who: str | None) -> int:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=_tls_client(pki, who))
+            conn.request("POST", "/fhir/DiagnosticReport", body=body, headers={"Content-Type": FHIR, "Host": "localhost"})
+            try:
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        for who in (None, "stranger"):
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                https_post(who)
+        assert daemon.messages() == []
+        assert https_post("ris-1") == 201
+        assert len(daemon.messages()) == 1
+        # Plain HTTP on the TLS port gets no FHIR answer.
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            call(port, "POST", "/fhir/DiagnosticReport", body)
+    finally:
+        assert daemon.stop() == 0
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tls_client(pki: Path, who: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.check_hostname = False  # the server certificate names localhost; we connect to 127.0.0.1
+    if who:
+        context.load_cert_chain(str(pki / f"{who}.crt"), str(pki / f"{who}.key"))
+    return context
