@@ -183,3 +183,41 @@ def test_back_to_back_copies_are_processed_once(daemon: RunningDaemon, oru: byte
     duplicates = [line["reason"] for line in lines if line["event"] == "message_duplicate"]
     # "store_race" would mean a copy went through the pipeline and reached the save.
     assert len(duplicates) == 4 and set(duplicates) <= {"in_flight", "stored"}
+
+
+def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> None:
+    """A feed whose mapping lists ADT^A08 under `messages.ignore` gets AA (stored `ignored`);
+    the same ADT^A08 from a sender on the default feed gets AR with ERR 200; a feed that
+    accepts only ORU^R01 refuses the wrong event (ORU^R02) with ERR 201."""
+    import shutil
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", mappings)
+    (mappings / "feeds" / "adtsender.yaml").write_text(
+        'match:\n  sending_application: ["ADTSENDER"]\nmessages:\n  accept: ["ORU^R01"]\n  ignore: ["ADT^A08"]\n')
+    config = tmp_path / "overread.yaml"
+    config.write_text(f"mappings: {mappings}\npolicies: {REPO / 'policies'}\n")
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(config)))
+    daemon.start()
+
+    def variant(app: str, message_type: str, control_id: str) -> bytes:
+        fields = with_control_id(oru, control_id).split(b"\r", 1)
+        msh = fields[0].split(b"|")
+        msh[2], msh[8] = app.encode(), message_type.encode()
+        return b"|".join(msh) + b"\r" + fields[1]
+
+    try:
+        conn = MllpConnection(daemon.address)
+        ignored = conn.request(variant("ADTSENDER", "ADT^A08", "T1"))
+        rejected = conn.request(variant("OTHERRIS", "ADT^A08", "T2"))
+        wrong_event = conn.request(variant("ADTSENDER", "ORU^R02", "T3"))
+        conn.close()
+        assert msa(ignored) == ("AA", "T1") and b"\rERR" not in ignored
+        assert msa(rejected) == ("AR", "T2") and b"|200^" in rejected and b"MSH^1^9" in rejected
+        assert msa(wrong_event) == ("AR", "T3") and b"|201^" in wrong_event
+        stored = {m["message_id"]: (m["state"], m["feed"]) for m in daemon.messages()}
+        assert stored["T1"] == ("ignored", "adtsender")
+        assert stored["T2"][0] == stored["T3"][0] == "rejected"
+    finally:
+        assert daemon.stop() == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.integration.conftest import MllpConnection, RunningDaemon, msa, with_control_id
 
 CONNECTIONS = 4
-PER_CONNECTION = 500
+PER_CONNECTION = 1250  # 5,000 messages in all
 WINDOW = 16
 
 
@@ -39,7 +39,7 @@ def _flood(address: tuple[str, int], oru: bytes, conn_no: int, acked: list[str],
 
 
 def test_kill_9_during_flood_loses_no_acked_message(tmp_path: Path, oru: bytes) -> None:
-    """4 connections send 2,000 messages; SIGKILL at a random moment; after a restart
+    """4 connections send 5,000 messages; SIGKILL at a random moment; after a restart
     every control id that got AA is listed by `overread messages`, and none twice."""
     (tmp_path / "logs").mkdir()
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs")
@@ -75,37 +75,69 @@ def test_kill_9_during_flood_loses_no_acked_message(tmp_path: Path, oru: bytes) 
 MARKER = "QZXCANARY"
 
 
-def _canary(oru: bytes, control_id: str, bad_date: bool) -> bytes:
-    segments = oru.split(b"\r")
+def _set(fields: list[bytes], n: int, value: str) -> None:
+    fields += [b""] * (n + 1 - len(fields))
+    fields[n] = value.encode()
+
+
+def _canary(oru: bytes, control_id: str, *, no_patient_id: bool = False, version: str = "2.7",
+            message_type: str = "ORU^R01") -> bytes:
+    """``oru`` with the marker in every patient field: every PID field (names, ids, address,
+    phones, SSN, ...), the visit, diagnoses, order and accession numbers, clinical info,
+    reason for study, OBX report text and the people named in OBX-16."""
     out = []
-    for seg in segments:
+    for seg in oru.split(b"\r"):
         fields = seg.split(b"|")
-        if seg.startswith(b"PID"):
-            fields[3] = f"{MARKER}MRN^^^ABC^MR".encode()
-            fields[5] = f"{MARKER}NAME^{MARKER}GIVEN".encode()
-            fields[7] = (f"{MARKER}19" if bad_date else "19470205").encode()
-            fields[11] = f"{MARKER} STREET^^CITY".encode()
+        if seg.startswith(b"MSH"):
+            _set(fields, 8, message_type)
+            _set(fields, 11, version)
+        elif seg.startswith(b"PID"):
+            for n in range(2, 31):
+                _set(fields, n, f"{MARKER}{n}")
+            _set(fields, 3, f"{MARKER}MRN^^^ABC^MR")
+            _set(fields, 5, f"{MARKER}NAME^{MARKER}GIVEN")
+            _set(fields, 7, "19470205")
+            _set(fields, 8, "F")
+            if no_patient_id:  # a content error (AE 101) in a message full of patient data
+                for n in (2, 3, 4):
+                    _set(fields, n, "")
+        elif seg.startswith(b"PV1"):
+            _set(fields, 7, f"D1^{MARKER}DOC")
+            _set(fields, 19, f"{MARKER}VISIT")
+        elif seg.startswith(b"DG1"):
+            _set(fields, 4, f"{MARKER} diagnosis")
+        elif seg.startswith(b"OBR"):
+            _set(fields, 2, f"{MARKER}PLACER")
+            _set(fields, 3, f"{MARKER}ACC")
+            _set(fields, 13, f"{MARKER} clinical info")
+            _set(fields, 31, f"^{MARKER} reason")
         elif seg.startswith(b"OBX") and len(fields) > 5:
-            fields[5] = f"Report text {MARKER} findings".encode()
+            _set(fields, 5, f"Report text {MARKER} findings")
+            _set(fields, 16, f"T1^{MARKER}READER")
         out.append(b"|".join(fields))
     return with_control_id(b"\r".join(out), control_id)
 
 
 def test_canary_marker_never_reaches_logs_or_nacks(daemon: RunningDaemon, oru: bytes) -> None:
-    """Markers in PID-3/5/7/11 and OBX-5 appear in no log line (stdout, stderr) and no ACK/NACK."""
+    """Markers in every patient field appear in no log line (stdout, stderr) and no ACK/NACK:
+    accepted (AA), content errors in v2.7 (ERR) and v2.3 (MSA-3 text and ERR-1),
+    an unsupported type carrying patient data (AR 200), a duplicate, and garbage."""
     conn = MllpConnection(daemon.address)
     answers = [
-        conn.request(_canary(oru, "CAN1", bad_date=False)),
-        conn.request(_canary(oru, "CAN2", bad_date=True)),
-        conn.request(_canary(oru, "CAN1", bad_date=False)),  # duplicate
+        conn.request(_canary(oru, "CAN1")),
+        conn.request(_canary(oru, "CAN2", no_patient_id=True)),
+        conn.request(_canary(oru, "CAN3", no_patient_id=True, version="2.3")),
+        conn.request(_canary(oru, "CAN4", message_type="ADT^A08")),
+        conn.request(_canary(oru, "CAN1")),  # duplicate
         conn.request(MARKER.encode() + b"|garbage\r"),  # no MSH: garbage NACK
     ]
     conn.close()
     for ack in answers:
         assert MARKER.encode() not in ack
-    assert msa(answers[0])[0] == "AA"
-    time.sleep(0.3)
-    daemon.stop()
+    assert [msa(a)[0] for a in answers] == ["AA", "AE", "AE", "AR", "AA", "AE"]
+    msa_3 = [seg for seg in answers[2].split(b"\r") if seg.startswith(b"MSA")][0].split(b"|")
+    assert len(msa_3) > 3 and msa_3[3], "a v2.3 NACK carries its text in MSA-3"
+    assert daemon.stop() == 0
     assert MARKER not in daemon.stdout()
     assert MARKER not in daemon.stderr()
     assert any(line["event"] == "message_processed" for line in daemon.log_lines())
