@@ -448,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "outbox":
             from listener.outbox_cli import cmd_outbox
 
-            return cmd_outbox(args, daemon_config(args, config).state_dir, sys.stdout)
+            daemon = daemon_config(args, config)
+            return cmd_outbox(args, daemon.state_dir, sys.stdout, destinations_file=daemon.destinations_file)
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR

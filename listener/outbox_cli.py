@@ -4,8 +4,15 @@ Layer: CLI (I/O for users). It opens the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: the daemon's worker sees revived
 rows at its next poll, within seconds).
 
-Exit status: 0 done; 1 some of the given ids were not changed (unknown, not
-dead, or superseded by a later delivered decision); 2 usage error or no store.
+Conventions (DESIGN §7): ``--config F`` (its ``state_dir`` and destinations)
+and ``--state-dir DIR`` (wins over the config); ``--format text`` (default, for
+people) or ``--format json`` (``list``: JSON Lines, one object per row;
+``retry``/``purge``: one object). Errors go to stderr as ``overread outbox
+COMMAND: what is wrong``.
+
+Exit status: 0 done; 1 some of the rows asked for were not changed (unknown,
+not dead, or superseded by a later delivered decision), the others were;
+2 usage error, unknown destination, or no store.
 """
 
 from __future__ import annotations
@@ -13,105 +20,171 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from listener.errors import StoreError
+from listener.errors import ConfigError, StoreError
 from listener.store.base import OUTBOX_STATES, OutboxRow, Store
 
-__all__ = ["add_outbox_parser", "cmd_outbox", "row_dict"]
+__all__ = ["add_outbox_parser", "cmd_outbox", "parse_time", "row_dict"]
 
 _EXIT_OK = 0
 _EXIT_PARTIAL = 1
 _EXIT_ERROR = 2
 
+_EPILOG = (
+    "exit status: 0 done; 1 some rows asked for were not changed (the others were); "
+    "2 usage error, unknown destination or no store"
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
 
 def add_outbox_parser(sub: Any) -> None:
     """Add ``outbox`` and its ``list``, ``retry`` and ``purge`` commands to ``sub``."""
-    outbox = sub.add_parser("outbox", help="list, retry or purge routing messages waiting for the RIS")
+    outbox = sub.add_parser("outbox", help="list, retry or purge routing messages waiting for the RIS", epilog=_EPILOG)
     actions = outbox.add_subparsers(dest="outbox_command", required=True, metavar="list|retry|purge")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
-        p.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+        p.add_argument("--config", metavar="F", help="daemon config file (its state_dir and destinations are used)")
+        p.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var; wins over --config)")
+        p.add_argument("--format", choices=("text", "json"), default="text",
+                       help="text for people (default) or json (list: one object per line)")
 
-    ls = actions.add_parser("list", help="list outbox rows (oldest first)")
+    ls = actions.add_parser("list", help="list outbox rows (oldest first)", epilog=_EPILOG)
     common(ls)
     ls.add_argument("--state", choices=OUTBOX_STATES, help="only rows in this state")
     ls.add_argument("--destination", metavar="NAME", help="only rows for this destination")
-    ls.add_argument("--limit", type=int, metavar="N", help="at most N rows")
-    ls.add_argument("--format", choices=("text", "json"), default="text")
+    ls.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
 
-    retry = actions.add_parser("retry", help="send dead-lettered rows again (attempts reset, due now)")
+    retry = actions.add_parser(
+        "retry", epilog=_EPILOG,
+        help="send dead-lettered rows again (attempts reset to 0, due now; same MSH-10)",
+    )
     common(retry)
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead rows to revive")
-    retry.add_argument("--all-dead", action="store_true", help="revive every dead row")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead rows to revive (ids from `outbox list`)")
+    retry.add_argument("--all-dead", action="store_true", help="revive every dead row (of --destination, if given)")
+    retry.add_argument("--destination", metavar="NAME", help="with --all-dead: only this destination's dead rows")
     retry.add_argument("--force", action="store_true",
                        help="also revive rows a later delivered decision for the same accession supersedes")
 
-    purge = actions.add_parser("purge", help="delete delivered rows before a time and/or the given dead rows")
+    purge = actions.add_parser(
+        "purge", epilog=_EPILOG,
+        help="delete delivered rows delivered before a time, and/or the given dead rows (pending rows never)",
+    )
     common(purge)
     purge.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead rows to delete")
-    purge.add_argument("--delivered-before", metavar="TIME",
-                       help="delete rows delivered before this ISO 8601 time (or a number of days ago, e.g. 30d)")
+    purge.add_argument("--delivered-before", metavar="WHEN",
+                       help="delete rows delivered before this time: ISO 8601 with an offset "
+                            "(2026-03-01T00:00:00Z) or a number of days ago (30d)")
+    purge.add_argument("--destination", metavar="NAME", help="with --delivered-before: only this destination's rows")
 
 
-def cmd_outbox(args: argparse.Namespace, state_dir: Path, out: TextIO, *, now: datetime | None = None) -> int:
-    """Run one ``outbox`` command against the store in ``state_dir``."""
+def cmd_outbox(
+    args: argparse.Namespace,
+    state_dir: Path,
+    out: TextIO,
+    *,
+    now: datetime | None = None,
+    destinations_file: Path | None = None,
+) -> int:
+    """Run one ``outbox`` command against the store in ``state_dir``.
+
+    Args:
+        args: the parsed command line.
+        state_dir: where the store lives.
+        out: where results go (stdout).
+        now: the time (aware UTC; default: now).
+        destinations_file: the config's destinations file: a ``--destination``
+            that neither it nor the outbox knows is refused.
+    """
     from listener.store.sqlite import DB_FILENAME, SQLiteStore
 
+    command = args.outbox_command
+    prog = f"overread outbox {command}"
     now = now or datetime.now(timezone.utc)
-    if args.outbox_command == "retry" and bool(args.ids) == bool(args.all_dead):
-        sys.stderr.write("overread outbox retry: give dead row ids or --all-dead (not both)\n")
+    problem = _usage_problem(args)
+    if problem:
+        sys.stderr.write(f"{prog}: {problem}\n")
         return _EXIT_ERROR
     before: datetime | None = None
-    if args.outbox_command == "purge":
-        if not args.ids and not args.delivered_before:
-            sys.stderr.write("overread outbox purge: give --delivered-before and/or dead row ids\n")
+    if command == "purge" and args.delivered_before:
+        try:
+            before = parse_time(args.delivered_before, now)
+        except ValueError:
+            sys.stderr.write(
+                f"{prog}: --delivered-before {args.delivered_before!r} is neither ISO 8601 with an offset"
+                " (2026-03-01T00:00:00Z) nor a number of days (30d)\n"
+            )
             return _EXIT_ERROR
-        if args.delivered_before:
-            try:
-                before = parse_time(args.delivered_before, now)
-            except ValueError:
-                sys.stderr.write("overread outbox purge: --delivered-before must be ISO 8601 (with offset) or Nd\n")
-                return _EXIT_ERROR
     if not (Path(state_dir) / DB_FILENAME).is_file():
-        sys.stderr.write(f"overread outbox: no store in {state_dir}\n")
+        sys.stderr.write(f"{prog}: no store in {state_dir} (give --state-dir or --config)\n")
         return _EXIT_ERROR
     try:
         store = SQLiteStore.in_state_dir(state_dir)
     except StoreError as exc:
-        sys.stderr.write(f"overread outbox: {exc}\n")
+        sys.stderr.write(f"{prog}: {exc}\n")
         return _EXIT_ERROR
     try:
-        if args.outbox_command == "list":
+        destination = getattr(args, "destination", None)
+        if destination is not None:
+            unknown = _unknown_destination(store, destination, destinations_file)
+            if unknown:
+                sys.stderr.write(f"{prog}: {unknown}\n")
+                return _EXIT_ERROR
+        if command == "list":
             return _list(store, args, out)
-        if args.outbox_command == "retry":
-            revived = store.outbox_retry(None if args.all_dead else args.ids, now, force=args.force)
-            out.write(json.dumps({"revived": list(revived)}) + "\n")
-            skipped = sorted(set(args.ids) - set(revived))
-            if skipped:
-                sys.stderr.write(f"overread outbox retry: not revived (unknown, not dead or superseded): {skipped}\n")
-                return _EXIT_PARTIAL
-            return _EXIT_OK
-        dead_ids = list(args.ids)
-        if dead_ids:
-            dead = {r.id for r in store.outbox_list("dead")}
-            not_dead = sorted(set(dead_ids) - dead)
-        else:
-            not_dead = []
-        count = store.outbox_purge(delivered_before=before, dead_ids=dead_ids)
-        out.write(json.dumps({"purged": count}) + "\n")
-        if not_dead:
-            sys.stderr.write(f"overread outbox purge: not dead rows, kept: {not_dead}\n")
-            return _EXIT_PARTIAL
-        return _EXIT_OK
+        if command == "retry":
+            return _retry(store, args, out, now)
+        return _purge(store, args, out, before)
     except StoreError as exc:
-        sys.stderr.write(f"overread outbox: {exc}\n")
+        sys.stderr.write(f"{prog}: {exc}\n")
         return _EXIT_ERROR
     finally:
         store.close()
+
+
+def _usage_problem(args: argparse.Namespace) -> str:
+    """What is wrong with a combination of options ("" when nothing)."""
+    if args.outbox_command == "retry":
+        if bool(args.ids) == bool(args.all_dead):
+            return "give dead row ids or --all-dead (not both)"
+        if args.destination is not None and not args.all_dead:
+            return "--destination goes with --all-dead (ids already name their rows)"
+    if args.outbox_command == "purge":
+        if not args.ids and not args.delivered_before:
+            return "give --delivered-before WHEN (e.g. 30d) and/or dead row ids"
+        if args.destination is not None and not args.delivered_before:
+            return "--destination goes with --delivered-before (ids already name their rows)"
+    return ""
+
+
+def _unknown_destination(store: Store, name: str, destinations_file: Path | None) -> str:
+    """An error text when ``name`` is neither configured nor in the outbox ("" when known)."""
+    in_outbox = {r.destination for r in store.outbox_list()}
+    configured: set[str] = set()
+    if destinations_file is not None:
+        from listener.destinations import load_destinations
+
+        try:
+            configured = {d.name for d in load_destinations(destinations_file)}
+        except ConfigError:
+            configured = set()  # the daemon reports a broken file; the outbox is still usable
+    if name in in_outbox or name in configured:
+        return ""
+    known = ", ".join(sorted(in_outbox | configured)) or "none"
+    return f"unknown destination {name!r} (known: {known})"
 
 
 def parse_time(text: str, now: datetime) -> datetime:
@@ -151,11 +224,73 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         for row in rows:
             out.write(json.dumps(row_dict(row), ensure_ascii=False) + "\n")
         return _EXIT_OK
-    out.write(f"{'ID':>6}  {'DESTINATION':<14} {'STATE':<9} {'TRIES':>5}  {'NEXT ATTEMPT / DELIVERED':<26} {'CONTROL ID':<20}  LAST ERROR\n")
+    if not rows:
+        out.write("no outbox rows" + _filters(args) + "\n")
+        return _EXIT_OK
+    out.write(f"{'ID':>6}  {'DESTINATION':<14} {'ACCESSION':<16} {'STATE':<9} {'TRIES':>5}  "
+              f"{'NEXT ATTEMPT / DELIVERED':<25}  {'CONTROL ID':<20}  LAST ERROR\n")
     for row in rows:
-        when = row.delivered_at if row.delivered_at is not None else row.next_attempt_at
-        out.write(
-            f"{row.id:>6}  {row.destination:<14} {row.state:<9} {row.attempts:>5}  "
-            f"{when.isoformat(timespec='seconds'):<26} {row.control_id:<20}  {row.last_error}\n"
-        )
+        when = {"delivered": row.delivered_at, "pending": row.next_attempt_at}.get(row.state)
+        shown = when.astimezone(timezone.utc).isoformat(timespec="seconds") if when is not None else "-"
+        line = (f"{row.id:>6}  {row.destination:<14} {row.accession:<16} {row.state:<9} {row.attempts:>5}  "
+                f"{shown:<25}  {row.control_id:<20}  {row.last_error}")
+        out.write(line.rstrip() + "\n")
+    counts: Counter[str] = Counter(row.state for row in rows)
+    summary = ", ".join(f"{counts[state]} {state}" for state in OUTBOX_STATES if counts[state])
+    out.write(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{_filters(args)}: {summary}\n")
     return _EXIT_OK
+
+
+def _filters(args: argparse.Namespace) -> str:
+    parts = [f"{key} {value}" for key, value in (("state", args.state), ("destination", args.destination)) if value]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _why_not(rows: dict[int, OutboxRow], ids: Sequence[int], wanted: str) -> list[dict[str, Any]]:
+    """Why each of ``ids`` was left alone: unknown, in another state, or superseded."""
+    reasons = []
+    for row_id in ids:
+        row = rows.get(row_id)
+        if row is None:
+            reason = "unknown id"
+        elif row.state != wanted:
+            reason = f"not dead ({row.state})"
+        else:
+            reason = "superseded by a later delivered decision for the same accession (--force sends it anyway)"
+        reasons.append({"id": row_id, "reason": reason})
+    return reasons
+
+
+def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
+    before = {r.id: r for r in store.outbox_list()}
+    if args.all_dead:
+        wanted = [r.id for r in before.values() if r.state == "dead" and args.destination in (None, r.destination)]
+    else:
+        wanted = list(dict.fromkeys(args.ids))
+    revived = store.outbox_retry(wanted, now, force=args.force) if wanted else ()
+    kept = _why_not(before, [i for i in wanted if i not in set(revived)], "dead")
+    if args.format == "json":
+        out.write(json.dumps({"revived": list(revived), "not_revived": kept}) + "\n")
+    else:
+        if revived:
+            out.write(f"revived {len(revived)} row{'s' if len(revived) != 1 else ''}: {', '.join(map(str, revived))}"
+                      " (sent again at the daemon's next poll, same MSH-10)\n")
+        else:
+            out.write("nothing revived\n")
+    for item in kept:
+        sys.stderr.write(f"overread outbox retry: row {item['id']} not revived: {item['reason']}\n")
+    return _EXIT_PARTIAL if kept else _EXIT_OK
+
+
+def _purge(store: Store, args: argparse.Namespace, out: TextIO, before: datetime | None) -> int:
+    rows = {r.id: r for r in store.outbox_list()}
+    dead_ids = list(dict.fromkeys(args.ids))
+    kept = _why_not(rows, [i for i in dead_ids if i not in rows or rows[i].state != "dead"], "dead")
+    count = store.outbox_purge(delivered_before=before, dead_ids=dead_ids, destination=args.destination)
+    if args.format == "json":
+        out.write(json.dumps({"purged": count, "not_purged": kept}) + "\n")
+    else:
+        out.write(f"purged {count} row{'s' if count != 1 else ''}\n")
+    for item in kept:
+        sys.stderr.write(f"overread outbox purge: row {item['id']} kept: {item['reason']}\n")
+    return _EXIT_PARTIAL if kept else _EXIT_OK

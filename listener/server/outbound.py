@@ -48,7 +48,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from listener.destinations import DestinationSettings
 from listener.errors import FramingError, StoreError
@@ -417,12 +417,18 @@ class OutboundWorker:
 # ------------------------------------------------------------------ endpoints
 
 
-class _DaemonThreadPool(ThreadPool):
-    """A thread pool whose threads never hold up the process exit (a hung getaddrinfo)."""
+class _DaemonThread(threading.Thread):
+    """A thread that never holds up the process exit (a hung getaddrinfo)."""
 
-    @staticmethod
-    def threadFactory(*args: Any, **kwargs: Any) -> threading.Thread:  # noqa: N802 - Twisted API
-        return threading.Thread(*args, daemon=True, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _DaemonThreadPool(ThreadPool):
+    """A thread pool whose threads never hold up the process exit."""
+
+    threadFactory = _DaemonThread  # noqa: N815 - Twisted API
 
 
 @implementer(IReactorPluggableNameResolver)
@@ -450,7 +456,8 @@ def own_resolver(reactor: Any, name: str) -> IHostnameResolver:
     """
     pool = _DaemonThreadPool(minthreads=0, maxthreads=1, name=f"overread-dns-{name}")
     pool.start()
-    return GAIResolver(reactor, getThreadPool=lambda: pool)
+    resolver: Any = GAIResolver(reactor, getThreadPool=lambda: pool)  # an IHostnameResolver (zope: untyped)
+    return resolver  # type: ignore[no-any-return]
 
 
 def client_endpoint(reactor: Any, settings: DestinationSettings, resolver: IHostnameResolver | None = None) -> Any:
@@ -481,7 +488,7 @@ def client_endpoint(reactor: Any, settings: DestinationSettings, resolver: IHost
         key = Path(settings.tls.private_key).read_bytes()
         client = PrivateCertificate.loadPEM(cert + b"\n" + key)  # type: ignore[no-untyped-call]
         if settings.tls.ca:
-            trust = Certificate.loadPEM(Path(settings.tls.ca).read_bytes())  # type: ignore[no-untyped-call]
+            trust = Certificate.loadPEM(Path(settings.tls.ca).read_bytes())
     options = optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
     return wrapClientTLS(options, tcp)
 

@@ -312,9 +312,10 @@ class Store(Protocol):
         ...
 
     def outbox_purge(
-        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = ()
+        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (),
+        destination: str | None = None,
     ) -> int:
-        """Delete delivered rows older than a time and the given dead rows; return the count."""
+        """Delete delivered rows older than a time (of one destination) and the given dead rows; return the count."""
         ...
 
     def outbox_stats(self, now: datetime) -> OutboxStats:

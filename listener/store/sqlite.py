@@ -454,13 +454,19 @@ class SQLiteStore:
         return self._write("retrying the outbox", retry)
 
     def outbox_purge(
-        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = ()
+        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (),
+        destination: str | None = None,
     ) -> int:
         """Delete delivered rows delivered before a time, and the given dead rows.
 
         Pending rows are never deleted. Purge delivered rows only once the dead
         rows of the same accessions are settled: the superseded check of
         :meth:`outbox_retry` looks for later delivered rows.
+
+        Args:
+            delivered_before: delete delivered rows delivered before this time.
+            dead_ids: dead rows to delete (other ids are left alone).
+            destination: only delivered rows of this destination (None: all).
 
         Returns:
             How many rows were deleted.
@@ -474,7 +480,9 @@ class SQLiteStore:
             count = 0
             if before is not None:
                 count += conn.execute(
-                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?", (before,)
+                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?1"
+                    " AND (?2 IS NULL OR destination = ?2)",
+                    (before, destination),
                 ).rowcount
             count += conn.execute(
                 "DELETE FROM outbox WHERE state = 'dead'"

@@ -1,12 +1,15 @@
 """End to end: the real daemon sends routing messages to a test RIS (tests/integration/ris.py).
 
 Short retry settings (0.2 s base, 1 s cap, 1-2 s ACK timeout) keep each test to
-seconds; the daemon's poll interval is its default.
+seconds; the daemon's poll interval is its default. The two-minute outage test
+is marked slow (it takes about 2.5 minutes).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +23,10 @@ from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free
 from tests.integration.ris import TestRis
 
 
-def write_config(tmp_path: Path, ris_port: int, *, ack_timeout: float = 1.0, max_attempts: int = 5) -> Path:
+def write_config(
+    tmp_path: Path, ris_port: int, *, ack_timeout: float = 1.0, max_attempts: int = 5,
+    backoff_base: float = 0.2, backoff_max: float = 1.0,
+) -> Path:
     """A daemon config whose one destination is the test RIS, with short retries."""
     dest = tmp_path / "destinations.yaml"
     dest.write_text(
@@ -29,7 +35,7 @@ def write_config(tmp_path: Path, ris_port: int, *, ack_timeout: float = 1.0, max
         "  ris:\n"
         f"    endpoint: tcp:host=127.0.0.1:port={ris_port}\n"
         "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
-        f"    retry: {{max_attempts: {max_attempts}, backoff_base_seconds: 0.2, backoff_max_seconds: 1,"
+        f"    retry: {{max_attempts: {max_attempts}, backoff_base_seconds: {backoff_base}, backoff_max_seconds: {backoff_max},"
         f" ack_timeout_seconds: {ack_timeout}, on_reject: dead_letter}}\n",
         encoding="utf-8",
     )
@@ -41,6 +47,40 @@ def write_config(tmp_path: Path, ris_port: int, *, ack_timeout: float = 1.0, max
 def message(oru: bytes, control_id: str, accession: str) -> bytes:
     """The corpus ORU with its own MSH-10 and accession (ORC-3/OBR-3)."""
     return with_control_id(oru, control_id).replace(b"|620943148|", f"|{accession}|".encode())
+
+
+def as_final(raw: bytes) -> bytes:
+    """``raw`` with OBR-25 set to F: a later, final decision for the same order."""
+    segments = raw.split(b"\r")
+    for n, segment in enumerate(segments):
+        if segment.startswith(b"OBR|"):
+            fields = segment.split(b"|")
+            fields[25] = b"F"
+            segments[n] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def routed_accession(payload: bytes) -> str:
+    """OBR-3 (the accession) of a routing message as the RIS received it."""
+    for segment in payload.split(b"\r"):
+        if segment.startswith(b"OBR|"):
+            return segment.split(b"|")[3].decode().split("^")[0]
+    raise AssertionError("routing message without OBR")
+
+
+def metric(daemon: RunningDaemon, name: str, labels: str = "") -> float:
+    """One sample of the daemon's /metrics (``name{labels}``), as a scraper reads it."""
+    assert daemon.http_port is not None
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    selector = re.escape(name + (f"{{{labels}}}" if labels else ""))
+    found = re.search(rf"^{selector} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"{name}{{{labels}}} not in /metrics"
+    return float(found.group(1))
 
 
 def outbox(daemon: RunningDaemon, *args: str) -> list[dict[str, object]]:
@@ -122,6 +162,76 @@ def test_ris_down_then_up_delivers_everything_in_order(tmp_path: Path, ris: Test
         stop_daemon(daemon)
 
 
+#: The outage of the issue's end-to-end test, and the decisions that arrive during it:
+#: (accession, final?) in arrival order; ACC1, ACC2 and ACC4 get a preliminary
+#: then a final decision, ACC1 a third one.
+OUTAGE_SECONDS = 120.0
+OUTAGE_PLAN = [
+    ("ACC1", False), ("ACC2", False), ("ACC3", False), ("ACC1", True), ("ACC4", False), ("ACC2", True),
+    ("ACC5", False), ("ACC4", True), ("ACC6", False), ("ACC1", True), ("ACC7", False), ("ACC8", False),
+]
+
+
+@pytest.mark.slow
+def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path: Path, ris: TestRis, oru: bytes) -> None:
+    """RIS down 2 minutes while decisions keep arriving: nothing is charged, then each row goes out once, in order per accession.
+
+    max_attempts is 3 and the connection backoff is capped at 2 s, so a queue that
+    counted refused connections against its rows would dead-letter them within
+    seconds; after the outage every row must be delivered on its first attempt.
+    """
+    config = write_config(tmp_path, ris.port, max_attempts=3, backoff_base=0.5, backoff_max=2.0, ack_timeout=2.0)
+    ris.start()
+    daemon = start_daemon(tmp_path, config)
+    try:
+        # Up first: one decision goes through on an open connection, then the RIS goes down under it.
+        assert send_all(daemon, [message(oru, "OUT0", "ACC1")]) == ["AA"]
+        wait_until(lambda: [r["state"] for r in outbox(daemon)] == ["delivered"])
+        before = len(ris.received_ids())
+        ris.stop()
+        down_since = time.monotonic()
+        time.sleep(1.0)  # let the daemon see the connection drop before the next decision
+        for n, (accession, final) in enumerate(OUTAGE_PLAN, start=1):
+            raw = message(oru, f"OUT{n}", accession)
+            assert send_all(daemon, [as_final(raw) if final else raw]) == ["AA"], f"message {n} not accepted during the outage"
+            if n == len(OUTAGE_PLAN) // 2:
+                # Half way: the queue is visible to operators and to monitoring.
+                pending = outbox(daemon, "--state", "pending")
+                assert len(pending) == n and all(r["attempts"] == 0 for r in pending)
+                assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="pending"') == n
+                assert metric(daemon, "overread_outbox_oldest_pending_age_seconds") > 0
+            # Spread the arrivals over the outage.
+            time.sleep(max(0.0, down_since + n * OUTAGE_SECONDS / len(OUTAGE_PLAN) - time.monotonic()))
+        rows = outbox(daemon)[1:]
+        assert [r["state"] for r in rows] == ["pending"] * len(OUTAGE_PLAN)
+        assert all(r["attempts"] == 0 for r in rows), "a down RIS must not use up the rows' attempts"
+        assert [r["accession"] for r in rows] == [acc for acc, _ in OUTAGE_PLAN]
+        refused = [line for line in daemon.log_lines()
+                   if line.get("event") == "outbox_retry_scheduled" and line.get("reason") == "connect_failed"]
+        assert len(refused) > 3, "the worker kept trying to connect, more often than max_attempts"
+        assert len(ris.received_ids()) == before
+
+        ris.start()
+        wait_until(lambda: all(r["state"] == "delivered" for r in outbox(daemon)), timeout=60)
+        rows = outbox(daemon)[1:]
+        assert all(r["attempts"] == 1 for r in rows), "each row delivered on its first real attempt"
+        arrived = ris.received[before:]
+        arrived_ids = [control_id for control_id, _ in arrived]
+        assert sorted(arrived_ids) == sorted(r["control_id"] for r in rows), "every row sent exactly once"
+        assert len(set(ris.applied)) == len(ris.applied) == len(OUTAGE_PLAN) + 1
+        by_id = {r["control_id"]: r for r in rows}
+        for control_id, payload in arrived:
+            assert routed_accession(payload) == by_id[control_id]["accession"]
+        for accession in {acc for acc, _ in OUTAGE_PLAN}:
+            stored = [r["control_id"] for r in rows if r["accession"] == accession]
+            assert [c for c in arrived_ids if c in stored] == stored, f"{accession}: decisions out of order"
+        assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="pending"') == 0
+        assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="dead"') == 0
+        assert metric(daemon, "overread_outbox_oldest_pending_age_seconds") == 0
+    finally:
+        stop_daemon(daemon)
+
+
 def test_ae_then_aa_is_retried(tmp_path: Path, ris: TestRis, oru: bytes) -> None:
     """An AE is retried with backoff; the same MSH-10 is delivered on the second attempt."""
     ris.script.extend(["AE"])
@@ -152,10 +262,11 @@ def test_ar_is_dead_lettered_visible_and_retryable(tmp_path: Path, ris: TestRis,
         assert any(line["event"] == "outbox_dead_lettered" for line in daemon.log_lines())
         ris.mode = "AA"
         retried = subprocess.run(
-            [sys.executable, "-m", "listener", "outbox", "retry", "--all-dead", "--state-dir", str(daemon.state_dir)],
+            [sys.executable, "-m", "listener", "outbox", "retry", "--all-dead", "--format", "json",
+             "--state-dir", str(daemon.state_dir)],
             capture_output=True, cwd=REPO, timeout=60, check=True,
         )
-        assert json.loads(retried.stdout) == {"revived": [dead["id"]]}
+        assert json.loads(retried.stdout) == {"revived": [dead["id"]], "not_revived": []}
         ris.wait_for(lambda: ris.applied == [dead["control_id"]])
         wait_until(lambda: outbox(daemon)[0]["state"] == "delivered")
     finally:
