@@ -288,3 +288,31 @@ def test_copy_of_a_message_that_could_not_be_stored_gets_ar_207(offthread, corpu
     assert _acks(transport.value()) == [("AR", "F1"), ("AR", "F1")]
     assert transport.value().count(b"207^") == 2
     assert store.saved == []
+
+
+def test_processing_failure_answers_ae_207_and_logs_the_type_only(pipeline: Pipeline, corpus: Path) -> None:
+    """A bug inside the pipeline (here the route decider raising an error that quotes patient
+    data) gives AE with ERR 207, the message is stored `rejected` with error code 207, and the
+    log names the exception type only."""
+    import dataclasses
+
+    from structlog.testing import capture_logs
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("LYNN AMANDA 19470205")
+
+    store = FakeStore()
+    intake = Intake(dataclasses.replace(pipeline, decide_route=broken), store, hash_key=b"k" * 32,  # type: ignore[arg-type]
+                    call_from_thread=lambda f, *a: f(*a), now=lambda: NOW)
+    factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=2, clock=Clock())
+    with capture_logs() as logs:
+        proto, transport = _connect(factory)
+        proto.dataReceived(frame(_oru(corpus, "P1")))
+        store.commit(0)
+    ack = transport.value()
+    assert _acks(ack) == [("AE", "P1")]
+    assert b"|207^" in ack and b"LYNN" not in ack
+    assert (store.saved[0].state, store.saved[0].error_code) == ("rejected", "207")
+    processed = [e for e in logs if e["event"] == "message_processed"]
+    assert processed and processed[0]["error_type"] == "RuntimeError" and processed[0]["error_code"] == "207"
+    assert "LYNN" not in repr(logs)
