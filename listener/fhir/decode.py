@@ -27,7 +27,7 @@ from listener.config import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir import models
 from listener.fhir.report import ReportContext, report_from_diagnostic_report
-from listener.fhir.resolve import JSON, Index, o, s, strs, walk_entries
+from listener.fhir.resolve import JSON, Index, o, objs, s, strs, walk_entries
 from listener.model import Report
 from listener.procedures import ProcedureTable
 
@@ -177,6 +177,8 @@ def _precheck_bundle(doc: JSON) -> list[tuple[int, str, JSON]]:
             issue_code="not-supported",
             expression="Bundle.type",
         )
+    if kind in ("transaction", "batch"):
+        _check_requests(doc)
     found = [(i, url, r) for i, url, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
     if not found:
         raise FhirDecodeError(
@@ -189,6 +191,45 @@ def _precheck_bundle(doc: JSON) -> list[tuple[int, str, JSON]]:
             f"the Bundle holds more than {MAX_REPORTS} DiagnosticReports", issue_code="too-costly", expression="Bundle.entry"
         )
     return found
+
+
+#: Bundle.entry.request.method values we carry out in a transaction or batch: creates and updates.
+REQUEST_METHODS = frozenset({"POST", "PUT"})
+
+
+def _check_requests(doc: JSON) -> None:
+    """Transaction and batch entries carry a request (bdl-3), and only creates or updates.
+
+    A read, delete or patch asks for something this server does not do; refusing
+    the Bundle says so, where silently skipping the entry would not.
+    """
+    for i, entry in enumerate(objs(doc, "entry")):
+        request = o(entry, "request")
+        if not request:
+            raise FhirDecodeError(
+                f"Bundle.entry[{i}].request is required in a {s(doc, 'type')} Bundle",
+                issue_code="required",
+                expression=f"Bundle.entry[{i}].request",
+            )
+        method = s(request, "method").upper()
+        if not method:
+            raise FhirDecodeError(
+                f"Bundle.entry[{i}].request.method is required",
+                issue_code="required",
+                expression=f"Bundle.entry[{i}].request.method",
+            )
+        if method not in REQUEST_METHODS:
+            raise FhirDecodeError(
+                f"Bundle.entry[{i}].request.method must be POST or PUT: this server only takes reports in",
+                issue_code="not-supported",
+                expression=f"Bundle.entry[{i}].request.method",
+            )
+        if not o(entry, "resource"):
+            raise FhirDecodeError(
+                f"Bundle.entry[{i}].resource is required for a {method}",
+                issue_code="required",
+                expression=f"Bundle.entry[{i}].resource",
+            )
 
 
 def _strip_extras(version: str, doc: JSON) -> list[str]:

@@ -293,3 +293,31 @@ def push_bundle(
         ],
     }
     return _checked(version, bundle)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryResult:
+    """What happened to one entry of a transaction or batch Bundle we accepted."""
+
+    status: str  # "201 Created", "200 OK"
+    location: str = ""
+    outcome: JSON | None = None
+
+
+def bundle_response(kind: str, results: Sequence[EntryResult], *, version: str = "R4") -> JSON:
+    """The ``transaction-response`` / ``batch-response`` Bundle answering an accepted Bundle.
+
+    Args:
+        kind: the request Bundle's type, ``transaction`` or ``batch``.
+        results: one per request entry, in entry order (FHIR pairs them by position).
+        version: "R4" or "R5".
+    """
+    entries = []
+    for result in results:
+        response: JSON = {"status": result.status}
+        if result.location:
+            response["location"] = result.location
+        if result.outcome is not None:
+            response["outcome"] = result.outcome
+        entries.append({"response": response})
+    return _checked(version, {"resourceType": "Bundle", "type": f"{kind}-response", "entry": entries})

@@ -38,9 +38,16 @@ from twisted.python.failure import Failure
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError, FhirDecodeError, FhirUnsupportedMediaType, StoreError
 from listener.fhir import models
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
-from listener.fhir.encode import Issue, operation_outcome, outcome_for_error, outcome_for_routes
-from listener.fhir.resolve import JSON, o, objs, s, walk_entries
+from listener.fhir.encode import (
+    EntryResult,
+    Issue,
+    bundle_response,
+    operation_outcome,
+    outcome_for_error,
+    outcome_for_routes,
+)
 from listener.destinations import DestinationSettings
+from listener.fhir.resolve import JSON, o, objs, s, walk_entries
 from listener.logs import keyed_hash
 from listener.outbox import outbox_items
 from listener.pipeline import Outcome, Pipeline, process_fhir
@@ -321,8 +328,11 @@ class HttpIntake:
         else:
             where = _report_expressions(doc, len(outcome.reports))
             routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
-            location = f"/fhir/DiagnosticReport/{server_ids[0]}"
-            answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
+            if s(doc, "type") in ("transaction", "batch") and s(doc, "resourceType") == "Bundle":
+                answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
+            else:
+                location = f"/fhir/DiagnosticReport/{server_ids[0]}"
+                answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
             control_id = identity or by_body
             state = "processed"
         outbox: tuple[OutboxItem, ...] = ()
@@ -393,6 +403,26 @@ class HttpIntake:
         if not pending:
             return defer.succeed(None)
         return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+
+def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Sequence[str]) -> JSON:
+    """The transaction-response / batch-response: one entry per request entry, in order.
+
+    A DiagnosticReport entry: ``201 Created``, its Location and its route as the
+    outcome. Any other entry (Patient, ServiceRequest, ...): ``200 OK`` with an
+    outcome saying it was read to resolve references and not kept as a resource.
+    """
+    by_where = {w: (route, server_id) for (w, route), server_id in zip(routed, server_ids)}
+    results = []
+    for i, _entry in enumerate(objs(doc, "entry")):
+        where = f"Bundle.entry[{i}].resource"
+        if where in by_where:
+            route, server_id = by_where[where]
+            results.append(EntryResult("201 Created", f"DiagnosticReport/{server_id}", outcome_for_routes([(where, route)])))
+        else:
+            note = Issue("information", "informational", "read to resolve the reports' references; not kept as a resource", where)
+            results.append(EntryResult("200 OK", "", operation_outcome((note,))))
+    return bundle_response(s(doc, "type"), results)
 
 
 def _report_expressions(doc: JSON, count: int) -> list[str]:

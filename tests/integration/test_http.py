@@ -129,9 +129,22 @@ def fixture_authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 # ------------------------------------------------------------------ intake
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
+def created(reply: Reply) -> int:
+    """How many DiagnosticReports an accepting answer created: 201 + OperationOutcome, or 200 + transaction/batch-response."""
+    body = reply.json()
+    if reply.status == 200 and body["resourceType"] == "Bundle":
+        assert body["type"] in ("transaction-response", "batch-response")
+        return sum(e["response"]["status"] == "201 Created" for e in body["entry"])
+    assert reply.status == 201, reply.body
+    return len(body["issue"])
+
+
+_SINGLE_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.json") if not p.name.startswith("bundle-"))
+
+
+@pytest.mark.parametrize("name", _SINGLE_SAMPLES)
 def test_sample_is_created_after_commit(name: str, daemon: RunningDaemon) -> None:
-    """Each of our samples gets 201, a Location under /fhir/DiagnosticReport/, an information OperationOutcome with the route, and is stored."""
+    """Each of our DiagnosticReport samples gets 201, a Location under /fhir/DiagnosticReport/, an information OperationOutcome with the route, and is stored."""
     assert daemon.http_port is not None
     reply = post(daemon.http_port, (SAMPLES / name).read_bytes())
     assert reply.status == 201, reply.body
@@ -153,8 +166,7 @@ def test_corpus_file_over_http(name: str, client: str, authed: RunningDaemon, co
     reply = post(authed.http_port, body, token=_case_token(_corpus_cases().index((name, client))))
     expected = EXPECTED[(name, client)]
     if isinstance(expected, str):
-        assert reply.status == 201, reply.body
-        assert len(reply.json()["issue"]) == int(expected.split(":")[1])
+        assert created(reply) == int(expected.split(":")[1])
         return
     if name.endswith("r4_servicerequest_chest_xray_order.json"):
         # Refused before decoding: POST /fhir/DiagnosticReport takes only a DiagnosticReport.
@@ -163,6 +175,54 @@ def test_corpus_file_over_http(name: str, client: str, authed: RunningDaemon, co
     assert reply.status in (400, 422), reply.body
     assert issue(reply) == expected
     assert reply.json()["issue"][0]["severity"] in ("error", "fatal")
+
+
+def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDaemon) -> None:
+    """A transaction Bundle gets 200 and a transaction-response pairing every request entry: 201 Created + Location + route for the DiagnosticReport, 200 OK for the resources read for references; a resend gets the same answer."""
+    assert daemon.http_port is not None
+    body = (SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes()
+    request = json.loads(body)
+    reply = post(daemon.http_port, body)
+    assert reply.status == 200, reply.body
+    assert "location" not in reply.headers
+    answer = reply.json()
+    assert answer["type"] == "transaction-response"
+    assert len(answer["entry"]) == len(request["entry"])
+    for asked, got in zip(request["entry"], answer["entry"]):
+        response = got["response"]
+        if asked["resource"]["resourceType"] == "DiagnosticReport":
+            assert response["status"] == "201 Created"
+            assert response["location"].startswith("DiagnosticReport/")
+            assert response["outcome"]["issue"][0]["diagnostics"].startswith("bucket ")
+        else:
+            assert response["status"] == "200 OK" and "location" not in response
+    assert post(daemon.http_port, body).body == reply.body
+    assert len(daemon.messages()) == 1
+    location = next(e["response"]["location"] for e in answer["entry"] if "location" in e["response"])
+    tasks = call(daemon.http_port, "GET", "/fhir/Task?status=requested").json()["entry"]
+    assert tasks[0]["resource"]["focus"]["reference"] == location
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "expression"),
+    [
+        ({"method": "GET"}, "not-supported", "Bundle.entry[0].request.method"),
+        ({"method": "DELETE"}, "not-supported", "Bundle.entry[0].request.method"),
+        (None, "required", "Bundle.entry[0].request"),
+    ],
+)
+def test_transaction_entries_must_be_creates_or_updates(change: dict[str, str] | None, code: str, expression: str,
+                                                        daemon: RunningDaemon) -> None:
+    """A transaction entry without a request, or asking for a read or delete, refuses the Bundle with the entry's FHIRPath (nothing is silently skipped)."""
+    assert daemon.http_port is not None
+    doc = json.loads((SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes())
+    if change is None:
+        del doc["entry"][0]["request"]
+    else:
+        doc["entry"][0]["request"].update(change)
+    reply = post(daemon.http_port, json.dumps(doc).encode())
+    assert reply.status in (400, 422), reply.body
+    assert issue(reply) == (code, expression)
 
 
 def test_duplicate_post_answers_as_the_first(daemon: RunningDaemon) -> None:
@@ -362,7 +422,7 @@ def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: Runni
     raw = (REPO / "samples" / "hl7" / TWINS.get(name, name.replace(".json", ".hl7"))).read_bytes()
     assert msa(conn.request(raw))[0] in ("AA", "CA")  # some samples ask for enhanced mode
     conn.close()
-    assert post(port, (SAMPLES / name).read_bytes()).status == 201
+    assert created(post(port, (SAMPLES / name).read_bytes())) == 1
     tasks = [e["resource"] for e in call(port, "GET", "/fhir/Task?status=requested").json()["entry"]]
     assert len(tasks) == 2
     strip = lambda t: {k: t[k] for k in ("priority", "code", "owner", "businessStatus", "input", "identifier") if k in t}  # noqa: E731

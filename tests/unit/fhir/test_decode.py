@@ -295,6 +295,32 @@ def test_bundle_is_all_or_nothing(decode: Decode) -> None:
     assert len(reports) == 2
 
 
+@pytest.mark.parametrize(
+    ("request_", "code", "expression"),
+    [
+        (None, "required", "Bundle.entry[0].request"),
+        ({"url": "DiagnosticReport"}, "required", "Bundle.entry[0].request.method"),
+        ({"method": "GET", "url": "DiagnosticReport"}, "not-supported", "Bundle.entry[0].request.method"),
+        ({"method": "PATCH", "url": "DiagnosticReport/t1"}, "not-supported", "Bundle.entry[0].request.method"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_transaction_and_batch_entries_need_create_or_update(kind: str, request_: dict[str, str] | None, code: str,
+                                                             expression: str, decode: Decode) -> None:
+    """Transaction/batch entries must carry a request (bdl-3) whose method is POST or PUT; a read, patch or delete is refused naming the entry, PUT and POST are taken."""
+    entry: dict[str, Any] = {"resource": _dr()}
+    if request_ is not None:
+        entry["request"] = request_
+    with pytest.raises(FhirDecodeError) as info:
+        decode(_body({"resourceType": "Bundle", "type": kind, "entry": [entry]}))
+    assert (info.value.issue_code, info.value.expression) == (code, expression)
+    for method in ("POST", "PUT"):
+        entry["request"] = {"method": method, "url": "DiagnosticReport" if method == "POST" else "DiagnosticReport/t1"}
+        assert len(decode(_body({"resourceType": "Bundle", "type": kind, "entry": [entry]}))) == 1
+    # A collection carries no requests at all.
+    assert len(decode(_body({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": _dr()}]}))) == 1
+
+
 def test_html_reduced_to_lines() -> None:
     """XHTML blocks become lines; head/title, tags and entities go; pre keeps its breaks."""
     markup = '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>T</title></head><body><p>FINDINGS: a &amp; b</p>x<br/>y<pre>1\n2</pre></body></html>'

@@ -8,7 +8,9 @@ import pytest
 
 from listener.errors import FhirDecodeError, MissingField
 from listener.fhir.encode import (
+    EntryResult,
     Issue,
+    bundle_response,
     detected_issue_for,
     operation_outcome,
     outcome_for_error,
@@ -137,3 +139,16 @@ def test_push_bundle_is_a_transaction_of_conditional_creates(version: str) -> No
     assert push_bundle(REPORT, ROUTE, (FINDING, second), decision_id="D1", authored_on=NOW, version=version) == bundle
     other = push_bundle(REPORT, ROUTE, (FINDING,), decision_id="D2", authored_on=NOW, version=version)
     assert other["entry"][0]["fullUrl"] != bundle["entry"][0]["fullUrl"]
+
+
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_bundle_response_pairs_entries(version: str) -> None:
+    """bundle_response: a transaction-response/batch-response with one entry per result, status, location and outcome kept, valid FHIR."""
+    outcome = outcome_for_routes([("Bundle.entry[1].resource", ROUTE)])
+    results = (EntryResult("200 OK"), EntryResult("201 Created", "DiagnosticReport/abc", outcome))
+    for kind in ("transaction", "batch"):
+        bundle = bundle_response(kind, results, version=version)
+        _valid(version, bundle)
+        assert bundle["type"] == f"{kind}-response"
+        assert [e["response"] for e in bundle["entry"]] == [
+            {"status": "200 OK"}, {"status": "201 Created", "location": "DiagnosticReport/abc", "outcome": outcome}]
