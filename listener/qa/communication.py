@@ -65,7 +65,7 @@ _SYSTEM_RE = re.compile(
 _NOT_COMM_RE = re.compile(
     r"\b(as discussed|discussed (above|below|in|previously)|see discussion|previously (reported|communicated|"
     r"discussed)|were reported previously|as (called|reported) (on|in)|reported on (the )?prior|"
-    r"called (for|a )|so-called|to be discussed|should be discussed|please (call|contact)|if (there are )?"
+    r"called (for (?!(the )?(results?|findings?|report))|a )|so-called|to be discussed|should be discussed|please (call|contact)|if (there are )?"
     r"(any )?questions|(call|contact) (me|us|the reading room|radiology))\b",
     re.IGNORECASE,
 )
@@ -100,7 +100,7 @@ _KNOWN_RE = re.compile(
     r"previously (seen|noted|described|reported|identified|communicated|discussed|demonstrated)|"
     r"(decreas|improv|resolv|evolv|regress)\w*|smaller|less (prominent|conspicuous|extensive)|"
     r"no (significant |interval |appreciable )?change|persistent|persists|residual|chronic|old|remote|"
-    r"subacute|sequela\w*|healed|healing|similar|expected|post-?operative|post-?surgical|"
+    r"subacute|sequela\w*|healed|healing|similar|expected|post-?operative|post-?surgical|post-?procedur\w*|"
     r"(again|still) (present|evident|visible)|attributed to|recent (abdominal |thoracic )?(surgery|procedure)|"
     r"ago|(in|since) (19|20)\d\d|suffered|hospital course|denie[sd])\b",
     re.IGNORECASE,
@@ -117,6 +117,15 @@ _STRONG_HEDGE_RE = re.compile(
     r"compatible|consistent|favou?r\w*|suggest\w*)\b",
     re.IGNORECASE,
 )
+
+# A clinical note (case history, operative note) filed in the radiology feed:
+# its narrative is the history of the illness, not a result to call about.
+_CLINICAL_NOTE_RE = re.compile(
+    r"^\W*(CC|HX|HPI|CHIEF COMPLAINT|HISTORY OF PRESENT ILLNESS|PRE-?OPERATIVE DIAGNOSIS|OPERATIVE PROCEDURE)\s*:",
+    re.IGNORECASE,
+)
+# A sentence that goes on about the previous one ("This is likely postprocedural.").
+_ANAPHORA_RE = re.compile(r"\W*(this|these|it|which|that)\b", re.IGNORECASE)
 
 _BODY_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.OTHER,
                SectionKind.COMMUNICATION)
@@ -198,6 +207,10 @@ def _critical_mentions(data: RuleInput, *, suspected: bool) -> list[Mention]:
     # Text outside any findings/impression heading is the body only when the
     # report has no such headings (free text); otherwise it is a title block.
     structured = any(s.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION) for s in data.report.sections)
+    if _CLINICAL_NOTE_RE.match(text):
+        return out
+    known_concepts: set[str] = set()
+    candidates: list[Mention] = []
     for sec in data.report.sections:
         if sec.kind not in _BODY_KINDS or (structured and sec.kind is SectionKind.OTHER):
             continue
@@ -213,10 +226,26 @@ def _critical_mentions(data: RuleInput, *, suspected: bool) -> list[Mention]:
                     continue
             elif m.uncertain:
                 continue
-            if ignore_known and _KNOWN_RE.search(text, m.sentence_start, m.sentence_end):
+            if ignore_known and (_KNOWN_RE.search(text, m.sentence_start, m.sentence_end) or _known_next(data, sec.end, m)):
+                known_concepts.add(m.concept)
                 continue
-            out.append(m)
+            candidates.append(m)
+    # One finding, described twice: "lucency consistent with pneumoperitoneum" in the findings is
+    # the "pneumoperitoneum, postoperative" of the impression.
+    out.extend(m for m in candidates if m.concept not in known_concepts)
     return out
+
+
+def _known_next(data: RuleInput, end: int, m: Mention) -> bool:
+    """The sentence after the mention's says the finding is known ("This is likely postprocedural.")."""
+    text = data.report.text
+    nxt = m.sentence_end
+    while nxt < end and not text[nxt].isalnum():
+        nxt += 1
+    if nxt >= end or not _ANAPHORA_RE.match(text, nxt):
+        return False
+    stop = text.find(".", nxt, end)
+    return _KNOWN_RE.search(text, nxt, stop if stop >= 0 else end) is not None
 
 
 def _concepts(mentions: Sequence[Mention]) -> str:

@@ -53,9 +53,10 @@ def _anatomy_mentions(data: RuleInput, kinds: tuple[SectionKind, ...] = _ANATOMY
 
 # The organ was taken out (a transgender patient's history reads like this
 # too, so removal never counts as anatomy of the other sex).
+# "status post" alone is not a removal: "testicular cancer status post bone
+# marrow transplant" still describes a testis ("s/p orchiectomy" is caught by -ectomy).
 _REMOVED_RE = re.compile(
-    r"\b(absent|absence|removed|resected|surgically|no longer|\w+ectomy|post-?(surgical|operative)|"
-    r"status post|s/p)\b",
+    r"\b(absent|absence|removed|resected|surgically|no longer|\w+ectomy|post-?(surgical|operative))\b",
     re.IGNORECASE,
 )
 # The organ was looked for and not seen: in a patient of the other sex that

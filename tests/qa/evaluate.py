@@ -228,16 +228,16 @@ def evaluate(
             severity[f.rule] = f.severity.value
 
     results: dict[str, CategoryResult] = {}
-    base_cache: dict[tuple[str, str, str], tuple[Finding, ...]] = {}
+    base_cache: dict[tuple[str, str, str, str], tuple[Finding, ...]] = {}
     unchanged = 0
     prepared: Counter[str] = Counter()
     for case in cases:
         result = results.setdefault(case.category, CategoryResult())
-        if case.injected.text == case.base.text and case.injected.sex == case.base.sex:
+        if (case.injected.text, case.injected.sex, case.injected.procedure_code) == (case.base.text, case.base.sex, case.base.procedure_code):
             unchanged += 1
         if case.prepared:
             prepared[case.injection] += 1
-        key = (case.base.id, case.base.text, case.base.sex)
+        key = (case.base.id, case.base.text, case.base.sex, case.base.procedure_code)
         if key not in base_cache:
             base_cache[key] = run_doc(case.base, config).findings
         injected = run_doc(case.injected, config)

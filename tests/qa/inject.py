@@ -24,7 +24,9 @@ the bench output):
 * coding: the corpus has no procedure codes. The base gets the CPT code that
   matches the contrast its own wording states (the caller supplies the code
   lookup from mappings/procedures.yaml); the injected copy rewrites every
-  contrast statement to the other contrast, keeping the code.
+  contrast statement to another contrast in the same grammatical role,
+  keeping the code, or keeps the text and bills the family's code for
+  another contrast.
 
 Everything random uses ``random.Random(seed)``: the same seed gives the same set.
 """
@@ -71,6 +73,8 @@ class Doc:
     modality: str = ""
     body_region: str = ""
     contrast: str = ""  # what the report's exam line states: without | with | without_then_with | ""
+    #: CPT codes of the same modality and region for each contrast (CT/MR only): the code a coder could have picked.
+    contrast_codes: tuple[tuple[str, str], ...] = ()
     sex: str = ""  # "F" or "M"
     sex_from: str = ""  # "text" (demographics or anatomy in the report) or "random"
     exam_at: datetime = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
@@ -194,6 +198,16 @@ def exam_contrast(exam: str) -> str:
     return "without" if without else "with" if with_ else ""
 
 
+#: Neurology case histories ("CC: ..., HX: ...") cite several studies: no single exam, no code.
+_CASE_HISTORY = re.compile(r"^\s*(?:CC|HX|HPI)\s*:", re.I)
+
+
+def _text_contrast(text: str) -> str:
+    """The contrast every contrast statement of a report agrees on, or "" (none, or they disagree)."""
+    kinds = {kind for kind, _, _ in _contrast_spans(text)}
+    return kinds.pop() if len(kinds) == 1 else ""
+
+
 def _mtsamples(path: Path, code_for: CodeLookup, rng: random.Random) -> Iterator[Doc]:
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -205,9 +219,15 @@ def _mtsamples(path: Path, code_for: CodeLookup, rng: random.Random) -> Iterator
             modality = next((m for pattern, m in _MODALITY if pattern.search(label)), "")
             region = next((r for pattern, r in _REGION if pattern.search(label)), "")
             contrast = exam_contrast(exam) if modality in ("CT", "MR") else ""
+            if modality in ("CT", "MR") and not contrast and not _CASE_HISTORY.match(text):
+                contrast = _text_contrast(text)  # no exam line: the technique says it ("obtained without contrast")
             code = ""
+            contrast_codes: tuple[tuple[str, str], ...] = ()
             if modality in ("CT", "MR") and contrast:
                 code = code_for(modality, region, contrast, None)
+                contrast_codes = tuple(
+                    (kind, c) for kind in ("without", "with", "without_then_with") if (c := code_for(modality, region, kind, None))
+                )
             elif modality in ("XR", "MG", "US") and region:
                 code = code_for(modality, region, "none", None)
             sex, sex_from = _sex_of(text, rng)
@@ -220,6 +240,7 @@ def _mtsamples(path: Path, code_for: CodeLookup, rng: random.Random) -> Iterator
                 modality=modality,
                 body_region=region,
                 contrast=contrast,
+                contrast_codes=contrast_codes,
                 sex=sex,
                 sex_from=sex_from,
                 exam_at=_exam_time(rng),
@@ -419,6 +440,13 @@ _SIGNIFICANT = {
     "midline shift", "hydrocephalus", "acute infarct", "aortic dissection", "pulmonary embolism",
     "pulmonary emboli", "pneumomediastinum", "abscess", "bowel obstruction", "appendicitis", "infiltrate",
 }
+#: Singular findings a radiologist states with an article ("a pneumothorax", "a large pleural effusion").
+_COUNTABLE = {
+    "pneumothorax", "pleural effusion", "effusion", "mass", "nodule", "pulmonary nodule", "fracture", "acute fracture",
+    "displaced fracture", "rib fracture", "dislocation", "cyst", "abscess", "aneurysm", "thrombus", "hiatal hernia",
+    "pericardial effusion", "herniation", "disc herniation", "midline shift", "aortic dissection", "pulmonary embolism",
+    "bowel obstruction", "acute infarct", "infiltrate",
+}
 _FINDING_ALT = "|".join(sorted((re.escape(f) for f in _FINDINGS), key=len, reverse=True))
 _NEG_LIST = re.compile(
     r"^(?:there (?:is|are) )?no (?:evidence of |definite |visible |radiographic evidence of )?(?P<mod>(?:acute |large |significant |moderate )?)"
@@ -478,7 +506,9 @@ def inject_negation(doc: Doc, rng: random.Random) -> Case | None:
     s, e, items, item, mod = rng.choice(choices)
     verb = "are" if _plural(item) else "is"
     stated = f"{mod} {item}" if mod else item
-    positive = rng.choice((f"There {verb} {stated}.", f"{stated.capitalize()} {verb} present.", f"{stated.capitalize()} {verb} seen."))
+    if not _plural(item) and item in _COUNTABLE:
+        stated = ("an " if stated[0] in "aeiou" else "a ") + stated  # "There is a pneumothorax", not "There is pneumothorax"
+    positive = rng.choice((f"There {verb} {stated}.", f"{stated[0].upper()}{stated[1:]} {verb} present.", f"{stated[0].upper()}{stated[1:]} {verb} seen."))
     rest = [x for x in items if x != item]
     new = positive + (f" No {_join(rest)}." if rest else "")
     ends_with_period = doc.text[s:e].rstrip().endswith(".")
@@ -514,14 +544,19 @@ CRITICAL = re.compile(
     r"\b(?:pneumothorax|tension pneumothorax|intracranial hemorrhage|intraparenchymal hemorrhage|subarachnoid hemorrhage"
     r"|subdural (?:hematoma|hemorrhage)|epidural hematoma|pulmonary embol(?:ism|i|us)|aortic dissection"
     r"|free (?:intraperitoneal )?air|pneumoperitoneum|acute (?:infarct|infarction|stroke)|torsion|ectopic pregnancy"
-    r"|cord compression|midline shift|(?:uncal|subfalcine|tonsillar|transtentorial) herniation|tension pneumothorax)\b",
+    r"|cord compression|midline shift|(?:uncal|subfalcine|tonsillar|transtentorial) herniation|tension pneumothorax"
+    r"|pneumothoraces|intraventricular hemorrhage|malpositioned (?:[\w-]+ ){0,2}(?:line|tube|catheter)(?: tip)?)\b",
     re.I,
 )
 _NOT_AFFIRMED = re.compile(
     r"\b(?:no|not|without|negative|free of|clear of|resolved|resolution|rule out|r/o|evaluate|evaluation|exclude\w*|may|might|possibl\w*"
     r"|probabl\w*|suspicious|question\w*|concern\w*|versus|vs|history|prior|previous\w*|status post|s/p|decreas\w*|improv\w*"
-    r"|smaller|stable|unchanged|old|chronic|healed|if|or|likely|cannot|suggest\w*|consider\w*|recommend\w*|compatible"
+    r"|smaller|stable|unchanged|old|chronic|healed|if|or|likely|cannot|suggest\w*|consider\w*|recommend\w*"
     r"|post-?operative|postsurgical|surgery|surgical|attributed|expected|known|again|persistent|residual|persists)\b",
+    re.I,
+)
+_KNOWN = re.compile(
+    r"\b(?:known|post-?operative|post-?procedural|postsurgical|recent (?:\w+ )?surgery|residual|stable|unchanged|persistent|chronic|old|remote)\b",
     re.I,
 )
 COMMUNICATED = re.compile(
@@ -538,7 +573,15 @@ _TEMPLATES = (
 
 
 def _affirmed_critical(doc: Doc) -> tuple[int, int, str] | None:
-    """The first sentence of the impression (or body) stating a critical finding with no qualifier."""
+    """The first sentence of the impression (or body) stating a critical finding with no qualifier.
+
+    None when any sentence calls a critical finding known or expected ("pneumoperitoneum,
+    postoperative", "consistent with known perforation"): the same finding described
+    plainly elsewhere needs no call either, so removing a call would be no defect.
+    """
+    for s, e in sentences(doc.text, 0, len(doc.text)):
+        if CRITICAL.search(doc.text[s:e]) and _KNOWN.search(doc.text[s:e]):
+            return None
     for part in _parts_named(doc.text, _IMPRESSION_HEADS) + _parts_named(doc.text, _FINDINGS_HEADS):
         for s, e in sentences(doc.text, part.start, part.end):
             sentence = doc.text[s:e]
@@ -597,58 +640,100 @@ def inject_birads_removed(doc: Doc, rng: random.Random) -> Case | None:
     return _case(doc, "birads_removed", text.strip(" ,"), variant=f"{len(spans)} statement(s)")
 
 
-_CONTRAST_PHRASES = {
-    "without_then_with": re.compile(
-        r"\b(?:with and without|without and with)(?: (?:iv|intravenous))?(?: contrast| gadolinium)?|W&WO(?: contrast)?|pre- and post-?contrast", re.I
-    ),
-    "without": re.compile(
-        r"\bwithout (?:iv |intravenous )?(?:contrast(?: material)?|gadolinium)|w/o contrast|\bnon-?contrast(?:ed)?\b|\bunenhanced\b", re.I
-    ),
-    "with": re.compile(r"\bwith (?:iv |intravenous )?(?:contrast|gadolinium)\b|\bcontrast-enhanced\b|\bpost-?contrast\b", re.I),
-}
-_REWRITE = {
-    ("without", "with"): ("with contrast", "with intravenous contrast"),
-    ("with", "without"): ("without contrast", "without intravenous contrast"),
-    ("without_then_with", "without"): ("without contrast",),
-    ("without_then_with", "with"): ("with contrast",),
+#: Contrast statements by what they state. Adjectival forms ("Noncontrast axial images",
+#: "post contrast-enhanced images") are listed first: they get adjectival rewrites.
+_CONTRAST_PHRASES: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
+    ("without_then_with", False, re.compile(
+        r"\b(?:with and without|without and with)(?: (?:iv|intravenous))?(?: contrast| gadolinium)?|W&WO(?: contrast)?", re.I)),
+    ("without_then_with", True, re.compile(r"\bpre- and post-?contrast\b", re.I)),
+    ("with", True, re.compile(r"\bpost[- ]?contrast(?:-enhanced)?\b|\bcontrast-enhanced\b", re.I)),
+    ("without", True, re.compile(r"\bnon-?contrast(?:ed)?\b|\bunenhanced\b", re.I)),
+    ("without", False, re.compile(r"\bwithout (?:iv |intravenous )?(?:contrast(?: material)?|gadolinium)|\bw/o contrast\b", re.I)),
+    ("with", False, re.compile(r"\bwith (?:iv |intravenous )?(?:contrast|gadolinium)\b", re.I)),
+)
+#: (from, to) -> replacement phrases: (after a noun or verb, as an adjective before a noun).
+_REWRITE: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ("without", "with"): (("with contrast", "with intravenous contrast"), ("contrast-enhanced", "postcontrast")),
+    ("with", "without"): (("without contrast", "without intravenous contrast"), ("noncontrast", "unenhanced")),
+    ("without_then_with", "without"): (("without contrast",), ("noncontrast",)),
+    ("without_then_with", "with"): (("with contrast",), ("postcontrast",)),
 }
 _OTHER_CONTRAST = re.compile(r"contrast|gadolinium|omnipaque|isovue|optiray|visipaque|magnevist|enhanc", re.I)
+#: Mentions that only confirm contrast was given (a drug, a dose, enhancement): fine next to "with" contrast.
+_GIVEN_CONTRAST = re.compile(
+    r"omnipaque|isovue|optiray|visipaque|magnevist|gadolinium|enhanc\w*|(?:iv|intravenous|oral)(?: and (?:iv|intravenous|oral))? contrast", re.I
+)
+
+
+def _contrast_spans(text: str) -> list[tuple[str, bool, re.Match[str]]]:
+    """Every contrast statement: (what it states, adjectival, match), without overlaps, in text order."""
+    out: list[tuple[str, bool, re.Match[str]]] = []
+    for kind, adjective, pattern in _CONTRAST_PHRASES:
+        for m in pattern.finditer(text):
+            if not any(o.start() < m.end() and m.start() < o.end() for _, _, o in out):
+                out.append((kind, adjective, m))
+    return sorted(out, key=lambda x: x[2].start())
+
+
+def _same_case(old: str, new: str) -> str:
+    if old.isupper():
+        return new.upper()
+    if old[0].isupper():
+        return new[0].upper() + new[1:]
+    return new
 
 
 def inject_contrast_changed(doc: Doc, rng: random.Random) -> Case | None:
-    """Rewrite every contrast statement of a CT/MR report to another contrast, keeping its CPT code.
+    """Make a CT/MR report's contrast wording and its CPT code disagree.
 
-    Base rule: a CT or MR report whose code was assigned from its exam line,
-    where every mention of contrast is one of the phrases we can rewrite and all
-    say the same thing as the code. Anything else about contrast (oral contrast,
-    a drug name, "enhancing") makes it ambiguous and it is skipped.
+    Base rule: a CT or MR report with a code for the contrast its exam line
+    (or, without one, every contrast statement) states, and whose contrast
+    statements all agree. Two forms of the defect:
+
+    * ``text``: every contrast statement is rewritten to another contrast, in
+      the same grammatical role and case ("Noncontrast axial images" becomes
+      "Contrast-enhanced axial images"); the code stays. Only where nothing
+      else mentions contrast (a drug, oral contrast, "enhancing"), which would
+      be left contradicting the rewrite.
+    * ``code``: the text stays; the code is the same family's code for another
+      contrast (70450 billed as 70460), the coder's version of the same error.
+      Allowed also where a drug or enhancement confirms contrast was given.
     """
     if doc.modality not in ("CT", "MR") or not doc.procedure_code or not doc.contrast:
         return None
-    spans: list[tuple[int, int, str]] = []
-    taken: list[tuple[int, int]] = []
-    for kind in ("without_then_with", "without", "with"):
-        for m in _CONTRAST_PHRASES[kind].finditer(doc.text):
-            if any(s < m.end() and m.start() < e for s, e in taken):
-                continue
-            spans.append((m.start(), m.end(), kind))
-            taken.append((m.start(), m.end()))
-    if not spans or {k for _, _, k in spans} != {doc.contrast}:
+    spans = _contrast_spans(doc.text)
+    if not spans or {kind for kind, _, _ in spans} != {doc.contrast}:
         return None
     masked = doc.text
-    for s, e, _ in spans:
-        masked = masked[:s] + " " * (e - s) + masked[e:]
-    if _OTHER_CONTRAST.search(masked):
+    for _, _, m in spans:
+        masked = masked[: m.start()] + " " * (m.end() - m.start()) + masked[m.end() :]
+    others = [m.group(0) for m in _OTHER_CONTRAST.finditer(masked)]
+    forms = []
+    if not others:
+        forms.append("text")
+    other_codes = [(kind, code) for kind, code in doc.contrast_codes if kind != doc.contrast and code != doc.procedure_code]
+    given_only = all(_GIVEN_CONTRAST.search(masked[max(0, i - 25) : i + 25]) for i in (m.start() for m in _OTHER_CONTRAST.finditer(masked)))
+    if other_codes and (not others or doc.contrast != "without" and given_only):
+        forms.append("code")
+    if not forms:
         return None
+    form = rng.choice(forms)
+    if form == "code":
+        target, code = rng.choice(other_codes)
+        injected = replace(doc, id=f"{doc.id}/contrast_changed", procedure_code=code)
+        return Case(f"{doc.id}/contrast_changed", "contrast_changed", "coding", doc, injected,
+                    variant=f"code:{doc.contrast}->{target} ({doc.procedure_code}->{code})")
     targets = [t for (src, t) in _REWRITE if src == doc.contrast]
     target = rng.choice(targets)
-    phrase = rng.choice(_REWRITE[(doc.contrast, target)])
+    plain, adjectival = _REWRITE[(doc.contrast, target)]
+    phrase, adjective = rng.choice(plain), rng.choice(adjectival)
     text = doc.text
-    for s, e, _ in sorted(spans, reverse=True):
-        old = text[s:e]
-        new = phrase.upper() if old.isupper() else phrase
-        text = text[:s] + new + text[e:]
-    return _case(doc, "contrast_changed", text, variant=f"{doc.contrast}->{target}")
+    for _, is_adjective, m in reversed(spans):
+        new = adjective if is_adjective else phrase
+        if "gadolinium" in m.group(0).lower() and not is_adjective:
+            new = new.replace("intravenous contrast", "gadolinium").replace("contrast", "gadolinium")
+        text = text[: m.start()] + _same_case(m.group(0), new) + text[m.end() :]
+    return _case(doc, "contrast_changed", text, variant=f"text:{doc.contrast}->{target}")
 
 
 _NONE_COMPARISON = re.compile(r"^\s*(?:none|no prior|no previous|n/a|not available|there were no|no comparison|this is the patient's baseline)", re.I)
@@ -693,10 +778,11 @@ def inject_wrong_sex(doc: Doc, rng: random.Random) -> Case | None:
     """Set the patient's sex opposite to the sex-specific organs the findings/impression describe."""
     if doc.source == "mtsamples" and not doc.modality:
         return None  # case histories and non-imaging notes: not a report the rule is meant for
-    body = " ".join(doc.text[p.start : p.end] for p in _body_parts(doc))
+    # Anywhere in the report: an indication ("prostate cancer"), a technique ("transvaginal") or the
+    # findings; organs of one sex only (a report naming both is not sure of either).
+    body = doc.text
     male, female = bool(MALE_ORGANS.search(body)), bool(FEMALE_ORGANS.search(body))
-    whole_male, whole_female = bool(MALE_ORGANS.search(doc.text)), bool(FEMALE_ORGANS.search(doc.text))
-    if male == female or (whole_male and whole_female):
+    if male == female:
         return None
     right = "M" if male else "F"
     base = doc if doc.sex == right else replace(doc, sex=right, sex_from="text")

@@ -140,3 +140,37 @@ def test_impression_no_definite_negatives(impression: str) -> None:
     """One plain statement, or a single hedged one, is enough."""
     text = "FINDINGS:\nBasilar opacity.\nIMPRESSION:\n" + impression
     assert "communication.impression_no_definite" not in _rules(text)
+
+
+def test_called_for_results_is_a_communication() -> None:
+    """'Dr. X was called for results.' documents a call (who and how; the time is missing), so the report is not uncommunicated."""
+    rules = _rules(PTX + "\nDr. Rivera was called for results.")
+    assert "communication.critical_not_communicated" not in rules
+    assert "communication.incomplete_communication" in rules
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the findings describe the free air plainly; the impression says it is expected after surgery
+        "FINDINGS:\nThere is lucency beneath the diaphragm, consistent with pneumoperitoneum.\n"
+        "IMPRESSION:\nPneumoperitoneum, postoperative secondary to recent laparoscopic surgery.",
+        # the next sentence explains the finding
+        "FINDINGS:\nSmall amount of free intraperitoneal air.\nIMPRESSION:\nSmall amount of free air. This is likely postprocedural.",
+        # a neurology case history filed in the radiology feed
+        "CC:, Headache.,HX:, On admission a head CT demonstrated a subarachnoid hemorrhage.",
+    ],
+)
+def test_known_expected_or_narrative_critical_findings_need_no_call(text: str) -> None:
+    """A critical finding called expected/known anywhere in the report, or told in a case history, raises no communication error."""
+    assert "communication.critical_not_communicated" not in _rules(text)
+
+
+def test_new_critical_finding_beside_a_known_other_one_still_fires() -> None:
+    """Known-ness is per finding: a new pneumothorax is still uncommunicated when the free air is postoperative."""
+    text = (
+        "FINDINGS:\nModerate right pneumothorax. Free air under the diaphragm.\n"
+        "IMPRESSION:\nModerate right pneumothorax. Free air, postoperative."
+    )
+    found = findings_for(make_report(text), rule_prefix="communication.critical_not_communicated")
+    assert len(found) == 1 and "pneumothorax" in found[0].message

@@ -106,3 +106,16 @@ def test_age_implausible(text: str, birth: date) -> None:
 def test_age_plausible(text: str, birth: date | None) -> None:
     """Plausible ages, closed plates, negated pregnancy, margins and unknown ages never fire."""
     assert "consistency.age_implausible" not in _rules(text, birth_date=birth)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INDICATION: History of testicular cancer status post bone marrow transplant\nFINDINGS: Lungs are clear.",
+        "INDICATION: XXXX-year-old with scrotal edema, dyspnea\nFINDINGS: Mild cardiomegaly.",
+    ],
+)
+def test_male_anatomy_in_the_indication_of_a_female_patient(text: str) -> None:
+    """'status post' an unrelated treatment is no removal, and 'scrotal edema' names the scrotum: both are male anatomy."""
+    assert "consistency.sex_anatomy" in _rules(text, sex="F")
+    assert "consistency.sex_anatomy" not in _rules(text, sex="M")
