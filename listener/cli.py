@@ -273,38 +273,6 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         return EXIT_ERROR
 
 
-def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    """Print stored messages as JSON Lines (DESIGN §7)."""
-    from listener.store.sqlite import DB_FILENAME, SQLiteStore
-
-    state_dir = daemon_config(args, config).state_dir
-    if not (Path(state_dir) / DB_FILENAME).is_file():
-        sys.stderr.write(f"overread messages: no store in {state_dir}\n")
-        return EXIT_ERROR
-    try:
-        store = SQLiteStore.in_state_dir(state_dir)
-    except StoreError as exc:
-        sys.stderr.write(f"overread messages: {exc}\n")
-        return EXIT_ERROR
-    try:
-        for msg in store.messages():
-            obj = {
-                "message_id": msg.control_id,
-                "sender": {"application": msg.sender_application, "facility": msg.sender_facility},
-                "received": msg.received.isoformat(),
-                "state": msg.state,
-                "ack_code": msg.ack_code,
-                "error_code": msg.error_code,
-                "feed": msg.feed,
-                "transport": msg.transport,
-                "report_count": msg.report_count,
-            }
-            out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    finally:
-        store.close()
-    return EXIT_OK
-
-
 def _ack_fields(ack: bytes) -> tuple[str, str]:
     """MSA-1 and MSA-2 of an ACK (separators from its MSH)."""
     import re
@@ -415,10 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each ACK")
     send.add_argument("files", nargs="+", metavar="FILE")
 
-    messages = sub.add_parser("messages", help="list stored messages")
-    messages.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
-    messages.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
-    messages.add_argument("--format", choices=("json",), default="json")
+    from listener.messages_cli import add_messages_parser
+
+    add_messages_parser(sub)
 
     from listener.outbox_cli import add_outbox_parser
 
@@ -444,7 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "send":
             return cmd_send(args.to, args.files, timeout=args.timeout, out=sys.stdout)
         if args.command == "messages":
-            return cmd_messages(args, config, sys.stdout)
+            from listener.messages_cli import cmd_messages
+
+            return cmd_messages(args, daemon_config(args, config), sys.stdout)
         if args.command == "outbox":
             from listener.outbox_cli import cmd_outbox
 

@@ -252,7 +252,11 @@ class Store(Protocol):
     def find_duplicate(
         self, sender_application: str, sender_facility: str, control_id: str
     ) -> SaveResult | None:
-        """Return the stored answer for this key (``duplicate=True``), or None."""
+        """Return the stored answer for this key (``duplicate=True``), or None.
+
+        A blocking read: reactor code calls it from a thread (the MLLP intake
+        has a lookup executor for it).
+        """
         ...
 
     def submit(self, record: MessageRecord) -> Future[SaveResult]:
@@ -268,9 +272,17 @@ class Store(Protocol):
         *,
         after: int | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int | None = None,
+        state: str | None = None,
+        ack_code: str | None = None,
+        sender_application: str | None = None,
+        sender_facility: str | None = None,
+        control_id: str | None = None,
+        transport: str | None = None,
     ) -> Iterator[MessageSummary]:
-        """Iterate stored messages in storage order, after a cursor or since a time."""
+        """Iterate stored messages in storage order, after a cursor, in a time window,
+        and with exact values for the other filters."""
         ...
 
     def message_raw(self, message_pk: int) -> bytes | None:

@@ -251,34 +251,61 @@ class SQLiteStore:
         *,
         after: int | None = None,
         since: datetime | None = None,
+        until: datetime | None = None,
         limit: int | None = None,
+        state: str | None = None,
+        ack_code: str | None = None,
+        sender_application: str | None = None,
+        sender_facility: str | None = None,
+        control_id: str | None = None,
+        transport: str | None = None,
     ) -> Iterator[MessageSummary]:
-        """Iterate stored messages by ``message_pk``.
+        """Iterate stored messages by ``message_pk``, optionally filtered.
 
         Args:
             after: only messages with a larger ``message_pk`` (a cursor).
             since: only messages received at or after this time.
-            limit: stop after this many.
+            until: only messages received before this time.
+            limit: stop after this many (after filtering).
+            state, ack_code, sender_application, sender_facility, control_id,
+                transport: only messages with exactly this value.
 
         Raises:
             StoreError: the store cannot be read.
+            ValueError: a naive ``since``/``until``.
         """
         if since is not None:
             require_aware(since, "since")
+        if until is not None:
+            require_aware(until, "until")
+        where = ["m.id > ?", "m.received >= ?"]
+        params: list[object] = [_ts(since) if since is not None else ""]
+        if until is not None:
+            where.append("m.received < ?")
+            params.append(_ts(until))
+        for column, value in (
+            ("state", state),
+            ("ack_code", ack_code),
+            ("sender_application", sender_application),
+            ("sender_facility", sender_facility),
+            ("control_id", control_id),
+            ("transport", transport),
+        ):
+            if value is not None:
+                where.append(f"m.{column} = ?")
+                params.append(value)
+        sql = (
+            "SELECT m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
+            " m.received, m.transport, m.state, m.ack_code, m.error_code,"
+            " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
+            " m.raw IS NOT NULL"
+            f" FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
+        )
         cursor = after if after is not None else 0
-        since_text = _ts(since) if since is not None else ""
         remaining = limit
         while remaining is None or remaining > 0:
             page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._read(
-                "listing messages",
-                "SELECT m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
-                " m.received, m.transport, m.state, m.ack_code, m.error_code,"
-                " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
-                " m.raw IS NOT NULL"
-                " FROM messages m WHERE m.id > ? AND m.received >= ? ORDER BY m.id LIMIT ?",
-                (cursor, since_text, page),
-            )
+            rows = self._read("listing messages", sql, (cursor, *params, page))
             for row in rows:
                 yield MessageSummary(
                     message_pk=row[0],

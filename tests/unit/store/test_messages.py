@@ -110,6 +110,31 @@ def test_messages_paging_cursor_since_and_limit(store: SQLiteStore) -> None:
     assert len(list(store.messages(after=pks[100], limit=700))) == 700
 
 
+def test_messages_filters(store: SQLiteStore) -> None:
+    """messages() filters on state, ACK code, sender, control id, transport and a time window,
+    combined with each other and with the cursor and limit."""
+    store.save(record("A1", received=T0))
+    store.save(record("A2", app="PACS", received=T0 + timedelta(minutes=1)))
+    store.save(record("A3", facility="CLINIC", ack_code="AE", state="rejected", received=T0 + timedelta(minutes=2)))
+    store.save(record("A4", ack_code="AR", state="rejected", received=T0 + timedelta(minutes=3)))
+
+    def ids(**filters: object) -> list[str]:
+        return [m.control_id for m in store.messages(**filters)]  # type: ignore[arg-type]
+
+    assert ids(state="rejected") == ["A3", "A4"]
+    assert ids(ack_code="AE") == ["A3"]
+    assert ids(sender_application="PACS") == ["A2"]
+    assert ids(sender_application="RIS", sender_facility="HOSP") == ["A1", "A4"]
+    assert ids(control_id="A3") == ["A3"]
+    assert ids(transport="http") == []
+    assert ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == ["A2", "A3"]
+    assert ids(state="rejected", limit=1) == ["A3"]
+    first = next(store.messages(state="rejected"))
+    assert ids(state="rejected", after=first.message_pk) == ["A4"]
+    with pytest.raises(ValueError):
+        list(store.messages(until=datetime(2026, 1, 1)))
+
+
 def test_find_duplicate(store: SQLiteStore) -> None:
     """find_duplicate() knows nothing before a save and gives the stored answer after it."""
     assert store.find_duplicate("RIS", "HOSP", "C1") is None

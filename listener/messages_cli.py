@@ -1,0 +1,131 @@
+"""``overread messages``: list stored messages for operators and tests (DESIGN §7).
+
+Layer: CLI (I/O for users). It reads the store in the state directory, which
+may be in use by a running daemon (SQLite WAL: readers never wait for it).
+
+Conventions as ``overread outbox``: ``--config F`` (its ``state_dir``) and
+``--state-dir DIR`` (wins); ``--format json`` (default: JSON Lines, one object
+per message, DESIGN §7's ``message_id``, ``sender``, ``received``, ``state``,
+``ack_code`` and more) or ``--format text`` (a table for people). Filters are
+exact values (``--state``, ``--ack-code``, ``--sender``, ``--facility``,
+``--control-id``, ``--transport``) and a time window (``--since``/``--until``:
+ISO 8601 with an offset, or ``Nd`` days ago); ``--after PK --limit N`` pages
+(``message_pk`` of the last line is the next cursor). Nothing printed comes
+from a message body: patient data stays in the store.
+
+Exit status: 0 listed (even nothing); 2 usage error or no store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from listener.config import Config
+from listener.errors import StoreError
+from listener.outbox_cli import parse_time
+from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary
+
+__all__ = ["add_messages_parser", "cmd_messages", "message_dict"]
+
+_EXIT_OK = 0
+_EXIT_ERROR = 2
+
+
+def add_messages_parser(sub: Any) -> None:
+    """Add ``messages`` and its options to the top-level subparsers."""
+    messages = sub.add_parser(
+        "messages",
+        help="list stored messages",
+        description="List stored messages (no message bodies), oldest first.",
+        epilog="exit status: 0 listed (possibly nothing); 2 usage error or no store",
+    )
+    messages.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
+    messages.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+    messages.add_argument("--format", choices=("json", "text"), default="json")
+    messages.add_argument("--state", choices=MESSAGE_STATES, help="only messages in this state")
+    messages.add_argument("--ack-code", choices=("AA", "AE", "AR", "CA", "CE", "CR"), help="only messages answered with this code")
+    messages.add_argument("--sender", metavar="APP", help="only messages from this sending application (MSH-3)")
+    messages.add_argument("--facility", metavar="FAC", help="only messages from this sending facility (MSH-4)")
+    messages.add_argument("--control-id", metavar="ID", help="only the message with this MSH-10")
+    messages.add_argument("--transport", choices=TRANSPORTS, help="only messages received over mllp or http")
+    messages.add_argument("--since", metavar="TIME", help="received at or after TIME (ISO 8601 with offset, or Nd days ago)")
+    messages.add_argument("--until", metavar="TIME", help="received before TIME (same forms)")
+    messages.add_argument("--after", type=int, metavar="PK", help="only messages after this message_pk (paging cursor)")
+    messages.add_argument("--limit", type=int, metavar="N", help="print at most N messages")
+
+
+def message_dict(msg: MessageSummary) -> dict[str, Any]:
+    """One message as the JSON object ``overread messages --format json`` prints."""
+    return {
+        "message_id": msg.control_id,
+        "sender": {"application": msg.sender_application, "facility": msg.sender_facility},
+        "received": msg.received.isoformat(),
+        "state": msg.state,
+        "ack_code": msg.ack_code,
+        "error_code": msg.error_code,
+        "feed": msg.feed,
+        "transport": msg.transport,
+        "report_count": msg.report_count,
+        "raw_kept": msg.raw_kept,
+        "message_pk": msg.message_pk,
+    }
+
+
+def _text_line(msg: MessageSummary) -> str:
+    sender = msg.sender_application + (f"/{msg.sender_facility}" if msg.sender_facility else "")
+    received = msg.received.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"{msg.message_pk:>8}  {received}  {msg.transport:<4}  {msg.state:<9}  {msg.ack_code:<3} "
+            f"{msg.error_code or '-':<4} {msg.report_count:>3}  {sender}  {msg.control_id}")
+
+
+def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO | None = None) -> int:
+    """Print the stored messages that pass the filters; return the exit status (errors to ``err``, default stderr)."""
+    from listener.store.sqlite import DB_FILENAME, SQLiteStore
+
+    def fail(text: str) -> int:
+        (err or sys.stderr).write(f"overread messages: {text}\n")
+        return _EXIT_ERROR
+
+    now = datetime.now(timezone.utc)
+    window: dict[str, datetime] = {}
+    for name in ("since", "until"):
+        text = getattr(args, name, None)
+        if text:
+            try:
+                window[name] = parse_time(text, now)
+            except ValueError:
+                return fail(f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)")
+    for name in ("after", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            return fail(f"--{name} must not be negative")
+    state_dir = config.state_dir
+    if not (Path(state_dir) / DB_FILENAME).is_file():
+        return fail(f"no store in {state_dir}")
+    try:
+        store = SQLiteStore.in_state_dir(state_dir)
+    except StoreError as exc:
+        return fail(str(exc))
+    try:
+        rows = store.messages(
+            after=args.after, limit=args.limit, state=args.state, ack_code=args.ack_code,
+            sender_application=args.sender, sender_facility=args.facility, control_id=args.control_id,
+            transport=args.transport, **window,
+        )
+        if args.format == "text":
+            out.write(f"{'PK':>8}  {'RECEIVED (UTC)':<20}  {'VIA':<4}  {'STATE':<9}  ACK ERR  REP  SENDER  MESSAGE ID\n")
+        for msg in rows:
+            if args.format == "text":
+                out.write(_text_line(msg) + "\n")
+            else:
+                out.write(json.dumps(message_dict(msg), ensure_ascii=False) + "\n")
+    except StoreError as exc:
+        return fail(str(exc))
+    finally:
+        store.close()
+    return _EXIT_OK
