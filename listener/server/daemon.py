@@ -161,6 +161,8 @@ class Daemon:
             _log().info("listening", endpoint=self.config.mllp_endpoint, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
             notify_ready(f"listening on {self.config.mllp_endpoint}")
             self.watchdog = start_watchdog(self.reactor)
+            if self.watchdog is not None:
+                _log().info("watchdog_started", interval_s=self.watchdog.interval)
             for worker in self.outbound:
                 worker.start()
             if self.config.raw_retention_days > 0:

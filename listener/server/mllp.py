@@ -431,6 +431,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.refused_tls = False
         self.tls_ok = False
         self.closing_after_answers = False
+        self.reported_discard = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         self.factory.conn_counter += 1
@@ -472,6 +473,11 @@ class MllpProtocol(Protocol, TimeoutMixin):
             return
         if frames:
             self.resetTimeout()  # type: ignore[no-untyped-call]
+        if self.framer.discarded_bytes and not self.reported_discard:
+            # Once per connection (a sender that adds LF after every frame would
+            # otherwise log a line per message); connection_closed has the total.
+            self.reported_discard = True
+            self.log.warning("frame_discarded_bytes", reason="outside_frame", bytes=self.framer.discarded_bytes)
         for payload in frames:
             self._take(payload)
 
@@ -540,7 +546,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=self.framer.buffered_bytes)
         if not self.tls_ok and _is_tls_error(reason):
             self.log.warning("tls_handshake_failed", error_type=reason.type.__name__ if reason.type else "")
-        self.log.info("connection_closed", count=len(self.queue))
+        self.log.info("connection_closed", count=len(self.queue), bytes=self.framer.discarded_bytes)
 
 
 class MllpFactory(Factory):

@@ -316,3 +316,25 @@ def test_processing_failure_answers_ae_207_and_logs_the_type_only(pipeline: Pipe
     processed = [e for e in logs if e["event"] == "message_processed"]
     assert processed and processed[0]["error_type"] == "RuntimeError" and processed[0]["error_code"] == "207"
     assert "LYNN" not in repr(logs)
+
+
+def test_bytes_outside_frames_are_logged_once_per_connection(pipeline: Pipeline, corpus: Path) -> None:
+    """Junk between frames (a stray LF after each end block) is logged once as
+    frame_discarded_bytes; connection_closed carries the total; the frames are still answered."""
+    from structlog.testing import capture_logs
+
+    store = FakeStore()
+    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW)  # type: ignore[arg-type]
+    factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=2, clock=Clock())
+    with capture_logs() as logs:
+        proto, transport = _connect(factory)
+        proto.dataReceived(b"junk" + frame(_oru(corpus, "J1")) + b"\n")
+        proto.dataReceived(frame(_oru(corpus, "J2")) + b"\n")
+        store.commit(0)
+        store.commit(1)
+        proto.connectionLost()
+    assert _acks(transport.value()) == [("AA", "J1"), ("AA", "J2")]
+    discarded = [e for e in logs if e["event"] == "frame_discarded_bytes"]
+    assert len(discarded) == 1 and discarded[0]["bytes"] == 5  # "junk" and the first LF
+    closed = [e for e in logs if e["event"] == "connection_closed"]
+    assert closed[0]["bytes"] == 6
