@@ -18,7 +18,10 @@ Promises:
   ``max_attempts`` the row is dead-lettered and the others go on.
 * A refused connection is the RIS's state, not the row's: the worker backs off
   its *connection* attempts (same schedule) and the rows keep their attempts,
-  so a RIS down for hours does not dead-letter the queue.
+  so a RIS down for hours does not dead-letter the queue. Over TLS the
+  connection counts as open only once the handshake has completed, so a
+  certificate problem (expired, untrusted, wrong name) is a connect failure
+  too, not a failed attempt of every row.
 * Restart-safe: the rows are in the store; ``start()`` sends whatever is due.
   A row the RIS took just before a crash is sent again with the same MSH-10.
 * The reactor never waits on the store: reads and updates run on threads
@@ -43,7 +46,13 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet._resolver import GAIResolver
-from twisted.internet.interfaces import IHostnameResolver, IReactorPluggableNameResolver, IReactorTime
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IHostnameResolver,
+    IReactorPluggableNameResolver,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -62,6 +71,7 @@ __all__ = [
     "AckTimeout",
     "AnswerUnreadable",
     "OutboundWorker",
+    "TlsHandshakeFailed",
     "RisClientProtocol",
     "client_endpoint",
     "own_resolver",
@@ -90,11 +100,17 @@ class AnswerUnreadable(Exception):
     """The RIS answered something that is not an ACK (no MSH or no MSA)."""
 
 
+class TlsHandshakeFailed(ConnectionError):
+    """The TLS handshake with the RIS failed or did not finish in time (a connect failure)."""
+
+
+@implementer(IHandshakeListener)
 class RisClientProtocol(Protocol):
     """One connection to a RIS: send a framed message, fire with its matching ACK.
 
     Answers whose MSA-2 names another message (a late answer to an attempt we
-    gave up on) are ignored. Only one message is outstanding at a time.
+    gave up on) are ignored. Only one message is outstanding at a time. Over
+    TLS, :meth:`ready` fires once the handshake has completed.
     """
 
     transport: Any
@@ -106,9 +122,55 @@ class RisClientProtocol(Protocol):
         self.timer: Any = None  # IDelayedCall (zope interfaces do not type-check)
         self.connected_ok = False
         self.lost = False
+        self.handshake_done = False
+        self._ready: defer.Deferred[None] | None = None
+        self._ready_timer: Any = None
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         self.connected_ok = True
+
+    def ready(self, *, timeout: float, clock: IReactorTime) -> defer.Deferred[None]:
+        """Fires when messages can be sent: at once over TCP, after the handshake over TLS.
+
+        Fails with :class:`TlsHandshakeFailed` when the connection is lost
+        before the handshake completes (a refused or unverifiable certificate)
+        or the handshake takes longer than ``timeout`` (the connection is then
+        aborted). Cancelling it aborts the connection.
+        """
+        if self.lost:
+            return defer.fail(TlsHandshakeFailed("connection lost before it was ready"))
+        if self.handshake_done or not ISSLTransport.providedBy(self.transport):
+            return defer.succeed(None)
+
+        def cancel(_: object) -> None:
+            self._ready = None
+            self._stop_ready_timer()
+            self.transport.abortConnection()
+
+        d: defer.Deferred[None] = defer.Deferred(canceller=cancel)
+        self._ready = d
+        timer: Any = clock
+        self._ready_timer = timer.callLater(timeout, self._handshake_timed_out)
+        return d
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted API (IHandshakeListener)
+        self.handshake_done = True
+        self._stop_ready_timer()
+        d, self._ready = self._ready, None
+        if d is not None:
+            d.callback(None)
+
+    def _stop_ready_timer(self) -> None:
+        if self._ready_timer is not None and self._ready_timer.active():
+            self._ready_timer.cancel()
+        self._ready_timer = None
+
+    def _handshake_timed_out(self) -> None:
+        self._ready_timer = None
+        d, self._ready = self._ready, None
+        self.transport.abortConnection()
+        if d is not None:
+            d.errback(Failure(TlsHandshakeFailed("TLS handshake not finished in time")))  # type: ignore[no-untyped-call]
 
     def send(self, control_id: str, payload: bytes, *, timeout: float, clock: IReactorTime) -> defer.Deferred[AckAnswer]:
         """Write one message; the Deferred fires with its ACK.
@@ -166,6 +228,10 @@ class RisClientProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
         self.lost = True
+        self._stop_ready_timer()
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.errback(Failure(TlsHandshakeFailed("connection lost during the TLS handshake")))  # type: ignore[no-untyped-call]
         self._fail(ConnectionError("connection lost"), abort=False)
 
 
@@ -346,6 +412,10 @@ class OutboundWorker:
         self._connecting = self.connect(_RisFactory())
         try:
             protocol = yield self._connecting
+            if isinstance(protocol, RisClientProtocol):
+                # Over TLS: not open until the handshake is done (certificate problems are connect failures).
+                self._connecting = protocol.ready(timeout=self.settings.retry.ack_timeout_seconds, clock=self.reactor)
+                yield self._connecting
         finally:
             self._connecting = None
         self.protocol = protocol

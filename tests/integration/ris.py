@@ -9,11 +9,16 @@ message, then ``mode``.
 
 Like a RIS that deduplicates by MSH-10, it applies a message (``applied``) only
 the first time it accepts it with AA; every arrival is kept in ``received``.
+
+Given an ``ssl.SSLContext`` it speaks MLLP over TLS: a connection whose
+handshake fails is dropped (counted in ``handshake_failures``), and the common
+name of each client certificate it accepted is kept in ``client_names``.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -36,8 +41,11 @@ class TestRis:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
+        self.tls = tls
+        self.handshake_failures = 0
+        self.client_names: list[str] = []
         self.mode = "AA"
         self.script: deque[str] = deque()
         self.received: list[tuple[str, bytes]] = []
@@ -96,8 +104,29 @@ class TestRis:
         with self.lock:
             return self.script.popleft() if self.script else self.mode
 
+    def _handshake(self, conn: socket.socket) -> socket.socket | None:
+        """The TLS side of ``conn`` (None when the handshake failed and the connection was dropped)."""
+        assert self.tls is not None
+        try:
+            tls = self.tls.wrap_socket(conn, server_side=True)
+        except OSError:  # ssl.SSLError included: untrusted peer, no certificate, reset
+            with self.lock:
+                self.handshake_failures += 1
+            conn.close()
+            return None
+        subject = dict(item for rdn in (tls.getpeercert() or {}).get("subject", ()) for item in rdn)
+        with self.lock:
+            self.client_names.append(str(subject.get("commonName", "")))
+            self.connections.append(tls)
+        return tls
+
     def _serve(self, conn: socket.socket) -> None:
         framer = MllpFramer()
+        if self.tls is not None:
+            wrapped = self._handshake(conn)
+            if wrapped is None:
+                return
+            conn = wrapped
         try:
             while True:
                 data = conn.recv(65536)

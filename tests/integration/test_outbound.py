@@ -328,3 +328,70 @@ def test_no_routing_message_for_a_message_not_accepted(tmp_path: Path, ris: Test
         assert len(ris.received) == 1
     finally:
         stop_daemon(daemon)
+
+
+def tls_config(tmp_path: Path, ris_port: int, pki: Path, *, trust: str) -> Path:
+    """A daemon config whose destination reaches the test RIS over mutual TLS, trusting the CA ``trust``."""
+    dest = tmp_path / "destinations.yaml"
+    dest.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        "  ris:\n"
+        f"    endpoint: tls:host=localhost:port={ris_port}\n"
+        f"    tls: {{certificate: {pki / 'overread.crt'}, private_key: {pki / 'overread.key'}, ca: {pki / trust}}}\n"
+        "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
+        "    retry: {max_attempts: 3, backoff_base_seconds: 0.2, backoff_max_seconds: 1, ack_timeout_seconds: 2}\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "overread.yaml"
+    config.write_text("destinations: destinations.yaml\n", encoding="utf-8")
+    return config
+
+
+def test_tls_certificate_problem_does_not_charge_rows_then_mutual_tls_delivers(tmp_path: Path, oru: bytes) -> None:
+    """Over TLS a RIS certificate the daemon does not trust fails the handshake: a connect failure, rows keep
+    attempts 0 however many times it is tried; with the right CA the rows go out over mutual TLS, once each."""
+    import ssl
+
+    from tests.integration.test_tls import _issue, _write
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ca, ca_key = _issue("Test CA", None, None, ca=True)
+    _write(pki / "ca", ca)
+    server, server_key = _issue("localhost", ca_key, ca.subject, san="localhost")
+    _write(pki / "server", server, server_key)
+    client, client_key = _issue("overread", ca_key, ca.subject)
+    _write(pki / "overread", client, client_key)
+    other_ca, _ = _issue("Other CA", None, None, ca=True)
+    _write(pki / "other-ca", other_ca)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki / "server.crt"), str(pki / "server.key"))
+    context.load_verify_locations(str(pki / "ca.crt"))
+    context.verify_mode = ssl.CERT_REQUIRED  # the RIS wants our client certificate
+    ris = TestRis(free_port(), tls=context)
+    ris.start()
+    daemon = start_daemon(tmp_path, tls_config(tmp_path, ris.port, pki, trust="other-ca.crt"))
+    try:
+        assert send_all(daemon, [message(oru, f"TLS{i}", f"ACC{i}") for i in range(2)]) == ["AA", "AA"]
+
+        def handshake_failures() -> list[dict[str, object]]:
+            return [line for line in daemon.log_lines() if line.get("event") == "outbox_retry_scheduled"
+                    and line.get("reason") == "connect_failed" and line.get("error_type") == "TlsHandshakeFailed"]
+
+        wait_until(lambda: len(handshake_failures()) > 3)  # more than max_attempts
+        assert [(r["state"], r["attempts"]) for r in outbox(daemon)] == [("pending", 0), ("pending", 0)]
+        assert ris.received == []
+        stop_daemon(daemon)
+
+        tls_config(tmp_path, ris.port, pki, trust="ca.crt")
+        daemon.start()
+        ris.wait_for(lambda: len(ris.applied) == 2)
+        wait_until(lambda: all(r["state"] == "delivered" for r in outbox(daemon)))
+        rows = outbox(daemon)
+        assert [r["attempts"] for r in rows] == [1, 1]
+        assert ris.received_ids() == [r["control_id"] for r in rows]
+        assert "overread" in ris.client_names
+    finally:
+        stop_daemon(daemon)
+        ris.stop()

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from listener.destinations import DestinationSettings, RetrySettings
 from listener.hl7v2.mllp import MllpFramer, frame
@@ -44,6 +47,7 @@ class FakeRis:
 
     def __init__(self) -> None:
         self.down = False
+        self.tls = False  # transports say they are TLS; the handshake completes only when a test says so
         self.connections: list[tuple[RisClientProtocol, StringTransport]] = []
         self.attempts = 0
 
@@ -53,6 +57,8 @@ class FakeRis:
             return defer.fail(ConnectionRefusedError("refused"))
         protocol = factory.buildProtocol(None)
         transport = StringTransport()
+        if self.tls:
+            directlyProvides(transport, ISSLTransport)
         protocol.makeConnection(transport)
         self.connections.append((protocol, transport))  # type: ignore[arg-type]
         return defer.succeed(protocol)
@@ -298,6 +304,47 @@ def test_refused_connection_backs_off_without_charging_rows(harness: Harness) ->
     harness.ris.answer("R2")
     assert harness.ris.sent() == ["R1", "R2"]
     assert [harness.state(c) for c in ("R1", "R2")] == [("delivered", 1), ("delivered", 1)]
+
+
+def test_tls_handshake_failure_is_a_connect_failure(harness: Harness) -> None:
+    """A TLS connection lost before its handshake completes (bad certificate) backs off like a refusal; rows keep attempts 0."""
+    from OpenSSL.SSL import Error as SSLError
+
+    from listener.server.outbound import TlsHandshakeFailed
+
+    harness.ris.tls = True
+    harness.add(("ACC1", "R1"), ("ACC2", "R2"))
+    harness.worker.start()
+    for n in range(1, 6):  # more failures than max_attempts (4)
+        protocol, transport = harness.ris.current
+        assert transport.value() == b"", "nothing is written before the handshake"
+        protocol.connectionLost(Failure(SSLError([("SSL routines", "", "certificate verify failed")])))
+        assert harness.worker.connect_failures == n
+        harness.clock.advance(30)
+    assert [harness.state(c) for c in ("R1", "R2")] == [("pending", 0), ("pending", 0)]
+    protocol, transport = harness.ris.current
+    protocol.handshakeCompleted()  # the certificate was fixed
+    harness.ris.answer("R1")
+    harness.ris.answer("R2")
+    assert harness.ris.sent() == ["R1", "R2"]
+    assert [harness.state(c) for c in ("R1", "R2")] == [("delivered", 1), ("delivered", 1)]
+    assert harness.worker.connect_failures == 0
+    assert issubclass(TlsHandshakeFailed, ConnectionError)
+
+
+def test_tls_handshake_timeout_is_a_connect_failure(harness: Harness) -> None:
+    """A handshake that does not finish within ack_timeout aborts the connection and backs off without charging the row."""
+    harness.ris.tls = True
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    protocol, transport = harness.ris.current
+    harness.clock.advance(RETRY.ack_timeout_seconds - 0.1)
+    assert not transport.disconnecting and harness.worker.connect_failures == 0
+    harness.clock.advance(0.1)
+    assert transport.disconnecting  # aborted (StringTransport records the abort as disconnecting)
+    protocol.connectionLost(Failure(ConnectionError("aborted")))
+    assert harness.worker.connect_failures == 1
+    assert harness.state("R1") == ("pending", 0)
 
 
 def test_order_kept_per_accession(harness: Harness) -> None:
