@@ -122,6 +122,7 @@ class Daemon:
         self.watchdog: LoopingCall | None = None
         self.purger: LoopingCall | None = None
         pipeline = config.pipeline()
+        _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
         _log().info("store_opened", path=str(config.state_dir))
         hash_key = load_or_create_hash_key(config.state_dir)

@@ -306,7 +306,7 @@ class Intake:
         nack_code, nack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text="Message store unavailable, retry later"),))
         mlog.error("store_unavailable", error_type=error_type)
         mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                  **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+                  **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type, "state": "not_stored"})
         if self.metrics is not None:
             self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started)
         return self._answer(header, nack_code, nack)
@@ -364,6 +364,7 @@ class Intake:
             "bucket": first and outcome.reports[0].route and outcome.reports[0].route.bucket or "",
             "finding_count": sum(len(r.findings) for r in outcome.reports),
             "error_code": record.error_code,
+            "state": record.state,
             "policy_version": pipeline.version,
         }
         if outcome.error_type:

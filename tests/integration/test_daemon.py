@@ -219,5 +219,7 @@ def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> No
         stored = {m["message_id"]: (m["state"], m["feed"]) for m in daemon.messages()}
         assert stored["T1"] == ("ignored", "adtsender")
         assert stored["T2"][0] == stored["T3"][0] == "rejected"
+        logged = {line["control_id"]: line["state"] for line in daemon.log_lines() if line["event"] == "message_processed"}
+        assert (logged["T1"], logged["T2"], logged["T3"]) == ("ignored", "rejected", "rejected")
     finally:
         assert daemon.stop() == 0

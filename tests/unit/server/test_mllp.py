@@ -315,6 +315,7 @@ def test_processing_failure_answers_ae_207_and_logs_the_type_only(pipeline: Pipe
     assert (store.saved[0].state, store.saved[0].error_code) == ("rejected", "207")
     processed = [e for e in logs if e["event"] == "message_processed"]
     assert processed and processed[0]["error_type"] == "RuntimeError" and processed[0]["error_code"] == "207"
+    assert processed[0]["state"] == "rejected"
     assert "LYNN" not in repr(logs)
 
 
