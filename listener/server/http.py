@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
@@ -293,11 +295,64 @@ def _base_url(request: Any) -> str:
     return f"{scheme}://{host}/fhir"
 
 
+#: ``_format`` values and Accept media types we can answer (FHIR JSON only).
+_JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
+_ANY_TYPES = frozenset({"*/*", "application/*"})
+_VERSION_PARAMS = {"4.0": "R4", "4.0.0": "R4", "4.0.1": "R4", "4.3": "R4", "4.3.0": "R4", "5.0": "R5", "5.0.0": "R5"}
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,40}$")
+
+
+def negotiate(request: Any) -> str | HttpAnswer:
+    """The FHIR version to answer in ("R4" or "R5"), or the 406 to send.
+
+    ``_format`` (json / application/fhir+json / application/json) wins over
+    ``Accept``; an Accept naming only types we cannot produce (XML, Turtle,
+    HTML) is refused rather than answered in a format the client did not ask
+    for. A ``fhirVersion`` parameter on the chosen JSON type picks R4 (4.0,
+    4.3) or R5 (5.0); any other version is refused.
+    """
+    raw_format = (request.args.get(b"_format") or [b""])[0].decode("latin-1").strip().lower()
+    if raw_format:
+        essence, _, params = raw_format.replace(" ", "+").partition(";")
+        if essence not in _JSON_FORMATS:
+            return outcome_answer(406, (Issue("error", "not-supported", "only FHIR JSON is served: _format=json", "_format"),))
+        return _version_from(params)
+    header = request.getHeader(b"accept")
+    text = (header.decode("latin-1") if isinstance(header, bytes) else header or "").strip()
+    if not text:
+        return "R4"
+    ranges: list[tuple[str, str]] = []
+    for item in text.split(","):
+        essence, _, params = item.strip().lower().partition(";")
+        if re.search(r"(?:^|;)\s*q\s*=\s*0(?:\.0*)?\s*(?:;|$)", params):
+            continue  # q=0: "not acceptable"
+        ranges.append((essence.strip(), params))
+    for essence, params in ranges:
+        if essence in _JSON_FORMATS:
+            return _version_from(params)
+    if any(essence in _ANY_TYPES for essence, _ in ranges):
+        return "R4"
+    return outcome_answer(406, (Issue("error", "not-supported", "only application/fhir+json is served; see Accept"),))
+
+
+def _version_from(params: str) -> str | HttpAnswer:
+    for part in params.split(";"):
+        key, eq, value = part.partition("=")
+        if eq and key.strip() == "fhirversion":
+            version = _VERSION_PARAMS.get(value.strip().strip('"'))
+            if version is None:
+                return outcome_answer(406, (Issue("error", "not-supported", "fhirVersion must be 4.0 (R4) or 5.0 (R5)"),))
+            return version
+    return "R4"
+
+
 class _Endpoint(Resource):
     """A leaf answering a fixed set of methods; others get 405 with an OperationOutcome."""
 
     isLeaf = True
     methods: tuple[bytes, ...] = (b"GET",)
+    #: What a path below this one gets (404).
+    below = "no such endpoint"
 
     def __init__(self, api: Api) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -307,7 +362,7 @@ class _Endpoint(Resource):
         if request.ov_started is None:
             request.ov_started = time.perf_counter()
         if any(request.postpath or ()):  # a leaf has no children: /fhir/DiagnosticReport/x is not ours
-            self.api.send(request, outcome_answer(404, (Issue("error", "not-found", "no such endpoint"),)))
+            self.api.send(request, outcome_answer(404, (Issue("error", "not-found", self.below),)))
             return NOT_DONE_YET
         method = b"GET" if request.method == b"HEAD" and b"GET" in self.methods else request.method
         if method not in self.methods:
@@ -364,6 +419,8 @@ class _Metrics(_Endpoint):
 
 class _Post(_Endpoint):
     methods = (b"POST",)
+    below = ("reports are not read back (the id in Location names them in searches): "
+             "GET /fhir/DetectedIssue?implicated=DiagnosticReport/<id> or /fhir/Task")
 
     def __init__(self, api: Api, expected: str) -> None:
         super().__init__(api)
@@ -374,6 +431,9 @@ class _Post(_Endpoint):
         if isinstance(access, HttpAnswer):
             return defer.succeed(access)
         request.ov_client = access.fhir.name
+        wanted = negotiate(request)
+        if isinstance(wanted, HttpAnswer):
+            return defer.succeed(wanted)  # before the body is processed: nothing is stored
         if self.api.intake.closing:
             return defer.succeed(outcome_answer(503, (Issue("error", "transient", "shutting down; retry later"),),
                                                 (("Retry-After", "5"),)))
@@ -395,10 +455,21 @@ class _Search(_Endpoint):
         if isinstance(access, HttpAnswer):
             return defer.succeed(access)
         request.ov_client = access.fhir.name
+        version = negotiate(request)
+        if isinstance(version, HttpAnswer):
+            return defer.succeed(version)
         try:
             params = {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in request.args.items()}
         except UnicodeDecodeError:
             return defer.succeed(outcome_answer(400, (Issue("error", "structure", "search parameters are not UTF-8"),)))
+        known = _SEARCH_PARAMS[self.kind]
+        unknown = sorted(k for k in params if k not in known)
+        if unknown and _strict(request):
+            name = unknown[0] if _PARAM_NAME.match(unknown[0]) else ""
+            return defer.succeed(outcome_answer(400, (Issue(
+                "error", "not-supported",
+                f"unknown search parameter{' ' + name if name else ''}; {self.kind} takes {', '.join(sorted(known))}",
+                name),)))
         count_text = (params.get("_count") or [str(_DEFAULT_COUNT)])[0]
         if not count_text.isdigit() or not 0 < int(count_text) <= _MAX_COUNT:
             return defer.succeed(outcome_answer(400, (Issue("error", "value", f"_count must be 1 to {_MAX_COUNT}", "_count"),)))
@@ -409,11 +480,14 @@ class _Search(_Endpoint):
             status = (params.get("status") or ["requested"])[0]
             if status not in _TASK_STATUSES:
                 return defer.succeed(outcome_answer(400, (Issue("error", "code-invalid", "status is not a Task status", "status"),)))
-            owner = (params.get("owner") or [None])[0]
+            owner = (params.get("owner") or params.get("owner:identifier") or [None])[0]
             pool = owner.rpartition("|")[2] if owner is not None else None
+            used = {k: v[0] for k, v in params.items() if k in ("status", "owner", "owner:identifier")}
+            used["_count"] = str(count)
             if status != "requested":
-                return defer.succeed(_bundle_answer(task_bundle((), base)))
-            d = self.api.run_in_thread(lambda: task_bundle(queries.routed(pool=pool, limit=count), base))
+                return defer.succeed(_bundle_answer(_with_self(task_bundle((), base, version=version), base, "Task", used), version))
+            d = self.api.run_in_thread(
+                lambda: _with_self(task_bundle(queries.routed(pool=pool, limit=count), base, version=version), base, "Task", used))
         else:
             implicated = (params.get("implicated") or [None])[0]
             by_identifier = (params.get("implicated:identifier") or [None])[0]
@@ -421,14 +495,38 @@ class _Search(_Endpoint):
             if implicated is not None and not fhir_id:
                 return defer.succeed(outcome_answer(400, (Issue("error", "value", "implicated must be DiagnosticReport/<id>", "implicated"),)))
             accession = by_identifier.rpartition("|")[2] if by_identifier is not None else None
+            used = {k: v[0] for k, v in params.items() if k in ("implicated", "implicated:identifier")}
+            used["_count"] = str(count)
             d = self.api.run_in_thread(
-                lambda: detected_issue_bundle(queries.with_findings(fhir_id=fhir_id, accession=accession, limit=count), base)
+                lambda: _with_self(detected_issue_bundle(queries.with_findings(fhir_id=fhir_id, accession=accession, limit=count),
+                                                         base, version=version), base, "DetectedIssue", used)
             )
-        return d.addCallback(_bundle_answer)
+        return d.addCallback(_bundle_answer, version)
 
 
-def _bundle_answer(bundle: dict[str, Any]) -> HttpAnswer:
-    return HttpAnswer(200, json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), (("Cache-Control", "no-store"),))
+#: Search parameters each type takes (anything else is ignored, or refused with ``Prefer: handling=strict``).
+_SEARCH_PARAMS = {
+    "Task": frozenset({"status", "owner", "owner:identifier", "_count", "_format"}),
+    "DetectedIssue": frozenset({"implicated", "implicated:identifier", "_count", "_format"}),
+}
+
+
+def _strict(request: Any) -> bool:
+    raw = request.getHeader(b"prefer")
+    text = (raw.decode("latin-1") if isinstance(raw, bytes) else raw or "").lower()
+    return any(part.strip().replace(" ", "") == "handling=strict" for part in text.split(","))
+
+
+def _with_self(bundle: dict[str, Any], base: str, kind: str, used: dict[str, str]) -> dict[str, Any]:
+    """Add the ``self`` link naming the parameters that were applied (FHIR's way of saying which were ignored)."""
+    query = urlencode(sorted(used.items()))
+    return {**bundle, "link": [{"relation": "self", "url": f"{base}/{kind}?{query}"}]}
+
+
+def _bundle_answer(bundle: dict[str, Any], version: str = "R4") -> HttpAnswer:
+    content_type = FHIR_JSON if version == "R4" else "application/fhir+json; fhirVersion=5.0; charset=utf-8"
+    return HttpAnswer(200, json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+                      (("Cache-Control", "no-store"),), content_type)
 
 
 # ---------------------------------------------------------------------- api

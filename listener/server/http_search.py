@@ -93,8 +93,8 @@ def searchset(resources: Sequence[JSON], base_url: str) -> JSON:
     }
 
 
-def task_bundle(rows: Iterable[StoredReport], base_url: str) -> JSON:
-    """Tasks (status requested) for routed reports, newest first."""
+def task_bundle(rows: Iterable[StoredReport], base_url: str, *, version: str = "R4") -> JSON:
+    """Tasks (status requested) for routed reports, newest first, in FHIR ``version`` (R4 or R5)."""
     tasks = []
     for row in rows:
         route_data = json.loads(row.route_json)
@@ -108,13 +108,14 @@ def task_bundle(rows: Iterable[StoredReport], base_url: str) -> JSON:
                 authored_on=row.received,
                 report_reference=_reference(row, data),
                 task_id=f"route-{row.report_pk}",
+                version=version,
             )
         )
     return searchset(tasks, base_url)
 
 
-def detected_issue_bundle(rows: Iterable[StoredReport], base_url: str) -> JSON:
-    """DetectedIssues, one per stored finding, newest report first."""
+def detected_issue_bundle(rows: Iterable[StoredReport], base_url: str, *, version: str = "R4") -> JSON:
+    """DetectedIssues, one per stored finding, newest report first, in FHIR ``version`` (R4 or R5)."""
     issues = []
     for row in rows:
         data = json.loads(row.report_json)
@@ -127,6 +128,7 @@ def detected_issue_bundle(rows: Iterable[StoredReport], base_url: str) -> JSON:
                     identified=row.received,
                     report_reference=_reference(row, data),
                     issue_id=f"finding-{row.report_pk}-{n}",
+                    version=version,
                 )
             )
     return searchset(issues, base_url)

@@ -413,6 +413,29 @@ def test_task_and_detected_issue_searches(daemon: RunningDaemon) -> None:
     assert all(e["resource"]["implicated"][0]["reference"] == location.removeprefix("/fhir/") for e in issues["entry"])
 
 
+def test_negotiation_and_r5_searches(daemon: RunningDaemon) -> None:
+    """A POST asking only for XML gets 406 and is not stored; Accept fhirVersion=5.0 gets Task and DetectedIssue searchsets that validate as FHIR R5; Prefer: handling=strict refuses an unknown parameter."""
+    from listener.fhir.models import model_class
+
+    assert daemon.http_port is not None
+    port = daemon.http_port
+    body = (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes()
+    refused = call(port, "POST", "/fhir/DiagnosticReport", body, headers={"Accept": "application/fhir+xml"})
+    assert (refused.status, issue(refused)[0]) == (406, "not-supported")
+    assert daemon.messages() == []
+    location = post(port, body).headers["location"].removeprefix("/fhir/")
+    r5 = {"Accept": "application/fhir+json; fhirVersion=5.0"}
+    for path in ("/fhir/Task?status=requested", f"/fhir/DetectedIssue?implicated={location}"):
+        reply = call(port, "GET", path, headers=r5)
+        assert reply.status == 200 and "fhirVersion=5.0" in reply.headers["content-type"]
+        bundle = reply.json()
+        assert bundle["total"] >= 1
+        model_class("R5", "Bundle").model_validate(bundle)  # type: ignore[attr-defined]
+    strict = call(port, "GET", "/fhir/Task?subject=x", headers={"Prefer": "handling=strict"})
+    assert (strict.status, issue(strict)) == (400, ("not-supported", "subject"))
+    assert call(port, "GET", "/fhir/Task?subject=x").status == 200
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
 def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: RunningDaemon) -> None:
     """A sample sent as HL7 over MLLP and its FHIR twin over HTTP get the same findings and the same route (read back as Task and DetectedIssue)."""

@@ -61,9 +61,13 @@ class FakeStore:
 
 
 class FakeQueries:
-    """No stored reports."""
+    """No stored reports; remembers the pools asked for."""
+
+    def __init__(self) -> None:
+        self.pools: list[str | None] = []
 
     def routed(self, *, pool: str | None, limit: int) -> list[Any]:
+        self.pools.append(pool)
         return []
 
     def with_findings(self, **_: Any) -> list[Any]:
@@ -311,3 +315,70 @@ def test_http_config_token_file_and_off(tmp_path: Path) -> None:
     assert client.token_sha256 == hashlib.sha256(b"a-long-enough-secret-token").hexdigest()
     assert (client.fhir_version, client.accept_extra_fields, client.allow) == ("R5", True, ("submit", "read"))
     assert load_config(None).http_endpoint == DEFAULT_HTTP_ENDPOINT == "tcp:8080:interface=127.0.0.1"
+
+
+# ------------------------------------------------------- content negotiation
+
+
+def _get(path: str, headers: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n".encode()
+
+
+def _post_with(headers: str, path: str = "/fhir/DiagnosticReport") -> bytes:
+    raw = post_bytes(SAMPLE, path)
+    if not headers:
+        return raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head + b"\r\n" + headers.encode().rstrip(b"\r\n") + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "status"),
+    [
+        ("Accept: application/fhir+json\r\n", "/fhir/DiagnosticReport", 201),
+        ("Accept: application/json\r\n", "/fhir/DiagnosticReport", 201),
+        ("Accept: application/xml, */*;q=0.1\r\n", "/fhir/DiagnosticReport", 201),
+        ("Accept: application/fhir+json; fhirVersion=4.0\r\n", "/fhir/DiagnosticReport", 201),
+        ("", "/fhir/DiagnosticReport?_format=json", 201),
+        ("", "/fhir/DiagnosticReport?_format=application/fhir%2Bjson", 201),
+        ("Accept: application/fhir+xml\r\n", "/fhir/DiagnosticReport", 406),
+        ("Accept: application/fhir+json;q=0, application/xml\r\n", "/fhir/DiagnosticReport", 406),
+        ("Accept: application/fhir+json; fhirVersion=3.0\r\n", "/fhir/DiagnosticReport", 406),
+        ("Accept: application/fhir+json\r\n", "/fhir/DiagnosticReport?_format=xml", 406),
+    ],
+)
+def test_post_content_negotiation(pipeline: Pipeline, headers: str, path: str, status: int) -> None:
+    """POST answers only when FHIR JSON is acceptable (Accept, _format winning over it); a 406 is an OperationOutcome and nothing is stored."""
+    store = FakeStore()
+    response = exchange(make_site(pipeline, store), _post_with(headers, path))
+    assert status_of(response) == status, response
+    outcome = body_of(response)
+    assert outcome["resourceType"] == "OperationOutcome"
+    if status == 406:
+        assert outcome["issue"][0]["code"] == "not-supported"
+        assert store.saved == []
+        if "_format" in path:
+            assert outcome["issue"][0]["expression"] == ["_format"]
+    else:
+        assert len(store.saved) == 1
+
+
+def test_search_version_format_and_parameters(pipeline: Pipeline) -> None:
+    """Searches: _format=xml is 406; Accept fhirVersion=5.0 answers R5 (said in Content-Type); owner:identifier selects the pool; unknown parameters are left out of the self link, or refused under Prefer: handling=strict."""
+    site = make_site(pipeline, FakeStore())
+    queries = site.resource.children[b"fhir"].api.queries  # type: ignore[attr-defined]
+    refused = exchange(site, _get("/fhir/Task?_format=xml"))
+    assert status_of(refused) == 406 and body_of(refused)["issue"][0]["expression"] == ["_format"]
+    r5 = exchange(site, _get("/fhir/Task?status=requested", "Accept: application/fhir+json; fhirVersion=5.0\r\n"))
+    assert status_of(r5) == 200 and b"fhirVersion=5.0" in r5.partition(b"\r\n\r\n")[0]
+    lenient = exchange(site, _get("/fhir/Task?owner:identifier=https://x%7Cneuro&patient=p1"))
+    assert status_of(lenient) == 200 and queries.pools[-1] == "neuro"
+    link = body_of(lenient)["link"][0]
+    assert link["relation"] == "self" and "patient" not in link["url"] and "owner%3Aidentifier=" in link["url"]
+    strict = exchange(site, _get("/fhir/Task?owner=neuro&patient=p1", "Prefer: handling=strict\r\n"))
+    assert status_of(strict) == 400
+    assert (body_of(strict)["issue"][0]["code"], body_of(strict)["issue"][0]["expression"]) == ("not-supported", ["patient"])
+    odd = exchange(site, _get("/fhir/DetectedIssue?Smith%20John=1", "Prefer: handling=strict\r\n"))
+    assert status_of(odd) == 400 and b"Smith" not in odd  # a name shaped like data is not echoed
+    below = exchange(site, _get("/fhir/DiagnosticReport/abc"))
+    assert status_of(below) == 404 and "DetectedIssue?implicated=" in body_of(below)["issue"][0]["diagnostics"]
