@@ -17,7 +17,7 @@ from listener.fhir import FhirClient, decode_fhir
 from listener.fhir.encode import outcome_for_error
 from listener.hl7v2.decode import decode_message
 from listener.model import Report, ResultStatus
-from listener.pipeline import Pipeline
+from listener.pipeline import Pipeline, ReportOutcome, process, process_fhir
 from tests.conftest import RECEIVED
 
 R4 = FhirClient()
@@ -179,3 +179,31 @@ def test_kitchen_sink_pair_same_key_fields(corpus: Path, pipeline: Pipeline) -> 
     assert (fhir.patient.sex, fhir.patient.birth_date) == (hl7.patient.sex, hl7.patient.birth_date)
     assert fhir.procedure.code == hl7.procedure.code
     assert [r.text_kind for r in reports if r is not fhir] == ["binary", "binary"]
+
+
+def _decision(result: ReportOutcome) -> tuple[object, ...]:
+    route = result.route
+    return (
+        sorted((f.rule, f.severity) for f in result.findings),
+        (route.bucket, route.pool, route.priority, route.reasons, route.corrections) if route else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("hl7_name", "fhir_name", "client"),
+    [
+        ("oru_r01_v24_glucose_short_lf.hl7", "r4_bundle_batch_from_oru_r01_rmgead_glucose_expected.json", R4),
+        ("oru_r01_v251_lab_kitchen_sink_lf.hl7", "r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", ANY_CATEGORY),
+    ],
+)
+def test_hl7_and_fhir_twins_same_findings_and_route(hl7_name: str, fhir_name: str, client: FhirClient, corpus: Path,
+                                                     pipeline: Pipeline) -> None:
+    """A corpus ORU (hl7/fhir-converter) and the converter's FHIR Bundle of it, through the whole pipeline, give the same QA findings and the same route."""
+    hl7 = process((corpus / "hl7" / "fhir-converter" / hl7_name).read_bytes(), pipeline, received_at=RECEIVED)
+    fhir = process_fhir((corpus / "fhir" / "fhir-converter" / fhir_name).read_bytes(), pipeline, received_at=RECEIVED,
+                        client=client)
+    assert hl7.error is None and fhir.error is None
+    (hl7_report,) = hl7.reports
+    (fhir_report,) = [r for r in fhir.reports if r.report.status is ResultStatus.FINAL]
+    assert hl7_report.route is not None
+    assert _decision(fhir_report) == _decision(hl7_report)
