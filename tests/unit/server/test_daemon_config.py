@@ -50,3 +50,37 @@ def test_bad_values_name_file_and_line(tmp_path: Path, text: str, line: int) -> 
         load_config(path)
     assert info.value.path == str(path)
     assert info.value.line == line
+
+
+def _daemon_section() -> str:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text("utf-8")
+    start = readme.index("## Running the daemon")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_readme_config_table_lists_every_key() -> None:
+    """Every key the config file accepts has a row in README's configuration table, and
+    every row names a real key (the reference cannot drift from the loader)."""
+    import re
+
+    from listener.config import _CONFIG_KEYS
+
+    rows = [line for line in _daemon_section().splitlines() if line.startswith("| `")]
+    table_start = next(i for i, line in enumerate(rows) if line.startswith("| `mappings`"))
+    documented: set[str] = set()
+    for line in rows[table_start:]:
+        first_cell = line.split("|")[1]
+        names = re.findall(r"`([a-z_]+)`", first_cell)
+        if not names or not set(names) <= _CONFIG_KEYS:
+            break
+        documented.update(names)
+    assert documented == set(_CONFIG_KEYS)
+
+
+def test_readme_documents_every_log_event() -> None:
+    """Every event name in the log vocabulary appears in README's daemon section."""
+    from listener.logs import EVENTS
+
+    section = _daemon_section()
+    missing = sorted(e for e in EVENTS if f"`{e}`" not in section)
+    assert not missing
