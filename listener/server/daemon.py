@@ -282,7 +282,9 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
     from listener.server.http_intake import HttpIntake
     from listener.store.queries import ReportQueries
 
-    prime_models()  # build the FHIR validators now, not on the first request
+    # Build the FHIR validators now, not on the first request (STU3 only when a client sends it).
+    stu3 = any(c.fhir_version == "STU3" for c in config.http_clients)
+    prime_models(("R4", "R5", "STU3") if stu3 else ("R4", "R5"))
     http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              run_in_thread=threads.deferToThread, metrics=metrics,
                              destinations=lambda: intake.destinations, on_outbox=intake.on_outbox)
