@@ -395,3 +395,60 @@ def test_tls_certificate_problem_does_not_charge_rows_then_mutual_tls_delivers(t
     finally:
         stop_daemon(daemon)
         ris.stop()
+
+
+def test_kill9_while_a_sender_streams_sends_routing_messages_only_for_accepted_messages(
+    tmp_path: Path, ris: TestRis, oru: bytes
+) -> None:
+    """Killed (-9) while a sender streams messages and the RIS takes routing messages: nothing ACKed is lost, and
+    no routing message exists for a message the daemon did not store as accepted.
+
+    The one message in flight at the kill either was never stored (then it has no routing message, ever) or was
+    committed just before the kill (then the sender's resend gets the stored AA, as any unanswered message is resent).
+    """
+    import threading
+
+    ris.start()
+    daemon = start_daemon(tmp_path, write_config(tmp_path, ris.port))
+    acked: list[int] = []
+    unanswered: list[int] = []
+
+    def stream() -> None:
+        conn = MllpConnection(daemon.address)
+        try:
+            for i in range(500):
+                try:
+                    code = msa(conn.request(message(oru, f"S{i}", f"KS{i}")))[0]
+                except OSError:
+                    unanswered.append(i)
+                    return
+                assert code == "AA"
+                acked.append(i)
+        finally:
+            conn.close()
+
+    sender = threading.Thread(target=stream, daemon=True)
+    sender.start()
+    ris.wait_for(lambda: len(ris.applied) >= 5)
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    sender.join(timeout=30)
+    assert not sender.is_alive() and len(unanswered) == 1, "the stream ends with the message in flight at the kill"
+    daemon.start()
+    try:
+        stored = {str(m["message_id"]): m for m in daemon.messages()}
+        assert {f"S{i}" for i in acked} <= set(stored), "a message ACKed AA is on disk"
+        assert all(m["ack_code"] == "AA" for m in stored.values())
+        wait_until(lambda: all(r["state"] == "delivered" for r in outbox(daemon)), timeout=60)
+        rows = outbox(daemon)
+        assert {r["accession"] for r in rows} == {f"KS{int(mid[1:])}" for mid in stored}
+        sent_for = {routed_accession(payload) for _, payload in ris.received}
+        assert sent_for == {r["accession"] for r in rows}, "routing messages only for stored, accepted messages"
+        assert sorted(ris.applied) == sorted(r["control_id"] for r in rows)
+        (last,) = unanswered
+        # The sender resends what it never got an answer for; from then on ACKed == routed, exactly.
+        assert send_all(daemon, [message(oru, f"S{last}", f"KS{last}")]) == ["AA"]
+        wait_until(lambda: all(r["state"] == "delivered" for r in outbox(daemon)))
+        ris.wait_for(lambda: len(ris.applied) == len(acked) + 1)
+        assert {routed_accession(payload) for _, payload in ris.received} == {f"KS{i}" for i in [*acked, last]}
+    finally:
+        stop_daemon(daemon)
