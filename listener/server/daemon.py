@@ -37,7 +37,7 @@ from listener.pipeline import Pipeline
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.server.mllp import Intake, MllpFactory
 from listener.server.metrics import Metrics
-from listener.server.systemd import notify_ready, notify_stopping, start_watchdog
+from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.store.sqlite import SQLiteStore
 
 __all__ = ["Daemon", "serve"]
@@ -230,9 +230,13 @@ class Daemon:
         Pipeline or the new one, never a mix.
         """
 
+        # systemd shows "reloading" until READY=1 comes back (with the outcome as STATUS).
+        notify_reloading()
+
         def loaded(pipeline: Pipeline) -> None:
             self.intake.swap_pipeline(pipeline)
             _log().info("policy_reloaded", policy_version=pipeline.version)
+            notify_ready(f"listening on {self.config.mllp_endpoint}; policies {pipeline.version} reloaded")
 
         def failed(failure: Any) -> None:
             exc = failure.value
@@ -240,6 +244,7 @@ class Daemon:
                 _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
             else:
                 _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
+            notify_ready(f"listening on {self.config.mllp_endpoint}; reload refused, old policies kept")
 
         return threads.deferToThread(self.config.pipeline).addCallbacks(loaded, failed)
 

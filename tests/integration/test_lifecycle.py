@@ -1,4 +1,4 @@
-"""Daemon lifecycle: READY=1 to NOTIFY_SOCKET, SIGHUP reload (good and bad), config errors."""
+"""Daemon lifecycle: READY/WATCHDOG/RELOADING/STOPPING to NOTIFY_SOCKET, SIGTERM mid-burst, SIGHUP reload (good and bad), config errors."""
 
 from __future__ import annotations
 
@@ -14,30 +14,81 @@ from pathlib import Path
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
 
 
-def test_ready_is_sent_to_notify_socket(tmp_path: Path) -> None:
-    """With NOTIFY_SOCKET set, the daemon sends READY=1 once it listens, STOPPING=1 on SIGTERM."""
+def _next_state(listener: socket.socket, skip: bytes = b"WATCHDOG=1") -> bytes:
+    """The next datagram that is not a watchdog ping."""
+    while True:
+        datagram = listener.recv(4096)
+        if datagram != skip:
+            return datagram
+
+
+def test_ready_watchdog_reload_and_stopping_reach_notify_socket(tmp_path: Path) -> None:
+    """With NOTIFY_SOCKET and WATCHDOG_USEC set (as systemd does for Type=notify and
+    WatchdogSec=), the daemon sends READY=1 once it listens, WATCHDOG=1 pings, RELOADING=1 then
+    READY=1 around a SIGHUP reload, and STOPPING=1 on SIGTERM, then exits 0."""
     path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
-    listener.settimeout(20)
+    listener.settimeout(30)
     port = free_port()
-    env = {**os.environ, "NOTIFY_SOCKET": path}
+    env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
+    env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--mllp",
          f"tcp:{port}:interface=127.0.0.1", "--http", "off", "--state-dir", str(tmp_path / "state")],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        datagram = listener.recv(4096)
+        datagram = _next_state(listener)
         assert datagram.split(b"\n")[0] == b"READY=1"
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert listener.recv(4096) == b"WATCHDOG=1"  # the first ping follows READY at once
+        proc.send_signal(signal.SIGHUP)
+        assert _next_state(listener).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
+        reloaded = _next_state(listener)
+        assert reloaded.startswith(b"READY=1\nSTATUS=") and b"reloaded" in reloaded
         proc.send_signal(signal.SIGTERM)
-        assert listener.recv(4096).startswith(b"STOPPING=1")
+        assert _next_state(listener).startswith(b"STOPPING=1")
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
         listener.close()
+
+
+def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Path, oru: bytes) -> None:
+    """SIGTERM right after a burst of pipelined frames: the daemon answers the frames it had
+    taken (each ACKed one is stored), sends nothing it did not store, refuses new
+    connections once stopped, and exits 0."""
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"))
+    daemon.start()
+    conn = MllpConnection(daemon.address, timeout=30)
+    ids = [f"BURST{i:03d}" for i in range(300)]
+    conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
+    first = msa(conn.receive())  # the daemon is busy with the burst
+    daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    answered = [first]
+    try:
+        while True:
+            answered.append(msa(conn.receive()))
+    except (ConnectionError, OSError):
+        pass
+    conn.close()
+    assert daemon.stop() == 0
+    assert all(code == "AA" for code, _ in answered)
+    acked = [cid for _, cid in answered]
+    assert acked == ids[: len(acked)], "answers left in arrival order, with no gap"
+    stored = {m["message_id"] for m in daemon.messages()}
+    assert set(acked) <= stored
+    try:
+        socket.create_connection(daemon.address, timeout=2).close()
+        refused = False
+    except OSError:
+        refused = True
+    assert refused
+    events = [line["event"] for line in daemon.log_lines()]
+    assert events.index("daemon_stopping") < events.index("store_closed") < events.index("daemon_stopped")
 
 
 def _wait_for_event(daemon: RunningDaemon, event: str, timeout: float = 60.0) -> None:
