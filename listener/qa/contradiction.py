@@ -71,6 +71,32 @@ _HEDGE_RE = re.compile(
 _NO_ACUTE_RE = re.compile(
     r"\b(no|without|negative for)( evidence of)? (\w+ ){0,1}(acute|active)\b[^.;]*", re.IGNORECASE
 )
+# ... and it must deny disease in general, not one thing ("without an active marrow stress
+# phenomenon", "no active denervation" say nothing about the rest of the findings).
+_GENERIC_RE = re.compile(
+    r"\b(disease|abnormalit\w*|process|findings?|pathology|changes?|complications?|features|inability)\b",
+    re.IGNORECASE,
+)
+# A nonspecific finding (an opacity, a blunted angle) the report explains as something not acute.
+_EXPLAINED_RE = re.compile(
+    r"\b(atelecta\w*|scar(s|ring|red)?|fibros\w*|fibrotic|bronchiectasis|emphysema\w*|granulom\w*|"
+    r"pleural thickening|pleural-?parenchymal)\b",
+    re.IGNORECASE,
+)
+_EXPLAINED_CONCEPTS = frozenset({"atelectasis", "scarring", "fibrosis", "emphysema", "granuloma", "pleural_thickening"})
+_NONSPECIFIC_CONCEPTS = frozenset({"airspace_opacity", "pleural_effusion"})
+_NONSPECIFIC_TEXT_RE = re.compile(r"\b(opacit\w*|blunting|infiltrat\w*|densit\w*|markings?)\b", re.IGNORECASE)
+# Interstitial/reticular opacities are a pattern of chronic disease, not acute airspace disease.
+_CHRONIC_PATTERN_RE = re.compile(r"^(interstitial|reticular)\b", re.IGNORECASE)
+# The finding is going away: "clearing of left base airspace opacities".
+_CLEARING_RE = re.compile(r"\b(clear(ing|ed)|resol(ved|ving|ution)|improv\w*)\b", re.IGNORECASE)
+# Edema named at a site outside the lungs is not pulmonary edema ("interstitial edema" of a ligament).
+_NON_LUNG_EDEMA_RE = re.compile(
+    r"\b(marrow|bone|soft tissue|subcutaneous|ligament\w*|tendon\w*|muscle|muscular|cerebral|vasogenic|"
+    r"cytotoxic|brain|scrotal|pedal|peripheral|extremity|leg|ankle|knee|foot|hand|wrist|facial|periorbital|"
+    r"mucosal|bowel|wall|pancrea\w*|perinephric|periportal|gallbladder|synovi\w*|joint)\b",
+    re.IGNORECASE,
+)
 # Sentences the normal-impression rule leaves alone: hedged, benign, devices.
 _SOFT_SENTENCE_RE = re.compile(
     r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
@@ -224,6 +250,44 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             break
 
 
+def _next_sentence(data: RuleInput, m: Mention) -> tuple[int, int] | None:
+    """The findings sentence after the one ``m`` is in, if any."""
+    sec = data.analysis.section_at(m.start)
+    if sec is None:
+        return None
+    for span in data.analysis.sentences(sec.start, sec.end):
+        if span.start >= m.sentence_end:
+            return span.start, span.end
+    return None
+
+
+def _not_acute_here(data: RuleInput, m: Mention, explained_in_impression: bool) -> bool:
+    """The finding as written is not an acute one.
+
+    A nonspecific finding (opacity, blunting) explained as atelectasis,
+    scarring, fibrosis... after it in its sentence, in the next sentence
+    ("This was present previously and is most compatible with
+    bronchiectasis") or in the impression; an interstitial or reticular
+    pattern; a finding that is clearing; edema named at a site outside the
+    lungs.
+    """
+    text = data.report.text
+    if m.concept == "pulmonary_edema" and not re.search(r"\b(pulmonary|lungs?|alveolar|perihilar)\b", m.text, re.I):
+        if _NON_LUNG_EDEMA_RE.search(text, m.sentence_start, m.sentence_end):
+            return True
+    if _CLEARING_RE.search(text, m.sentence_start, m.sentence_end):
+        return True
+    nonspecific = m.concept in _NONSPECIFIC_CONCEPTS and _NONSPECIFIC_TEXT_RE.search(m.text) is not None
+    if not nonspecific:
+        return False
+    if m.concept == "airspace_opacity" and _CHRONIC_PATTERN_RE.search(m.text):
+        return True
+    if explained_in_impression or _EXPLAINED_RE.search(text, m.end, m.sentence_end):
+        return True
+    nxt = _next_sentence(data, m)
+    return nxt is not None and _EXPLAINED_RE.search(text, *nxt) is not None
+
+
 _ACUTE_DEFAULT = [
     "pneumonia",
     "consolidation",
@@ -267,9 +331,11 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
     normal_span: tuple[int, int] | None = None
     acute_only = False
     for sec in imps:
-        hit = _NO_ACUTE_RE.search(text, sec.start, sec.end)
-        if hit is not None:
-            normal_span, acute_only = hit.span(), True
+        for acute_hit in _NO_ACUTE_RE.finditer(text, sec.start, sec.end):
+            if _GENERIC_RE.search(acute_hit.group(0)) is not None:
+                normal_span, acute_only = acute_hit.span(), True
+                break
+        if normal_span is not None:
             break
     if normal_span is None:
         # A plain "normal" impression: it must say nothing else.
@@ -283,9 +349,15 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
             return
     # What the impression talks about (in any status) is addressed there.
     addressed = {_family(data.terms, m.concept) for m in imp_mentions} | {m.concept for m in imp_mentions}
+    # An impression that names atelectasis, scarring... has explained the findings' opacities.
+    explained_in_impression = bool(addressed & _EXPLAINED_CONCEPTS) or any(
+        _EXPLAINED_RE.search(text, sec.start, sec.end) for sec in imps
+    )
     acute = frozenset(data.param("acute_concepts", _ACUTE_DEFAULT) or ())
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if not m.affirmed:
+            continue
+        if not m.critical and _not_acute_here(data, m, explained_in_impression):
             continue
         if acute_only:
             # Listed concepts count even when not flagged significant ("airspace disease").

@@ -96,3 +96,63 @@ def test_plain_normal_impression_over_significant_finding() -> None:
 def test_normal_impression_negatives(text: str) -> None:
     """Normal impressions over stable, minor, benign or absent findings are fine."""
     assert "contradiction.normal_impression" not in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # an opacity the same sentence explains as atelectasis/scarring
+        "FINDINGS:\nThere is left base streaky opacity due to scarring or discoid atelectasis.\n"
+        "IMPRESSION:\nNo acute cardiopulmonary disease.",
+        "FINDINGS:\nThere are streaky left basilar airspace opacities, compatible with atelectasis.\n"
+        "IMPRESSION:\nNo acute cardiopulmonary abnormality.",
+        # blunting explained as scarring
+        "FINDINGS:\nBlunting of the left costophrenic angle represents scarring.\n"
+        "IMPRESSION:\nNo acute radiographic cardiopulmonary process.",
+        # the impression explains the opacity
+        "FINDINGS:\nThere is right basilar opacity. No pneumothorax.\n"
+        "IMPRESSION:\nRight basilar atelectasis. Otherwise, no acute cardiopulmonary disease.",
+        # the next sentence explains it
+        "FINDINGS:\nThere is patchy opacity in the right middle lobe. This is most compatible with bronchiectasis.\n"
+        "IMPRESSION:\nNo acute cardiopulmonary process.",
+        # an interstitial pattern is not acute airspace disease
+        "FINDINGS:\nDiffuse interstitial opacities. No focal airspace disease.\n"
+        "IMPRESSION:\nNegative for acute cardiopulmonary disease.",
+        # opacities that are clearing
+        "FINDINGS:\nThere has been clearing of left base airspace opacities.\nIMPRESSION:\nNo evidence of acute disease.",
+        # a specific denial is no normal impression; ligament edema is not pulmonary edema
+        "FINDINGS:\nSprain of the anterior tibiofibular ligament with diffuse interstitial edema.\n"
+        "IMPRESSION:\nSyndesmotic sprain without an active marrow stress phenomenon.",
+        "FINDINGS:\nThere is bone marrow edema in the talar dome.\n"
+        "IMPRESSION:\nTalar dome contusion. No acute osseous abnormality elsewhere.",
+    ],
+)
+def test_normal_impression_explained_findings_negatives(text: str) -> None:
+    """Findings the report itself explains as not acute (atelectasis, scarring, clearing, non-lung edema) are no contradiction."""
+    assert "contradiction.normal_impression" not in _rules(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        # dropped negation
+        ("FINDINGS:\nThere is no focal consolidation. There is pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
+         "pneumothorax"),
+        # a residual pneumothorax that grew
+        ("FINDINGS:\nInterval removal of left-sided chest tube. Small residual left apical pneumothorax has increased "
+         "slightly in size.\nIMPRESSION:\nNo acute cardiopulmonary abnormality.", "pneumothorax"),
+        # garbled: 'clear of airspace disease' lost its 'of'
+        ("FINDINGS:\nLungs are clear airspace disease. Negative for pneumothorax.\n"
+         "IMPRESSION:\nNo acute cardiopulmonary abnormality.", "airspace opacity"),
+        # an opacity explained only for the other lung: still an unexplained pneumonia
+        ("FINDINGS:\nRight lower lobe pneumonia. Left base streaky opacity due to scarring.\n"
+         "IMPRESSION:\nNo acute cardiopulmonary abnormality.", "pneumonia"),
+        # a clearly pulmonary edema
+        ("FINDINGS:\nThere is interstitial pulmonary edema.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
+         "pulmonary edema"),
+    ],
+)
+def test_normal_impression_true_alarms_kept(text: str, concept: str) -> None:
+    """Dropped negations, a growing residual pneumothorax, garbled findings and unexplained acute findings still contradict 'no acute'."""
+    found = findings_for(make_report(text), rule_prefix="contradiction.normal_impression")
+    assert len(found) == 1 and concept in found[0].message
