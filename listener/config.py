@@ -493,10 +493,52 @@ class Config:
         return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, decide_route=decide, version=qa.version)
 
 
+#: Server endpoint types the daemon listens on (Twisted endpoint string prefixes).
+ENDPOINT_TYPES = ("tcp", "tcp6", "ssl", "unix", "systemd")
+
+
+def endpoint_problem(text: str) -> str | None:
+    """What is wrong with a listen endpoint string, or None when it looks usable.
+
+    Checks the shape Twisted's parsers need (type, port number, known options)
+    without a reactor, so a typo is reported with its file:line at start-up and
+    on SIGHUP, not as a listen failure later.
+    """
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in ENDPOINT_TYPES:
+        return f"not a Twisted endpoint string like tcp:2575:interface=127.0.0.1 (types: {', '.join(ENDPOINT_TYPES)})"
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    for part in rest.split(":") if rest else []:
+        name, eq, value = part.partition("=")
+        if eq:
+            options[name] = value
+        else:
+            positional.append(part)
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = options.pop("port", positional[0] if positional else "")
+        if not port.isdigit() or int(port) > 65535:
+            return f"{kind}: needs a port number from 0 to 65535 ({kind}:PORT[:interface=ADDR])"
+        unknown = set(options) - {"interface", "backlog"}
+        if unknown:
+            return f"{kind}: unknown option {sorted(unknown)[0]!r} (interface, backlog)"
+        if "backlog" in options and not options["backlog"].isdigit():
+            return f"{kind}: backlog must be a whole number"
+    elif kind == "unix":
+        if not (options.get("address") or positional):
+            return "unix: needs a socket path (unix:/run/overread/mllp.sock)"
+    elif kind == "systemd":
+        if "domain" not in options or not ("name" in options or "index" in options):
+            return "systemd: needs domain= and name= (systemd:domain=INET:name=mllp)"
+    return None
+
+
 def _endpoint(doc: YamlMap, key: str) -> str:
     value = doc.get_str(key).strip()
-    if value and ":" not in value:
-        raise doc.error(key, f"{key}: not a Twisted endpoint string like tcp:2575:interface=127.0.0.1")
+    if value:
+        problem = endpoint_problem(value)
+        if problem is not None:
+            raise doc.error(key, f"{key}: {problem}")
     return value
 
 

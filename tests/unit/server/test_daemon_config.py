@@ -84,3 +84,44 @@ def test_readme_documents_every_log_event() -> None:
     section = _daemon_section()
     missing = sorted(e for e in EVENTS if f"`{e}`" not in section)
     assert not missing
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("foo:bar", "types: tcp, tcp6, ssl, unix, systemd"),
+        ("tcp:abc", "needs a port number"),
+        ("tcp:99999", "needs a port number"),
+        ("tcp:2575:interfce=127.0.0.1", "unknown option 'interfce'"),
+        ("tcp:2575:backlog=many", "backlog must be a whole number"),
+        ("systemd:name=mllp", "needs domain= and name="),
+        ("unix:", "needs a socket path"),
+    ],
+)
+def test_malformed_endpoints_are_refused_at_load(tmp_path: Path, endpoint: str, problem: str) -> None:
+    """A malformed mllp/http endpoint is a ConfigError naming file, line and what is expected,
+    not a listen failure after start-up."""
+    path = tmp_path / "overread.yaml"
+    path.write_text(f"state_dir: var\nmllp: '{endpoint}'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 2 and problem in str(info.value)
+    path.write_text(f"http: '{endpoint}'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 1 and problem in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["tcp:2575:interface=127.0.0.1", "tcp:port=0", "tcp6:2575:interface=\\:\\:1", "unix:/run/overread/mllp.sock",
+     "systemd:domain=INET:name=mllp", "ssl:2576:interface=0.0.0.0:backlog=50"],
+)
+def test_usable_endpoints_load(tmp_path: Path, endpoint: str) -> None:
+    """The endpoint forms the README documents load unchanged."""
+    path = tmp_path / "overread.yaml"
+    path.write_text(f"http: off\nmllp: '{endpoint}'\n")
+    if endpoint.startswith("ssl:"):
+        pytest.raises(ConfigError, load_config, path)  # ssl: also needs the TLS files
+        return
+    assert load_config(path).mllp_endpoint == endpoint
