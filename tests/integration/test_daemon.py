@@ -223,3 +223,35 @@ def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> No
         assert (logged["T1"], logged["T2"], logged["T3"]) == ("ignored", "rejected", "rejected")
     finally:
         assert daemon.stop() == 0
+
+
+def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(daemon: RunningDaemon, corpus: Path, tmp_path: Path) -> None:
+    """python-hl7's `mllp_send` command (a peer we did not write) sends every accepted ORU of
+    the corpus (radiology, and the lab ORUs a default feed also takes) in one connection and
+    gets AA for each (CA where the message asks for enhanced mode), in order."""
+    framed = bytearray()
+    sent: list[str] = []
+    for path in sorted((corpus / "hl7").rglob("*.hl7")):
+        name = str(path.relative_to(corpus / "hl7"))
+        expected = EXPECTED.get(name, ["accepted:1"])
+        if not all(e.startswith("accepted") for e in expected):
+            continue
+        for msg in split_file(path, path.read_bytes()):
+            raw = msg.raw.replace(b"\x1c", b"").replace(b"\x0b", b"")
+            header = read_header(raw)
+            assert header is not None
+            code = ack_code_for(header, "AA")  # CA when MSH-15/16 ask for enhanced mode
+            if not should_send_accept_ack(header, code):
+                continue  # MSH-15 NE/ER: no answer; mllp_send would wait for one
+            framed += b"\x0b" + raw + b"\x1c\r"
+            sent.append(f"{code} {header.control_id}")
+    assert len(sent) >= 29
+    batch = tmp_path / "oru.mllp"
+    batch.write_bytes(bytes(framed))
+    mllp_send = Path(sys.executable).parent / "mllp_send"
+    result = subprocess.run([str(mllp_send), "-p", str(daemon.port), "-f", str(batch), "127.0.0.1"],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = [segment.split("|") for segment in result.stdout.decode("latin-1").replace("\n", "\r").split("\r")
+               if segment.startswith("MSA|")]
+    assert [f"{a[1]} {a[2]}" for a in answers] == sent
