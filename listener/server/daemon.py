@@ -121,6 +121,8 @@ class Daemon:
         self.port: Any = None
         self.watchdog: LoopingCall | None = None
         self.purger: LoopingCall | None = None
+        #: The purge running on a thread, if any (shutdown lets it finish before closing the store).
+        self.purging: Deferred[None] | None = None
         pipeline = config.pipeline()
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
@@ -219,7 +221,8 @@ class Daemon:
         def failed(failure: Any) -> None:
             _log().error("store_unavailable", reason="purge_raw", error_type=failure.type.__name__ if failure.type else "")
 
-        return threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
+        self.purging = threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
+        return self.purging
 
     def reload(self) -> Deferred[None]:
         """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file.
@@ -257,6 +260,8 @@ class Daemon:
             self.watchdog.stop()
         if self.purger is not None and self.purger.running:
             self.purger.stop()
+        if self.purging is not None and not self.purging.called:
+            yield self.purging
         if self.port is not None:
             yield self.port.stopListening()
         if self.http_port is not None:

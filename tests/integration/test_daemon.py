@@ -255,3 +255,33 @@ def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(daemon: RunningDae
     answers = [segment.split("|") for segment in result.stdout.decode("latin-1").replace("\n", "\r").split("\r")
                if segment.startswith("MSA|")]
     assert [f"{a[1]} {a[2]}" for a in answers] == sent
+
+
+def test_raw_retention_purges_old_bodies_only(tmp_path: Path, oru: bytes) -> None:
+    """With raw_retention_days: 7 the daemon drops raw bodies older than 7 days (at start-up,
+    then hourly) and keeps everything else: the message rows, newer bodies, and new messages."""
+    from datetime import datetime, timedelta, timezone
+
+    from listener.store import SQLiteStore
+    from tests.unit.store.records import record
+
+    now = datetime.now(timezone.utc)
+    store = SQLiteStore.in_state_dir(tmp_path / "state")
+    store.save(record("OLD", received=now - timedelta(days=30)))
+    store.save(record("RECENT", received=now - timedelta(days=2)))
+    store.close()
+    config = tmp_path / "overread.yaml"
+    config.write_text("raw_retention_days: 7\n")
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(config)))
+    daemon.start()
+    try:
+        conn = MllpConnection(daemon.address)
+        assert msa(conn.request(with_control_id(oru, "NEW")))[0] == "AA"
+        conn.close()
+    finally:
+        assert daemon.stop() == 0
+    kept = {m["message_id"]: m["raw_kept"] for m in daemon.messages()}
+    assert kept == {"OLD": False, "RECENT": True, "NEW": True}
+    purged = [line for line in daemon.log_lines() if line["event"] == "raw_bodies_purged"]
+    assert purged and purged[0]["count"] == 1
