@@ -285,3 +285,26 @@ def test_raw_retention_purges_old_bodies_only(tmp_path: Path, oru: bytes) -> Non
     assert kept == {"OLD": False, "RECENT": True, "NEW": True}
     purged = [line for line in daemon.log_lines() if line["event"] == "raw_bodies_purged"]
     assert purged and purged[0]["count"] == 1
+
+
+def test_ack_header_fields_from_the_real_daemon(daemon: RunningDaemon, oru: bytes) -> None:
+    """The daemon's ACKs swap sender and receiver, echo MSH-11/12, carry ACK^R01^ACK, a unique
+    MSH-10 of their own per answer and MSA-2 = the received MSH-10; hl7apy validates them strictly."""
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    conn = MllpConnection(daemon.address)
+    acks = [conn.request(with_control_id(oru, f"HDR{i}")) for i in range(3)]
+    conn.close()
+    sent = oru.split(b"\r")[0].decode().split("|")
+    ids = set()
+    for i, ack in enumerate(acks):
+        msh = ack.split(b"\r")[0].decode().split("|")
+        assert (msh[2], msh[3], msh[4], msh[5]) == (sent[4], sent[5], sent[2], sent[3])
+        assert (msh[8], msh[10], msh[11]) == ("ACK^R01^ACK", sent[10], sent[11])
+        assert msh[9] and msh[9] != f"HDR{i}"
+        ids.add(msh[9])
+        assert msa(ack) == ("AA", f"HDR{i}")
+        message = parse_message(ack.decode("latin-1"), validation_level=VALIDATION_LEVEL.STRICT)
+        assert message.validate() is True
+    assert len(ids) == 3
