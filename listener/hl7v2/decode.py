@@ -45,7 +45,6 @@ from listener.hl7v2.segments import (
     check_version,
     decode_text,
     read_header,
-    split_segments,
     strip_envelope,
 )
 from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
@@ -147,18 +146,45 @@ def _check_header(header: MessageHeader, mapping: Mapping) -> None:
     check_version(header)
 
 
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+#: (field separator, segment names) -> the pattern that splits those segments
+#: out of a line ("...| OBX|..."); a handful of feeds, so it stays small.
+_INLINE_SPLIT: dict[tuple[str, tuple[str, ...]], re.Pattern[str]] = {}
+
+
+def _split_inline(text: str, field_sep: str, names: tuple[str, ...]) -> str:
+    """Put a CR before each of ``names`` that follows "<field sep><space>" inside a line."""
+    # The pattern can only match where "<sep> <name><sep>" occurs: most
+    # messages have none, and a substring test is far cheaper than the scan.
+    if not any(f"{field_sep} {name}{field_sep}" in text for name in names):
+        return text
+    pattern = _INLINE_SPLIT.get((field_sep, names))
+    if pattern is None:
+        sep = re.escape(field_sep)
+        alternation = "|".join(re.escape(n) for n in names)
+        pattern = re.compile(rf"(?<={sep}) (?=(?:{alternation}){sep})")
+        if len(_INLINE_SPLIT) < 64:
+            _INLINE_SPLIT[(field_sep, names)] = pattern
+    return pattern.sub("\r", text)
+
+
+def _split_lines(text: str) -> list[str]:
+    """``split_segments``: lines split on CRLF, CR or LF, blank ones dropped (without a regex scan)."""
+    return [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
+
+
 def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
+    field_sep = header.separators.field
     if mapping.split_inline_segments:
-        sep = re.escape(header.separators.field)
-        names = "|".join(re.escape(n) for n in mapping.split_inline_segments)
-        text = re.sub(rf"(?<={sep}) (?=(?:{names}){sep})", "\r", text)
+        text = _split_inline(text, field_sep, mapping.split_inline_segments)
     segments: list[str] = []
-    for line in split_segments(text):
+    is_segment_id = _SEGMENT_ID.fullmatch
+    for line in _split_lines(text):
         line = line.strip("\x0b\x1c")
         if not line:
             continue
         name = line[:3]
-        if len(line) >= 3 and re.fullmatch(r"[A-Z][A-Z0-9]{2}", name) and (len(line) == 3 or line[3] == header.separators.field):
+        if len(line) >= 3 and is_segment_id(name) and (len(line) == 3 or line[3] == field_sep):
             if name in ("MSH", "BHS", "FHS", "BTS", "FTS") and segments:
                 raise UnsupportedMessage(
                     "batches and several messages in one frame are not accepted; send one message per frame",

@@ -51,6 +51,10 @@ _LIST_WORDS = frozenset(
     """.split()
 )
 _MENTIONS = Memo()
+# Modifier (ConText trigger) scans per region: find_mentions, hedge_count and
+# definite_statements scan the same impression; the QA rules and the routing
+# facts of one message ask for it several times.
+_MODIFIERS = Memo(64)
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
 
@@ -243,7 +247,7 @@ def _find_mentions(
         return ()
     starts = [s.start for s in sents]
     groups = terms.modifier_groups
-    hits = [_Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in terms.modifier_scanner.scan(text, start, hi)]
+    hits = [_Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in modifier_matches(text, start, hi, terms)]
     hit_buckets = _bucket([(h.start, h.end) for h in hits], starts)
     sides: tuple[LateralMention, ...] = ()
     if with_laterality:
@@ -323,13 +327,26 @@ def _find_mentions(
     return tuple(out)
 
 
+def modifier_matches(text: str, start: int, hi: int, terms: Terms) -> tuple[re.Match[str], ...]:
+    """``terms.modifier_scanner.scan(text, start, hi)``, remembered per region.
+
+    ``hi`` must already be clipped to ``len(text)``. The matches are
+    immutable; the memo holds the text, so a hit is always the same text.
+    """
+    key = (terms.digest, text, start, hi)
+    cached = _MODIFIERS.get(key)
+    if cached is not None:
+        return cached  # type: ignore[return-value]
+    found = tuple(terms.modifier_scanner.scan(text, start, hi))
+    _MODIFIERS.put(key, found)
+    return found
+
+
 def hedge_count(text: str, start: int, end: int | None, terms: Terms) -> int:
     """Number of hedging (uncertainty) phrases in ``text[start:end]``."""
     hi = len(text) if end is None else min(end, len(text))
     groups = terms.modifier_groups
-    return sum(
-        1 for m in terms.modifier_scanner.scan(text, start, hi) if groups[m.lastgroup or ""].category == "uncertain"
-    )
+    return sum(1 for m in modifier_matches(text, start, hi, terms) if groups[m.lastgroup or ""].category == "uncertain")
 
 
 def hedge_density(
@@ -363,7 +380,7 @@ def definite_statements(
     groups = terms.modifier_groups
     out: list[Span] = []
     for s in sents:
-        if any(groups[m.lastgroup or ""].category == "uncertain" for m in terms.modifier_scanner.scan(text, s.start, s.end)):
+        if any(groups[m.lastgroup or ""].category == "uncertain" for m in modifier_matches(text, s.start, s.end, terms)):
             continue
         if terms.definite_re.search(text, s.start, s.end):
             out.append(s)
