@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import ssl
 import subprocess
@@ -241,6 +242,23 @@ def test_duplicate_post_answers_as_the_first(daemon: RunningDaemon) -> None:
     assert len(daemon.messages()) == 2
     events = [line["event"] for line in daemon.log_lines()]
     assert events.count("message_duplicate") == 1
+
+
+def test_created_report_survives_kill_9(daemon: RunningDaemon) -> None:
+    """A 201 means the report is on disk: after SIGKILL and a restart it is stored, searchable, and a resend gets the first answer byte for byte."""
+    assert daemon.http_port is not None
+    body = (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes()
+    first = post(daemon.http_port, body)
+    assert first.status == 201
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    _wait(lambda: _accepts(daemon.http_port or 0))
+    assert [m["state"] for m in daemon.messages()] == ["processed"]
+    again = post(daemon.http_port, body)
+    assert (again.status, again.headers["location"], again.body) == (201, first.headers["location"], first.body)
+    location = first.headers["location"].removeprefix("/fhir/")
+    assert call(daemon.http_port, "GET", f"/fhir/DetectedIssue?implicated={location}").json()["total"] >= 1
+    assert len(daemon.messages()) == 1
 
 
 def test_refused_body_resent_unchanged_gets_same_answer(daemon: RunningDaemon) -> None:
