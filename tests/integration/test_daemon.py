@@ -308,3 +308,17 @@ def test_ack_header_fields_from_the_real_daemon(daemon: RunningDaemon, oru: byte
         message = parse_message(ack.decode("latin-1"), validation_level=VALIDATION_LEVEL.STRICT)
         assert message.validate() is True
     assert len(ids) == 3
+
+
+def test_whole_batch_in_one_frame_is_refused_clearly(daemon: RunningDaemon, corpus: Path, oru: bytes) -> None:
+    """A batch file (FHS/BHS ... MSH ...) sent as one frame gets AR with ERR 200 saying batches
+    are not accepted, is not stored, and the same connection is served AA afterwards."""
+    conn = MllpConnection(daemon.address)
+    for name in ("batch_bhs_adt_a04_v25_msh18_ascii.hl7", "file_fhs_two_batches_adt_v25.hl7"):
+        raw = (corpus / "hl7" / "python-hl7" / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        ack = conn.request(raw)
+        assert msa(ack) == ("AR", "")
+        assert b"|200^batches (FHS/BHS) are not accepted" in ack
+    assert msa(conn.request(with_control_id(oru, "AFTERBATCH"))) == ("AA", "AFTERBATCH")
+    conn.close()
+    assert [m["message_id"] for m in daemon.messages()] == ["AFTERBATCH"]
