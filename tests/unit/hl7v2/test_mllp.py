@@ -94,6 +94,13 @@ def test_start_block_inside_frame_is_data() -> None:
     tr(SB + b"A\x0bB" + EB + CR, [b"A\x0bB"])
 
 
+def test_end_block_inside_data_ends_the_frame_and_the_rest_is_counted_junk() -> None:
+    """0x1C inside a payload (MLLP forbids it in content) ends the frame there, whatever the
+    chunking; the bytes after it up to the next 0x0B are discarded and counted, so the shell
+    logs them (frame_discarded_bytes), and the next frame is read normally."""
+    tr(SB + b"MSH|A" + EB + b"rest|B" + EB + CR + SB + b"NEXT" + EB + CR, [b"MSH|A", b"NEXT"], discarded=8)
+
+
 def test_binary_payload_passes_through_undecoded() -> None:
     """The framer never decodes: any byte but 0x1C is payload, NUL and LF included."""
     payload = bytes(b for b in range(256) if b != 0x1C)
