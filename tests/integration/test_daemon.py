@@ -322,3 +322,30 @@ def test_whole_batch_in_one_frame_is_refused_clearly(daemon: RunningDaemon, corp
     assert msa(conn.request(with_control_id(oru, "AFTERBATCH"))) == ("AA", "AFTERBATCH")
     conn.close()
     assert [m["message_id"] for m in daemon.messages()] == ["AFTERBATCH"]
+
+
+def test_enhanced_mode_er_su_and_msh16_only(daemon: RunningDaemon, oru: bytes) -> None:
+    """MSH-15 ER: no answer for an accepted message, CR with ERR for a rejected one; MSH-15 SU:
+    CA for success, nothing for an error; MSH-16 alone also means enhanced mode (CA). Every
+    ACK sent says MSH-15/16 NE, and answers keep arrival order around the silent ones."""
+    def typed(raw: bytes, message_type: str) -> bytes:
+        head, rest = raw.split(b"\r", 1)
+        fields = head.split(b"|")
+        fields[8] = message_type.encode()
+        return b"|".join(fields) + b"\r" + rest
+
+    conn = MllpConnection(daemon.address)
+    conn.send(_with_ack_modes(with_control_id(oru, "ER-OK"), "ER", "NE"))
+    conn.send(_with_ack_modes(typed(with_control_id(oru, "ER-BAD"), "ADT^A08"), "ER", "NE"))
+    conn.send(_with_ack_modes(with_control_id(oru, "SU-OK"), "SU", "NE"))
+    conn.send(_with_ack_modes(typed(with_control_id(oru, "SU-BAD"), "ADT^A08"), "SU", "NE"))
+    conn.send(_with_ack_modes(with_control_id(oru, "M16"), "", "AL"))
+    conn.send(with_control_id(oru, "ORIG"))
+    answers = [conn.receive() for _ in range(4)]
+    conn.close()
+    assert [msa(a) for a in answers] == [("CR", "ER-BAD"), ("CA", "SU-OK"), ("CA", "M16"), ("AA", "ORIG")]
+    assert b"|200^" in answers[0]
+    for ack in answers[:3]:
+        assert ack.split(b"\r")[0].split(b"|")[14:16] == [b"NE", b"NE"]
+    stored = {m["message_id"]: m["ack_code"] for m in daemon.messages()}
+    assert stored == {"ER-OK": "CA", "ER-BAD": "CR", "SU-OK": "CA", "SU-BAD": "CR", "M16": "CA", "ORIG": "AA"}
