@@ -22,6 +22,7 @@ import binascii
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -287,7 +288,7 @@ def _reports(
     received_at: datetime,
     procedures: ProcedureTable | None,
 ) -> tuple[Report, ...]:
-    read = mapping.read_fields
+    read = _read_fields(mapping)
     seps = header.separators
     # python-hl7's unescape needs a container that knows the delimiters.
     container = hl7.Segment(
@@ -319,6 +320,22 @@ def _reports(
         _report(n, group, msh, top, header, mapping, charset, received_at, procedures, container)
         for n, group in enumerate(groups, start=1)
     )
+
+
+#: id(mapping) -> (mapping, mapping.read_fields): the property rebuilds its
+#: dict of frozensets on every call; a mapping set lives until a reload.
+_READ_FIELDS: dict[int, tuple[Mapping, MappingT[str, frozenset[int]]]] = {}
+
+
+def _read_fields(mapping: Mapping) -> MappingT[str, frozenset[int]]:
+    cached = _READ_FIELDS.get(id(mapping))
+    if cached is not None and cached[0] is mapping:
+        return cached[1]
+    read = mapping.read_fields
+    if len(_READ_FIELDS) >= 64:
+        _READ_FIELDS.clear()
+    _READ_FIELDS[id(mapping)] = (mapping, read)
+    return read
 
 
 class _Reader:
@@ -650,6 +667,11 @@ def _text_rows(
 
 
 def _unescape(container: hl7.Segment, value: str) -> str:
+    # Most values hold neither the escape character nor a CR: python-hl7's
+    # unescape returns such a value unchanged, and so would the CR/LF rewrite.
+    esc = container.esc
+    if esc and esc not in value and "\r" not in value:
+        return value
     # python-hl7 turns \.br\ and friends into CR; our text model uses LF.
     return str(unescape(container, value)).replace("\r\n", "\n").replace("\r", "\n")
 

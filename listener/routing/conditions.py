@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -101,12 +101,19 @@ class OneOf:
 
     key: str
     values: tuple[str, ...]
+    # Fixed per policy, computed once instead of on every report.
+    _folded: frozenset[str] = field(init=False, repr=False, compare=False)
+    _listed: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_folded", frozenset(v.casefold() for v in self.values))
+        object.__setattr__(self, "_listed", ", ".join(self.values))
 
     def check(self, facts: Facts) -> tuple[bool, str]:
         actual, note = _FIELDS[self.key](facts)
-        ok = actual.casefold() in {v.casefold() for v in self.values}
+        ok = actual.casefold() in self._folded
         verb = "in" if ok else "not in"
-        return ok, f"{self.key} {actual or '(none)'}{note} {verb} [{', '.join(self.values)}]"
+        return ok, f"{self.key} {actual or '(none)'}{note} {verb} [{self._listed}]"
 
 
 def _one_of(node: YamlMap, key: str, env: LoadEnv, where: str) -> OneOf:
@@ -205,6 +212,11 @@ class CoverageWindow:
     days: tuple[str, ...]
     time: str
     key: str = "coverage_window"
+    _span: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        span = f"{_hhmm(self.start)}-{_hhmm(self.end)}" + (f" on {', '.join(self.days)}" if self.days else "")
+        object.__setattr__(self, "_span", span)
 
     def check(self, facts: Facts) -> tuple[bool, str]:
         local, used = facts.event_time(self.time)
@@ -217,7 +229,7 @@ class CoverageWindow:
         day = DAYS[local.weekday()]
         day_ok = not self.days or day in self.days
         ok = inside and day_ok
-        span = f"{_hhmm(self.start)}-{_hhmm(self.end)}" + (f" on {', '.join(self.days)}" if self.days else "")
+        span = self._span
         when = f"{used} time {local:%a %Y-%m-%d %H:%M} {zone_name}"
         return ok, f"coverage_window {when} {'inside' if ok else 'outside'} {span}"
 
