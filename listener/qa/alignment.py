@@ -16,6 +16,7 @@ hedged and historical mentions.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -27,6 +28,7 @@ from listener.text import Mention, Terms
 __all__ = [
     "DEFAULT_CONCEPTS",
     "DEFAULT_RELATED",
+    "DEFAULT_SIGNS",
     "STABLE_RE",
     "finding_missing_from_impression",
     "impression_not_in_findings",
@@ -53,6 +55,36 @@ DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
     "stroke": ("acute_infarct", "large_vessel_occlusion", "brain_herniation"),
     "twist": ("torsion", "testicular_torsion", "ovarian_torsion"),
     "air": ("pneumothorax", "tension_pneumothorax", "pneumomediastinum", "subcutaneous_emphysema"),
+}
+
+_LESION_SIGNS = (
+    r"nodul\w*", r"densit(y|ies)", r"opacit(y|ies)", r"lesions?", r"mass-?like", r"foc(us|i)", r"hypermetabolic",
+    r"fdg-?avid", r"spiculated",
+)
+_OPACITY_SIGNS = (r"opacit\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
+
+#: What the other section may call a finding instead of naming it: its
+#: radiographic signs ("right upper lobe opacity" for "pneumonia", "2 cm
+#: density" for "nodule", "dilated loops of small bowel" for "small bowel
+#: obstruction"). Regexes (whole words, case-insensitive) per concept;
+#: tunable per rule in policies/qa.yaml (``signs``). A sign in a sentence
+#: naming only the other side does not count.
+DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
+    "lung_nodule": _LESION_SIGNS,
+    "mass": _LESION_SIGNS,
+    "cancer": _LESION_SIGNS,
+    "pneumonia": _OPACITY_SIGNS,
+    "consolidation": _OPACITY_SIGNS,
+    "airspace_opacity": _OPACITY_SIGNS,
+    "atelectasis": _OPACITY_SIGNS,
+    "pneumothorax": (r"pleural air", r"air collection", r"(visceral )?pleural (line|edge)", r"pneumothora\w*"),
+    "bowel_obstruction": (r"dilat\w* (\w+ ){0,4}(loops?|bowel)", r"air-fluid levels?", r"transition point"),
+    "brain_herniation": (r"shift", r"effacement", r"herniat\w*"),
+    "fracture": (
+        r"fractur\w*", r"lucen(t|cy|cies)", r"irregularit(y|ies)", r"step-?off", r"discontinuit(y|ies)",
+        r"cortical (\w+ ){0,3}(disruption|break)",
+    ),
+    "hemorrhage": (r"hemorrhag\w*", r"hematomas?", r"hyperdens\w*", r"high (attenuation|density)"),
 }
 
 #: Findings the author may leave out of the impression: still there, known.
@@ -101,9 +133,33 @@ _HEDGED_SENTENCE_RE = re.compile(
 _EXPLAINED_RE = re.compile(
     r"\b(granulom\w*|calcifi\w*|dense|benign|artifact\w*|nipple shadows?|overlying|projecting|"
     r"catheter|lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|post-?surgical|"
-    r"post-?operative|surgery|not well|attributed)\b",
+    r"post-?operative|surgery|not well|attributed|overlap\w*|superimpos\w*|confluence|summation)\b",
     re.IGNORECASE,
 )
+# The sentence after a finding may explain it away too ("Small nodular opacity. ... more likely
+# represents a granuloma."); devices are left out here: a tube in the next sentence explains nothing.
+_EXPLAINED_NEXT_RE = re.compile(
+    r"\b(granulom\w*|calcifi\w*|benign|artifact\w*|nipple shadows?|overlap\w*|superimpos\w*|confluence|"
+    r"summation)\b",
+    re.IGNORECASE,
+)
+# A findings sentence about what another (earlier) examination showed.
+_OTHER_EXAM_RE = re.compile(
+    r"\b(on|from|at) (a |an |the )?(\w+ ){0,2}(previous|prior|outside|earlier|old)\b|"
+    r"\b(seen|appreciated|visible|visualized|described|shown|demonstrated) (better )?(on|at) (the |a |an )?(\w+ ){0,3}"
+    r"(ct|mri?|ultrasound|pet|comparison|prior|previous|outside)\b",
+    re.IGNORECASE,
+)
+_NEW_RE = re.compile(r"\b(new|newly|interval|increas\w*|develop\w*|worse\w*|enlarg\w*|progress\w*)\b", re.IGNORECASE)
+# An impression that names what the findings as a whole amount to ("Findings consistent with
+# widespread changes from cystic fibrosis"): the non-critical findings are summed up in it.
+_SUMMARY_RE = re.compile(
+    r"\b(these |the above |above |the )?findings (are |is )?(most )?(consistent|compatible) with\b", re.IGNORECASE
+)
+_SIDE_WORD = {
+    "left": re.compile(r"\bleft\b|\blt\b", re.IGNORECASE),
+    "right": re.compile(r"\bright\b|\brt\b", re.IGNORECASE),
+}
 
 # An impression that sends the reader back to the findings.
 _REFERS_RE = re.compile(
@@ -182,6 +238,37 @@ def _related_param(data: RuleInput) -> Mapping[str, Any]:
     return value if value else DEFAULT_RELATED
 
 
+@functools.lru_cache(maxsize=256)
+def _sign_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
+
+
+def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side: str) -> bool:
+    """True when section ``kind`` shows a sign of any of ``concepts`` (``signs`` param).
+
+    With ``side`` left or right, a sign in a sentence that names only the
+    other side does not count.
+    """
+    signs: Mapping[str, Any] = data.param("signs", DEFAULT_SIGNS) or {}
+    patterns: list[str] = []
+    for c in sorted(set(concepts)):
+        patterns.extend(signs.get(c, ()))
+    if not patterns:
+        return False
+    regex = _sign_re(tuple(patterns))
+    text = data.report.text
+    other = {"left": "right", "right": "left"}.get(side)
+    for sec in data.report.sections_of(kind):
+        for hit in regex.finditer(text, sec.start, sec.end):
+            if other is None:
+                return True
+            span = next((s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None)
+            lo, hi = (span.start, span.end) if span is not None else (hit.start(), hit.end())
+            if _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
+                return True
+    return False
+
+
 @rule(
     "alignment",
     severity=Severity.WARNING,
@@ -191,6 +278,7 @@ def _related_param(data: RuleInput) -> Mapping[str, Any]:
         "ignore_stable": True,
         "ignore_minor": True,
         "related": dict(DEFAULT_RELATED),
+        "signs": {k: list(v) for k, v in DEFAULT_SIGNS.items()},
     },
 )
 def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
@@ -200,7 +288,13 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     when ``include_critical``); ``related`` clusters count as the same
     finding; ``ignore_stable`` leaves out findings called stable, unchanged,
     chronic or old; ``ignore_minor`` leaves out non-critical findings called
-    mild, minimal, small or subsegmental.
+    mild, minimal, small or subsegmental. Also left out: a finding the
+    impression names by one of its ``signs`` (on the same side), one the
+    sentence or the next explains away (granuloma, artifact, overlapping
+    shadows), one described as seen on another examination ("better
+    appreciated on the comparison", "on a previous outside scan"), and
+    non-critical findings when the impression sums the findings up
+    ("Findings consistent with ...").
     """
     report = data.report
     imps = report.sections_of(SectionKind.IMPRESSION)
@@ -215,12 +309,14 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     in_impression = _closed_families(data.terms, data.analysis.section_mentions(SectionKind.IMPRESSION))
     ignore_stable = bool(data.param("ignore_stable", True))
     ignore_minor = bool(data.param("ignore_minor", True))
+    summed_up = any(_SUMMARY_RE.search(text, s.start, s.end) for s in imps)
     reported: set[str] = set()
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if not m.affirmed or not _wanted(data, m):
             continue
         fam = _family(data.terms, m.concept)
-        if fam in reported or _expand(data.terms, m.concept, related) & in_impression:
+        expanded = _expand(data.terms, m.concept, related)
+        if fam in reported or expanded & in_impression:
             continue
         if ignore_stable and STABLE_RE.search(text, m.sentence_start, m.sentence_end):
             continue
@@ -228,7 +324,18 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         if _EXPLAINED_RE.search(text, m.sentence_start, m.sentence_end):
             continue
-        if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, _next_sentence_end(data, m)):
+        next_end = _next_sentence_end(data, m)
+        if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, next_end):
+            continue
+        if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end):
+            continue
+        if _OTHER_EXAM_RE.search(text, m.sentence_start, m.sentence_end) and not _NEW_RE.search(
+            text, m.sentence_start, m.sentence_end
+        ):
+            continue
+        if summed_up and not m.critical:
+            continue
+        if _signs_in(data, expanded, SectionKind.IMPRESSION, m.laterality):
             continue
         reported.add(fam)
         yield data.emit(
@@ -247,6 +354,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
         "include_critical": True,
         "min_findings_words": 12,
         "related": dict(DEFAULT_RELATED),
+        "signs": {k: list(v) for k, v in DEFAULT_SIGNS.items()},
     },
 )
 def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
@@ -256,7 +364,10 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
     concept or a ``related`` one counts as describing it. ``concepts`` and
     ``include_critical`` choose the concepts checked; impression sentences
     that hedge, list a differential or recommend are skipped; a findings
-    section shorter than ``min_findings_words`` is not compared.
+    section shorter than ``min_findings_words`` is not compared. An
+    impression diagnosis whose ``signs`` the findings describe (on the same
+    side) is described: "right upper lobe opacity" supports "right upper
+    lobe pneumonia", "a 2.6 cm masslike density" supports "nodule".
     """
     report = data.report
     finds = report.sections_of(SectionKind.FINDINGS)
@@ -272,7 +383,10 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
         if not m.affirmed or not _wanted(data, m):
             continue
         fam = _family(data.terms, m.concept)
-        if fam in reported or _expand(data.terms, m.concept, related) & in_findings:
+        expanded = _expand(data.terms, m.concept, related)
+        if fam in reported or expanded & in_findings:
+            continue
+        if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality):
             continue
         if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
             continue

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from listener.model import Evidence, Finding, SectionKind, Severity
 from listener.qa.engine import RuleInput, rule
 from listener.text import Mention, hedge_count
+from listener.text.context import modifier_matches
 
 __all__ = [
     "CommunicationStatement",
@@ -379,6 +380,43 @@ _NEUTRAL_SENTENCE_RE = re.compile(
 )
 
 
+# Hedge words that grade a finding rather than doubt it ("borderline cardiomegaly",
+# "age-indeterminate deformity"): the finding itself is stated.
+_DEGREE_HEDGE_RE = re.compile(r"^(borderline|(age[- ])?indeterminate)$", re.IGNORECASE)
+# Words that do not make an observation on their own ("This may represent ...", "Findings could be ...").
+_NOT_OBSERVATION = frozenset(
+    "this these that those it they there is are was were which who whose finding findings appearance appearances "
+    "the a an and or with in of at on to be been also overall otherwise xxxx".split()
+)
+_WORDS_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+
+def _states_observation_first(data: RuleInput, start: int, end: int) -> bool | None:
+    """Whether a sentence is hedged, plainly stated, or states an observation before hedging its meaning.
+
+    Returns None when the sentence holds no hedge (other than degree words),
+    True when it opens with a plain observation and only then hedges what it
+    means ("Vague opacity at the left lung base, which may represent
+    pneumonia", "Right paratracheal density possibly reactive
+    lymphadenopathy"), False when the hedge governs the statement
+    ("Probable small effusions.", "Pneumonia is suspected.").
+    """
+    text = data.report.text
+    groups = data.terms.modifier_groups
+    hedges = [
+        m
+        for m in modifier_matches(text, start, end, data.terms)
+        if groups[m.lastgroup or ""].category == "uncertain" and not _DEGREE_HEDGE_RE.match(m.group(0).strip())
+    ]
+    if not hedges:
+        return None
+    first = min(hedges, key=lambda m: m.start())
+    if groups[first.lastgroup or ""].direction == "backward":
+        return False  # "pneumonia is suspected": the hedge reaches back over the finding
+    lead = re.sub(r"^\W*\d+[.)]\s*", "", text[start : first.start()])
+    return any(w.lower() not in _NOT_OBSERVATION for w in _WORDS_RE.findall(lead))
+
+
 @rule("communication", severity=Severity.WARNING, params={"min_hedged": 2})
 def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     """The impression states nothing plainly: every statement in it is hedged.
@@ -389,7 +427,10 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     answer). Measured on clean reports, the text layer's
     ``has_definite_statement`` calls many plain sentences indefinite ("Low
     lung volumes.", "No evidence of active disease."), so this rule counts
-    hedges per sentence instead.
+    hedges per sentence instead. A sentence that states an observation
+    and then hedges what it means ("Patchy right upper lobe opacities,
+    concerning for pneumonia") states the observation plainly; degree words
+    ("borderline cardiomegaly", "age-indeterminate deformity") are no hedge.
     """
     regions = _impression_sections(data)
     if not regions:
@@ -400,7 +441,8 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
         for sent in data.analysis.sentences(s, e):
             if not any(ch.isalpha() for ch in text[sent.start : sent.end]):
                 continue
-            if hedge_count(text, sent.start, sent.end, data.terms):
+            observation_first = _states_observation_first(data, sent.start, sent.end)
+            if observation_first is False:
                 if _NEUTRAL_SENTENCE_RE.search(text, sent.start, sent.end) is None:
                     hedged += 1
                 continue

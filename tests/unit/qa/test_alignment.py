@@ -85,6 +85,87 @@ def test_impression_not_in_findings_negatives(text: str) -> None:
     assert "alignment.impression_not_in_findings" not in _rules(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the impression diagnoses what the findings describe by its signs
+        "FINDINGS:\nThere is a right upper lobe opacity. Cardiomediastinal silhouette is normal. Pulmonary "
+        "vasculature is normal. Osseous structures are normal.\nIMPRESSION:\nRight upper lobe pneumonia.",
+        "FINDINGS:\nThere is a 2.6 cm masslike density over the lingula. No pleural effusion is seen. The heart is "
+        "borderline enlarged.\nIMPRESSION:\nLeft lower lobe nodule which is worrisome.",
+        "FINDINGS:\nCentered over the mid abdomen there are multiple air-filled dilated loops of small bowel measuring "
+        "up to 3.7 cm in diameter.\nIMPRESSION:\nSmall bowel obstruction.",
+        "FINDINGS:\nA large pleural air collection is present on the right. Mediastinum is shifted to the left as "
+        "compared to the previous examination.\nIMPRESSION:\nLarge right pneumothorax.",
+        "FINDINGS:\nThere is an approximately 5-mm shift of the midline towards the right side. There is loss of the "
+        "cortical sulci on the right side.\nIMPRESSION:\nA 5 mm midline shift secondary to severe edema.",
+        "FINDINGS:\nChest clear. Hand: there is cortical and trabecular irregularity through the waist of the "
+        "scaphoid.\nIMPRESSION:\nMinimally displaced fracture through the waist of the scaphoid.",
+    ],
+)
+def test_impression_not_in_findings_signs_describe_it(text: str) -> None:
+    """An impression diagnosis whose radiographic signs the findings describe (opacity, density, dilated loops) is described."""
+    assert "alignment.impression_not_in_findings" not in _rules(text)
+
+
+def test_impression_not_in_findings_sign_on_the_other_side() -> None:
+    """An opacity described only on the left does not support a right lower lobe pneumonia."""
+    text = (
+        "FINDINGS:\nThere is a left lower lobe opacity. The heart size is normal. The mediastinal contours are "
+        "normal and the bones are intact.\nIMPRESSION:\nRight lower lobe pneumonia."
+    )
+    assert "alignment.impression_not_in_findings" in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the next sentence explains it away
+        "FINDINGS:\nSmall, nodular opacity in the right upper lobe. This represents a granuloma. "
+        "No pneumothorax.\nIMPRESSION:\nNo acute findings.",
+        # overlapping shadows
+        "FINDINGS:\nApparent nodular opacity on the lateral projection is felt to represent confluence of "
+        "overlapping silhouettes.\nIMPRESSION:\nNegative for acute abnormality.",
+        # what another examination showed
+        "FINDINGS:\nLeft-sided rib fractures are better appreciated on the comparison CT.\nIMPRESSION:\n"
+        "Stable left basilar airspace disease.",
+        "FINDINGS:\nOn a previous outside CT scan, the right upper lobe was consolidated.\nIMPRESSION:\n"
+        "Right upper lobe opacity which appears improved.",
+        # the impression names it by its signs
+        "FINDINGS:\nDiffuse parahilar and alveolar consolidations are present.\nIMPRESSION:\n"
+        "Heart failure with pulmonary alveolar edema.",
+        "FINDINGS:\nThere is a tiny satellite nodule in the left upper lobe that is hypermetabolic.\nIMPRESSION:\n"
+        "There is a tiny satellite area of hypermetabolic FDG in the left upper lobe.",
+        # the impression sums the findings up
+        "FINDINGS:\nPatchy nodular densities in both lower lungs. Scattered bronchial wall thickening.\n"
+        "IMPRESSION:\nFindings consistent with widespread changes from cystic fibrosis.",
+    ],
+)
+def test_finding_missing_explained_or_named_by_sign(text: str) -> None:
+    """Findings explained away, seen on another exam, named by their signs, or summed up are not omissions."""
+    assert "alignment.finding_missing_from_impression" not in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a displaced fracture nobody carried into the impression
+        "FINDINGS:\nThe cardiomediastinal silhouette is normal. Displaced fracture of the mid one-third of the right "
+        "clavicle.\nIMPRESSION:\nMinimal bibasilar atelectasis.",
+        # a new finding compared with a prior study is not 'seen on another exam'
+        "FINDINGS:\nNew right lower lobe consolidation compared to the prior exam.\nIMPRESSION:\nNo acute disease.",
+        # a right nodule is not addressed by a left opacity
+        "FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\nLeft basilar opacity, atelectasis.",
+        # a critical finding is not summed up by 'findings consistent with'
+        "FINDINGS:\nSmall right pneumothorax. Patchy bibasilar densities.\nIMPRESSION:\n"
+        "Findings consistent with cystic fibrosis.",
+    ],
+)
+def test_finding_missing_still_fires(text: str) -> None:
+    """Omissions the new exceptions must not hide: a displaced fracture, a new consolidation, the other side, a critical finding."""
+    assert "alignment.finding_missing_from_impression" in _rules(text)
+
+
 def test_related_concepts_are_symmetric_clusters() -> None:
     """Pneumonia and consolidation describe the same finding; a concept is always related to itself."""
     assert "consolidation" in related_concepts("pneumonia")

@@ -120,8 +120,8 @@ def test_impression_hedging_single_hedge_is_fine() -> None:
 def test_impression_no_definite() -> None:
     """An impression whose every statement is hedged is a warning."""
     text = (
-        "FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Opacity may represent atelectasis. "
-        "2. Possible small effusion. 3. Recommend follow-up radiograph."
+        "FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Possible atelectasis. "
+        "2. Small effusion is suspected. 3. Recommend follow-up radiograph."
     )
     found = findings_for(make_report(text), rule_prefix="communication.impression_no_definite")
     assert len(found) == 1 and found[0].severity is Severity.WARNING
@@ -134,10 +134,18 @@ def test_impression_no_definite() -> None:
         "Possible early pneumonia.",
         "No acute cardiopulmonary process.",
         "1. Possible small effusion. 2. Chest CT may be helpful for further evaluation.",
+        # an observation stated plainly, then what it may mean
+        "1. Opacity may represent atelectasis. 2. Possible small effusion.",
+        "Patchy opacities in right upper lobe, concerning for pneumonia. Right paratracheal density possibly reactive "
+        "lymphadenopathy.",
+        "1. Mildly prominent interstitial markings, which could represent interstitial edema. 2. Mild blunting of the "
+        "posterior sulcus, which could represent a small effusion.",
+        # degree words are no hedge
+        "1. Borderline cardiomegaly. 2. Age-indeterminate, chronic deformity in the midthoracic spine.",
     ],
 )
 def test_impression_no_definite_negatives(impression: str) -> None:
-    """One plain statement, or a single hedged one, is enough."""
+    """One plain statement (an observation stated before its hedged meaning counts), or a single hedged one, is enough."""
     text = "FINDINGS:\nBasilar opacity.\nIMPRESSION:\n" + impression
     assert "communication.impression_no_definite" not in _rules(text)
 
