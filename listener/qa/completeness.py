@@ -8,9 +8,9 @@ from the decoder, their bodies) or at a few unambiguous text patterns:
 - ``missing_impression`` / ``empty_impression``: no impression, or its
   heading with nothing under it.
 - ``required_sections``: the sections a report of this modality must have.
-- ``birads_missing`` / ``birads_recommendation``: a mammogram without a
-  BI-RADS final assessment category, or a category the recommendation
-  contradicts.
+- ``birads_missing`` / ``birads_recommendation``: a mammogram (or breast MRI
+  or ultrasound) without a BI-RADS final assessment category, or a category
+  the recommendation contradicts.
 - ``placeholder``: template placeholders left in ("***", "[ ]", "XXX").
 - ``truncated``: a section that stops mid-sentence ("...consistent with the").
 
@@ -36,6 +36,7 @@ __all__ = [
     "birads_categories",
     "birads_missing",
     "birads_recommendation",
+    "breast_imaging_kind",
     "document_only",
     "empty_impression",
     "is_mammography",
@@ -336,23 +337,89 @@ def is_mammography(data: RuleInput) -> bool:
     return False
 
 
-@rule("completeness", severity=Severity.ERROR, params={"modalities": ["MG"], "title_from_text": True})
-def birads_missing(data: RuleInput) -> Iterator[Finding]:
-    """A mammography report states no BI-RADS final assessment category (0-6).
+_BREAST_WORD = r"(mri|mr|magnetic resonance( imaging)?|ultrasound|ultrasonography|sonogra\w*|us)"
+# "Breast MRI", "MRI of the left breast", "bilateral breast ultrasound", "US breast".
+_BREAST_TITLE_RE = re.compile(
+    rf"\bbreasts? {_BREAST_WORD}\b|\b{_BREAST_WORD} (of )?(the )?(both |bilateral |right |left |rt |lt )?breasts?\b",
+    re.IGNORECASE,
+)
+_BREAST_TITLE_MODALITY = (("MR", re.compile(r"\bmri?\b|magnetic", re.I)), ("US", re.compile(r"\bus\b|ultraso|sonogra", re.I)))
+# Interventional breast procedures report the procedure, not a diagnostic assessment.
+_BREAST_PROCEDURE_RE = re.compile(r"\b(biops\w*|guided|guidance|localization|aspiration|drainage|ductogra\w*)\b", re.I)
+_BREAST_EXAM_NAME = {"MR": "Breast MRI", "US": "Breast ultrasound"}
 
-    Mammography is recognised by modality (``modalities``), by a mammography
-    CPT code, or, with ``title_from_text``, by the exam title dictated at the
-    top of the report.
+
+def breast_imaging_kind(data: RuleInput) -> str:
+    """``"MR"``/``"US"`` for a diagnostic breast MRI or ultrasound (``breast_modalities``), else ``""``.
+
+    Recognised by a breast CPT code of that modality (77046-77049,
+    76641/76642), by modality plus body region breast, by the ordered
+    procedure's name, or (``title_from_text``) by the exam title dictated at
+    the top. Guided biopsies, localizations and aspirations are procedures,
+    not diagnostic exams.
     """
     report = data.report
-    if not _has_text(report) or not is_mammography(data):
+    wanted = {str(m).upper() for m in data.param("breast_modalities", ("MR", "US"))}
+    if not wanted:
+        return ""
+    titles = [report.procedure.text]
+    entry = data.procedures.get(report.procedure.code) if data.procedures is not None else None
+    if data.param("title_from_text", True):
+        for sec in report.sections[:2]:
+            if sec.kind in (SectionKind.TECHNIQUE, SectionKind.OTHER):
+                titles.append(sec.text.split("\n", 1)[0][:200])
+    if any(_BREAST_PROCEDURE_RE.search(t) for t in titles if t):
+        return ""
+    if entry is not None and entry.body_region == "breast" and entry.modality.upper() in wanted:
+        return entry.modality.upper()
+    modality = report.modality.upper()
+    if report.body_region == "breast" and modality in wanted:
+        return modality
+    for title in titles:
+        named = _BREAST_TITLE_RE.search(title) if title else None
+        if named is None or re.search(r"\bcorrelat|\bcompar", title, re.I):
+            continue
+        for kind, regex in _BREAST_TITLE_MODALITY:
+            if kind in wanted and regex.search(named.group(0)):
+                return kind
+    return ""
+
+
+@rule(
+    "completeness",
+    severity=Severity.ERROR,
+    params={"modalities": ["MG"], "breast_modalities": ["MR", "US"], "title_from_text": True},
+)
+def birads_missing(data: RuleInput) -> Iterator[Finding]:
+    """A mammography, breast MRI or breast ultrasound report states no BI-RADS final assessment category (0-6).
+
+    The ACR BI-RADS atlas asks for a final assessment on every diagnostic
+    breast imaging report (mammography, ultrasound, MRI). Mammography is
+    recognised by modality (``modalities``), by a mammography CPT code, or,
+    with ``title_from_text``, by the exam title dictated at the top of the
+    report; breast MRI and ultrasound (``breast_modalities``; empty turns
+    them off) by their CPT codes (77046-77049, 76641/76642), by modality
+    with body region breast, or by the exam title. Guided breast procedures
+    (biopsy, localization, aspiration) are not checked.
+    """
+    report = data.report
+    if not _has_text(report):
         return
+    if is_mammography(data):
+        exam = "Mammography"
+        suggestion = "State the BI-RADS category in the impression (MQSA requires a final assessment)."
+    else:
+        kind = breast_imaging_kind(data)
+        if not kind:
+            return
+        exam = _BREAST_EXAM_NAME[kind]
+        suggestion = "State the BI-RADS category in the impression (the ACR BI-RADS atlas requires a final assessment)."
     if birads_categories(report.text):
         return
     yield data.emit(
         "completeness.birads_missing",
-        "Mammography report without a BI-RADS final assessment category (0-6).",
-        suggestion="State the BI-RADS category in the impression (MQSA requires a final assessment).",
+        f"{exam} report without a BI-RADS final assessment category (0-6).",
+        suggestion=suggestion,
     )
 
 

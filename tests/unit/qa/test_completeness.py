@@ -320,3 +320,74 @@ def test_banner_and_separator_lines_are_not_placeholders() -> None:
     assert findings_for(make_report(text), rule_prefix="completeness.placeholder") == []
     text = "FINDINGS:\nNodule measuring *** cm.\nIMPRESSION:\nNodule."
     assert len(findings_for(make_report(text), rule_prefix="completeness.placeholder")) == 1
+
+
+BREAST_MR = (
+    "INDICATION:\nHigh risk screening.\nTECHNIQUE:\nAxial and sagittal images before and after gadolinium.\n"
+    "FINDINGS:\nMinimal background parenchymal enhancement. No suspicious enhancing mass.\n"
+    "IMPRESSION:\nNo MRI evidence of malignancy.\n"
+)
+BREAST_US = (
+    "INDICATION:\nPalpable lump, left breast 2 o'clock.\nFINDINGS:\nAt the site of the palpable lump there is normal "
+    "fibroglandular tissue. No cyst or solid mass.\nIMPRESSION:\nNo sonographic abnormality at the palpable site.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "kw", "exam"),
+    [
+        (BREAST_MR, {"procedure": "77049"}, "Breast MRI"),
+        (BREAST_MR, {"procedure": "77046"}, "Breast MRI"),
+        (BREAST_US, {"procedure": "76641"}, "Breast ultrasound"),
+        (BREAST_US, {"procedure": "76642"}, "Breast ultrasound"),
+        # no code: modality and body region from the order
+        (BREAST_MR, {"procedure": "", "modality": "MR", "body_region": "breast"}, "Breast MRI"),
+        # no code: the ordered procedure's name, or the title dictated at the top
+        (BREAST_MR, {"procedure": "", "procedure_text": "MRI Breast - 1"}, "Breast MRI"),
+        ("EXAM:\nBilateral breast MRI with and without contrast.\n" + BREAST_MR, {"procedure": ""}, "Breast MRI"),
+        ("EXAM:\nUltrasound of the left breast.\n" + BREAST_US, {"procedure": ""}, "Breast ultrasound"),
+    ],
+)
+def test_birads_missing_on_breast_mri_and_ultrasound(text: str, kw: dict[str, object], exam: str) -> None:
+    """Breast MRI and breast ultrasound reports need a BI-RADS assessment too (ACR BI-RADS atlas); the message names the exam."""
+    found = findings_for(make_report(text, **kw), rule_prefix="completeness.birads_missing")
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert found[0].message.startswith(exam)
+    assert "completeness.birads_missing" not in _rules(text + "BI-RADS 1: Negative.\n", **kw)
+
+
+@pytest.mark.parametrize(
+    ("text", "kw"),
+    [
+        # a guided breast procedure reports the procedure
+        ("EXAM:\nUltrasound-guided core biopsy of the left breast.\n" + BREAST_US, {"procedure": ""}),
+        (BREAST_US, {"procedure": "76642", "procedure_text": "US guided breast biopsy"}),
+        # MRI or ultrasound of another region
+        (FULL, {"procedure": "76700"}),
+        (BREAST_MR, {"procedure": "", "modality": "MR", "body_region": "chest"}),
+        # a breast mentioned in passing
+        ("EXAM:\nCT chest, correlate with prior breast ultrasound.\n" + FULL, {"procedure": ""}),
+    ],
+)
+def test_birads_not_required_for_breast_procedures_or_other_regions(text: str, kw: dict[str, object]) -> None:
+    """Guided breast procedures, other regions and passing mentions need no BI-RADS."""
+    assert "completeness.birads_missing" not in _rules(text, **kw)
+
+
+def test_birads_breast_modalities_can_be_turned_off() -> None:
+    """breast_modalities: [] keeps the check to mammography (policy knob)."""
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from listener.qa.engine import RuleSettings
+    from tests.unit.qa.factory import pipeline
+
+    base = pipeline().qa
+    assert base is not None
+    current = base.rules["completeness.birads_missing"]
+    params = dict(current.params, breast_modalities=[])
+    rules = dict(base.rules, **{"completeness.birads_missing": RuleSettings(True, current.severity, MappingProxyType(params))})
+    qa = replace(base, rules=MappingProxyType(rules))
+    report = make_report(BREAST_MR, procedure="77049")
+    assert findings_for(report, qa=qa, rule_prefix="completeness.birads_missing") == []
+    assert findings_for(make_report(MAMMO_NEG, procedure="77067"), qa=qa, rule_prefix="completeness.birads_missing")
