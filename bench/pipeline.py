@@ -106,6 +106,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="per stage and message")
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of Intake.receive")
     parser.add_argument("--sort", default="tottime", help="pstats sort key for --profile")
+    parser.add_argument("--no-freeze", action="store_true", help="skip gc.freeze() after loading (the daemon's state)")
     parser.add_argument("--cold", action="store_true",
                         help="forget the text layer's memos before each call (every message's text is new, as in"
                              " production; bench/mllp.py repeats one text, so its memos hit)")
@@ -131,7 +132,8 @@ def main() -> int:
     store = SQLiteStore(Path(tmp.name) / "bench.db", synchronous="FULL")
     import gc
 
-    gc.freeze()
+    if not args.no_freeze:
+        gc.freeze()
     totals: dict[str, list[float]] = {}
     for path in files:
         raw = path.read_bytes()

@@ -70,6 +70,7 @@ class Analysis:
         self.terms = terms
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
+        self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
 
     def sentences(self, start: int, end: int) -> tuple[Span, ...]:
         key = (start, end)
@@ -87,18 +88,26 @@ class Analysis:
 
     def section_mentions(self, kind: SectionKind) -> tuple[Mention, ...]:
         """Mentions in every section of ``kind``, in text order."""
+        cached = self._by_kind.get(kind)
+        if cached is not None:
+            return cached
         out: list[Mention] = []
         for sec in self.report.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
-        return tuple(out)
+        found = self._by_kind[kind] = tuple(out)
+        return found
 
     def body_mentions(self) -> tuple[Mention, ...]:
         """Mentions in the sections that describe the patient now (not history/technique)."""
+        cached = self._by_kind.get(None)  # None: the body sections
+        if cached is not None:
+            return cached
         out: list[Mention] = []
         for sec in self.report.sections:
             if sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM):
                 out.extend(self.mentions(sec.start, sec.end))
-        return tuple(out)
+        found = self._by_kind[None] = tuple(out)
+        return found
 
     def section_at(self, offset: int) -> Section | None:
         for sec in self.report.sections:
