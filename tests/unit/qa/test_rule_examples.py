@@ -1,0 +1,267 @@
+"""Every registered QA rule has a positive and a negative example, run through the real engine.
+
+The per-category test modules hold the detailed cases; this table is the
+audit that keeps the rule set and its tests in step: a rule added to the
+registry without an example here fails ``test_every_registered_rule_has_examples``.
+Each negative is a near miss of its positive (same report, one thing fixed)
+where that is possible, so it shows what the rule keys on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from listener.model import ResultStatus, Times
+from listener.qa.engine import Prior, QaConfig, QaContext, registry
+from tests.unit.qa import test_compliance as compliance
+from tests.unit.qa import test_turnaround as turnaround
+from tests.unit.qa.factory import RECEIVED, findings_for, make_report, pipeline
+from tests.unit.qa.test_coding import _directory as coding_directory
+
+
+@dataclass(frozen=True)
+class Example:
+    """A report (text + make_report overrides) and, when the rule needs them, a QA config and context."""
+
+    text: str
+    kw: dict[str, Any] = field(default_factory=dict)
+    qa: Callable[[], QaConfig] | None = None
+    context: QaContext | None = None
+
+    def rules(self) -> set[str]:
+        report = make_report(self.text, **self.kw)
+        found = findings_for(report, qa=self.qa() if self.qa else None, context=self.context)
+        return {f.rule for f in found}
+
+
+def _ex(text: str, **kw: Any) -> Example:
+    return Example(text, kw)
+
+
+FULL_CHEST = (
+    "INDICATION:\nCough.\nCOMPARISON:\nNone.\nFINDINGS:\nThe lungs are clear. The heart size is normal.\n"
+    "IMPRESSION:\nNo acute cardiopulmonary process."
+)
+PTX = "INDICATION:\nChest pain.\nCOMPARISON:\nNone.\nFINDINGS:\nLarge right pneumothorax.\nIMPRESSION:\nLarge right pneumothorax."
+CALLED = "\nDiscussed with Dr. Rivera by telephone at 02:14."
+HEAD = "INDICATION: Headache.\nCOMPARISON: None.\n"
+BODY = "FINDINGS: Clear lungs.\nIMPRESSION: Normal."
+MAMMO = (
+    "INDICATION:\nScreening.\nFINDINGS:\nScattered fibroglandular densities. No suspicious mass.\n"
+    "IMPRESSION:\nNo mammographic evidence of malignancy. Annual screening mammography is recommended.\n"
+)
+WRIST_LT = {"procedure": "73110", "modifiers": ("LT",)}
+OBS = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
+
+
+def _stat_prelim(minutes: int) -> dict[str, Any]:
+    times = Times(observation=OBS, report=OBS + timedelta(minutes=minutes), received=OBS + timedelta(minutes=minutes + 1))
+    return {"priority": "stat", "status": ResultStatus.PRELIMINARY, "times": times}
+
+
+def _pro_site_qa() -> QaConfig:
+    """The repository's QA config at a professional-only reading site."""
+    base = pipeline().qa
+    assert base is not None
+    return replace(base, directory=coding_directory(True))
+
+
+def _priors(*priors: Prior) -> QaContext:
+    return QaContext(now=RECEIVED, priors=tuple(priors))
+
+
+EXAMPLES: dict[str, tuple[Example, Example]] = {
+    # --- laterality
+    "laterality.order_vs_report": (
+        _ex("FINDINGS:\nNondisplaced fracture of the right distal radius.\nIMPRESSION:\nRight distal radius fracture.", **WRIST_LT),
+        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nLeft distal radius fracture.", **WRIST_LT),
+    ),
+    "laterality.impression_vs_findings": (
+        _ex("FINDINGS:\nSmall left apical pneumothorax.\nIMPRESSION:\nSmall right pneumothorax." + CALLED),
+        _ex("FINDINGS:\nSmall left apical pneumothorax.\nIMPRESSION:\nSmall left pneumothorax." + CALLED),
+    ),
+    "laterality.impression_vs_order": (
+        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the right distal radius.", **WRIST_LT),
+        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the left distal radius.", **WRIST_LT),
+    ),
+    "laterality.impression_side_vs_findings_anatomy": (
+        _ex("FINDINGS:\nThe left lower lobe is collapsed.\nIMPRESSION:\nRight lower lobe collapse."),
+        _ex("FINDINGS:\nThe left lower lobe is collapsed.\nIMPRESSION:\nLeft lower lobe collapse."),
+    ),
+    # --- contradiction
+    "contradiction.affirmed_and_negated": (
+        _ex("FINDINGS:\nThere is a small right apical pneumothorax.\nIMPRESSION:\nNo pneumothorax."),
+        _ex("FINDINGS:\nThere is a small right apical pneumothorax.\nIMPRESSION:\nNo new pneumothorax."),
+    ),
+    "contradiction.normal_impression": (
+        _ex("FINDINGS:\nThere is a right pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."),
+        _ex("FINDINGS:\nThere is left base streaky opacity due to scarring.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."),
+    ),
+    # --- alignment
+    "alignment.finding_missing_from_impression": (
+        _ex("FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex("FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\n9 mm right upper lobe nodule."),
+    ),
+    "alignment.impression_not_in_findings": (
+        _ex("FINDINGS:\nThe heart size is normal. The lungs are clear. The mediastinal contours are normal. "
+            "The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."),
+        _ex("FINDINGS:\nThe heart size is normal. There is a right lower lobe opacity. The mediastinal contours are "
+            "normal. The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."),
+    ),
+    # --- completeness
+    "completeness.no_text": (Example("", {"text_kind": "none"}), _ex(FULL_CHEST)),
+    "completeness.document_only": (Example("", {"text_kind": "pdf"}), _ex(FULL_CHEST)),
+    "completeness.missing_impression": (
+        _ex("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear."),
+        _ex("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear.\nCONCLUSION:\nNormal chest."),
+    ),
+    "completeness.empty_impression": (
+        _ex("FINDINGS:\nThe lungs are clear.\nIMPRESSION:\n"),
+        _ex("FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest."),
+    ),
+    "completeness.required_sections": (
+        _ex("INDICATION:\nPain.\nFINDINGS:\nNo hemorrhage.\nIMPRESSION:\nNormal head CT.", procedure="70450"),
+        _ex("INDICATION:\nPain.\nTECHNIQUE:\nAxial images without contrast.\nCOMPARISON:\nNone.\nFINDINGS:\nNo hemorrhage.\n"
+            "IMPRESSION:\nNormal head CT.", procedure="70450"),
+    ),
+    "completeness.birads_missing": (_ex(MAMMO, procedure="77067"), _ex(MAMMO + "BI-RADS 1: Negative.", procedure="77067")),
+    "completeness.birads_recommendation": (
+        _ex(MAMMO.replace("Annual screening mammography is recommended.", "") + "BI-RADS 2: Benign. Ultrasound-guided biopsy is recommended.",
+            procedure="77066"),
+        _ex(MAMMO + "BI-RADS 2: Benign.", procedure="77066"),
+    ),
+    "completeness.placeholder": (
+        _ex(FULL_CHEST.replace("The heart size is normal.", "The heart size is ***.")),
+        _ex(FULL_CHEST),
+    ),
+    "completeness.truncated": (
+        _ex(FULL_CHEST + " Findings are consistent with the"),
+        _ex(FULL_CHEST + " Findings are consistent with atelectasis."),
+    ),
+    # --- communication
+    "communication.critical_not_communicated": (_ex(PTX), _ex(PTX + CALLED)),
+    "communication.suspected_critical_not_communicated": (
+        _ex("FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis."),
+        _ex("FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis." + CALLED),
+    ),
+    "communication.incomplete_communication": (
+        _ex(PTX + "\nFindings discussed with Dr. Rivera."),
+        _ex(PTX + CALLED),
+    ),
+    "communication.impression_hedging": (
+        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\nPossible atelectasis versus possible pneumonia, cannot exclude aspiration."),
+        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\nLeft basilar atelectasis, possibly pneumonia."),
+    ),
+    "communication.impression_no_definite": (
+        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Possible atelectasis. 2. Possible small effusion."),
+        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Basilar opacity, possibly atelectasis. 2. Possible small effusion."),
+    ),
+    # --- comparison
+    "comparison.missing": (_ex("INDICATION: Cough.\n" + BODY), _ex("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY)),
+    "comparison.date_after_exam": (
+        _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/21/2026.\n" + BODY),
+        _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/19/2026.\n" + BODY),
+    ),
+    "comparison.none_with_priors": (
+        Example("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY, context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest"))),
+        Example("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY, context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "head"))),
+    ),
+    "comparison.prior_not_found": (
+        Example("INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
+                context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest"))),
+        Example("INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
+                context=_priors(Prior("ACC0", date(2026, 10, 1), "XR", "chest"))),
+    ),
+    # --- coding
+    "coding.contrast_mismatch": (
+        _ex(HEAD + "TECHNIQUE: CT of the head with contrast.\n" + BODY, procedure="70450"),
+        _ex(HEAD + "TECHNIQUE: CT of the head without contrast.\n" + BODY, procedure="70450"),
+    ),
+    "coding.modality_mismatch": (
+        _ex(HEAD + "TECHNIQUE: MRI of the brain.\nFINDINGS: Normal.", procedure="70450"),
+        _ex(HEAD + "TECHNIQUE: CT of the head.\nFINDINGS: Normal.", procedure="70450"),
+    ),
+    "coding.body_region_mismatch": (
+        _ex(HEAD + "TECHNIQUE: CT of the chest without contrast.\nFINDINGS: x.", procedure="70450"),
+        _ex(HEAD + "TECHNIQUE: CT of the head without contrast.\nFINDINGS: x.", procedure="70450"),
+    ),
+    "coding.mammo_screening_diagnostic": (
+        _ex("INDICATION: Palpable lump in the left breast.\nFINDINGS: Scattered density.\nIMPRESSION: BI-RADS 1.", procedure="77067"),
+        _ex("INDICATION: Screening. No palpable abnormality.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.", procedure="77067"),
+    ),
+    "coding.tomosynthesis_not_billed": (
+        _ex("INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067"),
+        _ex("INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067", modifiers=("77063",)),
+    ),
+    "coding.tomosynthesis_not_described": (
+        _ex("INDICATION: Screening.\nTECHNIQUE: CC and MLO views.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067", modifiers=("77063",)),
+        _ex("INDICATION: Screening.\nTECHNIQUE: CC and MLO views with tomosynthesis.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067", modifiers=("77063",)),
+    ),
+    "coding.consultation_in_house": (
+        _ex("INDICATION: Cough.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal.", procedure="76140"),
+        _ex("INDICATION: Cough. Outside images submitted for review.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal.", procedure="76140"),
+    ),
+    "coding.outside_study_hint": (
+        _ex("INDICATION: Knee pain. Received for second opinion.\nFINDINGS: Intact ligaments.\nIMPRESSION: Normal.", procedure="73721"),
+        _ex("INDICATION: Knee pain.\nCOMPARISON: Outside radiographs from 2025.\nFINDINGS: x.\nIMPRESSION: Normal.", procedure="73721"),
+    ),
+    "coding.limited_without_modifier": (
+        _ex("INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.", procedure="76700"),
+        _ex("INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.",
+            procedure="76700", modifiers=("52",)),
+    ),
+    "coding.professional_component_missing": (
+        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.",
+                qa=_pro_site_qa),
+        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.", {"modifiers": ("26",)},
+                qa=_pro_site_qa),
+    ),
+    "coding.reason_missing": (_ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal."), _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal.", reason="Cough")),
+    # --- compliance
+    "compliance.reader_not_licensed": (
+        Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("CA", "NY")),))),
+        Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("TX",)),))),
+    ),
+    "compliance.final_read_outside_us": (
+        Example(compliance.TEXT, {"financial_class": "MC"},
+                qa=lambda: compliance.qa(readers=(compliance.reader(country="IN", licensed=("TX",)),))),
+        Example(compliance.TEXT, {"financial_class": "MC"},
+                qa=lambda: compliance.qa(readers=(compliance.reader(country="US", licensed=("TX",)),))),
+    ),
+    # --- turnaround
+    "turnaround.preliminary_late": (
+        Example(turnaround.TEXT, _stat_prelim(45), qa=lambda: turnaround.qa()),
+        Example(turnaround.TEXT, _stat_prelim(20), qa=lambda: turnaround.qa()),
+    ),
+    # --- consistency
+    "consistency.sex_anatomy": (
+        _ex("FINDINGS:\nThe prostate is enlarged.\nIMPRESSION:\nProstatomegaly.", sex="F", procedure="74176"),
+        _ex("FINDINGS:\nThe prostate is enlarged.\nIMPRESSION:\nProstatomegaly.", sex="M", procedure="74176"),
+    ),
+    "consistency.age_implausible": (
+        _ex("FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.", birth_date=date(2024, 1, 1)),
+        _ex("FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.", birth_date=date(1996, 1, 1)),
+    ),
+}
+
+
+def test_every_registered_rule_has_examples() -> None:
+    """The example table names exactly the registered rules: a new rule needs a positive and a negative example."""
+    assert set(EXAMPLES) == set(registry())
+
+
+@pytest.mark.parametrize("rule_id", sorted(EXAMPLES))
+def test_rule_fires_on_positive_and_not_on_negative(rule_id: str) -> None:
+    """The rule fires on its positive example and stays silent on its near-miss negative."""
+    positive, negative = EXAMPLES[rule_id]
+    assert rule_id in positive.rules()
+    assert rule_id not in negative.rules()
