@@ -75,11 +75,18 @@ class RunningDaemon:
         raise AssertionError("daemon did not start listening")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send ``sig`` and wait for the exit status."""
+        """Send ``sig`` and wait for the exit status (on a timeout: kill, and say what the daemon logged last)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            events = [str(line.get("event")) for line in self.log_lines()][-15:]
+            raise AssertionError(f"the daemon did not exit within {timeout:.0f} s of signal {sig}; "
+                                 f"last events: {events}; stderr: {self.stderr()[-1500:]}") from None
 
     def stdout(self) -> str:
         return "".join(p.read_text("utf-8", "replace") for p in sorted(self.log_dir.glob("stdout.*")))
