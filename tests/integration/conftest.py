@@ -64,7 +64,8 @@ class RunningDaemon:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.stderr()[-2000:]}")
+                logged = [line for line in self.log_lines() if line.get("level") in ("error", "critical")][-5:]
+                raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.stderr()[-2000:]} {logged}")
             try:
                 socket.create_connection(self.address, timeout=0.2).close()
                 if self.http_port is not None:
