@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
@@ -130,12 +129,9 @@ class Daemon:
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store)
         self.outbound = _outbound_workers(config, reactor, self.store)
-        # One thread: lookups finish in arrival order, and the store's reader
-        # connection is used by one lookup at a time anyway.
-        self.lookups = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overread-dup-lookup")
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
-                             on_outbox=self.wake_outbound, lookup_executor=self.lookups)
+                             on_outbox=self.wake_outbound)
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
         if config.tls:
@@ -268,7 +264,6 @@ class Daemon:
             yield self.http_port.stopListening()
         self.intake.closing = True
         yield self.intake.drain()
-        self.lookups.shutdown(wait=False)
         if self.http is not None:
             self.http[0].closing = True
             yield self.http[0].drain()

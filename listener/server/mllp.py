@@ -3,8 +3,9 @@
 Layer: reactor code. ``dataReceived`` does four things (STYLE §1): feed the
 framer, run the pure pipeline, hand the record to the store's group-commit
 writer (off the reactor thread), and write the answer once the commit is done.
-The duplicate lookup before the pipeline is a store read too: it runs on a
-lookup thread, so no store I/O ever runs on the reactor thread.
+The reactor thread never reads the store: the duplicate check is the save
+itself (the writer thread's insert finds a stored key and returns its answer),
+and a memory of recently committed keys answers the common resend at once.
 
 Promises:
 
@@ -13,9 +14,13 @@ Promises:
   the connection's queue, and a slot is written only when every slot before it
   has been written, whatever order the commits finish in.
 * A duplicate (MSH-3, MSH-4, MSH-10 already stored) gets the stored answer again
-  and is not processed twice. A copy that arrives while the first is still in
+  and is never stored twice. A copy that arrives while the first is still in
   flight (same or another connection) waits for the first and gets its stored
-  answer; the store's unique key catches what is left (another process).
+  answer; a copy of a key this process committed recently is answered from
+  memory with the stored answer, unprocessed. What is left (a resend after a
+  restart or long after, a key stored by another process) goes through the pure
+  pipeline and the save finds the key: nothing is written, the stored answer is
+  sent (the pipeline's work is wasted, nothing else).
 * Unreadable garbage (no MSH) gets a NACK built with ``build_ack(None, ...)``,
   is not stored, and is logged by size and peer only.
 * Nothing from a message body reaches a log line: header fields that name
@@ -30,7 +35,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -64,6 +69,10 @@ _Settled = tuple[str, bytes] | None
 #: Table 0357 codes answered AR (the sender must not resend unchanged; 207 is
 #: added separately for store failures, where it should resend).
 _REJECT_CODES = frozenset({"200", "201", "202", "203"})
+
+#: How many recently committed keys (with their stored answers) Intake keeps in
+#: memory to answer resends without processing them (about 300 bytes each).
+RECENT_KEYS = 20_000
 
 def _log() -> Any:
     # Looked up at use time: structlog assembles a bound logger from the
@@ -145,9 +154,8 @@ class Intake:
             rows (one per routed report and destination) are stored with it.
         on_outbox: called on the reactor thread after a commit that stored
             outbox rows (wakes the outbound workers).
-        lookup_executor: where duplicate lookups (store reads) run: the daemon
-            passes a one-thread executor so the reactor thread never reads the
-            disk; None runs them inline.
+        recent_keys: how many recently committed keys to remember (see
+            :data:`RECENT_KEYS`).
     """
 
     def __init__(
@@ -162,7 +170,7 @@ class Intake:
         metrics: Any = None,
         destinations: tuple[DestinationSettings, ...] = (),
         on_outbox: Callable[[], object] | None = None,
-        lookup_executor: Executor | None = None,
+        recent_keys: int = RECENT_KEYS,
     ) -> None:
         self.pipeline = pipeline
         self.destinations = destinations
@@ -175,9 +183,11 @@ class Intake:
         self.now = now
         self.keep_raw = keep_raw
         self.closing = False
-        #: Runs duplicate lookups (store reads) off the reactor thread; None
-        #: runs them inline (unit tests with in-memory fake stores).
-        self.lookup_executor = lookup_executor
+        #: Keys committed (or found stored by a save) -> the stored (code, ACK),
+        #: oldest first; at most ``recent_keys``. Stored rows are never deleted,
+        #: so an entry stays true.
+        self._recent: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        self._recent_max = recent_keys
         #: Deferreds of messages being stored; shutdown waits for them.
         self.in_flight: set[defer.Deferred[Answer]] = set()
         #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
@@ -212,19 +222,20 @@ class Intake:
     def receive(self, raw: bytes, log: Any) -> defer.Deferred[Answer]:
         """Process, store and answer one frame.
 
-        Strategy: the duplicate lookup is a read of the store, so it runs on
-        the lookup executor (never on the reactor thread); the pure pipeline
-        runs on the reactor thread once the lookup says the key is new; the
-        save goes to the group-commit writer. While a key is on its way
-        through those steps, later copies of it (from any connection) wait for
-        the first copy and get its stored answer: a message is never processed
-        twice, even when its copies arrive back to back. Ordering per
+        Strategy: no store read on the reactor thread, and no extra thread.
+        A key committed recently by this process is answered at once from
+        memory with its stored answer. Otherwise the pure pipeline runs on the
+        reactor thread and the record goes to the group-commit writer, whose
+        insert is the duplicate check: a key already stored (resend after a
+        restart, another process) writes nothing and returns the stored
+        answer. While a key is on its way, later copies of it (from any
+        connection) wait for the first copy and get its stored answer, so
+        back-to-back copies are processed and stored once. Ordering per
         connection is the protocol's job (its answer queue).
 
         Returns:
-            A Deferred firing with the Answer once the message is durable (or
-            once the duplicate lookup answered, for a duplicate; at once for
-            garbage). It never fails.
+            A Deferred firing with the Answer once the message is durable (at
+            once for a recent duplicate or garbage). It never fails.
         """
         started = time.perf_counter()
         received = self.now()
@@ -242,9 +253,12 @@ class Intake:
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
                         sender_facility=header.sending_facility)
         key = (header.sending_application, header.sending_facility, header.control_id)
+        recent = self._recent.get(key)
+        if recent is not None:
+            return defer.succeed(self._duplicate_answer(header, mlog, started, recent[0], recent[1], "stored"))
         waiters = self._pending.get(key)
         if waiters is not None:
-            # An earlier copy is still being looked up, processed or stored.
+            # An earlier copy is still being processed or stored.
             waiter: defer.Deferred[_Settled] = defer.Deferred()
             waiters.append(waiter)
             copy = waiter.addCallback(self._answer_copy, header, mlog, started)
@@ -253,13 +267,20 @@ class Intake:
 
         def settle(result: tuple[Answer, _Settled] | Failure) -> Answer | Failure:
             settled = None if isinstance(result, Failure) else result[1]
+            if settled is not None:
+                self._remember(key, settled)
             for copy_waiter in self._pending.pop(key, []):
                 copy_waiter.callback(settled)
             return result if isinstance(result, Failure) else result[0]
 
-        looked_up = self._find_duplicate(header)
-        done = looked_up.addCallback(self._after_lookup, raw, header, mlog, started, received)
+        done = defer.maybeDeferred(self._process_and_save, raw, header, mlog, started, received)
         return self._track(done.addBoth(settle))
+
+    def _remember(self, key: tuple[str, str, str], settled: tuple[str, bytes]) -> None:
+        recent = self._recent
+        recent[key] = settled
+        if len(recent) > self._recent_max:
+            del recent[next(iter(recent))]
 
     def _track(self, d: defer.Deferred[Answer]) -> defer.Deferred[Answer]:
         """Keep ``d`` in :attr:`in_flight` (shutdown waits for it) until it fires."""
@@ -271,31 +292,12 @@ class Intake:
 
         return d.addBoth(forget)
 
-    def _find_duplicate(self, header: MessageHeader) -> defer.Deferred[SaveResult | None]:
-        """Look the key up off the reactor thread; None when new or unreadable.
-
-        A failed lookup counts as "new": the save then fails too (AR 207) or
-        catches the duplicate itself (the store's unique key).
-        """
-
-        def find() -> SaveResult | None:
-            try:
-                return self.store.find_duplicate(header.sending_application, header.sending_facility, header.control_id)
-            except Exception:  # noqa: BLE001 - StoreError, or a closed reader during shutdown
-                return None
-
-        if self.lookup_executor is None:
-            return defer.succeed(find())
-        try:
-            future = self.lookup_executor.submit(find)
-        except RuntimeError:  # the executor is shut down (the daemon is stopping)
-            return defer.succeed(None)
-        return deferred_from_future(future, self.call_from_thread)
-
     def _duplicate_answer(self, header: MessageHeader, mlog: Any, started: float, code: str, ack: bytes,
                           reason: str) -> Answer:
-        # reason: "stored" (found by the lookup), "in_flight" (waited for an
-        # earlier copy), "store_race" (the save found the key: another process).
+        # reason: "stored" (committed recently by this process: answered from
+        # memory), "in_flight" (waited for an earlier copy), "store_race" (went
+        # through the pipeline and the save found the key stored: a resend
+        # after a restart or long after, or another process stored it).
         mlog.info("message_duplicate", ack_code=code, reason=reason)
         if self.metrics is not None:
             self.metrics.message_answered("mllp", "", code, time.perf_counter() - started, duplicate=True)
@@ -319,13 +321,10 @@ class Intake:
         code, ack = settled
         return self._duplicate_answer(header, mlog, started, code, ack, "in_flight")
 
-    def _after_lookup(
-        self, dup: SaveResult | None, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime
-    ) -> tuple[Answer, _Settled] | defer.Deferred[tuple[Answer, _Settled]]:
-        """Answer a stored duplicate, or process the new message and store it."""
-        if dup is not None:
-            return self._duplicate_answer(header, mlog, started, dup.ack_code, dup.ack, "stored"), (dup.ack_code, dup.ack)
-
+    def _process_and_save(
+        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime
+    ) -> defer.Deferred[tuple[Answer, _Settled]]:
+        """Process the message and store it; the save answers a stored key's duplicate."""
         pipeline = self.pipeline
         outcome = process(raw, pipeline, received_at=received)
         errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
@@ -384,7 +383,7 @@ class Intake:
 
         def stored(result: SaveResult) -> tuple[Answer, _Settled]:
             if result.duplicate:
-                # Another process (or an HTTP twin) stored the key first.
+                # Stored before (by an earlier run, another process, an HTTP twin).
                 return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
                         (result.ack_code, result.ack))
             mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)

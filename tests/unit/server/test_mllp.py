@@ -192,43 +192,36 @@ def test_connections_over_the_limit_are_closed(pipeline: Pipeline) -> None:
     assert not t3.disconnecting
 
 
-class ManualExecutor:
-    """Holds submitted lookups until the test runs them, in any order it likes."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Any, Future[Any]]] = []
-
-    def submit(self, fn: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        self.jobs.append((fn, future))
-        return future
-
-    def run(self, index: int) -> None:
-        fn, future = self.jobs[index]
-        future.set_result(fn())
-
-
 class CountingStore(FakeStore):
-    """A FakeStore that counts duplicate lookups."""
+    """A FakeStore that counts duplicate lookups (the Intake must make none) and can hold
+    keys stored before this Intake existed: their saves answer as the store's unique key does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lookups = 0
+        self.earlier: dict[tuple[str, str, str], SaveResult] = {}
 
     def find_duplicate(self, app: str, fac: str, control_id: str) -> SaveResult | None:
         self.lookups += 1
         return super().find_duplicate(app, fac, control_id)
 
+    def commit(self, index: int) -> None:
+        rec = self.saved[index]
+        found = self.earlier.get((rec.sender_application, rec.sender_facility, rec.control_id))
+        if found is not None:
+            self.futures[index].set_result(found)
+        else:
+            super().commit(index)
 
-@pytest.fixture(name="offthread")
-def fixture_offthread(pipeline: Pipeline) -> tuple[CountingStore, ManualExecutor, MllpFactory]:
-    """An Intake whose duplicate lookups run on a test-driven executor."""
+
+@pytest.fixture(name="shared")
+def fixture_shared(pipeline: Pipeline) -> tuple[CountingStore, MllpFactory]:
+    """An Intake on a counting store, shared by the connections a test opens."""
     store = CountingStore()
-    executor = ManualExecutor()
     intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW,  # type: ignore[arg-type]
-                    lookup_executor=executor)  # type: ignore[arg-type]
+                    recent_keys=4)
     factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=4, clock=Clock())
-    return store, executor, factory
+    return store, factory
 
 
 def _connect(factory: MllpFactory) -> tuple[MllpProtocol, StringTransport]:
@@ -238,56 +231,88 @@ def _connect(factory: MllpFactory) -> tuple[MllpProtocol, StringTransport]:
     return proto, transport
 
 
-def test_duplicate_lookup_runs_on_the_executor_and_order_holds(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
-    """dataReceived reads nothing from the store itself; lookups finishing in reverse order
-    still give ACKs in arrival order, each after its commit."""
-    store, executor, factory = offthread
+def test_reactor_never_reads_the_store_and_order_holds(shared, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """dataReceived never reads the store (no duplicate lookup); commits finishing in
+    reverse order still give ACKs in arrival order, each after its commit."""
+    store, factory = shared
     proto, transport = _connect(factory)
     proto.dataReceived(frame(_oru(corpus, "L1")) + frame(_oru(corpus, "L2")))
-    assert store.lookups == 0 and store.saved == [] and len(executor.jobs) == 2
-    executor.run(1)
-    assert [r.control_id for r in store.saved] == ["L2"]
-    executor.run(0)
-    store.commit(0)
-    assert transport.value() == b""
+    assert [r.control_id for r in store.saved] == ["L1", "L2"]
     store.commit(1)
+    assert transport.value() == b""
+    store.commit(0)
     assert _acks(transport.value()) == [("AA", "L1"), ("AA", "L2")]
+    assert store.lookups == 0
 
 
-def test_copy_arriving_while_first_is_in_flight_gets_first_ack(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+def test_copy_arriving_while_first_is_in_flight_gets_first_ack(shared, corpus: Path) -> None:  # type: ignore[no-untyped-def]
     """A second copy of a key (same connection or another) that arrives before the first is
-    committed is not looked up, processed or stored: it gets the first's exact ACK bytes."""
-    store, executor, factory = offthread
+    committed is not processed or stored: it gets the first's exact ACK bytes. A copy arriving
+    after the commit is answered from memory with the same bytes, again without a save."""
+    store, factory = shared
     one, t1 = _connect(factory)
     two, t2 = _connect(factory)
     one.dataReceived(frame(_oru(corpus, "R1")))
     one.dataReceived(frame(_oru(corpus, "R1")))
     two.dataReceived(frame(_oru(corpus, "R1")))
-    assert len(executor.jobs) == 1
-    executor.run(0)
     assert len(store.saved) == 1
     assert t1.value() == b"" and t2.value() == b""
     store.commit(0)
     first_ack = MllpFramer().feed(t1.value())
     assert len(first_ack) == 2 and first_ack[0] == first_ack[1] == store.saved[0].ack
     assert MllpFramer().feed(t2.value()) == [store.saved[0].ack]
-    assert len(store.saved) == 1 and store.lookups == 1
-    # Once settled, a later copy is looked up in the store and gets the same answer.
     two.dataReceived(frame(_oru(corpus, "R1")))
-    executor.run(1)
     assert MllpFramer().feed(t2.value())[-1] == store.saved[0].ack
+    assert len(store.saved) == 1 and store.lookups == 0
 
 
-def test_copy_of_a_message_that_could_not_be_stored_gets_ar_207(offthread, corpus: Path) -> None:  # type: ignore[no-untyped-def]
-    """When the first copy's save fails, a copy waiting for it is told to retry (AR 207) too."""
-    store, executor, factory = offthread
+def test_key_stored_before_is_answered_with_the_stored_ack(shared, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """A resend of a key stored before this Intake existed (or forgotten since) reaches the
+    save, which finds the key: the sender gets the stored ACK bytes, not the new one, and a
+    copy waiting meanwhile gets them too; later copies are answered from memory."""
+    store, factory = shared
+    stored_ack = b"MSH|^~\\&|OVR|HOSP|RIS|HOSP|20260101000000||ACK^R01|OLD1|P|2.7\rMSA|AE|S1"
     proto, transport = _connect(factory)
-    proto.dataReceived(frame(_oru(corpus, "F1")) + frame(_oru(corpus, "F1")))
+    raw = _oru(corpus, "S1")
+    header = raw.split(b"\r")[0].split(b"|")
+    store.earlier[(header[2].decode(), header[3].decode(), "S1")] = SaveResult(7, True, stored_ack, "AE")
+    proto.dataReceived(frame(raw) + frame(raw))
+    assert len(store.saved) == 1 and store.saved[0].ack != stored_ack
+    store.commit(0)
+    proto.dataReceived(frame(raw))
+    assert MllpFramer().feed(transport.value()) == [stored_ack] * 3
+    assert len(store.saved) == 1
+
+
+def test_memory_of_recent_keys_is_bounded(shared, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """Past ``recent_keys`` commits the oldest key is forgotten: its resend reaches the save
+    again (where the store's unique key answers it), the newer keys are still answered at once."""
+    store, factory = shared
+    proto, transport = _connect(factory)
+    for n in range(5):
+        proto.dataReceived(frame(_oru(corpus, f"M{n}")))
+        store.commit(n)
+    proto.dataReceived(frame(_oru(corpus, "M4")) + frame(_oru(corpus, "M1")))
+    assert len(store.saved) == 5
+    proto.dataReceived(frame(_oru(corpus, "M0")))
+    assert len(store.saved) == 6 and store.saved[5].control_id == "M0"
+
+
+def test_copy_of_a_message_that_could_not_be_stored_gets_ar_207(shared, corpus: Path) -> None:  # type: ignore[no-untyped-def]
+    """When the first copy's save fails, a copy waiting for it is told to retry (AR 207) too,
+    and the key is not remembered: the next resend is processed and stored."""
+    store, factory = shared
+    proto, transport = _connect(factory)
     store.fail = True
-    executor.run(0)
+    proto.dataReceived(frame(_oru(corpus, "F1")) + frame(_oru(corpus, "F1")))
     assert _acks(transport.value()) == [("AR", "F1"), ("AR", "F1")]
     assert transport.value().count(b"207^") == 2
     assert store.saved == []
+    store.fail = False
+    transport.clear()
+    proto.dataReceived(frame(_oru(corpus, "F1")))
+    store.commit(0)
+    assert _acks(transport.value()) == [("AA", "F1")]
 
 
 def test_processing_failure_answers_ae_207_and_logs_the_type_only(pipeline: Pipeline, corpus: Path) -> None:
