@@ -57,6 +57,19 @@ _MENTIONS = Memo()
 _MODIFIERS = Memo(64)
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
+# A comma inside a date: "March 3, 2020", "Mar. 3rd, 2020", "XXXX, XXXX" (the
+# Indiana de-identification of "Month day, year"): what must end right at the
+# comma (searched in the _DATE_BEFORE characters before it) and what must
+# follow it.
+_DATE_BEFORE = 16
+_DATE_HEAD = re.compile(
+    r"(?<!\w)(?:(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?|XXXX)$",
+    re.IGNORECASE,
+)
+# A parenthetical aside of one sentence (no nested brackets).
+_ASIDE = re.compile(r"\([^()]*\)")
+_DATE_TAIL = re.compile(r",[ \t]*(?:\d{4}|XXXX)(?!\w)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +152,9 @@ def _clause_break(text: str, lo: int, hi: int, spans: Sequence[tuple[int, int]])
     within normal limits": the piece before the trigger names no finding but
     has words of its own (its subject), so the trigger stops at the comma.
     """
-    comma = text.find(",", lo, hi)
+    comma = _next_comma(text, lo, hi)
     while comma >= 0:
-        nxt = text.find(",", comma + 1, hi)
+        nxt = _next_comma(text, comma + 1, hi)
         seg_end = hi if nxt < 0 else nxt
         if not any(comma < s < seg_end for s, _ in spans):
             for w in _WORD.finditer(text, comma + 1, seg_end):
@@ -149,6 +162,22 @@ def _clause_break(text: str, lo: int, hi: int, spans: Sequence[tuple[int, int]])
                     return True
         comma = nxt
     return False
+
+
+def _next_comma(text: str, lo: int, hi: int) -> int:
+    """The first comma of ``text[lo:hi]`` that separates clauses, or -1.
+
+    The comma of a date ("dated March 3, 2020", de-identified "dated XXXX,
+    XXXX") is part of the date, not a clause break.
+    """
+    comma = text.find(",", lo, hi)
+    while (
+        comma >= 0
+        and _DATE_TAIL.match(text, comma) is not None
+        and _DATE_HEAD.search(text, max(0, comma - _DATE_BEFORE), comma) is not None
+    ):
+        comma = text.find(",", comma + 1, hi)
+    return comma
 
 
 def _in_scope(
@@ -172,6 +201,11 @@ def _in_scope(
         if term.start >= lo and term.end <= hi:
             return None
     gap = _words_between(text, lo, hi)
+    if gap > t.window and "(" in text[lo:hi]:
+        # A parenthetical aside does not count against the window: "Pneumonia
+        # seen on CT dated XXXX, XXXX (not seen on prior chest x-XXXX) is not
+        # seen either".
+        gap -= sum(len(_WORD.findall(p.group())) for p in _ASIDE.finditer(text, lo, hi))
     return gap if gap <= t.window else None
 
 

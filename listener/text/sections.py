@@ -8,7 +8,19 @@ Headings are recognised
   * at the start of a line, in any case, with a colon ("Findings: ...") or as
     the whole line ("IMPRESSION"), and
   * inside a line, in upper case and with a colon, after a sentence or list
-    separator ("...,FINDINGS:  ,The liver...", as run-together dictations send).
+    separator ("...,FINDINGS:  ,The liver...", as run-together dictations send;
+    "IMPRESSION,: ..." with a stray comma too).
+
+An impression also ends at a heading outside the vocabulary when that heading
+stands alone: upper case, at a line start or after a separator, its colon
+followed by the line end or by the comma that stands for one in run-together
+text ("...,COURSE: ,MRI C-spine revealed...", "...,CT-GUIDED NEEDLE BIOPSY,
+LEFT KIDNEY MASS: , Following..."). What follows is an ``other`` section: a
+course, a plan, a procedure note or a boilerplate block dictated after the
+impression is not part of it. An unknown heading whose last word is an
+impression heading ("NUCLEAR INTERPRETATION", "IN SUMMARY") keeps the
+impression going. Unknown headings elsewhere never split a section: inside
+findings they are organ or vessel subheadings ("LEFT MAIN:", "PERICARDIUM:").
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ class HeadingRules:
     headings: Mapping[str, SectionKind]
     line_pattern: re.Pattern[str]
     inline_pattern: re.Pattern[str]
+    impression_words: frozenset[str] = frozenset()
 
     def kind_of(self, heading: str) -> SectionKind:
         return self.headings.get(" ".join(heading.upper().split()), SectionKind.OTHER)
@@ -40,11 +53,26 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
     words = sorted(headings, key=len, reverse=True)  # longest first: CLINICAL HISTORY before CLINICAL
     alternation = "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in words)
     line_pattern = re.compile(
-        rf"^[ \t]*(?P<heading>{alternation})[ \t]*(?:(?P<colon>:)[ \t]*|$)",
+        rf"^[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)",
         re.IGNORECASE | re.MULTILINE,
     )
-    inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation}):[ \t,]*")
-    return HeadingRules(dict(headings), line_pattern, inline_pattern)
+    inline_pattern = re.compile(
+        rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*"
+    )
+    impression_words = frozenset(
+        w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
+    )
+    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words)
+
+
+# An upper-case heading standing alone: at a line start or after a separator,
+# words of capitals, digits and -/&' (a comma between words allowed: "CT-GUIDED
+# NEEDLE BIOPSY, LEFT KIDNEY MASS"), a colon, then the line end or a comma.
+_WORD_UC = r"[A-Z][A-Z0-9/&'-]*"
+_ALONE_HEADING = re.compile(
+    rf"(?:^|(?<=[.,;]))[ \t]*(?P<heading>{_WORD_UC}(?:,?[ \t]+{_WORD_UC}){{0,7}})[ \t]*:[ \t]*(?:,|$)",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +112,8 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
             heading = match.group("heading")
             bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading, True)
 
+    _end_impressions(text, rules, bounds)
+
     previous_hint = ""
     for offset, hint in hints:
         if hint != previous_hint and offset not in bounds:
@@ -104,6 +134,27 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         # A heading-only hint boundary inside a heading body: keep the heading's kind.
         sections.append(_section(text, bound.kind, bound.heading, min(bound.body, end), end))
     return tuple(_merge_hint_duplicates(sections))
+
+
+def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary]) -> None:
+    """Add an ``other`` boundary at each unknown stand-alone heading inside an impression."""
+    impressions = [b for b in bounds.values() if b.kind is SectionKind.IMPRESSION]
+    if not impressions:
+        return
+    starts = sorted(bounds)
+    for imp in impressions:
+        later = [a for a in starts if a > imp.at]
+        end = later[0] if later else len(text)
+        for match in _ALONE_HEADING.finditer(text, imp.body, end):
+            heading = match.group("heading")
+            start = match.start("heading")
+            if start in bounds or start < imp.body:
+                continue
+            words = heading.replace(",", " ").split()
+            if rules.kind_of(heading) is not SectionKind.OTHER or words[-1] in rules.impression_words:
+                continue
+            bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading, True)
+            break  # the impression ends here; what follows is no longer in it
 
 
 def _inside_line_heading(bounds: Mapping[int, _Boundary], start: int) -> bool:

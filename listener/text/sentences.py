@@ -44,6 +44,9 @@ _ABBREVIATIONS = frozenset(
     min max sp hx dx rx tx pt pts yo y.o a.m p.m no.s jr sr mt ft ca co
     """.split()
 )
+# Abbreviated months: their dot ends no sentence when a day follows ("Mar. 3").
+_MONTHS = frozenset("jan feb mar apr jun jul aug sep sept oct nov dec".split())
+_DAY_AFTER = re.compile(r"[ \t]*\d{1,2}(?:st|nd|rd|th)?\b")
 
 _CANDIDATE = re.compile(
     r"""
@@ -82,6 +85,8 @@ def _punct_ends(text: str, m: re.Match[str], lo: int) -> bool:
     low = word.lower().rstrip(".")
     if low in _ABBREVIATIONS:
         return False
+    if low in _MONTHS and _DAY_AFTER.match(text, m.end()) is not None:
+        return False  # "dated Mar. 3, 2020"
     if len(word) == 1 and word.isalpha():
         return False  # an initial ("J. Smith") or an abbreviation letter
     if word.isdigit() and len(word) <= 2 and _is_list_number(text, token.start(), lo):

@@ -264,3 +264,77 @@ def test_chest_edema_and_effusion_keep_their_concepts(terms: Terms) -> None:
 def test_bibasilar_side_word_overlapping_a_finding_sets_its_side(terms: Terms) -> None:
     """'Bi-basilar opacities': the side word overlaps the finding's match and still gives it a side."""
     assert one("Bi-basilar opacities.", terms, "airspace_opacity").laterality == "bilateral"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pneumonia seen on CT examination dated March 3, 2020 is not seen.",
+        "Pneumonia seen on CT examination dated Mar. 3rd, 2020 is not seen.",
+        "Pneumonia seen on CT examination dated XXXX, XXXX is not seen.",
+        "Pneumonia seen on CT examination dated March 3 2020 is not seen.",
+    ],
+)
+def test_comma_inside_a_date_does_not_end_the_negated_clause(text: str, terms: Terms) -> None:
+    """A backward negation reaches over the comma of a date, written or de-identified (indiana:3103)."""
+    assert one(text, terms, "pneumonia").negated
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pneumonia seen on CT examination dated March 3, follow-up film is not seen.",
+        "Heart size is enlarged, XXXX, pneumonia seen, the film is not seen.",
+    ],
+)
+def test_comma_that_only_looks_like_a_date_still_ends_the_clause(text: str, terms: Terms) -> None:
+    """A comma after a day with no year, or after XXXX with a word, still starts a clause."""
+    assert not one(text, terms, "pneumonia").negated
+
+
+def test_parenthetical_aside_does_not_count_against_the_window(terms: Terms) -> None:
+    """The words of '(not seen on prior chest x-XXXX)' do not push 'is not seen' out of reach (indiana:3103)."""
+    text = (
+        "Pneumonia seen on CT examination dated XXXX, XXXX (not seen on prior chest x-XXXX) "
+        "is not seen either on XXXX chest x-XXXX."
+    )
+    assert one(text, terms, "pneumonia").negated
+
+
+def test_long_gap_without_an_aside_is_still_out_of_reach(terms: Terms) -> None:
+    """The same number of words outside brackets keeps the negation out of the window."""
+    text = (
+        "Pneumonia seen on CT examination dated XXXX, XXXX and then on prior chest x-XXXX "
+        "is not seen either on XXXX chest x-XXXX."
+    )
+    assert not one(text, terms, "pneumonia").negated
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("On a previous outside XXXX scan (XXXX), the right upper lobe was consolidated.", "consolidation"),
+        ("On the prior study dated XXXX, there was a small right pleural effusion.", "pleural_effusion"),
+        ("On an earlier chest radiograph, pneumonia was present in the left lower lobe.", "pneumonia"),
+    ],
+)
+def test_sentence_set_on_a_previous_study_is_historical(text: str, concept: str, terms: Terms) -> None:
+    """'On a previous/prior/outside ... scan, X' describes the earlier study: X is historical (indiana:744)."""
+    m = one(text, terms, concept)
+    assert m.historical and not m.affirmed
+
+
+@pytest.mark.parametrize(
+    ("text", "concept"),
+    [
+        ("Compared to the prior study, there is new consolidation.", "consolidation"),
+        ("As on the prior study, the effusion persists.", "pleural_effusion"),
+        ("As seen on the prior study, the right effusion persists.", "pleural_effusion"),
+        ("On the current study, the right upper lobe is consolidated.", "consolidation"),
+        ("On today's radiograph, there is a right pneumothorax.", "pneumothorax"),
+    ],
+)
+def test_comparison_with_a_prior_study_is_not_historical(text: str, concept: str, terms: Terms) -> None:
+    """A comparison with the prior, 'as on the prior' and the current study describe the present."""
+    m = one(text, terms, concept)
+    assert not m.historical and m.affirmed

@@ -94,3 +94,9 @@ def test_empty_and_punctuation_only_regions() -> None:
     """No word, no sentence."""
     assert split_sentences("") == ()
     assert split_sentences(" .\n, ") == ()
+
+
+def test_abbreviated_month_before_a_day_ends_no_sentence() -> None:
+    """'dated Mar. 3rd, 2020 is clear.' is one sentence; 'in Mar. The' is two."""
+    assert len(split_sentences("Effusion on CT dated Mar. 3rd, 2020 is not seen.", 0, None)) == 1
+    assert len(split_sentences("The film was taken in Mar. The lungs are clear.", 0, None)) == 2
