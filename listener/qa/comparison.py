@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date, timedelta, timezone
 
 from listener.model import Finding, Report, SectionKind, Severity
-from listener.qa.engine import Prior, RuleInput, rule
+from listener.qa.engine import folded, Prior, RuleInput, rule
 
 _I = re.IGNORECASE
 
@@ -47,10 +47,10 @@ _REGION_WORDS: dict[str, str] = {
     "upper_gi": r"upper\s+GI|stomach|small\s+bowel",
     "colon": r"colon|barium\s+enema",
 }
-_REGION_RE = re.compile(
+_REGION_RE = folded(re.compile(
     "|".join(f"(?P<{name}>\\b(?:{words})\\b)" for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))),
     _I,
-)
+))
 # The abdomen_pelvis pattern must win over abdomen and pelvis at the same offset: longest names first
 # puts "abdomen_pelvis" before "abdomen" (alternation tries left to right).
 
@@ -123,14 +123,14 @@ def region_phrases(text: str, *, offset: int = 0, exam_only: bool = False) -> li
 
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 _MON = r"(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
-_DATE_RE = re.compile(
+_DATE_RE = folded(re.compile(
     r"\b(?P<iso_y>\d{4})-(?P<iso_m>\d{1,2})-(?P<iso_d>\d{1,2})\b"
     r"|\b(?P<n1>\d{1,2})[/.-](?P<n2>\d{1,2})[/.-](?P<ny>\d{4}|\d{2})\b"
     r"|\b" + _MON.replace("mon>", "mon_a>") + r"\s+(?P<a_d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<a_y>\d{4})\b"
     r"|\b(?P<b_d>\d{1,2})(?:st|nd|rd|th)?\s+" + _MON.replace("mon>", "mon_b>") + r",?\s+(?P<b_y>\d{4})\b"
     r"|\b" + _MON.replace("mon>", "mon_c>") + r",?\s+(?P<c_y>\d{4})\b",
     _I,
-)
+))
 
 
 class CitedDate:
@@ -218,12 +218,12 @@ def exam_date(data: RuleInput) -> tuple[date, int] | None:
 
 
 # "prior" as a noun or adjective ("the prior exam"), not the preposition ("2 weeks prior to 7/14").
-_COMPARISON_CUE_RE = re.compile(
+_COMPARISON_CUE_RE = folded(re.compile(
     r"\b(?:compar\w*|(?<!days\s)(?<!weeks\s)(?<!months\s)(?<!years\s)(?<!hours\s)prior(?!\s+to\b)|"
     r"previous(?:ly)?|earlier|last\s+(?:study|exam))\b",
     _I,
-)
-_PLAN_RE = re.compile(r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b", _I)
+))
+_PLAN_RE = folded(re.compile(r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b", _I))
 
 
 def comparison_spans(data: RuleInput) -> Iterator[tuple[int, int]]:
@@ -245,12 +245,12 @@ def comparison_spans(data: RuleInput) -> Iterator[tuple[int, int]]:
 
 # --- rules --------------------------------------------------------------------------------------------------
 
-_STATEMENT_RE = re.compile(
+_STATEMENT_RE = folded(re.compile(
     r"\b(?:compar\w*|prior|previous(?:ly)?|interval(?:ly)?|unchanged|stable|no\s+(?:significant\s+)?change|"
     r"again\s+(?:seen|noted|demonstrated|identified|visualized)|redemonstrat\w*|old\s+(?:films?|studies|exams?)|"
     r"baseline|since|earlier|recent(?:ly)?|persist\w*|new(?:ly)?|resolved|resolution|improv\w*|worsen\w*)\b",
     _I,
-)
+))
 
 
 def has_comparison_statement(report: Report) -> bool:
@@ -303,12 +303,12 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
         )
 
 
-_NONE_SECTION_RE = re.compile(r"\W*(?:none\b|no\b|n/?a\b|not\s+available|unavailable|nil\b)", _I)
-_NONE_PHRASE_RE = re.compile(
+_NONE_SECTION_RE = folded(re.compile(r"\W*(?:none\b|no\b|n/?a\b|not\s+available|unavailable|nil\b)", _I))
+_NONE_PHRASE_RE = folded(re.compile(
     r"\b(?:no\s+(?:prior|previous|old|comparison)(?:\s+(?:studies|study|exams?|examinations?|films?|images?|imaging|radiographs?|comparisons?))?"
     r"(?:\s+(?:is|are|was|were)\s+)?(?:\s*available|\s+for\s+comparison)?|without\s+(?:a\s+)?(?:prior|previous)\s+(?:studies|study|exams?)\s+for\s+comparison)\b",
     _I,
-)
+))
 
 
 def _none_spans(data: RuleInput) -> list[tuple[int, int]]:
@@ -380,7 +380,7 @@ def none_with_priors(data: RuleInput) -> Iterable[Finding]:
     )
 
 
-_OUTSIDE_RE = re.compile(r"\b(?:outside|another\s+(?:facility|institution|hospital)|external|OSH)\b", _I)
+_OUTSIDE_RE = folded(re.compile(r"\b(?:outside|another\s+(?:facility|institution|hospital)|external|OSH)\b", _I))
 
 
 @rule("comparison", severity=Severity.WARNING, params={"tolerance_days": 1, "day_first": False})

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
-from listener.qa.engine import RuleInput, rule
+from listener.qa.engine import folded, RuleInput, rule
 
 __all__ = [
     "DEFAULT_PLACEHOLDERS",
@@ -257,26 +257,26 @@ _CATEGORY_RE = re.compile(
     rf"\b(?:assessment|category)\s*[:#-]?\s*(?:{_CAT_VALUE})\s*[:(\u2013\u2014-]*\s*(?:{_ASSESSMENT_NAMES})\b",
     re.IGNORECASE,
 )
-_MAMMO_TITLE_RE = re.compile(r"\bmammogra\w*|\bFFDM\b|\btomosynthesis\b", re.IGNORECASE)
+_MAMMO_TITLE_RE = folded(re.compile(r"\bmammogra\w*|\bFFDM\b|\btomosynthesis\b", re.IGNORECASE))
 
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|\n\s*\n|\n(?=\s*[A-Z][A-Z /&-]{2,}:)")
-_RECOMMEND_RE = re.compile(
+_RECOMMEND_RE = folded(re.compile(
     r"\b(recommend\w*|advis\w*|suggest(ed)?|should (be|undergo|have)|is (indicated|warranted|suggested|advised)|"
     r"are (indicated|warranted|suggested|advised)|(will be|to be|is being) (scheduled|performed|arranged)|"
     r"consider\w*|follow[- ]?up with|proceed (to|with))\b",
     re.IGNORECASE,
-)
+))
 _BIOPSY_RE = re.compile(
     r"\b(biops(y|ies|ied)|tissue (sampling|diagnosis)|core(-| )needle|fine[- ]needle aspiration|FNA|"
     r"(surgical|excisional) (consultation|excision)|surgical consult\w*)\b",
     re.IGNORECASE,
 )
-_NOT_BIOPSY_RE = re.compile(
+_NOT_BIOPSY_RE = folded(re.compile(
     r"\b(post[- ]?biopsy|prior biops|previous biops|biopsy clip|biopsy site|biopsy[- ]proven|"
     r"should not delay|if (a |the )?(clinically|palpable|there is)|status post|s/p|no (need for )?biopsy|"
     r"not (recommended|indicated|necessary))",
     re.IGNORECASE,
-)
+))
 _ROUTINE_RE = re.compile(
     r"\b((routine|annual|yearly|continued|resume) (annual |yearly |routine )?(screening|mammogra\w*|follow[- ]?up|imaging)|"
     r"return to (routine|annual|yearly)|(screening|mammogra\w*) in (1|one) year|in 12 months)\b",
@@ -339,10 +339,10 @@ def is_mammography(data: RuleInput) -> bool:
 
 _BREAST_WORD = r"(mri|mr|magnetic resonance( imaging)?|ultrasound|ultrasonography|sonogra\w*|us)"
 # "Breast MRI", "MRI of the left breast", "bilateral breast ultrasound", "US breast".
-_BREAST_TITLE_RE = re.compile(
+_BREAST_TITLE_RE = folded(re.compile(
     rf"\bbreasts? {_BREAST_WORD}\b|\b{_BREAST_WORD} (of )?(the )?(both |bilateral |right |left |rt |lt )?breasts?\b",
     re.IGNORECASE,
-)
+))
 _BREAST_TITLE_MODALITY = (("MR", re.compile(r"\bmri?\b|magnetic", re.I)), ("US", re.compile(r"\bus\b|ultraso|sonogra", re.I)))
 # Interventional breast procedures report the procedure, not a diagnostic assessment.
 _BREAST_PROCEDURE_RE = re.compile(r"\b(biops\w*|guided|guidance|localization|aspiration|drainage|ductogra\w*)\b", re.I)
@@ -573,10 +573,10 @@ _LOOSE_END_WORDS = ("to", "for", "at", "in", "on", "is", "are", "was", "were", "
 _DEFAULT_END_WORDS = _STRICT_END_WORDS + _LOOSE_END_WORDS
 _TRAILING_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+\Z")
 # Sign-off lines that legitimately end on a preposition ("Dictated by").
-_SIGNOFF_RE = re.compile(
+_SIGNOFF_RE = folded(re.compile(
     r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b[^\n]*\Z",
     re.IGNORECASE,
-)
+))
 _TRUNCATION_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.COMMUNICATION)
 
 

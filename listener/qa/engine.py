@@ -13,7 +13,9 @@ severity itself: :func:`emit` does, from the policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from types import MappingProxyType
@@ -71,6 +73,20 @@ class Analysis:
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
         self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
+        self._shared: dict[object, object] = {}
+
+    def shared(self, key: object, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per report: results several rules derive the same way.
+
+        ``key`` names the result (a module-level constant of the rule module
+        that owns it, plus any arguments); the value must depend only on the
+        report and the rule's settings that are part of ``key``.
+        """
+        try:
+            return self._shared[key]
+        except KeyError:
+            value = self._shared[key] = compute()
+            return value
 
     def sentences(self, start: int, end: int) -> tuple[Span, ...]:
         key = (start, end)
@@ -120,6 +136,93 @@ class Analysis:
         sec = self.section_at(start)
         name = sec.kind.value if sec is not None else "text"
         return Evidence(section=name, start=start, end=end, text=self.report.text[start:end])
+
+
+# ---------------------------------------------------------------- case folding
+
+#: Lower-cased copies of recent report texts (ASCII texts only), by text.
+_LOWERED: dict[str, str] = {}
+_LOWERED_SIZE = 16
+_SHORT = 256  # below this, lower() costs less than the lookup is worth
+
+
+def lowered_ascii(text: str) -> str | None:
+    """``text.lower()`` when ``text`` is ASCII (same length, same offsets), else None.
+
+    Kept for the last few long texts: the rules of one report all search
+    the same text.
+    """
+    if not text.isascii():
+        return None
+    if len(text) < _SHORT:
+        return text.lower()
+    low = _LOWERED.get(text)
+    if low is None:
+        if len(_LOWERED) >= _LOWERED_SIZE:
+            try:
+                del _LOWERED[next(iter(_LOWERED))]
+            except (StopIteration, KeyError, RuntimeError):
+                pass
+        low = _LOWERED[text] = text.lower()
+    return low
+
+
+_ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
+_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
+
+
+class Folded:
+    """A case-insensitive pattern, run case-sensitively over the lower-cased text.
+
+    ``re.IGNORECASE`` makes every character comparison fold case and is
+    several times slower than an exact search. On an ASCII text, a match of
+    the pattern (its letters lower-cased) in ``text.lower()`` starts exactly
+    where a case-insensitive match in ``text`` does, so the lower-case search
+    finds the position and the original pattern, anchored there, gives the
+    Match (its groups read the original text). A non-ASCII text uses the
+    original pattern (Unicode case folding does not always keep lengths).
+    The methods take the arguments of :class:`re.Pattern`'s.
+    """
+
+    __slots__ = ("pattern", "_exact")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        if not pattern.flags & re.IGNORECASE:
+            raise ValueError(f"pattern is not case-insensitive: {pattern.pattern!r}")
+        if _INLINE_FLAGS.search(pattern.pattern):
+            raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
+        source = _ESCAPED_OR_LETTER.sub(lambda m: m.group().lower() if m.group().isalpha() else m.group(), pattern.pattern)
+        self.pattern = pattern
+        self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        low = lowered_ascii(text)
+        if low is None:
+            return self.pattern.search(text, pos, endpos)
+        m = self._exact.search(low, pos, endpos)
+        return None if m is None else self.pattern.match(text, m.start(), endpos)
+
+    def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        low = lowered_ascii(text)
+        if low is None:
+            return self.pattern.match(text, pos, endpos)
+        m = self._exact.match(low, pos, endpos)
+        return None if m is None else self.pattern.match(text, pos, endpos)
+
+    def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
+        low = lowered_ascii(text)
+        if low is None:
+            yield from self.pattern.finditer(text, pos, endpos)
+            return
+        for m in self._exact.finditer(low, pos, endpos):
+            found = self.pattern.match(text, m.start(), endpos)
+            assert found is not None and found.span() == m.span()
+            yield found
+
+
+def folded(pattern: re.Pattern[str]) -> Folded:
+    """:class:`Folded` over ``pattern`` (a compiled ``re.IGNORECASE`` pattern)."""
+    return Folded(pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,13 +407,16 @@ def has_errors(findings: Iterable[Finding]) -> bool:
 
 __all__ = [
     "Analysis",
+    "Folded",
     "Prior",
     "QaConfig",
     "QaContext",
     "RuleInput",
     "RuleSettings",
     "RuleSpec",
+    "folded",
     "has_errors",
+    "lowered_ascii",
     "registry",
     "rule",
     "run_rules",

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
 from listener.qa.alignment import related_concepts
-from listener.qa.engine import RuleInput, rule
+from listener.qa.engine import folded, RuleInput, rule
 from listener.text import LateralMention, Mention, lateral_mentions
 
 __all__ = [
@@ -47,11 +47,11 @@ _REGION_ANATOMY: dict[str, frozenset[str]] = {
 
 # A sentence with one of these words talks about something other than the
 # side examined now: the other side on purpose, the past, a comparison.
-_ELSEWHERE = re.compile(
+_ELSEWHERE = folded(re.compile(
     r"\b(contra-?lateral|opposite|other side|compar(e|ed|es|ing|ison|isons)|prior|previous(ly)?|history|hx|s/p|status post|"
     r"post-?op\w*|remote|old|known|again|unchanged|stable)\b",
     re.IGNORECASE,
-)
+))
 _MODIFIER_SIDE = {"LT": "left", "RT": "right", "50": "bilateral"}
 _TEXT_SIDE = re.compile(r"\b(LEFT|LT|RIGHT|RT|BILAT(?:ERAL)?|BOTH)\b", re.IGNORECASE)
 
@@ -290,29 +290,29 @@ def impression_vs_findings(data: RuleInput) -> Iterator[Finding]:
 # pleural effusion" both speak about the left chest).
 _CLUSTER: dict[str, str] = {"lung": "chest", "lung_lobe": "chest", "pleura": "chest", "bronchus": "chest"}
 # A sentence that points at the other side on purpose.
-_CONTRA_RE = re.compile(r"\b(contra-?lateral|opposite|other side)\b", re.IGNORECASE)
+_CONTRA_RE = folded(re.compile(r"\b(contra-?lateral|opposite|other side)\b", re.IGNORECASE))
 # A sentence about the past ("status post left lobectomy"): its side is
 # compared only with findings sentences about the past too.
-_PAST_RE = re.compile(
+_PAST_RE = folded(re.compile(
     r"\b(history|hx|s/p|status post|post-?op\w*|post-?surgical|surg\w*|resect\w*|\w+ectomy|\w+otomy|remote|"
     r"previous(ly)?|prior)\b",
     re.IGNORECASE,
-)
+))
 # Sentences that set the sides against each other ("left larger than right").
-_SIDE_COMPARE_RE = re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE)
+_SIDE_COMPARE_RE = folded(re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE))
 # A side denied or called normal right before or after it ("no left effusion", "left lung is clear").
 # A negation earlier in the side word's clause ("no lesion seen in the left
 # lung"), or "clear/normal" right before it ("clear left lung").
-_DENIED_BEFORE_RE = re.compile(
+_DENIED_BEFORE_RE = folded(re.compile(
     r"(?:\b(?:no|without|negative for)\b(?:(?!\b(?:and|with|but|or)\b)[^,;:.]){0,50}|\b(?:clear|normal|unremarkable)\s+)$",
     re.IGNORECASE,
-)
-_DENIED_AFTER_RE = re.compile(r"[^,;:.]*?\b(clear|normal|unremarkable|intact|negative)\b", re.IGNORECASE)
+))
+_DENIED_AFTER_RE = folded(re.compile(r"[^,;:.]*?\b(clear|normal|unremarkable|intact|negative)\b", re.IGNORECASE))
 # Parts of the chest that are on the left without a side word.
-_LINGULA_RE = re.compile(r"\b(lingula|retrocardiac)", re.IGNORECASE)
+_LINGULA_RE = folded(re.compile(r"\b(lingula|retrocardiac)", re.IGNORECASE))
 # Raw side words, device sides included ("left-sided chest tube"), for the fallback comparison.
-_RAW_SIDE_RE = re.compile(r"\b(left|right)(?:[ -]sided)?\b(?=((?:[\s,-]+\w+){0,3}))", re.IGNORECASE)
-_BOTH_RE = re.compile(r"\b(bilateral\w*|both|bi-?(basilar|basal|apical|hilar|lateral))\b", re.IGNORECASE)
+_RAW_SIDE_RE = folded(re.compile(r"\b(left|right)(?:[ -]sided)?\b(?=((?:[\s,-]+\w+){0,3}))", re.IGNORECASE))
+_BOTH_RE = folded(re.compile(r"\b(bilateral\w*|both|bi-?(basilar|basal|apical|hilar|lateral))\b", re.IGNORECASE))
 _WORD_RE = re.compile(r"[A-Za-z0-9]{3,}")
 # Words after a side word that name nothing paired ("left ventricle", "right heart").
 _RAW_SKIP = frozenset(
