@@ -160,6 +160,8 @@ def _sentence_spans(data: RuleInput) -> Iterator[tuple[int, int, SectionKind]]:
 def communication_statements(data: RuleInput) -> CommunicationStatement | None:
     """All communication sentences of the report, taken together (None: there are none).
 
+    Computed once per report (three rules ask).
+
     A statement often spans two sentences ("Discussed with Dr. Lee. Read
     back at 14:10."), and a communication section is one statement as a
     whole; who/when/how are judged over all of them, plus the sentence that
@@ -167,6 +169,14 @@ def communication_statements(data: RuleInput) -> CommunicationStatement | None:
     PerfectServe, "critical result notification system") records who, when
     and how itself.
     """
+    found: CommunicationStatement | None = data.analysis.shared(_STATEMENTS_KEY, lambda: _statements(data))
+    return found
+
+
+_STATEMENTS_KEY = "communication.statements"
+
+
+def _statements(data: RuleInput) -> CommunicationStatement | None:
     text = data.report.text
     if (
         _COMM_RE.search(text) is None
@@ -202,8 +212,18 @@ def communication_statements(data: RuleInput) -> CommunicationStatement | None:
 
 
 def _critical_mentions(data: RuleInput, *, suspected: bool) -> list[Mention]:
-    text = data.report.text
+    """Critical mentions that need a call (computed once per report, setting and kind; do not modify)."""
     ignore_known = bool(data.param("ignore_known", True))
+    key = (_CRITICAL_KEY, suspected, ignore_known)
+    found: list[Mention] = data.analysis.shared(key, lambda: _find_critical(data, suspected, ignore_known))
+    return found
+
+
+_CRITICAL_KEY = "communication.critical_mentions"
+
+
+def _find_critical(data: RuleInput, suspected: bool, ignore_known: bool) -> list[Mention]:
+    text = data.report.text
     out: list[Mention] = []
     # Text outside any findings/impression heading is the body only when the
     # report has no such headings (free text); otherwise it is a title block.

@@ -243,6 +243,41 @@ def comparison_spans(data: RuleInput) -> Iterator[tuple[int, int]]:
                 yield span.start, span.end
 
 
+_DIGIT_RE = re.compile(r"\d")  # every _DATE_RE match holds one (the same \d)
+_DATED_SPANS_KEY = "comparison.dated_spans"
+
+
+def dated_comparison_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
+    """The :func:`comparison_spans` that hold a digit, in the same order (once per report).
+
+    Only these can cite a date (every date pattern has a digit), and testing
+    for a digit first spares the cue patterns on most sentences.
+    """
+    found: tuple[tuple[int, int], ...] = data.analysis.shared(_DATED_SPANS_KEY, lambda: _dated_spans(data))
+    return found
+
+
+def _dated_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
+    report = data.report
+    text = report.text
+    if _DIGIT_RE.search(text) is None:
+        return ()
+    digit = _DIGIT_RE.search
+    out = [(sec.start, sec.end) for sec in report.sections_of(SectionKind.COMPARISON) if digit(text, sec.start, sec.end)]
+    for sec in report.sections:
+        if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
+            continue
+        if digit(text, sec.start, sec.end) is None:
+            continue
+        for span in data.analysis.sentences(sec.start, sec.end):
+            if digit(text, span.start, span.end) is None:
+                continue
+            sentence = text[span.start : span.end]
+            if _COMPARISON_CUE_RE.search(sentence) and not _PLAN_RE.search(sentence):
+                out.append((span.start, span.end))
+    return tuple(out)
+
+
 # --- rules --------------------------------------------------------------------------------------------------
 
 _STATEMENT_RE = folded(re.compile(
@@ -289,7 +324,7 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
     text = data.report.text
     late = []
     seen: set[int] = set()
-    for start, end in comparison_spans(data):
+    for start, end in dated_comparison_spans(data):
         for cited in find_dates(text, start, end, day_first=bool(data.param("day_first"))):
             if cited.start not in seen and cited.after(exam_day, grace):
                 seen.add(cited.start)
@@ -394,7 +429,7 @@ def prior_not_found(data: RuleInput) -> Iterable[Finding]:
     tolerance = int(data.param("tolerance_days", 1))
     missing_dates = []
     seen: set[int] = set()
-    for start, end in comparison_spans(data):
+    for start, end in dated_comparison_spans(data):
         if _OUTSIDE_RE.search(text, start, end):
             continue
         for cited in find_dates(text, start, end, day_first=bool(data.param("day_first"))):

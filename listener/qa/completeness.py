@@ -529,6 +529,36 @@ def _placeholder_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{_valid(p)})" for p in patterns) or "(?!)")
 
 
+#: Every match of a DEFAULT_PLACEHOLDERS pattern starts with one of these
+#: characters and none is empty: the default patterns are tried only there.
+_DEFAULT_FIRST_CHARS = re.compile(r"[*\[X_?<]")
+
+
+def _placeholders(pattern: re.Pattern[str], text: str, default: bool) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``; with the default patterns, matched only where one can start.
+
+    The combined pattern tries eight alternatives (one behind a lookbehind)
+    at every character; the default ones all begin with a character of
+    ``_DEFAULT_FIRST_CHARS``, so skipping to those characters and matching
+    there finds the same non-overlapping leftmost matches, several times faster.
+    """
+    if not default:
+        yield from pattern.finditer(text)
+        return
+    pos = 0
+    while True:
+        first = _DEFAULT_FIRST_CHARS.search(text, pos)
+        if first is None:
+            return
+        start = first.start()
+        m = pattern.match(text, start)
+        if m is None:
+            pos = start + 1
+        else:
+            yield m
+            pos = m.end()
+
+
 @rule(
     "completeness",
     severity=Severity.ERROR,
@@ -545,11 +575,12 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
     if not text:
         return
     patterns: Any = data.param("patterns", DEFAULT_PLACEHOLDERS) or ()
-    pattern = _placeholder_re(tuple(str(p) for p in patterns))
+    sources = tuple(str(p) for p in patterns)
+    pattern = _placeholder_re(sources)
     ignore = frozenset(str(t) for t in (data.param("ignore_tokens", ("XXXX",)) or ()))
     hits = [
         m
-        for m in pattern.finditer(text)
+        for m in _placeholders(pattern, text, sources == DEFAULT_PLACEHOLDERS)
         if m.group().strip("<>[]{} \t") not in ignore and not _decoration(text, m.start(), m.end())
     ]
     if not hits:

@@ -60,6 +60,9 @@ class RuleSettings:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
+_MISSING = object()
+
+
 class Analysis:
     """Lazily computed text analysis shared by all rules of one run.
 
@@ -82,11 +85,10 @@ class Analysis:
         that owns it, plus any arguments); the value must depend only on the
         report and the rule's settings that are part of ``key``.
         """
-        try:
-            return self._shared[key]
-        except KeyError:
+        value = self._shared.get(key, _MISSING)
+        if value is _MISSING:
             value = self._shared[key] = compute()
-            return value
+        return value
 
     def sentences(self, start: int, end: int) -> tuple[Span, ...]:
         key = (start, end)
