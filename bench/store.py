@@ -12,7 +12,9 @@ row):
 * ``group xN``: N threads calling ``SQLiteStore.save()`` in a loop, sharing the
   group-commit writer.
 
-Prints records/s, commits/s, the mean batch size and save latency p50/p99.
+Prints records/s, commits/s, the mean batch size, save latency p50/p99 and,
+for the group scenarios, the store threads' CPU per record (writer and
+checkpointer, from /proc schedstat; the sequential case reports its caller's).
 """
 
 from __future__ import annotations
@@ -65,12 +67,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def report(name: str, records: int, commits: int, elapsed: float, latencies: list[float]) -> None:
+def thread_cpu_ns(*native_ids: int | None) -> int:
+    """CPU time (ns) of the given threads of this process, from /proc schedstat (0 elsewhere)."""
+    total = 0
+    for tid in native_ids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def report(name: str, records: int, commits: int, elapsed: float, latencies: list[float], cpu_ns: int) -> None:
     """Print one result line."""
     print(
         f"{name:<12} {records:>8} {commits:>8} {records / elapsed:>10.0f} {commits / elapsed:>10.0f}"
         f" {records / max(commits, 1):>7.1f} {statistics.median(latencies) * 1000:>8.2f}"
-        f" {percentile(latencies, 99) * 1000:>8.2f}"
+        f" {percentile(latencies, 99) * 1000:>8.2f} {cpu_ns / max(records, 1) / 1000:>10.0f}"
     )
 
 
@@ -81,6 +95,7 @@ def bench_sequential(path: Path, seconds: float, synchronous: str) -> None:
     migrate(conn)
     latencies: list[float] = []
     n = 0
+    cpu0 = time.thread_time_ns()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         rec = make_record(f"S{n}")
@@ -91,8 +106,9 @@ def bench_sequential(path: Path, seconds: float, synchronous: str) -> None:
         latencies.append(time.perf_counter() - t0)
         n += 1
     elapsed = time.perf_counter() - start
+    cpu = time.thread_time_ns() - cpu0
     conn.close()
-    report("sequential", n, n, elapsed, latencies)
+    report("sequential", n, n, elapsed, latencies, cpu)
 
 
 def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int) -> None:
@@ -117,17 +133,21 @@ def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int) ->
     for thread in threads:
         thread.start()
     barrier.wait()
+    checkpointer = getattr(store, "_checkpointer", None)  # absent in older versions of the store
+    ids = (store.writer._thread.native_id, checkpointer._thread.native_id if checkpointer else None)
     commits0, jobs0 = store.writer.commits, store.writer.jobs_committed
+    cpu0 = thread_cpu_ns(*ids)
     start = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
+    cpu = thread_cpu_ns(*ids) - cpu0
     commits = store.writer.commits - commits0
     records = store.writer.jobs_committed - jobs0
     store.close()
-    report(f"group x{threads_n}", records, commits, elapsed, [x for ls in latencies for x in ls])
+    report(f"group x{threads_n}", records, commits, elapsed, [x for ls in latencies for x in ls], cpu)
 
 
 def main() -> None:
@@ -143,7 +163,7 @@ def main() -> None:
         print(f"synchronous={args.synchronous}, {args.seconds:g} s per scenario, in {work}")
         print(
             f"{'scenario':<12} {'records':>8} {'commits':>8} {'records/s':>10} {'commits/s':>10}"
-            f" {'batch':>7} {'p50 ms':>8} {'p99 ms':>8}"
+            f" {'batch':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/rec':>10}"
         )
         bench_sequential(work / "sequential.db", args.seconds, args.synchronous)
         for threads_n in (1, 8, 32):

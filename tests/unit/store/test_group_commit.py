@@ -213,3 +213,26 @@ def test_writer_that_cannot_open_raises_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"opening the store failed") as info:
         GroupCommitWriter(connect)
     assert "secret" not in str(info.value)
+
+
+def test_checkpoints_run_off_the_writer_connection(db_path: Path) -> None:
+    """The writer connection only checkpoints as a backstop (a high wal_autocheckpoint); the
+    checkpointer thread copies the WAL into the database file every CHECKPOINT_EVERY jobs,
+    and every saved record is still there after reopening."""
+    from listener.store.sqlite import CHECKPOINT_EVERY, WRITER_AUTOCHECKPOINT
+
+    db_path.parent.mkdir()
+    store = SQLiteStore(db_path)
+    try:
+        pages = store.writer.execute(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]).result()
+        assert pages == WRITER_AUTOCHECKPOINT
+        for i in range(CHECKPOINT_EVERY):
+            store.save(record(f"K{i}"))
+    finally:
+        store.close()
+    assert store._checkpointer.runs >= 1
+    again = SQLiteStore(db_path)
+    try:
+        assert len(list(again.messages())) == CHECKPOINT_EVERY
+    finally:
+        again.close()
