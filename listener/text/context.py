@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from listener.text.laterality import LateralMention, lateral_mentions
 from listener.text.sentences import Memo, Span, split_sentences
-from listener.text.terms import Terms, Trigger
+from listener.text.terms import Concept, Terms, Trigger
 
 __all__ = [
     "Cue",
@@ -305,6 +305,8 @@ def _find_mentions(
             m_start, m_end = spans[i]
             if m_start >= sent.end:
                 continue
+            if concept.context_concept:
+                concept = _in_context(text, concept, sent, terms)
             flags: dict[str, int] = {}
             cues: list[Cue] = []
             first_neg = first_unc = -1
@@ -359,6 +361,16 @@ def _find_mentions(
                 )
             )
     return tuple(out)
+
+
+def _in_context(text: str, concept: Concept, sent: Span, terms: Terms) -> Concept:
+    """The concept a mention is read as: its ``in_context`` concept when the report fits."""
+    report_re, not_re = concept.context_report, concept.context_not_sentence
+    if report_re is None or report_re.search(text) is None:
+        return concept
+    if not_re is not None and not_re.search(text, sent.start, sent.end) is not None:
+        return concept
+    return terms.concepts[concept.context_concept]
 
 
 def modifier_matches(text: str, start: int, hi: int, terms: Terms) -> tuple[re.Match[str], ...]:

@@ -11,7 +11,12 @@ Each YAML file says what it holds with ``kind``:
 
 ``kind: concepts``
     ``concepts: {name: {synonyms: [regex...], critical: bool, significant: bool,
-    sex: female|male, broader: other_concept}}``
+    sex: female|male, broader: other_concept, in_context: {...}}}``.
+    ``in_context: {concept: other, report: [regex...], not_sentence: [regex...]}``
+    reads a mention as ``other`` when the report matches one of ``report``
+    and the mention's sentence matches none of ``not_sentence`` (bare
+    "edema" is pulmonary edema in a report about the lungs, unless its
+    sentence names another site).
 ``kind: modifiers``
     ``category`` (one of :data:`MODIFIER_CATEGORIES`), default ``direction``
     and ``window``, and ``triggers``: regex strings or ``{pattern, direction,
@@ -97,6 +102,9 @@ class Concept:
         broader: name of a more general concept of the same family, or ``""``
             (``tension_pneumothorax`` -> ``pneumothorax``).
         source: ``file:line`` where it is defined.
+        context_concept: the concept a mention is read as when the report
+            matches ``context_report`` and its sentence does not match
+            ``context_not_sentence`` (``""``: no such reading).
     """
 
     name: str
@@ -105,6 +113,9 @@ class Concept:
     sex: str = ""
     broader: str = ""
     source: str = ""
+    context_concept: str = ""
+    context_report: re.Pattern[str] | None = None
+    context_not_sentence: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,10 +527,23 @@ def _load_concepts(doc: YamlMap, b: _Builder) -> None:
         if name in b.concepts:
             raise concepts.error(name, f"concept {name!r} already defined at {b.concepts[name].source}")
         entry = concepts.get_map(name, required=True)
-        entry.reject_unknown({"synonyms", "critical", "significant", "sex", "broader"}, where=name)
+        entry.reject_unknown({"synonyms", "critical", "significant", "sex", "broader", "in_context"}, where=name)
         sex = entry.get("sex")
         if sex is not None:
             sex = entry.get_choice("sex", SEXES)
+        context_concept = ""
+        context_report: re.Pattern[str] | None = None
+        context_not_sentence: re.Pattern[str] | None = None
+        if "in_context" in entry:
+            ctx = entry.get_map("in_context", required=True)
+            ctx.reject_unknown({"concept", "report", "not_sentence"}, where=f"{name}.in_context")
+            context_concept = ctx.get_str("concept")
+            report = compile_pattern_list(ctx.get_list("report", required=True))
+            if not report:
+                raise ctx.error("report", f"{name}.in_context: report must not be empty")
+            context_report = _word_bounded("|".join(report))
+            not_sentence = compile_pattern_list(ctx.get_list("not_sentence"))
+            context_not_sentence = _word_bounded("|".join(not_sentence)) if not_sentence else None
         b.concepts[name] = Concept(
             name=name,
             critical=entry.get_bool("critical", False),
@@ -527,6 +551,9 @@ def _load_concepts(doc: YamlMap, b: _Builder) -> None:
             sex=sex or "",
             broader=entry.get_str("broader", "") if "broader" in entry else "",
             source=_where(concepts, name),
+            context_concept=context_concept,
+            context_report=context_report,
+            context_not_sentence=context_not_sentence,
         )
         synonyms = entry.get_list("synonyms", required=True)
         if not synonyms:
@@ -658,10 +685,11 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
     if b.laterality is None:
         raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=str(folder))
     for concept in b.concepts.values():
-        if concept.broader and concept.broader not in b.concepts:
-            raise ConfigError(f"{concept.name}: broader concept {concept.broader!r} is not defined",
-                              path=concept.source.rsplit(":", 1)[0],
-                              line=int(concept.source.rsplit(":", 1)[1]))
+        for what, other in (("broader", concept.broader), ("in_context", concept.context_concept)):
+            if other and other not in b.concepts:
+                raise ConfigError(f"{concept.name}: {what} concept {other!r} is not defined",
+                                  path=concept.source.rsplit(":", 1)[0],
+                                  line=int(concept.source.rsplit(":", 1)[1]))
 
     # Concepts: where two synonyms match at the same position the first
     # alternative wins, so critical concepts first, then the synonym with the

@@ -338,3 +338,63 @@ def test_comparison_with_a_prior_study_is_not_historical(text: str, concept: str
     """A comparison with the prior, 'as on the prior' and the current study describe the present."""
     m = one(text, terms, concept)
     assert not m.historical and m.affirmed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The lungs are clear. No pneumothorax, pleural effusion, or edema.",
+        "Heart size is normal. Mild edema.",
+        "IMPRESSION: Cardiomegaly with midlung and lower lobe edema.",
+    ],
+)
+def test_bare_edema_in_a_report_about_the_lungs_is_pulmonary_edema(text: str, terms: Terms) -> None:
+    """Chest-report wording: bare 'edema' is pulmonary edema (significant)."""
+    m = one(text, terms, "pulmonary_edema")
+    assert m.significant and m.text.lower() == "edema"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "There was minimal associated edema and no mass effect.",
+        "These findings are compatible with edema.",
+        "The lungs are clear. There is edema surrounding the lesion.",
+        "The lungs are clear. A small amount of edema is identified adjacent to the medial collateral ligament.",
+        "INDICATION: Scrotal edema, dyspnea. FINDINGS: The lungs are clear.",
+    ],
+)
+def test_bare_edema_elsewhere_stays_generic(text: str, terms: Terms) -> None:
+    """No lung context, or another site named in the sentence: generic, not significant 'edema' (issue 4)."""
+    m = one(text, terms, "edema")
+    assert not m.significant
+    assert not [x for x in mentions(text, terms) if x.concept == "pulmonary_edema"]
+
+
+def test_qualified_pulmonary_edema_needs_no_context(terms: Terms) -> None:
+    """'pulmonary edema' and 'edema in both lungs' are pulmonary edema in any report."""
+    assert one("Mild interstitial pulmonary edema.", terms, "pulmonary_edema").significant
+    assert one("There is edema in both lungs.", terms, "pulmonary_edema").text == "edema in both lungs"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Wedge-shaped opacity in the left lower lobe.", "Wedge-shaped opacity"),
+        ("No retrocardiac opacity.", "retrocardiac opacity"),
+        ("Lingular opacities have cleared.", "Lingular opacities"),
+    ],
+)
+def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Terms) -> None:
+    """A lingular, retrocardiac or wedge-shaped opacity is an airspace opacity mention (issue 4)."""
+    assert one(text, terms, "airspace_opacity").text == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["The right upper lobe is clear.", "Opacity of the lens.", "No upper lobe predominance. Overlying soft tissue opacity."],
+)
+def test_lobe_words_without_an_opacity_are_no_airspace_opacity(text: str, terms: Terms) -> None:
+    """A lobe named without an opacity, or an opacity with no lung qualifier, is no airspace opacity."""
+    assert not [m for m in mentions(text, terms) if m.concept == "airspace_opacity"]
+

@@ -181,3 +181,22 @@ def test_scanner_finds_what_the_whole_alternation_finds(terms: Terms) -> None:
         got = [(m.start(), m.end(), m.lastgroup) for m in build_scanner(groups).scan(text)]
         assert got == _token_finditer(whole, text)
         assert got
+
+
+def test_in_context_must_name_a_defined_concept(tmp_path: Path) -> None:
+    """'in_context.concept' must name a defined concept; the error points at the concept."""
+    body = (
+        "kind: concepts\nconcepts:\n  edema:\n    synonyms: ['edema']\n"
+        "    in_context:\n      concept: lung_edema\n      report: ['lungs?']\n"
+    )
+    err = error_for(tmp_path, {"e.yaml": body})
+    assert err.path.endswith("e.yaml") and err.line == 3 and "lung_edema" in str(err)
+
+
+def test_in_context_needs_report_patterns_and_known_keys(tmp_path: Path) -> None:
+    """An empty 'report' list or an unknown key under in_context is refused with file and line."""
+    base = "kind: concepts\nconcepts:\n  edema:\n    synonyms: ['edema']\n    in_context:\n      concept: pneumothorax\n"
+    err = error_for(tmp_path, {"e.yaml": base + "      report: []\n"})
+    assert err.path.endswith("e.yaml") and "report" in str(err)
+    err = error_for(tmp_path, {"e.yaml": base + "      report: ['lungs?']\n      sentence: ['x']\n"})
+    assert err.path.endswith("e.yaml") and "sentence" in str(err)
