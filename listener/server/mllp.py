@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -73,6 +73,10 @@ _REJECT_CODES = frozenset({"200", "201", "202", "203"})
 #: How many recently committed keys (with their stored answers) Intake keeps in
 #: memory to answer resends without processing them (about 300 bytes each).
 RECENT_KEYS = 20_000
+
+#: json.dumps(..., ensure_ascii=False) builds a new encoder per call; one is enough.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def _log() -> Any:
     # Looked up at use time: structlog assembles a bound logger from the
@@ -131,9 +135,9 @@ def _reports(outcome: Outcome) -> tuple[ReportRecord, ...]:
         out.append(
             ReportRecord(
                 accession=report.accession,
-                report_json=json.dumps(report_dict(report, include_patient=True, include_text=True), ensure_ascii=False),
-                findings_json=json.dumps([finding_dict(f) for f in result.findings], ensure_ascii=False),
-                route_json=json.dumps(route, ensure_ascii=False),
+                report_json=_to_json(report_dict(report, include_patient=True, include_text=True)),
+                findings_json=_to_json([finding_dict(f) for f in result.findings]),
+                route_json=_to_json(route),
                 bucket=result.route.bucket if result.route else "",
             )
         )
@@ -199,8 +203,8 @@ class Intake:
 
     @staticmethod
     def new_control_id() -> str:
-        """A unique MSH-10 for one of our ACKs (20 characters: fits every version)."""
-        return uuid.uuid4().hex[:20]
+        """A unique MSH-10 for one of our ACKs (20 hex characters, 80 random bits: fits every version)."""
+        return os.urandom(10).hex()
 
     def _ack(self, header: MessageHeader | None, outcome_code: str, errors: tuple[AckError, ...] = ()) -> tuple[str, bytes]:
         code = ack_code_for(header, outcome_code)
