@@ -141,6 +141,22 @@ def test_failing_job_of_any_kind_is_isolated(store: SQLiteStore) -> None:
     assert [m.control_id for m in store.messages()] == ["G1"]
 
 
+def test_failing_job_alone_in_its_transaction_writes_nothing(store: SQLiteStore) -> None:
+    """A record failing half-way in a transaction of its own (no SAVEPOINT then) fails its
+    future, leaves none of its writes behind, and the next save works."""
+    poison_reports(store)
+    batches: list[int] = []
+    store.writer._on_commit = batches.append
+    with pytest.raises(StoreError):
+        store.save(record("BAD", reports=(report("A8"), report(POISON)), outbox=(item("A8", "OB"),)))
+    assert not store.save(record("G1")).duplicate
+    assert batches == [1]
+    assert [m.control_id for m in store.messages()] == ["G1"]
+    assert store.outbox_list() == []
+    assert store.find_duplicate("RIS", "HOSP", "BAD") is None
+    assert not store.save(record("BAD")).duplicate
+
+
 def test_close_commits_queued_work(db_path: Path) -> None:
     """close() finishes every queued save before returning; the data is there after reopening."""
     store = SQLiteStore.in_state_dir(db_path.parent)
