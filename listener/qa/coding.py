@@ -527,6 +527,8 @@ _OUTSIDE_RE = folded(re.compile(
     _I,
 ))
 
+_COMPARISON_WORD_RE = folded(re.compile(r"\b(?:compar\w*|prior|previous)\b", _I))
+
 
 def _outside_mentions(data: RuleInput) -> list[tuple[int, int]]:
     text = data.report.text
@@ -537,12 +539,17 @@ def _outside_mentions(data: RuleInput) -> list[tuple[int, int]]:
         if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.INDICATION, SectionKind.FINDINGS):
             continue
         for span in data.analysis.sentences(sec.start, sec.end):
+            # The outside phrase first: most sentences have none, and the
+            # checks below only decide whether its matches count.
+            found = [(m.start(), m.end()) for m in _OUTSIDE_RE.finditer(text, span.start, span.end)]
+            if not found:
+                continue
             sentence = text[span.start : span.end]
-            if re.search(r"\b(?:compar\w*|prior|previous)\b", sentence, _I):
+            if _COMPARISON_WORD_RE.search(sentence):
                 continue
             if sec.kind is SectionKind.FINDINGS and not _ACQ_RE.search(sentence):
                 continue
-            out.extend((m.start(), m.end()) for m in _OUTSIDE_RE.finditer(text, span.start, span.end))
+            out.extend(found)
     return out
 
 

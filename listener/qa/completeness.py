@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import Folded, RuleInput, folded, lowered_ascii, rule
 
 __all__ = [
     "DEFAULT_PLACEHOLDERS",
@@ -244,19 +244,21 @@ def required_sections(data: RuleInput) -> Iterator[Finding]:
 
 _NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _CAT_VALUE = r"(?P<num>[0-6])(?P<sub>[abc])?(?![0-9])|(?P<word>zero|one|two|three|four|five|six)\b"
-_BIRADS_RE = re.compile(
+_BIRADS_RE = folded(re.compile(
     r"\b(?:BI-?RADS|ACR)\b(?:[\s\u00ae:#-]*(?:final\s+)?(?:assessment\s+)?(?:category|classification|assessment|cat\.?))?"
     rf"[\s:#=-]*(?:M/|US/|MG/)?(?:{_CAT_VALUE})",
     re.IGNORECASE,
-)
+))
 _ASSESSMENT_NAMES = (
     r"negative|benign|probably benign|suspicious|highly suggestive|known (?:biopsy[- ]proven )?malignan\w*|"
     r"incomplete|needs? additional"
 )
-_CATEGORY_RE = re.compile(
+_CATEGORY_RE = folded(re.compile(
     rf"\b(?:assessment|category)\s*[:#-]?\s*(?:{_CAT_VALUE})\s*[:(\u2013\u2014-]*\s*(?:{_ASSESSMENT_NAMES})\b",
     re.IGNORECASE,
-)
+))
+#: Each match of _BIRADS_RE holds "rads" (BI-RADS) or "acr"; each of _CATEGORY_RE "assessment" or "category".
+_BIRADS_WORDS = ("rads", "acr", "assessment", "category")
 _MAMMO_TITLE_RE = folded(re.compile(r"\bmammogra\w*|\bFFDM\b|\btomosynthesis\b", re.IGNORECASE))
 
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|\n\s*\n|\n(?=\s*[A-Z][A-Z /&-]{2,}:)")
@@ -266,28 +268,28 @@ _RECOMMEND_RE = folded(re.compile(
     r"consider\w*|follow[- ]?up with|proceed (to|with))\b",
     re.IGNORECASE,
 ))
-_BIOPSY_RE = re.compile(
+_BIOPSY_RE = folded(re.compile(
     r"\b(biops(y|ies|ied)|tissue (sampling|diagnosis)|core(-| )needle|fine[- ]needle aspiration|FNA|"
     r"(surgical|excisional) (consultation|excision)|surgical consult\w*)\b",
     re.IGNORECASE,
-)
+))
 _NOT_BIOPSY_RE = folded(re.compile(
     r"\b(post[- ]?biopsy|prior biops|previous biops|biopsy clip|biopsy site|biopsy[- ]proven|"
     r"should not delay|if (a |the )?(clinically|palpable|there is)|status post|s/p|no (need for )?biopsy|"
     r"not (recommended|indicated|necessary))",
     re.IGNORECASE,
 ))
-_ROUTINE_RE = re.compile(
+_ROUTINE_RE = folded(re.compile(
     r"\b((routine|annual|yearly|continued|resume) (annual |yearly |routine )?(screening|mammogra\w*|follow[- ]?up|imaging)|"
     r"return to (routine|annual|yearly)|(screening|mammogra\w*) in (1|one) year|in 12 months)\b",
     re.IGNORECASE,
-)
-_ADDITIONAL_RE = re.compile(
+))
+_ADDITIONAL_RE = folded(re.compile(
     r"\b(additional|further|spot|magnifi\w*|compression|diagnostic|ultras\w*|sonogra\w*|MRI|"
     r"comparison|prior (films|studies|exams|mammogra\w*|images)|outside (films|studies|images)|views?|recall\w*|"
     r"call[- ]?back|work[- ]?up|evaluat\w*|tomosynthesis)\b",
     re.IGNORECASE,
-)
+))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,13 +301,17 @@ class BiradsCategory:
     end: int
 
 
+@lru_cache(maxsize=8)
 def birads_categories(text: str) -> tuple[BiradsCategory, ...]:
     """Every BI-RADS category (0-6) stated in ``text``, in text order.
 
     Recognises "BI-RADS 4A", "BIRADS Classification 2 - Benign", "ACR
     category 1", "BI-RADS category: two" and "Assessment: Category 3 -
-    Probably benign".
+    Probably benign". Remembered for the last few texts (two rules ask).
     """
+    low = lowered_ascii(text)
+    if low is not None and not any(word in low for word in _BIRADS_WORDS):
+        return ()  # every match of the two patterns holds one of these words
     seen: dict[int, BiradsCategory] = {}
     for pattern in (_BIRADS_RE, _CATEGORY_RE):
         for m in pattern.finditer(text):
@@ -432,7 +438,7 @@ def _sentences(text: str) -> Iterator[tuple[int, int]]:
         yield start, len(text)
 
 
-def _recommendations(text: str, want: re.Pattern[str]) -> list[tuple[int, int]]:
+def _recommendations(text: str, want: Folded) -> list[tuple[int, int]]:
     """Spans of sentences that recommend something ``want`` matches."""
     out: list[tuple[int, int]] = []
     for s, e in _sentences(text):

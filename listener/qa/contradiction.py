@@ -195,21 +195,29 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     report = data.report
     text = report.text
     by_kind: dict[SectionKind, tuple[Mention, ...]] = {k: data.analysis.section_mentions(k) for k in _sections_checked()}
-    negated: list[tuple[SectionKind, Mention]] = []
-    affirmed: list[tuple[SectionKind, Mention]] = []
     names = frozenset(data.param("concepts", []) or ())
+    # Candidates first (attribute tests only); the text tests below only
+    # drop candidates, so without both kinds there is nothing to find.
+    negated_candidates: list[tuple[SectionKind, Mention]] = []
+    affirmed_candidates: list[tuple[SectionKind, Mention]] = []
     for kind, mentions in by_kind.items():
-        by_sentence: dict[int, list[Mention]] = {}
-        for m in mentions:
-            by_sentence.setdefault(m.sentence_start, []).append(m)
         for m in mentions:
             if not (m.concept in names or _family(data.terms, m.concept) in names if names else m.significant):
                 continue
             if m.negated and not (m.hypothetical or m.historical) and m.experiencer == "patient":
-                if _bare_negation(text, m, by_sentence[m.sentence_start]):
-                    negated.append((kind, m))
-            elif m.affirmed and not _SOFT_AFFIRMED_RE.search(text, m.sentence_start, m.sentence_end):
-                affirmed.append((kind, m))
+                negated_candidates.append((kind, m))
+            elif m.affirmed:
+                affirmed_candidates.append((kind, m))
+    if not negated_candidates or not affirmed_candidates:
+        return
+    by_sentence: dict[tuple[SectionKind, int], list[Mention]] = {}
+    for kind, mentions in by_kind.items():
+        for m in mentions:
+            by_sentence.setdefault((kind, m.sentence_start), []).append(m)
+    negated = [(k, m) for k, m in negated_candidates if _bare_negation(text, m, by_sentence[(k, m.sentence_start)])]
+    affirmed = [
+        (k, m) for k, m in affirmed_candidates if not _SOFT_AFFIRMED_RE.search(text, m.sentence_start, m.sentence_end)
+    ]
     if not negated or not affirmed:
         return
     within = bool(data.param("within_findings", True))
