@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry
 from listener.qa.comparison import region_phrases, regions_related
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import Folded, folded, RuleInput, rule
 
 _I = re.IGNORECASE
 
@@ -298,7 +298,13 @@ _MODALITY_WORDS = {
     "FL": r"\b(?:fluoroscop\w*|esophagram|barium|swallow)\b",
     "DXA": r"\b(?:DXA|DEXA|bone\s+densit\w*|densitometry)\b",
 }
-_MODALITY_RES = {k: re.compile(v, re.IGNORECASE) for k, v in _MODALITY_WORDS.items()}
+def _modality_re(source: str) -> Folded | re.Pattern[str]:
+    """The modality pattern, folded unless part of it is case-sensitive ("(?-i:US)")."""
+    pattern = re.compile(source, re.IGNORECASE)
+    return pattern if "(?-i:" in source else folded(pattern)
+
+
+_MODALITY_RES = {k: _modality_re(v) for k, v in _MODALITY_WORDS.items()}
 _CROSS_SECTIONAL = frozenset({"CT", "MR", "US", "PT"})
 _TITLE_MAX = 300
 _TITLE_SENTENCES = 3
@@ -315,7 +321,15 @@ _COMPATIBLE = {
 
 
 def _title_sentences(data: RuleInput) -> list[tuple[int, int]]:
-    """Sentences of the technique sections and of a short title before the first heading."""
+    """Sentences of the technique sections and of a short title before the first heading (once per report)."""
+    found: list[tuple[int, int]] = data.analysis.shared(_TITLE_KEY, lambda: _find_title_sentences(data))
+    return found
+
+
+_TITLE_KEY = "coding.title_sentences"
+
+
+def _find_title_sentences(data: RuleInput) -> list[tuple[int, int]]:
     kinds = (SectionKind.TECHNIQUE, SectionKind.OTHER)
     return [(start, end) for _, start, end in _describing_sentences(data, kinds=kinds, title_only=True)]
 
