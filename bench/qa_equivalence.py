@@ -18,6 +18,17 @@ Inputs (read at run time from ../shared/corpus, never copied):
 * the labeled injected copies of tests/qa/inject.py (``--per-injection``,
   default 300), which exercise the rules that rarely fire on clean text.
 
+To compare only the QA rules of two commits while the text layer keeps
+moving, run both sides over one copy of the tree (the copy needs
+../shared next to it) with listener/qa taken from the older commit:
+
+    mkdir -p /tmp/qacmp/a /tmp/qacmp/b && ln -sfn /work/shared /tmp/qacmp/a/shared
+    ln -sfn /work/shared /tmp/qacmp/b/shared
+    for d in a b; do mkdir -p /tmp/qacmp/$d/main && tar --exclude=./.git --exclude=./.venv -cf - . | tar -x -C /tmp/qacmp/$d/main; done
+    rm /tmp/qacmp/a/main/listener/qa/*.py && git archive OLD listener/qa | tar -x -C /tmp/qacmp/a/main
+    for d in a b; do (cd /tmp/qacmp/$d/main && /work/main/.venv/bin/python bench/qa_equivalence.py --dump ../$d.jsonl); done
+    cmp /tmp/qacmp/a/a.jsonl /tmp/qacmp/b/b.jsonl
+
 For each input one JSON line holds the input's name and every finding's
 rule, severity, message, suggestion and evidence (section, start, end,
 text). The digest is the SHA-256 of all lines. The dump contains report
