@@ -1,0 +1,98 @@
+"""engine.Folded gives exactly the matches of its case-insensitive pattern.
+
+The QA rules run their case-insensitive patterns through ``Folded`` (a
+case-sensitive search over the lower-cased text, then the original pattern
+anchored where it found one). These tests hold every folded pattern of every
+rule module to the original on generated ASCII and non-ASCII texts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import listener.qa.alignment
+import listener.qa.coding
+import listener.qa.communication
+import listener.qa.comparison
+import listener.qa.completeness
+import listener.qa.consistency
+import listener.qa.contradiction
+import listener.qa.laterality
+from listener.qa.engine import Folded
+
+_MODULES = (
+    listener.qa.alignment,
+    listener.qa.coding,
+    listener.qa.communication,
+    listener.qa.comparison,
+    listener.qa.completeness,
+    listener.qa.consistency,
+    listener.qa.contradiction,
+    listener.qa.laterality,
+)
+
+
+def _folded_in(value: object, depth: int = 0) -> Iterator[Folded]:
+    if isinstance(value, Folded):
+        yield value
+    elif depth < 3 and isinstance(value, (tuple, list, frozenset, set)):
+        for item in value:
+            yield from _folded_in(item, depth + 1)
+    elif depth < 3 and isinstance(value, dict):
+        for item in value.values():
+            yield from _folded_in(item, depth + 1)
+
+
+def _all_folded() -> list[Folded]:
+    found: dict[int, Folded] = {}
+    for module in _MODULES:
+        for value in vars(module).values():
+            for f in _folded_in(value):
+                found[id(f)] = f
+    return list(found.values())
+
+
+FOLDED = _all_folded()
+
+# Words the rule patterns look for, in mixed case, between punctuation and digits.
+_WORDS = st.sampled_from(
+    "No NO no Pneumothorax PNEUMOTHORAX right LEFT Left contrast WITHOUT With IV "
+    "gadolinium Impression: FINDINGS: Comparison None. Dr. Smith called at 10:15 "
+    "by telephone discussed BI-RADS 4 birads category *** [ ] XXX __ <date> CT MRI US "
+    "ultrasound mammogram 2020-01-02 03/04/2021 year-old prostate uterus ovary "
+    "pregnant fracture, 76140 outside study limited 52 26 may represent cannot be excluded".split()
+)
+_PUNCT = st.sampled_from([" ", "  ", ", ", ". ", "\n", ": ", "-", "/", "(", ")", "é", "ß", "İ", "ﬁ"])
+_TEXTS = st.lists(st.one_of(_WORDS, _PUNCT, st.text(alphabet="aAzZ09 .,:-\n", max_size=6)), max_size=40).map("".join)
+
+
+def test_every_rule_module_folds_some_patterns() -> None:
+    """The collection below is not empty (guards the property test against testing nothing)."""
+    assert len(FOLDED) >= 30
+
+
+def test_folded_refuses_patterns_it_cannot_fold() -> None:
+    """Only case-insensitive patterns without inline flags are accepted."""
+    with pytest.raises(ValueError):
+        Folded(re.compile("abc"))
+    with pytest.raises(ValueError):
+        Folded(re.compile("(?-i:US)x", re.IGNORECASE))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS)
+def test_folded_matches_equal_the_original(text: str) -> None:
+    """search, match and finditer give the same spans and groups as the original pattern, at any start."""
+    for f in FOLDED:
+        p = f.pattern
+        for pos in (0, len(text) // 2):
+            a, b = f.search(text, pos), p.search(text, pos)
+            assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
+            a, b = f.match(text, pos), p.match(text, pos)
+            assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
+        assert [(m.span(), m.groups()) for m in f.finditer(text)] == [(m.span(), m.groups()) for m in p.finditer(text)], p.pattern
