@@ -15,7 +15,6 @@ real code of each stage, on the reactor thread's path of ``Intake.receive``:
 * ``ack``: ``Intake._ack`` (ack code, control id, ``build_ack``);
 * ``log``: the ``message_processed`` line (bind + keyed hashes + JSON render to
   /dev/null, the daemon's processor chain);
-* ``find_duplicate``: the synchronous read done on the reactor thread;
 * ``receive (reactor)``: all of ``Intake.receive`` up to the store submit,
   store commits excluded (a store stub that answers at once);
 * ``commit``: one ``SQLiteStore.save`` (synchronous=FULL), wall clock, for
@@ -61,9 +60,6 @@ SAMPLES = ("xr-chest-2v-normal.hl7", "ct-head-critical-sdh-communicated.hl7", "m
 
 class _NullStore:
     """Answers at once: isolates the reactor thread's CPU from the commit."""
-
-    def find_duplicate(self, *_: str) -> None:
-        return None
 
     def submit(self, record: MessageRecord) -> Future[SaveResult]:
         fut: Future[SaveResult] = Future()
@@ -178,7 +174,6 @@ def main() -> int:
             "serialize": lambda: _reports(outcome),
             "ack": lambda: intake._ack(header, code),
             "log": log_line,
-            "find_duplicate": lambda: store.find_duplicate(header.sending_application, header.sending_facility, "none"),
             "receive (reactor)": receive,
             "commit (writer thread)": commit,
         }
