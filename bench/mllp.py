@@ -77,11 +77,22 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("server did not listen")
 
 
-def with_control_id(raw: bytes, control_id: str) -> bytes:
+def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> bytes:
+    """``raw`` with MSH-10 = ``control_id``; with ``vary_text`` also a unique report text.
+
+    The text layer remembers its last results per text, so the same text
+    sent again is cheaper than a real feed's new texts: ``vary_text``
+    appends a sentence holding the control id to the last OBX-5.
+    """
     segments = raw.split(b"\r")
     fields = segments[0].split(b"|")
     fields[9] = control_id.encode()
     segments[0] = b"|".join(fields)
+    if vary_text:
+        last = max(i for i, seg in enumerate(segments) if seg.startswith(b"OBX|"))
+        obx = segments[last].split(b"|")
+        obx[5] += f" Dictation reference {control_id}.".encode()
+        segments[last] = b"|".join(obx)
     return b"\r".join(segments)
 
 
@@ -105,10 +116,11 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
     await writer.wait_closed()
 
 
-async def run_load(port: int, raw: bytes, tag: str, connections: int, window: int, total: int) -> tuple[float, float, float]:
+async def run_load(port: int, raw: bytes, tag: str, connections: int, window: int, total: int,
+                   vary_text: bool = False) -> tuple[float, float, float]:
     per = total // connections
     latencies: list[float] = []
-    payloads = [[with_control_id(raw, f"{tag}-{c}-{i}") for i in range(per)] for c in range(connections)]
+    payloads = [[with_control_id(raw, f"{tag}-{c}-{i}", vary_text) for i in range(per)] for c in range(connections)]
     start = time.perf_counter()
     await asyncio.gather(*(drive_connection(port, payloads[c], window, latencies) for c in range(connections)))
     elapsed = time.perf_counter() - start
@@ -122,9 +134,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per shape")
+    parser.add_argument("--vary-text", action="store_true",
+                        help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)")
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
-    print(f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7")
+    print(f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7"
+          + ("; a different report text each message" if args.vary_text else ""))
 
     with tempfile.TemporaryDirectory() as tmp:
         a_port, b_port = free_port(), free_port()
@@ -147,7 +162,7 @@ def main() -> int:
                 for rnd in range(args.rounds):
                     for name, port in (("A", a_port), ("B", b_port)):
                         tag = f"{name}{connections}x{window}r{rnd}"
-                        res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages))
+                        res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages, args.vary_text))
                         results[name].append(res)
                         print(f"  {connections} conn window {window:2d} {name} round {rnd}: "
                               f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms", flush=True)
