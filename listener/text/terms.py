@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from re import _constants as _sre_c  # type: ignore[attr-defined]
 from re import _parser as _sre_p  # type: ignore[attr-defined]
@@ -289,6 +289,47 @@ _MAX_PREFIXES = 256
 _REPEATS = (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT)
 
 
+#: Characters that ``str.lower`` turns into a string starting with a given ASCII
+#: character, besides that character and its upper case (tests/unit/text checks
+#: this against every code point).
+_LOWER_TO_ASCII = {"i": "\u0130", "k": "\u212a"}
+
+
+def _cased_class(ch: str) -> str:
+    """A character class matching every character whose lower case starts with ASCII ``ch``."""
+    chars = {ch, ch.upper(), *_LOWER_TO_ASCII.get(ch, "")}
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+def _key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern that skips, in C, the tokens where no key applies.
+
+    Matched at a token start, it consumes whitespace and every token (``\\w+``
+    or one other character, as ``_TOKEN`` splits them) that does not start
+    with a key, compared as ``str.lower`` would, then takes the next token as
+    group 1 (absent at the end of the text). The tokens it stops at are a
+    superset of those where ``text[p:p+3].lower()`` or its first two or one
+    characters are a key; :meth:`Scanner.scan` looks the key up again there.
+    None when a key holds anything but ASCII or starts with a space: those
+    scanners keep the token loop.
+    """
+    keys = sorted(set(keys))
+    if not keys or not all(k.isascii() and k and not k[0].isspace() for k in keys):
+        return None
+    trie: dict[str, set[str]] = {}
+    for k in keys:
+        trie.setdefault(k[0], set()).add(k[1:])
+    branches: list[str] = []
+    for ch, rests in sorted(trie.items()):
+        if "" in rests:
+            branches.append(_cased_class(ch))  # the character alone is a key: nothing longer matters
+        else:
+            alts = "|".join("".join(_cased_class(c) for c in rest) for rest in sorted(rests))
+            branches.append(f"{_cased_class(ch)}(?:{alts})")
+    key = "|".join(branches)
+    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
+
+
 @dataclass(frozen=True, slots=True)
 class Scanner:
     """An alternation of many patterns, dispatched on the first characters.
@@ -301,9 +342,13 @@ class Scanner:
     one compiled alternation per such key holding only the patterns that can
     start there. At each token start it looks up the text's next three
     characters, then two, then one, and tries that small alternation, or
-    nothing: most words of a report start no pattern and cost one dict
-    lookup. Semantics are those of ``finditer`` over the whole alternation
+    nothing. Semantics are those of ``finditer`` over the whole alternation
     at token starts: leftmost match, first alternative wins, no overlaps.
+
+    When every pattern has a known start (no ``default``), the token starts
+    worth a look are found by one compiled pattern (``_finder``: a token start
+    followed by some key, case-insensitively), so the Python loop visits only
+    those instead of every word; the lookup there is the same as before.
 
     Attributes:
         table: lower-case key of one to three characters -> alternation of
@@ -315,9 +360,44 @@ class Scanner:
 
     table: Mapping[str, re.Pattern[str]]
     default: re.Pattern[str] | None
+    _finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        finder = _key_finder(self.table) if self.default is None else None
+        object.__setattr__(self, "_finder", finder)
 
     def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
         """Non-overlapping matches in ``text[start:end]``, in order."""
+        finder = self._finder
+        if finder is None:
+            return self.scan_tokens(text, start, end)
+        hi = len(text) if end is None else end
+        # The finder tokenizes up to two characters past ``hi`` so that its key
+        # test sees the same three characters as the lookup below.
+        stop = hi + _KEY - 1
+        get = self.table.get
+        out: list[re.Match[str]] = []
+        floor = start
+        # Every match but the last (empty, at ``stop``) ends with a token in group 1.
+        for cand in finder.finditer(text, start, stop):
+            p = cand.start(1)
+            if p < 0 or p >= hi:
+                break
+            if p < floor:
+                continue
+            key = text[p : p + _KEY].lower()
+            rx = get(key) or get(key[:2]) or get(key[:1])
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
+
+
+    def scan_tokens(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
+        """:meth:`scan` by visiting every token start (the reference; used when there is a ``default``)."""
         hi = len(text) if end is None else end
         get = self.table.get
         default = self.default

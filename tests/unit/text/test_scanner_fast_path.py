@@ -1,0 +1,134 @@
+"""Scanner.scan (C finder + key lookup) equals the token-by-token reference loop, exactly."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from listener.text.terms import Scanner, Terms, _cased_class, _key_finder, build_scanner
+
+#: Words that start keys of the shipped vocabularies, words that start none,
+#: and characters whose lower case is unusual (dotted I, Kelvin sign, long s,
+#: dotless i, sigma) or that are word characters without being letters.
+WORDS = [
+    "no", "not", "No", "NOT", "without", "left", "Right", "bilateral", "L", "R", "Lt",
+    "pneumothorax", "effusion", "EFFUSIONS", "edema", "opacity", "history", "possible",
+    "cannot", "rule", "out", "negative", "for", "the", "and", "of", "lung", "knee",
+    "in place", "left in place", "no change", "free air", "mass", "nodule", "fracture",
+    "change", "in", "place", "air", "free",
+]
+ODD = "\u0130\u0131\u212a\u017f\u03a3\u03c3\u03c2\u00df\u1e9e_0123456789"
+ALPHABET = "abcdefghiklmnoprstuvwxyzABEFILNORT :;?,.-/()'\n\t\r" + ODD
+
+pieces = st.one_of(
+    st.sampled_from(WORDS),
+    st.text(alphabet=ALPHABET, min_size=1, max_size=4),
+    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/"]),
+)
+texts = st.lists(pieces, max_size=40).map("".join)
+
+
+def signature(matches: list[re.Match[str]]) -> list[tuple[object, ...]]:
+    """Everything a caller can see of a match: span, every group's span, the pattern."""
+    return [
+        (m.span(), tuple(m.span(g) for g in range(1, m.re.groups + 1)), m.re.pattern) for m in matches
+    ]
+
+
+#: Overlapping multi-word patterns: a match swallows the next candidate token.
+OVERLAPPING = build_scanner(
+    [
+        ("pseudo", ("no change", "free air", "left in place")),
+        ("neg", ("no", "not")),
+        ("word", ("change", "air", "in", "place", "l")),
+    ]
+)
+
+
+def shipped(terms: Terms) -> list[Scanner]:
+    side = terms.laterality.side_scanner
+    assert side is not None
+    return [terms.concept_scanner, terms.modifier_scanner, side, OVERLAPPING]
+
+
+def test_shipped_scanners_use_the_finder(terms: Terms) -> None:
+    """Every shipped scanner has only known starts, so the fast path is what runs (and what the other tests check)."""
+    for scanner in shipped(terms)[:3]:
+        assert scanner.default is None
+        assert scanner._finder is not None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=texts, data=st.data())
+def test_fast_scan_equals_token_loop(terms: Terms, text: str, data: st.DataObject) -> None:
+    """On generated text and any (start, end) window, scan() returns exactly scan_tokens()'s matches."""
+    n = len(text)
+    start = data.draw(st.integers(min_value=0, max_value=n + 2), label="start")
+    end = data.draw(st.one_of(st.none(), st.integers(min_value=0, max_value=n + 3)), label="end")
+    for scanner in shipped(terms):
+        assert signature(scanner.scan(text, start, end)) == signature(scanner.scan_tokens(text, start, end))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=texts)
+def test_fast_scan_equals_token_loop_on_case_changes(terms: Terms, text: str) -> None:
+    """Upper-cased and swap-cased text (where str.lower and the finder's classes must agree) give the same matches."""
+    for variant in (text, text.upper(), text.swapcase()):
+        for scanner in shipped(terms):
+            assert signature(scanner.scan(variant)) == signature(scanner.scan_tokens(variant))
+
+
+def test_a_match_hides_the_candidates_inside_it() -> None:
+    """Matches never overlap: "change" inside "no change" is not reported again."""
+    text = "No change; left in place. Change"
+    assert [m.group(0) for m in OVERLAPPING.scan(text)] == ["No change", "left in place", "Change"]
+    assert signature(OVERLAPPING.scan(text)) == signature(OVERLAPPING.scan_tokens(text))
+
+
+def test_cased_classes_cover_every_code_point() -> None:
+    """Each character whose lower case starts with an ASCII character is in that character's class."""
+    classes = {chr(a): re.compile(_cased_class(chr(a))) for a in range(128)}
+    missing = []
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        low = c.lower()
+        if low[:1].isascii() and low and classes[low[0]].fullmatch(c) is None:
+            missing.append(hex(cp))
+    assert missing == []
+
+
+def test_scanner_with_unknown_starts_keeps_the_token_loop() -> None:
+    """A pattern with no literal start gives a default alternation; then there is no finder and results are unchanged."""
+    scanner = build_scanner([("a", (r"\d+ mm",)), ("b", ("no",))])
+    assert scanner.default is not None
+    assert scanner._finder is None
+    text = "No 12 mm nodule; no 3 mm"
+    assert [m.group(0) for m in scanner.scan(text)] == ["No", "12 mm", "no", "3 mm"]
+
+
+def test_non_ascii_keys_keep_the_token_loop() -> None:
+    """A key with a non-ASCII character is compared only by str.lower, so no finder is built for it."""
+    assert _key_finder(["\u00e9p"]) is None
+    scanner = build_scanner([("a", ("\u00e9panchement",)), ("b", ("no",))])
+    assert scanner._finder is None
+    assert [m.group(0) for m in scanner.scan("no \u00c9panchement")] == ["no", "\u00c9panchement"]
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("nonono", 2, None),  # a window starting inside a word: its first token starts there
+        ("left knee", 0, 2),  # the key reaches past the window's end
+        ("xno no", 1, None),
+        ("no", 5, None),
+        ("", 0, None),
+    ],
+)
+def test_window_edges(terms: Terms, text: str, start: int, end: int | None) -> None:
+    """Windows that start mid-word, end mid-key or lie past the text agree with the token loop."""
+    for scanner in shipped(terms):
+        assert signature(scanner.scan(text, start, end)) == signature(scanner.scan_tokens(text, start, end))
