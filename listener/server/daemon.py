@@ -117,6 +117,8 @@ class Daemon:
         self.config = config
         self.reactor = reactor
         self.exit_code = EXIT_OK
+        self._reloading = False
+        self._reload_again = False
         self.port: Any = None
         self.watchdog: LoopingCall | None = None
         self.purger: LoopingCall | None = None
@@ -219,6 +221,26 @@ class Daemon:
 
         self.purging = threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
         return self.purging
+
+    def request_reload(self) -> None:
+        """SIGHUP (on the reactor thread): reload now, or once more after the reload running now.
+
+        A burst of SIGHUPs costs at most two loads, and the last one reads
+        the files as they are after the last signal.
+        """
+        _log().info("signal_received", signal="SIGHUP")
+        if self._reloading:
+            self._reload_again = True
+            return
+        self._reloading = True
+
+        def done(_: object) -> None:
+            self._reloading = False
+            if self._reload_again:
+                self._reload_again = False
+                self.request_reload()
+
+        self.reload().addBoth(done)
 
     def reload(self) -> Deferred[None]:
         """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file.
@@ -339,8 +361,10 @@ def serve(config: Config) -> int:
     _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        _log().info("signal_received", signal="SIGHUP")
-        reactor.callFromThread(daemon.reload)
+        # A signal handler runs between two bytecodes of the main thread, which
+        # may be inside the log writer holding its lock: log nothing here, only
+        # hand the work to the reactor (callFromThread is signal-safe).
+        reactor.callFromThread(daemon.request_reload)
 
     signal.signal(signal.SIGHUP, on_hup)
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)

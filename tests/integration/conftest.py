@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,11 +24,38 @@ from listener.hl7v2.mllp import MllpFramer, frame
 REPO = Path(__file__).resolve().parents[2]
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free now on 127.0.0.1, never handed out before in this run.
+
+    Chosen below the kernel's ephemeral range: a port the kernel picked for
+    bind(0) can be picked again for any outgoing connection (a test client,
+    the daemon's outbound worker) before the daemon gets to listen on it.
+    """
+    low, _ = _ephemeral_range()
+    top = max(low - 1, 11000)
+    for _ in range(1000):
+        port = random.randint(10000, top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class RunningDaemon:

@@ -137,3 +137,34 @@ def test_bad_config_file_fails_start_with_file_and_line(tmp_path: Path) -> None:
                             capture_output=True, cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert f"{config}:2".encode() in result.stderr
+
+
+def test_sighup_storm_during_traffic_neither_deadlocks_nor_piles_up_reloads(tmp_path: Path, oru: bytes) -> None:
+    """SIGHUPs landing while the daemon logs every message: it keeps answering, coalesces the
+    reloads (a burst costs at most two loads, not one per signal) and stops cleanly.
+
+    A signal handler that logged itself could interrupt the main thread inside the log
+    writer's lock and deadlock; the handler now only hands the work to the reactor.
+    """
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"))
+    daemon.start()
+    conn = MllpConnection(daemon.address, timeout=60)
+    signals = 25
+    ids = [f"STORM{i:03d}" for i in range(200)]
+    try:
+        conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
+        for _ in range(signals):
+            daemon.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            time.sleep(0.01)
+        codes = [msa(conn.receive())[0] for _ in ids]
+        assert codes == ["AA"] * len(ids)
+        _wait_for_event(daemon, "policy_reloaded")
+        assert msa(conn.request(with_control_id(oru, "STORM-AFTER")))[0] == "AA"
+        conn.close()
+    finally:
+        assert daemon.stop(timeout=60) == 0
+    events = [line["event"] for line in daemon.log_lines()]
+    assert events.count("signal_received") >= 1
+    assert 1 <= events.count("policy_reloaded") <= 2
+    assert events.count("policy_reloaded") < events.count("signal_received") or events.count("signal_received") <= 2
