@@ -370,6 +370,10 @@ _CONFIG_KEYS = frozenset(
         "max_frame_size",
         "idle_timeout",
         "max_connections",
+        "max_connections_per_peer",
+        "pipeline_workers",
+        "pipeline_budget",
+        "health_probe_interval",
         "synchronous",
         "raw_retention_days",
         "tls_certificate",
@@ -392,6 +396,13 @@ DEFAULT_STATE_DIR = "var"
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS = 200
+#: One peer address may hold this many of them (docs/hardening.md).
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 50
+#: Pipeline worker threads, and one message's QA budget in seconds.
+DEFAULT_PIPELINE_WORKERS = 2
+DEFAULT_PIPELINE_BUDGET = 2.0
+#: Seconds between write probes of the store.
+DEFAULT_HEALTH_PROBE_INTERVAL = 10.0
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 #: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``).
 HTTP_PERMISSIONS = ("submit", "read")
@@ -441,6 +452,14 @@ class Config:
         max_frame_size: largest MLLP payload accepted, in bytes.
         idle_timeout: seconds without bytes before a connection is closed.
         max_connections: concurrent MLLP connections accepted; more are closed.
+        max_connections_per_peer: of those, from one peer address (one host
+            cannot take every slot).
+        pipeline_workers: worker threads that run decode, QA and routing.
+        pipeline_budget: seconds one message's QA may take; past it the report
+            is stored unchecked (``qa.timeout``) and routed by the policy's
+            ``unchecked`` block (docs/hardening.md).
+        health_probe_interval: seconds between the store's write probes (the
+            health endpoint and ``overread_store_up`` report their result).
         synchronous: SQLite ``synchronous`` mode (FULL is the durable default).
         raw_retention_days: days raw bodies are kept (0: forever).
         tls_certificate, tls_private_key: our PEM certificate (chain) and key,
@@ -465,6 +484,10 @@ class Config:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
+    pipeline_workers: int = DEFAULT_PIPELINE_WORKERS
+    pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
+    health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
     raw_retention_days: int = 0
     tls_certificate: Path | None = None
@@ -638,7 +661,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if number != int(number):
                 raise doc.error("http_max_body_size", "'http_max_body_size' must be a whole number")
             daemon["http_max_body_size"] = int(number)
-        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0)):
+        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0),
+                             ("max_connections_per_peer", 1), ("pipeline_workers", 1)):
             if key in doc:
                 number = doc.get_number(key, minimum=minimum)
                 if number != int(number):
@@ -646,6 +670,10 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
                 daemon[key] = int(number)
         if "idle_timeout" in doc:
             daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
+        if "pipeline_budget" in doc:
+            daemon["pipeline_budget"] = doc.get_number("pipeline_budget", minimum=0.05)
+        if "health_probe_interval" in doc:
+            daemon["health_probe_interval"] = doc.get_number("health_probe_interval", minimum=0.1)
         if "synchronous" in doc:
             daemon["synchronous"] = doc.get_choice("synchronous", SYNCHRONOUS_MODES)
         for key in ("tls_certificate", "tls_private_key", "tls_client_ca"):

@@ -83,6 +83,9 @@ EVENTS: frozenset[str] = frozenset(
         "message_rejected",
         "message_ignored",
         "message_processed",
+        "message_quarantined",
+        "message_interrupted",
+        "pipeline_overrun",
         # outbound queue
         "outbox_delivered",
         "outbox_retry_scheduled",
@@ -102,6 +105,7 @@ EVENTS: frozenset[str] = frozenset(
         "store_closed",
         "store_unavailable",
         "raw_bodies_purged",
+        "store_probe_failed",
         # HTTP (FHIR, health, metrics)
         "http_request",
         # produced by this module
@@ -147,6 +151,8 @@ KEYS: frozenset[str] = frozenset(
         "duration_ms",
         "policy_version",
         "state",
+        "qa",
+        "transport",
         # sizes and limits
         "bytes",
         "limit",

@@ -16,15 +16,77 @@ from listener.config import MappingSet
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
 from listener.hl7v2.decode import decode_message
 from listener.hl7v2.segments import MessageHeader, read_header
-from listener.model import Finding, Report, Route
+from listener.model import Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
-from listener.qa.engine import Prior, QaConfig, QaContext, run_rules
+from listener.qa.engine import Prior, QaConfig, QaContext, QaInterrupted, run_rules
 
 if TYPE_CHECKING:
     from listener.fhir.decode import FhirClient
 
 #: A routing policy: report + findings + context -> route (listener.routing supplies it).
 RouteDecider = Callable[[Report, tuple[Finding, ...], QaContext], Route]
+
+
+#: The rule id of the finding that marks a report whose QA did not finish
+#: within the message's time budget (docs/hardening.md). It is not a QA rule:
+#: the pipeline adds it, and the routing policy's ``unchecked`` block routes it.
+QA_TIMEOUT = "qa.timeout"
+
+TIMEOUT_FINDING = Finding(
+    rule=QA_TIMEOUT,
+    severity=Severity.WARNING,
+    message="QA incomplete: the message exceeded its processing time budget; the report was not fully checked",
+)
+
+
+class Interrupt:
+    """The caller's way to stop a running pipeline between two QA rules.
+
+    The daemon runs the pipeline on a worker thread and gives it a deadline:
+    :meth:`requested` becomes True once it has passed (or :meth:`request` was
+    called). The pipeline also leaves the decoded reports here
+    (:attr:`decoded`) before QA starts, so the caller can still store and
+    route the message if the worker does not come back in time.
+
+    The clock is the caller's (``clock``), so the pipeline itself reads none.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_requested", "decoded")
+
+    def __init__(self, clock: Callable[[], float] | None = None, deadline: float | None = None) -> None:
+        self._clock = clock
+        self._deadline = deadline
+        self._requested = False
+        #: (decoded reports, feed name, charset, header, disposition) once decoding finished.
+        self.decoded: "Decoded | None" = None
+
+    def start(self, clock: Callable[[], float], budget: float) -> None:
+        """Start the budget now: :meth:`requested` turns True ``budget`` seconds from now."""
+        self._clock = clock
+        self._deadline = clock() + budget
+
+    def request(self) -> None:
+        """Ask the pipeline to stop at its next check (thread-safe: one bool store)."""
+        self._requested = True
+
+    def requested(self) -> bool:
+        """True when the pipeline should stop checking and finish."""
+        if self._requested:
+            return True
+        if self._deadline is not None and self._clock is not None and self._clock() >= self._deadline:
+            self._requested = True
+        return self._requested
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What decoding produced, kept on the :class:`Interrupt` for a late caller."""
+
+    header: MessageHeader | None
+    disposition: str
+    reports: tuple[Report, ...]
+    feed: str
+    charset: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +127,12 @@ class Outcome:
 
 
 def process(
-    raw: bytes, pipeline: Pipeline, *, received_at: datetime, priors: tuple[Prior, ...] | None = None
+    raw: bytes,
+    pipeline: Pipeline,
+    *,
+    received_at: datetime,
+    priors: tuple[Prior, ...] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Outcome:
     """Run one HL7 v2 message through decode, QA and routing.
 
@@ -74,6 +141,9 @@ def process(
         pipeline: the loaded configuration.
         received_at: when it arrived (aware UTC); the rules' clock.
         priors: the patient's prior studies when the caller could look them up.
+        interrupt: lets the caller stop QA early (a time budget); an
+            interrupted report carries the ``qa.timeout`` finding and the
+            policy's route for unchecked reports.
 
     Never raises: a decode failure or an unexpected bug becomes a rejected
     Outcome whose ``error`` carries the HL7 code and location for the NACK.
@@ -86,12 +156,33 @@ def process(
         return Outcome(header, "rejected", error=exc, feed=feed)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an AE, never a dropped message
         return _internal_error(raw, pipeline, exc)
+    if interrupt is not None:
+        interrupt.decoded = Decoded(decoded.header, decoded.disposition, decoded.reports, decoded.mapping.name,
+                                    decoded.charset)
     try:
-        context = QaContext(now=received_at, priors=priors)
+        context = QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
         results = tuple(check_report(report, pipeline, context) for report in decoded.reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
         return _internal_error(raw, pipeline, exc)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
+
+
+def unchecked_outcome(decoded: Decoded, pipeline: Pipeline, *, received_at: datetime) -> Outcome:
+    """The Outcome of a message whose QA never came back: every report unchecked.
+
+    Each report carries only the ``qa.timeout`` finding and the routing
+    policy's route for unchecked reports (the decider sees the finding and
+    does not evaluate the rules, so this is cheap whatever the text).
+    """
+    context = QaContext(now=received_at)
+    results = tuple(_unchecked(report, (), pipeline, context) for report in decoded.reports)
+    return Outcome(decoded.header, decoded.disposition, results, feed=decoded.feed, charset=decoded.charset)
+
+
+def _unchecked(report: Report, findings: tuple[Finding, ...], pipeline: Pipeline, context: QaContext) -> ReportOutcome:
+    findings = findings + (TIMEOUT_FINDING,)
+    route = pipeline.decide_route(report, findings, context) if pipeline.decide_route else None
+    return ReportOutcome(report, findings, route)
 
 
 def process_fhir(
@@ -102,6 +193,7 @@ def process_fhir(
     media_type: str | None = None,
     client: "FhirClient | None" = None,
     priors: tuple[Prior, ...] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> Outcome:
     """Run one FHIR body (DiagnosticReport or Bundle) through decode, QA and routing.
 
@@ -126,8 +218,10 @@ def process_fhir(
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an answer
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
         return Outcome(None, "rejected", error=error, feed=mapping.name, error_type=type(exc).__name__)
+    if interrupt is not None:
+        interrupt.decoded = Decoded(None, "accepted", tuple(reports), mapping.name, "utf-8")
     try:
-        context = QaContext(now=received_at, priors=priors)
+        context = QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
         results = tuple(check_report(report, pipeline, context) for report in reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
@@ -136,8 +230,15 @@ def process_fhir(
 
 
 def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:
-    """QA and routing for one decoded report (shared with the FHIR path)."""
-    findings = run_rules(report, pipeline.qa, context) if pipeline.qa is not None else ()
+    """QA and routing for one decoded report (shared with the FHIR path).
+
+    When ``context.stop`` interrupts QA, the report keeps the findings of the
+    rules that ran, gains ``qa.timeout`` and is routed as unchecked.
+    """
+    try:
+        findings = run_rules(report, pipeline.qa, context) if pipeline.qa is not None else ()
+    except QaInterrupted as stopped:
+        return _unchecked(report, stopped.findings, pipeline, context)
     route = pipeline.decide_route(report, findings, context) if pipeline.decide_route else None
     return ReportOutcome(report, findings, route)
 

@@ -49,6 +49,21 @@ class QaContext:
 
     now: datetime
     priors: tuple[Prior, ...] | None = None
+    #: Asked between two rules; True means the message's time budget is spent
+    #: and :func:`run_rules` stops with :class:`QaInterrupted` (docs/hardening.md).
+    stop: Callable[[], bool] | None = None
+
+
+class QaInterrupted(Exception):
+    """The QA run stopped early because ``QaContext.stop`` said so.
+
+    Attributes:
+        findings: what the rules that did run found.
+    """
+
+    def __init__(self, findings: tuple[Finding, ...]) -> None:
+        super().__init__("QA stopped: time budget spent")
+        self.findings = findings
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,11 +346,17 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     """Run every enabled rule over ``report``; findings in rule-id order.
 
     A report without text (PDF, empty) still runs: completeness says so.
+
+    Raises:
+        QaInterrupted: ``context.stop`` returned True before a rule.
     """
     analysis = Analysis(report, config.terms)
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
+    stop = context.stop
     for function, settings in _plan(config):
+        if stop is not None and stop():
+            raise QaInterrupted(tuple(findings))
         data = _rule_input(report, analysis, terms, procedures, directory, context, settings)
         findings.extend(function(data))
     return tuple(findings)
@@ -413,6 +434,7 @@ __all__ = [
     "Prior",
     "QaConfig",
     "QaContext",
+    "QaInterrupted",
     "RuleInput",
     "RuleSettings",
     "RuleSpec",

@@ -53,7 +53,9 @@ __all__ = [
 
 _RULE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _POOL_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_TOP_KEYS = frozenset({"version", "default_timezone", "pools", "release", "corrections", "rules"})
+_TOP_KEYS = frozenset({"version", "default_timezone", "pools", "release", "corrections", "unchecked", "rules"})
+#: The finding the pipeline adds when QA ran out of time (listener.pipeline.QA_TIMEOUT).
+_QA_TIMEOUT = "qa.timeout"
 _RULE_KEYS = frozenset({"bucket", "description", "when", "pool", "priority", "turnaround_minutes", "enabled"})
 _URGENCY = {p: i for i, p in enumerate(PRIORITIES)}  # stat 0 < asap 1 < routine 2
 
@@ -94,6 +96,9 @@ class RoutingPolicy:
     directory: Directory
     terms: Terms | None
     default_timezone: ZoneInfo
+    #: Where a report goes whose QA did not finish (``unchecked:``; docs/hardening.md).
+    unchecked_bucket: str = "selective_overread"
+    unchecked_pool: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,15 @@ def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms
     corrections.reject_unknown({"min_severity"}, "corrections")
     min_severity = Severity(corrections.get_choice("min_severity", tuple(s.value for s in Severity), "error"))
 
+    # A report whose QA ran out of time was not checked: by default it gets a
+    # second read rather than a release (docs/hardening.md).
+    unchecked = doc.get_map("unchecked")
+    unchecked.reject_unknown({"bucket", "pool"}, "unchecked")
+    unchecked_bucket = unchecked.get_choice("bucket", BUCKETS, "selective_overread")
+    default_pool = "general_overread" if "general_overread" in pools else next(
+        (p for p in pools if p != release_pool), pools[0] if pools else "")
+    unchecked_pool = _pool(unchecked, "pool", pools, "unchecked", default_pool)
+
     env = LoadEnv(directory, terms)
     rules_node = doc.get_map("rules", required=True)
     rules: list[Rule] = []
@@ -189,6 +203,8 @@ def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms
         directory=directory,
         terms=terms,
         default_timezone=default_tz,
+        unchecked_bucket=unchecked_bucket,
+        unchecked_pool=unchecked_pool,
     )
 
 
@@ -280,8 +296,33 @@ def decide_route(
         ``policy_version`` the policy's version, and ``explanation`` one line
         per rule saying why it did or did not match.
     """
+    if any(f.rule == _QA_TIMEOUT for f in findings):
+        return unchecked_route(report, findings, context, policy)
     facts, results = evaluate(report, findings, context, policy)
     return route_from(facts, results, policy)
+
+
+def unchecked_route(
+    report: Report, findings: tuple[Finding, ...], context: RoutingContext, policy: RoutingPolicy
+) -> Route:
+    """The route of a report whose QA did not finish: the policy's ``unchecked`` choice.
+
+    No rule is evaluated (the facts need the same text analysis that ran out
+    of time); the explanation says so.
+    """
+    floor = policy.corrections_min_severity.rank
+    corrections = tuple(sorted({f.rule for f in findings if f.severity.rank >= floor}))
+    return Route(
+        bucket=policy.unchecked_bucket,
+        pool=policy.unchecked_pool,
+        priority=report.priority,
+        reasons=("qa_incomplete",),
+        corrections=corrections,
+        policy_version=policy.version,
+        deadline=None,
+        explanation=(f"qa_incomplete [{policy.unchecked_bucket}] MATCHED - QA did not finish within the "
+                     "message's time budget (qa.timeout); the policy's rules were not evaluated",),
+    )
 
 
 def route_from(facts: Facts, results: tuple[RuleResult, ...], policy: RoutingPolicy) -> Route:

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
@@ -34,7 +34,10 @@ from listener.config import Config
 from listener.errors import ConfigError, StoreError
 from listener.pipeline import Pipeline
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
+from listener.hl7v2.segments import read_header
+from listener.server.journal import QUARANTINE_AFTER, Interrupted, Journal
 from listener.server.mllp import Intake, MllpFactory
+from listener.server.runner import PipelineRunner
 from listener.server.metrics import Metrics
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.store.sqlite import SQLiteStore
@@ -131,9 +134,16 @@ class Daemon:
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store)
         self.outbound = _outbound_workers(config, reactor, self.store)
+        # Receipt journal and worker threads (docs/hardening.md): what a crash
+        # interrupted is counted now, before any new message can arrive.
+        self.journal = Journal(config.state_dir / "journal")
+        self.interrupted = self.journal.recover()
+        self.runner = PipelineRunner(reactor, workers=config.pipeline_workers, budget=config.pipeline_budget,
+                                     grace=max(1.0, config.pipeline_budget / 2))
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
-                             on_outbox=self.wake_outbound)
+                             on_outbox=self.wake_outbound, runner=self.runner, journal=self.journal)
+        self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
         if config.tls:
@@ -143,11 +153,58 @@ class Daemon:
             max_frame_size=config.max_frame_size,
             idle_timeout=config.idle_timeout,
             max_connections=config.max_connections,
+            max_connections_per_peer=config.max_connections_per_peer,
             allowed_subjects=config.tls_allowed_subjects,
         )
 
+    def recover_interrupted(self) -> Deferred[Any]:
+        """Quarantine the messages that crashed the daemon too often; log the others.
+
+        Runs before listening: a quarantined message is stored before its
+        sender can resend it, so the resend gets the stored AE at once.
+        """
+        stores = []
+        for entry in self.interrupted:
+            if entry.crashes < QUARANTINE_AFTER:
+                _log().warning("message_interrupted", count=entry.crashes, transport=entry.transport)
+                continue
+            stores.append(self._quarantine(entry))
+        self.interrupted = []
+        return DeferredList(stores, consumeErrors=True)
+
+    def _quarantine(self, entry: Interrupted) -> Deferred[Any]:
+        log = _log().bind(peer="journal")
+        if entry.transport == "http" and self.http is not None:
+            d = self.http[0].quarantine(entry.raw, entry.meta, entry.crashes, log)
+        else:
+            header = read_header(entry.raw)
+            if header is None:
+                self.journal.end(entry.key)
+                return succeed(None)
+            d = self.intake.quarantine(entry.raw, header, entry.crashes, log)
+
+        def stored(result: Any) -> Any:
+            self.journal.end(entry.key)
+            return result
+
+        done: Deferred[Any] = d.addCallback(stored)
+        return done
+
+    def probe_store(self) -> Deferred[None]:
+        """A periodic real write: health reports a full disk even when no message arrives."""
+
+        def failed(failure: Any) -> None:
+            exc = failure.value
+            _log().error("store_probe_failed", error_type=type(exc).__name__, reason=str(exc)[:200])
+
+        return threads.deferToThread(self.store.probe, datetime.now(timezone.utc)).addErrback(failed)
+
     def start(self) -> Deferred[None]:
-        """Listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
+        """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
+        d0 = self.recover_interrupted()
+        return d0.addCallback(lambda _: self._start())
+
+    def _start(self) -> Deferred[None]:
         if self.config.tls:
             endpoint = tls_endpoint(self.reactor, self.config)
         else:
@@ -166,6 +223,9 @@ class Daemon:
                 _log().info("watchdog_started", interval_s=self.watchdog.interval)
             for worker in self.outbound:
                 worker.start()
+            self.prober = LoopingCall(self.probe_store)
+            self.prober.clock = self.reactor
+            self.prober.start(self.config.health_probe_interval, now=True)
             if self.config.raw_retention_days > 0:
                 self.purger = LoopingCall(self._purge_raw)
                 self.purger.clock = self.reactor
@@ -278,6 +338,8 @@ class Daemon:
             self.watchdog.stop()
         if self.purger is not None and self.purger.running:
             self.purger.stop()
+        if self.prober is not None and self.prober.running:
+            self.prober.stop()
         if self.purging is not None and not self.purging.called:
             yield self.purging
         if self.port is not None:
@@ -292,6 +354,8 @@ class Daemon:
             yield threads.deferToThread(self.http[1].close)
         # After the intakes: no new rows; each worker finishes (or drops) its attempt.
         yield DeferredList([worker.stop() for worker in self.outbound], consumeErrors=True)
+        # A worker thread still inside a slow rule is a daemon thread: not waited for.
+        self.runner.stop()
         try:
             yield threads.deferToThread(self.store.close)
         except StoreError:
@@ -314,7 +378,8 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
     prime_models(("R4", "R5", "STU3") if stu3 else ("R4", "R5"))
     http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              run_in_thread=threads.deferToThread, metrics=metrics,
-                             destinations=lambda: intake.destinations, on_outbox=intake.on_outbox)
+                             destinations=lambda: intake.destinations, on_outbox=intake.on_outbox,
+                             runner=intake.runner, journal=intake.journal)
     queries = ReportQueries(store.path)
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,

@@ -398,15 +398,26 @@ class _Health(_Endpoint):
     def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
         api = self.api
 
-        def checked(ok: bool) -> HttpAnswer:
+        def checked(reason: str) -> HttpAnswer:
+            ok = not reason
             stopping = api.intake.closing
-            body = {"status": "ok" if ok and not stopping else "unavailable", "store": "ok" if ok else "unavailable",
-                    "reactor": "stopping" if stopping else "ok", "in_flight": len(api.intake.in_flight)}
+            body: dict[str, Any] = {"status": "ok" if ok and not stopping else "unavailable",
+                                    "store": "ok" if ok else "unavailable",
+                                    "reactor": "stopping" if stopping else "ok", "in_flight": len(api.intake.in_flight)}
+            if reason:
+                # Our own words and an SQLite result code name (SQLITE_FULL...), never stored data.
+                body["reason"] = reason
             return HttpAnswer(200 if ok and not stopping else 503, json.dumps(body).encode(), (("Cache-Control", "no-store"),), _JSON)
 
-        d = api.run_in_thread(api.store.health)
+        def reason() -> str:
+            health_reason = getattr(api.store, "health_reason", None)
+            if health_reason is not None:
+                return str(health_reason())
+            return "" if api.store.health() else "store unavailable"
+
+        d = api.run_in_thread(reason)
         d.addTimeout(_HEALTH_TIMEOUT_S, api.reactor)
-        return d.addErrback(lambda _f: False).addCallback(checked)
+        return d.addErrback(lambda _f: "store did not answer in time").addCallback(checked)
 
 
 class _Metrics(_Endpoint):

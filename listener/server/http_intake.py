@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -50,11 +50,15 @@ from listener.destinations import DestinationSettings
 from listener.fhir.resolve import JSON, o, objs, s, walk_entries
 from listener.logs import keyed_hash
 from listener.outbox import outbox_items
-from listener.pipeline import Outcome, Pipeline, process_fhir
+from listener.pipeline import Interrupt, Outcome, Pipeline, process_fhir, unchecked_outcome
+from listener.server.journal import Journal, journal_key
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.server.metrics import Metrics
-from listener.server.mllp import deferred_from_future
+from listener.server.mllp import QUARANTINE_TEXT, deferred_from_future
 from listener.store.base import MessageRecord, OutboxItem, ReportRecord, SaveResult, Store
+
+if TYPE_CHECKING:
+    from listener.server.runner import PipelineRunner
 
 __all__ = [
     "FHIR_JSON",
@@ -202,7 +206,13 @@ class HttpIntake:
         keep_raw: bool = True,
         destinations: Callable[[], Sequence[DestinationSettings]] = lambda: (),
         on_outbox: Callable[[], object] | None = None,
+        runner: PipelineRunner | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        #: Worker threads and the time budget (None: the pipeline runs inline).
+        self.runner = runner
+        #: The receipt journal (None: none kept).
+        self.journal = journal
         self.pipeline = pipeline
         self.store = store
         self.hash_key = hash_key
@@ -318,8 +328,66 @@ class HttpIntake:
         by_body: str,
         mlog: Any,
     ) -> defer.Deferred[HttpAnswer]:
-        outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client)
-        server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
+        jkey = journal_key("http", client.name, client.facility, identity or by_body)
+        journal = self.journal
+        meta = json.dumps([client.name, client.facility, identity or by_body])
+
+        def work(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
+            # On a worker thread (or inline): journal first, then the pure pipeline.
+            if journal is not None:
+                journal.begin(jkey, "http", body, meta)
+            outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client,
+                                   interrupt=interrupt)
+            server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
+            return outcome, _records(outcome, server_ids), server_ids
+
+        def overrun(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]] | None:
+            if interrupt.decoded is None:
+                return None
+            mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            outcome = unchecked_outcome(interrupt.decoded, pipeline, received_at=received)
+            server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
+            return outcome, _records(outcome, server_ids), server_ids
+
+        if self.runner is None:
+            processed: defer.Deferred[tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]] = defer.maybeDeferred(
+                work, Interrupt())
+        else:
+            processed = self.runner.run(work, overrun).result
+
+        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
+            error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
+            outcome = Outcome(None, "rejected", error=error, feed=client.feed or "default",
+                              error_type=failure.type.__name__ if failure.type else "Exception")
+            return outcome, (), ()
+
+        def save(result: tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]) -> defer.Deferred[HttpAnswer]:
+            outcome, records, server_ids = result
+            return self._save(body, doc, client, pipeline, received, started, identity, by_body, mlog,
+                              outcome, records, server_ids)
+
+        def forget(answer: Any) -> Any:
+            if journal is not None:
+                journal.end(jkey)
+            return answer
+
+        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+
+    def _save(
+        self,
+        body: bytes,
+        doc: JSON,
+        client: FhirClient,
+        pipeline: Pipeline,
+        received: datetime,
+        started: float,
+        identity: str,
+        by_body: str,
+        mlog: Any,
+        outcome: Outcome,
+        records: tuple[ReportRecord, ...],
+        server_ids: tuple[str, ...],
+    ) -> defer.Deferred[HttpAnswer]:
         if outcome.error is not None:
             answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
             # An internal failure gets a fresh key: a retry is processed again, not answered 500 forever.
@@ -360,7 +428,7 @@ class HttpIntake:
             ack_code=str(answer.status),
             ack=answer.envelope(),
             error_code=error.hl7_code if error is not None else "",
-            reports=_records(outcome, server_ids),
+            reports=records,
             outbox=outbox,
         )
         fields = _log_fields(outcome, pipeline, self.hash_key)
@@ -396,6 +464,31 @@ class HttpIntake:
             return busy
 
         return saved.addCallbacks(stored, failed)
+
+    def quarantine(self, body: bytes, meta: str, crashes: int, log: Any) -> defer.Deferred[HttpAnswer]:
+        """Store a body that crashed the daemon ``crashes`` times, unprocessed, answered 500.
+
+        ``meta`` is what :meth:`_process` journaled: the client's name, facility
+        and the message's key, so a resend finds the stored answer.
+        """
+        name, facility, control_id = (str(v) for v in json.loads(meta))
+        answer = outcome_answer(500, (Issue("error", "exception", QUARANTINE_TEXT),))
+        record = MessageRecord(
+            control_id=control_id, sender_application=name, sender_facility=facility, feed="",
+            received=self.now(), raw=body, transport="http", state="quarantined", ack_code=str(answer.status),
+            ack=answer.envelope(), error_code=APPLICATION_INTERNAL_ERROR,
+        )
+        mlog = log.bind(control_id=control_id, sender_app=name, sender_facility=facility)
+        try:
+            saved = deferred_from_future(self.store.submit(record), self.call_from_thread)
+        except StoreError as exc:
+            saved = defer.fail(exc)
+
+        def stored(_: SaveResult) -> HttpAnswer:
+            mlog.info("message_quarantined", status=answer.status, state="quarantined", count=crashes)
+            return answer
+
+        return saved.addCallback(stored)
 
     def drain(self) -> defer.Deferred[None]:
         """Fire once every POST being stored has its answer."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from listener.errors import StoreError
@@ -38,12 +38,15 @@ class _OutboxCollector(Collector):
         self.store = store
         self.now = now
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily("overread_outbox_messages", "Outbox rows by destination and state", labels=["destination", "state"])
         oldest = GaugeMetricFamily(
             "overread_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row (0 when none)"
         )
-        up = GaugeMetricFamily("overread_store_up", "1 when the store answered the last scrape's outbox query")
+        up = GaugeMetricFamily("overread_store_up", "1 when the store answers reads and its last save and write probe succeeded")
+        failures = CounterMetricFamily("overread_store_save_failures", "Saves that failed (the message was answered AR 207)")
+        failures.add_metric([], float(getattr(self.store, "save_failures", 0)))
+        yield failures
         try:
             stats = self.store.outbox_stats(self.now())
         except StoreError:
@@ -60,7 +63,8 @@ class _OutboxCollector(Collector):
                     depth.add_metric([destination, state], 0.0)
         age = stats.oldest_pending_age
         oldest.add_metric([], age.total_seconds() if age is not None else 0.0)
-        up.add_metric([], 1.0)
+        reason = getattr(self.store, "health_reason", lambda: "")()
+        up.add_metric([], 0.0 if reason else 1.0)
         yield depth
         yield oldest
         yield up

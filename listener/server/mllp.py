@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IHandshakeListener
@@ -48,15 +48,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from listener.destinations import DestinationSettings
-from listener.errors import APPLICATION_INTERNAL_ERROR, FramingError, StoreError
+from listener.errors import APPLICATION_INTERNAL_ERROR, DATA_TYPE_ERROR, DecodeError, FramingError, StoreError
 from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_accept_ack
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
-from listener.pipeline import Outcome, Pipeline, process
+from listener.pipeline import QA_TIMEOUT, Interrupt, Outcome, Pipeline, process, unchecked_outcome
+from listener.server.journal import Journal, journal_key
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.outbox import outbox_items
 from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
+
+if TYPE_CHECKING:
+    from listener.server.runner import PipelineRunner
 
 __all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_future", "outcome_ack_code"]
 
@@ -73,6 +77,31 @@ _REJECT_CODES = frozenset({"200", "201", "202", "203"})
 #: How many recently committed keys (with their stored answers) Intake keeps in
 #: memory to answer resends without processing them (about 300 bytes each).
 RECENT_KEYS = 20_000
+
+#: ...and how many bytes those entries (keys plus stored answers) may take.
+RECENT_BYTES = 16 * 1024 * 1024
+
+#: The stable text of a quarantined message's AE 207 (docs/hardening.md).
+QUARANTINE_TEXT = "Message quarantined: its processing failed repeatedly; an operator must review it"
+
+#: Longest accepted key fields, in characters (docs/hardening.md): MSH-10 is an
+#: ST of at most 199 (HL7 v2.5+), MSH-3/MSH-4 an HD of at most 227.
+KEY_FIELD_LIMITS = {"MSH-3": 227, "MSH-4": 227, "MSH-10": 199}
+
+
+def oversized_key_field(header: MessageHeader) -> str:
+    """The first key field of ``header`` over its limit ("MSH-10"), or ""."""
+    for location, value in (("MSH-3", header.sending_application), ("MSH-4", header.sending_facility),
+                            ("MSH-10", header.control_id)):
+        if len(value) > KEY_FIELD_LIMITS[location]:
+            return location
+    return ""
+
+
+def _entry_size(key: tuple[str, str, str], settled: tuple[str, bytes]) -> int:
+    # Approximate bytes held: the strings, the ACK and the dict/tuple overhead.
+    return sum(len(k) for k in key) + len(settled[0]) + len(settled[1]) + 300
+
 
 #: json.dumps(..., ensure_ascii=False) builds a new encoder per call; one is enough.
 _to_json = json.JSONEncoder(ensure_ascii=False).encode
@@ -160,6 +189,9 @@ class Intake:
             outbox rows (wakes the outbound workers).
         recent_keys: how many recently committed keys to remember (see
             :data:`RECENT_KEYS`).
+        recent_bytes: and how many bytes they (with their answers) may take.
+        runner: worker threads and the time budget for the pipeline.
+        journal: where frames are recorded before the pipeline runs.
     """
 
     def __init__(
@@ -175,7 +207,14 @@ class Intake:
         destinations: tuple[DestinationSettings, ...] = (),
         on_outbox: Callable[[], object] | None = None,
         recent_keys: int = RECENT_KEYS,
+        recent_bytes: int = RECENT_BYTES,
+        runner: PipelineRunner | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        #: Worker threads for the pipeline (None: run it inline, as unit tests do).
+        self.runner = runner
+        #: The receipt journal (None: none kept).
+        self.journal = journal
         self.pipeline = pipeline
         self.destinations = destinations
         self.on_outbox = on_outbox
@@ -192,6 +231,8 @@ class Intake:
         #: so an entry stays true.
         self._recent: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         self._recent_max = recent_keys
+        self._recent_max_bytes = recent_bytes
+        self._recent_bytes = 0
         #: Deferreds of messages being stored; shutdown waits for them.
         self.in_flight: set[defer.Deferred[Answer]] = set()
         #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
@@ -223,19 +264,28 @@ class Intake:
                     control_id=header.control_id if header else "")
         return Answer(ack if should_send_accept_ack(header, code) else None, close=True)
 
-    def receive(self, raw: bytes, log: Any) -> defer.Deferred[Answer]:
+    def receive(self, raw: bytes, log: Any, released: Callable[[], object] = lambda: None) -> defer.Deferred[Answer]:
         """Process, store and answer one frame.
 
-        Strategy: no store read on the reactor thread, and no extra thread.
-        A key committed recently by this process is answered at once from
-        memory with its stored answer. Otherwise the pure pipeline runs on the
-        reactor thread and the record goes to the group-commit writer, whose
-        insert is the duplicate check: a key already stored (resend after a
-        restart, another process) writes nothing and returns the stored
-        answer. While a key is on its way, later copies of it (from any
-        connection) wait for the first copy and get its stored answer, so
-        back-to-back copies are processed and stored once. Ordering per
-        connection is the protocol's job (its answer queue).
+        Strategy: no store read on the reactor thread. A key committed
+        recently by this process is answered at once from memory with its
+        stored answer. Otherwise the raw frame is journaled and the pure
+        pipeline runs on a worker thread within the time budget
+        (:mod:`listener.server.runner`), and the record goes to the
+        group-commit writer, whose insert is the duplicate check: a key
+        already stored (resend after a restart, another process) writes
+        nothing and returns the stored answer. While a key is on its way,
+        later copies of it (from any connection) wait for the first copy and
+        get its stored answer, so back-to-back copies are processed and
+        stored once. Ordering per connection is the protocol's job (its
+        answer queue).
+
+        Args:
+            raw: the frame's payload.
+            log: the connection's bound logger.
+            released: called (on the reactor thread) once no worker thread
+                runs this frame any more: the protocol then hands over its
+                next frame (one frame per connection in the pipeline).
 
         Returns:
             A Deferred firing with the Answer once the message is durable (at
@@ -245,6 +295,7 @@ class Intake:
         received = self.now()
         header = read_header(raw)
         if header is None:
+            released()
             outcome = process(raw, self.pipeline, received_at=received)
             errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
             code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome), errors)
@@ -254,15 +305,29 @@ class Intake:
                 self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
             return defer.succeed(Answer(ack))
 
+        too_long = oversized_key_field(header)
+        if too_long:
+            # Never a key, never logged: an AE 102 naming the field (docs/hardening.md).
+            released()
+            text = f"{too_long} is longer than {KEY_FIELD_LIMITS[too_long]} characters"
+            code, ack = self._ack(header, "AE", (AckError(DATA_TYPE_ERROR, location=too_long, text=text),))
+            log.warning("frame_rejected", reason="field_too_long", location=too_long, bytes=len(raw), ack_code=code,
+                        error_code=DATA_TYPE_ERROR)
+            if self.metrics is not None:
+                self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
+            return defer.succeed(self._answer(header, code, ack))
+
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
                         sender_facility=header.sending_facility)
         key = (header.sending_application, header.sending_facility, header.control_id)
         recent = self._recent.get(key)
         if recent is not None:
+            released()
             return defer.succeed(self._duplicate_answer(header, mlog, started, recent[0], recent[1], "stored"))
         waiters = self._pending.get(key)
         if waiters is not None:
             # An earlier copy is still being processed or stored.
+            released()
             waiter: defer.Deferred[_Settled] = defer.Deferred()
             waiters.append(waiter)
             copy = waiter.addCallback(self._answer_copy, header, mlog, started)
@@ -277,14 +342,19 @@ class Intake:
                 copy_waiter.callback(settled)
             return result if isinstance(result, Failure) else result[0]
 
-        done = defer.maybeDeferred(self._process_and_save, raw, header, mlog, started, received)
+        done = defer.maybeDeferred(self._process_and_save, raw, header, mlog, started, received, released)
         return self._track(done.addBoth(settle))
 
     def _remember(self, key: tuple[str, str, str], settled: tuple[str, bytes]) -> None:
         recent = self._recent
+        if key in recent:
+            return
         recent[key] = settled
-        if len(recent) > self._recent_max:
-            del recent[next(iter(recent))]
+        self._recent_bytes += _entry_size(key, settled)
+        # Bounded in entries and in bytes: keys are capped, ACKs are not tiny.
+        while recent and (len(recent) > self._recent_max or self._recent_bytes > self._recent_max_bytes):
+            old_key = next(iter(recent))
+            self._recent_bytes -= _entry_size(old_key, recent.pop(old_key))
 
     def _track(self, d: defer.Deferred[Answer]) -> defer.Deferred[Answer]:
         """Keep ``d`` in :attr:`in_flight` (shutdown waits for it) until it fires."""
@@ -326,17 +396,69 @@ class Intake:
         return self._duplicate_answer(header, mlog, started, code, ack, "in_flight")
 
     def _process_and_save(
-        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime
+        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
+        released: Callable[[], object],
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
-        """Process the message and store it; the save answers a stored key's duplicate."""
+        """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
         pipeline = self.pipeline
-        outcome = process(raw, pipeline, received_at=received)
+        jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
+        journal = self.journal
+
+        def work(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...]]:
+            # Runs on a worker thread (or inline without a runner). The journal
+            # entry is written before the pipeline runs (docs/hardening.md).
+            if journal is not None:
+                journal.begin(jkey, "mllp", raw)
+            outcome = process(raw, pipeline, received_at=received, interrupt=interrupt)
+            return outcome, _reports(outcome)
+
+        def overrun(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...]] | None:
+            # The worker did not come back in budget + grace: answer from the
+            # decoded reports, unchecked (still stored, still AA).
+            if interrupt.decoded is None:
+                return None
+            mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            outcome = unchecked_outcome(interrupt.decoded, pipeline, received_at=received)
+            return outcome, _reports(outcome)
+
+        if self.runner is None:
+            processed: defer.Deferred[tuple[Outcome, tuple[ReportRecord, ...]]] = defer.maybeDeferred(
+                work, Interrupt())
+            finished: defer.Deferred[None] = defer.succeed(None)
+        else:
+            job = self.runner.run(work, overrun)
+            processed, finished = job.result, job.finished
+        finished.addBoth(lambda _: released())
+
+        def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:
+            outcome, reports = result
+            return self._save(raw, header, mlog, started, received, pipeline, outcome, reports)
+
+        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...]]:
+            # work() itself failed (the journal could not be written, a bug
+            # outside process()): an AE 207, stored as rejected.
+            error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
+            outcome = Outcome(header, "rejected", error=error, feed="default",
+                              error_type=failure.type.__name__ if failure.type else "Exception")
+            return outcome, ()
+
+        def forget(result: Any) -> Any:
+            if journal is not None:
+                journal.end(jkey)
+            return result
+
+        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+
+    def _save(
+        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
+        pipeline: Pipeline, outcome: Outcome, reports: tuple[ReportRecord, ...],
+    ) -> defer.Deferred[tuple[Answer, _Settled]]:
         errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
         code, ack = self._ack(header, outcome_ack_code(outcome), errors)
         outbox: tuple[OutboxItem, ...] = ()
         if self.destinations and code in ("AA", "CA") and _state(outcome) == "processed":
             # Routing messages are stored in the same transaction as the message,
-            # and only for a message we accept (DESIGN §8).
+            # and only for a message we accept (docs/store.md).
             try:
                 outbox = outbox_items(outcome.reports, self.destinations, now=received,
                                       sender_application=header.sending_application,
@@ -357,7 +479,7 @@ class Intake:
             ack_code=code,
             ack=ack,
             error_code=outcome.error.hl7_code if outcome.error else "",
-            reports=_reports(outcome),
+            reports=reports,
             outbox=outbox,
         )
         first = outcome.reports[0].report if outcome.reports else None
@@ -370,6 +492,8 @@ class Intake:
             "state": record.state,
             "policy_version": pipeline.version,
         }
+        if any(f.rule == QA_TIMEOUT for r in outcome.reports for f in r.findings):
+            fields["qa"] = "timeout"
         if outcome.error_type:
             fields["error_type"] = outcome.error_type
         if outcome.error is not None and outcome.error.location:
@@ -377,7 +501,11 @@ class Intake:
         if first is not None:
             fields["accession_h"] = keyed_hash(first.accession, self.hash_key) if first.accession else ""
             fields["patient_h"] = keyed_hash(first.patient.id, self.hash_key) if first.patient.id else ""
+        return self._commit(record, header, mlog, started, fields, outcome.feed, outcome)
 
+    def _commit(self, record: MessageRecord, header: MessageHeader, mlog: Any, started: float,
+                fields: dict[str, Any], feed: str, outcome: Outcome | None) -> defer.Deferred[tuple[Answer, _Settled]]:
+        code, ack = record.ack_code, record.ack
         try:
             future = self.store.submit(record)
         except StoreError:
@@ -390,11 +518,13 @@ class Intake:
                 # Stored before (by an earlier run, another process, an HTTP twin).
                 return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
                         (result.ack_code, result.ack))
-            mlog.info("message_processed", ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            event = "message_quarantined" if record.state == "quarantined" else "message_processed"
+            mlog.info(event, ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
             if record.outbox and self.on_outbox is not None:
                 self.on_outbox()
             if self.metrics is not None:
-                self.metrics.message_answered("mllp", outcome.feed, code, time.perf_counter() - started, outcome.reports)
+                self.metrics.message_answered("mllp", feed, code, time.perf_counter() - started,
+                                              outcome.reports if outcome is not None else ())
             return self._answer(header, code, ack), (code, ack)
 
         def failed(failure: Failure) -> tuple[Answer, _Settled]:
@@ -402,6 +532,39 @@ class Intake:
             return self._store_unavailable(header, mlog, started, error_type, fields), None
 
         return saved.addCallbacks(stored, failed)
+
+    def quarantine(self, raw: bytes, header: MessageHeader, crashes: int, log: Any) -> defer.Deferred[Answer]:
+        """Store a message that crashed the daemon ``crashes`` times, unprocessed, answered AE 207.
+
+        It is kept (raw body included) for ``overread show`` and an
+        operator's reprocess; every resend gets the same stored AE.
+        """
+        started = time.perf_counter()
+        received = self.now()
+        mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
+                        sender_facility=header.sending_facility)
+        errors = (AckError(APPLICATION_INTERNAL_ERROR, text=QUARANTINE_TEXT),)
+        code, ack = self._ack(header, "AE", errors)
+        record = MessageRecord(
+            control_id=header.control_id, sender_application=header.sending_application,
+            sender_facility=header.sending_facility, feed="", received=received, raw=raw, transport="mllp",
+            state="quarantined", ack_code=code, ack=ack, error_code=APPLICATION_INTERNAL_ERROR,
+        )
+        fields = {"message_type": header.message_type, "state": "quarantined", "error_code": APPLICATION_INTERNAL_ERROR,
+                  "count": crashes}
+        key = (header.sending_application, header.sending_facility, header.control_id)
+
+        def remember(result: tuple[Answer, _Settled]) -> Answer:
+            if result[1] is not None:
+                self._remember(key, result[1])
+            return result[0]
+
+        return self._track(self._commit(record, header, mlog, started, fields, "", None).addCallback(remember))
+
+    def internal_error_answer(self) -> Answer:
+        """The AE 207 for a frame whose handling failed unexpectedly (no header to echo)."""
+        _, ack = self._ack(None, "AE", (AckError(APPLICATION_INTERNAL_ERROR, text="Internal error, retry later"),))
+        return Answer(ack)
 
     def drain(self) -> defer.Deferred[None]:
         """Fire once every message being stored has its answer."""
@@ -419,9 +582,22 @@ class _Slot:
         self.done = False
 
 
+#: Frames a connection may have waiting for the pipeline before we stop
+#: reading from it (TCP back-pressure), and their bytes.
+MAX_WAITING_FRAMES = 64
+MAX_WAITING_BYTES = 16 * 1024 * 1024
+
+
 @implementer(IHandshakeListener)
 class MllpProtocol(Protocol, TimeoutMixin):
-    """One MLLP connection: frames in, answers out in arrival order."""
+    """One MLLP connection: frames in, answers out in arrival order.
+
+    Fairness (docs/hardening.md): a connection has at most one frame on a
+    pipeline worker at a time; its next frames wait here, and past
+    :data:`MAX_WAITING_FRAMES` we stop reading its socket. So a sender that
+    floods slow messages occupies one worker, never all of them, and other
+    senders keep their latency.
+    """
 
     # Typed loosely: Twisted's zope interfaces do not type-check without a plugin.
     transport: Any
@@ -430,7 +606,14 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.factory = factory
         self.framer = MllpFramer(factory.max_frame_size)
         self.queue: deque[_Slot] = deque()
+        #: Frames not yet handed to the intake, with their answer slots.
+        self.waiting: deque[tuple[_Slot, bytes]] = deque()
+        self.waiting_bytes = 0
+        self.in_pipeline = False
+        self.paused = False
+        self._pumping = False
         self.log: Any = None
+        self.peer_host = ""
         self.refused = False
         self.refused_tls = False
         self.tls_ok = False
@@ -439,27 +622,35 @@ class MllpProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         self.factory.conn_counter += 1
-        peer = _peer(self.transport.getPeer())
+        address = self.transport.getPeer()
+        peer = _peer(address)
+        self.peer_host = str(getattr(address, "host", "") or type(address).__name__)
         self.log = _log().bind(peer=peer, conn=self.factory.conn_counter)
-        if self.factory.open_count >= self.factory.max_connections:
+        reason = self.factory.admit(self.peer_host)
+        if reason:
             self.refused = True
-            self.log.warning("connection_refused", reason="max_connections", limit=self.factory.max_connections)
-            self.transport.loseConnection()
+            limit = self.factory.max_connections if reason == "max_connections" else self.factory.max_connections_per_peer
+            self.log.warning("connection_refused", reason=reason, limit=limit)
+            self.transport.abortConnection()
             return
-        self.factory.open_count += 1
         if self.factory.clock is not None:
             self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
         self.setTimeout(self.factory.idle_timeout)  # type: ignore[no-untyped-call]
         self.log.info("connection_opened")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        # Nothing may escape: Twisted would drop the connection, and the
+        # answers of frames already taken would never be written.
+        try:
+            self._data_received(data)
+        except Exception as exc:  # noqa: BLE001 - logged by type; answers already queued still go out
+            self.log.error("message_rejected", reason="internal_error", error_type=type(exc).__name__)
+            self.closing_after_answers = True
+            self._flush()
+
+    def _data_received(self, data: bytes) -> None:
         if self.refused or self.refused_tls or self.closing_after_answers or self.transport.disconnecting:
             return
-        # Bytes between frames, or bytes that complete a frame, count as activity;
-        # bytes dripping into an open frame do not, so a slow-drip sender is cut
-        # off idle_timeout after its last complete frame.
-        if not self.framer.in_frame:
-            self.resetTimeout()  # type: ignore[no-untyped-call]
         try:
             frames = self.framer.feed(data)
         except FrameTooLarge as exc:
@@ -475,15 +666,26 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.log.warning("frame_rejected", reason="framing_error", bytes=len(data))
             self.transport.loseConnection()
             return
+        # Only complete frames count as activity: bytes dripped into a frame or
+        # between frames do not, so a drip cannot hold a connection slot.
         if frames:
             self.resetTimeout()  # type: ignore[no-untyped-call]
+        for size in getattr(self.framer, "take_restarted", tuple)():
+            # A start block inside a frame: the sender restarted; the partial
+            # frame before it is dropped, unanswered (docs/hardening.md).
+            self.log.warning("frame_rejected", reason="restarted_mid_frame", bytes=size)
         if self.framer.discarded_bytes and not self.reported_discard:
             # Once per connection (a sender that adds LF after every frame would
             # otherwise log a line per message); connection_closed has the total.
             self.reported_discard = True
             self.log.warning("frame_discarded_bytes", reason="outside_frame", bytes=self.framer.discarded_bytes)
+        if self.framer.discarded_bytes > self.factory.max_frame_size:
+            # More junk than one whole frame: not an MLLP sender.
+            self.log.warning("frame_rejected", reason="junk_outside_frames", bytes=self.framer.discarded_bytes)
+            self.closing_after_answers = True
         for payload in frames:
             self._take(payload)
+        self._flush()
 
     def _take(self, payload: bytes) -> None:
         slot = _Slot()
@@ -492,15 +694,54 @@ class MllpProtocol(Protocol, TimeoutMixin):
             # Shutting down: no answer (the sender resends after restart).
             self._resolve(slot, Answer(None))
             return
-        d = self.factory.intake.receive(payload, self.log)
-        d.addErrback(self._bug)
-        d.addCallback(lambda answer: self._resolve(slot, answer))
+        self.waiting.append((slot, payload))
+        self.waiting_bytes += len(payload)
+        if not self.paused and (len(self.waiting) > MAX_WAITING_FRAMES or self.waiting_bytes > MAX_WAITING_BYTES):
+            self.paused = True
+            self.transport.pauseProducing()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand the next waiting frame to the intake when none of ours is on a worker."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self.waiting and not self.in_pipeline:
+                slot, payload = self.waiting.popleft()
+                self.waiting_bytes -= len(payload)
+                self.in_pipeline = True
+                try:
+                    d = self.factory.intake.receive(payload, self.log, self._released)
+                except Exception as exc:  # noqa: BLE001 - receive() never raises by design
+                    self.in_pipeline = False
+                    self._resolve(slot, self._bug(Failure(exc)))  # type: ignore[no-untyped-call]
+                    continue
+                d.addErrback(self._bug)
+                d.addCallback(self._resolve_later, slot)
+        finally:
+            self._pumping = False
+        if self.paused and len(self.waiting) <= MAX_WAITING_FRAMES // 2 and self.waiting_bytes <= MAX_WAITING_BYTES // 2:
+            self.paused = False
+            if self.transport is not None and not self.transport.disconnecting:
+                self.transport.resumeProducing()
+
+    def _released(self) -> None:
+        self.in_pipeline = False
+        self._pump()
+
+    def _resolve_later(self, answer: Answer, slot: _Slot) -> None:
+        self._resolve(slot, answer)
 
     def _bug(self, failure: Failure) -> Answer:
-        # receive() never fails by design; if it does, keep later answers
-        # flowing: this frame gets no answer (the sender resends it).
+        # receive() never fails by design; if it does, answer AE 207 without a
+        # header (the sender resends) and keep later answers flowing.
         self.log.error("message_rejected", reason="internal_error", error_type=failure.type.__name__ if failure.type else "")
-        return Answer(None)
+        try:
+            answer: Answer = self.factory.intake.internal_error_answer()
+            return answer
+        except Exception:  # noqa: BLE001 - last resort: no answer
+            return Answer(None)
 
     def _resolve(self, slot: _Slot, answer: Answer) -> None:
         slot.answer = answer
@@ -543,18 +784,23 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self.refused:
             return
-        self.factory.open_count -= 1
+        self.factory.release(self.peer_host)
+        buffered = self.framer.buffered_bytes  # before feed(b"") clears it
         try:
             self.framer.feed(b"")
         except FramingError:
-            self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=self.framer.buffered_bytes)
+            self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=buffered)
         if not self.tls_ok and _is_tls_error(reason):
             self.log.warning("tls_handshake_failed", error_type=reason.type.__name__ if reason.type else "")
         self.log.info("connection_closed", count=len(self.queue), bytes=self.framer.discarded_bytes)
 
 
 class MllpFactory(Factory):
-    """Builds :class:`MllpProtocol` connections sharing one :class:`Intake`."""
+    """Builds :class:`MllpProtocol` connections sharing one :class:`Intake`.
+
+    Connection limits: ``max_connections`` in all, and ``max_connections_per_peer``
+    from one peer address, so one misbehaving host cannot take every slot.
+    """
 
     noisy = False
     protocol = MllpProtocol
@@ -566,6 +812,7 @@ class MllpFactory(Factory):
         max_frame_size: int,
         idle_timeout: float,
         max_connections: int,
+        max_connections_per_peer: int | None = None,
         clock: Any = None,
         allowed_subjects: tuple[str, ...] = (),
     ) -> None:
@@ -573,10 +820,31 @@ class MllpFactory(Factory):
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer or max_connections
         self.clock = clock
         self.allowed_subjects = frozenset(allowed_subjects)
         self.open_count = 0
         self.conn_counter = 0
+        self.per_peer: dict[str, int] = {}
+
+    def admit(self, host: str) -> str:
+        """Count a new connection from ``host``; return why it is refused ("" if admitted)."""
+        if self.open_count >= self.max_connections:
+            return "max_connections"
+        if self.per_peer.get(host, 0) >= self.max_connections_per_peer:
+            return "max_connections_per_peer"
+        self.open_count += 1
+        self.per_peer[host] = self.per_peer.get(host, 0) + 1
+        return ""
+
+    def release(self, host: str) -> None:
+        """A connection admitted by :meth:`admit` closed."""
+        self.open_count -= 1
+        left = self.per_peer.get(host, 0) - 1
+        if left > 0:
+            self.per_peer[host] = left
+        else:
+            self.per_peer.pop(host, None)
 
     def buildProtocol(self, addr: IAddress | None) -> MllpProtocol:  # noqa: N802 - Twisted API
         return MllpProtocol(self)

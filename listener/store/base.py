@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol, get_args
 
 Transport = Literal["mllp", "http"]
-MessageState = Literal["processed", "rejected", "ignored"]
+MessageState = Literal["processed", "rejected", "ignored", "quarantined"]
 OutboxState = Literal["pending", "delivered", "dead"]
 
 TRANSPORTS: tuple[str, ...] = get_args(Transport)

@@ -79,10 +79,37 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_STATE_V1 = "CHECK (state IN ('processed', 'rejected', 'ignored'))"
+_STATE_V2 = "CHECK (state IN ('processed', 'rejected', 'ignored', 'quarantined'))"
+
+
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """v2: the ``quarantined`` message state and the health probe's table.
+
+    Widening a CHECK constraint changes no stored row, so the table's
+    definition is edited in place (SQLite's documented procedure for changes
+    that leave the file format alone: writable_schema plus a schema_version
+    bump) instead of copying every message into a new table.
+    """
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()
+    if _STATE_V1 not in sql:
+        raise StoreError("the messages table is not the expected version 1 table")
+    (schema_version,) = conn.execute("PRAGMA schema_version").fetchone()
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'messages'",
+                     (sql.replace(_STATE_V1, _STATE_V2),))
+        conn.execute(f"PRAGMA schema_version = {int(schema_version) + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+    # The health probe's one row: a periodic real write (docs/hardening.md).
+    conn.execute("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)")
+
+
 #: MIGRATIONS[n] upgrades a database from version n to n + 1 inside the caller's
 #: transaction. Append a step (and bump SCHEMA_VERSION) to change the schema;
 #: never edit a released step. Use conn.execute, not executescript (it commits).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
 
 #: The schema version this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -249,6 +249,11 @@ class SQLiteStore:
             self._checkpointer.close()
             raise
         self._read_lock = threading.Lock()
+        #: Health (docs/hardening.md): the last save's and the last write
+        #: probe's error text ("" when they succeeded), and failed saves so far.
+        self.last_save_error = ""
+        self.last_probe_error = ""
+        self.save_failures = 0
         try:
             self._reader = _connect(self.path, synchronous, busy_timeout_ms, reader=True)
         except (sqlite3.Error, StoreError) as exc:
@@ -328,7 +333,46 @@ class SQLiteStore:
         Raises:
             StoreError: the store is closed.
         """
-        return self._writer.execute(lambda conn: _insert_record(conn, record), "save")
+        future = self._writer.execute(lambda conn: _insert_record(conn, record), "save")
+        future.add_done_callback(self._note_save)
+        return future
+
+    def _note_save(self, future: Future[SaveResult]) -> None:
+        # Runs on the writer thread: remember how the last save went (health).
+        exc = future.exception()
+        if exc is None:
+            self.last_save_error = ""
+        else:
+            self.save_failures += 1
+            self.last_save_error = str(exc)
+
+    def probe(self, now: datetime) -> None:
+        """A real write through the writer (one row rewritten, committed durably).
+
+        Raises:
+            StoreError: the write failed (disk full, read-only, I/O error...).
+        """
+        try:
+            self._write("health probe", lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)", (_ts(now),)))
+        except StoreError as exc:
+            self.last_probe_error = str(exc)
+            raise
+        self.last_probe_error = ""
+
+    def health_reason(self) -> str:
+        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
+        if not self._writer.alive():
+            return "store writer stopped"
+        if self.last_save_error:
+            return f"last save failed: {self.last_save_error}"
+        if self.last_probe_error:
+            return f"write probe failed: {self.last_probe_error}"
+        try:
+            self._read("health check", "SELECT 1")
+        except StoreError as exc:
+            return str(exc)
+        return ""
 
     def save(self, record: MessageRecord) -> SaveResult:
         """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
@@ -626,14 +670,8 @@ class SQLiteStore:
     # -------------------------------------------------------------- lifecycle
 
     def health(self) -> bool:
-        """Return True when the writer runs and the file can be read."""
-        if not self._writer.alive():
-            return False
-        try:
-            self._read("health check", "SELECT 1")
-        except StoreError:
-            return False
-        return True
+        """Return True when the writer runs, the file can be read, and the last save and probe succeeded."""
+        return not self.health_reason()
 
     def close(self) -> None:
         """Commit every queued write, stop the writer, close the connections."""

@@ -134,7 +134,7 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
         version = store.writer.execute(
             lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]
         ).result()
-        assert version == len(store_schema.MIGRATIONS) == 2
+        assert version == len(store_schema.MIGRATIONS) == store_schema.SCHEMA_VERSION + 1
     finally:
         store.close()
 

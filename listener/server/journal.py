@@ -1,0 +1,126 @@
+"""The receipt journal: every message is on disk before the pipeline touches it.
+
+Layer: file I/O, no Twisted, no logging. Why (docs/hardening.md): a message
+that crashes or wedges the daemon (a bug, the OOM killer, a watchdog kill) is
+not ACKed, so the sender sends it again after the restart, and it crashes the
+daemon again: a loop that stops the whole feed. The journal breaks the loop.
+
+* Before the pipeline runs, the raw message is written to
+  ``<state>/journal/<key digest>.msg``; once the message is committed to the
+  store (or answered without being stored), the file is removed.
+* A file still there at start-up belongs to a message that was being
+  processed when the daemon died. :meth:`Journal.recover` counts one crash
+  for it. At :data:`QUARANTINE_AFTER` crashes the message is quarantined: the
+  daemon stores it with state ``quarantined`` and answers it (and every
+  resend) AE 207 without processing it again.
+* A resend of a message with one crash is processed again; its file keeps
+  its count (:meth:`begin` never overwrites an existing entry).
+
+The journal is written without fsync: it protects against the process dying,
+not the machine. A message in the journal was not ACKed, so it is still the
+sender's to resend; after a power loss the worst case is one more attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["QUARANTINE_AFTER", "Interrupted", "Journal", "journal_key"]
+
+#: Crashes (daemon deaths during processing) after which a message is quarantined.
+QUARANTINE_AFTER = 2
+
+_MAGIC = b"OVERREAD-JOURNAL/1"
+
+
+def journal_key(transport: str, *parts: str | bytes) -> str:
+    """A file-name-safe digest naming one message (never the values themselves)."""
+    digest = hashlib.sha256(transport.encode())
+    for part in parts:
+        digest.update(b"\0")
+        digest.update(part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part)
+    return digest.hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """A message whose processing was interrupted by the daemon's death.
+
+    Attributes:
+        key: its journal key.
+        transport: ``mllp`` or ``http``.
+        crashes: deaths counted so far, this start-up included.
+        raw: the message bytes as received.
+        meta: what the intake wrote beside them (e.g. the HTTP client's name).
+    """
+
+    key: str
+    transport: str
+    crashes: int
+    raw: bytes
+    meta: str
+
+
+class Journal:
+    """The journal directory of one state directory.
+
+    Args:
+        directory: ``<state>/journal`` (created 0700 when missing).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.msg"
+
+    def begin(self, key: str, transport: str, raw: bytes, meta: str = "") -> None:
+        """Record that ``raw`` is about to be processed (keeps an existing entry and its count)."""
+        header = b"%s %s 0 %s\n" % (_MAGIC, transport.encode(), meta.encode("utf-8", "replace").hex().encode() or b"-")
+        try:
+            fd = os.open(self._path(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "wb") as out:
+            out.write(header)
+            out.write(raw)
+
+    def end(self, key: str) -> None:
+        """The message is stored or answered: forget it."""
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def pending(self) -> int:
+        """How many entries the directory holds (messages being processed, or interrupted)."""
+        return sum(1 for _ in self.directory.glob("*.msg"))
+
+    def recover(self) -> list[Interrupted]:
+        """At start-up: count one crash for every entry left behind; return them all.
+
+        Unreadable entries (a crash while writing one) are removed: their
+        message was not processed yet, and the sender still has it.
+        """
+        found: list[Interrupted] = []
+        for path in sorted(self.directory.glob("*.msg")):
+            try:
+                data = path.read_bytes()
+                head, sep, raw = data.partition(b"\n")
+                magic, transport, crashes, meta = head.split(b" ")
+                if not sep or magic != _MAGIC:
+                    raise ValueError("not a journal entry")
+                count = int(crashes) + 1
+                meta_text = "" if meta == b"-" else bytes.fromhex(meta.decode()).decode("utf-8", "replace")
+            except (OSError, ValueError, UnicodeDecodeError):
+                path.unlink(missing_ok=True)
+                continue
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(b"%s %s %d %s\n" % (magic, transport, count, meta) + raw)
+            os.replace(tmp, path)
+            found.append(Interrupted(path.stem, transport.decode(), count, raw, meta_text))
+        return found
