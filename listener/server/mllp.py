@@ -631,7 +631,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.refused = True
             limit = self.factory.max_connections if reason == "max_connections" else self.factory.max_connections_per_peer
             self.log.warning("connection_refused", reason=reason, limit=limit)
-            self.transport.abortConnection()
+            self.transport.loseConnection()
             return
         if self.factory.clock is not None:
             self.callLater = self.factory.clock.callLater  # type: ignore[method-assign]
@@ -710,6 +710,10 @@ class MllpProtocol(Protocol, TimeoutMixin):
             while self.waiting and not self.in_pipeline:
                 slot, payload = self.waiting.popleft()
                 self.waiting_bytes -= len(payload)
+                if self.factory.intake.closing:
+                    # Shutting down: no answer (the sender resends after restart).
+                    self._resolve(slot, Answer(None))
+                    continue
                 self.in_pipeline = True
                 try:
                     d = self.factory.intake.receive(payload, self.log, self._released)

@@ -70,8 +70,17 @@ class Job(Generic[T]):
 
     def _started(self) -> None:
         if not self.finished.called:
-            limit = self._runner.budget + self._runner.grace
+            self._runner.active.add(self)
+            limit = self._runner.grace if self._runner.hurrying else self._runner.budget + self._runner.grace
             self._timer = self._runner.reactor.callLater(limit, self._overrun)
+
+    def hurry(self) -> None:
+        """Shutdown: stop QA at the next check, and stop waiting after the grace at most."""
+        self.interrupt.request()
+        if self._timer is not None and self._timer.active():
+            remaining = self._timer.getTime() - self._runner.reactor.seconds()
+            if remaining > self._runner.grace:
+                self._timer.reset(self._runner.grace)
 
     def _overrun(self) -> None:
         self._timer = None
@@ -89,6 +98,7 @@ class Job(Generic[T]):
         self.result.callback(value)
 
     def _finish(self, ok: bool, value: Any) -> None:
+        self._runner.active.discard(self)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -129,6 +139,10 @@ class PipelineRunner:
         self._stopped = False
         #: Jobs whose answer came from on_overrun (for metrics and tests).
         self.overruns = 0
+        #: Jobs running on a worker now (reactor thread only).
+        self.active: set[Job[Any]] = set()
+        #: True once shutdown began: every job gets only the grace.
+        self.hurrying = False
         for _ in range(workers):
             self._spawn()
 
@@ -140,6 +154,12 @@ class PipelineRunner:
             return job
         self._queue.put(job)
         return job
+
+    def hurry(self) -> None:
+        """Shutdown began: running and queued jobs stop QA now (their reports are stored unchecked)."""
+        self.hurrying = True
+        for job in list(self.active):
+            job.hurry()
 
     def replace_stuck_worker(self) -> None:
         """A job overran: start one more thread; the stuck one exits when it returns."""
@@ -174,6 +194,8 @@ class PipelineRunner:
             if job is None:
                 return
             job.interrupt.start(self.clock, self.budget)
+            if self.hurrying:
+                job.interrupt.request()
             call(job._started)
             try:
                 value: Any = job.work(job.interrupt)
