@@ -1,0 +1,178 @@
+"""A well-behaved sender and /healthz while another connection floods 1 MB run-on reports.
+
+Run by hand: ``.venv/bin/python bench/hostile.py [--seconds 30] [--size-kb 1024] [--budget 2]``.
+
+Starts ``overread serve`` (default config, a temporary state directory, logs to
+/dev/null) and runs three things at once for ``--seconds``:
+
+* flood: one connection sends the issue-9 repro (``no pneumothorax left right``
+  repeated, no sentence break) of ``--size-kb`` KB with a new MSH-10 each,
+  pipelined (up to 4 outstanding), and counts the ACKs;
+* good: another connection sends the normal chest X-ray sample, one message
+  every 50 ms, and records each ACK's latency;
+* health: GET /healthz every 100 ms, recording the latency.
+
+Prints p50/p99/max of the good sender's ACKs and of /healthz, and the flood's
+answered count. The issue's target: both p99 under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
+
+SAMPLE = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
+def with_id(raw: bytes, control_id: str) -> bytes:
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def run_on(control_id: str, size_kb: int) -> bytes:
+    phrase = b"no pneumothorax left right "
+    filler = phrase * (size_kb * 1024 // len(phrase))
+    return with_id(SAMPLE, control_id).replace(b"The lungs are clear.", b"The lungs are clear. " + filler)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def receive(sock: socket.socket, framer: MllpFramer, pending: list[bytes]) -> bytes:
+    while not pending:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        pending.extend(framer.feed(data))
+    return pending.pop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--size-kb", type=int, default=1024)
+    parser.add_argument("--budget", type=float, default=2.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    mllp, http_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "overread.yaml"
+        config.write_text(f"pipeline_budget: {args.budget}\npipeline_workers: {args.workers}\n")
+        cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--config", str(config),
+               "--mllp", f"tcp:{mllp}:interface=127.0.0.1", "--http", f"tcp:{http_port}:interface=127.0.0.1",
+               "--state-dir", str(Path(tmp) / "state")]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", mllp), timeout=0.2).close()
+                    socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("daemon did not start")
+                    time.sleep(0.05)
+            stop = threading.Event()
+            flood_done = [0]
+            good: list[float] = []
+            health: list[float] = []
+            bodies = [run_on(f"FLOOD-{i}", args.size_kb) for i in range(4)]
+
+            def flood() -> None:
+                sock = socket.create_connection(("127.0.0.1", mllp), timeout=600)
+                framer, pending = MllpFramer(), []
+                sent = 0
+                outstanding = 0
+                try:
+                    while not stop.is_set():
+                        while outstanding < 4:
+                            body = bodies[sent % 4].replace(b"FLOOD-", f"F{sent}-".encode(), 1)
+                            sock.sendall(frame(body))
+                            sent += 1
+                            outstanding += 1
+                        receive(sock, framer, pending)
+                        outstanding -= 1
+                        flood_done[0] += 1
+                except OSError:
+                    pass
+                finally:
+                    sock.close()
+
+            def good_sender() -> None:
+                sock = socket.create_connection(("127.0.0.1", mllp), timeout=60)
+                framer, pending = MllpFramer(), []
+                i = 0
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    sock.sendall(frame(with_id(SAMPLE, f"GOOD-{i}")))
+                    receive(sock, framer, pending)
+                    good.append(time.perf_counter() - started)
+                    i += 1
+                    time.sleep(0.05)
+                sock.close()
+
+            def prober() -> None:
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=60)
+                    conn.request("GET", "/healthz")
+                    conn.getresponse().read()
+                    conn.close()
+                    health.append(time.perf_counter() - started)
+                    time.sleep(0.1)
+
+            threads = [threading.Thread(target=t) for t in (flood, good_sender, prober)]
+            threads[0].start()
+            time.sleep(1.0)  # let the flood fill the workers first
+            for t in threads[1:]:
+                t.start()
+            time.sleep(args.seconds)
+            stop.set()
+            for t in threads[1:]:
+                t.join(120)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    for name, values in (("good sender ACK", good), ("/healthz", health)):
+        ms = [v * 1000 for v in values]
+        print(f"{name:16} n={len(ms):4}  p50 {percentile(ms, 0.5):7.1f} ms  p99 {percentile(ms, 0.99):7.1f} ms  "
+              f"max {max(ms) if ms else float('nan'):7.1f} ms  mean {statistics.fmean(ms) if ms else float('nan'):6.1f}")
+    print(f"flood: {flood_done[0]} x {args.size_kb} KB run-on reports answered in {args.seconds + 1:.0f} s "
+          f"(budget {args.budget} s, {args.workers} workers)")
+
+
+if __name__ == "__main__":
+    main()

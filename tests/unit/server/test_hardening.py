@@ -1,0 +1,251 @@
+"""Hardening pieces without a reactor: the interrupt and unchecked route, the journal, the bounded
+key memory, the protocol's fairness and error containment, per-peer limits (docs/hardening.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from listener.errors import ConfigError
+from listener.hl7v2.mllp import MllpFramer, frame
+from listener.pipeline import QA_TIMEOUT, Interrupt, Pipeline, process, unchecked_outcome
+from listener.routing.policy import load_routing_policy
+from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
+from listener.server.mllp import Answer, Intake, MllpFactory
+from tests.unit.server.test_mllp import FakeStore
+
+REPO = Path(__file__).resolve().parents[3]
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NORMAL = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\n", b"\r")
+SDH = (REPO / "samples" / "hl7" / "ct-head-critical-sdh-communicated.hl7").read_bytes().replace(b"\n", b"\r")
+
+
+def with_id(raw: bytes, control_id: str) -> bytes:
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id.encode()
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def acks(data: bytes) -> list[tuple[str, str]]:
+    out = []
+    for payload in MllpFramer().feed(data):
+        fields = next(s for s in payload.split(b"\r") if s.startswith(b"MSA")).decode().split("|")
+        out.append((fields[1], fields[2]))
+    return out
+
+
+# --------------------------------------------------------------------- the budget
+
+
+def test_interrupted_pipeline_stores_every_report_unchecked(pipeline: Pipeline) -> None:
+    """An interrupt already due: decoded, no rule run, qa.timeout, routed by the policy's unchecked block."""
+    interrupt = Interrupt()
+    interrupt.request()
+    outcome = process(SDH, pipeline, received_at=NOW, interrupt=interrupt)
+    assert outcome.disposition == "accepted" and outcome.reports
+    for result in outcome.reports:
+        assert [f.rule for f in result.findings] == [QA_TIMEOUT]
+        assert result.route is not None
+        assert (result.route.bucket, result.route.pool, result.route.reasons) == (
+            "selective_overread", "general_overread", ("qa_incomplete",))
+        assert "qa.timeout" in result.route.explanation[0]
+    assert interrupt.decoded is not None and len(interrupt.decoded.reports) == len(outcome.reports)
+
+
+def test_an_interrupt_that_never_fires_changes_nothing(pipeline: Pipeline) -> None:
+    """The same message with a far deadline: the same findings and route as without an interrupt."""
+    plain = process(SDH, pipeline, received_at=NOW)
+    interrupt = Interrupt()
+    interrupt.start(lambda: 0.0, 3600.0)
+    timed = process(SDH, pipeline, received_at=NOW, interrupt=interrupt)
+    assert [r.findings for r in timed.reports] == [r.findings for r in plain.reports]
+    assert [r.route for r in timed.reports] == [r.route for r in plain.reports]
+    assert all(f.rule != QA_TIMEOUT for r in plain.reports for f in r.findings)
+
+
+def test_deadline_stops_qa_between_rules(pipeline: Pipeline) -> None:
+    """A clock that passes the deadline after a few checks stops QA part-way: some findings kept, qa.timeout added."""
+    ticks = iter(range(1000))
+    interrupt = Interrupt()
+    interrupt.start(lambda: float(next(ticks)), 5.0)
+    outcome = process(NORMAL, pipeline, received_at=NOW, interrupt=interrupt)
+    findings = outcome.reports[0].findings
+    assert findings[-1].rule == QA_TIMEOUT
+    assert outcome.reports[0].route is not None and outcome.reports[0].route.bucket == "selective_overread"
+
+
+def test_unchecked_outcome_from_decoded_reports(pipeline: Pipeline) -> None:
+    interrupt = Interrupt()
+    interrupt.request()
+    process(NORMAL, pipeline, received_at=NOW, interrupt=interrupt)
+    assert interrupt.decoded is not None
+    outcome = unchecked_outcome(interrupt.decoded, pipeline, received_at=NOW)
+    assert outcome.disposition == "accepted"
+    assert [f.rule for f in outcome.reports[0].findings] == [QA_TIMEOUT]
+
+
+def _policy(tmp_path: Path, block: str) -> Path:
+    text = (REPO / "policies" / "routing.yaml").read_text()
+    start = text.index("unchecked:")
+    end = text.index("\n\n", start)
+    path = tmp_path / "routing.yaml"
+    path.write_text(text[:start] + block + text[end:])
+    return path
+
+
+def test_unchecked_block_is_validated(tmp_path: Path) -> None:
+    policy = load_routing_policy(_policy(tmp_path, "unchecked:\n  bucket: always_final\n  pool: neuroradiology"))
+    assert (policy.unchecked_bucket, policy.unchecked_pool) == ("always_final", "neuroradiology")
+    with pytest.raises(ConfigError, match="unchecked.pool"):
+        load_routing_policy(_policy(tmp_path, "unchecked:\n  bucket: always_final\n  pool: nowhere"))
+    with pytest.raises(ConfigError, match="bucket"):
+        load_routing_policy(_policy(tmp_path, "unchecked:\n  bucket: later\n  pool: neuroradiology"))
+
+
+# --------------------------------------------------------------------- the journal
+
+
+def test_journal_counts_crashes_and_keeps_an_entry_on_resend(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    key = journal_key("mllp", "APP", "FAC", "C1")
+    journal.begin(key, "mllp", b"MSH|first")
+    assert journal.pending() == 1
+    [entry] = journal.recover()
+    assert (entry.crashes, entry.raw, entry.transport) == (1, b"MSH|first", "mllp")
+    journal.begin(key, "mllp", b"MSH|resend")  # the resend keeps the entry and its count
+    [entry] = journal.recover()
+    assert entry.crashes == QUARANTINE_AFTER and entry.raw == b"MSH|first"
+    journal.end(key)
+    assert journal.recover() == []
+
+
+def test_journal_keeps_meta_and_drops_garbage_entries(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    journal.begin("k1", "http", b'{"resourceType": "DiagnosticReport"}\n{}', '["client", "", "fhir-x"]')
+    (tmp_path / "journal" / "junk.msg").write_bytes(b"not a journal entry")
+    [entry] = journal.recover()
+    assert entry.meta == '["client", "", "fhir-x"]' and entry.raw.endswith(b"\n{}")
+    assert not (tmp_path / "journal" / "junk.msg").exists()
+
+
+def test_journal_key_names_no_value() -> None:
+    key = journal_key("mllp", "APP", "FAC", "MRN-LIKE-123")
+    assert "MRN" not in key and len(key) == 40
+
+
+# ------------------------------------------------------------ bounded key memory
+
+
+def test_recent_keys_are_bounded_in_bytes(pipeline: Pipeline) -> None:
+    store = FakeStore()
+    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+                    now=lambda: NOW, recent_bytes=10_000)
+    for i in range(100):
+        intake._remember(("APP", "FAC", f"C{i:03}-" + "x" * 150), ("AA", b"A" * 500))
+    assert intake._recent_bytes <= 10_000
+    assert 5 < len(intake._recent) < 20
+    assert ("APP", "FAC", "C099-" + "x" * 150) in intake._recent
+
+
+# ------------------------------------------------------------ the protocol
+
+
+class SlowIntake:
+    """An intake whose answers the test releases by hand (records the order frames are handed over)."""
+
+    closing = False
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.pending: list[tuple[defer.Deferred[Answer], Any]] = []
+        self.fail_next = False
+
+    def receive(self, raw: bytes, log: Any, released: Any = lambda: None) -> defer.Deferred[Answer]:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        self.received.append(raw)
+        d: defer.Deferred[Answer] = defer.Deferred()
+        self.pending.append((d, released))
+        return d
+
+    def internal_error_answer(self) -> Answer:
+        return Answer(b"MSH|^~\\&|||||||ACK||P|2.5.1\rMSA|AE|\r")
+
+    def finish(self, index: int) -> None:
+        d, released = self.pending[index]
+        released()
+        control = self.received[index].split(b"\r")[0].split(b"|")[9]
+        d.callback(Answer(b"MSH|^~\\&|||||||ACK||P|2.5.1\rMSA|AA|" + control + b"\r"))
+
+
+def _proto(intake: Any, **kw: Any) -> tuple[Any, StringTransport]:
+    factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=10, clock=Clock(), **kw)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_one_frame_per_connection_on_a_worker() -> None:
+    """Three pipelined frames: the second is handed over only when the first left the worker."""
+    intake = SlowIntake()
+    proto, transport = _proto(intake)
+    proto.dataReceived(b"".join(frame(with_id(NORMAL, f"P{i}")) for i in range(3)))
+    assert len(intake.received) == 1
+    intake.finish(0)
+    assert len(intake.received) == 2
+    intake.finish(1)
+    intake.finish(2)
+    assert acks(transport.value()) == [("AA", "P0"), ("AA", "P1"), ("AA", "P2")]
+
+
+def test_a_flooding_connection_is_paused_then_resumed() -> None:
+    intake = SlowIntake()
+    proto, transport = _proto(intake)
+    proto.dataReceived(b"".join(frame(with_id(NORMAL, f"F{i}")) for i in range(70)))
+    assert transport.producerState == "paused"
+    for i in range(40):
+        intake.finish(i)
+    assert transport.producerState == "producing"
+
+
+def test_an_exception_while_taking_a_frame_is_answered_and_later_frames_flow() -> None:
+    intake = SlowIntake()
+    proto, transport = _proto(intake)
+    intake.fail_next = True
+    proto.dataReceived(frame(with_id(NORMAL, "E1")) + frame(with_id(NORMAL, "E2")))
+    intake.finish(0)
+    assert acks(transport.value()) == [("AE", ""), ("AA", "E2")]
+    assert not transport.disconnecting
+
+
+def test_closed_mid_frame_logs_the_buffered_size() -> None:
+    intake = SlowIntake()
+    proto, _ = _proto(intake)
+    with capture_logs() as logs:
+        proto.dataReceived(b"\x0b" + b"x" * 1234)
+        proto.connectionLost()
+    [line] = [e for e in logs if e.get("reason") == "closed_mid_frame"]
+    assert line["bytes"] == 1234
+
+
+def test_connections_per_peer_are_limited() -> None:
+    factory = MllpFactory(SlowIntake(), max_frame_size=1024, idle_timeout=30,  # type: ignore[arg-type]
+                          max_connections=5, max_connections_per_peer=2)
+    assert factory.admit("10.0.0.1") == "" and factory.admit("10.0.0.1") == ""
+    assert factory.admit("10.0.0.1") == "max_connections_per_peer"
+    assert factory.admit("10.0.0.2") == ""
+    factory.release("10.0.0.1")
+    assert factory.admit("10.0.0.1") == ""
+    assert factory.admit("10.0.0.3") == "" and factory.admit("10.0.0.4") == ""
+    assert factory.admit("10.0.0.5") == "max_connections"
