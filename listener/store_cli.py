@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from listener import __version__
 from listener.errors import StoreError
 from listener.logs import HASH_KEY_FILE
+from listener.store.backup import BACKUP_PAGES
 from listener.store.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 __all__ = ["add_store_parser", "cmd_store"]
@@ -61,6 +62,8 @@ def add_store_parser(sub: Any) -> None:
         "backup", help="copy the store (and the log hash key) into a new directory, while the daemon runs",
         epilog="exit status: 0 written; 2 no store, DEST in the way, or the copy failed")
     backup.add_argument("dest", metavar="DEST", help="backup directory to create (must not exist, or be empty)")
+    backup.add_argument("--pages", type=int, default=BACKUP_PAGES, metavar="N",
+                        help=f"database pages copied per step (default {BACKUP_PAGES})")
     common(backup)
 
     restore = actions.add_parser(
@@ -118,9 +121,11 @@ def _backup(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
     from listener.store.backup import MANIFEST_FILENAME, backup_store, manifest_dict
 
     dest = Path(args.dest)
+    if args.pages < 1:
+        raise StoreError("--pages must be at least 1")
     started = time.monotonic()
     manifest = backup_store(state_dir, dest, now=datetime.now(timezone.utc), program_version=__version__,
-                            state_files=STATE_FILES)
+                            state_files=STATE_FILES, pages=args.pages)
     seconds = round(time.monotonic() - started, 3)
     files = ", ".join(f"{f.name} ({f.size} bytes)" for f in manifest.files)
     key_note = "" if any(f.name == HASH_KEY_FILE for f in manifest.files) else \

@@ -35,7 +35,7 @@ import secrets
 import shutil
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,6 +292,7 @@ def backup_store(
     program_version: str,
     state_files: Sequence[str] = (),
     pages: int = BACKUP_PAGES,
+    progress: Callable[[int, int], object] | None = None,
 ) -> BackupManifest:
     """Copy the store of ``state_dir`` (and ``state_files`` present there) into ``dest``.
 
@@ -307,6 +308,7 @@ def backup_store(
         program_version: recorded in the manifest.
         state_files: names of state files copied when present (the log hash key).
         pages: database pages copied per step.
+        progress: called after each step with (pages remaining, pages in all).
 
     Returns:
         The manifest written.
@@ -328,7 +330,7 @@ def backup_store(
     except OSError as exc:
         raise StoreError(f"{dest.parent}: cannot create the backup directory ({exc.strerror or type(exc).__name__})") from None
     try:
-        schema, messages, outbox = _copy_database(source, work / DB_FILENAME, pages)
+        schema, messages, outbox = _copy_database(source, work / DB_FILENAME, pages, progress)
         files = [_digest(work / DB_FILENAME)]
         for name in state_files:
             if (state_dir / name).is_file():
@@ -357,7 +359,9 @@ def backup_store(
     return manifest
 
 
-def _copy_database(source: Path, target: Path, pages: int) -> tuple[int, int, int]:
+def _copy_database(
+    source: Path, target: Path, pages: int, progress: Callable[[int, int], object] | None
+) -> tuple[int, int, int]:
     """Copy ``source`` to ``target`` from one snapshot; return (schema version, messages, outbox rows)."""
     src = connect_existing(source, read_only=False)
     try:
@@ -372,7 +376,8 @@ def _copy_database(source: Path, target: Path, pages: int) -> tuple[int, int, in
                 src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts here
                 if schema > SCHEMA_VERSION:
                     raise StoreError(f"{source}: {newer_schema_text(schema, SCHEMA_VERSION)}")
-                src.backup(dst, pages=pages, sleep=0)
+                step = None if progress is None else (lambda _status, left, total: progress(left, total))
+                src.backup(dst, pages=pages, sleep=0, progress=step)
             finally:
                 src.execute("COMMIT")
             # A self-contained file: no -wal to carry along, readable with mode=ro.
