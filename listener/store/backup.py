@@ -58,6 +58,7 @@ __all__ = [
     "manifest_dict",
     "read_manifest",
     "restore_store",
+    "verify_backup",
 ]
 
 #: The manifest file inside a backup directory.
