@@ -143,7 +143,8 @@ def _backup(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
 
 
 def _restore(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
-    from listener.store.backup import manifest_dict, restore_store
+    from listener.store.backup import manifest_dict
+    from listener.store.restore import restore_store
 
     result = restore_store(Path(args.src), state_dir, force=args.force, now=datetime.now(timezone.utc),
                            state_files=STATE_FILES)

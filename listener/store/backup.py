@@ -1,7 +1,8 @@
-"""Backups of the store: an online consistent copy, and restoring one.
+"""Backups of the store: an online consistent copy, its manifest, and file helpers.
 
 Layer: storage (files, SQLite), no logging. Used by ``overread store backup``
-and ``overread store restore`` (docs/operations.md, "Backup, restore, upgrade").
+(docs/operations.md, "Backup, restore, upgrade"); restoring is
+:mod:`listener.store.restore`.
 
 A backup is a directory (0700) holding ``overread.db`` (a self-contained
 SQLite file, journal mode DELETE, no ``-wal``), the state files that belong
@@ -18,12 +19,6 @@ and every step reads the same snapshot: the copy is the store as it was at one
 commit. Without that read transaction each step would see the daemon's newest
 commit, and SQLite restarts a backup whose source changed: under a steady
 stream of messages a large backup would never finish.
-
-Restoring replaces the state directory's store only while no daemon holds the
-state directory (:mod:`listener.store.statedir`), after checking the backup
-(checksums, then ``PRAGMA integrity_check``); an existing store is moved aside
-as ``overread.db.before-restore-<time>`` (its ``-wal``/``-shm`` with it: a WAL
-left behind would be replayed onto the restored file).
 """
 
 from __future__ import annotations
@@ -44,21 +39,22 @@ from typing import Any
 from listener.errors import StoreError
 from listener.store.schema import SCHEMA_VERSION, newer_schema_text, schema_version
 from listener.store.sqlite import DB_FILENAME, DEFAULT_BUSY_TIMEOUT_MS, create_private_file
-from listener.store.statedir import state_dir_locked
 
 __all__ = [
     "BACKUP_PAGES",
     "MANIFEST_FILENAME",
+    "SIDECAR_SUFFIXES",
     "BackupManifest",
     "FileDigest",
-    "RestoreResult",
     "backup_store",
     "connect_existing",
+    "copy_private",
+    "file_digest",
+    "fsync_path",
     "integrity_problems",
     "manifest_dict",
     "read_manifest",
-    "restore_store",
-    "verify_backup",
+    "sqlite_error_name",
 ]
 
 #: The manifest file inside a backup directory.
@@ -102,21 +98,6 @@ class BackupManifest:
     source: str
     program_version: str
     files: tuple[FileDigest, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreResult:
-    """What a restore did.
-
-    Attributes:
-        manifest: the restored backup's manifest.
-        restored: the files written into the state directory.
-        moved_aside: where the files that were replaced now are.
-    """
-
-    manifest: BackupManifest
-    restored: tuple[Path, ...]
-    moved_aside: tuple[Path, ...]
 
 
 # ------------------------------------------------------------------ manifest
@@ -195,7 +176,7 @@ def _plain_name(name: str) -> bool:
 # --------------------------------------------------------------------- files
 
 
-def _digest(path: Path) -> FileDigest:
+def file_digest(path: Path) -> FileDigest:
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as fh:
@@ -205,7 +186,7 @@ def _digest(path: Path) -> FileDigest:
     return FileDigest(path.name, size, sha.hexdigest())
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
     fd = os.open(path, flags)
     try:
@@ -214,7 +195,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_private(source: Path, target: Path, expected: FileDigest | None = None) -> FileDigest:
+def copy_private(source: Path, target: Path, expected: FileDigest | None = None) -> FileDigest:
     """Copy ``source`` to a new 0600 ``target``, fsynced; check it against ``expected``.
 
     The digest is taken of the bytes as written, so a file that changed after
@@ -258,11 +239,11 @@ def connect_existing(path: Path, *, read_only: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {DEFAULT_BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot be opened ({_sqlite_name(exc)})") from None
+        raise StoreError(f"{path}: cannot be opened ({sqlite_error_name(exc)})") from None
     return conn
 
 
-def _sqlite_name(exc: BaseException) -> str:
+def sqlite_error_name(exc: BaseException) -> str:
     return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
 
 
@@ -332,10 +313,10 @@ def backup_store(
         raise StoreError(f"{dest.parent}: cannot create the backup directory ({exc.strerror or type(exc).__name__})") from None
     try:
         schema, messages, outbox = _copy_database(source, work / DB_FILENAME, pages, progress)
-        files = [_digest(work / DB_FILENAME)]
+        files = [file_digest(work / DB_FILENAME)]
         for name in state_files:
             if (state_dir / name).is_file():
-                files.append(_copy_private(state_dir / name, work / name))
+                files.append(copy_private(state_dir / name, work / name))
         manifest = BackupManifest(
             schema_version=schema, created=now.astimezone(UTC), message_count=messages,
             outbox_count=outbox, source=str(source.resolve()), program_version=program_version,
@@ -348,9 +329,9 @@ def backup_store(
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_path(work)
+        fsync_path(work)
         os.rename(work, dest)  # an empty dest directory is replaced atomically
-        _fsync_path(dest.parent)
+        fsync_path(dest.parent)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -389,143 +370,9 @@ def _copy_database(
             messages, outbox = _counts(dst)
         finally:
             dst.close()
-        _fsync_path(target)
+        fsync_path(target)
     except sqlite3.Error as exc:
-        raise StoreError(f"{source}: backup failed ({_sqlite_name(exc)})") from None
+        raise StoreError(f"{source}: backup failed ({sqlite_error_name(exc)})") from None
     finally:
         src.close()
     return schema, messages, outbox
-
-
-# ------------------------------------------------------------------- restore
-
-
-def verify_backup(backup: Path, state_files: Sequence[str] = ()) -> BackupManifest:
-    """Check a backup directory before it is restored.
-
-    Checks: the manifest is valid and lists only the database and
-    ``state_files``; every file it lists exists with its size and SHA-256;
-    the database passes ``PRAGMA integrity_check``; its schema version is the
-    manifest's, and one this program can open (maybe after migrating).
-
-    Raises:
-        StoreError: the first problem found, naming the file.
-    """
-    manifest = read_manifest(backup / MANIFEST_FILENAME)
-    for entry in manifest.files:
-        path = backup / entry.name
-        if entry is not manifest.files[0] and entry.name not in state_files:
-            raise StoreError(f"{backup / MANIFEST_FILENAME}: lists {entry.name!r}, not a file overread restores")
-        if not path.is_file():
-            raise StoreError(f"{path}: listed in {MANIFEST_FILENAME} but missing")
-        try:
-            found = _digest(path)
-        except OSError as exc:
-            raise StoreError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-        if found.size != entry.size:
-            raise StoreError(f"{path}: {found.size} bytes, {MANIFEST_FILENAME} says {entry.size}")
-        if found.sha256 != entry.sha256:
-            raise StoreError(f"{path}: SHA-256 does not match {MANIFEST_FILENAME} (damaged or changed)")
-    db = backup / DB_FILENAME
-    conn = connect_existing(db, read_only=True)
-    try:
-        problems = integrity_problems(conn)
-        if problems:
-            raise StoreError(f"{db}: integrity check failed ({len(problems)} problems)")
-        version = schema_version(conn)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{db}: cannot be checked ({_sqlite_name(exc)})") from None
-    finally:
-        conn.close()
-    if version != manifest.schema_version:
-        raise StoreError(f"{db}: schema version {version}, {MANIFEST_FILENAME} says {manifest.schema_version}")
-    if version == 0:
-        raise StoreError(f"{db}: not an overread store (no schema version)")
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{db}: {newer_schema_text(version, SCHEMA_VERSION)}")
-    return manifest
-
-
-def _aside_name(path: Path, stamp: str) -> Path:
-    """``<name>.before-restore-<stamp>``, with ``.N`` added when that is taken."""
-    candidate = path.with_name(f"{path.name}.before-restore-{stamp}")
-    n = 1
-    while candidate.exists() or any(Path(f"{candidate}{s}").exists() for s in SIDECAR_SUFFIXES):
-        n += 1
-        candidate = path.with_name(f"{path.name}.before-restore-{stamp}.{n}")
-    return candidate
-
-
-def restore_store(
-    backup: Path, state_dir: Path, *, force: bool, now: datetime, state_files: Sequence[str] = ()
-) -> RestoreResult:
-    """Restore the backup directory ``backup`` into ``state_dir``.
-
-    Holds the state directory's lock throughout (refused while a daemon runs;
-    no daemon can start meanwhile). Without ``force`` an existing store (the
-    database, or a leftover ``-wal``/``-shm``) or a different state file (hash
-    key) is left alone and the restore refused; with ``force`` they are renamed
-    to ``<name>.before-restore-<UTC time>``.
-
-    Args:
-        backup: the backup directory (made by :func:`backup_store`).
-        state_dir: the daemon's state directory (created if missing).
-        force: move existing files aside instead of refusing.
-        now: names the moved-aside files (aware).
-        state_files: the state files a backup may carry (the log hash key).
-
-    Raises:
-        StoreError: the backup fails :func:`verify_backup`, a daemon holds the
-            state directory, something would be overwritten without ``force``,
-            or a file operation failed; the text names the file.
-    """
-    manifest = verify_backup(backup, state_files)
-    with state_dir_locked(state_dir, "restore"):
-        db = state_dir / DB_FILENAME
-        in_the_way = [p for p in (db, *(Path(f"{db}{s}") for s in SIDECAR_SUFFIXES)) if p.exists()]
-        for entry in manifest.files[1:]:
-            current = state_dir / entry.name
-            if current.exists() and _digest(current).sha256 != entry.sha256:
-                in_the_way.append(current)
-        if in_the_way and not force:
-            names = ", ".join(str(p) for p in in_the_way)
-            raise StoreError(f"{names}: would be replaced; use --force to move the current files aside")
-        return _swap_in(backup, state_dir, manifest, in_the_way, now)
-
-
-def _swap_in(
-    backup: Path, state_dir: Path, manifest: BackupManifest, in_the_way: list[Path], now: datetime
-) -> RestoreResult:
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    staged: dict[str, Path] = {}
-    try:
-        # 1. Copy everything next to its final place first (checked as written).
-        for entry in manifest.files:
-            temp = state_dir / f".{entry.name}.restoring-{token}"
-            staged[entry.name] = temp
-            _copy_private(backup / entry.name, temp, entry)
-        # 2. Move the current files aside: the database with its sidecars.
-        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved: list[Path] = []
-        db = state_dir / DB_FILENAME
-        db_aside = _aside_name(db, stamp)
-        for path in in_the_way:
-            if path.name.startswith(DB_FILENAME):
-                target = Path(f"{db_aside}{path.name[len(DB_FILENAME):]}")
-            else:
-                target = _aside_name(path, stamp)
-            os.rename(path, target)
-            moved.append(target)
-        # 3. Put the restored files in place.
-        restored = []
-        for name, temp in staged.items():
-            os.rename(temp, state_dir / name)
-            restored.append(state_dir / name)
-        _fsync_path(state_dir)
-    except OSError as exc:
-        raise StoreError(f"{exc.filename or state_dir}: restore failed ({exc.strerror or type(exc).__name__})") from None
-    finally:
-        for temp in staged.values():
-            temp.unlink(missing_ok=True)
-    return RestoreResult(manifest, tuple(restored), tuple(moved))
-
