@@ -390,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     from listener.outbox_cli import add_outbox_parser
 
     add_outbox_parser(sub)
+
+    from listener.store_cli import add_store_parser
+
+    add_store_parser(sub)
     return parser
 
 
@@ -419,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             daemon = daemon_config(args, config)
             return cmd_outbox(args, daemon.state_dir, sys.stdout, destinations_file=daemon.destinations_file)
+        if args.command == "store":
+            from listener.store_cli import cmd_store
+
+            return cmd_store(args, daemon_config(args, config).state_dir, sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR

@@ -102,6 +102,7 @@ EVENTS: frozenset[str] = frozenset(
         "watchdog_started",
         # store
         "store_opened",
+        "store_migrated",
         "store_closed",
         "store_unavailable",
         "raw_bodies_purged",

@@ -131,6 +131,8 @@ class Daemon:
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
         _log().info("store_opened", path=str(config.state_dir))
+        for step in self.store.migrations_run:  # an older schema, upgraded on open
+            _log().info("store_migrated", version=step.version, reason=step.label)
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store)
         self.outbound = _outbound_workers(config, reactor, self.store)

@@ -1,13 +1,18 @@
 """The SQLite schema, versioned with ``PRAGMA user_version``, and its migrations.
 
-Layer: storage. ``migrate()`` runs on the writer connection before the first
-write; a file from a newer program, or a SQLite file that is not ours, is refused.
+Layer: storage, no logging. ``migrate()`` runs on the writer connection before
+the first write (and from ``overread store migrate``); a file from a newer
+program, or a SQLite file that is not ours, is refused. Every step of
+:data:`MIGRATIONS` carries a one-line description, printed by
+``overread store migrate`` and logged by the daemon as ``store_migrated``
+(docs/operations.md, "Backup, restore, upgrade").
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from listener.errors import StoreError
 
@@ -106,13 +111,53 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)")
 
 
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: it takes a database from ``version - 1`` to ``version``.
+
+    Attributes:
+        version: the schema version the step produces (``MIGRATIONS[n].version == n + 1``).
+        description: one line saying what the step changes, for people.
+        apply: the step itself; runs inside the caller's transaction.
+    """
+
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+    @property
+    def label(self) -> str:
+        """``"v1 -> v2: <description>"``."""
+        return f"v{self.version - 1} -> v{self.version}: {self.description}"
+
+
 #: MIGRATIONS[n] upgrades a database from version n to n + 1 inside the caller's
-#: transaction. Append a step (and bump SCHEMA_VERSION) to change the schema;
+#: transaction. Append a step (SCHEMA_VERSION follows) to change the schema;
 #: never edit a released step. Use conn.execute, not executescript (it commits).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
+MIGRATIONS: list[Migration] = [
+    Migration(1, "messages, reports and outbox tables", _migrate_v1),
+    Migration(2, "'quarantined' message state and the health_probe table", _migrate_v2),
+]
 
 #: The schema version this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in the file (0: new or not ours)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def pending_migrations(version: int, target: int | None = None) -> Sequence[Migration]:
+    """Return the steps that take a database at ``version`` to ``target`` (default: latest)."""
+    target = len(MIGRATIONS) if target is None else target
+    return tuple(MIGRATIONS[version:target])
+
+
+def newer_schema_text(version: int, known: int) -> str:
+    """The refusal for a file written by a newer program: both versions, and what to do."""
+    return (f"store schema version {version} is newer than this program's {known};"
+            " upgrade overread to open this store")
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
@@ -120,25 +165,24 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
 
     All steps run in one IMMEDIATE transaction, so a crash leaves either the old
     or the new version, and two processes opening a new file do not both migrate.
+    The steps run are ``pending_migrations(<the returned version>, target)``.
 
     Returns:
         The version before migrating.
 
     Raises:
-        StoreError: the file is newer than this code, or is not an overread store.
+        StoreError: the file is newer than ``target``, or is not an overread store.
     """
     target = len(MIGRATIONS) if target is None else target
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        version = schema_version(conn)
         if version > target:
-            raise StoreError(
-                f"store schema version {version} is newer than this program's {target}"
-            )
+            raise StoreError(newer_schema_text(version, target))
         if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise StoreError("the database file is not an overread store")
-        for step in range(version, target):
-            MIGRATIONS[step](conn)
+        for step in pending_migrations(version, target):
+            step.apply(conn)
         if version != target:
             conn.execute(f"PRAGMA user_version = {int(target)}")
         conn.execute("COMMIT")

@@ -54,7 +54,7 @@ from listener.store.base import (
     SaveResult,
     require_aware,
 )
-from listener.store.schema import migrate
+from listener.store.schema import Migration, migrate, pending_migrations
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
 T = TypeVar("T")
@@ -241,10 +241,24 @@ class SQLiteStore:
             if on_commit is not None:
                 on_commit(jobs)
 
+        #: The schema steps this open ran on an existing store, oldest first
+        #: (empty for a new file or a current one); the daemon logs each as
+        #: ``store_migrated``.
+        self.migrations_run: tuple[Migration, ...] = ()
+
+        def setup(conn: sqlite3.Connection) -> None:
+            before = migrate(conn)
+            if before > 0:
+                self.migrations_run = tuple(pending_migrations(before))
+
         try:
             self._writer = GroupCommitWriter(
-                connect, setup=migrate, max_batch=max_batch, on_commit=committed
+                connect, setup=setup, max_batch=max_batch, on_commit=committed
             )
+        except StoreError as exc:
+            self._checkpointer.close()
+            # Name the file: "store schema version 3 is newer..." alone does not say which.
+            raise StoreError(f"{self.path}: {exc}") from None
         except BaseException:
             self._checkpointer.close()
             raise

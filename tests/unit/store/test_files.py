@@ -123,7 +123,8 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
     def v2(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE messages ADD COLUMN note TEXT NOT NULL DEFAULT 'v2'")
 
-    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, v2])
+    step = store_schema.Migration(store_schema.SCHEMA_VERSION + 1, "a note column", v2)
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, step])
     store = SQLiteStore(db)
     try:
         assert [m.control_id for m in store.messages()] == ["C1"]
@@ -135,6 +136,7 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
             lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]
         ).result()
         assert version == len(store_schema.MIGRATIONS) == store_schema.SCHEMA_VERSION + 1
+        assert store.migrations_run == (step,)
     finally:
         store.close()
 

@@ -1,0 +1,230 @@
+"""``overread store``: backup, restore, check and migrate the store (docs/operations.md).
+
+Layer: CLI (I/O for users). The work is done by :mod:`listener.store.backup`
+and :mod:`listener.store.maintenance`; this module parses options, prints and
+chooses the exit status. Conventions as ``overread messages``: ``--config F``
+(its ``state_dir``) and ``--state-dir DIR`` (wins); ``--format text`` (default)
+or ``--format json`` (one object). Nothing printed comes from a stored message:
+paths, versions, counts and ids only.
+
+* ``backup DEST``: an online, consistent copy while the daemon runs.
+* ``restore SRC [--force]``: refused while a daemon holds the state directory.
+* ``check [--quick]``: exit 0 sound, 1 problems found, 2 usage error or no store.
+* ``migrate [--list]``: run (or list) the schema migrations.
+
+Exit status of backup, restore and migrate: 0 done, 2 refused or failed (the
+message on stderr names the file and what is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from listener import __version__
+from listener.errors import StoreError
+from listener.logs import HASH_KEY_FILE
+from listener.store.backup import BACKUP_PAGES
+from listener.store.schema import MIGRATIONS, SCHEMA_VERSION, Migration
+
+__all__ = ["add_store_parser", "cmd_store"]
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_ERROR = 2
+
+#: State files that travel with the database in a backup.
+STATE_FILES = (HASH_KEY_FILE,)
+_MAX_PROBLEMS_SHOWN = 20
+
+
+def add_store_parser(sub: Any) -> None:
+    """Add ``store`` and its subcommands to the top-level subparsers."""
+    store = sub.add_parser(
+        "store",
+        help="back up, restore, check or migrate the store",
+        description="Back up, restore, check or upgrade the store in the state directory "
+        "(docs/operations.md, 'Backup, restore, upgrade').",
+    )
+    actions = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
+        parser.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+        parser.add_argument("--format", choices=("text", "json"), default="text")
+
+    backup = actions.add_parser(
+        "backup", help="copy the store (and the log hash key) into a new directory, while the daemon runs",
+        epilog="exit status: 0 written; 2 no store, DEST in the way, or the copy failed")
+    backup.add_argument("dest", metavar="DEST", help="backup directory to create (must not exist, or be empty)")
+    backup.add_argument("--pages", type=int, default=BACKUP_PAGES, metavar="N",
+                        help=f"database pages copied per step (default {BACKUP_PAGES})")
+    common(backup)
+
+    restore = actions.add_parser(
+        "restore", help="restore a backup directory into the state directory (daemon stopped)",
+        epilog="exit status: 0 restored; 2 refused (daemon running, store exists without --force, "
+        "backup damaged) or failed")
+    restore.add_argument("src", metavar="SRC", help="a directory written by 'overread store backup'")
+    restore.add_argument("--force", action="store_true",
+                         help="move an existing store aside (overread.db.before-restore-<time>) instead of refusing")
+    common(restore)
+
+    check = actions.add_parser(
+        "check", help="check the store's integrity and schema version, count its rows",
+        epilog="exit status: 0 sound; 1 problems found; 2 usage error or no store")
+    check.add_argument("--quick", action="store_true", help="PRAGMA quick_check instead of integrity_check")
+    common(check)
+
+    migrate = actions.add_parser(
+        "migrate", help="run the pending schema migrations (daemon stopped)",
+        epilog="exit status: 0 migrated or nothing to do; 2 refused or failed (nothing changed)")
+    migrate.add_argument("--list", action="store_true", help="list every migration and whether it is applied")
+    common(migrate)
+
+
+def cmd_store(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextIO | None = None) -> int:
+    """Run ``overread store <action>``; return the exit status (errors to ``err``, default stderr)."""
+    action = args.store_command
+    try:
+        if action == "backup":
+            return _backup(args, state_dir, out)
+        if action == "restore":
+            return _restore(args, state_dir, out)
+        if action == "check":
+            return _check(args, state_dir, out)
+        if action == "migrate":
+            return _list(args, state_dir, out) if args.list else _migrate(args, state_dir, out)
+    except StoreError as exc:
+        (err or sys.stderr).write(f"overread store {action}: {exc}\n")
+        return EXIT_ERROR
+    raise AssertionError(f"unknown store action {action}")
+
+
+def _emit(args: argparse.Namespace, out: TextIO, obj: dict[str, Any], lines: list[str]) -> None:
+    if args.format == "json":
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    else:
+        out.write("".join(f"{line}\n" for line in lines))
+
+
+def _step_dict(step: Migration) -> dict[str, Any]:
+    return {"from": step.version - 1, "to": step.version, "description": step.description}
+
+
+def _backup(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store.backup import MANIFEST_FILENAME, backup_store, manifest_dict
+
+    dest = Path(args.dest)
+    if args.pages < 1:
+        raise StoreError("--pages must be at least 1")
+    started = time.monotonic()
+    manifest = backup_store(state_dir, dest, now=datetime.now(timezone.utc), program_version=__version__,
+                            state_files=STATE_FILES, pages=args.pages)
+    seconds = round(time.monotonic() - started, 3)
+    files = ", ".join(f"{f.name} ({f.size} bytes)" for f in manifest.files)
+    key_note = "" if any(f.name == HASH_KEY_FILE for f in manifest.files) else \
+        f"  note: {state_dir / HASH_KEY_FILE} does not exist; the backup has no log hash key"
+    lines = [
+        f"backup written to {dest}",
+        f"  source:   {manifest.source}",
+        f"  schema:   v{manifest.schema_version}",
+        f"  messages: {manifest.message_count}, outbox rows: {manifest.outbox_count}",
+        f"  files:    {files}, {MANIFEST_FILENAME}",
+        f"  took {seconds} s",
+    ] + ([key_note] if key_note else [])
+    _emit(args, out, {"backup": str(dest), **manifest_dict(manifest), "seconds": seconds}, lines)
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store.backup import manifest_dict
+    from listener.store.restore import restore_store
+
+    result = restore_store(Path(args.src), state_dir, force=args.force, now=datetime.now(timezone.utc),
+                           state_files=STATE_FILES)
+    m = result.manifest
+    lines = [
+        f"restored {args.src} into {state_dir}",
+        f"  backup of {m.source}, made {m.created.isoformat()} by overread {m.program_version}",
+        f"  schema:   v{m.schema_version} (this program: v{SCHEMA_VERSION}"
+        + ("; migrated when the daemon starts)" if m.schema_version < SCHEMA_VERSION else ")"),
+        f"  messages: {m.message_count}, outbox rows: {m.outbox_count}",
+        f"  restored: {', '.join(p.name for p in result.restored)}",
+    ] + [f"  moved aside: {p}" for p in result.moved_aside]
+    obj = {"restored": str(args.src), "state_dir": str(state_dir), "manifest": manifest_dict(m),
+           "files": [str(p) for p in result.restored], "moved_aside": [str(p) for p in result.moved_aside]}
+    _emit(args, out, obj, lines)
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store.maintenance import check_store
+
+    result = check_store(state_dir, quick=args.quick)
+    check_name = "quick_check" if result.quick else "integrity_check"
+    lines = [f"store:    {result.path}",
+             f"schema:   v{result.schema_version} (this program: v{result.code_version})",
+             f"check:    {check_name} {'ok' if result.ok else 'found problems'}"]
+    if result.message_count is not None:
+        lines.append(f"messages: {result.message_count}, reports: {result.report_count}")
+        outbox = ", ".join(f"{state} {n}" for state, n in result.outbox_counts) or "empty"
+        lines.append(f"outbox:   {outbox}")
+    if result.pending:
+        lines.append("pending migrations (run at the next daemon start, or now: overread store migrate):")
+        lines += [f"  {step.label}" for step in result.pending]
+    if result.problems:
+        lines.append(f"problems ({len(result.problems)}):")
+        lines += [f"  {p}" for p in result.problems[:_MAX_PROBLEMS_SHOWN]]
+        if len(result.problems) > _MAX_PROBLEMS_SHOWN:
+            lines.append(f"  ... and {len(result.problems) - _MAX_PROBLEMS_SHOWN} more (--format json lists all)")
+    obj = {
+        "path": str(result.path), "ok": result.ok, "check": check_name,
+        "schema_version": result.schema_version, "code_version": result.code_version,
+        "pending": [_step_dict(s) for s in result.pending], "problems": list(result.problems),
+        "message_count": result.message_count, "report_count": result.report_count,
+        "outbox": dict(result.outbox_counts),
+    }
+    _emit(args, out, obj, lines)
+    return EXIT_OK if result.ok else EXIT_PROBLEMS
+
+
+def _list(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store.maintenance import stored_version
+    from listener.store.sqlite import DB_FILENAME
+
+    version = stored_version(state_dir)
+    db = state_dir / DB_FILENAME
+    if version is None:
+        head = f"no store in {state_dir}: every migration runs when the daemon creates it"
+    else:
+        head = f"store {db}: schema v{version} (this program: v{SCHEMA_VERSION})"
+        if version > SCHEMA_VERSION:
+            head += "; newer than this program: upgrade overread"
+    current = version or 0
+    lines = [head] + [f"  {step.label}  [{'applied' if step.version <= current else 'pending'}]"
+                      for step in MIGRATIONS]
+    obj = {"path": str(db), "schema_version": version, "code_version": SCHEMA_VERSION,
+           "migrations": [{**_step_dict(s), "applied": s.version <= current} for s in MIGRATIONS]}
+    _emit(args, out, obj, lines)
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store.maintenance import migrate_store
+
+    result = migrate_store(state_dir)
+    if result.steps:
+        lines = [step.label for step in result.steps]
+        lines.append(f"store {result.path} migrated from v{result.before} to v{result.after}")
+    else:
+        lines = [f"store {result.path} is at v{result.after}: nothing to migrate"]
+    obj = {"path": str(result.path), "before": result.before, "after": result.after,
+           "steps": [_step_dict(s) for s in result.steps]}
+    _emit(args, out, obj, lines)
+    return EXIT_OK
