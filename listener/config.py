@@ -479,17 +479,33 @@ class Config:
         return self.mllp_endpoint.startswith("ssl:")
 
     def pipeline(self) -> "Pipeline":
-        """Load mappings, the CPT table and policies into a Pipeline (ConfigError on any problem)."""
+        """Load mappings, the CPT table and policies into a Pipeline.
+
+        Every file the policy needs must be there and hold something
+        (:mod:`listener.manifest`): the loaders' fallbacks (no qa.yaml: rule
+        defaults; no routing.yaml: no routing; no terms directory: the shipped
+        vocabularies) are for tests and ``overread check --policy``, never for
+        the daemon, whose routing would otherwise shrink without a word.
+
+        Raises:
+            ConfigError: naming the file (and line) of the first problem.
+        """
+        from listener.manifest import check_required_files, check_terms_loaded
         from listener.pipeline import Pipeline
         from listener.procedures import load_procedures
         from listener.qa.policy import load_qa_config
         from listener.routing import load_decider
         from listener.sites import load_directory
 
-        procedures = load_procedures(self.procedures_file) if self.procedures_file.is_file() else None
+        check_required_files(self)
+        terms_dir = self.policies_dir / "terms"
+        procedures = load_procedures(self.procedures_file)
         directory = load_directory(self.policies_dir)
-        qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory)
-        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms)
+        qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory, terms_dir=terms_dir)
+        # A file removed between the check and the load must not slip through either.
+        check_terms_loaded(qa.terms.sources, terms_dir)
+        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms,
+                              policy_file=self.policies_dir / "routing.yaml")
         return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, decide_route=decide, version=qa.version)
 
 

@@ -163,6 +163,8 @@ KEYS: frozenset[str] = frozenset(
         "method",
         # lifecycle
         "reason",
+        # what is wrong with a configuration file (our own words: config_invalid)
+        "detail",
         "signal",
         "interval_s",
         "version",

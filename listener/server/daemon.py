@@ -262,7 +262,8 @@ class Daemon:
         def failed(failure: Any) -> None:
             exc = failure.value
             if isinstance(exc, ConfigError):
-                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
+                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message,
+                             reason="reload_kept_old")
             else:
                 _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
             notify_ready(f"listening on {self.config.mllp_endpoint}; reload refused, old policies kept")
