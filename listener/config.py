@@ -379,6 +379,8 @@ _CONFIG_KEYS = frozenset(
         "destinations",
         "http_clients",
         "http_max_body_size",
+        "http_max_connections",
+        "http_max_connections_per_peer",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
@@ -388,6 +390,10 @@ DEFAULT_MLLP_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 #: FHIR, health and metrics (DESIGN §2); ``off`` (or "") turns HTTP off.
 DEFAULT_HTTP_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 DEFAULT_HTTP_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Concurrent HTTP connections, in total and from one peer host (behind a
+#: reverse proxy every request comes from the proxy: raise the per-peer cap).
+DEFAULT_HTTP_MAX_CONNECTIONS = 200
+DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER = 32
 DEFAULT_STATE_DIR = "var"
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 300.0
@@ -438,6 +444,8 @@ class Config:
         http_clients: clients of the FHIR API with their bearer tokens; empty:
             no authentication (the loopback default).
         http_max_body_size: largest HTTP request body accepted, in bytes (413 above).
+        http_max_connections, http_max_connections_per_peer: concurrent HTTP
+            connections accepted in total and from one peer host; more get 503.
         max_frame_size: largest MLLP payload accepted, in bytes.
         idle_timeout: seconds without bytes before a connection is closed.
         max_connections: concurrent MLLP connections accepted; more are closed.
@@ -462,6 +470,8 @@ class Config:
     http_endpoint: str = DEFAULT_HTTP_ENDPOINT
     http_clients: tuple[HttpClient, ...] = ()
     http_max_body_size: int = DEFAULT_HTTP_MAX_BODY_SIZE
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -654,7 +664,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if number != int(number):
                 raise doc.error("http_max_body_size", "'http_max_body_size' must be a whole number")
             daemon["http_max_body_size"] = int(number)
-        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0)):
+        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0),
+                             ("http_max_connections", 1), ("http_max_connections_per_peer", 1)):
             if key in doc:
                 number = doc.get_number(key, minimum=minimum)
                 if number != int(number):

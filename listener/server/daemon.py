@@ -319,7 +319,8 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
     queries = ReportQueries(store.path)
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
-                      idle_timeout=config.idle_timeout)
+                      idle_timeout=config.idle_timeout, max_connections=config.http_max_connections,
+                      max_connections_per_peer=config.http_max_connections_per_peer)
     return (http_intake, queries, site)
 
 
