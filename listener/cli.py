@@ -262,12 +262,18 @@ def daemon_config(args: argparse.Namespace, config: Config) -> Config:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Run the daemon until SIGTERM (exit 0) or a start-up failure (non-zero)."""
-    from listener.logs import configure_logging
+    from listener.logs import configure_logging, get_logger
     from listener.server.daemon import serve
 
     configure_logging(args.log_format)
     try:
         return serve(daemon_config(args, config))
+    except ConfigError as exc:
+        # The journal gets the event too (main() also says it on stderr, exit 2):
+        # a unit that fails to start shows why in `journalctl -u overread`.
+        get_logger("listener.cli").error("config_invalid", path=exc.path or "", line=exc.line or 0,
+                                         detail=exc.message, reason="start_refused")
+        raise
     except StoreError as exc:
         sys.stderr.write(f"overread serve: {exc}\n")
         return EXIT_ERROR

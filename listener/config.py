@@ -383,6 +383,8 @@ _CONFIG_KEYS = frozenset(
         "destinations",
         "http_clients",
         "http_max_body_size",
+        "http_max_connections",
+        "http_max_connections_per_peer",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
@@ -392,6 +394,10 @@ DEFAULT_MLLP_ENDPOINT = "tcp:2575:interface=127.0.0.1"
 #: FHIR, health and metrics (DESIGN §2); ``off`` (or "") turns HTTP off.
 DEFAULT_HTTP_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 DEFAULT_HTTP_MAX_BODY_SIZE = 4 * 1024 * 1024
+#: Concurrent HTTP connections, in total and from one peer host (behind a
+#: reverse proxy every request comes from the proxy: raise the per-peer cap).
+DEFAULT_HTTP_MAX_CONNECTIONS = 200
+DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER = 32
 DEFAULT_STATE_DIR = "var"
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT = 300.0
@@ -449,6 +455,8 @@ class Config:
         http_clients: clients of the FHIR API with their bearer tokens; empty:
             no authentication (the loopback default).
         http_max_body_size: largest HTTP request body accepted, in bytes (413 above).
+        http_max_connections, http_max_connections_per_peer: concurrent HTTP
+            connections accepted in total and from one peer host; more get 503.
         max_frame_size: largest MLLP payload accepted, in bytes.
         idle_timeout: seconds without bytes before a connection is closed.
         max_connections: concurrent MLLP connections accepted; more are closed.
@@ -481,6 +489,8 @@ class Config:
     http_endpoint: str = DEFAULT_HTTP_ENDPOINT
     http_clients: tuple[HttpClient, ...] = ()
     http_max_body_size: int = DEFAULT_HTTP_MAX_BODY_SIZE
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -502,17 +512,33 @@ class Config:
         return self.mllp_endpoint.startswith("ssl:")
 
     def pipeline(self) -> "Pipeline":
-        """Load mappings, the CPT table and policies into a Pipeline (ConfigError on any problem)."""
+        """Load mappings, the CPT table and policies into a Pipeline.
+
+        Every file the policy needs must be there and hold something
+        (:mod:`listener.manifest`): the loaders' fallbacks (no qa.yaml: rule
+        defaults; no routing.yaml: no routing; no terms directory: the shipped
+        vocabularies) are for tests and ``overread check --policy``, never for
+        the daemon, whose routing would otherwise shrink without a word.
+
+        Raises:
+            ConfigError: naming the file (and line) of the first problem.
+        """
+        from listener.manifest import check_required_files, check_terms_loaded
         from listener.pipeline import Pipeline
         from listener.procedures import load_procedures
         from listener.qa.policy import load_qa_config
         from listener.routing import load_decider
         from listener.sites import load_directory
 
-        procedures = load_procedures(self.procedures_file) if self.procedures_file.is_file() else None
+        check_required_files(self)
+        terms_dir = self.policies_dir / "terms"
+        procedures = load_procedures(self.procedures_file)
         directory = load_directory(self.policies_dir)
-        qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory)
-        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms)
+        qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory, terms_dir=terms_dir)
+        # A file removed between the check and the load must not slip through either.
+        check_terms_loaded(qa.terms.sources, terms_dir)
+        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms,
+                              policy_file=self.policies_dir / "routing.yaml")
         return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, decide_route=decide, version=qa.version)
 
 
@@ -662,7 +688,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
                 raise doc.error("http_max_body_size", "'http_max_body_size' must be a whole number")
             daemon["http_max_body_size"] = int(number)
         for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0),
-                             ("max_connections_per_peer", 1), ("pipeline_workers", 1)):
+                             ("max_connections_per_peer", 1), ("pipeline_workers", 1),
+                             ("http_max_connections", 1), ("http_max_connections_per_peer", 1)):
             if key in doc:
                 number = doc.get_number(key, minimum=minimum)
                 if number != int(number):

@@ -52,7 +52,9 @@ __all__ = [
     "HASH_KEY_FILE",
     "KEYS",
     "UNLISTED_EVENT",
+    "MAX_FIELD_CHARS",
     "allowlist",
+    "bound_sizes",
     "configure_logging",
     "get_logger",
     "keyed_hash",
@@ -170,6 +172,8 @@ KEYS: frozenset[str] = frozenset(
         "method",
         # lifecycle
         "reason",
+        # what is wrong with a configuration file (our own words: config_invalid)
+        "detail",
         "signal",
         "interval_s",
         "version",
@@ -422,6 +426,57 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
     return out
 
 
+#: Longest string a log line carries in one field; the rest is cut and said so.
+#: Our fields are ids, hashes, paths and codes (tens of characters); a longer
+#: one is a value some peer chose (a path, a sender name), and a 4 MB one must
+#: not become a 4 MB journal line.
+MAX_FIELD_CHARS = 256
+#: The exception field (a whole traceback as text on a console) gets more room.
+MAX_EXCEPTION_CHARS = 8192
+#: Most items kept from a list (an exception's frames: a RecursionError has a
+#: thousand): the first and last halves stay, as in a truncated traceback.
+MAX_LIST_ITEMS = 40
+# Nesting kept inside a field (exception stacks are three levels deep).
+_MAX_NESTING = 6
+
+
+def _truncated(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[truncated {len(text) - limit} chars]"
+
+
+def _bounded(value: Any, limit: int, nesting: int = 0) -> Any:
+    if isinstance(value, str):
+        return _truncated(value, limit)
+    if nesting >= _MAX_NESTING and isinstance(value, (dict, list, tuple)):
+        return f"<{type(value).__name__}: nested too deep>"
+    if isinstance(value, dict):
+        return {k: _bounded(v, limit, nesting + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+        if len(items) > MAX_LIST_ITEMS:
+            head = MAX_LIST_ITEMS // 2
+            tail = MAX_LIST_ITEMS - head
+            omitted = len(items) - MAX_LIST_ITEMS
+            items = [*items[:head], f"...[{omitted} items omitted]", *items[-tail:]]
+        return [_bounded(v, limit, nesting + 1) for v in items]
+    return value
+
+
+def bound_sizes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Cap every field: strings at :data:`MAX_FIELD_CHARS` (the exception at
+    :data:`MAX_EXCEPTION_CHARS`), lists at :data:`MAX_LIST_ITEMS`, nesting too.
+
+    Runs after the allowlist, just before the renderer, so whatever reaches a
+    line is bounded: a line is at most a few KB plus one traceback. A cut is
+    visible (``...[truncated N chars]``, ``...[N items omitted]``), never silent.
+    """
+    for key, value in event_dict.items():
+        event_dict[key] = _bounded(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_FIELD_CHARS)
+    return event_dict
+
+
 # --- Bridges --------------------------------------------------------------------
 
 
@@ -568,9 +623,10 @@ def configure_logging(
     """Configure structlog, the stdlib bridge and the exception hooks.
 
     The processor chain follows structlog's performance guide (native filtering
-    bound logger, plain dict context, a write-to-file logger factory) with two
-    additions: exceptions are rendered without message or locals, and the
-    :func:`allowlist` runs just before the renderer. ``contextvars`` are not
+    bound logger, plain dict context, a write-to-file logger factory) with three
+    additions: exceptions are rendered without message or locals, the
+    :func:`allowlist` drops unlisted keys, and :func:`bound_sizes` caps what is
+    left, just before the renderer. ``contextvars`` are not
     merged: Twisted callbacks share one thread's context, so we bind explicitly.
 
     Args:
@@ -601,6 +657,7 @@ def configure_logging(
         processors += [
             _ExceptionStep(as_text=False),
             allowlist,
+            bound_sizes,
             # The allowlist already normalised values; default= is a last guard
             # so no object's repr() is ever written.
             structlog.processors.JSONRenderer(
@@ -611,6 +668,7 @@ def configure_logging(
         processors += [
             _ExceptionStep(as_text=True),
             allowlist,
+            bound_sizes,
             structlog.dev.ConsoleRenderer(
                 colors=bool(getattr(out, "isatty", lambda: False)()),
                 exception_formatter=_console_exception_formatter,

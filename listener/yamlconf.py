@@ -169,7 +169,11 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _Li
 
 
 def parse_yaml(text: str, path: str) -> YamlMap:
-    """Parse YAML text whose top level must be a mapping; errors name ``path:line``."""
+    """Parse YAML text whose top level must be a non-empty mapping; errors name ``path:line``.
+
+    Raises:
+        ConfigError: invalid YAML, an empty document, or a top level that is not a mapping.
+    """
     loader = _LineLoader(text)
     loader.source_path = path
     try:
@@ -182,9 +186,11 @@ def parse_yaml(text: str, path: str) -> YamlMap:
         raise ConfigError("invalid YAML", path=path) from None
     finally:
         loader.dispose()
-    if doc is None:
-        doc = YamlMap()
-        doc.path, doc.line, doc.key_lines = path, 1, {}
+    # Every file we read configures something: an empty one (blank, comments
+    # only, or ``{}``) is a truncated or emptied file, and taking it for "all
+    # defaults" would shrink the configuration without a word.
+    if doc is None or (isinstance(doc, YamlMap) and not doc):
+        raise ConfigError("the file is empty: it holds no settings", path=path, line=1)
     if not isinstance(doc, YamlMap):
         raise ConfigError("the top level must be a mapping", path=path, line=1)
     return doc

@@ -3,7 +3,8 @@
 Pure: no I/O, no clock (the receive time is an argument), no logging, no
 network (a reference to a resource outside the body is noted, never fetched).
 
-Steps: media type -> JSON -> what is in it (DiagnosticReport, or a Bundle of an
+Steps: media type -> JSON -> its shape (nesting depth, no control characters:
+:mod:`listener.fhir.shape`) -> what is in it (DiagnosticReport, or a Bundle of an
 accepted type holding at least one) -> the FHIR version (chosen, never guessed
 by trial) -> vendor extra elements stripped when the client allows them ->
 fhir.resources validation -> our own checks (status, category, report text)
@@ -28,6 +29,7 @@ from listener.errors import FhirDecodeError
 from listener.fhir import models
 from listener.fhir.report import ReportContext, report_from_diagnostic_report
 from listener.fhir.resolve import JSON, Index, o, objs, s, strs, walk_entries
+from listener.fhir.shape import check_shape
 from listener.model import Report
 from listener.procedures import ProcedureTable
 
@@ -103,6 +105,8 @@ def decode_fhir(
         raise FhirDecodeError("resourceType is missing", issue_code="required", expression="resourceType")
     if root not in ("DiagnosticReport", "Bundle"):
         raise FhirDecodeError("only a DiagnosticReport or a Bundle is accepted", issue_code="not-supported")
+    # Before anything walks the body recursively (fhir.resources does): depth and control characters.
+    check_shape(doc, root)
     dr_entries = _precheck_bundle(doc) if root == "Bundle" else []
 
     profiles = strs(o(doc, "meta"), "profile")

@@ -324,7 +324,8 @@ class Daemon:
         def failed(failure: Any) -> None:
             exc = failure.value
             if isinstance(exc, ConfigError):
-                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, reason="reload_kept_old")
+                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message,
+                             reason="reload_kept_old")
             else:
                 _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
             notify_ready(f"listening on {self.config.mllp_endpoint}; reload refused, old policies kept")
@@ -387,7 +388,8 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
     queries = ReportQueries(store.path)
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
-                      idle_timeout=config.idle_timeout)
+                      idle_timeout=config.idle_timeout, max_connections=config.http_max_connections,
+                      max_connections_per_peer=config.http_max_connections_per_peer)
     return (http_intake, queries, site)
 
 

@@ -19,7 +19,11 @@ Promises:
   that (``allow: [submit, read]``). ``/healthz`` and ``/metrics`` are open
   (codes and counts only).
 * Every 4xx/5xx body is an OperationOutcome naming an issue code and a FHIRPath,
-  never a value from the request. Store reads run on threads.
+  never a value from the request. Store reads run on threads. Every status
+  line carries its RFC 9110 reason phrase (:func:`reason_phrase`).
+* A request with more than one ``Authorization`` header is refused (400).
+* At most ``max_connections`` connections at once, and ``max_connections_per_peer``
+  from one host; more get 503 and are closed.
 """
 
 from __future__ import annotations
@@ -30,17 +34,18 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from listener.config import HttpClient
+from listener.config import DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER, HttpClient
 from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
@@ -104,7 +109,14 @@ class Access:
         self.clients = clients
 
     def check(self, request: Any, permission: str) -> ApiClient | HttpAnswer:
-        """The caller, or the 401/403 answer to send."""
+        """The caller, or the 400/401/403 answer to send."""
+        # getHeader() returns the last of several headers, and proxies and
+        # frameworks disagree on which one counts: a request carrying more than
+        # one set of credentials is refused whatever they say, never
+        # authenticated by one of them (also without http_clients, so a client
+        # learns of its mistake before tokens are configured).
+        if len(request.requestHeaders.getRawHeaders(b"authorization") or ()) > 1:
+            return outcome_answer(400, (Issue("error", "structure", "send exactly one Authorization header"),))
         if not self.clients:
             return ANONYMOUS
         raw = request.getHeader(b"authorization")
@@ -208,7 +220,7 @@ class CappedChannel(HTTPChannel):
         """Write ``answer`` now, then drop incoming bytes until the peer closes (or the linger limit)."""
         self.refused = True
         self.dropped = 0
-        head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Error')}",
+        head = [f"HTTP/1.1 {answer.status} {reason_phrase(answer.status)}",
                 f"Content-Type: {answer.content_type}", f"Content-Length: {len(answer.body)}", "Connection: close"]
         head += [f"{k}: {v}" for k, v in answer.headers]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + answer.body)
@@ -243,26 +255,125 @@ class CappedChannel(HTTPChannel):
         linger = getattr(self, "linger", None)
         if linger is not None and linger.active():
             linger.cancel()
+        peer, self.ov_peer = self.ov_peer, None
+        if peer is not None:
+            self.site.connection_closed(peer)
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
+    #: The peer key this connection is counted under by ApiSite (None once released).
+    ov_peer: str | None = None
 
-_REASONS = {413: "Content Too Large"}
+
+class _Overflow(Protocol):
+    """A connection over the caps: answered 503 at once and closed, never parsed.
+
+    The answer goes out before the request is read: an HTTP client reads it
+    as the response to whatever it sends, and the socket is freed at once
+    rather than held until the idle timeout.
+    """
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        answer = outcome_answer(503, (Issue("error", "throttled", "too many connections; retry later"),),
+                                (("Retry-After", "5"),))
+        head = [f"HTTP/1.1 503 {reason_phrase(503)}", f"Content-Type: {answer.content_type}",
+                f"Content-Length: {len(answer.body)}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in answer.headers]
+        transport: Any = self.transport
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + answer.body)
+        transport.loseConnection()
+
+
+#: At most one ``connection_refused`` line per this many seconds (with the count
+#: since the last one): a flood of refused connections must not flood the log.
+_REFUSAL_LOG_INTERVAL_S = 10.0
+
+
+#: The reason phrase of every status we send, in RFC 9110's words. Twisted's
+#: table lacks 422 and 429 (it sends "Unknown Status") and has older names for
+#: 413 and 422; the stdlib's (3.11) still says "Request Entity Too Large".
+_REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout",
+    409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+_CLASS_REASONS = {1: "Informational", 2: "Success", 3: "Redirection", 4: "Client Error", 5: "Server Error"}
+
+
+def reason_phrase(status: int) -> str:
+    """The reason phrase for ``status``: RFC 9110's, else the stdlib's, else its class ("Client Error")."""
+    phrase = _REASONS.get(status)
+    if phrase is not None:
+        return phrase
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return _CLASS_REASONS.get(status // 100, "Status")
 
 
 class ApiSite(Site):
-    """The Site: capped requests, no access log (we log ``http_request`` ourselves, without query strings)."""
+    """The Site: capped requests and connections, no access log (we log ``http_request`` ourselves,
+    without query strings).
+
+    Connections are counted in total and per peer host (``max_connections``,
+    ``max_connections_per_peer``): one peer holding many idle connections
+    reaches its own cap long before the total one, so it cannot lock another
+    peer out of ``/healthz`` or the API. A connection over either cap gets a
+    503 and is closed (see :class:`_Overflow`).
+    """
 
     noisy = False
     displayTracebacks = False
     requestFactory = CappedRequest
+    reactor: Any
 
-    def __init__(self, resource: Resource, *, max_body_size: int, metrics: Metrics | None, timeout: float) -> None:
+    def __init__(self, resource: Resource, *, max_body_size: int, metrics: Metrics | None, timeout: float,
+                 max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
+                 max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER) -> None:
         super().__init__(resource, timeout=timeout)  # type: ignore[no-untyped-call]
         self.max_body_size = max_body_size
         self.metrics = metrics
+        self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
+        self.open_connections = 0
+        self.open_by_peer: dict[str, int] = {}
+        self._refused_since_log = 0
+        self._refusal_logged_at: float | None = None
 
     def protocol(self) -> CappedChannel:  # type: ignore[override]
         return CappedChannel()  # type: ignore[no-untyped-call]
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted API
+        # Unix-socket peers have no host: they share one key (a local proxy is one peer).
+        peer = str(getattr(addr, "host", None) or type(addr).__name__)
+        if self.open_connections >= self.max_connections:
+            return self._refuse(peer, "max_connections", self.max_connections)
+        if self.open_by_peer.get(peer, 0) >= self.max_connections_per_peer:
+            return self._refuse(peer, "max_connections_per_peer", self.max_connections_per_peer)
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        channel.ov_peer = peer
+        self.open_connections += 1
+        self.open_by_peer[peer] = self.open_by_peer.get(peer, 0) + 1
+        return channel
+
+    def connection_closed(self, peer: str) -> None:
+        """A counted connection of ``peer`` ended (CappedChannel.connectionLost)."""
+        self.open_connections -= 1
+        left = self.open_by_peer.get(peer, 0) - 1
+        if left > 0:
+            self.open_by_peer[peer] = left
+        else:
+            self.open_by_peer.pop(peer, None)
+
+    def _refuse(self, peer: str, reason: str, limit: int) -> _Overflow:
+        self._refused_since_log += 1
+        now = float(self.reactor.seconds())
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= _REFUSAL_LOG_INTERVAL_S:
+            _log().warning("connection_refused", peer=peer, reason=reason, limit=limit, count=self._refused_since_log)
+            self._refusal_logged_at = now
+            self._refused_since_log = 0
+        return _Overflow()
 
     def log(self, request: Any) -> None:
         pass
@@ -580,7 +691,7 @@ class Api:
         """Write ``answer`` unless the client went away; log ``http_request`` and count it."""
         if request.finished or request.ov_gone:
             return
-        request.setResponseCode(answer.status)
+        request.setResponseCode(answer.status, reason_phrase(answer.status).encode("ascii"))
         request.setHeader(b"content-type", answer.content_type.encode("ascii"))
         request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -608,6 +719,8 @@ def build_site(
     max_body_size: int,
     idle_timeout: float,
     run_in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread,
+    max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
+    max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
 ) -> ApiSite:
     """The HTTP Site with the whole Resource tree (see the module docstring)."""
     api = Api(intake=intake, access=Access(clients), store=store, queries=queries, metrics=metrics,
@@ -622,7 +735,8 @@ def build_site(
     fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
     fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
     root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]
-    site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout)
+    site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout,
+                   max_connections=max_connections, max_connections_per_peer=max_connections_per_peer)
     site.reactor = reactor
     return site
 

@@ -327,3 +327,69 @@ def test_corrupt_hash_key_refused(tmp_path: Path) -> None:
     (tmp_path / logs.HASH_KEY_FILE).write_bytes(b"short")
     with pytest.raises(ValueError, match="expected 32 bytes"):
         logs.load_or_create_hash_key(tmp_path)
+
+
+# --- size bounds ----------------------------------------------------------------
+
+
+def test_long_string_field_is_truncated_with_a_marker(out: io.StringIO) -> None:
+    """A field longer than MAX_FIELD_CHARS keeps its first MAX_FIELD_CHARS characters and says
+    how many were cut; short fields are untouched."""
+    limit = logs.MAX_FIELD_CHARS
+    structlog.get_logger().warning("http_request", path="/" + "a" * 10_000, method="GET", peer="127.0.0.1:1")
+    (got,) = lines(out)
+    assert got["path"] == "/" + "a" * (limit - 1) + f"...[truncated {10_001 - limit} chars]"
+    assert got["method"] == "GET" and got["peer"] == "127.0.0.1:1"
+    exact = "b" * limit
+    structlog.get_logger().warning("http_request", path=exact)
+    assert lines(out)[-1]["path"] == exact
+
+
+def test_a_huge_field_cannot_make_a_huge_line(out: io.StringIO) -> None:
+    """Every allowed key at 1 MB each: the line stays a few KB."""
+    huge = "x" * 1_000_000
+    structlog.get_logger().error("message_rejected", **{k: huge for k in logs.KEYS if k not in ("event", "level", "timestamp", "exception")})
+    assert len(out.getvalue()) < len(logs.KEYS) * (logs.MAX_FIELD_CHARS + 40) + 200
+
+
+def test_deep_recursion_traceback_keeps_head_and_tail_frames(out: io.StringIO) -> None:
+    """A RecursionError's thousand frames are cut to MAX_LIST_ITEMS (first and last halves) with a marker."""
+
+    def recurse(n: int) -> int:
+        return recurse(n + 1) + 1
+
+    try:
+        recurse(0)
+    except RecursionError:
+        structlog.get_logger().exception("exception_unhandled")
+    (got,) = lines(out)
+    frames = got["exception"][0]["frames"]
+    assert len(frames) == logs.MAX_LIST_ITEMS + 1
+    markers = [f for f in frames if isinstance(f, str)]
+    assert len(markers) == 1 and markers[0].endswith("items omitted]")
+    assert frames[0]["name"] == "test_deep_recursion_traceback_keeps_head_and_tail_frames"
+    assert frames[-1]["name"] == "recurse"
+
+
+def test_twisted_failure_frames_are_bounded(out: io.StringIO) -> None:
+    """A Failure's frames (the Twisted door) are capped as well."""
+
+    def recurse(n: int) -> int:
+        return recurse(n + 1) + 1
+
+    try:
+        recurse(0)
+    except RecursionError:
+        failure = Failure()
+    Logger(namespace="t", observer=logs.twisted_observer()).failure("boom", failure, level=LogLevel.error)
+    (got,) = lines(out)
+    assert len(got["exception"][0]["frames"]) <= logs.MAX_LIST_ITEMS + 1
+
+
+def test_console_renderer_is_bounded_too() -> None:
+    """The console chain caps fields the same way."""
+    buf = io.StringIO()
+    logs.configure_logging("console", stream=buf, cache=False)
+    structlog.get_logger().warning("http_request", path="/" + "c" * 5000)
+    text = buf.getvalue()
+    assert "c" * logs.MAX_FIELD_CHARS not in text and "...[truncated" in text

@@ -382,3 +382,70 @@ def test_search_version_format_and_parameters(pipeline: Pipeline) -> None:
     assert status_of(odd) == 400 and b"Smith" not in odd  # a name shaped like data is not echoed
     below = exchange(site, _get("/fhir/DiagnosticReport/abc"))
     assert status_of(below) == 404 and "DetectedIssue?implicated=" in body_of(below)["issue"][0]["diagnostics"]
+
+
+# ------------------------------------------------------------ hardening
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [(200, "OK"), (201, "Created"), (400, "Bad Request"), (401, "Unauthorized"), (403, "Forbidden"),
+     (404, "Not Found"), (405, "Method Not Allowed"), (406, "Not Acceptable"), (413, "Content Too Large"),
+     (415, "Unsupported Media Type"), (422, "Unprocessable Content"), (429, "Too Many Requests"),
+     (500, "Internal Server Error"), (503, "Service Unavailable"), (418, "I'm a Teapot"), (499, "Client Error")],
+)
+def test_reason_phrases(status: int, phrase: str) -> None:
+    """RFC 9110 phrases for what we send; the stdlib's or the class for anything else; never "Unknown Status"."""
+    from listener.server.http import reason_phrase
+
+    assert reason_phrase(status) == phrase
+
+
+def test_422_status_line_over_the_site(pipeline: Pipeline) -> None:
+    """A refused-by-our-rules body goes out as `422 Unprocessable Content` on the wire."""
+    doc = json.loads(SAMPLE)
+    doc["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}]
+    response = exchange(make_site(pipeline, FakeStore()), post_bytes(json.dumps(doc).encode()))
+    assert response.startswith(b"HTTP/1.1 422 Unprocessable Content\r\n")
+
+
+@pytest.mark.parametrize("clients", [(), (HttpClient("ris", hashlib.sha256(TOKEN.encode()).hexdigest()),)])
+def test_two_authorization_headers_get_400(pipeline: Pipeline, clients: tuple[HttpClient, ...]) -> None:
+    """Two Authorization headers: 400 OperationOutcome, with or without configured clients; nothing stored."""
+    store = FakeStore()
+    site = make_site(pipeline, store, clients=clients)
+    raw = post_bytes(SAMPLE, token="wrong-token-0123456789").replace(
+        b"\r\n\r\n", f"\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode(), 1)
+    response = exchange(site, raw)
+    assert status_of(response) == 400 and body_of(response)["issue"][0]["code"] == "structure"
+    assert not store.saved
+
+
+def test_connection_caps_per_peer_and_total(pipeline: Pipeline) -> None:
+    """Per peer host and in total: over a cap a connection gets 503 and is closed; a closed
+    connection frees its slot."""
+    from twisted.internet.address import IPv4Address
+
+    site = make_site(pipeline, FakeStore())
+    site.max_connections, site.max_connections_per_peer = 3, 2
+
+    def open_from(host: str) -> tuple[Any, StringTransport]:
+        protocol = site.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    a1, a2 = open_from("10.0.0.1"), open_from("10.0.0.1")
+    _, refused = open_from("10.0.0.1")
+    assert refused.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and refused.disconnecting
+    b1 = open_from("10.0.0.2")
+    _, over_total = open_from("10.0.0.3")
+    assert over_total.value().startswith(b"HTTP/1.1 503") and not b1[1].value()
+    assert site.open_connections == 3 and site.open_by_peer == {"10.0.0.1": 2, "10.0.0.2": 1}
+    from twisted.python.failure import Failure
+    from twisted.internet.error import ConnectionDone
+
+    a1[0].connectionLost(Failure(ConnectionDone()))
+    assert site.open_by_peer == {"10.0.0.1": 1, "10.0.0.2": 1}
+    _, again = open_from("10.0.0.1")
+    assert not again.value() and site.open_connections == 3
