@@ -8,6 +8,7 @@ installed package. Editable installs skip the copy: they read the checkout's fol
 from __future__ import annotations
 
 import os
+import shutil
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -23,7 +24,9 @@ class BuildPyWithDefaults(build_py):
         if getattr(self, "editable_mode", False):
             return
         for name in DEFAULT_FOLDERS:
-            self.copy_tree(name, os.path.join(self.build_lib, "listener", "defaults", name))
+            target = os.path.join(self.build_lib, "listener", "defaults", name)
+            shutil.rmtree(target, ignore_errors=True)  # a reused build/ must not keep deleted files
+            self.copy_tree(name, target)
 
 
 setup(cmdclass={"build_py": BuildPyWithDefaults})
