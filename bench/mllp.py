@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 
-CORPUS_FILE = REPO.parent / "shared" / "corpus" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
+CORPUS_FILE = REPO / "tests" / "data" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
 SHAPES = ((1, 1), (8, 1), (8, 16))
 
 BARE_SERVER = r'''

@@ -54,7 +54,7 @@ from listener.server.mllp import Intake, _reports, outcome_ack_code  # noqa: E40
 from listener.store.base import MessageRecord, SaveResult  # noqa: E402
 from listener.store.sqlite import SQLiteStore  # noqa: E402
 
-CORPUS_FILE = ROOT.parent / "shared" / "corpus" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
+CORPUS_FILE = ROOT / "tests" / "data" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
 SAMPLES = ("xr-chest-2v-normal.hl7", "ct-head-critical-sdh-communicated.hl7", "mr-knee-left-73721-lt.hl7")
 
 

@@ -347,8 +347,10 @@ def load_mappings(directory: str | Path) -> MappingSet:
 
 
 def default_mappings_dir() -> Path:
-    """The mappings/ directory shipped beside the package (a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "mappings"
+    """The default mappings/ directory: packaged in the wheel, or the checkout's (listener.resources)."""
+    from listener.resources import defaults_root
+
+    return defaults_root() / "mappings"
 
 
 def require_file(path: str | Path) -> Path:

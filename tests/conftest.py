@@ -1,7 +1,18 @@
-"""Shared fixtures: the corpus location, the default pipeline, a fixed clock."""
+"""Shared fixtures and the two data tiers: shipped test data, and the report-text corpus.
+
+* ``tests/data/`` holds the public HL7 v2 and FHIR files the tests read (copied from
+  ../shared/corpus with their licences beside them, see ``tests/data/*/PROVENANCE.md``).
+  Every unit, conformance and integration test reads only files the repository ships.
+* Real report texts (Indiana, MTSamples, ...) may not be copied. Tests that read them
+  carry ``@pytest.mark.corpus`` and read ``../shared/corpus/reports`` (``REPORTS``).
+  When that folder is absent they are deselected and one summary line says how many
+  and why; with ``OVERREAD_REQUIRE_CORPUS=1`` (set by ``.ci/run`` when ../shared/corpus
+  exists) its absence is an error instead.
+"""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -11,8 +22,43 @@ from listener.config import load_config
 from listener.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
+#: HL7 v2 (``hl7/``) and FHIR (``fhir/``) files shipped with the repository.
+DATA = REPO / "tests" / "data"
+#: Kept for imports: the shipped files mirror ../shared/corpus's hl7/ and fhir/ layout.
+CORPUS = DATA
+#: The report-text tier's input, never copied into the repository.
+SHARED_CORPUS = REPO.parent / "shared" / "corpus"
+REPORTS = SHARED_CORPUS / "reports"
+#: Set to 1 to make a missing ``REPORTS`` folder an error rather than a skipped tier.
+REQUIRE_CORPUS_ENV = "OVERREAD_REQUIRE_CORPUS"
 RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+
+_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent (or refuse, if required)."""
+    tier = [item for item in items if item.get_closest_marker("corpus") is not None]
+    if not tier or REPORTS.is_dir():
+        return
+    if os.environ.get(REQUIRE_CORPUS_ENV) == "1":
+        raise pytest.UsageError(
+            f"{REQUIRE_CORPUS_ENV}=1 but {REPORTS} is missing: "
+            f"the corpus tier ({len(tier)} tests) would not run"
+        )
+    items[:] = [item for item in items if item.get_closest_marker("corpus") is None]
+    config.hook.pytest_deselected(items=tier)
+    config.stash[_DESELECTED] = len(tier)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line for the whole skipped tier (instead of one skip line per test)."""
+    count = config.stash.get(_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"corpus tier skipped: {count} tests not run because {REPORTS} is absent "
+            f"(real report texts are not shipped; {REQUIRE_CORPUS_ENV}=1 makes this an error)"
+        )
 
 
 @pytest.fixture(name="pipeline", scope="session")
@@ -23,7 +69,16 @@ def fixture_pipeline() -> Pipeline:
 
 @pytest.fixture(name="corpus", scope="session")
 def fixture_corpus() -> Path:
-    """../shared/corpus, read at test time (never copied into the project)."""
-    if not CORPUS.is_dir():
-        pytest.fail(f"shared corpus not found at {CORPUS}")
-    return CORPUS
+    """tests/data: the shipped HL7 v2 (``hl7/``) and FHIR (``fhir/``) test files.
+
+    Named ``corpus`` because it mirrors ../shared/corpus/{hl7,fhir}, which it was copied from.
+    """
+    if not (DATA / "hl7").is_dir():
+        pytest.fail(f"shipped test data not found at {DATA}")
+    return DATA
+
+
+@pytest.fixture(name="reports", scope="session")
+def fixture_reports() -> Path:
+    """../shared/corpus/reports, read at test time (only ``corpus``-marked tests use it)."""
+    return REPORTS

@@ -40,6 +40,7 @@ from listener.server.mllp import Intake, MllpFactory
 from listener.server.runner import PipelineRunner
 from listener.server.metrics import Metrics
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
+from listener.statelock import lock_state_dir
 from listener.store.sqlite import SQLiteStore
 
 __all__ = ["Daemon", "serve"]
@@ -129,6 +130,8 @@ class Daemon:
         self.purging: Deferred[None] | None = None
         pipeline = config.pipeline()
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
+        # One daemon per state directory, held until the process ends (listener/statelock.py).
+        self.state_lock = lock_state_dir(config.state_dir)
         self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
         _log().info("store_opened", path=str(config.state_dir))
         for step in self.store.migrations_run:  # an older schema, upgraded on open

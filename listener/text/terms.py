@@ -46,6 +46,7 @@ from types import MappingProxyType
 from typing import Any
 
 from listener.errors import ConfigError
+from listener.resources import defaults_root
 from listener.yamlconf import YamlList, YamlMap, load_yaml
 
 __all__ = [
@@ -62,8 +63,8 @@ __all__ = [
     "load_terms",
 ]
 
-#: The vocabularies shipped with the listener (``policies/terms`` in the repo).
-DEFAULT_TERMS_DIR = Path(__file__).resolve().parents[2] / "policies" / "terms"
+#: The vocabularies shipped with the listener (``policies/terms``, packaged or in the checkout).
+DEFAULT_TERMS_DIR = defaults_root() / "policies" / "terms"
 
 MODIFIER_CATEGORIES = (
     "negated",

@@ -1,4 +1,4 @@
-"""Every real FHIR file in ../shared/corpus/fhir is accepted or refused precisely (see its PROVENANCE.md).
+"""Every real FHIR file in tests/data/fhir is accepted or refused precisely (see tests/data/fhir/PROVENANCE.md).
 
 The expected table is the regression guard: per file and client setting, either
 "accepted:<n reports>" or the OperationOutcome issue code and FHIRPath of the

@@ -1,4 +1,4 @@
-"""Every real HL7 v2 file in ../shared/corpus/hl7 decodes or fails precisely.
+"""Every real HL7 v2 file in tests/data/hl7 (copied from ../shared/corpus/hl7) decodes or fails precisely.
 
 The expected table is the regression guard: a change in what any file decodes
 to (or which HL7 error code it gets) shows up here by name.

@@ -186,7 +186,7 @@ def with_control_id(raw: bytes, control_id: str) -> bytes:
 
 @pytest.fixture(name="oru")
 def fixture_oru(corpus: Path) -> bytes:
-    """A radiology ORU^R01 from the shared corpus (scout XR chest, v2.7, CR segments)."""
+    """A radiology ORU^R01 shipped in tests/data (scout XR chest, v2.7, CR segments)."""
     return (corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7").read_bytes()
 
 

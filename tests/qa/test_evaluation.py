@@ -23,6 +23,8 @@ from tests.unit.qa.factory import pipeline
 PER_INJECTION = 40
 CLEAN = 600
 
+pytestmark = pytest.mark.corpus
+
 #: Detection floors per category on this subset (measured when the harness landed, minus a margin).
 FLOORS = {
     "coding": 0.85,
@@ -39,9 +41,9 @@ CLEAN_ANY_CEILING = 0.10  # issue target: <= 10% with any warning
 
 
 @pytest.fixture(name="docs", scope="module")
-def fixture_docs(corpus: Path) -> list[Doc]:
+def fixture_docs() -> list[Doc]:
     """Clean corpus documents (read from ../shared/corpus now, never stored in the repo)."""
-    return load_docs(corpus)
+    return load_docs()
 
 
 @pytest.fixture(name="cases", scope="module")

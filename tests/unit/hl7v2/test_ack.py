@@ -31,7 +31,7 @@ from listener.hl7v2.mllp import MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from tests.strategies import ack_errors, hostile_msh
 
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "hl7"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "hl7"
 FUZZ_FILES = sorted((CORPUS / "nhapi-fuzz").glob("*.hl7"))
 NOW = datetime(2026, 11, 23, 9, 30, 5, tzinfo=timezone(timedelta(hours=-5)))
 MARKER = "ZZCANARY"
@@ -304,7 +304,7 @@ def test_no_header_still_gives_a_parseable_nack() -> None:
 
 
 def test_fuzz_corpus_is_present() -> None:
-    """The hostile inputs are read from ../shared/corpus at test time; their absence must fail, not skip."""
+    """The hostile inputs ship in tests/data/hl7/nhapi-fuzz; their absence must fail, not skip."""
     assert len(FUZZ_FILES) >= 6
 
 

@@ -180,7 +180,9 @@ import csv  # noqa: E402
 import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-_CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "reports"
+from tests.conftest import REPORTS  # noqa: E402
+
+_CORPUS = REPORTS
 _HEADING = re.compile(r",\s*([A-Z][A-Z0-9 /&(),-]{2,60}):\s*,?")
 
 
@@ -207,7 +209,7 @@ def _clean_reports(limit: int) -> list[str]:
     return texts
 
 
-@pytest.mark.skipif(not _CORPUS.is_dir(), reason="shared corpus not available")
+@pytest.mark.corpus
 def test_clean_corpus_fire_rates_stay_tiny() -> None:
     """On clean Indiana + mtsamples reports, laterality/contradiction/alignment rarely fire.
 

@@ -10,6 +10,7 @@ import pytest
 
 from listener.model import Severity
 from listener.qa.completeness import birads_categories
+from tests.conftest import REPORTS
 from tests.unit.qa.factory import findings_for, make_report
 
 FULL = (
@@ -250,7 +251,7 @@ def test_truncated_negatives(text: str) -> None:
 
 # ---------------------------------------------------------------- clean corpus
 
-_CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "reports"
+_CORPUS = REPORTS
 _MTS_HEADING = re.compile(r",\s*([A-Z][A-Z0-9 /&(),-]{2,60}):\s*,?")
 _FEMALE = re.compile(r"\b(she|her|woman|female|girl)\b", re.IGNORECASE)
 _MALE = re.compile(r"\b(he|his|him|man|male|boy)\b", re.IGNORECASE)
@@ -286,7 +287,7 @@ def _sex_of(text: str) -> str:
     return "F" if f > m else "M" if m > f else "U"
 
 
-@pytest.mark.skipif(not _CORPUS.is_dir(), reason="shared corpus not available")
+@pytest.mark.corpus
 def test_clean_corpus_fire_rates_stay_tiny() -> None:
     """On clean Indiana + mtsamples reports, completeness/communication/consistency rarely fire.
 

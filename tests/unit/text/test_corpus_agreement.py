@@ -2,8 +2,8 @@
 
 The floors are the figures measured with bench/context_compare.py when the
 vocabularies were last tuned, minus a small margin: a change that makes the
-negation/hedge rules worse on real reports fails here. Skipped when the
-corpus (../shared/corpus) is not beside the repository.
+negation/hedge rules worse on real reports fails here. The ``corpus`` tier:
+deselected when ../shared/corpus/reports is not beside the repository.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from types import ModuleType
 import pytest
 
 from listener.text.terms import Terms
+from tests.conftest import REPORTS
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "context_compare.py"
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "reports"
+CORPUS = REPORTS
 
-pytestmark = pytest.mark.skipif(
-    not (CORPUS / "negbio" / "openi_gld_std14.csv").exists(), reason="shared corpus not available"
-)
+pytestmark = pytest.mark.corpus
 
 # Measured F1 per label (hedged mentions negative, as the gold standard has
 # them) minus a margin of 0.03; labels with fewer than 15 gold positives or a
