@@ -1,7 +1,8 @@
 """The state directory's lock: is a daemon using this store?
 
 Layer: storage (files), no logging. ``overread serve`` holds an exclusive
-``fcntl.flock`` on ``<state>/overread.lock`` for as long as it runs. Operations
+``fcntl.flock`` on ``<state>/overread.lock`` for as long as it runs
+(:mod:`listener.statelock`). Operations
 that replace or rewrite the store underneath a daemon (``overread store
 restore``, ``overread store migrate``) take the same lock, without waiting: if
 a daemon holds it they refuse, and while they hold it no daemon can start.
@@ -19,11 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from listener.errors import StoreError
+from listener.statelock import LOCK_FILENAME
 
 __all__ = ["LOCK_FILENAME", "daemon_holds", "state_dir_locked"]
-
-#: The lock file inside the state directory (held by ``overread serve``).
-LOCK_FILENAME = "overread.lock"
 
 
 def _open_lock_file(state_dir: Path) -> int:
