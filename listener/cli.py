@@ -328,7 +328,7 @@ def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) 
                 header = read_header(msg.raw)
                 expected = header.control_id if header else None
                 try:
-                    sock.sendall(frame(msg.raw.replace(b"\x1c", b"")))
+                    sock.sendall(frame(msg.raw.replace(b"\x1c", b"").replace(b"\x0b", b"")))
                     if header is not None and header.accept_ack_type == "NE":
                         out.write(f"# {msg.source}: no ACK requested (MSH-15 NE)\n")
                         continue

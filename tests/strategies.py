@@ -12,8 +12,8 @@ CR = 0x0D
 
 
 def payloads(max_size: int = 64) -> st.SearchStrategy[bytes]:
-    """Frame payloads: any bytes but the end block (0x0B inside a frame is data)."""
-    return st.binary(max_size=max_size).map(lambda b: b.replace(bytes([END_BLOCK]), b""))
+    """Frame payloads: any bytes but the MLLP block bytes (0x0B inside a frame restarts it)."""
+    return st.binary(max_size=max_size).map(lambda b: b.replace(bytes([END_BLOCK]), b"").replace(bytes([START_BLOCK]), b""))
 
 
 def junk(max_size: int = 16) -> st.SearchStrategy[bytes]:

@@ -68,9 +68,10 @@ SEVERITIES = frozenset({"E", "W", "I"})
 
 _STANDARD = Separators()
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# A whole segment ("MSH[2]", a segment sequence error) has no field: ERL-3 is optional.
 _LOCATION = re.compile(
     r"^(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<seq>[1-9][0-9]{0,3})\])?"
-    r"-(?P<field>[1-9][0-9]{0,3})(?:\.(?P<comp>[1-9][0-9]{0,3}))?(?:\.(?P<sub>[1-9][0-9]{0,3}))?$"
+    r"(?:-(?P<field>[1-9][0-9]{0,3})(?:\.(?P<comp>[1-9][0-9]{0,3}))?(?:\.(?P<sub>[1-9][0-9]{0,3}))?)?$"
 )
 _TABLE_0357_CODE = re.compile(r"^[0-9]{1,3}$")
 #: A plausible table 0211 character set name (``8859/1``, ``UNICODE UTF-8``...).
@@ -92,7 +93,8 @@ class AckError:
     Attributes:
         code: HL7 table 0357 code, e.g. ``"101"``.
         location: ``SEG-n``, ``SEG-n.c``, ``SEG-n.c.s`` or ``SEG[k]-n...`` (k-th
-            occurrence of the segment); ``""`` when no location applies.
+            occurrence of the segment), or ``SEG`` / ``SEG[k]`` for a whole
+            segment; ``""`` when no location applies.
         severity: table 0516: ``E`` error, ``W`` warning, ``I`` information.
         text: human text naming what is wrong, never a value (no patient data).
             Empty means the table 0357 text for ``code``.
@@ -371,7 +373,7 @@ def _location_parts(location: str) -> tuple[str, str, str, str, str] | None:
     return (
         match["seg"],
         match["seq"] or "1",
-        match["field"],
+        match["field"] or "",
         match["comp"] or "",
         match["sub"] or "",
     )
@@ -383,7 +385,7 @@ def _erl(location: str, seps: Separators) -> str:
     if parts is None:
         return ""
     seg, seq, field, comp, sub = parts
-    items = [seg, seq, field]
+    items = [seg, seq, field] if field else [seg, seq]
     if comp:
         items += ["1", comp]
         if sub:

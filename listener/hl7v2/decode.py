@@ -42,12 +42,14 @@ from listener.errors import (
 )
 from listener.hl7v2.segments import (
     MessageHeader,
+    check_header_lengths,
     check_separators,
     check_version,
     decode_text,
     read_header,
     strip_envelope,
 )
+from listener.hl7v2.structure import check_one_message, check_oru_structure
 from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
 from listener.procedures import ProcedureTable
 from listener.text.sections import TEXT_HINT, sectionize
@@ -109,14 +111,19 @@ def decode_message(
             )
         raise SegmentSequenceError("the message does not start with an MSH segment", location="MSH")
     check_separators(header)
+    # Before the mapping lookup: an over-long sender is never used as a key.
+    check_header_lengths(header)
     mapping = mappings.for_sender(header.sending_application, header.sending_facility)
     _check_header(header, mapping)
     text, charset = decode_text(data, header.charset, fallback=mapping.charset_fallback)
+    # Before the ignore test: a message a feed ignores must not hide another one.
+    check_one_message(text)
     if header.message_type in mapping.ignore or header.message_code in mapping.ignore:
         return DecodedMessage(header, mapping, "ignored", (), charset)
     if "\x00" in text:
         raise InvalidValue("the message contains NUL bytes", location="MSH", hl7_code="102")
     segments = _segments(text, header, mapping)
+    check_oru_structure(segments, header)
     if mapping.validation == "strict":
         from listener.hl7v2.strict import validate_structure  # hl7apy: loaded only when a feed asks
 
@@ -186,7 +193,9 @@ def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
             continue
         name = line[:3]
         if len(line) >= 3 and is_segment_id(name) and (len(line) == 3 or line[3] == field_sep):
-            if name in ("MSH", "BHS", "FHS", "BTS", "FTS") and segments:
+            if name == "MSH" and segments:
+                raise SegmentSequenceError("a second message header (MSH)", location="MSH[2]")
+            if name in ("BHS", "FHS", "BTS", "FTS") and segments:
                 raise UnsupportedMessage(
                     "batches and several messages in one frame are not accepted; send one message per frame",
                     location=name,

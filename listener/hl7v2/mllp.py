@@ -9,28 +9,39 @@ Semantics (MLLP release 2, HL7 v2.5.1 appendix C, read tolerantly):
 * A frame is ``START_BLOCK`` (0x0B), the payload, ``END_BLOCK`` (0x1C), then a
   ``CARRIAGE_RETURN`` (0x0D). The frame ends at 0x1C. The 0x0D after it is
   optional: if it is the very next byte (even in a later ``feed``) it is
-  swallowed, otherwise nothing happens. So the frames returned, and the count
-  of discarded bytes, do not depend on how the stream was chunked.
+  swallowed, otherwise nothing happens.
 * Bytes outside a frame (before the first 0x0B, between 0x1C[0x0D] and the
   next 0x0B) are discarded and counted in :attr:`MllpFramer.discarded_bytes`,
   so the shell can log how much junk a peer sent (never the bytes themselves).
-* Inside a frame, 0x0B is data: only 0x1C ends a frame. (A peer that restarts
-  a frame without ending the previous one gets both glued into one payload,
-  which then fails to decode and is answered, instead of silently vanishing.)
+* A 0x0B inside a frame means the sender restarted: MLLP forbids 0x0B in
+  content, and a sender that gives up on a message mid-frame and sends the
+  next one starts it with 0x0B without ending the first. The partial payload
+  before it is discarded and the bytes after it are read as a new frame.
+  Treating that 0x0B as data would glue the head of one message to another
+  whole message, and the glued payload can decode cleanly: one patient's
+  header and PID with another patient's order and report. Each discarded
+  partial is counted (:attr:`MllpFramer.restarts`,
+  :attr:`MllpFramer.restarted_bytes`) and its size queued for the shell,
+  which takes them with :meth:`MllpFramer.take_discarded_partials` after
+  each ``feed`` and logs them (size only).
 * Payloads longer than ``max_frame_size`` bytes are refused with
   :class:`FrameTooLarge` as soon as the buffered frame would exceed the limit,
   before the end block arrives: the framer never holds more than
-  ``max_frame_size`` payload bytes. The error carries the first 4 KiB of the
-  frame so that the shell can read MSH and address an AR NACK, and the frames
-  completed earlier in the same ``feed`` call (``.frames``), which must still be
+  ``max_frame_size`` payload bytes. A restart resets the count, since the
+  partial before it is gone. The error carries the first 4 KiB of the frame so
+  that the shell can read MSH and address an AR NACK, and the frames completed
+  earlier in the same ``feed`` call (``.frames``), which must still be
   processed and answered first. After it the framer is dead: every later
   ``feed`` raises :class:`FramingError`.
 * ``feed(b"")`` means end of stream: it raises :class:`FramingError` when a
   partial frame is buffered (like h11 on an early EOF), else returns ``[]``.
   Once EOF was fed, more data raises :class:`FramingError`.
 
-The framer raises nothing but :class:`FramingError` (and subclasses), whatever
-the bytes; this is checked by property tests.
+The frames returned, the discarded and restarted counts, the partial sizes and
+the point where a frame is refused as too large do not depend on how the stream
+was chunked. The framer raises nothing but :class:`FramingError` (and
+subclasses), whatever the bytes; both are checked by property tests and by the
+fuzzer (``fuzz/``).
 """
 
 from __future__ import annotations
@@ -87,10 +98,13 @@ def frame(payload: bytes) -> bytes:
 
     Raises:
         ValueError: if ``payload`` contains 0x1C, which would end the frame
-            early (encoders strip it from data; this is a programming error).
+            early, or 0x0B, which a receiver reads as a restarted frame
+            (encoders strip both from data; this is a programming error).
     """
     if END_BLOCK in payload:
         raise ValueError("payload contains the MLLP end block byte 0x1C")
+    if START_BLOCK in payload:
+        raise ValueError("payload contains the MLLP start block byte 0x0B")
     return START_BLOCK + payload + END_BLOCK + CARRIAGE_RETURN
 
 
@@ -100,11 +114,16 @@ class MllpFramer:
     Attributes:
         max_frame_size: largest payload accepted, in bytes.
         discarded_bytes: bytes seen outside any frame so far (junk, stray CRs).
+        restarts: frames abandoned by a 0x0B before their 0x1C, so far.
+        restarted_bytes: payload bytes of those abandoned frames, so far.
     """
 
     __slots__ = (
         "max_frame_size",
         "discarded_bytes",
+        "restarts",
+        "restarted_bytes",
+        "_partials",
         "_buffer",
         "_in_frame",
         "_after_end",
@@ -117,6 +136,10 @@ class MllpFramer:
             raise ValueError("max_frame_size must be at least 1")
         self.max_frame_size = max_frame_size
         self.discarded_bytes = 0
+        self.restarts = 0
+        self.restarted_bytes = 0
+        # Sizes of the partial frames discarded since take_discarded_partials.
+        self._partials: list[int] = []
         self._buffer = bytearray()
         self._in_frame = False
         # True right after an end block: a CR that comes next is the trailer.
@@ -134,6 +157,21 @@ class MllpFramer:
         """True when a start block was seen and its end block not yet."""
         return self._in_frame
 
+    def take_discarded_partials(self) -> list[int]:
+        """Return the sizes of the partial frames dropped by a restart since the last call.
+
+        A partial frame is the payload between a 0x0B and a later 0x0B that
+        came before any 0x1C (see the module docstring). Sizes are in stream
+        order and count payload bytes only. The shell calls this after every
+        ``feed`` (also when ``feed`` raised) and logs one event per size; the
+        totals stay in :attr:`restarts` and :attr:`restarted_bytes`.
+
+        Returns:
+            The sizes in bytes (often empty); the queue is emptied.
+        """
+        partials, self._partials = self._partials, []
+        return partials
+
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next bytes of the stream; return the frames they complete.
 
@@ -142,7 +180,8 @@ class MllpFramer:
 
         Returns:
             The payloads (bytes between 0x0B and 0x1C) of every frame completed
-            by ``data``, in stream order; often empty.
+            by ``data``, in stream order; often empty. Partial frames dropped
+            by a restart are not returned: see :meth:`take_discarded_partials`.
 
         Raises:
             FrameTooLarge: a frame grew past ``max_frame_size``; the frames
@@ -160,10 +199,15 @@ class MllpFramer:
             raise FramingError("MLLP data after end of stream")
 
         # Strategy: jump between delimiters with bytes.find (C speed); Python
-        # code runs once per frame, never once per byte.
+        # code runs once per frame or restart, never once per byte. No byte is
+        # searched twice for the same delimiter: ``end`` remembers the next
+        # 0x1C (or, when -1, that there is none before ``end_searched_to``),
+        # so a run of restarts before one 0x1C stays linear.
         frames: list[bytes] = []
         pos = 0
         size = len(data)
+        end = -1
+        end_searched_to = 0
         if self._after_end:
             self._after_end = False
             if data[0] == _CR:
@@ -180,9 +224,19 @@ class MllpFramer:
                 continue
             room = self.max_frame_size - len(self._buffer)
             # Only look as far as the limit allows: room payload bytes plus
-            # the end block itself. Anything longer is refused unread.
+            # the delimiter itself. Anything longer is refused unread. The
+            # window never shrinks within a call (the buffer only holds bytes
+            # of an earlier call), so a 0x1C found earlier is still inside it.
             window = min(size, pos + room + 1)
-            end = data.find(END_BLOCK, pos, window)
+            if end < pos:
+                end = data.find(END_BLOCK, max(pos, end_searched_to), window)
+                if end < 0:
+                    end_searched_to = window
+            restart = data.find(START_BLOCK, pos, end if end >= 0 else window)
+            if restart >= 0:
+                self._restart(restart - pos)
+                pos = restart + 1
+                continue
             if end < 0:
                 if size - pos > room:
                     self._refuse(data, pos, frames)
@@ -202,6 +256,14 @@ class MllpFramer:
             else:
                 self._after_end = True
         return frames
+
+    def _restart(self, tail: int) -> None:
+        """Drop the frame being read (buffered bytes plus ``tail`` bytes of this call)."""
+        size = len(self._buffer) + tail
+        self._buffer.clear()
+        self.restarts += 1
+        self.restarted_bytes += size
+        self._partials.append(size)
 
     def _refuse(self, data: bytes, pos: int, frames: list[bytes]) -> None:
         head = bytes(self._buffer[:HEAD_SIZE])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from listener.errors import SegmentSequenceError, UnsupportedMessage, UNSUPPORTED_VERSION_ID
+from listener.errors import InvalidValue, SegmentSequenceError, UnsupportedMessage, UNSUPPORTED_VERSION_ID
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -51,6 +51,25 @@ CHARSETS = {
 }
 
 _SEGMENT_SPLIT = re.compile(r"\r\n|\n|\r")
+
+# Caps on the header fields the shell uses as keys and writes to logs (the
+# duplicate key is MSH-3, MSH-4, MSH-10). The decoder refuses a message over a
+# cap with AE 102 (``check_header_lengths``) and the shell never keys or logs
+# an over-long value (``MessageHeader.oversized_field``, ``log_fields``).
+#: MSH-10 is an ST; 199 characters is the largest ST length HL7 v2.7+ allows.
+MAX_CONTROL_ID_LENGTH = 199
+#: MSH-3 and MSH-4 are HDs: namespace id (IS, 20) + universal id (ST, 199) +
+#: universal id type (ID, 6) + two component separators = 227.
+MAX_HD_LENGTH = 227
+#: No HD component may be longer than an ST (199), whatever the field total.
+MAX_HD_COMPONENT_LENGTH = 199
+#: Longest header value :meth:`MessageHeader.log_fields` returns.
+LOG_VALUE_MAX = 64
+#: MSH fields kept by :func:`read_header` (v2.8.2 defines MSH-1 to MSH-25):
+#: a first line made of separators costs no more than this many strings.
+MAX_HEADER_FIELDS = 40
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +155,71 @@ class MessageHeader:
         """MSH-18, first repetition, upper case."""
         return self.field(18).split(self.separators.repetition)[0].strip().upper()
 
+    def oversized(self, n: int) -> str:
+        """The location of MSH-n (3, 4 or 10) if it is over its cap, else "".
+
+        MSH-10 is capped at :data:`MAX_CONTROL_ID_LENGTH`; MSH-3 and MSH-4 at
+        :data:`MAX_HD_LENGTH` as a whole ("MSH-3") and at
+        :data:`MAX_HD_COMPONENT_LENGTH` per component ("MSH-3.2"). Lengths are
+        of the raw field (escapes not expanded); other fields are not capped.
+        """
+        value = self.field(n)
+        if n == 10:
+            return "MSH-10" if len(value) > MAX_CONTROL_ID_LENGTH else ""
+        if n not in (3, 4):
+            return ""
+        if len(value) > MAX_HD_LENGTH:
+            return f"MSH-{n}"
+        for c, component in enumerate(value.split(self.separators.component), start=1):
+            if len(component) > MAX_HD_COMPONENT_LENGTH:
+                return f"MSH-{n}.{c}"
+        return ""
+
+    @property
+    def oversized_field(self) -> str:
+        """The first of MSH-3, MSH-4, MSH-10 over its cap ("MSH-10", "MSH-3.1", ...), or "".
+
+        When it is not "", the shell must not use the header's sender or
+        control id as a key, nor log them: the decoder refuses the message
+        with AE 102 at this location. :meth:`log_fields` already blanks them.
+        """
+        for n in (3, 4, 10):
+            location = self.oversized(n)
+            if location:
+                return location
+        return ""
+
+    def log_fields(self) -> dict[str, str]:
+        """Header values safe to bind to a log line, under ``logs.py`` keys.
+
+        Returns ``control_id``, ``sender_app``, ``sender_facility`` and
+        ``message_type``. A value whose field is over its cap is "" (an
+        over-long key is refused, never logged); the others have control
+        characters replaced by "?" and are cut to :data:`LOG_VALUE_MAX`
+        characters without splitting a UTF-8 sequence (values are the
+        latin-1 reading of the bytes, so one character is one byte).
+        """
+        return {
+            "control_id": "" if self.oversized(10) else _log_value(self.control_id),
+            "sender_app": "" if self.oversized(3) else _log_value(self.sending_application),
+            "sender_facility": "" if self.oversized(4) else _log_value(self.sending_facility),
+            "message_type": _log_value(self.message_type),
+        }
+
+
+def _log_value(value: str) -> str:
+    value = value[:LOG_VALUE_MAX]
+    if len(value) == LOG_VALUE_MAX and not value.isascii():
+        # Drop a UTF-8 sequence the cut left incomplete (at most 3 bytes).
+        try:
+            value.encode("latin-1").decode("utf-8")
+        except UnicodeEncodeError:
+            pass  # not a byte string read as latin-1: nothing to trim
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":
+                value = value[: exc.start]
+    return _CONTROL_CHARACTERS.sub("?", value)
+
 
 def strip_envelope(raw: bytes) -> bytes:
     """Remove MLLP framing bytes, a UTF-8 BOM and surrounding blank space."""
@@ -148,13 +232,28 @@ def strip_envelope(raw: bytes) -> bytes:
 def read_header(raw: bytes) -> MessageHeader | None:
     """Read MSH from the first segment of ``raw``, tolerating anything.
 
-    Returns None when the bytes do not start with an MSH segment that has at
-    least a field separator. Never raises.
+    Args:
+        raw: a message as received (MLLP framing and a UTF-8 BOM tolerated).
+
+    Returns:
+        The header, or None when the bytes do not start with an MSH segment
+        that has a usable field separator (not alphanumeric, blank, NUL or a
+        line end: ``MSH``, ``MSH\\r...``, ``MSH\\n``). Only the first
+        :data:`MAX_HEADER_FIELDS` fields are kept; values are the latin-1
+        reading of the bytes, uncapped (see :attr:`MessageHeader.oversized_field`).
+
+    Never raises, whatever the bytes (a property test and the fuzzer check it).
     """
     data = strip_envelope(raw)
-    if not data.startswith(b"MSH") or len(data) < 4:
+    if not data.startswith(b"MSH"):
         return None
-    first = _SEGMENT_SPLIT.split(data.decode("latin-1"), maxsplit=1)[0]
+    # Only the first line is decoded: the rest of a large message is not
+    # copied, and latin-1 maps every byte, so decoding cannot fail.
+    cr, lf = data.find(b"\r"), data.find(b"\n")
+    ends = [i for i in (cr, lf) if i >= 0]
+    first = data[: min(ends)].decode("latin-1") if ends else data.decode("latin-1")
+    if len(first) < 4:
+        return None
     field_sep = first[3]
     if field_sep.isalnum() or field_sep in " \r\n\x00":
         return None
@@ -163,8 +262,21 @@ def read_header(raw: bytes) -> MessageHeader | None:
     seps = _separators(field_sep, enc)
     # MSH-1 is the field separator itself, MSH-2 the encoding characters, so
     # splitting after "MSH|" yields MSH-2 onwards.
-    fields = ("MSH", field_sep, *rest.split(field_sep))
+    fields = ("MSH", field_sep, *rest.split(field_sep, MAX_HEADER_FIELDS)[: MAX_HEADER_FIELDS - 2])
     return MessageHeader(separators=seps, fields=fields)
+
+
+def check_header_lengths(header: MessageHeader) -> None:
+    """Refuse header keys over their caps (AE 102 at MSH-3, MSH-4 or MSH-10, or a component).
+
+    Raises:
+        InvalidValue: naming the field, never its value.
+    """
+    location = header.oversized_field
+    if location:
+        raise InvalidValue(
+            "field is longer than the listener accepts for a sender or message control id", location=location, hl7_code="102"
+        )
 
 
 def _separators(field_sep: str, enc: str) -> Separators:

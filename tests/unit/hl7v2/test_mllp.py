@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,9 +16,10 @@ from listener.hl7v2.mllp import (
     MllpFramer,
     frame,
 )
-from tests.strategies import chunked, mllp_streams
+from tests.strategies import chunked, mllp_streams, payloads
 
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
+SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "hl7"
 MSG = b"MSH|^~\\&|RIS|HOSP|OVR|READ|20261123||ORU^R01|C1|P|2.5.1\rPID|1\r"
 TRAILING = SB + b"MSH|^~\\&|NEXT"
 
@@ -29,29 +32,41 @@ def feed_all(framer: MllpFramer, chunks: list[bytes]) -> list[bytes]:
     return frames
 
 
-def tr(data: bytes, expected: list[bytes], *, discarded: int = 0) -> None:
+def tr(data: bytes, expected: list[bytes], *, discarded: int = 0, partials: tuple[int, ...] = ()) -> None:
     """Check ``data`` whole, byte at a time and followed by a partial frame (h11 style).
 
     ``data`` must leave the framer between frames: each way the frames must be
-    ``expected``, the discarded count ``discarded``, and EOF must be clean
-    unless the trailing partial frame is still open.
+    ``expected``, the discarded count ``discarded``, the sizes of the partial
+    frames dropped by a restart ``partials``, and EOF must be clean unless the
+    trailing partial frame is still open.
     """
     whole = MllpFramer()
     assert whole.feed(data) == expected
     assert whole.discarded_bytes == discarded
+    check_partials(whole, partials)
     assert whole.feed(b"") == []
 
     drip = MllpFramer()
     assert feed_all(drip, [data[i : i + 1] for i in range(len(data))]) == expected
     assert drip.discarded_bytes == discarded
+    check_partials(drip, partials)
     assert drip.feed(b"") == []
 
     trailing = MllpFramer()
     assert trailing.feed(data + TRAILING) == expected
     assert trailing.discarded_bytes == discarded
+    check_partials(trailing, partials)
     assert trailing.in_frame
     with pytest.raises(FramingError):
         trailing.feed(b"")
+
+
+def check_partials(framer: MllpFramer, partials: tuple[int, ...]) -> None:
+    """The partial sizes queued, and the totals, are ``partials``; taking them empties the queue."""
+    assert framer.restarts == len(partials)
+    assert framer.restarted_bytes == sum(partials)
+    assert framer.take_discarded_partials() == list(partials)
+    assert framer.take_discarded_partials() == []
 
 
 def test_one_frame_with_trailing_cr() -> None:
@@ -89,9 +104,46 @@ def test_second_cr_after_frame_is_junk() -> None:
     tr(SB + MSG + EB + CR + CR, [MSG], discarded=1)
 
 
-def test_start_block_inside_frame_is_data() -> None:
-    """0x0B inside a frame does not restart it: only 0x1C ends a frame."""
-    tr(SB + b"A\x0bB" + EB + CR, [b"A\x0bB"])
+def test_start_block_inside_frame_restarts_it() -> None:
+    """0x0B inside a frame drops the partial before it and starts a new frame, counted by size."""
+    tr(SB + b"A\x0bB" + EB + CR, [b"B"], partials=(1,))
+    tr(SB + b"\x0b\x0bB" + EB + CR, [b"B"], partials=(0, 0))
+    tr(SB + b"AB\x0b" + EB + CR, [b""], partials=(2,))
+    tr(SB + b"one" + EB + SB + b"tw" + SB + b"two" + EB + CR + SB + b"x" + SB + SB + b"three" + EB, [b"one", b"two", b"three"], partials=(2, 1, 0))
+
+
+def test_restart_mid_frame_never_glues_two_messages() -> None:
+    """The attack: A's first 400 bytes, a 0x0B, then B whole: only B comes out, A's head is
+    counted as a 400-byte partial; same in the other order, whatever the chunking."""
+    a = (SAMPLES / "xr-chest-2v-normal.hl7").read_bytes()
+    b = (SAMPLES / "ct-head-critical-sdh-communicated.hl7").read_bytes()
+    for first, second in ((a, b), (b, a)):
+        tr(SB + first[:400] + SB + second + EB + CR, [second], partials=(400,))
+        tr(frame(first) + SB + second[:123] + frame(first), [first, first], partials=(123,))
+
+
+def test_restart_resets_the_size_limit() -> None:
+    """A restart drops the partial, so only the new frame counts against the limit; the limit
+    is applied at the same byte whatever the chunking."""
+    framer = MllpFramer(max_frame_size=10)
+    assert framer.feed(SB + b"x" * 10 + SB + b"y" * 10 + EB) == [b"y" * 10]
+    assert framer.take_discarded_partials() == [10]
+    drip = MllpFramer(max_frame_size=10)
+    data = SB + b"x" * 10 + SB + b"y" * 10 + EB
+    assert feed_all(drip, [data[i : i + 1] for i in range(len(data))]) == [b"y" * 10]
+    for framer in (MllpFramer(max_frame_size=10), MllpFramer(max_frame_size=10)):
+        with pytest.raises(FrameTooLarge):
+            feed_all(framer, [SB + b"x" * 11 + SB + b"y" + EB])
+        assert framer.take_discarded_partials() == []
+
+
+def test_many_restarts_stay_linear() -> None:
+    """A frame of 0x0B bytes (every byte a restart) before one 0x1C is handled in linear time."""
+    framer = MllpFramer()
+    data = SB * 2_000_000 + b"z" * 10 + EB
+    assert framer.feed(data) == [b"z" * 10]
+    assert framer.restarts == 2_000_000 - 1
+    assert framer.restarted_bytes == 0
 
 
 def test_end_block_inside_data_ends_the_frame_and_the_rest_is_counted_junk() -> None:
@@ -102,8 +154,8 @@ def test_end_block_inside_data_ends_the_frame_and_the_rest_is_counted_junk() -> 
 
 
 def test_binary_payload_passes_through_undecoded() -> None:
-    """The framer never decodes: any byte but 0x1C is payload, NUL and LF included."""
-    payload = bytes(b for b in range(256) if b != 0x1C)
+    """The framer never decodes: any byte but 0x0B and 0x1C is payload, NUL and LF included."""
+    payload = bytes(b for b in range(256) if b not in (0x0B, 0x1C))
     tr(frame(payload), [payload])
 
 
@@ -228,6 +280,8 @@ def test_frame_refuses_end_block_in_payload() -> None:
     """A payload holding 0x1C cannot be framed: encoders must remove it first."""
     with pytest.raises(ValueError):
         frame(b"MSH|\x1c|")
+    with pytest.raises(ValueError, match="start block"):
+        frame(b"MSH|\x0b|")
 
 
 @given(st.data(), mllp_streams())
@@ -267,3 +321,30 @@ def test_random_bytes_give_frames_or_framing_error(data: st.DataObject, raw: byt
     except FrameTooLarge as exc:
         expected = list(exc.frames)
     assert frames == expected
+    assert framer.take_discarded_partials() == reference.take_discarded_partials()
+    assert (framer.discarded_bytes, framer.restarted_bytes) == (reference.discarded_bytes, reference.restarted_bytes)
+
+
+@given(st.data(), st.lists(st.tuples(payloads(), st.booleans()), max_size=6))
+def test_restarted_frames_are_dropped_whatever_the_chunking(data: st.DataObject, parts: list[tuple[bytes, bool]]) -> None:
+    """Property: a stream where some frames are cut short by the next 0x0B gives exactly the
+    complete frames, and the cut frames' sizes in order, for any chunking."""
+    stream = bytearray()
+    expected: list[bytes] = []
+    partials: list[int] = []
+    for payload, cut in parts:
+        if cut:
+            stream += SB + payload  # the next SB (or the final frame's) restarts it
+            partials.append(len(payload))
+        else:
+            stream += frame(payload)
+            expected.append(payload)
+    if parts and parts[-1][1]:
+        stream += frame(b"last")
+        expected.append(b"last")
+    framer = MllpFramer()
+    assert feed_all(framer, data.draw(chunked(bytes(stream)))) == expected
+    assert framer.take_discarded_partials() == partials
+    whole = MllpFramer()
+    assert whole.feed(bytes(stream)) == expected
+    assert (whole.restarts, whole.restarted_bytes) == (framer.restarts, framer.restarted_bytes)
