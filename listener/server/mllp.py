@@ -84,20 +84,6 @@ RECENT_BYTES = 16 * 1024 * 1024
 #: The stable text of a quarantined message's AE 207 (docs/hardening.md).
 QUARANTINE_TEXT = "Message quarantined: its processing failed repeatedly; an operator must review it"
 
-#: Longest accepted key fields, in characters (docs/hardening.md): MSH-10 is an
-#: ST of at most 199 (HL7 v2.5+), MSH-3/MSH-4 an HD of at most 227.
-KEY_FIELD_LIMITS = {"MSH-3": 227, "MSH-4": 227, "MSH-10": 199}
-
-
-def oversized_key_field(header: MessageHeader) -> str:
-    """The first key field of ``header`` over its limit ("MSH-10"), or ""."""
-    for location, value in (("MSH-3", header.sending_application), ("MSH-4", header.sending_facility),
-                            ("MSH-10", header.control_id)):
-        if len(value) > KEY_FIELD_LIMITS[location]:
-            return location
-    return ""
-
-
 def _entry_size(key: tuple[str, str, str], settled: tuple[str, bytes]) -> int:
     # Approximate bytes held: the strings, the ACK and the dict/tuple overhead.
     return sum(len(k) for k in key) + len(settled[0]) + len(settled[1]) + 300
@@ -261,7 +247,7 @@ class Intake:
         text = f"Message exceeds the limit of {error.limit} bytes"
         code, ack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text=text),))
         log.warning("frame_rejected", reason="frame_too_large", limit=error.limit, ack_code=code,
-                    control_id=header.control_id if header else "")
+                    control_id=header.log_fields()["control_id"] if header else "")
         return Answer(ack if should_send_accept_ack(header, code) else None, close=True)
 
     def receive(self, raw: bytes, log: Any, released: Callable[[], object] = lambda: None) -> defer.Deferred[Answer]:
@@ -305,11 +291,11 @@ class Intake:
                 self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
             return defer.succeed(Answer(ack))
 
-        too_long = oversized_key_field(header)
+        too_long = header.oversized_field
         if too_long:
             # Never a key, never logged: an AE 102 naming the field (docs/hardening.md).
             released()
-            text = f"{too_long} is longer than {KEY_FIELD_LIMITS[too_long]} characters"
+            text = f"{too_long} is longer than its limit (docs/hardening.md)"
             code, ack = self._ack(header, "AE", (AckError(DATA_TYPE_ERROR, location=too_long, text=text),))
             log.warning("frame_rejected", reason="field_too_long", location=too_long, bytes=len(raw), ack_code=code,
                         error_code=DATA_TYPE_ERROR)
@@ -654,6 +640,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
         try:
             frames = self.framer.feed(data)
         except FrameTooLarge as exc:
+            self._log_restarts()
             for payload in exc.frames:
                 self._take(payload)
             slot = _Slot()
@@ -663,17 +650,15 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self._flush()
             return
         except FramingError:
+            self._log_restarts()
             self.log.warning("frame_rejected", reason="framing_error", bytes=len(data))
             self.transport.loseConnection()
             return
+        self._log_restarts()
         # Only complete frames count as activity: bytes dripped into a frame or
         # between frames do not, so a drip cannot hold a connection slot.
         if frames:
             self.resetTimeout()  # type: ignore[no-untyped-call]
-        for size in getattr(self.framer, "take_restarted", tuple)():
-            # A start block inside a frame: the sender restarted; the partial
-            # frame before it is dropped, unanswered (docs/hardening.md).
-            self.log.warning("frame_rejected", reason="restarted_mid_frame", bytes=size)
         if self.framer.discarded_bytes and not self.reported_discard:
             # Once per connection (a sender that adds LF after every frame would
             # otherwise log a line per message); connection_closed has the total.
@@ -686,6 +671,12 @@ class MllpProtocol(Protocol, TimeoutMixin):
         for payload in frames:
             self._take(payload)
         self._flush()
+
+    def _log_restarts(self) -> None:
+        for size in self.framer.take_discarded_partials():
+            # A start block inside a frame: the sender restarted; the partial
+            # frame before it is dropped, unanswered (docs/hardening.md).
+            self.log.warning("frame_rejected", reason="restarted_mid_frame", bytes=size)
 
     def _take(self, payload: bytes) -> None:
         slot = _Slot()
