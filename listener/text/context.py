@@ -23,11 +23,12 @@ the negation: "no pneumothorax is suspected").
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from listener.text.laterality import LateralMention, lateral_mentions
+from listener.text.scope import RegionIndex
 from listener.text.sentences import Memo, Span, split_sentences
 from listener.text.terms import Concept, Terms, Trigger
 
@@ -41,15 +42,6 @@ __all__ = [
     "hedge_density",
 ]
 
-_WORD = re.compile(r"\w+")
-# Words that may sit between the findings of a list without opening a new
-# clause ("pneumothorax, effusion, and consolidation are absent").
-_LIST_WORDS = frozenset(
-    """
-    and or nor the a an is are was were be been both also all either any as well other no
-    small large mild moderate significant focal acute left right bilateral
-    """.split()
-)
 _MENTIONS = Memo()
 # Modifier (ConText trigger) scans per region: find_mentions, hedge_count and
 # definite_statements scan the same impression; the QA rules and the routing
@@ -57,19 +49,12 @@ _MENTIONS = Memo()
 _MODIFIERS = Memo(64)
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
-# A comma inside a date: "March 3, 2020", "Mar. 3rd, 2020", "XXXX, XXXX" (the
-# Indiana de-identification of "Month day, year"): what must end right at the
-# comma (searched in the _DATE_BEFORE characters before it) and what must
-# follow it.
-_DATE_BEFORE = 16
-_DATE_HEAD = re.compile(
-    r"(?<!\w)(?:(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?|XXXX)$",
-    re.IGNORECASE,
-)
-# A parenthetical aside of one sentence (no nested brackets).
-_ASIDE = re.compile(r"\([^()]*\)")
-_DATE_TAIL = re.compile(r",[ \t]*(?:\d{4}|XXXX)(?!\w)", re.IGNORECASE)
+# At most this many triggers are weighed on each side of one mention. Within
+# the largest window (a dozen words) a report has a handful; only an input
+# built to attack the checker (thousands of "?" or triggers inside one
+# parenthesis) has more, and without a bound its cost would grow with the
+# square of its length.
+_MAX_REACH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,104 +124,104 @@ class _Hit:
     end: int
 
 
-def _words_between(text: str, a: int, b: int) -> int:
-    return len(_WORD.findall(text, a, b)) if b > a else 0
+def _side_for(
+    index: RegionIndex,
+    m_start: int,
+    m_end: int,
+    sides: Sequence[LateralMention],
+    side_ends: list[int],
+    lo: int,
+    hi: int,
+    spans: list[tuple[int, int]],
+    span_starts: list[int],
+) -> str:
+    """The side word qualifying a finding: inside it, just before, or just after.
 
-
-def _clause_break(text: str, lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> bool:
-    """True when a comma between ``lo`` and ``hi`` starts a clause of its own.
-
-    "Pneumothorax, effusion, or consolidation is absent": each piece after a
-    comma names another finding of the same list, so a backward trigger
-    reaches back over it. "Heart size is enlarged, pulmonary vascularity
-    within normal limits": the piece before the trigger names no finding but
-    has words of its own (its subject), so the trigger stops at the comma.
+    ``sides[lo:hi]`` are the side words of the finding's sentence. A side word
+    before the finding wins over one after it; either must be within
+    ``_SIDE_WINDOW`` words with no other finding between them. Only the
+    nearest side word on each side can qualify: a farther one has at least as
+    many words and findings in between.
     """
-    comma = _next_comma(text, lo, hi)
-    while comma >= 0:
-        nxt = _next_comma(text, comma + 1, hi)
-        seg_end = hi if nxt < 0 else nxt
-        if not any(comma < s < seg_end for s, _ in spans):
-            for w in _WORD.finditer(text, comma + 1, seg_end):
-                if w.group().lower() not in _LIST_WORDS:
-                    return True
-        comma = nxt
-    return False
+    j = bisect_right(side_ends, m_start, lo, hi)
+    if j < hi and sides[j].start < m_end:
+        return sides[j].side  # inside the finding or overlapping it ("bi-basilar opacities")
+    if j > lo:
+        lm = sides[j - 1]
+        if index.words(lm.end, m_start) <= _SIDE_WINDOW and not _finding_within(spans, span_starts, lm.end, m_start):
+            return lm.side
+    if j < hi:
+        lm = sides[j]
+        if index.words(m_end, lm.start) <= _SIDE_WINDOW and not _finding_within(spans, span_starts, m_end, lm.start):
+            return lm.side
+    return ""
 
 
-def _next_comma(text: str, lo: int, hi: int) -> int:
-    """The first comma of ``text[lo:hi]`` that separates clauses, or -1.
+def _finding_within(spans: list[tuple[int, int]], span_starts: list[int], a: int, b: int) -> bool:
+    """True when a finding lies wholly inside ``[a, b]`` (spans never overlap: the first one decides)."""
+    i = bisect_left(span_starts, a)
+    return i < len(spans) and spans[i][1] <= b
 
-    The comma of a date ("dated March 3, 2020", de-identified "dated XXXX,
-    XXXX") is part of the date, not a clause break.
+
+def _in_reach(
+    index: RegionIndex,
+    hits: list[_Hit],
+    hit_starts: list[int],
+    hit_ends: list[int],
+    lo: int,
+    hi: int,
+    m_start: int,
+    m_end: int,
+    reach: int,
+) -> list[tuple[_Hit, int]]:
+    """The triggers of ``hits[lo:hi]`` (one sentence) whose scope covers a mention, in text order.
+
+    A trigger reaches a mention when the direction fits, no terminator lies
+    between them, a backward trigger crosses no clause comma, and at most its
+    ``window`` words (asides discounted) lie between them. Returns each with
+    its word distance.
+
+    Strategy: walk outwards from the mention. A terminator stops the walk (it
+    cuts every trigger beyond it too), and so does a trigger farther than
+    ``reach`` (the largest window) in words outside asides, a count that
+    never exceeds the distance and only grows with it. At most
+    ``_MAX_REACH`` triggers are looked at on each side.
     """
-    comma = text.find(",", lo, hi)
-    while (
-        comma >= 0
-        and _DATE_TAIL.match(text, comma) is not None
-        and _DATE_HEAD.search(text, max(0, comma - _DATE_BEFORE), comma) is not None
-    ):
-        comma = text.find(",", comma + 1, hi)
-    return comma
-
-
-def _in_scope(
-    text: str, hit: _Hit, m_start: int, m_end: int, terminators: list[_Hit], spans: Sequence[tuple[int, int]] = ()
-) -> int | None:
-    """Word distance from trigger to mention when in scope, else None.
-
-    ``spans`` are the sentence's concept mentions: a backward trigger's scope
-    stops at a comma unless only other findings of a list lie beyond it.
-    """
-    t = hit.trigger
-    if hit.end <= m_start and t.direction != "backward":
-        lo, hi = hit.end, m_start
-    elif hit.start >= m_end and t.direction != "forward":
-        lo, hi = m_end, hit.start
-        if _clause_break(text, lo, hi, spans):
-            return None
-    else:
-        return None
-    for term in terminators:
-        if term.start >= lo and term.end <= hi:
-            return None
-    gap = _words_between(text, lo, hi)
-    if gap > t.window and "(" in text[lo:hi]:
-        # A parenthetical aside does not count against the window: "Pneumonia
-        # seen on CT dated XXXX, XXXX (not seen on prior chest x-XXXX) is not
-        # seen either".
-        gap -= sum(len(_WORD.findall(p.group())) for p in _ASIDE.finditer(text, lo, hi))
-    return gap if gap <= t.window else None
-
-
-def _side_for(text: str, start: int, end: int, sides: list[LateralMention], blockers: list[tuple[int, int]]) -> str:
-    """The side word qualifying a finding: inside it, just before, or just after."""
-    best_before: LateralMention | None = None
-    best_after: LateralMention | None = None
-    for lm in sides:
-        if lm.start < end and lm.end > start:
-            return lm.side  # inside the finding or overlapping it ("bi-basilar opacities")
-        if lm.end <= start:
-            if _words_between(text, lm.end, start) <= _SIDE_WINDOW and not any(
-                lm.end <= b0 and b1 <= start for b0, b1 in blockers
-            ):
-                best_before = lm
-        elif lm.start >= end and best_after is None:
-            if _words_between(text, end, lm.start) <= _SIDE_WINDOW and not any(
-                end <= b0 and b1 <= lm.start for b0, b1 in blockers
-            ):
-                best_after = lm
-    chosen = best_before or best_after
-    return chosen.side if chosen is not None else ""
-
-
-def _bucket(spans: list[tuple[int, int]], starts: list[int]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for i, (s, _) in enumerate(spans):
-        k = bisect_right(starts, s) - 1
-        if k >= 0:
-            out.setdefault(k, []).append(i)
-    return out
+    before: list[tuple[_Hit, int]] = []
+    j = bisect_right(hit_ends, m_start, lo, hi) - 1
+    stop = max(lo, j - _MAX_REACH + 1)
+    while j >= stop:
+        h = hits[j]
+        j -= 1
+        if index.bare_words(h.end, m_start) > reach:
+            break
+        t = h.trigger
+        if t.category == "terminate":
+            break
+        if t.category == "pseudo" or t.direction == "backward":
+            continue
+        d = index.gap(h.end, m_start, t.window)
+        if d <= t.window:
+            before.append((h, d))
+    before.reverse()
+    j = bisect_left(hit_starts, m_end, lo, hi)
+    stop = min(hi, j + _MAX_REACH)
+    while j < stop:
+        h = hits[j]
+        j += 1
+        if index.bare_words(m_end, h.start) > reach:
+            break
+        t = h.trigger
+        if t.category == "terminate":
+            break
+        if t.category == "pseudo" or t.direction == "forward":
+            continue
+        if index.clause_break(m_end, h.start):
+            continue
+        d = index.gap(m_end, h.start, t.window)
+        if d <= t.window:
+            before.append((h, d))
+    return before
 
 
 def find_mentions(
@@ -279,97 +264,121 @@ def _find_mentions(
     concept_matches = terms.concept_scanner.scan(text, start, hi)
     if not concept_matches or not sents:
         return ()
-    starts = [s.start for s in sents]
+    # Strategy: every list below is sorted by offset; a sentence's share of
+    # each is the slice between the starts of it and of the next sentence
+    # (bisected), and every distance is a RegionIndex query, so the work per
+    # mention does not grow with the length of its sentence.
+    sent_starts = [s.start for s in sents]
     groups = terms.modifier_groups
     hits = [_Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in modifier_matches(text, start, hi, terms)]
-    hit_buckets = _bucket([(h.start, h.end) for h in hits], starts)
+    hit_starts = [h.start for h in hits]
+    hit_ends = [h.end for h in hits]
     sides: tuple[LateralMention, ...] = ()
     if with_laterality:
         sides = lateral_mentions(text, start, hi, terms, sentences=sents)
-    side_buckets = _bucket([(lm.start, lm.end) for lm in sides], starts)
+    side_starts = [lm.start for lm in sides]
+    side_ends = [lm.end for lm in sides]
     spans = [(m.start(), m.end()) for m in concept_matches]
-    concept_buckets = _bucket(spans, starts)
+    span_starts = [s for s, _ in spans]
+    index = RegionIndex(text, start, hi, span_starts)
+    reach = terms.max_window
     concept_groups = terms.concept_groups
+    readings: dict[tuple[str, int], bool] = {}
 
     out: list[Mention] = []
-    for k, idxs in sorted(concept_buckets.items()):
-        sent = sents[k]
-        sent_hits = [hits[i] for i in hit_buckets.get(k, ())]
-        terminators = [h for h in sent_hits if h.trigger.category == "terminate"]
-        scoped = [h for h in sent_hits if h.trigger.category not in ("pseudo", "terminate")]
-        sent_sides = [sides[i] for i in side_buckets.get(k, ())]
-        sent_spans = [spans[i] for i in idxs]
-        for i in idxs:
-            m = concept_matches[i]
-            concept = concept_groups[m.lastgroup or ""]
-            m_start, m_end = spans[i]
-            if m_start >= sent.end:
-                continue
-            if concept.context_concept:
-                concept = _in_context(text, concept, sent, terms)
-            flags: dict[str, int] = {}
-            cues: list[Cue] = []
-            first_neg = first_unc = -1
-            for h in scoped:
-                d = _in_scope(text, h, m_start, m_end, terminators, sent_spans)
-                if d is None:
-                    continue
-                cat = h.trigger.category
-                if cat not in flags or d < flags[cat]:
-                    flags[cat] = d
-                if cat == "negated" and h.end <= m_start and first_neg < 0:
-                    first_neg = h.start
-                elif cat == "uncertain" and h.end <= m_start and first_unc < 0:
-                    first_unc = h.start
-                cues.append(Cue(cat, h.start, h.end))
-            negated = "negated" in flags
-            uncertain = "uncertain" in flags
-            if negated and uncertain:
-                # "No consolidation, suspicious opacity, or pneumothorax": a
-                # hedge inside a negated list stays negated; otherwise the
-                # nearer trigger decides.
-                if 0 <= first_neg < first_unc:
-                    uncertain = False
-                elif flags["uncertain"] < flags["negated"]:
-                    negated = False
-                else:
-                    uncertain = False
-                drop = "uncertain" if negated else "negated"
-                cues = [c for c in cues if c.category != drop]
-            side = ""
-            if sent_sides:
-                blockers = [sp for sp in sent_spans if sp != (m_start, m_end)]
-                side = _side_for(text, m_start, m_end, sent_sides, blockers)
-            out.append(
-                Mention(
-                    concept=concept.name,
-                    text=m.group(),
-                    start=m_start,
-                    end=m_end,
-                    sentence_start=sent.start,
-                    sentence_end=sent.end,
-                    negated=negated,
-                    uncertain=uncertain,
-                    historical="historical" in flags,
-                    hypothetical="hypothetical" in flags,
-                    experiencer="other" if "other_experiencer" in flags else "patient",
-                    laterality=side,
-                    critical=concept.critical,
-                    significant=concept.significant,
-                    sex=concept.sex,
-                    cues=tuple(cues),
-                )
+    k = -1
+    hit_lo = hit_hi = side_lo = side_hi = 0
+    sent = sents[0]
+    for i, m in enumerate(concept_matches):
+        m_start, m_end = spans[i]
+        if k + 1 < len(sents) and m_start >= sent_starts[k + 1]:
+            k = bisect_right(sent_starts, m_start) - 1
+            sent = sents[k]
+            nxt = sent_starts[k + 1] if k + 1 < len(sents) else hi + 1
+            hit_lo, hit_hi = bisect_left(hit_starts, sent.start), bisect_left(hit_starts, nxt)
+            side_lo, side_hi = bisect_left(side_starts, sent.start), bisect_left(side_starts, nxt)
+        if k < 0 or m_start >= sent.end:
+            continue  # before the first sentence, or debris after its sentence's end
+        concept = concept_groups[m.lastgroup or ""]
+        if concept.context_concept:
+            concept = _in_context(text, concept, sent, terms, readings)
+        flags: dict[str, int] = {}
+        cues: list[Cue] = []
+        first_neg = first_unc = -1
+        for h, d in _in_reach(index, hits, hit_starts, hit_ends, hit_lo, hit_hi, m_start, m_end, reach):
+            cat = h.trigger.category
+            if cat not in flags or d < flags[cat]:
+                flags[cat] = d
+            if cat == "negated" and h.end <= m_start and first_neg < 0:
+                first_neg = h.start
+            elif cat == "uncertain" and h.end <= m_start and first_unc < 0:
+                first_unc = h.start
+            cues.append(Cue(cat, h.start, h.end))
+        negated = "negated" in flags
+        uncertain = "uncertain" in flags
+        if negated and uncertain:
+            # "No consolidation, suspicious opacity, or pneumothorax": a
+            # hedge inside a negated list stays negated; otherwise the
+            # nearer trigger decides.
+            if 0 <= first_neg < first_unc:
+                uncertain = False
+            elif flags["uncertain"] < flags["negated"]:
+                negated = False
+            else:
+                uncertain = False
+            drop = "uncertain" if negated else "negated"
+            cues = [c for c in cues if c.category != drop]
+        side = ""
+        if side_hi > side_lo:
+            side = _side_for(index, m_start, m_end, sides, side_ends, side_lo, side_hi, spans, span_starts)
+        out.append(
+            Mention(
+                concept=concept.name,
+                text=m.group(),
+                start=m_start,
+                end=m_end,
+                sentence_start=sent.start,
+                sentence_end=sent.end,
+                negated=negated,
+                uncertain=uncertain,
+                historical="historical" in flags,
+                hypothetical="hypothetical" in flags,
+                experiencer="other" if "other_experiencer" in flags else "patient",
+                laterality=side,
+                critical=concept.critical,
+                significant=concept.significant,
+                sex=concept.sex,
+                cues=tuple(cues),
             )
+        )
     return tuple(out)
 
 
-def _in_context(text: str, concept: Concept, sent: Span, terms: Terms) -> Concept:
-    """The concept a mention is read as: its ``in_context`` concept when the report fits."""
+def _in_context(
+    text: str, concept: Concept, sent: Span, terms: Terms, readings: dict[tuple[str, int], bool]
+) -> Concept:
+    """The concept a mention is read as: its ``in_context`` concept when the report fits.
+
+    ``readings`` remembers, for one scan, whether the report and each
+    sentence fit: searching the whole report once per mention would make a
+    report with many mentions quadratic.
+    """
     report_re, not_re = concept.context_report, concept.context_not_sentence
-    if report_re is None or report_re.search(text) is None:
+    if report_re is None:
         return concept
-    if not_re is not None and not_re.search(text, sent.start, sent.end) is not None:
+    report_key = (concept.name, -1)
+    report_fits = readings.get(report_key)
+    if report_fits is None:
+        report_fits = readings[report_key] = report_re.search(text) is not None
+    if not report_fits:
         return concept
+    if not_re is not None:
+        sent_key = (concept.name, sent.start)
+        excluded = readings.get(sent_key)
+        if excluded is None:
+            excluded = readings[sent_key] = not_re.search(text, sent.start, sent.end) is not None
+        if excluded:
+            return concept
     return terms.concepts[concept.context_concept]
 
 

@@ -192,6 +192,8 @@ class Terms:
         laterality: the compiled laterality vocabulary.
         sources: the files read, in order.
         digest: sha256 of the files' bytes (a version for the Route record).
+        max_window: the largest ``window`` of a trigger that sets a flag: no
+            trigger reaches a finding more words away than this.
     """
 
     concepts: Mapping[str, Concept]
@@ -205,6 +207,7 @@ class Terms:
     laterality: LateralityTerms
     sources: tuple[str, ...]
     digest: str
+    max_window: int
 
     def concept(self, name: str) -> Concept:
         """Return the concept called ``name`` (KeyError if unknown)."""
@@ -812,6 +815,7 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         laterality=b.laterality,
         sources=tuple(str(p) for p in files),
         digest=digest.hexdigest(),
+        max_window=max((t.window for _, t in b.triggers if scoped_category(t)), default=0),
     )
 
 
