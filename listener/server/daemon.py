@@ -18,7 +18,9 @@ Lifecycle:
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import sys
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
@@ -44,6 +46,9 @@ from listener.statelock import lock_state_dir
 from listener.store.sqlite import SQLiteStore
 
 __all__ = ["Daemon", "serve"]
+
+#: Seconds a thread may hold the interpreter lock while another waits (CPython's default is 0.005).
+SWITCH_INTERVAL = 0.001
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -430,6 +435,10 @@ def serve(config: Config) -> int:
 
     reactor: Any = _reactor
 
+    # The pipeline runs on worker threads (listener/server/runner.py); a long
+    # report's thread would otherwise keep the interpreter lock for 5 ms at a
+    # time while the network thread waits to write an answer (docs/hardening.md).
+    sys.setswitchinterval(float(os.environ.get("OVERREAD_SWITCH_INTERVAL", SWITCH_INTERVAL)))
     globalLogBeginner.beginLoggingTo([twisted_observer()], redirectStandardIO=False, discardBuffer=True)
     daemon = Daemon(config, reactor)
     _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
