@@ -106,9 +106,12 @@ def _canary(oru: bytes, control_id: str, *, no_patient_id: bool = False, version
             _set(fields, 19, f"{MARKER}VISIT")
         elif seg.startswith(b"DG1"):
             _set(fields, 4, f"{MARKER} diagnosis")
-        elif seg.startswith(b"OBR"):
+        elif seg.startswith((b"OBR", b"ORC")):
+            # ORC-2/3 and OBR-2/3 name the same order (the decoder refuses a
+            # mismatch as a spliced message): mark both alike.
             _set(fields, 2, f"{MARKER}PLACER")
             _set(fields, 3, f"{MARKER}ACC")
+        if seg.startswith(b"OBR"):
             _set(fields, 13, f"{MARKER} clinical info")
             _set(fields, 31, f"^{MARKER} reason")
         elif seg.startswith(b"OBX") and len(fields) > 5:
