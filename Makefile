@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check typecheck bench clean
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= framer header hl7 fhir
+
+.PHONY: run test check typecheck bench fuzz clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +27,19 @@ check: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
+
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'
+	touch $(FUZZ_STAMP)
+
+# Coverage-guided fuzzing (atheris), FUZZ_SECONDS per target; see fuzz/README.md.
+fuzz: $(FUZZ_STAMP)
+	@mkdir -p var/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t ($(FUZZ_SECONDS)s, log var/fuzz/$$t.log)"; \
+		$(BIN)/python fuzz/run.py $$t $(FUZZ_SECONDS) 2>var/fuzz/$$t.log || { tail -40 var/fuzz/$$t.log; exit 1; }; \
+		grep -E "^Done" var/fuzz/$$t.log; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py

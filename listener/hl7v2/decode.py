@@ -7,8 +7,9 @@ the daemon's per-message work (it builds a container for every field,
 repetition, component and subcomponent). The decoder reads a dozen values per
 message, so the message is split into segments, the segments the feed's mapping
 names (MSH, PID, ORC, OBR, TQ1, DG1, ...) into fields, and each value the
-mapping asks for is cut out of its field and unescaped with python-hl7's
-``unescape``; OBX rows are cut into the few fields the text needs. hl7apy
+mapping asks for is cut out of its field and unescaped
+(``escape.unescape_value``, python-hl7's reading without its failure modes);
+OBX rows are cut into the few fields the text needs. hl7apy
 validates the whole structure only for feeds configured ``validation: strict``.
 
 Every failure is a DecodeError with an HL7 table 0357 code and a location; no
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import hl7
-from hl7.util import unescape
 
 from listener.config import FieldPath, Mapping, MappingSet
 from listener.errors import (
@@ -42,6 +42,7 @@ from listener.errors import (
 )
 from listener.hl7v2.segments import (
     MessageHeader,
+    Separators,
     check_header_lengths,
     check_separators,
     check_version,
@@ -49,6 +50,7 @@ from listener.hl7v2.segments import (
     read_header,
     strip_envelope,
 )
+from listener.hl7v2.escape import unescape_value
 from listener.hl7v2.structure import check_one_message, check_oru_structure
 from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
 from listener.procedures import ProcedureTable
@@ -215,24 +217,23 @@ def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
 
 
 class _Seg:
-    """One segment cut into fields, read with python-hl7's unescaping.
+    """One segment cut into fields, each value unescaped when read.
 
     Strategy: python-hl7's parse builds a container per field, repetition,
     component and subcomponent (five per empty field), which costs more than
     the rest of the pipeline. The decoder reads a dozen values per message, so
     each is cut out of its field string on demand and only that value is
-    unescaped (python-hl7's ``unescape``).
+    unescaped (``escape.unescape_value``).
     """
 
-    __slots__ = ("name", "fields", "seps", "container")
+    __slots__ = ("name", "fields", "seps")
 
-    def __init__(self, raw: str, header: MessageHeader, container: hl7.Segment) -> None:
+    def __init__(self, raw: str, header: MessageHeader) -> None:
         self.name = raw[:3]
         self.seps = header.separators
         parts = raw.split(self.seps.field)
         # MSH-1 is the field separator itself: shift so fields[n] is always SEG-n.
         self.fields = ["MSH", self.seps.field, *parts[1:]] if self.name == "MSH" else parts
-        self.container = container
 
     def extract(self, path: FieldPath, repeat: int = 1) -> str:
         """SEG-f[.c[.s]] of repetition ``repeat``, unescaped ('' when absent)."""
@@ -252,7 +253,7 @@ class _Seg:
         sub = path.subcomponent or 1
         if sub > len(subs):
             return ""
-        return _unescape(self.container, subs[sub - 1])
+        return _unescape(self.seps, subs[sub - 1])
 
     def components(self, field_no: int, repeat: int = 1) -> list[str]:
         """All components of one repetition of a field, unescaped, trailing empties dropped."""
@@ -261,7 +262,7 @@ class _Seg:
         reps = self.fields[field_no].split(self.seps.repetition)
         if repeat > len(reps):
             return []
-        out = [_unescape(self.container, c.split(self.seps.subcomponent)[0]) for c in reps[repeat - 1].split(self.seps.component)]
+        out = [_unescape(self.seps, c.split(self.seps.subcomponent)[0]) for c in reps[repeat - 1].split(self.seps.component)]
         while out and not out[-1]:
             out.pop()
         return out
@@ -273,7 +274,7 @@ class _Seg:
         comps = self.fields[field_no].split(self.seps.repetition)[0].split(self.seps.component)
         if component > len(comps):
             return []
-        return [_unescape(self.container, s) for s in comps[component - 1].split(self.seps.subcomponent)]
+        return [_unescape(self.seps, s) for s in comps[component - 1].split(self.seps.subcomponent)]
 
     def repetitions(self, field_no: int) -> int:
         if field_no >= len(self.fields) or not self.fields[field_no]:
@@ -299,11 +300,7 @@ def _reports(
 ) -> tuple[Report, ...]:
     read = _read_fields(mapping)
     seps = header.separators
-    # python-hl7's unescape needs a container that knows the delimiters.
-    container = hl7.Segment(
-        sequence=[], esc=seps.escape, separators="\r" + seps.field + seps.repetition + seps.component + seps.subcomponent
-    )
-    msh = _Seg(segments[0], header, container)
+    msh = _Seg(segments[0], header)
     top: dict[str, list[_Seg]] = {}
     groups: list[_Group] = []
     pending_orc: _Seg | None = None
@@ -313,7 +310,7 @@ def _reports(
             if groups:
                 groups[-1].text_rows.append(raw_seg)
         elif name in read:
-            seg = _Seg(raw_seg, header, container)
+            seg = _Seg(raw_seg, header)
             if name == "OBR":
                 groups.append(_Group(seg, pending_orc, {}, []))
                 pending_orc = None
@@ -326,7 +323,7 @@ def _reports(
     if not groups:
         raise SegmentSequenceError("an ORU^R01 needs at least one OBR segment", location="OBR")
     return tuple(
-        _report(n, group, msh, top, header, mapping, charset, received_at, procedures, container)
+        _report(n, group, msh, top, header, mapping, charset, received_at, procedures, seps)
         for n, group in enumerate(groups, start=1)
     )
 
@@ -386,7 +383,7 @@ def _report(
     charset: str,
     received_at: datetime,
     procedures: ProcedureTable | None,
-    container: hl7.Segment,
+    delims: Separators,
 ) -> Report:
     reader = _Reader(msh, top, group)
     fields = mapping.fields
@@ -419,7 +416,7 @@ def _report(
         received=received_at,
         message=_parse_ts(header.field(7).split(header.separators.component)[0]),
     )
-    lines, hints, text_kind, flags = _text_rows(group.text_rows, header, mapping, container)
+    lines, hints, text_kind, flags = _text_rows(group.text_rows, header, mapping, delims)
     text = "\n".join(lines)
     offsets: list[tuple[int, str]] = []
     pos = 0
@@ -625,7 +622,7 @@ def _obx_field(row: str, header: MessageHeader, n: int) -> str:
 
 
 def _text_rows(
-    rows: list[str], header: MessageHeader, mapping: Mapping, container: hl7.Segment
+    rows: list[str], header: MessageHeader, mapping: Mapping, delims: Separators
 ) -> tuple[list[str], list[str], str, tuple[str, ...]]:
     """Report text lines from OBX/NTE rows, each with its section hint."""
     seps = header.separators
@@ -638,7 +635,7 @@ def _text_rows(
         fields += [""] * (12 - len(fields))
         if row.startswith("NTE"):
             for rep in fields[3].split(seps.repetition):
-                lines.extend(_unescape(container, rep).split("\n"))
+                lines.extend(_unescape(delims, rep).split("\n"))
                 hints.extend([TEXT_HINT] * (len(lines) - len(hints)))
             continue
         value_type = fields[2].strip().upper()
@@ -662,27 +659,27 @@ def _text_rows(
                 if value_type in ("CE", "CWE", "CNE", "CF"):
                     comps = rep.split(seps.component)
                     value = comps[1] if len(comps) > 1 and comps[1] else comps[0]
-                    new.append(_unescape(container, value))
+                    new.append(_unescape(delims, value))
                 elif value_type in ("NM", "SN", "NA", "DT", "TS", "TM", "DTM"):
                     value = " ".join(c for c in rep.split(seps.component) if c)
                     unit = fields[6].split(seps.component)[0]
                     if value:
-                        new.append(f"{_unescape(container, label or code)}: {_unescape(container, value)} {_unescape(container, unit)}".rstrip())
+                        new.append(f"{_unescape(delims, label or code)}: {_unescape(delims, value)} {_unescape(delims, unit)}".rstrip())
                 else:
-                    new.extend(_unescape(container, rep).split("\n"))
+                    new.extend(_unescape(delims, rep).split("\n"))
         lines.extend(new)
         hints.extend([hint] * len(new))
     return lines, hints, kind, tuple(flags)
 
 
-def _unescape(container: hl7.Segment, value: str) -> str:
-    # Most values hold neither the escape character nor a CR: python-hl7's
-    # unescape returns such a value unchanged, and so would the CR/LF rewrite.
-    esc = container.esc
+def _unescape(delims: Separators, value: str) -> str:
+    # Most values hold neither the escape character nor a CR: unescaping
+    # returns such a value unchanged, and so would the CR/LF rewrite.
+    esc = delims.escape
     if esc and esc not in value and "\r" not in value:
         return value
-    # python-hl7 turns \.br\ and friends into CR; our text model uses LF.
-    return str(unescape(container, value)).replace("\r\n", "\n").replace("\r", "\n")
+    # \.br\ and friends become CR; our text model uses LF.
+    return unescape_value(value, delims).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _ed_text(value: str, component_sep: str) -> tuple[str, str]:

@@ -3,7 +3,14 @@
 Pure: strings in, strings out; no I/O, no clock, no logging. Shared by the
 ACK builder (``ack.py``) and the routing message builder (``encode.py``).
 
-Two levels:
+Reading: :func:`unescape_value` expands the escape sequences of a received
+value (chapter 2.7: delimiters, formatting, hex) the way python-hl7's
+``unescape`` reads them, without its failure modes: python-hl7 raises
+ValueError on ``\\.spX\\``, builds a string as long as any count asks
+(``\\.sp999999999\\`` is a gigabyte), and logs the whole field, report text
+included, when it meets a sequence it does not know.
+
+Writing, two levels:
 
 * :func:`escape_delimiters` escapes the five delimiter characters (the escape
   character first, so that the sequences it writes are not escaped again).
@@ -21,7 +28,24 @@ import re
 
 from listener.hl7v2.segments import Separators
 
-__all__ = ["escape_delimiters", "escape_value", "strip_controls"]
+__all__ = ["MAX_FORMAT_REPEAT", "escape_delimiters", "escape_value", "strip_controls", "unescape_value"]
+
+#: Largest count honoured in a formatting sequence such as ``\\.sp5\\``: a
+#: count is a few blank lines in practice, and an uncapped one a memory bomb.
+MAX_FORMAT_REPEAT = 64
+
+#: Formatting sequences (2.7.6) as python-hl7 reads them; CR is a line break.
+_FORMATTING = {
+    ".br": "\r",
+    ".sp": "\r",
+    ".fi": "",
+    ".nf": "",
+    ".in": "    ",
+    ".ti": "    ",
+    ".sk": " ",
+    ".ce": "\r",
+}
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -85,3 +109,69 @@ def escape_value(value: str, seps: Separators, *, cap: int, line_breaks: bool = 
     escaped = [escape_delimiters(line, seps) for line in kept]
     joiner = f"{seps.escape}.br{seps.escape}" if line_breaks else " "
     return joiner.join(escaped)
+
+
+def unescape_value(value: str, seps: Separators) -> str:
+    """Expand the escape sequences of one received value (the reverse of :func:`escape_delimiters`).
+
+    Delimiter sequences (``\\F\\`` ``\\S\\`` ``\\T\\`` ``\\R\\`` ``\\E\\``) give the
+    message's delimiters; formatting ones give CR, spaces or nothing, a count
+    (``\\.sp3\\``) repeating them up to :data:`MAX_FORMAT_REPEAT` times;
+    ``\\Xhh..\\`` gives one character per hex pair, up to the first pair that
+    is not hex; highlighting (``\\H\\``, ``\\N\\``) gives "_" as python-hl7
+    does. Character-set switches (``\\C..\\``, ``\\M..\\``), unknown and empty
+    sequences, and an unterminated one at the end, are dropped.
+
+    Never raises; linear in ``len(value)``.
+    """
+    esc = seps.escape
+    if not esc or esc not in value:
+        return value
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = value.find(esc, pos)
+        if start < 0:
+            out.append(value[pos:])
+            break
+        out.append(value[pos:start])
+        end = value.find(esc, start + 1)
+        if end < 0:
+            break  # an unterminated sequence is dropped, as python-hl7 drops it
+        out.append(_expand(value[start + 1 : end], seps))
+        pos = end + 1
+    return "".join(out)
+
+
+def _expand(word: str, seps: Separators) -> str:
+    if not word:
+        return ""
+    if len(word) == 1:
+        return {
+            "F": seps.field,
+            "S": seps.component,
+            "T": seps.subcomponent,
+            "R": seps.repetition,
+            "E": seps.escape,
+            "H": "_",
+            "N": "_",
+        }.get(word, "")
+    if word in _FORMATTING:
+        return _FORMATTING[word]
+    if word[:3] in _FORMATTING:
+        count = word[3:]
+        if not (count.isascii() and count.isdigit()):
+            return ""
+        # Compare lengths before int(): a huge digit string raises ValueError.
+        times = MAX_FORMAT_REPEAT if len(count) > 4 else min(int(count), MAX_FORMAT_REPEAT)
+        return _FORMATTING[word[:3]] * times
+    if word[0] == "X":
+        chars: list[str] = []
+        digits = word[1:]
+        for off in range(0, len(digits), 2):
+            pair = digits[off : off + 2]
+            if not _HEX_DIGITS.issuperset(pair):
+                break
+            chars.append(chr(int(pair, 16)))
+        return "".join(chars)
+    return ""

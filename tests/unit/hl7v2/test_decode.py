@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from listener.config import MappingSet
 from listener.errors import DecodeError, InvalidValue, MissingField, SegmentSequenceError, UnsupportedMessage
@@ -206,3 +208,36 @@ def test_never_another_exception_on_random_mutations(pipeline: Pipeline) -> None
             _decode(pipeline, bytes(data))
         except DecodeError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        (lambda h: h.replace("CTRL0001", "C" * 200), "MSH-10"),
+        (lambda h: h.replace("|RISX|", "|" + "R" * 228 + "|"), "MSH-3"),
+        (lambda h: h.replace("|GENHOSP|", "|" + "G" * 200 + "^x^ISO|"), "MSH-4.1"),
+    ],
+)
+def test_over_long_header_keys_are_refused_naming_the_field(pipeline: Pipeline, change, location: str) -> None:  # type: ignore[no-untyped-def]
+    """MSH-3/MSH-4 (227, 199 per component) and MSH-10 (199) over their caps: AE 102 at the field, no value."""
+    with pytest.raises(InvalidValue) as info:
+        _decode(pipeline, _msg([change(BASE[0])] + BASE[1:]))
+    assert (info.value.hl7_code, info.value.location) == ("102", location)
+    assert "CCCC" not in info.value.message and "RRRR" not in info.value.message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_decoder_raises_only_decode_errors(pipeline: Pipeline, data: st.DataObject) -> None:
+    """Property: BASE with random bytes inserted, replaced or cut gives a decode or a DecodeError
+    subclass, never another exception (an unexpected one would become AE 207)."""
+    raw = bytearray(_msg(BASE))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        pos = data.draw(st.integers(min_value=0, max_value=len(raw)))
+        junk = data.draw(st.binary(max_size=12) | st.sampled_from([b"\\.sp", b"\\X", b"\\", b"|", b"^", b"\r", b"MSH|^~\\&|", b"\x0b", b"\x00"]))
+        cut = data.draw(st.integers(min_value=0, max_value=8))
+        raw[pos : pos + cut] = junk
+    try:
+        _decode(pipeline, bytes(raw))
+    except DecodeError:
+        pass
