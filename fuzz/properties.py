@@ -22,9 +22,11 @@ from listener.pipeline import Outcome, Pipeline, process, process_fhir
 
 RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
 
-#: A message header at the start of a line or after a start block: the second
-#: one makes a payload two messages, which must never be accepted.
-_LINE_MSH = re.compile(rb"(?:^|[\r\n\x0b])MSH", re.MULTILINE)
+#: A message header segment: "MSH" and a delimiter at the start of a line or
+#: after a start block. A second one (with the first's field separator) makes
+#: a payload two messages, which must never be accepted. ("MSHOBX|..." or
+#: "MSH^..." in a '|' message is no segment: report text may hold it.)
+_LINE_MSH = re.compile(rb"(?:^|[\r\n\x0b])MSH([^\w\s])")
 
 
 @lru_cache(maxsize=1)
@@ -109,7 +111,8 @@ def check_hl7(data: bytes) -> None:
     _check_outcome(outcome, identified=True)
     if outcome.disposition == "accepted":
         body = strip_envelope(data)
-        assert len(_LINE_MSH.findall(body)) <= 1, "a payload with two MSH segments was accepted"
+        field_sep = body[3:4]
+        assert _LINE_MSH.findall(body).count(field_sep) <= 1, "a payload with two MSH segments was accepted"
         assert b"\x0b" not in body, "a payload holding a start block was accepted"
 
 
