@@ -50,12 +50,14 @@ from listener.destinations import DestinationSettings
 from listener.fhir.resolve import JSON, o, objs, s, walk_entries
 from listener.logs import keyed_hash
 from listener.outbox import outbox_items
-from listener.pipeline import Interrupt, Outcome, Pipeline, process_fhir, unchecked_outcome
+from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome
 from listener.server.journal import Journal, journal_key
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.server.metrics import Metrics
 from listener.server.mllp import QUARANTINE_TEXT, deferred_from_future
 from listener.store.base import MessageRecord, OutboxItem, ReportRecord, SaveResult, Store
+
+from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
@@ -332,28 +334,18 @@ class HttpIntake:
         journal = self.journal
         meta = json.dumps([client.name, client.facility, identity or by_body])
 
-        def work(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
-            # On a worker thread (or inline): journal first, then the pure pipeline.
-            if journal is not None:
-                journal.begin(jkey, "http", body, meta)
-            outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client,
-                                   interrupt=interrupt)
+        def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
             return outcome, _records(outcome, server_ids), server_ids
 
-        def overrun(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]] | None:
-            if interrupt.decoded is None:
-                return None
-            mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3))
-            outcome = unchecked_outcome(interrupt.decoded, pipeline, received_at=received)
-            server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
-            return outcome, _records(outcome, server_ids), server_ids
-
-        if self.runner is None:
-            processed: defer.Deferred[tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]] = defer.maybeDeferred(
-                work, Interrupt())
-        else:
-            processed = self.runner.run(work, overrun).result
+        processed, _ = run_journaled(
+            self.runner, journal, (jkey, "http", body, meta),
+            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
+                                           client=client, interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            serialize,
+            lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),
+        )
 
         def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)

@@ -53,11 +53,13 @@ from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_ac
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
-from listener.pipeline import QA_TIMEOUT, Interrupt, Outcome, Pipeline, process, unchecked_outcome
+from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome
 from listener.server.journal import Journal, journal_key
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.outbox import outbox_items
 from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
+
+from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
@@ -389,31 +391,13 @@ class Intake:
         pipeline = self.pipeline
         jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
         journal = self.journal
-
-        def work(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...]]:
-            # Runs on a worker thread (or inline without a runner). The journal
-            # entry is written before the pipeline runs (docs/hardening.md).
-            if journal is not None:
-                journal.begin(jkey, "mllp", raw)
-            outcome = process(raw, pipeline, received_at=received, interrupt=interrupt)
-            return outcome, _reports(outcome)
-
-        def overrun(interrupt: Interrupt) -> tuple[Outcome, tuple[ReportRecord, ...]] | None:
-            # The worker did not come back in budget + grace: answer from the
-            # decoded reports, unchecked (still stored, still AA).
-            if interrupt.decoded is None:
-                return None
-            mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3))
-            outcome = unchecked_outcome(interrupt.decoded, pipeline, received_at=received)
-            return outcome, _reports(outcome)
-
-        if self.runner is None:
-            processed: defer.Deferred[tuple[Outcome, tuple[ReportRecord, ...]]] = defer.maybeDeferred(
-                work, Interrupt())
-            finished: defer.Deferred[None] = defer.succeed(None)
-        else:
-            job = self.runner.run(work, overrun)
-            processed, finished = job.result, job.finished
+        processed, finished = run_journaled(
+            self.runner, journal, (jkey, "mllp", raw, ""),
+            lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            lambda outcome: (outcome, _reports(outcome)),
+            lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),
+        )
         finished.addBoth(lambda _: released())
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:

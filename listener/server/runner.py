@@ -31,9 +31,10 @@ from typing import Any, Generic, TypeVar
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from listener.pipeline import Interrupt
+from listener.pipeline import Decoded, Interrupt, Outcome
+from listener.server.journal import Journal
 
-__all__ = ["Job", "PipelineRunner"]
+__all__ = ["Job", "PipelineRunner", "run_journaled"]
 
 T = TypeVar("T")
 
@@ -207,3 +208,49 @@ class PipelineRunner:
                 if self._surplus > 0:
                     self._surplus -= 1
                     return
+
+
+def run_journaled(
+    runner: PipelineRunner | None,
+    journal: Journal | None,
+    entry: tuple[str, str, bytes, str],
+    check: Callable[[Interrupt], Outcome],
+    unchecked: Callable[[Decoded], Outcome],
+    serialize: Callable[[Outcome], T],
+    on_overrun: Callable[[], object],
+) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
+    """Journal a message, then check it on a worker within the budget (both intakes' one path).
+
+    Args:
+        runner: the worker threads (None: run inline, as unit tests do).
+        journal: where the message is recorded before it is checked (None: not kept).
+        entry: its journal key, transport, raw bytes and meta text.
+        check: the pipeline run, given the job's interrupt.
+        unchecked: the Outcome built from decoded reports when the worker overran.
+        serialize: turns an Outcome into what the intake stores (on the worker too).
+        on_overrun: called on the reactor thread when the answer comes from ``unchecked``.
+
+    Returns:
+        (the serialized result, a Deferred firing once no worker runs the message).
+        The caller ends the journal entry once the message is stored.
+    """
+    key, transport, raw, meta = entry
+
+    def work(interrupt: Interrupt) -> T:
+        # On the worker: the journal entry exists before the pipeline runs (docs/hardening.md).
+        if journal is not None:
+            journal.begin(key, transport, raw, meta)
+        return serialize(check(interrupt))
+
+    def overrun(interrupt: Interrupt) -> T | None:
+        # budget + grace passed and the worker is still in one rule: answer from
+        # the decoded reports, unchecked (still stored, still accepted).
+        if interrupt.decoded is None:
+            return None
+        on_overrun()
+        return serialize(unchecked(interrupt.decoded))
+
+    if runner is None:
+        return defer.maybeDeferred(work, Interrupt()), defer.succeed(None)
+    job = runner.run(work, overrun)
+    return job.result, job.finished

@@ -19,20 +19,13 @@ from listener.pipeline import QA_TIMEOUT, Interrupt, Pipeline, process, unchecke
 from listener.routing.policy import load_routing_policy
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.mllp import Answer, Intake, MllpFactory
+from tests.integration.conftest import with_control_id as with_id
 from tests.unit.server.test_mllp import FakeStore
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
 NORMAL = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\n", b"\r")
 SDH = (REPO / "samples" / "hl7" / "ct-head-critical-sdh-communicated.hl7").read_bytes().replace(b"\n", b"\r")
-
-
-def with_id(raw: bytes, control_id: str) -> bytes:
-    segments = raw.split(b"\r")
-    fields = segments[0].split(b"|")
-    fields[9] = control_id.encode()
-    segments[0] = b"|".join(fields)
-    return b"\r".join(segments)
 
 
 def acks(data: bytes) -> list[tuple[str, str]]:
