@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 Transport = Literal["mllp", "http"]
 MessageState = Literal["processed", "rejected", "ignored", "quarantined"]
@@ -64,6 +64,8 @@ class ReportRecord:
     findings_json: str
     route_json: str
     bucket: str
+    patient_id: str = ""
+    patient_authority: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +142,17 @@ class SaveResult:
             already stored; nothing new was written.
         ack: the answer to send: for a duplicate, the one stored the first time.
         ack_code: the code of that answer.
+        state: the stored message's state ("" when not read).
+        processing: the number of the stored processing (1 = the first;
+            more after a reprocess or the resend of a rejected message).
     """
 
     message_pk: int
     duplicate: bool
     ack: bytes
     ack_code: str
+    state: str = ""
+    processing: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +175,91 @@ class MessageSummary:
     error_code: str
     report_count: int
     raw_kept: bool
+    processing: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One stored report of a message's processing, as stored (JSON text)."""
+
+    seq: int
+    accession: str
+    bucket: str
+    report_json: str
+    findings_json: str
+    route_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Processing:
+    """An earlier processing of a message, kept when a later one replaced it.
+
+    Attributes:
+        number: 1 for the first processing, then 2, 3...
+        processed: when it ran.
+        superseded: when the next processing replaced it.
+        superseded_by: why: ``resend`` (the sender resent a rejected message)
+            or ``reprocess by <actor>``.
+        raw: the bytes it read, when the next processing read different bytes
+            (a resend may differ); None when they were the same.
+        reports: its reports (accession, bucket, report, findings, route).
+    """
+
+    number: int
+    processed: datetime
+    superseded: datetime
+    superseded_by: str
+    feed: str
+    state: str
+    ack_code: str
+    error_code: str
+    ack: bytes
+    raw: bytes | None
+    reports: tuple[ReportRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One thing that happened to an outbox row: an attempt's result or an operator action."""
+
+    at: datetime
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action, as recorded (ids and counts only, never patient data).
+
+    Attributes:
+        actor: the OS user (CLI) or the HTTP client name.
+        via: ``cli`` or ``http``.
+        action: ``reprocess``, ``outbox resend``, ``outbox retry``, ``outbox purge``, ``outbox kick``...
+        target: JSON text of what the action named (message pks, row ids, filters).
+        rows: how many rows it changed.
+        detail: a short note (``dry-run``, ``force``...).
+    """
+
+    id: int
+    at: datetime
+    actor: str
+    via: str
+    action: str
+    target: str
+    rows: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationState:
+    """A destination's connection state as the outbound worker last recorded it."""
+
+    destination: str
+    connect_failures: int
+    last_connect_error: str
+    last_connect_error_at: datetime | None
+    next_connect_at: datetime | None
+    kick_requested_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +286,31 @@ class OutboxRow:
     last_error: str
     created: datetime
     delivered_at: datetime | None
+    message_pk: int = 0
+    resent_from: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    """Everything stored about one message, for ``overread show``.
+
+    Attributes:
+        summary: the message's row (current processing).
+        processed: when the current processing ran.
+        ack: the answer stored for it (sent to duplicates).
+        raw: the bytes as received (None when purged or not kept).
+        reports: the current processing's reports.
+        processings: earlier processings, oldest first.
+        outbox: the routing messages it produced, each with its events.
+    """
+
+    summary: MessageSummary
+    processed: datetime
+    ack: bytes
+    raw: bytes | None
+    reports: tuple[ReportRow, ...]
+    processings: tuple[Processing, ...]
+    outbox: tuple[tuple[OutboxRow, tuple[OutboxEvent, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,9 +397,59 @@ class Store(Protocol):
         sender_facility: str | None = None,
         control_id: str | None = None,
         transport: str | None = None,
+        accession: str | None = None,
+        patient_id: str | None = None,
+        patient_authority: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages in storage order, after a cursor, in a time window,
-        and with exact values for the other filters."""
+        and with exact values for the other filters (accession and patient: a report's)."""
+        ...
+
+    def message_detail(self, message_pk: int) -> MessageDetail | None:
+        """Everything stored about one message (bodies, reports, earlier processings, outbox rows)."""
+        ...
+
+    def replace_processing(
+        self, message_pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
+        expected_processing: int | None,
+    ) -> SaveResult:
+        """Store ``record`` as a new processing of a stored message; the current one is kept, numbered."""
+        ...
+
+    def record_audit(self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any],
+                     rows: int, detail: str = "") -> int:
+        """Append an operator action to the audit log; return its id."""
+        ...
+
+    def audit(self, *, since: datetime | None = None, action: str | None = None,
+              limit: int | None = None) -> list[AuditEntry]:
+        """Audit entries, oldest first."""
+        ...
+
+    def outbox_resend(self, ids: Sequence[int], now: datetime, *, force: bool = False,
+                      note: str = "") -> list[tuple[int, int]]:
+        """Queue delivered rows again as new rows; return (old id, new id) pairs."""
+        ...
+
+    def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
+        """Make waiting rows due now and ask the worker(s) to reconnect now; return the rows made due."""
+        ...
+
+    def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:
+        """An accession's outbox rows, by id."""
+        ...
+
+    def destination_states(self, destination: str | None = None) -> list[DestinationState]:
+        """Each destination's recorded connection state."""
+        ...
+
+    def destination_connect_failed(self, destination: str, now: datetime, failures: int, error_text: str,
+                                   next_connect_at: datetime) -> None:
+        """Record a failed connection attempt of a destination's worker."""
+        ...
+
+    def destination_connected(self, destination: str, now: datetime) -> None:
+        """Record a successful connection after failures."""
         ...
 
     def message_raw(self, message_pk: int) -> bytes | None:

@@ -111,6 +111,75 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE health_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)")
 
 
+_V3 = (
+    # Lookups by business keys (docs/operations.md, "Finding one message").
+    "CREATE INDEX messages_control_id ON messages (control_id)",
+    "ALTER TABLE reports ADD COLUMN patient_id TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE reports ADD COLUMN patient_authority TEXT NOT NULL DEFAULT ''",
+    "UPDATE reports SET patient_id = coalesce(json_extract(report_json, '$.patient.id'), ''),"
+    " patient_authority = coalesce(json_extract(report_json, '$.patient.id_authority'), '')",
+    "CREATE INDEX reports_patient ON reports (patient_id, patient_authority)",
+    # The message row holds its current processing; earlier ones move to
+    # processings (number 1 is the first), written in the same transaction.
+    "ALTER TABLE messages ADD COLUMN processing INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE messages ADD COLUMN processed TEXT NOT NULL DEFAULT ''",
+    """CREATE TABLE processings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        processed TEXT NOT NULL,
+        superseded TEXT NOT NULL,
+        superseded_by TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ack_code TEXT NOT NULL,
+        error_code TEXT NOT NULL,
+        ack BLOB NOT NULL,
+        raw BLOB,
+        reports_json TEXT NOT NULL,
+        UNIQUE (message_id, number)
+    )""",
+    # Each delivery attempt and operator action on an outbox row, oldest first.
+    "ALTER TABLE outbox ADD COLUMN resent_from INTEGER",
+    """CREATE TABLE outbox_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX outbox_events_row ON outbox_events (outbox_id, id)",
+    # A destination's connection state (kept by the outbound worker) and an
+    # operator's request to try now (`overread outbox kick`).
+    """CREATE TABLE destination_state (
+        destination TEXT PRIMARY KEY,
+        connect_failures INTEGER NOT NULL DEFAULT 0,
+        last_connect_error TEXT NOT NULL DEFAULT '',
+        last_connect_error_at TEXT,
+        next_connect_at TEXT,
+        kick_requested_at TEXT,
+        updated TEXT NOT NULL
+    )""",
+    # Operator actions: who, when, what, how many rows; ids only, no patient data.
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        via TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX audit_at ON audit (at)",
+)
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    for statement in _V3:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -137,6 +206,8 @@ class Migration:
 MIGRATIONS: list[Migration] = [
     Migration(1, "messages, reports and outbox tables", _migrate_v1),
     Migration(2, "'quarantined' message state and the health_probe table", _migrate_v2),
+    Migration(3, "patient and control id indexes, processings, outbox events, destination state and audit",
+              _migrate_v3),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

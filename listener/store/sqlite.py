@@ -43,8 +43,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from listener.errors import StoreError
+from listener.store import operations as ops
 from listener.store.base import (
     OUTBOX_STATES,
+    AuditEntry,
+    DestinationState,
+    MessageDetail,
     MessageRecord,
     MessageSummary,
     OutboxDepth,
@@ -76,13 +80,8 @@ _ERROR_TEXT_MAX = 500
 # ------------------------------------------------------------------------ times
 
 
-def _ts(value: datetime) -> str:
-    """Format an aware datetime as fixed-width UTC text."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+_ts = ops.ts
+_dt = ops.dt
 
 
 # ------------------------------------------------------------------ connections
@@ -314,6 +313,16 @@ class SQLiteStore:
                 error = store_error(what, exc)
         raise error  # outside the except block: sqlite's text is not even __context__
 
+    def _read_with(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run several reads on the shared reader connection, under its lock."""
+        error: StoreError
+        with self._read_lock:
+            try:
+                return work(self._reader)
+            except (sqlite3.Error, ValueError) as exc:
+                error = store_error(what, exc)
+        raise error
+
     def _write(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._writer.execute(work, what).result()
 
@@ -329,14 +338,14 @@ class SQLiteStore:
         """
         rows = self._read(
             "duplicate lookup",
-            "SELECT id, ack, ack_code FROM messages"
+            "SELECT id, ack, ack_code, state, processing FROM messages"
             " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
             (sender_application, sender_facility, control_id),
         )
         if not rows:
             return None
-        pk, ack, ack_code = rows[0]
-        return SaveResult(int(pk), True, bytes(ack), str(ack_code))
+        pk, ack, ack_code, state, processing = rows[0]
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
 
     def submit(self, record: MessageRecord) -> Future[SaveResult]:
         """Queue ``record``; the future resolves when it is durably committed.
@@ -405,6 +414,9 @@ class SQLiteStore:
         sender_facility: str | None = None,
         control_id: str | None = None,
         transport: str | None = None,
+        accession: str | None = None,
+        patient_id: str | None = None,
+        patient_authority: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered.
 
@@ -415,6 +427,12 @@ class SQLiteStore:
             limit: stop after this many (after filtering).
             state, ack_code, sender_application, sender_facility, control_id,
                 transport: only messages with exactly this value.
+            accession: only messages with a report of this accession.
+            patient_id, patient_authority: only messages with a report of this
+                patient (the authority only narrows ``patient_id``).
+
+        Every filter is served by an index: accession and patient by the
+        reports' indexes, control id by its own, the window by ``received``.
 
         Raises:
             StoreError: the store cannot be read.
@@ -440,33 +458,27 @@ class SQLiteStore:
             if value is not None:
                 where.append(f"m.{column} = ?")
                 params.append(value)
-        sql = (
-            "SELECT m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
-            " m.received, m.transport, m.state, m.ack_code, m.error_code,"
-            " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
-            " m.raw IS NOT NULL"
-            f" FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
-        )
+        if accession is not None:
+            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = ?)")
+            params.append(accession)
+        if patient_id is not None:
+            if patient_authority is not None:
+                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ?"
+                             " AND r.patient_authority = ?)")
+                params.extend((patient_id, patient_authority))
+            else:
+                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ?)")
+                params.append(patient_id)
+        elif patient_authority is not None:
+            raise ValueError("patient_authority narrows patient_id: give both")
+        sql = f"SELECT {ops.SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
         cursor = after if after is not None else 0
         remaining = limit
         while remaining is None or remaining > 0:
             page = _PAGE if remaining is None else min(_PAGE, remaining)
             rows = self._read("listing messages", sql, (cursor, *params, page))
             for row in rows:
-                yield MessageSummary(
-                    message_pk=row[0],
-                    control_id=row[1],
-                    sender_application=row[2],
-                    sender_facility=row[3],
-                    feed=row[4],
-                    received=_dt(row[5]),
-                    transport=row[6],
-                    state=row[7],
-                    ack_code=row[8],
-                    error_code=row[9],
-                    report_count=row[10],
-                    raw_kept=bool(row[11]),
-                )
+                yield ops.summary(row)
             if len(rows) < page:
                 return
             cursor = rows[-1][0]
@@ -537,7 +549,7 @@ class SQLiteStore:
             "marking delivered",
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
             " delivered_at = ?1, updated = ?1 WHERE id = ?2 AND state = 'pending'",
-            (_ts(now), row_id),
+            (_ts(now), row_id), now, "delivered", "",
         )
 
     def outbox_failed(
@@ -550,7 +562,8 @@ class SQLiteStore:
             "recording a failure",
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (_ts(next_attempt_at), error_text[:_ERROR_TEXT_MAX], _ts(now), row_id),
+            (_ts(next_attempt_at), error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "failed",
+            f"{error_text[:_ERROR_TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
         )
 
     def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
@@ -560,11 +573,20 @@ class SQLiteStore:
             "dead-lettering",
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (error_text[:_ERROR_TEXT_MAX], _ts(now), row_id),
+            (error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:_ERROR_TEXT_MAX],
         )
 
-    def _update_pending(self, what: str, sql: str, params: Sequence[object]) -> bool:
-        return self._write(what, lambda conn: conn.execute(sql, params).rowcount == 1)
+    def _update_pending(self, what: str, sql: str, params: Sequence[object], now: datetime, event: str,
+                        detail: str) -> bool:
+        row_id = int(cast(int, params[-1]))
+
+        def update(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            ops.add_event(conn, row_id, now, event, detail)
+            return True
+
+        return self._write(what, update)
 
     def outbox_list(
         self,
@@ -622,6 +644,8 @@ class SQLiteStore:
                 " updated = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
                 (_ts(now), json.dumps(revived)),
             )
+            for row_id in revived:
+                ops.add_event(conn, row_id, now, "retried", "forced" if force else "")
             return tuple(revived)
 
         return self._write("retrying the outbox", retry)
@@ -681,6 +705,75 @@ class SQLiteStore:
         pending = [d.oldest_age for d in depth if d.state == "pending"]
         return OutboxStats(depth, max(pending) if pending else None)
 
+    # ------------------------------------------------------------- operators
+
+    def message_detail(self, message_pk: int) -> MessageDetail | None:
+        """Everything stored about one message, or None when unknown."""
+        return self._read_with("reading a message", lambda conn: ops.message_detail(conn, message_pk))
+
+    def replace_processing(
+        self, message_pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
+        expected_processing: int | None,
+    ) -> SaveResult:
+        """Store ``record`` as a new processing of a stored message, keeping the current one numbered.
+
+        Raises:
+            StoreError: unknown message, or processed again since ``expected_processing`` was read.
+        """
+        require_aware(now, "now")
+        return self._write("reprocessing", lambda conn: ops.replace_processing(
+            conn, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing))
+
+    def record_audit(self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any],
+                     rows: int, detail: str = "") -> int:
+        """Append one operator action to the audit log (durable when this returns); return its id."""
+        require_aware(at, "at")
+        return self._write("recording an audit entry", lambda conn: ops.record_audit(
+            conn, at=at, actor=actor, via=via, action=action, target=target, rows=rows, detail=detail))
+
+    def audit(self, *, since: datetime | None = None, action: str | None = None,
+              limit: int | None = None) -> list[AuditEntry]:
+        """Audit entries, oldest first."""
+        if since is not None:
+            require_aware(since, "since")
+        return self._read_with("reading the audit log",
+                               lambda conn: ops.audit_entries(conn, since=since, action=action, limit=limit))
+
+    def outbox_resend(self, ids: Sequence[int], now: datetime, *, force: bool = False,
+                      note: str = "") -> list[tuple[int, int]]:
+        """Queue delivered rows again (new pending rows, same payload); return (old id, new id) pairs."""
+        require_aware(now, "now")
+        return self._write("resending", lambda conn: ops.outbox_resend(conn, ids, now, force=force, note=note))
+
+    def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
+        """Make waiting pending rows due now and ask the worker(s) to reconnect; return the rows made due."""
+        require_aware(now, "now")
+        return self._write("kicking the outbox", lambda conn: ops.outbox_kick(conn, destination, now, note))
+
+    def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:
+        """An accession's outbox rows (optionally of one destination), by id."""
+        return [_outbox_row(r) for r in self._read(
+            "listing the outbox",
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.accession = ?1"
+            " AND (?2 IS NULL OR o.destination = ?2) ORDER BY o.id",
+            (accession, destination))]
+
+    def destination_states(self, destination: str | None = None) -> list[DestinationState]:
+        """Each destination's recorded connection state (failures, last error, kick request)."""
+        return self._read_with("reading destination state", lambda conn: ops.destination_states(conn, destination))
+
+    def destination_connect_failed(self, destination: str, now: datetime, failures: int, error_text: str,
+                                   next_connect_at: datetime) -> None:
+        """Record a failed connection attempt (outbound worker)."""
+        require_aware(now, "now")
+        self._write("recording a connection failure", lambda conn: ops.destination_connect_failed(
+            conn, destination, now, failures, error_text, next_connect_at))
+
+    def destination_connected(self, destination: str, now: datetime) -> None:
+        """Record a successful connection after failures (outbound worker)."""
+        require_aware(now, "now")
+        self._write("recording a connection", lambda conn: ops.destination_connected(conn, destination, now))
+
     # -------------------------------------------------------------- lifecycle
 
     def health(self) -> bool:
@@ -695,26 +788,8 @@ class SQLiteStore:
             self._reader.close()
 
 
-_OUTBOX_COLUMNS = (
-    "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
-    " o.next_attempt_at, o.last_error, o.created, o.delivered_at"
-)
-
-
-def _outbox_row(row: Sequence[Any]) -> OutboxRow:
-    return OutboxRow(
-        id=row[0],
-        destination=row[1],
-        accession=row[2],
-        control_id=row[3],
-        payload=bytes(row[4]),
-        state=row[5],
-        attempts=row[6],
-        next_attempt_at=_dt(row[7]),
-        last_error=row[8],
-        created=_dt(row[9]),
-        delivered_at=_dt(row[10]) if row[10] is not None else None,
-    )
+_OUTBOX_COLUMNS = ops.OUTBOX_COLUMNS
+_outbox_row = ops.outbox_row
 
 
 def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult:
@@ -739,32 +814,23 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
         ),
     )
     if cur.rowcount == 0:
-        # Lost a race with an earlier save of the same key (perhaps in this very
-        # batch): write nothing, answer what was answered the first time.
-        pk, ack, ack_code = conn.execute(
-            "SELECT id, ack, ack_code FROM messages"
+        # The key is stored (an earlier run, perhaps earlier in this very batch).
+        pk, ack, ack_code, state, error_code, processing, raw = conn.execute(
+            "SELECT id, ack, ack_code, state, error_code, processing, raw FROM messages"
             " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
             (record.sender_application, record.sender_facility, record.control_id),
         ).fetchone()
-        return SaveResult(int(pk), True, bytes(ack), str(ack_code))
+        same_outcome = (state, ack_code, error_code) == (record.state, record.ack_code, record.error_code) and (
+            record.raw is None or raw is None or bytes(raw) == record.raw)
+        if state != "rejected" or record.state == "quarantined" or same_outcome:
+            # Accepted before (or rejected again for the same reason): write
+            # nothing, answer what was answered the first time.
+            return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
+        # A message we rejected was never accepted: its resend is processed
+        # again and replaces the rejection (docs/operations.md, "Reprocessing").
+        return ops.replace_processing(conn, int(pk), record, now=record.received, superseded_by="resend",
+                                      expected_processing=None)
     pk = cur.lastrowid
     assert pk is not None
-    if record.reports:
-        conn.executemany(
-            "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-            " findings_json, route_json) VALUES (?,?,?,?,?,?,?)",
-            [
-                (pk, seq, r.accession, r.bucket, r.report_json, r.findings_json, r.route_json)
-                for seq, r in enumerate(record.reports)
-            ],
-        )
-    if record.outbox:
-        conn.executemany(
-            "INSERT INTO outbox (message_id, destination, accession, control_id, payload,"
-            " next_attempt_at, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
-            [
-                (pk, o.destination, o.accession, o.control_id, o.payload, received)
-                for o in record.outbox
-            ],
-        )
-    return SaveResult(pk, False, record.ack, record.ack_code)
+    ops.insert_children(conn, pk, record, received)
+    return SaveResult(pk, False, record.ack, record.ack_code, record.state)

@@ -79,3 +79,28 @@ def test_newer_schema_refusal_names_the_file_both_versions_and_the_fix(tmp_path:
     assert f"version {newer}" in text and f"program's {store_schema.SCHEMA_VERSION}" in text
     assert "upgrade overread" in text
     assert user_version(db) == newer
+
+
+def test_v3_fills_the_patient_columns_of_stored_reports(tmp_path: Path) -> None:
+    """Reports stored before version 3 are found by patient after the upgrade: the
+    migration copies the patient id and authority out of each report's JSON."""
+    db = make_v1_store(tmp_path / "state")
+    conn = sqlite3.connect(db)
+    # Give the first report a patient, as the daemon's serializer writes it.
+    conn.execute("UPDATE reports SET report_json = json_set(report_json, '$.patient',"
+                 " json_object('id', 'P-1', 'id_authority', 'HOSP')) WHERE id = (SELECT min(id) FROM reports)")
+    conn.commit()
+    wanted = conn.execute("SELECT json_extract(report_json, '$.patient.id') FROM reports ORDER BY id").fetchall()
+    conn.close()
+    store = SQLiteStore(db)
+    try:
+        ids = [w[0] for w in wanted if w[0]]
+        assert ids, "the v1 fixture has reports with a patient"
+        assert len(list(store.messages(patient_id="P-1", patient_authority="HOSP"))) == 1
+        assert list(store.messages(patient_id="P-1", patient_authority="OTHER")) == []
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    got = conn.execute("SELECT patient_id FROM reports ORDER BY id").fetchall()
+    conn.close()
+    assert [g[0] for g in got] == [w[0] or "" for w in wanted]

@@ -80,11 +80,19 @@ def make_v1_store(state_dir: Path) -> Path:
     return db
 
 
+#: The version 1 columns of each table (later versions add columns after them).
+V1_COLUMNS = {
+    "messages": 12,
+    "reports": 8,
+    "outbox": 13,
+}
+
+
 def table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of messages, reports and outbox (all columns, by id), read with plain SQL."""
+    """Every row of messages, reports and outbox (their version 1 columns, by id), read with plain SQL."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+        return {table: [row[:V1_COLUMNS[table]] for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
                 for table in ("messages", "reports", "outbox")}
     finally:
         conn.close()
