@@ -161,14 +161,21 @@ def judge(result: str, attempts: int, policy: RetrySettings) -> Verdict:
     return "dead" if attempts >= policy.max_attempts else "retry"
 
 
-def decision_id_for(sender_application: str, sender_facility: str, control_id: str, seq: int) -> str:
+def decision_id_for(sender_application: str, sender_facility: str, control_id: str, seq: int,
+                    processing: int = 1) -> str:
     """A stable id for the routing decision about the ``seq``-th report of a message.
 
     Derived from the message's identity (the same key the store deduplicates
     on), so it names the decision in ZRT-6 and the NW placer number the same way
-    on every replay.
+    on every replay. A later processing of the message (``overread reprocess``,
+    docs/operations.md) makes new decisions: its number joins the key, so their
+    MSH-10s differ from the first ones' and a RIS that deduplicates on MSH-10
+    still applies them.
     """
-    key = "\x1f".join((sender_application, sender_facility, control_id, str(seq)))
+    parts = [sender_application, sender_facility, control_id, str(seq)]
+    if processing > 1:
+        parts.append(f"p{processing}")
+    key = "\x1f".join(parts)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16].upper()
 
 
@@ -190,6 +197,8 @@ def outbox_items(
     sender_application: str,
     sender_facility: str,
     control_id: str,
+    processing: int = 1,
+    only: frozenset[int] | None = None,
 ) -> tuple[OutboxItem, ...]:
     """The routing messages to store with one accepted message.
 
@@ -203,6 +212,9 @@ def outbox_items(
         now: the message time (MSH-7 of the routing message).
         sender_application, sender_facility, control_id: the received
             message's key, from which the decision ids are derived.
+        processing: the processing number (1 on arrival).
+        only: the report positions to send (None: every routed report);
+            a reprocess sends only the decisions that changed.
 
     Raises:
         ValueError: a route the encoder cannot write (a programming error).
@@ -210,9 +222,9 @@ def outbox_items(
     items = []
     for seq, result in enumerate(reports):
         route = result.route
-        if route is None:
+        if route is None or (only is not None and seq not in only):
             continue
-        decision_id = decision_id_for(sender_application, sender_facility, control_id, seq)
+        decision_id = decision_id_for(sender_application, sender_facility, control_id, seq, processing)
         for dest in destinations:
             if not should_send(route, dest):
                 continue

@@ -11,9 +11,11 @@ Promises:
 * A duplicate POST (same client, and same resource id + ``meta.versionId``, or
   same identifier + status: see :func:`message_key`) gets the first answer
   again, status, Location and body byte for byte, and is not processed again.
-* A refused body (4xx) is stored ``rejected`` under a key made from its bytes,
-  so an identical resend gets the same answer but a corrected resend with the
-  same id is processed. Unparseable bodies, wrong media types, oversize bodies
+* A refused body (4xx) is stored ``rejected`` under a key made from its bytes.
+  It was never accepted, so any resend is processed again under the current
+  configuration: refused again for the same reason, it gets the stored answer;
+  accepted now, its result replaces the rejection as the message's next
+  processing (docs/operations.md, "Reprocessing"). Unparseable bodies, wrong media types, oversize bodies
   and auth failures are not stored (logged by size only).
 * Answers and log lines never quote a value from the body: OperationOutcome
   issues carry a code, a FHIRPath and our own words.
@@ -52,7 +54,7 @@ from listener.logs import keyed_hash
 from listener.outbox import outbox_items
 from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome
 from listener.server.journal import Journal, journal_key
-from listener.serialize import finding_dict, report_dict, route_dict
+from listener.server.records import report_records
 from listener.server.metrics import Metrics
 from listener.server.mllp import QUARANTINE_TEXT, deferred_from_future
 from listener.store.base import MessageRecord, OutboxItem, ReportRecord, SaveResult, Store
@@ -283,21 +285,26 @@ class HttpIntake:
         by_body = self._control_id("fhir-body-", body)
         mlog = mlog.bind(control_id=identity or by_body)
 
-        def lookup() -> SaveResult | None:
+        def lookup() -> tuple[str, SaveResult] | None:
             for control_id in (identity, by_body):
                 if control_id:
                     found = self.store.find_duplicate(client.name, client.facility, control_id)
                     if found is not None:
-                        return found
+                        return control_id, found
             return None
 
-        def looked_up(dup: SaveResult | None) -> defer.Deferred[HttpAnswer]:
-            if dup is not None:
-                answer = answer_from_stored(dup.ack)
-                mlog.info("message_duplicate", ack_code=dup.ack_code)
+        def looked_up(dup: tuple[str, SaveResult] | None) -> defer.Deferred[HttpAnswer]:
+            if dup is not None and dup[1].state != "rejected":
+                answer = answer_from_stored(dup[1].ack)
+                mlog.info("message_duplicate", ack_code=dup[1].ack_code)
                 self._count(feed, answer, started, duplicate=True)
                 return defer.succeed(answer)
-            return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog)
+            # New, or rejected before: a rejected body was never accepted, so it
+            # is processed again under the current configuration, and an
+            # accepted result replaces the stored rejection (docs/operations.md).
+            replaces = dup[0] if dup is not None else ""
+            return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog,
+                                 replaces)
 
         def lookup_failed(failure: Failure) -> defer.Deferred[HttpAnswer]:
             # The save below fails too (503), or catches the duplicate itself.
@@ -329,6 +336,7 @@ class HttpIntake:
         identity: str,
         by_body: str,
         mlog: Any,
+        replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
         jkey = journal_key("http", client.name, client.facility, identity or by_body)
         journal = self.journal
@@ -336,7 +344,8 @@ class HttpIntake:
 
         def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
-            return outcome, _records(outcome, server_ids), server_ids
+            # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
+            return outcome, report_records(outcome, server_ids), server_ids
 
         processed, _ = run_journaled(
             self.runner, journal, (jkey, "http", body, meta),
@@ -356,7 +365,7 @@ class HttpIntake:
         def save(result: tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]) -> defer.Deferred[HttpAnswer]:
             outcome, records, server_ids = result
             return self._save(body, doc, client, pipeline, received, started, identity, by_body, mlog,
-                              outcome, records, server_ids)
+                              outcome, records, server_ids, replaces)
 
         def forget(answer: Any) -> Any:
             if journal is not None:
@@ -379,6 +388,7 @@ class HttpIntake:
         outcome: Outcome,
         records: tuple[ReportRecord, ...],
         server_ids: tuple[str, ...],
+        replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
         if outcome.error is not None:
             answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
@@ -393,7 +403,8 @@ class HttpIntake:
             else:
                 location = f"/fhir/DiagnosticReport/{server_ids[0]}"
                 answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
-            control_id = identity or by_body
+            # The resend of a rejected body takes the rejected row's key, so the store replaces it.
+            control_id = replaces or identity or by_body
             state = "processed"
         outbox: tuple[OutboxItem, ...] = ()
         destinations = tuple(self.destinations())
@@ -437,8 +448,9 @@ class HttpIntake:
                 mlog.info("message_duplicate", ack_code=result.ack_code)
                 self._count(outcome.feed, first, started, duplicate=True)
                 return first
+            extra = {"processing": result.processing, "reason": "resend_after_rejection"} if result.processing > 1 else {}
             mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+                      duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields, **extra)
             if record.outbox and self.on_outbox is not None:
                 self.on_outbox()
             self._count(outcome.feed, answer, started, outcome)
@@ -516,24 +528,6 @@ def _report_expressions(doc: JSON, count: int) -> list[str]:
         return ["DiagnosticReport"] * count
     found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
     return found if len(found) == count else ["Bundle"] * count
-
-
-def _records(outcome: Outcome, server_ids: Sequence[str]) -> tuple[ReportRecord, ...]:
-    out = []
-    for result, server_id in zip(outcome.reports, server_ids):
-        report = result.report
-        data = report_dict(report, include_patient=True, include_text=True)
-        data["fhir_id"] = server_id  # the id in Location; GET /fhir/DetectedIssue?implicated= finds it
-        out.append(
-            ReportRecord(
-                accession=report.accession,
-                report_json=json.dumps(data, ensure_ascii=False),
-                findings_json=json.dumps([finding_dict(f) for f in result.findings], ensure_ascii=False),
-                route_json=json.dumps(route_dict(result.route), ensure_ascii=False),
-                bucket=result.route.bucket if result.route else "",
-            )
-        )
-    return tuple(out)
 
 
 def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[str, Any]:

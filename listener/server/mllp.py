@@ -14,7 +14,10 @@ Promises:
   the connection's queue, and a slot is written only when every slot before it
   has been written, whatever order the commits finish in.
 * A duplicate (MSH-3, MSH-4, MSH-10 already stored) gets the stored answer again
-  and is never stored twice. A copy that arrives while the first is still in
+  and is never stored twice. Except a message we rejected: it was never
+  accepted, so its resend is processed again under the current configuration
+  and, when the result differs, replaces the rejection as the message's next
+  processing (docs/operations.md, "Reprocessing"). A copy that arrives while the first is still in
   flight (same or another connection) waits for the first and gets its stored
   answer; a copy of a key this process committed recently is answered from
   memory with the stored answer, unprocessed. What is left (a resend after a
@@ -29,8 +32,6 @@ Promises:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 from collections import deque
@@ -55,9 +56,8 @@ from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
 from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome
 from listener.server.journal import Journal, journal_key
-from listener.serialize import finding_dict, report_dict, route_dict
-from listener.outbox import outbox_items
-from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
+from listener.server.records import mllp_record, outcome_ack_code, report_records
+from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
 
 from listener.server.runner import run_journaled
 
@@ -69,12 +69,8 @@ __all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_fut
 T = TypeVar("T")
 
 #: What a first copy settled with, for copies that arrived meanwhile: the
-#: stored (code, ACK), or None when it could not be stored.
-_Settled = tuple[str, bytes] | None
-
-#: Table 0357 codes answered AR (the sender must not resend unchanged; 207 is
-#: added separately for store failures, where it should resend).
-_REJECT_CODES = frozenset({"200", "201", "202", "203"})
+#: stored (code, ACK, state), or None when it could not be stored.
+_Settled = tuple[str, bytes, str] | None
 
 #: How many recently committed keys (with their stored answers) Intake keeps in
 #: memory to answer resends without processing them (about 300 bytes each).
@@ -89,10 +85,6 @@ QUARANTINE_TEXT = "Message quarantined: its processing failed repeatedly; an ope
 def _entry_size(key: tuple[str, str, str], settled: tuple[str, bytes]) -> int:
     # Approximate bytes held: the strings, the ACK and the dict/tuple overhead.
     return sum(len(k) for k in key) + len(settled[0]) + len(settled[1]) + 300
-
-
-#: json.dumps(..., ensure_ascii=False) builds a new encoder per call; one is enough.
-_to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _log() -> Any:
@@ -123,42 +115,12 @@ def deferred_from_future(
     return d
 
 
-def outcome_ack_code(outcome: Outcome) -> str:
-    """The original-mode code for an Outcome: AA, AE (content) or AR (unsupported)."""
-    if outcome.error is None:
-        return "AA"
-    return "AR" if outcome.error.hl7_code in _REJECT_CODES else "AE"
-
-
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What to write for one frame: the ACK bytes (None: send nothing) and a close flag."""
 
     ack: bytes | None
     close: bool = False
-
-
-def _state(outcome: Outcome) -> MessageState:
-    if outcome.error is not None or outcome.disposition == "rejected":
-        return "rejected"
-    return "ignored" if outcome.disposition == "ignored" else "processed"
-
-
-def _reports(outcome: Outcome) -> tuple[ReportRecord, ...]:
-    out = []
-    for result in outcome.reports:
-        report = result.report
-        route = route_dict(result.route)
-        out.append(
-            ReportRecord(
-                accession=report.accession,
-                report_json=_to_json(report_dict(report, include_patient=True, include_text=True)),
-                findings_json=_to_json([finding_dict(f) for f in result.findings]),
-                route_json=_to_json(route),
-                bucket=result.route.bucket if result.route else "",
-            )
-        )
-    return tuple(out)
 
 
 class Intake:
@@ -333,12 +295,14 @@ class Intake:
         done = defer.maybeDeferred(self._process_and_save, raw, header, mlog, started, received, released)
         return self._track(done.addBoth(settle))
 
-    def _remember(self, key: tuple[str, str, str], settled: tuple[str, bytes]) -> None:
+    def _remember(self, key: tuple[str, str, str], settled: tuple[str, bytes, str]) -> None:
         recent = self._recent
-        if key in recent:
+        if key in recent or settled[2] == "rejected":
+            # A rejected message was never accepted: its resend is processed
+            # again (docs/operations.md, "Reprocessing"), not answered from memory.
             return
-        recent[key] = settled
-        self._recent_bytes += _entry_size(key, settled)
+        recent[key] = settled[:2]
+        self._recent_bytes += _entry_size(key, recent[key])
         # Bounded in entries and in bytes: keys are capped, ACKs are not tiny.
         while recent and (len(recent) > self._recent_max or self._recent_bytes > self._recent_max_bytes):
             old_key = next(iter(recent))
@@ -380,7 +344,7 @@ class Intake:
         if settled is None:
             # The first copy could not be stored: neither is this one (retry later).
             return self._store_unavailable(header, mlog, started, "StoreError", {"message_type": header.message_type})
-        code, ack = settled
+        code, ack, _ = settled
         return self._duplicate_answer(header, mlog, started, code, ack, "in_flight")
 
     def _process_and_save(
@@ -395,7 +359,7 @@ class Intake:
             self.runner, journal, (jkey, "mllp", raw, ""),
             lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            lambda outcome: (outcome, _reports(outcome)),
+            lambda outcome: (outcome, report_records(outcome)),
             lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),
         )
         finished.addBoth(lambda _: released())
@@ -423,35 +387,10 @@ class Intake:
         self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
         pipeline: Pipeline, outcome: Outcome, reports: tuple[ReportRecord, ...],
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
-        errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
-        code, ack = self._ack(header, outcome_ack_code(outcome), errors)
-        outbox: tuple[OutboxItem, ...] = ()
-        if self.destinations and code in ("AA", "CA") and _state(outcome) == "processed":
-            # Routing messages are stored in the same transaction as the message,
-            # and only for a message we accept (docs/store.md).
-            try:
-                outbox = outbox_items(outcome.reports, self.destinations, now=received,
-                                      sender_application=header.sending_application,
-                                      sender_facility=header.sending_facility, control_id=header.control_id)
-            except Exception as exc:  # noqa: BLE001 - never ACK a message whose routing cannot be queued
-                errors = (AckError(APPLICATION_INTERNAL_ERROR, text="Routing message could not be built"),)
-                code, ack = self._ack(header, "AE", errors)
-                outcome = dataclasses.replace(outcome, error_type=type(exc).__name__, disposition="rejected")
-        record = MessageRecord(
-            control_id=header.control_id,
-            sender_application=header.sending_application,
-            sender_facility=header.sending_facility,
-            feed=outcome.feed,
-            received=received,
-            raw=raw if self.keep_raw else None,
-            transport="mllp",
-            state=_state(outcome),
-            ack_code=code,
-            ack=ack,
-            error_code=outcome.error.hl7_code if outcome.error else "",
-            reports=reports,
-            outbox=outbox,
-        )
+        # Routing messages are stored in the same transaction as the message,
+        # and only for a message we accept.
+        record, outcome = mllp_record(raw if self.keep_raw else None, header, outcome, reports, ack=self._ack,
+                                      destinations=self.destinations, received=received)
         first = outcome.reports[0].report if outcome.reports else None
         fields: dict[str, Any] = {
             "feed": outcome.feed,
@@ -487,15 +426,17 @@ class Intake:
             if result.duplicate:
                 # Stored before (by an earlier run, another process, an HTTP twin).
                 return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
-                        (result.ack_code, result.ack))
+                        (result.ack_code, result.ack, result.state))
             event = "message_quarantined" if record.state == "quarantined" else "message_processed"
-            mlog.info(event, ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+            extra = {"processing": result.processing, "reason": "resend_after_rejection"} if result.processing > 1 else {}
+            mlog.info(event, ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields,
+                      **extra)
             if record.outbox and self.on_outbox is not None:
                 self.on_outbox()
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", feed, code, time.perf_counter() - started,
                                               outcome.reports if outcome is not None else ())
-            return self._answer(header, code, ack), (code, ack)
+            return self._answer(header, code, ack), (code, ack, record.state)
 
         def failed(failure: Failure) -> tuple[Answer, _Settled]:
             error_type = failure.type.__name__ if failure.type else "Exception"
