@@ -397,6 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_outbox_parser(sub)
 
+    from listener.operate_cli import add_operate_parsers
+
+    add_operate_parsers(sub)
+
     from listener.store_cli import add_store_parser
 
     add_store_parser(sub)
@@ -429,6 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             daemon = daemon_config(args, config)
             return cmd_outbox(args, daemon.state_dir, sys.stdout, destinations_file=daemon.destinations_file)
+        if args.command in ("show", "hash", "reprocess", "audit"):
+            from listener import operate_cli
+
+            command = {"show": operate_cli.cmd_show, "hash": operate_cli.cmd_hash,
+                       "reprocess": operate_cli.cmd_reprocess, "audit": operate_cli.cmd_audit}[args.command]
+            return command(args, daemon_config(args, config), sys.stdout)
         if args.command == "store":
             from listener.store_cli import cmd_store
 

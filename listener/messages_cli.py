@@ -1,14 +1,15 @@
-"""``overread messages``: list stored messages for operators and tests (DESIGN §7).
+"""``overread messages``: list stored messages for operators and tests (docs/operations.md).
 
 Layer: CLI (I/O for users). It reads the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: readers never wait for it).
 
 Conventions as ``overread outbox``: ``--config F`` (its ``state_dir``) and
 ``--state-dir DIR`` (wins); ``--format json`` (default: JSON Lines, one object
-per message, DESIGN §7's ``message_id``, ``sender``, ``received``, ``state``,
+per message, ``message_id``, ``sender``, ``received``, ``state``,
 ``ack_code`` and more) or ``--format text`` (a table for people). Filters are
 exact values (``--state``, ``--ack-code``, ``--sender``, ``--facility``,
-``--control-id``, ``--transport``) and a time window (``--since``/``--until``:
+``--control-id``/``--message-id``, ``--transport``, and a report's
+``--accession`` or ``--patient-id`` with ``--authority``, all on indexes) and a time window (``--since``/``--until``:
 ISO 8601 with an offset, or ``Nd`` days ago); ``--after PK --limit N`` pages
 (``message_pk`` of the last line is the next cursor). Nothing printed comes
 from a message body: patient data stays in the store.
@@ -22,7 +23,6 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TextIO
 
 from listener.config import Config
@@ -51,7 +51,11 @@ def add_messages_parser(sub: Any) -> None:
     messages.add_argument("--ack-code", choices=("AA", "AE", "AR", "CA", "CE", "CR"), help="only messages answered with this code")
     messages.add_argument("--sender", metavar="APP", help="only messages from this sending application (MSH-3)")
     messages.add_argument("--facility", metavar="FAC", help="only messages from this sending facility (MSH-4)")
-    messages.add_argument("--control-id", metavar="ID", help="only the message with this MSH-10")
+    messages.add_argument("--control-id", "--message-id", dest="control_id", metavar="ID",
+                          help="only messages with this MSH-10 (or FHIR control id)")
+    messages.add_argument("--accession", metavar="A", help="only messages with a report of this accession number")
+    messages.add_argument("--patient-id", metavar="ID", help="only messages with a report of this patient id (PID-3)")
+    messages.add_argument("--authority", metavar="AUTH", help="with --patient-id: only this assigning authority")
     messages.add_argument("--transport", choices=TRANSPORTS, help="only messages received over mllp or http")
     messages.add_argument("--since", metavar="TIME", help="received at or after TIME (ISO 8601 with offset, or Nd days ago)")
     messages.add_argument("--until", metavar="TIME", help="received before TIME (same forms)")
@@ -72,6 +76,7 @@ def message_dict(msg: MessageSummary) -> dict[str, Any]:
         "transport": msg.transport,
         "report_count": msg.report_count,
         "raw_kept": msg.raw_kept,
+        "processing": msg.processing,
         "message_pk": msg.message_pk,
     }
 
@@ -85,7 +90,7 @@ def _text_line(msg: MessageSummary) -> str:
 
 def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO | None = None) -> int:
     """Print the stored messages that pass the filters; return the exit status (errors to ``err``, default stderr)."""
-    from listener.store.sqlite import DB_FILENAME, SQLiteStore
+    from listener.store import open_store
 
     def fail(text: str) -> int:
         (err or sys.stderr).write(f"overread messages: {text}\n")
@@ -100,22 +105,22 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
                 window[name] = parse_time(text, now)
             except ValueError:
                 return fail(f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)")
+    if args.authority is not None and args.patient_id is None:
+        return fail("--authority narrows --patient-id: give both")
     for name in ("after", "limit"):
         value = getattr(args, name, None)
         if value is not None and value < 0:
             return fail(f"--{name} must not be negative")
-    state_dir = config.state_dir
-    if not (Path(state_dir) / DB_FILENAME).is_file():
-        return fail(f"no store in {state_dir}")
     try:
-        store = SQLiteStore.in_state_dir(state_dir)
+        store = open_store(config.state_dir, create=False)
     except StoreError as exc:
         return fail(str(exc))
     try:
         rows = store.messages(
             after=args.after, limit=args.limit, state=args.state, ack_code=args.ack_code,
             sender_application=args.sender, sender_facility=args.facility, control_id=args.control_id,
-            transport=args.transport, **window,
+            transport=args.transport, accession=args.accession, patient_id=args.patient_id,
+            patient_authority=args.authority, since=window.get("since"), until=window.get("until"),
         )
         if args.format == "text":
             out.write(f"{'PK':>8}  {'RECEIVED (UTC)':<20}  {'VIA':<4}  {'STATE':<9}  ACK ERR  REP  SENDER  MESSAGE ID\n")

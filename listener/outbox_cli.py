@@ -1,10 +1,14 @@
-"""``overread outbox list|retry|purge``: operate the outbound queue from a shell.
+"""``overread outbox list|retry|purge|resend|kick``: operate the outbound queue from a shell.
 
 Layer: CLI (I/O for users). It opens the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: the daemon's worker sees revived
 rows at its next poll, within seconds).
 
-Conventions (DESIGN §7): ``--config F`` (its ``state_dir`` and destinations)
+Every change (retry, purge, resend, kick) is recorded in the audit log
+(``overread audit``) with the OS user who made it. See docs/operations.md,
+"Resending and unsticking the outbox".
+
+Conventions: ``--config F`` (its ``state_dir`` and destinations)
 and ``--state-dir DIR`` (wins over the config); ``--format text`` (default, for
 people) or ``--format json`` (``list``: JSON Lines, one object per row;
 ``retry``/``purge``: one object). Errors go to stderr as ``overread outbox
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from listener.errors import ConfigError, StoreError
-from listener.store.base import OUTBOX_STATES, OutboxRow, Store
+from listener.store.base import OUTBOX_STATES, DestinationState, OutboxRow, Store
 
 __all__ = ["add_outbox_parser", "cmd_outbox", "parse_time", "row_dict"]
 
@@ -53,8 +57,9 @@ def _positive_int(text: str) -> int:
 
 def add_outbox_parser(sub: Any) -> None:
     """Add ``outbox`` and its ``list``, ``retry`` and ``purge`` commands to ``sub``."""
-    outbox = sub.add_parser("outbox", help="list, retry or purge routing messages waiting for the RIS", epilog=_EPILOG)
-    actions = outbox.add_subparsers(dest="outbox_command", required=True, metavar="list|retry|purge")
+    outbox = sub.add_parser("outbox", help="list, retry, resend, kick or purge routing messages for the RIS",
+                            epilog=_EPILOG)
+    actions = outbox.add_subparsers(dest="outbox_command", required=True, metavar="list|retry|resend|kick|purge")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", metavar="F", help="daemon config file (its state_dir and destinations are used)")
@@ -78,6 +83,25 @@ def add_outbox_parser(sub: Any) -> None:
     retry.add_argument("--destination", metavar="NAME", help="with --all-dead: only this destination's dead rows")
     retry.add_argument("--force", action="store_true",
                        help="also revive rows a later delivered decision for the same accession supersedes")
+
+    resend = actions.add_parser(
+        "resend", epilog=_EPILOG,
+        help="queue delivered routing messages again (the RIS took them and lost them); same bytes and MSH-10",
+    )
+    common(resend)
+    resend.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivered rows to send again")
+    resend.add_argument("--accession", metavar="A",
+                        help="the latest delivered row of this accession (per destination) instead of ids")
+    resend.add_argument("--destination", metavar="NAME", help="with --accession: only this destination")
+    resend.add_argument("--force", action="store_true",
+                        help="also when a later decision for the same accession is pending or delivered")
+
+    kick = actions.add_parser(
+        "kick", epilog=_EPILOG,
+        help="make a destination in backoff try now: waiting rows become due and the worker reconnects",
+    )
+    common(kick)
+    kick.add_argument("destination", nargs="?", metavar="DESTINATION", help="one destination (default: all)")
 
     purge = actions.add_parser(
         "purge", epilog=_EPILOG,
@@ -109,7 +133,7 @@ def cmd_outbox(
         destinations_file: the config's destinations file: a ``--destination``
             that neither it nor the outbox knows is refused.
     """
-    from listener.store.sqlite import DB_FILENAME, SQLiteStore
+    from listener.store import open_store
 
     command = args.outbox_command
     prog = f"overread outbox {command}"
@@ -128,11 +152,8 @@ def cmd_outbox(
                 " (2026-03-01T00:00:00Z) nor a number of days (30d)\n"
             )
             return _EXIT_ERROR
-    if not (Path(state_dir) / DB_FILENAME).is_file():
-        sys.stderr.write(f"{prog}: no store in {state_dir} (give --state-dir or --config)\n")
-        return _EXIT_ERROR
     try:
-        store = SQLiteStore.in_state_dir(state_dir)
+        store = open_store(state_dir, create=False)
     except StoreError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return _EXIT_ERROR
@@ -147,7 +168,11 @@ def cmd_outbox(
             return _list(store, args, out)
         if command == "retry":
             return _retry(store, args, out, now)
-        return _purge(store, args, out, before)
+        if command == "resend":
+            return _resend(store, args, out, now)
+        if command == "kick":
+            return _kick(store, args, out, now)
+        return _purge(store, args, out, before, now)
     except StoreError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return _EXIT_ERROR
@@ -162,6 +187,11 @@ def _usage_problem(args: argparse.Namespace) -> str:
             return "give dead row ids or --all-dead (not both)"
         if args.destination is not None and not args.all_dead:
             return "--destination goes with --all-dead (ids already name their rows)"
+    if args.outbox_command == "resend":
+        if bool(args.ids) == bool(args.accession):
+            return "give delivered row ids or --accession (not both)"
+        if args.destination is not None and not args.accession:
+            return "--destination goes with --accession (ids already name their rows)"
     if args.outbox_command == "purge":
         if not args.ids and not args.delivered_before:
             return "give --delivered-before WHEN (e.g. 30d) and/or dead row ids"
@@ -215,17 +245,39 @@ def row_dict(row: OutboxRow) -> dict[str, Any]:
         "last_error": row.last_error,
         "created": row.created.isoformat(),
         "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
+        "message_pk": row.message_pk,
+        "resent_from": row.resent_from,
     }
+
+
+def _connection_note(state: DestinationState) -> str:
+    """One line on a destination's connection trouble ("" when it is connected)."""
+    if not state.connect_failures:
+        return ""
+    since = state.last_connect_error_at.isoformat(timespec="seconds") if state.last_connect_error_at else "?"
+    nxt = state.next_connect_at.isoformat(timespec="seconds") if state.next_connect_at else "?"
+    kicked = (f"; kick requested {state.kick_requested_at.isoformat(timespec='seconds')}"
+              if state.kick_requested_at else "")
+    return (f"destination {state.destination}: cannot connect ({state.connect_failures} failed attempt"
+            f"{'s' if state.connect_failures != 1 else ''}, last at {since}: {state.last_connect_error});"
+            f" next attempt {nxt}{kicked}")
 
 
 def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     rows = store.outbox_list(args.state, destination=args.destination, limit=args.limit)
+    states = {d.destination: d for d in store.destination_states(args.destination)}
     if args.format == "json":
         for row in rows:
-            out.write(json.dumps(row_dict(row), ensure_ascii=False) + "\n")
+            state = states.get(row.destination)
+            out.write(json.dumps({**row_dict(row), "connect_error": (
+                state.last_connect_error if state is not None and state.connect_failures else "")},
+                ensure_ascii=False) + "\n")
         return _EXIT_OK
+    notes = [note for note in (_connection_note(d) for d in states.values()) if note]
     if not rows:
         out.write("no outbox rows" + _filters(args) + "\n")
+        for note in notes:
+            out.write(note + "\n")
         return _EXIT_OK
     out.write(f"{'ID':>6}  {'DESTINATION':<14} {'ACCESSION':<16} {'STATE':<9} {'TRIES':>5}  "
               f"{'NEXT ATTEMPT / DELIVERED':<25}  {'CONTROL ID':<20}  LAST ERROR\n")
@@ -238,6 +290,8 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     counts: Counter[str] = Counter(row.state for row in rows)
     summary = ", ".join(f"{counts[state]} {state}" for state in OUTBOX_STATES if counts[state])
     out.write(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{_filters(args)}: {summary}\n")
+    for note in notes:
+        out.write(note + "\n")
     return _EXIT_OK
 
 
@@ -269,6 +323,8 @@ def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -
         wanted = list(dict.fromkeys(args.ids))
     revived = store.outbox_retry(wanted, now, force=args.force) if wanted else ()
     kept = _why_not(before, [i for i in wanted if i not in set(revived)], "dead")
+    _audit(store, now, "outbox retry", {"ids": list(revived), "asked": "all-dead" if args.all_dead else list(wanted),
+                                        "destination": args.destination}, len(revived), "force" if args.force else "")
     if args.format == "json":
         out.write(json.dumps({"revived": list(revived), "not_revived": kept}) + "\n")
     else:
@@ -282,11 +338,70 @@ def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -
     return _EXIT_PARTIAL if kept else _EXIT_OK
 
 
-def _purge(store: Store, args: argparse.Namespace, out: TextIO, before: datetime | None) -> int:
+def _audit(store: Store, now: datetime, action: str, target: dict[str, Any], rows: int, detail: str = "") -> None:
+    from listener.operate_cli import os_actor
+
+    store.record_audit(at=now, actor=os_actor(), via="cli", action=action, target=target, rows=rows, detail=detail)
+
+
+def _resend(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
+    if args.accession:
+        latest: dict[str, OutboxRow] = {}
+        for row in store.outbox_rows_of(accession=args.accession, destination=args.destination):
+            if row.state == "delivered":
+                latest[row.destination] = row
+        wanted = [row.id for row in latest.values()]
+        if not wanted:
+            sys.stderr.write(f"overread outbox resend: no delivered row for accession {args.accession!r}"
+                             + (f" to {args.destination!r}" if args.destination else "") + "\n")
+            return _EXIT_PARTIAL
+    else:
+        wanted = list(dict.fromkeys(args.ids))
+    before = {r.id: r for r in store.outbox_list()}
+    pairs = store.outbox_resend(wanted, now, force=args.force, note=" (forced)" if args.force else "")
+    sent = {old for old, _ in pairs}
+    kept = []
+    for row_id in wanted:
+        if row_id in sent:
+            continue
+        found = before.get(row_id)
+        reason = ("unknown id" if found is None else f"not delivered ({found.state}; use retry for dead rows)"
+                  if found.state != "delivered" else
+                  "a later decision for the same accession is pending or delivered (--force sends it anyway)")
+        kept.append({"id": row_id, "reason": reason})
+    _audit(store, now, "outbox resend", {"ids": wanted, "accession": args.accession, "new_ids": [n for _, n in pairs]},
+           len(pairs), "force" if args.force else "")
+    if args.format == "json":
+        out.write(json.dumps({"resent": [{"id": old, "new_id": new} for old, new in pairs], "not_resent": kept}) + "\n")
+    elif pairs:
+        for old, new in pairs:
+            out.write(f"row {old} queued again as row {new} (sent at the daemon's next poll, same MSH-10)\n")
+    else:
+        out.write("nothing resent\n")
+    for item in kept:
+        sys.stderr.write(f"overread outbox resend: row {item['id']} not resent: {item['reason']}\n")
+    return _EXIT_PARTIAL if kept else _EXIT_OK
+
+
+def _kick(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
+    count = store.outbox_kick(args.destination, now)
+    _audit(store, now, "outbox kick", {"destination": args.destination}, count)
+    which = f"destination {args.destination}" if args.destination else "every destination"
+    if args.format == "json":
+        out.write(json.dumps({"destination": args.destination, "rows_due_now": count}) + "\n")
+    else:
+        out.write(f"kicked {which}: {count} waiting row{'s' if count != 1 else ''} due now;"
+                  " the daemon reconnects at its next poll (within seconds)\n")
+    return _EXIT_OK
+
+
+def _purge(store: Store, args: argparse.Namespace, out: TextIO, before: datetime | None, now: datetime) -> int:
     rows = {r.id: r for r in store.outbox_list()}
     dead_ids = list(dict.fromkeys(args.ids))
     kept = _why_not(rows, [i for i in dead_ids if i not in rows or rows[i].state != "dead"], "dead")
     count = store.outbox_purge(delivered_before=before, dead_ids=dead_ids, destination=args.destination)
+    _audit(store, now, "outbox purge", {"dead_ids": dead_ids, "delivered_before": args.delivered_before,
+                                        "destination": args.destination}, count)
     if args.format == "json":
         out.write(json.dumps({"purged": count, "not_purged": kept}) + "\n")
     else:

@@ -8,6 +8,12 @@ Layer: reactor code. The tree::
     /fhir/DiagnosticReport    POST  one DiagnosticReport
     /fhir/Task                GET   ?status=requested&owner=<pool>   (searchset)
     /fhir/DetectedIssue       GET   ?implicated=DiagnosticReport/<id> | ?implicated:identifier=<accession>
+    /api/messages             GET   ?accession= &patient_id= [&authority=] &message_id= &state= &sender=
+                                    &since= &until= &after= &limit=   (JSON, like `overread messages`)
+    /api/messages/<pk>        GET   everything about one message (JSON, like `overread show`)
+    /api/audit                GET   ?since= &action= &limit=          (JSON, like `overread audit`)
+
+The ``/api`` queries are read-only and need the ``read`` permission (docs/http-api.md).
 
 Promises:
 
@@ -34,6 +40,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
@@ -166,6 +173,7 @@ class CappedRequest(Request):
     ov_log: Any = None
     ov_client = ""
     ov_gone = False
+    ov_pk: bytes | None = None
 
     def _limit(self) -> int:
         return int(self.channel.site.max_body_size)
@@ -395,7 +403,9 @@ def _peer(request: Any) -> str:
 def _endpoint_label(path: str) -> str:
     path = path.rstrip("/")
     return {"/fhir": "fhir_bundle", "/fhir/DiagnosticReport": "fhir_report", "/fhir/Task": "fhir_task",
-            "/fhir/DetectedIssue": "fhir_detected_issue", "/healthz": "healthz", "/metrics": "metrics"}.get(path, "other")
+            "/fhir/DetectedIssue": "fhir_detected_issue", "/healthz": "healthz", "/metrics": "metrics",
+            "/api/messages": "api_messages", "/api/audit": "api_audit"}.get(
+        "/api/messages" if path.startswith("/api/messages/") else path, "other")
 
 
 def _base_url(request: Any) -> str:
@@ -651,6 +661,106 @@ def _bundle_answer(bundle: dict[str, Any], version: str = "R4") -> HttpAnswer:
                       (("Cache-Control", "no-store"),), content_type)
 
 
+# ------------------------------------------------------------ operator queries
+
+
+def _api_error(status: int, text: str) -> HttpAnswer:
+    return HttpAnswer(status, json.dumps({"error": text}).encode(), (("Cache-Control", "no-store"),), _JSON)
+
+
+def _api_json(data: Any) -> HttpAnswer:
+    return HttpAnswer(200, json.dumps(data, ensure_ascii=False).encode("utf-8"), (("Cache-Control", "no-store"),), _JSON)
+
+
+_MESSAGE_PARAMS = frozenset({"accession", "patient_id", "authority", "message_id", "state", "sender", "facility",
+                             "transport", "since", "until", "after", "limit"})
+_AUDIT_PARAMS = frozenset({"since", "action", "limit"})
+
+
+class _ApiQuery(_Endpoint):
+    """``GET /api/messages[/<pk>]`` and ``GET /api/audit``: the CLI's read-only queries as JSON."""
+
+    def __init__(self, api: Api, kind: str) -> None:
+        super().__init__(api)
+        self.kind = kind
+
+    def render(self, request: Any) -> Any:
+        # /api/messages/<pk> is the one path below a leaf we answer.
+        rest = [p for p in (request.postpath or ()) if p]
+        if self.kind == "messages" and len(rest) == 1:
+            request.ov_pk = rest[0]
+            request.postpath = []
+        else:
+            request.ov_pk = None
+        return super().render(request)
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        from listener.outbox_cli import parse_time
+
+        access = self.api.access.check(request, "read")
+        if isinstance(access, HttpAnswer):
+            return defer.succeed(access)
+        request.ov_client = access.fhir.name
+        try:
+            params = {k.decode("utf-8"): v[-1].decode("utf-8") for k, v in request.args.items()}
+        except UnicodeDecodeError:
+            return defer.succeed(_api_error(400, "query parameters are not UTF-8"))
+        known = _MESSAGE_PARAMS if self.kind == "messages" else _AUDIT_PARAMS
+        unknown = sorted(k for k in params if k not in known)
+        if unknown:
+            return defer.succeed(_api_error(400, f"unknown parameter; this query takes {', '.join(sorted(known))}"))
+        now = datetime.now(timezone.utc)
+        window: dict[str, datetime] = {}
+        for name in ("since", "until"):
+            if name in params:
+                try:
+                    window[name] = parse_time(params[name], now)
+                except ValueError:
+                    return defer.succeed(_api_error(400, f"{name} must be ISO 8601 with an offset, or Nd"))
+        numbers: dict[str, int] = {}
+        for name in ("after", "limit"):
+            if name in params:
+                if not params[name].isdigit():
+                    return defer.succeed(_api_error(400, f"{name} must be a whole number"))
+                numbers[name] = int(params[name])
+        limit = min(numbers.get("limit", _DEFAULT_COUNT), _MAX_COUNT)
+        store = self.api.store
+        if self.kind == "audit":
+            def audit() -> HttpAnswer:
+                return _api_json([{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "via": e.via,
+                                   "action": e.action, "target": json.loads(e.target), "rows": e.rows,
+                                   "detail": e.detail}
+                                  for e in store.audit(since=window.get("since"), action=params.get("action"),
+                                                       limit=limit)])
+            return self.api.run_in_thread(audit)
+        pk_text = request.ov_pk
+        if pk_text is not None:
+            pk = pk_text.decode("ascii", "replace")
+            if not pk.isdigit():
+                return defer.succeed(_api_error(404, "a message is named by its message_pk (a number)"))
+
+            def one() -> HttpAnswer:
+                from listener.operate_cli import detail_dict
+
+                detail = store.message_detail(int(pk))
+                return _api_json(detail_dict(detail)) if detail is not None else _api_error(404, "no such message")
+            return self.api.run_in_thread(one)
+        if "authority" in params and "patient_id" not in params:
+            return defer.succeed(_api_error(400, "authority narrows patient_id: give both"))
+
+        def listing() -> HttpAnswer:
+            from listener.messages_cli import message_dict
+
+            rows = store.messages(
+                after=numbers.get("after"), limit=limit, state=params.get("state"),
+                sender_application=params.get("sender"), sender_facility=params.get("facility"),
+                control_id=params.get("message_id"), transport=params.get("transport"),
+                accession=params.get("accession"), patient_id=params.get("patient_id"),
+                patient_authority=params.get("authority"), since=window.get("since"), until=window.get("until"))
+            return _api_json([message_dict(m) for m in rows])
+        return self.api.run_in_thread(listing)
+
+
 # ---------------------------------------------------------------------- api
 
 
@@ -735,6 +845,10 @@ def build_site(
     fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
     fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
     root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]
+    ops = _Tree(api)
+    ops.putChild(b"messages", _ApiQuery(api, "messages"))  # type: ignore[arg-type]
+    ops.putChild(b"audit", _ApiQuery(api, "audit"))  # type: ignore[arg-type]
+    root.putChild(b"api", ops)  # type: ignore[arg-type]
     site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout,
                    max_connections=max_connections, max_connections_per_peer=max_connections_per_peer)
     site.reactor = reactor

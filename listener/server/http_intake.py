@@ -57,7 +57,7 @@ from listener.server.journal import Journal, journal_key
 from listener.server.records import report_records
 from listener.server.metrics import Metrics
 from listener.server.mllp import QUARANTINE_TEXT, deferred_from_future
-from listener.store.base import MessageRecord, OutboxItem, ReportRecord, SaveResult, Store
+from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
 
 from listener.server.runner import run_journaled
 
@@ -390,50 +390,13 @@ class HttpIntake:
         server_ids: tuple[str, ...],
         replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
-        if outcome.error is not None:
-            answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
-            # An internal failure gets a fresh key: a retry is processed again, not answered 500 forever.
-            control_id = self._control_id("fhir-error-", uuid.uuid4().bytes) if answer.status >= 500 else by_body
-            state = "rejected"
-        else:
-            where = _report_expressions(doc, len(outcome.reports))
-            routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
-            if s(doc, "type") in ("transaction", "batch") and s(doc, "resourceType") == "Bundle":
-                answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
-            else:
-                location = f"/fhir/DiagnosticReport/{server_ids[0]}"
-                answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
-            # The resend of a rejected body takes the rejected row's key, so the store replaces it.
-            control_id = replaces or identity or by_body
-            state = "processed"
-        outbox: tuple[OutboxItem, ...] = ()
-        destinations = tuple(self.destinations())
-        if state == "processed" and destinations:
-            # Routing messages are committed with the message, and only for a body we accept (DESIGN §8).
-            try:
-                outbox = outbox_items(outcome.reports, destinations, now=received, sender_application=client.name,
-                                      sender_facility=client.facility, control_id=control_id)
-            except Exception as exc:  # noqa: BLE001 - never answer 201 for a body whose routing cannot be queued
-                mlog.error("message_rejected", reason="internal_error", error_type=type(exc).__name__)
-                answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
-                control_id = self._control_id("fhir-error-", uuid.uuid4().bytes)
-                state = "rejected"
-        error = outcome.error
-        record = MessageRecord(
-            control_id=control_id,
-            sender_application=client.name,
-            sender_facility=client.facility,
-            feed=outcome.feed,
-            received=received,
-            raw=body if self.keep_raw else None,
-            transport="http",
-            state=state,  # type: ignore[arg-type]
-            ack_code=str(answer.status),
-            ack=answer.envelope(),
-            error_code=error.hl7_code if error is not None else "",
-            reports=records,
-            outbox=outbox,
-        )
+        record, answer, routing_error = http_record(
+            body if self.keep_raw else None, doc, client, outcome, records, server_ids,
+            key_accepted=replaces or identity or by_body, key_refused=by_body,
+            key_failed=lambda: self._control_id("fhir-error-", uuid.uuid4().bytes),
+            destinations=tuple(self.destinations()), received=received)
+        if routing_error:
+            mlog.error("message_rejected", reason="internal_error", error_type=routing_error)
         fields = _log_fields(outcome, pipeline, self.hash_key)
         try:
             future = self.store.submit(record)
@@ -520,6 +483,82 @@ def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Seq
             note = Issue("information", "informational", "read to resolve the reports' references; not kept as a resource", where)
             results.append(EntryResult("200 OK", "", operation_outcome((note,))))
     return bundle_response(s(doc, "type"), results)
+
+
+def http_record(
+    raw: bytes | None,
+    doc: JSON,
+    client: FhirClient,
+    outcome: Outcome,
+    records: tuple[ReportRecord, ...],
+    server_ids: Sequence[str],
+    *,
+    key_accepted: str,
+    key_refused: str,
+    key_failed: Callable[[], str],
+    destinations: Sequence[DestinationSettings],
+    received: datetime,
+    processing: int = 1,
+    only: frozenset[int] | None = None,
+) -> tuple[MessageRecord, HttpAnswer, str]:
+    """The record of one FHIR body, the answer stored with it, and a routing failure's error type ("" when none).
+
+    Pure: shared by the intake and ``overread reprocess``.
+
+    Args:
+        raw: the body to keep (None: not kept).
+        key_accepted: the control id an accepted body is stored under (the
+            resource's identity, or the rejected row a resend replaces).
+        key_refused: the control id a refused body is stored under (made from its bytes).
+        key_failed: makes a fresh control id for an internal failure, so a
+            retry is processed again instead of answered 500 forever.
+        processing, only: as for :func:`listener.outbox.outbox_items`.
+    """
+    routing_error = ""
+    state: MessageState
+    if outcome.error is not None:
+        answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
+        control_id = key_failed() if answer.status >= 500 else key_refused
+        state = "rejected"
+    else:
+        where = _report_expressions(doc, len(outcome.reports))
+        routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
+        if s(doc, "type") in ("transaction", "batch") and s(doc, "resourceType") == "Bundle":
+            answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
+        else:
+            location = f"/fhir/DiagnosticReport/{server_ids[0]}"
+            answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
+        control_id = key_accepted
+        state = "processed"
+    outbox: tuple[OutboxItem, ...] = ()
+    if state == "processed" and destinations:
+        # Routing messages are committed with the message, and only for a body we accept.
+        try:
+            outbox = outbox_items(outcome.reports, destinations, now=received, sender_application=client.name,
+                                  sender_facility=client.facility, control_id=control_id, processing=processing,
+                                  only=only)
+        except Exception as exc:  # noqa: BLE001 - never answer 201 for a body whose routing cannot be queued
+            routing_error = type(exc).__name__
+            answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
+            control_id = key_failed()
+            state = "rejected"
+    error = outcome.error
+    record = MessageRecord(
+        control_id=control_id,
+        sender_application=client.name,
+        sender_facility=client.facility,
+        feed=outcome.feed,
+        received=received,
+        raw=raw,
+        transport="http",
+        state=state,
+        ack_code=str(answer.status),
+        ack=answer.envelope(),
+        error_code=error.hl7_code if error is not None else "",
+        reports=records,
+        outbox=outbox,
+    )
+    return record, answer, routing_error
 
 
 def _report_expressions(doc: JSON, count: int) -> list[str]:

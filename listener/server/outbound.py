@@ -293,6 +293,8 @@ class OutboundWorker:
         self._timer: Any = None  # IDelayedCall
         self._poller: LoopingCall | None = None
         self.sent = 0  # messages written (for tests and metrics)
+        #: The newest ``overread outbox kick`` acted on (older requests are not new).
+        self._kick_seen: datetime = now()
 
     # ----------------------------------------------------------- lifecycle
 
@@ -389,8 +391,12 @@ class OutboundWorker:
         """Send due rows one by one until none is due, the RIS is unreachable, or we stop."""
         while self.running:
             if self.reactor.seconds() < self.connect_after:
-                self._wake_at(self.connect_after - self.reactor.seconds())
-                return
+                kicked = yield self._kicked()
+                if not kicked:
+                    self._wake_at(self.connect_after - self.reactor.seconds())
+                    return
+                self.connect_after = 0.0
+                self.log.info("outbox_kicked", attempts=self.connect_failures)
             try:
                 rows = yield self.run_in_thread(self.store.outbox_due, self.name, self.now(), 1)
             except StoreError as exc:
@@ -401,6 +407,25 @@ class OutboundWorker:
             sent = yield self._attempt(rows[0])
             if not sent:
                 return
+
+    @defer.inlineCallbacks
+    def _kicked(self) -> Any:
+        """True once per new ``overread outbox kick`` recorded in the store (docs/operations.md)."""
+        try:
+            states = yield self.run_in_thread(self.store.destination_states, self.name)
+        except StoreError:
+            return False
+        requested = states[0].kick_requested_at if states else None
+        if requested is None or requested <= self._kick_seen:
+            return False
+        self._kick_seen = requested
+        return True
+
+    def _record(self, what: str, call: Callable[..., Any], *args: Any) -> None:
+        """Record the connection state in the store, in the background (a failure is logged, not fatal)."""
+        d = self.run_in_thread(call, *args)
+        d.addErrback(lambda f: self.log.error("store_unavailable", reason=what,
+                                               error_type=f.type.__name__ if f.type else ""))
 
     # -------------------------------------------------------------- attempt
 
@@ -432,6 +457,8 @@ class OutboundWorker:
             if not self.stopping:
                 self._connect_failed(exc)
             return False
+        if self.connect_failures:
+            self._record("destination_connected", self.store.destination_connected, self.name, self.now())
         self.connect_failures = 0
         self.sent += 1
         try:
@@ -481,6 +508,11 @@ class OutboundWorker:
         self.connect_after = self.reactor.seconds() + delay
         self.log.warning("outbox_retry_scheduled", reason="connect_failed", error_type=type(exc).__name__,
                          attempts=self.connect_failures, next_attempt_at=due.isoformat(), endpoint=self.settings.endpoint)
+        # Shown by `overread outbox list` (our words and the exception's class and text: a
+        # socket or TLS error, never message content).
+        text = f"{self.settings.endpoint}: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+        self._record("destination_connect_failed", self.store.destination_connect_failed, self.name, now,
+                     self.connect_failures, text, due)
         self._wake_at(delay)
 
 

@@ -85,6 +85,7 @@ def mllp_record(
     destinations: Sequence[DestinationSettings],
     received: datetime,
     processing: int = 1,
+    only: frozenset[int] | None = None,
 ) -> tuple[MessageRecord, Outcome]:
     """The record of one HL7 v2 message and the outcome it was stored with.
 
@@ -97,6 +98,7 @@ def mllp_record(
         ack: builds our ACK (the caller's clock and control ids).
         processing: the processing number (1 on arrival; see
             :func:`listener.outbox.decision_id_for`).
+        only: the report positions whose routing messages to queue (None: all).
     """
     errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
     code, ack_bytes = ack(header, outcome_ack_code(outcome), errors)
@@ -106,7 +108,7 @@ def mllp_record(
             outbox = outbox_items(outcome.reports, destinations, now=received,
                                   sender_application=header.sending_application,
                                   sender_facility=header.sending_facility, control_id=header.control_id,
-                                  processing=processing)
+                                  processing=processing, only=only)
         except Exception as exc:  # noqa: BLE001 - never ACK a message whose routing cannot be queued
             errors = (AckError(APPLICATION_INTERNAL_ERROR, text="Routing message could not be built"),)
             code, ack_bytes = ack(header, "AE", errors)

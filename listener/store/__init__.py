@@ -7,6 +7,9 @@ Callers depend on :class:`Store` and the values of :mod:`listener.store.base`;
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from listener.errors import StoreError
 
 from listener.store.base import (
     MessageRecord,
@@ -43,10 +46,17 @@ __all__ = [
 ]
 
 
-def open_store(state_dir: str | os.PathLike[str], *, synchronous: Synchronous = "FULL") -> Store:
+def open_store(state_dir: str | os.PathLike[str], *, synchronous: Synchronous = "FULL", create: bool = True) -> Store:
     """Open the store kept in ``state_dir`` (``<state_dir>/overread.db``).
 
+    Args:
+        create: create the store when there is none (the daemon); the
+            operator's commands pass False and get "no store in DIR".
+
     Raises:
-        StoreError: the store cannot be created, opened or migrated.
+        StoreError: the store cannot be created, opened or migrated, or is
+            missing and ``create`` is False.
     """
+    if not create and not (Path(state_dir) / DB_FILENAME).is_file():
+        raise StoreError(f"no store in {state_dir} (give --state-dir or --config)")
     return SQLiteStore.in_state_dir(state_dir, synchronous=synchronous)

@@ -405,6 +405,10 @@ class Store(Protocol):
         and with exact values for the other filters (accession and patient: a report's)."""
         ...
 
+    def newest_message_pk(self) -> int:
+        """The largest message_pk stored (0 when none)."""
+        ...
+
     def message_detail(self, message_pk: int) -> MessageDetail | None:
         """Everything stored about one message (bodies, reports, earlier processings, outbox rows)."""
         ...

@@ -485,6 +485,11 @@ class SQLiteStore:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def newest_message_pk(self) -> int:
+        """The largest message_pk stored (0 when none): a bulk operation's pin."""
+        rows = self._read("reading the newest message", "SELECT coalesce(max(id), 0) FROM messages")
+        return int(rows[0][0])
+
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""
         rows = self._read("reading a message", "SELECT raw FROM messages WHERE id = ?", (message_pk,))

@@ -75,7 +75,7 @@ def test_list_json_lines_and_filters(tmp_path: Path) -> None:
     assert [r["state"] for r in rows] == ["delivered", "dead", "pending", "dead"]
     assert "payload" not in rows[0] and rows[1]["last_error"] == "AR"
     assert set(rows[0]) == {"id", "destination", "accession", "control_id", "state", "attempts", "next_attempt_at",
-                            "last_error", "created", "delivered_at"}
+                            "last_error", "created", "delivered_at", "message_pk", "resent_from", "connect_error"}
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead")] == ["R2", "R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead", "--destination", "legacy")] == ["R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--limit", "2")] == ["R1", "R2"]

@@ -143,7 +143,7 @@ def test_recent_keys_are_bounded_in_bytes(pipeline: Pipeline) -> None:
     intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
                     now=lambda: NOW, recent_bytes=10_000)
     for i in range(100):
-        intake._remember(("APP", "FAC", f"C{i:03}-" + "x" * 150), ("AA", b"A" * 500))
+        intake._remember(("APP", "FAC", f"C{i:03}-" + "x" * 150), ("AA", b"A" * 500, "processed"))
     assert intake._recent_bytes <= 10_000
     assert 5 < len(intake._recent) < 20
     assert ("APP", "FAC", "C099-" + "x" * 150) in intake._recent
