@@ -318,20 +318,18 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
         expanded = _expand(data.terms, m.concept, related)
         if fam in reported or expanded & in_impression:
             continue
-        if ignore_stable and STABLE_RE.search(text, m.sentence_start, m.sentence_end):
+        if ignore_stable and data.analysis.in_sentence(STABLE_RE, m):
             continue
         if ignore_minor and _minor(text, m):
             continue
-        if _EXPLAINED_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(_EXPLAINED_RE, m):
             continue
         next_end = _next_sentence_end(data, m)
         if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, next_end):
             continue
         if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end):
             continue
-        if _OTHER_EXAM_RE.search(text, m.sentence_start, m.sentence_end) and not _NEW_RE.search(
-            text, m.sentence_start, m.sentence_end
-        ):
+        if data.analysis.in_sentence(_OTHER_EXAM_RE, m) and not data.analysis.in_sentence(_NEW_RE, m):
             continue
         if summed_up and not m.critical:
             continue
@@ -388,11 +386,11 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
             continue
         if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality):
             continue
-        if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(_HEDGED_SENTENCE_RE, m):
             continue
-        if _EXPLAINED_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(_EXPLAINED_RE, m):
             continue
-        if STABLE_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(STABLE_RE, m):
             continue  # "known tumor", "stable fractures": the findings may rightly skip them
         reported.add(fam)
         yield data.emit(

@@ -238,7 +238,7 @@ def _find_critical(data: RuleInput, suspected: bool, ignore_known: bool) -> list
         for m in data.analysis.mentions(sec.start, sec.end):
             if not m.critical or m.negated or m.historical or m.hypothetical or m.experiencer != "patient":
                 continue
-            if _OTHER_PERSON_RE.search(text, m.sentence_start, m.sentence_end):
+            if data.analysis.in_sentence(_OTHER_PERSON_RE, m):
                 continue
             if suspected:
                 if not m.uncertain or not any(
@@ -247,7 +247,7 @@ def _find_critical(data: RuleInput, suspected: bool, ignore_known: bool) -> list
                     continue
             elif m.uncertain:
                 continue
-            if ignore_known and (_KNOWN_RE.search(text, m.sentence_start, m.sentence_end) or _known_next(data, sec.end, m)):
+            if ignore_known and (data.analysis.in_sentence(_KNOWN_RE, m) or _known_next(data, sec.end, m)):
                 known_concepts.add(m.concept)
                 continue
             candidates.append(m)

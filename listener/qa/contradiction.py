@@ -134,7 +134,7 @@ _SOFT_AFFIRMED_RE = folded(re.compile(
 ))
 
 
-def _bare_negation(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
+def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
     """True when the negation denies exactly the concept: nothing narrows it.
 
     Between the negation cue and the finding only neutral words and other
@@ -162,7 +162,7 @@ def _bare_negation(text: str, m: Mention, sentence_mentions: list[Mention]) -> b
             gap = gap.replace(text[o.start : o.end], " ")
     if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(gap)):
         return False
-    if _QUALIFIER_RE.search(m.text) or _CHANGE_RE.search(text, m.sentence_start, m.sentence_end):
+    if _QUALIFIER_RE.search(m.text) or data.analysis.in_sentence(_CHANGE_RE, m):
         return False
     after_text = text[m.end : m.sentence_end]
     if _LOCATION_AFTER_RE.search(after_text) is not None:
@@ -214,9 +214,9 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     for kind, mentions in by_kind.items():
         for m in mentions:
             by_sentence.setdefault((kind, m.sentence_start), []).append(m)
-    negated = [(k, m) for k, m in negated_candidates if _bare_negation(text, m, by_sentence[(k, m.sentence_start)])]
+    negated = [(k, m) for k, m in negated_candidates if _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])]
     affirmed = [
-        (k, m) for k, m in affirmed_candidates if not _SOFT_AFFIRMED_RE.search(text, m.sentence_start, m.sentence_end)
+        (k, m) for k, m in affirmed_candidates if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
     ]
     if not negated or not affirmed:
         return
@@ -281,9 +281,9 @@ def _not_acute_here(data: RuleInput, m: Mention, explained_in_impression: bool) 
     """
     text = data.report.text
     if m.concept == "pulmonary_edema" and not re.search(r"\b(pulmonary|lungs?|alveolar|perihilar)\b", m.text, re.I):
-        if _NON_LUNG_EDEMA_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(_NON_LUNG_EDEMA_RE, m):
             return True
-    if _CLEARING_RE.search(text, m.sentence_start, m.sentence_end):
+    if data.analysis.in_sentence(_CLEARING_RE, m):
         return True
     nonspecific = m.concept in _NONSPECIFIC_CONCEPTS and _NONSPECIFIC_TEXT_RE.search(m.text) is not None
     if not nonspecific:
@@ -375,11 +375,11 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
-        if STABLE_RE.search(text, m.sentence_start, m.sentence_end):
+        if data.analysis.in_sentence(STABLE_RE, m):
             continue
-        if not m.critical and _SOFT_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
+        if not m.critical and data.analysis.in_sentence(_SOFT_SENTENCE_RE, m):
             continue
-        if m.critical and _HEDGE_RE.search(text, m.sentence_start, m.sentence_end):
+        if m.critical and data.analysis.in_sentence(_HEDGE_RE, m):
             continue  # "possible small pneumothorax": hedged before the finding
         kind = "no acute findings" if acute_only else "normal"
         yield data.emit(

@@ -92,6 +92,7 @@ class Analysis:
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
         self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
         self._shared: dict[object, object] = {}
+        self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
     def shared(self, key: object, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per report: results several rules derive the same way.
@@ -104,6 +105,23 @@ class Analysis:
         if value is _MISSING:
             value = self._shared[key] = compute()
         return value
+
+    def in_sentence(self, pattern: Any, m: Mention) -> bool:
+        """``pattern.search(text, m.sentence_start, m.sentence_end) is not None``, once per sentence.
+
+        A sentence with many mentions (a list) would otherwise be searched
+        once per mention: the cost of such a test grows with the number of
+        mentions times the sentence's length (docs/hardening.md, "Linear
+        text analysis"). ``pattern`` is a compiled pattern or a
+        :class:`Folded` one, kept alive by its module.
+        """
+        key = (id(pattern), m.sentence_start, m.sentence_end)
+        hit = self._sentence_hits.get(key)
+        if hit is None:
+            hit = self._sentence_hits[key] = (
+                pattern.search(self.report.text, m.sentence_start, m.sentence_end) is not None
+            )
+        return hit
 
     def sentences(self, start: int, end: int) -> tuple[Span, ...]:
         key = (start, end)

@@ -15,6 +15,13 @@ What ends a sentence:
 What does not: abbreviations (``Dr.``, ``approx.``, ``vs.``, ``e.g.``), single
 initials, decimals (``3.5 cm``), list numbers (``1. Effusion``), a line break
 inside wrapped prose, or the de-identification token ``XXXX``.
+
+A run-on stretch of more than ``MAX_SENTENCE_WORDS`` whitespace-separated
+tokens is cut into pieces of that many tokens (see docs/hardening.md, "Linear
+text analysis"). Every trigger scope and every per-sentence test of the QA
+rules is then bounded, so their cost grows with the report's length, not with
+its square. The longest sentence of the corpus has 110 words; a clinical
+trigger reaches a dozen.
 """
 
 from __future__ import annotations
@@ -62,6 +69,13 @@ _HEADING_AHEAD = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
 _LINE_IS_HEADING = re.compile(r"[^a-z]*[A-Z][^a-z]*")
 _BLANK = re.compile(r"[ \t]*(?:\r\n|\r|\n)")
 _HAS_WORD = re.compile(r"\w")
+_TOKEN = re.compile(r"\S+")
+
+#: A sentence longer than this many whitespace-separated tokens is cut into
+#: pieces of at most this many (docs/hardening.md, "Linear text analysis").
+MAX_SENTENCE_WORDS = 150
+# A span of at most this many characters cannot hold more tokens than the cap.
+_CAP_CHARS = 2 * MAX_SENTENCE_WORDS
 
 
 def _is_list_number(text: str, token_start: int, lo: int) -> bool:
@@ -199,6 +213,32 @@ def _split(text: str, lo: int, hi: int) -> tuple[Span, ...]:
             while s < e and text[s].isspace():
                 s += 1
         if s < e and _HAS_WORD.search(text, s, e):
-            spans.append(Span(s, e))
+            if e - s <= _CAP_CHARS:
+                spans.append(Span(s, e))
+            else:
+                _append_capped(text, s, e, spans)
         prev = cut
     return tuple(spans)
+
+
+def _append_capped(text: str, s: int, e: int, spans: list[Span]) -> None:
+    """Append ``[s, e)`` as pieces of at most ``MAX_SENTENCE_WORDS`` tokens each.
+
+    A piece runs from its first token's start to its last token's end; a
+    piece with no word character (a run of punctuation) is dropped, as a
+    sentence would be.
+    """
+    count = 0
+    first = s
+    last_end = s
+    for tok in _TOKEN.finditer(text, s, e):
+        if count == MAX_SENTENCE_WORDS:
+            if _HAS_WORD.search(text, first, last_end):
+                spans.append(Span(first, last_end))
+            count = 0
+        if count == 0:
+            first = tok.start()
+        last_end = tok.end()
+        count += 1
+    if count and _HAS_WORD.search(text, first, last_end):
+        spans.append(Span(first, last_end))

@@ -1,0 +1,222 @@
+"""Cost per KB of the text layer and the QA rules, from 1 KB to 1 MB, per text shape.
+
+Run by hand (about a minute without 1 MB, several with it):
+
+    PYTHONPATH=. .venv/bin/python bench/text_scaling.py                 # 1 KB .. 1 MB
+    PYTHONPATH=. .venv/bin/python bench/text_scaling.py --sizes 8,64,128
+    PYTHONPATH=. .venv/bin/python bench/text_scaling.py --count --sizes 16,128 --json
+
+Each shape is a synthetic stretch of text (no corpus text) put into the
+findings and the impression of ``samples/hl7/xr-chest-2v-normal.hl7`` and run
+through ``listener.pipeline.process`` (decode, text layer, every QA rule,
+routing). Shapes (docs/hardening.md, "Linear text analysis"):
+
+* ``natural``: short clinical sentences, the way reports are written;
+* ``runon``: the same clauses with no sentence break (one giant sentence);
+* ``list``: a mention-dense list ("effusion, effusion, ...");
+* ``sides``: side words only ("left right left right ...");
+* ``triggers``: negation and hedge words only ("no possible no possible ...");
+* ``adversarial``: findings, negations and side words packed together;
+* ``crossed``: sentences that affirm and deny one finding on opposite sides
+  (every mention pairs with every other in the cross-sentence rules).
+
+Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
+shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
+ms/KB at the smallest size of at least 8 KB (smaller sizes are dominated by
+the fixed cost of a message).
+
+``--count`` replaces the clock by a deterministic measure of work: the number
+of Python and C function calls (``sys.setprofile``) plus the number of
+characters handed to the regular-expression engine (every pattern compiled
+after start-up is wrapped; each search/match/finditer/findall/fullmatch/sub
+call counts the characters from ``pos`` to the end of its last match, or to
+``endpos`` when it found nothing; a match counts its length). ``tests/unit/text/test_linear_cost.py`` runs it in a
+subprocess and compares 16 KB with 128 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7"
+FINDINGS_ANCHOR = b"The lungs are clear."
+IMPRESSION_ANCHOR = b"No acute cardiopulmonary abnormality."
+
+SHAPES: dict[str, bytes] = {
+    "natural": (
+        b"There is mild patchy opacity in the left lower lobe. No pleural effusion on the right. "
+        b"The heart is normal in size. There is no pneumothorax. Possible small nodule in the right upper lobe. "
+    ),
+    "runon": (
+        b"there is mild patchy opacity in the left lower lobe and no effusion on the right side and the heart "
+        b"is normal in size and there is no pneumothorax and "
+    ),
+    "list": b"effusion, ",
+    "sides": b"left right ",
+    "triggers": b"no possible ",
+    "adversarial": b"no pneumothorax left right ",
+    "crossed": b"Right pneumothorax. No pneumothorax on the left. Small left effusion. No effusion on the right. ",
+}
+DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
+
+
+def message(shape: str, kb: int) -> bytes:
+    """The sample message with ``kb`` KB of ``shape`` text, 3/4 in the findings and 1/4 in the impression."""
+    raw = SAMPLE.read_bytes()
+    unit = SHAPES[shape]
+    n = max(1, kb * 1024 // len(unit))
+    n_imp = n // 4
+    raw = raw.replace(FINDINGS_ANCHOR, FINDINGS_ANCHOR + b" " + unit * (n - n_imp))
+    return raw.replace(IMPRESSION_ANCHOR, IMPRESSION_ANCHOR + b" " + unit * n_imp)
+
+
+class _Counted:
+    """A compiled pattern that adds the characters it is asked to read to ``_Counted.chars``."""
+
+    chars = 0
+    __slots__ = ("_p",)
+
+    def __init__(self, p: re.Pattern[str]) -> None:
+        self._p = p
+
+    @staticmethod
+    def _span(s: str, pos: int, endpos: int) -> int:
+        return max(0, min(endpos, len(s)) - max(pos, 0))
+
+    def search(self, s: str, pos: int = 0, endpos: int = sys.maxsize):  # type: ignore[no-untyped-def]
+        m = self._p.search(s, pos, endpos)
+        _Counted.chars += self._span(s, pos, endpos if m is None else m.end())
+        return m
+
+    def match(self, s: str, pos: int = 0, endpos: int = sys.maxsize):  # type: ignore[no-untyped-def]
+        m = self._p.match(s, pos, endpos)
+        _Counted.chars += 1 if m is None else 1 + m.end() - m.start()
+        return m
+
+    def fullmatch(self, s: str, pos: int = 0, endpos: int = sys.maxsize):  # type: ignore[no-untyped-def]
+        m = self._p.fullmatch(s, pos, endpos)
+        _Counted.chars += 1 if m is None else 1 + m.end() - m.start()
+        return m
+
+    def finditer(self, s: str, pos: int = 0, endpos: int = sys.maxsize):  # type: ignore[no-untyped-def]
+        last = max(pos, 0)
+        for m in self._p.finditer(s, pos, endpos):
+            _Counted.chars += 1 + m.end() - last
+            last = m.end()
+            yield m
+        _Counted.chars += self._span(s, last, endpos)
+
+    def findall(self, s: str, pos: int = 0, endpos: int = sys.maxsize):  # type: ignore[no-untyped-def]
+        _Counted.chars += self._span(s, pos, endpos)
+        return self._p.findall(s, pos, endpos)
+
+    def sub(self, repl, s: str, count: int = 0):  # type: ignore[no-untyped-def]
+        _Counted.chars += len(s)
+        return self._p.sub(repl, s, count)
+
+    def subn(self, repl, s: str, count: int = 0):  # type: ignore[no-untyped-def]
+        _Counted.chars += len(s)
+        return self._p.subn(repl, s, count)
+
+    def split(self, s: str, maxsplit: int = 0):  # type: ignore[no-untyped-def]
+        _Counted.chars += len(s)
+        return self._p.split(s, maxsplit)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._p, name)
+
+
+def _count_regex() -> None:
+    """Wrap every pattern compiled from now on (call before importing ``listener``)."""
+    real = re.compile
+
+    def compile(pattern, flags=0):  # type: ignore[no-untyped-def]
+        p = real(pattern, flags)
+        return p if isinstance(pattern, bytes) else _Counted(p)
+
+    re.compile = compile  # type: ignore[assignment]
+
+
+def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int, float]]:
+    """Cost per KB for each shape and size: ms/KB, or (``count``) work units/KB."""
+    if count:
+        _count_regex()
+    sys.path.insert(0, str(REPO))
+    from listener.pipeline import process
+    from tests.unit.qa.factory import pipeline
+
+    p = pipeline()
+    now = datetime.now(timezone.utc)
+    process(message("natural", 1), p, received_at=now)  # warm-up: lazy compiles, caches
+    out: dict[str, dict[int, float]] = {}
+    calls = 0
+
+    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        if event == "call" or event == "c_call":
+            calls += 1
+
+    for shape in shapes:
+        out[shape] = {}
+        for kb in sizes:
+            raw = message(shape, kb)
+            if count:
+                calls = 0
+                _Counted.chars = 0
+                sys.setprofile(hook)
+                try:
+                    process(raw, p, received_at=now)
+                finally:
+                    sys.setprofile(None)
+                out[shape][kb] = (calls + _Counted.chars) / kb
+            else:
+                t = time.perf_counter()
+                process(raw, p, received_at=now)
+                out[shape][kb] = (time.perf_counter() - t) * 1000 / kb
+            if not count:
+                print(f"{shape:12} {kb:5} KB {out[shape][kb]:8.1f} ms/KB", flush=True)
+    return out
+
+
+def growth(per_kb: dict[int, float]) -> float:
+    """Cost per KB at the largest size over cost per KB at the smallest size of at least 8 KB."""
+    sizes = sorted(per_kb)
+    base = [s for s in sizes if s >= 8] or sizes
+    return per_kb[sizes[-1]] / per_kb[base[0]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="KB, comma-separated")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of: " + ", ".join(SHAPES))
+    ap.add_argument("--factor", type=float, default=2.5, help="largest allowed growth of the cost per KB")
+    ap.add_argument("--count", action="store_true", help="count work (calls + regex characters) instead of time")
+    ap.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    args = ap.parse_args(argv)
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    shapes = [s for s in args.shapes.split(",") if s]
+    table = run(shapes, sizes, args.count)
+    if args.json:
+        print(json.dumps({s: {str(k): v for k, v in row.items()} for s, row in table.items()}))
+    bad = []
+    for shape, row in table.items():
+        g = growth(row)
+        if not args.json:
+            print(f"{shape:12} growth of cost per KB {g:5.2f}x")
+        if g > args.factor:
+            bad.append(shape)
+    if bad:
+        print("super-linear: " + ", ".join(bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
