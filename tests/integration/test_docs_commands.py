@@ -37,11 +37,13 @@ Blocks run in bash, one bash per block (variables carry from one command to the
 next within a block), in ``<root>/work``: ``samples``, ``examples``, ``mappings``
 and ``policies`` there point at the repository's, and ``var`` is the daemon's state
 directory, as after ``make run`` in a checkout. ``overread`` on PATH runs this
-checkout's code (``python -m listener`` with this interpreter), and ``TOKEN`` holds
-the bearer token of the configured HTTP client ``docs-example``. The daemon's only
+checkout's code (a shim running ``python -m listener`` with this interpreter and the
+checkout on PYTHONPATH, so a virtualenv's ``overread`` installed from another
+checkout cannot stand in for it), and ``TOKEN`` holds the bearer token of the
+configured HTTP client ``docs-example``. Standard error is shown with standard output. The daemon's only
 destination, ``ris``, points at a port where nothing listens (a RIS that is down),
-so routing messages stay pending. Before the first block, every sample in
-``samples/hl7`` has been sent once.
+so routing messages stay pending. The store starts empty: a block may rely on what
+the blocks before it sent (README.md sends the first sample).
 
 Blocks run in file order (README.md, then docs/*.md, then samples/**/README.md)
 and each block is one test, named by its file and line.
@@ -207,25 +209,27 @@ def run_block(block: Block, site: Site) -> None:
     """Run a block's commands in one bash; check each exit status and expected output."""
     commands = commands_of(block)
     assert commands, f"{block.name}: a shell block with no command"
-    script = []
+    script = ["__s=0"]
     for n, command in enumerate(commands):
-        script.append(f"echo '{_STATUS} begin {n}'")
+        # The markers keep $? as the command before left it, so `echo $?` shows that command's status.
+        script.append(f"echo '{_STATUS} begin {n}'; (exit $__s)")
         script.append(site.substitute(command.text))
-        script.append(f"__s=$?; echo '{_STATUS} end {n}' $__s; (exit $__s)")
+        script.append(f"__s=$?; printf '\\n{_STATUS} end {n} %d\\n' $__s")
     result = subprocess.run(["bash", "-c", "\n".join(script) + "\n"], cwd=site.work, env=site.env,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BLOCK_TIMEOUT)
-    output = result.stdout
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=BLOCK_TIMEOUT)
+    output = result.stdout or ""
     for n, command in enumerate(commands):
         begin, end = f"{_STATUS} begin {n}\n", re.compile(rf"^{_STATUS} end {n} (\d+)$", re.M)
-        assert begin in output, f"{block.name}: `{command.text}` never ran; stderr: {result.stderr[-2000:]}"
+        assert begin in output, f"{block.name}: `{command.text}` never ran; output: {output[-2000:]}"
         part = output[output.index(begin) + len(begin):]
         found = end.search(part)
-        assert found, f"{block.name}: `{command.text}` did not finish; stderr: {result.stderr[-2000:]}"
+        assert found, f"{block.name}: `{command.text}` did not finish; output: {output[-2000:]}"
         shown, status = part[: found.start()], int(found.group(1))
         status_checked = n + 1 < len(commands) and commands[n + 1].text == "echo $?"
         assert status == 0 or status_checked, (
             f"{block.name}: `{command.text}` exited {status} (show `$ echo $?` after it if that is expected)\n"
-            f"output:\n{shown[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
+            f"output:\n{shown[-3000:]}")
         problem = check_output(command, shown)
         assert problem is None, f"{block.name}: `{command.text}`: {problem}\noutput:\n{shown[-3000:]}"
 
@@ -280,9 +284,6 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     daemon.start()
     site = Site(root, work, daemon, env, http_port=http)
     try:
-        sent = subprocess.run(["overread", "send", "--to", f"127.0.0.1:{mllp}", "samples/hl7"], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert sent.returncode in (0, 1), sent.stderr
         yield site
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
