@@ -1,11 +1,11 @@
-"""``overread messages``: list stored messages for operators and tests (DESIGN §7).
+"""``overread messages``: list stored messages for operators and tests (docs/cli.md).
 
 Layer: CLI (I/O for users). It reads the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: readers never wait for it).
 
 Conventions as ``overread outbox``: ``--config F`` (its ``state_dir``) and
 ``--state-dir DIR`` (wins); ``--format json`` (default: JSON Lines, one object
-per message, DESIGN §7's ``message_id``, ``sender``, ``received``, ``state``,
+per message, docs/cli.md's ``message_id``, ``sender``, ``received``, ``state``,
 ``ack_code`` and more) or ``--format text`` (a table for people). Filters are
 exact values (``--state``, ``--ack-code``, ``--sender``, ``--facility``,
 ``--control-id``, ``--transport``) and a time window (``--since``/``--until``:

@@ -4,7 +4,7 @@ Layer: CLI (I/O for users). It opens the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: the daemon's worker sees revived
 rows at its next poll, within seconds).
 
-Conventions (DESIGN §7): ``--config F`` (its ``state_dir`` and destinations)
+Conventions (docs/cli.md, docs/outbound.md): ``--config F`` (its ``state_dir`` and destinations)
 and ``--state-dir DIR`` (wins over the config); ``--format text`` (default, for
 people) or ``--format json`` (``list``: JSON Lines, one object per row;
 ``retry``/``purge``: one object). Errors go to stderr as ``overread outbox

@@ -266,7 +266,7 @@ class HttpIntake:
             return defer.succeed(answer)
         doc = parse_body(body)
         if doc is None:
-            # Not a JSON object: garbage, answered but not stored (DESIGN §8).
+            # Not a JSON object: garbage, answered but not stored (docs/http-api.md).
             answer = self._refusal(body, content_type, client, pipeline, received)
             mlog.warning("frame_rejected", reason="unreadable", bytes=len(body), status=answer.status)
             self._count(feed, answer)
@@ -398,7 +398,7 @@ class HttpIntake:
         outbox: tuple[OutboxItem, ...] = ()
         destinations = tuple(self.destinations())
         if state == "processed" and destinations:
-            # Routing messages are committed with the message, and only for a body we accept (DESIGN §8).
+            # Routing messages are committed with the message, and only for a body we accept (docs/outbound.md).
             try:
                 outbox = outbox_items(outcome.reports, destinations, now=received, sender_application=client.name,
                                       sender_facility=client.facility, control_id=control_id)

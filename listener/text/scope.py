@@ -7,8 +7,8 @@ a few bisections instead of a scan of that stretch.
 
 Strategy: a report without sentence breaks is one sentence with thousands of
 mentions and triggers; counting the words between each pair by scanning the
-text between them made the layer cubic in the report's length (DESIGN: hot
-paths are linear, docs/STYLE "Hot paths are linear"). Every count below is a
+text between them made the layer cubic in the report's length (hot paths are
+linear: docs/hardening.md, "Linear text analysis"). Every count below is a
 difference of two prefix sums over the sorted word offsets.
 """
 
