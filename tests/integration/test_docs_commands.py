@@ -21,7 +21,7 @@ The convention (also in docs/development.md, "Examples in the documentation"):
 
 How the commands run: one daemon (``overread serve --config /etc/overread/overread.yaml``)
 for the whole module, with everything it needs under a temporary root. Before each
-block runs, these are replaced in its text, and only these:
+block runs, these are replaced in its commands and expected output, and only these:
 
 =====================  ================================================
 in the documentation   in the test
@@ -230,7 +230,8 @@ def run_block(block: Block, site: Site) -> None:
         assert status == 0 or status_checked, (
             f"{block.name}: `{command.text}` exited {status} (show `$ echo $?` after it if that is expected)\n"
             f"output:\n{shown[-3000:]}")
-        problem = check_output(command, shown)
+        expected = Command(command.text, [site.substitute(line) for line in command.expected])
+        problem = check_output(expected, shown)
         assert problem is None, f"{block.name}: `{command.text}`: {problem}\noutput:\n{shown[-3000:]}"
 
 
