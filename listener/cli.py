@@ -1,7 +1,7 @@
 """The ``overread`` command: check (offline pipeline), and the daemon's tools.
 
 This is the only place besides ``server/`` that does I/O for users: it reads
-files, prints results and sets the exit status (DESIGN §7):
+files, prints results and sets the exit status (docs/cli.md):
 0 clean, 1 a finding of severity error, 2 a message that could not be decoded
 (or a usage/config error).
 """
@@ -78,7 +78,7 @@ def split_file(path: Path, data: bytes) -> list[InputMessage]:
 
 
 def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
-    """The JSON Lines objects for one message (one per report; DESIGN §7)."""
+    """The JSON Lines objects for one message (one per report; docs/cli.md)."""
     header = outcome.header
     base: dict[str, Any] = {
         "source": msg.source,

@@ -391,9 +391,9 @@ _CONFIG_KEYS = frozenset(
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
 
-#: Daemon defaults (DESIGN §7, issue 3): loopback MLLP, the store under ./var.
+#: Daemon defaults (docs/configuration.md): loopback MLLP, the store under ./var.
 DEFAULT_MLLP_ENDPOINT = "tcp:2575:interface=127.0.0.1"
-#: FHIR, health and metrics (DESIGN §2); ``off`` (or "") turns HTTP off.
+#: FHIR, health and metrics (docs/http-api.md); ``off`` (or "") turns HTTP off.
 DEFAULT_HTTP_ENDPOINT = "tcp:8080:interface=127.0.0.1"
 DEFAULT_HTTP_MAX_BODY_SIZE = 4 * 1024 * 1024
 #: Concurrent HTTP connections, in total and from one peer host (behind a

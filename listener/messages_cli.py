@@ -1,4 +1,4 @@
-"""``overread messages``: list stored messages for operators and tests (docs/operations.md).
+"""``overread messages``: list stored messages for operators and tests (docs/cli.md).
 
 Layer: CLI (I/O for users). It reads the store in the state directory, which
 may be in use by a running daemon (SQLite WAL: readers never wait for it).

@@ -55,7 +55,7 @@ class Severity(str, enum.Enum):
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
 
-#: Finding categories (DESIGN §5): a fixed vocabulary, rule ids are ``category.name``.
+#: Finding categories (docs/qa-rules.md): a fixed vocabulary, rule ids are ``category.name``.
 CATEGORIES: tuple[str, ...] = (
     "comparison",
     "laterality",
@@ -69,7 +69,7 @@ CATEGORIES: tuple[str, ...] = (
     "consistency",
 )
 
-#: Routing buckets (DESIGN §6), in precedence order.
+#: Routing buckets (docs/routing.md), in precedence order.
 BUCKETS: tuple[str, ...] = ("always_final", "selective_overread", "process_check", "release")
 
 

@@ -8,7 +8,7 @@ Every change (retry, purge, resend, kick) is recorded in the audit log
 (``overread audit``) with the OS user who made it. See docs/operations.md,
 "Resending and unsticking the outbox".
 
-Conventions: ``--config F`` (its ``state_dir`` and destinations)
+Conventions (docs/cli.md, docs/outbound.md): ``--config F`` (its ``state_dir`` and destinations)
 and ``--state-dir DIR`` (wins over the config); ``--format text`` (default, for
 people) or ``--format json`` (``list``: JSON Lines, one object per row;
 ``retry``/``purge``: one object). Errors go to stderr as ``overread outbox

@@ -1,4 +1,4 @@
-"""Model values -> JSON-ready dicts (the CLI contract of DESIGN §7, the store's columns).
+"""Model values -> JSON-ready dicts (the CLI contract of docs/cli.md, the store's columns).
 
 Pure. Patient identity is only included when ``include_patient`` is set (the
 store keeps it; the CLI and logs never print it).

@@ -58,7 +58,7 @@ __all__ = [
     "should_send",
 ]
 
-#: ORC-25 / ZRT-1 code for each routing bucket (DESIGN §6).
+#: ORC-25 / ZRT-1 code for each routing bucket (docs/outbound.md).
 BUCKET_CODES = {
     "always_final": "FINAL",
     "selective_overread": "OVERREAD",

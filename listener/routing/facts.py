@@ -123,7 +123,7 @@ class Facts:
         """The report's ``source`` time, falling back message -> report -> received -> now.
 
         Returns the time in site-local wall-clock terms and the name of the time
-        used. A naive time is the sender's local time (DESIGN §3): its wall clock
+        used. A naive time is the sender's local time (docs/routing.md): its wall clock
         is taken as is. An aware time is converted with the site's zoneinfo, so
         DST is right on both change nights.
         """

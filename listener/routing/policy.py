@@ -18,7 +18,7 @@ The decision:
 4. reasons list every matched rule, the winning bucket's first, so
    ``reasons[0]`` is the primary reason;
 5. corrections are the QA findings at or above ``corrections.min_severity``,
-   whatever the bucket (DESIGN §6).
+   whatever the bucket (docs/routing.md).
 """
 
 from __future__ import annotations

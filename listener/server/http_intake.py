@@ -268,7 +268,7 @@ class HttpIntake:
             return defer.succeed(answer)
         doc = parse_body(body)
         if doc is None:
-            # Not a JSON object: garbage, answered but not stored (DESIGN §8).
+            # Not a JSON object: garbage, answered but not stored (docs/http-api.md).
             answer = self._refusal(body, content_type, client, pipeline, received)
             mlog.warning("frame_rejected", reason="unreadable", bytes=len(body), status=answer.status)
             self._count(feed, answer)

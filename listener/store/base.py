@@ -159,7 +159,7 @@ class SaveResult:
 class MessageSummary:
     """One stored message, without its bodies, for ``overread messages``.
 
-    ``control_id`` is the ``message_id`` of DESIGN §7's JSON; ``message_pk`` is the
+    ``control_id`` is the ``message_id`` of docs/cli.md's JSON; ``message_pk`` is the
     cursor to pass as ``after=`` for the next page.
     """
 

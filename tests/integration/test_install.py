@@ -1,5 +1,5 @@
 """A real install: build the wheel, install it into a fresh virtualenv outside the checkout,
-and use it as README's systemd steps do (the example config, the units).
+and use it as the systemd steps of docs/operations.md do (the example config, the units).
 
 Proves that the wheel carries the default mappings/ and policies/ (``overread check``
 and ``overread serve`` find them with no checkout), that ``examples/overread.yaml`` is
@@ -68,7 +68,7 @@ def fixture_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(name="etc")
 def fixture_etc(tmp_path: Path) -> Path:
-    """``/etc/overread`` as README step 1 leaves it: the example config, nothing else."""
+    """``/etc/overread`` as step 1 of docs/operations.md leaves it: the example config, nothing else."""
     etc = tmp_path / "etc" / "overread"
     etc.mkdir(parents=True)
     shutil.copy2(REPO / "examples" / "overread.yaml", etc / "overread.yaml")
@@ -144,20 +144,20 @@ def test_installed_daemon_with_the_example_config_answers_aa(
     assert (tmp_path / "state" / "overread.db").is_file()
 
 
-def _readme_install_steps() -> str:
-    text = (REPO / "README.md").read_text("utf-8")
-    start = text.index("### Installing as a systemd service")
-    return text[start:text.index("\n## ", start)]
+def _install_steps() -> str:
+    text = (REPO / "docs" / "operations.md").read_text("utf-8")
+    start = text.index("## Install as a systemd service")
+    return text[start:text.index("\n## ", start + 1)]
 
 
-def test_readme_steps_install_the_example_config_and_the_documentation(tmp_path: Path) -> None:
+def test_install_steps_install_the_example_config_and_the_documentation(tmp_path: Path) -> None:
     """The config the steps install exists in the repository, and so does what Documentation= names."""
-    steps = _readme_install_steps()
+    steps = _install_steps()
     assert re.search(r"install .*examples/overread\.yaml /etc/overread/overread\.yaml", steps)
     service = (REPO / "systemd" / "overread.service").read_text("utf-8")
     (doc,) = re.findall(r"^Documentation=file://(\S+)$", service, flags=re.M)
     installed = re.search(rf"install .*\s(\S+)\s+{re.escape(doc)}", steps)
-    assert installed is not None, f"no README step installs {doc}"
+    assert installed is not None, f"no step of docs/operations.md installs {doc}"
     assert (REPO / installed.group(1)).is_file()
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 SEED = 20261120
 
-#: Categories the injections are labeled with (a subset of DESIGN §5).
+#: Categories the injections are labeled with (a subset of docs/qa-rules.md).
 INJECTIONS: dict[str, str] = {
     "laterality_swap": "laterality",
     "negation_flip": "contradiction",

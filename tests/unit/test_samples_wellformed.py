@@ -182,7 +182,7 @@ def test_every_sample_is_in_readme_and_every_row_is_a_sample() -> None:
 
 
 def test_readme_rows_name_a_routing_bucket() -> None:
-    """Each README row has five cells and its last starts with one bucket from DESIGN §6."""
+    """Each README row has five cells and its last starts with one bucket from docs/routing.md."""
     for name, cells in _readme_rows().items():
         assert len(cells) == 5, f"{name}: expected 5 cells, got {len(cells)}"
         match = re.match(r"`(\w+)` — \S", cells[4])

@@ -1,4 +1,4 @@
-"""`overread check`: the DESIGN §7 contract, run as a real subprocess."""
+"""`overread check`: the docs/cli.md contract, run as a real subprocess."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`overread messages`: JSON Lines per DESIGN §7, filters, paging, text table, errors."""
+"""`overread messages`: JSON Lines per docs/cli.md, filters, paging, text table, errors."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, obje
 
 
 def test_json_lines_carry_the_design_fields(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each line has message_id, sender, received, state and ack_code (DESIGN §7), plus the
+    """Each line has message_id, sender, received, state and ack_code (docs/cli.md), plus the
     cursor, error code, feed, transport and counts; oldest first."""
     rows = _json(capsys, "--state-dir", str(state_dir))
     assert [r["message_id"] for r in rows] == ["M1", "M2", "M3", "M4"]

@@ -14,7 +14,7 @@ from tests.conftest import RECEIVED
 
 
 def test_every_registered_rule_id_is_category_dot_name() -> None:
-    """Rule ids use the fixed category vocabulary (DESIGN §5)."""
+    """Rule ids use the fixed category vocabulary (docs/qa-rules.md)."""
     from listener.model import CATEGORIES
 
     for rule_id, spec in registry().items():

@@ -52,20 +52,27 @@ def test_bad_values_name_file_and_line(tmp_path: Path, text: str, line: int) -> 
     assert info.value.line == line
 
 
-def _daemon_section() -> str:
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text("utf-8")
-    start = readme.index("## Running the daemon")
-    return readme[start : readme.index("\n## ", start + 1)]
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
-def test_readme_config_table_lists_every_key() -> None:
-    """Every key the config file accepts has a row in README's configuration table, and
-    every row names a real key (the reference cannot drift from the loader)."""
+def _section(document: str, heading: str) -> str:
+    """The text of ``docs/<document>`` from ``heading`` to the next heading of its level."""
+    text = (DOCS / document).read_text("utf-8")
+    start = text.index(f"\n{heading}\n")
+    level = heading.split(" ", 1)[0]
+    end = text.find(f"\n{level} ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_config_reference_table_lists_every_key() -> None:
+    """Every key the config file accepts has a row in the configuration reference's table
+    (docs/configuration.md, "The keys"), and every row names a real key (the reference
+    cannot drift from the loader)."""
     import re
 
     from listener.config import _CONFIG_KEYS
 
-    rows = [line for line in _daemon_section().splitlines() if line.startswith("| `")]
+    rows = [line for line in _section("configuration.md", "## The keys").splitlines() if line.startswith("| `")]
     table_start = next(i for i, line in enumerate(rows) if line.startswith("| `mappings`"))
     documented: set[str] = set()
     for line in rows[table_start:]:
@@ -77,11 +84,12 @@ def test_readme_config_table_lists_every_key() -> None:
     assert documented == set(_CONFIG_KEYS)
 
 
-def test_readme_documents_every_log_event() -> None:
-    """Every event name in the log vocabulary appears in README's daemon section."""
+def test_log_reference_documents_every_log_event() -> None:
+    """Every event name in the log vocabulary appears in the logging reference
+    (docs/monitoring.md, "Logs")."""
     from listener.logs import EVENTS
 
-    section = _daemon_section()
+    section = _section("monitoring.md", "## Logs")
     missing = sorted(e for e in EVENTS if f"`{e}`" not in section)
     assert not missing
 
@@ -118,7 +126,7 @@ def test_malformed_endpoints_are_refused_at_load(tmp_path: Path, endpoint: str, 
      "systemd:domain=INET:name=mllp", "ssl:2576:interface=0.0.0.0:backlog=50"],
 )
 def test_usable_endpoints_load(tmp_path: Path, endpoint: str) -> None:
-    """The endpoint forms the README documents load unchanged."""
+    """The endpoint forms docs/configuration.md documents load unchanged."""
     path = tmp_path / "overread.yaml"
     path.write_text(f"http: off\nmllp: '{endpoint}'\n")
     if endpoint.startswith("ssl:"):

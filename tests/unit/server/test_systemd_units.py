@@ -75,7 +75,7 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_security_exposure_is_low(tmp_path: Path) -> None:
-    """`systemd-analyze security --offline` rates the service 2.0 or better (README: about 1.3)."""
+    """`systemd-analyze security --offline` rates the service 2.0 or better (docs/operations.md: about 1.3)."""
     units = _installed_copy(tmp_path)
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(units / "overread.service")],
                             capture_output=True, text=True, timeout=60)
