@@ -95,6 +95,7 @@ EVENTS: frozenset[str] = frozenset(
         # configuration and lifecycle
         "config_loaded",
         "config_invalid",
+        "config_change_deferred",
         "policy_reloaded",
         "daemon_started",
         "daemon_stopping",
@@ -153,6 +154,9 @@ KEYS: frozenset[str] = frozenset(
         "location",
         "duration_ms",
         "policy_version",
+        "qa_version",
+        "routing_version",
+        "mapping_version",
         "state",
         "qa",
         "transport",
