@@ -77,8 +77,21 @@ def split_file(path: Path, data: bytes) -> list[InputMessage]:
     ]
 
 
-def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
-    """The JSON Lines objects for one message (one per report; DESIGN §7)."""
+def feed_file(pipeline: Pipeline, feed: str) -> str:
+    """The mapping file of the feed named ``feed`` ("" when there is none by that name)."""
+    mappings = pipeline.mappings
+    for mapping in (*mappings.feeds, mappings.default):
+        if mapping.name == feed:
+            return str(mapping.source)
+    return ""
+
+
+def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | None = None) -> list[dict[str, Any]]:
+    """The JSON Lines objects for one message (one per report; DESIGN §7).
+
+    With ``pipeline``, each object names the feed mapping that matched the
+    message and its file (``feed``, ``feed_file``).
+    """
     header = outcome.header
     base: dict[str, Any] = {
         "source": msg.source,
@@ -86,6 +99,9 @@ def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
         "message_type": header.message_type if header else ("FHIR" if msg.kind == "fhir" else ""),
         "message_id": header.control_id if header else "",
     }
+    if pipeline is not None:
+        base["feed"] = outcome.feed
+        base["feed_file"] = feed_file(pipeline, outcome.feed)
     if outcome.error is not None:
         return [{**base, "accession": "", "status": "", "disposition": "rejected", "findings": [], "route": None,
                  "error": error_dict(outcome.error)}]
@@ -134,6 +150,8 @@ _SEVERITY_COLOUR = {"error": "31;1", "warning": "33", "info": "36"}
 def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style) -> None:
     """Readable output: one block per report, evidence shown in context."""
     head = f"{obj['source']} (line {obj['line']})  {obj['message_type'] or '?'}  {obj['message_id']}"
+    if obj.get("feed_file"):
+        head += f"  feed {obj['feed']} ({obj['feed_file']})"
     if obj["error"]:
         err = obj["error"]
         where = f" at {err['location']}" if err["location"] else ""
@@ -201,7 +219,7 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         messages = split_file(path, data)
         for msg, outcome in check_messages(messages, pipeline, now):
             texts = {r.report.accession: r.report.text for r in outcome.reports}
-            for obj in result_objects(msg, outcome):
+            for obj in result_objects(msg, outcome, pipeline):
                 if obj["error"]:
                     status = EXIT_ERROR
                 elif any(f["severity"] == Severity.ERROR.value for f in obj["findings"]) and status == EXIT_OK:
