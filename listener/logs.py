@@ -97,7 +97,6 @@ EVENTS: frozenset[str] = frozenset(
         # configuration and lifecycle
         "config_loaded",
         "config_invalid",
-        "config_change_deferred",
         "policy_reloaded",
         "daemon_started",
         "daemon_stopping",

@@ -365,8 +365,8 @@ class Daemon:
         TLS certificate, key and client CAs (new connections use them) and
         ``tls_allowed_subjects``. Everything else in the config file (listen
         endpoints, state directory, limits, workers) needs a restart: a
-        change to it is named in a ``config_change_deferred`` warning and
-        the old value stays in force.
+        change to it is named in the ``policy_reloaded`` line (at warning
+        level, ``reason=restart_required``) and the old value stays in force.
 
         Loading (YAML parsing, compiling, reading certificates) runs on a
         thread: it is pure, and the reactor keeps answering meanwhile. The
@@ -386,12 +386,16 @@ class Daemon:
             pipeline = new.pipeline
             if self.metrics is not None:
                 self.metrics.config_reloads.labels("applied").inc()
+            fields = {"policy_version": pipeline.version, "routing_version": pipeline.routing_version,
+                      "mapping_version": pipeline.mapping_version, "count": len(self.outbound), "path": new.config.source}
             if new.deferred:
-                _log().warning("config_change_deferred", reason="restart_required", detail=", ".join(new.deferred),
-                               path=new.config.source)
-            _log().info("policy_reloaded", policy_version=pipeline.version, routing_version=pipeline.routing_version,
-                        mapping_version=pipeline.mapping_version, count=len(self.outbound),
-                        detail="reloaded: " + ", ".join(RELOADED) + "; restart needed for: " + ", ".join(RESTART_ONLY_NAMES))
+                # The file changed something a reload cannot apply: say what, at warning level; the old value stays.
+                _log().warning("policy_reloaded", reason="restart_required",
+                               detail="changed but needs a restart: " + ", ".join(new.deferred), **fields)
+            else:
+                _log().info("policy_reloaded", reason="applied",
+                            detail="reloaded: " + ", ".join(RELOADED) + "; restart needed for: " + ", ".join(RESTART_ONLY_NAMES),
+                            **fields)
             notify_ready(f"listening on {self.config.mllp_endpoint}; policies {pipeline.version} reloaded")
 
         def failed(failure: Any) -> None:
@@ -535,7 +539,7 @@ def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
 
 #: Config settings a SIGHUP applies (besides the files they name).
 RELOADED = ("mappings", "procedures", "policies", "destinations", "http_clients", "tls files", "tls_allowed_subjects")
-#: Config fields a SIGHUP does not apply: a change is logged (config_change_deferred) and waits for a restart.
+#: Config fields a SIGHUP does not apply: a change is named in policy_reloaded (warning) and waits for a restart.
 RESTART_ONLY = {
     "mllp_endpoint": "mllp", "http_endpoint": "http", "state_dir": "state_dir", "synchronous": "synchronous",
     "max_frame_size": "max_frame_size", "idle_timeout": "idle_timeout", "max_connections": "max_connections",
