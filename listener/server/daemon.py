@@ -186,7 +186,7 @@ class Daemon:
         for step in self.store.migrations_run:  # an older schema, upgraded on open
             _log().info("store_migrated", version=step.version, reason=step.label)
         hash_key = load_or_create_hash_key(config.state_dir)
-        self.metrics = Metrics(self.store, destinations=lambda: [w.name for w in self.outbound])
+        self.metrics = Metrics(self.store, destinations=lambda: [w.name for w in getattr(self, "outbound", ())])
         self.outbound = _outbound_workers(config, reactor, self.store)
         # Receipt journal and worker threads (docs/hardening.md): what a crash
         # interrupted is counted now, before any new message can arrive.
