@@ -43,6 +43,12 @@ _COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.finding
 _FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
 
 
+def _stage(alias: str) -> str:
+    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
+    status = f"json_extract({alias}.report_json, '$.status')"
+    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+
+
 class ReportQueries:
     """Searches by routing pool, report id and accession, newest first.
 
@@ -122,14 +128,16 @@ class ReportQueries:
 
         A report released with no correction asks nobody for anything: no
         Task. A Task is completed (the datetime: when) once a later report of
-        the same accession arrived as final, corrected or amended; until then
-        it is open (None). ``status``: "requested" (open only), "completed",
-        or None (both).
+        the same accession arrived that supersedes its report: a final for a
+        preliminary, a corrected or amended report for a final. A second copy
+        at the same stage (a resend, the same report over the other
+        transport) does not complete it. Until then it is open (None).
+        ``status``: "requested" (open only), "completed", or None (both).
         """
         done = (
             "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
             " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            " AND json_extract(r2.report_json, '$.status') IN ('final', 'corrected', 'amended'))"
+            f" AND {_stage('r2')} > {_stage('r')})"
         )
         where = ("AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
                  " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)")
