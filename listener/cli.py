@@ -77,8 +77,21 @@ def split_file(path: Path, data: bytes) -> list[InputMessage]:
     ]
 
 
-def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
-    """The JSON Lines objects for one message (one per report; docs/cli.md)."""
+def feed_file(pipeline: Pipeline, feed: str) -> str:
+    """The mapping file of the feed named ``feed`` ("" when there is none by that name)."""
+    mappings = pipeline.mappings
+    for mapping in (*mappings.feeds, mappings.default):
+        if mapping.name == feed:
+            return str(mapping.source)
+    return ""
+
+
+def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | None = None) -> list[dict[str, Any]]:
+    """The JSON Lines objects for one message (one per report; docs/cli.md).
+
+    With ``pipeline``, each object names the feed mapping that matched the
+    message and its file (``feed``, ``feed_file``).
+    """
     header = outcome.header
     base: dict[str, Any] = {
         "source": msg.source,
@@ -86,6 +99,9 @@ def result_objects(msg: InputMessage, outcome: Outcome) -> list[dict[str, Any]]:
         "message_type": header.message_type if header else ("FHIR" if msg.kind == "fhir" else ""),
         "message_id": header.control_id if header else "",
     }
+    if pipeline is not None:
+        base["feed"] = outcome.feed
+        base["feed_file"] = feed_file(pipeline, outcome.feed)
     if outcome.error is not None:
         return [{**base, "accession": "", "status": "", "disposition": "rejected", "findings": [], "route": None,
                  "error": error_dict(outcome.error)}]
@@ -134,6 +150,8 @@ _SEVERITY_COLOUR = {"error": "31;1", "warning": "33", "info": "36"}
 def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style) -> None:
     """Readable output: one block per report, evidence shown in context."""
     head = f"{obj['source']} (line {obj['line']})  {obj['message_type'] or '?'}  {obj['message_id']}"
+    if obj.get("feed_file"):
+        head += f"  feed {obj['feed']} ({obj['feed_file']})"
     if obj["error"]:
         err = obj["error"]
         where = f" at {err['location']}" if err["location"] else ""
@@ -201,7 +219,7 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         messages = split_file(path, data)
         for msg, outcome in check_messages(messages, pipeline, now):
             texts = {r.report.accession: r.report.text for r in outcome.reports}
-            for obj in result_objects(msg, outcome):
+            for obj in result_objects(msg, outcome, pipeline):
                 if obj["error"]:
                     status = EXIT_ERROR
                 elif any(f["severity"] == Severity.ERROR.value for f in obj["findings"]) and status == EXIT_OK:
@@ -266,8 +284,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from listener.server.daemon import serve
 
     configure_logging(args.log_format)
+
+    def reload_config() -> Config:
+        # SIGHUP re-reads the same file, with the same command-line overrides.
+        return daemon_config(args, load_config(getattr(args, "config", None)))
+
     try:
-        return serve(daemon_config(args, config))
+        return serve(daemon_config(args, config), reload_config)
     except ConfigError as exc:
         # The journal gets the event too (main() also says it on stderr, exit 2):
         # a unit that fails to start shows why in `journalctl -u overread`.
@@ -277,6 +300,52 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     except StoreError as exc:
         sys.stderr.write(f"overread serve: {exc}\n")
         return EXIT_ERROR
+
+
+def check_config_files(config: Config) -> list[str]:
+    """Load every file the daemon would load (nothing is created); the problems as ``file:line: message``.
+
+    The config file itself was loaded by the caller (its own errors never get
+    here). Then: mappings, procedures and policies (the Pipeline), the
+    destinations file, and the TLS certificate, key and client CAs when an
+    ``ssl:`` endpoint uses them. The store is not opened.
+    """
+    problems: list[str] = []
+
+    def attempt(load: Any) -> None:
+        try:
+            load()
+        except ConfigError as exc:
+            problems.append(str(exc))
+
+    attempt(config.pipeline)
+    if config.destinations_file is not None:
+        from listener.destinations import load_destinations
+
+        attempt(lambda: load_destinations(config.destinations_file))
+    if config.tls or config.http_endpoint.startswith("ssl:"):
+        from listener.server.daemon import tls_options
+
+        attempt(lambda: tls_options(config))
+    return problems
+
+
+def cmd_config_check(args: argparse.Namespace, out: TextIO) -> int:
+    """``overread config check``: exit 0 when every file loads, else 2 with each problem as file:line."""
+    try:
+        config = daemon_config(args, load_config(args.config))
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_ERROR
+    problems = check_config_files(config)
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    if problems:
+        return EXIT_ERROR
+    where = config.source if config.source != "(defaults)" else "built-in defaults"
+    out.write(f"config ok: {where}; mappings {config.mappings_dir}; policies {config.policies_dir}"
+              f"{'; destinations ' + str(config.destinations_file) if config.destinations_file else ''}\n")
+    return EXIT_OK
 
 
 def _ack_fields(ack: bytes) -> tuple[str, str]:
@@ -384,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
+    config_cmd = sub.add_parser("config", help="configuration tools")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
+    config_check = config_sub.add_parser(
+        "check", help="load every file the daemon would load (destinations and TLS files too), create nothing; exit 0 or 2")
+    config_check.add_argument("--config", metavar="F", help="daemon config file (YAML); default: the built-in defaults")
+
     send = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
     send.add_argument("--to", required=True, metavar="HOST:PORT")
     send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for each ACK")
@@ -410,10 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "config":
+        return cmd_config_check(args, sys.stdout)
     try:
         config = load_config(getattr(args, "config", None), mappings_dir=getattr(args, "mappings", None))
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
+        if args.command == "serve":
+            # The daemon's own config file is bad: say so in the journal too, with its file:line.
+            from listener.logs import configure_logging, get_logger
+
+            configure_logging(args.log_format)
+            get_logger("listener.cli").error("config_invalid", path=exc.path or "", line=exc.line or 0,
+                                             detail=exc.message, reason="start_refused")
         return EXIT_ERROR
     try:
         if args.command == "check":

@@ -539,9 +539,33 @@ class Config:
         qa = load_qa_config(self.policies_dir, procedures=procedures, directory=directory, terms_dir=terms_dir)
         # A file removed between the check and the load must not slip through either.
         check_terms_loaded(qa.terms.sources, terms_dir)
-        decide = load_decider(self.policies_dir, directory=directory, terms=qa.terms,
-                              policy_file=self.policies_dir / "routing.yaml")
-        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa, decide_route=decide, version=qa.version)
+        from listener.routing import load_routing_policy, routing_decider
+
+        routing = load_routing_policy(self.policies_dir / "routing.yaml", directory=directory, terms=qa.terms)
+        return Pipeline(mappings=load_mappings(self.mappings_dir), procedures=procedures, qa=qa,
+                        decide_route=routing_decider(routing), version=qa.version, routing_version=routing.version,
+                        mapping_version=files_version(self.mappings_dir, self.procedures_file))
+
+
+def files_version(directory: Path, *extra: Path) -> str:
+    """A short hash of the YAML files under ``directory`` (names and bytes) and ``extra``.
+
+    Logged as ``version`` of the mappings next to the QA and routing policy
+    versions: two lines with the same three values were handled by the same
+    configuration.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted({*(p for p in directory.rglob("*.yaml") if p.is_file()), *(p for p in extra if p.is_file())})
+    for file in files:
+        try:
+            data = file.read_bytes()
+        except OSError:
+            continue
+        digest.update(f"{file.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:10]
 
 
 #: Server endpoint types the daemon listens on (Twisted endpoint string prefixes).

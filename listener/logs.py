@@ -50,6 +50,7 @@ from twisted.logger import ILogObserver
 __all__ = [
     "EVENTS",
     "HASH_KEY_FILE",
+    "JOURNAL_PRIORITIES",
     "KEYS",
     "UNLISTED_EVENT",
     "MAX_FIELD_CHARS",
@@ -59,6 +60,7 @@ __all__ = [
     "get_logger",
     "keyed_hash",
     "load_or_create_hash_key",
+    "stream_is_journal",
     "twisted_observer",
 ]
 
@@ -153,6 +155,9 @@ KEYS: frozenset[str] = frozenset(
         "location",
         "duration_ms",
         "policy_version",
+        "qa_version",
+        "routing_version",
+        "mapping_version",
         "state",
         "qa",
         "transport",
@@ -610,6 +615,46 @@ def twisted_observer(min_level: int = logging.WARNING) -> ILogObserver:
     return cast(ILogObserver, observe)
 
 
+# --- journald priority ---------------------------------------------------------
+
+#: sd-daemon(3) priority prefixes: journald (``SyslogLevelPrefix=yes``, the
+#: default) strips ``<N>`` from the start of a stdout line and files the line
+#: at that priority, so ``journalctl -p err`` finds our error lines.
+JOURNAL_PRIORITIES = {"critical": 2, "error": 3, "exception": 3, "warning": 4, "warn": 4, "info": 6, "debug": 7}
+
+
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """True when ``stream`` is the journald stream systemd connected us to.
+
+    systemd sets ``JOURNAL_STREAM=<device>:<inode>`` for a unit whose stdout or
+    stderr goes to the journal; the stream is it when its fstat matches (a
+    child whose output was redirected elsewhere inherits the variable, but
+    not the match).
+    """
+    value = environ.get("JOURNAL_STREAM", "")
+    device, sep, inode = value.partition(":")
+    if not sep or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return st.st_dev == int(device) and st.st_ino == int(inode)
+
+
+class _JournalPriority:
+    """Wraps the renderer: ``<3>`` (and so on, by level) before each rendered line."""
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
+        level = str(event_dict.get("level") or method)
+        line = self._renderer(logger, method, event_dict)
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
+        return f"<{JOURNAL_PRIORITIES.get(level, 6)}>{text}"
+
+
 # --- Configuration ------------------------------------------------------------
 
 
@@ -619,6 +664,7 @@ def configure_logging(
     stream: TextIO | None = None,
     cache: bool = True,
     level: int = logging.INFO,
+    journal: bool | None = None,
 ) -> None:
     """Configure structlog, the stdlib bridge and the exception hooks.
 
@@ -638,6 +684,9 @@ def configure_logging(
             can reconfigure.
         level: minimum level for structlog and for the stdlib bridge (which never
             goes below WARNING).
+        journal: prefix each line with its sd-daemon priority (``<3>`` for
+            errors); None: when *stream* is systemd's journal stream
+            (:func:`stream_is_journal`).
 
     Raises:
         ValueError: for an unknown *fmt*.
@@ -674,6 +723,11 @@ def configure_logging(
                 exception_formatter=_console_exception_formatter,
             ),
         ]
+
+    if journal is None:
+        journal = stream_is_journal(out)
+    if journal:
+        processors[-1] = _JournalPriority(processors[-1])
 
     structlog.configure(
         processors=processors,

@@ -39,6 +39,43 @@ TIMEOUT_FINDING = Finding(
 )
 
 
+#: Findings the pipeline adds when the directory (policies/sites.yaml,
+#: policies/readers.yaml) does not know a report's site or reader: the
+#: policies then fall back (the routing policy's ``default_timezone``, reader
+#: type "unknown"), and an operator should hear of it rather than find out.
+SITE_UNKNOWN = "directory.site_unknown"
+READER_UNKNOWN = "directory.reader_unknown"
+#: rule id -> the ``kind`` label of ``overread_directory_unknown``.
+DIRECTORY_UNKNOWN_RULES = {SITE_UNKNOWN: "site", READER_UNKNOWN: "reader"}
+
+SITE_UNKNOWN_FINDING = Finding(
+    rule=SITE_UNKNOWN,
+    severity=Severity.WARNING,
+    message="site unknown: default time zone used (the report's site and sending facility are not in sites.yaml)",
+    suggestion="add the site (or its sending facility) to policies/sites.yaml and reload (SIGHUP)",
+)
+READER_UNKNOWN_FINDING = Finding(
+    rule=READER_UNKNOWN,
+    severity=Severity.WARNING,
+    message="reader unknown: not in readers.yaml; routed as reader type unknown",
+    suggestion="add the reader to policies/readers.yaml and reload (SIGHUP)",
+)
+
+
+def directory_findings(report: Report, qa: QaConfig | None) -> tuple[Finding, ...]:
+    """Warnings for a site or reader the directory does not know (none without a directory)."""
+    if qa is None:
+        return ()
+    directory = qa.directory
+    found: list[Finding] = []
+    if directory.sites and directory.site_for(report) is None:
+        found.append(SITE_UNKNOWN_FINDING)
+    if directory.readers and report.reader is not None and report.reader.id.strip() \
+            and directory.reader_info(report.reader) is None:
+        found.append(READER_UNKNOWN_FINDING)
+    return tuple(found)
+
+
 class Interrupt:
     """The caller's way to stop a running pipeline between two QA rules.
 
@@ -98,6 +135,10 @@ class Pipeline:
     qa: QaConfig | None = None
     decide_route: RouteDecider | None = None
     version: str = ""
+    #: The routing policy's version (label + hash), and a hash of the mappings
+    #: and procedures files: with ``version`` (QA's) in every ``message_processed`` line.
+    routing_version: str = ""
+    mapping_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +216,7 @@ def unchecked_outcome(decoded: Decoded, pipeline: Pipeline, *, received_at: date
     does not evaluate the rules, so this is cheap whatever the text).
     """
     context = QaContext(now=received_at)
-    results = tuple(_unchecked(report, (), pipeline, context) for report in decoded.reports)
+    results = tuple(_unchecked(report, directory_findings(report, pipeline.qa), pipeline, context) for report in decoded.reports)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.feed, charset=decoded.charset)
 
 
@@ -235,10 +276,12 @@ def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> Repo
     When ``context.stop`` interrupts QA, the report keeps the findings of the
     rules that ran, gains ``qa.timeout`` and is routed as unchecked.
     """
+    unknown = directory_findings(report, pipeline.qa)
     try:
         findings = run_rules(report, pipeline.qa, context) if pipeline.qa is not None else ()
     except QaInterrupted as stopped:
-        return _unchecked(report, stopped.findings, pipeline, context)
+        return _unchecked(report, stopped.findings + unknown, pipeline, context)
+    findings = findings + unknown
     route = pipeline.decide_route(report, findings, context) if pipeline.decide_route else None
     return ReportOutcome(report, findings, route)
 
@@ -248,3 +291,19 @@ def _internal_error(raw: bytes, pipeline: Pipeline, exc: Exception) -> Outcome:
     error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
     feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
     return Outcome(header, "rejected", error=error, feed=feed, error_type=type(exc).__name__)
+
+
+def version_fields(pipeline: Pipeline) -> dict[str, str]:
+    """What configuration handled a message, for its ``message_processed`` line.
+
+    ``policy_version`` is QA's (kept under its old name), ``qa_version`` the
+    same, ``routing_version`` the routing policy's (label + hash of
+    routing.yaml, sites, readers and terms), ``mapping_version`` a hash of the
+    mappings and procedures files.
+    """
+    return {
+        "policy_version": pipeline.version,
+        "qa_version": pipeline.version,
+        "routing_version": pipeline.routing_version,
+        "mapping_version": pipeline.mapping_version,
+    }

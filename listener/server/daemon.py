@@ -17,10 +17,13 @@ Lifecycle:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Any
@@ -62,18 +65,16 @@ def _log() -> Any:
 _PURGE_INTERVAL = 3600.0
 
 
-def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None) -> Any:
-    """An SSL4ServerEndpoint for ``ssl:PORT[:interface=..][:backlog=..]`` with mutual TLS.
+def tls_options(config: Config) -> Any:
+    """Our certificate and key, and client CAs (mutual TLS), as CertificateOptions.
 
-    Twisted's ``ssl:`` endpoint string cannot require client certificates, so
-    we build the endpoint ourselves: our certificate and key, and a trust root
-    made of the configured client CAs (a client certificate is required).
+    Reads the files now: called at start-up and on every SIGHUP, so a renewed
+    certificate is picked up by a reload.
 
     Raises:
-        ConfigError: a TLS file is missing or unreadable, or the string is malformed.
+        ConfigError: a TLS file is not configured, missing or unreadable (naming it).
     """
     from cryptography import x509
-    from twisted.internet.endpoints import SSL4ServerEndpoint
     from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, trustRootFromCertificates
 
     files = {"tls_certificate": config.tls_certificate, "tls_private_key": config.tls_private_key,
@@ -81,6 +82,59 @@ def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None) -> A
     for key, file in files.items():
         if file is None:
             raise ConfigError(f"an ssl: endpoint needs {key}", path=config.source)
+    current = ""
+    try:
+        current = str(config.tls_certificate)
+        cert_pem = config.tls_certificate.read_bytes()  # type: ignore[union-attr]
+        current = str(config.tls_private_key)
+        key_pem = config.tls_private_key.read_bytes()  # type: ignore[union-attr]
+        ours = PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)  # type: ignore[no-untyped-call]
+        current = str(config.tls_client_ca)
+        ca_pem = config.tls_client_ca.read_bytes()  # type: ignore[union-attr]
+        cas = [Certificate(c.to_pyopenssl() if hasattr(c, "to_pyopenssl") else _to_openssl(c))  # type: ignore[no-untyped-call]
+               for c in x509.load_pem_x509_certificates(ca_pem)]
+        options = CertificateOptions(
+            privateKey=ours.privateKey.original,
+            certificate=ours.original,
+            trustRoot=trustRootFromCertificates(cas),  # type: ignore[no-untyped-call]
+        )
+        options.getContext()  # a key that does not match the certificate fails here, not on a handshake
+    except Exception as exc:  # noqa: BLE001 - any TLS loading failure is a config error
+        raise ConfigError(f"TLS files cannot be loaded ({type(exc).__name__})", path=current or config.source) from None
+    return options
+
+
+class ReloadableTls:
+    """An old-style TLS context factory whose certificate can be swapped (SIGHUP).
+
+    Twisted's TLS wrapper asks ``getContext()`` once per new connection, so
+    after :meth:`swap` new connections get the new certificate and CAs while
+    open ones keep theirs.
+    """
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def swap(self, options: Any) -> None:
+        self.options = options
+
+    def getContext(self) -> Any:  # noqa: N802 - Twisted API
+        return self.options.getContext()
+
+
+def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None, context: Any = None) -> Any:
+    """An SSL4ServerEndpoint for ``ssl:PORT[:interface=..][:backlog=..]`` with mutual TLS.
+
+    Twisted's ``ssl:`` endpoint string cannot require client certificates, so
+    we build the endpoint ourselves: our certificate and key, and a trust root
+    made of the configured client CAs (a client certificate is required).
+    ``context``: a :class:`ReloadableTls` to use (else one is made from the files).
+
+    Raises:
+        ConfigError: a TLS file is missing or unreadable, or the string is malformed.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
     parts = (endpoint or config.mllp_endpoint).split(":")[1:]
     options: dict[str, str] = {}
     positional: list[str] = []
@@ -93,20 +147,8 @@ def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None) -> A
     port_text = options.pop("port", positional[0] if positional else "")
     if not port_text.isdigit() or set(options) - {"interface", "backlog"}:
         raise ConfigError("ssl: endpoint must be ssl:PORT[:interface=ADDR][:backlog=N]", path=config.source)
-    try:
-        cert_pem = config.tls_certificate.read_bytes()  # type: ignore[union-attr]
-        key_pem = config.tls_private_key.read_bytes()  # type: ignore[union-attr]
-        ca_pem = config.tls_client_ca.read_bytes()  # type: ignore[union-attr]
-        ours = PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)  # type: ignore[no-untyped-call]
-        cas = [Certificate(c.to_pyopenssl() if hasattr(c, "to_pyopenssl") else _to_openssl(c))  # type: ignore[no-untyped-call]
-               for c in x509.load_pem_x509_certificates(ca_pem)]
-    except Exception as exc:  # noqa: BLE001 - any TLS loading failure is a config error
-        raise ConfigError(f"TLS files cannot be loaded ({type(exc).__name__})", path=config.source) from None
-    context = CertificateOptions(
-        privateKey=ours.privateKey.original,
-        certificate=ours.original,
-        trustRoot=trustRootFromCertificates(cas),  # type: ignore[no-untyped-call]
-    )
+    if context is None:
+        context = ReloadableTls(tls_options(config))
     return SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
         reactor, int(port_text), context, backlog=int(options.get("backlog", "50")),
         interface=options.get("interface", ""),
@@ -122,9 +164,11 @@ def _to_openssl(cert: Any) -> Any:
 class Daemon:
     """The running listener: one store, one pipeline, one MLLP port."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        #: Re-reads the config file (with the command line's overrides) on SIGHUP; None: keep ``config``.
+        self.reload_config = reload_config
         self.exit_code = EXIT_OK
         self._reloading = False
         self._reload_again = False
@@ -142,7 +186,7 @@ class Daemon:
         for step in self.store.migrations_run:  # an older schema, upgraded on open
             _log().info("store_migrated", version=step.version, reason=step.label)
         hash_key = load_or_create_hash_key(config.state_dir)
-        self.metrics = Metrics(self.store)
+        self.metrics = Metrics(self.store, destinations=lambda: [w.name for w in getattr(self, "outbound", ())])
         self.outbound = _outbound_workers(config, reactor, self.store)
         # Receipt journal and worker threads (docs/hardening.md): what a crash
         # interrupted is counted now, before any new message can arrive.
@@ -156,8 +200,8 @@ class Daemon:
         self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
-        if config.tls:
-            tls_endpoint(reactor, config)  # fail start-up early on bad TLS files
+        # One swappable TLS context for both ssl: endpoints (fails start-up early on bad TLS files).
+        self.tls: ReloadableTls | None = ReloadableTls(tls_options(config)) if _uses_tls(config) else None
         self.factory = MllpFactory(
             self.intake,
             max_frame_size=config.max_frame_size,
@@ -216,7 +260,7 @@ class Daemon:
 
     def _start(self) -> Deferred[None]:
         if self.config.tls:
-            endpoint = tls_endpoint(self.reactor, self.config)
+            endpoint = tls_endpoint(self.reactor, self.config, context=self.tls)
         else:
             endpoint = serverFromString(self.reactor, self.config.mllp_endpoint)  # type: ignore[no-untyped-call]
         d: Deferred[IListeningPort] = endpoint.listen(self.factory)
@@ -260,7 +304,7 @@ class Daemon:
         """Listen on the HTTP endpoint too; fires with the MLLP port (fails if HTTP cannot listen)."""
         endpoint_text = self.config.http_endpoint
         if endpoint_text.startswith("ssl:"):
-            endpoint = tls_endpoint(self.reactor, self.config, endpoint_text)
+            endpoint = tls_endpoint(self.reactor, self.config, endpoint_text, context=self.tls)
         else:
             endpoint = serverFromString(self.reactor, endpoint_text)  # type: ignore[no-untyped-call]
 
@@ -313,24 +357,51 @@ class Daemon:
         self.reload().addBoth(done)
 
     def reload(self) -> Deferred[None]:
-        """SIGHUP: swap in a freshly loaded Pipeline; keep the old one on a bad file.
+        """SIGHUP: re-read the config file and everything it names; swap it all in, or keep all of the old.
 
-        Loading (YAML parsing, compiling) runs on a thread: it is pure, and the
-        reactor keeps answering meanwhile. The swap itself happens on the
-        reactor thread, between two messages, so a message sees either the old
-        Pipeline or the new one, never a mix.
+        Reloaded: mappings, procedures, policies (QA, routing, sites, readers,
+        terms), destinations (a changed destination's worker is replaced; its
+        queued rows stay and go to the new settings), HTTP client tokens, the
+        TLS certificate, key and client CAs (new connections use them) and
+        ``tls_allowed_subjects``. Everything else in the config file (listen
+        endpoints, state directory, limits, workers) needs a restart: a
+        change to it is named in the ``policy_reloaded`` line (at warning
+        level, ``reason=restart_required``) and the old value stays in force.
+
+        Loading (YAML parsing, compiling, reading certificates) runs on a
+        thread: it is pure, and the reactor keeps answering meanwhile. The
+        swap itself happens on the reactor thread, between two messages, so a
+        message sees either the old configuration or the new one, never a mix.
         """
 
         # systemd shows "reloading" until READY=1 comes back (with the outcome as STATUS).
         notify_reloading()
 
-        def loaded(pipeline: Pipeline) -> None:
-            self.intake.swap_pipeline(pipeline)
-            _log().info("policy_reloaded", policy_version=pipeline.version)
+        def load() -> Reloaded:
+            config = self.reload_config() if self.reload_config is not None else self.config
+            return Reloaded.load(config, self.config)
+
+        def loaded(new: Reloaded) -> None:
+            self._apply(new)
+            pipeline = new.pipeline
+            if self.metrics is not None:
+                self.metrics.config_reloads.labels("applied").inc()
+            fields = {"policy_version": pipeline.version, "routing_version": pipeline.routing_version,
+                      "mapping_version": pipeline.mapping_version, "count": len(self.outbound), "path": new.config.source}
+            if new.deferred:
+                # The file changed something a reload cannot apply: say what, at warning level; the old value stays.
+                _log().warning("policy_reloaded", reason="restart_required",
+                               detail="changed but needs a restart: " + ", ".join(new.deferred), **fields)
+            else:
+                _log().info("policy_reloaded", reason="applied",
+                            detail="reloaded: " + ", ".join(RELOADED) + "; restart needed for: " + ", ".join(RESTART_ONLY_NAMES),
+                            **fields)
             notify_ready(f"listening on {self.config.mllp_endpoint}; policies {pipeline.version} reloaded")
 
         def failed(failure: Any) -> None:
             exc = failure.value
+            if self.metrics is not None:
+                self.metrics.config_reloads.labels("refused").inc()
             if isinstance(exc, ConfigError):
                 _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message,
                              reason="reload_kept_old")
@@ -338,7 +409,48 @@ class Daemon:
                 _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
             notify_ready(f"listening on {self.config.mllp_endpoint}; reload refused, old policies kept")
 
-        return threads.deferToThread(self.config.pipeline).addCallbacks(loaded, failed)
+        d = threads.deferToThread(load)
+        d.addCallback(loaded)  # _apply may still refuse (a destination endpoint it cannot build)
+        return d.addErrback(failed).addCallback(lambda _: None)
+
+    def _apply(self, new: "Reloaded") -> None:
+        """Swap in what ``new`` loaded (reactor thread). Raises before changing anything on a bad destination."""
+        from listener.server.outbound import OutboundWorker
+
+        old_workers = {w.name: w for w in self.outbound}
+        keep: list[Any] = []
+        start: list[Any] = []
+        replaced: list[Any] = []
+        for settings in new.destinations:
+            old = old_workers.get(settings.name)
+            if old is not None and old.settings == settings and settings.tls is None:
+                keep.append(old)
+                continue
+            worker = _outbound_worker(self.reactor, self.store, settings)  # may raise ConfigError: nothing swapped yet
+            start.append(worker)
+            if old is not None:
+                replaced.append((old, worker))
+        gone = [w for name, w in old_workers.items() if name not in {d.name for d in new.destinations}]
+        # Nothing can fail from here on.
+        self.intake.swap_pipeline(new.pipeline)
+        self.intake.destinations = tuple(new.destinations)
+        if self.tls is not None and new.tls is not None:
+            self.tls.swap(new.tls)
+        self.factory.allowed_subjects = frozenset(new.config.tls_allowed_subjects)
+        if self.http is not None:
+            self.http[2].resource.api.access.clients = new.clients
+        self.config = new.effective
+        self.outbound = tuple(keep + start)
+        replacing = {id(new_w): old for old, new_w in replaced}
+        for old in gone:
+            old.stop()
+        for worker in start:
+            previous = replacing.get(id(worker))
+            if previous is None:
+                worker.start()
+            else:
+                # The old worker finishes (or drops) its attempt first: never two senders for one queue.
+                previous.stop().addBoth(lambda _, w=worker: w.start())
 
     @inlineCallbacks
     def stop(self) -> Any:
@@ -406,25 +518,82 @@ def _outbound_workers(config: Config, reactor: Any, store: SQLiteStore) -> tuple
     if config.destinations_file is None:
         return ()
     from listener.destinations import load_destinations
+
+    return tuple(_outbound_worker(reactor, store, settings)
+                 for settings in load_destinations(config.destinations_file) if settings.enabled)
+
+
+def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
+    """An OutboundWorker (not started) for one enabled destination."""
     from listener.server.outbound import OutboundWorker, client_endpoint
 
-    workers = []
-    for settings in load_destinations(config.destinations_file):
-        if not settings.enabled:
-            continue
-        endpoint = client_endpoint(reactor, settings)
-        if settings.fhir is not None:  # a FHIR server: the same worker, POSTing Bundles
-            from listener.server.fhir_push import fhir_connector
+    endpoint = client_endpoint(reactor, settings)
+    if settings.fhir is not None:  # a FHIR server: the same worker, POSTing Bundles
+        from listener.server.fhir_push import fhir_connector
 
-            connect = fhir_connector(reactor, settings, endpoint)
-        else:
-            connect = endpoint.connect
-        workers.append(OutboundWorker(settings, store, reactor=reactor, connect=connect,
-                                      run_in_thread=threads.deferToThread))
-    return tuple(workers)
+        connect = fhir_connector(reactor, settings, endpoint)
+    else:
+        connect = endpoint.connect
+    return OutboundWorker(settings, store, reactor=reactor, connect=connect, run_in_thread=threads.deferToThread)
 
 
-def serve(config: Config) -> int:
+#: Config settings a SIGHUP applies (besides the files they name).
+RELOADED = ("mappings", "procedures", "policies", "destinations", "http_clients", "tls files", "tls_allowed_subjects")
+#: Config fields a SIGHUP does not apply: a change is named in policy_reloaded (warning) and waits for a restart.
+RESTART_ONLY = {
+    "mllp_endpoint": "mllp", "http_endpoint": "http", "state_dir": "state_dir", "synchronous": "synchronous",
+    "max_frame_size": "max_frame_size", "idle_timeout": "idle_timeout", "max_connections": "max_connections",
+    "max_connections_per_peer": "max_connections_per_peer", "http_max_body_size": "http_max_body_size",
+    "http_max_connections": "http_max_connections", "http_max_connections_per_peer": "http_max_connections_per_peer",
+    "pipeline_workers": "pipeline_workers", "pipeline_budget": "pipeline_budget",
+    "health_probe_interval": "health_probe_interval", "raw_retention_days": "raw_retention_days",
+}
+RESTART_ONLY_NAMES = ("listen endpoints (mllp, http)", "state_dir", "synchronous", "connection limits and timeouts",
+                      "http_max_body_size", "pipeline_workers", "pipeline_budget", "health_probe_interval",
+                      "raw_retention_days", "turning TLS on or off")
+
+
+def _uses_tls(config: Config) -> bool:
+    return config.tls or config.http_endpoint.startswith("ssl:")
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """Everything a SIGHUP loaded, before the swap (built on a thread).
+
+    ``effective``: the new config with every restart-only field kept at its
+    running value; ``deferred``: the names of those that changed in the file.
+    """
+
+    config: Config
+    effective: Config
+    pipeline: Pipeline
+    destinations: tuple[Any, ...]
+    clients: dict[str, Any]
+    tls: Any
+    deferred: tuple[str, ...]
+
+    @classmethod
+    def load(cls, config: Config, running: Config) -> "Reloaded":
+        """Load and check every file ``config`` names (ConfigError on the first problem)."""
+        from listener.server.http import clients_from_config
+
+        pipeline = config.pipeline()
+        destinations: tuple[Any, ...] = ()
+        if config.destinations_file is not None:
+            from listener.destinations import load_destinations
+
+            destinations = tuple(d for d in load_destinations(config.destinations_file) if d.enabled)
+        tls = tls_options(config) if _uses_tls(running) and _uses_tls(config) else None
+        deferred = [name for field, name in RESTART_ONLY.items() if getattr(config, field) != getattr(running, field)]
+        if _uses_tls(config) != _uses_tls(running) and "mllp" not in deferred:
+            deferred.append("tls")
+        effective = dataclasses.replace(config, **{field: getattr(running, field) for field in RESTART_ONLY})
+        return cls(config, effective, pipeline, destinations, clients_from_config(config.http_clients), tls,
+                   tuple(deferred))
+
+
+def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT; return the exit status.
 
     Raises:
@@ -440,7 +609,7 @@ def serve(config: Config) -> int:
     # time while the network thread waits to write an answer (docs/hardening.md).
     sys.setswitchinterval(float(os.environ.get("OVERREAD_SWITCH_INTERVAL", SWITCH_INTERVAL)))
     globalLogBeginner.beginLoggingTo([twisted_observer()], redirectStandardIO=False, discardBuffer=True)
-    daemon = Daemon(config, reactor)
+    daemon = Daemon(config, reactor, reload_config)
     _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:

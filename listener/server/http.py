@@ -58,7 +58,7 @@ from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
 from listener.logs import get_logger
 from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
-from listener.server.http_search import detected_issue_bundle, task_bundle
+from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
 from listener.store.base import Store
@@ -616,10 +616,11 @@ class _Search(_Endpoint):
             pool = owner.rpartition("|")[2] if owner is not None else None
             used = {k: v[0] for k, v in params.items() if k in ("status", "owner", "owner:identifier")}
             used["_count"] = str(count)
-            if status != "requested":
+            if status not in ("requested", "completed"):  # the only states our Tasks take
                 return defer.succeed(_bundle_answer(_with_self(task_bundle((), base, version=version), base, "Task", used), version))
             d = self.api.run_in_thread(
-                lambda: _with_self(task_bundle(queries.routed(pool=pool, limit=count), base, version=version), base, "Task", used))
+                lambda: _with_self(worklist_bundle(queries.tasks(status=status, pool=pool, limit=count), base, version=version),
+                                   base, "Task", used))
         else:
             implicated = (params.get("implicated") or [None])[0]
             by_identifier = (params.get("implicated:identifier") or [None])[0]

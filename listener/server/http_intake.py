@@ -52,7 +52,7 @@ from listener.destinations import DestinationSettings
 from listener.fhir.resolve import JSON, o, objs, s, walk_entries
 from listener.logs import keyed_hash
 from listener.outbox import outbox_items
-from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome
+from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.records import report_records
 from listener.server.metrics import Metrics
@@ -234,11 +234,15 @@ class HttpIntake:
         return prefix + hmac.new(self.hash_key, text, hashlib.sha256).hexdigest()[:32]
 
     def _count(self, feed: str, answer: HttpAnswer, started: float | None = None, outcome: Outcome | None = None,
-               *, duplicate: bool = False) -> None:
+               *, duplicate: bool = False, client: FhirClient | None = None) -> None:
         if self.metrics is not None:
             seconds = time.perf_counter() - started if started is not None else None
-            reports = outcome.reports if outcome is not None and answer.status == 201 else ()
-            self.metrics.message_answered("http", feed, str(answer.status), seconds, reports, duplicate=duplicate)
+            # A DiagnosticReport is answered 201, an accepted transaction or batch
+            # Bundle 200: both were processed, and every report in them counts.
+            reports = outcome.reports if outcome is not None and answer.status in (200, 201) else ()
+            sender = (client.name, client.facility) if client is not None else None
+            self.metrics.message_answered("http", feed, str(answer.status), seconds, reports, duplicate=duplicate,
+                                          sender=sender)
 
     def receive(self, body: bytes, content_type: str | None, expected: str, client: FhirClient, log: Any) -> defer.Deferred[HttpAnswer]:
         """Process, store and answer one POST.
@@ -264,21 +268,21 @@ class HttpIntake:
         except FhirDecodeError as exc:
             answer = outcome_answer(415, (Issue("error", exc.issue_code, exc.message),))
             mlog.warning("message_rejected", reason="unsupported_media_type", bytes=len(body), status=415)
-            self._count(feed, answer)
+            self._count(feed, answer, client=client)
             return defer.succeed(answer)
         doc = parse_body(body)
         if doc is None:
             # Not a JSON object: garbage, answered but not stored (docs/http-api.md).
             answer = self._refusal(body, content_type, client, pipeline, received)
             mlog.warning("frame_rejected", reason="unreadable", bytes=len(body), status=answer.status)
-            self._count(feed, answer)
+            self._count(feed, answer, client=client)
             return defer.succeed(answer)
         kind = s(doc, "resourceType")
         if kind != expected:
             where = "POST /fhir/DiagnosticReport" if expected == "DiagnosticReport" else "POST /fhir"
             answer = outcome_answer(400, (Issue("error", "not-supported", f"{where} takes a {expected}", "resourceType"),))
             mlog.warning("message_rejected", reason="wrong_resource_type", bytes=len(body), status=400)
-            self._count(feed, answer)
+            self._count(feed, answer, client=client)
             return defer.succeed(answer)
         key = message_key(doc)
         identity = self._control_id("fhir-", key.encode("utf-8")) if key else ""
@@ -297,7 +301,7 @@ class HttpIntake:
             if dup is not None and dup[1].state != "rejected":
                 answer = answer_from_stored(dup[1].ack)
                 mlog.info("message_duplicate", ack_code=dup[1].ack_code)
-                self._count(feed, answer, started, duplicate=True)
+                self._count(feed, answer, started, duplicate=True, client=client)
                 return defer.succeed(answer)
             # New, or rejected before: a rejected body was never accepted, so it
             # is processed again under the current configuration, and an
@@ -409,14 +413,14 @@ class HttpIntake:
             if result.duplicate:
                 first = answer_from_stored(result.ack)
                 mlog.info("message_duplicate", ack_code=result.ack_code)
-                self._count(outcome.feed, first, started, duplicate=True)
+                self._count(outcome.feed, first, started, duplicate=True, client=client)
                 return first
             extra = {"processing": result.processing, "reason": "resend_after_rejection"} if result.processing > 1 else {}
             mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
                       duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields, **extra)
             if record.outbox and self.on_outbox is not None:
                 self.on_outbox()
-            self._count(outcome.feed, answer, started, outcome)
+            self._count(outcome.feed, answer, started, outcome, client=client)
             return answer
 
         def failed(failure: Failure) -> HttpAnswer:
@@ -427,7 +431,7 @@ class HttpIntake:
             mlog.info("message_processed", ack_code="503", status=503,
                       duration_ms=round((time.perf_counter() - started) * 1000, 3),
                       **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
-            self._count(outcome.feed, busy, started)
+            self._count(outcome.feed, busy, started, client=client)
             return busy
 
         return saved.addCallbacks(stored, failed)
@@ -578,7 +582,7 @@ def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[s
         "finding_count": sum(len(r.findings) for r in outcome.reports),
         "count": len(outcome.reports),
         "error_code": getattr(error, "issue_code", "") or (error.hl7_code if error is not None else ""),
-        "policy_version": pipeline.version,
+        **version_fields(pipeline),
     }
     if outcome.error_type:
         fields["error_type"] = outcome.error_type

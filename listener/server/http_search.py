@@ -20,7 +20,7 @@ from listener.fhir.encode import detected_issue_for, task_for
 from listener.model import Evidence, Finding, Patient, Procedure, Report, ResultStatus, Route, Sender, Severity, Times
 from listener.store.queries import StoredReport
 
-__all__ = ["detected_issue_bundle", "searchset", "task_bundle"]
+__all__ = ["detected_issue_bundle", "searchset", "task_bundle", "worklist_bundle"]
 
 JSON = dict[str, Any]
 
@@ -111,6 +111,33 @@ def task_bundle(rows: Iterable[StoredReport], base_url: str, *, version: str = "
                 version=version,
             )
         )
+    return searchset(tasks, base_url)
+
+
+def worklist_bundle(rows: Iterable[tuple[StoredReport, datetime | None]], base_url: str, *, version: str = "R4") -> JSON:
+    """Tasks with their state: ``requested`` while open, ``completed`` once the final arrived.
+
+    ``rows``: (stored report, when its Task was completed or None), from
+    :meth:`listener.store.queries.ReportQueries.tasks`.
+    """
+    tasks = []
+    for row, completed in rows:
+        route_data = json.loads(row.route_json)
+        if not route_data:
+            continue
+        data = json.loads(row.report_json)
+        task = task_for(
+            _report(row, data),
+            _route(route_data),
+            authored_on=row.received,
+            report_reference=_reference(row, data),
+            task_id=f"route-{row.report_pk}",
+            version=version,
+        )
+        if completed is not None:
+            task["status"] = "completed"
+            task["lastModified"] = completed.isoformat()
+        tasks.append(task)
     return searchset(tasks, base_url)
 
 

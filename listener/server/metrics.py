@@ -11,18 +11,31 @@ sets stay small and free of patient data.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from listener.errors import StoreError
-from listener.pipeline import ReportOutcome
+from listener.pipeline import DIRECTORY_UNKNOWN_RULES, ReportOutcome
 from listener.store.base import OUTBOX_STATES, Store
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "DEFAULT_SENDER_LIMIT", "OTHER_SENDER", "Metrics"]
+
+#: Distinct senders that get their own label values; later ones share :data:`OTHER_SENDER`.
+DEFAULT_SENDER_LIMIT = 64
+OTHER_SENDER = "other"
+#: Longest sender label value kept (a peer chooses MSH-3/MSH-4).
+_MAX_LABEL_CHARS = 40
+
+
+def _label(value: str) -> str:
+    """A sender name as a label value: trimmed, printable, bounded; "" becomes "none"."""
+    text = "".join(ch for ch in value.strip() if ch.isprintable())[:_MAX_LABEL_CHARS]
+    return text or "none"
 
 #: The Prometheus text exposition format served at ``/metrics``.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -34,14 +47,16 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class _OutboxCollector(Collector):
     """Outbox depth by destination and state, and the oldest pending row's age, read at scrape time."""
 
-    def __init__(self, store: Store, now: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, now: Callable[[], datetime], destinations: Callable[[], Iterable[str]]) -> None:
         self.store = store
         self.now = now
+        self.destinations = destinations
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily("overread_outbox_messages", "Outbox rows by destination and state", labels=["destination", "state"])
         oldest = GaugeMetricFamily(
-            "overread_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row (0 when none)"
+            "overread_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending outbox row, by destination (0 when none pending)", labels=["destination"],
         )
         up = GaugeMetricFamily("overread_store_up", "1 when the store answers reads and its last save and write probe succeeded")
         failures = CounterMetricFamily("overread_store_save_failures", "Saves that failed (the message was answered AR 207)")
@@ -61,8 +76,10 @@ class _OutboxCollector(Collector):
             for state in OUTBOX_STATES:
                 if (destination, state) not in seen:
                     depth.add_metric([destination, state], 0.0)
-        age = stats.oldest_pending_age
-        oldest.add_metric([], age.total_seconds() if age is not None else 0.0)
+        # Per destination: one stuck RIS must show as that RIS, not as "the queue".
+        pending_age = {d.destination: d.oldest_age.total_seconds() for d in stats.depth if d.state == "pending"}
+        for destination in sorted({d.destination for d in stats.depth} | set(self.destinations())):
+            oldest.add_metric([destination], max(0.0, pending_age.get(destination, 0.0)))
         reason = getattr(self.store, "health_reason", lambda: "")()
         up.add_metric([], 0.0 if reason else 1.0)
         yield depth
@@ -78,7 +95,8 @@ class Metrics:
         now: the clock for outbox ages (aware UTC).
     """
 
-    def __init__(self, store: Store | None = None, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(self, store: Store | None = None, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 destinations: Callable[[], Iterable[str]] = tuple, sender_limit: int = DEFAULT_SENDER_LIMIT) -> None:
         # No ``*_created`` series: they double the output and no dashboard of ours reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
@@ -105,8 +123,48 @@ class Metrics:
         self.http_requests = Counter(
             "overread_http_requests", "HTTP requests, by endpoint and status", ["endpoint", "status"], registry=self.registry,
         )
+        self.reports = Counter(
+            "overread_reports", "Reports processed (each report of a Bundle or a multi-report message counts), by transport and feed",
+            ["transport", "feed"], registry=self.registry,
+        )
+        # Per sender (MSH-3/MSH-4, or the HTTP client and its facility): the
+        # first ``sender_limit`` pairs seen get their own labels, later ones
+        # share "other", so a misbehaving peer cannot grow the series count.
+        self.sender_limit = sender_limit
+        self._senders: set[tuple[str, str]] = set()
+        self.sender_messages = Counter(
+            "overread_sender_messages", "Messages answered, by sender (MSH-3/MSH-4; bounded, then 'other') and answer code",
+            ["transport", "sender_application", "sender_facility", "code"], registry=self.registry,
+        )
+        self.sender_last_seen = Gauge(
+            "overread_sender_last_message_timestamp_seconds",
+            "Unix time of the last message from each sender (for 'sender silent' alerts)",
+            ["transport", "sender_application", "sender_facility"], registry=self.registry,
+        )
+        self.directory_unknown = Counter(
+            "overread_directory_unknown",
+            "Reports whose site is not in sites.yaml or whose reader is not in readers.yaml (kind: site or reader)",
+            ["kind"], registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "overread_config_reloads", "SIGHUP reloads, by outcome (applied, refused)", ["outcome"], registry=self.registry,
+        )
+        for kind in ("site", "reader"):
+            self.directory_unknown.labels(kind)
+        for outcome in ("applied", "refused"):
+            self.config_reloads.labels(outcome)
         if store is not None:
-            self.registry.register(_OutboxCollector(store, now))
+            self.registry.register(_OutboxCollector(store, now, destinations))
+
+    def sender_labels(self, application: str, facility: str) -> tuple[str, str]:
+        """The label values for a sender: itself while under the limit, else ("other", "other")."""
+        key = (_label(application), _label(facility))
+        if key in self._senders:
+            return key
+        if len(self._senders) < self.sender_limit:
+            self._senders.add(key)
+            return key
+        return (OTHER_SENDER, OTHER_SENDER)
 
     def message_answered(
         self,
@@ -117,6 +175,7 @@ class Metrics:
         reports: Iterable[ReportOutcome] = (),
         *,
         duplicate: bool = False,
+        sender: tuple[str, str] | None = None,
     ) -> None:
         """Count one message and its answer; findings and routes of a newly processed one.
 
@@ -127,17 +186,27 @@ class Metrics:
             seconds: receive-to-answer time, for the latency histogram.
             reports: the processed reports (not given for duplicates and refusals).
             duplicate: the stored answer of an earlier message was sent again.
+            sender: (application, facility) of the sender, when known (MSH-3/MSH-4,
+                or the HTTP client's name and facility).
         """
         feed = feed or "unknown"
         self.received.labels(transport, feed).inc()
         self.answered.labels(transport, feed, code).inc()
+        if sender is not None:
+            app, fac = self.sender_labels(*sender)
+            self.sender_messages.labels(transport, app, fac, code).inc()
+            self.sender_last_seen.labels(transport, app, fac).set(time.time())
         if duplicate:
             self.duplicates.labels(transport).inc()
         if seconds is not None:
             self.latency.labels(transport).observe(seconds)
         for result in reports:
+            self.reports.labels(transport, feed).inc()
             for finding in result.findings:
                 self.findings.labels(finding.category, finding.severity.value).inc()
+                kind = DIRECTORY_UNKNOWN_RULES.get(finding.rule)
+                if kind is not None:
+                    self.directory_unknown.labels(kind).inc()
             if result.route is not None:
                 self.routes.labels(result.route.bucket).inc()
 

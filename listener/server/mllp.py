@@ -54,7 +54,7 @@ from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_ac
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
-from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome
+from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.records import mllp_record, outcome_ack_code, report_records
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
@@ -264,7 +264,8 @@ class Intake:
             log.warning("frame_rejected", reason="field_too_long", location=too_long, bytes=len(raw), ack_code=code,
                         error_code=DATA_TYPE_ERROR)
             if self.metrics is not None:
-                self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
+                self.metrics.message_answered("mllp", "", code, time.perf_counter() - started,
+                                              sender=(header.sending_application, header.sending_facility))
             return defer.succeed(self._answer(header, code, ack))
 
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
@@ -326,7 +327,8 @@ class Intake:
         # after a restart or long after, or another process stored it).
         mlog.info("message_duplicate", ack_code=code, reason=reason)
         if self.metrics is not None:
-            self.metrics.message_answered("mllp", "", code, time.perf_counter() - started, duplicate=True)
+            self.metrics.message_answered("mllp", "", code, time.perf_counter() - started, duplicate=True,
+                                          sender=(header.sending_application, header.sending_facility))
         return self._answer(header, code, ack)
 
     def _store_unavailable(self, header: MessageHeader, mlog: Any, started: float, error_type: str,
@@ -336,7 +338,8 @@ class Intake:
         mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
                   **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type, "state": "not_stored"})
         if self.metrics is not None:
-            self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started)
+            self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started,
+                                          sender=(header.sending_application, header.sending_facility))
         return self._answer(header, nack_code, nack)
 
     def _answer_copy(self, settled: _Settled, header: MessageHeader, mlog: Any, started: float) -> Answer:
@@ -399,7 +402,7 @@ class Intake:
             "finding_count": sum(len(r.findings) for r in outcome.reports),
             "error_code": record.error_code,
             "state": record.state,
-            "policy_version": pipeline.version,
+            **version_fields(pipeline),
         }
         if any(f.rule == QA_TIMEOUT for r in outcome.reports for f in r.findings):
             fields["qa"] = "timeout"
@@ -435,7 +438,8 @@ class Intake:
                 self.on_outbox()
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", feed, code, time.perf_counter() - started,
-                                              outcome.reports if outcome is not None else ())
+                                              outcome.reports if outcome is not None else (),
+                                              sender=(header.sending_application, header.sending_facility))
             return self._answer(header, code, ack), (code, ack, record.state)
 
         def failed(failure: Failure) -> tuple[Answer, _Settled]:

@@ -43,6 +43,12 @@ _COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.finding
 _FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
 
 
+def _stage(alias: str) -> str:
+    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
+    status = f"json_extract({alias}.report_json, '$.status')"
+    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+
+
 class ReportQueries:
     """Searches by routing pool, report id and accession, newest first.
 
@@ -114,6 +120,59 @@ class ReportQueries:
             where += " AND r.accession = ?"
             params.append(accession)
         return self._rows(where, params, limit)
+
+    # ------------------------------------------------ Task worklist (signals)
+
+    def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
+        """Routed reports that stand for a Task, newest first, each with when its Task was completed.
+
+        A report released with no correction asks nobody for anything: no
+        Task. A Task is completed (the datetime: when) once a later report of
+        the same accession arrived that supersedes its report: a final for a
+        preliminary, a corrected or amended report for a final. A second copy
+        at the same stage (a resend, the same report over the other
+        transport) does not complete it. Until then it is open (None).
+        ``status``: "requested" (open only), "completed", or None (both).
+        """
+        done = (
+            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+            f" AND {_stage('r2')} > {_stage('r')})"
+        )
+        where = ("AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
+                 " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)")
+        params: list[Any] = []
+        if pool is not None:
+            where += " AND json_extract(r.route_json, '$.pool') = ?"
+            params.append(pool)
+        if status == "requested":
+            where += f" AND (r.accession = '' OR {done} IS NULL)"
+        elif status == "completed":
+            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        sql = f"SELECT {_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+        failed = ""
+        with self._lock:
+            try:
+                rows = self._connection().execute(sql, (*params, limit)).fetchall()
+            except sqlite3.Error as exc:
+                failed = type(exc).__name__
+        if failed:
+            raise StoreError(f"the store cannot be read ({failed})")
+        return [
+            (
+                StoredReport(
+                    report_pk=int(row[0]),
+                    received=datetime.fromisoformat(row[1][:-1]).replace(tzinfo=UTC),
+                    transport=str(row[2]),
+                    accession=str(row[3]),
+                    report_json=str(row[4]),
+                    findings_json=str(row[5]),
+                    route_json=str(row[6]),
+                ),
+                datetime.fromisoformat(row[7][:-1]).replace(tzinfo=UTC) if row[7] else None,
+            )
+            for row in rows
+        ]
 
     def close(self) -> None:
         """Close the read connection."""

@@ -199,7 +199,7 @@ def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path:
                 pending = outbox(daemon, "--state", "pending")
                 assert len(pending) == n and all(r["attempts"] == 0 for r in pending)
                 assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="pending"') == n
-                assert metric(daemon, "overread_outbox_oldest_pending_age_seconds") > 0
+                assert metric(daemon, "overread_outbox_oldest_pending_age_seconds", 'destination="ris"') > 0
             # Spread the arrivals over the outage.
             time.sleep(max(0.0, down_since + n * OUTAGE_SECONDS / len(OUTAGE_PLAN) - time.monotonic()))
         rows = outbox(daemon)[1:]
@@ -227,7 +227,7 @@ def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path:
             assert [c for c in arrived_ids if c in stored] == stored, f"{accession}: decisions out of order"
         assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="pending"') == 0
         assert metric(daemon, "overread_outbox_messages", 'destination="ris",state="dead"') == 0
-        assert metric(daemon, "overread_outbox_oldest_pending_age_seconds") == 0
+        assert metric(daemon, "overread_outbox_oldest_pending_age_seconds", 'destination="ris"') == 0
     finally:
         stop_daemon(daemon)
 

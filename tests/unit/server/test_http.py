@@ -271,7 +271,7 @@ def test_outbox_gauges_read_store_stats() -> None:
     text = Metrics(Stats()).render().decode()  # type: ignore[arg-type]
     assert 'overread_outbox_messages{destination="ris",state="pending"} 3.0' in text
     assert 'overread_outbox_messages{destination="ris",state="dead"} 0.0' in text
-    assert "overread_outbox_oldest_pending_age_seconds 42.0" in text
+    assert 'overread_outbox_oldest_pending_age_seconds{destination="ris"} 42.0' in text
 
 
 # ---------------------------------------------------------------- config
