@@ -94,6 +94,7 @@ EVENTS: frozenset[str] = frozenset(
         "outbox_delivered",
         "outbox_retry_scheduled",
         "outbox_dead_lettered",
+        "outbox_kicked",
         # configuration and lifecycle
         "config_loaded",
         "config_invalid",
@@ -161,6 +162,7 @@ KEYS: frozenset[str] = frozenset(
         "state",
         "qa",
         "transport",
+        "processing",
         # sizes and limits
         "bytes",
         "limit",

@@ -336,6 +336,10 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     window = _window("reprocess", args, now)
     if isinstance(window, str):
         return _fail("reprocess", window)
+    if getattr(args, "config", None) is None:
+        # The daemon runs with its own config file; without it, this is not what it would do.
+        sys.stderr.write("overread reprocess: no --config given: using the built-in mappings and policies"
+                         " and no destinations\n")
     pipeline = config.pipeline()
     destinations = tuple(load_destinations(config.destinations_file)) if config.destinations_file else ()
     from listener.server.http import clients_from_config

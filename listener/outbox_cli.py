@@ -388,9 +388,9 @@ def _kick(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) ->
     _audit(store, now, "outbox kick", {"destination": args.destination}, count)
     which = f"destination {args.destination}" if args.destination else "every destination"
     if args.format == "json":
-        out.write(json.dumps({"destination": args.destination, "rows_due_now": count}) + "\n")
+        out.write(json.dumps({"destination": args.destination, "pending": count}) + "\n")
     else:
-        out.write(f"kicked {which}: {count} waiting row{'s' if count != 1 else ''} due now;"
+        out.write(f"kicked {which}: {count} pending row{'s' if count != 1 else ''} to send;"
                   " the daemon reconnects at its next poll (within seconds)\n")
     return _EXIT_OK
 

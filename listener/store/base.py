@@ -436,7 +436,7 @@ class Store(Protocol):
         ...
 
     def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
-        """Make waiting rows due now and ask the worker(s) to reconnect now; return the rows made due."""
+        """Make waiting rows due now and ask the worker(s) to reconnect now; return the pending rows."""
         ...
 
     def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:

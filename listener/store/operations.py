@@ -278,7 +278,11 @@ def outbox_resend(conn: sqlite3.Connection, ids: Sequence[int], now: datetime, *
 
 
 def outbox_kick(conn: sqlite3.Connection, destination: str | None, now: datetime, note: str) -> int:
-    """Make pending rows waiting for a retry time due now, and ask the worker to reconnect now."""
+    """Make pending rows waiting for a retry time due now, and ask the worker to reconnect now.
+
+    Returns:
+        How many pending rows the destination(s) hold: all are tried at the worker's next poll.
+    """
     stamp = ts(now)
     waiting = [
         r[0] for r in conn.execute(
@@ -296,7 +300,9 @@ def outbox_kick(conn: sqlite3.Connection, destination: str | None, now: datetime
             "INSERT INTO destination_state (destination, kick_requested_at, updated) VALUES (?1, ?2, ?2)"
             " ON CONFLICT (destination) DO UPDATE SET kick_requested_at = ?2, updated = ?2",
             (name, stamp))
-    return len(waiting)
+    (pending,) = conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending' AND (?1 IS NULL OR destination = ?1)",
+                              (destination,)).fetchone()
+    return int(pending)
 
 
 def destination_connect_failed(conn: sqlite3.Connection, destination: str, now: datetime, failures: int,

@@ -751,7 +751,7 @@ class SQLiteStore:
         return self._write("resending", lambda conn: ops.outbox_resend(conn, ids, now, force=force, note=note))
 
     def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
-        """Make waiting pending rows due now and ask the worker(s) to reconnect; return the rows made due."""
+        """Make waiting pending rows due now and ask the worker(s) to reconnect; return the pending rows."""
         require_aware(now, "now")
         return self._write("kicking the outbox", lambda conn: ops.outbox_kick(conn, destination, now, note))
 
