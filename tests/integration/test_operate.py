@@ -239,3 +239,60 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
     assert [a["rows"] for a in audit] == [1, 1, 0, 1, 1]
     status, over_http = get_json(daemon, "/api/audit?action=outbox+kick")
     assert status == 200 and len(over_http) == 1  # type: ignore[arg-type]
+
+
+def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigured(tmp_path: Path) -> None:
+    """A FHIR body refused for a vendor field is stored rejected; after the client is allowed extra
+    fields (SIGHUP), the same body is processed again and replaces the refusal (processing 2)."""
+    import hashlib
+
+    token = "operate-token"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    config = tmp_path / "overread.yaml"
+
+    def write(extra: bool) -> None:
+        config.write_text("http_clients:\n"
+                          f"  vendor: {{token_sha256: {digest}, accept_extra_fields: {'true' if extra else 'false'}}}\n",
+                          encoding="utf-8")
+
+    write(False)
+    body = json.loads((REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_text())
+    body["vendorScore"] = 7  # not a FHIR element
+    data = json.dumps(body).encode()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
+    daemon.start()
+    try:
+        def post() -> int:
+            assert daemon.http_port is not None
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=30)
+            try:
+                conn.request("POST", "/fhir/DiagnosticReport", body=data,
+                             headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"})
+                response = conn.getresponse()
+                response.read()
+                return response.status
+            finally:
+                conn.close()
+
+        refused = post()
+        assert 400 <= refused < 500
+        assert post() == refused  # the same refusal while nothing changed
+        (stored,) = json_lines(overread(daemon, "messages").stdout)
+        assert stored["state"] == "rejected"
+        write(True)
+        reloads = sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded")
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded") > reloads,
+                   what="reload")
+        assert post() == 201
+        (after,) = json_lines(overread(daemon, "messages").stdout)
+        assert after["message_pk"] == stored["message_pk"] and after["state"] == "processed" and after["processing"] == 2
+        assert post() == 201  # accepted now: the stored answer
+        shown = json.loads(overread(daemon, "show", str(after["message_pk"]), "--format", "json").stdout)
+        assert [p["state"] for p in shown["processings"]] == ["rejected"]
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
