@@ -413,7 +413,10 @@ DEFAULT_PIPELINE_BUDGET = 2.0
 DEFAULT_HEALTH_PROBE_INTERVAL = 10.0
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 #: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``).
-HTTP_PERMISSIONS = ("submit", "read")
+HTTP_PERMISSIONS = ("submit", "read", "operator")
+#: What a client may do when its entry has no ``allow:``. ``operator`` (the ``/api`` message
+#: browser: raw bodies, report text, patients of every sender) is only ever given by name.
+DEFAULT_HTTP_PERMISSIONS = ("submit", "read")
 _HTTP_CLIENT_KEYS = frozenset(
     {"token_sha256", "token_file", "fhir_version", "accept_extra_fields", "facility", "allow"}
 )
@@ -440,7 +443,7 @@ class HttpClient:
     fhir_version: str | None = None
     accept_extra_fields: bool = False
     facility: str = ""
-    allow: tuple[str, ...] = HTTP_PERMISSIONS
+    allow: tuple[str, ...] = DEFAULT_HTTP_PERMISSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,7 +654,7 @@ def _http_clients(node: YamlMap, base: Path) -> tuple[HttpClient, ...]:
                 version = normalize_version(entry.get_str("fhir_version"))
             except FhirDecodeError:
                 raise entry.error("fhir_version", "fhir_version: must be R4, R5 or STU3") from None
-        allow = entry.get_list("allow").strings() if "allow" in entry else HTTP_PERMISSIONS
+        allow = entry.get_list("allow").strings() if "allow" in entry else DEFAULT_HTTP_PERMISSIONS
         for i, permission in enumerate(allow):
             if permission not in HTTP_PERMISSIONS:
                 raise entry.get_list("allow").error(i, f"allow: {permission!r} is not one of {', '.join(HTTP_PERMISSIONS)}")

@@ -62,7 +62,7 @@ def add_operate_parsers(sub: Any) -> None:
                     "earlier processing. MESSAGE is a message_pk (a number) or an MSH-10 / FHIR control id.",
         epilog="exit status: 0 shown; 1 not found or ambiguous; 2 usage error or no store")
     _store_options(show)
-    show.add_argument("message", metavar="MESSAGE", help="message_pk or control id")
+    show.add_argument("message", metavar="MESSAGE", help="message_pk (pk:N when it could be a control id) or control id")
     show.add_argument("--sender", metavar="APP", help="with a control id: the sending application (MSH-3)")
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.add_argument("--no-raw", action="store_true", help="leave the raw body and report text out")
@@ -83,7 +83,7 @@ def add_operate_parsers(sub: Any) -> None:
                     "starts, so messages arriving meanwhile are never touched.",
         epilog="exit status: 0 done; 1 some messages skipped or not found; 2 usage error or no store")
     _store_options(rep)
-    rep.add_argument("messages", nargs="*", metavar="MESSAGE", help="message_pk or control id")
+    rep.add_argument("messages", nargs="*", metavar="MESSAGE", help="message_pk (pk:N) or control id")
     rep.add_argument("--state", choices=MESSAGE_STATES, help="filter: messages in this state")
     rep.add_argument("--sender", metavar="APP", help="filter: from this sending application (MSH-3)")
     rep.add_argument("--transport", choices=TRANSPORTS, help="filter: received over mllp or http")
@@ -123,10 +123,23 @@ def _open(prog: str, config: Config) -> Store | str:
 
 
 def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple[int | None, str]:
-    """A message_pk from a pk or a control id: (pk, "") or (None, why not)."""
-    if text.isdigit():
-        return int(text), ""
+    """A message_pk from ``pk:N``, a control id, or a plain number: (pk, "") or (None, why not).
+
+    A plain number is a message_pk unless it is also a stored control id (numeric MSH-10s
+    are common): then it is ambiguous and ``pk:N`` or ``--sender`` must say which.
+    """
+    if text.startswith("pk:"):
+        number = text[3:]
+        if number.isascii() and number.isdigit() and len(number) <= 18:
+            return int(number), ""
+        return None, f"{text!r}: pk: takes a message_pk (a number)"
     found = list(store.messages(control_id=text, sender_application=sender, limit=20))
+    if text.isascii() and text.isdigit() and len(text) <= 18 and sender is None:
+        if not found:
+            return int(text), ""
+        if store.message_detail(int(text)) is not None:
+            return None, (f"{text!r} is both a message_pk and a control id: write pk:{text} for the message_pk,"
+                          " or give --sender for the control id")
     if not found:
         return None, f"no message with control id {text!r}" + (f" from {sender!r}" if sender else "")
     if len(found) > 1:
@@ -149,13 +162,17 @@ def _iso(value: datetime | None) -> str | None:
 
 def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:
     report = json.loads(row.report_json)
+    findings = json.loads(row.findings_json)
     if not with_text:
         for key in ("text", "comparison_text", "patient", "reason"):
             report.pop(key, None)
         if isinstance(report.get("reader"), dict):
             report["reader"].pop("name", None)
+        for finding in findings:
+            for evidence in finding.get("evidence", ()):
+                evidence.pop("text", None)  # words of the report
     return {"seq": row.seq, "accession": row.accession, "bucket": row.bucket, "report": report,
-            "findings": json.loads(row.findings_json), "route": json.loads(row.route_json)}
+            "findings": findings, "route": json.loads(row.route_json)}
 
 
 def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, Any]:
@@ -352,7 +369,8 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     problems = 0
     done: list[int] = []
     try:
-        targets: list[int] = []
+        # (message_pk, the processing it was selected at: None when named).
+        targets: list[tuple[int, int | None]] = []
         more = 0
         if args.messages:
             for text in args.messages:
@@ -361,7 +379,7 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                     sys.stderr.write(f"overread reprocess: {why}\n")
                     problems += 1
                 else:
-                    targets.append(pk)
+                    targets.append((pk, None))
         else:
             limit = args.limit or DEFAULT_REPROCESS_LIMIT
             # Pin the newest message now: what arrives while this runs is never touched.
@@ -370,37 +388,55 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                                       since=window.get("since"), until=window.get("until")):
                 if msg.message_pk > pin:
                     break
+                if msg.state == "quarantined" and args.state != "quarantined":
+                    continue  # it crashed the daemon twice: only by name or --state quarantined
                 if len(targets) < limit:
-                    targets.append(msg.message_pk)
+                    targets.append((msg.message_pk, msg.processing))
                 else:
                     more += 1
-        for pk in targets:
-            detail = store.message_detail(pk)
-            if detail is None:
-                sys.stderr.write(f"overread reprocess: no message {pk}\n")
-                problems += 1
-                continue
-            change = reprocess_message(store, detail, pipeline=pipeline, destinations=destinations, clients=clients,
-                                       now=now, actor=actor, dry_run=args.dry_run, resend_routes=args.resend_routes)
-            if change.skipped:
-                problems += 1
-            elif not args.dry_run:
-                done.append(pk)
-            _write_change(out, change, args.format, args.dry_run)
+        shown = 0
+        try:
+            for pk, selected_at in targets:
+                detail = store.message_detail(pk)
+                if detail is None:
+                    sys.stderr.write(f"overread reprocess: no message {pk}\n")
+                    problems += 1
+                    continue
+                if selected_at is not None and detail.summary.processing != selected_at:
+                    sys.stderr.write(f"overread reprocess: message {pk} was processed again since it was selected;"
+                                     " left alone\n")
+                    problems += 1
+                    continue
+                try:
+                    change = reprocess_message(store, detail, pipeline=pipeline, destinations=destinations,
+                                               clients=clients, now=now, actor=actor, dry_run=args.dry_run,
+                                               resend_routes=args.resend_routes)
+                except StoreError as exc:
+                    sys.stderr.write(f"overread reprocess: message {pk}: {exc}\n")
+                    problems += 1
+                    continue
+                if change.skipped:
+                    problems += 1
+                else:
+                    shown += 1
+                    if not args.dry_run:
+                        done.append(pk)
+                _write_change(out, change, args.format, args.dry_run)
+        finally:
+            # Recorded whatever happened after: what was written is in the audit log.
+            if not args.dry_run and targets:
+                target: dict[str, Any] = {"messages": done}
+                if not args.messages:
+                    target["filter"] = {k: getattr(args, k) for k in ("state", "sender", "transport", "since", "until")
+                                        if getattr(args, k) is not None}
+                store.record_audit(at=now, actor=actor, via="cli", action="reprocess", target=target, rows=len(done),
+                                   detail="resend-routes" if args.resend_routes else "")
         if more:
             sys.stderr.write(f"overread reprocess: {more} more message{'s' if more != 1 else ''} match;"
                              f" raise --limit (was {args.limit or DEFAULT_REPROCESS_LIMIT}) or narrow the filter\n")
-        if not args.dry_run and (done or targets):
-            target: dict[str, Any] = {"messages": done}
-            if not args.messages:
-                target["filter"] = {k: getattr(args, k) for k in ("state", "sender", "transport", "since", "until")
-                                    if getattr(args, k) is not None}
-            store.record_audit(at=now, actor=actor, via="cli", action="reprocess", target=target, rows=len(done),
-                               detail="resend-routes" if args.resend_routes else "")
         if args.format == "text":
             verb = "would reprocess" if args.dry_run else "reprocessed"
-            out.write(f"{verb} {len(targets) - problems if args.messages else len(targets)} message"
-                      f"{'s' if len(targets) != 1 else ''}"
+            out.write(f"{verb} {shown} message{'s' if shown != 1 else ''}"
                       + (f", {problems} skipped or not found" if problems else "") + "\n")
     except StoreError as exc:
         return _fail("reprocess", str(exc))

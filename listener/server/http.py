@@ -13,7 +13,8 @@ Layer: reactor code. The tree::
     /api/messages/<pk>        GET   everything about one message (JSON, like `overread show`)
     /api/audit                GET   ?since= &action= &limit=          (JSON, like `overread audit`)
 
-The ``/api`` queries are read-only and need the ``read`` permission (docs/http-api.md).
+The ``/api`` queries are read-only and need the ``operator`` permission, never given by
+default nor to anonymous callers (docs/http-api.md).
 
 Promises:
 
@@ -698,7 +699,11 @@ class _ApiQuery(_Endpoint):
     def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
         from listener.outbox_cli import parse_time
 
-        access = self.api.access.check(request, "read")
+        if not self.api.access.clients:
+            # Without http_clients every caller is anonymous: the message browser (patient data of
+            # every sender) is not served to anonymous callers (docs/http-api.md).
+            return defer.succeed(_api_error(403, "/api needs http_clients with a client allowed 'operator'"))
+        access = self.api.access.check(request, "operator")
         if isinstance(access, HttpAnswer):
             return defer.succeed(access)
         request.ov_client = access.fhir.name
@@ -716,12 +721,12 @@ class _ApiQuery(_Endpoint):
             if name in params:
                 try:
                     window[name] = parse_time(params[name], now)
-                except ValueError:
+                except (ValueError, OverflowError):
                     return defer.succeed(_api_error(400, f"{name} must be ISO 8601 with an offset, or Nd"))
         numbers: dict[str, int] = {}
         for name in ("after", "limit"):
             if name in params:
-                if not params[name].isdigit():
+                if not (params[name].isascii() and params[name].isdigit() and len(params[name]) <= 18):
                     return defer.succeed(_api_error(400, f"{name} must be a whole number"))
                 numbers[name] = int(params[name])
         limit = min(numbers.get("limit", _DEFAULT_COUNT), _MAX_COUNT)
@@ -737,7 +742,7 @@ class _ApiQuery(_Endpoint):
         pk_text = request.ov_pk
         if pk_text is not None:
             pk = pk_text.decode("ascii", "replace")
-            if not pk.isdigit():
+            if not (pk.isascii() and pk.isdigit() and len(pk) <= 18):
                 return defer.succeed(_api_error(404, "a message is named by its message_pk (a number)"))
 
             def one() -> HttpAnswer:
@@ -786,7 +791,7 @@ class Api:
             request.ov_gone = True
 
         request.notifyFinish().addErrback(gone)
-        d = endpoint.answer(request, method)
+        d = defer.maybeDeferred(endpoint.answer, request, method)
 
         def broken(failure: Failure) -> HttpAnswer:
             is_store = failure.check(StoreError) is not None  # type: ignore[no-untyped-call]

@@ -396,7 +396,7 @@ class HttpIntake:
     ) -> defer.Deferred[HttpAnswer]:
         record, answer, routing_error = http_record(
             body if self.keep_raw else None, doc, client, outcome, records, server_ids,
-            key_accepted=replaces or identity or by_body, key_refused=by_body,
+            key_accepted=identity or by_body, key_refused=by_body, replaces=replaces,
             key_failed=lambda: self._control_id("fhir-error-", uuid.uuid4().bytes),
             destinations=tuple(self.destinations()), received=received)
         if routing_error:
@@ -504,6 +504,7 @@ def http_record(
     received: datetime,
     processing: int = 1,
     only: frozenset[int] | None = None,
+    replaces: str = "",
 ) -> tuple[MessageRecord, HttpAnswer, str]:
     """The record of one FHIR body, the answer stored with it, and a routing failure's error type ("" when none).
 
@@ -517,6 +518,8 @@ def http_record(
         key_failed: makes a fresh control id for an internal failure, so a
             retry is processed again instead of answered 500 forever.
         processing, only: as for :func:`listener.outbox.outbox_items`.
+        replaces: the key of a stored refusal of this body that an accepted
+            result replaces (its resend); "" when none.
     """
     routing_error = ""
     state: MessageState
@@ -561,6 +564,7 @@ def http_record(
         error_code=error.hl7_code if error is not None else "",
         reports=records,
         outbox=outbox,
+        replaces=replaces if state == "processed" else "",
     )
     return record, answer, routing_error
 

@@ -295,6 +295,7 @@ class OutboundWorker:
         self.sent = 0  # messages written (for tests and metrics)
         #: The newest ``overread outbox kick`` acted on (older requests are not new).
         self._kick_seen: datetime = now()
+        self._connected_once = False
 
     # ----------------------------------------------------------- lifecycle
 
@@ -457,7 +458,9 @@ class OutboundWorker:
             if not self.stopping:
                 self._connect_failed(exc)
             return False
-        if self.connect_failures:
+        if self.connect_failures or not self._connected_once:
+            # Also the first connection of this process: a failure count left by an earlier run is cleared.
+            self._connected_once = True
             self._record("destination_connected", self.store.destination_connected, self.name, self.now())
         self.connect_failures = 0
         self.sent += 1

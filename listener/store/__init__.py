@@ -50,8 +50,10 @@ def open_store(state_dir: str | os.PathLike[str], *, synchronous: Synchronous = 
     """Open the store kept in ``state_dir`` (``<state_dir>/overread.db``).
 
     Args:
-        create: create the store when there is none (the daemon); the
-            operator's commands pass False and get "no store in DIR".
+        create: create the store when there is none, and migrate an older
+            one (the daemon); the operator's commands pass False and get "no
+            store in DIR", or a store of an older schema is refused with the
+            command to run.
 
     Raises:
         StoreError: the store cannot be created, opened or migrated, or is
@@ -59,4 +61,5 @@ def open_store(state_dir: str | os.PathLike[str], *, synchronous: Synchronous = 
     """
     if not create and not (Path(state_dir) / DB_FILENAME).is_file():
         raise StoreError(f"no store in {state_dir} (give --state-dir or --config)")
-    return SQLiteStore.in_state_dir(state_dir, synchronous=synchronous)
+    # An operator's command never upgrades the schema under a running daemon of the older release.
+    return SQLiteStore.in_state_dir(state_dir, synchronous=synchronous, migrate_schema=create)

@@ -104,6 +104,10 @@ class MessageRecord:
         error_code: HL7 table 0357 code, or "" when there is none.
         reports: the reports decoded from the message.
         outbox: the routing messages to send, in order.
+        replaces: the control id of a rejected message of the same sender that
+            this one is the accepted resend of (FHIR: a refused body is kept
+            under a key made from its bytes, the accepted one under the
+            resource's identity); "" when none.
 
     Raises:
         ValueError: on a naive ``received`` or an unknown transport or state.
@@ -122,6 +126,7 @@ class MessageRecord:
     error_code: str = ""
     reports: tuple[ReportRecord, ...] = ()
     outbox: tuple[OutboxItem, ...] = ()
+    replaces: str = ""
 
     def __post_init__(self) -> None:
         require_aware(self.received, "received")

@@ -187,6 +187,17 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
         )
 
 
+def never_accepted(conn: sqlite3.Connection, message_pk: int) -> bool:
+    """True when no processing of the message was ever accepted: none routed anything, and
+    every earlier processing was a rejection (a sender's resend may then replace it)."""
+    (found,) = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE message_id = ?1)"
+        " AND NOT EXISTS (SELECT 1 FROM processings WHERE message_id = ?1 AND state != 'rejected')",
+        (message_pk,),
+    ).fetchone()
+    return bool(found)
+
+
 def replace_processing(
     conn: sqlite3.Connection, message_pk: int, record: MessageRecord, *, now: datetime,
     superseded_by: str, expected_processing: int | None,
@@ -194,7 +205,9 @@ def replace_processing(
     """Keep the message's current processing as a numbered earlier one and store ``record`` as the new one.
 
     The raw bytes are replaced only when ``record`` carries some; the earlier
-    processing keeps the old bytes when they differ. ``record.outbox`` is
+    processing keeps the old bytes when they differ. The control id becomes
+    ``record.control_id`` (the same, except for a FHIR body accepted under its
+    resource identity after a refusal kept under its bytes). ``record.outbox`` is
     queued as given (the caller decides which routing messages a new
     processing sends).
 
@@ -227,12 +240,30 @@ def replace_processing(
     conn.execute("DELETE FROM reports WHERE message_id = ?", (message_pk,))
     conn.execute(
         "UPDATE messages SET feed = ?, state = ?, ack_code = ?, error_code = ?, ack = ?, processing = ?, processed = ?,"
-        " raw = coalesce(?, raw) WHERE id = ?",
+        " raw = coalesce(?, raw), control_id = ? WHERE id = ?",
         (record.feed, record.state, record.ack_code, record.error_code, record.ack, number + 1, ts(now), new_raw,
-         message_pk),
+         record.control_id, message_pk),
     )
     insert_children(conn, message_pk, record, ts(now))
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, number + 1)
+
+
+#: Ids kept per list in an audit entry's target (the count of the rest is kept too).
+AUDIT_IDS_MAX = 500
+
+
+def _bounded_target(target: dict[str, Any]) -> str:
+    """The target as JSON, every list cut to :data:`AUDIT_IDS_MAX` items with the rest counted (always valid JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in target.items():
+        if isinstance(value, list) and len(value) > AUDIT_IDS_MAX:
+            out[key] = value[:AUDIT_IDS_MAX]
+            out[f"{key}_more"] = len(value) - AUDIT_IDS_MAX
+        elif isinstance(value, str):
+            out[key] = value[:DETAIL_MAX]
+        else:
+            out[key] = value
+    return json.dumps(out, sort_keys=True)
 
 
 def record_audit(conn: sqlite3.Connection, *, at: datetime, actor: str, via: str, action: str,
@@ -240,7 +271,7 @@ def record_audit(conn: sqlite3.Connection, *, at: datetime, actor: str, via: str
     """Append one audit entry (writer thread); return its id."""
     cur = conn.execute(
         "INSERT INTO audit (at, actor, via, action, target, rows, detail) VALUES (?,?,?,?,?,?,?)",
-        (ts(at), actor[:200], via, action, json.dumps(target, sort_keys=True)[:4000], int(rows), detail[:DETAIL_MAX]),
+        (ts(at), actor[:200], via, action, _bounded_target(target), int(rows), detail[:DETAIL_MAX]),
     )
     return int(cur.lastrowid or 0)
 

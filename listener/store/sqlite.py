@@ -58,7 +58,7 @@ from listener.store.base import (
     SaveResult,
     require_aware,
 )
-from listener.store.schema import Migration, migrate, pending_migrations
+from listener.store.schema import SCHEMA_VERSION, Migration, migrate, newer_schema_text, pending_migrations, schema_version
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
 T = TypeVar("T")
@@ -212,6 +212,7 @@ class SQLiteStore:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         max_batch: int = DEFAULT_MAX_BATCH,
         on_commit: Callable[[int], object] | None = None,
+        migrate_schema: bool = True,
     ) -> None:
         if synchronous not in ("FULL", "EXTRA", "NORMAL"):
             raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
@@ -246,6 +247,14 @@ class SQLiteStore:
         self.migrations_run: tuple[Migration, ...] = ()
 
         def setup(conn: sqlite3.Connection) -> None:
+            if not migrate_schema:
+                version = schema_version(conn)
+                if version > SCHEMA_VERSION:
+                    raise StoreError(newer_schema_text(version, SCHEMA_VERSION))
+                if version < SCHEMA_VERSION:
+                    raise StoreError(f"store schema version {version} is older than this program's {SCHEMA_VERSION}:"
+                                     " stop the daemon and run `overread store migrate` (docs/operations.md, Upgrade)")
+                return
             before = migrate(conn)
             if before > 0:
                 self.migrations_run = tuple(pending_migrations(before))
@@ -283,6 +292,7 @@ class SQLiteStore:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         max_batch: int = DEFAULT_MAX_BATCH,
         on_commit: Callable[[int], object] | None = None,
+        migrate_schema: bool = True,
     ) -> SQLiteStore:
         """Open ``<state_dir>/overread.db``, creating the directory (0700) if needed."""
         try:
@@ -295,6 +305,7 @@ class SQLiteStore:
             busy_timeout_ms=busy_timeout_ms,
             max_batch=max_batch,
             on_commit=on_commit,
+            migrate_schema=migrate_schema,
         )
 
     @property
@@ -513,6 +524,8 @@ class SQLiteStore:
                 " WHERE raw IS NOT NULL AND received < ? LIMIT ?)",
                 (cutoff, _PAGE),
             )
+            # Earlier processings keep a body only when it differed; it ages out with them.
+            conn.execute("UPDATE processings SET raw = NULL WHERE raw IS NOT NULL AND processed < ?", (cutoff,))
             return cur.rowcount
 
         total = 0
@@ -797,9 +810,37 @@ _OUTBOX_COLUMNS = ops.OUTBOX_COLUMNS
 _outbox_row = ops.outbox_row
 
 
+def _replace_rejected(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult | None:
+    """The accepted resend of a rejected message stored under another key (``record.replaces``).
+
+    Returns None when there is nothing to replace (the caller inserts as usual).
+    """
+    row = conn.execute(
+        "SELECT id, state FROM messages WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
+        (record.sender_application, record.sender_facility, record.replaces),
+    ).fetchone()
+    if row is None or row[1] != "rejected" or not ops.never_accepted(conn, int(row[0])):
+        return None
+    taken = conn.execute(
+        "SELECT id, ack, ack_code, state, processing FROM messages"
+        " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
+        (record.sender_application, record.sender_facility, record.control_id),
+    ).fetchone()
+    if taken is not None:
+        # Its accepted key is stored already (a race, or another route): that answer stands.
+        pk, ack, ack_code, state, processing = taken
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
+    return ops.replace_processing(conn, int(row[0]), record, now=record.received, superseded_by="resend",
+                                  expected_processing=None)
+
+
 def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult:
     """Write one message with its reports and outbox rows (runs on the writer thread)."""
     received = _ts(record.received)
+    if record.replaces and record.replaces != record.control_id:
+        replaced = _replace_rejected(conn, record)
+        if replaced is not None:
+            return replaced
     cur = conn.execute(
         "INSERT INTO messages (sender_application, sender_facility, control_id, feed, received,"
         " transport, state, ack_code, error_code, ack, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -825,9 +866,11 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
             " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
             (record.sender_application, record.sender_facility, record.control_id),
         ).fetchone()
-        same_outcome = (state, ack_code, error_code) == (record.state, record.ack_code, record.error_code) and (
-            record.raw is None or raw is None or bytes(raw) == record.raw)
-        if state != "rejected" or record.state == "quarantined" or same_outcome:
+        # Rejected again for the same reason (whatever the bytes: an engine that
+        # resends on every NACK must not grow the store): the stored answer.
+        same_outcome = (state, ack_code, error_code) == (record.state, record.ack_code, record.error_code)
+        if (state != "rejected" or record.state == "quarantined" or same_outcome
+                or not ops.never_accepted(conn, int(pk))):
             # Accepted before (or rejected again for the same reason): write
             # nothing, answer what was answered the first time.
             return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))

@@ -253,7 +253,8 @@ def _write_config(root: Path, mllp: int, http: int) -> Path:
         "destinations: destinations.yaml\n"
         "http_clients:\n"
         "  docs-example:\n"
-        f"    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n",
+        f"    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n"
+        "    allow: [submit, read, operator]\n",
         "utf-8")
     return config
 

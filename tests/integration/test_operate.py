@@ -10,6 +10,7 @@ destination in backoff with ``kick``, and reads the audit log.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import shutil
@@ -64,11 +65,16 @@ def json_lines(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def get_json(daemon: RunningDaemon, path: str) -> tuple[int, object]:
+#: Bearer tokens of the test's HTTP clients: an analyst (allowed `operator`) and a sender (default permissions).
+ANALYST = "analyst-token"
+SENDER = "sender-token"
+
+
+def get_json(daemon: RunningDaemon, path: str, token: str = ANALYST) -> tuple[int, object]:
     assert daemon.http_port is not None
     conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=30)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -102,7 +108,12 @@ def fixture_setup(tmp_path: Path) -> Iterator[tuple[RunningDaemon, TestRis, Path
         encoding="utf-8",
     )
     config = tmp_path / "overread.yaml"
-    config.write_text("mappings: mappings\ndestinations: destinations.yaml\n", encoding="utf-8")
+    config.write_text("mappings: mappings\ndestinations: destinations.yaml\n"
+                      "http_clients:\n"
+                      f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
+                      " allow: [read, operator]}\n"
+                      f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+                      encoding="utf-8")
     logs = tmp_path / "logs"
     logs.mkdir()
     daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
@@ -186,6 +197,10 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
     assert status == 200 and detail["processings"][0]["state"] == "rejected"  # type: ignore[index]
     assert get_json(daemon, "/api/messages/999999")[0] == 404
     assert get_json(daemon, "/api/messages?bogus=1")[0] == 400
+    assert get_json(daemon, "/api/messages?limit=%C2%B2")[0] == 400
+    assert get_json(daemon, "/api/messages?since=99999999999d")[0] == 400
+    # A sender's token (default permissions: submit, read) does not open the message browser.
+    assert get_json(daemon, "/api/messages?accession=ACC-NEW-1", token=SENDER)[0] == 403
 
     # 7. Reprocess: a dry run writes nothing; a real run keeps processing 2, queues nothing when
     #    the decision is unchanged, and --resend-routes queues a routing message with a new MSH-10.
@@ -244,8 +259,6 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
 def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigured(tmp_path: Path) -> None:
     """A FHIR body refused for a vendor field is stored rejected; after the client is allowed extra
     fields (SIGHUP), the same body is processed again and replaces the refusal (processing 2)."""
-    import hashlib
-
     token = "operate-token"
     digest = hashlib.sha256(token.encode()).hexdigest()
     config = tmp_path / "overread.yaml"

@@ -70,6 +70,10 @@ class FakeQueries:
         self.pools.append(pool)
         return []
 
+    def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[Any]:
+        self.pools.append(pool)
+        return []
+
     def with_findings(self, **_: Any) -> list[Any]:
         return []
 

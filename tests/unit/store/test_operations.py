@@ -168,3 +168,49 @@ def test_audit_entries_hold_ids_and_counts(tmp_path: Path) -> None:
         assert [e.actor for e in store.audit(since=T0 + minutes(1))] == ["bob"]
     finally:
         store.close()
+
+
+def test_a_rejection_is_replaced_only_while_the_message_was_never_accepted(tmp_path: Path) -> None:
+    """Rejected again for the same reason with other bytes: the stored answer (an engine resending on
+    every NACK does not grow the store). A message that was once accepted and routed, then turned
+    rejected by a reprocess, is not processed again by a sender's resend: its routing messages went out."""
+    store = _store(tmp_path)
+    try:
+        pk = store.save(_rejected(raw=b"MSH|one\r")).message_pk
+        assert store.save(_rejected(raw=b"MSH|two\r")).duplicate
+        assert store.message_detail(pk).processings == ()  # type: ignore[union-attr]
+        pk2 = store.save(record("C2", outbox=(item("ACC2", "O2"),))).message_pk
+        store.replace_processing(pk2, _rejected("C2"), now=T0 + minutes(1), superseded_by="reprocess by ann",
+                                 expected_processing=1)
+        resend = store.save(record("C2", outbox=(item("ACC2", "O2"),)))
+        assert resend.duplicate and resend.state == "rejected"
+    finally:
+        store.close()
+
+
+def test_a_refused_body_accepted_on_resend_moves_to_its_identity_key(tmp_path: Path) -> None:
+    """FHIR: the refusal is kept under a key made from the bytes; the accepted resend takes the
+    resource's identity key on the same message (so a later copy with other bytes is a duplicate)."""
+    store = _store(tmp_path)
+    try:
+        pk = store.save(_rejected("fhir-body-1")).message_pk
+        accepted = store.save(dataclasses.replace(record("fhir-id-1"), replaces="fhir-body-1"))
+        assert accepted.message_pk == pk and accepted.processing == 2 and not accepted.duplicate
+        assert [m.control_id for m in store.messages()] == ["fhir-id-1"]
+        assert store.save(record("fhir-id-1")).duplicate
+    finally:
+        store.close()
+
+
+def test_operator_commands_never_migrate_a_store(tmp_path: Path) -> None:
+    """`open_store(create=False)` (every operator command) refuses an older schema with the command to run."""
+    from listener.store import open_store
+
+    from .v1 import make_v1_store
+
+    make_v1_store(tmp_path / "state")
+    with pytest.raises(StoreError, match="overread store migrate"):
+        open_store(tmp_path / "state", create=False)
+    conn = sqlite3.connect(tmp_path / "state" / "overread.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
