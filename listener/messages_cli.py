@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from listener.config import Config
 from listener.errors import StoreError
-from listener.outbox_cli import parse_time
+from listener.outbox_cli import parse_window
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary
 
 __all__ = ["add_messages_parser", "cmd_messages", "message_dict"]
@@ -96,15 +96,9 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
         (err or sys.stderr).write(f"overread messages: {text}\n")
         return _EXIT_ERROR
 
-    now = datetime.now(timezone.utc)
-    window: dict[str, datetime] = {}
-    for name in ("since", "until"):
-        text = getattr(args, name, None)
-        if text:
-            try:
-                window[name] = parse_time(text, now)
-            except ValueError:
-                return fail(f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)")
+    window = parse_window(args, datetime.now(timezone.utc))
+    if isinstance(window, str):
+        return fail(window)
     if args.authority is not None and args.patient_id is None:
         return fail("--authority narrows --patient-id: give both")
     for name in ("after", "limit"):

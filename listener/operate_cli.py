@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from listener.config import Config
 from listener.errors import StoreError
+from listener.outbox_cli import parse_window
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageDetail, Store
 
 __all__ = ["add_operate_parsers", "cmd_audit", "cmd_hash", "cmd_reprocess", "cmd_show", "detail_dict", "os_actor"]
@@ -325,20 +326,6 @@ def cmd_hash(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return _EXIT_OK
 
 
-def _window(prog: str, args: argparse.Namespace, now: datetime) -> dict[str, datetime] | str:
-    from listener.outbox_cli import parse_time
-
-    window: dict[str, datetime] = {}
-    for name in ("since", "until"):
-        text = getattr(args, name, None)
-        if text:
-            try:
-                window[name] = parse_time(text, now)
-            except ValueError:
-                return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)"
-    return window
-
-
 def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Reprocess the named messages, or those a filter selects (bounded, pinned)."""
     from listener.reprocess import reprocess_message
@@ -350,7 +337,7 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         return _fail("reprocess", "give MESSAGE ids or a filter (--state, --sender, --transport, --since, --until), not both")
     if args.limit is not None and (args.limit < 1 or args.messages):
         return _fail("reprocess", "--limit N (1 or more) goes with a filter")
-    window = _window("reprocess", args, now)
+    window = parse_window(args, now)
     if isinstance(window, str):
         return _fail("reprocess", window)
     if getattr(args, "config", None) is None:
@@ -480,7 +467,7 @@ def _write_change(out: TextIO, change: Any, fmt: str, dry_run: bool) -> None:
 def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """List the audit log."""
     now = datetime.now(timezone.utc)
-    window = _window("audit", args, now)
+    window = parse_window(args, now)
     if isinstance(window, str):
         return _fail("audit", window)
     store = _open("audit", config)

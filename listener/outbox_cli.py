@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from listener.errors import ConfigError, StoreError
 from listener.store.base import OUTBOX_STATES, DestinationState, OutboxRow, Store
 
-__all__ = ["add_outbox_parser", "cmd_outbox", "parse_time", "row_dict"]
+__all__ = ["add_outbox_parser", "cmd_outbox", "parse_time", "parse_window", "row_dict"]
 
 _EXIT_OK = 0
 _EXIT_PARTIAL = 1
@@ -230,6 +230,19 @@ def parse_time(text: str, now: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive time")
     return value
+
+
+def parse_window(args: argparse.Namespace, now: datetime) -> dict[str, datetime] | str:
+    """``--since``/``--until`` of a command as ``{"since": t, "until": t}``, or the error text."""
+    window: dict[str, datetime] = {}
+    for name in ("since", "until"):
+        text = getattr(args, name, None)
+        if text:
+            try:
+                window[name] = parse_time(text, now)
+            except (ValueError, OverflowError):
+                return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)"
+    return window
 
 
 def row_dict(row: OutboxRow) -> dict[str, Any]:

@@ -49,6 +49,16 @@ def _stage(alias: str) -> str:
     return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+def _stored(row: Sequence[Any]) -> StoredReport:
+    """A StoredReport from the first columns of a row of :data:`_COLUMNS`."""
+    return StoredReport(report_pk=int(row[0]), received=_time(row[1]), transport=str(row[2]), accession=str(row[3]),
+                        report_json=str(row[4]), findings_json=str(row[5]), route_json=str(row[6]))
+
+
 class ReportQueries:
     """Searches by routing pool, report id and accession, newest first.
 
@@ -77,28 +87,18 @@ class ReportQueries:
             self._conn = conn
         return self._conn
 
-    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
-        sql = f"SELECT {_COLUMNS} {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+    def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
         failed = ""
         with self._lock:
             try:
-                rows = self._connection().execute(sql, (*params, limit)).fetchall()
+                return self._connection().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 failed = type(exc).__name__
-        if failed:
-            raise StoreError(f"the store cannot be read ({failed})")
-        return [
-            StoredReport(
-                report_pk=int(row[0]),
-                received=datetime.fromisoformat(row[1][:-1]).replace(tzinfo=UTC),
-                transport=str(row[2]),
-                accession=str(row[3]),
-                report_json=str(row[4]),
-                findings_json=str(row[5]),
-                route_json=str(row[6]),
-            )
-            for row in rows
-        ]
+        raise StoreError(f"the store cannot be read ({failed})")
+
+    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
+        sql = f"SELECT {_COLUMNS} {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+        return [_stored(row) for row in self._select(sql, (*params, limit))]
 
     def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
         """Reports with a route (optionally to one pool). Scans reports newest first."""
@@ -150,29 +150,7 @@ class ReportQueries:
         elif status == "completed":
             where += f" AND r.accession != '' AND {done} IS NOT NULL"
         sql = f"SELECT {_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
-        failed = ""
-        with self._lock:
-            try:
-                rows = self._connection().execute(sql, (*params, limit)).fetchall()
-            except sqlite3.Error as exc:
-                failed = type(exc).__name__
-        if failed:
-            raise StoreError(f"the store cannot be read ({failed})")
-        return [
-            (
-                StoredReport(
-                    report_pk=int(row[0]),
-                    received=datetime.fromisoformat(row[1][:-1]).replace(tzinfo=UTC),
-                    transport=str(row[2]),
-                    accession=str(row[3]),
-                    report_json=str(row[4]),
-                    findings_json=str(row[5]),
-                    route_json=str(row[6]),
-                ),
-                datetime.fromisoformat(row[7][:-1]).replace(tzinfo=UTC) if row[7] else None,
-            )
-            for row in rows
-        ]
+        return [(_stored(row), _time(row[7]) if row[7] else None) for row in self._select(sql, (*params, limit))]
 
     def close(self) -> None:
         """Close the read connection."""
