@@ -66,7 +66,7 @@ __all__ = [
 
 # --- Vocabulary -------------------------------------------------------------
 
-#: Every event name the daemon may emit: ``<noun>_<past verb>`` (STYLE §5).
+#: Every event name the daemon may emit: ``<noun>_<past verb>`` (docs/monitoring.md lists them).
 EVENTS: frozenset[str] = frozenset(
     {
         # connections (server/mllp.py, server/http.py)

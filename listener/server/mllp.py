@@ -1,6 +1,6 @@
 """The MLLP server: a thin Twisted shell around the pure framer, pipeline and ACK builder.
 
-Layer: reactor code. ``dataReceived`` does four things (STYLE §1): feed the
+Layer: reactor code. ``dataReceived`` does four things: feed the
 framer, run the pure pipeline, hand the record to the store's group-commit
 writer (off the reactor thread), and write the answer once the commit is done.
 The reactor thread never reads the store: the duplicate check is the save
