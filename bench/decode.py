@@ -23,6 +23,7 @@ from hl7apy.parser import parse_message
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 
@@ -53,7 +54,7 @@ def main() -> None:
     path: Path = args.file if args.file.is_file() else sorted((ROOT / "samples/hl7").glob("*.hl7"))[0]
     raw = path.read_bytes()
     text = raw.decode("latin-1").replace("\r\n", "\r").replace("\n", "\r")
-    pipeline = load_config(None).pipeline()
+    pipeline = build_pipeline(load_config(None))
     now = datetime.now(timezone.utc)
     print(f"input: {path.name} ({len(raw)} bytes, {text.count(chr(13))} segments)  python {sys.version.split()[0]}")
     gc.freeze()

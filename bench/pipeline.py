@@ -2,7 +2,7 @@
 
 Run by hand: ``.venv/bin/python bench/pipeline.py [--seconds S] [--profile N] [FILE...]``.
 
-Uses the real default configuration (``load_config(None).pipeline()``) and the
+Uses the real default configuration (``build_pipeline(load_config(None))``) and the
 real code of each stage, on the reactor thread's path of ``Intake.receive``:
 
 * ``frame+unframe``: ``mllp.frame`` and ``MllpFramer.feed`` of the message;
@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
@@ -111,7 +112,7 @@ def main() -> int:
 
     devnull = open("/dev/null", "w")  # noqa: SIM115 - lives for the run
     configure_logging("json", stream=devnull)
-    pipeline = load_config(None).pipeline()
+    pipeline = build_pipeline(load_config(None))
     assert pipeline.qa is not None and pipeline.decide_route is not None
     key = b"k" * 32
     now = datetime.now(timezone.utc)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
 
+from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.errors import DecodeError, FhirDecodeError, FramingError, InvalidValue
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer
@@ -32,7 +33,7 @@ _LINE_MSH = re.compile(rb"(?:^|[\r\n\x0b])MSH([^\w\s])")
 @lru_cache(maxsize=1)
 def default_pipeline() -> Pipeline:
     """The pipeline the daemon builds from the repository's own configuration."""
-    return load_config(None).pipeline()
+    return build_pipeline(load_config(None))
 
 
 def _run_framer(stream: bytes, chunks: list[bytes], limit: int) -> tuple[list[bytes], list[int], int, str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from listener import __version__
+from listener.assemble import build_pipeline
 from listener.config import Config, load_config
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import split_messages
@@ -188,7 +189,7 @@ def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style
 
 def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
     """The configured pipeline, with ``--policy F`` replacing the routing policy."""
-    pipeline = config.pipeline()
+    pipeline = build_pipeline(config)
     if policy_file is None:
         return pipeline
     from listener.routing import load_decider
@@ -238,7 +239,7 @@ def cmd_explain(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Print, for each report in the files, why each routing rule did or did not match."""
     from listener.routing import RoutingContext, explain_lines, load_routing_policy
 
-    pipeline = config.pipeline()
+    pipeline = build_pipeline(config)
     qa = pipeline.qa
     if qa is None:
         raise ConfigError("no QA configuration to explain with", path=str(config.policies_dir))
@@ -318,7 +319,7 @@ def check_config_files(config: Config) -> list[str]:
         except ConfigError as exc:
             problems.append(str(exc))
 
-    attempt(config.pipeline)
+    attempt(lambda: build_pipeline(config))
     if config.destinations_file is not None:
         from listener.destinations import load_destinations
 

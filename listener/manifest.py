@@ -58,7 +58,7 @@ TERM_FILES = MappingProxyType(
 
 
 def required_files(config: Config) -> tuple[Path, ...]:
-    """Every file ``config.pipeline()`` needs, in the order they are checked."""
+    """Every file ``build_pipeline(config)`` (:mod:`listener.assemble`) needs, in the order they are checked."""
     policies = config.policies_dir
     return (
         config.mappings_dir / "default.yaml",

@@ -25,12 +25,13 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from listener.cli_common import parse_window
 from listener.config import Config
 from listener.errors import StoreError
-from listener.outbox_cli import parse_window
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary
+from listener.views import message_dict
 
-__all__ = ["add_messages_parser", "cmd_messages", "message_dict"]
+__all__ = ["add_messages_parser", "cmd_messages"]
 
 _EXIT_OK = 0
 _EXIT_ERROR = 2
@@ -61,24 +62,6 @@ def add_messages_parser(sub: Any) -> None:
     messages.add_argument("--until", metavar="TIME", help="received before TIME (same forms)")
     messages.add_argument("--after", type=int, metavar="PK", help="only messages after this message_pk (paging cursor)")
     messages.add_argument("--limit", type=int, metavar="N", help="print at most N messages")
-
-
-def message_dict(msg: MessageSummary) -> dict[str, Any]:
-    """One message as the JSON object ``overread messages --format json`` prints."""
-    return {
-        "message_id": msg.control_id,
-        "sender": {"application": msg.sender_application, "facility": msg.sender_facility},
-        "received": msg.received.isoformat(),
-        "state": msg.state,
-        "ack_code": msg.ack_code,
-        "error_code": msg.error_code,
-        "feed": msg.feed,
-        "transport": msg.transport,
-        "report_count": msg.report_count,
-        "raw_kept": msg.raw_kept,
-        "processing": msg.processing,
-        "message_pk": msg.message_pk,
-    }
 
 
 def _text_line(msg: MessageSummary) -> str:

@@ -16,20 +16,20 @@ were done); 2 usage error or no store.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from listener.assemble import build_pipeline
+from listener.cli_common import os_actor, parse_window
 from listener.config import Config
 from listener.errors import StoreError
-from listener.outbox_cli import parse_window
-from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageDetail, Store
+from listener.store.base import MESSAGE_STATES, TRANSPORTS, Store
+from listener.views import detail_dict, iso_utc
 
-__all__ = ["add_operate_parsers", "cmd_audit", "cmd_hash", "cmd_reprocess", "cmd_show", "detail_dict", "os_actor"]
+__all__ = ["add_operate_parsers", "cmd_audit", "cmd_hash", "cmd_reprocess", "cmd_show"]
 
 _EXIT_OK = 0
 _EXIT_PARTIAL = 1
@@ -37,16 +37,6 @@ _EXIT_ERROR = 2
 
 #: Messages a filtered reprocess touches unless ``--limit`` says otherwise.
 DEFAULT_REPROCESS_LIMIT = 100
-
-
-def os_actor() -> str:
-    """Who runs this command, for the audit log: the OS user (and the sudo caller)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    sudo = os.environ.get("SUDO_USER", "")
-    return f"{sudo} (sudo as {user})" if sudo and sudo != user else user
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -149,57 +139,8 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
     return found[0].message_pk, ""
 
 
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "replace")
-
-
 def _segments(text: str) -> str:
     return "\n".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:
-    report = json.loads(row.report_json)
-    findings = json.loads(row.findings_json)
-    if not with_text:
-        for key in ("text", "comparison_text", "patient", "reason"):
-            report.pop(key, None)
-        if isinstance(report.get("reader"), dict):
-            report["reader"].pop("name", None)
-        for finding in findings:
-            for evidence in finding.get("evidence", ()):
-                evidence.pop("text", None)  # words of the report
-    return {"seq": row.seq, "accession": row.accession, "bucket": row.bucket, "report": report,
-            "findings": findings, "route": json.loads(row.route_json)}
-
-
-def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, Any]:
-    """The JSON document ``overread show --format json`` prints (and ``GET /api/messages/<pk>`` answers)."""
-    from listener.messages_cli import message_dict
-    from listener.outbox_cli import row_dict
-
-    return {
-        **message_dict(detail.summary),
-        "processed": _iso(detail.processed),
-        "ack": _text(detail.ack),
-        "raw": _text(detail.raw) if with_raw else None,
-        "raw_bytes": len(detail.raw) if detail.raw is not None else None,
-        "reports": [_report_dict(r, with_raw) for r in detail.reports],
-        "outbox": [{**row_dict(row),
-                    "events": [{"at": _iso(e.at), "event": e.event, "detail": e.detail} for e in events]}
-                   for row, events in detail.outbox],
-        "processings": [
-            {"number": p.number, "processed": _iso(p.processed), "superseded": _iso(p.superseded),
-             "superseded_by": p.superseded_by, "feed": p.feed, "state": p.state, "ack_code": p.ack_code,
-             "error_code": p.error_code, "ack": _text(p.ack),
-             "raw": _text(p.raw) if with_raw else None,
-             "reports": [_report_dict(r, with_raw) for r in p.reports]}
-            for p in detail.processings
-        ],
-    }
 
 
 def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> None:
@@ -344,7 +285,7 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         # The daemon runs with its own config file; without it, this is not what it would do.
         sys.stderr.write("overread reprocess: no --config given: using the built-in mappings and policies"
                          " and no destinations\n")
-    pipeline = config.pipeline()
+    pipeline = build_pipeline(config)
     destinations = tuple(load_destinations(config.destinations_file)) if config.destinations_file else ()
     from listener.server.http import clients_from_config
 
@@ -481,10 +422,10 @@ def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         store.close()
     for e in entries:
         if args.format == "json":
-            out.write(json.dumps({"id": e.id, "at": _iso(e.at), "actor": e.actor, "via": e.via, "action": e.action,
+            out.write(json.dumps({"id": e.id, "at": iso_utc(e.at), "actor": e.actor, "via": e.via, "action": e.action,
                                   "target": json.loads(e.target), "rows": e.rows, "detail": e.detail}) + "\n")
         else:
-            out.write(f"{e.id:>6}  {_iso(e.at)}  {e.actor} ({e.via})  {e.action}  rows {e.rows}  {e.target}"
+            out.write(f"{e.id:>6}  {iso_utc(e.at)}  {e.actor} ({e.via})  {e.action}  rows {e.rows}  {e.target}"
                       + (f"  {e.detail}" if e.detail else "") + "\n")
     if args.format == "text" and not entries:
         out.write("no audit entries\n")

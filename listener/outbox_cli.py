@@ -26,14 +26,16 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from listener.cli_common import os_actor, parse_time
 from listener.errors import ConfigError, StoreError
 from listener.store.base import OUTBOX_STATES, DestinationState, OutboxRow, Store
+from listener.views import row_dict
 
-__all__ = ["add_outbox_parser", "cmd_outbox", "parse_time", "parse_window", "row_dict"]
+__all__ = ["add_outbox_parser", "cmd_outbox"]
 
 _EXIT_OK = 0
 _EXIT_PARTIAL = 1
@@ -217,52 +219,6 @@ def _unknown_destination(store: Store, name: str, destinations_file: Path | None
     return f"unknown destination {name!r} (known: {known})"
 
 
-def parse_time(text: str, now: datetime) -> datetime:
-    """An aware datetime from ISO 8601 text with an offset, or ``Nd`` days before ``now``.
-
-    Raises:
-        ValueError: neither form, or a naive time.
-    """
-    text = text.strip()
-    if text.endswith("d") and text[:-1].isdigit():
-        return now - timedelta(days=int(text[:-1]))
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError("naive time")
-    return value
-
-
-def parse_window(args: argparse.Namespace, now: datetime) -> dict[str, datetime] | str:
-    """``--since``/``--until`` of a command as ``{"since": t, "until": t}``, or the error text."""
-    window: dict[str, datetime] = {}
-    for name in ("since", "until"):
-        text = getattr(args, name, None)
-        if text:
-            try:
-                window[name] = parse_time(text, now)
-            except (ValueError, OverflowError):
-                return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)"
-    return window
-
-
-def row_dict(row: OutboxRow) -> dict[str, Any]:
-    """One row as the JSON object ``overread outbox list --format json`` prints (no payload)."""
-    return {
-        "id": row.id,
-        "destination": row.destination,
-        "accession": row.accession,
-        "control_id": row.control_id,
-        "state": row.state,
-        "attempts": row.attempts,
-        "next_attempt_at": row.next_attempt_at.isoformat(),
-        "last_error": row.last_error,
-        "created": row.created.isoformat(),
-        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
-        "message_pk": row.message_pk,
-        "resent_from": row.resent_from,
-    }
-
-
 def _connection_note(state: DestinationState) -> str:
     """One line on a destination's connection trouble ("" when it is connected)."""
     if not state.connect_failures:
@@ -352,7 +308,6 @@ def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -
 
 
 def _audit(store: Store, now: datetime, action: str, target: dict[str, Any], rows: int, detail: str = "") -> None:
-    from listener.operate_cli import os_actor
 
     store.record_audit(at=now, actor=os_actor(), via="cli", action=action, target=target, rows=rows, detail=detail)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from listener.config import MappingSet
+from listener.hl7v2.mapping import MappingSet
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
 from listener.hl7v2.decode import decode_message
 from listener.hl7v2.segments import MessageHeader, read_header

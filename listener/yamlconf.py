@@ -1,7 +1,8 @@
 """YAML loading that remembers line numbers, so every config error names file:line.
 
 Pure apart from reading the file it is given. Used by ``config.py`` (daemon
-config and mappings), the QA policy loader and the routing policy loader.
+config), ``hl7v2/mapping.py`` (mappings), the QA policy loader and the routing
+policy loader.
 
 Usage::
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.pipeline import Pipeline
 
@@ -64,7 +65,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 @pytest.fixture(name="pipeline", scope="session")
 def fixture_pipeline() -> Pipeline:
     """The pipeline built from the repository's own mappings and tables."""
-    return load_config(None).pipeline()
+    return build_pipeline(load_config(None))
 
 
 @pytest.fixture(name="corpus", scope="session")

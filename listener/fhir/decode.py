@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from listener.config import Mapping
+from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir import models
 from listener.fhir.report import ReportContext, report_from_diagnostic_report

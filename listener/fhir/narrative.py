@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from listener.config import Mapping
+from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir.resolve import JSON, codings, concept_text, o, objs, s
 from listener.fhir.text import attachment_text, html_to_text, normalize_newlines

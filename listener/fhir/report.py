@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from listener.config import Mapping
+from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir.narrative import Resolve, build_text
 from listener.fhir.resolve import (

@@ -30,7 +30,7 @@ from datetime import date, datetime, timezone
 
 import hl7
 
-from listener.config import FieldPath, Mapping, MappingSet
+from listener.hl7v2.mapping import FieldPath, Mapping, MappingSet
 from listener.errors import (
     DecodeError,
     InvalidValue,

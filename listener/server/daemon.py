@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import globalLogBeginner
 
+from listener.assemble import build_pipeline
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
 from listener.pipeline import Pipeline
@@ -177,7 +178,7 @@ class Daemon:
         self.purger: LoopingCall | None = None
         #: The purge running on a thread, if any (shutdown lets it finish before closing the store).
         self.purging: Deferred[None] | None = None
-        pipeline = config.pipeline()
+        pipeline = build_pipeline(config)
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         # One daemon per state directory, held until the process ends (listener/statelock.py).
         self.state_lock = lock_state_dir(config.state_dir)
@@ -578,7 +579,7 @@ class Reloaded:
         """Load and check every file ``config`` names (ConfigError on the first problem)."""
         from listener.server.http import clients_from_config
 
-        pipeline = config.pipeline()
+        pipeline = build_pipeline(config)
         destinations: tuple[Any, ...] = ()
         if config.destinations_file is not None:
             from listener.destinations import load_destinations

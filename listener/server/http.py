@@ -697,7 +697,7 @@ class _ApiQuery(_Endpoint):
         return super().render(request)
 
     def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
-        from listener.outbox_cli import parse_time
+        from listener.cli_common import parse_time
 
         if not self.api.access.clients:
             # Without http_clients every caller is anonymous: the message browser (patient data of
@@ -746,7 +746,7 @@ class _ApiQuery(_Endpoint):
                 return defer.succeed(_api_error(404, "a message is named by its message_pk (a number)"))
 
             def one() -> HttpAnswer:
-                from listener.operate_cli import detail_dict
+                from listener.views import detail_dict
 
                 detail = store.message_detail(int(pk))
                 return _api_json(detail_dict(detail)) if detail is not None else _api_error(404, "no such message")
@@ -755,7 +755,7 @@ class _ApiQuery(_Endpoint):
             return defer.succeed(_api_error(400, "authority narrows patient_id: give both"))
 
         def listing() -> HttpAnswer:
-            from listener.messages_cli import message_dict
+            from listener.views import message_dict
 
             rows = store.messages(
                 after=numbers.get("after"), limit=limit, state=params.get("state"),

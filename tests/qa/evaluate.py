@@ -2,7 +2,7 @@
 
 Reports are built from the injector's plain documents with the rule-test
 factory (sections as the decoder finds them) and run through the repository's
-own pipeline configuration (``load_config(None).pipeline().qa``): whatever rules
+own pipeline configuration (``build_pipeline(load_config(None)).qa``): whatever rules
 are registered and enabled at run time are what gets measured.
 
 A detection counts only when the injected copy has a finding of the expected

@@ -1,7 +1,7 @@
 """A configuration cannot silently shrink: every policy file must be there and hold something.
 
 Each test copies the shipped mappings and policies to ``tmp_path``, damages one
-file, and checks that ``Config.pipeline()`` (what the daemon loads at start and
+file, and checks that ``build_pipeline(config)`` (what the daemon loads at start and
 on SIGHUP) refuses it with a ConfigError naming that file.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from listener.assemble import build_pipeline
 from listener.config import Config, load_config
 from listener.errors import ConfigError
 from listener.manifest import POLICY_FILES, TERM_FILES, check_required_files, check_terms_loaded
@@ -39,7 +40,7 @@ def _required(config: Config) -> list[Path]:
 def test_shipped_configuration_passes(config: Config) -> None:
     """The shipped files are complete: the check passes and the pipeline loads."""
     check_required_files(config)
-    assert config.pipeline().decide_route is not None
+    assert build_pipeline(config).decide_route is not None
 
 
 @pytest.mark.parametrize("damage", ["delete", "empty", "comments_only", "empty_mapping"])
@@ -52,7 +53,7 @@ def test_each_required_file_missing_or_empty_is_refused(config: Config, damage: 
     else:
         target.write_text({"empty": "", "comments_only": "# emptied\n\n", "empty_mapping": "{}\n"}[damage])
     with pytest.raises(ConfigError) as info:
-        config.pipeline()
+        build_pipeline(config)
     assert info.value.path == str(target)
 
 
@@ -60,7 +61,7 @@ def test_renamed_policies_directory_is_refused(config: Config) -> None:
     """Renaming policies/ must not fall back to the shipped vocabularies and no routing."""
     config.policies_dir.rename(config.policies_dir.with_name("policies.old"))
     with pytest.raises(ConfigError) as info:
-        config.pipeline()
+        build_pipeline(config)
     assert info.value.path == str(config.policies_dir)
 
 
@@ -68,7 +69,7 @@ def test_missing_terms_directory_is_refused(config: Config) -> None:
     """Without policies/terms the loaders would quietly use the shipped vocabularies."""
     shutil.rmtree(config.policies_dir / "terms")
     with pytest.raises(ConfigError) as info:
-        config.pipeline()
+        build_pipeline(config)
     assert info.value.path == str(config.policies_dir / "terms")
 
 
@@ -77,11 +78,11 @@ def test_term_file_with_the_wrong_vocabulary_is_refused(config: Config) -> None:
     negation = config.policies_dir / "terms" / "negation.yaml"
     negation.write_text("kind: modifiers\ncategory: uncertain\ntriggers: ['maybe']\n")
     with pytest.raises(ConfigError) as info:
-        config.pipeline()
+        build_pipeline(config)
     assert info.value.path == str(negation) and info.value.line == 2 and "category: negated" in str(info.value)
     negation.write_text("kind: modifiers\ncategory: negated\ntriggers: []\n")
     with pytest.raises(ConfigError) as info:
-        config.pipeline()
+        build_pipeline(config)
     assert info.value.path == str(negation) and info.value.line == 3
 
 
@@ -99,7 +100,7 @@ def test_procedures_file_is_required(config: Config) -> None:
     """A missing CPT table used to disable every coding rule silently."""
     procedures = dataclasses.replace(config, procedures_file=config.mappings_dir / "nowhere.yaml")
     with pytest.raises(ConfigError) as info:
-        procedures.pipeline()
+        build_pipeline(procedures)
     assert info.value.path.endswith("nowhere.yaml")
 
 

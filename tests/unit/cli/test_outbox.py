@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from listener.cli import build_parser
-from listener.outbox_cli import cmd_outbox, parse_time
+from listener.cli_common import parse_time
+from listener.outbox_cli import cmd_outbox
 from listener.store import MessageRecord, OutboxItem, SQLiteStore
 
 REPO = Path(__file__).resolve().parents[3]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.config import MappingSet
+from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError, InvalidValue, MissingField, SegmentSequenceError, UnsupportedMessage
 from listener.hl7v2.decode import decode_message
 from listener.model import ResultStatus, SectionKind

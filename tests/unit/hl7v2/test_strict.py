@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from listener.config import MappingSet
+from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError
 from listener.hl7v2.decode import decode_message
 from listener.pipeline import Pipeline

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from listener.config import MappingSet, load_config
+from listener.assemble import build_pipeline
+from listener.config import load_config
+from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError, SegmentSequenceError
 from listener.hl7v2.ack import AckError, build_ack
 from listener.hl7v2.decode import decode_message
@@ -218,6 +220,6 @@ def test_undetectable_splice_is_documented() -> None:
     a, b = (SAMPLES / A_NAME).read_bytes(), (SAMPLES / B_NAME).read_bytes()
     raw = a[: _line_start(a, b"ORC")] + b[_line_start(b, b"ORC") :]
     assert read_header(raw) is not None
-    decoded = decode_message(raw, load_config(None).pipeline().mappings, received_at=RECEIVED)
+    decoded = decode_message(raw, build_pipeline(load_config(None)).mappings, received_at=RECEIVED)
     (report,) = decoded.reports
     assert (report.patient.id, report.accession) == (_identity(a)[0], _identity(b)[1])

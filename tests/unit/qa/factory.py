@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
+from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
 from listener.pipeline import Pipeline
@@ -27,7 +28,7 @@ def pipeline() -> Pipeline:
     """The repository's pipeline (mappings, CPT table, QA policy), loaded once."""
     global _PIPELINE
     if _PIPELINE is None:
-        _PIPELINE = load_config(None).pipeline()
+        _PIPELINE = build_pipeline(load_config(None))
     return _PIPELINE
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.pipeline import Pipeline, process
 from tests.conftest import RECEIVED
@@ -32,7 +33,7 @@ def _rows() -> list[tuple[str, str]]:
 @pytest.fixture(name="routed_pipeline", scope="module")
 def fixture_routed_pipeline() -> Pipeline:
     """The repository's pipeline, which loads policies/routing.yaml."""
-    pipe = load_config(None).pipeline()
+    pipe = build_pipeline(load_config(None))
     assert pipe.decide_route is not None
     return pipe
 

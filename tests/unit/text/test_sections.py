@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.model import Section, SectionKind
 from listener.text.sections import HeadingRules, compile_heading_rules, sectionize
@@ -106,7 +107,7 @@ def test_mixed_case_or_lower_case_label_does_not_end_the_impression(rules: Headi
 
 def test_shipped_mapping_finds_the_mtsamples_headings() -> None:
     """The repository's default mapping (what the decoders use) finds the headings of the three QA reports."""
-    rules = load_config(None).pipeline().mappings.default.heading_rules
+    rules = build_pipeline(load_config(None)).mappings.default.heading_rules
     text = (
         "EXAM:,MRI OF THE RIGHT ANKLE,FINDINGS:,No fracture.,IMPRESSION,: NORMAL MRI.,"
         "CT-GUIDED NEEDLE BIOPSY, LEFT KIDNEY MASS: , Core biopsies obtained."
