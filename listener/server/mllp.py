@@ -678,6 +678,9 @@ class MllpProtocol(Protocol, TimeoutMixin):
             answer = slot.answer
             if answer is not None and answer.ack is not None and self.transport is not None and not self.transport.disconnecting:
                 self.transport.write(frame(answer.ack))
+                # The idle time starts again at our answer: a sender whose message took
+                # long to check has the whole idle_timeout to send its next one.
+                self.resetTimeout()  # type: ignore[no-untyped-call]
             if answer is not None and answer.close:
                 self.transport.loseConnection()
         if self.closing_after_answers and not self.queue:
