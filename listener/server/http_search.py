@@ -95,23 +95,7 @@ def searchset(resources: Sequence[JSON], base_url: str) -> JSON:
 
 def task_bundle(rows: Iterable[StoredReport], base_url: str, *, version: str = "R4") -> JSON:
     """Tasks (status requested) for routed reports, newest first, in FHIR ``version`` (R4 or R5)."""
-    tasks = []
-    for row in rows:
-        route_data = json.loads(row.route_json)
-        if not route_data:
-            continue
-        data = json.loads(row.report_json)
-        tasks.append(
-            task_for(
-                _report(row, data),
-                _route(route_data),
-                authored_on=row.received,
-                report_reference=_reference(row, data),
-                task_id=f"route-{row.report_pk}",
-                version=version,
-            )
-        )
-    return searchset(tasks, base_url)
+    return worklist_bundle(((row, None) for row in rows), base_url, version=version)
 
 
 def worklist_bundle(rows: Iterable[tuple[StoredReport, datetime | None]], base_url: str, *, version: str = "R4") -> JSON:
