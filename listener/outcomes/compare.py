@@ -9,7 +9,8 @@ What is compared (docs/outcomes.md):
   indication, technique, comparison and communication; the whole text when
   there are none) is read with its ConText status. A concept's state in one
   report is ``affirmed`` when any mention affirms it, else ``hedged`` when
-  any hedges it, else ``negated``; historical, hypothetical and
+  any hedges it, else ``historical`` ("old healed fracture", "history of")
+  when any places it in the past, else ``negated``; hypothetical and
   other-experiencer mentions do not count. Absent from a report: ``absent``.
   Its sides are those of the mentions in that state.
 - **Impression.** Its sentences, folded (case, punctuation, list numbers,
@@ -37,6 +38,8 @@ __all__ = ["Comparison", "Difference", "ConceptState", "compare", "concept_state
 _NOT_BODY = frozenset({SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.COMPARISON, SectionKind.COMMUNICATION})
 #: Kinds in output order (interpretive first, the most telling first).
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
+#: QA rule ids of laterality defects (docs/qa-rules.md): fixed in the final, they make a side change a typo fix.
+_LATERALITY_RULES = "laterality."
 #: The longest text excerpt carried by one piece of evidence.
 _EXCERPT = 200
 
@@ -187,16 +190,19 @@ def _evidence(report: Report, start: int, end: int) -> Evidence:
 
 
 def _state_of(m: Mention) -> str:
-    if m.historical or m.hypothetical or m.experiencer != "patient":
+    if m.hypothetical or m.experiencer != "patient":
         return ""
     if m.negated:
         return "negated"
     if m.uncertain:
         return "hedged"
+    if m.historical:
+        return "historical"
     return "affirmed"
 
 
-_STATE_RANK = {"affirmed": 0, "hedged": 1, "negated": 2}
+#: The state a concept takes when its mentions differ: the strongest claim wins.
+_STATE_RANK = {"affirmed": 0, "hedged": 1, "historical": 2, "negated": 3}
 
 
 def concept_states(report: Report, terms: Terms) -> dict[str, ConceptState]:
@@ -318,13 +324,19 @@ def _statements(report: Report, sections: Sequence[Section], rules: OutcomeRules
     return out
 
 
-def _signature(report: Report, sections: Sequence[Section], terms: Terms) -> frozenset[tuple[str, str, str]]:
-    sig: set[tuple[str, str, str]] = set()
+def _signature(report: Report, sections: Sequence[Section], terms: Terms) -> frozenset[tuple[str, str]]:
+    """(concept, state) of every mention of ``sections``.
+
+    Sides are left out: a side word attaches to the nearest finding, and
+    punctuation alone ("hypertension; Left mid lung atelectasis") moves it;
+    side changes are the concept comparison's business.
+    """
+    sig: set[tuple[str, str]] = set()
     for sec in sections:
         for m in find_mentions(report.text, sec.start, sec.end, terms):
             state = _state_of(m)
             if state:
-                sig.add((m.concept, state, m.laterality))
+                sig.add((m.concept, state))
     return frozenset(sig)
 
 
@@ -350,7 +362,7 @@ def _impression_differences(
     new = [f_st[k] for k in f_st if k not in p_st]
     p_ev = tuple(_evidence(prelim, s, e) for s, e in sorted(gone))
     f_ev = tuple(_evidence(final, s, e) for s, e in sorted(new))
-    changed = {c for c, _, _ in _signature(prelim, p_secs, terms) ^ _signature(final, f_secs, terms)}
+    changed = {c for c, _ in _signature(prelim, p_secs, terms) ^ _signature(final, f_secs, terms)}
     by_concept = {d.concept: d.category for d in covered}
     unexplained = any(c not in by_concept for c in changed)
     interpretive = unexplained or any(by_concept[c] == "interpretive" for c in changed)
@@ -464,11 +476,15 @@ def compare(
     """
     found: list[Difference] = []
     found += _concept_differences(prelim, final, terms)
+    qa = _qa_differences(prelim, final, qa_findings[0], qa_findings[1]) if qa_findings is not None else []
+    if any(d.kind == "qa_fixed" and d.concept.startswith(_LATERALITY_RULES) for d in qa):
+        # The prelim had a laterality defect the final no longer has: its side changes are that
+        # typo fixed, not a new reading (docs/outcomes.md).
+        found = [_retyped(d, "laterality_corrected") if d.kind == "side_changed" else d for d in found]
     found += _impression_differences(prelim, final, terms, rules, found)
     found += _communication_differences(prelim, final, rules)
     found += _section_differences(prelim, final)
-    if qa_findings is not None:
-        found += _qa_differences(prelim, final, qa_findings[0], qa_findings[1])
+    found += qa
     if not found:
         # Nothing else explains a change of text: wording only.
         found += _wording_difference(prelim, final, rules)
@@ -484,6 +500,11 @@ def compare(
         rules_version=rules.version,
         deciding=deciding,
     )
+
+
+def _retyped(d: Difference, kind: str) -> Difference:
+    return Difference(kind, KINDS[kind], d.concept, d.severity, d.from_state, d.to_state, d.prelim, d.final,
+                      d.detail, d.grade, d.rule)
 
 
 def _graded(d: Difference, rules: OutcomeRules) -> Difference:

@@ -39,7 +39,7 @@ DEFAULT_OUTCOMES_FILE = Path(__file__).resolve().parents[2] / "policies" / "outc
 #: the number, so a 2b outranks a 3a.
 GRADES: tuple[str, ...] = ("1", "2a", "3a", "2b", "3b")
 #: Where a concept stands in one report.
-STATES: tuple[str, ...] = ("affirmed", "hedged", "negated", "absent")
+STATES: tuple[str, ...] = ("affirmed", "hedged", "historical", "negated", "absent")
 #: A concept's weight, from its flags in policies/terms/*.yaml.
 SEVERITIES: tuple[str, ...] = ("critical", "significant", "other")
 CATEGORIES: tuple[str, ...] = ("interpretive", "operational")
