@@ -30,7 +30,7 @@ from typing import Any
 
 from listener.model import Evidence, Finding, Report, Section, SectionKind
 from listener.outcomes.rules import KINDS, OutcomeRules, fold_phrase, grade_rank, worst_grade
-from listener.text import Mention, Terms, find_mentions, split_sentences
+from listener.text import Mention, Terms, find_mentions, lateral_mentions, split_sentences
 
 __all__ = ["Comparison", "Difference", "ConceptState", "compare", "concept_states"]
 
@@ -286,6 +286,60 @@ def _concept_differences(prelim: Report, final: Report, terms: Terms) -> list[Di
     return out
 
 
+def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, int, int, str]]]:
+    """Paired anatomy -> (side, sentence start, end, severity) of side words in sentences stating a finding.
+
+    A sentence counts when it affirms, hedges or dates a finding concept
+    ("calcified granuloma in the right upper lobe"); a side word in a
+    sentence that only negates ("no left effusion") or names anatomy alone
+    ("the left costophrenic angle is sharp") does not.
+    """
+    out: dict[str, list[tuple[str, int, int, str]]] = {}
+    for start, end, _ in _body(report):
+        stating: dict[tuple[int, int], str] = {}
+        for m in find_mentions(report.text, start, end, terms):
+            if _state_of(m) in ("affirmed", "hedged", "historical"):
+                weight = "critical" if m.critical else "significant" if m.significant else "other"
+                key = (m.sentence_start, m.sentence_end)
+                if _SEVERITY_RANK[weight] < _SEVERITY_RANK[stating.get(key, "other")]:
+                    stating[key] = weight
+                stating.setdefault(key, weight)
+        if not stating:
+            continue
+        for lm in lateral_mentions(report.text, start, end, terms):
+            key = (lm.sentence_start, lm.sentence_end)
+            if lm.anatomy and key in stating and lm.side in ("left", "right"):
+                out.setdefault(lm.anatomy, []).append((lm.side, key[0], key[1], stating[key]))
+    return out
+
+
+_SEVERITY_RANK = {"critical": 0, "significant": 1, "other": 2}
+
+
+def _anatomy_side_differences(prelim: Report, final: Report, terms: Terms) -> list[Difference]:
+    """Findings whose concept carries no side but whose sentence names a paired anatomy on the other side.
+
+    "Opacities above the right fissure" -> "... left fissure": the side word
+    qualifies the anatomy, not the finding concept, and the concept
+    comparison sees no side. Per anatomy, the sides stated in finding
+    sentences are compared as sets.
+    """
+    before, after = _finding_sides(prelim, terms), _finding_sides(final, terms)
+    out: list[Difference] = []
+    for anatomy in sorted(set(before) & set(after)):
+        p_sides = {side for side, _, _, _ in before[anatomy]}
+        f_sides = {side for side, _, _, _ in after[anatomy]}
+        if p_sides == f_sides:
+            continue
+        severity = min((w for *_, w in before[anatomy] + after[anatomy]), key=_SEVERITY_RANK.__getitem__)
+        p_ev = tuple(_evidence(prelim, s, e) for s, e in sorted({(s, e) for _, s, e, _ in before[anatomy]}))
+        f_ev = tuple(_evidence(final, s, e) for s, e in sorted({(s, e) for _, s, e, _ in after[anatomy]}))
+        out.append(Difference(kind="side_changed", category="interpretive", concept=f"anatomy:{anatomy}",
+                              severity=severity, prelim=p_ev, final=f_ev,
+                              detail=f"{'/'.join(sorted(p_sides))} -> {'/'.join(sorted(f_sides))}"))
+    return out
+
+
 def _typo_fixed(p: ConceptState, f: ConceptState) -> bool:
     """The prelim's sections disagree on the side and the final keeps one of them throughout.
 
@@ -476,6 +530,8 @@ def compare(
     """
     found: list[Difference] = []
     found += _concept_differences(prelim, final, terms)
+    if not any(d.kind in ("side_changed", "laterality_corrected") for d in found):
+        found += _anatomy_side_differences(prelim, final, terms)
     qa = _qa_differences(prelim, final, qa_findings[0], qa_findings[1]) if qa_findings is not None else []
     if any(d.kind == "qa_fixed" and d.concept.startswith(_LATERALITY_RULES) for d in qa):
         # The prelim had a laterality defect the final no longer has: its side changes are that
