@@ -468,7 +468,7 @@ def _section_differences(prelim: Report, final: Report) -> list[Difference]:
 
 
 def _wording_difference(prelim: Report, final: Report, rules: OutcomeRules) -> list[Difference]:
-    """The changed middle of the texts (common prefix and suffix cut), when the folded texts differ."""
+    """The changed middle of the texts (common prefix and suffix cut, widened to words), when the folded texts differ."""
     if _fold(prelim.text, rules) == _fold(final.text, rules):
         return []
     a, b = prelim.text, final.text
@@ -479,8 +479,16 @@ def _wording_difference(prelim: Report, final: Report, rules: OutcomeRules) -> l
     hi = 0
     while hi < limit - lo and a[len(a) - 1 - hi] == b[len(b) - 1 - hi]:
         hi += 1
-    p_ev = (_evidence(prelim, lo, len(a) - hi),) if len(a) - hi > lo else ()
-    f_ev = (_evidence(final, lo, len(b) - hi),) if len(b) - hi > lo else ()
+    # Widen to whole words: "Haert" / "Heart", not "ae" / "ea".
+    while lo > 0 and a[lo - 1].isalnum():
+        lo -= 1
+    a_end, b_end = len(a) - hi, len(b) - hi
+    while a_end < len(a) and a[a_end].isalnum():
+        a_end += 1
+    while b_end < len(b) and b[b_end].isalnum():
+        b_end += 1
+    p_ev = (_evidence(prelim, lo, a_end),) if a_end > lo else ()
+    f_ev = (_evidence(final, lo, b_end),) if b_end > lo else ()
     return [Difference(kind="wording_changed", category="operational", concept="", prelim=p_ev, final=f_ev,
                        detail="text changed")]
 

@@ -222,6 +222,7 @@ def fold_phrase(text: str) -> str:
 
 def _equivalent(groups: YamlList) -> dict[str, str]:
     out: dict[str, str] = {}
+    group_of: dict[str, int] = {}
     for i, group in enumerate(groups):
         if not isinstance(group, list):
             raise groups.error(i, "equivalent_phrases: each item must be a list of phrases")
@@ -229,8 +230,9 @@ def _equivalent(groups: YamlList) -> dict[str, str]:
         if len(phrases) != len(group) or len(phrases) < 2 or not all(phrases):
             raise groups.error(i, "equivalent_phrases: each group lists at least two non-empty phrases")
         for phrase in phrases:
-            if phrase in out and out[phrase] != phrases[0]:
+            if group_of.get(phrase, i) != i:
                 raise groups.error(i, f"equivalent_phrases: {phrase!r} is already in another group")
+            group_of[phrase] = i
             out[phrase] = phrases[0]
     return out
 
