@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listener.errors import ConfigError
+from listener.resources import defaults_root
 from listener.yamlconf import YamlList, YamlMap, load_yaml
 
 __all__ = [
@@ -32,8 +33,8 @@ __all__ = [
     "worst_grade",
 ]
 
-#: The shipped rules (beside policies/routing.yaml).
-DEFAULT_OUTCOMES_FILE = Path(__file__).resolve().parents[2] / "policies" / "outcomes.yaml"
+#: The shipped rules (``policies/outcomes.yaml``, packaged or in the checkout).
+DEFAULT_OUTCOMES_FILE = defaults_root() / "policies" / "outcomes.yaml"
 
 #: RADPEER grades, least severe first: clinical significance ("b") ranks above
 #: the number, so a 2b outranks a 3a.
