@@ -430,11 +430,12 @@ def _communication(report: Report, rules: OutcomeRules) -> tuple[Evidence, ...]:
         return ()
     spans: dict[tuple[int, int], None] = {}
     text = report.text
+    sents = None
     for m in rules.communication_re.finditer(text):
-        for s in split_sentences(text, 0, len(text)):
-            if s.start <= m.start() < s.end:
-                spans.setdefault((s.start, s.end), None)
-                break
+        sents = sents if sents is not None else split_sentences(text, 0, len(text))
+        hit = next((s for s in sents if s.start <= m.start() < s.end), None)
+        if hit is not None:
+            spans.setdefault((hit.start, hit.end), None)
     return tuple(_evidence(report, s, e) for s, e in sorted(spans))
 
 
