@@ -258,9 +258,9 @@ def _concept_differences(prelim: Report, final: Report, terms: Terms) -> list[Di
         f_state = f.state if f else "absent"
         p_ev, f_ev = _mention_evidence(prelim, p), _mention_evidence(final, f)
 
-        def diff(kind: str, detail: str, *, fs: str = p_state, ts: str = f_state) -> Difference:
+        def diff(kind: str, detail: str) -> Difference:
             return Difference(kind=kind, category=KINDS[kind], concept=concept, severity=severity,
-                              from_state=fs, to_state=ts, prelim=p_ev, final=f_ev, detail=detail)
+                              from_state=p_state, to_state=f_state, prelim=p_ev, final=f_ev, detail=detail)
 
         if p_state != f_state:
             if f_state == "affirmed" and ref.critical and p_state in ("absent", "negated"):
@@ -301,9 +301,9 @@ def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, in
             if _state_of(m) in ("affirmed", "hedged", "historical"):
                 weight = "critical" if m.critical else "significant" if m.significant else "other"
                 key = (m.sentence_start, m.sentence_end)
-                if _SEVERITY_RANK[weight] < _SEVERITY_RANK[stating.get(key, "other")]:
+                current = stating.get(key)
+                if current is None or _SEVERITY_RANK[weight] < _SEVERITY_RANK[current]:
                     stating[key] = weight
-                stating.setdefault(key, weight)
         if not stating:
             continue
         for lm in lateral_mentions(report.text, start, end, terms):

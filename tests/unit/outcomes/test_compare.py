@@ -169,3 +169,29 @@ def test_interpretive_differences_come_first_and_output_is_deterministic() -> No
     assert set(data["differences"][0]) == {
         "kind", "category", "concept", "severity", "from", "to", "detail", "grade", "rule", "prelim", "final"
     }
+
+
+def test_side_of_paired_anatomy_counts_when_no_concept_carries_it() -> None:
+    prelim = "FINDINGS: Old healed fracture of the right 8th rib.\nIMPRESSION: No acute cardiopulmonary abnormality."
+    c = run(prelim, prelim.replace("right", "left"))
+    assert c.grade == "2b"
+    (d,) = c.interpretive
+    assert d.kind == "side_changed" and d.detail == "right -> left"
+
+
+def test_finding_dated_to_the_past_is_2a() -> None:
+    prelim = "FINDINGS: Fracture of the right 8th rib.\nIMPRESSION: Right 8th rib fracture."
+    final = "FINDINGS: Old healed fracture of the right 8th rib.\nIMPRESSION: Old healed right 8th rib fracture."
+    c = run(prelim, final)
+    assert c.grade == "2a"
+    assert any(d.to_state == "historical" for d in c.interpretive)
+
+
+def test_no_qa_findings_means_no_qa_differences() -> None:
+    prelim = "FINDINGS: Right lower lobe consolidation.\nIMPRESSION: Left lower lobe consolidation."
+    final = "FINDINGS: Right lower lobe consolidation.\nIMPRESSION: Right lower lobe consolidation."
+    c = run(prelim, final)
+    assert not any(d.kind.startswith("qa_") for d in c.differences)
+    # The prelim's sections disagreed on the side and the final keeps one: still a typo fixed.
+    assert ("laterality_corrected", "consolidation") in kinds(c)
+    assert c.grade == "1"
