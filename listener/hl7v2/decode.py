@@ -179,7 +179,7 @@ def _split_inline(text: str, field_sep: str, names: tuple[str, ...]) -> str:
 
 
 def _split_lines(text: str) -> list[str]:
-    """``split_segments``: lines split on CRLF, CR or LF, blank ones dropped (without a regex scan)."""
+    """Lines split on CRLF, CR or LF, blank ones dropped (without a regex scan)."""
     return [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
 
 

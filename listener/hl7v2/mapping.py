@@ -144,11 +144,6 @@ class Mapping:
     heading_rules: HeadingRules = field(compare=False)
 
     @property
-    def needed_segments(self) -> frozenset[str]:
-        """Segments the decoder must read fields from for this mapping."""
-        return frozenset(self.read_fields)
-
-    @property
     def read_fields(self) -> MappingT[str, frozenset[int]]:
         """Per needed segment, the field numbers the mapping reads."""
         read: dict[str, set[int]] = {"MSH": set(range(1, 13)), "OBR": {2, 3, 4}, "ORC": {2, 3}}

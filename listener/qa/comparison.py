@@ -226,29 +226,14 @@ _COMPARISON_CUE_RE = folded(re.compile(
 _PLAN_RE = folded(re.compile(r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b", _I))
 
 
-def comparison_spans(data: RuleInput) -> Iterator[tuple[int, int]]:
-    """Where the report says what it compares with: the comparison section(s), and elsewhere
-    sentences with a comparison cue that are not about plans or history."""
-    report = data.report
-    text = report.text
-    sections = report.sections_of(SectionKind.COMPARISON)
-    for sec in sections:
-        yield sec.start, sec.end
-    for sec in report.sections:
-        if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
-            continue
-        for span in data.analysis.sentences(sec.start, sec.end):
-            sentence = text[span.start : span.end]
-            if _COMPARISON_CUE_RE.search(sentence) and not _PLAN_RE.search(sentence):
-                yield span.start, span.end
-
-
 _DIGIT_RE = re.compile(r"\d")  # every _DATE_RE match holds one (the same \d)
 _DATED_SPANS_KEY = "comparison.dated_spans"
 
 
 def dated_comparison_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
-    """The :func:`comparison_spans` that hold a digit, in the same order (once per report).
+    """Where the report says what it compares with, in text order (once per report): the
+    comparison section(s), and elsewhere sentences with a comparison cue that are not about
+    plans or history; only the spans that hold a digit.
 
     Only these can cite a date (every date pattern has a digit), and testing
     for a digit first spares the cue patterns on most sentences.

@@ -90,7 +90,7 @@ class Analysis:
         self.terms = terms
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
-        self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
+        self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
         self._shared: dict[object, object] = {}
         self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
@@ -146,18 +146,6 @@ class Analysis:
         for sec in self.report.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
         found = self._by_kind[kind] = tuple(out)
-        return found
-
-    def body_mentions(self) -> tuple[Mention, ...]:
-        """Mentions in the sections that describe the patient now (not history/technique)."""
-        cached = self._by_kind.get(None)  # None: the body sections
-        if cached is not None:
-            return cached
-        out: list[Mention] = []
-        for sec in self.report.sections:
-            if sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM):
-                out.extend(self.mentions(sec.start, sec.end))
-        found = self._by_kind[None] = tuple(out)
         return found
 
     def section_at(self, offset: int) -> Section | None:
@@ -441,11 +429,6 @@ def _rule_input(
     return data
 
 
-def has_errors(findings: Iterable[Finding]) -> bool:
-    """True when any finding has severity error."""
-    return any(f.severity is Severity.ERROR for f in findings)
-
-
 __all__ = [
     "Analysis",
     "Folded",
@@ -457,7 +440,6 @@ __all__ = [
     "RuleSettings",
     "RuleSpec",
     "folded",
-    "has_errors",
     "lowered_ascii",
     "registry",
     "rule",

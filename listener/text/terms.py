@@ -815,10 +815,5 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         laterality=b.laterality,
         sources=tuple(str(p) for p in files),
         digest=digest.hexdigest(),
-        max_window=max((t.window for _, t in b.triggers if scoped_category(t)), default=0),
+        max_window=max((t.window for _, t in b.triggers if t.category not in _NO_SCOPE), default=0),
     )
-
-
-def scoped_category(trigger: Trigger) -> bool:
-    """True when a trigger of this category sets a flag on findings in scope."""
-    return trigger.category not in _NO_SCOPE
