@@ -292,7 +292,6 @@ def missing(data: RuleInput) -> Iterable[Finding]:
     if report.text_kind != "text" or not report.text.strip() or has_comparison_statement(report):
         return
     yield data.emit(
-        "comparison.missing",
         "Report does not state a comparison (no comparison section or statement).",
         (),
         'Add "Comparison:" with the prior studies used, or "None".',
@@ -316,7 +315,6 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
                 late.append(cited)
     if late:
         yield data.emit(
-            "comparison.date_after_exam",
             "Comparison study is dated after this exam.",
             [data.analysis.evidence(c.start, c.end) for c in late[:3]],
             "Correct the comparison date.",
@@ -393,7 +391,6 @@ def none_with_priors(data: RuleInput) -> Iterable[Finding]:
     plural = "study" if len(priors) == 1 else "studies"
     region = data.report.body_region.replace("_", " ")
     yield data.emit(
-        "comparison.none_with_priors",
         f"Report states no comparison, but {len(priors)} prior {data.report.modality or ''} {plural} of the {region} are on record.".replace("  ", " "),
         [data.analysis.evidence(s, e) for s, e in spans[:2]],
         "Compare with the relevant prior study, or state why it was not used.",
@@ -427,7 +424,6 @@ def prior_not_found(data: RuleInput) -> Iterable[Finding]:
                 missing_dates.append(cited)
     if missing_dates:
         yield data.emit(
-            "comparison.prior_not_found",
             f"{len(missing_dates)} cited comparison date(s) match no prior study on record.",
             [data.analysis.evidence(c.start, c.end) for c in missing_dates[:3]],
             "Check the comparison date, or that the prior was loaded.",

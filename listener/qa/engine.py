@@ -250,7 +250,7 @@ def folded(pattern: re.Pattern[str]) -> Folded:
 
 @dataclass(frozen=True, slots=True)
 class RuleInput:
-    """Everything a rule may look at."""
+    """Everything a rule may look at, and the id the running rule is registered under."""
 
     report: Report
     analysis: Analysis
@@ -259,14 +259,15 @@ class RuleInput:
     directory: Directory
     context: QaContext
     settings: RuleSettings
+    rule_id: str
 
     def param(self, name: str, default: Any = None) -> Any:
         return self.settings.params.get(name, default)
 
-    def emit(self, rule_id: str, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
-        """Build a Finding with the policy's severity for this rule."""
+    def emit(self, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
+        """Build a Finding of the running rule (its registered id) with the policy's severity for it."""
         return Finding(
-            rule=rule_id,
+            rule=self.rule_id,
             severity=self.settings.severity,
             message=message,
             evidence=tuple(evidence),
@@ -360,22 +361,22 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop
-    for function, settings in _plan(config):
+    for rule_id, function, settings in _plan(config):
         if stop is not None and stop():
             raise QaInterrupted(tuple(findings))
-        data = _rule_input(report, analysis, terms, procedures, directory, context, settings)
+        data = _rule_input(report, analysis, terms, procedures, directory, context, settings, rule_id)
         findings.extend(function(data))
     return tuple(findings)
 
 
 #: id(config.rules) -> (config.rules, registry size, the enabled rules in id
-#: order). The plan is the same for every report of one configuration: sorting
+#: order: id, function, settings). The plan is the same for every report of one configuration: sorting
 #: the rule ids and looking each one up per report was pure repetition.
-_PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[RuleFunction, RuleSettings], ...]]] = {}
+_PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[str, RuleFunction, RuleSettings], ...]]] = {}
 
 
-def _plan(config: QaConfig) -> tuple[tuple[RuleFunction, RuleSettings], ...]:
-    """The enabled, registered rules of ``config`` in rule-id order, with their settings."""
+def _plan(config: QaConfig) -> tuple[tuple[str, RuleFunction, RuleSettings], ...]:
+    """The enabled, registered rules of ``config`` in rule-id order: id, function, settings."""
     specs = _REGISTRY if _LOADED else registry()
     rules = config.rules
     cached = _PLANS.get(id(rules))
@@ -387,7 +388,7 @@ def _plan(config: QaConfig) -> tuple[tuple[RuleFunction, RuleSettings], ...]:
         spec = specs.get(rule_id)
         if spec is None or not settings.enabled:
             continue
-        plan.append((spec.function, settings))
+        plan.append((rule_id, spec.function, settings))
     out = tuple(plan)
     if isinstance(rules, MappingProxyType):
         # Only a read-only view is remembered (policy.load_qa_config builds
@@ -415,10 +416,11 @@ def _rule_input(
     directory: Directory,
     context: QaContext,
     settings: RuleSettings,
+    rule_id: str,
 ) -> RuleInput:
     """``RuleInput(report, analysis, ...)``, built without the frozen-init overhead."""
     data: RuleInput = object.__new__(RuleInput)
-    s_report, s_analysis, s_terms, s_procedures, s_directory, s_context, s_settings = _RULE_INPUT_SLOTS
+    s_report, s_analysis, s_terms, s_procedures, s_directory, s_context, s_settings, s_rule_id = _RULE_INPUT_SLOTS
     s_report(data, report)
     s_analysis(data, analysis)
     s_terms(data, terms)
@@ -426,6 +428,7 @@ def _rule_input(
     s_directory(data, directory)
     s_context(data, context)
     s_settings(data, settings)
+    s_rule_id(data, rule_id)
     return data
 
 
