@@ -370,8 +370,8 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
 
 
 #: id(config.rules) -> (config.rules, registry size, the enabled rules in id
-#: order: id, function, settings). The plan is the same for every report of one configuration: sorting
-#: the rule ids and looking each one up per report was pure repetition.
+#: order: id, function, settings). The plan is the same for every report of one
+#: configuration, so it is built once per configuration, not per report.
 _PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[str, RuleFunction, RuleSettings], ...]]] = {}
 
 
