@@ -90,7 +90,7 @@ class Analysis:
         self.terms = terms
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
-        self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
+        self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
         self._shared: dict[object, object] = {}
         self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
@@ -146,18 +146,6 @@ class Analysis:
         for sec in self.report.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
         found = self._by_kind[kind] = tuple(out)
-        return found
-
-    def body_mentions(self) -> tuple[Mention, ...]:
-        """Mentions in the sections that describe the patient now (not history/technique)."""
-        cached = self._by_kind.get(None)  # None: the body sections
-        if cached is not None:
-            return cached
-        out: list[Mention] = []
-        for sec in self.report.sections:
-            if sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM):
-                out.extend(self.mentions(sec.start, sec.end))
-        found = self._by_kind[None] = tuple(out)
         return found
 
     def section_at(self, offset: int) -> Section | None:
@@ -262,7 +250,7 @@ def folded(pattern: re.Pattern[str]) -> Folded:
 
 @dataclass(frozen=True, slots=True)
 class RuleInput:
-    """Everything a rule may look at."""
+    """Everything a rule may look at, and the id the running rule is registered under."""
 
     report: Report
     analysis: Analysis
@@ -271,14 +259,15 @@ class RuleInput:
     directory: Directory
     context: QaContext
     settings: RuleSettings
+    rule_id: str
 
     def param(self, name: str, default: Any = None) -> Any:
         return self.settings.params.get(name, default)
 
-    def emit(self, rule_id: str, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
-        """Build a Finding with the policy's severity for this rule."""
+    def emit(self, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
+        """Build a Finding of the running rule (its registered id) with the policy's severity for it."""
         return Finding(
-            rule=rule_id,
+            rule=self.rule_id,
             severity=self.settings.severity,
             message=message,
             evidence=tuple(evidence),
@@ -372,22 +361,22 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop
-    for function, settings in _plan(config):
+    for rule_id, function, settings in _plan(config):
         if stop is not None and stop():
             raise QaInterrupted(tuple(findings))
-        data = _rule_input(report, analysis, terms, procedures, directory, context, settings)
+        data = _rule_input(report, analysis, terms, procedures, directory, context, settings, rule_id)
         findings.extend(function(data))
     return tuple(findings)
 
 
 #: id(config.rules) -> (config.rules, registry size, the enabled rules in id
-#: order). The plan is the same for every report of one configuration: sorting
-#: the rule ids and looking each one up per report was pure repetition.
-_PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[RuleFunction, RuleSettings], ...]]] = {}
+#: order: id, function, settings). The plan is the same for every report of one
+#: configuration, so it is built once per configuration, not per report.
+_PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[str, RuleFunction, RuleSettings], ...]]] = {}
 
 
-def _plan(config: QaConfig) -> tuple[tuple[RuleFunction, RuleSettings], ...]:
-    """The enabled, registered rules of ``config`` in rule-id order, with their settings."""
+def _plan(config: QaConfig) -> tuple[tuple[str, RuleFunction, RuleSettings], ...]:
+    """The enabled, registered rules of ``config`` in rule-id order: id, function, settings."""
     specs = _REGISTRY if _LOADED else registry()
     rules = config.rules
     cached = _PLANS.get(id(rules))
@@ -399,7 +388,7 @@ def _plan(config: QaConfig) -> tuple[tuple[RuleFunction, RuleSettings], ...]:
         spec = specs.get(rule_id)
         if spec is None or not settings.enabled:
             continue
-        plan.append((spec.function, settings))
+        plan.append((rule_id, spec.function, settings))
     out = tuple(plan)
     if isinstance(rules, MappingProxyType):
         # Only a read-only view is remembered (policy.load_qa_config builds
@@ -427,10 +416,11 @@ def _rule_input(
     directory: Directory,
     context: QaContext,
     settings: RuleSettings,
+    rule_id: str,
 ) -> RuleInput:
     """``RuleInput(report, analysis, ...)``, built without the frozen-init overhead."""
     data: RuleInput = object.__new__(RuleInput)
-    s_report, s_analysis, s_terms, s_procedures, s_directory, s_context, s_settings = _RULE_INPUT_SLOTS
+    s_report, s_analysis, s_terms, s_procedures, s_directory, s_context, s_settings, s_rule_id = _RULE_INPUT_SLOTS
     s_report(data, report)
     s_analysis(data, analysis)
     s_terms(data, terms)
@@ -438,12 +428,8 @@ def _rule_input(
     s_directory(data, directory)
     s_context(data, context)
     s_settings(data, settings)
+    s_rule_id(data, rule_id)
     return data
-
-
-def has_errors(findings: Iterable[Finding]) -> bool:
-    """True when any finding has severity error."""
-    return any(f.severity is Severity.ERROR for f in findings)
 
 
 __all__ = [
@@ -457,7 +443,6 @@ __all__ = [
     "RuleSettings",
     "RuleSpec",
     "folded",
-    "has_errors",
     "lowered_ascii",
     "registry",
     "rule",

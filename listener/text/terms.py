@@ -352,7 +352,7 @@ class Scanner:
     When every pattern has a known start (no ``default``), the token starts
     worth a look are found by one compiled pattern (``_finder``: a token start
     followed by some key, case-insensitively), so the Python loop visits only
-    those instead of every word; the lookup there is the same as before.
+    those instead of every word; at each of them the lookup is the one above.
 
     Attributes:
         table: lower-case key of one to three characters -> alternation of
@@ -815,10 +815,5 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         laterality=b.laterality,
         sources=tuple(str(p) for p in files),
         digest=digest.hexdigest(),
-        max_window=max((t.window for _, t in b.triggers if scoped_category(t)), default=0),
+        max_window=max((t.window for _, t in b.triggers if t.category not in _NO_SCOPE), default=0),
     )
-
-
-def scoped_category(trigger: Trigger) -> bool:
-    """True when a trigger of this category sets a flag on findings in scope."""
-    return trigger.category not in _NO_SCOPE

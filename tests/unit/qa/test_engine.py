@@ -63,3 +63,22 @@ def test_shipped_qa_yaml_lists_every_rule() -> None:
     assert listed == set(registry())
     config = load_qa_config(REPO / "policies", procedures=None)
     assert config.version.startswith("qa-")
+
+
+def test_docs_table_lists_every_registered_rule() -> None:
+    """docs/qa-rules.md has one table row per rule or per group of rules of one category
+    (`category.name` / `other_name`); the ids it names are exactly the registered ones, which
+    are the ids findings carry (``RuleInput.emit`` takes the running rule's registered id)."""
+    import re
+
+    from tests.conftest import REPO
+
+    documented: set[str] = set()
+    for line in (REPO / "docs" / "qa-rules.md").read_text(encoding="utf-8").splitlines():
+        first_cell = line.split("|")[1] if line.startswith("| `") else ""
+        names = re.findall(r"`([a-z_.]+)`", first_cell)
+        if not names or "." not in names[0]:
+            continue
+        category = names[0].partition(".")[0]
+        documented.update(name if "." in name else f"{category}.{name}" for name in names)
+    assert documented == set(registry())
