@@ -348,7 +348,70 @@ class OutboxStats:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """One stored report of a processed message, with the message's receive time and transport.
+
+    Attributes:
+        report_pk: the store's id of the report; larger is newer (searches give newest first).
+    """
+
+    report_pk: int
+    received: datetime
+    transport: str
+    accession: str
+    report_json: str
+    findings_json: str
+    route_json: str
+
+
 # --------------------------------------------------------------------- protocol
+
+
+class ReportReader(Protocol):
+    """Read-only searches over the reports of processed messages, newest first (the FHIR GET endpoints).
+
+    Blocking reads: reactor code calls them from a thread. Only reports of
+    messages in state ``processed`` are searched. The JSON texts are matched by
+    these fields only: ``report_json`` ``status`` and ``fhir_id``,
+    ``route_json`` ``pool`` and ``corrections``; ``findings_json`` ``[]`` means
+    no findings and ``route_json`` ``null`` means not routed.
+    """
+
+    def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
+        """Reports with a route (optionally to one pool)."""
+        ...
+
+    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None,
+                      limit: int) -> list[StoredReport]:
+        """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
+        ...
+
+    def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
+        """Routed reports that stand for a Task, each with when its Task was completed (None: open).
+
+        A report in bucket ``release`` with no ``corrections`` in its route
+        stands for no Task. A Task is completed by the first later report of
+        the same (non-empty) accession at a further stage (stages: final 1,
+        corrected and amended 2, anything else 0); the datetime is that
+        report's message's receive time. ``status``: "requested" (open only),
+        "completed", or None (both).
+        """
+        ...
+
+
+class SchemaStep(Protocol):
+    """One upgrade step an open ran on an older store (the daemon logs each)."""
+
+    @property
+    def version(self) -> int:
+        """The schema version the step produced."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """A short name of what the step changed."""
+        ...
 
 
 class Store(Protocol):
@@ -512,6 +575,24 @@ class Store(Protocol):
 
     def purge_raw(self, older_than: datetime) -> int:
         """Drop the raw bytes of messages received before ``older_than``; return the count."""
+        ...
+
+    @property
+    def reports(self) -> ReportReader:
+        """The searches over stored reports (closed with the store)."""
+        ...
+
+    @property
+    def migrations_run(self) -> tuple[SchemaStep, ...]:
+        """The upgrade steps this open ran on an older store, oldest first (empty otherwise)."""
+        ...
+
+    def probe(self, now: datetime) -> None:
+        """Make one real durable write (the health probe); raise StoreError when it fails."""
+        ...
+
+    def health_reason(self) -> str:
+        """Why the store is unhealthy, or "" when it is healthy."""
         ...
 
     def health(self) -> bool:

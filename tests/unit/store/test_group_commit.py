@@ -12,6 +12,7 @@ import pytest
 
 from listener.errors import StoreError
 from listener.store import SQLiteStore
+from listener.store.sqlite import SQLiteSession
 from listener.store.writer import GroupCommitWriter
 
 from .records import POISON, item, poison_reports, record, report
@@ -189,8 +190,8 @@ def test_failed_commit_fails_every_future_and_keeps_nothing(tmp_path: Path) -> N
     """If COMMIT fails, no future succeeds (no ACK) and none of the batch's writes remain."""
     db = tmp_path / "w.db"
 
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(db, isolation_level=None, factory=_FailingCommit)
+    def connect() -> SQLiteSession:
+        return SQLiteSession(sqlite3.connect(db, isolation_level=None, factory=_FailingCommit))
 
     writer = GroupCommitWriter(
         connect,
