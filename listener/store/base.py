@@ -14,6 +14,7 @@ the value is built, so it never reaches a writer thread.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from typing import Any, Literal, Protocol, get_args
 Transport = Literal["mllp", "http"]
 MessageState = Literal["processed", "rejected", "ignored", "quarantined"]
 OutboxState = Literal["pending", "delivered", "dead"]
+
+#: Most characters a backend keeps of an error text, an event's or an audit entry's detail.
+TEXT_MAX = 500
+#: Ids kept per list in an audit entry's target (the count of the rest is kept too).
+AUDIT_IDS_MAX = 500
 
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 MESSAGE_STATES: tuple[str, ...] = get_args(MessageState)
@@ -37,6 +43,21 @@ def require_aware(value: datetime, name: str) -> None:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime")
+
+
+def audit_target_json(target: dict[str, Any]) -> str:
+    """An audit target as stored: JSON with sorted keys, every list cut to :data:`AUDIT_IDS_MAX`
+    items with the rest counted (``<key>_more``), every string cut to :data:`TEXT_MAX`."""
+    out: dict[str, Any] = {}
+    for key, value in target.items():
+        if isinstance(value, list) and len(value) > AUDIT_IDS_MAX:
+            out[key] = value[:AUDIT_IDS_MAX]
+            out[f"{key}_more"] = len(value) - AUDIT_IDS_MAX
+        elif isinstance(value, str):
+            out[key] = value[:TEXT_MAX]
+        else:
+            out[key] = value
+    return json.dumps(out, sort_keys=True)
 
 
 def _require_one_of(value: str, allowed: tuple[str, ...], name: str) -> None:

@@ -55,6 +55,7 @@ from listener.store.base import (
     OutboxRow,
     OutboxState,
     OutboxStats,
+    TEXT_MAX,
     SaveResult,
     require_aware,
 )
@@ -76,7 +77,7 @@ _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 CHECKPOINT_EVERY = 32
 #: The writer connection's own automatic checkpoint threshold (pages): a backstop.
 WRITER_AUTOCHECKPOINT = 4000
-_ERROR_TEXT_MAX = 500
+_ERROR_TEXT_MAX = TEXT_MAX
 
 # ------------------------------------------------------------------------ times
 

@@ -18,6 +18,12 @@ from listener.store.writer import GroupCommitWriter
 from .records import POISON, item, poison_reports, record, report
 
 
+@pytest.fixture(name="store")
+def fixture_store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    """SQLite only: these tests drive the SQLite writer connection (traces, savepoints, COMMIT)."""
+    return sqlite_store
+
+
 def _hold_writer(store: SQLiteStore) -> tuple[threading.Event, threading.Event]:
     """Occupy the writer thread with a job that waits, so later submissions queue up."""
     started, release = threading.Event(), threading.Event()
