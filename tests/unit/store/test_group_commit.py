@@ -230,7 +230,7 @@ def test_failed_commit_fails_every_future_and_keeps_nothing(tmp_path: Path) -> N
 def test_writer_that_cannot_open_raises_store_error(tmp_path: Path) -> None:
     """A connection failure at start-up is a StoreError from the constructor, not a hung thread."""
 
-    def connect() -> sqlite3.Connection:
+    def connect() -> SQLiteSession:
         raise sqlite3.OperationalError("unable to open database file /secret/path")
 
     with pytest.raises(StoreError, match=r"opening the store failed") as info:
