@@ -77,7 +77,6 @@ _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 CHECKPOINT_EVERY = 32
 #: The writer connection's own automatic checkpoint threshold (pages): a backstop.
 WRITER_AUTOCHECKPOINT = 4000
-_ERROR_TEXT_MAX = TEXT_MAX
 
 # ------------------------------------------------------------------------ times
 
@@ -635,8 +634,8 @@ class SQLiteStore:
             "recording a failure",
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (_ts(next_attempt_at), error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "failed",
-            f"{error_text[:_ERROR_TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
+            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id), now, "failed",
+            f"{error_text[:TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
         )
 
     def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
@@ -646,7 +645,7 @@ class SQLiteStore:
             "dead-lettering",
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:_ERROR_TEXT_MAX],
+            (error_text[:TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:TEXT_MAX],
         )
 
     def _update_pending(self, what: str, sql: str, params: Sequence[object], now: datetime, event: str,

@@ -13,8 +13,8 @@ new requests queue up; the thread then takes *every* queued request (up to
 ``max_batch``) and runs them in ONE transaction, each inside its own savepoint,
 so a failing request rolls back only its own writes and fails only its own
 future. The futures are resolved only after :meth:`Session.commit` has
-returned, i.e. after the fsync: a caller that sees a result may tell the sender its message is safe.
-There is no artificial delay: under light load every request commits alone
+returned, i.e. after the fsync: a caller that sees a result may tell the
+sender its message is safe. There is no artificial delay: under light load every request commits alone
 (lowest latency), under heavy load batches grow by themselves.
 """
 
@@ -116,7 +116,7 @@ class GroupCommitWriter(Generic[H]):
             alone uses it.
         setup: run once on the new session's handle before any job (migrations).
         max_batch: most jobs committed in one transaction.
-        on_commit: called on the writer thread after each successful COMMIT with
+        on_commit: called on the writer thread after each successful commit with
             the number of jobs it carried; for metrics, benchmarks and tests. It
             must not block; its exceptions are ignored.
         name: the thread's name.
