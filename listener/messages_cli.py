@@ -89,7 +89,7 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
         if value is not None and value < 0:
             return fail(f"--{name} must not be negative")
     try:
-        store = open_store(config.state_dir, create=False)
+        store = open_store(config, create=False)
     except StoreError as exc:
         return fail(str(exc))
     try:

@@ -108,7 +108,7 @@ def _open(prog: str, config: Config) -> Store | str:
     from listener.store import open_store
 
     try:
-        return open_store(config.state_dir, create=False)
+        return open_store(config, create=False)
     except StoreError as exc:
         return str(exc)
 

@@ -196,7 +196,7 @@ def _check(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
 
 def _list(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
     from listener.store.maintenance import stored_version
-    from listener.store.sqlite import DB_FILENAME
+    from listener.store import DB_FILENAME
 
     version = stored_version(state_dir)
     db = state_dir / DB_FILENAME

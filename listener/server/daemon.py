@@ -47,7 +47,7 @@ from listener.server.runner import PipelineRunner
 from listener.server.metrics import Metrics
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
-from listener.store.sqlite import SQLiteStore
+from listener.store import Store, open_store
 
 __all__ = ["Daemon", "serve"]
 
@@ -182,7 +182,7 @@ class Daemon:
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         # One daemon per state directory, held until the process ends (listener/statelock.py).
         self.state_lock = lock_state_dir(config.state_dir)
-        self.store = SQLiteStore.in_state_dir(config.state_dir, synchronous=config.synchronous)  # type: ignore[arg-type]
+        self.store: Store = open_store(config)
         _log().info("store_opened", path=str(config.state_dir))
         for step in self.store.migrations_run:  # an older schema, upgraded on open
             _log().info("store_migrated", version=step.version, reason=step.label)
@@ -477,7 +477,6 @@ class Daemon:
         if self.http is not None:
             self.http[0].closing = True
             yield self.http[0].drain()
-            yield threads.deferToThread(self.http[1].close)
         # After the intakes: no new rows; each worker finishes (or drops) its attempt.
         yield DeferredList([worker.stop() for worker in self.outbound], consumeErrors=True)
         # A worker thread still inside a slow rule is a daemon thread: not waited for.
@@ -490,14 +489,13 @@ class Daemon:
         _log().info("daemon_stopped", status=self.exit_code)
 
 
-def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_key: bytes, metrics: Metrics) -> Any:
-    """(HttpIntake, ReportQueries, Site) for the HTTP endpoint, or None when it is off."""
+def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash_key: bytes, metrics: Metrics) -> Any:
+    """(HttpIntake, the store's ReportReader, Site) for the HTTP endpoint, or None when it is off."""
     if not config.http_endpoint or config.http_endpoint == "off":
         return None
     from listener.fhir.models import prime_models
     from listener.server.http import build_site, clients_from_config
     from listener.server.http_intake import HttpIntake
-    from listener.store.queries import ReportQueries
 
     # Build the FHIR validators now, not on the first request (STU3 only when a client sends it).
     stu3 = any(c.fhir_version == "STU3" for c in config.http_clients)
@@ -506,7 +504,7 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
                              run_in_thread=threads.deferToThread, metrics=metrics,
                              destinations=lambda: intake.destinations, on_outbox=intake.on_outbox,
                              runner=intake.runner, journal=intake.journal)
-    queries = ReportQueries(store.path)
+    queries = store.reports
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
                       idle_timeout=config.idle_timeout, max_connections=config.http_max_connections,
@@ -514,7 +512,7 @@ def _http_parts(config: Config, reactor: Any, store: Any, intake: Intake, hash_k
     return (http_intake, queries, site)
 
 
-def _outbound_workers(config: Config, reactor: Any, store: SQLiteStore) -> tuple[Any, ...]:
+def _outbound_workers(config: Config, reactor: Any, store: Store) -> tuple[Any, ...]:
     """One OutboundWorker per enabled destination of ``config.destinations_file`` (ConfigError if invalid)."""
     if config.destinations_file is None:
         return ()

@@ -62,8 +62,7 @@ from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outco
 from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
-from listener.store.base import Store
-from listener.store.queries import ReportQueries
+from listener.store.base import ReportReader, Store
 
 __all__ = ["Access", "ApiClient", "build_site", "clients_from_config"]
 
@@ -773,7 +772,7 @@ class _ApiQuery(_Endpoint):
 class Api:
     """What the resources share: intake, access, store, queries, metrics, the reactor."""
 
-    def __init__(self, *, intake: HttpIntake, access: Access, store: Store, queries: ReportQueries,
+    def __init__(self, *, intake: HttpIntake, access: Access, store: Store, queries: ReportReader,
                  metrics: Metrics | None, reactor: Any, run_in_thread: Callable[..., defer.Deferred[Any]]) -> None:
         self.intake = intake
         self.access = access
@@ -828,7 +827,7 @@ def build_site(
     *,
     intake: HttpIntake,
     store: Store,
-    queries: ReportQueries,
+    queries: ReportReader,
     clients: dict[str, ApiClient],
     metrics: Metrics | None,
     reactor: Any,

@@ -18,7 +18,7 @@ from typing import Any
 
 from listener.fhir.encode import detected_issue_for, task_for
 from listener.model import Evidence, Finding, Patient, Procedure, Report, ResultStatus, Route, Sender, Severity, Times
-from listener.store.queries import StoredReport
+from listener.store.base import StoredReport
 
 __all__ = ["detected_issue_bundle", "searchset", "task_bundle", "worklist_bundle"]
 
@@ -102,7 +102,7 @@ def worklist_bundle(rows: Iterable[tuple[StoredReport, datetime | None]], base_u
     """Tasks with their state: ``requested`` while open, ``completed`` once the final arrived.
 
     ``rows``: (stored report, when its Task was completed or None), from
-    :meth:`listener.store.queries.ReportQueries.tasks`.
+    :meth:`listener.store.base.ReportReader.tasks`.
     """
     tasks = []
     for row, completed in rows:

@@ -14,6 +14,7 @@ the value is built, so it never reaches a writer thread.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from typing import Any, Literal, Protocol, get_args
 Transport = Literal["mllp", "http"]
 MessageState = Literal["processed", "rejected", "ignored", "quarantined"]
 OutboxState = Literal["pending", "delivered", "dead"]
+
+#: Most characters a backend keeps of an error text, an event's or an audit entry's detail.
+TEXT_MAX = 500
+#: Ids kept per list in an audit entry's target (the count of the rest is kept too).
+AUDIT_IDS_MAX = 500
 
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 MESSAGE_STATES: tuple[str, ...] = get_args(MessageState)
@@ -37,6 +43,21 @@ def require_aware(value: datetime, name: str) -> None:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be an aware datetime")
+
+
+def audit_target_json(target: dict[str, Any]) -> str:
+    """An audit target as stored: JSON with sorted keys, every list cut to :data:`AUDIT_IDS_MAX`
+    items with the rest counted (``<key>_more``), every string cut to :data:`TEXT_MAX`."""
+    out: dict[str, Any] = {}
+    for key, value in target.items():
+        if isinstance(value, list) and len(value) > AUDIT_IDS_MAX:
+            out[key] = value[:AUDIT_IDS_MAX]
+            out[f"{key}_more"] = len(value) - AUDIT_IDS_MAX
+        elif isinstance(value, str):
+            out[key] = value[:TEXT_MAX]
+        else:
+            out[key] = value
+    return json.dumps(out, sort_keys=True)
 
 
 def _require_one_of(value: str, allowed: tuple[str, ...], name: str) -> None:
@@ -348,7 +369,70 @@ class OutboxStats:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """One stored report of a processed message, with the message's receive time and transport.
+
+    Attributes:
+        report_pk: the store's id of the report; larger is newer (searches give newest first).
+    """
+
+    report_pk: int
+    received: datetime
+    transport: str
+    accession: str
+    report_json: str
+    findings_json: str
+    route_json: str
+
+
 # --------------------------------------------------------------------- protocol
+
+
+class ReportReader(Protocol):
+    """Read-only searches over the reports of processed messages, newest first (the FHIR GET endpoints).
+
+    Blocking reads: reactor code calls them from a thread. Only reports of
+    messages in state ``processed`` are searched. The JSON texts are matched by
+    these fields only: ``report_json`` ``status`` and ``fhir_id``,
+    ``route_json`` ``pool`` and ``corrections``; ``findings_json`` ``[]`` means
+    no findings and ``route_json`` ``null`` means not routed.
+    """
+
+    def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
+        """Reports with a route (optionally to one pool)."""
+        ...
+
+    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None,
+                      limit: int) -> list[StoredReport]:
+        """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
+        ...
+
+    def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
+        """Routed reports that stand for a Task, each with when its Task was completed (None: open).
+
+        A report in bucket ``release`` with no ``corrections`` in its route
+        stands for no Task. A Task is completed by the first later report of
+        the same (non-empty) accession at a further stage (stages: final 1,
+        corrected and amended 2, anything else 0); the datetime is that
+        report's message's receive time. ``status``: "requested" (open only),
+        "completed", or None (both).
+        """
+        ...
+
+
+class SchemaStep(Protocol):
+    """One upgrade step an open ran on an older store (the daemon logs each)."""
+
+    @property
+    def version(self) -> int:
+        """The schema version the step produced."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """A short name of what the step changed."""
+        ...
 
 
 class Store(Protocol):
@@ -512,6 +596,24 @@ class Store(Protocol):
 
     def purge_raw(self, older_than: datetime) -> int:
         """Drop the raw bytes of messages received before ``older_than``; return the count."""
+        ...
+
+    @property
+    def reports(self) -> ReportReader:
+        """The searches over stored reports (closed with the store)."""
+        ...
+
+    @property
+    def migrations_run(self) -> tuple[SchemaStep, ...]:
+        """The upgrade steps this open ran on an older store, oldest first (empty otherwise)."""
+        ...
+
+    def probe(self, now: datetime) -> None:
+        """Make one real durable write (the health probe); raise StoreError when it fails."""
+        ...
+
+    def health_reason(self) -> str:
+        """Why the store is unhealthy, or "" when it is healthy."""
         ...
 
     def health(self) -> bool:

@@ -29,10 +29,9 @@ from listener.store.base import (
     Processing,
     ReportRow,
     SaveResult,
+    audit_target_json,
 )
-
-#: Most characters kept of an event's or audit entry's detail text.
-DETAIL_MAX = 500
+from listener.store.base import TEXT_MAX as DETAIL_MAX
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 SUMMARY_COLUMNS = (
@@ -248,30 +247,12 @@ def replace_processing(
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, number + 1)
 
 
-#: Ids kept per list in an audit entry's target (the count of the rest is kept too).
-AUDIT_IDS_MAX = 500
-
-
-def _bounded_target(target: dict[str, Any]) -> str:
-    """The target as JSON, every list cut to :data:`AUDIT_IDS_MAX` items with the rest counted (always valid JSON)."""
-    out: dict[str, Any] = {}
-    for key, value in target.items():
-        if isinstance(value, list) and len(value) > AUDIT_IDS_MAX:
-            out[key] = value[:AUDIT_IDS_MAX]
-            out[f"{key}_more"] = len(value) - AUDIT_IDS_MAX
-        elif isinstance(value, str):
-            out[key] = value[:DETAIL_MAX]
-        else:
-            out[key] = value
-    return json.dumps(out, sort_keys=True)
-
-
 def record_audit(conn: sqlite3.Connection, *, at: datetime, actor: str, via: str, action: str,
                  target: dict[str, Any], rows: int, detail: str = "") -> int:
     """Append one audit entry (writer thread); return its id."""
     cur = conn.execute(
         "INSERT INTO audit (at, actor, via, action, target, rows, detail) VALUES (?,?,?,?,?,?,?)",
-        (ts(at), actor[:200], via, action, _bounded_target(target), int(rows), detail[:DETAIL_MAX]),
+        (ts(at), actor[:200], via, action, audit_target_json(target), int(rows), detail[:DETAIL_MAX]),
     )
     return int(cur.lastrowid or 0)
 

@@ -1,9 +1,10 @@
-"""Read-only searches over stored reports, for the FHIR GET endpoints.
+"""The SQLite :class:`~listener.store.base.ReportReader`: searches over stored reports.
 
 Layer: storage (a file, blocking reads; call it from a thread, never the
-reactor). Opens its own read-only connection to the store's SQLite file, so it
-neither shares nor changes the store's own reader; in WAL mode a reader never
-waits for the writer.
+reactor). :class:`~listener.store.sqlite.SQLiteStore` builds one and gives it
+out as ``store.reports``. Opens its own read-only connection to the store's
+SQLite file, so it neither shares nor changes the store's own reader; in WAL
+mode a reader never waits for the writer.
 
 The rows give back the JSON the server stored; this module never interprets it
 beyond the ``json_extract`` filters.
@@ -14,29 +15,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from listener.errors import StoreError
+from listener.store.base import StoredReport
 
 __all__ = ["ReportQueries", "StoredReport"]
 
 _BUSY_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredReport:
-    """One stored report row with its message's receive time and transport."""
-
-    report_pk: int
-    received: datetime
-    transport: str
-    accession: str
-    report_json: str
-    findings_json: str
-    route_json: str
 
 
 _COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json"

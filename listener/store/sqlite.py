@@ -55,9 +55,11 @@ from listener.store.base import (
     OutboxRow,
     OutboxState,
     OutboxStats,
+    TEXT_MAX,
     SaveResult,
     require_aware,
 )
+from listener.store.queries import ReportQueries
 from listener.store.schema import SCHEMA_VERSION, Migration, migrate, newer_schema_text, pending_migrations, schema_version
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
@@ -75,7 +77,6 @@ _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 CHECKPOINT_EVERY = 32
 #: The writer connection's own automatic checkpoint threshold (pages): a backstop.
 WRITER_AUTOCHECKPOINT = 4000
-_ERROR_TEXT_MAX = 500
 
 # ------------------------------------------------------------------------ times
 
@@ -135,6 +136,53 @@ def _connect(
         conn.close()
         raise
     return conn
+
+
+class SQLiteSession:
+    """The writer thread's :class:`~listener.store.writer.Session` on one SQLite connection.
+
+    The connection is in autocommit mode (``isolation_level=None``): these
+    statements are the only transaction control. ``BEGIN IMMEDIATE`` takes the
+    write lock at once; ``COMMIT`` returns after the WAL's fsync under
+    synchronous=FULL.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.handle = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside a transaction SQLite still holds open."""
+        return self.handle.in_transaction
+
+    def begin(self) -> None:
+        """BEGIN IMMEDIATE."""
+        self.handle.execute("BEGIN IMMEDIATE")
+
+    def savepoint(self) -> None:
+        """SAVEPOINT job."""
+        self.handle.execute("SAVEPOINT job")
+
+    def release(self) -> None:
+        """RELEASE job."""
+        self.handle.execute("RELEASE job")
+
+    def rollback_to(self) -> None:
+        """ROLLBACK TO job, then RELEASE it."""
+        self.handle.execute("ROLLBACK TO job")
+        self.handle.execute("RELEASE job")
+
+    def commit(self) -> None:
+        """COMMIT."""
+        self.handle.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """ROLLBACK."""
+        self.handle.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.handle.close()
 
 
 class _Checkpointer:
@@ -222,9 +270,9 @@ class SQLiteStore:
         except OSError as exc:
             raise store_error("creating the store file", exc) from None
 
-        def connect() -> sqlite3.Connection:
-            return _connect(self.path, synchronous, busy_timeout_ms, reader=False,
-                            autocheckpoint=WRITER_AUTOCHECKPOINT)
+        def connect() -> SQLiteSession:
+            return SQLiteSession(_connect(self.path, synchronous, busy_timeout_ms, reader=False,
+                                          autocheckpoint=WRITER_AUTOCHECKPOINT))
 
         self._checkpointer = _Checkpointer(
             lambda: _connect(self.path, synchronous, busy_timeout_ms, reader=False)
@@ -260,7 +308,7 @@ class SQLiteStore:
                 self.migrations_run = tuple(pending_migrations(before))
 
         try:
-            self._writer = GroupCommitWriter(
+            self._writer: GroupCommitWriter[sqlite3.Connection] = GroupCommitWriter(
                 connect, setup=setup, max_batch=max_batch, on_commit=committed
             )
         except StoreError as exc:
@@ -282,6 +330,7 @@ class SQLiteStore:
             self._writer.close()
             self._checkpointer.close()
             raise store_error("opening the store", exc) from None
+        self._reports = ReportQueries(self.path)
 
     @classmethod
     def in_state_dir(
@@ -309,7 +358,7 @@ class SQLiteStore:
         )
 
     @property
-    def writer(self) -> GroupCommitWriter:
+    def writer(self) -> GroupCommitWriter[sqlite3.Connection]:
         """The group-commit writer (its ``commits``/``jobs_committed`` feed metrics)."""
         return self._writer
 
@@ -336,6 +385,11 @@ class SQLiteStore:
 
     def _write(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T:
         return self._writer.execute(work, what).result()
+
+    @property
+    def reports(self) -> ReportQueries:
+        """The searches over stored reports, on their own read-only connection."""
+        return self._reports
 
     # --------------------------------------------------------------- messages
 
@@ -580,8 +634,8 @@ class SQLiteStore:
             "recording a failure",
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (_ts(next_attempt_at), error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "failed",
-            f"{error_text[:_ERROR_TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
+            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id), now, "failed",
+            f"{error_text[:TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
         )
 
     def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
@@ -591,7 +645,7 @@ class SQLiteStore:
             "dead-lettering",
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (error_text[:_ERROR_TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:_ERROR_TEXT_MAX],
+            (error_text[:TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:TEXT_MAX],
         )
 
     def _update_pending(self, what: str, sql: str, params: Sequence[object], now: datetime, event: str,
@@ -802,6 +856,7 @@ class SQLiteStore:
         """Commit every queued write, stop the writer, close the connections."""
         self._writer.close()
         self._checkpointer.close()
+        self._reports.close()
         with self._read_lock:
             self._reader.close()
 

@@ -1,33 +1,38 @@
 """Group commit: one writer thread owns the write connection and batches transactions.
 
-Layer: storage, threads, no Twisted and no logging. Callers get a
+Layer: storage, threads, no Twisted and no logging. The writer knows no
+database: it drives a :class:`Session` (begin, savepoint, commit, rollback)
+that a backend implements (``sqlite.py``: :class:`~listener.store.sqlite.SQLiteSession`),
+and hands each job the session's ``handle`` (SQLite: the connection). Callers get a
 :class:`concurrent.futures.Future`; the server wraps it into a Deferred, so no
 reactor thread ever waits for a disk.
 
 Strategy: a synchronous=FULL commit costs one fsync (about a quarter of a
 millisecond here, far more on some disks). While one batch is being committed,
 new requests queue up; the thread then takes *every* queued request (up to
-``max_batch``) and runs them in ONE transaction, each inside its own SAVEPOINT,
+``max_batch``) and runs them in ONE transaction, each inside its own savepoint,
 so a failing request rolls back only its own writes and fails only its own
-future. The futures are resolved only after COMMIT has returned, i.e. after the
-fsync: a caller that sees a result may tell the sender its message is safe.
-There is no artificial delay: under light load every request commits alone
+future. The futures are resolved only after :meth:`Session.commit` has
+returned, i.e. after the fsync: a caller that sees a result may tell the
+sender its message is safe. There is no artificial delay: under light load every request commits alone
 (lowest latency), under heavy load batches grow by themselves.
 """
 
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from listener.errors import StoreError
 
 T = TypeVar("T")
+#: What a job works on: the backend's write connection (SQLite: ``sqlite3.Connection``).
+H = TypeVar("H")
+H_co = TypeVar("H_co", covariant=True)
 
 #: Upper bound on the requests committed together; bounds a batch's latency.
 DEFAULT_MAX_BATCH = 512
@@ -46,22 +51,72 @@ def store_error(what: str, exc: BaseException) -> StoreError:
     return StoreError(f"{what} failed ({name})")
 
 
+class Session(Protocol[H_co]):
+    """A backend's write connection, as the writer thread drives it.
+
+    Used by the writer thread alone. Between transactions it is idle; the
+    writer calls :meth:`begin`, then per job (when the batch has more than
+    one) :meth:`savepoint` and :meth:`release` or :meth:`rollback_to`, then
+    :meth:`commit` or :meth:`rollback`. :meth:`commit` returns only once the
+    transaction is durable. Any method may raise; the writer then fails the
+    futures concerned with a :class:`StoreError` naming the exception's type.
+    """
+
+    @property
+    def handle(self) -> H_co:
+        """What jobs work on inside the transaction."""
+        ...
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between :meth:`begin` and the end of the transaction (also False once the backend aborted it)."""
+        ...
+
+    def begin(self) -> None:
+        """Start a write transaction (taking the write lock now)."""
+        ...
+
+    def savepoint(self) -> None:
+        """Mark the start of one job's writes."""
+        ...
+
+    def release(self) -> None:
+        """Keep the current job's writes (they commit with the transaction)."""
+        ...
+
+    def rollback_to(self) -> None:
+        """Undo the current job's writes only and drop its savepoint."""
+        ...
+
+    def commit(self) -> None:
+        """Commit the transaction durably."""
+        ...
+
+    def rollback(self) -> None:
+        """Undo the whole transaction."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
 @dataclass(slots=True)
-class _Job(Generic[T]):
-    work: Callable[[sqlite3.Connection], T]
+class _Job(Generic[H, T]):
+    work: Callable[[H], T]
     future: Future[T]
     what: str
 
 
-class GroupCommitWriter:
+class GroupCommitWriter(Generic[H]):
     """A writer thread that commits queued jobs in shared transactions.
 
     Args:
-        connect: opens the write connection; called on the writer thread, which
-            alone uses it (autocommit mode: ``isolation_level=None``).
-        setup: run once on the new connection before any job (migrations).
+        connect: opens the write session; called on the writer thread, which
+            alone uses it.
+        setup: run once on the new session's handle before any job (migrations).
         max_batch: most jobs committed in one transaction.
-        on_commit: called on the writer thread after each successful COMMIT with
+        on_commit: called on the writer thread after each successful commit with
             the number of jobs it carried; for metrics, benchmarks and tests. It
             must not block; its exceptions are ignored.
         name: the thread's name.
@@ -72,9 +127,9 @@ class GroupCommitWriter:
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        connect: Callable[[], Session[H]],
         *,
-        setup: Callable[[sqlite3.Connection], object] | None = None,
+        setup: Callable[[H], object] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         on_commit: Callable[[int], object] | None = None,
         name: str = "overread-store-writer",
@@ -85,7 +140,7 @@ class GroupCommitWriter:
         self._setup = setup
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job[H, Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         #: Transactions committed and jobs they carried (read freely: ints under the GIL).
@@ -103,10 +158,10 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------------ callers
 
-    def execute(self, work: Callable[[sqlite3.Connection], T], what: str = "write") -> Future[T]:
-        """Queue ``work(conn)`` to run in the next transaction.
+    def execute(self, work: Callable[[H], T], what: str = "write") -> Future[T]:
+        """Queue ``work(handle)`` to run in the next transaction.
 
-        ``work`` runs on the writer thread inside a SAVEPOINT; its result is the
+        ``work`` runs on the writer thread inside a savepoint; its result is the
         future's result once the transaction is durably committed. If it raises,
         its writes are rolled back and its future fails with a StoreError naming
         ``what``; the other jobs of the batch are unaffected.
@@ -114,7 +169,7 @@ class GroupCommitWriter:
         Raises:
             StoreError: the writer is closed.
         """
-        job: _Job[T] = _Job(work, Future(), what)
+        job: _Job[H, T] = _Job(work, Future(), what)
         with self._lock:
             if self._closed:
                 raise StoreError("store is closed")
@@ -138,15 +193,15 @@ class GroupCommitWriter:
 
     def _run(self, ready: Future[None]) -> None:
         try:
-            conn = self._connect()
+            session = self._connect()
         except BaseException as exc:  # noqa: BLE001 - reported through the future
             ready.set_exception(store_error("opening the store", exc))
             return
         try:
             if self._setup is not None:
-                self._setup(conn)
+                self._setup(session.handle)
         except BaseException as exc:  # noqa: BLE001
-            conn.close()
+            session.close()
             ready.set_exception(store_error("preparing the store", exc))
             return
         ready.set_result(None)
@@ -168,60 +223,52 @@ class GroupCommitWriter:
                         break
                     batch.append(job)
                 try:
-                    self._run_batch(conn, batch)
+                    self._run_batch(session, batch)
                 except BaseException as exc:  # noqa: BLE001 - never leave a future hanging
-                    self._abandon(conn, batch, exc)
+                    self._abandon(session, batch, exc)
         finally:
-            conn.close()
+            session.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+    def _run_batch(self, session: Session[H], batch: list[_Job[H, Any]]) -> None:
         jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
         if not jobs:
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+            session.begin()
+        except Exception as exc:  # noqa: BLE001 - the backend's error, reported through every future
             for job in jobs:
                 job.future.set_exception(store_error(job.what, exc))
             return
-        done: list[tuple[_Job[Any], Any]] = []
-        failed: list[tuple[_Job[Any], StoreError]] = []
-        # A job alone in its transaction needs no SAVEPOINT: the transaction
+        done: list[tuple[_Job[H, Any], Any]] = []
+        failed: list[tuple[_Job[H, Any], StoreError]] = []
+        # A job alone in its transaction needs no savepoint: the transaction
         # is its isolation (two statements, and two trips through the GIL,
         # fewer per message under light load).
         alone = len(jobs) == 1
         for index, job in enumerate(jobs):
             if not alone:
-                conn.execute("SAVEPOINT job")
+                session.savepoint()
             try:
-                value = job.work(conn)
+                value = job.work(session.handle)
             except BaseException as exc:  # noqa: BLE001 - isolated to this job's future
                 failed.append((job, store_error(job.what, exc)))
                 if alone:
-                    if conn.in_transaction:
-                        try:
-                            conn.execute("ROLLBACK")
-                        except sqlite3.Error:
-                            pass
+                    self._rollback(session)
                     self._fail_all([], failed, exc)
                     return
-                if not self._rollback_savepoint(conn):
-                    # SQLite rolled the whole transaction back (disk full, I/O
-                    # error...): earlier jobs' writes are gone too.
+                if not self._rollback_savepoint(session):
+                    # The backend rolled the whole transaction back (disk full,
+                    # I/O error...): earlier jobs' writes are gone too.
                     self._fail_all(done + [(j, None) for j in jobs[index + 1 :]], failed, exc)
                     return
             else:
                 if not alone:
-                    conn.execute("RELEASE job")
+                    session.release()
                 done.append((job, value))
         try:
-            conn.execute("COMMIT")
+            session.commit()
         except BaseException as exc:  # noqa: BLE001
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            self._rollback(session)
             self._fail_all(done, failed, exc)
             return
         self.commits += 1
@@ -237,36 +284,40 @@ class GroupCommitWriter:
             job.future.set_result(value)
 
     @staticmethod
-    def _abandon(conn: sqlite3.Connection, batch: list[_Job[Any]], exc: BaseException) -> None:
-        if conn.in_transaction:
+    def _rollback(session: Session[H]) -> None:
+        """Undo the open transaction, if any (a failing rollback leaves nothing to undo)."""
+        if session.in_transaction:
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
+                session.rollback()
+            except Exception:  # noqa: BLE001
                 pass
+
+    @classmethod
+    def _abandon(cls, session: Session[H], batch: list[_Job[H, Any]], exc: BaseException) -> None:
+        cls._rollback(session)
         for job in batch:
             if not job.future.done():
                 job.future.set_exception(store_error(job.what, exc))
 
     @staticmethod
-    def _rollback_savepoint(conn: sqlite3.Connection) -> bool:
+    def _rollback_savepoint(session: Session[H]) -> bool:
         """Undo the current job; return False when the transaction itself is gone."""
-        if not conn.in_transaction:
+        if not session.in_transaction:
             return False
         try:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-        except sqlite3.Error:
+            session.rollback_to()
+        except Exception:  # noqa: BLE001 - the transaction cannot be trusted any more
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
+                session.rollback()
+            except Exception:  # noqa: BLE001
                 pass
             return False
         return True
 
     @staticmethod
     def _fail_all(
-        lost: list[tuple[_Job[Any], Any]],
-        failed: list[tuple[_Job[Any], StoreError]],
+        lost: list[tuple[_Job[H, Any], Any]],
+        failed: list[tuple[_Job[H, Any], StoreError]],
         exc: BaseException,
     ) -> None:
         for job, error in failed:

@@ -1,13 +1,26 @@
-"""Fixtures for the store tests: a fresh SQLite store in a temporary directory."""
+"""Fixtures for the store tests.
+
+``store`` is the contract fixture: every test that takes it runs against each
+implementation of the :class:`~listener.store.base.Store` protocol, the SQLite
+backend and the in-memory double of ``memory.py``. A test about SQLite itself
+(its file, schema, writer connection, crash safety) takes ``sqlite_store`` or
+builds a :class:`~listener.store.SQLiteStore`, and says so in its name or
+docstring.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from listener.store import SQLiteStore
+from listener.store import SQLiteStore, Store
+
+from .memory import MemoryStore
+
+#: The Store implementations the contract tests run against.
+IMPLEMENTATIONS = ("sqlite", "memory")
 
 
 @pytest.fixture(name="db_path")
@@ -16,9 +29,34 @@ def fixture_db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "overread.db"
 
 
-@pytest.fixture(name="store")
-def fixture_store(db_path: Path) -> Iterator[SQLiteStore]:
-    """A fresh store (synchronous=FULL, the production default), closed afterwards."""
+@pytest.fixture(name="sqlite_store")
+def fixture_sqlite_store(db_path: Path) -> Iterator[SQLiteStore]:
+    """A fresh SQLite store (synchronous=FULL, the production default), closed afterwards."""
     store = SQLiteStore.in_state_dir(db_path.parent)
     yield store
     store.close()
+
+
+@pytest.fixture(name="new_store", params=IMPLEMENTATIONS)
+def fixture_new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Builds fresh, empty stores of one implementation (each in its own place), all closed afterwards."""
+    opened: list[Store] = []
+
+    def build() -> Store:
+        store: Store
+        if request.param == "sqlite":
+            store = SQLiteStore.in_state_dir(tmp_path / f"state{len(opened)}")
+        else:
+            store = MemoryStore()
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(name="store")
+def fixture_store(new_store: Callable[[], Store]) -> Store:
+    """A fresh store of each implementation."""
+    return new_store()

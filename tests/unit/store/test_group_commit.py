@@ -12,9 +12,16 @@ import pytest
 
 from listener.errors import StoreError
 from listener.store import SQLiteStore
+from listener.store.sqlite import SQLiteSession
 from listener.store.writer import GroupCommitWriter
 
 from .records import POISON, item, poison_reports, record, report
+
+
+@pytest.fixture(name="store")
+def fixture_store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    """SQLite only: these tests drive the SQLite writer connection (traces, savepoints, COMMIT)."""
+    return sqlite_store
 
 
 def _hold_writer(store: SQLiteStore) -> tuple[threading.Event, threading.Event]:
@@ -189,8 +196,8 @@ def test_failed_commit_fails_every_future_and_keeps_nothing(tmp_path: Path) -> N
     """If COMMIT fails, no future succeeds (no ACK) and none of the batch's writes remain."""
     db = tmp_path / "w.db"
 
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(db, isolation_level=None, factory=_FailingCommit)
+    def connect() -> SQLiteSession:
+        return SQLiteSession(sqlite3.connect(db, isolation_level=None, factory=_FailingCommit))
 
     writer = GroupCommitWriter(
         connect,
@@ -223,7 +230,7 @@ def test_failed_commit_fails_every_future_and_keeps_nothing(tmp_path: Path) -> N
 def test_writer_that_cannot_open_raises_store_error(tmp_path: Path) -> None:
     """A connection failure at start-up is a StoreError from the constructor, not a hung thread."""
 
-    def connect() -> sqlite3.Connection:
+    def connect() -> SQLiteSession:
         raise sqlite3.OperationalError("unable to open database file /secret/path")
 
     with pytest.raises(StoreError, match=r"opening the store failed") as info:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from listener.errors import StoreError
-from listener.store import MessageRecord, SQLiteStore
+from listener.store import MessageRecord, SQLiteStore, Store
 
 from .records import POISON, T0, item, poison_reports, record, report
 
 
-def test_save_round_trip(store: SQLiteStore) -> None:
+def test_save_round_trip(store: Store) -> None:
     """What save() takes comes back from messages(), message_raw() and outbox_list()."""
     rec = record(
         "C1",
@@ -48,7 +49,7 @@ def test_save_round_trip(store: SQLiteStore) -> None:
     assert all(r.created == T0 and r.next_attempt_at == T0 for r in rows)
 
 
-def test_rejected_message_without_raw_or_reports(store: SQLiteStore) -> None:
+def test_rejected_message_without_raw_or_reports(store: Store) -> None:
     """A rejected message is stored with its error code even with no reports and no raw bytes."""
     rec = MessageRecord(
         control_id="BAD1",
@@ -77,7 +78,7 @@ def test_times_are_stored_in_utc() -> None:
     assert record(received=local).received == local
 
 
-def test_times_round_trip_in_utc(store: SQLiteStore) -> None:
+def test_times_round_trip_in_utc(store: Store) -> None:
     """The store returns UTC datetimes equal to the instant it was given, to the microsecond."""
     local = datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
     store.save(record(received=local))
@@ -96,7 +97,7 @@ def test_naive_datetime_and_unknown_values_are_refused() -> None:
         MessageRecord("C", "A", "F", "f", T0, None, "ftp", "processed", "AA", b"")  # type: ignore[arg-type]
 
 
-def test_messages_paging_cursor_since_and_limit(store: SQLiteStore) -> None:
+def test_messages_paging_cursor_since_and_limit(store: Store) -> None:
     """messages() pages past its internal page size and honours after, since and limit."""
     futures = [
         store.submit(record(f"C{i:04d}", received=T0 + timedelta(seconds=i))) for i in range(1203)
@@ -110,7 +111,7 @@ def test_messages_paging_cursor_since_and_limit(store: SQLiteStore) -> None:
     assert len(list(store.messages(after=pks[100], limit=700))) == 700
 
 
-def test_messages_filters(store: SQLiteStore) -> None:
+def test_messages_filters(store: Store) -> None:
     """messages() filters on state, ACK code, sender, control id, transport and a time window,
     combined with each other and with the cursor and limit."""
     store.save(record("A1", received=T0))
@@ -135,7 +136,7 @@ def test_messages_filters(store: SQLiteStore) -> None:
         list(store.messages(until=datetime(2026, 1, 1)))
 
 
-def test_find_duplicate(store: SQLiteStore) -> None:
+def test_find_duplicate(store: Store) -> None:
     """find_duplicate() knows nothing before a save and gives the stored answer after it."""
     assert store.find_duplicate("RIS", "HOSP", "C1") is None
     pk = store.save(record("C1", ack=b"FIRST")).message_pk
@@ -147,7 +148,7 @@ def test_find_duplicate(store: SQLiteStore) -> None:
     assert store.find_duplicate("PACS", "HOSP", "C1") is None
 
 
-def test_sequential_duplicate_writes_nothing(store: SQLiteStore) -> None:
+def test_sequential_duplicate_writes_nothing(store: Store) -> None:
     """Saving a key twice returns the first answer and adds no message, report or outbox row."""
     first = store.save(record("C1", ack=b"FIRST", outbox=(item(),)))
     again = store.save(record("C1", ack=b"SECOND", ack_code="AE", outbox=(item(control_id="X"),)))
@@ -157,7 +158,7 @@ def test_sequential_duplicate_writes_nothing(store: SQLiteStore) -> None:
     assert [r.control_id for r in store.outbox_list()] == ["OUT1"]
 
 
-def test_same_control_id_from_other_senders_is_not_a_duplicate(store: SQLiteStore) -> None:
+def test_same_control_id_from_other_senders_is_not_a_duplicate(store: Store) -> None:
     """MSH-10 is unique per (application, facility) only."""
     assert not store.save(record("C1", app="RIS", facility="A")).duplicate
     assert not store.save(record("C1", app="RIS", facility="B")).duplicate
@@ -165,7 +166,7 @@ def test_same_control_id_from_other_senders_is_not_a_duplicate(store: SQLiteStor
     assert len(list(store.messages())) == 3
 
 
-def test_racing_duplicates_in_threads(store: SQLiteStore) -> None:
+def test_racing_duplicates_in_threads(store: Store) -> None:
     """Threads saving one key at once: exactly one writes, all get the winner's answer."""
     barrier = threading.Barrier(16)
     results = []
@@ -190,7 +191,7 @@ def test_racing_duplicates_in_threads(store: SQLiteStore) -> None:
 
 
 def test_racing_duplicates_across_two_stores(db_path: Path) -> None:
-    """Two stores (two writer connections, as two processes would have) racing on one key."""
+    """SQLite only (one file, two processes' connections). Two stores (two writer connections, as two processes would have) racing on one key."""
     db_path.parent.mkdir(parents=True)
     stores = [SQLiteStore(db_path), SQLiteStore(db_path)]
     try:
@@ -215,9 +216,10 @@ def test_racing_duplicates_across_two_stores(db_path: Path) -> None:
             s.close()
 
 
-def test_failed_save_keeps_nothing_and_quotes_nothing(store: SQLiteStore) -> None:
-    """A save failing half-way raises a StoreError without SQLite's text, and leaves no row."""
+def test_failed_save_keeps_nothing_and_quotes_nothing(sqlite_store: SQLiteStore) -> None:
+    """SQLite only (the failure is a trigger on its writer connection). A save failing half-way raises a StoreError without SQLite's text, and leaves no row."""
     marker = "DOE^JANE^MARKER"
+    store = sqlite_store
     poison_reports(store, f"value {marker} refused")
     with pytest.raises(StoreError) as info:
         store.save(record("C1", reports=(report("A0"), report(POISON)), outbox=(item(),)))
@@ -231,9 +233,9 @@ def test_failed_save_keeps_nothing_and_quotes_nothing(store: SQLiteStore) -> Non
     assert store.find_duplicate("RIS", "HOSP", "C1") is None
 
 
-def test_closed_store_refuses_work(db_path: Path) -> None:
+def test_closed_store_refuses_work(new_store: Callable[[], Store]) -> None:
     """After close(): health() is False and saving raises StoreError; close() is idempotent."""
-    store = SQLiteStore.in_state_dir(db_path.parent)
+    store = new_store()
     assert store.health() is True
     store.close()
     store.close()
@@ -245,7 +247,7 @@ def test_closed_store_refuses_work(db_path: Path) -> None:
 
 
 def test_data_survives_reopen(db_path: Path) -> None:
-    """A closed and reopened store still has its messages and outbox rows."""
+    """SQLite only (a file). A closed and reopened store still has its messages and outbox rows."""
     store = SQLiteStore.in_state_dir(db_path.parent)
     store.save(record("C1", outbox=(item(),)))
     store.close()

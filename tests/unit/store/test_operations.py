@@ -12,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from listener.errors import StoreError
-from listener.store import SQLiteStore
+from listener.store import SQLiteStore, Store
 
 from .records import T0, item, minutes, record, report
-
-
-def _store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "overread.db")
 
 
 def _rejected(control_id: str = "C1", raw: bytes = b"MSH|bad\r", error: str = "101"):  # type: ignore[no-untyped-def]
@@ -26,9 +22,8 @@ def _rejected(control_id: str = "C1", raw: bytes = b"MSH|bad\r", error: str = "1
                                       state="rejected"), error_code=error)
 
 
-def test_lookups_by_accession_patient_and_control_id_use_indexes(tmp_path: Path) -> None:
-    """The filters name the right messages, and SQLite answers each from an index, never a scan of messages."""
-    store = _store(tmp_path)
+def test_lookups_by_accession_patient_and_control_id(store: Store) -> None:
+    """The filters name the right messages."""
     try:
         patient = dataclasses.replace(report("ACC9"), patient_id="P1", patient_authority="HOSP")
         store.save(record("C1", reports=(patient,)))
@@ -42,6 +37,11 @@ def test_lookups_by_accession_patient_and_control_id_use_indexes(tmp_path: Path)
             list(store.messages(patient_authority="HOSP"))
     finally:
         store.close()
+
+
+def test_sqlite_lookups_use_indexes(tmp_path: Path) -> None:
+    """SQLite only: it answers each filter of messages() from an index, never a scan of messages."""
+    SQLiteStore(tmp_path / "overread.db").close()
     conn = sqlite3.connect(tmp_path / "overread.db")
     try:
         for where, params in (
@@ -58,11 +58,10 @@ def test_lookups_by_accession_patient_and_control_id_use_indexes(tmp_path: Path)
         conn.close()
 
 
-def test_resend_of_a_rejection_replaces_it_and_keeps_the_old_one_numbered(tmp_path: Path) -> None:
+def test_resend_of_a_rejection_replaces_it_and_keeps_the_old_one_numbered(store: Store) -> None:
     """Rejected, then the same key accepted: processing 2, the rejection kept with its bytes;
     rejected again for the same reason with the same bytes: the stored answer, nothing written;
     an accepted key's resend: the stored answer."""
-    store = _store(tmp_path)
     try:
         first = store.save(_rejected(raw=b"MSH|old\r"))
         again = store.save(_rejected(raw=b"MSH|old\r"))
@@ -83,9 +82,8 @@ def test_resend_of_a_rejection_replaces_it_and_keeps_the_old_one_numbered(tmp_pa
         store.close()
 
 
-def test_replace_processing_refuses_a_stale_caller(tmp_path: Path) -> None:
+def test_replace_processing_refuses_a_stale_caller(store: Store) -> None:
     """An operator's reprocess names the processing it read; if another replaced it meanwhile, it is refused."""
-    store = _store(tmp_path)
     try:
         pk = store.save(record("C1")).message_pk
         new = record("C1", reports=(report("ACC1"), report("ACC2")))
@@ -104,10 +102,9 @@ def test_replace_processing_refuses_a_stale_caller(tmp_path: Path) -> None:
         store.close()
 
 
-def test_outbox_resend_refuses_an_older_decision_and_records_events(tmp_path: Path) -> None:
+def test_outbox_resend_refuses_an_older_decision_and_records_events(store: Store) -> None:
     """Resend copies a delivered row (same MSH-10 and bytes) after the queue; an older decision
     than a delivered or pending later one is refused unless forced; every step is an event."""
-    store = _store(tmp_path)
     try:
         store.save(record("C1", outbox=(item("ACC1", "O1"),)))
         store.save(record("C2", outbox=(item("ACC1", "O2"),)))
@@ -130,10 +127,9 @@ def test_outbox_resend_refuses_an_older_decision_and_records_events(tmp_path: Pa
         store.close()
 
 
-def test_kick_makes_waiting_rows_due_and_is_seen_in_destination_state(tmp_path: Path) -> None:
+def test_kick_makes_waiting_rows_due_and_is_seen_in_destination_state(store: Store) -> None:
     """Kick: rows waiting for a retry time become due now; the destination's state records the request;
     connection failures and recovery are kept per destination."""
-    store = _store(tmp_path)
     try:
         store.save(record("C1", outbox=(item("ACC1", "O1"),)))
         (row,) = store.outbox_list()
@@ -154,9 +150,8 @@ def test_kick_makes_waiting_rows_due_and_is_seen_in_destination_state(tmp_path: 
         store.close()
 
 
-def test_audit_entries_hold_ids_and_counts(tmp_path: Path) -> None:
+def test_audit_entries_hold_ids_and_counts(store: Store) -> None:
     """Audit entries come back in order, filtered by action and time."""
-    store = _store(tmp_path)
     try:
         store.record_audit(at=T0, actor="ann", via="cli", action="reprocess", target={"messages": [1, 2]}, rows=2)
         store.record_audit(at=T0 + minutes(1), actor="bob", via="cli", action="outbox kick",
@@ -170,11 +165,10 @@ def test_audit_entries_hold_ids_and_counts(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_rejection_is_replaced_only_while_the_message_was_never_accepted(tmp_path: Path) -> None:
+def test_a_rejection_is_replaced_only_while_the_message_was_never_accepted(store: Store) -> None:
     """Rejected again for the same reason with other bytes: the stored answer (an engine resending on
     every NACK does not grow the store). A message that was once accepted and routed, then turned
     rejected by a reprocess, is not processed again by a sender's resend: its routing messages went out."""
-    store = _store(tmp_path)
     try:
         pk = store.save(_rejected(raw=b"MSH|one\r")).message_pk
         assert store.save(_rejected(raw=b"MSH|two\r")).duplicate
@@ -188,10 +182,9 @@ def test_a_rejection_is_replaced_only_while_the_message_was_never_accepted(tmp_p
         store.close()
 
 
-def test_a_refused_body_accepted_on_resend_moves_to_its_identity_key(tmp_path: Path) -> None:
+def test_a_refused_body_accepted_on_resend_moves_to_its_identity_key(store: Store) -> None:
     """FHIR: the refusal is kept under a key made from the bytes; the accepted resend takes the
     resource's identity key on the same message (so a later copy with other bytes is a duplicate)."""
-    store = _store(tmp_path)
     try:
         pk = store.save(_rejected("fhir-body-1")).message_pk
         accepted = store.save(dataclasses.replace(record("fhir-id-1"), replaces="fhir-body-1"))

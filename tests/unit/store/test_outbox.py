@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import random
-import tempfile
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.store import SQLiteStore
+from listener.store import Store
 
 from .records import T0, item, minutes, record
 
 
-def _enqueue(store: SQLiteStore, *rows: tuple[str, str], destination: str = "ris") -> list[int]:
+def _enqueue(store: Store, *rows: tuple[str, str], destination: str = "ris") -> list[int]:
     """Save one message per (accession, control id); return the outbox ids in order."""
     for accession, control_id in rows:
         store.save(record(f"M-{control_id}", outbox=(item(accession, control_id, destination),)))
     return [r.id for r in store.outbox_list(destination=destination)][-len(rows) :]
 
 
-def _due(store: SQLiteStore, now: object = T0, destination: str = "ris") -> list[str]:
+def _due(store: Store, now: object = T0, destination: str = "ris") -> list[str]:
     return [r.control_id for r in store.outbox_due(destination, now, 100)]  # type: ignore[arg-type]
 
 
-def test_due_gives_only_the_oldest_pending_row_per_accession(store: SQLiteStore) -> None:
+def test_due_gives_only_the_oldest_pending_row_per_accession(store: Store) -> None:
     """Two rows of one accession: only the first is due; other accessions are independent."""
     _enqueue(store, ("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2"), ("C", "c1"))
     assert _due(store) == ["a1", "b1", "c1"]
 
 
-def test_rows_of_one_message_keep_their_order(store: SQLiteStore) -> None:
+def test_rows_of_one_message_keep_their_order(store: Store) -> None:
     """Several outbox items of one message for one accession go out in the record's order."""
     store.save(record("M1", outbox=(item("A", "first"), item("A", "second"), item("A", "third"))))
     sent = []
@@ -43,14 +42,14 @@ def test_rows_of_one_message_keep_their_order(store: SQLiteStore) -> None:
     assert sent == ["first", "second", "third"]
 
 
-def test_rows_are_not_due_before_their_time(store: SQLiteStore) -> None:
+def test_rows_are_not_due_before_their_time(store: Store) -> None:
     """A row stored at T0 is not due at T0 - 1s (the time comes from the caller)."""
     _enqueue(store, ("A", "a1"))
     assert _due(store, T0 - timedelta(seconds=1)) == []
     assert _due(store, T0) == ["a1"]
 
 
-def test_backing_off_head_blocks_its_accession_only(store: SQLiteStore) -> None:
+def test_backing_off_head_blocks_its_accession_only(store: Store) -> None:
     """While the head of A waits for its retry time, A's later row waits too; B goes on."""
     a1, _, _ = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"))
     assert store.outbox_failed(a1, T0, T0 + minutes(5), "timeout")
@@ -60,7 +59,7 @@ def test_backing_off_head_blocks_its_accession_only(store: SQLiteStore) -> None:
     assert (row.attempts, row.last_error, row.next_attempt_at) == (1, "timeout", T0 + minutes(5))
 
 
-def test_delivery_moves_the_head(store: SQLiteStore) -> None:
+def test_delivery_moves_the_head(store: Store) -> None:
     """Once the head is delivered the next row of its accession is due; delivered_at is set."""
     a1, _ = _enqueue(store, ("A", "a1"), ("A", "a2"))
     assert store.outbox_delivered(a1, T0 + minutes(1))
@@ -69,7 +68,7 @@ def test_delivery_moves_the_head(store: SQLiteStore) -> None:
     assert (row.id, row.attempts, row.delivered_at) == (a1, 1, T0 + minutes(1))
 
 
-def test_dead_row_does_not_block_later_rows(store: SQLiteStore) -> None:
+def test_dead_row_does_not_block_later_rows(store: Store) -> None:
     """A dead-lettered head stops blocking: the next row of its accession becomes due."""
     a1, _ = _enqueue(store, ("A", "a1"), ("A", "a2"))
     assert store.outbox_dead(a1, T0, "AR from RIS")
@@ -78,7 +77,7 @@ def test_dead_row_does_not_block_later_rows(store: SQLiteStore) -> None:
     assert (dead.id, dead.attempts, dead.last_error) == (a1, 1, "AR from RIS")
 
 
-def test_updates_only_touch_pending_rows(store: SQLiteStore) -> None:
+def test_updates_only_touch_pending_rows(store: Store) -> None:
     """delivered/failed/dead on a row that is not pending (or unknown) change nothing."""
     (a1,) = _enqueue(store, ("A", "a1"))
     assert store.outbox_delivered(a1, T0)
@@ -90,14 +89,14 @@ def test_updates_only_touch_pending_rows(store: SQLiteStore) -> None:
     assert (row.state, row.attempts, row.last_error) == ("delivered", 1, "")
 
 
-def test_error_text_is_bounded(store: SQLiteStore) -> None:
+def test_error_text_is_bounded(store: Store) -> None:
     """A huge error text is cut, so a chatty RIS cannot bloat the queue."""
     (a1,) = _enqueue(store, ("A", "a1"))
     store.outbox_failed(a1, T0, T0, "x" * 10_000)
     assert len(store.outbox_list()[0].last_error) == 500
 
 
-def test_retry_puts_a_dead_row_back_before_later_rows(store: SQLiteStore) -> None:
+def test_retry_puts_a_dead_row_back_before_later_rows(store: Store) -> None:
     """A revived dead row is due now with attempts reset, ahead of its accession's later rows."""
     a1, a2 = _enqueue(store, ("A", "a1"), ("A", "a2"))
     store.outbox_failed(a1, T0, T0, "AE")
@@ -109,7 +108,7 @@ def test_retry_puts_a_dead_row_back_before_later_rows(store: SQLiteStore) -> Non
     assert store.outbox_retry([a1, a2, 12345], T0) == ()  # not dead: skipped
 
 
-def test_superseded_dead_row_needs_force(store: SQLiteStore) -> None:
+def test_superseded_dead_row_needs_force(store: Store) -> None:
     """A dead row whose accession later had a row delivered stays dead unless forced."""
     a1, a2, b1 = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"))
     store.outbox_dead(a1, T0, "AR")
@@ -121,7 +120,7 @@ def test_superseded_dead_row_needs_force(store: SQLiteStore) -> None:
     assert store.outbox_list("dead") == []
 
 
-def test_dead_row_with_only_pending_successors_is_retried_first(store: SQLiteStore) -> None:
+def test_dead_row_with_only_pending_successors_is_retried_first(store: Store) -> None:
     """Later rows still pending do not supersede: the revived row goes out first."""
     a1, _, _ = _enqueue(store, ("A", "a1"), ("A", "a2"), ("A", "a3"))
     store.outbox_dead(a1, T0, "AR")
@@ -130,7 +129,7 @@ def test_dead_row_with_only_pending_successors_is_retried_first(store: SQLiteSto
     assert _due(store) == ["a1"]
 
 
-def test_destinations_are_separate_queues(store: SQLiteStore) -> None:
+def test_destinations_are_separate_queues(store: Store) -> None:
     """Each destination has its own heads; the same accession is ordered per destination."""
     store.save(record("M1", outbox=(item("A", "r1", "ris"), item("A", "p1", "pacs"))))
     store.save(record("M2", outbox=(item("A", "r2", "ris"), item("A", "p2", "pacs"))))
@@ -139,13 +138,13 @@ def test_destinations_are_separate_queues(store: SQLiteStore) -> None:
     assert store.outbox_list(destination="pacs", limit=1)[0].control_id == "p1"
 
 
-def test_due_limit(store: SQLiteStore) -> None:
+def test_due_limit(store: Store) -> None:
     """outbox_due returns at most `limit` heads, oldest first."""
     _enqueue(store, *[(f"A{n}", f"c{n}") for n in range(10)])
     assert [r.control_id for r in store.outbox_due("ris", T0, limit=3)] == ["c0", "c1", "c2"]
 
 
-def test_purge(store: SQLiteStore) -> None:
+def test_purge(store: Store) -> None:
     """Purge deletes delivered rows delivered before the cut-off and the dead ids named; never pending."""
     a1, a2, b1, c1 = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1"))
     store.outbox_delivered(a1, T0)
@@ -157,7 +156,7 @@ def test_purge(store: SQLiteStore) -> None:
     assert [r.id for r in store.outbox_list()] == [c1]
 
 
-def test_ids_are_not_reused_after_purge(store: SQLiteStore) -> None:
+def test_ids_are_not_reused_after_purge(store: Store) -> None:
     """An id an operator saw always means the same row, even after the newest row is purged."""
     (a1,) = _enqueue(store, ("A", "a1"))
     store.outbox_delivered(a1, T0)
@@ -166,7 +165,7 @@ def test_ids_are_not_reused_after_purge(store: SQLiteStore) -> None:
     assert a2 > a1
 
 
-def test_stats(store: SQLiteStore) -> None:
+def test_stats(store: Store, new_store: Callable[[], Store]) -> None:
     """Depth by destination and state, and the age of the oldest pending row."""
     store.save(record("M1", received=T0, outbox=(item("A", "a1"), item("B", "b1", "pacs"))))
     store.save(record("M2", received=T0 + minutes(5), outbox=(item("A", "a2"), item("C", "c1"))))
@@ -181,11 +180,7 @@ def test_stats(store: SQLiteStore) -> None:
     }
     assert stats.oldest_pending_age == minutes(10)
     assert stats.count("pending") == 3 and stats.count("pending", "ris") == 2
-    empty = SQLiteStore(store.path.parent / "empty.db")
-    try:
-        assert empty.outbox_stats(T0).oldest_pending_age is None
-    finally:
-        empty.close()
+    assert new_store().outbox_stats(T0).oldest_pending_age is None
 
 
 @settings(
@@ -198,12 +193,12 @@ def test_stats(store: SQLiteStore) -> None:
     seed=st.integers(0, 2**32 - 1),
 )
 def test_random_outcomes_never_break_accession_order(
-    tmp_path: Path, accessions: list[str], seed: int
+    new_store: Callable[[], Store], accessions: list[str], seed: int
 ) -> None:
     """Whatever mix of success, retry and dead letter, no row is sent while an older row
     of its accession is pending, and each accession's deliveries go out in id order."""
     rnd = random.Random(seed)
-    store = SQLiteStore(Path(tempfile.mkdtemp(dir=tmp_path)) / "o.db", synchronous="NORMAL")
+    store = new_store()
     try:
         ids = _enqueue(store, *[(acc, f"{acc}{n}") for n, acc in enumerate(accessions)])
         assert len(ids) == len(accessions)

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from listener.store import SQLiteStore
+from listener.store import Store
 
 from .records import T0, record
 
 
-def test_purge_raw_drops_old_bodies_only(store: SQLiteStore) -> None:
+def test_purge_raw_drops_old_bodies_only(store: Store) -> None:
     """purge_raw() nulls raw for messages received before the cut-off and keeps everything else."""
     old = store.save(record("OLD", received=T0, raw=b"old body")).message_pk
     new = store.save(record("NEW", received=T0 + timedelta(days=40), raw=b"new body")).message_pk
@@ -27,7 +27,7 @@ def test_purge_raw_drops_old_bodies_only(store: SQLiteStore) -> None:
     assert store.purge_raw(T0 + timedelta(days=30)) == 0
 
 
-def test_purge_raw_works_in_chunks(store: SQLiteStore) -> None:
+def test_purge_raw_works_in_chunks(store: Store) -> None:
     """More messages than one chunk are all purged, and the count is exact."""
     futures = [
         store.submit(record(f"C{i}", received=T0 + timedelta(seconds=i))) for i in range(1234)
@@ -40,7 +40,7 @@ def test_purge_raw_works_in_chunks(store: SQLiteStore) -> None:
     assert [m.control_id for m in store.messages() if m.raw_kept] == ["KEEP"]
 
 
-def test_purge_raw_needs_an_aware_time(store: SQLiteStore) -> None:
+def test_purge_raw_needs_an_aware_time(store: Store) -> None:
     """A naive cut-off is a caller bug."""
     with pytest.raises(ValueError):
         store.purge_raw(T0.replace(tzinfo=None))
