@@ -1,0 +1,87 @@
+"""The real daemon looks up a report's prior studies in its store: the comparison rules that need them fire.
+
+A prior chest radiograph is sent first; a later chest radiograph of the same
+patient saying "COMPARISON: None." then carries ``comparison.none_with_priors``
+(read back with ``overread show``), and the same report of another patient, or
+of the same number under another assigning authority, does not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
+from tests.integration.test_http import post
+
+SAMPLES = REPO / "samples"
+# XR chest 2 views, 2026-11-17, patient ZZ9000103^^^LEMC, accession A2611170088.
+PRIOR = (SAMPLES / "hl7/xr-chest-2v-normal.hl7").read_bytes()
+# XR chest 2 views, 2026-11-19, patient ZZ9000104^^^LEMC, "COMPARISON: None.", accession A2611190301.
+NEW = (SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
+
+
+def _rules(daemon: RunningDaemon, control_id: str) -> set[str]:
+    """The rule ids of the findings stored for one message (``overread show --format json``)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", "show", control_id, "--format", "json", "--no-raw",
+         "--state-dir", str(daemon.state_dir)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+    )
+    detail = json.loads(proc.stdout)
+    return {f["rule"] for report in detail["reports"] for f in report["findings"]}
+
+
+def _send(daemon: RunningDaemon, raw: bytes) -> None:
+    conn = MllpConnection(daemon.address)
+    try:
+        code, _ = msa(conn.request(raw))
+    finally:
+        conn.close()
+    assert code in ("AA", "CA")  # the samples ask for enhanced-mode accept acknowledgements (MSH-15 AL)
+
+
+def _variant(raw: bytes, control_id: str, *replacements: tuple[bytes, bytes]) -> bytes:
+    """``raw`` with another MSH-10 (and the given byte replacements)."""
+    for old, new in replacements:
+        raw = raw.replace(old, new)
+    fields = raw.split(b"\r", 1)[0].split(b"|")
+    return raw.replace(fields[9], control_id.encode(), 1)
+
+
+def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon) -> None:
+    _send(daemon, _variant(PRIOR, "PRIOR-1", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC")))
+    _send(daemon, _variant(NEW, "NEW-SAME"))
+    _send(daemon, _variant(NEW, "NEW-OTHER", (b"ZZ9000104^^^LEMC", b"ZZ9000199^^^LEMC"),
+                           (b"A2611190301", b"A2611190399")))
+    _send(daemon, _variant(NEW, "NEW-AUTHORITY", (b"ZZ9000104^^^LEMC", b"ZZ9000104^^^ELSEWHERE"),
+                           (b"A2611190301", b"A2611190398")))
+    assert "comparison.none_with_priors" in _rules(daemon, "NEW-SAME")
+    assert "comparison.none_with_priors" not in _rules(daemon, "NEW-OTHER")
+    assert "comparison.none_with_priors" not in _rules(daemon, "NEW-AUTHORITY")
+    # The prior itself had none before it: the store knew none, nothing to compare with.
+    assert not {"comparison.none_with_priors", "comparison.prior_not_found"} & _rules(daemon, "PRIOR-1")
+    assert not [line for line in daemon.log_lines() if line.get("event") == "prior_lookup_failed"]
+
+
+def test_fhir_report_gets_priors_from_the_store(daemon: RunningDaemon) -> None:
+    """The FHIR intake looks priors up the same way: a prior POSTed first, then the new report."""
+    assert daemon.http_port is not None
+    prior = (SAMPLES / "fhir/xr-chest-2v-normal.json").read_bytes().replace(b"ZZ9000103", b"ZZ9000104")
+    new = (SAMPLES / "fhir/xr-chest-pneumothorax-no-communication.json").read_bytes()
+    assert post(daemon.http_port, prior).status == 201
+    reply = post(daemon.http_port, new)
+    assert reply.status == 201
+    rules = {f["rule"] for m in daemon.messages() if m["transport"] == "http"
+             for f in _show(daemon, m)}
+    assert "comparison.none_with_priors" in rules
+
+
+def _show(daemon: RunningDaemon, message: dict[str, object]) -> list[dict[str, object]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", "show", f"pk:{message['message_pk']}", "--format", "json", "--no-raw",
+         "--state-dir", str(daemon.state_dir)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+    )
+    return [f for report in json.loads(proc.stdout)["reports"] for f in report["findings"]]
