@@ -3,7 +3,9 @@
 A prior chest radiograph is sent first; a later chest radiograph of the same
 patient saying "COMPARISON: None." then carries ``comparison.none_with_priors``
 (read back with ``overread show``), and the same report of another patient, or
-of the same number under another assigning authority, does not.
+of the same number under another assigning authority, does not. The first
+report, citing a comparison date when the store knows no prior of its patient,
+carries ``comparison.prior_not_found``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon)
     assert "comparison.none_with_priors" in _rules(daemon, "NEW-SAME")
     assert "comparison.none_with_priors" not in _rules(daemon, "NEW-OTHER")
     assert "comparison.none_with_priors" not in _rules(daemon, "NEW-AUTHORITY")
-    # The prior itself had none before it: the store knew none, nothing to compare with.
-    assert not {"comparison.none_with_priors", "comparison.prior_not_found"} & _rules(daemon, "PRIOR-1")
+    # The first report of the patient: the store knows no prior (an empty tuple, not "unknown"),
+    # so the comparison date it cites (2023-02-07) matches none on record.
+    first = _rules(daemon, "PRIOR-1")
+    assert "comparison.prior_not_found" in first and "comparison.none_with_priors" not in first
     assert not [line for line in daemon.log_lines() if line.get("event") == "prior_lookup_failed"]
 
 
