@@ -67,6 +67,19 @@ def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon)
     first = _rules(daemon, "PRIOR-1")
     assert "comparison.prior_not_found" in first and "comparison.none_with_priors" not in first
     assert not [line for line in daemon.log_lines() if line.get("event") == "prior_lookup_failed"]
+    # `overread reprocess` finds the same priors (what was stored before the original receipt):
+    # nothing changes, and a report received after the prior keeps its finding.
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", "reprocess", "NEW-SAME", "PRIOR-1", "--format", "json",
+         "--state-dir", str(daemon.state_dir)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    changes = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [(c["message_id"], c["changed"]) for c in changes] == [("NEW-SAME", False), ("PRIOR-1", False)]
+    assert "comparison.none_with_priors" in _rules(daemon, "NEW-SAME")
+    first = _rules(daemon, "PRIOR-1")
+    assert "comparison.prior_not_found" in first and "comparison.none_with_priors" not in first
 
 
 def test_fhir_report_gets_priors_from_the_store(daemon: RunningDaemon) -> None:
