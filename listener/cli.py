@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,8 +24,9 @@ from listener.assemble import build_pipeline
 from listener.config import Config, load_config
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import split_messages
-from listener.model import Disposition, Severity
-from listener.pipeline import Outcome, Pipeline, process, process_fhir
+from listener.model import Disposition, Report, ResultStatus, Severity
+from listener.pipeline import Outcome, Pipeline, PriorsFor, process, process_fhir
+from listener.qa.engine import Prior
 from listener.serialize import error_dict, finding_dict, report_dict, route_dict
 
 EXIT_OK = 0
@@ -128,13 +129,77 @@ def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | Non
     return out
 
 
-def check_messages(messages: Sequence[InputMessage], pipeline: Pipeline, now: datetime) -> Iterator[tuple[InputMessage, Outcome]]:
+def check_messages(messages: Sequence[InputMessage], pipeline: Pipeline, now: datetime,
+                   priors_for: PriorsFor | None = None) -> Iterator[tuple[InputMessage, Outcome]]:
     """Run each input message through the pipeline its format needs."""
     for msg in messages:
         if msg.kind == "fhir":
-            yield msg, process_fhir(msg.raw, pipeline, received_at=now)
+            yield msg, process_fhir(msg.raw, pipeline, received_at=now, priors_for=priors_for)
         else:
-            yield msg, process(msg.raw, pipeline, received_at=now)
+            yield msg, process(msg.raw, pipeline, received_at=now, priors_for=priors_for)
+
+
+class PriorFileError(Exception):
+    """A ``--prior`` file that cannot serve as a prior study; the text names the file."""
+
+
+def _study_date(report: Report) -> date | None:
+    """The exam's date as the sender gave it (observation time, else report time), as the store reads it."""
+    when = report.times.observation or report.times.report
+    return when.date() if when is not None else None
+
+
+class PriorFiles:
+    """``check --prior FILE``: reports read from files stand for the patient's prior studies.
+
+    The files go through the same decoders as the checked ones (HL7 v2 or FHIR
+    JSON), without QA or routing. As in the daemon's store look-up
+    (listener/server/priors.py), an accession's last report given speaks for
+    it, a cancelled one is no study, and the checked report's own accession
+    is left out. Every prior must be the checked report's patient (identifier
+    and assigning authority): :meth:`__call__` records the first one that is
+    not, and :attr:`mismatch` names it for the command to refuse.
+    """
+
+    def __init__(self, pipeline: Pipeline, paths: Sequence[str], now: datetime) -> None:
+        decode_only = dataclasses.replace(pipeline, qa=None, decide_route=None)
+        #: accession -> (file, report, exam date), in the order given (a later report of an accession replaces it).
+        self.reports: dict[str, tuple[str, Report, date]] = {}
+        for path in iter_input_files(paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise PriorFileError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+            for msg, outcome in check_messages(split_file(path, data), decode_only, now):
+                if outcome.error is not None:
+                    where = f" at {outcome.error.location}" if outcome.error.location else ""
+                    raise PriorFileError(f"{msg.source}: cannot be decoded: {outcome.error.message}{where}")
+                for result in outcome.reports:
+                    report = result.report
+                    if not report.patient.id.strip():
+                        raise PriorFileError(f"{msg.source}: the prior has no patient identifier")
+                    if not report.accession:
+                        raise PriorFileError(f"{msg.source}: the prior has no accession number")
+                    study_date = _study_date(report)
+                    if study_date is None:
+                        raise PriorFileError(f"{msg.source}: the prior has no exam date (observation or report time)")
+                    self.reports.pop(report.accession, None)
+                    self.reports[report.accession] = (msg.source, report, study_date)
+        #: The source (``file#n``) of the first prior found to be another patient's than a checked report.
+        self.mismatch: str | None = None
+
+    def __call__(self, report: Report) -> tuple[Prior, ...] | None:
+        patient = (report.patient.id, report.patient.id_authority)
+        priors = []
+        for source, prior, study_date in self.reports.values():
+            if (prior.patient.id, prior.patient.id_authority) != patient:
+                if self.mismatch is None:
+                    self.mismatch = source
+                return None
+            if prior.accession == report.accession or prior.status is ResultStatus.CANCELLED:
+                continue
+            priors.append(Prior(prior.accession, study_date, prior.modality, prior.body_region, prior.procedure.code))
+        return tuple(priors)
 
 
 class _Style:
@@ -206,6 +271,13 @@ def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
 def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     pipeline = _pipeline_with_policy(config, args.policy)
     now = datetime.now(timezone.utc)
+    priors: PriorFiles | None = None
+    if args.prior:
+        try:
+            priors = PriorFiles(pipeline, args.prior, now)
+        except PriorFileError as exc:
+            sys.stderr.write(f"overread check: --prior {exc}\n")
+            return EXIT_ERROR
     status = EXIT_OK
     style = _Style(args.format == "text" and out.isatty() and not os.environ.get("NO_COLOR"))
     found_any = False
@@ -218,7 +290,11 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             continue
         found_any = True
         messages = split_file(path, data)
-        for msg, outcome in check_messages(messages, pipeline, now):
+        for msg, outcome in check_messages(messages, pipeline, now, priors):
+            if priors is not None and priors.mismatch is not None:
+                sys.stderr.write(f"overread check: --prior {priors.mismatch}: another patient than {msg.source}"
+                                 " (a prior must be the checked report's patient: identifier and assigning authority)\n")
+                return EXIT_ERROR
             texts = {r.report.accession: r.report.text for r in outcome.reports}
             for obj in result_objects(msg, outcome, pipeline):
                 if obj["error"]:
@@ -440,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
     check.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
     check.add_argument("--policy", metavar="F", help="routing policy file to decide with instead of policies/routing.yaml")
+    check.add_argument("--prior", action="append", default=[], metavar="FILE",
+                       help="a report file (HL7 v2 or FHIR JSON) of the same patient's prior study; repeatable")
 
     explain = sub.add_parser("explain", help="show why each routing rule did or did not match, per report")
     explain.add_argument("paths", nargs="+", metavar="FILE")

@@ -86,6 +86,7 @@ EVENTS: frozenset[str] = frozenset(
         "message_quarantined",
         "message_interrupted",
         "pipeline_overrun",
+        "prior_lookup_failed",
         # outbound queue
         "outbox_delivered",
         "outbox_retry_scheduled",

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 #: A routing policy: report + findings + context -> route (listener.routing supplies it).
 RouteDecider = Callable[[Report, tuple[Finding, ...], QaContext], Route]
 
+#: The caller's look-up of a decoded report's prior studies (the daemon asks its
+#: store, ``overread check`` reads the files given with ``--prior``): None when
+#: they cannot be known. It never raises; a failed look-up is None, and the
+#: caller reports it. The pipeline calls it once per report, after decoding.
+PriorsFor = Callable[[Report], "tuple[Prior, ...] | None"]
+
 
 #: The rule id of the finding that marks a report whose QA did not finish
 #: within the message's time budget (docs/hardening.md). It is not a QA rule:
@@ -173,6 +179,7 @@ def process(
     *,
     received_at: datetime,
     priors: tuple[Prior, ...] | None = None,
+    priors_for: PriorsFor | None = None,
     interrupt: Interrupt | None = None,
 ) -> Outcome:
     """Run one HL7 v2 message through decode, QA and routing.
@@ -182,6 +189,8 @@ def process(
         pipeline: the loaded configuration.
         received_at: when it arrived (aware UTC); the rules' clock.
         priors: the patient's prior studies when the caller could look them up.
+        priors_for: looks up each decoded report's priors (its patient is
+            known only now); when given, it replaces ``priors``.
         interrupt: lets the caller stop QA early (a time budget); an
             interrupted report carries the ``qa.timeout`` finding and the
             policy's route for unchecked reports.
@@ -201,8 +210,8 @@ def process(
         interrupt.decoded = Decoded(decoded.header, decoded.disposition, decoded.reports, decoded.mapping.name,
                                     decoded.charset)
     try:
-        context = QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
-        results = tuple(check_report(report, pipeline, context) for report in decoded.reports)
+        results = tuple(check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+                        for report in decoded.reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
         return _internal_error(raw, pipeline, exc)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
@@ -234,6 +243,7 @@ def process_fhir(
     media_type: str | None = None,
     client: "FhirClient | None" = None,
     priors: tuple[Prior, ...] | None = None,
+    priors_for: PriorsFor | None = None,
     interrupt: Interrupt | None = None,
 ) -> Outcome:
     """Run one FHIR body (DiagnosticReport or Bundle) through decode, QA and routing.
@@ -262,12 +272,20 @@ def process_fhir(
     if interrupt is not None:
         interrupt.decoded = Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
     try:
-        context = QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
-        results = tuple(check_report(report, pipeline, context) for report in reports)
+        results = tuple(check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+                        for report in reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
         return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
     return Outcome(None, Disposition.ACCEPTED, results, feed=mapping.name, charset="utf-8")
+
+
+def _context(report: Report, received_at: datetime, priors: tuple[Prior, ...] | None,
+             priors_for: PriorsFor | None, interrupt: Interrupt | None) -> QaContext:
+    """One report's QA context: the clock, its priors, the interrupt's stop check."""
+    if priors_for is not None:
+        priors = priors_for(report)
+    return QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
 
 
 def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:

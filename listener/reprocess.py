@@ -29,6 +29,7 @@ from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.hl7v2.ack import AckError, ack_code_for, build_ack
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
+from listener.server.priors import PriorLookup
 from listener.server.records import mllp_record, report_records
 from listener.store.base import MessageDetail, MessageRecord, Store
 
@@ -166,11 +167,13 @@ def reprocess_message(
     if raw is None:
         return skip("raw body not kept (purged by retention, or keep_raw is off)")
     number = head.processing + 1
+    # The priors the daemon would have found: what the store holds from before the original receipt.
+    priors = PriorLookup(store)
     if head.transport == "mllp":
         header = read_header(raw)
         if header is None:
             return skip("the stored body has no readable MSH segment")
-        outcome = process(raw, pipeline, received_at=head.received)
+        outcome = process(raw, pipeline, received_at=head.received, priors_for=priors)
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
         record, outcome = mllp_record(raw, header, outcome, report_records(outcome), ack=_ack_builder(now),
@@ -186,7 +189,8 @@ def reprocess_message(
             known or DEFAULT_CLIENT, name=head.sender_application or DEFAULT_CLIENT.name,
             facility=head.sender_facility,
             feed=pipeline.mappings.for_sender(head.sender_application, head.sender_facility).name)
-        outcome = process_fhir(raw, pipeline, received_at=head.received, media_type=_FHIR_MEDIA_TYPE, client=client)
+        outcome = process_fhir(raw, pipeline, received_at=head.received, media_type=_FHIR_MEDIA_TYPE, client=client,
+                               priors_for=priors)
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
         # Keep the DiagnosticReport ids the sender was given in Location.

@@ -44,6 +44,7 @@ from listener.hl7v2.segments import read_header
 from listener.server.journal import QUARANTINE_AFTER, Interrupted, Journal
 from listener.server.mllp import Intake, MllpFactory
 from listener.server.runner import PipelineRunner
+from listener.server.priors import PriorLookup
 from listener.server.metrics import Metrics
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
@@ -195,9 +196,13 @@ class Daemon:
         self.interrupted = self.journal.recover()
         self.runner = PipelineRunner(reactor, workers=config.pipeline_workers, budget=config.pipeline_budget,
                                      grace=max(1.0, config.pipeline_budget / 2))
+        # Each decoded report's prior studies, read on its worker thread; a failure is logged on the reactor.
+        priors = PriorLookup(self.store, failed=lambda error_type: reactor.callFromThread(
+            _log().warning, "prior_lookup_failed", error_type=error_type))
         self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
-                             on_outbox=self.wake_outbound, runner=self.runner, journal=self.journal)
+                             on_outbox=self.wake_outbound, runner=self.runner, journal=self.journal,
+                             priors_for=priors)
         self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
@@ -503,7 +508,7 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
                              run_in_thread=threads.deferToThread, metrics=metrics,
                              destinations=lambda: intake.destinations, on_outbox=intake.on_outbox,
-                             runner=intake.runner, journal=intake.journal)
+                             runner=intake.runner, journal=intake.journal, priors_for=intake.priors_for)
     queries = store.reports
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,

@@ -53,7 +53,7 @@ from listener.fhir.resolve import JSON, obj_of, objs, str_of, walk_entries
 from listener.logs import keyed_hash
 from listener.model import Disposition
 from listener.outbox import outbox_items
-from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome, version_fields
+from listener.pipeline import Outcome, Pipeline, PriorsFor, process_fhir, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.records import report_records
 from listener.server.metrics import Metrics
@@ -196,6 +196,8 @@ class HttpIntake:
             accepted body's outbox rows are committed with it, as over MLLP.
         on_outbox: called on the reactor thread after a commit that stored
             outbox rows (wakes the outbound workers).
+        priors_for: looks up a decoded report's prior studies (on the worker
+            thread); None: priors unknown.
     """
 
     def __init__(
@@ -213,9 +215,11 @@ class HttpIntake:
         on_outbox: Callable[[], object] | None = None,
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
+        priors_for: PriorsFor | None = None,
     ) -> None:
         #: Worker threads and the time budget (None: the pipeline runs inline).
         self.runner = runner
+        self.priors_for = priors_for
         #: The receipt journal (None: none kept).
         self.journal = journal
         self.pipeline = pipeline
@@ -355,7 +359,7 @@ class HttpIntake:
         processed, _ = run_journaled(
             self.runner, journal, (jkey, "http", body, meta),
             lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
-                                           client=client, interrupt=interrupt),
+                                           client=client, priors_for=self.priors_for, interrupt=interrupt),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             serialize,
             lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),

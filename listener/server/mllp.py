@@ -55,7 +55,7 @@ from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
 from listener.model import Disposition
-from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome, version_fields
+from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, PriorsFor, process, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.records import mllp_record, outcome_ack_code, report_records
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
@@ -143,6 +143,8 @@ class Intake:
         recent_bytes: and how many bytes they (with their answers) may take.
         runner: worker threads and the time budget for the pipeline.
         journal: where frames are recorded before the pipeline runs.
+        priors_for: looks up a decoded report's prior studies (on the worker
+            thread); None: priors unknown.
     """
 
     def __init__(
@@ -161,9 +163,11 @@ class Intake:
         recent_bytes: int = RECENT_BYTES,
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
+        priors_for: PriorsFor | None = None,
     ) -> None:
         #: Worker threads for the pipeline (None: run it inline, as unit tests do).
         self.runner = runner
+        self.priors_for = priors_for
         #: The receipt journal (None: none kept).
         self.journal = journal
         self.pipeline = pipeline
@@ -361,7 +365,7 @@ class Intake:
         journal = self.journal
         processed, finished = run_journaled(
             self.runner, journal, (jkey, "mllp", raw, ""),
-            lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
+            lambda interrupt: process(raw, pipeline, received_at=received, priors_for=self.priors_for, interrupt=interrupt),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             lambda outcome: (outcome, report_records(outcome)),
             lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
 Transport = Literal["mllp", "http"]
@@ -242,6 +242,26 @@ class Processing:
     ack: bytes
     raw: bytes | None
     reports: tuple[ReportRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PriorStudy:
+    """One earlier study of a patient as stored: its accession's latest report.
+
+    Attributes:
+        accession: the prior's accession number.
+        study_date: the sender's local date of the exam (the report's
+            observation time; its report time, then its receive time, when
+            the observation is missing).
+        modality, body_region, procedure_code: as the report stored them
+            ("" when it had none; QA derives them from the procedure code).
+    """
+
+    accession: str
+    study_date: date
+    modality: str = ""
+    body_region: str = ""
+    procedure_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +512,18 @@ class Store(Protocol):
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages in storage order, after a cursor, in a time window,
         and with exact values for the other filters (accession and patient: a report's)."""
+        ...
+
+    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
+                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+        """A patient's earlier studies, newest stored first, at most ``limit``.
+
+        The patient is its identifier and assigning authority, both exact
+        (never its name). A study is an accession other than ``exclude_accession``
+        with a processed message received before ``before``; its latest stored
+        report speaks for it, and an accession whose latest report is
+        cancelled is no study. A blocking read: call it from a thread.
+        """
         ...
 
     def newest_message_pk(self) -> int:

@@ -38,7 +38,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -55,6 +55,7 @@ from listener.store.base import (
     OutboxRow,
     OutboxState,
     OutboxStats,
+    PriorStudy,
     TEXT_MAX,
     SaveResult,
     require_aware,
@@ -554,6 +555,50 @@ class SQLiteStore:
         """The largest message_pk stored (0 when none): a bulk operation's pin."""
         rows = self._read("reading the newest message", "SELECT coalesce(max(id), 0) FROM messages")
         return int(rows[0][0])
+
+    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
+                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+        """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`).
+
+        The inner query finds, through the ``reports_patient`` index, the
+        newest report row (highest id: commit order) of each of the patient's
+        other accessions among processed messages received before ``before``;
+        the outer one reads those rows, drops the cancelled ones and keeps
+        the ``limit`` newest. Work is bounded by the patient's own rows.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: ``patient_id`` is empty or ``before`` is naive.
+        """
+        require_aware(before, "before")
+        if not patient_id:
+            raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
+        if limit <= 0:
+            return ()
+        rows = self._read(
+            "reading prior studies",
+            "SELECT r.accession,"
+            " substr(coalesce(json_extract(r.report_json, '$.times.observation'),"
+            " json_extract(r.report_json, '$.times.report'), m.received), 1, 10),"
+            " coalesce(json_extract(r.report_json, '$.modality'), ''),"
+            " coalesce(json_extract(r.report_json, '$.body_region'), ''),"
+            " coalesce(json_extract(r.report_json, '$.procedure.code'), '')"
+            " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
+            " WHERE r0.patient_id = ? AND r0.patient_authority = ? AND r0.accession NOT IN ('', ?)"
+            " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) latest"
+            " JOIN reports r ON r.id = latest.id JOIN messages m ON m.id = r.message_id"
+            " WHERE coalesce(json_extract(r.report_json, '$.status'), '') != 'cancelled'"
+            " ORDER BY r.id DESC LIMIT ?",
+            (patient_id, patient_authority, exclude_accession, _ts(before), limit),
+        )
+        out = []
+        for accession, day, modality, region, code in rows:
+            try:
+                study_date = date.fromisoformat(str(day))
+            except ValueError:
+                continue  # a time the report stored in no ISO form: no date to compare, no prior
+            out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
+        return tuple(out)
 
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from listener.errors import StoreError
@@ -38,6 +38,7 @@ from listener.store.base import (
     OutboxRow,
     OutboxState,
     OutboxStats,
+    PriorStudy,
     Processing,
     ReportRow,
     SaveResult,
@@ -426,6 +427,42 @@ class MemoryStore:
             return found if limit is None else found[:limit]
 
         yield from self.read(select)
+
+    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
+                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+        require_aware(before, "before")
+        if not patient_id:
+            raise ValueError("patient_id must not be empty")
+        if limit <= 0:
+            return ()
+
+        def select() -> tuple[PriorStudy, ...]:
+            latest: dict[str, tuple[_Report, _Message]] = {}
+            for r in self.tables.reports:
+                m = self.tables.messages[r.message_pk]
+                if (r.patient_id, r.patient_authority) != (patient_id, patient_authority):
+                    continue
+                if r.row.accession in ("", exclude_accession) or m.state != "processed" or m.received >= before:
+                    continue
+                if r.row.accession not in latest or r.id > latest[r.row.accession][0].id:
+                    latest[r.row.accession] = (r, m)
+            out = []
+            for r, m in sorted(latest.values(), key=lambda rm: -rm[0].id):
+                doc = json.loads(r.row.report_json)
+                if (doc.get("status") or "") == "cancelled":
+                    continue
+                times = doc.get("times") or {}
+                day = str(times.get("observation") or times.get("report") or _stamp(m.received))[:10]
+                try:
+                    study_date = date.fromisoformat(day)
+                except ValueError:
+                    continue
+                code = (doc.get("procedure") or {}).get("code") or ""
+                out.append(PriorStudy(r.row.accession, study_date, doc.get("modality") or "",
+                                      doc.get("body_region") or "", code))
+            return tuple(out[:limit])
+
+        return self.read(select)
 
     def newest_message_pk(self) -> int:
         return self.read(lambda: max(self.tables.messages, default=0))

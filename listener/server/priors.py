@@ -1,0 +1,68 @@
+"""A decoded report's prior studies, looked up in the store for the comparison rules.
+
+Layer: shell. The pipeline calls :class:`PriorLookup` once per decoded report
+(``priors_for``, listener/pipeline.py) on the worker thread that runs it, never
+on the reactor: :meth:`listener.store.base.Store.prior_studies` is a blocking
+read, and the store's reader connection is shared under a lock, so any thread
+may use it. What counts as a prior is the store's rule (same identifier and
+assigning authority, another accession, received earlier, its latest report);
+which priors are relevant (body region, modality, age) is the comparison
+rules' (listener/qa/comparison.py, docs/qa-rules.md).
+
+A report with no patient identifier has unknown priors (None), and so has a
+patient the store holds no earlier study of: the store cannot tell "no
+prior exists" from "the prior was done before this daemon saw the patient",
+and a report citing such a prior is not a defect. A failed look-up is
+unknown priors too: the message is still checked and answered,
+and ``failed`` hears the exception's type (never its text), for the
+``prior_lookup_failed`` log line (docs/monitoring.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from listener.model import Report
+from listener.qa.engine import Prior
+from listener.store.base import Store
+
+__all__ = ["PRIOR_LIMIT", "PriorLookup"]
+
+#: The most prior studies looked up for one report (the newest stored): the
+#: comparison rules need the recent ones of the same body region, and the
+#: bound keeps a patient with a long history from slowing every message.
+PRIOR_LIMIT = 100
+
+
+class PriorLookup:
+    """``priors_for`` for the pipeline: a report -> its patient's prior studies, or None.
+
+    Args:
+        store: the durable store.
+        failed: called (on the worker thread) with the exception's type name
+            when a look-up fails; the daemon hands it to the reactor to log.
+        limit: at most this many priors per report.
+    """
+
+    def __init__(self, store: Store, *, failed: Callable[[str], object] = lambda _: None,
+                 limit: int = PRIOR_LIMIT) -> None:
+        self.store = store
+        self.failed = failed
+        self.limit = limit
+
+    def __call__(self, report: Report) -> tuple[Prior, ...] | None:
+        patient = report.patient
+        if not patient.id.strip():
+            return None
+        # Only what was received before this message.
+        before = report.times.received or datetime.now(timezone.utc)
+        try:
+            studies = self.store.prior_studies(patient.id, patient.id_authority, before=before,
+                                               exclude_accession=report.accession, limit=self.limit)
+        except Exception as exc:  # noqa: BLE001 - priors are optional: unknown, never a refused message
+            self.failed(type(exc).__name__)
+            return None
+        if not studies:
+            return None  # nothing on record: unknown, not "none" (see the module docstring)
+        return tuple(Prior(s.accession, s.study_date, s.modality, s.body_region, s.procedure_code) for s in studies)
