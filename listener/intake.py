@@ -156,6 +156,30 @@ def _routing_messages(
     return items, ""
 
 
+def _record(
+    transport: Literal["mllp", "http"],
+    sender: tuple[str, str],
+    control_id: str,
+    outcome: Outcome,
+    *,
+    raw: bytes | None,
+    received: datetime,
+    state: MessageState,
+    code: str,
+    answer: bytes,
+    reports: tuple[ReportRecord, ...],
+    outbox: tuple[OutboxItem, ...],
+    replaces: str = "",
+) -> MessageRecord:
+    """The record of one processed message: its key, its answer (``code``, ``answer`` bytes) and what it stores."""
+    return MessageRecord(
+        control_id=control_id, sender_application=sender[0], sender_facility=sender[1], feed=outcome.feed,
+        received=received, raw=raw, transport=transport, state=state, ack_code=code, ack=answer,
+        error_code=outcome.error.hl7_code if outcome.error is not None else "", reports=reports, outbox=outbox,
+        replaces=replaces,
+    )
+
+
 def quarantine_record(
     transport: Literal["mllp", "http"],
     sender: tuple[str, str],
@@ -241,21 +265,9 @@ def mllp_record(
         if routing_error:
             code, ack_bytes = ack(header, "AE", internal_error("Routing message could not be built"))
             outcome = dataclasses.replace(outcome, error_type=routing_error, disposition="rejected")
-    record = MessageRecord(
-        control_id=header.control_id,
-        sender_application=header.sending_application,
-        sender_facility=header.sending_facility,
-        feed=outcome.feed,
-        received=received,
-        raw=raw,
-        transport="mllp",
-        state=message_state(outcome),
-        ack_code=code,
-        ack=ack_bytes,
-        error_code=outcome.error.hl7_code if outcome.error else "",
-        reports=reports,
-        outbox=outbox,
-    )
+    record = _record("mllp", (header.sending_application, header.sending_facility), header.control_id, outcome,
+                     raw=raw, received=received, state=message_state(outcome), code=code, answer=ack_bytes,
+                     reports=reports, outbox=outbox)
     return record, outcome
 
 
@@ -402,21 +414,7 @@ def http_record(
             answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
             control_id = key_failed()
             state = "rejected"
-    error = outcome.error
-    record = MessageRecord(
-        control_id=control_id,
-        sender_application=client.name,
-        sender_facility=client.facility,
-        feed=outcome.feed,
-        received=received,
-        raw=raw,
-        transport="http",
-        state=state,
-        ack_code=str(answer.status),
-        ack=answer.envelope(),
-        error_code=error.hl7_code if error is not None else "",
-        reports=records,
-        outbox=outbox,
-        replaces=replaces if state == "processed" else "",
-    )
+    record = _record("http", (client.name, client.facility), control_id, outcome, raw=raw, received=received,
+                     state=state, code=str(answer.status), answer=answer.envelope(), reports=records, outbox=outbox,
+                     replaces=replaces if state == "processed" else "")
     return record, answer, routing_error

@@ -269,7 +269,7 @@ def test_finds_hidden_cycles(tmp_path: Path) -> None:
     ]
 
 
-def test_finds_core_arrows(tmp_path: Path) -> None:
+def test_finds_layer_arrows(tmp_path: Path) -> None:
     package = _write(
         tmp_path,
         {
@@ -279,22 +279,12 @@ def test_finds_core_arrows(tmp_path: Path) -> None:
             "store/__init__.py": "",
             "store/sqlite.py": "from listener.qa import rule\n",
             "server/__init__.py": "from listener.qa.rule import f\n",
+            "intake.py": "from listener import outbox\nfrom listener.store.base import Record\n",
+            "outbox.py": "from listener.qa.rule import f\n",
+            "store/base.py": "",
         },
     )
     graph = import_graph(package)
     assert core_violations(graph) == ["listener.qa.rule -> listener.store.sqlite"]
+    assert builder_violations(graph) == ["listener.intake reaches listener.store.sqlite"]
 
-
-def test_finds_builder_arrows(tmp_path: Path) -> None:
-    package = _write(
-        tmp_path,
-        {
-            "__init__.py": "",
-            "intake.py": "from listener import outbox\nfrom listener.store.base import Record\n",
-            "outbox.py": "def f():\n    from listener.store.sqlite import S\n",
-            "store/__init__.py": "",
-            "store/base.py": "",
-            "store/sqlite.py": "from listener.store.base import Record\n",
-        },
-    )
-    assert builder_violations(import_graph(package)) == ["listener.intake reaches listener.store.sqlite"]
