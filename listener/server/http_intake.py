@@ -3,7 +3,9 @@
 Layer: reactor code around pure parts. The body is decoded, checked and routed
 on the reactor thread (pure CPU, a few ms, as MLLP does); the duplicate lookup
 runs on a thread; the record goes to the store's group-commit writer; the
-answer is released only once the commit is durable.
+answer is released only once the commit is durable. The record and the
+answer are built by :mod:`listener.intake` (pure, shared with MLLP and
+``overread reprocess``); the save goes through :mod:`listener.server.bridge`.
 
 Promises:
 

@@ -3,6 +3,8 @@
 Layer: reactor code. ``dataReceived`` does four things: feed the
 framer, run the pure pipeline, hand the record to the store's group-commit
 writer (off the reactor thread), and write the answer once the commit is done.
+The record and its ACK are built by :mod:`listener.intake` (pure, shared with
+HTTP and ``overread reprocess``); the save goes through :mod:`listener.server.bridge`.
 The reactor thread never reads the store: the duplicate check is the save
 itself (the writer thread's insert finds a stored key and returns its answer),
 and a memory of recently committed keys answers the common resend at once.
@@ -58,7 +60,6 @@ from listener.intake import (
     internal_error,
     internal_error_outcome,
     mllp_record,
-    new_control_id,
     outcome_ack_code,
     quarantine_record,
     report_records,
@@ -168,16 +169,14 @@ class Intake:
         self._recent_bytes = 0
         #: Answers of messages being stored; shutdown waits for them.
         self.in_flight = InFlight()
-        self._ack = ack_builder(lambda: self.now(), lambda: self.new_control_id())
+        #: Builds our ACKs: dated by ``now``, each with a new random MSH-10.
+        self._ack = ack_builder(lambda: self.now())
         #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
         self._pending: dict[tuple[str, str, str], list[defer.Deferred[_Settled]]] = {}
 
     def swap_pipeline(self, pipeline: Pipeline) -> None:
         """Use ``pipeline`` for every message received from now on (atomic)."""
         self.pipeline = pipeline
-
-    #: A unique MSH-10 for one of our ACKs.
-    new_control_id = staticmethod(new_control_id)
 
     def _answer(self, header: MessageHeader | None, code: str, ack: bytes) -> Answer:
         return Answer(ack if should_send_accept_ack(header, code) else None)
