@@ -8,6 +8,7 @@ key already stored, a durable commit (then the outbound workers are woken
 when routing messages were stored with it) or a store that failed.
 :class:`InFlight` holds the answers still waiting for their commit, so a
 shutdown answers them before it stops (docs/operations.md).
+:class:`StoreShell` is what both intakes hold around the store.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from datetime import datetime
 from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from listener.errors import StoreError
+from listener.pipeline import Decoded, Interrupt, Outcome
+from listener.server.journal import Journal
+from listener.server.metrics import Metrics
+from listener.server.runner import PipelineRunner, run_journaled
 from listener.store.base import MessageRecord, SaveResult, Store
 
-__all__ = ["InFlight", "commit", "deferred_from_future", "duration_ms", "error_type", "resend_fields", "submit"]
+__all__ = ["InFlight", "StoreShell", "commit", "deferred_from_future", "duration_ms", "error_type", "resend_fields", "submit"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def deferred_from_future(future: Future[T], call_from_thread: Callable[..., object]) -> defer.Deferred[T]:
@@ -134,3 +141,100 @@ class InFlight:
         if not pending:
             return defer.succeed(None)
         return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
+
+
+class StoreShell:
+    """What an intake (MLLP or HTTP) holds around the store, and its one way to commit.
+
+    Args:
+        store: the durable store.
+        hash_key: the installation key (log hashes; HTTP message keys).
+        call_from_thread: ``reactor.callFromThread`` (tests pass a direct call).
+        now: the clock (aware UTC datetimes).
+        keep_raw: store raw bodies (retention purges them later).
+        metrics: counters to bump, or None.
+        on_outbox: called on the reactor thread after a commit that stored
+            outbox rows (wakes the outbound workers).
+        runner: worker threads and the time budget for the pipeline (None:
+            the pipeline runs inline, as unit tests do).
+        journal: where bodies are recorded before the pipeline runs (None: none kept).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        hash_key: bytes,
+        call_from_thread: Callable[..., object],
+        now: Callable[[], datetime],
+        keep_raw: bool,
+        metrics: Metrics | None,
+        on_outbox: Callable[[], object] | None,
+        runner: PipelineRunner | None,
+        journal: Journal | None,
+    ) -> None:
+        self.store = store
+        self.hash_key = hash_key
+        self.call_from_thread = call_from_thread
+        self.now = now
+        self.keep_raw = keep_raw
+        self.metrics = metrics
+        self.on_outbox = on_outbox
+        self.runner = runner
+        self.journal = journal
+        #: Set at shutdown: messages arriving from then on are not taken.
+        self.closing = False
+        #: Answers of messages being stored; shutdown waits for them.
+        self.in_flight = InFlight()
+
+    def commit(
+        self,
+        record: MessageRecord,
+        *,
+        duplicate: Callable[[SaveResult], T],
+        processed: Callable[[SaveResult], T],
+        unavailable: Callable[[str], T],
+    ) -> defer.Deferred[T]:
+        """:func:`commit` with this intake's store, reactor and outbound wake-up."""
+        return commit(self.store, record, self.call_from_thread, duplicate=duplicate, processed=processed,
+                      unavailable=unavailable, on_outbox=self.on_outbox)
+
+    def journaled(
+        self,
+        entry: tuple[str, str, bytes, str],
+        check: Callable[[Interrupt], Outcome],
+        unchecked: Callable[[Decoded], Outcome],
+        serialize: Callable[[Outcome], R],
+        on_overrun: Callable[[], object],
+        *,
+        failed: Callable[[Failure], R],
+        save: Callable[[R], defer.Deferred[T]],
+    ) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
+        """Journal, check and store one message (:func:`~listener.server.runner.run_journaled`, then ``save``).
+
+        Args:
+            failed: what to store when the work itself failed (the journal
+                could not be written, a bug outside the pipeline).
+            save: stores the result and gives the answer; the journal entry
+                ends once it has (docs/hardening.md).
+
+        Returns:
+            (the answer, a Deferred firing once no worker runs the message).
+        """
+        journal = self.journal
+
+        def forget(answer: Any) -> Any:
+            if journal is not None:
+                journal.end(entry[0])
+            return answer
+
+        processed, finished = run_journaled(self.runner, journal, entry, check, unchecked, serialize, on_overrun)
+        return processed.addErrback(failed).addCallback(save).addBoth(forget), finished
+
+    def submit(self, record: MessageRecord) -> defer.Deferred[SaveResult]:
+        """:func:`submit` with this intake's store and reactor."""
+        return submit(self.store, record, self.call_from_thread)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Fire once every message being stored has its answer."""
+        return self.in_flight.drain()

@@ -60,12 +60,11 @@ from listener.intake import (
 )
 from listener.logs import keyed_hash
 from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome, version_fields
-from listener.server.bridge import InFlight, commit, duration_ms, error_type, resend_fields, submit
+from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
 from listener.store.base import ReportRecord, SaveResult, Store
 
-from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
@@ -128,7 +127,7 @@ def message_key(doc: JSON) -> str | None:
     return None
 
 
-class HttpIntake:
+class HttpIntake(StoreShell):
     """Turns a POSTed FHIR body into a stored message and its answer (shared by all HTTP requests).
 
     Args:
@@ -164,23 +163,11 @@ class HttpIntake:
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
     ) -> None:
-        #: Worker threads and the time budget (None: the pipeline runs inline).
-        self.runner = runner
-        #: The receipt journal (None: none kept).
-        self.journal = journal
+        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
+                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
         self.pipeline = pipeline
-        self.store = store
-        self.hash_key = hash_key
-        self.call_from_thread = call_from_thread
         self.run_in_thread = run_in_thread
-        self.metrics = metrics
-        self.now = now
-        self.keep_raw = keep_raw
         self.destinations = destinations
-        self.on_outbox = on_outbox
-        self.closing = False
-        #: Answers of POSTs being stored; shutdown waits for them.
-        self.in_flight = InFlight()
 
     def _control_id(self, prefix: str, text: bytes) -> str:
         return prefix + hmac.new(self.hash_key, text, hashlib.sha256).hexdigest()[:32]
@@ -289,22 +276,12 @@ class HttpIntake:
         replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
         jkey = journal_key("http", client.name, client.facility, identity or by_body)
-        journal = self.journal
         meta = json.dumps([client.name, client.facility, identity or by_body])
 
         def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
             # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
             return outcome, report_records(outcome, server_ids), server_ids
-
-        processed, _ = run_journaled(
-            self.runner, journal, (jkey, "http", body, meta),
-            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
-                                           client=client, interrupt=interrupt),
-            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            serialize,
-            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
-        )
 
         def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             return internal_error_outcome(None, client.feed or "default", error_type(failure), "resource"), (), ()
@@ -314,12 +291,16 @@ class HttpIntake:
             return self._save(body, doc, client, pipeline, received, started, identity, by_body, mlog,
                               outcome, records, server_ids, replaces)
 
-        def forget(answer: Any) -> Any:
-            if journal is not None:
-                journal.end(jkey)
-            return answer
-
-        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+        answered, _ = self.journaled(
+            (jkey, "http", body, meta),
+            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
+                                           client=client, interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            serialize,
+            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
+            failed=bug, save=save,
+        )
+        return answered
 
     def _save(
         self,
@@ -367,8 +348,7 @@ class HttpIntake:
             self._count(outcome.feed, busy, started, client=client)
             return busy
 
-        return commit(self.store, record, self.call_from_thread, duplicate=duplicate, processed=processed,
-                      unavailable=unavailable, on_outbox=self.on_outbox)
+        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable)
 
     def quarantine(self, body: bytes, meta: str, crashes: int, log: Any) -> defer.Deferred[HttpAnswer]:
         """Store a body that crashed the daemon ``crashes`` times, unprocessed, answered 500.
@@ -381,17 +361,13 @@ class HttpIntake:
         record = quarantine_record("http", (name, facility), control_id, body, self.now(), str(answer.status),
                                    answer.envelope())
         mlog = log.bind(control_id=control_id, sender_app=name, sender_facility=facility)
-        saved = submit(self.store, record, self.call_from_thread)
+        saved = self.submit(record)
 
         def stored(_: SaveResult) -> HttpAnswer:
             mlog.info("message_quarantined", status=answer.status, state="quarantined", count=crashes)
             return answer
 
         return saved.addCallback(stored)
-
-    def drain(self) -> defer.Deferred[None]:
-        """Fire once every POST being stored has its answer."""
-        return self.in_flight.drain()
 
 
 def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[str, Any]:

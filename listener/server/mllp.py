@@ -66,11 +66,10 @@ from listener.intake import (
 )
 from listener.logs import get_logger, keyed_hash
 from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome, version_fields
-from listener.server.bridge import InFlight, commit, duration_ms, error_type, resend_fields
+from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
+from listener.server.metrics import Metrics
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
-
-from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
@@ -107,7 +106,7 @@ class Answer:
     close: bool = False
 
 
-class Intake:
+class Intake(StoreShell):
     """Turns one frame into a stored message and its answer (shared by all connections).
 
     Args:
@@ -137,7 +136,7 @@ class Intake:
         call_from_thread: Callable[..., object],
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         keep_raw: bool = True,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         destinations: tuple[DestinationSettings, ...] = (),
         on_outbox: Callable[[], object] | None = None,
         recent_keys: int = RECENT_KEYS,
@@ -145,21 +144,10 @@ class Intake:
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
     ) -> None:
-        #: Worker threads for the pipeline (None: run it inline, as unit tests do).
-        self.runner = runner
-        #: The receipt journal (None: none kept).
-        self.journal = journal
+        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
+                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
         self.pipeline = pipeline
         self.destinations = destinations
-        self.on_outbox = on_outbox
-        #: listener.server.metrics.Metrics, or None (counts answers, findings, routes, latency).
-        self.metrics = metrics
-        self.store = store
-        self.hash_key = hash_key
-        self.call_from_thread = call_from_thread
-        self.now = now
-        self.keep_raw = keep_raw
-        self.closing = False
         #: Keys committed (or found stored by a save) -> the stored (code, ACK),
         #: oldest first; at most ``recent_keys``. Stored rows are never deleted,
         #: so an entry stays true.
@@ -167,8 +155,6 @@ class Intake:
         self._recent_max = recent_keys
         self._recent_max_bytes = recent_bytes
         self._recent_bytes = 0
-        #: Answers of messages being stored; shutdown waits for them.
-        self.in_flight = InFlight()
         #: Builds our ACKs: dated by ``now``, each with a new random MSH-10.
         self._ack = ack_builder(lambda: self.now())
         #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
@@ -326,16 +312,6 @@ class Intake:
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
         pipeline = self.pipeline
-        jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
-        journal = self.journal
-        processed, finished = run_journaled(
-            self.runner, journal, (jkey, "mllp", raw, ""),
-            lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
-            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            lambda outcome: (outcome, report_records(outcome)),
-            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
-        )
-        finished.addBoth(lambda _: released())
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:
             outcome, reports = result
@@ -346,12 +322,16 @@ class Intake:
             # outside process()): an AE 207, stored as rejected.
             return internal_error_outcome(header, "default", error_type(failure), "message"), ()
 
-        def forget(result: Any) -> Any:
-            if journal is not None:
-                journal.end(jkey)
-            return result
-
-        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+        answered, finished = self.journaled(
+            (journal_key("mllp", header.sending_application, header.sending_facility, header.control_id), "mllp", raw, ""),
+            lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            lambda outcome: (outcome, report_records(outcome)),
+            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
+            failed=bug, save=save,
+        )
+        finished.addBoth(lambda _: released())
+        return answered
 
     def _save(
         self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
@@ -403,8 +383,7 @@ class Intake:
         def unavailable(failure_type: str) -> tuple[Answer, _Settled]:
             return self._store_unavailable(header, mlog, started, failure_type, fields), None
 
-        return commit(self.store, record, self.call_from_thread, duplicate=duplicate, processed=processed,
-                      unavailable=unavailable, on_outbox=self.on_outbox)
+        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable)
 
     def quarantine(self, raw: bytes, header: MessageHeader, crashes: int, log: Any) -> defer.Deferred[Answer]:
         """Store a message that crashed the daemon ``crashes`` times, unprocessed, answered AE 207.
@@ -434,10 +413,6 @@ class Intake:
         """The AE 207 for a frame whose handling failed unexpectedly (no header to echo)."""
         _, ack = self._ack(None, "AE", internal_error("Internal error, retry later"))
         return Answer(ack)
-
-    def drain(self) -> defer.Deferred[None]:
-        """Fire once every message being stored has its answer."""
-        return self.in_flight.drain()
 
 
 class _Slot:
