@@ -29,7 +29,16 @@ from listener.server.metrics import Metrics
 from listener.server.runner import PipelineRunner, run_journaled
 from listener.store.base import MessageRecord, SaveResult, Store
 
-__all__ = ["InFlight", "StoreShell", "commit", "deferred_from_future", "duration_ms", "error_type", "resend_fields", "submit"]
+__all__ = [
+    "InFlight",
+    "StoreShell",
+    "commit",
+    "deferred_from_future",
+    "duration_ms",
+    "error_type",
+    "resend_fields",
+    "submit",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -322,8 +322,9 @@ class Intake(StoreShell):
             # outside process()): an AE 207, stored as rejected.
             return internal_error_outcome(header, "default", error_type(failure), "message"), ()
 
+        jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
         answered, finished = self.journaled(
-            (journal_key("mllp", header.sending_application, header.sending_facility, header.control_id), "mllp", raw, ""),
+            (jkey, "mllp", raw, ""),
             lambda interrupt: process(raw, pipeline, received_at=received, interrupt=interrupt),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             lambda outcome: (outcome, report_records(outcome)),
