@@ -52,7 +52,7 @@ from listener.logs import configure_logging, get_logger, keyed_hash  # noqa: E40
 from listener.pipeline import process  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402
 from listener.server.mllp import Intake  # noqa: E402
-from listener.server.records import outcome_ack_code, report_records as _reports  # noqa: E402
+from listener.intake import outcome_ack_code, report_records as _reports  # noqa: E402
 from listener.store.base import MessageRecord, SaveResult  # noqa: E402
 from listener.store.sqlite import SQLiteStore  # noqa: E402
 

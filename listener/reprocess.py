@@ -2,8 +2,7 @@
 
 Layer: application logic over the store interface; no Twisted, no logging.
 The new processing is built by the same record builders the intakes use
-(:mod:`listener.server.records`, :func:`listener.server.http_intake.http_record`)
-and stored by :meth:`Store.replace_processing`, which keeps the one it
+(:mod:`listener.intake`) and stored by :meth:`Store.replace_processing`, which keeps the one it
 replaces as a numbered earlier processing. See docs/operations.md,
 "Reprocessing".
 
@@ -26,11 +25,10 @@ from typing import Any
 
 from listener.destinations import DestinationSettings
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
-from listener.hl7v2.ack import AckError, ack_code_for, build_ack
-from listener.hl7v2.segments import MessageHeader, read_header
+from listener.hl7v2.segments import read_header
+from listener.intake import ack_builder, http_record, mllp_record, parse_body, report_records
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
 from listener.server.priors import PriorLookup
-from listener.server.records import mllp_record, report_records
 from listener.store.base import MessageDetail, MessageRecord, Store
 
 __all__ = ["Change", "Snapshot", "reprocess_message", "snapshot_of_detail"]
@@ -129,14 +127,6 @@ def _changed_positions(detail: MessageDetail, outcome: Outcome) -> tuple[int, ..
     return tuple(changed)
 
 
-def _ack_builder(now: datetime) -> Any:
-    def ack(header: MessageHeader, outcome_code: str, errors: tuple[AckError, ...]) -> tuple[str, bytes]:
-        code = ack_code_for(header, outcome_code)
-        return code, build_ack(header, code, now=now, control_id=os.urandom(10).hex(), errors=errors)
-
-    return ack
-
-
 def reprocess_message(
     store: Store,
     detail: MessageDetail,
@@ -176,11 +166,9 @@ def reprocess_message(
         outcome = process(raw, pipeline, received_at=head.received, priors_for=priors)
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
-        record, outcome = mllp_record(raw, header, outcome, report_records(outcome), ack=_ack_builder(now),
+        record, outcome = mllp_record(raw, header, outcome, report_records(outcome), ack=ack_builder(lambda: now),
                                       destinations=destinations, received=now, processing=number, only=only)
     else:
-        from listener.server.http_intake import http_record, parse_body
-
         doc = parse_body(raw)
         if doc is None:
             return skip("the stored body is not a JSON object")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from listener.hl7v2.ack import SEVERITIES, AckError
+from listener.hl7v2.ack import SEVERITIES, AckErrorDetail
 
 START_BLOCK = 0x0B
 END_BLOCK = 0x1C
@@ -73,15 +73,15 @@ def hostile_msh(draw: st.DrawFn) -> bytes:
     return text.encode("latin-1")
 
 
-def ack_errors() -> st.SearchStrategy[AckError]:
-    """Arbitrary AckError values, locations well-formed or not, texts hostile."""
+def ack_errors() -> st.SearchStrategy[AckErrorDetail]:
+    """Arbitrary AckErrorDetail values, locations well-formed or not, texts hostile."""
     location = st.one_of(
         st.just(""),
         st.from_regex(r"[A-Z][A-Z0-9]{2}(\[[1-9]\])?-[1-9][0-9]?(\.[1-9](\.[1-9])?)?", fullmatch=True),
         hostile_text(12),
     )
     return st.builds(
-        AckError,
+        AckErrorDetail,
         code=st.sampled_from(["0", "100", "101", "102", "103", "200", "201", "202", "203", "207"]),
         location=location,
         severity=st.sampled_from(sorted(SEVERITIES)),

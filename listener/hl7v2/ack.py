@@ -47,7 +47,7 @@ __all__ = [
     "ACK_CODES",
     "DEFAULT_VERSION",
     "SEVERITIES",
-    "AckError",
+    "AckErrorDetail",
     "accept_ack_code",
     "ack_code_for",
     "build_ack",
@@ -87,8 +87,10 @@ _TEXT_MAX = 199
 
 
 @dataclass(frozen=True, slots=True)
-class AckError:
-    """One error (or warning) reported in an ACK.
+class AckErrorDetail:
+    """What an ACK reports of one error (or warning): one ERR (v2.5+) or one ERR-1 repetition.
+
+    A value to put in an answer, not an exception: nothing raises it.
 
     Attributes:
         code: HL7 table 0357 code, e.g. ``"101"``.
@@ -107,12 +109,12 @@ class AckError:
 
     def __post_init__(self) -> None:
         if not _TABLE_0357_CODE.match(self.code):
-            raise ValueError("AckError.code must be a table 0357 code (1 to 3 digits)")
+            raise ValueError("AckErrorDetail.code must be a table 0357 code (1 to 3 digits)")
         if self.severity not in SEVERITIES:
-            raise ValueError("AckError.severity must be E, W or I")
+            raise ValueError("AckErrorDetail.severity must be E, W or I")
 
     @classmethod
-    def from_decode_error(cls, error: DecodeError, *, severity: str = "E") -> AckError:
+    def from_decode_error(cls, error: DecodeError, *, severity: str = "E") -> AckErrorDetail:
         """The ERR content for a DecodeError (its message names a location only)."""
         return cls(code=error.hl7_code, location=error.location, severity=severity, text=error.message)
 
@@ -128,7 +130,7 @@ def build_ack(
     *,
     now: datetime,
     control_id: str,
-    errors: Sequence[AckError] = (),
+    errors: Sequence[AckErrorDetail] = (),
     text: str = "",
 ) -> bytes:
     """Build the acknowledgment of one received message.
@@ -393,13 +395,13 @@ def _erl(location: str, seps: Separators) -> str:
     return seps.component.join(items)
 
 
-def _cwe(error: AckError, seps: Separators) -> str:
+def _cwe(error: AckErrorDetail, seps: Separators) -> str:
     """ERR-3 (CWE): code^text^HL70357."""
     text = _escape(_ascii(error.display_text, _TEXT_MAX), seps)
     return seps.component.join([error.code, text, "HL70357"])
 
 
-def _eld(error: AckError, seps: Separators) -> str:
+def _eld(error: AckErrorDetail, seps: Separators) -> str:
     """One ERR-1 repetition (ELD, before v2.5): SEG^seq^field^code&text&HL70357."""
     parts = _location_parts(error.location)
     seg, seq, field = parts[:3] if parts is not None else ("", "", "")

@@ -3,7 +3,9 @@
 Layer: reactor code around pure parts. The body is decoded, checked and routed
 on the reactor thread (pure CPU, a few ms, as MLLP does); the duplicate lookup
 runs on a thread; the record goes to the store's group-commit writer; the
-answer is released only once the commit is durable.
+answer is released only once the commit is durable. The record and the
+answer are built by :mod:`listener.intake` (pure, shared with MLLP and
+``overread reprocess``); the save goes through :mod:`listener.server.bridge`.
 
 Promises:
 
@@ -30,37 +32,39 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError, FhirDecodeError, FhirUnsupportedMediaType, StoreError
+from listener.errors import APPLICATION_INTERNAL_ERROR, FhirDecodeError
 from listener.fhir import models
-from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
-from listener.fhir.encode import (
-    EntryResult,
-    Issue,
-    bundle_response,
-    operation_outcome,
-    outcome_for_error,
-    outcome_for_routes,
-)
+from listener.fhir.decode import FhirClient
+from listener.fhir.encode import Issue
 from listener.destinations import DestinationSettings
 from listener.fhir.resolve import JSON, obj_of, objs, str_of, walk_entries
+from listener.intake import (
+    FHIR_JSON,
+    QUARANTINE_TEXT,
+    HttpAnswer,
+    answer_from_stored,
+    error_answer,
+    http_record,
+    internal_error_outcome,
+    outcome_answer,
+    parse_body,
+    quarantine_record,
+    report_records,
+    status_for_error,
+)
 from listener.logs import keyed_hash
-from listener.model import Disposition
-from listener.outbox import outbox_items
 from listener.pipeline import Outcome, Pipeline, PriorsFor, process_fhir, unchecked_outcome, version_fields
+from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
-from listener.server.records import report_records
 from listener.server.metrics import Metrics
-from listener.server.mllp import QUARANTINE_TEXT, deferred_from_future
-from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, SaveResult, Store
+from listener.store.base import ReportRecord, SaveResult, Store
 
-from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
@@ -72,58 +76,12 @@ __all__ = [
     "answer_from_stored",
     "message_key",
     "outcome_answer",
+    "parse_body",
     "status_for_error",
 ]
 
-FHIR_JSON = "application/fhir+json; charset=utf-8"
-
-#: Issue codes of bodies that are well-formed FHIR but break our rules (422);
-#: other decode failures are bodies that fail parsing or basic validation (400).
-_UNPROCESSABLE = frozenset({"not-supported", "business-rule", "invariant", "too-costly", "processing", "code-invalid"})
-
 #: DiagnosticReport ids we assign (FHIR create: the server chooses the id).
 _ID_BYTES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class HttpAnswer:
-    """One HTTP response: status, body (JSON bytes), extra headers."""
-
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    content_type: str = FHIR_JSON
-
-    def envelope(self) -> bytes:
-        """The bytes the store keeps as the message's answer (status and headers on the first line)."""
-        head = {"status": self.status, "headers": [list(h) for h in self.headers]}
-        return json.dumps(head, separators=(",", ":")).encode() + b"\n" + self.body
-
-
-def answer_from_stored(ack: bytes) -> HttpAnswer:
-    """Rebuild the answer sent the first time from the store's ``ack`` bytes."""
-    head, _, body = ack.partition(b"\n")
-    meta = json.loads(head)
-    return HttpAnswer(int(meta["status"]), body, tuple((str(k), str(v)) for k, v in meta.get("headers", ())))
-
-
-def _json(resource: JSON) -> bytes:
-    return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def outcome_answer(status: int, issues: Sequence[Issue], headers: tuple[tuple[str, str], ...] = ()) -> HttpAnswer:
-    """An answer whose body is an OperationOutcome of ``issues``."""
-    return HttpAnswer(status, _json(operation_outcome(issues)), headers)
-
-
-def status_for_error(error: DecodeError) -> int:
-    """The HTTP status for a refused body: 415, 400 (unparseable/invalid), 422 (our rules), 500 (our bug)."""
-    if isinstance(error, FhirUnsupportedMediaType):
-        return 415
-    if error.hl7_code == APPLICATION_INTERNAL_ERROR and not isinstance(error, FhirDecodeError):
-        return 500
-    code = getattr(error, "issue_code", "")
-    return 422 if code in _UNPROCESSABLE else 400
 
 
 def _identifier_key(resource: JSON) -> str:
@@ -169,16 +127,7 @@ def message_key(doc: JSON) -> str | None:
     return None
 
 
-def parse_body(body: bytes) -> JSON | None:
-    """The body as a JSON object, or None (the decoder then says precisely why)."""
-    try:
-        doc = json.loads(body.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-class HttpIntake:
+class HttpIntake(StoreShell):
     """Turns a POSTed FHIR body into a stored message and its answer (shared by all HTTP requests).
 
     Args:
@@ -217,23 +166,12 @@ class HttpIntake:
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
     ) -> None:
-        #: Worker threads and the time budget (None: the pipeline runs inline).
-        self.runner = runner
+        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
+                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
         self.priors_for = priors_for
-        #: The receipt journal (None: none kept).
-        self.journal = journal
         self.pipeline = pipeline
-        self.store = store
-        self.hash_key = hash_key
-        self.call_from_thread = call_from_thread
         self.run_in_thread = run_in_thread
-        self.metrics = metrics
-        self.now = now
-        self.keep_raw = keep_raw
         self.destinations = destinations
-        self.on_outbox = on_outbox
-        self.closing = False
-        self.in_flight: set[defer.Deferred[HttpAnswer]] = set()
 
     def _control_id(self, prefix: str, text: bytes) -> str:
         return prefix + hmac.new(self.hash_key, text, hashlib.sha256).hexdigest()[:32]
@@ -320,18 +258,12 @@ class HttpIntake:
             return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog)
 
         d: defer.Deferred[HttpAnswer] = self.run_in_thread(lookup).addCallbacks(looked_up, lookup_failed)
-        self.in_flight.add(d)
-
-        def forget(answer: HttpAnswer) -> HttpAnswer:
-            self.in_flight.discard(d)
-            return answer
-
-        return d.addBoth(forget)
+        return self.in_flight.track(d)
 
     def _refusal(self, body: bytes, content_type: str | None, client: FhirClient, pipeline: Pipeline, received: datetime) -> HttpAnswer:
         outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client)
         error = outcome.error or FhirDecodeError("the body is not a FHIR resource", issue_code="structure")
-        return HttpAnswer(status_for_error(error), _json(outcome_for_error(error)))
+        return error_answer(error)
 
     def _process(
         self,
@@ -348,7 +280,6 @@ class HttpIntake:
         replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
         jkey = journal_key("http", client.name, client.facility, identity or by_body)
-        journal = self.journal
         meta = json.dumps([client.name, client.facility, identity or by_body])
 
         def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
@@ -356,32 +287,24 @@ class HttpIntake:
             # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
             return outcome, report_records(outcome, server_ids), server_ids
 
-        processed, _ = run_journaled(
-            self.runner, journal, (jkey, "http", body, meta),
-            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
-                                           client=client, priors_for=self.priors_for, interrupt=interrupt),
-            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            serialize,
-            lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),
-        )
-
         def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
-            error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
-            outcome = Outcome(None, Disposition.REJECTED, error=error, feed=client.feed or "default",
-                              error_type=failure.type.__name__ if failure.type else "Exception")
-            return outcome, (), ()
+            return internal_error_outcome(None, client.feed or "default", error_type(failure), "resource"), (), ()
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]) -> defer.Deferred[HttpAnswer]:
             outcome, records, server_ids = result
             return self._save(body, doc, client, pipeline, received, started, identity, by_body, mlog,
                               outcome, records, server_ids, replaces)
 
-        def forget(answer: Any) -> Any:
-            if journal is not None:
-                journal.end(jkey)
-            return answer
-
-        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+        answered, _ = self.journaled(
+            (jkey, "http", body, meta),
+            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
+                                           client=client, priors_for=self.priors_for, interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            serialize,
+            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
+            failed=bug, save=save,
+        )
+        return answered
 
     def _save(
         self,
@@ -407,39 +330,29 @@ class HttpIntake:
         if routing_error:
             mlog.error("message_rejected", reason="internal_error", error_type=routing_error)
         fields = _log_fields(outcome, pipeline, self.hash_key)
-        try:
-            future = self.store.submit(record)
-        except StoreError:
-            saved: defer.Deferred[SaveResult] = defer.fail(StoreError("store closed"))
-        else:
-            saved = deferred_from_future(future, self.call_from_thread)
 
-        def stored(result: SaveResult) -> HttpAnswer:
-            if result.duplicate:
-                first = answer_from_stored(result.ack)
-                mlog.info("message_duplicate", ack_code=result.ack_code)
-                self._count(outcome.feed, first, started, duplicate=True, client=client)
-                return first
-            extra = {"processing": result.processing, "reason": "resend_after_rejection"} if result.processing > 1 else {}
+        def duplicate(result: SaveResult) -> HttpAnswer:
+            first = answer_from_stored(result.ack)
+            mlog.info("message_duplicate", ack_code=result.ack_code)
+            self._count(outcome.feed, first, started, duplicate=True, client=client)
+            return first
+
+        def processed(result: SaveResult) -> HttpAnswer:
             mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields, **extra)
-            if record.outbox and self.on_outbox is not None:
-                self.on_outbox()
+                      duration_ms=duration_ms(started), **fields, **resend_fields(result))
             self._count(outcome.feed, answer, started, outcome, client=client)
             return answer
 
-        def failed(failure: Failure) -> HttpAnswer:
-            error_type = failure.type.__name__ if failure.type else "Exception"
+        def unavailable(failure_type: str) -> HttpAnswer:
             busy = outcome_answer(503, (Issue("error", "transient", "message store unavailable; retry later"),),
                                   (("Retry-After", "5"),))
-            mlog.error("store_unavailable", error_type=error_type)
-            mlog.info("message_processed", ack_code="503", status=503,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type})
+            mlog.error("store_unavailable", error_type=failure_type)
+            mlog.info("message_processed", ack_code="503", status=503, duration_ms=duration_ms(started),
+                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": failure_type})
             self._count(outcome.feed, busy, started, client=client)
             return busy
 
-        return saved.addCallbacks(stored, failed)
+        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable)
 
     def quarantine(self, body: bytes, meta: str, crashes: int, log: Any) -> defer.Deferred[HttpAnswer]:
         """Store a body that crashed the daemon ``crashes`` times, unprocessed, answered 500.
@@ -449,137 +362,16 @@ class HttpIntake:
         """
         name, facility, control_id = (str(v) for v in json.loads(meta))
         answer = outcome_answer(500, (Issue("error", "exception", QUARANTINE_TEXT),))
-        record = MessageRecord(
-            control_id=control_id, sender_application=name, sender_facility=facility, feed="",
-            received=self.now(), raw=body, transport="http", state="quarantined", ack_code=str(answer.status),
-            ack=answer.envelope(), error_code=APPLICATION_INTERNAL_ERROR,
-        )
+        record = quarantine_record("http", (name, facility), control_id, body, self.now(), str(answer.status),
+                                   answer.envelope())
         mlog = log.bind(control_id=control_id, sender_app=name, sender_facility=facility)
-        try:
-            saved = deferred_from_future(self.store.submit(record), self.call_from_thread)
-        except StoreError as exc:
-            saved = defer.fail(exc)
+        saved = self.submit(record)
 
         def stored(_: SaveResult) -> HttpAnswer:
             mlog.info("message_quarantined", status=answer.status, state="quarantined", count=crashes)
             return answer
 
         return saved.addCallback(stored)
-
-    def drain(self) -> defer.Deferred[None]:
-        """Fire once every POST being stored has its answer."""
-        pending = list(self.in_flight)
-        if not pending:
-            return defer.succeed(None)
-        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
-
-
-def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Sequence[str]) -> JSON:
-    """The transaction-response / batch-response: one entry per request entry, in order.
-
-    A DiagnosticReport entry: ``201 Created``, its Location and its route as the
-    outcome. Any other entry (Patient, ServiceRequest, ...): ``200 OK`` with an
-    outcome saying it was read to resolve references and not kept as a resource.
-    """
-    by_where = {w: (route, server_id) for (w, route), server_id in zip(routed, server_ids)}
-    results = []
-    for i, _entry in enumerate(objs(doc, "entry")):
-        where = f"Bundle.entry[{i}].resource"
-        if where in by_where:
-            route, server_id = by_where[where]
-            results.append(EntryResult("201 Created", f"DiagnosticReport/{server_id}", outcome_for_routes([(where, route)])))
-        else:
-            note = Issue("information", "informational", "read to resolve the reports' references; not kept as a resource", where)
-            results.append(EntryResult("200 OK", "", operation_outcome((note,))))
-    return bundle_response(str_of(doc, "type"), results)
-
-
-def http_record(
-    raw: bytes | None,
-    doc: JSON,
-    client: FhirClient,
-    outcome: Outcome,
-    records: tuple[ReportRecord, ...],
-    server_ids: Sequence[str],
-    *,
-    key_accepted: str,
-    key_refused: str,
-    key_failed: Callable[[], str],
-    destinations: Sequence[DestinationSettings],
-    received: datetime,
-    processing: int = 1,
-    only: frozenset[int] | None = None,
-    replaces: str = "",
-) -> tuple[MessageRecord, HttpAnswer, str]:
-    """The record of one FHIR body, the answer stored with it, and a routing failure's error type ("" when none).
-
-    Pure: shared by the intake and ``overread reprocess``.
-
-    Args:
-        raw: the body to keep (None: not kept).
-        key_accepted: the control id an accepted body is stored under (the
-            resource's identity, or the rejected row a resend replaces).
-        key_refused: the control id a refused body is stored under (made from its bytes).
-        key_failed: makes a fresh control id for an internal failure, so a
-            retry is processed again instead of answered 500 forever.
-        processing, only: as for :func:`listener.outbox.outbox_items`.
-        replaces: the key of a stored refusal of this body that an accepted
-            result replaces (its resend); "" when none.
-    """
-    routing_error = ""
-    state: MessageState
-    if outcome.error is not None:
-        answer = HttpAnswer(status_for_error(outcome.error), _json(outcome_for_error(outcome.error)))
-        control_id = key_failed() if answer.status >= 500 else key_refused
-        state = "rejected"
-    else:
-        where = _report_expressions(doc, len(outcome.reports))
-        routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
-        if str_of(doc, "type") in ("transaction", "batch") and str_of(doc, "resourceType") == "Bundle":
-            answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
-        else:
-            location = f"/fhir/DiagnosticReport/{server_ids[0]}"
-            answer = HttpAnswer(201, _json(outcome_for_routes(routed)), (("Location", location),))
-        control_id = key_accepted
-        state = "processed"
-    outbox: tuple[OutboxItem, ...] = ()
-    if state == "processed" and destinations:
-        # Routing messages are committed with the message, and only for a body we accept.
-        try:
-            outbox = outbox_items(outcome.reports, destinations, now=received, sender_application=client.name,
-                                  sender_facility=client.facility, control_id=control_id, processing=processing,
-                                  only=only)
-        except Exception as exc:  # noqa: BLE001 - never answer 201 for a body whose routing cannot be queued
-            routing_error = type(exc).__name__
-            answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
-            control_id = key_failed()
-            state = "rejected"
-    error = outcome.error
-    record = MessageRecord(
-        control_id=control_id,
-        sender_application=client.name,
-        sender_facility=client.facility,
-        feed=outcome.feed,
-        received=received,
-        raw=raw,
-        transport="http",
-        state=state,
-        ack_code=str(answer.status),
-        ack=answer.envelope(),
-        error_code=error.hl7_code if error is not None else "",
-        reports=records,
-        outbox=outbox,
-        replaces=replaces if state == "processed" else "",
-    )
-    return record, answer, routing_error
-
-
-def _report_expressions(doc: JSON, count: int) -> list[str]:
-    """FHIRPath of each DiagnosticReport, in the decoder's (body) order."""
-    if str_of(doc, "resourceType") == "DiagnosticReport":
-        return ["DiagnosticReport"] * count
-    found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if str_of(r, "resourceType") == "DiagnosticReport"]
-    return found if len(found) == count else ["Bundle"] * count
 
 
 def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[str, Any]:
@@ -603,6 +395,3 @@ def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[s
         fields["patient_h"] = keyed_hash(report.patient.id, hash_key) if report.patient.id else ""
     return fields
 
-
-# Re-exported for the resource layer: the anonymous client when no http_clients are configured.
-ANONYMOUS = DEFAULT_CLIENT

@@ -3,6 +3,8 @@
 Layer: reactor code. ``dataReceived`` does four things: feed the
 framer, run the pure pipeline, hand the record to the store's group-commit
 writer (off the reactor thread), and write the answer once the commit is done.
+The record and its ACK are built by :mod:`listener.intake` (pure, shared with
+HTTP and ``overread reprocess``); the save goes through :mod:`listener.server.bridge`.
 The reactor thread never reads the store: the duplicate check is the save
 itself (the writer thread's insert finds a stored key and returns its answer),
 and a memory of recently committed keys answers the common resend at once.
@@ -32,14 +34,12 @@ Promises:
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IHandshakeListener
@@ -49,25 +49,32 @@ from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from listener.destinations import DestinationSettings
-from listener.errors import APPLICATION_INTERNAL_ERROR, DATA_TYPE_ERROR, DecodeError, FramingError, StoreError
-from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_accept_ack
+from listener.errors import APPLICATION_INTERNAL_ERROR, DATA_TYPE_ERROR, FramingError
+from listener.hl7v2.ack import AckErrorDetail, should_send_accept_ack
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
+from listener.intake import (
+    QUARANTINE_TEXT,
+    ack_builder,
+    ack_errors,
+    internal_error,
+    internal_error_outcome,
+    mllp_record,
+    outcome_ack_code,
+    quarantine_record,
+    report_records,
+)
 from listener.logs import get_logger, keyed_hash
-from listener.model import Disposition
 from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, PriorsFor, process, unchecked_outcome, version_fields
+from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
-from listener.server.records import mllp_record, outcome_ack_code, report_records
+from listener.server.metrics import Metrics
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
-
-from listener.server.runner import run_journaled
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
 
-__all__ = ["Answer", "Intake", "MllpFactory", "MllpProtocol", "deferred_from_future", "outcome_ack_code"]
-
-T = TypeVar("T")
+__all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol"]
 
 #: What a first copy settled with, for copies that arrived meanwhile: the
 #: stored (code, ACK, state), or None when it could not be stored.
@@ -80,9 +87,6 @@ RECENT_KEYS = 20_000
 #: ...and how many bytes those entries (keys plus stored answers) may take.
 RECENT_BYTES = 16 * 1024 * 1024
 
-#: The stable text of a quarantined message's AE 207 (docs/hardening.md).
-QUARANTINE_TEXT = "Message quarantined: its processing failed repeatedly; an operator must review it"
-
 def _entry_size(key: tuple[str, str, str], settled: tuple[str, bytes]) -> int:
     # Approximate bytes held: the strings, the ACK and the dict/tuple overhead.
     return sum(len(k) for k in key) + len(settled[0]) + len(settled[1]) + 300
@@ -94,28 +98,6 @@ def _log() -> Any:
     return get_logger("listener.server.mllp")
 
 
-def deferred_from_future(
-    future: Future[T], call_from_thread: Callable[..., object]
-) -> defer.Deferred[T]:
-    """Wrap a concurrent Future in a Deferred that fires on the reactor thread.
-
-    Args:
-        future: resolved by another thread (the store's writer).
-        call_from_thread: ``reactor.callFromThread`` (tests pass a direct call).
-    """
-    d: defer.Deferred[T] = defer.Deferred()
-
-    def fire(done: Future[T]) -> None:
-        exc = done.exception()
-        if exc is not None:
-            d.errback(Failure(exc))  # type: ignore[no-untyped-call]
-        else:
-            d.callback(done.result())
-
-    future.add_done_callback(lambda done: call_from_thread(fire, done))
-    return d
-
-
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What to write for one frame: the ACK bytes (None: send nothing) and a close flag."""
@@ -124,7 +106,7 @@ class Answer:
     close: bool = False
 
 
-class Intake:
+class Intake(StoreShell):
     """Turns one frame into a stored message and its answer (shared by all connections).
 
     Args:
@@ -156,7 +138,7 @@ class Intake:
         call_from_thread: Callable[..., object],
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         keep_raw: bool = True,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         destinations: tuple[DestinationSettings, ...] = (),
         on_outbox: Callable[[], object] | None = None,
         recent_keys: int = RECENT_KEYS,
@@ -165,22 +147,11 @@ class Intake:
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
     ) -> None:
-        #: Worker threads for the pipeline (None: run it inline, as unit tests do).
-        self.runner = runner
+        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
+                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
         self.priors_for = priors_for
-        #: The receipt journal (None: none kept).
-        self.journal = journal
         self.pipeline = pipeline
         self.destinations = destinations
-        self.on_outbox = on_outbox
-        #: listener.server.metrics.Metrics, or None (counts answers, findings, routes, latency).
-        self.metrics = metrics
-        self.store = store
-        self.hash_key = hash_key
-        self.call_from_thread = call_from_thread
-        self.now = now
-        self.keep_raw = keep_raw
-        self.closing = False
         #: Keys committed (or found stored by a save) -> the stored (code, ACK),
         #: oldest first; at most ``recent_keys``. Stored rows are never deleted,
         #: so an entry stays true.
@@ -188,24 +159,14 @@ class Intake:
         self._recent_max = recent_keys
         self._recent_max_bytes = recent_bytes
         self._recent_bytes = 0
-        #: Deferreds of messages being stored; shutdown waits for them.
-        self.in_flight: set[defer.Deferred[Answer]] = set()
+        #: Builds our ACKs: dated by ``now``, each with a new random MSH-10.
+        self._ack = ack_builder(lambda: self.now())
         #: Keys (MSH-3, MSH-4, MSH-10) in flight -> copies waiting for the first's answer.
         self._pending: dict[tuple[str, str, str], list[defer.Deferred[_Settled]]] = {}
 
     def swap_pipeline(self, pipeline: Pipeline) -> None:
         """Use ``pipeline`` for every message received from now on (atomic)."""
         self.pipeline = pipeline
-
-    @staticmethod
-    def new_control_id() -> str:
-        """A unique MSH-10 for one of our ACKs (20 hex characters, 80 random bits: fits every version)."""
-        return os.urandom(10).hex()
-
-    def _ack(self, header: MessageHeader | None, outcome_code: str, errors: tuple[AckError, ...] = ()) -> tuple[str, bytes]:
-        code = ack_code_for(header, outcome_code)
-        ack = build_ack(header, code, now=self.now(), control_id=self.new_control_id(), errors=errors)
-        return code, ack
 
     def _answer(self, header: MessageHeader | None, code: str, ack: bytes) -> Answer:
         return Answer(ack if should_send_accept_ack(header, code) else None)
@@ -214,7 +175,7 @@ class Intake:
         """The AR for a frame over the limit, addressed from its head; then close."""
         header = read_header(error.head)
         text = f"Message exceeds the limit of {error.limit} bytes"
-        code, ack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text=text),))
+        code, ack = self._ack(header, "AR", internal_error(text))
         log.warning("frame_rejected", reason="frame_too_large", limit=error.limit, ack_code=code,
                     control_id=header.log_fields()["control_id"] if header else "")
         return Answer(ack if should_send_accept_ack(header, code) else None, close=True)
@@ -252,8 +213,8 @@ class Intake:
         if header is None:
             released()
             outcome = process(raw, self.pipeline, received_at=received)
-            errors = (AckError.from_decode_error(outcome.error),) if outcome.error else ()
-            code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome), errors)
+            code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome),
+                                  ack_errors(outcome))
             log.warning("frame_rejected", reason="unreadable", bytes=len(raw), ack_code=code,
                         error_code=outcome.error.hl7_code if outcome.error else "")
             if self.metrics is not None:
@@ -265,7 +226,7 @@ class Intake:
             # Never a key, never logged: an AE 102 naming the field (docs/hardening.md).
             released()
             text = f"{too_long} is longer than its limit (docs/hardening.md)"
-            code, ack = self._ack(header, "AE", (AckError(DATA_TYPE_ERROR, location=too_long, text=text),))
+            code, ack = self._ack(header, "AE", (AckErrorDetail(DATA_TYPE_ERROR, location=too_long, text=text),))
             log.warning("frame_rejected", reason="field_too_long", location=too_long, bytes=len(raw), ack_code=code,
                         error_code=DATA_TYPE_ERROR)
             if self.metrics is not None:
@@ -316,13 +277,7 @@ class Intake:
 
     def _track(self, d: defer.Deferred[Answer]) -> defer.Deferred[Answer]:
         """Keep ``d`` in :attr:`in_flight` (shutdown waits for it) until it fires."""
-        self.in_flight.add(d)
-
-        def forget(answer: Answer) -> Answer:
-            self.in_flight.discard(d)
-            return answer
-
-        return d.addBoth(forget)
+        return self.in_flight.track(d)
 
     def _duplicate_answer(self, header: MessageHeader, mlog: Any, started: float, code: str, ack: bytes,
                           reason: str) -> Answer:
@@ -338,9 +293,9 @@ class Intake:
 
     def _store_unavailable(self, header: MessageHeader, mlog: Any, started: float, error_type: str,
                            fields: dict[str, Any]) -> Answer:
-        nack_code, nack = self._ack(header, "AR", (AckError(APPLICATION_INTERNAL_ERROR, text="Message store unavailable, retry later"),))
+        nack_code, nack = self._ack(header, "AR", internal_error("Message store unavailable, retry later"))
         mlog.error("store_unavailable", error_type=error_type)
-        mlog.info("message_processed", ack_code=nack_code, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        mlog.info("message_processed", ack_code=nack_code, duration_ms=duration_ms(started),
                   **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type, "state": "not_stored"})
         if self.metrics is not None:
             self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started,
@@ -361,16 +316,6 @@ class Intake:
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
         pipeline = self.pipeline
-        jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
-        journal = self.journal
-        processed, finished = run_journaled(
-            self.runner, journal, (jkey, "mllp", raw, ""),
-            lambda interrupt: process(raw, pipeline, received_at=received, priors_for=self.priors_for, interrupt=interrupt),
-            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            lambda outcome: (outcome, report_records(outcome)),
-            lambda: mlog.warning("pipeline_overrun", duration_ms=round((time.perf_counter() - started) * 1000, 3)),
-        )
-        finished.addBoth(lambda _: released())
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:
             outcome, reports = result
@@ -379,17 +324,20 @@ class Intake:
         def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...]]:
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
-            error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
-            outcome = Outcome(header, Disposition.REJECTED, error=error, feed="default",
-                              error_type=failure.type.__name__ if failure.type else "Exception")
-            return outcome, ()
+            return internal_error_outcome(header, "default", error_type(failure), "message"), ()
 
-        def forget(result: Any) -> Any:
-            if journal is not None:
-                journal.end(jkey)
-            return result
-
-        return processed.addErrback(bug).addCallback(save).addBoth(forget)
+        jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
+        answered, finished = self.journaled(
+            (jkey, "mllp", raw, ""),
+            lambda interrupt: process(raw, pipeline, received_at=received, priors_for=self.priors_for,
+                                      interrupt=interrupt),
+            lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
+            lambda outcome: (outcome, report_records(outcome)),
+            lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
+            failed=bug, save=save,
+        )
+        finished.addBoth(lambda _: released())
+        return answered
 
     def _save(
         self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
@@ -423,35 +371,25 @@ class Intake:
     def _commit(self, record: MessageRecord, header: MessageHeader, mlog: Any, started: float,
                 fields: dict[str, Any], feed: str, outcome: Outcome | None) -> defer.Deferred[tuple[Answer, _Settled]]:
         code, ack = record.ack_code, record.ack
-        try:
-            future = self.store.submit(record)
-        except StoreError:
-            saved: defer.Deferred[SaveResult] = defer.fail(StoreError("store closed"))
-        else:
-            saved = deferred_from_future(future, self.call_from_thread)
 
-        def stored(result: SaveResult) -> tuple[Answer, _Settled]:
-            if result.duplicate:
-                # Stored before (by an earlier run, another process, an HTTP twin).
-                return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
-                        (result.ack_code, result.ack, result.state))
+        def duplicate(result: SaveResult) -> tuple[Answer, _Settled]:
+            # Stored before (by an earlier run, another process, an HTTP twin).
+            return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
+                    (result.ack_code, result.ack, result.state))
+
+        def processed(result: SaveResult) -> tuple[Answer, _Settled]:
             event = "message_quarantined" if record.state == "quarantined" else "message_processed"
-            extra = {"processing": result.processing, "reason": "resend_after_rejection"} if result.processing > 1 else {}
-            mlog.info(event, ack_code=code, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields,
-                      **extra)
-            if record.outbox and self.on_outbox is not None:
-                self.on_outbox()
+            mlog.info(event, ack_code=code, duration_ms=duration_ms(started), **fields, **resend_fields(result))
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", feed, code, time.perf_counter() - started,
                                               outcome.reports if outcome is not None else (),
                                               sender=(header.sending_application, header.sending_facility))
             return self._answer(header, code, ack), (code, ack, record.state)
 
-        def failed(failure: Failure) -> tuple[Answer, _Settled]:
-            error_type = failure.type.__name__ if failure.type else "Exception"
-            return self._store_unavailable(header, mlog, started, error_type, fields), None
+        def unavailable(failure_type: str) -> tuple[Answer, _Settled]:
+            return self._store_unavailable(header, mlog, started, failure_type, fields), None
 
-        return saved.addCallbacks(stored, failed)
+        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable)
 
     def quarantine(self, raw: bytes, header: MessageHeader, crashes: int, log: Any) -> defer.Deferred[Answer]:
         """Store a message that crashed the daemon ``crashes`` times, unprocessed, answered AE 207.
@@ -463,13 +401,9 @@ class Intake:
         received = self.now()
         mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
                         sender_facility=header.sending_facility)
-        errors = (AckError(APPLICATION_INTERNAL_ERROR, text=QUARANTINE_TEXT),)
-        code, ack = self._ack(header, "AE", errors)
-        record = MessageRecord(
-            control_id=header.control_id, sender_application=header.sending_application,
-            sender_facility=header.sending_facility, feed="", received=received, raw=raw, transport="mllp",
-            state="quarantined", ack_code=code, ack=ack, error_code=APPLICATION_INTERNAL_ERROR,
-        )
+        code, ack = self._ack(header, "AE", internal_error(QUARANTINE_TEXT))
+        record = quarantine_record("mllp", (header.sending_application, header.sending_facility), header.control_id,
+                                   raw, received, code, ack)
         fields = {"message_type": header.message_type, "state": "quarantined", "error_code": APPLICATION_INTERNAL_ERROR,
                   "count": crashes}
         key = (header.sending_application, header.sending_facility, header.control_id)
@@ -483,15 +417,8 @@ class Intake:
 
     def internal_error_answer(self) -> Answer:
         """The AE 207 for a frame whose handling failed unexpectedly (no header to echo)."""
-        _, ack = self._ack(None, "AE", (AckError(APPLICATION_INTERNAL_ERROR, text="Internal error, retry later"),))
+        _, ack = self._ack(None, "AE", internal_error("Internal error, retry later"))
         return Answer(ack)
-
-    def drain(self) -> defer.Deferred[None]:
-        """Fire once every message being stored has its answer."""
-        pending = list(self.in_flight)
-        if not pending:
-            return defer.succeed(None)
-        return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
 
 class _Slot:

@@ -5,6 +5,9 @@ Every import counts: module level, inside functions, and under
 the reader). The core packages (decoding, QA, routing, the pipeline and the
 model) must not import ``listener.server`` or ``listener.store``: they are
 pure, and the daemon and store are built on them, not the other way round.
+The record builder (``listener.intake``: an Outcome -> the stored record and
+the answer) is pure too: nothing it reaches is the daemon, a store backend or
+Twisted; of the store it uses only the record types (``listener.store.base``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 CORE = ("hl7v2", "fhir", "text", "qa", "routing", "outcomes", "pipeline", "model")
 OUTER = ("server", "store")
+
+#: Pure modules above the core that build what the store keeps and what a
+#: sender is answered: whatever they reach (directly or not) is neither the
+#: daemon, nor a store backend, nor Twisted. Of the store they reach only the
+#: record types.
+RECORD_BUILDERS = ("intake",)
+RECORD_TYPES = ("store.base",)
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -170,26 +180,64 @@ def test_no_import_cycles() -> None:
 
 def _tangle(module: str, graph: dict[str, set[str]]) -> set[str]:
     """The modules on some cycle through ``module`` (reachable from it and reaching it)."""
-
-    def reach(start: str, edges: dict[str, set[str]]) -> set[str]:
-        seen, todo = {start}, [start]
-        while todo:
-            for nxt in edges.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-
     reverse: dict[str, set[str]] = {}
     for source, targets in graph.items():
         for target in targets:
             reverse.setdefault(target, set()).add(source)
-    return reach(module, graph) & reach(module, reverse)
+    return _reachable(module, graph) & _reachable(module, reverse)
 
 
 def test_core_does_not_import_server_or_store() -> None:
     violations = core_violations(import_graph())
     assert not violations, "core imports the daemon or store:\n" + "\n".join(violations)
+
+
+def _reachable(start: str, graph: dict[str, set[str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def builder_violations(graph: dict[str, set[str]], package: str = PACKAGE) -> list[str]:
+    """Modules of ``server`` or ``store`` (but the record types) that a record builder reaches."""
+    return sorted(
+        f"{module} reaches {target}"
+        for module in graph
+        if _in(module, RECORD_BUILDERS, package)
+        for target in _reachable(module, graph)
+        if _in(target, OUTER, package) and not _in(target, RECORD_TYPES, package)
+    )
+
+
+def _imports_twisted(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        if any(name == "twisted" or name.startswith("twisted.") for name in names):
+            return True
+    return False
+
+
+def test_record_builders_are_pure() -> None:
+    graph = import_graph()
+    assert f"{PACKAGE}.intake" in graph
+    violations = builder_violations(graph)
+    assert not violations, "a record builder reaches the daemon or a store backend:\n" + "\n".join(violations)
+    modules = module_files(ROOT)
+    twisted = sorted(
+        target
+        for module in graph
+        if _in(module, RECORD_BUILDERS)
+        for target in _reachable(module, graph)
+        if _imports_twisted(modules[target])
+    )
+    assert not twisted, "a record builder reaches Twisted through:\n" + "\n".join(twisted)
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -221,7 +269,7 @@ def test_finds_hidden_cycles(tmp_path: Path) -> None:
     ]
 
 
-def test_finds_core_arrows(tmp_path: Path) -> None:
+def test_finds_layer_arrows(tmp_path: Path) -> None:
     package = _write(
         tmp_path,
         {
@@ -231,7 +279,12 @@ def test_finds_core_arrows(tmp_path: Path) -> None:
             "store/__init__.py": "",
             "store/sqlite.py": "from listener.qa import rule\n",
             "server/__init__.py": "from listener.qa.rule import f\n",
+            "intake.py": "from listener import outbox\nfrom listener.store.base import Record\n",
+            "outbox.py": "from listener.qa.rule import f\n",
+            "store/base.py": "",
         },
     )
     graph = import_graph(package)
     assert core_violations(graph) == ["listener.qa.rule -> listener.store.sqlite"]
+    assert builder_violations(graph) == ["listener.intake reaches listener.store.sqlite"]
+

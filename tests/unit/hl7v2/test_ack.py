@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from listener.errors import MissingField
 from listener.hl7v2.ack import (
-    AckError,
+    AckErrorDetail,
     accept_ack_code,
     ack_code_for,
     build_ack,
@@ -143,9 +143,9 @@ def test_msh11_echoes_processing_id(received: str, expected: str) -> None:
 def test_v251_one_err_per_error_with_erl_cwe_and_severity() -> None:
     """v2.5+: one ERR per error: ERR-2 ERL, ERR-3 code^text^HL70357, ERR-4 severity."""
     errors = [
-        AckError("101", "PID-3"),
-        AckError("102", "OBR-7.1", "W", "Observation time is not a date"),
-        AckError("207"),
+        AckErrorDetail("101", "PID-3"),
+        AckErrorDetail("102", "OBR-7.1", "W", "Observation time is not a date"),
+        AckErrorDetail("207"),
     ]
     text = ack_text(oru(), "AE", errors=errors)
     segs = segments(text)
@@ -171,14 +171,14 @@ def test_v251_one_err_per_error_with_erl_cwe_and_severity() -> None:
 )
 def test_location_becomes_erl(location: str, erl: str) -> None:
     """SEG[k]-n.c.s maps to ERL SEG^k^n^1^c^s (repetition 1); anything else is left empty."""
-    segs = segments(ack_text(oru(), "AE", errors=[AckError("101", location)]))
+    segs = segments(ack_text(oru(), "AE", errors=[AckErrorDetail("101", location)]))
     assert segs[2][2] == erl
 
 
 @pytest.mark.parametrize("version", HL7APY_VERSIONS)
 def test_hl7apy_strictly_validates_acks_of_every_version(version: str) -> None:
     """AA and AE-with-errors ACKs are structurally valid in every version hl7apy knows."""
-    errors = [AckError("101", "PID-3.1"), AckError("102", "OBR[2]-7.1.2", "W", "bad ^ thing")]
+    errors = [AckErrorDetail("101", "PID-3.1"), AckErrorDetail("102", "OBR[2]-7.1.2", "W", "bad ^ thing")]
     validate_strict(ack_text(oru(version)))
     validate_strict(ack_text(oru(version), "AE", errors=errors))
 
@@ -186,7 +186,7 @@ def test_hl7apy_strictly_validates_acks_of_every_version(version: str) -> None:
 @pytest.mark.parametrize("version", ["2.2", "2.3", "2.3.1", "2.4"])
 def test_before_25_msa3_text_and_single_err_with_eld_repetitions(version: str) -> None:
     """Before v2.5: MSA-3 text, one ERR (ACK allows one), ERR-1 repeats an ELD per error."""
-    errors = [AckError("101", "PID-3.1"), AckError("203", "MSH-12", text="Version & more")]
+    errors = [AckErrorDetail("101", "PID-3.1"), AckErrorDetail("203", "MSH-12", text="Version & more")]
     text = ack_text(oru(version), "AR", errors=errors)
     segs = segments(text)
     assert [s[0] for s in segs] == ["MSH", "MSA", "ERR"]
@@ -203,16 +203,16 @@ def test_before_25_msa3_text_and_single_err_with_eld_repetitions(version: str) -
 
 def test_explicit_text_goes_to_msa3() -> None:
     """An explicit text overrides the default MSA-3, and is kept in v2.5/2.6 where MSA-3 remains."""
-    assert segments(ack_text(oru("2.4"), "AE", errors=[AckError("101")], text="Check PID"))[1][3] == "Check PID"
+    assert segments(ack_text(oru("2.4"), "AE", errors=[AckErrorDetail("101")], text="Check PID"))[1][3] == "Check PID"
     assert segments(ack_text(oru("2.5.1"), "AE", text="Check PID"))[1][3] == "Check PID"
-    assert len(segments(ack_text(oru("2.5.1"), "AE", errors=[AckError("101")]))[1]) == 3
+    assert len(segments(ack_text(oru("2.5.1"), "AE", errors=[AckErrorDetail("101")]))[1]) == 3
     assert len(segments(ack_text(oru("2.8"), "AE", text="withdrawn in 2.7"))[1]) == 3
 
 
 def test_our_texts_are_escaped_and_round_trip() -> None:
     """Delimiters in our texts are escaped; python-hl7 unescapes them back."""
     wording = "Bad |field^comp~rep\\esc&sub"
-    text = ack_text(oru(), "AE", errors=[AckError("102", "OBX-5", text=wording)])
+    text = ack_text(oru(), "AE", errors=[AckErrorDetail("102", "OBX-5", text=wording)])
     parsed = hl7.parse(text)
     err3 = parsed.segment("ERR")[3]
     assert len(err3[0]) == 3
@@ -221,7 +221,7 @@ def test_our_texts_are_escaped_and_round_trip() -> None:
 
 def test_our_texts_are_ascii_and_capped() -> None:
     """Our texts lose control characters, become ASCII and stay short."""
-    segs = segments(ack_text(oru(), "AE", errors=[AckError("102", text="caf\u00e9\x00\r\n" + "x" * 500)]))
+    segs = segments(ack_text(oru(), "AE", errors=[AckErrorDetail("102", text="caf\u00e9\x00\r\n" + "x" * 500)]))
     cwe = segs[2][3].split("^")
     assert cwe[1].startswith("caf?")
     assert len(cwe[1]) <= 199
@@ -230,16 +230,16 @@ def test_our_texts_are_ascii_and_capped() -> None:
 def test_ack_error_validates_its_fields() -> None:
     """Codes are table 0357 digits and severities table 0516 letters."""
     with pytest.raises(ValueError):
-        AckError("ABC")
+        AckErrorDetail("ABC")
     with pytest.raises(ValueError):
-        AckError("101", severity="X")
-    assert AckError("999").display_text == "Error"
+        AckErrorDetail("101", severity="X")
+    assert AckErrorDetail("999").display_text == "Error"
 
 
 def test_ack_error_from_decode_error() -> None:
     """A DecodeError's code, location and location-only message become the ERR content."""
-    error = AckError.from_decode_error(MissingField("PID-3 patient identifier is empty", location="PID-3"))
-    assert error == AckError("101", "PID-3", "E", "PID-3 patient identifier is empty")
+    error = AckErrorDetail.from_decode_error(MissingField("PID-3 patient identifier is empty", location="PID-3"))
+    assert error == AckErrorDetail("101", "PID-3", "E", "PID-3 patient identifier is empty")
 
 
 # -- encoding characters ----------------------------------------------------
@@ -249,7 +249,7 @@ def test_custom_encoding_characters_from_corpus() -> None:
     """A three-character MSH-2 (^~}) is echoed as ^~}& and our texts escape with }."""
     raw = (CORPUS / "hapi" / "bar_p01_encoding_chars_3_only_lf.hl7").read_bytes()
     header = read_header(raw)
-    text = ack_text(header, "AE", errors=[AckError("101", "PID-3", text="a^b}c")])
+    text = ack_text(header, "AE", errors=[AckErrorDetail("101", "PID-3", text="a^b}c")])
     assert text.startswith("MSH|^~}&|RADIOLOGY|MIR1|ADMISSION|ADT1|")
     segs = segments(text)
     assert segs[0][8:12] == ["ACK^P01^ACK", "ACK0001", "P", "2.4"]
@@ -264,7 +264,7 @@ def test_custom_encoding_characters_from_corpus() -> None:
 def test_custom_field_separator_is_reused() -> None:
     """Another field separator (#) is echoed and used throughout."""
     header = read_header(b"MSH#^~\\&#RIS#H#OVR#R#2026##ORU^R01#ID9#P#2.5.1\r")
-    text = ack_text(header, "AE", errors=[AckError("101", "PID-3", text="a#b")])
+    text = ack_text(header, "AE", errors=[AckErrorDetail("101", "PID-3", text="a#b")])
     assert text.startswith("MSH#^~\\&#OVR#R#RIS#H#")
     assert segments(text)[2] == ["ERR", "", "PID^1^3", "101^a\\F\\b^HL70357", "E"]
     assert str(hl7.parse(text).segment("MSA")[2]) == "ID9"
@@ -280,7 +280,7 @@ def test_custom_field_separator_is_reused() -> None:
 )
 def test_unusable_delimiters_fall_back_to_standard_ones(raw: bytes) -> None:
     """Delimiters that are ambiguous or control bytes are never echoed; fields become escaped text."""
-    text = ack_text(read_header(raw), "AR", errors=[AckError("102", "MSH-2")])
+    text = ack_text(read_header(raw), "AR", errors=[AckErrorDetail("102", "MSH-2")])
     assert text.startswith("MSH|^~\\&|")
     segs = segments(text)
     assert segs[0][11] == "2.5.1"
@@ -294,7 +294,7 @@ def test_unusable_delimiters_fall_back_to_standard_ones(raw: bytes) -> None:
 
 def test_no_header_still_gives_a_parseable_nack() -> None:
     """An unreadable frame gets a NACK with empty routing fields and empty MSA-2."""
-    text = ack_text(None, "AR", errors=[AckError("100", "MSH-1", text="No MSH segment")])
+    text = ack_text(None, "AR", errors=[AckErrorDetail("100", "MSH-1", text="No MSH segment")])
     segs = segments(text)
     assert segs[0] == ["MSH", "^~\\&", "", "", "", "", "20261123093005-0500", "", "ACK^^ACK", "ACK0001", "P", "2.5.1"]
     assert segs[1] == ["MSA", "AR", ""]
@@ -312,7 +312,7 @@ def test_fuzz_corpus_is_present() -> None:
 def test_fuzzer_inputs_give_clean_parseable_nacks(path: Path) -> None:
     """Every nHapi fuzzer input yields a NACK without control bytes that both parsers read."""
     header = read_header(path.read_bytes())
-    text = ack_text(header, "AR", errors=[AckError("207")])
+    text = ack_text(header, "AR", errors=[AckErrorDetail("207")])
     assert [s[0] for s in segments(text)] == ["MSH", "MSA", "ERR"]
     parsed = hl7.parse(text)
     assert str(parsed.segment("MSA")[1]) == "AR"
@@ -327,7 +327,7 @@ def test_hostile_echoed_fields_are_sanitized_and_capped() -> None:
     raw = (
         f"MSH|^~\\&|{long_app}|F\x00A\x0bC\x1c|RECV~OTHER|{cut_utf8}|2026||ORU^R01|C\x7f1\\|P|2.5.1\r"
     ).encode("latin-1")
-    segs = segments(ack_text(read_header(raw), "AE", errors=[AckError("101")]))
+    segs = segments(ack_text(read_header(raw), "AE", errors=[AckErrorDetail("101")]))
     our_app, our_fac, their_app, their_fac = segs[0][2:6]
     assert our_app == "RECV"
     assert our_fac == "B" * 226
@@ -338,13 +338,13 @@ def test_hostile_echoed_fields_are_sanitized_and_capped() -> None:
 
 def test_patient_data_is_never_echoed() -> None:
     """Only MSH fields are echoed: a marker in PID never reaches the NACK."""
-    errors = [AckError("101", "PID-3"), AckError("102", "PID-7")]
+    errors = [AckErrorDetail("101", "PID-3"), AckErrorDetail("102", "PID-7")]
     for version in ("2.4", "2.5.1"):
         assert MARKER not in ack_text(oru(version), "AE", errors=errors)
 
 
 @given(hostile_msh(), st.lists(ack_errors(), max_size=4), st.sampled_from(["AA", "AE", "AR", "CA", "CE", "CR"]))
-def test_any_header_gives_a_clean_parseable_ack(raw: bytes, errors: list[AckError], code: str) -> None:
+def test_any_header_gives_a_clean_parseable_ack(raw: bytes, errors: list[AckErrorDetail], code: str) -> None:
     """Property: whatever MSH a sender writes, the ACK is clean, parses, and frames losslessly."""
     header = read_header(raw)
     data = build_ack(header, code, now=NOW, control_id="ACK0001", errors=errors)

@@ -18,7 +18,7 @@ from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError, SegmentSequenceError
-from listener.hl7v2.ack import AckError, build_ack
+from listener.hl7v2.ack import AckErrorDetail, build_ack
 from listener.hl7v2.decode import decode_message
 from listener.hl7v2.mllp import MllpFramer
 from listener.hl7v2.segments import read_header
@@ -101,7 +101,7 @@ def test_attack_splice_is_refused_by_the_decoder(pipeline: Pipeline, glue: bytes
     assert outcome.disposition == "rejected" and outcome.error is not None
     assert (outcome.error.hl7_code, outcome.error.location) == ("100", "MSH[2]")
     assert outcome.header is not None
-    ack = build_ack(outcome.header, "AE", errors=[AckError.from_decode_error(outcome.error)], now=RECEIVED, control_id="ACK1")
+    ack = build_ack(outcome.header, "AE", errors=[AckErrorDetail.from_decode_error(outcome.error)], now=RECEIVED, control_id="ACK1")
     assert b"ERR||MSH^2|100" in ack
     for value in _identity(first)[:2] + _identity(second):  # MSA-2 echoes A's control id, rightly
         assert value.encode() not in ack
