@@ -1,7 +1,7 @@
 """Term vocabularies (policies/terms/*.yaml) compiled into a few big regexes.
 
-Pure apart from reading the YAML files of the directory it is given. Everything
-the hot path needs is compiled here, once: one alternation for every finding
+Pure: :func:`build_terms` takes the parsed files (``listener.assemble.load_terms``
+reads them). Everything the hot path needs is compiled here, once: one alternation for every finding
 concept, one for every ConText trigger (negation, hedges, history, indication,
 experiencer, pseudo-triggers, terminators, definite phrases), and three for
 laterality. Scanning a report is then a handful of ``finditer`` calls, with no
@@ -39,18 +39,15 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from re import _constants as _sre_c  # type: ignore[attr-defined]
 from re import _parser as _sre_p  # type: ignore[attr-defined]
 from types import MappingProxyType
 from typing import Any
 
 from listener.errors import ConfigError
-from listener.resources import defaults_root
-from listener.yamlconf import YamlList, YamlMap, load_yaml
+from listener.yamlconf import YamlFile, YamlList, YamlMap
 
 __all__ = [
-    "DEFAULT_TERMS_DIR",
     "DIRECTIONS",
     "MODIFIER_CATEGORIES",
     "Concept",
@@ -59,12 +56,9 @@ __all__ = [
     "Terms",
     "Trigger",
     "build_scanner",
+    "build_terms",
     "compile_pattern_list",
-    "load_terms",
 ]
-
-#: The vocabularies shipped with the listener (``policies/terms``, packaged or in the checkout).
-DEFAULT_TERMS_DIR = defaults_root() / "policies" / "terms"
 
 MODIFIER_CATEGORIES = (
     "negated",
@@ -173,7 +167,7 @@ class LateralityTerms:
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """Every vocabulary, compiled. Build it with :func:`load_terms`.
+    """Every vocabulary, compiled. Build it with :func:`build_terms`.
 
     Attributes:
         concepts: concept name -> Concept.
@@ -738,11 +732,12 @@ def _load_laterality(doc: YamlMap, b: _Builder) -> None:
 _LOADERS = {"concepts": _load_concepts, "modifiers": _load_modifiers, "laterality": _load_laterality}
 
 
-def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
-    """Read every ``*.yaml`` of ``directory`` and compile the vocabularies.
+def build_terms(files: Iterable[YamlFile], folder: str) -> Terms:
+    """Compile the vocabularies of the term files of one folder.
 
     Args:
-        directory: a folder of term files (``policies/terms``).
+        files: the folder's ``*.yaml`` files, read and parsed, in name order.
+        folder: the folder they come from (named in errors about the set).
 
     Returns:
         The frozen, compiled :class:`Terms`.
@@ -751,23 +746,20 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         ConfigError: naming ``file:line`` for any invalid file, pattern,
             duplicate concept, unknown key, or a missing laterality file.
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise ConfigError("terms directory not found", path=str(folder))
-    files = sorted(folder.glob("*.yaml"))
+    files = tuple(files)
     b = _Builder({}, {}, [], None)
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        doc = load_yaml(path)
+    for file in files:
+        digest.update(file.path.name.encode() + b"\0" + file.raw + b"\0")
+        doc = file.doc
         kind = doc.get_choice("kind", ("concepts", "modifiers", "laterality", "attribution"))
         if kind == "attribution":
             continue
         _LOADERS[kind](doc, b)
     if not b.concepts:
-        raise ConfigError("no concepts defined (need a file with kind: concepts)", path=str(folder))
+        raise ConfigError("no concepts defined (need a file with kind: concepts)", path=folder)
     if b.laterality is None:
-        raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=str(folder))
+        raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=folder)
     for concept in b.concepts.values():
         for what, other in (("broader", concept.broader), ("in_context", concept.context_concept)):
             if other and other not in b.concepts:
@@ -813,7 +805,7 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         modifier_patterns=MappingProxyType(modifier_patterns),
         definite_re=_word_bounded("|".join(definite) or "(?!)"),
         laterality=b.laterality,
-        sources=tuple(str(p) for p in files),
+        sources=tuple(str(f.path) for f in files),
         digest=digest.hexdigest(),
         max_window=max((t.window for _, t in b.triggers if scoped_category(t)), default=0),
     )

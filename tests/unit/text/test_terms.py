@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from listener.errors import ConfigError
-from listener.text.terms import DEFAULT_TERMS_DIR, Terms, build_scanner, load_terms
+from listener.assemble import DEFAULT_TERMS_DIR, load_terms
+from listener.text.terms import Terms, build_scanner
 
 LATERALITY = """\
 kind: laterality
