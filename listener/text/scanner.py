@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 __all__ = [
     "FLAGS",
+    "Node",
     "Scanner",
     "alternation",
     "build_scanner",
@@ -62,24 +63,69 @@ def word_bounded(body: str) -> re.Pattern[str]:
 # --------------------------------------------------------------------------
 # the pattern parse
 #
-# A parsed pattern is a tuple of nodes:
-#   ("lit", ch)                  one character
-#   ("set", items, negated)      a character class; items are ("lit", ch),
-#                                ("range", lo, hi) or ("wide",) (\d, \w, \s ...)
-#   ("any",)                     "." or anything else matching one unknown character
-#   ("zero",)                    ^ $ \b \B \A \Z and lookarounds: no character
-#   ("group", nodes)             a group of any kind but atomic
-#   ("atomic", nodes)            (?>...)
-#   ("branch", (nodes, ...))     alternatives
-#   ("repeat", lo, hi, nodes)    a quantifier; hi None: unbounded
-#   ("unknown",)                 a back reference or a conditional
+# A parsed pattern is a tuple of nodes.
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """One character."""
+
+    ch: str
+
+
+@dataclass(frozen=True, slots=True)
+class CharSet:
+    """A character class (or ``\d``, ``\w``, ``\s``...).
+
+    ``chars``: its single characters; ``ranges``: (first, last) code points;
+    ``wide``: it holds a category (``\d``, ``\w``, ``\s``...).
+    """
+
+    chars: tuple[str, ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
+    wide: bool = False
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AnyChar:
+    """``.``: one character of any kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Zero:
+    """``^ $ \b \B \A \Z``, a lookaround or a comment: matches no character."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group of any kind (``atomic``: ``(?>...)``)."""
+
+    nodes: tuple[Node, ...]
+    atomic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """Alternatives."""
+
+    alternatives: tuple[tuple[Node, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A quantifier (``hi`` None: unbounded)."""
+
+    lo: int
+    hi: int | None
+    nodes: tuple[Node, ...]
+
+
+Node = Lit | CharSet | AnyChar | Zero | Group | Branch | Repeat
 
 
 class _Unknown(Exception):
     """The pattern uses a construct the parse does not know."""
-
-
-Node = tuple[object, ...]
 
 _CATEGORIES = frozenset("dDsSwW")
 _ZERO_ESCAPES = frozenset("bBAZ")
@@ -114,7 +160,7 @@ class _Parser:
             branches.append(self.sequence())
         if len(branches) == 1:
             return branches[0]
-        return (("branch", tuple(branches)),)
+        return (Branch(tuple(branches)),)
 
     def sequence(self) -> tuple[Node, ...]:
         out: list[Node] = []
@@ -147,7 +193,7 @@ class _Parser:
             return atom
         if self.peek() in ("?", "+"):  # lazy or possessive: the same widths and starts
             self.i += 1
-        return ("repeat", lo, hi, (atom,))
+        return Repeat(lo, hi, (atom,))
 
     def atom(self) -> Node:
         c = self.p[self.i]
@@ -157,14 +203,14 @@ class _Parser:
         if c == "[":
             return self.char_class()
         if c == ".":
-            return ("any",)
+            return AnyChar()
         if c in "^$":
-            return ("zero",)
+            return Zero()
         if c == "\\":
             return self.escape()
         if c in "*+?":
             raise _Unknown("nothing to repeat")
-        return ("lit", c)
+        return Lit(c)
 
     def close(self) -> None:
         if self.peek() != ")":
@@ -176,17 +222,17 @@ class _Parser:
         if not p.startswith("?", i):
             nodes = self.alternatives()
             self.close()
-            return ("group", nodes)
+            return Group(nodes)
         for opener in ("?:", "?=", "?!", "?<=", "?<!", "?>"):
             if p.startswith(opener, i):
                 self.i = i + len(opener)
                 nodes = self.alternatives()
                 self.close()
                 if opener == "?:":
-                    return ("group", nodes)
+                    return Group(nodes)
                 if opener == "?>":
-                    return ("atomic", nodes)
-                return ("zero",)
+                    return Group(nodes, atomic=True)
+                return Zero()
         if p.startswith("?P<", i):
             end = p.find(">", i)
             if end < 0:
@@ -194,19 +240,19 @@ class _Parser:
             self.i = end + 1
             nodes = self.alternatives()
             self.close()
-            return ("group", nodes)
+            return Group(nodes)
         if p.startswith("?#", i):
             end = p.find(")", i)
             if end < 0:
                 raise _Unknown("unterminated comment")
             self.i = end + 1
-            return ("zero",)
+            return Zero()
         m = _INLINE_FLAGS.match(p, i - 1)
         if m is not None and m.group(3) == ":" and "x" not in m.group(1) + (m.group(2) or ""):
             self.i = m.end()
             nodes = self.alternatives()
             self.close()
-            return ("group", nodes)
+            return Group(nodes)
         raise _Unknown("a group kind the parse does not know")
 
     def escape(self) -> Node:
@@ -215,12 +261,12 @@ class _Parser:
         c = self.p[self.i]
         self.i += 1
         if c in _CATEGORIES:
-            return ("set", (("wide",),), False)
+            return CharSet(wide=True)
         if c in _ZERO_ESCAPES:
-            return ("zero",)
+            return Zero()
         if c.isdigit():
             raise _Unknown("a back reference or octal escape")
-        return ("lit", self.escaped_char(c))
+        return Lit(self.escaped_char(c))
 
     def escaped_char(self, c: str) -> str:
         """The character an escape stands for (``c`` follows the backslash)."""
@@ -241,7 +287,9 @@ class _Parser:
         negated = self.peek() == "^"
         if negated:
             self.i += 1
-        items: list[Node] = []
+        chars: list[str] = []
+        ranges: list[tuple[int, int]] = []
+        wide = False
         first = True
         while True:
             if self.i >= len(self.p):
@@ -257,7 +305,7 @@ class _Parser:
                 e = self.p[self.i]
                 self.i += 1
                 if e in _CATEGORIES:
-                    items.append(("wide",))
+                    wide = True
                     continue
                 if e == "b":
                     lo = "\b"
@@ -281,10 +329,10 @@ class _Parser:
                     hc = self.escaped_char(e)
                 if ord(hc) < ord(lo):
                     raise _Unknown("a bad range")
-                items.append(("range", ord(lo), ord(hc)))
+                ranges.append((ord(lo), ord(hc)))
             else:
-                items.append(("lit", lo))
-        return ("set", tuple(items), negated)
+                chars.append(lo)
+        return CharSet(tuple(chars), tuple(ranges), wide, negated)
 
 
 def parse_pattern(pattern: str) -> tuple[Node, ...] | None:
@@ -302,28 +350,22 @@ def parse_pattern(pattern: str) -> tuple[Node, ...] | None:
 def _nodes_width(nodes: tuple[Node, ...]) -> tuple[int, float]:
     lo, hi = 0, 0.0
     for node in nodes:
-        kind = node[0]
-        if kind in ("lit", "set", "any"):
+        if isinstance(node, (Lit, CharSet, AnyChar)):
             lo, hi = lo + 1, hi + 1
-        elif kind == "zero":
-            continue
-        elif kind in ("group", "atomic"):
-            i, j = _nodes_width(node[1])  # type: ignore[arg-type]
+        elif isinstance(node, Group):
+            i, j = _nodes_width(node.nodes)
             lo, hi = lo + i, hi + j
-        elif kind == "branch":
-            widths = [_nodes_width(alt) for alt in node[1]]  # type: ignore[attr-defined]
+        elif isinstance(node, Branch):
+            widths = [_nodes_width(alt) for alt in node.alternatives]
             lo += min(w[0] for w in widths)
             hi += max(w[1] for w in widths)
-        elif kind == "repeat":
-            _, rlo, rhi, sub = node
-            i, j = _nodes_width(sub)  # type: ignore[arg-type]
-            lo += i * rlo  # type: ignore[operator]
-            if rhi is None:
+        elif isinstance(node, Repeat):
+            i, j = _nodes_width(node.nodes)
+            lo += i * node.lo
+            if node.hi is None:
                 hi = float("inf") if j else hi
             else:
-                hi += j * rhi  # type: ignore[operator]
-        else:
-            raise _Unknown("no width")
+                hi += j * node.hi
     return lo, hi
 
 
@@ -332,10 +374,7 @@ def pattern_widths(pattern: str) -> tuple[int, int]:
     nodes = parse_pattern(pattern)
     if nodes is None:
         return 0, 0
-    try:
-        lo, hi = _nodes_width(nodes)
-    except _Unknown:
-        return 0, 0
+    lo, hi = _nodes_width(nodes)
     return min(lo, _MAX_WIDTH), int(min(hi, _MAX_WIDTH))
 
 
@@ -345,19 +384,15 @@ def pattern_widths(pattern: str) -> tuple[int, int]:
 _State = tuple[str, bool]  # (literal prefix so far, whether it may still grow)
 
 
-def _class_chars(node: Node, widest: int) -> set[str] | None:
+def _class_chars(node: CharSet, widest: int) -> set[str] | None:
     """The lower-cased characters a class matches; None if negated, wide, or a range of ``widest`` or more."""
-    _, items, negated = node
-    if negated:
+    if node.negated or node.wide:
         return None
-    chars: set[str] = set()
-    for item in items:  # type: ignore[attr-defined]
-        if item[0] == "lit":
-            chars.add(item[1].lower())
-        elif item[0] == "range" and item[2] - item[1] < widest:
-            chars.update(chr(x).lower() for x in range(item[1], item[2] + 1))
-        else:
+    chars = {c.lower() for c in node.chars}
+    for first, last in node.ranges:
+        if last - first >= widest:
             return None
+        chars.update(chr(x).lower() for x in range(first, last + 1))
     return chars
 
 
@@ -381,67 +416,65 @@ def _grow(nodes: tuple[Node, ...], states: set[_State]) -> set[_State] | None:
 
 def _step(node: Node, s: str) -> set[_State] | None:
     """The prefixes after one node, from the open prefix ``s``."""
-    kind = node[0]
-    if kind == "lit":
-        return {(s + node[1].lower(), True)}  # type: ignore[attr-defined]
-    if kind == "set":
+    if isinstance(node, Lit):
+        return {(s + node.ch.lower(), True)}
+    if isinstance(node, CharSet):
         chars = _class_chars(node, 16)
         if chars is None:
             return {(s, False)}  # a wide class: the literal prefix stops here
         return {(s + c, True) for c in chars}
-    if kind == "group":
-        return _grow(node[1], {(s, True)})  # type: ignore[arg-type]
-    if kind == "branch":
+    if isinstance(node, Group) and not node.atomic:
+        return _grow(node.nodes, {(s, True)})
+    if isinstance(node, Branch):
         acc: set[_State] = set()
-        for alt in node[1]:  # type: ignore[attr-defined]
+        for alt in node.alternatives:
             got = _grow(alt, {(s, True)})
             if got is None:
                 return None
             acc |= got
         return acc
-    if kind == "repeat":
-        _, lo, hi, sub = node
-        once = _grow(sub, {(s, True)})  # type: ignore[arg-type]
+    if isinstance(node, Repeat):
+        once = _grow(node.nodes, {(s, True)})
         if once is None:
             return None
         # After one repetition the next item is unknown unless hi == 1:
         # close the prefix there (shorter is always safe).
-        acc = once if hi == 1 else {(x, False) for x, _ in once}
-        if lo == 0:
+        acc = once if node.hi == 1 else {(x, False) for x, _ in once}
+        if node.lo == 0:
             acc = acc | {(s, True)}
         return acc
-    if kind == "zero":
+    if isinstance(node, Zero):
         return {(s, True)}
-    return {(s, False)}
+    return {(s, False)}  # any character, an atomic group
 
 
 def _first(nodes: tuple[Node, ...]) -> tuple[set[str] | None, bool]:
     """(possible first characters or None if unknown, whether the nodes can match empty)."""
     acc: set[str] = set()
     for node in nodes:
-        kind = node[0]
-        if kind == "lit":
-            acc.add(node[1].lower())  # type: ignore[attr-defined]
+        sub: set[str] | None
+        if isinstance(node, Lit):
+            acc.add(node.ch.lower())
             return acc, False
-        if kind == "set":
+        if isinstance(node, CharSet):
             chars = _class_chars(node, 64)
             if chars is None:
                 return None, False
             return acc | chars, False
-        if kind == "group":
-            sub, nullable = _first(node[1])  # type: ignore[arg-type]
-        elif kind == "branch":
+        if isinstance(node, Group) and not node.atomic:
+            sub, nullable = _first(node.nodes)
+        elif isinstance(node, Branch):
             sub, nullable = set(), False
-            for alt in node[1]:  # type: ignore[attr-defined]
+            for alt in node.alternatives:
                 chars, n = _first(alt)
                 if chars is None:
                     return None, False
                 sub |= chars
                 nullable = nullable or n
-        elif kind == "repeat":
-            sub, nullable = _first(node[3])  # type: ignore[arg-type]
-            nullable = nullable or node[1] == 0
-        elif kind == "zero":
+        elif isinstance(node, Repeat):
+            sub, nullable = _first(node.nodes)
+            nullable = nullable or node.lo == 0
+        elif isinstance(node, Zero):
             continue
         else:
             return None, False
