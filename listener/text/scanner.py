@@ -75,7 +75,7 @@ class Lit:
 
 @dataclass(frozen=True, slots=True)
 class CharSet:
-    """A character class (or ``\d``, ``\w``, ``\s``...).
+    r"""A character class (or ``\d``, ``\w``, ``\s``...).
 
     ``chars``: its single characters; ``ranges``: (first, last) code points;
     ``wide``: it holds a category (``\d``, ``\w``, ``\s``...).
@@ -94,7 +94,7 @@ class AnyChar:
 
 @dataclass(frozen=True, slots=True)
 class Zero:
-    """``^ $ \b \B \A \Z``, a lookaround or a comment: matches no character."""
+    r"""``^ $ \b \B \A \Z``, a lookaround or a comment: matches no character."""
 
 
 @dataclass(frozen=True, slots=True)
