@@ -53,10 +53,8 @@ __all__ = [
     "MODIFIER_CATEGORIES",
     "Concept",
     "LateralityTerms",
-    "Scanner",
     "Terms",
     "Trigger",
-    "build_scanner",
     "build_terms",
     "compile_pattern_list",
 ]

@@ -11,7 +11,8 @@ import pytest
 
 from listener.errors import ConfigError
 from listener.assemble import DEFAULT_TERMS_DIR, load_terms
-from listener.text.terms import Terms, build_scanner
+from listener.text.scanner import build_scanner
+from listener.text.terms import Terms
 
 LATERALITY = """\
 kind: laterality
