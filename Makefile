@@ -8,7 +8,7 @@ FUZZ_STAMP := $(VENV)/.installed-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= framer header hl7 fhir
 
-.PHONY: run test check typecheck bench fuzz clean
+.PHONY: run test check typecheck lint bench fuzz clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ check: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
+
+# ruff: lint rules and the format check, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 $(FUZZ_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,fuzz]'

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 forget_text_memos()
             analysis = Analysis(report, qa.terms)
             total = 0.0
-            for function, settings in qa.plan:
-                data = RuleInput(report, analysis, qa.terms, qa.procedures, qa.directory, ctx, settings)
+            for rule_id, function, settings in qa.plan:
+                data = RuleInput(report, analysis, qa.terms, qa.procedures, qa.directory, ctx, settings, rule_id)
                 t0 = clock()
                 for _finding in function(data):
                     pass

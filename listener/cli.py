@@ -24,7 +24,7 @@ from listener.assemble import build_pipeline
 from listener.config import Config, load_config
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import split_messages
-from listener.model import Severity
+from listener.model import Disposition, Severity
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
 from listener.serialize import error_dict, finding_dict, report_dict, route_dict
 
@@ -104,7 +104,7 @@ def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | Non
         base["feed"] = outcome.feed
         base["feed_file"] = feed_file(pipeline, outcome.feed)
     if outcome.error is not None:
-        return [{**base, "accession": "", "status": "", "disposition": "rejected", "findings": [], "route": None,
+        return [{**base, "accession": "", "status": "", "disposition": Disposition.REJECTED, "findings": [], "route": None,
                  "error": error_dict(outcome.error)}]
     if not outcome.reports:
         return [{**base, "accession": "", "status": "", "disposition": outcome.disposition, "findings": [],

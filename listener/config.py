@@ -28,14 +28,6 @@ def default_mappings_dir() -> Path:
     return defaults_root() / "mappings"
 
 
-def require_file(path: str | Path) -> Path:
-    """Return ``path`` if it is a readable file, else a ConfigError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("file not found", path=str(p))
-    return p
-
-
 _CONFIG_KEYS = frozenset(
     {
         "mappings",

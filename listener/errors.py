@@ -7,8 +7,6 @@ into NACKs, OperationOutcomes and logs, and a value could be patient data.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 
 # HL7 table 0357 (message error condition codes) used by DecodeError.
 SEGMENT_SEQUENCE_ERROR = "100"
@@ -107,26 +105,6 @@ class ConfigError(ListenerError, ValueError):
 
 class StoreError(ListenerError):
     """The store could not take or give data; the sender should retry (AR 207)."""
-
-
-@contextlib.contextmanager
-def convert_error(
-    exc_types: type[BaseException] | tuple[type[BaseException], ...],
-    message: str,
-    *,
-    location: str = "",
-    error: type[DecodeError] = InvalidValue,
-    hl7_code: str | None = None,
-) -> Iterator[None]:
-    """Turn a third-party parser error into our own, dropping its text.
-
-    Third-party messages can quote field values (patient data), so the original
-    is discarded (``from None``) and only our location-naming message survives.
-    """
-    try:
-        yield
-    except exc_types:
-        raise error(message, location=location, hl7_code=hl7_code) from None
 
 
 # FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) used by FhirDecodeError.

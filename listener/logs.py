@@ -80,12 +80,8 @@ EVENTS: frozenset[str] = frozenset(
         "frame_rejected",
         "frame_discarded_bytes",
         # messages
-        "message_received",
-        "message_stored",
-        "message_acked",
         "message_duplicate",
         "message_rejected",
-        "message_ignored",
         "message_processed",
         "message_quarantined",
         "message_interrupted",

@@ -4,10 +4,10 @@ Layer: configuration (reads the files it checks; no clock, no logging).
 
 Promise: a policy never shrinks silently. The loaders of the pure layers treat
 some files as optional (a test or ``overread check --policy`` may run with
-fewer), and a missing vocabulary simply matches nothing; that is how deleting
-``policies/terms/negation.yaml`` used to turn a normal chest X-ray into a
-selective overread, and how renaming ``policies/`` routed every report to no
-bucket at all. The daemon and ``overread check`` therefore load a
+fewer), and a missing vocabulary simply matches nothing: without
+``policies/terms/negation.yaml`` a normal chest X-ray becomes a selective
+overread, and without ``policies/`` every report is routed to no bucket at
+all. The daemon and ``overread check`` therefore load a
 configuration only after :func:`check_required_files` has found every file
 below, each holding what it is for; a missing, empty or mismatched file is a
 :class:`ConfigError` naming it (start-up fails; a SIGHUP keeps the old

@@ -40,6 +40,24 @@ class SectionKind(str, enum.Enum):
     OTHER = "other"
 
 
+class TextKind(enum.StrEnum):
+    """What a report's text came from: plain text, or a document the text checks cannot read."""
+
+    TEXT = "text"
+    PDF = "pdf"
+    CDA = "cda"
+    BINARY = "binary"
+    NONE = "none"  # nothing usable
+
+
+class Disposition(enum.StrEnum):
+    """What the listener did with a message: decoded its reports, acknowledged it unprocessed, or refused it."""
+
+    ACCEPTED = "accepted"
+    IGNORED = "ignored"  # a type the feed acknowledges without processing
+    REJECTED = "rejected"
+
+
 class Severity(str, enum.Enum):
     """Severity of a QA finding; ordering is ``info < warning < error``."""
 
@@ -71,6 +89,9 @@ CATEGORIES: tuple[str, ...] = (
 
 #: Routing buckets (docs/routing.md), in precedence order.
 BUCKETS: tuple[str, ...] = ("always_final", "selective_overread", "process_check", "release")
+
+#: Order priorities (``Report.priority``), most urgent first: mappings, sites.yaml and routing policies name these.
+PRIORITIES: tuple[str, ...] = ("stat", "asap", "routine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +176,14 @@ class Report:
     modality: str = ""
     body_region: str = ""
     order_laterality: str = ""  # "left", "right", "bilateral" or ""
-    priority: str = "routine"  # "stat", "asap", "routine"
+    priority: str = "routine"  # one of PRIORITIES
     reader: Reader | None = None
     site: str = ""
     financial_class: str = ""  # PV1-20 (e.g. Medicare), for compliance rules
     reason: str = ""
     diagnosis_codes: tuple[str, ...] = ()
     comparison_text: str = ""
-    text_kind: str = "text"  # "text", "pdf", "cda", "binary", "none"
+    text_kind: TextKind = TextKind.TEXT
     obr_index: int = 1  # which OBR group of the message this report is (1-based)
     charset: str = ""  # the codec the text was read with
     abnormal_flags: tuple[str, ...] = ()  # OBX-8 values seen (e.g. "AA": critical per sender)

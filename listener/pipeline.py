@@ -16,7 +16,7 @@ from listener.hl7v2.mapping import MappingSet
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
 from listener.hl7v2.decode import decode_message
 from listener.hl7v2.segments import MessageHeader, read_header
-from listener.model import Finding, Report, Route, Severity
+from listener.model import Disposition, Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
 from listener.qa.engine import Prior, QaConfig, QaContext, QaInterrupted, run_rules
 
@@ -120,7 +120,7 @@ class Decoded:
     """What decoding produced, kept on the :class:`Interrupt` for a late caller."""
 
     header: MessageHeader | None
-    disposition: str
+    disposition: Disposition
     reports: tuple[Report, ...]
     feed: str
     charset: str
@@ -159,7 +159,7 @@ class Outcome:
     """
 
     header: MessageHeader | None
-    disposition: str
+    disposition: Disposition
     reports: tuple[ReportOutcome, ...] = ()
     error: DecodeError | None = None
     feed: str = "default"
@@ -194,7 +194,7 @@ def process(
     except DecodeError as exc:
         header = read_header(raw)
         feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
-        return Outcome(header, "rejected", error=exc, feed=feed)
+        return Outcome(header, Disposition.REJECTED, error=exc, feed=feed)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an AE, never a dropped message
         return _internal_error(raw, pipeline, exc)
     if interrupt is not None:
@@ -255,19 +255,19 @@ def process_fhir(
             procedures=pipeline.procedures,
         )
     except DecodeError as exc:
-        return Outcome(None, "rejected", error=exc, feed=mapping.name)
+        return Outcome(None, Disposition.REJECTED, error=exc, feed=mapping.name)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an answer
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
-        return Outcome(None, "rejected", error=error, feed=mapping.name, error_type=type(exc).__name__)
+        return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
     if interrupt is not None:
-        interrupt.decoded = Decoded(None, "accepted", tuple(reports), mapping.name, "utf-8")
+        interrupt.decoded = Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
     try:
         context = QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
         results = tuple(check_report(report, pipeline, context) for report in reports)
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
-        return Outcome(None, "rejected", error=error, feed=mapping.name, error_type=type(exc).__name__)
-    return Outcome(None, "accepted", results, feed=mapping.name, charset="utf-8")
+        return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
+    return Outcome(None, Disposition.ACCEPTED, results, feed=mapping.name, charset="utf-8")
 
 
 def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:
@@ -290,7 +290,7 @@ def _internal_error(raw: bytes, pipeline: Pipeline, exc: Exception) -> Outcome:
     header = read_header(raw)
     error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
     feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
-    return Outcome(header, "rejected", error=error, feed=feed, error_type=type(exc).__name__)
+    return Outcome(header, Disposition.REJECTED, error=error, feed=feed, error_type=type(exc).__name__)
 
 
 def version_fields(pipeline: Pipeline) -> dict[str, str]:

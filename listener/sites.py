@@ -15,11 +15,10 @@ from types import MappingProxyType
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from listener.model import Reader, Report
+from listener.model import PRIORITIES, Reader, Report
 from listener.yamlconf import YamlMap, load_yaml
 
 _STATE_RE = re.compile(r"^[A-Z]{2}$")
-_PRIORITIES = ("stat", "asap", "routine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +115,7 @@ def _turnaround(node: YamlMap, key: str) -> dict[str, int]:
     out: dict[str, int] = {}
     if key in node:
         sub = node.get_map(key)
-        sub.reject_unknown(set(_PRIORITIES), key)
+        sub.reject_unknown(set(PRIORITIES), key)
         for prio in sub:
             out[prio] = int(sub.get_number(prio, minimum=1))
     return out

@@ -28,7 +28,7 @@ from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir import models
 from listener.fhir.report import ReportContext, report_from_diagnostic_report
-from listener.fhir.resolve import JSON, Index, o, objs, s, strs, walk_entries
+from listener.fhir.resolve import JSON, Index, obj_of, objs, str_of, strs, walk_entries
 from listener.fhir.shape import check_shape
 from listener.model import Report
 from listener.procedures import ProcedureTable
@@ -100,7 +100,7 @@ def decode_fhir(
     """
     media = models.parse_media_type(media_type)
     doc = _parse_json(body)
-    root = s(doc, "resourceType")
+    root = str_of(doc, "resourceType")
     if not root:
         raise FhirDecodeError("resourceType is missing", issue_code="required", expression="resourceType")
     if root not in ("DiagnosticReport", "Bundle"):
@@ -109,9 +109,9 @@ def decode_fhir(
     check_shape(doc, root)
     dr_entries = _precheck_bundle(doc) if root == "Bundle" else []
 
-    profiles = strs(o(doc, "meta"), "profile")
+    profiles = strs(obj_of(doc, "meta"), "profile")
     for _, _, resource in dr_entries:
-        profiles += strs(o(resource, "meta"), "profile")
+        profiles += strs(obj_of(resource, "meta"), "profile")
     version = models.choose_version(
         configured=client.version,
         media=media,
@@ -141,13 +141,13 @@ def decode_fhir(
         return (report_from_diagnostic_report(doc, "DiagnosticReport", index, ctx),)
     for _, full_url, resource in walk_entries(doc):
         index.add(resource, full_url)
-    message_time = s(doc, "timestamp")
+    message_time = str_of(doc, "timestamp")
     reports = []
     for i, full_url, resource in dr_entries:
         where = f"Bundle.entry[{i}].resource"
         reports.append(
             report_from_diagnostic_report(
-                resource, where, index, ctx, full_url=full_url, message_time=message_time, bundle_id=s(doc, "id")
+                resource, where, index, ctx, full_url=full_url, message_time=message_time, bundle_id=str_of(doc, "id")
             )
         )
     return tuple(reports)
@@ -172,7 +172,7 @@ def _parse_json(body: bytes) -> JSON:
 
 def _precheck_bundle(doc: JSON) -> list[tuple[int, str, JSON]]:
     """Bundle type and DiagnosticReport presence, before (costly) validation."""
-    kind = s(doc, "type")
+    kind = str_of(doc, "type")
     if not kind:
         raise FhirDecodeError("Bundle.type is missing", issue_code="required", expression="Bundle.type")
     if kind not in BUNDLE_TYPES:
@@ -183,7 +183,7 @@ def _precheck_bundle(doc: JSON) -> list[tuple[int, str, JSON]]:
         )
     if kind in ("transaction", "batch"):
         _check_requests(doc)
-    found = [(i, url, r) for i, url, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
+    found = [(i, url, r) for i, url, r in walk_entries(doc) if str_of(r, "resourceType") == "DiagnosticReport"]
     if not found:
         raise FhirDecodeError(
             "the Bundle holds no DiagnosticReport",
@@ -208,14 +208,14 @@ def _check_requests(doc: JSON) -> None:
     the Bundle says so, where silently skipping the entry would not.
     """
     for i, entry in enumerate(objs(doc, "entry")):
-        request = o(entry, "request")
+        request = obj_of(entry, "request")
         if not request:
             raise FhirDecodeError(
-                f"Bundle.entry[{i}].request is required in a {s(doc, 'type')} Bundle",
+                f"Bundle.entry[{i}].request is required in a {str_of(doc, 'type')} Bundle",
                 issue_code="required",
                 expression=f"Bundle.entry[{i}].request",
             )
-        method = s(request, "method").upper()
+        method = str_of(request, "method").upper()
         if not method:
             raise FhirDecodeError(
                 f"Bundle.entry[{i}].request.method is required",
@@ -228,7 +228,7 @@ def _check_requests(doc: JSON) -> None:
                 issue_code="not-supported",
                 expression=f"Bundle.entry[{i}].request.method",
             )
-        if not o(entry, "resource"):
+        if not obj_of(entry, "resource"):
             raise FhirDecodeError(
                 f"Bundle.entry[{i}].resource is required for a {method}",
                 issue_code="required",
@@ -238,7 +238,7 @@ def _check_requests(doc: JSON) -> None:
 
 def _strip_extras(version: str, doc: JSON) -> list[str]:
     """Remove elements the version does not define; return one warning per removal."""
-    root = s(doc, "resourceType")
+    root = str_of(doc, "resourceType")
     warnings: list[str] = []
     for _ in range(3):  # removing an element never uncovers more than a pass or two
         paths = models.extra_field_paths(version, doc)

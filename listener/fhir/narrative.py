@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
-from listener.fhir.resolve import JSON, codings, concept_text, o, objs, s
+from listener.fhir.resolve import JSON, codings, concept_text, obj_of, objs, str_of
 from listener.fhir.text import attachment_text, html_to_text, normalize_newlines
+from listener.model import TextKind
 from listener.text.sections import TEXT_HINT
 
 #: Resolve a Reference (JSON) found at a FHIRPath to a resource in the body, or None.
@@ -39,7 +40,7 @@ class BuiltText:
 
     text: str
     hints: tuple[tuple[int, str], ...]
-    kind: str
+    kind: TextKind
     flags: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -67,10 +68,10 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
     """
     out = _Lines()
     warnings: list[str] = []
-    kind = "text"
-    binary_kind = ""
+    kind = TextKind.TEXT
+    binary_kind: TextKind | None = None
     for i, attachment in enumerate(objs(dr, "presentedForm")):
-        text, att_kind = attachment_text(s(attachment, "contentType"), _data(attachment), bool(s(attachment, "url")))
+        text, att_kind = attachment_text(str_of(attachment, "contentType"), _data(attachment), bool(str_of(attachment, "url")))
         if att_kind == "invalid":
             raise FhirDecodeError(
                 f"{where}.presentedForm[{i}].data is not valid base64",
@@ -82,10 +83,10 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
                 out.add([""], TEXT_HINT)
             out.add(text.strip("\n").split("\n"), TEXT_HINT)
         elif att_kind in ("pdf", "binary") and not binary_kind:
-            binary_kind = att_kind
+            binary_kind = TextKind(att_kind)
     had_form_text = bool(out.lines)
 
-    composition_ref = o(dr, "composition")
+    composition_ref = obj_of(dr, "composition")
     if composition_ref and not had_form_text:
         composition = resolve(composition_ref, f"{where}.composition")
         if composition is not None:
@@ -94,7 +95,7 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
 
     for i, ref in enumerate(objs(dr, "result")):
         obs = resolve(ref, f"{where}.result[{i}]")
-        if obs is None or s(obs, "resourceType") != "Observation":
+        if obs is None or str_of(obs, "resourceType") != "Observation":
             continue
         scratch = _Lines()
         _observation(obs, mapping, resolve, scratch, f"{where}.result[{i}]", 0)
@@ -103,19 +104,19 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
             out.add(scratch.lines, "")
             out.hints[len(out.hints) - len(scratch.lines):] = scratch.hints
 
-    conclusion = normalize_newlines(s(dr, "conclusion"))
+    conclusion = normalize_newlines(str_of(dr, "conclusion"))
     coded = [concept_text(c) for c in objs(dr, "conclusionCode") + objs(dr, "codedDiagnosis")]
     coded = [c for c in coded if c]
-    narrative = o(dr, "text")
-    if not out.lines and s(narrative, "div") and (s(narrative, "status") != "generated" or not conclusion):
-        out.add(html_to_text(s(narrative, "div")).split("\n"), TEXT_HINT)
+    narrative = obj_of(dr, "text")
+    if not out.lines and str_of(narrative, "div") and (str_of(narrative, "status") != "generated" or not conclusion):
+        out.add(html_to_text(str_of(narrative, "div")).split("\n"), TEXT_HINT)
 
     _impression(out, conclusion.split("\n") if conclusion else coded)
 
     if not out.lines and binary_kind:
         kind = binary_kind
     elif binary_kind and out.lines:
-        kind = "text"
+        kind = TextKind.TEXT
     text = out.text()
     return BuiltText(text, _hint_offsets(out), kind, tuple(out.flags), tuple(warnings))
 
@@ -140,7 +141,7 @@ def _impression(out: _Lines, lines: list[str]) -> None:
 
 def _section_hint(concept: JSON, mapping: Mapping) -> str:
     for coding in codings(concept):
-        hint = mapping.obx_sections.get(s(coding, "code").upper()) or mapping.obx_sections.get(s(coding, "code"))
+        hint = mapping.obx_sections.get(str_of(coding, "code").upper()) or mapping.obx_sections.get(str_of(coding, "code"))
         if hint:
             return hint
     return TEXT_HINT
@@ -149,9 +150,9 @@ def _section_hint(concept: JSON, mapping: Mapping) -> str:
 def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         return
-    hint = _section_hint(o(section, "code"), mapping)
-    title = s(section, "title")
-    div = s(o(section, "text"), "div")
+    hint = _section_hint(obj_of(section, "code"), mapping)
+    title = str_of(section, "title")
+    div = str_of(obj_of(section, "text"), "div")
     body: list[str] = []
     if div:
         body = [line for line in html_to_text(div).split("\n") if line.strip()]
@@ -162,7 +163,7 @@ def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, whe
     else:
         for i, ref in enumerate(objs(section, "entry")):
             found = resolve(ref, f"{where}.section.entry[{i}]")
-            if found is not None and s(found, "resourceType") == "Observation":
+            if found is not None and str_of(found, "resourceType") == "Observation":
                 scratch = _Lines()
                 _observation(found, mapping, resolve, scratch, f"{where}.section.entry[{i}]", depth + 1)
                 out.add(scratch.lines, hint if hint != TEXT_HINT else "")
@@ -176,36 +177,36 @@ def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, whe
 def _observation(obs: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         return
-    code = o(obs, "code")
+    code = obj_of(obs, "code")
     hint = _section_hint(code, mapping)
     label = concept_text(code)
     for interp in objs(obs, "interpretation"):
         for coding in codings(interp):
-            flag = s(coding, "code").upper()
+            flag = str_of(coding, "code").upper()
             if flag and flag not in out.flags:
                 out.flags.append(flag)
     out.add(_value_lines(obs, label, hint), hint)
     for component in objs(obs, "component"):
-        out.add(_value_lines(component, concept_text(o(component, "code")), TEXT_HINT), hint)
+        out.add(_value_lines(component, concept_text(obj_of(component, "code")), TEXT_HINT), hint)
     for i, ref in enumerate(objs(obs, "hasMember")):
         member = resolve(ref, f"{where}.hasMember[{i}]")
-        if member is not None and s(member, "resourceType") == "Observation":
+        if member is not None and str_of(member, "resourceType") == "Observation":
             _observation(member, mapping, resolve, out, f"{where}.hasMember[{i}]", depth + 1)
 
 
 def _value_lines(element: JSON, label: str, hint: str) -> list[str]:
     """Lines for one value[x]: free text as is, everything else as ``label: value``."""
-    text = s(element, "valueString")
+    text = str_of(element, "valueString")
     if text:
         return normalize_newlines(text).split("\n")
-    concept = o(element, "valueCodeableConcept")
+    concept = obj_of(element, "valueCodeableConcept")
     if concept:
         value = concept_text(concept)
         return [value if hint != TEXT_HINT or not label else f"{label}: {value}"] if value else []
-    quantity = o(element, "valueQuantity")
+    quantity = obj_of(element, "valueQuantity")
     if quantity:
-        value = s(quantity, "value")
-        unit = s(quantity, "unit") or s(quantity, "code")
+        value = str_of(quantity, "value")
+        unit = str_of(quantity, "unit") or str_of(quantity, "code")
         return [f"{label}: {value} {unit}".rstrip()] if value else []
     for key in ("valueInteger", "valueBoolean", "valueDateTime", "valueTime", "valueDecimal"):
         raw = element.get(key)

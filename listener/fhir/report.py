@@ -22,11 +22,11 @@ from listener.fhir.resolve import (
     concept_text,
     contained_map,
     identifier_of_type,
-    o,
+    obj_of,
     objs,
-    s,
+    str_of,
 )
-from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
+from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, TextKind, Times
 from listener.procedures import ProcedureTable
 from listener.text.sections import sectionize
 
@@ -114,11 +114,11 @@ def report_from_diagnostic_report(
         found, irregular = index.resolve(ref, contained)
         if irregular:
             warnings.append(f"{path}: reference has an irregular form; read as Type/id")
-        if found is None and s(ref, "reference"):
+        if found is None and str_of(ref, "reference"):
             warnings.append(f"{path}: referenced resource is not in the body; not fetched")
         return found
 
-    status_raw = s(dr, "status")
+    status_raw = str_of(dr, "status")
     if not status_raw:
         raise FhirDecodeError(f"{where}.status is required", issue_code="required", expression=f"{where}.status")
     status = STATUS_VALUES.get(status_raw)
@@ -133,12 +133,12 @@ def report_from_diagnostic_report(
     studies = [
         r
         for i, ref in enumerate(objs(dr, study_key))
-        if (r := resolve(ref, f"{where}.{study_key}[{i}]")) and s(r, "resourceType") == "ImagingStudy"
+        if (r := resolve(ref, f"{where}.{study_key}[{i}]")) and str_of(r, "resourceType") == "ImagingStudy"
     ]
 
     built = build_text(dr, where, ctx.version, ctx.mapping, resolve)
     warnings.extend(built.warnings)
-    if not built.text.strip() and built.kind not in ("pdf", "binary") and status_raw not in _NO_TEXT_NEEDED:
+    if not built.text.strip() and built.kind not in (TextKind.PDF, TextKind.BINARY) and status_raw not in _NO_TEXT_NEEDED:
         raise FhirDecodeError(
             f"{where} has no report text (presentedForm, conclusion, conclusionCode or result Observations)",
             issue_code="required",
@@ -167,18 +167,18 @@ def report_from_diagnostic_report(
     else:
         modality = modality_raw.upper()
     reason, diagnoses = _reasons(requests)
-    effective = s(dr, "effectiveDateTime") or s(o(dr, "effectivePeriod"), "start")
+    effective = str_of(dr, "effectiveDateTime") or str_of(obj_of(dr, "effectivePeriod"), "start")
     times = Times(
         observation=_datetime(effective, f"{where}.effective", warnings),
-        report=_datetime(s(dr, "issued"), f"{where}.issued", warnings),
+        report=_datetime(str_of(dr, "issued"), f"{where}.issued", warnings),
         received=ctx.received_at,
         message=_datetime(message_time, "Bundle.timestamp", warnings),
     )
     comparison = next((sec.text for sec in sections if sec.kind.value == "comparison"), "")
-    priority = next((_PRIORITY[p] for r in requests if (p := s(r, "priority")) in _PRIORITY), "routine")
+    priority = next((_PRIORITY[p] for r in requests if (p := str_of(r, "priority")) in _PRIORITY), "routine")
 
     return Report(
-        message_id=s(dr, "id") or full_url or (f"{bundle_id}:{where}" if bundle_id else ""),
+        message_id=str_of(dr, "id") or full_url or (f"{bundle_id}:{where}" if bundle_id else ""),
         message_type="DiagnosticReport",
         version=ctx.version,
         sender=Sender(ctx.client_name, ctx.facility, ctx.feed),
@@ -201,7 +201,7 @@ def report_from_diagnostic_report(
         reason=reason,
         diagnosis_codes=diagnoses,
         comparison_text=comparison,
-        text_kind=built.kind if built.text.strip() or built.kind != "text" else "none",
+        text_kind=built.kind if built.text.strip() or built.kind is not TextKind.TEXT else TextKind.NONE,
         charset="utf-8",
         abnormal_flags=built.flags,
         warnings=tuple(warnings),
@@ -215,10 +215,10 @@ def _check_category(dr: JSON, where: str, ctx: ReportContext, warnings: list[str
         return
     for category in categories:
         for coding in codings(category):
-            system, code = s(coding, "system"), s(coding, "code")
+            system, code = str_of(coding, "system"), str_of(coding, "code")
             if (system, code) in _RADIOLOGY_CODES or (system in _V2_0074 and code.upper() in _V2_IMAGING):
                 return
-        if not codings(category) and _RADIOLOGY_TEXT.search(s(category, "text")):
+        if not codings(category) and _RADIOLOGY_TEXT.search(str_of(category, "text")):
             return
     if ctx.radiology_only:
         raise FhirDecodeError(
@@ -238,64 +238,64 @@ def _orders(dr: JSON, requests: list[JSON], studies: list[JSON]) -> tuple[str, s
     for idents in (own, request_ids, study_ids):
         found = identifier_of_type(idents, "ACSN")
         if found is not None:
-            accession = s(found, "value")
+            accession = str_of(found, "value")
             break
     placer = identifier_of_type(own + request_ids, "PLAC")
     filler = identifier_of_type(own + request_ids, "FILL")
-    filler_value = s(filler, "value") if filler else ""
+    filler_value = str_of(filler, "value") if filler else ""
     # HL7 feeds carry the accession in the filler order number (OBR-3); do the same.
-    return accession or filler_value, s(placer, "value") if placer else "", filler_value
+    return accession or filler_value, str_of(placer, "value") if placer else "", filler_value
 
 
 def _patient(dr: JSON, where: str, resolve: Resolve, warnings: list[str]) -> Patient:
-    subject = o(dr, "subject")
+    subject = obj_of(dr, "subject")
     resource = resolve(subject, f"{where}.subject") if subject else None
-    if resource is not None and s(resource, "resourceType") != "Patient":
+    if resource is not None and str_of(resource, "resourceType") != "Patient":
         resource = None
     idents = objs(resource, "identifier") if resource else []
-    ident = identifier_of_type(idents, "MR") or next((i for i in idents if s(i, "value")), None)
-    if ident is None and s(o(subject, "identifier"), "value"):
-        ident = o(subject, "identifier")
+    ident = identifier_of_type(idents, "MR") or next((i for i in idents if str_of(i, "value")), None)
+    if ident is None and str_of(obj_of(subject, "identifier"), "value"):
+        ident = obj_of(subject, "identifier")
     if ident is None:
         warnings.append(f"{where}.subject: no patient identifier")
         return Patient(id="")
-    authority = s(o(ident, "assigner"), "display") or s(ident, "system")
-    sex = _GENDER.get(s(resource, "gender"), "") if resource else ""
+    authority = str_of(obj_of(ident, "assigner"), "display") or str_of(ident, "system")
+    sex = _GENDER.get(str_of(resource, "gender"), "") if resource else ""
     birth = None
-    if resource and s(resource, "birthDate"):
-        birth = _date(s(resource, "birthDate"))
-    return Patient(id=s(ident, "value"), id_authority=authority, sex=sex, birth_date=birth)
+    if resource and str_of(resource, "birthDate"):
+        birth = _date(str_of(resource, "birthDate"))
+    return Patient(id=str_of(ident, "value"), id_authority=authority, sex=sex, birth_date=birth)
 
 
 def _procedure(dr: JSON, requests: list[JSON], mapping: Mapping) -> Procedure:
-    code = o(dr, "code")
+    code = obj_of(dr, "code")
     own = codings(code)
-    ordered = [c for r in requests for c in codings(o(r, "code"))]
+    ordered = [c for r in requests for c in codings(obj_of(r, "code"))]
     text = concept_text(code)
-    local = next((c for c in own if s(c, "code")), None)
+    local = next((c for c in own if str_of(c, "code")), None)
     cpt_names = {n.upper() for n in mapping.cpt_coding_systems}
 
     def is_cpt(coding: JSON) -> bool:
-        system = s(coding, "system")
+        system = str_of(coding, "system")
         return system.lower() in CPT_SYSTEMS | HCPCS_SYSTEMS or system.upper() in cpt_names
 
     for source in (own, ordered):
-        cpt = next((c for c in source if is_cpt(c) and s(c, "code")), None)
+        cpt = next((c for c in source if is_cpt(c) and str_of(c, "code")), None)
         if cpt is not None:
-            local_code = s(local, "code") if source is ordered and local is not None else ""
-            return Procedure(code=s(cpt, "code"), coding_system="CPT", text=text or s(cpt, "display"), local_code=local_code)
+            local_code = str_of(local, "code") if source is ordered and local is not None else ""
+            return Procedure(code=str_of(cpt, "code"), coding_system="CPT", text=text or str_of(cpt, "display"), local_code=local_code)
     for coding in own:
-        if s(coding, "code"):
-            system = s(coding, "system")
+        if str_of(coding, "code"):
+            system = str_of(coding, "system")
             name = {LOINC: "LN", SNOMED: "SCT"}.get(system, system)
-            return Procedure(code=s(coding, "code"), coding_system=name, text=text or s(coding, "display"))
+            return Procedure(code=str_of(coding, "code"), coding_system=name, text=text or str_of(coding, "display"))
     return Procedure(code="", text=text)
 
 
 def _study_modality(studies: list[JSON]) -> str:
     for st in studies:
         for modality in objs(st, "modality"):  # Coding in R4, CodeableConcept in R5
-            code = s(modality, "code") or next((s(c, "code") for c in codings(modality) if s(c, "code")), "")
+            code = str_of(modality, "code") or next((str_of(c, "code") for c in codings(modality) if str_of(c, "code")), "")
             if code:
                 return code
     return ""
@@ -310,8 +310,8 @@ def _reasons(requests: list[JSON]) -> tuple[str, tuple[str, ...]]:
             if text and text not in texts:
                 texts.append(text)
             for coding in codings(concept):
-                if _ICD10.search(s(coding, "system")) and s(coding, "code").upper() not in codes:
-                    codes.append(s(coding, "code").upper())
+                if _ICD10.search(str_of(coding, "system")) and str_of(coding, "code").upper() not in codes:
+                    codes.append(str_of(coding, "code").upper())
     return "; ".join(texts), tuple(codes)
 
 
@@ -319,45 +319,45 @@ def _reader(dr: JSON, where: str, resolve: Resolve) -> Reader | None:
     refs = [(f"{where}.resultsInterpreter[{i}]", r) for i, r in enumerate(objs(dr, "resultsInterpreter"))]
     for i, performer in enumerate(objs(dr, "performer")):
         if "actor" in performer:  # STU3: performer.actor
-            refs.append((f"{where}.performer[{i}].actor", o(performer, "actor")))
+            refs.append((f"{where}.performer[{i}].actor", obj_of(performer, "actor")))
         else:
             refs.append((f"{where}.performer[{i}]", performer))
     for path, ref in refs:
         resource = resolve(ref, path)
-        if resource is not None and s(resource, "resourceType") == "PractitionerRole":
-            role_ref = o(resource, "practitioner")
+        if resource is not None and str_of(resource, "resourceType") == "PractitionerRole":
+            role_ref = obj_of(resource, "practitioner")
             resource = resolve(role_ref, f"{path}.practitioner") or None
             ref = role_ref or ref
-        if resource is not None and s(resource, "resourceType") == "Practitioner":
+        if resource is not None and str_of(resource, "resourceType") == "Practitioner":
             idents = objs(resource, "identifier")
             ident = next((i for i in idents if "NPI" in identifier_type_codes_of(i)), None) or next(
-                (i for i in idents if s(i, "value")), None
+                (i for i in idents if str_of(i, "value")), None
             )
             names = objs(resource, "name")
-            name = _human_name(names[0]) if names else s(ref, "display")
-            rid = s(ident, "value") if ident else s(resource, "id")
+            name = _human_name(names[0]) if names else str_of(ref, "display")
+            rid = str_of(ident, "value") if ident else str_of(resource, "id")
             return Reader(id=rid or name, name=name)
-        kind = s(ref, "reference").split("/")[0]
-        if resource is None and s(ref, "display") and kind in ("Practitioner", "PractitionerRole", ""):
-            return Reader(id=s(ref, "display"), name=s(ref, "display"))
+        kind = str_of(ref, "reference").split("/")[0]
+        if resource is None and str_of(ref, "display") and kind in ("Practitioner", "PractitionerRole", ""):
+            return Reader(id=str_of(ref, "display"), name=str_of(ref, "display"))
     return None
 
 
 def identifier_type_codes_of(ident: JSON) -> set[str]:
     """Type codes of an identifier, plus "NPI" for the US NPI system."""
-    codes = {s(c, "code").upper() for c in codings(o(ident, "type"))}
-    if s(ident, "system") == "http://hl7.org/fhir/sid/us-npi":
+    codes = {str_of(c, "code").upper() for c in codings(obj_of(ident, "type"))}
+    if str_of(ident, "system") == "http://hl7.org/fhir/sid/us-npi":
         codes.add("NPI")
     return codes
 
 
 def _human_name(name: JSON) -> str:
-    text = s(name, "text")
+    text = str_of(name, "text")
     if text:
         return text
     given = name.get("given")
     parts = [g for g in given if isinstance(g, str)] if isinstance(given, list) else []
-    return " ".join(parts + [s(name, "family")]).strip()
+    return " ".join(parts + [str_of(name, "family")]).strip()
 
 
 def _order_laterality(procedure_text: str, table_laterality: str, requests: list[JSON]) -> str:
@@ -370,8 +370,8 @@ def _order_laterality(procedure_text: str, table_laterality: str, requests: list
         for site in objs(request, "bodySite"):
             words.append(concept_text(site))
             for coding in codings(site):
-                if s(coding, "system") == SNOMED and s(coding, "code") in _SNOMED_SIDES:
-                    sides.add(_SNOMED_SIDES[s(coding, "code")])
+                if str_of(coding, "system") == SNOMED and str_of(coding, "code") in _SNOMED_SIDES:
+                    sides.add(_SNOMED_SIDES[str_of(coding, "code")])
     if not sides:
         sides = {_SIDES[w] for text in words for w in re.findall(r"[A-Z]+", text.upper()) if w in _SIDES}
     if len(sides) == 1:

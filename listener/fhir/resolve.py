@@ -17,7 +17,7 @@ JSON = dict[str, Any]
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/+([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
-def s(obj: object, key: str) -> str:
+def str_of(obj: object, key: str) -> str:
     """``obj[key]`` as a stripped string ("" when absent or not a scalar)."""
     if isinstance(obj, dict):
         value = obj.get(key)
@@ -26,7 +26,7 @@ def s(obj: object, key: str) -> str:
     return ""
 
 
-def o(obj: object, key: str) -> JSON:
+def obj_of(obj: object, key: str) -> JSON:
     """``obj[key]`` as an object ({} when absent)."""
     if isinstance(obj, dict):
         value = obj.get(key)
@@ -62,35 +62,35 @@ def strs(obj: object, key: str) -> list[str]:
 def codings(concept: JSON) -> list[JSON]:
     """The codings of a CodeableConcept (or of a CodeableReference's concept)."""
     if "concept" in concept and "coding" not in concept:
-        concept = o(concept, "concept")
+        concept = obj_of(concept, "concept")
     return objs(concept, "coding")
 
 
 def concept_text(concept: JSON) -> str:
     """A CodeableConcept's text, else its first display, else its first code."""
     if "concept" in concept and "coding" not in concept:
-        concept = o(concept, "concept")
-    text = s(concept, "text")
+        concept = obj_of(concept, "concept")
+    text = str_of(concept, "text")
     if text:
         return text
     for coding in objs(concept, "coding"):
-        if s(coding, "display"):
-            return s(coding, "display")
+        if str_of(coding, "display"):
+            return str_of(coding, "display")
     for coding in objs(concept, "coding"):
-        if s(coding, "code"):
-            return s(coding, "code")
+        if str_of(coding, "code"):
+            return str_of(coding, "code")
     return ""
 
 
 def identifier_type_codes(ident: JSON) -> set[str]:
     """Upper-cased type codes of an Identifier (v2-0203 ACSN, FILL, PLAC, MR...)."""
-    return {s(c, "code").upper() for c in codings(o(ident, "type")) if s(c, "code")}
+    return {str_of(c, "code").upper() for c in codings(obj_of(ident, "type")) if str_of(c, "code")}
 
 
 def identifier_of_type(idents: list[JSON], type_code: str) -> JSON | None:
     """The first Identifier with a value whose type is ``type_code``."""
     for ident in idents:
-        if s(ident, "value") and type_code in identifier_type_codes(ident):
+        if str_of(ident, "value") and type_code in identifier_type_codes(ident):
             return ident
     return None
 
@@ -112,7 +112,7 @@ class Index:
             match = _TYPE_ID.search(full_url)
             if match:
                 self.by_key.setdefault(f"{match.group(1)}/{match.group(2)}", resource)
-        rid, rtype = s(resource, "id"), s(resource, "resourceType")
+        rid, rtype = str_of(resource, "id"), str_of(resource, "resourceType")
         if rid and rtype:
             self.by_key.setdefault(f"{rtype}/{rid}", resource)
 
@@ -124,7 +124,7 @@ class Index:
         ``Type/id`` and reported as irregular. Returns (None, False) when the
         resource is not in the body: it is not fetched.
         """
-        ref = s(reference, "reference")
+        ref = str_of(reference, "reference")
         if not ref:
             return None, False
         if ref.startswith("#"):
@@ -141,12 +141,12 @@ class Index:
 
 def contained_map(resource: JSON) -> dict[str, JSON]:
     """A resource's contained resources by id."""
-    return {s(c, "id"): c for c in objs(resource, "contained") if s(c, "id")}
+    return {str_of(c, "id"): c for c in objs(resource, "contained") if str_of(c, "id")}
 
 
 def walk_entries(bundle: JSON) -> Iterator[tuple[int, str, JSON]]:
     """(index, fullUrl, resource) for each Bundle entry that has a resource."""
     for i, entry in enumerate(objs(bundle, "entry")):
-        resource = o(entry, "resource")
+        resource = obj_of(entry, "resource")
         if resource:
-            yield i, s(entry, "fullUrl"), resource
+            yield i, str_of(entry, "fullUrl"), resource

@@ -51,7 +51,7 @@ from listener.hl7v2.segments import (
 )
 from listener.hl7v2.escape import unescape_value
 from listener.hl7v2.structure import check_one_message, check_oru_structure
-from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, Times
+from listener.model import Disposition, Patient, Procedure, Reader, Report, ResultStatus, Sender, TextKind, Times
 from listener.procedures import ProcedureTable
 from listener.text.sections import TEXT_HINT, sectionize
 
@@ -75,7 +75,7 @@ class DecodedMessage:
 
     header: MessageHeader
     mapping: Mapping
-    disposition: str
+    disposition: Disposition
     reports: tuple[Report, ...]
     charset: str
 
@@ -120,7 +120,7 @@ def decode_message(
     # Before the ignore test: a message a feed ignores must not hide another one.
     check_one_message(text)
     if header.message_type in mapping.ignore or header.message_code in mapping.ignore:
-        return DecodedMessage(header, mapping, "ignored", (), charset)
+        return DecodedMessage(header, mapping, Disposition.IGNORED, (), charset)
     if "\x00" in text:
         raise InvalidValue("the message contains NUL bytes", location="MSH", hl7_code="102")
     segments = _segments(text, header, mapping)
@@ -130,7 +130,7 @@ def decode_message(
 
         validate_structure(segments, header)
     reports = _reports(segments, header, mapping, charset, received_at, procedures)
-    return DecodedMessage(header, mapping, "accepted", reports, charset)
+    return DecodedMessage(header, mapping, Disposition.ACCEPTED, reports, charset)
 
 
 def _check_header(header: MessageHeader, mapping: Mapping) -> None:
@@ -167,7 +167,7 @@ def _split_inline(text: str, field_sep: str, names: tuple[str, ...], compiled: r
 
 
 def _split_lines(text: str) -> list[str]:
-    """``split_segments``: lines split on CRLF, CR or LF, blank ones dropped (without a regex scan)."""
+    """Lines split on CRLF, CR or LF, blank ones dropped (without a regex scan)."""
     return [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip()]
 
 
@@ -316,7 +316,7 @@ def _reports(
     )
 
 
-class _Reader:
+class _GroupFields:
     """Reads mapping paths from the segments of one OBR group."""
 
     def __init__(self, msh: _Seg, top: dict[str, list[_Seg]], group: _Group) -> None:
@@ -357,7 +357,7 @@ def _report(
     procedures: ProcedureTable | None,
     delims: Separators,
 ) -> Report:
-    reader = _Reader(msh, top, group)
+    reader = _GroupFields(msh, top, group)
     fields = mapping.fields
     warnings: list[str] = []
 
@@ -430,7 +430,7 @@ def _report(
         reason=reason,
         diagnosis_codes=diagnoses,
         comparison_text=comparison,
-        text_kind=text_kind if text.strip() or text_kind != "text" else "none",
+        text_kind=TextKind(text_kind if text.strip() or text_kind != "text" else "none"),
         obr_index=index,
         charset=charset,
         abnormal_flags=flags,
@@ -446,7 +446,7 @@ def _collapse_hints(offsets: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return out
 
 
-def _procedure(reader: _Reader, mapping: Mapping) -> Procedure:
+def _procedure(reader: _GroupFields, mapping: Mapping) -> Procedure:
     value, path = reader.first(mapping.fields["procedure"])
     if path is None:
         raise MissingField("procedure code is empty", location=str(mapping.fields["procedure"][-1]) if mapping.fields["procedure"] else "OBR-4")
@@ -483,7 +483,7 @@ def _procedure(reader: _Reader, mapping: Mapping) -> Procedure:
     )
 
 
-def _status(reader: _Reader, group: _Group, mapping: Mapping, header: MessageHeader) -> tuple[ResultStatus, str]:
+def _status(reader: _GroupFields, group: _Group, mapping: Mapping, header: MessageHeader) -> tuple[ResultStatus, str]:
     raw, _ = reader.first(mapping.fields["status"])
     if not raw:
         counts = Counter(_obx_field(row, header, 11).strip() for row in group.text_rows if row.startswith("OBX"))
@@ -494,7 +494,7 @@ def _status(reader: _Reader, group: _Group, mapping: Mapping, header: MessageHea
     return mapping.status_values.get(" ".join(raw.upper().split()), ResultStatus.UNKNOWN), raw
 
 
-def _time(reader: _Reader, paths: Sequence[FieldPath], warnings: list[str]) -> datetime | None:
+def _time(reader: _GroupFields, paths: Sequence[FieldPath], warnings: list[str]) -> datetime | None:
     raw, path = reader.first(paths)
     if not raw:
         return None
@@ -523,7 +523,7 @@ def _parse_date(raw: str) -> date | None:
     return value.date() if value else None
 
 
-def _reader_of(reader: _Reader, paths: Sequence[FieldPath]) -> Reader | None:
+def _reader_of(reader: _GroupFields, paths: Sequence[FieldPath]) -> Reader | None:
     for path in paths:
         segs = reader.segments(path.segment)
         if not segs:
@@ -544,7 +544,7 @@ def _reader_of(reader: _Reader, paths: Sequence[FieldPath]) -> Reader | None:
     return None
 
 
-def _diagnoses(reader: _Reader, dg1_paths: Sequence[FieldPath], reason_paths: Sequence[FieldPath]) -> tuple[str, ...]:
+def _diagnoses(reader: _GroupFields, dg1_paths: Sequence[FieldPath], reason_paths: Sequence[FieldPath]) -> tuple[str, ...]:
     codes: list[str] = []
     for path in dg1_paths:
         for seg in reader.segments(path.segment):

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping as MappingT
 
-from listener.model import ResultStatus, SectionKind
+from listener.model import PRIORITIES, ResultStatus, SectionKind
 from listener.text.sections import HeadingRules, compile_heading_rules
 from listener.yamlconf import YamlList, YamlMap, load_yaml
 
@@ -69,8 +69,6 @@ _MAPPING_KEYS = frozenset(
         "headings",
     }
 )
-
-_PRIORITIES = ("stat", "asap", "routine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +157,6 @@ class Mapping:
         )
         split = inline_split_pattern("|", self.split_inline_segments) if self.split_inline_segments else None
         object.__setattr__(self, "inline_split", split)
-
-    @property
-    def needed_segments(self) -> frozenset[str]:
-        """Segments the decoder must read fields from for this mapping."""
-        return frozenset(self.read_fields)
 
 
 def inline_split_pattern(field_sep: str, names: tuple[str, ...]) -> re.Pattern[str]:
@@ -293,7 +286,7 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
     if "priority_values" in doc:
         node = doc.get_map("priority_values")
         for key in node:
-            priority_values[key.upper()] = node.get_choice(key, _PRIORITIES)
+            priority_values[key.upper()] = node.get_choice(key, PRIORITIES)
 
     kinds = tuple(k.value for k in SectionKind)
     obx_sections: dict[str, str] = dict(base.obx_sections) if base else {}

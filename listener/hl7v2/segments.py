@@ -342,11 +342,6 @@ def decode_text(raw: bytes, declared: str, *, fallback: str = "cp1252") -> tuple
     return raw.decode("latin-1"), "latin-1"
 
 
-def split_segments(text: str) -> list[str]:
-    """Split message text on CR, LF or CRLF, dropping empty lines."""
-    return [seg for seg in _SEGMENT_SPLIT.split(text) if seg.strip()]
-
-
 def split_messages(text: str) -> list[tuple[int, list[str]]]:
     """Split the text of a file (one or many messages, maybe batched) into messages.
 

@@ -337,7 +337,6 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         reported.add(fam)
         yield data.emit(
-            "alignment.finding_missing_from_impression",
             f"The findings describe {fam.replace('_', ' ')}; the impression does not mention it.",
             [data.analysis.evidence(m.start, m.end)],
             suggestion="Carry the finding into the impression, or say why it does not matter.",
@@ -394,7 +393,6 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
             continue  # "known tumor", "stable fractures": the findings may rightly skip them
         reported.add(fam)
         yield data.emit(
-            "alignment.impression_not_in_findings",
             f"The impression states {fam.replace('_', ' ')}; the findings never describe it.",
             [data.analysis.evidence(m.start, m.end)],
             suggestion="Describe the finding in the findings section, or correct the impression.",

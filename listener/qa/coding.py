@@ -278,7 +278,6 @@ def contrast_mismatch(data: RuleInput) -> Iterable[Finding]:
         else "Correct the code or the contrast wording."
     )
     yield data.emit(
-        "coding.contrast_mismatch",
         f"Report describes the exam {_CONTRAST_LABELS[stated]}; code {entry.code} is {_CONTRAST_LABELS[code_contrast]}.",
         _evidence(data, evidence),
         suggestion,
@@ -357,7 +356,6 @@ def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
         return
     modality, (start, end) = next(iter(strong.items()))
     yield data.emit(
-        "coding.modality_mismatch",
         f"Report describes a {modality} exam; code {entry.code} is {entry.modality}.",
         [data.analysis.evidence(start, end)],
         "Check the procedure code against the exam performed.",
@@ -379,7 +377,6 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
         return
     region, start, end = found[0]
     yield data.emit(
-        "coding.body_region_mismatch",
         f"Report describes an exam of the {region.replace('_', ' ')}; code {entry.code} is for the {entry.body_region.replace('_', ' ')}.",
         [data.analysis.evidence(start, end)],
         "Check the procedure code against the exam performed.",
@@ -446,7 +443,6 @@ def mammo_screening_diagnostic(data: RuleInput) -> Iterable[Finding]:
         if diagnostic or _reason_hit(data, cues):
             better = "77065 or 77066"
             yield data.emit(
-                "coding.mammo_screening_diagnostic",
                 f"Report describes a diagnostic mammogram; code {entry.code} is screening.",
                 [data.analysis.evidence(s, e) for s, e in diagnostic[:3]],
                 f"Bill diagnostic mammography ({better}) or correct the indication.",
@@ -457,7 +453,6 @@ def mammo_screening_diagnostic(data: RuleInput) -> Iterable[Finding]:
     screening = _cue_hits(data, _SCREENING_CUES, _MAMMO_KINDS)
     if screening:
         yield data.emit(
-            "coding.mammo_screening_diagnostic",
             f"Report describes a screening mammogram with no diagnostic indication; code {entry.code} is diagnostic.",
             [data.analysis.evidence(s, e) for s, e in screening[:3]],
             "Bill screening mammography (77067) or document the diagnostic indication.",
@@ -506,7 +501,6 @@ def tomosynthesis_not_billed(data: RuleInput) -> Iterable[Finding]:
     if mentions:
         addon = "77063" if entry.mammo == "screening" else "77061/77062 or G0279"
         yield data.emit(
-            "coding.tomosynthesis_not_billed",
             f"Report describes tomosynthesis; code {entry.code} has no tomosynthesis code with it.",
             [data.analysis.evidence(s, e) for s, e in mentions[:2]],
             f"Add the tomosynthesis code ({addon}) if it was performed.",
@@ -523,7 +517,6 @@ def tomosynthesis_not_described(data: RuleInput) -> Iterable[Finding]:
     if not billed or not data.report.text.strip() or _tomo_mentions(data):
         return
     yield data.emit(
-        "coding.tomosynthesis_not_described",
         f"Code {billed[0]} bills tomosynthesis but the report does not describe it.",
         (),
         "Document the tomosynthesis images or remove the code.",
@@ -577,7 +570,6 @@ def consultation_in_house(data: RuleInput) -> Iterable[Finding]:
     if _outside_mentions(data):
         return
     yield data.emit(
-        "coding.consultation_in_house",
         f"Code {entry.code} is for a study made elsewhere; the report does not say the images came from outside.",
         (),
         "Bill the code of the exam performed here, or document that the study was made elsewhere.",
@@ -594,7 +586,6 @@ def outside_study_hint(data: RuleInput) -> Iterable[Finding]:
     mentions = _outside_mentions(data)
     if mentions:
         yield data.emit(
-            "coding.outside_study_hint",
             "Report reviews a study made elsewhere; consultation code 76140 may apply depending on payer rules.",
             [data.analysis.evidence(s, e) for s, e in mentions[:2]],
             "A coder may check whether 76140 applies.",
@@ -645,7 +636,6 @@ def limited_without_modifier(data: RuleInput) -> Iterable[Finding]:
                 continue
             if match and not _NEGATED_BEFORE.search(text[span.start : match.start()]):
                 yield data.emit(
-                    "coding.limited_without_modifier",
                     f"Report describes a limited or incomplete exam; code {entry.code} has no modifier 52.",
                     [data.analysis.evidence(match.start(), match.end())],
                     "Add modifier 52 (reduced service) or bill the limited code if one exists.",
@@ -669,7 +659,6 @@ def professional_component_missing(data: RuleInput) -> Iterable[Finding]:
     if "26" in {m.strip().upper() for m in data.report.procedure.modifiers}:
         return
     yield data.emit(
-        "coding.professional_component_missing",
         f"Site {site.code} bills the professional component only; code {code} has no modifier 26.",
         (),
         "Add modifier 26.",
@@ -687,7 +676,6 @@ def reason_missing(data: RuleInput) -> Iterable[Finding]:
     if any(sec.text.strip() for sec in report.sections_of(SectionKind.INDICATION)):
         return
     yield data.emit(
-        "coding.reason_missing",
         "No reason for study: no order reason, no ICD-10 code and no indication section.",
         (),
         "Document the indication or send the ICD-10 code with the order.",

@@ -298,7 +298,6 @@ def critical_not_communicated(data: RuleInput) -> Iterator[Finding]:
     if not mentions or communication_statements(data) is not None:
         return
     yield data.emit(
-        "communication.critical_not_communicated",
         f"Critical finding ({_concepts(mentions)}) without documented communication.",
         _evidence(data, mentions),
         suggestion="Document who was told, when and how (e.g. by telephone with read-back).",
@@ -317,7 +316,6 @@ def suspected_critical_not_communicated(data: RuleInput) -> Iterator[Finding]:
     if not mentions or communication_statements(data) is not None:
         return
     yield data.emit(
-        "communication.suspected_critical_not_communicated",
         f"Suspected critical finding ({_concepts(mentions)}) without documented communication.",
         _evidence(data, mentions),
         suggestion="Suspected critical results are communicated like confirmed ones: document who, when and how.",
@@ -348,7 +346,6 @@ def incomplete_communication(data: RuleInput) -> Iterator[Finding]:
     if not missing:
         return
     yield data.emit(
-        "communication.incomplete_communication",
         f"Critical result communication does not say {', '.join(missing)}.",
         [data.analysis.evidence(s, e) for s, e in statement.spans[:3]],
         suggestion="Name the person told, the time, and the method (e.g. 'discussed with Dr. X by telephone at 14:10').",
@@ -382,7 +379,6 @@ def impression_hedging(data: RuleInput) -> Iterator[Finding]:
     if density <= float(data.param("max_density", 1.0)):
         return
     yield data.emit(
-        "communication.impression_hedging",
         f"The impression hedges heavily ({hedges} hedging phrases in {sentences} sentence(s)).",
         [data.analysis.evidence(s, e) for s, e in regions[:1]],
         suggestion="State the most likely diagnosis plainly and keep the differential short.",
@@ -471,7 +467,6 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     if hedged < int(data.param("min_hedged", 2)):
         return
     yield data.emit(
-        "communication.impression_no_definite",
         f"The impression has no definite statement: all {hedged} of its statements are hedged.",
         [data.analysis.evidence(s, e) for s, e in regions[:1]],
         suggestion="Add a plain conclusion (what is, and what is not, present).",

@@ -226,29 +226,14 @@ _COMPARISON_CUE_RE = folded(re.compile(
 _PLAN_RE = folded(re.compile(r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b", _I))
 
 
-def comparison_spans(data: RuleInput) -> Iterator[tuple[int, int]]:
-    """Where the report says what it compares with: the comparison section(s), and elsewhere
-    sentences with a comparison cue that are not about plans or history."""
-    report = data.report
-    text = report.text
-    sections = report.sections_of(SectionKind.COMPARISON)
-    for sec in sections:
-        yield sec.start, sec.end
-    for sec in report.sections:
-        if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
-            continue
-        for span in data.analysis.sentences(sec.start, sec.end):
-            sentence = text[span.start : span.end]
-            if _COMPARISON_CUE_RE.search(sentence) and not _PLAN_RE.search(sentence):
-                yield span.start, span.end
-
-
 _DIGIT_RE = re.compile(r"\d")  # every _DATE_RE match holds one (the same \d)
 _DATED_SPANS_KEY = "comparison.dated_spans"
 
 
 def dated_comparison_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
-    """The :func:`comparison_spans` that hold a digit, in the same order (once per report).
+    """Where the report says what it compares with, in text order (once per report): the
+    comparison section(s), and elsewhere sentences with a comparison cue that are not about
+    plans or history; only the spans that hold a digit.
 
     Only these can cite a date (every date pattern has a digit), and testing
     for a digit first spares the cue patterns on most sentences.
@@ -307,7 +292,6 @@ def missing(data: RuleInput) -> Iterable[Finding]:
     if report.text_kind != "text" or not report.text.strip() or has_comparison_statement(report):
         return
     yield data.emit(
-        "comparison.missing",
         "Report does not state a comparison (no comparison section or statement).",
         (),
         'Add "Comparison:" with the prior studies used, or "None".',
@@ -331,7 +315,6 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
                 late.append(cited)
     if late:
         yield data.emit(
-            "comparison.date_after_exam",
             "Comparison study is dated after this exam.",
             [data.analysis.evidence(c.start, c.end) for c in late[:3]],
             "Correct the comparison date.",
@@ -408,7 +391,6 @@ def none_with_priors(data: RuleInput) -> Iterable[Finding]:
     plural = "study" if len(priors) == 1 else "studies"
     region = data.report.body_region.replace("_", " ")
     yield data.emit(
-        "comparison.none_with_priors",
         f"Report states no comparison, but {len(priors)} prior {data.report.modality or ''} {plural} of the {region} are on record.".replace("  ", " "),
         [data.analysis.evidence(s, e) for s, e in spans[:2]],
         "Compare with the relevant prior study, or state why it was not used.",
@@ -442,7 +424,6 @@ def prior_not_found(data: RuleInput) -> Iterable[Finding]:
                 missing_dates.append(cited)
     if missing_dates:
         yield data.emit(
-            "comparison.prior_not_found",
             f"{len(missing_dates)} cited comparison date(s) match no prior study on record.",
             [data.analysis.evidence(c.start, c.end) for c in missing_dates[:3]],
             "Check the comparison date, or that the prior was loaded.",

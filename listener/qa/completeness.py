@@ -110,7 +110,6 @@ def no_text(data: RuleInput) -> Iterator[Finding]:
     if report.text_kind in _DOCUMENT_KINDS or _has_text(report):
         return
     yield data.emit(
-        "completeness.no_text",
         "The report has no text: nothing was dictated or the text did not arrive.",
         suggestion="Resend the report with its text.",
     )
@@ -123,7 +122,6 @@ def document_only(data: RuleInput) -> Iterator[Finding]:
     if report.text_kind not in _DOCUMENT_KINDS or _has_text(report):
         return
     yield data.emit(
-        "completeness.document_only",
         f"The report arrived as a {report.text_kind.upper()} document; the text checks did not run.",
     )
 
@@ -158,7 +156,6 @@ def missing_impression(data: RuleInput) -> Iterator[Finding]:
     if not structured and data.param("allow_unstructured", True):
         return
     yield data.emit(
-        "completeness.missing_impression",
         "The report has no impression section.",
         suggestion="Add an IMPRESSION that answers the clinical question.",
     )
@@ -175,7 +172,6 @@ def empty_impression(data: RuleInput) -> Iterator[Finding]:
     start = max(0, report.text.rfind(sec.heading, 0, sec.start + 1)) if sec.heading else sec.start
     end = start + len(sec.heading) if sec.heading else sec.end
     yield data.emit(
-        "completeness.empty_impression",
         "The impression heading has no text under it.",
         [data.analysis.evidence(start, end)],
         suggestion="Dictate the impression, or remove the empty heading.",
@@ -234,7 +230,6 @@ def required_sections(data: RuleInput) -> Iterator[Finding]:
     if missing:
         modality = report.modality or "this"
         yield data.emit(
-            "completeness.required_sections",
             f"Required section(s) missing or empty for a {modality} report: {', '.join(missing)}.",
             suggestion="Add the missing section(s).",
         )
@@ -423,7 +418,6 @@ def birads_missing(data: RuleInput) -> Iterator[Finding]:
     if birads_categories(report.text):
         return
     yield data.emit(
-        "completeness.birads_missing",
         f"{exam} report without a BI-RADS final assessment category (0-6).",
         suggestion=suggestion,
     )
@@ -474,7 +468,6 @@ def birads_recommendation(data: RuleInput) -> Iterator[Finding]:
     if values <= {1, 2} and biopsy:
         s, e = biopsy[0]
         yield data.emit(
-            "completeness.birads_recommendation",
             f"BI-RADS {max(values)} (negative/benign) but a biopsy is recommended.",
             [ev(cats[0].start, cats[0].end), ev(s, e)],
             suggestion="Use BI-RADS 4 or 5 when tissue sampling is recommended, or revise the recommendation.",
@@ -486,7 +479,6 @@ def birads_recommendation(data: RuleInput) -> Iterator[Finding]:
         if routine:
             s, e = routine[0]
             yield data.emit(
-                "completeness.birads_recommendation",
                 f"BI-RADS {high[0].value} (suspicious) with routine screening and no biopsy recommended.",
                 [ev(high[0].start, high[0].end), ev(s, e)],
                 suggestion="BI-RADS 4 and 5 call for tissue diagnosis.",
@@ -495,7 +487,6 @@ def birads_recommendation(data: RuleInput) -> Iterator[Finding]:
     zero = [c for c in cats if c.value == 0]
     if zero and not _recommendations(text, _ADDITIONAL_RE):
         yield data.emit(
-            "completeness.birads_recommendation",
             "BI-RADS 0 (incomplete) without a recommendation for additional imaging or prior films.",
             [ev(zero[0].start, zero[0].end)],
             suggestion="Say which additional views, ultrasound or prior films are needed.",
@@ -592,7 +583,6 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
     if not hits:
         return
     yield data.emit(
-        "completeness.placeholder",
         f"Template placeholder left in the report ({len(hits)} occurrence{'s' if len(hits) > 1 else ''}).",
         [data.analysis.evidence(m.start(), m.end()) for m in hits[:5]],
         suggestion="Replace each placeholder with the dictated value, or delete it.",
@@ -657,7 +647,6 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
         while start < sec.end and report.text[start].isspace():
             start += 1
         yield data.emit(
-            "completeness.truncated",
             f"The {sec.kind.value} section ends mid-sentence, on the function word {lowered!r}.",
             [data.analysis.evidence(start, sec.start + m.end())],
             suggestion="Finish the sentence or remove the fragment.",

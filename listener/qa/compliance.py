@@ -28,7 +28,6 @@ def reader_not_licensed(data: RuleInput) -> Iterable[Finding]:
     if site.state.upper() in reader.licensed_states:
         return
     yield data.emit(
-        "compliance.reader_not_licensed",
         f"Reader {reader.id} is not licensed in {site.state}, where site {site.code} acquired the images.",
         (),
         "Have a radiologist licensed in that state read or co-sign the study.",
@@ -51,7 +50,6 @@ def final_read_outside_us(data: RuleInput) -> Iterable[Finding]:
     if not financial or financial not in site.medicare_financial_classes:
         return
     yield data.emit(
-        "compliance.final_read_outside_us",
         f"Final read by reader {reader.id} located outside the US for a Medicare patient; site {site.code} requires US-based finals.",
         (),
         "Route the final read to a US-based radiologist licensed in the site's state.",

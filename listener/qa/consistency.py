@@ -140,7 +140,6 @@ def sex_anatomy(data: RuleInput) -> Iterator[Finding]:
         return
     concepts = ", ".join(dict.fromkeys(m.concept.replace("_", " ") for m in wrong))
     yield data.emit(
-        "consistency.sex_anatomy",
         f"{wrong[0].sex.capitalize()} anatomy ({concepts}) described in a patient registered as {patient_sex}.",
         [data.analysis.evidence(m.start, m.end) for m in wrong[:5]],
         suggestion="Check the patient, the template and the registered sex.",
@@ -243,7 +242,6 @@ def age_implausible(data: RuleInput) -> Iterator[Finding]:
         return
     names = ", ".join(dict.fromkeys(name for name, _, _ in hits))
     yield data.emit(
-        "consistency.age_implausible",
         f"Statement implausible at the patient's age, computed from the birth date: {names}.",
         [data.analysis.evidence(s, e) for _, s, e in hits[:5]],
         suggestion="Check the patient and the template.",

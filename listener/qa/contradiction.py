@@ -247,7 +247,6 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             where = "findings and impression" if a_kind is not n_kind else a_kind.value
             first, second = sorted((a, n), key=lambda m: m.start)
             yield data.emit(
-                "contradiction.affirmed_and_negated",
                 f"The {where} both affirm and deny {fam.replace('_', ' ')}.",
                 [
                     data.analysis.evidence(first.sentence_start, first.sentence_end),
@@ -383,7 +382,6 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
             continue  # "possible small pneumothorax": hedged before the finding
         kind = "no acute findings" if acute_only else "normal"
         yield data.emit(
-            "contradiction.normal_impression",
             f"The impression reads as {kind}; the findings affirm {_family(data.terms, m.concept).replace('_', ' ')}.",
             [data.analysis.evidence(*normal_span), data.analysis.evidence(m.sentence_start, m.sentence_end)],
             suggestion="Put the finding in the impression, or correct the findings.",

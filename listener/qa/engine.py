@@ -93,7 +93,7 @@ class Analysis:
         self.terms = terms
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
-        self._by_kind: dict[SectionKind | None, tuple[Mention, ...]] = {}
+        self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
         self._shared: dict[object, object] = {}
         self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
@@ -149,18 +149,6 @@ class Analysis:
         for sec in self.report.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
         found = self._by_kind[kind] = tuple(out)
-        return found
-
-    def body_mentions(self) -> tuple[Mention, ...]:
-        """Mentions in the sections that describe the patient now (not history/technique)."""
-        cached = self._by_kind.get(None)  # None: the body sections
-        if cached is not None:
-            return cached
-        out: list[Mention] = []
-        for sec in self.report.sections:
-            if sec.kind in (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM):
-                out.extend(self.mentions(sec.start, sec.end))
-        found = self._by_kind[None] = tuple(out)
         return found
 
     def section_at(self, offset: int) -> Section | None:
@@ -266,7 +254,7 @@ def folded(pattern: re.Pattern[str]) -> Folded:
 
 @dataclass(frozen=True, slots=True)
 class RuleInput:
-    """Everything a rule may look at."""
+    """Everything a rule may look at, and the id the running rule is registered under."""
 
     report: Report
     analysis: Analysis
@@ -275,14 +263,15 @@ class RuleInput:
     directory: Directory
     context: QaContext
     settings: RuleSettings
+    rule_id: str
 
     def param(self, name: str, default: Any = None) -> Any:
         return self.settings.params.get(name, default)
 
-    def emit(self, rule_id: str, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
-        """Build a Finding with the policy's severity for this rule."""
+    def emit(self, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
+        """Build a Finding of the running rule (its registered id) with the policy's severity for it."""
         return Finding(
-            rule=rule_id,
+            rule=self.rule_id,
             severity=self.settings.severity,
             message=message,
             evidence=tuple(evidence),
@@ -338,7 +327,8 @@ def rule_spec(value: object) -> RuleSpec | None:
     return spec if isinstance(spec, RuleSpec) else None
 
 
-Plan = tuple[tuple[RuleFunction, RuleSettings], ...]
+#: The rules one QaConfig runs, in rule-id order: (id, function, settings).
+Plan = tuple[tuple[str, RuleFunction, RuleSettings], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +352,7 @@ class QaConfig:
             settings = self.rules[rule_id]
             spec = self.specs.get(rule_id)
             if spec is not None and settings.enabled:
-                plan.append((spec.function, settings))
+                plan.append((rule_id, spec.function, settings))
         object.__setattr__(self, "plan", tuple(plan))
 
 
@@ -380,18 +370,14 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     stop = context.stop
     token = _RUN_LOWERED.set({})
     try:
-        for function, settings in config.plan:
+        for rule_id, function, settings in config.plan:
             if stop is not None and stop():
                 raise QaInterrupted(tuple(findings))
-            findings.extend(function(RuleInput(report, analysis, terms, procedures, directory, context, settings)))
+            data = RuleInput(report, analysis, terms, procedures, directory, context, settings, rule_id)
+            findings.extend(function(data))
     finally:
         _RUN_LOWERED.reset(token)
     return tuple(findings)
-
-
-def has_errors(findings: Iterable[Finding]) -> bool:
-    """True when any finding has severity error."""
-    return any(f.severity is Severity.ERROR for f in findings)
 
 
 __all__ = [
@@ -406,7 +392,6 @@ __all__ = [
     "RuleSettings",
     "RuleSpec",
     "folded",
-    "has_errors",
     "lowered_ascii",
     "rule",
     "rule_spec",

@@ -134,7 +134,6 @@ def order_vs_report(data: RuleInput) -> Iterator[Finding]:
         return
     evidence = [data.analysis.evidence(*_span(lm)) for lm in wrong[:3]]
     yield data.emit(
-        "laterality.order_vs_report",
         f"The order is for the {ordered} side; the report describes only the {_OPPOSITE[ordered]} "
         f"{wrong[0].anatomy.replace('_', ' ')}.",
         evidence,
@@ -165,7 +164,6 @@ def impression_vs_order(data: RuleInput) -> Iterator[Finding]:
     evidence = [data.analysis.evidence(*_span(lm)) for lm in wrong[:2]]
     evidence.append(data.analysis.evidence(*_span(next(lm for lm in body if lm.side == ordered))))
     yield data.emit(
-        "laterality.impression_vs_order",
         f"The impression names the {_OPPOSITE[ordered]} {wrong[0].anatomy.replace('_', ' ')}; "
         f"the order and the findings are for the {ordered} side.",
         evidence,
@@ -277,7 +275,6 @@ def impression_vs_findings(data: RuleInput) -> Iterator[Finding]:
     imp_lat = _lateral(data, _sections(report, (SectionKind.IMPRESSION,)))
     for m, f, fam in conflicts:
         yield data.emit(
-            "laterality.impression_vs_findings",
             f"The impression puts {fam.replace('_', ' ')} on the {m.laterality}; "
             f"the findings put it on the {f.laterality}.",
             [data.analysis.evidence(*_side_span(m, imp_lat)), data.analysis.evidence(*_side_span(f, find_lat))],
@@ -482,7 +479,6 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     if not pairs:
         for here_span, there_span, side, other in _raw_word_swaps(data, imp_secs, find_secs):
             yield data.emit(
-                "laterality.impression_side_vs_findings_anatomy",
                 f"The impression names the {side} side; the findings name only the {other} side for the same part.",
                 [data.analysis.evidence(*here_span), data.analysis.evidence(*there_span)],
                 suggestion="Check the side in the impression against the findings and the images.",
@@ -495,7 +491,6 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         here = lm.anatomy.replace("_", " ")
         there = match.anatomy.replace("_", " ")
         yield data.emit(
-            "laterality.impression_side_vs_findings_anatomy",
             f"The impression names the {lm.side} {here}; the findings describe only the {match.side} {there}.",
             [data.analysis.evidence(*_span(lm)), data.analysis.evidence(*_span(match))],
             suggestion="Check the side in the impression against the findings and the images.",

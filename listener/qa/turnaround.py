@@ -49,7 +49,6 @@ def preliminary_late(data: RuleInput) -> Iterable[Finding]:
     if minutes <= target + float(data.param("grace_minutes") or 0):
         return
     yield data.emit(
-        "turnaround.preliminary_late",
         f"Preliminary turnaround {int(minutes)} min exceeds the {target} min target for {report.priority} priority.",
         (),
         "Review the reading queue for this priority.",

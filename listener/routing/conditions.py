@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from listener.model import ResultStatus, SectionKind, Severity
+from listener.model import PRIORITIES, ResultStatus, SectionKind, Severity
 from listener.procedures import MODALITIES
 from listener.routing.facts import TIME_SOURCES, Facts
 from listener.routing.sampling import draw
@@ -41,7 +41,6 @@ BODY_REGIONS = (
     "lower_extremity", "lower_extremity_joint", "extremity_veins", "axial_skeleton",
     "appendicular_skeleton", "skull_base_to_mid_thigh", "whole_body", "any",
 )  # fmt: skip
-PRIORITIES = ("stat", "asap", "routine")
 READER_TYPES = ("internal", "external", "unknown")
 STATUSES = tuple(s.value for s in ResultStatus)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

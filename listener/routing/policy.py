@@ -31,9 +31,9 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from listener.model import BUCKETS, Finding, Report, Route, Severity
+from listener.model import BUCKETS, PRIORITIES, Finding, Report, Route, Severity
 from listener.qa.engine import QaContext
-from listener.routing.conditions import PRIORITIES, Condition, LoadEnv, parse_conditions
+from listener.routing.conditions import Condition, LoadEnv, parse_conditions
 from listener.routing.facts import Facts, RoutingContext
 from listener.sites import EMPTY_DIRECTORY, Directory, ReaderHistory
 from listener.text import Terms

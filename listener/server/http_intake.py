@@ -49,8 +49,9 @@ from listener.fhir.encode import (
     outcome_for_routes,
 )
 from listener.destinations import DestinationSettings
-from listener.fhir.resolve import JSON, o, objs, s, walk_entries
+from listener.fhir.resolve import JSON, obj_of, objs, str_of, walk_entries
 from listener.logs import keyed_hash
+from listener.model import Disposition
 from listener.outbox import outbox_items
 from listener.pipeline import Outcome, Pipeline, process_fhir, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
@@ -126,15 +127,15 @@ def status_for_error(error: DecodeError) -> int:
 
 
 def _identifier_key(resource: JSON) -> str:
-    parts = sorted(f"{s(i, 'system')}|{s(i, 'value')}" for i in objs(resource, "identifier") if s(i, "value"))
+    parts = sorted(f"{str_of(i, 'system')}|{str_of(i, 'value')}" for i in objs(resource, "identifier") if str_of(i, "value"))
     return ",".join(parts)
 
 
 def _report_key(dr: JSON) -> str | None:
-    rid, vid = s(dr, "id"), s(o(dr, "meta"), "versionId")
+    rid, vid = str_of(dr, "id"), str_of(obj_of(dr, "meta"), "versionId")
     if rid and vid:
         return f"DiagnosticReport/{rid}/_history/{vid}"
-    status = s(dr, "status")
+    status = str_of(dr, "status")
     idents = _identifier_key(dr)
     if idents:
         return f"DiagnosticReport?identifier={idents}&status={status}"
@@ -151,18 +152,18 @@ def message_key(doc: JSON) -> str | None:
     without identifiers, its id and status. A Bundle: its id and version, or
     its identifier, or else the keys of all its DiagnosticReports.
     """
-    kind = s(doc, "resourceType")
+    kind = str_of(doc, "resourceType")
     if kind == "DiagnosticReport":
         return _report_key(doc)
     if kind != "Bundle":
         return None
-    bid, vid = s(doc, "id"), s(o(doc, "meta"), "versionId")
+    bid, vid = str_of(doc, "id"), str_of(obj_of(doc, "meta"), "versionId")
     if bid and vid:
         return f"Bundle/{bid}/_history/{vid}"
-    ident = o(doc, "identifier")
-    if s(ident, "value"):
-        return f"Bundle?identifier={s(ident, 'system')}|{s(ident, 'value')}"
-    keys = [_report_key(r) for _, _, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
+    ident = obj_of(doc, "identifier")
+    if str_of(ident, "value"):
+        return f"Bundle?identifier={str_of(ident, 'system')}|{str_of(ident, 'value')}"
+    keys = [_report_key(r) for _, _, r in walk_entries(doc) if str_of(r, "resourceType") == "DiagnosticReport"]
     if keys and all(keys):
         return "Bundle[" + ";".join(k for k in keys if k) + "]"
     return None
@@ -277,7 +278,7 @@ class HttpIntake:
             mlog.warning("frame_rejected", reason="unreadable", bytes=len(body), status=answer.status)
             self._count(feed, answer, client=client)
             return defer.succeed(answer)
-        kind = s(doc, "resourceType")
+        kind = str_of(doc, "resourceType")
         if kind != expected:
             where = "POST /fhir/DiagnosticReport" if expected == "DiagnosticReport" else "POST /fhir"
             answer = outcome_answer(400, (Issue("error", "not-supported", f"{where} takes a {expected}", "resourceType"),))
@@ -362,7 +363,7 @@ class HttpIntake:
 
         def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
-            outcome = Outcome(None, "rejected", error=error, feed=client.feed or "default",
+            outcome = Outcome(None, Disposition.REJECTED, error=error, feed=client.feed or "default",
                               error_type=failure.type.__name__ if failure.type else "Exception")
             return outcome, (), ()
 
@@ -486,7 +487,7 @@ def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Seq
         else:
             note = Issue("information", "informational", "read to resolve the reports' references; not kept as a resource", where)
             results.append(EntryResult("200 OK", "", operation_outcome((note,))))
-    return bundle_response(s(doc, "type"), results)
+    return bundle_response(str_of(doc, "type"), results)
 
 
 def http_record(
@@ -530,7 +531,7 @@ def http_record(
     else:
         where = _report_expressions(doc, len(outcome.reports))
         routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
-        if s(doc, "type") in ("transaction", "batch") and s(doc, "resourceType") == "Bundle":
+        if str_of(doc, "type") in ("transaction", "batch") and str_of(doc, "resourceType") == "Bundle":
             answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
         else:
             location = f"/fhir/DiagnosticReport/{server_ids[0]}"
@@ -571,9 +572,9 @@ def http_record(
 
 def _report_expressions(doc: JSON, count: int) -> list[str]:
     """FHIRPath of each DiagnosticReport, in the decoder's (body) order."""
-    if s(doc, "resourceType") == "DiagnosticReport":
+    if str_of(doc, "resourceType") == "DiagnosticReport":
         return ["DiagnosticReport"] * count
-    found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if s(r, "resourceType") == "DiagnosticReport"]
+    found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if str_of(r, "resourceType") == "DiagnosticReport"]
     return found if len(found) == count else ["Bundle"] * count
 
 

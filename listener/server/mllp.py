@@ -54,6 +54,7 @@ from listener.hl7v2.ack import AckError, ack_code_for, build_ack, should_send_ac
 from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.logs import get_logger, keyed_hash
+from listener.model import Disposition
 from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, process, unchecked_outcome, version_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.records import mllp_record, outcome_ack_code, report_records
@@ -375,7 +376,7 @@ class Intake:
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
             error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
-            outcome = Outcome(header, "rejected", error=error, feed="default",
+            outcome = Outcome(header, Disposition.REJECTED, error=error, feed="default",
                               error_type=failure.type.__name__ if failure.type else "Exception")
             return outcome, ()
 

@@ -17,6 +17,7 @@ from listener.destinations import DestinationSettings
 from listener.errors import APPLICATION_INTERNAL_ERROR
 from listener.hl7v2.ack import AckError
 from listener.hl7v2.segments import MessageHeader
+from listener.model import Disposition
 from listener.outbox import outbox_items
 from listener.pipeline import Outcome
 from listener.serialize import finding_dict, report_dict, route_dict
@@ -112,7 +113,7 @@ def mllp_record(
         except Exception as exc:  # noqa: BLE001 - never ACK a message whose routing cannot be queued
             errors = (AckError(APPLICATION_INTERNAL_ERROR, text="Routing message could not be built"),)
             code, ack_bytes = ack(header, "AE", errors)
-            outcome = dataclasses.replace(outcome, error_type=type(exc).__name__, disposition="rejected")
+            outcome = dataclasses.replace(outcome, error_type=type(exc).__name__, disposition=Disposition.REJECTED)
     record = MessageRecord(
         control_id=header.control_id,
         sender_application=header.sending_application,

@@ -1,7 +1,7 @@
 """The durable store: messages, their results and the outbound queue.
 
 Callers depend on :class:`Store` and the values of :mod:`listener.store.base`;
-:func:`open_store` picks the backend (the embedded SQLite one for now).
+:func:`open_store` picks the backend (the embedded SQLite one is the only one).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What goes into the store, what comes out, and the `Store` protocol.
 
-Layer: values and an interface, no I/O. Every backend (``sqlite.py`` now, a
-PostgreSQL one later) implements :class:`Store`; callers depend only on this
-module, so a backend can be swapped without touching the pipeline or the server.
+Layer: values and an interface, no I/O. Every backend (``sqlite.py`` is the
+one there is) implements :class:`Store`; callers depend only on this module,
+so a backend can be swapped without touching the pipeline or the server.
 
 The store takes already-serialized JSON strings and wire bytes: it never imports
 the model, HL7 or FHIR code, and never interprets what it keeps.

@@ -570,7 +570,7 @@ class Scanner:
     When every pattern has a known start (no ``default``), the token starts
     worth a look are found by one compiled pattern (``_finder``: a token start
     followed by some key, case-insensitively), so the Python loop visits only
-    those instead of every word; the lookup there is the same as before.
+    those instead of every word; at each of them the lookup is the one above.
 
     Attributes:
         table: lower-case key of one to three characters -> alternation of

@@ -81,7 +81,6 @@ class _Boundary:
     body: int  # where this section's text starts
     kind: SectionKind
     heading: str
-    from_heading: bool
 
 
 def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] = ()) -> tuple[Section, ...]:
@@ -105,12 +104,12 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         start = match.start("heading")
         # Skip the line end after a bare heading line so the body starts on the next line.
         body = match.end()
-        bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading, True)
+        bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading)
     for match in rules.inline_pattern.finditer(text):
         start = match.start("heading")
         if start not in bounds and not _inside_line_heading(bounds, start):
             heading = match.group("heading")
-            bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading, True)
+            bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading)
 
     _end_impressions(text, rules, bounds)
 
@@ -118,10 +117,10 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
     for offset, hint in hints:
         if hint != previous_hint and offset not in bounds:
             if hint and hint != TEXT_HINT:
-                bounds[offset] = _Boundary(offset, offset, SectionKind(hint), "", False)
+                bounds[offset] = _Boundary(offset, offset, SectionKind(hint), "")
             elif previous_hint and previous_hint != TEXT_HINT:
                 # Plain text after a coded group: the coded section ends here.
-                bounds[offset] = _Boundary(offset, offset, SectionKind.OTHER, "", False)
+                bounds[offset] = _Boundary(offset, offset, SectionKind.OTHER, "")
         previous_hint = hint
 
     ordered = sorted(bounds.values(), key=lambda b: b.at)
@@ -153,7 +152,7 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
             words = heading.replace(",", " ").split()
             if rules.kind_of(heading) is not SectionKind.OTHER or words[-1] in rules.impression_words:
                 continue
-            bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading, True)
+            bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading)
             break  # the impression ends here; what follows is no longer in it
 
 

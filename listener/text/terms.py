@@ -484,10 +484,5 @@ def build_terms(files: Iterable[YamlFile], folder: str) -> Terms:
         laterality=b.laterality,
         sources=tuple(str(f.path) for f in files),
         digest=digest.hexdigest(),
-        max_window=max((t.window for _, t in b.triggers if scoped_category(t)), default=0),
+        max_window=max((t.window for _, t in b.triggers if t.category not in _NO_SCOPE), default=0),
     )
-
-
-def scoped_category(trigger: Trigger) -> bool:
-    """True when a trigger of this category sets a flag on findings in scope."""
-    return trigger.category not in _NO_SCOPE

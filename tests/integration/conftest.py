@@ -35,6 +35,21 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """This test process's share of [low, high]: pytest-xdist workers never share a port.
+
+    Each worker (``PYTEST_XDIST_WORKER`` = gw0, gw1, ...) draws from its own
+    slice of the range; a run without workers draws from all of it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index = int(worker[2:])
+    width = (high - low + 1) // count
+    return low + index * width, low + (index + 1) * width - 1
+
+
 def free_port() -> int:
     """A TCP port that is free now on 127.0.0.1, never handed out before in this run.
 
@@ -43,9 +58,9 @@ def free_port() -> int:
     the daemon's outbound worker) before the daemon gets to listen on it.
     """
     low, _ = _ephemeral_range()
-    top = max(low - 1, 11000)
+    first, last = _worker_slice(10000, max(low - 1, 11000))
     for _ in range(1000):
-        port = random.randint(10000, top)
+        port = random.randint(first, last)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:

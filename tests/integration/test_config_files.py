@@ -45,7 +45,7 @@ def _routes(daemon: RunningDaemon, conn: MllpConnection, suffix: str) -> dict[st
 def test_sighup_after_deleting_a_terms_file_keeps_the_old_policy(tmp_path: Path) -> None:
     """Deleting policies/terms/negation.yaml and sending SIGHUP: the reload is refused with
     config_invalid naming the file, and the same reports get the same bucket and findings
-    as before (they used to turn into selective overreads / lose the SDH finding)."""
+    as before (not selective overreads, and the SDH finding kept)."""
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies", policies)
     config = tmp_path / "overread.yaml"
@@ -81,7 +81,7 @@ def test_sighup_after_deleting_a_terms_file_keeps_the_old_policy(tmp_path: Path)
 
 
 def test_empty_config_file_stops_start_naming_it(tmp_path: Path) -> None:
-    """`overread serve --config F` with an empty F exits 2 and names F (it used to run on defaults)."""
+    """`overread serve --config F` with an empty F exits 2 and names F (it never runs on defaults)."""
     config = tmp_path / "overread.yaml"
     config.write_text("# everything commented out\n")
     result = subprocess.run([sys.executable, "-m", "listener", "serve", "--config", str(config),

@@ -103,7 +103,7 @@ def test_slow_report_is_stored_unchecked_and_blocks_no_other_sender(tmp_path: Pa
         for i in range(3):
             started = time.monotonic()
             assert accepted(other.request(sample(f"FAST-{i}")), f"FAST-{i}")
-            # Generous: the point is "not blocked behind the slow report" (it used to be minutes).
+            # Generous: the point is "not blocked behind the slow report" (minutes, if it were).
             assert time.monotonic() - started < 10
         assert daemon.http_port is not None
         status, _, took = http_get(daemon.http_port, "/healthz")

@@ -97,7 +97,7 @@ def test_every_status_carries_its_reason_phrase(site: RunningDaemon) -> None:
 @pytest.mark.parametrize("order", ["wrong_first", "right_first"])
 def test_two_authorization_headers_are_refused(site: RunningDaemon, order: str) -> None:
     """Two Authorization headers (one of them valid) get 400 and an OperationOutcome, and
-    nothing is stored: getHeader() used to take the last one and authenticate it."""
+    nothing is stored: getHeader() alone would take the last one and authenticate it."""
     port = site.http_port
     assert port is not None
     pair = ("Bearer wrong-token-0123456789", f"Bearer {TOKEN}")
@@ -122,7 +122,7 @@ def _nested_extension(depth: int) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", ["extension", "array", "contained"])
 def test_deep_nesting_is_a_400_not_a_500(site: RunningDaemon, kind: str) -> None:
     """Nesting 200 deep (extensions, bare arrays, a contained resource's extensions) is refused
-    400 `structure` with a FHIRPath before validation; it used to end in RecursionError (500)."""
+    400 `structure` with a FHIRPath before validation, never a RecursionError (500)."""
     port = site.http_port
     assert port is not None
     doc = variant(f"deep-{kind}")

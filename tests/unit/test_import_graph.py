@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = "listener"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
-CORE = ("hl7v2", "fhir", "text", "qa", "routing", "pipeline", "model")
+CORE = ("hl7v2", "fhir", "text", "qa", "routing", "outcomes", "pipeline", "model")
 OUTER = ("server", "store")
 
 

@@ -107,7 +107,7 @@ def test_objects_become_type_names(out: io.StringIO) -> None:
         def __repr__(self) -> str:
             return CANARY
 
-    structlog.get_logger().info("message_stored", reason=Report(), path=Path("/x"))
+    structlog.get_logger().info("message_processed", reason=Report(), path=Path("/x"))
     (got,) = lines(out)
     assert got["reason"] == "<Report>" and got["path"] == "/x"
 
@@ -147,7 +147,7 @@ def test_patient_data_canary(out: io.StringIO) -> None:
     """A marker in disallowed keys, the event name and an exception message
     appears in no output line, from structlog, stdlib or Twisted."""
     log = structlog.get_logger().bind(peer="10.0.0.1:4000", conn=1)
-    log.info("message_received", patient=CANARY, text=CANARY, control_id="MSG1")
+    log.info("message_processed", patient=CANARY, text=CANARY, control_id="MSG1")
     log.info(CANARY)
     try:
         raise_with(CANARY)
@@ -284,6 +284,30 @@ def test_vocabulary_shape() -> None:
         assert name == name.lower() and " " not in name
     for forbidden in ("patient", "name", "mrn", "dob", "birth_date", "text", "raw", "message"):
         assert forbidden not in logs.KEYS
+
+
+def test_every_event_is_emitted() -> None:
+    """Every name in the vocabulary appears as a string in the listener code outside the
+    vocabulary itself: a name nothing emits leaves EVENTS (and docs/monitoring.md)."""
+    import ast
+
+    root = Path(logs.__file__).resolve().parent
+    vocabulary = ast.parse((root / "logs.py").read_text(encoding="utf-8"))
+    listed = {
+        id(node)
+        for assign in ast.walk(vocabulary)
+        if isinstance(assign, ast.AnnAssign) and isinstance(assign.target, ast.Name) and assign.target.id == "EVENTS"
+        for node in ast.walk(assign)
+    }
+    strings: set[str] = set()
+    for path in root.rglob("*.py"):
+        tree = vocabulary if path.name == "logs.py" and path.parent == root else ast.parse(path.read_text(encoding="utf-8"))
+        strings.update(
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in listed
+        )
+    assert sorted(logs.EVENTS - strings) == []
 
 
 def test_keyed_hash_stable_and_keyed() -> None:

@@ -85,6 +85,25 @@ def test_plan_follows_rules_on_replace() -> None:
     from listener.qa.engine import RuleSettings
 
     config = load_qa_config(REPO / "policies", procedures=None)
-    assert [s for _, s in config.plan] == [config.rules[r] for r in sorted(config.rules) if config.rules[r].enabled]
+    assert [s for _, _, s in config.plan] == [config.rules[r] for r in sorted(config.rules) if config.rules[r].enabled]
     off = {r: RuleSettings(False, s.severity, s.params) for r, s in config.rules.items()}
     assert dataclasses.replace(config, rules=MappingProxyType(off)).plan == ()
+
+
+def test_docs_table_lists_every_registered_rule() -> None:
+    """docs/qa-rules.md has one table row per rule or per group of rules of one category
+    (`category.name` / `other_name`); the ids it names are exactly the registered ones, which
+    are the ids findings carry (``RuleInput.emit`` takes the running rule's registered id)."""
+    import re
+
+    from tests.conftest import REPO
+
+    documented: set[str] = set()
+    for line in (REPO / "docs" / "qa-rules.md").read_text(encoding="utf-8").splitlines():
+        first_cell = line.split("|")[1] if line.startswith("| `") else ""
+        names = re.findall(r"`([a-z_.]+)`", first_cell)
+        if not names or "." not in names[0]:
+            continue
+        category = names[0].partition(".")[0]
+        documented.update(name if "." in name else f"{category}.{name}" for name in names)
+    assert documented == set(registry())
