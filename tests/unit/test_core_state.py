@@ -46,3 +46,18 @@ def test_no_module_level_empty_containers_in_the_core() -> None:
             if _is_empty_container(value):
                 found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
     assert found == []
+
+
+def test_no_memoizing_decorators_in_the_core() -> None:
+    """``functools.lru_cache``/``cache`` keep a module-level table: the core does without."""
+    found = []
+    for path in _core_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for decorator in node.decorator_list:
+                    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                    name = target.id if isinstance(target, ast.Name) else target.attr if isinstance(target, ast.Attribute) else ""
+                    if name in ("lru_cache", "cache"):
+                        found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name}")
+    assert found == []
