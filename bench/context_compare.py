@@ -39,7 +39,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from listener.text.context import find_mentions  # noqa: E402
-from listener.text.terms import Terms, load_terms  # noqa: E402
+from listener.assemble import load_terms  # noqa: E402
+from listener.text.terms import Terms  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "reports"
 

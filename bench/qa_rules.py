@@ -31,7 +31,8 @@ from bench.pipeline import forget_text_memos  # noqa: E402
 from bench.qa_equivalence import NOW, hl7_files  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.model import Report  # noqa: E402
-from listener.qa.engine import Analysis, QaContext, _plan, _rule_input, registry, run_rules  # noqa: E402
+from listener.qa.engine import Analysis, QaContext, RuleInput, run_rules  # noqa: E402
+from listener.qa.registry import registry  # noqa: E402
 from tests.qa.evaluate import context_for, load_docs, report_for  # noqa: E402
 from tests.unit.qa.factory import pipeline  # noqa: E402
 
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 forget_text_memos()
             analysis = Analysis(report, qa.terms)
             total = 0.0
-            for rule_id, function, settings in _plan(qa):
-                data = _rule_input(report, analysis, qa.terms, qa.procedures, qa.directory, ctx, settings, rule_id)
+            for rule_id, function, settings in qa.plan:
+                data = RuleInput(report, analysis, qa.terms, qa.procedures, qa.directory, ctx, settings, rule_id)
                 t0 = clock()
                 for _finding in function(data):
                     pass

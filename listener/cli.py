@@ -257,9 +257,8 @@ def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
     pipeline = build_pipeline(config)
     if policy_file is None:
         return pipeline
-    from listener.routing import load_decider
+    from listener.assemble import load_decider, load_terms
     from listener.sites import load_directory
-    from listener.text import load_terms
 
     qa = pipeline.qa
     directory = qa.directory if qa is not None else load_directory(config.policies_dir)
@@ -313,7 +312,8 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_explain(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Print, for each report in the files, why each routing rule did or did not match."""
-    from listener.routing import RoutingContext, explain_lines, load_routing_policy
+    from listener.assemble import load_routing_policy
+    from listener.routing import RoutingContext, explain_lines
 
     pipeline = build_pipeline(config)
     qa = pipeline.qa

@@ -1,8 +1,9 @@
 """YAML loading that remembers line numbers, so every config error names file:line.
 
-Pure apart from reading the file it is given. Used by ``config.py`` (daemon
-config), ``hl7v2/mapping.py`` (mappings), the QA policy loader and the routing
-policy loader.
+The one module that reads YAML files (:func:`load_yaml`, :func:`read_yaml_file`,
+:func:`read_yaml_dir`); the loaders of ``config.py`` (daemon config),
+``hl7v2/mapping.py`` (mappings) and ``assemble.py`` (QA policy, vocabularies,
+routing policy) call them and hand the parsed documents to the pure builders.
 
 Usage::
 
@@ -13,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,40 @@ def load_yaml(path: str | Path) -> YamlMap:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file ({type(exc).__name__})", path=name) from None
     return parse_yaml(text, name)
+
+
+@dataclass(frozen=True, slots=True)
+class YamlFile:
+    """One YAML file as read: its path, its bytes (for version hashes) and its parsed document."""
+
+    path: Path
+    raw: bytes
+    doc: YamlMap
+
+
+def read_yaml_file(path: str | Path) -> YamlFile:
+    """Read and parse a YAML file, keeping its bytes; an unreadable file is a ConfigError."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=name) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({type(exc).__name__})", path=name) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read file ({type(exc).__name__})", path=name) from None
+    return YamlFile(Path(path), raw, parse_yaml(text, name))
+
+
+def read_yaml_dir(directory: str | Path) -> tuple[YamlFile, ...]:
+    """Every ``*.yaml`` file of ``directory`` (not below it), in name order.
+
+    Raises:
+        ConfigError: the directory is missing, or a file is unreadable or invalid.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ConfigError("directory not found", path=str(folder))
+    return tuple(read_yaml_file(path) for path in sorted(folder.glob("*.yaml")))

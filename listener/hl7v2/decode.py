@@ -23,14 +23,13 @@ import binascii
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Mapping as MappingT
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import hl7
 
-from listener.hl7v2.mapping import FieldPath, Mapping, MappingSet
+from listener.hl7v2.mapping import FieldPath, Mapping, MappingSet, inline_split_pattern
 from listener.errors import (
     DecodeError,
     InvalidValue,
@@ -157,24 +156,13 @@ def _check_header(header: MessageHeader, mapping: Mapping) -> None:
 
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
-#: (field separator, segment names) -> the pattern that splits those segments
-#: out of a line ("...| OBX|..."); a handful of feeds, so it stays small.
-_INLINE_SPLIT: dict[tuple[str, tuple[str, ...]], re.Pattern[str]] = {}
-
-
-def _split_inline(text: str, field_sep: str, names: tuple[str, ...]) -> str:
+def _split_inline(text: str, field_sep: str, names: tuple[str, ...], compiled: re.Pattern[str] | None) -> str:
     """Put a CR before each of ``names`` that follows "<field sep><space>" inside a line."""
     # The pattern can only match where "<sep> <name><sep>" occurs: most
     # messages have none, and a substring test is far cheaper than the scan.
     if not any(f"{field_sep} {name}{field_sep}" in text for name in names):
         return text
-    pattern = _INLINE_SPLIT.get((field_sep, names))
-    if pattern is None:
-        sep = re.escape(field_sep)
-        alternation = "|".join(re.escape(n) for n in names)
-        pattern = re.compile(rf"(?<={sep}) (?=(?:{alternation}){sep})")
-        if len(_INLINE_SPLIT) < 64:
-            _INLINE_SPLIT[(field_sep, names)] = pattern
+    pattern = compiled if compiled is not None and field_sep == "|" else inline_split_pattern(field_sep, names)
     return pattern.sub("\r", text)
 
 
@@ -186,7 +174,7 @@ def _split_lines(text: str) -> list[str]:
 def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
     field_sep = header.separators.field
     if mapping.split_inline_segments:
-        text = _split_inline(text, field_sep, mapping.split_inline_segments)
+        text = _split_inline(text, field_sep, mapping.split_inline_segments, mapping.inline_split)
     segments: list[str] = []
     is_segment_id = _SEGMENT_ID.fullmatch
     for line in _split_lines(text):
@@ -298,7 +286,7 @@ def _reports(
     received_at: datetime,
     procedures: ProcedureTable | None,
 ) -> tuple[Report, ...]:
-    read = _read_fields(mapping)
+    read = mapping.read_fields
     seps = header.separators
     msh = _Seg(segments[0], header)
     top: dict[str, list[_Seg]] = {}
@@ -326,22 +314,6 @@ def _reports(
         _report(n, group, msh, top, header, mapping, charset, received_at, procedures, seps)
         for n, group in enumerate(groups, start=1)
     )
-
-
-#: id(mapping) -> (mapping, mapping.read_fields): the property rebuilds its
-#: dict of frozensets on every call; a mapping set lives until a reload.
-_READ_FIELDS: dict[int, tuple[Mapping, MappingT[str, frozenset[int]]]] = {}
-
-
-def _read_fields(mapping: Mapping) -> MappingT[str, frozenset[int]]:
-    cached = _READ_FIELDS.get(id(mapping))
-    if cached is not None and cached[0] is mapping:
-        return cached[1]
-    read = mapping.read_fields
-    if len(_READ_FIELDS) >= 64:
-        _READ_FIELDS.clear()
-    _READ_FIELDS[id(mapping)] = (mapping, read)
-    return read
 
 
 class _GroupFields:

@@ -140,15 +140,30 @@ class Mapping:
     obx_skip_types: frozenset[str]
     headings: MappingT[str, SectionKind]  # upper-case heading -> kind
     heading_rules: HeadingRules = field(compare=False)
+    #: Per needed segment, the field numbers the mapping reads (derived from ``fields``).
+    read_fields: MappingT[str, frozenset[int]] = field(init=False, compare=False, repr=False)
+    #: :func:`inline_split_pattern` for the field separator ``|`` (the one
+    #: nearly every feed uses) and ``split_inline_segments``; None when there
+    #: are none. A message with another separator compiles its own.
+    inline_split: re.Pattern[str] | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def read_fields(self) -> MappingT[str, frozenset[int]]:
-        """Per needed segment, the field numbers the mapping reads."""
+    def __post_init__(self) -> None:
         read: dict[str, set[int]] = {"MSH": set(range(1, 13)), "OBR": {2, 3, 4}, "ORC": {2, 3}}
         for paths in self.fields.values():
             for path in paths:
                 read.setdefault(path.segment, set()).add(path.field)
-        return {name: frozenset(fields) for name, fields in read.items()}
+        object.__setattr__(
+            self, "read_fields", MappingProxyType({name: frozenset(nums) for name, nums in read.items()})
+        )
+        split = inline_split_pattern("|", self.split_inline_segments) if self.split_inline_segments else None
+        object.__setattr__(self, "inline_split", split)
+
+
+def inline_split_pattern(field_sep: str, names: tuple[str, ...]) -> re.Pattern[str]:
+    """The pattern matching the space in "<field sep> <name><field sep>" for any of ``names``."""
+    sep = re.escape(field_sep)
+    alternation = "|".join(re.escape(n) for n in names)
+    return re.compile(rf"(?<={sep}) (?=(?:{alternation}){sep})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ hedged and historical mentions.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -238,7 +237,6 @@ def _related_param(data: RuleInput) -> Mapping[str, Any]:
     return value if value else DEFAULT_RELATED
 
 
-@functools.lru_cache(maxsize=256)
 def _sign_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
@@ -87,9 +87,13 @@ _HEADING_WORDS: Mapping[str, str] = {
 }
 
 
-@lru_cache(maxsize=16)
-def _heading_line_re(words: str) -> re.Pattern[str]:
-    return re.compile(rf"^[ \t,]*(?:[A-Z][A-Z /&,-]*)?\b(?:{words})\b[A-Z /&-]*[ \t,]*:", re.MULTILINE)
+#: A heading line of each section kind in ``_HEADING_WORDS`` ("IMPRESSION:").
+_HEADING_LINE_RES: Mapping[str, re.Pattern[str]] = MappingProxyType(
+    {
+        kind: re.compile(rf"^[ \t,]*(?:[A-Z][A-Z /&,-]*)?\b(?:{words})\b[A-Z /&-]*[ \t,]*:", re.MULTILINE)
+        for kind, words in _HEADING_WORDS.items()
+    }
+)
 
 
 def _body_sections(report: Report) -> tuple[Section, ...]:
@@ -150,7 +154,7 @@ def missing_impression(data: RuleInput) -> Iterator[Finding]:
     report = data.report
     if not _has_text(report) or _impression_sections(report):
         return
-    if _heading_line_re(_HEADING_WORDS["impression"]).search(report.text):
+    if _HEADING_LINE_RES["impression"].search(report.text):
         return
     structured = any(s.kind in (SectionKind.FINDINGS, SectionKind.COMPARISON) for s in report.sections)
     if not structured and data.param("allow_unstructured", True):
@@ -197,8 +201,8 @@ def _section_present(report: Report, kind: str) -> bool:
         "FINDING" in s.heading.upper() and s.text.strip() for s in report.sections
     ):
         return True
-    words = _HEADING_WORDS.get(kind)
-    return bool(words and _heading_line_re(words).search(report.text))
+    heading = _HEADING_LINE_RES.get(kind)
+    return bool(heading is not None and heading.search(report.text))
 
 
 @rule(
@@ -296,13 +300,12 @@ class BiradsCategory:
     end: int
 
 
-@lru_cache(maxsize=8)
 def birads_categories(text: str) -> tuple[BiradsCategory, ...]:
     """Every BI-RADS category (0-6) stated in ``text``, in text order.
 
     Recognises "BI-RADS 4A", "BIRADS Classification 2 - Benign", "ACR
     category 1", "BI-RADS category: two" and "Assessment: Category 3 -
-    Probably benign". Remembered for the last few texts (two rules ask).
+    Probably benign". The rules ask through :func:`_report_birads` (once per report).
     """
     low = lowered_ascii(text)
     if low is not None and not any(word in low for word in _BIRADS_WORDS):
@@ -314,6 +317,16 @@ def birads_categories(text: str) -> tuple[BiradsCategory, ...]:
             value = int(raw) if raw is not None else _NUMBER_WORDS[m.group("word").lower()]
             seen.setdefault(m.start(), BiradsCategory(value, m.start(), m.end()))
     return tuple(seen[k] for k in sorted(seen))
+
+
+#: Key of the report's BI-RADS categories in ``Analysis.shared`` (two rules ask).
+_BIRADS_KEY = "completeness.birads_categories"
+
+
+def _report_birads(data: RuleInput) -> tuple[BiradsCategory, ...]:
+    """:func:`birads_categories` of the report's text, computed once per report."""
+    found: tuple[BiradsCategory, ...] = data.analysis.shared(_BIRADS_KEY, lambda: birads_categories(data.report.text))
+    return found
 
 
 def is_mammography(data: RuleInput) -> bool:
@@ -415,7 +428,7 @@ def birads_missing(data: RuleInput) -> Iterator[Finding]:
             return
         exam = _BREAST_EXAM_NAME[kind]
         suggestion = "State the BI-RADS category in the impression (the ACR BI-RADS atlas requires a final assessment)."
-    if birads_categories(report.text):
+    if _report_birads(data):
         return
     yield data.emit(
         f"{exam} report without a BI-RADS final assessment category (0-6).",
@@ -459,7 +472,7 @@ def birads_recommendation(data: RuleInput) -> Iterator[Finding]:
     stated (mammography, breast ultrasound or MRI).
     """
     text = data.report.text
-    cats = birads_categories(text)
+    cats = _report_birads(data)
     if not cats:
         return
     values = {c.value for c in cats}
@@ -521,7 +534,6 @@ def _decoration(text: str, start: int, end: int) -> bool:
     return bool(_BANNER_RE.match(line))
 
 
-@lru_cache(maxsize=8)
 def _placeholder_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{_valid(p)})" for p in patterns) or "(?!)")
 

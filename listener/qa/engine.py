@@ -2,8 +2,10 @@
 
 Pure: no I/O, no clock (``QaContext.now`` is passed in), no logging. Findings
 are data. Each rule lives in ``listener/qa/<category>.py`` as a function named
-for the ``name`` half of its rule id, registered with :func:`rule`; this module
-imports those modules so registration happens at import time.
+for the ``name`` half of its rule id, marked with :func:`rule`;
+:mod:`listener.qa.registry` collects the marked functions of those modules into
+the registry once, at its import. :class:`QaConfig` computes its plan (the
+enabled rules in id order) when it is built.
 
 A rule receives a :class:`RuleInput` (the report, its analysed text, the
 compiled vocabularies, the CPT table, sites/readers, priors, the clock and its
@@ -16,7 +18,8 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
@@ -163,30 +166,31 @@ class Analysis:
 
 # ---------------------------------------------------------------- case folding
 
-#: Lower-cased copies of recent report texts (ASCII texts only), by text.
-_LOWERED: dict[str, str] = {}
-_LOWERED_SIZE = 16
+#: The lower-cased texts of the QA run in progress, by text: :func:`run_rules`
+#: sets a fresh dict for its run (the rules of one report all search the same
+#: text) and drops it when the run ends; outside a run nothing is kept.
+_RUN_LOWERED: ContextVar[dict[str, str] | None] = ContextVar("qa_run_lowered", default=None)
+_RUN_LOWERED_SIZE = 16
 _SHORT = 256  # below this, lower() costs less than the lookup is worth
 
 
 def lowered_ascii(text: str) -> str | None:
     """``text.lower()`` when ``text`` is ASCII (same length, same offsets), else None.
 
-    Kept for the last few long texts: the rules of one report all search
-    the same text.
+    Inside :func:`run_rules`, a long text is lowered once per run.
     """
     if not text.isascii():
         return None
     if len(text) < _SHORT:
         return text.lower()
-    low = _LOWERED.get(text)
+    memo = _RUN_LOWERED.get()
+    if memo is None:
+        return text.lower()
+    low = memo.get(text)
     if low is None:
-        if len(_LOWERED) >= _LOWERED_SIZE:
-            try:
-                del _LOWERED[next(iter(_LOWERED))]
-            except (StopIteration, KeyError, RuntimeError):
-                pass
-        low = _LOWERED[text] = text.lower()
+        if len(memo) >= _RUN_LOWERED_SIZE:
+            del memo[next(iter(memo))]
+        low = memo[text] = text.lower()
     return low
 
 
@@ -289,53 +293,42 @@ class RuleSpec:
     default_params: Mapping[str, Any]
 
 
-_REGISTRY: dict[str, RuleSpec] = {}
-_LOADED: list[bool] = []  # set once the rule modules are imported
+#: The attribute :func:`rule` sets on a rule function: its RuleSpec.
+_SPEC_ATTRIBUTE = "qa_rule_spec"
 
 
 def rule(
     category: str, *, severity: Severity = Severity.WARNING, params: Mapping[str, Any] | None = None
 ) -> Callable[[RuleFunction], RuleFunction]:
-    """Register a rule function as ``category.<function name>``.
+    """Mark a rule function as ``category.<function name>``.
 
     ``params`` are the rule's default settings (overridable in policies/qa.yaml);
     the function's docstring first line is its description in README and
-    ``overread rules``.
+    ``overread rules``. The function keeps its RuleSpec (:func:`rule_spec`);
+    :mod:`listener.qa.registry` collects them.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown finding category {category!r}")
 
     def register(func: RuleFunction) -> RuleFunction:
-        rule_id = f"{category}.{func.__name__}"
-        if rule_id in _REGISTRY:
-            raise ValueError(f"rule {rule_id} registered twice")
         doc = (func.__doc__ or "").strip().splitlines()
-        _REGISTRY[rule_id] = RuleSpec(
-            rule_id, func, severity, doc[0] if doc else "", MappingProxyType(dict(params or {}))
+        spec = RuleSpec(
+            f"{category}.{func.__name__}", func, severity, doc[0] if doc else "", MappingProxyType(dict(params or {}))
         )
+        setattr(func, _SPEC_ATTRIBUTE, spec)
         return func
 
     return register
 
 
-def registry() -> Mapping[str, RuleSpec]:
-    """Every registered rule by id (importing the rule modules first)."""
-    _load_rule_modules()
-    return MappingProxyType(_REGISTRY)
+def rule_spec(value: object) -> RuleSpec | None:
+    """The RuleSpec :func:`rule` put on ``value``, or None for anything else."""
+    spec = getattr(value, _SPEC_ATTRIBUTE, None)
+    return spec if isinstance(spec, RuleSpec) else None
 
 
-def _load_rule_modules() -> None:
-    if _LOADED:
-        return
-    import importlib
-    import pkgutil
-
-    import listener.qa as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in ("engine", "policy"):
-            importlib.import_module(f"listener.qa.{info.name}")
-    _LOADED.append(True)
+#: The rules one QaConfig runs, in rule-id order: (id, function, settings).
+Plan = tuple[tuple[str, RuleFunction, RuleSettings], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +340,20 @@ class QaConfig:
     procedures: ProcedureTable | None
     directory: Directory
     version: str
+    #: Every registered rule by id (:func:`listener.qa.registry.registry`).
+    specs: Mapping[str, RuleSpec] = field(repr=False, compare=False)
+    #: The enabled, registered rules in rule-id order with their settings,
+    #: derived from ``rules`` and ``specs`` when the config is built.
+    plan: Plan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plan = []
+        for rule_id in sorted(self.rules):
+            settings = self.rules[rule_id]
+            spec = self.specs.get(rule_id)
+            if spec is not None and settings.enabled:
+                plan.append((rule_id, spec.function, settings))
+        object.__setattr__(self, "plan", tuple(plan))
 
 
 def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Finding, ...]:
@@ -361,75 +368,16 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop
-    for rule_id, function, settings in _plan(config):
-        if stop is not None and stop():
-            raise QaInterrupted(tuple(findings))
-        data = _rule_input(report, analysis, terms, procedures, directory, context, settings, rule_id)
-        findings.extend(function(data))
+    token = _RUN_LOWERED.set({})
+    try:
+        for rule_id, function, settings in config.plan:
+            if stop is not None and stop():
+                raise QaInterrupted(tuple(findings))
+            data = RuleInput(report, analysis, terms, procedures, directory, context, settings, rule_id)
+            findings.extend(function(data))
+    finally:
+        _RUN_LOWERED.reset(token)
     return tuple(findings)
-
-
-#: id(config.rules) -> (config.rules, registry size, the enabled rules in id
-#: order: id, function, settings). The plan is the same for every report of one
-#: configuration, so it is built once per configuration, not per report.
-_PLANS: dict[int, tuple[Mapping[str, RuleSettings], int, tuple[tuple[str, RuleFunction, RuleSettings], ...]]] = {}
-
-
-def _plan(config: QaConfig) -> tuple[tuple[str, RuleFunction, RuleSettings], ...]:
-    """The enabled, registered rules of ``config`` in rule-id order: id, function, settings."""
-    specs = _REGISTRY if _LOADED else registry()
-    rules = config.rules
-    cached = _PLANS.get(id(rules))
-    if cached is not None and cached[0] is rules and cached[1] == len(specs):
-        return cached[2]
-    plan = []
-    for rule_id in sorted(rules):
-        settings = rules[rule_id]
-        spec = specs.get(rule_id)
-        if spec is None or not settings.enabled:
-            continue
-        plan.append((rule_id, spec.function, settings))
-    out = tuple(plan)
-    if isinstance(rules, MappingProxyType):
-        # Only a read-only view is remembered (policy.load_qa_config builds
-        # one over a dict nobody else holds); a plain dict could change under
-        # the same id. A reload makes a new mapping: the old plan is dropped
-        # once a handful accumulate.
-        if len(_PLANS) >= 8:
-            _PLANS.clear()
-        _PLANS[id(rules)] = (rules, len(specs), out)
-    return out
-
-
-# RuleInput is a frozen slots dataclass; its generated __init__ assigns each
-# field through object.__setattr__ (a name lookup per field). Setting the slots
-# through their descriptors builds the identical object in under half the time,
-# which matters at one RuleInput per rule per report.
-_RULE_INPUT_SLOTS = tuple(getattr(RuleInput, f.name).__set__ for f in fields(RuleInput))
-
-
-def _rule_input(
-    report: Report,
-    analysis: Analysis,
-    terms: Terms,
-    procedures: ProcedureTable | None,
-    directory: Directory,
-    context: QaContext,
-    settings: RuleSettings,
-    rule_id: str,
-) -> RuleInput:
-    """``RuleInput(report, analysis, ...)``, built without the frozen-init overhead."""
-    data: RuleInput = object.__new__(RuleInput)
-    s_report, s_analysis, s_terms, s_procedures, s_directory, s_context, s_settings, s_rule_id = _RULE_INPUT_SLOTS
-    s_report(data, report)
-    s_analysis(data, analysis)
-    s_terms(data, terms)
-    s_procedures(data, procedures)
-    s_directory(data, directory)
-    s_context(data, context)
-    s_settings(data, settings)
-    s_rule_id(data, rule_id)
-    return data
 
 
 __all__ = [
@@ -439,12 +387,13 @@ __all__ = [
     "QaConfig",
     "QaContext",
     "QaInterrupted",
+    "Plan",
     "RuleInput",
     "RuleSettings",
     "RuleSpec",
     "folded",
     "lowered_ascii",
-    "registry",
     "rule",
+    "rule_spec",
     "run_rules",
 ]

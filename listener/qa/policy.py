@@ -1,4 +1,7 @@
-"""Load policies/qa.yaml (rules on/off, severities, parameters) into a QaConfig.
+"""Build a QaConfig from policies/qa.yaml (rules on/off, severities, parameters).
+
+Pure: :func:`build_qa_config` takes the parsed file (``listener.assemble.load_qa_config``
+reads it) and the compiled vocabularies.
 
 Every rule registered in listener/qa/ runs with its defaults unless qa.yaml
 says otherwise. qa.yaml may only name registered rules and only set parameters
@@ -9,16 +12,16 @@ start-up (and on SIGHUP) with file:line, never silently ignored.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from listener.model import Severity
 from listener.procedures import ProcedureTable
-from listener.qa.engine import QaConfig, RuleSettings, registry
+from listener.qa.engine import QaConfig, RuleSettings
+from listener.qa.registry import registry
 from listener.sites import Directory, EMPTY_DIRECTORY
-from listener.text import DEFAULT_TERMS_DIR, load_terms
-from listener.yamlconf import YamlList, YamlMap, load_yaml
+from listener.text import Terms
+from listener.yamlconf import YamlFile, YamlList, YamlMap
 
 _SEVERITIES = tuple(s.value for s in Severity)
 
@@ -43,25 +46,23 @@ def _same_type(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def load_qa_config(
-    policies_dir: str | Path,
+def build_qa_config(
+    policy: YamlFile | None,
     *,
+    terms: Terms,
     procedures: ProcedureTable | None,
     directory: Directory = EMPTY_DIRECTORY,
-    terms_dir: str | Path | None = None,
 ) -> QaConfig:
-    """Load qa.yaml (optional) and the vocabularies; ConfigError names file:line."""
-    root = Path(policies_dir)
+    """The QaConfig of qa.yaml (None: every rule with its defaults); ConfigError names file:line."""
     specs = registry()
     settings: dict[str, RuleSettings] = {
         rule_id: RuleSettings(True, spec.default_severity, spec.default_params) for rule_id, spec in specs.items()
     }
     digest = hashlib.sha256()
     label = "defaults"
-    path = root / "qa.yaml"
-    if path.is_file():
-        digest.update(path.read_bytes())
-        doc = load_yaml(path)
+    if policy is not None:
+        digest.update(policy.raw)
+        doc = policy.doc
         doc.reject_unknown({"version", "rules"})
         label = doc.get_str("version", "1")
         rules = doc.get_map("rules")
@@ -87,7 +88,6 @@ def load_qa_config(
                 severity=Severity(node.get_choice("severity", _SEVERITIES, spec.default_severity.value)),
                 params=MappingProxyType(params),
             )
-    terms = load_terms(terms_dir or (root / "terms" if (root / "terms").is_dir() else DEFAULT_TERMS_DIR))
     digest.update(terms.digest.encode())
     return QaConfig(
         rules=MappingProxyType(settings),
@@ -95,4 +95,5 @@ def load_qa_config(
         procedures=procedures,
         directory=directory,
         version=f"{label}+{digest.hexdigest()[:10]}",
+        specs=specs,
     )

@@ -1,12 +1,13 @@
 """Routing layer: which reports get a final read, an overread, a return to the author, or release.
 
-Pure: no I/O (apart from loading a policy file), no clock, no logging.
+Pure: no I/O, no clock, no logging.
 
-- :func:`load_routing_policy` reads and validates policies/routing.yaml.
+- :func:`build_policy` validates a parsed policies/routing.yaml
+  (``listener.assemble.load_routing_policy`` reads it).
 - :func:`decide_route` ``(report, findings, context, policy) -> Route``.
 - :func:`explain_lines` says why each rule did or did not match.
-- :func:`routing_decider` adapts a policy to ``Pipeline.decide_route``;
-  :func:`load_decider` loads routing.yaml (or a ``--policy`` file) straight into one.
+- :func:`routing_decider` adapts a policy to ``Pipeline.decide_route``
+  (``listener.assemble.load_decider`` loads routing.yaml straight into one).
 - :func:`listener.routing.sampling.draw` is the deterministic peer-review draw.
 """
 
@@ -17,10 +18,9 @@ from listener.routing.policy import (
     RoutingPolicy,
     Rule,
     RuleResult,
+    build_policy,
     decide_route,
     evaluate,
-    load_decider,
-    load_routing_policy,
     routing_decider,
 )
 from listener.routing.sampling import draw
@@ -32,12 +32,11 @@ __all__ = [
     "RoutingPolicy",
     "Rule",
     "RuleResult",
+    "build_policy",
     "decide_route",
     "draw",
     "evaluate",
     "explain",
     "explain_lines",
-    "load_decider",
-    "load_routing_policy",
     "routing_decider",
 ]

@@ -1,7 +1,7 @@
 """The routing policy: policies/routing.yaml -> RoutingPolicy, and decide_route.
 
-Pure apart from :func:`load_routing_policy` reading the file it is given: no
-clock (``RoutingContext.now`` is passed in), no global state, no logging.
+Pure: :func:`build_policy` takes the parsed file (``listener.assemble.load_routing_policy``
+reads it); no clock (``RoutingContext.now`` is passed in), no global state, no logging.
 
 A policy is a list of named rules. Each rule names a bucket and states, under
 ``when:``, conditions that must all hold (see ``listener.routing.conditions``).
@@ -28,7 +28,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,7 +37,7 @@ from listener.routing.conditions import Condition, LoadEnv, parse_conditions
 from listener.routing.facts import Facts, RoutingContext
 from listener.sites import EMPTY_DIRECTORY, Directory, ReaderHistory
 from listener.text import Terms
-from listener.yamlconf import YamlMap, load_yaml
+from listener.yamlconf import YamlMap
 
 __all__ = [
     "RoutingPolicy",
@@ -46,8 +45,7 @@ __all__ = [
     "RuleResult",
     "decide_route",
     "evaluate",
-    "load_decider",
-    "load_routing_policy",
+    "build_policy",
     "routing_decider",
 ]
 
@@ -112,39 +110,6 @@ class RuleResult:
 
 # --------------------------------------------------------------------------
 # loading
-
-
-def load_routing_policy(
-    path: str | Path,
-    *,
-    directory: Directory = EMPTY_DIRECTORY,
-    terms: Terms | None = None,
-) -> RoutingPolicy:
-    """Load and validate a routing policy file.
-
-    Args:
-        path: the routing.yaml to read (``overread check --policy F`` passes F).
-        directory: sites and readers, to resolve and validate site, client and
-            reader names.
-        terms: the compiled vocabularies for ``critical_finding`` and
-            ``hedge_density``; None loads policies/terms beside the file, else the
-            shipped ones.
-
-    Returns:
-        The policy; its ``version`` is the file's ``version`` label plus a hash
-        of the file, the directory and the vocabularies.
-
-    Raises:
-        ConfigError: naming the file, line and key of the first problem.
-    """
-    doc = load_yaml(path)
-    raw = Path(path).read_bytes()
-    if terms is None:
-        from listener.text import DEFAULT_TERMS_DIR, load_terms
-
-        beside = Path(path).resolve().parent / "terms"
-        terms = load_terms(beside if beside.is_dir() else DEFAULT_TERMS_DIR)
-    return build_policy(doc, raw, directory=directory, terms=terms)
 
 
 def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms | None) -> RoutingPolicy:
@@ -380,34 +345,3 @@ def routing_decider(
         return decide_route(report, findings, RoutingContext(now=context.now, reader_history=history), policy)
 
     return decide
-
-
-def load_decider(
-    policies_dir: str | Path,
-    *,
-    directory: Directory = EMPTY_DIRECTORY,
-    terms: Terms | None = None,
-    policy_file: str | Path | None = None,
-    reader_history: Mapping[str, ReaderHistory] | None = None,
-) -> Callable[[Report, tuple[Finding, ...], QaContext], Route] | None:
-    """Load the routing policy for ``Pipeline.decide_route``.
-
-    Args:
-        policies_dir: where routing.yaml lives by default.
-        directory, terms: as for :func:`load_routing_policy`.
-        policy_file: a policy file to use instead (``overread check --policy F``);
-            it must exist.
-        reader_history: fresher peer-review figures than readers.yaml, if any.
-
-    Returns:
-        The decider, or None when there is no policy_file and policies_dir has
-        no routing.yaml (reports are then not routed).
-
-    Raises:
-        ConfigError: the file is missing (policy_file) or invalid.
-    """
-    path = Path(policy_file) if policy_file is not None else Path(policies_dir) / "routing.yaml"
-    if policy_file is None and not path.is_file():
-        return None
-    policy = load_routing_policy(path, directory=directory, terms=terms)
-    return routing_decider(policy, reader_history)

@@ -1,14 +1,14 @@
 """Report text analysis shared by the QA rules.
 
-Pure: no I/O (except :func:`load_terms` reading policies/terms), no clock, no
-logging. Offsets are always into the full report text.
+Pure: no I/O, no clock, no logging. Offsets are always into the full report text.
 
 - :mod:`~listener.text.sentences`: ``split_sentences(text, start, end)``.
 - :mod:`~listener.text.context`: ``find_mentions(text, start, end, terms)``
   with ConText status (negated, uncertain, historical, hypothetical,
   experiencer) and laterality; ``hedge_density``; ``has_definite_statement``.
 - :mod:`~listener.text.laterality`: ``lateral_mentions(text, start, end, terms)``.
-- :mod:`~listener.text.terms`: ``load_terms(directory)`` -> compiled ``Terms``.
+- :mod:`~listener.text.terms`: ``build_terms(files, folder)`` -> compiled ``Terms``
+  (``listener.assemble.load_terms`` reads the files).
 """
 
 from listener.text.context import (
@@ -22,10 +22,9 @@ from listener.text.context import (
 )
 from listener.text.laterality import LateralMention, lateral_mentions, sides_in
 from listener.text.sentences import Span, split_sentences
-from listener.text.terms import DEFAULT_TERMS_DIR, Concept, Terms, Trigger, load_terms
+from listener.text.terms import Concept, Terms, Trigger, build_terms
 
 __all__ = [
-    "DEFAULT_TERMS_DIR",
     "Concept",
     "Cue",
     "LateralMention",
@@ -39,7 +38,7 @@ __all__ = [
     "hedge_count",
     "hedge_density",
     "lateral_mentions",
-    "load_terms",
+    "build_terms",
     "sides_in",
     "split_sentences",
 ]

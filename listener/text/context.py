@@ -238,7 +238,7 @@ def find_mentions(
     Args:
         text: the full report text; offsets are into it.
         start, end: the region to scan (a section body; ``end=None``: to the end).
-        terms: compiled vocabularies (:func:`listener.text.terms.load_terms`).
+        terms: compiled vocabularies (:func:`listener.text.terms.build_terms`).
         sentences: the region's sentences when the caller already has them.
         with_laterality: attach a side to each mention (skip to save time).
 

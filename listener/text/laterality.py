@@ -68,7 +68,7 @@ def lateral_mentions(
     Args:
         text: the full report text; offsets are into it.
         start, end: the region to scan (``end=None``: to the end).
-        terms: compiled vocabularies (:func:`listener.text.terms.load_terms`).
+        terms: compiled vocabularies (:func:`listener.text.terms.build_terms`).
         sentences: the region's sentences when the caller already has them.
 
     Returns:

@@ -1,7 +1,7 @@
 """Term vocabularies (policies/terms/*.yaml) compiled into a few big regexes.
 
-Pure apart from reading the YAML files of the directory it is given. Everything
-the hot path needs is compiled here, once: one alternation for every finding
+Pure: :func:`build_terms` takes the parsed files (``listener.assemble.load_terms``
+reads them). Everything the hot path needs is compiled here, once: one alternation for every finding
 concept, one for every ConText trigger (negation, hedges, history, indication,
 experiencer, pseudo-triggers, terminators, definite phrases), and three for
 laterality. Scanning a report is then a handful of ``finditer`` calls, with no
@@ -38,33 +38,26 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from re import _constants as _sre_c  # type: ignore[attr-defined]
-from re import _parser as _sre_p  # type: ignore[attr-defined]
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from listener.errors import ConfigError
-from listener.resources import defaults_root
-from listener.yamlconf import YamlList, YamlMap, load_yaml
+from listener.text.scanner import END as _END
+from listener.text.scanner import FLAGS as _FLAGS
+from listener.text.scanner import START as _START
+from listener.text.scanner import Scanner, alternation, build_scanner, pattern_widths, word_bounded
+from listener.yamlconf import YamlFile, YamlList, YamlMap
 
 __all__ = [
-    "DEFAULT_TERMS_DIR",
     "DIRECTIONS",
     "MODIFIER_CATEGORIES",
     "Concept",
     "LateralityTerms",
-    "Scanner",
     "Terms",
     "Trigger",
-    "build_scanner",
+    "build_terms",
     "compile_pattern_list",
-    "load_terms",
 ]
-
-#: The vocabularies shipped with the listener (``policies/terms``, packaged or in the checkout).
-DEFAULT_TERMS_DIR = defaults_root() / "policies" / "terms"
 
 MODIFIER_CATEGORIES = (
     "negated",
@@ -79,13 +72,6 @@ MODIFIER_CATEGORIES = (
 DIRECTIONS = ("forward", "backward", "bidirectional")
 SEXES = ("female", "male")
 SIDES = ("left", "right", "bilateral")
-
-# A whole-word boundary that also works for patterns starting or ending with
-# punctuation (";", ": none", "?"): either side of the match is a non-word
-# character or the text edge.
-_START = r"(?:(?<!\w)|(?!\w))"
-_END = r"(?:(?!\w)|(?<!\w))"
-_FLAGS = re.IGNORECASE
 
 # Triggers of these categories never decide a mention's status themselves.
 _NO_SCOPE = frozenset({"pseudo", "terminate", "definite"})
@@ -173,7 +159,7 @@ class LateralityTerms:
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """Every vocabulary, compiled. Build it with :func:`load_terms`.
+    """Every vocabulary, compiled. Build it with :func:`build_terms`.
 
     Attributes:
         concepts: concept name -> Concept.
@@ -270,324 +256,9 @@ def compile_pattern_list(items: YamlList) -> tuple[str, ...]:
     return tuple(_checked(s, items, i) for i, s in enumerate(items.strings()))
 
 
-def _alternation(groups: Iterable[tuple[str, Iterable[str]]]) -> str:
-    """``(?P<g1>a|b)|(?P<g2>c)...`` for (group name, patterns) pairs."""
-    return "|".join(f"(?P<{name}>{'|'.join(pats)})" for name, pats in groups)
-
-
-def _word_bounded(body: str) -> re.Pattern[str]:
-    return re.compile(f"{_START}(?:{body}){_END}", _FLAGS)
-
-
 def _where(doc: YamlMap | YamlList, key: str | int) -> str:
     line = doc.line_of(key)  # type: ignore[arg-type]
     return f"{doc.path}:{line}" if line is not None else doc.path
-
-
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-#: Characters of text looked at to pick the candidate patterns at a token.
-_KEY = 3
-#: More possible prefixes than this and a pattern is keyed on its first character only.
-_MAX_PREFIXES = 256
-
-_REPEATS = (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, _sre_c.POSSESSIVE_REPEAT)
-
-
-#: Characters that ``str.lower`` turns into a string starting with a given ASCII
-#: character, besides that character and its upper case (tests/unit/text checks
-#: this against every code point).
-_LOWER_TO_ASCII = {"i": "\u0130", "k": "\u212a"}
-
-
-def _cased_class(ch: str) -> str:
-    """A character class matching every character whose lower case starts with ASCII ``ch``."""
-    chars = {ch, ch.upper(), *_LOWER_TO_ASCII.get(ch, "")}
-    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
-
-
-def _key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
-    """A pattern that skips, in C, the tokens where no key applies.
-
-    Matched at a token start, it consumes whitespace and every token (``\\w+``
-    or one other character, as ``_TOKEN`` splits them) that does not start
-    with a key, compared as ``str.lower`` would, then takes the next token as
-    group 1 (absent at the end of the text). The tokens it stops at are a
-    superset of those where ``text[p:p+3].lower()`` or its first two or one
-    characters are a key; :meth:`Scanner.scan` looks the key up again there.
-    None when a key holds anything but ASCII or starts with a space: those
-    scanners keep the token loop.
-    """
-    keys = sorted(set(keys))
-    if not keys or not all(k.isascii() and k and not k[0].isspace() for k in keys):
-        return None
-    trie: dict[str, set[str]] = {}
-    for k in keys:
-        trie.setdefault(k[0], set()).add(k[1:])
-    branches: list[str] = []
-    for ch, rests in sorted(trie.items()):
-        if "" in rests:
-            branches.append(_cased_class(ch))  # the character alone is a key: nothing longer matters
-        else:
-            alts = "|".join("".join(_cased_class(c) for c in rest) for rest in sorted(rests))
-            branches.append(f"{_cased_class(ch)}(?:{alts})")
-    key = "|".join(branches)
-    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
-
-
-@dataclass(frozen=True, slots=True)
-class Scanner:
-    """An alternation of many patterns, dispatched on the first characters.
-
-    Python's ``re`` tries every alternative at every position; with a few
-    hundred triggers that costs milliseconds per report. A Scanner works out,
-    from each pattern's parse tree, the literal text it must start with (up
-    to three characters, lower-cased: ``effusions?`` -> ``eff``,
-    ``(broncho)?pneumonia`` -> ``bro``/``pne``, ``no`` -> ``no``), and keeps
-    one compiled alternation per such key holding only the patterns that can
-    start there. At each token start it looks up the text's next three
-    characters, then two, then one, and tries that small alternation, or
-    nothing. Semantics are those of ``finditer`` over the whole alternation
-    at token starts: leftmost match, first alternative wins, no overlaps.
-
-    When every pattern has a known start (no ``default``), the token starts
-    worth a look are found by one compiled pattern (``_finder``: a token start
-    followed by some key, case-insensitively), so the Python loop visits only
-    those instead of every word; at each of them the lookup is the one above.
-
-    Attributes:
-        table: lower-case key of one to three characters -> alternation of
-            the patterns (in priority order) that can start with it, plus
-            those whose start is unknown. A longer key is tried first.
-        default: alternation of the patterns whose start is unknown, for
-            every other position (None if there are none).
-    """
-
-    table: Mapping[str, re.Pattern[str]]
-    default: re.Pattern[str] | None
-    _finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        finder = _key_finder(self.table) if self.default is None else None
-        object.__setattr__(self, "_finder", finder)
-
-    def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
-        """Non-overlapping matches in ``text[start:end]``, in order."""
-        finder = self._finder
-        if finder is None:
-            return self.scan_tokens(text, start, end)
-        hi = len(text) if end is None else end
-        # The finder tokenizes up to two characters past ``hi`` so that its key
-        # test sees the same three characters as the lookup below.
-        stop = hi + _KEY - 1
-        get = self.table.get
-        out: list[re.Match[str]] = []
-        floor = start
-        # Every match but the last (empty, at ``stop``) ends with a token in group 1.
-        for cand in finder.finditer(text, start, stop):
-            p = cand.start(1)
-            if p < 0 or p >= hi:
-                break
-            if p < floor:
-                continue
-            key = text[p : p + _KEY].lower()
-            rx = get(key) or get(key[:2]) or get(key[:1])
-            if rx is None:
-                continue
-            m = rx.match(text, p, hi)
-            if m is not None:
-                out.append(m)
-                floor = m.end()
-        return out
-
-
-    def scan_tokens(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
-        """:meth:`scan` by visiting every token start (the reference; used when there is a ``default``)."""
-        hi = len(text) if end is None else end
-        get = self.table.get
-        default = self.default
-        out: list[re.Match[str]] = []
-        floor = start
-        for tok in _TOKEN.finditer(text, start, hi):
-            p = tok.start()
-            if p < floor:
-                continue
-            key = text[p : p + _KEY].lower()
-            rx = get(key) or get(key[:2]) or get(key[:1], default)
-            if rx is None:
-                continue
-            m = rx.match(text, p, hi)
-            if m is not None:
-                out.append(m)
-                floor = m.end()
-        return out
-
-
-_State = tuple[str, bool]  # (literal prefix so far, whether it may still grow)
-
-
-def _grow(items: Any, states: set[_State]) -> set[_State] | None:
-    """Extend each open prefix through a sequence of parsed regex items."""
-    for op, av in items:
-        nxt: set[_State] = set()
-        for s, is_open in states:
-            if not is_open or len(s) >= _KEY:
-                nxt.add((s, False))
-                continue
-            got = _step(op, av, s)
-            if got is None:
-                return None
-            nxt |= got
-        if len(nxt) > _MAX_PREFIXES:
-            return None
-        states = nxt
-    return states
-
-
-def _step(op: Any, av: Any, s: str) -> set[_State] | None:
-    """The prefixes after one parsed item, from the open prefix ``s``."""
-    if op is _sre_c.LITERAL:
-        return {(s + chr(av).lower(), True)}
-    if op is _sre_c.IN:
-        chars: set[str] = set()
-        for kind, val in av:
-            if kind is _sre_c.LITERAL:
-                chars.add(chr(val).lower())
-            elif kind is _sre_c.RANGE and val[1] - val[0] < 16:
-                chars.update(chr(x).lower() for x in range(val[0], val[1] + 1))
-            else:
-                return {(s, False)}  # a wide class: the literal prefix stops here
-        return {(s + c, True) for c in chars}
-    if op is _sre_c.SUBPATTERN:
-        return _grow(av[3], {(s, True)})
-    if op is _sre_c.BRANCH:
-        acc: set[_State] = set()
-        for alt in av[1]:
-            got = _grow(alt, {(s, True)})
-            if got is None:
-                return None
-            acc |= got
-        return acc
-    if op in _REPEATS:
-        lo, hi, sub = av
-        once = _grow(sub, {(s, True)})
-        if once is None:
-            return None
-        # After one repetition the next item is unknown unless hi == 1:
-        # close the prefix there (shorter is always safe).
-        acc = once if hi == 1 else {(x, False) for x, _ in once}
-        if lo == 0:
-            acc = acc | {(s, True)}
-        return acc
-    if op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
-        return {(s, True)}  # zero-width
-    return {(s, False)}
-
-
-def _prefixes(pattern: str) -> frozenset[str] | None:
-    """The literal starts (1-3 chars, lower case) a match of ``pattern`` must have; None if unknown."""
-    try:
-        states = _grow(_sre_p.parse(pattern, _FLAGS), {("", True)})
-    except Exception:  # noqa: BLE001 - a private parser: any surprise means "unknown"
-        return None
-    if states is None:
-        first = _first_chars(pattern)
-        return first  # too many combinations: key on the first character
-    out = frozenset(s for s, _ in states)
-    return None if "" in out else out
-
-
-def _first(items: Any) -> tuple[set[str] | None, bool]:
-    """(possible first characters or None if unknown, whether it can match empty)."""
-    acc: set[str] = set()
-    for op, av in items:
-        if op is _sre_c.LITERAL:
-            acc.add(chr(av).lower())
-            return acc, False
-        if op is _sre_c.IN:
-            for kind, val in av:
-                if kind is _sre_c.LITERAL:
-                    acc.add(chr(val).lower())
-                elif kind is _sre_c.RANGE and val[1] - val[0] < 64:
-                    acc.update(chr(x).lower() for x in range(val[0], val[1] + 1))
-                else:
-                    return None, False
-            return acc, False
-        if op is _sre_c.SUBPATTERN:
-            sub, nullable = _first(av[3])
-        elif op is _sre_c.BRANCH:
-            sub, nullable = set(), False
-            for alt in av[1]:
-                chars, n = _first(alt)
-                if chars is None:
-                    return None, False
-                sub |= chars
-                nullable = nullable or n
-        elif op in _REPEATS:
-            sub, nullable = _first(av[2])
-            nullable = nullable or av[0] == 0
-        elif op in (_sre_c.AT, _sre_c.ASSERT, _sre_c.ASSERT_NOT):
-            continue
-        else:
-            return None, False
-        if sub is None:
-            return None, False
-        acc |= sub
-        if not nullable:
-            return acc, False
-    return acc, True
-
-
-def _widths(pattern: str) -> tuple[int, int]:
-    """(shortest, longest) match length of a pattern, capped at 10_000."""
-    try:
-        lo, hi = _sre_p.parse(pattern, _FLAGS).getwidth()
-    except Exception:  # noqa: BLE001 - a private parser
-        return 0, 0
-    return min(int(lo), 10_000), min(int(hi), 10_000)
-
-
-def _first_chars(pattern: str) -> frozenset[str] | None:
-    try:
-        chars, nullable = _first(_sre_p.parse(pattern, _FLAGS))
-    except Exception:  # noqa: BLE001 - a private parser: any surprise means "unknown"
-        return None
-    return None if chars is None or nullable else frozenset(chars)
-
-
-def build_scanner(groups: list[tuple[str, tuple[str, ...]]]) -> Scanner:
-    """Compile (group name, patterns) pairs, in priority order, into a Scanner."""
-    entries = [(name, pat, _prefixes(pat)) for name, pats in groups for pat in pats]
-    keys: set[str] = set()
-    for _, _, pre in entries:
-        if pre is not None:
-            keys |= pre
-    compiled: dict[tuple[int, ...], re.Pattern[str]] = {}
-
-    def alternation_for(key: str | None) -> re.Pattern[str] | None:
-        chosen = tuple(
-            i
-            for i, (_, _, pre) in enumerate(entries)
-            if pre is None or (key is not None and any(key.startswith(q) for q in pre))
-        )
-        if not chosen:
-            return None
-        if chosen not in compiled:
-            parts: list[tuple[str, list[str]]] = []
-            for i in chosen:
-                name, pat, _ = entries[i]
-                if parts and parts[-1][0] == name:
-                    parts[-1][1].append(pat)
-                else:
-                    parts.append((name, [pat]))
-            compiled[chosen] = _word_bounded(_alternation(parts))
-        return compiled[chosen]
-
-    table = {}
-    for key in sorted(keys):
-        rx = alternation_for(key)
-        if rx is not None:
-            table[key] = rx
-    return Scanner(MappingProxyType(table), alternation_for(None))
 
 
 # --------------------------------------------------------------------------
@@ -625,9 +296,9 @@ def _load_concepts(doc: YamlMap, b: _Builder) -> None:
             report = compile_pattern_list(ctx.get_list("report", required=True))
             if not report:
                 raise ctx.error("report", f"{name}.in_context: report must not be empty")
-            context_report = _word_bounded("|".join(report))
+            context_report = word_bounded("|".join(report))
             not_sentence = compile_pattern_list(ctx.get_list("not_sentence"))
-            context_not_sentence = _word_bounded("|".join(not_sentence)) if not_sentence else None
+            context_not_sentence = word_bounded("|".join(not_sentence)) if not_sentence else None
         b.concepts[name] = Concept(
             name=name,
             critical=entry.get_bool("critical", False),
@@ -715,34 +386,35 @@ def _load_laterality(doc: YamlMap, b: _Builder) -> None:
     # anatomy-like phrase of any class; hyphens and spaces only, so the search
     # never crosses a comma or a clause.
     after = re.compile(
-        rf"[\s-]*(?:[\w'/.]+[\s-]+){{0,{window}}}?{_START}(?:{_alternation(heads)}){_END}", _FLAGS
+        rf"[\s-]*(?:[\w'/.]+[\s-]+){{0,{window}}}?{_START}(?:{alternation(heads)}){_END}", _FLAGS
     )
     before = re.compile(
-        rf"{_START}(?:{_alternation(anatomy_alts)}){_END}[\s,:()-]*"
+        rf"{_START}(?:{alternation(anatomy_alts)}){_END}[\s,:()-]*"
         r"(?:(?:on|of|in|at|to|the|is|are|side|joint|region)[\s,:-]+){0,3}$",
         _FLAGS,
     )
     device_after = re.compile(rf"[\s-]+(?:[\w'/]+[\s-]+){{0,2}}?(?:{'|'.join(device) or '(?!)'}){_END}", _FLAGS)
     b.laterality = LateralityTerms(
-        side_re=_word_bounded(_alternation(side_groups)),
+        side_re=word_bounded(alternation(side_groups)),
         after_re=after,
         before_re=before,
         device_after_re=device_after,
         anatomy_groups=MappingProxyType(anatomy_groups),
         window=window,
         side_scanner=build_scanner(side_groups),
-        anatomy_re=re.compile(f"(?:{_alternation(anatomy_alts)})", _FLAGS),
+        anatomy_re=re.compile(f"(?:{alternation(anatomy_alts)})", _FLAGS),
     )
 
 
 _LOADERS = {"concepts": _load_concepts, "modifiers": _load_modifiers, "laterality": _load_laterality}
 
 
-def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
-    """Read every ``*.yaml`` of ``directory`` and compile the vocabularies.
+def build_terms(files: Iterable[YamlFile], folder: str) -> Terms:
+    """Compile the vocabularies of the term files of one folder.
 
     Args:
-        directory: a folder of term files (``policies/terms``).
+        files: the folder's ``*.yaml`` files, read and parsed, in name order.
+        folder: the folder they come from (named in errors about the set).
 
     Returns:
         The frozen, compiled :class:`Terms`.
@@ -751,23 +423,20 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         ConfigError: naming ``file:line`` for any invalid file, pattern,
             duplicate concept, unknown key, or a missing laterality file.
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise ConfigError("terms directory not found", path=str(folder))
-    files = sorted(folder.glob("*.yaml"))
+    files = tuple(files)
     b = _Builder({}, {}, [], None)
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        doc = load_yaml(path)
+    for file in files:
+        digest.update(file.path.name.encode() + b"\0" + file.raw + b"\0")
+        doc = file.doc
         kind = doc.get_choice("kind", ("concepts", "modifiers", "laterality", "attribution"))
         if kind == "attribution":
             continue
         _LOADERS[kind](doc, b)
     if not b.concepts:
-        raise ConfigError("no concepts defined (need a file with kind: concepts)", path=str(folder))
+        raise ConfigError("no concepts defined (need a file with kind: concepts)", path=folder)
     if b.laterality is None:
-        raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=str(folder))
+        raise ConfigError("no laterality vocabulary (need a file with kind: laterality)", path=folder)
     for concept in b.concepts.values():
         for what, other in (("broader", concept.broader), ("in_context", concept.context_concept)):
             if other and other not in b.concepts:
@@ -784,7 +453,7 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
     synonyms = [(c, p) for c in b.concepts.values() for p in b.concept_patterns[c.name]]
     ranked = sorted(
         range(len(synonyms)),
-        key=lambda i: (not synonyms[i][0].critical, -_widths(synonyms[i][1])[0], i),
+        key=lambda i: (not synonyms[i][0].critical, -pattern_widths(synonyms[i][1])[0], i),
     )
     concept_groups = {f"c{n}": synonyms[i][0] for n, i in enumerate(ranked)}
     concept_scanner = build_scanner([(f"c{n}", (synonyms[i][1],)) for n, i in enumerate(ranked)])
@@ -794,7 +463,7 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
     # and "negative for" beats "negative".
     definite = [p for p, t in b.triggers if t.category == "definite"]
     b.triggers = [(p, t) for p, t in b.triggers if t.category != "definite"]
-    widths = [_widths(p) for p, _ in b.triggers]
+    widths = [pattern_widths(p) for p, _ in b.triggers]
     order = sorted(
         range(len(b.triggers)),
         key=lambda i: (b.triggers[i][1].category != "pseudo", -widths[i][0], -widths[i][1], i),
@@ -811,9 +480,9 @@ def load_terms(directory: str | Path = DEFAULT_TERMS_DIR) -> Terms:
         modifier_scanner=modifier_scanner,
         modifier_groups=MappingProxyType(modifier_groups),
         modifier_patterns=MappingProxyType(modifier_patterns),
-        definite_re=_word_bounded("|".join(definite) or "(?!)"),
+        definite_re=word_bounded("|".join(definite) or "(?!)"),
         laterality=b.laterality,
-        sources=tuple(str(p) for p in files),
+        sources=tuple(str(f.path) for f in files),
         digest=digest.hexdigest(),
         max_window=max((t.window for _, t in b.triggers if t.category not in _NO_SCOPE), default=0),
     )

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from listener.model import Finding, Patient, Report, Severity, Times
 from listener.procedures import ProcedureTable
-from listener.qa.engine import QaConfig, QaContext, registry, run_rules
+from listener.qa.engine import QaConfig, QaContext, run_rules
+from listener.qa.registry import registry
 from tests.qa.inject import SEED, Case, Doc, build_cases, load_corpus
 from tests.unit.qa.factory import make_report, pipeline
 

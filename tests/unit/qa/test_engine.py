@@ -8,9 +8,10 @@ import pytest
 
 from listener.errors import ConfigError
 from listener.model import Severity
-from listener.qa.engine import QaContext, registry, run_rules
-from listener.qa.policy import load_qa_config
-from tests.conftest import RECEIVED
+from listener.qa.engine import QaContext, run_rules
+from listener.qa.registry import registry
+from listener.assemble import load_qa_config
+from tests.conftest import RECEIVED, REPO
 
 
 def test_every_registered_rule_id_is_category_dot_name() -> None:
@@ -63,6 +64,30 @@ def test_shipped_qa_yaml_lists_every_rule() -> None:
     assert listed == set(registry())
     config = load_qa_config(REPO / "policies", procedures=None)
     assert config.version.startswith("qa-")
+
+
+def test_registry_lists_every_rule_module() -> None:
+    """Every module of listener/qa but the engine, policy and registry holds rules and is listed."""
+    import pkgutil
+
+    import listener.qa as package
+    from listener.qa.registry import RULE_MODULES
+
+    modules = {info.name for info in pkgutil.iter_modules(package.__path__)} - {"engine", "policy", "registry"}
+    assert {m.__name__.rpartition(".")[2] for m in RULE_MODULES} == modules
+
+
+def test_plan_follows_rules_on_replace() -> None:
+    """The plan is derived from the rules: a replaced rules mapping gives a new plan."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from listener.qa.engine import RuleSettings
+
+    config = load_qa_config(REPO / "policies", procedures=None)
+    assert [s for _, _, s in config.plan] == [config.rules[r] for r in sorted(config.rules) if config.rules[r].enabled]
+    off = {r: RuleSettings(False, s.severity, s.params) for r, s in config.rules.items()}
+    assert dataclasses.replace(config, rules=MappingProxyType(off)).plan == ()
 
 
 def test_docs_table_lists_every_registered_rule() -> None:

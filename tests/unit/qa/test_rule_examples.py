@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from listener.model import ResultStatus, Times
-from listener.qa.engine import Prior, QaConfig, QaContext, registry
+from listener.qa.engine import Prior, QaConfig, QaContext
+from listener.qa.registry import registry
 from tests.unit.qa import test_compliance as compliance
 from tests.unit.qa import test_turnaround as turnaround
 from tests.unit.qa.factory import RECEIVED, findings_for, make_report, pipeline

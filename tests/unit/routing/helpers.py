@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from listener.model import Finding, Reader, Report, ResultStatus, Route, Severity, Times
-from listener.routing import RoutingContext, RoutingPolicy, decide_route, load_routing_policy
+from listener.assemble import load_routing_policy
+from listener.routing import RoutingContext, RoutingPolicy, decide_route
 from listener.sites import Directory, load_directory
 from tests.unit.qa.factory import make_report, pipeline
 

@@ -132,7 +132,7 @@ def test_version_hash_follows_content(tmp_path: Path) -> None:
 
 def test_missing_policy_file(tmp_path: Path) -> None:
     """``--policy F`` with a file that does not exist is a ConfigError naming it."""
-    from listener.routing import load_decider
+    from listener.assemble import load_decider
 
     with pytest.raises(ConfigError, match="file not found"):
         load_decider(tmp_path, policy_file=tmp_path / "nope.yaml")

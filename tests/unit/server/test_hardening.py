@@ -16,7 +16,7 @@ from twisted.internet.testing import StringTransport
 from listener.errors import ConfigError
 from listener.hl7v2.mllp import MllpFramer, frame
 from listener.pipeline import QA_TIMEOUT, Interrupt, Pipeline, process, unchecked_outcome
-from listener.routing.policy import load_routing_policy
+from listener.assemble import load_routing_policy
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.mllp import Answer, Intake, MllpFactory
 from tests.integration.conftest import with_control_id as with_id

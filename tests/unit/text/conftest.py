@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from listener.text.terms import Terms, load_terms
+from listener.assemble import load_terms
+from listener.text.terms import Terms
 
 
 @pytest.fixture(name="terms", scope="session")

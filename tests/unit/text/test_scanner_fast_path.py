@@ -9,7 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.text.terms import Scanner, Terms, _cased_class, _key_finder, build_scanner
+from listener.text.scanner import Scanner, build_scanner
+from listener.text.scanner import cased_class as _cased_class
+from listener.text.scanner import key_finder as _key_finder
+from listener.text.terms import Terms
 
 #: Words that start keys of the shipped vocabularies, words that start none,
 #: and characters whose lower case is unusual (dotted I, Kelvin sign, long s,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from listener.errors import ConfigError
-from listener.text.terms import DEFAULT_TERMS_DIR, Terms, build_scanner, load_terms
+from listener.assemble import DEFAULT_TERMS_DIR, load_terms
+from listener.text.scanner import build_scanner
+from listener.text.terms import Terms
 
 LATERALITY = """\
 kind: laterality

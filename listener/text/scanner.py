@@ -1,0 +1,675 @@
+"""The Scanner: many word-bounded patterns, tried only where they can start.
+
+:func:`build_scanner` compiles (group name, patterns) pairs into a
+:class:`Scanner`. It works out, for each pattern, the literal text a match must
+start with, from a small parse of the pattern of our own (:func:`parse_pattern`;
+public ``re`` API only), and the shortest and longest match
+(:func:`pattern_widths`, which orders the vocabularies in
+:mod:`listener.text.terms`).
+
+The parse knows the regular-expression syntax of the vocabularies
+(docs/qa-rules.md; policies/terms/*.yaml): literals and escapes, character
+classes, groups of every kind, lookarounds, alternation and quantifiers. A
+construct it does not know makes the pattern's start unknown: the pattern is
+then tried at every word, which is slower but finds the same matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = [
+    "FLAGS",
+    "Node",
+    "Scanner",
+    "alternation",
+    "build_scanner",
+    "first_chars",
+    "parse_pattern",
+    "pattern_widths",
+    "prefixes",
+    "word_bounded",
+]
+
+# A whole-word boundary that also works for patterns starting or ending with
+# punctuation (";", ": none", "?"): either side of the match is a non-word
+# character or the text edge.
+START = r"(?:(?<!\w)|(?!\w))"
+END = r"(?:(?!\w)|(?<!\w))"
+FLAGS = re.IGNORECASE
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Characters of text looked at to pick the candidate patterns at a token.
+_KEY = 3
+#: More possible prefixes than this and a pattern is keyed on its first character only.
+_MAX_PREFIXES = 256
+#: Widths are capped here (a longer match is "long").
+_MAX_WIDTH = 10_000
+
+
+def alternation(groups: Iterable[tuple[str, Iterable[str]]]) -> str:
+    """``(?P<g1>a|b)|(?P<g2>c)...`` for (group name, patterns) pairs."""
+    return "|".join(f"(?P<{name}>{'|'.join(pats)})" for name, pats in groups)
+
+
+def word_bounded(body: str) -> re.Pattern[str]:
+    """``body`` compiled case-insensitively, matching whole words only."""
+    return re.compile(f"{START}(?:{body}){END}", FLAGS)
+
+
+# --------------------------------------------------------------------------
+# the pattern parse
+#
+# A parsed pattern is a tuple of nodes.
+
+
+@dataclass(frozen=True, slots=True)
+class Lit:
+    """One character."""
+
+    ch: str
+
+
+@dataclass(frozen=True, slots=True)
+class CharSet:
+    r"""A character class (or ``\d``, ``\w``, ``\s``...).
+
+    ``chars``: its single characters; ``ranges``: (first, last) code points;
+    ``wide``: it holds a category (``\d``, ``\w``, ``\s``...).
+    """
+
+    chars: tuple[str, ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
+    wide: bool = False
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AnyChar:
+    """``.``: one character of any kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Zero:
+    r"""``^ $ \b \B \A \Z``, a lookaround or a comment: matches no character."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group of any kind (``atomic``: ``(?>...)``)."""
+
+    nodes: tuple[Node, ...]
+    atomic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """Alternatives."""
+
+    alternatives: tuple[tuple[Node, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A quantifier (``hi`` None: unbounded)."""
+
+    lo: int
+    hi: int | None
+    nodes: tuple[Node, ...]
+
+
+Node = Lit | CharSet | AnyChar | Zero | Group | Branch | Repeat
+
+
+class _Unknown(Exception):
+    """The pattern uses a construct the parse does not know."""
+
+_CATEGORIES = frozenset("dDsSwW")
+_ZERO_ESCAPES = frozenset("bBAZ")
+_CONTROL = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_QUANTIFIER = re.compile(r"\{(\d*)(,?)(\d*)\}")
+_INLINE_FLAGS = re.compile(r"\(\?([aiLmsux]*)(?:-([imsx]*))?([:)])")
+
+
+class _Parser:
+    def __init__(self, pattern: str) -> None:
+        self.p = pattern
+        self.i = 0
+
+    def peek(self) -> str:
+        return self.p[self.i] if self.i < len(self.p) else ""
+
+    def parse(self) -> tuple[Node, ...]:
+        m = _INLINE_FLAGS.match(self.p)
+        if m is not None and m.group(3) == ")":  # global flags at the start: (?i)
+            if "x" in m.group(1):
+                raise _Unknown("verbose patterns")
+            self.i = m.end()
+        nodes = self.alternatives()
+        if self.i != len(self.p):
+            raise _Unknown("unbalanced parenthesis")
+        return nodes
+
+    def alternatives(self) -> tuple[Node, ...]:
+        branches = [self.sequence()]
+        while self.peek() == "|":
+            self.i += 1
+            branches.append(self.sequence())
+        if len(branches) == 1:
+            return branches[0]
+        return (Branch(tuple(branches)),)
+
+    def sequence(self) -> tuple[Node, ...]:
+        out: list[Node] = []
+        while self.i < len(self.p) and self.peek() not in "|)":
+            atom = self.atom()
+            out.append(self.quantified(atom))
+        return tuple(out)
+
+    def quantified(self, atom: Node) -> Node:
+        c = self.peek()
+        lo: int
+        hi: int | None
+        if c == "?":
+            lo, hi = 0, 1
+            self.i += 1
+        elif c == "*":
+            lo, hi = 0, None
+            self.i += 1
+        elif c == "+":
+            lo, hi = 1, None
+            self.i += 1
+        elif c == "{":
+            m = _QUANTIFIER.match(self.p, self.i)
+            if m is None or not any(m.groups()):
+                return atom  # "{" starts no quantifier: a literal, read next
+            lo = int(m.group(1) or 0)
+            hi = (int(m.group(3)) if m.group(3) else None) if m.group(2) else lo
+            self.i = m.end()
+        else:
+            return atom
+        if self.peek() in ("?", "+"):  # lazy or possessive: the same widths and starts
+            self.i += 1
+        return Repeat(lo, hi, (atom,))
+
+    def atom(self) -> Node:
+        c = self.p[self.i]
+        self.i += 1
+        if c == "(":
+            return self.group()
+        if c == "[":
+            return self.char_class()
+        if c == ".":
+            return AnyChar()
+        if c in "^$":
+            return Zero()
+        if c == "\\":
+            return self.escape()
+        if c in "*+?":
+            raise _Unknown("nothing to repeat")
+        return Lit(c)
+
+    def close(self) -> None:
+        if self.peek() != ")":
+            raise _Unknown("missing )")
+        self.i += 1
+
+    def group(self) -> Node:
+        p, i = self.p, self.i
+        if not p.startswith("?", i):
+            nodes = self.alternatives()
+            self.close()
+            return Group(nodes)
+        for opener in ("?:", "?=", "?!", "?<=", "?<!", "?>"):
+            if p.startswith(opener, i):
+                self.i = i + len(opener)
+                nodes = self.alternatives()
+                self.close()
+                if opener == "?:":
+                    return Group(nodes)
+                if opener == "?>":
+                    return Group(nodes, atomic=True)
+                return Zero()
+        if p.startswith("?P<", i):
+            end = p.find(">", i)
+            if end < 0:
+                raise _Unknown("unterminated group name")
+            self.i = end + 1
+            nodes = self.alternatives()
+            self.close()
+            return Group(nodes)
+        if p.startswith("?#", i):
+            end = p.find(")", i)
+            if end < 0:
+                raise _Unknown("unterminated comment")
+            self.i = end + 1
+            return Zero()
+        m = _INLINE_FLAGS.match(p, i - 1)
+        if m is not None and m.group(3) == ":" and "x" not in m.group(1) + (m.group(2) or ""):
+            self.i = m.end()
+            nodes = self.alternatives()
+            self.close()
+            return Group(nodes)
+        raise _Unknown("a group kind the parse does not know")
+
+    def escape(self) -> Node:
+        if self.i >= len(self.p):
+            raise _Unknown("a trailing backslash")
+        c = self.p[self.i]
+        self.i += 1
+        if c in _CATEGORIES:
+            return CharSet(wide=True)
+        if c in _ZERO_ESCAPES:
+            return Zero()
+        if c.isdigit():
+            raise _Unknown("a back reference or octal escape")
+        return Lit(self.escaped_char(c))
+
+    def escaped_char(self, c: str) -> str:
+        """The character an escape stands for (``c`` follows the backslash)."""
+        if c in _CONTROL:
+            return _CONTROL[c]
+        if c in "xuU":
+            size = {"x": 2, "u": 4, "U": 8}[c]
+            digits = self.p[self.i : self.i + size]
+            if len(digits) != size or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                raise _Unknown("a bad hexadecimal escape")
+            self.i += size
+            return chr(int(digits, 16))
+        if c.isascii() and c.isalnum():
+            raise _Unknown("an escape the parse does not know")
+        return c
+
+    def char_class(self) -> Node:
+        negated = self.peek() == "^"
+        if negated:
+            self.i += 1
+        chars: list[str] = []
+        ranges: list[tuple[int, int]] = []
+        wide = False
+        first = True
+        while True:
+            if self.i >= len(self.p):
+                raise _Unknown("unterminated character class")
+            c = self.p[self.i]
+            self.i += 1
+            if c == "]" and not first:
+                break
+            first = False
+            if c == "\\":
+                if self.i >= len(self.p):
+                    raise _Unknown("a trailing backslash")
+                e = self.p[self.i]
+                self.i += 1
+                if e in _CATEGORIES:
+                    wide = True
+                    continue
+                if e == "b":
+                    lo = "\b"
+                elif e.isdigit():
+                    raise _Unknown("an octal escape in a class")
+                else:
+                    lo = self.escaped_char(e)
+            else:
+                lo = c
+            if self.peek() == "-" and self.i + 1 < len(self.p) and self.p[self.i + 1] != "]":
+                self.i += 1
+                hc = self.p[self.i]
+                self.i += 1
+                if hc == "\\":
+                    if self.i >= len(self.p):
+                        raise _Unknown("a trailing backslash")
+                    e = self.p[self.i]
+                    self.i += 1
+                    if e in _CATEGORIES or e.isdigit():
+                        raise _Unknown("a bad range")
+                    hc = self.escaped_char(e)
+                if ord(hc) < ord(lo):
+                    raise _Unknown("a bad range")
+                ranges.append((ord(lo), ord(hc)))
+            else:
+                chars.append(lo)
+        return CharSet(tuple(chars), tuple(ranges), wide, negated)
+
+
+def parse_pattern(pattern: str) -> tuple[Node, ...] | None:
+    """The parse of ``pattern`` (see the node kinds above), or None if it uses an unknown construct."""
+    try:
+        return _Parser(pattern).parse()
+    except (_Unknown, IndexError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# widths
+
+
+def _nodes_width(nodes: tuple[Node, ...]) -> tuple[int, float]:
+    lo, hi = 0, 0.0
+    for node in nodes:
+        if isinstance(node, (Lit, CharSet, AnyChar)):
+            lo, hi = lo + 1, hi + 1
+        elif isinstance(node, Group):
+            i, j = _nodes_width(node.nodes)
+            lo, hi = lo + i, hi + j
+        elif isinstance(node, Branch):
+            widths = [_nodes_width(alt) for alt in node.alternatives]
+            lo += min(w[0] for w in widths)
+            hi += max(w[1] for w in widths)
+        elif isinstance(node, Repeat):
+            i, j = _nodes_width(node.nodes)
+            lo += i * node.lo
+            if node.hi is None:
+                hi = float("inf") if j else hi
+            else:
+                hi += j * node.hi
+    return lo, hi
+
+
+def pattern_widths(pattern: str) -> tuple[int, int]:
+    """(shortest, longest) match length of ``pattern``, capped at 10_000; (0, 0) if unknown."""
+    nodes = parse_pattern(pattern)
+    if nodes is None:
+        return 0, 0
+    lo, hi = _nodes_width(nodes)
+    return min(lo, _MAX_WIDTH), int(min(hi, _MAX_WIDTH))
+
+
+# --------------------------------------------------------------------------
+# literal starts
+
+_State = tuple[str, bool]  # (literal prefix so far, whether it may still grow)
+
+
+def _class_chars(node: CharSet, widest: int) -> set[str] | None:
+    """The lower-cased characters a class matches; None if negated, wide, or a range of ``widest`` or more."""
+    if node.negated or node.wide:
+        return None
+    chars = {c.lower() for c in node.chars}
+    for first, last in node.ranges:
+        if last - first >= widest:
+            return None
+        chars.update(chr(x).lower() for x in range(first, last + 1))
+    return chars
+
+
+def _grow(nodes: tuple[Node, ...], states: set[_State]) -> set[_State] | None:
+    """Extend each open prefix through a sequence of nodes; None: too many prefixes."""
+    for node in nodes:
+        nxt: set[_State] = set()
+        for s, is_open in states:
+            if not is_open or len(s) >= _KEY:
+                nxt.add((s, False))
+                continue
+            got = _step(node, s)
+            if got is None:
+                return None
+            nxt |= got
+        if len(nxt) > _MAX_PREFIXES:
+            return None
+        states = nxt
+    return states
+
+
+def _step(node: Node, s: str) -> set[_State] | None:
+    """The prefixes after one node, from the open prefix ``s``."""
+    if isinstance(node, Lit):
+        return {(s + node.ch.lower(), True)}
+    if isinstance(node, CharSet):
+        chars = _class_chars(node, 16)
+        if chars is None:
+            return {(s, False)}  # a wide class: the literal prefix stops here
+        return {(s + c, True) for c in chars}
+    if isinstance(node, Group) and not node.atomic:
+        return _grow(node.nodes, {(s, True)})
+    if isinstance(node, Branch):
+        acc: set[_State] = set()
+        for alt in node.alternatives:
+            got = _grow(alt, {(s, True)})
+            if got is None:
+                return None
+            acc |= got
+        return acc
+    if isinstance(node, Repeat):
+        once = _grow(node.nodes, {(s, True)})
+        if once is None:
+            return None
+        # After one repetition the next item is unknown unless hi == 1:
+        # close the prefix there (shorter is always safe).
+        acc = once if node.hi == 1 else {(x, False) for x, _ in once}
+        if node.lo == 0:
+            acc = acc | {(s, True)}
+        return acc
+    if isinstance(node, Zero):
+        return {(s, True)}
+    return {(s, False)}  # any character, an atomic group
+
+
+def _first(nodes: tuple[Node, ...]) -> tuple[set[str] | None, bool]:
+    """(possible first characters or None if unknown, whether the nodes can match empty)."""
+    acc: set[str] = set()
+    for node in nodes:
+        sub: set[str] | None
+        if isinstance(node, Lit):
+            acc.add(node.ch.lower())
+            return acc, False
+        if isinstance(node, CharSet):
+            chars = _class_chars(node, 64)
+            if chars is None:
+                return None, False
+            return acc | chars, False
+        if isinstance(node, Group) and not node.atomic:
+            sub, nullable = _first(node.nodes)
+        elif isinstance(node, Branch):
+            sub, nullable = set(), False
+            for alt in node.alternatives:
+                chars, n = _first(alt)
+                if chars is None:
+                    return None, False
+                sub |= chars
+                nullable = nullable or n
+        elif isinstance(node, Repeat):
+            sub, nullable = _first(node.nodes)
+            nullable = nullable or node.lo == 0
+        elif isinstance(node, Zero):
+            continue
+        else:
+            return None, False
+        if sub is None:
+            return None, False
+        acc |= sub
+        if not nullable:
+            return acc, False
+    return acc, True
+
+
+def first_chars(pattern: str) -> frozenset[str] | None:
+    """The lower-cased characters a match of ``pattern`` can start with; None if unknown."""
+    nodes = parse_pattern(pattern)
+    if nodes is None:
+        return None
+    chars, nullable = _first(nodes)
+    return None if chars is None or nullable else frozenset(chars)
+
+
+def prefixes(pattern: str) -> frozenset[str] | None:
+    """The literal starts (1-3 chars, lower case) a match of ``pattern`` must have; None if unknown."""
+    nodes = parse_pattern(pattern)
+    if nodes is None:
+        return None
+    states = _grow(nodes, {("", True)})
+    if states is None:
+        return first_chars(pattern)  # too many combinations: key on the first character
+    out = frozenset(s for s, _ in states)
+    return None if "" in out else out
+
+
+# --------------------------------------------------------------------------
+# the scanner
+
+
+#: Characters that ``str.lower`` turns into a string starting with a given ASCII
+#: character, besides that character and its upper case (tests/unit/text checks
+#: this against every code point).
+LOWER_TO_ASCII = {"i": "\u0130", "k": "\u212a"}
+
+
+def cased_class(ch: str) -> str:
+    """A character class matching every character whose lower case starts with ASCII ``ch``."""
+    chars = {ch, ch.upper(), *LOWER_TO_ASCII.get(ch, "")}
+    return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
+
+
+def key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
+    """A pattern that skips, in C, the tokens where no key applies.
+
+    Matched at a token start, it consumes whitespace and every token (``\\w+``
+    or one other character, as ``_TOKEN`` splits them) that does not start
+    with a key, compared as ``str.lower`` would, then takes the next token as
+    group 1 (absent at the end of the text). The tokens it stops at are a
+    superset of those where ``text[p:p+3].lower()`` or its first two or one
+    characters are a key; :meth:`Scanner.scan` looks the key up again there.
+    None when a key holds anything but ASCII or starts with a space: those
+    scanners keep the token loop.
+    """
+    keys = sorted(set(keys))
+    if not keys or not all(k.isascii() and k and not k[0].isspace() for k in keys):
+        return None
+    trie: dict[str, set[str]] = {}
+    for k in keys:
+        trie.setdefault(k[0], set()).add(k[1:])
+    branches: list[str] = []
+    for ch, rests in sorted(trie.items()):
+        if "" in rests:
+            branches.append(cased_class(ch))  # the character alone is a key: nothing longer matters
+        else:
+            alts = "|".join("".join(cased_class(c) for c in rest) for rest in sorted(rests))
+            branches.append(f"{cased_class(ch)}(?:{alts})")
+    key = "|".join(branches)
+    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    """An alternation of many patterns, dispatched on the first characters.
+
+    Python's ``re`` tries every alternative at every position; with a few
+    hundred triggers that costs milliseconds per report. A Scanner works out
+    the literal text each pattern must start with (up to three characters,
+    lower-cased: ``effusions?`` -> ``eff``, ``(broncho)?pneumonia`` ->
+    ``bro``/``pne``, ``no`` -> ``no``), and keeps one compiled alternation per
+    such key holding only the patterns that can start there. At each token
+    start it looks up the text's next three characters, then two, then one,
+    and tries that small alternation, or nothing. Semantics are those of
+    ``finditer`` over the whole alternation at token starts: leftmost match,
+    first alternative wins, no overlaps.
+
+    When every pattern has a known start (no ``default``), the token starts
+    worth a look are found by one compiled pattern (``_finder``: a token start
+    followed by some key, case-insensitively), so the Python loop visits only
+    those instead of every word; at each of them the lookup is the one above.
+
+    Attributes:
+        table: lower-case key of one to three characters -> alternation of
+            the patterns (in priority order) that can start with it, plus
+            those whose start is unknown. A longer key is tried first.
+        default: alternation of the patterns whose start is unknown, for
+            every other position (None if there are none).
+    """
+
+    table: Mapping[str, re.Pattern[str]]
+    default: re.Pattern[str] | None
+    _finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        finder = key_finder(self.table) if self.default is None else None
+        object.__setattr__(self, "_finder", finder)
+
+    def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
+        """Non-overlapping matches in ``text[start:end]``, in order."""
+        finder = self._finder
+        if finder is None:
+            return self.scan_tokens(text, start, end)
+        hi = len(text) if end is None else end
+        # The finder tokenizes up to two characters past ``hi`` so that its key
+        # test sees the same three characters as the lookup below.
+        stop = hi + _KEY - 1
+        get = self.table.get
+        out: list[re.Match[str]] = []
+        floor = start
+        # Every match but the last (empty, at ``stop``) ends with a token in group 1.
+        for cand in finder.finditer(text, start, stop):
+            p = cand.start(1)
+            if p < 0 or p >= hi:
+                break
+            if p < floor:
+                continue
+            key = text[p : p + _KEY].lower()
+            rx = get(key) or get(key[:2]) or get(key[:1])
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
+
+    def scan_tokens(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
+        """:meth:`scan` by visiting every token start (the reference; used when there is a ``default``)."""
+        hi = len(text) if end is None else end
+        get = self.table.get
+        default = self.default
+        out: list[re.Match[str]] = []
+        floor = start
+        for tok in _TOKEN.finditer(text, start, hi):
+            p = tok.start()
+            if p < floor:
+                continue
+            key = text[p : p + _KEY].lower()
+            rx = get(key) or get(key[:2]) or get(key[:1], default)
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
+
+
+def build_scanner(groups: list[tuple[str, tuple[str, ...]]]) -> Scanner:
+    """Compile (group name, patterns) pairs, in priority order, into a Scanner."""
+    entries = [(name, pat, prefixes(pat)) for name, pats in groups for pat in pats]
+    keys: set[str] = set()
+    for _, _, pre in entries:
+        if pre is not None:
+            keys |= pre
+    compiled: dict[tuple[int, ...], re.Pattern[str]] = {}
+
+    def alternation_for(key: str | None) -> re.Pattern[str] | None:
+        chosen = tuple(
+            i
+            for i, (_, _, pre) in enumerate(entries)
+            if pre is None or (key is not None and any(key.startswith(q) for q in pre))
+        )
+        if not chosen:
+            return None
+        if chosen not in compiled:
+            parts: list[tuple[str, list[str]]] = []
+            for i in chosen:
+                name, pat, _ = entries[i]
+                if parts and parts[-1][0] == name:
+                    parts[-1][1].append(pat)
+                else:
+                    parts.append((name, [pat]))
+            compiled[chosen] = word_bounded(alternation(parts))
+        return compiled[chosen]
+
+    table = {}
+    for key in sorted(keys):
+        rx = alternation_for(key)
+        if rx is not None:
+            table[key] = rx
+    return Scanner(MappingProxyType(table), alternation_for(None))
