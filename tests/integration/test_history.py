@@ -9,12 +9,16 @@ from our own sample (samples/hl7/xr-chest-2v-normal.hl7), edited here.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import REPO, RunningDaemon
+from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
 
 # XR chest 2 views, accession A2611170088, report time (OBR-22) 2026-11-17 10:34 -06:00.
@@ -84,3 +88,60 @@ def test_final_received_before_its_prelim(daemon: RunningDaemon) -> None:
     doc = json.loads(proc.stdout)
     _check(doc, "HIST-P2", "HIST-F2")
     assert doc["versions"][1]["out_of_order"] is True
+
+
+ANALYST = "history-analyst-token"
+SENDER = "history-sender-token"
+
+
+def _get(daemon: RunningDaemon, path: str, token: str) -> tuple[int, Any]:
+    assert daemon.http_port is not None
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
+    """A FHIR preliminary naming its order only through basedOn, then the HL7 final: one history, served
+    by GET /api/history/<accession> to an operator only, the same document as the CLI's."""
+    config = tmp_path / "overread.yaml"
+    config.write_text("http_clients:\n"
+                      f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
+                      " allow: [submit, read, operator]}\n"
+                      f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+                      encoding="utf-8")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
+    daemon.start()
+    try:
+        prelim = json.loads((REPO / "samples/fhir/xr-chest-2v-normal.json").read_text(encoding="utf-8"))
+        prelim["status"] = "preliminary"
+        prelim["issued"] = "2026-11-17T09:34:00-06:00"
+        del prelim["identifier"]  # the accession comes from the basedOn ServiceRequest
+        assert daemon.http_port is not None
+        reply = post(daemon.http_port, json.dumps(prelim).encode(), token=ANALYST)
+        assert reply.status == 201, reply.body
+        _send(daemon, _final("HIST-F3", b"A2611170088"))
+        status, doc = _get(daemon, "/api/history/A2611170088", ANALYST)
+        assert status == 200, doc
+        assert [(v["status"], v["transport"]) for v in doc["versions"]] == [("preliminary", "http"), ("final", "mllp")]
+        (pair,) = doc["comparisons"]
+        assert pair["comparable"] and pair["grade"].endswith("b"), pair
+        assert "critical_added" in {d["kind"] for d in pair["comparison"]["differences"]}
+        assert "ZZ9000103" not in json.dumps(doc) and "ZZTEST" not in json.dumps(doc)
+        assert _get(daemon, "/api/history/A2611170088", SENDER)[0] == 403
+        assert _get(daemon, "/api/history/NO-SUCH", ANALYST)[0] == 404
+        assert _get(daemon, "/api/history/A2611170088?bogus=1", ANALYST)[0] == 400
+        proc = subprocess.run(
+            [sys.executable, "-m", "listener", "history", "A2611170088", "--format", "json", "--config", str(config),
+             "--state-dir", str(daemon.state_dir)],
+            capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
+        assert json.loads(proc.stdout) == doc
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
