@@ -171,7 +171,7 @@ def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
                   f"  via {v['transport']}  message {v['message_pk']} ({v['message_id']})\n")
         out.write(f"    reader {who}  exam {exam}  route {v['bucket'] or '-'}"
                   + ("  raw purged" if not v["raw_kept"] else "")
-                  + ("  (received after a later version)" if v["out_of_order"] else "") + "\n")
+                  + ("  (received before an earlier version: out of order)" if v["out_of_order"] else "") + "\n")
     for c in doc["comparisons"]:
         head = f"{c['kind']} [{c['before']}] -> [{c['after']}]"
         if not c["comparable"]:
