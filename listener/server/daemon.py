@@ -499,7 +499,7 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     if not config.http_endpoint or config.http_endpoint == "off":
         return None
     from listener.fhir.models import prime_models
-    from listener.history_cli import outcome_rules_file
+    from listener.history import outcome_rules_file
     from listener.server.http import build_site, clients_from_config
     from listener.server.http_intake import HttpIntake
 

@@ -788,7 +788,7 @@ class _ApiQuery(_Endpoint):
         api = self.api
 
         def history() -> HttpAnswer:
-            from listener.history_cli import HistoryContext, history_document
+            from listener.history import HistoryContext, history_document
             from listener.outcomes import load_outcome_rules
 
             if api.outcome_rules is None:

@@ -45,9 +45,9 @@ from typing import Any, Literal, TypeVar, cast
 from listener.errors import StoreError
 from listener.store import operations as ops
 from listener.store.base import (
+    HISTORY_LIMIT,
     OUTBOX_STATES,
     AuditEntry,
-    HISTORY_LIMIT,
     DestinationState,
     HistoryEntry,
     MessageDetail,

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 from listener.errors import StoreError
 from listener.store.base import (
+    HISTORY_LIMIT,
     OUTBOX_STATES,
     TEXT_MAX,
     AuditEntry,
-    HISTORY_LIMIT,
     DestinationState,
     HistoryEntry,
     MessageDetail,
