@@ -41,7 +41,6 @@ import hashlib
 import json
 import re
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -780,7 +779,8 @@ class _ApiQuery(_Endpoint):
         if request.ov_pk is None:
             return defer.succeed(_api_error(404, "name the accession: /api/history/<accession>"))
         try:
-            accession = urllib.parse.unquote(request.ov_pk.decode("utf-8"), errors="strict")
+            # Twisted has percent-decoded the path segment already.
+            accession = request.ov_pk.decode("utf-8")
         except UnicodeDecodeError:
             return defer.succeed(_api_error(400, "the accession is not UTF-8"))
         pipeline = self.api.intake.pipeline()

@@ -136,6 +136,7 @@ def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
         assert "ZZ9000103" not in json.dumps(doc) and "ZZTEST" not in json.dumps(doc)
         assert _get(daemon, "/api/history/A2611170088", SENDER)[0] == 403
         assert _get(daemon, "/api/history/NO-SUCH", ANALYST)[0] == 404
+        assert _get(daemon, "/api/history/A26111700%38%38", ANALYST) == (200, doc)  # percent-encoded path
         assert _get(daemon, "/api/history/A2611170088?bogus=1", ANALYST)[0] == 400
         proc = subprocess.run(
             [sys.executable, "-m", "listener", "history", "A2611170088", "--format", "json", "--config", str(config),
