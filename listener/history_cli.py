@@ -33,7 +33,8 @@ _EXIT_OK, _EXIT_NOT_FOUND, _EXIT_ERROR = 0, 1, 2
 
 def history_context(config: Config, pipeline: Pipeline | None = None,
                     clients: Mapping[str, FhirClient] | None = None) -> HistoryContext:
-    """Load what :func:`history_document` needs from the config (the daemon passes its own pipeline and clients).
+    """Load what :func:`~listener.history.history_document` needs: the pipeline, the grading rules and
+    the FHIR clients of ``config`` (a given pipeline or clients are used as they are).
 
     Raises:
         ConfigError: a policy file does not validate.
