@@ -555,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_operate_parsers(sub)
 
+    from listener.history_cli import add_history_parser
+
+    add_history_parser(sub)
+
     from listener.store_cli import add_store_parser
 
     add_store_parser(sub)
@@ -602,6 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = {"show": operate_cli.cmd_show, "hash": operate_cli.cmd_hash,
                        "reprocess": operate_cli.cmd_reprocess, "audit": operate_cli.cmd_audit}[args.command]
             return command(args, daemon_config(args, config), sys.stdout)
+        if args.command == "history":
+            from listener.history_cli import cmd_history
+
+            return cmd_history(args, daemon_config(args, config), sys.stdout)
         if args.command == "store":
             from listener.store_cli import cmd_store
 

@@ -499,6 +499,7 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     if not config.http_endpoint or config.http_endpoint == "off":
         return None
     from listener.fhir.models import prime_models
+    from listener.history import outcome_rules_file
     from listener.server.http import build_site, clients_from_config
     from listener.server.http_intake import HttpIntake
 
@@ -513,7 +514,8 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
                       metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
                       idle_timeout=config.idle_timeout, max_connections=config.http_max_connections,
-                      max_connections_per_peer=config.http_max_connections_per_peer)
+                      max_connections_per_peer=config.http_max_connections_per_peer,
+                      outcome_rules_file=outcome_rules_file(config))
     return (http_intake, queries, site)
 
 

@@ -12,6 +12,8 @@ Layer: reactor code. The tree::
                                     &since= &until= &after= &limit=   (JSON, like `overread messages`)
     /api/messages/<pk>        GET   everything about one message (JSON, like `overread show`)
     /api/audit                GET   ?since= &action= &limit=          (JSON, like `overread audit`)
+    /api/history/<accession>  GET   an accession's report versions and comparisons (JSON, like
+                                    `overread history --format json`)
 
 The ``/api`` queries are read-only and need the ``operator`` permission, never given by
 default nor to anonymous callers (docs/http-api.md).
@@ -43,6 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -58,10 +61,12 @@ from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
 from listener.logs import get_logger
+from listener.outcomes import DEFAULT_OUTCOMES_FILE, OutcomeRules
 from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
 from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
+from listener.store.base import HISTORY_LIMIT as _HISTORY_LIMIT
 from listener.store.base import ReportReader, Store
 
 __all__ = ["Access", "ApiClient", "build_site", "clients_from_config"]
@@ -404,8 +409,9 @@ def _endpoint_label(path: str) -> str:
     path = path.rstrip("/")
     return {"/fhir": "fhir_bundle", "/fhir/DiagnosticReport": "fhir_report", "/fhir/Task": "fhir_task",
             "/fhir/DetectedIssue": "fhir_detected_issue", "/healthz": "healthz", "/metrics": "metrics",
-            "/api/messages": "api_messages", "/api/audit": "api_audit"}.get(
-        "/api/messages" if path.startswith("/api/messages/") else path, "other")
+            "/api/messages": "api_messages", "/api/audit": "api_audit", "/api/history": "api_history"}.get(
+        "/api/messages" if path.startswith("/api/messages/")
+        else "/api/history" if path.startswith("/api/history/") else path, "other")
 
 
 def _base_url(request: Any) -> str:
@@ -676,6 +682,7 @@ def _api_json(data: Any) -> HttpAnswer:
 _MESSAGE_PARAMS = frozenset({"accession", "patient_id", "authority", "message_id", "state", "sender", "facility",
                              "transport", "since", "until", "after", "limit"})
 _AUDIT_PARAMS = frozenset({"since", "action", "limit"})
+_HISTORY_PARAMS = frozenset({"limit"})
 
 
 class _ApiQuery(_Endpoint):
@@ -686,9 +693,9 @@ class _ApiQuery(_Endpoint):
         self.kind = kind
 
     def render(self, request: Any) -> Any:
-        # /api/messages/<pk> is the one path below a leaf we answer.
+        # /api/messages/<pk> and /api/history/<accession> are the paths below a leaf we answer.
         rest = [p for p in (request.postpath or ()) if p]
-        if self.kind == "messages" and len(rest) == 1:
+        if self.kind in ("messages", "history") and len(rest) == 1:
             request.ov_pk = rest[0]
             request.postpath = []
         else:
@@ -710,7 +717,7 @@ class _ApiQuery(_Endpoint):
             params = {k.decode("utf-8"): v[-1].decode("utf-8") for k, v in request.args.items()}
         except UnicodeDecodeError:
             return defer.succeed(_api_error(400, "query parameters are not UTF-8"))
-        known = _MESSAGE_PARAMS if self.kind == "messages" else _AUDIT_PARAMS
+        known = {"messages": _MESSAGE_PARAMS, "history": _HISTORY_PARAMS}.get(self.kind, _AUDIT_PARAMS)
         unknown = sorted(k for k in params if k not in known)
         if unknown:
             return defer.succeed(_api_error(400, f"unknown parameter; this query takes {', '.join(sorted(known))}"))
@@ -730,6 +737,8 @@ class _ApiQuery(_Endpoint):
                 numbers[name] = int(params[name])
         limit = min(numbers.get("limit", _DEFAULT_COUNT), _MAX_COUNT)
         store = self.api.store
+        if self.kind == "history":
+            return self._history(request, min(numbers.get("limit", _HISTORY_LIMIT), _HISTORY_LIMIT))
         if self.kind == "audit":
             def audit() -> HttpAnswer:
                 return _api_json([{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "via": e.via,
@@ -765,6 +774,30 @@ class _ApiQuery(_Endpoint):
             return _api_json([message_dict(m) for m in rows])
         return self.api.run_in_thread(listing)
 
+    def _history(self, request: Any, limit: int) -> defer.Deferred[HttpAnswer]:
+        """``GET /api/history/<accession>``: the document ``overread history --format json`` prints."""
+        if request.ov_pk is None:
+            return defer.succeed(_api_error(404, "name the accession: /api/history/<accession>"))
+        try:
+            # Twisted has percent-decoded the path segment already.
+            accession = request.ov_pk.decode("utf-8")
+        except UnicodeDecodeError:
+            return defer.succeed(_api_error(400, "the accession is not UTF-8"))
+        pipeline = self.api.intake.pipeline()
+        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        api = self.api
+
+        def history() -> HttpAnswer:
+            from listener.history import HistoryContext, history_document
+            from listener.outcomes import load_outcome_rules
+
+            if api.outcome_rules is None:
+                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
+            context = HistoryContext(pipeline, api.outcome_rules, clients)
+            doc = history_document(api.store, accession, context, limit=limit)
+            return _api_json(doc) if doc["versions"] else _api_error(404, "no stored report of that accession")
+        return self.api.run_in_thread(history)
+
 
 # ---------------------------------------------------------------------- api
 
@@ -773,8 +806,12 @@ class Api:
     """What the resources share: intake, access, store, queries, metrics, the reactor."""
 
     def __init__(self, *, intake: HttpIntake, access: Access, store: Store, queries: ReportReader,
-                 metrics: Metrics | None, reactor: Any, run_in_thread: Callable[..., defer.Deferred[Any]]) -> None:
+                 metrics: Metrics | None, reactor: Any, run_in_thread: Callable[..., defer.Deferred[Any]],
+                 outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE) -> None:
         self.intake = intake
+        #: policies/outcomes.yaml for /api/history, loaded on first use.
+        self.outcome_rules_file = outcome_rules_file
+        self.outcome_rules: OutcomeRules | None = None
         self.access = access
         self.store = store
         self.queries = queries
@@ -836,10 +873,11 @@ def build_site(
     run_in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread,
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
     max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
+    outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE,
 ) -> ApiSite:
     """The HTTP Site with the whole Resource tree (see the module docstring)."""
     api = Api(intake=intake, access=Access(clients), store=store, queries=queries, metrics=metrics,
-              reactor=reactor, run_in_thread=run_in_thread)
+              reactor=reactor, run_in_thread=run_in_thread, outcome_rules_file=outcome_rules_file)
     root = _Tree(api)
     root.putChild(b"healthz", _Health(api))  # type: ignore[arg-type]
     root.putChild(b"metrics", _Metrics(api))  # type: ignore[arg-type]
@@ -853,6 +891,7 @@ def build_site(
     ops = _Tree(api)
     ops.putChild(b"messages", _ApiQuery(api, "messages"))  # type: ignore[arg-type]
     ops.putChild(b"audit", _ApiQuery(api, "audit"))  # type: ignore[arg-type]
+    ops.putChild(b"history", _ApiQuery(api, "history"))  # type: ignore[arg-type]
     root.putChild(b"api", ops)  # type: ignore[arg-type]
     site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout,
                    max_connections=max_connections, max_connections_per_peer=max_connections_per_peer)

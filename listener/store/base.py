@@ -406,6 +406,39 @@ class StoredReport:
     route_json: str
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One stored report of an accession, with the message that carried it (``overread history``).
+
+    Attributes:
+        message_pk: the store's id of the message.
+        seq: the report's position in that message's current processing.
+        control_id: MSH-10 (or the FHIR control id) of the message.
+        received: when the message was received.
+        transport: ``mllp`` or ``http``.
+        feed: the mapping feed of the message.
+        report_json: the serialized Report (status, reader, times, text...).
+        findings_json: the serialized QA findings (a JSON array).
+        bucket: the routing bucket.
+        raw_kept: True while the message's raw bytes are stored (not purged).
+    """
+
+    message_pk: int
+    seq: int
+    control_id: str
+    received: datetime
+    transport: str
+    feed: str
+    report_json: str
+    findings_json: str
+    bucket: str
+    raw_kept: bool
+
+
+#: Report rows :meth:`Store.report_history` returns unless told otherwise.
+HISTORY_LIMIT = 200
+
+
 # --------------------------------------------------------------------- protocol
 
 
@@ -523,6 +556,15 @@ class Store(Protocol):
         with a processed message received before ``before``; its latest stored
         report speaks for it, and an accession whose latest report is
         cancelled is no study. A blocking read: call it from a thread.
+        """
+        ...
+
+    def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
+        """Every stored report of ``accession`` (exact) from processed messages, at most ``limit``.
+
+        Storage order (message, then the report's position in it): the
+        current processing's reports only. An empty accession has no
+        history. A blocking read: call it from a thread.
         """
         ...
 

@@ -45,9 +45,11 @@ from typing import Any, Literal, TypeVar, cast
 from listener.errors import StoreError
 from listener.store import operations as ops
 from listener.store.base import (
+    HISTORY_LIMIT,
     OUTBOX_STATES,
     AuditEntry,
     DestinationState,
+    HistoryEntry,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -599,6 +601,29 @@ class SQLiteStore:
                 continue  # a time the report stored in no ISO form: no date to compare, no prior
             out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
         return tuple(out)
+
+    def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
+        """Every stored report of an accession, in storage order (see :meth:`Store.report_history`).
+
+        Reads through the ``reports_accession`` index: work is bounded by the
+        accession's own rows.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        if not accession or limit <= 0:
+            return ()
+        rows = self._read(
+            "reading an accession's history",
+            "SELECT m.id, r.seq, m.control_id, m.received, m.transport, m.feed, r.report_json,"
+            " r.findings_json, r.bucket, m.raw IS NOT NULL"
+            " FROM reports r JOIN messages m ON m.id = r.message_id"
+            " WHERE r.accession = ? AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT ?",
+            (accession, limit),
+        )
+        return tuple(HistoryEntry(int(pk), int(seq), str(cid), _dt(received), str(transport), str(feed),
+                                  str(report), str(findings), str(bucket), bool(kept))
+                     for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows)
 
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""

@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 
 from listener.errors import StoreError
 from listener.store.base import (
+    HISTORY_LIMIT,
     OUTBOX_STATES,
     TEXT_MAX,
     AuditEntry,
     DestinationState,
+    HistoryEntry,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -460,6 +462,23 @@ class MemoryStore:
                 code = (doc.get("procedure") or {}).get("code") or ""
                 out.append(PriorStudy(r.row.accession, study_date, doc.get("modality") or "",
                                       doc.get("body_region") or "", code))
+            return tuple(out[:limit])
+
+        return self.read(select)
+
+    def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
+        if not accession or limit <= 0:
+            return ()
+
+        def select() -> tuple[HistoryEntry, ...]:
+            out = []
+            for r in self.tables.reports:
+                m = self.tables.messages[r.message_pk]
+                if r.row.accession != accession or m.state != "processed":
+                    continue
+                out.append(HistoryEntry(m.pk, r.row.seq, m.control_id, _utc(m.received), m.transport, m.feed,
+                                        r.row.report_json, r.row.findings_json, r.row.bucket, m.raw is not None))
+            out.sort(key=lambda e: (e.message_pk, e.seq))
             return tuple(out[:limit])
 
         return self.read(select)

@@ -1,0 +1,231 @@
+"""An accession's report versions in clinical order, and which pairs to compare.
+
+Pure: it reads the stored rows it is given (any object with the attributes
+of :class:`StoredEntry`, e.g. the store's ``HistoryEntry``) and parses their
+report JSON; no I/O, no clock, no store. docs/outcomes.md, "Report history".
+
+Order: by stage (preliminary and partial, then final, then corrected and
+amended, then anything else, cancelled last), then by the report's own time
+(the report time the sender gave, else the receive time), then by receipt.
+Arrival order never decides: a final received before its preliminary still
+comes after it.
+
+Pairs compared: the last preliminary before the first final (two
+preliminaries are both listed, the later one is compared); each later final,
+correction or amendment against the version it replaces (the version of
+stage final or later just before it; the last preliminary when there is no
+final).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+__all__ = ["Pair", "StoredEntry", "Version", "VersionChain", "build_chain", "stage_of"]
+
+#: Stages by report status: the clinical order of versions.
+_STAGES = {"preliminary": 0, "partial": 0, "final": 1, "corrected": 2, "amended": 2, "unknown": 3, "cancelled": 4}
+_PRELIM, _FINAL, _CORRECTION = 0, 1, 2
+
+
+class StoredEntry(Protocol):
+    """What :func:`build_chain` reads of one stored report row."""
+
+    @property
+    def message_pk(self) -> int: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def control_id(self) -> str: ...
+
+    @property
+    def received(self) -> datetime: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def feed(self) -> str: ...
+
+    @property
+    def report_json(self) -> str: ...
+
+    @property
+    def findings_json(self) -> str: ...
+
+    @property
+    def bucket(self) -> str: ...
+
+    @property
+    def raw_kept(self) -> bool: ...
+
+
+def stage_of(status: str) -> int:
+    """0 preliminary or partial, 1 final, 2 corrected or amended, 3 unknown or other, 4 cancelled."""
+    return _STAGES.get(status, 3)
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A sender time without an offset is read as UTC: it only orders versions of one accession.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One report version of the accession (no patient data).
+
+    Attributes:
+        position: its place in the chain (0 first).
+        status: the report status (``preliminary``, ``final``, ``corrected``...).
+        report_time: the report's own time (None when the sender gave none).
+        received: when its message was received.
+        out_of_order: received before a version that comes earlier in the chain.
+        exam: the procedure's code and text, the modality.
+        findings: the QA rule ids the store kept for it.
+    """
+
+    position: int
+    message_pk: int
+    seq: int
+    control_id: str
+    status: str
+    report_time: datetime | None
+    received: datetime
+    transport: str
+    feed: str
+    reader_id: str
+    reader_name: str
+    reader_type: str
+    procedure_code: str
+    procedure_text: str
+    modality: str
+    bucket: str
+    findings: tuple[str, ...]
+    raw_kept: bool
+    out_of_order: bool = False
+
+    @property
+    def stage(self) -> int:
+        """See :func:`stage_of`."""
+        return stage_of(self.status)
+
+    @property
+    def clinical_time(self) -> datetime:
+        """The report time, else the receive time."""
+        return self.report_time or self.received
+
+    def to_json(self) -> dict[str, Any]:
+        """The version as ``overread history --format json`` prints it."""
+        return {
+            "position": self.position,
+            "message_pk": self.message_pk,
+            "report_seq": self.seq,
+            "message_id": self.control_id,
+            "status": self.status,
+            "report_time": self.report_time.isoformat() if self.report_time else None,
+            "received": self.received.astimezone(UTC).isoformat(),
+            "transport": self.transport,
+            "feed": self.feed,
+            "reader": {"id": self.reader_id, "name": self.reader_name, "type": self.reader_type},
+            "exam": {"code": self.procedure_code, "text": self.procedure_text, "modality": self.modality},
+            "bucket": self.bucket,
+            "findings": list(self.findings),
+            "raw_kept": self.raw_kept,
+            "out_of_order": self.out_of_order,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """Two versions to compare: ``before`` is replaced by ``after`` (positions in the chain).
+
+    Attributes:
+        kind: ``prelim_to_final``, ``correction`` (a corrected or amended
+            version) or ``final_again`` (another final).
+    """
+
+    kind: str
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChain:
+    """An accession's versions in clinical order and the pairs to compare."""
+
+    accession: str
+    versions: tuple[Version, ...]
+    pairs: tuple[Pair, ...]
+
+
+def _version(entry: StoredEntry) -> Version:
+    try:
+        doc = json.loads(entry.report_json)
+    except ValueError:
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    reader = doc.get("reader") if isinstance(doc.get("reader"), dict) else {}
+    procedure = doc.get("procedure") if isinstance(doc.get("procedure"), dict) else {}
+    times = doc.get("times") if isinstance(doc.get("times"), dict) else {}
+    try:
+        found = json.loads(entry.findings_json)
+    except ValueError:
+        found = []
+    rules = tuple(sorted({str(f.get("rule", "")) for f in found if isinstance(f, dict)})) if isinstance(found, list) else ()
+    return Version(
+        position=0, message_pk=entry.message_pk, seq=entry.seq, control_id=entry.control_id,
+        status=str(doc.get("status") or "unknown"), report_time=_time((times or {}).get("report")),
+        received=entry.received, transport=entry.transport, feed=entry.feed,
+        reader_id=str((reader or {}).get("id") or ""), reader_name=str((reader or {}).get("name") or ""),
+        reader_type=str((reader or {}).get("type") or ""),
+        procedure_code=str((procedure or {}).get("code") or ""), procedure_text=str((procedure or {}).get("text") or ""),
+        modality=str(doc.get("modality") or ""), bucket=entry.bucket, findings=rules, raw_kept=entry.raw_kept,
+    )
+
+
+def _order_key(v: Version) -> tuple[int, datetime, datetime, int, int]:
+    return (v.stage, v.clinical_time, v.received, v.message_pk, v.seq)
+
+
+def _pairs(versions: Sequence[Version]) -> tuple[Pair, ...]:
+    prelims = [v for v in versions if v.stage == _PRELIM]
+    out: list[Pair] = []
+    replaced: Version | None = prelims[-1] if prelims else None
+    seen_final = False
+    for v in versions:
+        if v.stage not in (_FINAL, _CORRECTION):
+            continue
+        if replaced is not None:
+            if v.stage == _CORRECTION:
+                kind = "correction"
+            else:
+                kind = "final_again" if seen_final else "prelim_to_final"
+            out.append(Pair(kind, replaced.position, v.position))
+        seen_final = seen_final or v.stage == _FINAL
+        replaced = v
+    return tuple(out)
+
+
+def build_chain(accession: str, entries: Iterable[StoredEntry]) -> VersionChain:
+    """The accession's versions in clinical order, each marked, and the pairs to compare."""
+    ordered = sorted((_version(e) for e in entries), key=_order_key)
+    versions: list[Version] = []
+    latest_received: datetime | None = None
+    for position, v in enumerate(ordered):
+        late = latest_received is not None and v.received < latest_received
+        versions.append(replace(v, position=position, out_of_order=late))
+        latest_received = v.received if latest_received is None else max(latest_received, v.received)
+    return VersionChain(accession, tuple(versions), _pairs(versions))
+

@@ -1,0 +1,85 @@
+"""history_document() and the text view: versions re-decoded from raw bytes, compared, no patient data."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+from listener.history import HistoryContext, history_document
+from listener.history_cli import write_history_text
+from listener.outcomes import load_outcome_rules
+from listener.pipeline import Pipeline, process
+from listener.serialize import finding_dict, report_dict
+from listener.store import ReportRecord
+from listener.store.base import MessageRecord
+from tests.conftest import RECEIVED, REPO
+from tests.unit.store.memory import MemoryStore
+
+SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+FINAL = SAMPLE.replace(b"No focal consolidation, pleural effusion or pneumothorax.",
+                       b"No focal consolidation or pleural effusion. There is a large right pneumothorax.").replace(
+    b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
+PRELIM = SAMPLE.replace(b"|CR|F||", b"|CR|P||").replace(b"||||||F|||", b"||||||P|||").replace(
+    b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+CORRECTED = FINAL.replace(b"|CR|F||", b"|CR|C||").replace(b"|20261117103400-0600||CR|", b"|20261117113400-0600||CR|")
+
+
+def _store(store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True) -> None:
+    received = RECEIVED + timedelta(minutes=minutes)
+    outcome = process(raw, pipeline, received_at=received)
+    reports = tuple(ReportRecord(
+        accession=r.report.accession,
+        report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
+        findings_json=json.dumps([finding_dict(f) for f in r.findings]), route_json="null", bucket="release",
+        patient_id=r.report.patient.id) for r in outcome.reports)
+    store.save(MessageRecord(control_id=control_id, sender_application="RIS", sender_facility="HOSP", feed="default",
+                             received=received, raw=raw if keep_raw else None, transport="mllp", state="processed",
+                             ack_code="AA", ack=b"MSH|ACK\r", reports=reports))
+
+
+def _context(pipeline: Pipeline) -> HistoryContext:
+    return HistoryContext(pipeline, load_outcome_rules(), {})
+
+
+def test_final_and_correction_compared(pipeline: Pipeline) -> None:
+    store = MemoryStore()
+    try:
+        _store(store, pipeline, CORRECTED, "C3", 1)
+        _store(store, pipeline, FINAL, "C2", 2)
+        _store(store, pipeline, PRELIM, "C1", 3)
+        doc = history_document(store, "A2611170088", _context(pipeline))
+        assert [v["status"] for v in doc["versions"]] == ["preliminary", "final", "corrected"]
+        assert [(c["kind"], c["before"], c["after"]) for c in doc["comparisons"]] == [
+            ("prelim_to_final", 0, 1), ("correction", 1, 2)]
+        first, second = doc["comparisons"]
+        assert first["comparable"] and first["grade"].endswith("b")
+        assert "critical_added" in {d["kind"] for d in first["comparison"]["differences"]}
+        assert second["comparable"] and second["grade"] == "1"
+        assert doc["truncated"] is False
+        out = io.StringIO()
+        write_history_text(out, doc)
+        text = out.getvalue()
+        assert "prelim_to_final [0] -> [1]: grade" in text and "critical_added pneumothorax" in text
+        for secret in ("ZZ9000103", "ZZDEMO", "NORA"):
+            assert secret not in text and secret not in json.dumps(doc)
+        assert len(history_document(store, "A2611170088", _context(pipeline), limit=2)["versions"]) == 2
+        assert history_document(store, "A2611170088", _context(pipeline), limit=2)["truncated"] is True
+    finally:
+        store.close()
+
+
+def test_purged_raw_is_not_comparable(pipeline: Pipeline) -> None:
+    store = MemoryStore()
+    try:
+        _store(store, pipeline, PRELIM, "C1", 1, keep_raw=False)
+        _store(store, pipeline, FINAL, "C2", 2)
+        doc = history_document(store, "A2611170088", _context(pipeline))
+        (pair,) = doc["comparisons"]
+        assert (pair["comparable"], pair["reason"], pair["grade"]) == (False, "not comparable: raw purged", None)
+        out = io.StringIO()
+        write_history_text(out, doc)
+        assert "not comparable: raw purged" in out.getvalue() and "raw purged" in out.getvalue()
+        assert history_document(store, "NONE", _context(pipeline))["versions"] == []
+    finally:
+        store.close()
