@@ -38,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from listener.text.context import find_mentions  # noqa: E402
 from listener.assemble import load_terms  # noqa: E402
+from listener.text.context import find_mentions  # noqa: E402
 from listener.text.terms import Terms  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "reports"
@@ -126,7 +126,9 @@ def indiana_reports() -> list[tuple[str, str]]:
 
 def indiana_gold() -> dict[str, dict[str, int]]:
     with open(CORPUS / "negbio" / "openi_gld_std14.csv", newline="", encoding="utf-8") as fh:
-        return {row["filename"][3:]: {k: int(v) for k, v in row.items() if k != "filename"} for row in csv.DictReader(fh)}
+        return {
+            row["filename"][3:]: {k: int(v) for k, v in row.items() if k != "filename"} for row in csv.DictReader(fh)
+        }
 
 
 def ours(terms: Terms) -> Labeler:
@@ -281,7 +283,9 @@ def _table(name: str, ev: Evaluation, chex: tuple[int, int]) -> None:
     print(f"| {'label':<18} | {'gold +':>6} | {'agree':>6} | {'prec':>5} | {'recall':>6} | {'F1':>5} |")
     print(f"|{'-' * 20}|{'-' * 8}|{'-' * 8}|{'-' * 7}|{'-' * 8}|{'-' * 7}|")
     for s in ev.scores:
-        print(f"| {s.label:<18} | {s.support:>6} | {s.agreement:>6.4f} | {s.precision:>5.3f} | {s.recall:>6.3f} | {s.f1:>5.3f} |")
+        print(
+            f"| {s.label:<18} | {s.support:>6} | {s.agreement:>6.4f} | {s.precision:>5.3f} | {s.recall:>6.3f} | {s.f1:>5.3f} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hl7
@@ -42,7 +42,9 @@ def timed(label: str, func, seconds: float) -> float:  # type: ignore[no-untyped
     samples.sort()
     med = statistics.median(samples)
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
-    print(f"{label:<42} {1 / med:>9.0f} msg/s   median {med * 1e3:7.3f} ms   p99 {p99 * 1e3:7.3f} ms   n={len(samples)}")
+    print(
+        f"{label:<42} {1 / med:>9.0f} msg/s   median {med * 1e3:7.3f} ms   p99 {p99 * 1e3:7.3f} ms   n={len(samples)}"
+    )
     return med
 
 
@@ -55,13 +57,21 @@ def main() -> None:
     raw = path.read_bytes()
     text = raw.decode("latin-1").replace("\r\n", "\r").replace("\n", "\r")
     pipeline = build_pipeline(load_config(None))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     print(f"input: {path.name} ({len(raw)} bytes, {text.count(chr(13))} segments)  python {sys.version.split()[0]}")
     gc.freeze()
 
-    ours = timed("overread decode_message (lenient)", lambda: decode_message(raw, pipeline.mappings, received_at=now, procedures=pipeline.procedures), args.seconds)
+    ours = timed(
+        "overread decode_message (lenient)",
+        lambda: decode_message(raw, pipeline.mappings, received_at=now, procedures=pipeline.procedures),
+        args.seconds,
+    )
     full = timed("python-hl7 hl7.parse (all segments)", lambda: hl7.parse(text), args.seconds)
-    timed("hl7apy parse_message (tolerant)", lambda: parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=True), args.seconds)
+    timed(
+        "hl7apy parse_message (tolerant)",
+        lambda: parse_message(text, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=True),
+        args.seconds,
+    )
 
     def strict() -> None:
         try:
@@ -74,7 +84,9 @@ def main() -> None:
 
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    keep = [decode_message(raw, pipeline.mappings, received_at=now, procedures=pipeline.procedures) for _ in range(1000)]
+    keep = [
+        decode_message(raw, pipeline.mappings, received_at=now, procedures=pipeline.procedures) for _ in range(1000)
+    ]
     after = tracemalloc.take_snapshot()
     size = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     print(f"memory: {size / len(keep) / 1024:.1f} KiB retained per decoded message (1000 kept)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import signal
 import socket
 import statistics
@@ -36,7 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 
-SAMPLE = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+SAMPLE = (
+    (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+)
 
 
 def with_id(raw: bytes, control_id: str) -> bytes:
@@ -87,9 +88,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "overread.yaml"
         config.write_text(f"pipeline_budget: {args.budget}\npipeline_workers: {args.workers}\n")
-        cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--config", str(config),
-               "--mllp", f"tcp:{mllp}:interface=127.0.0.1", "--http", f"tcp:{http_port}:interface=127.0.0.1",
-               "--state-dir", str(Path(tmp) / "state")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "listener",
+            "serve",
+            "--log-format",
+            "json",
+            "--config",
+            str(config),
+            "--mllp",
+            f"tcp:{mllp}:interface=127.0.0.1",
+            "--http",
+            f"tcp:{http_port}:interface=127.0.0.1",
+            "--state-dir",
+            str(Path(tmp) / "state"),
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
         try:
             deadline = time.monotonic() + 30
@@ -168,10 +182,14 @@ def main() -> None:
                 proc.kill()
     for name, values in (("good sender ACK", good), ("/healthz", health)):
         ms = [v * 1000 for v in values]
-        print(f"{name:16} n={len(ms):4}  p50 {percentile(ms, 0.5):7.1f} ms  p99 {percentile(ms, 0.99):7.1f} ms  "
-              f"max {max(ms) if ms else float('nan'):7.1f} ms  mean {statistics.fmean(ms) if ms else float('nan'):6.1f}")
-    print(f"flood: {flood_done[0]} x {args.size_kb} KB run-on reports answered in {args.seconds + 1:.0f} s "
-          f"(budget {args.budget} s, {args.workers} workers)")
+        print(
+            f"{name:16} n={len(ms):4}  p50 {percentile(ms, 0.5):7.1f} ms  p99 {percentile(ms, 0.99):7.1f} ms  "
+            f"max {max(ms) if ms else float('nan'):7.1f} ms  mean {statistics.fmean(ms) if ms else float('nan'):6.1f}"
+        )
+    print(
+        f"flood: {flood_done[0]} x {args.size_kb} KB run-on reports answered in {args.seconds + 1:.0f} s "
+        f"(budget {args.budget} s, {args.workers} workers)"
+    )
 
 
 if __name__ == "__main__":

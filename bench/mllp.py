@@ -34,7 +34,7 @@ from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 CORPUS_FILE = REPO / "tests" / "data" / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
 SHAPES = ((1, 1), (8, 1), (8, 16))
 
-BARE_SERVER = r'''
+BARE_SERVER = r"""
 import asyncio, sys
 import hl7
 from hl7.mllp import start_hl7_server
@@ -55,7 +55,7 @@ async def main(port):
         await server.serve_forever()
 
 asyncio.run(main(int(sys.argv[1])))
-'''
+"""
 
 
 def free_port() -> int:
@@ -116,8 +116,9 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
     await writer.wait_closed()
 
 
-async def run_load(port: int, raw: bytes, tag: str, connections: int, window: int, total: int,
-                   vary_text: bool = False) -> tuple[float, float, float]:
+async def run_load(
+    port: int, raw: bytes, tag: str, connections: int, window: int, total: int, vary_text: bool = False
+) -> tuple[float, float, float]:
     per = total // connections
     latencies: list[float] = []
     payloads = [[with_control_id(raw, f"{tag}-{c}-{i}", vary_text) for i in range(per)] for c in range(connections)]
@@ -134,23 +135,47 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per shape")
-    parser.add_argument("--vary-text", action="store_true",
-                        help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)")
+    parser.add_argument(
+        "--vary-text",
+        action="store_true",
+        help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)",
+    )
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
-    print(f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7"
-          + ("; a different report text each message" if args.vary_text else ""))
+    print(
+        f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7"
+        + ("; a different report text each message" if args.vary_text else "")
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         a_port, b_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "listener", "serve", "--log-format", "json",
-             "--mllp", f"tcp:{a_port}:interface=127.0.0.1", "--http", "off", "--state-dir", str(Path(tmp) / "state")],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "listener",
+                "serve",
+                "--log-format",
+                "json",
+                "--mllp",
+                f"tcp:{a_port}:interface=127.0.0.1",
+                "--http",
+                "off",
+                "--state-dir",
+                str(Path(tmp) / "state"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(b_port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bare = subprocess.Popen(
+            [sys.executable, "-c", BARE_SERVER, str(b_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_port(a_port, daemon)
             wait_port(b_port, bare)
@@ -164,12 +189,18 @@ def main() -> int:
                         tag = f"{name}{connections}x{window}r{rnd}"
                         res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages, args.vary_text))
                         results[name].append(res)
-                        print(f"  {connections} conn window {window:2d} {name} round {rnd}: "
-                              f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms", flush=True)
+                        print(
+                            f"  {connections} conn window {window:2d} {name} round {rnd}: "
+                            f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms",
+                            flush=True,
+                        )
                 a = [statistics.median(x) for x in zip(*results["A"])]
                 b = [statistics.median(x) for x in zip(*results["B"])]
-                print(f"{connections} conn window {window:2d}: daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
-                      f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x", flush=True)
+                print(
+                    f"{connections} conn window {window:2d}: daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
+                    f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x",
+                    flush=True,
+                )
         finally:
             daemon.send_signal(signal.SIGTERM)
             bare.kill()

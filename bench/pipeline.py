@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +48,12 @@ from listener.config import load_config  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 from listener.hl7v2.segments import read_header  # noqa: E402
+from listener.intake import outcome_ack_code  # noqa: E402
+from listener.intake import report_records as _reports
 from listener.logs import configure_logging, get_logger, keyed_hash  # noqa: E402
 from listener.pipeline import process  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402
 from listener.server.mllp import Intake  # noqa: E402
-from listener.intake import outcome_ack_code, report_records as _reports  # noqa: E402
 from listener.store.base import MessageRecord, SaveResult  # noqa: E402
 from listener.store.sqlite import SQLiteStore  # noqa: E402
 
@@ -77,8 +78,9 @@ def forget_text_memos() -> None:
         memo._d.clear()
 
 
-def timed(func: Callable[[], object], seconds: float, cold: bool = False,
-          clock: Callable[[], float] = time.thread_time) -> tuple[float, float, float]:
+def timed(
+    func: Callable[[], object], seconds: float, cold: bool = False, clock: Callable[[], float] = time.thread_time
+) -> tuple[float, float, float]:
     """(minimum, median, p90) microseconds of func over about ``seconds``.
 
     The default clock is this thread's CPU time, so other processes on a busy
@@ -104,9 +106,12 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of Intake.receive")
     parser.add_argument("--sort", default="tottime", help="pstats sort key for --profile")
     parser.add_argument("--no-freeze", action="store_true", help="skip gc.freeze() after loading (the daemon's state)")
-    parser.add_argument("--cold", action="store_true",
-                        help="forget the text layer's memos before each call (every message's text is new, as in"
-                             " production; bench/mllp.py repeats one text, so its memos hit)")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="forget the text layer's memos before each call (every message's text is new, as in"
+        " production; bench/mllp.py repeats one text, so its memos hit)",
+    )
     args = parser.parse_args()
     files: list[Path] = args.files or [CORPUS_FILE] + [ROOT / "samples" / "hl7" / n for n in SAMPLES]
 
@@ -115,7 +120,7 @@ def main() -> int:
     pipeline = build_pipeline(load_config(None))
     assert pipeline.qa is not None and pipeline.decide_route is not None
     key = b"k" * 32
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     log = get_logger("listener.server.mllp").bind(peer="127.0.0.1:1", conn=1)
     intake = Intake(pipeline, _NullStore(), hash_key=key, call_from_thread=lambda f, *a: f(*a))  # type: ignore[arg-type]
     counter = iter(range(10**9))
@@ -146,12 +151,24 @@ def main() -> int:
         code = outcome_ack_code(outcome)
 
         def log_line() -> None:
-            mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
-                            sender_facility=header.sending_facility)
-            mlog.info("message_processed", ack_code="AA", duration_ms=1.234, feed=outcome.feed,
-                      message_type=header.message_type, bucket="release", finding_count=len(findings),
-                      error_code="", policy_version=pipeline.version,
-                      accession_h=keyed_hash(report.accession, key), patient_h=keyed_hash(report.patient.id, key))
+            mlog = log.bind(
+                control_id=header.control_id,
+                sender_app=header.sending_application,
+                sender_facility=header.sending_facility,
+            )
+            mlog.info(
+                "message_processed",
+                ack_code="AA",
+                duration_ms=1.234,
+                feed=outcome.feed,
+                message_type=header.message_type,
+                bucket="release",
+                finding_count=len(findings),
+                error_code="",
+                policy_version=pipeline.version,
+                accession_h=keyed_hash(report.accession, key),
+                patient_h=keyed_hash(report.patient.id, key),
+            )
 
         def receive() -> None:
             d = intake.receive(fresh(raw), log)
@@ -161,10 +178,23 @@ def main() -> int:
             fresh_raw = fresh(raw)
             h = read_header(fresh_raw)
             assert h is not None
-            store.save(MessageRecord(
-                control_id=h.control_id, sender_application=h.sending_application, sender_facility=h.sending_facility,
-                feed=outcome.feed, received=now, raw=fresh_raw, transport="mllp", state="processed",
-                ack_code="AA", ack=b"ACK", error_code="", reports=_reports(outcome), outbox=()))
+            store.save(
+                MessageRecord(
+                    control_id=h.control_id,
+                    sender_application=h.sending_application,
+                    sender_facility=h.sending_facility,
+                    feed=outcome.feed,
+                    received=now,
+                    raw=fresh_raw,
+                    transport="mllp",
+                    state="processed",
+                    ack_code="AA",
+                    ack=b"ACK",
+                    error_code="",
+                    reports=_reports(outcome),
+                    outbox=(),
+                )
+            )
 
         stages: dict[str, Callable[[], object]] = {
             "frame+unframe": lambda: MllpFramer().feed(framed),
@@ -179,8 +209,10 @@ def main() -> int:
             "receive (reactor)": receive,
             "commit (writer thread)": commit,
         }
-        print(f"{path.name} ({len(raw)} bytes, {len(report.text)} chars of text, {len(findings)} findings,"
-              f" route {outcome.reports[0].route.bucket if outcome.reports[0].route else '-'})")
+        print(
+            f"{path.name} ({len(raw)} bytes, {len(report.text)} chars of text, {len(findings)} findings,"
+            f" route {outcome.reports[0].route.bucket if outcome.reports[0].route else '-'})"
+        )
         for name, func in stages.items():
             clock = time.perf_counter if name.startswith("commit") else time.thread_time
             low, med, p90 = timed(func, args.seconds, args.cold, clock)

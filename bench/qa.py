@@ -66,8 +66,10 @@ def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
             examples = ", ".join(ev.clean_examples.get(rule_id, [])[:3])
             print(f"    {rule_id:48s} {sev:7s} {count:5d} ({count / ev.clean_n:.1%})  e.g. {examples}")
     print()
-    print(f"ms/report (engine only, {len(ev.ms)} runs): median {ev.ms_median:.3f}, "
-          f"p99 {ev.ms_quantile(0.99):.3f}, max {max(ev.ms, default=0.0):.3f}  (targets 2 / 10)")
+    print(
+        f"ms/report (engine only, {len(ev.ms)} runs): median {ev.ms_median:.3f}, "
+        f"p99 {ev.ms_quantile(0.99):.3f}, max {max(ev.ms, default=0.0):.3f}  (targets 2 / 10)"
+    )
     if misses:
         print()
         for category in sorted(ev.categories):

@@ -43,7 +43,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ from tests.qa.evaluate import CORPUS, context_for, load_docs, report_for  # noqa
 from tests.qa.inject import SEED, build_cases  # noqa: E402
 from tests.unit.qa.factory import pipeline  # noqa: E402
 
-NOW = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 
 def hl7_files() -> list[Path]:

@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", type=int, default=500, help="clean corpus reports (default 500)")
     parser.add_argument("--repeat", type=int, default=3, help="passes over the inputs (default 3)")
     parser.add_argument("--top", type=int, default=0, help="print only the K costliest rules")
-    parser.add_argument("--warm", action="store_true",
-                        help="keep the text memos warm for the per-rule times (each rule's own cost, without the"
-                             " sentence/mention analysis that the first rule asking for it pays)")
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="keep the text memos warm for the per-rule times (each rule's own cost, without the"
+        " sentence/mention analysis that the first rule asking for it pays)",
+    )
     args = parser.parse_args(argv)
     qa = pipeline().qa
     assert qa is not None
@@ -101,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             totals.append(total)
     memo = "warm for the per-rule times" if args.warm else "emptied before each report"
     print(f"reports: {len(inputs)} x {args.repeat} passes (text memos {memo})")
-    print(f"engine (run_rules) per report: median {statistics.median(engine):.1f} us, "
-          f"p99 {quantile(engine, 0.99):.1f} us, mean {statistics.fmean(engine):.1f} us")
-    print(f"sum of rule times per report:  median {statistics.median(totals):.1f} us, "
-          f"p99 {quantile(totals, 0.99):.1f} us")
+    print(
+        f"engine (run_rules) per report: median {statistics.median(engine):.1f} us, "
+        f"p99 {quantile(engine, 0.99):.1f} us, mean {statistics.fmean(engine):.1f} us"
+    )
+    print(
+        f"sum of rule times per report:  median {statistics.median(totals):.1f} us, p99 {quantile(totals, 0.99):.1f} us"
+    )
     print()
     print(f"{'rule':48s} {'mean us':>9s} {'p99 us':>9s}")
     ranked = sorted(per_rule.items(), key=lambda kv: -statistics.fmean(kv[1]))

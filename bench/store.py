@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore  # noqa: E402
-from listener.store.schema import migrate  # noqa: E402
-from listener.store.sqlite import _connect, _insert_record, create_private_file  # noqa: E402
+from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore
+from listener.store.schema import migrate
+from listener.store.sqlite import _connect, _insert_record, create_private_file
 
 RAW = b"MSH|^~\\&|RIS|HOSP|OVR|HOSP|20240501120000||ORU^R01|%s|P|2.5.1\r" + b"OBX|" * 600
 REPORT = json.dumps({"text": "FINDINGS: " + "no acute intracranial abnormality. " * 80})
@@ -54,8 +54,7 @@ def make_record(control_id: str) -> MessageRecord:
         transport="mllp",
         state="processed",
         ack_code="AA",
-        ack=b"MSH|^~\\&|OVR|HOSP|RIS|HOSP|20240501120000||ACK^R01|A1|P|2.5.1\rMSA|AA|"
-        + control_id.encode(),
+        ack=b"MSH|^~\\&|OVR|HOSP|RIS|HOSP|20240501120000||ACK^R01|A1|P|2.5.1\rMSA|AA|" + control_id.encode(),
         reports=(ReportRecord("ACC" + control_id, REPORT, FINDINGS, ROUTE, "selective_overread"),),
         outbox=(OutboxItem("ris", "ACC" + control_id, "O" + control_id, RAW[:1500]),),
     )

@@ -41,7 +41,7 @@ import json
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int,
     from tests.unit.qa.factory import pipeline
 
     p = pipeline()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     process(message("natural", 1), p, received_at=now)  # warm-up: lazy compiles, caches
     out: dict[str, dict[int, float]] = {}
     calls = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from listener.assemble import build_pipeline
@@ -21,7 +21,7 @@ from listener.hl7v2.mllp import FrameTooLarge, MllpFramer
 from listener.hl7v2.segments import LOG_VALUE_MAX, check_header_lengths, read_header, strip_envelope
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
 
-RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 #: A message header segment: "MSH" and a delimiter at the start of a line or
 #: after a start block. A second one (with the first's field separator) makes

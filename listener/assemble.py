@@ -67,9 +67,15 @@ def build_pipeline(config: Config) -> Pipeline:
     # A file removed between the check and the load must not slip through either.
     check_terms_loaded(qa.terms.sources, terms_dir)
     routing = load_routing_policy(config.policies_dir / "routing.yaml", directory=directory, terms=qa.terms)
-    return Pipeline(mappings=load_mappings(config.mappings_dir), procedures=procedures, qa=qa,
-                    decide_route=routing_decider(routing), version=qa.version, routing_version=routing.version,
-                    mapping_version=files_version(config.mappings_dir, config.procedures_file))
+    return Pipeline(
+        mappings=load_mappings(config.mappings_dir),
+        procedures=procedures,
+        qa=qa,
+        decide_route=routing_decider(routing),
+        version=qa.version,
+        routing_version=routing.version,
+        mapping_version=files_version(config.mappings_dir, config.procedures_file),
+    )
 
 
 def files_version(directory: Path, *extra: Path) -> str:

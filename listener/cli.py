@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -105,11 +105,29 @@ def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | Non
         base["feed"] = outcome.feed
         base["feed_file"] = feed_file(pipeline, outcome.feed)
     if outcome.error is not None:
-        return [{**base, "accession": "", "status": "", "disposition": Disposition.REJECTED, "findings": [], "route": None,
-                 "error": error_dict(outcome.error)}]
+        return [
+            {
+                **base,
+                "accession": "",
+                "status": "",
+                "disposition": Disposition.REJECTED,
+                "findings": [],
+                "route": None,
+                "error": error_dict(outcome.error),
+            }
+        ]
     if not outcome.reports:
-        return [{**base, "accession": "", "status": "", "disposition": outcome.disposition, "findings": [],
-                 "route": None, "error": None}]
+        return [
+            {
+                **base,
+                "accession": "",
+                "status": "",
+                "disposition": outcome.disposition,
+                "findings": [],
+                "route": None,
+                "error": None,
+            }
+        ]
     out = []
     for result in outcome.reports:
         report = result.report
@@ -129,8 +147,9 @@ def result_objects(msg: InputMessage, outcome: Outcome, pipeline: Pipeline | Non
     return out
 
 
-def check_messages(messages: Sequence[InputMessage], pipeline: Pipeline, now: datetime,
-                   priors_for: PriorsFor | None = None) -> Iterator[tuple[InputMessage, Outcome]]:
+def check_messages(
+    messages: Sequence[InputMessage], pipeline: Pipeline, now: datetime, priors_for: PriorsFor | None = None
+) -> Iterator[tuple[InputMessage, Outcome]]:
     """Run each input message through the pipeline its format needs."""
     for msg in messages:
         if msg.kind == "fhir":
@@ -221,7 +240,9 @@ def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style
     if obj["error"]:
         err = obj["error"]
         where = f" at {err['location']}" if err["location"] else ""
-        out.write(f"{style(head, '1')}\n  {style('rejected', '31;1')}: {err['message']}{where} (HL7 {err['code']} {err['name']})\n")
+        out.write(
+            f"{style(head, '1')}\n  {style('rejected', '31;1')}: {err['message']}{where} (HL7 {err['code']} {err['name']})\n"
+        )
         return
     if obj.get("report") is None:
         out.write(f"{style(head, '1')}\n  {obj['disposition']}\n")
@@ -242,14 +263,18 @@ def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style
         for ev in finding["evidence"]:
             lo, hi = max(0, ev["start"] - 40), min(len(report_text), ev["end"] + 40)
             context = (
-                report_text[lo : ev["start"]] + style(report_text[ev["start"] : ev["end"]], "4") + report_text[ev["end"] : hi]
+                report_text[lo : ev["start"]]
+                + style(report_text[ev["start"] : ev["end"]], "4")
+                + report_text[ev["end"] : hi]
             ).replace("\n", " ")
             out.write(f"      {ev['section']}: ...{context}...\n")
         if finding.get("suggestion"):
             out.write(f"      suggestion: {finding['suggestion']}\n")
     route = obj["route"]
     if route:
-        out.write(f"  route: {style(route['bucket'], '1')} -> {route['pool']} ({route['priority']}); reasons: {', '.join(route['reasons']) or '-'}\n")
+        out.write(
+            f"  route: {style(route['bucket'], '1')} -> {route['pool']} ({route['priority']}); reasons: {', '.join(route['reasons']) or '-'}\n"
+        )
 
 
 def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
@@ -269,7 +294,7 @@ def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
 
 def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     pipeline = _pipeline_with_policy(config, args.policy)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     priors: PriorFiles | None = None
     if args.prior:
         try:
@@ -291,8 +316,10 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         messages = split_file(path, data)
         for msg, outcome in check_messages(messages, pipeline, now, priors):
             if priors is not None and priors.mismatch is not None:
-                sys.stderr.write(f"overread check: --prior {priors.mismatch}: another patient than {msg.source}"
-                                 " (a prior must be the checked report's patient: identifier and assigning authority)\n")
+                sys.stderr.write(
+                    f"overread check: --prior {priors.mismatch}: another patient than {msg.source}"
+                    " (a prior must be the checked report's patient: identifier and assigning authority)\n"
+                )
                 return EXIT_ERROR
             texts = {r.report.accession: r.report.text for r in outcome.reports}
             for obj in result_objects(msg, outcome, pipeline):
@@ -321,7 +348,7 @@ def cmd_explain(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         raise ConfigError("no QA configuration to explain with", path=str(config.policies_dir))
     policy_path = Path(args.policy) if args.policy else config.policies_dir / "routing.yaml"
     policy = load_routing_policy(policy_path, directory=qa.directory, terms=qa.terms)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     status = EXIT_OK
     for path in iter_input_files(args.paths):
         try:
@@ -371,8 +398,9 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     except ConfigError as exc:
         # The journal gets the event too (main() also says it on stderr, exit 2):
         # a unit that fails to start shows why in `journalctl -u overread`.
-        get_logger("listener.cli").error("config_invalid", path=exc.path or "", line=exc.line or 0,
-                                         detail=exc.message, reason="start_refused")
+        get_logger("listener.cli").error(
+            "config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message, reason="start_refused"
+        )
         raise
     except StoreError as exc:
         sys.stderr.write(f"overread serve: {exc}\n")
@@ -420,8 +448,10 @@ def cmd_config_check(args: argparse.Namespace, out: TextIO) -> int:
     if problems:
         return EXIT_ERROR
     where = config.source if config.source != "(defaults)" else "built-in defaults"
-    out.write(f"config ok: {where}; mappings {config.mappings_dir}; policies {config.policies_dir}"
-              f"{'; destinations ' + str(config.destinations_file) if config.destinations_file else ''}\n")
+    out.write(
+        f"config ok: {where}; mappings {config.mappings_dir}; policies {config.policies_dir}"
+        f"{'; destinations ' + str(config.destinations_file) if config.destinations_file else ''}\n"
+    )
     return EXIT_OK
 
 
@@ -515,9 +545,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
     check.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
-    check.add_argument("--policy", metavar="F", help="routing policy file to decide with instead of policies/routing.yaml")
-    check.add_argument("--prior", action="append", default=[], metavar="FILE",
-                       help="a report file (HL7 v2 or FHIR JSON) of the same patient's prior study; repeatable")
+    check.add_argument(
+        "--policy", metavar="F", help="routing policy file to decide with instead of policies/routing.yaml"
+    )
+    check.add_argument(
+        "--prior",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a report file (HL7 v2 or FHIR JSON) of the same patient's prior study; repeatable",
+    )
 
     explain = sub.add_parser("explain", help="show why each routing rule did or did not match, per report")
     explain.add_argument("paths", nargs="+", metavar="FILE")
@@ -528,14 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the MLLP listener daemon")
     serve.add_argument("--config", metavar="F", help="daemon config file (YAML)")
     serve.add_argument("--mllp", metavar="ENDPOINT", help="MLLP listen endpoint, e.g. tcp:2575:interface=127.0.0.1")
-    serve.add_argument("--http", metavar="ENDPOINT", help="HTTP endpoint for FHIR, /healthz and /metrics (default tcp:8080:interface=127.0.0.1; off to disable)")
+    serve.add_argument(
+        "--http",
+        metavar="ENDPOINT",
+        help="HTTP endpoint for FHIR, /healthz and /metrics (default tcp:8080:interface=127.0.0.1; off to disable)",
+    )
     serve.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
     config_cmd = sub.add_parser("config", help="configuration tools")
     config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
     config_check = config_sub.add_parser(
-        "check", help="load every file the daemon would load (destinations and TLS files too), create nothing; exit 0 or 2")
+        "check",
+        help="load every file the daemon would load (destinations and TLS files too), create nothing; exit 0 or 2",
+    )
     config_check.add_argument("--config", metavar="F", help="daemon config file (YAML); default: the built-in defaults")
 
     send = sub.add_parser("send", help="send HL7 v2 files over MLLP and print each ACK")
@@ -579,8 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.logs import configure_logging, get_logger
 
             configure_logging(args.log_format)
-            get_logger("listener.cli").error("config_invalid", path=exc.path or "", line=exc.line or 0,
-                                             detail=exc.message, reason="start_refused")
+            get_logger("listener.cli").error(
+                "config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message, reason="start_refused"
+            )
         return EXIT_ERROR
     try:
         if args.command == "check":
@@ -603,8 +647,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("show", "hash", "reprocess", "audit"):
             from listener import operate_cli
 
-            command = {"show": operate_cli.cmd_show, "hash": operate_cli.cmd_hash,
-                       "reprocess": operate_cli.cmd_reprocess, "audit": operate_cli.cmd_audit}[args.command]
+            command = {
+                "show": operate_cli.cmd_show,
+                "hash": operate_cli.cmd_hash,
+                "reprocess": operate_cli.cmd_reprocess,
+                "audit": operate_cli.cmd_audit,
+            }[args.command]
             return command(args, daemon_config(args, config), sys.stdout)
         if args.command == "history":
             from listener.history_cli import cmd_history
@@ -621,4 +669,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     parser.error(f"unknown command {args.command}")
     return EXIT_ERROR
-

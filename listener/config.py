@@ -270,7 +270,9 @@ def _http_clients(node: YamlMap, base: Path) -> tuple[HttpClient, ...]:
         allow = entry.get_list("allow").strings() if "allow" in entry else DEFAULT_HTTP_PERMISSIONS
         for i, permission in enumerate(allow):
             if permission not in HTTP_PERMISSIONS:
-                raise entry.get_list("allow").error(i, f"allow: {permission!r} is not one of {', '.join(HTTP_PERMISSIONS)}")
+                raise entry.get_list("allow").error(
+                    i, f"allow: {permission!r} is not one of {', '.join(HTTP_PERMISSIONS)}"
+                )
         clients.append(
             HttpClient(
                 name=name,
@@ -329,9 +331,15 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if number != int(number):
                 raise doc.error("http_max_body_size", "'http_max_body_size' must be a whole number")
             daemon["http_max_body_size"] = int(number)
-        for key, minimum in (("max_frame_size", 1024), ("max_connections", 1), ("raw_retention_days", 0),
-                             ("max_connections_per_peer", 1), ("pipeline_workers", 1),
-                             ("http_max_connections", 1), ("http_max_connections_per_peer", 1)):
+        for key, minimum in (
+            ("max_frame_size", 1024),
+            ("max_connections", 1),
+            ("raw_retention_days", 0),
+            ("max_connections_per_peer", 1),
+            ("pipeline_workers", 1),
+            ("http_max_connections", 1),
+            ("http_max_connections_per_peer", 1),
+        ):
             if key in doc:
                 number = doc.get_number(key, minimum=minimum)
                 if number != int(number):

@@ -178,7 +178,9 @@ def load_destinations(path: str | Path) -> tuple[DestinationSettings, ...]:
     return _destinations(load_yaml(path), Path(path).resolve().parent)
 
 
-def parse_destinations(text: str, path: str = "<destinations>", *, base_dir: Path | None = None) -> tuple[DestinationSettings, ...]:
+def parse_destinations(
+    text: str, path: str = "<destinations>", *, base_dir: Path | None = None
+) -> tuple[DestinationSettings, ...]:
     """Like :func:`load_destinations`, from YAML text (``path`` names it in errors)."""
     return _destinations(parse_yaml(text, path), base_dir or Path.cwd())
 
@@ -241,17 +243,24 @@ def _check_endpoint(endpoint: str, node: YamlMap) -> str:
     parts = re.split(r"(?<!\\):", endpoint)
     kind = parts[0]
     if kind not in _ENDPOINT_TYPES:
-        raise node.error("endpoint", f"'endpoint' must be a Twisted client endpoint of type {', '.join(_ENDPOINT_TYPES)}")
+        raise node.error(
+            "endpoint", f"'endpoint' must be a Twisted client endpoint of type {', '.join(_ENDPOINT_TYPES)}"
+        )
     positional = [p for p in parts[1:] if "=" not in p]
     keywords = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
     unknown = sorted(set(keywords) - {"host", "port"})
     if unknown or len(positional) > 2:
         extra = ", ".join(unknown) if unknown else ":".join(positional[2:])
-        raise node.error("endpoint", f"'endpoint' takes a host and a port only (the connect timeout is retry.ack_timeout_seconds), not {extra}")
+        raise node.error(
+            "endpoint",
+            f"'endpoint' takes a host and a port only (the connect timeout is retry.ack_timeout_seconds), not {extra}",
+        )
     host = keywords.get("host", positional[0] if positional else "")
     port = keywords.get("port", positional[1] if len(positional) > 1 else "")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise node.error("endpoint", "'endpoint' must name a host and a port from 1 to 65535, e.g. tcp:host=ris.example:port=6661")
+        raise node.error(
+            "endpoint", "'endpoint' must name a host and a port from 1 to 65535, e.g. tcp:host=ris.example:port=6661"
+        )
     return kind
 
 
@@ -313,7 +322,9 @@ def _carriers(node: YamlMap, where: str, version: str) -> frozenset[str]:
             raise items.error(i, f"{where} message: ORC-25 does not exist in 2.3.1; use zrt or obx")
     chosen = frozenset(names)
     if not chosen & {"orc25", "zrt", "obx"}:
-        raise node.error("carriers", f"{where} message: 'carriers' must include orc25, zrt or obx (or the bucket is never sent)")
+        raise node.error(
+            "carriers", f"{where} message: 'carriers' must include orc25, zrt or obx (or the bucket is never sent)"
+        )
     return chosen
 
 
@@ -326,7 +337,9 @@ def _retry(node: YamlMap, where: str) -> RetrySettings:
     base = node.get_number("backoff_base_seconds", defaults.backoff_base_seconds, minimum=0.1)
     cap = node.get_number("backoff_max_seconds", defaults.backoff_max_seconds, minimum=0.1)
     if cap < base:
-        raise node.error("backoff_max_seconds", f"{where} retry: 'backoff_max_seconds' must be at least 'backoff_base_seconds'")
+        raise node.error(
+            "backoff_max_seconds", f"{where} retry: 'backoff_max_seconds' must be at least 'backoff_base_seconds'"
+        )
     return RetrySettings(
         max_attempts=int(attempts),
         backoff_base_seconds=base,
@@ -334,4 +347,3 @@ def _retry(node: YamlMap, where: str) -> RetrySettings:
         ack_timeout_seconds=node.get_number("ack_timeout_seconds", defaults.ack_timeout_seconds, minimum=0.1),
         on_reject=node.get_choice("on_reject", ON_REJECT, defaults.on_reject),
     )
-

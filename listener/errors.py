@@ -7,7 +7,6 @@ into NACKs, OperationOutcomes and logs, and a value could be patient data.
 
 from __future__ import annotations
 
-
 # HL7 table 0357 (message error condition codes) used by DecodeError.
 SEGMENT_SEQUENCE_ERROR = "100"
 REQUIRED_FIELD_MISSING = "101"

@@ -58,13 +58,18 @@ def _decode(entry: HistoryEntry, raw: bytes, ctx: HistoryContext) -> tuple[Repor
     if entry.transport == "mllp":
         outcome = process(raw, ctx.pipeline, received_at=entry.received)
     else:
-        sender = (json.loads(entry.report_json).get("sender") or {})
+        sender = json.loads(entry.report_json).get("sender") or {}
         name, facility = str(sender.get("application") or ""), str(sender.get("facility") or "")
         known = ctx.clients.get(name)
-        client = dataclasses.replace(known or DEFAULT_CLIENT, name=name or DEFAULT_CLIENT.name, facility=facility,
-                                     feed=ctx.pipeline.mappings.for_sender(name, facility).name)
-        outcome = process_fhir(raw, ctx.pipeline, received_at=entry.received, media_type=_FHIR_MEDIA_TYPE,
-                               client=client)
+        client = dataclasses.replace(
+            known or DEFAULT_CLIENT,
+            name=name or DEFAULT_CLIENT.name,
+            facility=facility,
+            feed=ctx.pipeline.mappings.for_sender(name, facility).name,
+        )
+        outcome = process_fhir(
+            raw, ctx.pipeline, received_at=entry.received, media_type=_FHIR_MEDIA_TYPE, client=client
+        )
     if entry.seq >= len(outcome.reports):
         return "not comparable: the stored body no longer decodes to this report"
     result = outcome.reports[entry.seq]
@@ -74,8 +79,9 @@ def _decode(entry: HistoryEntry, raw: bytes, ctx: HistoryContext) -> tuple[Repor
     return result.report, result.findings
 
 
-def history_document(store: Store, accession: str, ctx: HistoryContext, *,
-                     limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+def history_document(
+    store: Store, accession: str, ctx: HistoryContext, *, limit: int = HISTORY_LIMIT
+) -> dict[str, Any]:
     """The history document of ``accession`` (docs/cli.md, "history"): versions and comparisons.
 
     Raises:
@@ -102,10 +108,15 @@ def history_document(store: Store, accession: str, ctx: HistoryContext, *,
     qa = ctx.pipeline.qa
     for pair in chain.pairs:
         item: dict[str, Any] = {
-            "kind": pair.kind, "before": pair.before, "after": pair.after,
+            "kind": pair.kind,
+            "before": pair.before,
+            "after": pair.after,
             "before_message_pk": chain.versions[pair.before].message_pk,
             "after_message_pk": chain.versions[pair.after].message_pk,
-            "comparable": False, "reason": "", "grade": None, "comparison": None,
+            "comparable": False,
+            "reason": "",
+            "grade": None,
+            "comparison": None,
         }
         before, after = version(pair.before), version(pair.after)
         if isinstance(before, str) or isinstance(after, str):

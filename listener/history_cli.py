@@ -31,8 +31,9 @@ __all__ = ["add_history_parser", "cmd_history", "history_context", "write_histor
 _EXIT_OK, _EXIT_NOT_FOUND, _EXIT_ERROR = 0, 1, 2
 
 
-def history_context(config: Config, pipeline: Pipeline | None = None,
-                    clients: Mapping[str, FhirClient] | None = None) -> HistoryContext:
+def history_context(
+    config: Config, pipeline: Pipeline | None = None, clients: Mapping[str, FhirClient] | None = None
+) -> HistoryContext:
     """Load what :func:`~listener.history.history_document` needs: the pipeline, the grading rules and
     the FHIR clients of ``config`` (a given pipeline or clients are used as they are).
 
@@ -61,29 +62,42 @@ def _excerpt(evidence: list[dict[str, Any]]) -> str:
 def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
     """``overread history --format text``: the chain for people."""
     versions = doc["versions"]
-    out.write(f"accession {doc['accession']}: {len(versions)} version{'s' if len(versions) != 1 else ''},"
-              f" {len(doc['comparisons'])} comparison{'s' if len(doc['comparisons']) != 1 else ''}"
-              + ("  (more stored: list truncated)" if doc["truncated"] else "") + "\n")
+    out.write(
+        f"accession {doc['accession']}: {len(versions)} version{'s' if len(versions) != 1 else ''},"
+        f" {len(doc['comparisons'])} comparison{'s' if len(doc['comparisons']) != 1 else ''}"
+        + ("  (more stored: list truncated)" if doc["truncated"] else "")
+        + "\n"
+    )
     for v in versions:
         reader = v["reader"]
         who = (reader["id"] or "-") + (f" {reader['name']}" if reader["name"] else "") + f" ({reader['type'] or '-'})"
         exam = " ".join(x for x in (v["exam"]["code"], v["exam"]["text"], v["exam"]["modality"]) if x) or "-"
-        out.write(f"[{v['position']}] {v['status']:<11} report {v['report_time'] or '-'}  received {v['received']}"
-                  f"  via {v['transport']}  message {v['message_pk']} ({v['message_id']})\n")
-        out.write(f"    reader {who}  exam {exam}  route {v['bucket'] or '-'}"
-                  + ("  raw purged" if not v["raw_kept"] else "")
-                  + ("  (received before an earlier version: out of order)" if v["out_of_order"] else "") + "\n")
+        out.write(
+            f"[{v['position']}] {v['status']:<11} report {v['report_time'] or '-'}  received {v['received']}"
+            f"  via {v['transport']}  message {v['message_pk']} ({v['message_id']})\n"
+        )
+        out.write(
+            f"    reader {who}  exam {exam}  route {v['bucket'] or '-'}"
+            + ("  raw purged" if not v["raw_kept"] else "")
+            + ("  (received before an earlier version: out of order)" if v["out_of_order"] else "")
+            + "\n"
+        )
     for c in doc["comparisons"]:
         head = f"{c['kind']} [{c['before']}] -> [{c['after']}]"
         if not c["comparable"]:
             out.write(f"{head}: {c['reason']}\n")
             continue
         comp = c["comparison"]
-        out.write(f"{head}: grade {c['grade']}  ({comp['interpretive']} interpretive,"
-                  f" {comp['operational']} operational; rules {comp['rules_version']})\n")
+        out.write(
+            f"{head}: grade {c['grade']}  ({comp['interpretive']} interpretive,"
+            f" {comp['operational']} operational; rules {comp['rules_version']})\n"
+        )
         for d in comp["differences"]:
-            out.write(f"  {d['grade']:<2} {d['category']:<12} {d['kind']} {d['concept'] or '-'}"
-                      + (f": {d['detail']}" if d["detail"] else "") + "\n")
+            out.write(
+                f"  {d['grade']:<2} {d['category']:<12} {d['kind']} {d['concept'] or '-'}"
+                + (f": {d['detail']}" if d["detail"] else "")
+                + "\n"
+            )
             out.write(f"       before: {_excerpt(d['prelim'])}\n")
             out.write(f"       after:  {_excerpt(d['final'])}\n")
 
@@ -91,19 +105,26 @@ def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
 def add_history_parser(sub: Any) -> None:
     """Add ``history`` to the top-level subparsers."""
     p = sub.add_parser(
-        "history", help="an accession's report versions (prelim, final, corrections) and what changed",
+        "history",
+        help="an accession's report versions (prelim, final, corrections) and what changed",
         description="Print every stored report of ACCESSION in clinical order (preliminary, final, corrections), "
-                    "with reader, report time, receive time and transport, and compare each final with the last "
-                    "preliminary and each correction with the version it replaces (grade and differences with "
-                    "evidence). Versions are decoded again from their stored raw bytes with the current "
-                    "configuration. Patient names and identifiers are never printed.",
-        epilog="exit status: 0 shown; 1 no report of that accession; 2 usage error or no store")
+        "with reader, report time, receive time and transport, and compare each final with the last "
+        "preliminary and each correction with the version it replaces (grade and differences with "
+        "evidence). Versions are decoded again from their stored raw bytes with the current "
+        "configuration. Patient names and identifiers are never printed.",
+        epilog="exit status: 0 shown; 1 no report of that accession; 2 usage error or no store",
+    )
     p.add_argument("--config", metavar="F", help="daemon config file (its state_dir and policies are used)")
     p.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var; wins over --config)")
     p.add_argument("accession", metavar="ACCESSION", help="the accession number, exact")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--limit", type=int, default=HISTORY_LIMIT, metavar="N",
-                   help=f"read at most N stored reports (default {HISTORY_LIMIT})")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=HISTORY_LIMIT,
+        metavar="N",
+        help=f"read at most N stored reports (default {HISTORY_LIMIT})",
+    )
 
 
 def cmd_history(args: argparse.Namespace, config: Config, out: TextIO) -> int:

@@ -34,7 +34,14 @@ from typing import Any, Literal
 from listener.destinations import DestinationSettings
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError, FhirDecodeError, FhirUnsupportedMediaType
 from listener.fhir.decode import FhirClient
-from listener.fhir.encode import EntryResult, Issue, bundle_response, operation_outcome, outcome_for_error, outcome_for_routes
+from listener.fhir.encode import (
+    EntryResult,
+    Issue,
+    bundle_response,
+    operation_outcome,
+    outcome_for_error,
+    outcome_for_routes,
+)
 from listener.fhir.resolve import JSON, objs, str_of, walk_entries
 from listener.hl7v2.ack import AckErrorDetail, ack_code_for, build_ack
 from listener.hl7v2.segments import MessageHeader
@@ -150,8 +157,16 @@ def _routing_messages(
     if not destinations:
         return (), ""
     try:
-        items = outbox_items(outcome.reports, destinations, now=received, sender_application=sender[0],
-                             sender_facility=sender[1], control_id=control_id, processing=processing, only=only)
+        items = outbox_items(
+            outcome.reports,
+            destinations,
+            now=received,
+            sender_application=sender[0],
+            sender_facility=sender[1],
+            control_id=control_id,
+            processing=processing,
+            only=only,
+        )
     except Exception as exc:  # noqa: BLE001 - the caller answers an internal error instead of success
         return (), type(exc).__name__
     return items, ""
@@ -174,9 +189,19 @@ def _record(
 ) -> MessageRecord:
     """The record of one processed message: its key, its answer (``code``, ``answer`` bytes) and what it stores."""
     return MessageRecord(
-        control_id=control_id, sender_application=sender[0], sender_facility=sender[1], feed=outcome.feed,
-        received=received, raw=raw, transport=transport, state=state, ack_code=code, ack=answer,
-        error_code=outcome.error.hl7_code if outcome.error is not None else "", reports=reports, outbox=outbox,
+        control_id=control_id,
+        sender_application=sender[0],
+        sender_facility=sender[1],
+        feed=outcome.feed,
+        received=received,
+        raw=raw,
+        transport=transport,
+        state=state,
+        ack_code=code,
+        ack=answer,
+        error_code=outcome.error.hl7_code if outcome.error is not None else "",
+        reports=reports,
+        outbox=outbox,
         replaces=replaces,
     )
 
@@ -192,8 +217,16 @@ def quarantine_record(
 ) -> MessageRecord:
     """The record of a message that crashed the daemon repeatedly: unprocessed, its answer stored for every resend."""
     return MessageRecord(
-        control_id=control_id, sender_application=sender[0], sender_facility=sender[1], feed="", received=received,
-        raw=raw, transport=transport, state="quarantined", ack_code=code, ack=answer,
+        control_id=control_id,
+        sender_application=sender[0],
+        sender_facility=sender[1],
+        feed="",
+        received=received,
+        raw=raw,
+        transport=transport,
+        state="quarantined",
+        ack_code=code,
+        ack=answer,
         error_code=APPLICATION_INTERNAL_ERROR,
     )
 
@@ -261,14 +294,30 @@ def mllp_record(
     outbox: tuple[OutboxItem, ...] = ()
     if code in ("AA", "CA") and message_state(outcome) == "processed":
         outbox, routing_error = _routing_messages(
-            outcome, destinations, received=received, sender=(header.sending_application, header.sending_facility),
-            control_id=header.control_id, processing=processing, only=only)
+            outcome,
+            destinations,
+            received=received,
+            sender=(header.sending_application, header.sending_facility),
+            control_id=header.control_id,
+            processing=processing,
+            only=only,
+        )
         if routing_error:
             code, ack_bytes = ack(header, "AE", internal_error("Routing message could not be built"))
             outcome = dataclasses.replace(outcome, error_type=routing_error, disposition=Disposition.REJECTED)
-    record = _record("mllp", (header.sending_application, header.sending_facility), header.control_id, outcome,
-                     raw=raw, received=received, state=message_state(outcome), code=code, answer=ack_bytes,
-                     reports=reports, outbox=outbox)
+    record = _record(
+        "mllp",
+        (header.sending_application, header.sending_facility),
+        header.control_id,
+        outcome,
+        raw=raw,
+        received=received,
+        state=message_state(outcome),
+        code=code,
+        answer=ack_bytes,
+        reports=reports,
+        outbox=outbox,
+    )
     return record, outcome
 
 
@@ -343,9 +392,13 @@ def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Seq
         where = f"Bundle.entry[{i}].resource"
         if where in by_where:
             route, server_id = by_where[where]
-            results.append(EntryResult("201 Created", f"DiagnosticReport/{server_id}", outcome_for_routes([(where, route)])))
+            results.append(
+                EntryResult("201 Created", f"DiagnosticReport/{server_id}", outcome_for_routes([(where, route)]))
+            )
         else:
-            note = Issue("information", "informational", "read to resolve the reports' references; not kept as a resource", where)
+            note = Issue(
+                "information", "informational", "read to resolve the reports' references; not kept as a resource", where
+            )
             results.append(EntryResult("200 OK", "", operation_outcome((note,))))
     return bundle_response(str_of(doc, "type"), results)
 
@@ -354,7 +407,11 @@ def _report_expressions(doc: JSON, count: int) -> list[str]:
     """FHIRPath of each DiagnosticReport, in the decoder's (body) order."""
     if str_of(doc, "resourceType") == "DiagnosticReport":
         return ["DiagnosticReport"] * count
-    found = [f"Bundle.entry[{i}].resource" for i, _, r in walk_entries(doc) if str_of(r, "resourceType") == "DiagnosticReport"]
+    found = [
+        f"Bundle.entry[{i}].resource"
+        for i, _, r in walk_entries(doc)
+        if str_of(r, "resourceType") == "DiagnosticReport"
+    ]
     return found if len(found) == count else ["Bundle"] * count
 
 
@@ -409,13 +466,30 @@ def http_record(
         control_id = key_accepted
         state = "processed"
         outbox, routing_error = _routing_messages(
-            outcome, destinations, received=received, sender=(client.name, client.facility), control_id=control_id,
-            processing=processing, only=only)
+            outcome,
+            destinations,
+            received=received,
+            sender=(client.name, client.facility),
+            control_id=control_id,
+            processing=processing,
+            only=only,
+        )
         if routing_error:
             answer = outcome_answer(500, (Issue("error", "exception", "routing message could not be built"),))
             control_id = key_failed()
             state = "rejected"
-    record = _record("http", (client.name, client.facility), control_id, outcome, raw=raw, received=received,
-                     state=state, code=str(answer.status), answer=answer.envelope(), reports=records, outbox=outbox,
-                     replaces=replaces if state == "processed" else "")
+    record = _record(
+        "http",
+        (client.name, client.facility),
+        control_id,
+        outcome,
+        raw=raw,
+        received=received,
+        state=state,
+        code=str(answer.status),
+        answer=answer.envelope(),
+        reports=records,
+        outbox=outbox,
+        replaces=replaces if state == "processed" else "",
+    )
     return record, answer, routing_error

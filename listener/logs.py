@@ -336,9 +336,7 @@ def _stacks_text(stacks: list[dict[str, Any]]) -> str:
     for stack in stacks:
         lines.append("Traceback (most recent call last; message withheld):")
         for frame in stack.get("frames", ()):
-            lines.append(
-                f'  File "{frame["filename"]}", line {frame["lineno"]}, in {frame["name"]}'
-            )
+            lines.append(f'  File "{frame["filename"]}", line {frame["lineno"]}, in {frame["name"]}')
         lines.append(str(stack["exc_type"]))
     return "\n".join(lines)
 
@@ -360,8 +358,7 @@ def _stacks_from_failure(failure: Any) -> list[dict[str, Any]]:
     exc_type = getattr(failure, "type", None)
     type_name = getattr(exc_type, "__name__", "Exception")
     frames = [
-        {"filename": str(f[1]), "lineno": int(f[2]), "name": str(f[0])}
-        for f in getattr(failure, "frames", ()) or ()
+        {"filename": str(f[1]), "lineno": int(f[2]), "name": str(f[0])} for f in getattr(failure, "frames", ()) or ()
     ]
     return [{"exc_type": type_name, "is_cause": False, "frames": frames}]
 
@@ -371,13 +368,9 @@ class _ExceptionStep:
 
     def __init__(self, *, as_text: bool) -> None:
         self._as_text = as_text
-        self._renderer = ExceptionRenderer(
-            _format_exception_text if as_text else _MessageFreeTransformer()
-        )
+        self._renderer = ExceptionRenderer(_format_exception_text if as_text else _MessageFreeTransformer())
 
-    def __call__(
-        self, logger: WrappedLogger, method: str, event_dict: EventDict
-    ) -> EventDict:
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         failure = event_dict.pop(_FAILURE_KEY, None)
         if failure is None:
             return self._renderer(logger, method, event_dict)
@@ -401,9 +394,7 @@ def _safe_value(value: Any) -> Any:
         return value.value
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
-    if isinstance(
-        value, (pathlib.PurePath, ipaddress.IPv4Address, ipaddress.IPv6Address)
-    ):
+    if isinstance(value, (pathlib.PurePath, ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return str(value)
     return f"<{type(value).__name__}>"
 
@@ -552,9 +543,7 @@ def _install_excepthooks() -> None:
         tb: types.TracebackType | None,
     ) -> None:
         try:
-            structlog.get_logger().critical(
-                "exception_unhandled", exc_info=(exc_type, exc_value, tb)
-            )
+            structlog.get_logger().critical("exception_unhandled", exc_info=(exc_type, exc_value, tb))
         except Exception:  # noqa: BLE001
             # Python would print the original traceback, message included,
             # if the hook raised: say only what type it was.
@@ -708,9 +697,7 @@ def configure_logging(
             bound_sizes,
             # The allowlist already normalised values; default= is a last guard
             # so no object's repr() is ever written.
-            structlog.processors.JSONRenderer(
-                serializer=json.dumps, default=_safe_value, separators=(",", ":")
-            ),
+            structlog.processors.JSONRenderer(serializer=json.dumps, default=_safe_value, separators=(",", ":")),
         ]
     else:
         processors += [
@@ -746,4 +733,3 @@ def get_logger(name: str, **initial: Any) -> Any:
     later by :func:`configure_logging`.
     """
     return structlog.get_logger().bind(logger=name, **initial)
-

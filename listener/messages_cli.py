@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from listener.cli_common import parse_window
@@ -49,16 +49,25 @@ def add_messages_parser(sub: Any) -> None:
     messages.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
     messages.add_argument("--format", choices=("json", "text"), default="json")
     messages.add_argument("--state", choices=MESSAGE_STATES, help="only messages in this state")
-    messages.add_argument("--ack-code", choices=("AA", "AE", "AR", "CA", "CE", "CR"), help="only messages answered with this code")
+    messages.add_argument(
+        "--ack-code", choices=("AA", "AE", "AR", "CA", "CE", "CR"), help="only messages answered with this code"
+    )
     messages.add_argument("--sender", metavar="APP", help="only messages from this sending application (MSH-3)")
     messages.add_argument("--facility", metavar="FAC", help="only messages from this sending facility (MSH-4)")
-    messages.add_argument("--control-id", "--message-id", dest="control_id", metavar="ID",
-                          help="only messages with this MSH-10 (or FHIR control id)")
+    messages.add_argument(
+        "--control-id",
+        "--message-id",
+        dest="control_id",
+        metavar="ID",
+        help="only messages with this MSH-10 (or FHIR control id)",
+    )
     messages.add_argument("--accession", metavar="A", help="only messages with a report of this accession number")
     messages.add_argument("--patient-id", metavar="ID", help="only messages with a report of this patient id (PID-3)")
     messages.add_argument("--authority", metavar="AUTH", help="with --patient-id: only this assigning authority")
     messages.add_argument("--transport", choices=TRANSPORTS, help="only messages received over mllp or http")
-    messages.add_argument("--since", metavar="TIME", help="received at or after TIME (ISO 8601 with offset, or Nd days ago)")
+    messages.add_argument(
+        "--since", metavar="TIME", help="received at or after TIME (ISO 8601 with offset, or Nd days ago)"
+    )
     messages.add_argument("--until", metavar="TIME", help="received before TIME (same forms)")
     messages.add_argument("--after", type=int, metavar="PK", help="only messages after this message_pk (paging cursor)")
     messages.add_argument("--limit", type=int, metavar="N", help="print at most N messages")
@@ -67,8 +76,10 @@ def add_messages_parser(sub: Any) -> None:
 def _text_line(msg: MessageSummary) -> str:
     sender = msg.sender_application + (f"/{msg.sender_facility}" if msg.sender_facility else "")
     received = msg.received.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (f"{msg.message_pk:>8}  {received}  {msg.transport:<4}  {msg.state:<9}  {msg.ack_code:<3} "
-            f"{msg.error_code or '-':<4} {msg.report_count:>3}  {sender}  {msg.control_id}")
+    return (
+        f"{msg.message_pk:>8}  {received}  {msg.transport:<4}  {msg.state:<9}  {msg.ack_code:<3} "
+        f"{msg.error_code or '-':<4} {msg.report_count:>3}  {sender}  {msg.control_id}"
+    )
 
 
 def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO | None = None) -> int:
@@ -79,7 +90,7 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
         (err or sys.stderr).write(f"overread messages: {text}\n")
         return _EXIT_ERROR
 
-    window = parse_window(args, datetime.now(timezone.utc))
+    window = parse_window(args, datetime.now(UTC))
     if isinstance(window, str):
         return fail(window)
     if args.authority is not None and args.patient_id is None:
@@ -94,13 +105,24 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
         return fail(str(exc))
     try:
         rows = store.messages(
-            after=args.after, limit=args.limit, state=args.state, ack_code=args.ack_code,
-            sender_application=args.sender, sender_facility=args.facility, control_id=args.control_id,
-            transport=args.transport, accession=args.accession, patient_id=args.patient_id,
-            patient_authority=args.authority, since=window.get("since"), until=window.get("until"),
+            after=args.after,
+            limit=args.limit,
+            state=args.state,
+            ack_code=args.ack_code,
+            sender_application=args.sender,
+            sender_facility=args.facility,
+            control_id=args.control_id,
+            transport=args.transport,
+            accession=args.accession,
+            patient_id=args.patient_id,
+            patient_authority=args.authority,
+            since=window.get("since"),
+            until=window.get("until"),
         )
         if args.format == "text":
-            out.write(f"{'PK':>8}  {'RECEIVED (UTC)':<20}  {'VIA':<4}  {'STATE':<9}  ACK ERR  REP  SENDER  MESSAGE ID\n")
+            out.write(
+                f"{'PK':>8}  {'RECEIVED (UTC)':<20}  {'VIA':<4}  {'STATE':<9}  ACK ERR  REP  SENDER  MESSAGE ID\n"
+            )
         for msg in rows:
             if args.format == "text":
                 out.write(_text_line(msg) + "\n")

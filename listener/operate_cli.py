@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,32 +47,40 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 def add_operate_parsers(sub: Any) -> None:
     """Add ``show``, ``hash``, ``reprocess`` and ``audit`` to the top-level subparsers."""
     show = sub.add_parser(
-        "show", help="everything stored about one message",
+        "show",
+        help="everything stored about one message",
         description="Print one stored message: raw body, our ACK, its reports, findings, route with its "
-                    "explanation, the routing messages it produced with their delivery history, and every "
-                    "earlier processing. MESSAGE is a message_pk (a number) or an MSH-10 / FHIR control id.",
-        epilog="exit status: 0 shown; 1 not found or ambiguous; 2 usage error or no store")
+        "explanation, the routing messages it produced with their delivery history, and every "
+        "earlier processing. MESSAGE is a message_pk (a number) or an MSH-10 / FHIR control id.",
+        epilog="exit status: 0 shown; 1 not found or ambiguous; 2 usage error or no store",
+    )
     _store_options(show)
-    show.add_argument("message", metavar="MESSAGE", help="message_pk (pk:N when it could be a control id) or control id")
+    show.add_argument(
+        "message", metavar="MESSAGE", help="message_pk (pk:N when it could be a control id) or control id"
+    )
     show.add_argument("--sender", metavar="APP", help="with a control id: the sending application (MSH-3)")
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.add_argument("--no-raw", action="store_true", help="leave the raw body and report text out")
 
     hashp = sub.add_parser(
-        "hash", help="the keyed hash of an accession or patient id, as logged (accession_h, patient_h)",
+        "hash",
+        help="the keyed hash of an accession or patient id, as logged (accession_h, patient_h)",
         description="Print the keyed hash the daemon logs for each VALUE (an accession number or a patient id), "
-                    "so a log line can be matched to a message. Uses the installation key in the state directory.",
-        epilog="exit status: 0 printed; 2 no key in the state directory")
+        "so a log line can be matched to a message. Uses the installation key in the state directory.",
+        epilog="exit status: 0 printed; 2 no key in the state directory",
+    )
     _store_options(hashp)
     hashp.add_argument("values", nargs="+", metavar="VALUE", help="accession number or patient id")
 
     rep = sub.add_parser(
-        "reprocess", help="run stored messages through the current configuration again",
+        "reprocess",
+        help="run stored messages through the current configuration again",
         description="Process stored messages again from their raw bytes with the current mappings and policies. "
-                    "The earlier processing is kept (numbered); routing messages are queued only for decisions "
-                    "that changed (or all, with --resend-routes). A filtered run pins the newest message when it "
-                    "starts, so messages arriving meanwhile are never touched.",
-        epilog="exit status: 0 done; 1 some messages skipped or not found; 2 usage error or no store")
+        "The earlier processing is kept (numbered); routing messages are queued only for decisions "
+        "that changed (or all, with --resend-routes). A filtered run pins the newest message when it "
+        "starts, so messages arriving meanwhile are never touched.",
+        epilog="exit status: 0 done; 1 some messages skipped or not found; 2 usage error or no store",
+    )
     _store_options(rep)
     rep.add_argument("messages", nargs="*", metavar="MESSAGE", help="message_pk (pk:N) or control id")
     rep.add_argument("--state", choices=MESSAGE_STATES, help="filter: messages in this state")
@@ -80,15 +88,26 @@ def add_operate_parsers(sub: Any) -> None:
     rep.add_argument("--transport", choices=TRANSPORTS, help="filter: received over mllp or http")
     rep.add_argument("--since", metavar="TIME", help="filter: received at or after TIME (ISO 8601 with offset, or Nd)")
     rep.add_argument("--until", metavar="TIME", help="filter: received before TIME")
-    rep.add_argument("--limit", type=int, metavar="N", default=None,
-                     help=f"with a filter: at most N messages (default {DEFAULT_REPROCESS_LIMIT})")
+    rep.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        default=None,
+        help=f"with a filter: at most N messages (default {DEFAULT_REPROCESS_LIMIT})",
+    )
     rep.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
-    rep.add_argument("--resend-routes", action="store_true",
-                     help="queue every routed report's routing message, not only changed decisions")
+    rep.add_argument(
+        "--resend-routes",
+        action="store_true",
+        help="queue every routed report's routing message, not only changed decisions",
+    )
     rep.add_argument("--format", choices=("text", "json"), default="text")
 
-    audit = sub.add_parser("audit", help="list operator actions (reprocess, resend, retry, purge, kick)",
-                           epilog="exit status: 0 listed; 2 usage error or no store")
+    audit = sub.add_parser(
+        "audit",
+        help="list operator actions (reprocess, resend, retry, purge, kick)",
+        epilog="exit status: 0 listed; 2 usage error or no store",
+    )
     _store_options(audit)
     audit.add_argument("--since", metavar="TIME", help="from TIME on (ISO 8601 with offset, or Nd)")
     audit.add_argument("--action", metavar="NAME", help="only this action (e.g. reprocess, 'outbox resend')")
@@ -129,8 +148,10 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
         if not found:
             return int(text), ""
         if store.message_detail(int(text)) is not None:
-            return None, (f"{text!r} is both a message_pk and a control id: write pk:{text} for the message_pk,"
-                          " or give --sender for the control id")
+            return None, (
+                f"{text!r} is both a message_pk and a control id: write pk:{text} for the message_pk,"
+                " or give --sender for the control id"
+            )
     if not found:
         return None, f"no message with control id {text!r}" + (f" from {sender!r}" if sender else "")
     if len(found) > 1:
@@ -147,23 +168,35 @@ def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> N
     report = item["report"]
     proc = report.get("procedure") or {}
     reader = report.get("reader") or {}
-    out.write(f"{indent}report {item['seq'] + 1}: accession {item['accession'] or '-'}  status {report.get('status', '')}"
-              f"  modality {report.get('modality') or '-'}\n")
-    out.write(f"{indent}  procedure {proc.get('code') or '-'} {proc.get('coding_system') or ''} {proc.get('text') or ''}".rstrip()
-              + (f"  modifiers {','.join(proc['modifiers'])}" if proc.get("modifiers") else "") + "\n")
+    out.write(
+        f"{indent}report {item['seq'] + 1}: accession {item['accession'] or '-'}  status {report.get('status', '')}"
+        f"  modality {report.get('modality') or '-'}\n"
+    )
+    out.write(
+        f"{indent}  procedure {proc.get('code') or '-'} {proc.get('coding_system') or ''} {proc.get('text') or ''}".rstrip()
+        + (f"  modifiers {','.join(proc['modifiers'])}" if proc.get("modifiers") else "")
+        + "\n"
+    )
     if reader:
-        out.write(f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n")
+        out.write(
+            f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n"
+        )
     patient = report.get("patient")
     if patient:
-        out.write(f"{indent}  patient {patient.get('id') or '-'}"
-                  + (f" ({patient['id_authority']})" if patient.get("id_authority") else "") + "\n")
+        out.write(
+            f"{indent}  patient {patient.get('id') or '-'}"
+            + (f" ({patient['id_authority']})" if patient.get("id_authority") else "")
+            + "\n"
+        )
     sections = [s.get("kind", "") for s in report.get("sections", [])]
     if sections:
         out.write(f"{indent}  sections {', '.join(sections)}\n")
     route = item["route"]
     if route:
-        out.write(f"{indent}  route {route.get('bucket')}  pool {route.get('pool') or '-'}  priority {route.get('priority')}"
-                  f"  policy {route.get('policy_version') or '-'}\n")
+        out.write(
+            f"{indent}  route {route.get('bucket')}  pool {route.get('pool') or '-'}  priority {route.get('priority')}"
+            f"  policy {route.get('policy_version') or '-'}\n"
+        )
         for line in route.get("explanation") or route.get("reasons") or []:
             out.write(f"{indent}    why: {line}\n")
         for line in route.get("corrections") or []:
@@ -173,8 +206,11 @@ def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> N
     for f in findings:
         out.write(f"{indent}    {f.get('severity')} {f.get('rule')}: {f.get('message')}\n")
         for ev in f.get("evidence", []):
-            out.write(f"{indent}      evidence {ev.get('section')} [{ev.get('start')}-{ev.get('end')}]"
-                      + (f" {ev.get('text')!r}" if ev.get("text") else "") + "\n")
+            out.write(
+                f"{indent}      evidence {ev.get('section')} [{ev.get('start')}-{ev.get('end')}]"
+                + (f" {ev.get('text')!r}" if ev.get("text") else "")
+                + "\n"
+            )
         if f.get("suggestion"):
             out.write(f"{indent}      suggestion: {f['suggestion']}\n")
     if report.get("text") is not None:
@@ -186,11 +222,16 @@ def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> N
 def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
     """``overread show --format text``: the detail document for people."""
     sender = data["sender"]["application"] + (f"/{data['sender']['facility']}" if data["sender"]["facility"] else "")
-    out.write(f"message {data['message_pk']}  control id {data['message_id']}  from {sender}  via {data['transport']}"
-              f"  feed {data['feed']}\n")
+    out.write(
+        f"message {data['message_pk']}  control id {data['message_id']}  from {sender}  via {data['transport']}"
+        f"  feed {data['feed']}\n"
+    )
     out.write(f"received {data['received']}  processing {data['processing']} (at {data['processed']})\n")
-    out.write(f"state {data['state']}  answered {data['ack_code']}" + (f" error {data['error_code']}" if data["error_code"] else "")
-              + "\n")
+    out.write(
+        f"state {data['state']}  answered {data['ack_code']}"
+        + (f" error {data['error_code']}" if data["error_code"] else "")
+        + "\n"
+    )
     out.write("\n== our answer ==\n" + _segments(data["ack"] or "") + "\n")
     if data["raw"] is not None:
         out.write(f"\n== raw body ({data['raw_bytes']} bytes) ==\n")
@@ -203,21 +244,27 @@ def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
     out.write(f"\n== routing messages ({len(data['outbox'])}) ==\n")
     for row in data["outbox"]:
         extra = f"  resend of row {row['resent_from']}" if row.get("resent_from") else ""
-        out.write(f"row {row['id']} -> {row['destination']}  accession {row['accession']}  {row['state']}"
-                  f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n")
+        out.write(
+            f"row {row['id']} -> {row['destination']}  accession {row['accession']}  {row['state']}"
+            f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n"
+        )
         if row["last_error"]:
             out.write(f"    last error: {row['last_error']}\n")
         for e in row["events"]:
             out.write(f"    {e['at']}  {e['event']}" + (f": {e['detail']}" if e["detail"] else "") + "\n")
     out.write(f"\n== earlier processings ({len(data['processings'])}) ==\n")
     for p in data["processings"]:
-        out.write(f"processing {p['number']} at {p['processed']}: {p['state']} {p['ack_code']}"
-                  + (f" error {p['error_code']}" if p["error_code"] else "")
-                  + f"  feed {p['feed']}; replaced {p['superseded']} by {p['superseded_by']}\n")
+        out.write(
+            f"processing {p['number']} at {p['processed']}: {p['state']} {p['ack_code']}"
+            + (f" error {p['error_code']}" if p["error_code"] else "")
+            + f"  feed {p['feed']}; replaced {p['superseded']} by {p['superseded_by']}\n"
+        )
         for item in p["reports"]:
             route = item["route"] or {}
-            out.write(f"    report {item['seq'] + 1}: accession {item['accession'] or '-'}  route {route.get('bucket', '-')}"
-                      f"  findings {len(item['findings'])}\n")
+            out.write(
+                f"    report {item['seq'] + 1}: accession {item['accession'] or '-'}  route {route.get('bucket', '-')}"
+                f"  findings {len(item['findings'])}\n"
+            )
 
 
 # -------------------------------------------------------------------- commands
@@ -269,13 +316,15 @@ def cmd_hash(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Reprocess the named messages, or those a filter selects (bounded, pinned)."""
-    from listener.reprocess import reprocess_message
     from listener.destinations import load_destinations
+    from listener.reprocess import reprocess_message
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     filtering = any(getattr(args, n) is not None for n in ("state", "sender", "transport", "since", "until"))
     if bool(args.messages) == filtering:
-        return _fail("reprocess", "give MESSAGE ids or a filter (--state, --sender, --transport, --since, --until), not both")
+        return _fail(
+            "reprocess", "give MESSAGE ids or a filter (--state, --sender, --transport, --since, --until), not both"
+        )
     if args.limit is not None and (args.limit < 1 or args.messages):
         return _fail("reprocess", "--limit N (1 or more) goes with a filter")
     window = parse_window(args, now)
@@ -283,8 +332,9 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         return _fail("reprocess", window)
     if getattr(args, "config", None) is None:
         # The daemon runs with its own config file; without it, this is not what it would do.
-        sys.stderr.write("overread reprocess: no --config given: using the built-in mappings and policies"
-                         " and no destinations\n")
+        sys.stderr.write(
+            "overread reprocess: no --config given: using the built-in mappings and policies and no destinations\n"
+        )
     pipeline = build_pipeline(config)
     destinations = tuple(load_destinations(config.destinations_file)) if config.destinations_file else ()
     from listener.server.http import clients_from_config
@@ -312,8 +362,13 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             limit = args.limit or DEFAULT_REPROCESS_LIMIT
             # Pin the newest message now: what arrives while this runs is never touched.
             pin = store.newest_message_pk()
-            for msg in store.messages(state=args.state, sender_application=args.sender, transport=args.transport,
-                                      since=window.get("since"), until=window.get("until")):
+            for msg in store.messages(
+                state=args.state,
+                sender_application=args.sender,
+                transport=args.transport,
+                since=window.get("since"),
+                until=window.get("until"),
+            ):
                 if msg.message_pk > pin:
                     break
                 if msg.state == "quarantined" and args.state != "quarantined":
@@ -331,14 +386,23 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                     problems += 1
                     continue
                 if selected_at is not None and detail.summary.processing != selected_at:
-                    sys.stderr.write(f"overread reprocess: message {pk} was processed again since it was selected;"
-                                     " left alone\n")
+                    sys.stderr.write(
+                        f"overread reprocess: message {pk} was processed again since it was selected; left alone\n"
+                    )
                     problems += 1
                     continue
                 try:
-                    change = reprocess_message(store, detail, pipeline=pipeline, destinations=destinations,
-                                               clients=clients, now=now, actor=actor, dry_run=args.dry_run,
-                                               resend_routes=args.resend_routes)
+                    change = reprocess_message(
+                        store,
+                        detail,
+                        pipeline=pipeline,
+                        destinations=destinations,
+                        clients=clients,
+                        now=now,
+                        actor=actor,
+                        dry_run=args.dry_run,
+                        resend_routes=args.resend_routes,
+                    )
                 except StoreError as exc:
                     sys.stderr.write(f"overread reprocess: message {pk}: {exc}\n")
                     problems += 1
@@ -355,17 +419,32 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
             if not args.dry_run and targets:
                 target: dict[str, Any] = {"messages": done}
                 if not args.messages:
-                    target["filter"] = {k: getattr(args, k) for k in ("state", "sender", "transport", "since", "until")
-                                        if getattr(args, k) is not None}
-                store.record_audit(at=now, actor=actor, via="cli", action="reprocess", target=target, rows=len(done),
-                                   detail="resend-routes" if args.resend_routes else "")
+                    target["filter"] = {
+                        k: getattr(args, k)
+                        for k in ("state", "sender", "transport", "since", "until")
+                        if getattr(args, k) is not None
+                    }
+                store.record_audit(
+                    at=now,
+                    actor=actor,
+                    via="cli",
+                    action="reprocess",
+                    target=target,
+                    rows=len(done),
+                    detail="resend-routes" if args.resend_routes else "",
+                )
         if more:
-            sys.stderr.write(f"overread reprocess: {more} more message{'s' if more != 1 else ''} match;"
-                             f" raise --limit (was {args.limit or DEFAULT_REPROCESS_LIMIT}) or narrow the filter\n")
+            sys.stderr.write(
+                f"overread reprocess: {more} more message{'s' if more != 1 else ''} match;"
+                f" raise --limit (was {args.limit or DEFAULT_REPROCESS_LIMIT}) or narrow the filter\n"
+            )
         if args.format == "text":
             verb = "would reprocess" if args.dry_run else "reprocessed"
-            out.write(f"{verb} {shown} message{'s' if shown != 1 else ''}"
-                      + (f", {problems} skipped or not found" if problems else "") + "\n")
+            out.write(
+                f"{verb} {shown} message{'s' if shown != 1 else ''}"
+                + (f", {problems} skipped or not found" if problems else "")
+                + "\n"
+            )
     except StoreError as exc:
         return _fail("reprocess", str(exc))
     finally:
@@ -382,9 +461,12 @@ def _write_change(out: TextIO, change: Any, fmt: str, dry_run: bool) -> None:
         out.write(f"{head}: skipped: {change.skipped}\n")
         return
     b, a = change.before, change.after
-    out.write(f"{head}: {b.state} {b.ack_code}{' ' + b.error_code if b.error_code else ''}"
-              f" -> {a.state} {a.ack_code}{' ' + a.error_code if a.error_code else ''}"
-              + (f"  (processing {change.processing})" if change.processing else "") + "\n")
+    out.write(
+        f"{head}: {b.state} {b.ack_code}{' ' + b.error_code if b.error_code else ''}"
+        f" -> {a.state} {a.ack_code}{' ' + a.error_code if a.error_code else ''}"
+        + (f"  (processing {change.processing})" if change.processing else "")
+        + "\n"
+    )
     for n in range(max(len(b.reports), len(a.reports))):
         old = b.reports[n] if n < len(b.reports) else None
         new = a.reports[n] if n < len(a.reports) else None
@@ -407,7 +489,7 @@ def _write_change(out: TextIO, change: Any, fmt: str, dry_run: bool) -> None:
 
 def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """List the audit log."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     window = parse_window(args, now)
     if isinstance(window, str):
         return _fail("audit", window)
@@ -422,11 +504,27 @@ def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         store.close()
     for e in entries:
         if args.format == "json":
-            out.write(json.dumps({"id": e.id, "at": iso_utc(e.at), "actor": e.actor, "via": e.via, "action": e.action,
-                                  "target": json.loads(e.target), "rows": e.rows, "detail": e.detail}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": e.id,
+                        "at": iso_utc(e.at),
+                        "actor": e.actor,
+                        "via": e.via,
+                        "action": e.action,
+                        "target": json.loads(e.target),
+                        "rows": e.rows,
+                        "detail": e.detail,
+                    }
+                )
+                + "\n"
+            )
         else:
-            out.write(f"{e.id:>6}  {iso_utc(e.at)}  {e.actor} ({e.via})  {e.action}  rows {e.rows}  {e.target}"
-                      + (f"  {e.detail}" if e.detail else "") + "\n")
+            out.write(
+                f"{e.id:>6}  {iso_utc(e.at)}  {e.actor} ({e.via})  {e.action}  rows {e.rows}  {e.target}"
+                + (f"  {e.detail}" if e.detail else "")
+                + "\n"
+            )
     if args.format == "text" and not entries:
         out.write("no audit entries\n")
     return _EXIT_OK

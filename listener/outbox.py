@@ -161,8 +161,9 @@ def judge(result: str, attempts: int, policy: RetrySettings) -> Verdict:
     return "dead" if attempts >= policy.max_attempts else "retry"
 
 
-def decision_id_for(sender_application: str, sender_facility: str, control_id: str, seq: int,
-                    processing: int = 1) -> str:
+def decision_id_for(
+    sender_application: str, sender_facility: str, control_id: str, seq: int, processing: int = 1
+) -> str:
     """A stable id for the routing decision about the ``seq``-th report of a message.
 
     Derived from the message's identity (the same key the store deduplicates
@@ -231,8 +232,14 @@ def outbox_items(
             out_id = control_id_for(decision_id, dest.name)
             if dest.fhir is not None:
                 # A FHIR server: a transaction Bundle (Task + DetectedIssues), sent by listener.server.fhir_push.
-                bundle = push_bundle(result.report, route, result.findings, decision_id=decision_id,
-                                     authored_on=now, version=dest.fhir.version)
+                bundle = push_bundle(
+                    result.report,
+                    route,
+                    result.findings,
+                    decision_id=decision_id,
+                    authored_on=now,
+                    version=dest.fhir.version,
+                )
                 payload = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             else:
                 payload = build_routing_message(

@@ -26,7 +26,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,15 +59,20 @@ def _positive_int(text: str) -> int:
 
 def add_outbox_parser(sub: Any) -> None:
     """Add ``outbox`` and its ``list``, ``retry`` and ``purge`` commands to ``sub``."""
-    outbox = sub.add_parser("outbox", help="list, retry, resend, kick or purge routing messages for the RIS",
-                            epilog=_EPILOG)
+    outbox = sub.add_parser(
+        "outbox", help="list, retry, resend, kick or purge routing messages for the RIS", epilog=_EPILOG
+    )
     actions = outbox.add_subparsers(dest="outbox_command", required=True, metavar="list|retry|resend|kick|purge")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", metavar="F", help="daemon config file (its state_dir and destinations are used)")
         p.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var; wins over --config)")
-        p.add_argument("--format", choices=("text", "json"), default="text",
-                       help="text for people (default) or json (list: one object per line)")
+        p.add_argument(
+            "--format",
+            choices=("text", "json"),
+            default="text",
+            help="text for people (default) or json (list: one object per line)",
+        )
 
     ls = actions.add_parser("list", help="list outbox rows (oldest first)", epilog=_EPILOG)
     common(ls)
@@ -76,44 +81,56 @@ def add_outbox_parser(sub: Any) -> None:
     ls.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
 
     retry = actions.add_parser(
-        "retry", epilog=_EPILOG,
+        "retry",
+        epilog=_EPILOG,
         help="send dead-lettered rows again (attempts reset to 0, due now; same MSH-10)",
     )
     common(retry)
     retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead rows to revive (ids from `outbox list`)")
     retry.add_argument("--all-dead", action="store_true", help="revive every dead row (of --destination, if given)")
     retry.add_argument("--destination", metavar="NAME", help="with --all-dead: only this destination's dead rows")
-    retry.add_argument("--force", action="store_true",
-                       help="also revive rows a later delivered decision for the same accession supersedes")
+    retry.add_argument(
+        "--force",
+        action="store_true",
+        help="also revive rows a later delivered decision for the same accession supersedes",
+    )
 
     resend = actions.add_parser(
-        "resend", epilog=_EPILOG,
+        "resend",
+        epilog=_EPILOG,
         help="queue delivered routing messages again (the RIS took them and lost them); same bytes and MSH-10",
     )
     common(resend)
     resend.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivered rows to send again")
-    resend.add_argument("--accession", metavar="A",
-                        help="the latest delivered row of this accession (per destination) instead of ids")
+    resend.add_argument(
+        "--accession", metavar="A", help="the latest delivered row of this accession (per destination) instead of ids"
+    )
     resend.add_argument("--destination", metavar="NAME", help="with --accession: only this destination")
-    resend.add_argument("--force", action="store_true",
-                        help="also when a later decision for the same accession is pending or delivered")
+    resend.add_argument(
+        "--force", action="store_true", help="also when a later decision for the same accession is pending or delivered"
+    )
 
     kick = actions.add_parser(
-        "kick", epilog=_EPILOG,
+        "kick",
+        epilog=_EPILOG,
         help="make a destination in backoff try now: waiting rows become due and the worker reconnects",
     )
     common(kick)
     kick.add_argument("destination", nargs="?", metavar="DESTINATION", help="one destination (default: all)")
 
     purge = actions.add_parser(
-        "purge", epilog=_EPILOG,
+        "purge",
+        epilog=_EPILOG,
         help="delete delivered rows delivered before a time, and/or the given dead rows (pending rows never)",
     )
     common(purge)
     purge.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead rows to delete")
-    purge.add_argument("--delivered-before", metavar="WHEN",
-                       help="delete rows delivered before this time: ISO 8601 with an offset "
-                            "(2026-03-01T00:00:00Z) or a number of days ago (30d)")
+    purge.add_argument(
+        "--delivered-before",
+        metavar="WHEN",
+        help="delete rows delivered before this time: ISO 8601 with an offset "
+        "(2026-03-01T00:00:00Z) or a number of days ago (30d)",
+    )
     purge.add_argument("--destination", metavar="NAME", help="with --delivered-before: only this destination's rows")
 
 
@@ -139,7 +156,7 @@ def cmd_outbox(
 
     command = args.outbox_command
     prog = f"overread outbox {command}"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     problem = _usage_problem(args)
     if problem:
         sys.stderr.write(f"{prog}: {problem}\n")
@@ -225,11 +242,14 @@ def _connection_note(state: DestinationState) -> str:
         return ""
     since = state.last_connect_error_at.isoformat(timespec="seconds") if state.last_connect_error_at else "?"
     nxt = state.next_connect_at.isoformat(timespec="seconds") if state.next_connect_at else "?"
-    kicked = (f"; kick requested {state.kick_requested_at.isoformat(timespec='seconds')}"
-              if state.kick_requested_at else "")
-    return (f"destination {state.destination}: cannot connect ({state.connect_failures} failed attempt"
-            f"{'s' if state.connect_failures != 1 else ''}, last at {since}: {state.last_connect_error});"
-            f" next attempt {nxt}{kicked}")
+    kicked = (
+        f"; kick requested {state.kick_requested_at.isoformat(timespec='seconds')}" if state.kick_requested_at else ""
+    )
+    return (
+        f"destination {state.destination}: cannot connect ({state.connect_failures} failed attempt"
+        f"{'s' if state.connect_failures != 1 else ''}, last at {since}: {state.last_connect_error});"
+        f" next attempt {nxt}{kicked}"
+    )
 
 
 def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
@@ -238,9 +258,18 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         for row in rows:
             state = states.get(row.destination)
-            out.write(json.dumps({**row_dict(row), "connect_error": (
-                state.last_connect_error if state is not None and state.connect_failures else "")},
-                ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        **row_dict(row),
+                        "connect_error": (
+                            state.last_connect_error if state is not None and state.connect_failures else ""
+                        ),
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
         return _EXIT_OK
     notes = [note for note in (_connection_note(d) for d in states.values()) if note]
     if not rows:
@@ -248,13 +277,17 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         for note in notes:
             out.write(note + "\n")
         return _EXIT_OK
-    out.write(f"{'ID':>6}  {'DESTINATION':<14} {'ACCESSION':<16} {'STATE':<9} {'TRIES':>5}  "
-              f"{'NEXT ATTEMPT / DELIVERED':<25}  {'CONTROL ID':<20}  LAST ERROR\n")
+    out.write(
+        f"{'ID':>6}  {'DESTINATION':<14} {'ACCESSION':<16} {'STATE':<9} {'TRIES':>5}  "
+        f"{'NEXT ATTEMPT / DELIVERED':<25}  {'CONTROL ID':<20}  LAST ERROR\n"
+    )
     for row in rows:
         when = {"delivered": row.delivered_at, "pending": row.next_attempt_at}.get(row.state)
-        shown = when.astimezone(timezone.utc).isoformat(timespec="seconds") if when is not None else "-"
-        line = (f"{row.id:>6}  {row.destination:<14} {row.accession:<16} {row.state:<9} {row.attempts:>5}  "
-                f"{shown:<25}  {row.control_id:<20}  {row.last_error}")
+        shown = when.astimezone(UTC).isoformat(timespec="seconds") if when is not None else "-"
+        line = (
+            f"{row.id:>6}  {row.destination:<14} {row.accession:<16} {row.state:<9} {row.attempts:>5}  "
+            f"{shown:<25}  {row.control_id:<20}  {row.last_error}"
+        )
         out.write(line.rstrip() + "\n")
     counts: Counter[str] = Counter(row.state for row in rows)
     summary = ", ".join(f"{counts[state]} {state}" for state in OUTBOX_STATES if counts[state])
@@ -292,14 +325,22 @@ def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -
         wanted = list(dict.fromkeys(args.ids))
     revived = store.outbox_retry(wanted, now, force=args.force) if wanted else ()
     kept = _why_not(before, [i for i in wanted if i not in set(revived)], "dead")
-    _audit(store, now, "outbox retry", {"ids": list(revived), "asked": "all-dead" if args.all_dead else list(wanted),
-                                        "destination": args.destination}, len(revived), "force" if args.force else "")
+    _audit(
+        store,
+        now,
+        "outbox retry",
+        {"ids": list(revived), "asked": "all-dead" if args.all_dead else list(wanted), "destination": args.destination},
+        len(revived),
+        "force" if args.force else "",
+    )
     if args.format == "json":
         out.write(json.dumps({"revived": list(revived), "not_revived": kept}) + "\n")
     else:
         if revived:
-            out.write(f"revived {len(revived)} row{'s' if len(revived) != 1 else ''}: {', '.join(map(str, revived))}"
-                      " (sent again at the daemon's next poll, same MSH-10)\n")
+            out.write(
+                f"revived {len(revived)} row{'s' if len(revived) != 1 else ''}: {', '.join(map(str, revived))}"
+                " (sent again at the daemon's next poll, same MSH-10)\n"
+            )
         else:
             out.write("nothing revived\n")
     for item in kept:
@@ -320,8 +361,11 @@ def _resend(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) 
                 latest[row.destination] = row
         wanted = [row.id for row in latest.values()]
         if not wanted:
-            sys.stderr.write(f"overread outbox resend: no delivered row for accession {args.accession!r}"
-                             + (f" to {args.destination!r}" if args.destination else "") + "\n")
+            sys.stderr.write(
+                f"overread outbox resend: no delivered row for accession {args.accession!r}"
+                + (f" to {args.destination!r}" if args.destination else "")
+                + "\n"
+            )
             return _EXIT_PARTIAL
     else:
         wanted = list(dict.fromkeys(args.ids))
@@ -333,12 +377,22 @@ def _resend(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) 
         if row_id in sent:
             continue
         found = before.get(row_id)
-        reason = ("unknown id" if found is None else f"not delivered ({found.state}; use retry for dead rows)"
-                  if found.state != "delivered" else
-                  "a later decision for the same accession is pending or delivered (--force sends it anyway)")
+        reason = (
+            "unknown id"
+            if found is None
+            else f"not delivered ({found.state}; use retry for dead rows)"
+            if found.state != "delivered"
+            else "a later decision for the same accession is pending or delivered (--force sends it anyway)"
+        )
         kept.append({"id": row_id, "reason": reason})
-    _audit(store, now, "outbox resend", {"ids": wanted, "accession": args.accession, "new_ids": [n for _, n in pairs]},
-           len(pairs), "force" if args.force else "")
+    _audit(
+        store,
+        now,
+        "outbox resend",
+        {"ids": wanted, "accession": args.accession, "new_ids": [n for _, n in pairs]},
+        len(pairs),
+        "force" if args.force else "",
+    )
     if args.format == "json":
         out.write(json.dumps({"resent": [{"id": old, "new_id": new} for old, new in pairs], "not_resent": kept}) + "\n")
     elif pairs:
@@ -358,8 +412,10 @@ def _kick(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) ->
     if args.format == "json":
         out.write(json.dumps({"destination": args.destination, "pending": count}) + "\n")
     else:
-        out.write(f"kicked {which}: {count} pending row{'s' if count != 1 else ''} to send;"
-                  " the daemon reconnects at its next poll (within seconds)\n")
+        out.write(
+            f"kicked {which}: {count} pending row{'s' if count != 1 else ''} to send;"
+            " the daemon reconnects at its next poll (within seconds)\n"
+        )
     return _EXIT_OK
 
 
@@ -368,8 +424,13 @@ def _purge(store: Store, args: argparse.Namespace, out: TextIO, before: datetime
     dead_ids = list(dict.fromkeys(args.ids))
     kept = _why_not(rows, [i for i in dead_ids if i not in rows or rows[i].state != "dead"], "dead")
     count = store.outbox_purge(delivered_before=before, dead_ids=dead_ids, destination=args.destination)
-    _audit(store, now, "outbox purge", {"dead_ids": dead_ids, "delivered_before": args.delivered_before,
-                                        "destination": args.destination}, count)
+    _audit(
+        store,
+        now,
+        "outbox purge",
+        {"dead_ids": dead_ids, "delivered_before": args.delivered_before, "destination": args.destination},
+        count,
+    )
     if args.format == "json":
         out.write(json.dumps({"purged": count, "not_purged": kept}) + "\n")
     else:

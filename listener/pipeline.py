@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from listener.hl7v2.mapping import MappingSet
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
 from listener.hl7v2.decode import decode_message
+from listener.hl7v2.mapping import MappingSet
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Disposition, Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
@@ -76,8 +76,12 @@ def directory_findings(report: Report, qa: QaConfig | None) -> tuple[Finding, ..
     found: list[Finding] = []
     if directory.sites and directory.site_for(report) is None:
         found.append(SITE_UNKNOWN_FINDING)
-    if directory.readers and report.reader is not None and report.reader.id.strip() \
-            and directory.reader_info(report.reader) is None:
+    if (
+        directory.readers
+        and report.reader is not None
+        and report.reader.id.strip()
+        and directory.reader_info(report.reader) is None
+    ):
         found.append(READER_UNKNOWN_FINDING)
     return tuple(found)
 
@@ -101,7 +105,7 @@ class Interrupt:
         self._deadline = deadline
         self._requested = False
         #: (decoded reports, feed name, charset, header, disposition) once decoding finished.
-        self.decoded: "Decoded | None" = None
+        self.decoded: Decoded | None = None
 
     def start(self, clock: Callable[[], float], budget: float) -> None:
         """Start the budget now: :meth:`requested` turns True ``budget`` seconds from now."""
@@ -202,16 +206,23 @@ def process(
         decoded = decode_message(raw, pipeline.mappings, received_at=received_at, procedures=pipeline.procedures)
     except DecodeError as exc:
         header = read_header(raw)
-        feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
+        feed = (
+            pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name
+            if header
+            else "default"
+        )
         return Outcome(header, Disposition.REJECTED, error=exc, feed=feed)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an AE, never a dropped message
         return _internal_error(raw, pipeline, exc)
     if interrupt is not None:
-        interrupt.decoded = Decoded(decoded.header, decoded.disposition, decoded.reports, decoded.mapping.name,
-                                    decoded.charset)
+        interrupt.decoded = Decoded(
+            decoded.header, decoded.disposition, decoded.reports, decoded.mapping.name, decoded.charset
+        )
     try:
-        results = tuple(check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
-                        for report in decoded.reports)
+        results = tuple(
+            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+            for report in decoded.reports
+        )
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
         return _internal_error(raw, pipeline, exc)
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
@@ -225,7 +236,9 @@ def unchecked_outcome(decoded: Decoded, pipeline: Pipeline, *, received_at: date
     does not evaluate the rules, so this is cheap whatever the text).
     """
     context = QaContext(now=received_at)
-    results = tuple(_unchecked(report, directory_findings(report, pipeline.qa), pipeline, context) for report in decoded.reports)
+    results = tuple(
+        _unchecked(report, directory_findings(report, pipeline.qa), pipeline, context) for report in decoded.reports
+    )
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.feed, charset=decoded.charset)
 
 
@@ -241,7 +254,7 @@ def process_fhir(
     *,
     received_at: datetime,
     media_type: str | None = None,
-    client: "FhirClient | None" = None,
+    client: FhirClient | None = None,
     priors: tuple[Prior, ...] | None = None,
     priors_for: PriorsFor | None = None,
     interrupt: Interrupt | None = None,
@@ -272,16 +285,23 @@ def process_fhir(
     if interrupt is not None:
         interrupt.decoded = Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
     try:
-        results = tuple(check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
-                        for report in reports)
+        results = tuple(
+            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+            for report in reports
+        )
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
         return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
     return Outcome(None, Disposition.ACCEPTED, results, feed=mapping.name, charset="utf-8")
 
 
-def _context(report: Report, received_at: datetime, priors: tuple[Prior, ...] | None,
-             priors_for: PriorsFor | None, interrupt: Interrupt | None) -> QaContext:
+def _context(
+    report: Report,
+    received_at: datetime,
+    priors: tuple[Prior, ...] | None,
+    priors_for: PriorsFor | None,
+    interrupt: Interrupt | None,
+) -> QaContext:
     """One report's QA context: the clock, its priors, the interrupt's stop check."""
     if priors_for is not None:
         priors = priors_for(report)
@@ -307,7 +327,9 @@ def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> Repo
 def _internal_error(raw: bytes, pipeline: Pipeline, exc: Exception) -> Outcome:
     header = read_header(raw)
     error = DecodeError("internal error while processing the message", hl7_code=APPLICATION_INTERNAL_ERROR)
-    feed = pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
+    feed = (
+        pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
+    )
     return Outcome(header, Disposition.REJECTED, error=error, feed=feed, error_type=type(exc).__name__)
 
 

@@ -8,10 +8,10 @@ decoders (modality, body region, order laterality) and by the coding rules
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from listener.yamlconf import YamlMap, load_yaml
 

@@ -53,9 +53,14 @@ class Snapshot:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (no patient data: accessions, codes and rule names)."""
         return {
-            "state": self.state, "ack_code": self.ack_code, "error_code": self.error_code, "feed": self.feed,
-            "reports": [{"accession": a, "bucket": b, "pool": p, "priority": pr, "findings": list(f)}
-                        for a, b, p, pr, f in self.reports],
+            "state": self.state,
+            "ack_code": self.ack_code,
+            "error_code": self.error_code,
+            "feed": self.feed,
+            "reports": [
+                {"accession": a, "bucket": b, "pool": p, "priority": pr, "findings": list(f)}
+                for a, b, p, pr, f in self.reports
+            ],
         }
 
 
@@ -88,10 +93,16 @@ class Change:
     def as_dict(self) -> dict[str, Any]:
         """The JSON object ``overread reprocess --format json`` prints per message."""
         return {
-            "message_pk": self.message_pk, "message_id": self.control_id, "transport": self.transport,
-            "before": self.before.as_dict(), "after": self.after.as_dict() if self.after else None,
-            "changed": self.changed, "changed_reports": list(self.changed_reports), "queued": self.queued,
-            "processing": self.processing, "skipped": self.skipped,
+            "message_pk": self.message_pk,
+            "message_id": self.control_id,
+            "transport": self.transport,
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict() if self.after else None,
+            "changed": self.changed,
+            "changed_reports": list(self.changed_reports),
+            "queued": self.queued,
+            "processing": self.processing,
+            "skipped": self.skipped,
         }
 
 
@@ -107,13 +118,23 @@ def _rules(findings_json: str) -> tuple[str, ...]:
 def snapshot_of_detail(detail: MessageDetail) -> Snapshot:
     """The stored current processing as a Snapshot."""
     head = detail.summary
-    return Snapshot(head.state, head.ack_code, head.error_code, head.feed, tuple(
-        (r.accession, *_route_key(r.route_json), _rules(r.findings_json)) for r in detail.reports))
+    return Snapshot(
+        head.state,
+        head.ack_code,
+        head.error_code,
+        head.feed,
+        tuple((r.accession, *_route_key(r.route_json), _rules(r.findings_json)) for r in detail.reports),
+    )
 
 
 def _snapshot_of_record(record: MessageRecord) -> Snapshot:
-    return Snapshot(record.state, record.ack_code, record.error_code, record.feed, tuple(
-        (r.accession, *_route_key(r.route_json), _rules(r.findings_json)) for r in record.reports))
+    return Snapshot(
+        record.state,
+        record.ack_code,
+        record.error_code,
+        record.feed,
+        tuple((r.accession, *_route_key(r.route_json), _rules(r.findings_json)) for r in record.reports),
+    )
 
 
 def _changed_positions(detail: MessageDetail, outcome: Outcome) -> tuple[int, ...]:
@@ -166,33 +187,59 @@ def reprocess_message(
         outcome = process(raw, pipeline, received_at=head.received, priors_for=priors)
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
-        record, outcome = mllp_record(raw, header, outcome, report_records(outcome), ack=ack_builder(lambda: now),
-                                      destinations=destinations, received=now, processing=number, only=only)
+        record, outcome = mllp_record(
+            raw,
+            header,
+            outcome,
+            report_records(outcome),
+            ack=ack_builder(lambda: now),
+            destinations=destinations,
+            received=now,
+            processing=number,
+            only=only,
+        )
     else:
         doc = parse_body(raw)
         if doc is None:
             return skip("the stored body is not a JSON object")
         known = clients.get(head.sender_application)
         client = dataclasses.replace(
-            known or DEFAULT_CLIENT, name=head.sender_application or DEFAULT_CLIENT.name,
+            known or DEFAULT_CLIENT,
+            name=head.sender_application or DEFAULT_CLIENT.name,
             facility=head.sender_facility,
-            feed=pipeline.mappings.for_sender(head.sender_application, head.sender_facility).name)
-        outcome = process_fhir(raw, pipeline, received_at=head.received, media_type=_FHIR_MEDIA_TYPE, client=client,
-                               priors_for=priors)
+            feed=pipeline.mappings.for_sender(head.sender_application, head.sender_facility).name,
+        )
+        outcome = process_fhir(
+            raw, pipeline, received_at=head.received, media_type=_FHIR_MEDIA_TYPE, client=client, priors_for=priors
+        )
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
         # Keep the DiagnosticReport ids the sender was given in Location.
         old_ids = [str(json.loads(r.report_json).get("fhir_id") or "") for r in detail.reports]
-        server_ids = [old_ids[i] if i < len(old_ids) and old_ids[i] else os.urandom(16).hex()
-                      for i in range(len(outcome.reports))]
+        server_ids = [
+            old_ids[i] if i < len(old_ids) and old_ids[i] else os.urandom(16).hex() for i in range(len(outcome.reports))
+        ]
         record, _answer, _error = http_record(
-            raw, doc, client, outcome, report_records(outcome, server_ids), server_ids,
-            key_accepted=head.control_id, key_refused=head.control_id, key_failed=lambda: head.control_id,
-            destinations=destinations, received=now, processing=number, only=only)
+            raw,
+            doc,
+            client,
+            outcome,
+            report_records(outcome, server_ids),
+            server_ids,
+            key_accepted=head.control_id,
+            key_refused=head.control_id,
+            key_failed=lambda: head.control_id,
+            destinations=destinations,
+            received=now,
+            processing=number,
+            only=only,
+        )
     after = _snapshot_of_record(record)
     if dry_run:
         return Change(head.message_pk, head.control_id, head.transport, before, after, changed, 0, None)
-    result = store.replace_processing(head.message_pk, record, now=now, superseded_by=f"reprocess by {actor}",
-                                      expected_processing=head.processing)
-    return Change(head.message_pk, head.control_id, head.transport, before, after, changed, len(record.outbox),
-                  result.processing)
+    result = store.replace_processing(
+        head.message_pk, record, now=now, superseded_by=f"reprocess by {actor}", expected_processing=head.processing
+    )
+    return Change(
+        head.message_pk, head.control_id, head.transport, before, after, changed, len(record.outbox), result.processing
+    )

@@ -72,7 +72,9 @@ def report_dict(r: Report, *, include_patient: bool = False, include_text: bool 
         "body_region": r.body_region,
         "order_laterality": r.order_laterality,
         "priority": r.priority,
-        "reader": None if r.reader is None else {"id": r.reader.id, "type": r.reader.type, "location": r.reader.location},
+        "reader": None
+        if r.reader is None
+        else {"id": r.reader.id, "type": r.reader.type, "location": r.reader.location},
         "site": r.site,
         "financial_class": r.financial_class,
         "diagnosis_codes": list(r.diagnosis_codes),
@@ -82,9 +84,7 @@ def report_dict(r: Report, *, include_patient: bool = False, include_text: bool 
             "received": _time(r.times.received),
             "message": _time(r.times.message),
         },
-        "sections": [
-            {"kind": s.kind.value, "heading": s.heading, "start": s.start, "end": s.end} for s in r.sections
-        ],
+        "sections": [{"kind": s.kind.value, "heading": s.heading, "start": s.start, "end": s.end} for s in r.sections],
         "text_kind": r.text_kind,
         "text_length": len(r.text),
         "charset": r.charset,
@@ -112,5 +112,10 @@ def error_dict(err: DecodeError) -> dict[str, Any]:
     """The CLI's error object: HL7 table 0357 code, or the FHIR issue code with its FHIRPath."""
     issue_code = getattr(err, "issue_code", "")
     if issue_code:
-        return {"code": issue_code, "name": "FHIR issue", "location": getattr(err, "expression", ""), "message": err.message}
+        return {
+            "code": issue_code,
+            "name": "FHIR issue",
+            "location": getattr(err, "expression", ""),
+            "message": err.message,
+        }
     return {"code": err.hl7_code, "name": err.code_name, "location": err.location, "message": err.message}

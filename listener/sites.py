@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from listener.model import PRIORITIES, Reader, Report
@@ -138,15 +138,27 @@ def load_sites(path: str | Path) -> tuple[dict[str, Site], dict[str, int]]:
     for code in node:
         s = node.get_map(code)
         s.reject_unknown(
-            {"name", "state", "country", "timezone", "sending_facilities", "professional_only",
-             "turnaround_minutes", "us_final_required", "medicare_financial_classes", "client"},
+            {
+                "name",
+                "state",
+                "country",
+                "timezone",
+                "sending_facilities",
+                "professional_only",
+                "turnaround_minutes",
+                "us_final_required",
+                "medicare_financial_classes",
+                "client",
+            },
             f"sites.{code}",
         )
         tz_name = s.get_str("timezone", "UTC")
         try:
             tz = ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise s.error("timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)") from None
+            raise s.error(
+                "timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)"
+            ) from None
         sites[code.upper()] = Site(
             code=code.upper(),
             name=s.get_str("name", code),

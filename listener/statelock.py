@@ -66,7 +66,9 @@ def lock_state_dir(state_dir: str | os.PathLike[str]) -> StateDirLock:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StoreError(f"cannot create the lock file {path} ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})") from None
+        raise StoreError(
+            f"cannot create the lock file {path} ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})"
+        ) from None
     file = os.fdopen(fd, "r+", encoding="ascii")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

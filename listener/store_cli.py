@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,31 +59,47 @@ def add_store_parser(sub: Any) -> None:
         parser.add_argument("--format", choices=("text", "json"), default="text")
 
     backup = actions.add_parser(
-        "backup", help="copy the store (and the log hash key) into a new directory, while the daemon runs",
-        epilog="exit status: 0 written; 2 no store, DEST in the way, or the copy failed")
+        "backup",
+        help="copy the store (and the log hash key) into a new directory, while the daemon runs",
+        epilog="exit status: 0 written; 2 no store, DEST in the way, or the copy failed",
+    )
     backup.add_argument("dest", metavar="DEST", help="backup directory to create (must not exist, or be empty)")
-    backup.add_argument("--pages", type=int, default=BACKUP_PAGES, metavar="N",
-                        help=f"database pages copied per step (default {BACKUP_PAGES})")
+    backup.add_argument(
+        "--pages",
+        type=int,
+        default=BACKUP_PAGES,
+        metavar="N",
+        help=f"database pages copied per step (default {BACKUP_PAGES})",
+    )
     common(backup)
 
     restore = actions.add_parser(
-        "restore", help="restore a backup directory into the state directory (daemon stopped)",
+        "restore",
+        help="restore a backup directory into the state directory (daemon stopped)",
         epilog="exit status: 0 restored; 2 refused (daemon running, store exists without --force, "
-        "backup damaged) or failed")
+        "backup damaged) or failed",
+    )
     restore.add_argument("src", metavar="SRC", help="a directory written by 'overread store backup'")
-    restore.add_argument("--force", action="store_true",
-                         help="move an existing store aside (overread.db.before-restore-<time>) instead of refusing")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="move an existing store aside (overread.db.before-restore-<time>) instead of refusing",
+    )
     common(restore)
 
     check = actions.add_parser(
-        "check", help="check the store's integrity and schema version, count its rows",
-        epilog="exit status: 0 sound; 1 problems found; 2 usage error or no store")
+        "check",
+        help="check the store's integrity and schema version, count its rows",
+        epilog="exit status: 0 sound; 1 problems found; 2 usage error or no store",
+    )
     check.add_argument("--quick", action="store_true", help="PRAGMA quick_check instead of integrity_check")
     common(check)
 
     migrate = actions.add_parser(
-        "migrate", help="run the pending schema migrations (daemon stopped)",
-        epilog="exit status: 0 migrated or nothing to do; 2 refused or failed (nothing changed)")
+        "migrate",
+        help="run the pending schema migrations (daemon stopped)",
+        epilog="exit status: 0 migrated or nothing to do; 2 refused or failed (nothing changed)",
+    )
     migrate.add_argument("--list", action="store_true", help="list every migration and whether it is applied")
     common(migrate)
 
@@ -124,12 +140,21 @@ def _backup(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
     if args.pages < 1:
         raise StoreError("--pages must be at least 1")
     started = time.monotonic()
-    manifest = backup_store(state_dir, dest, now=datetime.now(timezone.utc), program_version=__version__,
-                            state_files=STATE_FILES, pages=args.pages)
+    manifest = backup_store(
+        state_dir,
+        dest,
+        now=datetime.now(UTC),
+        program_version=__version__,
+        state_files=STATE_FILES,
+        pages=args.pages,
+    )
     seconds = round(time.monotonic() - started, 3)
     files = ", ".join(f"{f.name} ({f.size} bytes)" for f in manifest.files)
-    key_note = "" if any(f.name == HASH_KEY_FILE for f in manifest.files) else \
-        f"  note: {state_dir / HASH_KEY_FILE} does not exist; the backup has no log hash key"
+    key_note = (
+        ""
+        if any(f.name == HASH_KEY_FILE for f in manifest.files)
+        else f"  note: {state_dir / HASH_KEY_FILE} does not exist; the backup has no log hash key"
+    )
     lines = [
         f"backup written to {dest}",
         f"  source:   {manifest.source}",
@@ -146,8 +171,7 @@ def _restore(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
     from listener.store.backup import manifest_dict
     from listener.store.restore import restore_store
 
-    result = restore_store(Path(args.src), state_dir, force=args.force, now=datetime.now(timezone.utc),
-                           state_files=STATE_FILES)
+    result = restore_store(Path(args.src), state_dir, force=args.force, now=datetime.now(UTC), state_files=STATE_FILES)
     m = result.manifest
     lines = [
         f"restored {args.src} into {state_dir}",
@@ -157,8 +181,13 @@ def _restore(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
         f"  messages: {m.message_count}, outbox rows: {m.outbox_count}",
         f"  restored: {', '.join(p.name for p in result.restored)}",
     ] + [f"  moved aside: {p}" for p in result.moved_aside]
-    obj = {"restored": str(args.src), "state_dir": str(state_dir), "manifest": manifest_dict(m),
-           "files": [str(p) for p in result.restored], "moved_aside": [str(p) for p in result.moved_aside]}
+    obj = {
+        "restored": str(args.src),
+        "state_dir": str(state_dir),
+        "manifest": manifest_dict(m),
+        "files": [str(p) for p in result.restored],
+        "moved_aside": [str(p) for p in result.moved_aside],
+    }
     _emit(args, out, obj, lines)
     return EXIT_OK
 
@@ -168,9 +197,11 @@ def _check(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
 
     result = check_store(state_dir, quick=args.quick)
     check_name = "quick_check" if result.quick else "integrity_check"
-    lines = [f"store:    {result.path}",
-             f"schema:   v{result.schema_version} (this program: v{result.code_version})",
-             f"check:    {check_name} {'ok' if result.ok else 'found problems'}"]
+    lines = [
+        f"store:    {result.path}",
+        f"schema:   v{result.schema_version} (this program: v{result.code_version})",
+        f"check:    {check_name} {'ok' if result.ok else 'found problems'}",
+    ]
     if result.message_count is not None:
         lines.append(f"messages: {result.message_count}, reports: {result.report_count}")
         outbox = ", ".join(f"{state} {n}" for state, n in result.outbox_counts) or "empty"
@@ -184,10 +215,15 @@ def _check(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
         if len(result.problems) > _MAX_PROBLEMS_SHOWN:
             lines.append(f"  ... and {len(result.problems) - _MAX_PROBLEMS_SHOWN} more (--format json lists all)")
     obj = {
-        "path": str(result.path), "ok": result.ok, "check": check_name,
-        "schema_version": result.schema_version, "code_version": result.code_version,
-        "pending": [_step_dict(s) for s in result.pending], "problems": list(result.problems),
-        "message_count": result.message_count, "report_count": result.report_count,
+        "path": str(result.path),
+        "ok": result.ok,
+        "check": check_name,
+        "schema_version": result.schema_version,
+        "code_version": result.code_version,
+        "pending": [_step_dict(s) for s in result.pending],
+        "problems": list(result.problems),
+        "message_count": result.message_count,
+        "report_count": result.report_count,
         "outbox": dict(result.outbox_counts),
     }
     _emit(args, out, obj, lines)
@@ -195,8 +231,8 @@ def _check(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
 
 
 def _list(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
-    from listener.store.maintenance import stored_version
     from listener.store import DB_FILENAME
+    from listener.store.maintenance import stored_version
 
     version = stored_version(state_dir)
     db = state_dir / DB_FILENAME
@@ -207,10 +243,13 @@ def _list(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
         if version > SCHEMA_VERSION:
             head += "; newer than this program: upgrade overread"
     current = version or 0
-    lines = [head] + [f"  {step.label}  [{'applied' if step.version <= current else 'pending'}]"
-                      for step in MIGRATIONS]
-    obj = {"path": str(db), "schema_version": version, "code_version": SCHEMA_VERSION,
-           "migrations": [{**_step_dict(s), "applied": s.version <= current} for s in MIGRATIONS]}
+    lines = [head] + [f"  {step.label}  [{'applied' if step.version <= current else 'pending'}]" for step in MIGRATIONS]
+    obj = {
+        "path": str(db),
+        "schema_version": version,
+        "code_version": SCHEMA_VERSION,
+        "migrations": [{**_step_dict(s), "applied": s.version <= current} for s in MIGRATIONS],
+    }
     _emit(args, out, obj, lines)
     return EXIT_OK
 
@@ -224,7 +263,11 @@ def _migrate(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
         lines.append(f"store {result.path} migrated from v{result.before} to v{result.after}")
     else:
         lines = [f"store {result.path} is at v{result.after}: nothing to migrate"]
-    obj = {"path": str(result.path), "before": result.before, "after": result.after,
-           "steps": [_step_dict(s) for s in result.steps]}
+    obj = {
+        "path": str(result.path),
+        "before": result.before,
+        "after": result.after,
+        "steps": [_step_dict(s) for s in result.steps],
+    }
     _emit(args, out, obj, lines)
     return EXIT_OK

@@ -10,7 +10,7 @@ importing each other.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from listener.store.base import MessageDetail, MessageSummary, OutboxRow
@@ -60,7 +60,7 @@ def _text(data: bytes | None) -> str | None:
 
 def iso_utc(value: datetime | None) -> str | None:
     """``value`` in UTC as ISO 8601 with ``Z``, or None."""
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value is not None else None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:
@@ -74,8 +74,14 @@ def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:
         for finding in findings:
             for evidence in finding.get("evidence", ()):
                 evidence.pop("text", None)  # words of the report
-    return {"seq": row.seq, "accession": row.accession, "bucket": row.bucket, "report": report,
-            "findings": findings, "route": json.loads(row.route_json)}
+    return {
+        "seq": row.seq,
+        "accession": row.accession,
+        "bucket": row.bucket,
+        "report": report,
+        "findings": findings,
+        "route": json.loads(row.route_json),
+    }
 
 
 def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, Any]:
@@ -87,15 +93,24 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
         "raw": _text(detail.raw) if with_raw else None,
         "raw_bytes": len(detail.raw) if detail.raw is not None else None,
         "reports": [_report_dict(r, with_raw) for r in detail.reports],
-        "outbox": [{**row_dict(row),
-                    "events": [{"at": iso_utc(e.at), "event": e.event, "detail": e.detail} for e in events]}
-                   for row, events in detail.outbox],
+        "outbox": [
+            {**row_dict(row), "events": [{"at": iso_utc(e.at), "event": e.event, "detail": e.detail} for e in events]}
+            for row, events in detail.outbox
+        ],
         "processings": [
-            {"number": p.number, "processed": iso_utc(p.processed), "superseded": iso_utc(p.superseded),
-             "superseded_by": p.superseded_by, "feed": p.feed, "state": p.state, "ack_code": p.ack_code,
-             "error_code": p.error_code, "ack": _text(p.ack),
-             "raw": _text(p.raw) if with_raw else None,
-             "reports": [_report_dict(r, with_raw) for r in p.reports]}
+            {
+                "number": p.number,
+                "processed": iso_utc(p.processed),
+                "superseded": iso_utc(p.superseded),
+                "superseded_by": p.superseded_by,
+                "feed": p.feed,
+                "state": p.state,
+                "ack_code": p.ack_code,
+                "error_code": p.error_code,
+                "ack": _text(p.ack),
+                "raw": _text(p.raw) if with_raw else None,
+                "reports": [_report_dict(r, with_raw) for r in p.reports],
+            }
             for p in detail.processings
         ],
     }

@@ -44,9 +44,7 @@ class YamlMap(dict[str, Any]):
         for key in self:
             if key not in allowed:
                 prefix = f"{where}: " if where else ""
-                raise self.error(
-                    key, f"{prefix}unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})"
-                )
+                raise self.error(key, f"{prefix}unknown key {key!r} (expected one of: {', '.join(sorted(allowed))})")
 
     def get_map(self, key: str, *, required: bool = False) -> YamlMap:
         """Return the mapping under ``key`` (empty when absent and not required)."""
@@ -151,7 +149,9 @@ class _LineLoader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float)) or isinstance(key, bool):
-                raise ConfigError("mapping keys must be strings", path=self.source_path, line=key_node.start_mark.line + 1)
+                raise ConfigError(
+                    "mapping keys must be strings", path=self.source_path, line=key_node.start_mark.line + 1
+                )
             key = str(key)
             if key in result:
                 raise ConfigError(f"duplicate key {key!r}", path=self.source_path, line=key_node.start_mark.line + 1)

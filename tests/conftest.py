@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 REPORTS = SHARED_CORPUS / "reports"
 #: Set to 1 to make a missing ``REPORTS`` folder an error rather than a skipped tier.
 REQUIRE_CORPUS_ENV = "OVERREAD_REQUIRE_CORPUS"
-RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 _DESELECTED = pytest.StashKey[int]()
 
@@ -44,8 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     if os.environ.get(REQUIRE_CORPUS_ENV) == "1":
         raise pytest.UsageError(
-            f"{REQUIRE_CORPUS_ENV}=1 but {REPORTS} is missing: "
-            f"the corpus tier ({len(tier)} tests) would not run"
+            f"{REQUIRE_CORPUS_ENV}=1 but {REPORTS} is missing: the corpus tier ({len(tier)} tests) would not run"
         )
     items[:] = [item for item in items if item.get_closest_marker("corpus") is None]
     config.hook.pytest_deselected(items=tier)

@@ -13,7 +13,9 @@ CR = 0x0D
 
 def payloads(max_size: int = 64) -> st.SearchStrategy[bytes]:
     """Frame payloads: any bytes but the MLLP block bytes (0x0B inside a frame restarts it)."""
-    return st.binary(max_size=max_size).map(lambda b: b.replace(bytes([END_BLOCK]), b"").replace(bytes([START_BLOCK]), b""))
+    return st.binary(max_size=max_size).map(
+        lambda b: b.replace(bytes([END_BLOCK]), b"").replace(bytes([START_BLOCK]), b"")
+    )
 
 
 def junk(max_size: int = 16) -> st.SearchStrategy[bytes]:
@@ -50,12 +52,7 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
 
 #: Characters a hostile sender may put in MSH fields: controls, MLLP bytes,
 #: delimiters, escape, non-ASCII.
-HOSTILE_ALPHABET = (
-    "\x00\x01\x07\x08\t\x0b\x0c\x1b\x1c\x1f\x7f"
-    "|^~\\&#}"
-    "AZaz09 .-"
-    "\u00e9\u00ff"
-)
+HOSTILE_ALPHABET = "\x00\x01\x07\x08\t\x0b\x0c\x1b\x1c\x1f\x7f|^~\\&#}AZaz09 .-\u00e9\u00ff"
 
 
 def hostile_text(max_size: int = 40) -> st.SearchStrategy[str]:

@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir import models
 from listener.fhir.report import ReportContext, report_from_diagnostic_report
 from listener.fhir.resolve import JSON, Index, obj_of, objs, str_of, strs, walk_entries
 from listener.fhir.shape import check_shape
+from listener.hl7v2.mapping import Mapping
 from listener.model import Report
 from listener.procedures import ProcedureTable
 
@@ -192,7 +192,9 @@ def _precheck_bundle(doc: JSON) -> list[tuple[int, str, JSON]]:
         )
     if len(found) > MAX_REPORTS:
         raise FhirDecodeError(
-            f"the Bundle holds more than {MAX_REPORTS} DiagnosticReports", issue_code="too-costly", expression="Bundle.entry"
+            f"the Bundle holds more than {MAX_REPORTS} DiagnosticReports",
+            issue_code="too-costly",
+            expression="Bundle.entry",
         )
     return found
 

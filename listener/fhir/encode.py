@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from listener.errors import DecodeError, FhirDecodeError
@@ -30,8 +30,17 @@ _SEVERITY = {Severity.ERROR: "high", Severity.WARNING: "moderate", Severity.INFO
 _PRIORITY = {"stat": "stat", "asap": "asap", "urgent": "urgent", "routine": "routine"}
 _OVERREAD_BUCKETS = frozenset({"always_final", "selective_overread"})
 # HL7 table 0357 codes -> OperationOutcome issue types, for HL7-side DecodeErrors.
-_HL7_TO_FHIR = {"100": "structure", "101": "required", "102": "value", "103": "code-invalid", "200": "not-supported",
-                "201": "not-supported", "202": "not-supported", "203": "not-supported", "207": "exception"}
+_HL7_TO_FHIR = {
+    "100": "structure",
+    "101": "required",
+    "102": "value",
+    "103": "code-invalid",
+    "200": "not-supported",
+    "201": "not-supported",
+    "202": "not-supported",
+    "203": "not-supported",
+    "207": "exception",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +128,7 @@ def _report_reference(report: Report, reference: str) -> JSON:
 
 def _instant(value: datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # our clock is UTC; naive means UTC here
+        value = value.replace(tzinfo=UTC)  # our clock is UTC; naive means UTC here
     return value.isoformat()
 
 
@@ -187,7 +196,12 @@ def task_for(
         for rule in route.corrections
     ]
     if route.policy_version:
-        inputs.append({"type": _concept(f"{base}/CodeSystem/input", "policy-version", "policy version"), "valueString": route.policy_version})
+        inputs.append(
+            {
+                "type": _concept(f"{base}/CodeSystem/input", "policy-version", "policy version"),
+                "valueString": route.policy_version,
+            }
+        )
     if inputs:
         task["input"] = inputs
     return _checked(version, task)
@@ -224,8 +238,12 @@ def detected_issue_for(
         code = _concept(f"{base}/CodeSystem/report-section", span.section or "other", span.text)
         evidence.append(
             {
-                "extension": [{"url": f"{base}/StructureDefinition/evidence-span", "valueRange": {
-                    "low": {"value": span.start}, "high": {"value": span.end}}}],
+                "extension": [
+                    {
+                        "url": f"{base}/StructureDefinition/evidence-span",
+                        "valueRange": {"low": {"value": span.start}, "high": {"value": span.end}},
+                    }
+                ],
                 "code": [code],
             }
         )

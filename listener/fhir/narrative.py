@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir.resolve import JSON, codings, concept_text, obj_of, objs, str_of
 from listener.fhir.text import attachment_text, html_to_text, normalize_newlines
+from listener.hl7v2.mapping import Mapping
 from listener.model import TextKind
 from listener.text.sections import TEXT_HINT
 
@@ -71,7 +71,9 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
     kind = TextKind.TEXT
     binary_kind: TextKind | None = None
     for i, attachment in enumerate(objs(dr, "presentedForm")):
-        text, att_kind = attachment_text(str_of(attachment, "contentType"), _data(attachment), bool(str_of(attachment, "url")))
+        text, att_kind = attachment_text(
+            str_of(attachment, "contentType"), _data(attachment), bool(str_of(attachment, "url"))
+        )
         if att_kind == "invalid":
             raise FhirDecodeError(
                 f"{where}.presentedForm[{i}].data is not valid base64",
@@ -102,7 +104,7 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
         out.flags.extend(f for f in scratch.flags if f not in out.flags)
         if not had_form_text:
             out.add(scratch.lines, "")
-            out.hints[len(out.hints) - len(scratch.lines):] = scratch.hints
+            out.hints[len(out.hints) - len(scratch.lines) :] = scratch.hints
 
     conclusion = normalize_newlines(str_of(dr, "conclusion"))
     coded = [concept_text(c) for c in objs(dr, "conclusionCode") + objs(dr, "codedDiagnosis")]
@@ -141,7 +143,9 @@ def _impression(out: _Lines, lines: list[str]) -> None:
 
 def _section_hint(concept: JSON, mapping: Mapping) -> str:
     for coding in codings(concept):
-        hint = mapping.obx_sections.get(str_of(coding, "code").upper()) or mapping.obx_sections.get(str_of(coding, "code"))
+        hint = mapping.obx_sections.get(str_of(coding, "code").upper()) or mapping.obx_sections.get(
+            str_of(coding, "code")
+        )
         if hint:
             return hint
     return TEXT_HINT
@@ -168,7 +172,7 @@ def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, whe
                 _observation(found, mapping, resolve, scratch, f"{where}.section.entry[{i}]", depth + 1)
                 out.add(scratch.lines, hint if hint != TEXT_HINT else "")
                 if hint == TEXT_HINT:
-                    out.hints[len(out.hints) - len(scratch.lines):] = scratch.hints
+                    out.hints[len(out.hints) - len(scratch.lines) :] = scratch.hints
                 out.flags.extend(f for f in scratch.flags if f not in out.flags)
     for sub in objs(section, "section"):
         _section(sub, mapping, resolve, out, where, depth + 1)

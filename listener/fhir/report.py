@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from listener.hl7v2.mapping import Mapping
 from listener.errors import FhirDecodeError
 from listener.fhir.narrative import Resolve, build_text
 from listener.fhir.resolve import (
@@ -26,6 +25,7 @@ from listener.fhir.resolve import (
     objs,
     str_of,
 )
+from listener.hl7v2.mapping import Mapping
 from listener.model import Patient, Procedure, Reader, Report, ResultStatus, Sender, TextKind, Times
 from listener.procedures import ProcedureTable
 from listener.text.sections import sectionize
@@ -48,7 +48,9 @@ _NO_TEXT_NEEDED = frozenset({"cancelled", "entered-in-error"})
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 CPT_SYSTEMS = frozenset({"http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12"})
-HCPCS_SYSTEMS = frozenset({"urn:oid:2.16.840.1.113883.6.285", "https://www.cms.gov/medicare/coding/hcpcsreleasecodesets"})
+HCPCS_SYSTEMS = frozenset(
+    {"urn:oid:2.16.840.1.113883.6.285", "https://www.cms.gov/medicare/coding/hcpcsreleasecodesets"}
+)
 _V2_0074 = frozenset(
     {
         "http://terminology.hl7.org/CodeSystem/v2-0074",
@@ -124,7 +126,9 @@ def report_from_diagnostic_report(
     status = STATUS_VALUES.get(status_raw)
     if status is None:
         raise FhirDecodeError(
-            f"{where}.status is not a DiagnosticReport status code", issue_code="code-invalid", expression=f"{where}.status"
+            f"{where}.status is not a DiagnosticReport status code",
+            issue_code="code-invalid",
+            expression=f"{where}.status",
         )
     _check_category(dr, where, ctx, warnings)
 
@@ -138,7 +142,11 @@ def report_from_diagnostic_report(
 
     built = build_text(dr, where, ctx.version, ctx.mapping, resolve)
     warnings.extend(built.warnings)
-    if not built.text.strip() and built.kind not in (TextKind.PDF, TextKind.BINARY) and status_raw not in _NO_TEXT_NEEDED:
+    if (
+        not built.text.strip()
+        and built.kind not in (TextKind.PDF, TextKind.BINARY)
+        and status_raw not in _NO_TEXT_NEEDED
+    ):
         raise FhirDecodeError(
             f"{where} has no report text (presentedForm, conclusion, conclusionCode or result Observations)",
             issue_code="required",
@@ -158,7 +166,9 @@ def report_from_diagnostic_report(
 
     patient = _patient(dr, where, resolve, warnings)
     procedure = _procedure(dr, requests, ctx.mapping)
-    entry = ctx.procedures.get(procedure.code) if ctx.procedures is not None and procedure.coding_system == "CPT" else None
+    entry = (
+        ctx.procedures.get(procedure.code) if ctx.procedures is not None and procedure.coding_system == "CPT" else None
+    )
     modality_raw = _study_modality(studies)
     if entry is not None:
         modality = entry.modality
@@ -283,7 +293,12 @@ def _procedure(dr: JSON, requests: list[JSON], mapping: Mapping) -> Procedure:
         cpt = next((c for c in source if is_cpt(c) and str_of(c, "code")), None)
         if cpt is not None:
             local_code = str_of(local, "code") if source is ordered and local is not None else ""
-            return Procedure(code=str_of(cpt, "code"), coding_system="CPT", text=text or str_of(cpt, "display"), local_code=local_code)
+            return Procedure(
+                code=str_of(cpt, "code"),
+                coding_system="CPT",
+                text=text or str_of(cpt, "display"),
+                local_code=local_code,
+            )
     for coding in own:
         if str_of(coding, "code"):
             system = str_of(coding, "system")
@@ -295,7 +310,9 @@ def _procedure(dr: JSON, requests: list[JSON], mapping: Mapping) -> Procedure:
 def _study_modality(studies: list[JSON]) -> str:
     for st in studies:
         for modality in objs(st, "modality"):  # Coding in R4, CodeableConcept in R5
-            code = str_of(modality, "code") or next((str_of(c, "code") for c in codings(modality) if str_of(c, "code")), "")
+            code = str_of(modality, "code") or next(
+                (str_of(c, "code") for c in codings(modality) if str_of(c, "code")), ""
+            )
             if code:
                 return code
     return ""
@@ -399,4 +416,3 @@ def _date(raw: str) -> date | None:
         return date.fromisoformat(raw) if len(raw) == 10 else None
     except ValueError:
         return None
-

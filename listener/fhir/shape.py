@@ -69,22 +69,27 @@ def check_shape(doc: dict[str, Any], root: str) -> None:
         if isinstance(node, str):
             if _FORBIDDEN.search(node):
                 where = _render(root, path)
-                raise FhirDecodeError(f"{where} holds a control character (FHIR strings allow only tab, CR and LF)",
-                                      issue_code="value", expression=where)
+                raise FhirDecodeError(
+                    f"{where} holds a control character (FHIR strings allow only tab, CR and LF)",
+                    issue_code="value",
+                    expression=where,
+                )
             continue
         if not isinstance(node, (dict, list)):
             continue
         if depth > MAX_DEPTH:
             where = _render(root, path)
-            raise FhirDecodeError(f"{where} is nested deeper than {MAX_DEPTH} levels", issue_code="structure",
-                                  expression=where)
+            raise FhirDecodeError(
+                f"{where} is nested deeper than {MAX_DEPTH} levels", issue_code="structure", expression=where
+            )
         # Children are pushed last first, so problems are found in document order.
         if isinstance(node, dict):
             for key in node:
                 if _FORBIDDEN.search(key):
                     where = _render(root, path)
-                    raise FhirDecodeError(f"a property name in {where} holds a control character",
-                                          issue_code="value", expression=where)
+                    raise FhirDecodeError(
+                        f"a property name in {where} holds a control character", issue_code="value", expression=where
+                    )
             stack.extend((node[key], depth + 1, (path, key)) for key in reversed(node))
         else:
             stack.extend((node[i], depth + 1, (path, i)) for i in range(len(node) - 1, -1, -1))

@@ -13,8 +13,31 @@ from html.parser import HTMLParser
 
 # Block-level elements: each starts a new line of report text.
 _BLOCKS = frozenset(
-    {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "ul", "ol", "dt", "dd",
-     "blockquote", "section", "article", "header", "footer", "hr"}
+    {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "dt",
+        "dd",
+        "blockquote",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "hr",
+    }
 )
 _SKIP = frozenset({"head", "title", "script", "style"})
 _CELLS = frozenset({"td", "th"})

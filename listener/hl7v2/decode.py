@@ -29,16 +29,16 @@ from datetime import date, datetime, timezone
 
 import hl7
 
-from listener.hl7v2.mapping import FieldPath, Mapping, MappingSet, inline_split_pattern
 from listener.errors import (
-    DecodeError,
+    UNSUPPORTED_EVENT_CODE,
+    UNSUPPORTED_PROCESSING_ID,
     InvalidValue,
     MissingField,
     SegmentSequenceError,
     UnsupportedMessage,
-    UNSUPPORTED_EVENT_CODE,
-    UNSUPPORTED_PROCESSING_ID,
 )
+from listener.hl7v2.escape import unescape_value
+from listener.hl7v2.mapping import FieldPath, Mapping, MappingSet, inline_split_pattern
 from listener.hl7v2.segments import (
     MessageHeader,
     Separators,
@@ -49,7 +49,6 @@ from listener.hl7v2.segments import (
     read_header,
     strip_envelope,
 )
-from listener.hl7v2.escape import unescape_value
 from listener.hl7v2.structure import check_one_message, check_oru_structure
 from listener.model import Disposition, Patient, Procedure, Reader, Report, ResultStatus, Sender, TextKind, Times
 from listener.procedures import ProcedureTable
@@ -156,6 +155,8 @@ def _check_header(header: MessageHeader, mapping: Mapping) -> None:
 
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+
+
 def _split_inline(text: str, field_sep: str, names: tuple[str, ...], compiled: re.Pattern[str] | None) -> str:
     """Put a CR before each of ``names`` that follows "<field sep><space>" inside a line."""
     # The pattern can only match where "<sep> <name><sep>" occurs: most
@@ -250,7 +251,10 @@ class _Seg:
         reps = self.fields[field_no].split(self.seps.repetition)
         if repeat > len(reps):
             return []
-        out = [_unescape(self.seps, c.split(self.seps.subcomponent)[0]) for c in reps[repeat - 1].split(self.seps.component)]
+        out = [
+            _unescape(self.seps, c.split(self.seps.subcomponent)[0])
+            for c in reps[repeat - 1].split(self.seps.component)
+        ]
         while out and not out[-1]:
             out.pop()
         return out
@@ -400,7 +404,11 @@ def _report(
 
     modality_raw, _ = reader.first(fields["modality"])
     entry = procedures.get(procedure.code) if procedures is not None else None
-    modality = entry.modality if entry else (procedures.modality_for(modality_raw, procedure.text) if procedures else modality_raw.upper())
+    modality = (
+        entry.modality
+        if entry
+        else (procedures.modality_for(modality_raw, procedure.text) if procedures else modality_raw.upper())
+    )
     reason, _ = reader.first(fields["reason"])
     site, _ = reader.first(fields["site"])
     diagnoses = _diagnoses(reader, fields["diagnosis_codes"], fields["reason"])
@@ -449,7 +457,10 @@ def _collapse_hints(offsets: list[tuple[int, str]]) -> list[tuple[int, str]]:
 def _procedure(reader: _GroupFields, mapping: Mapping) -> Procedure:
     value, path = reader.first(mapping.fields["procedure"])
     if path is None:
-        raise MissingField("procedure code is empty", location=str(mapping.fields["procedure"][-1]) if mapping.fields["procedure"] else "OBR-4")
+        raise MissingField(
+            "procedure code is empty",
+            location=str(mapping.fields["procedure"][-1]) if mapping.fields["procedure"] else "OBR-4",
+        )
     seg = reader.segments(path.segment)[0]
     comps = seg.components(path.field) if not path.component else [value]
     comps += [""] * (6 - len(comps))
@@ -544,7 +555,9 @@ def _reader_of(reader: _GroupFields, paths: Sequence[FieldPath]) -> Reader | Non
     return None
 
 
-def _diagnoses(reader: _GroupFields, dg1_paths: Sequence[FieldPath], reason_paths: Sequence[FieldPath]) -> tuple[str, ...]:
+def _diagnoses(
+    reader: _GroupFields, dg1_paths: Sequence[FieldPath], reason_paths: Sequence[FieldPath]
+) -> tuple[str, ...]:
     codes: list[str] = []
     for path in dg1_paths:
         for seg in reader.segments(path.segment):
@@ -636,7 +649,9 @@ def _text_rows(
                     value = " ".join(c for c in rep.split(seps.component) if c)
                     unit = fields[6].split(seps.component)[0]
                     if value:
-                        new.append(f"{_unescape(delims, label or code)}: {_unescape(delims, value)} {_unescape(delims, unit)}".rstrip())
+                        new.append(
+                            f"{_unescape(delims, label or code)}: {_unescape(delims, value)} {_unescape(delims, unit)}".rstrip()
+                        )
                 else:
                     new.extend(_unescape(delims, rep).split("\n"))
         lines.extend(new)
@@ -695,4 +710,3 @@ def _xml_text(text: str) -> str:
             if body:
                 lines.append(body)
     return "\n".join(lines)
-

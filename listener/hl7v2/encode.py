@@ -198,7 +198,12 @@ def build_routing_message(
     )
     segments += _order_group(report, route, existing, bucket, priority, ts, omi, carriers)
     if "nte" in carriers:
-        segments.append(_seg("NTE", {1: "1", 2: "O", 3: _text(_summary(route, findings, bucket, priority, decision_id), _SUMMARY_MAX)}))
+        segments.append(
+            _seg(
+                "NTE",
+                {1: "1", 2: "O", 3: _text(_summary(route, findings, bucket, priority, decision_id), _SUMMARY_MAX)},
+            )
+        )
     if "obx" in carriers:
         segments += _obx_rows(route, findings, bucket, ts, settings.version)
     if omi:
@@ -347,9 +352,7 @@ def _obx_rows(route: Route, findings: Sequence[Finding], bucket: str, ts: str, v
     out: list[str] = []
     for n, (value_type, code, sub_id, value, note) in enumerate(rows, start=1):
         observation_id = f"{code}^{LOCAL_CODING_SYSTEM}"
-        out.append(
-            _seg("OBX", {1: str(n), 2: value_type, 3: observation_id, 4: sub_id, 5: value, 11: "F", 14: ts})
-        )
+        out.append(_seg("OBX", {1: str(n), 2: value_type, 3: observation_id, 4: sub_id, 5: value, 11: "F", 14: ts}))
         if note is not None:
             out.append(_seg("NTE", {1: "1", 2: "O", 3: _text(note, _SUMMARY_MAX)}))
     return out

@@ -15,10 +15,10 @@ atomically. Every error is a ConfigError naming file and line.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping as MappingT
 
 from listener.model import PRIORITIES, ResultStatus, SectionKind
 from listener.text.sections import HeadingRules, compile_heading_rules
@@ -227,12 +227,16 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
         ignore = tuple(s.upper() for s in _strings(node, "ignore"))
         for kind in accept + ignore:
             if not re.fullmatch(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?", kind):
-                raise node.error("accept" if kind in accept else "ignore", f"{kind!r} is not a message type like ORU^R01")
+                raise node.error(
+                    "accept" if kind in accept else "ignore", f"{kind!r} is not a message type like ORU^R01"
+                )
     else:
         assert base is not None
         accept, ignore = base.accept, base.ignore
 
-    validation = doc.get_choice("validation", ("lenient", "strict"), "lenient") if pick("validation") else base.validation  # type: ignore[union-attr]
+    validation = (
+        doc.get_choice("validation", ("lenient", "strict"), "lenient") if pick("validation") else base.validation  # type: ignore[union-attr]
+    )
     if pick("charset_fallback"):
         fallback = doc.get_str("charset_fallback", "cp1252")
         try:
@@ -254,7 +258,9 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
         raise doc.error("fields", f"fields: missing {', '.join(missing)}")
 
     cpt_systems = (
-        frozenset(s.upper() for s in _strings(doc, "cpt_coding_systems")) if pick("cpt_coding_systems") else base.cpt_coding_systems  # type: ignore[union-attr]
+        frozenset(s.upper() for s in _strings(doc, "cpt_coding_systems"))
+        if pick("cpt_coding_systems")
+        else base.cpt_coding_systems  # type: ignore[union-attr]
     )
     if pick("cpt_from_local_code"):
         pattern_text = doc.get_str("cpt_from_local_code", "")
@@ -280,7 +286,9 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
             try:
                 status_values[key.upper()] = ResultStatus(value)
             except ValueError:
-                raise node.error(key, f"status_values: {value!r} is not one of {', '.join(s.value for s in ResultStatus)}") from None
+                raise node.error(
+                    key, f"status_values: {value!r} is not one of {', '.join(s.value for s in ResultStatus)}"
+                ) from None
 
     priority_values: dict[str, str] = dict(base.priority_values) if base else {}
     if "priority_values" in doc:
@@ -296,7 +304,9 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
             obx_sections[key.upper()] = node.get_choice(key, kinds + ("text",))
 
     obx_skip = frozenset(s.upper() for s in _strings(doc, "obx_skip")) if pick("obx_skip") else base.obx_skip  # type: ignore[union-attr]
-    skip_types = frozenset(s.upper() for s in _strings(doc, "obx_skip_types")) if pick("obx_skip_types") else base.obx_skip_types  # type: ignore[union-attr]
+    skip_types = (
+        frozenset(s.upper() for s in _strings(doc, "obx_skip_types")) if pick("obx_skip_types") else base.obx_skip_types  # type: ignore[union-attr]
+    )
 
     headings: dict[str, SectionKind] = dict(base.headings) if base else {}
     if "headings" in doc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from listener.errors import InvalidValue, SegmentSequenceError, UnsupportedMessage, UNSUPPORTED_VERSION_ID
+from listener.errors import UNSUPPORTED_VERSION_ID, InvalidValue, SegmentSequenceError, UnsupportedMessage
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -275,7 +275,9 @@ def check_header_lengths(header: MessageHeader) -> None:
     location = header.oversized_field
     if location:
         raise InvalidValue(
-            "field is longer than the listener accepts for a sender or message control id", location=location, hl7_code="102"
+            "field is longer than the listener accepts for a sender or message control id",
+            location=location,
+            hl7_code="102",
         )
 
 

@@ -128,7 +128,9 @@ def check_oru_structure(segments: Sequence[str], header: MessageHeader) -> None:
             set_id = _field(fields, 1).strip()
             # The length test keeps int() off huge digit strings (ValueError past 4300 digits).
             if set_id and not (set_id.isascii() and set_id.isdigit() and len(set_id) <= 9 and int(set_id) == nth):
-                raise SegmentSequenceError("OBR set id is not the order's position in the message", location=f"OBR[{nth}]-1")
+                raise SegmentSequenceError(
+                    "OBR set id is not the order's position in the message", location=f"OBR[{nth}]-1"
+                )
     if pending_orc is not None:
         raise SegmentSequenceError("ORC without its OBR", location=f"ORC[{pending_orc[0]}]")
 

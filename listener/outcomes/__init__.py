@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 
-def qa_findings(prelim: Report, final: Report, qa: QaConfig, now: datetime) -> tuple[Sequence[Finding], Sequence[Finding]]:
+def qa_findings(
+    prelim: Report, final: Report, qa: QaConfig, now: datetime
+) -> tuple[Sequence[Finding], Sequence[Finding]]:
     """Run the QA engine on both versions (priors unknown), for :func:`compare`'s ``qa_findings``."""
     context = QaContext(now=now)
     return run_rules(prelim, qa, context), run_rules(final, qa, context)

@@ -35,7 +35,9 @@ from listener.text import Mention, Terms, find_mentions, lateral_mentions, split
 __all__ = ["Comparison", "Difference", "ConceptState", "compare", "concept_states"]
 
 #: Sections whose mentions are not findings of this study.
-_NOT_BODY = frozenset({SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.COMPARISON, SectionKind.COMMUNICATION})
+_NOT_BODY = frozenset(
+    {SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.COMPARISON, SectionKind.COMMUNICATION}
+)
 #: Kinds in output order (interpretive first, the most telling first).
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
 #: QA rule ids of laterality defects (docs/qa-rules.md): fixed in the final, they make a side change a typo fix.
@@ -80,8 +82,13 @@ class Difference:
     def sort_key(self) -> tuple[int, int, str, int, int]:
         """Interpretive first, then by kind, concept and first offset (deterministic)."""
         first = self.final[0].start if self.final else (self.prelim[0].start if self.prelim else -1)
-        return (0 if self.category == "interpretive" else 1, _KIND_ORDER.get(self.kind, 99), self.concept, first,
-                -grade_rank(self.grade))
+        return (
+            0 if self.category == "interpretive" else 1,
+            _KIND_ORDER.get(self.kind, 99),
+            self.concept,
+            first,
+            -grade_rank(self.grade),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (evidence as ``{section, start, end, text}``)."""
@@ -259,15 +266,26 @@ def _concept_differences(prelim: Report, final: Report, terms: Terms) -> list[Di
         p_ev, f_ev = _mention_evidence(prelim, p), _mention_evidence(final, f)
 
         def diff(kind: str, detail: str) -> Difference:
-            return Difference(kind=kind, category=KINDS[kind], concept=concept, severity=severity,
-                              from_state=p_state, to_state=f_state, prelim=p_ev, final=f_ev, detail=detail)
+            return Difference(
+                kind=kind,
+                category=KINDS[kind],
+                concept=concept,
+                severity=severity,
+                from_state=p_state,
+                to_state=f_state,
+                prelim=p_ev,
+                final=f_ev,
+                detail=detail,
+            )
 
         if p_state != f_state:
             if f_state == "affirmed" and ref.critical and p_state in ("absent", "negated"):
                 out.append(diff("critical_added", f"{p_state} -> affirmed"))
             elif {p_state, f_state} == {"absent", "negated"}:
                 # Only a negative statement said or dropped: "no pneumothorax" in one, silence in the other.
-                out.append(diff("statement_added" if p_state == "absent" else "statement_removed", f"{p_state} -> {f_state}"))
+                out.append(
+                    diff("statement_added" if p_state == "absent" else "statement_removed", f"{p_state} -> {f_state}")
+                )
             elif p_state == "absent":
                 out.append(diff("finding_added", f"absent -> {f_state}"))
             elif f_state == "absent":
@@ -334,9 +352,17 @@ def _anatomy_side_differences(prelim: Report, final: Report, terms: Terms) -> li
         severity = min((w for *_, w in before[anatomy] + after[anatomy]), key=_SEVERITY_RANK.__getitem__)
         p_ev = tuple(_evidence(prelim, s, e) for s, e in sorted({(s, e) for _, s, e, _ in before[anatomy]}))
         f_ev = tuple(_evidence(final, s, e) for s, e in sorted({(s, e) for _, s, e, _ in after[anatomy]}))
-        out.append(Difference(kind="side_changed", category="interpretive", concept=f"anatomy:{anatomy}",
-                              severity=severity, prelim=p_ev, final=f_ev,
-                              detail=f"{'/'.join(sorted(p_sides))} -> {'/'.join(sorted(f_sides))}"))
+        out.append(
+            Difference(
+                kind="side_changed",
+                category="interpretive",
+                concept=f"anatomy:{anatomy}",
+                severity=severity,
+                prelim=p_ev,
+                final=f_ev,
+                detail=f"{'/'.join(sorted(p_sides))} -> {'/'.join(sorted(f_sides))}",
+            )
+        )
     return out
 
 
@@ -369,7 +395,7 @@ def _statements(report: Report, sections: Sequence[Section], rules: OutcomeRules
     out: dict[str, tuple[int, int]] = {}
     for sec in sections:
         for s in split_sentences(report.text, sec.start, sec.end):
-            sentence = report.text[s.start:s.end]
+            sentence = report.text[s.start : s.end]
             if rules.communication_re is not None and rules.communication_re.search(sentence):
                 continue  # a communication statement: compared on its own
             key = _fold(sentence, rules)
@@ -447,11 +473,27 @@ def _communication_differences(prelim: Report, final: Report, rules: OutcomeRule
     added = tuple(e for e in f_ev if _fold(e.text, rules) not in p_keys)
     removed = tuple(e for e in p_ev if _fold(e.text, rules) not in f_keys)
     if added:
-        out.append(Difference(kind="communication_added", category="operational", concept="communication",
-                              prelim=p_ev, final=added, detail=f"{len(added)} statement(s) added"))
+        out.append(
+            Difference(
+                kind="communication_added",
+                category="operational",
+                concept="communication",
+                prelim=p_ev,
+                final=added,
+                detail=f"{len(added)} statement(s) added",
+            )
+        )
     if removed:
-        out.append(Difference(kind="communication_removed", category="operational", concept="communication",
-                              prelim=removed, final=f_ev, detail=f"{len(removed)} statement(s) removed"))
+        out.append(
+            Difference(
+                kind="communication_removed",
+                category="operational",
+                concept="communication",
+                prelim=removed,
+                final=f_ev,
+                detail=f"{len(removed)} statement(s) removed",
+            )
+        )
     return out
 
 
@@ -463,8 +505,16 @@ def _section_differences(prelim: Report, final: Report) -> list[Difference]:
         in_final = kind in f_kinds
         p_ev = tuple(_evidence(prelim, s.start, s.end) for s in prelim.sections if s.kind.value == kind)
         f_ev = tuple(_evidence(final, s.start, s.end) for s in final.sections if s.kind.value == kind)
-        out.append(Difference(kind="sections_changed", category="operational", concept=kind, prelim=p_ev, final=f_ev,
-                              detail=f"{kind} section {'added' if in_final else 'removed'}"))
+        out.append(
+            Difference(
+                kind="sections_changed",
+                category="operational",
+                concept=kind,
+                prelim=p_ev,
+                final=f_ev,
+                detail=f"{kind} section {'added' if in_final else 'removed'}",
+            )
+        )
     return out
 
 
@@ -490,12 +540,16 @@ def _wording_difference(prelim: Report, final: Report, rules: OutcomeRules) -> l
         b_end += 1
     p_ev = (_evidence(prelim, lo, a_end),) if a_end > lo else ()
     f_ev = (_evidence(final, lo, b_end),) if b_end > lo else ()
-    return [Difference(kind="wording_changed", category="operational", concept="", prelim=p_ev, final=f_ev,
-                       detail="text changed")]
+    return [
+        Difference(
+            kind="wording_changed", category="operational", concept="", prelim=p_ev, final=f_ev, detail="text changed"
+        )
+    ]
 
 
-def _qa_differences(prelim: Report, final: Report, p_findings: Iterable[Finding],
-                    f_findings: Iterable[Finding]) -> list[Difference]:
+def _qa_differences(
+    prelim: Report, final: Report, p_findings: Iterable[Finding], f_findings: Iterable[Finding]
+) -> list[Difference]:
     def by_rule(findings: Iterable[Finding]) -> dict[str, list[Finding]]:
         out: dict[str, list[Finding]] = {}
         for f in findings:
@@ -508,11 +562,25 @@ def _qa_differences(prelim: Report, final: Report, p_findings: Iterable[Finding]
     before, after = by_rule(p_findings), by_rule(f_findings)
     out: list[Difference] = []
     for rule_id in sorted(set(before) - set(after)):
-        out.append(Difference(kind="qa_fixed", category="operational", concept=rule_id,
-                              prelim=spans(prelim, before[rule_id]), detail=f"{rule_id} fixed"))
+        out.append(
+            Difference(
+                kind="qa_fixed",
+                category="operational",
+                concept=rule_id,
+                prelim=spans(prelim, before[rule_id]),
+                detail=f"{rule_id} fixed",
+            )
+        )
     for rule_id in sorted(set(after) - set(before)):
-        out.append(Difference(kind="qa_introduced", category="operational", concept=rule_id,
-                              final=spans(final, after[rule_id]), detail=f"{rule_id} introduced"))
+        out.append(
+            Difference(
+                kind="qa_introduced",
+                category="operational",
+                concept=rule_id,
+                final=spans(final, after[rule_id]),
+                detail=f"{rule_id} introduced",
+            )
+        )
     return out
 
 
@@ -568,11 +636,13 @@ def compare(
 
 
 def _retyped(d: Difference, kind: str) -> Difference:
-    return Difference(kind, KINDS[kind], d.concept, d.severity, d.from_state, d.to_state, d.prelim, d.final,
-                      d.detail, d.grade, d.rule)
+    return Difference(
+        kind, KINDS[kind], d.concept, d.severity, d.from_state, d.to_state, d.prelim, d.final, d.detail, d.grade, d.rule
+    )
 
 
 def _graded(d: Difference, rules: OutcomeRules) -> Difference:
     grade, rule = rules.grade(d.kind, d.category, d.severity, d.from_state or "absent", d.to_state or "absent")
-    return Difference(d.kind, d.category, d.concept, d.severity, d.from_state, d.to_state, d.prelim, d.final,
-                      d.detail, grade, rule)
+    return Difference(
+        d.kind, d.category, d.concept, d.severity, d.from_state, d.to_state, d.prelim, d.final, d.detail, grade, rule
+    )

@@ -183,15 +183,28 @@ def _version(entry: StoredEntry) -> Version:
         found = json.loads(entry.findings_json)
     except ValueError:
         found = []
-    rules = tuple(sorted({str(f.get("rule", "")) for f in found if isinstance(f, dict)})) if isinstance(found, list) else ()
+    rules = (
+        tuple(sorted({str(f.get("rule", "")) for f in found if isinstance(f, dict)})) if isinstance(found, list) else ()
+    )
     return Version(
-        position=0, message_pk=entry.message_pk, seq=entry.seq, control_id=entry.control_id,
-        status=str(doc.get("status") or "unknown"), report_time=_time((times or {}).get("report")),
-        received=entry.received, transport=entry.transport, feed=entry.feed,
-        reader_id=str((reader or {}).get("id") or ""), reader_name=str((reader or {}).get("name") or ""),
+        position=0,
+        message_pk=entry.message_pk,
+        seq=entry.seq,
+        control_id=entry.control_id,
+        status=str(doc.get("status") or "unknown"),
+        report_time=_time((times or {}).get("report")),
+        received=entry.received,
+        transport=entry.transport,
+        feed=entry.feed,
+        reader_id=str((reader or {}).get("id") or ""),
+        reader_name=str((reader or {}).get("name") or ""),
         reader_type=str((reader or {}).get("type") or ""),
-        procedure_code=str((procedure or {}).get("code") or ""), procedure_text=str((procedure or {}).get("text") or ""),
-        modality=str(doc.get("modality") or ""), bucket=entry.bucket, findings=rules, raw_kept=entry.raw_kept,
+        procedure_code=str((procedure or {}).get("code") or ""),
+        procedure_text=str((procedure or {}).get("text") or ""),
+        modality=str(doc.get("modality") or ""),
+        bucket=entry.bucket,
+        findings=rules,
+        raw_kept=entry.raw_kept,
     )
 
 
@@ -228,4 +241,3 @@ def build_chain(accession: str, entries: Iterable[StoredEntry]) -> VersionChain:
         versions.append(replace(v, position=position, out_of_order=late))
         latest_received = v.received if latest_received is None else max(latest_received, v.received)
     return VersionChain(accession, tuple(versions), _pairs(versions))
-

@@ -158,8 +158,7 @@ def build_outcome_rules(doc: YamlMap, raw: bytes) -> OutcomeRules:
     equivalent = _equivalent(doc.get_list("equivalent_phrases"))
     phrases = sorted(equivalent, key=lambda p: (-len(p), p))
     equivalent_re = (
-        re.compile(r"\b(?:" + "|".join(re.escape(p).replace(r"\ ", " ") for p in phrases) + r")\b")
-        if phrases else None
+        re.compile(r"\b(?:" + "|".join(re.escape(p).replace(r"\ ", " ") for p in phrases) + r")\b") if phrases else None
     )
     communication_re = _patterns(doc.get_list("communication"), "communication")
     return OutcomeRules(
@@ -176,7 +175,7 @@ def build_outcome_rules(doc: YamlMap, raw: bytes) -> OutcomeRules:
 def _grade(node: YamlMap, key: str, where: str, default: str | None = None) -> str:
     value = node.get_str(key, default)
     if value not in GRADES:
-        raise node.error(key, f"{where}: grade {value!r} must be one of: {', '.join(GRADES)} (quote \"1\")")
+        raise node.error(key, f'{where}: grade {value!r} must be one of: {", ".join(GRADES)} (quote "1")')
     return value
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms
 
 __all__ = [
@@ -57,8 +57,15 @@ DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
 }
 
 _LESION_SIGNS = (
-    r"nodul\w*", r"densit(y|ies)", r"opacit(y|ies)", r"lesions?", r"mass-?like", r"foc(us|i)", r"hypermetabolic",
-    r"fdg-?avid", r"spiculated",
+    r"nodul\w*",
+    r"densit(y|ies)",
+    r"opacit(y|ies)",
+    r"lesions?",
+    r"mass-?like",
+    r"foc(us|i)",
+    r"hypermetabolic",
+    r"fdg-?avid",
+    r"spiculated",
 )
 _OPACITY_SIGNS = (r"opacit\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
 
@@ -80,19 +87,25 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
     "bowel_obstruction": (r"dilat\w* (\w+ ){0,4}(loops?|bowel)", r"air-fluid levels?", r"transition point"),
     "brain_herniation": (r"shift", r"effacement", r"herniat\w*"),
     "fracture": (
-        r"fractur\w*", r"lucen(t|cy|cies)", r"irregularit(y|ies)", r"step-?off", r"discontinuit(y|ies)",
+        r"fractur\w*",
+        r"lucen(t|cy|cies)",
+        r"irregularit(y|ies)",
+        r"step-?off",
+        r"discontinuit(y|ies)",
         r"cortical (\w+ ){0,3}(disruption|break)",
     ),
     "hemorrhage": (r"hemorrhag\w*", r"hematomas?", r"hyperdens\w*", r"high (attenuation|density)"),
 }
 
 #: Findings the author may leave out of the impression: still there, known.
-STABLE_RE = folded(re.compile(
-    r"\b(stable|unchanged|chronic|old|healed|healing|remote|again (seen|noted|demonstrated)|"
-    r"redemonstrat\w*|persistent|persists|no (significant |interval )?change|similar|longstanding|"
-    r"long-standing|known|previously (seen|noted|described|demonstrated)|degenerative)\b",
-    re.IGNORECASE,
-))
+STABLE_RE = folded(
+    re.compile(
+        r"\b(stable|unchanged|chronic|old|healed|healing|remote|again (seen|noted|demonstrated)|"
+        r"redemonstrat\w*|persistent|persists|no (significant |interval )?change|similar|longstanding|"
+        r"long-standing|known|previously (seen|noted|described|demonstrated)|degenerative)\b",
+        re.IGNORECASE,
+    )
+)
 
 #: Concepts the alignment rules check by default, besides every critical one:
 #: findings that change management when they are left out of the impression.
@@ -114,58 +127,74 @@ DEFAULT_CONCEPTS: tuple[str, ...] = (
 )
 
 # Words before a finding that make it minor ("minimal atelectasis").
-_MINOR_RE = folded(re.compile(
-    r"\b(mild(ly)?|minimal|minor|trace|tiny|slight(ly)?|subtle|subsegmental|borderline|dependent|small|"
-    r"scattered|few|punctate|faint)\W+(\w+\W+){0,3}$",
-    re.IGNORECASE,
-))
+_MINOR_RE = folded(
+    re.compile(
+        r"\b(mild(ly)?|minimal|minor|trace|tiny|slight(ly)?|subtle|subsegmental|borderline|dependent|small|"
+        r"scattered|few|punctate|faint)\W+(\w+\W+){0,3}$",
+        re.IGNORECASE,
+    )
+)
 
 # An impression sentence that is a differential, a caveat or a recommendation.
-_HEDGED_SENTENCE_RE = folded(re.compile(
-    r"\b(differential|may|might|could|versus|vs|question|questionable|consider|recommend\w*|correlat\w*|"
-    r"note that|cannot|can not|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
-    re.IGNORECASE,
-))
+_HEDGED_SENTENCE_RE = folded(
+    re.compile(
+        r"\b(differential|may|might|could|versus|vs|question|questionable|consider|recommend\w*|correlat\w*|"
+        r"note that|cannot|can not|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
+        re.IGNORECASE,
+    )
+)
 
 # A sentence that explains the finding away (benign, artifact) or is about a
 # device or surgery ("catheter fracture", "fixation of the fracture").
-_EXPLAINED_RE = folded(re.compile(
-    r"\b(granulom\w*|calcifi\w*|dense|benign|artifact\w*|nipple shadows?|overlying|projecting|"
-    r"catheter|lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|post-?surgical|"
-    r"post-?operative|surgery|not well|attributed|overlap\w*|superimpos\w*|confluence|summation)\b",
-    re.IGNORECASE,
-))
+_EXPLAINED_RE = folded(
+    re.compile(
+        r"\b(granulom\w*|calcifi\w*|dense|benign|artifact\w*|nipple shadows?|overlying|projecting|"
+        r"catheter|lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|post-?surgical|"
+        r"post-?operative|surgery|not well|attributed|overlap\w*|superimpos\w*|confluence|summation)\b",
+        re.IGNORECASE,
+    )
+)
 # The sentence after a finding may explain it away too ("Small nodular opacity. ... more likely
 # represents a granuloma."); devices are left out here: a tube in the next sentence explains nothing.
-_EXPLAINED_NEXT_RE = folded(re.compile(
-    r"\b(granulom\w*|calcifi\w*|benign|artifact\w*|nipple shadows?|overlap\w*|superimpos\w*|confluence|"
-    r"summation)\b",
-    re.IGNORECASE,
-))
+_EXPLAINED_NEXT_RE = folded(
+    re.compile(
+        r"\b(granulom\w*|calcifi\w*|benign|artifact\w*|nipple shadows?|overlap\w*|superimpos\w*|confluence|"
+        r"summation)\b",
+        re.IGNORECASE,
+    )
+)
 # A findings sentence about what another (earlier) examination showed.
-_OTHER_EXAM_RE = folded(re.compile(
-    r"\b(on|from|at) (a |an |the )?(\w+ ){0,2}(previous|prior|outside|earlier|old)\b|"
-    r"\b(seen|appreciated|visible|visualized|described|shown|demonstrated) (better )?(on|at) (the |a |an )?(\w+ ){0,3}"
-    r"(ct|mri?|ultrasound|pet|comparison|prior|previous|outside)\b",
-    re.IGNORECASE,
-))
-_NEW_RE = folded(re.compile(r"\b(new|newly|interval|increas\w*|develop\w*|worse\w*|enlarg\w*|progress\w*)\b", re.IGNORECASE))
+_OTHER_EXAM_RE = folded(
+    re.compile(
+        r"\b(on|from|at) (a |an |the )?(\w+ ){0,2}(previous|prior|outside|earlier|old)\b|"
+        r"\b(seen|appreciated|visible|visualized|described|shown|demonstrated) (better )?(on|at) (the |a |an )?(\w+ ){0,3}"
+        r"(ct|mri?|ultrasound|pet|comparison|prior|previous|outside)\b",
+        re.IGNORECASE,
+    )
+)
+_NEW_RE = folded(
+    re.compile(r"\b(new|newly|interval|increas\w*|develop\w*|worse\w*|enlarg\w*|progress\w*)\b", re.IGNORECASE)
+)
 # An impression that names what the findings as a whole amount to ("Findings consistent with
 # widespread changes from cystic fibrosis"): the non-critical findings are summed up in it.
-_SUMMARY_RE = folded(re.compile(
-    r"\b(these |the above |above |the )?findings (are |is )?(most )?(consistent|compatible) with\b", re.IGNORECASE
-))
+_SUMMARY_RE = folded(
+    re.compile(
+        r"\b(these |the above |above |the )?findings (are |is )?(most )?(consistent|compatible) with\b", re.IGNORECASE
+    )
+)
 _SIDE_WORD = {
     "left": re.compile(r"\bleft\b|\blt\b", re.IGNORECASE),
     "right": re.compile(r"\bright\b|\brt\b", re.IGNORECASE),
 }
 
 # An impression that sends the reader back to the findings.
-_REFERS_RE = folded(re.compile(
-    r"\b(see (the )?(findings|above|body|report|description)|as (described|detailed|noted|discussed|stated|above)|"
-    r"described above|detailed above|noted above|discussed above|findings above|per findings)\b",
-    re.IGNORECASE,
-))
+_REFERS_RE = folded(
+    re.compile(
+        r"\b(see (the )?(findings|above|body|report|description)|as (described|detailed|noted|discussed|stated|above)|"
+        r"described above|detailed above|noted above|discussed above|findings above|per findings)\b",
+        re.IGNORECASE,
+    )
+)
 
 
 def related_concepts(concept: str, related: Mapping[str, Iterable[str]] = DEFAULT_RELATED) -> frozenset[str]:
@@ -260,7 +289,9 @@ def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side:
         for hit in regex.finditer(text, sec.start, sec.end):
             if other is None:
                 return True
-            span = next((s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None)
+            span = next(
+                (s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None
+            )
             lo, hi = (span.start, span.end) if span is not None else (hit.start(), hit.end())
             if _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
                 return True

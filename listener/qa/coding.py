@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry
 from listener.qa.comparison import region_phrases, regions_related
-from listener.qa.engine import Folded, folded, RuleInput, rule
+from listener.qa.engine import Folded, RuleInput, folded, rule
 
 _I = re.IGNORECASE
 
@@ -75,43 +75,86 @@ def _group(name: str, patterns: tuple[str, ...]) -> str:
 
 # Alternation order matters: at one position the combined ("with and without")
 # statement wins over its halves.
-_CONTRAST_RE = folded(re.compile(
-    "|".join((_group("ww", _WW), _group("wo", _WO), _group("w", _W))),
-    _I | re.MULTILINE,
-))
+_CONTRAST_RE = folded(
+    re.compile(
+        "|".join((_group("ww", _WW), _group("wo", _WO), _group("w", _W))),
+        _I | re.MULTILINE,
+    )
+)
 # A cheap first look (substring tests run in C; the full pattern is slow to scan): every statement
 # above contains one of these, lower-cased.
-_CONTRAST_HINTS = ("contrast", "enhanc", "gad", "phase", "w/o", "wo ", "w/wo", "paque", "isovue", "ultravist", "optiray",
-                   "iohexol", "iopamidol", "iodixanol", "ioversol", "iopromide", "dotarem", "multihance", "gadobenate",
-                   "magnevist", "omniscan", "prohance", "eovist", "clariscan", "vueway", "elucirem", "ablavar", "feraheme",
-                   "definity", "lumason", "optison")
+_CONTRAST_HINTS = (
+    "contrast",
+    "enhanc",
+    "gad",
+    "phase",
+    "w/o",
+    "wo ",
+    "w/wo",
+    "paque",
+    "isovue",
+    "ultravist",
+    "optiray",
+    "iohexol",
+    "iopamidol",
+    "iodixanol",
+    "ioversol",
+    "iopromide",
+    "dotarem",
+    "multihance",
+    "gadobenate",
+    "magnevist",
+    "omniscan",
+    "prohance",
+    "eovist",
+    "clariscan",
+    "vueway",
+    "elucirem",
+    "ablavar",
+    "feraheme",
+    "definity",
+    "lumason",
+    "optison",
+)
 
 
 def _mentions_contrast(text: str) -> bool:
     low = text.lower()
     return any(h in low for h in _CONTRAST_HINTS)
 
-_ORAL_RE = folded(re.compile(r"\b(?:oral(?:ly)?|enteric|rectal|per\s+os|p\.?o\.?|positive\s+bowel|barium|gastrografin|water[- ]soluble)\b", _I))
-_IV_RE = folded(re.compile(
-    r"\b(?:iv|i\.v\.|intravenous(?:ly)?|intravascular|intra-?arterial|intrathecal|intra-?articular|gadolinium|gad\w*)\b|"
-    + _AGENT.replace("(?:", "(?:\\b", 1),
-    _I,
-))
+
+_ORAL_RE = folded(
+    re.compile(
+        r"\b(?:oral(?:ly)?|enteric|rectal|per\s+os|p\.?o\.?|positive\s+bowel|barium|gastrografin|water[- ]soluble)\b",
+        _I,
+    )
+)
+_IV_RE = folded(
+    re.compile(
+        r"\b(?:iv|i\.v\.|intravenous(?:ly)?|intravascular|intra-?arterial|intrathecal|intra-?articular|gadolinium|gad\w*)\b|"
+        + _AGENT.replace("(?:", "(?:\\b", 1),
+        _I,
+    )
+)
 _NOT_BEFORE_RE = folded(re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}$", _I))
 # A sentence about an earlier or outside study, an allergy, or a plan says nothing about this exam.
-_OFF_TOPIC_RE = folded(re.compile(
-    r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
-    r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed)|follow-?up|"
-    r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
-    r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
-    _I,
-))
+_OFF_TOPIC_RE = folded(
+    re.compile(
+        r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
+        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed)|follow-?up|"
+        r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
+        r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
+        _I,
+    )
+)
 # In findings/impression a statement counts only in a sentence about the acquisition.
-_ACQ_RE = folded(re.compile(
-    r"\b(?:obtained|performed|acquired|administered|given|injected|infused|imaging|images?|scans?|"
-    r"study|exam(?:ination)?|protocol|technique|sequences?|phases?|CT|MRI?|CTA|MRA|series)\b",
-    _I,
-))
+_ACQ_RE = folded(
+    re.compile(
+        r"\b(?:obtained|performed|acquired|administered|given|injected|infused|imaging|images?|scans?|"
+        r"study|exam(?:ination)?|protocol|technique|sequences?|phases?|CT|MRI?|CTA|MRA|series)\b",
+        _I,
+    )
+)
 _ANGIO_RE = folded(re.compile(r"\b(?:CTA|MRA|angiogra\w*|perfusion|venogra\w*)\b", _I))
 
 _CONTRAST_LABELS = {
@@ -119,7 +162,13 @@ _CONTRAST_LABELS = {
     "with": "with contrast",
     "without_then_with": "without and then with contrast",
 }
-_DESCRIBING = (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM)
+_DESCRIBING = (
+    SectionKind.TECHNIQUE,
+    SectionKind.OTHER,
+    SectionKind.FINDINGS,
+    SectionKind.IMPRESSION,
+    SectionKind.ADDENDUM,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +249,11 @@ def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
     out: list[Statement] = []
     for technique in data.report.sections_of(SectionKind.TECHNIQUE):
         if technique.heading.upper().startswith("CONTRAST") and re.match(r"\s*(?:none|no\b|n/a)", technique.text, _I):
-            out.append(Statement("wo", technique.start, min(technique.end, technique.start + 4), technique.start, technique.end))
+            out.append(
+                Statement(
+                    "wo", technique.start, min(technique.end, technique.start + 4), technique.start, technique.end
+                )
+            )
     if not _mentions_contrast(text):
         return tuple(out)
     for _, start, end in _describing_sentences(data, needle=_mentions_contrast):
@@ -266,7 +319,9 @@ def contrast_mismatch(data: RuleInput) -> Iterable[Finding]:
         if wo and not w and not ww:
             stated, evidence = "without", wo
         elif w and not wo and not ww:
-            post_only = entry.modality == "CT" or (entry.modality == "MR" and bool(data.param("check_mr_postcontrast_only")))
+            post_only = entry.modality == "CT" or (
+                entry.modality == "MR" and bool(data.param("check_mr_postcontrast_only"))
+            )
             if post_only:
                 stated, evidence = "with", w
     if not stated:
@@ -297,6 +352,8 @@ _MODALITY_WORDS = {
     "FL": r"\b(?:fluoroscop\w*|esophagram|barium|swallow)\b",
     "DXA": r"\b(?:DXA|DEXA|bone\s+densit\w*|densitometry)\b",
 }
+
+
 def _modality_re(source: str) -> Folded | re.Pattern[str]:
     """The modality pattern, folded unless part of it is case-sensitive ("(?-i:US)")."""
     pattern = re.compile(source, re.IGNORECASE)
@@ -385,8 +442,12 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
 
 # --- mammography ---------------------------------------------------------------------------------------
 
-_NEGATED_AFTER = folded(re.compile(r"^[^.;:]{0,25}?\b(?:(?:was|were|is|are)\s+not|not\s+(?:performed|obtained|done|indicated))\b", _I))
-_NEGATED_BEFORE = folded(re.compile(r"\b(?:no|not|denies|deny|denied|without|negative\s+for|absent)\b[^.;:]{0,25}$", _I))
+_NEGATED_AFTER = folded(
+    re.compile(r"^[^.;:]{0,25}?\b(?:(?:was|were|is|are)\s+not|not\s+(?:performed|obtained|done|indicated))\b", _I)
+)
+_NEGATED_BEFORE = folded(
+    re.compile(r"\b(?:no|not|denies|deny|denied|without|negative\s+for|absent)\b[^.;:]{0,25}$", _I)
+)
 _DIAGNOSTIC_CUES = (
     r"palpable",
     r"lumps?",
@@ -402,7 +463,11 @@ _DIAGNOSTIC_CUES = (
     r"focal\s+(?:breast\s+)?pain",
     r"(?:breast|skin)\s+(?:thickening|dimpling|retraction)",
 )
-_SCREENING_CUES = (r"screening\s+(?:mammogra\w*|exam\w*|study|tomosynthesis)", r"(?:annual|routine)\s+screening", r"screening")
+_SCREENING_CUES = (
+    r"screening\s+(?:mammogra\w*|exam\w*|study|tomosynthesis)",
+    r"(?:annual|routine)\s+screening",
+    r"screening",
+)
 
 
 def _cue_hits(data: RuleInput, patterns: Iterable[str], kinds: tuple[SectionKind, ...]) -> list[tuple[int, int]]:
@@ -459,7 +524,12 @@ def mammo_screening_diagnostic(data: RuleInput) -> Iterable[Finding]:
         )
 
 
-_TOMO_RE = folded(re.compile(r"\b(?:tomosynthesis|DBT|3-?D\s+mammogra\w*|3-?D\s+(?:images|imaging|views)|C-?View|synthesi[sz]ed\s+2-?D)\b", _I))
+_TOMO_RE = folded(
+    re.compile(
+        r"\b(?:tomosynthesis|DBT|3-?D\s+mammogra\w*|3-?D\s+(?:images|imaging|views)|C-?View|synthesi[sz]ed\s+2-?D)\b",
+        _I,
+    )
+)
 _TOMO_CODES = ("77061", "77062", "77063", "G0279")
 
 
@@ -525,14 +595,16 @@ def tomosynthesis_not_described(data: RuleInput) -> Iterable[Finding]:
 
 # --- 76140 -------------------------------------------------------------------------------------------
 
-_OUTSIDE_RE = folded(re.compile(
-    r"\b(?:outside\s+(?:\w+\s+){0,3}(?:study|studies|images?|films?|exams?|examinations?|CT|MRI?|radiographs?|"
-    r"ultrasound|mammograms?|facility|institution|hospital)|"
-    r"(?:performed|obtained|acquired|done)\s+(?:at|by)\s+(?:an?\s+)?(?:outside|another|other|different|external)\b|"
-    r"second\s+opinion|outside\s+(?:read|interpretation)|"
-    r"(?:submitted|provided|sent|brought)\s+(?:\w+\s+){0,3}(?:for|to\s+us\s+for)\s+(?:review|interpretation|consultation|a\s+second))",
-    _I,
-))
+_OUTSIDE_RE = folded(
+    re.compile(
+        r"\b(?:outside\s+(?:\w+\s+){0,3}(?:study|studies|images?|films?|exams?|examinations?|CT|MRI?|radiographs?|"
+        r"ultrasound|mammograms?|facility|institution|hospital)|"
+        r"(?:performed|obtained|acquired|done)\s+(?:at|by)\s+(?:an?\s+)?(?:outside|another|other|different|external)\b|"
+        r"second\s+opinion|outside\s+(?:read|interpretation)|"
+        r"(?:submitted|provided|sent|brought)\s+(?:\w+\s+){0,3}(?:for|to\s+us\s+for)\s+(?:review|interpretation|consultation|a\s+second))",
+        _I,
+    )
+)
 
 _COMPARISON_WORD_RE = folded(re.compile(r"\b(?:compar\w*|prior|previous)\b", _I))
 
@@ -594,17 +666,21 @@ def outside_study_hint(data: RuleInput) -> Iterable[Finding]:
 
 # --- modifiers ----------------------------------------------------------------------------------------
 
-_LIMITED_RE = folded(re.compile(
-    r"\b(?P<word>limited|incomplete|partial)\s+(?:\w+\s+){0,3}?(?:exam(?:ination)?|study|ultrasound|sonogram|"
-    r"sonograph\w*|series|survey|views?|scan|imaging|evaluation\s+of\s+the\s+(?:\w+\s+){0,2}(?:only))\b"
-    r"|\b(?:exam(?:ination)?|study)\s+(?:was|is)\s+(?P<word2>incomplete|terminated|discontinued|aborted)\b",
-    _I,
-))
-_QUALITY_RE = folded(re.compile(
-    r"\b(?:technically|motion|habitus|artifact\w*|positioning|rotation|quality|due\s+to|secondary\s+to|"
-    r"because|by\b|somewhat|slightly|mildly|partially)\b",
-    _I,
-))
+_LIMITED_RE = folded(
+    re.compile(
+        r"\b(?P<word>limited|incomplete|partial)\s+(?:\w+\s+){0,3}?(?:exam(?:ination)?|study|ultrasound|sonogram|"
+        r"sonograph\w*|series|survey|views?|scan|imaging|evaluation\s+of\s+the\s+(?:\w+\s+){0,2}(?:only))\b"
+        r"|\b(?:exam(?:ination)?|study)\s+(?:was|is)\s+(?P<word2>incomplete|terminated|discontinued|aborted)\b",
+        _I,
+    )
+)
+_QUALITY_RE = folded(
+    re.compile(
+        r"\b(?:technically|motion|habitus|artifact\w*|positioning|rotation|quality|due\s+to|secondary\s+to|"
+        r"because|by\b|somewhat|slightly|mildly|partially)\b",
+        _I,
+    )
+)
 _REDUCED_MODIFIERS = {"52", "53", "73", "74"}
 
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from listener.model import Evidence, Finding, SectionKind, Severity
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, hedge_count
 from listener.text.context import modifier_matches
 
@@ -47,29 +47,35 @@ __all__ = [
 ]
 
 # A sentence that documents telling somebody.
-_COMM_RE = folded(re.compile(
-    r"\b(discuss(ed|ion)|communicat(ed|ion)|(?<!so-)called|call(ed)? (to|in)|telephon(ed|ically)|phoned|paged|"
-    r"notified|notification|informed|relayed|conveyed|spoke|spoken|talked|conversation|contacted|d/w|"
-    r"read[- ]?back|alerted|made aware|was (told|advised)|(faxed|e-?mailed|texted|messaged) (directly )?(to|via))\b",
-    re.IGNORECASE,
-))
+_COMM_RE = folded(
+    re.compile(
+        r"\b(discuss(ed|ion)|communicat(ed|ion)|(?<!so-)called|call(ed)? (to|in)|telephon(ed|ically)|phoned|paged|"
+        r"notified|notification|informed|relayed|conveyed|spoke|spoken|talked|conversation|contacted|d/w|"
+        r"read[- ]?back|alerted|made aware|was (told|advised)|(faxed|e-?mailed|texted|messaged) (directly )?(to|via))\b",
+        re.IGNORECASE,
+    )
+)
 # Weaker verbs ("given to", "reported to") count only in a sentence about results.
 _WEAK_COMM_RE = folded(re.compile(r"\b(given|provided|reported|sent|delivered) (directly )?(to|via)\b", re.IGNORECASE))
 _RESULT_WORD_RE = folded(re.compile(r"\b(results?|findings?|report|impression|critical)\b", re.IGNORECASE))
 # A critical-result notification system records who, when and how itself.
-_SYSTEM_RE = folded(re.compile(
-    r"\b(veriphy|primordial|perfectserve|vocera|tigertext|mpage|powerscribe|nuance|"
-    r"(notification|communication|alert(ing)?|messaging|reporting|results?) (system|tool|software|application|pathway))\b",
-    re.IGNORECASE,
-))
+_SYSTEM_RE = folded(
+    re.compile(
+        r"\b(veriphy|primordial|perfectserve|vocera|tigertext|mpage|powerscribe|nuance|"
+        r"(notification|communication|alert(ing)?|messaging|reporting|results?) (system|tool|software|application|pathway))\b",
+        re.IGNORECASE,
+    )
+)
 # Cross-references that look like a communication verb but are not one.
-_NOT_COMM_RE = folded(re.compile(
-    r"\b(as discussed|discussed (above|below|in|previously)|see discussion|previously (reported|communicated|"
-    r"discussed)|were reported previously|as (called|reported) (on|in)|reported on (the )?prior|"
-    r"called (for (?!(the )?(results?|findings?|report))|a )|so-called|to be discussed|should be discussed|please (call|contact)|if (there are )?"
-    r"(any )?questions|(call|contact) (me|us|the reading room|radiology))\b",
-    re.IGNORECASE,
-))
+_NOT_COMM_RE = folded(
+    re.compile(
+        r"\b(as discussed|discussed (above|below|in|previously)|see discussion|previously (reported|communicated|"
+        r"discussed)|were reported previously|as (called|reported) (on|in)|reported on (the )?prior|"
+        r"called (for (?!(the )?(results?|findings?|report))|a )|so-called|to be discussed|should be discussed|please (call|contact)|if (there are )?"
+        r"(any )?questions|(call|contact) (me|us|the reading room|radiology))\b",
+        re.IGNORECASE,
+    )
+)
 _WHO_RE = re.compile(
     r"\b(Dr\.?|doctors?|nurses?|physicians?|providers?|clinicians?|practitioners?|residents?|fellows?|"
     r"attendings?|surgeons?|hospitalists?|intensivists?|midwife|oncologists?|cardiologists?|neurologists?|"
@@ -79,57 +85,74 @@ _WHO_RE = re.compile(
     r"|\b(with|to|informed|notified|paged|called) [A-Z][a-z]+ [A-Z][a-z'-]+",
 )
 _WHO_CI_RE = folded(re.compile(r"\b(dr|nurse|physician|provider|clinician|doctor)\b", re.IGNORECASE))
-_WHEN_RE = folded(re.compile(
-    r"\b\d{1,2}:\d{2}\b|\b\d{3,4} ?(hours|hrs|h)\b|\b\d{1,2}/\d{1,2}(/\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|"
-    r"\b\d{1,2} ?(a\.?m\.?|p\.?m\.?)(?!\w)|"
-    r"\bat the time of (the )?(dictation|interpretation|this (report|dictation|interpretation)|"
-    r"(the )?(exam|examination|study|reading|scan)|initial interpretation|preliminary report)\b|"
-    r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}\b|"
-    r"\bon \d{1,2} (jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
-    re.IGNORECASE,
-))
-_HOW_RE = folded(re.compile(
-    r"\b((tele)?phon\w*|call(ed|s)?|in person|face[- ]to[- ]face|directly|verbal(ly)?|spoke|spoken|talked|"
-    r"conversation|pag(ed|er|e|ing)|secure (message|messaging|chat|text|e-?mail)|via|read[- ]?back|text(ed)?|"
-    r"e-?mail(ed)?|fax(ed)?|at the bedside|voicemail|epic chat|perfectserve|tigertext|vocera)\b",
-    re.IGNORECASE,
-))
+_WHEN_RE = folded(
+    re.compile(
+        r"\b\d{1,2}:\d{2}\b|\b\d{3,4} ?(hours|hrs|h)\b|\b\d{1,2}/\d{1,2}(/\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|"
+        r"\b\d{1,2} ?(a\.?m\.?|p\.?m\.?)(?!\w)|"
+        r"\bat the time of (the )?(dictation|interpretation|this (report|dictation|interpretation)|"
+        r"(the )?(exam|examination|study|reading|scan)|initial interpretation|preliminary report)\b|"
+        r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.? \d{1,2}\b|"
+        r"\bon \d{1,2} (jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)",
+        re.IGNORECASE,
+    )
+)
+_HOW_RE = folded(
+    re.compile(
+        r"\b((tele)?phon\w*|call(ed|s)?|in person|face[- ]to[- ]face|directly|verbal(ly)?|spoke|spoken|talked|"
+        r"conversation|pag(ed|er|e|ing)|secure (message|messaging|chat|text|e-?mail)|via|read[- ]?back|text(ed)?|"
+        r"e-?mail(ed)?|fax(ed)?|at the bedside|voicemail|epic chat|perfectserve|tigertext|vocera)\b",
+        re.IGNORECASE,
+    )
+)
 
 # Findings already known: no new communication is due.
-_KNOWN_RE = folded(re.compile(
-    r"\b(stable|unchanged|again (seen|noted|demonstrated|identified|visualized)|redemonstrat\w*|known|"
-    r"previously (seen|noted|described|reported|identified|communicated|discussed|demonstrated)|"
-    r"(decreas|improv|resolv|evolv|regress)\w*|smaller|less (prominent|conspicuous|extensive)|"
-    r"no (significant |interval |appreciable )?change|persistent|persists|residual|chronic|old|remote|"
-    r"subacute|sequela\w*|healed|healing|similar|expected|post-?operative|post-?surgical|post-?procedur\w*|"
-    r"(again|still) (present|evident|visible)|attributed to|recent (abdominal |thoracic )?(surgery|procedure)|"
-    r"ago|(in|since) (19|20)\d\d|suffered|hospital course|denie[sd])\b",
-    re.IGNORECASE,
-))
+_KNOWN_RE = folded(
+    re.compile(
+        r"\b(stable|unchanged|again (seen|noted|demonstrated|identified|visualized)|redemonstrat\w*|known|"
+        r"previously (seen|noted|described|reported|identified|communicated|discussed|demonstrated)|"
+        r"(decreas|improv|resolv|evolv|regress)\w*|smaller|less (prominent|conspicuous|extensive)|"
+        r"no (significant |interval |appreciable )?change|persistent|persists|residual|chronic|old|remote|"
+        r"subacute|sequela\w*|healed|healing|similar|expected|post-?operative|post-?surgical|post-?procedur\w*|"
+        r"(again|still) (present|evident|visible)|attributed to|recent (abdominal |thoracic )?(surgery|procedure)|"
+        r"ago|(in|since) (19|20)\d\d|suffered|hospital course|denie[sd])\b",
+        re.IGNORECASE,
+    )
+)
 # Somebody else's finding (family history in notes whose headings the mapping does not know).
-_OTHER_PERSON_RE = folded(re.compile(
-    r"\b(FHX|family history|father|mother|sister|brother|aunt|uncle|grand(mother|father|parent)s?|"
-    r"paternal|maternal|sibling)\b",
-    re.IGNORECASE,
-))
+_OTHER_PERSON_RE = folded(
+    re.compile(
+        r"\b(FHX|family history|father|mother|sister|brother|aunt|uncle|grand(mother|father|parent)s?|"
+        r"paternal|maternal|sibling)\b",
+        re.IGNORECASE,
+    )
+)
 # Hedges strong enough that a suspected critical finding must be called.
-_STRONG_HEDGE_RE = folded(re.compile(
-    r"\b(suspicious|suspicion|suspect\w*|concern\w*|worrisome|likely|probabl[ey]|presum\w*|"
-    r"compatible|consistent|favou?r\w*|suggest\w*)\b",
-    re.IGNORECASE,
-))
+_STRONG_HEDGE_RE = folded(
+    re.compile(
+        r"\b(suspicious|suspicion|suspect\w*|concern\w*|worrisome|likely|probabl[ey]|presum\w*|"
+        r"compatible|consistent|favou?r\w*|suggest\w*)\b",
+        re.IGNORECASE,
+    )
+)
 
 # A clinical note (case history, operative note) filed in the radiology feed:
 # its narrative is the history of the illness, not a result to call about.
-_CLINICAL_NOTE_RE = folded(re.compile(
-    r"^\W*(CC|HX|HPI|CHIEF COMPLAINT|HISTORY OF PRESENT ILLNESS|PRE-?OPERATIVE DIAGNOSIS|OPERATIVE PROCEDURE)\s*:",
-    re.IGNORECASE,
-))
+_CLINICAL_NOTE_RE = folded(
+    re.compile(
+        r"^\W*(CC|HX|HPI|CHIEF COMPLAINT|HISTORY OF PRESENT ILLNESS|PRE-?OPERATIVE DIAGNOSIS|OPERATIVE PROCEDURE)\s*:",
+        re.IGNORECASE,
+    )
+)
 # A sentence that goes on about the previous one ("This is likely postprocedural.").
 _ANAPHORA_RE = folded(re.compile(r"\W*(this|these|it|which|that)\b", re.IGNORECASE))
 
-_BODY_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.OTHER,
-               SectionKind.COMMUNICATION)
+_BODY_KINDS = (
+    SectionKind.FINDINGS,
+    SectionKind.IMPRESSION,
+    SectionKind.ADDENDUM,
+    SectionKind.OTHER,
+    SectionKind.COMMUNICATION,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,13 +410,15 @@ def impression_hedging(data: RuleInput) -> Iterator[Finding]:
 
 # Impression sentences that are neither a statement nor a hedge: advice,
 # communication, references ("CT recommended", "Correlate clinically").
-_NEUTRAL_SENTENCE_RE = folded(re.compile(
-    r"\b(recommend\w*|advis\w*|suggest(ed)? (that|a|an|further|follow)|consider\w*|correlat\w*|follow[- ]?up|"
-    r"further (evaluation|characterization|imaging|assessment)|(would|may|might|could) be (helpful|useful|obtained|"
-    r"considered|indicated|performed)|if (clinically|there|symptoms|the)|helpful|indicated|discuss\w*|"
-    r"communicat\w*|notif\w*|called|see (above|findings)|as above|comparison)\b",
-    re.IGNORECASE,
-))
+_NEUTRAL_SENTENCE_RE = folded(
+    re.compile(
+        r"\b(recommend\w*|advis\w*|suggest(ed)? (that|a|an|further|follow)|consider\w*|correlat\w*|follow[- ]?up|"
+        r"further (evaluation|characterization|imaging|assessment)|(would|may|might|could) be (helpful|useful|obtained|"
+        r"considered|indicated|performed)|if (clinically|there|symptoms|the)|helpful|indicated|discuss\w*|"
+        r"communicat\w*|notif\w*|called|see (above|findings)|as above|comparison)\b",
+        re.IGNORECASE,
+    )
+)
 
 
 # Hedge words that grade a finding rather than doubt it ("borderline cardiomegaly",

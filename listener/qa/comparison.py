@@ -12,11 +12,11 @@ is first a comparison question.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from datetime import date, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, date, timedelta
 
 from listener.model import Finding, Report, SectionKind, Severity
-from listener.qa.engine import folded, Prior, RuleInput, rule
+from listener.qa.engine import Prior, RuleInput, folded, rule
 
 _I = re.IGNORECASE
 
@@ -47,10 +47,15 @@ _REGION_WORDS: dict[str, str] = {
     "upper_gi": r"upper\s+GI|stomach|small\s+bowel",
     "colon": r"colon|barium\s+enema",
 }
-_REGION_RE = folded(re.compile(
-    "|".join(f"(?P<{name}>\\b(?:{words})\\b)" for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))),
-    _I,
-))
+_REGION_RE = folded(
+    re.compile(
+        "|".join(
+            f"(?P<{name}>\\b(?:{words})\\b)"
+            for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
+        ),
+        _I,
+    )
+)
 # The abdomen_pelvis pattern must win over abdomen and pelvis at the same offset: longest names first
 # puts "abdomen_pelvis" before "abdomen" (alternation tries left to right).
 
@@ -77,8 +82,12 @@ _RELATED: dict[str, frozenset[str]] = {
     "spine_cervical": frozenset({"axial_skeleton"}),
     "spine_thoracic": frozenset({"axial_skeleton", "chest"}),
     "spine_lumbar": frozenset({"axial_skeleton"}),
-    "axial_skeleton": frozenset({"spine_cervical", "spine_thoracic", "spine_lumbar", "pelvis", "lower_extremity_joint"}),
-    "appendicular_skeleton": frozenset({"upper_extremity", "lower_extremity", "upper_extremity_joint", "lower_extremity_joint"}),
+    "axial_skeleton": frozenset(
+        {"spine_cervical", "spine_thoracic", "spine_lumbar", "pelvis", "lower_extremity_joint"}
+    ),
+    "appendicular_skeleton": frozenset(
+        {"upper_extremity", "lower_extremity", "upper_extremity_joint", "lower_extremity_joint"}
+    ),
 }
 _WIDE = frozenset({"", "any", "whole_body", "skull_base_to_mid_thigh"})
 
@@ -121,16 +130,20 @@ def region_phrases(text: str, *, offset: int = 0, exam_only: bool = False) -> li
 
 # --- dates ------------------------------------------------------------------------------------------------
 
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
 _MON = r"(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
-_DATE_RE = folded(re.compile(
-    r"\b(?P<iso_y>\d{4})-(?P<iso_m>\d{1,2})-(?P<iso_d>\d{1,2})\b"
-    r"|\b(?P<n1>\d{1,2})[/.-](?P<n2>\d{1,2})[/.-](?P<ny>\d{4}|\d{2})\b"
-    r"|\b" + _MON.replace("mon>", "mon_a>") + r"\s+(?P<a_d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<a_y>\d{4})\b"
-    r"|\b(?P<b_d>\d{1,2})(?:st|nd|rd|th)?\s+" + _MON.replace("mon>", "mon_b>") + r",?\s+(?P<b_y>\d{4})\b"
-    r"|\b" + _MON.replace("mon>", "mon_c>") + r",?\s+(?P<c_y>\d{4})\b",
-    _I,
-))
+_DATE_RE = folded(
+    re.compile(
+        r"\b(?P<iso_y>\d{4})-(?P<iso_m>\d{1,2})-(?P<iso_d>\d{1,2})\b"
+        r"|\b(?P<n1>\d{1,2})[/.-](?P<n2>\d{1,2})[/.-](?P<ny>\d{4}|\d{2})\b"
+        r"|\b" + _MON.replace("mon>", "mon_a>") + r"\s+(?P<a_d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<a_y>\d{4})\b"
+        r"|\b(?P<b_d>\d{1,2})(?:st|nd|rd|th)?\s+" + _MON.replace("mon>", "mon_b>") + r",?\s+(?P<b_y>\d{4})\b"
+        r"|\b" + _MON.replace("mon>", "mon_c>") + r",?\s+(?P<c_y>\d{4})\b",
+        _I,
+    )
+)
 
 
 class CitedDate:
@@ -214,16 +227,23 @@ def exam_date(data: RuleInput) -> tuple[date, int] | None:
     site = data.directory.site_for(data.report)
     if site is not None:
         return observed.astimezone(site.timezone).date(), 0
-    return (observed.astimezone(timezone.utc) + _MAX_UTC_OFFSET).date(), 0
+    return (observed.astimezone(UTC) + _MAX_UTC_OFFSET).date(), 0
 
 
 # "prior" as a noun or adjective ("the prior exam"), not the preposition ("2 weeks prior to 7/14").
-_COMPARISON_CUE_RE = folded(re.compile(
-    r"\b(?:compar\w*|(?<!days\s)(?<!weeks\s)(?<!months\s)(?<!years\s)(?<!hours\s)prior(?!\s+to\b)|"
-    r"previous(?:ly)?|earlier|last\s+(?:study|exam))\b",
-    _I,
-))
-_PLAN_RE = folded(re.compile(r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b", _I))
+_COMPARISON_CUE_RE = folded(
+    re.compile(
+        r"\b(?:compar\w*|(?<!days\s)(?<!weeks\s)(?<!months\s)(?<!years\s)(?<!hours\s)prior(?!\s+to\b)|"
+        r"previous(?:ly)?|earlier|last\s+(?:study|exam))\b",
+        _I,
+    )
+)
+_PLAN_RE = folded(
+    re.compile(
+        r"\b(?:recommend\w*|follow-?\s?up|suggest\w*|schedul\w*|return|repeat|due|next|LMP|EDD|gestation\w*|born|birth|DOB|surgery|surgical|-?ectomy|-?plasty|injury|accident|fall|fell)\b",
+        _I,
+    )
+)
 
 
 _DIGIT_RE = re.compile(r"\d")  # every _DATE_RE match holds one (the same \d)
@@ -248,7 +268,9 @@ def _dated_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
     if _DIGIT_RE.search(text) is None:
         return ()
     digit = _DIGIT_RE.search
-    out = [(sec.start, sec.end) for sec in report.sections_of(SectionKind.COMPARISON) if digit(text, sec.start, sec.end)]
+    out = [
+        (sec.start, sec.end) for sec in report.sections_of(SectionKind.COMPARISON) if digit(text, sec.start, sec.end)
+    ]
     for sec in report.sections:
         if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
             continue
@@ -265,12 +287,14 @@ def _dated_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
 
 # --- rules --------------------------------------------------------------------------------------------------
 
-_STATEMENT_RE = folded(re.compile(
-    r"\b(?:compar\w*|prior|previous(?:ly)?|interval(?:ly)?|unchanged|stable|no\s+(?:significant\s+)?change|"
-    r"again\s+(?:seen|noted|demonstrated|identified|visualized)|redemonstrat\w*|old\s+(?:films?|studies|exams?)|"
-    r"baseline|since|earlier|recent(?:ly)?|persist\w*|new(?:ly)?|resolved|resolution|improv\w*|worsen\w*)\b",
-    _I,
-))
+_STATEMENT_RE = folded(
+    re.compile(
+        r"\b(?:compar\w*|prior|previous(?:ly)?|interval(?:ly)?|unchanged|stable|no\s+(?:significant\s+)?change|"
+        r"again\s+(?:seen|noted|demonstrated|identified|visualized)|redemonstrat\w*|old\s+(?:films?|studies|exams?)|"
+        r"baseline|since|earlier|recent(?:ly)?|persist\w*|new(?:ly)?|resolved|resolution|improv\w*|worsen\w*)\b",
+        _I,
+    )
+)
 
 
 def has_comparison_statement(report: Report) -> bool:
@@ -322,11 +346,13 @@ def date_after_exam(data: RuleInput) -> Iterable[Finding]:
 
 
 _NONE_SECTION_RE = folded(re.compile(r"\W*(?:none\b|no\b|n/?a\b|not\s+available|unavailable|nil\b)", _I))
-_NONE_PHRASE_RE = folded(re.compile(
-    r"\b(?:no\s+(?:prior|previous|old|comparison)(?:\s+(?:studies|study|exams?|examinations?|films?|images?|imaging|radiographs?|comparisons?))?"
-    r"(?:\s+(?:is|are|was|were)\s+)?(?:\s*available|\s+for\s+comparison)?|without\s+(?:a\s+)?(?:prior|previous)\s+(?:studies|study|exams?)\s+for\s+comparison)\b",
-    _I,
-))
+_NONE_PHRASE_RE = folded(
+    re.compile(
+        r"\b(?:no\s+(?:prior|previous|old|comparison)(?:\s+(?:studies|study|exams?|examinations?|films?|images?|imaging|radiographs?|comparisons?))?"
+        r"(?:\s+(?:is|are|was|were)\s+)?(?:\s*available|\s+for\s+comparison)?|without\s+(?:a\s+)?(?:prior|previous)\s+(?:studies|study|exams?)\s+for\s+comparison)\b",
+        _I,
+    )
+)
 
 
 def _none_spans(data: RuleInput) -> list[tuple[int, int]]:
@@ -391,7 +417,9 @@ def none_with_priors(data: RuleInput) -> Iterable[Finding]:
     plural = "study" if len(priors) == 1 else "studies"
     region = data.report.body_region.replace("_", " ")
     yield data.emit(
-        f"Report states no comparison, but {len(priors)} prior {data.report.modality or ''} {plural} of the {region} are on record.".replace("  ", " "),
+        f"Report states no comparison, but {len(priors)} prior {data.report.modality or ''} {plural} of the {region} are on record.".replace(
+            "  ", " "
+        ),
         [data.analysis.evidence(s, e) for s, e in spans[:2]],
         "Compare with the relevant prior study, or state why it was not used.",
     )

@@ -136,9 +136,7 @@ def document_only(data: RuleInput) -> Iterator[Finding]:
 def _impression_sections(report: Report) -> list[Section]:
     """Impression sections, plus a combined "FINDINGS AND IMPRESSION" one."""
     out = list(report.sections_of(SectionKind.IMPRESSION))
-    out.extend(
-        s for s in report.sections if s.kind is not SectionKind.IMPRESSION and "IMPRESSION" in s.heading.upper()
-    )
+    out.extend(s for s in report.sections if s.kind is not SectionKind.IMPRESSION and "IMPRESSION" in s.heading.upper())
     return out
 
 
@@ -243,52 +241,66 @@ def required_sections(data: RuleInput) -> Iterator[Finding]:
 
 _NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _CAT_VALUE = r"(?P<num>[0-6])(?P<sub>[abc])?(?![0-9])|(?P<word>zero|one|two|three|four|five|six)\b"
-_BIRADS_RE = folded(re.compile(
-    r"\b(?:BI-?RADS|ACR)\b(?:[\s\u00ae:#-]*(?:final\s+)?(?:assessment\s+)?(?:category|classification|assessment|cat\.?))?"
-    rf"[\s:#=-]*(?:M/|US/|MG/)?(?:{_CAT_VALUE})",
-    re.IGNORECASE,
-))
+_BIRADS_RE = folded(
+    re.compile(
+        r"\b(?:BI-?RADS|ACR)\b(?:[\s\u00ae:#-]*(?:final\s+)?(?:assessment\s+)?(?:category|classification|assessment|cat\.?))?"
+        rf"[\s:#=-]*(?:M/|US/|MG/)?(?:{_CAT_VALUE})",
+        re.IGNORECASE,
+    )
+)
 _ASSESSMENT_NAMES = (
     r"negative|benign|probably benign|suspicious|highly suggestive|known (?:biopsy[- ]proven )?malignan\w*|"
     r"incomplete|needs? additional"
 )
-_CATEGORY_RE = folded(re.compile(
-    rf"\b(?:assessment|category)\s*[:#-]?\s*(?:{_CAT_VALUE})\s*[:(\u2013\u2014-]*\s*(?:{_ASSESSMENT_NAMES})\b",
-    re.IGNORECASE,
-))
+_CATEGORY_RE = folded(
+    re.compile(
+        rf"\b(?:assessment|category)\s*[:#-]?\s*(?:{_CAT_VALUE})\s*[:(\u2013\u2014-]*\s*(?:{_ASSESSMENT_NAMES})\b",
+        re.IGNORECASE,
+    )
+)
 #: Each match of _BIRADS_RE holds "rads" (BI-RADS) or "acr"; each of _CATEGORY_RE "assessment" or "category".
 _BIRADS_WORDS = ("rads", "acr", "assessment", "category")
 _MAMMO_TITLE_RE = folded(re.compile(r"\bmammogra\w*|\bFFDM\b|\btomosynthesis\b", re.IGNORECASE))
 
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|\n\s*\n|\n(?=\s*[A-Z][A-Z /&-]{2,}:)")
-_RECOMMEND_RE = folded(re.compile(
-    r"\b(recommend\w*|advis\w*|suggest(ed)?|should (be|undergo|have)|is (indicated|warranted|suggested|advised)|"
-    r"are (indicated|warranted|suggested|advised)|(will be|to be|is being) (scheduled|performed|arranged)|"
-    r"consider\w*|follow[- ]?up with|proceed (to|with))\b",
-    re.IGNORECASE,
-))
-_BIOPSY_RE = folded(re.compile(
-    r"\b(biops(y|ies|ied)|tissue (sampling|diagnosis)|core(-| )needle|fine[- ]needle aspiration|FNA|"
-    r"(surgical|excisional) (consultation|excision)|surgical consult\w*)\b",
-    re.IGNORECASE,
-))
-_NOT_BIOPSY_RE = folded(re.compile(
-    r"\b(post[- ]?biopsy|prior biops|previous biops|biopsy clip|biopsy site|biopsy[- ]proven|"
-    r"should not delay|if (a |the )?(clinically|palpable|there is)|status post|s/p|no (need for )?biopsy|"
-    r"not (recommended|indicated|necessary))",
-    re.IGNORECASE,
-))
-_ROUTINE_RE = folded(re.compile(
-    r"\b((routine|annual|yearly|continued|resume) (annual |yearly |routine )?(screening|mammogra\w*|follow[- ]?up|imaging)|"
-    r"return to (routine|annual|yearly)|(screening|mammogra\w*) in (1|one) year|in 12 months)\b",
-    re.IGNORECASE,
-))
-_ADDITIONAL_RE = folded(re.compile(
-    r"\b(additional|further|spot|magnifi\w*|compression|diagnostic|ultras\w*|sonogra\w*|MRI|"
-    r"comparison|prior (films|studies|exams|mammogra\w*|images)|outside (films|studies|images)|views?|recall\w*|"
-    r"call[- ]?back|work[- ]?up|evaluat\w*|tomosynthesis)\b",
-    re.IGNORECASE,
-))
+_RECOMMEND_RE = folded(
+    re.compile(
+        r"\b(recommend\w*|advis\w*|suggest(ed)?|should (be|undergo|have)|is (indicated|warranted|suggested|advised)|"
+        r"are (indicated|warranted|suggested|advised)|(will be|to be|is being) (scheduled|performed|arranged)|"
+        r"consider\w*|follow[- ]?up with|proceed (to|with))\b",
+        re.IGNORECASE,
+    )
+)
+_BIOPSY_RE = folded(
+    re.compile(
+        r"\b(biops(y|ies|ied)|tissue (sampling|diagnosis)|core(-| )needle|fine[- ]needle aspiration|FNA|"
+        r"(surgical|excisional) (consultation|excision)|surgical consult\w*)\b",
+        re.IGNORECASE,
+    )
+)
+_NOT_BIOPSY_RE = folded(
+    re.compile(
+        r"\b(post[- ]?biopsy|prior biops|previous biops|biopsy clip|biopsy site|biopsy[- ]proven|"
+        r"should not delay|if (a |the )?(clinically|palpable|there is)|status post|s/p|no (need for )?biopsy|"
+        r"not (recommended|indicated|necessary))",
+        re.IGNORECASE,
+    )
+)
+_ROUTINE_RE = folded(
+    re.compile(
+        r"\b((routine|annual|yearly|continued|resume) (annual |yearly |routine )?(screening|mammogra\w*|follow[- ]?up|imaging)|"
+        r"return to (routine|annual|yearly)|(screening|mammogra\w*) in (1|one) year|in 12 months)\b",
+        re.IGNORECASE,
+    )
+)
+_ADDITIONAL_RE = folded(
+    re.compile(
+        r"\b(additional|further|spot|magnifi\w*|compression|diagnostic|ultras\w*|sonogra\w*|MRI|"
+        r"comparison|prior (films|studies|exams|mammogra\w*|images)|outside (films|studies|images)|views?|recall\w*|"
+        r"call[- ]?back|work[- ]?up|evaluat\w*|tomosynthesis)\b",
+        re.IGNORECASE,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,11 +365,16 @@ def is_mammography(data: RuleInput) -> bool:
 
 _BREAST_WORD = r"(mri|mr|magnetic resonance( imaging)?|ultrasound|ultrasonography|sonogra\w*|us)"
 # "Breast MRI", "MRI of the left breast", "bilateral breast ultrasound", "US breast".
-_BREAST_TITLE_RE = folded(re.compile(
-    rf"\bbreasts? {_BREAST_WORD}\b|\b{_BREAST_WORD} (of )?(the )?(both |bilateral |right |left |rt |lt )?breasts?\b",
-    re.IGNORECASE,
-))
-_BREAST_TITLE_MODALITY = (("MR", re.compile(r"\bmri?\b|magnetic", re.I)), ("US", re.compile(r"\bus\b|ultraso|sonogra", re.I)))
+_BREAST_TITLE_RE = folded(
+    re.compile(
+        rf"\bbreasts? {_BREAST_WORD}\b|\b{_BREAST_WORD} (of )?(the )?(both |bilateral |right |left |rt |lt )?breasts?\b",
+        re.IGNORECASE,
+    )
+)
+_BREAST_TITLE_MODALITY = (
+    ("MR", re.compile(r"\bmri?\b|magnetic", re.I)),
+    ("US", re.compile(r"\bus\b|ultraso|sonogra", re.I)),
+)
 # Interventional breast procedures report the procedure, not a diagnostic assessment.
 _BREAST_PROCEDURE_RE = re.compile(r"\b(biops\w*|guided|guidance|localization|aspiration|drainage|ductogra\w*)\b", re.I)
 _BREAST_EXAM_NAME = {"MR": "Breast MRI", "US": "Breast ultrasound"}
@@ -454,8 +471,10 @@ def _recommendations(text: str, want: Folded) -> list[tuple[int, int]]:
         if want is _BIOPSY_RE:
             if _RECOMMEND_RE.search(text, s, e) is None or _NOT_BIOPSY_RE.search(text, s, e) is not None:
                 continue
-        elif want is _ADDITIONAL_RE and _RECOMMEND_RE.search(text, s, e) is None and not re.search(
-            r"\b(needed|necessary|required|requested|obtain\w*|will be|to follow)\b", text[s:e], re.I
+        elif (
+            want is _ADDITIONAL_RE
+            and _RECOMMEND_RE.search(text, s, e) is None
+            and not re.search(r"\b(needed|necessary|required|requested|obtain\w*|will be|to follow)\b", text[s:e], re.I)
         ):
             continue
         out.append((s, e))
@@ -607,15 +626,41 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
 #: period after them ("... consistent with the."); the others only when the
 #: section stops with no terminal punctuation.
 _STRICT_END_WORDS = ("the", "a", "an", "and", "or", "of", "with", "without", "than", "versus", "from", "into")
-_LOOSE_END_WORDS = ("to", "for", "at", "in", "on", "is", "are", "was", "were", "which", "that", "but", "as",
-                    "by", "no", "both", "this", "these", "there", "its", "their", "his", "her", "measuring")
+_LOOSE_END_WORDS = (
+    "to",
+    "for",
+    "at",
+    "in",
+    "on",
+    "is",
+    "are",
+    "was",
+    "were",
+    "which",
+    "that",
+    "but",
+    "as",
+    "by",
+    "no",
+    "both",
+    "this",
+    "these",
+    "there",
+    "its",
+    "their",
+    "his",
+    "her",
+    "measuring",
+)
 _DEFAULT_END_WORDS = _STRICT_END_WORDS + _LOOSE_END_WORDS
 _TRAILING_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+\Z")
 # Sign-off lines that legitimately end on a preposition ("Dictated by").
-_SIGNOFF_RE = folded(re.compile(
-    r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b[^\n]*\Z",
-    re.IGNORECASE,
-))
+_SIGNOFF_RE = folded(
+    re.compile(
+        r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b[^\n]*\Z",
+        re.IGNORECASE,
+    )
+)
 _TRUNCATION_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.COMMUNICATION)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from listener.model import Finding, Report, SectionKind, Severity
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention
 
 __all__ = ["AGE_STATEMENTS", "AgeStatement", "age_implausible", "age_years", "sex_anatomy"]
@@ -44,7 +44,9 @@ _QUESTION_KINDS = (SectionKind.INDICATION,)
 _DEFAULT_IGNORE = ("leiomyoma", "leiomyomas", "fibroid", "fibroids")
 
 
-def _anatomy_mentions(data: RuleInput, kinds: tuple[SectionKind, ...] = _ANATOMY_KINDS) -> Iterator[tuple[SectionKind, Mention]]:
+def _anatomy_mentions(
+    data: RuleInput, kinds: tuple[SectionKind, ...] = _ANATOMY_KINDS
+) -> Iterator[tuple[SectionKind, Mention]]:
     for sec in data.report.sections:
         if sec.kind in kinds:
             for m in data.analysis.mentions(sec.start, sec.end):
@@ -55,16 +57,20 @@ def _anatomy_mentions(data: RuleInput, kinds: tuple[SectionKind, ...] = _ANATOMY
 # too, so removal never counts as anatomy of the other sex).
 # "status post" alone is not a removal: "testicular cancer status post bone
 # marrow transplant" still describes a testis ("s/p orchiectomy" is caught by -ectomy).
-_REMOVED_RE = folded(re.compile(
-    r"\b(absent|absence|removed|resected|surgically|no longer|\w+ectomy|post-?(surgical|operative))\b",
-    re.IGNORECASE,
-))
+_REMOVED_RE = folded(
+    re.compile(
+        r"\b(absent|absence|removed|resected|surgically|no longer|\w+ectomy|post-?(surgical|operative))\b",
+        re.IGNORECASE,
+    )
+)
 # The organ was looked for and not seen: in a patient of the other sex that
 # is a template written for the other sex, unless the report says it was removed.
-_NOT_SEEN_RE = folded(re.compile(
-    r"\b(not (well )?(seen|visuali[sz]ed|identified|imaged|demonstrated|evaluated)|non-?visuali[sz]ed)\b",
-    re.IGNORECASE,
-))
+_NOT_SEEN_RE = folded(
+    re.compile(
+        r"\b(not (well )?(seen|visuali[sz]ed|identified|imaged|demonstrated|evaluated)|non-?visuali[sz]ed)\b",
+        re.IGNORECASE,
+    )
+)
 # ConText calls "the prostate is normal" negated: for a finding that means
 # absent, for an organ it means present and normal.
 _NORMAL_CUE_RE = folded(re.compile(r"normal|unremarkable|within normal limits|intact", re.IGNORECASE))
@@ -188,7 +194,9 @@ AGE_STATEMENTS: tuple[AgeStatement, ...] = (
 )
 _PREGNANCY_AGES = (9, 60)
 # One cheap look before the statement patterns run.
-_ANY_AGE_WORD_RE = folded(re.compile(r"menopaus|physe|physi[sa]|growth\s+plate|epiphyseal|skeletally|fontanel", re.IGNORECASE))
+_ANY_AGE_WORD_RE = folded(
+    re.compile(r"menopaus|physe|physi[sa]|growth\s+plate|epiphyseal|skeletally|fontanel", re.IGNORECASE)
+)
 _NEGATED_BEFORE_RE = folded(re.compile(r"\b(no|not|without|negative for|absence of)\b[^.;\n]{0,40}\Z", re.IGNORECASE))
 
 

@@ -27,62 +27,76 @@ from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, refers_to_findings
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
 
 # Words between a negation and its finding that narrow what is denied.
-_QUALIFIER_RE = folded(re.compile(
-    r"\b(new|newly|additional|other|another|further|more|large|larger|sizable|sizeable|significant|"
-    r"substantial|appreciable|displaced|acute|definite|definitive|obvious|frank|gross|focal|discrete|dominant|"
-    r"suspicious|recurrent|recurrence|residual|active|visible|developing|worsening|increas\w*|expand\w*|"
-    r"enlarging|underlying|superimposed|convincing|dense|lobar|confluent|tension|free|moderate|severe|"
-    r"stable|xxxx)\b",
-    re.IGNORECASE,
-))
+_QUALIFIER_RE = folded(
+    re.compile(
+        r"\b(new|newly|additional|other|another|further|more|large|larger|sizable|sizeable|significant|"
+        r"substantial|appreciable|displaced|acute|definite|definitive|obvious|frank|gross|focal|discrete|dominant|"
+        r"suspicious|recurrent|recurrence|residual|active|visible|developing|worsening|increas\w*|expand\w*|"
+        r"enlarging|underlying|superimposed|convincing|dense|lobar|confluent|tension|free|moderate|severe|"
+        r"stable|xxxx)\b",
+        re.IGNORECASE,
+    )
+)
 # A negated sentence that describes change over time, not the state now.
-_CHANGE_RE = folded(re.compile(
-    r"\b(resol\w*|remov\w*|no longer|clear(ed|ing)|partial(ly)?|nearly|almost|mostly|largely|decreas\w*|"
-    r"improv\w*|interval|previous(ly)?|prior|since)\b",
-    re.IGNORECASE,
-))
+_CHANGE_RE = folded(
+    re.compile(
+        r"\b(resol\w*|remov\w*|no longer|clear(ed|ing)|partial(ly)?|nearly|almost|mostly|largely|decreas\w*|"
+        r"improv\w*|interval|previous(ly)?|prior|since)\b",
+        re.IGNORECASE,
+    )
+)
 # A place named after the denied finding ("no fracture of the clavicle").
-_LOCATION_AFTER_RE = folded(re.compile(
-    r"^[^.;]*?\b(of|in|within|involving|at|along|near|over|overlying|from|on)\b", re.IGNORECASE
-))
+_LOCATION_AFTER_RE = folded(
+    re.compile(r"^[^.;]*?\b(of|in|within|involving|at|along|near|over|overlying|from|on)\b", re.IGNORECASE)
+)
 
-_NORMAL_RE = folded(re.compile(
-    r"\b(normal|unremarkable|negative|within normal limits|"
-    r"no (\w+ ){0,3}(abnormalit(y|ies)|findings?|disease|process|pathology|changes?))\b",
-    re.IGNORECASE,
-))
-_NOT_ONLY_NORMAL_RE = folded(re.compile(
-    r"\b(otherwise|except|apart from|aside from|besides|other than|but|however|although|"
-    r"stable|unchanged|known|chronic|again|postoperative|post-?surgical)\b",
-    re.IGNORECASE,
-))
-_HEDGE_RE = folded(re.compile(
-    r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
-    r"catheter|lines?|tubes?|old|healed|remote)\b|\?",
-    re.IGNORECASE,
-))
+_NORMAL_RE = folded(
+    re.compile(
+        r"\b(normal|unremarkable|negative|within normal limits|"
+        r"no (\w+ ){0,3}(abnormalit(y|ies)|findings?|disease|process|pathology|changes?))\b",
+        re.IGNORECASE,
+    )
+)
+_NOT_ONLY_NORMAL_RE = folded(
+    re.compile(
+        r"\b(otherwise|except|apart from|aside from|besides|other than|but|however|although|"
+        r"stable|unchanged|known|chronic|again|postoperative|post-?surgical)\b",
+        re.IGNORECASE,
+    )
+)
+_HEDGE_RE = folded(
+    re.compile(
+        r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+        r"catheter|lines?|tubes?|old|healed|remote)\b|\?",
+        re.IGNORECASE,
+    )
+)
 # "No acute cardiopulmonary abnormality", "without acute disease": denies acute disease only.
-_NO_ACUTE_RE = folded(re.compile(
-    r"\b(no|without|negative for)( evidence of)? (\w+ ){0,1}(acute|active)\b[^.;]*", re.IGNORECASE
-))
+_NO_ACUTE_RE = folded(
+    re.compile(r"\b(no|without|negative for)( evidence of)? (\w+ ){0,1}(acute|active)\b[^.;]*", re.IGNORECASE)
+)
 # ... and it must deny disease in general, not one thing ("without an active marrow stress
 # phenomenon", "no active denervation" say nothing about the rest of the findings).
-_GENERIC_RE = folded(re.compile(
-    r"\b(disease|abnormalit\w*|process|findings?|pathology|changes?|complications?|features|inability)\b",
-    re.IGNORECASE,
-))
+_GENERIC_RE = folded(
+    re.compile(
+        r"\b(disease|abnormalit\w*|process|findings?|pathology|changes?|complications?|features|inability)\b",
+        re.IGNORECASE,
+    )
+)
 # A nonspecific finding (an opacity, a blunted angle) the report explains as something not acute.
-_EXPLAINED_RE = folded(re.compile(
-    r"\b(atelecta\w*|scar(s|ring|red)?|fibros\w*|fibrotic|bronchiectasis|emphysema\w*|granulom\w*|"
-    r"pleural thickening|pleural-?parenchymal)\b",
-    re.IGNORECASE,
-))
+_EXPLAINED_RE = folded(
+    re.compile(
+        r"\b(atelecta\w*|scar(s|ring|red)?|fibros\w*|fibrotic|bronchiectasis|emphysema\w*|granulom\w*|"
+        r"pleural thickening|pleural-?parenchymal)\b",
+        re.IGNORECASE,
+    )
+)
 _EXPLAINED_CONCEPTS = frozenset({"atelectasis", "scarring", "fibrosis", "emphysema", "granuloma", "pleural_thickening"})
 _NONSPECIFIC_CONCEPTS = frozenset({"airspace_opacity", "pleural_effusion"})
 _NONSPECIFIC_TEXT_RE = folded(re.compile(r"\b(opacit\w*|blunting|infiltrat\w*|densit\w*|markings?)\b", re.IGNORECASE))
@@ -91,21 +105,25 @@ _CHRONIC_PATTERN_RE = folded(re.compile(r"^(interstitial|reticular)\b", re.IGNOR
 # The finding is going away: "clearing of left base airspace opacities".
 _CLEARING_RE = folded(re.compile(r"\b(clear(ing|ed)|resol(ved|ving|ution)|improv\w*)\b", re.IGNORECASE))
 # Edema named at a site outside the lungs is not pulmonary edema ("interstitial edema" of a ligament).
-_NON_LUNG_EDEMA_RE = folded(re.compile(
-    r"\b(marrow|bone|soft tissue|subcutaneous|ligament\w*|tendon\w*|muscle|muscular|cerebral|vasogenic|"
-    r"cytotoxic|brain|scrotal|pedal|peripheral|extremity|leg|ankle|knee|foot|hand|wrist|facial|periorbital|"
-    r"mucosal|bowel|wall|pancrea\w*|perinephric|periportal|gallbladder|synovi\w*|joint)\b",
-    re.IGNORECASE,
-))
+_NON_LUNG_EDEMA_RE = folded(
+    re.compile(
+        r"\b(marrow|bone|soft tissue|subcutaneous|ligament\w*|tendon\w*|muscle|muscular|cerebral|vasogenic|"
+        r"cytotoxic|brain|scrotal|pedal|peripheral|extremity|leg|ankle|knee|foot|hand|wrist|facial|periorbital|"
+        r"mucosal|bowel|wall|pancrea\w*|perinephric|periportal|gallbladder|synovi\w*|joint)\b",
+        re.IGNORECASE,
+    )
+)
 # Sentences the normal-impression rule leaves alone: hedged, benign, devices.
-_SOFT_SENTENCE_RE = folded(re.compile(
-    r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
-    r"granulom\w*|calcifi\w*|benign|artifact\w*|nipple|overlying|projecting|catheter|lines?|leads?|"
-    r"wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|post-?operative|"
-    r"not well|mild(ly)?|minimal|minor|trace|tiny|slight(ly)?|subtle|subsegmental|borderline|dependent|"
-    r"small|old|healed|healing|remote|degenerative|prior|previous(ly)?)\b|\?",
-    re.IGNORECASE,
-))
+_SOFT_SENTENCE_RE = folded(
+    re.compile(
+        r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+        r"granulom\w*|calcifi\w*|benign|artifact\w*|nipple|overlying|projecting|catheter|lines?|leads?|"
+        r"wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|post-?operative|"
+        r"not well|mild(ly)?|minimal|minor|trace|tiny|slight(ly)?|subtle|subsegmental|borderline|dependent|"
+        r"small|old|healed|healing|remote|degenerative|prior|previous(ly)?)\b|\?",
+        re.IGNORECASE,
+    )
+)
 
 
 def _family(terms: Terms, concept: str) -> str:
@@ -125,13 +143,15 @@ _SITE_VARIABLE = frozenset(
     {"mass", "cancer", "fracture", "dislocation", "hemorrhage", "abscess", "thrombosis", "aneurysm", "lung_nodule"}
 )
 # An affirmed sentence that does not plainly state the finding now.
-_SOFT_AFFIRMED_RE = folded(re.compile(
-    r"\b(may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
-    r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|prior|previous(ly)?|granulom\w*|calcifi\w*|"
-    r"benign|artifact\w*|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|"
-    r"fixation|prosthe\w*|blunting|xxxx)\b|\?",
-    re.IGNORECASE,
-))
+_SOFT_AFFIRMED_RE = folded(
+    re.compile(
+        r"\b(may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
+        r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|prior|previous(ly)?|granulom\w*|calcifi\w*|"
+        r"benign|artifact\w*|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|"
+        r"fixation|prosthe\w*|blunting|xxxx)\b|\?",
+        re.IGNORECASE,
+    )
+)
 
 
 def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
@@ -194,7 +214,9 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     """
     report = data.report
     text = report.text
-    by_kind: dict[SectionKind, tuple[Mention, ...]] = {k: data.analysis.section_mentions(k) for k in _sections_checked()}
+    by_kind: dict[SectionKind, tuple[Mention, ...]] = {
+        k: data.analysis.section_mentions(k) for k in _sections_checked()
+    }
     names = frozenset(data.param("concepts", []) or ())
     # Candidates first (attribute tests only); the text tests below only
     # drop candidates, so without both kinds there is nothing to find.
@@ -214,10 +236,10 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     for kind, mentions in by_kind.items():
         for m in mentions:
             by_sentence.setdefault((kind, m.sentence_start), []).append(m)
-    negated = [(k, m) for k, m in negated_candidates if _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])]
-    affirmed = [
-        (k, m) for k, m in affirmed_candidates if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
+    negated = [
+        (k, m) for k, m in negated_candidates if _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])
     ]
+    affirmed = [(k, m) for k, m in affirmed_candidates if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)]
     if not negated or not affirmed:
         return
     within = bool(data.param("within_findings", True))

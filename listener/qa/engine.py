@@ -218,7 +218,9 @@ class Folded:
             raise ValueError(f"pattern is not case-insensitive: {pattern.pattern!r}")
         if _INLINE_FLAGS.search(pattern.pattern):
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
-        source = _ESCAPED_OR_LETTER.sub(lambda m: m.group().lower() if m.group().isalpha() else m.group(), pattern.pattern)
+        source = _ESCAPED_OR_LETTER.sub(
+            lambda m: m.group().lower() if m.group().isalpha() else m.group(), pattern.pattern
+        )
         self.pattern = pattern
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
 

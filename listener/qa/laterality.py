@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
 from listener.qa.alignment import related_concepts
-from listener.qa.engine import folded, RuleInput, rule
+from listener.qa.engine import RuleInput, folded, rule
 from listener.text import LateralMention, Mention, lateral_mentions
 
 __all__ = [
@@ -47,11 +47,13 @@ _REGION_ANATOMY: dict[str, frozenset[str]] = {
 
 # A sentence with one of these words talks about something other than the
 # side examined now: the other side on purpose, the past, a comparison.
-_ELSEWHERE = folded(re.compile(
-    r"\b(contra-?lateral|opposite|other side|compar(e|ed|es|ing|ison|isons)|prior|previous(ly)?|history|hx|s/p|status post|"
-    r"post-?op\w*|remote|old|known|again|unchanged|stable)\b",
-    re.IGNORECASE,
-))
+_ELSEWHERE = folded(
+    re.compile(
+        r"\b(contra-?lateral|opposite|other side|compar(e|ed|es|ing|ison|isons)|prior|previous(ly)?|history|hx|s/p|status post|"
+        r"post-?op\w*|remote|old|known|again|unchanged|stable)\b",
+        re.IGNORECASE,
+    )
+)
 _MODIFIER_SIDE = {"LT": "left", "RT": "right", "50": "bilateral"}
 _TEXT_SIDE = re.compile(r"\b(LEFT|LT|RIGHT|RT|BILAT(?:ERAL)?|BOTH)\b", re.IGNORECASE)
 
@@ -81,7 +83,11 @@ def _lateral(data: RuleInput, sections: Iterable[Section]) -> list[LateralMentio
     out: list[LateralMention] = []
     text = data.report.text
     for sec in sections:
-        out.extend(lateral_mentions(text, sec.start, sec.end, data.terms, sentences=data.analysis.sentences(sec.start, sec.end)))
+        out.extend(
+            lateral_mentions(
+                text, sec.start, sec.end, data.terms, sentences=data.analysis.sentences(sec.start, sec.end)
+            )
+        )
     return out
 
 
@@ -107,7 +113,13 @@ def _relevant(report: Report, mentions: list[LateralMention]) -> list[LateralMen
 
 
 def _body_kinds() -> tuple[SectionKind, ...]:
-    return (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER, SectionKind.ADDENDUM)
+    return (
+        SectionKind.TECHNIQUE,
+        SectionKind.FINDINGS,
+        SectionKind.IMPRESSION,
+        SectionKind.OTHER,
+        SectionKind.ADDENDUM,
+    )
 
 
 def _span(lm: LateralMention) -> tuple[int, int]:
@@ -290,20 +302,24 @@ _CLUSTER: dict[str, str] = {"lung": "chest", "lung_lobe": "chest", "pleura": "ch
 _CONTRA_RE = folded(re.compile(r"\b(contra-?lateral|opposite|other side)\b", re.IGNORECASE))
 # A sentence about the past ("status post left lobectomy"): its side is
 # compared only with findings sentences about the past too.
-_PAST_RE = folded(re.compile(
-    r"\b(history|hx|s/p|status post|post-?op\w*|post-?surgical|surg\w*|resect\w*|\w+ectomy|\w+otomy|remote|"
-    r"previous(ly)?|prior)\b",
-    re.IGNORECASE,
-))
+_PAST_RE = folded(
+    re.compile(
+        r"\b(history|hx|s/p|status post|post-?op\w*|post-?surgical|surg\w*|resect\w*|\w+ectomy|\w+otomy|remote|"
+        r"previous(ly)?|prior)\b",
+        re.IGNORECASE,
+    )
+)
 # Sentences that set the sides against each other ("left larger than right").
 _SIDE_COMPARE_RE = folded(re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE))
 # A side denied or called normal right before or after it ("no left effusion", "left lung is clear").
 # A negation earlier in the side word's clause ("no lesion seen in the left
 # lung"), or "clear/normal" right before it ("clear left lung").
-_DENIED_BEFORE_RE = folded(re.compile(
-    r"(?:\b(?:no|without|negative for)\b(?:(?!\b(?:and|with|but|or)\b)[^,;:.]){0,50}|\b(?:clear|normal|unremarkable)\s+)$",
-    re.IGNORECASE,
-))
+_DENIED_BEFORE_RE = folded(
+    re.compile(
+        r"(?:\b(?:no|without|negative for)\b(?:(?!\b(?:and|with|but|or)\b)[^,;:.]){0,50}|\b(?:clear|normal|unremarkable)\s+)$",
+        re.IGNORECASE,
+    )
+)
 _DENIED_AFTER_RE = folded(re.compile(r"[^,;:.]*?\b(clear|normal|unremarkable|intact|negative)\b", re.IGNORECASE))
 # Parts of the chest that are on the left without a side word.
 _LINGULA_RE = folded(re.compile(r"\b(lingula|retrocardiac)", re.IGNORECASE))
@@ -346,7 +362,9 @@ def _raw_sides(text: str, start: int, end: int) -> list[tuple[str, int, int, lis
     return out
 
 
-def _raw_word_swaps(data: RuleInput, imp_secs: list[Section], find_secs: list[Section]) -> list[tuple[tuple[int, int], tuple[int, int], str, str]]:
+def _raw_word_swaps(
+    data: RuleInput, imp_secs: list[Section], find_secs: list[Section]
+) -> list[tuple[tuple[int, int], tuple[int, int], str, str]]:
     """Fallback on plain words: the impression says "left X" only, the findings "right ... X" only.
 
     Catches what the anatomy vocabulary does not know ("right costophrenic

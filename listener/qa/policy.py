@@ -19,7 +19,7 @@ from listener.model import Severity
 from listener.procedures import ProcedureTable
 from listener.qa.engine import QaConfig, RuleSettings
 from listener.qa.registry import registry
-from listener.sites import Directory, EMPTY_DIRECTORY
+from listener.sites import EMPTY_DIRECTORY, Directory
 from listener.text import Terms
 from listener.yamlconf import YamlFile, YamlList, YamlMap
 

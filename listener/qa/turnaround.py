@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from listener.model import Finding, ResultStatus, Severity
+from listener.model import Finding, Severity
 from listener.qa.engine import RuleInput, rule
 
 
@@ -28,7 +28,11 @@ def _aligned(start: datetime, end: datetime, data: RuleInput) -> tuple[datetime,
     return start, end
 
 
-@rule("turnaround", severity=Severity.WARNING, params={"grace_minutes": 0, "statuses": ["preliminary", "final", "partial"]})
+@rule(
+    "turnaround",
+    severity=Severity.WARNING,
+    params={"grace_minutes": 0, "statuses": ["preliminary", "final", "partial"]},
+)
 def preliminary_late(data: RuleInput) -> Iterable[Finding]:
     """Preliminary turnaround (report time minus exam time) beyond the site's target for the priority."""
     report = data.report

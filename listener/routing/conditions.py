@@ -164,7 +164,9 @@ class PatientAge:
 
     def check(self, facts: Facts) -> tuple[bool, str]:
         age = facts.age_years()
-        bounds = f"{self.minimum if self.minimum is not None else 0}-{self.maximum if self.maximum is not None else 'any'}"
+        bounds = (
+            f"{self.minimum if self.minimum is not None else 0}-{self.maximum if self.maximum is not None else 'any'}"
+        )
         if age is None:
             return False, f"patient_age unknown (no birth date), needs {bounds}"
         ok = (self.minimum is None or age >= self.minimum) and (self.maximum is None or age <= self.maximum)
@@ -262,7 +264,9 @@ def _coverage_window(node: YamlMap, key: str, env: LoadEnv, where: str) -> Cover
     start = _clock(sub, "from", here, allow_24=False)
     end = _clock(sub, "to", here, allow_24=True)
     if start == end % (24 * 60):
-        raise sub.error("to", f"{here}: from and to are equal: the window is empty (or all day: leave the condition out)")
+        raise sub.error(
+            "to", f"{here}: from and to are equal: the window is empty (or all day: leave the condition out)"
+        )
     days: tuple[str, ...] = ()
     if "days" in sub:
         items = sub.get_list("days")
@@ -405,14 +409,18 @@ def _qa_finding(node: YamlMap, key: str, env: LoadEnv, where: str) -> QaFinding:
         for i, rule_id in enumerate(rules):
             category, dot, name = rule_id.partition(".")
             if not dot or category not in CATEGORIES or not _NAME_RE.match(name):
-                raise items.error(i, f"{here}.rules: {rule_id!r} is not a rule id like laterality.impression_vs_findings")
+                raise items.error(
+                    i, f"{here}.rules: {rule_id!r} is not a rule id like laterality.impression_vs_findings"
+                )
     categories: tuple[str, ...] = ()
     if "categories" in sub:
         items = sub.get_list("categories")
         categories = items.strings()
         for i, category in enumerate(categories):
             if category not in CATEGORIES:
-                raise items.error(i, f"{here}.categories: unknown category {category!r} (known: {', '.join(CATEGORIES)})")
+                raise items.error(
+                    i, f"{here}.categories: unknown category {category!r} (known: {', '.join(CATEGORIES)})"
+                )
     return QaFinding(severity, rules, categories)
 
 
@@ -493,7 +501,10 @@ class Sample:
         accession = facts.report.accession or facts.report.message_id
         value = draw(self.salt, facts.reader_id, accession)
         ok = value < self.rate
-        return ok, f"sample draw {value:.4f} for reader {facts.reader_id or '(none)'} {'<' if ok else '>='} rate {self.rate:g}"
+        return (
+            ok,
+            f"sample draw {value:.4f} for reader {facts.reader_id or '(none)'} {'<' if ok else '>='} rate {self.rate:g}",
+        )
 
 
 def _sample(node: YamlMap, key: str, env: LoadEnv, where: str) -> Sample:
@@ -513,7 +524,7 @@ def _sample(node: YamlMap, key: str, env: LoadEnv, where: str) -> Sample:
 _Parser = Callable[[YamlMap, str, LoadEnv, str], Any]
 _PARSERS: Mapping[str, _Parser] = MappingProxyType(
     {
-        **{key: _one_of for key in _FIELDS},
+        **dict.fromkeys(_FIELDS, _one_of),
         "patient_age": _patient_age,
         "coverage_window": _coverage_window,
         "critical_finding": _critical_finding,

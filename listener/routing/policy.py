@@ -35,7 +35,7 @@ from listener.model import BUCKETS, PRIORITIES, Finding, Report, Route, Severity
 from listener.qa.engine import QaContext
 from listener.routing.conditions import Condition, LoadEnv, parse_conditions
 from listener.routing.facts import Facts, RoutingContext
-from listener.sites import EMPTY_DIRECTORY, Directory, ReaderHistory
+from listener.sites import Directory, ReaderHistory
 from listener.text import Terms
 from listener.yamlconf import YamlMap
 
@@ -120,7 +120,9 @@ def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms
     try:
         default_tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise doc.error("default_timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)") from None
+        raise doc.error(
+            "default_timezone", f"unknown time zone {tz_name!r} (use an IANA name like America/Chicago)"
+        ) from None
 
     pools_list = doc.get_list("pools", required=True)
     pools = tuple(p.strip() for p in pools_list.strings())
@@ -143,8 +145,11 @@ def build_policy(doc: YamlMap, raw: bytes, *, directory: Directory, terms: Terms
     unchecked = doc.get_map("unchecked")
     unchecked.reject_unknown({"bucket", "pool"}, "unchecked")
     unchecked_bucket = unchecked.get_choice("bucket", BUCKETS, "selective_overread")
-    default_pool = "general_overread" if "general_overread" in pools else next(
-        (p for p in pools if p != release_pool), pools[0] if pools else "")
+    default_pool = (
+        "general_overread"
+        if "general_overread" in pools
+        else next((p for p in pools if p != release_pool), pools[0] if pools else "")
+    )
     unchecked_pool = _pool(unchecked, "pool", pools, "unchecked", default_pool)
 
     env = LoadEnv(directory, terms)
@@ -285,8 +290,10 @@ def unchecked_route(
         corrections=corrections,
         policy_version=policy.version,
         deadline=None,
-        explanation=(f"qa_incomplete [{policy.unchecked_bucket}] MATCHED - QA did not finish within the "
-                     "message's time budget (qa.timeout); the policy's rules were not evaluated",),
+        explanation=(
+            f"qa_incomplete [{policy.unchecked_bucket}] MATCHED - QA did not finish within the "
+            "message's time budget (qa.timeout); the policy's rules were not evaluated",
+        ),
     )
 
 

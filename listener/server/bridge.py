@@ -205,8 +205,15 @@ class StoreShell:
         unavailable: Callable[[str], T],
     ) -> defer.Deferred[T]:
         """:func:`commit` with this intake's store, reactor and outbound wake-up."""
-        return commit(self.store, record, self.call_from_thread, duplicate=duplicate, processed=processed,
-                      unavailable=unavailable, on_outbox=self.on_outbox)
+        return commit(
+            self.store,
+            record,
+            self.call_from_thread,
+            duplicate=duplicate,
+            processed=processed,
+            unavailable=unavailable,
+            on_outbox=self.on_outbox,
+        )
 
     def journaled(
         self,

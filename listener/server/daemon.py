@@ -24,7 +24,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -38,14 +38,14 @@ from twisted.logger import globalLogBeginner
 from listener.assemble import build_pipeline
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
-from listener.pipeline import Pipeline
-from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.hl7v2.segments import read_header
+from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
+from listener.pipeline import Pipeline
 from listener.server.journal import QUARANTINE_AFTER, Interrupted, Journal
-from listener.server.mllp import Intake, MllpFactory
-from listener.server.runner import PipelineRunner
-from listener.server.priors import PriorLookup
 from listener.server.metrics import Metrics
+from listener.server.mllp import Intake, MllpFactory
+from listener.server.priors import PriorLookup
+from listener.server.runner import PipelineRunner
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
 from listener.store import Store, open_store
@@ -58,10 +58,12 @@ SWITCH_INTERVAL = 0.001
 EXIT_OK = 0
 EXIT_FAILED = 1
 
+
 def _log() -> Any:
     # Looked up at use time: structlog assembles a bound logger from the
     # configuration current at bind time, and cli configures logging later.
     return get_logger("listener.server.daemon")
+
 
 #: How often raw bodies past their retention are purged, in seconds.
 _PURGE_INTERVAL = 3600.0
@@ -79,8 +81,11 @@ def tls_options(config: Config) -> Any:
     from cryptography import x509
     from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, trustRootFromCertificates
 
-    files = {"tls_certificate": config.tls_certificate, "tls_private_key": config.tls_private_key,
-             "tls_client_ca": config.tls_client_ca}
+    files = {
+        "tls_certificate": config.tls_certificate,
+        "tls_private_key": config.tls_private_key,
+        "tls_client_ca": config.tls_client_ca,
+    }
     for key, file in files.items():
         if file is None:
             raise ConfigError(f"an ssl: endpoint needs {key}", path=config.source)
@@ -93,8 +98,10 @@ def tls_options(config: Config) -> Any:
         ours = PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)  # type: ignore[no-untyped-call]
         current = str(config.tls_client_ca)
         ca_pem = config.tls_client_ca.read_bytes()  # type: ignore[union-attr]
-        cas = [Certificate(c.to_pyopenssl() if hasattr(c, "to_pyopenssl") else _to_openssl(c))  # type: ignore[no-untyped-call]
-               for c in x509.load_pem_x509_certificates(ca_pem)]
+        cas = [
+            Certificate(c.to_pyopenssl() if hasattr(c, "to_pyopenssl") else _to_openssl(c))  # type: ignore[no-untyped-call]
+            for c in x509.load_pem_x509_certificates(ca_pem)
+        ]
         options = CertificateOptions(
             privateKey=ours.privateKey.original,
             certificate=ours.original,
@@ -152,7 +159,10 @@ def tls_endpoint(reactor: Any, config: Config, endpoint: str | None = None, cont
     if context is None:
         context = ReloadableTls(tls_options(config))
     return SSL4ServerEndpoint(  # type: ignore[no-untyped-call]
-        reactor, int(port_text), context, backlog=int(options.get("backlog", "50")),
+        reactor,
+        int(port_text),
+        context,
+        backlog=int(options.get("backlog", "50")),
         interface=options.get("interface", ""),
     )
 
@@ -194,15 +204,31 @@ class Daemon:
         # interrupted is counted now, before any new message can arrive.
         self.journal = Journal(config.state_dir / "journal")
         self.interrupted = self.journal.recover()
-        self.runner = PipelineRunner(reactor, workers=config.pipeline_workers, budget=config.pipeline_budget,
-                                     grace=max(1.0, config.pipeline_budget / 2))
+        self.runner = PipelineRunner(
+            reactor,
+            workers=config.pipeline_workers,
+            budget=config.pipeline_budget,
+            grace=max(1.0, config.pipeline_budget / 2),
+        )
         # Each decoded report's prior studies, read on its worker thread; a failure is logged on the reactor.
-        priors = PriorLookup(self.store, failed=lambda error_type: reactor.callFromThread(
-            _log().warning, "prior_lookup_failed", error_type=error_type))
-        self.intake = Intake(pipeline, self.store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
-                             metrics=self.metrics, destinations=tuple(w.settings for w in self.outbound),
-                             on_outbox=self.wake_outbound, runner=self.runner, journal=self.journal,
-                             priors_for=priors)
+        priors = PriorLookup(
+            self.store,
+            failed=lambda error_type: reactor.callFromThread(
+                _log().warning, "prior_lookup_failed", error_type=error_type
+            ),
+        )
+        self.intake = Intake(
+            pipeline,
+            self.store,
+            hash_key=hash_key,
+            call_from_thread=reactor.callFromThread,
+            metrics=self.metrics,
+            destinations=tuple(w.settings for w in self.outbound),
+            on_outbox=self.wake_outbound,
+            runner=self.runner,
+            journal=self.journal,
+            priors_for=priors,
+        )
         self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
         self.http_port: Any = None
@@ -257,7 +283,7 @@ class Daemon:
             exc = failure.value
             _log().error("store_probe_failed", error_type=type(exc).__name__, reason=str(exc)[:200])
 
-        return threads.deferToThread(self.store.probe, datetime.now(timezone.utc)).addErrback(failed)
+        return threads.deferToThread(self.store.probe, datetime.now(UTC)).addErrback(failed)
 
     def start(self) -> Deferred[None]:
         """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
@@ -276,7 +302,11 @@ class Daemon:
         def listening(port: Any) -> None:
             self.port = port
             address = port.getHost()
-            _log().info("listening", endpoint=self.config.mllp_endpoint, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
+            _log().info(
+                "listening",
+                endpoint=self.config.mllp_endpoint,
+                status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
+            )
             notify_ready(f"listening on {self.config.mllp_endpoint}")
             self.watchdog = start_watchdog(self.reactor)
             if self.watchdog is not None:
@@ -294,8 +324,12 @@ class Daemon:
             gc.freeze()
 
         def failed(failure: Any) -> None:
-            _log().error("daemon_stopping", reason="listen_failed", endpoint=self.config.mllp_endpoint,
-                       error_type=failure.type.__name__ if failure.type else "")
+            _log().error(
+                "daemon_stopping",
+                reason="listen_failed",
+                endpoint=self.config.mllp_endpoint,
+                error_type=failure.type.__name__ if failure.type else "",
+            )
             self.exit_code = EXIT_FAILED
             self.reactor.stop()
 
@@ -317,13 +351,21 @@ class Daemon:
         def listening(port: Any) -> Any:
             self.http_port = port
             address = port.getHost()
-            _log().info("listening", endpoint=endpoint_text, status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}")
+            _log().info(
+                "listening",
+                endpoint=endpoint_text,
+                status=f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}",
+            )
             return mllp_port
 
         def failed(failure: Any) -> Any:
             # Close the MLLP port: the daemon stops; the failure names the HTTP endpoint.
-            _log().error("daemon_stopping", reason="listen_failed", endpoint=endpoint_text,
-                         error_type=failure.type.__name__ if failure.type else "")
+            _log().error(
+                "daemon_stopping",
+                reason="listen_failed",
+                endpoint=endpoint_text,
+                error_type=failure.type.__name__ if failure.type else "",
+            )
             self.port = mllp_port
             return failure
 
@@ -331,13 +373,15 @@ class Daemon:
         return d.addCallbacks(listening, failed)
 
     def _purge_raw(self) -> Deferred[None]:
-        cutoff = datetime.now(timezone.utc) - timedelta(days=self.config.raw_retention_days)
+        cutoff = datetime.now(UTC) - timedelta(days=self.config.raw_retention_days)
 
         def done(count: int) -> None:
             _log().info("raw_bodies_purged", count=count)
 
         def failed(failure: Any) -> None:
-            _log().error("store_unavailable", reason="purge_raw", error_type=failure.type.__name__ if failure.type else "")
+            _log().error(
+                "store_unavailable", reason="purge_raw", error_type=failure.type.__name__ if failure.type else ""
+            )
 
         self.purging = threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
         return self.purging
@@ -392,16 +436,31 @@ class Daemon:
             pipeline = new.pipeline
             if self.metrics is not None:
                 self.metrics.config_reloads.labels("applied").inc()
-            fields = {"policy_version": pipeline.version, "routing_version": pipeline.routing_version,
-                      "mapping_version": pipeline.mapping_version, "count": len(self.outbound), "path": new.config.source}
+            fields = {
+                "policy_version": pipeline.version,
+                "routing_version": pipeline.routing_version,
+                "mapping_version": pipeline.mapping_version,
+                "count": len(self.outbound),
+                "path": new.config.source,
+            }
             if new.deferred:
                 # The file changed something a reload cannot apply: say what, at warning level; the old value stays.
-                _log().warning("policy_reloaded", reason="restart_required",
-                               detail="changed but needs a restart: " + ", ".join(new.deferred), **fields)
+                _log().warning(
+                    "policy_reloaded",
+                    reason="restart_required",
+                    detail="changed but needs a restart: " + ", ".join(new.deferred),
+                    **fields,
+                )
             else:
-                _log().info("policy_reloaded", reason="applied",
-                            detail="reloaded: " + ", ".join(RELOADED) + "; restart needed for: " + ", ".join(RESTART_ONLY_NAMES),
-                            **fields)
+                _log().info(
+                    "policy_reloaded",
+                    reason="applied",
+                    detail="reloaded: "
+                    + ", ".join(RELOADED)
+                    + "; restart needed for: "
+                    + ", ".join(RESTART_ONLY_NAMES),
+                    **fields,
+                )
             notify_ready(f"listening on {self.config.mllp_endpoint}; policies {pipeline.version} reloaded")
 
         def failed(failure: Any) -> None:
@@ -409,8 +468,13 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.config_reloads.labels("refused").inc()
             if isinstance(exc, ConfigError):
-                _log().error("config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message,
-                             reason="reload_kept_old")
+                _log().error(
+                    "config_invalid",
+                    path=exc.path or "",
+                    line=exc.line or 0,
+                    detail=exc.message,
+                    reason="reload_kept_old",
+                )
             else:
                 _log().error("config_invalid", error_type=type(exc).__name__, reason="reload_kept_old")
             notify_ready(f"listening on {self.config.mllp_endpoint}; reload refused, old policies kept")
@@ -419,9 +483,8 @@ class Daemon:
         d.addCallback(loaded)  # _apply may still refuse (a destination endpoint it cannot build)
         return d.addErrback(failed).addCallback(lambda _: None)
 
-    def _apply(self, new: "Reloaded") -> None:
+    def _apply(self, new: Reloaded) -> None:
         """Swap in what ``new`` loaded (reactor thread). Raises before changing anything on a bad destination."""
-        from listener.server.outbound import OutboundWorker
 
         old_workers = {w.name: w for w in self.outbound}
         keep: list[Any] = []
@@ -506,16 +569,33 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     # Build the FHIR validators now, not on the first request (STU3 only when a client sends it).
     stu3 = any(c.fhir_version == "STU3" for c in config.http_clients)
     prime_models(("R4", "R5", "STU3") if stu3 else ("R4", "R5"))
-    http_intake = HttpIntake(lambda: intake.pipeline, store, hash_key=hash_key, call_from_thread=reactor.callFromThread,
-                             run_in_thread=threads.deferToThread, metrics=metrics,
-                             destinations=lambda: intake.destinations, on_outbox=intake.on_outbox,
-                             runner=intake.runner, journal=intake.journal, priors_for=intake.priors_for)
+    http_intake = HttpIntake(
+        lambda: intake.pipeline,
+        store,
+        hash_key=hash_key,
+        call_from_thread=reactor.callFromThread,
+        run_in_thread=threads.deferToThread,
+        metrics=metrics,
+        destinations=lambda: intake.destinations,
+        on_outbox=intake.on_outbox,
+        runner=intake.runner,
+        journal=intake.journal,
+        priors_for=intake.priors_for,
+    )
     queries = store.reports
-    site = build_site(intake=http_intake, store=store, queries=queries, clients=clients_from_config(config.http_clients),
-                      metrics=metrics, reactor=reactor, max_body_size=config.http_max_body_size,
-                      idle_timeout=config.idle_timeout, max_connections=config.http_max_connections,
-                      max_connections_per_peer=config.http_max_connections_per_peer,
-                      outcome_rules_file=outcome_rules_file(config))
+    site = build_site(
+        intake=http_intake,
+        store=store,
+        queries=queries,
+        clients=clients_from_config(config.http_clients),
+        metrics=metrics,
+        reactor=reactor,
+        max_body_size=config.http_max_body_size,
+        idle_timeout=config.idle_timeout,
+        max_connections=config.http_max_connections,
+        max_connections_per_peer=config.http_max_connections_per_peer,
+        outcome_rules_file=outcome_rules_file(config),
+    )
     return (http_intake, queries, site)
 
 
@@ -525,8 +605,11 @@ def _outbound_workers(config: Config, reactor: Any, store: Store) -> tuple[Any, 
         return ()
     from listener.destinations import load_destinations
 
-    return tuple(_outbound_worker(reactor, store, settings)
-                 for settings in load_destinations(config.destinations_file) if settings.enabled)
+    return tuple(
+        _outbound_worker(reactor, store, settings)
+        for settings in load_destinations(config.destinations_file)
+        if settings.enabled
+    )
 
 
 def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
@@ -547,16 +630,34 @@ def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
 RELOADED = ("mappings", "procedures", "policies", "destinations", "http_clients", "tls files", "tls_allowed_subjects")
 #: Config fields a SIGHUP does not apply: a change is named in policy_reloaded (warning) and waits for a restart.
 RESTART_ONLY = {
-    "mllp_endpoint": "mllp", "http_endpoint": "http", "state_dir": "state_dir", "synchronous": "synchronous",
-    "max_frame_size": "max_frame_size", "idle_timeout": "idle_timeout", "max_connections": "max_connections",
-    "max_connections_per_peer": "max_connections_per_peer", "http_max_body_size": "http_max_body_size",
-    "http_max_connections": "http_max_connections", "http_max_connections_per_peer": "http_max_connections_per_peer",
-    "pipeline_workers": "pipeline_workers", "pipeline_budget": "pipeline_budget",
-    "health_probe_interval": "health_probe_interval", "raw_retention_days": "raw_retention_days",
+    "mllp_endpoint": "mllp",
+    "http_endpoint": "http",
+    "state_dir": "state_dir",
+    "synchronous": "synchronous",
+    "max_frame_size": "max_frame_size",
+    "idle_timeout": "idle_timeout",
+    "max_connections": "max_connections",
+    "max_connections_per_peer": "max_connections_per_peer",
+    "http_max_body_size": "http_max_body_size",
+    "http_max_connections": "http_max_connections",
+    "http_max_connections_per_peer": "http_max_connections_per_peer",
+    "pipeline_workers": "pipeline_workers",
+    "pipeline_budget": "pipeline_budget",
+    "health_probe_interval": "health_probe_interval",
+    "raw_retention_days": "raw_retention_days",
 }
-RESTART_ONLY_NAMES = ("listen endpoints (mllp, http)", "state_dir", "synchronous", "connection limits and timeouts",
-                      "http_max_body_size", "pipeline_workers", "pipeline_budget", "health_probe_interval",
-                      "raw_retention_days", "turning TLS on or off")
+RESTART_ONLY_NAMES = (
+    "listen endpoints (mllp, http)",
+    "state_dir",
+    "synchronous",
+    "connection limits and timeouts",
+    "http_max_body_size",
+    "pipeline_workers",
+    "pipeline_budget",
+    "health_probe_interval",
+    "raw_retention_days",
+    "turning TLS on or off",
+)
 
 
 def _uses_tls(config: Config) -> bool:
@@ -580,7 +681,7 @@ class Reloaded:
     deferred: tuple[str, ...]
 
     @classmethod
-    def load(cls, config: Config, running: Config) -> "Reloaded":
+    def load(cls, config: Config, running: Config) -> Reloaded:
         """Load and check every file ``config`` names (ConfigError on the first problem)."""
         from listener.server.http import clients_from_config
 
@@ -595,8 +696,9 @@ class Reloaded:
         if _uses_tls(config) != _uses_tls(running) and "mllp" not in deferred:
             deferred.append("tls")
         effective = dataclasses.replace(config, **{field: getattr(running, field) for field in RESTART_ONLY})
-        return cls(config, effective, pipeline, destinations, clients_from_config(config.http_clients), tls,
-                   tuple(deferred))
+        return cls(
+            config, effective, pipeline, destinations, clients_from_config(config.http_clients), tls, tuple(deferred)
+        )
 
 
 def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> int:

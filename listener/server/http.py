@@ -43,15 +43,15 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
-from twisted.python.failure import Failure
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -79,8 +79,22 @@ _HEALTH_TIMEOUT_S = 5.0
 _LINGER_S = 30.0
 _LINGER_BYTES = 256 * 1024 * 1024
 #: Task.status values; only ``requested`` Tasks exist (a route is a standing request).
-_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
-                            "in-progress", "on-hold", "failed", "completed", "entered-in-error"})
+_TASK_STATUSES = frozenset(
+    {
+        "draft",
+        "requested",
+        "received",
+        "accepted",
+        "rejected",
+        "ready",
+        "cancelled",
+        "in-progress",
+        "on-hold",
+        "failed",
+        "completed",
+        "entered-in-error",
+    }
+)
 
 
 def _log() -> Any:
@@ -103,8 +117,13 @@ def clients_from_config(clients: Iterable[HttpClient]) -> dict[str, ApiClient]:
     out = {}
     for c in clients:
         versions = ("R4", "R5", "STU3") if c.fhir_version == "STU3" else ("R4", "R5")
-        fhir = FhirClient(name=c.name, facility=c.facility, version=c.fhir_version, versions=versions,
-                          accept_extra_fields=c.accept_extra_fields)
+        fhir = FhirClient(
+            name=c.name,
+            facility=c.facility,
+            version=c.fhir_version,
+            versions=versions,
+            accept_extra_fields=c.accept_extra_fields,
+        )
         out[c.token_sha256] = ApiClient(fhir, frozenset(c.allow))
     return out
 
@@ -135,13 +154,19 @@ class Access:
         header = (raw.decode("latin-1") if isinstance(raw, bytes) else raw or "").strip()
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return outcome_answer(401, (Issue("error", "login", "a bearer token is required"),),
-                                  (("WWW-Authenticate", 'Bearer realm="overread"'),))
+            return outcome_answer(
+                401,
+                (Issue("error", "login", "a bearer token is required"),),
+                (("WWW-Authenticate", 'Bearer realm="overread"'),),
+            )
         # Looked up by the token's hash: the secret is never compared byte by byte.
         client = self.clients.get(hashlib.sha256(token.strip().encode("utf-8", "replace")).hexdigest())
         if client is None:
-            return outcome_answer(401, (Issue("error", "login", "the bearer token is not valid"),),
-                                  (("WWW-Authenticate", 'Bearer realm="overread", error="invalid_token"'),))
+            return outcome_answer(
+                401,
+                (Issue("error", "login", "the bearer token is not valid"),),
+                (("WWW-Authenticate", 'Bearer realm="overread", error="invalid_token"'),),
+            )
         if permission not in client.allow:
             return outcome_answer(403, (Issue("error", "forbidden", f"this client may not {permission}"),))
         return client
@@ -207,8 +232,15 @@ class CappedRequest(Request):
         answer = outcome_answer(413, (Issue("error", "too-costly", f"the body exceeds the limit of {limit} bytes"),))
         # The request line is parsed, but Request.method/path are set only once the body is in.
         path = bytes(getattr(self.channel, "_path", b"")).partition(b"?")[0].decode("utf-8", "replace")[:200]
-        _log().warning("message_rejected", reason="body_too_large", bytes=size, limit=limit, status=413,
-                       path=path, peer=_peer(self))
+        _log().warning(
+            "message_rejected",
+            reason="body_too_large",
+            bytes=size,
+            limit=limit,
+            status=413,
+            path=path,
+            peer=_peer(self),
+        )
         site = self.channel.site
         if site.metrics is not None:
             site.metrics.http_requests.labels(_endpoint_label(path), "413").inc()
@@ -233,8 +265,12 @@ class CappedChannel(HTTPChannel):
         """Write ``answer`` now, then drop incoming bytes until the peer closes (or the linger limit)."""
         self.refused = True
         self.dropped = 0
-        head = [f"HTTP/1.1 {answer.status} {reason_phrase(answer.status)}",
-                f"Content-Type: {answer.content_type}", f"Content-Length: {len(answer.body)}", "Connection: close"]
+        head = [
+            f"HTTP/1.1 {answer.status} {reason_phrase(answer.status)}",
+            f"Content-Type: {answer.content_type}",
+            f"Content-Length: {len(answer.body)}",
+            "Connection: close",
+        ]
         head += [f"{k}: {v}" for k, v in answer.headers]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + answer.body)
         self.setTimeout(None)  # type: ignore[no-untyped-call]
@@ -286,10 +322,15 @@ class _Overflow(Protocol):
     """
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
-        answer = outcome_answer(503, (Issue("error", "throttled", "too many connections; retry later"),),
-                                (("Retry-After", "5"),))
-        head = [f"HTTP/1.1 503 {reason_phrase(503)}", f"Content-Type: {answer.content_type}",
-                f"Content-Length: {len(answer.body)}", "Connection: close"]
+        answer = outcome_answer(
+            503, (Issue("error", "throttled", "too many connections; retry later"),), (("Retry-After", "5"),)
+        )
+        head = [
+            f"HTTP/1.1 503 {reason_phrase(503)}",
+            f"Content-Type: {answer.content_type}",
+            f"Content-Length: {len(answer.body)}",
+            "Connection: close",
+        ]
         head += [f"{k}: {v}" for k, v in answer.headers]
         transport: Any = self.transport
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + answer.body)
@@ -305,11 +346,26 @@ _REFUSAL_LOG_INTERVAL_S = 10.0
 #: table lacks 422 and 429 (it sends "Unknown Status") and has older names for
 #: 413 and 422; the stdlib's (3.11) still says "Request Entity Too Large".
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout",
-    409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
 }
 _CLASS_REASONS = {1: "Informational", 2: "Success", 3: "Redirection", 4: "Client Error", 5: "Server Error"}
 
@@ -341,9 +397,16 @@ class ApiSite(Site):
     requestFactory = CappedRequest
     reactor: Any
 
-    def __init__(self, resource: Resource, *, max_body_size: int, metrics: Metrics | None, timeout: float,
-                 max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
-                 max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        *,
+        max_body_size: int,
+        metrics: Metrics | None,
+        timeout: float,
+        max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
+        max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
+    ) -> None:
         super().__init__(resource, timeout=timeout)  # type: ignore[no-untyped-call]
         self.max_body_size = max_body_size
         self.metrics = metrics
@@ -407,11 +470,24 @@ def _peer(request: Any) -> str:
 
 def _endpoint_label(path: str) -> str:
     path = path.rstrip("/")
-    return {"/fhir": "fhir_bundle", "/fhir/DiagnosticReport": "fhir_report", "/fhir/Task": "fhir_task",
-            "/fhir/DetectedIssue": "fhir_detected_issue", "/healthz": "healthz", "/metrics": "metrics",
-            "/api/messages": "api_messages", "/api/audit": "api_audit", "/api/history": "api_history"}.get(
-        "/api/messages" if path.startswith("/api/messages/")
-        else "/api/history" if path.startswith("/api/history/") else path, "other")
+    return {
+        "/fhir": "fhir_bundle",
+        "/fhir/DiagnosticReport": "fhir_report",
+        "/fhir/Task": "fhir_task",
+        "/fhir/DetectedIssue": "fhir_detected_issue",
+        "/healthz": "healthz",
+        "/metrics": "metrics",
+        "/api/messages": "api_messages",
+        "/api/audit": "api_audit",
+        "/api/history": "api_history",
+    }.get(
+        "/api/messages"
+        if path.startswith("/api/messages/")
+        else "/api/history"
+        if path.startswith("/api/history/")
+        else path,
+        "other",
+    )
 
 
 def _base_url(request: Any) -> str:
@@ -442,7 +518,9 @@ def negotiate(request: Any) -> str | HttpAnswer:
     if raw_format:
         essence, _, params = raw_format.replace(" ", "+").partition(";")
         if essence not in _JSON_FORMATS:
-            return outcome_answer(406, (Issue("error", "not-supported", "only FHIR JSON is served: _format=json", "_format"),))
+            return outcome_answer(
+                406, (Issue("error", "not-supported", "only FHIR JSON is served: _format=json", "_format"),)
+            )
         return _version_from(params)
     header = request.getHeader(b"accept")
     text = (header.decode("latin-1") if isinstance(header, bytes) else header or "").strip()
@@ -468,7 +546,9 @@ def _version_from(params: str) -> str | HttpAnswer:
         if eq and key.strip() == "fhirversion":
             version = _VERSION_PARAMS.get(value.strip().strip('"'))
             if version is None:
-                return outcome_answer(406, (Issue("error", "not-supported", "fhirVersion must be 4.0 (R4) or 5.0 (R5)"),))
+                return outcome_answer(
+                    406, (Issue("error", "not-supported", "fhirVersion must be 4.0 (R4) or 5.0 (R5)"),)
+                )
             return version
     return "R4"
 
@@ -494,7 +574,9 @@ class _Endpoint(Resource):
         method = b"GET" if request.method == b"HEAD" and b"GET" in self.methods else request.method
         if method not in self.methods:
             allow = ", ".join(m.decode() for m in self.methods)
-            self.api.send(request, outcome_answer(405, (Issue("error", "not-supported", f"use {allow}"),), (("Allow", allow),)))
+            self.api.send(
+                request, outcome_answer(405, (Issue("error", "not-supported", f"use {allow}"),), (("Allow", allow),))
+            )
             return NOT_DONE_YET
         self.api.handle(self, request, method)
         return NOT_DONE_YET
@@ -528,13 +610,18 @@ class _Health(_Endpoint):
         def checked(reason: str) -> HttpAnswer:
             ok = not reason
             stopping = api.intake.closing
-            body: dict[str, Any] = {"status": "ok" if ok and not stopping else "unavailable",
-                                    "store": "ok" if ok else "unavailable",
-                                    "reactor": "stopping" if stopping else "ok", "in_flight": len(api.intake.in_flight)}
+            body: dict[str, Any] = {
+                "status": "ok" if ok and not stopping else "unavailable",
+                "store": "ok" if ok else "unavailable",
+                "reactor": "stopping" if stopping else "ok",
+                "in_flight": len(api.intake.in_flight),
+            }
             if reason:
                 # Our own words and an SQLite result code name (SQLITE_FULL...), never stored data.
                 body["reason"] = reason
-            return HttpAnswer(200 if ok and not stopping else 503, json.dumps(body).encode(), (("Cache-Control", "no-store"),), _JSON)
+            return HttpAnswer(
+                200 if ok and not stopping else 503, json.dumps(body).encode(), (("Cache-Control", "no-store"),), _JSON
+            )
 
         def reason() -> str:
             health_reason = getattr(api.store, "health_reason", None)
@@ -557,8 +644,10 @@ class _Metrics(_Endpoint):
 
 class _Post(_Endpoint):
     methods = (b"POST",)
-    below = ("reports are not read back (the id in Location names them in searches): "
-             "GET /fhir/DetectedIssue?implicated=DiagnosticReport/<id> or /fhir/Task")
+    below = (
+        "reports are not read back (the id in Location names them in searches): "
+        "GET /fhir/DetectedIssue?implicated=DiagnosticReport/<id> or /fhir/Task"
+    )
 
     def __init__(self, api: Api, expected: str) -> None:
         super().__init__(api)
@@ -573,11 +662,16 @@ class _Post(_Endpoint):
         if isinstance(wanted, HttpAnswer):
             return defer.succeed(wanted)  # before the body is processed: nothing is stored
         if self.api.intake.closing:
-            return defer.succeed(outcome_answer(503, (Issue("error", "transient", "shutting down; retry later"),),
-                                                (("Retry-After", "5"),)))
+            return defer.succeed(
+                outcome_answer(
+                    503, (Issue("error", "transient", "shutting down; retry later"),), (("Retry-After", "5"),)
+                )
+            )
         content_type = request.getHeader(b"content-type")
         if content_type is None:
-            return defer.succeed(outcome_answer(415, (Issue("error", "not-supported", "content type must be application/fhir+json"),)))
+            return defer.succeed(
+                outcome_answer(415, (Issue("error", "not-supported", "content type must be application/fhir+json"),))
+            )
         request.content.seek(0)
         body = request.content.read()
         return self.api.intake.receive(body, content_type.decode("latin-1"), self.expected, access.fhir, request.ov_log)
@@ -604,41 +698,71 @@ class _Search(_Endpoint):
         unknown = sorted(k for k in params if k not in known)
         if unknown and _strict(request):
             name = unknown[0] if _PARAM_NAME.match(unknown[0]) else ""
-            return defer.succeed(outcome_answer(400, (Issue(
-                "error", "not-supported",
-                f"unknown search parameter{' ' + name if name else ''}; {self.kind} takes {', '.join(sorted(known))}",
-                name),)))
+            return defer.succeed(
+                outcome_answer(
+                    400,
+                    (
+                        Issue(
+                            "error",
+                            "not-supported",
+                            f"unknown search parameter{' ' + name if name else ''}; {self.kind} takes {', '.join(sorted(known))}",
+                            name,
+                        ),
+                    ),
+                )
+            )
         count_text = (params.get("_count") or [str(_DEFAULT_COUNT)])[0]
         if not count_text.isdigit() or not 0 < int(count_text) <= _MAX_COUNT:
-            return defer.succeed(outcome_answer(400, (Issue("error", "value", f"_count must be 1 to {_MAX_COUNT}", "_count"),)))
+            return defer.succeed(
+                outcome_answer(400, (Issue("error", "value", f"_count must be 1 to {_MAX_COUNT}", "_count"),))
+            )
         count = int(count_text)
         base = _base_url(request)
         queries = self.api.queries
         if self.kind == "Task":
             status = (params.get("status") or ["requested"])[0]
             if status not in _TASK_STATUSES:
-                return defer.succeed(outcome_answer(400, (Issue("error", "code-invalid", "status is not a Task status", "status"),)))
+                return defer.succeed(
+                    outcome_answer(400, (Issue("error", "code-invalid", "status is not a Task status", "status"),))
+                )
             owner = (params.get("owner") or params.get("owner:identifier") or [None])[0]
             pool = owner.rpartition("|")[2] if owner is not None else None
             used = {k: v[0] for k, v in params.items() if k in ("status", "owner", "owner:identifier")}
             used["_count"] = str(count)
             if status not in ("requested", "completed"):  # the only states our Tasks take
-                return defer.succeed(_bundle_answer(_with_self(task_bundle((), base, version=version), base, "Task", used), version))
+                return defer.succeed(
+                    _bundle_answer(_with_self(task_bundle((), base, version=version), base, "Task", used), version)
+                )
             d = self.api.run_in_thread(
-                lambda: _with_self(worklist_bundle(queries.tasks(status=status, pool=pool, limit=count), base, version=version),
-                                   base, "Task", used))
+                lambda: _with_self(
+                    worklist_bundle(queries.tasks(status=status, pool=pool, limit=count), base, version=version),
+                    base,
+                    "Task",
+                    used,
+                )
+            )
         else:
             implicated = (params.get("implicated") or [None])[0]
             by_identifier = (params.get("implicated:identifier") or [None])[0]
             fhir_id = implicated.rstrip("/").rpartition("DiagnosticReport/")[2] if implicated is not None else None
             if implicated is not None and not fhir_id:
-                return defer.succeed(outcome_answer(400, (Issue("error", "value", "implicated must be DiagnosticReport/<id>", "implicated"),)))
+                return defer.succeed(
+                    outcome_answer(
+                        400, (Issue("error", "value", "implicated must be DiagnosticReport/<id>", "implicated"),)
+                    )
+                )
             accession = by_identifier.rpartition("|")[2] if by_identifier is not None else None
             used = {k: v[0] for k, v in params.items() if k in ("implicated", "implicated:identifier")}
             used["_count"] = str(count)
             d = self.api.run_in_thread(
-                lambda: _with_self(detected_issue_bundle(queries.with_findings(fhir_id=fhir_id, accession=accession, limit=count),
-                                                         base, version=version), base, "DetectedIssue", used)
+                lambda: _with_self(
+                    detected_issue_bundle(
+                        queries.with_findings(fhir_id=fhir_id, accession=accession, limit=count), base, version=version
+                    ),
+                    base,
+                    "DetectedIssue",
+                    used,
+                )
             )
         return d.addCallback(_bundle_answer, version)
 
@@ -664,8 +788,12 @@ def _with_self(bundle: dict[str, Any], base: str, kind: str, used: dict[str, str
 
 def _bundle_answer(bundle: dict[str, Any], version: str = "R4") -> HttpAnswer:
     content_type = FHIR_JSON if version == "R4" else "application/fhir+json; fhirVersion=5.0; charset=utf-8"
-    return HttpAnswer(200, json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
-                      (("Cache-Control", "no-store"),), content_type)
+    return HttpAnswer(
+        200,
+        json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        (("Cache-Control", "no-store"),),
+        content_type,
+    )
 
 
 # ------------------------------------------------------------ operator queries
@@ -676,11 +804,27 @@ def _api_error(status: int, text: str) -> HttpAnswer:
 
 
 def _api_json(data: Any) -> HttpAnswer:
-    return HttpAnswer(200, json.dumps(data, ensure_ascii=False).encode("utf-8"), (("Cache-Control", "no-store"),), _JSON)
+    return HttpAnswer(
+        200, json.dumps(data, ensure_ascii=False).encode("utf-8"), (("Cache-Control", "no-store"),), _JSON
+    )
 
 
-_MESSAGE_PARAMS = frozenset({"accession", "patient_id", "authority", "message_id", "state", "sender", "facility",
-                             "transport", "since", "until", "after", "limit"})
+_MESSAGE_PARAMS = frozenset(
+    {
+        "accession",
+        "patient_id",
+        "authority",
+        "message_id",
+        "state",
+        "sender",
+        "facility",
+        "transport",
+        "since",
+        "until",
+        "after",
+        "limit",
+    }
+)
 _AUDIT_PARAMS = frozenset({"since", "action", "limit"})
 _HISTORY_PARAMS = frozenset({"limit"})
 
@@ -721,7 +865,7 @@ class _ApiQuery(_Endpoint):
         unknown = sorted(k for k in params if k not in known)
         if unknown:
             return defer.succeed(_api_error(400, f"unknown parameter; this query takes {', '.join(sorted(known))}"))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         window: dict[str, datetime] = {}
         for name in ("since", "until"):
             if name in params:
@@ -740,12 +884,24 @@ class _ApiQuery(_Endpoint):
         if self.kind == "history":
             return self._history(request, min(numbers.get("limit", _HISTORY_LIMIT), _HISTORY_LIMIT))
         if self.kind == "audit":
+
             def audit() -> HttpAnswer:
-                return _api_json([{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "via": e.via,
-                                   "action": e.action, "target": json.loads(e.target), "rows": e.rows,
-                                   "detail": e.detail}
-                                  for e in store.audit(since=window.get("since"), action=params.get("action"),
-                                                       limit=limit)])
+                return _api_json(
+                    [
+                        {
+                            "id": e.id,
+                            "at": e.at.isoformat(),
+                            "actor": e.actor,
+                            "via": e.via,
+                            "action": e.action,
+                            "target": json.loads(e.target),
+                            "rows": e.rows,
+                            "detail": e.detail,
+                        }
+                        for e in store.audit(since=window.get("since"), action=params.get("action"), limit=limit)
+                    ]
+                )
+
             return self.api.run_in_thread(audit)
         pk_text = request.ov_pk
         if pk_text is not None:
@@ -758,6 +914,7 @@ class _ApiQuery(_Endpoint):
 
                 detail = store.message_detail(int(pk))
                 return _api_json(detail_dict(detail)) if detail is not None else _api_error(404, "no such message")
+
             return self.api.run_in_thread(one)
         if "authority" in params and "patient_id" not in params:
             return defer.succeed(_api_error(400, "authority narrows patient_id: give both"))
@@ -766,12 +923,21 @@ class _ApiQuery(_Endpoint):
             from listener.views import message_dict
 
             rows = store.messages(
-                after=numbers.get("after"), limit=limit, state=params.get("state"),
-                sender_application=params.get("sender"), sender_facility=params.get("facility"),
-                control_id=params.get("message_id"), transport=params.get("transport"),
-                accession=params.get("accession"), patient_id=params.get("patient_id"),
-                patient_authority=params.get("authority"), since=window.get("since"), until=window.get("until"))
+                after=numbers.get("after"),
+                limit=limit,
+                state=params.get("state"),
+                sender_application=params.get("sender"),
+                sender_facility=params.get("facility"),
+                control_id=params.get("message_id"),
+                transport=params.get("transport"),
+                accession=params.get("accession"),
+                patient_id=params.get("patient_id"),
+                patient_authority=params.get("authority"),
+                since=window.get("since"),
+                until=window.get("until"),
+            )
             return _api_json([message_dict(m) for m in rows])
+
         return self.api.run_in_thread(listing)
 
     def _history(self, request: Any, limit: int) -> defer.Deferred[HttpAnswer]:
@@ -796,6 +962,7 @@ class _ApiQuery(_Endpoint):
             context = HistoryContext(pipeline, api.outcome_rules, clients)
             doc = history_document(api.store, accession, context, limit=limit)
             return _api_json(doc) if doc["versions"] else _api_error(404, "no stored report of that accession")
+
         return self.api.run_in_thread(history)
 
 
@@ -805,9 +972,18 @@ class _ApiQuery(_Endpoint):
 class Api:
     """What the resources share: intake, access, store, queries, metrics, the reactor."""
 
-    def __init__(self, *, intake: HttpIntake, access: Access, store: Store, queries: ReportReader,
-                 metrics: Metrics | None, reactor: Any, run_in_thread: Callable[..., defer.Deferred[Any]],
-                 outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE) -> None:
+    def __init__(
+        self,
+        *,
+        intake: HttpIntake,
+        access: Access,
+        store: Store,
+        queries: ReportReader,
+        metrics: Metrics | None,
+        reactor: Any,
+        run_in_thread: Callable[..., defer.Deferred[Any]],
+        outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE,
+    ) -> None:
         self.intake = intake
         #: policies/outcomes.yaml for /api/history, loaded on first use.
         self.outcome_rules_file = outcome_rules_file
@@ -821,7 +997,9 @@ class Api:
 
     def handle(self, endpoint: _Endpoint, request: Any, method: bytes) -> None:
         """Bind the request's logger, compute the answer, send it (never lets a failure escape)."""
-        request.ov_log = _log().bind(peer=_peer(request), method=request.method.decode("ascii", "replace"), path=_path(request))
+        request.ov_log = _log().bind(
+            peer=_peer(request), method=request.method.decode("ascii", "replace"), path=_path(request)
+        )
 
         def gone(_failure: Failure) -> None:
             request.ov_gone = True
@@ -831,10 +1009,17 @@ class Api:
 
         def broken(failure: Failure) -> HttpAnswer:
             is_store = failure.check(StoreError) is not None  # type: ignore[no-untyped-call]
-            request.ov_log.error("store_unavailable" if is_store else "message_rejected",
-                              reason="internal_error", error_type=failure.type.__name__ if failure.type else "")
+            request.ov_log.error(
+                "store_unavailable" if is_store else "message_rejected",
+                reason="internal_error",
+                error_type=failure.type.__name__ if failure.type else "",
+            )
             if is_store:
-                return outcome_answer(503, (Issue("error", "transient", "message store unavailable; retry later"),), (("Retry-After", "5"),))
+                return outcome_answer(
+                    503,
+                    (Issue("error", "transient", "message store unavailable; retry later"),),
+                    (("Retry-After", "5"),),
+                )
             return outcome_answer(500, (Issue("error", "exception", "internal error"),))
 
         d.addErrback(broken).addCallback(lambda answer: self.send(request, answer))
@@ -854,8 +1039,14 @@ class Api:
         started = request.ov_started
         duration = round((time.perf_counter() - started) * 1000, 3) if started is not None else 0.0
         log = request.ov_log or _log().bind(peer=_peer(request), path=_path(request))
-        log.info("http_request", method=request.method.decode("ascii", "replace"), status=answer.status,
-                 duration_ms=duration, bytes=len(answer.body), sender_app=request.ov_client)
+        log.info(
+            "http_request",
+            method=request.method.decode("ascii", "replace"),
+            status=answer.status,
+            duration_ms=duration,
+            bytes=len(answer.body),
+            sender_app=request.ov_client,
+        )
         if self.metrics is not None:
             self.metrics.http_requests.labels(_endpoint_label(_path(request)), str(answer.status)).inc()
 
@@ -876,8 +1067,16 @@ def build_site(
     outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE,
 ) -> ApiSite:
     """The HTTP Site with the whole Resource tree (see the module docstring)."""
-    api = Api(intake=intake, access=Access(clients), store=store, queries=queries, metrics=metrics,
-              reactor=reactor, run_in_thread=run_in_thread, outcome_rules_file=outcome_rules_file)
+    api = Api(
+        intake=intake,
+        access=Access(clients),
+        store=store,
+        queries=queries,
+        metrics=metrics,
+        reactor=reactor,
+        run_in_thread=run_in_thread,
+        outcome_rules_file=outcome_rules_file,
+    )
     root = _Tree(api)
     root.putChild(b"healthz", _Health(api))  # type: ignore[arg-type]
     root.putChild(b"metrics", _Metrics(api))  # type: ignore[arg-type]
@@ -893,8 +1092,14 @@ def build_site(
     ops.putChild(b"audit", _ApiQuery(api, "audit"))  # type: ignore[arg-type]
     ops.putChild(b"history", _ApiQuery(api, "history"))  # type: ignore[arg-type]
     root.putChild(b"api", ops)  # type: ignore[arg-type]
-    site = ApiSite(root, max_body_size=max_body_size, metrics=metrics, timeout=idle_timeout,
-                   max_connections=max_connections, max_connections_per_peer=max_connections_per_peer)
+    site = ApiSite(
+        root,
+        max_body_size=max_body_size,
+        metrics=metrics,
+        timeout=idle_timeout,
+        max_connections=max_connections,
+        max_connections_per_peer=max_connections_per_peer,
+    )
     site.reactor = reactor
     return site
 

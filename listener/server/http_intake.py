@@ -32,17 +32,17 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from listener.destinations import DestinationSettings
 from listener.errors import APPLICATION_INTERNAL_ERROR, FhirDecodeError
 from listener.fhir import models
 from listener.fhir.decode import FhirClient
 from listener.fhir.encode import Issue
-from listener.destinations import DestinationSettings
 from listener.fhir.resolve import JSON, obj_of, objs, str_of, walk_entries
 from listener.intake import (
     FHIR_JSON,
@@ -65,7 +65,6 @@ from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
 from listener.store.base import ReportRecord, SaveResult, Store
 
-
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
 
@@ -85,7 +84,9 @@ _ID_BYTES = 16
 
 
 def _identifier_key(resource: JSON) -> str:
-    parts = sorted(f"{str_of(i, 'system')}|{str_of(i, 'value')}" for i in objs(resource, "identifier") if str_of(i, "value"))
+    parts = sorted(
+        f"{str_of(i, 'system')}|{str_of(i, 'value')}" for i in objs(resource, "identifier") if str_of(i, "value")
+    )
     return ",".join(parts)
 
 
@@ -158,7 +159,7 @@ class HttpIntake(StoreShell):
         call_from_thread: Callable[..., object],
         run_in_thread: Callable[..., defer.Deferred[Any]],
         metrics: Metrics | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         keep_raw: bool = True,
         destinations: Callable[[], Sequence[DestinationSettings]] = lambda: (),
         on_outbox: Callable[[], object] | None = None,
@@ -166,8 +167,17 @@ class HttpIntake(StoreShell):
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
     ) -> None:
-        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
-                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
+        super().__init__(
+            store,
+            hash_key=hash_key,
+            call_from_thread=call_from_thread,
+            now=now,
+            keep_raw=keep_raw,
+            metrics=metrics,
+            on_outbox=on_outbox,
+            runner=runner,
+            journal=journal,
+        )
         self.priors_for = priors_for
         self.pipeline = pipeline
         self.run_in_thread = run_in_thread
@@ -176,18 +186,29 @@ class HttpIntake(StoreShell):
     def _control_id(self, prefix: str, text: bytes) -> str:
         return prefix + hmac.new(self.hash_key, text, hashlib.sha256).hexdigest()[:32]
 
-    def _count(self, feed: str, answer: HttpAnswer, started: float | None = None, outcome: Outcome | None = None,
-               *, duplicate: bool = False, client: FhirClient | None = None) -> None:
+    def _count(
+        self,
+        feed: str,
+        answer: HttpAnswer,
+        started: float | None = None,
+        outcome: Outcome | None = None,
+        *,
+        duplicate: bool = False,
+        client: FhirClient | None = None,
+    ) -> None:
         if self.metrics is not None:
             seconds = time.perf_counter() - started if started is not None else None
             # A DiagnosticReport is answered 201, an accepted transaction or batch
             # Bundle 200: both were processed, and every report in them counts.
             reports = outcome.reports if outcome is not None and answer.status in (200, 201) else ()
             sender = (client.name, client.facility) if client is not None else None
-            self.metrics.message_answered("http", feed, str(answer.status), seconds, reports, duplicate=duplicate,
-                                          sender=sender)
+            self.metrics.message_answered(
+                "http", feed, str(answer.status), seconds, reports, duplicate=duplicate, sender=sender
+            )
 
-    def receive(self, body: bytes, content_type: str | None, expected: str, client: FhirClient, log: Any) -> defer.Deferred[HttpAnswer]:
+    def receive(
+        self, body: bytes, content_type: str | None, expected: str, client: FhirClient, log: Any
+    ) -> defer.Deferred[HttpAnswer]:
         """Process, store and answer one POST.
 
         Args:
@@ -223,7 +244,9 @@ class HttpIntake(StoreShell):
         kind = str_of(doc, "resourceType")
         if kind != expected:
             where = "POST /fhir/DiagnosticReport" if expected == "DiagnosticReport" else "POST /fhir"
-            answer = outcome_answer(400, (Issue("error", "not-supported", f"{where} takes a {expected}", "resourceType"),))
+            answer = outcome_answer(
+                400, (Issue("error", "not-supported", f"{where} takes a {expected}", "resourceType"),)
+            )
             mlog.warning("message_rejected", reason="wrong_resource_type", bytes=len(body), status=400)
             self._count(feed, answer, client=client)
             return defer.succeed(answer)
@@ -250,8 +273,9 @@ class HttpIntake(StoreShell):
             # is processed again under the current configuration, and an
             # accepted result replaces the stored rejection (docs/operations.md).
             replaces = dup[0] if dup is not None else ""
-            return self._process(body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog,
-                                 replaces)
+            return self._process(
+                body, content_type, doc, client, pipeline, received, started, identity, by_body, mlog, replaces
+            )
 
         def lookup_failed(failure: Failure) -> defer.Deferred[HttpAnswer]:
             # The save below fails too (503), or catches the duplicate itself.
@@ -260,7 +284,9 @@ class HttpIntake(StoreShell):
         d: defer.Deferred[HttpAnswer] = self.run_in_thread(lookup).addCallbacks(looked_up, lookup_failed)
         return self.in_flight.track(d)
 
-    def _refusal(self, body: bytes, content_type: str | None, client: FhirClient, pipeline: Pipeline, received: datetime) -> HttpAnswer:
+    def _refusal(
+        self, body: bytes, content_type: str | None, client: FhirClient, pipeline: Pipeline, received: datetime
+    ) -> HttpAnswer:
         outcome = process_fhir(body, pipeline, received_at=received, media_type=content_type, client=client)
         error = outcome.error or FhirDecodeError("the body is not a FHIR resource", issue_code="structure")
         return error_answer(error)
@@ -283,7 +309,7 @@ class HttpIntake(StoreShell):
         meta = json.dumps([client.name, client.facility, identity or by_body])
 
         def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
-            server_ids = tuple(uuid.uuid4().hex[:_ID_BYTES * 2] for _ in outcome.reports)
+            server_ids = tuple(uuid.uuid4().hex[: _ID_BYTES * 2] for _ in outcome.reports)
             # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
             return outcome, report_records(outcome, server_ids), server_ids
 
@@ -292,17 +318,38 @@ class HttpIntake(StoreShell):
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]) -> defer.Deferred[HttpAnswer]:
             outcome, records, server_ids = result
-            return self._save(body, doc, client, pipeline, received, started, identity, by_body, mlog,
-                              outcome, records, server_ids, replaces)
+            return self._save(
+                body,
+                doc,
+                client,
+                pipeline,
+                received,
+                started,
+                identity,
+                by_body,
+                mlog,
+                outcome,
+                records,
+                server_ids,
+                replaces,
+            )
 
         answered, _ = self.journaled(
             (jkey, "http", body, meta),
-            lambda interrupt: process_fhir(body, pipeline, received_at=received, media_type=content_type,
-                                           client=client, priors_for=self.priors_for, interrupt=interrupt),
+            lambda interrupt: process_fhir(
+                body,
+                pipeline,
+                received_at=received,
+                media_type=content_type,
+                client=client,
+                priors_for=self.priors_for,
+                interrupt=interrupt,
+            ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             serialize,
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
-            failed=bug, save=save,
+            failed=bug,
+            save=save,
         )
         return answered
 
@@ -323,10 +370,19 @@ class HttpIntake(StoreShell):
         replaces: str = "",
     ) -> defer.Deferred[HttpAnswer]:
         record, answer, routing_error = http_record(
-            body if self.keep_raw else None, doc, client, outcome, records, server_ids,
-            key_accepted=identity or by_body, key_refused=by_body, replaces=replaces,
+            body if self.keep_raw else None,
+            doc,
+            client,
+            outcome,
+            records,
+            server_ids,
+            key_accepted=identity or by_body,
+            key_refused=by_body,
+            replaces=replaces,
             key_failed=lambda: self._control_id("fhir-error-", uuid.uuid4().bytes),
-            destinations=tuple(self.destinations()), received=received)
+            destinations=tuple(self.destinations()),
+            received=received,
+        )
         if routing_error:
             mlog.error("message_rejected", reason="internal_error", error_type=routing_error)
         fields = _log_fields(outcome, pipeline, self.hash_key)
@@ -338,17 +394,29 @@ class HttpIntake(StoreShell):
             return first
 
         def processed(result: SaveResult) -> HttpAnswer:
-            mlog.info("message_processed", ack_code=str(answer.status), status=answer.status,
-                      duration_ms=duration_ms(started), **fields, **resend_fields(result))
+            mlog.info(
+                "message_processed",
+                ack_code=str(answer.status),
+                status=answer.status,
+                duration_ms=duration_ms(started),
+                **fields,
+                **resend_fields(result),
+            )
             self._count(outcome.feed, answer, started, outcome, client=client)
             return answer
 
         def unavailable(failure_type: str) -> HttpAnswer:
-            busy = outcome_answer(503, (Issue("error", "transient", "message store unavailable; retry later"),),
-                                  (("Retry-After", "5"),))
+            busy = outcome_answer(
+                503, (Issue("error", "transient", "message store unavailable; retry later"),), (("Retry-After", "5"),)
+            )
             mlog.error("store_unavailable", error_type=failure_type)
-            mlog.info("message_processed", ack_code="503", status=503, duration_ms=duration_ms(started),
-                      **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": failure_type})
+            mlog.info(
+                "message_processed",
+                ack_code="503",
+                status=503,
+                duration_ms=duration_ms(started),
+                **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": failure_type},
+            )
             self._count(outcome.feed, busy, started, client=client)
             return busy
 
@@ -362,8 +430,9 @@ class HttpIntake(StoreShell):
         """
         name, facility, control_id = (str(v) for v in json.loads(meta))
         answer = outcome_answer(500, (Issue("error", "exception", QUARANTINE_TEXT),))
-        record = quarantine_record("http", (name, facility), control_id, body, self.now(), str(answer.status),
-                                   answer.envelope())
+        record = quarantine_record(
+            "http", (name, facility), control_id, body, self.now(), str(answer.status), answer.envelope()
+        )
         mlog = log.bind(control_id=control_id, sender_app=name, sender_facility=facility)
         saved = self.submit(record)
 
@@ -394,4 +463,3 @@ def _log_fields(outcome: Outcome, pipeline: Pipeline, hash_key: bytes) -> dict[s
         fields["accession_h"] = keyed_hash(report.accession, hash_key) if report.accession else ""
         fields["patient_h"] = keyed_hash(report.patient.id, hash_key) if report.patient.id else ""
     return fields
-

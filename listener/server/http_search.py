@@ -98,7 +98,9 @@ def task_bundle(rows: Iterable[StoredReport], base_url: str, *, version: str = "
     return worklist_bundle(((row, None) for row in rows), base_url, version=version)
 
 
-def worklist_bundle(rows: Iterable[tuple[StoredReport, datetime | None]], base_url: str, *, version: str = "R4") -> JSON:
+def worklist_bundle(
+    rows: Iterable[tuple[StoredReport, datetime | None]], base_url: str, *, version: str = "R4"
+) -> JSON:
     """Tasks with their state: ``requested`` while open, ``completed`` once the final arrived.
 
     ``rows``: (stored report, when its Task was completed or None), from

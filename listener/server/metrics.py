@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -37,6 +37,7 @@ def _label(value: str) -> str:
     text = "".join(ch for ch in value.strip() if ch.isprintable())[:_MAX_LABEL_CHARS]
     return text or "none"
 
+
 #: The Prometheus text exposition format served at ``/metrics``.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -53,13 +54,20 @@ class _OutboxCollector(Collector):
         self.destinations = destinations
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        depth = GaugeMetricFamily("overread_outbox_messages", "Outbox rows by destination and state", labels=["destination", "state"])
+        depth = GaugeMetricFamily(
+            "overread_outbox_messages", "Outbox rows by destination and state", labels=["destination", "state"]
+        )
         oldest = GaugeMetricFamily(
             "overread_outbox_oldest_pending_age_seconds",
-            "Age of the oldest pending outbox row, by destination (0 when none pending)", labels=["destination"],
+            "Age of the oldest pending outbox row, by destination (0 when none pending)",
+            labels=["destination"],
         )
-        up = GaugeMetricFamily("overread_store_up", "1 when the store answers reads and its last save and write probe succeeded")
-        failures = CounterMetricFamily("overread_store_save_failures", "Saves that failed (the message was answered AR 207)")
+        up = GaugeMetricFamily(
+            "overread_store_up", "1 when the store answers reads and its last save and write probe succeeded"
+        )
+        failures = CounterMetricFamily(
+            "overread_store_save_failures", "Saves that failed (the message was answered AR 207)"
+        )
         failures.add_metric([], float(getattr(self.store, "save_failures", 0)))
         yield failures
         try:
@@ -95,37 +103,60 @@ class Metrics:
         now: the clock for outbox ages (aware UTC).
     """
 
-    def __init__(self, store: Store | None = None, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 destinations: Callable[[], Iterable[str]] = tuple, sender_limit: int = DEFAULT_SENDER_LIMIT) -> None:
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        destinations: Callable[[], Iterable[str]] = tuple,
+        sender_limit: int = DEFAULT_SENDER_LIMIT,
+    ) -> None:
         # No ``*_created`` series: they double the output and no dashboard of ours reads them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
-            "overread_messages_received", "Messages received, by transport and feed",
-            ["transport", "feed"], registry=self.registry,
+            "overread_messages_received",
+            "Messages received, by transport and feed",
+            ["transport", "feed"],
+            registry=self.registry,
         )
         self.answered = Counter(
             "overread_messages_answered",
             "Answers sent, by transport, feed and code (MLLP MSA-1 such as AA/AE/AR, HTTP status such as 201/422)",
-            ["transport", "feed", "code"], registry=self.registry,
+            ["transport", "feed", "code"],
+            registry=self.registry,
         )
         self.duplicates = Counter(
-            "overread_messages_duplicate", "Duplicates answered with the stored answer", ["transport"], registry=self.registry,
+            "overread_messages_duplicate",
+            "Duplicates answered with the stored answer",
+            ["transport"],
+            registry=self.registry,
         )
         self.findings = Counter(
-            "overread_findings", "QA findings, by category and severity", ["category", "severity"], registry=self.registry,
+            "overread_findings",
+            "QA findings, by category and severity",
+            ["category", "severity"],
+            registry=self.registry,
         )
         self.routes = Counter("overread_routes", "Routing decisions, by bucket", ["bucket"], registry=self.registry)
         self.latency = Histogram(
-            "overread_processing_seconds", "Receive to answer, including the durable commit",
-            ["transport"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "overread_processing_seconds",
+            "Receive to answer, including the durable commit",
+            ["transport"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.http_requests = Counter(
-            "overread_http_requests", "HTTP requests, by endpoint and status", ["endpoint", "status"], registry=self.registry,
+            "overread_http_requests",
+            "HTTP requests, by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
         )
         self.reports = Counter(
-            "overread_reports", "Reports processed (each report of a Bundle or a multi-report message counts), by transport and feed",
-            ["transport", "feed"], registry=self.registry,
+            "overread_reports",
+            "Reports processed (each report of a Bundle or a multi-report message counts), by transport and feed",
+            ["transport", "feed"],
+            registry=self.registry,
         )
         # Per sender (MSH-3/MSH-4, or the HTTP client and its facility): the
         # first ``sender_limit`` pairs seen get their own labels, later ones
@@ -133,21 +164,28 @@ class Metrics:
         self.sender_limit = sender_limit
         self._senders: set[tuple[str, str]] = set()
         self.sender_messages = Counter(
-            "overread_sender_messages", "Messages answered, by sender (MSH-3/MSH-4; bounded, then 'other') and answer code",
-            ["transport", "sender_application", "sender_facility", "code"], registry=self.registry,
+            "overread_sender_messages",
+            "Messages answered, by sender (MSH-3/MSH-4; bounded, then 'other') and answer code",
+            ["transport", "sender_application", "sender_facility", "code"],
+            registry=self.registry,
         )
         self.sender_last_seen = Gauge(
             "overread_sender_last_message_timestamp_seconds",
             "Unix time of the last message from each sender (for 'sender silent' alerts)",
-            ["transport", "sender_application", "sender_facility"], registry=self.registry,
+            ["transport", "sender_application", "sender_facility"],
+            registry=self.registry,
         )
         self.directory_unknown = Counter(
             "overread_directory_unknown",
             "Reports whose site is not in sites.yaml or whose reader is not in readers.yaml (kind: site or reader)",
-            ["kind"], registry=self.registry,
+            ["kind"],
+            registry=self.registry,
         )
         self.config_reloads = Counter(
-            "overread_config_reloads", "SIGHUP reloads, by outcome (applied, refused)", ["outcome"], registry=self.registry,
+            "overread_config_reloads",
+            "SIGHUP reloads, by outcome (applied, refused)",
+            ["outcome"],
+            registry=self.registry,
         )
         for kind in ("site", "reader"):
             self.directory_unknown.labels(kind)

@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -86,6 +86,7 @@ RECENT_KEYS = 20_000
 
 #: ...and how many bytes those entries (keys plus stored answers) may take.
 RECENT_BYTES = 16 * 1024 * 1024
+
 
 def _entry_size(key: tuple[str, str, str], settled: tuple[str, bytes]) -> int:
     # Approximate bytes held: the strings, the ACK and the dict/tuple overhead.
@@ -136,7 +137,7 @@ class Intake(StoreShell):
         *,
         hash_key: bytes,
         call_from_thread: Callable[..., object],
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         keep_raw: bool = True,
         metrics: Metrics | None = None,
         destinations: tuple[DestinationSettings, ...] = (),
@@ -147,8 +148,17 @@ class Intake(StoreShell):
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
     ) -> None:
-        super().__init__(store, hash_key=hash_key, call_from_thread=call_from_thread, now=now, keep_raw=keep_raw,
-                         metrics=metrics, on_outbox=on_outbox, runner=runner, journal=journal)
+        super().__init__(
+            store,
+            hash_key=hash_key,
+            call_from_thread=call_from_thread,
+            now=now,
+            keep_raw=keep_raw,
+            metrics=metrics,
+            on_outbox=on_outbox,
+            runner=runner,
+            journal=journal,
+        )
         self.priors_for = priors_for
         self.pipeline = pipeline
         self.destinations = destinations
@@ -176,8 +186,13 @@ class Intake(StoreShell):
         header = read_header(error.head)
         text = f"Message exceeds the limit of {error.limit} bytes"
         code, ack = self._ack(header, "AR", internal_error(text))
-        log.warning("frame_rejected", reason="frame_too_large", limit=error.limit, ack_code=code,
-                    control_id=header.log_fields()["control_id"] if header else "")
+        log.warning(
+            "frame_rejected",
+            reason="frame_too_large",
+            limit=error.limit,
+            ack_code=code,
+            control_id=header.log_fields()["control_id"] if header else "",
+        )
         return Answer(ack if should_send_accept_ack(header, code) else None, close=True)
 
     def receive(self, raw: bytes, log: Any, released: Callable[[], object] = lambda: None) -> defer.Deferred[Answer]:
@@ -213,10 +228,16 @@ class Intake(StoreShell):
         if header is None:
             released()
             outcome = process(raw, self.pipeline, received_at=received)
-            code, ack = self._ack(None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome),
-                                  ack_errors(outcome))
-            log.warning("frame_rejected", reason="unreadable", bytes=len(raw), ack_code=code,
-                        error_code=outcome.error.hl7_code if outcome.error else "")
+            code, ack = self._ack(
+                None, "AE" if outcome_ack_code(outcome) == "AA" else outcome_ack_code(outcome), ack_errors(outcome)
+            )
+            log.warning(
+                "frame_rejected",
+                reason="unreadable",
+                bytes=len(raw),
+                ack_code=code,
+                error_code=outcome.error.hl7_code if outcome.error else "",
+            )
             if self.metrics is not None:
                 self.metrics.message_answered("mllp", "", code, time.perf_counter() - started)
             return defer.succeed(Answer(ack))
@@ -227,15 +248,27 @@ class Intake(StoreShell):
             released()
             text = f"{too_long} is longer than its limit (docs/hardening.md)"
             code, ack = self._ack(header, "AE", (AckErrorDetail(DATA_TYPE_ERROR, location=too_long, text=text),))
-            log.warning("frame_rejected", reason="field_too_long", location=too_long, bytes=len(raw), ack_code=code,
-                        error_code=DATA_TYPE_ERROR)
+            log.warning(
+                "frame_rejected",
+                reason="field_too_long",
+                location=too_long,
+                bytes=len(raw),
+                ack_code=code,
+                error_code=DATA_TYPE_ERROR,
+            )
             if self.metrics is not None:
-                self.metrics.message_answered("mllp", "", code, time.perf_counter() - started,
-                                              sender=(header.sending_application, header.sending_facility))
+                self.metrics.message_answered(
+                    "mllp",
+                    "",
+                    code,
+                    time.perf_counter() - started,
+                    sender=(header.sending_application, header.sending_facility),
+                )
             return defer.succeed(self._answer(header, code, ack))
 
-        mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
-                        sender_facility=header.sending_facility)
+        mlog = log.bind(
+            control_id=header.control_id, sender_app=header.sending_application, sender_facility=header.sending_facility
+        )
         key = (header.sending_application, header.sending_facility, header.control_id)
         recent = self._recent.get(key)
         if recent is not None:
@@ -279,27 +312,44 @@ class Intake(StoreShell):
         """Keep ``d`` in :attr:`in_flight` (shutdown waits for it) until it fires."""
         return self.in_flight.track(d)
 
-    def _duplicate_answer(self, header: MessageHeader, mlog: Any, started: float, code: str, ack: bytes,
-                          reason: str) -> Answer:
+    def _duplicate_answer(
+        self, header: MessageHeader, mlog: Any, started: float, code: str, ack: bytes, reason: str
+    ) -> Answer:
         # reason: "stored" (committed recently by this process: answered from
         # memory), "in_flight" (waited for an earlier copy), "store_race" (went
         # through the pipeline and the save found the key stored: a resend
         # after a restart or long after, or another process stored it).
         mlog.info("message_duplicate", ack_code=code, reason=reason)
         if self.metrics is not None:
-            self.metrics.message_answered("mllp", "", code, time.perf_counter() - started, duplicate=True,
-                                          sender=(header.sending_application, header.sending_facility))
+            self.metrics.message_answered(
+                "mllp",
+                "",
+                code,
+                time.perf_counter() - started,
+                duplicate=True,
+                sender=(header.sending_application, header.sending_facility),
+            )
         return self._answer(header, code, ack)
 
-    def _store_unavailable(self, header: MessageHeader, mlog: Any, started: float, error_type: str,
-                           fields: dict[str, Any]) -> Answer:
+    def _store_unavailable(
+        self, header: MessageHeader, mlog: Any, started: float, error_type: str, fields: dict[str, Any]
+    ) -> Answer:
         nack_code, nack = self._ack(header, "AR", internal_error("Message store unavailable, retry later"))
         mlog.error("store_unavailable", error_type=error_type)
-        mlog.info("message_processed", ack_code=nack_code, duration_ms=duration_ms(started),
-                  **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type, "state": "not_stored"})
+        mlog.info(
+            "message_processed",
+            ack_code=nack_code,
+            duration_ms=duration_ms(started),
+            **{**fields, "error_code": APPLICATION_INTERNAL_ERROR, "error_type": error_type, "state": "not_stored"},
+        )
         if self.metrics is not None:
-            self.metrics.message_answered("mllp", str(fields.get("feed", "")), nack_code, time.perf_counter() - started,
-                                          sender=(header.sending_application, header.sending_facility))
+            self.metrics.message_answered(
+                "mllp",
+                str(fields.get("feed", "")),
+                nack_code,
+                time.perf_counter() - started,
+                sender=(header.sending_application, header.sending_facility),
+            )
         return self._answer(header, nack_code, nack)
 
     def _answer_copy(self, settled: _Settled, header: MessageHeader, mlog: Any, started: float) -> Answer:
@@ -311,7 +361,12 @@ class Intake(StoreShell):
         return self._duplicate_answer(header, mlog, started, code, ack, "in_flight")
 
     def _process_and_save(
-        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
+        self,
+        raw: bytes,
+        header: MessageHeader,
+        mlog: Any,
+        started: float,
+        received: datetime,
         released: Callable[[], object],
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
@@ -329,24 +384,40 @@ class Intake(StoreShell):
         jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
         answered, finished = self.journaled(
             (jkey, "mllp", raw, ""),
-            lambda interrupt: process(raw, pipeline, received_at=received, priors_for=self.priors_for,
-                                      interrupt=interrupt),
+            lambda interrupt: process(
+                raw, pipeline, received_at=received, priors_for=self.priors_for, interrupt=interrupt
+            ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             lambda outcome: (outcome, report_records(outcome)),
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
-            failed=bug, save=save,
+            failed=bug,
+            save=save,
         )
         finished.addBoth(lambda _: released())
         return answered
 
     def _save(
-        self, raw: bytes, header: MessageHeader, mlog: Any, started: float, received: datetime,
-        pipeline: Pipeline, outcome: Outcome, reports: tuple[ReportRecord, ...],
+        self,
+        raw: bytes,
+        header: MessageHeader,
+        mlog: Any,
+        started: float,
+        received: datetime,
+        pipeline: Pipeline,
+        outcome: Outcome,
+        reports: tuple[ReportRecord, ...],
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         # Routing messages are stored in the same transaction as the message,
         # and only for a message we accept.
-        record, outcome = mllp_record(raw if self.keep_raw else None, header, outcome, reports, ack=self._ack,
-                                      destinations=self.destinations, received=received)
+        record, outcome = mllp_record(
+            raw if self.keep_raw else None,
+            header,
+            outcome,
+            reports,
+            ack=self._ack,
+            destinations=self.destinations,
+            received=received,
+        )
         first = outcome.reports[0].report if outcome.reports else None
         fields: dict[str, Any] = {
             "feed": outcome.feed,
@@ -368,22 +439,37 @@ class Intake(StoreShell):
             fields["patient_h"] = keyed_hash(first.patient.id, self.hash_key) if first.patient.id else ""
         return self._commit(record, header, mlog, started, fields, outcome.feed, outcome)
 
-    def _commit(self, record: MessageRecord, header: MessageHeader, mlog: Any, started: float,
-                fields: dict[str, Any], feed: str, outcome: Outcome | None) -> defer.Deferred[tuple[Answer, _Settled]]:
+    def _commit(
+        self,
+        record: MessageRecord,
+        header: MessageHeader,
+        mlog: Any,
+        started: float,
+        fields: dict[str, Any],
+        feed: str,
+        outcome: Outcome | None,
+    ) -> defer.Deferred[tuple[Answer, _Settled]]:
         code, ack = record.ack_code, record.ack
 
         def duplicate(result: SaveResult) -> tuple[Answer, _Settled]:
             # Stored before (by an earlier run, another process, an HTTP twin).
-            return (self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
-                    (result.ack_code, result.ack, result.state))
+            return (
+                self._duplicate_answer(header, mlog, started, result.ack_code, result.ack, "store_race"),
+                (result.ack_code, result.ack, result.state),
+            )
 
         def processed(result: SaveResult) -> tuple[Answer, _Settled]:
             event = "message_quarantined" if record.state == "quarantined" else "message_processed"
             mlog.info(event, ack_code=code, duration_ms=duration_ms(started), **fields, **resend_fields(result))
             if self.metrics is not None:
-                self.metrics.message_answered("mllp", feed, code, time.perf_counter() - started,
-                                              outcome.reports if outcome is not None else (),
-                                              sender=(header.sending_application, header.sending_facility))
+                self.metrics.message_answered(
+                    "mllp",
+                    feed,
+                    code,
+                    time.perf_counter() - started,
+                    outcome.reports if outcome is not None else (),
+                    sender=(header.sending_application, header.sending_facility),
+                )
             return self._answer(header, code, ack), (code, ack, record.state)
 
         def unavailable(failure_type: str) -> tuple[Answer, _Settled]:
@@ -399,13 +485,19 @@ class Intake(StoreShell):
         """
         started = time.perf_counter()
         received = self.now()
-        mlog = log.bind(control_id=header.control_id, sender_app=header.sending_application,
-                        sender_facility=header.sending_facility)
+        mlog = log.bind(
+            control_id=header.control_id, sender_app=header.sending_application, sender_facility=header.sending_facility
+        )
         code, ack = self._ack(header, "AE", internal_error(QUARANTINE_TEXT))
-        record = quarantine_record("mllp", (header.sending_application, header.sending_facility), header.control_id,
-                                   raw, received, code, ack)
-        fields = {"message_type": header.message_type, "state": "quarantined", "error_code": APPLICATION_INTERNAL_ERROR,
-                  "count": crashes}
+        record = quarantine_record(
+            "mllp", (header.sending_application, header.sending_facility), header.control_id, raw, received, code, ack
+        )
+        fields = {
+            "message_type": header.message_type,
+            "state": "quarantined",
+            "error_code": APPLICATION_INTERNAL_ERROR,
+            "count": crashes,
+        }
         key = (header.sending_application, header.sending_facility, header.control_id)
 
         def remember(result: tuple[Answer, _Settled]) -> Answer:
@@ -476,7 +568,9 @@ class MllpProtocol(Protocol, TimeoutMixin):
         reason = self.factory.admit(self.peer_host)
         if reason:
             self.refused = True
-            limit = self.factory.max_connections if reason == "max_connections" else self.factory.max_connections_per_peer
+            limit = (
+                self.factory.max_connections if reason == "max_connections" else self.factory.max_connections_per_peer
+            )
             self.log.warning("connection_refused", reason=reason, limit=limit)
             self.transport.loseConnection()
             return
@@ -577,7 +671,11 @@ class MllpProtocol(Protocol, TimeoutMixin):
                 d.addCallback(self._resolve_later, slot)
         finally:
             self._pumping = False
-        if self.paused and len(self.waiting) <= MAX_WAITING_FRAMES // 2 and self.waiting_bytes <= MAX_WAITING_BYTES // 2:
+        if (
+            self.paused
+            and len(self.waiting) <= MAX_WAITING_FRAMES // 2
+            and self.waiting_bytes <= MAX_WAITING_BYTES // 2
+        ):
             self.paused = False
             if self.transport is not None and not self.transport.disconnecting:
                 self.transport.resumeProducing()
@@ -592,7 +690,9 @@ class MllpProtocol(Protocol, TimeoutMixin):
     def _bug(self, failure: Failure) -> Answer:
         # receive() never fails by design; if it does, answer AE 207 without a
         # header (the sender resends) and keep later answers flowing.
-        self.log.error("message_rejected", reason="internal_error", error_type=failure.type.__name__ if failure.type else "")
+        self.log.error(
+            "message_rejected", reason="internal_error", error_type=failure.type.__name__ if failure.type else ""
+        )
         try:
             answer: Answer = self.factory.intake.internal_error_answer()
             return answer
@@ -608,7 +708,12 @@ class MllpProtocol(Protocol, TimeoutMixin):
         while self.queue and self.queue[0].done:
             slot = self.queue.popleft()
             answer = slot.answer
-            if answer is not None and answer.ack is not None and self.transport is not None and not self.transport.disconnecting:
+            if (
+                answer is not None
+                and answer.ack is not None
+                and self.transport is not None
+                and not self.transport.disconnecting
+            ):
                 self.transport.write(frame(answer.ack))
                 # The idle time starts again at our answer: a sender whose message took
                 # long to check has the whole idle_timeout to send its next one.

@@ -40,7 +40,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,9 @@ class RisClientProtocol(Protocol):
         if d is not None:
             d.errback(Failure(TlsHandshakeFailed("TLS handshake not finished in time")))  # type: ignore[no-untyped-call]
 
-    def send(self, control_id: str, payload: bytes, *, timeout: float, clock: IReactorTime) -> defer.Deferred[AckAnswer]:
+    def send(
+        self, control_id: str, payload: bytes, *, timeout: float, clock: IReactorTime
+    ) -> defer.Deferred[AckAnswer]:
         """Write one message; the Deferred fires with its ACK.
 
         Fails with :class:`AckTimeout` (the connection is then aborted),
@@ -266,7 +268,7 @@ class OutboundWorker:
         reactor: IReactorTime,
         connect: Connect,
         run_in_thread: RunInThread,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         rand: Callable[[], float] = random.random,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
@@ -374,7 +376,9 @@ class OutboundWorker:
             d.callback(None)
 
     def _bug(self, failure: Failure) -> None:
-        self.log.error("store_unavailable", reason="outbound_worker", error_type=failure.type.__name__ if failure.type else "")
+        self.log.error(
+            "store_unavailable", reason="outbound_worker", error_type=failure.type.__name__ if failure.type else ""
+        )
 
     def _wake_at(self, delay: float) -> None:
         """Make sure the worker wakes within ``delay`` seconds."""
@@ -425,8 +429,9 @@ class OutboundWorker:
     def _record(self, what: str, call: Callable[..., Any], *args: Any) -> None:
         """Record the connection state in the store, in the background (a failure is logged, not fatal)."""
         d = self.run_in_thread(call, *args)
-        d.addErrback(lambda f: self.log.error("store_unavailable", reason=what,
-                                               error_type=f.type.__name__ if f.type else ""))
+        d.addErrback(
+            lambda f: self.log.error("store_unavailable", reason=what, error_type=f.type.__name__ if f.type else "")
+        )
 
     # -------------------------------------------------------------- attempt
 
@@ -465,7 +470,9 @@ class OutboundWorker:
         self.connect_failures = 0
         self.sent += 1
         try:
-            answer = yield protocol.send(row.control_id, row.payload, timeout=retry.ack_timeout_seconds, clock=self.reactor)
+            answer = yield protocol.send(
+                row.control_id, row.payload, timeout=retry.ack_timeout_seconds, clock=self.reactor
+            )
         except AckTimeout:
             result, error = "ack_timeout", f"no answer within {retry.ack_timeout_seconds:g} s"
         except AnswerUnreadable:
@@ -486,15 +493,24 @@ class OutboundWorker:
                 self.log.info("outbox_delivered", control_id=row.control_id, attempts=attempts, ack_code=result)
             elif verdict == "dead":
                 yield self.run_in_thread(self.store.outbox_dead, row.id, now, error)
-                self.log.warning("outbox_dead_lettered", control_id=row.control_id, attempts=attempts,
-                                 reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
-                                 ack_code=result if len(result) == 2 else "")
+                self.log.warning(
+                    "outbox_dead_lettered",
+                    control_id=row.control_id,
+                    attempts=attempts,
+                    reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
+                    ack_code=result if len(result) == 2 else "",
+                )
             else:
                 due = next_attempt_at(attempts, now, retry, self.rand())
                 yield self.run_in_thread(self.store.outbox_failed, row.id, now, due, error)
-                self.log.info("outbox_retry_scheduled", control_id=row.control_id, attempts=attempts,
-                              next_attempt_at=due.isoformat(), reason=result if len(result) > 2 else "answer",
-                              ack_code=result if len(result) == 2 else "")
+                self.log.info(
+                    "outbox_retry_scheduled",
+                    control_id=row.control_id,
+                    attempts=attempts,
+                    next_attempt_at=due.isoformat(),
+                    reason=result if len(result) > 2 else "answer",
+                    ack_code=result if len(result) == 2 else "",
+                )
                 self._wake_at((due - now).total_seconds())
         except StoreError as exc:
             # Not recorded: the row stays as it was and is sent again (same MSH-10).
@@ -509,13 +525,26 @@ class OutboundWorker:
         due = next_attempt_at(self.connect_failures, now, self.settings.retry, self.rand())
         delay = (due - now).total_seconds()
         self.connect_after = self.reactor.seconds() + delay
-        self.log.warning("outbox_retry_scheduled", reason="connect_failed", error_type=type(exc).__name__,
-                         attempts=self.connect_failures, next_attempt_at=due.isoformat(), endpoint=self.settings.endpoint)
+        self.log.warning(
+            "outbox_retry_scheduled",
+            reason="connect_failed",
+            error_type=type(exc).__name__,
+            attempts=self.connect_failures,
+            next_attempt_at=due.isoformat(),
+            endpoint=self.settings.endpoint,
+        )
         # Shown by `overread outbox list` (our words and the exception's class and text: a
         # socket or TLS error, never message content).
         text = f"{self.settings.endpoint}: {type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
-        self._record("destination_connect_failed", self.store.destination_connect_failed, self.name, now,
-                     self.connect_failures, text, due)
+        self._record(
+            "destination_connect_failed",
+            self.store.destination_connect_failed,
+            self.name,
+            now,
+            self.connect_failures,
+            text,
+            due,
+        )
         self._wake_at(delay)
 
 
@@ -580,8 +609,9 @@ def client_endpoint(reactor: Any, settings: DestinationSettings, resolver: IHost
     host, port = _host_port(settings.endpoint)
     if resolver is None:
         resolver = own_resolver(reactor, settings.name)
-    tcp: Any = HostnameEndpoint(_OwnResolverReactor(reactor, resolver), host, port,
-                                timeout=settings.retry.ack_timeout_seconds)
+    tcp: Any = HostnameEndpoint(
+        _OwnResolverReactor(reactor, resolver), host, port, timeout=settings.retry.ack_timeout_seconds
+    )
     if settings.endpoint.split(":", 1)[0] == "tcp":
         return tcp
     from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust

@@ -21,7 +21,7 @@ and ``failed`` hears the exception's type (never its text), for the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from listener.model import Report
 from listener.qa.engine import Prior
@@ -45,8 +45,9 @@ class PriorLookup:
         limit: at most this many priors per report.
     """
 
-    def __init__(self, store: Store, *, failed: Callable[[str], object] = lambda _: None,
-                 limit: int = PRIOR_LIMIT) -> None:
+    def __init__(
+        self, store: Store, *, failed: Callable[[str], object] = lambda _: None, limit: int = PRIOR_LIMIT
+    ) -> None:
         self.store = store
         self.failed = failed
         self.limit = limit
@@ -56,10 +57,11 @@ class PriorLookup:
         if not patient.id.strip():
             return None
         # Only what was received before this message.
-        before = report.times.received or datetime.now(timezone.utc)
+        before = report.times.received or datetime.now(UTC)
         try:
-            studies = self.store.prior_studies(patient.id, patient.id_authority, before=before,
-                                               exclude_accession=report.accession, limit=self.limit)
+            studies = self.store.prior_studies(
+                patient.id, patient.id_authority, before=before, exclude_accession=report.accession, limit=self.limit
+            )
         except Exception as exc:  # noqa: BLE001 - priors are optional: unknown, never a refused message
             self.failed(type(exc).__name__)
             return None

@@ -56,8 +56,9 @@ class Job(Generic[T]):
 
     __slots__ = ("work", "on_overrun", "interrupt", "result", "finished", "overran", "_timer", "_runner")
 
-    def __init__(self, runner: "PipelineRunner", work: Callable[[Interrupt], T],
-                 on_overrun: Callable[[Interrupt], T | None]) -> None:
+    def __init__(
+        self, runner: PipelineRunner, work: Callable[[Interrupt], T], on_overrun: Callable[[Interrupt], T | None]
+    ) -> None:
         self._runner = runner
         self.work = work
         self.on_overrun = on_overrun
@@ -123,8 +124,15 @@ class PipelineRunner:
         clock: monotonic seconds (tests may pass their own).
     """
 
-    def __init__(self, reactor: Any, *, workers: int = DEFAULT_WORKERS, budget: float = 2.0, grace: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        workers: int = DEFAULT_WORKERS,
+        budget: float = 2.0,
+        grace: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.reactor = reactor

@@ -78,9 +78,7 @@ def notify(state: str, *, environ: Mapping[str, str] = os.environ) -> bool:
     return True
 
 
-def notify_ready(
-    status: str | None = None, *, environ: Mapping[str, str] = os.environ
-) -> bool:
+def notify_ready(status: str | None = None, *, environ: Mapping[str, str] = os.environ) -> bool:
     """Tell systemd start-up is complete (``READY=1``), optionally with a status.
 
     Send it once the listening ports are open and the store is usable:
@@ -121,9 +119,7 @@ def _status(text: str) -> str:
     return "STATUS=" + one_line[:_MAX_STATUS]
 
 
-def watchdog_interval(
-    environ: Mapping[str, str] = os.environ, *, pid: int | None = None
-) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] = os.environ, *, pid: int | None = None) -> float | None:
     """Return how often to send ``WATCHDOG=1``, in seconds, or None for never.
 
     systemd sets ``WATCHDOG_USEC`` (from ``WatchdogSec=``) and, usually,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 from listener.errors import StoreError
-
 from listener.store.base import (
     MessageRecord,
     MessageState,

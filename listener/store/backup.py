@@ -310,7 +310,9 @@ def backup_store(
         work.mkdir(mode=0o700)
         os.chmod(work, 0o700)
     except OSError as exc:
-        raise StoreError(f"{dest.parent}: cannot create the backup directory ({exc.strerror or type(exc).__name__})") from None
+        raise StoreError(
+            f"{dest.parent}: cannot create the backup directory ({exc.strerror or type(exc).__name__})"
+        ) from None
     try:
         schema, messages, outbox = _copy_database(source, work / DB_FILENAME, pages, progress)
         files = [file_digest(work / DB_FILENAME)]
@@ -318,8 +320,12 @@ def backup_store(
             if (state_dir / name).is_file():
                 files.append(copy_private(state_dir / name, work / name))
         manifest = BackupManifest(
-            schema_version=schema, created=now.astimezone(UTC), message_count=messages,
-            outbox_count=outbox, source=str(source.resolve()), program_version=program_version,
+            schema_version=schema,
+            created=now.astimezone(UTC),
+            message_count=messages,
+            outbox_count=outbox,
+            source=str(source.resolve()),
+            program_version=program_version,
             files=tuple(files),
         )
         manifest_path = work / MANIFEST_FILENAME

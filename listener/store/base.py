@@ -383,9 +383,7 @@ class OutboxStats:
     def count(self, state: OutboxState, destination: str | None = None) -> int:
         """Return how many rows are in ``state`` (for one destination or all)."""
         return sum(
-            d.count
-            for d in self.depth
-            if d.state == state and (destination is None or d.destination == destination)
+            d.count for d in self.depth if d.state == state and (destination is None or d.destination == destination)
         )
 
 
@@ -456,8 +454,9 @@ class ReportReader(Protocol):
         """Reports with a route (optionally to one pool)."""
         ...
 
-    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None,
-                      limit: int) -> list[StoredReport]:
+    def with_findings(
+        self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
+    ) -> list[StoredReport]:
         """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
         ...
 
@@ -508,9 +507,7 @@ class Store(Protocol):
     at the RIS with an older one.
     """
 
-    def find_duplicate(
-        self, sender_application: str, sender_facility: str, control_id: str
-    ) -> SaveResult | None:
+    def find_duplicate(self, sender_application: str, sender_facility: str, control_id: str) -> SaveResult | None:
         """Return the stored answer for this key (``duplicate=True``), or None.
 
         A blocking read: reactor code calls it from a thread (the MLLP intake
@@ -547,8 +544,9 @@ class Store(Protocol):
         and with exact values for the other filters (accession and patient: a report's)."""
         ...
 
-    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
-                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
         """A patient's earlier studies, newest stored first, at most ``limit``.
 
         The patient is its identifier and assigning authority, both exact
@@ -577,24 +575,32 @@ class Store(Protocol):
         ...
 
     def replace_processing(
-        self, message_pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
+        self,
+        message_pk: int,
+        record: MessageRecord,
+        *,
+        now: datetime,
+        superseded_by: str,
         expected_processing: int | None,
     ) -> SaveResult:
         """Store ``record`` as a new processing of a stored message; the current one is kept, numbered."""
         ...
 
-    def record_audit(self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any],
-                     rows: int, detail: str = "") -> int:
+    def record_audit(
+        self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any], rows: int, detail: str = ""
+    ) -> int:
         """Append an operator action to the audit log; return its id."""
         ...
 
-    def audit(self, *, since: datetime | None = None, action: str | None = None,
-              limit: int | None = None) -> list[AuditEntry]:
+    def audit(
+        self, *, since: datetime | None = None, action: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
         """Audit entries, oldest first."""
         ...
 
-    def outbox_resend(self, ids: Sequence[int], now: datetime, *, force: bool = False,
-                      note: str = "") -> list[tuple[int, int]]:
+    def outbox_resend(
+        self, ids: Sequence[int], now: datetime, *, force: bool = False, note: str = ""
+    ) -> list[tuple[int, int]]:
         """Queue delivered rows again as new rows; return (old id, new id) pairs."""
         ...
 
@@ -610,8 +616,9 @@ class Store(Protocol):
         """Each destination's recorded connection state."""
         ...
 
-    def destination_connect_failed(self, destination: str, now: datetime, failures: int, error_text: str,
-                                   next_connect_at: datetime) -> None:
+    def destination_connect_failed(
+        self, destination: str, now: datetime, failures: int, error_text: str, next_connect_at: datetime
+    ) -> None:
         """Record a failed connection attempt of a destination's worker."""
         ...
 
@@ -631,9 +638,7 @@ class Store(Protocol):
         """Mark a pending row delivered; False if it was not pending."""
         ...
 
-    def outbox_failed(
-        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str
-    ) -> bool:
+    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
         """Count a failed attempt and schedule the next; False if not pending."""
         ...
 
@@ -651,14 +656,15 @@ class Store(Protocol):
         """Return outbox rows (optionally of one state and destination) by id."""
         ...
 
-    def outbox_retry(
-        self, ids: Sequence[int] | None, now: datetime, *, force: bool = False
-    ) -> tuple[int, ...]:
+    def outbox_retry(self, ids: Sequence[int] | None, now: datetime, *, force: bool = False) -> tuple[int, ...]:
         """Revive dead rows (the given ids, or all when None); return the revived ids."""
         ...
 
     def outbox_purge(
-        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (),
+        self,
+        *,
+        delivered_before: datetime | None = None,
+        dead_ids: Sequence[int] = (),
         destination: str | None = None,
     ) -> int:
         """Delete delivered rows older than a time (of one destination) and the given dead rows; return the count."""

@@ -108,8 +108,9 @@ def _check(conn: sqlite3.Connection, db: Path, quick: bool) -> CheckResult:
                 problems.append(f"{table} row {rowid}: no {parent} row it refers to")
     except sqlite3.Error as exc:
         name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-        return CheckResult(db, 0, SCHEMA_VERSION, (f"{db}: cannot be read as a SQLite database ({name})",),
-                           (), None, None, (), quick)
+        return CheckResult(
+            db, 0, SCHEMA_VERSION, (f"{db}: cannot be read as a SQLite database ({name})",), (), None, None, (), quick
+        )
     pending: tuple[Migration, ...] = ()
     if version == 0:
         problems.append(f"{db}: not an overread store (no schema version)")
@@ -123,8 +124,10 @@ def _check(conn: sqlite3.Connection, db: Path, quick: bool) -> CheckResult:
         try:
             messages = int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
             reports = int(conn.execute("SELECT count(*) FROM reports").fetchone()[0])
-            outbox = tuple((str(state), int(n)) for state, n in conn.execute(
-                "SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state"))
+            outbox = tuple(
+                (str(state), int(n))
+                for state, n in conn.execute("SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state")
+            )
         except sqlite3.Error as exc:
             name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
             problems.append(f"{db}: the tables cannot be counted ({name})")

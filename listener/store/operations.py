@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from listener.errors import StoreError
+from listener.store.base import TEXT_MAX as DETAIL_MAX
 from listener.store.base import (
     AuditEntry,
     DestinationState,
@@ -31,7 +32,6 @@ from listener.store.base import (
     SaveResult,
     audit_target_json,
 )
-from listener.store.base import TEXT_MAX as DETAIL_MAX
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 SUMMARY_COLUMNS = (
@@ -64,25 +64,47 @@ def _opt_dt(text: str | None) -> datetime | None:
 def summary(row: Sequence[Any]) -> MessageSummary:
     """A MessageSummary from a row of :data:`SUMMARY_COLUMNS`."""
     return MessageSummary(
-        message_pk=row[0], control_id=row[1], sender_application=row[2], sender_facility=row[3], feed=row[4],
-        received=dt(row[5]), transport=row[6], state=row[7], ack_code=row[8], error_code=row[9],
-        report_count=row[10], raw_kept=bool(row[11]), processing=int(row[12]),
+        message_pk=row[0],
+        control_id=row[1],
+        sender_application=row[2],
+        sender_facility=row[3],
+        feed=row[4],
+        received=dt(row[5]),
+        transport=row[6],
+        state=row[7],
+        ack_code=row[8],
+        error_code=row[9],
+        report_count=row[10],
+        raw_kept=bool(row[11]),
+        processing=int(row[12]),
     )
 
 
 def outbox_row(row: Sequence[Any]) -> OutboxRow:
     """An OutboxRow from a row of :data:`OUTBOX_COLUMNS`."""
     return OutboxRow(
-        id=row[0], destination=row[1], accession=row[2], control_id=row[3], payload=bytes(row[4]), state=row[5],
-        attempts=row[6], next_attempt_at=dt(row[7]), last_error=row[8], created=dt(row[9]),
-        delivered_at=_opt_dt(row[10]), message_pk=int(row[11]), resent_from=row[12],
+        id=row[0],
+        destination=row[1],
+        accession=row[2],
+        control_id=row[3],
+        payload=bytes(row[4]),
+        state=row[5],
+        attempts=row[6],
+        next_attempt_at=dt(row[7]),
+        last_error=row[8],
+        created=dt(row[9]),
+        delivered_at=_opt_dt(row[10]),
+        message_pk=int(row[11]),
+        resent_from=row[12],
     )
 
 
 def add_event(conn: sqlite3.Connection, outbox_id: int, at: datetime, event: str, detail: str = "") -> None:
     """Record one event of an outbox row (writer thread, inside the caller's transaction)."""
-    conn.execute("INSERT INTO outbox_events (outbox_id, at, event, detail) VALUES (?, ?, ?, ?)",
-                 (outbox_id, ts(at), event, detail[:DETAIL_MAX]))
+    conn.execute(
+        "INSERT INTO outbox_events (outbox_id, at, event, detail) VALUES (?, ?, ?, ?)",
+        (outbox_id, ts(at), event, detail[:DETAIL_MAX]),
+    )
 
 
 # ------------------------------------------------------------------- reading
@@ -93,15 +115,22 @@ def _report_rows(conn: sqlite3.Connection, message_pk: int) -> tuple[ReportRow, 
         ReportRow(seq=r[0], accession=r[1], bucket=r[2], report_json=r[3], findings_json=r[4], route_json=r[5])
         for r in conn.execute(
             "SELECT seq, accession, bucket, report_json, findings_json, route_json FROM reports"
-            " WHERE message_id = ? ORDER BY seq", (message_pk,))
+            " WHERE message_id = ? ORDER BY seq",
+            (message_pk,),
+        )
     )
 
 
 def _reports_from_json(text: str) -> tuple[ReportRow, ...]:
     return tuple(
-        ReportRow(seq=int(r["seq"]), accession=str(r["accession"]), bucket=str(r["bucket"]),
-                  report_json=str(r["report_json"]), findings_json=str(r["findings_json"]),
-                  route_json=str(r["route_json"]))
+        ReportRow(
+            seq=int(r["seq"]),
+            accession=str(r["accession"]),
+            bucket=str(r["bucket"]),
+            report_json=str(r["report_json"]),
+            findings_json=str(r["findings_json"]),
+            route_json=str(r["route_json"]),
+        )
         for r in json.loads(text)
     )
 
@@ -115,18 +144,32 @@ def message_detail(conn: sqlite3.Connection, message_pk: int) -> MessageDetail |
         return None
     head = summary(row)
     processings = tuple(
-        Processing(number=p[0], processed=dt(p[1]), superseded=dt(p[2]), superseded_by=p[3], feed=p[4], state=p[5],
-                   ack_code=p[6], error_code=p[7], ack=bytes(p[8]), raw=bytes(p[9]) if p[9] is not None else None,
-                   reports=_reports_from_json(p[10]))
+        Processing(
+            number=p[0],
+            processed=dt(p[1]),
+            superseded=dt(p[2]),
+            superseded_by=p[3],
+            feed=p[4],
+            state=p[5],
+            ack_code=p[6],
+            error_code=p[7],
+            ack=bytes(p[8]),
+            raw=bytes(p[9]) if p[9] is not None else None,
+            reports=_reports_from_json(p[10]),
+        )
         for p in conn.execute(
             "SELECT number, processed, superseded, superseded_by, feed, state, ack_code, error_code, ack, raw,"
-            " reports_json FROM processings WHERE message_id = ? ORDER BY number", (message_pk,))
+            " reports_json FROM processings WHERE message_id = ? ORDER BY number",
+            (message_pk,),
+        )
     )
     outbox = []
     for o in conn.execute(f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.message_id = ? ORDER BY o.id", (message_pk,)):
         events = tuple(
             OutboxEvent(dt(e[0]), e[1], e[2])
-            for e in conn.execute("SELECT at, event, detail FROM outbox_events WHERE outbox_id = ? ORDER BY id", (o[0],))
+            for e in conn.execute(
+                "SELECT at, event, detail FROM outbox_events WHERE outbox_id = ? ORDER BY id", (o[0],)
+            )
         )
         outbox.append((outbox_row(o), events))
     return MessageDetail(
@@ -147,19 +190,22 @@ def destination_states(conn: sqlite3.Connection, destination: str | None = None)
         for r in conn.execute(
             "SELECT destination, connect_failures, last_connect_error, last_connect_error_at, next_connect_at,"
             " kick_requested_at FROM destination_state WHERE (?1 IS NULL OR destination = ?1) ORDER BY destination",
-            (destination,))
+            (destination,),
+        )
     ]
 
 
-def audit_entries(conn: sqlite3.Connection, *, since: datetime | None, action: str | None,
-                  limit: int | None) -> list[AuditEntry]:
+def audit_entries(
+    conn: sqlite3.Connection, *, since: datetime | None, action: str | None, limit: int | None
+) -> list[AuditEntry]:
     """Audit entries, oldest first, from ``since`` on."""
     return [
         AuditEntry(r[0], dt(r[1]), r[2], r[3], r[4], r[5], r[6], r[7])
         for r in conn.execute(
             "SELECT id, at, actor, via, action, target, rows, detail FROM audit"
             " WHERE at >= ?1 AND (?2 IS NULL OR action = ?2) ORDER BY id LIMIT ?3",
-            (ts(since) if since is not None else "", action, -1 if limit is None else limit))
+            (ts(since) if since is not None else "", action, -1 if limit is None else limit),
+        )
     ]
 
 
@@ -173,8 +219,17 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
             " findings_json, route_json, patient_id, patient_authority) VALUES (?,?,?,?,?,?,?,?,?)",
             [
-                (pk, seq, r.accession, r.bucket, r.report_json, r.findings_json, r.route_json,
-                 r.patient_id, r.patient_authority)
+                (
+                    pk,
+                    seq,
+                    r.accession,
+                    r.bucket,
+                    r.report_json,
+                    r.findings_json,
+                    r.route_json,
+                    r.patient_id,
+                    r.patient_authority,
+                )
                 for seq, r in enumerate(record.reports)
             ],
         )
@@ -198,8 +253,13 @@ def never_accepted(conn: sqlite3.Connection, message_pk: int) -> bool:
 
 
 def replace_processing(
-    conn: sqlite3.Connection, message_pk: int, record: MessageRecord, *, now: datetime,
-    superseded_by: str, expected_processing: int | None,
+    conn: sqlite3.Connection,
+    message_pk: int,
+    record: MessageRecord,
+    *,
+    now: datetime,
+    superseded_by: str,
+    expected_processing: int | None,
 ) -> SaveResult:
     """Keep the message's current processing as a numbered earlier one and store ``record`` as the new one.
 
@@ -224,8 +284,14 @@ def replace_processing(
     if expected_processing is not None and number != expected_processing:
         raise StoreError(f"message {message_pk} was processed again meanwhile (now processing {number}); run again")
     old_reports = [
-        {"seq": r.seq, "accession": r.accession, "bucket": r.bucket, "report_json": r.report_json,
-         "findings_json": r.findings_json, "route_json": r.route_json}
+        {
+            "seq": r.seq,
+            "accession": r.accession,
+            "bucket": r.bucket,
+            "report_json": r.report_json,
+            "findings_json": r.findings_json,
+            "route_json": r.route_json,
+        }
         for r in _report_rows(conn, message_pk)
     ]
     new_raw = record.raw
@@ -233,22 +299,53 @@ def replace_processing(
     conn.execute(
         "INSERT INTO processings (message_id, number, processed, superseded, superseded_by, feed, state, ack_code,"
         " error_code, ack, raw, reports_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (message_pk, number, processed or received, ts(now), superseded_by[:DETAIL_MAX], feed, state, ack_code,
-         error_code, ack, kept_raw, json.dumps(old_reports, ensure_ascii=False)),
+        (
+            message_pk,
+            number,
+            processed or received,
+            ts(now),
+            superseded_by[:DETAIL_MAX],
+            feed,
+            state,
+            ack_code,
+            error_code,
+            ack,
+            kept_raw,
+            json.dumps(old_reports, ensure_ascii=False),
+        ),
     )
     conn.execute("DELETE FROM reports WHERE message_id = ?", (message_pk,))
     conn.execute(
         "UPDATE messages SET feed = ?, state = ?, ack_code = ?, error_code = ?, ack = ?, processing = ?, processed = ?,"
         " raw = coalesce(?, raw), control_id = ? WHERE id = ?",
-        (record.feed, record.state, record.ack_code, record.error_code, record.ack, number + 1, ts(now), new_raw,
-         record.control_id, message_pk),
+        (
+            record.feed,
+            record.state,
+            record.ack_code,
+            record.error_code,
+            record.ack,
+            number + 1,
+            ts(now),
+            new_raw,
+            record.control_id,
+            message_pk,
+        ),
     )
     insert_children(conn, message_pk, record, ts(now))
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, number + 1)
 
 
-def record_audit(conn: sqlite3.Connection, *, at: datetime, actor: str, via: str, action: str,
-                 target: dict[str, Any], rows: int, detail: str = "") -> int:
+def record_audit(
+    conn: sqlite3.Connection,
+    *,
+    at: datetime,
+    actor: str,
+    via: str,
+    action: str,
+    target: dict[str, Any],
+    rows: int,
+    detail: str = "",
+) -> int:
     """Append one audit entry (writer thread); return its id."""
     cur = conn.execute(
         "INSERT INTO audit (at, actor, via, action, target, rows, detail) VALUES (?,?,?,?,?,?,?)",
@@ -257,8 +354,9 @@ def record_audit(conn: sqlite3.Connection, *, at: datetime, actor: str, via: str
     return int(cur.lastrowid or 0)
 
 
-def outbox_resend(conn: sqlite3.Connection, ids: Sequence[int], now: datetime, *, force: bool,
-                  note: str) -> list[tuple[int, int]]:
+def outbox_resend(
+    conn: sqlite3.Connection, ids: Sequence[int], now: datetime, *, force: bool, note: str
+) -> list[tuple[int, int]]:
     """Queue delivered rows again as new pending rows (same payload and MSH-10); return (old, new) pairs.
 
     A row is skipped when it is not delivered, or when a later row of its
@@ -297,39 +395,53 @@ def outbox_kick(conn: sqlite3.Connection, destination: str | None, now: datetime
     """
     stamp = ts(now)
     waiting = [
-        r[0] for r in conn.execute(
+        r[0]
+        for r in conn.execute(
             "SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at > ?1 AND (?2 IS NULL OR destination = ?2)",
-            (stamp, destination))
+            (stamp, destination),
+        )
     ]
     for row_id in waiting:
         conn.execute("UPDATE outbox SET next_attempt_at = ?, updated = ? WHERE id = ?", (stamp, stamp, row_id))
         add_event(conn, row_id, now, "kicked", f"due now{note}")
-    names = [destination] if destination is not None else [
-        r[0] for r in conn.execute("SELECT DISTINCT destination FROM outbox UNION SELECT destination FROM destination_state")
-    ]
+    names = (
+        [destination]
+        if destination is not None
+        else [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT destination FROM outbox UNION SELECT destination FROM destination_state"
+            )
+        ]
+    )
     for name in names:
         conn.execute(
             "INSERT INTO destination_state (destination, kick_requested_at, updated) VALUES (?1, ?2, ?2)"
             " ON CONFLICT (destination) DO UPDATE SET kick_requested_at = ?2, updated = ?2",
-            (name, stamp))
-    (pending,) = conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending' AND (?1 IS NULL OR destination = ?1)",
-                              (destination,)).fetchone()
+            (name, stamp),
+        )
+    (pending,) = conn.execute(
+        "SELECT count(*) FROM outbox WHERE state = 'pending' AND (?1 IS NULL OR destination = ?1)", (destination,)
+    ).fetchone()
     return int(pending)
 
 
-def destination_connect_failed(conn: sqlite3.Connection, destination: str, now: datetime, failures: int,
-                               error_text: str, next_connect_at: datetime) -> None:
+def destination_connect_failed(
+    conn: sqlite3.Connection, destination: str, now: datetime, failures: int, error_text: str, next_connect_at: datetime
+) -> None:
     """Record a failed connection attempt of a destination's worker."""
     conn.execute(
         "INSERT INTO destination_state (destination, connect_failures, last_connect_error, last_connect_error_at,"
         " next_connect_at, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?4)"
         " ON CONFLICT (destination) DO UPDATE SET connect_failures = ?2, last_connect_error = ?3,"
         " last_connect_error_at = ?4, next_connect_at = ?5, updated = ?4",
-        (destination, failures, error_text[:DETAIL_MAX], ts(now), ts(next_connect_at)))
+        (destination, failures, error_text[:DETAIL_MAX], ts(now), ts(next_connect_at)),
+    )
 
 
 def destination_connected(conn: sqlite3.Connection, destination: str, now: datetime) -> None:
     """Record that a destination's worker is connected (clears the failure count; keeps the last error text)."""
     conn.execute(
         "UPDATE destination_state SET connect_failures = 0, next_connect_at = NULL, updated = ?2 WHERE destination = ?1",
-        (destination, ts(now)))
+        (destination, ts(now)),
+    )

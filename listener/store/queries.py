@@ -43,8 +43,15 @@ def _time(text: str) -> datetime:
 
 def _stored(row: Sequence[Any]) -> StoredReport:
     """A StoredReport from the first columns of a row of :data:`_COLUMNS`."""
-    return StoredReport(report_pk=int(row[0]), received=_time(row[1]), transport=str(row[2]), accession=str(row[3]),
-                        report_json=str(row[4]), findings_json=str(row[5]), route_json=str(row[6]))
+    return StoredReport(
+        report_pk=int(row[0]),
+        received=_time(row[1]),
+        transport=str(row[2]),
+        accession=str(row[3]),
+        report_json=str(row[4]),
+        findings_json=str(row[5]),
+        route_json=str(row[6]),
+    )
 
 
 class ReportQueries:
@@ -67,7 +74,10 @@ class ReportQueries:
         if self._conn is None:
             try:
                 conn = sqlite3.connect(
-                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_S, check_same_thread=False
+                    f"{self.path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    timeout=_BUSY_TIMEOUT_S,
+                    check_same_thread=False,
                 )
                 conn.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
@@ -97,7 +107,9 @@ class ReportQueries:
             params.append(pool)
         return self._rows(where, params, limit)
 
-    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None, limit: int) -> list[StoredReport]:
+    def with_findings(
+        self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
+    ) -> list[StoredReport]:
         """Reports that have findings: one by its FHIR id (from Location), or all of an accession."""
         where = "AND r.findings_json != '[]'"
         params: list[Any] = []
@@ -127,8 +139,10 @@ class ReportQueries:
             " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
             f" AND {_stage('r2')} > {_stage('r')})"
         )
-        where = ("AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-                 " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)")
+        where = (
+            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
+            " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)"
+        )
         params: list[Any] = []
         if pool is not None:
             where += " AND json_extract(r.route_json, '$.pool') = ?"

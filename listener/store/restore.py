@@ -166,7 +166,7 @@ def _swap_in(
         db_aside = _aside_name(db, stamp)
         for path in in_the_way:
             if path.name.startswith(DB_FILENAME):
-                target = Path(f"{db_aside}{path.name[len(DB_FILENAME):]}")
+                target = Path(f"{db_aside}{path.name[len(DB_FILENAME) :]}")
             else:
                 target = _aside_name(path, stamp)
             os.rename(path, target)
@@ -178,9 +178,10 @@ def _swap_in(
             restored.append(state_dir / name)
         fsync_path(state_dir)
     except OSError as exc:
-        raise StoreError(f"{exc.filename or state_dir}: restore failed ({exc.strerror or type(exc).__name__})") from None
+        raise StoreError(
+            f"{exc.filename or state_dir}: restore failed ({exc.strerror or type(exc).__name__})"
+        ) from None
     finally:
         for temp in staged.values():
             temp.unlink(missing_ok=True)
     return RestoreResult(manifest, tuple(restored), tuple(moved))
-

@@ -102,8 +102,10 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     (schema_version,) = conn.execute("PRAGMA schema_version").fetchone()
     conn.execute("PRAGMA writable_schema = ON")
     try:
-        conn.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'messages'",
-                     (sql.replace(_STATE_V1, _STATE_V2),))
+        conn.execute(
+            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'messages'",
+            (sql.replace(_STATE_V1, _STATE_V2),),
+        )
         conn.execute(f"PRAGMA schema_version = {int(schema_version) + 1}")
     finally:
         conn.execute("PRAGMA writable_schema = OFF")
@@ -206,8 +208,9 @@ class Migration:
 MIGRATIONS: list[Migration] = [
     Migration(1, "messages, reports and outbox tables", _migrate_v1),
     Migration(2, "'quarantined' message state and the health_probe table", _migrate_v2),
-    Migration(3, "patient and control id indexes, processings, outbox events, destination state and audit",
-              _migrate_v3),
+    Migration(
+        3, "patient and control id indexes, processings, outbox events, destination state and audit", _migrate_v3
+    ),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).
@@ -227,8 +230,7 @@ def pending_migrations(version: int, target: int | None = None) -> Sequence[Migr
 
 def newer_schema_text(version: int, known: int) -> str:
     """The refusal for a file written by a newer program: both versions, and what to do."""
-    return (f"store schema version {version} is newer than this program's {known};"
-            " upgrade overread to open this store")
+    return f"store schema version {version} is newer than this program's {known}; upgrade overread to open this store"
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

@@ -38,7 +38,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -47,6 +47,7 @@ from listener.store import operations as ops
 from listener.store.base import (
     HISTORY_LIMIT,
     OUTBOX_STATES,
+    TEXT_MAX,
     AuditEntry,
     DestinationState,
     HistoryEntry,
@@ -58,12 +59,18 @@ from listener.store.base import (
     OutboxState,
     OutboxStats,
     PriorStudy,
-    TEXT_MAX,
     SaveResult,
     require_aware,
 )
 from listener.store.queries import ReportQueries
-from listener.store.schema import SCHEMA_VERSION, Migration, migrate, newer_schema_text, pending_migrations, schema_version
+from listener.store.schema import (
+    SCHEMA_VERSION,
+    Migration,
+    migrate,
+    newer_schema_text,
+    pending_migrations,
+    schema_version,
+)
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
 T = TypeVar("T")
@@ -114,7 +121,11 @@ def create_private_file(path: Path) -> None:
 
 
 def _connect(
-    path: Path, synchronous: Synchronous, busy_timeout_ms: int, *, reader: bool,
+    path: Path,
+    synchronous: Synchronous,
+    busy_timeout_ms: int,
+    *,
+    reader: bool,
     autocheckpoint: int | None = None,
 ) -> sqlite3.Connection:
     conn = sqlite3.connect(
@@ -274,12 +285,11 @@ class SQLiteStore:
             raise store_error("creating the store file", exc) from None
 
         def connect() -> SQLiteSession:
-            return SQLiteSession(_connect(self.path, synchronous, busy_timeout_ms, reader=False,
-                                          autocheckpoint=WRITER_AUTOCHECKPOINT))
+            return SQLiteSession(
+                _connect(self.path, synchronous, busy_timeout_ms, reader=False, autocheckpoint=WRITER_AUTOCHECKPOINT)
+            )
 
-        self._checkpointer = _Checkpointer(
-            lambda: _connect(self.path, synchronous, busy_timeout_ms, reader=False)
-        )
+        self._checkpointer = _Checkpointer(lambda: _connect(self.path, synchronous, busy_timeout_ms, reader=False))
         jobs_since_checkpoint = 0
 
         def committed(jobs: int) -> None:
@@ -303,8 +313,10 @@ class SQLiteStore:
                 if version > SCHEMA_VERSION:
                     raise StoreError(newer_schema_text(version, SCHEMA_VERSION))
                 if version < SCHEMA_VERSION:
-                    raise StoreError(f"store schema version {version} is older than this program's {SCHEMA_VERSION}:"
-                                     " stop the daemon and run `overread store migrate` (docs/operations.md, Upgrade)")
+                    raise StoreError(
+                        f"store schema version {version} is older than this program's {SCHEMA_VERSION}:"
+                        " stop the daemon and run `overread store migrate` (docs/operations.md, Upgrade)"
+                    )
                 return
             before = migrate(conn)
             if before > 0:
@@ -396,9 +408,7 @@ class SQLiteStore:
 
     # --------------------------------------------------------------- messages
 
-    def find_duplicate(
-        self, sender_application: str, sender_facility: str, control_id: str
-    ) -> SaveResult | None:
+    def find_duplicate(self, sender_application: str, sender_facility: str, control_id: str) -> SaveResult | None:
         """Return the stored answer for the key, as a duplicate, or None.
 
         Raises:
@@ -444,8 +454,10 @@ class SQLiteStore:
             StoreError: the write failed (disk full, read-only, I/O error...).
         """
         try:
-            self._write("health probe", lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)", (_ts(now),)))
+            self._write(
+                "health probe",
+                lambda conn: conn.execute("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)", (_ts(now),)),
+            )
         except StoreError as exc:
             self.last_probe_error = str(exc)
             raise
@@ -531,8 +543,9 @@ class SQLiteStore:
             params.append(accession)
         if patient_id is not None:
             if patient_authority is not None:
-                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ?"
-                             " AND r.patient_authority = ?)")
+                where.append(
+                    "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ? AND r.patient_authority = ?)"
+                )
                 params.extend((patient_id, patient_authority))
             else:
                 where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ?)")
@@ -558,8 +571,9 @@ class SQLiteStore:
         rows = self._read("reading the newest message", "SELECT coalesce(max(id), 0) FROM messages")
         return int(rows[0][0])
 
-    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
-                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
         """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`).
 
         The inner query finds, through the ``reports_patient`` index, the
@@ -621,9 +635,21 @@ class SQLiteStore:
             " WHERE r.accession = ? AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT ?",
             (accession, limit),
         )
-        return tuple(HistoryEntry(int(pk), int(seq), str(cid), _dt(received), str(transport), str(feed),
-                                  str(report), str(findings), str(bucket), bool(kept))
-                     for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows)
+        return tuple(
+            HistoryEntry(
+                int(pk),
+                int(seq),
+                str(cid),
+                _dt(received),
+                str(transport),
+                str(feed),
+                str(report),
+                str(findings),
+                str(bucket),
+                bool(kept),
+            )
+            for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
+        )
 
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""
@@ -691,12 +717,13 @@ class SQLiteStore:
             "marking delivered",
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
             " delivered_at = ?1, updated = ?1 WHERE id = ?2 AND state = 'pending'",
-            (_ts(now), row_id), now, "delivered", "",
+            (_ts(now), row_id),
+            now,
+            "delivered",
+            "",
         )
 
-    def outbox_failed(
-        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str
-    ) -> bool:
+    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
         """Count a failed attempt, keep its error text, schedule the next attempt."""
         require_aware(now, "now")
         require_aware(next_attempt_at, "next_attempt_at")
@@ -704,7 +731,9 @@ class SQLiteStore:
             "recording a failure",
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id), now, "failed",
+            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id),
+            now,
+            "failed",
             f"{error_text[:TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
         )
 
@@ -715,11 +744,15 @@ class SQLiteStore:
             "dead-lettering",
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
             " updated = ? WHERE id = ? AND state = 'pending'",
-            (error_text[:TEXT_MAX], _ts(now), row_id), now, "dead", error_text[:TEXT_MAX],
+            (error_text[:TEXT_MAX], _ts(now), row_id),
+            now,
+            "dead",
+            error_text[:TEXT_MAX],
         )
 
-    def _update_pending(self, what: str, sql: str, params: Sequence[object], now: datetime, event: str,
-                        detail: str) -> bool:
+    def _update_pending(
+        self, what: str, sql: str, params: Sequence[object], now: datetime, event: str, detail: str
+    ) -> bool:
         row_id = int(cast(int, params[-1]))
 
         def update(conn: sqlite3.Connection) -> bool:
@@ -749,9 +782,7 @@ class SQLiteStore:
         )
         return [_outbox_row(row) for row in rows]
 
-    def outbox_retry(
-        self, ids: Sequence[int] | None, now: datetime, *, force: bool = False
-    ) -> tuple[int, ...]:
+    def outbox_retry(self, ids: Sequence[int] | None, now: datetime, *, force: bool = False) -> tuple[int, ...]:
         """Make dead rows pending again, due ``now``, with their attempts reset.
 
         A dead row is superseded when a later row of its (destination, accession)
@@ -793,7 +824,10 @@ class SQLiteStore:
         return self._write("retrying the outbox", retry)
 
     def outbox_purge(
-        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (),
+        self,
+        *,
+        delivered_before: datetime | None = None,
+        dead_ids: Sequence[int] = (),
         destination: str | None = None,
     ) -> int:
         """Delete delivered rows delivered before a time, and the given dead rows.
@@ -824,8 +858,7 @@ class SQLiteStore:
                     (before, destination),
                 ).rowcount
             count += conn.execute(
-                "DELETE FROM outbox WHERE state = 'dead'"
-                " AND id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM outbox WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))",
                 (dead,),
             ).rowcount
             return count
@@ -841,8 +874,7 @@ class SQLiteStore:
             " GROUP BY destination, state ORDER BY destination, state",
         )
         depth = tuple(
-            OutboxDepth(dest, cast(OutboxState, state), count, now - _dt(oldest))
-            for dest, state, count, oldest in rows
+            OutboxDepth(dest, cast(OutboxState, state), count, now - _dt(oldest)) for dest, state, count, oldest in rows
         )
         pending = [d.oldest_age for d in depth if d.state == "pending"]
         return OutboxStats(depth, max(pending) if pending else None)
@@ -854,7 +886,12 @@ class SQLiteStore:
         return self._read_with("reading a message", lambda conn: ops.message_detail(conn, message_pk))
 
     def replace_processing(
-        self, message_pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
+        self,
+        message_pk: int,
+        record: MessageRecord,
+        *,
+        now: datetime,
+        superseded_by: str,
         expected_processing: int | None,
     ) -> SaveResult:
         """Store ``record`` as a new processing of a stored message, keeping the current one numbered.
@@ -863,26 +900,38 @@ class SQLiteStore:
             StoreError: unknown message, or processed again since ``expected_processing`` was read.
         """
         require_aware(now, "now")
-        return self._write("reprocessing", lambda conn: ops.replace_processing(
-            conn, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing))
+        return self._write(
+            "reprocessing",
+            lambda conn: ops.replace_processing(
+                conn, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing
+            ),
+        )
 
-    def record_audit(self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any],
-                     rows: int, detail: str = "") -> int:
+    def record_audit(
+        self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any], rows: int, detail: str = ""
+    ) -> int:
         """Append one operator action to the audit log (durable when this returns); return its id."""
         require_aware(at, "at")
-        return self._write("recording an audit entry", lambda conn: ops.record_audit(
-            conn, at=at, actor=actor, via=via, action=action, target=target, rows=rows, detail=detail))
+        return self._write(
+            "recording an audit entry",
+            lambda conn: ops.record_audit(
+                conn, at=at, actor=actor, via=via, action=action, target=target, rows=rows, detail=detail
+            ),
+        )
 
-    def audit(self, *, since: datetime | None = None, action: str | None = None,
-              limit: int | None = None) -> list[AuditEntry]:
+    def audit(
+        self, *, since: datetime | None = None, action: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
         """Audit entries, oldest first."""
         if since is not None:
             require_aware(since, "since")
-        return self._read_with("reading the audit log",
-                               lambda conn: ops.audit_entries(conn, since=since, action=action, limit=limit))
+        return self._read_with(
+            "reading the audit log", lambda conn: ops.audit_entries(conn, since=since, action=action, limit=limit)
+        )
 
-    def outbox_resend(self, ids: Sequence[int], now: datetime, *, force: bool = False,
-                      note: str = "") -> list[tuple[int, int]]:
+    def outbox_resend(
+        self, ids: Sequence[int], now: datetime, *, force: bool = False, note: str = ""
+    ) -> list[tuple[int, int]]:
         """Queue delivered rows again (new pending rows, same payload); return (old id, new id) pairs."""
         require_aware(now, "now")
         return self._write("resending", lambda conn: ops.outbox_resend(conn, ids, now, force=force, note=note))
@@ -894,22 +943,29 @@ class SQLiteStore:
 
     def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:
         """An accession's outbox rows (optionally of one destination), by id."""
-        return [_outbox_row(r) for r in self._read(
-            "listing the outbox",
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.accession = ?1"
-            " AND (?2 IS NULL OR o.destination = ?2) ORDER BY o.id",
-            (accession, destination))]
+        return [
+            _outbox_row(r)
+            for r in self._read(
+                "listing the outbox",
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox o WHERE o.accession = ?1"
+                " AND (?2 IS NULL OR o.destination = ?2) ORDER BY o.id",
+                (accession, destination),
+            )
+        ]
 
     def destination_states(self, destination: str | None = None) -> list[DestinationState]:
         """Each destination's recorded connection state (failures, last error, kick request)."""
         return self._read_with("reading destination state", lambda conn: ops.destination_states(conn, destination))
 
-    def destination_connect_failed(self, destination: str, now: datetime, failures: int, error_text: str,
-                                   next_connect_at: datetime) -> None:
+    def destination_connect_failed(
+        self, destination: str, now: datetime, failures: int, error_text: str, next_connect_at: datetime
+    ) -> None:
         """Record a failed connection attempt (outbound worker)."""
         require_aware(now, "now")
-        self._write("recording a connection failure", lambda conn: ops.destination_connect_failed(
-            conn, destination, now, failures, error_text, next_connect_at))
+        self._write(
+            "recording a connection failure",
+            lambda conn: ops.destination_connect_failed(conn, destination, now, failures, error_text, next_connect_at),
+        )
 
     def destination_connected(self, destination: str, now: datetime) -> None:
         """Record a successful connection after failures (outbound worker)."""
@@ -955,8 +1011,9 @@ def _replace_rejected(conn: sqlite3.Connection, record: MessageRecord) -> SaveRe
         # Its accepted key is stored already (a race, or another route): that answer stands.
         pk, ack, ack_code, state, processing = taken
         return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
-    return ops.replace_processing(conn, int(row[0]), record, now=record.received, superseded_by="resend",
-                                  expected_processing=None)
+    return ops.replace_processing(
+        conn, int(row[0]), record, now=record.received, superseded_by="resend", expected_processing=None
+    )
 
 
 def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult:
@@ -994,15 +1051,20 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
         # Rejected again for the same reason (whatever the bytes: an engine that
         # resends on every NACK must not grow the store): the stored answer.
         same_outcome = (state, ack_code, error_code) == (record.state, record.ack_code, record.error_code)
-        if (state != "rejected" or record.state == "quarantined" or same_outcome
-                or not ops.never_accepted(conn, int(pk))):
+        if (
+            state != "rejected"
+            or record.state == "quarantined"
+            or same_outcome
+            or not ops.never_accepted(conn, int(pk))
+        ):
             # Accepted before (or rejected again for the same reason): write
             # nothing, answer what was answered the first time.
             return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
         # A message we rejected was never accepted: its resend is processed
         # again and replaces the rejection (docs/operations.md, "Reprocessing").
-        return ops.replace_processing(conn, int(pk), record, now=record.received, superseded_by="resend",
-                                      expected_processing=None)
+        return ops.replace_processing(
+            conn, int(pk), record, now=record.received, superseded_by="resend", expected_processing=None
+        )
     pk = cur.lastrowid
     assert pk is not None
     ops.insert_children(conn, pk, record, received)

@@ -56,8 +56,7 @@ def state_dir_locked(state_dir: str | os.PathLike[str], what: str) -> Iterator[N
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreError(
-                f"{lock_path} is held: a daemon (overread serve) is using {directory};"
-                f" stop it before the {what}"
+                f"{lock_path} is held: a daemon (overread serve) is using {directory}; stop it before the {what}"
             ) from None
         except OSError as exc:
             raise StoreError(f"{lock_path}: cannot lock ({exc.strerror or type(exc).__name__})") from None

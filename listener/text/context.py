@@ -112,9 +112,10 @@ class Mention:
     @property
     def affirmed(self) -> bool:
         """Present now, in this patient, stated without hedging."""
-        return not (
-            self.negated or self.uncertain or self.historical or self.hypothetical
-        ) and self.experiencer == "patient"
+        return (
+            not (self.negated or self.uncertain or self.historical or self.hypothetical)
+            and self.experiencer == "patient"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +436,9 @@ def definite_statements(
     groups = terms.modifier_groups
     out: list[Span] = []
     for s in sents:
-        if any(groups[m.lastgroup or ""].category == "uncertain" for m in modifier_matches(text, s.start, s.end, terms)):
+        if any(
+            groups[m.lastgroup or ""].category == "uncertain" for m in modifier_matches(text, s.start, s.end, terms)
+        ):
             continue
         if terms.definite_re.search(text, s.start, s.end):
             out.append(s)

@@ -89,7 +89,11 @@ def _lateral_mentions(
     text: str, start: int, hi: int, terms: Terms, sentences: tuple[Span, ...] | None
 ) -> tuple[LateralMention, ...]:
     lat = terms.laterality
-    matches = lat.side_scanner.scan(text, start, hi) if lat.side_scanner is not None else list(lat.side_re.finditer(text, start, hi))
+    matches = (
+        lat.side_scanner.scan(text, start, hi)
+        if lat.side_scanner is not None
+        else list(lat.side_re.finditer(text, start, hi))
+    )
     if not matches:
         return ()
     sents = sentences if sentences is not None else split_sentences(text, start, hi)

@@ -127,6 +127,7 @@ Node = Lit | CharSet | AnyChar | Zero | Group | Branch | Repeat
 class _Unknown(Exception):
     """The pattern uses a construct the parse does not know."""
 
+
 _CATEGORIES = frozenset("dDsSwW")
 _ZERO_ESCAPES = frozenset("bBAZ")
 _CONTROL = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}

@@ -56,9 +56,7 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
         rf"^[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)",
         re.IGNORECASE | re.MULTILINE,
     )
-    inline_pattern = re.compile(
-        rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*"
-    )
+    inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
     impression_words = frozenset(
         w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
     )

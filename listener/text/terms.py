@@ -385,9 +385,7 @@ def _load_laterality(doc: YamlMap, b: _Builder) -> None:
     # Strategy: skip as few words as possible (lazy), then take the first
     # anatomy-like phrase of any class; hyphens and spaces only, so the search
     # never crosses a comma or a clause.
-    after = re.compile(
-        rf"[\s-]*(?:[\w'/.]+[\s-]+){{0,{window}}}?{_START}(?:{alternation(heads)}){_END}", _FLAGS
-    )
+    after = re.compile(rf"[\s-]*(?:[\w'/.]+[\s-]+){{0,{window}}}?{_START}(?:{alternation(heads)}){_END}", _FLAGS)
     before = re.compile(
         rf"{_START}(?:{alternation(anatomy_alts)}){_END}[\s,:()-]*"
         r"(?:(?:on|of|in|at|to|the|is|are|side|joint|region)[\s,:-]+){0,3}$",
@@ -440,9 +438,11 @@ def build_terms(files: Iterable[YamlFile], folder: str) -> Terms:
     for concept in b.concepts.values():
         for what, other in (("broader", concept.broader), ("in_context", concept.context_concept)):
             if other and other not in b.concepts:
-                raise ConfigError(f"{concept.name}: {what} concept {other!r} is not defined",
-                                  path=concept.source.rsplit(":", 1)[0],
-                                  line=int(concept.source.rsplit(":", 1)[1]))
+                raise ConfigError(
+                    f"{concept.name}: {what} concept {other!r} is not defined",
+                    path=concept.source.rsplit(":", 1)[0],
+                    line=int(concept.source.rsplit(":", 1)[1]),
+                )
 
     # Concepts: where two synonyms match at the same position the first
     # alternative wins, so critical concepts first, then the synonym with the

@@ -27,40 +27,62 @@ ANY_CATEGORY = FhirClient(radiology_only=False)
 
 # (file, client name) -> "accepted:<n>" or (issue code, expression).
 EXPECTED: dict[tuple[str, str], str | tuple[str, str]] = {
-    ("fhir-converter/r4_bundle_batch_from_ccda_imaging_report_no_diagnosticreport.json", "R4"):
-        ("required", "Bundle.entry.resource.ofType(DiagnosticReport)"),
-    ("fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", "R4"):
-        ("not-supported", "Bundle.entry[88].resource.category"),  # BLB: blood bank, not radiology
+    ("fhir-converter/r4_bundle_batch_from_ccda_imaging_report_no_diagnosticreport.json", "R4"): (
+        "required",
+        "Bundle.entry.resource.ofType(DiagnosticReport)",
+    ),
+    ("fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", "R4"): (
+        "not-supported",
+        "Bundle.entry[88].resource.category",
+    ),  # BLB: blood bank, not radiology
     ("fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", "ANY_CATEGORY"): "accepted:3",
-    ("fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", "R5"):
-        ("structure", "Bundle.entry[0].resource.destination[0].endpoint"),
+    ("fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", "R5"): (
+        "structure",
+        "Bundle.entry[0].resource.destination[0].endpoint",
+    ),
     ("fhir-converter/r4_bundle_batch_from_oru_r01_rmgead_glucose_expected.json", "R4"): "accepted:1",
-    ("fhir-converter/r4_bundle_batch_from_oru_r01_rmgead_glucose_expected.json", "STU3"):
-        ("not-supported", "Bundle"),  # STU3 has no ServiceRequest
+    ("fhir-converter/r4_bundle_batch_from_oru_r01_rmgead_glucose_expected.json", "STU3"): (
+        "not-supported",
+        "Bundle",
+    ),  # STU3 has no ServiceRequest
     ("fhir-converter/r4_dr_102_dxa_converted_from_stu3_expected.json", "R4"): "accepted:1",
     ("fhir-converter/r4_dr_102_dxa_converted_from_stu3_expected.json", "R5"): "accepted:1",
-    ("fhir-converter/stu3_dr_102_dxa_spec_example_converter_input.json", "R4"):
-        ("structure", "DiagnosticReport.performer[0].role"),
+    ("fhir-converter/stu3_dr_102_dxa_spec_example_converter_input.json", "R4"): (
+        "structure",
+        "DiagnosticReport.performer[0].role",
+    ),
     ("fhir-converter/stu3_dr_102_dxa_spec_example_converter_input.json", "STU3"): "accepted:1",
-    ("hl7-fhir-source/r5_dr_contained_composition_hasmember_dgr1_pass.json", "R5"):
-        ("structure", "DiagnosticReport.contained[0].subject"),
-    ("hl7-fhir-source/r5_dr_contained_composition_hasmember_dgr1_pass.json", "R4"):
-        ("structure", "DiagnosticReport.composition"),
+    ("hl7-fhir-source/r5_dr_contained_composition_hasmember_dgr1_pass.json", "R5"): (
+        "structure",
+        "DiagnosticReport.contained[0].subject",
+    ),
+    ("hl7-fhir-source/r5_dr_contained_composition_hasmember_dgr1_pass.json", "R4"): (
+        "structure",
+        "DiagnosticReport.composition",
+    ),
     ("linuxforhealth-r4-spec/r4_dr_f201_ct_head_neck_conclusioncode.json", "R4"): "accepted:1",
-    ("linuxforhealth-r4-spec/r4_dr_f201_ct_head_neck_conclusioncode.json", "R5"):
-        ("structure", "DiagnosticReport.imagingStudy"),
+    ("linuxforhealth-r4-spec/r4_dr_f201_ct_head_neck_conclusioncode.json", "R5"): (
+        "structure",
+        "DiagnosticReport.imagingStudy",
+    ),
     ("linuxforhealth-r4-spec/r4_dr_ultrasound_abdomen_media_link.json", "R4"): "accepted:1",
     ("linuxforhealth-r4-spec/r4_dr_ultrasound_abdomen_media_link.json", "R5"): "accepted:1",
-    ("stu3-spec/stu3_dr_f201_ct_head_neck_codeddiagnosis_single_category.json", "R4"):
-        ("structure", "DiagnosticReport.category"),
-    ("stu3-spec/stu3_dr_f201_ct_head_neck_codeddiagnosis_single_category.json", "STU3"):
-        ("required", "DiagnosticReport.performer[0].actor"),
+    ("stu3-spec/stu3_dr_f201_ct_head_neck_codeddiagnosis_single_category.json", "R4"): (
+        "structure",
+        "DiagnosticReport.category",
+    ),
+    ("stu3-spec/stu3_dr_f201_ct_head_neck_codeddiagnosis_single_category.json", "STU3"): (
+        "required",
+        "DiagnosticReport.performer[0].actor",
+    ),
     ("us-core/r4_dr_note_cardiology_report.json", "R4"): ("not-supported", "DiagnosticReport.category"),
     ("us-core/r4_dr_note_chest_xray_xhtml_b64_media.json", "R4"): "accepted:1",
     # A client fixed to R5 wins over the (R4) US Core profile; this file is valid R5 too.
     ("us-core/r4_dr_note_chest_xray_xhtml_b64_media.json", "R5"): "accepted:1",
-    ("us-core/r4_dr_note_dxa_bad_datetime_double_slash_refs_2021.json", "R4"):
-        ("value", "DiagnosticReport.effectiveDateTime"),
+    ("us-core/r4_dr_note_dxa_bad_datetime_double_slash_refs_2021.json", "R4"): (
+        "value",
+        "DiagnosticReport.effectiveDateTime",
+    ),
     ("us-core/r4_dr_note_dxa_pdf_b64_results.json", "R4"): "accepted:1",
     ("us-core/r4_servicerequest_chest_xray_order.json", "R4"): ("not-supported", ""),
 }
@@ -69,7 +91,9 @@ CLIENTS = {"R4": R4, "R5": R5, "STU3": STU3, "ANY_CATEGORY": ANY_CATEGORY}
 
 def _decode(corpus: Path, name: str, client: FhirClient, pipeline: Pipeline) -> tuple[Report, ...]:
     body = (corpus / "fhir" / name).read_bytes()
-    return decode_fhir(body, mapping=pipeline.mappings.default, received_at=RECEIVED, client=client, procedures=pipeline.procedures)
+    return decode_fhir(
+        body, mapping=pipeline.mappings.default, received_at=RECEIVED, client=client, procedures=pipeline.procedures
+    )
 
 
 def test_table_covers_every_file(corpus: Path) -> None:
@@ -173,7 +197,9 @@ def test_kitchen_sink_pair_same_key_fields(corpus: Path, pipeline: Pipeline) -> 
     HL7 decoder does not attach to a report); they carry only image URLs.
     """
     hl7 = _hl7(corpus, "oru_r01_v251_lab_kitchen_sink_lf.hl7", pipeline)
-    reports = _decode(corpus, "fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", ANY_CATEGORY, pipeline)
+    reports = _decode(
+        corpus, "fhir-converter/r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", ANY_CATEGORY, pipeline
+    )
     (fhir,) = [r for r in reports if r.status is ResultStatus.FINAL]
     assert _pair_fields(fhir)[:2] == _pair_fields(hl7)[:2]
     assert (fhir.patient.sex, fhir.patient.birth_date) == (hl7.patient.sex, hl7.patient.birth_date)
@@ -193,15 +219,21 @@ def _decision(result: ReportOutcome) -> tuple[object, ...]:
     ("hl7_name", "fhir_name", "client"),
     [
         ("oru_r01_v24_glucose_short_lf.hl7", "r4_bundle_batch_from_oru_r01_rmgead_glucose_expected.json", R4),
-        ("oru_r01_v251_lab_kitchen_sink_lf.hl7", "r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json", ANY_CATEGORY),
+        (
+            "oru_r01_v251_lab_kitchen_sink_lf.hl7",
+            "r4_bundle_batch_from_oru_r01_01_lab_kitchen_sink_expected.json",
+            ANY_CATEGORY,
+        ),
     ],
 )
-def test_hl7_and_fhir_twins_same_findings_and_route(hl7_name: str, fhir_name: str, client: FhirClient, corpus: Path,
-                                                     pipeline: Pipeline) -> None:
+def test_hl7_and_fhir_twins_same_findings_and_route(
+    hl7_name: str, fhir_name: str, client: FhirClient, corpus: Path, pipeline: Pipeline
+) -> None:
     """A corpus ORU (hl7/fhir-converter) and the converter's FHIR Bundle of it, through the whole pipeline, give the same QA findings and the same route."""
     hl7 = process((corpus / "hl7" / "fhir-converter" / hl7_name).read_bytes(), pipeline, received_at=RECEIVED)
-    fhir = process_fhir((corpus / "fhir" / "fhir-converter" / fhir_name).read_bytes(), pipeline, received_at=RECEIVED,
-                        client=client)
+    fhir = process_fhir(
+        (corpus / "fhir" / "fhir-converter" / fhir_name).read_bytes(), pipeline, received_at=RECEIVED, client=client
+    )
     assert hl7.error is None and fhir.error is None
     (hl7_report,) = hl7.reports
     (fhir_report,) = [r for r in fhir.reports if r.report.status is ResultStatus.FINAL]

@@ -122,10 +122,10 @@ def test_status_words(corpus: Path, pipeline: Pipeline, name: str, status: str) 
 def test_latin1_and_utf8_text(corpus: Path, pipeline: Pipeline) -> None:
     """Latin-1 bytes decode as latin text; undeclared UTF-8 decodes as UTF-8."""
     latin = corpus / "hl7/scout/oru_v24_latin1_plusminus_divide.hl7"
-    (_m, outcome), = check_messages(split_file(latin, latin.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(latin, latin.read_bytes()), pipeline, RECEIVED)
     assert "\u00b1" in outcome.reports[0].report.text
     utf8 = corpus / "hl7/scout/oru_v24_utf8_curly_apostrophe.hl7"
-    (_m, outcome), = check_messages(split_file(utf8, utf8.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(utf8, utf8.read_bytes()), pipeline, RECEIVED)
     assert "\u2019" in outcome.reports[0].report.text
     assert outcome.reports[0].report.charset == "utf-8"
 
@@ -133,7 +133,7 @@ def test_latin1_and_utf8_text(corpus: Path, pipeline: Pipeline) -> None:
 def test_tilde_repetitions_are_lines_and_sections_found(corpus: Path, pipeline: Pipeline) -> None:
     """TX repetitions (~) are line breaks; the FINDINGS/IMPRESSION headings inside become sections."""
     path = corpus / "hl7/scout/oru_v24_final_us_abdomen_tx_tilde_rp.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     report = outcome.reports[0].report
     impression = report.section(SectionKind.IMPRESSION)
     assert impression is not None and impression.text.startswith("Suspicious left adnexal mass")
@@ -143,14 +143,14 @@ def test_tilde_repetitions_are_lines_and_sections_found(corpus: Path, pipeline: 
 def test_escape_s_becomes_component_separator(corpus: Path, pipeline: Pipeline) -> None:
     """\\S\\ in report text is unescaped to '^'."""
     path = corpus / "hl7/scout/oru_v24_final_petct_escS.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     assert "^18F-FDG" in outcome.reports[0].report.text
 
 
 def test_pdf_report_is_not_decoded_as_text(corpus: Path, pipeline: Pipeline) -> None:
     """An ED base64 PDF is recorded as a PDF report, never turned into text."""
     path = corpus / "hl7/dcm4che/oru_v251_pdf_ed_base64.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     report = outcome.reports[0].report
     assert report.text_kind == "pdf"
     assert "JVBER" not in report.text
@@ -159,7 +159,7 @@ def test_pdf_report_is_not_decoded_as_text(corpus: Path, pipeline: Pipeline) -> 
 def test_cda_report_text_extracted(corpus: Path, pipeline: Pipeline) -> None:
     """A CDA document in ED gives its narrative as text with its section titles."""
     path = corpus / "hl7/dcm4che/oru_v251_cda_ed_17kb.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     report = outcome.reports[0].report
     assert report.text_kind == "cda"
     assert report.section(SectionKind.FINDINGS) is not None
@@ -168,11 +168,11 @@ def test_cda_report_text_extracted(corpus: Path, pipeline: Pipeline) -> None:
 def test_feed_mappings_apply(corpus: Path, pipeline: Pipeline) -> None:
     """SOMERIS local codes yield CPT (BHC76140 -> 76140); MESA takes the accession from OBR-18."""
     path = corpus / "hl7/scout/oru_v27_final_76140_outside_exam.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     proc = outcome.reports[0].report.procedure
     assert (proc.code, proc.coding_system, proc.local_code) == ("76140", "CPT", "BHC76140")
     assert outcome.feed == "someris"
     path = corpus / "hl7/dcm4che/oru_v251_mesa_no_msh7.hl7"
-    (_m, outcome), = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
+    ((_m, outcome),) = check_messages(split_file(path, path.read_bytes()), pipeline, RECEIVED)
     assert outcome.reports[0].report.accession == "ACC1"
     assert outcome.reports[0].report.times.message is None

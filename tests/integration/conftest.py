@@ -96,8 +96,19 @@ class RunningDaemon:
         self.runs += 1
         out = open(self.log_dir / f"stdout.{self.runs}", "wb")
         err = open(self.log_dir / f"stderr.{self.runs}", "wb")
-        cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json",
-               "--mllp", f"tcp:{self.port}:interface=127.0.0.1", "--state-dir", str(self.state_dir), *self.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "listener",
+            "serve",
+            "--log-format",
+            "json",
+            "--mllp",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--state-dir",
+            str(self.state_dir),
+            *self.extra,
+        ]
         if self.http_port is not None:
             cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS")}
@@ -129,8 +140,10 @@ class RunningDaemon:
             self.proc.kill()
             self.proc.wait(timeout=10)
             events = [str(line.get("event")) for line in self.log_lines()][-15:]
-            raise AssertionError(f"the daemon did not exit within {timeout:.0f} s of signal {sig}; "
-                                 f"last events: {events}; stderr: {self.stderr()[-1500:]}") from None
+            raise AssertionError(
+                f"the daemon did not exit within {timeout:.0f} s of signal {sig}; "
+                f"last events: {events}; stderr: {self.stderr()[-1500:]}"
+            ) from None
 
     def stdout(self) -> str:
         return "".join(p.read_text("utf-8", "replace") for p in sorted(self.log_dir.glob("stdout.*")))
@@ -145,7 +158,10 @@ class RunningDaemon:
         """``overread messages --format json`` run as a user would."""
         result = subprocess.run(
             [sys.executable, "-m", "listener", "messages", "--format", "json", "--state-dir", str(self.state_dir)],
-            capture_output=True, cwd=REPO, timeout=60, check=True,
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            check=True,
         )
         return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 

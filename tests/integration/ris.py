@@ -31,8 +31,7 @@ from listener.hl7v2.segments import read_header
 def ack_for(control_id: str, code: str) -> bytes:
     """A minimal v2.5.1 ACK to ``control_id``."""
     return (
-        f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20260302090000||ACK^O01|R{control_id}|P|2.5.1\r"
-        f"MSA|{code}|{control_id}\r"
+        f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20260302090000||ACK^O01|R{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r"
     ).encode()
 
 

@@ -30,12 +30,18 @@ def _routes(daemon: RunningDaemon, conn: MllpConnection, suffix: str) -> dict[st
     for name in ("xr-chest-2v-normal", "ct-head-critical-sdh-communicated"):
         control_id = f"{name[:10]}-{suffix}"
         raw = (SAMPLES / f"{name}.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-        assert msa(conn.request(with_control_id(raw, control_id)))[0] in ("AA", "CA")  # enhanced mode when MSH-15/16 are set
+        assert msa(conn.request(with_control_id(raw, control_id)))[0] in (
+            "AA",
+            "CA",
+        )  # enhanced mode when MSH-15/16 are set
         sent[name] = control_id
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        logged = {line["control_id"]: (line.get("bucket"), line.get("finding_count"))
-                  for line in daemon.log_lines() if line.get("event") == "message_processed"}
+        logged = {
+            line["control_id"]: (line.get("bucket"), line.get("finding_count"))
+            for line in daemon.log_lines()
+            if line.get("event") == "message_processed"
+        }
         if all(cid in logged for cid in sent.values()):
             return {name: logged[cid] for name, cid in sent.items()}
         time.sleep(0.1)
@@ -84,9 +90,25 @@ def test_empty_config_file_stops_start_naming_it(tmp_path: Path) -> None:
     """`overread serve --config F` with an empty F exits 2 and names F (it never runs on defaults)."""
     config = tmp_path / "overread.yaml"
     config.write_text("# everything commented out\n")
-    result = subprocess.run([sys.executable, "-m", "listener", "serve", "--config", str(config),
-                             "--state-dir", str(tmp_path / "state"), "--mllp", "tcp:0:interface=127.0.0.1",
-                             "--http", "off"], capture_output=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "serve",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--mllp",
+            "tcp:0:interface=127.0.0.1",
+            "--http",
+            "off",
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert f"{config}:1: the file is empty".encode() in result.stderr
     assert not (tmp_path / "state").exists()
@@ -99,9 +121,27 @@ def test_missing_policy_file_stops_start_with_config_invalid(tmp_path: Path) -> 
     (policies / "qa.yaml").unlink()
     config = tmp_path / "overread.yaml"
     config.write_text(f"policies: {policies}\n")
-    result = subprocess.run([sys.executable, "-m", "listener", "serve", "--config", str(config), "--log-format", "json",
-                             "--state-dir", str(tmp_path / "state"), "--mllp", "tcp:0:interface=127.0.0.1",
-                             "--http", "off"], capture_output=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "serve",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--mllp",
+            "tcp:0:interface=127.0.0.1",
+            "--http",
+            "off",
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert f"{policies / 'qa.yaml'}: required file not found".encode() in result.stderr
     assert b'"event":"config_invalid"' in result.stdout and str(policies / "qa.yaml").encode() in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import hl7
@@ -53,8 +54,11 @@ def test_several_frames_in_one_write_are_answered_in_order(daemon: RunningDaemon
 
 
 def _expected_answer(raw: bytes, expected: str) -> str | None:
-    outcome = "AA" if expected.startswith("accepted") or expected.startswith("ignored") else (
-        "AR" if expected in ("200", "201", "202", "203") else "AE")
+    outcome = (
+        "AA"
+        if expected.startswith("accepted") or expected.startswith("ignored")
+        else ("AR" if expected in ("200", "201", "202", "203") else "AE")
+    )
     header = read_header(raw)
     code = ack_code_for(header, outcome)
     return code if should_send_accept_ack(header, code) else None
@@ -117,12 +121,17 @@ def test_send_cli_prints_ack_and_exit_status(daemon: RunningDaemon, corpus: Path
     good = corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
     bad = corpus / "hl7" / "scout" / "junk_not_hl7_idx_msg.hl7"
     target = f"127.0.0.1:{daemon.port}"
-    ok = subprocess.run([sys.executable, "-m", "listener", "send", "--to", target, str(good)],
-                        capture_output=True, cwd=REPO, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "listener", "send", "--to", target, str(good)], capture_output=True, cwd=REPO, timeout=60
+    )
     assert ok.returncode == 0, ok.stderr
     assert b"MSA|AA|" in ok.stdout
-    nack = subprocess.run([sys.executable, "-m", "listener", "send", "--to", target, str(good), str(bad)],
-                          capture_output=True, cwd=REPO, timeout=60)
+    nack = subprocess.run(
+        [sys.executable, "-m", "listener", "send", "--to", target, str(good), str(bad)],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert nack.returncode == 1
     assert b"MSA|AE|" in nack.stdout
 
@@ -199,7 +208,8 @@ def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> No
     mappings = tmp_path / "mappings"
     shutil.copytree(REPO / "mappings", mappings)
     (mappings / "feeds" / "adtsender.yaml").write_text(
-        'match:\n  sending_application: ["ADTSENDER"]\nmessages:\n  accept: ["ORU^R01"]\n  ignore: ["ADT^A08"]\n')
+        'match:\n  sending_application: ["ADTSENDER"]\nmessages:\n  accept: ["ORU^R01"]\n  ignore: ["ADT^A08"]\n'
+    )
     config = tmp_path / "overread.yaml"
     config.write_text(f"mappings: {mappings}\npolicies: {REPO / 'policies'}\n")
     (tmp_path / "logs").mkdir()
@@ -224,13 +234,17 @@ def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> No
         stored = {m["message_id"]: (m["state"], m["feed"]) for m in daemon.messages()}
         assert stored["T1"] == ("ignored", "adtsender")
         assert stored["T2"][0] == stored["T3"][0] == "rejected"
-        logged = {line["control_id"]: line["state"] for line in daemon.log_lines() if line["event"] == "message_processed"}
+        logged = {
+            line["control_id"]: line["state"] for line in daemon.log_lines() if line["event"] == "message_processed"
+        }
         assert (logged["T1"], logged["T2"], logged["T3"]) == ("ignored", "rejected", "rejected")
     finally:
         assert daemon.stop() == 0
 
 
-def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(daemon: RunningDaemon, corpus: Path, tmp_path: Path) -> None:
+def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(
+    daemon: RunningDaemon, corpus: Path, tmp_path: Path
+) -> None:
     """python-hl7's `mllp_send` command (a peer we did not write) sends every accepted ORU of
     the corpus (radiology, and the lab ORUs a default feed also takes) in one connection and
     gets AA for each (CA where the message asks for enhanced mode), in order."""
@@ -254,23 +268,27 @@ def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(daemon: RunningDae
     batch = tmp_path / "oru.mllp"
     batch.write_bytes(bytes(framed))
     mllp_send = Path(sys.executable).parent / "mllp_send"
-    result = subprocess.run([str(mllp_send), "-p", str(daemon.port), "-f", str(batch), "127.0.0.1"],
-                            capture_output=True, timeout=120)
+    result = subprocess.run(
+        [str(mllp_send), "-p", str(daemon.port), "-f", str(batch), "127.0.0.1"], capture_output=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    answers = [segment.split("|") for segment in result.stdout.decode("latin-1").replace("\n", "\r").split("\r")
-               if segment.startswith("MSA|")]
+    answers = [
+        segment.split("|")
+        for segment in result.stdout.decode("latin-1").replace("\n", "\r").split("\r")
+        if segment.startswith("MSA|")
+    ]
     assert [f"{a[1]} {a[2]}" for a in answers] == sent
 
 
 def test_raw_retention_purges_old_bodies_only(tmp_path: Path, oru: bytes) -> None:
     """With raw_retention_days: 7 the daemon drops raw bodies older than 7 days (at start-up,
     then hourly) and keeps everything else: the message rows, newer bodies, and new messages."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from listener.store import SQLiteStore
     from tests.unit.store.records import record
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store = SQLiteStore.in_state_dir(tmp_path / "state")
     store.save(record("OLD", received=now - timedelta(days=30)))
     store.save(record("RECENT", received=now - timedelta(days=2)))
@@ -333,6 +351,7 @@ def test_enhanced_mode_er_su_and_msh16_only(daemon: RunningDaemon, oru: bytes) -
     """MSH-15 ER: no answer for an accepted message, CR with ERR for a rejected one; MSH-15 SU:
     CA for success, nothing for an error; MSH-16 alone also means enhanced mode (CA). Every
     ACK sent says MSH-15/16 NE, and answers keep arrival order around the silent ones."""
+
     def typed(raw: bytes, message_type: str) -> bytes:
         head, rest = raw.split(b"\r", 1)
         fields = head.split(b"|")

@@ -112,7 +112,7 @@ def blocks_of(path: Path) -> list[Block]:
         body: list[str] = []
         i += 1
         while i < len(lines) and not lines[i].strip().startswith(fence):
-            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+            body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i].lstrip())
             i += 1
         i += 1
         before = start - 1
@@ -191,11 +191,13 @@ class Site:
     env: dict[str, str]
 
     def substitute(self, text: str) -> str:
-        for doc, real in (("127.0.0.1:2575", f"127.0.0.1:{self.daemon.port}"),
-                          ("127.0.0.1:8080", f"127.0.0.1:{self.http_port}"),
-                          ("/etc/overread", str(self.root / "etc" / "overread")),
-                          ("/var/lib/overread", str(self.root / "var" / "lib" / "overread")),
-                          ("/srv/backup", str(self.root / "srv" / "backup"))):
+        for doc, real in (
+            ("127.0.0.1:2575", f"127.0.0.1:{self.daemon.port}"),
+            ("127.0.0.1:8080", f"127.0.0.1:{self.http_port}"),
+            ("/etc/overread", str(self.root / "etc" / "overread")),
+            ("/var/lib/overread", str(self.root / "var" / "lib" / "overread")),
+            ("/srv/backup", str(self.root / "srv" / "backup")),
+        ):
             text = text.replace(doc, real)
         return text
 
@@ -215,21 +217,29 @@ def run_block(block: Block, site: Site) -> None:
         script.append(f"echo '{_STATUS} begin {n}'; (exit $__s)")
         script.append(site.substitute(command.text))
         script.append(f"__s=$?; printf '\\n{_STATUS} end {n} %d\\n' $__s")
-    result = subprocess.run(["bash", "-c", "\n".join(script) + "\n"], cwd=site.work, env=site.env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, timeout=BLOCK_TIMEOUT)
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script) + "\n"],
+        cwd=site.work,
+        env=site.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+    )
     output = result.stdout or ""
     for n, command in enumerate(commands):
         begin, end = f"{_STATUS} begin {n}\n", re.compile(rf"^{_STATUS} end {n} (\d+)$", re.M)
         assert begin in output, f"{block.name}: `{command.text}` never ran; output: {output[-2000:]}"
-        part = output[output.index(begin) + len(begin):]
+        part = output[output.index(begin) + len(begin) :]
         found = end.search(part)
         assert found, f"{block.name}: `{command.text}` did not finish; output: {output[-2000:]}"
         shown, status = part[: found.start()], int(found.group(1))
         status_checked = n + 1 < len(commands) and commands[n + 1].text == "echo $?"
         assert status == 0 or status_checked, (
             f"{block.name}: `{command.text}` exited {status} (show `$ echo $?` after it if that is expected)\n"
-            f"output:\n{shown[-3000:]}")
+            f"output:\n{shown[-3000:]}"
+        )
         expected = Command(command.text, [site.substitute(line) for line in command.expected])
         problem = check_output(expected, shown)
         assert problem is None, f"{block.name}: `{command.text}`: {problem}\noutput:\n{shown[-3000:]}"
@@ -243,7 +253,8 @@ def _write_config(root: Path, mllp: int, http: int) -> Path:
         "version: 1\ndestinations:\n  ris:\n"
         f"    endpoint: tcp:host=127.0.0.1:port={ris_down}\n"
         "    retry: {max_attempts: 10, backoff_base_seconds: 5, backoff_max_seconds: 600, ack_timeout_seconds: 5}\n",
-        "utf-8")
+        "utf-8",
+    )
     config = etc / "overread.yaml"
     config.write_text(
         "# written by tests/integration/test_docs_commands.py\n"
@@ -255,7 +266,8 @@ def _write_config(root: Path, mllp: int, http: int) -> Path:
         "  docs-example:\n"
         f"    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n"
         "    allow: [submit, read, operator]\n",
-        "utf-8")
+        "utf-8",
+    )
     return config
 
 
@@ -274,15 +286,23 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     shims = root / "bin"
     shims.mkdir()
     shim = shims / "overread"
-    shim.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m listener "$@"\n')
+    shim.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" -m listener "$@"\n'
+    )
     shim.chmod(0o755)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV", "NO_COLOR")}
-    env.update(PATH=f"{shims}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}", TOKEN=TOKEN, NO_COLOR="1", LC_ALL="C.UTF-8")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV", "NO_COLOR")
+    }
+    env.update(
+        PATH=f"{shims}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}", TOKEN=TOKEN, NO_COLOR="1", LC_ALL="C.UTF-8"
+    )
     logs = root / "logs"
     logs.mkdir()
-    daemon = RunningDaemon(state, logs, port=mllp,
-                           extra=("--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1"))
+    daemon = RunningDaemon(
+        state, logs, port=mllp, extra=("--config", str(config), "--http", f"tcp:{http}:interface=127.0.0.1")
+    )
     daemon.start()
     site = Site(root, work, daemon, env, http_port=http)
     try:
@@ -296,8 +316,9 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 RUNNABLE = [b for b in all_blocks() if b.shell and b.not_run is None]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("curl") is None,
-                    reason="the examples need bash and curl")
+@pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("curl") is None, reason="the examples need bash and curl"
+)
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
 def test_example_runs(block: Block, site: Site) -> None:
     """The block's commands exit as shown and print what the document says they print."""
@@ -308,16 +329,21 @@ def test_every_shell_block_runs_or_says_why(capsys: pytest.CaptureFixture[str]) 
     """No shell block is silently skipped, and no command hides in an untagged block."""
     blocks = all_blocks()
     problems = [f"{b.name}: untagged fence (name the language, e.g. ```yaml or ```text)" for b in blocks if not b.tag]
-    problems += [f"{b.name}: a ```{b.tag} block with '$ ' commands (tag it console)" for b in blocks
-                 if not b.shell and b.tag and any(line.startswith("$ ") for line in b.text.splitlines())]
+    problems += [
+        f"{b.name}: a ```{b.tag} block with '$ ' commands (tag it console)"
+        for b in blocks
+        if not b.shell and b.tag and any(line.startswith("$ ") for line in b.text.splitlines())
+    ]
     problems += [f"{b.name}: not-run marker on a ```{b.tag} block" for b in blocks if b.not_run and not b.shell]
     assert not problems, "\n".join(problems)
     shell = [b for b in blocks if b.shell]
     skipped = [b for b in shell if b.not_run]
     assert len(shell) - len(skipped) == len(RUNNABLE) > 0
     with capsys.disabled():
-        sys.stdout.write(f"\ndocs examples: {len(shell)} shell blocks, {len(RUNNABLE)} run, {len(skipped)} not run "
-                         f"({'; '.join(sorted({b.not_run or '' for b in skipped}))})\n")
+        sys.stdout.write(
+            f"\ndocs examples: {len(shell)} shell blocks, {len(RUNNABLE)} run, {len(skipped)} not run "
+            f"({'; '.join(sorted({b.not_run or '' for b in skipped}))})\n"
+        )
 
 
 def test_expected_output_is_matched_loosely() -> None:

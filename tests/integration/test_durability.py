@@ -80,8 +80,9 @@ def _set(fields: list[bytes], n: int, value: str) -> None:
     fields[n] = value.encode()
 
 
-def _canary(oru: bytes, control_id: str, *, no_patient_id: bool = False, version: str = "2.7",
-            message_type: str = "ORU^R01") -> bytes:
+def _canary(
+    oru: bytes, control_id: str, *, no_patient_id: bool = False, version: str = "2.7", message_type: str = "ORU^R01"
+) -> bytes:
     """``oru`` with the marker in every patient field: every PID field (names, ids, address,
     phones, SSN, ...), the visit, diagnoses, order and accession numbers, clinical info,
     reason for study, OBX report text and the people named in OBX-16."""

@@ -331,8 +331,9 @@ def test_one_peers_many_dripping_connections_never_lock_out_another_peer(tmp_pat
 
 def _mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                            capture_output=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True
+    )
     if result.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root): the full-disk test needs a small filesystem")
 

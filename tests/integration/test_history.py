@@ -28,29 +28,43 @@ _OLD_IMPRESSION = b"No acute cardiopulmonary abnormality."
 
 
 def _prelim(control_id: str, accession: bytes) -> bytes:
-    return _variant(SAMPLE, control_id, (b"A2611170088", accession), (b"|CR|F||", b"|CR|P||"),
-                    (b"||||||F|||", b"||||||P|||"),
-                    (b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|"))
+    return _variant(
+        SAMPLE,
+        control_id,
+        (b"A2611170088", accession),
+        (b"|CR|F||", b"|CR|P||"),
+        (b"||||||F|||", b"||||||P|||"),
+        (b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|"),
+    )
 
 
 def _final(control_id: str, accession: bytes) -> bytes:
-    return _variant(SAMPLE, control_id, (b"A2611170088", accession),
-                    (_OLD_FINDING, b"No focal consolidation or pleural effusion. There is a large right pneumothorax."),
-                    (_OLD_IMPRESSION, b"Large right pneumothorax."))
+    return _variant(
+        SAMPLE,
+        control_id,
+        (b"A2611170088", accession),
+        (_OLD_FINDING, b"No focal consolidation or pleural effusion. There is a large right pneumothorax."),
+        (_OLD_IMPRESSION, b"Large right pneumothorax."),
+    )
 
 
 def _history(daemon: RunningDaemon, accession: str, fmt: str = "json") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "listener", "history", accession, "--format", fmt,
-         "--state-dir", str(daemon.state_dir)],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        [sys.executable, "-m", "listener", "history", accession, "--format", fmt, "--state-dir", str(daemon.state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
 
 
 def _check(doc: dict[str, Any], prelim_id: str, final_id: str) -> None:
     versions = doc["versions"]
     assert [(v["status"], v["message_id"], v["transport"]) for v in versions] == [
-        ("preliminary", prelim_id, "mllp"), ("final", final_id, "mllp")]
+        ("preliminary", prelim_id, "mllp"),
+        ("final", final_id, "mllp"),
+    ]
     assert versions[0]["report_time"] < versions[1]["report_time"]
     assert versions[0]["reader"]["id"] == "R1311" and versions[0]["exam"]["code"] == "71046"
     (pair,) = doc["comparisons"]
@@ -109,11 +123,13 @@ def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
     """A FHIR preliminary naming its order only through basedOn, then the HL7 final: one history, served
     by GET /api/history/<accession> to an operator only, the same document as the CLI's."""
     config = tmp_path / "overread.yaml"
-    config.write_text("http_clients:\n"
-                      f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-                      " allow: [submit, read, operator]}\n"
-                      f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
-                      encoding="utf-8")
+    config.write_text(
+        "http_clients:\n"
+        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
+        " allow: [submit, read, operator]}\n"
+        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+        encoding="utf-8",
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
@@ -139,9 +155,25 @@ def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
         assert _get(daemon, "/api/history/A26111700%38%38", ANALYST) == (200, doc)  # percent-encoded path
         assert _get(daemon, "/api/history/A2611170088?bogus=1", ANALYST)[0] == 400
         proc = subprocess.run(
-            [sys.executable, "-m", "listener", "history", "A2611170088", "--format", "json", "--config", str(config),
-             "--state-dir", str(daemon.state_dir)],
-            capture_output=True, text=True, cwd=REPO, timeout=120, check=True)
+            [
+                sys.executable,
+                "-m",
+                "listener",
+                "history",
+                "A2611170088",
+                "--format",
+                "json",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(daemon.state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=True,
+        )
         assert json.loads(proc.stdout) == doc
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:

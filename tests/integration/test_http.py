@@ -50,8 +50,16 @@ class Reply:
         return json.loads(self.body)
 
 
-def call(port: int, method: str, path: str, body: bytes | None = None, *, content_type: str | None = FHIR,
-         token: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    content_type: str | None = FHIR,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     """One request on a fresh connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     sent = dict(headers or {})
@@ -218,8 +226,9 @@ def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDa
         (None, "required", "Bundle.entry[0].request"),
     ],
 )
-def test_transaction_entries_must_be_creates_or_updates(change: dict[str, str] | None, code: str, expression: str,
-                                                        daemon: RunningDaemon) -> None:
+def test_transaction_entries_must_be_creates_or_updates(
+    change: dict[str, str] | None, code: str, expression: str, daemon: RunningDaemon
+) -> None:
     """A transaction entry without a request, or asking for a read or delete, refuses the Bundle with the entry's FHIRPath (nothing is silently skipped)."""
     assert daemon.http_port is not None
     doc = json.loads((SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes())
@@ -288,8 +297,14 @@ def test_media_type_and_resource_type_refusals(daemon: RunningDaemon) -> None:
     port = daemon.http_port
     assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="text/plain").status == 415
     assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type=None).status == 415
-    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; charset=latin-1").status == 415
-    assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; fhirVersion=4.0").status == 201
+    assert (
+        call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; charset=latin-1").status
+        == 415
+    )
+    assert (
+        call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; fhirVersion=4.0").status
+        == 201
+    )
     bundle = (SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes()
     wrong = call(port, "POST", "/fhir/DiagnosticReport", bundle)
     assert (wrong.status, issue(wrong)) == (400, ("not-supported", "resourceType"))
@@ -352,8 +367,9 @@ def test_ten_megabyte_body_is_refused_without_memory_growth(daemon: RunningDaemo
     assert daemon.http_port is not None and daemon.proc is not None
     port = daemon.http_port
     ten = 10 * 1024 * 1024
-    head = (f"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: {FHIR}\r\n"
-            f"Content-Length: {ten}\r\n").encode()
+    head = (
+        f"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: {FHIR}\r\nContent-Length: {ten}\r\n"
+    ).encode()
     # Warm up (first requests build caches), then measure.
     call(port, "GET", "/healthz")
     before = rss_kb(daemon.proc.pid)
@@ -475,7 +491,9 @@ def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: Runni
         assert tasks == []
         return
     assert len(tasks) == 2
-    strip = lambda t: {k: t[k] for k in ("priority", "code", "owner", "businessStatus", "input", "identifier") if k in t}  # noqa: E731
+    strip = lambda t: {
+        k: t[k] for k in ("priority", "code", "owner", "businessStatus", "input", "identifier") if k in t
+    }
     assert strip(tasks[0]) == strip(tasks[1])
     accession = tasks[0]["identifier"][0]["value"]
     issues = call(port, "GET", f"/fhir/DetectedIssue?implicated:identifier={accession}").json()["entry"]
@@ -535,7 +553,9 @@ def test_patient_canary_absent_from_logs_and_refusals(daemon: RunningDaemon) -> 
         assert CANARY.lower().encode() not in reply.body.lower()
     not_json = call(port, "POST", "/fhir/DiagnosticReport", f'{{"resourceType": "{CANARY}"'.encode())
     assert not_json.status == 400 and CANARY.encode() not in not_json.body
-    wrong_type = call(port, "POST", "/fhir/DiagnosticReport", json.dumps({"resourceType": "Patient", "name": CANARY}).encode())
+    wrong_type = call(
+        port, "POST", "/fhir/DiagnosticReport", json.dumps({"resourceType": "Patient", "name": CANARY}).encode()
+    )
     assert wrong_type.status == 400 and CANARY.encode() not in wrong_type.body
     call(port, "GET", f"/fhir/DetectedIssue?implicated:identifier={CANARY}")
     daemon.stop()
@@ -565,7 +585,7 @@ class TestFhirServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with owner.lock:
                     owner.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
@@ -606,13 +626,18 @@ def _outbound_daemon(tmp_path: Path, destinations: str) -> RunningDaemon:
     return daemon
 
 
-_SHORT_RETRY = "    retry: {max_attempts: 5, backoff_base_seconds: 0.2, backoff_max_seconds: 1, ack_timeout_seconds: 2}\n"
+_SHORT_RETRY = (
+    "    retry: {max_attempts: 5, backoff_base_seconds: 0.2, backoff_max_seconds: 1, ack_timeout_seconds: 2}\n"
+)
 
 
 def _outbox_rows(daemon: RunningDaemon) -> list[dict[str, Any]]:
     result = subprocess.run(
         [sys.executable, "-m", "listener", "outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir)],
-        capture_output=True, cwd=REPO, timeout=60, check=True,
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 
@@ -656,7 +681,9 @@ def test_fhir_post_queues_routing_message_to_the_ris(tmp_path: Path) -> None:
 def test_decisions_pushed_to_fhir_server_with_retry(tmp_path: Path, fhir_server: TestFhirServer) -> None:
     """A FHIR destination gets a transaction Bundle (Task + one DetectedIssue per finding, conditional creates); refused connections back off without charging the row, a 503 is retried and the same Bundle is delivered."""
     daemon = _outbound_daemon(
-        tmp_path, f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{base: /fhir/r4}}\n" + _SHORT_RETRY
+        tmp_path,
+        f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{base: /fhir/r4}}\n"
+        + _SHORT_RETRY,
     )
     try:
         assert daemon.http_port is not None
@@ -677,7 +704,10 @@ def test_decisions_pushed_to_fhir_server_with_retry(tmp_path: Path, fhir_server:
         assert path == "/fhir/r4" and headers["content-type"].startswith("application/fhir+json")
         assert first["resourceType"] == "Bundle" and first["type"] == "transaction"
         resources = [e["resource"] for e in first["entry"]]
-        assert all(e["request"]["method"] == "POST" and e["request"]["ifNoneExist"].startswith("identifier=") for e in first["entry"])
+        assert all(
+            e["request"]["method"] == "POST" and e["request"]["ifNoneExist"].startswith("identifier=")
+            for e in first["entry"]
+        )
         task = resources[0]
         served = call(port, "GET", "/fhir/Task?status=requested").json()["entry"][0]["resource"]
         for key in ("status", "intent", "priority", "code", "owner", "businessStatus", "input"):
@@ -697,7 +727,9 @@ def test_fhir_server_rejection_is_dead_lettered(tmp_path: Path, fhir_server: Tes
     fhir_server.status = 422
     fhir_server.start()
     daemon = _outbound_daemon(
-        tmp_path, f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{version: R5}}\n" + _SHORT_RETRY
+        tmp_path,
+        f"  fhir-hub:\n    endpoint: tcp:host=127.0.0.1:port={fhir_server.port}\n    fhir: {{version: R5}}\n"
+        + _SHORT_RETRY,
     )
     try:
         assert daemon.http_port is not None
@@ -724,8 +756,11 @@ def test_https_with_mutual_tls_refuses_clients_without_a_ca_certificate(tmp_path
         f"tls_certificate: {pki / 'server.crt'}\ntls_private_key: {pki / 'server.key'}\ntls_client_ca: {pki / 'ca.crt'}\n"
     )
     (tmp_path / "logs").mkdir()
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs",
-                           extra=("--config", str(config), "--http", f"ssl:{port}:interface=127.0.0.1"))
+    daemon = RunningDaemon(
+        tmp_path / "state",
+        tmp_path / "logs",
+        extra=("--config", str(config), "--http", f"ssl:{port}:interface=127.0.0.1"),
+    )
     daemon.start()
     try:
         _wait(lambda: _accepts(port))
@@ -733,7 +768,9 @@ def test_https_with_mutual_tls_refuses_clients_without_a_ca_certificate(tmp_path
 
         def https_post(who: str | None) -> int:
             conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=_tls_client(pki, who))
-            conn.request("POST", "/fhir/DiagnosticReport", body=body, headers={"Content-Type": FHIR, "Host": "localhost"})
+            conn.request(
+                "POST", "/fhir/DiagnosticReport", body=body, headers={"Content-Type": FHIR, "Host": "localhost"}
+            )
             try:
                 return conn.getresponse().status
             finally:

@@ -41,8 +41,9 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDa
         assert daemon.stop() == 0
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: list[tuple[str, str]] | None = None) -> tuple[int, str, bytes]:
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: list[tuple[str, str]] | None = None
+) -> tuple[int, str, bytes]:
     """(status, reason phrase, body) of one request on a fresh connection; headers may repeat."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -58,8 +59,9 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
-def post(port: int, doc: Any, *, auth: tuple[str, ...] = (f"Bearer {TOKEN}",),
-         content_type: str = "application/fhir+json") -> tuple[int, str, bytes]:
+def post(
+    port: int, doc: Any, *, auth: tuple[str, ...] = (f"Bearer {TOKEN}",), content_type: str = "application/fhir+json"
+) -> tuple[int, str, bytes]:
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     headers = [("Content-Type", content_type), *(("Authorization", a) for a in auth)]
     return request(port, "POST", "/fhir/DiagnosticReport", body, headers)
@@ -142,8 +144,11 @@ def test_deep_nesting_is_a_400_not_a_500(site: RunningDaemon, kind: str) -> None
     assert (status, reason) == (400, "Bad Request"), body[:300]
     code, where = first_issue(body)
     assert code == "structure" and where.startswith(prefix)
-    errors = [line for line in site.log_lines() if line.get("reason") == "internal_error"
-              or line.get("error_type") == "RecursionError"]
+    errors = [
+        line
+        for line in site.log_lines()
+        if line.get("reason") == "internal_error" or line.get("error_type") == "RecursionError"
+    ]
     assert not errors
 
 

@@ -29,16 +29,29 @@ from tests.integration.conftest import REPO, free_port
 pytestmark = pytest.mark.install
 
 #: What a source distribution holds (MANIFEST.in): the build reads nothing else.
-SOURCE = ("listener", "mappings", "policies", "systemd", "examples", "setup.py", "setup.cfg",
-          "pyproject.toml", "MANIFEST.in", "README.md")
+SOURCE = (
+    "listener",
+    "mappings",
+    "policies",
+    "systemd",
+    "examples",
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+)
 SAMPLE = REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7"
 #: Original acknowledgment mode (no MSH-15/16), so the accept is AA (enhanced mode answers CA).
 ORIGINAL_MODE = REPO / "samples" / "hl7" / "v23-mr-lumbar-spine-pinevale-feed.hl7"
 
 
 def _run(cmd: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV")
+    }
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
@@ -52,16 +65,33 @@ def fixture_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "defaults"))
         else:
             shutil.copy2(REPO / name, src / name)
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "wheels"), str(src)],
-                 cwd=root, timeout=300)
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "wheels"), str(src)],
+        cwd=root,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (root / "wheels").glob("overread_listener-*.whl")
     venv = root / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=root, timeout=120)
     assert made.returncode == 0, made.stderr[-3000:]
     # The test environment's pip installs into the new venv (--python): no pip bootstrap needed.
-    installed = _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                      "--retries", "5", str(wheel)], cwd=root, timeout=600)
+    installed = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--retries",
+            "5",
+            str(wheel),
+        ],
+        cwd=root,
+        timeout=600,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     return venv
 
@@ -77,9 +107,15 @@ def fixture_etc(tmp_path: Path) -> Path:
 
 def test_installed_package_finds_its_defaults_without_a_checkout(venv: Path, etc: Path, tmp_path: Path) -> None:
     """The installed listener reads mappings/policies from inside the wheel and checks a sample."""
-    where = _run([str(venv / "bin" / "python"), "-c",
-                  "import listener, listener.resources as r; print(listener.__file__); print(r.defaults_root())"],
-                 cwd=tmp_path, timeout=60)
+    where = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import listener, listener.resources as r; print(listener.__file__); print(r.defaults_root())",
+        ],
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert where.returncode == 0, where.stderr
     package, defaults = where.stdout.split()
     assert Path(package).is_relative_to(venv) and Path(defaults).is_relative_to(venv)
@@ -87,8 +123,11 @@ def test_installed_package_finds_its_defaults_without_a_checkout(venv: Path, etc
         assert (Path(defaults) / name).exists(), name
     sample = tmp_path / SAMPLE.name
     shutil.copy2(SAMPLE, sample)
-    check = _run([str(venv / "bin" / "overread"), "check", "--config", str(etc / "overread.yaml"), str(sample)],
-                 cwd=tmp_path, timeout=120)
+    check = _run(
+        [str(venv / "bin" / "overread"), "check", "--config", str(etc / "overread.yaml"), str(sample)],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "accession" in check.stdout and "route: release" in check.stdout
 
@@ -97,14 +136,32 @@ def test_installed_package_finds_its_defaults_without_a_checkout(venv: Path, etc
 def fixture_served(venv: Path, etc: Path, tmp_path: Path) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
     """``overread serve --config <example>`` from the venv, on free ports given by flags."""
     mllp, http = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV")
+    }
     with open(tmp_path / "serve.out", "wb") as out:
         proc = subprocess.Popen(
-            [str(venv / "bin" / "overread"), "serve", "--config", str(etc / "overread.yaml"), "--log-format", "json",
-             "--mllp", f"tcp:{mllp}:interface=127.0.0.1", "--http", f"tcp:{http}:interface=127.0.0.1",
-             "--state-dir", str(tmp_path / "state")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+            [
+                str(venv / "bin" / "overread"),
+                "serve",
+                "--config",
+                str(etc / "overread.yaml"),
+                "--log-format",
+                "json",
+                "--mllp",
+                f"tcp:{mllp}:interface=127.0.0.1",
+                "--http",
+                f"tcp:{http}:interface=127.0.0.1",
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -133,8 +190,11 @@ def test_installed_daemon_with_the_example_config_answers_aa(
     """The installed daemon answers samples sent over MLLP (AA in original mode, CA in enhanced mode),
     serves /healthz, and stops cleanly on SIGTERM."""
     mllp, http, proc = served
-    sent = _run([str(venv / "bin" / "overread"), "send", "--to", f"127.0.0.1:{mllp}", str(ORIGINAL_MODE), str(SAMPLE)],
-                cwd=tmp_path, timeout=120)
+    sent = _run(
+        [str(venv / "bin" / "overread"), "send", "--to", f"127.0.0.1:{mllp}", str(ORIGINAL_MODE), str(SAMPLE)],
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert re.findall(r"^MSA\|(\w\w)\|", sent.stdout, flags=re.M) == ["AA", "CA"], sent.stdout
     with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=10) as reply:
@@ -147,7 +207,7 @@ def test_installed_daemon_with_the_example_config_answers_aa(
 def _install_steps() -> str:
     text = (REPO / "docs" / "operations.md").read_text("utf-8")
     start = text.index("## Install as a systemd service")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def test_install_steps_install_the_example_config_and_the_documentation(tmp_path: Path) -> None:
@@ -169,6 +229,10 @@ def test_units_as_installed_pass_systemd_analyze_verify(venv: Path, tmp_path: Pa
     for name in ("overread.service", "overread.socket", "overread-http.socket"):
         text = (REPO / "systemd" / name).read_text("utf-8").replace("/opt/overread/.venv", str(venv))
         (units / name).write_text(text, "utf-8")
-    result = subprocess.run(["systemd-analyze", "verify", *(str(p) for p in sorted(units.iterdir()))],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(p) for p in sorted(units.iterdir()))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr

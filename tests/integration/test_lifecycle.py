@@ -34,9 +34,24 @@ def test_ready_watchdog_reload_and_stopping_reach_notify_socket(tmp_path: Path) 
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--mllp",
-         f"tcp:{port}:interface=127.0.0.1", "--http", "off", "--state-dir", str(tmp_path / "state")],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "serve",
+            "--log-format",
+            "json",
+            "--mllp",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--http",
+            "off",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         datagram = _next_state(listener)
@@ -133,8 +148,9 @@ def test_bad_config_file_fails_start_with_file_and_line(tmp_path: Path) -> None:
     """An invalid daemon config stops `overread serve` with exit 2 and names file:line."""
     config = tmp_path / "overread.yaml"
     config.write_text("mllp: tcp:2575\nmax_connections: zero\n")
-    result = subprocess.run([sys.executable, "-m", "listener", "serve", "--config", str(config)],
-                            capture_output=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "serve", "--config", str(config)], capture_output=True, cwd=REPO, timeout=60
+    )
     assert result.returncode == 2
     assert f"{config}:2".encode() in result.stderr
 

@@ -51,13 +51,22 @@ def newris_message(control_id: str, accession: str, patient: str) -> bytes:
     return b"\r".join(segments)
 
 
-def overread(daemon: RunningDaemon, *args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def overread(
+    daemon: RunningDaemon, *args: str, config: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``overread ARGS`` on the daemon's store, as an operator would."""
     where = ["--config", str(config)] if config is not None else []
-    result = subprocess.run([sys.executable, "-m", "listener", *args, "--state-dir", str(daemon.state_dir), *where],
-                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", *args, "--state-dir", str(daemon.state_dir), *where],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     if check:
-        assert result.returncode == 0, f"overread {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, (
+            f"overread {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -108,12 +117,14 @@ def fixture_setup(tmp_path: Path) -> Iterator[tuple[RunningDaemon, TestRis, Path
         encoding="utf-8",
     )
     config = tmp_path / "overread.yaml"
-    config.write_text("mappings: mappings\ndestinations: destinations.yaml\n"
-                      "http_clients:\n"
-                      f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-                      " allow: [read, operator]}\n"
-                      f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
-                      encoding="utf-8")
+    config.write_text(
+        "mappings: mappings\ndestinations: destinations.yaml\n"
+        "http_clients:\n"
+        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
+        " allow: [read, operator]}\n"
+        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+        encoding="utf-8",
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
@@ -142,35 +153,49 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
 
     # 2. The analyst adds the feed's mapping and reloads; the sender resends the same message.
     (config.parent / "mappings" / "feeds" / "newris.yaml").write_text(
-        "match:\n  sending_application: [NEWRIS]\nfields:\n  accession: [\"OBR-20.1\"]\n", encoding="utf-8")
+        'match:\n  sending_application: [NEWRIS]\nfields:\n  accession: ["OBR-20.1"]\n', encoding="utf-8"
+    )
     reloads = sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded")
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded") > reloads,
-               what="reload")
+    wait_until(
+        lambda: sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded") > reloads, what="reload"
+    )
     code, _ = msa(conn.request(first))
     assert code in ("AA", "CA")
-    processed = [line for line in daemon.log_lines()
-                 if line.get("event") == "message_processed" and line.get("control_id") == "NEW-1"]
+    processed = [
+        line
+        for line in daemon.log_lines()
+        if line.get("event") == "message_processed" and line.get("control_id") == "NEW-1"
+    ]
     assert processed[-1]["processing"] == 2 and processed[-1]["reason"] == "resend_after_rejection"
     # An accepted message's resend gets the stored answer, unprocessed.
     code, _ = msa(conn.request(first))
     assert code in ("AA", "CA")
-    assert [line.get("reason") for line in daemon.log_lines() if line.get("event") == "message_duplicate"][-1] == "stored"
+    assert [line.get("reason") for line in daemon.log_lines() if line.get("event") == "message_duplicate"][
+        -1
+    ] == "stored"
 
     # 3. Found by accession, by patient (with and without the authority) and by control id.
     by_accession = json_lines(overread(daemon, "messages", "--accession", "ACC-NEW-1").stdout)
     assert [(m["message_id"], m["state"], m["processing"]) for m in by_accession] == [("NEW-1", "processed", 2)]
     pk = by_accession[0]["message_pk"]
-    assert [m["message_pk"] for m in json_lines(overread(daemon, "messages", "--patient-id", "ZZNEW001").stdout)] == [pk]
+    assert [m["message_pk"] for m in json_lines(overread(daemon, "messages", "--patient-id", "ZZNEW001").stdout)] == [
+        pk
+    ]
     assert json_lines(overread(daemon, "messages", "--patient-id", "ZZNEW001", "--authority", "LEMC").stdout)
     assert not json_lines(overread(daemon, "messages", "--patient-id", "ZZNEW001", "--authority", "OTHER").stdout)
     assert [m["message_pk"] for m in json_lines(overread(daemon, "messages", "--message-id", "NEW-1").stdout)] == [pk]
 
     # 4. The routing message reaches the RIS; show tells the whole story.
     ris.wait_for(lambda: len(ris.received) >= 1)
-    wait_until(lambda: json.loads(overread(daemon, "show", "NEW-1", "--format", "json").stdout)["outbox"][0]["state"]
-               == "delivered", what="delivered")
+    wait_until(
+        lambda: (
+            json.loads(overread(daemon, "show", "NEW-1", "--format", "json").stdout)["outbox"][0]["state"]
+            == "delivered"
+        ),
+        what="delivered",
+    )
     shown = json.loads(overread(daemon, "show", "NEW-1", "--format", "json").stdout)
     assert shown["processing"] == 2 and shown["state"] == "processed"
     assert "MSH|" in shown["raw"] and "MSA|" in shown["ack"]
@@ -181,8 +206,17 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
     assert report["route"]["explanation"] and report["findings"]
     assert [e["event"] for e in shown["outbox"][0]["events"]] == ["delivered"]
     text = overread(daemon, "show", str(pk)).stdout
-    for part in ("== our answer ==", "== raw body", "accession ACC-NEW-1", "why:", "evidence",
-                 "== routing messages (1) ==", "delivered", "processing 1 at", "replaced"):
+    for part in (
+        "== our answer ==",
+        "== raw body",
+        "accession ACC-NEW-1",
+        "why:",
+        "evidence",
+        "== routing messages (1) ==",
+        "delivered",
+        "processing 1 at",
+        "replaced",
+    ):
         assert part in text, part
     assert "ZZNEW001" not in overread(daemon, "show", str(pk), "--no-raw").stdout
 
@@ -212,8 +246,9 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
     assert json.loads(overread(daemon, "show", "NEW-1", "--format", "json").stdout)["processing"] == 2
     again = json_lines(overread(daemon, "reprocess", "NEW-1", "--format", "json", config=config).stdout)
     assert again[0]["processing"] == 3 and again[0]["queued"] == 0 and not again[0]["changed"]
-    resent = json_lines(overread(daemon, "reprocess", "NEW-1", "--resend-routes", "--format", "json",
-                                      config=config).stdout)
+    resent = json_lines(
+        overread(daemon, "reprocess", "NEW-1", "--resend-routes", "--format", "json", config=config).stdout
+    )
     assert resent[0]["processing"] == 4 and resent[0]["queued"] == 1
     ris.wait_for(lambda: len(ris.received) >= 2)
     assert ris.received[1][0] != ris.received[0][0]  # a new decision, a new MSH-10
@@ -221,9 +256,12 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
     # 8. Resend: the RIS lost the latest routing message; the same bytes and MSH-10 go again.
     #    The older one is refused (a newer decision was delivered since), unless forced.
     rows = json_lines(overread(daemon, "outbox", "list", "--format", "json").stdout)
-    wait_until(lambda: all(r["state"] == "delivered"
-                           for r in json_lines(overread(daemon, "outbox", "list", "--format", "json").stdout)),
-               what="both delivered")
+    wait_until(
+        lambda: all(
+            r["state"] == "delivered" for r in json_lines(overread(daemon, "outbox", "list", "--format", "json").stdout)
+        ),
+        what="both delivered",
+    )
     older, newer = rows[0]["id"], rows[1]["id"]
     refused = overread(daemon, "outbox", "resend", str(older), check=False)
     assert refused.returncode == 1 and "later decision" in refused.stderr
@@ -264,9 +302,11 @@ def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigu
     config = tmp_path / "overread.yaml"
 
     def write(extra: bool) -> None:
-        config.write_text("http_clients:\n"
-                          f"  vendor: {{token_sha256: {digest}, accept_extra_fields: {'true' if extra else 'false'}}}\n",
-                          encoding="utf-8")
+        config.write_text(
+            "http_clients:\n"
+            f"  vendor: {{token_sha256: {digest}, accept_extra_fields: {'true' if extra else 'false'}}}\n",
+            encoding="utf-8",
+        )
 
     write(False)
     body = json.loads((REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_text())
@@ -277,12 +317,17 @@ def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigu
     daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
     daemon.start()
     try:
+
         def post() -> int:
             assert daemon.http_port is not None
             conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=30)
             try:
-                conn.request("POST", "/fhir/DiagnosticReport", body=data,
-                             headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"})
+                conn.request(
+                    "POST",
+                    "/fhir/DiagnosticReport",
+                    body=data,
+                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
+                )
                 response = conn.getresponse()
                 response.read()
                 return response.status
@@ -298,11 +343,15 @@ def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigu
         reloads = sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded")
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded") > reloads,
-                   what="reload")
+        wait_until(
+            lambda: sum(1 for line in daemon.log_lines() if line.get("event") == "policy_reloaded") > reloads,
+            what="reload",
+        )
         assert post() == 201
         (after,) = json_lines(overread(daemon, "messages").stdout)
-        assert after["message_pk"] == stored["message_pk"] and after["state"] == "processed" and after["processing"] == 2
+        assert (
+            after["message_pk"] == stored["message_pk"] and after["state"] == "processed" and after["processing"] == 2
+        )
         assert post() == 201  # accepted now: the stored answer
         shown = json.loads(overread(daemon, "show", str(after["message_pk"]), "--format", "json").stdout)
         assert [p["state"] for p in shown["processings"]] == ["rejected"]

@@ -24,8 +24,13 @@ from tests.integration.ris import TestRis
 
 
 def write_config(
-    tmp_path: Path, ris_port: int, *, ack_timeout: float = 1.0, max_attempts: int = 5,
-    backoff_base: float = 0.2, backoff_max: float = 1.0,
+    tmp_path: Path,
+    ris_port: int,
+    *,
+    ack_timeout: float = 1.0,
+    max_attempts: int = 5,
+    backoff_base: float = 0.2,
+    backoff_max: float = 1.0,
 ) -> Path:
     """A daemon config whose one destination is the test RIS, with short retries."""
     dest = tmp_path / "destinations.yaml"
@@ -86,8 +91,22 @@ def metric(daemon: RunningDaemon, name: str, labels: str = "") -> float:
 def outbox(daemon: RunningDaemon, *args: str) -> list[dict[str, object]]:
     """``overread outbox list --format json`` as an operator runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "listener", "outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir), *args],
-        capture_output=True, cwd=REPO, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "outbox",
+            "list",
+            "--format",
+            "json",
+            "--state-dir",
+            str(daemon.state_dir),
+            *args,
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 
@@ -167,13 +186,25 @@ def test_ris_down_then_up_delivers_everything_in_order(tmp_path: Path, ris: Test
 #: then a final decision, ACC1 a third one.
 OUTAGE_SECONDS = 120.0
 OUTAGE_PLAN = [
-    ("ACC1", False), ("ACC2", False), ("ACC3", False), ("ACC1", True), ("ACC4", False), ("ACC2", True),
-    ("ACC5", False), ("ACC4", True), ("ACC6", False), ("ACC1", True), ("ACC7", False), ("ACC8", False),
+    ("ACC1", False),
+    ("ACC2", False),
+    ("ACC3", False),
+    ("ACC1", True),
+    ("ACC4", False),
+    ("ACC2", True),
+    ("ACC5", False),
+    ("ACC4", True),
+    ("ACC6", False),
+    ("ACC1", True),
+    ("ACC7", False),
+    ("ACC8", False),
 ]
 
 
 @pytest.mark.slow
-def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path: Path, ris: TestRis, oru: bytes) -> None:
+def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(
+    tmp_path: Path, ris: TestRis, oru: bytes
+) -> None:
     """RIS down 2 minutes while decisions keep arriving: nothing is charged, then each row goes out once, in order per accession.
 
     max_attempts is 3 and the connection backoff is capped at 2 s, so a queue that
@@ -193,7 +224,9 @@ def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path:
         time.sleep(1.0)  # let the daemon see the connection drop before the next decision
         for n, (accession, final) in enumerate(OUTAGE_PLAN, start=1):
             raw = message(oru, f"OUT{n}", accession)
-            assert send_all(daemon, [as_final(raw) if final else raw]) == ["AA"], f"message {n} not accepted during the outage"
+            assert send_all(daemon, [as_final(raw) if final else raw]) == ["AA"], (
+                f"message {n} not accepted during the outage"
+            )
             if n == len(OUTAGE_PLAN) // 2:
                 # Half way: the queue is visible to operators and to monitoring.
                 pending = outbox(daemon, "--state", "pending")
@@ -206,8 +239,11 @@ def test_ris_down_two_minutes_then_up_delivers_every_row_once_in_order(tmp_path:
         assert [r["state"] for r in rows] == ["pending"] * len(OUTAGE_PLAN)
         assert all(r["attempts"] == 0 for r in rows), "a down RIS must not use up the rows' attempts"
         assert [r["accession"] for r in rows] == [acc for acc, _ in OUTAGE_PLAN]
-        refused = [line for line in daemon.log_lines()
-                   if line.get("event") == "outbox_retry_scheduled" and line.get("reason") == "connect_failed"]
+        refused = [
+            line
+            for line in daemon.log_lines()
+            if line.get("event") == "outbox_retry_scheduled" and line.get("reason") == "connect_failed"
+        ]
         assert len(refused) > 3, "the worker kept trying to connect, more often than max_attempts"
         assert len(ris.received_ids()) == before
 
@@ -262,9 +298,22 @@ def test_ar_is_dead_lettered_visible_and_retryable(tmp_path: Path, ris: TestRis,
         assert any(line["event"] == "outbox_dead_lettered" for line in daemon.log_lines())
         ris.mode = "AA"
         retried = subprocess.run(
-            [sys.executable, "-m", "listener", "outbox", "retry", "--all-dead", "--format", "json",
-             "--state-dir", str(daemon.state_dir)],
-            capture_output=True, cwd=REPO, timeout=60, check=True,
+            [
+                sys.executable,
+                "-m",
+                "listener",
+                "outbox",
+                "retry",
+                "--all-dead",
+                "--format",
+                "json",
+                "--state-dir",
+                str(daemon.state_dir),
+            ],
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            check=True,
         )
         assert json.loads(retried.stdout) == {"revived": [dead["id"]], "not_revived": []}
         ris.wait_for(lambda: ris.applied == [dead["control_id"]])
@@ -318,7 +367,9 @@ def test_no_routing_message_for_a_message_not_accepted(tmp_path: Path, ris: Test
     daemon = start_daemon(tmp_path, write_config(tmp_path, ris.port))
     try:
         bad_type = with_control_id(oru, "BAD1").replace(b"|ORU^R01|", b"|ZZZ^Z99|", 1)
-        no_obr = b"\r".join(s for s in with_control_id(oru, "BAD2").split(b"\r") if not s.startswith((b"OBR", b"OBX", b"ORC")))
+        no_obr = b"\r".join(
+            s for s in with_control_id(oru, "BAD2").split(b"\r") if not s.startswith((b"OBR", b"OBX", b"ORC"))
+        )
         codes = send_all(daemon, [bad_type, no_obr, message(oru, "GOOD1", "ACC9")])
         assert codes[0] in ("AE", "AR") and codes[1] in ("AE", "AR") and codes[2] == "AA"
         ris.wait_for(lambda: len(ris.applied) == 1)
@@ -376,8 +427,13 @@ def test_tls_certificate_problem_does_not_charge_rows_then_mutual_tls_delivers(t
         assert send_all(daemon, [message(oru, f"TLS{i}", f"ACC{i}") for i in range(2)]) == ["AA", "AA"]
 
         def handshake_failures() -> list[dict[str, object]]:
-            return [line for line in daemon.log_lines() if line.get("event") == "outbox_retry_scheduled"
-                    and line.get("reason") == "connect_failed" and line.get("error_type") == "TlsHandshakeFailed"]
+            return [
+                line
+                for line in daemon.log_lines()
+                if line.get("event") == "outbox_retry_scheduled"
+                and line.get("reason") == "connect_failed"
+                and line.get("error_type") == "TlsHandshakeFailed"
+            ]
 
         wait_until(lambda: len(handshake_failures()) > 3)  # more than max_attempts
         assert [(r["state"], r["attempts"]) for r in outbox(daemon)] == [("pending", 0), ("pending", 0)]

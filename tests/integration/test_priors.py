@@ -29,9 +29,23 @@ NEW = (SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
 def _rules(daemon: RunningDaemon, control_id: str) -> set[str]:
     """The rule ids of the findings stored for one message (``overread show --format json``)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "listener", "show", control_id, "--format", "json", "--no-raw",
-         "--state-dir", str(daemon.state_dir)],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "show",
+            control_id,
+            "--format",
+            "json",
+            "--no-raw",
+            "--state-dir",
+            str(daemon.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     detail = json.loads(proc.stdout)
     return {f["rule"] for report in detail["reports"] for f in report["findings"]}
@@ -57,12 +71,18 @@ def _variant(raw: bytes, control_id: str, *replacements: tuple[bytes, bytes]) ->
 def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon) -> None:
     _send(daemon, _variant(PRIOR, "PRIOR-1", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC")))
     _send(daemon, _variant(NEW, "NEW-SAME"))
-    _send(daemon, _variant(PRIOR, "PRIOR-2", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC"),
-                           (b"A2611170088", b"A2611170089")))
-    _send(daemon, _variant(NEW, "NEW-OTHER", (b"ZZ9000104^^^LEMC", b"ZZ9000199^^^LEMC"),
-                           (b"A2611190301", b"A2611190399")))
-    _send(daemon, _variant(NEW, "NEW-AUTHORITY", (b"ZZ9000104^^^LEMC", b"ZZ9000104^^^ELSEWHERE"),
-                           (b"A2611190301", b"A2611190398")))
+    _send(
+        daemon, _variant(PRIOR, "PRIOR-2", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC"), (b"A2611170088", b"A2611170089"))
+    )
+    _send(
+        daemon, _variant(NEW, "NEW-OTHER", (b"ZZ9000104^^^LEMC", b"ZZ9000199^^^LEMC"), (b"A2611190301", b"A2611190399"))
+    )
+    _send(
+        daemon,
+        _variant(
+            NEW, "NEW-AUTHORITY", (b"ZZ9000104^^^LEMC", b"ZZ9000104^^^ELSEWHERE"), (b"A2611190301", b"A2611190398")
+        ),
+    )
     assert "comparison.none_with_priors" in _rules(daemon, "NEW-SAME")
     assert "comparison.none_with_priors" not in _rules(daemon, "NEW-OTHER")
     assert "comparison.none_with_priors" not in _rules(daemon, "NEW-AUTHORITY")
@@ -76,9 +96,22 @@ def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon)
     # `overread reprocess` finds the same priors (what was stored before the original receipt):
     # nothing changes, and a report received after the prior keeps its finding.
     proc = subprocess.run(
-        [sys.executable, "-m", "listener", "reprocess", "NEW-SAME", "PRIOR-1", "--format", "json",
-         "--state-dir", str(daemon.state_dir)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "reprocess",
+            "NEW-SAME",
+            "PRIOR-1",
+            "--format",
+            "json",
+            "--state-dir",
+            str(daemon.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     changes = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -95,15 +128,28 @@ def test_fhir_report_gets_priors_from_the_store(daemon: RunningDaemon) -> None:
     assert post(daemon.http_port, prior).status == 201
     reply = post(daemon.http_port, new)
     assert reply.status == 201
-    rules = {f["rule"] for m in daemon.messages() if m["transport"] == "http"
-             for f in _show(daemon, m)}
+    rules = {f["rule"] for m in daemon.messages() if m["transport"] == "http" for f in _show(daemon, m)}
     assert "comparison.none_with_priors" in rules
 
 
 def _show(daemon: RunningDaemon, message: dict[str, object]) -> list[dict[str, object]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "listener", "show", f"pk:{message['message_pk']}", "--format", "json", "--no-raw",
-         "--state-dir", str(daemon.state_dir)],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "show",
+            f"pk:{message['message_pk']}",
+            "--format",
+            "json",
+            "--no-raw",
+            "--state-dir",
+            str(daemon.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
     )
     return [f for report in json.loads(proc.stdout)["reports"] for f in report["findings"]]

@@ -12,7 +12,6 @@ and ``overread config check`` on the same files.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -96,12 +95,14 @@ def _metric(port: int, name: str, labels: dict[str, str] | None = None) -> float
 
 def _destinations(path: Path, names: list[str], port: int) -> None:
     path.write_text(
-        "destinations:\n" + "".join(
+        "destinations:\n"
+        + "".join(
             f"  {name}:\n"
             f"    endpoint: tcp:host=127.0.0.1:port={port}\n"
             "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
             "    retry: {max_attempts: 50, backoff_base_seconds: 30, backoff_max_seconds: 60, ack_timeout_seconds: 2}\n"
-            for name in names),
+            for name in names
+        ),
         encoding="utf-8",
     )
 
@@ -112,8 +113,9 @@ def _tasks(port: int, token: str, status: str) -> dict[str, dict[str, Any]]:
     return {e["resource"]["id"]: e["resource"] for e in json.loads(body).get("entry", [])}
 
 
-def test_signals_and_reload_against_one_daemon(tmp_path: Path, pki: Path, oru: bytes,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signals_and_reload_against_one_daemon(
+    tmp_path: Path, pki: Path, oru: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Metrics, logs, Tasks and SIGHUP reload of tokens, TLS certificate and destinations, on one real daemon."""
     mllp_port, dead_ris = free_port(), free_port()  # nobody listens on dead_ris: rows stay pending
     token1, token2 = "feeder-token-one-0123456789", "feeder-token-two-0123456789"
@@ -131,8 +133,12 @@ def test_signals_and_reload_against_one_daemon(tmp_path: Path, pki: Path, oru: b
     config.write_text(body)
     logs = tmp_path / "logs"
     logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs, port=mllp_port,
-                           extra=("--config", str(config), "--mllp", f"ssl:{mllp_port}:interface=127.0.0.1"))
+    daemon = RunningDaemon(
+        tmp_path / "state",
+        logs,
+        port=mllp_port,
+        extra=("--config", str(config), "--mllp", f"ssl:{mllp_port}:interface=127.0.0.1"),
+    )
     # Under systemd stdout is the journal stream: JOURNAL_STREAM names its device and inode.
     stdout = logs / "stdout.1"
     stdout.touch()
@@ -152,8 +158,13 @@ def test_signals_and_reload_against_one_daemon(tmp_path: Path, pki: Path, oru: b
         # --- HTTP: a batch Bundle of two reports (a release and a prelim routed to a final read)
         normal = json.loads((SAMPLES / "xr-chest-2v-normal.json").read_bytes())
         prelim = json.loads((SAMPLES / "ct-head-wo-overnight-telerad-prelim.json").read_bytes())
-        batch = {"resourceType": "Bundle", "type": "batch",
-                 "entry": [{"resource": r, "request": {"method": "POST", "url": "DiagnosticReport"}} for r in (normal, prelim)]}
+        batch = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {"resource": r, "request": {"method": "POST", "url": "DiagnosticReport"}} for r in (normal, prelim)
+            ],
+        }
         code, _ = _call(port, "POST", "/fhir", json.dumps(batch).encode(), token=token1)
         assert code == 200
         open_tasks = _tasks(port, token1, "requested")
@@ -172,13 +183,31 @@ def test_signals_and_reload_against_one_daemon(tmp_path: Path, pki: Path, oru: b
 
         # --- Metrics
         assert _metric(port, "overread_reports_total", {"transport": "http", "feed": "default"}) == 3.0
-        assert _metric(port, "overread_messages_answered_total", {"code": "200", "feed": "default", "transport": "http"}) == 1.0
-        assert _metric(port, "overread_sender_messages_total",
-                       {"transport": "mllp", "sender_application": app, "sender_facility": fac, "code": "AA"}) == 1.0
-        assert _metric(port, "overread_sender_messages_total",
-                       {"transport": "http", "sender_application": "feeder", "sender_facility": "NOWHERE", "code": "201"}) == 1.0
-        seen = _metric(port, "overread_sender_last_message_timestamp_seconds",
-                       {"transport": "http", "sender_application": "feeder", "sender_facility": "NOWHERE"})
+        assert (
+            _metric(port, "overread_messages_answered_total", {"code": "200", "feed": "default", "transport": "http"})
+            == 1.0
+        )
+        assert (
+            _metric(
+                port,
+                "overread_sender_messages_total",
+                {"transport": "mllp", "sender_application": app, "sender_facility": fac, "code": "AA"},
+            )
+            == 1.0
+        )
+        assert (
+            _metric(
+                port,
+                "overread_sender_messages_total",
+                {"transport": "http", "sender_application": "feeder", "sender_facility": "NOWHERE", "code": "201"},
+            )
+            == 1.0
+        )
+        seen = _metric(
+            port,
+            "overread_sender_last_message_timestamp_seconds",
+            {"transport": "http", "sender_application": "feeder", "sender_facility": "NOWHERE"},
+        )
         assert abs(seen - time.time()) < 60
         assert _metric(port, "overread_directory_unknown_total", {"kind": "site"}) >= 3.0
         assert _metric(port, "overread_outbox_oldest_pending_age_seconds", {"destination": "ris"}) > 0.0

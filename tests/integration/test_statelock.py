@@ -17,8 +17,20 @@ from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free
 
 def _second_daemon(state_dir: Path) -> subprocess.CompletedProcess[str]:
     """``overread serve`` on ``state_dir`` with its own ports; it must exit by itself."""
-    cmd = [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--state-dir", str(state_dir),
-           "--mllp", f"tcp:{free_port()}:interface=127.0.0.1", "--http", f"tcp:{free_port()}:interface=127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "listener",
+        "serve",
+        "--log-format",
+        "json",
+        "--state-dir",
+        str(state_dir),
+        "--mllp",
+        f"tcp:{free_port()}:interface=127.0.0.1",
+        "--http",
+        f"tcp:{free_port()}:interface=127.0.0.1",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=60)
 
 

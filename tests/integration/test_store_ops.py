@@ -34,8 +34,9 @@ def fixture_sample() -> bytes:
 
 def overread(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `python -m overread ...` as an operator would (cwd: the repository)."""
-    return subprocess.run([sys.executable, "-m", "listener", *argv], capture_output=True, text=True,
-                          cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "listener", *argv], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )
 
 
 def messages_by_id(state_dir: Path) -> dict[str, dict[str, object]]:
@@ -102,8 +103,9 @@ def test_backup_under_load_restores_every_message_committed_before_it(
     acked_before = {cid for cid, _ in preload.acked + stream.acked}
     started = time.monotonic()
     backup = tmp_path / "backup"
-    result = overread("store", "backup", str(backup), "--state-dir", str(daemon.state_dir), "--pages", "4",
-                      "--format", "json")
+    result = overread(
+        "store", "backup", str(backup), "--state-dir", str(daemon.state_dir), "--pages", "4", "--format", "json"
+    )
     finished = time.monotonic()
     stream.wait_for(len(stream.acked) + 5)
     stream.stop.set()
@@ -174,8 +176,18 @@ def test_daemon_refuses_a_newer_store_naming_both_versions(tmp_path: Path) -> No
     conn = sqlite3.connect(db)
     conn.execute(f"PRAGMA user_version = {newer}")
     conn.close()
-    result = overread("serve", "--mllp", "tcp:0:interface=127.0.0.1", "--http", "off",
-                      "--state-dir", str(state), "--log-format", "json", timeout=60)
+    result = overread(
+        "serve",
+        "--mllp",
+        "tcp:0:interface=127.0.0.1",
+        "--http",
+        "off",
+        "--state-dir",
+        str(state),
+        "--log-format",
+        "json",
+        timeout=60,
+    )
     assert result.returncode != 0
     assert str(db) in result.stderr
     assert f"version {newer}" in result.stderr and f"program's {store_schema.SCHEMA_VERSION}" in result.stderr

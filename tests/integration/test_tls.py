@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import ssl
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,16 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _issue(cn: str, issuer_key: ec.EllipticCurvePrivateKey | None, issuer: x509.Name | None, *, ca: bool = False,
-           san: str | None = None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    cn: str,
+    issuer_key: ec.EllipticCurvePrivateKey | None,
+    issuer: x509.Name | None,
+    *,
+    ca: bool = False,
+    san: str | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(cn))
@@ -43,8 +49,11 @@ def _issue(cn: str, issuer_key: ec.EllipticCurvePrivateKey | None, issuer: x509.
 def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> None:
     path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     if key is not None:
-        path.with_suffix(".key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
 
 
 @pytest.fixture(name="pki")

@@ -96,7 +96,8 @@ def table(ev: Evaluation) -> list[str]:
     lines.append(f"equivalent versions graded above 1: {1 - ev.class_rate('1'):.1%} (target <= 5%)")
     lines.append(
         f"compare() per pair: median {statistics.median(ev.ms):.2f} ms, p90 {ev.ms_quantile(0.9):.2f} ms (target median <= 2 ms)"
-        if ev.ms else "no pairs"
+        if ev.ms
+        else "no pairs"
     )
     if ev.ms_with_qa:
         lines.append(

@@ -242,7 +242,9 @@ def typo_fixed(doc: Doc, rng: random.Random) -> Pair | None:
     if not finds:
         return None
     words = [
-        m for p in finds for m in re.finditer(r"\b[a-z]{6,}\b", doc.text[p.start : p.end])
+        m
+        for p in finds
+        for m in re.finditer(r"\b[a-z]{6,}\b", doc.text[p.start : p.end])
         if not _MEANINGFUL.match(m.group()) and not _FINDING_WORDS.search(m.group())
     ]
     if not words:

@@ -234,7 +234,11 @@ def evaluate(
     prepared: Counter[str] = Counter()
     for case in cases:
         result = results.setdefault(case.category, CategoryResult())
-        if (case.injected.text, case.injected.sex, case.injected.procedure_code) == (case.base.text, case.base.sex, case.base.procedure_code):
+        if (case.injected.text, case.injected.sex, case.injected.procedure_code) == (
+            case.base.text,
+            case.base.sex,
+            case.base.procedure_code,
+        ):
             unchanged += 1
         if case.prepared:
             prepared[case.injection] += 1

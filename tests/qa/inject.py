@@ -39,7 +39,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 SEED = 20261120
@@ -77,7 +77,7 @@ class Doc:
     contrast_codes: tuple[tuple[str, str], ...] = ()
     sex: str = ""  # "F" or "M"
     sex_from: str = ""  # "text" (demographics or anatomy in the report) or "random"
-    exam_at: datetime = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
+    exam_at: datetime = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ def load_corpus(corpus: Path, code_for: CodeLookup, *, seed: int = SEED) -> list
 
 
 def _exam_time(rng: random.Random) -> datetime:
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
     return start + timedelta(days=rng.randrange(0, 1050), minutes=rng.randrange(0, 24 * 60))
 
 
@@ -184,7 +184,9 @@ _REGION = (
 )
 
 _W_WO = re.compile(r"with and without|without and with|w\s*&\s*wo|w/wo|pre- and post-?contrast", re.I)
-_WITHOUT = re.compile(r"without (?:iv |intravenous )?(?:contrast|gadolinium)|w/o contrast|non-?contrast|unenhanced", re.I)
+_WITHOUT = re.compile(
+    r"without (?:iv |intravenous )?(?:contrast|gadolinium)|w/o contrast|non-?contrast|unenhanced", re.I
+)
 _WITH = re.compile(r"with (?:iv |intravenous )?contrast|contrast-enhanced|post-?contrast|with gadolinium", re.I)
 
 
@@ -226,7 +228,9 @@ def _mtsamples(path: Path, code_for: CodeLookup, rng: random.Random) -> Iterator
             if modality in ("CT", "MR") and contrast:
                 code = code_for(modality, region, contrast, None)
                 contrast_codes = tuple(
-                    (kind, c) for kind in ("without", "with", "without_then_with") if (c := code_for(modality, region, kind, None))
+                    (kind, c)
+                    for kind in ("without", "with", "without_then_with")
+                    if (c := code_for(modality, region, kind, None))
                 )
             elif modality in ("XR", "MG", "US") and region:
                 code = code_for(modality, region, "none", None)
@@ -247,7 +251,9 @@ def _mtsamples(path: Path, code_for: CodeLookup, rng: random.Random) -> Iterator
             )
 
 
-_EXAM_HEADING = re.compile(r"^\s*(?:EXAM(?:INATION)?|PROCEDURE)\s*:[\s,]*(?P<exam>[^,]*(?:,[^,:]{0,40}(?=,[A-Z ]+:))?)", re.I)
+_EXAM_HEADING = re.compile(
+    r"^\s*(?:EXAM(?:INATION)?|PROCEDURE)\s*:[\s,]*(?P<exam>[^,]*(?:,[^,:]{0,40}(?=,[A-Z ]+:))?)", re.I
+)
 
 
 def _exam_line(text: str) -> str:
@@ -367,8 +373,12 @@ _PAIRED = (
     r"|parotid|vertebral|frontal|parietal|temporal|occipital|hemisphere|thalamus|thalamic|cerebellar|basal ganglia"
     r"|maxillary|orbit|orbital|mastoid|chest|chest wall|upper|middle|lower|midlung|mid lung|neck|inguinal|iliac|acetabul\w*"
 )
-_SIDE_ANATOMY = re.compile(rf"\b(?P<side>left|right)\b(?:[ -]sided)?(?P<gap>(?:\s+\w+){{0,2}}?)\s+(?P<anat>{_PAIRED})\b", re.I)
-_NON_PAIRED_AFTER = re.compile(r"^\s*(?:ventric\w*|atri\w*|heart|cardiac|heart border|hepatic|lobe of the liver|colon)", re.I)
+_SIDE_ANATOMY = re.compile(
+    rf"\b(?P<side>left|right)\b(?:[ -]sided)?(?P<gap>(?:\s+\w+){{0,2}}?)\s+(?P<anat>{_PAIRED})\b", re.I
+)
+_NON_PAIRED_AFTER = re.compile(
+    r"^\s*(?:ventric\w*|atri\w*|heart|cardiac|heart border|hepatic|lobe of the liver|colon)", re.I
+)
 
 
 def _swap_side(word: str) -> str:
@@ -418,34 +428,139 @@ def inject_laterality(doc: Doc, rng: random.Random) -> Case | None:
 
 #: Findings whose negation we flip (ours; common radiology findings).
 _FINDINGS = (
-    "pneumothorax", "pleural effusion", "pleural effusions", "effusion", "effusions", "consolidation",
-    "focal consolidation", "airspace disease", "focal airspace disease", "airspace consolidation",
-    "pulmonary edema", "edema", "infiltrate", "infiltrates", "pneumonia", "fracture", "fractures",
-    "acute fracture", "displaced fracture", "rib fracture", "rib fractures", "mass", "nodule", "nodules",
-    "pulmonary nodule", "cardiomegaly", "hemorrhage", "intracranial hemorrhage", "free air",
-    "pneumoperitoneum", "hydronephrosis", "lymphadenopathy", "atelectasis", "dislocation", "mass effect",
-    "midline shift", "hydrocephalus", "acute infarct", "aneurysm", "thrombus", "deep venous thrombosis",
-    "appendicitis", "bowel obstruction", "ascites", "splenomegaly", "hepatomegaly", "cholelithiasis",
-    "gallstones", "nephrolithiasis", "pericardial effusion", "aortic dissection", "pulmonary embolism",
-    "pulmonary emboli", "hiatal hernia", "pneumomediastinum", "subcutaneous emphysema", "emphysema",
-    "scoliosis", "herniation", "disc herniation", "stenosis", "abscess", "cyst", "cysts",
+    "pneumothorax",
+    "pleural effusion",
+    "pleural effusions",
+    "effusion",
+    "effusions",
+    "consolidation",
+    "focal consolidation",
+    "airspace disease",
+    "focal airspace disease",
+    "airspace consolidation",
+    "pulmonary edema",
+    "edema",
+    "infiltrate",
+    "infiltrates",
+    "pneumonia",
+    "fracture",
+    "fractures",
+    "acute fracture",
+    "displaced fracture",
+    "rib fracture",
+    "rib fractures",
+    "mass",
+    "nodule",
+    "nodules",
+    "pulmonary nodule",
+    "cardiomegaly",
+    "hemorrhage",
+    "intracranial hemorrhage",
+    "free air",
+    "pneumoperitoneum",
+    "hydronephrosis",
+    "lymphadenopathy",
+    "atelectasis",
+    "dislocation",
+    "mass effect",
+    "midline shift",
+    "hydrocephalus",
+    "acute infarct",
+    "aneurysm",
+    "thrombus",
+    "deep venous thrombosis",
+    "appendicitis",
+    "bowel obstruction",
+    "ascites",
+    "splenomegaly",
+    "hepatomegaly",
+    "cholelithiasis",
+    "gallstones",
+    "nephrolithiasis",
+    "pericardial effusion",
+    "aortic dissection",
+    "pulmonary embolism",
+    "pulmonary emboli",
+    "hiatal hernia",
+    "pneumomediastinum",
+    "subcutaneous emphysema",
+    "emphysema",
+    "scoliosis",
+    "herniation",
+    "disc herniation",
+    "stenosis",
+    "abscess",
+    "cyst",
+    "cysts",
 )
 #: Those a "normal" impression cannot sit over (for bases whose only other statement is a normal impression).
 _SIGNIFICANT = {
-    "pneumothorax", "pleural effusion", "pleural effusions", "effusion", "effusions", "consolidation",
-    "focal consolidation", "airspace disease", "focal airspace disease", "airspace consolidation",
-    "pulmonary edema", "pneumonia", "fracture", "fractures", "acute fracture", "displaced fracture",
-    "rib fracture", "rib fractures", "mass", "nodule", "pulmonary nodule", "hemorrhage",
-    "intracranial hemorrhage", "free air", "pneumoperitoneum", "hydronephrosis", "dislocation",
-    "midline shift", "hydrocephalus", "acute infarct", "aortic dissection", "pulmonary embolism",
-    "pulmonary emboli", "pneumomediastinum", "abscess", "bowel obstruction", "appendicitis", "infiltrate",
+    "pneumothorax",
+    "pleural effusion",
+    "pleural effusions",
+    "effusion",
+    "effusions",
+    "consolidation",
+    "focal consolidation",
+    "airspace disease",
+    "focal airspace disease",
+    "airspace consolidation",
+    "pulmonary edema",
+    "pneumonia",
+    "fracture",
+    "fractures",
+    "acute fracture",
+    "displaced fracture",
+    "rib fracture",
+    "rib fractures",
+    "mass",
+    "nodule",
+    "pulmonary nodule",
+    "hemorrhage",
+    "intracranial hemorrhage",
+    "free air",
+    "pneumoperitoneum",
+    "hydronephrosis",
+    "dislocation",
+    "midline shift",
+    "hydrocephalus",
+    "acute infarct",
+    "aortic dissection",
+    "pulmonary embolism",
+    "pulmonary emboli",
+    "pneumomediastinum",
+    "abscess",
+    "bowel obstruction",
+    "appendicitis",
+    "infiltrate",
 }
 #: Singular findings a radiologist states with an article ("a pneumothorax", "a large pleural effusion").
 _COUNTABLE = {
-    "pneumothorax", "pleural effusion", "effusion", "mass", "nodule", "pulmonary nodule", "fracture", "acute fracture",
-    "displaced fracture", "rib fracture", "dislocation", "cyst", "abscess", "aneurysm", "thrombus", "hiatal hernia",
-    "pericardial effusion", "herniation", "disc herniation", "midline shift", "aortic dissection", "pulmonary embolism",
-    "bowel obstruction", "acute infarct", "infiltrate",
+    "pneumothorax",
+    "pleural effusion",
+    "effusion",
+    "mass",
+    "nodule",
+    "pulmonary nodule",
+    "fracture",
+    "acute fracture",
+    "displaced fracture",
+    "rib fracture",
+    "dislocation",
+    "cyst",
+    "abscess",
+    "aneurysm",
+    "thrombus",
+    "hiatal hernia",
+    "pericardial effusion",
+    "herniation",
+    "disc herniation",
+    "midline shift",
+    "aortic dissection",
+    "pulmonary embolism",
+    "bowel obstruction",
+    "acute infarct",
+    "infiltrate",
 }
 _FINDING_ALT = "|".join(sorted((re.escape(f) for f in _FINDINGS), key=len, reverse=True))
 _NEG_LIST = re.compile(
@@ -453,7 +568,9 @@ _NEG_LIST = re.compile(
     rf"(?P<list>(?:(?:{_FINDING_ALT})(?:,? (?:or|and) |, |$| (?:is|are) (?:seen|identified|present|noted|demonstrated)$))+)\.?$",
     re.I,
 )
-_NEG_TRAILING = re.compile(rf"^(?P<list>(?:{_FINDING_ALT})) (?:is|are) not (?:seen|identified|present|noted|demonstrated)\.?$", re.I)
+_NEG_TRAILING = re.compile(
+    rf"^(?P<list>(?:{_FINDING_ALT})) (?:is|are) not (?:seen|identified|present|noted|demonstrated)\.?$", re.I
+)
 _NORMAL_IMPRESSION = re.compile(
     r"^\s*(?:\d\.\s*)?(?:no acute (?:cardiopulmonary |intrathoracic |pulmonary |chest |radiographic |osseous |intracranial )?"
     r"(?:abnormality|abnormalities|disease|process|findings?|pathology)|no active disease|normal (?:chest|study|exam\w*|radiograph\w*)"
@@ -473,7 +590,9 @@ def _negated_items(sentence: str) -> tuple[list[str], str]:
     if m is None:
         m = _NEG_TRAILING.match(s)
         return ([m.group("list").lower()] if m else []), ""
-    raw = re.sub(r" (?:is|are) (?:seen|identified|present|noted|demonstrated)$", "", m.group("list").strip(), flags=re.I)
+    raw = re.sub(
+        r" (?:is|are) (?:seen|identified|present|noted|demonstrated)$", "", m.group("list").strip(), flags=re.I
+    )
     items = [x.strip().lower() for x in re.split(r",? (?:or|and) |, ", raw) if x.strip()]
     return [x for x in items if x in _FINDINGS], m.group("mod").strip().lower()
 
@@ -507,8 +626,16 @@ def inject_negation(doc: Doc, rng: random.Random) -> Case | None:
     verb = "are" if _plural(item) else "is"
     stated = f"{mod} {item}" if mod else item
     if not _plural(item) and item in _COUNTABLE:
-        stated = ("an " if stated[0] in "aeiou" else "a ") + stated  # "There is a pneumothorax", not "There is pneumothorax"
-    positive = rng.choice((f"There {verb} {stated}.", f"{stated[0].upper()}{stated[1:]} {verb} present.", f"{stated[0].upper()}{stated[1:]} {verb} seen."))
+        stated = (
+            "an " if stated[0] in "aeiou" else "a "
+        ) + stated  # "There is a pneumothorax", not "There is pneumothorax"
+    positive = rng.choice(
+        (
+            f"There {verb} {stated}.",
+            f"{stated[0].upper()}{stated[1:]} {verb} present.",
+            f"{stated[0].upper()}{stated[1:]} {verb} seen.",
+        )
+    )
     rest = [x for x in items if x != item]
     new = positive + (f" No {_join(rest)}." if rest else "")
     ends_with_period = doc.text[s:e].rstrip().endswith(".")
@@ -563,7 +690,12 @@ COMMUNICATED = re.compile(
     r"\b(?:discussed with|called to|was called|were called|notified|communicated|telephoned|paged|conveyed to|spoke with|spoken to)\b",
     re.I,
 )
-_RECIPIENTS = ("Dr. XXXX", "the referring physician, Dr. XXXX,", "the emergency department physician, Dr. XXXX,", "Dr. XXXX of the ordering service")
+_RECIPIENTS = (
+    "Dr. XXXX",
+    "the referring physician, Dr. XXXX,",
+    "the emergency department physician, Dr. XXXX,",
+    "Dr. XXXX of the ordering service",
+)
 _TEMPLATES = (
     "These findings were discussed with {who} by telephone at {hhmm} on {date}.",
     "Critical result communicated to {who} by phone at {hhmm} on {date} with read-back.",
@@ -600,7 +732,12 @@ def inject_communication_removed(doc: Doc, rng: random.Random) -> Case | None:
     found = _affirmed_critical(doc)
     if found is None or doc.source == "mtsamples" and not doc.modality:
         return None
-    real = [(s, e) for part in [Part("", 0, 0, len(doc.text))] for s, e in sentences(doc.text, 0, len(doc.text)) if COMMUNICATED.search(doc.text[s:e])]
+    real = [
+        (s, e)
+        for part in [Part("", 0, 0, len(doc.text))]
+        for s, e in sentences(doc.text, 0, len(doc.text))
+        if COMMUNICATED.search(doc.text[s:e])
+    ]
     real = [(s, e) for s, e in real if not re.search(r"\bpatient\b", doc.text[s:e], re.I)]
     if real:
         text = doc.text
@@ -612,12 +749,20 @@ def inject_communication_removed(doc: Doc, rng: random.Random) -> Case | None:
     when = doc.exam_at + timedelta(minutes=rng.randrange(15, 55))
     template = rng.choice(_TEMPLATES)
     statement = template.format(
-        who=rng.choice(_RECIPIENTS), hhmm=when.strftime("%H:%M"), date=when.strftime("%m/%d/%Y"),
+        who=rng.choice(_RECIPIENTS),
+        hhmm=when.strftime("%H:%M"),
+        date=when.strftime("%m/%d/%Y"),
         What=f"The {found[2].lower()}",
     )
     sep = "\n" if doc.text.endswith("\n") else (" " if doc.text.rstrip().endswith(".") else ". ")
     base = replace(doc, text=doc.text.rstrip() + sep + statement)
-    return _case(base, "communication_removed", doc.text, variant=f"appended:{found[2].lower()}", prepared="communication statement appended")
+    return _case(
+        base,
+        "communication_removed",
+        doc.text,
+        variant=f"appended:{found[2].lower()}",
+        prepared="communication statement appended",
+    )
 
 
 _BIRADS = re.compile(
@@ -643,12 +788,22 @@ def inject_birads_removed(doc: Doc, rng: random.Random) -> Case | None:
 #: Contrast statements by what they state. Adjectival forms ("Noncontrast axial images",
 #: "post contrast-enhanced images") are listed first: they get adjectival rewrites.
 _CONTRAST_PHRASES: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
-    ("without_then_with", False, re.compile(
-        r"\b(?:with and without|without and with)(?: (?:iv|intravenous))?(?: contrast| gadolinium)?|W&WO(?: contrast)?", re.I)),
+    (
+        "without_then_with",
+        False,
+        re.compile(
+            r"\b(?:with and without|without and with)(?: (?:iv|intravenous))?(?: contrast| gadolinium)?|W&WO(?: contrast)?",
+            re.I,
+        ),
+    ),
     ("without_then_with", True, re.compile(r"\bpre- and post-?contrast\b", re.I)),
     ("with", True, re.compile(r"\bpost[- ]?contrast(?:-enhanced)?\b|\bcontrast-enhanced\b", re.I)),
     ("without", True, re.compile(r"\bnon-?contrast(?:ed)?\b|\bunenhanced\b", re.I)),
-    ("without", False, re.compile(r"\bwithout (?:iv |intravenous )?(?:contrast(?: material)?|gadolinium)|\bw/o contrast\b", re.I)),
+    (
+        "without",
+        False,
+        re.compile(r"\bwithout (?:iv |intravenous )?(?:contrast(?: material)?|gadolinium)|\bw/o contrast\b", re.I),
+    ),
     ("with", False, re.compile(r"\bwith (?:iv |intravenous )?(?:contrast|gadolinium)\b", re.I)),
 )
 #: (from, to) -> replacement phrases: (after a noun or verb, as an adjective before a noun).
@@ -661,7 +816,8 @@ _REWRITE: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
 _OTHER_CONTRAST = re.compile(r"contrast|gadolinium|omnipaque|isovue|optiray|visipaque|magnevist|enhanc", re.I)
 #: Mentions that only confirm contrast was given (a drug, a dose, enhancement): fine next to "with" contrast.
 _GIVEN_CONTRAST = re.compile(
-    r"omnipaque|isovue|optiray|visipaque|magnevist|gadolinium|enhanc\w*|(?:iv|intravenous|oral)(?: and (?:iv|intravenous|oral))? contrast", re.I
+    r"omnipaque|isovue|optiray|visipaque|magnevist|gadolinium|enhanc\w*|(?:iv|intravenous|oral)(?: and (?:iv|intravenous|oral))? contrast",
+    re.I,
 )
 
 
@@ -711,8 +867,13 @@ def inject_contrast_changed(doc: Doc, rng: random.Random) -> Case | None:
     forms = []
     if not others:
         forms.append("text")
-    other_codes = [(kind, code) for kind, code in doc.contrast_codes if kind != doc.contrast and code != doc.procedure_code]
-    given_only = all(_GIVEN_CONTRAST.search(masked[max(0, i - 25) : i + 25]) for i in (m.start() for m in _OTHER_CONTRAST.finditer(masked)))
+    other_codes = [
+        (kind, code) for kind, code in doc.contrast_codes if kind != doc.contrast and code != doc.procedure_code
+    ]
+    given_only = all(
+        _GIVEN_CONTRAST.search(masked[max(0, i - 25) : i + 25])
+        for i in (m.start() for m in _OTHER_CONTRAST.finditer(masked))
+    )
     if other_codes and (not others or doc.contrast != "without" and given_only):
         forms.append("code")
     if not forms:
@@ -721,8 +882,14 @@ def inject_contrast_changed(doc: Doc, rng: random.Random) -> Case | None:
     if form == "code":
         target, code = rng.choice(other_codes)
         injected = replace(doc, id=f"{doc.id}/contrast_changed", procedure_code=code)
-        return Case(f"{doc.id}/contrast_changed", "contrast_changed", "coding", doc, injected,
-                    variant=f"code:{doc.contrast}->{target} ({doc.procedure_code}->{code})")
+        return Case(
+            f"{doc.id}/contrast_changed",
+            "contrast_changed",
+            "coding",
+            doc,
+            injected,
+            variant=f"code:{doc.contrast}->{target} ({doc.procedure_code}->{code})",
+        )
     targets = [t for (src, t) in _REWRITE if src == doc.contrast]
     target = rng.choice(targets)
     plain, adjectival = _REWRITE[(doc.contrast, target)]
@@ -736,7 +903,10 @@ def inject_contrast_changed(doc: Doc, rng: random.Random) -> Case | None:
     return _case(doc, "contrast_changed", text, variant=f"text:{doc.contrast}->{target}")
 
 
-_NONE_COMPARISON = re.compile(r"^\s*(?:none|no prior|no previous|n/a|not available|there were no|no comparison|this is the patient's baseline)", re.I)
+_NONE_COMPARISON = re.compile(
+    r"^\s*(?:none|no prior|no previous|n/a|not available|there were no|no comparison|this is the patient's baseline)",
+    re.I,
+)
 _DATE_SLOT = re.compile(r"(?<!x-)(?<![\w-])XXXX(?:,? XXXX)*|\b\d{1,2}/\d{1,2}/\d{2,4}\b|\bmm/dd/yy(?:yy)?\b|_{3,}")
 _DATE_FORMATS = ("%m/%d/%Y", "%B %d, %Y", "%Y-%m-%d", "%m/%d/%y")
 

@@ -79,7 +79,9 @@ def test_every_injection_changes_the_report(cases: list[Case]) -> None:
         if case.injection == "wrong_sex_organ":
             assert case.injected.text == case.base.text and case.injected.sex != case.base.sex, case.id
         elif case.injection == "contrast_changed" and case.variant.startswith("code:"):
-            assert case.injected.text == case.base.text and case.injected.procedure_code != case.base.procedure_code, case.id
+            assert case.injected.text == case.base.text and case.injected.procedure_code != case.base.procedure_code, (
+                case.id
+            )
         else:
             assert case.injected.text != case.base.text, case.id
             assert case.injected.sex == case.base.sex, case.id
@@ -117,7 +119,9 @@ def test_sampling_is_deterministic(docs: list[Doc]) -> None:
     """The same seed gives the same labeled set (ids and texts)."""
     first = build_cases(docs[:800], per_injection=10, seed=SEED)
     second = build_cases(docs[:800], per_injection=10, seed=SEED)
-    assert [(c.id, c.injected.text, c.injected.sex) for c in first] == [(c.id, c.injected.text, c.injected.sex) for c in second]
+    assert [(c.id, c.injected.text, c.injected.sex) for c in first] == [
+        (c.id, c.injected.text, c.injected.sex) for c in second
+    ]
 
 
 def test_injector_does_not_know_the_rules() -> None:

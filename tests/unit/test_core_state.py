@@ -14,7 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "listener"
 CORE = ("hl7v2", "fhir", "text", "qa", "routing", "pipeline.py", "model.py")
-_EMPTY_CALLS = frozenset({"dict", "list", "set", "defaultdict", "OrderedDict", "WeakKeyDictionary", "WeakValueDictionary"})
+_EMPTY_CALLS = frozenset(
+    {"dict", "list", "set", "defaultdict", "OrderedDict", "WeakKeyDictionary", "WeakValueDictionary"}
+)
 
 
 def _core_files() -> list[Path]:
@@ -57,7 +59,13 @@ def test_no_memoizing_decorators_in_the_core() -> None:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for decorator in node.decorator_list:
                     target = decorator.func if isinstance(decorator, ast.Call) else decorator
-                    name = target.id if isinstance(target, ast.Name) else target.attr if isinstance(target, ast.Attribute) else ""
+                    name = (
+                        target.id
+                        if isinstance(target, ast.Name)
+                        else target.attr
+                        if isinstance(target, ast.Attribute)
+                        else ""
+                    )
                     if name in ("lru_cache", "cache"):
                         found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name}")
     assert found == []

@@ -14,7 +14,12 @@ import pytest
 from fuzz.properties import TARGETS
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "fuzz"
-CASES = sorted((target, path) for target in TARGETS for path in (DATA / target).glob("*") if path.is_file() and not path.name.startswith("."))
+CASES = sorted(
+    (target, path)
+    for target in TARGETS
+    for path in (DATA / target).glob("*")
+    if path.is_file() and not path.name.startswith(".")
+)
 
 
 def test_regression_files_exist_for_known_targets_only() -> None:

@@ -287,4 +287,3 @@ def test_finds_layer_arrows(tmp_path: Path) -> None:
     graph = import_graph(package)
     assert core_violations(graph) == ["listener.qa.rule -> listener.store.sqlite"]
     assert builder_violations(graph) == ["listener.intake reaches listener.store.sqlite"]
-

@@ -36,10 +36,7 @@ def restore() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     hooks = sys.excepthook, threading.excepthook
-    silenced = [
-        logging.getLogger(name)
-        for name in (hl7.util.logger.name, hl7.containers.logger.name, "hl7", "hl7apy")
-    ]
+    silenced = [logging.getLogger(name) for name in (hl7.util.logger.name, hl7.containers.logger.name, "hl7", "hl7apy")]
     saved = [(lg, lg.level, lg.propagate, lg.handlers[:]) for lg in silenced]
     yield
     for lg, lg_level, propagate, lg_handlers in saved:
@@ -84,9 +81,7 @@ def test_json_lines_parse(out: io.StringIO) -> None:
 
 def test_unknown_keys_dropped(out: io.StringIO) -> None:
     """Keys outside the vocabulary are dropped; allowed keys stay."""
-    structlog.get_logger().info(
-        "message_processed", ack_code="AA", finding_count=2, patient_name="X", mrn="1"
-    )
+    structlog.get_logger().info("message_processed", ack_code="AA", finding_count=2, patient_name="X", mrn="1")
     (got,) = lines(out)
     assert got["ack_code"] == "AA" and got["finding_count"] == 2
     assert "patient_name" not in got and "mrn" not in got
@@ -301,7 +296,11 @@ def test_every_event_is_emitted() -> None:
     }
     strings: set[str] = set()
     for path in root.rglob("*.py"):
-        tree = vocabulary if path.name == "logs.py" and path.parent == root else ast.parse(path.read_text(encoding="utf-8"))
+        tree = (
+            vocabulary
+            if path.name == "logs.py" and path.parent == root
+            else ast.parse(path.read_text(encoding="utf-8"))
+        )
         strings.update(
             node.value
             for node in ast.walk(tree)
@@ -340,9 +339,7 @@ def test_hash_key_created_0600_and_reused(tmp_path: Path) -> None:
 
 def test_hash_key_differs_per_installation(tmp_path: Path) -> None:
     """Two state directories get independent keys."""
-    assert logs.load_or_create_hash_key(tmp_path / "a") != logs.load_or_create_hash_key(
-        tmp_path / "b"
-    )
+    assert logs.load_or_create_hash_key(tmp_path / "a") != logs.load_or_create_hash_key(tmp_path / "b")
 
 
 def test_corrupt_hash_key_refused(tmp_path: Path) -> None:
@@ -372,7 +369,9 @@ def test_long_string_field_is_truncated_with_a_marker(out: io.StringIO) -> None:
 def test_a_huge_field_cannot_make_a_huge_line(out: io.StringIO) -> None:
     """Every allowed key at 1 MB each: the line stays a few KB."""
     huge = "x" * 1_000_000
-    structlog.get_logger().error("message_rejected", **{k: huge for k in logs.KEYS if k not in ("event", "level", "timestamp", "exception")})
+    structlog.get_logger().error(
+        "message_rejected", **{k: huge for k in logs.KEYS if k not in ("event", "level", "timestamp", "exception")}
+    )
     assert len(out.getvalue()) < len(logs.KEYS) * (logs.MAX_FIELD_CHARS + 40) + 200
 
 

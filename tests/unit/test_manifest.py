@@ -33,8 +33,12 @@ def fixture_config(tmp_path: Path) -> Config:
 
 def _required(config: Config) -> list[Path]:
     policies = config.policies_dir
-    return [config.mappings_dir / "default.yaml", config.procedures_file,
-            *(policies / n for n in POLICY_FILES), *(policies / "terms" / n for n in TERM_FILES)]
+    return [
+        config.mappings_dir / "default.yaml",
+        config.procedures_file,
+        *(policies / n for n in POLICY_FILES),
+        *(policies / "terms" / n for n in TERM_FILES),
+    ]
 
 
 def test_shipped_configuration_passes(config: Config) -> None:
@@ -106,8 +110,14 @@ def test_procedures_file_is_required(config: Config) -> None:
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("", "empty"), ("\n\n", "empty"), ("# all commented out\n", "empty"), ("{}\n", "empty"),
-     ("- mllp\n", "must be a mapping"), ("just a string\n", "must be a mapping")],
+    [
+        ("", "empty"),
+        ("\n\n", "empty"),
+        ("# all commented out\n", "empty"),
+        ("{}\n", "empty"),
+        ("- mllp\n", "must be a mapping"),
+        ("just a string\n", "must be a mapping"),
+    ],
 )
 def test_empty_or_non_mapping_config_file_is_refused(tmp_path: Path, text: str, problem: str) -> None:
     """An empty config file no longer means "all defaults": it is an error naming the file."""

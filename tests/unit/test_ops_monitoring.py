@@ -102,7 +102,9 @@ def test_every_expression_names_registry_metrics_and_labels(source: str) -> None
         assert found, f"{where}: no overread_* metric in {expr!r}"
         for name, labels in found:
             assert name in names, f"{where}: {name} is not exported (known: {sorted(names)})"
-            assert labels <= names[name] | {"instance", "job"}, f"{where}: {name} has no label {sorted(labels - names[name])}"
+            assert labels <= names[name] | {"instance", "job"}, (
+                f"{where}: {name} has no label {sorted(labels - names[name])}"
+            )
 
 
 def test_the_scan_catches_a_wrong_name_and_label() -> None:
@@ -118,9 +120,14 @@ def test_rules_cover_what_issue_11_asks_for() -> None:
     """Queue, oldest pending age, dead letters, NACK ratio per sender, a silent sender, store errors."""
     exprs = dict(_rule_exprs())
     used = {name for expr in exprs.values() for name, _ in selectors(expr)}
-    assert {"overread_outbox_messages", "overread_outbox_oldest_pending_age_seconds", "overread_sender_messages_total",
-            "overread_sender_last_message_timestamp_seconds", "overread_store_up",
-            "overread_store_save_failures_total"} <= used
+    assert {
+        "overread_outbox_messages",
+        "overread_outbox_oldest_pending_age_seconds",
+        "overread_sender_messages_total",
+        "overread_sender_last_message_timestamp_seconds",
+        "overread_store_up",
+        "overread_store_save_failures_total",
+    } <= used
     assert 'state="dead"' in exprs["OverreadDeadLetters"]
 
 
@@ -128,6 +135,8 @@ def test_promtool_check_rules() -> None:
     """promtool accepts the rules file (skipped where promtool is not installed)."""
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (https://prometheus.io/download/); the YAML and metric names are still checked above")
+        pytest.skip(
+            "promtool is not installed (https://prometheus.io/download/); the YAML and metric names are still checked above"
+        )
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

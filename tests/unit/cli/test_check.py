@@ -31,7 +31,7 @@ def test_json_lines_for_every_corpus_file() -> None:
     files = sorted((CORPUS / "hl7").rglob("*.hl7"))
     assert {o["source"].split("#")[0] for o in objects} == {str(f) for f in files}
     for obj in objects:
-        assert REQUIRED_KEYS <= obj.keys()
+        assert obj.keys() >= REQUIRED_KEYS
         if obj["error"] is None:
             assert obj["findings"] == [] or isinstance(obj["findings"], list)
         else:
@@ -89,7 +89,11 @@ def test_policy_flag_and_explain(tmp_path: Path) -> None:
     route = json.loads(proc.stdout.splitlines()[0])["route"]
     assert route["bucket"] == "release" and route["policy_version"].startswith("t1")
     proc = subprocess.run(
-        [sys.executable, "-m", "listener", "explain", str(sample)], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", "listener", "explain", str(sample)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "overnight_external_neuro_prelim [always_final] MATCHED" in proc.stdout

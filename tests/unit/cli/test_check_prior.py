@@ -17,8 +17,13 @@ XR_NEW = SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7"
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "listener", "check", "--format", "json", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "listener", "check", "--format", "json", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def _rules(proc: subprocess.CompletedProcess[str]) -> set[str]:
@@ -50,9 +55,13 @@ def test_prior_not_found_needs_known_priors(tmp_path: Path) -> None:
     """A cited comparison date matching no prior given: prior_not_found; the prior's own date: none."""
     prior = _as_patient(XR_PRIOR, tmp_path / "prior.hl7")
     cites_other = tmp_path / "other.hl7"
-    cites_other.write_bytes(XR_NEW.read_bytes().replace(b"COMPARISON: None.", b"COMPARISON: Chest radiograph 11/02/2026."))
+    cites_other.write_bytes(
+        XR_NEW.read_bytes().replace(b"COMPARISON: None.", b"COMPARISON: Chest radiograph 11/02/2026.")
+    )
     cites_prior = tmp_path / "prior-date.hl7"
-    cites_prior.write_bytes(XR_NEW.read_bytes().replace(b"COMPARISON: None.", b"COMPARISON: Chest radiograph 11/17/2026."))
+    cites_prior.write_bytes(
+        XR_NEW.read_bytes().replace(b"COMPARISON: None.", b"COMPARISON: Chest radiograph 11/17/2026.")
+    )
     assert "comparison.prior_not_found" not in _rules(_check(str(cites_other)))  # priors unknown: silent
     assert "comparison.prior_not_found" in _rules(_check("--prior", str(prior), str(cites_other)))
     assert "comparison.prior_not_found" not in _rules(_check("--prior", str(prior), str(cites_prior)))

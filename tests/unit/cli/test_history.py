@@ -17,25 +17,49 @@ from tests.conftest import RECEIVED, REPO
 from tests.unit.store.memory import MemoryStore
 
 SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
-FINAL = SAMPLE.replace(b"No focal consolidation, pleural effusion or pneumothorax.",
-                       b"No focal consolidation or pleural effusion. There is a large right pneumothorax.").replace(
-    b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
-PRELIM = SAMPLE.replace(b"|CR|F||", b"|CR|P||").replace(b"||||||F|||", b"||||||P|||").replace(
-    b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+FINAL = SAMPLE.replace(
+    b"No focal consolidation, pleural effusion or pneumothorax.",
+    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
+).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
+PRELIM = (
+    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
+    .replace(b"||||||F|||", b"||||||P|||")
+    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+)
 CORRECTED = FINAL.replace(b"|CR|F||", b"|CR|C||").replace(b"|20261117103400-0600||CR|", b"|20261117113400-0600||CR|")
 
 
-def _store(store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True) -> None:
+def _store(
+    store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True
+) -> None:
     received = RECEIVED + timedelta(minutes=minutes)
     outcome = process(raw, pipeline, received_at=received)
-    reports = tuple(ReportRecord(
-        accession=r.report.accession,
-        report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-        findings_json=json.dumps([finding_dict(f) for f in r.findings]), route_json="null", bucket="release",
-        patient_id=r.report.patient.id) for r in outcome.reports)
-    store.save(MessageRecord(control_id=control_id, sender_application="RIS", sender_facility="HOSP", feed="default",
-                             received=received, raw=raw if keep_raw else None, transport="mllp", state="processed",
-                             ack_code="AA", ack=b"MSH|ACK\r", reports=reports))
+    reports = tuple(
+        ReportRecord(
+            accession=r.report.accession,
+            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
+            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
+            route_json="null",
+            bucket="release",
+            patient_id=r.report.patient.id,
+        )
+        for r in outcome.reports
+    )
+    store.save(
+        MessageRecord(
+            control_id=control_id,
+            sender_application="RIS",
+            sender_facility="HOSP",
+            feed="default",
+            received=received,
+            raw=raw if keep_raw else None,
+            transport="mllp",
+            state="processed",
+            ack_code="AA",
+            ack=b"MSH|ACK\r",
+            reports=reports,
+        )
+    )
 
 
 def _context(pipeline: Pipeline) -> HistoryContext:
@@ -51,7 +75,9 @@ def test_final_and_correction_compared(pipeline: Pipeline) -> None:
         doc = history_document(store, "A2611170088", _context(pipeline))
         assert [v["status"] for v in doc["versions"]] == ["preliminary", "final", "corrected"]
         assert [(c["kind"], c["before"], c["after"]) for c in doc["comparisons"]] == [
-            ("prelim_to_final", 0, 1), ("correction", 1, 2)]
+            ("prelim_to_final", 0, 1),
+            ("correction", 1, 2),
+        ]
         first, second = doc["comparisons"]
         assert first["comparable"] and first["grade"].endswith("b")
         assert "critical_added" in {d["kind"] for d in first["comparison"]["differences"]}

@@ -38,8 +38,19 @@ def test_json_lines_carry_the_design_fields(state_dir: Path, capsys: pytest.Capt
     assert rows[1]["sender"] == {"application": "PACS", "facility": ""}
     assert rows[0]["received"] == T0.isoformat()
     assert (rows[3]["state"], rows[3]["ack_code"], rows[3]["raw_kept"]) == ("rejected", "AR", False)
-    assert set(rows[0]) >= {"message_id", "sender", "received", "state", "ack_code", "error_code", "feed",
-                            "transport", "report_count", "raw_kept", "message_pk"}
+    assert set(rows[0]) >= {
+        "message_id",
+        "sender",
+        "received",
+        "state",
+        "ack_code",
+        "error_code",
+        "feed",
+        "transport",
+        "report_count",
+        "raw_kept",
+        "message_pk",
+    }
 
 
 def test_filters_and_paging(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +92,9 @@ def test_text_table(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
         (["--limit", "-1"], "--limit must not be negative"),
     ],
 )
-def test_bad_options_name_the_option(state_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+def test_bad_options_name_the_option(
+    state_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
     """A malformed option exits 2 with a message naming the option and what was expected."""
     assert main(["messages", "--state-dir", str(state_dir), *argv]) == 2
     assert expected in capsys.readouterr().err

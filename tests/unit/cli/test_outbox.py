@@ -30,11 +30,21 @@ def _seed(state: Path, delivered_at: datetime = T0 + timedelta(minutes=1)) -> li
     store = SQLiteStore.in_state_dir(state)
     try:
         items = tuple(OutboxItem("ris", f"ACC{i}", f"R{i}", b"MSH|x") for i in (1, 2, 3))
-        store.save(MessageRecord(
-            control_id="M1", sender_application="A", sender_facility="F", feed="default", received=T0, raw=None,
-            transport="mllp", state="processed", ack_code="AA", ack=b"",
-            outbox=(*items, OutboxItem("legacy", "ACC4", "R4", b"MSH|x")),
-        ))
+        store.save(
+            MessageRecord(
+                control_id="M1",
+                sender_application="A",
+                sender_facility="F",
+                feed="default",
+                received=T0,
+                raw=None,
+                transport="mllp",
+                state="processed",
+                ack_code="AA",
+                ack=b"",
+                outbox=(*items, OutboxItem("legacy", "ACC4", "R4", b"MSH|x")),
+            )
+        )
         ids = [r.id for r in store.outbox_list()]
         store.outbox_delivered(ids[0], delivered_at)
         store.outbox_dead(ids[1], T0 + timedelta(minutes=1), "AR")
@@ -48,7 +58,11 @@ def _cli(state: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """``overread outbox ARGV --state-dir STATE`` as an operator runs it."""
     return subprocess.run(
         [sys.executable, "-m", "listener", "outbox", *argv, "--state-dir", str(state)],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
 
 
@@ -75,8 +89,21 @@ def test_list_json_lines_and_filters(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == ids
     assert [r["state"] for r in rows] == ["delivered", "dead", "pending", "dead"]
     assert "payload" not in rows[0] and rows[1]["last_error"] == "AR"
-    assert set(rows[0]) == {"id", "destination", "accession", "control_id", "state", "attempts", "next_attempt_at",
-                            "last_error", "created", "delivered_at", "message_pk", "resent_from", "connect_error"}
+    assert set(rows[0]) == {
+        "id",
+        "destination",
+        "accession",
+        "control_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created",
+        "delivered_at",
+        "message_pk",
+        "resent_from",
+        "connect_error",
+    }
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead")] == ["R2", "R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead", "--destination", "legacy")] == ["R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--limit", "2")] == ["R1", "R2"]
@@ -116,9 +143,22 @@ def test_destination_known_from_the_config_but_without_rows(tmp_path: Path) -> N
     )
     (tmp_path / "overread.yaml").write_text(f"state_dir: {state}\ndestinations: destinations.yaml\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "listener", "outbox", "list", "--config", str(tmp_path / "overread.yaml"),
-         "--destination", "pacs"],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "listener",
+            "outbox",
+            "list",
+            "--config",
+            str(tmp_path / "overread.yaml"),
+            "--destination",
+            "pacs",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "no outbox rows (destination pacs)\n", "")
 
@@ -165,11 +205,21 @@ def test_retry_superseded_row_needs_force(tmp_path: Path) -> None:
     state = tmp_path
     store = SQLiteStore.in_state_dir(state)
     try:
-        store.save(MessageRecord(
-            control_id="M1", sender_application="A", sender_facility="F", feed="default", received=T0, raw=None,
-            transport="mllp", state="processed", ack_code="AA", ack=b"",
-            outbox=(OutboxItem("ris", "ACC1", "OLD", b"MSH|x"), OutboxItem("ris", "ACC1", "NEW", b"MSH|x")),
-        ))
+        store.save(
+            MessageRecord(
+                control_id="M1",
+                sender_application="A",
+                sender_facility="F",
+                feed="default",
+                received=T0,
+                raw=None,
+                transport="mllp",
+                state="processed",
+                ack_code="AA",
+                ack=b"",
+                outbox=(OutboxItem("ris", "ACC1", "OLD", b"MSH|x"), OutboxItem("ris", "ACC1", "NEW", b"MSH|x")),
+            )
+        )
         old, new = (r.id for r in store.outbox_list())
         store.outbox_dead(old, T0, "AR")
         store.outbox_delivered(new, T0)

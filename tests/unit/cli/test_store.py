@@ -71,8 +71,10 @@ def _corrupt_index(db: Path) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     (version,) = conn.execute("PRAGMA schema_version").fetchone()
     conn.execute("PRAGMA writable_schema = ON")
-    conn.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX messages_received ON messages (feed)'"
-                 " WHERE name = 'messages_received'")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX messages_received ON messages (feed)'"
+        " WHERE name = 'messages_received'"
+    )
     conn.execute(f"PRAGMA schema_version = {version + 1}")
     conn.close()
 
@@ -136,7 +138,10 @@ def test_backup_is_one_consistent_snapshot_while_another_process_commits(state_d
     repo = Path(__file__).resolve().parents[3]
     proc = subprocess.Popen(
         [sys.executable, str(repo / "tests" / "unit" / "store" / "crash_writer.py"), str(state_dir), "W", "2"],
-        stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(repo)), cwd=repo, text=True,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+        cwd=repo,
+        text=True,
     )
     assert proc.stdout is not None
     try:
@@ -150,8 +155,7 @@ def test_backup_is_one_consistent_snapshot_while_another_process_commits(state_d
             remaining.append(left)
             time.sleep(0.002)
 
-        manifest = backup_store(state_dir, tmp_path / "b", now=T0, program_version="test", pages=1,
-                                progress=step)
+        manifest = backup_store(state_dir, tmp_path / "b", now=T0, program_version="test", pages=1, progress=step)
         assert proc.poll() is None, "the writer kept running through the backup"
     finally:
         proc.kill()
@@ -164,7 +168,8 @@ def test_backup_is_one_consistent_snapshot_while_another_process_commits(state_d
     incomplete = conn.execute(
         "SELECT count(*) FROM messages m WHERE m.control_id LIKE 'W-%' AND ("
         " (SELECT count(*) FROM reports r WHERE r.message_id = m.id) != 2"
-        " OR (SELECT count(*) FROM outbox o WHERE o.message_id = m.id) != 1)").fetchone()[0]
+        " OR (SELECT count(*) FROM outbox o WHERE o.message_id = m.id) != 1)"
+    ).fetchone()[0]
     assert incomplete == 0
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
@@ -289,8 +294,10 @@ def test_restore_refuses_a_damaged_backup(
 
         _corrupt_index(db)
         manifest = json.loads(manifest_path.read_text())
-        manifest["files"]["overread.db"] = {"bytes": db.stat().st_size,
-                                            "sha256": hashlib.sha256(db.read_bytes()).hexdigest()}
+        manifest["files"]["overread.db"] = {
+            "bytes": db.stat().st_size,
+            "sha256": hashlib.sha256(db.read_bytes()).hexdigest(),
+        }
         manifest_path.write_text(json.dumps(manifest))
         expected = f"{db}: integrity check failed"
     target = tmp_path / "target"
@@ -322,7 +329,9 @@ def test_check_exit_codes(state_dir: Path, tmp_path: Path, capsys: pytest.Captur
     assert status == 2 and "no store in" in err
 
 
-def test_check_reports_pending_migrations_and_a_newer_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_pending_migrations_and_a_newer_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An older store is sound with its pending steps listed (exit 0); a newer one is a problem
     that says to upgrade (exit 1). check changes neither."""
     old = tmp_path / "old"
@@ -346,8 +355,9 @@ def test_migrate_list_shows_applied_and_pending(tmp_path: Path, capsys: pytest.C
     status, out, _ = run(capsys, "migrate", "--list", "--state-dir", str(tmp_path / "state"), "--format", "json")
     obj = json.loads(out)
     assert status == 0 and obj["schema_version"] == 1
-    assert [(m["to"], m["applied"]) for m in obj["migrations"]] == \
-        [(1, True)] + [(v, False) for v in range(2, store_schema.SCHEMA_VERSION + 1)]
+    assert [(m["to"], m["applied"]) for m in obj["migrations"]] == [(1, True)] + [
+        (v, False) for v in range(2, store_schema.SCHEMA_VERSION + 1)
+    ]
     assert all(m["description"] for m in obj["migrations"])
     status, out, _ = run(capsys, "migrate", "--list", "--state-dir", str(tmp_path / "state"))
     assert f"{store_schema.MIGRATIONS[1].label}  [pending]" in out

@@ -21,6 +21,8 @@ def fixture_decode(pipeline: Pipeline) -> Decode:
 
     def run(body: bytes, **kwargs: Any) -> tuple[Report, ...]:
         kwargs.setdefault("client", FhirClient())
-        return decode_fhir(body, mapping=pipeline.mappings.default, received_at=RECEIVED, procedures=pipeline.procedures, **kwargs)
+        return decode_fhir(
+            body, mapping=pipeline.mappings.default, received_at=RECEIVED, procedures=pipeline.procedures, **kwargs
+        )
 
     return run

@@ -167,7 +167,11 @@ def test_unreadable_body(body: bytes, decode: Decode) -> None:
         ({"code": None}, "required", "DiagnosticReport.code"),
         ({"presentedForm": None}, "required", "DiagnosticReport.presentedForm"),
         ({"effectiveDateTime": "2026-13-40"}, "value", "DiagnosticReport.effectiveDateTime"),
-        ({"category": [{"coding": [{"system": "http://loinc.org", "code": "LP29708-2"}]}]}, "not-supported", "DiagnosticReport.category"),
+        (
+            {"category": [{"coding": [{"system": "http://loinc.org", "code": "LP29708-2"}]}]},
+            "not-supported",
+            "DiagnosticReport.category",
+        ),
         ({"resourceType": "Observation"}, "not-supported", ""),
     ],
 )
@@ -179,7 +183,9 @@ def test_checks_name_code_and_expression(change: dict[str, Any], code: str, expr
     assert (info.value.issue_code, info.value.expression) == (code, expression)
 
 
-@pytest.mark.parametrize("status", ["registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "unknown"])
+@pytest.mark.parametrize(
+    "status", ["registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "unknown"]
+)
 def test_every_status_code_accepted(status: str, decode: Decode) -> None:
     """All DiagnosticReport status codes map to a ResultStatus and keep the raw code."""
     (report,) = decode(_body(_dr(status=status)))
@@ -203,11 +209,18 @@ def test_radiology_category_spellings(category: dict[str, Any], decode: Decode) 
 
 def test_vendor_extras_refused_by_default_and_stripped_on_request(decode: Decode) -> None:
     """Unknown elements fail validation unless the client accepts them; then each is stripped with a warning."""
-    doc = _dr(vendorScore=3, contained=[{"resourceType": "Patient", "id": "p", "vendorFlag": True}], subject={"reference": "#p"})
+    doc = _dr(
+        vendorScore=3,
+        contained=[{"resourceType": "Patient", "id": "p", "vendorFlag": True}],
+        subject={"reference": "#p"},
+    )
     with pytest.raises(FhirDecodeError) as info:
         decode(_body(doc))
     assert info.value.issue_code == "structure"
-    assert {e for _, e, _ in info.value.issues} == {"DiagnosticReport.vendorScore", "DiagnosticReport.contained[0].vendorFlag"}
+    assert {e for _, e, _ in info.value.issues} == {
+        "DiagnosticReport.vendorScore",
+        "DiagnosticReport.contained[0].vendorFlag",
+    }
     (report,) = decode(_body(doc), client=FhirClient(accept_extra_fields=True))
     assert any("DiagnosticReport.vendorScore" in w for w in report.warnings)
     assert any("DiagnosticReport.contained[0].vendorFlag" in w for w in report.warnings)
@@ -232,12 +245,28 @@ def test_conclusion_appended_once(decode: Decode) -> None:
 def test_observation_values_become_text(decode: Decode) -> None:
     """Contained result Observations give text: strings, concept text, quantities as label: value unit."""
     contained = [
-        {"resourceType": "Observation", "id": "f", "status": "final",
-         "code": {"coding": [{"system": "http://loinc.org", "code": "18782-3"}]}, "valueString": "Lungs clear."},
-        {"resourceType": "Observation", "id": "i", "status": "final",
-         "code": {"coding": [{"system": "http://loinc.org", "code": "19005-8"}]}, "valueCodeableConcept": {"text": "Normal."}},
-        {"resourceType": "Observation", "id": "q", "status": "final", "code": {"text": "CTDIvol"},
-         "valueQuantity": {"value": 12.5, "unit": "mGy"}, "interpretation": [{"coding": [{"code": "H"}]}]},
+        {
+            "resourceType": "Observation",
+            "id": "f",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "18782-3"}]},
+            "valueString": "Lungs clear.",
+        },
+        {
+            "resourceType": "Observation",
+            "id": "i",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "19005-8"}]},
+            "valueCodeableConcept": {"text": "Normal."},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "q",
+            "status": "final",
+            "code": {"text": "CTDIvol"},
+            "valueQuantity": {"value": 12.5, "unit": "mGy"},
+            "interpretation": [{"coding": [{"code": "H"}]}],
+        },
     ]
     doc = _dr(presentedForm=None, contained=contained, result=[{"reference": f"#{c['id']}"} for c in contained])
     (report,) = decode(_body(doc))
@@ -289,9 +318,19 @@ def test_bundle_is_all_or_nothing(decode: Decode) -> None:
     """One bad DiagnosticReport in a Bundle fails the Bundle, naming its entry."""
     good, bad = _dr(), _dr(id="t2", status="done")
     with pytest.raises(FhirDecodeError) as info:
-        decode(_body({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": good}, {"resource": bad}]}))
+        decode(
+            _body({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": good}, {"resource": bad}]})
+        )
     assert info.value.expression == "Bundle.entry[1].resource.status"
-    reports = decode(_body({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": good}, {"resource": copy.deepcopy(good)}]}))
+    reports = decode(
+        _body(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": good}, {"resource": copy.deepcopy(good)}],
+            }
+        )
+    )
     assert len(reports) == 2
 
 
@@ -305,8 +344,9 @@ def test_bundle_is_all_or_nothing(decode: Decode) -> None:
     ],
 )
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
-def test_transaction_and_batch_entries_need_create_or_update(kind: str, request_: dict[str, str] | None, code: str,
-                                                             expression: str, decode: Decode) -> None:
+def test_transaction_and_batch_entries_need_create_or_update(
+    kind: str, request_: dict[str, str] | None, code: str, expression: str, decode: Decode
+) -> None:
     """Transaction/batch entries must carry a request (bdl-3) whose method is POST or PUT; a read, patch or delete is refused naming the entry, PUT and POST are taken."""
     entry: dict[str, Any] = {"resource": _dr()}
     if request_ is not None:
@@ -330,7 +370,7 @@ def test_html_reduced_to_lines() -> None:
 def test_attachment_kinds() -> None:
     """URL-only and image attachments are never fetched or decoded; wrapped base64 text is read."""
     data = base64.b64encode(b"Line one\r\nLine two").decode()
-    wrapped = " ".join(data[i:i + 8] for i in range(0, len(data), 8))
+    wrapped = " ".join(data[i : i + 8] for i in range(0, len(data), 8))
     assert attachment_text("text/plain", wrapped, False) == ("Line one\nLine two", "text")
     assert attachment_text("application/pdf", None, True) == ("", "pdf")
     assert attachment_text("image/pict", None, True) == ("", "binary")

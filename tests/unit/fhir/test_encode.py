@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,18 +21,34 @@ from listener.fhir.encode import (
 from listener.fhir.models import model_class
 from listener.model import Evidence, Finding, Patient, Procedure, Report, ResultStatus, Route, Sender, Severity, Times
 
-NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 REPORT = Report(
-    message_id="dr-1", message_type="DiagnosticReport", version="R4", sender=Sender("c", "f"), accession="A1",
-    patient=Patient("ZZ1"), procedure=Procedure("70450", "CPT"), status=ResultStatus.FINAL, times=Times(), text="t",
+    message_id="dr-1",
+    message_type="DiagnosticReport",
+    version="R4",
+    sender=Sender("c", "f"),
+    accession="A1",
+    patient=Patient("ZZ1"),
+    procedure=Procedure("70450", "CPT"),
+    status=ResultStatus.FINAL,
+    times=Times(),
+    text="t",
 )
 ROUTE = Route(
-    bucket="process_check", pool="neuro", priority="stat", reasons=("qa.errors",),
-    corrections=("laterality.impression_vs_findings",), policy_version="v7", deadline=NOW,
+    bucket="process_check",
+    pool="neuro",
+    priority="stat",
+    reasons=("qa.errors",),
+    corrections=("laterality.impression_vs_findings",),
+    policy_version="v7",
+    deadline=NOW,
 )
 FINDING = Finding(
-    rule="laterality.impression_vs_findings", severity=Severity.ERROR, message="impression side differs from the order",
-    evidence=(Evidence("impression", 12, 16, "left"),), suggestion="check the side",
+    rule="laterality.impression_vs_findings",
+    severity=Severity.ERROR,
+    message="impression side differs from the order",
+    evidence=(Evidence("impression", 12, 16, "left"),),
+    suggestion="check the side",
 )
 
 
@@ -63,12 +79,16 @@ def test_task_overread_and_logical_focus() -> None:
     assert "restriction" not in task
 
 
-@pytest.mark.parametrize(("severity", "expected"), [(Severity.ERROR, "high"), (Severity.WARNING, "moderate"), (Severity.INFO, "low")])
+@pytest.mark.parametrize(
+    ("severity", "expected"), [(Severity.ERROR, "high"), (Severity.WARNING, "moderate"), (Severity.INFO, "low")]
+)
 @pytest.mark.parametrize("version", ["R4", "R5"])
 def test_detected_issue(severity: Severity, expected: str, version: str) -> None:
     """DetectedIssue: rule id as code, severity mapped, report implicated, evidence span with offsets."""
     finding = Finding(FINDING.rule, severity, FINDING.message, FINDING.evidence, FINDING.suggestion)
-    issue = detected_issue_for(REPORT, finding, identified=NOW, report_reference="DiagnosticReport/dr-1", version=version)
+    issue = detected_issue_for(
+        REPORT, finding, identified=NOW, report_reference="DiagnosticReport/dr-1", version=version
+    )
     _valid(version, issue)
     assert issue["code"]["coding"][0]["code"] == "laterality.impression_vs_findings"
     assert issue["severity"] == expected
@@ -82,7 +102,9 @@ def test_detected_issue(severity: Severity, expected: str, version: str) -> None
 def test_outcome_for_fhir_error_lists_every_issue() -> None:
     """Each validation issue becomes an OperationOutcome issue with its code and expression."""
     error = FhirDecodeError(
-        "x", issue_code="required", expression="DiagnosticReport.code",
+        "x",
+        issue_code="required",
+        expression="DiagnosticReport.code",
         issues=(("required", "DiagnosticReport.code", "a"), ("value", "DiagnosticReport.issued", "b")),
     )
     outcome = outcome_for_error(error)
@@ -103,7 +125,9 @@ def test_outcome_for_hl7_error() -> None:
 @pytest.mark.parametrize("version", ["R4", "R5"])
 def test_outcome_for_routes(version: str) -> None:
     """An accepted body gets information issues carrying each route's summary, and no report text."""
-    outcome = outcome_for_routes([("Bundle.entry[3].resource", ROUTE), ("Bundle.entry[4].resource", None)], version=version)
+    outcome = outcome_for_routes(
+        [("Bundle.entry[3].resource", ROUTE), ("Bundle.entry[4].resource", None)], version=version
+    )
     _valid(version, outcome)
     first = outcome["issue"][0]
     assert (first["severity"], first["code"]) == ("information", "informational")
@@ -129,8 +153,10 @@ def test_push_bundle_is_a_transaction_of_conditional_creates(version: str) -> No
     conditions = [e["request"]["ifNoneExist"] for e in bundle["entry"]]
     system = "https://overread.invalid/fhir/NamingSystem/decision"
     assert conditions == [f"identifier={system}|D1", f"identifier={system}|D1-1", f"identifier={system}|D1-2"]
-    assert all(e["request"] == {"method": "POST", "url": k, "ifNoneExist": c}
-               for e, k, c in zip(bundle["entry"], kinds, conditions))
+    assert all(
+        e["request"] == {"method": "POST", "url": k, "ifNoneExist": c}
+        for e, k, c in zip(bundle["entry"], kinds, conditions)
+    )
     task = bundle["entry"][0]["resource"]
     assert task["identifier"][0] == {"system": system, "value": "D1"}
     assert task["focus"]["identifier"]["value"] == "A1"  # logical: the report is not on that server
@@ -151,4 +177,6 @@ def test_bundle_response_pairs_entries(version: str) -> None:
         _valid(version, bundle)
         assert bundle["type"] == f"{kind}-response"
         assert [e["response"] for e in bundle["entry"]] == [
-            {"status": "200 OK"}, {"status": "201 Created", "location": "DiagnosticReport/abc", "outcome": outcome}]
+            {"status": "200 OK"},
+            {"status": "201 Created", "location": "DiagnosticReport/abc", "outcome": outcome},
+        ]

@@ -34,8 +34,7 @@ def test_prelim_by_based_on_and_final_by_identifier_share_the_accession(decode: 
     prelim["status"] = "preliminary"
     del prelim["identifier"]  # only the order (basedOn) names the accession
     final = copy.deepcopy(SAMPLE)
-    _order(final)["identifier"] = [i for i in _order(final)["identifier"]
-                                   if i["type"]["coding"][0]["code"] != "ACSN"]
+    _order(final)["identifier"] = [i for i in _order(final)["identifier"] if i["type"]["coding"][0]["code"] != "ACSN"]
     (p,) = decode(_body(prelim))
     (f,) = decode(_body(final))
     assert (p.status, f.status) == (ResultStatus.PRELIMINARY, ResultStatus.FINAL)

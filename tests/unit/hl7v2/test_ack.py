@@ -8,7 +8,7 @@ fields, data types) is proven by two independent implementations.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import hl7
@@ -94,7 +94,7 @@ def test_aa_swaps_sender_and_receiver_and_validates_strictly() -> None:
 @pytest.mark.parametrize(
     ("now", "expected"),
     [
-        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "20260102030405+0000"),
+        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "20260102030405+0000"),
         (datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))), "20260102030405+0530"),
         (datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=3, minutes=30))), "20260102030405-0330"),
     ],
@@ -117,7 +117,15 @@ def test_programming_errors_raise_value_error() -> None:
 
 @pytest.mark.parametrize(
     ("version", "expected"),
-    [("2.3.1", "2.3.1"), ("2.4", "2.4"), ("2.7", "2.7"), ("2.8.2", "2.8.2"), ("2.9", "2.5.1"), ("", "2.5.1"), ("3.0", "2.5.1")],
+    [
+        ("2.3.1", "2.3.1"),
+        ("2.4", "2.4"),
+        ("2.7", "2.7"),
+        ("2.8.2", "2.8.2"),
+        ("2.9", "2.5.1"),
+        ("", "2.5.1"),
+        ("3.0", "2.5.1"),
+    ],
 )
 def test_msh12_echoes_supported_versions_only(version: str, expected: str) -> None:
     """MSH-12 echoes a version we support; anything else is answered in 2.5.1."""
@@ -324,9 +332,9 @@ def test_hostile_echoed_fields_are_sanitized_and_capped() -> None:
     """Control bytes vanish, repetitions drop, long fields are capped, broken escapes and UTF-8 trimmed."""
     long_app = "A" * 10_000
     cut_utf8 = "B" * 226 + "\u00e9".encode().decode("latin-1")  # 2-byte é straddling the cap
-    raw = (
-        f"MSH|^~\\&|{long_app}|F\x00A\x0bC\x1c|RECV~OTHER|{cut_utf8}|2026||ORU^R01|C\x7f1\\|P|2.5.1\r"
-    ).encode("latin-1")
+    raw = (f"MSH|^~\\&|{long_app}|F\x00A\x0bC\x1c|RECV~OTHER|{cut_utf8}|2026||ORU^R01|C\x7f1\\|P|2.5.1\r").encode(
+        "latin-1"
+    )
     segs = segments(ack_text(read_header(raw), "AE", errors=[AckErrorDetail("101")]))
     our_app, our_fac, their_app, their_fac = segs[0][2:6]
     assert our_app == "RECV"
@@ -439,8 +447,10 @@ def test_enhanced_mode_ack_asks_for_no_acknowledgment() -> None:
 
 
 def _with_msh18(value: str, version: str = "2.5.1", msh15: str = "") -> MessageHeader:
-    raw = (f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20261123092959||ORU^R01^ORU_R01|C1|P|{version}"
-           f"|||{msh15}|||{value}\rPID|1||{MARKER}\r").encode("latin-1")
+    raw = (
+        f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20261123092959||ORU^R01^ORU_R01|C1|P|{version}"
+        f"|||{msh15}|||{value}\rPID|1||{MARKER}\r"
+    ).encode("latin-1")
     header = read_header(raw)
     assert header is not None
     return header

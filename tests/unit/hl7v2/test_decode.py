@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError, InvalidValue, MissingField, SegmentSequenceError, UnsupportedMessage
 from listener.hl7v2.decode import decode_message
+from listener.hl7v2.mapping import MappingSet
 from listener.model import ResultStatus, SectionKind
 from listener.pipeline import Pipeline
 from tests.conftest import RECEIVED
@@ -95,7 +95,13 @@ def test_headings_in_one_ft_obx(pipeline: Pipeline) -> None:
     segs = BASE[:5] + [f"OBX|1|FT|RPT^Report||{text}||||||F"]
     report = _decode(pipeline, _msg(segs)).reports[0]
     kinds = [s.kind for s in report.sections]
-    assert kinds == [SectionKind.INDICATION, SectionKind.TECHNIQUE, SectionKind.COMPARISON, SectionKind.FINDINGS, SectionKind.IMPRESSION]
+    assert kinds == [
+        SectionKind.INDICATION,
+        SectionKind.TECHNIQUE,
+        SectionKind.COMPARISON,
+        SectionKind.FINDINGS,
+        SectionKind.IMPRESSION,
+    ]
     assert report.comparison_text == "None."
     for sec in report.sections:
         assert report.text[sec.start : sec.end] == sec.text
@@ -120,7 +126,10 @@ def test_ed_base64_text(pipeline: Pipeline) -> None:
 
 def test_two_obr_groups_give_two_reports(pipeline: Pipeline) -> None:
     """Each OBR group is its own report with its own OBX text."""
-    segs = BASE + ["OBR|2|PL124|ACC1002|70551^MRI BRAIN WO^C4|||20261120020100||||||||||||||||MR|F", "OBX|1|TX|19005-8^Impression^LN||Normal MRI.||||||F"]
+    segs = BASE + [
+        "OBR|2|PL124|ACC1002|70551^MRI BRAIN WO^C4|||20261120020100||||||||||||||||MR|F",
+        "OBX|1|TX|19005-8^Impression^LN||Normal MRI.||||||F",
+    ]
     reports = _decode(pipeline, _msg(segs)).reports
     assert [r.accession for r in reports] == ["ACC1001", "ACC1002"]
     assert reports[1].text == "Normal MRI." and reports[1].status is ResultStatus.FINAL
@@ -146,7 +155,12 @@ def test_cpt_from_alternate_identifier_and_local_table(pipeline: Pipeline) -> No
         (lambda s: [s[0].replace("|P|2.5.1", "|X|2.5.1")] + s[1:], UnsupportedMessage, "202", "MSH-11"),
         (lambda s: [s[0].replace("|P|2.5.1", "|P|2.1")] + s[1:], UnsupportedMessage, "203", "MSH-12"),
         (lambda s: [s[0].replace("CTRL0001", "")] + s[1:], MissingField, "101", "MSH-10"),
-        (lambda s: s[:3] + ["ORC|RE|PL123", s[4].replace("|PL123|ACC1001|", "|PL123||")] + s[5:], MissingField, "101", "OBR-3.1"),
+        (
+            lambda s: s[:3] + ["ORC|RE|PL123", s[4].replace("|PL123|ACC1001|", "|PL123||")] + s[5:],
+            MissingField,
+            "101",
+            "OBR-3.1",
+        ),
         (lambda s: s[:4], SegmentSequenceError, "100", "ORC[1]"),
         (lambda s: s[:3], SegmentSequenceError, "100", "OBR"),
         (lambda s: s + ["MSH|^~\\&|A|B"], SegmentSequenceError, "100", "MSH[2]"),
@@ -234,7 +248,10 @@ def test_decoder_raises_only_decode_errors(pipeline: Pipeline, data: st.DataObje
     raw = bytearray(_msg(BASE))
     for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
         pos = data.draw(st.integers(min_value=0, max_value=len(raw)))
-        junk = data.draw(st.binary(max_size=12) | st.sampled_from([b"\\.sp", b"\\X", b"\\", b"|", b"^", b"\r", b"MSH|^~\\&|", b"\x0b", b"\x00"]))
+        junk = data.draw(
+            st.binary(max_size=12)
+            | st.sampled_from([b"\\.sp", b"\\X", b"\\", b"|", b"^", b"\r", b"MSH|^~\\&|", b"\x0b", b"\x00"])
+        )
         cut = data.draw(st.integers(min_value=0, max_value=8))
         raw[pos : pos + cut] = junk
     try:

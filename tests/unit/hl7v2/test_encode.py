@@ -102,7 +102,11 @@ PRIORITY_LETTERS = {"always_final": "S", "selective_overread": "A", "process_che
 
 # hl7apy 1.3.5 errors that are its own or the model's gaps (see module docstring).
 _CHOICE_GAP = re.compile(r"^Missing required child ORM_O01_(CHOICE|OBRRQDRQ1RXOODSODT_SUPPGRP)\.(RQD|RQ1|RXO|ODS|ODT)$")
-KNOWN_HL7APY_ERRORS = (_CHOICE_GAP, re.compile(r"^Missing required child PID\.PID_5$"), re.compile(r"^Missing required child IPC\.IPC_3$"))
+KNOWN_HL7APY_ERRORS = (
+    _CHOICE_GAP,
+    re.compile(r"^Missing required child PID\.PID_5$"),
+    re.compile(r"^Missing required child IPC\.IPC_3$"),
+)
 # Warnings hl7apy gives for values that are right: it matches table 0396 literally,
 # so "99zzz" local systems and "HL7nnnn" table systems are "not in the table";
 # CPT4 comes from the sender; 2.3.1's table 0211 predates "UNICODE UTF-8".
@@ -117,7 +121,10 @@ def destination(**message: object) -> DestinationSettings:
     return DestinationSettings(
         name="ris",
         endpoint="tcp:host=ris.example:port=6661",
-        message=replace(MessageSettings(sending_facility="READCO", receiving_application="RIS", receiving_facility="HOSP"), **message),  # type: ignore[arg-type]
+        message=replace(
+            MessageSettings(sending_facility="READCO", receiving_application="RIS", receiving_facility="HOSP"),
+            **message,
+        ),  # type: ignore[arg-type]
     )
 
 
@@ -186,7 +193,12 @@ def test_default_is_orm_o01_251_status_change_with_every_carrier() -> None:
     assert (msg["MSH.F5"], msg["MSH.F6"]) == ("RIS", "HOSP")
     assert msg["MSH.F7"] == TS
     assert str(msg.segment("MSH")[9]) == "ORM^O01^ORM_O01"
-    assert (msg["MSH.F10"], msg["MSH.F11"], msg["MSH.F12"], msg["MSH.F18"]) == ("OVR0001", "P", "2.5.1", "UNICODE UTF-8")
+    assert (msg["MSH.F10"], msg["MSH.F11"], msg["MSH.F12"], msg["MSH.F18"]) == (
+        "OVR0001",
+        "P",
+        "2.5.1",
+        "UNICODE UTF-8",
+    )
 
 
 def test_pid_carries_what_the_ris_matches_the_order_with() -> None:
@@ -433,7 +445,14 @@ def test_v231_never_writes_orc25_even_if_asked() -> None:
 
 @pytest.mark.parametrize(
     "carriers",
-    [frozenset(CARRIERS), frozenset({"orc25"}), frozenset({"zrt"}), frozenset({"obx"}), frozenset({"zrt", "nte"}), frozenset({"orc25", "obx"})],
+    [
+        frozenset(CARRIERS),
+        frozenset({"orc25"}),
+        frozenset({"zrt"}),
+        frozenset({"obx"}),
+        frozenset({"zrt", "nte"}),
+        frozenset({"orc25", "obx"}),
+    ],
 )
 def test_carriers_choose_where_the_decision_goes(carriers: frozenset[str]) -> None:
     """Only the chosen carriers appear; ORC-16 and priorities are always there."""
@@ -447,11 +466,16 @@ def test_carriers_choose_where_the_decision_goes(carriers: frozenset[str]) -> No
     assert_valid_but_known_gaps(text, "2.5.1")
 
 
-@pytest.mark.parametrize(("charset", "msh18", "expected"), [("utf-8", "UNICODE UTF-8", "Zoë Ł"), ("latin-1", "8859/1", "Zoë ?"), ("ascii", "", "Zo? ?")])
+@pytest.mark.parametrize(
+    ("charset", "msh18", "expected"),
+    [("utf-8", "UNICODE UTF-8", "Zoë Ł"), ("latin-1", "8859/1", "Zoë ?"), ("ascii", "", "Zo? ?")],
+)
 def test_charset_sets_msh18_and_encoding(charset: str, msh18: str, expected: str) -> None:
     """Non-ASCII text goes out in the destination's charset; what it cannot hold becomes '?'."""
     route = replace(ROUTES["selective_overread"], pool="Zoë Ł")
-    data = build_routing_message(REPORT, route, (), destination(charset=charset), now=NOW, control_id="C", decision_id="D")
+    data = build_routing_message(
+        REPORT, route, (), destination(charset=charset), now=NOW, control_id="C", decision_id="D"
+    )
     text = data.decode("latin-1" if charset != "utf-8" else "utf-8")
     msg = hl7.parse(text)
     assert msg["MSH.F18"] == msh18
@@ -484,7 +508,10 @@ def test_child_order_is_a_new_order_with_the_original_as_parent(message_type: st
     assert_valid_but_known_gaps(text, "2.5.1")
 
 
-@pytest.mark.parametrize(("bucket", "child"), [("always_final", True), ("selective_overread", True), ("process_check", False), ("release", False)])
+@pytest.mark.parametrize(
+    ("bucket", "child"),
+    [("always_final", True), ("selective_overread", True), ("process_check", False), ("release", False)],
+)
 def test_child_order_only_when_another_read_is_needed(bucket: str, child: bool) -> None:
     """NW goes out for FINAL and OVERREAD; RETURN and RELEASE need no new read."""
     text = build(route=ROUTES[bucket], dest=destination(child_order=True))

@@ -109,7 +109,11 @@ def test_start_block_inside_frame_restarts_it() -> None:
     tr(SB + b"A\x0bB" + EB + CR, [b"B"], partials=(1,))
     tr(SB + b"\x0b\x0bB" + EB + CR, [b"B"], partials=(0, 0))
     tr(SB + b"AB\x0b" + EB + CR, [b""], partials=(2,))
-    tr(SB + b"one" + EB + SB + b"tw" + SB + b"two" + EB + CR + SB + b"x" + SB + SB + b"three" + EB, [b"one", b"two", b"three"], partials=(2, 1, 0))
+    tr(
+        SB + b"one" + EB + SB + b"tw" + SB + b"two" + EB + CR + SB + b"x" + SB + SB + b"three" + EB,
+        [b"one", b"two", b"three"],
+        partials=(2, 1, 0),
+    )
 
 
 def test_restart_mid_frame_never_glues_two_messages() -> None:
@@ -326,7 +330,9 @@ def test_random_bytes_give_frames_or_framing_error(data: st.DataObject, raw: byt
 
 
 @given(st.data(), st.lists(st.tuples(payloads(), st.booleans()), max_size=6))
-def test_restarted_frames_are_dropped_whatever_the_chunking(data: st.DataObject, parts: list[tuple[bytes, bool]]) -> None:
+def test_restarted_frames_are_dropped_whatever_the_chunking(
+    data: st.DataObject, parts: list[tuple[bytes, bool]]
+) -> None:
     """Property: a stream where some frames are cut short by the next 0x0B gives exactly the
     complete frames, and the cut frames' sizes in order, for any chunking."""
     stream = bytearray()

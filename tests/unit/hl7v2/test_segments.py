@@ -8,16 +8,16 @@ from hypothesis import strategies as st
 
 from listener.errors import InvalidValue
 from listener.hl7v2.segments import (
-    decode_text,
-    read_header,
-    split_messages,
-    strip_envelope,
     LOG_VALUE_MAX,
     MAX_CONTROL_ID_LENGTH,
     MAX_HD_COMPONENT_LENGTH,
     MAX_HD_LENGTH,
     MAX_HEADER_FIELDS,
     check_header_lengths,
+    decode_text,
+    read_header,
+    split_messages,
+    strip_envelope,
 )
 from tests.strategies import hostile_msh
 
@@ -65,7 +65,6 @@ def test_split_messages_drops_batch_envelope() -> None:
 # --- read_header never raises; header key caps ------------------------------------------
 
 
-
 @pytest.mark.parametrize(
     "raw",
     [b"MSH", b"MSH\r", b"MSH\rPID|1", b"MSH\n", b"MSH\r\n", b"\x0bMSH\x1c\r", b"MSH\x00|", b"MSH ^~\\&", b"MSHA^~"],
@@ -107,7 +106,10 @@ def test_read_header_never_raises_on_any_bytes(raw: bytes) -> None:
     for data in (raw, b"MSH" + raw, b"MSH|" + raw):
         header = read_header(data)
         if header is not None:
-            assert header.oversized_field in ("", "MSH-3", "MSH-4", "MSH-10") or header.oversized_field[:6] in ("MSH-3.", "MSH-4.")
+            assert header.oversized_field in ("", "MSH-3", "MSH-4", "MSH-10") or header.oversized_field[:6] in (
+                "MSH-3.",
+                "MSH-4.",
+            )
             assert all(len(v) <= LOG_VALUE_MAX for v in header.log_fields().values())
 
 

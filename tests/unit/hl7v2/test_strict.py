@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError
 from listener.hl7v2.decode import decode_message
+from listener.hl7v2.mapping import MappingSet
 from listener.pipeline import Pipeline
 from tests.conftest import RECEIVED
 from tests.unit.hl7v2.test_decode import BASE, MARKER, _msg

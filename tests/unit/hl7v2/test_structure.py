@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from listener.assemble import build_pipeline
 from listener.config import load_config
-from listener.hl7v2.mapping import MappingSet
 from listener.errors import DecodeError, SegmentSequenceError
 from listener.hl7v2.ack import AckErrorDetail, build_ack
 from listener.hl7v2.decode import decode_message
+from listener.hl7v2.mapping import MappingSet
 from listener.hl7v2.mllp import MllpFramer
 from listener.hl7v2.segments import read_header
 from listener.pipeline import Pipeline, process
@@ -101,7 +101,9 @@ def test_attack_splice_is_refused_by_the_decoder(pipeline: Pipeline, glue: bytes
     assert outcome.disposition == "rejected" and outcome.error is not None
     assert (outcome.error.hl7_code, outcome.error.location) == ("100", "MSH[2]")
     assert outcome.header is not None
-    ack = build_ack(outcome.header, "AE", errors=[AckErrorDetail.from_decode_error(outcome.error)], now=RECEIVED, control_id="ACK1")
+    ack = build_ack(
+        outcome.header, "AE", errors=[AckErrorDetail.from_decode_error(outcome.error)], now=RECEIVED, control_id="ACK1"
+    )
     assert b"ERR||MSH^2|100" in ack
     for value in _identity(first)[:2] + _identity(second):  # MSA-2 echoes A's control id, rightly
         assert value.encode() not in ack
@@ -182,7 +184,9 @@ def _detectable(a: bytes, b: bytes, i: int, j: int, glue: bytes) -> bool:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(splices())
-def test_detectable_splices_never_mix_two_messages(pipeline: Pipeline, splice: tuple[bytes, bytes, bytes, int, int, bytes]) -> None:
+def test_detectable_splices_never_mix_two_messages(
+    pipeline: Pipeline, splice: tuple[bytes, bytes, bytes, int, int, bytes]
+) -> None:
     """Property: a splice of two samples (A cut at any byte, any suffix of B, with or without
     0x0B, CR/LF/CRLF) of a kind the rules cover is refused, or every report it gives has the
     patient id and accession of one source message, never one from each."""
@@ -195,14 +199,18 @@ def test_detectable_splices_never_mix_two_messages(pipeline: Pipeline, splice: t
     a_id, b_id = _identity(a), _identity(b)
     for result in outcome.reports:
         patient, accession = result.report.patient.id, result.report.accession
-        sources = {("A" if patient == a_id[0] else "B" if patient == b_id[0] else "?"),
-                   ("A" if accession == a_id[1] else "B" if accession == b_id[1] else "?")}
+        sources = {
+            ("A" if patient == a_id[0] else "B" if patient == b_id[0] else "?"),
+            ("A" if accession == a_id[1] else "B" if accession == b_id[1] else "?"),
+        }
         assert sources != {"A", "B"}, "a report with one message's patient and the other's accession"
 
 
 @settings(max_examples=300, deadline=None)
 @given(splices())
-def test_any_splice_with_two_headers_or_a_start_block_is_refused(pipeline: Pipeline, splice: tuple[bytes, bytes, bytes, int, int, bytes]) -> None:
+def test_any_splice_with_two_headers_or_a_start_block_is_refused(
+    pipeline: Pipeline, splice: tuple[bytes, bytes, bytes, int, int, bytes]
+) -> None:
     """Property: whenever the splice holds B's whole MSH after some of A (or a 0x0B inside),
     the decoder refuses it, whatever it holds besides."""
     a, b, raw, i, j, glue = splice

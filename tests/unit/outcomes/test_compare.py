@@ -52,8 +52,12 @@ def test_equivalent_impression_wording_concurs(final: str) -> None:
 
 
 def test_reordered_impression_is_not_a_difference() -> None:
-    prelim = "FINDINGS: Small left pleural effusion. Cardiomegaly.\nIMPRESSION: Cardiomegaly. Small left pleural effusion."
-    final = "FINDINGS: Small left pleural effusion. Cardiomegaly.\nIMPRESSION: Small left pleural effusion. Cardiomegaly."
+    prelim = (
+        "FINDINGS: Small left pleural effusion. Cardiomegaly.\nIMPRESSION: Cardiomegaly. Small left pleural effusion."
+    )
+    final = (
+        "FINDINGS: Small left pleural effusion. Cardiomegaly.\nIMPRESSION: Small left pleural effusion. Cardiomegaly."
+    )
     c = run(prelim, final)
     assert c.grade == "1"
     assert all(d.category == "operational" for d in c.differences)
@@ -93,7 +97,12 @@ def test_flipped_negation_of_a_significant_finding_is_2b() -> None:
     c = run(NORMAL, final)
     assert c.grade == "2b"
     d = c.interpretive[0]
-    assert (d.kind, d.concept, d.from_state, d.to_state) == ("assertion_changed", "pleural_effusion", "negated", "affirmed")
+    assert (d.kind, d.concept, d.from_state, d.to_state) == (
+        "assertion_changed",
+        "pleural_effusion",
+        "negated",
+        "affirmed",
+    )
 
 
 def test_critical_overcall_is_3b() -> None:
@@ -167,7 +176,17 @@ def test_interpretive_differences_come_first_and_output_is_deterministic() -> No
     assert data["grade"] == "2b"
     assert data["interpretive"] == len(first.interpretive) and data["operational"] == len(first.operational)
     assert set(data["differences"][0]) == {
-        "kind", "category", "concept", "severity", "from", "to", "detail", "grade", "rule", "prelim", "final"
+        "kind",
+        "category",
+        "concept",
+        "severity",
+        "from",
+        "to",
+        "detail",
+        "grade",
+        "rule",
+        "prelim",
+        "final",
     }
 
 

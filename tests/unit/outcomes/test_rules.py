@@ -57,12 +57,20 @@ def test_significance_ranks_before_number() -> None:
     [
         (MINIMAL + "colour: red\n", 9, "unknown key 'colour'"),
         (MINIMAL.replace("grade: 3b", "grade: 4"), 5, "grade '4' must be one of"),
-        (MINIMAL.replace("{kind: critical_added}", "{kind: critical_added, organ: lung}"), 4, "rules.critical.when: unknown key 'organ'"),
+        (
+            MINIMAL.replace("{kind: critical_added}", "{kind: critical_added, organ: lung}"),
+            4,
+            "rules.critical.when: unknown key 'organ'",
+        ),
         (MINIMAL.replace("{kind: critical_added}", "{kind: [critical_add]}"), 4, "unknown value 'critical_add'"),
         (MINIMAL.replace("{kind: critical_added}", "{to: []}"), 4, "an empty list matches nothing"),
         (MINIMAL.replace("  critical:\n", "  Critical:\n"), 3, "snake_case"),
         (MINIMAL + "communication: ['call(ed']\n", 9, "invalid regex"),
-        (MINIMAL + "equivalent_phrases:\n  - [normal, unremarkable]\n  - [normal, negative]\n", 11, "already in another group"),
+        (
+            MINIMAL + "equivalent_phrases:\n  - [normal, unremarkable]\n  - [normal, negative]\n",
+            11,
+            "already in another group",
+        ),
         (MINIMAL + "equivalent_phrases:\n  - [normal]\n", 10, "at least two"),
         ('version: "1"\n', None, "missing required key 'rules'"),
         ('version: "1"\nrules: {}\n', 2, "at least one rule"),

@@ -10,7 +10,7 @@ find them; every other field has a plain default and can be overridden.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from listener.assemble import build_pipeline
@@ -20,7 +20,7 @@ from listener.pipeline import Pipeline
 from listener.qa.engine import QaConfig, QaContext, run_rules
 from listener.text.sections import sectionize
 
-RECEIVED = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
 _PIPELINE: Pipeline | None = None
 
 
@@ -54,7 +54,12 @@ def make_report(
         sender=Sender("RISX", "GENHOSP", "default"),
         accession="ACC1",
         patient=Patient(id="MRN1", sex=sex, birth_date=birth_date),
-        procedure=Procedure(code=procedure, coding_system="CPT", text=procedure_text or (entry.description if entry else ""), modifiers=modifiers),
+        procedure=Procedure(
+            code=procedure,
+            coding_system="CPT",
+            text=procedure_text or (entry.description if entry else ""),
+            modifiers=modifiers,
+        ),
         status=status,
         times=Times(observation=RECEIVED.replace(hour=7), report=RECEIVED.replace(hour=8), received=RECEIVED),
         text=text,
@@ -68,7 +73,9 @@ def make_report(
     return replace(report, **overrides) if overrides else report
 
 
-def findings_for(report: Report, *, qa: QaConfig | None = None, context: QaContext | None = None, rule_prefix: str = "") -> list[Any]:
+def findings_for(
+    report: Report, *, qa: QaConfig | None = None, context: QaContext | None = None, rule_prefix: str = ""
+) -> list[Any]:
     """Run the real QA engine; optionally keep only rules starting with ``rule_prefix``."""
     config = qa or pipeline().qa
     assert config is not None

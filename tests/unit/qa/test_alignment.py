@@ -178,7 +178,6 @@ def test_related_concepts_are_symmetric_clusters() -> None:
 
 import csv  # noqa: E402
 import re  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from tests.conftest import REPORTS  # noqa: E402
 
@@ -193,8 +192,12 @@ def _clean_reports(limit: int) -> list[str]:
         for row in csv.DictReader(fh):
             parts = [
                 f"{head}: {row[key].strip()}"
-                for key, head in (("indication", "INDICATION"), ("comparison", "COMPARISON"),
-                                  ("findings", "FINDINGS"), ("impression", "IMPRESSION"))
+                for key, head in (
+                    ("indication", "INDICATION"),
+                    ("comparison", "COMPARISON"),
+                    ("findings", "FINDINGS"),
+                    ("impression", "IMPRESSION"),
+                )
                 if (row[key] or "").strip()
             ]
             if parts:
@@ -220,9 +223,7 @@ def test_clean_corpus_fire_rates_stay_tiny() -> None:
     errors = warnings = 0
     for text in texts:
         found = [
-            f
-            for f in findings_for(make_report(text))
-            if f.category in ("laterality", "contradiction", "alignment")
+            f for f in findings_for(make_report(text)) if f.category in ("laterality", "contradiction", "alignment")
         ]
         errors += any(f.severity is Severity.ERROR for f in found)
         warnings += bool(found)

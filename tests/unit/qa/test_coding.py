@@ -36,10 +36,22 @@ def contrast(text: str, code: str):  # type: ignore[no-untyped-def]
         ("TECHNIQUE: CT head without and with contrast.", "70450", "70470"),
         ("TECHNIQUE: CT head without and with contrast.", "70460", "70470"),
         ("TECHNIQUE: CT head with contrast.", "70470", "70460"),
-        ("TECHNIQUE: Axial images through the abdomen and pelvis following the administration of 100 mL Omnipaque 350.", "74176", "74177"),
+        (
+            "TECHNIQUE: Axial images through the abdomen and pelvis following the administration of 100 mL Omnipaque 350.",
+            "74176",
+            "74177",
+        ),
         ("TECHNIQUE: Abdomen and pelvis CT. No IV contrast was administered.", "74177", "74176"),
-        ("TECHNIQUE: CT abdomen and pelvis with oral contrast. Intravenous contrast was not administered.", "74177", "74176"),
-        ("TECHNIQUE: Multiplanar MR images of the brain before and after administration of gadolinium.", "70551", "70553"),
+        (
+            "TECHNIQUE: CT abdomen and pelvis with oral contrast. Intravenous contrast was not administered.",
+            "74177",
+            "74176",
+        ),
+        (
+            "TECHNIQUE: Multiplanar MR images of the brain before and after administration of gadolinium.",
+            "70551",
+            "70553",
+        ),
         ("TECHNIQUE: MRI brain pre- and post-contrast.", "70552", "70553"),
         ("TECHNIQUE: Sagittal and axial images of the lumbar spine after 15 mL Gadavist IV.", "72148", "72149"),
         ("TECHNIQUE: CT chest w/o contrast.", "71260", "71250"),
@@ -104,9 +116,15 @@ def test_modality_mismatch_mri_text_on_ct_code() -> None:
 
 def test_modality_silent_when_code_modality_also_named_or_unnamed() -> None:
     """PET/CT, a CT report comparing with an MRI, or no modality named at all: no finding."""
-    assert "coding.modality_mismatch" not in rules(make_report(HEAD + "TECHNIQUE: CT head and MRI brain.\nFINDINGS: x.", procedure="70450"))
-    assert "coding.modality_mismatch" not in rules(make_report("COMPARISON: MRI brain.\nFINDINGS: Normal.", procedure="70450"))
-    assert "coding.modality_mismatch" not in rules(make_report(HEAD + "TECHNIQUE: Axial images.\nFINDINGS: x.", procedure="70450"))
+    assert "coding.modality_mismatch" not in rules(
+        make_report(HEAD + "TECHNIQUE: CT head and MRI brain.\nFINDINGS: x.", procedure="70450")
+    )
+    assert "coding.modality_mismatch" not in rules(
+        make_report("COMPARISON: MRI brain.\nFINDINGS: Normal.", procedure="70450")
+    )
+    assert "coding.modality_mismatch" not in rules(
+        make_report(HEAD + "TECHNIQUE: Axial images.\nFINDINGS: x.", procedure="70450")
+    )
 
 
 def test_body_region_mismatch_and_related_regions() -> None:
@@ -117,7 +135,9 @@ def test_body_region_mismatch_and_related_regions() -> None:
     assert "coding.body_region_mismatch" not in ok
     ok = rules(make_report(HEAD + "TECHNIQUE: Three views of the left knee.\nFINDINGS: x.", procedure="73562"))
     assert "coding.body_region_mismatch" not in ok
-    ok = rules(make_report(HEAD + "TECHNIQUE: CT head. Images through the lung apices.\nFINDINGS: x.", procedure="70450"))
+    ok = rules(
+        make_report(HEAD + "TECHNIQUE: CT head. Images through the lung apices.\nFINDINGS: x.", procedure="70450")
+    )
     assert "coding.body_region_mismatch" not in ok
 
 
@@ -193,9 +213,17 @@ def test_limited_exam_without_modifier_52() -> None:
 
 def _directory(professional_only: bool) -> Directory:
     site = Site(
-        code="GENHOSP", name="General", state="TX", country="US", timezone=ZoneInfo("America/Chicago"),
-        sending_facilities=("GENHOSP",), professional_only=professional_only, turnaround_minutes=MappingProxyType({}),
-        us_final_required=False, medicare_financial_classes=("MC",), client="",
+        code="GENHOSP",
+        name="General",
+        state="TX",
+        country="US",
+        timezone=ZoneInfo("America/Chicago"),
+        sending_facilities=("GENHOSP",),
+        professional_only=professional_only,
+        turnaround_minutes=MappingProxyType({}),
+        us_final_required=False,
+        medicare_financial_classes=("MC",),
+        client="",
     )
     return Directory(MappingProxyType({"GENHOSP": site}), MappingProxyType({}), MappingProxyType({"stat": 30}))
 

@@ -93,7 +93,9 @@ def test_comparison_date_after_exam_is_an_error() -> None:
 
 def test_comparison_date_in_findings_sentence_after_exam() -> None:
     """A dated comparison in a findings sentence ("compared with ... Dec 3, 2026") counts too."""
-    report = make_report("INDICATION: Cough.\nFINDINGS: Compared with the radiograph of Dec 3, 2026, clear lungs.\nIMPRESSION: x.")
+    report = make_report(
+        "INDICATION: Cough.\nFINDINGS: Compared with the radiograph of Dec 3, 2026, clear lungs.\nIMPRESSION: x."
+    )
     assert "comparison.date_after_exam" in rules(report)
 
 
@@ -208,5 +210,7 @@ def test_month_year_citation_matches_prior_in_that_month() -> None:
 
 def test_naive_observation_is_site_local() -> None:
     """Naive exam times are the sender's local time and compared as is."""
-    report = replace(make_report("COMPARISON: 11/21/2026.\n" + BODY), times=Times(observation=datetime(2026, 11, 20, 23, 0)))
+    report = replace(
+        make_report("COMPARISON: 11/21/2026.\n" + BODY), times=Times(observation=datetime(2026, 11, 20, 23, 0))
+    )
     assert "comparison.date_after_exam" in rules(report)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import pytest
 
@@ -44,7 +43,8 @@ def test_pdf_report_is_info_only() -> None:
 def test_missing_impression() -> None:
     """Findings without any impression section is an error."""
     found = findings_for(
-        make_report("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear."), rule_prefix="completeness.missing_impression"
+        make_report("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear."),
+        rule_prefix="completeness.missing_impression",
     )
     assert len(found) == 1 and found[0].severity is Severity.ERROR
 
@@ -265,8 +265,12 @@ def _clean_reports(limit: int) -> list[str]:
         for row in csv.DictReader(fh):
             parts = [
                 f"{head}: {row[key].strip()}"
-                for key, head in (("indication", "INDICATION"), ("comparison", "COMPARISON"),
-                                  ("findings", "FINDINGS"), ("impression", "IMPRESSION"))
+                for key, head in (
+                    ("indication", "INDICATION"),
+                    ("comparison", "COMPARISON"),
+                    ("findings", "FINDINGS"),
+                    ("impression", "IMPRESSION"),
+                )
                 if (row[key] or "").strip()
             ]
             if parts:
@@ -314,10 +318,7 @@ def test_clean_corpus_fire_rates_stay_tiny() -> None:
 
 def test_banner_and_separator_lines_are_not_placeholders() -> None:
     """Status banners and separator lines from real feeds are decoration, not placeholders."""
-    text = (
-        "********FINAL REPORT********\nFINDINGS:\nNormal chest.\n__________\nIMPRESSION:\nNo acute disease.\n"
-        "*****"
-    )
+    text = "********FINAL REPORT********\nFINDINGS:\nNormal chest.\n__________\nIMPRESSION:\nNo acute disease.\n*****"
     assert findings_for(make_report(text), rule_prefix="completeness.placeholder") == []
     text = "FINDINGS:\nNodule measuring *** cm.\nIMPRESSION:\nNodule."
     assert len(findings_for(make_report(text), rule_prefix="completeness.placeholder")) == 1
@@ -387,7 +388,9 @@ def test_birads_breast_modalities_can_be_turned_off() -> None:
     assert base is not None
     current = base.rules["completeness.birads_missing"]
     params = dict(current.params, breast_modalities=[])
-    rules = dict(base.rules, **{"completeness.birads_missing": RuleSettings(True, current.severity, MappingProxyType(params))})
+    rules = dict(
+        base.rules, **{"completeness.birads_missing": RuleSettings(True, current.severity, MappingProxyType(params))}
+    )
     qa = replace(base, rules=MappingProxyType(rules))
     report = make_report(BREAST_MR, procedure="77049")
     assert findings_for(report, qa=qa, rule_prefix="completeness.birads_missing") == []

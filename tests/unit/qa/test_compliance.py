@@ -18,19 +18,31 @@ TEXT = "INDICATION: Cough.\nCOMPARISON: None.\nFINDINGS: Clear lungs.\nIMPRESSIO
 
 def site(state: str = "TX", us_final_required: bool = True) -> Site:
     return Site(
-        code="GENHOSP", name="General", state=state, country="US", timezone=ZoneInfo("America/Chicago"),
-        sending_facilities=("GENHOSP",), professional_only=False, turnaround_minutes=MappingProxyType({}),
-        us_final_required=us_final_required, medicare_financial_classes=("MC", "MCR"), client="",
+        code="GENHOSP",
+        name="General",
+        state=state,
+        country="US",
+        timezone=ZoneInfo("America/Chicago"),
+        sending_facilities=("GENHOSP",),
+        professional_only=False,
+        turnaround_minutes=MappingProxyType({}),
+        us_final_required=us_final_required,
+        medicare_financial_classes=("MC", "MCR"),
+        client="",
     )
 
 
 def reader(rid: str = "RAD1", country: str = "US", licensed: tuple[str, ...] = ("TX", "OK")) -> ReaderInfo:
-    return ReaderInfo(id=rid, type="external", group="", country=country, state="", licensed_states=licensed, subspecialties=())
+    return ReaderInfo(
+        id=rid, type="external", group="", country=country, state="", licensed_states=licensed, subspecialties=()
+    )
 
 
 def qa(sites: tuple[Site, ...] = (site(),), readers: tuple[ReaderInfo, ...] = (reader(),)) -> QaConfig:
     directory = Directory(
-        MappingProxyType({s.code: s for s in sites}), MappingProxyType({r.id: r for r in readers}), MappingProxyType({"stat": 30})
+        MappingProxyType({s.code: s for s in sites}),
+        MappingProxyType({r.id: r for r in readers}),
+        MappingProxyType({"stat": 30}),
     )
     return replace(pipeline().qa, directory=directory)
 

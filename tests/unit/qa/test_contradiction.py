@@ -136,20 +136,33 @@ def test_normal_impression_explained_findings_negatives(text: str) -> None:
     ("text", "concept"),
     [
         # dropped negation
-        ("FINDINGS:\nThere is no focal consolidation. There is pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
-         "pneumothorax"),
+        (
+            "FINDINGS:\nThere is no focal consolidation. There is pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
+            "pneumothorax",
+        ),
         # a residual pneumothorax that grew
-        ("FINDINGS:\nInterval removal of left-sided chest tube. Small residual left apical pneumothorax has increased "
-         "slightly in size.\nIMPRESSION:\nNo acute cardiopulmonary abnormality.", "pneumothorax"),
+        (
+            "FINDINGS:\nInterval removal of left-sided chest tube. Small residual left apical pneumothorax has increased "
+            "slightly in size.\nIMPRESSION:\nNo acute cardiopulmonary abnormality.",
+            "pneumothorax",
+        ),
         # garbled: 'clear of airspace disease' lost its 'of'
-        ("FINDINGS:\nLungs are clear airspace disease. Negative for pneumothorax.\n"
-         "IMPRESSION:\nNo acute cardiopulmonary abnormality.", "airspace opacity"),
+        (
+            "FINDINGS:\nLungs are clear airspace disease. Negative for pneumothorax.\n"
+            "IMPRESSION:\nNo acute cardiopulmonary abnormality.",
+            "airspace opacity",
+        ),
         # an opacity explained only for the other lung: still an unexplained pneumonia
-        ("FINDINGS:\nRight lower lobe pneumonia. Left base streaky opacity due to scarring.\n"
-         "IMPRESSION:\nNo acute cardiopulmonary abnormality.", "pneumonia"),
+        (
+            "FINDINGS:\nRight lower lobe pneumonia. Left base streaky opacity due to scarring.\n"
+            "IMPRESSION:\nNo acute cardiopulmonary abnormality.",
+            "pneumonia",
+        ),
         # a clearly pulmonary edema
-        ("FINDINGS:\nThere is interstitial pulmonary edema.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
-         "pulmonary edema"),
+        (
+            "FINDINGS:\nThere is interstitial pulmonary edema.\nIMPRESSION:\nNo acute cardiopulmonary disease.",
+            "pulmonary edema",
+        ),
     ],
 )
 def test_normal_impression_true_alarms_kept(text: str, concept: str) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from listener.assemble import load_qa_config
 from listener.errors import ConfigError
 from listener.model import Severity
 from listener.qa.engine import QaContext, run_rules
 from listener.qa.registry import registry
-from listener.assemble import load_qa_config
 from tests.conftest import RECEIVED, REPO
 
 
@@ -45,8 +45,8 @@ def test_disabled_rules_do_not_run_and_severity_comes_from_policy(tmp_path: Path
     (tmp_path / "qa.yaml").write_text("\n".join(lines) + ("\n" if registry() else " {}\n"))
     config = load_qa_config(tmp_path, procedures=None)
     assert config.version.startswith("test-1+")
-    from tests.unit.hl7v2.test_decode import BASE, _msg
     from listener.hl7v2.decode import decode_message
+    from tests.unit.hl7v2.test_decode import BASE, _msg
 
     report = decode_message(_msg(BASE), pipeline.mappings, received_at=RECEIVED).reports[0]
     assert run_rules(report, config, QaContext(now=RECEIVED)) == ()

@@ -95,4 +95,6 @@ def test_folded_matches_equal_the_original(text: str) -> None:
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
             a, b = f.match(text, pos), p.match(text, pos)
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
-        assert [(m.span(), m.groups()) for m in f.finditer(text)] == [(m.span(), m.groups()) for m in p.finditer(text)], p.pattern
+        assert [(m.span(), m.groups()) for m in f.finditer(text)] == [
+            (m.span(), m.groups()) for m in p.finditer(text)
+        ], p.pattern

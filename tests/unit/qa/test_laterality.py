@@ -96,7 +96,9 @@ def test_compartment_is_not_a_comparison() -> None:
         procedure="73562",
         modifiers=("LT",),
     )
-    assert [f.rule for f in findings_for(report, rule_prefix="laterality.impression_vs_order")] == ["laterality.impression_vs_order"]
+    assert [f.rule for f in findings_for(report, rule_prefix="laterality.impression_vs_order")] == [
+        "laterality.impression_vs_order"
+    ]
 
 
 def test_impression_side_swapped_against_findings_is_an_error() -> None:
@@ -196,8 +198,7 @@ def test_impression_side_swapped_for_anatomy_warns(text: str) -> None:
         "FINDINGS:\nThe right breast shows scattered fibroglandular density. No suspicious mass.\n"
         "IMPRESSION:\nStatus post left mastectomy. Benign right breast.",
         # the impression sets the sides against each other
-        "FINDINGS:\nRight lower lobe consolidation.\n"
-        "IMPRESSION:\nRight lower lobe pneumonia. Left lung clear.",
+        "FINDINGS:\nRight lower lobe consolidation.\nIMPRESSION:\nRight lower lobe pneumonia. Left lung clear.",
         "FINDINGS:\nAtelectasis in the right lung base.\n"
         "IMPRESSION:\nRight basilar atelectasis, larger than the left base.",
         # the lingula and the retrocardiac region are left chest parts without a side word

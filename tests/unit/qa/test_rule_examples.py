@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -57,11 +57,13 @@ MAMMO = (
     "IMPRESSION:\nNo mammographic evidence of malignancy. Annual screening mammography is recommended.\n"
 )
 WRIST_LT = {"procedure": "73110", "modifiers": ("LT",)}
-OBS = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
+OBS = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 
 def _stat_prelim(minutes: int) -> dict[str, Any]:
-    times = Times(observation=OBS, report=OBS + timedelta(minutes=minutes), received=OBS + timedelta(minutes=minutes + 1))
+    times = Times(
+        observation=OBS, report=OBS + timedelta(minutes=minutes), received=OBS + timedelta(minutes=minutes + 1)
+    )
     return {"priority": "stat", "status": ResultStatus.PRELIMINARY, "times": times}
 
 
@@ -79,16 +81,28 @@ def _priors(*priors: Prior) -> QaContext:
 EXAMPLES: dict[str, tuple[Example, Example]] = {
     # --- laterality
     "laterality.order_vs_report": (
-        _ex("FINDINGS:\nNondisplaced fracture of the right distal radius.\nIMPRESSION:\nRight distal radius fracture.", **WRIST_LT),
-        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nLeft distal radius fracture.", **WRIST_LT),
+        _ex(
+            "FINDINGS:\nNondisplaced fracture of the right distal radius.\nIMPRESSION:\nRight distal radius fracture.",
+            **WRIST_LT,
+        ),
+        _ex(
+            "FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nLeft distal radius fracture.",
+            **WRIST_LT,
+        ),
     ),
     "laterality.impression_vs_findings": (
         _ex("FINDINGS:\nSmall left apical pneumothorax.\nIMPRESSION:\nSmall right pneumothorax." + CALLED),
         _ex("FINDINGS:\nSmall left apical pneumothorax.\nIMPRESSION:\nSmall left pneumothorax." + CALLED),
     ),
     "laterality.impression_vs_order": (
-        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the right distal radius.", **WRIST_LT),
-        _ex("FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the left distal radius.", **WRIST_LT),
+        _ex(
+            "FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the right distal radius.",
+            **WRIST_LT,
+        ),
+        _ex(
+            "FINDINGS:\nNondisplaced fracture of the left distal radius.\nIMPRESSION:\nFracture of the left distal radius.",
+            **WRIST_LT,
+        ),
     ),
     "laterality.impression_side_vs_findings_anatomy": (
         _ex("FINDINGS:\nThe left lower lobe is collapsed.\nIMPRESSION:\nRight lower lobe collapse."),
@@ -101,18 +115,26 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
     ),
     "contradiction.normal_impression": (
         _ex("FINDINGS:\nThere is a right pneumothorax.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."),
-        _ex("FINDINGS:\nThere is left base streaky opacity due to scarring.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."),
+        _ex(
+            "FINDINGS:\nThere is left base streaky opacity due to scarring.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
+        ),
     ),
     # --- alignment
     "alignment.finding_missing_from_impression": (
-        _ex("FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex(
+            "FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
         _ex("FINDINGS:\nThere is a 9 mm nodule in the right upper lobe.\nIMPRESSION:\n9 mm right upper lobe nodule."),
     ),
     "alignment.impression_not_in_findings": (
-        _ex("FINDINGS:\nThe heart size is normal. The lungs are clear. The mediastinal contours are normal. "
-            "The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."),
-        _ex("FINDINGS:\nThe heart size is normal. There is a right lower lobe opacity. The mediastinal contours are "
-            "normal. The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."),
+        _ex(
+            "FINDINGS:\nThe heart size is normal. The lungs are clear. The mediastinal contours are normal. "
+            "The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart size is normal. There is a right lower lobe opacity. The mediastinal contours are "
+            "normal. The osseous structures are intact.\nIMPRESSION:\nRight lower lobe pneumonia."
+        ),
     ),
     # --- completeness
     "completeness.no_text": (Example("", {"text_kind": "none"}), _ex(FULL_CHEST)),
@@ -127,13 +149,22 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
     ),
     "completeness.required_sections": (
         _ex("INDICATION:\nPain.\nFINDINGS:\nNo hemorrhage.\nIMPRESSION:\nNormal head CT.", procedure="70450"),
-        _ex("INDICATION:\nPain.\nTECHNIQUE:\nAxial images without contrast.\nCOMPARISON:\nNone.\nFINDINGS:\nNo hemorrhage.\n"
-            "IMPRESSION:\nNormal head CT.", procedure="70450"),
+        _ex(
+            "INDICATION:\nPain.\nTECHNIQUE:\nAxial images without contrast.\nCOMPARISON:\nNone.\nFINDINGS:\nNo hemorrhage.\n"
+            "IMPRESSION:\nNormal head CT.",
+            procedure="70450",
+        ),
     ),
-    "completeness.birads_missing": (_ex(MAMMO, procedure="77067"), _ex(MAMMO + "BI-RADS 1: Negative.", procedure="77067")),
+    "completeness.birads_missing": (
+        _ex(MAMMO, procedure="77067"),
+        _ex(MAMMO + "BI-RADS 1: Negative.", procedure="77067"),
+    ),
     "completeness.birads_recommendation": (
-        _ex(MAMMO.replace("Annual screening mammography is recommended.", "") + "BI-RADS 2: Benign. Ultrasound-guided biopsy is recommended.",
-            procedure="77066"),
+        _ex(
+            MAMMO.replace("Annual screening mammography is recommended.", "")
+            + "BI-RADS 2: Benign. Ultrasound-guided biopsy is recommended.",
+            procedure="77066",
+        ),
         _ex(MAMMO + "BI-RADS 2: Benign.", procedure="77066"),
     ),
     "completeness.placeholder": (
@@ -147,20 +178,29 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
     # --- communication
     "communication.critical_not_communicated": (_ex(PTX), _ex(PTX + CALLED)),
     "communication.suspected_critical_not_communicated": (
-        _ex("FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis."),
-        _ex("FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis." + CALLED),
+        _ex(
+            "FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis."
+        ),
+        _ex(
+            "FINDINGS:\nFindings are suspicious for acute appendicitis.\nIMPRESSION:\nSuspicious for acute appendicitis."
+            + CALLED
+        ),
     ),
     "communication.incomplete_communication": (
         _ex(PTX + "\nFindings discussed with Dr. Rivera."),
         _ex(PTX + CALLED),
     ),
     "communication.impression_hedging": (
-        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\nPossible atelectasis versus possible pneumonia, cannot exclude aspiration."),
+        _ex(
+            "FINDINGS:\nBasilar opacity.\nIMPRESSION:\nPossible atelectasis versus possible pneumonia, cannot exclude aspiration."
+        ),
         _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\nLeft basilar atelectasis, possibly pneumonia."),
     ),
     "communication.impression_no_definite": (
         _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Possible atelectasis. 2. Possible small effusion."),
-        _ex("FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Basilar opacity, possibly atelectasis. 2. Possible small effusion."),
+        _ex(
+            "FINDINGS:\nBasilar opacity.\nIMPRESSION:\n1. Basilar opacity, possibly atelectasis. 2. Possible small effusion."
+        ),
     ),
     # --- comparison
     "comparison.missing": (_ex("INDICATION: Cough.\n" + BODY), _ex("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY)),
@@ -169,14 +209,24 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/19/2026.\n" + BODY),
     ),
     "comparison.none_with_priors": (
-        Example("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY, context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest"))),
-        Example("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY, context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "head"))),
+        Example(
+            "INDICATION: Cough.\nCOMPARISON: None.\n" + BODY,
+            context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest")),
+        ),
+        Example(
+            "INDICATION: Cough.\nCOMPARISON: None.\n" + BODY,
+            context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "head")),
+        ),
     ),
     "comparison.prior_not_found": (
-        Example("INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
-                context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest"))),
-        Example("INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
-                context=_priors(Prior("ACC0", date(2026, 10, 1), "XR", "chest"))),
+        Example(
+            "INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
+            context=_priors(Prior("ACC0", date(2026, 5, 1), "XR", "chest")),
+        ),
+        Example(
+            "INDICATION: Cough.\nCOMPARISON: Chest radiograph 10/01/2026.\n" + BODY,
+            context=_priors(Prior("ACC0", date(2026, 10, 1), "XR", "chest")),
+        ),
     ),
     # --- coding
     "coding.contrast_mismatch": (
@@ -192,51 +242,87 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex(HEAD + "TECHNIQUE: CT of the head without contrast.\nFINDINGS: x.", procedure="70450"),
     ),
     "coding.mammo_screening_diagnostic": (
-        _ex("INDICATION: Palpable lump in the left breast.\nFINDINGS: Scattered density.\nIMPRESSION: BI-RADS 1.", procedure="77067"),
+        _ex(
+            "INDICATION: Palpable lump in the left breast.\nFINDINGS: Scattered density.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067",
+        ),
         _ex("INDICATION: Screening. No palpable abnormality.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.", procedure="77067"),
     ),
     "coding.tomosynthesis_not_billed": (
-        _ex("INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
-            procedure="77067"),
-        _ex("INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
-            procedure="77067", modifiers=("77063",)),
+        _ex(
+            "INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067",
+        ),
+        _ex(
+            "INDICATION: Screening.\nTECHNIQUE: Bilateral 2D and tomosynthesis images.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067",
+            modifiers=("77063",),
+        ),
     ),
     "coding.tomosynthesis_not_described": (
-        _ex("INDICATION: Screening.\nTECHNIQUE: CC and MLO views.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
-            procedure="77067", modifiers=("77063",)),
-        _ex("INDICATION: Screening.\nTECHNIQUE: CC and MLO views with tomosynthesis.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
-            procedure="77067", modifiers=("77063",)),
+        _ex(
+            "INDICATION: Screening.\nTECHNIQUE: CC and MLO views.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067",
+            modifiers=("77063",),
+        ),
+        _ex(
+            "INDICATION: Screening.\nTECHNIQUE: CC and MLO views with tomosynthesis.\nFINDINGS: x.\nIMPRESSION: BI-RADS 1.",
+            procedure="77067",
+            modifiers=("77063",),
+        ),
     ),
     "coding.consultation_in_house": (
         _ex("INDICATION: Cough.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal.", procedure="76140"),
-        _ex("INDICATION: Cough. Outside images submitted for review.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal.", procedure="76140"),
+        _ex(
+            "INDICATION: Cough. Outside images submitted for review.\nFINDINGS: Clear lungs.\nIMPRESSION: Normal.",
+            procedure="76140",
+        ),
     ),
     "coding.outside_study_hint": (
-        _ex("INDICATION: Knee pain. Received for second opinion.\nFINDINGS: Intact ligaments.\nIMPRESSION: Normal.", procedure="73721"),
-        _ex("INDICATION: Knee pain.\nCOMPARISON: Outside radiographs from 2025.\nFINDINGS: x.\nIMPRESSION: Normal.", procedure="73721"),
+        _ex(
+            "INDICATION: Knee pain. Received for second opinion.\nFINDINGS: Intact ligaments.\nIMPRESSION: Normal.",
+            procedure="73721",
+        ),
+        _ex(
+            "INDICATION: Knee pain.\nCOMPARISON: Outside radiographs from 2025.\nFINDINGS: x.\nIMPRESSION: Normal.",
+            procedure="73721",
+        ),
     ),
     "coding.limited_without_modifier": (
-        _ex("INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.", procedure="76700"),
-        _ex("INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.",
-            procedure="76700", modifiers=("52",)),
+        _ex(
+            "INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.",
+            procedure="76700",
+        ),
+        _ex(
+            "INDICATION: Pain.\nTECHNIQUE: Limited ultrasound of the abdomen.\nFINDINGS: x.\nIMPRESSION: Normal.",
+            procedure="76700",
+            modifiers=("52",),
+        ),
     ),
     "coding.professional_component_missing": (
-        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.",
-                qa=_pro_site_qa),
-        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.", {"modifiers": ("26",)},
-                qa=_pro_site_qa),
+        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.", qa=_pro_site_qa),
+        Example("INDICATION: Cough.\nFINDINGS: Clear.\nIMPRESSION: Normal.", {"modifiers": ("26",)}, qa=_pro_site_qa),
     ),
-    "coding.reason_missing": (_ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal."), _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal.", reason="Cough")),
+    "coding.reason_missing": (
+        _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal."),
+        _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal.", reason="Cough"),
+    ),
     # --- compliance
     "compliance.reader_not_licensed": (
         Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("CA", "NY")),))),
         Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("TX",)),))),
     ),
     "compliance.final_read_outside_us": (
-        Example(compliance.TEXT, {"financial_class": "MC"},
-                qa=lambda: compliance.qa(readers=(compliance.reader(country="IN", licensed=("TX",)),))),
-        Example(compliance.TEXT, {"financial_class": "MC"},
-                qa=lambda: compliance.qa(readers=(compliance.reader(country="US", licensed=("TX",)),))),
+        Example(
+            compliance.TEXT,
+            {"financial_class": "MC"},
+            qa=lambda: compliance.qa(readers=(compliance.reader(country="IN", licensed=("TX",)),)),
+        ),
+        Example(
+            compliance.TEXT,
+            {"financial_class": "MC"},
+            qa=lambda: compliance.qa(readers=(compliance.reader(country="US", licensed=("TX",)),)),
+        ),
     ),
     # --- turnaround
     "turnaround.preliminary_late": (
@@ -249,8 +335,14 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex("FINDINGS:\nThe prostate is enlarged.\nIMPRESSION:\nProstatomegaly.", sex="M", procedure="74176"),
     ),
     "consistency.age_implausible": (
-        _ex("FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.", birth_date=date(2024, 1, 1)),
-        _ex("FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.", birth_date=date(1996, 1, 1)),
+        _ex(
+            "FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.",
+            birth_date=date(2024, 1, 1),
+        ),
+        _ex(
+            "FINDINGS:\nIntrauterine pregnancy.\nIMPRESSION:\nSingle live intrauterine pregnancy.",
+            birth_date=date(1996, 1, 1),
+        ),
     ),
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
@@ -15,16 +15,26 @@ from listener.sites import Directory, Site
 from tests.unit.qa.factory import RECEIVED, findings_for, make_report, pipeline
 
 TEXT = "INDICATION: Trauma.\nCOMPARISON: None.\nFINDINGS: No bleed.\nIMPRESSION: Normal."
-OBS = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
+OBS = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 
 def qa(targets: dict[str, int] | None = None, defaults: dict[str, int] | None = None) -> QaConfig:
     site = Site(
-        code="GENHOSP", name="General", state="TX", country="US", timezone=ZoneInfo("America/Chicago"),
-        sending_facilities=("GENHOSP",), professional_only=False, turnaround_minutes=MappingProxyType(targets or {}),
-        us_final_required=False, medicare_financial_classes=("MC",), client="",
+        code="GENHOSP",
+        name="General",
+        state="TX",
+        country="US",
+        timezone=ZoneInfo("America/Chicago"),
+        sending_facilities=("GENHOSP",),
+        professional_only=False,
+        turnaround_minutes=MappingProxyType(targets or {}),
+        us_final_required=False,
+        medicare_financial_classes=("MC",),
+        client="",
     )
-    directory = Directory(MappingProxyType({"GENHOSP": site}), MappingProxyType({}), MappingProxyType(defaults or {"stat": 30}))
+    directory = Directory(
+        MappingProxyType({"GENHOSP": site}), MappingProxyType({}), MappingProxyType(defaults or {"stat": 30})
+    )
     return replace(pipeline().qa, directory=directory)
 
 
@@ -35,8 +45,13 @@ def late(report, config: QaConfig | None = None, now: datetime = RECEIVED):  # t
 
 def stat(minutes: float, **kw) -> object:  # type: ignore[no-untyped-def]
     return make_report(
-        TEXT, priority="stat", status=ResultStatus.PRELIMINARY,
-        times=Times(observation=OBS, report=OBS + timedelta(minutes=minutes), received=OBS + timedelta(minutes=minutes + 1)), **kw
+        TEXT,
+        priority="stat",
+        status=ResultStatus.PRELIMINARY,
+        times=Times(
+            observation=OBS, report=OBS + timedelta(minutes=minutes), received=OBS + timedelta(minutes=minutes + 1)
+        ),
+        **kw,
     )
 
 
@@ -64,7 +79,9 @@ def test_site_target_overrides_default() -> None:
 
 def test_received_time_then_clock_when_report_time_absent() -> None:
     """No report time: the received time is used; neither: the clock (context.now)."""
-    received_only = make_report(TEXT, priority="stat", times=Times(observation=OBS, received=OBS + timedelta(minutes=50)))
+    received_only = make_report(
+        TEXT, priority="stat", times=Times(observation=OBS, received=OBS + timedelta(minutes=50))
+    )
     assert late(received_only) is not None
     neither = make_report(TEXT, priority="stat", times=Times(observation=OBS))
     assert late(neither, now=OBS + timedelta(minutes=10)) is None
@@ -92,7 +109,10 @@ def test_naive_times_placed_in_site_zone_and_skew_ignored() -> None:
 def test_mixed_naive_and_aware_without_site_not_judged() -> None:
     """Without a site time zone a naive and an aware time cannot be compared: silent."""
     report = make_report(
-        TEXT, priority="stat", site="NOSUCH", sender=replace(make_report(TEXT).sender, facility="NOSUCH"),
+        TEXT,
+        priority="stat",
+        site="NOSUCH",
+        sender=replace(make_report(TEXT).sender, facility="NOSUCH"),
         times=Times(observation=datetime(2026, 11, 20, 1, 0), report=OBS + timedelta(hours=5)),
     )
     assert late(report) is None

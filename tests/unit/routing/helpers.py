@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from listener.model import Finding, Reader, Report, ResultStatus, Route, Severity, Times
 from listener.assemble import load_routing_policy
+from listener.model import Finding, Reader, Report, ResultStatus, Route, Severity, Times
 from listener.routing import RoutingContext, RoutingPolicy, decide_route
 from listener.sites import Directory, load_directory
 from tests.unit.qa.factory import make_report, pipeline
 
 REPO = Path(__file__).resolve().parents[3]
 POLICIES = REPO / "policies"
-NOW = datetime(2026, 11, 20, 8, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
 CLEAN_CT_HEAD = "FINDINGS:\nNo acute intracranial abnormality.\nIMPRESSION:\nNormal CT of the head."
 _DIRECTORY: Directory | None = None
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from listener.model import ResultStatus
 from listener.routing import RoutingContext, explain, explain_lines
 from tests.unit.routing.helpers import NOW, default_policy, finding, policy_from, report, route
 
-NIGHT = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+NIGHT = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
 def test_explanation_lists_every_rule() -> None:
@@ -45,7 +45,9 @@ def test_each_condition_gets_a_verdict() -> None:
 
 def test_disabled_rules_and_corrections_are_listed(tmp_path: Path) -> None:
     """Disabled rules appear as disabled; corrections are named."""
-    policy = policy_from(tmp_path, """
+    policy = policy_from(
+        tmp_path,
+        """
         rules:
           switched_off:
             bucket: always_final
@@ -56,7 +58,8 @@ def test_disabled_rules_and_corrections_are_listed(tmp_path: Path) -> None:
             bucket: process_check
             when: {qa_finding: {min_severity: error}}
             pool: author
-        """)
+        """,
+    )
     lines = explain(report(), (finding("laterality.impression_vs_findings"),), RoutingContext(now=NOW), policy)
     assert "  switched_off [always_final] disabled" in lines
     assert lines[-1] == "corrections (QA findings >= error): laterality.impression_vs_findings"

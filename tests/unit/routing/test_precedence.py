@@ -65,14 +65,20 @@ def test_pool_first_rule_priority_most_urgent_deadline_earliest(tmp_path: Path) 
 
 def test_process_check_over_release(tmp_path: Path) -> None:
     """A QA error alone returns the report to its author."""
-    body = ALL_BUCKETS.replace("modality: [CT]", "modality: [MR]").replace("body_region: [head]", "body_region: [chest]")
+    body = ALL_BUCKETS.replace("modality: [CT]", "modality: [MR]").replace(
+        "body_region: [head]", "body_region: [chest]"
+    )
     result = route(report(site="PVCH"), policy_from(tmp_path, body), (finding("laterality.order_vs_report"),))
     assert (result.bucket, result.pool, result.reasons) == ("process_check", "author", ("qa_error",))
 
 
 @pytest.mark.parametrize(
     ("floor", "expected"),
-    [("error", ("laterality.a",)), ("warning", ("comparison.c", "laterality.a")), ("info", ("comparison.c", "completeness.b", "laterality.a"))],
+    [
+        ("error", ("laterality.a",)),
+        ("warning", ("comparison.c", "laterality.a")),
+        ("info", ("comparison.c", "completeness.b", "laterality.a")),
+    ],
 )
 def test_corrections_follow_min_severity(tmp_path: Path, floor: str, expected: tuple[str, ...]) -> None:
     """corrections.min_severity picks which findings go back to the author, whatever the bucket."""

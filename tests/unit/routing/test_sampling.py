@@ -59,13 +59,16 @@ def test_evenly_spread() -> None:
 
 def test_sample_condition_in_a_policy(tmp_path: Path) -> None:
     """The ``sample`` condition routes the same accession the same way on every replay."""
-    policy = policy_from(tmp_path, """
+    policy = policy_from(
+        tmp_path,
+        """
         rules:
           peer_review_sample:
             bucket: selective_overread
             when: {reader_type: [external], sample: {rate: 0.05, salt: "2026-Q4"}}
             pool: peer_review
-        """)
+        """,
+    )
     routed = [route(report(reader="NT7741", accession=acc), policy).bucket for acc in ACCESSIONS[:2000]]
     again = [route(report(reader="NT7741", accession=acc), policy).bucket for acc in ACCESSIONS[:2000]]
     assert routed == again

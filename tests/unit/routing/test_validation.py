@@ -75,16 +75,40 @@ def test_impossible_condition_refused(tmp_path: Path, condition: str, message: s
 
 
 BAD_RULES = [
-    ("rules:\n  r:\n    bucket: overread\n    pool: none\n    when: {modality: [CT]}\n", 4, "unknown bucket 'overread'"),
+    (
+        "rules:\n  r:\n    bucket: overread\n    pool: none\n    when: {modality: [CT]}\n",
+        4,
+        "unknown bucket 'overread'",
+    ),
     ("rules:\n  r:\n    bucket: release\n    pool: nowhere\n    when: {}\n", 5, "unknown pool 'nowhere'"),
     ("rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {}\n", 6, "needs at least one condition"),
     ("rules:\n  r:\n    bucket: always_final\n    pool: none\n", 3, "missing required key 'when'"),
-    ("rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    colour: red\n", 7, "unknown key 'colour'"),
-    ("rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    priority: urgent\n", 7, "'priority' must be one of"),
-    ("rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    turnaround_minutes: 0\n", 7, "at least 1"),
-    ("rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    turnaround_minutes: soon\n", 7, "a number of minutes, or site"),
+    (
+        "rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    colour: red\n",
+        7,
+        "unknown key 'colour'",
+    ),
+    (
+        "rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    priority: urgent\n",
+        7,
+        "'priority' must be one of",
+    ),
+    (
+        "rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    turnaround_minutes: 0\n",
+        7,
+        "at least 1",
+    ),
+    (
+        "rules:\n  r:\n    bucket: always_final\n    pool: none\n    when: {modality: [CT]}\n    turnaround_minutes: soon\n",
+        7,
+        "a number of minutes, or site",
+    ),
     ("rules:\n  Bad-Name:\n    bucket: release\n    pool: none\n    when: {}\n", 3, "lower_snake_case"),
-    ("rules:\n  r:\n    bucket: release\n    pool: none\n    when: {}\n  r:\n    bucket: release\n    pool: none\n    when: {}\n", 7, "duplicate key 'r'"),
+    (
+        "rules:\n  r:\n    bucket: release\n    pool: none\n    when: {}\n  r:\n    bucket: release\n    pool: none\n    when: {}\n",
+        7,
+        "duplicate key 'r'",
+    ),
     ("rules: {}\n", 2, "at least one rule"),
     ("rule:\n  r: {}\n", 2, "unknown key 'rule'"),
     ("default_timezone: Central\nrules: {}\n", 2, "unknown time zone 'Central'"),
@@ -104,7 +128,11 @@ def test_bad_rule_or_top_level_refused(tmp_path: Path, body: str, line: int, mes
 
 @pytest.mark.parametrize(
     ("pools", "message"),
-    [("pools: [Neuro]\n", "is not a pool name"), ("pools: [a, a]\n", "listed twice"), ("", "missing required key 'pools'")],
+    [
+        ("pools: [Neuro]\n", "is not a pool name"),
+        ("pools: [a, a]\n", "listed twice"),
+        ("", "missing required key 'pools'"),
+    ],
 )
 def test_bad_pools_refused(tmp_path: Path, pools: str, message: str) -> None:
     """Pools must be declared once each, as lower_snake_case names."""

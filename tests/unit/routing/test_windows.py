@@ -10,7 +10,7 @@ two nights wrong; these cases would catch it.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,19 +19,22 @@ from listener.model import Times
 from listener.routing import RoutingPolicy
 from tests.unit.routing.helpers import NOW, policy_from, report, route
 
-UTC = timezone.utc
+UTC = UTC
 CST = timezone(timedelta(hours=-6))  # what a 2.5.1 sender stamps as -0600
 
 
 def _policy(tmp_path: Path, window: str = '{from: "22:00", to: "07:00"}') -> RoutingPolicy:
-    return policy_from(tmp_path, f"""
+    return policy_from(
+        tmp_path,
+        f"""
         rules:
           overnight:
             bucket: always_final
             when:
               coverage_window: {window}
             pool: neuroradiology
-        """)
+        """,
+    )
 
 
 def _inside(policy: RoutingPolicy, at: datetime, site: str = "LEMC") -> bool:
@@ -98,14 +101,17 @@ def test_each_site_uses_its_own_zone(tmp_path: Path) -> None:
 
 def test_unknown_site_uses_default_timezone(tmp_path: Path) -> None:
     """A site missing from sites.yaml falls back to default_timezone, and the explanation says so."""
-    policy = policy_from(tmp_path, """
+    policy = policy_from(
+        tmp_path,
+        """
         default_timezone: America/Denver
         rules:
           overnight:
             bucket: always_final
             when: {coverage_window: {from: "22:00", to: "07:00"}}
             pool: neuroradiology
-        """)
+        """,
+    )
     result = route(report(at=datetime(2026, 11, 20, 4, 30, tzinfo=UTC), site="ELSEWHERE"), policy)
     assert result.bucket == "release"
     assert "default America/Denver (site unknown)" in result.explanation[0]
@@ -126,7 +132,9 @@ def test_time_source_and_fallback(tmp_path: Path) -> None:
     day = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
     rep = report(at=day)
     assert route(rep, policy).bucket == "release"
-    assert route(replace(rep, times=Times(observation=night, message=day, received=NOW)), policy).bucket == "always_final"
+    assert (
+        route(replace(rep, times=Times(observation=night, message=day, received=NOW)), policy).bucket == "always_final"
+    )
     assert route(replace(rep, times=Times(message=night, received=NOW)), policy).bucket == "always_final"
     result = route(replace(rep, times=Times(message=night, received=NOW)), policy)
     assert "message time" in result.explanation[0]

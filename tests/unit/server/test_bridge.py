@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet import defer
@@ -12,7 +12,7 @@ from listener.errors import StoreError
 from listener.server.bridge import InFlight, commit, deferred_from_future
 from listener.store.base import MessageRecord, OutboxItem, SaveResult
 
-NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 
 def _direct(f: Any, *args: Any) -> None:
@@ -35,15 +35,32 @@ class _Store:
 
 
 def _record(outbox: tuple[OutboxItem, ...] = ()) -> MessageRecord:
-    return MessageRecord(control_id="C1", sender_application="A", sender_facility="F", feed="default", received=NOW,
-                         raw=None, transport="mllp", state="processed", ack_code="AA", ack=b"ACK", outbox=outbox)
+    return MessageRecord(
+        control_id="C1",
+        sender_application="A",
+        sender_facility="F",
+        feed="default",
+        received=NOW,
+        raw=None,
+        transport="mllp",
+        state="processed",
+        ack_code="AA",
+        ack=b"ACK",
+        outbox=outbox,
+    )
 
 
 def _commit(store: _Store, record: MessageRecord, woken: list[int]) -> list[str]:
     out: list[str] = []
-    commit(store, record, _direct, duplicate=lambda r: f"duplicate {r.ack_code}",  # type: ignore[arg-type]
-           processed=lambda r: f"processed {r.processing}", unavailable=lambda kind: f"unavailable {kind}",
-           on_outbox=lambda: woken.append(1)).addCallback(out.append)
+    commit(
+        store,
+        record,
+        _direct,
+        duplicate=lambda r: f"duplicate {r.ack_code}",  # type: ignore[arg-type]
+        processed=lambda r: f"processed {r.processing}",
+        unavailable=lambda kind: f"unavailable {kind}",
+        on_outbox=lambda: woken.append(1),
+    ).addCallback(out.append)
     return out
 
 

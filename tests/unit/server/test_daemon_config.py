@@ -122,8 +122,14 @@ def test_malformed_endpoints_are_refused_at_load(tmp_path: Path, endpoint: str, 
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["tcp:2575:interface=127.0.0.1", "tcp:port=0", "tcp6:2575:interface=\\:\\:1", "unix:/run/overread/mllp.sock",
-     "systemd:domain=INET:name=mllp", "ssl:2576:interface=0.0.0.0:backlog=50"],
+    [
+        "tcp:2575:interface=127.0.0.1",
+        "tcp:port=0",
+        "tcp6:2575:interface=\\:\\:1",
+        "unix:/run/overread/mllp.sock",
+        "systemd:domain=INET:name=mllp",
+        "ssl:2576:interface=0.0.0.0:backlog=50",
+    ],
 )
 def test_usable_endpoints_load(tmp_path: Path, endpoint: str) -> None:
     """The endpoint forms docs/configuration.md documents load unchanged."""

@@ -3,7 +3,7 @@ key memory, the protocol's fairness and error containment, per-peer limits (docs
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,17 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from listener.assemble import load_routing_policy
 from listener.errors import ConfigError
 from listener.hl7v2.mllp import MllpFramer, frame
 from listener.pipeline import QA_TIMEOUT, Interrupt, Pipeline, process, unchecked_outcome
-from listener.assemble import load_routing_policy
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.mllp import Answer, Intake, MllpFactory
 from tests.integration.conftest import with_control_id as with_id
 from tests.unit.server.test_mllp import FakeStore
 
 REPO = Path(__file__).resolve().parents[3]
-NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 NORMAL = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\n", b"\r")
 SDH = (REPO / "samples" / "hl7" / "ct-head-critical-sdh-communicated.hl7").read_bytes().replace(b"\n", b"\r")
 
@@ -49,7 +49,10 @@ def test_interrupted_pipeline_stores_every_report_unchecked(pipeline: Pipeline) 
         assert [f.rule for f in result.findings] == [QA_TIMEOUT]
         assert result.route is not None
         assert (result.route.bucket, result.route.pool, result.route.reasons) == (
-            "selective_overread", "general_overread", ("qa_incomplete",))
+            "selective_overread",
+            "general_overread",
+            ("qa_incomplete",),
+        )
         assert "qa.timeout" in result.route.explanation[0]
     assert interrupt.decoded is not None and len(interrupt.decoded.reports) == len(outcome.reports)
 
@@ -140,8 +143,14 @@ def test_journal_key_names_no_value() -> None:
 
 def test_recent_keys_are_bounded_in_bytes(pipeline: Pipeline) -> None:
     store = FakeStore()
-    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
-                    now=lambda: NOW, recent_bytes=10_000)
+    intake = Intake(
+        pipeline,
+        store,
+        hash_key=b"k" * 32,
+        call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+        now=lambda: NOW,
+        recent_bytes=10_000,
+    )
     for i in range(100):
         intake._remember(("APP", "FAC", f"C{i:03}-" + "x" * 150), ("AA", b"A" * 500, "processed"))
     assert intake._recent_bytes <= 10_000
@@ -233,8 +242,13 @@ def test_closed_mid_frame_logs_the_buffered_size() -> None:
 
 
 def test_connections_per_peer_are_limited() -> None:
-    factory = MllpFactory(SlowIntake(), max_frame_size=1024, idle_timeout=30,  # type: ignore[arg-type]
-                          max_connections=5, max_connections_per_peer=2)
+    factory = MllpFactory(
+        SlowIntake(),
+        max_frame_size=1024,
+        idle_timeout=30,  # type: ignore[arg-type]
+        max_connections=5,
+        max_connections_per_peer=2,
+    )
     assert factory.admit("10.0.0.1") == "" and factory.admit("10.0.0.1") == ""
     assert factory.admit("10.0.0.1") == "max_connections_per_peer"
     assert factory.admit("10.0.0.2") == ""

@@ -85,12 +85,29 @@ def _direct(f: Any, *args: Any) -> defer.Deferred[Any]:
     return defer.maybeDeferred(f, *args)
 
 
-def make_site(pipeline: Pipeline, store: FakeStore, *, clients: tuple[HttpClient, ...] = (), max_body: int = 64 * 1024) -> ApiSite:
+def make_site(
+    pipeline: Pipeline, store: FakeStore, *, clients: tuple[HttpClient, ...] = (), max_body: int = 64 * 1024
+) -> ApiSite:
     metrics = Metrics(store)  # type: ignore[arg-type]
-    intake = HttpIntake(lambda: pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
-                        run_in_thread=_direct, metrics=metrics)
-    return build_site(intake=intake, store=store, queries=FakeQueries(), clients=clients_from_config(clients),  # type: ignore[arg-type]
-                      metrics=metrics, reactor=Clock(), max_body_size=max_body, idle_timeout=60, run_in_thread=_direct)
+    intake = HttpIntake(
+        lambda: pipeline,
+        store,
+        hash_key=b"k" * 32,
+        call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+        run_in_thread=_direct,
+        metrics=metrics,
+    )
+    return build_site(
+        intake=intake,
+        store=store,
+        queries=FakeQueries(),
+        clients=clients_from_config(clients),  # type: ignore[arg-type]
+        metrics=metrics,
+        reactor=Clock(),
+        max_body_size=max_body,
+        idle_timeout=60,
+        run_in_thread=_direct,
+    )
 
 
 def connect(site: ApiSite) -> tuple[Any, StringTransport]:
@@ -106,8 +123,13 @@ def exchange(site: ApiSite, raw: bytes) -> bytes:
     return transport.value()
 
 
-def post_bytes(body: bytes, path: str = "/fhir/DiagnosticReport", *, token: str | None = None,
-               content_type: str = "application/fhir+json") -> bytes:
+def post_bytes(
+    body: bytes,
+    path: str = "/fhir/DiagnosticReport",
+    *,
+    token: str | None = None,
+    content_type: str = "application/fhir+json",
+) -> bytes:
     head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
     if token is not None:
         head += f"Authorization: Bearer {token}\r\n"
@@ -198,8 +220,10 @@ def test_declared_length_over_limit_is_refused_before_the_body(pipeline: Pipelin
     """Content-Length over the limit with Expect: 100-continue: 413 at once, never 100 Continue; later bytes are dropped unbuffered."""
     store = FakeStore()
     channel, transport = connect(make_site(pipeline, store, max_body=4096))
-    channel.dataReceived(b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\n"
-                         b"Content-Length: 10485760\r\nExpect: 100-continue\r\n\r\n")
+    channel.dataReceived(
+        b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\n"
+        b"Content-Length: 10485760\r\nExpect: 100-continue\r\n\r\n"
+    )
     response = transport.value()
     assert status_of(response) == 413 and b"100 Continue" not in response
     assert b"Connection: close" in response and b"4096 bytes" in response
@@ -212,7 +236,9 @@ def test_chunked_body_over_limit_is_refused(pipeline: Pipeline) -> None:
     """Without a length, the running size decides: 413 once it passes the limit; nothing is stored."""
     store = FakeStore()
     channel, transport = connect(make_site(pipeline, store, max_body=4096))
-    channel.dataReceived(b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    channel.dataReceived(
+        b"POST /fhir HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"y" * 1024
     for _ in range(8):
         channel.dataReceived(b"400\r\n" + chunk + b"\r\n")
@@ -312,7 +338,9 @@ def test_http_config_token_file_and_off(tmp_path: Path) -> None:
 
     (tmp_path / "ris.token").write_text("a-long-enough-secret-token\n")
     path = tmp_path / "overread.yaml"
-    path.write_text("http: off\nhttp_clients:\n  ris: {token_file: ris.token, fhir_version: r5, accept_extra_fields: true}\n")
+    path.write_text(
+        "http: off\nhttp_clients:\n  ris: {token_file: ris.token, fhir_version: r5, accept_extra_fields: true}\n"
+    )
     config = load_config(path)
     assert config.http_endpoint == ""
     (client,) = config.http_clients
@@ -381,7 +409,10 @@ def test_search_version_format_and_parameters(pipeline: Pipeline) -> None:
     assert link["relation"] == "self" and "patient" not in link["url"] and "owner%3Aidentifier=" in link["url"]
     strict = exchange(site, _get("/fhir/Task?owner=neuro&patient=p1", "Prefer: handling=strict\r\n"))
     assert status_of(strict) == 400
-    assert (body_of(strict)["issue"][0]["code"], body_of(strict)["issue"][0]["expression"]) == ("not-supported", ["patient"])
+    assert (body_of(strict)["issue"][0]["code"], body_of(strict)["issue"][0]["expression"]) == (
+        "not-supported",
+        ["patient"],
+    )
     odd = exchange(site, _get("/fhir/DetectedIssue?Smith%20John=1", "Prefer: handling=strict\r\n"))
     assert status_of(odd) == 400 and b"Smith" not in odd  # a name shaped like data is not echoed
     below = exchange(site, _get("/fhir/DiagnosticReport/abc"))
@@ -393,10 +424,24 @@ def test_search_version_format_and_parameters(pipeline: Pipeline) -> None:
 
 @pytest.mark.parametrize(
     ("status", "phrase"),
-    [(200, "OK"), (201, "Created"), (400, "Bad Request"), (401, "Unauthorized"), (403, "Forbidden"),
-     (404, "Not Found"), (405, "Method Not Allowed"), (406, "Not Acceptable"), (413, "Content Too Large"),
-     (415, "Unsupported Media Type"), (422, "Unprocessable Content"), (429, "Too Many Requests"),
-     (500, "Internal Server Error"), (503, "Service Unavailable"), (418, "I'm a Teapot"), (499, "Client Error")],
+    [
+        (200, "OK"),
+        (201, "Created"),
+        (400, "Bad Request"),
+        (401, "Unauthorized"),
+        (403, "Forbidden"),
+        (404, "Not Found"),
+        (405, "Method Not Allowed"),
+        (406, "Not Acceptable"),
+        (413, "Content Too Large"),
+        (415, "Unsupported Media Type"),
+        (422, "Unprocessable Content"),
+        (429, "Too Many Requests"),
+        (500, "Internal Server Error"),
+        (503, "Service Unavailable"),
+        (418, "I'm a Teapot"),
+        (499, "Client Error"),
+    ],
 )
 def test_reason_phrases(status: int, phrase: str) -> None:
     """RFC 9110 phrases for what we send; the stdlib's or the class for anything else; never "Unknown Status"."""
@@ -419,7 +464,8 @@ def test_two_authorization_headers_get_400(pipeline: Pipeline, clients: tuple[Ht
     store = FakeStore()
     site = make_site(pipeline, store, clients=clients)
     raw = post_bytes(SAMPLE, token="wrong-token-0123456789").replace(
-        b"\r\n\r\n", f"\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode(), 1)
+        b"\r\n\r\n", f"\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode(), 1
+    )
     response = exchange(site, raw)
     assert status_of(response) == 400 and body_of(response)["issue"][0]["code"] == "structure"
     assert not store.saved
@@ -446,8 +492,8 @@ def test_connection_caps_per_peer_and_total(pipeline: Pipeline) -> None:
     _, over_total = open_from("10.0.0.3")
     assert over_total.value().startswith(b"HTTP/1.1 503") and not b1[1].value()
     assert site.open_connections == 3 and site.open_by_peer == {"10.0.0.1": 2, "10.0.0.2": 1}
-    from twisted.python.failure import Failure
     from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
 
     a1[0].connectionLost(Failure(ConnectionDone()))
     assert site.open_by_peer == {"10.0.0.1": 1, "10.0.0.2": 1}

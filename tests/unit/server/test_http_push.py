@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,18 @@ from listener.outbox import judge, outbox_items
 from listener.pipeline import ReportOutcome
 from listener.server.fhir_push import answer_code, push_url
 
-NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 REPORT = Report(
-    message_id="dr-1", message_type="DiagnosticReport", version="R4", sender=Sender("c", "f"), accession="A1",
-    patient=Patient("ZZ1"), procedure=Procedure("71046", "CPT"), status=ResultStatus.FINAL, times=Times(), text="t",
+    message_id="dr-1",
+    message_type="DiagnosticReport",
+    version="R4",
+    sender=Sender("c", "f"),
+    accession="A1",
+    patient=Patient("ZZ1"),
+    procedure=Procedure("71046", "CPT"),
+    status=ResultStatus.FINAL,
+    times=Times(),
+    text="t",
 )
 ROUTE = Route(bucket="selective_overread", pool="chest", priority="routine", reasons=("critical",))
 FINDING = Finding(rule="communication.critical_not_communicated", severity=Severity.ERROR, message="not communicated")
@@ -83,9 +91,20 @@ def test_outbox_rows_for_fhir_and_hl7_destinations() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code", "verdict"),
-    [(200, "AA", "delivered"), (201, "AA", "delivered"), (400, "AR", "dead"), (401, "AR", "dead"), (409, "AR", "dead"),
-     (412, "AR", "dead"), (422, "AR", "dead"), (302, "AR", "dead"), (408, "AE", "retry"), (429, "AE", "retry"),
-     (500, "AE", "retry"), (503, "AE", "retry")],
+    [
+        (200, "AA", "delivered"),
+        (201, "AA", "delivered"),
+        (400, "AR", "dead"),
+        (401, "AR", "dead"),
+        (409, "AR", "dead"),
+        (412, "AR", "dead"),
+        (422, "AR", "dead"),
+        (302, "AR", "dead"),
+        (408, "AE", "retry"),
+        (429, "AE", "retry"),
+        (500, "AE", "retry"),
+        (503, "AE", "retry"),
+    ],
 )
 def test_http_status_to_verdict(status: int, code: str, verdict: str) -> None:
     """2xx is delivered; 408/429/5xx are retried; other answers are the server refusing the Bundle (dead letter by default)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from listener.pipeline import Pipeline
 from listener.server.mllp import Intake, MllpFactory, MllpProtocol
 from listener.store.base import MessageRecord, SaveResult
 
-NOW = datetime(2026, 11, 20, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 
 class FakeStore:
@@ -224,8 +224,14 @@ class CountingStore(FakeStore):
 def fixture_shared(pipeline: Pipeline) -> tuple[CountingStore, MllpFactory]:
     """An Intake on a counting store, shared by the connections a test opens."""
     store = CountingStore()
-    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a), now=lambda: NOW,  # type: ignore[arg-type]
-                    recent_keys=4)
+    intake = Intake(
+        pipeline,
+        store,
+        hash_key=b"k" * 32,
+        call_from_thread=lambda f, *a: f(*a),
+        now=lambda: NOW,  # type: ignore[arg-type]
+        recent_keys=4,
+    )
     factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=4, clock=Clock())
     return store, factory
 
@@ -333,8 +339,13 @@ def test_processing_failure_answers_ae_207_and_logs_the_type_only(pipeline: Pipe
         raise RuntimeError("LYNN AMANDA 19470205")
 
     store = FakeStore()
-    intake = Intake(dataclasses.replace(pipeline, decide_route=broken), store, hash_key=b"k" * 32,  # type: ignore[arg-type]
-                    call_from_thread=lambda f, *a: f(*a), now=lambda: NOW)
+    intake = Intake(
+        dataclasses.replace(pipeline, decide_route=broken),
+        store,
+        hash_key=b"k" * 32,  # type: ignore[arg-type]
+        call_from_thread=lambda f, *a: f(*a),
+        now=lambda: NOW,
+    )
     factory = MllpFactory(intake, max_frame_size=64 * 1024, idle_timeout=30, max_connections=2, clock=Clock())
     with capture_logs() as logs:
         proto, transport = _connect(factory)

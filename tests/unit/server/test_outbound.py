@@ -85,7 +85,9 @@ class FakeRis:
 class Harness:
     """A worker over a real store, a Clock and a FakeRis."""
 
-    def __init__(self, store: SQLiteStore, retry: RetrySettings = RETRY, rand: Callable[[], float] = lambda: 0.0) -> None:
+    def __init__(
+        self, store: SQLiteStore, retry: RetrySettings = RETRY, rand: Callable[[], float] = lambda: 0.0
+    ) -> None:
         self.store = store
         self.clock = Clock()
         self.ris = FakeRis()
@@ -468,12 +470,21 @@ class RecordingStore:
         return future
 
 
-def _intake(pipeline: Any, destinations: tuple[DestinationSettings, ...], woken: list[int]) -> tuple[Any, RecordingStore]:
+def _intake(
+    pipeline: Any, destinations: tuple[DestinationSettings, ...], woken: list[int]
+) -> tuple[Any, RecordingStore]:
     from listener.server.mllp import Intake
 
     store = RecordingStore()
-    intake = Intake(pipeline, store, hash_key=b"k" * 32, call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
-                    now=lambda: T0, destinations=destinations, on_outbox=lambda: woken.append(1))
+    intake = Intake(
+        pipeline,
+        store,
+        hash_key=b"k" * 32,
+        call_from_thread=lambda f, *a: f(*a),  # type: ignore[arg-type]
+        now=lambda: T0,
+        destinations=destinations,
+        on_outbox=lambda: woken.append(1),
+    )
     return intake, store
 
 
@@ -538,7 +549,9 @@ def test_client_endpoint_from_destination_string() -> None:
 
     from listener.server.outbound import _host_port, client_endpoint
 
-    endpoint = client_endpoint(Clock(), DestinationSettings("ris", "tcp:host=127.0.0.1:port=6661"), resolver=_NeverResolves())
+    endpoint = client_endpoint(
+        Clock(), DestinationSettings("ris", "tcp:host=127.0.0.1:port=6661"), resolver=_NeverResolves()
+    )
     assert isinstance(endpoint, HostnameEndpoint)
     assert _host_port("tls:host=ris.example:port=6662") == ("ris.example", 6662)
     assert _host_port("ssl:ris.example:6663") == ("ris.example", 6663)
@@ -550,8 +563,14 @@ class _NeverResolves:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    def resolveHostName(self, receiver: Any, hostName: str, portNumber: int = 0, addressTypes: Any = None,  # noqa: N802, N803
-                        transportSemantics: str = "TCP") -> Any:  # noqa: N803 - Twisted API
+    def resolveHostName(
+        self,
+        receiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,  # noqa: N803
+        transportSemantics: str = "TCP",
+    ) -> Any:
         self.asked.append(hostName)
         receiver.resolutionBegan(object())
         return receiver
@@ -599,16 +618,18 @@ def test_own_resolver_runs_on_a_daemon_thread_named_for_the_destination() -> Non
 
 def test_client_endpoint_with_client_certificate(tmp_path: Path) -> None:
     """TLS settings load our certificate and key and the RIS CA into a TLS-wrapped endpoint."""
-    from listener.destinations import TlsSettings
-    from listener.server.outbound import client_endpoint
     from twisted.internet import reactor
 
+    from listener.destinations import TlsSettings
+    from listener.server.outbound import client_endpoint
     from tests.integration.test_tls import _issue, _write
 
     ca, ca_key = _issue("Test CA", None, None, ca=True)
     _write(tmp_path / "ca", ca)
     cert, key = _issue("overread", ca_key, ca.subject)
     _write(tmp_path / "client", cert, key)
-    tls = TlsSettings(certificate=str(tmp_path / "client.crt"), private_key=str(tmp_path / "client.key"), ca=str(tmp_path / "ca.crt"))
+    tls = TlsSettings(
+        certificate=str(tmp_path / "client.crt"), private_key=str(tmp_path / "client.key"), ca=str(tmp_path / "ca.crt")
+    )
     endpoint = client_endpoint(reactor, DestinationSettings("ris", "tls:host=localhost:port=6661", tls=tls))
     assert type(endpoint).__name__ == "_WrapperEndpoint"

@@ -49,8 +49,9 @@ class _Store:
         self.studies, self.error = studies, error
         self.calls: list[tuple[Any, ...]] = []
 
-    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
-                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
         self.calls.append((patient_id, patient_authority, before, exclude_accession, limit))
         if self.error is not None:
             raise self.error

@@ -48,8 +48,10 @@ def test_sender_labels_are_bounded_with_an_other_bucket() -> None:
     text = metrics.render().decode()
     assert 'sender_application="RIS1"' in text and 'sender_application="RIS2"' in text
     assert "RIS3" not in text and "RIS4" not in text
-    assert (f'overread_sender_messages_total{{code="AA",sender_application="{OTHER_SENDER}",'
-            f'sender_facility="{OTHER_SENDER}",transport="mllp"}} 2.0') in text
+    assert (
+        f'overread_sender_messages_total{{code="AA",sender_application="{OTHER_SENDER}",'
+        f'sender_facility="{OTHER_SENDER}",transport="mllp"}} 2.0'
+    ) in text
     assert metrics.sender_labels("  x\x00y" + "z" * 100, "") == (OTHER_SENDER, OTHER_SENDER)
     assert Metrics().sender_labels("  x\x00y" + "z" * 100, "") == ("xy" + "z" * 38, "none")
 
@@ -68,8 +70,12 @@ def test_directory_findings_for_unknown_site_and_reader() -> None:
     reader = next(iter(directory.readers))
     known = dataclasses.replace(make_report("IMPRESSION: No acute abnormality."), site=site.code, reader=Reader(reader))
     assert directory_findings(known, qa) == ()  # type: ignore[arg-type]
-    unknown = dataclasses.replace(known, site="NOSUCHSITE", sender=dataclasses.replace(known.sender, facility="NOWHERE"),
-                                  reader=Reader("NOSUCHREADER"))
+    unknown = dataclasses.replace(
+        known,
+        site="NOSUCHSITE",
+        sender=dataclasses.replace(known.sender, facility="NOWHERE"),
+        reader=Reader("NOSUCHREADER"),
+    )
     assert [f.rule for f in directory_findings(unknown, qa)] == [SITE_UNKNOWN, READER_UNKNOWN]
     assert directory_findings(unknown, qa)[0].message.startswith("site unknown: default time zone used")
     assert directory_findings(dataclasses.replace(known, reader=None), qa) == ()
@@ -105,9 +111,13 @@ def test_reload_keeps_restart_only_settings_and_names_them() -> None:
     from listener.server.daemon import Reloaded
 
     running = load_config(None)
-    changed = dataclasses.replace(running, mllp_endpoint="tcp:9999", max_frame_size=2048, idle_timeout=running.idle_timeout)
+    changed = dataclasses.replace(
+        running, mllp_endpoint="tcp:9999", max_frame_size=2048, idle_timeout=running.idle_timeout
+    )
     new = Reloaded.load(changed, running)
     assert new.deferred == ("mllp", "max_frame_size")
-    assert new.effective.mllp_endpoint == running.mllp_endpoint and new.effective.max_frame_size == running.max_frame_size
+    assert (
+        new.effective.mllp_endpoint == running.mllp_endpoint and new.effective.max_frame_size == running.max_frame_size
+    )
     assert new.pipeline.routing_version and new.pipeline.mapping_version
     assert Reloaded.load(running, running).deferred == ()

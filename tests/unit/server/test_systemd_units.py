@@ -32,10 +32,19 @@ def test_service_is_notify_watchdog_restart_dedicated_user_and_hardened() -> Non
     state directory, and the hardening the issue names."""
     d = directives(UNITS / "overread.service")
     required = {
-        "Type": "notify", "Restart": "on-failure", "User": "overread", "StateDirectory": "overread",
-        "StateDirectoryMode": "0700", "ProtectSystem": "strict", "NoNewPrivileges": "yes",
-        "PrivateTmp": "yes", "ProtectHome": "yes", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
-        "KillSignal": "SIGTERM", "ExecReload": "/bin/kill -HUP $MAINPID", "CapabilityBoundingSet": "",
+        "Type": "notify",
+        "Restart": "on-failure",
+        "User": "overread",
+        "StateDirectory": "overread",
+        "StateDirectoryMode": "0700",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+        "KillSignal": "SIGTERM",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "CapabilityBoundingSet": "",
     }
     for key, value in required.items():
         assert d.get(key) == [value], key
@@ -59,7 +68,9 @@ def test_sockets_name_the_fds_the_daemon_adopts() -> None:
 def _installed_copy(tmp_path: Path) -> Path:
     """The units with ExecStart pointing at this checkout's `overread` (verify wants a real binary)."""
     for unit in UNITS.glob("overread*"):
-        text = unit.read_text("utf-8").replace("/opt/overread/.venv/bin/overread", str(Path(sys.executable).parent / "overread"))
+        text = unit.read_text("utf-8").replace(
+            "/opt/overread/.venv/bin/overread", str(Path(sys.executable).parent / "overread")
+        )
         (tmp_path / unit.name).write_text(text)
     return tmp_path
 
@@ -68,8 +79,12 @@ def _installed_copy(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` finds nothing wrong with the three units."""
     units = _installed_copy(tmp_path)
-    result = subprocess.run(["systemd-analyze", "verify", *(str(p) for p in sorted(units.iterdir()))],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(p) for p in sorted(units.iterdir()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
 
@@ -77,8 +92,12 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 def test_systemd_analyze_security_exposure_is_low(tmp_path: Path) -> None:
     """`systemd-analyze security --offline` rates the service 2.0 or better (docs/operations.md: about 1.3)."""
     units = _installed_copy(tmp_path)
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(units / "overread.service")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(units / "overread.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for overread\.service: ([0-9.]+)", result.stdout)
     if match is None and "offline" in result.stderr:
         pytest.skip("this systemd-analyze has no --offline")

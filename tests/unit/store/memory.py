@@ -116,8 +116,17 @@ class _Tables:
         return self.last_id[table]
 
     def snapshot(self) -> _Tables:
-        return _Tables(dict(self.messages), list(self.reports), list(self.processings), dict(self.outbox),
-                       list(self.events), list(self.audit), dict(self.destinations), dict(self.last_id), self.probed)
+        return _Tables(
+            dict(self.messages),
+            list(self.reports),
+            list(self.processings),
+            dict(self.outbox),
+            list(self.events),
+            list(self.audit),
+            dict(self.destinations),
+            dict(self.last_id),
+            self.probed,
+        )
 
     def restore(self, saved: _Tables) -> None:
         for f in dataclasses.fields(self):
@@ -180,10 +189,19 @@ class MemorySession:
 
 def _summary(t: _Tables, m: _Message) -> MessageSummary:
     return MessageSummary(
-        message_pk=m.pk, control_id=m.control_id, sender_application=m.sender_application,
-        sender_facility=m.sender_facility, feed=m.feed, received=m.received, transport=m.transport, state=m.state,
-        ack_code=m.ack_code, error_code=m.error_code, report_count=len(t.reports_of(m.pk)),
-        raw_kept=m.raw is not None, processing=m.processing,
+        message_pk=m.pk,
+        control_id=m.control_id,
+        sender_application=m.sender_application,
+        sender_facility=m.sender_facility,
+        feed=m.feed,
+        received=m.received,
+        transport=m.transport,
+        state=m.state,
+        ack_code=m.ack_code,
+        error_code=m.error_code,
+        report_count=len(t.reports_of(m.pk)),
+        raw_kept=m.raw is not None,
+        processing=m.processing,
     )
 
 
@@ -194,23 +212,34 @@ def _insert_children(t: _Tables, pk: int, record: MessageRecord, created: dateti
     for o in record.outbox:
         row_id = t.next_id("outbox")
         t.outbox[row_id] = OutboxRow(
-            id=row_id, destination=o.destination, accession=o.accession, control_id=o.control_id, payload=o.payload,
-            state="pending", attempts=0, next_attempt_at=created, last_error="", created=created, delivered_at=None,
+            id=row_id,
+            destination=o.destination,
+            accession=o.accession,
+            control_id=o.control_id,
+            payload=o.payload,
+            state="pending",
+            attempts=0,
+            next_attempt_at=created,
+            last_error="",
+            created=created,
+            delivered_at=None,
             message_pk=pk,
         )
 
 
 def _never_accepted(t: _Tables, pk: int) -> bool:
-    return (not any(o.message_pk == pk for o in t.outbox.values())
-            and all(p.state == "rejected" for m, p in t.processings if m == pk))
+    return not any(o.message_pk == pk for o in t.outbox.values()) and all(
+        p.state == "rejected" for m, p in t.processings if m == pk
+    )
 
 
 def _stored_answer(m: _Message) -> SaveResult:
     return SaveResult(m.pk, True, m.ack, m.ack_code, m.state, m.processing)
 
 
-def _replace_processing(t: _Tables, pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
-                        expected_processing: int | None) -> SaveResult:
+def _replace_processing(
+    t: _Tables, pk: int, record: MessageRecord, *, now: datetime, superseded_by: str, expected_processing: int | None
+) -> SaveResult:
     m = t.messages.get(pk)
     if m is None:
         raise StoreError(f"message {pk} is not in the store")
@@ -218,15 +247,37 @@ def _replace_processing(t: _Tables, pk: int, record: MessageRecord, *, now: date
         raise StoreError(f"message {pk} was processed again meanwhile (now processing {m.processing}); run again")
     now = _utc(now)
     kept_raw = m.raw if (record.raw is not None and m.raw is not None and m.raw != record.raw) else None
-    t.processings.append((pk, Processing(
-        number=m.processing, processed=m.processed or m.received, superseded=now,
-        superseded_by=superseded_by[:TEXT_MAX], feed=m.feed, state=m.state, ack_code=m.ack_code,
-        error_code=m.error_code, ack=m.ack, raw=kept_raw, reports=t.reports_of(pk))))
+    t.processings.append(
+        (
+            pk,
+            Processing(
+                number=m.processing,
+                processed=m.processed or m.received,
+                superseded=now,
+                superseded_by=superseded_by[:TEXT_MAX],
+                feed=m.feed,
+                state=m.state,
+                ack_code=m.ack_code,
+                error_code=m.error_code,
+                ack=m.ack,
+                raw=kept_raw,
+                reports=t.reports_of(pk),
+            ),
+        )
+    )
     t.reports = [r for r in t.reports if r.message_pk != pk]
     t.messages[pk] = dataclasses.replace(
-        m, feed=record.feed, state=record.state, ack_code=record.ack_code, error_code=record.error_code,
-        ack=record.ack, processing=m.processing + 1, processed=now,
-        raw=record.raw if record.raw is not None else m.raw, control_id=record.control_id)
+        m,
+        feed=record.feed,
+        state=record.state,
+        ack_code=record.ack_code,
+        error_code=record.error_code,
+        ack=record.ack,
+        processing=m.processing + 1,
+        processed=now,
+        raw=record.raw if record.raw is not None else m.raw,
+        control_id=record.control_id,
+    )
     _insert_children(t, pk, record, now)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state, m.processing + 1)
 
@@ -239,21 +290,42 @@ def _insert(t: _Tables, record: MessageRecord) -> SaveResult:
             taken = t.find(app, facility, record.control_id)
             if taken is not None:
                 return _stored_answer(taken)
-            return _replace_processing(t, refused.pk, record, now=record.received, superseded_by="resend",
-                                       expected_processing=None)
+            return _replace_processing(
+                t, refused.pk, record, now=record.received, superseded_by="resend", expected_processing=None
+            )
     stored = t.find(app, facility, record.control_id)
     if stored is not None:
-        same_outcome = (stored.state, stored.ack_code, stored.error_code) == (record.state, record.ack_code,
-                                                                              record.error_code)
-        if (stored.state != "rejected" or record.state == "quarantined" or same_outcome
-                or not _never_accepted(t, stored.pk)):
+        same_outcome = (stored.state, stored.ack_code, stored.error_code) == (
+            record.state,
+            record.ack_code,
+            record.error_code,
+        )
+        if (
+            stored.state != "rejected"
+            or record.state == "quarantined"
+            or same_outcome
+            or not _never_accepted(t, stored.pk)
+        ):
             return _stored_answer(stored)
-        return _replace_processing(t, stored.pk, record, now=record.received, superseded_by="resend",
-                                   expected_processing=None)
+        return _replace_processing(
+            t, stored.pk, record, now=record.received, superseded_by="resend", expected_processing=None
+        )
     pk = t.next_id("messages")
     received = _utc(record.received)
-    t.messages[pk] = _Message(pk, record.control_id, app, facility, record.feed, received, record.transport,
-                              record.state, record.ack_code, record.error_code, record.ack, record.raw)
+    t.messages[pk] = _Message(
+        pk,
+        record.control_id,
+        app,
+        facility,
+        record.feed,
+        received,
+        record.transport,
+        record.state,
+        record.ack_code,
+        record.error_code,
+        record.ack,
+        record.raw,
+    )
     _insert_children(t, pk, record, received)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)
 
@@ -269,8 +341,10 @@ def _update_pending(t: _Tables, row_id: int, now: datetime, event: str, detail: 
 
 def _later(t: _Tables, row: OutboxRow, states: tuple[str, ...]) -> bool:
     """True when a later row of the row's (destination, accession) is in one of ``states``."""
-    return any(o.destination == row.destination and o.accession == row.accession and o.id > row.id
-               and o.state in states for o in t.outbox.values())
+    return any(
+        o.destination == row.destination and o.accession == row.accession and o.id > row.id and o.state in states
+        for o in t.outbox.values()
+    )
 
 
 # ------------------------------------------------------------------ report searches
@@ -299,24 +373,34 @@ class MemoryReports:
 
     @staticmethod
     def _stored(r: _Report, m: _Message) -> StoredReport:
-        return StoredReport(r.id, m.received, m.transport, r.row.accession, r.row.report_json,
-                            r.row.findings_json, r.row.route_json)
+        return StoredReport(
+            r.id, m.received, m.transport, r.row.accession, r.row.report_json, r.row.findings_json, r.row.route_json
+        )
 
     def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
         def search() -> list[StoredReport]:
-            return [self._stored(r, m) for r, m in self._processed()
-                    if r.row.route_json != "null" and (pool is None or _json_field(r.row.route_json, "pool") == pool)
-                    ][:limit]
+            return [
+                self._stored(r, m)
+                for r, m in self._processed()
+                if r.row.route_json != "null" and (pool is None or _json_field(r.row.route_json, "pool") == pool)
+            ][:limit]
+
         return self._store.read(search)
 
-    def with_findings(self, *, fhir_id: str | None = None, accession: str | None = None,
-                      limit: int) -> list[StoredReport]:
+    def with_findings(
+        self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
+    ) -> list[StoredReport]:
         def search() -> list[StoredReport]:
-            return [self._stored(r, m) for r, m in self._processed()
-                    if r.row.findings_json != "[]"
-                    and (fhir_id is None or (m.transport == "http"
-                                             and _json_field(r.row.report_json, "fhir_id") == fhir_id))
-                    and (accession is None or r.row.accession == accession)][:limit]
+            return [
+                self._stored(r, m)
+                for r, m in self._processed()
+                if r.row.findings_json != "[]"
+                and (
+                    fhir_id is None or (m.transport == "http" and _json_field(r.row.report_json, "fhir_id") == fhir_id)
+                )
+                and (accession is None or r.row.accession == accession)
+            ][:limit]
+
         return self._store.read(search)
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
@@ -326,8 +410,13 @@ class MemoryReports:
             def completed(r: _Report) -> datetime | None:
                 if r.row.accession == "":
                     return None
-                later = [m.received for r2, m in processed if r2.row.accession == r.row.accession and r2.id > r.id
-                         and _stage(r2.row.report_json) > _stage(r.row.report_json)]
+                later = [
+                    m.received
+                    for r2, m in processed
+                    if r2.row.accession == r.row.accession
+                    and r2.id > r.id
+                    and _stage(r2.row.report_json) > _stage(r.row.report_json)
+                ]
                 return min(later, default=None)
 
             found = []
@@ -344,6 +433,7 @@ class MemoryReports:
                     continue
                 found.append((self._stored(r, m), done))
             return found[:limit]
+
         return self._store.read(search)
 
 
@@ -358,7 +448,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._closed = False
         self._writer: GroupCommitWriter[_Tables] = GroupCommitWriter(
-            lambda: MemorySession(self.tables, self._lock), name="memory-store-writer")
+            lambda: MemorySession(self.tables, self._lock), name="memory-store-writer"
+        )
         self._reports = MemoryReports(self)
         self.migrations_run: tuple[SchemaStep, ...] = ()
 
@@ -384,6 +475,7 @@ class MemoryStore:
         def look() -> SaveResult | None:
             m = self.tables.find(sender_application, sender_facility, control_id)
             return _stored_answer(m) if m is not None else None
+
         return self.read(look)
 
     def submit(self, record: MessageRecord) -> Future[SaveResult]:
@@ -393,10 +485,20 @@ class MemoryStore:
         return self.submit(record).result()
 
     def messages(
-        self, *, after: int | None = None, since: datetime | None = None, until: datetime | None = None,
-        limit: int | None = None, state: str | None = None, ack_code: str | None = None,
-        sender_application: str | None = None, sender_facility: str | None = None, control_id: str | None = None,
-        transport: str | None = None, accession: str | None = None, patient_id: str | None = None,
+        self,
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        state: str | None = None,
+        ack_code: str | None = None,
+        sender_application: str | None = None,
+        sender_facility: str | None = None,
+        control_id: str | None = None,
+        transport: str | None = None,
+        accession: str | None = None,
+        patient_id: str | None = None,
         patient_authority: str | None = None,
     ) -> Iterator[MessageSummary]:
         if since is not None:
@@ -405,8 +507,14 @@ class MemoryStore:
             require_aware(until, "until")
         if patient_authority is not None and patient_id is None:
             raise ValueError("patient_authority narrows patient_id: give both")
-        exact = {"state": state, "ack_code": ack_code, "sender_application": sender_application,
-                 "sender_facility": sender_facility, "control_id": control_id, "transport": transport}
+        exact = {
+            "state": state,
+            "ack_code": ack_code,
+            "sender_application": sender_application,
+            "sender_facility": sender_facility,
+            "control_id": control_id,
+            "transport": transport,
+        }
 
         def with_report(m: _Message) -> bool:
             if accession is None and patient_id is None:
@@ -416,12 +524,15 @@ class MemoryStore:
                 return False
             return patient_id is None or any(
                 r.patient_id == patient_id and (patient_authority is None or r.patient_authority == patient_authority)
-                for r in mine)
+                for r in mine
+            )
 
         def select() -> list[MessageSummary]:
             found = [
-                _summary(self.tables, m) for pk, m in sorted(self.tables.messages.items())
-                if pk > (after or 0) and (since is None or m.received >= since)
+                _summary(self.tables, m)
+                for pk, m in sorted(self.tables.messages.items())
+                if pk > (after or 0)
+                and (since is None or m.received >= since)
                 and (until is None or m.received < until)
                 and all(value is None or getattr(m, name) == value for name, value in exact.items())
                 and with_report(m)
@@ -430,8 +541,9 @@ class MemoryStore:
 
         yield from self.read(select)
 
-    def prior_studies(self, patient_id: str, patient_authority: str, *, before: datetime,
-                      exclude_accession: str = "", limit: int = 50) -> tuple[PriorStudy, ...]:
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
         require_aware(before, "before")
         if not patient_id:
             raise ValueError("patient_id must not be empty")
@@ -460,8 +572,11 @@ class MemoryStore:
                 except ValueError:
                     continue
                 code = (doc.get("procedure") or {}).get("code") or ""
-                out.append(PriorStudy(r.row.accession, study_date, doc.get("modality") or "",
-                                      doc.get("body_region") or "", code))
+                out.append(
+                    PriorStudy(
+                        r.row.accession, study_date, doc.get("modality") or "", doc.get("body_region") or "", code
+                    )
+                )
             return tuple(out[:limit])
 
         return self.read(select)
@@ -476,8 +591,20 @@ class MemoryStore:
                 m = self.tables.messages[r.message_pk]
                 if r.row.accession != accession or m.state != "processed":
                     continue
-                out.append(HistoryEntry(m.pk, r.row.seq, m.control_id, _utc(m.received), m.transport, m.feed,
-                                        r.row.report_json, r.row.findings_json, r.row.bucket, m.raw is not None))
+                out.append(
+                    HistoryEntry(
+                        m.pk,
+                        r.row.seq,
+                        m.control_id,
+                        _utc(m.received),
+                        m.transport,
+                        m.feed,
+                        r.row.report_json,
+                        r.row.findings_json,
+                        r.row.bucket,
+                        m.raw is not None,
+                    )
+                )
             out.sort(key=lambda e: (e.message_pk, e.seq))
             return tuple(out[:limit])
 
@@ -497,18 +624,38 @@ class MemoryStore:
                 return None
             outbox = tuple(
                 (row, tuple(e for row_id, e in t.events if row_id == row.id))
-                for _, row in sorted(t.outbox.items()) if row.message_pk == message_pk
+                for _, row in sorted(t.outbox.items())
+                if row.message_pk == message_pk
             )
             processings = tuple(sorted((p for pk, p in t.processings if pk == message_pk), key=lambda p: p.number))
-            return MessageDetail(summary=_summary(t, m), processed=m.processed or m.received, ack=m.ack, raw=m.raw,
-                                 reports=t.reports_of(message_pk), processings=processings, outbox=outbox)
+            return MessageDetail(
+                summary=_summary(t, m),
+                processed=m.processed or m.received,
+                ack=m.ack,
+                raw=m.raw,
+                reports=t.reports_of(message_pk),
+                processings=processings,
+                outbox=outbox,
+            )
+
         return self.read(detail)
 
-    def replace_processing(self, message_pk: int, record: MessageRecord, *, now: datetime, superseded_by: str,
-                           expected_processing: int | None) -> SaveResult:
+    def replace_processing(
+        self,
+        message_pk: int,
+        record: MessageRecord,
+        *,
+        now: datetime,
+        superseded_by: str,
+        expected_processing: int | None,
+    ) -> SaveResult:
         require_aware(now, "now")
-        return self._write("reprocessing", lambda t: _replace_processing(
-            t, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing))
+        return self._write(
+            "reprocessing",
+            lambda t: _replace_processing(
+                t, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing
+            ),
+        )
 
     def purge_raw(self, older_than: datetime) -> int:
         require_aware(older_than, "older_than")
@@ -517,33 +664,50 @@ class MemoryStore:
             old = [m for m in t.messages.values() if m.raw is not None and m.received < older_than]
             for m in old:
                 t.messages[m.pk] = dataclasses.replace(m, raw=None)
-            t.processings = [(pk, dataclasses.replace(p, raw=None) if p.processed < older_than else p)
-                             for pk, p in t.processings]
+            t.processings = [
+                (pk, dataclasses.replace(p, raw=None) if p.processed < older_than else p) for pk, p in t.processings
+            ]
             return len(old)
+
         return self._write("purging raw bodies", purge)
 
     # ------------------------------------------------------------ audit
 
-    def record_audit(self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any],
-                     rows: int, detail: str = "") -> int:
+    def record_audit(
+        self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any], rows: int, detail: str = ""
+    ) -> int:
         require_aware(at, "at")
 
         def append(t: _Tables) -> int:
-            entry = AuditEntry(t.next_id("audit"), _utc(at), actor[:200], via, action, audit_target_json(target), int(rows),
-                               detail[:TEXT_MAX])
+            entry = AuditEntry(
+                t.next_id("audit"),
+                _utc(at),
+                actor[:200],
+                via,
+                action,
+                audit_target_json(target),
+                int(rows),
+                detail[:TEXT_MAX],
+            )
             t.audit.append(entry)
             return entry.id
+
         return self._write("recording an audit entry", append)
 
-    def audit(self, *, since: datetime | None = None, action: str | None = None,
-              limit: int | None = None) -> list[AuditEntry]:
+    def audit(
+        self, *, since: datetime | None = None, action: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
         if since is not None:
             require_aware(since, "since")
 
         def select() -> list[AuditEntry]:
-            found = [e for e in self.tables.audit
-                     if (since is None or e.at >= since) and (action is None or e.action == action)]
+            found = [
+                e
+                for e in self.tables.audit
+                if (since is None or e.at >= since) and (action is None or e.action == action)
+            ]
             return found if limit is None else found[:limit]
+
         return self.read(select)
 
     # ------------------------------------------------------------ outbox
@@ -552,78 +716,119 @@ class MemoryStore:
         require_aware(now, "now")
 
         def due() -> list[OutboxRow]:
-            rows = [o for _, o in sorted(self.tables.outbox.items())
-                    if o.destination == destination and o.state == "pending"]
+            rows = [
+                o
+                for _, o in sorted(self.tables.outbox.items())
+                if o.destination == destination and o.state == "pending"
+            ]
             heads: dict[str, OutboxRow] = {}
             for o in rows:
                 heads.setdefault(o.accession, o)
             return sorted((o for o in heads.values() if o.next_attempt_at <= now), key=lambda o: o.id)[:limit]
+
         return self.read(due)
 
     def outbox_delivered(self, row_id: int, now: datetime) -> bool:
         require_aware(now, "now")
-        return self._write("marking delivered", lambda t: _update_pending(
-            t, row_id, now, "delivered", "", state="delivered", delivered_at=_utc(now)))
+        return self._write(
+            "marking delivered",
+            lambda t: _update_pending(t, row_id, now, "delivered", "", state="delivered", delivered_at=_utc(now)),
+        )
 
     def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
         require_aware(now, "now")
         require_aware(next_attempt_at, "next_attempt_at")
         text = error_text[:TEXT_MAX]
-        return self._write("recording a failure", lambda t: _update_pending(
-            t, row_id, now, "failed", f"{text}; next attempt {_stamp(next_attempt_at)}",
-            next_attempt_at=_utc(next_attempt_at), last_error=text))
+        return self._write(
+            "recording a failure",
+            lambda t: _update_pending(
+                t,
+                row_id,
+                now,
+                "failed",
+                f"{text}; next attempt {_stamp(next_attempt_at)}",
+                next_attempt_at=_utc(next_attempt_at),
+                last_error=text,
+            ),
+        )
 
     def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
         require_aware(now, "now")
         text = error_text[:TEXT_MAX]
-        return self._write("dead-lettering", lambda t: _update_pending(
-            t, row_id, now, "dead", text, state="dead", last_error=text))
+        return self._write(
+            "dead-lettering", lambda t: _update_pending(t, row_id, now, "dead", text, state="dead", last_error=text)
+        )
 
-    def outbox_list(self, state: OutboxState | None = None, *, destination: str | None = None,
-                    limit: int | None = None) -> list[OutboxRow]:
+    def outbox_list(
+        self, state: OutboxState | None = None, *, destination: str | None = None, limit: int | None = None
+    ) -> list[OutboxRow]:
         if state is not None and state not in OUTBOX_STATES:
             raise ValueError(f"state must be one of {', '.join(OUTBOX_STATES)}")
 
         def select() -> list[OutboxRow]:
-            found = [o for _, o in sorted(self.tables.outbox.items())
-                     if (state is None or o.state == state) and (destination is None or o.destination == destination)]
+            found = [
+                o
+                for _, o in sorted(self.tables.outbox.items())
+                if (state is None or o.state == state) and (destination is None or o.destination == destination)
+            ]
             return found if limit is None else found[:limit]
+
         return self.read(select)
 
     def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:
-        return self.read(lambda: [o for _, o in sorted(self.tables.outbox.items()) if o.accession == accession
-                                  and (destination is None or o.destination == destination)])
+        return self.read(
+            lambda: [
+                o
+                for _, o in sorted(self.tables.outbox.items())
+                if o.accession == accession and (destination is None or o.destination == destination)
+            ]
+        )
 
     def outbox_retry(self, ids: Sequence[int] | None, now: datetime, *, force: bool = False) -> tuple[int, ...]:
         require_aware(now, "now")
         wanted = None if ids is None else {int(i) for i in ids}
 
         def retry(t: _Tables) -> tuple[int, ...]:
-            revived = [o.id for _, o in sorted(t.outbox.items())
-                       if o.state == "dead" and (wanted is None or o.id in wanted)
-                       and (force or not _later(t, o, ("delivered",)))]
+            revived = [
+                o.id
+                for _, o in sorted(t.outbox.items())
+                if o.state == "dead"
+                and (wanted is None or o.id in wanted)
+                and (force or not _later(t, o, ("delivered",)))
+            ]
             for row_id in revived:
-                t.outbox[row_id] = dataclasses.replace(t.outbox[row_id], state="pending", attempts=0,
-                                                       next_attempt_at=_utc(now))
+                t.outbox[row_id] = dataclasses.replace(
+                    t.outbox[row_id], state="pending", attempts=0, next_attempt_at=_utc(now)
+                )
                 t.add_event(row_id, now, "retried", "forced" if force else "")
             return tuple(revived)
+
         return self._write("retrying the outbox", retry)
 
-    def outbox_purge(self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (),
-                     destination: str | None = None) -> int:
+    def outbox_purge(
+        self, *, delivered_before: datetime | None = None, dead_ids: Sequence[int] = (), destination: str | None = None
+    ) -> int:
         if delivered_before is not None:
             require_aware(delivered_before, "delivered_before")
         dead = {int(i) for i in dead_ids}
 
         def purge(t: _Tables) -> int:
-            gone = {o.id for o in t.outbox.values()
-                    if (o.state == "dead" and o.id in dead)
-                    or (delivered_before is not None and o.state == "delivered" and o.delivered_at is not None
-                        and o.delivered_at < delivered_before
-                        and (destination is None or o.destination == destination))}
+            gone = {
+                o.id
+                for o in t.outbox.values()
+                if (o.state == "dead" and o.id in dead)
+                or (
+                    delivered_before is not None
+                    and o.state == "delivered"
+                    and o.delivered_at is not None
+                    and o.delivered_at < delivered_before
+                    and (destination is None or o.destination == destination)
+                )
+            }
             t.outbox = {i: o for i, o in t.outbox.items() if i not in gone}
             t.events = [(i, e) for i, e in t.events if i not in gone]
             return len(gone)
+
         return self._write("purging the outbox", purge)
 
     def outbox_stats(self, now: datetime) -> OutboxStats:
@@ -633,14 +838,18 @@ class MemoryStore:
             groups: dict[tuple[str, str], list[OutboxRow]] = {}
             for o in self.tables.outbox.values():
                 groups.setdefault((o.destination, o.state), []).append(o)
-            depth = tuple(OutboxDepth(dest, rows[0].state, len(rows), now - min(o.created for o in rows))
-                          for (dest, _), rows in sorted(groups.items()))
+            depth = tuple(
+                OutboxDepth(dest, rows[0].state, len(rows), now - min(o.created for o in rows))
+                for (dest, _), rows in sorted(groups.items())
+            )
             pending = [d.oldest_age for d in depth if d.state == "pending"]
             return OutboxStats(depth, max(pending) if pending else None)
+
         return self.read(stats)
 
-    def outbox_resend(self, ids: Sequence[int], now: datetime, *, force: bool = False,
-                      note: str = "") -> list[tuple[int, int]]:
+    def outbox_resend(
+        self, ids: Sequence[int], now: datetime, *, force: bool = False, note: str = ""
+    ) -> list[tuple[int, int]]:
         require_aware(now, "now")
 
         def resend(t: _Tables) -> list[tuple[int, int]]:
@@ -651,12 +860,21 @@ class MemoryStore:
                     continue
                 new_id = t.next_id("outbox")
                 t.outbox[new_id] = dataclasses.replace(
-                    old, id=new_id, state="pending", attempts=0, next_attempt_at=_utc(now), last_error="",
-                    created=_utc(now), delivered_at=None, resent_from=row_id)
+                    old,
+                    id=new_id,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=_utc(now),
+                    last_error="",
+                    created=_utc(now),
+                    delivered_at=None,
+                    resent_from=row_id,
+                )
                 t.add_event(row_id, now, "resent", f"queued again as row {new_id}{note}")
                 t.add_event(new_id, now, "queued", f"resend of row {row_id}{note}")
                 pairs.append((row_id, new_id))
             return pairs
+
         return self._write("resending", resend)
 
     def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
@@ -668,11 +886,15 @@ class MemoryStore:
                 if o.state == "pending" and o.next_attempt_at > now:
                     t.outbox[o.id] = dataclasses.replace(o, next_attempt_at=_utc(now))
                     t.add_event(o.id, now, "kicked", f"due now{note}")
-            names = [destination] if destination is not None else sorted(
-                {o.destination for o in t.outbox.values()} | set(t.destinations))
+            names = (
+                [destination]
+                if destination is not None
+                else sorted({o.destination for o in t.outbox.values()} | set(t.destinations))
+            )
             for name in names:
                 t.destinations[name] = dataclasses.replace(self._state(t, name), kick_requested_at=_utc(now))
             return sum(1 for o in mine if o.state == "pending")
+
         return self._write("kicking the outbox", kick)
 
     # ------------------------------------------------------------ destinations
@@ -682,17 +904,26 @@ class MemoryStore:
         return t.destinations.get(name) or DestinationState(name, 0, "", None, None, None)
 
     def destination_states(self, destination: str | None = None) -> list[DestinationState]:
-        return self.read(lambda: [s for name, s in sorted(self.tables.destinations.items())
-                                  if destination is None or name == destination])
+        return self.read(
+            lambda: [
+                s for name, s in sorted(self.tables.destinations.items()) if destination is None or name == destination
+            ]
+        )
 
-    def destination_connect_failed(self, destination: str, now: datetime, failures: int, error_text: str,
-                                   next_connect_at: datetime) -> None:
+    def destination_connect_failed(
+        self, destination: str, now: datetime, failures: int, error_text: str, next_connect_at: datetime
+    ) -> None:
         require_aware(now, "now")
 
         def failed(t: _Tables) -> None:
             t.destinations[destination] = dataclasses.replace(
-                self._state(t, destination), connect_failures=failures, last_connect_error=error_text[:TEXT_MAX],
-                last_connect_error_at=_utc(now), next_connect_at=_utc(next_connect_at))
+                self._state(t, destination),
+                connect_failures=failures,
+                last_connect_error=error_text[:TEXT_MAX],
+                last_connect_error_at=_utc(now),
+                next_connect_at=_utc(next_connect_at),
+            )
+
         self._write("recording a connection failure", failed)
 
     def destination_connected(self, destination: str, now: datetime) -> None:
@@ -701,7 +932,9 @@ class MemoryStore:
         def connected(t: _Tables) -> None:
             if destination in t.destinations:
                 t.destinations[destination] = dataclasses.replace(
-                    t.destinations[destination], connect_failures=0, next_connect_at=None)
+                    t.destinations[destination], connect_failures=0, next_connect_at=None
+                )
+
         self._write("recording a connection", connected)
 
     # ------------------------------------------------------------ lifecycle
@@ -709,6 +942,7 @@ class MemoryStore:
     def probe(self, now: datetime) -> None:
         def write(t: _Tables) -> None:
             t.probed = _utc(now)
+
         self._write("health probe", write)
 
     def health_reason(self) -> str:

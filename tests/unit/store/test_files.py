@@ -128,13 +128,9 @@ def test_migration_upgrades_existing_data(tmp_path: Path, monkeypatch: pytest.Mo
     store = SQLiteStore(db)
     try:
         assert [m.control_id for m in store.messages()] == ["C1"]
-        note = store.writer.execute(
-            lambda conn: conn.execute("SELECT note FROM messages").fetchone()[0]
-        ).result()
+        note = store.writer.execute(lambda conn: conn.execute("SELECT note FROM messages").fetchone()[0]).result()
         assert note == "v2"
-        version = store.writer.execute(
-            lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]
-        ).result()
+        version = store.writer.execute(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]).result()
         assert version == len(store_schema.MIGRATIONS) == store_schema.SCHEMA_VERSION + 1
         assert store.migrations_run == (step,)
     finally:

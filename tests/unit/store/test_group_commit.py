@@ -132,9 +132,11 @@ def test_failing_job_of_any_kind_is_isolated(store: SQLiteStore) -> None:
     """A job raising a non-SQLite exception fails its own future with a StoreError naming only its type."""
 
     def boom(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO messages (sender_application, sender_facility, control_id,"
-                     " feed, received, transport, state, ack_code, ack)"
-                     " VALUES ('X','X','X','f','t','mllp','processed','AA', x'00')")
+        conn.execute(
+            "INSERT INTO messages (sender_application, sender_facility, control_id,"
+            " feed, received, transport, state, ack_code, ack)"
+            " VALUES ('X','X','X','f','t','mllp','processed','AA', x'00')"
+        )
         raise KeyError("DOE^JANE")
 
     _, release = _hold_writer(store)

@@ -13,14 +13,26 @@ from .records import T0, record
 
 def _report(accession: str, status: str, text: str = "No pneumothorax.") -> ReportRecord:
     doc = {"accession": accession, "status": status, "text": text, "reader": {"id": "R1", "type": "external"}}
-    return ReportRecord(accession=accession, report_json=json.dumps(doc), findings_json="[]",
-                        route_json=json.dumps({"bucket": "release"}), bucket="release")
+    return ReportRecord(
+        accession=accession,
+        report_json=json.dumps(doc),
+        findings_json="[]",
+        route_json=json.dumps({"bucket": "release"}),
+        bucket="release",
+    )
 
 
-def _save(store: Store, control_id: str, *reports: ReportRecord, minutes: int = 0, state: str = "processed",
-          raw: bytes | None = b"MSH|^~\\&|RIS|HOSP\r") -> int:
-    return store.save(record(control_id, reports=reports, received=T0 + timedelta(minutes=minutes), state=state,
-                             raw=raw)).message_pk
+def _save(
+    store: Store,
+    control_id: str,
+    *reports: ReportRecord,
+    minutes: int = 0,
+    state: str = "processed",
+    raw: bytes | None = b"MSH|^~\\&|RIS|HOSP\r",
+) -> int:
+    return store.save(
+        record(control_id, reports=reports, received=T0 + timedelta(minutes=minutes), state=state, raw=raw)
+    ).message_pk
 
 
 def test_history_in_storage_order_with_message_facts(store: Store) -> None:
@@ -30,12 +42,19 @@ def test_history_in_storage_order_with_message_facts(store: Store) -> None:
     prelim_pk = _save(store, "C3", _report("A1", "preliminary"), minutes=7, raw=None)
     history = store.report_history("A1")
     assert [(e.message_pk, e.control_id, json.loads(e.report_json)["status"]) for e in history] == [
-        (final_pk, "C1", "final"), (prelim_pk, "C3", "preliminary")]
+        (final_pk, "C1", "final"),
+        (prelim_pk, "C3", "preliminary"),
+    ]
     first = history[0]
     assert first.received == T0 + timedelta(minutes=5) and first.received.tzinfo is not None
     assert first.received.utcoffset() == UTC.utcoffset(None)
-    assert (first.transport, first.feed, first.bucket, first.seq, first.findings_json) == ("mllp", "default", "release",
-                                                                                          0, "[]")
+    assert (first.transport, first.feed, first.bucket, first.seq, first.findings_json) == (
+        "mllp",
+        "default",
+        "release",
+        0,
+        "[]",
+    )
     assert first.raw_kept and not history[1].raw_kept
 
 
@@ -46,7 +65,10 @@ def test_history_processed_only_exact_and_bounded(store: Store) -> None:
     _save(store, "C3", _report("A10", "final"), minutes=3)
     _save(store, "C4", _report("A1", "final"), _report("A1", "corrected"), minutes=4)
     assert [json.loads(e.report_json)["status"] for e in store.report_history("A1")] == [
-        "preliminary", "final", "corrected"]
+        "preliminary",
+        "final",
+        "corrected",
+    ]
     assert [e.seq for e in store.report_history("A1")] == [0, 0, 1]
     assert len(store.report_history("A1", limit=2)) == 2
     assert store.report_history("A1", limit=0) == ()
@@ -60,6 +82,7 @@ def test_history_follows_purge_and_reprocess(store: Store) -> None:
     assert store.purge_raw(T0 + timedelta(days=1)) == 1
     assert not store.report_history("A1")[0].raw_kept
     again: MessageRecord = record("C1", reports=(_report("A1", "final"),), received=T0)
-    store.replace_processing(pk, again, now=T0 + timedelta(hours=1), superseded_by="reprocess by test",
-                             expected_processing=1)
+    store.replace_processing(
+        pk, again, now=T0 + timedelta(hours=1), superseded_by="reprocess by test", expected_processing=1
+    )
     assert [json.loads(e.report_json)["status"] for e in store.report_history("A1")] == ["final"]

@@ -99,9 +99,7 @@ def test_naive_datetime_and_unknown_values_are_refused() -> None:
 
 def test_messages_paging_cursor_since_and_limit(store: Store) -> None:
     """messages() pages past its internal page size and honours after, since and limit."""
-    futures = [
-        store.submit(record(f"C{i:04d}", received=T0 + timedelta(seconds=i))) for i in range(1203)
-    ]
+    futures = [store.submit(record(f"C{i:04d}", received=T0 + timedelta(seconds=i))) for i in range(1203)]
     pks = [f.result().message_pk for f in futures]
     assert [m.message_pk for m in store.messages()] == pks
     assert [m.control_id for m in store.messages(limit=3)] == ["C0000", "C0001", "C0002"]

@@ -18,8 +18,10 @@ from .records import T0, item, minutes, record, report
 
 
 def _rejected(control_id: str = "C1", raw: bytes = b"MSH|bad\r", error: str = "101"):  # type: ignore[no-untyped-def]
-    return dataclasses.replace(record(control_id, ack=b"MSH|ACK\rMSA|AE|C1\r", ack_code="AE", raw=raw, reports=(),
-                                      state="rejected"), error_code=error)
+    return dataclasses.replace(
+        record(control_id, ack=b"MSH|ACK\rMSA|AE|C1\r", ack_code="AE", raw=raw, reports=(), state="rejected"),
+        error_code=error,
+    )
 
 
 def test_lookups_by_accession_patient_and_control_id(store: Store) -> None:
@@ -46,12 +48,18 @@ def test_sqlite_lookups_use_indexes(tmp_path: Path) -> None:
     try:
         for where, params in (
             ("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = ?)", ("ACC9",)),
-            ("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ? AND r.patient_authority = ?)",
-             ("P1", "HOSP")),
+            (
+                "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ? AND r.patient_authority = ?)",
+                ("P1", "HOSP"),
+            ),
             ("m.control_id = ?", ("C2",)),
         ):
-            plan = " | ".join(row[3] for row in conn.execute(
-                f"EXPLAIN QUERY PLAN SELECT m.id FROM messages m WHERE m.id > 0 AND {where} ORDER BY m.id", params))
+            plan = " | ".join(
+                row[3]
+                for row in conn.execute(
+                    f"EXPLAIN QUERY PLAN SELECT m.id FROM messages m WHERE m.id > 0 AND {where} ORDER BY m.id", params
+                )
+            )
             assert "USING" in plan and "SCAN r" not in plan, plan
             assert not any(step.strip() == "SCAN m" for step in plan.split("|")), plan
     finally:
@@ -72,7 +80,12 @@ def test_resend_of_a_rejection_replaces_it_and_keeps_the_old_one_numbered(store:
         assert detail is not None
         assert detail.summary.state == "processed" and detail.summary.processing == 2 and detail.raw == b"MSH|new\r"
         (earlier,) = detail.processings
-        assert (earlier.number, earlier.state, earlier.error_code, earlier.superseded_by) == (1, "rejected", "101", "resend")
+        assert (earlier.number, earlier.state, earlier.error_code, earlier.superseded_by) == (
+            1,
+            "rejected",
+            "101",
+            "resend",
+        )
         assert earlier.raw == b"MSH|old\r" and earlier.processed == T0 and earlier.superseded == T0 + minutes(5)
         assert [r.accession for r in detail.reports] == ["ACC1"] and len(detail.outbox) == 1
         resend = store.save(record("C1", raw=b"MSH|newer\r"))
@@ -87,12 +100,14 @@ def test_replace_processing_refuses_a_stale_caller(store: Store) -> None:
     try:
         pk = store.save(record("C1")).message_pk
         new = record("C1", reports=(report("ACC1"), report("ACC2")))
-        result = store.replace_processing(pk, new, now=T0 + minutes(1), superseded_by="reprocess by ann",
-                                          expected_processing=1)
+        result = store.replace_processing(
+            pk, new, now=T0 + minutes(1), superseded_by="reprocess by ann", expected_processing=1
+        )
         assert result.processing == 2
         with pytest.raises(StoreError, match="processed again meanwhile"):
-            store.replace_processing(pk, new, now=T0 + minutes(2), superseded_by="reprocess by bob",
-                                     expected_processing=1)
+            store.replace_processing(
+                pk, new, now=T0 + minutes(2), superseded_by="reprocess by bob", expected_processing=1
+            )
         detail = store.message_detail(pk)
         assert detail is not None and [r.accession for r in detail.reports] == ["ACC1", "ACC2"]
         assert [p.superseded_by for p in detail.processings] == ["reprocess by ann"]
@@ -154,8 +169,9 @@ def test_audit_entries_hold_ids_and_counts(store: Store) -> None:
     """Audit entries come back in order, filtered by action and time."""
     try:
         store.record_audit(at=T0, actor="ann", via="cli", action="reprocess", target={"messages": [1, 2]}, rows=2)
-        store.record_audit(at=T0 + minutes(1), actor="bob", via="cli", action="outbox kick",
-                           target={"destination": "ris"}, rows=0)
+        store.record_audit(
+            at=T0 + minutes(1), actor="bob", via="cli", action="outbox kick", target={"destination": "ris"}, rows=0
+        )
         entries = store.audit()
         assert [(e.actor, e.action, e.rows) for e in entries] == [("ann", "reprocess", 2), ("bob", "outbox kick", 0)]
         assert json.loads(entries[0].target) == {"messages": [1, 2]}
@@ -174,8 +190,9 @@ def test_a_rejection_is_replaced_only_while_the_message_was_never_accepted(store
         assert store.save(_rejected(raw=b"MSH|two\r")).duplicate
         assert store.message_detail(pk).processings == ()  # type: ignore[union-attr]
         pk2 = store.save(record("C2", outbox=(item("ACC2", "O2"),))).message_pk
-        store.replace_processing(pk2, _rejected("C2"), now=T0 + minutes(1), superseded_by="reprocess by ann",
-                                 expected_processing=1)
+        store.replace_processing(
+            pk2, _rejected("C2"), now=T0 + minutes(1), superseded_by="reprocess by ann", expected_processing=1
+        )
         resend = store.save(record("C2", outbox=(item("ACC2", "O2"),)))
         assert resend.duplicate and resend.state == "rejected"
     finally:

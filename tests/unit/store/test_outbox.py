@@ -210,9 +210,7 @@ def test_random_outcomes_never_break_accession_order(
                 break
             for row in due:
                 older_pending = [
-                    r
-                    for r in store.outbox_list("pending")
-                    if r.accession == row.accession and r.id < row.id
+                    r for r in store.outbox_list("pending") if r.accession == row.accession and r.id < row.id
                 ]
                 assert older_pending == []
                 outcome = rnd.choice(["ok", "ok", "retry", "dead"])

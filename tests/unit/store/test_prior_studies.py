@@ -13,9 +13,18 @@ from listener.store.base import PriorStudy
 from .records import T0, record
 
 
-def _report(accession: str, *, patient: str = "MRN1", authority: str = "HOSP", status: str = "final",
-            observation: str | None = "2024-03-02T09:15:00-05:00", modality: str = "CT",
-            region: str = "chest", code: str = "71250", report_time: str | None = None) -> ReportRecord:
+def _report(
+    accession: str,
+    *,
+    patient: str = "MRN1",
+    authority: str = "HOSP",
+    status: str = "final",
+    observation: str | None = "2024-03-02T09:15:00-05:00",
+    modality: str = "CT",
+    region: str = "chest",
+    code: str = "71250",
+    report_time: str | None = None,
+) -> ReportRecord:
     doc = {
         "accession": accession,
         "status": status,
@@ -24,11 +33,20 @@ def _report(accession: str, *, patient: str = "MRN1", authority: str = "HOSP", s
         "body_region": region,
         "times": {"observation": observation, "report": report_time},
     }
-    return ReportRecord(accession=accession, report_json=json.dumps(doc), findings_json="[]",
-                        route_json="null", bucket="release", patient_id=patient, patient_authority=authority)
+    return ReportRecord(
+        accession=accession,
+        report_json=json.dumps(doc),
+        findings_json="[]",
+        route_json="null",
+        bucket="release",
+        patient_id=patient,
+        patient_authority=authority,
+    )
 
 
-def _save(store: SQLiteStore, control_id: str, *reports: ReportRecord, minutes: int = 0, state: str = "processed") -> None:
+def _save(
+    store: SQLiteStore, control_id: str, *reports: ReportRecord, minutes: int = 0, state: str = "processed"
+) -> None:
     store.save(record(control_id, reports=reports, received=T0 + timedelta(minutes=minutes), state=state))
 
 
@@ -53,7 +71,9 @@ def test_latest_report_per_accession_and_cancelled_dropped(store: SQLiteStore) -
     _save(store, "C2", _report("A1", status="final", region="chest"), minutes=2)
     _save(store, "C3", _report("A2", status="final"), minutes=3)
     _save(store, "C4", _report("A2", status="cancelled"), minutes=4)
-    assert [(p.accession, p.body_region) for p in store.prior_studies("MRN1", "HOSP", before=LATER)] == [("A1", "chest")]
+    assert [(p.accession, p.body_region) for p in store.prior_studies("MRN1", "HOSP", before=LATER)] == [
+        ("A1", "chest")
+    ]
 
 
 def test_before_exclude_limit_and_order(store: SQLiteStore) -> None:
@@ -61,9 +81,14 @@ def test_before_exclude_limit_and_order(store: SQLiteStore) -> None:
     for n in range(5):
         _save(store, f"C{n}", _report(f"A{n}"), minutes=n)
     _save(store, "R1", _report("REJ"), minutes=1, state="rejected")
-    assert [p.accession for p in store.prior_studies("MRN1", "HOSP", before=T0 + timedelta(minutes=3))] == ["A2", "A1", "A0"]
-    assert [p.accession for p in store.prior_studies("MRN1", "HOSP", before=LATER, exclude_accession="A4",
-                                                      limit=2)] == ["A3", "A2"]
+    assert [p.accession for p in store.prior_studies("MRN1", "HOSP", before=T0 + timedelta(minutes=3))] == [
+        "A2",
+        "A1",
+        "A0",
+    ]
+    assert [
+        p.accession for p in store.prior_studies("MRN1", "HOSP", before=LATER, exclude_accession="A4", limit=2)
+    ] == ["A3", "A2"]
     assert store.prior_studies("MRN1", "HOSP", before=LATER, limit=0) == ()
 
 
@@ -92,7 +117,7 @@ def test_query_uses_the_patient_index(sqlite_store: SQLiteStore) -> None:
     """SQLite only: the statement prior_studies() runs is served by reports_patient, never a scan of every report."""
     store = sqlite_store
     seen: list[str] = []
-    reader = store._reader  # noqa: SLF001 - read the plan of the statement the method really runs
+    reader = store._reader
     reader.set_trace_callback(seen.append)
     try:
         store.prior_studies("MRN1", "HOSP", before=LATER)

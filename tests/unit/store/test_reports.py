@@ -11,32 +11,56 @@ from listener.store import ReportRecord, Store
 from .records import T0, minutes, record
 
 
-def _report(accession: str, status: str, bucket: str, route: object, findings: str = "[]",
-            fhir_id: str = "") -> ReportRecord:
-    return ReportRecord(accession=accession, report_json=json.dumps({"status": status, "fhir_id": fhir_id}),
-                        findings_json=findings, route_json=json.dumps(route), bucket=bucket)
+def _report(
+    accession: str, status: str, bucket: str, route: object, findings: str = "[]", fhir_id: str = ""
+) -> ReportRecord:
+    return ReportRecord(
+        accession=accession,
+        report_json=json.dumps({"status": status, "fhir_id": fhir_id}),
+        findings_json=findings,
+        route_json=json.dumps(route),
+        bucket=bucket,
+    )
 
 
 def _fill(store: Store) -> dict[str, int]:
     """Six messages; returns each one's report id by control id."""
     saves = (
         record("M1", received=T0, reports=(_report("ACC1", "preliminary", "review", {"pool": "neuro"}),)),
-        dataclasses.replace(record("M2", received=T0 + minutes(1), reports=(
-            _report("ACC1", "final", "release", {"pool": "neuro"}, '[{"code": "x"}]', fhir_id="F2"),)),
-            transport="http"),
-        record("M3", received=T0 + minutes(2), reports=(
-            _report("ACC2", "final", "release", {"pool": "body", "corrections": ["laterality"]}),)),
+        dataclasses.replace(
+            record(
+                "M2",
+                received=T0 + minutes(1),
+                reports=(_report("ACC1", "final", "release", {"pool": "neuro"}, '[{"code": "x"}]', fhir_id="F2"),),
+            ),
+            transport="http",
+        ),
+        record(
+            "M3",
+            received=T0 + minutes(2),
+            reports=(_report("ACC2", "final", "release", {"pool": "body", "corrections": ["laterality"]}),),
+        ),
         record("M4", received=T0 + minutes(3), reports=(_report("", "preliminary", "review", {"pool": "body"}),)),
-        record("M5", received=T0 + minutes(4), state="rejected", ack_code="AE",
-               reports=(_report("ACC3", "final", "review", {"pool": "body"}, '[{"code": "y"}]'),)),
-        record("M6", received=T0 + minutes(5), reports=(
-            _report("ACC9", "final", "review", None, '[{"code": "z"}]', fhir_id="F6"),)),
+        record(
+            "M5",
+            received=T0 + minutes(4),
+            state="rejected",
+            ack_code="AE",
+            reports=(_report("ACC3", "final", "review", {"pool": "body"}, '[{"code": "y"}]'),),
+        ),
+        record(
+            "M6",
+            received=T0 + minutes(5),
+            reports=(_report("ACC9", "final", "review", None, '[{"code": "z"}]', fhir_id="F6"),),
+        ),
     )
     for rec in saves:
         store.save(rec)
     # Each message is told apart by its receive time; a report's id is the store's own.
-    found = {r.received: r.report_pk
-             for r in store.reports.routed(pool=None, limit=100) + store.reports.with_findings(limit=100)}
+    found = {
+        r.received: r.report_pk
+        for r in store.reports.routed(pool=None, limit=100) + store.reports.with_findings(limit=100)
+    }
     return {rec.control_id: found[rec.received] for rec in saves if rec.received in found}
 
 
@@ -68,9 +92,14 @@ def test_tasks_open_and_completed(store: Store) -> None:
     ids = _fill(store)
     every = store.reports.tasks(status=None, pool=None, limit=100)
     assert [(r.report_pk, done) for r, done in every] == [
-        (ids["M4"], None), (ids["M3"], None), (ids["M1"], T0 + minutes(1))]
+        (ids["M4"], None),
+        (ids["M3"], None),
+        (ids["M1"], T0 + minutes(1)),
+    ]
     assert [r.report_pk for r, _ in store.reports.tasks(status="requested", pool=None, limit=100)] == [
-        ids["M4"], ids["M3"]]
+        ids["M4"],
+        ids["M3"],
+    ]
     assert [r.report_pk for r, _ in store.reports.tasks(status="completed", pool=None, limit=100)] == [ids["M1"]]
     assert [r.report_pk for r, _ in store.reports.tasks(status=None, pool="body", limit=1)] == [ids["M4"]]
 
@@ -78,6 +107,7 @@ def test_tasks_open_and_completed(store: Store) -> None:
 def test_a_copy_at_the_same_stage_does_not_complete_a_task(store: Store) -> None:
     """A second preliminary of the accession leaves the first one's Task open."""
     store.save(record("P1", reports=(_report("ACC1", "preliminary", "review", {"pool": "neuro"}),)))
-    store.save(record("P2", received=T0 + minutes(1),
-                      reports=(_report("ACC1", "preliminary", "review", {"pool": "neuro"}),)))
+    store.save(
+        record("P2", received=T0 + minutes(1), reports=(_report("ACC1", "preliminary", "review", {"pool": "neuro"}),))
+    )
     assert [done for _, done in store.reports.tasks(status=None, pool=None, limit=100)] == [None, None]

@@ -29,9 +29,7 @@ def test_purge_raw_drops_old_bodies_only(store: Store) -> None:
 
 def test_purge_raw_works_in_chunks(store: Store) -> None:
     """More messages than one chunk are all purged, and the count is exact."""
-    futures = [
-        store.submit(record(f"C{i}", received=T0 + timedelta(seconds=i))) for i in range(1234)
-    ]
+    futures = [store.submit(record(f"C{i}", received=T0 + timedelta(seconds=i))) for i in range(1234)]
     for f in futures:
         f.result()
     store.save(record("KEEP", received=T0 + timedelta(days=1)))

@@ -87,8 +87,10 @@ def test_v3_fills_the_patient_columns_of_stored_reports(tmp_path: Path) -> None:
     db = make_v1_store(tmp_path / "state")
     conn = sqlite3.connect(db)
     # Give the first report a patient, as the daemon's serializer writes it.
-    conn.execute("UPDATE reports SET report_json = json_set(report_json, '$.patient',"
-                 " json_object('id', 'P-1', 'id_authority', 'HOSP')) WHERE id = (SELECT min(id) FROM reports)")
+    conn.execute(
+        "UPDATE reports SET report_json = json_set(report_json, '$.patient',"
+        " json_object('id', 'P-1', 'id_authority', 'HOSP')) WHERE id = (SELECT min(id) FROM reports)"
+    )
     conn.commit()
     wanted = conn.execute("SELECT json_extract(report_json, '$.patient.id') FROM reports ORDER BY id").fetchall()
     conn.close()

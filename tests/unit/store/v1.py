@@ -53,8 +53,19 @@ def make_v1_store(state_dir: Path) -> Path:
             cur = conn.execute(
                 "INSERT INTO messages (sender_application, sender_facility, control_id, feed, received,"
                 " transport, state, ack_code, error_code, ack, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                ("RIS", "HOSP", control_id, "default", received, "mllp", state, ack_code, error_code,
-                 f"MSH|^~\\&|OVR|HOSP|RIS|HOSP\rMSA|{ack_code}|{control_id}\r".encode(), raw),
+                (
+                    "RIS",
+                    "HOSP",
+                    control_id,
+                    "default",
+                    received,
+                    "mllp",
+                    state,
+                    ack_code,
+                    error_code,
+                    f"MSH|^~\\&|OVR|HOSP|RIS|HOSP\rMSA|{ack_code}|{control_id}\r".encode(),
+                    raw,
+                ),
             )
             assert cur.lastrowid is not None
             ids[control_id] = cur.lastrowid
@@ -62,17 +73,35 @@ def make_v1_store(state_dir: Path) -> Path:
             conn.execute(
                 "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
                 " route_json) VALUES (?,?,?,?,?,?,?)",
-                (ids[control_id], seq, accession, bucket, f'{{"accession": "{accession}"}}', "[]",
-                 f'{{"bucket": "{bucket}"}}'),
+                (
+                    ids[control_id],
+                    seq,
+                    accession,
+                    bucket,
+                    f'{{"accession": "{accession}"}}',
+                    "[]",
+                    f'{{"bucket": "{bucket}"}}',
+                ),
             )
         for control_id, accession, out_id, state, attempts, delivered_at, error in _OUTBOX:
             conn.execute(
                 "INSERT INTO outbox (message_id, destination, accession, control_id, state, attempts,"
                 " next_attempt_at, last_error, created, updated, delivered_at, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (ids[control_id], "ris", accession, out_id, state, attempts, "2024-05-01T12:10:00.000000Z",
-                 error, "2024-05-01T12:00:00.000000Z", "2024-05-01T12:05:00.000000Z", delivered_at,
-                 f"ORM|{out_id}".encode()),
+                (
+                    ids[control_id],
+                    "ris",
+                    accession,
+                    out_id,
+                    state,
+                    attempts,
+                    "2024-05-01T12:10:00.000000Z",
+                    error,
+                    "2024-05-01T12:00:00.000000Z",
+                    "2024-05-01T12:05:00.000000Z",
+                    delivered_at,
+                    f"ORM|{out_id}".encode(),
+                ),
             )
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     finally:
@@ -92,8 +121,10 @@ def table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of messages, reports and outbox (their version 1 columns, by id), read with plain SQL."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return {table: [row[:V1_COLUMNS[table]] for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
-                for table in ("messages", "reports", "outbox")}
+        return {
+            table: [row[: V1_COLUMNS[table]] for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
+            for table in ("messages", "reports", "outbox")
+        }
     finally:
         conn.close()
 

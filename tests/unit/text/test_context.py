@@ -52,8 +52,11 @@ def test_pseudo_trigger_no_change(terms: Terms) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Not only a pneumothorax but also an effusion.", "Without change, the pneumothorax persists.",
-     "No increase in the pneumothorax."],
+    [
+        "Not only a pneumothorax but also an effusion.",
+        "Without change, the pneumothorax persists.",
+        "No increase in the pneumothorax.",
+    ],
 )
 def test_other_pseudo_triggers(text: str, terms: Terms) -> None:
     """'not only', 'without change', 'no increase' do not negate."""
@@ -392,9 +395,12 @@ def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Te
 
 @pytest.mark.parametrize(
     "text",
-    ["The right upper lobe is clear.", "Opacity of the lens.", "No upper lobe predominance. Overlying soft tissue opacity."],
+    [
+        "The right upper lobe is clear.",
+        "Opacity of the lens.",
+        "No upper lobe predominance. Overlying soft tissue opacity.",
+    ],
 )
 def test_lobe_words_without_an_opacity_are_no_airspace_opacity(text: str, terms: Terms) -> None:
     """A lobe named without an opacity, or an opacity with no lung qualifier, is no airspace opacity."""
     assert not [m for m in mentions(text, terms) if m.concept == "airspace_opacity"]
-

@@ -29,8 +29,16 @@ _SMALL, _LARGE = 4, 32
 @pytest.fixture(scope="module")
 def costs() -> dict[str, dict[str, float]]:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "text_scaling.py"), "--count", "--json",
-         "--sizes", f"{_SMALL},{_LARGE}", "--factor", "1000"],
+        [
+            sys.executable,
+            str(REPO / "bench" / "text_scaling.py"),
+            "--count",
+            "--json",
+            "--sizes",
+            f"{_SMALL},{_LARGE}",
+            "--factor",
+            "1000",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

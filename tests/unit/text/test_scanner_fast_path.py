@@ -18,11 +18,46 @@ from listener.text.terms import Terms
 #: and characters whose lower case is unusual (dotted I, Kelvin sign, long s,
 #: dotless i, sigma) or that are word characters without being letters.
 WORDS = [
-    "no", "not", "No", "NOT", "without", "left", "Right", "bilateral", "L", "R", "Lt",
-    "pneumothorax", "effusion", "EFFUSIONS", "edema", "opacity", "history", "possible",
-    "cannot", "rule", "out", "negative", "for", "the", "and", "of", "lung", "knee",
-    "in place", "left in place", "no change", "free air", "mass", "nodule", "fracture",
-    "change", "in", "place", "air", "free",
+    "no",
+    "not",
+    "No",
+    "NOT",
+    "without",
+    "left",
+    "Right",
+    "bilateral",
+    "L",
+    "R",
+    "Lt",
+    "pneumothorax",
+    "effusion",
+    "EFFUSIONS",
+    "edema",
+    "opacity",
+    "history",
+    "possible",
+    "cannot",
+    "rule",
+    "out",
+    "negative",
+    "for",
+    "the",
+    "and",
+    "of",
+    "lung",
+    "knee",
+    "in place",
+    "left in place",
+    "no change",
+    "free air",
+    "mass",
+    "nodule",
+    "fracture",
+    "change",
+    "in",
+    "place",
+    "air",
+    "free",
 ]
 ODD = "\u0130\u0131\u212a\u017f\u03a3\u03c3\u03c2\u00df\u1e9e_0123456789"
 ALPHABET = "abcdefghiklmnoprstuvwxyzABEFILNORT :;?,.-/()'\n\t\r" + ODD
@@ -37,9 +72,7 @@ texts = st.lists(pieces, max_size=40).map("".join)
 
 def signature(matches: list[re.Match[str]]) -> list[tuple[object, ...]]:
     """Everything a caller can see of a match: span, every group's span, the pattern."""
-    return [
-        (m.span(), tuple(m.span(g) for g in range(1, m.re.groups + 1)), m.re.pattern) for m in matches
-    ]
+    return [(m.span(), tuple(m.span(g) for g in range(1, m.re.groups + 1)), m.re.pattern) for m in matches]
 
 
 #: Overlapping multi-word patterns: a match swallows the next candidate token.

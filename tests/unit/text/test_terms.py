@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from listener.errors import ConfigError
 from listener.assemble import DEFAULT_TERMS_DIR, load_terms
+from listener.errors import ConfigError
 from listener.text.scanner import build_scanner
 from listener.text.terms import Terms
 
@@ -52,7 +52,13 @@ def test_shipped_vocabularies_load(terms: Terms) -> None:
     assert terms.concept("lung_nodule").significant and not terms.concept("lung_nodule").critical
     assert terms.concept("prostate").sex == "male" and terms.concept("uterus").sex == "female"
     assert {t.category for t in terms.modifier_groups.values()} >= {
-        "negated", "uncertain", "historical", "hypothetical", "other_experiencer", "pseudo", "terminate"
+        "negated",
+        "uncertain",
+        "historical",
+        "hypothetical",
+        "other_experiencer",
+        "pseudo",
+        "terminate",
     }
     assert len(terms.digest) == 64 and all(s.endswith(".yaml") for s in terms.sources)
 
@@ -73,7 +79,9 @@ def test_minimal_directory_loads(tmp_path: Path) -> None:
 
 def test_invalid_regex_names_file_and_line(tmp_path: Path) -> None:
     """A broken pattern is reported at its own line."""
-    err = error_for(tmp_path, {"neg.yaml": "kind: modifiers\ncategory: negated\ntriggers:\n  - 'no'\n  - '(unclosed'\n"})
+    err = error_for(
+        tmp_path, {"neg.yaml": "kind: modifiers\ncategory: negated\ntriggers:\n  - 'no'\n  - '(unclosed'\n"}
+    )
     assert err.path.endswith("neg.yaml") and err.line == 5
     assert "invalid regular expression" in str(err) and "neg.yaml:5" in str(err)
 
@@ -99,7 +107,9 @@ def test_duplicate_concept_across_files(tmp_path: Path) -> None:
 
 def test_bad_sex_and_direction_values(tmp_path: Path) -> None:
     """Enumerated values are checked."""
-    err = error_for(tmp_path, {"s.yaml": "kind: concepts\nconcepts:\n  uterus:\n    synonyms: ['uterus']\n    sex: f\n"})
+    err = error_for(
+        tmp_path, {"s.yaml": "kind: concepts\nconcepts:\n  uterus:\n    synonyms: ['uterus']\n    sex: f\n"}
+    )
     assert err.line == 5
     bad = "kind: modifiers\ncategory: negated\ntriggers:\n  - {pattern: 'no', direction: sideways}\n"
     second = tmp_path / "second"
@@ -152,7 +162,7 @@ def test_spaces_match_any_whitespace(tmp_path: Path) -> None:
     assert m.uncertain
 
 
-def _token_finditer(rx: "re.Pattern[str]", text: str) -> list[tuple[int, int, str | None]]:
+def _token_finditer(rx: re.Pattern[str], text: str) -> list[tuple[int, int, str | None]]:
     """Leftmost non-overlapping matches of ``rx`` tried at every token start (the Scanner's contract)."""
     out: list[tuple[int, int, str | None]] = []
     floor = 0
@@ -177,7 +187,9 @@ def test_scanner_finds_what_the_whole_alternation_finds(terms: Terms) -> None:
     concept_groups = [(f"k{i}", (p,)) for i, p in enumerate(p for ps in terms.concept_patterns.values() for p in ps)]
     for groups in (trigger_groups, concept_groups):
         whole = re.compile(
-            r"(?:(?<!\w)|(?!\w))(?:" + "|".join(f"(?P<{g}>{'|'.join(ps)})" for g, ps in groups) + r")(?:(?!\w)|(?<!\w))",
+            r"(?:(?<!\w)|(?!\w))(?:"
+            + "|".join(f"(?P<{g}>{'|'.join(ps)})" for g, ps in groups)
+            + r")(?:(?!\w)|(?<!\w))",
             re.IGNORECASE,
         )
         got = [(m.start(), m.end(), m.lastgroup) for m in build_scanner(groups).scan(text)]
@@ -197,7 +209,9 @@ def test_in_context_must_name_a_defined_concept(tmp_path: Path) -> None:
 
 def test_in_context_needs_report_patterns_and_known_keys(tmp_path: Path) -> None:
     """An empty 'report' list or an unknown key under in_context is refused with file and line."""
-    base = "kind: concepts\nconcepts:\n  edema:\n    synonyms: ['edema']\n    in_context:\n      concept: pneumothorax\n"
+    base = (
+        "kind: concepts\nconcepts:\n  edema:\n    synonyms: ['edema']\n    in_context:\n      concept: pneumothorax\n"
+    )
     err = error_for(tmp_path, {"e.yaml": base + "      report: []\n"})
     assert err.path.endswith("e.yaml") and "report" in str(err)
     err = error_for(tmp_path, {"e.yaml": base + "      report: ['lungs?']\n      sentence: ['x']\n"})
