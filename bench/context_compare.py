@@ -256,7 +256,6 @@ def chexpert_agreement(labeler: Labeler) -> tuple[int, int]:
     """(agreeing, total) observation labels on the chexpert-labeler examples."""
     with open(CORPUS / "chexpert-labeler" / "labeled_reports.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    code = {"pos": "1.0", "neg": "0.0", "unc": "-1.0"}
     agree = total = 0
     for row in rows:
         found = labeler(row["Reports"])

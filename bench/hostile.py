@@ -112,9 +112,9 @@ def main() -> None:
                     socket.create_connection(("127.0.0.1", mllp), timeout=0.2).close()
                     socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
                     break
-                except OSError:
+                except OSError as exc:
                     if time.monotonic() > deadline:
-                        raise SystemExit("daemon did not start")
+                        raise SystemExit("daemon did not start") from exc
                     time.sleep(0.05)
             stop = threading.Event()
             flood_done = [0]

@@ -194,8 +194,8 @@ def main() -> int:
                             f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms",
                             flush=True,
                         )
-                a = [statistics.median(x) for x in zip(*results["A"])]
-                b = [statistics.median(x) for x in zip(*results["B"])]
+                a = [statistics.median(x) for x in zip(*results["A"], strict=True)]
+                b = [statistics.median(x) for x in zip(*results["B"], strict=True)]
                 print(
                     f"{connections} conn window {window:2d}: daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
                     f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x",

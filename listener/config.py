@@ -218,9 +218,8 @@ def endpoint_problem(text: str) -> str | None:
     elif kind == "unix":
         if not (options.get("address") or positional):
             return "unix: needs a socket path (unix:/run/overread/mllp.sock)"
-    elif kind == "systemd":
-        if "domain" not in options or not ("name" in options or "index" in options):
-            return "systemd: needs domain= and name= (systemd:domain=INET:name=mllp)"
+    elif kind == "systemd" and ("domain" not in options or not ("name" in options or "index" in options)):
+        return "systemd: needs domain= and name= (systemd:domain=INET:name=mllp)"
     return None
 
 

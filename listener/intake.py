@@ -386,7 +386,7 @@ def _bundle_answer(doc: JSON, routed: Sequence[tuple[str, Any]], server_ids: Seq
     outcome. Any other entry (Patient, ServiceRequest, ...): ``200 OK`` with an
     outcome saying it was read to resolve references and not kept as a resource.
     """
-    by_where = {w: (route, server_id) for (w, route), server_id in zip(routed, server_ids)}
+    by_where = {w: (route, server_id) for (w, route), server_id in zip(routed, server_ids, strict=False)}
     results = []
     for i, _entry in enumerate(objs(doc, "entry")):
         where = f"Bundle.entry[{i}].resource"
@@ -457,7 +457,7 @@ def http_record(
         state = "rejected"
     else:
         where = _report_expressions(doc, len(outcome.reports))
-        routed = [(w, r.route) for w, r in zip(where, outcome.reports)]
+        routed = [(w, r.route) for w, r in zip(where, outcome.reports, strict=True)]
         if str_of(doc, "type") in ("transaction", "batch") and str_of(doc, "resourceType") == "Bundle":
             answer = HttpAnswer(200, _json(_bundle_answer(doc, routed, server_ids)))
         else:

@@ -80,7 +80,7 @@ class YamlMap(dict[str, Any]):
         value = self.get(key, default)
         if value is None:
             raise self.error(None, f"missing required key {key!r}")
-        if isinstance(value, (dict, list)) or isinstance(value, bool):
+        if isinstance(value, (dict, list, bool)):
             raise self.error(key, f"{key!r} must be a string")
         return str(value)
 
@@ -129,7 +129,7 @@ class YamlList(list[Any]):
         """Every item as a string; a nested mapping or list is an error."""
         out = []
         for i, item in enumerate(self):
-            if isinstance(item, (dict, list)) or isinstance(item, bool) or item is None:
+            if isinstance(item, (dict, list, bool)) or item is None:
                 raise self.error(i, "list items must be strings")
             out.append(str(item))
         return tuple(out)

@@ -47,7 +47,7 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
         return []
     cuts = draw(st.lists(st.integers(min_value=1, max_value=max(1, len(data) - 1)), max_size=12, unique=True))
     bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 #: Characters a hostile sender may put in MSH fields: controls, MLLP bytes,

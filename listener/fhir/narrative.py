@@ -222,7 +222,7 @@ def _value_lines(element: JSON, label: str, hint: str) -> list[str]:
 def _hint_offsets(out: _Lines) -> tuple[tuple[int, str], ...]:
     offsets: list[tuple[int, str]] = []
     pos = 0
-    for line, hint in zip(out.lines, out.hints):
+    for line, hint in zip(out.lines, out.hints, strict=False):
         if not offsets or offsets[-1][1] != hint:
             offsets.append((pos, hint or TEXT_HINT))
         pos += len(line) + 1

@@ -177,9 +177,10 @@ class MappingSet:
         """Return the most specific feed whose `match:` fits, else the default."""
         best: Mapping | None = None
         for feed in self.feeds:
-            if feed.match.matches(application, facility):
-                if best is None or feed.match.specificity > best.match.specificity:
-                    best = feed
+            if feed.match.matches(application, facility) and (
+                best is None or feed.match.specificity > best.match.specificity
+            ):
+                best = feed
         return best or self.default
 
 

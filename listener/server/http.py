@@ -258,7 +258,7 @@ class CappedChannel(HTTPChannel):
     refused = False
     site: Any
     transport: Any
-    callLater: Any
+    callLater: Any  # noqa: N815 - Twisted API
     dropped = 0
 
     def refuse(self, answer: HttpAnswer) -> None:
@@ -393,8 +393,8 @@ class ApiSite(Site):
     """
 
     noisy = False
-    displayTracebacks = False
-    requestFactory = CappedRequest
+    displayTracebacks = False  # noqa: N815 - Twisted API
+    requestFactory = CappedRequest  # noqa: N815 - Twisted API
     reactor: Any
 
     def __init__(
@@ -556,7 +556,7 @@ def _version_from(params: str) -> str | HttpAnswer:
 class _Endpoint(Resource):
     """A leaf answering a fixed set of methods; others get 405 with an OperationOutcome."""
 
-    isLeaf = True
+    isLeaf = True  # noqa: N815 - Twisted API
     methods: tuple[bytes, ...] = (b"GET",)
     #: What a path below this one gets (404).
     below = "no such endpoint"

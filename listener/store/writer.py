@@ -276,7 +276,7 @@ class GroupCommitWriter(Generic[H]):
         if self._on_commit is not None:
             try:
                 self._on_commit(len(jobs))
-            except Exception:  # noqa: BLE001 - a metrics hook must not break storage
+            except Exception:  # noqa: BLE001, S110 - a metrics hook must not break storage
                 pass
         for job, error in failed:
             job.future.set_exception(error)
@@ -289,7 +289,7 @@ class GroupCommitWriter(Generic[H]):
         if session.in_transaction:
             try:
                 session.rollback()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - the jobs' futures carry the first error; closing follows
                 pass
 
     @classmethod
@@ -309,7 +309,7 @@ class GroupCommitWriter(Generic[H]):
         except Exception:  # noqa: BLE001 - the transaction cannot be trusted any more
             try:
                 session.rollback()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - the jobs' futures carry the first error; closing follows
                 pass
             return False
         return True

@@ -94,8 +94,8 @@ class RunningDaemon:
     def start(self) -> None:
         """Start and wait until the port accepts connections."""
         self.runs += 1
-        out = open(self.log_dir / f"stdout.{self.runs}", "wb")
-        err = open(self.log_dir / f"stderr.{self.runs}", "wb")
+        out = open(self.log_dir / f"stdout.{self.runs}", "wb")  # noqa: SIM115 - the daemon writes to it until stop()
+        err = open(self.log_dir / f"stderr.{self.runs}", "wb")  # noqa: SIM115 - the same
         cmd = [
             sys.executable,
             "-m",

@@ -78,7 +78,7 @@ def test_hostile_corpus_files_get_their_documented_answer(daemon: RunningDaemon,
         messages = split_file(path, path.read_bytes())
         assert len(messages) == len(results), name
         conn = MllpConnection(daemon.address, timeout=3)
-        for msg, expected in zip(messages, results):
+        for msg, expected in zip(messages, results, strict=True):
             raw = msg.raw.replace(b"\x1c", b"")
             want = _expected_answer(raw, expected)
             conn.send(raw)

@@ -199,7 +199,7 @@ def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDa
     answer = reply.json()
     assert answer["type"] == "transaction-response"
     assert len(answer["entry"]) == len(request["entry"])
-    for asked, got in zip(request["entry"], answer["entry"]):
+    for asked, got in zip(request["entry"], answer["entry"], strict=True):
         response = got["response"]
         if asked["resource"]["resourceType"] == "DiagnosticReport":
             assert response["status"] == "201 Created"
@@ -491,9 +491,10 @@ def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: Runni
         assert tasks == []
         return
     assert len(tasks) == 2
-    strip = lambda t: {
-        k: t[k] for k in ("priority", "code", "owner", "businessStatus", "input", "identifier") if k in t
-    }
+    def strip(task: dict[str, Any]) -> dict[str, Any]:
+        keys = ("priority", "code", "owner", "businessStatus", "input", "identifier")
+        return {k: task[k] for k in keys if k in task}
+
     assert strip(tasks[0]) == strip(tasks[1])
     accession = tasks[0]["identifier"][0]["value"]
     issues = call(port, "GET", f"/fhir/DetectedIssue?implicated:identifier={accession}").json()["entry"]

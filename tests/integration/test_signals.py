@@ -51,18 +51,20 @@ def _call(port: int, method: str, path: str, body: bytes | None = None, token: s
 
 def _mllp_tls(port: int, context: ssl.SSLContext, payload: bytes) -> tuple[bytes, bytes]:
     """(ACK, the server certificate in DER) over one mutual-TLS connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as sock:
-            peer = sock.getpeercert(binary_form=True) or b""
-            sock.sendall(frame(payload))
-            framer = MllpFramer()
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed")
-                frames = framer.feed(data)
-                if frames:
-                    return frames[0], peer
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        peer = sock.getpeercert(binary_form=True) or b""
+        sock.sendall(frame(payload))
+        framer = MllpFramer()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            frames = framer.feed(data)
+            if frames:
+                return frames[0], peer
 
 
 def _lines(daemon: RunningDaemon) -> list[tuple[str, dict[str, Any]]]:

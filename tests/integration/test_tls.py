@@ -81,17 +81,19 @@ def _client(pki: Path, who: str | None) -> ssl.SSLContext:
 
 
 def _request(port: int, context: ssl.SSLContext, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="localhost") as sock:
-            sock.sendall(frame(payload))
-            framer = MllpFramer()
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed")
-                frames = framer.feed(data)
-                if frames:
-                    return frames[0]
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(frame(payload))
+        framer = MllpFramer()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            frames = framer.feed(data)
+            if frames:
+                return frames[0]
 
 
 def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki: Path, oru: bytes) -> None:

@@ -348,7 +348,7 @@ def sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
             cuts.append(match.end() if match.group(0) == "." else match.start())
     cuts = sorted(set(cuts)) + [end]
     out = []
-    for s, e in zip(cuts, cuts[1:]):
+    for s, e in zip(cuts, cuts[1:], strict=False):
         while s < e and text[s] in " \t\n,":
             s += 1
         while e > s and text[e - 1] in " \t\n,":
@@ -981,7 +981,7 @@ def inject_placeholder(doc: Doc, rng: random.Random) -> Case | None:
         return None
     s, e = rng.choice(choices)
     sentence = doc.text[s:e]
-    for pattern, what in ((_NUMBER_UNIT, "size"), (_SIDE, "side"), (_LAST_WORD, "finding")):
+    for pattern, what in ((_NUMBER_UNIT, "size"), (_SIDE, "side"), (_LAST_WORD, "finding")):  # noqa: B007 - `what` names the placeholder after the loop
         m = pattern.search(sentence)
         if m:
             break

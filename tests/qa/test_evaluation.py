@@ -94,7 +94,7 @@ def test_laterality_swap_changes_one_side_word(cases: list[Case]) -> None:
         words_base = re.split(r"(\W+)", base)
         words_injected = re.split(r"(\W+)", injected)
         assert len(words_base) == len(words_injected), case.id
-        changed = [(a, b) for a, b in zip(words_base, words_injected) if a != b]
+        changed = [(a, b) for a, b in zip(words_base, words_injected, strict=True) if a != b]
         assert len(changed) == 1, case.id
         assert {changed[0][0].lower(), changed[0][1].lower()} == {"left", "right"}, case.id
 

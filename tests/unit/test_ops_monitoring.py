@@ -69,7 +69,10 @@ def selectors(expr: str) -> list[tuple[str, set[str]]]:
     """(metric name, label names in its matcher) for each overread_* selector in a PromQL expression."""
     # Label values are strings: drop their content so a value cannot look like a name.
     text = _STRING.sub('""', expr)
-    return [(m.group(1), {l.group(1) for l in _MATCHER.finditer(m.group(2) or "")}) for m in _SELECTOR.finditer(text)]
+    return [
+        (m.group(1), {label.group(1) for label in _MATCHER.finditer(m.group(2) or "")})
+        for m in _SELECTOR.finditer(text)
+    ]
 
 
 def _rule_exprs() -> list[tuple[str, str]]:

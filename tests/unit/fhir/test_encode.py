@@ -155,7 +155,7 @@ def test_push_bundle_is_a_transaction_of_conditional_creates(version: str) -> No
     assert conditions == [f"identifier={system}|D1", f"identifier={system}|D1-1", f"identifier={system}|D1-2"]
     assert all(
         e["request"] == {"method": "POST", "url": k, "ifNoneExist": c}
-        for e, k, c in zip(bundle["entry"], kinds, conditions)
+        for e, k, c in zip(bundle["entry"], kinds, conditions, strict=True)
     )
     task = bundle["entry"][0]["resource"]
     assert task["identifier"][0] == {"system": system, "value": "D1"}

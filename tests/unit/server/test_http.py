@@ -485,7 +485,7 @@ def test_connection_caps_per_peer_and_total(pipeline: Pipeline) -> None:
         protocol.makeConnection(transport)
         return protocol, transport
 
-    a1, a2 = open_from("10.0.0.1"), open_from("10.0.0.1")
+    a1, _a2 = open_from("10.0.0.1"), open_from("10.0.0.1")
     _, refused = open_from("10.0.0.1")
     assert refused.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and refused.disconnecting
     b1 = open_from("10.0.0.2")

@@ -563,13 +563,13 @@ class _NeverResolves:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    def resolveHostName(
+    def resolveHostName(  # noqa: N802 - Twisted IHostnameResolver
         self,
         receiver: Any,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Any = None,  # noqa: N803
-        transportSemantics: str = "TCP",
+        hostName: str,  # noqa: N803 - Twisted API
+        portNumber: int = 0,  # noqa: N803 - Twisted API
+        addressTypes: Any = None,  # noqa: N803 - Twisted API
+        transportSemantics: str = "TCP",  # noqa: N803 - Twisted API
     ) -> Any:
         self.asked.append(hostName)
         receiver.resolutionBegan(object())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from listener.errors import StoreError
-from listener.store import MessageRecord, SQLiteStore, Store
+from listener.store import MessageRecord, SaveResult, SQLiteStore, Store
 
 from .records import POISON, T0, item, poison_reports, record, report
 
@@ -197,7 +197,13 @@ def test_racing_duplicates_across_two_stores(db_path: Path) -> None:
             barrier = threading.Barrier(2)
             results = []
 
-            def save(store: SQLiteStore, n: int, key: str = f"K{round_}") -> None:
+            def save(
+                store: SQLiteStore,
+                n: int,
+                key: str = f"K{round_}",
+                barrier: threading.Barrier = barrier,
+                results: list[SaveResult] = results,
+            ) -> None:
                 barrier.wait()
                 results.append(store.save(record(key, ack=f"ACK{n}".encode())))
 
