@@ -189,7 +189,7 @@ def main() -> int:
             "route": lambda: pipeline.decide_route(report, findings, ctx),  # type: ignore[misc]
             "pipeline.process": lambda: process(raw, pipeline, received_at=now),
             "serialize": lambda: _reports(outcome),
-            "ack": lambda: intake._ack(header, code),
+            "ack": lambda: intake._ack(header, code, ()),
             "log": log_line,
             "receive (reactor)": receive,
             "commit (writer thread)": commit,

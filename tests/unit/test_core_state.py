@@ -66,6 +66,8 @@ def _stateful_classes(trees: list[ast.Module]) -> set[str]:
                 if not (isinstance(item, ast.FunctionDef) and item.name == "__init__"):
                     continue
                 for stmt in ast.walk(item):
+                    targets: list[ast.expr]
+                    value: ast.expr | None
                     if isinstance(stmt, ast.Assign):
                         targets, value = stmt.targets, stmt.value
                     elif isinstance(stmt, ast.AnnAssign):
