@@ -21,7 +21,8 @@ real code of each stage, on the reactor thread's path of ``Intake.receive``:
   reference (every other stage is this thread's CPU time).
 
 Default input: the corpus message of bench/mllp.py plus a few samples/hl7
-messages. Prints the median and p90 per stage in microseconds. ``--profile N``
+messages. Every call analyses its text afresh: the text layer's results live in
+one report's ``TextCache``, not across calls. Prints the median and p90 per stage in microseconds. ``--profile N``
 also prints the top N functions of a cProfile run of ``Intake.receive``.
 """
 
@@ -70,16 +71,8 @@ class _NullStore:
         return fut
 
 
-def forget_text_memos() -> None:
-    """Empty the text layer's memos (sentences, mentions, side words)."""
-    from listener.text import context, laterality, sentences
-
-    for memo in (sentences._SENTENCES, context._MENTIONS, laterality._SIDES):
-        memo._d.clear()
-
-
 def timed(
-    func: Callable[[], object], seconds: float, cold: bool = False, clock: Callable[[], float] = time.thread_time
+    func: Callable[[], object], seconds: float, clock: Callable[[], float] = time.thread_time
 ) -> tuple[float, float, float]:
     """(minimum, median, p90) microseconds of func over about ``seconds``.
 
@@ -90,8 +83,6 @@ def timed(
     samples: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(samples) < 20:
-        if cold:
-            forget_text_memos()
         t0 = clock()
         func()
         samples.append(clock() - t0)
@@ -106,12 +97,6 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, help="print the top N functions of Intake.receive")
     parser.add_argument("--sort", default="tottime", help="pstats sort key for --profile")
     parser.add_argument("--no-freeze", action="store_true", help="skip gc.freeze() after loading (the daemon's state)")
-    parser.add_argument(
-        "--cold",
-        action="store_true",
-        help="forget the text layer's memos before each call (every message's text is new, as in"
-        " production; bench/mllp.py repeats one text, so its memos hit)",
-    )
     args = parser.parse_args()
     files: list[Path] = args.files or [CORPUS_FILE] + [ROOT / "samples" / "hl7" / n for n in SAMPLES]
 
@@ -204,7 +189,7 @@ def main() -> int:
             "route": lambda: pipeline.decide_route(report, findings, ctx),  # type: ignore[misc]
             "pipeline.process": lambda: process(raw, pipeline, received_at=now),
             "serialize": lambda: _reports(outcome),
-            "ack": lambda: intake._ack(header, code),
+            "ack": lambda: intake._ack(header, code, ()),
             "log": log_line,
             "receive (reactor)": receive,
             "commit (writer thread)": commit,
@@ -215,7 +200,7 @@ def main() -> int:
         )
         for name, func in stages.items():
             clock = time.perf_counter if name.startswith("commit") else time.thread_time
-            low, med, p90 = timed(func, args.seconds, args.cold, clock)
+            low, med, p90 = timed(func, args.seconds, clock)
             totals.setdefault(name, []).append(med)
             mins.setdefault(name, []).append(low)
             print(f"  {name:<24} min {low:8.1f} us   median {med:8.1f} us   p90 {p90:8.1f} us")
@@ -223,8 +208,6 @@ def main() -> int:
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(200):
-                if args.cold:
-                    forget_text_memos()
                 receive()
             prof.disable()
             out = io.StringIO()

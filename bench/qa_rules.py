@@ -6,9 +6,9 @@ Inputs: every HL7 report of the corpus and of samples/hl7 plus the first
 ``--clean`` (default 500) clean corpus report texts (tests/qa/evaluate.py's
 ``report_for``). Each report is run the way ``run_rules`` runs it, in rule-id
 order with one fresh ``Analysis``, but each rule call is timed on this
-thread's CPU clock. Before every report the text layer's memos are emptied
-(every production message is a new text), so the first rule to ask for a
-section's sentences or mentions pays for them, as it does in the daemon.
+thread's CPU clock. Every report gets a new ``TextCache`` (every production
+message is a new text), so the first rule to ask for a section's sentences or
+mentions pays for them, as it does in the daemon.
 
 Prints, per rule, the mean and the p99 microseconds per report, sorted by
 mean, and the whole engine's median and p99 per report.
@@ -17,6 +17,7 @@ mean, and the whole engine's median and p99 per report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -27,12 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.pipeline import forget_text_memos  # noqa: E402
 from bench.qa_equivalence import NOW, hl7_files  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.model import Report  # noqa: E402
 from listener.qa.engine import Analysis, QaContext, RuleInput, run_rules  # noqa: E402
 from listener.qa.registry import registry  # noqa: E402
+from listener.text import TextCache  # noqa: E402
 from tests.qa.evaluate import context_for, load_docs, report_for  # noqa: E402
 from tests.unit.qa.factory import pipeline  # noqa: E402
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warm",
         action="store_true",
-        help="keep the text memos warm for the per-rule times (each rule's own cost, without the"
+        help="keep the text cache warm for the per-rule times (each rule's own cost, without the"
         " sentence/mention analysis that the first rule asking for it pays)",
     )
     args = parser.parse_args(argv)
@@ -83,15 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.thread_time
     for _ in range(args.repeat):
         for report, ctx in inputs:
-            forget_text_memos()
             t0 = clock()
             run_rules(report, qa, ctx)
             engine.append((clock() - t0) * 1e6)
+            cache = TextCache()
             if args.warm:
-                run_rules(report, qa, ctx)
-            else:
-                forget_text_memos()
-            analysis = Analysis(report, qa.terms)
+                run_rules(report, qa, dataclasses.replace(ctx, text_cache=cache))
+            analysis = Analysis(report, qa.terms, cache)
             total = 0.0
             for rule_id, function, settings in qa.plan:
                 data = RuleInput(report, analysis, qa.terms, qa.procedures, qa.directory, ctx, settings, rule_id)
@@ -102,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 per_rule[names[function]].append(took)
                 total += took
             totals.append(total)
-    memo = "warm for the per-rule times" if args.warm else "emptied before each report"
-    print(f"reports: {len(inputs)} x {args.repeat} passes (text memos {memo})")
+    memo = "warm for the per-rule times" if args.warm else "new for each report"
+    print(f"reports: {len(inputs)} x {args.repeat} passes (text cache {memo})")
     print(
         f"engine (run_rules) per report: median {statistics.median(engine):.1f} us, "
         f"p99 {quantile(engine, 0.99):.1f} us, mean {statistics.fmean(engine):.1f} us"

@@ -8,7 +8,7 @@ Outcome and answers from it; the CLI prints it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Disposition, Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
 from listener.qa.engine import Prior, QaConfig, QaContext, QaInterrupted, run_rules
+from listener.text import TextCache
 
 if TYPE_CHECKING:
     from listener.fhir.decode import FhirClient
@@ -313,7 +314,14 @@ def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> Repo
 
     When ``context.stop`` interrupts QA, the report keeps the findings of the
     rules that ran, gains ``qa.timeout`` and is routed as unchecked.
+
+    QA and routing share one :class:`~listener.text.TextCache` for the report
+    (the caller's, when ``context`` has one): the sentences and mentions the
+    rules found are not searched again for the routing facts, and the cache
+    goes with the report.
     """
+    if context.text_cache is None:
+        context = replace(context, text_cache=TextCache())
     unknown = directory_findings(report, pipeline.qa)
     try:
         findings = run_rules(report, pipeline.qa, context) if pipeline.qa is not None else ()

@@ -30,7 +30,7 @@ from typing import Any
 
 from listener.model import Evidence, Finding, Report, Section, SectionKind
 from listener.outcomes.rules import KINDS, OutcomeRules, fold_phrase, grade_rank, worst_grade
-from listener.text import Mention, Terms, find_mentions, lateral_mentions, split_sentences
+from listener.text import Mention, Terms, TextCache, find_mentions, lateral_mentions, split_sentences
 
 __all__ = ["Comparison", "Difference", "ConceptState", "compare", "concept_states"]
 
@@ -212,11 +212,15 @@ def _state_of(m: Mention) -> str:
 _STATE_RANK = {"affirmed": 0, "hedged": 1, "historical": 2, "negated": 3}
 
 
-def concept_states(report: Report, terms: Terms) -> dict[str, ConceptState]:
-    """Every concept of the report body with its state, sides and mentions."""
+def concept_states(report: Report, terms: Terms, *, cache: TextCache | None = None) -> dict[str, ConceptState]:
+    """Every concept of the report body with its state, sides and mentions.
+
+    ``cache``: the text analysis results of the comparison (:func:`compare`
+    makes one), so the other comparisons do not scan the body again.
+    """
     by_concept: dict[str, list[tuple[str, str, Mention]]] = {}
     for start, end, kind in _body(report):
-        for m in find_mentions(report.text, start, end, terms):
+        for m in find_mentions(report.text, start, end, terms, cache=cache):
             state = _state_of(m)
             if state:
                 by_concept.setdefault(m.concept, []).append((state, kind, m))
@@ -252,9 +256,9 @@ def _mention_evidence(report: Report, state: ConceptState | None) -> tuple[Evide
     return tuple(_evidence(report, s, e) for s, e in sorted(seen))
 
 
-def _concept_differences(prelim: Report, final: Report, terms: Terms) -> list[Difference]:
-    before = concept_states(prelim, terms)
-    after = concept_states(final, terms)
+def _concept_differences(prelim: Report, final: Report, terms: Terms, cache: TextCache) -> list[Difference]:
+    before = concept_states(prelim, terms, cache=cache)
+    after = concept_states(final, terms, cache=cache)
     out: list[Difference] = []
     for concept in sorted(set(before) | set(after)):
         p, f = before.get(concept), after.get(concept)
@@ -304,7 +308,7 @@ def _concept_differences(prelim: Report, final: Report, terms: Terms) -> list[Di
     return out
 
 
-def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, int, int, str]]]:
+def _finding_sides(report: Report, terms: Terms, cache: TextCache) -> dict[str, list[tuple[str, int, int, str]]]:
     """Paired anatomy -> (side, sentence start, end, severity) of side words in sentences stating a finding.
 
     A sentence counts when it affirms, hedges or dates a finding concept
@@ -315,7 +319,7 @@ def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, in
     out: dict[str, list[tuple[str, int, int, str]]] = {}
     for start, end, _ in _body(report):
         stating: dict[tuple[int, int], str] = {}
-        for m in find_mentions(report.text, start, end, terms):
+        for m in find_mentions(report.text, start, end, terms, cache=cache):
             if _state_of(m) in ("affirmed", "hedged", "historical"):
                 weight = "critical" if m.critical else "significant" if m.significant else "other"
                 key = (m.sentence_start, m.sentence_end)
@@ -324,7 +328,7 @@ def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, in
                     stating[key] = weight
         if not stating:
             continue
-        for lm in lateral_mentions(report.text, start, end, terms):
+        for lm in lateral_mentions(report.text, start, end, terms, cache=cache):
             key = (lm.sentence_start, lm.sentence_end)
             if lm.anatomy and key in stating and lm.side in ("left", "right"):
                 out.setdefault(lm.anatomy, []).append((lm.side, key[0], key[1], stating[key]))
@@ -334,7 +338,7 @@ def _finding_sides(report: Report, terms: Terms) -> dict[str, list[tuple[str, in
 _SEVERITY_RANK = {"critical": 0, "significant": 1, "other": 2}
 
 
-def _anatomy_side_differences(prelim: Report, final: Report, terms: Terms) -> list[Difference]:
+def _anatomy_side_differences(prelim: Report, final: Report, terms: Terms, cache: TextCache) -> list[Difference]:
     """Findings whose concept carries no side but whose sentence names a paired anatomy on the other side.
 
     "Opacities above the right fissure" -> "... left fissure": the side word
@@ -342,7 +346,7 @@ def _anatomy_side_differences(prelim: Report, final: Report, terms: Terms) -> li
     comparison sees no side. Per anatomy, the sides stated in finding
     sentences are compared as sets.
     """
-    before, after = _finding_sides(prelim, terms), _finding_sides(final, terms)
+    before, after = _finding_sides(prelim, terms, cache), _finding_sides(final, terms, cache)
     out: list[Difference] = []
     for anatomy in sorted(set(before) & set(after)):
         p_sides = {side for side, _, _, _ in before[anatomy]}
@@ -390,11 +394,13 @@ def _fold(text: str, rules: OutcomeRules) -> str:
     return folded
 
 
-def _statements(report: Report, sections: Sequence[Section], rules: OutcomeRules) -> dict[str, tuple[int, int]]:
+def _statements(
+    report: Report, sections: Sequence[Section], rules: OutcomeRules, cache: TextCache
+) -> dict[str, tuple[int, int]]:
     """Folded sentence -> its first span, over ``sections``."""
     out: dict[str, tuple[int, int]] = {}
     for sec in sections:
-        for s in split_sentences(report.text, sec.start, sec.end):
+        for s in split_sentences(report.text, sec.start, sec.end, cache=cache):
             sentence = report.text[s.start : s.end]
             if rules.communication_re is not None and rules.communication_re.search(sentence):
                 continue  # a communication statement: compared on its own
@@ -404,7 +410,9 @@ def _statements(report: Report, sections: Sequence[Section], rules: OutcomeRules
     return out
 
 
-def _signature(report: Report, sections: Sequence[Section], terms: Terms) -> frozenset[tuple[str, str]]:
+def _signature(
+    report: Report, sections: Sequence[Section], terms: Terms, cache: TextCache
+) -> frozenset[tuple[str, str]]:
     """(concept, state) of every mention of ``sections``.
 
     Sides are left out: a side word attaches to the nearest finding, and
@@ -413,7 +421,7 @@ def _signature(report: Report, sections: Sequence[Section], terms: Terms) -> fro
     """
     sig: set[tuple[str, str]] = set()
     for sec in sections:
-        for m in find_mentions(report.text, sec.start, sec.end, terms):
+        for m in find_mentions(report.text, sec.start, sec.end, terms, cache=cache):
             state = _state_of(m)
             if state:
                 sig.add((m.concept, state))
@@ -421,7 +429,12 @@ def _signature(report: Report, sections: Sequence[Section], terms: Terms) -> fro
 
 
 def _impression_differences(
-    prelim: Report, final: Report, terms: Terms, rules: OutcomeRules, covered: Sequence[Difference]
+    prelim: Report,
+    final: Report,
+    terms: Terms,
+    rules: OutcomeRules,
+    covered: Sequence[Difference],
+    cache: TextCache,
 ) -> list[Difference]:
     """The impression's statements, when they differ.
 
@@ -435,14 +448,14 @@ def _impression_differences(
     f_secs = final.sections_of(SectionKind.IMPRESSION)
     if not p_secs and not f_secs:
         return []
-    p_st, f_st = _statements(prelim, p_secs, rules), _statements(final, f_secs, rules)
+    p_st, f_st = _statements(prelim, p_secs, rules, cache), _statements(final, f_secs, rules, cache)
     if set(p_st) == set(f_st):
         return []
     gone = [p_st[k] for k in p_st if k not in f_st]
     new = [f_st[k] for k in f_st if k not in p_st]
     p_ev = tuple(_evidence(prelim, s, e) for s, e in sorted(gone))
     f_ev = tuple(_evidence(final, s, e) for s, e in sorted(new))
-    changed = {c for c, _ in _signature(prelim, p_secs, terms) ^ _signature(final, f_secs, terms)}
+    changed = {c for c, _ in _signature(prelim, p_secs, terms, cache) ^ _signature(final, f_secs, terms, cache)}
     by_concept = {d.concept: d.category for d in covered}
     unexplained = any(c not in by_concept for c in changed)
     interpretive = unexplained or any(by_concept[c] == "interpretive" for c in changed)
@@ -605,16 +618,19 @@ def compare(
     Returns:
         The differences (interpretive first, deterministic order) and the grade.
     """
+    # One cache for both texts (its keys hold the text): the comparisons below
+    # scan the same sections, and the results go with this comparison.
+    cache = TextCache()
     found: list[Difference] = []
-    found += _concept_differences(prelim, final, terms)
+    found += _concept_differences(prelim, final, terms, cache)
     if not any(d.kind in ("side_changed", "laterality_corrected") for d in found):
-        found += _anatomy_side_differences(prelim, final, terms)
+        found += _anatomy_side_differences(prelim, final, terms, cache)
     qa = _qa_differences(prelim, final, qa_findings[0], qa_findings[1]) if qa_findings is not None else []
     if any(d.kind == "qa_fixed" and d.concept.startswith(_LATERALITY_RULES) for d in qa):
         # The prelim had a laterality defect the final no longer has: its side changes are that
         # typo fixed, not a new reading (docs/outcomes.md).
         found = [_retyped(d, "laterality_corrected") if d.kind == "side_changed" else d for d in found]
-    found += _impression_differences(prelim, final, terms, rules, found)
+    found += _impression_differences(prelim, final, terms, rules, found, cache)
     found += _communication_differences(prelim, final, rules)
     found += _section_differences(prelim, final)
     found += qa

@@ -394,7 +394,7 @@ def impression_hedging(data: RuleInput) -> Iterator[Finding]:
     if not regions:
         return
     text = data.report.text
-    hedges = sum(hedge_count(text, s, e, data.terms) for s, e in regions)
+    hedges = sum(hedge_count(text, s, e, data.terms, cache=data.analysis.text_cache) for s, e in regions)
     sentences = sum(len(data.analysis.sentences(s, e)) for s, e in regions)
     if sentences == 0 or hedges < int(data.param("min_hedges", 3)):
         return
@@ -446,7 +446,7 @@ def _states_observation_first(data: RuleInput, start: int, end: int) -> bool | N
     groups = data.terms.modifier_groups
     hedges = [
         m
-        for m in modifier_matches(text, start, end, data.terms)
+        for m in modifier_matches(text, start, end, data.terms, data.analysis.text_cache)
         if groups[m.lastgroup or ""].category == "uncertain" and not _DEGREE_HEDGE_RE.match(m.group(0).strip())
     ]
     if not hedges:

@@ -27,7 +27,7 @@ from typing import Any
 from listener.model import CATEGORIES, Evidence, Finding, Report, Section, SectionKind, Severity
 from listener.procedures import ProcedureTable
 from listener.sites import Directory
-from listener.text import Mention, Terms, find_mentions, split_sentences
+from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
 from listener.text.sentences import Span
 
 
@@ -55,6 +55,10 @@ class QaContext:
     #: Asked between two rules; True means the message's time budget is spent
     #: and :func:`run_rules` stops with :class:`QaInterrupted` (docs/hardening.md).
     stop: Callable[[], bool] | None = None
+    #: The report's text analysis results, shared with the routing facts of the
+    #: same report (:func:`listener.pipeline.check_report` creates one per
+    #: report); None: :func:`run_rules` starts an empty one of its own.
+    text_cache: TextCache | None = field(default=None, compare=False, repr=False)
 
 
 class QaInterrupted(Exception):
@@ -85,12 +89,15 @@ class Analysis:
     """Lazily computed text analysis shared by all rules of one run.
 
     Mentions are computed once per section and cached, so ten rules asking for
-    the impression's mentions cost one scan.
+    the impression's mentions cost one scan. ``text_cache`` holds the text
+    layer's results for the report (given by the caller to share them beyond
+    QA, else a new one).
     """
 
-    def __init__(self, report: Report, terms: Terms) -> None:
+    def __init__(self, report: Report, terms: Terms, text_cache: TextCache | None = None) -> None:
         self.report = report
         self.terms = terms
+        self.text_cache = text_cache if text_cache is not None else TextCache()
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
         self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
@@ -129,14 +136,19 @@ class Analysis:
     def sentences(self, start: int, end: int) -> tuple[Span, ...]:
         key = (start, end)
         if key not in self._sentences:
-            self._sentences[key] = split_sentences(self.report.text, start, end)
+            self._sentences[key] = split_sentences(self.report.text, start, end, cache=self.text_cache)
         return self._sentences[key]
 
     def mentions(self, start: int, end: int) -> tuple[Mention, ...]:
         key = (start, end)
         if key not in self._mentions:
             self._mentions[key] = find_mentions(
-                self.report.text, start, end, self.terms, sentences=self.sentences(start, end)
+                self.report.text,
+                start,
+                end,
+                self.terms,
+                sentences=self.sentences(start, end),
+                cache=self.text_cache,
             )
         return self._mentions[key]
 
@@ -366,7 +378,7 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     Raises:
         QaInterrupted: ``context.stop`` returned True before a rule.
     """
-    analysis = Analysis(report, config.terms)
+    analysis = Analysis(report, config.terms, context.text_cache)
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop

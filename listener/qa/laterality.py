@@ -85,7 +85,12 @@ def _lateral(data: RuleInput, sections: Iterable[Section]) -> list[LateralMentio
     for sec in sections:
         out.extend(
             lateral_mentions(
-                text, sec.start, sec.end, data.terms, sentences=data.analysis.sentences(sec.start, sec.end)
+                text,
+                sec.start,
+                sec.end,
+                data.terms,
+                sentences=data.analysis.sentences(sec.start, sec.end),
+                cache=data.analysis.text_cache,
             )
         )
     return out

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from listener.model import Finding, Report, SectionKind
 from listener.sites import Directory, ReaderHistory, ReaderInfo, Site
-from listener.text import Mention, Terms, find_mentions, hedge_count, split_sentences
+from listener.text import Mention, Terms, TextCache, find_mentions, hedge_count, split_sentences
 
 __all__ = ["BODY_SECTIONS", "Facts", "RoutingContext", "TIME_SOURCES"]
 
@@ -38,10 +38,14 @@ class RoutingContext:
         reader_history: reader id (upper case) -> recent peer-review record.
             Overrides the snapshot in readers.yaml for that reader; the store
             or a QA export can supply it. Empty: use readers.yaml only.
+        text_cache: the report's text analysis results, shared with its QA
+            run (:func:`listener.pipeline.check_report` creates one per
+            report); None: :class:`Facts` starts an empty one of its own.
     """
 
     now: datetime
     reader_history: Mapping[str, ReaderHistory] = field(default_factory=lambda: MappingProxyType({}))
+    text_cache: TextCache | None = field(default=None, compare=False, repr=False)
 
 
 class Facts:
@@ -66,6 +70,7 @@ class Facts:
         self.reader_info: ReaderInfo | None = directory.reader_info(report.reader)
         self._mentions: tuple[Mention, ...] | None = None
         self._hedges: dict[SectionKind, tuple[int, int]] = {}
+        self._text_cache = context.text_cache if context.text_cache is not None else TextCache()
 
     # -- who and where ------------------------------------------------------
 
@@ -172,7 +177,7 @@ class Facts:
                     regions = [(0, len(text))]
                 found: list[Mention] = []
                 for start, end in regions:
-                    found.extend(find_mentions(text, start, end, self.terms))
+                    found.extend(find_mentions(text, start, end, self.terms, cache=self._text_cache))
                 self._mentions = tuple(found)
         return self._mentions
 
@@ -186,8 +191,9 @@ class Facts:
             hedges = sentences = 0
             if self.terms is not None:
                 for sec in self.report.sections_of(kind):
-                    sentences += len(split_sentences(self.report.text, sec.start, sec.end))
-                    hedges += hedge_count(self.report.text, sec.start, sec.end, self.terms)
+                    text, cache = self.report.text, self._text_cache
+                    sentences += len(split_sentences(text, sec.start, sec.end, cache=cache))
+                    hedges += hedge_count(text, sec.start, sec.end, self.terms, cache=cache)
             self._hedges[kind] = (hedges, sentences)
         return self._hedges[kind]
 

@@ -343,12 +343,14 @@ def routing_decider(
 ) -> Callable[[Report, tuple[Finding, ...], QaContext], Route]:
     """Adapt a policy to ``Pipeline.decide_route`` (report, findings, QaContext) -> Route.
 
-    The pipeline's context carries the clock (``now``); reader history comes
-    from ``reader_history`` when given, else from readers.yaml.
+    The pipeline's context carries the clock (``now``) and the report's text
+    analysis results (``text_cache``, shared with its QA run); reader history
+    comes from ``reader_history`` when given, else from readers.yaml.
     """
     history = MappingProxyType(dict(reader_history or {}))
 
     def decide(report: Report, findings: tuple[Finding, ...], context: QaContext) -> Route:
-        return decide_route(report, findings, RoutingContext(now=context.now, reader_history=history), policy)
+        routing_context = RoutingContext(now=context.now, reader_history=history, text_cache=context.text_cache)
+        return decide_route(report, findings, routing_context, policy)
 
     return decide

@@ -7,10 +7,13 @@ Pure: no I/O, no clock, no logging. Offsets are always into the full report text
   with ConText status (negated, uncertain, historical, hypothetical,
   experiencer) and laterality; ``hedge_density``; ``has_definite_statement``.
 - :mod:`~listener.text.laterality`: ``lateral_mentions(text, start, end, terms)``.
+- :mod:`~listener.text.cache`: ``TextCache``, one report's shared results
+  (the ``cache=`` argument of the functions above).
 - :mod:`~listener.text.terms`: ``build_terms(files, folder)`` -> compiled ``Terms``
   (``listener.assemble.load_terms`` reads the files).
 """
 
+from listener.text.cache import TextCache
 from listener.text.context import (
     Cue,
     Mention,
@@ -31,6 +34,7 @@ __all__ = [
     "Mention",
     "Span",
     "Terms",
+    "TextCache",
     "Trigger",
     "definite_statements",
     "find_mentions",

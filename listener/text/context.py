@@ -27,9 +27,10 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from listener.text.cache import TextCache
 from listener.text.laterality import LateralMention, lateral_mentions
 from listener.text.scope import RegionIndex
-from listener.text.sentences import Memo, Span, split_sentences
+from listener.text.sentences import Span, split_sentences
 from listener.text.terms import Concept, Terms, Trigger
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
     "hedge_density",
 ]
 
-_MENTIONS = Memo()
-# Modifier (ConText trigger) scans per region: find_mentions, hedge_count and
-# definite_statements scan the same impression; the QA rules and the routing
-# facts of one message ask for it several times.
-_MODIFIERS = Memo(64)
 # Words allowed between a side word and its finding ("left lower lobe").
 _SIDE_WINDOW = 4
 # At most this many triggers are weighed on each side of one mention. Within
@@ -233,6 +229,7 @@ def find_mentions(
     *,
     sentences: tuple[Span, ...] | None = None,
     with_laterality: bool = True,
+    cache: TextCache | None = None,
 ) -> tuple[Mention, ...]:
     """Find every concept mention in ``text[start:end]`` and classify it.
 
@@ -242,25 +239,34 @@ def find_mentions(
         terms: compiled vocabularies (:func:`listener.text.terms.build_terms`).
         sentences: the region's sentences when the caller already has them.
         with_laterality: attach a side to each mention (skip to save time).
+        cache: the report's shared results (the same region is scanned once).
 
     Returns:
         Mentions in text order.
     """
     hi = len(text) if end is None else min(end, len(text))
-    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)
+    if cache is None:
+        return _find_mentions(text, start, hi, terms, sents, with_laterality, None)
     # The sentences are part of the key by identity: split_sentences returns
-    # the same tuple for the same region, and the memo keeps it alive.
+    # the same tuple for the same region, and the entry keeps it alive.
     key = (terms.digest, text, start, hi, with_laterality, id(sents))
-    cached = _MENTIONS.get(key)
+    cached = cache.mentions.get(key)
     if isinstance(cached, tuple) and cached[0] is sents:
         return cached[1]  # type: ignore[no-any-return]
-    found = _find_mentions(text, start, hi, terms, sents, with_laterality)
-    _MENTIONS.put(key, (sents, found))
+    found = _find_mentions(text, start, hi, terms, sents, with_laterality, cache)
+    cache.mentions[key] = (sents, found)
     return found
 
 
 def _find_mentions(
-    text: str, start: int, hi: int, terms: Terms, sents: tuple[Span, ...], with_laterality: bool
+    text: str,
+    start: int,
+    hi: int,
+    terms: Terms,
+    sents: tuple[Span, ...],
+    with_laterality: bool,
+    cache: TextCache | None,
 ) -> tuple[Mention, ...]:
     concept_matches = terms.concept_scanner.scan(text, start, hi)
     if not concept_matches or not sents:
@@ -271,12 +277,14 @@ def _find_mentions(
     # mention does not grow with the length of its sentence.
     sent_starts = [s.start for s in sents]
     groups = terms.modifier_groups
-    hits = [_Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in modifier_matches(text, start, hi, terms)]
+    hits = [
+        _Hit(groups[m.lastgroup or ""], m.start(), m.end()) for m in modifier_matches(text, start, hi, terms, cache)
+    ]
     hit_starts = [h.start for h in hits]
     hit_ends = [h.end for h in hits]
     sides: tuple[LateralMention, ...] = ()
     if with_laterality:
-        sides = lateral_mentions(text, start, hi, terms, sentences=sents)
+        sides = lateral_mentions(text, start, hi, terms, sentences=sents, cache=cache)
     side_starts = [lm.start for lm in sides]
     side_ends = [lm.end for lm in sides]
     spans = [(m.start(), m.end()) for m in concept_matches]
@@ -383,30 +391,45 @@ def _in_context(
     return terms.concepts[concept.context_concept]
 
 
-def modifier_matches(text: str, start: int, hi: int, terms: Terms) -> tuple[re.Match[str], ...]:
-    """``terms.modifier_scanner.scan(text, start, hi)``, remembered per region.
+def modifier_matches(
+    text: str, start: int, hi: int, terms: Terms, cache: TextCache | None = None
+) -> tuple[re.Match[str], ...]:
+    """``terms.modifier_scanner.scan(text, start, hi)``, once per region and report.
 
-    ``hi`` must already be clipped to ``len(text)``. The matches are
-    immutable; the memo holds the text, so a hit is always the same text.
+    ``hi`` must already be clipped to ``len(text)``. Modifier (ConText
+    trigger) scans repeat: find_mentions, hedge_count and definite_statements
+    scan the same impression, for the QA rules and the routing facts alike.
+    The matches are immutable; the key holds the text, so a hit in ``cache``
+    is always the same text.
     """
+    if cache is None:
+        return tuple(terms.modifier_scanner.scan(text, start, hi))
     key = (terms.digest, text, start, hi)
-    cached = _MODIFIERS.get(key)
+    cached = cache.modifiers.get(key)
     if cached is not None:
         return cached  # type: ignore[return-value]
     found = tuple(terms.modifier_scanner.scan(text, start, hi))
-    _MODIFIERS.put(key, found)
+    cache.modifiers[key] = found
     return found
 
 
-def hedge_count(text: str, start: int, end: int | None, terms: Terms) -> int:
+def hedge_count(text: str, start: int, end: int | None, terms: Terms, *, cache: TextCache | None = None) -> int:
     """Number of hedging (uncertainty) phrases in ``text[start:end]``."""
     hi = len(text) if end is None else min(end, len(text))
     groups = terms.modifier_groups
-    return sum(1 for m in modifier_matches(text, start, hi, terms) if groups[m.lastgroup or ""].category == "uncertain")
+    return sum(
+        1 for m in modifier_matches(text, start, hi, terms, cache) if groups[m.lastgroup or ""].category == "uncertain"
+    )
 
 
 def hedge_density(
-    text: str, start: int, end: int | None, terms: Terms, *, sentences: tuple[Span, ...] | None = None
+    text: str,
+    start: int,
+    end: int | None,
+    terms: Terms,
+    *,
+    sentences: tuple[Span, ...] | None = None,
+    cache: TextCache | None = None,
 ) -> float:
     """Hedging phrases per sentence in ``text[start:end]`` (0.0 for no sentence).
 
@@ -415,14 +438,20 @@ def hedge_density(
     threshold from policies/qa.yaml.
     """
     hi = len(text) if end is None else min(end, len(text))
-    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)
     if not sents:
         return 0.0
-    return hedge_count(text, start, hi, terms) / len(sents)
+    return hedge_count(text, start, hi, terms, cache=cache) / len(sents)
 
 
 def definite_statements(
-    text: str, start: int, end: int | None, terms: Terms, *, sentences: tuple[Span, ...] | None = None
+    text: str,
+    start: int,
+    end: int | None,
+    terms: Terms,
+    *,
+    sentences: tuple[Span, ...] | None = None,
+    cache: TextCache | None = None,
 ) -> tuple[Span, ...]:
     """Sentences of ``text[start:end]`` that state something plainly.
 
@@ -432,23 +461,26 @@ def definite_statements(
     "Normal chest.", "Stable.").
     """
     hi = len(text) if end is None else min(end, len(text))
-    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)
     groups = terms.modifier_groups
     out: list[Span] = []
     for s in sents:
         if any(
-            groups[m.lastgroup or ""].category == "uncertain" for m in modifier_matches(text, s.start, s.end, terms)
+            groups[m.lastgroup or ""].category == "uncertain"
+            for m in modifier_matches(text, s.start, s.end, terms, cache)
         ):
             continue
         if terms.definite_re.search(text, s.start, s.end):
             out.append(s)
             continue
-        mentions = find_mentions(text, s.start, s.end, terms, sentences=(s,), with_laterality=False)
+        mentions = find_mentions(text, s.start, s.end, terms, sentences=(s,), with_laterality=False, cache=cache)
         if any(not (m.uncertain or m.hypothetical) for m in mentions):
             out.append(s)
     return tuple(out)
 
 
-def has_definite_statement(text: str, start: int, end: int | None, terms: Terms) -> bool:
+def has_definite_statement(
+    text: str, start: int, end: int | None, terms: Terms, *, cache: TextCache | None = None
+) -> bool:
     """True when ``text[start:end]`` holds at least one definite sentence."""
-    return bool(definite_statements(text, start, end, terms))
+    return bool(definite_statements(text, start, end, terms, cache=cache))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listener.text.sentences import Memo, Span, split_sentences
+from listener.text.cache import TextCache
+from listener.text.sentences import Span, split_sentences
 from listener.text.terms import Terms
 
 __all__ = ["LateralMention", "lateral_mentions", "sides_in"]
@@ -48,9 +49,6 @@ class LateralMention:
     sentence_end: int
 
 
-_SIDES = Memo()
-
-
 def _lookback_start(sentence: Span, pos: int) -> int:
     return max(sentence.start, pos - 60)
 
@@ -62,6 +60,7 @@ def lateral_mentions(
     terms: Terms,
     *,
     sentences: tuple[Span, ...] | None = None,
+    cache: TextCache | None = None,
 ) -> tuple[LateralMention, ...]:
     """Find side words in ``text[start:end]`` and attach them to paired anatomy.
 
@@ -70,23 +69,27 @@ def lateral_mentions(
         start, end: the region to scan (``end=None``: to the end).
         terms: compiled vocabularies (:func:`listener.text.terms.build_terms`).
         sentences: the region's sentences when the caller already has them.
+        cache: the report's shared results (the same region is scanned once).
 
     Returns:
         Mentions in text order; dropped side words (non-paired anatomy,
         devices, positions, verbs) are not included.
     """
     hi = len(text) if end is None else min(end, len(text))
+    if cache is None:
+        return _lateral_mentions(text, start, hi, terms, sentences, None)
+    # The sentences are part of the key by identity; the entry keeps them alive.
     key = (terms.digest, text, start, hi, id(sentences))
-    cached = _SIDES.get(key)
+    cached = cache.sides.get(key)
     if isinstance(cached, tuple) and cached[0] is sentences:
         return cached[1]  # type: ignore[no-any-return]
-    found = _lateral_mentions(text, start, hi, terms, sentences)
-    _SIDES.put(key, (sentences, found))
+    found = _lateral_mentions(text, start, hi, terms, sentences, cache)
+    cache.sides[key] = (sentences, found)
     return found
 
 
 def _lateral_mentions(
-    text: str, start: int, hi: int, terms: Terms, sentences: tuple[Span, ...] | None
+    text: str, start: int, hi: int, terms: Terms, sentences: tuple[Span, ...] | None, cache: TextCache | None
 ) -> tuple[LateralMention, ...]:
     lat = terms.laterality
     matches = (
@@ -96,7 +99,7 @@ def _lateral_mentions(
     )
     if not matches:
         return ()
-    sents = sentences if sentences is not None else split_sentences(text, start, hi)
+    sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)
     out: list[LateralMention] = []
     si = 0
     for m in matches:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from listener.text.cache import TextCache
+
 __all__ = ["Span", "split_sentences"]
 
 
@@ -128,46 +130,16 @@ def _newline_ends(text: str, pos: int, after: int, lo: int, hi: int) -> bool:
     return False
 
 
-class Memo:
-    """The last few results of a pure function, by key (internal to the text layer).
-
-    The QA rules and the routing facts of one message ask for the same
-    sections' sentences, mentions and side words; remembering the last
-    results turns the repeats into one dict lookup. Keys hold the text
-    itself (its hash is cached by ``str``), so a hit is always the same
-    text. Plain dict operations only: safe to share between threads under
-    the GIL (a lost eviction race only costs a recomputation).
-    """
-
-    __slots__ = ("_d", "_size")
-
-    def __init__(self, size: int = 32) -> None:
-        self._d: dict[object, object] = {}
-        self._size = size
-
-    def get(self, key: object) -> object | None:
-        return self._d.get(key)
-
-    def put(self, key: object, value: object) -> None:
-        d = self._d
-        if len(d) >= self._size:
-            try:
-                del d[next(iter(d))]
-            except (StopIteration, KeyError, RuntimeError):
-                pass
-        d[key] = value
-
-
-_SENTENCES = Memo()
-
-
-def split_sentences(text: str, start: int = 0, end: int | None = None) -> tuple[Span, ...]:
+def split_sentences(
+    text: str, start: int = 0, end: int | None = None, *, cache: TextCache | None = None
+) -> tuple[Span, ...]:
     """Split ``text[start:end]`` into sentences.
 
     Args:
         text: the full report text (offsets are kept relative to it).
         start: where the region to split begins.
         end: where it ends (default: the end of ``text``).
+        cache: the report's shared results (the same region is split once).
 
     Returns:
         Spans in order, trimmed of surrounding whitespace, never empty and
@@ -175,12 +147,13 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> tuple[
     """
     hi = len(text) if end is None else min(end, len(text))
     lo = max(0, start)
+    if cache is None:
+        return _split(text, lo, hi)
     key = (text, lo, hi)
-    cached = _SENTENCES.get(key)
+    cached = cache.sentences.get(key)
     if cached is not None:
         return cached  # type: ignore[return-value]
-    spans = _split(text, lo, hi)
-    _SENTENCES.put(key, spans)
+    spans = cache.sentences[key] = _split(text, lo, hi)
     return spans
 
 
