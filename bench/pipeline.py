@@ -12,7 +12,7 @@ real code of each stage, on the reactor thread's path of ``Intake.receive``:
 * ``route``: ``Pipeline.decide_route`` (routing facts + policy rules);
 * ``pipeline.process``: the three above as the daemon calls them;
 * ``serialize``: the store columns (report/findings/route JSON) of ``_reports``;
-* ``ack``: ``Intake._ack`` (ack code, control id, ``build_ack``);
+* ``ack``: the intake's ACK builder (``listener.intake.ack_builder``: control id, ``build_ack``);
 * ``log``: the ``message_processed`` line (bind + keyed hashes + JSON render to
   /dev/null, the daemon's processor chain);
 * ``receive (reactor)``: all of ``Intake.receive`` up to the store submit,
@@ -50,7 +50,7 @@ from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 from listener.hl7v2.segments import read_header  # noqa: E402
 from listener.intake import outcome_ack_code  # noqa: E402
-from listener.intake import report_records as _reports
+from listener.intake import report_records as _reports  # noqa: E402
 from listener.logs import configure_logging, get_logger, keyed_hash  # noqa: E402
 from listener.pipeline import process  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402

@@ -24,7 +24,7 @@ report as a document (docs/outcomes.md lists both).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +246,32 @@ def concept_states(report: Report, terms: Terms, *, cache: TextCache | None = No
     return out
 
 
+def _differ(
+    concept: str,
+    severity: str,
+    from_state: str,
+    to_state: str,
+    prelim: tuple[Evidence, ...],
+    final: tuple[Evidence, ...],
+) -> Callable[[str, str], Difference]:
+    """A maker of one concept's differences: everything but the kind and the detail is fixed."""
+
+    def diff(kind: str, detail: str) -> Difference:
+        return Difference(
+            kind=kind,
+            category=KINDS[kind],
+            concept=concept,
+            severity=severity,
+            from_state=from_state,
+            to_state=to_state,
+            prelim=prelim,
+            final=final,
+            detail=detail,
+        )
+
+    return diff
+
+
 def _mention_evidence(report: Report, state: ConceptState | None) -> tuple[Evidence, ...]:
     """The sentences of a concept's mentions (each once, text order)."""
     if state is None:
@@ -268,19 +294,7 @@ def _concept_differences(prelim: Report, final: Report, terms: Terms, cache: Tex
         p_state = p.state if p else "absent"
         f_state = f.state if f else "absent"
         p_ev, f_ev = _mention_evidence(prelim, p), _mention_evidence(final, f)
-
-        def diff(kind: str, detail: str) -> Difference:
-            return Difference(
-                kind=kind,
-                category=KINDS[kind],
-                concept=concept,
-                severity=severity,
-                from_state=p_state,
-                to_state=f_state,
-                prelim=p_ev,
-                final=f_ev,
-                detail=detail,
-            )
+        diff = _differ(concept, severity, p_state, f_state, p_ev, f_ev)
 
         if p_state != f_state:
             if f_state == "affirmed" and ref.critical and p_state in ("absent", "negated"):

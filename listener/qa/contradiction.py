@@ -301,9 +301,12 @@ def _not_acute_here(data: RuleInput, m: Mention, explained_in_impression: bool) 
     lungs.
     """
     text = data.report.text
-    if m.concept == "pulmonary_edema" and not re.search(r"\b(pulmonary|lungs?|alveolar|perihilar)\b", m.text, re.I):
-        if data.analysis.in_sentence(_NON_LUNG_EDEMA_RE, m):
-            return True
+    if (
+        m.concept == "pulmonary_edema"
+        and not re.search(r"\b(pulmonary|lungs?|alveolar|perihilar)\b", m.text, re.I)
+        and data.analysis.in_sentence(_NON_LUNG_EDEMA_RE, m)
+    ):
+        return True
     if data.analysis.in_sentence(_CLEARING_RE, m):
         return True
     nonspecific = m.concept in _NONSPECIFIC_CONCEPTS and _NONSPECIFIC_TEXT_RE.search(m.text) is not None

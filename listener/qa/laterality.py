@@ -209,9 +209,9 @@ def _side_word(m: Mention, laterals: list[LateralMention]) -> LateralMention | N
     """The side word of ``m``'s side nearest to it in its sentence."""
     best: LateralMention | None = None
     for lm in laterals:
-        if lm.sentence_start == m.sentence_start and lm.side == m.laterality:
-            if best is None or abs(lm.start - m.start) < abs(best.start - m.start):
-                best = lm
+        same = lm.sentence_start == m.sentence_start and lm.side == m.laterality
+        if same and (best is None or abs(lm.start - m.start) < abs(best.start - m.start)):
+            best = lm
     return best
 
 

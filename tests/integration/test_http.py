@@ -491,6 +491,7 @@ def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: Runni
         assert tasks == []
         return
     assert len(tasks) == 2
+
     def strip(task: dict[str, Any]) -> dict[str, Any]:
         keys = ("priority", "code", "owner", "businessStatus", "input", "identifier")
         return {k: task[k] for k in keys if k in task}
