@@ -19,8 +19,12 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 run: $(STAMP)
 	$(BIN)/overread serve
 
+# The suite on TEST_WORKERS processes (pytest-xdist); each test file stays on one worker,
+# since the examples test and the daemon tests share one daemon per file. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 check: $(STAMP)
 	$(BIN)/overread check --format text samples/
