@@ -70,7 +70,14 @@ def inputs(per_injection: int, seed: int = SEED) -> Iterator[tuple[str, Report |
     """(name, report, context, error) for every input, in a fixed order."""
     pipe = pipeline()
     for path in hl7_files():
-        name = str(path.relative_to(REPO.parent)) if path.is_relative_to(REPO.parent) else path.name
+        # Named from the checkout (samples/...) or from beside it (shared/corpus/...), never by the
+        # checkout's own folder name: the digest is the same in any clone.
+        if path.is_relative_to(REPO):
+            name = str(path.relative_to(REPO))
+        elif path.is_relative_to(REPO.parent):
+            name = str(path.relative_to(REPO.parent))
+        else:
+            name = path.name
         try:
             decoded = decode_message(path.read_bytes(), pipe.mappings, received_at=NOW, procedures=pipe.procedures)
         except Exception as exc:  # noqa: BLE001 - recorded, not hidden
