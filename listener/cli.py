@@ -643,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.outbox_cli import cmd_outbox
 
             daemon = daemon_config(args, config)
-            return cmd_outbox(args, daemon.state_dir, sys.stdout, destinations_file=daemon.destinations_file)
+            return cmd_outbox(args, daemon, sys.stdout, destinations_file=daemon.destinations_file)
         if args.command in ("show", "hash", "reprocess", "audit"):
             from listener import operate_cli
 

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 from listener.cli_common import os_actor, parse_time
 from listener.errors import ConfigError, StoreError
+from listener.store import StoreSettings
 from listener.store.base import OUTBOX_STATES, DestinationState, OutboxRow, Store
 from listener.views import row_dict
 
@@ -136,17 +137,17 @@ def add_outbox_parser(sub: Any) -> None:
 
 def cmd_outbox(
     args: argparse.Namespace,
-    state_dir: Path,
+    settings: StoreSettings | Path,
     out: TextIO,
     *,
     now: datetime | None = None,
     destinations_file: Path | None = None,
 ) -> int:
-    """Run one ``outbox`` command against the store in ``state_dir``.
+    """Run one ``outbox`` command against the store the configuration names.
 
     Args:
         args: the parsed command line.
-        state_dir: where the store lives.
+        settings: the configuration (its store settings), or a state directory.
         out: where results go (stdout).
         now: the time (aware UTC; default: now).
         destinations_file: the config's destinations file: a ``--destination``
@@ -172,7 +173,7 @@ def cmd_outbox(
             )
             return _EXIT_ERROR
     try:
-        store = open_store(state_dir, create=False)
+        store = open_store(settings, create=False)
     except StoreError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return _EXIT_ERROR

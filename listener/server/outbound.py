@@ -120,14 +120,10 @@ class RisClientProtocol(Protocol):
         self.waiting: defer.Deferred[AckAnswer] | None = None
         self.expected = ""
         self.timer: Any = None  # IDelayedCall (zope interfaces do not type-check)
-        self.connected_ok = False
         self.lost = False
         self.handshake_done = False
         self._ready: defer.Deferred[None] | None = None
         self._ready_timer: Any = None
-
-    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
-        self.connected_ok = True
 
     def ready(self, *, timeout: float, clock: IReactorTime) -> defer.Deferred[None]:
         """Fires when messages can be sent: at once over TCP, after the handshake over TLS.

@@ -51,10 +51,9 @@ class Job(Generic[T]):
             work's exception.
         finished: fires when no thread runs the work any more (its worker
             returned, or it never started because the runner stopped).
-        overran: True when ``result`` came from ``on_overrun``.
     """
 
-    __slots__ = ("work", "on_overrun", "interrupt", "result", "finished", "overran", "_timer", "_runner")
+    __slots__ = ("work", "on_overrun", "interrupt", "result", "finished", "_timer", "_runner")
 
     def __init__(
         self, runner: PipelineRunner, work: Callable[[Interrupt], T], on_overrun: Callable[[Interrupt], T | None]
@@ -65,7 +64,6 @@ class Job(Generic[T]):
         self.interrupt = Interrupt()
         self.result: defer.Deferred[T] = defer.Deferred()
         self.finished: defer.Deferred[None] = defer.Deferred()
-        self.overran = False
         self._timer: Any = None
 
     # Everything below runs on the reactor thread.
@@ -95,7 +93,6 @@ class Job(Generic[T]):
         if value is None:
             # Nothing to answer with yet (still decoding): wait for the worker.
             return
-        self.overran = True
         self._runner.replace_stuck_worker()
         self.result.callback(value)
 
@@ -146,8 +143,6 @@ class PipelineRunner:
         self._surplus = 0
         self._threads: list[threading.Thread] = []
         self._stopped = False
-        #: Jobs whose answer came from on_overrun (for metrics and tests).
-        self.overruns = 0
         #: Jobs running on a worker now (reactor thread only).
         self.active: set[Job[Any]] = set()
         #: True once shutdown began: every job gets only the grace.
@@ -172,7 +167,6 @@ class PipelineRunner:
 
     def replace_stuck_worker(self) -> None:
         """A job overran: start one more thread; the stuck one exits when it returns."""
-        self.overruns += 1
         with self._lock:
             if self._stopped:
                 return
