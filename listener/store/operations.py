@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.base import TEXT_MAX as DETAIL_MAX
 from listener.store.base import (
+    SCORER_MAX,
     AuditEntry,
     DestinationState,
     MessageDetail,
@@ -29,12 +29,12 @@ from listener.store.base import (
     OutboxRow,
     Processing,
     ReportRow,
-    SCORER_MAX,
     SaveResult,
     ScoreRecord,
     StoredScore,
     audit_target_json,
 )
+from listener.store.base import TEXT_MAX as DETAIL_MAX
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 SUMMARY_COLUMNS = (

@@ -28,6 +28,7 @@ from listener.errors import StoreError
 from listener.store.base import (
     HISTORY_LIMIT,
     OUTBOX_STATES,
+    SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
     DestinationState,
@@ -43,7 +44,6 @@ from listener.store.base import (
     PriorStudy,
     Processing,
     ReportRow,
-    SCORER_MAX,
     SaveResult,
     SchemaStep,
     ScoreRecord,
