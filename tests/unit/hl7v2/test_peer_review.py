@@ -91,6 +91,16 @@ def test_mapping_key_per_feed(tmp_path: Path) -> None:
     assert mappings.default.peer_review_obx is None
 
 
+def test_a_feed_turns_the_default_key_off_with_null(tmp_path: Path) -> None:
+    root = _mappings(tmp_path, "peer_review_obx: null\n")
+    with (root / "default.yaml").open("a", encoding="utf-8") as f:
+        f.write("\npeer_review_obx: {code: RADPEER}\n")
+    mappings = load_mappings(root)
+    assert mappings.default.peer_review_obx == PeerReviewObx("RADPEER", "")
+    assert mappings.for_sender("SCORER", "X").peer_review_obx is None
+    assert mappings.for_sender("OTHER", "X").peer_review_obx == PeerReviewObx("RADPEER", "")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -65,3 +65,14 @@ def test_a_score_refuses_bad_values() -> None:
         dataclasses.replace(_score(), accession="")
     with pytest.raises(ValueError, match="scored_at"):
         dataclasses.replace(_score(), scored_at=T0.replace(tzinfo=None))
+
+
+def test_a_new_processing_carrying_the_same_score_adds_nothing(store: Store) -> None:
+    """Reprocessing a message that carries a score keeps one score (the pk of that message)."""
+    rec = dataclasses.replace(record("C1"), scores=(_score(source="obx"),))
+    pk = store.save(rec).message_pk
+    store.replace_processing(
+        pk, rec, now=T0 + timedelta(hours=1), superseded_by="reprocess by test", expected_processing=1
+    )
+    (found,) = store.scores("A1")
+    assert found.message_pk == pk
