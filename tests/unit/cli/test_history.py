@@ -146,3 +146,28 @@ def test_explicit_scores_override_the_proposal_and_disagreement_is_flagged(pipel
         assert lone["comparisons"] == [] and [s["grade"] for s in lone["unpaired_scores"]] == ["1"]
     finally:
         store.close()
+
+
+def test_a_pair_not_comparable_takes_the_explicit_grade_without_disagreement(pipeline: Pipeline) -> None:
+    from datetime import UTC, datetime
+
+    from listener.store import ScoreRecord
+
+    store = MemoryStore()
+    try:
+        _store(store, pipeline, PRELIM, "C1", 1, keep_raw=False)
+        _store(store, pipeline, FINAL, "C2", 2)
+        store.record_scores([ScoreRecord("A2611170088", "2b", "cli", datetime(2026, 11, 18, tzinfo=UTC), "dr-x", "")])
+        doc = history_document(store, "A2611170088", _context(pipeline))
+        (pair,) = doc["comparisons"]
+        assert (pair["comparable"], pair["grade"], pair["proposed_grade"], pair["disagreement"]) == (
+            False,
+            "2b",
+            None,
+            False,
+        )
+        out = io.StringIO()
+        write_history_text(out, doc)
+        assert "not comparable: raw purged; explicit grade 2b\n  score 2b via cli  by dr-x" in out.getvalue()
+    finally:
+        store.close()
