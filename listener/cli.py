@@ -602,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_history_parser(sub)
 
+    from listener.scores_cli import add_outcomes_parser
+
+    add_outcomes_parser(sub)
+
     from listener.store_cli import add_store_parser
 
     add_store_parser(sub)
@@ -658,6 +662,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.history_cli import cmd_history
 
             return cmd_history(args, daemon_config(args, config), sys.stdout)
+        if args.command == "outcomes":
+            from listener.scores_cli import cmd_outcomes
+
+            return cmd_outcomes(args, daemon_config(args, config), sys.stdout)
         if args.command == "store":
             from listener.store_cli import cmd_store
 

@@ -29,12 +29,12 @@ from listener.model import Finding, Report
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, OutcomeRules, compare
 from listener.outcomes.history import VersionChain, build_chain
 from listener.pipeline import Pipeline, process, process_fhir
-from listener.store.base import HISTORY_LIMIT, HistoryEntry, Store
+from listener.store.base import HISTORY_LIMIT, HistoryEntry, Store, StoredScore
 
 __all__ = ["DOCUMENT_VERSION", "HistoryContext", "history_document", "outcome_rules_file"]
 
 #: The version of the history document's layout (docs/cli.md).
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2
 _FHIR_MEDIA_TYPE = "application/fhir+json"
 
 
@@ -79,6 +79,55 @@ def _decode(entry: HistoryEntry, raw: bytes, ctx: HistoryContext) -> tuple[Repor
     return result.report, result.findings
 
 
+def score_json(stored: StoredScore) -> dict[str, Any]:
+    """One explicit score in the history document (no patient data: the scorer is an id or a name of staff)."""
+    s = stored.score
+    return {
+        "id": stored.id,
+        "grade": s.grade,
+        "source": s.source,
+        "scorer": s.scorer,
+        "note": s.note,
+        "scored_at": s.scored_at.isoformat().replace("+00:00", "Z"),
+        "message_pk": stored.message_pk,
+    }
+
+
+def _pair_of_score(stored: StoredScore, pairs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pair a score grades: the one whose later version its message carried, else the
+    first ``prelim_to_final`` pair, else the only pair; None when no pair fits."""
+    if stored.message_pk is not None:
+        for item in pairs:
+            if item["after_message_pk"] == stored.message_pk:
+                return item
+    first = next((item for item in pairs if item["kind"] == "prelim_to_final"), None)
+    if first is None and len(pairs) == 1:
+        first = pairs[0]
+    return first
+
+
+def _apply_scores(scores: tuple[StoredScore, ...], comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Put each explicit score on its pair; the latest recorded one sets the pair's grade.
+
+    Returns the scores no pair fits.
+    """
+    unplaced = []
+    for stored in scores:
+        item = _pair_of_score(stored, comparisons)
+        if item is None:
+            unplaced.append(score_json(stored))
+        else:
+            item["scores"].append(score_json(stored))
+    for item in comparisons:
+        if not item["scores"]:
+            continue
+        explicit = item["scores"][-1]["grade"]
+        item["explicit_grade"] = explicit
+        item["grade"] = explicit
+        item["disagreement"] = item["proposed_grade"] is not None and item["proposed_grade"] != explicit
+    return unplaced
+
+
 def history_document(
     store: Store, accession: str, ctx: HistoryContext, *, limit: int = HISTORY_LIMIT
 ) -> dict[str, Any]:
@@ -116,6 +165,10 @@ def history_document(
             "comparable": False,
             "reason": "",
             "grade": None,
+            "proposed_grade": None,
+            "explicit_grade": None,
+            "disagreement": False,
+            "scores": [],
             "comparison": None,
         }
         before, after = version(pair.before), version(pair.after)
@@ -125,12 +178,14 @@ def history_document(
             item["reason"] = "not comparable: no QA vocabularies configured"
         else:
             result = compare(before[0], after[0], terms=qa.terms, rules=ctx.rules, qa_findings=(before[1], after[1]))
-            item.update(comparable=True, grade=result.grade, comparison=result.to_json())
+            item.update(comparable=True, grade=result.grade, proposed_grade=result.grade, comparison=result.to_json())
         comparisons.append(item)
+    unplaced = _apply_scores(store.scores(accession, limit=limit), comparisons)
     return {
         "document_version": DOCUMENT_VERSION,
         "accession": accession,
         "versions": [v.to_json() for v in chain.versions],
         "comparisons": comparisons,
+        "unpaired_scores": unplaced,
         "truncated": truncated,
     }

@@ -59,6 +59,15 @@ def _excerpt(evidence: list[dict[str, Any]]) -> str:
     return f"{first.get('section') or '-'} [{first.get('start')}-{first.get('end')}] {first.get('text')!r}{more}"
 
 
+def _write_scores(out: TextIO, scores: list[dict[str, Any]]) -> None:
+    for s in scores:
+        out.write(
+            f"  score {s['grade']:<2} via {s['source']}  by {s['scorer'] or '-'}  at {s['scored_at']}"
+            + (f": {s['note']}" if s["note"] else "")
+            + "\n"
+        )
+
+
 def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
     """``overread history --format text``: the chain for people."""
     versions = doc["versions"]
@@ -85,13 +94,18 @@ def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
     for c in doc["comparisons"]:
         head = f"{c['kind']} [{c['before']}] -> [{c['after']}]"
         if not c["comparable"]:
-            out.write(f"{head}: {c['reason']}\n")
+            out.write(f"{head}: {c['reason']}" + (f"; explicit grade {c['grade']}" if c["scores"] else "") + "\n")
+            _write_scores(out, c["scores"])
             continue
         comp = c["comparison"]
+        grade = f"grade {c['grade']}"
+        if c["scores"]:
+            grade += f" (explicit; proposed {c['proposed_grade']}" + (", disagreement)" if c["disagreement"] else ")")
         out.write(
-            f"{head}: grade {c['grade']}  ({comp['interpretive']} interpretive,"
+            f"{head}: {grade}  ({comp['interpretive']} interpretive,"
             f" {comp['operational']} operational; rules {comp['rules_version']})\n"
         )
+        _write_scores(out, c["scores"])
         for d in comp["differences"]:
             out.write(
                 f"  {d['grade']:<2} {d['category']:<12} {d['kind']} {d['concept'] or '-'}"
@@ -100,6 +114,9 @@ def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
             )
             out.write(f"       before: {_excerpt(d['prelim'])}\n")
             out.write(f"       after:  {_excerpt(d['final'])}\n")
+    if doc["unpaired_scores"]:
+        out.write("scores of no compared pair:\n")
+        _write_scores(out, doc["unpaired_scores"])
 
 
 def add_history_parser(sub: Any) -> None:

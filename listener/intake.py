@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from listener.destinations import DestinationSettings
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError, FhirDecodeError, FhirUnsupportedMediaType
@@ -49,7 +49,7 @@ from listener.model import Disposition
 from listener.outbox import outbox_items
 from listener.pipeline import Outcome
 from listener.serialize import finding_dict, report_dict, route_dict
-from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord
+from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, ScoreGrade, ScoreRecord
 
 __all__ = [
     "FHIR_JSON",
@@ -131,6 +131,35 @@ def report_records(outcome: Outcome, server_ids: Sequence[str] | None = None) ->
     return tuple(out)
 
 
+def explicit_scores(
+    outcome: Outcome, transport: Literal["mllp", "http"], received: datetime
+) -> tuple[ScoreRecord, ...]:
+    """The explicit scores the reports carry (docs/outcomes.md, "Explicit scores").
+
+    A score's time is the one it carries when that has a UTC offset, else the
+    report's time when that has one, else the receive time.
+    """
+    out = []
+    for result in outcome.reports:
+        report, review = result.report, result.report.peer_review
+        if review is None or not report.accession:
+            continue
+        when = next(
+            (t for t in (review.scored_at, report.times.report) if t is not None and t.utcoffset() is not None),
+            received,
+        )
+        out.append(
+            ScoreRecord(
+                accession=report.accession,
+                grade=cast(ScoreGrade, review.grade),  # the decoder keeps RADPEER grades only
+                source="obx" if transport == "mllp" else "fhir",
+                scored_at=when,
+                scorer=review.scorer,
+            )
+        )
+    return tuple(out)
+
+
 def internal_error_outcome(header: MessageHeader | None, feed: str, error_type: str, what: str) -> Outcome:
     """The rejected Outcome of a processing that failed outside the pipeline (answered as error 207).
 
@@ -188,6 +217,7 @@ def _record(
     replaces: str = "",
 ) -> MessageRecord:
     """The record of one processed message: its key, its answer (``code``, ``answer`` bytes) and what it stores."""
+    scores = explicit_scores(outcome, transport, received) if state == "processed" else ()
     return MessageRecord(
         control_id=control_id,
         sender_application=sender[0],
@@ -203,6 +233,7 @@ def _record(
         reports=reports,
         outbox=outbox,
         replaces=replaces,
+        scores=scores,
     )
 
 

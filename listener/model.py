@@ -135,6 +135,24 @@ class Reader:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerReview:
+    """An explicit peer-review score a report carries (the mapping's ``peer_review_obx``).
+
+    ``grade`` is a RADPEER grade (``1``, ``2a``, ``2b``, ``3a``, ``3b``);
+    ``scorer`` the responsible observer's id ("" when none); ``scored_at`` the
+    observation's time, None when the OBX has none.
+    """
+
+    grade: str
+    scorer: str = ""
+    scored_at: datetime | None = None
+
+
+#: The RADPEER grades, least to most severe by clinical significance (docs/outcomes.md).
+RADPEER_GRADES = ("1", "2a", "3a", "2b", "3b")
+
+
+@dataclass(frozen=True, slots=True)
 class Section:
     """One section of the report text, with its place in ``Report.text``."""
 
@@ -188,6 +206,7 @@ class Report:
     charset: str = ""  # the codec the text was read with
     abnormal_flags: tuple[str, ...] = ()  # OBX-8 values seen (e.g. "AA": critical per sender)
     warnings: tuple[str, ...] = ()  # lenient-decoding notes; locations only, never values
+    peer_review: PeerReview | None = None  # an explicit score in the report (docs/outcomes.md)
 
     def section(self, kind: SectionKind) -> Section | None:
         """Return the first section of ``kind``, or None."""

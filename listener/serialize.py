@@ -92,6 +92,12 @@ def report_dict(r: Report, *, include_patient: bool = False, include_text: bool 
         "obr_index": r.obr_index,
         "warnings": list(r.warnings),
     }
+    if r.peer_review is not None:
+        out["peer_review"] = {
+            "grade": r.peer_review.grade,
+            "scorer": r.peer_review.scorer,
+            "scored_at": _time(r.peer_review.scored_at),
+        }
     if include_patient:
         out["patient"] = {
             "id": r.patient.id,

@@ -50,7 +50,19 @@ from listener.hl7v2.segments import (
     strip_envelope,
 )
 from listener.hl7v2.structure import check_one_message, check_oru_structure
-from listener.model import Disposition, Patient, Procedure, Reader, Report, ResultStatus, Sender, TextKind, Times
+from listener.model import (
+    RADPEER_GRADES,
+    Disposition,
+    Patient,
+    PeerReview,
+    Procedure,
+    Reader,
+    Report,
+    ResultStatus,
+    Sender,
+    TextKind,
+    Times,
+)
 from listener.procedures import ProcedureTable
 from listener.text.sections import TEXT_HINT, sectionize
 
@@ -393,6 +405,7 @@ def _report(
         message=_parse_ts(header.field(7).split(header.separators.component)[0]),
     )
     lines, hints, text_kind, flags = _text_rows(group.text_rows, header, mapping, delims)
+    peer_review = _peer_review(group.text_rows, header, mapping, warnings) if mapping.peer_review_obx else None
     text = "\n".join(lines)
     offsets: list[tuple[int, str]] = []
     pos = 0
@@ -443,6 +456,7 @@ def _report(
         charset=charset,
         abnormal_flags=flags,
         warnings=tuple(warnings),
+        peer_review=peer_review,
     )
 
 
@@ -606,6 +620,41 @@ def _obx_field(row: str, header: MessageHeader, n: int) -> str:
     return parts[n] if n < len(parts) else ""
 
 
+def _obx_system(ident: list[str]) -> str:
+    """The coding system of an OBX-3 split into components (upper case, "" when none)."""
+    return ident[2].strip().upper() if len(ident) > 2 else ""
+
+
+def _peer_review(rows: list[str], header: MessageHeader, mapping: Mapping, warnings: list[str]) -> PeerReview | None:
+    """The explicit RADPEER score of the group: the last OBX matching ``peer_review_obx``.
+
+    OBX-5 holds the grade (``2b``, or a coded value whose first component is
+    it), OBX-16.1 the scorer's id, OBX-14 the time it was scored. A value that
+    is no grade is ignored with a warning naming the location only.
+    """
+    wanted = mapping.peer_review_obx
+    assert wanted is not None
+    seps = header.separators
+    found: PeerReview | None = None
+    for row in rows:
+        if not row.startswith("OBX"):
+            continue
+        fields = row.split(seps.field)
+        fields += [""] * (17 - len(fields))
+        ident = fields[3].split(seps.component)
+        code = ident[0].split(seps.subcomponent)[-1].strip().upper()
+        if not wanted.matches(code, _obx_system(ident)):
+            continue
+        grade = fields[5].split(seps.repetition)[0].split(seps.component)[0].strip().lower()
+        if grade not in RADPEER_GRADES:
+            warnings.append(f"OBX-5 of the peer review OBX ({wanted.code}): not a RADPEER grade; ignored")
+            continue
+        scorer = fields[16].split(seps.repetition)[0].split(seps.component)[0].strip()
+        scored_at = _parse_ts(fields[14].split(seps.component)[0])
+        found = PeerReview(grade, scorer, scored_at)
+    return found
+
+
 def _text_rows(
     rows: list[str], header: MessageHeader, mapping: Mapping, delims: Separators
 ) -> tuple[list[str], list[str], str, tuple[str, ...]]:
@@ -629,6 +678,8 @@ def _text_rows(
         label = ident[1].strip() if len(ident) > 1 else ""
         if value_type in mapping.obx_skip_types or code in mapping.obx_skip or label.upper() in mapping.obx_skip:
             continue
+        if mapping.peer_review_obx is not None and mapping.peer_review_obx.matches(code, _obx_system(ident)):
+            continue  # the explicit score: read by _peer_review, not report text
         flag = fields[8].split(seps.component)[0].strip().upper()
         if flag and flag not in flags:
             flags.append(flag)

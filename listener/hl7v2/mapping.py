@@ -66,6 +66,7 @@ _MAPPING_KEYS = frozenset(
         "obx_sections",
         "obx_skip",
         "obx_skip_types",
+        "peer_review_obx",
         "headings",
     }
 )
@@ -98,6 +99,17 @@ def parse_field_path(text: str) -> FieldPath:
     if int(fld) < 1 or (comp is not None and int(comp) < 1) or (sub is not None and int(sub) < 1):
         raise ValueError(text)
     return FieldPath(seg, int(fld), int(comp or 0), int(sub or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReviewObx:
+    """The OBX that carries an explicit RADPEER score: OBX-3 code, and its coding system ("" = any)."""
+
+    code: str
+    system: str = ""
+
+    def matches(self, code: str, system: str) -> bool:
+        return code == self.code and (not self.system or system == self.system)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +152,7 @@ class Mapping:
     obx_skip_types: frozenset[str]
     headings: MappingT[str, SectionKind]  # upper-case heading -> kind
     heading_rules: HeadingRules = field(compare=False)
+    peer_review_obx: PeerReviewObx | None = None
     #: Per needed segment, the field numbers the mapping reads (derived from ``fields``).
     read_fields: MappingT[str, frozenset[int]] = field(init=False, compare=False, repr=False)
     #: :func:`inline_split_pattern` for the field separator ``|`` (the one
@@ -309,6 +322,18 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
         frozenset(s.upper() for s in _strings(doc, "obx_skip_types")) if pick("obx_skip_types") else base.obx_skip_types  # type: ignore[union-attr]
     )
 
+    peer_review = base.peer_review_obx if base else None
+    if "peer_review_obx" in doc:
+        if doc.get("peer_review_obx") is None:
+            peer_review = None
+        else:
+            node = doc.get_map("peer_review_obx")
+            node.reject_unknown({"code", "system"}, "peer_review_obx")
+            code = node.get_str("code", "").strip().upper()
+            if not code:
+                raise node.error("code", "peer_review_obx: code is needed (the OBX-3 identifier)")
+            peer_review = PeerReviewObx(code, node.get_str("system", "").strip().upper())
+
     headings: dict[str, SectionKind] = dict(base.headings) if base else {}
     if "headings" in doc:
         node = doc.get_map("headings")
@@ -342,6 +367,7 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
         obx_skip_types=skip_types,
         headings=MappingProxyType(headings),
         heading_rules=compile_heading_rules(headings),
+        peer_review_obx=peer_review,
     )
 
 

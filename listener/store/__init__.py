@@ -26,8 +26,10 @@ from listener.store.base import (
     ReportReader,
     ReportRecord,
     SaveResult,
+    ScoreRecord,
     Store,
     StoredReport,
+    StoredScore,
     Transport,
 )
 from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
@@ -47,9 +49,11 @@ __all__ = [
     "ReportRecord",
     "SQLiteStore",
     "SaveResult",
+    "ScoreRecord",
     "Store",
     "StoreSettings",
     "StoredReport",
+    "StoredScore",
     "Transport",
     "open_store",
 ]

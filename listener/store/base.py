@@ -24,6 +24,10 @@ from typing import Any, Literal, Protocol, get_args
 Transport = Literal["mllp", "http"]
 MessageState = Literal["processed", "rejected", "ignored", "quarantined"]
 OutboxState = Literal["pending", "delivered", "dead"]
+#: An explicit RADPEER grade (docs/outcomes.md, "Explicit scores").
+ScoreGrade = Literal["1", "2a", "2b", "3a", "3b"]
+#: Where an explicit score came from: an OBX of the final ORU, a FHIR resource, a CSV import, the CLI.
+ScoreSource = Literal["obx", "fhir", "csv", "cli"]
 
 #: Most characters a backend keeps of an error text, an event's or an audit entry's detail.
 TEXT_MAX = 500
@@ -33,6 +37,10 @@ AUDIT_IDS_MAX = 500
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
 MESSAGE_STATES: tuple[str, ...] = get_args(MessageState)
 OUTBOX_STATES: tuple[str, ...] = get_args(OutboxState)
+SCORE_GRADES: tuple[str, ...] = get_args(ScoreGrade)
+SCORE_SOURCES: tuple[str, ...] = get_args(ScoreSource)
+#: Most characters a backend keeps of a score's scorer.
+SCORER_MAX = 200
 
 
 def require_aware(value: datetime, name: str) -> None:
@@ -90,6 +98,40 @@ class ReportRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreRecord:
+    """An explicit peer-review score of an accession (docs/outcomes.md, "Explicit scores").
+
+    Attributes:
+        accession: the scored accession (exact, not empty).
+        grade: ``1``, ``2a``, ``2b``, ``3a`` or ``3b``.
+        source: ``obx`` (the final ORU), ``fhir``, ``csv`` (an import) or ``cli``.
+        scorer: who scored ("" when unknown); cut to :data:`SCORER_MAX`.
+        note: free text ("" when none); cut to :data:`TEXT_MAX`.
+        scored_at: when it was scored (aware).
+
+    A score is stored once: the same (accession, source, scorer, grade,
+    scored_at) recorded again adds nothing.
+
+    Raises:
+        ValueError: an empty accession, an unknown grade or source, a naive time.
+    """
+
+    accession: str
+    grade: ScoreGrade
+    source: ScoreSource
+    scored_at: datetime
+    scorer: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.accession:
+            raise ValueError("a score needs an accession")
+        _require_one_of(self.grade, SCORE_GRADES, "grade")
+        _require_one_of(self.source, SCORE_SOURCES, "source")
+        require_aware(self.scored_at, "scored_at")
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxItem:
     """A routing message to send to a destination once the message is stored.
 
@@ -129,6 +171,8 @@ class MessageRecord:
             this one is the accepted resend of (FHIR: a refused body is kept
             under a key made from its bytes, the accepted one under the
             resource's identity); "" when none.
+        scores: explicit scores the message carried, stored with its pk in
+            the same transaction (idempotent, see :class:`ScoreRecord`).
 
     Raises:
         ValueError: on a naive ``received`` or an unknown transport or state.
@@ -148,6 +192,7 @@ class MessageRecord:
     reports: tuple[ReportRecord, ...] = ()
     outbox: tuple[OutboxItem, ...] = ()
     replaces: str = ""
+    scores: tuple[ScoreRecord, ...] = ()
 
     def __post_init__(self) -> None:
         require_aware(self.received, "received")
@@ -433,6 +478,21 @@ class HistoryEntry:
     raw_kept: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StoredScore:
+    """An explicit score as stored.
+
+    Attributes:
+        id: the store's id; larger is recorded later.
+        score: what was recorded.
+        message_pk: the message that carried it (None: an import or the CLI).
+    """
+
+    id: int
+    score: ScoreRecord
+    message_pk: int | None
+
+
 #: Report rows :meth:`Store.report_history` returns unless told otherwise.
 HISTORY_LIMIT = 200
 
@@ -568,6 +628,18 @@ class Store(Protocol):
 
     def newest_message_pk(self) -> int:
         """The largest message_pk stored (0 when none)."""
+        ...
+
+    def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
+        """Store explicit scores (no message) in one transaction: all or none; return how many were new.
+
+        A score already stored (same accession, source, scorer, grade and
+        scored_at) is skipped, not an error.
+        """
+        ...
+
+    def scores(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[StoredScore, ...]:
+        """An accession's explicit scores (exact), in the order they were recorded, at most ``limit``."""
         ...
 
     def message_detail(self, message_pk: int) -> MessageDetail | None:

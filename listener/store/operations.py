@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.base import TEXT_MAX as DETAIL_MAX
 from listener.store.base import (
+    SCORER_MAX,
     AuditEntry,
     DestinationState,
     MessageDetail,
@@ -30,8 +30,11 @@ from listener.store.base import (
     Processing,
     ReportRow,
     SaveResult,
+    ScoreRecord,
+    StoredScore,
     audit_target_json,
 )
+from listener.store.base import TEXT_MAX as DETAIL_MAX
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 SUMMARY_COLUMNS = (
@@ -239,6 +242,34 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
             " next_attempt_at, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
             (pk, o.destination, o.accession, o.control_id, o.payload, created),
         )
+    if record.scores:
+        insert_scores(conn, record.scores, pk)
+
+
+def insert_scores(conn: sqlite3.Connection, scores: Sequence[ScoreRecord], message_pk: int | None) -> int:
+    """Insert explicit scores, skipping those already stored; return how many were new (writer thread)."""
+    new = 0
+    for s in scores:
+        cur = conn.execute(
+            "INSERT INTO scores (accession, grade, source, scorer, note, scored_at, message_id)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (accession, source, scorer, grade, scored_at) DO NOTHING",
+            (s.accession, s.grade, s.source, s.scorer[:SCORER_MAX], s.note[:DETAIL_MAX], ts(s.scored_at), message_pk),
+        )
+        new += cur.rowcount
+    return new
+
+
+def scores_of(conn: sqlite3.Connection, accession: str, limit: int) -> tuple[StoredScore, ...]:
+    """An accession's scores in the order they were recorded."""
+    rows = conn.execute(
+        "SELECT id, accession, grade, source, scorer, note, scored_at, message_id FROM scores"
+        " WHERE accession = ? ORDER BY id LIMIT ?",
+        (accession, limit),
+    ).fetchall()
+    return tuple(
+        StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
+        for pk, acc, grade, source, scorer, note, at, msg in rows
+    )
 
 
 def never_accepted(conn: sqlite3.Connection, message_pk: int) -> bool:

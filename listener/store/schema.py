@@ -182,6 +182,30 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_V4 = (
+    # Explicit peer-review scores (docs/outcomes.md, "Explicit scores"): one row
+    # per score; the unique key makes recording the same score again a no-op.
+    # A score outlives the message that carried it (a purge keeps the grade).
+    """CREATE TABLE scores (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        accession TEXT NOT NULL CHECK (accession != ''),
+        grade TEXT NOT NULL CHECK (grade IN ('1', '2a', '2b', '3a', '3b')),
+        source TEXT NOT NULL CHECK (source IN ('obx', 'fhir', 'csv', 'cli')),
+        scorer TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        scored_at TEXT NOT NULL,
+        message_id INTEGER REFERENCES messages (id) ON DELETE SET NULL,
+        UNIQUE (accession, source, scorer, grade, scored_at)
+    )""",
+    "CREATE INDEX scores_message ON scores (message_id) WHERE message_id IS NOT NULL",
+)
+
+
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    for statement in _V4:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -211,6 +235,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         3, "patient and control id indexes, processings, outbox events, destination state and audit", _migrate_v3
     ),
+    Migration(4, "explicit peer-review scores table", _migrate_v4),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

@@ -60,6 +60,8 @@ from listener.store.base import (
     OutboxStats,
     PriorStudy,
     SaveResult,
+    ScoreRecord,
+    StoredScore,
     require_aware,
 )
 from listener.store.queries import ReportQueries
@@ -650,6 +652,19 @@ class SQLiteStore:
             )
             for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
         )
+
+    def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
+        """Store explicit scores in one transaction, skipping those already stored; return how many were new."""
+        batch = tuple(scores)
+        if not batch:
+            return 0
+        return self._write("recording scores", lambda conn: ops.insert_scores(conn, batch, None))
+
+    def scores(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[StoredScore, ...]:
+        """An accession's explicit scores in the order they were recorded (see :meth:`Store.scores`)."""
+        if not accession or limit <= 0:
+            return ()
+        return self._read_with("reading an accession's scores", lambda conn: ops.scores_of(conn, accession, limit))
 
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,52 @@ def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
             check=True,
         )
         assert json.loads(proc.stdout) == doc
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
+
+
+def test_final_carrying_a_score_obx_sets_the_explicit_grade(tmp_path: Path) -> None:
+    """A feed mapping with ``peer_review_obx``: the final's RADPEER OBX is stored as an explicit score;
+    the history's grade is that score, the proposal is kept, and their disagreement flagged. A score
+    typed with ``overread outcomes score`` afterwards wins (the latest recorded)."""
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", mappings)
+    with (mappings / "default.yaml").open("a", encoding="utf-8") as f:
+        f.write("\npeer_review_obx: {code: RADPEER, system: L}\n")
+    config = tmp_path / "overread.yaml"
+    config.write_text(f"mappings: {mappings}\npolicies: {REPO / 'policies'}\n", encoding="utf-8")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
+    daemon.start()
+    try:
+        _send(daemon, _prelim("HIST-P4", b"H400"))
+        score_obx = b"OBX|10|ST|RADPEER^RADPEER score^L||2a||||||F|||20261117110000-0600||R2001^FINAL^READER\r"
+        _send(daemon, _final("HIST-F4", b"H400") + score_obx)
+        proc = _history(daemon, "H400")
+        assert proc.returncode == 0, proc.stderr
+        (pair,) = json.loads(proc.stdout)["comparisons"]
+        assert pair["comparable"] and pair["proposed_grade"].endswith("b"), pair
+        assert (pair["grade"], pair["explicit_grade"], pair["disagreement"]) == ("2a", "2a", True)
+        (score,) = pair["scores"]
+        assert (score["source"], score["scorer"], score["scored_at"]) == ("obx", "R2001", "2026-11-17T17:00:00Z")
+        assert score["message_pk"] == pair["after_message_pk"]
+        typed = subprocess.run(
+            [sys.executable, "-m", "listener", "outcomes", "score", "H400", "3b", "--note", "critical missed"]
+            + ["--scorer", "qa-lead", "--state-dir", str(daemon.state_dir)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
+        assert typed.returncode == 0, typed.stderr
+        text = _history(daemon, "H400", "text")
+        assert text.returncode == 0, text.stderr
+        assert "prelim_to_final [0] -> [1]: grade 3b (explicit; proposed " in text.stdout
+        assert "  score 2a via obx  by R2001" in text.stdout and "score 3b via cli  by qa-lead" in text.stdout
+        assert "ZZ9000103" not in text.stdout and "ZZDEMO" not in text.stdout
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             assert daemon.stop() == 0

@@ -109,3 +109,65 @@ def test_purged_raw_is_not_comparable(pipeline: Pipeline) -> None:
         assert history_document(store, "NONE", _context(pipeline))["versions"] == []
     finally:
         store.close()
+
+
+def test_explicit_scores_override_the_proposal_and_disagreement_is_flagged(pipeline: Pipeline) -> None:
+    """A score typed or imported grades the prelim-to-final pair; the latest one wins, the proposal is kept."""
+    from datetime import UTC, datetime
+
+    from listener.store import ScoreRecord
+
+    store = MemoryStore()
+    try:
+        _store(store, pipeline, PRELIM, "C1", 1)
+        _store(store, pipeline, FINAL, "C2", 2)
+        at = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+        store.record_scores([ScoreRecord("A2611170088", "2a", "csv", at, "dr-peer", "minor")])
+        (pair,) = history_document(store, "A2611170088", _context(pipeline))["comparisons"]
+        assert pair["proposed_grade"] == "3b" and pair["explicit_grade"] == "2a" and pair["grade"] == "2a"
+        assert pair["disagreement"] is True
+        assert [(s["grade"], s["source"], s["scorer"], s["note"]) for s in pair["scores"]] == [
+            ("2a", "csv", "dr-peer", "minor")
+        ]
+        store.record_scores([ScoreRecord("A2611170088", "3b", "cli", at, "dr-lead", "")])
+        doc = history_document(store, "A2611170088", _context(pipeline))
+        (pair,) = doc["comparisons"]
+        assert (pair["grade"], pair["proposed_grade"], pair["disagreement"]) == ("3b", "3b", False)
+        assert doc["unpaired_scores"] == [] and doc["document_version"] == 2
+        out = io.StringIO()
+        write_history_text(out, doc)
+        text = out.getvalue()
+        assert "prelim_to_final [0] -> [1]: grade 3b (explicit; proposed 3b)" in text
+        assert "  score 2a via csv  by dr-peer  at 2026-11-18T09:00:00Z: minor\n" in text
+        # Without any pair (one version only), the score is listed apart.
+        store.record_scores([ScoreRecord("B1", "1", "cli", at, "dr-lead", "")])
+        _store(store, pipeline, SAMPLE.replace(b"A2611170088", b"B1"), "C3", 3)
+        lone = history_document(store, "B1", _context(pipeline))
+        assert lone["comparisons"] == [] and [s["grade"] for s in lone["unpaired_scores"]] == ["1"]
+    finally:
+        store.close()
+
+
+def test_a_pair_not_comparable_takes_the_explicit_grade_without_disagreement(pipeline: Pipeline) -> None:
+    from datetime import UTC, datetime
+
+    from listener.store import ScoreRecord
+
+    store = MemoryStore()
+    try:
+        _store(store, pipeline, PRELIM, "C1", 1, keep_raw=False)
+        _store(store, pipeline, FINAL, "C2", 2)
+        store.record_scores([ScoreRecord("A2611170088", "2b", "cli", datetime(2026, 11, 18, tzinfo=UTC), "dr-x", "")])
+        doc = history_document(store, "A2611170088", _context(pipeline))
+        (pair,) = doc["comparisons"]
+        assert (pair["comparable"], pair["grade"], pair["proposed_grade"], pair["disagreement"]) == (
+            False,
+            "2b",
+            None,
+            False,
+        )
+        out = io.StringIO()
+        write_history_text(out, doc)
+        assert "not comparable: raw purged; explicit grade 2b\n  score 2b via cli  by dr-x" in out.getvalue()
+    finally:
+        store.close()

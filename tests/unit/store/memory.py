@@ -28,6 +28,7 @@ from listener.errors import StoreError
 from listener.store.base import (
     HISTORY_LIMIT,
     OUTBOX_STATES,
+    SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
     DestinationState,
@@ -45,7 +46,9 @@ from listener.store.base import (
     ReportRow,
     SaveResult,
     SchemaStep,
+    ScoreRecord,
     StoredReport,
+    StoredScore,
     audit_target_json,
     require_aware,
 )
@@ -109,6 +112,7 @@ class _Tables:
     destinations: dict[str, DestinationState] = field(default_factory=dict)
     last_id: dict[str, int] = field(default_factory=dict)
     probed: datetime | None = None
+    scores: list[StoredScore] = field(default_factory=list)
 
     def next_id(self, table: str) -> int:
         """Ids are never reused, even after a delete."""
@@ -126,6 +130,7 @@ class _Tables:
             dict(self.destinations),
             dict(self.last_id),
             self.probed,
+            list(self.scores),
         )
 
     def restore(self, saved: _Tables) -> None:
@@ -225,6 +230,21 @@ def _insert_children(t: _Tables, pk: int, record: MessageRecord, created: dateti
             delivered_at=None,
             message_pk=pk,
         )
+    _insert_scores(t, record.scores, pk)
+
+
+def _insert_scores(t: _Tables, scores: Sequence[ScoreRecord], message_pk: int | None) -> int:
+    def key(s: ScoreRecord) -> tuple[str, str, str, str, datetime]:
+        return (s.accession, s.source, s.scorer, s.grade, _utc(s.scored_at))
+
+    new = 0
+    for s in scores:
+        kept = dataclasses.replace(s, scorer=s.scorer[:SCORER_MAX], note=s.note[:TEXT_MAX], scored_at=_utc(s.scored_at))
+        if any(key(old.score) == key(kept) for old in t.scores):
+            continue
+        t.scores.append(StoredScore(t.next_id("scores"), kept, message_pk))
+        new += 1
+    return new
 
 
 def _never_accepted(t: _Tables, pk: int) -> bool:
@@ -609,6 +629,17 @@ class MemoryStore:
             return tuple(out[:limit])
 
         return self.read(select)
+
+    def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
+        batch = tuple(scores)
+        if not batch:
+            return 0
+        return self._write("recording scores", lambda t: _insert_scores(t, batch, None))
+
+    def scores(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[StoredScore, ...]:
+        if not accession or limit <= 0:
+            return ()
+        return self.read(lambda: tuple(s for s in self.tables.scores if s.score.accession == accession)[:limit])
 
     def newest_message_pk(self) -> int:
         return self.read(lambda: max(self.tables.messages, default=0))

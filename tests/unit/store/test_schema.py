@@ -106,3 +106,21 @@ def test_v3_fills_the_patient_columns_of_stored_reports(tmp_path: Path) -> None:
     got = conn.execute("SELECT patient_id FROM reports ORDER BY id").fetchall()
     conn.close()
     assert [g[0] for g in got] == [w[0] or "" for w in wanted]
+
+
+def test_v1_store_gains_an_empty_scores_table(tmp_path: Path) -> None:
+    """After the upgrade an older store records and lists explicit scores."""
+    from datetime import UTC, datetime
+
+    from listener.store import ScoreRecord
+
+    db = make_v1_store(tmp_path / "state")
+    store = SQLiteStore(db)
+    try:
+        assert 4 in [m.version for m in store.migrations_run]
+        assert store.scores("A1") == ()
+        score = ScoreRecord("A1", "2a", "csv", datetime(2024, 5, 1, tzinfo=UTC), "dr-x", "")
+        assert store.record_scores([score]) == 1
+        assert store.scores("A1")[0].score == score
+    finally:
+        store.close()
