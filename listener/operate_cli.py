@@ -27,7 +27,7 @@ from listener.cli_common import os_actor, parse_window
 from listener.config import Config
 from listener.errors import StoreError
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, Store
-from listener.views import detail_dict, iso_utc
+from listener.views import audit_dict, detail_dict, iso_utc
 
 __all__ = ["add_operate_parsers", "cmd_audit", "cmd_hash", "cmd_reprocess", "cmd_show"]
 
@@ -504,21 +504,7 @@ def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         store.close()
     for e in entries:
         if args.format == "json":
-            out.write(
-                json.dumps(
-                    {
-                        "id": e.id,
-                        "at": iso_utc(e.at),
-                        "actor": e.actor,
-                        "via": e.via,
-                        "action": e.action,
-                        "target": json.loads(e.target),
-                        "rows": e.rows,
-                        "detail": e.detail,
-                    }
-                )
-                + "\n"
-            )
+            out.write(json.dumps(audit_dict(e)) + "\n")
         else:
             out.write(
                 f"{e.id:>6}  {iso_utc(e.at)}  {e.actor} ({e.via})  {e.action}  rows {e.rows}  {e.target}"

@@ -10,12 +10,13 @@ importing each other.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from listener.store.base import MessageDetail, MessageSummary, OutboxRow
+from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
-__all__ = ["detail_dict", "iso_utc", "message_dict", "row_dict"]
+__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "row_dict"]
 
 
 def message_dict(msg: MessageSummary) -> dict[str, Any]:
@@ -61,6 +62,23 @@ def _text(data: bytes | None) -> str | None:
 def iso_utc(value: datetime | None) -> str | None:
     """``value`` in UTC as ISO 8601 with ``Z``, or None."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def audit_dict(entry: AuditEntry, *, when: Callable[[datetime], str | None] = iso_utc) -> dict[str, Any]:
+    """One audit entry as ``overread audit --format json`` and ``/api/audit`` show it.
+
+    ``when`` writes its time: ``iso_utc`` for the CLI; the API passes ``datetime.isoformat``.
+    """
+    return {
+        "id": entry.id,
+        "at": when(entry.at),
+        "actor": entry.actor,
+        "via": entry.via,
+        "action": entry.action,
+        "target": json.loads(entry.target),
+        "rows": entry.rows,
+        "detail": entry.detail,
+    }
 
 
 def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:

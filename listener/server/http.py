@@ -886,18 +886,11 @@ class _ApiQuery(_Endpoint):
         if self.kind == "audit":
 
             def audit() -> HttpAnswer:
+                from listener.views import audit_dict
+
                 return _api_json(
                     [
-                        {
-                            "id": e.id,
-                            "at": e.at.isoformat(),
-                            "actor": e.actor,
-                            "via": e.via,
-                            "action": e.action,
-                            "target": json.loads(e.target),
-                            "rows": e.rows,
-                            "detail": e.detail,
-                        }
+                        audit_dict(e, when=datetime.isoformat)
                         for e in store.audit(since=window.get("since"), action=params.get("action"), limit=limit)
                     ]
                 )
