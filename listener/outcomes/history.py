@@ -94,6 +94,11 @@ class Version:
         out_of_order: received before a version that comes earlier in the chain.
         exam: the procedure's code and text, the modality.
         findings: the QA rule ids the store kept for it.
+        categories: the QA finding categories the store kept for it (sorted, distinct).
+        site: the report's site field; body_region: the procedure's body region.
+        observation_time: the exam's time (OBR-7, FHIR effective), the start of
+            the prelim turnaround (None when the sender gave none).
+        addendum: the report has an addendum section.
     """
 
     position: int
@@ -115,6 +120,11 @@ class Version:
     findings: tuple[str, ...]
     raw_kept: bool
     out_of_order: bool = False
+    categories: tuple[str, ...] = ()
+    site: str = ""
+    body_region: str = ""
+    observation_time: datetime | None = None
+    addendum: bool = False
 
     @property
     def stage(self) -> int:
@@ -183,9 +193,10 @@ def _version(entry: StoredEntry) -> Version:
         found = json.loads(entry.findings_json)
     except ValueError:
         found = []
-    rules = (
-        tuple(sorted({str(f.get("rule", "")) for f in found if isinstance(f, dict)})) if isinstance(found, list) else ()
-    )
+    found = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
+    rules = tuple(sorted({str(f.get("rule", "")) for f in found}))
+    categories = tuple(sorted({str(f.get("category") or "") for f in found} - {""}))
+    sections = doc.get("sections") if isinstance(doc.get("sections"), list) else []
     return Version(
         position=0,
         message_pk=entry.message_pk,
@@ -205,6 +216,11 @@ def _version(entry: StoredEntry) -> Version:
         bucket=entry.bucket,
         findings=rules,
         raw_kept=entry.raw_kept,
+        categories=categories,
+        site=str(doc.get("site") or ""),
+        body_region=str(doc.get("body_region") or ""),
+        observation_time=_time((times or {}).get("observation")),
+        addendum=any(isinstance(s, dict) and s.get("kind") == "addendum" for s in sections or ()),
     )
 
 
