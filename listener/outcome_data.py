@@ -307,11 +307,8 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
         StoreError: the store cannot be read (or the cache written).
         ValueError: a naive time.
     """
-    accessions = store.accessions_received(since, until)
-    chains: list[tuple[VersionChain, Sequence[HistoryEntry]]] = []
-    for accession in accessions:
-        entries = store.report_history(accession, limit=HISTORY_LIMIT)
-        chains.append((build_chain(accession, entries), entries))
+    histories = store.report_histories(store.accessions_received(since, until), limit=HISTORY_LIMIT)
+    chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
     out = []
     for compared in compare_chains(store, chains, ctx):
         chain = compared.chain
