@@ -47,6 +47,7 @@ from listener.pipeline import Pipeline, process, process_fhir
 from listener.store.base import HISTORY_LIMIT, CachedComparison, HistoryEntry, Store, StoredScore, require_aware
 
 __all__ = [
+    "CHUNK",
     "KEY_VERSION",
     "ChainComparisons",
     "HistoryContext",
@@ -63,6 +64,8 @@ KEY_VERSION = 1
 _FHIR_MEDIA_TYPE = "application/fhir+json"
 RAW_PURGED = "not comparable: raw purged"
 NO_QA = "not comparable: no QA vocabularies configured"
+#: Accessions :func:`collect` reads and grades at a time.
+CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,17 +305,23 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
 
     At most :data:`listener.store.base.HISTORY_LIMIT` report rows and
     explicit scores of one accession are read (``overread history``'s bound).
+    Accessions are read and graded :data:`CHUNK` at a time, each chunk's new
+    comparisons cached in one write: memory holds one chunk's stored rows,
+    and an interrupted call keeps the chunks it finished.
 
     Raises:
         StoreError: the store cannot be read (or the cache written).
         ValueError: a naive time.
     """
-    histories = store.report_histories(store.accessions_received(since, until), limit=HISTORY_LIMIT)
-    chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
+    accessions = store.accessions_received(since, until)
     out = []
-    for compared in compare_chains(store, chains, ctx):
-        chain = compared.chain
-        placed, _ = place_scores(store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else (), chain)
-        graded = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
-        out.append(AccessionOutcome(chain, graded))
+    for start in range(0, len(accessions), CHUNK):
+        histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
+        chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
+        for compared in compare_chains(store, chains, ctx):
+            chain = compared.chain
+            scores = store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else ()
+            placed, _ = place_scores(scores, chain)
+            graded = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
+            out.append(AccessionOutcome(chain, graded))
     return tuple(out)

@@ -210,3 +210,20 @@ def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Stor
     assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
     with pytest.raises(ValueError, match="since"):
         store.accessions_received(T0.replace(tzinfo=None), T0)
+
+
+def test_chunks_give_the_same_outcomes(
+    store: Store, pipeline: Pipeline, ctx: HistoryContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accessions graded a few at a time come out the same, in accession order."""
+    import listener.outcome_data
+
+    for n in (3, 1, 2, 0, 4):
+        _save(store, pipeline, _with_accession(PRELIM, f"A{n}"), f"P{n}", n)
+        _save(store, pipeline, _with_accession(FINAL if n % 2 else SAMPLE, f"A{n}"), f"F{n}", n + 1)
+    window = {"since": T0, "until": T0 + timedelta(days=1)}
+    whole = collect(store, ctx, **window)
+    monkeypatch.setattr(listener.outcome_data, "CHUNK", 2)
+    assert collect(store, ctx, **window) == whole
+    assert [o.chain.accession for o in whole] == ["A0", "A1", "A2", "A3", "A4"]
+    assert [o.graded[0].proposed_grade == "1" for o in whole] == [True, False, True, False, True]
