@@ -80,6 +80,7 @@ PRIMED_TYPES = (
     "Organization",
     "ImagingStudy",
     "Observation",
+    "QuestionnaireResponse",
     "Composition",
     "Encounter",
     "OperationOutcome",

@@ -6,6 +6,8 @@ Layer: reactor code. The tree::
     /metrics                  GET   Prometheus text
     /fhir                     POST  a Bundle (batch, transaction, collection, document)
     /fhir/DiagnosticReport    POST  one DiagnosticReport
+    /fhir/Observation         POST  an explicit peer-review score (``score`` permission)
+    /fhir/QuestionnaireResponse POST  the same, as a questionnaire's answers
     /fhir/Task                GET   ?status=requested&owner=<pool>   (searchset)
     /fhir/DetectedIssue       GET   ?implicated=DiagnosticReport/<id> | ?implicated:identifier=<accession>
     /api/messages             GET   ?accession= &patient_id= [&authority=] &message_id= &state= &sender=
@@ -26,7 +28,8 @@ Promises:
 * With ``http_clients`` configured, every ``/fhir`` call needs ``Authorization:
   Bearer <token>``: 401 without a known token, 403 when the client may not do
   that (``allow: [submit, read]``). ``/healthz`` and ``/metrics`` are open
-  (codes and counts only).
+  (codes and counts only). Scores need ``score``, never given by default nor
+  to anonymous callers.
 * Every 4xx/5xx body is an OperationOutcome naming an issue code and a FHIRPath,
   never a value from the request. Store reads run on threads. Every status
   line carries its RFC 9110 reason phrase (:func:`reason_phrase`).
@@ -37,6 +40,7 @@ Promises:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -473,6 +477,8 @@ def _endpoint_label(path: str) -> str:
     return {
         "/fhir": "fhir_bundle",
         "/fhir/DiagnosticReport": "fhir_report",
+        "/fhir/Observation": "fhir_score",
+        "/fhir/QuestionnaireResponse": "fhir_score",
         "/fhir/Task": "fhir_task",
         "/fhir/DetectedIssue": "fhir_detected_issue",
         "/healthz": "healthz",
@@ -675,6 +681,56 @@ class _Post(_Endpoint):
         request.content.seek(0)
         body = request.content.read()
         return self.api.intake.receive(body, content_type.decode("latin-1"), self.expected, access.fhir, request.ov_log)
+
+
+class _ScorePost(_Endpoint):
+    """``POST /fhir/Observation`` and ``/fhir/QuestionnaireResponse``: one explicit score
+    (:mod:`listener.server.http_scores`), read, stored and audited on a thread."""
+
+    methods = (b"POST",)
+    below = "scores are not read back: GET /api/history/<accession> lists them"
+
+    def __init__(self, api: Api, expected: str) -> None:
+        super().__init__(api)
+        self.expected = expected
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        from listener.server.http_scores import record_fhir_score
+
+        access = self.api.access.check(request, "score")
+        if isinstance(access, HttpAnswer):
+            return defer.succeed(access)
+        request.ov_client = access.fhir.name
+        wanted = negotiate(request)
+        if isinstance(wanted, HttpAnswer):
+            return defer.succeed(wanted)
+        intake = self.api.intake
+        if intake.closing:
+            return defer.succeed(
+                outcome_answer(
+                    503, (Issue("error", "transient", "shutting down; retry later"),), (("Retry-After", "5"),)
+                )
+            )
+        content_type = request.getHeader(b"content-type")
+        if content_type is None:
+            return defer.succeed(
+                outcome_answer(415, (Issue("error", "not-supported", "content type must be application/fhir+json"),))
+            )
+        request.content.seek(0)
+        body = request.content.read()
+        # The client's feed mapping says which Observation codes and linkIds carry the score.
+        mapping = intake.pipeline().mappings.for_sender(access.fhir.name, access.fhir.facility)
+        d = self.api.run_in_thread(
+            record_fhir_score,
+            self.api.store,
+            body,
+            content_type.decode("latin-1"),
+            self.expected,
+            client=dataclasses.replace(access.fhir, feed=mapping.name),
+            settings=mapping.peer_review_fhir,
+            now=datetime.now(UTC),
+        )
+        return intake.in_flight.track(d)
 
 
 class _Search(_Endpoint):
@@ -1077,6 +1133,8 @@ def build_site(
     bundle = _Post(api, "Bundle")
     fhir.putChild(b"", bundle)  # type: ignore[arg-type]
     fhir.putChild(b"DiagnosticReport", _Post(api, "DiagnosticReport"))  # type: ignore[arg-type]
+    fhir.putChild(b"Observation", _ScorePost(api, "Observation"))  # type: ignore[arg-type]
+    fhir.putChild(b"QuestionnaireResponse", _ScorePost(api, "QuestionnaireResponse"))  # type: ignore[arg-type]
     fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
     fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
     root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]
