@@ -45,8 +45,21 @@ __all__ = ["RESOURCE_TYPES", "FhirScore", "ScoreRefused", "parse_grade", "score_
 #: The resource types that carry a score, each with its own endpoint (``POST /fhir/<type>``).
 RESOURCE_TYPES = ("Observation", "QuestionnaireResponse")
 
-#: Observation statuses that carry no score to keep (nothing observed yet, or withdrawn).
-_OBSERVATION_REFUSED = frozenset({"registered", "cancelled", "entered-in-error"})
+#: Observation statuses (R4 and R5), and those that carry no score to keep (nothing observed yet, or withdrawn).
+_OBSERVATION_STATUSES = frozenset(
+    {
+        "registered",
+        "specimen-in-process",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
+_OBSERVATION_REFUSED = frozenset({"registered", "specimen-in-process", "cancelled", "entered-in-error"})
 #: QuestionnaireResponse statuses of a finished answer.
 _QR_ACCEPTED = frozenset({"completed", "amended"})
 #: Resource types a reference may name to give the accession.
@@ -141,6 +154,12 @@ def score_from_fhir(
 
 
 def _from_observation(doc: JSON, settings: PeerReviewFhir) -> FhirScore:
+    if str_of(doc, "status") not in _OBSERVATION_STATUSES:
+        raise ScoreRefused(
+            "Observation.status is not an Observation status",
+            issue_code="code-invalid",
+            expression="Observation.status",
+        )
     if str_of(doc, "status") in _OBSERVATION_REFUSED:
         raise ScoreRefused(
             "Observation.status says there is no score (registered, cancelled or entered-in-error)",
@@ -217,7 +236,7 @@ def _from_questionnaire_response(doc: JSON, settings: PeerReviewFhir) -> FhirSco
     root = "QuestionnaireResponse"
     if str_of(doc, "status") not in _QR_ACCEPTED:
         raise ScoreRefused(
-            "QuestionnaireResponse.status must be completed or amended",
+            "QuestionnaireResponse.status must be completed or amended (a finished form)",
             issue_code="business-rule",
             expression="QuestionnaireResponse.status",
         )

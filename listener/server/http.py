@@ -41,6 +41,7 @@ Promises:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -697,6 +698,13 @@ class _ScorePost(_Endpoint):
     def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
         from listener.server.http_scores import record_fhir_score
 
+        if not self.api.access.clients:
+            # Without http_clients every caller is anonymous, and scores come only from a named client.
+            return defer.succeed(
+                outcome_answer(
+                    403, (Issue("error", "forbidden", "scores need http_clients with a client allowed 'score'"),)
+                )
+            )
         access = self.api.access.check(request, "score")
         if isinstance(access, HttpAnswer):
             return defer.succeed(access)
@@ -720,7 +728,7 @@ class _ScorePost(_Endpoint):
         body = request.content.read()
         # The client's feed mapping says which Observation codes and linkIds carry the score.
         mapping = intake.pipeline().mappings.for_sender(access.fhir.name, access.fhir.facility)
-        d = self.api.run_in_thread(
+        work = functools.partial(
             record_fhir_score,
             self.api.store,
             body,
@@ -730,6 +738,7 @@ class _ScorePost(_Endpoint):
             settings=mapping.peer_review_fhir,
             now=datetime.now(UTC),
         )
+        d = self.api.run_in_thread(work)
         return intake.in_flight.track(d)
 
 
