@@ -27,6 +27,7 @@ valid FHIR that carries no usable score is a :class:`ScoreRefused` (HTTP 422).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,10 +36,20 @@ from listener.fhir import models
 
 # The decoder's own JSON and vendor-field steps: a score body is read exactly as a report body.
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient, _parse_json, _strip_extras
+from listener.fhir.peer_review import (
+    GRADE_TEXT,
+    OBSERVATION_TIMES,
+    ScoreRefused,
+    first_time,
+    is_score_code,
+    observation_grade,
+    parse_grade,
+    unknown_grade,
+    who,
+)
 from listener.fhir.resolve import JSON, codings, contained_map, identifier_of_type, obj_of, objs, str_of, strs
 from listener.fhir.shape import check_shape
 from listener.hl7v2.mapping import PeerReviewFhir
-from listener.model import RADPEER_GRADES
 
 __all__ = ["RESOURCE_TYPES", "FhirScore", "ScoreRefused", "parse_grade", "score_from_fhir"]
 
@@ -66,11 +77,6 @@ _QR_ACCEPTED = frozenset({"completed", "amended"})
 _ACCESSION_TYPES = frozenset({"ServiceRequest", "DiagnosticReport", "ImagingStudy"})
 #: Identifier types that are the accession (v2-0203).
 _ACCESSION_IDENTIFIER_TYPES = ("ACSN", "FILL")
-_GRADE_TEXT = ", ".join(RADPEER_GRADES)
-
-
-class ScoreRefused(FhirDecodeError):
-    """Valid FHIR that carries no usable score: no grade, an unknown grade, no accession, no time (HTTP 422)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +101,6 @@ class FhirScore:
     scorer: str = ""
     note: str = ""
     read_from: tuple[tuple[str, str], ...] = ()
-
-
-def parse_grade(text: str) -> str | None:
-    """A RADPEER grade from text (``2b``, ``2B``, `` 1 ``), or None when it is none."""
-    grade = text.strip().lower()
-    return grade if grade in RADPEER_GRADES else None
 
 
 def score_from_fhir(
@@ -166,14 +166,13 @@ def _from_observation(doc: JSON, settings: PeerReviewFhir) -> FhirScore:
             issue_code="business-rule",
             expression="Observation.status",
         )
-    wanted = {(system, code.lower()) for system, code in settings.codes}
-    if not any((str_of(c, "system"), str_of(c, "code").lower()) in wanted for c in codings(obj_of(doc, "code"))):
+    if not is_score_code(obj_of(doc, "code"), settings):
         raise ScoreRefused(
             "Observation.code is not a peer-review score code (the feed mapping's peer_review_fhir.codes)",
             issue_code="code-invalid",
             expression="Observation.code",
         )
-    grade, grade_at = _observation_grade(doc)
+    grade, grade_at = observation_grade(doc, "Observation")
     contained = contained_map(doc)
     accession, accession_at = _accession_from_references(
         doc, "Observation", ("basedOn", "focus", "derivedFrom"), contained
@@ -185,48 +184,19 @@ def _from_observation(doc: JSON, settings: PeerReviewFhir) -> FhirScore:
             issue_code="required",
             expression="Observation.basedOn",
         )
-    scored_at, time_at = _first_time(doc, "Observation", ("effectiveDateTime", "effectiveInstant", "issued"))
+    scored_at, time_at = first_time(doc, "Observation", OBSERVATION_TIMES)
     if scored_at is None:
         raise ScoreRefused(
             "no time: Observation.effectiveDateTime or issued needs a date, time and UTC offset",
             issue_code="required",
             expression="Observation.effectiveDateTime",
         )
-    scorer, scorer_at = _who(doc, "Observation", "performer", contained)
+    scorer, scorer_at = who(doc, "Observation", "performer", _in(contained))
     note = "\n".join(str_of(n, "text") for n in objs(doc, "note") if str_of(n, "text"))
     read = [("grade", grade_at), ("accession", accession_at), ("scored_at", time_at)]
     if scorer:
         read.append(("scorer", scorer_at))
     return FhirScore("Observation", accession, grade, scored_at, scorer, note, tuple(read))
-
-
-def _observation_grade(doc: JSON) -> tuple[str, str]:
-    """(grade, FHIRPath) of ``value[x]``."""
-    if "valueCodeableConcept" in doc:
-        concept = obj_of(doc, "valueCodeableConcept")
-        for i, coding in enumerate(codings(concept)):
-            grade = parse_grade(str_of(coding, "code"))
-            if grade is not None:
-                return grade, f"Observation.valueCodeableConcept.coding[{i}].code"
-        grade = parse_grade(str_of(concept, "text"))
-        if grade is not None:
-            return grade, "Observation.valueCodeableConcept.text"
-        raise _unknown_grade("Observation.valueCodeableConcept")
-    for key in ("valueString", "valueInteger"):
-        if key in doc:
-            grade = parse_grade(str_of(doc, key))
-            if grade is None:
-                raise _unknown_grade(f"Observation.{key}")
-            return grade, f"Observation.{key}"
-    raise ScoreRefused(
-        f"no grade: Observation.valueCodeableConcept or valueString holds the RADPEER grade ({_GRADE_TEXT})",
-        issue_code="required",
-        expression="Observation.value[x]",
-    )
-
-
-def _unknown_grade(where: str) -> ScoreRefused:
-    return ScoreRefused(f"{where} is not a RADPEER grade ({_GRADE_TEXT})", issue_code="code-invalid", expression=where)
 
 
 # -------------------------------------------------------- QuestionnaireResponse
@@ -244,14 +214,14 @@ def _from_questionnaire_response(doc: JSON, settings: PeerReviewFhir) -> FhirSco
     grade_item = items.get(settings.grade)
     if grade_item is None or not objs(grade_item[0], "answer"):
         raise ScoreRefused(
-            f"no grade: an item with linkId {settings.grade!r} and an answer holds the RADPEER grade ({_GRADE_TEXT})",
+            f"no grade: an item with linkId {settings.grade!r} and an answer holds the RADPEER grade ({GRADE_TEXT})",
             issue_code="required",
             expression=f"{root}.item.where(linkId='{settings.grade}')",
         )
     grade_text, grade_at = _answer_text(grade_item)
     grade = parse_grade(grade_text)
     if grade is None:
-        raise _unknown_grade(grade_at)
+        raise unknown_grade(grade_at)
     contained = contained_map(doc)
     accession, accession_at = "", ""
     accession_item = items.get(settings.accession)
@@ -266,14 +236,14 @@ def _from_questionnaire_response(doc: JSON, settings: PeerReviewFhir) -> FhirSco
             issue_code="required",
             expression=f"{root}.item.where(linkId='{settings.accession}')",
         )
-    scored_at, time_at = _first_time(doc, root, ("authored",))
+    scored_at, time_at = first_time(doc, root, ("authored",))
     if scored_at is None:
         raise ScoreRefused(
             "no time: QuestionnaireResponse.authored needs a date, time and UTC offset",
             issue_code="required",
             expression="QuestionnaireResponse.authored",
         )
-    scorer, scorer_at = _who(doc, root, "author", contained)
+    scorer, scorer_at = who(doc, root, "author", _in(contained))
     note = ""
     note_item = items.get(settings.note)
     if note_item is not None:
@@ -379,35 +349,11 @@ def _accession_of(ref: JSON, path: str, contained: dict[str, JSON]) -> tuple[str
     return "", ""
 
 
-def _first_time(doc: JSON, root: str, keys: tuple[str, ...]) -> tuple[datetime | None, str]:
-    """The first of ``keys`` holding a date and time with a UTC offset (a bare date is no time of a score)."""
-    for key in keys:
-        text = str_of(doc, key)
-        if "T" not in text:
-            continue
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if value.utcoffset() is not None:
-            return value, f"{root}.{key}"
-    return None, ""
+def _in(contained: dict[str, JSON]) -> Callable[[JSON, str], JSON | None]:
+    """A resolver of ``#id`` references into ``contained`` (a posted score is read alone: nothing else is)."""
 
-
-def _who(doc: JSON, root: str, key: str, contained: dict[str, JSON]) -> tuple[str, str]:
-    """(scorer, FHIRPath) from the first reference under ``key``: its identifier, its display, or the
-    contained resource's first identifier."""
-    many = isinstance(doc.get(key), list)
-    for i, ref in enumerate(objs(doc, key)):
-        path = f"{root}.{key}[{i}]" if many else f"{root}.{key}"
-        value = str_of(obj_of(ref, "identifier"), "value")
-        if value:
-            return value, f"{path}.identifier"
-        if str_of(ref, "display"):
-            return str_of(ref, "display"), f"{path}.display"
+    def resolve(ref: JSON, _path: str) -> JSON | None:
         target = str_of(ref, "reference")
-        resource = contained.get(target[1:]) if target.startswith("#") else None
-        for ident in objs(resource, "identifier"):
-            if str_of(ident, "value"):
-                return str_of(ident, "value"), f"{path}.reference"
-    return "", ""
+        return contained.get(target[1:]) if target.startswith("#") else None
+
+    return resolve
