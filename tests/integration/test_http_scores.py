@@ -159,3 +159,25 @@ def test_score_samples_are_our_own() -> None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         assert "subject" not in doc and "contained" not in doc, path
         assert "birthDate" not in path.read_text(encoding="utf-8")
+
+
+def test_a_final_report_carrying_its_score_in_result(scored: RunningDaemon) -> None:
+    """The FHIR twin of the score OBX: a final DiagnosticReport whose ``result`` names a score Observation
+    is stored with its score, in the same transaction, on the pair the report completes."""
+    _send(scored, _prelim("SCORE-P2", b"S700"))
+    report = json.loads((REPO / "samples/fhir/xr-chest-2v-normal.json").read_text(encoding="utf-8"))
+    report["identifier"][0]["value"] = "S700"
+    del report["basedOn"]
+    score = _sample("observation-radpeer-2b.json")
+    del score["basedOn"]
+    report["contained"].append({**score, "id": "score"})
+    report["result"] = [{"reference": "#score"}]
+    assert scored.http_port is not None
+    reply = call(scored.http_port, "POST", "/fhir/DiagnosticReport", json.dumps(report).encode(), token=SENDER)
+    assert reply.status == 201, reply.body
+    status, doc = _get(scored, "/api/history/S700", ANALYST)
+    assert status == 200, doc
+    (pair,) = doc["comparisons"]
+    assert (pair["grade"], pair["explicit_grade"]) == ("2b", "2b")
+    (stored,) = pair["scores"]
+    assert (stored["source"], stored["scorer"], stored["message_pk"]) == ("fhir", "R2001", pair["after_message_pk"])

@@ -18,7 +18,9 @@ from listener.errors import ConfigError, FhirDecodeError, FhirUnsupportedMediaTy
 from listener.fhir.decode import FhirClient
 from listener.fhir.score import FhirScore, ScoreRefused, score_from_fhir
 from listener.hl7v2.mapping import DEFAULT_SCORE_CODE, PeerReviewFhir, load_mappings
-from tests.conftest import REPO
+from listener.intake import explicit_scores
+from listener.pipeline import Pipeline, process_fhir
+from tests.conftest import RECEIVED, REPO
 
 SCORES = REPO / "samples" / "fhir" / "scores"
 OBSERVATION: dict[str, Any] = json.loads((SCORES / "observation-radpeer-2b.json").read_text(encoding="utf-8"))
@@ -333,3 +335,67 @@ def test_mapping_key_errors(tmp_path: Path, text: str, message: str) -> None:
 
 def test_scored_at_keeps_its_offset() -> None:
     assert _read(OBSERVATION).scored_at.utcoffset() == timedelta(hours=-6)
+
+
+# ------------------------------------------------- a score among a report's results
+
+
+def _score_observation(**changes: Any) -> dict[str, Any]:
+    obs = _obs(**changes)
+    for key in ("basedOn", "id", "note"):
+        obs.pop(key, None)
+    return obs
+
+
+def _report_with_score(obs: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads((REPO / "samples/fhir/xr-chest-2v-normal.json").read_text(encoding="utf-8"))
+    report["contained"].append({**obs, "id": "score"})
+    report["result"] = [*report.get("result", []), {"reference": "#score"}]
+    return report
+
+
+def test_a_report_result_carries_the_score(pipeline: Pipeline) -> None:
+    plain = process_fhir((REPO / "samples/fhir/xr-chest-2v-normal.json").read_bytes(), pipeline, received_at=RECEIVED)
+    body = json.dumps(_report_with_score(_score_observation())).encode()
+    outcome = process_fhir(body, pipeline, received_at=RECEIVED)
+    (result,) = outcome.reports
+    review = result.report.peer_review
+    assert review is not None and (review.grade, review.scorer) == ("2b", "R2001")
+    assert review.scored_at == datetime(2026, 11, 18, 14, 15, tzinfo=UTC)
+    # The score is not report text: QA and the comparison read the report without it.
+    assert result.report.text == plain.reports[0].report.text
+    (score,) = explicit_scores(outcome, "http", RECEIVED)
+    assert (score.accession, score.grade, score.source) == ("A2611170088", "2b", "fhir")
+
+
+def test_a_report_result_without_a_grade_is_ignored_with_a_warning(pipeline: Pipeline) -> None:
+    body = json.dumps(_report_with_score(_score_observation(valueCodeableConcept={"text": SECRET}))).encode()
+    (result,) = process_fhir(body, pipeline, received_at=RECEIVED).reports
+    assert result.report.peer_review is None
+    assert any("peer-review score Observation holds no RADPEER grade" in w for w in result.report.warnings)
+    assert all(SECRET not in w for w in result.report.warnings)
+    # Another code is an ordinary result Observation (text when the report has no presentedForm).
+    other = _score_observation(
+        code={"coding": [{"system": "urn:x", "code": "y"}]}, valueCodeableConcept=None, valueString="Seen: " + SECRET
+    )
+    (result,) = process_fhir(json.dumps(_report_with_score(other)).encode(), pipeline, received_at=RECEIVED).reports
+    assert result.report.peer_review is None and not any("peer-review" in w for w in result.report.warnings)
+
+
+def test_a_bundled_score_observation(pipeline: Pipeline) -> None:
+    bundle: dict[str, Any] = json.loads(
+        (REPO / "samples/fhir/bundle-transaction-mr-knee-left.json").read_text(encoding="utf-8")
+    )
+    url = "urn:uuid:5b0c2f0e-8d2a-4c6e-9f31-000000000900"
+    obs = _score_observation(
+        valueCodeableConcept=None,
+        valueString="3A",
+        performer=[{"reference": "urn:uuid:5b0c2f0e-8d2a-4c6e-9f31-000000000103"}],
+    )
+    bundle["entry"].append({"fullUrl": url, "resource": obs, "request": {"method": "POST", "url": "Observation"}})
+    report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    report["result"].append({"reference": url})
+    (result,) = process_fhir(json.dumps(bundle).encode(), pipeline, received_at=RECEIVED).reports
+    review = result.report.peer_review
+    assert review is not None and review.grade == "3a"
+    assert review.scorer  # the bundled Practitioner's identifier
