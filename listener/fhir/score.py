@@ -123,7 +123,8 @@ def score_from_fhir(
     Raises:
         FhirUnsupportedMediaType: not FHIR JSON (415).
         ScoreRefused: valid FHIR without a usable score (422).
-        FhirDecodeError: anything else (not JSON, the wrong resource type, invalid FHIR: 400).
+        FhirDecodeError: anything else: not JSON, the wrong resource type, invalid FHIR (400); a FHIR
+            version the client may not send (422).
     """
     media = models.parse_media_type(media_type)
     doc = _parse_json(body)

@@ -65,9 +65,11 @@ from listener.config import DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNE
 from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
+from listener.fhir.score import RESOURCE_TYPES as SCORE_RESOURCE_TYPES
 from listener.logs import get_logger
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, OutcomeRules
 from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
+from listener.server.http_scores import record_fhir_score
 from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
@@ -696,8 +698,6 @@ class _ScorePost(_Endpoint):
         self.expected = expected
 
     def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
-        from listener.server.http_scores import record_fhir_score
-
         if not self.api.access.clients:
             # Without http_clients every caller is anonymous, and scores come only from a named client.
             return defer.succeed(
@@ -1142,8 +1142,8 @@ def build_site(
     bundle = _Post(api, "Bundle")
     fhir.putChild(b"", bundle)  # type: ignore[arg-type]
     fhir.putChild(b"DiagnosticReport", _Post(api, "DiagnosticReport"))  # type: ignore[arg-type]
-    fhir.putChild(b"Observation", _ScorePost(api, "Observation"))  # type: ignore[arg-type]
-    fhir.putChild(b"QuestionnaireResponse", _ScorePost(api, "QuestionnaireResponse"))  # type: ignore[arg-type]
+    for kind in SCORE_RESOURCE_TYPES:
+        fhir.putChild(kind.encode("ascii"), _ScorePost(api, kind))  # type: ignore[arg-type]
     fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
     fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
     root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]
