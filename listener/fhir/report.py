@@ -185,7 +185,10 @@ def report_from_diagnostic_report(
         received=ctx.received_at,
         message=_datetime(message_time, "Bundle.timestamp", warnings),
     )
-    peer_review = review_of_results(dr, where, resolve, ctx.mapping.peer_review_fhir, warnings)
+    # The text builder has warned about these references already.
+    peer_review = review_of_results(
+        dr, where, lambda ref, _path: index.resolve(ref, contained)[0], ctx.mapping.peer_review_fhir, warnings
+    )
     comparison = next((sec.text for sec in sections if sec.kind.value == "comparison"), "")
     priority = next((_PRIORITY[p] for r in requests if (p := str_of(r, "priority")) in _PRIORITY), "routine")
 
