@@ -79,8 +79,9 @@ DEFAULT_PIPELINE_BUDGET = 2.0
 #: Seconds between write probes of the store.
 DEFAULT_HEALTH_PROBE_INTERVAL = 10.0
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
-#: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``).
-HTTP_PERMISSIONS = ("submit", "read", "operator")
+#: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``), the
+#: ``/api`` queries (``operator``), POST peer-review scores as Observation or QuestionnaireResponse (``score``).
+HTTP_PERMISSIONS = ("submit", "read", "operator", "score")
 #: What a client may do when its entry has no ``allow:``. ``operator`` (the ``/api`` message
 #: browser: raw bodies, report text, patients of every sender) is only ever given by name.
 DEFAULT_HTTP_PERMISSIONS = ("submit", "read")

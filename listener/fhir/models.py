@@ -69,7 +69,7 @@ PROFILE_VERSIONS: tuple[tuple[str, str], ...] = (
 #: Media types taken as FHIR JSON (the last is the DSTU2/STU3-era spelling).
 JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 
-#: Resource types primed at start-up: what a radiology DiagnosticReport brings along.
+#: Resource types primed at start-up: what a radiology DiagnosticReport brings along, and the posted scores.
 PRIMED_TYPES = (
     "Bundle",
     "DiagnosticReport",
@@ -80,6 +80,7 @@ PRIMED_TYPES = (
     "Organization",
     "ImagingStudy",
     "Observation",
+    "QuestionnaireResponse",
     "Composition",
     "Encounter",
     "OperationOutcome",

@@ -8,7 +8,9 @@ Pure: no I/O, no clock. Sources, in order:
    by the section's LOINC code.
 3. ``result`` Observations (when ``presentedForm`` gave no text): valueString,
    valueCodeableConcept text, quantities as ``label: value unit``; LOINC
-   section codes (mapping ``obx_sections``) hint the section.
+   section codes (mapping ``obx_sections``) hint the section. A result
+   Observation whose code is a peer-review score code (mapping
+   ``peer_review_fhir``) is the report's explicit score, not text.
 4. The resource narrative (``text.div``), only when nothing above gave text
    and the narrative is authored, or there is no conclusion either (a
    generated narrative repeats the structured data, patient header included).
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from listener.errors import FhirDecodeError
+from listener.fhir.peer_review import is_score_code
 from listener.fhir.resolve import JSON, codings, concept_text, obj_of, objs, str_of
 from listener.fhir.text import attachment_text, html_to_text, normalize_newlines
 from listener.hl7v2.mapping import Mapping
@@ -99,6 +102,8 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
         obs = resolve(ref, f"{where}.result[{i}]")
         if obs is None or str_of(obs, "resourceType") != "Observation":
             continue
+        if is_score_code(obj_of(obs, "code"), mapping.peer_review_fhir):
+            continue  # the explicit peer-review score: read by the report decoder, not report text
         scratch = _Lines()
         _observation(obs, mapping, resolve, scratch, f"{where}.result[{i}]", 0)
         out.flags.extend(f for f in scratch.flags if f not in out.flags)

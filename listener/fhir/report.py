@@ -14,6 +14,7 @@ from datetime import date, datetime
 
 from listener.errors import FhirDecodeError
 from listener.fhir.narrative import Resolve, build_text
+from listener.fhir.peer_review import review_of_results
 from listener.fhir.resolve import (
     JSON,
     Index,
@@ -184,6 +185,10 @@ def report_from_diagnostic_report(
         received=ctx.received_at,
         message=_datetime(message_time, "Bundle.timestamp", warnings),
     )
+    # The text builder has warned about these references already.
+    peer_review = review_of_results(
+        dr, where, lambda ref, _path: index.resolve(ref, contained)[0], ctx.mapping.peer_review_fhir, warnings
+    )
     comparison = next((sec.text for sec in sections if sec.kind.value == "comparison"), "")
     priority = next((_PRIORITY[p] for r in requests if (p := str_of(r, "priority")) in _PRIORITY), "routine")
 
@@ -215,6 +220,7 @@ def report_from_diagnostic_report(
         charset="utf-8",
         abnormal_flags=built.flags,
         warnings=tuple(warnings),
+        peer_review=peer_review,
     )
 
 

@@ -67,6 +67,7 @@ _MAPPING_KEYS = frozenset(
         "obx_skip",
         "obx_skip_types",
         "peer_review_obx",
+        "peer_review_fhir",
         "headings",
     }
 )
@@ -112,6 +113,26 @@ class PeerReviewObx:
         return code == self.code and (not self.system or system == self.system)
 
 
+#: The Observation.code of a posted peer-review score when the mapping names none (a local code:
+#: LOINC has no code for a RADPEER grade).
+DEFAULT_SCORE_CODE = ("http://overread.example/peer-review", "radpeer")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReviewFhir:
+    """How a FHIR Observation or QuestionnaireResponse posted to the API carries a RADPEER score.
+
+    ``codes``: the (system, code) pairs an Observation.code may carry (one of
+    them); ``grade``, ``accession``, ``note``: the QuestionnaireResponse item
+    linkIds (docs/outcomes.md, "Explicit scores").
+    """
+
+    codes: tuple[tuple[str, str], ...] = (DEFAULT_SCORE_CODE,)
+    grade: str = "grade"
+    accession: str = "accession"
+    note: str = "note"
+
+
 @dataclass(frozen=True, slots=True)
 class FeedMatch:
     """Which senders a feed mapping applies to (empty tuple: any)."""
@@ -153,6 +174,7 @@ class Mapping:
     headings: MappingT[str, SectionKind]  # upper-case heading -> kind
     heading_rules: HeadingRules = field(compare=False)
     peer_review_obx: PeerReviewObx | None = None
+    peer_review_fhir: PeerReviewFhir = PeerReviewFhir()
     #: Per needed segment, the field numbers the mapping reads (derived from ``fields``).
     read_fields: MappingT[str, frozenset[int]] = field(init=False, compare=False, repr=False)
     #: :func:`inline_split_pattern` for the field separator ``|`` (the one
@@ -334,6 +356,8 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
                 raise node.error("code", "peer_review_obx: code is needed (the OBX-3 identifier)")
             peer_review = PeerReviewObx(code, node.get_str("system", "").strip().upper())
 
+    peer_review_fhir = _peer_review_fhir(doc, base.peer_review_fhir if base else PeerReviewFhir())
+
     headings: dict[str, SectionKind] = dict(base.headings) if base else {}
     if "headings" in doc:
         node = doc.get_map("headings")
@@ -368,7 +392,41 @@ def _build_mapping(doc: YamlMap, name: str, base: Mapping | None) -> Mapping:
         headings=MappingProxyType(headings),
         heading_rules=compile_heading_rules(headings),
         peer_review_obx=peer_review,
+        peer_review_fhir=peer_review_fhir,
     )
+
+
+def _peer_review_fhir(doc: YamlMap, base: PeerReviewFhir) -> PeerReviewFhir:
+    """``peer_review_fhir: {codes: [SYSTEM|CODE, ...], link_ids: {grade:, accession:, note:}}``; what it omits is the base's."""
+    if "peer_review_fhir" not in doc:
+        return base
+    node = doc.get_map("peer_review_fhir")
+    node.reject_unknown({"codes", "link_ids"}, "peer_review_fhir")
+    codes = base.codes
+    if "codes" in node:
+        items = node.get_list("codes")
+        found = []
+        for i, text in enumerate(items.strings()):
+            system, bar, code = text.strip().rpartition("|")
+            if not bar or not system.strip() or not code.strip():
+                raise items.error(i, "peer_review_fhir.codes: each is SYSTEM|CODE (the Observation.code coding)")
+            found.append((system.strip(), code.strip()))
+        if not found:
+            raise node.error("codes", "peer_review_fhir.codes: at least one SYSTEM|CODE is needed")
+        codes = tuple(found)
+    links = {"grade": base.grade, "accession": base.accession, "note": base.note}
+    if "link_ids" in node:
+        ids = node.get_map("link_ids")
+        ids.reject_unknown(set(links), "peer_review_fhir.link_ids")
+        for key in links:
+            if key in ids:
+                value = ids.get_str(key).strip()
+                if not value:
+                    raise ids.error(key, f"peer_review_fhir.link_ids.{key}: a linkId is needed")
+                links[key] = value
+    if len(set(links.values())) != len(links):
+        raise node.error("link_ids", "peer_review_fhir.link_ids: grade, accession and note need three linkIds")
+    return PeerReviewFhir(codes, links["grade"], links["accession"], links["note"])
 
 
 def _str_map(doc: YamlMap, key: str, base: MappingT[str, str]) -> dict[str, str]:

@@ -6,6 +6,8 @@ Layer: reactor code. The tree::
     /metrics                  GET   Prometheus text
     /fhir                     POST  a Bundle (batch, transaction, collection, document)
     /fhir/DiagnosticReport    POST  one DiagnosticReport
+    /fhir/Observation         POST  an explicit peer-review score (``score`` permission)
+    /fhir/QuestionnaireResponse POST  the same, as a questionnaire's answers
     /fhir/Task                GET   ?status=requested&owner=<pool>   (searchset)
     /fhir/DetectedIssue       GET   ?implicated=DiagnosticReport/<id> | ?implicated:identifier=<accession>
     /api/messages             GET   ?accession= &patient_id= [&authority=] &message_id= &state= &sender=
@@ -28,7 +30,8 @@ Promises:
 * With ``http_clients`` configured, every ``/fhir`` call needs ``Authorization:
   Bearer <token>``: 401 without a known token, 403 when the client may not do
   that (``allow: [submit, read]``). ``/healthz`` and ``/metrics`` are open
-  (codes and counts only).
+  (codes and counts only). Scores need ``score``, never given by default nor
+  to anonymous callers.
 * Every 4xx/5xx body is an OperationOutcome naming an issue code and a FHIRPath,
   never a value from the request. Store reads run on threads. Every status
   line carries its RFC 9110 reason phrase (:func:`reason_phrase`).
@@ -39,6 +42,8 @@ Promises:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -62,9 +67,11 @@ from listener.config import DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNE
 from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
+from listener.fhir.score import RESOURCE_TYPES as SCORE_RESOURCE_TYPES
 from listener.logs import get_logger
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, OutcomeRules
 from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
+from listener.server.http_scores import record_fhir_score
 from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
@@ -475,6 +482,8 @@ def _endpoint_label(path: str) -> str:
     return {
         "/fhir": "fhir_bundle",
         "/fhir/DiagnosticReport": "fhir_report",
+        "/fhir/Observation": "fhir_score",
+        "/fhir/QuestionnaireResponse": "fhir_score",
         "/fhir/Task": "fhir_task",
         "/fhir/DetectedIssue": "fhir_detected_issue",
         "/healthz": "healthz",
@@ -678,6 +687,62 @@ class _Post(_Endpoint):
         request.content.seek(0)
         body = request.content.read()
         return self.api.intake.receive(body, content_type.decode("latin-1"), self.expected, access.fhir, request.ov_log)
+
+
+class _ScorePost(_Endpoint):
+    """``POST /fhir/Observation`` and ``/fhir/QuestionnaireResponse``: one explicit score
+    (:mod:`listener.server.http_scores`), read, stored and audited on a thread."""
+
+    methods = (b"POST",)
+    below = "scores are not read back: GET /api/history/<accession> lists them"
+
+    def __init__(self, api: Api, expected: str) -> None:
+        super().__init__(api)
+        self.expected = expected
+
+    def answer(self, request: Any, method: bytes) -> defer.Deferred[HttpAnswer]:
+        if not self.api.access.clients:
+            # Without http_clients every caller is anonymous, and scores come only from a named client.
+            return defer.succeed(
+                outcome_answer(
+                    403, (Issue("error", "forbidden", "scores need http_clients with a client allowed 'score'"),)
+                )
+            )
+        access = self.api.access.check(request, "score")
+        if isinstance(access, HttpAnswer):
+            return defer.succeed(access)
+        request.ov_client = access.fhir.name
+        wanted = negotiate(request)
+        if isinstance(wanted, HttpAnswer):
+            return defer.succeed(wanted)
+        intake = self.api.intake
+        if intake.closing:
+            return defer.succeed(
+                outcome_answer(
+                    503, (Issue("error", "transient", "shutting down; retry later"),), (("Retry-After", "5"),)
+                )
+            )
+        content_type = request.getHeader(b"content-type")
+        if content_type is None:
+            return defer.succeed(
+                outcome_answer(415, (Issue("error", "not-supported", "content type must be application/fhir+json"),))
+            )
+        request.content.seek(0)
+        body = request.content.read()
+        # The client's feed mapping says which Observation codes and linkIds carry the score.
+        mapping = intake.pipeline().mappings.for_sender(access.fhir.name, access.fhir.facility)
+        work = functools.partial(
+            record_fhir_score,
+            self.api.store,
+            body,
+            content_type.decode("latin-1"),
+            self.expected,
+            client=dataclasses.replace(access.fhir, feed=mapping.name),
+            settings=mapping.peer_review_fhir,
+            now=datetime.now(UTC),
+        )
+        d = self.api.run_in_thread(work)
+        return intake.in_flight.track(d)
 
 
 class _Search(_Endpoint):
@@ -1130,6 +1195,8 @@ def build_site(
     bundle = _Post(api, "Bundle")
     fhir.putChild(b"", bundle)  # type: ignore[arg-type]
     fhir.putChild(b"DiagnosticReport", _Post(api, "DiagnosticReport"))  # type: ignore[arg-type]
+    for kind in SCORE_RESOURCE_TYPES:
+        fhir.putChild(kind.encode("ascii"), _ScorePost(api, kind))  # type: ignore[arg-type]
     fhir.putChild(b"Task", _Search(api, "Task"))  # type: ignore[arg-type]
     fhir.putChild(b"DetectedIssue", _Search(api, "DetectedIssue"))  # type: ignore[arg-type]
     root.putChild(b"fhir", _FhirRoot(api, fhir, bundle))  # type: ignore[arg-type]

@@ -265,7 +265,7 @@ def _write_config(root: Path, mllp: int, http: int) -> Path:
         "http_clients:\n"
         "  docs-example:\n"
         f"    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}\n"
-        "    allow: [submit, read, operator]\n",
+        "    allow: [submit, read, operator, score]\n",
         "utf-8",
     )
     return config
