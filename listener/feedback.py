@@ -19,7 +19,6 @@ Runs in a CLI or a thread, never on the reactor.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,7 +209,6 @@ def build_feedback(
     weeks: Sequence[tuple[datetime, datetime, Mapping[str, Any] | None]],
     cases: Sequence[Mapping[str, Any]],
     qa_examples: Mapping[str, Mapping[str, Any]],
-    operational_kinds: Mapping[str, int],
     contract: ContractTargets | None,
     readers: Sequence[str],
     min_reads: int,
@@ -222,7 +220,6 @@ def build_feedback(
         weeks: each 7-day span of the window with the group's row over it (None: nothing read).
         cases: one dict per discrepancy case (see :func:`feedback_document`), any order.
         qa_examples: QA category -> one finding of that category (rule, message, evidence).
-        operational_kinds: operational difference kind -> how many of the group's pairs had it.
         readers: the group's reader ids in readers.yaml.
     """
     figures = dict(row) if row is not None else _empty_row()
@@ -255,6 +252,7 @@ def build_feedback(
         else {"group": contract.group, "description": contract.description, "source": contract.source},
         "volume": {
             "reads": figures.get("reads", 0),
+            "prelims": figures.get("prelims", 0),
             "overread": figures.get("overread", 0),
             "graded": figures.get("graded", 0),
             "corrected": figures.get("corrected"),
@@ -280,7 +278,7 @@ def build_feedback(
             (dict(c) for c in cases), key=lambda c: (c["accession"], c["prelim"]["position"], c["final"]["position"])
         ),
         "qa_defects": qa,
-        "operational": _operational(figures, operational_kinds),
+        "operational": _operational(figures, figures.get("operational_kinds") or {}),
     }
 
 
@@ -423,7 +421,6 @@ def feedback_document(
         (s, u, _row(outcomes, directory=directory, since=s, until=u, min_reads=min_reads, only=group))
         for s, u in weeks_of(since, until)
     ]
-    kinds: Counter[str] = Counter()
     wanted: dict[str, list[tuple[int, int]]] = {}
     examples: dict[str, tuple[str, int, int]] = {}
     for outcome in outcomes:
@@ -440,7 +437,6 @@ def feedback_document(
                 continue
             if not since <= before.clinical_time < until:
                 continue
-            kinds.update(graded.operational_kinds)
             if graded.grade not in (None, "1"):
                 pk = (before.message_pk, outcome.after(graded).message_pk)
                 wanted.setdefault(outcome.chain.accession, []).append(pk)
@@ -468,7 +464,6 @@ def feedback_document(
         weeks=weeks,
         cases=cases,
         qa_examples=qa_examples,
-        operational_kinds=dict(sorted(kinds.items())),
         contract=contract,
         readers=readers,
         min_reads=min_reads,
