@@ -163,7 +163,7 @@ def _empty_row() -> dict[str, Any]:
         "graded": 0,
         "discrepancies": {},
         "too_few": True,
-        "note": "no reads in the window",
+        "note": "no reads",
         "qa_defects": {},
         "turnaround": {},
     }
