@@ -77,7 +77,8 @@ def ct_final(month: int, day: int, n: int, *, sdh: bool = False) -> bytes:
     if sdh:
         raw = raw.replace(
             b"Extra-axial spaces: No extra-axial fluid collection.",
-            b"Extra-axial spaces: Thin acute left subdural hematoma along the convexity, 4 mm.",
+            # A final that names the patient's record number in its text: the excerpt masks it.
+            b"Extra-axial spaces: Thin acute left subdural hematoma along the convexity, 4 mm (ZZ95%05d)." % n,
         ).replace(
             b"1. No acute intracranial abnormality. No intracranial hemorrhage, mass effect or calvarial fracture.",
             b"1. Thin acute left subdural hematoma, 4 mm, without mass effect.",
@@ -191,9 +192,8 @@ def fixture_state(
     yield state, roles
 
 
-@pytest.fixture(name="doc", scope="module")
-def fixture_doc(state: tuple[Path, dict[str, str]], pipeline: Pipeline) -> dict[str, object]:
-    store = SQLiteStore.in_state_dir(state[0])
+def _document(state: Path, pipeline: Pipeline) -> dict[str, object]:
+    store = SQLiteStore.in_state_dir(state)
     try:
         return feedback_document(
             store,
@@ -207,6 +207,18 @@ def fixture_doc(state: tuple[Path, dict[str, str]], pipeline: Pipeline) -> dict[
         )
     finally:
         store.close()
+
+
+@pytest.fixture(name="doc", scope="module")
+def fixture_doc(state: tuple[Path, dict[str, str]], pipeline: Pipeline) -> dict[str, object]:
+    return _document(state[0], pipeline)
+
+
+def test_same_store_same_document(doc: dict, state: tuple[Path, dict[str, str]], pipeline: Pipeline) -> None:
+    """The second run reads the comparisons the first one cached: the document is the same, byte for byte."""
+    again = _document(state[0], pipeline)
+    assert json.dumps(again, sort_keys=False) == json.dumps(doc, sort_keys=False)
+    assert render_html(again) == render_html(doc)
 
 
 def test_figures_of_the_group(doc: dict) -> None:
@@ -247,6 +259,7 @@ def test_cases_side_by_side(doc: dict, state: tuple[Path, dict[str, str]]) -> No
     critical = next(d for d in sdh["differences"] if d["kind"] == "critical_added")
     assert any("No intraparenchymal hemorrhage" in e["text"] for e in critical["prelim"])
     assert any("subdural hematoma" in e["text"] for e in critical["final"])
+    assert any("4 mm ([patient identifier removed])." in e["text"] for e in critical["final"])
     scored = by_role["scored"]
     assert (scored["grade"], scored["proposed_grade"], scored["disagreement"]) == ("2a", "1", True)
     assert scored["notes"] == [{"grade": "2a", "source": "cli", "scorer": "dr-lead", "note": "scalp hematoma size"}]
