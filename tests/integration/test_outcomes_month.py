@@ -1,0 +1,304 @@
+"""Issue 12's "done when": a realistic month through the real daemon, every outcome checked against its truth.
+
+The month (tests/integration/month.py, seed ``SEED``) is Nocturna
+Teleradiology's overnight preliminary reads and LEMC's finals for them, with
+corrections, finals sent before their prelim, and about one message in six as a
+FHIR DiagnosticReport over HTTP, the rest HL7 over MLLP. One daemon (a
+``serve`` subprocess on loopback ports, its own state directory) receives the
+whole month once for this file; every answer must be an acceptance. The
+explicit scores of the month are then recorded with ``overread outcomes
+score``. Each test reads one output and compares it with what the generator
+intended (docs/outcomes.md):
+
+- ``GET /api/history/<accession>`` for a discrepancy of each kind, a concordant,
+  a corrected, an out-of-order, a FHIR and a scored accession: versions in
+  clinical order, pairs, proposed and explicit grades; ``overread history``
+  (the CLI's ``main``, and once as a subprocess) prints the same document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from listener.cli import main
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
+from tests.integration.month import Accession, Month, build_month, patient_markers
+from tests.integration.test_http import call
+
+SEED = 20261101
+ANALYST = "month-analyst-token"
+TOKENS = {"nocturna": "month-nocturna-token", "ris": "month-ris-token"}
+
+
+@dataclass
+class Fed:
+    """The running daemon after the month, and what it was fed."""
+
+    daemon: RunningDaemon
+    config: Path
+    month: Month
+    answers: dict[str, str]  # control id -> MSA-1 or HTTP status
+    seconds: float
+
+
+def _config(tmp: Path) -> Path:
+    def sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    config = tmp / "overread.yaml"
+    config.write_text(
+        "http_clients:\n"
+        f"  analyst: {{token_sha256: {sha(ANALYST)}, allow: [submit, read, operator]}}\n"
+        f"  nocturna: {{token_sha256: {sha(TOKENS['nocturna'])}, facility: LEMC}}\n"
+        f"  ris: {{token_sha256: {sha(TOKENS['ris'])}, facility: LEMC}}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def _cli(fed: Fed, *argv: str) -> tuple[int, str]:
+    """``overread ARGV --config ... --state-dir ...`` through the CLI's ``main`` (exit status, stdout)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([*argv, "--config", str(fed.config), "--state-dir", str(fed.daemon.state_dir)])
+    return code, out.getvalue()
+
+
+def _api(fed: Fed, path: str) -> tuple[int, Any]:
+    assert fed.daemon.http_port is not None
+    conn = http.client.HTTPConnection("127.0.0.1", fed.daemon.http_port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {ANALYST}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def _feed(daemon: RunningDaemon, month: Month) -> dict[str, str]:
+    """Send every message in order, each after the answer to the one before (MLLP on one connection)."""
+    assert daemon.http_port is not None
+    answers: dict[str, str] = {}
+    conn = MllpConnection(daemon.address, timeout=60)
+    try:
+        for message in month.messages:
+            if message.transport == "mllp":
+                answers[message.control_id] = msa(conn.request(message.body))[0]
+            else:
+                reply = call(
+                    daemon.http_port, "POST", "/fhir/DiagnosticReport", message.body, token=TOKENS[message.sender]
+                )
+                answers[message.control_id] = str(reply.status)
+    finally:
+        conn.close()
+    return answers
+
+
+@pytest.fixture(name="fed", scope="module")
+def fixture_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fed]:
+    tmp = tmp_path_factory.mktemp("month")
+    config = _config(tmp)
+    logs = tmp / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(tmp / "state", logs, extra=("--config", str(config)))
+    month = build_month(SEED)
+    daemon.start()
+    try:
+        started = time.monotonic()
+        answers = _feed(daemon, month)
+        seconds = time.monotonic() - started
+        fed = Fed(daemon, config, month, answers, seconds)
+        for score in month.scores:
+            code, _ = _cli(
+                fed, "outcomes", "score", score.accession, score.grade, "--note", score.note, "--scorer", score.scorer
+            )
+            assert code == 0, score
+        yield fed
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
+
+
+def _cli_history(fed: Fed, accession: str) -> dict[str, Any]:
+    code, out = _cli(fed, "history", accession, "--format", "json")
+    assert code == 0, out
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def _history(fed: Fed, accession: str) -> dict[str, Any]:
+    """``GET /api/history/<accession>``: the CLI's document (test_api_history_agrees_with_the_cli), served by
+    the running daemon, whose pipeline is loaded once (each CLI run loads its own)."""
+    status, doc = _api(fed, f"/api/history/{accession}")
+    assert status == 200, doc
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _pick(month: Month, **want: Any) -> Accession:
+    """The first accession of the month with every attribute as given."""
+    for a in month.accessions:
+        if all(getattr(a, k) == v for k, v in want.items()):
+            return a
+    raise AssertionError(f"the month has no accession with {want}")
+
+
+def _scored(month: Month) -> set[str]:
+    return {s.accession for s in month.scores}
+
+
+def _check_chain(doc: dict[str, Any], a: Accession, month: Month) -> dict[str, Any]:
+    """The versions and pairs of ``a``'s history as the generator made them; the prelim_to_final pair."""
+    assert doc["accession"] == a.accession
+    versions = doc["versions"]
+    expected = [("preliminary", a.prelim_reader), ("final", a.final_reader)]
+    if a.correction is not None:
+        expected.append(("corrected", a.final_reader))
+    assert [(v["status"], v["reader"]["id"]) for v in versions] == expected
+    assert [v["transport"] for v in versions] == list(a.transports)
+    assert all(v["exam"]["code"] == a.code for v in versions)
+    times = [v["report_time"] for v in versions]
+    assert times == sorted(times)
+    assert [v["out_of_order"] for v in versions][1] is a.out_of_order
+    pairs = [(p["kind"], p["before"], p["after"]) for p in doc["comparisons"]]
+    expected_pairs = [("prelim_to_final", 0, 1)] + ([("correction", 1, 2)] if a.correction is not None else [])
+    assert pairs == expected_pairs
+    first = doc["comparisons"][0]
+    assert first["comparable"] is True, first
+    assert first["proposed_grade"] == a.grade, (a.kind, first["comparison"]["differences"])
+    assert first["grade"] == month.effective_grade(a)
+    if a.correction is not None:
+        second = doc["comparisons"][1]
+        assert second["comparable"] and second["grade"] == a.correction, second
+    text = json.dumps(doc)
+    assert a.mrn not in text and a.patient.split("^")[0] not in text
+    return first
+
+
+# ------------------------------------------------------------------ the feed
+
+
+def test_every_message_accepted(fed: Fed) -> None:
+    month = fed.month
+    assert len(fed.answers) == len(month.messages)
+    refused = {cid: answer for cid, answer in fed.answers.items() if answer not in ("AA", "CA", "201")}
+    assert refused == {}  # CA: the Nocturna and RIS messages ask for accept acknowledgements (MSH-15 AL)
+    transports = {m.transport for m in month.messages}
+    assert transports == {"mllp", "http"}
+    sys.stderr.write(f"month: {len(month.messages)} messages fed in {fed.seconds:.1f} s\n")
+
+
+# ------------------------------------------------------------------ history
+
+
+def test_history_of_a_critical_finding_missed(fed: Fed) -> None:
+    month = fed.month
+    a = next(x for x in month.accessions if x.kind == "3b" and x.accession not in _scored(month) and not x.out_of_order)
+    pair = _check_chain(_history(fed, a.accession), a, month)
+    assert "critical_added" in {d["kind"] for d in pair["comparison"]["differences"]}
+    added = next(d for d in pair["comparison"]["differences"] if d["kind"] == "critical_added")
+    assert added["category"] == "interpretive" and added["final"] and added["final"][0]["text"]
+
+
+@pytest.mark.parametrize("kind", ["2b-flip", "2b-side", "2a"])
+def test_history_of_other_discrepancies(fed: Fed, kind: str) -> None:
+    month = fed.month
+    a = next((x for x in month.accessions if x.kind == kind and x.accession not in _scored(month)), None)
+    if a is None:
+        pytest.fail(f"seed {SEED} gives no unscored {kind} accession: choose another seed")
+    pair = _check_chain(_history(fed, a.accession), a, month)
+    kinds = {d["kind"] for d in pair["comparison"]["differences"]}
+    wanted = {"2b-flip": "assertion_changed", "2b-side": "side_changed", "2a": "finding_added"}[kind]
+    assert wanted in kinds, kinds
+
+
+def test_history_of_a_concordant_read(fed: Fed) -> None:
+    month = fed.month
+    a = _pick(month, kind="1", correction=None, out_of_order=False)
+    pair = _check_chain(_history(fed, a.accession), a, month)
+    assert pair["grade"] == "1"
+    assert all(d["category"] == "operational" for d in pair["comparison"]["differences"])
+
+
+@pytest.mark.parametrize("correction_kind", ["wording", "addendum", "missed_effusion"])
+def test_history_of_a_corrected_final(fed: Fed, correction_kind: str) -> None:
+    month = fed.month
+    a = _pick(month, correction_kind=correction_kind)
+    doc = _history(fed, a.accession)
+    _check_chain(doc, a, month)
+    assert doc["versions"][2]["report_time"] > doc["versions"][1]["report_time"]
+
+
+def test_history_of_a_final_received_before_its_prelim(fed: Fed) -> None:
+    month = fed.month
+    a = _pick(month, out_of_order=True)
+    doc = _history(fed, a.accession)
+    _check_chain(doc, a, month)
+    assert doc["versions"][1]["out_of_order"] is True
+    assert doc["versions"][0]["out_of_order"] is False
+
+
+def test_history_of_fhir_versions(fed: Fed) -> None:
+    """A prelim posted as FHIR with an HL7 final, and the other way round: one history each."""
+    month = fed.month
+    for transports in (("http", "mllp"), ("mllp", "http")):
+        a = _pick(month, transports=transports)
+        _check_chain(_history(fed, a.accession), a, month)
+
+
+def test_api_history_agrees_with_the_cli(fed: Fed) -> None:
+    month = fed.month
+    # One run (each loads the whole pipeline: seconds): the accession with three versions and two graded pairs.
+    a = _pick(month, correction_kind="missed_effusion")
+    cli = _cli_history(fed, a.accession)
+    _check_chain(cli, a, month)
+    assert cli == _history(fed, a.accession)
+
+
+def test_history_cli_as_a_user_runs_it(fed: Fed) -> None:
+    """The installed entry point (``python -m listener``) in text form: the grade and no patient data."""
+    a = _pick(fed.month, kind="3b")
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", "history", a.accession, "--config", str(fed.config)]
+        + ["--state-dir", str(fed.daemon.state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"prelim_to_final [0] -> [1]: grade {fed.month.effective_grade(a)}" in proc.stdout
+    for marker in patient_markers(fed.month):
+        assert marker not in proc.stdout
+
+
+# ------------------------------------------------------------------ explicit scores
+
+
+def test_explicit_scores_override_the_proposal(fed: Fed) -> None:
+    month = fed.month
+    by_accession = month.by_accession()
+    assert month.scores
+    for score in month.scores:
+        a = by_accession[score.accession]
+        doc = _history(fed, a.accession)
+        pair = doc["comparisons"][0]
+        assert pair["kind"] == "prelim_to_final"
+        assert (pair["proposed_grade"], pair["explicit_grade"], pair["grade"]) == (a.grade, score.grade, score.grade)
+        assert pair["disagreement"] is (a.grade != score.grade)
+        (recorded,) = pair["scores"]
+        assert (recorded["source"], recorded["scorer"], recorded["note"]) == ("cli", score.scorer, score.note)
