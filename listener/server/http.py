@@ -14,6 +14,8 @@ Layer: reactor code. The tree::
     /api/audit                GET   ?since= &action= &limit=          (JSON, like `overread audit`)
     /api/history/<accession>  GET   an accession's report versions and comparisons (JSON, like
                                     `overread history --format json`)
+    /api/scorecard            GET   ?by= &only= &since= &until= &min_reads=   (JSON, like
+                                    `overread scorecard --format json`)
 
 The ``/api`` queries are read-only and need the ``operator`` permission, never given by
 default nor to anonymous callers (docs/http-api.md).
@@ -43,7 +45,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -480,6 +482,7 @@ def _endpoint_label(path: str) -> str:
         "/api/messages": "api_messages",
         "/api/audit": "api_audit",
         "/api/history": "api_history",
+        "/api/scorecard": "api_scorecard",
     }.get(
         "/api/messages"
         if path.startswith("/api/messages/")
@@ -827,6 +830,9 @@ _MESSAGE_PARAMS = frozenset(
 )
 _AUDIT_PARAMS = frozenset({"since", "action", "limit"})
 _HISTORY_PARAMS = frozenset({"limit"})
+_SCORECARD_PARAMS = frozenset({"by", "only", "since", "until", "min_reads"})
+#: The scorecard's window start when ``since`` is not given (as ``overread scorecard``).
+_SCORECARD_SINCE_DAYS = 90
 
 
 class _ApiQuery(_Endpoint):
@@ -861,7 +867,9 @@ class _ApiQuery(_Endpoint):
             params = {k.decode("utf-8"): v[-1].decode("utf-8") for k, v in request.args.items()}
         except UnicodeDecodeError:
             return defer.succeed(_api_error(400, "query parameters are not UTF-8"))
-        known = {"messages": _MESSAGE_PARAMS, "history": _HISTORY_PARAMS}.get(self.kind, _AUDIT_PARAMS)
+        known = {"messages": _MESSAGE_PARAMS, "history": _HISTORY_PARAMS, "scorecard": _SCORECARD_PARAMS}.get(
+            self.kind, _AUDIT_PARAMS
+        )
         unknown = sorted(k for k in params if k not in known)
         if unknown:
             return defer.succeed(_api_error(400, f"unknown parameter; this query takes {', '.join(sorted(known))}"))
@@ -873,6 +881,8 @@ class _ApiQuery(_Endpoint):
                     window[name] = parse_time(params[name], now)
                 except (ValueError, OverflowError):
                     return defer.succeed(_api_error(400, f"{name} must be ISO 8601 with an offset, or Nd"))
+        if self.kind == "scorecard":
+            return self._scorecard(params, window, now)
         numbers: dict[str, int] = {}
         for name in ("after", "limit"):
             if name in params:
@@ -957,6 +967,49 @@ class _ApiQuery(_Endpoint):
             return _api_json(doc) if doc["versions"] else _api_error(404, "no stored report of that accession")
 
         return self.api.run_in_thread(history)
+
+    def _scorecard(
+        self, params: dict[str, str], window: dict[str, datetime], now: datetime
+    ) -> defer.Deferred[HttpAnswer]:
+        """``GET /api/scorecard``: the document ``overread scorecard --format json`` prints."""
+        from listener.outcomes.scorecard import BY
+
+        by = params.get("by", "reader")
+        if by not in BY:
+            return defer.succeed(_api_error(400, f"by must be one of {', '.join(BY)}"))
+        text = params.get("min_reads", "30")
+        if not (text.isascii() and text.isdigit() and len(text) <= 9 and int(text) >= 1):
+            return defer.succeed(_api_error(400, "min_reads must be a whole number, 1 or more"))
+        min_reads = int(text)
+        only = params.get("only")
+        if only is not None and not only.strip():
+            return defer.succeed(_api_error(400, "only must name a subject (a reader id, group, site...)"))
+        since = window.get("since", now - timedelta(days=_SCORECARD_SINCE_DAYS))
+        until = window.get("until", now)
+        if since >= until:
+            return defer.succeed(_api_error(400, "since must be before until"))
+        pipeline = self.api.intake.pipeline()
+        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        api = self.api
+
+        def card() -> HttpAnswer:
+            from listener.outcome_data import HistoryContext, collect
+            from listener.outcomes import load_outcome_rules
+            from listener.outcomes.scorecard import scorecard
+            from listener.sites import EMPTY_DIRECTORY
+
+            if api.outcome_rules is None:
+                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
+            outcomes = collect(
+                api.store, HistoryContext(pipeline, api.outcome_rules, clients), since=since, until=until
+            )
+            directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
+            result = scorecard(
+                outcomes, by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
+            )
+            return _api_json(result.to_json())
+
+        return self.api.run_in_thread(card)
 
 
 # ---------------------------------------------------------------------- api
@@ -1084,6 +1137,7 @@ def build_site(
     ops.putChild(b"messages", _ApiQuery(api, "messages"))  # type: ignore[arg-type]
     ops.putChild(b"audit", _ApiQuery(api, "audit"))  # type: ignore[arg-type]
     ops.putChild(b"history", _ApiQuery(api, "history"))  # type: ignore[arg-type]
+    ops.putChild(b"scorecard", _ApiQuery(api, "scorecard"))  # type: ignore[arg-type]
     root.putChild(b"api", ops)  # type: ignore[arg-type]
     site = ApiSite(
         root,
