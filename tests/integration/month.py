@@ -379,6 +379,7 @@ class Accession:
     final_reader: str
     kind: str  # "1", "3b", "2b-flip", "2b-side", "2a"
     grade: str  # intended grade of the prelim_to_final pair
+    exam_time: datetime
     prelim_time: datetime
     final_time: datetime
     out_of_order: bool  # the final is sent before the prelim
@@ -401,9 +402,14 @@ class ReaderTruth:
     reader: str
     group: str
     reads: int
+    prelims: int
+    finals: int
     overread: int
     graded: int
     grades: dict[str, int]
+    corrected: int  # finals later corrected
+    prelim_minutes: tuple[float, ...]  # exam to preliminary, per prelim
+    prelim_to_final_minutes: tuple[float, ...]  # per prelim_to_final pair
 
     @property
     def significant(self) -> int:
@@ -447,23 +453,43 @@ class Month:
     def truth(self) -> dict[str, ReaderTruth]:
         """Per reader: reads, overread, graded and per-grade counts of the month (every pair comparable)."""
         reads: Counter[str] = Counter()
+        prelims: Counter[str] = Counter()
+        finals: Counter[str] = Counter()
         overread: Counter[str] = Counter()
+        corrected: Counter[str] = Counter()
         grades: dict[str, Counter[str]] = {}
+        to_prelim: dict[str, list[float]] = {}
+        to_final: dict[str, list[float]] = {}
         for a in self.accessions:
             reads[a.prelim_reader] += 1
+            prelims[a.prelim_reader] += 1
             reads[a.final_reader] += 1
+            finals[a.final_reader] += 1
             overread[a.prelim_reader] += 1
             grades.setdefault(a.prelim_reader, Counter())[self.effective_grade(a)] += 1
+            to_prelim.setdefault(a.prelim_reader, []).append((a.prelim_time - a.exam_time).total_seconds() / 60)
+            to_final.setdefault(a.prelim_reader, []).append((a.final_time - a.prelim_time).total_seconds() / 60)
             if a.correction is not None:
                 reads[a.final_reader] += 1  # the corrected version is the final reader's too
                 overread[a.final_reader] += 1
+                corrected[a.final_reader] += 1
                 grades.setdefault(a.final_reader, Counter())[a.correction] += 1
         out = {}
         for reader in sorted(reads):
             group = GROUP if reader in READERS else "Lakeshore Radiology"
             counted = grades.get(reader, Counter())
             out[reader] = ReaderTruth(
-                reader, group, reads[reader], overread[reader], sum(counted.values()), dict(counted)
+                reader=reader,
+                group=group,
+                reads=reads[reader],
+                prelims=prelims[reader],
+                finals=finals[reader],
+                overread=overread[reader],
+                graded=sum(counted.values()),
+                grades=dict(counted),
+                corrected=corrected[reader],
+                prelim_minutes=tuple(to_prelim.get(reader, ())),
+                prelim_to_final_minutes=tuple(to_final.get(reader, ())),
             )
         return out
 
@@ -762,6 +788,7 @@ def build_month(seed: int = 20261101) -> Month:
                 final_reader=exam.final_reader,
                 kind=kind,
                 grade=_grade(kind),
+                exam_time=exam_time,
                 prelim_time=prelim_time,
                 final_time=final_time,
                 out_of_order=out_of_order,

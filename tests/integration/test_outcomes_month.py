@@ -23,9 +23,11 @@ import hashlib
 import http.client
 import io
 import json
+import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import pytest
 
 from listener.cli import main
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
-from tests.integration.month import Accession, Month, build_month, patient_markers
+from tests.integration.month import GROUP, Accession, Month, build_month, patient_markers
 from tests.integration.test_http import call
 
 SEED = 20261101
@@ -302,3 +304,90 @@ def test_explicit_scores_override_the_proposal(fed: Fed) -> None:
         assert pair["disagreement"] is (a.grade != score.grade)
         (recorded,) = pair["scores"]
         assert (recorded["source"], recorded["scorer"], recorded["note"]) == ("cli", score.scorer, score.note)
+
+
+# ------------------------------------------------------------------ scorecard
+
+#: The month's window: its reports' clinical times are in November 2026 (LEMC time); until is the
+#: default (now), so every report received by the daemon during this test counts.
+SINCE = "2026-11-01T00:00:00-06:00"
+
+
+@pytest.fixture(name="by_reader", scope="module")
+def fixture_by_reader(fed: Fed) -> dict[str, Any]:
+    """``overread scorecard --by reader --format json`` over the month (run before any probe is sent)."""
+    code, out = _cli(fed, "scorecard", "--by", "reader", "--since", SINCE, "--format", "json")
+    assert code == 0, out
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def _spread(values: tuple[float, ...]) -> dict[str, Any]:
+    return {"count": len(values), "median": round(statistics.median(values), 1) if values else None}
+
+
+def test_scorecard_by_reader_equals_the_truth(fed: Fed, by_reader: dict[str, Any]) -> None:
+    truth = fed.month.truth()
+    rows = {row["key"]: row for row in by_reader["rows"]}
+    assert set(rows) == set(truth)
+    assert by_reader["by"] == "reader" and by_reader["min_reads"] == 30
+    for reader, want in truth.items():
+        row = rows[reader]
+        got = {k: row[k] for k in ("group", "reads", "prelims", "finals", "overread", "graded")}
+        assert got == {
+            "group": want.group,
+            "reads": want.reads,
+            "prelims": want.prelims,
+            "finals": want.finals,
+            "overread": want.overread,
+            "graded": want.graded,
+        }, reader
+        discrepancies = row["discrepancies"]
+        for grade in ("2a", "2b", "3a", "3b"):
+            assert discrepancies[grade]["count"] == want.grades.get(grade, 0), (reader, grade)
+        assert discrepancies["significant"]["count"] == want.significant, reader
+        assert discrepancies["any"]["count"] == want.any, reader
+        assert row["too_few"] is (want.graded < 30), reader
+        if want.graded >= 30:
+            rate = discrepancies["significant"]["rate"]
+            assert rate == pytest.approx(want.significant / want.graded, abs=1e-3), reader
+            assert discrepancies["significant"]["low"] <= rate <= discrepancies["significant"]["high"]
+        else:
+            assert discrepancies["significant"]["rate"] is None and "too few" in row["note"], reader
+        assert row["corrected"]["count"] == want.corrected, reader
+        assert row["disagreements"] == sum(
+            1
+            for s in fed.month.scores
+            if fed.month.by_accession()[s.accession].prelim_reader == reader
+            and s.grade != fed.month.by_accession()[s.accession].grade
+        )
+        turnaround = row["turnaround"]
+        for key, values in (
+            ("prelim_minutes", want.prelim_minutes),
+            ("prelim_to_final_minutes", want.prelim_to_final_minutes),
+        ):
+            assert {k: turnaround[key][k] for k in ("count", "median")} == _spread(values), (reader, key)
+
+
+def test_the_month_has_readers_on_both_sides_of_the_routing_threshold(fed: Fed, by_reader: dict[str, Any]) -> None:
+    """The month is what the routing test needs: NT7741 above routing.yaml's 5% on 50 or more graded
+    reads, NT7802 clearly below, NT7910 too few for a rate."""
+    rows = {row["key"]: row for row in by_reader["rows"]}
+    high, low, new = rows["NT7741"], rows["NT7802"], rows["NT7910"]
+    assert high["graded"] >= 50 and high["discrepancies"]["significant"]["rate"] > 0.05
+    assert low["graded"] >= 50 and low["discrepancies"]["significant"]["rate"] < 0.02
+    assert new["too_few"] is True
+
+
+def test_scorecard_by_group_and_the_api(fed: Fed) -> None:
+    truth = [t for t in fed.month.truth().values() if t.group == GROUP]
+    status, doc = _api(fed, f"/api/scorecard?by=group&only={urllib.parse.quote(GROUP)}&since={urllib.parse.quote(SINCE)}")
+    assert status == 200, doc
+    (row,) = doc["rows"]
+    assert row["key"] == GROUP and sorted(row["readers"]) == sorted(t.reader for t in truth)
+    assert (row["reads"], row["graded"]) == (sum(t.reads for t in truth), sum(t.graded for t in truth))
+    assert row["discrepancies"]["significant"]["count"] == sum(t.significant for t in truth)
+    code, out = _cli(fed, "scorecard", "--group", GROUP.lower(), "--since", SINCE, "--format", "json")
+    assert code == 0, out
+    cli = json.loads(out)
+    assert cli["rows"] == doc["rows"]
