@@ -408,6 +408,7 @@ class ReaderTruth:
     graded: int
     grades: dict[str, int]
     corrected: int  # finals later corrected
+    addenda: int  # versions with an addendum section
     prelim_minutes: tuple[float, ...]  # exam to preliminary, per prelim
     prelim_to_final_minutes: tuple[float, ...]  # per prelim_to_final pair
 
@@ -457,6 +458,7 @@ class Month:
         finals: Counter[str] = Counter()
         overread: Counter[str] = Counter()
         corrected: Counter[str] = Counter()
+        addenda: Counter[str] = Counter()
         grades: dict[str, Counter[str]] = {}
         to_prelim: dict[str, list[float]] = {}
         to_final: dict[str, list[float]] = {}
@@ -473,6 +475,7 @@ class Month:
                 reads[a.final_reader] += 1  # the corrected version is the final reader's too
                 overread[a.final_reader] += 1
                 corrected[a.final_reader] += 1
+                addenda[a.final_reader] += a.correction_kind == "addendum"
                 grades.setdefault(a.final_reader, Counter())[a.correction] += 1
         out = {}
         for reader in sorted(reads):
@@ -488,6 +491,7 @@ class Month:
                 graded=sum(counted.values()),
                 grades=dict(counted),
                 corrected=corrected[reader],
+                addenda=addenda[reader],
                 prelim_minutes=tuple(to_prelim.get(reader, ())),
                 prelim_to_final_minutes=tuple(to_final.get(reader, ())),
             )

@@ -355,6 +355,7 @@ def test_scorecard_by_reader_equals_the_truth(fed: Fed, by_reader: dict[str, Any
         else:
             assert discrepancies["significant"]["rate"] is None and "too few" in row["note"], reader
         assert row["corrected"]["count"] == want.corrected, reader
+        assert row["addendum"]["count"] == want.addenda, reader
         assert row["disagreements"] == sum(
             1
             for s in fed.month.scores
