@@ -124,3 +124,20 @@ def test_v1_store_gains_an_empty_scores_table(tmp_path: Path) -> None:
         assert store.scores("A1")[0].score == score
     finally:
         store.close()
+
+
+def test_v1_store_gains_an_empty_comparisons_cache(tmp_path: Path) -> None:
+    """After the upgrade an older store keeps and reads cached comparisons."""
+    from listener.store import CachedComparison
+
+    from .records import T0
+
+    db = make_v1_store(tmp_path / "state")
+    store = SQLiteStore(db)
+    try:
+        assert 5 in [m.version for m in store.migrations_run]
+        assert store.cached_comparisons(["k"]) == {}
+        store.cache_comparisons([CachedComparison("k", "A1", T0, "{}")])
+        assert store.cached_comparisons(["k"]) == {"k": "{}"}
+    finally:
+        store.close()
