@@ -606,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scorecard_parser(sub)
 
+    from listener.feedback_cli import add_feedback_parser
+
+    add_feedback_parser(sub)
+
     from listener.scores_cli import add_outcomes_parser
 
     add_outcomes_parser(sub)
@@ -670,6 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.scorecard_cli import cmd_scorecard
 
             return cmd_scorecard(args, daemon_config(args, config), sys.stdout)
+
+        if args.command == "feedback":
+            from listener.feedback_cli import cmd_feedback
+
+            return cmd_feedback(args, daemon_config(args, config), sys.stdout)
         if args.command == "outcomes":
             from listener.scores_cli import cmd_outcomes
 

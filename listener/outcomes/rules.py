@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listener.errors import ConfigError
+from listener.outcomes.contracts import build_contracts
 from listener.resources import defaults_root
 from listener.yamlconf import YamlList, YamlMap, load_yaml
 
@@ -64,7 +65,7 @@ KINDS: Mapping[str, str] = {
     "qa_introduced": "operational",
 }
 
-_TOP_KEYS = frozenset({"version", "default_grade", "rules", "equivalent_phrases", "communication"})
+_TOP_KEYS = frozenset({"version", "default_grade", "rules", "equivalent_phrases", "communication", "contracts"})
 _RULE_KEYS = frozenset({"when", "grade", "description"})
 _WHEN_KEYS = frozenset({"kind", "category", "severity", "from", "to"})
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -161,6 +162,9 @@ def build_outcome_rules(doc: YamlMap, raw: bytes) -> OutcomeRules:
         re.compile(r"\b(?:" + "|".join(re.escape(p).replace(r"\ ", " ") for p in phrases) + r")\b") if phrases else None
     )
     communication_re = _patterns(doc.get_list("communication"), "communication")
+    # The contract targets are read by the feedback document (listener.outcomes.contracts); a bad
+    # section is refused here too, so the file is whole or refused wherever it is loaded.
+    build_contracts(doc.get_map("contracts"))
     return OutcomeRules(
         version=f"{label}+{hashlib.sha256(raw).hexdigest()[:10]}",
         source=doc.path,
