@@ -602,6 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_history_parser(sub)
 
+    from listener.scorecard_cli import add_scorecard_parser
+
+    add_scorecard_parser(sub)
+
     from listener.scores_cli import add_outcomes_parser
 
     add_outcomes_parser(sub)
@@ -662,6 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.history_cli import cmd_history
 
             return cmd_history(args, daemon_config(args, config), sys.stdout)
+        if args.command == "scorecard":
+            from listener.scorecard_cli import cmd_scorecard
+
+            return cmd_scorecard(args, daemon_config(args, config), sys.stdout)
         if args.command == "outcomes":
             from listener.scores_cli import cmd_outcomes
 

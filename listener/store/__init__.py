@@ -15,6 +15,7 @@ from typing import Protocol
 
 from listener.errors import StoreError
 from listener.store.base import (
+    CachedComparison,
     MessageRecord,
     MessageState,
     MessageSummary,
@@ -37,6 +38,7 @@ from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
 __all__ = [
     "BACKENDS",
     "DB_FILENAME",
+    "CachedComparison",
     "MessageRecord",
     "MessageState",
     "MessageSummary",

@@ -493,6 +493,33 @@ class StoredScore:
     message_pk: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class CachedComparison:
+    """One compared pair's result as the comparisons cache keeps it (derived data).
+
+    Attributes:
+        key: the digest of everything the result depends on (see
+            :func:`listener.outcome_data.comparison_key`); the store never
+            interprets it.
+        accession: the accession the pair belongs to.
+        computed_at: when it was computed (aware).
+        result_json: the comparison's JSON text.
+
+    Raises:
+        ValueError: an empty key or a naive time.
+    """
+
+    key: str
+    accession: str
+    computed_at: datetime
+    result_json: str
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a cached comparison needs a key")
+        require_aware(self.computed_at, "computed_at")
+
+
 #: Report rows :meth:`Store.report_history` returns unless told otherwise.
 HISTORY_LIMIT = 200
 
@@ -624,6 +651,28 @@ class Store(Protocol):
         current processing's reports only. An empty accession has no
         history. A blocking read: call it from a thread.
         """
+        ...
+
+    def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The accessions (not empty, sorted, distinct) having a report of a processed message
+        received in ``[since, until)``. A blocking read: call it from a thread.
+
+        Work is bounded by the messages received in the window (an index on
+        the receive time), not by the whole store.
+        """
+        ...
+
+    def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
+        """The comparisons cache's result JSON of each of ``keys`` found in it (absent keys are left out)."""
+        ...
+
+    def cache_comparisons(self, items: Sequence[CachedComparison]) -> int:
+        """Keep compared pairs' results in the comparisons cache (a key already there is
+        replaced) in one transaction; return how many were written."""
+        ...
+
+    def drop_comparisons(self) -> int:
+        """Empty the comparisons cache (derived data; later reads compute it again); return the rows dropped."""
         ...
 
     def newest_message_pk(self) -> int:

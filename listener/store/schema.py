@@ -206,6 +206,25 @@ def _migrate_v4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_V5 = (
+    # Derived data: each compared pair's result, keyed by a digest of both
+    # versions' stored JSON and the versions of everything the comparison read
+    # (docs/outcomes.md, "Scorecards: where the figures come from"). Any row may
+    # be deleted at any time; the next read computes it again.
+    """CREATE TABLE comparisons (
+        key TEXT PRIMARY KEY,
+        accession TEXT NOT NULL,
+        computed_at TEXT NOT NULL,
+        result_json TEXT NOT NULL
+    )""",
+)
+
+
+def _migrate_v5(conn: sqlite3.Connection) -> None:
+    for statement in _V5:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -236,6 +255,7 @@ MIGRATIONS: list[Migration] = [
         3, "patient and control id indexes, processings, outbox events, destination state and audit", _migrate_v3
     ),
     Migration(4, "explicit peer-review scores table", _migrate_v4),
+    Migration(5, "comparisons cache table (derived, may be dropped)", _migrate_v5),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

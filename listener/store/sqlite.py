@@ -49,6 +49,7 @@ from listener.store.base import (
     OUTBOX_STATES,
     TEXT_MAX,
     AuditEntry,
+    CachedComparison,
     DestinationState,
     HistoryEntry,
     MessageDetail,
@@ -84,6 +85,8 @@ DB_FILENAME = "overread.db"
 #: How long a connection waits for another process's write lock.
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
+#: Keys per statement of cached_comparisons() (well under SQLite's bound on host parameters).
+_KEYS_PER_QUERY = 500
 #: Committed jobs between two background PASSIVE checkpoints (a message writes
 #: about 16 pages, so about 500 pages).
 CHECKPOINT_EVERY = 32
@@ -652,6 +655,66 @@ class SQLiteStore:
             )
             for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
         )
+
+    def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The accessions with a report of a processed message received in ``[since, until)``
+        (see :meth:`Store.accessions_received`).
+
+        Reads the window's messages through the ``messages_received`` index and
+        their reports through the (message_id, seq) key: work is bounded by the
+        window's rows.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time.
+        """
+        require_aware(since, "since")
+        require_aware(until, "until")
+        if until <= since:
+            return ()
+        rows = self._read(
+            "reading the accessions of a window",
+            "SELECT DISTINCT r.accession FROM messages m JOIN reports r ON r.message_id = m.id"
+            " WHERE m.received >= ? AND m.received < ? AND m.state = 'processed' AND r.accession != ''"
+            " ORDER BY r.accession",
+            (_ts(since), _ts(until)),
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
+        """The cached results of the given keys (see :meth:`Store.cached_comparisons`); by primary key, in chunks."""
+        wanted = list(dict.fromkeys(keys))
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[start : start + _KEYS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                for key, result in conn.execute(
+                    f"SELECT key, result_json FROM comparisons WHERE key IN ({marks})", chunk
+                ):
+                    found[str(key)] = str(result)
+            return found
+
+        return self._read_with("reading cached comparisons", read) if wanted else {}
+
+    def cache_comparisons(self, items: Sequence[CachedComparison]) -> int:
+        """Write compared pairs' results to the cache in one transaction (see :meth:`Store.cache_comparisons`)."""
+        batch = [(c.key, c.accession, _ts(c.computed_at), c.result_json) for c in items]
+        if not batch:
+            return 0
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "INSERT OR REPLACE INTO comparisons (key, accession, computed_at, result_json) VALUES (?,?,?,?)", batch
+            )
+            return len(batch)
+
+        return self._write("caching comparisons", write)
+
+    def drop_comparisons(self) -> int:
+        """Delete every cached comparison (see :meth:`Store.drop_comparisons`)."""
+        return self._write("dropping cached comparisons", lambda conn: conn.execute("DELETE FROM comparisons").rowcount)
 
     def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
         """Store explicit scores in one transaction, skipping those already stored; return how many were new."""

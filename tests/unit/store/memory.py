@@ -31,6 +31,7 @@ from listener.store.base import (
     SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
+    CachedComparison,
     DestinationState,
     HistoryEntry,
     MessageDetail,
@@ -113,6 +114,7 @@ class _Tables:
     last_id: dict[str, int] = field(default_factory=dict)
     probed: datetime | None = None
     scores: list[StoredScore] = field(default_factory=list)
+    comparisons: dict[str, CachedComparison] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:
         """Ids are never reused, even after a delete."""
@@ -131,6 +133,7 @@ class _Tables:
             dict(self.last_id),
             self.probed,
             list(self.scores),
+            dict(self.comparisons),
         )
 
     def restore(self, saved: _Tables) -> None:
@@ -629,6 +632,46 @@ class MemoryStore:
             return tuple(out[:limit])
 
         return self.read(select)
+
+    def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        require_aware(since, "since")
+        require_aware(until, "until")
+
+        def select() -> tuple[str, ...]:
+            found = set()
+            for r in self.tables.reports:
+                m = self.tables.messages[r.message_pk]
+                if m.state == "processed" and r.row.accession and since <= m.received < until:
+                    found.add(r.row.accession)
+            return tuple(sorted(found))
+
+        return self.read(select)
+
+    def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
+        wanted = tuple(keys)
+        return self.read(
+            lambda: {k: c.result_json for k in wanted if (c := self.tables.comparisons.get(k)) is not None}
+        )
+
+    def cache_comparisons(self, items: Sequence[CachedComparison]) -> int:
+        batch = tuple(items)
+        if not batch:
+            return 0
+
+        def write(t: _Tables) -> int:
+            for c in batch:
+                t.comparisons[c.key] = dataclasses.replace(c, computed_at=_utc(c.computed_at))
+            return len(batch)
+
+        return self._write("caching comparisons", write)
+
+    def drop_comparisons(self) -> int:
+        def drop(t: _Tables) -> int:
+            count = len(t.comparisons)
+            t.comparisons = {}
+            return count
+
+        return self._write("dropping cached comparisons", drop)
 
     def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
         batch = tuple(scores)

@@ -1,0 +1,316 @@
+"""Graded pairs from the store: what ``overread history``, scorecards, feedback and live rates read (shell).
+
+Layer: shell over the store interface; no Twisted, no logging, no CLI. Blocking:
+run it in a thread or a command, never on the reactor.
+
+One implementation grades a pair for every reader (docs/outcomes.md,
+"Scorecards: where the figures come from"):
+
+- the chain's order and its pairs come from the pure
+  :func:`listener.outcomes.history.build_chain`;
+- a pair's comparison is read from the store's comparisons cache when its
+  key is there, else both versions are decoded again from their stored raw
+  bytes through the given pipeline (the way ``overread reprocess`` decodes
+  them, :mod:`listener.reprocess`), compared by
+  :func:`listener.outcomes.compare`, and the result is cached;
+- the key (:func:`comparison_key`) is a digest of both versions' stored
+  report and findings JSON, the grading rules' version, the pipeline's QA and
+  mapping versions and the program's version, so a reprocessed message, a
+  rules change or a configuration change misses the cache instead of reading
+  a stale grade;
+- an explicit score is placed on its pair by :func:`place_scores`; the
+  latest recorded one on a pair is its explicit grade.
+
+:func:`collect` grades every accession with a report received in a window
+(:class:`listener.outcomes.graded.AccessionOutcome`);
+:func:`listener.history.history_document` grades one accession for
+``overread history``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from listener import __version__
+from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
+from listener.model import Finding, Report
+from listener.outcomes import OutcomeRules, compare
+from listener.outcomes.graded import AccessionOutcome, GradedPair
+from listener.outcomes.history import Pair, VersionChain, build_chain
+from listener.pipeline import Pipeline, process, process_fhir
+from listener.store.base import HISTORY_LIMIT, CachedComparison, HistoryEntry, Store, StoredScore, require_aware
+
+__all__ = [
+    "KEY_VERSION",
+    "ChainComparisons",
+    "HistoryContext",
+    "PairComparison",
+    "collect",
+    "compare_chains",
+    "comparison_key",
+    "graded_pair",
+    "place_scores",
+]
+
+#: The layout of :func:`comparison_key`'s input and of the cached result; a new value misses every cached row.
+KEY_VERSION = 1
+_FHIR_MEDIA_TYPE = "application/fhir+json"
+RAW_PURGED = "not comparable: raw purged"
+NO_QA = "not comparable: no QA vocabularies configured"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryContext:
+    """What re-decoding and comparing need: the pipeline, the grading rules, the FHIR clients by name."""
+
+    pipeline: Pipeline
+    rules: OutcomeRules
+    clients: Mapping[str, FhirClient]
+
+
+@dataclass(frozen=True, slots=True)
+class PairComparison:
+    """One pair of a chain compared, or why it could not be.
+
+    Attributes:
+        pair: the pair (positions in the chain, kind).
+        comparison: ``Comparison.to_json()`` of the pair (None when not comparable).
+        reason: why it is not comparable ("" when it is).
+        cached: the comparison was read from the cache (not computed by this call).
+    """
+
+    pair: Pair
+    comparison: dict[str, Any] | None
+    reason: str = ""
+    cached: bool = False
+
+    @property
+    def comparable(self) -> bool:
+        """The pair has a comparison."""
+        return self.comparison is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainComparisons:
+    """A chain, the stored rows it was built from, and its pairs compared (``pairs[i]`` is ``chain.pairs[i]``)."""
+
+    chain: VersionChain
+    entries: tuple[HistoryEntry, ...]
+    pairs: tuple[PairComparison, ...]
+
+
+def comparison_key(before: HistoryEntry, after: HistoryEntry, ctx: HistoryContext) -> str:
+    """The cache key of a pair: sha256 over what its comparison depends on.
+
+    Both versions' stored report and findings JSON (a reprocess writes new
+    ones), the grading rules' version (label and file hash), the pipeline's
+    QA version (vocabularies and rules) and mapping version (mappings and
+    procedures), the program's version (the comparison code) and
+    :data:`KEY_VERSION`.
+    """
+    parts = [
+        KEY_VERSION,
+        __version__,
+        ctx.rules.version,
+        ctx.pipeline.version,
+        ctx.pipeline.mapping_version,
+        before.transport,
+        before.report_json,
+        before.findings_json,
+        after.transport,
+        after.report_json,
+        after.findings_json,
+    ]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _decode(entry: HistoryEntry, raw: bytes, ctx: HistoryContext) -> tuple[Report, tuple[Finding, ...]] | str:
+    """The entry's report and QA findings decoded again from ``raw``, or why not."""
+    if entry.transport == "mllp":
+        outcome = process(raw, ctx.pipeline, received_at=entry.received)
+    else:
+        sender = json.loads(entry.report_json).get("sender") or {}
+        name, facility = str(sender.get("application") or ""), str(sender.get("facility") or "")
+        known = ctx.clients.get(name)
+        client = dataclasses.replace(
+            known or DEFAULT_CLIENT,
+            name=name or DEFAULT_CLIENT.name,
+            facility=facility,
+            feed=ctx.pipeline.mappings.for_sender(name, facility).name,
+        )
+        outcome = process_fhir(
+            raw, ctx.pipeline, received_at=entry.received, media_type=_FHIR_MEDIA_TYPE, client=client
+        )
+    if entry.seq >= len(outcome.reports):
+        return "not comparable: the stored body no longer decodes to this report"
+    result = outcome.reports[entry.seq]
+    stored_accession = str(json.loads(entry.report_json).get("accession") or "")
+    if result.report.accession != stored_accession:
+        return "not comparable: the stored body decodes to another accession with the current configuration"
+    return result.report, result.findings
+
+
+def _cached(text: str | None) -> dict[str, Any] | None:
+    """A cached result when it is one this code wrote (anything else is computed again)."""
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("grade"), str)
+        or not isinstance(doc.get("differences"), list)
+    ):
+        return None
+    return doc
+
+
+class _Versions:
+    """One chain's versions decoded again on demand, each at most once (a version may be in two pairs)."""
+
+    def __init__(self, store: Store, chain: VersionChain, entries: Sequence[HistoryEntry], ctx: HistoryContext) -> None:
+        self._store, self._chain, self._ctx = store, chain, ctx
+        self._by_key = {(e.message_pk, e.seq): e for e in entries}
+        self._decoded: dict[int, tuple[Report, tuple[Finding, ...]] | str] = {}
+
+    def entry(self, position: int) -> HistoryEntry:
+        v = self._chain.versions[position]
+        return self._by_key[(v.message_pk, v.seq)]
+
+    def decoded(self, position: int) -> tuple[Report, tuple[Finding, ...]] | str:
+        if position not in self._decoded:
+            v = self._chain.versions[position]
+            raw = self._store.message_raw(v.message_pk) if v.raw_kept else None
+            self._decoded[position] = RAW_PURGED if raw is None else _decode(self.entry(position), raw, self._ctx)
+        return self._decoded[position]
+
+
+def compare_chains(
+    store: Store,
+    chains: Sequence[tuple[VersionChain, Sequence[HistoryEntry]]],
+    ctx: HistoryContext,
+    *,
+    now: datetime | None = None,
+) -> tuple[ChainComparisons, ...]:
+    """Compare every pair of the given chains: from the cache when it holds the pair's key, else computed
+    (raw bytes decoded again, compared) and written to the cache in one transaction.
+
+    ``chains`` pairs each chain with the stored rows it was built from. A
+    version whose raw bytes are purged is decoded only on a cache miss; a
+    pair not comparable is not cached (its reason may change).
+
+    Raises:
+        StoreError: the store cannot be read or written.
+    """
+    computed_at = now or datetime.now(UTC)
+    require_aware(computed_at, "now")
+    prepared = []
+    for chain, entries in chains:
+        versions = _Versions(store, chain, entries, ctx)
+        keys = [comparison_key(versions.entry(p.before), versions.entry(p.after), ctx) for p in chain.pairs]
+        prepared.append((chain, tuple(entries), versions, keys))
+    found = store.cached_comparisons([k for *_, keys in prepared for k in keys])
+    out: list[ChainComparisons] = []
+    fresh: list[CachedComparison] = []
+    qa = ctx.pipeline.qa
+    for chain, entries, versions, keys in prepared:
+        pairs: list[PairComparison] = []
+        for pair, key in zip(chain.pairs, keys, strict=True):
+            hit = _cached(found.get(key))
+            if hit is not None:
+                pairs.append(PairComparison(pair, hit, cached=True))
+                continue
+            before, after = versions.decoded(pair.before), versions.decoded(pair.after)
+            if isinstance(before, str) or isinstance(after, str):
+                pairs.append(PairComparison(pair, None, before if isinstance(before, str) else str(after)))
+                continue
+            if qa is None:
+                pairs.append(PairComparison(pair, None, NO_QA))
+                continue
+            result = compare(before[0], after[0], terms=qa.terms, rules=ctx.rules, qa_findings=(before[1], after[1]))
+            doc = result.to_json()
+            pairs.append(PairComparison(pair, doc))
+            fresh.append(CachedComparison(key, chain.accession, computed_at, json.dumps(doc, ensure_ascii=False)))
+        out.append(ChainComparisons(chain, entries, tuple(pairs)))
+    store.cache_comparisons(fresh)
+    return tuple(out)
+
+
+def place_scores(
+    scores: Sequence[StoredScore], chain: VersionChain
+) -> tuple[tuple[tuple[StoredScore, ...], ...], tuple[StoredScore, ...]]:
+    """Each explicit score put on the pair it grades; returns the scores of each pair (``[i]`` for
+    ``chain.pairs[i]``, in recorded order: the last one is the pair's explicit grade) and those no pair fits.
+
+    A score grades the pair whose later version its message carried, else
+    the first ``prelim_to_final`` pair, else the only pair; none fits an
+    accession with no pair.
+    """
+    placed: list[list[StoredScore]] = [[] for _ in chain.pairs]
+    unplaced: list[StoredScore] = []
+    after_pks = [chain.versions[p.after].message_pk for p in chain.pairs]
+    first = next((i for i, p in enumerate(chain.pairs) if p.kind == "prelim_to_final"), None)
+    if first is None and len(chain.pairs) == 1:
+        first = 0
+    for stored in scores:
+        index = first
+        if stored.message_pk is not None and stored.message_pk in after_pks:
+            index = after_pks.index(stored.message_pk)
+        if index is None:
+            unplaced.append(stored)
+        else:
+            placed[index].append(stored)
+    return tuple(tuple(p) for p in placed), tuple(unplaced)
+
+
+def graded_pair(compared: PairComparison, scores: Sequence[StoredScore]) -> GradedPair:
+    """A compared pair with its explicit grade (the last of ``scores``, the pair's placed scores)."""
+    explicit = scores[-1].score.grade if scores else None
+    doc = compared.comparison
+    if doc is None:
+        return GradedPair(compared.pair, False, compared.reason, None, explicit)
+    differences = [d for d in doc.get("differences", ()) if isinstance(d, dict)]
+    operational = [d for d in differences if d.get("category") == "operational"]
+    return GradedPair(
+        compared.pair,
+        True,
+        "",
+        str(doc["grade"]),
+        explicit,
+        interpretive=sum(1 for d in differences if d.get("category") == "interpretive"),
+        operational=len(operational),
+        operational_kinds=tuple(sorted({str(d.get("kind") or "") for d in operational} - {""})),
+    )
+
+
+def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: datetime) -> tuple[AccessionOutcome, ...]:
+    """Every accession with a stored report received in ``[since, until)``: its whole chain (also its
+    versions outside the window) with each pair graded; sorted by accession.
+
+    At most :data:`listener.store.base.HISTORY_LIMIT` report rows and
+    explicit scores of one accession are read (``overread history``'s bound).
+
+    Raises:
+        StoreError: the store cannot be read (or the cache written).
+        ValueError: a naive time.
+    """
+    accessions = store.accessions_received(since, until)
+    chains: list[tuple[VersionChain, Sequence[HistoryEntry]]] = []
+    for accession in accessions:
+        entries = store.report_history(accession, limit=HISTORY_LIMIT)
+        chains.append((build_chain(accession, entries), entries))
+    out = []
+    for compared in compare_chains(store, chains, ctx):
+        chain = compared.chain
+        placed, _ = place_scores(store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else (), chain)
+        graded = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
+        out.append(AccessionOutcome(chain, graded))
+    return tuple(out)

@@ -1,0 +1,212 @@
+"""collect(): every accession with a report received in a window, its whole chain graded, on each Store.
+
+The stores hold real messages: sample HL7 bodies decoded by the pipeline and
+saved as the daemon saves them, so each pair is decoded again and compared.
+The comparisons cache is proven by what only it can do: grade a pair whose
+raw bytes are purged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from listener.history import history_document
+from listener.outcome_data import HistoryContext, collect
+from listener.outcomes import load_outcome_rules
+from listener.pipeline import Pipeline, process
+from listener.serialize import finding_dict, report_dict
+from listener.store import ReportRecord, ScoreRecord, Store
+from listener.store.base import MessageRecord
+from tests.conftest import REPO
+
+T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
+SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+ACCESSION = b"A2611170088"
+#: The final adds a large pneumothorax the prelim denied: a critical finding added (a "b" grade).
+FINAL = SAMPLE.replace(
+    b"No focal consolidation, pleural effusion or pneumothorax.",
+    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
+).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
+PRELIM = (
+    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
+    .replace(b"||||||F|||", b"||||||P|||")
+    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+)
+
+
+def _with_accession(raw: bytes, accession: str) -> bytes:
+    return raw.replace(ACCESSION, accession.encode())
+
+
+def _record(pipeline: Pipeline, raw: bytes, control_id: str, received: datetime) -> MessageRecord:
+    outcome = process(raw, pipeline, received_at=received)
+    reports = tuple(
+        ReportRecord(
+            accession=r.report.accession,
+            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
+            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
+            route_json="null",
+            bucket="release",
+            patient_id=r.report.patient.id,
+        )
+        for r in outcome.reports
+    )
+    assert reports, "the sample decodes"
+    return MessageRecord(
+        control_id=control_id,
+        sender_application="RIS",
+        sender_facility="HOSP",
+        feed="default",
+        received=received,
+        raw=raw,
+        transport="mllp",
+        state="processed",
+        ack_code="AA",
+        ack=b"MSH|ACK\r",
+        reports=reports,
+    )
+
+
+def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, hours: float) -> int:
+    return store.save(_record(pipeline, raw, control_id, T0 + timedelta(hours=hours))).message_pk
+
+
+@pytest.fixture(name="ctx")
+def fixture_ctx(pipeline: Pipeline) -> HistoryContext:
+    return HistoryContext(pipeline, load_outcome_rules(), {})
+
+
+def _grades(outcomes: tuple[object, ...]) -> list[tuple[str, list[tuple[str, bool, str | None]]]]:
+    return [
+        (o.chain.accession, [(g.pair.kind, g.comparable, g.grade) for g in o.graded])  # type: ignore[attr-defined]
+        for o in outcomes
+    ]
+
+
+def test_a_prelim_before_the_window_and_a_final_inside_is_one_complete_chain(
+    store: Store, pipeline: Pipeline, ctx: HistoryContext
+) -> None:
+    """The chain holds every version of an accession received in the window, also those before it."""
+    _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
+    _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 30)
+    _save(store, pipeline, _with_accession(PRELIM, "A0"), "P0", 1)  # only before the window
+    _save(store, pipeline, _with_accession(PRELIM, "A2"), "P2", 26)  # a prelim with no final yet
+    _save(store, pipeline, _with_accession(SAMPLE, "A3"), "F3", 100)  # after the window
+    outcomes = collect(store, ctx, since=T0 + timedelta(hours=24), until=T0 + timedelta(hours=48))
+    assert [o.chain.accession for o in outcomes] == ["A1", "A2"]
+    a1, a2 = outcomes
+    assert [v.status for v in a1.chain.versions] == ["preliminary", "final"]
+    (graded,) = a1.graded
+    assert graded.pair.kind == "prelim_to_final" and graded.comparable
+    assert graded.proposed_grade is not None and graded.proposed_grade.endswith("b")
+    assert graded.explicit_grade is None and graded.grade == graded.proposed_grade
+    assert graded.interpretive >= 1
+    assert a1.before(graded).status == "preliminary" and a1.after(graded).status == "final"
+    assert a2.graded == () and len(a2.chain.versions) == 1
+    # The window's end is open.
+    assert collect(store, ctx, since=T0, until=T0 + timedelta(hours=1))[0].chain.accession == "A1"
+    assert [o.chain.accession for o in collect(store, ctx, since=T0, until=T0 + timedelta(hours=1, minutes=1))] == [
+        "A0",
+        "A1",
+    ]
+
+
+def test_the_second_collect_reads_the_cache_even_with_raw_purged(
+    store: Store, pipeline: Pipeline, ctx: HistoryContext
+) -> None:
+    """Graded pairs are kept in the comparisons cache: with every raw body purged (nothing to
+    decode), the second call grades the same; a dropped cache leaves the pairs not comparable."""
+    for n in range(3):
+        _save(store, pipeline, _with_accession(PRELIM, f"A{n}"), f"P{n}", n)
+        _save(store, pipeline, _with_accession(SAMPLE if n == 1 else FINAL, f"A{n}"), f"F{n}", n + 1)
+    window = {"since": T0, "until": T0 + timedelta(days=1)}
+    first = collect(store, ctx, **window)
+    assert [g for _, pairs in _grades(first) for g in pairs] == [
+        ("prelim_to_final", True, first[0].graded[0].proposed_grade),
+        ("prelim_to_final", True, "1"),
+        ("prelim_to_final", True, first[2].graded[0].proposed_grade),
+    ]
+    assert store.purge_raw(T0 + timedelta(days=2)) == 6
+    second = collect(store, ctx, **window)
+    assert [o.graded for o in second] == [o.graded for o in first]
+    assert not any(v.raw_kept for o in second for v in o.chain.versions)
+    # history reads the same cache.
+    (pair,) = history_document(store, "A0", ctx)["comparisons"]
+    assert pair["comparable"] and pair["proposed_grade"] == first[0].graded[0].proposed_grade
+    assert store.drop_comparisons() == 3
+    assert [g.reason for o in collect(store, ctx, **window) for g in o.graded] == ["not comparable: raw purged"] * 3
+
+
+def test_a_reprocessed_message_or_other_rules_miss_the_cache(
+    store: Store, pipeline: Pipeline, ctx: HistoryContext
+) -> None:
+    """A new processing of the final (its text no longer adds the pneumothorax) is compared again:
+    never the stale grade; grading rules of another version do not read the old results either."""
+    _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
+    final_pk = _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 1)
+    window = {"since": T0, "until": T0 + timedelta(days=1)}
+    (before,) = collect(store, ctx, **window)
+    assert before.graded[0].proposed_grade not in (None, "1")
+    store.replace_processing(
+        final_pk,
+        _record(pipeline, _with_accession(SAMPLE, "A1"), "F1", T0 + timedelta(hours=1)),
+        now=T0 + timedelta(hours=2),
+        superseded_by="reprocess by test",
+        expected_processing=1,
+    )
+    (after,) = collect(store, ctx, **window)
+    assert after.graded[0].comparable and after.graded[0].proposed_grade == "1"
+    store.purge_raw(T0 + timedelta(days=2))
+    other = dataclasses.replace(ctx, rules=dataclasses.replace(ctx.rules, version=ctx.rules.version + "-edited"))
+    (again,) = collect(store, other, **window)
+    assert again.graded[0].reason == "not comparable: raw purged"
+
+
+def test_the_latest_explicit_score_wins_and_disagreement_shows(
+    store: Store, pipeline: Pipeline, ctx: HistoryContext
+) -> None:
+    """Scores are placed as history places them: the latest recorded one on a pair is its grade."""
+    _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
+    _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 1)
+    _save(store, pipeline, _with_accession(SAMPLE, "A2"), "F2", 2)  # one version: no pair takes a score
+    at = T0 + timedelta(days=1)
+    store.record_scores(
+        [
+            ScoreRecord("A1", "2a", "csv", at, "dr-peer", ""),
+            ScoreRecord("A1", "3a", "cli", at + timedelta(minutes=1), "dr-lead", ""),
+            ScoreRecord("A2", "2b", "cli", at, "dr-lead", ""),
+        ]
+    )
+    a1, a2 = collect(store, ctx, since=T0, until=at)
+    (graded,) = a1.graded
+    assert graded.explicit_grade == "3a" and graded.grade == "3a"
+    assert graded.proposed_grade is not None and graded.proposed_grade.endswith("b") and graded.disagreement
+    assert a2.graded == ()
+
+
+def test_a_pair_not_comparable_keeps_its_explicit_grade(store: Store, pipeline: Pipeline, ctx: HistoryContext) -> None:
+    pk = _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
+    _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 1)
+    store.purge_raw(T0 + timedelta(minutes=30))
+    store.record_scores([ScoreRecord("A1", "2b", "cli", T0 + timedelta(days=1))])
+    ((graded,),) = (o.graded for o in collect(store, ctx, since=T0, until=T0 + timedelta(days=1)))
+    assert (graded.comparable, graded.reason, graded.grade, graded.disagreement) == (
+        False,
+        "not comparable: raw purged",
+        "2b",
+        False,
+    )
+    assert store.message_raw(pk) is None
+
+
+def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Store, pipeline: Pipeline) -> None:
+    _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
+    store.save(dataclasses.replace(_record(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
+    assert store.accessions_received(T0, T0 + timedelta(hours=1)) == ("A1",)
+    assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
+    with pytest.raises(ValueError, match="since"):
+        store.accessions_received(T0.replace(tzinfo=None), T0)
