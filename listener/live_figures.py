@@ -19,18 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
 
-from listener.history import HistoryContext
-from listener.outcome_data import collect
-from listener.outcomes.scorecard import scorecard
+from listener.outcome_data import HistoryContext, collect
+from listener.outcomes.scorecard import NO_GROUP, NO_READER, NOT_IN_DIRECTORY, Scorecard, scorecard
 from listener.sites import EMPTY_DIRECTORY, LiveFigures, ReaderHistory
 from listener.store.base import Store
 
 __all__ = ["compute_live_figures", "window_label"]
-
-#: The scorecard's group of a reader readers.yaml does not list: never a routing group.
-_NOT_LISTED = "(not in readers.yaml)"
 
 
 def window_label(window_days: int, until: datetime) -> str:
@@ -53,20 +48,16 @@ def compute_live_figures(store: Store, ctx: HistoryContext, *, until: datetime, 
     directory = qa.directory if qa is not None else EMPTY_DIRECTORY
     by_reader = scorecard(outcomes, by="reader", directory=directory, since=since, until=until, min_reads=1)
     by_group = scorecard(outcomes, by="group", directory=directory, since=since, until=until, min_reads=1)
-    readers = _histories(by_reader.to_json(), str.upper)
-    groups = _histories(by_group.to_json(), str)
+    readers = _histories(by_reader, str.upper, {NO_READER})
+    groups = _histories(by_group, str, {NOT_IN_DIRECTORY, NO_GROUP})
     return LiveFigures(readers, groups, window_label(window_days, until))
 
 
-def _histories(document: Mapping[str, Any], key: Callable[[str], str]) -> Mapping[str, ReaderHistory]:
+def _histories(card: Scorecard, key: Callable[[str], str], unnamed: set[str]) -> Mapping[str, ReaderHistory]:
     """Scorecard rows -> key -> ReaderHistory(graded reads, significant discrepancies)."""
     out: dict[str, ReaderHistory] = {}
-    for row in document.get("rows", ()):
-        name = str(row.get("key") or "")
-        if not name or name == _NOT_LISTED:
+    for row in card.rows:
+        if row.key in unnamed or not row.graded:
             continue
-        graded = int(row.get("graded") or 0)
-        significant = int(((row.get("discrepancies") or {}).get("significant") or {}).get("count") or 0)
-        if graded:
-            out[key(name)] = ReaderHistory(graded, min(significant, graded))
+        out[key(row.key)] = ReaderHistory(row.graded, row.discrepancies["significant"].count)
     return MappingProxyType(out)

@@ -115,7 +115,9 @@ def cmd_scorecard(args: argparse.Namespace, config: Config, out: TextIO, now: da
         return fail(str(exc))
     finally:
         store.close()
-    card = scorecard(outcomes, by=by, directory=directory, since=since, until=until, min_reads=args.min_reads, only=only)
+    card = scorecard(
+        outcomes, by=by, directory=directory, since=since, until=until, min_reads=args.min_reads, only=only
+    )
     write_scorecard(out, card, args.format)
     if only is not None and not card.rows:
         option = "--reader" if by == "reader" else "--group"

@@ -38,9 +38,9 @@ from twisted.logger import globalLogBeginner
 from listener.assemble import build_pipeline
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
-from listener.history import HistoryContext
 from listener.hl7v2.segments import read_header
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
+from listener.outcome_data import HistoryContext
 from listener.pipeline import Pipeline
 from listener.server.journal import QUARANTINE_AFTER, Interrupted, Journal
 from listener.server.live_rates import LiveRates

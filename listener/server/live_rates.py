@@ -27,8 +27,8 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 
-from listener.history import HistoryContext
 from listener.logs import get_logger
+from listener.outcome_data import HistoryContext
 from listener.sites import LiveFigures
 from listener.store.base import Store
 
