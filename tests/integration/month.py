@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
+    "CST",
     "GROUP",
     "READERS",
     "SIGNIFICANT",
@@ -50,7 +51,9 @@ __all__ = [
     "Message",
     "Month",
     "ReaderTruth",
+    "Score",
     "build_month",
+    "patient_markers",
     "probe_prelim",
 ]
 
@@ -408,7 +411,7 @@ class ReaderTruth:
     graded: int
     grades: dict[str, int]
     corrected: int  # finals later corrected
-    addenda: int  # versions with an addendum section
+    addenda: int  # reads with an addendum section, or replaced by a version with one
     prelim_minutes: tuple[float, ...]  # exam to preliminary, per prelim
     prelim_to_final_minutes: tuple[float, ...]  # per prelim_to_final pair
 
@@ -475,7 +478,8 @@ class Month:
                 reads[a.final_reader] += 1  # the corrected version is the final reader's too
                 overread[a.final_reader] += 1
                 corrected[a.final_reader] += 1
-                addenda[a.final_reader] += a.correction_kind == "addendum"
+                # The final an addendum replaces and the addendum itself: both the final reader's reads.
+                addenda[a.final_reader] += 2 if a.correction_kind == "addendum" else 0
                 grades.setdefault(a.final_reader, Counter())[a.correction] += 1
         out = {}
         for reader in sorted(reads):

@@ -30,6 +30,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import pytest
 
 from listener.cli import main
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
-from tests.integration.month import GROUP, Accession, Month, build_month, patient_markers
+from tests.integration.month import CST, GROUP, READERS, Accession, Month, build_month, patient_markers, probe_prelim
 from tests.integration.test_http import call
 
 SEED = 20261101
@@ -62,6 +63,9 @@ def _config(tmp: Path) -> Path:
 
     config = tmp / "overread.yaml"
     config.write_text(
+        # Live discrepancy figures for routing every 2 s, over ten years: the month's report times
+        # (November 2026) stay inside the window until 2036.
+        "outcomes: {refresh_seconds: 2, window_days: 3650}\n"
         "http_clients:\n"
         f"  analyst: {{token_sha256: {sha(ANALYST)}, allow: [submit, read, operator]}}\n"
         f"  nocturna: {{token_sha256: {sha(TOKENS['nocturna'])}, facility: LEMC}}\n"
@@ -392,3 +396,109 @@ def test_scorecard_by_group_and_the_api(fed: Fed) -> None:
     assert code == 0, out
     cli = json.loads(out)
     assert cli["rows"] == doc["rows"]
+
+
+# ------------------------------------------------------------------ feedback
+
+
+def _group_cases(month: Month) -> dict[str, str]:
+    """Accession -> grade of every discrepancy (grade other than 1) of the group's preliminaries."""
+    return {
+        a.accession: month.effective_grade(a)
+        for a in month.accessions
+        if a.prelim_reader in READERS and month.effective_grade(a) != "1"
+    }
+
+
+def test_feedback_json_lists_the_discrepancy_cases(fed: Fed) -> None:
+    month = fed.month
+    code, out = _cli(fed, "feedback", "--group", GROUP, "--since", SINCE, "--format", "json")
+    assert code == 0, out
+    doc = json.loads(out)
+    truth = [t for t in month.truth().values() if t.group == GROUP]
+    assert doc["group"] == GROUP and sorted(doc["readers"]) == sorted(READERS)
+    assert doc["volume"]["prelims"] == sum(t.prelims for t in truth)
+    assert doc["volume"]["graded"] == sum(t.graded for t in truth)
+    assert doc["discrepancies"]["significant"]["count"] == sum(t.significant for t in truth)
+    cases = {c["accession"]: c for c in doc["cases"]}
+    assert {acc: c["grade"] for acc, c in cases.items()} == _group_cases(month)
+    by_accession = month.by_accession()
+    for accession, case in cases.items():
+        a = by_accession[accession]
+        assert case["kind"] == "prelim_to_final" and case["exam"]["code"] == a.code
+        assert case["proposed_grade"] == a.grade
+        assert case["differences"], case
+    for score in month.scores:
+        if score.accession in cases:
+            assert score.note in [n["note"] for n in cases[score.accession]["notes"]]
+    for marker in patient_markers(month):
+        assert marker not in out
+    assert doc["privacy"]
+
+
+def test_feedback_html_names_no_patient(fed: Fed, tmp_path: Path) -> None:
+    month = fed.month
+    page = tmp_path / "nocturna.html"
+    code, _ = _cli(fed, "feedback", "--group", GROUP, "--since", SINCE, "--format", "html", "--output", str(page))
+    assert code == 0
+    html = page.read_text(encoding="utf-8")
+    for accession in _group_cases(month):
+        assert accession in html
+    for marker in patient_markers(month):
+        assert marker not in html
+
+
+# ------------------------------------------------------------------ the loop into routing
+
+RULE = "reader_discrepancy_above_threshold"
+
+
+def _refreshes(daemon: RunningDaemon) -> int:
+    return sum(1 for line in daemon.log_lines() if line.get("event") == "live_figures_refreshed")
+
+
+def _wait_for_fresh_figures(daemon: RunningDaemon) -> None:
+    """Two more refreshes: refreshes never overlap, so the second began after everything stored so far."""
+    seen = _refreshes(daemon)
+    deadline = time.monotonic() + 120
+    while _refreshes(daemon) < seen + 2:
+        assert time.monotonic() < deadline, "no live figures refresh in 120 s"
+        failed = [line for line in daemon.log_lines() if line.get("event") == "live_figures_failed"]
+        assert not failed, failed
+        time.sleep(0.25)
+
+
+def _route(fed: Fed, control_id: str) -> dict[str, Any]:
+    status, found = _api(fed, f"/api/messages?message_id={control_id}")
+    assert status == 200, found
+    (summary,) = found
+    status, detail = _api(fed, f"/api/messages/{summary['message_pk']}")
+    assert status == 200, detail
+    (report,) = detail["reports"]
+    route: dict[str, Any] = report["route"]
+    return route
+
+
+def test_the_next_prelim_of_the_reader_above_threshold_goes_to_overread(fed: Fed) -> None:
+    """After the live figures refresh, NT7741's next preliminary is routed to selective overread with its
+    month's figures in the explanation; NT7802's is not, although its readers.yaml snapshot (9/140)
+    is above the threshold: the live figures decide."""
+    truth = fed.month.truth()
+    _wait_for_fresh_figures(fed.daemon)
+    # Reported before the month (outside every scorecard window above), an XR chest no other rule overreads.
+    when = datetime(2026, 10, 30, 23, 30, tzinfo=CST)
+    conn = MllpConnection(fed.daemon.address)
+    try:
+        for reader in ("NT7741", "NT7802"):
+            assert msa(conn.request(probe_prelim(reader, f"PROBE{reader}", when)))[0] in ("AA", "CA")
+    finally:
+        conn.close()
+    high, low = _route(fed, "NOCPROBENT7741P"), _route(fed, "NOCPROBENT7802P")
+    assert high["bucket"] == "selective_overread" and RULE in high["reasons"], high
+    assert RULE not in low["reasons"], low
+    for route, reader in ((high, "NT7741"), (low, "NT7802")):
+        want = truth[reader]
+        line = next(line for line in route["explanation"] if line.startswith(f"{RULE} "))
+        assert f"reader_discrepancy_rate {reader} " in line, line
+        assert f"({want.significant}/{want.graded} graded reads, store " in line, line
+        assert "readers.yaml" not in line, line
