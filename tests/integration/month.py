@@ -38,7 +38,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -149,16 +149,32 @@ def _xr(rng: random.Random, kind: str) -> tuple[Text, Text]:
     side = _pick(rng, ("right", "left"))
     other = "left" if side == "right" else "right"
     if kind == "3b":
-        final_f = (f"There is a {size} {side} apical pneumothorax. No focal consolidation or pleural effusion.", heart, *extra)
+        final_f = (
+            f"There is a {size} {side} apical pneumothorax. No focal consolidation or pleural effusion.",
+            heart,
+            *extra,
+        )
         final_i = (f"{size.capitalize()} {side} apical pneumothorax.",)
     elif kind == "2b-flip":
         final_f = (f"There is a {size} {side} pleural effusion. No focal consolidation or pneumothorax.", heart, *extra)
         final_i = (f"{size.capitalize()} {side} pleural effusion.",)
     elif kind == "2b-side":
-        prelim_f = (f"Patchy consolidation in the {side} lower lobe. No pleural effusion or pneumothorax.", heart, *extra)
-        prelim_i = (f"{side.capitalize()} lower lobe consolidation, compatible with pneumonia in the clinical setting.",)
-        final_f = (f"Patchy consolidation in the {other} lower lobe. No pleural effusion or pneumothorax.", heart, *extra)
-        final_i = (f"{other.capitalize()} lower lobe consolidation, compatible with pneumonia in the clinical setting.",)
+        prelim_f = (
+            f"Patchy consolidation in the {side} lower lobe. No pleural effusion or pneumothorax.",
+            heart,
+            *extra,
+        )
+        prelim_i = (
+            f"{side.capitalize()} lower lobe consolidation, compatible with pneumonia in the clinical setting.",
+        )
+        final_f = (
+            f"Patchy consolidation in the {other} lower lobe. No pleural effusion or pneumothorax.",
+            heart,
+            *extra,
+        )
+        final_i = (
+            f"{other.capitalize()} lower lobe consolidation, compatible with pneumonia in the clinical setting.",
+        )
     elif kind == "2a":
         final_f = (clear, heart, *extra, f"Calcified granuloma in the {side} upper lobe.")
     return (
@@ -257,7 +273,13 @@ def _ct_abd(rng: random.Random, kind: str) -> tuple[Text, Text]:
         )
         final_i = (f"Acute appendicitis, appendix {mm} mm. No free air.",)
     elif kind == "2b-flip":
-        final_f = (solid, f"Kidneys: Moderate {side} hydronephrosis to the level of the ureterovesical junction.", bowel, peritoneum, bones)
+        final_f = (
+            solid,
+            f"Kidneys: Moderate {side} hydronephrosis to the level of the ureterovesical junction.",
+            bowel,
+            peritoneum,
+            bones,
+        )
         final_i = (f"Moderate {side} hydronephrosis.",)
     elif kind == "2b-side":
         prelim_f = (solid, f"Kidneys: Mild {side} hydronephrosis.", bowel, peritoneum, bones)
@@ -300,8 +322,20 @@ def _mr_brain(rng: random.Random, kind: str) -> tuple[Text, Text]:
     elif kind == "2a":
         final_f = (*prelim_f, f"Small {side} mastoid effusion.")
     return (
-        Text(indication, "Multiplanar multisequence MR images of the brain without contrast.", comparison, prelim_f, (imp_a,)),
-        Text(indication, "Multiplanar multisequence MR images of the brain without contrast.", comparison, final_f, final_i),
+        Text(
+            indication,
+            "Multiplanar multisequence MR images of the brain without contrast.",
+            comparison,
+            prelim_f,
+            (imp_a,),
+        ),
+        Text(
+            indication,
+            "Multiplanar multisequence MR images of the brain without contrast.",
+            comparison,
+            final_f,
+            final_i,
+        ),
     )
 
 
@@ -327,15 +361,25 @@ def _us(rng: random.Random, kind: str) -> tuple[Text, Text]:
     elif kind == "2a":
         final_f = (*prelim_f, "Small umbilical hernia.")
     return (
-        Text(indication, "Real-time grayscale and color Doppler ultrasound of the abdomen.", comparison, prelim_f, (imp_a,)),
-        Text(indication, "Real-time grayscale and color Doppler ultrasound of the abdomen.", comparison, final_f, final_i),
+        Text(
+            indication,
+            "Real-time grayscale and color Doppler ultrasound of the abdomen.",
+            comparison,
+            prelim_f,
+            (imp_a,),
+        ),
+        Text(
+            indication, "Real-time grayscale and color Doppler ultrasound of the abdomen.", comparison, final_f, final_i
+        ),
     )
 
 
 EXAMS = {
     "xr_chest": Exam("xr_chest", "71046", "XR CHEST 2 VIEWS", "CR", "R1311", "R06.02^Shortness of breath^I10"),
     "ct_head": Exam("ct_head", "70450", "CT HEAD WO CONTRAST", "CT", "R1042", "R51.9^Headache, unspecified^I10"),
-    "ct_abd": Exam("ct_abd", "74177", "CT ABD AND PELVIS W CONTRAST", "CT", "R1187", "R10.31^Right lower quadrant pain^I10"),
+    "ct_abd": Exam(
+        "ct_abd", "74177", "CT ABD AND PELVIS W CONTRAST", "CT", "R1187", "R10.31^Right lower quadrant pain^I10"
+    ),
     "mr_brain": Exam("mr_brain", "70551", "MRI BRAIN WO CONTRAST", "MR", "R1042", "R42^Dizziness and giddiness^I10"),
     "us_abd": Exam("us_abd", "76700", "US ABDOMEN COMPLETE", "US", "R1187", "R10.11^Right upper quadrant pain^I10"),
 }
@@ -745,7 +789,9 @@ def build_month(seed: int = 20261101) -> Month:
         prelim_transport = "http" if rng.random() < 0.17 else "mllp"
         final_transport = "http" if rng.random() < 0.17 else "mllp"
         out_of_order = index in early
-        versions.append((prelim_time if not out_of_order else final_time + timedelta(minutes=5), 0, prelim, prelim_transport))
+        versions.append(
+            (prelim_time if not out_of_order else final_time + timedelta(minutes=5), 0, prelim, prelim_transport)
+        )
         versions.append((final_time, 1, final, final_transport))
         transports = [prelim_transport, final_transport]
         correction_grade: str | None = None
@@ -773,7 +819,11 @@ def build_month(seed: int = 20261101) -> Month:
                     (*final_text.impression, "Small right pleural effusion."),
                 )
                 correction_grade = "2b"
-            extra = ("ADDENDUM: Images reviewed again at the request of the referring clinician. No change.",) if correction_kind == "addendum" else ()
+            extra = (
+                ("ADDENDUM: Images reviewed again at the request of the referring clinician. No change.",)
+                if correction_kind == "addendum"
+                else ()
+            )
             corrected_version = _Version(
                 status="C",
                 reader=exam.final_reader,
