@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,6 +206,16 @@ def _check_chain(doc: dict[str, Any], a: Accession, month: Month) -> dict[str, A
 
 
 # ------------------------------------------------------------------ the feed
+
+
+def test_the_month_is_deterministic_from_its_seed() -> None:
+    first, again, other = build_month(SEED), build_month(SEED), build_month(SEED + 1)
+    assert [m.body for m in first.messages] == [m.body for m in again.messages]
+    assert first.truth() == again.truth()
+    assert [m.body for m in first.messages] != [m.body for m in other.messages]
+    # Every accession has a prelim and a final, plus its correction; each message names its accession.
+    per_accession = Counter(m.accession for m in first.messages)
+    assert per_accession == {a.accession: 2 + (a.correction is not None) for a in first.accessions}
 
 
 def test_every_message_accepted(fed: Fed) -> None:
