@@ -114,8 +114,9 @@ def comparison_key(before: HistoryEntry, after: HistoryEntry, ctx: HistoryContex
     procedures), the program's version (the comparison code) and
     :data:`KEY_VERSION`.
     """
-    parts = [
-        KEY_VERSION,
+    digest = hashlib.sha256()
+    for part in (
+        str(KEY_VERSION),
         __version__,
         ctx.rules.version,
         ctx.pipeline.version,
@@ -126,8 +127,12 @@ def comparison_key(before: HistoryEntry, after: HistoryEntry, ctx: HistoryContex
         after.transport,
         after.report_json,
         after.findings_json,
-    ]
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+    ):
+        data = part.encode("utf-8")
+        # Each part length-prefixed: no two different lists of parts hash the same bytes.
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _decode(entry: HistoryEntry, raw: bytes, ctx: HistoryContext) -> tuple[Report, tuple[Finding, ...]] | str:
@@ -302,11 +307,8 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
         StoreError: the store cannot be read (or the cache written).
         ValueError: a naive time.
     """
-    accessions = store.accessions_received(since, until)
-    chains: list[tuple[VersionChain, Sequence[HistoryEntry]]] = []
-    for accession in accessions:
-        entries = store.report_history(accession, limit=HISTORY_LIMIT)
-        chains.append((build_chain(accession, entries), entries))
+    histories = store.report_histories(store.accessions_received(since, until), limit=HISTORY_LIMIT)
+    chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
     out = []
     for compared in compare_chains(store, chains, ctx):
         chain = compared.chain

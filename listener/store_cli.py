@@ -11,8 +11,10 @@ paths, versions, counts and ids only.
 * ``restore SRC [--force]``: refused while a daemon holds the state directory.
 * ``check [--quick]``: exit 0 sound, 1 problems found, 2 usage error or no store.
 * ``migrate [--list]``: run (or list) the schema migrations.
+* ``drop-comparisons``: empty the comparisons cache (derived data, docs/outcomes.md,
+  "Scorecards: where the figures come from"); runs beside the daemon.
 
-Exit status of backup, restore and migrate: 0 done, 2 refused or failed (the
+Exit status of backup, restore, migrate and drop-comparisons: 0 done, 2 refused or failed (the
 message on stderr names the file and what is wrong).
 """
 
@@ -103,6 +105,13 @@ def add_store_parser(sub: Any) -> None:
     migrate.add_argument("--list", action="store_true", help="list every migration and whether it is applied")
     common(migrate)
 
+    drop = actions.add_parser(
+        "drop-comparisons",
+        help="empty the cache of compared prelim/final pairs (derived; computed again when read)",
+        epilog="exit status: 0 dropped; 2 no store, an older schema, or failed",
+    )
+    common(drop)
+
 
 def cmd_store(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextIO | None = None) -> int:
     """Run ``overread store <action>``; return the exit status (errors to ``err``, default stderr)."""
@@ -116,6 +125,8 @@ def cmd_store(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextI
             return _check(args, state_dir, out)
         if action == "migrate":
             return _list(args, state_dir, out) if args.list else _migrate(args, state_dir, out)
+        if action == "drop-comparisons":
+            return _drop_comparisons(args, state_dir, out)
     except StoreError as exc:
         (err or sys.stderr).write(f"overread store {action}: {exc}\n")
         return EXIT_ERROR
@@ -270,4 +281,18 @@ def _migrate(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
         "steps": [_step_dict(s) for s in result.steps],
     }
     _emit(args, out, obj, lines)
+    return EXIT_OK
+
+
+def _drop_comparisons(args: argparse.Namespace, state_dir: Path, out: TextIO) -> int:
+    from listener.store import DB_FILENAME, open_store
+
+    store = open_store(state_dir, create=False)
+    try:
+        dropped = store.drop_comparisons()
+    finally:
+        store.close()
+    db = state_dir / DB_FILENAME
+    plural = "" if dropped == 1 else "s"
+    _emit(args, out, {"path": str(db), "dropped": dropped}, [f"dropped {dropped} cached comparison{plural} from {db}"])
     return EXIT_OK

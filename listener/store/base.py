@@ -653,6 +653,13 @@ class Store(Protocol):
         """
         ...
 
+    def report_histories(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[HistoryEntry, ...]]:
+        """:meth:`report_history` of many accessions in one call: each given accession (empty
+        ones and those with no report left out) with its rows, at most ``limit`` each."""
+        ...
+
     def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
         """The accessions (not empty, sorted, distinct) having a report of a processed message
         received in ``[since, until)``. A blocking read: call it from a thread.

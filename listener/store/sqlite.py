@@ -640,21 +640,45 @@ class SQLiteStore:
             " WHERE r.accession = ? AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT ?",
             (accession, limit),
         )
-        return tuple(
-            HistoryEntry(
-                int(pk),
-                int(seq),
-                str(cid),
-                _dt(received),
-                str(transport),
-                str(feed),
-                str(report),
-                str(findings),
-                str(bucket),
-                bool(kept),
-            )
-            for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
-        )
+        return tuple(_history_entry(row) for row in rows)
+
+    def report_histories(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[HistoryEntry, ...]]:
+        """Many accessions' histories (see :meth:`Store.report_histories`).
+
+        One statement per :data:`_KEYS_PER_QUERY` accessions, each through the
+        ``reports_accession`` index; ``row_number()`` keeps the first ``limit``
+        rows of each accession. About three times faster than one
+        :meth:`report_history` per accession (bench/outcome_data.py).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        wanted = sorted({a for a in accessions if a})
+        if not wanted or limit <= 0:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[HistoryEntry, ...]]:
+            found: dict[str, list[HistoryEntry]] = {}
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[start : start + _KEYS_PER_QUERY]
+                rows = conn.execute(
+                    "SELECT accession, id, seq, control_id, received, transport, feed, report_json,"
+                    " findings_json, bucket, kept FROM (SELECT r.accession, m.id, r.seq, m.control_id,"
+                    " m.received, m.transport, m.feed, r.report_json, r.findings_json, r.bucket,"
+                    " m.raw IS NOT NULL AS kept,"
+                    " row_number() OVER (PARTITION BY r.accession ORDER BY m.id, r.seq) AS n"
+                    " FROM reports r JOIN messages m ON m.id = r.message_id"
+                    f" WHERE r.accession IN ({','.join('?' * len(chunk))}) AND m.state = 'processed')"
+                    " WHERE n <= ? ORDER BY accession, id, seq",
+                    (*chunk, limit),
+                )
+                for accession, *row in rows:
+                    found.setdefault(str(accession), []).append(_history_entry(row))
+            return {a: tuple(rows) for a, rows in found.items()}
+
+        return self._read_with("reading accessions' history", read)
 
     def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
         """The accessions with a report of a processed message received in ``[since, until)``
@@ -1067,6 +1091,23 @@ class SQLiteStore:
 
 _OUTBOX_COLUMNS = ops.OUTBOX_COLUMNS
 _outbox_row = ops.outbox_row
+
+
+def _history_entry(row: Sequence[Any]) -> HistoryEntry:
+    """A HistoryEntry of (message id, seq, control id, received, transport, feed, report, findings, bucket, kept)."""
+    pk, seq, cid, received, transport, feed, report, findings, bucket, kept = row
+    return HistoryEntry(
+        int(pk),
+        int(seq),
+        str(cid),
+        _dt(received),
+        str(transport),
+        str(feed),
+        str(report),
+        str(findings),
+        str(bucket),
+        bool(kept),
+    )
 
 
 def _replace_rejected(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult | None:

@@ -408,3 +408,28 @@ def test_state_dir_comes_from_config_unless_given(tmp_path: Path, capsys: pytest
     assert status == 0 and str(tmp_path / "from_config" / "overread.db") in out
     status, _, err = run(capsys, "check", "--config", str(config), "--state-dir", str(tmp_path / "other"))
     assert status == 2 and str(tmp_path / "other") in err
+
+
+def test_drop_comparisons_empties_the_cache_and_keeps_the_messages(
+    state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The derived cache goes; messages stay; a missing store or an older schema is refused (exit 2)."""
+    from listener.store import CachedComparison
+
+    store = SQLiteStore.in_state_dir(state_dir)
+    store.cache_comparisons([CachedComparison(f"k{n}", "ACC1", T0, "{}") for n in range(3)])
+    store.close()
+    assert main(["store", "drop-comparisons", "--state-dir", str(state_dir), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": str(state_dir / "overread.db"), "dropped": 3}
+    assert main(["store", "drop-comparisons", "--state-dir", str(state_dir)]) == 0
+    assert capsys.readouterr().out == f"dropped 0 cached comparisons from {state_dir / 'overread.db'}\n"
+    store = SQLiteStore.in_state_dir(state_dir)
+    try:
+        assert store.cached_comparisons(["k0"]) == {} and len(list(store.messages())) == 3
+    finally:
+        store.close()
+    assert main(["store", "drop-comparisons", "--state-dir", str(tmp_path / "none")]) == 2
+    old = make_v1_store(tmp_path / "old")
+    assert main(["store", "drop-comparisons", "--state-dir", str(old.parent)]) == 2
+    assert "older than" in capsys.readouterr().err
+    assert user_version(old) == 1

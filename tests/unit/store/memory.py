@@ -633,6 +633,12 @@ class MemoryStore:
 
         return self.read(select)
 
+    def report_histories(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[HistoryEntry, ...]]:
+        found = {a: self.report_history(a, limit=limit) for a in sorted(set(accessions))}
+        return {a: rows for a, rows in found.items() if rows}
+
     def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
         require_aware(since, "since")
         require_aware(until, "until")

@@ -86,3 +86,22 @@ def test_history_follows_purge_and_reprocess(store: Store) -> None:
         pk, again, now=T0 + timedelta(hours=1), superseded_by="reprocess by test", expected_processing=1
     )
     assert [json.loads(e.report_json)["status"] for e in store.report_history("A1")] == ["final"]
+
+
+def test_histories_of_many_accessions_match_one_by_one(store: Store) -> None:
+    """report_histories gives each accession exactly its report_history, bounded per accession;
+    empty, unknown and rejected-only accessions are left out."""
+    _save(store, "C1", _report("A1", "preliminary"), minutes=1)
+    _save(store, "C2", _report("B1", "final"), _report("A1", "final"), minutes=2)
+    _save(store, "C3", _report("A1", "corrected"), minutes=3)
+    _save(store, "C4", _report("R1", "final"), minutes=4, state="rejected")
+    found = store.report_histories(["B1", "A1", "NONE", "", "R1", "A1"])
+    assert list(found) == ["A1", "B1"]
+    assert found == {"A1": store.report_history("A1"), "B1": store.report_history("B1")}
+    assert store.report_histories(["A1", "B1"], limit=2) == {
+        "A1": store.report_history("A1", limit=2),
+        "B1": store.report_history("B1"),
+    }
+    assert store.report_histories([]) == {} and store.report_histories(["A1"], limit=0) == {}
+    many = [f"X{n}" for n in range(1100)] + ["A1"]
+    assert list(store.report_histories(many)) == ["A1"]
