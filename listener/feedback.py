@@ -33,8 +33,8 @@ from listener.store.base import Store
 
 __all__ = [
     "DOCUMENT_VERSION",
-    "OPERATIONAL_LABELS",
     "PRIVACY_NOTE",
+    "PROVIDER_DEFECTS",
     "build_feedback",
     "feedback_document",
     "group_of",
@@ -53,18 +53,17 @@ OPERATIONAL_NOTE = (
     "These are operational defects, not differences of medical judgment: a check run when the "
     "preliminary report is submitted could remove them before the final read."
 )
-#: Operational difference kinds (docs/outcomes.md, "Differences") in words.
-OPERATIONAL_LABELS: Mapping[str, str] = {
-    "laterality_corrected": "laterality typo corrected in the final",
-    "impression_reworded": "impression reworded",
-    "statement_added": "negative statement added in the final",
-    "statement_removed": "negative statement dropped in the final",
-    "communication_added": "communication statement missing from the preliminary",
-    "communication_removed": "communication statement dropped in the final",
-    "sections_changed": "report sections missing or added",
-    "wording_changed": "wording corrected (typos)",
+#: The operational difference kinds that show a defect of the preliminary itself, in words
+#: (docs/outcomes.md, "Differences"): what the final had to add or fix. The other operational
+#: kinds (a reworded impression, a statement or QA finding of the final only) are the final
+#: reader's doing, not the provider's.
+PROVIDER_DEFECTS: Mapping[str, str] = {
+    "communication_added": "communication of a finding missing from the preliminary",
+    "laterality_corrected": "laterality error in the preliminary",
     "qa_fixed": "QA defect of the preliminary fixed in the final",
-    "qa_introduced": "QA defect introduced in the final",
+    "sections_changed": "report sections missing or extra",
+    "statement_added": "pertinent negative statement missing from the preliminary",
+    "wording_changed": "wording corrected (typos)",
 }
 _MASK = "[patient identifier removed]"
 _MAX_DIFFERENCES = 12
@@ -164,7 +163,7 @@ def _empty_row() -> dict[str, Any]:
         "graded": 0,
         "discrepancies": {},
         "too_few": True,
-        "note": "no reads in the window",
+        "note": "no reads",
         "qa_defects": {},
         "turnaround": {},
     }
@@ -187,10 +186,10 @@ def _week(since: datetime, until: datetime, row: Mapping[str, Any] | None) -> di
 
 
 def _operational(row: Mapping[str, Any], kinds: Mapping[str, int]) -> dict[str, Any]:
-    items = [
-        {"source": "comparison", "name": kind, "label": OPERATIONAL_LABELS.get(kind, kind.replace("_", " ")), "count": n}
+    items: list[dict[str, Any]] = [
+        {"source": "comparison", "name": kind, "label": PROVIDER_DEFECTS[kind], "count": n}
         for kind, n in kinds.items()
-        if n > 0
+        if n > 0 and kind in PROVIDER_DEFECTS
     ]
     for category, figure in (row.get("qa_defects") or {}).items():
         count = int((figure or {}).get("count") or 0)
@@ -244,7 +243,11 @@ def build_feedback(
         "document": "overread_feedback",
         "group": group,
         "readers": sorted(readers),
-        "window": {"since": _iso(since), "until": _iso(until), "days": round((until - since).total_seconds() / 86400, 2)},
+        "window": {
+            "since": _iso(since),
+            "until": _iso(until),
+            "days": round((until - since).total_seconds() / 86400, 2),
+        },
         "min_reads": min_reads,
         "privacy": PRIVACY_NOTE,
         "contract": None
@@ -327,7 +330,11 @@ def _case(doc: Mapping[str, Any], item: Mapping[str, Any], secrets: Sequence[str
     after = doc["versions"][item["after"]]
     differences = []
     comparison = item.get("comparison") or {}
-    listed = comparison.get("differences") or []
+    every = comparison.get("differences") or []
+    # The differences that made the grade; when none did (an explicit score on a concordant
+    # proposal), all of them, so the reader sees what changed.
+    listed = [d for d in every if d.get("grade") not in (None, "1")] or list(every)
+    others = sorted({str(d["kind"]) for d in every if d not in listed})
     for d in listed[:_MAX_DIFFERENCES]:
         differences.append(
             {
@@ -356,6 +363,7 @@ def _case(doc: Mapping[str, Any], item: Mapping[str, Any], secrets: Sequence[str
         "operational": comparison.get("operational", 0),
         "differences": differences,
         "more_differences": max(0, len(listed) - _MAX_DIFFERENCES),
+        "other_kinds": others,
         "notes": [
             {"grade": s["grade"], "source": s["source"], "scorer": s["scorer"], "note": _mask(s["note"], secrets)}
             for s in item["scores"]

@@ -71,7 +71,7 @@ def _write(args: argparse.Namespace, data: bytes, out: TextIO) -> None:
 def cmd_feedback(args: argparse.Namespace, config: Config, out: TextIO, *, now: datetime | None = None) -> int:
     """Write the feedback document of ``--group``."""
     from listener.feedback import feedback_document
-    from listener.feedback_render import PdfUnavailable, render_html, render_pdf
+    from listener.feedback_render import PdfUnavailable, pdf_engine, render_html, render_pdf
     from listener.history import outcome_rules_file
     from listener.history_cli import history_context
     from listener.outcomes.contracts import contract_for, load_contracts
@@ -93,6 +93,12 @@ def cmd_feedback(args: argparse.Namespace, config: Config, out: TextIO, *, now: 
     if args.format == "pdf" and not args.output and out.isatty():
         sys.stderr.write("overread feedback: PDF is binary: give --output FILE or redirect standard output\n")
         return _EXIT_ERROR
+    if args.format == "pdf":
+        try:
+            pdf_engine()  # before the long work: a host without Pango is told at once
+        except PdfUnavailable as exc:
+            sys.stderr.write(f"overread feedback: {exc}\n")
+            return _EXIT_ERROR
     directory = load_directory(config.policies_dir)
     group = args.group.strip()
     groups = sorted({r.group for r in directory.readers.values() if r.group})

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-__all__ = ["PdfUnavailable", "render_html", "render_pdf", "trend_svg"]
+__all__ = ["PdfUnavailable", "pdf_engine", "render_html", "render_pdf", "trend_svg"]
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
 _GRADE_ROWS = (
@@ -110,7 +110,9 @@ def trend_svg(weeks: Sequence[Mapping[str, Any]], *, width: int = 640, height: i
             f' text-anchor="middle">{Markup.escape(label)}</text>'
         )
     legend_y = height - 6
-    for j, (label, colour) in enumerate((("graded reads", "#bbbbbb"), ("discrepancies", "#2c5aa0"), ("significant", "#b22222"))):
+    for j, (label, colour) in enumerate(
+        (("graded reads", "#bbbbbb"), ("discrepancies", "#2c5aa0"), ("significant", "#b22222"))
+    ):
         x = left + j * 120
         parts.append(f'<rect x="{x}" y="{legend_y - 8}" width="9" height="9" fill="{colour}"/>')
         parts.append(f'<text x="{x + 13}" y="{legend_y}" font-size="9">{label}</text>')
@@ -135,11 +137,11 @@ def _no_fetching(weasyprint: Any) -> Any:
     return fetcher(allowed_protocols=(), fail_on_errors=False) if isinstance(fetcher, type) else _refuse
 
 
-def render_pdf(doc: Mapping[str, Any]) -> bytes:
-    """The document as PDF: the HTML of :func:`render_html` laid out by WeasyPrint.
+def pdf_engine() -> Any:
+    """The ``weasyprint`` module, loaded with its system libraries (check it before long work).
 
     Raises:
-        PdfUnavailable: WeasyPrint is not installed or cannot load a system library.
+        PdfUnavailable: WeasyPrint is not installed or cannot load a system library; the text names it.
     """
     try:
         import weasyprint
@@ -149,7 +151,19 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
             "PDF output needs WeasyPrint and the Pango text library (Debian/Ubuntu: apt install libpango-1.0-0"
             f" libpangoft2-1.0-0; pip install weasyprint): {detail}"
         ) from exc
-    pdf = weasyprint.HTML(string=render_html(doc), base_url=str(_TEMPLATES), url_fetcher=_no_fetching(weasyprint)).write_pdf()
+    return weasyprint
+
+
+def render_pdf(doc: Mapping[str, Any]) -> bytes:
+    """The document as PDF: the HTML of :func:`render_html` laid out by WeasyPrint.
+
+    Raises:
+        PdfUnavailable: WeasyPrint is not installed or cannot load a system library.
+    """
+    weasyprint = pdf_engine()
+    pdf = weasyprint.HTML(
+        string=render_html(doc), base_url=str(_TEMPLATES), url_fetcher=_no_fetching(weasyprint)
+    ).write_pdf()
     if not isinstance(pdf, bytes):  # pragma: no cover - write_pdf without a target returns bytes
         raise PdfUnavailable("WeasyPrint returned no PDF")
     return pdf
