@@ -560,7 +560,7 @@ class Daemon:
         if self.purging is not None and not self.purging.called:
             yield self.purging
         if self.live_rates is not None:
-            yield self.live_rates.stop()
+            self.live_rates.stop()
         if self.port is not None:
             yield self.port.stopListening()
         if self.http_port is not None:

@@ -14,18 +14,24 @@ A failed refresh keeps the previous figures, logs ``live_figures_failed``
 with the error type only (no patient data, no store text) and counts it in
 ``overread_live_figures_refreshes{outcome="failed"}``. One refresh runs at a
 time: a tick that finds one still running is skipped.
+
+The refresh runs on a daemon thread of its own, not the reactor's thread
+pool: on a large store it can take a while, and shutdown neither waits for
+it nor joins it (the reactor's pool is joined at shutdown). A refresh the
+shutdown cut short (the store closed under it) ends silently.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from listener.logs import get_logger
 from listener.outcome_data import HistoryContext
@@ -38,6 +44,26 @@ __all__ = ["LiveRates"]
 def _log() -> Any:
     # Looked up at use time, like the daemon's (cli configures logging later).
     return get_logger("listener.server.live_rates")
+
+
+def _on_daemon_thread(reactor: Any) -> Callable[..., Deferred[Any]]:
+    """``run_in_thread`` on a new daemon thread per call; the Deferred fires on the reactor thread."""
+
+    def run(work: Callable[[], Any]) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+
+        def body() -> None:
+            try:
+                value = work()
+            except BaseException:  # noqa: BLE001 - handed to the reactor as the Deferred's failure
+                reactor.callFromThread(d.errback, Failure())  # type: ignore[no-untyped-call]
+                return
+            reactor.callFromThread(d.callback, value)
+
+        threading.Thread(target=body, name="overread-live-figures", daemon=True).start()
+        return d
+
+    return run
 
 
 def _compute(store: Store, ctx: HistoryContext, until: datetime, window_days: int) -> LiveFigures:
@@ -59,7 +85,7 @@ class LiveRates:
         window_days, refresh_seconds: ``outcomes.window_days`` and ``outcomes.refresh_seconds``.
         metrics: the daemon's metrics (None in tests that do not read them).
         clock: aware UTC now; the window ends there.
-        run_in_thread: ``threads.deferToThread``.
+        run_in_thread: runs the refresh off the reactor (default: a daemon thread of its own).
         compute: the computation (``compute_live_figures``).
     """
 
@@ -73,7 +99,7 @@ class LiveRates:
         refresh_seconds: float,
         metrics: Any = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        run_in_thread: Callable[..., Deferred[Any]] = threads.deferToThread,
+        run_in_thread: Callable[..., Deferred[Any]] | None = None,
         compute: Callable[[Store, HistoryContext, datetime, int], LiveFigures] = _compute,
     ) -> None:
         self.store = store
@@ -83,14 +109,16 @@ class LiveRates:
         self.refresh_seconds = refresh_seconds
         self.metrics = metrics
         self.clock = clock
-        self.run_in_thread = run_in_thread
+        self.run_in_thread = run_in_thread if run_in_thread is not None else _on_daemon_thread(reactor)
         self.compute = compute
         #: The figures in force (None until the first refresh succeeds): replaced whole, never changed.
         self.current: LiveFigures | None = None
         #: When the current figures' window ended (None: none yet).
         self.computed_at: datetime | None = None
-        #: The refresh running on a thread, if any (shutdown waits for it before closing the store).
+        #: The refresh running on a thread, if any.
         self.running: Deferred[None] | None = None
+        #: True once the daemon began stopping: a refresh still running ends silently.
+        self.stopped = False
         self._loop: LoopingCall | None = None
         if metrics is not None:
             metrics.live_figures_age.set_function(self.age_seconds)
@@ -111,20 +139,15 @@ class LiveRates:
         self._loop.clock = self.reactor
         self._loop.start(self.refresh_seconds, now=True)
 
-    def stop(self) -> Deferred[None]:
-        """Stop refreshing; fires when a refresh running now has finished."""
+    def stop(self) -> None:
+        """Stop refreshing (shutdown): a refresh running now is neither waited for nor reported."""
+        self.stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        running = self.running
-        if running is None or running.called:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        running.addBoth(lambda _: waiter.callback(None))
-        return waiter
 
     def refresh(self) -> Deferred[None]:
         """Compute the figures on a thread and swap them in (reactor thread); never fails."""
-        if self.running is not None and not self.running.called:
+        if self.stopped or (self.running is not None and not self.running.called):
             return succeed(None)
         until = self.clock()
 
@@ -132,6 +155,8 @@ class LiveRates:
             return self.compute(self.store, self.context(), until, self.window_days)
 
         def done(figures: LiveFigures) -> None:
+            if self.stopped:
+                return
             self.current = figures
             self.computed_at = until
             if self.metrics is not None:
@@ -139,6 +164,8 @@ class LiveRates:
             _log().info("live_figures_refreshed", count=len(figures.readers), interval_s=self.refresh_seconds)
 
         def failed(failure: Any) -> None:
+            if self.stopped:
+                return
             self._failed(failure.type.__name__ if failure.type else "")
 
         d: Deferred[None] = self.run_in_thread(work)
