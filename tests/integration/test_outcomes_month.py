@@ -33,6 +33,7 @@ import hashlib
 import http.client
 import io
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,12 +72,32 @@ class Fed:
     seconds: dict[str, float]  # how long starting, feeding and scoring took (printed, never asserted)
 
 
+#: A rule on the group's live rate: Nocturna's month (9 significant in 206 graded reads, 4.4%) stays below it.
+GROUP_RULE = "group_discrepancy_above_threshold"
+GROUP_RULE_YAML = f"""
+  {GROUP_RULE}:
+    bucket: selective_overread
+    description: An external group whose significant-discrepancy rate is above 5% has its reports overread.
+    when:
+      group_discrepancy_rate: {{above: 0.05, min_reads: 50}}
+    pool: peer_review
+"""
+
+
 def _config(tmp: Path) -> Path:
     def sha(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
+    # The shipped policies plus a group rule (routing.yaml ships the condition, not a rule using it).
+    policies = tmp / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    routing = policies / "routing.yaml"
+    assert routing.read_text(encoding="utf-8").rstrip().endswith("pool: author")
+    with routing.open("a", encoding="utf-8") as f:
+        f.write(GROUP_RULE_YAML)
     config = tmp / "overread.yaml"
     config.write_text(
+        f"policies: {policies}\n"
         # Live discrepancy figures for routing every 5 s, over ten years: the month's report times
         # (November 2026) stay inside the window until 2036.
         "outcomes: {refresh_seconds: 5, window_days: 3650}\n"
@@ -511,9 +532,16 @@ def test_the_next_prelim_of_the_reader_above_threshold_goes_to_overread(fed: Fed
     high, low = _route(fed, "NOCPROBENT7741P"), _route(fed, "NOCPROBENT7802P")
     assert high["bucket"] == "selective_overread" and RULE in high["reasons"], high
     assert RULE not in low["reasons"], low
+    group = [t for t in truth.values() if t.group == GROUP]
+    significant, graded = sum(t.significant for t in group), sum(t.graded for t in group)
     for route, reader in ((high, "NT7741"), (low, "NT7802")):
         want = truth[reader]
         line = next(line for line in route["explanation"] if line.startswith(f"{RULE} "))
         assert f"reader_discrepancy_rate {reader} " in line, line
         assert f"({want.significant}/{want.graded} graded reads, store " in line, line
         assert "readers.yaml" not in line, line
+        # The group's live figures (every Nocturna reader's month) are below the group rule's 5%.
+        assert GROUP_RULE not in route["reasons"]
+        line = next(line for line in route["explanation"] if line.startswith(f"{GROUP_RULE} "))
+        assert f"group_discrepancy_rate {GROUP} (reader {reader}) " in line, line
+        assert f"({significant}/{graded} graded reads, store " in line and "not above 5.0%" in line, line
