@@ -23,7 +23,9 @@ What is generated:
   (``1``), an addendum (``1``) and a missed effusion (``2b``), graded on the
   final's reader.
 - Some finals sent before their prelim (out of order); about one message in
-  six as a FHIR DiagnosticReport (HTTP), the rest HL7 ORU^R01 (MLLP).
+  six as a FHIR DiagnosticReport (HTTP), the rest HL7 ORU^R01 (MLLP). A FHIR
+  preliminary names its accession only through its ServiceRequest (``basedOn``),
+  a FHIR final or correction also by its own identifier.
 - Explicit scores to record with ``overread outcomes score``: each overrides
   its accession's proposal.
 
@@ -698,6 +700,9 @@ def _fhir(v: _Version) -> bytes:
         "resultsInterpreter": [{"reference": "#reader"}],
         "result": results,
     }
+    if v.external:
+        # Nocturna's FHIR reports name the accession only through their order (basedOn).
+        del doc["identifier"]
     return json.dumps(doc, indent=1).encode("utf-8")
 
 
@@ -910,7 +915,8 @@ def probe_prelim(reader: str, accession: str, when: datetime, seed: int = 1) -> 
 
 
 def patient_markers(month: Month) -> Iterable[str]:
-    """Every MRN and patient family name of the month: none may appear in an output document."""
+    """Every MRN and patient name of the month: none may appear in an output document or a log line."""
     for a in month.accessions:
         yield a.mrn
     yield from FAMILIES
+    yield from GIVEN

@@ -545,3 +545,10 @@ def test_the_next_prelim_of_the_reader_above_threshold_goes_to_overread(fed: Fed
         line = next(line for line in route["explanation"] if line.startswith(f"{GROUP_RULE} "))
         assert f"group_discrepancy_rate {GROUP} (reader {reader}) " in line, line
         assert f"({significant}/{graded} graded reads, store " in line and "not above 5.0%" in line, line
+
+
+def test_no_patient_data_in_the_daemon_log(fed: Fed) -> None:
+    logged = fed.daemon.stdout() + fed.daemon.stderr()
+    assert "live_figures_refreshed" in logged
+    for marker in patient_markers(fed.month):
+        assert marker not in logged, marker
