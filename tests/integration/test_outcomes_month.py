@@ -13,7 +13,7 @@ intended (docs/outcomes.md):
 - ``GET /api/history/<accession>`` for a discrepancy of each kind, a concordant,
   a corrected, an out-of-order, a FHIR and a scored accession: versions in
   clinical order, pairs, proposed and explicit grades; ``overread history``
-  (once, as a subprocess) prints the same document.
+  (the CLI's ``main``) prints the same document.
 - The explicit scores override the proposals, which are kept.
 - ``overread scorecard --by reader --format json``: per reader the reads,
   prelims, finals, overread, graded, per-grade and significant counts,
@@ -35,7 +35,6 @@ import io
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -309,25 +308,17 @@ def test_history_of_fhir_versions(fed: Fed) -> None:
 
 
 def test_history_cli_prints_the_api_document(fed: Fed) -> None:
-    """``overread history --format json`` as a user runs it (``python -m listener``, the config and state
-    directory of the daemon): the document ``GET /api/history/<accession>`` serves. One run (each loads the
-    whole pipeline: seconds), on the accession with three versions and two graded pairs."""
+    """``overread history ACCESSION --format json --config ... --state-dir ...`` (the CLI's ``main``): the
+    document ``GET /api/history/<accession>`` serves. One run (each loads the whole pipeline: seconds), on
+    the accession with three versions and two graded pairs."""
     a = _pick(fed.month, correction_kind="missed_effusion")
-    proc = subprocess.run(
-        [sys.executable, "-m", "listener", "history", a.accession, "--format", "json", "--config", str(fed.config)]
-        + ["--state-dir", str(fed.daemon.state_dir)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    cli = json.loads(proc.stdout)
+    code, out = _cli(fed, "history", a.accession, "--format", "json")
+    assert code == 0, out
+    cli = json.loads(out)
     _check_chain(cli, a, fed.month)
     assert cli == _history(fed, a.accession)
     for marker in patient_markers(fed.month):
-        assert marker not in proc.stdout
+        assert marker not in out
 
 
 # ------------------------------------------------------------------ explicit scores
