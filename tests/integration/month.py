@@ -2,7 +2,7 @@
 
 Deterministic from a seed (``build_month(seed)``): the same seed gives the same
 messages, byte for byte, and the same truth. Used by
-tests/integration/test_outcomes_month.py (docs/outcomes.md, "Report history").
+tests/integration/test_outcomes_month.py (docs/outcomes.md, "A month through the daemon").
 
 What is generated:
 
@@ -669,7 +669,7 @@ def _fhir(v: _Version) -> bytes:
             {
                 "resourceType": "Observation",
                 "id": f"sec{i}",
-                "status": status if status != "corrected" else "corrected",
+                "status": status,
                 "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]},
                 "subject": {"reference": "#pat"},
                 "valueString": "\n".join(lines),
