@@ -258,6 +258,15 @@ def _minutes(start: datetime, end: datetime) -> float | None:
     return minutes if minutes >= 0 else None
 
 
+def _reader_group(reader_id: str, directory: Directory) -> str:
+    if not reader_id:
+        return NOT_IN_DIRECTORY
+    info = directory.readers.get(reader_id.upper())
+    if info is None:
+        return NOT_IN_DIRECTORY
+    return info.group or NO_GROUP
+
+
 def _key_function(by: str, directory: Directory) -> Callable[[Version], str]:
     def reader(v: Version) -> str:
         return v.reader_id or NO_READER
@@ -269,15 +278,6 @@ def _key_function(by: str, directory: Directory) -> Callable[[Version], str]:
         return str(getattr(v, by)) or _MISSING[by]
 
     return {"reader": reader, "group": group}.get(by, field_of)
-
-
-def _reader_group(reader_id: str, directory: Directory) -> str:
-    if not reader_id:
-        return NOT_IN_DIRECTORY
-    info = directory.readers.get(reader_id.upper())
-    if info is None:
-        return NOT_IN_DIRECTORY
-    return info.group or NO_GROUP
 
 
 @dataclass(slots=True)
