@@ -221,6 +221,30 @@ def test_same_store_same_document(doc: dict, state: tuple[Path, dict[str, str]],
     assert render_html(again) == render_html(doc)
 
 
+def test_a_window_without_reads(state: tuple[Path, dict[str, str]], pipeline: Pipeline) -> None:
+    """No read of the group in the window: zeros, no rate, no case, the reason said; HTML and PDF still render."""
+    store = SQLiteStore.in_state_dir(state[0])
+    try:
+        empty = feedback_document(
+            store,
+            HistoryContext(pipeline, load_outcome_rules(), {}),
+            load_directory(REPO / "policies"),
+            GROUP,
+            since=datetime(2025, 6, 1, tzinfo=UTC),
+            until=datetime(2025, 6, 4, tzinfo=UTC),
+            contract=None,
+        )
+    finally:
+        store.close()
+    assert (empty["volume"]["reads"], empty["cases"], empty["qa_defects"], empty["contract"]) == (0, [], [], None)
+    assert empty["too_few"] is True and empty["note"] == "no reads"
+    assert [w["since"] for w in empty["trend"]["weeks"]] == ["2025-06-01T00:00:00Z"]
+    assert {t["status"] for t in empty["targets"]} == {"no target"}
+    html = render_html(empty)
+    assert "No discrepancy case in the window." in html and "No contract targets are configured" in html
+    assert render_pdf(empty).startswith(b"%PDF-")
+
+
 def test_figures_of_the_group(doc: dict) -> None:
     reads = len(CT_DAYS) + len(XR_DAYS)
     assert doc["group"] == GROUP and doc["readers"] == ["NT7741", "NT7802"]
