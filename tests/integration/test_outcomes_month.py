@@ -97,9 +97,9 @@ def _config(tmp: Path) -> Path:
     config = tmp / "overread.yaml"
     config.write_text(
         f"policies: {policies}\n"
-        # Live discrepancy figures for routing every 5 s, over ten years: the month's report times
+        # Live discrepancy figures for routing every 2 s, over ten years: the month's report times
         # (November 2026) stay inside the window until 2036.
-        "outcomes: {refresh_seconds: 5, window_days: 3650}\n"
+        "outcomes: {refresh_seconds: 2, window_days: 3650}\n"
         "http_clients:\n"
         f"  analyst: {{token_sha256: {sha(ANALYST)}, allow: [submit, read, operator]}}\n"
         f"  nocturna: {{token_sha256: {sha(TOKENS['nocturna'])}, facility: LEMC}}\n"
