@@ -8,8 +8,7 @@ What is generated:
 
 - One month (2026-11-01 22:00 to 2026-11-30 12:00, LEMC time, CST ``-0600``) of
   overnight preliminary reads (22:00-07:00 site time) by the external readers
-  of Nocturna Teleradiology (policies/readers.yaml: ``NT7741``, ``NT7802``,
-  ``NT7910``), and the internal final of each the next morning by an LEMC
+  of Nocturna Teleradiology (policies/readers.yaml: ``NT7741`` and ``NT7802``), and the internal final of each the next morning by an LEMC
   reader (R1042 neuro, R1187 body and ultrasound, R1311 chest).
 - Exams: XR chest, CT head, CT abdomen and pelvis, MR brain, US abdomen; the
   report text is ours (templates with variation: indications, incidental
@@ -69,12 +68,10 @@ GRADES = ("1", "2a", "2b", "3a", "3b")
 
 #: External reader id -> (family, given, number of prelims, intended grades other than "1").
 #: NT7741 misses critical findings: a significant-discrepancy rate above routing.yaml's 5% on more
-#: than 50 graded reads. NT7802 reads most studies and is clearly below. NT7910 is new: too few
-#: reads for a rate.
+#: than 50 graded reads. NT7802 reads most studies and is clearly below.
 READERS: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
     "NT7741": ("HALVORSEN", "INGRID", 66, ("3b", "3b", "3b", "3b", "2b", "2b", "2b", "2a", "2a")),
-    "NT7802": ("OYELARAN", "TOMAS", 118, ("2b", "2a", "2a")),
-    "NT7910": ("WESTERGAARD", "LIV", 22, ("2a",)),
+    "NT7802": ("OYELARAN", "TOMAS", 140, ("2b", "2a", "2a", "2a")),
 }
 #: Internal final readers by exam family.
 INTERNAL = {
@@ -871,7 +868,7 @@ def build_month(seed: int = 20261101) -> Month:
         ("NT7802", "1", "2a", "subtle finding on review; not clinically significant"),
         ("NT7741", "2a", "2b", "missed finding changes follow-up"),
         ("NT7741", "3b", "3b", "critical finding missed"),
-        ("NT7910", "2a", "1", "finding not confirmed on review"),
+        ("NT7802", "2a", "1", "finding not confirmed on review"),
     )
     for reader, grade, explicit, note in picks:
         chosen = by_kind[(reader, grade)][-1]
