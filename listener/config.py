@@ -54,6 +54,7 @@ _CONFIG_KEYS = frozenset(
         "http_max_body_size",
         "http_max_connections",
         "http_max_connections_per_peer",
+        "outcomes",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
@@ -78,6 +79,11 @@ DEFAULT_PIPELINE_WORKERS = 2
 DEFAULT_PIPELINE_BUDGET = 2.0
 #: Seconds between write probes of the store.
 DEFAULT_HEALTH_PROBE_INTERVAL = 10.0
+#: Live discrepancy figures for routing (``outcomes:``, docs/routing.md): seconds between
+#: refreshes (0: no live figures, readers.yaml only) and the window in days.
+DEFAULT_OUTCOMES_REFRESH_SECONDS = 300.0
+DEFAULT_OUTCOMES_WINDOW_DAYS = 90
+_OUTCOMES_KEYS = frozenset({"refresh_seconds", "window_days"})
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 #: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``), the
 #: ``/api`` queries (``operator``), POST peer-review scores as Observation or QuestionnaireResponse (``score``).
@@ -151,6 +157,11 @@ class Config:
             CN must be one of these.
         destinations_file: ``destinations.yaml`` naming where routing messages
             go (see ``listener.destinations``); None: none are sent.
+        outcomes_refresh_seconds: seconds between refreshes of the live
+            discrepancy figures the routing policy reads (``outcomes.refresh_seconds``;
+            0: none, readers.yaml's snapshot only).
+        outcomes_window_days: the days those figures cover, up to the refresh
+            (``outcomes.window_days``).
     """
 
     source: str
@@ -178,6 +189,8 @@ class Config:
     tls_client_ca: Path | None = None
     tls_allowed_subjects: tuple[str, ...] = ()
     destinations_file: Path | None = None
+    outcomes_refresh_seconds: float = DEFAULT_OUTCOMES_REFRESH_SECONDS
+    outcomes_window_days: int = DEFAULT_OUTCOMES_WINDOW_DAYS
 
     @property
     def tls(self) -> bool:
@@ -288,6 +301,23 @@ def _http_clients(node: YamlMap, base: Path) -> tuple[HttpClient, ...]:
     return tuple(clients)
 
 
+def _outcomes(node: YamlMap) -> dict[str, Any]:
+    """``outcomes: {refresh_seconds: 300, window_days: 90}`` -> Config fields."""
+    node.reject_unknown(_OUTCOMES_KEYS, "outcomes")
+    out: dict[str, Any] = {}
+    if "refresh_seconds" in node:
+        seconds = node.get_number("refresh_seconds", minimum=0)
+        if 0 < seconds < 1:
+            raise node.error("refresh_seconds", "outcomes.refresh_seconds: 0 (no live figures) or at least 1")
+        out["outcomes_refresh_seconds"] = seconds
+    if "window_days" in node:
+        days = node.get_number("window_days", minimum=1)
+        if days != int(days) or days > 3650:
+            raise node.error("window_days", "outcomes.window_days: whole days, 1 to 3650")
+        out["outcomes_window_days"] = int(days)
+    return out
+
+
 def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = None) -> Config:
     """Load the daemon config (or the embedded defaults when ``path`` is None).
 
@@ -364,6 +394,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             if not file.is_file():
                 raise doc.error("destinations", "destinations: file not found")
             daemon["destinations_file"] = file
+        if "outcomes" in doc:
+            daemon.update(_outcomes(doc.get_map("outcomes")))
         if "tls_allowed_subjects" in doc:
             daemon["tls_allowed_subjects"] = doc.get_list("tls_allowed_subjects").strings()
         if str(daemon.get("http_endpoint", "")).startswith("ssl:"):

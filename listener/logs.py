@@ -87,6 +87,9 @@ EVENTS: frozenset[str] = frozenset(
         "message_interrupted",
         "pipeline_overrun",
         "prior_lookup_failed",
+        # live peer-review figures for routing (server/live_rates.py)
+        "live_figures_refreshed",
+        "live_figures_failed",
         # outbound queue
         "outbox_delivered",
         "outbox_retry_scheduled",

@@ -343,6 +343,19 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     store = _open("reprocess", config)
     if isinstance(store, str):
         return _fail("reprocess", store)
+    figures = None
+    if config.outcomes_refresh_seconds > 0:
+        # Route as the daemon would now: its live discrepancy figures, computed once (docs/routing.md).
+        from listener.history import HistoryContext, outcome_rules_file
+        from listener.live_figures import compute_live_figures
+        from listener.outcomes import load_outcome_rules
+
+        context = HistoryContext(pipeline, load_outcome_rules(outcome_rules_file(config)), clients)
+        try:
+            figures = compute_live_figures(store, context, until=now, window_days=config.outcomes_window_days)
+        except StoreError as exc:
+            store.close()
+            return _fail("reprocess", f"cannot compute the live discrepancy figures: {exc}")
     actor = os_actor()
     problems = 0
     done: list[int] = []
@@ -402,6 +415,7 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                         actor=actor,
                         dry_run=args.dry_run,
                         resend_routes=args.resend_routes,
+                        live_figures=figures,
                     )
                 except StoreError as exc:
                     sys.stderr.write(f"overread reprocess: message {pk}: {exc}\n")

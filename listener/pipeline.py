@@ -19,6 +19,7 @@ from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Disposition, Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
 from listener.qa.engine import Prior, QaConfig, QaContext, QaInterrupted, run_rules
+from listener.sites import LiveFigures
 from listener.text import TextCache
 
 if TYPE_CHECKING:
@@ -186,6 +187,7 @@ def process(
     priors: tuple[Prior, ...] | None = None,
     priors_for: PriorsFor | None = None,
     interrupt: Interrupt | None = None,
+    live_figures: LiveFigures | None = None,
 ) -> Outcome:
     """Run one HL7 v2 message through decode, QA and routing.
 
@@ -199,6 +201,9 @@ def process(
         interrupt: lets the caller stop QA early (a time budget); an
             interrupted report carries the ``qa.timeout`` finding and the
             policy's route for unchecked reports.
+        live_figures: the peer-review figures the caller computed from its
+            store, for the routing policy's discrepancy-rate conditions
+            (docs/routing.md); None: readers.yaml's snapshot.
 
     Never raises: a decode failure or an unexpected bug becomes a rejected
     Outcome whose ``error`` carries the HL7 code and location for the NACK.
@@ -221,7 +226,7 @@ def process(
         )
     try:
         results = tuple(
-            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt, live_figures))
             for report in decoded.reports
         )
     except Exception as exc:  # noqa: BLE001 - a rule bug: AE 207, logged by type only
@@ -259,6 +264,7 @@ def process_fhir(
     priors: tuple[Prior, ...] | None = None,
     priors_for: PriorsFor | None = None,
     interrupt: Interrupt | None = None,
+    live_figures: LiveFigures | None = None,
 ) -> Outcome:
     """Run one FHIR body (DiagnosticReport or Bundle) through decode, QA and routing.
 
@@ -287,7 +293,7 @@ def process_fhir(
         interrupt.decoded = Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
     try:
         results = tuple(
-            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt))
+            check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt, live_figures))
             for report in reports
         )
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
@@ -302,11 +308,14 @@ def _context(
     priors: tuple[Prior, ...] | None,
     priors_for: PriorsFor | None,
     interrupt: Interrupt | None,
+    live_figures: LiveFigures | None = None,
 ) -> QaContext:
-    """One report's QA context: the clock, its priors, the interrupt's stop check."""
+    """One report's context: the clock, its priors, the interrupt's stop check, the live figures."""
     if priors_for is not None:
         priors = priors_for(report)
-    return QaContext(now=received_at, priors=priors, stop=interrupt.requested if interrupt else None)
+    return QaContext(
+        now=received_at, priors=priors, stop=interrupt.requested if interrupt else None, live_figures=live_figures
+    )
 
 
 def check_report(report: Report, pipeline: Pipeline, context: QaContext) -> ReportOutcome:

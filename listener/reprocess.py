@@ -29,6 +29,7 @@ from listener.hl7v2.segments import read_header
 from listener.intake import ack_builder, http_record, mllp_record, parse_body, report_records
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
 from listener.server.priors import PriorLookup
+from listener.sites import LiveFigures
 from listener.store.base import MessageDetail, MessageRecord, Store
 
 __all__ = ["Change", "Snapshot", "reprocess_message", "snapshot_of_detail"]
@@ -159,11 +160,14 @@ def reprocess_message(
     actor: str,
     dry_run: bool = False,
     resend_routes: bool = False,
+    live_figures: LiveFigures | None = None,
 ) -> Change:
     """Process one stored message's raw bytes again and (unless ``dry_run``) store the result.
 
     The QA clock is the message's original receive time (a turnaround rule
     judges the message as it arrived); the new routing messages are dated ``now``.
+    ``live_figures``: the discrepancy figures routing reads, as the daemon
+    would use them now (docs/routing.md); None: readers.yaml's snapshot.
 
     Raises:
         StoreError: the store failed, or the message was processed again meanwhile.
@@ -184,7 +188,7 @@ def reprocess_message(
         header = read_header(raw)
         if header is None:
             return skip("the stored body has no readable MSH segment")
-        outcome = process(raw, pipeline, received_at=head.received, priors_for=priors)
+        outcome = process(raw, pipeline, received_at=head.received, priors_for=priors, live_figures=live_figures)
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)
         record, outcome = mllp_record(
@@ -210,7 +214,13 @@ def reprocess_message(
             feed=pipeline.mappings.for_sender(head.sender_application, head.sender_facility).name,
         )
         outcome = process_fhir(
-            raw, pipeline, received_at=head.received, media_type=_FHIR_MEDIA_TYPE, client=client, priors_for=priors
+            raw,
+            pipeline,
+            received_at=head.received,
+            media_type=_FHIR_MEDIA_TYPE,
+            client=client,
+            priors_for=priors,
+            live_figures=live_figures,
         )
         changed = _changed_positions(detail, outcome)
         only = None if resend_routes else frozenset(changed)

@@ -44,7 +44,8 @@ class ReaderHistory:
 
     The routing policy compares ``rate`` with a threshold once ``reads`` is
     large enough to mean something. It comes from readers.yaml (a snapshot the
-    QA programme exports) or from the caller (``RoutingContext.reader_history``).
+    QA programme exports) or from the caller (``RoutingContext.reader_history``
+    and ``group_history``: the daemon's live figures, :class:`LiveFigures`).
     """
 
     reads: int
@@ -55,6 +56,25 @@ class ReaderHistory:
     def rate(self) -> float:
         """Discrepancies per reviewed read (0.0 when nothing was reviewed)."""
         return self.discrepancies / self.reads if self.reads else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFigures:
+    """Peer-review figures the shell computed from the store, handed to routing as an input.
+
+    Built off the reactor from the graded prelim/final pairs of a window
+    (docs/routing.md, "Discrepancy rates: live figures and the readers.yaml
+    fallback"); the pipeline passes them to the routing policy like the clock.
+
+    Attributes:
+        readers: reader id (upper case) -> graded reads and significant discrepancies.
+        groups: readers.yaml group name -> the same over the group's readers.
+        source: the window in words, for explanations ("store 90 d to 2026-12-06T10:00Z").
+    """
+
+    readers: Mapping[str, ReaderHistory]
+    groups: Mapping[str, ReaderHistory]
+    source: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from listener.model import CATEGORIES, Evidence, Finding, Report, Section, SectionKind, Severity
 from listener.procedures import ProcedureTable
-from listener.sites import Directory
+from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
 from listener.text.sentences import Span
 
@@ -59,6 +59,9 @@ class QaContext:
     #: same report (:func:`listener.pipeline.check_report` creates one per
     #: report); None: :func:`run_rules` starts an empty one of its own.
     text_cache: TextCache | None = field(default=None, compare=False, repr=False)
+    #: Live peer-review figures for the routing policy's discrepancy-rate
+    #: conditions (the daemon's cache, docs/routing.md); None: readers.yaml only.
+    live_figures: LiveFigures | None = field(default=None, compare=False, repr=False)
 
 
 class QaInterrupted(Exception):

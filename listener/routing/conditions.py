@@ -21,7 +21,7 @@ from listener.model import PRIORITIES, ResultStatus, SectionKind, Severity
 from listener.procedures import MODALITIES
 from listener.routing.facts import TIME_SOURCES, Facts
 from listener.routing.sampling import draw
-from listener.sites import Directory
+from listener.sites import Directory, ReaderHistory
 from listener.text import Terms
 from listener.yamlconf import YamlMap
 
@@ -455,38 +455,142 @@ def _lacks_subspecialty(node: YamlMap, key: str, env: LoadEnv, where: str) -> Re
     return ReaderLacksSubspecialty(names)
 
 
+def _snapshot_label(history: ReaderHistory, summed: int = 0) -> str:
+    of = f" (sum of {summed} readers)" if summed > 1 else ""
+    return f"readers.yaml snapshot{of}" + (f" as of {history.as_of}" if history.as_of else "")
+
+
+def _rate_check(
+    key: str,
+    who: str,
+    above: float,
+    min_reads: int,
+    live: ReaderHistory | None,
+    source: str,
+    snapshot: ReaderHistory | None,
+    snapshot_label: str,
+) -> tuple[bool, str]:
+    """The shared verdict of the discrepancy-rate conditions (docs/routing.md).
+
+    Live figures with at least ``min_reads`` graded reads decide; otherwise
+    the readers.yaml snapshot does, labelled as the fallback with the reason.
+    """
+
+    def verdict(history: ReaderHistory, reads: str, label: str) -> tuple[bool, str]:
+        ok = history.rate > above
+        return ok, (
+            f"{key} {who} {history.rate:.1%} ({history.discrepancies}/{history.reads} {reads}, {label})"
+            f" {'above' if ok else 'not above'} {above:.1%}"
+        )
+
+    if live is not None and live.reads >= min_reads:
+        return verdict(live, "graded reads", source)
+    if not source:
+        why = "no live figures"
+    elif live is None:
+        why = f"no graded reads in {source}"
+    else:
+        why = f"{live.reads} graded reads in {source}, fewer than {min_reads}"
+    if snapshot is None:
+        return False, f"{key} {who}: {why}; no readers.yaml snapshot"
+    label = f"{snapshot_label} (fallback: {why})"
+    if snapshot.reads < min_reads:
+        return False, f"{key} {who}: {snapshot.reads} reviewed reads, fewer than {min_reads} ({label})"
+    return verdict(snapshot, "reviewed reads", label)
+
+
 @dataclass(frozen=True, slots=True)
 class ReaderDiscrepancyRate:
-    """``reader_discrepancy_rate: {above: 0.05, min_reads: 50}``: recent peer-review record."""
+    """``reader_discrepancy_rate: {above: 0.05, min_reads: 50}``: the reader's significant-discrepancy rate.
+
+    Live figures (graded reads over the daemon's window) decide when they
+    reach ``min_reads``; else the reader's readers.yaml ``peer_review``
+    snapshot, labelled as the fallback.
+    """
 
     above: float
     min_reads: int
     key: str = "reader_discrepancy_rate"
 
     def check(self, facts: Facts) -> tuple[bool, str]:
-        history, source = facts.history()
-        who = facts.reader_id or "no reader"
-        if history is None:
-            return False, f"reader_discrepancy_rate {who}: {source}"
-        if history.reads < self.min_reads:
-            return False, (
-                f"reader_discrepancy_rate {who}: {history.reads} reviewed reads, fewer than {self.min_reads} ({source})"
-            )
-        ok = history.rate > self.above
-        return ok, (
-            f"reader_discrepancy_rate {who} {history.rate:.1%} ({history.discrepancies}/{history.reads}, {source})"
-            f" {'above' if ok else 'not above'} {self.above:.1%}"
+        who = facts.reader_id
+        if not who:
+            return False, f"{self.key}: no reader on the report"
+        snapshot = facts.snapshot_reader()
+        label = _snapshot_label(snapshot) if snapshot is not None else ""
+        return _rate_check(
+            self.key, who, self.above, self.min_reads, facts.live_reader(), facts.live_source, snapshot, label
         )
 
 
-def _discrepancy_rate(node: YamlMap, key: str, env: LoadEnv, where: str) -> ReaderDiscrepancyRate:
+@dataclass(frozen=True, slots=True)
+class GroupDiscrepancyRate:
+    """``group_discrepancy_rate: {above: 0.05, min_reads: 50}``: the rate of the reader's group.
+
+    The group is the reader's ``group`` in readers.yaml. Live figures for the
+    group decide when they reach ``min_reads``; else the sum of the group's
+    readers' ``peer_review`` snapshots (``snapshots``, summed when the policy
+    is built), labelled as the fallback.
+    """
+
+    above: float
+    min_reads: int
+    snapshots: Mapping[str, tuple[ReaderHistory, int]] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+    key: str = "group_discrepancy_rate"
+
+    def check(self, facts: Facts) -> tuple[bool, str]:
+        group = facts.group
+        if not group:
+            why = "reader not in readers.yaml" if facts.reader_info is None else "no group in readers.yaml"
+            return False, f"{self.key} {facts.reader_id or 'no reader'}: {why}"
+        found = self.snapshots.get(group)
+        snapshot, label = (found[0], _snapshot_label(*found)) if found is not None else (None, "")
+        return _rate_check(
+            self.key,
+            f"{group} (reader {facts.reader_id})",
+            self.above,
+            self.min_reads,
+            facts.live_group(),
+            facts.live_source,
+            snapshot,
+            label,
+        )
+
+
+def _group_snapshots(directory: Directory) -> Mapping[str, tuple[ReaderHistory, int]]:
+    """Group -> (its readers' snapshots summed, how many readers had one)."""
+    parts: dict[str, list[ReaderHistory]] = {}
+    for info in directory.readers.values():
+        if info.group and info.history is not None:
+            parts.setdefault(info.group, []).append(info.history)
+    out: dict[str, tuple[ReaderHistory, int]] = {}
+    for group, items in parts.items():
+        dates = sorted({h.as_of for h in items if h.as_of})
+        as_of = dates[0] if len(dates) == 1 else (f"{dates[0]} to {dates[-1]}" if dates else "")
+        total = ReaderHistory(sum(h.reads for h in items), sum(h.discrepancies for h in items), as_of)
+        out[group] = (total, len(items))
+    return MappingProxyType(out)
+
+
+def _rate_bounds(node: YamlMap, key: str, where: str) -> tuple[float, int]:
     sub = node.get_map(key)
     here = f"{where}.{key}"
     sub.reject_unknown({"above", "min_reads"}, here)
     above = sub.get_number("above", minimum=0)
     if above >= 1:
         raise sub.error("above", f"{here}.above: a rate is a fraction below 1 (0.05 = 5%)")
-    return ReaderDiscrepancyRate(above, _whole(sub, "min_reads", here, 1) if "min_reads" in sub else 30)
+    return above, (_whole(sub, "min_reads", here, 1) if "min_reads" in sub else 30)
+
+
+def _discrepancy_rate(node: YamlMap, key: str, env: LoadEnv, where: str) -> ReaderDiscrepancyRate:
+    return ReaderDiscrepancyRate(*_rate_bounds(node, key, where))
+
+
+def _group_discrepancy_rate(node: YamlMap, key: str, env: LoadEnv, where: str) -> GroupDiscrepancyRate:
+    above, min_reads = _rate_bounds(node, key, where)
+    return GroupDiscrepancyRate(above, min_reads, _group_snapshots(env.directory))
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,6 +636,7 @@ _PARSERS: Mapping[str, _Parser] = MappingProxyType(
         "qa_finding": _qa_finding,
         "reader_lacks_subspecialty": _lacks_subspecialty,
         "reader_discrepancy_rate": _discrepancy_rate,
+        "group_discrepancy_rate": _group_discrepancy_rate,
         "sample": _sample,
     }
 )

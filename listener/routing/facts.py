@@ -30,14 +30,18 @@ TIME_SOURCES = ("message", "received", "report", "observation")
 
 @dataclass(frozen=True, slots=True)
 class RoutingContext:
-    """What the caller knows beyond the report: the clock and reader history.
+    """What the caller knows beyond the report: the clock and the live peer-review figures.
 
     Attributes:
         now: the decision time (aware); deadlines count from it and it is the
             last fallback for a coverage window when the report has no time.
-        reader_history: reader id (upper case) -> recent peer-review record.
-            Overrides the snapshot in readers.yaml for that reader; the store
-            or a QA export can supply it. Empty: use readers.yaml only.
+        reader_history: reader id (upper case) -> graded reads and significant
+            discrepancies over a recent window (the daemon computes them from
+            the store, docs/routing.md). Empty: readers.yaml only.
+        group_history: readers.yaml group name -> the same for the group.
+        history_source: those figures' origin and window in words, quoted in
+            explanations ("store 90 d to 2026-12-06T10:00Z"); "" with figures
+            given: "figures passed in".
         text_cache: the report's text analysis results, shared with its QA
             run (:func:`listener.pipeline.check_report` creates one per
             report); None: :class:`Facts` starts an empty one of its own.
@@ -45,6 +49,8 @@ class RoutingContext:
 
     now: datetime
     reader_history: Mapping[str, ReaderHistory] = field(default_factory=lambda: MappingProxyType({}))
+    group_history: Mapping[str, ReaderHistory] = field(default_factory=lambda: MappingProxyType({}))
+    history_source: str = ""
     text_cache: TextCache | None = field(default=None, compare=False, repr=False)
 
 
@@ -103,17 +109,32 @@ class Facts:
         """The reader's subspecialties from readers.yaml (empty when unknown)."""
         return self.reader_info.subspecialties if self.reader_info is not None else ()
 
-    def history(self) -> tuple[ReaderHistory | None, str]:
-        """(peer-review record, its source) for the reader, or (None, why not)."""
+    @property
+    def group(self) -> str:
+        """The reader's group from readers.yaml, "" when the reader is not listed or has none."""
+        return self.reader_info.group if self.reader_info is not None else ""
+
+    @property
+    def live_source(self) -> str:
+        """Where the live figures come from, "" when the caller passed none."""
+        context = self.context
+        if context.history_source:
+            return context.history_source
+        return "figures passed in" if context.reader_history or context.group_history else ""
+
+    def live_reader(self) -> ReaderHistory | None:
+        """The reader's live figures (None: none passed for this reader)."""
         rid = self.reader_id
-        if not rid:
-            return None, "no reader on the report"
-        passed = self.context.reader_history.get(rid)
-        if passed is not None:
-            return passed, "reader history passed in"
-        if self.reader_info is not None and self.reader_info.history is not None:
-            return self.reader_info.history, "readers.yaml peer_review"
-        return None, "no peer-review record"
+        return self.context.reader_history.get(rid) if rid else None
+
+    def live_group(self) -> ReaderHistory | None:
+        """The reader's group's live figures (None: none passed for that group)."""
+        group = self.group
+        return self.context.group_history.get(group) if group else None
+
+    def snapshot_reader(self) -> ReaderHistory | None:
+        """The reader's ``peer_review`` snapshot in readers.yaml, if any."""
+        return self.reader_info.history if self.reader_info is not None else None
 
     # -- time ---------------------------------------------------------------
 

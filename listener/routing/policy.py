@@ -343,14 +343,26 @@ def routing_decider(
 ) -> Callable[[Report, tuple[Finding, ...], QaContext], Route]:
     """Adapt a policy to ``Pipeline.decide_route`` (report, findings, QaContext) -> Route.
 
-    The pipeline's context carries the clock (``now``) and the report's text
-    analysis results (``text_cache``, shared with its QA run); reader history
-    comes from ``reader_history`` when given, else from readers.yaml.
+    The pipeline's context carries the clock (``now``), the report's text
+    analysis results (``text_cache``, shared with its QA run) and the live
+    peer-review figures (``live_figures``: the daemon's cache, docs/routing.md).
+    Without live figures, reader history comes from ``reader_history`` when
+    given, else from readers.yaml.
     """
     history = MappingProxyType(dict(reader_history or {}))
 
     def decide(report: Report, findings: tuple[Finding, ...], context: QaContext) -> Route:
-        routing_context = RoutingContext(now=context.now, reader_history=history, text_cache=context.text_cache)
+        live = context.live_figures
+        if live is not None:
+            routing_context = RoutingContext(
+                now=context.now,
+                reader_history=live.readers,
+                group_history=live.groups,
+                history_source=live.source,
+                text_cache=context.text_cache,
+            )
+        else:
+            routing_context = RoutingContext(now=context.now, reader_history=history, text_cache=context.text_cache)
         return decide_route(report, findings, routing_context, policy)
 
     return decide

@@ -40,8 +40,10 @@ from listener.config import Config
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import read_header
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
+from listener.outcome_data import HistoryContext
 from listener.pipeline import Pipeline
 from listener.server.journal import QUARANTINE_AFTER, Interrupted, Journal
+from listener.server.live_rates import LiveRates
 from listener.server.metrics import Metrics
 from listener.server.mllp import Intake, MllpFactory
 from listener.server.priors import PriorLookup
@@ -217,6 +219,17 @@ class Daemon:
                 _log().warning, "prior_lookup_failed", error_type=error_type
             ),
         )
+        # Live discrepancy figures for routing, refreshed off the reactor (listener/server/live_rates.py).
+        self.live_rates: LiveRates | None = None
+        if config.outcomes_refresh_seconds > 0:
+            self.live_rates = LiveRates(
+                self.store,
+                reactor,
+                context=self._history_context,
+                window_days=config.outcomes_window_days,
+                refresh_seconds=config.outcomes_refresh_seconds,
+                metrics=self.metrics,
+            )
         self.intake = Intake(
             pipeline,
             self.store,
@@ -228,6 +241,7 @@ class Daemon:
             runner=self.runner,
             journal=self.journal,
             priors_for=priors,
+            live_figures=self.live_rates.figures if self.live_rates is not None else lambda: None,
         )
         self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
@@ -276,6 +290,15 @@ class Daemon:
         done: Deferred[Any] = d.addCallback(stored)
         return done
 
+    def _history_context(self) -> HistoryContext:
+        """What grading the stored pairs needs (for the live figures): the running pipeline, the
+        grading rules (read now: a reload applies to the next refresh) and the FHIR clients."""
+        from listener.history_cli import history_context
+        from listener.server.http import clients_from_config
+
+        clients = {c.fhir.name: c.fhir for c in clients_from_config(self.config.http_clients).values()}
+        return history_context(self.config, self.intake.pipeline, clients)
+
     def probe_store(self) -> Deferred[None]:
         """A periodic real write: health reports a full disk even when no message arrives."""
 
@@ -316,6 +339,8 @@ class Daemon:
             self.prober = LoopingCall(self.probe_store)
             self.prober.clock = self.reactor
             self.prober.start(self.config.health_probe_interval, now=True)
+            if self.live_rates is not None:
+                self.live_rates.start()
             if self.config.raw_retention_days > 0:
                 self.purger = LoopingCall(self._purge_raw)
                 self.purger.clock = self.reactor
@@ -534,6 +559,8 @@ class Daemon:
             self.prober.stop()
         if self.purging is not None and not self.purging.called:
             yield self.purging
+        if self.live_rates is not None:
+            self.live_rates.stop()
         if self.port is not None:
             yield self.port.stopListening()
         if self.http_port is not None:
@@ -581,6 +608,7 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
         runner=intake.runner,
         journal=intake.journal,
         priors_for=intake.priors_for,
+        live_figures=intake.live_figures,
     )
     queries = store.reports
     site = build_site(
@@ -645,6 +673,8 @@ RESTART_ONLY = {
     "pipeline_budget": "pipeline_budget",
     "health_probe_interval": "health_probe_interval",
     "raw_retention_days": "raw_retention_days",
+    "outcomes_refresh_seconds": "outcomes",
+    "outcomes_window_days": "outcomes",
 }
 RESTART_ONLY_NAMES = (
     "listen endpoints (mllp, http)",
@@ -656,6 +686,7 @@ RESTART_ONLY_NAMES = (
     "pipeline_budget",
     "health_probe_interval",
     "raw_retention_days",
+    "outcomes (live figures' refresh and window)",
     "turning TLS on or off",
 )
 
@@ -692,7 +723,11 @@ class Reloaded:
 
             destinations = tuple(d for d in load_destinations(config.destinations_file) if d.enabled)
         tls = tls_options(config) if _uses_tls(running) and _uses_tls(config) else None
-        deferred = [name for field, name in RESTART_ONLY.items() if getattr(config, field) != getattr(running, field)]
+        deferred = list(
+            dict.fromkeys(
+                name for field, name in RESTART_ONLY.items() if getattr(config, field) != getattr(running, field)
+            )
+        )
         if _uses_tls(config) != _uses_tls(running) and "mllp" not in deferred:
             deferred.append("tls")
         effective = dataclasses.replace(config, **{field: getattr(running, field) for field in RESTART_ONLY})

@@ -63,6 +63,7 @@ from listener.pipeline import Outcome, Pipeline, PriorsFor, process_fhir, unchec
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
+from listener.sites import LiveFigures
 from listener.store.base import ReportRecord, SaveResult, Store
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ class HttpIntake(StoreShell):
             outbox rows (wakes the outbound workers).
         priors_for: looks up a decoded report's prior studies (on the worker
             thread); None: priors unknown.
+        live_figures: the cached live peer-review figures for routing (the
+            MLLP intake's, listener/server/live_rates.py); None: readers.yaml only.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class HttpIntake(StoreShell):
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
+        live_figures: Callable[[], LiveFigures | None] = lambda: None,
     ) -> None:
         super().__init__(
             store,
@@ -179,6 +183,7 @@ class HttpIntake(StoreShell):
             journal=journal,
         )
         self.priors_for = priors_for
+        self.live_figures = live_figures
         self.pipeline = pipeline
         self.run_in_thread = run_in_thread
         self.destinations = destinations
@@ -307,6 +312,7 @@ class HttpIntake(StoreShell):
     ) -> defer.Deferred[HttpAnswer]:
         jkey = journal_key("http", client.name, client.facility, identity or by_body)
         meta = json.dumps([client.name, client.facility, identity or by_body])
+        figures = self.live_figures()
 
         def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
             server_ids = tuple(uuid.uuid4().hex[: _ID_BYTES * 2] for _ in outcome.reports)
@@ -344,6 +350,7 @@ class HttpIntake(StoreShell):
                 client=client,
                 priors_for=self.priors_for,
                 interrupt=interrupt,
+                live_figures=figures,
             ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             serialize,

@@ -187,6 +187,20 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.live_figures_refreshes = Counter(
+            "overread_live_figures_refreshes",
+            "Refreshes of the live discrepancy figures routing reads, by outcome (ok, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.live_figures_age = Gauge(
+            "overread_live_figures_age_seconds",
+            "Seconds since the live discrepancy figures in force were computed (NaN: none yet)",
+            registry=self.registry,
+        )
+        self.live_figures_age.set(float("nan"))
+        for outcome in ("ok", "failed"):
+            self.live_figures_refreshes.labels(outcome)
         for kind in ("site", "reader"):
             self.directory_unknown.labels(kind)
         for outcome in ("applied", "refused"):

@@ -69,6 +69,7 @@ from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, PriorsFor, process,
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
+from listener.sites import LiveFigures
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class Intake(StoreShell):
         journal: where frames are recorded before the pipeline runs.
         priors_for: looks up a decoded report's prior studies (on the worker
             thread); None: priors unknown.
+        live_figures: the cached live peer-review figures for routing, read on
+            the reactor as a message starts (listener/server/live_rates.py);
+            None: readers.yaml only.
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class Intake(StoreShell):
         runner: PipelineRunner | None = None,
         journal: Journal | None = None,
         priors_for: PriorsFor | None = None,
+        live_figures: Callable[[], LiveFigures | None] = lambda: None,
     ) -> None:
         super().__init__(
             store,
@@ -160,6 +165,7 @@ class Intake(StoreShell):
             journal=journal,
         )
         self.priors_for = priors_for
+        self.live_figures = live_figures
         self.pipeline = pipeline
         self.destinations = destinations
         #: Keys committed (or found stored by a save) -> the stored (code, ACK),
@@ -371,6 +377,7 @@ class Intake(StoreShell):
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
         pipeline = self.pipeline
+        figures = self.live_figures()
 
         def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:
             outcome, reports = result
@@ -385,7 +392,12 @@ class Intake(StoreShell):
         answered, finished = self.journaled(
             (jkey, "mllp", raw, ""),
             lambda interrupt: process(
-                raw, pipeline, received_at=received, priors_for=self.priors_for, interrupt=interrupt
+                raw,
+                pipeline,
+                received_at=received,
+                priors_for=self.priors_for,
+                interrupt=interrupt,
+                live_figures=figures,
             ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
             lambda outcome: (outcome, report_records(outcome)),

@@ -32,6 +32,15 @@ def test_values_are_read_and_paths_resolved_against_the_file(tmp_path: Path) -> 
     assert (config.synchronous, config.raw_retention_days) == ("NORMAL", 30)
 
 
+def test_outcomes_keys(tmp_path: Path) -> None:
+    """``outcomes:`` sets the live figures' refresh and window; 0 turns them off; defaults 300 s, 90 days."""
+    assert (load_config(None).outcomes_refresh_seconds, load_config(None).outcomes_window_days) == (300.0, 90)
+    path = tmp_path / "overread.yaml"
+    path.write_text("outcomes:\n  refresh_seconds: 0\n  window_days: 30\n")
+    config = load_config(path)
+    assert (config.outcomes_refresh_seconds, config.outcomes_window_days) == (0, 30)
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
@@ -40,6 +49,10 @@ def test_values_are_read_and_paths_resolved_against_the_file(tmp_path: Path) -> 
         ("state_dir: var\nmllp: nonsense\n", 2),
         ("max_frame_size: 10.5\n", 1),
         ("unknown_key: 1\n", 1),
+        ("state_dir: var\noutcomes:\n  refresh_seconds: 0.5\n", 3),
+        ("outcomes:\n  window_days: 30.5\n", 2),
+        ("outcomes:\n  window_days: 0\n", 2),
+        ("outcomes:\n  refresh: 60\n", 2),
     ],
 )
 def test_bad_values_name_file_and_line(tmp_path: Path, text: str, line: int) -> None:
