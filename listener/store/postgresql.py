@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -80,35 +79,16 @@ from listener.store.pg_schema import (
     pending_migrations,
     schema_version,
 )
+from listener.store.pgurl import display_url
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
 T = TypeVar("T")
 
-#: URL schemes that name this backend.
-URL_SCHEMES = ("postgresql", "postgres")
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT_S = 10
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
-
-
-def display_url(url: str) -> str:
-    """The URL with any password removed (from the user part and from a ``password=`` parameter): safe to print."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}@{hostport}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_has_password(url: str) -> bool:
-    """True when the URL carries a password (``user:secret@`` or ``?password=``)."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
-    return ":" in userinfo or any(k == "password" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _utc(value: datetime) -> datetime:
