@@ -140,7 +140,9 @@ BACKENDS: dict[str, Opener] = {
 }
 
 
-def _location(settings: StoreSettings | str | os.PathLike[str]) -> StoreLocation:
+def _location(settings: StoreSettings | StoreLocation | str | os.PathLike[str]) -> StoreLocation:
+    if isinstance(settings, StoreLocation):
+        return settings
     if isinstance(settings, (str, os.PathLike)):
         return StoreLocation(Path(settings))
     return StoreLocation(
@@ -151,14 +153,14 @@ def _location(settings: StoreSettings | str | os.PathLike[str]) -> StoreLocation
     )
 
 
-def store_description(settings: StoreSettings | str | os.PathLike[str]) -> str:
+def store_description(settings: StoreSettings | StoreLocation | str | os.PathLike[str]) -> str:
     """What to print for the store the settings name: the URL without its password, or the SQLite file."""
     where = _location(settings)
     return display_url(where.url) if where.url else str(where.state_dir / DB_FILENAME)
 
 
 def open_store(
-    settings: StoreSettings | str | os.PathLike[str], *, create: bool = True, backend: str | None = None
+    settings: StoreSettings | StoreLocation | str | os.PathLike[str], *, create: bool = True, backend: str | None = None
 ) -> Store:
     """Open the store the settings name: the daemon and every command open it here.
 

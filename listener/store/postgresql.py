@@ -191,20 +191,28 @@ class _Reader:
         self._closed = False
 
     def run(self, what: str, work: Callable[[PgConnection], T]) -> T:
+        """Run ``work`` on the connection; a read that meets a dropped session runs once more on a new one."""
         error: StoreError
         with self._lock:
-            try:
-                if self._closed:
-                    raise StoreError("store is closed")
-                if self._conn is None or _broken(self._conn):
-                    if self._conn is not None:
-                        self._conn.close()
-                        self._conn = None
-                    self._conn = self._connect()
-                return work(self._conn)
-            except (psycopg.Error, StoreError) as exc:
-                error = store_error(what, exc)
+            for attempt in (1, 2):
+                try:
+                    return work(self._open())
+                except (psycopg.Error, StoreError) as exc:
+                    if attempt == 1 and self._conn is not None and _broken(self._conn):
+                        continue  # reads change nothing: safe to run again
+                    error = store_error(what, exc)
+                    break
         raise error  # outside the except block: the server's text is not even __context__
+
+    def _open(self) -> PgConnection:
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._conn is None or _broken(self._conn):
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._conn = self._connect()
+        return self._conn
 
     def rows(self, what: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         return self.run(what, lambda conn: conn.execute(sql, params).fetchall())
