@@ -1371,3 +1371,50 @@ def _filters(pairs: Sequence[tuple[str, object | None]]) -> tuple[str, list[obje
 def _ts(value: datetime) -> str:
     """A time as the SQLite store writes it in event texts (fixed-width UTC ISO 8601)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# ------------------------------------------------------------- maintenance
+
+
+def stored_version(url: str, password: str | None = None) -> int:
+    """The schema version of the store at ``url`` (0: none yet), for ``overread store migrate --list``.
+
+    Raises:
+        StoreError: the server cannot be reached or the schema is not an overread store.
+    """
+    conn = _connect(url, password, writer=False)
+    try:
+        return schema_version(conn)
+    except psycopg.Error as exc:
+        raise store_error(f"{display_url(url)}: reading the schema version", exc) from None
+    finally:
+        conn.close()
+
+
+def migrate_store(url: str, password: str | None = None) -> tuple[int, tuple[PgMigration, ...]]:
+    """Run the pending migrations of the store at ``url`` (``overread store migrate``).
+
+    One transaction under the migration advisory lock: a daemon opening the
+    store meanwhile waits for it, and a second migrator finds nothing to do.
+
+    Returns:
+        The version before, and the steps run.
+
+    Raises:
+        StoreError: no store there, the server cannot be reached, the schema is
+            newer than this program's or not ours, or a step failed (then
+            nothing changed); the text names the URL without its password.
+    """
+    where = display_url(url)
+    conn = _connect(url, password, writer=True)
+    try:
+        if schema_version(conn) == 0:
+            raise StoreError(f"no store in {where} (the daemon creates it at its first start)")
+        before = migrate(conn)
+    except StoreError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    except psycopg.Error as exc:
+        raise store_error(f"{where}: migration failed, nothing changed", exc) from None
+    finally:
+        conn.close()
+    return before, tuple(pending_migrations(before))

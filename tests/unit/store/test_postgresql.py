@@ -231,3 +231,29 @@ def test_open_store_picks_postgresql_by_the_url(dsn: str, tmp_path: Path) -> Non
     with pytest.raises(StoreError, match="cannot be read") as unreadable:
         open_store(_Settings(tmp_path, dsn, store_password_file=secret), backend="postgresql")
     assert "not text" not in str(unreadable.value)
+
+
+def test_store_migrate_upgrades_a_postgresql_store_and_file_actions_refuse(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`overread store migrate` with a postgresql:// config: --list, migrate, nothing left; backup points elsewhere."""
+    from listener.cli import main
+
+    config = tmp_path / "overread.yaml"
+    config.write_text(f"state_dir: var\nstore: {_as_url(dsn)}\n", encoding="utf-8")
+    assert main(["store", "migrate", "--config", str(config)]) == 2
+    assert "no store in postgresql://" in capsys.readouterr().err
+    with _admin(dsn) as conn:
+        pg_schema.migrate(conn, target=3)
+    assert main(["store", "migrate", "--list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert (
+        "schema v3 (this program: v4)" in listed and "v3 -> v4: explicit peer-review scores table  [pending]" in listed
+    )
+    assert main(["store", "migrate", "--config", str(config)]) == 0
+    assert "migrated from v3 to v4" in capsys.readouterr().out
+    assert main(["store", "migrate", "--config", str(config)]) == 0
+    assert "is at v4: nothing to migrate" in capsys.readouterr().out
+    assert main(["store", "backup", str(tmp_path / "bk"), "--config", str(config)]) == 2
+    assert "use the server's tools" in capsys.readouterr().err
+    assert not (tmp_path / "bk").exists()
