@@ -50,3 +50,14 @@ def fresh_schema(dsn: str, prefix: str = "t") -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+def as_url(dsn: str) -> str:
+    """A key=value DSN (a test schema's) as the ``postgresql://`` URL a configuration holds."""
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    user, dbname = params.pop("user", ""), params.pop("dbname", "")
+    return f"postgresql://{user}@/{dbname}?{urlencode(params, quote_via=quote)}"

@@ -19,7 +19,7 @@ import pytest
 
 from listener.errors import StoreError
 from listener.store import SaveResult, open_store
-from tests.postgres import fresh_schema, server_dsn
+from tests.postgres import as_url, fresh_schema, server_dsn
 
 from .records import record, report
 
@@ -205,18 +205,9 @@ class _Settings:
     store_password_file: Path | None = None
 
 
-def _as_url(dsn: str) -> str:
-    """The key=value DSN of a test schema as a postgresql:// URL (what a configuration holds)."""
-    from urllib.parse import quote, urlencode
-
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    user, dbname = params.pop("user", ""), params.pop("dbname", "")
-    return f"postgresql://{user}@/{dbname}?{urlencode(params, quote_via=quote)}"
-
-
 def test_open_store_picks_postgresql_by_the_url(dsn: str, tmp_path: Path) -> None:
     """A postgresql:// store_url selects the backend; commands (create=False) never create a store."""
-    settings = _Settings(tmp_path, _as_url(dsn))
+    settings = _Settings(tmp_path, as_url(dsn))
     with pytest.raises(StoreError, match="no store in postgresql://"):
         open_store(settings, create=False)
     store = open_store(settings)
@@ -240,7 +231,7 @@ def test_store_migrate_upgrades_a_postgresql_store_and_file_actions_refuse(
     from listener.cli import main
 
     config = tmp_path / "overread.yaml"
-    config.write_text(f"state_dir: var\nstore: {_as_url(dsn)}\n", encoding="utf-8")
+    config.write_text(f"state_dir: var\nstore: {as_url(dsn)}\n", encoding="utf-8")
     assert main(["store", "migrate", "--config", str(config)]) == 2
     assert "no store in postgresql://" in capsys.readouterr().err
     with _admin(dsn) as conn:
