@@ -362,26 +362,24 @@ def _message_detail(conn: PgConnection, message_pk: int) -> MessageDetail | None
 
 def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime) -> None:
     """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread)."""
-    if record.reports:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-                " findings_json, route_json, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                [
-                    (
-                        pk,
-                        seq,
-                        r.accession,
-                        r.bucket,
-                        r.report_json,
-                        r.findings_json,
-                        r.route_json,
-                        r.patient_id,
-                        r.patient_authority,
-                    )
-                    for seq, r in enumerate(record.reports)
-                ],
-            )
+    # One statement per row: psycopg's executemany enters pipeline mode, which
+    # costs more than it saves for the one or two reports of a message.
+    for seq, r in enumerate(record.reports):
+        conn.execute(
+            "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
+            " findings_json, route_json, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                pk,
+                seq,
+                r.accession,
+                r.bucket,
+                r.report_json,
+                r.findings_json,
+                r.route_json,
+                r.patient_id,
+                r.patient_authority,
+            ),
+        )
     # One row at a time, in order: ids order an accession's rows.
     for o in record.outbox:
         conn.execute(
