@@ -53,10 +53,14 @@ start() {
     as_owner "$bin/initdb" --pgdata="$dir/data" --username=overread --auth=trust --encoding=UTF8 \
         --locale=C --no-instructions >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
+    # Members of overread_password_login must give a password (the password tests), everyone else
+    # is trusted: the socket is the only way in.
+    as_owner sed -i '1i local all +overread_password_login scram-sha-256' "$dir/data/pg_hba.conf"
     # No TCP listener; the socket lives in the directory (mode 0700: only its owner and root reach it).
     as_owner "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
         -o "-c listen_addresses= -c unix_socket_directories=$dir -c max_connections=200" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
+    "$bin/createuser" --host="$dir" --username=overread --no-login overread_password_login
     echo "export OVERREAD_TEST_PG_DIR=$dir"
     echo "export OVERREAD_TEST_PG_DSN='postgresql://overread@/postgres?host=$dir'"
 }

@@ -75,8 +75,16 @@ def _messages(config: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 
 
+SECRET = "pw-QZXSECRET-7"
+
+
 def test_the_daemon_stores_answers_and_lists_on_postgresql(tmp_path: Path, config: Path, oru: bytes) -> None:
-    """AA once stored, the same ACK bytes for a resend, `overread messages` reads it, no SQLite file made."""
+    """AA once stored, the same ACK bytes for a resend, `overread messages` reads it, no SQLite file made,
+    and the password file's text appears in no log line (the test server trusts local sessions, so any
+    password is accepted: this proves where it does not go, not that it is sent)."""
+    (tmp_path / "pg-password").write_text(SECRET + "\n", encoding="utf-8")
+    with config.open("a", encoding="utf-8") as f:
+        f.write("store_password_file: pg-password\n")
     daemon = _daemon(tmp_path, config)
     try:
         daemon.start()
@@ -95,6 +103,7 @@ def test_the_daemon_stores_answers_and_lists_on_postgresql(tmp_path: Path, confi
     opened = [line for line in daemon.log_lines() if line.get("event") == "store_opened"]
     assert opened and str(opened[0]["store"]).startswith("postgresql://")
     assert not (daemon.state_dir / "overread.db").exists()
+    assert SECRET not in daemon.stdout() and SECRET not in daemon.stderr()
 
 
 def _flood(address: tuple[str, int], oru: bytes, conn_no: int, acked: list[str]) -> None:

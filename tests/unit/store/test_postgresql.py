@@ -248,3 +248,42 @@ def test_store_migrate_upgrades_a_postgresql_store_and_file_actions_refuse(
     assert main(["store", "backup", str(tmp_path / "bk"), "--config", str(config)]) == 2
     assert "use the server's tools" in capsys.readouterr().err
     assert not (tmp_path / "bk").exists()
+
+
+def test_the_password_file_is_sent_and_never_shown(dsn: str, tmp_path: Path) -> None:
+    """A role that must give a password (the test server asks members of overread_password_login for one):
+    store_password_file opens the store; a wrong one is refused without either text in the error."""
+    import uuid
+
+    from psycopg import sql
+
+    role = f"pw_{uuid.uuid4().hex[:12]}"
+    schema = psycopg.conninfo.conninfo_to_dict(dsn)["options"].split("=", 1)[1]
+    with _admin(dsn) as conn:
+        if conn.execute("SELECT to_regrole('overread_password_login')").fetchone() == (None,):
+            pytest.skip("the test server has no overread_password_login group (.ci/postgres.sh makes one)")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE overread_password_login").format(
+                sql.Identifier(role), sql.Literal("right-QZX-1")
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(role))
+        )
+    try:
+        url = as_url(psycopg.conninfo.make_conninfo(dsn, user=role))
+        (tmp_path / "right").write_text("right-QZX-1\n", encoding="utf-8")
+        (tmp_path / "wrong").write_text("wrong-QZX-2\n", encoding="utf-8")
+        with pytest.raises(StoreError, match="connecting to PostgreSQL failed") as refused:
+            open_store(_Settings(tmp_path, url, store_password_file=tmp_path / "wrong"))
+        assert "QZX" not in str(refused.value)
+        store = open_store(_Settings(tmp_path, url, store_password_file=tmp_path / "right"))
+        try:
+            assert not store.save(record("M1")).duplicate
+            assert "QZX" not in repr(store.__dict__)  # kept by the connection factories only
+        finally:
+            store.close()
+    finally:
+        with _admin(dsn) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
