@@ -137,6 +137,10 @@ class PostgresSession:
     def __init__(self, connect: Callable[[], PgConnection]) -> None:
         self._connect = connect
         self._conn = connect()
+        # A released savepoint's RELEASE waits to travel with the next SAVEPOINT
+        # (one round trip for both, sent as one simple query); COMMIT and
+        # ROLLBACK end the savepoint anyway.
+        self._release_pending = False
 
     @property
     def handle(self) -> PgConnection:
@@ -153,15 +157,20 @@ class PostgresSession:
         if _broken(self._conn):
             self._conn.close()
             self._conn = self._connect()
+        self._release_pending = False
         self._conn.execute("BEGIN")
 
     def savepoint(self) -> None:
-        """SAVEPOINT job."""
-        self._conn.execute("SAVEPOINT job")
+        """SAVEPOINT job (after the RELEASE of the previous job's, in the same round trip)."""
+        if self._release_pending:
+            self._release_pending = False
+            self._conn.execute("RELEASE SAVEPOINT job; SAVEPOINT job")
+        else:
+            self._conn.execute("SAVEPOINT job")
 
     def release(self) -> None:
-        """RELEASE SAVEPOINT job."""
-        self._conn.execute("RELEASE SAVEPOINT job")
+        """RELEASE SAVEPOINT job: sent with the next SAVEPOINT, or made needless by COMMIT or ROLLBACK."""
+        self._release_pending = True
 
     def rollback_to(self) -> None:
         """ROLLBACK TO SAVEPOINT job, then RELEASE it."""
@@ -170,10 +179,12 @@ class PostgresSession:
 
     def commit(self) -> None:
         """COMMIT; returns once the server has made it durable."""
+        self._release_pending = False
         self._conn.execute("COMMIT")
 
     def rollback(self) -> None:
         """ROLLBACK."""
+        self._release_pending = False
         self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
