@@ -1,6 +1,9 @@
 """Benchmark the durable store: sequential commits vs group commit.
 
 Run by hand: ``.venv/bin/python bench/store.py [--seconds 3] [--synchronous FULL] [--dir DIR]``
+or, for the PostgreSQL backend (group scenarios only, each in a new schema of
+the database the DSN names, dropped afterwards; docs/store.md):
+``.venv/bin/python bench/store.py --postgresql "$OVERREAD_TEST_PG_DSN"``
 
 Scenarios, each on a fresh database in ``--dir`` (default: a temporary directory
 under ./var, i.e. on the disk the daemon would use), each record the size of a
@@ -29,6 +32,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -110,9 +114,10 @@ def bench_sequential(path: Path, seconds: float, synchronous: str) -> None:
     report("sequential", n, n, elapsed, latencies, cpu)
 
 
-def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int) -> None:
-    """threads_n submitters calling save() in a loop through the group-commit writer."""
-    store = SQLiteStore(path, synchronous=synchronous)  # type: ignore[arg-type]
+def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int, store: Any = None) -> None:
+    """threads_n submitters calling save() in a loop through the group-commit writer (SQLite, or ``store``)."""
+    if store is None:
+        store = SQLiteStore(path, synchronous=synchronous)  # type: ignore[arg-type]
     latencies: list[list[float]] = [[] for _ in range(threads_n)]
     stop = threading.Event()
     barrier = threading.Barrier(threads_n + 1)
@@ -149,13 +154,43 @@ def bench_group(path: Path, seconds: float, synchronous: str, threads_n: int) ->
     report(f"group x{threads_n}", records, commits, elapsed, [x for ls in latencies for x in ls], cpu)
 
 
+def bench_postgresql(dsn: str, seconds: float) -> None:
+    """The group scenarios on the PostgreSQL backend, each in a fresh schema."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from listener.store.postgresql import PostgresStore
+
+    print(f"postgresql, {seconds:g} s per scenario")
+    print(
+        f"{'scenario':<12} {'records':>8} {'commits':>8} {'records/s':>10} {'commits/s':>10}"
+        f" {'batch':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/rec':>10}"
+    )
+    for threads_n in (1, 8, 32):
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            store = PostgresStore(make_conninfo(dsn, options=f"-c search_path={schema}"))
+            bench_group(Path(schema), seconds, "FULL", threads_n, store)
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def main() -> None:
     """Run every scenario and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "EXTRA", "NORMAL"])
     parser.add_argument("--dir", default="var")
+    parser.add_argument("--postgresql", metavar="DSN", help="bench the PostgreSQL backend on this server instead")
     args = parser.parse_args()
+    if args.postgresql:
+        bench_postgresql(args.postgresql, args.seconds)
+        return
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     try:

@@ -686,7 +686,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "store":
             from listener.store_cli import cmd_store
 
-            return cmd_store(args, daemon_config(args, config).state_dir, sys.stdout)
+            settings = daemon_config(args, config)
+            return cmd_store(
+                args,
+                settings.state_dir,
+                sys.stdout,
+                store_url=settings.store_url,
+                password_file=settings.store_password_file,
+            )
     except ConfigError as exc:
         sys.stderr.write(f"overread: {exc}\n")
         return EXIT_ERROR

@@ -44,6 +44,8 @@ _CONFIG_KEYS = frozenset(
         "pipeline_budget",
         "health_probe_interval",
         "synchronous",
+        "store",
+        "store_password_file",
         "raw_retention_days",
         "tls_certificate",
         "tls_private_key",
@@ -148,6 +150,12 @@ class Config:
         health_probe_interval: seconds between the store's write probes (the
             health endpoint and ``overread_store_up`` report their result).
         synchronous: SQLite ``synchronous`` mode (FULL is the durable default).
+        store_url: ``""`` for the SQLite store in ``state_dir`` (the default), or
+            a ``postgresql://user@host:port/dbname`` URL (docs/store.md); never
+            with a password in it.
+        store_password_file: the file holding the PostgreSQL password (read
+            when the store is opened), or None (libpq's ``PGPASSWORD`` or
+            ``~/.pgpass`` then apply).
         raw_retention_days: days raw bodies are kept (0: forever).
         tls_certificate, tls_private_key: our PEM certificate (chain) and key,
             for an ``ssl:`` endpoint.
@@ -183,6 +191,8 @@ class Config:
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
+    store_url: str = ""
+    store_password_file: Path | None = None
     raw_retention_days: int = 0
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
@@ -243,6 +253,23 @@ def _endpoint(doc: YamlMap, key: str) -> str:
         problem = endpoint_problem(value)
         if problem is not None:
             raise doc.error(key, f"{key}: {problem}")
+    return value
+
+
+def _store_url(doc: YamlMap) -> str:
+    """``store:``: ``sqlite`` (the default: "" here) or a PostgreSQL URL without a password."""
+    from listener.store.pgurl import is_postgresql_url, url_has_password
+
+    value = doc.get_str("store").strip()
+    if value in ("", "sqlite"):
+        return ""
+    if not is_postgresql_url(value):
+        raise doc.error("store", "store: sqlite (the default) or a postgresql://user@host:port/dbname URL")
+    if url_has_password(value):
+        # The value itself is never quoted: it holds a secret.
+        raise doc.error(
+            "store", "store: the URL holds a password; give it in store_password_file or PGPASSWORD instead"
+        )
     return value
 
 
@@ -383,6 +410,15 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             daemon["health_probe_interval"] = doc.get_number("health_probe_interval", minimum=0.1)
         if "synchronous" in doc:
             daemon["synchronous"] = doc.get_choice("synchronous", SYNCHRONOUS_MODES)
+        if "store" in doc:
+            daemon["store_url"] = _store_url(doc)
+        if "store_password_file" in doc:
+            if not daemon.get("store_url"):
+                raise doc.error("store_password_file", "store_password_file: only for a postgresql:// store")
+            file = (base / doc.get_str("store_password_file")).resolve()
+            if not file.is_file():
+                raise doc.error("store_password_file", "store_password_file: file not found")
+            daemon["store_password_file"] = file
         for key in ("tls_certificate", "tls_private_key", "tls_client_ca"):
             if key in doc:
                 file = (base / doc.get_str(key)).resolve()

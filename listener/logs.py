@@ -174,6 +174,8 @@ KEYS: frozenset[str] = frozenset(
         # endpoints, files, HTTP
         "endpoint",
         "path",
+        # the store's description: a file, or a PostgreSQL URL without its password (docs/store.md)
+        "store",
         "line",
         "status",
         "method",

@@ -113,10 +113,24 @@ def add_store_parser(sub: Any) -> None:
     common(drop)
 
 
-def cmd_store(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextIO | None = None) -> int:
-    """Run ``overread store <action>``; return the exit status (errors to ``err``, default stderr)."""
+def cmd_store(
+    args: argparse.Namespace,
+    state_dir: Path,
+    out: TextIO,
+    err: TextIO | None = None,
+    *,
+    store_url: str = "",
+    password_file: Path | None = None,
+) -> int:
+    """Run ``overread store <action>``; return the exit status (errors to ``err``, default stderr).
+
+    ``store_url`` (the configuration's ``store:``) names a PostgreSQL store:
+    ``migrate`` works on it, the file-level actions refuse (docs/store.md).
+    """
     action = args.store_command
     try:
+        if store_url:
+            return _postgresql(args, store_url, password_file, out)
         if action == "backup":
             return _backup(args, state_dir, out)
         if action == "restore":
@@ -131,6 +145,55 @@ def cmd_store(args: argparse.Namespace, state_dir: Path, out: TextIO, err: TextI
         (err or sys.stderr).write(f"overread store {action}: {exc}\n")
         return EXIT_ERROR
     raise AssertionError(f"unknown store action {action}")
+
+
+def _postgresql(args: argparse.Namespace, url: str, password_file: Path | None, out: TextIO) -> int:
+    """``overread store migrate [--list]`` on a PostgreSQL store; the other actions are the server's tools'."""
+    from listener.store.pg_schema import PG_MIGRATIONS, PG_SCHEMA_VERSION
+    from listener.store.pgurl import display_url
+    from listener.store.postgresql import migrate_store, stored_version
+
+    where = display_url(url)
+    if args.store_command != "migrate":
+        raise StoreError(
+            f"the store is PostgreSQL ({where}): {args.store_command} works on the SQLite file;"
+            " use the server's tools (pg_dump, pg_basebackup, amcheck), see docs/store.md"
+        )
+    password = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise StoreError(f"store_password_file {password_file} cannot be read") from None
+    if args.list:
+        version = stored_version(url, password)
+        head = (
+            f"no store in {where}: every migration runs when the daemon creates it"
+            if version == 0
+            else f"store {where}: schema v{version} (this program: v{PG_SCHEMA_VERSION})"
+        )
+        lines = [head] + [
+            f"  {step.label}  [{'applied' if step.version <= version else 'pending'}]" for step in PG_MIGRATIONS
+        ]
+        obj = {
+            "path": where,
+            "schema_version": version or None,
+            "code_version": PG_SCHEMA_VERSION,
+            "migrations": [
+                {"from": s.version - 1, "to": s.version, "description": s.description, "applied": s.version <= version}
+                for s in PG_MIGRATIONS
+            ],
+        }
+        _emit(args, out, obj, lines)
+        return EXIT_OK
+    before, steps = migrate_store(url, password)
+    if steps:
+        lines = [step.label for step in steps] + [f"store {where} migrated from v{before} to v{PG_SCHEMA_VERSION}"]
+    else:
+        lines = [f"store {where} is at v{before}: nothing to migrate"]
+    steps_json = [{"from": s.version - 1, "to": s.version, "description": s.description} for s in steps]
+    _emit(args, out, {"path": where, "before": before, "after": PG_SCHEMA_VERSION, "steps": steps_json}, lines)
+    return EXIT_OK
 
 
 def _emit(args: argparse.Namespace, out: TextIO, obj: dict[str, Any], lines: list[str]) -> None:

@@ -8,6 +8,10 @@
   When that folder is absent they are deselected and one summary line says how many
   and why; with ``OVERREAD_REQUIRE_CORPUS=1`` (set by ``.ci/run`` when ../shared/corpus
   exists) its absence is an error instead.
+* Tests marked ``postgresql`` (the store contract on the PostgreSQL backend) need the
+  test server ``.ci/postgres.sh`` starts (``OVERREAD_TEST_PG_DSN``, see ``tests/postgres.py``).
+  Without it they are deselected with one summary line; with ``OVERREAD_REQUIRE_PG=1``
+  (set by ``.ci/run``) its absence is an error instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import pytest
 from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.pipeline import Pipeline
+from tests.postgres import DSN_ENV as PG_DSN_ENV
+from tests.postgres import REQUIRE_ENV as REQUIRE_PG_ENV
+from tests.postgres import server_dsn
 
 REPO = Path(__file__).resolve().parent.parent
 #: HL7 v2 (``hl7/``) and FHIR (``fhir/``) files shipped with the repository.
@@ -35,10 +42,13 @@ REQUIRE_CORPUS_ENV = "OVERREAD_REQUIRE_CORPUS"
 RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 _DESELECTED = pytest.StashKey[int]()
+_PG_DESELECTED = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent (or refuse, if required)."""
+    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent, and the ``postgresql``
+    tests when no test server runs (or refuse either, if required)."""
+    _drop_postgresql(config, items)
     tier = [item for item in items if item.get_closest_marker("corpus") is not None]
     if not tier or REPORTS.is_dir():
         return
@@ -51,8 +61,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[_DESELECTED] = len(tier)
 
 
+def _drop_postgresql(config: pytest.Config, items: list[pytest.Item]) -> None:
+    pg = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    if not pg or server_dsn() is not None:
+        return
+    if os.environ.get(REQUIRE_PG_ENV) == "1":
+        raise pytest.UsageError(
+            f"{REQUIRE_PG_ENV}=1 but {PG_DSN_ENV} is not set: the PostgreSQL tests ({len(pg)}) would not run"
+        )
+    items[:] = [item for item in items if item.get_closest_marker("postgresql") is None]
+    config.hook.pytest_deselected(items=pg)
+    config.stash[_PG_DESELECTED] = len(pg)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """One line for the whole skipped tier (instead of one skip line per test)."""
+    """One line for each whole skipped tier (instead of one skip line per test)."""
+    pg = config.stash.get(_PG_DESELECTED, 0)
+    if pg:
+        terminalreporter.write_line(
+            f"postgresql tests skipped: {pg} tests not run because {PG_DSN_ENV} is not set"
+            f' (start a server with: eval "$(bash .ci/postgres.sh start)"; {REQUIRE_PG_ENV}=1 makes this an error)'
+        )
     count = config.stash.get(_DESELECTED, 0)
     if count:
         terminalreporter.write_line(

@@ -50,7 +50,7 @@ from listener.server.priors import PriorLookup
 from listener.server.runner import PipelineRunner
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
-from listener.store import Store, open_store
+from listener.store import Store, open_store, store_description
 
 __all__ = ["Daemon", "serve"]
 
@@ -196,7 +196,7 @@ class Daemon:
         # One daemon per state directory, held until the process ends (listener/statelock.py).
         self.state_lock = lock_state_dir(config.state_dir)
         self.store: Store = open_store(config)
-        _log().info("store_opened", path=str(config.state_dir))
+        _log().info("store_opened", path=str(config.state_dir), store=store_description(config))
         for step in self.store.migrations_run:  # an older schema, upgraded on open
             _log().info("store_migrated", version=step.version, reason=step.label)
         hash_key = load_or_create_hash_key(config.state_dir)

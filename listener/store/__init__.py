@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +34,7 @@ from listener.store.base import (
     StoredScore,
     Transport,
 )
+from listener.store.pgurl import display_url, is_postgresql_url
 from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
 
 __all__ = [
@@ -53,11 +55,13 @@ __all__ = [
     "SaveResult",
     "ScoreRecord",
     "Store",
+    "StoreLocation",
     "StoreSettings",
     "StoredReport",
     "StoredScore",
     "Transport",
     "open_store",
+    "store_description",
 ]
 
 
@@ -74,51 +78,114 @@ class StoreSettings(Protocol):
         """How hard a commit waits for the disk: FULL (default), EXTRA or NORMAL (docs/configuration.md)."""
         ...
 
+    @property
+    def store_url(self) -> str:
+        """ "" for SQLite in the state directory, or a ``postgresql://`` URL (docs/store.md)."""
+        ...
 
-#: Opens a backend: (state directory, synchronous mode, create) -> the store.
-Opener = Callable[[Path, str, bool], Store]
+    @property
+    def store_password_file(self) -> Path | None:
+        """The file holding the PostgreSQL password, or None."""
+        ...
 
 
-def _open_sqlite(state_dir: Path, synchronous: str, create: bool) -> Store:
-    if synchronous not in ("FULL", "EXTRA", "NORMAL"):
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """Where a store is, as :func:`open_store` hands it to a backend's opener.
+
+    Attributes:
+        state_dir: the state directory (SQLite keeps its file there).
+        synchronous: SQLite's synchronous mode.
+        url: "" (SQLite), or the PostgreSQL URL (no password in it).
+        password_file: the file holding the PostgreSQL password, or None.
+    """
+
+    state_dir: Path
+    synchronous: str = "FULL"
+    url: str = ""
+    password_file: Path | None = None
+
+
+#: Opens a backend: (where, create) -> the store.
+Opener = Callable[[StoreLocation, bool], Store]
+
+
+def _open_sqlite(where: StoreLocation, create: bool) -> Store:
+    if where.synchronous not in ("FULL", "EXTRA", "NORMAL"):
         raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
-    sync: Synchronous = synchronous  # type: ignore[assignment]  # checked just above
-    if not create and not (state_dir / DB_FILENAME).is_file():
-        raise StoreError(f"no store in {state_dir} (give --state-dir or --config)")
+    sync: Synchronous = where.synchronous  # type: ignore[assignment]  # checked just above
+    if not create and not (where.state_dir / DB_FILENAME).is_file():
+        raise StoreError(f"no store in {where.state_dir} (give --state-dir or --config)")
     # An operator's command never upgrades the schema under a running daemon of the older release.
-    return SQLiteStore.in_state_dir(state_dir, synchronous=sync, migrate_schema=create)
+    return SQLiteStore.in_state_dir(where.state_dir, synchronous=sync, migrate_schema=create)
 
 
-#: The backends by name; :func:`open_store` picks one.
+def _open_postgresql(where: StoreLocation, create: bool) -> Store:
+    try:
+        from listener.store.postgresql import PostgresStore
+    except ImportError:
+        raise StoreError("a postgresql:// store needs psycopg: pip install 'overread-listener[postgresql]'") from None
+    password = None
+    if where.password_file is not None:
+        try:
+            password = where.password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise StoreError(f"store_password_file {where.password_file} cannot be read") from None
+    # An operator's command never upgrades the schema under a running daemon of the older release.
+    return PostgresStore(where.url, password=password, migrate_schema=create)
+
+
+#: The backends by name; :func:`open_store` picks one (by the URL when not told).
 BACKENDS: dict[str, Opener] = {
     "sqlite": _open_sqlite,
+    "postgresql": _open_postgresql,
 }
 
 
+def _location(settings: StoreSettings | StoreLocation | str | os.PathLike[str]) -> StoreLocation:
+    if isinstance(settings, StoreLocation):
+        return settings
+    if isinstance(settings, (str, os.PathLike)):
+        return StoreLocation(Path(settings))
+    return StoreLocation(
+        Path(settings.state_dir),
+        settings.synchronous,
+        getattr(settings, "store_url", ""),
+        getattr(settings, "store_password_file", None),
+    )
+
+
+def store_description(settings: StoreSettings | StoreLocation | str | os.PathLike[str]) -> str:
+    """What to print for the store the settings name: the URL without its password, or the SQLite file."""
+    where = _location(settings)
+    return display_url(where.url) if where.url else str(where.state_dir / DB_FILENAME)
+
+
 def open_store(
-    settings: StoreSettings | str | os.PathLike[str], *, create: bool = True, backend: str = "sqlite"
+    settings: StoreSettings | StoreLocation | str | os.PathLike[str], *, create: bool = True, backend: str | None = None
 ) -> Store:
     """Open the store the settings name: the daemon and every command open it here.
 
     Args:
-        settings: the configuration (its ``state_dir`` and ``synchronous``), or
-            just a state directory (synchronous FULL).
+        settings: the configuration (its ``state_dir``, ``synchronous``,
+            ``store_url`` and ``store_password_file``), or just a state
+            directory (SQLite, synchronous FULL).
         create: create the store when there is none, and migrate an older
             one (the daemon); the operator's commands pass False and get "no
             store in DIR", or a store of an older schema is refused with the
             command to run.
-        backend: a key of :data:`BACKENDS`.
+        backend: a key of :data:`BACKENDS`; None: ``postgresql`` for a
+            ``postgresql://`` URL, else ``sqlite``.
 
     Raises:
         StoreError: the store cannot be created, opened or migrated, or is
             missing and ``create`` is False.
         ValueError: an unknown backend or synchronous mode.
     """
-    if isinstance(settings, (str, os.PathLike)):
-        state_dir, synchronous = Path(settings), "FULL"
-    else:
-        state_dir, synchronous = Path(settings.state_dir), settings.synchronous
+    where = _location(settings)
+    if backend is None:
+        backend = "postgresql" if is_postgresql_url(where.url) else "sqlite"
     opener = BACKENDS.get(backend)
     if opener is None:
         raise ValueError(f"unknown store backend {backend!r}")
-    return opener(state_dir, synchronous, create)
+    return opener(where, create)

@@ -76,8 +76,16 @@ def free_port() -> int:
 class RunningDaemon:
     """One daemon subprocess; stdout/stderr go to files in the state dir's parent."""
 
-    def __init__(self, state_dir: Path, log_dir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        log_dir: Path,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+        start_timeout: float = 20,
+    ) -> None:
         self.state_dir = state_dir
+        self.start_timeout = start_timeout
         self.port = port or free_port()
         # Every daemon gets its own HTTP port (the embedded default, 8080, would clash
         # between tests and with a `make run`), unless the test passes --http itself.
@@ -115,7 +123,7 @@ class RunningDaemon:
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=env)
         out.close()
         err.close()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 logged = [line for line in self.log_lines() if line.get("level") in ("error", "critical")][-5:]

@@ -56,7 +56,7 @@ def test_open_store_refuses_what_it_cannot_open(tmp_path: Path) -> None:
 
 def test_a_backend_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every caller gets the backend the table names: here the in-memory double."""
-    monkeypatch.setitem(BACKENDS, "memory", lambda state_dir, synchronous, create: MemoryStore())
+    monkeypatch.setitem(BACKENDS, "memory", lambda where, create: MemoryStore())
     store = open_store(_Settings(tmp_path), backend="memory")
     try:
         assert store.save(record("C1")).message_pk == 1

@@ -1,0 +1,1429 @@
+"""The PostgreSQL store: the same schema as SQLite, psycopg 3, group commit.
+
+Layer: storage (threads, sockets), no Twisted and no logging: errors are raised
+as :class:`~listener.errors.StoreError` naming the operation and the error's
+class only (a server's message can quote stored values), and the server
+decides what to log. Configured with ``store: postgresql://...``
+(docs/store.md).
+
+Connections and threads:
+    * writes (saves, outbox updates, purges) all go through one
+      :class:`~listener.store.writer.GroupCommitWriter`, whose thread alone owns
+      the write connection: a batch of saves shares one transaction and one
+      commit, each save in its own savepoint. A future resolves only after the
+      server acknowledged the COMMIT, which with ``synchronous_commit`` on
+      (enforced for the writer's session) means the WAL is flushed: commit
+      before ACK holds as with SQLite;
+    * reads use one separate autocommit connection under a lock (each read is
+      one statement, READ COMMITTED), and the report searches another;
+    * a connection found broken (server restart, failover, network) is opened
+      again at the next transaction or read; the write or read that met the
+      break fails with StoreError (the sender gets no ACK and resends).
+
+Duplicates: the unique key (sender_application, sender_facility, control_id)
+decides. ``INSERT ... ON CONFLICT DO NOTHING`` waits for another
+transaction holding the same key, so two writers (two daemons on one database)
+saving the same message at once store it once; the second reads the first's
+row and answers with its stored ACK.
+
+The password never appears in this module's texts: it comes from the
+environment (``PGPASSWORD``, libpq's own) or from the ``password`` argument
+(the config's ``store_password_file``), never from the URL (the config refuses
+one there), and :func:`display_url` is what callers print.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar, cast
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from listener.errors import StoreError
+from listener.store.base import (
+    HISTORY_LIMIT,
+    OUTBOX_STATES,
+    SCORER_MAX,
+    TEXT_MAX,
+    AuditEntry,
+    DestinationState,
+    HistoryEntry,
+    MessageDetail,
+    MessageRecord,
+    MessageSummary,
+    OutboxDepth,
+    OutboxEvent,
+    OutboxRow,
+    OutboxState,
+    OutboxStats,
+    PriorStudy,
+    Processing,
+    ReportRow,
+    SaveResult,
+    ScoreRecord,
+    StoredReport,
+    StoredScore,
+    audit_target_json,
+    require_aware,
+)
+from listener.store.pg_schema import (
+    PG_SCHEMA_VERSION,
+    PgConnection,
+    PgMigration,
+    migrate,
+    pending_migrations,
+    schema_version,
+)
+from listener.store.pgurl import display_url
+from listener.store.schema import newer_schema_text
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+
+T = TypeVar("T")
+
+_PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
+#: Seconds a connection attempt may take.
+CONNECT_TIMEOUT_S = 10
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _connect(url: str, password: str | None, *, writer: bool) -> PgConnection:
+    """An autocommit connection in UTC (the writer's with synchronous_commit at least ``on``)."""
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
+    if password is not None:
+        kwargs["password"] = password
+    kwargs.setdefault("application_name", "overread")
+    try:
+        conn = psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise store_error("connecting to PostgreSQL", exc) from None
+    try:
+        conn.execute("SET TIME ZONE 'UTC'")
+        if writer:
+            row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+            if row is not None and row[0] == "off":
+                # An answer sent before the WAL flush could be lost with the server.
+                conn.execute("SET synchronous_commit = on")
+    except psycopg.Error as exc:
+        conn.close()
+        raise store_error("preparing the PostgreSQL session", exc) from None
+    return conn
+
+
+def _broken(conn: PgConnection) -> bool:
+    return conn.closed or conn.broken
+
+
+class PostgresSession:
+    """The writer thread's :class:`~listener.store.writer.Session` on one PostgreSQL connection.
+
+    The connection is in autocommit mode: these statements are the only
+    transaction control. A broken connection is replaced at the next
+    :meth:`begin` (the batch that met the break failed with it).
+    """
+
+    def __init__(self, connect: Callable[[], PgConnection]) -> None:
+        self._connect = connect
+        self._conn = connect()
+        # A released savepoint's RELEASE waits to travel with the next SAVEPOINT
+        # (one round trip for both, sent as one simple query); COMMIT and
+        # ROLLBACK end the savepoint anyway.
+        self._release_pending = False
+
+    @property
+    def handle(self) -> PgConnection:
+        """The connection jobs write on."""
+        return self._conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside a transaction the server still holds open (also one aborted by an error, until ROLLBACK)."""
+        return not _broken(self._conn) and self._conn.info.transaction_status in _IN_TRANSACTION
+
+    def begin(self) -> None:
+        """BEGIN (READ COMMITTED), on a fresh connection if the last one broke."""
+        if _broken(self._conn):
+            self._conn.close()
+            self._conn = self._connect()
+        self._release_pending = False
+        self._conn.execute("BEGIN")
+
+    def savepoint(self) -> None:
+        """SAVEPOINT job (after the RELEASE of the previous job's, in the same round trip)."""
+        if self._release_pending:
+            self._release_pending = False
+            self._conn.execute("RELEASE SAVEPOINT job; SAVEPOINT job")
+        else:
+            self._conn.execute("SAVEPOINT job")
+
+    def release(self) -> None:
+        """RELEASE SAVEPOINT job: sent with the next SAVEPOINT, or made needless by COMMIT or ROLLBACK."""
+        self._release_pending = True
+
+    def rollback_to(self) -> None:
+        """ROLLBACK TO SAVEPOINT job, then RELEASE it."""
+        self._conn.execute("ROLLBACK TO SAVEPOINT job")
+        self._conn.execute("RELEASE SAVEPOINT job")
+
+    def commit(self) -> None:
+        """COMMIT; returns once the server has made it durable."""
+        self._release_pending = False
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """ROLLBACK."""
+        self._release_pending = False
+        self._conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class _Reader:
+    """One autocommit read connection under a lock, opened again when found broken."""
+
+    def __init__(self, connect: Callable[[], PgConnection], *, lazy: bool = False) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._conn: PgConnection | None = None if lazy else connect()
+        self._closed = False
+
+    def run(self, what: str, work: Callable[[PgConnection], T]) -> T:
+        """Run ``work`` on the connection; a read that meets a dropped session runs once more on a new one."""
+        error: StoreError
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    return work(self._open())
+                except (psycopg.Error, StoreError) as exc:
+                    if attempt == 1 and self._conn is not None and _broken(self._conn):
+                        continue  # reads change nothing: safe to run again
+                    error = store_error(what, exc)
+                    break
+        raise error  # outside the except block: the server's text is not even __context__
+
+    def _open(self) -> PgConnection:
+        if self._closed:
+            raise StoreError("store is closed")
+        if self._conn is None or _broken(self._conn):
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._conn = self._connect()
+        return self._conn
+
+    def rows(self, what: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.run(what, lambda conn: conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+# ------------------------------------------------------------------- rows
+
+SUMMARY_COLUMNS = (
+    "m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
+    " m.received, m.transport, m.state, m.ack_code, m.error_code,"
+    " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
+    " m.raw IS NOT NULL, m.processing"
+)
+OUTBOX_COLUMNS = (
+    "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
+    " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from"
+)
+
+
+def _summary(row: Sequence[Any]) -> MessageSummary:
+    return MessageSummary(
+        message_pk=int(row[0]),
+        control_id=row[1],
+        sender_application=row[2],
+        sender_facility=row[3],
+        feed=row[4],
+        received=_utc(row[5]),
+        transport=row[6],
+        state=row[7],
+        ack_code=row[8],
+        error_code=row[9],
+        report_count=int(row[10]),
+        raw_kept=bool(row[11]),
+        processing=int(row[12]),
+    )
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=int(row[0]),
+        destination=row[1],
+        accession=row[2],
+        control_id=row[3],
+        payload=bytes(row[4]),
+        state=row[5],
+        attempts=int(row[6]),
+        next_attempt_at=_utc(row[7]),
+        last_error=row[8],
+        created=_utc(row[9]),
+        delivered_at=_opt_utc(row[10]),
+        message_pk=int(row[11]),
+        resent_from=int(row[12]) if row[12] is not None else None,
+    )
+
+
+def _add_event(conn: PgConnection, outbox_id: int, at: datetime, event: str, detail: str = "") -> None:
+    conn.execute(
+        "INSERT INTO outbox_events (outbox_id, at, event, detail) VALUES (%s, %s, %s, %s)",
+        (outbox_id, at, event, detail[:TEXT_MAX]),
+    )
+
+
+def _report_rows(conn: PgConnection, message_pk: int) -> tuple[ReportRow, ...]:
+    return tuple(
+        ReportRow(seq=int(r[0]), accession=r[1], bucket=r[2], report_json=r[3], findings_json=r[4], route_json=r[5])
+        for r in conn.execute(
+            "SELECT seq, accession, bucket, report_json, findings_json, route_json FROM reports"
+            " WHERE message_id = %s ORDER BY seq",
+            (message_pk,),
+        )
+    )
+
+
+def _reports_from_json(text: str) -> tuple[ReportRow, ...]:
+    return tuple(
+        ReportRow(
+            seq=int(r["seq"]),
+            accession=str(r["accession"]),
+            bucket=str(r["bucket"]),
+            report_json=str(r["report_json"]),
+            findings_json=str(r["findings_json"]),
+            route_json=str(r["route_json"]),
+        )
+        for r in json.loads(text)
+    )
+
+
+def _message_detail(conn: PgConnection, message_pk: int) -> MessageDetail | None:
+    row = conn.execute(
+        f"SELECT {SUMMARY_COLUMNS}, m.processed, m.ack, m.raw FROM messages m WHERE m.id = %s", (message_pk,)
+    ).fetchone()
+    if row is None:
+        return None
+    head = _summary(row)
+    processings = tuple(
+        Processing(
+            number=int(p[0]),
+            processed=_utc(p[1]),
+            superseded=_utc(p[2]),
+            superseded_by=p[3],
+            feed=p[4],
+            state=p[5],
+            ack_code=p[6],
+            error_code=p[7],
+            ack=bytes(p[8]),
+            raw=bytes(p[9]) if p[9] is not None else None,
+            reports=_reports_from_json(p[10]),
+        )
+        for p in conn.execute(
+            "SELECT number, processed, superseded, superseded_by, feed, state, ack_code, error_code, ack, raw,"
+            " reports_json FROM processings WHERE message_id = %s ORDER BY number",
+            (message_pk,),
+        ).fetchall()
+    )
+    outbox = []
+    rows = conn.execute(
+        f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.message_id = %s ORDER BY o.id", (message_pk,)
+    ).fetchall()
+    for o in rows:
+        events = tuple(
+            OutboxEvent(_utc(e[0]), e[1], e[2])
+            for e in conn.execute(
+                "SELECT at, event, detail FROM outbox_events WHERE outbox_id = %s ORDER BY id", (o[0],)
+            ).fetchall()
+        )
+        outbox.append((_outbox_row(o), events))
+    return MessageDetail(
+        summary=head,
+        processed=_utc(row[13]) if row[13] is not None else head.received,
+        ack=bytes(row[14]),
+        raw=bytes(row[15]) if row[15] is not None else None,
+        reports=_report_rows(conn, message_pk),
+        processings=processings,
+        outbox=tuple(outbox),
+    )
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime) -> None:
+    """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread)."""
+    # One statement per row: psycopg's executemany enters pipeline mode, which
+    # costs more than it saves for the one or two reports of a message.
+    for seq, r in enumerate(record.reports):
+        conn.execute(
+            "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
+            " findings_json, route_json, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                pk,
+                seq,
+                r.accession,
+                r.bucket,
+                r.report_json,
+                r.findings_json,
+                r.route_json,
+                r.patient_id,
+                r.patient_authority,
+            ),
+        )
+    # One row at a time, in order: ids order an accession's rows.
+    for o in record.outbox:
+        conn.execute(
+            "INSERT INTO outbox (message_id, destination, accession, control_id, payload,"
+            " next_attempt_at, created, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (pk, o.destination, o.accession, o.control_id, o.payload, created, created, created),
+        )
+    if record.scores:
+        _insert_scores(conn, record.scores, pk)
+
+
+def _insert_scores(conn: PgConnection, scores: Sequence[ScoreRecord], message_pk: int | None) -> int:
+    new = 0
+    for s in scores:
+        cur = conn.execute(
+            "INSERT INTO scores (accession, grade, source, scorer, note, scored_at, message_id)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (accession, source, scorer, grade, scored_at) DO NOTHING",
+            (s.accession, s.grade, s.source, s.scorer[:SCORER_MAX], s.note[:TEXT_MAX], s.scored_at, message_pk),
+        )
+        new += max(cur.rowcount, 0)
+    return new
+
+
+def _never_accepted(conn: PgConnection, message_pk: int) -> bool:
+    row = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE message_id = %(pk)s)"
+        " AND NOT EXISTS (SELECT 1 FROM processings WHERE message_id = %(pk)s AND state != 'rejected')",
+        {"pk": message_pk},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _replace_processing(
+    conn: PgConnection,
+    message_pk: int,
+    record: MessageRecord,
+    *,
+    now: datetime,
+    superseded_by: str,
+    expected_processing: int | None,
+) -> SaveResult:
+    """Keep the current processing as a numbered earlier one and store ``record`` as the new one
+    (the rules of :func:`listener.store.operations.replace_processing`)."""
+    row = conn.execute(
+        "SELECT processing, processed, received, feed, state, ack_code, error_code, ack, raw FROM messages"
+        " WHERE id = %s FOR UPDATE",
+        (message_pk,),
+    ).fetchone()
+    if row is None:
+        raise StoreError(f"message {message_pk} is not in the store")
+    number, processed, received, feed, state, ack_code, error_code, ack, raw = row
+    if expected_processing is not None and number != expected_processing:
+        raise StoreError(f"message {message_pk} was processed again meanwhile (now processing {number}); run again")
+    old_reports = [
+        {
+            "seq": r.seq,
+            "accession": r.accession,
+            "bucket": r.bucket,
+            "report_json": r.report_json,
+            "findings_json": r.findings_json,
+            "route_json": r.route_json,
+        }
+        for r in _report_rows(conn, message_pk)
+    ]
+    new_raw = record.raw
+    kept_raw = raw if (new_raw is not None and raw is not None and bytes(raw) != new_raw) else None
+    conn.execute(
+        "INSERT INTO processings (message_id, number, processed, superseded, superseded_by, feed, state, ack_code,"
+        " error_code, ack, raw, reports_json) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+        (
+            message_pk,
+            number,
+            processed if processed is not None else received,
+            now,
+            superseded_by[:TEXT_MAX],
+            feed,
+            state,
+            ack_code,
+            error_code,
+            ack,
+            kept_raw,
+            json.dumps(old_reports, ensure_ascii=False),
+        ),
+    )
+    conn.execute("DELETE FROM reports WHERE message_id = %s", (message_pk,))
+    conn.execute(
+        "UPDATE messages SET feed = %s, state = %s, ack_code = %s, error_code = %s, ack = %s, processing = %s,"
+        " processed = %s, raw = coalesce(%s, raw), control_id = %s WHERE id = %s",
+        (
+            record.feed,
+            record.state,
+            record.ack_code,
+            record.error_code,
+            record.ack,
+            number + 1,
+            now,
+            new_raw,
+            record.control_id,
+            message_pk,
+        ),
+    )
+    _insert_children(conn, message_pk, record, now)
+    return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, int(number) + 1)
+
+
+_KEY = "sender_application = %s AND sender_facility = %s AND control_id = %s"
+
+
+def _replace_rejected(conn: PgConnection, record: MessageRecord) -> SaveResult | None:
+    """The accepted resend of a rejected message stored under another key (``record.replaces``)."""
+    row = conn.execute(
+        f"SELECT id, state FROM messages WHERE {_KEY} FOR UPDATE",
+        (record.sender_application, record.sender_facility, record.replaces),
+    ).fetchone()
+    if row is None or row[1] != "rejected" or not _never_accepted(conn, int(row[0])):
+        return None
+    taken = conn.execute(
+        f"SELECT id, ack, ack_code, state, processing FROM messages WHERE {_KEY}",
+        (record.sender_application, record.sender_facility, record.control_id),
+    ).fetchone()
+    if taken is not None:
+        pk, ack, ack_code, state, processing = taken
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
+    return _replace_processing(
+        conn, int(row[0]), record, now=record.received, superseded_by="resend", expected_processing=None
+    )
+
+
+def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
+    """Write one message with its reports and outbox rows (writer thread); the rules of SQLite's save."""
+    if record.replaces and record.replaces != record.control_id:
+        replaced = _replace_rejected(conn, record)
+        if replaced is not None:
+            return replaced
+    inserted = conn.execute(
+        "INSERT INTO messages (sender_application, sender_facility, control_id, feed, received,"
+        " transport, state, ack_code, error_code, ack, raw) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (sender_application, sender_facility, control_id) DO NOTHING RETURNING id",
+        (
+            record.sender_application,
+            record.sender_facility,
+            record.control_id,
+            record.feed,
+            record.received,
+            record.transport,
+            record.state,
+            record.ack_code,
+            record.error_code,
+            record.ack,
+            record.raw,
+        ),
+    ).fetchone()
+    if inserted is None:
+        # The key is stored (earlier, earlier in this batch, or by another writer
+        # whose transaction this INSERT waited for): read it, locked against a
+        # concurrent replacement.
+        found = conn.execute(
+            f"SELECT id, ack, ack_code, state, error_code, processing FROM messages WHERE {_KEY} FOR UPDATE",
+            (record.sender_application, record.sender_facility, record.control_id),
+        ).fetchone()
+        if found is None:
+            raise StoreError("the message key vanished while saving")
+        pk, ack, ack_code, state, error_code, processing = found
+        same_outcome = (state, ack_code, error_code) == (record.state, record.ack_code, record.error_code)
+        if state != "rejected" or record.state == "quarantined" or same_outcome or not _never_accepted(conn, int(pk)):
+            return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
+        # A message we rejected was never accepted: its resend replaces the rejection.
+        return _replace_processing(
+            conn, int(pk), record, now=record.received, superseded_by="resend", expected_processing=None
+        )
+    pk = int(inserted[0])
+    _insert_children(conn, pk, record, record.received)
+    return SaveResult(pk, False, record.ack, record.ack_code, record.state)
+
+
+# ----------------------------------------------------------- report searches
+
+
+_R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json"
+_R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
+
+
+def _stage(alias: str) -> str:
+    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
+    status = f"({alias}.report_json::json ->> 'status')"
+    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+
+
+def _stored(row: Sequence[Any]) -> StoredReport:
+    return StoredReport(
+        report_pk=int(row[0]),
+        received=_utc(row[1]),
+        transport=str(row[2]),
+        accession=str(row[3]),
+        report_json=str(row[4]),
+        findings_json=str(row[5]),
+        route_json=str(row[6]),
+    )
+
+
+class PostgresReports:
+    """The PostgreSQL :class:`~listener.store.base.ReportReader` on its own read connection."""
+
+    def __init__(self, connect: Callable[[], PgConnection]) -> None:
+        self._reader = _Reader(connect, lazy=True)
+
+    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
+        sql = f"SELECT {_R_COLUMNS} {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
+        return [_stored(row) for row in self._reader.rows("searching reports", sql, (*params, limit))]
+
+    def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
+        """Reports with a route (optionally to one pool)."""
+        where = "AND r.route_json != 'null'"
+        params: list[Any] = []
+        if pool is not None:
+            where += " AND r.route_json::json ->> 'pool' = %s"
+            params.append(pool)
+        return self._rows(where, params, limit)
+
+    def with_findings(
+        self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
+    ) -> list[StoredReport]:
+        """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
+        where = "AND r.findings_json != '[]'"
+        params: list[Any] = []
+        if fhir_id is not None:
+            where += " AND m.transport = 'http' AND r.report_json::json ->> 'fhir_id' = %s"
+            params.append(fhir_id)
+        if accession is not None:
+            where += " AND r.accession = %s"
+            params.append(accession)
+        return self._rows(where, params, limit)
+
+    def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
+        """Routed reports that stand for a Task, each with when its Task was completed (see ReportReader.tasks)."""
+        done = (
+            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+            f" AND {_stage('r2')} > {_stage('r')})"
+        )
+        corrections = "(r.route_json::json -> 'corrections')"
+        where = (
+            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
+            f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
+            " ELSE 0 END) = 0)"
+        )
+        params: list[Any] = []
+        if pool is not None:
+            where += " AND r.route_json::json ->> 'pool' = %s"
+            params.append(pool)
+        if status == "requested":
+            where += f" AND (r.accession = '' OR {done} IS NULL)"
+        elif status == "completed":
+            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        sql = (
+            f"SELECT {_R_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
+            f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
+        )
+        rows = self._reader.rows("searching tasks", sql, (*params, limit))
+        return [(_stored(row), _opt_utc(row[7])) for row in rows]
+
+    def close(self) -> None:
+        """Close the read connection."""
+        self._reader.close()
+
+
+# --------------------------------------------------------------- the store
+
+
+class PostgresStore:
+    """The :class:`~listener.store.base.Store` on a PostgreSQL database.
+
+    Args:
+        url: ``postgresql://user@host:port/dbname`` (libpq's URL or key=value
+            form; ``options=-csearch_path=NAME`` picks a schema). No password
+            in it: give ``password`` or set ``PGPASSWORD``.
+        password: the password (read from the config's ``store_password_file``), or None.
+        max_batch: most saves committed in one group transaction.
+        on_commit: hook called with each commit's job count (see GroupCommitWriter).
+        migrate_schema: migrate an older store (the daemon); False refuses one
+            that is not current (the operator's commands).
+
+    Raises:
+        StoreError: the server cannot be reached, or the schema cannot be created or migrated.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_commit: Callable[[int], object] | None = None,
+        migrate_schema: bool = True,
+    ) -> None:
+        self.url = url
+        #: The URL to print: no password.
+        self.display_url = display_url(url)
+
+        def connect_writer() -> PostgresSession:
+            return PostgresSession(lambda: _connect(url, password, writer=True))
+
+        def connect_reader() -> PgConnection:
+            return _connect(url, password, writer=False)
+
+        #: The schema steps this open ran, oldest first (the daemon logs each as ``store_migrated``).
+        self.migrations_run: tuple[PgMigration, ...] = ()
+
+        def setup(conn: PgConnection) -> None:
+            if not migrate_schema:
+                version = schema_version(conn)
+                if version > PG_SCHEMA_VERSION:
+                    raise StoreError(newer_schema_text(version, PG_SCHEMA_VERSION))
+                if version == 0:
+                    raise StoreError(f"no store in {self.display_url} (the daemon creates it at its first start)")
+                if version < PG_SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store schema version {version} is older than this program's {PG_SCHEMA_VERSION}:"
+                        " run `overread store migrate` (docs/store.md)"
+                    )
+                return
+            before = migrate(conn)
+            if before > 0:
+                self.migrations_run = tuple(pending_migrations(before))
+
+        try:
+            self._writer: GroupCommitWriter[PgConnection] = GroupCommitWriter(
+                connect_writer, setup=setup, max_batch=max_batch, on_commit=on_commit
+            )
+        except StoreError as exc:
+            raise StoreError(f"{self.display_url}: {exc}") from None
+        self.last_save_error = ""
+        self.last_probe_error = ""
+        self.save_failures = 0
+        try:
+            self._reader = _Reader(connect_reader)
+        except StoreError:
+            self._writer.close()
+            raise
+        self._reports = PostgresReports(connect_reader)
+
+    @property
+    def writer(self) -> GroupCommitWriter[PgConnection]:
+        """The group-commit writer (its ``commits``/``jobs_committed`` feed metrics)."""
+        return self._writer
+
+    @property
+    def reports(self) -> PostgresReports:
+        """The searches over stored reports, on their own connection."""
+        return self._reports
+
+    def _rows(self, what: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._reader.rows(what, sql, params)
+
+    def _write(self, what: str, work: Callable[[PgConnection], T]) -> T:
+        return self._writer.execute(work, what).result()
+
+    # --------------------------------------------------------------- messages
+
+    def find_duplicate(self, sender_application: str, sender_facility: str, control_id: str) -> SaveResult | None:
+        """Return the stored answer for the key, as a duplicate, or None."""
+        rows = self._rows(
+            "duplicate lookup",
+            f"SELECT id, ack, ack_code, state, processing FROM messages WHERE {_KEY}",
+            (sender_application, sender_facility, control_id),
+        )
+        if not rows:
+            return None
+        pk, ack, ack_code, state, processing = rows[0]
+        return SaveResult(int(pk), True, bytes(ack), str(ack_code), str(state), int(processing))
+
+    def submit(self, record: MessageRecord) -> Future[SaveResult]:
+        """Queue ``record``; the future resolves when it is durably committed (or is the stored duplicate)."""
+        future = self._writer.execute(lambda conn: _insert_record(conn, record), "save")
+        future.add_done_callback(self._note_save)
+        return future
+
+    def _note_save(self, future: Future[SaveResult]) -> None:
+        exc = future.exception()
+        if exc is None:
+            self.last_save_error = ""
+        else:
+            self.save_failures += 1
+            self.last_save_error = str(exc)
+
+    def save(self, record: MessageRecord) -> SaveResult:
+        """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
+        return self.submit(record).result()
+
+    def probe(self, now: datetime) -> None:
+        """A real write through the writer (one row rewritten, committed durably)."""
+        require_aware(now, "now")
+        try:
+            self._write(
+                "health probe",
+                lambda conn: conn.execute(
+                    "INSERT INTO health_probe (id, at) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
+                    (now,),
+                ),
+            )
+        except StoreError as exc:
+            self.last_probe_error = str(exc)
+            raise
+        self.last_probe_error = ""
+
+    def health_reason(self) -> str:
+        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
+        if not self._writer.alive():
+            return "store writer stopped"
+        if self.last_save_error:
+            return f"last save failed: {self.last_save_error}"
+        if self.last_probe_error:
+            return f"write probe failed: {self.last_probe_error}"
+        try:
+            self._rows("health check", "SELECT 1")
+        except StoreError as exc:
+            return str(exc)
+        return ""
+
+    def health(self) -> bool:
+        """Return True when the writer runs, the database can be read, and the last save and probe succeeded."""
+        return not self.health_reason()
+
+    def messages(
+        self,
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        state: str | None = None,
+        ack_code: str | None = None,
+        sender_application: str | None = None,
+        sender_facility: str | None = None,
+        control_id: str | None = None,
+        transport: str | None = None,
+        accession: str | None = None,
+        patient_id: str | None = None,
+        patient_authority: str | None = None,
+    ) -> Iterator[MessageSummary]:
+        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`)."""
+        where = ["m.id > %s"]
+        params: list[object] = []
+        if since is not None:
+            require_aware(since, "since")
+            where.append("m.received >= %s")
+            params.append(since)
+        if until is not None:
+            require_aware(until, "until")
+            where.append("m.received < %s")
+            params.append(until)
+        for column, value in (
+            ("state", state),
+            ("ack_code", ack_code),
+            ("sender_application", sender_application),
+            ("sender_facility", sender_facility),
+            ("control_id", control_id),
+            ("transport", transport),
+        ):
+            if value is not None:
+                where.append(f"m.{column} = %s")
+                params.append(value)
+        if accession is not None:
+            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = %s)")
+            params.append(accession)
+        if patient_id is not None:
+            if patient_authority is not None:
+                where.append(
+                    "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s AND r.patient_authority = %s)"
+                )
+                params.extend((patient_id, patient_authority))
+            else:
+                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s)")
+                params.append(patient_id)
+        elif patient_authority is not None:
+            raise ValueError("patient_authority narrows patient_id: give both")
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT %s"
+        cursor = after if after is not None else 0
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            rows = self._rows("listing messages", sql, (cursor, *params, page))
+            for row in rows:
+                yield _summary(row)
+            if len(rows) < page:
+                return
+            cursor = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def newest_message_pk(self) -> int:
+        """The largest message_pk stored (0 when none)."""
+        rows = self._rows("reading the newest message", "SELECT coalesce(max(id), 0) FROM messages")
+        return int(rows[0][0])
+
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
+        """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`)."""
+        require_aware(before, "before")
+        if not patient_id:
+            raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
+        if limit <= 0:
+            return ()
+        rows = self._rows(
+            "reading prior studies",
+            "SELECT r.accession,"
+            " left(coalesce(j.doc #>> '{times,observation}', j.doc #>> '{times,report}',"
+            " to_char(m.received AT TIME ZONE 'UTC', 'YYYY-MM-DD')), 10),"
+            " coalesce(j.doc ->> 'modality', ''), coalesce(j.doc ->> 'body_region', ''),"
+            " coalesce(j.doc #>> '{procedure,code}', '')"
+            " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
+            " WHERE r0.patient_id = %s AND r0.patient_authority = %s AND r0.accession NOT IN ('', %s)"
+            " AND m0.state = 'processed' AND m0.received < %s GROUP BY r0.accession) latest"
+            " JOIN reports r ON r.id = latest.id JOIN messages m ON m.id = r.message_id"
+            " CROSS JOIN LATERAL (SELECT r.report_json::json AS doc) j"
+            " WHERE coalesce(j.doc ->> 'status', '') != 'cancelled'"
+            " ORDER BY r.id DESC LIMIT %s",
+            (patient_id, patient_authority, exclude_accession, before, limit),
+        )
+        out = []
+        for accession, day, modality, region, code in rows:
+            try:
+                study_date = date.fromisoformat(str(day))
+            except ValueError:
+                continue  # a time the report stored in no ISO form: no date to compare, no prior
+            out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
+        return tuple(out)
+
+    def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
+        """Every stored report of an accession, in storage order (see :meth:`Store.report_history`)."""
+        if not accession or limit <= 0:
+            return ()
+        rows = self._rows(
+            "reading an accession's history",
+            "SELECT m.id, r.seq, m.control_id, m.received, m.transport, m.feed, r.report_json,"
+            " r.findings_json, r.bucket, m.raw IS NOT NULL"
+            " FROM reports r JOIN messages m ON m.id = r.message_id"
+            " WHERE r.accession = %s AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT %s",
+            (accession, limit),
+        )
+        return tuple(
+            HistoryEntry(
+                int(pk),
+                int(seq),
+                str(cid),
+                _utc(received),
+                str(transport),
+                str(feed),
+                str(report),
+                str(findings),
+                str(bucket),
+                bool(kept),
+            )
+            for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
+        )
+
+    def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
+        """Store explicit scores in one transaction, skipping those already stored; return how many were new."""
+        batch = tuple(scores)
+        if not batch:
+            return 0
+        return self._write("recording scores", lambda conn: _insert_scores(conn, batch, None))
+
+    def scores(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[StoredScore, ...]:
+        """An accession's explicit scores in the order they were recorded."""
+        if not accession or limit <= 0:
+            return ()
+        rows = self._rows(
+            "reading an accession's scores",
+            "SELECT id, accession, grade, source, scorer, note, scored_at, message_id FROM scores"
+            " WHERE accession = %s ORDER BY id LIMIT %s",
+            (accession, limit),
+        )
+        return tuple(
+            StoredScore(
+                int(pk),
+                ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
+                int(msg) if msg is not None else None,
+            )
+            for pk, acc, grade, source, scorer, note, at, msg in rows
+        )
+
+    def message_raw(self, message_pk: int) -> bytes | None:
+        """Return a message's raw bytes, or None if purged, not kept or unknown."""
+        rows = self._rows("reading a message", "SELECT raw FROM messages WHERE id = %s", (message_pk,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def purge_raw(self, older_than: datetime) -> int:
+        """Set ``raw`` to NULL for messages received before ``older_than``, in chunks (each its own job)."""
+        require_aware(older_than, "older_than")
+
+        def chunk(conn: PgConnection) -> int:
+            cur = conn.execute(
+                "UPDATE messages SET raw = NULL WHERE id IN (SELECT id FROM messages"
+                " WHERE raw IS NOT NULL AND received < %s LIMIT %s)",
+                (older_than, _PAGE),
+            )
+            conn.execute("UPDATE processings SET raw = NULL WHERE raw IS NOT NULL AND processed < %s", (older_than,))
+            return max(cur.rowcount, 0)
+
+        total = 0
+        while True:
+            count = self._write("purging raw bodies", chunk)
+            total += count
+            if count < _PAGE:
+                return total
+
+    # ----------------------------------------------------------------- outbox
+
+    def outbox_due(self, destination: str, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Rows of ``destination`` to send now, each the oldest pending of its accession (a read, not a lease)."""
+        require_aware(now, "now")
+        rows = self._rows(
+            "reading the outbox",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox o"
+            " WHERE o.destination = %s AND o.state = 'pending' AND o.next_attempt_at <= %s"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+            "   AND p.accession = o.accession AND p.state = 'pending' AND p.id < o.id)"
+            " ORDER BY o.id LIMIT %s",
+            (destination, now, limit),
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def _update_pending(
+        self,
+        what: str,
+        sql: str,
+        params: Sequence[object] | dict[str, object],
+        row_id: int,
+        now: datetime,
+        event: str,
+        detail: str,
+    ) -> bool:
+        def update(conn: PgConnection) -> bool:
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            _add_event(conn, row_id, now, event, detail)
+            return True
+
+        return self._write(what, update)
+
+    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
+        """Mark a pending row delivered (counting the attempt); False if not pending."""
+        require_aware(now, "now")
+        return self._update_pending(
+            "marking delivered",
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
+            " delivered_at = %(now)s, updated = %(now)s WHERE id = %(id)s AND state = 'pending'",
+            {"now": now, "id": row_id},
+            row_id,
+            now,
+            "delivered",
+            "",
+        )
+
+    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
+        """Count a failed attempt, keep its error text, schedule the next attempt."""
+        require_aware(now, "now")
+        require_aware(next_attempt_at, "next_attempt_at")
+        text = error_text[:TEXT_MAX]
+        return self._update_pending(
+            "recording a failure",
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = %s, last_error = %s,"
+            " updated = %s WHERE id = %s AND state = 'pending'",
+            (next_attempt_at, text, now, row_id),
+            row_id,
+            now,
+            "failed",
+            f"{text}; next attempt {_ts(next_attempt_at)}",
+        )
+
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
+        """Count a final failed attempt and move the row to dead letter."""
+        require_aware(now, "now")
+        text = error_text[:TEXT_MAX]
+        return self._update_pending(
+            "dead-lettering",
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = %s,"
+            " updated = %s WHERE id = %s AND state = 'pending'",
+            (text, now, row_id),
+            row_id,
+            now,
+            "dead",
+            text,
+        )
+
+    def outbox_list(
+        self,
+        state: OutboxState | None = None,
+        *,
+        destination: str | None = None,
+        limit: int | None = None,
+    ) -> list[OutboxRow]:
+        """Return outbox rows by id, optionally of one state and one destination."""
+        if state is not None and state not in OUTBOX_STATES:
+            raise ValueError(f"state must be one of {', '.join(OUTBOX_STATES)}")
+        where, params = _filters((("o.state", state), ("o.destination", destination)))
+        rows = self._rows(
+            "listing the outbox",
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE {where} ORDER BY o.id LIMIT %s",
+            (*params, limit),
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def outbox_retry(self, ids: Sequence[int] | None, now: datetime, *, force: bool = False) -> tuple[int, ...]:
+        """Make dead rows pending again, due ``now``, attempts reset; a superseded row stays dead unless ``force``."""
+        require_aware(now, "now")
+        id_list = None if ids is None else [int(i) for i in ids]
+
+        def retry(conn: PgConnection) -> tuple[int, ...]:
+            chosen = "" if id_list is None else " AND o.id = ANY(%(ids)s)"
+            revived = [
+                int(row[0])
+                for row in conn.execute(
+                    f"SELECT o.id FROM outbox o WHERE o.state = 'dead'{chosen}"
+                    " AND (%(force)s OR NOT EXISTS (SELECT 1 FROM outbox l"
+                    "   WHERE l.destination = o.destination AND l.accession = o.accession"
+                    "   AND l.id > o.id AND l.state = 'delivered'))"
+                    " ORDER BY o.id FOR UPDATE",
+                    {"ids": id_list, "force": force},
+                ).fetchall()
+            ]
+            if revived:
+                conn.execute(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %(now)s,"
+                    " updated = %(now)s WHERE id = ANY(%(ids)s)",
+                    {"now": now, "ids": revived},
+                )
+            for row_id in revived:
+                _add_event(conn, row_id, now, "retried", "forced" if force else "")
+            return tuple(revived)
+
+        return self._write("retrying the outbox", retry)
+
+    def outbox_purge(
+        self,
+        *,
+        delivered_before: datetime | None = None,
+        dead_ids: Sequence[int] = (),
+        destination: str | None = None,
+    ) -> int:
+        """Delete delivered rows delivered before a time (of one destination), and the given dead rows."""
+        if delivered_before is not None:
+            require_aware(delivered_before, "delivered_before")
+        dead = [int(i) for i in dead_ids]
+
+        def purge(conn: PgConnection) -> int:
+            count = 0
+            if delivered_before is not None:
+                where, params = _filters((("destination", destination),))
+                count += max(
+                    conn.execute(
+                        f"DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < %s AND {where}",
+                        (delivered_before, *params),
+                    ).rowcount,
+                    0,
+                )
+            if dead:
+                count += max(
+                    conn.execute("DELETE FROM outbox WHERE state = 'dead' AND id = ANY(%s)", (dead,)).rowcount, 0
+                )
+            return count
+
+        return self._write("purging the outbox", purge)
+
+    def outbox_stats(self, now: datetime) -> OutboxStats:
+        """Return depth by destination and state, and the oldest pending row's age."""
+        require_aware(now, "now")
+        rows = self._rows(
+            "reading outbox statistics",
+            "SELECT destination, state, count(*), min(created) FROM outbox"
+            " GROUP BY destination, state ORDER BY destination, state",
+        )
+        depth = tuple(
+            OutboxDepth(dest, cast(OutboxState, state), int(count), now - _utc(oldest))
+            for dest, state, count, oldest in rows
+        )
+        pending = [d.oldest_age for d in depth if d.state == "pending"]
+        return OutboxStats(depth, max(pending) if pending else None)
+
+    # ------------------------------------------------------------- operators
+
+    def message_detail(self, message_pk: int) -> MessageDetail | None:
+        """Everything stored about one message, or None when unknown (one read transaction)."""
+
+        def read(conn: PgConnection) -> MessageDetail | None:
+            # One snapshot for the message and its children.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return _message_detail(conn, message_pk)
+
+        return self._reader.run("reading a message", read)
+
+    def replace_processing(
+        self,
+        message_pk: int,
+        record: MessageRecord,
+        *,
+        now: datetime,
+        superseded_by: str,
+        expected_processing: int | None,
+    ) -> SaveResult:
+        """Store ``record`` as a new processing of a stored message, keeping the current one numbered."""
+        require_aware(now, "now")
+        return self._write(
+            "reprocessing",
+            lambda conn: _replace_processing(
+                conn, message_pk, record, now=now, superseded_by=superseded_by, expected_processing=expected_processing
+            ),
+        )
+
+    def record_audit(
+        self, *, at: datetime, actor: str, via: str, action: str, target: dict[str, Any], rows: int, detail: str = ""
+    ) -> int:
+        """Append one operator action to the audit log (durable when this returns); return its id."""
+        require_aware(at, "at")
+
+        def insert(conn: PgConnection) -> int:
+            row = conn.execute(
+                "INSERT INTO audit (at, actor, via, action, target, rows, detail) VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                " RETURNING id",
+                (at, actor[:200], via, action, audit_target_json(target), int(rows), detail[:TEXT_MAX]),
+            ).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return self._write("recording an audit entry", insert)
+
+    def audit(
+        self, *, since: datetime | None = None, action: str | None = None, limit: int | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first."""
+        if since is not None:
+            require_aware(since, "since")
+        where, params = _filters((("action", action),))
+        if since is not None:
+            where += " AND at >= %s"
+            params.append(since)
+        rows = self._rows(
+            "reading the audit log",
+            f"SELECT id, at, actor, via, action, target, rows, detail FROM audit WHERE {where} ORDER BY id LIMIT %s",
+            (*params, limit),
+        )
+        return [AuditEntry(int(r[0]), _utc(r[1]), r[2], r[3], r[4], r[5], int(r[6]), r[7]) for r in rows]
+
+    def outbox_resend(
+        self, ids: Sequence[int], now: datetime, *, force: bool = False, note: str = ""
+    ) -> list[tuple[int, int]]:
+        """Queue delivered rows again (new pending rows, same payload); return (old id, new id) pairs."""
+        require_aware(now, "now")
+
+        def resend(conn: PgConnection) -> list[tuple[int, int]]:
+            pairs = []
+            for row_id in ids:
+                found = conn.execute(
+                    "SELECT o.message_id, o.destination, o.accession, o.control_id, o.payload FROM outbox o"
+                    " WHERE o.id = %(id)s AND o.state = 'delivered'"
+                    " AND (%(force)s OR NOT EXISTS (SELECT 1 FROM outbox l WHERE l.destination = o.destination"
+                    "   AND l.accession = o.accession AND l.id > o.id AND l.state IN ('pending', 'delivered')))",
+                    {"id": int(row_id), "force": force},
+                ).fetchone()
+                if found is None:
+                    continue
+                row = conn.execute(
+                    "INSERT INTO outbox (message_id, destination, accession, control_id, payload, next_attempt_at,"
+                    " created, updated, resent_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (*found, now, now, now, int(row_id)),
+                ).fetchone()
+                new_id = int(row[0]) if row is not None else 0
+                _add_event(conn, int(row_id), now, "resent", f"queued again as row {new_id}{note}")
+                _add_event(conn, new_id, now, "queued", f"resend of row {row_id}{note}")
+                pairs.append((int(row_id), new_id))
+            return pairs
+
+        return self._write("resending", resend)
+
+    def outbox_kick(self, destination: str | None, now: datetime, note: str = "") -> int:
+        """Make waiting pending rows due now and ask the worker(s) to reconnect; return the pending rows."""
+        require_aware(now, "now")
+
+        def kick(conn: PgConnection) -> int:
+            where, params = _filters((("destination", destination),))
+            waiting = [
+                int(r[0])
+                for r in conn.execute(
+                    f"SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at > %s AND {where}"
+                    " ORDER BY id FOR UPDATE",
+                    (now, *params),
+                ).fetchall()
+            ]
+            if waiting:
+                conn.execute(
+                    "UPDATE outbox SET next_attempt_at = %(now)s, updated = %(now)s WHERE id = ANY(%(ids)s)",
+                    {"now": now, "ids": waiting},
+                )
+            for row_id in waiting:
+                _add_event(conn, row_id, now, "kicked", f"due now{note}")
+            names = (
+                [destination]
+                if destination is not None
+                else [
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT DISTINCT destination FROM outbox UNION SELECT destination FROM destination_state"
+                    ).fetchall()
+                ]
+            )
+            for name in names:
+                conn.execute(
+                    "INSERT INTO destination_state (destination, kick_requested_at, updated) VALUES (%(d)s, %(t)s, %(t)s)"
+                    " ON CONFLICT (destination) DO UPDATE SET kick_requested_at = %(t)s, updated = %(t)s",
+                    {"d": name, "t": now},
+                )
+            row = conn.execute(f"SELECT count(*) FROM outbox WHERE state = 'pending' AND {where}", params).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return self._write("kicking the outbox", kick)
+
+    def outbox_rows_of(self, *, accession: str, destination: str | None = None) -> list[OutboxRow]:
+        """An accession's outbox rows (optionally of one destination), by id."""
+        where, params = _filters((("o.accession", accession), ("o.destination", destination)))
+        return [
+            _outbox_row(r)
+            for r in self._rows(
+                "listing the outbox", f"SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE {where} ORDER BY o.id", params
+            )
+        ]
+
+    def destination_states(self, destination: str | None = None) -> list[DestinationState]:
+        """Each destination's recorded connection state (failures, last error, kick request)."""
+        where, params = _filters((("destination", destination),))
+        return [
+            DestinationState(r[0], int(r[1]), r[2], _opt_utc(r[3]), _opt_utc(r[4]), _opt_utc(r[5]))
+            for r in self._rows(
+                "reading destination state",
+                "SELECT destination, connect_failures, last_connect_error, last_connect_error_at, next_connect_at,"
+                f" kick_requested_at FROM destination_state WHERE {where} ORDER BY destination",
+                params,
+            )
+        ]
+
+    def destination_connect_failed(
+        self, destination: str, now: datetime, failures: int, error_text: str, next_connect_at: datetime
+    ) -> None:
+        """Record a failed connection attempt (outbound worker)."""
+        require_aware(now, "now")
+        require_aware(next_connect_at, "next_connect_at")
+        self._write(
+            "recording a connection failure",
+            lambda conn: conn.execute(
+                "INSERT INTO destination_state (destination, connect_failures, last_connect_error,"
+                " last_connect_error_at, next_connect_at, updated)"
+                " VALUES (%(d)s, %(f)s, %(e)s, %(now)s, %(next)s, %(now)s)"
+                " ON CONFLICT (destination) DO UPDATE SET connect_failures = %(f)s, last_connect_error = %(e)s,"
+                " last_connect_error_at = %(now)s, next_connect_at = %(next)s, updated = %(now)s",
+                {"d": destination, "f": failures, "e": error_text[:TEXT_MAX], "now": now, "next": next_connect_at},
+            ),
+        )
+
+    def destination_connected(self, destination: str, now: datetime) -> None:
+        """Record a successful connection after failures (outbound worker)."""
+        require_aware(now, "now")
+        self._write(
+            "recording a connection",
+            lambda conn: conn.execute(
+                "UPDATE destination_state SET connect_failures = 0, next_connect_at = NULL, updated = %s"
+                " WHERE destination = %s",
+                (now, destination),
+            ),
+        )
+
+    # -------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Commit every queued write, stop the writer, close the connections."""
+        self._writer.close()
+        self._reports.close()
+        self._reader.close()
+
+
+def _filters(pairs: Sequence[tuple[str, object | None]]) -> tuple[str, list[object]]:
+    """``col = %s AND ...`` for the pairs whose value is given (``TRUE`` when none), and their values."""
+    where = [f"{column} = %s" for column, value in pairs if value is not None]
+    return (" AND ".join(where) or "TRUE"), [value for _, value in pairs if value is not None]
+
+
+def _ts(value: datetime) -> str:
+    """A time as the SQLite store writes it in event texts (fixed-width UTC ISO 8601)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# ------------------------------------------------------------- maintenance
+
+
+def stored_version(url: str, password: str | None = None) -> int:
+    """The schema version of the store at ``url`` (0: none yet), for ``overread store migrate --list``.
+
+    Raises:
+        StoreError: the server cannot be reached or the schema is not an overread store.
+    """
+    conn = _connect(url, password, writer=False)
+    try:
+        return schema_version(conn)
+    except psycopg.Error as exc:
+        raise store_error(f"{display_url(url)}: reading the schema version", exc) from None
+    finally:
+        conn.close()
+
+
+def migrate_store(url: str, password: str | None = None) -> tuple[int, tuple[PgMigration, ...]]:
+    """Run the pending migrations of the store at ``url`` (``overread store migrate``).
+
+    One transaction under the migration advisory lock: a daemon opening the
+    store meanwhile waits for it, and a second migrator finds nothing to do.
+
+    Returns:
+        The version before, and the steps run.
+
+    Raises:
+        StoreError: no store there, the server cannot be reached, the schema is
+            newer than this program's or not ours, or a step failed (then
+            nothing changed); the text names the URL without its password.
+    """
+    where = display_url(url)
+    conn = _connect(url, password, writer=True)
+    try:
+        if schema_version(conn) == 0:
+            raise StoreError(f"no store in {where} (the daemon creates it at its first start)")
+        before = migrate(conn)
+    except StoreError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    except psycopg.Error as exc:
+        raise store_error(f"{where}: migration failed, nothing changed", exc) from None
+    finally:
+        conn.close()
+    return before, tuple(pending_migrations(before))

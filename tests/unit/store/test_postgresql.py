@@ -1,0 +1,289 @@
+"""The PostgreSQL backend's own machinery, on the real test server (docs/store.md).
+
+The contract (saves, duplicates, reads, the outbox) is proven by the shared
+store tests through the ``store`` fixture; these are what only PostgreSQL has:
+several stores on one schema (migrating at once, saving one key at once), the
+group commit's savepoints on a server that aborts the statement, a connection
+the server drops, schema versions, and the URL never showing a password.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from listener.errors import StoreError
+from listener.store import SaveResult, open_store
+from tests.postgres import as_url, fresh_schema, server_dsn
+
+from .records import record, report
+
+pytestmark = pytest.mark.postgresql
+
+psycopg = pytest.importorskip("psycopg")
+
+from listener.store import pg_schema  # noqa: E402 - needs psycopg, imported after the skip
+from listener.store.postgresql import PostgresStore  # noqa: E402
+
+
+@pytest.fixture(name="dsn")
+def fixture_dsn() -> Iterator[str]:
+    """A DSN of a fresh, empty schema on the test server, dropped afterwards."""
+    base = server_dsn()
+    assert base is not None, "postgresql tests run only with a test server (tests/conftest.py)"
+    with fresh_schema(base) as dsn:
+        yield dsn
+
+
+def _admin(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def test_two_stores_opening_one_new_schema_migrate_it_once(dsn: str) -> None:
+    """Two daemons starting at once on an empty database: the advisory lock lets one create the tables."""
+    barrier = threading.Barrier(4)
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            opened.append(PostgresStore(dsn))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert len(opened) == 4
+        with _admin(dsn) as conn:
+            assert pg_schema.schema_version(conn) == pg_schema.PG_SCHEMA_VERSION
+        assert not opened[0].save(record("M1")).duplicate
+        assert all(s.find_duplicate("RIS", "HOSP", "M1") is not None for s in opened)
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_an_older_store_is_migrated_by_the_daemon_and_refused_by_commands(dsn: str) -> None:
+    """A v2 schema: migrate_schema=False (every operator command) refuses it; the daemon's open upgrades it."""
+    with _admin(dsn) as conn:
+        assert pg_schema.migrate(conn, target=2) == 0
+    with pytest.raises(StoreError, match="older than this program's"):
+        PostgresStore(dsn, migrate_schema=False)
+    store = PostgresStore(dsn)
+    try:
+        assert [s.version for s in store.migrations_run] == [3, 4]
+        assert store.migrations_run[0].label.startswith("v2 -> v3: ")
+        assert not store.save(record("M1")).duplicate
+    finally:
+        store.close()
+    again = PostgresStore(dsn, migrate_schema=False)
+    try:
+        assert again.migrations_run == () and again.find_duplicate("RIS", "HOSP", "M1") is not None
+    finally:
+        again.close()
+
+
+def test_no_store_a_newer_store_and_a_foreign_schema_are_refused(dsn: str) -> None:
+    """Commands do not create a store; a newer version or someone else's messages table is never touched."""
+    with pytest.raises(StoreError, match="no store in"):
+        PostgresStore(dsn, migrate_schema=False)
+    with _admin(dsn) as conn:
+        conn.execute("CREATE TABLE messages (x integer)")
+    with pytest.raises(StoreError, match="not an overread store"):
+        PostgresStore(dsn)
+    with _admin(dsn) as conn:
+        conn.execute("DROP TABLE messages")
+        pg_schema.migrate(conn)
+        conn.execute("UPDATE overread_schema SET version = 99")
+    with pytest.raises(StoreError, match="newer than this program's"):
+        PostgresStore(dsn)
+
+
+def test_one_message_saved_by_two_stores_at_once_is_stored_once(dsn: str) -> None:
+    """Two daemons on one database get the same 60 messages at once: each is stored once, both answer alike."""
+    first, second = PostgresStore(dsn), PostgresStore(dsn)
+    try:
+        keys = [f"K{i}" for i in range(60)]
+        barrier = threading.Barrier(2)
+        results: dict[int, list[Future[SaveResult]]] = {0: [], 1: []}
+
+        def send(index: int, store: PostgresStore) -> None:
+            barrier.wait()
+            results[index] = [store.submit(record(k, ack=f"ACK {k} from {index}".encode())) for k in keys]
+
+        threads = [threading.Thread(target=send, args=(i, s)) for i, s in enumerate((first, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, a, b in zip(keys, results[0], results[1], strict=True):
+            one, two = a.result(timeout=30), b.result(timeout=30)
+            assert one.message_pk == two.message_pk
+            assert sorted((one.duplicate, two.duplicate)) == [False, True], k
+            assert one.ack == two.ack  # the duplicate answers with the stored ACK
+        assert len(list(first.messages())) == len(keys)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_failing_save_in_a_batch_fails_alone(dsn: str) -> None:
+    """The server aborts one save's statement mid-batch: its savepoint is rolled back, the others commit."""
+    store = PostgresStore(dsn)
+    try:
+        with _admin(dsn) as conn:
+            conn.execute(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.accession = 'POISON' THEN RAISE EXCEPTION 'patient Doe poisoned'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON reports FOR EACH ROW EXECUTE FUNCTION poison()")
+        started, release = threading.Event(), threading.Event()
+
+        def hold(conn: object) -> None:
+            started.set()
+            release.wait(10)
+
+        store.writer.execute(hold, "hold")
+        assert started.wait(10)
+        futures = [
+            store.submit(record("G1")),
+            store.submit(record("P1", reports=(report("POISON"),))),
+            store.submit(record("G2")),
+        ]
+        commits = store.writer.commits
+        release.set()
+        assert not futures[0].result(timeout=10).duplicate
+        with pytest.raises(StoreError) as failed:
+            futures[1].result(timeout=10)
+        assert "Doe" not in str(failed.value) and "save failed" in str(failed.value)
+        assert not futures[2].result(timeout=10).duplicate
+        assert store.writer.commits == commits + 2  # the hold's COMMIT, then one shared by the three saves
+        assert [m.control_id for m in store.messages()] == ["G1", "G2"]
+    finally:
+        store.close()
+
+
+def test_a_connection_the_server_drops_is_opened_again(dsn: str) -> None:
+    """The server ends the writer's and the reader's sessions (a restart, a failover): the next calls reconnect."""
+    store = PostgresStore(dsn)
+    try:
+        assert not store.save(record("M1")).duplicate
+        writer_pid = store.writer.execute(lambda conn: conn.info.backend_pid).result()
+        reader_pid = store._reader.run("pid", lambda conn: conn.info.backend_pid)  # the reader session (private)
+        with _admin(dsn) as conn:
+            for pid in (writer_pid, reader_pid):
+                conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        # Reads run again on a new session; the save that meets the dropped one fails (no ACK).
+        assert store.find_duplicate("RIS", "HOSP", "M1") is not None
+        with pytest.raises(StoreError, match="save failed"):
+            store.save(record("M2"))
+        assert store.health_reason().startswith("last save failed")
+        assert not store.save(record("M2")).duplicate
+        assert store.health_reason() == ""
+        assert [m.control_id for m in store.messages()] == ["M1", "M2"]
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class _Settings:
+    state_dir: Path
+    store_url: str
+    synchronous: str = "FULL"
+    store_password_file: Path | None = None
+
+
+def test_open_store_picks_postgresql_by_the_url(dsn: str, tmp_path: Path) -> None:
+    """A postgresql:// store_url selects the backend; commands (create=False) never create a store."""
+    settings = _Settings(tmp_path, as_url(dsn))
+    with pytest.raises(StoreError, match="no store in postgresql://"):
+        open_store(settings, create=False)
+    store = open_store(settings)
+    try:
+        assert isinstance(store, PostgresStore)
+        assert not store.save(record("M1")).duplicate
+    finally:
+        store.close()
+    assert not (tmp_path / "overread.db").exists()
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(StoreError, match="cannot be read") as unreadable:
+        open_store(_Settings(tmp_path, dsn, store_password_file=secret), backend="postgresql")
+    assert "not text" not in str(unreadable.value)
+
+
+def test_store_migrate_upgrades_a_postgresql_store_and_file_actions_refuse(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`overread store migrate` with a postgresql:// config: --list, migrate, nothing left; backup points elsewhere."""
+    from listener.cli import main
+
+    config = tmp_path / "overread.yaml"
+    config.write_text(f"state_dir: var\nstore: {as_url(dsn)}\n", encoding="utf-8")
+    assert main(["store", "migrate", "--config", str(config)]) == 2
+    assert "no store in postgresql://" in capsys.readouterr().err
+    with _admin(dsn) as conn:
+        pg_schema.migrate(conn, target=3)
+    assert main(["store", "migrate", "--list", "--config", str(config)]) == 0
+    listed = capsys.readouterr().out
+    assert (
+        "schema v3 (this program: v4)" in listed and "v3 -> v4: explicit peer-review scores table  [pending]" in listed
+    )
+    assert main(["store", "migrate", "--config", str(config)]) == 0
+    assert "migrated from v3 to v4" in capsys.readouterr().out
+    assert main(["store", "migrate", "--config", str(config)]) == 0
+    assert "is at v4: nothing to migrate" in capsys.readouterr().out
+    assert main(["store", "backup", str(tmp_path / "bk"), "--config", str(config)]) == 2
+    assert "use the server's tools" in capsys.readouterr().err
+    assert not (tmp_path / "bk").exists()
+
+
+def test_the_password_file_is_sent_and_never_shown(dsn: str, tmp_path: Path) -> None:
+    """A role that must give a password (the test server asks members of overread_password_login for one):
+    store_password_file opens the store; a wrong one is refused without either text in the error."""
+    import uuid
+
+    from psycopg import sql
+
+    role = f"pw_{uuid.uuid4().hex[:12]}"
+    schema = psycopg.conninfo.conninfo_to_dict(dsn)["options"].split("=", 1)[1]
+    with _admin(dsn) as conn:
+        if conn.execute("SELECT to_regrole('overread_password_login')").fetchone() == (None,):
+            pytest.skip("the test server has no overread_password_login group (.ci/postgres.sh makes one)")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE overread_password_login").format(
+                sql.Identifier(role), sql.Literal("right-QZX-1")
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(role))
+        )
+    try:
+        url = as_url(psycopg.conninfo.make_conninfo(dsn, user=role))
+        (tmp_path / "right").write_text("right-QZX-1\n", encoding="utf-8")
+        (tmp_path / "wrong").write_text("wrong-QZX-2\n", encoding="utf-8")
+        with pytest.raises(StoreError, match="connecting to PostgreSQL failed") as refused:
+            open_store(_Settings(tmp_path, url, store_password_file=tmp_path / "wrong"))
+        assert "QZX" not in str(refused.value)
+        store = open_store(_Settings(tmp_path, url, store_password_file=tmp_path / "right"))
+        try:
+            assert not store.save(record("M1")).duplicate
+            assert "QZX" not in repr(store.__dict__)  # kept by the connection factories only
+        finally:
+            store.close()
+    finally:
+        with _admin(dsn) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
