@@ -180,6 +180,19 @@ _V4 = (
     "CREATE INDEX scores_message ON scores (message_id) WHERE message_id IS NOT NULL",
 )
 
+_V5 = (
+    # Derived data: each compared pair's result, keyed by a digest of both
+    # versions' stored JSON and the versions of everything the comparison read
+    # (docs/outcomes.md, "Scorecards: where the figures come from"). Any row may
+    # be deleted at any time; the next read computes it again.
+    """CREATE TABLE comparisons (
+        key text PRIMARY KEY,
+        accession text NOT NULL,
+        computed_at timestamptz NOT NULL,
+        result_json text NOT NULL
+    )""",
+)
+
 
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
@@ -211,8 +224,7 @@ class PgMigration:
 
 #: PG_MIGRATIONS[n] upgrades a store from version n to n + 1. Append a step
 #: with the version and description of the new SQLite step in schema.py;
-#: never edit a released step. The next one is v5 (the outcomes'
-#: ``comparisons`` cache table): its PostgreSQL DDL goes here.
+#: never edit a released step.
 PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(1, "messages, reports and outbox tables", _run(_V1)),
     PgMigration(2, "'quarantined' message state and the health_probe table", _run(_V2)),
@@ -220,6 +232,7 @@ PG_MIGRATIONS: list[PgMigration] = [
         3, "patient and control id indexes, processings, outbox events, destination state and audit", _run(_V3)
     ),
     PgMigration(4, "explicit peer-review scores table", _run(_V4)),
+    PgMigration(5, "comparisons cache table (derived, may be dropped)", _run(_V5)),
 ]
 
 #: The schema version this code writes.

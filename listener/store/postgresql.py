@@ -52,6 +52,7 @@ from listener.store.base import (
     TEXT_MAX,
     AuditEntry,
     DestinationState,
+    CachedComparison,
     HistoryEntry,
     MessageDetail,
     MessageRecord,
@@ -660,6 +661,10 @@ class PostgresReports:
 # --------------------------------------------------------------- the store
 
 
+#: Accessions or keys per statement of the many-key reads (one array parameter each).
+_KEYS_PER_QUERY = 500
+
+
 class PostgresStore:
     """The :class:`~listener.store.base.Store` on a PostgreSQL database.
 
@@ -946,6 +951,98 @@ class PostgresStore:
                 bool(kept),
             )
             for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
+        )
+
+    def report_histories(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[HistoryEntry, ...]]:
+        """Many accessions' histories in one round trip per :data:`_KEYS_PER_QUERY` accessions
+        (see :meth:`Store.report_histories`); ``row_number()`` keeps each accession's first ``limit`` rows."""
+        wanted = sorted({a for a in accessions if a})
+        if not wanted or limit <= 0:
+            return {}
+        found: dict[str, list[HistoryEntry]] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            rows = self._rows(
+                "reading accessions' histories",
+                "SELECT accession, id, seq, control_id, received, transport, feed, report_json,"
+                " findings_json, bucket, kept FROM (SELECT r.accession, m.id, r.seq, m.control_id,"
+                " m.received, m.transport, m.feed, r.report_json, r.findings_json, r.bucket,"
+                " m.raw IS NOT NULL AS kept,"
+                " row_number() OVER (PARTITION BY r.accession ORDER BY m.id, r.seq) AS n"
+                " FROM reports r JOIN messages m ON m.id = r.message_id"
+                " WHERE r.accession = ANY(%s) AND m.state = 'processed') AS h"
+                " WHERE n <= %s ORDER BY accession, id, seq",
+                (chunk, limit),
+            )
+            for acc, pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows:
+                found.setdefault(str(acc), []).append(
+                    HistoryEntry(
+                        int(pk),
+                        int(seq),
+                        str(cid),
+                        _utc(received),
+                        str(transport),
+                        str(feed),
+                        str(report),
+                        str(findings),
+                        str(bucket),
+                        bool(kept),
+                    )
+                )
+        return {acc: tuple(entries) for acc, entries in found.items()}
+
+    def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The accessions with a report of a processed message received in ``[since, until)``
+        (see :meth:`Store.accessions_received`), through the ``messages_received`` index."""
+        require_aware(since, "since")
+        require_aware(until, "until")
+        if until <= since:
+            return ()
+        rows = self._rows(
+            "reading the accessions of a window",
+            "SELECT DISTINCT r.accession FROM messages m JOIN reports r ON r.message_id = m.id"
+            " WHERE m.received >= %s AND m.received < %s AND m.state = 'processed' AND r.accession != ''"
+            " ORDER BY r.accession",
+            (since, until),
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
+        """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            for key, result in self._rows(
+                "reading cached comparisons", "SELECT key, result_json FROM comparisons WHERE key = ANY(%s)", (chunk,)
+            ):
+                found[str(key)] = str(result)
+        return found
+
+    def cache_comparisons(self, items: Sequence[CachedComparison]) -> int:
+        """Write compared pairs' results to the cache in one transaction (see :meth:`Store.cache_comparisons`)."""
+        batch = [(c.key, c.accession, c.computed_at, c.result_json) for c in items]
+        if not batch:
+            return 0
+
+        def write(conn: PgConnection) -> int:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO comparisons (key, accession, computed_at, result_json) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (key) DO UPDATE SET accession = excluded.accession,"
+                    " computed_at = excluded.computed_at, result_json = excluded.result_json",
+                    batch,
+                )
+            return len(batch)
+
+        return self._write("caching comparisons", write)
+
+    def drop_comparisons(self) -> int:
+        """Delete every cached comparison (see :meth:`Store.drop_comparisons`)."""
+        return self._write(
+            "dropping cached comparisons", lambda conn: max(conn.execute("DELETE FROM comparisons").rowcount, 0)
         )
 
     def record_scores(self, scores: Sequence[ScoreRecord]) -> int:
