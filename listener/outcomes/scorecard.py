@@ -149,8 +149,10 @@ class ScorecardRow:
         prelim_minutes: exam time to preliminary report time, of the subject's preliminaries.
         prelim_to_final_minutes: preliminary to final report time, of its ``prelim_to_final`` pairs.
         corrected: finals replaced by a corrected or amended version (rate over finals).
-        addendum: reads with an addendum section, or replaced by a corrected or
-            amended version that has one (rate over reads).
+        addendum: reads replaced by a corrected or amended version that has an
+            addendum section, or with one themselves when they replace no
+            version (rate over reads). An addendum counts once, on the read it
+            amends, not again on the version that carries it.
         disagreements: graded pairs whose explicit grade differs from the proposal.
     """
 
@@ -375,6 +377,7 @@ def scorecard(
     for outcome in outcomes:
         versions = outcome.chain.versions
         replaced_by = {g.pair.before: g for g in outcome.graded}
+        amending = {g.pair.after for g in outcome.graded if g.pair.kind == "correction"}
         for v in versions:
             if v.stage == _CANCELLED or not since <= v.clinical_time < until:
                 continue
@@ -393,7 +396,8 @@ def scorecard(
                 tally.finals += 1
             graded = replaced_by.get(v.position)
             after = versions[graded.pair.after] if graded is not None else None
-            if v.addendum or (graded is not None and graded.pair.kind == "correction" and after and after.addendum):
+            own = v.addendum and v.position not in amending
+            if own or (graded is not None and graded.pair.kind == "correction" and after and after.addendum):
                 tally.addendum += 1
             if graded is None or after is None:
                 continue

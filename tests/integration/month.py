@@ -454,7 +454,7 @@ class ReaderTruth:
     graded: int
     grades: dict[str, int]
     corrected: int  # finals later corrected
-    addenda: int  # reads with an addendum section, or replaced by a version with one
+    addenda: int  # reads amended by a correction carrying an addendum (once per addendum)
     prelim_minutes: tuple[float, ...]  # exam to preliminary, per prelim
     prelim_to_final_minutes: tuple[float, ...]  # per prelim_to_final pair
 
@@ -521,8 +521,8 @@ class Month:
                 reads[a.final_reader] += 1  # the corrected version is the final reader's too
                 overread[a.final_reader] += 1
                 corrected[a.final_reader] += 1
-                # The final an addendum replaces and the addendum itself: both the final reader's reads.
-                addenda[a.final_reader] += 2 if a.correction_kind == "addendum" else 0
+                # An addendum counts once, on the final it amends (the final reader's read).
+                addenda[a.final_reader] += 1 if a.correction_kind == "addendum" else 0
                 grades.setdefault(a.final_reader, Counter())[a.correction] += 1
         out = {}
         for reader in sorted(reads):

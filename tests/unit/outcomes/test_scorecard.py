@@ -272,8 +272,8 @@ def test_reads_count_every_version_in_the_window(directory: Directory) -> None:
     assert r.discrepancies["2a"].count == 1 and r.discrepancies["any"].rate == 1.0
     assert r.discrepancies["significant"].count == 0
     assert (r.corrected.count, r.corrected.of, r.corrected.rate) == (1, 5, 0.2)
-    # The A3 final is followed by a correction with an addendum, and the correction has one itself.
-    assert (r.addendum.count, r.addendum.of, r.addendum.rate) == (2, 6, pytest.approx(2 / 6))
+    # The A3 final is amended by a correction carrying an addendum: counted once, on the final.
+    assert (r.addendum.count, r.addendum.of, r.addendum.rate) == (1, 6, pytest.approx(1 / 6))
     assert r.prelim_minutes.count == 0 and r.prelim_minutes.median is None
     assert r.prelim_to_final_minutes.count == 0
 
