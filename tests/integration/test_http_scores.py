@@ -5,7 +5,7 @@ critical finding: a "b" proposal); a peer-review system then posts its score.
 The history (``overread history`` and ``GET /api/history``) shows it with
 source ``fhir`` overriding the proposal; a resend is not stored twice; a bad
 resource gets an OperationOutcome naming what is wrong; a client without the
-``score`` permission gets 403. Built from our own samples (samples/fhir/scores/).
+``score`` permission gets 403. Built from our own samples (samples/scores/).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.integration.test_history import _final, _get, _history, _prelim
 from tests.integration.test_http import call
 from tests.integration.test_priors import _send
 
-SCORES = REPO / "samples/fhir/scores"
+SCORES = REPO / "samples/scores"
 PEER = "scores-peer-review-token"
 SENDER = "scores-sender-token-0001"
 ANALYST = "scores-analyst-token-001"

@@ -1,6 +1,6 @@
 """Reading an explicit RADPEER score from a posted FHIR Observation or QuestionnaireResponse.
 
-Built from our own samples (samples/fhir/scores/), edited per case.
+Built from our own samples (samples/scores/), edited per case.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from listener.intake import explicit_scores
 from listener.pipeline import Pipeline, process_fhir
 from tests.conftest import RECEIVED, REPO
 
-SCORES = REPO / "samples" / "fhir" / "scores"
+SCORES = REPO / "samples" / "scores"
 OBSERVATION: dict[str, Any] = json.loads((SCORES / "observation-radpeer-2b.json").read_text(encoding="utf-8"))
 FORM: dict[str, Any] = json.loads((SCORES / "questionnaire-response-radpeer-2a.json").read_text(encoding="utf-8"))
 DEFAULT = PeerReviewFhir()

@@ -21,8 +21,8 @@ from listener.store.sqlite import SQLiteStore
 from tests.unit.server.test_http import body_of, exchange, make_site, post_bytes, status_of
 
 REPO = Path(__file__).resolve().parents[3]
-OBSERVATION = (REPO / "samples/fhir/scores/observation-radpeer-2b.json").read_bytes()
-FORM = (REPO / "samples/fhir/scores/questionnaire-response-radpeer-2a.json").read_bytes()
+OBSERVATION = (REPO / "samples/scores/observation-radpeer-2b.json").read_bytes()
+FORM = (REPO / "samples/scores/questionnaire-response-radpeer-2a.json").read_bytes()
 SCORER_TOKEN = "unit-test-scorer-token-0123"
 SENDER_TOKEN = "unit-test-sender-token-0123"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
