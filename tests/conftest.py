@@ -16,11 +16,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import hl7
 import pytest
+import structlog
 
 from listener.assemble import build_pipeline
 from listener.config import load_config
@@ -111,3 +117,23 @@ def fixture_corpus() -> Path:
 def fixture_reports() -> Path:
     """../shared/corpus/reports, read at test time (only ``corpus``-marked tests use it)."""
     return REPORTS
+
+
+@pytest.fixture(name="restore_logging")
+def fixture_restore_logging() -> Iterator[None]:
+    """Undo configure_logging's global changes after the test (structlog, the root logger, the hooks)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    hooks = sys.excepthook, threading.excepthook
+    silenced = [logging.getLogger(name) for name in (hl7.util.logger.name, hl7.containers.logger.name, "hl7", "hl7apy")]
+    saved = [(lg, lg.level, lg.propagate, lg.handlers[:]) for lg in silenced]
+    yield
+    for lg, lg_level, propagate, lg_handlers in saved:
+        lg.setLevel(lg_level)
+        lg.propagate = propagate
+        lg.handlers[:] = lg_handlers
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook = hooks

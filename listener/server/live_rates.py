@@ -168,8 +168,14 @@ class LiveRates:
                 return
             self._failed(failure.type.__name__ if failure.type else "")
 
+        def broken(failure: Any) -> None:
+            # done/failed raised (e.g. the log sink is gone): the loop keeps running, the figures stay.
+            if self.metrics is not None:
+                self.metrics.live_figures_refreshes.labels("failed").inc()
+
         d: Deferred[None] = self.run_in_thread(work)
         d.addCallbacks(done, failed)
+        d.addErrback(broken)
         self.running = d
         return d
 

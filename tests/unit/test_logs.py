@@ -1,7 +1,7 @@
 """Tests for listener.logs: real configured logging into a StringIO.
 
 Each test configures logging with ``cache=False`` so that reconfiguration takes
-effect, and the ``restore`` fixture puts structlog, the stdlib root logger and
+effect, and the ``restore_logging`` fixture (tests/conftest.py) puts structlog, the stdlib root logger and
 the exception hooks back afterwards.
 """
 
@@ -12,9 +12,7 @@ import json
 import logging
 import stat
 import sys
-import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +28,8 @@ from listener import logs
 CANARY = "ZZCANARY-SMITH^JOHN-MRN0042"
 
 
-@pytest.fixture(autouse=True)
-def restore() -> Iterator[None]:
-    """Undo configure_logging's global changes after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    hooks = sys.excepthook, threading.excepthook
-    silenced = [logging.getLogger(name) for name in (hl7.util.logger.name, hl7.containers.logger.name, "hl7", "hl7apy")]
-    saved = [(lg, lg.level, lg.propagate, lg.handlers[:]) for lg in silenced]
-    yield
-    for lg, lg_level, propagate, lg_handlers in saved:
-        lg.setLevel(lg_level)
-        lg.propagate = propagate
-        lg.handlers[:] = lg_handlers
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
-    sys.excepthook, threading.excepthook = hooks
+#: Undo configure_logging's global changes after each test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(name="out")

@@ -17,6 +17,7 @@ from listener.pipeline import READER_UNKNOWN, SITE_UNKNOWN, directory_findings
 from listener.server.metrics import OTHER_SENDER, Metrics
 
 
+@pytest.mark.usefixtures("restore_logging")  # the stream it logs to is closed afterwards
 def test_journal_priority_prefix_only_on_the_journal_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With JOURNAL_STREAM naming stdout, lines start <3> (error), <4>, <6>; another stream gets none."""
     with open(tmp_path / "out", "w+") as out:
