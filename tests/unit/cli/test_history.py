@@ -9,12 +9,10 @@ from datetime import timedelta
 from listener.history import HistoryContext, history_document
 from listener.history_cli import write_history_text
 from listener.outcomes import load_outcome_rules
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
-from listener.store import ReportRecord
-from listener.store.base import MessageRecord
+from listener.pipeline import Pipeline
 from tests.conftest import RECEIVED, REPO
 from tests.unit.store.memory import MemoryStore
+from tests.unit.store.records import save_processed
 
 SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
 FINAL = SAMPLE.replace(
@@ -32,34 +30,7 @@ CORRECTED = FINAL.replace(b"|CR|F||", b"|CR|C||").replace(b"|20261117103400-0600
 def _store(
     store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True
 ) -> None:
-    received = RECEIVED + timedelta(minutes=minutes)
-    outcome = process(raw, pipeline, received_at=received)
-    reports = tuple(
-        ReportRecord(
-            accession=r.report.accession,
-            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-            route_json="null",
-            bucket="release",
-            patient_id=r.report.patient.id,
-        )
-        for r in outcome.reports
-    )
-    store.save(
-        MessageRecord(
-            control_id=control_id,
-            sender_application="RIS",
-            sender_facility="HOSP",
-            feed="default",
-            received=received,
-            raw=raw if keep_raw else None,
-            transport="mllp",
-            state="processed",
-            ack_code="AA",
-            ack=b"MSH|ACK\r",
-            reports=reports,
-        )
-    )
+    save_processed(store, pipeline, raw, control_id, RECEIVED + timedelta(minutes=minutes), keep_raw=keep_raw)
 
 
 def _context(pipeline: Pipeline) -> HistoryContext:
