@@ -223,6 +223,18 @@ def with_control_id(raw: bytes, control_id: str) -> bytes:
     return b"\r".join(segments)
 
 
+def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:
+    """A started daemon run with ``--config`` ``root``/overread.yaml holding ``config``; its state in
+    ``root``/state, its logs in ``root``/logs. Returns the daemon and the config file's path."""
+    path = root / "overread.yaml"
+    path.write_text(config, encoding="utf-8")
+    logs = root / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(root / "state", logs, extra=("--config", str(path)))
+    daemon.start()
+    return daemon, path
+
+
 @pytest.fixture(name="oru")
 def fixture_oru(corpus: Path) -> bytes:
     """A radiology ORU^R01 shipped in tests/data (scout XR chest, v2.7, CR segments)."""
