@@ -32,7 +32,7 @@ from listener.pipeline import Pipeline
 from listener.sites import load_directory
 from listener.store import ScoreRecord, SQLiteStore, Store
 from tests.conftest import REPO
-from tests.unit.store.records import save_processed
+from tests.unit.store.records import processed, save_processed
 
 GROUP = "Nocturna Teleradiology"
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -113,7 +113,7 @@ def xr_final(day: int, n: int) -> bytes:
 
 
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, received: datetime) -> None:
-    save_processed(store, pipeline, raw, control_id, received, app=None, facility=None, feed=None)
+    save_processed(store, processed(pipeline, raw, control_id, received, app=None, facility=None, feed=None))
 
 
 def fill_month(store: Store, pipeline: Pipeline) -> dict[str, str]:

@@ -10,27 +10,22 @@ from listener.history import HistoryContext, history_document
 from listener.history_cli import write_history_text
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
-from tests.conftest import RECEIVED, REPO
+from tests.conftest import RECEIVED
 from tests.unit.store.memory import MemoryStore
-from tests.unit.store.records import save_processed
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
+from tests.unit.store.records import processed, save_processed
 
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
-FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
 CORRECTED = FINAL.replace(b"|CR|F||", b"|CR|C||").replace(b"|20261117103400-0600||CR|", b"|20261117113400-0600||CR|")
 
 
 def _store(
     store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True
 ) -> None:
-    save_processed(store, pipeline, raw, control_id, RECEIVED + timedelta(minutes=minutes), keep_raw=keep_raw)
+    save_processed(
+        store, processed(pipeline, raw, control_id, RECEIVED + timedelta(minutes=minutes), keep_raw=keep_raw)
+    )
 
 
 def _context(pipeline: Pipeline) -> HistoryContext:

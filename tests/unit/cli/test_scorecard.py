@@ -22,7 +22,7 @@ from listener.cli import main
 from listener.pipeline import Pipeline
 from listener.store import SQLiteStore
 from tests.conftest import REPO
-from tests.unit.store.records import save_processed
+from tests.unit.store.records import processed, save_processed
 
 SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
 # The exam (OBR-7) is at 10:06 -06:00; the preliminary is reported at 10:36, the final at 12:36.
@@ -45,7 +45,7 @@ WINDOW = ("--since", "2026-11-17T00:00:00Z", "--until", "2026-11-18T00:00:00Z")
 def _save(store: SQLiteStore, pipeline: Pipeline, raw: bytes, accession: str, control_id: str, minutes: int) -> None:
     raw = raw.replace(b"A2611170088", accession.encode())
     received = RECEIVED + timedelta(minutes=minutes)
-    save_processed(store, pipeline, raw, control_id, received, app="HALCYON_RIS", facility="LEMC")
+    save_processed(store, processed(pipeline, raw, control_id, received, app="HALCYON_RIS", facility="LEMC"))
 
 
 @pytest.fixture(name="state_dir", scope="module")

@@ -26,21 +26,13 @@ from listener.server.live_rates import LiveRates
 from listener.server.metrics import Metrics
 from listener.sites import ReaderHistory
 from listener.store import SQLiteStore, Store
-from tests.conftest import REPO
-from tests.unit.store.records import save_processed
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as CRITICAL_FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
+from tests.unit.store.records import processed, save_processed
 
 T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
 UNTIL = T0 + timedelta(days=1)
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
-CRITICAL_FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
 
 
 def _by(raw: bytes, reader: bytes, accession: bytes) -> bytes:
@@ -52,7 +44,7 @@ def _by(raw: bytes, reader: bytes, accession: bytes) -> bytes:
 
 
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, hours: float) -> None:
-    save_processed(store, pipeline, raw, control_id, T0 + timedelta(hours=hours))
+    save_processed(store, processed(pipeline, raw, control_id, T0 + timedelta(hours=hours)))
 
 
 @pytest.fixture(name="store")

@@ -9,8 +9,22 @@ from listener.pipeline import Pipeline, process
 from listener.serialize import finding_dict, report_dict
 from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore, Store
 from listener.store.base import SaveResult
+from tests.conftest import REPO
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+#: The chest radiograph sample: a final of accession A2611170088, reported at 10:34 -06:00.
+CHEST = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+#: Its preliminary, reported an hour earlier.
+CHEST_PRELIM = (
+    CHEST.replace(b"|CR|F||", b"|CR|P||")
+    .replace(b"||||||F|||", b"||||||P|||")
+    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+)
+#: A final that adds a large pneumothorax the preliminary denies: a critical finding added (a "b" grade).
+CHEST_PNEUMOTHORAX = CHEST.replace(
+    b"No focal consolidation, pleural effusion or pneumothorax.",
+    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
+).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
 
 
 def report(accession: str = "ACC1", *, text: str = "no acute findings") -> ReportRecord:
@@ -103,21 +117,9 @@ def processed(
     )
 
 
-def save_processed(
-    store: Store,
-    pipeline: Pipeline,
-    raw: bytes,
-    control_id: str,
-    received: datetime,
-    *,
-    app: str | None = "RIS",
-    facility: str | None = "HOSP",
-    feed: str | None = "default",
-    keep_raw: bool = True,
-) -> SaveResult:
-    """Save the :func:`processed` record of ``raw``; fails the test when no report decodes."""
-    rec = processed(pipeline, raw, control_id, received, app=app, facility=facility, feed=feed, keep_raw=keep_raw)
-    assert rec.reports, f"{control_id}: the message decodes to a report"
+def save_processed(store: Store, rec: MessageRecord) -> SaveResult:
+    """Save a :func:`processed` record; fails the test when no report decoded."""
+    assert rec.reports, f"{rec.control_id}: the message decodes to a report"
     return store.save(rec)
 
 

@@ -18,22 +18,13 @@ from listener.outcome_data import HistoryContext, collect
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
 from listener.store import ScoreRecord, Store
-from tests.conftest import REPO
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
 from tests.unit.store.records import processed, save_processed
 
 T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
 ACCESSION = b"A2611170088"
-#: The final adds a large pneumothorax the prelim denied: a critical finding added (a "b" grade).
-FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
 
 
 def _with_accession(raw: bytes, accession: str) -> bytes:
@@ -41,7 +32,7 @@ def _with_accession(raw: bytes, accession: str) -> bytes:
 
 
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, hours: float) -> int:
-    return save_processed(store, pipeline, raw, control_id, T0 + timedelta(hours=hours)).message_pk
+    return save_processed(store, processed(pipeline, raw, control_id, T0 + timedelta(hours=hours))).message_pk
 
 
 @pytest.fixture(name="ctx")
