@@ -9,7 +9,6 @@ from our own sample (samples/hl7/xr-chest-2v-normal.hl7), edited here.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import shutil
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO, RunningDaemon, start_configured
+from tests.integration.conftest import REPO, RunningDaemon, analyst_and_sender, start_configured
 from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
 
@@ -125,10 +124,7 @@ def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
     by GET /api/history/<accession> to an operator only, the same document as the CLI's."""
     daemon, config = start_configured(
         tmp_path,
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-        " allow: [submit, read, operator]}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+        analyst_and_sender(ANALYST, SENDER, "submit, read, operator"),
     )
     try:
         prelim = json.loads((REPO / "samples/fhir/xr-chest-2v-normal.json").read_text(encoding="utf-8"))

@@ -10,7 +10,6 @@ samples, edited here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO, start_configured
+from tests.integration.conftest import REPO, analyst_and_sender, start_configured
 from tests.integration.test_history import _get
 from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
@@ -102,10 +101,7 @@ def _cli(config: Path, state_dir: Path, query: str) -> dict[str, Any]:
 def test_scorecard_over_the_api_and_the_cli(tmp_path: Path) -> None:
     daemon, config = start_configured(
         tmp_path,
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-        " allow: [submit, read, operator]}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
+        analyst_and_sender(ANALYST, SENDER, "submit, read, operator"),
     )
     try:
         _send(daemon, _prelim("SC-P1", b"SC1"))
