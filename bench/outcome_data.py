@@ -21,7 +21,6 @@ docs/outcomes.md, "Scorecards: where the figures come from".
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -38,9 +37,9 @@ from listener.config import load_config  # noqa: E402
 from listener.outcome_data import HistoryContext, collect  # noqa: E402
 from listener.outcomes import load_outcome_rules  # noqa: E402
 from listener.pipeline import Pipeline, process  # noqa: E402
-from listener.serialize import finding_dict, report_dict  # noqa: E402
-from listener.store import MessageRecord, ReportRecord, ScoreRecord, SQLiteStore  # noqa: E402
+from listener.store import ScoreRecord, SQLiteStore  # noqa: E402
 from listener.store.base import HISTORY_LIMIT  # noqa: E402
+from tests.unit.store.records import processed  # noqa: E402
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 #: Sentences appended to the final's last text row: none, a critical finding, a finding, a rewording.
@@ -76,36 +75,6 @@ def _versions(raw: bytes, accession: bytes, new: bytes, edit: bytes) -> tuple[by
     return b"\r".join(prelim), b"\r".join(final)
 
 
-def _record(pipeline: Pipeline, raw: bytes, control_id: str, received: datetime) -> MessageRecord | None:
-    outcome = process(raw, pipeline, received_at=received)
-    if not outcome.reports:
-        return None
-    reports = tuple(
-        ReportRecord(
-            accession=r.report.accession,
-            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-            route_json="null",
-            bucket="release",
-            patient_id=r.report.patient.id,
-        )
-        for r in outcome.reports
-    )
-    return MessageRecord(
-        control_id=control_id,
-        sender_application="RIS",
-        sender_facility="HOSP",
-        feed="default",
-        received=received,
-        raw=raw,
-        transport="mllp",
-        state="processed",
-        ack_code="AA",
-        ack=b"MSH|ACK\r",
-        reports=reports,
-    )
-
-
 def _samples(pipeline: Pipeline) -> list[tuple[bytes, bytes]]:
     """(body, accession) of each sample that decodes to one report with an accession."""
     out = []
@@ -126,9 +95,12 @@ def build(store: SQLiteStore, pipeline: Pipeline, n: int) -> int:
         raw, accession = samples[i % len(samples)]
         prelim, final = _versions(raw, accession, b"BENCH%06d" % i, FINAL_EDITS[i % len(FINAL_EDITS)])
         at = T0 + timedelta(minutes=10 * i)
-        records = [_record(pipeline, prelim, f"P{i}", at), _record(pipeline, final, f"F{i}", at + timedelta(hours=8))]
-        saved += sum(1 for r in records if r is not None)
-        pending.extend(store.submit(r) for r in records if r is not None)
+        records = [
+            processed(pipeline, prelim, f"P{i}", at),
+            processed(pipeline, final, f"F{i}", at + timedelta(hours=8)),
+        ]
+        saved += sum(1 for r in records if r.reports)
+        pending.extend(store.submit(r) for r in records if r.reports)
         if len(pending) >= 256:
             for f in pending:
                 f.result()

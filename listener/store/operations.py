@@ -35,14 +35,9 @@ from listener.store.base import (
     audit_target_json,
 )
 from listener.store.base import TEXT_MAX as DETAIL_MAX
+from listener.store.rows import SUMMARY_COLUMNS, message_summary
 
 #: The message columns a MessageSummary is read from (alias ``m``).
-SUMMARY_COLUMNS = (
-    "m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
-    " m.received, m.transport, m.state, m.ack_code, m.error_code,"
-    " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
-    " m.raw IS NOT NULL, m.processing"
-)
 
 OUTBOX_COLUMNS = (
     "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
@@ -65,22 +60,8 @@ def _opt_dt(text: str | None) -> datetime | None:
 
 
 def summary(row: Sequence[Any]) -> MessageSummary:
-    """A MessageSummary from a row of :data:`SUMMARY_COLUMNS`."""
-    return MessageSummary(
-        message_pk=row[0],
-        control_id=row[1],
-        sender_application=row[2],
-        sender_facility=row[3],
-        feed=row[4],
-        received=dt(row[5]),
-        transport=row[6],
-        state=row[7],
-        ack_code=row[8],
-        error_code=row[9],
-        report_count=row[10],
-        raw_kept=bool(row[11]),
-        processing=int(row[12]),
-    )
+    """A MessageSummary from a row of :data:`SUMMARY_COLUMNS` (times stored as text)."""
+    return message_summary(row, dt)
 
 
 def outbox_row(row: Sequence[Any]) -> OutboxRow:

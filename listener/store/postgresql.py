@@ -81,6 +81,7 @@ from listener.store.pg_schema import (
     schema_version,
 )
 from listener.store.pgurl import display_url
+from listener.store.rows import SUMMARY_COLUMNS, history_entry, message_summary
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
@@ -239,12 +240,6 @@ class _Reader:
 
 # ------------------------------------------------------------------- rows
 
-SUMMARY_COLUMNS = (
-    "m.id, m.control_id, m.sender_application, m.sender_facility, m.feed,"
-    " m.received, m.transport, m.state, m.ack_code, m.error_code,"
-    " (SELECT count(*) FROM reports r WHERE r.message_id = m.id),"
-    " m.raw IS NOT NULL, m.processing"
-)
 OUTBOX_COLUMNS = (
     "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
     " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from"
@@ -252,21 +247,7 @@ OUTBOX_COLUMNS = (
 
 
 def _summary(row: Sequence[Any]) -> MessageSummary:
-    return MessageSummary(
-        message_pk=int(row[0]),
-        control_id=row[1],
-        sender_application=row[2],
-        sender_facility=row[3],
-        feed=row[4],
-        received=_utc(row[5]),
-        transport=row[6],
-        state=row[7],
-        ack_code=row[8],
-        error_code=row[9],
-        report_count=int(row[10]),
-        raw_kept=bool(row[11]),
-        processing=int(row[12]),
-    )
+    return message_summary(row, _utc)
 
 
 def _outbox_row(row: Sequence[Any]) -> OutboxRow:
@@ -937,21 +918,7 @@ class PostgresStore:
             " WHERE r.accession = %s AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT %s",
             (accession, limit),
         )
-        return tuple(
-            HistoryEntry(
-                int(pk),
-                int(seq),
-                str(cid),
-                _utc(received),
-                str(transport),
-                str(feed),
-                str(report),
-                str(findings),
-                str(bucket),
-                bool(kept),
-            )
-            for pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows
-        )
+        return tuple(history_entry(row, _utc) for row in rows)
 
     def report_histories(
         self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
@@ -976,21 +943,8 @@ class PostgresStore:
                 " WHERE n <= %s ORDER BY accession, id, seq",
                 (chunk, limit),
             )
-            for acc, pk, seq, cid, received, transport, feed, report, findings, bucket, kept in rows:
-                found.setdefault(str(acc), []).append(
-                    HistoryEntry(
-                        int(pk),
-                        int(seq),
-                        str(cid),
-                        _utc(received),
-                        str(transport),
-                        str(feed),
-                        str(report),
-                        str(findings),
-                        str(bucket),
-                        bool(kept),
-                    )
-                )
+            for acc, *row in rows:
+                found.setdefault(str(acc), []).append(history_entry(row, _utc))
         return {acc: tuple(entries) for acc, entries in found.items()}
 
     def accessions_received(self, since: datetime, until: datetime) -> tuple[str, ...]:

@@ -66,6 +66,7 @@ from listener.store.base import (
     require_aware,
 )
 from listener.store.queries import ReportQueries
+from listener.store.rows import SUMMARY_COLUMNS, history_entry
 from listener.store.schema import (
     SCHEMA_VERSION,
     Migration,
@@ -557,7 +558,7 @@ class SQLiteStore:
                 params.append(patient_id)
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
-        sql = f"SELECT {ops.SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
         cursor = after if after is not None else 0
         remaining = limit
         while remaining is None or remaining > 0:
@@ -640,7 +641,7 @@ class SQLiteStore:
             " WHERE r.accession = ? AND m.state = 'processed' ORDER BY m.id, r.seq LIMIT ?",
             (accession, limit),
         )
-        return tuple(_history_entry(row) for row in rows)
+        return tuple(history_entry(row, _dt) for row in rows)
 
     def report_histories(
         self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
@@ -677,7 +678,7 @@ class SQLiteStore:
                     (*chunk, limit),
                 )
                 for accession, *row in rows:
-                    found.setdefault(str(accession), []).append(_history_entry(row))
+                    found.setdefault(str(accession), []).append(history_entry(row, _dt))
             return {a: tuple(rows) for a, rows in found.items()}
 
         return self._read_with("reading accessions' history", read)
@@ -1093,23 +1094,6 @@ class SQLiteStore:
 
 _OUTBOX_COLUMNS = ops.OUTBOX_COLUMNS
 _outbox_row = ops.outbox_row
-
-
-def _history_entry(row: Sequence[Any]) -> HistoryEntry:
-    """A HistoryEntry of (message id, seq, control id, received, transport, feed, report, findings, bucket, kept)."""
-    pk, seq, cid, received, transport, feed, report, findings, bucket, kept = row
-    return HistoryEntry(
-        int(pk),
-        int(seq),
-        str(cid),
-        _dt(received),
-        str(transport),
-        str(feed),
-        str(report),
-        str(findings),
-        str(bucket),
-        bool(kept),
-    )
 
 
 def _replace_rejected(conn: sqlite3.Connection, record: MessageRecord) -> SaveResult | None:

@@ -6,6 +6,7 @@ hide the port from the test); the state directory lives in ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -221,6 +222,28 @@ def with_control_id(raw: bytes, control_id: str) -> bytes:
     fields[9] = control_id.encode()
     segments[0] = b"|".join(fields)
     return b"\r".join(segments)
+
+
+def analyst_and_sender(analyst: str, sender: str, allow: str) -> str:
+    """An ``http_clients`` section: client "analyst" with token ``analyst``, allowed ``allow`` (a YAML
+    list's items), and client "sender" with token ``sender``, allowed the default (docs/http-api.md)."""
+    return (
+        "http_clients:\n"
+        f"  analyst: {{token_sha256: {hashlib.sha256(analyst.encode()).hexdigest()}, allow: [{allow}]}}\n"
+        f"  sender: {{token_sha256: {hashlib.sha256(sender.encode()).hexdigest()}}}\n"
+    )
+
+
+def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:
+    """A started daemon run with ``--config`` ``root``/overread.yaml holding ``config``; its state in
+    ``root``/state, its logs in ``root``/logs. Returns the daemon and the config file's path."""
+    path = root / "overread.yaml"
+    path.write_text(config, encoding="utf-8")
+    logs = root / "logs"
+    logs.mkdir()
+    daemon = RunningDaemon(root / "state", logs, extra=("--config", str(path)))
+    daemon.start()
+    return daemon, path
 
 
 @pytest.fixture(name="oru")

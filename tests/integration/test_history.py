@@ -9,7 +9,6 @@ from our own sample (samples/hl7/xr-chest-2v-normal.hl7), edited here.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import shutil
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO, RunningDaemon
+from tests.integration.conftest import REPO, RunningDaemon, analyst_and_sender, start_configured
 from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
 
@@ -123,18 +122,10 @@ def _get(daemon: RunningDaemon, path: str, token: str) -> tuple[int, Any]:
 def test_fhir_prelim_mllp_final_over_the_api(tmp_path: Path) -> None:
     """A FHIR preliminary naming its order only through basedOn, then the HL7 final: one history, served
     by GET /api/history/<accession> to an operator only, the same document as the CLI's."""
-    config = tmp_path / "overread.yaml"
-    config.write_text(
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-        " allow: [submit, read, operator]}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
-        encoding="utf-8",
+    daemon, config = start_configured(
+        tmp_path,
+        analyst_and_sender(ANALYST, SENDER, "submit, read, operator"),
     )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
-    daemon.start()
     try:
         prelim = json.loads((REPO / "samples/fhir/xr-chest-2v-normal.json").read_text(encoding="utf-8"))
         prelim["status"] = "preliminary"
@@ -189,12 +180,7 @@ def test_final_carrying_a_score_obx_sets_the_explicit_grade(tmp_path: Path) -> N
     shutil.copytree(REPO / "mappings", mappings)
     with (mappings / "default.yaml").open("a", encoding="utf-8") as f:
         f.write("\npeer_review_obx: {code: RADPEER, system: L}\n")
-    config = tmp_path / "overread.yaml"
-    config.write_text(f"mappings: {mappings}\npolicies: {REPO / 'policies'}\n", encoding="utf-8")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
-    daemon.start()
+    daemon, _ = start_configured(tmp_path, f"mappings: {mappings}\npolicies: {REPO / 'policies'}\n")
     try:
         _send(daemon, _prelim("HIST-P4", b"H400"))
         score_obx = b"OBX|10|ST|RADPEER^RADPEER score^L||2a||||||F|||20261117110000-0600||R2001^FINAL^READER\r"

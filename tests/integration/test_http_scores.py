@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import REPO, RunningDaemon
+from tests.integration.conftest import REPO, RunningDaemon, start_configured
 from tests.integration.test_history import _final, _get, _history, _prelim
 from tests.integration.test_http import call
 from tests.integration.test_priors import _send
@@ -48,19 +48,14 @@ def fixture_scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     """A daemon with three clients (a peer-review system, a report sender, an analyst), and one
     accession's preliminary and final stored over MLLP."""
     root = tmp_path_factory.mktemp("scores")
-    config = root / "overread.yaml"
     sha = {t: hashlib.sha256(t.encode()).hexdigest() for t in (PEER, SENDER, ANALYST)}
-    config.write_text(
+    daemon, _ = start_configured(
+        root,
         "http_clients:\n"
         f"  peer-review: {{token_sha256: {sha[PEER]}, allow: [score]}}\n"
         f"  ris: {{token_sha256: {sha[SENDER]}}}\n"
         f"  analyst: {{token_sha256: {sha[ANALYST]}, allow: [read, operator]}}\n",
-        encoding="utf-8",
     )
-    logs = root / "logs"
-    logs.mkdir()
-    daemon = RunningDaemon(root / "state", logs, extra=("--config", str(config)))
-    daemon.start()
     try:
         _send(daemon, _prelim("SCORE-P1", ACCESSION.encode()))
         _send(daemon, _final("SCORE-F1", ACCESSION.encode()))

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    analyst_and_sender,
+    free_port,
+    msa,
+    start_configured,
+)
 from tests.integration.ris import TestRis
 
 SAMPLE = REPO / "samples" / "hl7" / "xr-chest-pneumothorax-no-communication.hl7"
@@ -116,19 +124,10 @@ def fixture_setup(tmp_path: Path) -> Iterator[tuple[RunningDaemon, TestRis, Path
         " ack_timeout_seconds: 2, on_reject: dead_letter}\n",
         encoding="utf-8",
     )
-    config = tmp_path / "overread.yaml"
-    config.write_text(
-        "mappings: mappings\ndestinations: destinations.yaml\n"
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-        " allow: [read, operator]}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
-        encoding="utf-8",
+    daemon, config = start_configured(
+        tmp_path,
+        "mappings: mappings\ndestinations: destinations.yaml\n" + analyst_and_sender(ANALYST, SENDER, "read, operator"),
     )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
-    daemon.start()
     try:
         yield daemon, ris, config
     finally:

@@ -10,7 +10,6 @@ samples, edited here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO, RunningDaemon
+from tests.integration.conftest import REPO, analyst_and_sender, start_configured
 from tests.integration.test_history import _get
 from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
@@ -100,18 +99,10 @@ def _cli(config: Path, state_dir: Path, query: str) -> dict[str, Any]:
 
 
 def test_scorecard_over_the_api_and_the_cli(tmp_path: Path) -> None:
-    config = tmp_path / "overread.yaml"
-    config.write_text(
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(ANALYST.encode()).hexdigest()},"
-        " allow: [submit, read, operator]}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(SENDER.encode()).hexdigest()}}}\n",
-        encoding="utf-8",
+    daemon, config = start_configured(
+        tmp_path,
+        analyst_and_sender(ANALYST, SENDER, "submit, read, operator"),
     )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs, extra=("--config", str(config)))
-    daemon.start()
     try:
         _send(daemon, _prelim("SC-P1", b"SC1"))
         _send(daemon, _final("SC-F1", b"SC1", pneumothorax=True))

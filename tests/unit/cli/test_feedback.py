@@ -28,12 +28,11 @@ from listener.feedback_render import render_html, render_pdf
 from listener.outcome_data import HistoryContext
 from listener.outcomes import load_outcome_rules
 from listener.outcomes.contracts import contract_for, load_contracts
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
+from listener.pipeline import Pipeline
 from listener.sites import load_directory
-from listener.store import ReportRecord, ScoreRecord, SQLiteStore, Store
-from listener.store.base import MessageRecord
+from listener.store import ScoreRecord, SQLiteStore, Store
 from tests.conftest import REPO
+from tests.unit.store.records import processed, save_processed
 
 GROUP = "Nocturna Teleradiology"
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -114,33 +113,7 @@ def xr_final(day: int, n: int) -> bytes:
 
 
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, received: datetime) -> None:
-    outcome = process(raw, pipeline, received_at=received)
-    assert outcome.reports, control_id
-    store.save(
-        MessageRecord(
-            control_id=control_id,
-            sender_application=outcome.header.sending_application if outcome.header else "",
-            sender_facility=outcome.header.sending_facility if outcome.header else "",
-            feed=outcome.feed,
-            received=received,
-            raw=raw,
-            transport="mllp",
-            state="processed",
-            ack_code="AA",
-            ack=b"MSH|ACK\r",
-            reports=tuple(
-                ReportRecord(
-                    accession=r.report.accession,
-                    report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-                    findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-                    route_json="null",
-                    bucket="release",
-                    patient_id=r.report.patient.id,
-                )
-                for r in outcome.reports
-            ),
-        )
-    )
+    save_processed(store, processed(pipeline, raw, control_id, received, app=None, facility=None, feed=None))
 
 
 def fill_month(store: Store, pipeline: Pipeline) -> dict[str, str]:

@@ -9,56 +9,22 @@ from datetime import timedelta
 from listener.history import HistoryContext, history_document
 from listener.history_cli import write_history_text
 from listener.outcomes import load_outcome_rules
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
-from listener.store import ReportRecord
-from listener.store.base import MessageRecord
-from tests.conftest import RECEIVED, REPO
+from listener.pipeline import Pipeline
+from tests.conftest import RECEIVED
 from tests.unit.store.memory import MemoryStore
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
+from tests.unit.store.records import processed, save_processed
 
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
-FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
 CORRECTED = FINAL.replace(b"|CR|F||", b"|CR|C||").replace(b"|20261117103400-0600||CR|", b"|20261117113400-0600||CR|")
 
 
 def _store(
     store: MemoryStore, pipeline: Pipeline, raw: bytes, control_id: str, minutes: int, keep_raw: bool = True
 ) -> None:
-    received = RECEIVED + timedelta(minutes=minutes)
-    outcome = process(raw, pipeline, received_at=received)
-    reports = tuple(
-        ReportRecord(
-            accession=r.report.accession,
-            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-            route_json="null",
-            bucket="release",
-            patient_id=r.report.patient.id,
-        )
-        for r in outcome.reports
-    )
-    store.save(
-        MessageRecord(
-            control_id=control_id,
-            sender_application="RIS",
-            sender_facility="HOSP",
-            feed="default",
-            received=received,
-            raw=raw if keep_raw else None,
-            transport="mllp",
-            state="processed",
-            ack_code="AA",
-            ack=b"MSH|ACK\r",
-            reports=reports,
-        )
+    save_processed(
+        store, processed(pipeline, raw, control_id, RECEIVED + timedelta(minutes=minutes), keep_raw=keep_raw)
     )
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from listener.cli import main
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
-from listener.store import ReportRecord, SQLiteStore
-from listener.store.base import MessageRecord
+from listener.pipeline import Pipeline
+from listener.store import SQLiteStore
 from tests.conftest import REPO
+from tests.unit.store.records import processed, save_processed
 
 SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
 # The exam (OBR-7) is at 10:06 -06:00; the preliminary is reported at 10:36, the final at 12:36.
@@ -46,33 +45,7 @@ WINDOW = ("--since", "2026-11-17T00:00:00Z", "--until", "2026-11-18T00:00:00Z")
 def _save(store: SQLiteStore, pipeline: Pipeline, raw: bytes, accession: str, control_id: str, minutes: int) -> None:
     raw = raw.replace(b"A2611170088", accession.encode())
     received = RECEIVED + timedelta(minutes=minutes)
-    outcome = process(raw, pipeline, received_at=received)
-    assert outcome.reports, "the sample decodes"
-    store.save(
-        MessageRecord(
-            control_id=control_id,
-            sender_application="HALCYON_RIS",
-            sender_facility="LEMC",
-            feed="default",
-            received=received,
-            raw=raw,
-            transport="mllp",
-            state="processed",
-            ack_code="AA",
-            ack=b"MSH|ACK\r",
-            reports=tuple(
-                ReportRecord(
-                    accession=r.report.accession,
-                    report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-                    findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-                    route_json="null",
-                    bucket="release",
-                    patient_id=r.report.patient.id,
-                )
-                for r in outcome.reports
-            ),
-        )
-    )
+    save_processed(store, processed(pipeline, raw, control_id, received, app="HALCYON_RIS", facility="LEMC"))
 
 
 @pytest.fixture(name="state_dir", scope="module")

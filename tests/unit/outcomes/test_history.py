@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from listener.outcomes.history import Pair, build_chain, stage_of
+from tests.unit.outcomes.stored import Entry
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Entry:
-    message_pk: int
-    seq: int
-    control_id: str
-    received: datetime
-    transport: str
-    feed: str
-    report_json: str
-    findings_json: str
-    bucket: str
-    raw_kept: bool
 
 
 def entry(

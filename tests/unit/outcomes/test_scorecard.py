@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,11 @@ from listener.outcomes.scorecard import (
     wilson,
 )
 from listener.sites import Directory, load_directory
+from tests.unit.outcomes.stored import Entry
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SINCE, UNTIL = T0, T0 + timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class Entry:
-    message_pk: int
-    seq: int
-    control_id: str
-    received: datetime
-    transport: str
-    feed: str
-    report_json: str
-    findings_json: str
-    bucket: str
-    raw_kept: bool
 
 
 def entry(

@@ -10,7 +10,6 @@ says the same.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,27 +21,18 @@ from twisted.internet.task import Clock
 from listener.live_figures import compute_live_figures
 from listener.outcome_data import HistoryContext
 from listener.outcomes import load_outcome_rules
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
+from listener.pipeline import Pipeline
 from listener.server.live_rates import LiveRates
 from listener.server.metrics import Metrics
 from listener.sites import ReaderHistory
-from listener.store import ReportRecord, SQLiteStore, Store
-from listener.store.base import MessageRecord
-from tests.conftest import REPO
+from listener.store import SQLiteStore, Store
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as CRITICAL_FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
+from tests.unit.store.records import processed, save_processed
 
 T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
 UNTIL = T0 + timedelta(days=1)
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
-CRITICAL_FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
 
 
 def _by(raw: bytes, reader: bytes, accession: bytes) -> bytes:
@@ -54,34 +44,7 @@ def _by(raw: bytes, reader: bytes, accession: bytes) -> bytes:
 
 
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, hours: float) -> None:
-    received = T0 + timedelta(hours=hours)
-    outcome = process(raw, pipeline, received_at=received)
-    reports = tuple(
-        ReportRecord(
-            accession=r.report.accession,
-            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-            route_json="null",
-            bucket="release",
-            patient_id=r.report.patient.id,
-        )
-        for r in outcome.reports
-    )
-    assert reports
-    record = MessageRecord(
-        control_id=control_id,
-        sender_application="RIS",
-        sender_facility="HOSP",
-        feed="default",
-        received=received,
-        raw=raw,
-        transport="mllp",
-        state="processed",
-        ack_code="AA",
-        ack=b"MSH|ACK\r",
-        reports=reports,
-    )
-    store.save(record)
+    save_processed(store, processed(pipeline, raw, control_id, T0 + timedelta(hours=hours)))
 
 
 @pytest.fixture(name="store")

@@ -5,9 +5,26 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore
+from listener.pipeline import Pipeline, process
+from listener.serialize import finding_dict, report_dict
+from listener.store import MessageRecord, OutboxItem, ReportRecord, SQLiteStore, Store
+from listener.store.base import SaveResult
+from tests.conftest import REPO
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+#: The chest radiograph sample: a final of accession A2611170088, reported at 10:34 -06:00.
+CHEST = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+#: Its preliminary, reported an hour earlier.
+CHEST_PRELIM = (
+    CHEST.replace(b"|CR|F||", b"|CR|P||")
+    .replace(b"||||||F|||", b"||||||P|||")
+    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
+)
+#: A final that adds a large pneumothorax the preliminary denies: a critical finding added (a "b" grade).
+CHEST_PNEUMOTHORAX = CHEST.replace(
+    b"No focal consolidation, pleural effusion or pneumothorax.",
+    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
+).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
 
 
 def report(accession: str = "ACC1", *, text: str = "no acute findings") -> ReportRecord:
@@ -54,6 +71,56 @@ def record(
         reports=(report(),) if reports is None else reports,
         outbox=outbox,
     )
+
+
+def processed(
+    pipeline: Pipeline,
+    raw: bytes,
+    control_id: str,
+    received: datetime,
+    *,
+    app: str | None = "RIS",
+    facility: str | None = "HOSP",
+    feed: str | None = "default",
+    keep_raw: bool = True,
+) -> MessageRecord:
+    """The record of a real message decoded by ``pipeline``: processed, acknowledged AA, each report released.
+
+    ``app``, ``facility`` and ``feed`` set to None are taken from the decoded
+    message (its MSH-3, MSH-4 and feed), as the daemon takes them. The reports
+    are empty when nothing decodes; ``keep_raw`` False stores the message with
+    its raw bytes purged.
+    """
+    outcome = process(raw, pipeline, received_at=received)
+    return MessageRecord(
+        control_id=control_id,
+        sender_application=app if app is not None else outcome.header.sending_application if outcome.header else "",
+        sender_facility=facility if facility is not None else outcome.header.sending_facility if outcome.header else "",
+        feed=feed if feed is not None else outcome.feed,
+        received=received,
+        raw=raw if keep_raw else None,
+        transport="mllp",
+        state="processed",
+        ack_code="AA",
+        ack=b"MSH|ACK\r",
+        reports=tuple(
+            ReportRecord(
+                accession=r.report.accession,
+                report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
+                findings_json=json.dumps([finding_dict(f) for f in r.findings]),
+                route_json="null",
+                bucket="release",
+                patient_id=r.report.patient.id,
+            )
+            for r in outcome.reports
+        ),
+    )
+
+
+def save_processed(store: Store, rec: MessageRecord) -> SaveResult:
+    """Save a :func:`processed` record; fails the test when no report decoded."""
+    assert rec.reports, f"{rec.control_id}: the message decodes to a report"
+    return store.save(rec)
 
 
 def minutes(n: float) -> timedelta:

@@ -9,7 +9,6 @@ raw bytes are purged.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,62 +16,23 @@ import pytest
 from listener.history import history_document
 from listener.outcome_data import HistoryContext, collect
 from listener.outcomes import load_outcome_rules
-from listener.pipeline import Pipeline, process
-from listener.serialize import finding_dict, report_dict
-from listener.store import ReportRecord, ScoreRecord, Store
-from listener.store.base import MessageRecord
-from tests.conftest import REPO
+from listener.pipeline import Pipeline
+from listener.store import ScoreRecord, Store
+from tests.unit.store.records import CHEST as SAMPLE
+from tests.unit.store.records import CHEST_PNEUMOTHORAX as FINAL
+from tests.unit.store.records import CHEST_PRELIM as PRELIM
+from tests.unit.store.records import processed, save_processed
 
 T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
-SAMPLE = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
 ACCESSION = b"A2611170088"
-#: The final adds a large pneumothorax the prelim denied: a critical finding added (a "b" grade).
-FINAL = SAMPLE.replace(
-    b"No focal consolidation, pleural effusion or pneumothorax.",
-    b"No focal consolidation or pleural effusion. There is a large right pneumothorax.",
-).replace(b"No acute cardiopulmonary abnormality.", b"Large right pneumothorax.")
-PRELIM = (
-    SAMPLE.replace(b"|CR|F||", b"|CR|P||")
-    .replace(b"||||||F|||", b"||||||P|||")
-    .replace(b"|20261117103400-0600||CR|", b"|20261117093400-0600||CR|")
-)
 
 
 def _with_accession(raw: bytes, accession: str) -> bytes:
     return raw.replace(ACCESSION, accession.encode())
 
 
-def _record(pipeline: Pipeline, raw: bytes, control_id: str, received: datetime) -> MessageRecord:
-    outcome = process(raw, pipeline, received_at=received)
-    reports = tuple(
-        ReportRecord(
-            accession=r.report.accession,
-            report_json=json.dumps(report_dict(r.report, include_patient=True, include_text=True)),
-            findings_json=json.dumps([finding_dict(f) for f in r.findings]),
-            route_json="null",
-            bucket="release",
-            patient_id=r.report.patient.id,
-        )
-        for r in outcome.reports
-    )
-    assert reports, "the sample decodes"
-    return MessageRecord(
-        control_id=control_id,
-        sender_application="RIS",
-        sender_facility="HOSP",
-        feed="default",
-        received=received,
-        raw=raw,
-        transport="mllp",
-        state="processed",
-        ack_code="AA",
-        ack=b"MSH|ACK\r",
-        reports=reports,
-    )
-
-
 def _save(store: Store, pipeline: Pipeline, raw: bytes, control_id: str, hours: float) -> int:
-    return store.save(_record(pipeline, raw, control_id, T0 + timedelta(hours=hours))).message_pk
+    return save_processed(store, processed(pipeline, raw, control_id, T0 + timedelta(hours=hours))).message_pk
 
 
 @pytest.fixture(name="ctx")
@@ -153,7 +113,7 @@ def test_a_reprocessed_message_or_other_rules_miss_the_cache(
     assert before.graded[0].proposed_grade not in (None, "1")
     store.replace_processing(
         final_pk,
-        _record(pipeline, _with_accession(SAMPLE, "A1"), "F1", T0 + timedelta(hours=1)),
+        processed(pipeline, _with_accession(SAMPLE, "A1"), "F1", T0 + timedelta(hours=1)),
         now=T0 + timedelta(hours=2),
         superseded_by="reprocess by test",
         expected_processing=1,
@@ -205,7 +165,7 @@ def test_a_pair_not_comparable_keeps_its_explicit_grade(store: Store, pipeline: 
 
 def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Store, pipeline: Pipeline) -> None:
     _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
-    store.save(dataclasses.replace(_record(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
+    store.save(dataclasses.replace(processed(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
     assert store.accessions_received(T0, T0 + timedelta(hours=1)) == ("A1",)
     assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
     with pytest.raises(ValueError, match="since"):
