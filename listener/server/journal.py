@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,13 +82,25 @@ class Journal:
     def begin(self, key: str, transport: str, raw: bytes, meta: str = "") -> None:
         """Record that ``raw`` is about to be processed (keeps an existing entry and its count)."""
         header = b"%s %s 0 %s\n" % (_MAGIC, transport.encode(), meta.encode("utf-8", "replace").hex().encode() or b"-")
-        try:
-            fd = os.open(self._path(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        path = self._path(key)
+        if path.exists():
             return
-        with os.fdopen(fd, "wb") as out:
-            out.write(header)
-            out.write(raw)
+        # Written whole under a private name, then linked into place: a death
+        # while writing leaves no entry (only a .part file that recover()
+        # removes), never a truncated one that would count a crash the
+        # message did not cause. link() refuses to replace an existing entry.
+        part = self.directory / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(header)
+                out.write(raw)
+            try:
+                os.link(part, path)
+            except FileExistsError:
+                pass
+        finally:
+            part.unlink(missing_ok=True)
 
     def end(self, key: str) -> None:
         """The message is stored or answered: forget it."""
@@ -103,10 +116,13 @@ class Journal:
     def recover(self) -> list[Interrupted]:
         """At start-up: count one crash for every entry left behind; return them all.
 
-        Unreadable entries (a crash while writing one) are removed: their
-        message was not processed yet, and the sender still has it.
+        Half-written entries (``.part``: a death while writing one) and
+        unreadable ones are removed: their message was not processed yet,
+        and the sender still has it.
         """
         found: list[Interrupted] = []
+        for part in self.directory.glob("*.part"):
+            part.unlink(missing_ok=True)
         for path in sorted(self.directory.glob("*.msg")):
             try:
                 data = path.read_bytes()

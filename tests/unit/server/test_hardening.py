@@ -133,6 +133,17 @@ def test_journal_keeps_meta_and_drops_garbage_entries(tmp_path: Path) -> None:
     assert not (tmp_path / "journal" / "junk.msg").exists()
 
 
+def test_a_death_while_writing_an_entry_leaves_no_entry(tmp_path: Path) -> None:
+    """The entry appears whole or not at all: a half-written one is a .part file that recovery removes."""
+    journal = Journal(tmp_path / "journal")
+    half = tmp_path / "journal" / "k1.4242.1.part"
+    half.write_bytes(b"OVERREAD-JOURNAL/1 mllp 0 -\nMSH|trunc")  # what a kill -9 mid-write leaves
+    assert journal.pending() == 0
+    assert journal.recover() == [] and not half.exists()
+    journal.begin("k2", "mllp", b"MSH|whole")
+    assert [p.name for p in (tmp_path / "journal").iterdir()] == ["k2.msg"]
+
+
 def test_journal_key_names_no_value() -> None:
     key = journal_key("mllp", "APP", "FAC", "MRN-LIKE-123")
     assert "MRN" not in key and len(key) == 40
