@@ -175,6 +175,25 @@ def _to_openssl(cert: Any) -> Any:
     return crypto.X509.from_cryptography(cert)
 
 
+def _check_endpoints(config: Config, reactor: Any) -> None:
+    """Refuse a malformed plain endpoint string before anything starts (ssl: ones are checked with their files).
+
+    Raises:
+        ConfigError: naming the endpoint and the form it should take.
+    """
+    for what, text in (("mllp", config.mllp_endpoint), ("http", config.http_endpoint)):
+        if text.lower() in ("", "off") or text.startswith("ssl:"):
+            continue
+        try:
+            serverFromString(reactor, text)  # type: ignore[no-untyped-call]  # builds, does not listen
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{what} endpoint {text!r} is not a server endpoint ({exc}); "
+                f"write it as tcp:PORT:interface=ADDRESS, e.g. tcp:2575:interface=127.0.0.1",
+                path=config.source,
+            ) from None
+
+
 class Daemon:
     """The running listener: one store, one pipeline, one MLLP port."""
 
@@ -192,6 +211,7 @@ class Daemon:
         #: The purge running on a thread, if any (shutdown lets it finish before closing the store).
         self.purging: Deferred[None] | None = None
         pipeline = build_pipeline(config)
+        _check_endpoints(config, reactor)
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         # One daemon per state directory, held until the process ends (listener/statelock.py).
         self.state_lock = lock_state_dir(config.state_dir)

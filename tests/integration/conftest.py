@@ -83,7 +83,7 @@ class RunningDaemon:
         log_dir: Path,
         port: int | None = None,
         extra: tuple[str, ...] = (),
-        start_timeout: float = 20,
+        start_timeout: float = float(os.environ.get("OVERREAD_TEST_START_TIMEOUT", "20")),
     ) -> None:
         self.state_dir = state_dir
         self.start_timeout = start_timeout

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
 
 SAMPLES = REPO / "samples" / "hl7"
@@ -112,6 +114,24 @@ def test_empty_config_file_stops_start_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{config}:1: the file is empty".encode() in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("flag", ["--mllp", "--http"])
+def test_a_malformed_endpoint_stops_start_naming_it(tmp_path: Path, flag: str) -> None:
+    """`--mllp 127.0.0.1:2575` (host:port, not a Twisted endpoint) exits 2 saying how to write it; it never half-starts."""
+    endpoints = {"--mllp": "tcp:0:interface=127.0.0.1", "--http": "off"}
+    endpoints[flag] = "127.0.0.1:2575"
+    args = [a for pair in endpoints.items() for a in pair]
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "serve", "--state-dir", str(tmp_path / "state"), *args],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    what = flag.lstrip("-")
+    assert f"{what} endpoint '127.0.0.1:2575' is not a server endpoint".encode() in result.stderr
+    assert b"tcp:2575:interface=127.0.0.1" in result.stderr
 
 
 def test_missing_policy_file_stops_start_with_config_invalid(tmp_path: Path) -> None:
