@@ -145,7 +145,7 @@ class SQLiteSide:
         except BaseException:
             self._lock.close()
             raise
-        self._time_cols: dict[str, frozenset[str]] = {}
+        self._blank_cols: dict[str, frozenset[str]] = {}
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -179,18 +179,18 @@ class SQLiteSide:
         return int(self._q(f'SELECT count(*) FROM "{table}"')[0][0])
 
     def rows(self, table: str, columns: Sequence[str], batch: int) -> Iterator[list[tuple[Any, ...]]]:
-        """In rowid order (the tables all have one), ``fetchmany`` at a time."""
-        cursor = self._conn.execute(f'SELECT {_column_list(columns)} FROM "{table}" ORDER BY rowid')
+        """In first-column order (the id: SQLite's rowid, no sort), ``fetchmany`` at a time."""
+        cursor = self._conn.execute(f'SELECT {_column_list(columns)} FROM "{table}" ORDER BY 1')
         while chunk := cursor.fetchmany(batch):
             yield chunk
 
     def _empty_text_columns(self, table: str) -> frozenset[str]:
         """NOT NULL columns whose default is '': where SQLite keeps "no time yet" as "" (PostgreSQL: NULL)."""
-        if table not in self._time_cols:
-            self._time_cols[table] = frozenset(
+        if table not in self._blank_cols:
+            self._blank_cols[table] = frozenset(
                 str(r[1]) for r in self._q(f'PRAGMA table_info("{table}")') if r[3] and r[4] == "''"
             )
-        return self._time_cols[table]
+        return self._blank_cols[table]
 
     def write(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """``executemany`` INSERT; a datetime (from PostgreSQL) becomes SQLite's time text, and a NULL
@@ -294,7 +294,9 @@ class PostgresSide:
             row = self._conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (IN_USE_LOCK,)
             ).fetchone()
-            if row is None or not row[0]:
+            if row is None or row[0] is None:
+                raise StoreError(f"{self.where}: no schema to use (the search_path names none that exists)")
+            if not row[0]:
                 raise StoreError(
                     f"{self.where} is in use: a daemon (overread serve) or another overread command has it open"
                     " (it holds the store's in-use advisory lock); stop it before the copy"

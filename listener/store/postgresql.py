@@ -147,7 +147,10 @@ def _connect_writer(url: str, password: str | None) -> PgConnection:
     except psycopg.Error as exc:
         conn.close()
         raise store_error("taking the store's in-use lock", exc) from None
-    if row is None or not row[0]:
+    if row is None or row[0] is None:
+        conn.close()
+        raise StoreError(f"{display_url(url)}: no schema to use (the search_path names none that exists)")
+    if not row[0]:
         conn.close()
         raise StoreError(f"{display_url(url)} is being copied (overread store copy holds it); wait for the copy to end")
     return conn

@@ -380,3 +380,18 @@ def test_postgresql_password_file(
     assert status == 0 and "NEVERSHOWN" not in json.dumps(out) + err
     status, _, err = _copy(capsys, url, f"sqlite:{tmp_path / 'b'}", "--from-password-file", str(tmp_path / "missing"))
     assert status == 2 and "cannot be read" in err
+
+
+@pytest.mark.postgresql
+def test_a_search_path_naming_no_schema_is_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A URL whose search_path names no existing schema: said so, not mistaken for a store in use."""
+    from listener.store.postgresql import PostgresStore
+    from tests.postgres import schema_dsn
+
+    base = server_dsn()
+    assert base is not None
+    dsn = schema_dsn(base, "no_such_schema_here")
+    status, _, err = _copy(capsys, as_url(dsn), f"sqlite:{tmp_path / 'out'}")
+    assert status == 2 and "no schema to use" in err
+    with pytest.raises(StoreError, match="no schema to use"):
+        PostgresStore(dsn)
