@@ -395,3 +395,67 @@ def test_a_search_path_naming_no_schema_is_said_so(tmp_path: Path, capsys: pytes
     assert status == 2 and "no schema to use" in err
     with pytest.raises(StoreError, match="no schema to use"):
         PostgresStore(dsn)
+
+
+def _add_column(db: Path, table: str, column: str) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    conn.commit()
+    conn.close()
+
+
+def test_columns_come_from_the_live_schema(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A column a later migration adds (here by hand, on both ends) is copied with no change to the
+    copy; one end without it is refused, naming the column."""
+    _add_column(source / "overread.db", "outbox", "lease_owner TEXT")
+    conn = sqlite3.connect(source / "overread.db")
+    conn.execute("UPDATE outbox SET lease_owner = 'node-' || id")
+    conn.commit()
+    conn.close()
+    lacking = tmp_path / "lacking"
+    status, _, err = _copy(capsys, f"sqlite:{source}", f"sqlite:{lacking}")
+    assert status == 2 and "table outbox differs in columns lease_owner" in err
+    target = tmp_path / "target"
+    SQLiteStore.in_state_dir(target).close()
+    _add_column(target / "overread.db", "outbox", "lease_owner TEXT")
+    assert _copy(capsys, f"sqlite:{source}", f"sqlite:{target}")[0] == 0
+    conn = sqlite3.connect(target / "overread.db")
+    owners = conn.execute("SELECT id, lease_owner FROM outbox ORDER BY id").fetchall()
+    conn.close()
+    assert owners and all(owner == f"node-{row_id}" for row_id, owner in owners)
+
+
+@pytest.mark.postgresql
+def test_a_new_time_column_travels_both_ways(
+    source: Path, tmp_path: Path, pg_url: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A time column a later migration adds (TEXT in SQLite, timestamptz in PostgreSQL) is found by
+    introspection and converted both ways, NULLs kept."""
+    import psycopg
+
+    from listener.store.postgresql import PostgresStore
+
+    dsn, url = pg_url
+    _add_column(source / "overread.db", "outbox", "lease_until TEXT")
+    conn = sqlite3.connect(source / "overread.db")
+    conn.execute("UPDATE outbox SET lease_until = '2024-05-01T12:30:00.250000Z' WHERE id = 1")
+    conn.commit()
+    conn.close()
+    PostgresStore(dsn).close()
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        pg.execute("ALTER TABLE outbox ADD COLUMN lease_until timestamptz")
+    assert _copy(capsys, f"sqlite:{source}", url)[0] == 0
+    with psycopg.connect(dsn) as pg:
+        leases = pg.execute("SELECT id, lease_until FROM outbox ORDER BY id").fetchall()
+    assert leases[0] == (1, T0 + timedelta(minutes=30, microseconds=250000))
+    assert all(lease is None for _, lease in leases[1:])
+    back = tmp_path / "back"
+    SQLiteStore.in_state_dir(back).close()
+    _add_column(back / "overread.db", "outbox", "lease_until TEXT")
+    assert _copy(capsys, url, f"sqlite:{back}")[0] == 0
+    conn = sqlite3.connect(back / "overread.db")
+    assert conn.execute("SELECT lease_until FROM outbox ORDER BY id").fetchall()[:2] == [
+        ("2024-05-01T12:30:00.250000Z",),
+        (None,),
+    ]
+    conn.close()
