@@ -245,16 +245,20 @@ def copy_store(source_spec: StoreSpec, target_spec: StoreSpec, *, batch: int = C
     ):
         raise StoreError(f"the source and the target are the same store ({source_spec.where})")
     started = time.monotonic()
-    source = _open(source_spec, create=False)
     try:
-        _check_source(source)
-        target = _open(target_spec, create=True)
+        source = _open(source_spec, create=False)
         try:
-            tables = _copy(source, target, batch)
+            _check_source(source)
+            target = _open(target_spec, create=True)
+            try:
+                tables = _copy(source, target, batch)
+            finally:
+                target.close()
         finally:
-            target.close()
-    finally:
-        source.close()
+            source.close()
+    except _driver_errors() as exc:
+        # Reading either schema, or a connection lost before the copy's transaction began.
+        raise store_error("copying the store", exc) from None
     return CopyResult(
         source_spec.where, target_spec.where, SCHEMA_VERSION, tables, round(time.monotonic() - started, 3)
     )

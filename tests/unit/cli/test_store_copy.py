@@ -459,3 +459,24 @@ def test_a_new_time_column_travels_both_ways(
         (None,),
     ]
     conn.close()
+
+
+def test_a_verification_failure_rolls_the_copy_back(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A target that changes what it is given (a trigger rewriting each report's bucket) reads back
+    with another checksum: the copy fails before its COMMIT and the target keeps nothing."""
+    target = tmp_path / "target"
+    SQLiteStore.in_state_dir(target).close()
+    conn = sqlite3.connect(target / "overread.db")
+    conn.execute(
+        "CREATE TRIGGER rewrite AFTER INSERT ON reports BEGIN"
+        " UPDATE reports SET bucket = 'tampered' WHERE id = NEW.id; END"
+    )
+    conn.commit()
+    conn.close()
+    status, _, err = _copy(capsys, f"sqlite:{source}", f"sqlite:{target}")
+    assert status == 2
+    assert "verification failed for table reports: 2 rows copied, 2 read back, checksums" in err
+    assert "nothing was kept" in err
+    assert set(_counts(target / "overread.db").values()) == {0}
