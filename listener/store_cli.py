@@ -34,6 +34,7 @@ from listener import __version__
 from listener.errors import StoreError
 from listener.logs import HASH_KEY_FILE
 from listener.store.backup import BACKUP_PAGES
+from listener.store.copy import COPY_BATCH
 from listener.store.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 __all__ = ["add_store_parser", "cmd_store"]
@@ -124,7 +125,9 @@ def add_store_parser(sub: Any) -> None:
     copy.add_argument(
         "--to-password-file", metavar="F", help="the target's PostgreSQL password (else PGPASSWORD or ~/.pgpass)"
     )
-    copy.add_argument("--batch", type=int, default=1000, metavar="N", help="rows per read and write (default 1000)")
+    copy.add_argument(
+        "--batch", type=int, default=COPY_BATCH, metavar="N", help=f"rows per read and write (default {COPY_BATCH})"
+    )
     copy.add_argument("--format", choices=("text", "json"), default="text")
 
     drop = actions.add_parser(
