@@ -855,6 +855,16 @@ def _mentions_views(text: str) -> bool:
     return any(h in low for h in _VIEW_HINTS) or bool(_VIEW_DIGIT_RE.search(text))
 
 
+# Outside a title or technique line a view statement names its noun ("PA and lateral views of the
+# chest were obtained"): sentences without one are skipped before any pattern runs.
+_VIEW_NOUNS = ("view", "projection", "radiograph", "x-ray", "xray", "film")
+
+
+def _names_view_noun(text: str) -> bool:
+    low = text.lower()
+    return any(h in low for h in _VIEW_NOUNS)
+
+
 def _count_value(match: re.Match[str]) -> int:
     raw = (match.group("n") or match.group("v") or "").lower()
     return int(raw) if raw.isdigit() else _NUMBER_WORDS.get(raw, 0)
@@ -928,12 +938,14 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
         if sec is not None and sec.kind not in _VIEW_KINDS:
             continue
         start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
-        if not _mentions_views(text[start:end]):
-            continue
         title = sec is None or sec.kind in _TITLE_KINDS
+        if not (_mentions_views if title else _names_view_noun)(text[start:end]):
+            continue
         for span in data.analysis.sentences(start, end):
             sentence = text[span.start : span.end]
-            if not _mentions_views(sentence) or _OFF_TOPIC_RE.search(sentence):
+            if not (_mentions_views(sentence) if title else _names_view_noun(sentence)):
+                continue
+            if _OFF_TOPIC_RE.search(sentence):
                 continue
             count = _sentence_views(text, span.start, span.end, title=title)
             if count is None:
