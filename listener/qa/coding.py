@@ -790,13 +790,15 @@ _COUNT_RE = folded(
 _VIEW_HEAD = (
     r"(?:right\s+and\s+left\s+obliques?|left\s+and\s+right\s+obliques?|(?:bilateral|both)\s+obliques?|obliques|"
     r"(?:AP|PA)\s+pelvis|apical\s+lordotic|lordotic|frog[- ]?leg(?:\s+lateral)?|cross[- ]table(?:\s+lateral)?|"
-    r"(?:(?:left|right)\s+)?lateral\s+decubitus|decubitus|swimmer'?s|open[- ]mouth(?:\s+odontoid)?|odontoid|"
+    r"(?:(?:left|right)\s+)?lateral\s+decubitus|decubitus|swimmer'?s(?:\s+lateral)?|open[- ]mouth(?:\s+odontoid)?|odontoid|"
     r"(?:scapular\s+)?Y|sunrise|merchant|skyline|tunnel|notch|mortise|axillary|grashey|scaphoid|navicular|"
     r"internal\s+rotation|external\s+rotation|judet|inlet|outlet|flexion|extension|expiratory|inspiratory|"
     r"oblique|lateral|frontal|AP|PA|upright|supine|erect|standing)"
 )
 _VIEW_MOD = r"(?:(?:portable|upright|erect|supine|standing|semi-?upright|weight[- ]?bearing|bedside|right|left)\s+)"
-_VIEW_ITEM = rf"(?:(?:a|an|one|single)\s+)?{_VIEW_MOD}{{0,2}}{_VIEW_HEAD}(?:\s+(?:views?|projections?))?"
+_VIEW_ITEM = (
+    rf"(?:(?:a|an|one|single|two|three|four|[1-4])\s+)?{_VIEW_MOD}{{0,2}}{_VIEW_HEAD}(?:\s+(?:views?|projections?))?"
+)
 _VIEW_SEP = r"(?:\s*,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*|\s*/\s*|\s*\+\s*|\s+plus\s+)"
 # A list of named views, anchored: followed by "views"/"radiographs"/"chest"/"of the", or (in a
 # title or technique line) by the end of the sentence.
@@ -830,7 +832,7 @@ _VIEW_DIGIT_RE = re.compile(r"\d\s*vw?s?\b", _I)
 # family's anatomy and not the billed one's is about another exam ("two views of the ankle" on a
 # knee code is a body-region question, not a view count).
 _FAMILY_ANATOMY = {
-    "chest": r"chest|lungs?|thorax|thoracic|cxr",
+    "chest": r"chest|lungs?|thorax|cxr",
     "skull": r"skull|cranium|calvari\w*",
     "cervical_spine": r"cervical|c-?spine|neck",
     "lumbosacral_spine": r"lumbar|lumbosacral|l-?spine|sacrum|sacral",
@@ -846,6 +848,16 @@ _FAMILY_ANATOMY = {
     "abdomen": r"abdomen|abdominal|kub",
 }
 _ANATOMY_RES = {family: folded(re.compile(rf"\b(?:{words})\b", _I)) for family, words in _FAMILY_ANATOMY.items()}
+# Anatomy of no view family: a sentence about it ("2 oblique and one lateral radiograph of the
+# sternum" in a chest report that goes on to the sternum) is about another exam.
+_OTHER_ANATOMY_RE = folded(
+    re.compile(
+        r"\b(?:sternum|sternal|ribs?|thoracic\s+spine|t-?spine|dorsal\s+spine|clavicles?|forearms?|elbows?|"
+        r"tibia\w*|fibula\w*|legs?|arms?|facial|face|orbits?|sinus\w*|mandible|nasal|soft\s+tissues\s+of\s+the\s+neck|"
+        r"sacroiliac|coccyx|scoliosis|bone\s+survey|skeletal\s+survey)\b",
+        _I,
+    )
+)
 _VIEW_KINDS = (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.FINDINGS, SectionKind.IMPRESSION)
 _TITLE_KINDS = (SectionKind.TECHNIQUE, SectionKind.OTHER)
 
@@ -870,8 +882,18 @@ def _count_value(match: re.Match[str]) -> int:
     return int(raw) if raw.isdigit() else _NUMBER_WORDS.get(raw, 0)
 
 
+def _item_value(item: str) -> int:
+    """Views one named item stands for: "2 oblique" 2, "both obliques" 2, "lateral" 1."""
+    first = item.split(None, 1)[0].lower()
+    if first.isdigit():
+        return int(first)
+    if first in _NUMBER_WORDS:
+        return _NUMBER_WORDS[first]
+    return 2 if _TWO_RE.search(item) else 1
+
+
 def _list_value(items: str) -> int:
-    return sum(2 if _TWO_RE.search(item.group(0)) else 1 for item in _ITEM_RE.finditer(items))
+    return sum(_item_value(item.group(0)) for item in _ITEM_RE.finditer(items))
 
 
 @dataclass(frozen=True, slots=True)
@@ -952,7 +974,11 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
                 continue
             if not title and not _ACQ_RE.search(sentence) and count.start - span.start > 12:
                 continue
-            if own is not None and not own.search(sentence) and any(p.search(sentence) for p in others):
+            if (
+                own is not None
+                and not own.search(sentence)
+                and (_OTHER_ANATOMY_RE.search(sentence) or any(p.search(sentence) for p in others))
+            ):
                 continue
             found.append(count)
     if not found:

@@ -366,3 +366,21 @@ def test_view_family_needs_views(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="view_family but no views") as caught:
         load_procedures(path)
     assert "procedures.yaml:7" in str(caught.value)
+
+
+def test_view_count_of_another_anatomy_in_the_same_report_is_not_counted() -> None:
+    """A chest report that goes on to the sternum counts only the chest's views."""
+    text = (
+        "FINDINGS: Chest. The examination consists of frontal and lateral radiographs of the chest. Clear lungs. "
+        "Thoracic spine. The examination consists of frontal, lateral and swimmers lateral radiographs of the "
+        "thoracic spine. Sternum. The examination consists of 2 oblique and one lateral radiograph of the sternum."
+        "\nIMPRESSION: No acute abnormality."
+    )
+    assert views(text, "71046") is None
+    found = views(text, "71045")
+    assert found is not None and "documents 2 views" in found.message
+
+
+def test_view_count_numbers_before_named_views_multiply() -> None:
+    found = views("TECHNIQUE: AP, lateral and 2 oblique views of the right foot." + VIEW_BODY, "73620")
+    assert found is not None and "documents 4 views" in found.message
