@@ -773,6 +773,9 @@ _NUMBER_WORDS = {
     "nine": 9,
     "ten": 10,
 }
+# A bound or a range, not a count: "2-3 views", "2 or 3 views", "minimum of 4 views", "4 or more views".
+_AT_LEAST_RE = re.compile(r"(?:\d\s*(?:-|to|or)\s*|minimum\s+of\s+|at\s+least\s+|up\s+to\s+)$", _I)
+_OR_MORE_RE = re.compile(r"\s*(?:\+|or\s+more\b|or\s+greater\b)", _I)
 # Words that may stand between a number and "views" ("two standard radiographic views").
 _VIEW_ADJ = (
     r"(?:standard|routine|radiographic|plain[- ]film|plain|frontal|weight[- ]?bearing|standing|upright|erect|"
@@ -916,7 +919,11 @@ def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCoun
     counts = list(_COUNT_RE.finditer(text, start, end))
     if counts:
         values = {_count_value(m) for m in counts}
-        if len(values) != 1 or _PARTIAL_RE.search(text, start, end):
+        bounded = any(
+            _AT_LEAST_RE.search(text[max(start, m.start() - 14) : m.start()]) or _OR_MORE_RE.match(text, m.end(), end)
+            for m in counts
+        )
+        if len(values) != 1 or bounded or _PARTIAL_RE.search(text, start, end):
             return ViewCount(0, counts[0].start(), counts[0].end())
         return ViewCount(values.pop(), counts[0].start(), counts[-1].end())
     total, first, last = 0, -1, -1

@@ -321,6 +321,10 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: Frontal and lateral views. Additional lateral decubitus view.", "71046"),
         ("TECHNIQUE: Two views of each knee.", "73560"),
         ("TECHNIQUE: Multiple views of the chest.", "71045"),
+        # a range or a bound is no count
+        ("EXAM: XR LUMBAR SPINE 2-3 VIEWS", "72110"),
+        ("EXAM: XR CHEST 4 OR MORE VIEWS", "71047"),
+        ("TECHNIQUE: Minimum of 4 views of the right knee.", "73562"),
         ("TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.", "71046"),
         # another family's anatomy: a body-region question, not a view count
         ("TECHNIQUE: Two views of the right ankle.", "73564"),
