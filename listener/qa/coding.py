@@ -784,7 +784,7 @@ _VIEW_ADJ = (
 # "two views", "3 views of the left knee", "single view", "2V", "three-view", "minimum of 4 views".
 _COUNT_RE = folded(
     re.compile(
-        rf"\b(?P<n>\d{{1,2}}|{'|'.join(_NUMBER_WORDS)})(?:\s*-\s*|\s+)(?:{_VIEW_ADJ}[\s-]+){{0,2}}"
+        rf"(?<![/.:\d-])\b(?P<n>\d{{1,2}}|{'|'.join(_NUMBER_WORDS)})(?:\s*-\s*|\s+)(?:{_VIEW_ADJ}[\s-]+){{0,2}}"
         r"(?:views?|vws?|projections?|radiographs?|x-?rays?)\b|\b(?P<v>\d)\s*(?:v|vw|vws)\b",
         _I,
     )

@@ -323,6 +323,8 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: Multiple views of the chest.", "71045"),
         # a range or a bound is no count
         ("EXAM: XR LUMBAR SPINE 2-3 VIEWS", "72110"),
+        # a date is no count
+        ("TECHNIQUE: PA and lateral views of the chest, 2026/11/05 radiographs.", "71046"),
         ("EXAM: XR CHEST 4 OR MORE VIEWS", "71047"),
         ("TECHNIQUE: Minimum of 4 views of the right knee.", "73562"),
         ("TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.", "71046"),
