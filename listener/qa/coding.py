@@ -789,12 +789,13 @@ _COUNT_RE = folded(
         _I,
     )
 )
-# One named view: optional article/side/position words, then the view itself.
+# One named view: optional number/article, side and position words, then the view itself. A bare
+# "Y" counts only as "scapular Y" or "Y view".
 _VIEW_HEAD = (
     r"(?:right\s+and\s+left\s+obliques?|left\s+and\s+right\s+obliques?|(?:bilateral|both)\s+obliques?|obliques|"
     r"(?:AP|PA)\s+pelvis|apical\s+lordotic|lordotic|frog[- ]?leg(?:\s+lateral)?|cross[- ]table(?:\s+lateral)?|"
     r"(?:(?:left|right)\s+)?lateral\s+decubitus|decubitus|swimmer'?s(?:\s+lateral)?|open[- ]mouth(?:\s+odontoid)?|odontoid|"
-    r"(?:scapular\s+)?Y|sunrise|merchant|skyline|tunnel|notch|mortise|axillary|grashey|scaphoid|navicular|"
+    r"scapular\s+Y|Y(?=\s+views?\b)|sunrise|merchant|skyline|tunnel|notch|mortise|axillary|grashey|scaphoid|navicular|"
     r"internal\s+rotation|external\s+rotation|judet|inlet|outlet|flexion|extension|expiratory|inspiratory|"
     r"oblique|lateral|frontal|AP|PA|upright|supine|erect|standing)"
 )

@@ -310,6 +310,7 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: Two views of the right knee.", "73560"),
         ("TECHNIQUE: Supine and upright views of the abdomen.", "74019"),
         ("TECHNIQUE: AP, lateral and oblique views of the right ankle.", "73610"),
+        ("TECHNIQUE: AP, scapular Y and axillary views of the left shoulder.", "73030"),
         # the views are not stated
         ("EXAM: XR CHEST", "71045"),
         ("EXAM: Upright portable chest radiograph.", "71046"),
@@ -336,6 +337,12 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
 )
 def test_view_count_consistent_or_unstated_is_silent(text: str, code: str) -> None:
     assert views(text + VIEW_BODY, code) is None
+
+
+def test_view_count_scapular_y_is_a_view() -> None:
+    found = views("TECHNIQUE: Scapular Y view of the left shoulder." + VIEW_BODY, "73030")
+    assert found is not None and "documents 1 view;" in found.message
+    assert views("TECHNIQUE: Patient is 45 y.\nFINDINGS: Lateral aspect of the shoulder is normal.", "73030") is None
 
 
 def test_view_count_fewer_views_with_modifier_52_is_silent() -> None:
