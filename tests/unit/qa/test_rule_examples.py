@@ -307,6 +307,12 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal."),
         _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal.", reason="Cough"),
     ),
+    # "Two views" billed as one view; the same views billed as two (71046) are clean. A comparison
+    # study's "prior two views" never counts (tests/unit/qa/test_coding.py has that near miss).
+    "coding.view_count_mismatch": (
+        _ex("INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\n" + BODY, procedure="71045"),
+        _ex("INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\n" + BODY, procedure="71046"),
+    ),
     # --- compliance
     "compliance.reader_not_licensed": (
         Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("CA", "NY")),))),
