@@ -422,6 +422,12 @@ _DENIAL = re.compile(
 )
 
 
+def _single_item(text: str, at: int) -> bool:
+    """The denial names one finding: the rest of its sentence lists nothing else ("No pneumothorax." not "No pneumothorax or effusion.")."""
+    tail = re.match(r"[^.;]*", text[at:])
+    return tail is not None and not re.search(r",|\bor\b|\band\b|/|\bnor\b", tail.group(0))
+
+
 _MASS_NOUNS = {
     "edema",
     "atelectasis",
@@ -438,7 +444,7 @@ def negation_dropped(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] 
     text = doc.text
     for term in rng.sample(SIGNIFICANT, len(SIGNIFICANT)):
         pattern = re.compile(_DENIAL.pattern.format(term=term))
-        denials = list(pattern.finditer(text))
+        denials = [m for m in pattern.finditer(text) if _single_item(text, m.end())]
         denying = [x for x in _SENTENCE.findall(text) if re.search(rf"\b(no|without)\b[^;]*\b{term}\b", x, re.I)]
         if not denials or len(denying) < 2 or any(affirmed(x, term) for x in _SENTENCE.findall(text)):
             continue
@@ -454,7 +460,9 @@ def negation_dropped(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] 
             else:
                 replacement = m.group("mid") + m.group("term")
         else:
-            article = "" if term.endswith("ies") or form == "mild" else "a "
+            found = m.group("term").lower()
+            plural = found.endswith("s") and not found.endswith(("sis", "ax", "ss"))
+            article = "" if plural or form == "mild" else "a "
             lead = f"{article}{form} "
             replacement = lead + m.group("term")
             if start_of_sentence:
@@ -506,7 +514,7 @@ def impression_denies_affirmed(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, 
 _PLURAL = re.compile(
     r"\b(?:bilateral\s+(?:\w+\s+)?(?P<bi>pleural effusions?|effusions?|opacities|infiltrates?|nodules?|"
     r"atelectasis|consolidation|airspace disease|hydronephrosis|hernias?)|(?P<pl>pleural effusions|"
-    r"nodules|opacities|infiltrates|granulomas|fractures))\b",
+    r"nodules|opacities|infiltrates|fractures))\b",
     re.IGNORECASE,
 )
 
@@ -527,11 +535,12 @@ def plural_denied(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] | N
         word = "opacity" if word == "opacitie" else word
         if re.search(rf"\b(no|without)\b[^.]*\b{word}", text, re.IGNORECASE):
             continue
-        forms = ["No {t}.", "No {t}s.", "No evidence of {t}."] + (["No bilateral {t}s."] if m.group("bi") else [])
+        plural = {"opacity": "opacities", "atelectasis": "atelectasis", "consolidation": "consolidation"}.get(
+            word, word if word in ("airspace disease", "hydronephrosis") else word + "s"
+        )
+        forms = ["No {t}.", "No {p}.", "No evidence of {t}."] + (["No bilateral {p}."] if m.group("bi") else [])
         form = rng.choice(forms)
-        if word in ("atelectasis", "consolidation", "airspace disease", "hydronephrosis"):
-            form = form.replace("{t}s", "{t}")
-        sentence_new = form.format(t=word)
+        sentence_new = form.format(t=word, p=plural)
         return doc, replace(doc, text=_append_to_section(text, imp, sentence_new)), f"{form[:10]}:{word}", ""
     return None
 
@@ -676,7 +685,8 @@ def communication_missing(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, 
     text = doc.text
     if _COMMUNICATED.search(text):
         return None
-    critical = [t for t in CRITICAL for s in _SENTENCE.findall(text) if affirmed(s, t)]
+    reported = "".join(text[s.body : s.end] for s in (findings(text), impression(text)) if s is not None)
+    critical = [t for t in CRITICAL for s in _SENTENCE.findall(reported) if affirmed(s, t)]
     if not critical:
         return None
     when = (doc.exam_at + timedelta(minutes=rng.randint(20, 50))).strftime("%H:%M")
@@ -788,8 +798,9 @@ def comparison_removed(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str
 # --------------------------------------------------------------------------- coding
 
 _CONTRAST_PHRASES = {
-    "without": ("without intravenous contrast", "without contrast", "noncontrast", "non-contrast"),
+    "without": ("without intravenous contrast", "without contrast"),
     "with": ("with intravenous contrast", "with contrast", "with IV contrast", "following intravenous contrast"),
+    "adjective": ("contrast-enhanced", "contrast enhanced", "IV contrast-enhanced"),
 }
 _CONTRAST_FIND = re.compile(
     r"\b(without (?:the use of )?(?:intravenous |IV |oral and intravenous )?contrast|non-?contrast(?:ed)?|"
@@ -811,7 +822,13 @@ def contrast_mismatch(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str]
         return None
     target = "with" if doc.contrast == "without" else "without"
     phrase = rng.choice(_CONTRAST_PHRASES[target])
-    new = _CONTRAST_FIND.sub(lambda m: _match_case(phrase, m.group(0)), doc.text)
+    adjective = rng.choice(_CONTRAST_PHRASES["adjective"])
+
+    def swap(m: re.Match[str]) -> str:
+        found = m.group(0)
+        return _match_case(adjective if found.lower().startswith("non") else phrase, found)
+
+    new = _CONTRAST_FIND.sub(swap, doc.text)
     return doc, replace(doc, text=new), f"text:{target}", ""
 
 
@@ -908,6 +925,16 @@ def sex_organ_mismatch(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str
 # --------------------------------------------------------------------------- alignment
 
 
+def _renumber(removed: int) -> Callable[[re.Match[str]], str]:
+    """A re.sub callback moving items numbered after ``removed`` up by one."""
+
+    def renumber(m: re.Match[str]) -> str:
+        number = int(m.group(1))
+        return f"{number - 1}." if number > removed else m.group(0)
+
+    return renumber
+
+
 def finding_left_out(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] | None:
     """Delete the one impression sentence naming a significant finding the findings affirm."""
     text = doc.text
@@ -938,15 +965,38 @@ def finding_left_out(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] 
         remainder = text[imp.body : a] + text[b : imp.end]
         if not re.search(r"[A-Za-z]{3}", remainder):
             continue
-        new = text[:a] + text[b:].lstrip(" ") if b < len(text) else text[:a].rstrip()
+        number = re.search(r"(\d{1,2})\.\s*$", text[imp.body : a])
+        if number is not None:
+            # A numbered item goes whole (its number too); later items move up one, as an editor renumbers.
+            removed = int(number.group(1))
+            a = imp.body + number.start()
+            after = re.sub(r"(?<![\d.])(\d{1,2})\.(?=\s*[A-Za-z])", _renumber(removed), text[b : imp.end])
+            rest = after.lstrip(" ") + text[imp.end :]
+        else:
+            rest = text[b:].lstrip(" ")
+        if text[:a].endswith(","):
+            rest = rest.lstrip(",")
+        new = (text[:a] + rest) if rest.strip() else text[:a].rstrip()
         return doc, replace(doc, text=new), f"dropped:{_singular(term)}", ""
     return None
 
 
+#: Impression-only findings and the words whose presence anywhere in the report means it already speaks of them.
 _NEW_FINDINGS = {
-    "chest": ("Small left pleural effusion.", "Right lower lobe pneumonia.", "Mild cardiomegaly."),
-    "": ("Small hiatal hernia.", "Mild right hydronephrosis.", "A 6 mm nodule in the right lung base."),
+    "chest": (
+        ("Small hiatal hernia.", "hernia|hiatal|retrocardiac|esophag"),
+        ("Old healed left rib fracture.", "rib|fracture|osseous|bon[ey]|skelet|thora(?:x|cic) cage"),
+        ("Right upper lobe nodule.", "nodul|granulom|mass|lungs? (?:are |is )?(?:clear|normal)|opacit|lobe"),
+    ),
+    "": (
+        ("Small hiatal hernia.", "hernia|hiatal|esophag|stomach|gastr"),
+        ("Mild right hydronephrosis.", "hydronephrosis|kidney|renal|collecting|urin"),
+        ("A 6 mm nodule in the right lung base.", "nodul|lung|thora|chest|pulmonar"),
+    ),
 }
+_NORMAL_STATEMENT = re.compile(
+    r"\b(normal|unremarkable|negative|no acute|without acute|no active|clear|stable|no evidence)\b", re.I
+)
 
 
 def impression_only_finding(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] | None:
@@ -955,16 +1005,12 @@ def impression_only_finding(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str
     imp, fnd = impression(text), findings(text)
     if imp is None or fnd is None:
         return None
+    if _NORMAL_STATEMENT.search(text[imp.body : imp.end]):
+        return None  # a new finding after "no acute disease" would also be a contradiction, a second defect
+    if doc.body_region not in ("chest", "abdomen", "abdomen_pelvis"):
+        return None  # a finding of another region would be out of place, not merely missing from the findings
     choices = _NEW_FINDINGS["chest" if doc.body_region == "chest" else ""]
-    sentence = rng.choice(choices)
-    key = {
-        "Small left pleural effusion.": "effusion",
-        "Right lower lobe pneumonia.": "pneumonia|consolidation",
-        "Mild cardiomegaly.": "cardiomegaly|heart",
-        "Small hiatal hernia.": "hernia",
-        "Mild right hydronephrosis.": "hydronephrosis|kidney",
-        "A 6 mm nodule in the right lung base.": "nodule|lung",
-    }[sentence]
+    sentence, key = rng.choice(choices)
     if re.search(rf"\b({key})", text, re.IGNORECASE):
         return None
     return doc, replace(doc, text=_append_to_section(text, imp, sentence)), sentence[:24], ""
