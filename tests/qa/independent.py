@@ -601,7 +601,8 @@ def impression_removed(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str
     if rng.random() < 0.6:
         new = text[: imp.start].rstrip(" ,\n\t") + text[imp.end :]
         return doc, replace(doc, text=new), "deleted", ""
-    trailing = "\n" if text[imp.body : imp.end].endswith("\n") else ""
+    body = text[imp.body : imp.end]
+    trailing = body[len(body.rstrip(" ,\n\t")) :]  # the separator before the next heading stays
     new = text[: imp.body] + trailing + text[imp.end :]
     return doc, replace(doc, text=new), "empty", ""
 
@@ -676,6 +677,12 @@ def birads_dropped(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] | 
 _COMMUNICATED = re.compile(
     r"\b(discussed|communicated|called|notified|paged|informed|telephoned|spoke|conveyed|relayed)\b", re.IGNORECASE
 )
+#: A critical finding already known (stable, residual, expected after surgery) is not a new result to call.
+_KNOWN = re.compile(
+    r"\b(stable|residual|unchanged|known|again|persistent|persists|no change|attributed|postoperative|"
+    r"expected|decreas\w*|improv\w*|smaller|resolving)\b",
+    re.IGNORECASE,
+)
 _WHO = ("Dr. Alvarez", "the ordering physician, Dr. Chen", "Dr. Okafor of the emergency department", "Dr. Lindqvist")
 _HOW = ("by telephone", "in person", "by phone", "via telephone")
 
@@ -686,7 +693,7 @@ def communication_missing(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, 
     if _COMMUNICATED.search(text):
         return None
     reported = "".join(text[s.body : s.end] for s in (findings(text), impression(text)) if s is not None)
-    critical = [t for t in CRITICAL for s in _SENTENCE.findall(reported) if affirmed(s, t)]
+    critical = [t for t in CRITICAL for s in _SENTENCE.findall(reported) if affirmed(s, t) and not _KNOWN.search(s)]
     if not critical:
         return None
     when = (doc.exam_at + timedelta(minutes=rng.randint(20, 50))).strftime("%H:%M")
