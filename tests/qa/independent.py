@@ -16,7 +16,8 @@ the defect becomes possible is recorded in ``prepared``.
 laterality
   * ``impression_side_swap``: a side word (left/right) that the findings and the
     impression both put before the same word ("right lower lobe", "left pleural
-    effusion") is turned to the other side in one of the two sections.
+    effusion") is turned to the other side in one of the two sections (never a
+    side of unpaired anatomy such as "left ventricle", nor "right greater than left").
   * ``located_side_added``: a finding placed in a lung zone, base, lobe or apex
     on one side in the findings and named without a side in the impression gets
     the other side's location in the impression ("Right basilar atelectasis").
@@ -26,7 +27,8 @@ laterality
 contradiction
   * ``negation_dropped``: a finding denied in two places loses the denial in one
     of them ("No pneumothorax." -> "Pneumothorax." / "Small pneumothorax."), as
-    a dropped "no" or a misheard word leaves it.
+    a dropped "no" or a misheard word leaves it. Only a denial of one finding is
+    flipped ("No pneumothorax or effusion." would turn into a list of positives).
   * ``impression_denies_affirmed``: an impression that affirms a finding gets
     another item denying the same finding ("No pleural effusion.").
   * ``plural_denied``: a plural or bilateral finding of the findings section
@@ -45,8 +47,9 @@ completeness
   * ``birads_dropped``: a mammogram loses its BI-RADS category.
 
 communication
-  * ``communication_missing``: a report affirming a critical finding. The base
-    is prepared with a complete communication statement (who, when, how); the
+  * ``communication_missing``: a report whose findings or impression affirm a new
+    critical finding (not a stable, residual or expected one). The base is
+    prepared with a complete communication statement (who, when, how); the
     injected copy has none (the corpus text itself) or an incomplete one.
   * ``impression_hedged``: the impression is rewritten so that nothing in it is
     definite ("Possible ..., cannot be excluded ...").
@@ -74,9 +77,12 @@ consistency
 
 alignment
   * ``finding_left_out``: the impression sentence naming a significant affirmed
-    finding of the findings section is deleted while others remain.
-  * ``impression_only_finding``: the impression names a finding the findings
-    section never mentions.
+    finding of the findings section is deleted while others remain (a numbered
+    item goes with its number; later items are renumbered).
+  * ``impression_only_finding``: an abnormal impression (chest, abdomen or pelvis)
+    gets a finding of the same region that the report never mentions ("Small
+    hiatal hernia.", "Old healed left rib fracture."). Not after a normal
+    impression, where it would also be a contradiction.
 """
 
 from __future__ import annotations
@@ -149,7 +155,12 @@ _HEDGE_OR_PAST = re.compile(
     re.IGNORECASE,
 )
 _SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-_NOT_PAIRED = re.compile(r"^\W*(ventric\w*|atri\w*|heart|hemidiaphragm\w*|-?sided|side|upper quadrant|lower quadrant)")
+# After a side word: unpaired anatomy, and comparisons ("right greater than left") whose swap reads as nonsense.
+_NOT_PAIRED = re.compile(
+    r"^\W*(ventric\w*|atri\w*|heart|hemidiaphragm\w*|-?sided|side|upper quadrant|lower quadrant|greater|larger|"
+    r"more|less|than|to|and|or|xxxx)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
