@@ -51,7 +51,7 @@ DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
     "aorta": ("aneurysm", "ruptured_aneurysm", "aortic_dissection"),
     "clot": ("thrombosis", "deep_vein_thrombosis", "pulmonary_embolism"),
     "bowel": ("bowel_obstruction", "volvulus", "bowel_ischemia"),
-    "stroke": ("acute_infarct", "large_vessel_occlusion", "brain_herniation"),
+    "stroke": ("acute_infarct", "large_vessel_occlusion", "brain_herniation", "midline_shift"),
     "twist": ("torsion", "testicular_torsion", "ovarian_torsion"),
     "air": ("pneumothorax", "tension_pneumothorax", "pneumomediastinum", "subcutaneous_emphysema"),
 }

@@ -169,3 +169,20 @@ def test_normal_impression_true_alarms_kept(text: str, concept: str) -> None:
     """Dropped negations, a growing residual pneumothorax, garbled findings and unexplained acute findings still contradict 'no acute'."""
     found = findings_for(make_report(text), rule_prefix="contradiction.normal_impression")
     assert len(found) == 1 and concept in found[0].message
+
+
+def test_midline_shift_is_a_sign_not_herniation() -> None:
+    """A midline shift does not affirm herniation, so "no uncal herniation" beside it is no contradiction.
+
+    The CT head sample (samples/hl7/ct-head-critical-sdh-communicated.hl7) words it this way.
+    """
+    text = (
+        "FINDINGS:\nAcute right subdural hematoma. Mass effect with 6 mm of leftward midline shift. "
+        "No uncal herniation.\nIMPRESSION:\nAcute right subdural hematoma with 6 mm midline shift."
+    )
+    assert "contradiction.affirmed_and_negated" not in _rules(text)
+    # The shift itself is still compared with its own denial.
+    assert "contradiction.affirmed_and_negated" in _rules(
+        "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\n"
+        "IMPRESSION:\nAcute right subdural hematoma. No midline shift."
+    )
