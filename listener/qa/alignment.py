@@ -39,7 +39,7 @@ __all__ = [
 #: (a sign and its diagnosis, a finding and its cause). Tunable per rule in
 #: policies/qa.yaml (``related``).
 DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
-    "lung_opacity": ("airspace_opacity", "consolidation", "pneumonia", "atelectasis"),
+    "lung_opacity": ("airspace_opacity", "consolidation", "pneumonia", "atelectasis", "volume_loss"),
     "edema": ("pulmonary_edema", "vascular_congestion"),
     "lesion": ("lung_nodule", "mass", "cancer", "granuloma", "abscess"),
     "scar": ("scarring", "fibrosis", "pleural_thickening", "granuloma"),
