@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention, Terms
+from listener.text import Mention, Terms, lateral_mentions
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
 
@@ -199,6 +199,33 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
     return True
 
 
+# Paired-anatomy groups of one organ system (policies/terms/laterality.yaml): the chest counts once.
+_SYSTEM = {"lung": "chest", "lung_lobe": "chest", "pleura": "chest", "bronchus": "chest", "rib": "chest"}
+
+
+def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
+    """True when sections of ``kind`` describe more than one body part by side ("left hip", "left knee").
+
+    A bare denial of a finding found at many sites ("No fracture is seen.")
+    in such a section speaks about one of its parts only, as an organ
+    heading would ("Knee: no fracture").
+    """
+    systems: set[str] = set()
+    text = data.report.text
+    for sec in data.report.sections_of(kind):
+        for lm in lateral_mentions(
+            text,
+            sec.start,
+            sec.end,
+            data.terms,
+            sentences=data.analysis.sentences(sec.start, sec.end),
+            cache=data.analysis.text_cache,
+        ):
+            if lm.anatomy:
+                systems.add(_SYSTEM.get(lm.anatomy, lm.anatomy))
+    return len(systems) > 1
+
+
 def _sections_checked() -> tuple[SectionKind, ...]:
     return (SectionKind.FINDINGS, SectionKind.IMPRESSION)
 
@@ -277,6 +304,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
                 continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind):
+                continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue
             # the affirmed sentence also denies it ("no pneumothorax on the left; small right one")

@@ -731,6 +731,14 @@ def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
         there = [f for f in find if _same_finding(i.family, f.family) and _same_place(i, f)]
         if not there or any(f.side != other for f in there):
             continue
+        # The findings place this finding on the impression's side elsewhere in
+        # the region ("left upper lobe ... hilar mass" for "left hilar mass"):
+        # a different place, not a different side.
+        if any(
+            f.side in (i.side, "bilateral", "both") and f.region == i.region and _same_finding(i.family, f.family)
+            for f in find
+        ):
+            continue
         if any(
             side in (i.side, "bilateral")
             for fam, sides in find_sides.items()

@@ -229,6 +229,9 @@ def test_affirmed_and_negated_forms(text: str) -> None:
         "2. No fracture of the ulna.",
         # organ anatomy is not a finding
         "FINDINGS:\nThe ovaries are normal.\nIMPRESSION:\nNo ovarian abnormality. Normal uterus and ovaries.",
+        # a bare denial in a section that describes several body parts speaks about one of them
+        "FINDINGS:\nPelvis and left hip: there is an impacted fracture of the left femoral neck. Left knee: "
+        "mild arthritic changes. No fracture is seen.\nIMPRESSION:\nImpacted fracture of the left femoral neck.",
     ],
 )
 def test_affirmed_and_negated_form_near_misses(text: str) -> None:

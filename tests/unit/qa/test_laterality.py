@@ -307,6 +307,9 @@ def test_located_finding_on_the_other_side_in_the_impression(text: str, procedur
         # another place on the other side: upper vs lower lobe
         "FINDINGS:\nConsolidation in the right lower lobe. Left upper lobe is clear.\n"
         "IMPRESSION:\nRight lower lobe pneumonia. Left upper lobe scarring.",
+        # the findings put the finding on the impression's side at another place of the region
+        "FINDINGS:\nLeft hilar enlargement with opacification of the left upper lobe suggestive of hilar mass. "
+        "Questionable small right midlung nodule.\nIMPRESSION:\nSuspected left hilar mass.",
         # a denied side is not a place of the finding
         "FINDINGS:\nConsolidation in the right lower lobe. No left lower lobe consolidation.\n"
         "IMPRESSION:\nRight lower lobe pneumonia.",
