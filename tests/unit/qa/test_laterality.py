@@ -360,3 +360,37 @@ def test_located_places_are_configurable() -> None:
     )
     assert LOCATED in _rules(make_report(text))
     assert not findings_for(make_report(text), qa=qa, rule_prefix=LOCATED)
+
+
+def test_located_places_load_from_qa_yaml(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``places`` set in policies/qa.yaml (nested mappings of regex lists) loads and decides the located anatomy."""
+    import shutil
+
+    from listener.assemble import load_qa_config
+    from tests.conftest import REPO
+    from tests.unit.qa.factory import RECEIVED
+
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    qa_yaml = tmp_path / "policies" / "qa.yaml"
+    qa_yaml.write_text(
+        qa_yaml.read_text()
+        + "  laterality.located_finding_side_mismatch:\n"
+        + "    params:\n"
+        + "      places:\n"
+        + "        kidney: {any: ['kidneys?', 'renal']}\n"
+    )
+    config = load_qa_config(tmp_path / "policies", procedures=None)
+    from listener.qa.engine import QaContext
+
+    kidney = make_report(
+        "FINDINGS:\nThere is moderate hydronephrosis of the left kidney. The right kidney is normal.\n"
+        "IMPRESSION:\nModerate hydronephrosis of the right kidney.",
+        procedure="74176",
+    )
+    chest = make_report(
+        "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+        "IMPRESSION:\n1. Left lower lobe pneumonia.\n2. Small left pleural effusion."
+    )
+    assert LOCATED in {f.rule for f in findings_for(kidney, qa=config, context=QaContext(now=RECEIVED))}
+    # The chest is no longer located anatomy under this policy.
+    assert LOCATED not in {f.rule for f in findings_for(chest, qa=config, context=QaContext(now=RECEIVED))}
