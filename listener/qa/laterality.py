@@ -717,9 +717,9 @@ def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
         if m.laterality:
             find_sides.setdefault(_family(data, m.concept), set()).add(m.laterality)
     out: list[tuple[_Located, _Located]] = []
-    done: set[int] = set()  # side words reported: one finding per located phrase
+    done: set[tuple[int, str]] = set()  # (sentence, region) reported: one finding per statement
     for i in imp:
-        if i.side not in _OPPOSITE or i.side_word.start in done:
+        if i.side not in _OPPOSITE or (i.mention.sentence_start, i.region) in done:
             continue
         other = _OPPOSITE[i.side]
         # The impression also puts it on the other side, or on both: not a swap.
@@ -746,7 +746,7 @@ def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
             for side in sides
         ):
             continue
-        done.add(i.side_word.start)
+        done.add((i.mention.sentence_start, i.region))
         out.append((i, there[0]))
     return out
 

@@ -320,6 +320,22 @@ def test_located_finding_near_misses(text: str) -> None:
     assert LOCATED not in _rules(make_report(text))
 
 
+def test_located_finding_one_finding_per_statement() -> None:
+    """An impression sentence naming its side twice ("left pleural effusion blunting the left costophrenic
+    angle") is one swapped statement, reported once; an adrenal swap is found beside a correct renal side."""
+    report = make_report(
+        "FINDINGS:\nBlunting of the right costophrenic angle. Left lung clear. Mild atelectasis in the left upper lobe.\n"
+        "IMPRESSION:\nSmall left pleural effusion blunting the left costophrenic angle. Left upper lobe atelectasis."
+    )
+    assert _rules(report) == [LOCATED]
+    adrenal = make_report(
+        "FINDINGS:\nA 2.1 cm mass in the right adrenal gland. Left adrenal gland normal. Small left renal cyst.\n"
+        "IMPRESSION:\n2.1 cm left adrenal mass, indeterminate.",
+        procedure="74176",
+    )
+    assert LOCATED in _rules(adrenal)
+
+
 def test_located_finding_against_the_order_side() -> None:
     """An LT wrist order, a report naming the left wrist, and a fracture placed in the right radius."""
     text = (
