@@ -1072,13 +1072,16 @@ def _restate(m: re.Match[str], views: int, named: bool) -> str:
 
 
 def _agree(rest: str, singular: bool) -> str:
-    """The sentence's first verb after the statement, in the number of the new statement."""
-    for plural, single in _VERB_NUMBER:
-        old, new = (plural, single) if singular else (single, plural)
-        m = re.match(rf"^(\s+(?:\w+\s+){{0,2}}?){old}\b", rest)
-        if m:
-            return m.group(1) + new + rest[m.end() :]
-    return rest
+    """The sentence's first verb after the statement, in the number of the new statement.
+
+    Up to eight words may stand between ("of the chest with overlying external cardiac monitor
+    leads show"); a comma or period ends the search.
+    """
+    pairs = dict(_VERB_NUMBER) if singular else {b: a for a, b in _VERB_NUMBER}
+    m = re.match(rf"^((?:\s+[\w-]+){{0,8}}?\s+)({'|'.join(pairs)})\b", rest)
+    if not m:
+        return rest
+    return m.group(1) + pairs[m.group(2)] + rest[m.end() :]
 
 
 def inject_view_count_changed(doc: Doc, rng: random.Random) -> Case | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tests.qa.inject import Doc, inject_view_count_changed
+from tests.qa.inject import Case, Doc, inject_view_count_changed
 
 CHEST = (("71045", 1, 1), ("71046", 2, 2), ("71047", 3, 3), ("71048", 4, None))
 ANKLE = (("73600", 2, 2), ("73610", 3, None))
@@ -25,7 +25,7 @@ def _doc(
     )
 
 
-def _cases(doc: Doc, seeds: int = 40):  # type: ignore[no-untyped-def]
+def _cases(doc: Doc, seeds: int = 40) -> list[Case]:
     return [c for s in range(seeds) if (c := inject_view_count_changed(doc, random.Random(s))) is not None]
 
 
@@ -62,6 +62,13 @@ def test_both_forms_are_made_and_each_is_a_real_mismatch() -> None:
         "Four views of the chest were obtained",
     }
     assert "Single PA view of the chest was obtained" in restated
+
+
+def test_the_verb_follows_the_new_count_past_a_phrase() -> None:
+    """ "... views of the chest with overlying monitor leads show" becomes "... view ... shows"."""
+    text = "FINDINGS: Frontal and lateral views of the chest with overlying monitor leads show clear lungs."
+    restated = {c.injected.text for c in _cases(_doc(text, code="71046")) if c.variant.startswith("text:2->1")}
+    assert restated == {"FINDINGS: Single frontal view of the chest with overlying monitor leads shows clear lungs."}
 
 
 def test_every_agreeing_statement_is_restated() -> None:
