@@ -141,7 +141,7 @@ _NOT_BEFORE_RE = folded(re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}$", _I))
 _OFF_TOPIC_RE = folded(
     re.compile(
         r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
-        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed)|follow-?up|"
+        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed|of\s+benefit|beneficial|useful)|follow-?up|"
         r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
         r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
         _I,
@@ -778,14 +778,15 @@ _AT_LEAST_RE = re.compile(r"(?:\d\s*(?:-|to|or)\s*|minimum\s+of\s+|at\s+least\s+
 _OR_MORE_RE = re.compile(r"\s*(?:\+|or\s+more\b|or\s+greater\b)", _I)
 # Words that may stand between a number and "views" ("two standard radiographic views").
 _VIEW_ADJ = (
-    r"(?:standard|routine|radiographic|plain[- ]film|plain|frontal|weight[- ]?bearing|standing|upright|erect|"
+    r"(?:standard|routine|radiographic|plain[- ]film|plain|frontal|AP|PA|weight[- ]?bearing|standing|upright|erect|"
     r"portable|supine|orthogonal|dedicated|conventional|additional|further|extra|repeat(?:ed)?|more)"
 )
-# "two views", "3 views of the left knee", "single view", "2V", "three-view", "minimum of 4 views".
+# "two views", "3 views of the left knee", "single view", "2V", "three-view", "minimum of 4 views",
+# "single AP view"; on a radiograph code a number of images is a number of views ("2 images.").
 _COUNT_RE = folded(
     re.compile(
         rf"(?<![/.:\d-])\b(?P<n>\d{{1,2}}|{'|'.join(_NUMBER_WORDS)})(?:\s*-\s*|\s+)(?:{_VIEW_ADJ}[\s-]+){{0,2}}"
-        r"(?:views?|vws?|projections?|radiographs?|x-?rays?)\b|\b(?P<v>\d)\s*(?:v|vw|vws)\b",
+        r"(?:views?|vws?|projections?|radiographs?|x-?rays?|images?)\b|\b(?P<v>\d)\s*(?:v|vw|vws)\b",
         _I,
     )
 )
@@ -820,6 +821,7 @@ _POSITION_ONLY_RE = re.compile(
 )
 _VIEW_NOUN_RE = folded(re.compile(r"(?:views?|projections?|radiographs?|x-?rays?|films?|images?)\b", _I))
 _ITEM_RE = folded(re.compile(rf"{_VIEW_ITEM}", _I))
+_ENDS_WITH_VIEW_NOUN_RE = re.compile(r"\b(?:views|projections)$", _I)
 _TWO_RE = folded(re.compile(r"obliques\b|\b(?:right\s+and\s+left|left\s+and\s+right|bilateral|both)\s", _I))
 # A count that is not the whole exam: views added to others, views of each side, an unknown number.
 _PARTIAL_RE = folded(
@@ -830,7 +832,19 @@ _PARTIAL_RE = folded(
     )
 )
 # A cheap first look: every statement above contains one of these (lower-cased).
-_VIEW_HINTS = ("view", "lateral", "projection", "frontal", " ap", " pa", "oblique", "radiograph", "x-ray", "xray")
+_VIEW_HINTS = (
+    "view",
+    "lateral",
+    "projection",
+    "frontal",
+    " ap",
+    " pa",
+    "oblique",
+    "radiograph",
+    "x-ray",
+    "xray",
+    "image",
+)
 _VIEW_DIGIT_RE = re.compile(r"\d\s*vw?s?\b", _I)
 # Anatomy per view family (mappings/procedures.yaml `view_family`): a sentence that names another
 # family's anatomy and not the billed one's is about another exam ("two views of the ankle" on a
@@ -873,7 +887,7 @@ def _mentions_views(text: str) -> bool:
 
 # Outside a title or technique line a view statement names its noun ("PA and lateral views of the
 # chest were obtained"): sentences without one are skipped before any pattern runs.
-_VIEW_NOUNS = ("view", "projection", "radiograph", "x-ray", "xray", "film")
+_VIEW_NOUNS = ("view", "projection", "radiograph", "x-ray", "xray", "film", "image")
 
 
 def _names_view_noun(text: str) -> bool:
@@ -909,6 +923,24 @@ class ViewCount:
     end: int
 
 
+# A clause break inside what the sentence splitter left as one sentence ("PA and lateral views. stable
+# postoperative changes ...": a lower-case start after a period is not split).
+_CLAUSE_BREAK_RE = re.compile(r"[.;](?=\s)")
+
+
+def _clause(text: str, start: int, end: int, first: int, last: int) -> tuple[int, int]:
+    """The part of ``text[start:end]`` between the clause breaks around ``first``..``last``.
+
+    Words that make a count partial ("additional", "each", "bilateral") qualify the views only in
+    their own clause: "Small bilateral pleural effusions" two clauses on says nothing of the views.
+    """
+    c_start = start
+    for match in _CLAUSE_BREAK_RE.finditer(text, start, first):
+        c_start = match.end()
+    after = _CLAUSE_BREAK_RE.search(text, last, end)
+    return c_start, after.start() if after else end
+
+
 def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCount | None:
     """The views the sentence ``text[start:end]`` documents, 0 when it states a count it cannot pin down.
 
@@ -924,16 +956,20 @@ def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCoun
             _AT_LEAST_RE.search(text[max(start, m.start() - 14) : m.start()]) or _OR_MORE_RE.match(text, m.end(), end)
             for m in counts
         )
-        if len(values) != 1 or bounded or _PARTIAL_RE.search(text, start, end):
+        c_start, c_end = _clause(text, start, end, counts[0].start(), counts[-1].end())
+        if len(values) != 1 or bounded or _PARTIAL_RE.search(text, c_start, c_end):
             return ViewCount(0, counts[0].start(), counts[0].end())
         return ViewCount(values.pop(), counts[0].start(), counts[-1].end())
     total, first, last = 0, -1, -1
     rest = text[start:end]
     for match in _LIST_RE.finditer(text, start, end):
-        anchor = match.group("anchor")
-        if anchor is None or (not anchor.strip(" .;:") and not title):
-            continue
+        anchor = match.group("anchor") or ""
         items = match.group("list")
+        # "PA and lateral views were obtained", "Frontal and lateral views.": the list names its own
+        # noun, so it needs no anchor after it.
+        named = bool(_ENDS_WITH_VIEW_NOUN_RE.search(items))
+        if not named and (match.group("anchor") is None or (not anchor.strip(" .;:") and not title)):
+            continue
         value = _list_value(items)
         if value == 1 and (not title or _POSITION_ONLY_RE.fullmatch(items)):
             continue
@@ -944,7 +980,8 @@ def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCoun
         rest = rest[: match.start() - start] + " " * len(match.group(0)) + rest[match.end() - start :]
     if not total:
         return None
-    if _PARTIAL_RE.search(rest):
+    c_start, c_end = _clause(text, start, end, first, last)
+    if _PARTIAL_RE.search(rest[c_start - start : c_end - start]):
         return ViewCount(0, first, last)
     return ViewCount(total, first, last)
 

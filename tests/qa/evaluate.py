@@ -24,7 +24,7 @@ from listener.model import Finding, Patient, Report, Severity, Times
 from listener.procedures import ProcedureTable
 from listener.qa.engine import QaConfig, QaContext, run_rules
 from listener.qa.registry import registry
-from tests.qa.inject import SEED, Case, Doc, build_cases, load_corpus
+from tests.qa.inject import SEED, Case, Doc, ViewCode, build_cases, load_corpus
 from tests.unit.qa.factory import make_report, pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +55,22 @@ def code_lookup(table: ProcedureTable | None):  # type: ignore[no-untyped-def]
         return ""
 
     return code_for
+
+
+def view_codes_lookup(table: ProcedureTable | None):  # type: ignore[no-untyped-def]
+    """A ViewCodes over the CPT table: a view family's radiograph codes with their view ranges, fewest views first."""
+
+    def view_codes(family: str) -> tuple[ViewCode, ...]:
+        if table is None:
+            return ()
+        out = []
+        for code in table.view_families.get(family, ()):
+            views = table.entries[code].views
+            if views is not None:
+                out.append((code, views[0], views[1]))
+        return tuple(sorted(out, key=lambda c: c[1]))
+
+    return view_codes
 
 
 def report_for(doc: Doc) -> Report:
@@ -176,7 +192,8 @@ def categories_with_rules(qa: QaConfig) -> set[str]:
 
 def load_docs(corpus: Path = CORPUS) -> list[Doc]:
     """The clean corpus documents, with codes from the repository's CPT table."""
-    return load_corpus(corpus, code_lookup(pipeline().procedures))
+    procedures = pipeline().procedures
+    return load_corpus(corpus, code_lookup(procedures), view_codes=view_codes_lookup(procedures))
 
 
 #: Builds the labeled set: (docs, per_injection=, seed=) -> cases (inject.build_cases or independent.build_independent_cases).

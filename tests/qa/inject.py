@@ -27,6 +27,14 @@ the bench output):
   contrast statement to another contrast in the same grammatical role,
   keeping the code, or keeps the text and bills the family's code for
   another contrast.
+* view count: the corpus has no procedure codes, and an Indiana row's code
+  comes from its archived image count, which need not be what the report
+  states. A radiograph whose report states its views ("Frontal and lateral
+  views of the chest", "Three views of the right ankle") gets the code of its
+  view family for the stated count (the caller supplies the family's codes
+  and view ranges from mappings/procedures.yaml); the injected copy bills
+  another code of the family, or restates the views as another count and
+  keeps the code.
 
 Everything random uses ``random.Random(seed)``: the same seed gives the same set.
 """
@@ -52,6 +60,7 @@ INJECTIONS: dict[str, str] = {
     "communication_removed": "communication",
     "birads_removed": "completeness",
     "contrast_changed": "coding",
+    "view_count_changed": "coding",
     "comparison_after_exam": "comparison",
     "wrong_sex_organ": "consistency",
     "placeholder": "completeness",
@@ -59,6 +68,10 @@ INJECTIONS: dict[str, str] = {
 
 #: (modality, body region, contrast, views) -> a CPT code, or "" when none fits.
 CodeLookup = Callable[[str, str, str, int | None], str]
+#: A radiograph code and its view range: (code, least views, most views or None for "or more").
+ViewCode = tuple[str, int, int | None]
+#: view family (mappings/procedures.yaml ``view_family``: "chest", "knee", ...) -> the family's codes.
+ViewCodes = Callable[[str], tuple[ViewCode, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,9 @@ class Doc:
     contrast: str = ""  # what the report's exam line states: without | with | without_then_with | ""
     #: CPT codes of the same modality and region for each contrast (CT/MR only): the code a coder could have picked.
     contrast_codes: tuple[tuple[str, str], ...] = ()
+    #: The radiograph view family the exam belongs to ("chest", "ankle", ...; XR only) and its codes.
+    view_family: str = ""
+    view_codes: tuple[ViewCode, ...] = ()
     sex: str = ""  # "F" or "M"
     sex_from: str = ""  # "text" (demographics or anatomy in the report) or "random"
     exam_at: datetime = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -96,17 +112,22 @@ class Case:
 # --------------------------------------------------------------------------- corpus
 
 
-def load_corpus(corpus: Path, code_for: CodeLookup, *, seed: int = SEED) -> list[Doc]:
+def load_corpus(
+    corpus: Path, code_for: CodeLookup, *, seed: int = SEED, view_codes: ViewCodes | None = None
+) -> list[Doc]:
     """Every usable report of the shared corpus as a Doc (Indiana chest X-rays, then MTSamples).
 
     Args:
         corpus: ../shared/corpus (the directory holding ``reports/``).
         code_for: CPT lookup (modality, region, contrast, views) -> code or "".
         seed: the seed for exam times and for the sex of patients whose report does not say.
+        view_codes: radiograph codes per view family; without it no Doc gets a view family.
     """
     rng = random.Random(seed)
     docs = list(_indiana(corpus / "reports" / "indiana-openi", code_for, rng))
     docs.extend(_mtsamples(corpus / "reports" / "mtsamples-radiology" / "mtsamples_radiology.csv", code_for, rng))
+    if view_codes is not None:
+        docs = [_with_view_family(doc, view_codes) for doc in docs]
     return docs
 
 
@@ -903,6 +924,239 @@ def inject_contrast_changed(doc: Doc, rng: random.Random) -> Case | None:
     return _case(doc, "contrast_changed", text, variant=f"text:{doc.contrast}->{target}")
 
 
+#: Anatomy words -> radiograph view family (mappings/procedures.yaml names; first match wins, so
+#: "cervical spine" before a bare "neck" and "both hips" before "hip").
+_VIEW_FAMILY_WORDS = (
+    (re.compile(r"\bcervical spine\b|\bc-spine\b", re.I), "cervical_spine"),
+    (re.compile(r"\blumbar spine\b|\blumbosacral spine\b|\bl-spine\b", re.I), "lumbosacral_spine"),
+    (re.compile(r"\b(?:both|bilateral) hips\b", re.I), "hips_bilateral"),
+    (re.compile(r"\bhip\b", re.I), "hip"),
+    (re.compile(r"\bknee\b", re.I), "knee"),
+    (re.compile(r"\bankle\b", re.I), "ankle"),
+    (re.compile(r"\bfoot\b", re.I), "foot"),
+    (re.compile(r"\bwrist\b", re.I), "wrist"),
+    (re.compile(r"\bhand\b", re.I), "hand"),
+    (re.compile(r"\bshoulder\b", re.I), "shoulder"),
+    (re.compile(r"\bpelvis\b", re.I), "pelvis"),
+    (re.compile(r"\bskull\b", re.I), "skull"),
+    (re.compile(r"\babdomen\b|\bKUB\b", re.I), "abdomen"),
+    (re.compile(r"\bchest\b|\bCXR\b", re.I), "chest"),
+)
+
+
+def _family_of(words: str) -> str:
+    return next((family for pattern, family in _VIEW_FAMILY_WORDS if pattern.search(words)), "")
+
+
+def _with_view_family(doc: Doc, view_codes: ViewCodes) -> Doc:
+    """A radiograph Doc with its view family (from its exam name) and that family's codes."""
+    if doc.modality != "XR":
+        return doc
+    family = "chest" if doc.source == "indiana" else _family_of(f"{doc.procedure_text} {_exam_line(doc.text)}")
+    codes = view_codes(family) if family else ()
+    return replace(doc, view_family=family, view_codes=codes) if codes else doc
+
+
+_COUNT_WORDS = {"single": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_NUMBER_NAMES = {1: "single", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+_NAMED_VIEW = r"(?:frontal|PA|AP|lateral|obliques?)"
+_VIEW_NOUN = r"(?P<noun>views?|radiographs?|projections?|images?)"
+#: The sentence that states the exam's views, at the start of a sentence: a count ("Three views of the
+#: right ankle", "Single frontal view of the chest") or a list of named views ("Frontal and lateral
+#: radiographs of the chest", "PA and lateral views were obtained"), with an optional lead-in ("The
+#: examination consists of").
+_VIEW_STATEMENT = re.compile(
+    r"^(?P<lead>(?:the\s+)?(?:XXXX\s+)?(?:examination|exam|study)\s+(?:consists\s+of|includes)\s+)?"
+    r"(?:(?P<count>single|one|two|three|four|five|six|[1-6])\s+(?P<adj>(?:frontal|PA|AP|portable|upright)\s+)?"
+    rf"|(?P<list>{_NAMED_VIEW}(?:(?:,\s*|\s+and\s+){_NAMED_VIEW})+)\s+(?:chest\s+)?)"
+    rf"{_VIEW_NOUN}(?P<of>\s+(?:of\s+)?the\s+(?:(?:right|left)\s+)?(?P<anat>[a-z]+(?:\s+spine)?))?\b"
+    # what follows says these views were taken (not "One AP view is expiratory and was repeated")
+    r"(?=\s*(?:[.;,]|$|with\b|submitted|obtained|(?:is|are|was|were)\s+(?:obtained|submitted|available|provided|"
+    r"performed|evaluated|acquired|taken)|shows?\b|demonstrates?\b|reveals?\b))",
+    re.I,
+)
+#: Any other mention of views outside the comparison: a statement this injection does not rewrite.
+_OTHER_VIEW_MENTION = re.compile(
+    r"\b(?:views?|projections?|decubitus|lordotic|obliques?)\b|\b(?:\d+|single|one|two|three|four|five|six)\s+images?\b|\b(?:PA|AP|frontal|lateral)\s+(?:images?|radiographs?|films?)\b",
+    re.I,
+)
+#: A sentence that recommends or supposes views ("PA and lateral radiographs may be of benefit")
+#: rather than stating the ones taken.
+_NOT_DONE = re.compile(
+    r"\b(?:recommend\w*|suggest\w*|consider\w*|may|might|could|would|should|if|follow-?up|further|benefit)\b", re.I
+)
+#: Heads whose text is not about this exam's acquisition.
+_NOT_THIS_EXAM_HEADS = _COMPARISON_HEADS | {"INDICATION", "HISTORY", "CLINICAL HISTORY", "REASON FOR EXAM"}
+_VERB_NUMBER = (
+    ("were", "was"),
+    ("show", "shows"),
+    ("demonstrate", "demonstrates"),
+    ("are", "is"),
+    ("reveal", "reveals"),
+)
+
+
+def _statement_views(m: re.Match[str]) -> int:
+    if m.group("count"):
+        raw = m.group("count").lower()
+        return int(raw) if raw.isdigit() else _COUNT_WORDS[raw]
+    items = re.findall(_NAMED_VIEW, m.group("list"), re.I)
+    return sum(2 if item.lower() == "obliques" else 1 for item in items)
+
+
+def _view_statements(doc: Doc) -> list[tuple[int, int, re.Match[str]]]:
+    """The sentences that state the exam's views, all stating the same count: (start, end, match).
+
+    MTSamples reports often state them in the exam line, the technique and the findings alike.
+    Empty when no sentence states them, when two state different counts, or when the text names
+    views elsewhere (outside the comparison and the indication) in a way no statement covers.
+    """
+    skip = [(p.at, p.end) for p in _parts_named(doc.text, _NOT_THIS_EXAM_HEADS)]
+    found: list[tuple[int, int, re.Match[str]]] = []
+    mentions: list[int] = []
+    for part in parts(doc.text) or [Part("", 0, 0, len(doc.text))]:
+        if any(a <= part.at < b for a, b in skip):
+            continue
+        for s, e in sentences(doc.text, part.start, part.end):
+            sentence = doc.text[s:e]
+            m = _VIEW_STATEMENT.match(sentence)
+            if m and not _NOT_DONE.search(sentence):
+                found.append((s, e, m))
+            mentions.extend(s + x.start() for x in _OTHER_VIEW_MENTION.finditer(sentence))
+    if not found or len({_statement_views(m) for _, _, m in found}) != 1:
+        return []
+    if any(not any(s + m.start() <= at < s + m.end() for s, _, m in found) for at in mentions):
+        return []
+    return found
+
+
+def _code_for_views(codes: Iterable[ViewCode], views: int) -> str:
+    return next((code for code, low, high in codes if views >= low and (high is None or views <= high)), "")
+
+
+def _restate(m: re.Match[str], views: int, named: bool) -> str:
+    """The view statement ``m`` rewritten to state ``views`` views, in the same words where it can.
+
+    ``named``: three views are named ("PA, lateral and oblique views") where the statement names its
+    views, rather than counted ("three views").
+    """
+    noun = m.group("noun").lower().rstrip("s")
+    first = (
+        m.group("adj").strip()
+        if m.group("count") and m.group("adj")
+        else re.findall(_NAMED_VIEW, m.group("list") or "", re.I)[0]
+        if m.group("list")
+        else ""
+    )
+    if not first.isupper():
+        first = first.lower()  # "Frontal and lateral" -> "single frontal"; "PA" stays
+    if views == 1:
+        phrase = f"single {first} {noun}" if first else f"single {noun}"
+    elif views == 2 and m.group("list"):
+        phrase = f"{first} and lateral {noun}s" if first.lower() != "lateral" else f"frontal and lateral {noun}s"
+    elif views == 3 and m.group("list") and named:
+        phrase = (
+            f"{first}, lateral and oblique {noun}s"
+            if first.lower() != "lateral"
+            else f"frontal, lateral and oblique {noun}s"
+        )
+    elif m.group("count") and m.group("count").isdigit():
+        phrase = f"{views} {noun}s"
+    else:
+        phrase = f"{_NUMBER_NAMES[views]} {noun}s"
+    lead = m.group("lead") or ""
+    if lead:
+        return lead + ("a " + phrase if views == 1 else phrase)
+    old = m.group(0)
+    return phrase.upper() if old.isupper() else phrase[0].upper() + phrase[1:] if not old[0].islower() else phrase
+
+
+def _agree(rest: str, singular: bool) -> str:
+    """The sentence's first verb after the statement, in the number of the new statement.
+
+    Up to eight words may stand between ("of the chest with overlying external cardiac monitor
+    leads show"); a comma or period ends the search.
+    """
+    pairs = dict(_VERB_NUMBER) if singular else {b: a for a, b in _VERB_NUMBER}
+    m = re.match(rf"^((?:\s+[\w-]+){{0,8}}?\s+)({'|'.join(pairs)})\b", rest)
+    if not m:
+        return rest
+    return m.group(1) + pairs[m.group(2)] + rest[m.end() :]
+
+
+def inject_view_count_changed(doc: Doc, rng: random.Random) -> Case | None:
+    """Make a radiograph report's stated views and its code's view range disagree.
+
+    Base rule: a radiograph of a view family (chest, knee, ankle, ...) whose report states its
+    views, outside the comparison and indication, in sentences that agree on the count, and names
+    views nowhere else. The prepared base bills the family's code for the stated count (``prepared`` when that
+    differs from the code the corpus row gave). Two forms of the defect:
+
+    * ``code``: the text stays; the code is another code of the family whose range excludes the
+      stated count (71046 billed as 71045), the coder's version of the error.
+    * ``text``: every statement is restated as a count outside the billed code's range ("Frontal and
+      lateral views" becomes "Single frontal view", "Three views" becomes "Two views"), keeping the
+      code and fixing the verb's number; only counts another code of the family covers.
+    """
+    if doc.modality != "XR" or not doc.view_codes:
+        return None
+    found = _view_statements(doc)
+    if not found:
+        return None
+    anatomy = {m.group("anat") for _, _, m in found if m.group("anat")}
+    if any(_family_of(a) != doc.view_family for a in anatomy):
+        return None  # a statement about another part ("views of the ribs" on a chest code)
+    m = found[0][2]
+    views = _statement_views(m)
+    code = _code_for_views(doc.view_codes, views)
+    if not code or views > 6:
+        return None
+    base = doc
+    prepared = ""
+    if doc.procedure_code != code:
+        base = replace(doc, procedure_code=code)
+        prepared = "code for the stated views"
+    low, high = next((lo, hi) for c, lo, hi in doc.view_codes if c == code)
+    other_codes = [c for c, _, _ in doc.view_codes if c != code]
+    # Counts up to the family's largest lower bound (chest 1-4, ankle 1-3): each one some code covers.
+    most = max(lo for _, lo, _ in doc.view_codes)
+    counts = [
+        n
+        for n in range(1, most + 1)
+        if (n < low or (high is not None and n > high)) and _code_for_views(doc.view_codes, n)
+    ]
+    forms = (["code"] if other_codes else []) + (["text"] if counts else [])
+    if not forms:
+        return None
+    form = rng.choice(forms)
+    if form == "code":
+        wrong = rng.choice(other_codes)
+        injected = replace(base, id=f"{doc.id}/view_count_changed", procedure_code=wrong)
+        return Case(
+            f"{doc.id}/view_count_changed",
+            "view_count_changed",
+            "coding",
+            base,
+            injected,
+            variant=f"code:{views} views ({code}->{wrong})",
+            prepared=prepared,
+        )
+    target = rng.choice(counts)
+    named = rng.random() < 0.5
+    text = doc.text
+    for s, e, m in reversed(found):
+        # The anatomy after the noun ("of the chest") stays; the first verb after it takes the new number.
+        sentence = text[s:e]
+        restated = (
+            sentence[: m.start()]
+            + _restate(m, target, named)
+            + sentence[m.end("noun") : m.end()]
+            + _agree(sentence[m.end() :], target == 1)
+        )
+        text = text[:s] + restated + text[e:]
+    return _case(base, "view_count_changed", text, variant=f"text:{views}->{target} views ({code})", prepared=prepared)
+
+
 _NONE_COMPARISON = re.compile(
     r"^\s*(?:none|no prior|no previous|n/a|not available|there were no|no comparison|this is the patient's baseline)",
     re.I,
@@ -1009,6 +1263,7 @@ INJECTORS: dict[str, Callable[[Doc, random.Random], Case | None]] = {
     "communication_removed": inject_communication_removed,
     "birads_removed": inject_birads_removed,
     "contrast_changed": inject_contrast_changed,
+    "view_count_changed": inject_view_count_changed,
     "comparison_after_exam": inject_comparison_after_exam,
     "wrong_sex_organ": inject_wrong_sex,
     "placeholder": inject_placeholder,

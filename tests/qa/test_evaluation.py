@@ -78,7 +78,7 @@ def test_every_injection_changes_the_report(cases: list[Case]) -> None:
     for case in cases:
         if case.injection == "wrong_sex_organ":
             assert case.injected.text == case.base.text and case.injected.sex != case.base.sex, case.id
-        elif case.injection == "contrast_changed" and case.variant.startswith("code:"):
+        elif case.injection in ("contrast_changed", "view_count_changed") and case.variant.startswith("code:"):
             assert case.injected.text == case.base.text and case.injected.procedure_code != case.base.procedure_code, (
                 case.id
             )
@@ -109,10 +109,30 @@ def test_injections_leave_the_rest_of_the_report_alone(cases: list[Case]) -> Non
         suffix = 0
         while suffix < min(len(a), len(b)) - prefix and a[-1 - suffix] == b[-1 - suffix]:
             suffix += 1
-        if case.injection in ("impression_deleted", "communication_removed", "birads_removed", "contrast_changed"):
+        if case.injection in (
+            "impression_deleted",
+            "communication_removed",
+            "birads_removed",
+            "contrast_changed",
+            "view_count_changed",
+        ):
             continue  # these remove a section or rewrite several mentions on purpose
         changed = max(len(a), len(b)) - prefix - suffix
         assert changed <= 120, (case.id, changed)
+
+
+def test_view_count_cases_bill_their_family(cases: list[Case]) -> None:
+    """A view-count case's base bills a code of its view family; the code form bills another code of the
+    same family, the text form keeps the base's code."""
+    view_cases = [c for c in cases if c.injection == "view_count_changed"]
+    assert view_cases
+    for case in view_cases:
+        family = {code for code, _, _ in case.base.view_codes}
+        assert case.base.procedure_code in family, case.id
+        if case.variant.startswith("code:"):
+            assert case.injected.procedure_code in family - {case.base.procedure_code}, case.id
+        else:
+            assert case.injected.procedure_code == case.base.procedure_code, case.id
 
 
 def test_sampling_is_deterministic(docs: list[Doc]) -> None:

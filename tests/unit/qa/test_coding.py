@@ -287,6 +287,21 @@ def views(text: str, code: str, modifiers: tuple[str, ...] = ()):  # type: ignor
         ("TECHNIQUE: Two views of the lumbar spine.", "72110", 2, "72100"),
         ("TECHNIQUE: AP pelvis and frog-leg lateral views of the left hip.", "73501", 2, "73502"),
         ("FINDINGS: PA and lateral views of the chest were obtained. The lungs are clear.", "71045", 2, "71046"),
+        # named views that carry their own noun need nothing after them
+        ("FINDINGS: PA and lateral views were obtained. The lungs are clear.", "71045", 2, "71046"),
+        ("FINDINGS: Frontal and lateral views. The lungs are clear.", "71048", 2, "71046"),
+        # on a radiograph code a number of images is a number of views
+        ("FINDINGS: 2 images. Heart size is normal.", "71045", 2, "71046"),
+        ("FINDINGS: Three images of the right ankle are obtained. No fracture.", "73600", 3, "73610"),
+        # a count may name the position ("single AP view")
+        ("FINDINGS: Single AP view of the chest was obtained. The lungs are clear.", "71046", 1, "71045"),
+        # "bilateral" two clauses on (a run-on sentence the splitter keeps whole) says nothing of the views
+        (
+            "FINDINGS: PA, lateral and oblique views. stable sternotomy wires; small bilateral pleural effusions.",
+            "71046",
+            3,
+            "71047",
+        ),
     ],
 )
 def test_view_count_mismatch_found_with_the_right_code_suggested(
@@ -333,6 +348,17 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: Two views of the right ankle.", "73564"),
         # "lateral" as anatomy, not a view
         ("FINDINGS: Lateral meniscus is intact. Lateral joint space is preserved.", "73560"),
+        # one image named in the findings, like one view
+        ("FINDINGS: On the lateral image there is a small effusion.", "71046"),
+        # named views of each side, in the same clause: no count
+        ("FINDINGS: Frontal and lateral views of both knees.", "73560"),
+        # named views and a number of images that disagree: no count
+        ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71047"),
+        ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71046"),
+        # views recommended, not taken
+        ("FINDINGS: Patchy opacity.\nIMPRESSION: PA and lateral chest radiograph may be of benefit.", "71045"),
+        # images of an unknown number
+        ("FINDINGS: Multiple images of the chest were evaluated.", "71045"),
     ],
 )
 def test_view_count_consistent_or_unstated_is_silent(text: str, code: str) -> None:

@@ -1,5 +1,5 @@
 """The samples in samples/hl7 route to the bucket samples/README.md gives them, with exactly the QA
-findings samples/expected.yaml lists.
+findings samples/expected.yaml lists; the FHIR twins in samples/fhir get exactly theirs too.
 
 The README table is parsed, so a new sample row is tested without editing
 this file. A process_check row also proves the QA rule that finds its
@@ -19,7 +19,7 @@ import yaml
 
 from listener.assemble import build_pipeline
 from listener.config import load_config
-from listener.pipeline import Pipeline, process
+from listener.pipeline import Pipeline, process, process_fhir
 from tests.conftest import RECEIVED
 
 REPO = Path(__file__).resolve().parents[3]
@@ -35,13 +35,14 @@ def _rows() -> list[tuple[str, str]]:
     return rows
 
 
-def _expected() -> tuple[dict[str, list[str]], dict[str, str]]:
+def _expected(key: str = "samples") -> tuple[dict[str, list[str]], dict[str, str]]:
+    """expected.yaml's ``key`` mapping (``samples`` for HL7, ``fhir_samples``) and its known false alarms."""
     doc = yaml.safe_load((REPO / "samples" / "expected.yaml").read_text(encoding="utf-8"))
-    return dict(doc["samples"]), dict(doc.get("known_false_alarm") or {})
+    return dict(doc[key]), dict(doc.get("known_false_alarm") or {})
 
 
-def _expected_params() -> list[object]:
-    expected, known = _expected()
+def _expected_params(key: str = "samples") -> list[object]:
+    expected, known = _expected(key)
     params: list[object] = []
     for name, rules in sorted(expected.items()):
         marks = (
@@ -84,15 +85,30 @@ def test_sample_routes_to_readme_bucket(routed_pipeline: Pipeline, name: str, bu
 def test_every_sample_has_expected_findings() -> None:
     """samples/expected.yaml names every sample file, and only those."""
     files = {p.name for p in (REPO / "samples" / "hl7").glob("*.hl7")}
+    fhir_files = {p.name for p in (REPO / "samples" / "fhir").glob("*.json")}
     expected, known = _expected()
+    fhir_expected, _ = _expected("fhir_samples")
     assert set(expected) == files
-    assert set(known) <= files
+    assert set(fhir_expected) == fhir_files
+    assert set(known) <= files | fhir_files
 
 
 @pytest.mark.parametrize(("name", "rules"), _expected_params())
 def test_sample_gets_exactly_the_expected_findings(routed_pipeline: Pipeline, name: str, rules: list[str]) -> None:
     """Each sample's QA findings are exactly the rule ids samples/expected.yaml lists: none extra, none missing."""
     outcome = process((REPO / "samples" / "hl7" / name).read_bytes(), routed_pipeline, received_at=RECEIVED)
+    assert outcome.error is None
+    (result,) = outcome.reports
+    found = sorted(f.rule for f in result.findings)
+    assert found == rules, [f"{f.rule} ({f.severity.value}): {f.message}" for f in result.findings]
+
+
+@pytest.mark.parametrize(("name", "rules"), _expected_params("fhir_samples"))
+def test_fhir_sample_gets_exactly_the_expected_findings(routed_pipeline: Pipeline, name: str, rules: list[str]) -> None:
+    """Each FHIR sample, read with the default FHIR client (as ``overread check`` reads it), gets exactly
+    the rule ids samples/expected.yaml lists under ``fhir_samples``: none extra, none missing."""
+    body = (REPO / "samples" / "fhir" / name).read_bytes()
+    outcome = process_fhir(body, routed_pipeline, received_at=RECEIVED)
     assert outcome.error is None
     (result,) = outcome.reports
     found = sorted(f.rule for f in result.findings)
