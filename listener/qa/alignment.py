@@ -67,7 +67,7 @@ _LESION_SIGNS = (
     r"fdg-?avid",
     r"spiculated",
 )
-_OPACITY_SIGNS = (r"opacit\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
+_OPACITY_SIGNS = (r"opacit\w*", r"opacifi\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
 
 #: What the other section may call a finding instead of naming it: its
 #: radiographic signs ("right upper lobe opacity" for "pneumonia", "2 cm
@@ -106,7 +106,7 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
         r"layering",
         r"(pleural )?fluid",
         r"obscur\w*",
-        r"(bi)?(basilar|basal|base|bases) (\w+ ){0,2}opacit\w*",
+        r"(bi)?(basilar|basal|base|bases|lower lobe) (\w+ ){0,2}opacit\w*",
     ),
     "hernia": (r"hernia\w*", r"(air-?)?fluid levels?", r"retrocardiac (\w+ ){0,2}(densit\w*|opacit\w*|lucenc\w*|air)"),
 }
@@ -235,14 +235,17 @@ _REFERS_RE = folded(
 
 
 # Historical cues that only date a finding still on the images ("old healed rib fracture").
-_AGE_CUE_RE = folded(re.compile(r"^(old|remote|healed|healing|chronic)$", re.IGNORECASE))
+_AGE_CUE_RE = folded(re.compile(r"^(old|remote|healed|healing)$", re.IGNORECASE))
 
 
 def _on_images(text: str, m: Mention) -> bool:
-    """Stated as present on the images: affirmed, or only dated by "old", "remote", "healed"."""
+    """Stated as present on the images: affirmed, or only dated by "old", "remote", "healed".
+
+    Critical concepts are acute by name: an "old infarct" is not one.
+    """
     if m.affirmed:
         return True
-    if m.negated or m.uncertain or m.hypothetical or m.experiencer != "patient" or not m.historical:
+    if m.critical or m.negated or m.uncertain or m.hypothetical or m.experiencer != "patient" or not m.historical:
         return False
     return all(
         _AGE_CUE_RE.match(text[c.start : c.end].strip()) is not None for c in m.cues if c.category == "historical"
@@ -306,9 +309,11 @@ def _next_sentence_end(data: RuleInput, m: Mention) -> int:
 def _minor(text: str, m: Mention) -> bool:
     """A non-critical finding called mild, minimal, small, subsegmental...
 
-    Lesions (nodule, mass, cancer) are never minor: a small nodule matters.
+    Lesions (nodule, mass, cancer) and fractures or dislocations are never
+    minor: a small nodule matters, and "mildly displaced fracture" grades the
+    displacement, not the fracture.
     """
-    if m.critical or m.concept in ("lung_nodule", "mass", "cancer"):
+    if m.critical or m.concept in ("lung_nodule", "mass", "cancer", "fracture", "dislocation"):
         return False
     return _MINOR_RE.search(text, max(m.sentence_start, m.start - 60), m.start) is not None
 

@@ -223,6 +223,7 @@ def test_impression_only_finding_fires(impression: str) -> None:
     ("findings", "impression"),
     [
         (_CLEAR, "History of rib fracture."),  # history, not the images
+        (_CLEAR, "Old infarct."),  # critical concepts are acute by name: an old one is history
         ("Blunted right costophrenic angle. " + _CLEAR, "Small right pleural effusion."),  # its sign
         ("Stable wedge deformities of two midthoracic vertebral bodies. " + _CLEAR, "Stable vertebral fractures."),
         ("Retrocardiac air-fluid level. " + _CLEAR, "Hiatal hernia."),
