@@ -176,7 +176,7 @@ _MINOR_RE = folded(
 _HEDGED_SENTENCE_RE = folded(
     re.compile(
         r"\b(differential|may|might|could|versus|vs|question|questionable|consider|recommend\w*|correlat\w*|"
-        r"note that|cannot|can not|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
+        r"note that|cannot|can not|can be seen|seen with|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
         re.IGNORECASE,
     )
 )
