@@ -67,7 +67,7 @@ _LESION_SIGNS = (
     r"fdg-?avid",
     r"spiculated",
 )
-_OPACITY_SIGNS = (r"opacit\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
+_OPACITY_SIGNS = (r"opacit\w*", r"opacifi\w*", r"infiltrat\w*", r"air-?\s?space", r"alveolar", r"consolidat\w*")
 
 #: What the other section may call a finding instead of naming it: its
 #: radiographic signs ("right upper lobe opacity" for "pneumonia", "2 cm
@@ -93,9 +93,44 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
         r"step-?off",
         r"discontinuit(y|ies)",
         r"cortical (\w+ ){0,3}(disruption|break)",
+        r"deformit(y|ies)",
+        r"wedg\w*",
+        r"compression",
+        r"height loss",
     ),
     "hemorrhage": (r"hemorrhag\w*", r"hematomas?", r"hyperdens\w*", r"high (attenuation|density)"),
+    "pleural_effusion": (
+        r"blunt\w*",
+        r"costophrenic",
+        r"meniscus",
+        r"layering",
+        r"(pleural )?fluid",
+        r"obscur\w*",
+        r"(bi)?(basilar|basal|base|bases|lower lobe) (\w+ ){0,2}opacit\w*",
+    ),
+    "hernia": (r"hernia\w*", r"(air-?)?fluid levels?", r"retrocardiac (\w+ ){0,2}(densit\w*|opacit\w*|lucenc\w*|air)"),
 }
+
+#: What the impression may state without the findings describing it: the
+#: patient's known history ("known tumor", "history of fracture"), not what
+#: the images show now. An old healed fracture or a stable nodule named in the
+#: impression is on the images and belongs in the findings too.
+_KNOWN_RE = folded(
+    re.compile(
+        r"\b(known|history of|h/o|previously (seen|noted|described|demonstrated|treated|resected)|"
+        r"status post|s/p|post-?operative|post-?surgical)\b",
+        re.IGNORECASE,
+    )
+)
+# A sentence after the finding that hedges *about it*: it points back ("This may
+# represent ...", "Findings could be ...") or attributes ("... likely related to ...").
+_REFERS_BACK_RE = folded(
+    re.compile(
+        r"^\W*(\d+[.)]\s*)?(this|these|that|those|it|they|which|findings?|appearance|the (latter|former|finding|"
+        r"findings|appearance|abnormality|opacity|opacities|density|densities|lesion|lesions))\b",
+        re.IGNORECASE,
+    )
+)
 
 #: Findings the author may leave out of the impression: still there, known.
 STABLE_RE = folded(
@@ -124,6 +159,8 @@ DEFAULT_CONCEPTS: tuple[str, ...] = (
     "thrombosis",
     "abscess",
     "hydronephrosis",
+    "pleural_effusion",
+    "hernia",
 )
 
 # Words before a finding that make it minor ("minimal atelectasis").
@@ -139,7 +176,7 @@ _MINOR_RE = folded(
 _HEDGED_SENTENCE_RE = folded(
     re.compile(
         r"\b(differential|may|might|could|versus|vs|question|questionable|consider|recommend\w*|correlat\w*|"
-        r"note that|cannot|can not|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
+        r"note that|cannot|can not|can be seen|seen with|suggest\w*|possib\w*|probabl\w*|likely|if|or)\b|\?",
         re.IGNORECASE,
     )
 )
@@ -148,7 +185,7 @@ _HEDGED_SENTENCE_RE = folded(
 # device or surgery ("catheter fracture", "fixation of the fracture").
 _EXPLAINED_RE = folded(
     re.compile(
-        r"\b(granulom\w*|calcifi\w*|dense|benign|artifact\w*|nipple shadows?|overlying|projecting|"
+        r"\b(granulom\w*|calcifi\w*|dense|benign|artifact\w*|nipple shadows?|overlying|projecting|scar(s|ring)?|"
         r"catheter|lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|post-?surgical|"
         r"post-?operative|surgery|not well|attributed|overlap\w*|superimpos\w*|confluence|summation)\b",
         re.IGNORECASE,
@@ -195,6 +232,24 @@ _REFERS_RE = folded(
         re.IGNORECASE,
     )
 )
+
+
+# Historical cues that only date a finding still on the images ("old healed rib fracture").
+_AGE_CUE_RE = folded(re.compile(r"^(old|remote|healed|healing)$", re.IGNORECASE))
+
+
+def _on_images(text: str, m: Mention) -> bool:
+    """Stated as present on the images: affirmed, or only dated by "old", "remote", "healed".
+
+    Critical concepts are acute by name: an "old infarct" is not one.
+    """
+    if m.affirmed:
+        return True
+    if m.critical or m.negated or m.uncertain or m.hypothetical or m.experiencer != "patient" or not m.historical:
+        return False
+    return all(
+        _AGE_CUE_RE.match(text[c.start : c.end].strip()) is not None for c in m.cues if c.category == "historical"
+    )
 
 
 def related_concepts(concept: str, related: Mapping[str, Iterable[str]] = DEFAULT_RELATED) -> frozenset[str]:
@@ -254,9 +309,11 @@ def _next_sentence_end(data: RuleInput, m: Mention) -> int:
 def _minor(text: str, m: Mention) -> bool:
     """A non-critical finding called mild, minimal, small, subsegmental...
 
-    Lesions (nodule, mass, cancer) are never minor: a small nodule matters.
+    Lesions (nodule, mass, cancer) and fractures or dislocations are never
+    minor: a small nodule matters, and "mildly displaced fracture" grades the
+    displacement, not the fracture.
     """
-    if m.critical or m.concept in ("lung_nodule", "mass", "cancer"):
+    if m.critical or m.concept in ("lung_nodule", "mass", "cancer", "fracture", "dislocation"):
         return False
     return _MINOR_RE.search(text, max(m.sentence_start, m.start - 60), m.start) is not None
 
@@ -354,8 +411,14 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
         if data.analysis.in_sentence(_EXPLAINED_RE, m):
             continue
         next_end = _next_sentence_end(data, m)
-        if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, next_end):
+        if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
             continue
+        if (
+            next_end > m.sentence_end
+            and _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
+            and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
+        ):
+            continue  # "Nodules are seen. These may be nipple shadows."
         if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end):
             continue
         if data.analysis.in_sentence(_OTHER_EXAM_RE, m) and not data.analysis.in_sentence(_NEW_RE, m):
@@ -406,7 +469,7 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
     in_findings = _closed_families(data.terms, data.analysis.section_mentions(SectionKind.FINDINGS))
     reported: set[str] = set()
     for m in data.analysis.section_mentions(SectionKind.IMPRESSION):
-        if not m.affirmed or not _wanted(data, m):
+        if not _on_images(text, m) or not _wanted(data, m):
             continue
         fam = _family(data.terms, m.concept)
         expanded = _expand(data.terms, m.concept, related)
@@ -418,8 +481,8 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
             continue
         if data.analysis.in_sentence(_EXPLAINED_RE, m):
             continue
-        if data.analysis.in_sentence(STABLE_RE, m):
-            continue  # "known tumor", "stable fractures": the findings may rightly skip them
+        if data.analysis.in_sentence(_KNOWN_RE, m):
+            continue  # "known tumor", "history of fracture": history, not what the images show
         reported.add(fam)
         yield data.emit(
             f"The impression states {fam.replace('_', ' ')}; the findings never describe it.",

@@ -427,7 +427,8 @@ _DEGREE_HEDGE_RE = folded(re.compile(r"^(borderline|(age[- ])?indeterminate)$", 
 # Words that do not make an observation on their own ("This may represent ...", "Findings could be ...").
 _NOT_OBSERVATION = frozenset(
     "this these that those it they there is are was were which who whose finding findings appearance appearances "
-    "the a an and or with in of at on to be been also overall otherwise xxxx".split()
+    "the a an and or with in of at on to be been also overall otherwise xxxx "
+    "may might could would can possibly probably perhaps".split()
 )
 _WORDS_RE = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
@@ -443,22 +444,28 @@ def _states_observation_first(data: RuleInput, start: int, end: int) -> bool | N
     ("Probable small effusions.", "Pneumonia is suspected.").
     """
     text = data.report.text
-    groups = data.terms.modifier_groups
-    hedges = [
-        m
-        for m in modifier_matches(text, start, end, data.terms, data.analysis.text_cache)
-        if groups[m.lastgroup or ""].category == "uncertain" and not _DEGREE_HEDGE_RE.match(m.group(0).strip())
-    ]
+    hedges = _hedges(data, start, end)
     if not hedges:
         return None
-    first = min(hedges, key=lambda m: m.start())
-    if groups[first.lastgroup or ""].direction == "backward":
+    first = hedges[0]
+    if data.terms.modifier_groups[first.lastgroup or ""].direction == "backward":
         return False  # "pneumonia is suspected": the hedge reaches back over the finding
     lead = re.sub(r"^\W*\d+[.)]\s*", "", text[start : first.start()])
     return any(w.lower() not in _NOT_OBSERVATION for w in _WORDS_RE.findall(lead))
 
 
-@rule("communication", severity=Severity.WARNING, params={"min_hedged": 2})
+def _hedges(data: RuleInput, start: int, end: int) -> list[re.Match[str]]:
+    """The hedging phrases of ``text[start:end]`` in text order, degree words ("borderline") left out."""
+    groups = data.terms.modifier_groups
+    found = [
+        m
+        for m in modifier_matches(data.report.text, start, end, data.terms, data.analysis.text_cache)
+        if groups[m.lastgroup or ""].category == "uncertain" and not _DEGREE_HEDGE_RE.match(m.group(0).strip())
+    ]
+    return sorted(found, key=lambda m: m.start())
+
+
+@rule("communication", severity=Severity.WARNING, params={"min_hedged": 2, "min_hedges": 2})
 def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     """The impression states nothing plainly: every statement in it is hedged.
 
@@ -468,7 +475,11 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     answer). Measured on clean reports, the text layer's
     ``has_definite_statement`` calls many plain sentences indefinite ("Low
     lung volumes.", "No evidence of active disease."), so this rule counts
-    hedges per sentence instead. A sentence that states an observation
+    hedges per sentence instead. One hedged sentence is enough when it
+    holds at least ``min_hedges`` hedging phrases: "Findings could represent
+    X; other etiologies cannot be excluded." and "Questionable X, possibly
+    related to technique." commit to nothing, while "Possible early
+    pneumonia." (one hedge) is still a legitimate answer. A sentence that states an observation
     and then hedges what it means ("Patchy right upper lobe opacities,
     concerning for pneumonia") states the observation plainly; degree words
     ("borderline cardiomegaly", "age-indeterminate deformity") are no hedge.
@@ -477,7 +488,7 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
     if not regions:
         return
     text = data.report.text
-    hedged = 0
+    hedged = hedges = 0
     for s, e in regions:
         for sent in data.analysis.sentences(s, e):
             if not any(ch.isalpha() for ch in text[sent.start : sent.end]):
@@ -486,10 +497,15 @@ def impression_no_definite(data: RuleInput) -> Iterator[Finding]:
             if observation_first is False:
                 if _NEUTRAL_SENTENCE_RE.search(text, sent.start, sent.end) is None:
                     hedged += 1
+                    hedges += len(_hedges(data, sent.start, sent.end))
                 continue
-            if _NEUTRAL_SENTENCE_RE.search(text, sent.start, sent.end) is None:
+            # A plain observation, unless it is advice: the part before any hedge decides
+            # ("Left lower lobe opacity, which may represent pneumonia, although aspiration could
+            # be considered" states the opacity; "Follow-up CT may be helpful" is advice).
+            plain_end = sent.end if observation_first is None else _hedges(data, sent.start, sent.end)[0].start()
+            if _NEUTRAL_SENTENCE_RE.search(text, sent.start, plain_end) is None:
                 return  # a plain statement
-    if hedged < int(data.param("min_hedged", 2)):
+    if hedged == 0 or (hedged < int(data.param("min_hedged", 2)) and hedges < int(data.param("min_hedges", 2))):
         return
     yield data.emit(
         f"The impression has no definite statement: all {hedged} of its statements are hedged.",

@@ -22,6 +22,7 @@ from listener.qa import (
     consistency,
     contradiction,
     laterality,
+    normalcy,
     turnaround,
 )
 from listener.qa.engine import RuleSpec, rule_spec
@@ -39,6 +40,7 @@ RULE_MODULES: tuple[ModuleType, ...] = (
     consistency,
     contradiction,
     laterality,
+    normalcy,
     turnaround,
 )
 

@@ -173,6 +173,68 @@ def test_related_concepts_are_symmetric_clusters() -> None:
     assert related_concepts("no_such_concept") == frozenset({"no_such_concept"})
 
 
+_HEAD = "INDICATION:\nCough.\nCOMPARISON:\nNone.\nFINDINGS:\n"
+
+
+@pytest.mark.parametrize(
+    "findings",
+    [
+        "Moderate left pleural effusion. The heart is normal in size.",
+        "Moderate hiatal hernia. The lungs are clear.",
+        # a hedge about something else in the next sentence does not excuse the fracture
+        "Fractures of the right 5th through 7th ribs. Additional fractures cannot be excluded.",
+    ],
+)
+def test_finding_left_out_of_impression(findings: str) -> None:
+    """Effusions, hernias and fractures the impression never mentions are warnings."""
+    text = _HEAD + findings + "\nIMPRESSION:\nNo pneumothorax."
+    assert "alignment.finding_missing_from_impression" in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "findings",
+    [
+        "Small hiatal hernia. The lungs are clear.",  # minor
+        "Stable moderate left pleural effusion.",  # known
+        "Blunting of the left costophrenic angle secondary to scarring.",  # explained away
+        "Moderate left pleural effusion. This may be related to positioning.",  # the next sentence hedges it
+    ],
+)
+def test_finding_left_out_negatives(findings: str) -> None:
+    """Minor, stable, explained or hedged findings may stay out of the impression."""
+    text = _HEAD + findings + "\nIMPRESSION:\nNo pneumothorax."
+    assert "alignment.finding_missing_from_impression" not in _rules(text)
+
+
+_CLEAR = "The heart size is normal. The lungs are clear. The mediastinal contours are normal. No pneumothorax.\n"
+
+
+@pytest.mark.parametrize(
+    "impression",
+    ["Old healed left rib fracture.", "Small hiatal hernia.", "Moderate right pleural effusion."],
+)
+def test_impression_only_finding_fires(impression: str) -> None:
+    """A finding on the images the findings never describe, old and healed ones included."""
+    text = _HEAD + _CLEAR + "IMPRESSION:\nNo acute disease. " + impression
+    assert "alignment.impression_not_in_findings" in _rules(text)
+
+
+@pytest.mark.parametrize(
+    ("findings", "impression"),
+    [
+        (_CLEAR, "History of rib fracture."),  # history, not the images
+        (_CLEAR, "Old infarct."),  # critical concepts are acute by name: an old one is history
+        ("Blunted right costophrenic angle. " + _CLEAR, "Small right pleural effusion."),  # its sign
+        ("Stable wedge deformities of two midthoracic vertebral bodies. " + _CLEAR, "Stable vertebral fractures."),
+        ("Retrocardiac air-fluid level. " + _CLEAR, "Hiatal hernia."),
+    ],
+)
+def test_impression_only_finding_negatives(findings: str, impression: str) -> None:
+    """History, and findings the findings section describes by a sign, are not impression-only."""
+    text = _HEAD + findings + "\nIMPRESSION:\n" + impression
+    assert "alignment.impression_not_in_findings" not in _rules(text)
+
+
 # --------------------------------------------------------------------------
 # Fire rates on clean real reports (read at test time, never copied here).
 

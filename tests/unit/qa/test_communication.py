@@ -182,3 +182,32 @@ def test_new_critical_finding_beside_a_known_other_one_still_fires() -> None:
     )
     found = findings_for(make_report(text), rule_prefix="communication.critical_not_communicated")
     assert len(found) == 1 and "pneumothorax" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "impression",
+    [
+        "Findings could represent pleural effusion; other etiologies cannot be excluded.",
+        "Questionable atelectasis, possibly related to technique.",
+        "Cannot exclude nodule. This may possibly represent a normal variant.",
+    ],
+)
+def test_impression_with_no_definite_statement(impression: str) -> None:
+    """One sentence with two hedges, or hedged sentences only, commits to nothing."""
+    text = "FINDINGS:\nThe lungs are clear. The heart is normal.\nIMPRESSION:\n" + impression
+    found = findings_for(make_report(text), rule_prefix="communication.impression_no_definite")
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+
+
+@pytest.mark.parametrize(
+    "impression",
+    [
+        "Possible early pneumonia.",  # one hedge: a legitimate answer
+        "Right basilar opacity, possibly atelectasis or pneumonia.",  # the observation is plain
+        "Small left pleural effusion. Possible atelectasis, cannot exclude pneumonia.",  # a plain statement
+    ],
+)
+def test_impression_with_a_definite_statement(impression: str) -> None:
+    """A single hedge, or a plain observation before the hedge, is a definite statement."""
+    text = "FINDINGS:\nThe lungs are clear. The heart is normal.\nIMPRESSION:\n" + impression
+    assert not findings_for(make_report(text), rule_prefix="communication.impression_no_definite")

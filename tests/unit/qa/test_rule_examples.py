@@ -129,6 +129,10 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
             "FINDINGS:\nThere is left base streaky opacity due to scarring.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
         ),
     ),
+    "contradiction.normal_over_findings": (
+        _ex("FINDINGS:\nSmall right pleural effusion.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex("FINDINGS:\nStable small right pleural effusion.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+    ),
     # --- alignment
     "alignment.finding_missing_from_impression": (
         _ex(

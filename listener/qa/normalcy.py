@@ -1,0 +1,202 @@
+"""A normal impression over abnormal findings: the forms ``contradiction.normal_impression`` leaves out.
+
+Pure: no I/O, no clock. ``contradiction.normal_impression`` (listener/qa/contradiction.py)
+reports the clear cases and, to stay quiet on clean reports, skips every
+finding called small, mild, stable or old. That leaves two contradictions a
+radiologist reads at once (docs/qa-rules.md, docs/qa-evaluation.md):
+
+- a *plain* normal impression ("Normal chest radiograph.", "Negative chest.",
+  "Unremarkable examination.") over any significant finding the findings
+  affirm, whatever its size or age: stable cardiomegaly is not a normal chest;
+- a "no acute ..." impression over a finding that is acute by nature (an
+  effusion, edema, consolidation, a fracture not called old or healed), of any
+  size, or over any significant finding the findings call new, increased or
+  worse ("marked interval increase in heart size").
+
+A "no acute" impression over chronic findings (stable cardiomegaly, an old
+healed fracture, a calcified granuloma) is no contradiction, and this rule
+leaves it alone. Where ``contradiction.normal_impression`` already reports a
+report, this rule stays silent, so one defect gives one finding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from listener.model import Finding, SectionKind, Severity
+from listener.qa.alignment import refers_to_findings
+from listener.qa.contradiction import _not_acute_here, normal_impression
+from listener.qa.engine import RuleInput, folded, rule
+from listener.text import Mention, Terms
+
+__all__ = ["DEFAULT_ACUTE", "normal_over_findings"]
+
+#: Concepts that are acute by nature: a "no acute" impression denies them at
+#: any size unless the findings call them old, chronic or stable. Tunable in
+#: policies/qa.yaml (``acute``).
+DEFAULT_ACUTE: tuple[str, ...] = (
+    "pneumonia",
+    "consolidation",
+    "pleural_effusion",
+    "pericardial_effusion",
+    "pneumothorax",
+    "pulmonary_edema",
+    "fracture",
+    "dislocation",
+    "hemorrhage",
+    "abscess",
+    "thrombosis",
+    "hydronephrosis",
+)
+
+# A sentence that states normality and nothing else ("Normal chest radiograph.", "Negative chest.",
+# "Unremarkable examination.", "No abnormality.").
+_PLAIN_NORMAL_RE = folded(
+    re.compile(
+        r"^\W*(\d+[.)]\s*)?(the |this )?((chest|study|exam\w*|radiograph\w*|ct|mri?|ultrasound|sonogram|"
+        r"x-?rays?|films?|images?|head|abdomen|pelvis|brain|spine|findings?) )?(is |are |appears? )?"
+        r"(normal|negative|unremarkable|within normal limits)( (\w+ ){0,3}(chest|study|exam\w*|radiograph\w*|"
+        r"ct|mri?|ultrasound|sonogram|x-?rays?|films?|series|findings?|appearance))?\W*$|"
+        r"^\W*(\d+[.)]\s*)?no ((?!acute\b|active\b)\w+ ){0,2}(abnormalit(y|ies)|pathology)( (is |are )?(seen|identified|demonstrated))?\W*$",
+        re.IGNORECASE,
+    )
+)
+# "No acute cardiopulmonary process", "without acute abnormality": a denial of acute disease in general.
+_NO_ACUTE_RE = folded(
+    re.compile(
+        r"\b(no|without|negative for)( (radiographic )?evidence of)? (\w+ ){0,2}(acute|active)( \w+){0,2} "
+        r"(disease|abnormalit(y|ies)|process(es)?|findings?|pathology|changes?)\b",
+        re.IGNORECASE,
+    )
+)
+# The impression says more than "normal": it qualifies or lists something.
+_QUALIFIED_RE = folded(
+    re.compile(
+        r"\b(otherwise|except|apart from|aside from|besides|other than|but|however|although|stable|unchanged|"
+        r"known|chronic|again|post-?operative|post-?surgical)\b",
+        re.IGNORECASE,
+    )
+)
+# Sentences that state no finding plainly, or name a device or a benign thing.
+_SOFT_RE = folded(
+    re.compile(
+        r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+        r"suspect\w*|concern\w*|granulom\w*|calcified|benign|artifact\w*|nipple|overlying|projecting|catheter|"
+        r"lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|"
+        r"post-?operative|not well|trace|tiny|minimal|xxxx)\b|\?",
+        re.IGNORECASE,
+    )
+)
+# The finding as written is chronic: "no acute" does not deny it.
+_CHRONIC_RE = folded(
+    re.compile(
+        r"\b(stable|unchanged|chronic|old|healed|healing|remote|again (seen|noted|demonstrated)|redemonstrat\w*|"
+        r"persistent|persists|no (significant |interval )?change|similar|longstanding|long-standing|known|"
+        r"previously (seen|noted|described|demonstrated)|degenerative|prior|previous)\b",
+        re.IGNORECASE,
+    )
+)
+# The finding is new or growing: "no acute" denies it whatever it is.
+_NEW_RE = folded(
+    re.compile(
+        r"\b(new|newly|interval (increase|enlargement|development|worsening|appearance)|increas(ed|ing)|"
+        r"enlarging|worse\w*|develop(ed|ing|ment)|progress(ed|ing|ion))\b",
+        re.IGNORECASE,
+    )
+)
+
+
+def _family(terms: Terms, concept: str) -> str:
+    c = terms.concepts.get(concept)
+    return c.broader if c is not None and c.broader else concept
+
+
+def _impression_kind(data: RuleInput) -> tuple[str, tuple[int, int]] | None:
+    """("normal" | "no_acute", span) for an impression that reads as normal, else None.
+
+    "normal": every sentence of the impression is a plain normal statement.
+    "no_acute": some sentence denies acute disease in general.
+    """
+    text = data.report.text
+    imps = data.report.sections_of(SectionKind.IMPRESSION)
+    sentences = [
+        (s.start, s.end)
+        for sec in imps
+        for s in data.analysis.sentences(sec.start, sec.end)
+        if any(ch.isalpha() for ch in text[s.start : s.end])
+    ]
+    if not sentences:
+        return None
+    if not any(_QUALIFIED_RE.search(text, s, e) for s, e in sentences) and all(
+        _PLAIN_NORMAL_RE.match(text[s:e].strip()) for s, e in sentences
+    ):
+        return "normal", sentences[0]
+    for s, e in sentences:
+        hit = _NO_ACUTE_RE.search(text, s, e)
+        if hit is not None:
+            return "no_acute", hit.span()
+    return None
+
+
+def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str]) -> bool:
+    """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
+    if not (m.significant or m.critical):
+        return False
+    if data.analysis.in_sentence(_SOFT_RE, m):
+        return False
+    if not m.critical and _not_acute_here(data, m, False):
+        return False
+    if kind == "normal":
+        return True
+    if data.analysis.in_sentence(_NEW_RE, m):
+        return True
+    if m.critical:
+        return not data.analysis.in_sentence(_CHRONIC_RE, m)
+    if m.concept not in acute and _family(data.terms, m.concept) not in acute:
+        return False
+    return not data.analysis.in_sentence(_CHRONIC_RE, m)
+
+
+@rule("contradiction", severity=Severity.WARNING, params={"acute": list(DEFAULT_ACUTE)})
+def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
+    """A normal or "no acute" impression over a finding the findings affirm, small or stable ones included.
+
+    A plain normal impression ("Normal chest radiograph.") is contradicted
+    by any significant finding, whatever its size or age. A "no acute ..."
+    impression is contradicted by a finding of ``acute`` (any size)
+    the findings do not call old, stable or chronic, and by any significant
+    finding called new, increased or worse. Findings the impression names,
+    hedged ones, devices and benign calcifications never count; neither
+    does a report ``contradiction.normal_impression`` already flags.
+    """
+    report = data.report
+    imps = report.sections_of(SectionKind.IMPRESSION)
+    if not imps or not report.sections_of(SectionKind.FINDINGS):
+        return
+    text = report.text
+    if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):
+        return
+    found = _impression_kind(data)
+    if found is None:
+        return
+    kind, span = found
+    imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)
+    if kind == "normal" and any(not m.negated for m in imp_mentions):
+        return
+    addressed = {m.concept for m in imp_mentions} | {_family(data.terms, m.concept) for m in imp_mentions}
+    acute = frozenset(data.param("acute", DEFAULT_ACUTE) or ())
+    for m in data.analysis.section_mentions(SectionKind.FINDINGS):
+        if not m.affirmed or m.concept in addressed or _family(data.terms, m.concept) in addressed:
+            continue
+        if not _counts(data, m, kind, acute):
+            continue
+        if next(iter(normal_impression(data)), None) is not None:
+            return  # the general rule reports this impression already
+        label = "normal" if kind == "normal" else "no acute findings"
+        yield data.emit(
+            f"The impression reads as {label}; the findings affirm {_family(data.terms, m.concept).replace('_', ' ')}.",
+            [data.analysis.evidence(*span), data.analysis.evidence(m.sentence_start, m.sentence_end)],
+            suggestion="Put the finding in the impression, or correct the findings.",
+        )
+        return
