@@ -215,9 +215,9 @@ def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> 
                 for name, kind, bytes_ in conn.execute(
                     "SELECT c.relname, c.relkind, pg_relation_size(c.oid) FROM pg_class c"
                     " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s"
-                    " UNION ALL SELECT t.relname || ' (toast)', 't', pg_total_relation_size(c.reltoastrelid)"
-                    " FROM pg_class t JOIN pg_namespace n ON n.oid = t.relnamespace"
-                    " JOIN pg_class c ON c.oid = t.reltoastrelid WHERE n.nspname = %s AND t.reltoastrelid != 0"
+                    " UNION ALL SELECT c.relname || ' (toast)', 't', pg_total_relation_size(c.reltoastrelid)"
+                    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = %s AND c.relkind = 'r' AND c.reltoastrelid != 0"
                     " ORDER BY 3 DESC",
                     (schema, schema),
                 ).fetchall():
