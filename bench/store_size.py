@@ -59,6 +59,7 @@ COLUMNS = (
     ("reports", "report_json"),
     ("reports", "findings_json"),
     ("reports", "route_json"),
+    ("reports", "explanation"),  # from the compaction schema step on (docs/store.md, "Compact storage")
 )
 
 
@@ -145,9 +146,12 @@ def sqlite_sizes(path: Path, columns: bool) -> int:
         (messages,) = conn.execute("SELECT count(*) FROM messages").fetchone()
         if columns:
             for table, column in COLUMNS:
-                (total,) = conn.execute(
-                    f"SELECT coalesce(sum(length(CAST({column} AS BLOB))), 0) FROM {table}"
-                ).fetchone()
+                try:
+                    (total,) = conn.execute(
+                        f"SELECT coalesce(sum(length(CAST({column} AS BLOB))), 0) FROM {table}"
+                    ).fetchone()
+                except sqlite3.OperationalError:
+                    continue  # a column this version does not have
                 print(f"  column {table}.{column:<16} {total / messages:>9.0f} B/msg")
             try:
                 rows = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
@@ -207,7 +211,16 @@ def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> 
                 row = conn.execute("SELECT pg_total_relation_size(%s)", (f"{schema}.{table}",)).fetchone()
                 size += int(row[0]) if row else 0
             if args.columns:
+                present = {
+                    (str(t), str(c))
+                    for t, c in conn.execute(
+                        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+                        (schema,),
+                    ).fetchall()
+                }
                 for table, column in COLUMNS:
+                    if (table, column) not in present:
+                        continue  # a column this version does not have
                     row = conn.execute(
                         f"SELECT coalesce(sum(pg_column_size({column})), 0) FROM {schema}.{table}"
                     ).fetchone()

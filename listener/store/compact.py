@@ -3,7 +3,7 @@
 Pure; both SQL backends use it (docs/store.md, "Compact storage"). Three forms:
 
 * **Raw bytes** (``messages.raw``, ``processings.raw``): always zlib-compressed
-  from schema step 6 on, on both backends. A raw message is arbitrary bytes
+  from the compaction schema step on, on both backends. A raw message is arbitrary bytes
   (a fuzzer's or a broken engine's), so no prefix could tell a compressed value
   from a plain one: the schema version says the column is compressed, and the
   migration compresses every stored row.
@@ -22,10 +22,10 @@ Pure; both SQL backends use it (docs/store.md, "Compact storage"). Three forms:
   (:func:`sql_json`). PostgreSQL keeps these columns as ``text`` and compresses
   them itself (TOAST), so its ``::json`` searches stay as they are.
 
-zlib from the standard library, level 6: on the daemon's own records it makes
-a report's JSON, findings and raw message smaller than zstd at level 3 does
-(small values: zstd's frame costs more than it saves) and needs no package
-(the figures: docs/benchmarks.md, "Store size").
+zlib from the standard library: on the daemon's own records it makes a
+report's JSON, findings and raw message smaller than zstd at level 3 does
+(values of a few KB: zstd's frame costs more than it saves) and needs no
+package (the figures: docs/benchmarks.md, "Store size").
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ import sqlite3
 import zlib
 from typing import Any
 
-#: zlib's level: level 9 saves under 1 % more on these values, for twice the CPU.
-LEVEL = 6
+#: zlib's level, on the writer thread's CPU: on the daemon's records level 1
+#: takes 40 % of level 6's time for 3.5 % more bytes (docs/benchmarks.md,
+#: "Store size"); level 9 saves under 1 % more than 6.
+LEVEL = 1
 
 #: Shorter JSON text stays TEXT: below this, compression saves little, and
 #: ``'[]'``/``'null'`` must stay comparable in SQL.
