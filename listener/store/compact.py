@@ -35,10 +35,11 @@ import sqlite3
 import zlib
 from typing import Any
 
-#: zlib's level, on the writer thread's CPU: on the daemon's records level 1
-#: takes 40 % of level 6's time for 3.5 % more bytes (docs/benchmarks.md,
-#: "Store size"); level 9 saves under 1 % more than 6.
-LEVEL = 1
+#: zlib's level. Level 1 takes about 60 % of level 6's CPU for 3.5 % more
+#: compressed bytes, but a SQLite report row then no longer fits three to an
+#: 8 KiB page: 1.89x the raw size stored against 1.53x (docs/benchmarks.md,
+#: "Store size"). Level 9 saves under 1 % more than 6.
+LEVEL = 6
 
 #: Shorter JSON text stays TEXT: below this, compression saves little, and
 #: ``'[]'``/``'null'`` must stay comparable in SQL.
