@@ -107,7 +107,7 @@ def variant(template: MessageRecord, n: int) -> MessageRecord:
     return dataclasses.replace(
         template,
         control_id=control_id,
-        raw=template.raw.replace(template.control_id.encode(), control_id.encode()),
+        raw=(template.raw or b"").replace(template.control_id.encode(), control_id.encode()),
         received=datetime.now(UTC),
         reports=reports,
     )

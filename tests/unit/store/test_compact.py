@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,9 +148,9 @@ def _old_rows(pipeline: Pipeline) -> list[MessageRecord]:
     ]
 
 
-def _insert_old(conn: sqlite3.Connection | object, rows: list[MessageRecord], mark: str) -> None:
-    """Write ``rows`` with plain SQL in the old form (``mark``: the driver's placeholder)."""
-    execute = conn.execute  # type: ignore[attr-defined]
+def _insert_old(conn: Any, rows: list[MessageRecord], mark: str) -> None:
+    """Write ``rows`` with plain SQL in the old form on a sqlite3 or psycopg connection (``mark``: its placeholder)."""
+    execute = conn.execute
     p = ",".join([mark] * 11)
     for n, rec in enumerate(rows):
         pk = execute(
