@@ -195,14 +195,14 @@ _V5 = (
 )
 
 
-#: Rows converted per batch by step 6: bounds the migration's memory.
+#: Rows converted per batch by the compaction step: bounds the migration's memory.
 COMPACT_BATCH = 500
 
 
 def _compact_rows(
     conn: PgConnection, table: str, columns: str, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]
 ) -> None:
-    """Rewrite every row of ``table`` in id order, COMPACT_BATCH rows at a time (see schema.py's step 6)."""
+    """Rewrite every row of ``table`` in id order, COMPACT_BATCH rows at a time (see schema.py's compaction step)."""
     names = [c.strip() for c in columns.split(",")]
     update = f"UPDATE {table} SET {', '.join(f'{n} = %s' for n in names)} WHERE id = %s"
     last = 0

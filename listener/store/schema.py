@@ -227,7 +227,7 @@ def _migrate_v5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-#: Rows converted per statement batch by step 6: bounds the migration's memory.
+#: Rows converted per statement batch by the compaction step: bounds the migration's memory.
 COMPACT_BATCH = 500
 
 
@@ -253,7 +253,8 @@ def _compact_rows(
 
 
 def _compact_report(row: tuple[object, ...]) -> tuple[object, ...]:
-    report_json, findings_json, route_json = (str(v) for v in row)
+    """(report, findings, route, explanation) as written before -> their compact forms."""
+    report_json, findings_json, route_json = (str(v) for v in row[:3])
     route, explanation = split_route(route_json)
     return pack_json(report_json), pack_json(findings_json), route, explanation
 
@@ -273,13 +274,9 @@ def _migrate_v6(conn: sqlite3.Connection) -> None:
     a batch at a time.
     """
     conn.execute("ALTER TABLE reports ADD COLUMN explanation BLOB")
-    _compact_rows(conn, "reports", "report_json, findings_json, route_json, explanation", _compact_v6_report)
+    _compact_rows(conn, "reports", "report_json, findings_json, route_json, explanation", _compact_report)
     _compact_rows(conn, "messages", "raw", _compact_raw)
     _compact_rows(conn, "processings", "raw", _compact_raw)
-
-
-def _compact_v6_report(row: tuple[object, ...]) -> tuple[object, ...]:
-    return _compact_report(row[:3])
 
 
 @dataclass(frozen=True, slots=True)
