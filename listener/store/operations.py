@@ -35,6 +35,7 @@ from listener.store.base import (
     audit_target_json,
 )
 from listener.store.base import TEXT_MAX as DETAIL_MAX
+from listener.store.compact import join_route, pack_json, pack_raw, split_route, unpack_json, unpack_raw
 from listener.store.rows import SUMMARY_COLUMNS, message_summary
 
 #: The message columns a MessageSummary is read from (alias ``m``).
@@ -96,9 +97,16 @@ def add_event(conn: sqlite3.Connection, outbox_id: int, at: datetime, event: str
 
 def _report_rows(conn: sqlite3.Connection, message_pk: int) -> tuple[ReportRow, ...]:
     return tuple(
-        ReportRow(seq=r[0], accession=r[1], bucket=r[2], report_json=r[3], findings_json=r[4], route_json=r[5])
+        ReportRow(
+            seq=r[0],
+            accession=r[1],
+            bucket=r[2],
+            report_json=unpack_json(r[3]),
+            findings_json=unpack_json(r[4]),
+            route_json=join_route(r[5], r[6]),
+        )
         for r in conn.execute(
-            "SELECT seq, accession, bucket, report_json, findings_json, route_json FROM reports"
+            "SELECT seq, accession, bucket, report_json, findings_json, route_json, explanation FROM reports"
             " WHERE message_id = ? ORDER BY seq",
             (message_pk,),
         )
@@ -138,7 +146,7 @@ def message_detail(conn: sqlite3.Connection, message_pk: int) -> MessageDetail |
             ack_code=p[6],
             error_code=p[7],
             ack=bytes(p[8]),
-            raw=bytes(p[9]) if p[9] is not None else None,
+            raw=unpack_raw(p[9]),
             reports=_reports_from_json(p[10]),
         )
         for p in conn.execute(
@@ -160,7 +168,7 @@ def message_detail(conn: sqlite3.Connection, message_pk: int) -> MessageDetail |
         summary=head,
         processed=dt(row[13]) if row[13] else head.received,
         ack=bytes(row[14]),
-        raw=bytes(row[15]) if row[15] is not None else None,
+        raw=unpack_raw(row[15]),
         reports=_report_rows(conn, message_pk),
         processings=processings,
         outbox=tuple(outbox),
@@ -201,16 +209,16 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
     if record.reports:
         conn.executemany(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-            " findings_json, route_json, patient_id, patient_authority) VALUES (?,?,?,?,?,?,?,?,?)",
+            " findings_json, route_json, explanation, patient_id, patient_authority) VALUES (?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     pk,
                     seq,
                     r.accession,
                     r.bucket,
-                    r.report_json,
-                    r.findings_json,
-                    r.route_json,
+                    pack_json(r.report_json),
+                    pack_json(r.findings_json),
+                    *split_route(r.route_json),
                     r.patient_id,
                     r.patient_authority,
                 )
@@ -292,7 +300,8 @@ def replace_processing(
     ).fetchone()
     if row is None:
         raise StoreError(f"message {message_pk} is not in the store")
-    number, processed, received, feed, state, ack_code, error_code, ack, raw = row
+    number, processed, received, feed, state, ack_code, error_code, ack, stored_raw = row
+    raw = unpack_raw(stored_raw)
     if expected_processing is not None and number != expected_processing:
         raise StoreError(f"message {message_pk} was processed again meanwhile (now processing {number}); run again")
     old_reports = [
@@ -307,7 +316,7 @@ def replace_processing(
         for r in _report_rows(conn, message_pk)
     ]
     new_raw = record.raw
-    kept_raw = raw if (new_raw is not None and raw is not None and bytes(raw) != new_raw) else None
+    kept_raw = stored_raw if (new_raw is not None and raw is not None and raw != new_raw) else None
     conn.execute(
         "INSERT INTO processings (message_id, number, processed, superseded, superseded_by, feed, state, ack_code,"
         " error_code, ack, raw, reports_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -338,7 +347,7 @@ def replace_processing(
             record.ack,
             number + 1,
             ts(now),
-            new_raw,
+            pack_raw(new_raw),
             record.control_id,
             message_pk,
         ),

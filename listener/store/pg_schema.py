@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 
 from listener.errors import StoreError
+from listener.store.compact import pack_raw, split_route
 from listener.store.schema import newer_schema_text
 
 #: The first key of the migration advisory lock (the second is the schema name's hash).
@@ -198,6 +199,49 @@ _V5 = (
 )
 
 
+#: Rows converted per batch by the compaction step: bounds the migration's memory.
+COMPACT_BATCH = 500
+
+
+def _compact_rows(
+    conn: PgConnection, table: str, columns: str, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+) -> None:
+    """Rewrite every row of ``table`` in id order, COMPACT_BATCH rows at a time (see schema.py's compaction step)."""
+    names = [c.strip() for c in columns.split(",")]
+    update = f"UPDATE {table} SET {', '.join(f'{n} = %s' for n in names)} WHERE id = %s"
+    last = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT id, {columns} FROM {table} WHERE id > %s ORDER BY id LIMIT %s", (last, COMPACT_BATCH)
+        ).fetchall()
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(update, [(*convert(tuple(row[1:])), row[0]) for row in rows])
+        last = int(rows[-1][0])
+
+
+def _compact_route(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return split_route(str(row[0]))
+
+
+def _compact_raw(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (pack_raw(None if row[0] is None else bytes(row[0])),)
+
+
+def _migrate_v6(conn: PgConnection) -> None:
+    """v6: compact storage (docs/store.md, "Compact storage"): SQLite's step 6 less the JSON columns.
+
+    ``report_json`` and ``findings_json`` stay ``text`` (the server compresses
+    long values itself, and the ``::json`` searches read them); raw bytes are
+    compressed and each route's explanation moves to ``reports.explanation``.
+    """
+    conn.execute("ALTER TABLE reports ADD COLUMN explanation bytea")
+    _compact_rows(conn, "reports", "route_json, explanation", _compact_route)
+    _compact_rows(conn, "messages", "raw", _compact_raw)
+    _compact_rows(conn, "processings", "raw", _compact_raw)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -237,10 +281,14 @@ PG_MIGRATIONS: list[PgMigration] = [
     ),
     PgMigration(4, "explicit peer-review scores table", _run(_V4)),
     PgMigration(5, "comparisons cache table (derived, may be dropped)", _run(_V5)),
+    PgMigration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
 ]
 
 #: The schema version this code writes.
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
+
+#: The version from which raw bytes and explanations are stored compact (listener/store/compact.py).
+PG_COMPACT_VERSION = next(m.version for m in PG_MIGRATIONS if m.apply is _migrate_v6)
 
 
 def pending_migrations(version: int, target: int | None = None) -> Sequence[PgMigration]:

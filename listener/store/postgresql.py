@@ -72,6 +72,7 @@ from listener.store.base import (
     audit_target_json,
     require_aware,
 )
+from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
 from listener.store.pg_schema import (
     IN_USE_LOCK,
     PG_SCHEMA_VERSION,
@@ -309,9 +310,16 @@ def _add_event(conn: PgConnection, outbox_id: int, at: datetime, event: str, det
 
 def _report_rows(conn: PgConnection, message_pk: int) -> tuple[ReportRow, ...]:
     return tuple(
-        ReportRow(seq=int(r[0]), accession=r[1], bucket=r[2], report_json=r[3], findings_json=r[4], route_json=r[5])
+        ReportRow(
+            seq=int(r[0]),
+            accession=r[1],
+            bucket=r[2],
+            report_json=r[3],
+            findings_json=r[4],
+            route_json=join_route(r[5], r[6]),
+        )
         for r in conn.execute(
-            "SELECT seq, accession, bucket, report_json, findings_json, route_json FROM reports"
+            "SELECT seq, accession, bucket, report_json, findings_json, route_json, explanation FROM reports"
             " WHERE message_id = %s ORDER BY seq",
             (message_pk,),
         )
@@ -350,7 +358,7 @@ def _message_detail(conn: PgConnection, message_pk: int) -> MessageDetail | None
             ack_code=p[6],
             error_code=p[7],
             ack=bytes(p[8]),
-            raw=bytes(p[9]) if p[9] is not None else None,
+            raw=unpack_raw(p[9]),
             reports=_reports_from_json(p[10]),
         )
         for p in conn.execute(
@@ -375,7 +383,7 @@ def _message_detail(conn: PgConnection, message_pk: int) -> MessageDetail | None
         summary=head,
         processed=_utc(row[13]) if row[13] is not None else head.received,
         ack=bytes(row[14]),
-        raw=bytes(row[15]) if row[15] is not None else None,
+        raw=unpack_raw(row[15]),
         reports=_report_rows(conn, message_pk),
         processings=processings,
         outbox=tuple(outbox),
@@ -391,8 +399,8 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
     # costs more than it saves for the one or two reports of a message.
     for seq, r in enumerate(record.reports):
         conn.execute(
-            "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-            " findings_json, route_json, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
+            " route_json, explanation, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (
                 pk,
                 seq,
@@ -400,7 +408,7 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
                 r.bucket,
                 r.report_json,
                 r.findings_json,
-                r.route_json,
+                *split_route(r.route_json),
                 r.patient_id,
                 r.patient_authority,
             ),
@@ -455,7 +463,8 @@ def _replace_processing(
     ).fetchone()
     if row is None:
         raise StoreError(f"message {message_pk} is not in the store")
-    number, processed, received, feed, state, ack_code, error_code, ack, raw = row
+    number, processed, received, feed, state, ack_code, error_code, ack, stored_raw = row
+    raw = unpack_raw(stored_raw)
     if expected_processing is not None and number != expected_processing:
         raise StoreError(f"message {message_pk} was processed again meanwhile (now processing {number}); run again")
     old_reports = [
@@ -470,7 +479,7 @@ def _replace_processing(
         for r in _report_rows(conn, message_pk)
     ]
     new_raw = record.raw
-    kept_raw = raw if (new_raw is not None and raw is not None and bytes(raw) != new_raw) else None
+    kept_raw = stored_raw if (new_raw is not None and raw is not None and raw != new_raw) else None
     conn.execute(
         "INSERT INTO processings (message_id, number, processed, superseded, superseded_by, feed, state, ack_code,"
         " error_code, ack, raw, reports_json) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -501,7 +510,7 @@ def _replace_processing(
             record.ack,
             number + 1,
             now,
-            new_raw,
+            pack_raw(new_raw),
             record.control_id,
             message_pk,
         ),
@@ -554,7 +563,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
             record.ack_code,
             record.error_code,
             record.ack,
-            record.raw,
+            pack_raw(record.raw),
         ),
     ).fetchone()
     if inserted is None:
@@ -583,7 +592,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
 # ----------------------------------------------------------- report searches
 
 
-_R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json"
+_R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
 _R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
 
 
@@ -601,7 +610,7 @@ def _stored(row: Sequence[Any]) -> StoredReport:
         accession=str(row[3]),
         report_json=str(row[4]),
         findings_json=str(row[5]),
-        route_json=str(row[6]),
+        route_json=join_route(row[6], row[7]),
     )
 
 
@@ -664,7 +673,7 @@ class PostgresReports:
             f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
         )
         rows = self._reader.rows("searching tasks", sql, (*params, limit))
-        return [(_stored(row), _opt_utc(row[7])) for row in rows]
+        return [(_stored(row), _opt_utc(row[8])) for row in rows]
 
     def close(self) -> None:
         """Close the read connection."""
@@ -1060,7 +1069,7 @@ class PostgresStore:
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""
         rows = self._rows("reading a message", "SELECT raw FROM messages WHERE id = %s", (message_pk,))
-        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+        return unpack_raw(rows[0][0]) if rows else None
 
     def purge_raw(self, older_than: datetime) -> int:
         """Set ``raw`` to NULL for messages received before ``older_than``, in chunks (each its own job)."""

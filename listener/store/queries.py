@@ -21,19 +21,20 @@ from typing import Any
 
 from listener.errors import StoreError
 from listener.store.base import StoredReport
+from listener.store.compact import join_route, register_functions, unpack_json
 
 __all__ = ["ReportQueries", "StoredReport"]
 
 _BUSY_TIMEOUT_S = 5.0
 
 
-_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json"
+_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
 _FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
 
 
 def _stage(alias: str) -> str:
     """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-    status = f"json_extract({alias}.report_json, '$.status')"
+    status = f"json_extract(overread_json({alias}.report_json), '$.status')"
     return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
 
 
@@ -48,9 +49,9 @@ def _stored(row: Sequence[Any]) -> StoredReport:
         received=_time(row[1]),
         transport=str(row[2]),
         accession=str(row[3]),
-        report_json=str(row[4]),
-        findings_json=str(row[5]),
-        route_json=str(row[6]),
+        report_json=unpack_json(row[4]),
+        findings_json=unpack_json(row[5]),
+        route_json=join_route(row[6], row[7]),
     )
 
 
@@ -79,6 +80,7 @@ class ReportQueries:
                     timeout=_BUSY_TIMEOUT_S,
                     check_same_thread=False,
                 )
+                register_functions(conn)
                 conn.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"the store cannot be opened for reading ({type(exc).__name__})") from None
@@ -114,7 +116,7 @@ class ReportQueries:
         where = "AND r.findings_json != '[]'"
         params: list[Any] = []
         if fhir_id is not None:
-            where += " AND m.transport = 'http' AND json_extract(r.report_json, '$.fhir_id') = ?"
+            where += " AND m.transport = 'http' AND json_extract(overread_json(r.report_json), '$.fhir_id') = ?"
             params.append(fhir_id)
         if accession is not None:
             where += " AND r.accession = ?"
@@ -152,7 +154,7 @@ class ReportQueries:
         elif status == "completed":
             where += f" AND r.accession != '' AND {done} IS NOT NULL"
         sql = f"SELECT {_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
-        return [(_stored(row), _time(row[7]) if row[7] else None) for row in self._select(sql, (*params, limit))]
+        return [(_stored(row), _time(row[8]) if row[8] else None) for row in self._select(sql, (*params, limit))]
 
     def close(self) -> None:
         """Close the read connection."""

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from listener.store.base import HistoryEntry, MessageSummary
+from listener.store.compact import unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
 SUMMARY_COLUMNS = (
@@ -42,7 +43,10 @@ def message_summary(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Me
 
 
 def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> HistoryEntry:
-    """A HistoryEntry of (message id, seq, control id, received, transport, feed, report, findings, bucket, kept)."""
+    """A HistoryEntry of (message id, seq, control id, received, transport, feed, report, findings, bucket, kept).
+
+    The report and findings are read in either stored form (listener/store/compact.py).
+    """
     pk, seq, cid, received, transport, feed, report, findings, bucket, kept = row
     return HistoryEntry(
         int(pk),
@@ -51,8 +55,8 @@ def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Hist
         moment(received),
         str(transport),
         str(feed),
-        str(report),
-        str(findings),
+        unpack_json(report),
+        unpack_json(findings),
         str(bucket),
         bool(kept),
     )

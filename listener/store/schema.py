@@ -13,8 +13,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from listener.errors import StoreError
+from listener.store.compact import pack_json, pack_raw, split_route
 
 # Times are TEXT "YYYY-MM-DDTHH:MM:SS.ffffffZ" in UTC: fixed width, so text order
 # is time order and the file stays readable with the sqlite3 shell.
@@ -225,6 +227,58 @@ def _migrate_v5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+#: Rows converted per statement batch by the compaction step: bounds the migration's memory.
+COMPACT_BATCH = 500
+
+
+def _compact_rows(
+    conn: sqlite3.Connection, table: str, columns: str, convert: Callable[[tuple[object, ...]], tuple[object, ...]]
+) -> None:
+    """Rewrite every row of ``table`` in id order, COMPACT_BATCH rows at a time.
+
+    ``convert`` takes the selected ``columns`` and returns their new values
+    (the same order); the UPDATE sets them on the row's id.
+    """
+    names = [c.strip() for c in columns.split(",")]
+    update = f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+    last = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT id, {columns} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, COMPACT_BATCH)
+        ).fetchall()
+        if not rows:
+            return
+        conn.executemany(update, [(*convert(tuple(row[1:])), row[0]) for row in rows])
+        last = int(rows[-1][0])
+
+
+def _compact_report(row: tuple[object, ...]) -> tuple[object, ...]:
+    """(report, findings, route, explanation) as written before -> their compact forms."""
+    report_json, findings_json, route_json = (str(v) for v in row[:3])
+    route, explanation = split_route(route_json)
+    return pack_json(report_json), pack_json(findings_json), route, explanation
+
+
+def _compact_raw(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    (raw,) = row
+    return (None if raw is None else pack_raw(bytes(raw)),)
+
+
+def _migrate_v6(conn: sqlite3.Connection) -> None:
+    """v6: compact storage (docs/store.md, "Compact storage").
+
+    Adds ``reports.explanation`` and converts every stored row in this one
+    transaction: raw bytes compressed, report and findings JSON compressed
+    when long, each route's explanation moved out of ``route_json``
+    (listener/store/compact.py). Rows are read and rewritten in id order,
+    a batch at a time.
+    """
+    conn.execute("ALTER TABLE reports ADD COLUMN explanation BLOB")
+    _compact_rows(conn, "reports", "report_json, findings_json, route_json, explanation", _compact_report)
+    _compact_rows(conn, "messages", "raw", _compact_raw)
+    _compact_rows(conn, "processings", "raw", _compact_raw)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -256,10 +310,14 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(4, "explicit peer-review scores table", _migrate_v4),
     Migration(5, "comparisons cache table (derived, may be dropped)", _migrate_v5),
+    Migration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: The version from which raw bytes, long JSON and explanations are stored compact (listener/store/compact.py).
+COMPACT_VERSION = next(m.version for m in MIGRATIONS if m.apply is _migrate_v6)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

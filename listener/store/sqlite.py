@@ -65,6 +65,7 @@ from listener.store.base import (
     StoredScore,
     require_aware,
 )
+from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
 from listener.store.rows import SUMMARY_COLUMNS, history_entry
 from listener.store.schema import (
@@ -126,6 +127,10 @@ def create_private_file(path: Path) -> None:
         os.close(dir_fd)
 
 
+#: The page size of a new database file, bytes.
+PAGE_SIZE = 8192
+
+
 def _connect(
     path: Path,
     synchronous: Synchronous,
@@ -141,7 +146,13 @@ def _connect(
         check_same_thread=not reader,  # the reader is shared under a lock
     )
     try:
+        register_functions(conn)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not reader:
+            # Takes effect only in a new, empty file (before WAL mode writes its
+            # header): a report row of ~2.5 KB fits once in a 4 KiB page and
+            # three times in 8 KiB (docs/store.md, "Compact storage").
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError("the store could not switch to WAL mode")
@@ -600,16 +611,16 @@ class SQLiteStore:
         rows = self._read(
             "reading prior studies",
             "SELECT r.accession,"
-            " substr(coalesce(json_extract(r.report_json, '$.times.observation'),"
-            " json_extract(r.report_json, '$.times.report'), m.received), 1, 10),"
-            " coalesce(json_extract(r.report_json, '$.modality'), ''),"
-            " coalesce(json_extract(r.report_json, '$.body_region'), ''),"
-            " coalesce(json_extract(r.report_json, '$.procedure.code'), '')"
+            " substr(coalesce(json_extract(overread_json(r.report_json), '$.times.observation'),"
+            " json_extract(overread_json(r.report_json), '$.times.report'), m.received), 1, 10),"
+            " coalesce(json_extract(overread_json(r.report_json), '$.modality'), ''),"
+            " coalesce(json_extract(overread_json(r.report_json), '$.body_region'), ''),"
+            " coalesce(json_extract(overread_json(r.report_json), '$.procedure.code'), '')"
             " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
             " WHERE r0.patient_id = ? AND r0.patient_authority = ? AND r0.accession NOT IN ('', ?)"
             " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) latest"
             " JOIN reports r ON r.id = latest.id JOIN messages m ON m.id = r.message_id"
-            " WHERE coalesce(json_extract(r.report_json, '$.status'), '') != 'cancelled'"
+            " WHERE coalesce(json_extract(overread_json(r.report_json), '$.status'), '') != 'cancelled'"
             " ORDER BY r.id DESC LIMIT ?",
             (patient_id, patient_authority, exclude_accession, _ts(before), limit),
         )
@@ -759,7 +770,7 @@ class SQLiteStore:
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""
         rows = self._read("reading a message", "SELECT raw FROM messages WHERE id = ?", (message_pk,))
-        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+        return unpack_raw(rows[0][0]) if rows else None
 
     def purge_raw(self, older_than: datetime) -> int:
         """Set ``raw`` to NULL for messages received before ``older_than``.
@@ -1143,13 +1154,13 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
             record.ack_code,
             record.error_code,
             record.ack,
-            record.raw,
+            pack_raw(record.raw),
         ),
     )
     if cur.rowcount == 0:
         # The key is stored (an earlier run, perhaps earlier in this very batch).
-        pk, ack, ack_code, state, error_code, processing, raw = conn.execute(
-            "SELECT id, ack, ack_code, state, error_code, processing, raw FROM messages"
+        pk, ack, ack_code, state, error_code, processing = conn.execute(
+            "SELECT id, ack, ack_code, state, error_code, processing FROM messages"
             " WHERE sender_application = ? AND sender_facility = ? AND control_id = ?",
             (record.sender_application, record.sender_facility, record.control_id),
         ).fetchone()

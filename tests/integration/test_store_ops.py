@@ -17,6 +17,7 @@ import pytest
 
 from listener.cli import split_file
 from listener.store import schema as store_schema
+from listener.store.sqlite import PAGE_SIZE
 from listener.store.statedir import LOCK_FILENAME, daemon_holds
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
 from tests.unit.store.v1 import make_v1_store, table_rows, user_version
@@ -93,7 +94,7 @@ def test_backup_under_load_restores_every_message_committed_before_it(
     manifest's count and the same hash key, and a daemon on it answers a resend as a duplicate."""
     preload = Stream(daemon.address, sample, "PRE-")
     preload.thread.start()
-    preload.wait_for(150)  # a store of a few hundred pages: the copy takes many steps
+    preload.wait_for(600)  # a store of a few hundred (compact, 8 KiB) pages: the copy takes many steps
     preload.stop.set()
     preload.thread.join()
 
@@ -115,7 +116,7 @@ def test_backup_under_load_restores_every_message_committed_before_it(
     during = [cid for cid, at in stream.acked if started < at < finished]
     assert during, "the daemon answered nothing while the backup ran"
     manifest = json.loads(result.stdout)
-    assert manifest["files"]["overread.db"]["bytes"] > 100 * 4 * 4096, "too small to need many steps"
+    assert manifest["files"]["overread.db"]["bytes"] > 50 * 4 * PAGE_SIZE, "too small to need many steps"
 
     restored = tmp_path / "restored"
     result = overread("store", "restore", str(backup), "--state-dir", str(restored))

@@ -132,8 +132,8 @@ def test_backup_is_one_consistent_snapshot_while_another_process_commits(state_d
     snapshot, so it ends under any load), and the copy has every message committed before the
     backup began, each message whole, the manifest's count, and passes integrity_check."""
     store = SQLiteStore.in_state_dir(state_dir)
-    for n in range(300):  # enough pages for hundreds of steps
-        store.save(record(f"P{n}", received=T0, raw=b"MSH|" + b"x" * 2000))
+    for n in range(400):  # a page each: hundreds of steps (random bytes, as the store compresses raw bytes)
+        store.save(record(f"P{n}", received=T0, raw=b"MSH|" + os.urandom(6000)))
     store.close()
     repo = Path(__file__).resolve().parents[3]
     proc = subprocess.Popen(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.store import schema
+from listener.store.compact import join_route, unpack_json, unpack_raw
 from listener.store.sqlite import DB_FILENAME
 
 # Messages: (control_id, state, ack_code, error_code, raw); two reports for M1,
@@ -118,13 +119,27 @@ V1_COLUMNS = {
 
 
 def table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of messages, reports and outbox (their version 1 columns, by id), read with plain SQL."""
+    """Every row of messages, reports and outbox (their version 1 columns, by id), read with plain SQL.
+
+    From the compact schema on, the compacted columns are given as written
+    (raw bytes decompressed, JSON as text, each route with its explanation),
+    so rows of either version compare (listener/store/compact.py).
+    """
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return {
-            table: [row[: V1_COLUMNS[table]] for row in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
-            for table in ("messages", "reports", "outbox")
-        }
+        compact = int(conn.execute("PRAGMA user_version").fetchone()[0]) >= schema.COMPACT_VERSION
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table in ("messages", "reports", "outbox"):
+            extra = ", explanation" if compact and table == "reports" else ""
+            rows = [list(row) for row in conn.execute(f"SELECT *{extra} FROM {table} ORDER BY id")]
+            if compact and table == "messages":
+                for row in rows:
+                    row[11] = unpack_raw(row[11])
+            if compact and table == "reports":
+                for row in rows:
+                    row[5], row[6], row[7] = unpack_json(row[5]), unpack_json(row[6]), join_route(row[7], row[-1])
+            out[table] = [tuple(row[: V1_COLUMNS[table]]) for row in rows]
+        return out
     finally:
         conn.close()
 
