@@ -49,6 +49,11 @@ PACK_MIN = 128
 _EXPLANATION = ', "explanation": '
 
 
+#: The columns that hold :func:`pack_json` values on SQLite only (PostgreSQL keeps
+#: them as text): ``overread store copy`` moves them as plain JSON text.
+SQLITE_PACKED_JSON: dict[str, frozenset[str]] = {"reports": frozenset({"report_json", "findings_json"})}
+
+
 def pack_raw(raw: bytes | None) -> bytes | None:
     """The stored form of a message's raw bytes (None stays None: not kept)."""
     return None if raw is None else zlib.compress(raw, LEVEL)

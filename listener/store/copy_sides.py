@@ -25,6 +25,7 @@ from typing import Any, LiteralString, Protocol
 from listener.errors import StoreError
 from listener.store import operations as ops
 from listener.store.backup import connect_existing, sqlite_error_name
+from listener.store.compact import SQLITE_PACKED_JSON, pack_json, unpack_json
 from listener.store.schema import schema_version
 from listener.store.sqlite import DB_FILENAME, SQLiteStore
 from listener.store.statedir import state_dir_locked
@@ -179,9 +180,20 @@ class SQLiteSide:
         return int(self._q(f'SELECT count(*) FROM "{table}"')[0][0])
 
     def rows(self, table: str, columns: Sequence[str], batch: int) -> Iterator[list[tuple[Any, ...]]]:
-        """In first-column order (the id: SQLite's rowid, no sort), ``fetchmany`` at a time."""
+        """In first-column order (the id: SQLite's rowid, no sort), ``fetchmany`` at a time.
+
+        JSON that SQLite alone keeps compressed (:data:`SQLITE_PACKED_JSON`)
+        comes out as its text, as PostgreSQL holds it: both ends copy and
+        checksum the same values (docs/store.md, "Compact storage").
+        """
         cursor = self._conn.execute(f'SELECT {_column_list(columns)} FROM "{table}" ORDER BY 1')
+        packed = _packed(table, columns)
         while chunk := cursor.fetchmany(batch):
+            if packed:
+                chunk = [
+                    tuple(unpack_json(v) if p and v is not None else v for v, p in zip(row, packed, strict=True))
+                    for row in chunk
+                ]
             yield chunk
 
     def _empty_text_columns(self, table: str) -> frozenset[str]:
@@ -198,10 +210,13 @@ class SQLiteSide:
         marks = ", ".join("?" for _ in columns)
         empty = self._empty_text_columns(table)
         blank = [c in empty for c in columns]
+        packed = _packed(table, columns) or [False] * len(columns)
         converted = [
             tuple(
-                ops.ts(v) if isinstance(v, datetime) else ("" if v is None and b else v)
-                for v, b in zip(row, blank, strict=True)
+                ops.ts(v)
+                if isinstance(v, datetime)
+                else ("" if v is None and b else (pack_json(v) if p and isinstance(v, str) else v))
+                for v, b, p in zip(row, blank, packed, strict=True)
             )
             for row in rows
         ]
@@ -256,6 +271,13 @@ class SQLiteSide:
             self._conn.close()
         finally:
             self._lock.close()
+
+
+def _packed(table: str, columns: Sequence[str]) -> list[bool]:
+    """Per column: does SQLite keep it as :func:`pack_json` values? (Empty when none is.)"""
+    names = SQLITE_PACKED_JSON.get(table, frozenset())
+    flags = [c in names for c in columns]
+    return flags if any(flags) else []
 
 
 def _column_list(columns: Sequence[str]) -> str:
