@@ -12,7 +12,7 @@ Requests and replies (tuples, first item the kind):
 
 * ``("config", generation, Config)``: build the pipeline from the config's
   files; replies ``("ready", versions)`` or ``("config_error", type name)``.
-* ``("hl7", raw, received_at, live_figures, budget, hurry)``: run
+* ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
   :func:`listener.pipeline.process` with a budget of ``budget`` seconds
   (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
   report records))`` or ``("error", type name)`` when building the records
@@ -35,17 +35,38 @@ import ctypes
 import signal
 import socket
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
-from types import FrameType
+from types import FrameType, MappingProxyType
 
 from listener.assemble import build_pipeline
 from listener.intake import report_records
 from listener.model import Report
 from listener.pipeline import Interrupt, Pipeline, process, versions_of
 from listener.qa.engine import Prior
+from listener.sites import LiveFigures, ReaderHistory
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "pack_figures", "serve", "unpack_figures"]
+
+#: LiveFigures as plain data (its mappings are read-only proxies, which pickle refuses).
+PackedFigures = tuple[dict[str, ReaderHistory], dict[str, ReaderHistory], str]
+
+
+def pack_figures(figures: LiveFigures | None) -> PackedFigures | None:
+    """``figures`` in a form a pipe can carry."""
+    if figures is None:
+        return None
+    return dict(figures.readers), dict(figures.groups), figures.source
+
+
+def unpack_figures(packed: PackedFigures | None) -> LiveFigures | None:
+    """The LiveFigures :func:`pack_figures` packed."""
+    if packed is None:
+        return None
+    readers, groups, source = packed
+    return LiveFigures(MappingProxyType(readers), MappingProxyType(groups), source)
+
 
 _PR_SET_PDEATHSIG = 1
 
@@ -67,7 +88,9 @@ def serve(conn: Connection) -> int:
         for interrupt in running:
             interrupt.request()
 
-    signal.signal(signal.SIGUSR1, hurry)
+    if threading.current_thread() is threading.main_thread():
+        # (A test may serve on another thread, where no handler can be installed.)
+        signal.signal(signal.SIGUSR1, hurry)
 
     def ask_priors(report: Report) -> tuple[Prior, ...] | None:
         conn.send(("priors", report))
@@ -102,7 +125,7 @@ def serve(conn: Connection) -> int:
                 received_at=received_at,
                 priors_for=ask_priors,
                 interrupt=interrupt,
-                live_figures=figures,
+                live_figures=unpack_figures(figures),
             )
             running.clear()
             try:

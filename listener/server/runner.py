@@ -44,6 +44,7 @@ from listener.model import Report
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
+from listener.server.procworker import pack_figures
 from listener.sites import LiveFigures
 
 __all__ = [
@@ -319,7 +320,7 @@ class _Worker:
     def start(self) -> None:
         parent, child = socket.socketpair()
         try:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "listener.server.procworker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -522,7 +523,14 @@ class ProcessRunner(PipelineRunner):
                 job.worker = worker
             try:
                 conn.send(
-                    ("hl7", task.raw, task.received_at, task.live_figures, self.budget, job.interrupt.requested())
+                    (
+                        "hl7",
+                        task.raw,
+                        task.received_at,
+                        pack_figures(task.live_figures),
+                        self.budget,
+                        job.interrupt.requested(),
+                    )
                 )
                 while True:
                     reply = conn.recv()
