@@ -471,12 +471,12 @@ class ProcessRunner(PipelineRunner):
             reply = worker.conn.recv()
         except (OSError, EOFError) as exc:
             code = worker.close()
-            self._event("pipeline_worker_failed", error_type=type(exc).__name__, exit_code=code)
+            self._event("pipeline_worker_failed", error_type=type(exc).__name__, status=code)
             return False
         worker.generation = generation
         worker.usable = reply[0] == "ready"
         if not worker.usable:
-            self._event("pipeline_worker_failed", error_type=str(reply[1]), exit_code=None)
+            self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
         return worker.usable
 
     def _loop(self) -> None:
@@ -547,7 +547,7 @@ class ProcessRunner(PipelineRunner):
                     crashes = self.journal.count_crash(task.entry[0])
                 else:
                     crashes = attempts
-                self._event("pipeline_worker_died", exit_code=code, count=crashes)
+                self._event("pipeline_worker_died", status=code, count=crashes)
                 if crashes >= QUARANTINE_AFTER:
                     raise WorkerCrashed(crashes) from None
                 if not self._ready(worker):

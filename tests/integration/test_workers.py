@@ -1,0 +1,114 @@
+"""Worker processes (``workers: 2``) against the real daemon: a worker killed mid-message, a reload.
+
+docs/hardening.md, "Worker processes": a worker that dies counts a crash in the
+message's journal entry and the message is tried once more on a new process;
+at two crashes it is quarantined (AE 207), and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from listener.server.mllp import QUARANTINE_TEXT
+from tests.integration.conftest import MllpConnection, RunningDaemon, msa
+from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
+
+
+def workers_of(daemon: RunningDaemon) -> list[int]:
+    """The daemon's child processes (its worker processes), by pid."""
+    assert daemon.proc is not None
+    pids: list[int] = []
+    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*"):
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks ``pid`` has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_worker(daemon: RunningDaemon, timeout: float = 60) -> int:
+    """The worker process that is using CPU now (the one checking the slow message).
+
+    Called once the workers have started (a starting worker uses CPU too).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = {pid: cpu_ticks(pid) for pid in workers_of(daemon)}
+        time.sleep(0.3)
+        for pid, ticks in before.items():
+            if cpu_ticks(pid) - ticks >= 10:  # 0.1 s of CPU in 0.3 s
+                return pid
+    raise AssertionError("no worker process is busy")
+
+
+def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
+    """SIGKILL the worker checking a message: retried once; killed again: quarantined AE 207; others still AA."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 600\n")
+    try:
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        poison = run_on("KILLED-1", 140_000)
+        conn = MllpConnection(daemon.address, timeout=120)
+        conn.send(poison)
+        # The journal entry is written just before the message goes to its worker.
+        assert wait_for(lambda: bool(list((daemon.state_dir / "journal").glob("*.msg"))), timeout=60, step=0.005)
+        first = busy_worker(daemon)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
+        assert events(daemon, "pipeline_worker_died")[0]["count"] == 1
+        # Retried on a new process (the journal kept the message and its count). A new
+        # process spends well under 3 s of CPU starting; past that it is checking the message.
+        assert wait_for(lambda: any(cpu_ticks(p) >= 300 for p in workers_of(daemon)), timeout=120)
+        second = next(p for p in workers_of(daemon) if cpu_ticks(p) >= 300)
+        assert second != first
+        os.kill(second, signal.SIGKILL)
+        ack = conn.receive()
+        assert msa(ack) in (("AE", "KILLED-1"), ("CE", "KILLED-1"))
+        assert b"|207" in ack and QUARANTINE_TEXT.encode() in ack
+        assert events(daemon, "pipeline_worker_died")[-1]["count"] == 2
+        assert not list((daemon.state_dir / "journal").glob("*.msg"))
+        # The daemon keeps serving, on new worker processes.
+        assert accepted(conn.request(sample("AFTER-KILL")), "AFTER-KILL")
+        # A resend of the quarantined message gets the stored AE 207, unprocessed.
+        again = conn.request(poison)
+        assert msa(again)[1] == "KILLED-1" and QUARANTINE_TEXT.encode() in again
+        conn.close()
+        stored = {m["message_id"]: m for m in daemon.messages()}
+        assert stored["KILLED-1"]["state"] == "quarantined"
+        assert stored["AFTER-KILL"]["state"] == "processed"
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
+    """Past budget + grace inside one rule, the worker process is killed (not waited for) and replaced."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.05\n")
+    try:
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        before = set(workers_of(daemon))
+        conn = MllpConnection(daemon.address, timeout=120)
+        # 3.8 MB of run-on text: one rule over it runs for seconds, past the 1 s grace.
+        ack = conn.request(run_on("STUCK-1", 140_000))
+        assert accepted(ack, "STUCK-1")
+        line = next(e for e in events(daemon, "message_processed") if e.get("control_id") == "STUCK-1")
+        assert line["qa"] == "timeout" and line["state"] == "processed"
+        assert events(daemon, "pipeline_overrun")
+        # The stuck process was killed and a new one took its place.
+        assert wait_for(lambda: len(set(workers_of(daemon)) - before) >= 1, timeout=60)
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        assert not events(daemon, "pipeline_worker_died")
+        assert accepted(conn.request(sample("AFTER-STUCK")), "AFTER-STUCK")
+        conn.close()
+    finally:
+        assert daemon.stop() == 0
