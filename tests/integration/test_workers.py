@@ -8,12 +8,13 @@ at two crashes it is quarantined (AE 207), and the daemon keeps serving.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
 from listener.server.mllp import QUARANTINE_TEXT
-from tests.integration.conftest import MllpConnection, RunningDaemon, msa
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
 from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
 
 
@@ -110,5 +111,40 @@ def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
         assert not events(daemon, "pipeline_worker_died")
         assert accepted(conn.request(sample("AFTER-STUCK")), "AFTER-STUCK")
         conn.close()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_reload_reaches_the_worker_processes(tmp_path: Path) -> None:
+    """SIGHUP with a changed routing policy: the next message is routed by it (built again in each worker)."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    routing = policies / "routing.yaml"
+    daemon = start(tmp_path, f"workers: 2\npolicies: {policies}\n")
+    try:
+        conn = MllpConnection(daemon.address, timeout=60)
+        assert accepted(conn.request(sample("BEFORE-HUP")), "BEFORE-HUP")
+        # Every XR report to selective overread, by a rule placed first.
+        text = routing.read_text()
+        rule = (
+            "rules:\n  reload_probe:\n    bucket: selective_overread\n    description: every XR report\n"
+            "    when:\n      modality: [XR]\n    pool: general_overread\n\n"
+        )
+        routing.write_text(
+            text.replace('version: "default-2026.11"', 'version: "reloaded-1"').replace("rules:\n", rule, 1)
+        )
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: bool(events(daemon, "policy_reloaded")), timeout=60)
+        # Both workers in turn (one message each, and one more), all by the new policy.
+        for i in range(3):
+            assert accepted(conn.request(sample(f"AFTER-HUP-{i}")), f"AFTER-HUP-{i}")
+        conn.close()
+        lines = {e["control_id"]: e for e in events(daemon, "message_processed")}
+        assert lines["BEFORE-HUP"]["bucket"] == "release"
+        assert lines["BEFORE-HUP"]["routing_version"].startswith("default-2026.11")  # type: ignore[union-attr]
+        for i in range(3):
+            assert lines[f"AFTER-HUP-{i}"]["bucket"] == "selective_overread"
+            assert lines[f"AFTER-HUP-{i}"]["routing_version"].startswith("reloaded-1")  # type: ignore[union-attr]
     finally:
         assert daemon.stop() == 0
