@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +148,9 @@ class Config:
         pipeline_workers: worker threads that run decode, QA and routing.
         workers: worker processes that run decode, QA and routing of HL7 v2
             messages (``auto`` in the file: one per core the process may use);
-            0 or 1: no processes, the pipeline runs on ``pipeline_workers``
-            threads in the daemon's own process (docs/hardening.md).
+            0 (the default) or 1: no processes, the pipeline runs on
+            ``pipeline_workers`` threads in the daemon's own process
+            (docs/hardening.md; why 0 is the default: docs/benchmarks.md).
         pipeline_budget: seconds one message's QA may take; past it the report
             is stored unchecked (``qa.timeout``) and routed by the policy's
             ``unchecked`` block (docs/hardening.md).
@@ -195,7 +196,7 @@ class Config:
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     pipeline_workers: int = DEFAULT_PIPELINE_WORKERS
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
-    workers: int = field(default_factory=lambda: usable_cores())
+    workers: int = 0
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
     store_url: str = ""
