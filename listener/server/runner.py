@@ -551,7 +551,9 @@ class ProcessRunner(PipelineRunner):
                 if crashes >= QUARANTINE_AFTER:
                     raise WorkerCrashed(crashes) from None
                 if not self._ready(worker):
-                    return job.work(job.interrupt)
+                    # Never run a message that just killed a process here, in the daemon:
+                    # an AE 207 now (stored rejected), and the sender's resend tries again.
+                    raise WorkerError("WorkerUnavailable") from None
                 continue
             with self._lock:
                 job.worker = None
