@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from listener.server.mllp import QUARANTINE_TEXT
@@ -84,26 +85,49 @@ def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp
         assert daemon.stop() == 0
 
 
+def idle_workers(daemon: RunningDaemon) -> list[int]:
+    """Wait until both worker processes have started and use no CPU (waiting for a message); their pids."""
+    pids: list[int] = []
+
+    def settled() -> bool:
+        pids[:] = workers_of(daemon)
+        before = {p: cpu_ticks(p) for p in pids}
+        time.sleep(0.5)
+        return len(pids) == 2 and all(0 < before[p] == cpu_ticks(p) for p in pids)
+
+    assert wait_for(settled, timeout=120), "the worker processes did not start"
+    return pids
+
+
 def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
-    """Past budget + grace inside one rule, the worker process is killed (not waited for) and replaced."""
-    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.05\n")
+    """Past budget + grace the worker process is killed (not waited for) and replaced; the message is stored unchecked."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.5\n")
+    stopped = idle_workers(daemon)
     try:
-        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
-        before = set(workers_of(daemon))
-        conn = MllpConnection(daemon.address, timeout=120)
-        # 3.8 MB of run-on text: one rule over it runs for seconds, past the 1 s grace.
-        ack = conn.request(run_on("STUCK-1", 140_000))
+        # Stuck for good: a stopped process never answers (a rule that never returns looks the same).
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        conn = MllpConnection(daemon.address, timeout=60)
+        ack = conn.request(sample("STUCK-1"))
         assert accepted(ack, "STUCK-1")
         line = next(e for e in events(daemon, "message_processed") if e.get("control_id") == "STUCK-1")
         assert line["qa"] == "timeout" and line["state"] == "processed"
+        assert line["bucket"] == "selective_overread"  # the routing policy's unchecked block
         assert events(daemon, "pipeline_overrun")
         # The stuck process was killed and a new one took its place.
-        assert wait_for(lambda: len(set(workers_of(daemon)) - before) >= 1, timeout=60)
+        assert wait_for(lambda: len(set(stopped) - set(workers_of(daemon))) == 1, timeout=30)
         assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        for pid in set(stopped) & set(workers_of(daemon)):
+            os.kill(pid, signal.SIGCONT)  # the idle one, so the next message is not stuck too
         assert not events(daemon, "pipeline_worker_died")
         assert accepted(conn.request(sample("AFTER-STUCK")), "AFTER-STUCK")
         conn.close()
     finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         assert daemon.stop() == 0
 
 
