@@ -1,6 +1,6 @@
 """MLLP throughput and ACK latency: the daemon (durable store) vs a bare python-hl7 server.
 
-Run by hand: ``.venv/bin/python bench/mllp.py [--messages N] [--rounds R]``.
+Run by hand: ``.venv/bin/python bench/mllp.py [--messages N] [--rounds R] [--workers auto,0]``.
 
 A: ``overread serve`` (SQLite WAL, synchronous=FULL, group commit, JSON logs
 to /dev/null). B: a bare python-hl7 asyncio MLLP server that parses every
@@ -10,6 +10,12 @@ each, alternating A B A B, for three shapes: 1 connection window 1, 8
 connections window 1, 8 connections window 16. Each message has a unique
 MSH-10 (the daemon would answer duplicates from the store). Prints msgs/s and
 ACK latency p50/p99 per run, then the medians and the A/B ratio.
+
+``--workers auto,0`` runs one daemon per value of the ``workers`` setting
+(docs/configuration.md), named A (the first), A0 (``workers: 0``) and so on,
+all in the same alternation (A A0 B A A0 B ...), so a busy neighbour weighs on
+each alike. At the end it prints each process's peak RSS (VmHWM) and its RSS
+now: the daemon and each of its worker processes.
 """
 
 from __future__ import annotations
@@ -62,6 +68,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def rss_report(pid: int) -> str:
+    """Peak and current RSS (MiB) of ``pid`` and of its children (the worker processes)."""
+
+    def one(p: int) -> str:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            return f"{p}: gone"
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        peak = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+        now = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+        return f"{p}: peak {peak:.0f} MiB, now {now:.0f} MiB"
+
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in children])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -136,6 +164,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
     parser.add_argument("--rounds", type=int, default=2, help="A B rounds per shape")
     parser.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated values of the workers setting, one daemon each (default: the daemon's default only)",
+    )
+    parser.add_argument(
         "--vary-text",
         action="store_true",
         help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)",
@@ -147,45 +180,64 @@ def main() -> int:
         + ("; a different report text each message" if args.vary_text else "")
     )
 
+    variants = [w.strip() for w in args.workers.split(",") if w.strip()] or [""]
     with tempfile.TemporaryDirectory() as tmp:
-        a_port, b_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "listener",
-                "serve",
-                "--log-format",
-                "json",
-                "--mllp",
-                f"tcp:{a_port}:interface=127.0.0.1",
-                "--http",
-                "off",
-                "--state-dir",
-                str(Path(tmp) / "state"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        bare = subprocess.Popen(
-            [sys.executable, "-c", BARE_SERVER, str(b_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+        for i, workers in enumerate(variants):
+            name = "A" if i == 0 else f"A{workers}"
+            port = free_port()
+            extra: list[str] = []
+            if workers:
+                config = Path(tmp) / f"{name}.yaml"
+                config.write_text(f"workers: {workers}\n")
+                extra = ["--config", str(config)]
+            servers[name] = (
+                port,
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "listener",
+                        "serve",
+                        "--log-format",
+                        "json",
+                        "--mllp",
+                        f"tcp:{port}:interface=127.0.0.1",
+                        "--http",
+                        "off",
+                        "--state-dir",
+                        str(Path(tmp) / f"state-{name}"),
+                        *extra,
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ),
+            )
+            if workers:
+                print(f"{name}: daemon with workers: {workers}")
+        b_port = free_port()
+        servers["B"] = (
+            b_port,
+            subprocess.Popen(
+                [sys.executable, "-c", BARE_SERVER, str(b_port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
         )
         try:
-            wait_port(a_port, daemon)
-            wait_port(b_port, bare)
+            for port, proc in servers.values():
+                wait_port(port, proc)
             # Warm-up: imports, first pages of the database, the JIT-free caches.
-            asyncio.run(run_load(a_port, raw, "warmA", 1, 1, 200))
-            asyncio.run(run_load(b_port, raw, "warmB", 1, 1, 200))
+            for name, (port, _) in servers.items():
+                asyncio.run(run_load(port, raw, f"warm{name}", 1, 1, 200))
             for connections, window in SHAPES:
-                results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+                results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
                 for rnd in range(args.rounds):
-                    for name, port in (("A", a_port), ("B", b_port)):
+                    for name, (port, _) in servers.items():
                         tag = f"{name}{connections}x{window}r{rnd}"
                         res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages, args.vary_text))
                         results[name].append(res)
@@ -194,18 +246,29 @@ def main() -> int:
                             f"{res[0]:7.0f} msgs/s  p50 {res[1]:6.2f} ms  p99 {res[2]:6.2f} ms",
                             flush=True,
                         )
-                a = [statistics.median(x) for x in zip(*results["A"], strict=True)]
-                b = [statistics.median(x) for x in zip(*results["B"], strict=True)]
-                print(
-                    f"{connections} conn window {window:2d}: daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
-                    f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x",
-                    flush=True,
-                )
+                medians = {
+                    name: [statistics.median(x) for x in zip(*runs, strict=True)] for name, runs in results.items()
+                }
+                b = medians["B"]
+                for name, a in medians.items():
+                    if name == "B":
+                        continue
+                    print(
+                        f"{connections} conn window {window:2d}: {name} daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
+                        f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x",
+                        flush=True,
+                    )
+            for name, (_, proc) in servers.items():
+                if name != "B":
+                    print(f"RSS {name}: {rss_report(proc.pid)}")
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            bare.kill()
-            daemon.wait(timeout=30)
-            bare.wait(timeout=30)
+            for name, (_, proc) in servers.items():
+                if name == "B":
+                    proc.kill()
+                else:
+                    proc.send_signal(signal.SIGTERM)
+            for _, proc in servers.values():
+                proc.wait(timeout=30)
     return 0
 
 

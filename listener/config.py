@@ -12,6 +12,7 @@ file and line.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ _CONFIG_KEYS = frozenset(
         "max_connections_per_peer",
         "pipeline_workers",
         "pipeline_budget",
+        "workers",
         "health_probe_interval",
         "synchronous",
         "store",
@@ -144,6 +146,11 @@ class Config:
         max_connections_per_peer: of those, from one peer address (one host
             cannot take every slot).
         pipeline_workers: worker threads that run decode, QA and routing.
+        workers: worker processes that run decode, QA and routing of HL7 v2
+            messages (``auto`` in the file: one per core the process may use);
+            0 (the default) or 1: no processes, the pipeline runs on
+            ``pipeline_workers`` threads in the daemon's own process
+            (docs/hardening.md; why 0 is the default: docs/benchmarks.md).
         pipeline_budget: seconds one message's QA may take; past it the report
             is stored unchecked (``qa.timeout``) and routed by the policy's
             ``unchecked`` block (docs/hardening.md).
@@ -189,6 +196,7 @@ class Config:
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     pipeline_workers: int = DEFAULT_PIPELINE_WORKERS
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
+    workers: int = 0
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
     store_url: str = ""
@@ -245,6 +253,24 @@ def endpoint_problem(text: str) -> str | None:
     elif kind == "systemd" and ("domain" not in options or not ("name" in options or "index" in options)):
         return "systemd: needs domain= and name= (systemd:domain=INET:name=mllp)"
     return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (``workers: auto``; docs/configuration.md)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _workers(doc: YamlMap) -> int:
+    """``workers``: ``auto`` (one per usable core) or a whole number >= 0."""
+    value = doc.get("workers")
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return usable_cores()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise doc.error("workers", "workers: 'auto' or a whole number of processes (0 or 1: none, threads only)")
+    return value
 
 
 def _endpoint(doc: YamlMap, key: str) -> str:
@@ -404,6 +430,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
                 daemon[key] = int(number)
         if "idle_timeout" in doc:
             daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
+        if "workers" in doc:
+            daemon["workers"] = _workers(doc)
         if "pipeline_budget" in doc:
             daemon["pipeline_budget"] = doc.get_number("pipeline_budget", minimum=0.05)
         if "health_probe_interval" in doc:

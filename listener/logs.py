@@ -86,6 +86,9 @@ EVENTS: frozenset[str] = frozenset(
         "message_quarantined",
         "message_interrupted",
         "pipeline_overrun",
+        # worker processes (server/runner.py, docs/hardening.md)
+        "pipeline_worker_died",
+        "pipeline_worker_failed",
         "prior_lookup_failed",
         # live peer-review figures for routing (server/live_rates.py)
         "live_figures_refreshed",

@@ -234,6 +234,20 @@ def process(
     return Outcome(decoded.header, decoded.disposition, results, feed=decoded.mapping.name, charset=decoded.charset)
 
 
+def decode_only(raw: bytes, pipeline: Pipeline, *, received_at: datetime) -> Decoded | None:
+    """Decode ``raw`` as :func:`process` does, without QA; None when it does not decode.
+
+    For the daemon's answer to a message whose worker process overran: the
+    reports the worker decoded are in that process, so they are decoded again
+    here (decoding is linear in the frame, whose size is capped).
+    """
+    try:
+        decoded = decode_message(raw, pipeline.mappings, received_at=received_at, procedures=pipeline.procedures)
+    except Exception:  # noqa: BLE001 - no reports to answer with: the caller keeps waiting
+        return None
+    return Decoded(decoded.header, decoded.disposition, decoded.reports, decoded.mapping.name, decoded.charset)
+
+
 def unchecked_outcome(decoded: Decoded, pipeline: Pipeline, *, received_at: datetime) -> Outcome:
     """The Outcome of a message whose QA never came back: every report unchecked.
 
@@ -348,6 +362,11 @@ def _internal_error(raw: bytes, pipeline: Pipeline, exc: Exception) -> Outcome:
         pipeline.mappings.for_sender(header.sending_application, header.sending_facility).name if header else "default"
     )
     return Outcome(header, Disposition.REJECTED, error=error, feed=feed, error_type=type(exc).__name__)
+
+
+def versions_of(pipeline: Pipeline) -> tuple[str, str, str]:
+    """What identifies a pipeline's configuration: its QA, routing and mapping versions."""
+    return (pipeline.version, pipeline.routing_version, pipeline.mapping_version)
 
 
 def version_fields(pipeline: Pipeline) -> dict[str, str]:

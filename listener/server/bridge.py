@@ -26,7 +26,7 @@ from listener.errors import StoreError
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.server.journal import Journal
 from listener.server.metrics import Metrics
-from listener.server.runner import PipelineRunner, run_journaled
+from listener.server.runner import PipelineRunner, PipelineTask, run_journaled
 from listener.store.base import MessageRecord, SaveResult, Store
 
 __all__ = [
@@ -225,6 +225,7 @@ class StoreShell:
         *,
         failed: Callable[[Failure], R],
         save: Callable[[R], defer.Deferred[T]],
+        task: PipelineTask | None = None,
     ) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
         """Journal, check and store one message (:func:`~listener.server.runner.run_journaled`, then ``save``).
 
@@ -233,6 +234,8 @@ class StoreShell:
                 could not be written, a bug outside the pipeline).
             save: stores the result and gives the answer; the journal entry
                 ends once it has (docs/hardening.md).
+            task: the check as data, for a worker process (see
+                :func:`~listener.server.runner.run_journaled`).
 
         Returns:
             (the answer, a Deferred firing once no worker runs the message).
@@ -244,7 +247,7 @@ class StoreShell:
                 journal.end(entry[0])
             return answer
 
-        processed, finished = run_journaled(self.runner, journal, entry, check, unchecked, serialize, on_overrun)
+        processed, finished = run_journaled(self.runner, journal, entry, check, unchecked, serialize, on_overrun, task)
         return processed.addErrback(failed).addCallback(save).addBoth(forget), finished
 
     def submit(self, record: MessageRecord) -> defer.Deferred[SaveResult]:

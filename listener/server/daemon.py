@@ -47,7 +47,7 @@ from listener.server.live_rates import LiveRates
 from listener.server.metrics import Metrics
 from listener.server.mllp import Intake, MllpFactory
 from listener.server.priors import PriorLookup
-from listener.server.runner import PipelineRunner
+from listener.server.runner import PipelineRunner, ProcessRunner
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
 from listener.store import Store, open_store, store_description
@@ -226,12 +226,6 @@ class Daemon:
         # interrupted is counted now, before any new message can arrive.
         self.journal = Journal(config.state_dir / "journal")
         self.interrupted = self.journal.recover()
-        self.runner = PipelineRunner(
-            reactor,
-            workers=config.pipeline_workers,
-            budget=config.pipeline_budget,
-            grace=max(1.0, config.pipeline_budget / 2),
-        )
         # Each decoded report's prior studies, read on its worker thread; a failure is logged on the reactor.
         priors = PriorLookup(
             self.store,
@@ -239,6 +233,26 @@ class Daemon:
                 _log().warning, "prior_lookup_failed", error_type=error_type
             ),
         )
+        self.runner: PipelineRunner
+        if config.workers > 1:
+            # Worker processes: every core used (docs/hardening.md, "Worker processes").
+            self.runner = ProcessRunner(
+                reactor,
+                config=config,
+                workers=config.workers,
+                budget=config.pipeline_budget,
+                grace=max(1.0, config.pipeline_budget / 2),
+                journal=self.journal,
+                priors_for=priors,
+                on_event=_worker_event,
+            )
+        else:
+            self.runner = PipelineRunner(
+                reactor,
+                workers=config.pipeline_workers,
+                budget=config.pipeline_budget,
+                grace=max(1.0, config.pipeline_budget / 2),
+            )
         # Live discrepancy figures for routing, refreshed off the reactor (listener/server/live_rates.py).
         self.live_rates: LiveRates | None = None
         if config.outcomes_refresh_seconds > 0:
@@ -547,6 +561,9 @@ class Daemon:
         gone = [w for name, w in old_workers.items() if name not in {d.name for d in new.destinations}]
         # Nothing can fail from here on.
         self.intake.swap_pipeline(new.pipeline)
+        if isinstance(self.runner, ProcessRunner):
+            # Worker processes build the same files before their next message.
+            self.runner.configure(new.config)
         self.intake.destinations = tuple(new.destinations)
         if self.tls is not None and new.tls is not None:
             self.tls.swap(new.tls)
@@ -602,6 +619,11 @@ class Daemon:
             self.exit_code = EXIT_FAILED
         _log().info("store_closed")
         _log().info("daemon_stopped", status=self.exit_code)
+
+
+def _worker_event(event: str, **fields: Any) -> None:
+    """A worker process died or could not start (listener/server/runner.py): logged on the reactor."""
+    _log().error(event, **fields)
 
 
 def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash_key: bytes, metrics: Metrics) -> Any:
@@ -690,6 +712,7 @@ RESTART_ONLY = {
     "http_max_connections": "http_max_connections",
     "http_max_connections_per_peer": "http_max_connections_per_peer",
     "pipeline_workers": "pipeline_workers",
+    "workers": "workers",
     "pipeline_budget": "pipeline_budget",
     "health_probe_interval": "health_probe_interval",
     "raw_retention_days": "raw_retention_days",
@@ -703,6 +726,7 @@ RESTART_ONLY_NAMES = (
     "connection limits and timeouts",
     "http_max_body_size",
     "pipeline_workers",
+    "workers",
     "pipeline_budget",
     "health_probe_interval",
     "raw_retention_days",

@@ -109,6 +109,29 @@ class Journal:
         except FileNotFoundError:
             pass
 
+    def count_crash(self, key: str) -> int:
+        """A worker process died running the message of ``key``: count one crash; return the count.
+
+        The same count :meth:`recover` keeps for a daemon death, so a message
+        that kills worker processes is quarantined like one that kills the
+        daemon (docs/hardening.md). An entry that is missing or unreadable
+        counts as this first crash.
+        """
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+            head, _, raw = data.partition(b"\n")
+            magic, transport, crashes, meta = head.split(b" ")
+            if magic != _MAGIC:
+                raise ValueError("not a journal entry")
+            count = int(crashes) + 1
+        except (OSError, ValueError):
+            return 1
+        tmp = self.directory / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
+        tmp.write_bytes(b"%s %s %d %s\n" % (magic, transport, count, meta) + raw)
+        os.replace(tmp, path)
+        return count
+
     def pending(self) -> int:
         """How many entries the directory holds (messages being processed, or interrupted)."""
         return sum(1 for _ in self.directory.glob("*.msg"))

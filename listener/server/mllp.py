@@ -65,15 +65,29 @@ from listener.intake import (
     report_records,
 )
 from listener.logs import get_logger, keyed_hash
-from listener.pipeline import QA_TIMEOUT, Outcome, Pipeline, PriorsFor, process, unchecked_outcome, version_fields
+from listener.pipeline import (
+    QA_TIMEOUT,
+    Outcome,
+    Pipeline,
+    PriorsFor,
+    decode_only,
+    process,
+    unchecked_outcome,
+    version_fields,
+    versions_of,
+)
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
+from listener.server.runner import PipelineTask, WorkerCrashed
 from listener.sites import LiveFigures
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
+
+#: A message whose worker processes died as often as quarantines it (their count).
+_Crashed = int
 
 __all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol"]
 
@@ -379,16 +393,33 @@ class Intake(StoreShell):
         pipeline = self.pipeline
         figures = self.live_figures()
 
-        def save(result: tuple[Outcome, tuple[ReportRecord, ...]]) -> defer.Deferred[tuple[Answer, _Settled]]:
+        def save(
+            result: tuple[Outcome, tuple[ReportRecord, ...]] | _Crashed,
+        ) -> defer.Deferred[tuple[Answer, _Settled]]:
+            if isinstance(result, int):
+                # Its worker processes died on it again and again: quarantined
+                # like a message that kills the daemon (docs/hardening.md).
+                return self._quarantine_save(raw, header, result, mlog, time.perf_counter(), received)
             outcome, reports = result
             return self._save(raw, header, mlog, started, received, pipeline, outcome, reports)
 
-        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...]]:
+        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...]] | _Crashed:
+            crashed = failure.value
+            if isinstance(crashed, WorkerCrashed):
+                return crashed.crashes
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
             return internal_error_outcome(header, "default", error_type(failure), "message"), ()
 
         jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
+        task = PipelineTask(
+            raw,
+            received,
+            figures,
+            versions_of(pipeline),
+            (jkey, "mllp", raw, ""),
+            lambda: decode_only(raw, pipeline, received_at=received),
+        )
         answered, finished = self.journaled(
             (jkey, "mllp", raw, ""),
             lambda interrupt: process(
@@ -404,6 +435,7 @@ class Intake(StoreShell):
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
+            task=task,
         )
         finished.addBoth(lambda _: released())
         return answered
@@ -495,11 +527,23 @@ class Intake(StoreShell):
         It is kept (raw body included) for ``overread show`` and an
         operator's reprocess; every resend gets the same stored AE.
         """
-        started = time.perf_counter()
-        received = self.now()
         mlog = log.bind(
             control_id=header.control_id, sender_app=header.sending_application, sender_facility=header.sending_facility
         )
+        key = (header.sending_application, header.sending_facility, header.control_id)
+
+        def remember(result: tuple[Answer, _Settled]) -> Answer:
+            if result[1] is not None:
+                self._remember(key, result[1])
+            return result[0]
+
+        saved = self._quarantine_save(raw, header, crashes, mlog, time.perf_counter(), self.now())
+        return self._track(saved.addCallback(remember))
+
+    def _quarantine_save(
+        self, raw: bytes, header: MessageHeader, crashes: int, mlog: Any, started: float, received: datetime
+    ) -> defer.Deferred[tuple[Answer, _Settled]]:
+        """Store ``raw`` quarantined (its AE 207 for every resend); the answer and what settled."""
         code, ack = self._ack(header, "AE", internal_error(QUARANTINE_TEXT))
         record = quarantine_record(
             "mllp", (header.sending_application, header.sending_facility), header.control_id, raw, received, code, ack
@@ -510,14 +554,7 @@ class Intake(StoreShell):
             "error_code": APPLICATION_INTERNAL_ERROR,
             "count": crashes,
         }
-        key = (header.sending_application, header.sending_facility, header.control_id)
-
-        def remember(result: tuple[Answer, _Settled]) -> Answer:
-            if result[1] is not None:
-                self._remember(key, result[1])
-            return result[0]
-
-        return self._track(self._commit(record, header, mlog, started, fields, "", None).addCallback(remember))
+        return self._commit(record, header, mlog, started, fields, "", None)
 
     def internal_error_answer(self) -> Answer:
         """The AE 207 for a frame whose handling failed unexpectedly (no header to echo)."""

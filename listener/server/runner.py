@@ -22,19 +22,41 @@ Threads are daemon threads: shutdown never waits for a stuck rule.
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from listener.config import Config
+from listener.model import Report
 from listener.pipeline import Decoded, Interrupt, Outcome
-from listener.server.journal import Journal
+from listener.qa.engine import Prior
+from listener.server.journal import QUARANTINE_AFTER, Journal
+from listener.server.procworker import pack_figures
+from listener.sites import LiveFigures
 
-__all__ = ["Job", "PipelineRunner", "run_journaled"]
+__all__ = [
+    "Job",
+    "PipelineRunner",
+    "PipelineTask",
+    "ProcessRunner",
+    "WorkerAbandoned",
+    "WorkerCrashed",
+    "WorkerError",
+    "run_journaled",
+]
 
 T = TypeVar("T")
 
@@ -53,7 +75,18 @@ class Job(Generic[T]):
             returned, or it never started because the runner stopped).
     """
 
-    __slots__ = ("work", "on_overrun", "interrupt", "result", "finished", "_timer", "_runner")
+    __slots__ = (
+        "work",
+        "on_overrun",
+        "interrupt",
+        "result",
+        "finished",
+        "_timer",
+        "_runner",
+        "task",
+        "worker",
+        "abandoned",
+    )
 
     def __init__(
         self, runner: PipelineRunner, work: Callable[[Interrupt], T], on_overrun: Callable[[Interrupt], T | None]
@@ -65,6 +98,12 @@ class Job(Generic[T]):
         self.result: defer.Deferred[T] = defer.Deferred()
         self.finished: defer.Deferred[None] = defer.Deferred()
         self._timer: Any = None
+        #: What a worker process needs to run the work (None: threads only).
+        self.task: PipelineTask | None = None
+        #: The worker process running it now (ProcessRunner; under its lock).
+        self.worker: Any = None
+        #: True once the reactor stopped waiting and killed its worker process.
+        self.abandoned = False
 
     # Everything below runs on the reactor thread.
 
@@ -93,7 +132,7 @@ class Job(Generic[T]):
         if value is None:
             # Nothing to answer with yet (still decoding): wait for the worker.
             return
-        self._runner.replace_stuck_worker()
+        self._runner.abandon(self)
         self.result.callback(value)
 
     def _finish(self, ok: bool, value: Any) -> None:
@@ -150,9 +189,19 @@ class PipelineRunner:
         for _ in range(workers):
             self._spawn()
 
-    def run(self, work: Callable[[Interrupt], T], on_overrun: Callable[[Interrupt], T | None]) -> Job[T]:
-        """Queue ``work(interrupt)`` for a worker thread; see :class:`Job`."""
+    def run(
+        self,
+        work: Callable[[Interrupt], T],
+        on_overrun: Callable[[Interrupt], T | None],
+        task: PipelineTask | None = None,
+    ) -> Job[T]:
+        """Queue ``work(interrupt)`` for a worker thread; see :class:`Job`.
+
+        ``task`` describes the same work for a worker process
+        (:class:`ProcessRunner`); this runner ignores it.
+        """
         job: Job[T] = Job(self, work, on_overrun)
+        job.task = task
         if self._stopped:
             job._finish(False, RuntimeError("pipeline runner stopped"))
             return job
@@ -164,6 +213,10 @@ class PipelineRunner:
         self.hurrying = True
         for job in list(self.active):
             job.hurry()
+
+    def abandon(self, job: Job[Any]) -> None:
+        """The reactor stopped waiting for ``job`` (it overran): keep the pool at its size."""
+        self.replace_stuck_worker()
 
     def replace_stuck_worker(self) -> None:
         """A job overran: start one more thread; the stuck one exits when it returns."""
@@ -212,6 +265,306 @@ class PipelineRunner:
                     return
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineTask:
+    """An HL7 v2 message's pipeline run described as data, for a worker process.
+
+    Attributes:
+        raw: the frame.
+        received_at: the receive time (the rules' clock).
+        live_figures: the routing policy's live figures (or None).
+        versions: (QA, routing, mapping) versions of the pipeline meant to run it.
+        entry: its journal entry (key, transport, raw, meta), or None.
+        decode: decodes the frame in the daemon, for the answer of a worker
+            that overran (never sent to the worker).
+    """
+
+    raw: bytes
+    received_at: datetime
+    live_figures: LiveFigures | None
+    versions: tuple[str, str, str]
+    entry: tuple[str, str, bytes, str] | None = None
+    decode: Callable[[], Decoded | None] = lambda: None
+
+
+class WorkerCrashed(Exception):
+    """A message's worker process died (not killed by us) as often as quarantines it."""
+
+    def __init__(self, crashes: int) -> None:
+        super().__init__(f"worker process died {crashes} times on this message")
+        self.crashes = crashes
+
+
+class WorkerAbandoned(Exception):
+    """The reactor stopped waiting for the job and killed its worker process (its answer was given)."""
+
+
+class WorkerError(Exception):
+    """The worker process failed outside the pipeline (named by the exception's type)."""
+
+
+class _Worker:
+    """One worker process and the parent's end of its socket (used by one runner thread only)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+        #: The runner generation whose config it built (-1: none yet).
+        self.generation = -1
+        #: False when its pipeline could not be built from that config.
+        self.usable = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.conn is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "listener.server.procworker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # Tracebacks could quote a message: nothing of the child reaches the logs.
+                stderr=subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        self.generation = -1
+        self.usable = False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:  # already gone
+                pass
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signum)
+            except OSError:
+                pass
+
+    def close(self) -> int | None:
+        """Close the socket, kill the process if it still runs, reap it; its exit status (negative: signal)."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        code = None
+        if self.proc is not None:
+            self.kill()
+            try:
+                code = self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.proc = None
+        self.generation = -1
+        self.usable = False
+        return code
+
+
+class ProcessRunner(PipelineRunner):
+    """The pipeline on worker processes: every core used (docs/hardening.md, "Worker processes").
+
+    Each of the ``workers`` runner threads owns one worker process
+    (:mod:`listener.server.procworker`) and hands it one job at a time: a
+    job with a :class:`PipelineTask` (an HL7 v2 message) runs in the
+    process, any other job (FHIR) on the thread as in
+    :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal
+    (written before the task is sent), the store and the ACKs; the thread
+    answers the worker's prior look-ups from the store.
+
+    * A process that overruns the hard limit is killed (SIGKILL), not waited
+      for, and the thread starts a new one before its next job.
+    * A process that dies by itself (a segfault, the OOM killer) counts a
+      crash in the message's journal entry; the message is tried once more
+      on a new process, and at :data:`QUARANTINE_AFTER` crashes it fails with
+      :class:`WorkerCrashed` (the intake quarantines it).
+    * :meth:`configure` (SIGHUP) gives every process the new config before
+      its next job; a process whose pipeline versions differ from the ones
+      the job names (a file changed between the two loads) or whose pipeline
+      could not be built leaves the job to its thread.
+
+    Args:
+        config: the configuration the processes build their pipeline from.
+        journal: where each task's journal entry is written and crashes counted.
+        priors_for: the daemon's prior look-up (run on the runner thread).
+        on_event: called on the reactor thread with an event name and log
+            fields (a worker died, a worker could not start).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        config: Config,
+        workers: int,
+        budget: float = 2.0,
+        grace: float = 1.0,
+        journal: Journal | None = None,
+        priors_for: Callable[[Report], tuple[Prior, ...] | None] | None = None,
+        on_event: Callable[..., object] = lambda *_, **__: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.generation = 0
+        self.journal = journal
+        self.priors_for = priors_for
+        self.on_event = on_event
+        super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
+
+    def configure(self, config: Config) -> None:
+        """A reload: every worker process builds its pipeline from ``config`` before its next job."""
+        with self._lock:
+            self.config = config
+            self.generation += 1
+
+    def abandon(self, job: Job[Any]) -> None:
+        """The job overran: kill its worker process (the thread starts a new one); a thread job as the base class."""
+        with self._lock:
+            worker = job.worker
+            if worker is not None:
+                job.abandoned = True
+                worker.kill()
+        if worker is None:
+            super().abandon(job)
+
+    def hurry(self) -> None:
+        """Shutdown: as the base class, and tell every busy worker process to stop QA now."""
+        super().hurry()
+        with self._lock:
+            busy = [job.worker for job in self.active if job.worker is not None]
+        for worker in busy:
+            worker.signal(signal.SIGUSR1)
+
+    def stop(self) -> None:
+        """As the base class; a worker process still inside a rule is killed, not waited for."""
+        super().stop()
+        with self._lock:
+            busy = [job.worker for job in self.active if job.worker is not None]
+        for worker in busy:
+            worker.kill()
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self.reactor.callFromThread(self.on_event, event, **fields)
+
+    def _ready(self, worker: _Worker) -> bool:
+        """Start the worker process and give it the current config when needed; True when it can take tasks."""
+        with self._lock:
+            config, generation, stopped = self.config, self.generation, self._stopped
+        if worker.alive() and worker.generation == generation:
+            return worker.usable
+        if stopped:
+            return False
+        try:
+            if not worker.alive():
+                worker.close()
+                worker.start()
+            assert worker.conn is not None
+            worker.conn.send(("config", generation, config))
+            reply = worker.conn.recv()
+        except (OSError, EOFError) as exc:
+            code = worker.close()
+            self._event("pipeline_worker_failed", error_type=type(exc).__name__, status=code)
+            return False
+        worker.generation = generation
+        worker.usable = reply[0] == "ready"
+        if not worker.usable:
+            self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
+        return worker.usable
+
+    def _loop(self) -> None:
+        call = self.reactor.callFromThread
+        worker = _Worker()
+        try:
+            while True:
+                # Started (and configured) before taking a job, so a new
+                # process's start-up never counts against a message's budget.
+                self._ready(worker)
+                job = self._queue.get()
+                if job is None:
+                    return
+                on_process = job.task is not None and self._ready(worker)
+                job.interrupt.start(self.clock, self.budget)
+                if self.hurrying:
+                    job.interrupt.request()
+                call(job._started)
+                try:
+                    value: Any = self._on_process(worker, job) if on_process else job.work(job.interrupt)
+                    ok = True
+                except BaseException as exc:  # noqa: BLE001 - handed to the reactor as a Failure
+                    value, ok = exc, False
+                call(job._finish, ok, value)
+                with self._lock:
+                    if self._surplus > 0:
+                        self._surplus -= 1
+                        return
+        finally:
+            worker.close()
+
+    def _on_process(self, worker: _Worker, job: Job[Any]) -> Any:
+        """Run ``job.task`` on ``worker``'s process: journal first, then send it; retry once after a crash."""
+        task = job.task
+        assert task is not None
+        if self.journal is not None and task.entry is not None:
+            self.journal.begin(*task.entry)
+        attempts = 0
+        while True:
+            attempts += 1
+            conn = worker.conn
+            assert conn is not None
+            with self._lock:
+                job.worker = worker
+            try:
+                conn.send(
+                    (
+                        "hl7",
+                        task.raw,
+                        task.received_at,
+                        pack_figures(task.live_figures),
+                        self.budget,
+                        job.interrupt.requested(),
+                    )
+                )
+                while True:
+                    reply = conn.recv()
+                    if reply[0] != "priors":
+                        break
+                    conn.send(("priors", self.priors_for(reply[1]) if self.priors_for is not None else None))
+            except (EOFError, OSError):
+                with self._lock:
+                    job.worker = None
+                code = worker.close()
+                if job.abandoned or self._stopped:
+                    raise WorkerAbandoned() from None
+                if self.journal is not None and task.entry is not None:
+                    crashes = self.journal.count_crash(task.entry[0])
+                else:
+                    crashes = attempts
+                self._event("pipeline_worker_died", status=code, count=crashes)
+                if crashes >= QUARANTINE_AFTER:
+                    raise WorkerCrashed(crashes) from None
+                if not self._ready(worker):
+                    # Never run a message that just killed a process here, in the daemon:
+                    # an AE 207 now (stored rejected), and the sender's resend tries again.
+                    raise WorkerError("WorkerUnavailable") from None
+                continue
+            with self._lock:
+                job.worker = None
+            if reply[0] == "error":
+                raise WorkerError(str(reply[1]))
+            if tuple(reply[1]) != task.versions:
+                # Another policy than the daemon meant (a file changed between the loads): run it here.
+                return job.work(job.interrupt)
+            return reply[2]
+
+
 def run_journaled(
     runner: PipelineRunner | None,
     journal: Journal | None,
@@ -220,6 +573,7 @@ def run_journaled(
     unchecked: Callable[[Decoded], Outcome],
     serialize: Callable[[Outcome], T],
     on_overrun: Callable[[], object],
+    task: PipelineTask | None = None,
 ) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
     """Journal a message, then check it on a worker within the budget (both intakes' one path).
 
@@ -231,6 +585,8 @@ def run_journaled(
         unchecked: the Outcome built from decoded reports when the worker overran.
         serialize: turns an Outcome into what the intake stores (on the worker too).
         on_overrun: called on the reactor thread when the answer comes from ``unchecked``.
+        task: the same check as data, for a worker process (:class:`ProcessRunner`);
+            its serialized result must be what ``serialize(check(...))`` gives.
 
     Returns:
         (the serialized result, a Deferred firing once no worker runs the message).
@@ -247,12 +603,16 @@ def run_journaled(
     def overrun(interrupt: Interrupt) -> T | None:
         # budget + grace passed and the worker is still in one rule: answer from
         # the decoded reports, unchecked (still stored, still accepted).
-        if interrupt.decoded is None:
+        decoded = interrupt.decoded
+        if decoded is None and task is not None:
+            # A worker process decoded it out of reach: decode it here.
+            decoded = task.decode()
+        if decoded is None:
             return None
         on_overrun()
-        return serialize(unchecked(interrupt.decoded))
+        return serialize(unchecked(decoded))
 
     if runner is None:
         return defer.maybeDeferred(work, Interrupt()), defer.succeed(None)
-    job = runner.run(work, overrun)
+    job = runner.run(work, overrun, task)
     return job.result, job.finished

@@ -595,7 +595,11 @@ class SQLiteStore:
 
         The inner query finds, through the ``reports_patient`` index, the
         newest report row (highest id: commit order) of each of the patient's
-        other accessions among processed messages received before ``before``;
+        other accessions among processed messages received before ``before``.
+        The rows of this report's own accession are set aside by the two
+        indexes alone (``reports_patient`` EXCEPT ``reports_accession``), never
+        read: resends, corrections and addenda of one accession pile up rows
+        that would otherwise be read on every look-up (docs/benchmarks.md);
         the outer one reads those rows, drops the cancelled ones and keeps
         the ``limit`` newest. Work is bounded by the patient's own rows.
 
@@ -617,7 +621,8 @@ class SQLiteStore:
             " coalesce(json_extract(overread_json(r.report_json), '$.body_region'), ''),"
             " coalesce(json_extract(overread_json(r.report_json), '$.procedure.code'), '')"
             " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
-            " WHERE r0.patient_id = ? AND r0.patient_authority = ? AND r0.accession NOT IN ('', ?)"
+            " WHERE r0.id IN (SELECT id FROM reports WHERE patient_id = ? AND patient_authority = ?"
+            " EXCEPT SELECT id FROM reports WHERE accession IN ('', ?))"
             " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) latest"
             " JOIN reports r ON r.id = latest.id JOIN messages m ON m.id = r.message_id"
             " WHERE coalesce(json_extract(overread_json(r.report_json), '$.status'), '') != 'cancelled'"

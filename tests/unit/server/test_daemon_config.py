@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.config import DEFAULT_MLLP_ENDPOINT, load_config
+from listener.config import DEFAULT_MLLP_ENDPOINT, load_config, usable_cores
 from listener.errors import ConfigError
 
 
@@ -41,10 +41,23 @@ def test_outcomes_keys(tmp_path: Path) -> None:
     assert (config.outcomes_refresh_seconds, config.outcomes_window_days) == (0, 30)
 
 
+def test_workers_key(tmp_path: Path) -> None:
+    """``workers``: 0 (threads) by default; ``auto`` is one per usable core; a number is taken as is."""
+    assert load_config(None).workers == 0
+    assert usable_cores() >= 1
+    path = tmp_path / "overread.yaml"
+    for text, expected in (("workers: auto\n", usable_cores()), ("workers: 3\n", 3), ("workers: 0\n", 0)):
+        path.write_text(text)
+        assert load_config(path).workers == expected
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
         ("mllp: tcp:2575\nmax_connections: 0\n", 2),
+        ("state_dir: var\nworkers: -1\n", 2),
+        ("workers: 2.5\n", 1),
+        ("workers: all\n", 1),
         ("synchronous: OFF\n", 1),
         ("state_dir: var\nmllp: nonsense\n", 2),
         ("max_frame_size: 10.5\n", 1),

@@ -124,6 +124,18 @@ def test_journal_counts_crashes_and_keeps_an_entry_on_resend(tmp_path: Path) -> 
     assert journal.recover() == []
 
 
+def test_a_dead_worker_process_counts_a_crash_like_a_dead_daemon(tmp_path: Path) -> None:
+    """count_crash adds to the count recover() keeps: one worker death and one daemon death quarantine."""
+    journal = Journal(tmp_path / "journal")
+    key = journal_key("mllp", "APP", "FAC", "C2")
+    journal.begin(key, "mllp", b"MSH|body", "meta")
+    assert journal.count_crash(key) == 1
+    [entry] = journal.recover()
+    assert (entry.crashes, entry.raw, entry.meta) == (QUARANTINE_AFTER, b"MSH|body", "meta")
+    assert journal.count_crash("no-such-entry") == 1
+    assert [p.name for p in (tmp_path / "journal").iterdir()] == [f"{key}.msg"]
+
+
 def test_journal_keeps_meta_and_drops_garbage_entries(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal")
     journal.begin("k1", "http", b'{"resourceType": "DiagnosticReport"}\n{}', '["client", "", "fhir-x"]')

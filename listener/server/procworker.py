@@ -1,0 +1,153 @@
+"""One pipeline worker process: decode, QA and routing of HL7 v2 messages, off the daemon's interpreter lock.
+
+Layer: a child process of the daemon, started by
+:class:`listener.server.runner.ProcessRunner` as
+``python -m listener.server.procworker FD`` with one end of a socket pair
+as ``FD``. It holds no store, no journal, no network port and writes no log:
+it receives pickled requests, runs the pure pipeline and sends pickled
+results back (docs/hardening.md, "Worker processes"). The daemon keeps the
+I/O, the journal, the store and the ACKs.
+
+Requests and replies (tuples, first item the kind):
+
+* ``("config", generation, Config)``: build the pipeline from the config's
+  files; replies ``("ready", versions)`` or ``("config_error", type name)``.
+* ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
+  :func:`listener.pipeline.process` with a budget of ``budget`` seconds
+  (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
+  report records))`` or ``("error", type name)`` when building the records
+  failed. While it runs, the pipeline's prior look-up asks the daemon:
+  ``("priors", report)``, answered ``("priors", priors or None)``.
+
+``versions`` is (QA, routing, mapping) version of the pipeline used: the
+daemon checks it against the pipeline it meant, so a policy file that
+changed between the daemon's reload and this process's never decides a
+message unnoticed.
+
+SIGUSR1 stops QA of the running message at its next check (the daemon's
+shutdown). The process dies with the thread that started it (Linux
+``PR_SET_PDEATHSIG``) and exits when the daemon closes the socket.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from types import FrameType, MappingProxyType
+
+from listener.assemble import build_pipeline
+from listener.intake import report_records
+from listener.model import Report
+from listener.pipeline import Interrupt, Pipeline, process, versions_of
+from listener.qa.engine import Prior
+from listener.sites import LiveFigures, ReaderHistory
+
+__all__ = ["main", "pack_figures", "serve", "unpack_figures"]
+
+#: LiveFigures as plain data (its mappings are read-only proxies, which pickle refuses).
+PackedFigures = tuple[dict[str, ReaderHistory], dict[str, ReaderHistory], str]
+
+
+def pack_figures(figures: LiveFigures | None) -> PackedFigures | None:
+    """``figures`` in a form a pipe can carry."""
+    if figures is None:
+        return None
+    return dict(figures.readers), dict(figures.groups), figures.source
+
+
+def unpack_figures(packed: PackedFigures | None) -> LiveFigures | None:
+    """The LiveFigures :func:`pack_figures` packed."""
+    if packed is None:
+        return None
+    readers, groups, source = packed
+    return LiveFigures(MappingProxyType(readers), MappingProxyType(groups), source)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the closed socket still ends an idle worker
+        pass
+
+
+def serve(conn: Connection) -> int:
+    """Answer requests on ``conn`` until the daemon closes it."""
+    pipeline: Pipeline | None = None
+    running: list[Interrupt] = []
+
+    def hurry(_signum: int, _frame: FrameType | None) -> None:
+        for interrupt in running:
+            interrupt.request()
+
+    if threading.current_thread() is threading.main_thread():
+        # (A test may serve on another thread, where no handler can be installed.)
+        signal.signal(signal.SIGUSR1, hurry)
+
+    def ask_priors(report: Report) -> tuple[Prior, ...] | None:
+        conn.send(("priors", report))
+        reply = conn.recv()
+        priors: tuple[Prior, ...] | None = reply[1]
+        return priors
+
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return 0
+        kind = request[0]
+        if kind == "config":
+            try:
+                pipeline = build_pipeline(request[2])
+            except Exception as exc:  # noqa: BLE001 - the daemon runs such messages itself
+                pipeline = None
+                conn.send(("config_error", type(exc).__name__))
+                continue
+            conn.send(("ready", versions_of(pipeline)))
+        elif kind == "hl7" and pipeline is not None:
+            _, raw, received_at, figures, budget, hurried = request
+            interrupt = Interrupt()
+            interrupt.start(time.monotonic, budget)
+            if hurried:
+                interrupt.request()
+            running[:] = [interrupt]
+            outcome = process(
+                raw,
+                pipeline,
+                received_at=received_at,
+                priors_for=ask_priors,
+                interrupt=interrupt,
+                live_figures=unpack_figures(figures),
+            )
+            running.clear()
+            try:
+                value = (outcome, report_records(outcome))
+            except Exception as exc:  # noqa: BLE001 - the daemon stores an internal error, by type
+                conn.send(("error", type(exc).__name__))
+                continue
+            conn.send(("done", versions_of(pipeline), value))
+        else:
+            conn.send(("error", "NoPipeline"))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m listener.server.procworker FD``."""
+    _die_with_parent()
+    # The daemon handles these; a terminal's Ctrl-C reaches the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    conn = Connection(sock.detach())
+    return serve(conn)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

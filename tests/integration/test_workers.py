@@ -1,0 +1,166 @@
+"""Worker processes (``workers: 2``) against the real daemon: a worker killed mid-message, a reload.
+
+docs/hardening.md, "Worker processes": a worker that dies counts a crash in the
+message's journal entry and the message is tried once more on a new process;
+at two crashes it is quarantined (AE 207), and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from listener.server.mllp import QUARANTINE_TEXT
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
+from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
+
+
+def workers_of(daemon: RunningDaemon) -> list[int]:
+    """The daemon's child processes (its worker processes), by pid."""
+    assert daemon.proc is not None
+    pids: list[int] = []
+    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*"):
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system clock ticks ``pid`` has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def checking_worker(daemon: RunningDaemon, timeout: float = 120) -> int:
+    """The worker process checking the slow message: past 3 s of CPU (starting takes about 1 s of CPU)."""
+    found: list[int] = []
+
+    def past_startup() -> bool:
+        found[:] = [p for p in workers_of(daemon) if cpu_ticks(p) >= 300]
+        return bool(found)
+
+    assert wait_for(past_startup, timeout=timeout, step=0.1), "no worker process is checking the message"
+    return found[0]
+
+
+def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
+    """SIGKILL the worker checking a message: retried once; killed again: quarantined AE 207; others still AA."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 600\n")
+    try:
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        poison = run_on("KILLED-1", 140_000)
+        conn = MllpConnection(daemon.address, timeout=120)
+        conn.send(poison)
+        first = checking_worker(daemon)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
+        assert events(daemon, "pipeline_worker_died")[0]["count"] == 1
+        # Retried on a new process (the journal kept the message and its count).
+        second = checking_worker(daemon)
+        assert second != first
+        os.kill(second, signal.SIGKILL)
+        ack = conn.receive()
+        assert msa(ack) in (("AE", "KILLED-1"), ("CE", "KILLED-1"))
+        assert b"|207" in ack and QUARANTINE_TEXT.encode() in ack
+        assert events(daemon, "pipeline_worker_died")[-1]["count"] == 2
+        assert not list((daemon.state_dir / "journal").glob("*.msg"))
+        # The daemon keeps serving, on new worker processes.
+        assert accepted(conn.request(sample("AFTER-KILL")), "AFTER-KILL")
+        # A resend of the quarantined message gets the stored AE 207, unprocessed.
+        again = conn.request(poison)
+        assert msa(again)[1] == "KILLED-1" and QUARANTINE_TEXT.encode() in again
+        conn.close()
+        stored = {m["message_id"]: m for m in daemon.messages()}
+        assert stored["KILLED-1"]["state"] == "quarantined"
+        assert stored["AFTER-KILL"]["state"] == "processed"
+    finally:
+        assert daemon.stop() == 0
+
+
+def idle_workers(daemon: RunningDaemon) -> list[int]:
+    """Wait until both worker processes have started and use no CPU (waiting for a message); their pids."""
+    pids: list[int] = []
+
+    def settled() -> bool:
+        pids[:] = workers_of(daemon)
+        before = {p: cpu_ticks(p) for p in pids}
+        time.sleep(0.5)
+        return len(pids) == 2 and all(0 < before[p] == cpu_ticks(p) for p in pids)
+
+    assert wait_for(settled, timeout=120), "the worker processes did not start"
+    return pids
+
+
+def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
+    """Past budget + grace the worker process is killed (not waited for) and replaced; the message is stored unchecked."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.5\n")
+    stopped = idle_workers(daemon)
+    try:
+        # Stuck for good: a stopped process never answers (a rule that never returns looks the same).
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        conn = MllpConnection(daemon.address, timeout=60)
+        ack = conn.request(sample("STUCK-1"))
+        assert accepted(ack, "STUCK-1")
+        line = next(e for e in events(daemon, "message_processed") if e.get("control_id") == "STUCK-1")
+        assert line["qa"] == "timeout" and line["state"] == "processed"
+        assert line["bucket"] == "selective_overread"  # the routing policy's unchecked block
+        assert events(daemon, "pipeline_overrun")
+        # The stuck process was killed and a new one took its place.
+        assert wait_for(lambda: len(set(stopped) - set(workers_of(daemon))) == 1, timeout=30)
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        for pid in set(stopped) & set(workers_of(daemon)):
+            os.kill(pid, signal.SIGCONT)  # the idle one, so the next message is not stuck too
+        assert not events(daemon, "pipeline_worker_died")
+        assert accepted(conn.request(sample("AFTER-STUCK")), "AFTER-STUCK")
+        conn.close()
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert daemon.stop() == 0
+
+
+def test_a_reload_reaches_the_worker_processes(tmp_path: Path) -> None:
+    """SIGHUP with a changed routing policy: the next message is routed by it (built again in each worker)."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    routing = policies / "routing.yaml"
+    daemon = start(tmp_path, f"workers: 2\npolicies: {policies}\n")
+    try:
+        conn = MllpConnection(daemon.address, timeout=60)
+        assert accepted(conn.request(sample("BEFORE-HUP")), "BEFORE-HUP")
+        # Every XR report to selective overread, by a rule placed first.
+        text = routing.read_text()
+        rule = (
+            "rules:\n  reload_probe:\n    bucket: selective_overread\n    description: every XR report\n"
+            "    when:\n      modality: [XR]\n    pool: general_overread\n\n"
+        )
+        routing.write_text(
+            text.replace('version: "default-2026.11"', 'version: "reloaded-1"').replace("rules:\n", rule, 1)
+        )
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: bool(events(daemon, "policy_reloaded")), timeout=60)
+        # Both workers in turn (one message each, and one more), all by the new policy.
+        for i in range(3):
+            assert accepted(conn.request(sample(f"AFTER-HUP-{i}")), f"AFTER-HUP-{i}")
+        conn.close()
+        lines = {e["control_id"]: e for e in events(daemon, "message_processed")}
+        assert lines["BEFORE-HUP"]["bucket"] == "release"
+        assert lines["BEFORE-HUP"]["routing_version"].startswith("default-2026.11")  # type: ignore[union-attr]
+        for i in range(3):
+            assert lines[f"AFTER-HUP-{i}"]["bucket"] == "selective_overread"
+            assert lines[f"AFTER-HUP-{i}"]["routing_version"].startswith("reloaded-1")  # type: ignore[union-attr]
+    finally:
+        assert daemon.stop() == 0
