@@ -194,6 +194,13 @@ _V5 = (
 )
 
 
+_V6 = (
+    # Outbox leases (docs/outbound.md, "Leases"): the instance whose worker
+    # claimed the row and when its claim lapses; both NULL when nobody holds it.
+    "ALTER TABLE outbox ADD COLUMN lease_holder text, ADD COLUMN lease_expires timestamptz",
+)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -233,6 +240,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     ),
     PgMigration(4, "explicit peer-review scores table", _run(_V4)),
     PgMigration(5, "comparisons cache table (derived, may be dropped)", _run(_V5)),
+    PgMigration(6, "outbox lease holder and expiry", _run(_V6)),
 ]
 
 #: The schema version this code writes.

@@ -82,7 +82,7 @@ def test_an_older_store_is_migrated_by_the_daemon_and_refused_by_commands(dsn: s
         PostgresStore(dsn, migrate_schema=False)
     store = PostgresStore(dsn)
     try:
-        assert [s.version for s in store.migrations_run] == [3, 4, 5]
+        assert [s.version for s in store.migrations_run] == list(range(3, pg_schema.PG_SCHEMA_VERSION + 1))
         assert store.migrations_run[0].label.startswith("v2 -> v3: ")
         assert not store.save(record("M1")).duplicate
     finally:
@@ -238,13 +238,15 @@ def test_store_migrate_upgrades_a_postgresql_store_and_file_actions_refuse(
         pg_schema.migrate(conn, target=3)
     assert main(["store", "migrate", "--list", "--config", str(config)]) == 0
     listed = capsys.readouterr().out
+    latest = pg_schema.PG_SCHEMA_VERSION
     assert (
-        "schema v3 (this program: v5)" in listed and "v3 -> v4: explicit peer-review scores table  [pending]" in listed
+        f"schema v3 (this program: v{latest})" in listed
+        and "v3 -> v4: explicit peer-review scores table  [pending]" in listed
     )
     assert main(["store", "migrate", "--config", str(config)]) == 0
-    assert "migrated from v3 to v5" in capsys.readouterr().out
+    assert f"migrated from v3 to v{latest}" in capsys.readouterr().out
     assert main(["store", "migrate", "--config", str(config)]) == 0
-    assert "is at v5: nothing to migrate" in capsys.readouterr().out
+    assert f"is at v{latest}: nothing to migrate" in capsys.readouterr().out
     assert main(["store", "backup", str(tmp_path / "bk"), "--config", str(config)]) == 2
     assert "use the server's tools" in capsys.readouterr().err
     assert not (tmp_path / "bk").exists()
