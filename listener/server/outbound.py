@@ -369,12 +369,17 @@ class OutboundWorker:
         d.addCallback(lambda _: self._release())
         return d
 
-    def _release(self) -> defer.Deferred[None]:
-        """Give back this instance's leases on the destination's rows (a failure is logged, not fatal)."""
+    def _release(self, *, quiet: bool = False) -> defer.Deferred[None]:
+        """Give back this instance's leases on the destination's rows (a failure is logged, not fatal).
+
+        The worker has at most one row claimed per destination, so this is the
+        row in flight or just claimed. ``quiet``: not logged (a refused
+        connection, which the connection backoff already logs).
+        """
         d = self.run_in_thread(self.store.outbox_release, self.holder, self.name)
 
         def released(count: int) -> None:
-            if count:
+            if count and not quiet:
                 self.log.info("outbox_leases_released", count=count)
 
         def failed(failure: Failure) -> None:
@@ -522,11 +527,32 @@ class OutboundWorker:
 
     @defer.inlineCallbacks
     def _attempt(self, row: OutboxRow) -> Any:
-        """Send one row and record the result. Returns False to stop this round."""
+        """Send one claimed row and record the result. Returns False to stop this round.
+
+        The lease is renewed from the connection attempt (whose timeout is
+        ``ack_timeout_seconds``, possibly longer than the lease) to the answer.
+        A row that was never written (no connection) is released at once, so
+        it does not wait for its lease to expire at the next attempt, here or
+        at another daemon.
+        """
+        renewer = LoopingCall(self._renew, row)
+        renewer.clock = self.reactor
+        renewer.start(self.lease.total_seconds() / 3, now=False)
+        try:
+            result = yield self._send(row, renewer)
+        finally:
+            if renewer.running:
+                renewer.stop()
+        return result
+
+    @defer.inlineCallbacks
+    def _send(self, row: OutboxRow, renewer: LoopingCall) -> Any:
         retry = self.settings.retry
         try:
             protocol = yield self._connection()
         except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS, timeout)
+            renewer.stop()
+            yield self._release(quiet=True)
             if not self.stopping:
                 self._connect_failed(exc)
             return False
@@ -536,9 +562,6 @@ class OutboundWorker:
             self._record("destination_connected", self.store.destination_connected, self.name, self.now())
         self.connect_failures = 0
         self.sent += 1
-        renewer = LoopingCall(self._renew, row)
-        renewer.clock = self.reactor
-        renewer.start(self.lease.total_seconds() / 3, now=False)
         try:
             answer = yield protocol.send(
                 row.control_id, row.payload, timeout=retry.ack_timeout_seconds, clock=self.reactor
@@ -552,9 +575,7 @@ class OutboundWorker:
         else:
             result = answer.code
             error = f"{answer.code}" + (f" (ERR-3 {answer.error_code})" if answer.error_code else "")
-        finally:
-            if renewer.running:
-                renewer.stop()
+        renewer.stop()
         if self.stopping and result in ("connection_lost", "ack_timeout"):
             return False  # dropped by shutdown: not the row's fault, leave it as it was
         attempts = row.attempts + 1

@@ -1,7 +1,7 @@
 """End to end: the real daemon sends routing messages to a test RIS (tests/integration/ris.py).
 
-Short retry settings (0.2 s base, 1 s cap, 1-2 s ACK timeout) keep each test to
-seconds; the daemon's poll interval is its default. The two-minute outage test
+Short retry settings (0.2 s base, 1 s cap, 1-2 s ACK timeout) and a 2 s outbox
+lease keep each test to seconds; the daemon's poll interval is its default. The two-minute outage test
 is marked slow (it takes about 2.5 minutes).
 """
 
@@ -45,7 +45,8 @@ def write_config(
         encoding="utf-8",
     )
     config = tmp_path / "overread.yaml"
-    config.write_text("destinations: destinations.yaml\n", encoding="utf-8")
+    # A short lease: after a kill -9 the restarted daemon takes its predecessor's row over in 2 s, not 30.
+    config.write_text("destinations: destinations.yaml\noutbox: {lease_seconds: 2}\n", encoding="utf-8")
     return config
 
 

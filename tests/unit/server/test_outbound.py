@@ -300,6 +300,8 @@ def test_refused_connection_backs_off_without_charging_rows(harness: Harness) ->
     for _ in range(10):
         harness.clock.advance(30)
     assert harness.state("R1") == ("pending", 0)
+    # A row that was never written is not held: another daemon could send it now.
+    assert [r.lease_holder for r in harness.store.outbox_list()] == ["", ""]
     harness.ris.down = False
     harness.clock.advance(30)
     harness.ris.answer("R1")
