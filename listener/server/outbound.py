@@ -592,26 +592,28 @@ class OutboundWorker:
                 recorded = yield self.run_in_thread(
                     partial(self.store.outbox_dead, holder=self.holder), row.id, now, error
                 )
-                self.log.warning(
-                    "outbox_dead_lettered",
-                    control_id=row.control_id,
-                    attempts=attempts,
-                    reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
-                    ack_code=result if len(result) == 2 else "",
-                )
+                if recorded:
+                    self.log.warning(
+                        "outbox_dead_lettered",
+                        control_id=row.control_id,
+                        attempts=attempts,
+                        reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
+                        ack_code=result if len(result) == 2 else "",
+                    )
             else:
                 due = next_attempt_at(attempts, now, retry, self.rand())
                 recorded = yield self.run_in_thread(
                     partial(self.store.outbox_failed, holder=self.holder), row.id, now, due, error
                 )
-                self.log.info(
-                    "outbox_retry_scheduled",
-                    control_id=row.control_id,
-                    attempts=attempts,
-                    next_attempt_at=due.isoformat(),
-                    reason=result if len(result) > 2 else "answer",
-                    ack_code=result if len(result) == 2 else "",
-                )
+                if recorded:
+                    self.log.info(
+                        "outbox_retry_scheduled",
+                        control_id=row.control_id,
+                        attempts=attempts,
+                        next_attempt_at=due.isoformat(),
+                        reason=result if len(result) > 2 else "answer",
+                        ack_code=result if len(result) == 2 else "",
+                    )
                 self._wake_at((due - now).total_seconds())
         except StoreError as exc:
             # Not recorded: the row stays as it was and is sent again (same MSH-10).
