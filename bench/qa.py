@@ -5,10 +5,15 @@ Run by hand; prints figures. Reads ../shared/corpus at run time (never copied):
     .venv/bin/python bench/qa.py                  # up to 300 cases per injection, all clean reports
     .venv/bin/python bench/qa.py --misses 5       # plus up to 5 missed cases per category
     .venv/bin/python bench/qa.py --per-injection 50 --clean 500   # quicker
+    .venv/bin/python bench/qa.py --injector independent           # only the second injector
+    .venv/bin/python bench/qa.py --false-alarms                   # per-modality hits on MTSamples
 
-The labeled set is built by tests/qa/inject.py (selection rules and injection
-specs over the real corpus texts; fixed seed) and measured by
-tests/qa/evaluate.py with the repository's own QA configuration. A detection
+Two labeled sets are measured (``--injector own|independent|both``, default
+both): tests/qa/inject.py, written with the rules, and tests/qa/independent.py,
+written from the defect definitions of issues 4 and 14 without reading the
+rules (docs/qa-evaluation.md). Each injector selects real corpus reports and
+injects one defect per copy (fixed seed); tests/qa/evaluate.py measures them
+with the repository's own QA configuration. A detection
 counts only when the injected copy has a finding of the expected category
 (warning or error) that its base does not have. Timing is the engine alone
 (``run_rules``: text analysis + every enabled rule), one process, one core.
@@ -28,8 +33,31 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.qa.evaluate import Evaluation, evaluate, load_docs  # noqa: E402
-from tests.qa.inject import SEED, case_stats  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from listener.model import Severity  # noqa: E402
+from tests.qa.evaluate import WARNING_OR_ERROR, CaseBuilder, Evaluation, evaluate, load_docs, run_doc  # noqa: E402
+from tests.qa.independent import SEED as INDEPENDENT_SEED  # noqa: E402
+from tests.qa.independent import build_independent_cases  # noqa: E402
+from tests.qa.inject import SEED, Doc, build_cases, case_stats  # noqa: E402
+from tests.unit.qa.factory import pipeline  # noqa: E402
+
+INJECTORS: dict[str, CaseBuilder] = {"own": build_cases, "independent": build_independent_cases}
+SEEDS = {"own": SEED, "independent": INDEPENDENT_SEED}
+
+#: Modality groups of the false-alarm table (issue 14): Doc.modality -> row label.
+MODALITY_GROUPS = {
+    "CT": "CT",
+    "MR": "MR",
+    "US": "US",
+    "MG": "mammography",
+    "NM": "nuclear",
+    "PT": "nuclear",
+    "FL": "fluoroscopy",
+    "XR": "radiograph",
+}
+GROUP_ORDER = ("CT", "MR", "US", "mammography", "nuclear", "fluoroscopy", "radiograph", "unclassified")
 
 
 def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
@@ -79,19 +107,84 @@ def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
                 print(f"MISS {category} {case.id} [{case.variant}] findings: {got}")
 
 
+def print_false_alarms(docs: Sequence[Doc]) -> None:
+    """Per-modality table of warning/error findings on the clean MTSamples reports, then every hit.
+
+    Each hit line is sample id, rule id, severity and the finding's message (messages
+    carry no patient data); the reports themselves are read by hand in a terminal,
+    never printed here.
+    """
+    qa = pipeline().qa
+    assert qa is not None
+    rows: dict[str, list[int]] = {group: [0, 0, 0] for group in GROUP_ORDER}
+    hits: list[tuple[str, str, str, str, str]] = []
+    rule_counts: Counter[str] = Counter()
+    for doc in docs:
+        if doc.source != "mtsamples":
+            continue
+        group = MODALITY_GROUPS.get(doc.modality, "unclassified")
+        loud = [f for f in run_doc(doc, qa).findings if f.severity in WARNING_OR_ERROR]
+        row = rows[group]
+        row[0] += 1
+        row[1] += any(f.severity is Severity.ERROR for f in loud)
+        row[2] += bool(loud)
+        for f in loud:
+            hits.append((group, doc.id, f.rule, f.severity.value, f.message))
+            rule_counts[f.rule] += 1
+    print("| modality | reports | with an error | with any warning | hits |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    total = [0, 0, 0]
+    for group in GROUP_ORDER:
+        n, err, anyw = rows[group]
+        if not n:
+            continue
+        total = [total[0] + n, total[1] + err, total[2] + anyw]
+        count = sum(1 for h in hits if h[0] == group)
+        print(f"| {group} | {n} | {err} ({err / n:.1%}) | {anyw} ({anyw / n:.1%}) | {count} |")
+    n, err, anyw = total
+    if n:
+        print(f"| **all MTSamples** | {n} | {err} ({err / n:.1%}) | {anyw} ({anyw / n:.1%}) | {len(hits)} |")
+    print()
+    for group, doc_id, rule, severity, message in hits:
+        print(f"HIT {group:12s} {doc_id:18s} {rule:44s} {severity:7s} {message}")
+    if rule_counts:
+        print()
+        print("hits by rule: " + ", ".join(f"{r} {c}" for r, c in rule_counts.most_common()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the evaluation, print it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-injection", type=int, default=300, help="cases per injection kind (default 300)")
     parser.add_argument("--clean", type=int, default=None, help="clean reports to measure (default: all)")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: each injector's own SEED)")
     parser.add_argument("--misses", type=int, default=0, help="list up to N missed cases per category")
+    parser.add_argument(
+        "--injector",
+        choices=("own", "independent", "both"),
+        default="both",
+        help="which labeled set to measure (default both)",
+    )
+    parser.add_argument(
+        "--false-alarms",
+        action="store_true",
+        help="print only the per-modality false-alarm table on the clean MTSamples reports, with every hit",
+    )
     args = parser.parse_args(argv)
     docs = load_docs()
-    ev = evaluate(docs, per_injection=args.per_injection, clean_limit=args.clean, seed=args.seed)
-    print(f"corpus documents: {len(docs)}; seed {args.seed}")
+    print(f"corpus documents: {len(docs)}")
+    if args.false_alarms:
+        print_false_alarms(docs)
+        return 0
     _ = case_stats  # (the per-injection n is in the table)
-    print_evaluation(ev, misses=args.misses)
+    names = ("own", "independent") if args.injector == "both" else (args.injector,)
+    for name in names:
+        seed = args.seed if args.seed is not None else SEEDS[name]
+        ev = evaluate(docs, per_injection=args.per_injection, clean_limit=args.clean, seed=seed, build=INJECTORS[name])
+        print()
+        print(f"## injector: {name} (seed {seed})")
+        print()
+        print_evaluation(ev, misses=args.misses)
     return 0
 
 

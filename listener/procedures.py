@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -32,6 +32,7 @@ _ENTRY_KEYS = frozenset(
         "addon",
         "consultation",
         "views",
+        "view_family",
         "system",
         "limited",
         "screening",
@@ -74,6 +75,7 @@ class ProcedureEntry:
     addon: bool = False
     consultation: bool = False
     views: tuple[int, int | None] | None = None  # (min, max); max None = "or more"
+    view_family: str = ""  # radiograph codes of one anatomy that differ only by view count
     system: str = "CPT"
     limited: bool = False
     screening: bool = False
@@ -91,6 +93,8 @@ class ProcedureTable:
     families: Mapping[str, Mapping[str, str]]  # family -> contrast -> code
     modality_aliases: Mapping[str, str]
     source: str = ""
+    #: view family -> its codes, fewest views first (coding.view_count_mismatch, docs/qa-rules.md)
+    view_families: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def get(self, code: str) -> ProcedureEntry | None:
         return self.entries.get(code.strip().upper())
@@ -98,6 +102,15 @@ class ProcedureTable:
     def family_code(self, family: str, contrast: str) -> str | None:
         """The code of ``family`` for ``contrast`` (for "bill X instead" hints)."""
         return self.families.get(family, {}).get(contrast)
+
+    def view_codes(self, family: str, views: int) -> tuple[str, ...]:
+        """The codes of view family ``family`` whose view range holds ``views`` (for "bill X instead" hints)."""
+        out: list[str] = []
+        for code in self.view_families.get(family, ()):
+            entry = self.entries[code]
+            if entry.views is not None and views_in_range(views, entry.views):
+                out.append(code)
+        return tuple(out)
 
     def modality_for(self, raw: str, procedure_text: str = "") -> str:
         """Modality from the sender's field (OBR-24 / DICOM code) or procedure text."""
@@ -108,6 +121,12 @@ class ProcedureTable:
             if pattern.search(procedure_text):
                 return modality
         return ""
+
+
+def views_in_range(views: int, bounds: tuple[int, int | None]) -> bool:
+    """True when ``views`` lies in ``bounds`` ((min, max), max None = "or more")."""
+    low, high = bounds
+    return views >= low and (high is None or views <= high)
 
 
 def _entry(code: str, node: YamlMap) -> ProcedureEntry:
@@ -135,6 +154,7 @@ def _entry(code: str, node: YamlMap) -> ProcedureEntry:
         mammo=mammo,
         tomosynthesis_addon_for=tuple(str(c) for c in node.get_list("tomosynthesis_addon_for").strings()),
         views=views,
+        view_family=node.get_str("view_family", ""),
         system=node.get_choice("system", ("CPT", "HCPCS"), "CPT"),
         **flags,
     )
@@ -171,6 +191,12 @@ def load_procedures(path: str | Path) -> ProcedureTable:
         for base in entry.tomosynthesis_addon_for:
             if base not in entries:
                 raise node.get_map(entry.code).error("tomosynthesis_addon_for", f"code {base} is not in procedures")
+    view_families: dict[str, list[str]] = {}
+    for entry in entries.values():
+        if entry.view_family:
+            if entry.views is None:
+                raise node.get_map(entry.code).error("view_family", f"code {entry.code} has a view_family but no views")
+            view_families.setdefault(entry.view_family, []).append(entry.code)
     aliases: dict[str, str] = {}
     alias_node = doc.get_map("modality_aliases")
     for key in alias_node:
@@ -181,4 +207,15 @@ def load_procedures(path: str | Path) -> ProcedureTable:
         families=MappingProxyType({k: MappingProxyType(v) for k, v in families.items()}),
         modality_aliases=MappingProxyType(aliases),
         source=str(path),
+        view_families=MappingProxyType(
+            {
+                family: tuple(sorted(codes, key=lambda c: (_views_of(entries[c]), c)))
+                for family, codes in view_families.items()
+            }
+        ),
     )
+
+
+def _views_of(entry: ProcedureEntry) -> tuple[int, int]:
+    low, high = entry.views or (0, None)
+    return low, high if high is not None else 1_000

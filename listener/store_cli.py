@@ -11,10 +11,12 @@ paths, versions, counts and ids only.
 * ``restore SRC [--force]``: refused while a daemon holds the state directory.
 * ``check [--quick]``: exit 0 sound, 1 problems found, 2 usage error or no store.
 * ``migrate [--list]``: run (or list) the schema migrations.
+* ``copy --from STORE --to STORE``: move a whole store between SQLite and
+  PostgreSQL (:mod:`listener.store.copy`); refused while a daemon has either open.
 * ``drop-comparisons``: empty the comparisons cache (derived data, docs/outcomes.md,
   "Scorecards: where the figures come from"); runs beside the daemon.
 
-Exit status of backup, restore, migrate and drop-comparisons: 0 done, 2 refused or failed (the
+Exit status of backup, restore, migrate, copy and drop-comparisons: 0 done, 2 refused or failed (the
 message on stderr names the file and what is wrong).
 """
 
@@ -32,6 +34,7 @@ from listener import __version__
 from listener.errors import StoreError
 from listener.logs import HASH_KEY_FILE
 from listener.store.backup import BACKUP_PAGES
+from listener.store.copy import COPY_BATCH
 from listener.store.schema import MIGRATIONS, SCHEMA_VERSION, Migration
 
 __all__ = ["add_store_parser", "cmd_store"]
@@ -105,6 +108,28 @@ def add_store_parser(sub: Any) -> None:
     migrate.add_argument("--list", action="store_true", help="list every migration and whether it is applied")
     common(migrate)
 
+    copy = actions.add_parser(
+        "copy",
+        help="copy a whole store into an empty one: SQLite to PostgreSQL or back (daemons stopped)",
+        description="Copy every table of the source store into the target, ids kept, in one transaction, "
+        "then verify each table's row count and checksum (docs/store.md, 'Moving a store'). "
+        "STORE is sqlite:PATH (a state directory or an overread.db file) or postgresql://USER@HOST/DBNAME.",
+        epilog="exit status: 0 copied and verified; 2 refused (a store in use, the source not at this "
+        "program's schema, the target not empty) or failed (the target keeps nothing of the copy)",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="STORE", help="the store to copy")
+    copy.add_argument("--to", dest="target", required=True, metavar="STORE", help="the empty store to fill")
+    copy.add_argument(
+        "--from-password-file", metavar="F", help="the source's PostgreSQL password (else PGPASSWORD or ~/.pgpass)"
+    )
+    copy.add_argument(
+        "--to-password-file", metavar="F", help="the target's PostgreSQL password (else PGPASSWORD or ~/.pgpass)"
+    )
+    copy.add_argument(
+        "--batch", type=int, default=COPY_BATCH, metavar="N", help=f"rows per read and write (default {COPY_BATCH})"
+    )
+    copy.add_argument("--format", choices=("text", "json"), default="text")
+
     drop = actions.add_parser(
         "drop-comparisons",
         help="empty the cache of compared prelim/final pairs (derived; computed again when read)",
@@ -129,6 +154,8 @@ def cmd_store(
     """
     action = args.store_command
     try:
+        if action == "copy":
+            return _copy(args, out)
         if store_url:
             return _postgresql(args, store_url, password_file, out)
         if action == "backup":
@@ -358,4 +385,32 @@ def _drop_comparisons(args: argparse.Namespace, state_dir: Path, out: TextIO) ->
     db = state_dir / DB_FILENAME
     plural = "" if dropped == 1 else "s"
     _emit(args, out, {"path": str(db), "dropped": dropped}, [f"dropped {dropped} cached comparison{plural} from {db}"])
+    return EXIT_OK
+
+
+def _copy(args: argparse.Namespace, out: TextIO) -> int:
+    from listener.store.copy import copy_store, parse_store_spec
+
+    def password_file(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    source = parse_store_spec(args.source, "--from", password_file(args.from_password_file))
+    target = parse_store_spec(args.target, "--to", password_file(args.to_password_file))
+    result = copy_store(source, target, batch=args.batch)
+    width = max((len(t.name) for t in result.tables), default=0)
+    lines = [
+        f"copied {result.source} to {result.target} (schema v{result.schema_version}), verified",
+        *(f"  {t.name:<{width}}  {t.rows} rows  checksum {t.checksum}" for t in result.tables),
+        f"  {result.rows} rows in {len(result.tables)} tables, took {result.seconds} s",
+    ]
+    obj = {
+        "from": result.source,
+        "to": result.target,
+        "schema_version": result.schema_version,
+        "tables": {t.name: {"rows": t.rows, "checksum": t.checksum} for t in result.tables},
+        "rows": result.rows,
+        "verified": True,
+        "seconds": result.seconds,
+    }
+    _emit(args, out, obj, lines)
     return EXIT_OK

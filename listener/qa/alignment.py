@@ -39,7 +39,7 @@ __all__ = [
 #: (a sign and its diagnosis, a finding and its cause). Tunable per rule in
 #: policies/qa.yaml (``related``).
 DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
-    "lung_opacity": ("airspace_opacity", "consolidation", "pneumonia", "atelectasis"),
+    "lung_opacity": ("airspace_opacity", "consolidation", "pneumonia", "atelectasis", "volume_loss"),
     "edema": ("pulmonary_edema", "vascular_congestion"),
     "lesion": ("lung_nodule", "mass", "cancer", "granuloma", "abscess"),
     "scar": ("scarring", "fibrosis", "pleural_thickening", "granuloma"),
@@ -51,7 +51,7 @@ DEFAULT_RELATED: Mapping[str, tuple[str, ...]] = {
     "aorta": ("aneurysm", "ruptured_aneurysm", "aortic_dissection"),
     "clot": ("thrombosis", "deep_vein_thrombosis", "pulmonary_embolism"),
     "bowel": ("bowel_obstruction", "volvulus", "bowel_ischemia"),
-    "stroke": ("acute_infarct", "large_vessel_occlusion", "brain_herniation"),
+    "stroke": ("acute_infarct", "large_vessel_occlusion", "brain_herniation", "midline_shift"),
     "twist": ("torsion", "testicular_torsion", "ovarian_torsion"),
     "air": ("pneumothorax", "tension_pneumothorax", "pneumomediastinum", "subcutaneous_emphysema"),
 }

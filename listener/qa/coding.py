@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
-from listener.procedures import ProcedureEntry
+from listener.procedures import ProcedureEntry, views_in_range
 from listener.qa.comparison import region_phrases, regions_related
 from listener.qa.engine import Folded, RuleInput, folded, rule
 
@@ -755,4 +755,288 @@ def reason_missing(data: RuleInput) -> Iterable[Finding]:
         "No reason for study: no order reason, no ICD-10 code and no indication section.",
         (),
         "Document the indication or send the ICD-10 code with the order.",
+    )
+
+
+# --- radiograph views --------------------------------------------------------------------------------
+
+_NUMBER_WORDS = {
+    "one": 1,
+    "single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+# A bound or a range, not a count: "2-3 views", "2 or 3 views", "minimum of 4 views", "4 or more views".
+_AT_LEAST_RE = re.compile(r"(?:\d\s*(?:-|to|or)\s*|minimum\s+of\s+|at\s+least\s+|up\s+to\s+)$", _I)
+_OR_MORE_RE = re.compile(r"\s*(?:\+|or\s+more\b|or\s+greater\b)", _I)
+# Words that may stand between a number and "views" ("two standard radiographic views").
+_VIEW_ADJ = (
+    r"(?:standard|routine|radiographic|plain[- ]film|plain|frontal|weight[- ]?bearing|standing|upright|erect|"
+    r"portable|supine|orthogonal|dedicated|conventional|additional|further|extra|repeat(?:ed)?|more)"
+)
+# "two views", "3 views of the left knee", "single view", "2V", "three-view", "minimum of 4 views".
+_COUNT_RE = folded(
+    re.compile(
+        rf"(?<![/.:\d-])\b(?P<n>\d{{1,2}}|{'|'.join(_NUMBER_WORDS)})(?:\s*-\s*|\s+)(?:{_VIEW_ADJ}[\s-]+){{0,2}}"
+        r"(?:views?|vws?|projections?|radiographs?|x-?rays?)\b|\b(?P<v>\d)\s*(?:v|vw|vws)\b",
+        _I,
+    )
+)
+# One named view: optional number/article, side and position words, then the view itself. A bare
+# "Y" counts only as "scapular Y" or "Y view".
+_VIEW_HEAD = (
+    r"(?:right\s+and\s+left\s+obliques?|left\s+and\s+right\s+obliques?|(?:bilateral|both)\s+obliques?|obliques|"
+    r"(?:AP|PA)\s+pelvis|apical\s+lordotic|lordotic|frog[- ]?leg(?:\s+lateral)?|cross[- ]table(?:\s+lateral)?|"
+    r"(?:(?:left|right)\s+)?lateral\s+decubitus|decubitus|swimmer'?s(?:\s+lateral)?|open[- ]mouth(?:\s+odontoid)?|odontoid|"
+    r"scapular\s+Y|Y(?=\s+views?\b)|sunrise|merchant|skyline|tunnel|notch|mortise|axillary|grashey|scaphoid|navicular|"
+    r"internal\s+rotation|external\s+rotation|judet|inlet|outlet|flexion|extension|expiratory|inspiratory|"
+    r"oblique|lateral|frontal|AP|PA|upright|supine|erect|standing)"
+)
+_VIEW_MOD = r"(?:(?:portable|upright|erect|supine|standing|semi-?upright|weight[- ]?bearing|bedside|right|left)\s+)"
+_VIEW_ITEM = (
+    rf"(?:(?:a|an|one|single|two|three|four|[1-4])\s+)?{_VIEW_MOD}{{0,2}}{_VIEW_HEAD}(?:\s+(?:views?|projections?))?"
+)
+_VIEW_SEP = r"(?:\s*,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*|\s*/\s*|\s*\+\s*|\s+plus\s+)"
+# A list of named views, anchored: followed by "views"/"radiographs"/"chest"/"of the", or (in a
+# title or technique line) by the end of the sentence.
+_LIST_RE = folded(
+    re.compile(
+        rf"\b(?P<list>{_VIEW_ITEM}(?:{_VIEW_SEP}{_VIEW_ITEM})*)(?=\b)"
+        r"(?P<anchor>\s*(?:views?|projections?|radiographs?|x-?rays?|films?|images?|(?:portable\s+)?(?:chest|cxr)\b|"
+        r"of\s+the\b)|\s*[.;:]?\s*$)?",
+        _I,
+    )
+)
+# A lone position ("upright chest radiograph") names how one film was taken, not a view count.
+_POSITION_ONLY_RE = re.compile(
+    rf"(?:(?:a|an|one)\s+)?{_VIEW_MOD}{{0,2}}(?:upright|supine|erect|standing)(?:\s+views?)?", _I
+)
+_VIEW_NOUN_RE = folded(re.compile(r"(?:views?|projections?|radiographs?|x-?rays?|films?|images?)\b", _I))
+_ITEM_RE = folded(re.compile(rf"{_VIEW_ITEM}", _I))
+_TWO_RE = folded(re.compile(r"obliques\b|\b(?:right\s+and\s+left|left\s+and\s+right|bilateral|both)\s", _I))
+# A count that is not the whole exam: views added to others, views of each side, an unknown number.
+_PARTIAL_RE = folded(
+    re.compile(
+        r"\b(?:additional|further|extra|also|repeat(?:ed)?|another|more|supplement\w*|in\s+addition|each|both|"
+        r"bilateral(?:ly)?|right\s+and\s+left|left\s+and\s+right|multiple|several|series)\b",
+        _I,
+    )
+)
+# A cheap first look: every statement above contains one of these (lower-cased).
+_VIEW_HINTS = ("view", "lateral", "projection", "frontal", " ap", " pa", "oblique", "radiograph", "x-ray", "xray")
+_VIEW_DIGIT_RE = re.compile(r"\d\s*vw?s?\b", _I)
+# Anatomy per view family (mappings/procedures.yaml `view_family`): a sentence that names another
+# family's anatomy and not the billed one's is about another exam ("two views of the ankle" on a
+# knee code is a body-region question, not a view count).
+_FAMILY_ANATOMY = {
+    "chest": r"chest|lungs?|thorax|cxr",
+    "skull": r"skull|cranium|calvari\w*",
+    "cervical_spine": r"cervical|c-?spine|neck",
+    "lumbosacral_spine": r"lumbar|lumbosacral|l-?spine|sacrum|sacral",
+    "pelvis": r"pelvis|pelvic",
+    "shoulder": r"shoulders?|scapula|glenohumeral|humer\w*",
+    "wrist": r"wrists?|scaphoid|carp\w*",
+    "hand": r"hands?|fingers?|thumbs?|metacarp\w*",
+    "hip": r"hips?|pelvis|femoral|femur",
+    "hips_bilateral": r"hips?|pelvis|femoral|femur",
+    "knee": r"knees?|patell\w*",
+    "ankle": r"ankles?|mortise",
+    "foot": r"foot|feet|toes?|calcane\w*|metatars\w*",
+    "abdomen": r"abdomen|abdominal|kub",
+}
+_ANATOMY_RES = {family: folded(re.compile(rf"\b(?:{words})\b", _I)) for family, words in _FAMILY_ANATOMY.items()}
+# Anatomy of no view family: a sentence about it ("2 oblique and one lateral radiograph of the
+# sternum" in a chest report that goes on to the sternum) is about another exam.
+_OTHER_ANATOMY_RE = folded(
+    re.compile(
+        r"\b(?:sternum|sternal|ribs?|thoracic\s+spine|t-?spine|dorsal\s+spine|clavicles?|forearms?|elbows?|"
+        r"tibia\w*|fibula\w*|legs?|arms?|facial|face|orbits?|sinus\w*|mandible|nasal|soft\s+tissues\s+of\s+the\s+neck|"
+        r"sacroiliac|coccyx|scoliosis|bone\s+survey|skeletal\s+survey)\b",
+        _I,
+    )
+)
+_VIEW_KINDS = (SectionKind.TECHNIQUE, SectionKind.OTHER, SectionKind.FINDINGS, SectionKind.IMPRESSION)
+_TITLE_KINDS = (SectionKind.TECHNIQUE, SectionKind.OTHER)
+
+
+def _mentions_views(text: str) -> bool:
+    low = text.lower()
+    return any(h in low for h in _VIEW_HINTS) or bool(_VIEW_DIGIT_RE.search(text))
+
+
+# Outside a title or technique line a view statement names its noun ("PA and lateral views of the
+# chest were obtained"): sentences without one are skipped before any pattern runs.
+_VIEW_NOUNS = ("view", "projection", "radiograph", "x-ray", "xray", "film")
+
+
+def _names_view_noun(text: str) -> bool:
+    low = text.lower()
+    return any(h in low for h in _VIEW_NOUNS)
+
+
+def _count_value(match: re.Match[str]) -> int:
+    raw = (match.group("n") or match.group("v") or "").lower()
+    return int(raw) if raw.isdigit() else _NUMBER_WORDS.get(raw, 0)
+
+
+def _item_value(item: str) -> int:
+    """Views one named item stands for: "2 oblique" 2, "both obliques" 2, "lateral" 1."""
+    first = item.split(None, 1)[0].lower()
+    if first.isdigit():
+        return int(first)
+    if first in _NUMBER_WORDS:
+        return _NUMBER_WORDS[first]
+    return 2 if _TWO_RE.search(item) else 1
+
+
+def _list_value(items: str) -> int:
+    return sum(_item_value(item.group(0)) for item in _ITEM_RE.finditer(items))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewCount:
+    """The views one sentence documents for this exam, and where it says so."""
+
+    views: int
+    start: int
+    end: int
+
+
+def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCount | None:
+    """The views the sentence ``text[start:end]`` documents, 0 when it states a count it cannot pin down.
+
+    A count ("two views") wins over a list of named views in the same sentence ("Two views, PA and
+    lateral"); named views are added up ("AP and lateral views and a sunrise view"). A bare single
+    view outside a title or technique line ("On the lateral view, ...") refers to one image of the
+    exam, not to the exam, and counts nothing.
+    """
+    counts = list(_COUNT_RE.finditer(text, start, end))
+    if counts:
+        values = {_count_value(m) for m in counts}
+        bounded = any(
+            _AT_LEAST_RE.search(text[max(start, m.start() - 14) : m.start()]) or _OR_MORE_RE.match(text, m.end(), end)
+            for m in counts
+        )
+        if len(values) != 1 or bounded or _PARTIAL_RE.search(text, start, end):
+            return ViewCount(0, counts[0].start(), counts[0].end())
+        return ViewCount(values.pop(), counts[0].start(), counts[-1].end())
+    total, first, last = 0, -1, -1
+    rest = text[start:end]
+    for match in _LIST_RE.finditer(text, start, end):
+        anchor = match.group("anchor")
+        if anchor is None or (not anchor.strip(" .;:") and not title):
+            continue
+        items = match.group("list")
+        value = _list_value(items)
+        if value == 1 and (not title or _POSITION_ONLY_RE.fullmatch(items)):
+            continue
+        total += value
+        first = match.start() if first < 0 else first
+        last = match.end() if _VIEW_NOUN_RE.match(anchor.strip()) else match.end("list")
+        # Words inside the list ("both obliques") are views, not sides of the exam.
+        rest = rest[: match.start() - start] + " " * len(match.group(0)) + rest[match.end() - start :]
+    if not total:
+        return None
+    if _PARTIAL_RE.search(rest):
+        return ViewCount(0, first, last)
+    return ViewCount(total, first, last)
+
+
+def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount, ...]] | None:
+    """The number of views the report documents for this exam, with the statements that say so.
+
+    None when the report states no view count, or when its statements disagree or cannot be
+    pinned down (added views, views of each side, "multiple views"): the rule then says nothing.
+    Sentences about comparison studies are skipped (``_OFF_TOPIC_RE``), as are findings and
+    impression sentences that do not describe the acquisition and do not open with the views.
+    """
+    text = data.report.text
+    if not _mentions_views(text):
+        return None
+    own = _ANATOMY_RES.get(family)
+    others = [pattern for name, pattern in _ANATOMY_RES.items() if name != family]
+    found: list[ViewCount] = []
+    sections: tuple[Section | None, ...] = data.report.sections or (None,)
+    for sec in sections:
+        if sec is not None and sec.kind not in _VIEW_KINDS:
+            continue
+        start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
+        title = sec is None or sec.kind in _TITLE_KINDS
+        if not (_mentions_views if title else _names_view_noun)(text[start:end]):
+            continue
+        for span in data.analysis.sentences(start, end):
+            sentence = text[span.start : span.end]
+            if not (_mentions_views(sentence) if title else _names_view_noun(sentence)):
+                continue
+            if _OFF_TOPIC_RE.search(sentence):
+                continue
+            count = _sentence_views(text, span.start, span.end, title=title)
+            if count is None:
+                continue
+            if not title and not _ACQ_RE.search(sentence) and count.start - span.start > 12:
+                continue
+            if (
+                own is not None
+                and not own.search(sentence)
+                and (_OTHER_ANATOMY_RE.search(sentence) or any(p.search(sentence) for p in others))
+            ):
+                continue
+            found.append(count)
+    if not found:
+        return None
+    values = {c.views for c in found}
+    if len(values) != 1 or 0 in values:
+        return None
+    return values.pop(), tuple(found)
+
+
+def _range_label(bounds: tuple[int, int | None]) -> str:
+    low, high = bounds
+    if high is None:
+        return f"{low} or more views"
+    if low == high:
+        return f"{low} view" + ("s" if low != 1 else "")
+    return f"{low}-{high} views"
+
+
+@rule("coding", severity=Severity.WARNING)
+def view_count_mismatch(data: RuleInput) -> Iterable[Finding]:
+    """The views the report documents fall outside the billed radiograph code's view range.
+
+    A warning by default: the billed view count often comes from the images the technologist sent,
+    and a report that names fewer views than were archived may be the one to correct
+    (docs/qa-rules.md, "View counts"). A site that wants the report returned sets it to error.
+    """
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if table is None or entry is None or entry.views is None or not entry.view_family:
+        return
+    documented = documented_views(data, entry.view_family)
+    if documented is None:
+        return
+    views, statements = documented
+    low = entry.views[0]
+    if views_in_range(views, entry.views):
+        return
+    modifiers = {m.strip().upper() for m in data.report.procedure.modifiers}
+    if views < low and modifiers & _REDUCED_MODIFIERS:
+        return  # fewer views than the code, billed as a reduced service: what modifier 52 is for
+    better = table.view_codes(entry.view_family, views)
+    noun = "view" if views == 1 else "views"
+    if better:
+        labels = " or ".join(f"{code} ({_range_label(table.entries[code].views or (views, views))})" for code in better)
+        suggestion = f"Bill {labels}, or correct the views documented."
+    else:
+        suggestion = "No code of this family covers that many views: check the views documented, or add modifier 52."
+    yield data.emit(
+        f"Report documents {views} {noun}; code {entry.code} is for {_range_label(entry.views)}.",
+        [data.analysis.evidence(s.start, s.end) for s in statements[:3]],
+        suggestion,
     )

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention, Terms
+from listener.text import Mention, Terms, lateral_mentions
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
 
@@ -191,26 +191,65 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         # "Knee: no fracture", "The kidneys show no mass": a denial at one site.
         if len(_WORD_RE.findall(text, m.sentence_start, m.sentence_end)) > 8:
             return False
-        lead = text[m.sentence_start : min(between_start, m.start)]
+        # What precedes the negation cue (or the finding, for a backward cue):
+        # "Knee: no fracture" names a place; "2. No fracture" does not.
+        lead = text[m.sentence_start : min(c.start for c in before) if before else m.start]
         if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(lead)):
             return False
     return True
+
+
+# Paired-anatomy groups of one organ system (policies/terms/laterality.yaml): the chest counts once.
+_SYSTEM = {"lung": "chest", "lung_lobe": "chest", "pleura": "chest", "bronchus": "chest", "rib": "chest"}
+
+
+def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
+    """True when sections of ``kind`` describe more than one body part by side ("left hip", "left knee").
+
+    A bare denial of a finding found at many sites ("No fracture is seen.")
+    in such a section speaks about one of its parts only, as an organ
+    heading would ("Knee: no fracture").
+    """
+    systems: set[str] = set()
+    text = data.report.text
+    for sec in data.report.sections_of(kind):
+        for lm in lateral_mentions(
+            text,
+            sec.start,
+            sec.end,
+            data.terms,
+            sentences=data.analysis.sentences(sec.start, sec.end),
+            cache=data.analysis.text_cache,
+        ):
+            if lm.anatomy:
+                systems.add(_SYSTEM.get(lm.anatomy, lm.anatomy))
+    return len(systems) > 1
 
 
 def _sections_checked() -> tuple[SectionKind, ...]:
     return (SectionKind.FINDINGS, SectionKind.IMPRESSION)
 
 
-@rule("contradiction", severity=Severity.ERROR, params={"within_findings": True, "concepts": []})
+@rule(
+    "contradiction",
+    severity=Severity.ERROR,
+    params={"within_findings": True, "within_impression": True, "all_concepts": True, "concepts": []},
+)
 def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     """The same finding is affirmed in one place and denied in another ("right pneumothorax" / "no pneumothorax").
 
-    Only significant concepts are compared (or the ``concepts`` listed).
-    Pairs are compared across findings and impression (and, with
-    ``within_findings``, inside the findings); a side on both that differs,
-    a qualified negation ("no new", "no large", "no displaced"), a negation of
-    change ("has resolved"), or a denial at a named place are not
-    contradictions.
+    Every finding concept is compared (``all_concepts``; false: only
+    significant ones), or only the ``concepts`` listed. Pairs are compared
+    across findings and impression, inside the findings (``within_findings``)
+    and inside the impression (``within_impression``: "1. Left lower lobe
+    pneumonia. 2. No pneumonia."). A plural or bilateral finding ("small
+    effusions", "bilateral effusions") is contradicted by a bare denial
+    ("no pleural effusion"). A side on both that differs, a qualified
+    negation ("no new", "no large", "no displaced"), a negation of change
+    ("has resolved"), or a denial at a named place are not contradictions.
+    Signs are their own concepts (a midline shift is not herniation,
+    docs/qa-rules.md "Signs and diagnoses"), so a sign never contradicts
+    the denial of a diagnosis.
     """
     report = data.report
     text = report.text
@@ -218,13 +257,18 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         k: data.analysis.section_mentions(k) for k in _sections_checked()
     }
     names = frozenset(data.param("concepts", []) or ())
+    every = bool(data.param("all_concepts", True))
     # Candidates first (attribute tests only); the text tests below only
     # drop candidates, so without both kinds there is nothing to find.
     negated_candidates: list[tuple[SectionKind, Mention]] = []
     affirmed_candidates: list[tuple[SectionKind, Mention]] = []
     for kind, mentions in by_kind.items():
         for m in mentions:
-            if not (m.concept in names or _family(data.terms, m.concept) in names if names else m.significant):
+            if not (
+                m.concept in names or _family(data.terms, m.concept) in names
+                if names
+                else (every and not m.sex) or m.significant
+            ):
                 continue
             if m.negated and not (m.hypothetical or m.historical) and m.experiencer == "patient":
                 negated_candidates.append((kind, m))
@@ -242,7 +286,10 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     affirmed = [(k, m) for k, m in affirmed_candidates if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)]
     if not negated or not affirmed:
         return
-    within = bool(data.param("within_findings", True))
+    within = {
+        SectionKind.FINDINGS: bool(data.param("within_findings", True)),
+        SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
+    }
     done: set[str] = set()
     for a_kind, a in affirmed:
         fam = _family(data.terms, a.concept)
@@ -253,10 +300,12 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if n.sentence_start == a.sentence_start:
                 continue
-            if a_kind == n_kind and not (within and a_kind is SectionKind.FINDINGS):
+            if a_kind == n_kind and not within[a_kind]:
                 continue
-            if a_kind == n_kind and fam in _SITE_VARIABLE:
-                continue  # "fracture of the hip" ... "knee: no fracture": two places
+            if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
+                continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind):
+                continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue
             # the affirmed sentence also denies it ("no pneumothorax on the left; small right one")

@@ -18,7 +18,7 @@ findings only deny ("the left lung is clear").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
 from listener.qa.alignment import related_concepts
@@ -27,6 +27,7 @@ from listener.text import LateralMention, Mention, lateral_mentions
 
 __all__ = [
     "impression_side_vs_findings_anatomy",
+    "located_finding_side_mismatch",
     "impression_vs_findings",
     "impression_vs_order",
     "order_vs_report",
@@ -229,7 +230,11 @@ def _side_span(m: Mention, laterals: list[LateralMention]) -> tuple[int, int]:
 
 
 def _concept_conflicts(data: RuleInput) -> list[tuple[Mention, Mention, str]]:
-    """(impression mention, findings mention, family) pairs whose sides disagree."""
+    """(impression mention, findings mention, family) pairs whose sides disagree; computed once per report."""
+    return data.analysis.shared(_concept_conflicts, lambda: _find_concept_conflicts(data))  # type: ignore[no-any-return]
+
+
+def _find_concept_conflicts(data: RuleInput) -> list[tuple[Mention, Mention, str]]:
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
     imp_secs = _sections(report, (SectionKind.IMPRESSION,))
@@ -482,7 +487,9 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     impression must name a single side, the findings only the other, neither
     "bilateral", and the word after the impression's side word must follow a
     side word in the findings. Sentences already reported by
-    ``laterality.impression_vs_findings`` are left to that rule.
+    ``laterality.impression_vs_findings`` or by
+    ``laterality.located_finding_side_mismatch`` (which compares the finding
+    and its place together, an error) are left to those rules.
     """
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
@@ -508,6 +515,7 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
             )
         return
     reported = {m.sentence_start for m, _, _ in _concept_conflicts(data)}
+    reported.update(i.mention.sentence_start for i, _ in _located_conflicts(data))
     for lm, match in pairs:
         if lm.sentence_start in reported:
             continue
@@ -518,3 +526,356 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
             [data.analysis.evidence(*_span(lm)), data.analysis.evidence(*_span(match))],
             suggestion="Check the side in the impression against the findings and the images.",
         )
+
+
+# --- Located findings (docs/qa-rules.md, "Located findings")
+
+#: Located anatomy: per body region, the places a finding is put on one side
+#: ("right lower lobe", "left lung base", "left kidney"). Regexes (whole
+#: phrase, case-insensitive) over the paired-anatomy phrase a side word is
+#: attached to (policies/terms/laterality.yaml). The place ``any`` is the
+#: whole region ("left hemithorax", "left lung"): it matches every place of
+#: its region. Tunable in policies/qa.yaml (``places``).
+DEFAULT_PLACES: dict[str, dict[str, list[str]]] = {
+    "chest": {
+        "upper": [r"upper (lung )?(lobes?|zones?|fields?)", r"ap(ex|ices|ical)"],
+        "middle": [
+            r"middle (lung )?(lobes?|zones?|fields?)",
+            r"mid ?lung",
+            r"lingula(r)?",
+            r"(peri|supra)?hil(um|a|ar)",
+        ],
+        "lower": [
+            r"lower (lung )?(lobes?|zones?|fields?)",
+            r"(lung )?bases?",
+            r"basilar",
+            r"basal",
+            r"infrahilar",
+            r"retrocardiac",
+            r"costophrenic (angles?|sulcus|sulci|recess)",
+            r"cp angle",
+            r"hemidiaphragms?",
+        ],
+        "any": [r"lungs?", r"hemithora(x|ces)", r"chest", r"pleura(l)?", r"pleural space"],
+    },
+    "kidney": {"any": [r"kidneys?", r"renal", r"collecting system", r"perinephric", r"perirenal"]},
+    "ureter": {"any": [r"ureters?", r"ureteral", r"ureteropelvic junction", r"upj", r"uvj"]},
+    "adrenal": {"any": [r"adrenal( gland)?"]},
+    "ovary": {"any": [r"ovar(y|ies|ian)", r"adnex(a|al)", r"adnexal region"]},
+    "testis": {"any": [r"test(is|es|icle|icles|icular)", r"scrot(um|al)", r"hemiscrotum", r"epididym(is|al)"]},
+    "breast": {"any": [r"breasts?", r"axilla(e|ry)?"]},
+    "upper_limb": {
+        "shoulder": [r"shoulders?", r"glenohumeral", r"glenoid", r"acromioclavicular( joint)?", r"ac joint"],
+        "arm": [r"arms?", r"humer(us|al)", r"upper (extremity|limb)"],
+        "elbow": [r"elbows?", r"olecranon", r"radial head"],
+        "forearm": [r"forearm", r"radius", r"ulna(r)?"],
+        "wrist": [r"wrists?", r"scaphoid", r"carpal", r"distal radius"],
+        "hand": [r"hands?", r"fingers?", r"thumb", r"metacarpals?", r"phalan(x|ges)"],
+    },
+    "lower_limb": {
+        "hip": [r"hips?", r"acetabul(um|ar)", r"femoral (head|neck)"],
+        "thigh": [r"thigh", r"femur", r"femoral"],
+        "knee": [r"knees?", r"patella(r)?", r"tibial plateau"],
+        "leg": [r"legs?", r"calf", r"tibia(l)?", r"fibula(r)?", r"lower (extremity|limb)"],
+        "ankle": [r"ankles?", r"malleol(us|i|ar)", r"talus"],
+        "foot": [r"foot", r"feet", r"toes?", r"metatarsals?", r"calcane(us|al)", r"heel"],
+    },
+}
+
+# A located finding and a side word further apart than this, or across a
+# semicolon, are two statements ("right lower lobe is clear; there is ... ").
+_LOCATED_REACH = 60
+
+
+class _Located:
+    """One finding placed on a side: family, region, place, side, and its spans."""
+
+    __slots__ = ("family", "mention", "place", "region", "side", "side_word")
+
+    def __init__(self, family: str, region: str, place: str, side: str, mention: Mention, side_word: LateralMention):
+        self.family = family
+        self.region = region
+        self.place = place
+        self.side = side
+        self.mention = mention
+        self.side_word = side_word
+
+
+def _place_patterns(places: object) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+    """(region, place, compiled pattern) for the ``places`` parameter, compiled once per value."""
+    # Keyed by identity: the policy's parameter value lives as long as its
+    # config, and the entry keeps it alive so the id is never reused.
+    entry = _PLACE_CACHE.get(id(places))
+    cached = entry[1] if entry is not None and entry[0] is places else None
+    if cached is None:
+        compiled: list[tuple[str, str, re.Pattern[str]]] = []
+        if isinstance(places, Mapping):
+            for region, by_place in places.items():
+                if not isinstance(by_place, Mapping):
+                    continue  # a region needs places ({region: {place: [patterns]}})
+                for place, patterns in by_place.items():
+                    words = [p for p in (patterns if isinstance(patterns, (list, tuple)) else ()) if isinstance(p, str)]
+                    if words:
+                        joined = "|".join(f"(?:{p})" for p in words)
+                        compiled.append((str(region), str(place), re.compile(joined, re.IGNORECASE)))
+        cached = tuple(compiled)
+        _PLACE_CACHE[id(places)] = (places, cached)
+    return cached
+
+
+_PLACE_CACHE: dict[int, tuple[object, tuple[tuple[str, str, re.Pattern[str]], ...]]] = {}
+
+
+def _place_of(text: str, lm: LateralMention, patterns: tuple[tuple[str, str, re.Pattern[str]], ...]) -> tuple[str, str]:
+    """(region, place) of the anatomy phrase a side word qualifies, or ("", "")."""
+    if not lm.anatomy:
+        return "", ""
+    phrase = " ".join(text[lm.anatomy_start : lm.anatomy_end].split())
+    for region, place, pattern in patterns:
+        if pattern.fullmatch(phrase):
+            return region, place
+    return "", ""
+
+
+def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
+    """The findings of ``kind`` sections that are placed in located anatomy on a side."""
+    report = data.report
+    text = report.text
+    secs = _sections(report, (kind,))
+    if not secs:
+        return []
+    # Sex-specific anatomy ("ovary", "testis") is an organ, not a finding (policies/terms/sex_specific.yaml).
+    mentions = [m for m in _sided(data.analysis.section_mentions(kind)) if not (m.sex and not m.significant)]
+    if not mentions:
+        return []
+    laterals = [lm for lm in _lateral(data, secs) if lm.anatomy]
+    if not laterals:
+        return []
+    patterns = _place_patterns(data.param("places", DEFAULT_PLACES))
+    by_sentence: dict[int, list[LateralMention]] = {}
+    for lm in laterals:
+        by_sentence.setdefault(lm.sentence_start, []).append(lm)
+    out: list[_Located] = []
+    for m in mentions:
+        here = by_sentence.get(m.sentence_start)
+        if not here:
+            continue
+        if _CONTRA_RE.search(text, m.sentence_start, m.sentence_end):
+            continue
+        # A sentence naming both sides ("haziness in the right lung and left
+        # base") pairs findings and sides too loosely to say which is where:
+        # its findings count as on both sides.
+        two_sided = {"left", "right"} <= {lm.side for lm in here}
+        best: LateralMention | None = None
+        best_gap = _LOCATED_REACH + 1
+        for lm in here:
+            lo, hi = (lm.anatomy_end, m.start) if lm.anatomy_end <= m.start else (m.end, lm.start)
+            gap = hi - lo
+            if gap > _LOCATED_REACH or ";" in text[max(lo, 0) : max(hi, lo)]:
+                continue
+            if m.laterality and lm.side != m.laterality:
+                continue
+            if gap < best_gap:
+                best, best_gap = lm, gap
+        if best is None:
+            continue
+        region, place = _place_of(text, best, patterns)
+        if region:
+            side = "both" if two_sided else best.side
+            out.append(_Located(_family(data, m.concept), region, place, side, m, best))
+    return out
+
+
+def _same_finding(a: str, b: str) -> bool:
+    return a == b or b in related_concepts(a)
+
+
+def _same_place(a: _Located, b: _Located) -> bool:
+    return a.region == b.region and (a.place == b.place or "any" in (a.place, b.place))
+
+
+def _located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
+    """(impression, findings) located findings whose sides disagree; computed once per report."""
+    key = (_located_conflicts, id(data.param("places", DEFAULT_PLACES)))
+    return data.analysis.shared(key, lambda: _find_located_conflicts(data))  # type: ignore[no-any-return]
+
+
+def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
+    report = data.report
+    if not report.sections_of(SectionKind.FINDINGS) or not report.sections_of(SectionKind.IMPRESSION):
+        return []
+    imp = _located(data, SectionKind.IMPRESSION)
+    if not any(i.side in _OPPOSITE for i in imp):
+        return []
+    find = _located(data, SectionKind.FINDINGS)
+    if not find:
+        return []
+    # Every side the findings give each finding family, located or not
+    # ("small left pleural effusion" puts an effusion on the left).
+    find_sides: dict[str, set[str]] = {}
+    for m in _sided(data.analysis.section_mentions(SectionKind.FINDINGS)):
+        if m.laterality:
+            find_sides.setdefault(_family(data, m.concept), set()).add(m.laterality)
+    out: list[tuple[_Located, _Located]] = []
+    done: set[tuple[int, str]] = set()  # (sentence, region) reported: one finding per statement
+    for i in imp:
+        if i.side not in _OPPOSITE or (i.mention.sentence_start, i.region) in done:
+            continue
+        other = _OPPOSITE[i.side]
+        # The impression also puts it on the other side, or on both: not a swap.
+        if any(
+            j.side in (other, "bilateral", "both") and _same_finding(i.family, j.family) and _same_place(i, j)
+            for j in imp
+        ):
+            continue
+        there = [f for f in find if _same_finding(i.family, f.family) and _same_place(i, f)]
+        if not there or any(f.side != other for f in there):
+            continue
+        # The findings place this finding on the impression's side elsewhere in
+        # the region ("left upper lobe ... hilar mass" for "left hilar mass"):
+        # a different place, not a different side.
+        if any(
+            f.side in (i.side, "bilateral", "both") and f.region == i.region and _same_finding(i.family, f.family)
+            for f in find
+        ):
+            continue
+        if any(
+            side in (i.side, "bilateral")
+            for fam, sides in find_sides.items()
+            if _same_finding(i.family, fam)
+            for side in sides
+        ):
+            continue
+        done.add((i.mention.sentence_start, i.region))
+        out.append((i, there[0]))
+    return out
+
+
+# The located regions an order's body region (mappings/procedures.yaml) examines on one side.
+_ORDER_REGIONS: dict[str, frozenset[str]] = {
+    "upper_extremity": frozenset({"upper_limb"}),
+    "upper_extremity_joint": frozenset({"upper_limb"}),
+    "lower_extremity": frozenset({"lower_limb"}),
+    "lower_extremity_joint": frozenset({"lower_limb"}),
+    "breast": frozenset({"breast"}),
+    "scrotum": frozenset({"testis"}),
+    "retroperitoneum": frozenset({"kidney", "ureter", "adrenal"}),
+}
+
+
+def _order_conflicts(data: RuleInput) -> list[tuple[_Located, LateralMention]]:
+    """(located finding, side word of the ordered side) where a one-sided order and a located finding disagree.
+
+    The order is for one side, the report names that side for the ordered
+    region, and a finding of that region is placed only on the other side in
+    a sentence that names one side and points nowhere else (no
+    "contralateral", prior or comparison). A report that names only the
+    other side is ``order_vs_report``'s case, so it is left to that rule.
+    """
+    report = data.report
+    ordered = _order_side(report)
+    regions = _ORDER_REGIONS.get(report.body_region)
+    if ordered not in _OPPOSITE or not regions:
+        return []
+    other = _OPPOSITE[ordered]
+    text = report.text
+    patterns = _place_patterns(data.param("places", DEFAULT_PLACES))
+    body = _lateral(data, _sections(report, (SectionKind.FINDINGS, SectionKind.IMPRESSION)))
+    ordered_words = [
+        lm for lm in body if lm.side in (ordered, "bilateral") and _place_of(text, lm, patterns)[0] in regions
+    ]
+    if not ordered_words:
+        return []
+    sides_by_sentence = _sentence_sides(body)
+    located = [*_located(data, SectionKind.FINDINGS), *_located(data, SectionKind.IMPRESSION)]
+    out: list[tuple[_Located, LateralMention]] = []
+    for loc in located:
+        if loc.side != other or loc.region not in regions:
+            continue
+        if sides_by_sentence.get(loc.mention.sentence_start, set()) != {other}:
+            continue
+        if _ELSEWHERE.search(text, loc.mention.sentence_start, loc.mention.sentence_end):
+            continue
+        if any(o.side in (ordered, "bilateral", "both") and _same_finding(loc.family, o.family) for o in located):
+            continue
+        out.append((loc, ordered_words[0]))
+        break
+    return out
+
+
+def _located_words(loc: _Located) -> str:
+    return loc.mention.concept.replace("_", " ")
+
+
+# How a place is named in messages (canonical names, never the report's words).
+_PLACE_LABELS = {
+    ("chest", "upper"): "upper lung",
+    ("chest", "middle"): "mid lung",
+    ("chest", "lower"): "lower lung",
+    ("chest", "any"): "hemithorax",
+}
+
+
+def _place_label(loc: _Located) -> str:
+    label = _PLACE_LABELS.get((loc.region, loc.place))
+    if label is None:
+        label = loc.region if loc.place == "any" else loc.place
+    return label.replace("_", " ")
+
+
+@rule("laterality", severity=Severity.ERROR, params={"places": DEFAULT_PLACES})
+def located_finding_side_mismatch(data: RuleInput) -> Iterator[Finding]:
+    """A finding placed in located anatomy on one side in the findings and on the other in the impression.
+
+    "Consolidation in the right lower lobe" (findings) vs "left lower lobe
+    pneumonia" (impression). A located finding is a finding (or a related
+    one: opacity, consolidation, pneumonia, atelectasis, volume loss are one
+    family, see ``alignment.DEFAULT_RELATED``) whose side word qualifies a
+    place of ``places`` in the same clause: lobes, zones, bases, apices,
+    costophrenic angles and hemithoraces in the chest; kidneys, ureters,
+    adrenals, ovaries, testes, breasts; limb segments. Places compare within
+    their region (upper lobe with apex, base with lower lobe, a hemithorax
+    with any place of the chest). It fires only when every located mention
+    of that finding in the findings is on the other side, the findings never
+    put that finding on the impression's side or on both sides, and the
+    impression does not also put it on the other side; sentences about the
+    contralateral side are left out. Unlike ``impression_side_vs_findings_anatomy``
+    it compares finding and place together, so a report whose findings also
+    name the impression's side for something else (a left effusion beside a
+    right lower lobe consolidation) is still checked. When the order has one
+    side, the message says so. Against the order: a one-sided order of a
+    limb, breast, scrotum or kidney region, a report that names the ordered
+    side for that region, and a finding placed only on the other side there
+    in a sentence naming one side and no prior or contralateral side.
+    """
+    for loc, ordered_word in _order_conflicts(data):
+        yield data.emit(
+            f"The order is for the {ordered_word.side} side; the report puts {_located_words(loc)} in the "
+            f"{loc.side} {_place_label(loc)}.",
+            [data.analysis.evidence(*_located_span(loc)), data.analysis.evidence(*_span(ordered_word))],
+            suggestion="Check the side against the images and the order; correct the report or the order.",
+        )
+    conflicts = _located_conflicts(data)
+    if not conflicts:
+        return
+    # A sentence that laterality.impression_vs_findings reports already is left to it.
+    reported = {m.sentence_start for m, _, _ in _concept_conflicts(data)}
+    ordered = _order_side(data.report)
+    for i, f in conflicts:
+        if i.mention.sentence_start in reported:
+            continue
+        order_note = f"; the order is for the {ordered} side" if ordered in _OPPOSITE else ""
+        yield data.emit(
+            f"The impression puts {_located_words(i)} in the {i.side} {_place_label(i)}; "
+            f"the findings put {_located_words(f)} there only on the {f.side}{order_note}.",
+            [
+                data.analysis.evidence(*_located_span(i)),
+                data.analysis.evidence(*_located_span(f)),
+            ],
+            suggestion="Check the images and make the impression and the findings name the same side.",
+        )
+
+
+def _located_span(loc: _Located) -> tuple[int, int]:
+    lm, m = loc.side_word, loc.mention
+    return min(lm.start, m.start), max(lm.anatomy_end, m.end)

@@ -33,6 +33,10 @@ from listener.store.schema import newer_schema_text
 
 #: The first key of the migration advisory lock (the second is the schema name's hash).
 MIGRATION_LOCK = 0x0E7EAD
+#: The first key of the in-use advisory lock (the second is the schema name's hash): every
+#: open store holds it SHARED on its writer session, ``overread store copy`` takes it
+#: EXCLUSIVE (docs/store.md, "Moving a store").
+IN_USE_LOCK = 0x0E7EAE
 
 PgConnection = psycopg.Connection[tuple[Any, ...]]
 

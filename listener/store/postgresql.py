@@ -74,6 +74,7 @@ from listener.store.base import (
     require_aware,
 )
 from listener.store.pg_schema import (
+    IN_USE_LOCK,
     PG_SCHEMA_VERSION,
     PgConnection,
     PgMigration,
@@ -122,6 +123,37 @@ def _connect(url: str, password: str | None, *, writer: bool) -> PgConnection:
     except psycopg.Error as exc:
         conn.close()
         raise store_error("preparing the PostgreSQL session", exc) from None
+    return conn
+
+
+def connect_session(url: str, password: str | None, *, writer: bool) -> PgConnection:
+    """An autocommit session as the store's own (UTC; a writer's with synchronous_commit on), for ``overread store copy``."""
+    return _connect(url, password, writer=writer)
+
+
+def _connect_writer(url: str, password: str | None) -> PgConnection:
+    """The writer's session, holding the store's in-use advisory lock SHARED for as long as it lives.
+
+    ``overread store copy`` takes that lock EXCLUSIVE: it refuses a store
+    that a daemon (or an operator's command) has open, and while it copies, an
+    open here is refused rather than writing into a store being moved
+    (docs/store.md, "Moving a store"). The server drops the lock with the
+    session; a session opened again after a break takes it again.
+    """
+    conn = _connect(url, password, writer=True)
+    try:
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock_shared(%s, hashtext(current_schema()))", (IN_USE_LOCK,)
+        ).fetchone()
+    except psycopg.Error as exc:
+        conn.close()
+        raise store_error("taking the store's in-use lock", exc) from None
+    if row is None or row[0] is None:
+        conn.close()
+        raise StoreError(f"{display_url(url)}: no schema to use (the search_path names none that exists)")
+    if not row[0]:
+        conn.close()
+        raise StoreError(f"{display_url(url)} is being copied (overread store copy holds it); wait for the copy to end")
     return conn
 
 
@@ -705,7 +737,7 @@ class PostgresStore:
         self.display_url = display_url(url)
 
         def connect_writer() -> PostgresSession:
-            return PostgresSession(lambda: _connect(url, password, writer=True))
+            return PostgresSession(lambda: _connect_writer(url, password))
 
         def connect_reader() -> PgConnection:
             return _connect(url, password, writer=False)

@@ -27,9 +27,9 @@ def _wait_for(daemon: RunningDaemon, event: str, timeout: float = 60.0) -> dict[
 
 
 def _routes(daemon: RunningDaemon, conn: MllpConnection, suffix: str) -> dict[str, tuple[object, object]]:
-    """Send the normal chest X-ray and the critical SDH CT; their (bucket, finding_count) as logged."""
+    """Send the normal chest X-ray and the uncommunicated pneumothorax; their (bucket, finding_count) as logged."""
     sent = {}
-    for name in ("xr-chest-2v-normal", "ct-head-critical-sdh-communicated"):
+    for name in ("xr-chest-2v-normal", "xr-chest-pneumothorax-no-communication"):
         control_id = f"{name[:10]}-{suffix}"
         raw = (SAMPLES / f"{name}.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
         assert msa(conn.request(with_control_id(raw, control_id)))[0] in (
@@ -53,7 +53,7 @@ def _routes(daemon: RunningDaemon, conn: MllpConnection, suffix: str) -> dict[st
 def test_sighup_after_deleting_a_terms_file_keeps_the_old_policy(tmp_path: Path) -> None:
     """Deleting policies/terms/negation.yaml and sending SIGHUP: the reload is refused with
     config_invalid naming the file, and the same reports get the same bucket and findings
-    as before (not selective overreads, and the SDH finding kept)."""
+    as before (not selective overreads, and the pneumothorax's communication finding kept)."""
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies", policies)
     config = tmp_path / "overread.yaml"
@@ -83,7 +83,8 @@ def test_sighup_after_deleting_a_terms_file_keeps_the_old_policy(tmp_path: Path)
     assert invalid["path"] == str(negation) and invalid["reason"] == "reload_kept_old"
     assert "not found" in str(invalid["detail"])
     assert before["xr-chest-2v-normal"][0] == "release"
-    assert before["ct-head-critical-sdh-communicated"][1]  # the SDH finding is there
+    # The QA finding is there (the SDH sample, once used here, has none: its contradiction was a false alarm).
+    assert before["xr-chest-pneumothorax-no-communication"][1]
     assert after == before and renamed == before
     assert "policy_reloaded" not in [line["event"] for line in daemon.log_lines()]
 

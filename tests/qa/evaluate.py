@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -179,6 +179,10 @@ def load_docs(corpus: Path = CORPUS) -> list[Doc]:
     return load_corpus(corpus, code_lookup(pipeline().procedures))
 
 
+#: Builds the labeled set: (docs, per_injection=, seed=) -> cases (inject.build_cases or independent.build_independent_cases).
+CaseBuilder = Callable[..., list[Case]]
+
+
 def evaluate(
     docs: Sequence[Doc],
     *,
@@ -186,6 +190,7 @@ def evaluate(
     clean_limit: int | None = None,
     seed: int = SEED,
     qa: QaConfig | None = None,
+    build: CaseBuilder = build_cases,
 ) -> Evaluation:
     """Run the clean baseline and the labeled injections; return the figures.
 
@@ -196,10 +201,12 @@ def evaluate(
             shuffle (None: all of them).
         seed: the sampling seed.
         qa: the QA configuration (default: the repository's).
+        build: the injector's case builder (default: inject.py's; bench/qa.py also passes
+            independent.py's, the second injector written without reading the rules).
     """
     config = qa or pipeline().qa
     assert config is not None
-    cases = build_cases(docs, per_injection=per_injection, seed=seed)
+    cases = build(docs, per_injection=per_injection, seed=seed)
 
     clean = list(docs)
     if clean_limit is not None:
@@ -229,20 +236,21 @@ def evaluate(
             severity[f.rule] = f.severity.value
 
     results: dict[str, CategoryResult] = {}
-    base_cache: dict[tuple[str, str, str, str], tuple[Finding, ...]] = {}
+    base_cache: dict[tuple[str, str, str, str, str], tuple[Finding, ...]] = {}
     unchanged = 0
     prepared: Counter[str] = Counter()
     for case in cases:
         result = results.setdefault(case.category, CategoryResult())
-        if (case.injected.text, case.injected.sex, case.injected.procedure_code) == (
+        if (case.injected.text, case.injected.sex, case.injected.procedure_code, case.injected.procedure_text) == (
             case.base.text,
             case.base.sex,
             case.base.procedure_code,
+            case.base.procedure_text,
         ):
             unchanged += 1
         if case.prepared:
             prepared[case.injection] += 1
-        key = (case.base.id, case.base.text, case.base.sex, case.base.procedure_code)
+        key = (case.base.id, case.base.text, case.base.sex, case.base.procedure_code, case.base.procedure_text)
         if key not in base_cache:
             base_cache[key] = run_doc(case.base, config).findings
         injected = run_doc(case.injected, config)

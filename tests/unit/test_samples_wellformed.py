@@ -38,6 +38,7 @@ OPTIONAL_KEYS = {
     "addon",
     "consultation",
     "views",
+    "view_family",
     "limited",
     "screening",
     "angiography",

@@ -229,3 +229,22 @@ def test_clean_corpus_fire_rates_stay_tiny() -> None:
         warnings += bool(found)
     assert errors / len(texts) <= 0.005
     assert warnings / len(texts) <= 0.02
+
+
+def test_low_bone_mass_is_not_a_mass() -> None:
+    """ "Osteopenia (low bone mass)" names body composition, not a lesion (the DXA sample's wording)."""
+    findings = (
+        "FINDINGS:\nLumbar spine L1-L4 T-score -1.8. Left femoral neck T-score -2.1. Total hip T-score -1.6. "
+        "The lowest T-score is at the left femoral neck.\n"
+    )
+    found = findings_for(
+        make_report(findings + "IMPRESSION:\n1. Osteopenia (low bone mass) by WHO criteria.", procedure="77080"),
+        rule_prefix="alignment.",
+    )
+    assert not found
+    # A mass the findings never describe still is one.
+    found = findings_for(
+        make_report(findings + "IMPRESSION:\n1. Osteopenia. 2. Soft tissue mass of the left hip.", procedure="77080"),
+        rule_prefix="alignment.impression_not_in_findings",
+    )
+    assert found

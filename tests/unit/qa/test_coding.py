@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from listener.errors import ConfigError
 from listener.model import Severity
+from listener.procedures import load_procedures
 from listener.sites import Directory, Site
 from tests.unit.qa.factory import findings_for, make_report, pipeline
 
@@ -245,3 +248,152 @@ def test_reason_missing_only_when_order_and_text_are_silent() -> None:
     assert "coding.reason_missing" not in rules(make_report(bare, reason="Cough"))
     assert "coding.reason_missing" not in rules(make_report(bare, diagnosis_codes=("R05.9",)))
     assert "coding.reason_missing" not in rules(make_report("INDICATION: Cough.\n" + bare))
+
+
+# --- radiograph views -------------------------------------------------------------------------------------
+
+VIEW_BODY = "\nFINDINGS: The lungs are clear.\nIMPRESSION: No acute abnormality."
+
+
+def views(text: str, code: str, modifiers: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    found = rules(make_report(text, procedure=code, modifiers=modifiers), "coding.view_count_mismatch")
+    return found.get("coding.view_count_mismatch")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "documented", "suggested"),
+    [
+        ("EXAMINATION: XR CHEST PA AND LATERAL", "71045", 2, "71046"),
+        ("TECHNIQUE: Two views of the chest.", "71045", 2, "71046"),
+        ("TECHNIQUE: 2 views of the chest.", "71047", 2, "71046"),
+        ("EXAM: XR CHEST 2V", "71045", 2, "71046"),
+        ("TECHNIQUE: Frontal and lateral views of the chest.", "71045", 2, "71046"),
+        ("TECHNIQUE: PA/lateral chest radiographs.", "71048", 2, "71046"),
+        ("TECHNIQUE: Single portable AP view of the chest.", "71046", 1, "71045"),
+        ("EXAM: Single portable AP", "71046", 1, "71045"),
+        ("TECHNIQUE: PA, lateral and apical lordotic views of the chest.", "71046", 3, "71047"),
+        ("TECHNIQUE: Four views of the chest.", "71046", 4, "71048"),
+        ("TECHNIQUE: 3 views of the left knee.", "73560", 3, "73562"),
+        ("FINDINGS: AP, lateral and sunrise views of the left knee. Mild narrowing.", "73560", 3, "73562"),
+        ("TECHNIQUE: AP and lateral views and a sunrise view of the right knee.", "73564", 3, "73562"),
+        ("TECHNIQUE: AP, lateral and oblique views of the right ankle.", "73600", 3, "73610"),
+        ("TECHNIQUE: AP and lateral views of the right wrist.", "73110", 2, "73100"),
+        (
+            "TECHNIQUE: AP, lateral, odontoid, both obliques, flexion and extension views of the cervical spine.",
+            "72040",
+            7,
+            "72052",
+        ),
+        ("TECHNIQUE: Two views of the lumbar spine.", "72110", 2, "72100"),
+        ("TECHNIQUE: AP pelvis and frog-leg lateral views of the left hip.", "73501", 2, "73502"),
+        ("FINDINGS: PA and lateral views of the chest were obtained. The lungs are clear.", "71045", 2, "71046"),
+    ],
+)
+def test_view_count_mismatch_found_with_the_right_code_suggested(
+    text: str, code: str, documented: int, suggested: str
+) -> None:
+    found = views(text + VIEW_BODY, code)
+    assert found is not None
+    assert found.severity is Severity.WARNING
+    assert f"documents {documented} view" in found.message
+    assert f"Bill {suggested} " in found.suggestion
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("EXAMINATION: XR CHEST PA AND LATERAL", "71046"),
+        ("TECHNIQUE: Frontal and lateral views of the chest.", "71046"),
+        ("EXAM: Single portable AP", "71045"),
+        ("EXAM: XR CHEST 1 VIEW, PORTABLE AP", "71045"),
+        ("TECHNIQUE: 3 views of the left knee.", "73562"),
+        ("TECHNIQUE: Two views of the right knee.", "73560"),
+        ("TECHNIQUE: Supine and upright views of the abdomen.", "74019"),
+        ("TECHNIQUE: AP, lateral and oblique views of the right ankle.", "73610"),
+        ("TECHNIQUE: AP, scapular Y and axillary views of the left shoulder.", "73030"),
+        # the views are not stated
+        ("EXAM: XR CHEST", "71045"),
+        ("EXAM: Upright portable chest radiograph.", "71046"),
+        # a comparison study's views are not this exam's
+        ("COMPARISON: Prior two views 2025-01-02.\nFINDINGS: Compared with the prior two views, no change.", "71045"),
+        # one view named in the findings is an image of the exam, not its view count
+        ("FINDINGS: On the lateral view there is a small effusion.", "71046"),
+        # views added to others, of each side, or an unknown number: no count to compare
+        ("TECHNIQUE: Frontal and lateral views. Additional lateral decubitus view.", "71046"),
+        ("TECHNIQUE: Two views of each knee.", "73560"),
+        ("TECHNIQUE: Multiple views of the chest.", "71045"),
+        # a range or a bound is no count
+        ("EXAM: XR LUMBAR SPINE 2-3 VIEWS", "72110"),
+        # a date is no count
+        ("TECHNIQUE: PA and lateral views of the chest, 2026/11/05 radiographs.", "71046"),
+        ("EXAM: XR CHEST 4 OR MORE VIEWS", "71047"),
+        ("TECHNIQUE: Minimum of 4 views of the right knee.", "73562"),
+        ("TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.", "71046"),
+        # another family's anatomy: a body-region question, not a view count
+        ("TECHNIQUE: Two views of the right ankle.", "73564"),
+        # "lateral" as anatomy, not a view
+        ("FINDINGS: Lateral meniscus is intact. Lateral joint space is preserved.", "73560"),
+    ],
+)
+def test_view_count_consistent_or_unstated_is_silent(text: str, code: str) -> None:
+    assert views(text + VIEW_BODY, code) is None
+
+
+def test_view_count_scapular_y_is_a_view() -> None:
+    found = views("TECHNIQUE: Scapular Y view of the left shoulder." + VIEW_BODY, "73030")
+    assert found is not None and "documents 1 view;" in found.message
+    assert views("TECHNIQUE: Patient is 45 y.\nFINDINGS: Lateral aspect of the shoulder is normal.", "73030") is None
+
+
+def test_view_count_fewer_views_with_modifier_52_is_silent() -> None:
+    text = "TECHNIQUE: One view of the right wrist." + VIEW_BODY
+    found = views(text, "73100")
+    assert found is not None
+    assert "No code of this family" in found.suggestion
+    assert views(text, "73100", modifiers=("52",)) is None
+
+
+def test_view_count_message_has_no_report_text() -> None:
+    found = views("TECHNIQUE: Two views of the chest of Mr ZZTEST." + VIEW_BODY, "71045")
+    assert found is not None
+    assert "ZZTEST" not in found.message and "ZZTEST" not in found.suggestion
+    assert found.message == "Report documents 2 views; code 71045 is for 1 view."
+
+
+def test_view_codes_by_family() -> None:
+    table = pipeline().procedures
+    assert table is not None
+    assert table.view_codes("chest", 2) == ("71046",)
+    assert table.view_codes("lumbosacral_spine", 6) == ("72110", "72114")
+    assert table.view_codes("wrist", 1) == ()
+
+
+def test_view_family_needs_views(tmp_path: Path) -> None:
+    """The loader refuses a view_family on a code without a view range, naming file and line."""
+    path = tmp_path / "procedures.yaml"
+    path.write_text(
+        'version: 1\nprocedures:\n  "71045":\n    description: "chest radiograph"\n    modality: XR\n'
+        "    body_region: chest\n    view_family: chest\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="view_family but no views") as caught:
+        load_procedures(path)
+    assert "procedures.yaml:7" in str(caught.value)
+
+
+def test_view_count_of_another_anatomy_in_the_same_report_is_not_counted() -> None:
+    """A chest report that goes on to the sternum counts only the chest's views."""
+    text = (
+        "FINDINGS: Chest. The examination consists of frontal and lateral radiographs of the chest. Clear lungs. "
+        "Thoracic spine. The examination consists of frontal, lateral and swimmers lateral radiographs of the "
+        "thoracic spine. Sternum. The examination consists of 2 oblique and one lateral radiograph of the sternum."
+        "\nIMPRESSION: No acute abnormality."
+    )
+    assert views(text, "71046") is None
+    found = views(text, "71045")
+    assert found is not None and "documents 2 views" in found.message
+
+
+def test_view_count_numbers_before_named_views_multiply() -> None:
+    found = views("TECHNIQUE: AP, lateral and 2 oblique views of the right foot." + VIEW_BODY, "73620")
+    assert found is not None and "documents 4 views" in found.message

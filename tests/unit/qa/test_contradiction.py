@@ -169,3 +169,71 @@ def test_normal_impression_true_alarms_kept(text: str, concept: str) -> None:
     """Dropped negations, a growing residual pneumothorax, garbled findings and unexplained acute findings still contradict 'no acute'."""
     found = findings_for(make_report(text), rule_prefix="contradiction.normal_impression")
     assert len(found) == 1 and concept in found[0].message
+
+
+def test_midline_shift_is_a_sign_not_herniation() -> None:
+    """A midline shift does not affirm herniation, so "no uncal herniation" beside it is no contradiction.
+
+    The CT head sample (samples/hl7/ct-head-critical-sdh-communicated.hl7) words it this way.
+    """
+    text = (
+        "FINDINGS:\nAcute right subdural hematoma. Mass effect with 6 mm of leftward midline shift. "
+        "No uncal herniation.\nIMPRESSION:\nAcute right subdural hematoma with 6 mm midline shift."
+    )
+    assert "contradiction.affirmed_and_negated" not in _rules(text)
+    # The shift itself is still compared with its own denial.
+    assert "contradiction.affirmed_and_negated" in _rules(
+        "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\n"
+        "IMPRESSION:\nAcute right subdural hematoma. No midline shift."
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # impression: affirmed in one numbered item, denied in another
+        "FINDINGS:\nLeft lower lobe airspace opacity.\nIMPRESSION:\n1. Left lower lobe pneumonia.\n2. No pneumonia.",
+        "FINDINGS:\nAn 8 mm nodule in the right upper lobe.\nIMPRESSION:\n1. 8 mm right upper lobe nodule.\n"
+        "2. No pulmonary nodule.",
+        "FINDINGS:\nThe heart is normal.\nIMPRESSION:\n1. Small left pleural effusion.\n2. Negative for pleural effusion.",
+        # a plural or bilateral finding denied
+        "FINDINGS:\nThere are small effusions. Mild cardiomegaly.\nIMPRESSION:\nMild cardiomegaly. No pleural effusion.",
+        "FINDINGS:\nBilateral lower lobe consolidation.\nIMPRESSION:\nNo consolidation.",
+        "FINDINGS:\nBilateral hydronephrosis.\nIMPRESSION:\nKidneys without hydronephrosis.",
+        # a non-significant finding: any finding, not a fixed list
+        "FINDINGS:\nVolume loss in the left lower lobe.\nIMPRESSION:\n1. Left lower lobe volume loss.\n2. No volume loss.",
+        # a site-variable finding denied plainly
+        "FINDINGS:\nThere is a nondisplaced fracture of the right distal radius.\nIMPRESSION:\nNo fracture.",
+    ],
+)
+def test_affirmed_and_negated_forms(text: str) -> None:
+    """Within the impression, bilateral/plural vs a bare denial, any finding: each is a contradiction."""
+    assert "contradiction.affirmed_and_negated" in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # numbered items about different sides
+        "FINDINGS:\nSmall right pneumothorax.\nIMPRESSION:\n1. Small right pneumothorax.\n2. No left pneumothorax."
+        "\nDiscussed with Dr. Rivera by telephone at 02:14.",
+        # numbered items about different findings
+        "FINDINGS:\nLeft lower lobe airspace opacity.\nIMPRESSION:\n1. Left lower lobe pneumonia.\n2. No pleural effusion.",
+        # a hedged item and a denial
+        "FINDINGS:\nLeft lower lobe airspace opacity.\nIMPRESSION:\n1. Possible early pneumonia.\n2. No lobar pneumonia.",
+        # a qualified denial in the impression
+        "FINDINGS:\nSmall bilateral pleural effusions.\nIMPRESSION:\n1. Small bilateral pleural effusions.\n"
+        "2. No large pleural effusion.",
+        # a denial at a named place
+        "FINDINGS:\nFracture of the right distal radius.\nIMPRESSION:\n1. Right distal radius fracture.\n"
+        "2. No fracture of the ulna.",
+        # organ anatomy is not a finding
+        "FINDINGS:\nThe ovaries are normal.\nIMPRESSION:\nNo ovarian abnormality. Normal uterus and ovaries.",
+        # a bare denial in a section that describes several body parts speaks about one of them
+        "FINDINGS:\nPelvis and left hip: there is an impacted fracture of the left femoral neck. Left knee: "
+        "mild arthritic changes. No fracture is seen.\nIMPRESSION:\nImpacted fracture of the left femoral neck.",
+    ],
+)
+def test_affirmed_and_negated_form_near_misses(text: str) -> None:
+    """Different sides, different findings, hedged, qualified or placed denials are not contradictions."""
+    assert "contradiction.affirmed_and_negated" not in _rules(text)

@@ -140,12 +140,21 @@ def test_impression_vs_findings_negatives(text: str) -> None:
 def test_impression_anatomy_side_unsupported_warns() -> None:
     """Impression 'left lower lobe' while the findings only describe the right lower lobe."""
     report = make_report(
-        "FINDINGS:\nConsolidation has developed in the right lower lobe. The left lung is clear.\n"
-        "IMPRESSION:\nLeft lower lobe airspace disease consistent with pneumonia."
+        "FINDINGS:\nThe right lower lobe is collapsed. The left lung is clear.\n"
+        "IMPRESSION:\nLeft lower lobe findings as described."
     )
     found = findings_for(report, rule_prefix="laterality.impression_side_vs_findings_anatomy")
     assert len(found) == 1 and found[0].severity is Severity.WARNING
     assert "lung lobe" in found[0].message
+
+
+def test_impression_anatomy_side_left_to_the_located_rule() -> None:
+    """A located finding whose side swaps is an error of the located rule; the anatomy warning stays silent."""
+    report = make_report(
+        "FINDINGS:\nConsolidation has developed in the right lower lobe. The left lung is clear.\n"
+        "IMPRESSION:\nLeft lower lobe airspace disease consistent with pneumonia."
+    )
+    assert _rules(report) == ["laterality.located_finding_side_mismatch"]
 
 
 def test_impression_anatomy_negated_sentences_do_not_count() -> None:
@@ -227,3 +236,177 @@ def test_concept_rule_accepts_lung_apex_as_apex() -> None:
         "IMPRESSION:\nProbably scarring in the left apex."
     )
     assert findings_for(report, rule_prefix="laterality.impression_vs_findings") == []
+
+
+# --- laterality.located_finding_side_mismatch
+
+LOCATED = "laterality.located_finding_side_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("text", "procedure"),
+    [
+        # lobe: the findings also name the left side (an effusion), so the anatomy rule cannot decide
+        (
+            "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+            "IMPRESSION:\n1. Left lower lobe pneumonia.\n2. Small left pleural effusion.",
+            "71046",
+        ),
+        # volume loss in a lobe
+        (
+            "FINDINGS:\nVolume loss in the right upper lobe with elevation of the right hilum. "
+            "Small left pleural effusion.\nIMPRESSION:\n1. Left upper lobe volume loss.\n2. Small left pleural effusion.",
+            "71046",
+        ),
+        # apex vs upper lung: places compare within the chest
+        (
+            "FINDINGS:\nSmall pneumothorax at the right apex. Left pleural effusion.\n"
+            "IMPRESSION:\nSmall left apical pneumothorax. Left pleural effusion.\nDiscussed with Dr. Rivera by "
+            "telephone at 02:14.",
+            "71046",
+        ),
+        # a nodule in a lobe
+        (
+            "FINDINGS:\nA 6 mm nodule in the right upper lobe. Left lung clear.\nIMPRESSION:\n6 mm left upper lobe nodule.",
+            "71250",
+        ),
+        # kidney
+        (
+            "FINDINGS:\nThere is moderate hydronephrosis of the left kidney. The right kidney is normal.\n"
+            "IMPRESSION:\nModerate hydronephrosis of the right kidney.",
+            "74176",
+        ),
+    ],
+)
+def test_located_finding_on_the_other_side_in_the_impression(text: str, procedure: str) -> None:
+    """A finding placed in a lobe, apex or kidney on one side in the findings and the other in the impression."""
+    report = make_report(text, procedure=procedure)
+    found = findings_for(report, rule_prefix=LOCATED)
+    assert len(found) == 1
+    assert found[0].severity is Severity.ERROR
+    assert [e.section for e in found[0].evidence] == ["impression", "findings"]
+    assert all(report.text[e.start : e.end] == e.text for e in found[0].evidence)
+    # The message names canonical places and sides, never the report's words.
+    assert "left" in found[0].message and "right" in found[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the same side in both
+        "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+        "IMPRESSION:\n1. Right lower lobe pneumonia.\n2. Small left pleural effusion.",
+        # present on both sides in the findings
+        "FINDINGS:\nPatchy opacity in the right lower lobe. Patchy opacity in the left lower lobe.\n"
+        "IMPRESSION:\nLeft lower lobe pneumonia.",
+        # bilateral in the findings
+        "FINDINGS:\nBibasilar opacities.\nIMPRESSION:\nLeft lower lobe pneumonia.",
+        # the impression names both sides too
+        "FINDINGS:\nConsolidation in the right lower lobe.\nIMPRESSION:\nRight lower lobe pneumonia. "
+        "Left lower lobe atelectasis is also present.",
+        # another place on the other side: upper vs lower lobe
+        "FINDINGS:\nConsolidation in the right lower lobe. Left upper lobe is clear.\n"
+        "IMPRESSION:\nRight lower lobe pneumonia. Left upper lobe scarring.",
+        # the findings put the finding on the impression's side at another place of the region
+        "FINDINGS:\nLeft hilar enlargement with opacification of the left upper lobe suggestive of hilar mass. "
+        "Questionable small right midlung nodule.\nIMPRESSION:\nSuspected left hilar mass.",
+        # a denied side is not a place of the finding
+        "FINDINGS:\nConsolidation in the right lower lobe. No left lower lobe consolidation.\n"
+        "IMPRESSION:\nRight lower lobe pneumonia.",
+    ],
+)
+def test_located_finding_near_misses(text: str) -> None:
+    """Same side, both sides, bilateral, another place, or a denial: no located side mismatch."""
+    assert LOCATED not in _rules(make_report(text))
+
+
+def test_located_finding_one_finding_per_statement() -> None:
+    """An impression sentence naming its side twice ("left pleural effusion blunting the left costophrenic
+    angle") is one swapped statement, reported once; an adrenal swap is found beside a correct renal side."""
+    report = make_report(
+        "FINDINGS:\nBlunting of the right costophrenic angle. Left lung clear. Mild atelectasis in the left upper lobe.\n"
+        "IMPRESSION:\nSmall left pleural effusion blunting the left costophrenic angle. Left upper lobe atelectasis."
+    )
+    assert _rules(report) == [LOCATED]
+    adrenal = make_report(
+        "FINDINGS:\nA 2.1 cm mass in the right adrenal gland. Left adrenal gland normal. Small left renal cyst.\n"
+        "IMPRESSION:\n2.1 cm left adrenal mass, indeterminate.",
+        procedure="74176",
+    )
+    assert LOCATED in _rules(adrenal)
+
+
+def test_located_finding_against_the_order_side() -> None:
+    """An LT wrist order, a report naming the left wrist, and a fracture placed in the right radius."""
+    text = (
+        "FINDINGS:\nLeft wrist: soft tissue swelling. Nondisplaced fracture of the right distal radius.\n"
+        "IMPRESSION:\nLeft wrist soft tissue swelling. Nondisplaced fracture of the right distal radius."
+    )
+    found = findings_for(make_report(text, procedure="73110", modifiers=("LT",)), rule_prefix=LOCATED)
+    assert len(found) == 1 and "order is for the left side" in found[0].message
+    same = text.replace("right distal", "left distal")
+    assert not findings_for(make_report(same, procedure="73110", modifiers=("LT",)), rule_prefix=LOCATED)
+    # An old fracture of the other side is not about this exam.
+    old = text.replace(
+        "Nondisplaced fracture of the right distal radius.\nIMPRESSION",
+        "Old healed fracture of the right distal radius.\nIMPRESSION",
+    ).replace(" Nondisplaced fracture of the right distal radius.", "")
+    assert not findings_for(make_report(old, procedure="73110", modifiers=("LT",)), rule_prefix=LOCATED)
+
+
+def test_located_places_are_configurable() -> None:
+    """The ``places`` parameter decides what located anatomy is: without the chest, a lobe swap is not compared."""
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from listener.qa.laterality import DEFAULT_PLACES
+    from tests.unit.qa.factory import pipeline
+
+    text = (
+        "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+        "IMPRESSION:\n1. Left lower lobe pneumonia.\n2. Small left pleural effusion."
+    )
+    base = pipeline().qa
+    assert base is not None
+    settings = base.rules[LOCATED]
+    places = {k: v for k, v in DEFAULT_PLACES.items() if k != "chest"}
+    qa = replace(
+        base,
+        rules=MappingProxyType({**base.rules, LOCATED: replace(settings, params=MappingProxyType({"places": places}))}),
+    )
+    assert LOCATED in _rules(make_report(text))
+    assert not findings_for(make_report(text), qa=qa, rule_prefix=LOCATED)
+
+
+def test_located_places_load_from_qa_yaml(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``places`` set in policies/qa.yaml (nested mappings of regex lists) loads and decides the located anatomy."""
+    import shutil
+
+    from listener.assemble import load_qa_config
+    from tests.conftest import REPO
+    from tests.unit.qa.factory import RECEIVED
+
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    qa_yaml = tmp_path / "policies" / "qa.yaml"
+    qa_yaml.write_text(
+        qa_yaml.read_text()
+        + "  laterality.located_finding_side_mismatch:\n"
+        + "    params:\n"
+        + "      places:\n"
+        + "        kidney: {any: ['kidneys?', 'renal']}\n"
+    )
+    config = load_qa_config(tmp_path / "policies", procedures=None)
+    from listener.qa.engine import QaContext
+
+    kidney = make_report(
+        "FINDINGS:\nThere is moderate hydronephrosis of the left kidney. The right kidney is normal.\n"
+        "IMPRESSION:\nModerate hydronephrosis of the right kidney.",
+        procedure="74176",
+    )
+    chest = make_report(
+        "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+        "IMPRESSION:\n1. Left lower lobe pneumonia.\n2. Small left pleural effusion."
+    )
+    assert LOCATED in {f.rule for f in findings_for(kidney, qa=config, context=QaContext(now=RECEIVED))}
+    # The chest is no longer located anatomy under this policy.
+    assert LOCATED not in {f.rule for f in findings_for(chest, qa=config, context=QaContext(now=RECEIVED))}

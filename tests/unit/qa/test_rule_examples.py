@@ -108,6 +108,16 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex("FINDINGS:\nThe left lower lobe is collapsed.\nIMPRESSION:\nRight lower lobe collapse."),
         _ex("FINDINGS:\nThe left lower lobe is collapsed.\nIMPRESSION:\nLeft lower lobe collapse."),
     ),
+    "laterality.located_finding_side_mismatch": (
+        _ex(
+            "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+            "IMPRESSION:\n1. Left lower lobe pneumonia.\n2. Small left pleural effusion."
+        ),
+        _ex(
+            "FINDINGS:\nConsolidation in the right lower lobe. Small left pleural effusion.\n"
+            "IMPRESSION:\n1. Right lower lobe pneumonia.\n2. Small left pleural effusion."
+        ),
+    ),
     # --- contradiction
     "contradiction.affirmed_and_negated": (
         _ex("FINDINGS:\nThere is a small right apical pneumothorax.\nIMPRESSION:\nNo pneumothorax."),
@@ -307,6 +317,12 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal."),
         _ex("FINDINGS: Clear lungs.\nIMPRESSION: Normal.", reason="Cough"),
     ),
+    # "Two views" billed as one view; the same views billed as two (71046) are clean. A comparison
+    # study's "prior two views" never counts (tests/unit/qa/test_coding.py has that near miss).
+    "coding.view_count_mismatch": (
+        _ex("INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\n" + BODY, procedure="71045"),
+        _ex("INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\n" + BODY, procedure="71046"),
+    ),
     # --- compliance
     "compliance.reader_not_licensed": (
         Example(compliance.TEXT, qa=lambda: compliance.qa(readers=(compliance.reader(licensed=("CA", "NY")),))),
@@ -347,6 +363,91 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
 }
 
 
+#: Further forms of a rule, each with its near miss: what a rule was extended to
+#: catch keeps its own example (rule id, positive, negative).
+MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
+    # an impression that affirms a finding in one numbered item and denies it in another
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nLeft lower lobe airspace opacity.\nIMPRESSION:\n1. Left lower lobe pneumonia.\n2. No pneumonia."
+        ),
+        _ex(
+            "FINDINGS:\nLeft lower lobe airspace opacity.\nIMPRESSION:\n1. Left lower lobe pneumonia.\n"
+            "2. No pneumothorax."
+        ),
+    ),
+    # a bilateral finding in the findings denied in the impression
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nSmall bilateral pleural effusions. Mild cardiomegaly.\nIMPRESSION:\nNo pleural effusion."),
+        _ex("FINDINGS:\nSmall bilateral pleural effusions. Mild cardiomegaly.\nIMPRESSION:\nNo new pleural effusion."),
+    ),
+    # a non-significant finding (volume loss) affirmed and denied
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nVolume loss in the left lower lobe.\nIMPRESSION:\n1. Left lower lobe volume loss.\n2. No volume loss."
+        ),
+        _ex(
+            "FINDINGS:\nVolume loss in the left lower lobe.\nIMPRESSION:\n1. Left lower lobe volume loss.\n"
+            "2. No right lower lobe volume loss."
+        ),
+    ),
+    # a site-variable finding (nodule) denied in a numbered item
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nAn 8 mm nodule in the right upper lobe.\nIMPRESSION:\n1. 8 mm right upper lobe nodule.\n2. No pulmonary nodule."
+        ),
+        _ex(
+            "FINDINGS:\nAn 8 mm nodule in the right upper lobe.\nIMPRESSION:\n1. 8 mm right upper lobe nodule.\n"
+            "2. No other pulmonary nodule."
+        ),
+    ),
+    # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\nIMPRESSION:\nNo midline shift."
+        ),
+        _ex(
+            "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\nIMPRESSION:\nNo uncal herniation."
+        ),
+    ),
+    # the located rule against a one-sided order
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nLeft wrist: soft tissue swelling. Nondisplaced fracture of the right distal radius.\n"
+            "IMPRESSION:\nLeft wrist soft tissue swelling. Nondisplaced fracture of the right distal radius.",
+            **WRIST_LT,
+        ),
+        _ex(
+            "FINDINGS:\nLeft wrist: soft tissue swelling. Nondisplaced fracture of the left distal radius.\n"
+            "IMPRESSION:\nLeft wrist soft tissue swelling. Nondisplaced fracture of the left distal radius.",
+            **WRIST_LT,
+        ),
+    ),
+    # "low bone mass" is not a mass
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nLumbar spine T-score -1.8. Left femoral neck T-score -2.1. Total hip T-score -1.6. "
+            "The lowest T-score is at the left femoral neck.\nIMPRESSION:\n1. Osteopenia. 2. Soft tissue mass "
+            "of the left hip.",
+            procedure="77080",
+        ),
+        _ex(
+            "FINDINGS:\nLumbar spine T-score -1.8. Left femoral neck T-score -2.1. Total hip T-score -1.6. "
+            "The lowest T-score is at the left femoral neck.\nIMPRESSION:\n1. Osteopenia (low bone mass) by WHO "
+            "criteria.",
+            procedure="77080",
+        ),
+    ),
+)
+
+
 def test_every_registered_rule_has_examples() -> None:
     """The example table names exactly the registered rules: a new rule needs a positive and a negative example."""
     assert set(EXAMPLES) == set(registry())
@@ -356,5 +457,14 @@ def test_every_registered_rule_has_examples() -> None:
 def test_rule_fires_on_positive_and_not_on_negative(rule_id: str) -> None:
     """The rule fires on its positive example and stays silent on its near-miss negative."""
     positive, negative = EXAMPLES[rule_id]
+    assert rule_id in positive.rules()
+    assert rule_id not in negative.rules()
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "positive", "negative"), MORE_EXAMPLES, ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_further_forms_fire_on_positive_and_not_on_negative(rule_id: str, positive: Example, negative: Example) -> None:
+    """Each further form of a rule fires on its positive example and stays silent on its near miss."""
     assert rule_id in positive.rules()
     assert rule_id not in negative.rules()
