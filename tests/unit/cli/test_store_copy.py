@@ -16,6 +16,7 @@ import pytest
 from listener.errors import StoreError
 from listener.store import CachedComparison, ScoreRecord, SQLiteStore, Store
 from listener.store.copy import row_digest
+from listener.store.schema import SCHEMA_VERSION
 from tests.postgres import as_url, fresh_schema, server_dsn
 from tests.unit.cli.test_store import daemon_lock, run
 from tests.unit.store.records import T0, item, record, report
@@ -123,7 +124,7 @@ def test_sqlite_to_sqlite_copies_every_table_and_reads_back_identically(
     assert out["tables"]["messages"]["rows"] == 3 and out["tables"]["outbox_events"]["rows"] > 0
     assert out["tables"]["processings"]["rows"] == 1 and out["verified"] is True
     assert out["rows"] == sum(v["rows"] for v in out["tables"].values())
-    assert out["from"] == f"sqlite:{source / 'overread.db'}" and out["schema_version"] == 5
+    assert out["from"] == f"sqlite:{source / 'overread.db'}" and out["schema_version"] == SCHEMA_VERSION
     assert read_back(SQLiteStore.in_state_dir(target)) == read_back(SQLiteStore.in_state_dir(source))
     assert (target / "overread.db").stat().st_mode & 0o077 == 0
 
@@ -148,7 +149,7 @@ def test_ids_are_never_handed_out_twice_after_a_copy(
 def test_text_output_names_each_table(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "copy", "--from", f"sqlite:{source}", "--to", f"sqlite:{tmp_path / 't'}")
     assert status == 0
-    assert out.splitlines()[0].endswith("(schema v5), verified")
+    assert out.splitlines()[0].endswith(f"(schema v{SCHEMA_VERSION}), verified")
     assert any(line.split()[:3] == ["messages", "3", "rows"] for line in out.splitlines())
 
 
