@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -226,6 +227,7 @@ class Daemon:
         #: This process's id among the daemons sharing the store: the holder of the outbox rows it leases.
         self.instance = instance_id()
         _log().info("instance_started", instance=self.instance)
+        _release_previous_run(config.state_dir, self.store, self.instance)
         self.outbound = _outbound_workers(config, reactor, self.store, self._lease_terms())
         # Receipt journal and worker threads (docs/hardening.md): what a crash
         # interrupted is counted now, before any new message can arrive.
@@ -660,6 +662,42 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
         outcome_rules_file=outcome_rules_file(config),
     )
     return (http_intake, queries, site)
+
+
+#: The file in the state directory naming the instance id of the daemon that last ran on it.
+INSTANCE_FILE = "instance"
+
+
+def _release_previous_run(state_dir: Path, store: Store, instance: str) -> None:
+    """Release the outbox leases of the previous daemon on this state directory, then name ``instance``.
+
+    That daemon is dead: we hold the state directory's lock, which it held
+    until it exited (kill -9 included). So the rows it had claimed can go out
+    now, instead of after their leases expire (docs/outbound.md, "Leases").
+    Another daemon on the same store has a state directory of its own, so its
+    leases are never touched. A failure is logged; the leases then expire.
+    """
+    path = state_dir / INSTANCE_FILE
+    try:
+        previous = path.read_text("utf-8").strip()
+    except OSError:
+        previous = ""
+    if previous and previous != instance:
+        try:
+            count = store.outbox_release(previous)
+        except StoreError as exc:
+            _log().error("store_unavailable", reason="outbox_release", error_type=type(exc).__name__)
+        else:
+            if count:
+                _log().info("outbox_leases_released", count=count, reason="previous_run", previous_instance=previous)
+    part = path.with_name(INSTANCE_FILE + ".part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(instance + "\n")
+        os.replace(part, path)
+    except OSError as exc:
+        _log().error("store_unavailable", reason="instance_file", error_type=type(exc).__name__)
 
 
 @dataclass(frozen=True)

@@ -343,6 +343,12 @@ def test_kill9_mid_delivery_delivers_each_row_exactly_once(tmp_path: Path, ris: 
         assert sorted(ris.applied) == sorted(r["control_id"] for r in rows)
         assert ris.received_ids().count(first) == 2  # resent with the same MSH-10, applied once
         assert [m["message_id"] for m in daemon.messages()] == [f"K{i}" for i in range(4)]
+        # The restarted daemon released its dead predecessor's lease at start (same state directory):
+        # no wait for the lease to expire, no takeover.
+        (released,) = [line for line in daemon.log_lines() if line.get("event") == "outbox_leases_released"]
+        started = [line["instance"] for line in daemon.log_lines() if line.get("event") == "instance_started"]
+        assert (released["count"], released["reason"], released["previous_instance"]) == (1, "previous_run", started[0])
+        assert not [line for line in daemon.log_lines() if line.get("event") == "outbox_lease_taken_over"]
     finally:
         stop_daemon(daemon)
 

@@ -426,6 +426,27 @@ def test_restart_resumes_pending_rows(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_daemon_starting_on_a_state_directory_releases_its_dead_predecessors_leases(tmp_path: Path) -> None:
+    """The `instance` file names the last daemon of the state directory: its leases are released, only its."""
+    from listener.server.daemon import INSTANCE_FILE, _release_previous_run
+
+    state = tmp_path / "s"
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        harness = Harness(store)
+        harness.add(("ACC1", "R1"), ("ACC2", "R2"))
+        later = T0 + timedelta(seconds=30)
+        assert store.outbox_claim("ris", "dead-one", T0, later, 1)
+        assert store.outbox_claim("ris", "other-daemon", T0, later, 1)
+        (state / INSTANCE_FILE).write_text("dead-one\n", encoding="utf-8")
+        _release_previous_run(state, store, "new-one")
+        assert [(r.control_id, r.lease_holder) for r in store.outbox_list()] == [("R1", ""), ("R2", "other-daemon")]
+        assert (state / INSTANCE_FILE).read_text(encoding="utf-8") == "new-one\n"
+        assert (state / INSTANCE_FILE).stat().st_mode & 0o077 == 0
+    finally:
+        store.close()
+
+
 def test_stop_waits_for_the_answer_then_closes(harness: Harness) -> None:
     """stop() fires once the attempt in flight is settled, then closes the connection."""
     harness.add(("ACC1", "R1"))
