@@ -59,6 +59,7 @@ _CONFIG_KEYS = frozenset(
         "http_max_connections",
         "http_max_connections_per_peer",
         "outcomes",
+        "outbox",
     }
 )
 _PATH_KEYS = ("mappings", "procedures", "policies")
@@ -88,6 +89,10 @@ DEFAULT_HEALTH_PROBE_INTERVAL = 10.0
 DEFAULT_OUTCOMES_REFRESH_SECONDS = 300.0
 DEFAULT_OUTCOMES_WINDOW_DAYS = 90
 _OUTCOMES_KEYS = frozenset({"refresh_seconds", "window_days"})
+#: Seconds an outbound worker's claim on an outbox row lasts unless renewed (``outbox.lease_seconds``,
+#: docs/outbound.md, "Leases"): another daemon takes a dead one's rows over after this long.
+DEFAULT_OUTBOX_LEASE_SECONDS = 30.0
+_OUTBOX_KEYS = frozenset({"lease_seconds"})
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 #: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``), the
 #: ``/api`` queries (``operator``), POST peer-review scores as Observation or QuestionnaireResponse (``score``).
@@ -177,6 +182,8 @@ class Config:
             0: none, readers.yaml's snapshot only).
         outcomes_window_days: the days those figures cover, up to the refresh
             (``outcomes.window_days``).
+        outbox_lease_seconds: how long a worker's claim on an outbox row lasts
+            unless renewed (``outbox.lease_seconds``; docs/outbound.md, "Leases").
     """
 
     source: str
@@ -209,6 +216,7 @@ class Config:
     destinations_file: Path | None = None
     outcomes_refresh_seconds: float = DEFAULT_OUTCOMES_REFRESH_SECONDS
     outcomes_window_days: int = DEFAULT_OUTCOMES_WINDOW_DAYS
+    outbox_lease_seconds: float = DEFAULT_OUTBOX_LEASE_SECONDS
 
     @property
     def tls(self) -> bool:
@@ -371,6 +379,18 @@ def _outcomes(node: YamlMap) -> dict[str, Any]:
     return out
 
 
+def _outbox(node: YamlMap) -> dict[str, Any]:
+    """``outbox: {lease_seconds: 30}`` -> Config fields."""
+    node.reject_unknown(_OUTBOX_KEYS, "outbox")
+    out: dict[str, Any] = {}
+    if "lease_seconds" in node:
+        seconds = node.get_number("lease_seconds", minimum=1)
+        if seconds > 3600:
+            raise node.error("lease_seconds", "outbox.lease_seconds: 1 to 3600")
+        out["outbox_lease_seconds"] = float(seconds)
+    return out
+
+
 def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = None) -> Config:
     """Load the daemon config (or the embedded defaults when ``path`` is None).
 
@@ -460,6 +480,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             daemon["destinations_file"] = file
         if "outcomes" in doc:
             daemon.update(_outcomes(doc.get_map("outcomes")))
+        if "outbox" in doc:
+            daemon.update(_outbox(doc.get_map("outbox")))
         if "tls_allowed_subjects" in doc:
             daemon["tls_allowed_subjects"] = doc.get_list("tls_allowed_subjects").strings()
         if str(daemon.get("http_endpoint", "")).startswith("ssl:"):

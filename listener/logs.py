@@ -98,11 +98,15 @@ EVENTS: frozenset[str] = frozenset(
         "outbox_retry_scheduled",
         "outbox_dead_lettered",
         "outbox_kicked",
+        "outbox_lease_taken_over",
+        "outbox_lease_lost",
+        "outbox_leases_released",
         # configuration and lifecycle
         "config_loaded",
         "config_invalid",
         "policy_reloaded",
         "daemon_started",
+        "instance_started",
         "daemon_stopping",
         "daemon_stopped",
         "listening",
@@ -174,6 +178,9 @@ KEYS: frozenset[str] = frozenset(
         "destination",
         "attempts",
         "next_attempt_at",
+        # the daemon's instance id (host:pid:random) and the one whose outbox lease it took over
+        "instance",
+        "previous_instance",
         # endpoints, files, HTTP
         "endpoint",
         "path",

@@ -290,6 +290,10 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
             f"{shown:<25}  {row.control_id:<20}  {row.last_error}"
         )
         out.write(line.rstrip() + "\n")
+        if row.lease_holder and row.lease_expires is not None:
+            # A worker (of this daemon or another on the same store) has it in flight (docs/outbound.md, "Leases").
+            until = row.lease_expires.astimezone(UTC).isoformat(timespec="seconds")
+            out.write(f"{'':>8}leased by {row.lease_holder} until {until}\n")
     counts: Counter[str] = Counter(row.state for row in rows)
     summary = ", ".join(f"{counts[state]} {state}" for state in OUTBOX_STATES if counts[state])
     out.write(f"{len(rows)} row{'s' if len(rows) != 1 else ''}{_filters(args)}: {summary}\n")

@@ -52,6 +52,8 @@ def row_dict(row: OutboxRow) -> dict[str, Any]:
         "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
         "message_pk": row.message_pk,
         "resent_from": row.resent_from,
+        "lease_holder": row.lease_holder or None,
+        "lease_expires": row.lease_expires.isoformat() if row.lease_expires else None,
     }
 
 

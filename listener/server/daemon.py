@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -221,7 +222,13 @@ class Daemon:
             _log().info("store_migrated", version=step.version, reason=step.label)
         hash_key = load_or_create_hash_key(config.state_dir)
         self.metrics = Metrics(self.store, destinations=lambda: [w.name for w in getattr(self, "outbound", ())])
-        self.outbound = _outbound_workers(config, reactor, self.store)
+        from listener.server.outbound import instance_id
+
+        #: This process's id among the daemons sharing the store: the holder of the outbox rows it leases.
+        self.instance = instance_id()
+        _log().info("instance_started", instance=self.instance)
+        _release_previous_run(config.state_dir, self.store, self.instance)
+        self.outbound = _outbound_workers(config, reactor, self.store, self._lease_terms())
         # Receipt journal and worker threads (docs/hardening.md): what a crash
         # interrupted is counted now, before any new message can arrive.
         self.journal = Journal(config.state_dir / "journal")
@@ -394,6 +401,15 @@ class Daemon:
 
         return d.addCallbacks(listening, failed)
 
+    def _lease_terms(self) -> LeaseTerms:
+        """The lease holder, duration and takeover counter every outbound worker of this daemon uses."""
+        takeovers = self.metrics.lease_takeovers
+        return LeaseTerms(
+            self.instance,
+            self.config.outbox_lease_seconds,
+            lambda destination: takeovers.labels(destination).inc(),
+        )
+
     def wake_outbound(self) -> None:
         """Outbox rows were committed: let every destination's worker look now."""
         for worker in self.outbound:
@@ -554,7 +570,8 @@ class Daemon:
             if old is not None and old.settings == settings and settings.tls is None:
                 keep.append(old)
                 continue
-            worker = _outbound_worker(self.reactor, self.store, settings)  # may raise ConfigError: nothing swapped yet
+            # May raise ConfigError: nothing swapped yet.
+            worker = _outbound_worker(self.reactor, self.store, settings, self._lease_terms())
             start.append(worker)
             if old is not None:
                 replaced.append((old, worker))
@@ -669,20 +686,71 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
     return (http_intake, queries, site)
 
 
-def _outbound_workers(config: Config, reactor: Any, store: Store) -> tuple[Any, ...]:
+#: The file in the state directory naming the instance id of the daemon that last ran on it.
+INSTANCE_FILE = "instance"
+
+
+def _release_previous_run(state_dir: Path, store: Store, instance: str) -> None:
+    """Release the outbox leases of the previous daemon on this state directory, then name ``instance``.
+
+    That daemon is dead: we hold the state directory's lock, which it held
+    until it exited (kill -9 included). So the rows it had claimed can go out
+    now, instead of after their leases expire (docs/outbound.md, "Leases").
+    Another daemon on the same store has a state directory of its own, so its
+    leases are never touched. A failure is logged; the leases then expire.
+    """
+    path = state_dir / INSTANCE_FILE
+    try:
+        previous = path.read_text("utf-8").strip()
+    except OSError:
+        previous = ""
+    if previous and previous != instance:
+        try:
+            count = store.outbox_release(previous)
+        except StoreError as exc:
+            _log().error("store_unavailable", reason="outbox_release", error_type=type(exc).__name__)
+        else:
+            if count:
+                _log().info("outbox_leases_released", count=count, reason="previous_run", previous_instance=previous)
+    part = path.with_name(INSTANCE_FILE + ".part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(instance + "\n")
+        os.replace(part, path)
+    except OSError as exc:
+        _log().error("store_unavailable", reason="instance_file", error_type=type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How this daemon's outbound workers lease outbox rows (docs/outbound.md, "Leases").
+
+    Attributes:
+        holder: the daemon's instance id.
+        seconds: ``outbox.lease_seconds`` as the daemon started.
+        on_takeover: counts a row taken over from an expired lease, by destination.
+    """
+
+    holder: str
+    seconds: float
+    on_takeover: Callable[[str], None]
+
+
+def _outbound_workers(config: Config, reactor: Any, store: Store, lease: LeaseTerms) -> tuple[Any, ...]:
     """One OutboundWorker per enabled destination of ``config.destinations_file`` (ConfigError if invalid)."""
     if config.destinations_file is None:
         return ()
     from listener.destinations import load_destinations
 
     return tuple(
-        _outbound_worker(reactor, store, settings)
+        _outbound_worker(reactor, store, settings, lease)
         for settings in load_destinations(config.destinations_file)
         if settings.enabled
     )
 
 
-def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
+def _outbound_worker(reactor: Any, store: Any, settings: Any, lease: LeaseTerms) -> Any:
     """An OutboundWorker (not started) for one enabled destination."""
     from listener.server.outbound import OutboundWorker, client_endpoint
 
@@ -693,7 +761,16 @@ def _outbound_worker(reactor: Any, store: Any, settings: Any) -> Any:
         connect = fhir_connector(reactor, settings, endpoint)
     else:
         connect = endpoint.connect
-    return OutboundWorker(settings, store, reactor=reactor, connect=connect, run_in_thread=threads.deferToThread)
+    return OutboundWorker(
+        settings,
+        store,
+        reactor=reactor,
+        connect=connect,
+        run_in_thread=threads.deferToThread,
+        holder=lease.holder,
+        lease_seconds=lease.seconds,
+        on_takeover=lambda: lease.on_takeover(settings.name),
+    )
 
 
 #: Config settings a SIGHUP applies (besides the files they name).
@@ -718,6 +795,7 @@ RESTART_ONLY = {
     "raw_retention_days": "raw_retention_days",
     "outcomes_refresh_seconds": "outcomes",
     "outcomes_window_days": "outcomes",
+    "outbox_lease_seconds": "outbox",
 }
 RESTART_ONLY_NAMES = (
     "listen endpoints (mllp, http)",
@@ -731,6 +809,7 @@ RESTART_ONLY_NAMES = (
     "health_probe_interval",
     "raw_retention_days",
     "outcomes (live figures' refresh and window)",
+    "outbox (lease_seconds)",
     "turning TLS on or off",
 )
 

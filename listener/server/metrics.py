@@ -126,6 +126,12 @@ class Metrics:
             ["transport", "feed", "code"],
             registry=self.registry,
         )
+        self.lease_takeovers = Counter(
+            "overread_outbox_lease_takeovers",
+            "Outbox rows this daemon claimed after another instance's lease on them expired, by destination",
+            ["destination"],
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "overread_messages_duplicate",
             "Duplicates answered with the stored answer",

@@ -8,9 +8,9 @@ Promises:
 
 * One message in flight per destination: the worker holds one connection and
   sends the next row only after the previous one's result is committed.
-* Per-accession order: each row comes from ``Store.outbox_due``, read *after*
-  the previous attempt was recorded, which hands out only the oldest pending
-  row of each accession; a row waiting for its retry time blocks its own
+* Per-accession order: each row comes from ``Store.outbox_claim``, taken
+  *after* the previous attempt was recorded, which hands out only the oldest
+  pending row of each accession; a row waiting for its retry time blocks its own
   accession and nothing else.
 * The answer is matched by MSA-2 == the row's MSH-10. AA/CA: delivered; AE/CE,
   an ACK timeout, a lost connection or an unreadable answer: retry with
@@ -24,6 +24,14 @@ Promises:
   too, not a failed attempt of every row.
 * Restart-safe: the rows are in the store; ``start()`` sends whatever is due.
   A row the RIS took just before a crash is sent again with the same MSH-10.
+* Leases (docs/outbound.md, "Leases"): rows are taken with
+  ``Store.outbox_claim`` under this process's instance id, for
+  ``lease_seconds``; the lease is renewed every third of that while the
+  attempt is in flight, the result is recorded only while the lease is still
+  ours, and ``stop()`` releases what is left. Any number of daemons on one
+  store then send each row from one of them at a time, and an accession's
+  next row only after its previous one was recorded; a daemon killed with its
+  rows leased leaves them to the others once the leases expire.
 * The reactor never waits on the store: reads and updates run on threads
   (``run_in_thread``, ``deferToThread`` in the daemon).
 * A slow or dead DNS server stalls only its own destination: host names are
@@ -37,10 +45,14 @@ Promises:
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
+import socket
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +86,7 @@ __all__ = [
     "TlsHandshakeFailed",
     "RisClientProtocol",
     "client_endpoint",
+    "instance_id",
     "own_resolver",
 ]
 
@@ -83,6 +96,20 @@ DEFAULT_POLL_INTERVAL = 2.0
 _MAX_ANSWER_SIZE = 1024 * 1024
 #: How long shutdown waits for an attempt in flight before dropping it.
 _STOP_GRACE = 5.0
+#: Seconds a claim on an outbox row lasts unless renewed (``outbox.lease_seconds``).
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+def instance_id() -> str:
+    """An id for this daemon process, unique among the daemons sharing a store: ``host:pid:random``.
+
+    The host and pid tell an operator which daemon holds a row (``overread
+    outbox list``); the random part keeps a restarted process that reuses a
+    pid (in a container, always pid 1) apart from its dead predecessor.
+    """
+    host = socket.gethostname()[:64] or "localhost"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+
 
 RunInThread = Callable[..., "defer.Deferred[Any]"]
 Connect = Callable[[Factory], "defer.Deferred[Any]"]
@@ -254,6 +281,11 @@ class OutboundWorker:
         now: aware UTC wall-clock time, for the store's timestamps.
         rand: the jitter draw in [0, 1).
         poll_interval: seconds between polls of the store.
+        holder: this daemon's instance id, the lease holder of the rows it claims
+            (one per process, shared by its workers; :func:`instance_id`).
+        lease_seconds: how long a claim lasts unless renewed.
+        on_takeover: called once per row claimed after another holder's lease
+            expired (the daemon counts them in a metric).
     """
 
     def __init__(
@@ -267,8 +299,15 @@ class OutboundWorker:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         rand: Callable[[], float] = random.random,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        holder: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        on_takeover: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self.holder = holder or instance_id()
+        self.lease = timedelta(seconds=lease_seconds)
+        self.on_takeover = on_takeover
+        self.takeovers = 0  # rows claimed from an expired lease of another instance
         self.name = settings.name
         self.store = store
         # Typed loosely: Twisted's zope interfaces do not type-check without a plugin.
@@ -327,6 +366,28 @@ class OutboundWorker:
 
             d.addCallback(cancel_grace)
         d.addCallback(lambda _: self._disconnect())
+        d.addCallback(lambda _: self._release())
+        return d
+
+    def _release(self, *, quiet: bool = False) -> defer.Deferred[None]:
+        """Give back this instance's leases on the destination's rows (a failure is logged, not fatal).
+
+        The worker has at most one row claimed per destination, so this is the
+        row in flight or just claimed. ``quiet``: not logged (a refused
+        connection, which the connection backoff already logs).
+        """
+        d = self.run_in_thread(self.store.outbox_release, self.holder, self.name)
+
+        def released(count: int) -> None:
+            if count and not quiet:
+                self.log.info("outbox_leases_released", count=count)
+
+        def failed(failure: Failure) -> None:
+            self.log.error(
+                "store_unavailable", reason="outbox_release", error_type=failure.type.__name__ if failure.type else ""
+            )
+
+        d.addCallbacks(released, failed)
         return d
 
     def _abort_in_flight(self) -> None:
@@ -398,14 +459,29 @@ class OutboundWorker:
                     return
                 self.connect_after = 0.0
                 self.log.info("outbox_kicked", attempts=self.connect_failures)
+            now = self.now()
             try:
-                rows = yield self.run_in_thread(self.store.outbox_due, self.name, self.now(), 1)
+                claims = yield self.run_in_thread(
+                    self.store.outbox_claim, self.name, self.holder, now, now + self.lease, 1
+                )
             except StoreError as exc:
-                self.log.error("store_unavailable", reason="outbox_due", error_type=type(exc).__name__)
+                self.log.error("store_unavailable", reason="outbox_claim", error_type=type(exc).__name__)
                 return
-            if not rows:
+            if not claims:
                 return
-            sent = yield self._attempt(rows[0])
+            claim = claims[0]
+            if claim.taken_over_from:
+                self.takeovers += 1
+                self.on_takeover()
+                self.log.warning(
+                    "outbox_lease_taken_over",
+                    control_id=claim.row.control_id,
+                    instance=self.holder,
+                    previous_instance=claim.taken_over_from,
+                )
+            if not self.running:  # stopped while claiming: give it back now, not at expiry
+                return
+            sent = yield self._attempt(claim.row)
             if not sent:
                 return
 
@@ -451,11 +527,32 @@ class OutboundWorker:
 
     @defer.inlineCallbacks
     def _attempt(self, row: OutboxRow) -> Any:
-        """Send one row and record the result. Returns False to stop this round."""
+        """Send one claimed row and record the result. Returns False to stop this round.
+
+        The lease is renewed from the connection attempt (whose timeout is
+        ``ack_timeout_seconds``, possibly longer than the lease) to the answer.
+        A row that was never written (no connection) is released at once, so
+        it does not wait for its lease to expire at the next attempt, here or
+        at another daemon.
+        """
+        renewer = LoopingCall(self._renew, row)
+        renewer.clock = self.reactor
+        renewer.start(self.lease.total_seconds() / 3, now=False)
+        try:
+            result = yield self._send(row, renewer)
+        finally:
+            if renewer.running:
+                renewer.stop()
+        return result
+
+    @defer.inlineCallbacks
+    def _send(self, row: OutboxRow, renewer: LoopingCall) -> Any:
         retry = self.settings.retry
         try:
             protocol = yield self._connection()
         except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS, timeout)
+            renewer.stop()
+            yield self._release(quiet=True)
             if not self.stopping:
                 self._connect_failed(exc)
             return False
@@ -478,6 +575,7 @@ class OutboundWorker:
         else:
             result = answer.code
             error = f"{answer.code}" + (f" (ERR-3 {answer.error_code})" if answer.error_code else "")
+        renewer.stop()
         if self.stopping and result in ("connection_lost", "ack_timeout"):
             return False  # dropped by shutdown: not the row's fault, leave it as it was
         attempts = row.attempts + 1
@@ -485,35 +583,62 @@ class OutboundWorker:
         now = self.now()
         try:
             if verdict == "delivered":
-                yield self.run_in_thread(self.store.outbox_delivered, row.id, now)
-                self.log.info("outbox_delivered", control_id=row.control_id, attempts=attempts, ack_code=result)
-            elif verdict == "dead":
-                yield self.run_in_thread(self.store.outbox_dead, row.id, now, error)
-                self.log.warning(
-                    "outbox_dead_lettered",
-                    control_id=row.control_id,
-                    attempts=attempts,
-                    reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
-                    ack_code=result if len(result) == 2 else "",
+                recorded = yield self.run_in_thread(
+                    partial(self.store.outbox_delivered, holder=self.holder), row.id, now
                 )
+                if recorded:
+                    self.log.info("outbox_delivered", control_id=row.control_id, attempts=attempts, ack_code=result)
+            elif verdict == "dead":
+                recorded = yield self.run_in_thread(
+                    partial(self.store.outbox_dead, holder=self.holder), row.id, now, error
+                )
+                if recorded:
+                    self.log.warning(
+                        "outbox_dead_lettered",
+                        control_id=row.control_id,
+                        attempts=attempts,
+                        reason=result if result in ("ack_timeout", "connection_lost", "unreadable_ack") else "rejected",
+                        ack_code=result if len(result) == 2 else "",
+                    )
             else:
                 due = next_attempt_at(attempts, now, retry, self.rand())
-                yield self.run_in_thread(self.store.outbox_failed, row.id, now, due, error)
-                self.log.info(
-                    "outbox_retry_scheduled",
-                    control_id=row.control_id,
-                    attempts=attempts,
-                    next_attempt_at=due.isoformat(),
-                    reason=result if len(result) > 2 else "answer",
-                    ack_code=result if len(result) == 2 else "",
+                recorded = yield self.run_in_thread(
+                    partial(self.store.outbox_failed, holder=self.holder), row.id, now, due, error
                 )
+                if recorded:
+                    self.log.info(
+                        "outbox_retry_scheduled",
+                        control_id=row.control_id,
+                        attempts=attempts,
+                        next_attempt_at=due.isoformat(),
+                        reason=result if len(result) > 2 else "answer",
+                        ack_code=result if len(result) == 2 else "",
+                    )
                 self._wake_at((due - now).total_seconds())
         except StoreError as exc:
             # Not recorded: the row stays as it was and is sent again (same MSH-10).
             self.log.error("store_unavailable", reason="outbox_update", error_type=type(exc).__name__)
             self._wake_at(self.poll_interval)
             return False
+        if not recorded:
+            # Our lease expired and another instance took the row over: its result stands, not ours.
+            self.log.warning("outbox_lease_lost", control_id=row.control_id, instance=self.holder, reason=result)
         return True
+
+    def _renew(self, row: OutboxRow) -> None:
+        """Extend the lease of the row in flight (every third of ``lease_seconds``; failures are logged)."""
+        d = self.run_in_thread(self.store.outbox_renew, row.id, self.holder, self.now() + self.lease)
+
+        def renewed(ok: bool) -> None:
+            if not ok:
+                self.log.warning("outbox_lease_lost", control_id=row.control_id, instance=self.holder, reason="renew")
+
+        def failed(failure: Failure) -> None:
+            self.log.error(
+                "store_unavailable", reason="outbox_renew", error_type=failure.type.__name__ if failure.type else ""
+            )
+
+        d.addCallbacks(renewed, failed)
 
     def _connect_failed(self, exc: BaseException) -> None:
         self.connect_failures += 1

@@ -364,6 +364,9 @@ class OutboxRow:
         last_error: text of the last failure ("" when none).
         created: when the row was stored (the message's received time).
         delivered_at: when it was delivered, or None.
+        lease_holder: the instance id of the outbound worker that claimed the
+            row for delivery ("" when no worker holds it; docs/outbound.md, "Leases").
+        lease_expires: when that claim lapses unless renewed (None with no holder).
     """
 
     id: int
@@ -379,6 +382,23 @@ class OutboxRow:
     delivered_at: datetime | None
     message_pk: int = 0
     resent_from: int | None = None
+    lease_holder: str = ""
+    lease_expires: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxClaim:
+    """A row :meth:`Store.outbox_claim` leased to a worker.
+
+    Attributes:
+        row: the row as it is after the claim (``lease_holder`` is the claimant).
+        taken_over_from: the instance whose lease on the row had expired when it
+            was claimed ("" when the row was not leased: new, released, or
+            recorded by its last holder).
+    """
+
+    row: OutboxRow
+    taken_over_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +612,13 @@ class Store(Protocol):
     :meth:`outbox_retry` only while no later row of its (destination, accession)
     has been delivered, because sending it then would overwrite a newer decision
     at the RIS with an older one.
+
+    Leases (docs/outbound.md, "Leases"): workers take rows with
+    :meth:`outbox_claim`, which hands out the same rows as :meth:`outbox_due`
+    minus those another worker holds, so any number of daemons on one store
+    send each row from one of them at a time, and an accession's next row only
+    after its previous one was recorded. Outbox ids follow commit order within
+    each (destination, accession), on every backend.
     """
 
     def find_duplicate(self, sender_application: str, sender_facility: str, control_id: str) -> SaveResult | None:
@@ -759,19 +786,48 @@ class Store(Protocol):
         ...
 
     def outbox_due(self, destination: str, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        """Return rows ready to send now: each the oldest pending of its accession."""
+        """Return rows ready to send now: each the oldest pending of its accession (a read, not a lease)."""
         ...
 
-    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
-        """Mark a pending row delivered; False if it was not pending."""
+    def outbox_claim(
+        self, destination: str, holder: str, now: datetime, lease_until: datetime, limit: int = 1
+    ) -> list[OutboxClaim]:
+        """Lease up to ``limit`` rows of ``destination`` to ``holder`` until ``lease_until``, oldest first.
+
+        A row is claimable when it is pending, due (``next_attempt_at <= now``),
+        the oldest pending row of its (destination, accession), and not leased
+        (no holder, or a lease that expired at or before ``now``). Claims are
+        exclusive: two claimants, in one process or two, never both get a row
+        (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite and memory:
+        one writer). Taking over an expired lease of another holder is recorded
+        as the row's ``lease_taken_over`` event.
+        """
         ...
 
-    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
-        """Count a failed attempt and schedule the next; False if not pending."""
+    def outbox_renew(self, row_id: int, holder: str, lease_until: datetime) -> bool:
+        """Extend ``holder``'s lease on a pending row; False when the row is no longer pending or leased to it."""
         ...
 
-    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
-        """Count a final failed attempt and dead-letter the row; False if not pending."""
+    def outbox_release(self, holder: str, destination: str | None = None) -> int:
+        """Drop ``holder``'s leases on pending rows (of one destination or all); return how many."""
+        ...
+
+    def outbox_delivered(self, row_id: int, now: datetime, *, holder: str | None = None) -> bool:
+        """Mark a pending row delivered and drop its lease; False if it was not pending.
+
+        With ``holder``, only while the row is leased to ``holder``: a worker
+        whose lease was taken over never overwrites the new holder's result.
+        """
+        ...
+
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str, *, holder: str | None = None
+    ) -> bool:
+        """Count a failed attempt, schedule the next and drop the lease; False if not pending (or not ``holder``'s)."""
+        ...
+
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str, *, holder: str | None = None) -> bool:
+        """Count a final failed attempt, dead-letter the row and drop the lease; False if not pending (or not ``holder``'s)."""
         ...
 
     def outbox_list(

@@ -42,7 +42,8 @@ from listener.store.rows import SUMMARY_COLUMNS, message_summary
 
 OUTBOX_COLUMNS = (
     "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
-    " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from"
+    " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from,"
+    " o.lease_holder, o.lease_expires"
 )
 
 
@@ -81,6 +82,8 @@ def outbox_row(row: Sequence[Any]) -> OutboxRow:
         delivered_at=_opt_dt(row[10]),
         message_pk=int(row[11]),
         resent_from=row[12],
+        lease_holder=row[13] or "",
+        lease_expires=_opt_dt(row[14]),
     )
 
 

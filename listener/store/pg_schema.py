@@ -38,6 +38,10 @@ MIGRATION_LOCK = 0x0E7EAD
 #: open store holds it SHARED on its writer session, ``overread store copy`` takes it
 #: EXCLUSIVE (docs/store.md, "Moving a store").
 IN_USE_LOCK = 0x0E7EAE
+#: The first key of the per-(destination, accession) advisory locks taken before inserting
+#: outbox rows (the second is the pair's hash; docs/store.md, "Several daemons on one
+#: database"). Each lock family has its own first key, so no two families ever collide.
+OUTBOX_ORDER_LOCK = 0x0E7EAF
 
 PgConnection = psycopg.Connection[tuple[Any, ...]]
 
@@ -242,6 +246,13 @@ def _migrate_v6(conn: PgConnection) -> None:
     _compact_rows(conn, "processings", "raw", _compact_raw)
 
 
+_V7 = (
+    # Outbox leases (docs/outbound.md, "Leases"): the instance whose worker
+    # claimed the row and when its claim lapses; both NULL when nobody holds it.
+    "ALTER TABLE outbox ADD COLUMN lease_holder text, ADD COLUMN lease_expires timestamptz",
+)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -282,6 +293,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(4, "explicit peer-review scores table", _run(_V4)),
     PgMigration(5, "comparisons cache table (derived, may be dropped)", _run(_V5)),
     PgMigration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
+    PgMigration(7, "outbox lease holder and expiry", _run(_V7)),
 ]
 
 #: The schema version this code writes.

@@ -57,6 +57,7 @@ from listener.store.base import (
     MessageDetail,
     MessageRecord,
     MessageSummary,
+    OutboxClaim,
     OutboxDepth,
     OutboxEvent,
     OutboxRow,
@@ -75,6 +76,7 @@ from listener.store.base import (
 from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
 from listener.store.pg_schema import (
     IN_USE_LOCK,
+    OUTBOX_ORDER_LOCK,
     PG_SCHEMA_VERSION,
     PgConnection,
     PgMigration,
@@ -275,7 +277,8 @@ class _Reader:
 
 OUTBOX_COLUMNS = (
     "o.id, o.destination, o.accession, o.control_id, o.payload, o.state, o.attempts,"
-    " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from"
+    " o.next_attempt_at, o.last_error, o.created, o.delivered_at, o.message_id, o.resent_from,"
+    " o.lease_holder, o.lease_expires"
 )
 
 
@@ -298,6 +301,8 @@ def _outbox_row(row: Sequence[Any]) -> OutboxRow:
         delivered_at=_opt_utc(row[10]),
         message_pk=int(row[11]),
         resent_from=int(row[12]) if row[12] is not None else None,
+        lease_holder=row[13] or "",
+        lease_expires=_opt_utc(row[14]),
     )
 
 
@@ -393,6 +398,25 @@ def _message_detail(conn: PgConnection, message_pk: int) -> MessageDetail | None
 # ------------------------------------------------------------------ writing
 
 
+def _lock_accessions(conn: PgConnection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Serialize the outbox inserts of each (destination, accession) until this transaction ends.
+
+    Outbox ids come from a sequence when a row is inserted, not when it
+    commits: without this lock, two daemons saving rows of one accession at
+    once could commit them in the other order than their ids, and the worker,
+    which sends an accession's rows by id, would send the later decision
+    first, or send it before the earlier row was even visible. Holding a
+    transaction-level advisory lock on the pair from before the insert to
+    the commit makes id order commit order for the pair (docs/store.md,
+    "Several daemons on one database"). Pairs are locked in sorted order; a
+    hash collision only serializes two unrelated accessions.
+    """
+    for destination, accession in sorted(set(pairs)):
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (OUTBOX_ORDER_LOCK, f"{destination}\x1f{accession}")
+        )
+
+
 def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime) -> None:
     """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread)."""
     # One statement per row: psycopg's executemany enters pipeline mode, which
@@ -414,6 +438,7 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
             ),
         )
     # One row at a time, in order: ids order an accession's rows.
+    _lock_accessions(conn, [(o.destination, o.accession) for o in record.outbox])
     for o in record.outbox:
         conn.execute(
             "INSERT INTO outbox (message_id, destination, accession, control_id, payload,"
@@ -1107,6 +1132,75 @@ class PostgresStore:
         )
         return [_outbox_row(row) for row in rows]
 
+    def outbox_claim(
+        self, destination: str, holder: str, now: datetime, lease_until: datetime, limit: int = 1
+    ) -> list[OutboxClaim]:
+        """Lease the rows :meth:`outbox_due` would return, minus those leased to others, to ``holder``.
+
+        One statement on the writer connection: the candidates are locked with
+        ``FOR UPDATE SKIP LOCKED`` (a row another daemon is claiming or
+        recording right now is skipped, not waited for) and leased in the same
+        transaction. Under READ COMMITTED, a candidate another daemon leased and
+        committed after this statement's snapshot is re-checked on its newest
+        version, so its fresh lease excludes it (docs/outbound.md, "Leases").
+        """
+        require_aware(now, "now")
+        require_aware(lease_until, "lease_until")
+        if not holder:
+            raise ValueError("a claim needs a holder")
+
+        def claim(conn: PgConnection) -> list[OutboxClaim]:
+            rows = conn.execute(
+                "WITH c AS (SELECT o.id, o.lease_holder AS previous FROM outbox o"
+                " WHERE o.destination = %(d)s AND o.state = 'pending' AND o.next_attempt_at <= %(now)s"
+                " AND (o.lease_expires IS NULL OR o.lease_expires <= %(now)s)"
+                " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+                "   AND p.accession = o.accession AND p.state = 'pending' AND p.id < o.id)"
+                " ORDER BY o.id LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED)"
+                " UPDATE outbox o SET lease_holder = %(holder)s, lease_expires = %(until)s FROM c WHERE o.id = c.id"
+                f" RETURNING {OUTBOX_COLUMNS}, c.previous",
+                {"d": destination, "now": now, "limit": limit, "holder": holder, "until": lease_until},
+            ).fetchall()
+            claims = []
+            for raw in sorted(rows, key=lambda r: int(r[0])):
+                row = _outbox_row(raw)
+                previous = raw[-1] if raw[-1] and raw[-1] != holder else ""
+                if previous:
+                    _add_event(conn, row.id, now, "lease_taken_over", f"from {previous}")
+                claims.append(OutboxClaim(row, previous))
+            return claims
+
+        return self._write("claiming outbox rows", claim)
+
+    def outbox_renew(self, row_id: int, holder: str, lease_until: datetime) -> bool:
+        """Extend ``holder``'s lease on a pending row; False when it is not pending or not ``holder``'s."""
+        require_aware(lease_until, "lease_until")
+        return self._write(
+            "renewing a lease",
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET lease_expires = %s WHERE id = %s AND state = 'pending' AND lease_holder = %s",
+                    (lease_until, row_id, holder),
+                ).rowcount
+                == 1
+            ),
+        )
+
+    def outbox_release(self, holder: str, destination: str | None = None) -> int:
+        """Drop ``holder``'s leases on pending rows (of one destination, or all); return how many."""
+        return self._write(
+            "releasing leases",
+            lambda conn: max(
+                conn.execute(
+                    "UPDATE outbox SET lease_holder = NULL, lease_expires = NULL"
+                    " WHERE lease_holder = %(h)s AND state = 'pending'"
+                    " AND (%(d)s::text IS NULL OR destination = %(d)s)",
+                    {"h": holder, "d": destination},
+                ).rowcount,
+                0,
+            ),
+        )
+
     def _update_pending(
         self,
         what: str,
@@ -1125,45 +1219,50 @@ class PostgresStore:
 
         return self._write(what, update)
 
-    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
-        """Mark a pending row delivered (counting the attempt); False if not pending."""
+    def outbox_delivered(self, row_id: int, now: datetime, *, holder: str | None = None) -> bool:
+        """Mark a pending row delivered (counting the attempt); False if not pending (or not ``holder``'s)."""
         require_aware(now, "now")
         return self._update_pending(
             "marking delivered",
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
-            " delivered_at = %(now)s, updated = %(now)s WHERE id = %(id)s AND state = 'pending'",
-            {"now": now, "id": row_id},
+            " delivered_at = %(now)s, updated = %(now)s, lease_holder = NULL, lease_expires = NULL"
+            f" WHERE id = %(id)s AND state = 'pending' AND {_HOLDER}",
+            {"now": now, "id": row_id, "holder": holder},
             row_id,
             now,
             "delivered",
             "",
         )
 
-    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
-        """Count a failed attempt, keep its error text, schedule the next attempt."""
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str, *, holder: str | None = None
+    ) -> bool:
+        """Count a failed attempt, keep its error text, schedule the next attempt, drop the lease."""
         require_aware(now, "now")
         require_aware(next_attempt_at, "next_attempt_at")
         text = error_text[:TEXT_MAX]
         return self._update_pending(
             "recording a failure",
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = %s, last_error = %s,"
-            " updated = %s WHERE id = %s AND state = 'pending'",
-            (next_attempt_at, text, now, row_id),
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = %(next)s, last_error = %(text)s,"
+            " updated = %(now)s, lease_holder = NULL, lease_expires = NULL"
+            f" WHERE id = %(id)s AND state = 'pending' AND {_HOLDER}",
+            {"next": next_attempt_at, "text": text, "now": now, "id": row_id, "holder": holder},
             row_id,
             now,
             "failed",
             f"{text}; next attempt {_ts(next_attempt_at)}",
         )
 
-    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
-        """Count a final failed attempt and move the row to dead letter."""
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str, *, holder: str | None = None) -> bool:
+        """Count a final failed attempt, move the row to dead letter, drop the lease."""
         require_aware(now, "now")
         text = error_text[:TEXT_MAX]
         return self._update_pending(
             "dead-lettering",
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = %s,"
-            " updated = %s WHERE id = %s AND state = 'pending'",
-            (text, now, row_id),
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = %(text)s,"
+            " updated = %(now)s, lease_holder = NULL, lease_expires = NULL"
+            f" WHERE id = %(id)s AND state = 'pending' AND {_HOLDER}",
+            {"text": text, "now": now, "id": row_id, "holder": holder},
             row_id,
             now,
             "dead",
@@ -1346,6 +1445,7 @@ class PostgresStore:
                 ).fetchone()
                 if found is None:
                     continue
+                _lock_accessions(conn, [(found[1], found[2])])
                 row = conn.execute(
                     "INSERT INTO outbox (message_id, destination, accession, control_id, payload, next_attempt_at,"
                     " created, updated, resent_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -1461,6 +1561,10 @@ class PostgresStore:
         self._writer.close()
         self._reports.close()
         self._reader.close()
+
+
+#: The lease condition of a worker's update: any row without a holder given, else only its own.
+_HOLDER = "(%(holder)s::text IS NULL OR lease_holder = %(holder)s)"
 
 
 def _filters(pairs: Sequence[tuple[str, object | None]]) -> tuple[str, list[object]]:

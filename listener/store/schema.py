@@ -25,7 +25,8 @@ from listener.store.compact import pack_json, pack_raw, split_route
 # message; the JSON comes from our own serializer.
 # AUTOINCREMENT: ids are never reused after a purge, so an id an operator saw in
 # `overread outbox list` or a log line always means the same row; outbox ids
-# also order an accession's rows (one writer thread: id order = commit order).
+# also order an accession's rows (one writer thread: id order = commit order;
+# PostgreSQL gets the same with a lock per accession, docs/store.md).
 _V1 = (
     """CREATE TABLE messages (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -279,6 +280,19 @@ def _migrate_v6(conn: sqlite3.Connection) -> None:
     _compact_rows(conn, "processings", "raw", _compact_raw)
 
 
+_V7 = (
+    # Outbox leases (docs/outbound.md, "Leases"): the instance whose worker
+    # claimed the row and when its claim lapses; both NULL when nobody holds it.
+    "ALTER TABLE outbox ADD COLUMN lease_holder TEXT",
+    "ALTER TABLE outbox ADD COLUMN lease_expires TEXT",
+)
+
+
+def _migrate_v7(conn: sqlite3.Connection) -> None:
+    for statement in _V7:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -311,6 +325,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "explicit peer-review scores table", _migrate_v4),
     Migration(5, "comparisons cache table (derived, may be dropped)", _migrate_v5),
     Migration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
+    Migration(7, "outbox lease holder and expiry", _migrate_v7),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

@@ -32,6 +32,7 @@ SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -55,6 +56,7 @@ from listener.store.base import (
     MessageDetail,
     MessageRecord,
     MessageSummary,
+    OutboxClaim,
     OutboxDepth,
     OutboxRow,
     OutboxState,
@@ -816,8 +818,8 @@ class SQLiteStore:
         an earlier one, even while the earlier one waits for its retry time. So
         at most one row per accession is returned. Dead rows do not block.
 
-        This is a read, not a lease: the caller must not send a row it already
-        has in flight, nor another row of an accession that has one in flight.
+        This is a read, not a lease (it ignores leases): workers claim rows with
+        :meth:`outbox_claim` instead.
         """
         require_aware(now, "now")
         rows = self._read(
@@ -831,51 +833,125 @@ class SQLiteStore:
         )
         return [_outbox_row(row) for row in rows]
 
-    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
-        """Mark a pending row delivered (counting the attempt); False if not pending."""
+    def outbox_claim(
+        self, destination: str, holder: str, now: datetime, lease_until: datetime, limit: int = 1
+    ) -> list[OutboxClaim]:
+        """Lease the rows :meth:`outbox_due` would return, minus those leased to others, to ``holder``.
+
+        Runs on the writer thread, in its transaction: the read and the lease
+        are one step, so two claims never get the same row (docs/outbound.md,
+        "Leases"). A row whose lease of another holder had expired is taken
+        over, and that is recorded as its ``lease_taken_over`` event.
+        """
+        require_aware(now, "now")
+        require_aware(lease_until, "lease_until")
+        if not holder:
+            raise ValueError("a claim needs a holder")
+
+        def claim(conn: sqlite3.Connection) -> list[OutboxClaim]:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox o"
+                " WHERE o.destination = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2"
+                " AND (o.lease_expires IS NULL OR o.lease_expires <= ?2)"
+                " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.destination = o.destination"
+                "   AND p.accession = o.accession AND p.state = 'pending' AND p.id < o.id)"
+                " ORDER BY o.id LIMIT ?3",
+                (destination, _ts(now), limit),
+            ).fetchall()
+            claims = []
+            for raw in rows:
+                row = _outbox_row(raw)
+                conn.execute(
+                    "UPDATE outbox SET lease_holder = ?, lease_expires = ? WHERE id = ?",
+                    (holder, _ts(lease_until), row.id),
+                )
+                previous = row.lease_holder if row.lease_holder != holder else ""
+                if previous:
+                    ops.add_event(conn, row.id, now, "lease_taken_over", f"from {previous}")
+                claimed = dataclasses.replace(row, lease_holder=holder, lease_expires=lease_until)
+                claims.append(OutboxClaim(claimed, previous))
+            return claims
+
+        return self._write("claiming outbox rows", claim)
+
+    def outbox_renew(self, row_id: int, holder: str, lease_until: datetime) -> bool:
+        """Extend ``holder``'s lease on a pending row; False when it is not pending or not ``holder``'s."""
+        require_aware(lease_until, "lease_until")
+        return self._write(
+            "renewing a lease",
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET lease_expires = ? WHERE id = ? AND state = 'pending' AND lease_holder = ?",
+                    (_ts(lease_until), row_id, holder),
+                ).rowcount
+                == 1
+            ),
+        )
+
+    def outbox_release(self, holder: str, destination: str | None = None) -> int:
+        """Drop ``holder``'s leases on pending rows (of one destination, or all); return how many."""
+        return self._write(
+            "releasing leases",
+            lambda conn: (
+                conn.execute(
+                    "UPDATE outbox SET lease_holder = NULL, lease_expires = NULL"
+                    " WHERE lease_holder = ?1 AND state = 'pending' AND (?2 IS NULL OR destination = ?2)",
+                    (holder, destination),
+                ).rowcount
+            ),
+        )
+
+    def outbox_delivered(self, row_id: int, now: datetime, *, holder: str | None = None) -> bool:
+        """Mark a pending row delivered (counting the attempt); False if not pending (or not ``holder``'s)."""
         require_aware(now, "now")
         return self._update_pending(
             "marking delivered",
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1,"
-            " delivered_at = ?1, updated = ?1 WHERE id = ?2 AND state = 'pending'",
-            (_ts(now), row_id),
+            " delivered_at = ?1, updated = ?1, lease_holder = NULL, lease_expires = NULL"
+            " WHERE id = ?2 AND state = 'pending' AND (?3 IS NULL OR lease_holder = ?3)",
+            (_ts(now), row_id, holder),
+            row_id,
             now,
             "delivered",
             "",
         )
 
-    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
-        """Count a failed attempt, keep its error text, schedule the next attempt."""
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str, *, holder: str | None = None
+    ) -> bool:
+        """Count a failed attempt, keep its error text, schedule the next attempt, drop the lease."""
         require_aware(now, "now")
         require_aware(next_attempt_at, "next_attempt_at")
         return self._update_pending(
             "recording a failure",
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
-            " updated = ? WHERE id = ? AND state = 'pending'",
-            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id),
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,"
+            " updated = ?3, lease_holder = NULL, lease_expires = NULL"
+            " WHERE id = ?4 AND state = 'pending' AND (?5 IS NULL OR lease_holder = ?5)",
+            (_ts(next_attempt_at), error_text[:TEXT_MAX], _ts(now), row_id, holder),
+            row_id,
             now,
             "failed",
             f"{error_text[:TEXT_MAX]}; next attempt {_ts(next_attempt_at)}",
         )
 
-    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
-        """Count a final failed attempt and move the row to dead letter."""
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str, *, holder: str | None = None) -> bool:
+        """Count a final failed attempt, move the row to dead letter, drop the lease."""
         require_aware(now, "now")
         return self._update_pending(
             "dead-lettering",
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?,"
-            " updated = ? WHERE id = ? AND state = 'pending'",
-            (error_text[:TEXT_MAX], _ts(now), row_id),
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?1,"
+            " updated = ?2, lease_holder = NULL, lease_expires = NULL"
+            " WHERE id = ?3 AND state = 'pending' AND (?4 IS NULL OR lease_holder = ?4)",
+            (error_text[:TEXT_MAX], _ts(now), row_id, holder),
+            row_id,
             now,
             "dead",
             error_text[:TEXT_MAX],
         )
 
     def _update_pending(
-        self, what: str, sql: str, params: Sequence[object], now: datetime, event: str, detail: str
+        self, what: str, sql: str, params: Sequence[object], row_id: int, now: datetime, event: str, detail: str
     ) -> bool:
-        row_id = int(cast(int, params[-1]))
-
         def update(conn: sqlite3.Connection) -> bool:
             if conn.execute(sql, params).rowcount != 1:
                 return False

@@ -3,8 +3,9 @@
 It listens on 127.0.0.1 (a fixed port, so it can go down and come back up on
 the same address), reads framed messages, and answers each one as the current
 ``mode`` says: ``AA``, ``AE``, ``AR`` (an ACK with that code and MSA-2 = the
-message's MSH-10), ``stall`` (read it, never answer) or ``close`` (drop the
-connection without answering). A ``script`` of modes is used first, one per
+message's MSH-10), ``stall`` (read it, never answer), ``swallow`` (apply it
+as an AA would, but never answer: the ACK lost on the way back) or ``close``
+(drop the connection without answering). A ``script`` of modes is used first, one per
 message, then ``mode``.
 
 Like a RIS that deduplicates by MSH-10, it applies a message (``applied``) only
@@ -140,12 +141,12 @@ class TestRis:
                     if mode == "close":
                         conn.close()
                         return
-                    if mode == "stall":
-                        continue
-                    if mode == "AA":
+                    if mode in ("AA", "swallow"):
                         with self.lock:
                             if control_id not in self.applied:
                                 self.applied.append(control_id)
+                    if mode in ("stall", "swallow"):
+                        continue
                     conn.sendall(frame(ack_for(control_id, mode)))
         except OSError:
             return

@@ -1,7 +1,7 @@
 """End to end: the real daemon sends routing messages to a test RIS (tests/integration/ris.py).
 
-Short retry settings (0.2 s base, 1 s cap, 1-2 s ACK timeout) keep each test to
-seconds; the daemon's poll interval is its default. The two-minute outage test
+Short retry settings (0.2 s base, 1 s cap, 1-2 s ACK timeout) and a 2 s outbox
+lease keep each test to seconds; the daemon's poll interval is its default. The two-minute outage test
 is marked slow (it takes about 2.5 minutes).
 """
 
@@ -45,7 +45,8 @@ def write_config(
         encoding="utf-8",
     )
     config = tmp_path / "overread.yaml"
-    config.write_text("destinations: destinations.yaml\n", encoding="utf-8")
+    # A short lease: after a kill -9 the restarted daemon takes its predecessor's row over in 2 s, not 30.
+    config.write_text("destinations: destinations.yaml\noutbox: {lease_seconds: 2}\n", encoding="utf-8")
     return config
 
 
@@ -342,6 +343,12 @@ def test_kill9_mid_delivery_delivers_each_row_exactly_once(tmp_path: Path, ris: 
         assert sorted(ris.applied) == sorted(r["control_id"] for r in rows)
         assert ris.received_ids().count(first) == 2  # resent with the same MSH-10, applied once
         assert [m["message_id"] for m in daemon.messages()] == [f"K{i}" for i in range(4)]
+        # The restarted daemon released its dead predecessor's lease at start (same state directory):
+        # no wait for the lease to expire, no takeover.
+        (released,) = [line for line in daemon.log_lines() if line.get("event") == "outbox_leases_released"]
+        started = [line["instance"] for line in daemon.log_lines() if line.get("event") == "instance_started"]
+        assert (released["count"], released["reason"], released["previous_instance"]) == (1, "previous_run", started[0])
+        assert not [line for line in daemon.log_lines() if line.get("event") == "outbox_lease_taken_over"]
     finally:
         stop_daemon(daemon)
 

@@ -82,6 +82,23 @@ def _run(state: Path, *argv: str) -> tuple[int, str]:
 # ------------------------------------------------------------------- list
 
 
+def test_list_shows_the_lease_holder_and_expiry(tmp_path: Path) -> None:
+    """A row a worker has claimed shows who holds it and until when, in the table and in the JSON."""
+    ids = _seed(tmp_path)
+    store = SQLiteStore.in_state_dir(tmp_path)
+    try:
+        (claim,) = store.outbox_claim("ris", "host-a:4242:0a1b2c3d", T0, T0 + timedelta(seconds=30))
+    finally:
+        store.close()
+    assert claim.row.id == ids[2]
+    (row,) = _rows(tmp_path, "--state", "pending")
+    assert (row["lease_holder"], row["lease_expires"]) == ("host-a:4242:0a1b2c3d", "2026-03-02T09:00:30+00:00")
+    lines = _cli(tmp_path, "list", "--state", "pending").stdout.splitlines()
+    assert lines[1].split()[:4] == [str(ids[2]), "ris", "ACC3", "pending"]
+    assert lines[2] == "        leased by host-a:4242:0a1b2c3d until 2026-03-02T09:00:30+00:00"
+    assert lines[3] == "1 row (state pending): 1 pending"
+
+
 def test_list_json_lines_and_filters(tmp_path: Path) -> None:
     """list --format json prints one object per row without the payload; --state, --destination and --limit filter."""
     ids = _seed(tmp_path)
@@ -102,8 +119,11 @@ def test_list_json_lines_and_filters(tmp_path: Path) -> None:
         "delivered_at",
         "message_pk",
         "resent_from",
+        "lease_holder",
+        "lease_expires",
         "connect_error",
     }
+    assert (rows[2]["lease_holder"], rows[2]["lease_expires"]) == (None, None)
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead")] == ["R2", "R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--state", "dead", "--destination", "legacy")] == ["R4"]
     assert [r["control_id"] for r in _rows(tmp_path, "--limit", "2")] == ["R1", "R2"]

@@ -300,6 +300,8 @@ def test_refused_connection_backs_off_without_charging_rows(harness: Harness) ->
     for _ in range(10):
         harness.clock.advance(30)
     assert harness.state("R1") == ("pending", 0)
+    # A row that was never written is not held: another daemon could send it now.
+    assert [r.lease_holder for r in harness.store.outbox_list()] == ["", ""]
     harness.ris.down = False
     harness.clock.advance(30)
     harness.ris.answer("R1")
@@ -404,7 +406,8 @@ def test_poison_is_dead_lettered_without_blocking_others(harness: Harness) -> No
 
 
 def test_restart_resumes_pending_rows(tmp_path: Path) -> None:
-    """A new worker over the same store sends what an earlier one left unanswered, with the same MSH-10."""
+    """A new worker over the same store sends what an earlier one left unanswered, with the same MSH-10,
+    once the dead one's lease (30 s) has expired."""
     store = SQLiteStore.in_state_dir(tmp_path / "s")
     try:
         first = Harness(store)
@@ -413,9 +416,33 @@ def test_restart_resumes_pending_rows(tmp_path: Path) -> None:
         assert first.ris.sent() == ["R1"]  # sent, then the process "dies" before the answer
         second = Harness(store)
         second.worker.start()
+        assert second.ris.sent() == []  # still leased to the first process
+        second.clock.advance(30.0)
+        second.worker.wake()
         assert second.ris.sent() == ["R1"]
         second.ris.answer("R1")
         assert second.state("R1") == ("delivered", 1)
+    finally:
+        store.close()
+
+
+def test_a_daemon_starting_on_a_state_directory_releases_its_dead_predecessors_leases(tmp_path: Path) -> None:
+    """The `instance` file names the last daemon of the state directory: its leases are released, only its."""
+    from listener.server.daemon import INSTANCE_FILE, _release_previous_run
+
+    state = tmp_path / "s"
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        harness = Harness(store)
+        harness.add(("ACC1", "R1"), ("ACC2", "R2"))
+        later = T0 + timedelta(seconds=30)
+        assert store.outbox_claim("ris", "dead-one", T0, later, 1)
+        assert store.outbox_claim("ris", "other-daemon", T0, later, 1)
+        (state / INSTANCE_FILE).write_text("dead-one\n", encoding="utf-8")
+        _release_previous_run(state, store, "new-one")
+        assert [(r.control_id, r.lease_holder) for r in store.outbox_list()] == [("R1", ""), ("R2", "other-daemon")]
+        assert (state / INSTANCE_FILE).read_text(encoding="utf-8") == "new-one\n"
+        assert (state / INSTANCE_FILE).stat().st_mode & 0o077 == 0
     finally:
         store.close()
 
@@ -445,6 +472,72 @@ def test_stop_drops_an_unanswered_attempt_without_charging_it(harness: Harness) 
     protocol.connectionLost()
     assert stopped == [None]
     assert harness.state("R1") == ("pending", 0)
+
+
+def _row(harness: Harness, control_id: str) -> Any:
+    return next(r for r in harness.store.outbox_list() if r.control_id == control_id)
+
+
+def test_the_row_in_flight_is_leased_and_renewed_then_released_at_stop(tmp_path: Path) -> None:
+    """The worker claims under its instance id; renewals keep another instance off it; stop() gives it back."""
+    store = SQLiteStore.in_state_dir(tmp_path / "s")
+    try:
+        _leased_renewed_released(Harness(store, RetrySettings(ack_timeout_seconds=60.0)))
+    finally:
+        store.close()
+
+
+def _leased_renewed_released(harness: Harness) -> None:
+    harness.add(("ACC1", "R1"))
+    harness.worker.start()
+    assert harness.ris.sent() == ["R1"]
+    row = _row(harness, "R1")
+    assert (row.lease_holder, row.lease_expires) == (harness.worker.holder, T0 + timedelta(seconds=30))
+    for _ in range(5):  # renewed at 10 s and at 20 s: expires at 50 s now
+        harness.clock.advance(5.0)
+    assert _row(harness, "R1").lease_expires == T0 + timedelta(seconds=50)
+    later = T0 + timedelta(seconds=31)
+    assert harness.store.outbox_claim("ris", "other", later, later + timedelta(seconds=30)) == []
+    stopped: list[None] = []
+    harness.worker.stop().addCallback(stopped.append)
+    harness.clock.advance(5.0)
+    protocol, _ = harness.ris.current
+    protocol.connectionLost()
+    assert stopped == [None]
+    row = _row(harness, "R1")
+    assert (row.state, row.attempts, row.lease_holder, row.lease_expires) == ("pending", 0, "", None)
+
+
+def test_a_result_after_the_lease_was_taken_over_is_not_recorded(harness: Harness) -> None:
+    """Another instance took the row while our attempt was in flight: our AA does not overwrite its claim."""
+    harness.add(("ACC1", "R1"), ("ACC1", "R2"))
+    harness.worker.start()
+    assert harness.ris.sent() == ["R1"]
+    # As if our lease had lapsed (a hung process) and another daemon claimed the row.
+    assert harness.store.outbox_release(harness.worker.holder) == 1
+    (claim,) = harness.store.outbox_claim("ris", "other", T0, T0 + timedelta(seconds=30))
+    assert claim.row.control_id == "R1"
+    harness.ris.answer("R1", "AA")
+    row = _row(harness, "R1")
+    assert (row.state, row.attempts, row.lease_holder) == ("pending", 0, "other")
+    # Nor does the worker go on to R2 while R1 is the other instance's.
+    assert harness.ris.sent() == ["R1"]
+
+
+def test_a_row_left_by_a_dead_instance_is_taken_over_after_expiry(harness: Harness) -> None:
+    """A row leased by an instance that died is sent once its lease expires, and the takeover is counted."""
+    counted: list[int] = []
+    harness.worker.on_takeover = lambda: counted.append(1)
+    harness.add(("ACC1", "R1"))
+    assert harness.store.outbox_claim("ris", "dead-instance", T0, T0 + timedelta(seconds=30))
+    harness.worker.start()
+    assert harness.ris.sent() == []
+    harness.clock.advance(30.0)
+    harness.worker.wake()
+    assert harness.ris.sent() == ["R1"]
+    assert (harness.worker.takeovers, counted) == (1, [1])
+    harness.ris.answer("R1", "AA")
+    assert harness.state("R1") == ("delivered", 1)
 
 
 # ------------------------------------------------------ outbox rows at intake

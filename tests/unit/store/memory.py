@@ -37,6 +37,7 @@ from listener.store.base import (
     MessageDetail,
     MessageRecord,
     MessageSummary,
+    OutboxClaim,
     OutboxDepth,
     OutboxEvent,
     OutboxRow,
@@ -353,11 +354,15 @@ def _insert(t: _Tables, record: MessageRecord) -> SaveResult:
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)
 
 
-def _update_pending(t: _Tables, row_id: int, now: datetime, event: str, detail: str, **changes: Any) -> bool:
+def _update_pending(
+    t: _Tables, row_id: int, now: datetime, event: str, detail: str, holder: str | None, **changes: Any
+) -> bool:
     row = t.outbox.get(row_id)
-    if row is None or row.state != "pending":
+    if row is None or row.state != "pending" or (holder is not None and row.lease_holder != holder):
         return False
-    t.outbox[row_id] = dataclasses.replace(row, attempts=row.attempts + 1, **changes)
+    t.outbox[row_id] = dataclasses.replace(
+        row, attempts=row.attempts + 1, lease_holder="", lease_expires=None, **changes
+    )
     t.add_event(row_id, now, event, detail)
     return True
 
@@ -808,14 +813,77 @@ class MemoryStore:
 
         return self.read(due)
 
-    def outbox_delivered(self, row_id: int, now: datetime) -> bool:
+    def outbox_claim(
+        self, destination: str, holder: str, now: datetime, lease_until: datetime, limit: int = 1
+    ) -> list[OutboxClaim]:
+        require_aware(now, "now")
+        require_aware(lease_until, "lease_until")
+        if not holder:
+            raise ValueError("a claim needs a holder")
+
+        def claim(t: _Tables) -> list[OutboxClaim]:
+            heads: dict[str, OutboxRow] = {}
+            for _, o in sorted(t.outbox.items()):
+                if o.destination == destination and o.state == "pending":
+                    heads.setdefault(o.accession, o)
+            free = sorted(
+                (
+                    o
+                    for o in heads.values()
+                    if o.next_attempt_at <= now and (o.lease_expires is None or o.lease_expires <= now)
+                ),
+                key=lambda o: o.id,
+            )[:limit]
+            claims = []
+            for o in free:
+                previous = o.lease_holder if o.lease_holder != holder else ""
+                t.outbox[o.id] = dataclasses.replace(o, lease_holder=holder, lease_expires=_utc(lease_until))
+                if previous:
+                    t.add_event(o.id, now, "lease_taken_over", f"from {previous}")
+                claims.append(OutboxClaim(t.outbox[o.id], previous))
+            return claims
+
+        return self._write("claiming outbox rows", claim)
+
+    def outbox_renew(self, row_id: int, holder: str, lease_until: datetime) -> bool:
+        require_aware(lease_until, "lease_until")
+
+        def renew(t: _Tables) -> bool:
+            row = t.outbox.get(row_id)
+            if row is None or row.state != "pending" or row.lease_holder != holder:
+                return False
+            t.outbox[row_id] = dataclasses.replace(row, lease_expires=_utc(lease_until))
+            return True
+
+        return self._write("renewing a lease", renew)
+
+    def outbox_release(self, holder: str, destination: str | None = None) -> int:
+        def release(t: _Tables) -> int:
+            mine = [
+                o
+                for o in t.outbox.values()
+                if o.lease_holder == holder
+                and o.state == "pending"
+                and (destination is None or o.destination == destination)
+            ]
+            for o in mine:
+                t.outbox[o.id] = dataclasses.replace(o, lease_holder="", lease_expires=None)
+            return len(mine)
+
+        return self._write("releasing leases", release)
+
+    def outbox_delivered(self, row_id: int, now: datetime, *, holder: str | None = None) -> bool:
         require_aware(now, "now")
         return self._write(
             "marking delivered",
-            lambda t: _update_pending(t, row_id, now, "delivered", "", state="delivered", delivered_at=_utc(now)),
+            lambda t: _update_pending(
+                t, row_id, now, "delivered", "", holder, state="delivered", delivered_at=_utc(now)
+            ),
         )
 
-    def outbox_failed(self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str) -> bool:
+    def outbox_failed(
+        self, row_id: int, now: datetime, next_attempt_at: datetime, error_text: str, *, holder: str | None = None
+    ) -> bool:
         require_aware(now, "now")
         require_aware(next_attempt_at, "next_attempt_at")
         text = error_text[:TEXT_MAX]
@@ -827,16 +895,18 @@ class MemoryStore:
                 now,
                 "failed",
                 f"{text}; next attempt {_stamp(next_attempt_at)}",
+                holder,
                 next_attempt_at=_utc(next_attempt_at),
                 last_error=text,
             ),
         )
 
-    def outbox_dead(self, row_id: int, now: datetime, error_text: str) -> bool:
+    def outbox_dead(self, row_id: int, now: datetime, error_text: str, *, holder: str | None = None) -> bool:
         require_aware(now, "now")
         text = error_text[:TEXT_MAX]
         return self._write(
-            "dead-lettering", lambda t: _update_pending(t, row_id, now, "dead", text, state="dead", last_error=text)
+            "dead-lettering",
+            lambda t: _update_pending(t, row_id, now, "dead", text, holder, state="dead", last_error=text),
         )
 
     def outbox_list(

@@ -227,3 +227,136 @@ def test_random_outcomes_never_break_accession_order(
             assert sent == sorted(sent)
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------ leases (docs/outbound.md, "Leases")
+
+LEASE = timedelta(seconds=30)
+
+
+def _claim(store: Store, holder: str, now: object = T0, destination: str = "ris") -> list[str]:
+    until = now + LEASE  # type: ignore[operator]
+    return [c.row.control_id for c in store.outbox_claim(destination, holder, now, until, 100)]  # type: ignore[arg-type]
+
+
+def test_a_claim_leases_the_due_rows_to_one_holder(store: Store) -> None:
+    """A claim hands out what outbox_due would, leased until the given time; nobody else gets them meanwhile."""
+    _enqueue(store, ("A", "a1"), ("B", "b1"), ("A", "a2"))
+    assert _claim(store, "one") == ["a1", "b1"]
+    assert _claim(store, "two") == []
+    assert _claim(store, "one") == []  # a holder's own unexpired lease is not handed out twice
+    leased = {r.control_id: (r.lease_holder, r.lease_expires) for r in store.outbox_list()}
+    assert leased == {"a1": ("one", T0 + LEASE), "b1": ("one", T0 + LEASE), "a2": ("", None)}
+    # outbox_due is a read: it ignores leases.
+    assert _due(store) == ["a1", "b1"]
+
+
+def test_a_later_row_is_not_claimable_while_the_leased_head_is_undelivered(store: Store) -> None:
+    """Per-accession order across holders: a2 waits while a1 is leased elsewhere, and goes once a1 is recorded."""
+    a1, _, b1 = _enqueue(store, ("A", "a1"), ("A", "a2"), ("B", "b1"))
+    (claim,) = store.outbox_claim("ris", "one", T0, T0 + LEASE, 1)
+    assert claim.row.id == a1 and claim.row.lease_holder == "one" and claim.taken_over_from == ""
+    assert _claim(store, "two") == ["b1"]
+    assert store.outbox_delivered(a1, T0, holder="one")
+    assert _claim(store, "two") == ["a2"]
+    (row,) = [r for r in store.outbox_list() if r.id == a1]
+    assert (row.state, row.lease_holder, row.lease_expires) == ("delivered", "", None)
+    assert b1 in {r.id for r in store.outbox_list() if r.lease_holder == "two"}
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_record(store: Store) -> None:
+    """After expiry another holder takes the row (an event says so); the old holder's results are refused."""
+    (a1,) = _enqueue(store, ("A", "a1"))
+    assert _claim(store, "one") == ["a1"]
+    assert _claim(store, "two", T0 + LEASE - timedelta(microseconds=1)) == []
+    later = T0 + LEASE
+    (claim,) = store.outbox_claim("ris", "two", later, later + LEASE, 1)
+    assert (claim.row.id, claim.row.lease_holder, claim.taken_over_from) == (a1, "two", "one")
+    assert not store.outbox_renew(a1, "one", later + LEASE * 2)
+    assert not store.outbox_delivered(a1, later, holder="one")
+    assert not store.outbox_failed(a1, later, later + LEASE, "timeout", holder="one")
+    assert not store.outbox_dead(a1, later, "AR", holder="one")
+    (row,) = store.outbox_list()
+    assert (row.state, row.attempts, row.lease_holder) == ("pending", 0, "two")
+    assert store.outbox_delivered(a1, later, holder="two")
+    detail = store.message_detail(row.message_pk)
+    assert detail is not None
+    events = [(e.event, e.detail) for e in detail.outbox[0][1]]
+    assert ("lease_taken_over", "from one") in events and events[-1] == ("delivered", "")
+
+
+def test_a_renewed_lease_is_not_taken_over(store: Store) -> None:
+    """Renewing moves the expiry; only the holder can renew, and only a pending row."""
+    (a1,) = _enqueue(store, ("A", "a1"))
+    _claim(store, "one")
+    assert store.outbox_renew(a1, "one", T0 + LEASE * 3)
+    assert not store.outbox_renew(a1, "two", T0 + LEASE * 9)
+    assert _claim(store, "two", T0 + LEASE * 2) == []
+    (row,) = store.outbox_list()
+    assert row.lease_expires == T0 + LEASE * 3
+    assert store.outbox_delivered(a1, T0, holder="one")
+    assert not store.outbox_renew(a1, "one", T0 + LEASE * 4)
+
+
+def test_release_frees_only_the_holders_pending_rows(store: Store) -> None:
+    """A clean shutdown releases its leases (of one destination or all): the rows go at once, no takeover."""
+    _enqueue(store, ("A", "a1"), ("B", "b1"))
+    _enqueue(store, ("C", "c1"), destination="fhir")
+    _claim(store, "one")
+    _claim(store, "one", destination="fhir")
+    assert store.outbox_release("other") == 0
+    assert store.outbox_release("one", "ris") == 2
+    assert [(r.control_id, r.lease_holder) for r in store.outbox_list()] == [("a1", ""), ("b1", ""), ("c1", "one")]
+    claims = store.outbox_claim("ris", "two", T0, T0 + LEASE, 10)
+    assert [(c.row.control_id, c.taken_over_from) for c in claims] == [("a1", ""), ("b1", "")]
+    assert store.outbox_release("one") == 1
+
+
+def test_a_recorded_failure_drops_the_lease(store: Store) -> None:
+    """failed/dead end the holder's claim: at its retry time the row is anybody's, with no takeover."""
+    a1, b1 = _enqueue(store, ("A", "a1"), ("B", "b1"))
+    _claim(store, "one")
+    assert store.outbox_failed(a1, T0, T0 + minutes(1), "AE", holder="one")
+    assert store.outbox_dead(b1, T0, "AR", holder="one")
+    (row,) = store.outbox_list("pending")
+    assert (row.attempts, row.lease_holder, row.lease_expires) == (1, "", None)
+    assert _claim(store, "two") == []
+    claims = store.outbox_claim("ris", "two", T0 + minutes(1), T0 + minutes(2), 10)
+    assert [(c.row.id, c.taken_over_from) for c in claims] == [(a1, "")]
+
+
+def test_concurrent_claims_never_share_a_row(store: Store) -> None:
+    """Claimants on threads, each with its own holder id, deliver every row exactly once, accessions in order."""
+    import threading
+
+    rows = [(f"A{i % 7}", f"r{i}") for i in range(60)]
+    _enqueue(store, *rows)
+    delivered: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(holder: str) -> None:
+        try:
+            while True:
+                claims = store.outbox_claim("ris", holder, T0, T0 + LEASE, 2)
+                if not claims:
+                    if not store.outbox_list("pending"):
+                        return
+                    continue
+                for c in claims:
+                    with lock:
+                        delivered.append((c.row.accession, c.row.control_id))
+                    assert store.outbox_delivered(c.row.id, T0, holder=holder)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"h{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(c for _, c in delivered) == sorted(c for _, c in rows)
+    for accession in {a for a, _ in rows}:
+        sent = [int(c[1:]) for a, c in delivered if a == accession]
+        assert sent == sorted(sent)

@@ -10,6 +10,7 @@ the server drops, schema versions, and the URL never showing a password.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from listener.errors import StoreError
 from listener.store import SaveResult, open_store
 from tests.postgres import as_url, fresh_schema, server_dsn
 
-from .records import record, report
+from .records import item, record, report
 
 pytestmark = pytest.mark.postgresql
 
@@ -136,6 +137,38 @@ def test_one_message_saved_by_two_stores_at_once_is_stored_once(dsn: str) -> Non
     finally:
         first.close()
         second.close()
+
+
+def test_outbox_ids_of_one_accession_follow_commit_order_across_stores(dsn: str) -> None:
+    """Daemon A has inserted a routing message of accession X but not committed: daemon B's save of a
+    routing message of X waits for A's commit and gets the larger id; C's, of another accession, does not wait."""
+    from listener.store.postgresql import _insert_record
+
+    a, b, c = PostgresStore(dsn), PostgresStore(dsn), PostgresStore(dsn)
+    try:
+        inserted, release = threading.Event(), threading.Event()
+
+        def save_and_hold(conn: object) -> None:
+            _insert_record(conn, record("A1", outbox=(item("X", "from-a"),)))  # type: ignore[arg-type]
+            inserted.set()
+            release.wait(20)
+
+        held = a.writer.execute(save_and_hold, "hold")
+        assert inserted.wait(10)
+        waiting = b.submit(record("B1", outbox=(item("X", "from-b"),)))
+        other = c.submit(record("C1", outbox=(item("Y", "from-c"),)))
+        assert not other.result(timeout=10).duplicate
+        time.sleep(0.5)
+        assert not waiting.done(), "B's routing message of X committed before A's"
+        release.set()
+        held.result(timeout=10)
+        assert not waiting.result(timeout=10).duplicate
+        ids = {r.control_id: r.id for r in c.outbox_list()}
+        assert ids["from-a"] < ids["from-b"]
+    finally:
+        release.set()
+        for store in (a, b, c):
+            store.close()
 
 
 def test_a_failing_save_in_a_batch_fails_alone(dsn: str) -> None:
