@@ -14,6 +14,7 @@ comparison studies, and needs an explicit statement before it speaks.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -412,6 +413,23 @@ def _exam_title(data: RuleInput) -> str:
     return data.report.procedure.text.strip()
 
 
+# A feed sends a few hundred distinct exam titles over and over: what each one names is computed
+# once (the region pattern is a long alternation, slow on every report).
+@functools.lru_cache(maxsize=2048)
+def _title_regions(title: str) -> tuple[tuple[str, int, int], ...]:
+    """Body regions the exam title names (region_phrases without the exam-word condition)."""
+    return tuple(region_phrases(title))
+
+
+@functools.lru_cache(maxsize=2048)
+def _title_modality_names(title: str) -> tuple[str, ...]:
+    """Modalities the exam title names; "XR" also for projections or a view count."""
+    names = [modality for modality, pattern in _MODALITY_RES.items() if pattern.search(title)]
+    if "XR" not in names and _RADIOGRAPH_TITLE_RE.search(title):
+        names.append("XR")
+    return tuple(names)
+
+
 def _title_modalities(data: RuleInput) -> dict[str, tuple[int, int]]:
     """Modalities the report's own title/technique sentences name, each with its first span."""
     text = data.report.text
@@ -458,12 +476,7 @@ def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
     seen = _title_modalities(data)
     from_title = False
     if not seen:
-        title = _exam_title(data)
-        for modality, pattern in _MODALITY_RES.items():
-            if pattern.search(title):
-                seen[modality] = (0, 0)
-        if _RADIOGRAPH_TITLE_RE.search(title):
-            seen.setdefault("XR", (0, 0))
+        seen = dict.fromkeys(_title_modality_names(_exam_title(data)), (0, 0))
         from_title = True
     if not seen or entry.modality in seen:
         return
@@ -505,7 +518,7 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
     if not found:
         # The text names no region in a title or technique line: the exam name that travels with the
         # report (OBR-4 text) does, when it names one (docs/qa-rules.md, "Modality and body region").
-        found = region_phrases(_exam_title(data))
+        found = list(_title_regions(_exam_title(data)))
         from_title = True
     if not found or any(regions_related(region, entry.body_region) for region, _, _ in found):
         return
