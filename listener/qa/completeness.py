@@ -713,7 +713,7 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
         sections = [s for s in report.sections if s.kind is SectionKind.OTHER]
     # A dictation cut off ends the whole report mid-sentence, whatever the last heading is
     # ("COURSE:", "PLAN:", "DISCUSSION:" in clinic-style reports): the last section with text is
-    # checked too (docs/qa-rules.md, "Truncated dictation").
+    # checked too (docs/qa-rules.md, "Completeness").
     last = next((s for s in reversed(report.sections) if s.text.strip()), None)
     if last is not None and last not in sections:
         sections.append(last)
