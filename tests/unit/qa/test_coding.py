@@ -169,6 +169,13 @@ def test_exam_title_decides_when_the_text_names_no_exam(title: str) -> None:
     )
 
 
+def test_exam_title_projections_name_the_radiograph_beside_a_comparison_ct() -> None:
+    """A radiograph title that also cites a comparison CT names the radiograph: no finding on a chest radiograph code."""
+    title = "PA and lateral chest 2026-11-02 at 10:14, comparison CT from 2026-10-01"
+    assert "coding.modality_mismatch" not in rules(make_report(CHEST_BODY, procedure="71046", procedure_text=title))
+    assert "coding.modality_mismatch" not in rules(make_report(CHEST_BODY, procedure="71250", procedure_text=title))
+
+
 def test_text_exam_line_wins_over_the_exam_title() -> None:
     """When the report's own technique names the region, the exam title is not consulted."""
     text = "TECHNIQUE: Two views of the right knee.\nFINDINGS: No fracture.\nIMPRESSION: Normal knee."
