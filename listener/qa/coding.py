@@ -14,6 +14,7 @@ comparison studies, and needs an explicit statement before it speaks.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -390,13 +391,47 @@ def _find_title_sentences(data: RuleInput) -> list[tuple[int, int]]:
     return [(start, end) for _, start, end in _describing_sentences(data, kinds=kinds, title_only=True)]
 
 
-@rule("coding", severity=Severity.WARNING)
-def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
-    """The technique/title describes a different modality from the billed code (and never the code's)."""
-    table = data.procedures
-    entry = table.get(data.report.procedure.code) if table else None
-    if entry is None or entry.modality not in _MODALITY_RES or entry.consultation:
-        return
+# A radiograph's exam line names its projections or view count ("PA and lateral", "2V", "two views",
+# "frontal/lateral", "single portable AP"): no CT, MR, ultrasound or nuclear exam is described so.
+_RADIOGRAPH_TITLE_RE = folded(
+    re.compile(
+        r"\b(?:x-?rays?|radiographs?|radiography|plain\s+films?|"
+        r"(?:pa|ap)\s*(?:and|&|/|\+)\s*(?:lat(?:eral)?|pa|ap)\b|frontal\s*(?:and|&|/)\s*lateral|"
+        r"\w+\s+(?:and|&)\s+lat(?:eral)?(?:\s+views?)?\s*(?=[,.;]|$|on\b|dated\b)|"
+        r"(?:\d|one|two|three|four|single)[\s-]*(?:v|vw|views?)\b|portable\s+(?:ap|chest|upright|supine))",
+        _I,
+    )
+)
+# Codes of these modalities are never billed for an exam described by its projections.
+_NOT_PROJECTION = frozenset({"CT", "MR", "US", "NM", "PT"})
+# Exam-line headings: the first sentence under them names the exam itself ("EXAM: Chest PA & Lateral.").
+_EXAM_HEADING_RE = re.compile(r"\b(?:EXAM(?:INATION)?|PROCEDURE|STUDY|TITLE)\b", _I)
+
+
+def _exam_title(data: RuleInput) -> str:
+    """The exam name that travels with the report (OBR-4 text, DiagnosticReport.code.text), or ""."""
+    return data.report.procedure.text.strip()
+
+
+# A feed sends a few hundred distinct exam titles over and over: what each one names is computed
+# once (the region pattern is a long alternation, slow on every report).
+@functools.lru_cache(maxsize=2048)
+def _title_regions(title: str) -> tuple[tuple[str, int, int], ...]:
+    """Body regions the exam title names (region_phrases without the exam-word condition)."""
+    return tuple(region_phrases(title))
+
+
+@functools.lru_cache(maxsize=2048)
+def _title_modality_names(title: str) -> tuple[str, ...]:
+    """Modalities the exam title names; "XR" also for projections or a view count."""
+    names = [modality for modality, pattern in _MODALITY_RES.items() if pattern.search(title)]
+    if "XR" not in names and _RADIOGRAPH_TITLE_RE.search(title):
+        names.append("XR")
+    return tuple(names)
+
+
+def _title_modalities(data: RuleInput) -> dict[str, tuple[int, int]]:
+    """Modalities the report's own title/technique sentences name, each with its first span."""
     text = data.report.text
     seen: dict[str, tuple[int, int]] = {}
     for start, end in _title_sentences(data):
@@ -404,17 +439,61 @@ def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
             match = pattern.search(text, start, end)
             if match and modality not in seen:
                 seen[modality] = (match.start(), match.end())
+        if "XR" not in seen:
+            match = _RADIOGRAPH_TITLE_RE.search(text, start, end)
+            if match:
+                seen["XR"] = (match.start(), match.end())
+    return seen
+
+
+def _names_modality(data: RuleInput, modality: str, *, projections_only: bool) -> bool:
+    """True when the report names the code's modality for this exam.
+
+    Against a cross-sectional modality named in the report, any mention counts. Against a radiograph
+    known only by its projections, a mention counts only in a sentence that describes this exam:
+    "Recommend CT chest" or "Comparison: CT chest angiography" in a chest radiograph report is about
+    another exam. The exam title is not asked: the signed text outranks the name sent with the code.
+    """
+    pattern = _MODALITY_RES[modality]
+    if not projections_only:
+        return bool(pattern.search(data.report.text))
+    return any(True for _ in _describing_sentences(data, needle=lambda t: bool(pattern.search(t))))
+
+
+@rule("coding", severity=Severity.WARNING)
+def modality_mismatch(data: RuleInput) -> Iterable[Finding]:
+    """The technique/title describes a different modality from the billed code (and never the code's).
+
+    The report's own title and technique sentences decide; when they name no modality, the exam name
+    that travels with the report (OBR-4 text) does (docs/qa-rules.md, "Modality and body region").
+    A radiograph counts as named only by its projections or view count ("PA and lateral", "2 views")
+    or "x-ray"/"radiograph", and only against a CT, MR, ultrasound or nuclear code.
+    """
+    table = data.procedures
+    entry = table.get(data.report.procedure.code) if table else None
+    if entry is None or entry.modality not in _MODALITY_RES or entry.consultation:
+        return
+    seen = _title_modalities(data)
+    from_title = False
+    if not seen:
+        seen = dict.fromkeys(_title_modality_names(_exam_title(data)), (0, 0))
+        from_title = True
     if not seen or entry.modality in seen:
         return
     allowed = _COMPATIBLE.get(entry.modality, set())
-    # Only the tomographic/cross-sectional modalities are named unambiguously enough to act on.
-    strong = {m: span for m, span in seen.items() if m in ("CT", "MR", "US", "MG", "PT", "DXA") and m not in allowed}
-    if not strong or _MODALITY_RES[entry.modality].search(text):
+    # Only the tomographic/cross-sectional modalities are named unambiguously enough to act on, and
+    # a radiograph by its projections when the code is for a cross-sectional or nuclear exam.
+    strong_names = {"CT", "MR", "US", "MG", "PT", "DXA"}
+    if entry.modality in _NOT_PROJECTION:
+        strong_names.add("XR")
+    strong = {m: span for m, span in seen.items() if m in strong_names and m not in allowed}
+    if not strong or _names_modality(data, entry.modality, projections_only=set(strong) == {"XR"}):
         return
     modality, (start, end) = next(iter(strong.items()))
+    where = "The exam title describes" if from_title else "Report describes"
     yield data.emit(
-        f"Report describes a {modality} exam; code {entry.code} is {entry.modality}.",
-        [data.analysis.evidence(start, end)],
+        f"{where} a {modality} exam; code {entry.code} is {entry.modality}.",
+        [] if from_title else [data.analysis.evidence(start, end)],
         "Check the procedure code against the exam performed.",
     )
 
@@ -429,13 +508,25 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
     text = data.report.text
     found: list[tuple[str, int, int]] = []
     for start, end in _title_sentences(data):
-        found.extend(region_phrases(text[start:end], offset=start, exam_only=True))
+        # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
+        exam_line = any(
+            sec.kind is SectionKind.TECHNIQUE and sec.start <= start < sec.end and _EXAM_HEADING_RE.search(sec.heading)
+            for sec in data.report.sections
+        )
+        found.extend(region_phrases(text[start:end], offset=start, exam_only=not exam_line))
+    from_title = False
+    if not found:
+        # The text names no region in a title or technique line: the exam name that travels with the
+        # report (OBR-4 text) does, when it names one (docs/qa-rules.md, "Modality and body region").
+        found = list(_title_regions(_exam_title(data)))
+        from_title = True
     if not found or any(regions_related(region, entry.body_region) for region, _, _ in found):
         return
     region, start, end = found[0]
+    where = "The exam title names" if from_title else "Report describes"
     yield data.emit(
-        f"Report describes an exam of the {region.replace('_', ' ')}; code {entry.code} is for the {entry.body_region.replace('_', ' ')}.",
-        [data.analysis.evidence(start, end)],
+        f"{where} an exam of the {region.replace('_', ' ')}; code {entry.code} is for the {entry.body_region.replace('_', ' ')}.",
+        [] if from_title else [data.analysis.evidence(start, end)],
         "Check the procedure code against the exam performed.",
     )
 

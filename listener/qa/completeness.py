@@ -140,21 +140,38 @@ def _impression_sections(report: Report) -> list[Section]:
     return out
 
 
+#: Headings that make a text a structured radiology report: one of them and no impression is a
+#: report whose conclusion is missing.
+_STRUCTURE_KINDS = (SectionKind.FINDINGS, SectionKind.COMPARISON)
+#: Headings that only frame the exam. A report made of nothing but short ones ("INDICATION: cough"
+#: and no findings or impression) states no result at all. A long one is a procedure note or a case
+#: history whose body the sectioner did not split, and is left alone.
+_FRAME_KINDS = (SectionKind.INDICATION, SectionKind.TECHNIQUE)
+_FRAME_MAX = 300
+
+
+def _frame_only(report: Report) -> bool:
+    """Every section is a short indication or technique section: the report states no result."""
+    return bool(report.sections) and all(
+        s.kind in _FRAME_KINDS and len(s.text.strip()) <= _FRAME_MAX for s in report.sections
+    )
+
+
 @rule("completeness", severity=Severity.ERROR, params={"allow_unstructured": True})
 def missing_impression(data: RuleInput) -> Iterator[Finding]:
     """The report has no impression (conclusion) section.
 
     With ``allow_unstructured`` (the default) only reports structured as a
-    radiology report (a findings or comparison section) are checked: free
-    text without headings, and notes that are not radiology reports, are
-    left alone.
+    radiology report (a findings or comparison section, or nothing but short
+    indication/technique sections) are checked: free text without headings,
+    and notes that are not radiology reports, are left alone.
     """
     report = data.report
     if not _has_text(report) or _impression_sections(report):
         return
     if _HEADING_LINE_RES["impression"].search(report.text):
         return
-    structured = any(s.kind in (SectionKind.FINDINGS, SectionKind.COMPARISON) for s in report.sections)
+    structured = any(s.kind in _STRUCTURE_KINDS for s in report.sections) or _frame_only(report)
     if not structured and data.param("allow_unstructured", True):
         return
     yield data.emit(
@@ -163,14 +180,24 @@ def missing_impression(data: RuleInput) -> Iterator[Finding]:
     )
 
 
+_CONCLUSION_HEADING_RE = re.compile(r"\b(?:IMPRESSIONS?|CONCLUSIONS?)\b", re.IGNORECASE)
+
+
 @rule("completeness", severity=Severity.ERROR)
 def empty_impression(data: RuleInput) -> Iterator[Finding]:
     """An impression heading is present but nothing is written under it."""
     report = data.report
     sections = _impression_sections(report)
-    if not sections or any(s.text.strip(" \t\r\n.,:;-") for s in sections):
+    if not sections:
         return
-    sec = sections[0]
+    empty = [s for s in sections if not s.text.strip(" \t\r\n.,:;-")]
+    if len(empty) < len(sections):
+        # Another conclusion heading has text ("INTERPRETATION: ..." over the findings). An empty
+        # IMPRESSION or CONCLUSION heading after it is still a conclusion never dictated.
+        empty = [s for s in empty if _CONCLUSION_HEADING_RE.search(s.heading) and s.start > sections[0].start]
+        if not empty:
+            return
+    sec = empty[0]
     start = max(0, report.text.rfind(sec.heading, 0, sec.start + 1)) if sec.heading else sec.start
     end = start + len(sec.heading) if sec.heading else sec.end
     yield data.emit(
@@ -654,13 +681,19 @@ _LOOSE_END_WORDS = (
 )
 _DEFAULT_END_WORDS = _STRICT_END_WORDS + _LOOSE_END_WORDS
 _TRAILING_WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]+\Z")
-# Sign-off lines that legitimately end on a preposition ("Dictated by").
+# Sign-off lines that legitimately end on a preposition ("Dictated by", "Reviewed and approved by",
+# "Electronically signed by Dr. A on"): the verb is followed by "by", "on", "at" or a colon.
 _SIGNOFF_RE = folded(
     re.compile(
-        r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b[^\n]*\Z",
+        r"\b(dictated|transcribed|signed|read|reviewed|verified|approved|interpreted|electronically|reported)\b"
+        r"(?:\s*\Z|(?:\s+(?:and|&)\s+\w+)?\s*(?:by\b|on\b|at\b|:)[^\n]*\Z)",
         re.IGNORECASE,
     )
 )
+# A sign-off line (or its last sentence) is short ("Electronically signed by Dr. A. Smith on"); a
+# long sentence that happens to contain "reviewed by" or "reported" is dictation.
+_SIGNOFF_MAX_WORDS = 12
+_LAST_STOP_RE = re.compile(r"[.!?](?=[\s,])|\n")
 _TRUNCATION_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.COMMUNICATION)
 
 
@@ -678,6 +711,12 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
     sections = [s for s in report.sections if s.kind in _TRUNCATION_KINDS]
     if not sections:
         sections = [s for s in report.sections if s.kind is SectionKind.OTHER]
+    # A dictation cut off ends the whole report mid-sentence, whatever the last heading is
+    # ("COURSE:", "PLAN:", "DISCUSSION:" in clinic-style reports): the last section with text is
+    # checked too (docs/qa-rules.md, "Completeness").
+    last = next((s for s in reversed(report.sections) if s.text.strip()), None)
+    if last is not None and last not in sections:
+        sections.append(last)
     for sec in sections:
         # Only the tail matters: look at the last characters, never the whole section.
         body = sec.text.rstrip(" \t\r\n,")
@@ -693,12 +732,18 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
             continue
         if punctuated and lowered not in _STRICT_END_WORDS:
             continue
-        line_start = body.rfind("\n", 0, m.start()) + 1
-        if _SIGNOFF_RE.search(body[line_start:]):
+        # The last sentence starts after the last stop (". ", ".," of run-on exports, or a line
+        # break); only it can be a sign-off ("Dictated by"): a "reported" or "reviewed" earlier in
+        # a one-line report says nothing about how the report ends.
+        stops = list(_LAST_STOP_RE.finditer(body, max(0, m.start() - 400), m.start()))
+        last_stop = stops[-1].end() - 1 if stops else -1
+        line = body[body.rfind("\n", 0, m.start()) + 1 :]
+        if any(len(t.split()) <= _SIGNOFF_MAX_WORDS and _SIGNOFF_RE.search(t) for t in (line, body[last_stop + 1 :])):
             continue
-        # The sentence must have a few words: a heading-like fragment is not a dictation.
-        last_stop = max(body.rfind(". ", 0, m.start()), body.rfind("\n", 0, m.start()))
-        if len(body[last_stop + 1 : m.start()].split()) < 2:
+        # The sentence needs a word before the function word: a lone "and" or "the" is not a
+        # dictation. One word is enough ("IMPRESSION: Negative for", "Findings of"): no complete
+        # statement is two words ending on a preposition or article.
+        if not body[last_stop + 1 : m.start()].split():
             continue
         start = sec.start + last_stop + 1
         while start < sec.end and report.text[start].isspace():

@@ -144,6 +144,65 @@ def test_body_region_mismatch_and_related_regions() -> None:
     assert "coding.body_region_mismatch" not in ok
 
 
+CHEST_BODY = (
+    "INDICATION: Cough.\nCOMPARISON: None.\nFINDINGS: The lungs are clear. The heart size is normal.\n"
+    "IMPRESSION: No acute cardiopulmonary process."
+)
+
+
+@pytest.mark.parametrize("title", ["Xray Chest PA and Lateral", "CHEST 2V FRONTAL/LATERAL", "Two views of the chest"])
+def test_exam_title_decides_when_the_text_names_no_exam(title: str) -> None:
+    """A chest radiograph whose text has no exam line: its exam title decides region and modality."""
+    knee = rules(make_report(CHEST_BODY, procedure="73560", procedure_text=title))
+    assert "coding.body_region_mismatch" in knee and "coding.modality_mismatch" not in knee
+    assert knee["coding.body_region_mismatch"].evidence == ()
+    assert "chest" in knee["coding.body_region_mismatch"].message
+    ct = rules(make_report(CHEST_BODY, procedure="71250", procedure_text=title))
+    assert "coding.modality_mismatch" in ct and "coding.body_region_mismatch" not in ct
+    assert ct["coding.modality_mismatch"].message == "The exam title describes a XR exam; code 71250 is CT."
+    # the right code, and a title that names no region or modality: silent
+    assert not {"coding.body_region_mismatch", "coding.modality_mismatch"} & set(
+        rules(make_report(CHEST_BODY, procedure="71046", procedure_text=title))
+    )
+    assert not {"coding.body_region_mismatch", "coding.modality_mismatch"} & set(
+        rules(make_report(CHEST_BODY, procedure="73560", procedure_text="Outpatient study"))
+    )
+
+
+def test_exam_title_projections_name_the_radiograph_beside_a_comparison_ct() -> None:
+    """A radiograph title that also cites a comparison CT names the radiograph: no finding on a chest radiograph code."""
+    title = "PA and lateral chest 2026-11-02 at 10:14, comparison CT from 2026-10-01"
+    assert "coding.modality_mismatch" not in rules(make_report(CHEST_BODY, procedure="71046", procedure_text=title))
+    assert "coding.modality_mismatch" not in rules(make_report(CHEST_BODY, procedure="71250", procedure_text=title))
+
+
+def test_text_exam_line_wins_over_the_exam_title() -> None:
+    """When the report's own technique names the region, the exam title is not consulted."""
+    text = "TECHNIQUE: Two views of the right knee.\nFINDINGS: No fracture.\nIMPRESSION: Normal knee."
+    assert "coding.body_region_mismatch" not in rules(make_report(text, procedure="73560", procedure_text="XR chest"))
+
+
+def test_exam_heading_line_names_the_region() -> None:
+    """The first sentence under "EXAM:" is the exam name: its region counts without an exam word next to it."""
+    text = "EXAM: Chest PA & Lateral.\nFINDINGS: The lungs are clear.\nIMPRESSION: Normal."
+    assert "coding.body_region_mismatch" in rules(make_report(text, procedure="73560"))
+    assert "coding.body_region_mismatch" not in rules(make_report(text, procedure="71046"))
+
+
+def test_radiograph_projections_against_a_ct_code() -> None:
+    """Projections in the technique mean a radiograph; a CT named only in a recommendation does not count."""
+    text = (
+        "TECHNIQUE: PA and lateral views of the chest.\nFINDINGS: A 1 cm nodule in the left lower lobe.\n"
+        "IMPRESSION: Nodule. Recommend CT chest."
+    )
+    assert "coding.modality_mismatch" in rules(make_report(text, procedure="71250"))
+    # a CT described as performed: the report names the code's modality for this exam
+    done = text.replace("PA and lateral views of the chest.", "PA and lateral views of the chest. CT was performed.")
+    assert "coding.modality_mismatch" not in rules(make_report(done, procedure="71250"))
+    # projections never argue against a radiograph, fluoroscopy or mammography code
+    assert "coding.modality_mismatch" not in rules(make_report(text, procedure="71046"))
+
+
 # --- mammography --------------------------------------------------------------------------------------
 
 

@@ -226,6 +226,11 @@ def test_placeholder_ignore_tokens_param() -> None:
         "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nRight lower lobe opacity compatible with pneumonia and",
         "FINDINGS:\nThere is a small effusion and\nIMPRESSION:\nSmall effusion.",
         "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNo acute process. Mild degenerative change of the.",
+        # one word before the cut: the whole impression is a fragment
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNegative for",
+        "FINDINGS:\nPatchy opacity at the left base.\nIMPRESSION:\nFindings of",
+        # a "reviewed" earlier in the last sentence is not a sign-off line
+        "FINDINGS:\nNodule.\nIMPRESSION:\nOld chest film from 2019 was reviewed and the",
     ],
 )
 def test_truncated_dictation(text: str) -> None:
@@ -242,6 +247,9 @@ def test_truncated_dictation(text: str) -> None:
         "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nThe tube is in.\nDictated by",
         "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest, no change",
         "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNo acute disease. Line as before in.",
+        # a one-line report whose last section ends complete, with "reported" earlier in it
+        "EXAM:, MRI brain.,FINDINGS:, Findings were reported to the team.,COURSE:, She continues to improve.",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNormal chest.\nElectronically signed by Dr. A. Smith on",
     ],
 )
 def test_truncated_negatives(text: str) -> None:
@@ -395,3 +403,48 @@ def test_birads_breast_modalities_can_be_turned_off() -> None:
     report = make_report(BREAST_MR, procedure="77049")
     assert findings_for(report, qa=qa, rule_prefix="completeness.birads_missing") == []
     assert findings_for(make_report(MAMMO_NEG, procedure="77067"), qa=qa, rule_prefix="completeness.birads_missing")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # run-on export: the last section is a clinic-style heading, not findings or impression
+        "EXAM:, MRI brain.,FINDINGS:, Findings were reported to the team.,COURSE:, She continues to",
+        "FINDINGS:\nThe lungs are clear.\nIMPRESSION:\nNo acute process.\nPLAN:\nFollow-up chest radiograph in",
+    ],
+)
+def test_truncated_last_section_of_any_kind(text: str) -> None:
+    """A report that stops mid-sentence is flagged whatever its last heading is."""
+    found = findings_for(make_report(text), rule_prefix="completeness.truncated")
+    assert len(found) == 1 and found[0].evidence[0].text.endswith(("continues to", "radiograph in"))
+
+
+def test_missing_impression_when_only_framing_sections_remain() -> None:
+    """An indication (or a short technique line) and nothing else: no result is stated at all."""
+    assert "completeness.missing_impression" in _rules("INDICATION:\nShortness of breath.")
+    assert "completeness.missing_impression" in _rules("INDICATION:\nCough.\nTECHNIQUE:\nPA and lateral views.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INDICATION:\nCough.\nIMPRESSION:\nNo acute process.",
+        # a long technique section is a procedure note the sectioner did not split: left alone
+        "PROCEDURE:\n" + "The needle was advanced under fluoroscopic guidance and the joint was injected. " * 6,
+    ],
+)
+def test_missing_impression_framing_negatives(text: str) -> None:
+    """An impression present, or a long framing section that holds the whole note, is not flagged."""
+    assert "completeness.missing_impression" not in _rules(text)
+
+
+def test_empty_impression_after_an_interpretation() -> None:
+    """An empty IMPRESSION heading after an INTERPRETATION with text is a conclusion never dictated."""
+    text = "INDICATION:\nArrhythmia.\nINTERPRETATION:\nThe cardiac chambers are normal in size.\nIMPRESSION:\n"
+    found = findings_for(make_report(text), rule_prefix="completeness.empty_impression")
+    assert len(found) == 1 and found[0].evidence[0].text == "IMPRESSION"
+    done = text + "Normal echocardiogram."
+    assert "completeness.empty_impression" not in _rules(done)
+    # an empty heading that is not a conclusion heading ("RECOMMENDATION:") is not flagged
+    other = "INDICATION:\nArrhythmia.\nIMPRESSION:\nNormal echocardiogram.\nRECOMMENDATION:\n"
+    assert "completeness.empty_impression" not in _rules(other)
