@@ -48,8 +48,9 @@ from listener.model import (
     TextKind,
     Times,
 )
-from listener.routing.facts import RoutingContext
-from listener.routing.policy import RoutingPolicy, decide_route
+from listener.routing.conditions import Condition, CriticalFinding, HedgeDensity
+from listener.routing.facts import Facts, RoutingContext
+from listener.routing.policy import RoutingPolicy
 from listener.sites import ReaderHistory
 from listener.text import TextCache
 from listener.yamlconf import YamlMap
@@ -64,6 +65,8 @@ __all__ = [
     "Simulation",
     "Workload",
     "build_workload",
+    "bucket_plan",
+    "decide_bucket",
     "findings_from_json",
     "render_table",
     "report_from_json",
@@ -465,6 +468,41 @@ def _delta(base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # simulating
 
+#: The finding the pipeline adds when QA ran out of time (listener.pipeline.QA_TIMEOUT).
+_QA_TIMEOUT = "qa.timeout"
+#: Conditions that read the report text (the costly ones): checked after the others.
+_TEXT_CONDITIONS = (CriticalFinding, HedgeDensity)
+
+Plan = tuple[tuple[str, tuple[Condition, ...]], ...]
+
+
+def bucket_plan(policy: RoutingPolicy) -> Plan:
+    """The policy's enabled rules as (bucket, conditions), highest-precedence bucket first (file order
+    within a bucket), each rule's text conditions last."""
+    rank = {b: i for i, b in enumerate(BUCKETS)}
+    rules = sorted((r for r in policy.rules if r.enabled), key=lambda r: rank[r.bucket])
+    return tuple((r.bucket, tuple(sorted(r.conditions, key=lambda c: isinstance(c, _TEXT_CONDITIONS)))) for r in rules)
+
+
+def decide_bucket(facts: Facts, policy: RoutingPolicy, plan: Plan) -> str:
+    """The bucket :func:`listener.routing.decide_route` gives, without the explanation.
+
+    ``decide_route`` checks every condition of every rule, because its
+    explanation says why each one did or did not match; the bucket only
+    needs the highest-precedence matched rule. So the rules are tried in
+    precedence order (``plan``, :func:`bucket_plan`), each one's conditions
+    stop at the first that fails, and the first rule that matches decides.
+    A report whose QA did not finish goes where the policy's ``unchecked``
+    says, as in ``decide_route``. tests/unit/test_simulate.py checks the
+    two agree on every sample under the shipped and sample policies.
+    """
+    if any(f.rule == _QA_TIMEOUT for f in facts.findings):
+        return policy.unchecked_bucket
+    for bucket, conditions in plan:
+        if all(c.check(facts)[0] for c in conditions):
+            return bucket
+    return "release"
+
 
 @dataclass(slots=True)
 class _Tally:
@@ -523,11 +561,25 @@ def simulate(
     }
     directory = baseline[1].directory
     hashes: dict[tuple[int, int], Case] = {}
+    plans = tuple(bucket_plan(p) for p in policies)
+    # Both policies loaded against the same directory and vocabularies see the same facts:
+    # one Facts per report then serves both (its text measures are computed once).
+    shared = all(
+        policies[0].directory is p.directory
+        and policies[0].terms is p.terms
+        and policies[0].default_timezone == p.default_timezone
+        for p in policies
+    )
     for case in cases:
         report = case.report
-        # One text cache per report, shared by both policies: the text is analysed once.
         context = RoutingContext(now=case.received, text_cache=TextCache(), **context_args)
-        routes = tuple(decide_route(report, case.findings, context, p).bucket for p in policies)
+        facts: Facts | None = None
+        routes_list = []
+        for policy, plan in zip(policies, plans, strict=True):
+            if facts is None or not shared:
+                facts = Facts(report, case.findings, context, policy.directory, policy.terms, policy.default_timezone)
+            routes_list.append(decide_bucket(facts, policy, plan))
+        routes = tuple(routes_list)
         key = (case.message_pk, case.seq)
         decided[key] = (routes[0], routes[1])
         hashes[key] = case

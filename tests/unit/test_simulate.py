@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 
 from listener.errors import ConfigError
-from listener.model import ResultStatus
+from listener.model import Finding, ResultStatus, Severity
 from listener.pipeline import Pipeline, process
 from listener.routing import RoutingContext, decide_route, draw
+from listener.routing.facts import Facts
 from listener.serialize import finding_dict, report_dict
 from listener.simulate import (
     Case,
     GradedCase,
+    bucket_plan,
     build_workload,
+    decide_bucket,
     findings_from_json,
     render_table,
     report_from_json,
@@ -31,7 +34,7 @@ from listener.simulate import (
 )
 from listener.yamlconf import parse_yaml, read_yaml_file
 from tests.conftest import REPO
-from tests.unit.routing.helpers import default_policy, policy_from, report
+from tests.unit.routing.helpers import default_policy, load_policy_file, policy_from, report
 
 WORKLOAD = """\
 version: "test-workload"
@@ -252,3 +255,24 @@ def test_report_from_json_defaults() -> None:
         "routine",
     )
     assert replace(rebuilt, accession="X2").accession == "X2"
+
+
+@pytest.mark.parametrize("policy_file", ["policies/routing.yaml", "samples/policies/stricter.yaml",
+                                         "samples/policies/looser.yaml"])  # fmt: skip
+def test_decide_bucket_is_decide_routes_bucket(pipeline: Pipeline, policy_file: str) -> None:
+    """The short-cut bucket equals decide_route's on every sample, also at night and with a QA timeout."""
+    policy = load_policy_file(REPO / policy_file)
+    plan = bucket_plan(policy)
+    checked = 0
+    for sample in sorted((REPO / "samples/hl7").glob("*.hl7")):
+        for at in (datetime(2026, 11, 17, 16, 40, tzinfo=UTC), datetime(2026, 11, 18, 8, 0, tzinfo=UTC)):
+            for result in process(sample.read_bytes(), pipeline, received_at=at).reports:
+                for findings in (result.findings, (*result.findings, Finding("qa.timeout", Severity.INFO, "t"))):
+                    context = RoutingContext(now=at)
+                    facts = Facts(
+                        result.report, findings, context, policy.directory, policy.terms, policy.default_timezone
+                    )
+                    expected = decide_route(result.report, findings, context, policy).bucket
+                    assert decide_bucket(facts, policy, plan) == expected, (sample.name, at)
+                    checked += 1
+    assert checked >= 60
