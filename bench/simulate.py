@@ -4,9 +4,10 @@ Run by hand: ``.venv/bin/python bench/simulate.py [--accessions 50000] [--dir DI
 
 Builds a SQLite store (in ``--dir``, default a temporary directory under
 ./var) of N accessions, each a preliminary and a final (2N reports), from
-the sample HL7 bodies (samples/hl7) as bench/outcome_data.py builds them: the
-final unchanged, with a critical finding added, a finding added or a sentence
-reworded. The prelims are 155 s apart (50,000 cover about 90 days, day and
+the sample HL7 bodies (samples/hl7) as bench/outcome_data.py builds them: one
+final in 20 edited (a critical finding added, a finding added or a sentence
+reworded, in turn), the others unchanged, so discrepancy rates are a few
+percent, as in practice, and the reader-rate rule does not fire for everyone. The prelims are 155 s apart (50,000 cover about 90 days, day and
 night), each final 8 hours after its prelim.
 
 The fast path: each distinct (sample, edit) prelim/final is decoded by the
@@ -55,6 +56,8 @@ from tests.unit.store.records import processed  # noqa: E402
 CANDIDATE = REPO / "samples/policies/stricter.yaml"
 PRELIM_SPACING = timedelta(seconds=155)
 FINAL_DELAY = timedelta(hours=8)
+#: One accession in this many has a final that differs from its preliminary.
+EDIT_EVERY = 20
 
 
 def _copy(rec: MessageRecord, old: str, new: str, control_id: str, received: object) -> MessageRecord:
@@ -78,24 +81,26 @@ def build(store: SQLiteStore, ctx: HistoryContext, n: int) -> int:
     """Save N accessions (prelim and final) and their cached comparisons; return the reports stored."""
     pipeline = ctx.pipeline
     samples = _samples(pipeline)
-    templates = []
-    for t, (raw, accession) in enumerate(samples * len(FINAL_EDITS)):
-        edit = FINAL_EDITS[(t // len(samples)) % len(FINAL_EDITS)]
-        name = f"TPL{t:04d}"
-        prelim, final = _versions(raw, accession, name.encode(), edit)
-        pair = (processed(pipeline, prelim, f"TP{t}", T0), processed(pipeline, final, f"TF{t}", T0 + FINAL_DELAY))
-        if all(len(r.reports) == 1 for r in pair):
-            templates.append((name, pair))
+    # templates[e]: the samples' prelim/final pairs with FINAL_EDITS[e] applied to the final.
+    templates: list[list[tuple[str, tuple[MessageRecord, MessageRecord]]]] = [[] for _ in FINAL_EDITS]
+    for e, edit in enumerate(FINAL_EDITS):
+        for s, (raw, accession) in enumerate(samples):
+            name = f"TPL{e}{s:03d}"
+            prelim, final = _versions(raw, accession, name.encode(), edit)
+            pair = (processed(pipeline, prelim, f"TP{e}-{s}", T0), processed(pipeline, final, f"TF{e}-{s}", T0))
+            if all(len(r.reports) == 1 for r in pair):
+                templates[e].append((name, pair))
+    flat = [t for group in templates for t in group]
     # Each template pair compared once (its own accession, in a throwaway store), its result kept.
     results: dict[str, str] = {}
     scratch = Path(tempfile.mkdtemp(prefix="bench-simulate-tpl-"))
     tpl_store = SQLiteStore.in_state_dir(scratch)
     try:
-        for _, pair in templates:
+        for _, pair in flat:
             for rec in pair:
                 tpl_store.save(rec)
         collect(tpl_store, ctx, since=T0, until=T0 + timedelta(days=1))
-        for name, pair in templates:
+        for name, pair in flat:
             key = comparison_key(_entry(pair[0]), _entry(pair[1]), ctx)
             found = tpl_store.cached_comparisons([key])
             if key in found:
@@ -107,7 +112,11 @@ def build(store: SQLiteStore, ctx: HistoryContext, n: int) -> int:
     pending = []
     cache: list[CachedComparison] = []
     for i in range(n):
-        name, (prelim, final) = templates[i % len(templates)]
+        # One accession in EDIT_EVERY has an edited final (critical finding added, finding added,
+        # reworded in turn); the rest are unchanged: discrepancy rates stay in the few percent.
+        e = 1 + (i // EDIT_EVERY) % (len(FINAL_EDITS) - 1) if i % EDIT_EVERY == 0 else 0
+        group = templates[e]
+        name, (prelim, final) = group[(i // EDIT_EVERY if e else i) % len(group)]
         new = f"SIM{i:07d}"
         at = T0 + PRELIM_SPACING * i
         p = _copy(prelim, name, new, f"P{i}", at)

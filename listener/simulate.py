@@ -50,7 +50,7 @@ from listener.model import (
 )
 from listener.routing.conditions import Condition, CriticalFinding, HedgeDensity
 from listener.routing.facts import Facts, RoutingContext
-from listener.routing.policy import RoutingPolicy
+from listener.routing.policy import RoutingPolicy, Rule
 from listener.sites import ReaderHistory
 from listener.text import TextCache
 from listener.yamlconf import YamlMap
@@ -477,10 +477,19 @@ Plan = tuple[tuple[str, tuple[Condition, ...]], ...]
 
 
 def bucket_plan(policy: RoutingPolicy) -> Plan:
-    """The policy's enabled rules as (bucket, conditions), highest-precedence bucket first (file order
-    within a bucket), each rule's text conditions last."""
+    """The policy's enabled rules as (bucket, conditions), highest-precedence bucket first, each rule's
+    text conditions last.
+
+    Within a bucket the rules without a text condition come first (file
+    order otherwise): any matched rule of a bucket gives that bucket, so a
+    cheap rule that matches spares the text analysis.
+    """
     rank = {b: i for i, b in enumerate(BUCKETS)}
-    rules = sorted((r for r in policy.rules if r.enabled), key=lambda r: rank[r.bucket])
+
+    def reads_text(rule: Rule) -> bool:
+        return any(isinstance(c, _TEXT_CONDITIONS) for c in rule.conditions)
+
+    rules = sorted((r for r in policy.rules if r.enabled), key=lambda r: (rank[r.bucket], reads_text(r)))
     return tuple((r.bucket, tuple(sorted(r.conditions, key=lambda c: isinstance(c, _TEXT_CONDITIONS)))) for r in rules)
 
 
