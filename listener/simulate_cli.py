@@ -16,18 +16,25 @@ Exit status: 0 shown; 2 usage error, a policy file that does not validate
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from listener.cli_common import parse_window
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
 from listener.simulate import Case, GradedCase, Workload, build_workload, render_table, simulate, stored_case
 from listener.store.base import HISTORY_LIMIT, Store
+
+if TYPE_CHECKING:
+    from listener.outcome_data import HistoryContext
+    from listener.routing import RoutingPolicy
+    from listener.sites import Directory
 
 __all__ = ["DEFAULT_SINCE", "WORKLOAD_FILE", "add_simulate_parser", "cmd_simulate", "load_cases", "load_workload"]
 
@@ -96,7 +103,9 @@ class Loaded:
     outcomes: tuple[Any, ...]
 
 
-def load_cases(store: Store, ctx: Any, *, since: datetime, until: datetime, hash_key: bytes | None) -> Loaded:
+def load_cases(
+    store: Store, ctx: HistoryContext, *, since: datetime, until: datetime, hash_key: bytes | None
+) -> Loaded:
     """Every stored report of the accessions with a report received in ``[since, until)``, and their graded pairs.
 
     The pairs are graded as ``overread scorecard`` grades them
@@ -150,7 +159,6 @@ def cmd_simulate(args: argparse.Namespace, config: Config, out: TextIO, now: dat
     """Print the what-if of ``--policy`` against ``--baseline`` over the window."""
     from listener.assemble import load_routing_policy
     from listener.history_cli import history_context
-    from listener.live_figures import figures_of
     from listener.logs import HASH_KEY_FILE
     from listener.sites import EMPTY_DIRECTORY
     from listener.store import open_store
@@ -194,6 +202,35 @@ def cmd_simulate(args: argparse.Namespace, config: Config, out: TextIO, now: dat
         store = open_store(config, create=False)
     except StoreError as exc:
         return fail(str(exc))
+    # The cases of a long window are many small objects that all live to the end: the cyclic
+    # garbage collector would walk them again and again as they pile up (it frees nothing
+    # here), so it is paused while they are read and routed (docs/simulate.md, "Speed").
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(args, out, store, ctx, directory, baseline, candidate, workload, since, until, hash_key, fail)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run(
+    args: argparse.Namespace,
+    out: TextIO,
+    store: Store,
+    ctx: HistoryContext,
+    directory: Directory,
+    baseline: RoutingPolicy,
+    candidate: RoutingPolicy,
+    workload: Workload,
+    since: datetime,
+    until: datetime,
+    hash_key: bytes | None,
+    fail: Callable[[str], int],
+) -> int:
+    """Read the cases, route them under both policies and print the result."""
+    from listener.live_figures import figures_of
+
     try:
         loaded = load_cases(store, ctx, since=since, until=until, hash_key=hash_key)
     except StoreError as exc:
