@@ -606,6 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scorecard_parser(sub)
 
+    from listener.simulate_cli import add_simulate_parser
+
+    add_simulate_parser(sub)
+
     from listener.feedback_cli import add_feedback_parser
 
     add_feedback_parser(sub)
@@ -674,7 +678,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from listener.scorecard_cli import cmd_scorecard
 
             return cmd_scorecard(args, daemon_config(args, config), sys.stdout)
+        if args.command == "simulate":
+            from listener.simulate_cli import cmd_simulate
 
+            return cmd_simulate(args, daemon_config(args, config), sys.stdout)
         if args.command == "feedback":
             from listener.feedback_cli import cmd_feedback
 

@@ -16,16 +16,17 @@ The figures hold reader ids, group names and counts: no patient data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from listener.outcome_data import HistoryContext, collect
+from listener.outcomes.graded import AccessionOutcome
 from listener.outcomes.scorecard import NO_GROUP, NO_READER, NOT_IN_DIRECTORY, Scorecard, scorecard
-from listener.sites import EMPTY_DIRECTORY, LiveFigures, ReaderHistory
+from listener.sites import EMPTY_DIRECTORY, Directory, LiveFigures, ReaderHistory
 from listener.store.base import Store
 
-__all__ = ["compute_live_figures", "window_label"]
+__all__ = ["compute_live_figures", "figures_of", "window_label"]
 
 
 def window_label(window_days: int, until: datetime) -> str:
@@ -46,11 +47,19 @@ def compute_live_figures(store: Store, ctx: HistoryContext, *, until: datetime, 
     outcomes = collect(store, ctx, since=since, until=until)
     qa = ctx.pipeline.qa
     directory = qa.directory if qa is not None else EMPTY_DIRECTORY
+    return figures_of(outcomes, directory, since=since, until=until, label=window_label(window_days, until))
+
+
+def figures_of(
+    outcomes: Sequence[AccessionOutcome], directory: Directory, *, since: datetime, until: datetime, label: str
+) -> LiveFigures:
+    """Per-reader and per-group figures of already graded accessions (``overread simulate`` reads
+    its window's this way, without grading them twice); ``label`` names their source."""
     by_reader = scorecard(outcomes, by="reader", directory=directory, since=since, until=until, min_reads=1)
     by_group = scorecard(outcomes, by="group", directory=directory, since=since, until=until, min_reads=1)
     readers = _histories(by_reader, str.upper, {NO_READER})
     groups = _histories(by_group, str, {NOT_IN_DIRECTORY, NO_GROUP})
-    return LiveFigures(readers, groups, window_label(window_days, until))
+    return LiveFigures(readers, groups, label)
 
 
 def _histories(card: Scorecard, key: Callable[[str], str], unnamed: set[str]) -> Mapping[str, ReaderHistory]:
