@@ -18,9 +18,9 @@ counts only when the injected copy has a finding of the expected category
 (warning or error) that its base does not have. Timing is the engine alone
 (``run_rules``: text analysis + every enabled rule), one process, one core.
 
-Targets (issue 4): detection >= 95% overall and >= 90% per category; <= 3% of
-clean reports with an error, <= 10% with any warning; median <= 2 ms and
-p99 <= 10 ms per report.
+Targets (issue 14, for both injectors): detection >= 97% overall and >= 93%
+per category; <= 1.5% of clean reports with an error, <= 5% with any warning;
+median <= 1 ms and p99 <= 5 ms per report.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
     print("| --- | ---: | ---: | ---: | --- |")
     for category in sorted(ev.categories):
         result = ev.categories[category]
-        ok = "ok" if result.rate >= 0.90 else "BELOW 90%"
+        ok = "ok" if result.rate >= 0.93 else "BELOW 93%"
         print(f"| {category} | {result.n} | {result.detected} | {result.rate:.1%} | {ok} |")
-    ok = "ok" if ev.overall >= 0.95 else "BELOW 95%"
+    ok = "ok" if ev.overall >= 0.97 else "BELOW 97%"
     print(f"| **overall** | {ev.n} | {ev.detected} | {ev.overall:.1%} | {ok} |")
     print()
     if ev.prepared:
@@ -85,8 +85,8 @@ def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
     print(f"injected copies identical to their base: {ev.unchanged}")
     print()
     print(f"clean reports: {ev.clean_n}")
-    print(f"  with any warning or error: {ev.clean_any} ({ev.clean_any_rate:.1%}; target <= 10%)")
-    print(f"  with an error:             {ev.clean_errors} ({ev.clean_error_rate:.1%}; target <= 3%)")
+    print(f"  with any warning or error: {ev.clean_any} ({ev.clean_any_rate:.1%}; target <= 5%)")
+    print(f"  with an error:             {ev.clean_errors} ({ev.clean_error_rate:.1%}; target <= 1.5%)")
     if ev.clean_rules:
         print("  by rule (reports it fired on, warning/error):")
         for rule_id, count in ev.clean_rules.most_common():
@@ -96,7 +96,7 @@ def print_evaluation(ev: Evaluation, *, misses: int = 0) -> None:
     print()
     print(
         f"ms/report (engine only, {len(ev.ms)} runs): median {ev.ms_median:.3f}, "
-        f"p99 {ev.ms_quantile(0.99):.3f}, max {max(ev.ms, default=0.0):.3f}  (targets 2 / 10)"
+        f"p99 {ev.ms_quantile(0.99):.3f}, max {max(ev.ms, default=0.0):.3f}  (targets 1 / 5)"
     )
     if misses:
         print()
