@@ -14,7 +14,6 @@ comparison studies, and needs an explicit statement before it speaks.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -413,15 +412,11 @@ def _exam_title(data: RuleInput) -> str:
     return data.report.procedure.text.strip()
 
 
-# A feed sends a few hundred distinct exam titles over and over: what each one names is computed
-# once (the region pattern is a long alternation, slow on every report).
-@functools.lru_cache(maxsize=2048)
 def _title_regions(title: str) -> tuple[tuple[str, int, int], ...]:
     """Body regions the exam title names (region_phrases without the exam-word condition)."""
     return tuple(region_phrases(title))
 
 
-@functools.lru_cache(maxsize=2048)
 def _title_modality_names(title: str) -> tuple[str, ...]:
     """Modalities the exam title names; "XR" also for projections or a view count."""
     names = [modality for modality, pattern in _MODALITY_RES.items() if pattern.search(title)]

@@ -602,28 +602,32 @@ class _Located:
 
 
 def _place_patterns(places: object) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
-    """(region, place, compiled pattern) for the ``places`` parameter, compiled once per value."""
-    # Keyed by identity: the policy's parameter value lives as long as its
-    # config, and the entry keeps it alive so the id is never reused.
-    entry = _PLACE_CACHE.get(id(places))
-    cached = entry[1] if entry is not None and entry[0] is places else None
-    if cached is None:
-        compiled: list[tuple[str, str, re.Pattern[str]]] = []
-        if isinstance(places, Mapping):
-            for region, by_place in places.items():
-                if not isinstance(by_place, Mapping):
-                    continue  # a region needs places ({region: {place: [patterns]}})
-                for place, patterns in by_place.items():
-                    words = [p for p in (patterns if isinstance(patterns, (list, tuple)) else ()) if isinstance(p, str)]
-                    if words:
-                        joined = "|".join(f"(?:{p})" for p in words)
-                        compiled.append((str(region), str(place), re.compile(joined, re.IGNORECASE)))
-        cached = tuple(compiled)
-        _PLACE_CACHE[id(places)] = (places, cached)
-    return cached
+    """(region, place, compiled pattern) for the ``places`` parameter.
+
+    The default's are compiled once, at import (:data:`_DEFAULT_PATTERNS`); a
+    site's own ``places`` is compiled per call, not kept: the core holds no
+    module-level cache (tests/unit/test_core_state.py).
+    """
+    if places is DEFAULT_PLACES or places == DEFAULT_PLACES:
+        return _DEFAULT_PATTERNS
+    return _compile_places(places)
 
 
-_PLACE_CACHE: dict[int, tuple[object, tuple[tuple[str, str, re.Pattern[str]], ...]]] = {}
+def _compile_places(places: object) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+    compiled: list[tuple[str, str, re.Pattern[str]]] = []
+    if isinstance(places, Mapping):
+        for region, by_place in places.items():
+            if not isinstance(by_place, Mapping):
+                continue  # a region needs places ({region: {place: [patterns]}})
+            for place, patterns in by_place.items():
+                words = [p for p in (patterns if isinstance(patterns, (list, tuple)) else ()) if isinstance(p, str)]
+                if words:
+                    joined = "|".join(f"(?:{p})" for p in words)
+                    compiled.append((str(region), str(place), re.compile(joined, re.IGNORECASE)))
+    return tuple(compiled)
+
+
+_DEFAULT_PATTERNS = _compile_places(DEFAULT_PLACES)
 
 
 def _place_of(text: str, lm: LateralMention, patterns: tuple[tuple[str, str, re.Pattern[str]], ...]) -> tuple[str, str]:

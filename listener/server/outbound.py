@@ -561,6 +561,21 @@ class OutboundWorker:
             self._connected_once = True
             self._record("destination_connected", self.store.destination_connected, self.name, self.now())
         self.connect_failures = 0
+        # The lease is confirmed (and extended) right before the bytes leave: a worker that
+        # stalled past its lease (a paused VM, a store it could not reach to renew) must not
+        # send a row another daemon has taken over and perhaps sent, with the accession's
+        # next row after it (docs/outbound.md, "Leases").
+        try:
+            held = yield self.run_in_thread(self.store.outbox_renew, row.id, self.holder, self.now() + self.lease)
+        except StoreError as exc:
+            renewer.stop()
+            self.log.error("store_unavailable", reason="outbox_renew", error_type=type(exc).__name__)
+            self._wake_at(self.poll_interval)
+            return False
+        if not held:
+            renewer.stop()
+            self.log.warning("outbox_lease_lost", control_id=row.control_id, instance=self.holder, reason="before_send")
+            return True
         self.sent += 1
         try:
             answer = yield protocol.send(

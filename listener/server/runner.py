@@ -338,17 +338,20 @@ class _Worker:
         self.usable = False
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        # One read of self.proc: the runner thread's close() may set it to None meanwhile.
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
             try:
-                self.proc.kill()
+                proc.kill()
             except OSError:  # already gone
                 pass
 
     def signal(self, signum: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
             try:
-                os.kill(self.proc.pid, signum)
-            except OSError:
+                os.kill(proc.pid, signum)
+            except OSError:  # already gone (ProcessLookupError)
                 pass
 
     def close(self) -> int | None:
@@ -428,9 +431,11 @@ class ProcessRunner(PipelineRunner):
     def abandon(self, job: Job[Any]) -> None:
         """The job overran: kill its worker process (the thread starts a new one); a thread job as the base class."""
         with self._lock:
+            # Marked in every case: a job between a worker's death and its retry has no
+            # worker now, and the retry loop must not start another process for it.
+            job.abandoned = True
             worker = job.worker
             if worker is not None:
-                job.abandoned = True
                 worker.kill()
         if worker is None:
             super().abandon(job)
@@ -543,10 +548,11 @@ class ProcessRunner(PipelineRunner):
                 code = worker.close()
                 if job.abandoned or self._stopped:
                     raise WorkerAbandoned() from None
+                # The journal's count, never below this job's own: an entry the reactor
+                # already ended (an overrun answered meanwhile) counts from zero again.
+                crashes = attempts
                 if self.journal is not None and task.entry is not None:
-                    crashes = self.journal.count_crash(task.entry[0])
-                else:
-                    crashes = attempts
+                    crashes = max(crashes, self.journal.count_crash(task.entry[0]))
                 self._event("pipeline_worker_died", status=code, count=crashes)
                 if crashes >= QUARANTINE_AFTER:
                     raise WorkerCrashed(crashes) from None
@@ -554,6 +560,8 @@ class ProcessRunner(PipelineRunner):
                     # Never run a message that just killed a process here, in the daemon:
                     # an AE 207 now (stored rejected), and the sender's resend tries again.
                     raise WorkerError("WorkerUnavailable") from None
+                if job.abandoned or self._stopped:  # overran while the new process started
+                    raise WorkerAbandoned() from None
                 continue
             with self._lock:
                 job.worker = None

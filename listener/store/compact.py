@@ -35,6 +35,8 @@ import sqlite3
 import zlib
 from typing import Any
 
+from listener.errors import StoreError
+
 #: zlib's level. Level 1 takes about 60 % of level 6's CPU for 3.5 % more
 #: compressed bytes, but a SQLite report row then no longer fits three to an
 #: 8 KiB page: 1.89x the raw size stored against 1.53x (docs/benchmarks.md,
@@ -61,7 +63,7 @@ def pack_raw(raw: bytes | None) -> bytes | None:
 
 def unpack_raw(value: Any) -> bytes | None:
     """The raw bytes of a stored ``raw`` column value (``bytes``, ``memoryview`` or None)."""
-    return None if value is None else zlib.decompress(bytes(value))
+    return None if value is None else _inflate(value)
 
 
 def pack_json(text: str) -> str | bytes:
@@ -75,7 +77,18 @@ def unpack_json(value: Any) -> str:
     """The JSON text of a stored JSON column value: TEXT as is, a BLOB decompressed."""
     if isinstance(value, str):
         return value
-    return zlib.decompress(bytes(value)).decode("utf-8")
+    return _inflate(value).decode("utf-8")
+
+
+def _inflate(value: Any) -> bytes:
+    """zlib's inverse, failing as a :class:`StoreError` that says what the value is not."""
+    try:
+        return zlib.decompress(bytes(value))
+    except zlib.error:
+        raise StoreError(
+            "a stored value is not in the compact form this version reads (written by an older "
+            'version beside a newer one? docs/deployment.md, "Upgrading")'
+        ) from None
 
 
 def sql_json(value: Any) -> Any:

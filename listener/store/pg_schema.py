@@ -330,6 +330,30 @@ def _one(conn: PgConnection, sql: str) -> tuple[Any, ...]:
     return row
 
 
+def _refuse_while_in_use(conn: PgConnection, version: int, target: int) -> None:
+    """Upgrade an existing store only when no other session has it open.
+
+    Every open store holds the in-use lock SHARED; this transaction takes it
+    EXCLUSIVE (its own session's shared hold never conflicts with it), so it
+    succeeds only when no other daemon or command uses the store. An older
+    daemon still running beside a migration would wait on its table locks for
+    the whole rewrite, then write rows in the old form and send outbox rows
+    without leases (docs/deployment.md, "Upgrading"). A store being created
+    (version 0) has no users yet: daemons started together wait on the
+    migration lock instead, and find nothing left to do.
+
+    Raises:
+        StoreError: another session holds the store.
+    """
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema()))", (IN_USE_LOCK,)).fetchone()
+    if row is None or not row[0]:
+        raise StoreError(
+            f"the store is at schema v{version} and this program needs v{target}, but another daemon or "
+            "command has it open: stop every daemon on this store, then start one (it upgrades the "
+            'store) before the others (docs/deployment.md, "Upgrading")'
+        )
+
+
 def migrate(conn: PgConnection, target: int | None = None) -> int:
     """Bring the schema up to ``target`` (default: latest) on an autocommit connection.
 
@@ -351,6 +375,8 @@ def migrate(conn: PgConnection, target: int | None = None) -> int:
         version = schema_version(conn)
         if version > target:
             raise StoreError(newer_schema_text(version, target))
+        if 0 < version < target:
+            _refuse_while_in_use(conn, version, target)
         for step in pending_migrations(version, target):
             step.apply(conn)
         if version != target:

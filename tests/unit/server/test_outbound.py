@@ -524,6 +524,21 @@ def test_a_result_after_the_lease_was_taken_over_is_not_recorded(harness: Harnes
     assert harness.ris.sent() == ["R1"]
 
 
+def test_a_worker_that_lost_its_lease_before_sending_sends_nothing(harness: Harness) -> None:
+    """The lease lapsed while the connection opened (a stall): another daemon owns the row now, so nothing is written."""
+    harness.ris.tls = True  # the connection opens only when the test completes the handshake
+    harness.add(("ACC1", "R1"), ("ACC1", "R2"))
+    harness.worker.start()
+    protocol, transport = harness.ris.current
+    assert harness.store.outbox_release(harness.worker.holder) == 1
+    (claim,) = harness.store.outbox_claim("ris", "other", T0, T0 + timedelta(seconds=30))
+    assert claim.row.control_id == "R1"
+    protocol.handshakeCompleted()
+    assert transport.value() == b"" and harness.ris.sent() == []
+    row = _row(harness, "R1")
+    assert (row.state, row.attempts, row.lease_holder) == ("pending", 0, "other")
+
+
 def test_a_row_left_by_a_dead_instance_is_taken_over_after_expiry(harness: Harness) -> None:
     """A row leased by an instance that died is sent once its lease expires, and the takeover is counted."""
     counted: list[int] = []

@@ -95,6 +95,28 @@ def test_an_older_store_is_migrated_by_the_daemon_and_refused_by_commands(dsn: s
         again.close()
 
 
+def test_an_upgrade_waits_for_every_other_user_of_the_store_to_leave(dsn: str) -> None:
+    """A daemon of the old version still running (holding the in-use lock): the new one refuses to migrate."""
+    older = pg_schema.PG_SCHEMA_VERSION - 1
+    with _admin(dsn) as conn:
+        pg_schema.migrate(conn, target=older)
+    running = _admin(dsn)  # what an older daemon's writer session holds for its lifetime
+    try:
+        running.execute("SELECT pg_advisory_lock_shared(%s, hashtext(current_schema()))", (pg_schema.IN_USE_LOCK,))
+        with pytest.raises(StoreError, match="another daemon or command has it open: stop every daemon"):
+            PostgresStore(dsn)
+        with _admin(dsn) as conn:
+            assert pg_schema.schema_version(conn) == older  # nothing rewritten
+    finally:
+        running.close()
+    store = PostgresStore(dsn)  # the last old daemon stopped: the upgrade runs
+    try:
+        assert [s.version for s in store.migrations_run] == [pg_schema.PG_SCHEMA_VERSION]
+        assert not store.save(record("M1")).duplicate
+    finally:
+        store.close()
+
+
 def test_no_store_a_newer_store_and_a_foreign_schema_are_refused(dsn: str) -> None:
     """Commands do not create a store; a newer version or someone else's messages table is never touched."""
     with pytest.raises(StoreError, match="no store in"):
