@@ -138,6 +138,8 @@ _NEUTRAL = frozenset(
     "or and nor definite findings finding radiographic visible demonstrated noted".split()
 )
 _WORD_RE = re.compile(r"[A-Za-z]+")
+# Qualifiers relative to something else ("no new", "no other"): never matched by an affirmation.
+_RELATIVE = frozenset("new newly additional other another further more".split())
 # Concepts found at many sites: a denial only contradicts when it is bare and short.
 _SITE_VARIABLE = frozenset(
     {"mass", "cancer", "fracture", "dislocation", "hemorrhage", "abscess", "thrombosis", "aneurysm", "lung_nodule"}
@@ -154,14 +156,48 @@ _SOFT_AFFIRMED_RE = folded(
 )
 
 
-def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
-    """True when the negation denies exactly the concept: nothing narrows it.
+# _SOFT_AFFIRMED_RE without "or": what still makes a list of findings joined by "or" a soft statement.
+_SOFT_NOT_OR_RE = folded(re.compile(_SOFT_AFFIRMED_RE.pattern.pattern.replace(r"|vs|or|", "|vs|"), re.IGNORECASE))
+# Words a bare list of findings may hold besides the findings ("There is X, Y, or Z.").
+_LIST_WORDS = _NEUTRAL | {"or", "nor", "and", "no"}
+
+
+def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
+    """True when the sentence of ``m`` is only findings joined by commas and "or" ("Effusion or pneumothorax.").
+
+    "Or" usually offers alternatives ("atelectasis or pneumonia"), which
+    affirm neither. A sentence that is nothing but a list of different
+    findings joined by "or", with no hedge, is the form of a denial list
+    whose "no" is missing; it affirms each finding (docs/qa-rules.md
+    "Contradictions").
+    """
+    others = [o for o in sentence_mentions if o is not m]
+    if not others or all(o.concept == m.concept for o in others):
+        return False
+    for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
+        if any(o.start <= w.start() < o.end for o in sentence_mentions):
+            continue
+        word = w.group(0).lower()
+        if word not in _LIST_WORDS and _QUALIFIER_RE.pattern.fullmatch(word) is None:
+            return False
+    return True
+
+
+def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> frozenset[str] | None:
+    """The qualifier words of a negation that denies the concept plainly, or None when it does not.
+
+    An empty set is a bare denial: nothing narrows it.
 
     Between the negation cue and the finding only neutral words and other
     findings of a list may stand ("no consolidation, effusion or
     pneumothorax"); "no *new*", "no *pelvic* fracture", "no XXXX
     infiltrates" are narrower. A denial describing change ("resolved") or
     placed somewhere ("no fracture of the clavicle") is not bare either.
+    Qualifier words ("no *focal* consolidation", "no *displaced* fractures")
+    are returned: such a denial still contradicts an affirmation that
+    carries the same qualifiers ("focal consolidation", "displaced rib
+    fractures"), since it then denies exactly what is affirmed
+    (docs/qa-rules.md "Contradictions").
     """
     cues = [c for c in m.cues if c.category == "negated"]
     before = [c for c in cues if c.end <= m.start]
@@ -169,34 +205,46 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         # backward cue ("... is not seen"): only when nothing separates them
         after = [c for c in cues if c.start >= m.end]
         if not after or any(ch in text[m.end : after[0].start] for ch in ",;("):
-            return False
+            return None
         between_start, between_end = m.sentence_start, m.start
         for o in sentence_mentions:
             if o.end <= m.start:
                 between_start = max(between_start, o.end)
     else:
         between_start, between_end = max(c.end for c in before), m.start
-    gap = text[between_start:between_end]
-    for o in sentence_mentions:
-        if o is not m and between_start <= o.start and o.end <= between_end:
-            gap = gap.replace(text[o.start : o.end], " ")
-    if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(gap)):
-        return False
-    if _QUALIFIER_RE.search(m.text) or data.analysis.in_sentence(_CHANGE_RE, m):
-        return False
+    listed = [o for o in sentence_mentions if o is not m and between_start <= o.start and o.end <= between_end]
+    qualifiers: set[str] = set()
+    for w in _WORD_RE.finditer(text, between_start, between_end):
+        if any(o.start <= w.start() < o.end for o in listed):
+            continue  # another finding of the list
+        word = w.group(0).lower()
+        if word in _NEUTRAL:
+            continue
+        if _QUALIFIER_RE.pattern.fullmatch(word) is None or word in _RELATIVE:
+            return None
+        # "no acute infiltrate, effusion or pneumothorax": "acute" narrows the first item only
+        if not any(o.start >= w.end() for o in listed):
+            qualifiers.add(word)
+    for hit in _QUALIFIER_RE.finditer(m.text):
+        word = hit.group(0).lower()
+        if word in _RELATIVE:
+            return None
+        qualifiers.add(word)
+    if data.analysis.in_sentence(_CHANGE_RE, m):
+        return None
     after_text = text[m.end : m.sentence_end]
     if _LOCATION_AFTER_RE.search(after_text) is not None:
-        return False
+        return None
     if m.concept in _SITE_VARIABLE:
         # "Knee: no fracture", "The kidneys show no mass": a denial at one site.
         if len(_WORD_RE.findall(text, m.sentence_start, m.sentence_end)) > 8:
-            return False
+            return None
         # What precedes the negation cue (or the finding, for a backward cue):
         # "Knee: no fracture" names a place; "2. No fracture" does not.
         lead = text[m.sentence_start : min(c.start for c in before) if before else m.start]
         if any(w.lower() not in _NEUTRAL for w in _WORD_RE.findall(lead)):
-            return False
-    return True
+            return None
+    return frozenset(qualifiers)
 
 
 # Paired-anatomy groups of one organ system (policies/terms/laterality.yaml): the chest counts once.
@@ -280,10 +328,20 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     for kind, mentions in by_kind.items():
         for m in mentions:
             by_sentence.setdefault((kind, m.sentence_start), []).append(m)
-    negated = [
-        (k, m) for k, m in negated_candidates if _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])
+    negated: list[tuple[SectionKind, Mention, frozenset[str]]] = []
+    for k, m in negated_candidates:
+        quals = _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])
+        if quals is not None:
+            negated.append((k, m, quals))
+    affirmed = [
+        (k, m)
+        for k, m in affirmed_candidates
+        if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
+        or (
+            not data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
+            and _finding_list(text, m, by_sentence[(k, m.sentence_start)])
+        )
     ]
-    affirmed = [(k, m) for k, m in affirmed_candidates if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)]
     if not negated or not affirmed:
         return
     within = {
@@ -295,9 +353,15 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         fam = _family(data.terms, a.concept)
         if fam in done:
             continue
-        for n_kind, n in negated:
+        a_words: frozenset[str] | None = None
+        for n_kind, n, quals in negated:
             if n.concept not in (a.concept, fam):
                 continue
+            if quals:
+                if a_words is None:
+                    a_words = frozenset(w.lower() for w in _WORD_RE.findall(text, a.sentence_start, a.sentence_end))
+                if not quals <= a_words:
+                    continue  # "no focal consolidation" / "patchy consolidation": a narrower denial
             if n.sentence_start == a.sentence_start:
                 continue
             if a_kind == n_kind and not within[a_kind]:
