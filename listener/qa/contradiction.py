@@ -138,26 +138,27 @@ _NEUTRAL = frozenset(
     "or and nor definite findings finding radiographic visible demonstrated noted".split()
 )
 _WORD_RE = re.compile(r"[A-Za-z]+")
+_SIDE_WORDS = frozenset("left right bilateral bilaterally both".split())
 # Qualifiers relative to something else ("no new", "no other"): never matched by an affirmation.
 _RELATIVE = frozenset("new newly additional other another further more".split())
 # Concepts found at many sites: a denial only contradicts when it is bare and short.
 _SITE_VARIABLE = frozenset(
     {"mass", "cancer", "fracture", "dislocation", "hemorrhage", "abscess", "thrombosis", "aneurysm", "lung_nodule"}
 )
-# An affirmed sentence that does not plainly state the finding now.
+# An affirmed sentence that does not plainly state the finding now: a hedge, an alternative, a device.
 _SOFT_AFFIRMED_RE = folded(
     re.compile(
         r"\b(may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
-        r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|prior|previous(ly)?|granulom\w*|calcifi\w*|"
-        r"benign|artifact\w*|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|"
-        r"fixation|prosthe\w*|blunting|xxxx)\b|\?",
+        r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|artifact\w*|catheter|lines?|leads?|wires?|"
+        r"tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|blunting|xxxx)\b|\?",
         re.IGNORECASE,
     )
 )
-
-
-# _SOFT_AFFIRMED_RE without "or": what still makes a list of findings joined by "or" a soft statement.
+# ... the same without "or": what still makes a list of findings joined by "or" a soft statement.
 _SOFT_NOT_OR_RE = folded(re.compile(_SOFT_AFFIRMED_RE.pattern.pattern.replace(r"|vs|or|", "|vs|"), re.IGNORECASE))
+# An affirmation characterized as benign or known ("calcified nodule", "granuloma", "as on the prior"):
+# the finding is there, so only a bare denial of it ("No nodule.") contradicts it.
+_CHARACTERIZED_RE = folded(re.compile(r"\b(prior|previous(ly)?|granulom\w*|calcifi\w*|benign)\b", re.IGNORECASE))
 # Words a bare list of findings may hold besides the findings ("There is X, Y, or Z.").
 _LIST_WORDS = _NEUTRAL | {"or", "nor", "and", "no"}
 
@@ -218,8 +219,8 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         if any(o.start <= w.start() < o.end for o in listed):
             continue  # another finding of the list
         word = w.group(0).lower()
-        if word in _NEUTRAL:
-            continue
+        if word in _NEUTRAL or (m.laterality and word in _SIDE_WORDS):
+            continue  # a side is compared on its own ("no bilateral opacities" / "bilateral opacities")
         if _QUALIFIER_RE.pattern.fullmatch(word) is None or word in _RELATIVE:
             return None
         # "no acute infiltrate, effusion or pneumothorax": "acute" narrows the first item only
@@ -334,7 +335,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         if quals is not None:
             negated.append((k, m, quals))
     affirmed = [
-        (k, m)
+        (k, m, data.analysis.in_sentence(_CHARACTERIZED_RE, m))
         for k, m in affirmed_candidates
         if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
         or (
@@ -349,7 +350,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
     }
     done: set[str] = set()
-    for a_kind, a in affirmed:
+    for a_kind, a, characterized in affirmed:
         fam = _family(data.terms, a.concept)
         if fam in done:
             continue
@@ -358,6 +359,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             if n.concept not in (a.concept, fam):
                 continue
             if quals:
+                if characterized:
+                    continue  # "calcified nodule" / "no suspicious nodule": only a bare denial counts
                 if a_words is None:
                     a_words = frozenset(w.lower() for w in _WORD_RE.findall(text, a.sentence_start, a.sentence_end))
                 if not quals <= a_words:

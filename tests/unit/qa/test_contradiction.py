@@ -237,3 +237,45 @@ def test_affirmed_and_negated_forms(text: str) -> None:
 def test_affirmed_and_negated_form_near_misses(text: str) -> None:
     """Different sides, different findings, hedged, qualified or placed denials are not contradictions."""
     assert "contradiction.affirmed_and_negated" not in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the same qualifier on both: the denial denies exactly what is affirmed
+        "FINDINGS:\nThe lungs are hypoventilated. There is focal consolidation.\nIMPRESSION:\nNo focal consolidation.",
+        "FINDINGS:\nNo focal lung consolidation. Displaced rib fractures.\nIMPRESSION:\nNo displaced fractures.",
+        # a denial list with its "no" dropped
+        "FINDINGS:\nThe lungs are clear. Large pleural effusion or pneumothorax.\nIMPRESSION:\nSpecifically, no pneumothorax.",
+        # a side word in a bare denial is compared as a side
+        "FINDINGS:\nSmall bilateral pleural effusions.\nIMPRESSION:\n1. Cardiomegaly.\n2. No bilateral pleural effusions.",
+        # a qualifier on the first item of a denial list narrows that item only
+        "FINDINGS:\nThere is no acute infiltrate, pleural effusion or pneumothorax.\nIMPRESSION:\nSmall right pneumothorax.",
+        # a finding characterized as benign or known, denied bare in the impression
+        "FINDINGS:\nHeart size normal.\nIMPRESSION:\nLungs are clear. 5 mm right apical granuloma unchanged. No granuloma.",
+    ],
+)
+def test_contradiction_forms_of_issue_14(text: str) -> None:
+    """Qualified denials, dropped "no" in a list, sides in a denial, benign findings denied bare."""
+    assert "contradiction.affirmed_and_negated" in _rules(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the affirmation lacks the denial's qualifier
+        "FINDINGS:\nPatchy consolidation at the left base.\nIMPRESSION:\nNo focal consolidation.",
+        "FINDINGS:\nNondisplaced fracture of the radius. No displaced fracture.\nIMPRESSION:\nNondisplaced fracture.",
+        # relative qualifiers never match an affirmation
+        "FINDINGS:\nNew small right pneumothorax.\nIMPRESSION:\nNo new pneumothorax since this morning's film.",
+        # "or" offering alternatives affirms neither
+        "FINDINGS:\nLeft basilar opacity, atelectasis or pneumonia. No pneumonia.\nIMPRESSION:\nAtelectasis.",
+        # a benign finding against a qualified denial
+        "FINDINGS:\nCalcified right lower lung nodule.\nIMPRESSION:\nNo suspicious nodule.",
+        # a side word: the sides differ
+        "FINDINGS:\nSmall right pleural effusion.\nIMPRESSION:\nNo left pleural effusion.",
+    ],
+)
+def test_contradiction_forms_of_issue_14_near_misses(text: str) -> None:
+    """Near misses of the forms above: a narrower denial, alternatives, different sides."""
+    assert "contradiction.affirmed_and_negated" not in _rules(text)

@@ -409,6 +409,38 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "2. No other pulmonary nodule."
         ),
     ),
+    # a denial with a qualifier contradicts an affirmation with the same qualifier
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is focal consolidation.\nIMPRESSION:\nNo focal consolidation."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is patchy consolidation.\nIMPRESSION:\nNo focal consolidation."
+        ),
+    ),
+    # a denial list whose "no" was dropped affirms its findings
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe lungs are clear. Pleural effusion or pneumothorax.\nIMPRESSION:\n"
+            "No acute cardiopulmonary abnormality. Specifically, no pneumothorax."
+        ),
+        _ex(
+            "FINDINGS:\nLeft basilar opacity, atelectasis or pneumonia.\nIMPRESSION:\n"
+            "Left basilar opacity. No pneumothorax."
+        ),
+    ),
+    # a benign-looking finding affirmed and denied bare in the impression
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nHeart size normal.\nIMPRESSION:\nCalcified right lower lung nodule as before. No evidence of nodule."
+        ),
+        _ex(
+            "FINDINGS:\nHeart size normal.\nIMPRESSION:\nCalcified right lower lung nodule as before. No suspicious nodule."
+        ),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
