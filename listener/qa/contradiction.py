@@ -323,7 +323,9 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 negated_candidates.append((kind, m))
             elif m.affirmed:
                 affirmed_candidates.append((kind, m))
-    if not negated_candidates or not affirmed_candidates:
+    if not affirmed_candidates or not (
+        negated_candidates or any(_family(data.terms, m.concept) == "airspace_opacity" for _, m in affirmed_candidates)
+    ):
         return
     by_sentence: dict[tuple[SectionKind, int], list[Mention]] = {}
     for kind, mentions in by_kind.items():
@@ -343,7 +345,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             and _finding_list(text, m, by_sentence[(k, m.sentence_start)])
         )
     ]
-    if not negated or not affirmed:
+    if not affirmed:
         return
     within = {
         SectionKind.FINDINGS: bool(data.param("within_findings", True)),
@@ -393,6 +395,47 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 suggestion="Check the images; correct the statement that is wrong.",
             )
             break
+    if "airspace_opacity" not in done:
+        yield from _bare_opacity_denied(data, [(k, m) for k, m, _ in affirmed], within)
+
+
+# A whole sentence that denies any opacity, bare ("No opacities.", "No evidence of opacity.",
+# "Opacity is not seen."). The vocabulary reads only named opacities ("patchy opacity") as findings,
+# so other rules never see a bare "opacity"; this rule compares such a denial with every affirmed
+# airspace opacity (docs/qa-rules.md "Contradictions").
+_BARE_OPACITY_DENIED_RE = folded(
+    re.compile(
+        r"\W*(\d+\W+)?((there (is|are) )?no (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
+        r"( (is|are) (seen|identified|present|noted))?|opacit(y|ies) (is|are) not (seen|identified|present))\W*$",
+        re.IGNORECASE,
+    )
+)
+
+
+def _bare_opacity_denied(
+    data: RuleInput, affirmed: list[tuple[SectionKind, Mention]], within: dict[SectionKind, bool]
+) -> Iterator[Finding]:
+    """A bare denial of any opacity against an affirmed airspace opacity in another sentence."""
+    opacities = [(k, m) for k, m in affirmed if _family(data.terms, m.concept) == "airspace_opacity"]
+    if not opacities:
+        return
+    text = data.report.text
+    for n_kind in _sections_checked():
+        for sec in data.report.sections_of(n_kind):
+            for span in data.analysis.sentences(sec.start, sec.end):
+                if _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end) is None:
+                    continue
+                for a_kind, a in opacities:
+                    if a.sentence_start == span.start or (a_kind == n_kind and not within[a_kind]):
+                        continue
+                    first, second = sorted(((a.sentence_start, a.sentence_end), (span.start, span.end)))
+                    where = "findings and impression" if a_kind is not n_kind else a_kind.value
+                    yield data.emit(
+                        f"The {where} both affirm and deny airspace opacity.",
+                        [data.analysis.evidence(*first), data.analysis.evidence(*second)],
+                        suggestion="Check the images; correct the statement that is wrong.",
+                    )
+                    return
 
 
 def _next_sentence(data: RuleInput, m: Mention) -> tuple[int, int] | None:

@@ -251,6 +251,9 @@ def test_affirmed_and_negated_form_near_misses(text: str) -> None:
         "FINDINGS:\nSmall bilateral pleural effusions.\nIMPRESSION:\n1. Cardiomegaly.\n2. No bilateral pleural effusions.",
         # a qualifier on the first item of a denial list narrows that item only
         "FINDINGS:\nThere is no acute infiltrate, pleural effusion or pneumothorax.\nIMPRESSION:\nSmall right pneumothorax.",
+        # a bare denial of any opacity against a named airspace opacity
+        "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nLeft basilar patchy opacities. No evidence of opacity.",
+        "FINDINGS:\nPatchy airspace disease in the right middle lobe.\nIMPRESSION:\nOpacity is not seen.",
         # a finding characterized as benign or known, denied bare in the impression
         "FINDINGS:\nHeart size normal.\nIMPRESSION:\nLungs are clear. 5 mm right apical granuloma unchanged. No granuloma.",
     ],
@@ -272,6 +275,9 @@ def test_contradiction_forms_of_issue_14(text: str) -> None:
         "FINDINGS:\nLeft basilar opacity, atelectasis or pneumonia. No pneumonia.\nIMPRESSION:\nAtelectasis.",
         # a benign finding against a qualified denial
         "FINDINGS:\nCalcified right lower lung nodule.\nIMPRESSION:\nNo suspicious nodule.",
+        # an opacity denied with a qualifier or at a place
+        "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nNo focal opacity.",
+        "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nNo opacity in the right lung.",
         # a side word: the sides differ
         "FINDINGS:\nSmall right pleural effusion.\nIMPRESSION:\nNo left pleural effusion.",
     ],

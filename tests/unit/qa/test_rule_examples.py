@@ -441,6 +441,17 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "FINDINGS:\nHeart size normal.\nIMPRESSION:\nCalcified right lower lung nodule as before. No suspicious nodule."
         ),
     ),
+    # a bare "no opacity" against an affirmed airspace opacity
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nMinimal streaky airspace opacities in the lower lobes.\nIMPRESSION:\n1. Cardiomegaly.\n2. No opacities."
+        ),
+        _ex(
+            "FINDINGS:\nMinimal streaky airspace opacities in the lower lobes.\nIMPRESSION:\n1. Cardiomegaly.\n"
+            "2. No new opacities."
+        ),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
