@@ -323,9 +323,9 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 negated_candidates.append((kind, m))
             elif m.affirmed:
                 affirmed_candidates.append((kind, m))
-    if not affirmed_candidates or not (
-        negated_candidates or any(_family(data.terms, m.concept) == "airspace_opacity" for _, m in affirmed_candidates)
-    ):
+    # a bare "No opacities." is no mention: the opacity check runs whenever the report names one
+    opacity_named = _OPACITY_WORD_RE.search(text) is not None
+    if not opacity_named and (not negated_candidates or not affirmed_candidates):
         return
     by_sentence: dict[tuple[SectionKind, int], list[Mention]] = {}
     for kind, mentions in by_kind.items():
@@ -345,7 +345,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             and _finding_list(text, m, by_sentence[(k, m.sentence_start)])
         )
     ]
-    if not affirmed:
+    if not affirmed and not opacity_named:
         return
     within = {
         SectionKind.FINDINGS: bool(data.param("within_findings", True)),
@@ -395,7 +395,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 suggestion="Check the images; correct the statement that is wrong.",
             )
             break
-    if "airspace_opacity" not in done:
+    if "airspace_opacity" not in done and opacity_named:
         yield from _bare_opacity_denied(data, [(k, m) for k, m, _ in affirmed], within)
 
 
@@ -412,30 +412,54 @@ _BARE_OPACITY_DENIED_RE = folded(
 )
 
 
+_OPACITY_WORD_RE = folded(re.compile(r"\bopacit(y|ies)\b", re.IGNORECASE))
+# A sentence whose opacity is denied, gone, hedged or not real.
+_NOT_PLAIN_OPACITY_RE = folded(
+    re.compile(
+        r"\b(no|not|without|negative|resol\w*|clear(ed|ing)|may|might|could|possib\w*|question\w*|"
+        r"artifact\w*|projecting|overlying|nipple|calcifi\w*|granulom\w*)\b|\?",
+        re.IGNORECASE,
+    )
+)
+
+
 def _bare_opacity_denied(
     data: RuleInput, affirmed: list[tuple[SectionKind, Mention]], within: dict[SectionKind, bool]
 ) -> Iterator[Finding]:
     """A bare denial of any opacity against an affirmed airspace opacity in another sentence."""
-    opacities = [(k, m) for k, m in affirmed if _family(data.terms, m.concept) == "airspace_opacity"]
-    if not opacities:
-        return
     text = data.report.text
-    for n_kind in _sections_checked():
-        for sec in data.report.sections_of(n_kind):
+    # (kind, sentence start, sentence end) of each denial and each affirmed opacity
+    denials: list[tuple[SectionKind, int, int]] = []
+    opacities = [
+        (k, m.sentence_start, m.sentence_end)
+        for k, m in affirmed
+        if _family(data.terms, m.concept) == "airspace_opacity"
+    ]
+    for kind in _sections_checked():
+        for sec in data.report.sections_of(kind):
             for span in data.analysis.sentences(sec.start, sec.end):
-                if _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end) is None:
-                    continue
-                for a_kind, a in opacities:
-                    if a.sentence_start == span.start or (a_kind == n_kind and not within[a_kind]):
-                        continue
-                    first, second = sorted(((a.sentence_start, a.sentence_end), (span.start, span.end)))
-                    where = "findings and impression" if a_kind is not n_kind else a_kind.value
-                    yield data.emit(
-                        f"The {where} both affirm and deny airspace opacity.",
-                        [data.analysis.evidence(*first), data.analysis.evidence(*second)],
-                        suggestion="Check the images; correct the statement that is wrong.",
-                    )
-                    return
+                if _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end) is not None:
+                    denials.append((kind, span.start, span.end))
+                elif (
+                    _OPACITY_WORD_RE.search(text, span.start, span.end) is not None
+                    and _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
+                ):
+                    # an opacity without a vocabulary modifier ("Bandlike opacities are present")
+                    opacities.append((kind, span.start, span.end))
+    if not denials or not opacities:
+        return
+    for n_kind, n_start, n_end in denials:
+        for a_kind, a_start, a_end in opacities:
+            if a_start == n_start or (a_kind == n_kind and not within[a_kind]):
+                continue
+            first, second = sorted(((a_start, a_end), (n_start, n_end)))
+            where = "findings and impression" if a_kind is not n_kind else a_kind.value
+            yield data.emit(
+                f"The {where} both affirm and deny airspace opacity.",
+                [data.analysis.evidence(*first), data.analysis.evidence(*second)],
+                suggestion="Check the images; correct the statement that is wrong.",
+            )
+            return
 
 
 def _next_sentence(data: RuleInput, m: Mention) -> tuple[int, int] | None:

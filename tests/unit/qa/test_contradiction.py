@@ -254,6 +254,8 @@ def test_affirmed_and_negated_form_near_misses(text: str) -> None:
         # a bare denial of any opacity against a named airspace opacity
         "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nLeft basilar patchy opacities. No evidence of opacity.",
         "FINDINGS:\nPatchy airspace disease in the right middle lobe.\nIMPRESSION:\nOpacity is not seen.",
+        # an opacity the vocabulary does not name ("Bandlike opacities")
+        "FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNo opacity.",
         # a finding characterized as benign or known, denied bare in the impression
         "FINDINGS:\nHeart size normal.\nIMPRESSION:\nLungs are clear. 5 mm right apical granuloma unchanged. No granuloma.",
     ],
@@ -278,6 +280,9 @@ def test_contradiction_forms_of_issue_14(text: str) -> None:
         # an opacity denied with a qualifier or at a place
         "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nNo focal opacity.",
         "FINDINGS:\nLeft basilar patchy opacities.\nIMPRESSION:\nNo opacity in the right lung.",
+        # the only opacity is hedged, projecting or artifactual
+        "FINDINGS:\nOpacities projecting over the right apex are artifactual.\nIMPRESSION:\nNo opacity.",
+        "FINDINGS:\nThere may be an opacity at the left base.\nIMPRESSION:\nNo opacity.",
         # a side word: the sides differ
         "FINDINGS:\nSmall right pleural effusion.\nIMPRESSION:\nNo left pleural effusion.",
     ],
