@@ -1,13 +1,17 @@
 """Benchmark ``overread simulate``: 100,000 stored reports replayed through two policies.
 
-Run by hand: ``.venv/bin/python bench/simulate.py [--accessions 50000] [--dir DIR] [--keep]``
+Run by hand: ``.venv/bin/python bench/simulate.py [--accessions 50000] [--dir DIR] [--keep] [--distinct-texts]``
 
 Builds a SQLite store (in ``--dir``, default a temporary directory under
 ./var) of N accessions, each a preliminary and a final (2N reports), from
 the sample HL7 bodies (samples/hl7) as bench/outcome_data.py builds them: one
 final in 20 edited (a critical finding added, a finding added or a sentence
 reworded, in turn), the others unchanged, so discrepancy rates are a few
-percent, as in practice, and the reader-rate rule does not fire for everyone. The prelims are 155 s apart (50,000 cover about 90 days, day and
+percent, as in practice, and the reader-rate rule does not fire for everyone.
+By default the copies share their template's text, so the run-wide text cache
+of :func:`listener.simulate.simulate` analyses each distinct text once;
+``--distinct-texts`` ends each accession's texts with its accession, so a text
+repeats only from a prelim to its unchanged final, as on a real store. The prelims are 155 s apart (50,000 cover about 90 days, day and
 night), each final 8 hours after its prelim.
 
 The fast path: each distinct (sample, edit) prelim/final is decoded by the
