@@ -1,13 +1,17 @@
 """Benchmark ``overread simulate``: 100,000 stored reports replayed through two policies.
 
-Run by hand: ``.venv/bin/python bench/simulate.py [--accessions 50000] [--dir DIR] [--keep]``
+Run by hand: ``.venv/bin/python bench/simulate.py [--accessions 50000] [--dir DIR] [--keep] [--distinct-texts]``
 
 Builds a SQLite store (in ``--dir``, default a temporary directory under
 ./var) of N accessions, each a preliminary and a final (2N reports), from
 the sample HL7 bodies (samples/hl7) as bench/outcome_data.py builds them: one
 final in 20 edited (a critical finding added, a finding added or a sentence
 reworded, in turn), the others unchanged, so discrepancy rates are a few
-percent, as in practice, and the reader-rate rule does not fire for everyone. The prelims are 155 s apart (50,000 cover about 90 days, day and
+percent, as in practice, and the reader-rate rule does not fire for everyone.
+By default the copies share their template's text, so the run-wide text cache
+of :func:`listener.simulate.simulate` analyses each distinct text once;
+``--distinct-texts`` ends each accession's texts with its accession, so a text
+repeats only from a prelim to its unchanged final, as on a real store. The prelims are 155 s apart (50,000 cover about 90 days, day and
 night), each final 8 hours after its prelim.
 
 The fast path: each distinct (sample, edit) prelim/final is decoded by the
@@ -60,10 +64,31 @@ FINAL_DELAY = timedelta(hours=8)
 EDIT_EVERY = 20
 
 
-def _copy(rec: MessageRecord, old: str, new: str, control_id: str, received: object) -> MessageRecord:
-    """``rec`` with accession ``old`` replaced by ``new`` everywhere it is stored, under a new control id."""
+def _distinct_text(report_json: str, tag: str) -> str:
+    """The stored report with ``tag`` appended to its text, after every section (their offsets hold)."""
+    doc = json.loads(report_json)
+    doc["text"] = f"{doc.get('text') or ''}\n{tag}"
+    return json.dumps(doc)
+
+
+def _copy(
+    rec: MessageRecord, old: str, new: str, control_id: str, received: object, *, distinct: bool = False
+) -> MessageRecord:
+    """``rec`` with accession ``old`` replaced by ``new`` everywhere it is stored, under a new control id.
+
+    ``distinct``: the stored text also ends with ``new``, so no two accessions share a text (a
+    prelim and its unchanged final still do), as on a real store (docs/benchmarks.md).
+    """
     reports = tuple(
-        replace(r, accession=new, report_json=r.report_json.replace(old, new)) if isinstance(r, ReportRecord) else r
+        replace(
+            r,
+            accession=new,
+            report_json=_distinct_text(r.report_json.replace(old, new), new)
+            if distinct
+            else r.report_json.replace(old, new),
+        )
+        if isinstance(r, ReportRecord)
+        else r
         for r in rec.reports
     )
     raw = rec.raw.replace(old.encode(), new.encode()) if rec.raw is not None else None
@@ -77,8 +102,11 @@ def _entry(rec: MessageRecord) -> HistoryEntry:
                         r.bucket, True)  # fmt: skip
 
 
-def build(store: SQLiteStore, ctx: HistoryContext, n: int) -> int:
-    """Save N accessions (prelim and final) and their cached comparisons; return the reports stored."""
+def build(store: SQLiteStore, ctx: HistoryContext, n: int, *, distinct: bool = False) -> int:
+    """Save N accessions (prelim and final) and their cached comparisons; return the reports stored.
+
+    ``distinct``: each accession's texts end with its accession (:func:`_copy`).
+    """
     pipeline = ctx.pipeline
     samples = _samples(pipeline)
     # templates[e]: the samples' prelim/final pairs with FINAL_EDITS[e] applied to the final.
@@ -119,8 +147,8 @@ def build(store: SQLiteStore, ctx: HistoryContext, n: int) -> int:
         name, (prelim, final) = group[(i // EDIT_EVERY if e else i) % len(group)]
         new = f"SIM{i:07d}"
         at = T0 + PRELIM_SPACING * i
-        p = _copy(prelim, name, new, f"P{i}", at)
-        f = _copy(final, name, new, f"F{i}", at + FINAL_DELAY)
+        p = _copy(prelim, name, new, f"P{i}", at, distinct=distinct)
+        f = _copy(final, name, new, f"F{i}", at + FINAL_DELAY, distinct=distinct)
         pending.extend((store.submit(p), store.submit(f)))
         saved += 2
         if name in results:
@@ -144,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where the store is built (default: under ./var)")
     parser.add_argument("--keep", action="store_true", help="keep the store (its path is printed)")
     parser.add_argument("--reuse", type=Path, default=None, help="time an existing bench store (skips the build)")
+    parser.add_argument(
+        "--distinct-texts",
+        action="store_true",
+        help="end every accession's report texts with its accession, so texts repeat only prelim to final",
+    )
     args = parser.parse_args(argv)
     base = args.dir or REPO / "var"
     base.mkdir(parents=True, exist_ok=True)
@@ -154,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         store = SQLiteStore.in_state_dir(workdir)
         try:
             started = time.perf_counter()
-            reports = build(store, ctx, args.accessions)
+            reports = build(store, ctx, args.accessions, distinct=args.distinct_texts)
             print(
                 f"store: {args.accessions} accessions, {reports} reports, built in {time.perf_counter() - started:.1f} s"
             )

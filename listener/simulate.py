@@ -579,9 +579,16 @@ def simulate(
         and policies[0].default_timezone == p.default_timezone
         for p in policies
     )
+    # One text cache for the whole run: its keys hold the text itself and the
+    # vocabularies' digest (listener/text/cache.py), so a report whose text
+    # another report of the run already has (a final that repeats its
+    # preliminary, a resent message) reuses that text's sentences and mentions
+    # instead of scanning again; the results are the same by construction
+    # (docs/simulate.md, "Speed"). The cache lives and dies with this call.
+    text_cache = TextCache()
     for case in cases:
         report = case.report
-        context = RoutingContext(now=case.received, text_cache=TextCache(), **context_args)
+        context = RoutingContext(now=case.received, text_cache=text_cache, **context_args)
         facts: Facts | None = None
         routes_list = []
         for policy, plan in zip(policies, plans, strict=True):
