@@ -74,6 +74,9 @@ __all__ = [
     "stored_case",
 ]
 
+#: Cases one run-wide text cache serves before it starts afresh (bounded memory; simulate()).
+_CACHE_SPAN = 4096
+
 #: The layout of :meth:`Simulation.to_json`; a change that breaks readers gets a new number.
 DOCUMENT_VERSION = 1
 #: Buckets in which a second radiologist reads the report (docs/routing.md): the overread workload.
@@ -584,9 +587,14 @@ def simulate(
     # another report of the run already has (a final that repeats its
     # preliminary, a resent message) reuses that text's sentences and mentions
     # instead of scanning again; the results are the same by construction
-    # (docs/simulate.md, "Speed"). The cache lives and dies with this call.
+    # (docs/simulate.md, "Speed"). The cache lives and dies with this call, and
+    # starts afresh every _CACHE_SPAN cases so memory stays bounded (about 3 KB
+    # a text): the repeats it serves (a final hours after its preliminary) are
+    # near each other in the run's time order.
     text_cache = TextCache()
-    for case in cases:
+    for index, case in enumerate(cases):
+        if index and index % _CACHE_SPAN == 0:
+            text_cache = TextCache()
         report = case.report
         context = RoutingContext(now=case.received, text_cache=text_cache, **context_args)
         facts: Facts | None = None
