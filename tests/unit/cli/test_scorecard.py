@@ -48,9 +48,8 @@ def _save(store: SQLiteStore, pipeline: Pipeline, raw: bytes, accession: str, co
     save_processed(store, processed(pipeline, raw, control_id, received, app="HALCYON_RIS", facility="LEMC"))
 
 
-@pytest.fixture(name="state_dir", scope="module")
-def fixture_state_dir(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Path:
-    state = tmp_path_factory.mktemp("scorecard") / "state"
+def graded_store(state: Path, pipeline: Pipeline) -> Path:
+    """The store this module's docstring describes, in state directory ``state`` (also test_simulate's)."""
     store = SQLiteStore.in_state_dir(state)
     try:
         _save(store, pipeline, PRELIM, "S1", "P1", 0)
@@ -61,6 +60,11 @@ def fixture_state_dir(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeli
     finally:
         store.close()
     return state
+
+
+@pytest.fixture(name="state_dir", scope="module")
+def fixture_state_dir(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Path:
+    return graded_store(tmp_path_factory.mktemp("scorecard") / "state", pipeline)
 
 
 def run(capsys: pytest.CaptureFixture[str], state_dir: Path, *argv: str) -> tuple[int, str, str]:

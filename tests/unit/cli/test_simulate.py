@@ -18,9 +18,8 @@ import pytest
 
 from listener.cli import main
 from listener.pipeline import Pipeline
-from listener.store import SQLiteStore
 from tests.conftest import REPO
-from tests.unit.cli.test_scorecard import FINAL, FINAL_PNEUMOTHORAX, PRELIM, WINDOW, _save
+from tests.unit.cli.test_scorecard import WINDOW, graded_store
 
 STRICTER = str(REPO / "samples/policies/stricter.yaml")
 LOOSER = str(REPO / "samples/policies/looser.yaml")
@@ -28,17 +27,7 @@ LOOSER = str(REPO / "samples/policies/looser.yaml")
 
 @pytest.fixture(name="state_dir", scope="module")
 def fixture_state_dir(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Path:
-    state = tmp_path_factory.mktemp("simulate") / "state"
-    store = SQLiteStore.in_state_dir(state)
-    try:
-        _save(store, pipeline, PRELIM, "S1", "P1", 0)
-        _save(store, pipeline, FINAL_PNEUMOTHORAX, "S1", "F1", 120)
-        _save(store, pipeline, PRELIM, "S2", "P2", 1)
-        _save(store, pipeline, FINAL, "S2", "F2", 121)
-        _save(store, pipeline, PRELIM, "S3", "P3", 2)
-    finally:
-        store.close()
-    return state
+    return graded_store(tmp_path_factory.mktemp("simulate") / "state", pipeline)
 
 
 def run(capsys: pytest.CaptureFixture[str], state_dir: Path, *argv: str) -> tuple[int, str, str]:
