@@ -26,9 +26,9 @@ from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import refers_to_findings
-from listener.qa.contradiction import _not_acute_here, normal_impression
+from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention, Terms
+from listener.text import Mention
 
 __all__ = ["DEFAULT_ACUTE", "normal_over_findings"]
 
@@ -105,11 +105,6 @@ _NEW_RE = folded(
         re.IGNORECASE,
     )
 )
-
-
-def _family(terms: Terms, concept: str) -> str:
-    c = terms.concepts.get(concept)
-    return c.broader if c is not None and c.broader else concept
 
 
 def _impression_kind(data: RuleInput) -> tuple[str, tuple[int, int]] | None:
