@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
@@ -79,6 +79,10 @@ from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
 from listener.store.base import HISTORY_LIMIT as _HISTORY_LIMIT
 from listener.store.base import ReportReader, Store
+
+if TYPE_CHECKING:
+    from listener.outcome_data import HistoryContext
+    from listener.pipeline import Pipeline
 
 __all__ = ["Access", "ApiClient", "build_site", "clients_from_config"]
 
@@ -1240,13 +1244,28 @@ def _console(api: Api) -> Console:
         found = api.access.check(request, permission)
         return found if isinstance(found, HttpAnswer) else (found.fhir.name, found.allow)
 
+    def history_context(pipeline: Pipeline) -> HistoryContext:
+        """What grading the stored pairs needs (the what-if, docs/console.md); called on a thread."""
+        from listener.outcome_data import HistoryContext
+        from listener.outcomes import load_outcome_rules
+
+        if api.outcome_rules is None:
+            api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
+        fhir_clients = {c.fhir.name: c.fhir for c in api.access.clients.values()}
+        return HistoryContext(pipeline, api.outcome_rules, fhir_clients)
+
     deps = ConsoleDeps(
         clients=clients,
         bearer=bearer,
         send=api.send,
         run_in_thread=api.run_in_thread,
         clock=api.reactor.seconds,
-        services={"store": api.store, "pipeline": api.intake.pipeline},
+        services={
+            "store": api.store,
+            "pipeline": api.intake.pipeline,
+            "hash_key": api.intake.hash_key,
+            "history_context": history_context,
+        },
     )
     return build_console(deps)
 
