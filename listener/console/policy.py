@@ -191,7 +191,7 @@ def describe_policy(policy: RoutingPolicy) -> dict[str, Any]:
             if isinstance(c, Sample):
                 samples.append({"rule": rule.name, "rate": f"{c.rate:.1%}", "salt": c.salt, "pool": rule.pool})
             elif isinstance(c, OneOf) and c.key in _LIST_KEYS:
-                lists.append({"rule": rule.name, "key": c.key, "values": ", ".join(c.values)})
+                lists.append({"rule": rule.name, "key": c.key, "listed": ", ".join(c.values)})
     precedence = {b: i for i, b in enumerate(BUCKETS)}
     rules.sort(key=lambda r: precedence.get(str(r["bucket"]), len(BUCKETS)))
     return {
@@ -277,17 +277,17 @@ def compare_rows(doc: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def bucket_chart(doc: Mapping[str, Any]) -> Chart:
-    """Bars per bucket, baseline beside candidate."""
+    """Bars per bucket, the current policy beside the candidate."""
     base, cand = doc["baseline"], doc["candidate"]
     return bars(
         "Reports per bucket",
         list(BUCKETS),
         {
-            f"baseline {base['name']}": [base["buckets"][b]["count"] for b in BUCKETS],
-            f"candidate {cand['name']}": [cand["buckets"][b]["count"] for b in BUCKETS],
+            "current": [base["buckets"][b]["count"] for b in BUCKETS],
+            "candidate": [cand["buckets"][b]["count"] for b in BUCKETS],
         },
         stacked=False,
-        height=280,
+        height=340,
     )
 
 
