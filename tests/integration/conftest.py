@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,6 +233,22 @@ def analyst_and_sender(analyst: str, sender: str, allow: str) -> str:
         f"  analyst: {{token_sha256: {hashlib.sha256(analyst.encode()).hexdigest()}, allow: [{allow}]}}\n"
         f"  sender: {{token_sha256: {hashlib.sha256(sender.encode()).hexdigest()}}}\n"
     )
+
+
+def overread_json(config: Path, state_dir: Path, *argv: str) -> dict[str, Any]:
+    """The JSON document an ``overread`` command prints with ``--format json``, run as a user
+    runs it (a subprocess in the checkout) on ``config`` and the state directory ``state_dir``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", *argv, "--format", "json", "--config", str(config)]
+        + ["--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=True,
+    )
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
 
 
 def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, start_configured
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, overread_json, start_configured
 from tests.integration.test_console import Browser, _client, _hidden
 from tests.integration.test_scorecard import _final, _prelim
 
@@ -57,34 +55,6 @@ def _signed_in(daemon: RunningDaemon, token: str) -> Browser:
     status, _, _ = browser.sign_in(token)
     assert status == 303
     return browser
-
-
-def _cli(config: Path, state_dir: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "simulate",
-            "--policy",
-            STRICTER,
-            "--since",
-            "30d",
-            "--format",
-            "json",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=True,
-    )
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
 
 
 def _figures(doc: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +102,9 @@ def test_a_what_if_of_the_stricter_sample_matches_overread_simulate(fed: tuple[R
     assert (case["grade"], case["baseline_sends"], case["candidate_sends"]) == ("3b", False, True)
     assert case["control_id"] == "CP-P1" and case["reader"] == "NT7741" and len(case["patient_hash"]) == 16
     # The command on the same store gives the same figures.
-    assert _figures(_cli(config, daemon.state_dir)) == _figures(doc)
+    assert _figures(
+        overread_json(config, daemon.state_dir, "simulate", "--policy", STRICTER, "--since", "30d")
+    ) == _figures(doc)
 
     status, _, page = browser.request("GET", query)
     assert status == 200, page
