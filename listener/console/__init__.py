@@ -7,7 +7,7 @@ request context, run on a thread against the store. :func:`build_console` regist
 from __future__ import annotations
 
 from listener.console.overview import overview_page
-from listener.console.policy import policy_page
+from listener.console.policy import WhatIfLimits, policy_page
 from listener.console.web import Console, ConsoleDeps
 
 __all__ = ["Console", "ConsoleDeps", "build_console"]
@@ -19,5 +19,6 @@ def build_console(deps: ConsoleDeps) -> Console:
     store = deps.services["store"]
     console.page("", lambda ctx: overview_page(ctx, store))
     services = deps.services
-    console.page("policy", lambda ctx: policy_page(ctx, services), methods=("GET", "POST"))
+    limits = WhatIfLimits()
+    console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))
     return console

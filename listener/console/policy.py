@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_PASTE_BYTES",
     "PASTED",
     "WINDOWS",
+    "WhatIfLimits",
     "candidate_files",
     "compare_rows",
     "condition_text",
@@ -373,8 +375,21 @@ def _window(ctx: Ctx) -> str:
     return chosen if chosen in WINDOWS else DEFAULT_WINDOW
 
 
-def policy_page(ctx: Ctx, services: Mapping[str, Any]) -> Reply:
+@dataclass(slots=True)
+class WhatIfLimits:
+    """What bounds the what-ifs of one console: one replay at a time, at most ``max_accessions`` each.
+
+    A replay holds a thread of the daemon's pool for seconds; a second one asked for meanwhile
+    is answered at once ("busy") rather than taking another thread from message intake.
+    """
+
+    max_accessions: int = MAX_ACCESSIONS
+    running: threading.Lock = field(default_factory=threading.Lock)
+
+
+def policy_page(ctx: Ctx, services: Mapping[str, Any], limits: WhatIfLimits | None = None) -> Reply:
     """``/console/policy``: the live policy; with ``?candidate=`` (GET) or a pasted policy (POST), the what-if."""
+    limits = limits or WhatIfLimits()
     pipeline = services["pipeline"]()
     policy: RoutingPolicy | None = pipeline.routing
     values: dict[str, Any] = {
@@ -403,7 +418,16 @@ def policy_page(ctx: Ctx, services: Mapping[str, Any]) -> Reply:
             where = f"{problem.source}:{problem.line}" if problem.line else problem.source
             return _json({"error": f"{where}: {problem.message}"}, 400)
         return Reply("policy.html.j2", values, status=400 if ctx.method == "POST" else 200)
-    result = _what_if(ctx, services, pipeline, policy, (name, candidate), values["since"])
+    if not limits.running.acquire(blocking=False):
+        busy = "another what-if is running: try again in a few seconds"
+        if as_json:
+            return _json({"error": busy}, 503)
+        values["problem"] = _Problem(name, None, None, busy)
+        return Reply("policy.html.j2", values, status=503, headers=(("Retry-After", "5"),))
+    try:
+        result = _what_if(ctx, services, pipeline, policy, (name, candidate), values["since"], limits.max_accessions)
+    finally:
+        limits.running.release()
     if as_json:
         # The document ``overread simulate --format json`` prints, for the same inputs.
         return _json(result["doc"], 200)
@@ -423,6 +447,7 @@ def _what_if(
     policy: RoutingPolicy,
     candidate: tuple[str, RoutingPolicy],
     since_key: str,
+    max_accessions: int,
 ) -> dict[str, Any]:
     """Run ``overread simulate``'s replay over the window and lay its document out."""
     from listener.simulate import render_table
@@ -436,7 +461,7 @@ def _what_if(
     workload_path = Path(policy.source).resolve().parent / WORKLOAD_FILE
     workload = load_workload(workload_path if workload_path.is_file() else None)
     window = store.accessions_received(since, until)
-    stride = sample_stride(len(window))
+    stride = sample_stride(len(window), max_accessions)
     chosen = window[::stride] if stride > 1 else None
     result = run_simulation(
         store,

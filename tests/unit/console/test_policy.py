@@ -3,25 +3,35 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from listener.assemble import load_routing_policy
 from listener.console.policy import (
+    WhatIfLimits,
     candidate_files,
     compare_rows,
     condition_text,
     describe_policy,
+    policy_page,
     rule_sentence,
     sample_stride,
 )
+from listener.console.web import Caller, Ctx, Reply, environment
 from listener.errors import ConfigError
+from listener.outcome_data import HistoryContext
+from listener.outcomes import load_outcome_rules
+from listener.pipeline import Pipeline
 from listener.routing import RoutingPolicy
 from listener.simulate import DISCREPANCY_GRADES, PolicyFigures, Simulation, Workload
+from listener.store import SQLiteStore
 from listener.yamlconf import parse_untrusted_yaml
 from tests.conftest import REPO
+from tests.unit.cli.test_scorecard import RECEIVED, graded_store
 
 
 @pytest.fixture(name="shipped", scope="module")
@@ -184,3 +194,64 @@ def test_untrusted_yaml_refuses_size_and_names_line_and_column_of_a_syntax_error
         "version": "x",
         "pools": ["a"],
     }
+
+
+# --------------------------------------------------------------------------
+# the page function on a real store (no daemon): sampling and the one-at-a-time guard
+
+
+@pytest.fixture(name="store", scope="module")
+def fixture_store(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Iterator[SQLiteStore]:
+    state = graded_store(tmp_path_factory.mktemp("policy-page") / "state", pipeline)
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _run(pipeline: Pipeline, store: SQLiteStore, limits: WhatIfLimits, **params: str) -> Reply:
+    rules = load_outcome_rules(REPO / "policies/outcomes.yaml")
+    services = {
+        "store": store,
+        "pipeline": lambda: pipeline,
+        "hash_key": b"k" * 32,
+        "history_context": lambda p: HistoryContext(p, rules, {}),
+    }
+    ctx = Ctx(Caller("manager", frozenset({"console"}), "bearer"), "GET", (), params, {}, RECEIVED + timedelta(hours=3))
+    return policy_page(ctx, services, limits)
+
+
+def _page(reply: Reply) -> str:
+    values = {"caller": None, "csrf": "", "nav": (), "page": "policy", **reply.context}
+    return environment().get_template(reply.template).render(values)
+
+
+def test_a_window_over_the_cap_is_replayed_on_every_nth_accession_and_says_so(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    whole = _run(pipeline, store, WhatIfLimits(), candidate="samples/policies/stricter.yaml", since="7d")
+    assert whole.status == 200 and whole.context["result"]["stride"] == 1
+    assert whole.context["result"]["doc"]["baseline"]["reports"] == 5
+    assert "Sampled:" not in _page(whole)
+
+    sampled = _run(pipeline, store, WhatIfLimits(max_accessions=2), candidate="samples/policies/stricter.yaml")
+    result = sampled.context["result"]
+    assert (result["accessions"], result["replayed"], result["stride"]) == (3, 2, 2)
+    # S1 and S3 (every 2nd in accession order): 3 of the 5 reports.
+    assert result["doc"]["baseline"]["reports"] == 3
+    page = _page(sampled)
+    assert "Sampled: the window holds 3 accessions; the console replays at most\n 2 of them (one in 2, in accession order)" in page
+
+
+def test_a_second_what_if_while_one_runs_is_answered_busy(pipeline: Pipeline, store: SQLiteStore) -> None:
+    limits = WhatIfLimits()
+    with limits.running:
+        reply = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml")
+        assert reply.status == 503 and reply.context["result"] is None
+        assert "another what-if is running" in _page(reply)
+        as_json = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml", format="json")
+        assert as_json.status == 503 and json.loads(as_json.body) == {
+            "error": "another what-if is running: try again in a few seconds"
+        }
+    assert _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml").status == 200
