@@ -51,6 +51,7 @@ from listener.store.base import (
     SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
+    BucketBin,
     CachedComparison,
     DestinationState,
     HistoryEntry,
@@ -70,8 +71,10 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TrafficBin,
     audit_target_json,
     require_aware,
+    require_step,
 )
 from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
 from listener.store.pg_schema import (
@@ -85,7 +88,15 @@ from listener.store.pg_schema import (
     schema_version,
 )
 from listener.store.pgurl import display_url
-from listener.store.rows import SUMMARY_COLUMNS, history_entry, message_summary
+from listener.store.rows import (
+    SUMMARY_COLUMNS,
+    bucket_bins,
+    bucket_mix_sql,
+    history_entry,
+    message_summary,
+    traffic_bins,
+    traffic_sql,
+)
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
@@ -99,6 +110,19 @@ _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, Transac
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
+
+
+def _window(since: datetime, until: datetime, step: str) -> bool:
+    """Check a window and step (ValueError when naive or unknown); False when the window is empty."""
+    require_aware(since, "since")
+    require_aware(until, "until")
+    require_step(step)
+    return since < until
+
+
+def _bin_sql(step: str) -> str:
+    """SQL for the start of the UTC hour or day of ``m.received`` (a timestamptz), whatever the session's zone."""
+    return f"(date_trunc('{step}', m.received AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:
@@ -882,6 +906,7 @@ class PostgresStore:
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`)."""
         where = ["m.id > %s"]
@@ -919,6 +944,9 @@ class PostgresStore:
                 params.append(patient_id)
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
+        if bucket is not None:
+            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.bucket = %s)")
+            params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT %s"
         cursor = after if after is not None else 0
         remaining = limit
@@ -1028,6 +1056,22 @@ class PostgresStore:
             (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`),
+        grouped by the server over the ``messages_received`` index's range."""
+        if not _window(since, until, step):
+            return ()
+        sql = traffic_sql(_bin_sql(step), "%s", ' COLLATE "C"')
+        return traffic_bins(self._rows("counting traffic", sql, (since, until)), _utc)
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
+        (see :meth:`Store.bucket_mix`)."""
+        if not _window(since, until, step):
+            return ()
+        sql = bucket_mix_sql(_bin_sql(step), "%s", ' COLLATE "C"')
+        return bucket_bins(self._rows("counting buckets", sql, (since, until)), _utc)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from listener.store.base import HistoryEntry, MessageSummary
+from listener.store.base import BucketBin, HistoryEntry, MessageSummary, TrafficBin
 from listener.store.compact import unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
@@ -60,3 +60,50 @@ def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Hist
         str(bucket),
         bool(kept),
     )
+
+
+#: The message columns :meth:`~listener.store.base.Store.traffic` groups by, after the bin.
+_TRAFFIC_COLUMNS = ("m.sender_application", "m.sender_facility", "m.transport", "m.ack_code", "m.state")
+
+
+def traffic_sql(bin_expr: str, mark: str, collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.traffic` over ``messages m``.
+
+    ``bin_expr`` is the backend's SQL for a row's bin (from ``m.received``),
+    ``mark`` its placeholder (the window's start, then its end), ``collate`` what
+    follows each text column in ORDER BY so every backend orders by code point.
+    The window is a range on ``m.received``: the ``messages_received`` index.
+    """
+    columns = ", ".join(_TRAFFIC_COLUMNS)
+    order = ", ".join(f"{c}{collate}" for c in _TRAFFIC_COLUMNS)
+    return (
+        f"SELECT {bin_expr} AS bin, {columns}, count(*) FROM messages m"
+        f" WHERE m.received >= {mark} AND m.received < {mark}"
+        f" GROUP BY bin, {columns} ORDER BY bin, {order}"
+    )
+
+
+def bucket_mix_sql(bin_expr: str, mark: str, collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.bucket_mix` (see :func:`traffic_sql`).
+
+    ``reports`` holds the current processing's reports only (a reprocess moves
+    the earlier ones to ``processings``), joined through its (message_id, seq) key.
+    """
+    return (
+        f"SELECT {bin_expr} AS bin, r.bucket, count(*) FROM messages m JOIN reports r ON r.message_id = m.id"
+        f" WHERE m.received >= {mark} AND m.received < {mark}"
+        f" GROUP BY bin, r.bucket ORDER BY bin, r.bucket{collate}"
+    )
+
+
+def traffic_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> tuple[TrafficBin, ...]:
+    """TrafficBins of the rows of :func:`traffic_sql`; ``moment`` turns a bin value into its aware UTC start."""
+    return tuple(
+        TrafficBin(moment(start), str(app), str(facility), str(transport), str(ack), str(state), int(count))
+        for start, app, facility, transport, ack, state, count in rows
+    )
+
+
+def bucket_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> tuple[BucketBin, ...]:
+    """BucketBins of the rows of :func:`bucket_mix_sql`."""
+    return tuple(BucketBin(moment(start), str(bucket), int(count)) for start, bucket, count in rows)

@@ -50,6 +50,7 @@ from listener.store.base import (
     OUTBOX_STATES,
     TEXT_MAX,
     AuditEntry,
+    BucketBin,
     CachedComparison,
     DestinationState,
     HistoryEntry,
@@ -65,11 +66,13 @@ from listener.store.base import (
     SaveResult,
     ScoreRecord,
     StoredScore,
+    TrafficBin,
     require_aware,
+    require_step,
 )
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
-from listener.store.rows import SUMMARY_COLUMNS, history_entry
+from listener.store.rows import SUMMARY_COLUMNS, bucket_bins, bucket_mix_sql, history_entry, traffic_bins, traffic_sql
 from listener.store.schema import (
     SCHEMA_VERSION,
     Migration,
@@ -102,6 +105,17 @@ WRITER_AUTOCHECKPOINT = 4000
 
 _ts = ops.ts
 _dt = ops.dt
+
+
+def _bin_of(since: datetime, until: datetime, step: str) -> tuple[int, Callable[[str], datetime]]:
+    """Check a window and step; return how many leading characters of a stored time name its
+    bin, and how a bin's text becomes its aware UTC start."""
+    require_aware(since, "since")
+    require_aware(until, "until")
+    require_step(step)
+    if step == "day":
+        return 10, lambda key: datetime.fromisoformat(f"{key}T00:00:00+00:00")
+    return 13, lambda key: datetime.fromisoformat(f"{key}:00:00+00:00")
 
 
 # ------------------------------------------------------------------ connections
@@ -516,6 +530,7 @@ class SQLiteStore:
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered.
 
@@ -571,6 +586,9 @@ class SQLiteStore:
                 params.append(patient_id)
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
+        if bucket is not None:
+            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.bucket = ?)")
+            params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
         cursor = after if after is not None else 0
         remaining = limit
@@ -725,6 +743,37 @@ class SQLiteStore:
             (_ts(since), _ts(until)),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
+
+        A stored time is fixed-width UTC text, so its first 13 (hour) or 10
+        (day) characters name its bin; SQLite groups the window's rows, read
+        through the ``messages_received`` index.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time or an unknown step.
+        """
+        width, moment = _bin_of(since, until, step)
+        if until <= since:
+            return ()
+        sql = traffic_sql(f"substr(m.received, 1, {width})", "?")
+        return traffic_bins(self._read("counting traffic", sql, (_ts(since), _ts(until))), moment)
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
+        (see :meth:`Store.bucket_mix`).
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time or an unknown step.
+        """
+        width, moment = _bin_of(since, until, step)
+        if until <= since:
+            return ()
+        sql = bucket_mix_sql(f"substr(m.received, 1, {width})", "?")
+        return bucket_bins(self._read("counting buckets", sql, (_ts(since), _ts(until))), moment)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`); by primary key, in chunks."""
