@@ -6,6 +6,7 @@ request context, run on a thread against the store. :func:`build_console` regist
 
 from __future__ import annotations
 
+from listener.console.overread import OverreadPage
 from listener.console.overview import overview_page
 from listener.console.web import Console, ConsoleDeps
 
@@ -17,4 +18,5 @@ def build_console(deps: ConsoleDeps) -> Console:
     console = Console(deps)
     store = deps.services["store"]
     console.page("", lambda ctx: overview_page(ctx, store))
+    console.page("overread", OverreadPage(deps.services))
     return console
