@@ -1,0 +1,135 @@
+"""The web console's pages over 100,000 stored messages: server time of each page, rendered.
+
+Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10] [--dir DIR]``.
+
+The SQLite store is filled as bench/console_queries.py fills it (its :func:`builder`: the
+daemon's own records of four message files, each saved with a new control id and accession,
+received evenly over the 7 days before now, from one of five senders). Then each page function
+runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
+thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
+and the maximum wall time are printed, in ms. The overread page is timed twice: computed afresh
+(a new page object each run: no cached document) and shown again from its cache (the same
+window, grouping and newest message within a minute). docs/benchmarks.md, "Console pages".
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.console_queries import builder  # noqa: E402
+from bench.store_size import fill, templates  # noqa: E402
+from listener.assemble import build_pipeline  # noqa: E402
+from listener.config import load_config  # noqa: E402
+from listener.console import ConsoleDeps, build_console  # noqa: E402
+from listener.console.overread import OverreadPage  # noqa: E402
+from listener.console.web import Caller, Console, Ctx  # noqa: E402
+from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules  # noqa: E402
+
+#: A caller with every permission but ``phi`` (the pages show no patient data either way).
+CALLER = Caller("bench", frozenset({"console", "operator"}), "bearer")
+
+
+def ctx(params: Mapping[str, str]) -> Ctx:
+    """A GET of a page with these query parameters, now."""
+    return Ctx(CALLER, "GET", (), dict(params), {}, datetime.now(UTC))
+
+
+def timed(runs: int, call: Callable[[], object]) -> tuple[float, float]:
+    """(median, max) ms of ``runs`` calls of ``call``."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), max(times)
+
+
+def services(store: Any) -> dict[str, Any]:
+    """What listener/server/http.py ``_console()`` gives the pages, built the daemon's way."""
+    pipeline = build_pipeline(load_config(None))
+    rules = load_outcome_rules(DEFAULT_OUTCOMES_FILE)
+    return {
+        "store": store,
+        "pipeline": lambda: pipeline,
+        "queries": store.reports,
+        "outcome_rules": lambda: rules,
+        "fhir_clients": dict,
+    }
+
+
+def console_on(found: dict[str, Any]) -> Console:
+    """The console with every page on ``found`` (the reactor-side parts are never called here)."""
+
+    def unused(*_args: Any) -> Any:
+        raise AssertionError("the bench calls pages directly")
+
+    deps = ConsoleDeps(
+        clients=dict, bearer=unused, send=unused, run_in_thread=unused, clock=time.monotonic, services=found
+    )
+    return build_console(deps)
+
+
+def measure(store: Any, runs: int) -> None:
+    """Time each page and print one line each."""
+    found = services(store)
+    console = console_on(found)
+
+    def page(name: str, params: Mapping[str, str]) -> Callable[[], object]:
+        registered = console.pages[name]
+        return lambda: console.render(registered.page(ctx(params)), CALLER, name)
+
+    def fresh(params: Mapping[str, str]) -> Callable[[], object]:
+        return lambda: console.render(OverreadPage(found)(ctx(params)), CALLER, "overread")
+
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("overview 24 h", page("", {})),
+        ("overview 7 d", page("", {"window": "7d"})),
+    ]
+    for window in ("7d", "30d", "90d"):
+        cases.append((f"overread {window} by reader, computed", fresh({"window": window})))
+    cases.append(("overread 90d by group, computed", fresh({"window": "90d", "by": "group"})))
+    cases.append(("overread 90d by reader, cached", page("overread", {"window": "90d"})))
+    for label, call in cases:
+        median, most = timed(runs, call)
+        print(f"{label:<40} median {median:>9.1f} ms  max {most:>9.1f} ms", flush=True)
+
+
+def main() -> None:
+    """Fill a new SQLite store, print the figures, remove the store."""
+    from listener.store.sqlite import SQLiteStore
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--dir", default="var")
+    args = parser.parse_args()
+    records = templates()
+    now = datetime.now(UTC).replace(microsecond=0)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-pages-", dir=args.dir))
+    try:
+        store = SQLiteStore(work / "overread.db", synchronous="NORMAL")
+        try:
+            _, seconds = fill(store, records, args.messages, 64, builder(now, args.messages))
+            print(f"sqlite: {args.messages} messages stored in {seconds:.0f} s", flush=True)
+            measure(store, args.runs)
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
