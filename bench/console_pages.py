@@ -46,13 +46,16 @@ def ctx(params: Mapping[str, str]) -> Ctx:
     return Ctx(CALLER, "GET", (), dict(params), {}, datetime.now(UTC))
 
 
+def once(call: Callable[[], object]) -> float:
+    """The ms one call of ``call`` takes."""
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
 def timed(runs: int, call: Callable[[], object]) -> tuple[float, float]:
     """(median, max) ms of ``runs`` calls of ``call``."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
+    times = [once(call) for _ in range(runs)]
     return statistics.median(times), max(times)
 
 

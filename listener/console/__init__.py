@@ -7,7 +7,7 @@ request context, run on a thread against the store. :func:`build_console` regist
 from __future__ import annotations
 
 from listener.console.overread import OverreadPage
-from listener.console.overview import overview_page
+from listener.console.overview import OverviewPage
 from listener.console.web import Console, ConsoleDeps
 
 __all__ = ["Console", "ConsoleDeps", "build_console"]
@@ -16,7 +16,6 @@ __all__ = ["Console", "ConsoleDeps", "build_console"]
 def build_console(deps: ConsoleDeps) -> Console:
     """The console with all its pages, on what ``deps`` gives."""
     console = Console(deps)
-    store = deps.services["store"]
-    console.page("", lambda ctx: overview_page(ctx, store))
+    console.page("", OverviewPage(deps.services["store"]))
     console.page("overread", OverreadPage(deps.services))
     return console

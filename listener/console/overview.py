@@ -1,25 +1,31 @@
 """The overview page: traffic, answers, the outbox per destination and store health (docs/console.md, "Overview").
 
-Layer: a page function; runs on a thread and reads the store. The counts come from one
-:meth:`listener.store.base.Store.traffic` call (grouped by the database over the window's rows);
-the outbox from :meth:`~listener.store.base.Store.outbox_stats`.
+Layer: a page object; its call runs on a thread and reads the store. The counts come from
+:meth:`listener.store.base.Store.traffic` (grouped by the database over the window's rows): the
+bins before the current one are counted once every :data:`CLOSED_SECONDS` and kept in the page
+object, the current bin on every request; the outbox comes from
+:meth:`~listener.store.base.Store.outbox_stats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from listener.console.bins import bin_label, bin_starts, fill, is_nack, window_start
 from listener.console.charts import Chart, bars
 from listener.console.web import Ctx, Reply
-from listener.store.base import Store, TrafficBin
+from listener.store.base import Store, TrafficBin, bin_start
 
-__all__ = ["WINDOWS", "overview_page", "sender_of", "traffic_section"]
+__all__ = ["CLOSED_SECONDS", "WINDOWS", "OverviewPage", "overview_page", "sender_of", "traffic_section"]
 
 #: The overview's windows: name -> (bin step, number of bins, label).
 WINDOWS = {"24h": ("hour", 24, "last 24 hours, per hour"), "7d": ("day", 7, "last 7 days, per day")}
+#: How long the counts of a window's closed bins are shown again before they are counted afresh.
+CLOSED_SECONDS = 300.0
 
 
 def _age(seconds: float) -> str:
@@ -83,15 +89,49 @@ def traffic_section(rows: Sequence[TrafficBin], starts: Sequence[datetime], step
     }
 
 
-def overview_page(ctx: Ctx, store: Store) -> Reply:
-    """Traffic of the window (``?window=24h`` or ``7d``), answers, the outbox per destination, store health."""
+class OverviewPage:
+    """The overview page with its cache of the window's closed bins.
+
+    The bins before the current hour (24 h) or day (7 d) are counted once and kept for
+    :data:`CLOSED_SECONDS` (a reprocessed message can still change its state and answer); the
+    current bin is counted on every request. docs/console.md, "Overview".
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._closed: dict[str, tuple[float, datetime, datetime, tuple[TrafficBin, ...]]] = {}
+
+    def traffic(self, since: datetime, now: datetime, step: str) -> tuple[tuple[TrafficBin, ...], datetime]:
+        """The window's bins (closed ones from the cache) and when the closed ones were counted."""
+        current = bin_start(now, step)
+        at = self.clock()
+        with self._lock:
+            found = self._closed.get(step)
+        if found is None or found[1] != current or at - found[0] > CLOSED_SECONDS:
+            found = (at, current, now, self.store.traffic(since, current, step=step))
+            with self._lock:
+                self._closed[step] = found
+        return found[3] + self.store.traffic(current, now, step=step), found[2]
+
+    def __call__(self, ctx: Ctx) -> Reply:
+        """Traffic of the window (``?window=24h`` or ``7d``), answers, the outbox per destination, store health."""
+        return overview_page(ctx, self.store, self.traffic)
+
+
+def overview_page(
+    ctx: Ctx, store: Store, traffic_of: Callable[[datetime, datetime, str], tuple[tuple[TrafficBin, ...], datetime]]
+) -> Reply:
+    """The overview's reply; ``traffic_of(since, now, step)`` counts the window (:meth:`OverviewPage.traffic`)."""
     window = ctx.param("window", "24h")
     if window not in WINDOWS:
         window = "24h"
     step, count, title = WINDOWS[window]
     since = window_start(ctx.now, step, count)
     starts = bin_starts(since, ctx.now, step)
-    traffic = traffic_section(store.traffic(since, ctx.now, step=step), starts, step, title)
+    rows, counted = traffic_of(since, ctx.now, step)
+    traffic = traffic_section(rows, starts, step, title)
     stats = store.outbox_stats(ctx.now)
     states = {s.destination: s for s in store.destination_states()}
     names = sorted({d.destination for d in stats.depth} | set(states))
@@ -126,5 +166,7 @@ def overview_page(ctx: Ctx, store: Store) -> Reply:
             "window_title": title,
             "since": since,
             "traffic": traffic,
+            "counted": counted,
+            "step": step,
         },
     )
