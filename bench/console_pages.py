@@ -1,15 +1,17 @@
 """The web console's pages over 100,000 stored messages: server time of each page, rendered.
 
-Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10] [--dir DIR]``.
+Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10]
+[--computed-runs 10] [--dir DIR]``.
 
 The SQLite store is filled as bench/console_queries.py fills it (its :func:`builder`: the
 daemon's own records of four message files, each saved with a new control id and accession,
 received evenly over the 7 days before now, from one of five senders). Then each page function
 runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
 thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
-and the maximum wall time are printed, in ms. The overread page is timed twice: computed afresh
-(a new page object each run: no cached document) and shown again from its cache (the same
-window, grouping and newest message within a minute). docs/benchmarks.md, "Console pages".
+and the maximum wall time are printed, in ms. Each page is timed twice: with a new page object each
+run (the overview counts every bin, the overread page computes its document; ``--computed-runs``
+of those) and with the console's own page object (the overview's closed bins and the overread
+document kept from the run before). docs/benchmarks.md, "Console pages".
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.console import ConsoleDeps, build_console  # noqa: E402
 from listener.console.overread import OverreadPage  # noqa: E402
-from listener.console.web import Caller, Console, Ctx  # noqa: E402
+from listener.console.overview import OverviewPage  # noqa: E402
+from listener.console.web import Caller, Console, Ctx, Page  # noqa: E402
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules  # noqa: E402
 
 #: A caller with every permission but ``phi`` (the pages show no patient data either way).
@@ -84,7 +87,7 @@ def console_on(found: dict[str, Any]) -> Console:
     return build_console(deps)
 
 
-def measure(store: Any, runs: int) -> None:
+def measure(store: Any, runs: int, computed_runs: int) -> None:
     """Time each page and print one line each."""
     found = services(store)
     console = console_on(found)
@@ -93,20 +96,26 @@ def measure(store: Any, runs: int) -> None:
         registered = console.pages[name]
         return lambda: console.render(registered.page(ctx(params)), CALLER, name)
 
-    def fresh(params: Mapping[str, str]) -> Callable[[], object]:
-        return lambda: console.render(OverreadPage(found)(ctx(params)), CALLER, "overread")
+    def fresh(make: Callable[[], Page], name: str, params: Mapping[str, str]) -> Callable[[], object]:
+        return lambda: console.render(make()(ctx(params)), CALLER, name)
 
-    cases: list[tuple[str, Callable[[], object]]] = [
-        ("overview 24 h", page("", {})),
-        ("overview 7 d", page("", {"window": "7d"})),
-    ]
+    cases: list[tuple[str, int, Callable[[], object]]] = []
+    for window in ("24h", "7d"):
+        overview = fresh(lambda: OverviewPage(store), "", {"window": window})
+        cases.append((f"overview {window}, all bins counted", runs, overview))
+        cases.append((f"overview {window}, closed bins kept", runs, page("", {"window": window})))
     for window in ("7d", "30d", "90d"):
-        cases.append((f"overread {window} by reader, computed", fresh({"window": window})))
-    cases.append(("overread 90d by group, computed", fresh({"window": "90d", "by": "group"})))
-    cases.append(("overread 90d by reader, cached", page("overread", {"window": "90d"})))
-    for label, call in cases:
-        median, most = timed(runs, call)
-        print(f"{label:<40} median {median:>9.1f} ms  max {most:>9.1f} ms", flush=True)
+        cases.append(
+            (
+                f"overread {window} by reader, computed",
+                computed_runs,
+                fresh(lambda: OverreadPage(found), "overread", {"window": window}),
+            )
+        )
+    cases.append(("overread 90d by reader, kept", runs, page("overread", {"window": "90d"})))
+    for label, n, call in cases:
+        median, most = timed(n, call)
+        print(f"{label:<40} {n:>2} runs  median {median:>9.1f} ms  max {most:>9.1f} ms", flush=True)
 
 
 def main() -> None:
@@ -116,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--computed-runs", type=int, default=10, help="runs of the overread page computed afresh")
     parser.add_argument("--dir", default="var")
     args = parser.parse_args()
     records = templates()
@@ -127,7 +137,7 @@ def main() -> None:
         try:
             _, seconds = fill(store, records, args.messages, 64, builder(now, args.messages))
             print(f"sqlite: {args.messages} messages stored in {seconds:.0f} s", flush=True)
-            measure(store, args.runs)
+            measure(store, args.runs, args.computed_runs)
         finally:
             store.close()
     finally:
