@@ -53,7 +53,11 @@ def traffic_section(rows: Sequence[TrafficBin], starts: Sequence[datetime], step
     labels = [bin_label(s, step) for s in starts]
     chart: Chart | None = None
     if series:
-        chart = bars(f"Messages per {step} by sender, {title}", labels, series, every=3 if step == "hour" else 1)
+        # Each row of four legend entries takes room from the plot: the chart grows with it.
+        height = 280 + 20 * -(-len(series) // 4)
+        chart = bars(
+            f"Messages per {step} by sender, {title}", labels, series, every=3 if step == "hour" else 1, height=height
+        )
     senders: dict[str, dict[str, Any]] = {}
     codes: dict[str, int] = {}
     states: dict[str, int] = {}
