@@ -7,10 +7,11 @@ the store's aggregates (:meth:`listener.store.base.Store.bucket_mix`,
 page shows the numbers ``overread scorecard`` and ``/api/scorecard`` give.
 
 Grading a window's chains reads every accession received in it; on a large store that takes
-seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed document
-for :data:`CACHE_SECONDS`, keyed by the window, the grouping, the minimum of graded reads and the
-store's newest message pk (a new message makes a new document); the page says when its figures
-were computed.
+tens of seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed
+document, keyed by the window, the grouping and the minimum of graded reads, with the store's
+newest message pk it saw: it is current while no message arrived, for :data:`CACHE_SECONDS`;
+then it is shown while a new one is computed in the background, for up to
+:data:`STALE_SECONDS`. The page says when its figures were computed.
 
 No patient data is shown: reader ids, groups, sites, pools and counts only.
 """
@@ -28,11 +29,17 @@ from typing import Any
 from listener.console.bins import STEP_WIDTH, bin_label, bin_starts, fill, window_start
 from listener.console.charts import bars, lines
 from listener.console.web import Ctx, Reply
+from listener.logs import get_logger
 from listener.outcome_data import HistoryContext, collect
 from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, scorecard, spread
 from listener.sites import EMPTY_DIRECTORY
 
-__all__ = ["BY", "CACHE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "worklist"]
+__all__ = ["BY", "CACHE_SECONDS", "STALE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "in_thread", "worklist"]
+
+
+def _log() -> Any:
+    return get_logger("listener.console")
+
 
 #: The windows: name -> (days, turnaround bin step, label).
 WINDOWS = {
@@ -43,8 +50,10 @@ WINDOWS = {
 DEFAULT_WINDOW = "90d"
 #: What the discrepancy table groups by (a subset of the scorecard's).
 BY = ("reader", "group", "site")
-#: How long a computed document is shown again for the same key.
+#: How long a computed document is shown as current (no new message since).
 CACHE_SECONDS = 60.0
+#: How long a computed document may still be shown while a newer one is computed in the background.
+STALE_SECONDS = 900.0
 #: Computed documents kept at most (the oldest goes first).
 CACHE_ENTRIES = 16
 #: Open tasks the worklist reads at most (newest first); beyond it the page says the counts are partial.
@@ -56,11 +65,17 @@ DEFAULT_MIN_READS = 30
 
 @dataclass(frozen=True, slots=True)
 class _Computed:
-    """A computed document and when it was computed (monotonic seconds and wall time)."""
+    """A computed document: when (monotonic seconds and wall time) and the newest message pk it saw."""
 
     at: float
     computed: datetime
+    newest: int
     document: Mapping[str, Any]
+
+
+def in_thread(job: Callable[[], None]) -> None:
+    """Run ``job`` on a new daemon thread (a document computed in the background)."""
+    threading.Thread(target=job, name="console-overread", daemon=True).start()
 
 
 def worklist(tasks: list[tuple[Any, datetime | None]]) -> list[dict[str, Any]]:
@@ -95,18 +110,31 @@ def _above(row: ScorecardRow, group: ScorecardRow | None, key: str) -> bool:
 class OverreadPage:
     """The ``/console/overread`` page with its short-lived cache of computed documents."""
 
-    def __init__(self, services: Mapping[str, Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        services: Mapping[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+        refresh: Callable[[Callable[[], None]], None] = in_thread,
+    ) -> None:
         self.store = services["store"]
         self.queries = services["queries"]
         self.pipeline = services["pipeline"]
         self.rules = services["outcome_rules"]
         self.fhir_clients = services["fhir_clients"]
         self.clock = clock
+        self.refresh = refresh
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, int, int], _Computed] = {}
+        self._cache: dict[tuple[str, str, int], _Computed] = {}
+        self._refreshing: set[tuple[str, str, int]] = set()
 
     def __call__(self, ctx: Ctx) -> Reply:
-        """The page for ``?window=`` (7d, 30d, 90d), ``?by=`` (reader, group, site) and ``?min_reads=``."""
+        """The page for ``?window=`` (7d, 30d, 90d), ``?by=`` (reader, group, site) and ``?min_reads=``.
+
+        A document computed for the same choices is shown as it is while no message arrived and
+        for :data:`CACHE_SECONDS`; after that, and for up to :data:`STALE_SECONDS`, it is still
+        shown (the page says so) while a new one is computed in the background (``refresh``).
+        Without one, or with an older one, the request computes the document itself.
+        """
         window = ctx.param("window", DEFAULT_WINDOW)
         if window not in WINDOWS:
             window = DEFAULT_WINDOW
@@ -119,28 +147,56 @@ class OverreadPage:
             min_reads = int(text)
         else:
             min_reads, problem = DEFAULT_MIN_READS, "min_reads must be a whole number, 1 or more: 30 is used."
-        key = (window, by, min_reads, self.store.newest_message_pk())
-        now_seconds = self.clock()
+        key = (window, by, min_reads)
+        newest = self.store.newest_message_pk()
+        at = self.clock()
         with self._lock:
             found = self._cache.get(key)
-        if found is None or now_seconds - found.at > CACHE_SECONDS:
-            found = _Computed(now_seconds, ctx.now, self.document(ctx.now, window, by, min_reads))
-            with self._lock:
-                self._cache = {k: v for k, v in self._cache.items() if now_seconds - v.at <= CACHE_SECONDS}
-                while len(self._cache) >= CACHE_ENTRIES:
-                    del self._cache[min(self._cache, key=lambda k: self._cache[k].at)]
-                self._cache[key] = found
+        refreshing = False
+        if found is None or at - found.at > STALE_SECONDS:
+            found = self._compute(key, ctx.now, newest)
+        elif found.newest != newest or at - found.at > CACHE_SECONDS:
+            refreshing = True
+            self._refresh_later(key, ctx.now, newest)
         context = dict(found.document)
         context.update(
             {
                 "computed": found.computed,
                 "cached": found.computed != ctx.now,
+                "refreshing": refreshing,
                 "windows": [(name, label) for name, (_, _, label) in WINDOWS.items()],
                 "bys": BY,
                 "problem": problem,
             }
         )
         return Reply("overread.html.j2", context)
+
+    def _compute(self, key: tuple[str, str, int], now: datetime, newest: int) -> _Computed:
+        """Compute the document of ``key`` and keep it (the oldest kept one goes beyond :data:`CACHE_ENTRIES`)."""
+        found = _Computed(self.clock(), now, newest, self.document(now, *key))
+        with self._lock:
+            self._cache[key] = found
+            while len(self._cache) > CACHE_ENTRIES:
+                del self._cache[min(self._cache, key=lambda k: self._cache[k].at)]
+        return found
+
+    def _refresh_later(self, key: tuple[str, str, int], now: datetime, newest: int) -> None:
+        """Compute ``key``'s document in the background unless that is already under way."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def job() -> None:
+            try:
+                self._compute(key, now, newest)
+            except Exception as exc:  # noqa: BLE001 - logged; the next request computes again
+                _log().warning("console_overread_refresh_failed", error_type=type(exc).__name__)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key)
+
+        self.refresh(job)
 
     def document(self, now: datetime, window: str, by: str, min_reads: int) -> dict[str, Any]:
         """Every figure of the page for one window, grouping and minimum (blocking)."""

@@ -9,14 +9,14 @@ edits it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from listener.console.overread import CACHE_SECONDS, OverreadPage
+from listener.console.overread import CACHE_SECONDS, STALE_SECONDS, OverreadPage, in_thread
 from listener.console.web import NAV, Caller, Ctx, environment
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules
 from listener.pipeline import Pipeline
@@ -50,7 +50,12 @@ def fixture_store(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) 
         store.close()
 
 
-def _page(store: SQLiteStore, pipeline: Pipeline, clock: Clock) -> OverreadPage:
+def _page(
+    store: SQLiteStore,
+    pipeline: Pipeline,
+    clock: Clock,
+    refresh: Callable[[Callable[[], None]], None] = in_thread,
+) -> OverreadPage:
     rules = load_outcome_rules(DEFAULT_OUTCOMES_FILE)
     services: dict[str, Any] = {
         "store": store,
@@ -59,7 +64,7 @@ def _page(store: SQLiteStore, pipeline: Pipeline, clock: Clock) -> OverreadPage:
         "outcome_rules": lambda: rules,
         "fhir_clients": dict,
     }
-    return OverreadPage(services, clock=clock)
+    return OverreadPage(services, clock=clock, refresh=refresh)
 
 
 def _ctx(now: datetime, **params: str) -> Ctx:
@@ -102,25 +107,40 @@ def test_a_reader_whose_interval_lies_above_the_groups_is_flagged(store: SQLiteS
         assert secret not in html
 
 
-def test_a_computed_document_is_kept_until_a_new_message_or_a_minute_later(tmp_path: Path, pipeline: Pipeline) -> None:
+def test_a_kept_document_is_shown_while_a_newer_one_is_computed(tmp_path: Path, pipeline: Pipeline) -> None:
     store = SQLiteStore.in_state_dir(tmp_path / "state")
+    jobs: list[Callable[[], None]] = []
     try:
         _save(store, pipeline, PRELIM, "OC1", "OCP1", 0)
         clock = Clock()
-        page = _page(store, pipeline, clock)
+        page = _page(store, pipeline, clock, jobs.append)
         first = page(_ctx(NOW, window="7d"))
         assert first.context["computed"] == NOW and not first.context["cached"]
+        assert sum(first.context["mix_totals"].values()) == 1
         later = NOW + timedelta(seconds=30)
         clock.now += 30
         again = page(_ctx(later, window="7d"))
-        assert again.context["computed"] == NOW and again.context["cached"]
-        assert page(_ctx(later, window="30d")).context["computed"] == later  # another window: its own document
+        assert again.context["computed"] == NOW and again.context["cached"] and not again.context["refreshing"]
+        assert page(_ctx(later, window="30d")).context["computed"] == later  # other choices: their own document
+        assert jobs == []
+
+        # A new message: the kept document is shown, once, while a newer one is computed in the background.
         _save(store, pipeline, FINAL, "OC1", "OCF1", 120)
-        fresh = page(_ctx(later, window="7d"))
-        assert fresh.context["computed"] == later and not fresh.context["cached"]
+        stale = page(_ctx(later, window="7d"))
+        assert stale.context["computed"] == NOW and stale.context["refreshing"]
+        assert sum(stale.context["mix_totals"].values()) == 1
+        assert page(_ctx(later, window="7d")).context["refreshing"] and len(jobs) == 1  # one job per document
+        jobs.pop()()
+        fresh = page(_ctx(later + timedelta(seconds=1), window="7d"))
+        assert fresh.context["computed"] == later and not fresh.context["refreshing"]
         assert sum(fresh.context["mix_totals"].values()) == 2
+
+        # A minute later the document is refreshed in the background; much later the request computes it.
         clock.now += CACHE_SECONDS + 1
-        end = later + timedelta(seconds=CACHE_SECONDS + 1)
+        assert page(_ctx(later, window="7d")).context["refreshing"] and len(jobs) == 1
+        jobs.clear()
+        clock.now += STALE_SECONDS
+        end = later + timedelta(seconds=STALE_SECONDS)
         assert page(_ctx(end, window="7d")).context["computed"] == end
     finally:
         store.close()
