@@ -254,8 +254,9 @@ _V7 = (
 
 _V8 = (
     # The console's reads (docs/store.md, "Console reads"): traffic counts a
-    # window's messages from this index alone, bucket_mix and messages(bucket=)
-    # read a message's buckets without its reports' rows.
+    # window's messages from this index alone (an index-only scan once vacuumed;
+    # the server hashes the groups), bucket_mix and messages(bucket=) read a
+    # message's buckets without its reports' rows.
     "CREATE INDEX messages_traffic ON messages (received, sender_application, sender_facility, transport, ack_code, state)",
     "CREATE INDEX reports_message_bucket ON reports (message_id, bucket)",
 )

@@ -66,20 +66,21 @@ def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Hist
 _TRAFFIC_COLUMNS = ("m.sender_application", "m.sender_facility", "m.transport", "m.ack_code", "m.state")
 
 
-def traffic_sql(bin_expr: str, mark: str, collate: str = "") -> str:
+def traffic_sql(bin_expr: str, mark: str, collate: str = "", *, window: str = "") -> str:
     """The GROUP BY of :meth:`~listener.store.base.Store.traffic` over ``messages m``.
 
     ``bin_expr`` is the backend's SQL for a row's bin (from ``m.received``),
     ``mark`` its placeholder (the window's start, then its end), ``collate`` what
-    follows each text column in ORDER BY so every backend orders by code point.
-    The window is a range on ``m.received``: the ``messages_received`` index.
+    follows each text column in ORDER BY so every backend orders by code point,
+    ``window`` more conditions (ANDed) that lead the backend to its index.
+    The window is a range on ``m.received``.
     """
     columns = ", ".join(_TRAFFIC_COLUMNS)
     order = ", ".join(f"{c}{collate}" for c in _TRAFFIC_COLUMNS)
     return (
-        f"SELECT {bin_expr} AS bin, {columns}, count(*) FROM messages m"
-        f" WHERE m.received >= {mark} AND m.received < {mark}"
-        f" GROUP BY bin, {columns} ORDER BY bin, {order}"
+        f"SELECT {bin_expr} AS bin, {columns}, count(*) AS n FROM messages m"
+        f" WHERE {window}m.received >= {mark} AND m.received < {mark}"
+        f" GROUP BY {bin_expr}, {columns} ORDER BY {bin_expr}, {order}"
     )
 
 

@@ -747,19 +747,29 @@ class SQLiteStore:
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
 
-        A stored time is fixed-width UTC text, so its first 13 (hour) or 10
-        (day) characters name its bin; SQLite groups the window's rows, read
-        through the ``messages_received`` index.
+        A stored time is fixed-width UTC text, so its first 13 characters name
+        its hour. The ``messages_traffic`` index is ordered by exactly that
+        hour, then the kind: the window's hours are one range of it, read in
+        group order, so SQLite counts each group as it passes (no sort of the
+        window's rows). Days add up their hours' counts.
 
         Raises:
             StoreError: the store cannot be read.
             ValueError: a naive time or an unknown step.
         """
-        width, moment = _bin_of(since, until, step)
+        _, moment = _bin_of(since, until, step)
         if until <= since:
             return ()
-        sql = traffic_sql(f"substr(m.received, 1, {width})", "?")
-        return traffic_bins(self._read("counting traffic", sql, (_ts(since), _ts(until))), moment)
+        hour = "substr(m.received, 1, 13)"
+        sql = traffic_sql(hour, "?", window=f"{hour} BETWEEN substr(?, 1, 13) AND substr(?, 1, 13) AND ")
+        if step == "day":
+            columns = "sender_application, sender_facility, transport, ack_code, state"
+            sql = (
+                f"SELECT substr(bin, 1, 10) AS day, {columns}, sum(n) FROM ({sql})"
+                f" GROUP BY day, {columns} ORDER BY day, {columns}"
+            )
+        start, end = _ts(since), _ts(until)
+        return traffic_bins(self._read("counting traffic", sql, (start, end, start, end)), moment)
 
     def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
