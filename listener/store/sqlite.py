@@ -72,7 +72,16 @@ from listener.store.base import (
 )
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
-from listener.store.rows import SUMMARY_COLUMNS, bucket_bins, bucket_mix_sql, history_entry, traffic_bins, traffic_sql
+from listener.store.rows import (
+    SUMMARY_COLUMNS,
+    TRAFFIC_COLUMNS,
+    bucket_bins,
+    bucket_mix_sql,
+    by_day,
+    history_entry,
+    traffic_bins,
+    traffic_sql,
+)
 from listener.store.schema import (
     SCHEMA_VERSION,
     Migration,
@@ -107,15 +116,21 @@ _ts = ops.ts
 _dt = ops.dt
 
 
-def _bin_of(since: datetime, until: datetime, step: str) -> tuple[int, Callable[[str], datetime]]:
-    """Check a window and step; return how many leading characters of a stored time name its
-    bin, and how a bin's text becomes its aware UTC start."""
+#: A message's UTC hour as SQLite reads it: the leading expression of the ``messages_traffic`` index.
+_HOUR = "substr(m.received, 1, 13)"
+#: The console reads' window: whole hours of that index, then the exact times (start, end, start, end).
+_WINDOW = f"{_HOUR} BETWEEN substr(?, 1, 13) AND substr(?, 1, 13) AND m.received >= ? AND m.received < ?"
+
+
+def _bin_of(since: datetime, until: datetime, step: str) -> Callable[[str], datetime]:
+    """Check a window and step; return how a bin's text (an hour's 13 or a day's 10 leading
+    characters of a stored time) becomes its aware UTC start."""
     require_aware(since, "since")
     require_aware(until, "until")
     require_step(step)
     if step == "day":
-        return 10, lambda key: datetime.fromisoformat(f"{key}T00:00:00+00:00")
-    return 13, lambda key: datetime.fromisoformat(f"{key}:00:00+00:00")
+        return lambda key: datetime.fromisoformat(f"{key}T00:00:00+00:00")
+    return lambda key: datetime.fromisoformat(f"{key}:00:00+00:00")
 
 
 # ------------------------------------------------------------------ connections
@@ -757,33 +772,26 @@ class SQLiteStore:
             StoreError: the store cannot be read.
             ValueError: a naive time or an unknown step.
         """
-        _, moment = _bin_of(since, until, step)
+        moment = _bin_of(since, until, step)
         if until <= since:
             return ()
-        hour = "substr(m.received, 1, 13)"
-        sql = traffic_sql(hour, "?", window=f"{hour} BETWEEN substr(?, 1, 13) AND substr(?, 1, 13) AND ")
+        sql = traffic_sql(_HOUR, _WINDOW)
         if step == "day":
-            columns = "sender_application, sender_facility, transport, ack_code, state"
-            sql = (
-                f"SELECT substr(bin, 1, 10) AS day, {columns}, sum(n) FROM ({sql})"
-                f" GROUP BY day, {columns} ORDER BY day, {columns}"
-            )
+            sql = by_day(sql, "substr(bin, 1, 10)", TRAFFIC_COLUMNS)
         start, end = _ts(since), _ts(until)
         return traffic_bins(self._read("counting traffic", sql, (start, end, start, end)), moment)
 
     def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
-        (see :meth:`Store.bucket_mix`).
-
-        Raises:
-            StoreError: the store cannot be read.
-            ValueError: a naive time or an unknown step.
-        """
-        width, moment = _bin_of(since, until, step)
+        (see :meth:`Store.bucket_mix`; its errors, and StoreError), through ``reports_message_bucket``."""
+        moment = _bin_of(since, until, step)
         if until <= since:
             return ()
-        sql = bucket_mix_sql(f"substr(m.received, 1, {width})", "?")
-        return bucket_bins(self._read("counting buckets", sql, (_ts(since), _ts(until))), moment)
+        sql = bucket_mix_sql(_HOUR, _WINDOW)
+        if step == "day":
+            sql = by_day(sql, "substr(bin, 1, 10)", ("bucket",))
+        start, end = _ts(since), _ts(until)
+        return bucket_bins(self._read("counting buckets", sql, (start, end, start, end)), moment)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`); by primary key, in chunks."""
