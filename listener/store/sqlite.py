@@ -602,7 +602,9 @@ class SQLiteStore:
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
         if bucket is not None:
-            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.bucket = ?)")
+            # A probe of reports_message_bucket per message, in message order: a page
+            # ends once it is full, so a common bucket reads little (docs/store.md).
+            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = ?)")
             params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
         cursor = after if after is not None else 0
