@@ -90,8 +90,10 @@ from listener.store.pg_schema import (
 from listener.store.pgurl import display_url
 from listener.store.rows import (
     SUMMARY_COLUMNS,
+    TRAFFIC_COLUMNS,
     bucket_bins,
     bucket_mix_sql,
+    by_day,
     history_entry,
     message_summary,
     traffic_bins,
@@ -120,9 +122,20 @@ def _window(since: datetime, until: datetime, step: str) -> bool:
     return since < until
 
 
-def _bin_sql(step: str) -> str:
-    """SQL for the start of the UTC hour or day of ``m.received`` (a timestamptz), whatever the session's zone."""
-    return f"(date_trunc('{step}', m.received AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+#: A message's UTC hour (a timestamp without zone): the leading expression of the ``messages_traffic`` index.
+_HOUR = "date_trunc('hour', m.received AT TIME ZONE 'UTC')"
+#: The console reads' window: whole hours of that index, then the exact times (start, end, start, end).
+_WINDOW = (
+    f"{_HOUR} BETWEEN date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC')"
+    " AND date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC') AND m.received >= %s AND m.received < %s"
+)
+#: Text ordered by code point, as SQLite and Python order it, whatever the database's collation.
+_C = ' COLLATE "C"'
+
+
+def _utc_of_naive(value: datetime) -> datetime:
+    """An aware UTC datetime of a UTC timestamp without zone."""
+    return value.replace(tzinfo=UTC)
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:
@@ -945,7 +958,9 @@ class PostgresStore:
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
         if bucket is not None:
-            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.bucket = %s)")
+            # A probe of reports_message_bucket per message, in message order: a page
+            # ends once it is full, so a common bucket reads little (docs/store.md).
+            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = %s)")
             params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT %s"
         cursor = after if after is not None else 0
@@ -1058,20 +1073,29 @@ class PostgresStore:
         return tuple(str(accession) for (accession,) in rows)
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
-        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`),
-        grouped by the server over the ``messages_received`` index's range."""
+        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
+
+        The ``messages_traffic`` index leads with the UTC hour, then the kind:
+        the window is one range of it, read in group order (an index-only scan
+        once vacuumed), so no sort. Days add up their hours' counts.
+        """
         if not _window(since, until, step):
             return ()
-        sql = traffic_sql(_bin_sql(step), "%s", ' COLLATE "C"')
-        return traffic_bins(self._rows("counting traffic", sql, (since, until)), _utc)
+        sql = traffic_sql(_HOUR, _WINDOW, _C)
+        if step == "day":
+            sql = by_day(sql, "date_trunc('day', bin)", TRAFFIC_COLUMNS, _C)
+        return traffic_bins(self._rows("counting traffic", sql, (since, until, since, until)), _utc_of_naive)
 
     def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
-        (see :meth:`Store.bucket_mix`)."""
+        (see :meth:`Store.bucket_mix`), grouped by hour (the index's expression, so the server
+        knows how many groups to expect), then by day."""
         if not _window(since, until, step):
             return ()
-        sql = bucket_mix_sql(_bin_sql(step), "%s", ' COLLATE "C"')
-        return bucket_bins(self._rows("counting buckets", sql, (since, until)), _utc)
+        sql = bucket_mix_sql(_HOUR, _WINDOW, _C)
+        if step == "day":
+            sql = by_day(sql, "date_trunc('day', bin)", ("bucket",), _C)
+        return bucket_bins(self._rows("counting buckets", sql, (since, until, since, until)), _utc_of_naive)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""

@@ -63,36 +63,51 @@ def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Hist
 
 
 #: The message columns :meth:`~listener.store.base.Store.traffic` groups by, after the bin.
-_TRAFFIC_COLUMNS = ("m.sender_application", "m.sender_facility", "m.transport", "m.ack_code", "m.state")
+TRAFFIC_COLUMNS = ("sender_application", "sender_facility", "transport", "ack_code", "state")
 
 
-def traffic_sql(bin_expr: str, mark: str, collate: str = "") -> str:
-    """The GROUP BY of :meth:`~listener.store.base.Store.traffic` over ``messages m``.
+def _ordered(columns: Sequence[str], collate: str) -> str:
+    return ", ".join(f"{c}{collate}" for c in columns)
 
-    ``bin_expr`` is the backend's SQL for a row's bin (from ``m.received``),
-    ``mark`` its placeholder (the window's start, then its end), ``collate`` what
-    follows each text column in ORDER BY so every backend orders by code point.
-    The window is a range on ``m.received``: the ``messages_received`` index.
+
+def traffic_sql(hour: str, window: str, collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.traffic` by hour over ``messages m``.
+
+    ``hour`` is the backend's SQL for the hour of ``m.received`` (the leading
+    expression of its ``messages_traffic`` index, so the groups come in index
+    order), ``window`` its conditions for the window (with the placeholders),
+    ``collate`` what follows each text column in ORDER BY so every backend
+    orders by code point. Counts are ``n``.
     """
-    columns = ", ".join(_TRAFFIC_COLUMNS)
-    order = ", ".join(f"{c}{collate}" for c in _TRAFFIC_COLUMNS)
+    columns = [f"m.{c}" for c in TRAFFIC_COLUMNS]
     return (
-        f"SELECT {bin_expr} AS bin, {columns}, count(*) FROM messages m"
-        f" WHERE m.received >= {mark} AND m.received < {mark}"
-        f" GROUP BY bin, {columns} ORDER BY bin, {order}"
+        f"SELECT {hour} AS bin, {', '.join(columns)}, count(*) AS n FROM messages m WHERE {window}"
+        f" GROUP BY {hour}, {', '.join(columns)} ORDER BY {hour}, {_ordered(columns, collate)}"
     )
 
 
-def bucket_mix_sql(bin_expr: str, mark: str, collate: str = "") -> str:
-    """The GROUP BY of :meth:`~listener.store.base.Store.bucket_mix` (see :func:`traffic_sql`).
+def bucket_mix_sql(hour: str, window: str, collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.bucket_mix` by hour (see :func:`traffic_sql`).
 
     ``reports`` holds the current processing's reports only (a reprocess moves
-    the earlier ones to ``processings``), joined through its (message_id, seq) key.
+    the earlier ones to ``processings``); each one's bucket is read from the
+    ``reports_message_bucket`` index.
     """
     return (
-        f"SELECT {bin_expr} AS bin, r.bucket, count(*) FROM messages m JOIN reports r ON r.message_id = m.id"
-        f" WHERE m.received >= {mark} AND m.received < {mark}"
-        f" GROUP BY bin, r.bucket ORDER BY bin, r.bucket{collate}"
+        f"SELECT {hour} AS bin, r.bucket, count(*) AS n FROM messages m JOIN reports r ON r.message_id = m.id"
+        f" WHERE {window} GROUP BY {hour}, r.bucket ORDER BY {hour}, r.bucket{collate}"
+    )
+
+
+def by_day(hours: str, day: str, columns: Sequence[str], collate: str = "") -> str:
+    """The hourly counts of ``hours`` (:func:`traffic_sql` or :func:`bucket_mix_sql`) added up by day.
+
+    ``day`` is the backend's SQL for the day of an hour ``bin``.
+    """
+    names = ", ".join(columns)
+    return (
+        f"SELECT {day} AS day, {names}, sum(n) FROM ({hours}) AS hours"
+        f" GROUP BY day, {names} ORDER BY day, {_ordered(columns, collate)}"
     )
 
 
