@@ -12,6 +12,10 @@
   test server ``.ci/postgres.sh`` starts (``OVERREAD_TEST_PG_DSN``, see ``tests/postgres.py``).
   Without it they are deselected with one summary line; with ``OVERREAD_REQUIRE_PG=1``
   (set by ``.ci/run``) its absence is an error instead.
+* Tests marked ``browser`` (``tests/browser/``) drive headless Chromium (``tests/chromium.py``).
+  Without Chromium, chromedriver or Selenium they are deselected with one summary line; with
+  ``OVERREAD_REQUIRE_BROWSER=1`` (set by ``.ci/run``) that is an error instead. When they run,
+  one summary line names the folder their screenshots went to.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +36,7 @@ import structlog
 from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.pipeline import Pipeline
+from tests import chromium
 from tests.postgres import DSN_ENV as PG_DSN_ENV
 from tests.postgres import REQUIRE_ENV as REQUIRE_PG_ENV
 from tests.postgres import server_dsn
@@ -49,12 +55,21 @@ RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 _DESELECTED = pytest.StashKey[int]()
 _PG_DESELECTED = pytest.StashKey[int]()
+_BROWSER_SKIPPED = pytest.StashKey[str]()
+_STARTED = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Note when the run started: the summary counts the screenshots written since."""
+    config.stash[_STARTED] = time.time()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent, and the ``postgresql``
-    tests when no test server runs (or refuse either, if required)."""
+    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent, the ``postgresql``
+    tests when no test server runs, and the ``browser`` tier when Chromium is missing
+    (or refuse any of them, if required)."""
     _drop_postgresql(config, items)
+    _drop_browser(config, items)
     tier = [item for item in items if item.get_closest_marker("corpus") is not None]
     if not tier or REPORTS.is_dir():
         return
@@ -80,6 +95,38 @@ def _drop_postgresql(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[_PG_DESELECTED] = len(pg)
 
 
+def _drop_browser(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tier = [item for item in items if item.get_closest_marker("browser") is not None]
+    absent = chromium.missing() if tier else []
+    if not absent:
+        return
+    what = " and ".join(absent) + (" is" if len(absent) == 1 else " are")
+    _skip_browser(
+        config, f"{len(tier)} tests not run because {what} missing", "apt-get install chromium chromium-driver"
+    )
+    items[:] = [item for item in items if item.get_closest_marker("browser") is None]
+    config.hook.pytest_deselected(items=tier)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out ``tests/browser/`` when Selenium is not installed: its modules import it."""
+    if collection_path != chromium.TIER or chromium.has_selenium():
+        return None
+    _skip_browser(
+        config, f"{collection_path} not collected because the selenium package is missing", "pip install -e '.[test]'"
+    )
+    return True
+
+
+def _skip_browser(config: pytest.Config, why: str, install: str) -> None:
+    """Note the browser tier's summary line, or stop the run when the tier is required."""
+    if os.environ.get(chromium.REQUIRE_ENV) == "1":
+        raise pytest.UsageError(f"{chromium.REQUIRE_ENV}=1 but the browser tier cannot run: {why}")
+    config.stash[_BROWSER_SKIPPED] = (
+        f"browser tier skipped: {why} (install with: {install}; {chromium.REQUIRE_ENV}=1 makes this an error)"
+    )
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line for each whole skipped tier (instead of one skip line per test)."""
     pg = config.stash.get(_PG_DESELECTED, 0)
@@ -88,6 +135,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
             f"postgresql tests skipped: {pg} tests not run because {PG_DSN_ENV} is not set"
             f' (start a server with: eval "$(bash .ci/postgres.sh start)"; {REQUIRE_PG_ENV}=1 makes this an error)'
         )
+    browser = config.stash.get(_BROWSER_SKIPPED, "")
+    if browser:
+        terminalreporter.write_line(browser)
+    started = config.stash.get(_STARTED, time.time())
+    shots = [p for p in chromium.SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= started]
+    if shots:
+        terminalreporter.write_line(f"browser tier screenshots: {len(shots)} PNG files in {chromium.SCREENSHOTS}")
     count = config.stash.get(_DESELECTED, 0)
     if count:
         terminalreporter.write_line(
