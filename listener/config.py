@@ -95,8 +95,10 @@ DEFAULT_OUTBOX_LEASE_SECONDS = 30.0
 _OUTBOX_KEYS = frozenset({"lease_seconds"})
 SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
 #: What an HTTP client may do: POST reports (``submit``), GET Task/DetectedIssue (``read``), the
-#: ``/api`` queries (``operator``), POST peer-review scores as Observation or QuestionnaireResponse (``score``).
-HTTP_PERMISSIONS = ("submit", "read", "operator", "score")
+#: ``/api`` queries and the console's operator actions (``operator``), POST peer-review scores as
+#: Observation or QuestionnaireResponse (``score``), the web console (``console``) and, in it,
+#: patient identifiers, report text and raw bodies (``phi``; docs/console.md).
+HTTP_PERMISSIONS = ("submit", "read", "operator", "score", "console", "phi")
 #: What a client may do when its entry has no ``allow:``. ``operator`` (the ``/api`` message
 #: browser: raw bodies, report text, patients of every sender) is only ever given by name.
 DEFAULT_HTTP_PERMISSIONS = ("submit", "read")

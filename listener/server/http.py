@@ -18,6 +18,7 @@ Layer: reactor code. The tree::
                                     `overread history --format json`)
     /api/scorecard            GET   ?by= &only= &since= &until= &min_reads=   (JSON, like
                                     `overread scorecard --format json`)
+    /console/...              GET, POST  the web console (HTML; listener/console, docs/console.md)
 
 The ``/api`` queries are read-only and need the ``operator`` permission, never given by
 default nor to anonymous callers (docs/http-api.md).
@@ -64,6 +65,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from listener.config import DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER, HttpClient
+from listener.console import Console, ConsoleDeps, build_console
 from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
@@ -492,8 +494,11 @@ def _endpoint_label(path: str) -> str:
         "/api/audit": "api_audit",
         "/api/history": "api_history",
         "/api/scorecard": "api_scorecard",
+        "/console": "console",
     }.get(
-        "/api/messages"
+        "/console"
+        if path.startswith("/console/")
+        else "/api/messages"
         if path.startswith("/api/messages/")
         else "/api/history"
         if path.startswith("/api/history/")
@@ -1144,7 +1149,11 @@ class Api:
         request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
         request.setHeader(b"x-content-type-options", b"nosniff")
         for name, value in answer.headers:
-            request.setHeader(name.encode("ascii"), value.encode("ascii"))
+            if name.lower() == "set-cookie":
+                # One header line per cookie (setHeader would keep only the last).
+                request.responseHeaders.addRawHeader(b"set-cookie", value.encode("ascii"))
+            else:
+                request.setHeader(name.encode("ascii"), value.encode("ascii"))
         request.write(answer.body)
         request.finish()
         started = request.ov_started
@@ -1206,6 +1215,7 @@ def build_site(
     ops.putChild(b"history", _ApiQuery(api, "history"))  # type: ignore[arg-type]
     ops.putChild(b"scorecard", _ApiQuery(api, "scorecard"))  # type: ignore[arg-type]
     root.putChild(b"api", ops)  # type: ignore[arg-type]
+    root.putChild(b"console", _console(api).resource())  # type: ignore[arg-type]
     site = ApiSite(
         root,
         max_body_size=max_body_size,
@@ -1216,6 +1226,29 @@ def build_site(
     )
     site.reactor = reactor
     return site
+
+
+def _console(api: Api) -> Console:
+    """The web console on the API's clients, store and threads (docs/console.md)."""
+
+    def clients() -> dict[str, tuple[str, frozenset[str]]]:
+        return {digest: (c.fhir.name, c.allow) for digest, c in api.access.clients.items()}
+
+    def bearer(request: Any, permission: str) -> tuple[str, frozenset[str]] | HttpAnswer:
+        if not api.access.clients:
+            return _api_error(403, "the console needs http_clients with a client allowed 'console'")
+        found = api.access.check(request, permission)
+        return found if isinstance(found, HttpAnswer) else (found.fhir.name, found.allow)
+
+    deps = ConsoleDeps(
+        clients=clients,
+        bearer=bearer,
+        send=api.send,
+        run_in_thread=api.run_in_thread,
+        clock=api.reactor.seconds,
+        services={"store": api.store, "pipeline": api.intake.pipeline},
+    )
+    return build_console(deps)
 
 
 class _FhirRoot(Resource):
