@@ -9,7 +9,7 @@ FHIR sample over HTTP, so its pages have content. docs/development.md, "Browser 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,18 @@ def fixture_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriv
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """When a browser test fails, save what the browser showed as ``failed-<test>.png``."""
+    report = yield
+    browser = getattr(item, "funcargs", {}).get("driver")
+    if report.when == "call" and report.failed and browser is not None:
+        screenshot(browser, f"failed-{item.name}")
+    return report
 
 
 def screenshot(driver: webdriver.Chrome, name: str) -> Path:

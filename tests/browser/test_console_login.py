@@ -29,10 +29,12 @@ def _base(daemon: RunningDaemon) -> str:
 
 
 def _submit(driver: webdriver.Chrome, button: WebElement) -> None:
-    """Click a form's button and wait until the next page has replaced this one."""
+    """Click a form's button and wait until the next page has replaced this one and finished loading."""
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, PAGE_WAIT).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(driver, PAGE_WAIT)
+    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda browser: browser.execute_script("return document.readyState") == "complete")
 
 
 def _sign_in(driver: webdriver.Chrome, daemon: RunningDaemon, token: str) -> None:
