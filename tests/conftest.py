@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hl7
 import pytest
@@ -57,6 +58,9 @@ _DESELECTED = pytest.StashKey[int]()
 _PG_DESELECTED = pytest.StashKey[int]()
 _BROWSER_SKIPPED = pytest.StashKey[str]()
 _STARTED = pytest.StashKey[float]()
+#: The tier lines pytest-xdist workers sent back (their ``workeroutput`` entry ``_WORKER_KEY``).
+_FROM_WORKERS = pytest.StashKey[list[str]]()
+_WORKER_KEY = "overread_tier_lines"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -127,27 +131,52 @@ def _skip_browser(config: pytest.Config, why: str, install: str) -> None:
     )
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """One line for each whole skipped tier (instead of one skip line per test)."""
+def _tier_lines(config: pytest.Config) -> list[str]:
+    """The summary lines of the tiers this process dropped (see the module docstring)."""
+    lines = []
     pg = config.stash.get(_PG_DESELECTED, 0)
     if pg:
-        terminalreporter.write_line(
+        lines.append(
             f"postgresql tests skipped: {pg} tests not run because {PG_DSN_ENV} is not set"
             f' (start a server with: eval "$(bash .ci/postgres.sh start)"; {REQUIRE_PG_ENV}=1 makes this an error)'
         )
     browser = config.stash.get(_BROWSER_SKIPPED, "")
     if browser:
-        terminalreporter.write_line(browser)
+        lines.append(browser)
+    count = config.stash.get(_DESELECTED, 0)
+    if count:
+        lines.append(
+            f"corpus tier skipped: {count} tests not run because {REPORTS} is absent "
+            f"(real report texts are not shipped; {REQUIRE_CORPUS_ENV}=1 makes this an error)"
+        )
+    return lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the tier lines to the controller, which prints the summary."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[_WORKER_KEY] = _tier_lines(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist controller: keep a finished worker's tier lines (every worker collects them all)."""
+    kept = node.config.stash.setdefault(_FROM_WORKERS, [])
+    for line in getattr(node, "workeroutput", {}).get(_WORKER_KEY, []):
+        if line not in kept:
+            kept.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line for each whole skipped tier (instead of one skip line per test), and where screenshots went."""
+    lines = _tier_lines(config)
+    for line in [*lines, *(line for line in config.stash.get(_FROM_WORKERS, []) if line not in lines)]:
+        terminalreporter.write_line(line)
     started = config.stash.get(_STARTED, time.time())
     shots = [p for p in chromium.SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= started]
     if shots:
         terminalreporter.write_line(f"browser tier screenshots: {len(shots)} PNG files in {chromium.SCREENSHOTS}")
-    count = config.stash.get(_DESELECTED, 0)
-    if count:
-        terminalreporter.write_line(
-            f"corpus tier skipped: {count} tests not run because {REPORTS} is absent "
-            f"(real report texts are not shipped; {REQUIRE_CORPUS_ENV}=1 makes this an error)"
-        )
 
 
 @pytest.fixture(name="pipeline", scope="session")
