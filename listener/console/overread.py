@@ -212,7 +212,7 @@ class OverreadPage:
         )
         day_labels = [bin_label(s, "day") for s in days_starts]
         mix_chart = (
-            bars(f"Routed reports per day by bucket, {label}", day_labels, mix, every=7 if days > 30 else 1)
+            bars(f"Routed reports per day by bucket, {label}", day_labels, mix, every=7 if days > 7 else 1)
             if mix
             else None
         )
