@@ -3,7 +3,7 @@
 Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10]
 [--computed-runs 10] [--dir DIR]``.
 
-The SQLite store is filled as bench/console_queries.py fills it (its :func:`builder`: the
+The SQLite store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
 daemon's own records of four message files, each saved with a new control id and accession,
 received evenly over the 7 days before now, from one of five senders). Then each page function
 runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
@@ -17,10 +17,8 @@ document kept from the run before). docs/benchmarks.md, "Console pages".
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -30,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.console_queries import builder  # noqa: E402
-from bench.store_size import fill, templates  # noqa: E402
+from bench.console_queries import filled_sqlite  # noqa: E402
+from bench.store_size import templates  # noqa: E402
 from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.console import ConsoleDeps, build_console  # noqa: E402
@@ -120,28 +118,15 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
 
 def main() -> None:
     """Fill a new SQLite store, print the figures, remove the store."""
-    from listener.store.sqlite import SQLiteStore
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--computed-runs", type=int, default=10, help="runs of the overread page computed afresh")
     parser.add_argument("--dir", default="var")
     args = parser.parse_args()
-    records = templates()
     now = datetime.now(UTC).replace(microsecond=0)
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-pages-", dir=args.dir))
-    try:
-        store = SQLiteStore(work / "overread.db", synchronous="NORMAL")
-        try:
-            _, seconds = fill(store, records, args.messages, 64, builder(now, args.messages))
-            print(f"sqlite: {args.messages} messages stored in {seconds:.0f} s", flush=True)
-            measure(store, args.runs, args.computed_runs)
-        finally:
-            store.close()
-    finally:
-        shutil.rmtree(work)
+    with filled_sqlite(args.dir, templates(), args.messages, now) as store:
+        measure(store, args.runs, args.computed_runs)
 
 
 if __name__ == "__main__":
