@@ -6,7 +6,8 @@ request context, run on a thread against the store. :func:`build_console` regist
 
 from __future__ import annotations
 
-from listener.console.overview import overview_page
+from listener.console.overread import OverreadPage
+from listener.console.overview import OverviewPage
 from listener.console.policy import WhatIfLimits, policy_page
 from listener.console.web import Console, ConsoleDeps
 
@@ -16,8 +17,8 @@ __all__ = ["Console", "ConsoleDeps", "build_console"]
 def build_console(deps: ConsoleDeps) -> Console:
     """The console with all its pages, on what ``deps`` gives."""
     console = Console(deps)
-    store = deps.services["store"]
-    console.page("", lambda ctx: overview_page(ctx, store))
+    console.page("", OverviewPage(deps.services["store"]))
+    console.page("overread", OverreadPage(deps.services))
     services = deps.services
     limits = WhatIfLimits()
     console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))

@@ -18,7 +18,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -450,11 +450,12 @@ def _what_if(
     max_accessions: int,
 ) -> dict[str, Any]:
     """Run ``overread simulate``'s replay over the window and lay its document out."""
+    from listener.outcome_data import HistoryContext
     from listener.simulate import render_table
     from listener.simulate_data import WORKLOAD_FILE, load_workload, run_simulation
 
     store = services["store"]
-    history_context: Callable[[Any], Any] = services["history_context"]
+    context = HistoryContext(pipeline, services["outcome_rules"](), services["fhir_clients"]())
     until = ctx.now
     since: datetime = until - timedelta(days=WINDOWS[since_key])
     started = time.monotonic()
@@ -465,7 +466,7 @@ def _what_if(
     chosen = window[::stride] if stride > 1 else None
     result = run_simulation(
         store,
-        history_context(pipeline),
+        context,
         policy.directory,
         baseline=("current", policy),
         candidate=(candidate[0], candidate[1]),

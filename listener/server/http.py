@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
@@ -79,10 +79,6 @@ from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from listener.server.metrics import Metrics
 from listener.store.base import HISTORY_LIMIT as _HISTORY_LIMIT
 from listener.store.base import ReportReader, Store
-
-if TYPE_CHECKING:
-    from listener.outcome_data import HistoryContext
-    from listener.pipeline import Pipeline
 
 __all__ = ["Access", "ApiClient", "build_site", "clients_from_config"]
 
@@ -1027,16 +1023,13 @@ class _ApiQuery(_Endpoint):
         except UnicodeDecodeError:
             return defer.succeed(_api_error(400, "the accession is not UTF-8"))
         pipeline = self.api.intake.pipeline()
-        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        clients = self.api.fhir_clients()
         api = self.api
 
         def history() -> HttpAnswer:
             from listener.history import HistoryContext, history_document
-            from listener.outcomes import load_outcome_rules
 
-            if api.outcome_rules is None:
-                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
-            context = HistoryContext(pipeline, api.outcome_rules, clients)
+            context = HistoryContext(pipeline, api.rules(), clients)
             doc = history_document(api.store, accession, context, limit=limit)
             return _api_json(doc) if doc["versions"] else _api_error(404, "no stored report of that accession")
 
@@ -1063,20 +1056,15 @@ class _ApiQuery(_Endpoint):
         if since >= until:
             return defer.succeed(_api_error(400, "since must be before until"))
         pipeline = self.api.intake.pipeline()
-        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        clients = self.api.fhir_clients()
         api = self.api
 
         def card() -> HttpAnswer:
             from listener.outcome_data import HistoryContext, collect
-            from listener.outcomes import load_outcome_rules
             from listener.outcomes.scorecard import scorecard
             from listener.sites import EMPTY_DIRECTORY
 
-            if api.outcome_rules is None:
-                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
-            outcomes = collect(
-                api.store, HistoryContext(pipeline, api.outcome_rules, clients), since=since, until=until
-            )
+            outcomes = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
             directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
             result = scorecard(
                 outcomes, by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
@@ -1114,6 +1102,18 @@ class Api:
         self.metrics = metrics
         self.reactor = reactor
         self.run_in_thread = run_in_thread
+
+    def rules(self) -> OutcomeRules:
+        """The grading rules of policies/outcomes.yaml, loaded on first use (blocking: call on a thread)."""
+        from listener.outcomes import load_outcome_rules
+
+        if self.outcome_rules is None:
+            self.outcome_rules = load_outcome_rules(self.outcome_rules_file)
+        return self.outcome_rules
+
+    def fhir_clients(self) -> dict[str, FhirClient]:
+        """The live FHIR clients by name (what re-decoding a stored FHIR body needs)."""
+        return {c.fhir.name: c.fhir for c in self.access.clients.values()}
 
     def handle(self, endpoint: _Endpoint, request: Any, method: bytes) -> None:
         """Bind the request's logger, compute the answer, send it (never lets a failure escape)."""
@@ -1244,16 +1244,6 @@ def _console(api: Api) -> Console:
         found = api.access.check(request, permission)
         return found if isinstance(found, HttpAnswer) else (found.fhir.name, found.allow)
 
-    def history_context(pipeline: Pipeline) -> HistoryContext:
-        """What grading the stored pairs needs (the what-if, docs/console.md); called on a thread."""
-        from listener.outcome_data import HistoryContext
-        from listener.outcomes import load_outcome_rules
-
-        if api.outcome_rules is None:
-            api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
-        fhir_clients = {c.fhir.name: c.fhir for c in api.access.clients.values()}
-        return HistoryContext(pipeline, api.outcome_rules, fhir_clients)
-
     deps = ConsoleDeps(
         clients=clients,
         bearer=bearer,
@@ -1263,8 +1253,10 @@ def _console(api: Api) -> Console:
         services={
             "store": api.store,
             "pipeline": api.intake.pipeline,
+            "queries": api.queries,
+            "outcome_rules": api.rules,
+            "fhir_clients": api.fhir_clients,
             "hash_key": api.intake.hash_key,
-            "history_context": history_context,
         },
     )
     return build_console(deps)

@@ -23,7 +23,6 @@ from listener.console.policy import (
 )
 from listener.console.web import Caller, Ctx, Reply, environment
 from listener.errors import ConfigError
-from listener.outcome_data import HistoryContext
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
 from listener.routing import RoutingPolicy
@@ -216,7 +215,8 @@ def _run(pipeline: Pipeline, store: SQLiteStore, limits: WhatIfLimits, **params:
         "store": store,
         "pipeline": lambda: pipeline,
         "hash_key": b"k" * 32,
-        "history_context": lambda p: HistoryContext(p, rules, {}),
+        "outcome_rules": lambda: rules,
+        "fhir_clients": dict,
     }
     ctx = Ctx(Caller("manager", frozenset({"console"}), "bearer"), "GET", (), params, {}, RECEIVED + timedelta(hours=3))
     return policy_page(ctx, services, limits)
@@ -241,7 +241,10 @@ def test_a_window_over_the_cap_is_replayed_on_every_nth_accession_and_says_so(
     # S1 and S3 (every 2nd in accession order): 3 of the 5 reports.
     assert result["doc"]["baseline"]["reports"] == 3
     page = _page(sampled)
-    assert "Sampled: the window holds 3 accessions; the console replays at most\n 2 of them (one in 2, in accession order)" in page
+    assert (
+        "Sampled: the window holds 3 accessions; the console replays at most\n 2 of them (one in 2, in accession order)"
+        in page
+    )
 
 
 def test_a_second_what_if_while_one_runs_is_answered_busy(pipeline: Pipeline, store: SQLiteStore) -> None:
