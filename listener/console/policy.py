@@ -352,8 +352,9 @@ def _load_candidate(
             text = ctx.form.get("policy", "").replace("\r\n", "\n")
             if not text.strip():
                 return PASTED, None, _Problem(PASTED, None, None, "paste a routing policy (YAML) first"), ""
-            if len(text.encode("utf-8", "replace")) > MAX_PASTE_BYTES:
-                size = len(text.encode("utf-8", "replace"))
+            size = len(text.encode("utf-8", "replace"))
+            if size > MAX_PASTE_BYTES:
+                # Refused before parsing, and not offered again: the box would hold it all.
                 message = f"{size:,} bytes is more than the {MAX_PASTE_BYTES:,} accepted"
                 return PASTED, None, _Problem(PASTED, None, None, message), ""
             doc = parse_untrusted_yaml(text, PASTED, max_bytes=MAX_PASTE_BYTES)
@@ -417,7 +418,7 @@ def policy_page(ctx: Ctx, services: Mapping[str, Any], limits: WhatIfLimits | No
         if as_json and problem is not None:
             where = f"{problem.source}:{problem.line}" if problem.line else problem.source
             return _json({"error": f"{where}: {problem.message}"}, 400)
-        return Reply("policy.html.j2", values, status=400 if ctx.method == "POST" else 200)
+        return Reply("policy.html.j2", values, status=400)
     if not limits.running.acquire(blocking=False):
         busy = "another what-if is running: try again in a few seconds"
         if as_json:

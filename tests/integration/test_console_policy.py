@@ -167,4 +167,4 @@ def test_a_post_without_the_csrf_token_is_refused(fed: tuple[RunningDaemon, Path
     assert status == 403
     # A picked file that is not one of the listed ones is not read.
     status, _, page = browser.request("GET", "/console/policy?candidate=..%2F..%2Fetc%2Fpasswd")
-    assert status == 200 and "pick one of the listed policy files" in page
+    assert status == 400 and "pick one of the listed policy files" in page
