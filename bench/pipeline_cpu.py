@@ -16,8 +16,8 @@ through the stages a worker process runs, each timed with
 * ``route``: the routing policy on that same cache (what ``check_report`` does);
 * ``process``: ``listener.pipeline.process`` whole (the three above);
 * ``records``: ``report_records`` (the stored JSON columns);
-* ``reply pickle``: the worker's reply pickled and unpickled (what crosses the
-  pipe back to the daemon).
+* ``reply pickle``: the worker's reply pickled (``procworker.dumps``) and
+  unpickled (what crosses the pipe back to the daemon).
 
 ``--daemon``: ``overread serve`` (SQLite store, JSON logs to /dev/null) for each
 value of ``--workers``, driven as ``bench/mllp.py`` drives it (8 connections,
@@ -48,13 +48,22 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.mllp import CORPUS_FILE, free_port, run_load, wait_port, with_control_id  # noqa: E402
+from bench.mllp import (  # noqa: E402
+    CORPUS_FILE,
+    child_pids,
+    daemon_command,
+    free_port,
+    run_load,
+    wait_port,
+    with_control_id,
+)
 from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
 from listener.intake import report_records  # noqa: E402
 from listener.pipeline import Pipeline, process, versions_of  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402
+from listener.server.procworker import dumps  # noqa: E402
 from listener.text import TextCache  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,7 +93,7 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
         "route": lambda: [decide(r, f, c) for r, f, c in zip(reports, findings, contexts, strict=True)],
         "process": lambda: [process(m, pipeline, received_at=now) for m in messages],
         "records": lambda: [report_records(o) for o in outcomes],
-        "reply pickle": lambda: [pickle.loads(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)) for r in replies],
+        "reply pickle": lambda: [pickle.loads(dumps(r)) for r in replies],
     }
     out: dict[str, float] = {}
     for name, func in stages.items():
@@ -97,7 +106,7 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
         t0 = time.process_time()
         func()
         out[name] = (time.process_time() - t0) / len(messages) * 1000
-    out["reply bytes"] = statistics.fmean(len(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)) for r in replies)
+    out["reply bytes"] = statistics.fmean(len(dumps(r)) for r in replies)
     return out
 
 
@@ -110,16 +119,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
-
-
 def daemon_cpu(raw: bytes, workers: str, messages: int, tmp: Path) -> tuple[float, float, float]:
     """(daemon ms, workers ms, wall s) per message of one ``overread serve`` under the vary-text load."""
     port = free_port()
@@ -127,22 +126,7 @@ def daemon_cpu(raw: bytes, workers: str, messages: int, tmp: Path) -> tuple[floa
     config.write_text(f"workers: {workers}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "serve",
-            "--log-format",
-            "json",
-            "--mllp",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--http",
-            "off",
-            "--state-dir",
-            str(tmp / f"state-{workers}"),
-            "--config",
-            str(config),
-        ],
+        daemon_command(port, tmp / f"state-{workers}", ["--config", str(config)]),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -151,7 +135,7 @@ def daemon_cpu(raw: bytes, workers: str, messages: int, tmp: Path) -> tuple[floa
     try:
         wait_port(port, proc)
         asyncio.run(run_load(port, raw, f"warm{workers}", 8, 1, 200, True))
-        kids = children(proc.pid)
+        kids = child_pids(proc.pid)
         before = cpu_seconds(proc.pid), sum(cpu_seconds(k) for k in kids)
         t0 = time.perf_counter()
         asyncio.run(run_load(port, raw, f"run{workers}", 8, 1, messages, True))
