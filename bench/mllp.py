@@ -70,6 +70,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def daemon_command(port: int, state_dir: Path, extra: list[str]) -> list[str]:
+    """``overread serve`` on loopback ``port`` (SQLite store in ``state_dir``, JSON logs, no HTTP)."""
+    return [
+        sys.executable,
+        "-m",
+        "listener",
+        "serve",
+        "--log-format",
+        "json",
+        "--mllp",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--http",
+        "off",
+        "--state-dir",
+        str(state_dir),
+        *extra,
+    ]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a daemon's worker processes)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
 def rss_report(pid: int) -> str:
     """Peak and current RSS (MiB) of ``pid`` and of its children (the worker processes)."""
 
@@ -83,13 +113,7 @@ def rss_report(pid: int) -> str:
         now = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
         return f"{p}: peak {peak:.0f} MiB, now {now:.0f} MiB"
 
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in children])
+    return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in child_pids(pid)])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -195,21 +219,7 @@ def main() -> int:
             servers[name] = (
                 port,
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "listener",
-                        "serve",
-                        "--log-format",
-                        "json",
-                        "--mllp",
-                        f"tcp:{port}:interface=127.0.0.1",
-                        "--http",
-                        "off",
-                        "--state-dir",
-                        str(Path(tmp) / f"state-{name}"),
-                        *extra,
-                    ],
+                    daemon_command(port, Path(tmp) / f"state-{name}", extra),
                     cwd=REPO,
                     env=env,
                     stdout=subprocess.DEVNULL,

@@ -250,7 +250,7 @@ class Daemon:
                 budget=config.pipeline_budget,
                 grace=max(1.0, config.pipeline_budget / 2),
                 journal=self.journal,
-                priors_for=priors,
+                prior_lookup=priors.lookup,
                 on_event=_worker_event,
             )
         else:

@@ -27,12 +27,23 @@ from listener.model import Report
 from listener.qa.engine import Prior
 from listener.store.base import Store
 
-__all__ = ["PRIOR_LIMIT", "PriorLookup"]
+__all__ = ["PRIOR_LIMIT", "PriorKey", "PriorLookup", "prior_key"]
 
 #: The most prior studies looked up for one report (the newest stored): the
 #: comparison rules need the recent ones of the same body region, and the
 #: bound keeps a patient with a long history from slowing every message.
 PRIOR_LIMIT = 100
+
+
+#: What a look-up reads of a report: patient id, assigning authority, receive
+#: time, accession. A worker process sends this over its pipe, not the whole
+#: Report (docs/hardening.md, "Worker processes").
+PriorKey = tuple[str, str, "datetime | None", str]
+
+
+def prior_key(report: Report) -> PriorKey:
+    """The part of ``report`` its prior look-up depends on."""
+    return (report.patient.id, report.patient.id_authority, report.times.received, report.accession)
 
 
 class PriorLookup:
@@ -53,14 +64,18 @@ class PriorLookup:
         self.limit = limit
 
     def __call__(self, report: Report) -> tuple[Prior, ...] | None:
-        patient = report.patient
-        if not patient.id.strip():
+        return self.lookup(prior_key(report))
+
+    def lookup(self, key: PriorKey) -> tuple[Prior, ...] | None:
+        """The look-up of :meth:`__call__`, from a report's :func:`prior_key`."""
+        patient_id, authority, received, accession = key
+        if not patient_id.strip():
             return None
         # Only what was received before this message.
-        before = report.times.received or datetime.now(UTC)
+        before = received or datetime.now(UTC)
         try:
             studies = self.store.prior_studies(
-                patient.id, patient.id_authority, before=before, exclude_accession=report.accession, limit=self.limit
+                patient_id, authority, before=before, exclude_accession=accession, limit=self.limit
             )
         except Exception as exc:  # noqa: BLE001 - priors are optional: unknown, never a refused message
             self.failed(type(exc).__name__)

@@ -17,12 +17,18 @@ Requests and replies (tuples, first item the kind):
   (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
   report records))`` or ``("error", type name)`` when building the records
   failed. While it runs, the pipeline's prior look-up asks the daemon:
-  ``("priors", report)``, answered ``("priors", priors or None)``.
+  ``("priors", key)`` (the report's :func:`~listener.server.priors.prior_key`,
+  not the whole report), answered ``("priors", priors or None)``.
 
 ``versions`` is (QA, routing, mapping) version of the pipeline used: the
 daemon checks it against the pipeline it meant, so a policy file that
 changed between the daemon's reload and this process's never decides a
 message unnoticed.
+
+Both sides pickle with :func:`dumps` (:func:`send`): the frozen dataclasses of
+a result are rebuilt by calling their class with their field values, a third
+cheaper both ways than the dataclass default (``__getstate__`` and
+``__setstate__``, which look the fields up again for every object).
 
 SIGUSR1 stops QA of the running message at its next check (the daemon's
 shutdown). The process dies with the thread that started it (Linux
@@ -31,23 +37,98 @@ shutdown). The process dies with the thread that started it (Linux
 
 from __future__ import annotations
 
+import copyreg
 import ctypes
+import dataclasses
+import io
+import pickle
 import signal
 import socket
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from operator import attrgetter
 from types import FrameType, MappingProxyType
+from typing import Any
 
 from listener.assemble import build_pipeline
+from listener.hl7v2.segments import MessageHeader, Separators
 from listener.intake import report_records
-from listener.model import Report
-from listener.pipeline import Interrupt, Pipeline, process, versions_of
+from listener.model import (
+    Evidence,
+    Finding,
+    Patient,
+    PeerReview,
+    Procedure,
+    Reader,
+    Report,
+    Route,
+    Section,
+    Sender,
+    Times,
+)
+from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, versions_of
 from listener.qa.engine import Prior
+from listener.server.priors import prior_key
 from listener.sites import LiveFigures, ReaderHistory
+from listener.store.base import ReportRecord
 
-__all__ = ["main", "pack_figures", "serve", "unpack_figures"]
+__all__ = ["dumps", "main", "pack_figures", "send", "serve", "unpack_figures"]
+
+#: The frozen dataclasses that cross the pipe (a result, a prior look-up's answer).
+_BY_VALUES: tuple[type, ...] = (
+    Outcome,
+    ReportOutcome,
+    MessageHeader,
+    Separators,
+    Report,
+    Sender,
+    Patient,
+    Procedure,
+    Reader,
+    PeerReview,
+    Section,
+    Times,
+    Finding,
+    Evidence,
+    Route,
+    ReportRecord,
+    Prior,
+    ReaderHistory,
+)
+
+
+def _by_values(cls: type) -> Any:
+    """A reducer that pickles an instance of ``cls`` as ``cls(*field values)``."""
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    if not all(f.init for f in fields) or getattr(cls, "__post_init__", None) is not None:
+        raise TypeError(f"{cls.__name__} cannot be rebuilt from its field values")
+    if len(names) == 1:
+        name = names[0]
+        return lambda obj: (cls, (getattr(obj, name),))
+    values = attrgetter(*names)
+    return lambda obj: (cls, values(obj))
+
+
+#: The pickler's dispatch table: copyreg's, plus the reducers of _BY_VALUES.
+_DISPATCH = {**copyreg.dispatch_table, **{cls: _by_values(cls) for cls in _BY_VALUES}}
+
+
+def dumps(obj: object) -> bytes:
+    """``obj`` pickled for the pipe (plain ``pickle.loads`` reads it)."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+def send(conn: Connection, obj: object) -> None:
+    """``conn.send(obj)``, pickled by :func:`dumps` (``conn.recv()`` reads it)."""
+    conn.send_bytes(dumps(obj))
+
 
 #: LiveFigures as plain data (its mappings are read-only proxies, which pickle refuses).
 PackedFigures = tuple[dict[str, ReaderHistory], dict[str, ReaderHistory], str]
@@ -93,7 +174,7 @@ def serve(conn: Connection) -> int:
         signal.signal(signal.SIGUSR1, hurry)
 
     def ask_priors(report: Report) -> tuple[Prior, ...] | None:
-        conn.send(("priors", report))
+        send(conn, ("priors", prior_key(report)))
         reply = conn.recv()
         priors: tuple[Prior, ...] | None = reply[1]
         return priors
@@ -133,7 +214,7 @@ def serve(conn: Connection) -> int:
             except Exception as exc:  # noqa: BLE001 - the daemon stores an internal error, by type
                 conn.send(("error", type(exc).__name__))
                 continue
-            conn.send(("done", versions_of(pipeline), value))
+            send(conn, ("done", versions_of(pipeline), value))
         else:
             conn.send(("error", "NoPipeline"))
 

@@ -40,11 +40,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from listener.config import Config
-from listener.model import Report
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
-from listener.server.procworker import pack_figures
+from listener.server.priors import PriorKey
+from listener.server.procworker import pack_figures, send
 from listener.sites import LiveFigures
 
 __all__ = [
@@ -397,7 +397,8 @@ class ProcessRunner(PipelineRunner):
     Args:
         config: the configuration the processes build their pipeline from.
         journal: where each task's journal entry is written and crashes counted.
-        priors_for: the daemon's prior look-up (run on the runner thread).
+        prior_lookup: the daemon's prior look-up, from a report's
+            :func:`~listener.server.priors.prior_key` (run on the runner thread).
         on_event: called on the reactor thread with an event name and log
             fields (a worker died, a worker could not start).
     """
@@ -411,14 +412,14 @@ class ProcessRunner(PipelineRunner):
         budget: float = 2.0,
         grace: float = 1.0,
         journal: Journal | None = None,
-        priors_for: Callable[[Report], tuple[Prior, ...] | None] | None = None,
+        prior_lookup: Callable[[PriorKey], tuple[Prior, ...] | None] | None = None,
         on_event: Callable[..., object] = lambda *_, **__: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.generation = 0
         self.journal = journal
-        self.priors_for = priors_for
+        self.prior_lookup = prior_lookup
         self.on_event = on_event
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
 
@@ -541,7 +542,7 @@ class ProcessRunner(PipelineRunner):
                     reply = conn.recv()
                     if reply[0] != "priors":
                         break
-                    conn.send(("priors", self.priors_for(reply[1]) if self.priors_for is not None else None))
+                    send(conn, ("priors", self.prior_lookup(reply[1]) if self.prior_lookup is not None else None))
             except (EOFError, OSError):
                 with self._lock:
                     job.worker = None

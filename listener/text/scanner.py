@@ -584,10 +584,14 @@ class Scanner:
     table: Mapping[str, re.Pattern[str]]
     default: re.Pattern[str] | None
     _finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    #: ``table`` as a plain dict: the scans look keys up hundreds of times per
+    #: report, and a read-only proxy's ``get`` costs more than a dict's.
+    _lookup: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         finder = key_finder(self.table) if self.default is None else None
         object.__setattr__(self, "_finder", finder)
+        object.__setattr__(self, "_lookup", dict(self.table))
 
     def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
         """Non-overlapping matches in ``text[start:end]``, in order."""
@@ -598,7 +602,7 @@ class Scanner:
         # The finder tokenizes up to two characters past ``hi`` so that its key
         # test sees the same three characters as the lookup below.
         stop = hi + _KEY - 1
-        get = self.table.get
+        get = self._lookup.get
         out: list[re.Match[str]] = []
         floor = start
         # Every match but the last (empty, at ``stop``) ends with a token in group 1.
@@ -621,7 +625,7 @@ class Scanner:
     def scan_tokens(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
         """:meth:`scan` by visiting every token start (the reference; used when there is a ``default``)."""
         hi = len(text) if end is None else end
-        get = self.table.get
+        get = self._lookup.get
         default = self.default
         out: list[re.Match[str]] = []
         floor = start

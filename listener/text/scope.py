@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
+from operator import not_
 
 __all__ = ["RegionIndex"]
 
@@ -79,19 +81,16 @@ class RegionIndex:
     )
 
     def __init__(self, text: str, lo: int, hi: int, span_starts: Sequence[int]) -> None:
-        starts: list[int] = []
-        ends: list[int] = []
-        nonlist = [0]
-        n = 0
-        for w in _WORD.finditer(text, lo, hi):
-            starts.append(w.start())
-            ends.append(w.end())
-            if w.group().lower() not in _LIST_WORDS:
-                n += 1
-            nonlist.append(n)
+        # Strategy: every per-word list is built by C-level map/accumulate over
+        # the matches, not a Python loop per word (a region has hundreds).
+        matches = list(_WORD.finditer(text, lo, hi))
+        starts = list(map(re.Match.start, matches))
+        ends = list(map(re.Match.end, matches))
         self._word_starts = starts
         self._word_ends = ends
-        self._nonlist = nonlist
+        # Prefix counts of the words outside _LIST_WORDS.
+        words = map(str.lower, map(re.Match.group, matches))
+        self._nonlist = list(accumulate(map(not_, map(_LIST_WORDS.__contains__, words)), initial=0))
         self._span_starts = span_starts
 
         # Asides: the words inside each one (prefix sums), and which words sit
@@ -99,25 +98,21 @@ class RegionIndex:
         a_starts: list[int] = []
         a_ends: list[int] = []
         a_words = [0]
-        inside = [False] * len(starts)
         if text.find("(", lo, hi) >= 0:
+            inside = [False] * len(starts)
             for m in _ASIDE.finditer(text, lo, hi):
                 a0, a1 = m.span()
                 w0, w1 = bisect_left(starts, a0), bisect_left(starts, a1)
-                for i in range(w0, w1):
-                    inside[i] = True
+                inside[w0:w1] = [True] * (w1 - w0)
                 a_starts.append(a0)
                 a_ends.append(a1)
                 a_words.append(a_words[-1] + (w1 - w0))
+            bare = list(accumulate(map(not_, inside), initial=0))
+        else:
+            bare = list(range(len(starts) + 1))
         self._aside_starts = a_starts
         self._aside_ends = a_ends
         self._aside_words = a_words
-        bare = [0]
-        b = 0
-        for flag in inside:
-            if not flag:
-                b += 1
-            bare.append(b)
         self._bare = bare
 
         # Clause commas, and for each stretch between two of them whether it

@@ -16,6 +16,7 @@ from pathlib import Path
 from listener.server.mllp import QUARANTINE_TEXT
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
 from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
+from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
 
 
 def workers_of(daemon: RunningDaemon) -> list[int]:
@@ -162,5 +163,28 @@ def test_a_reload_reaches_the_worker_processes(tmp_path: Path) -> None:
         for i in range(3):
             assert lines[f"AFTER-HUP-{i}"]["bucket"] == "selective_overread"
             assert lines[f"AFTER-HUP-{i}"]["routing_version"].startswith("reloaded-1")  # type: ignore[union-attr]
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_worker_processes_get_prior_studies_from_the_store(tmp_path: Path) -> None:
+    """A worker's prior look-up goes to the daemon's store: the comparison rule that needs priors fires.
+
+    The worker sends the report's look-up key over its pipe (docs/hardening.md,
+    "Worker processes"); the same patient's earlier study is found, another
+    patient's is not.
+    """
+    daemon = start(tmp_path, "workers: 2\n")
+    try:
+        _send(daemon, _variant(PRIOR, "W-PRIOR-1", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC")))
+        _send(daemon, _variant(NEW, "W-NEW-SAME"))
+        _send(
+            daemon,
+            _variant(NEW, "W-NEW-OTHER", (b"ZZ9000104^^^LEMC", b"ZZ9000199^^^LEMC"), (b"A2611190301", b"A2611190399")),
+        )
+        assert "comparison.none_with_priors" in _rules(daemon, "W-NEW-SAME")
+        assert "comparison.none_with_priors" not in _rules(daemon, "W-NEW-OTHER")
+        assert not events(daemon, "prior_lookup_failed")
+        assert not events(daemon, "pipeline_worker_failed")
     finally:
         assert daemon.stop() == 0
