@@ -10,7 +10,7 @@ The reactor here is a twisted ``Clock`` whose ``callFromThread`` runs the call a
 budget + grace that only ``advance`` fires. The worker processes are real
 (``python -m listener.server.procworker``); a worker "dies by itself" when the test SIGKILLs it from
 the prior look-up, the one call a worker process makes back to the daemon while it runs a message
-(``priors_for``, on the runner thread, while the job holds that process).
+(``prior_lookup``, on the runner thread, while the job holds that process).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import pytest
 from twisted.internet.task import Clock
 
 from listener.config import load_config
-from listener.model import Report
 from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
+from listener.server.priors import PriorKey
 from listener.server.runner import Job, PipelineTask, ProcessRunner, WorkerCrashed
 
 REPO = Path(__file__).resolve().parents[3]
@@ -85,11 +85,11 @@ class Scene:
             budget=BUDGET,
             grace=GRACE,
             journal=self.journal,
-            priors_for=self._priors_for,
+            prior_lookup=self._prior_lookup,
             on_event=self._on_event,
         )
 
-    def _priors_for(self, _report: Report) -> tuple[Prior, ...] | None:
+    def _prior_lookup(self, _key: PriorKey) -> tuple[Prior, ...] | None:
         self.asked += 1
         if self.asked <= self.kills:
             if self.end_entry:
