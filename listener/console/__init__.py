@@ -6,6 +6,9 @@ request context, run on a thread against the store. :func:`build_console` regist
 
 from __future__ import annotations
 
+import secrets
+
+from listener.console.messages import MessageServices, actions_page, messages_page
 from listener.console.overview import overview_page
 from listener.console.web import Console, ConsoleDeps
 
@@ -17,4 +20,16 @@ def build_console(deps: ConsoleDeps) -> Console:
     console = Console(deps)
     store = deps.services["store"]
     console.page("", lambda ctx: overview_page(ctx, store))
+    services = deps.services
+    messages = MessageServices(
+        store=store,
+        pipeline=services["pipeline"],
+        destinations=services.get("destinations", tuple),
+        live_figures=services.get("live_figures", lambda: None),
+        clients=services.get("clients", dict),
+        hash_key=services.get("hash_key", b""),
+        secret=secrets.token_bytes(32),
+    )
+    console.page("messages", lambda ctx: messages_page(ctx, messages))
+    console.page("actions", lambda ctx: actions_page(ctx, messages), methods=("GET", "POST"), needs=("operator",))
     return console

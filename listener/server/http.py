@@ -1246,7 +1246,14 @@ def _console(api: Api) -> Console:
         send=api.send,
         run_in_thread=api.run_in_thread,
         clock=api.reactor.seconds,
-        services={"store": api.store, "pipeline": api.intake.pipeline},
+        services={
+            "store": api.store,
+            "pipeline": api.intake.pipeline,
+            "destinations": api.intake.destinations,
+            "live_figures": api.intake.live_figures,
+            "clients": lambda: {c.fhir.name: c.fhir for c in api.access.clients.values()},
+            "hash_key": api.intake.hash_key,
+        },
     )
     return build_console(deps)
 
