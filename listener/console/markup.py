@@ -32,7 +32,7 @@ def message_version(text: str) -> str:
             fields = line.split(sep)
             # fields[1] is MSH-2, so MSH-n is fields[n - 1].
             if len(fields) > 11:
-                component = fields[2][:1] if len(fields) > 2 and fields[2] else "^"
+                component = fields[1][:1] or "^"
                 return fields[11].split(component)[0].strip()
             return ""
     return ""
