@@ -331,58 +331,44 @@ def actions_page(ctx: Ctx, services: MessageServices) -> Reply:
     return _problem(404, "Not found", "There is no such action.")
 
 
-def _one_of(ctx: Ctx, services: MessageServices) -> tuple[list[int] | None, str, str]:
-    """The rows a resend or retry names: ``row`` (one id) or ``message`` (its rows, chosen by the
-    caller); returns (row ids or None, "row"/"message", the error text)."""
+def _named_rows(
+    ctx: Ctx, services: MessageServices, verb: str, pick: Callable[[list[OutboxRow]], list[int]]
+) -> list[int] | Reply:
+    """The rows a resend or retry names: the form's ``row`` (one id) or ``message`` (those of its
+    rows ``pick`` chooses); or the page refusing the form."""
     row_text, message_text = ctx.form.get("row", "").strip(), ctx.form.get("message", "").strip()
     if bool(row_text) == bool(message_text):
-        return None, "", "Give one outbox row or one message (not both)."
+        return _problem(400, f"Nothing to {verb}", "Give one outbox row or one message (not both).")
     if row_text:
         row = _number(row_text)
-        return ([row], "row", "") if row is not None else (None, "", "The row is named by its id (a number).")
+        if row is None:
+            return _problem(400, f"Nothing to {verb}", "The row is named by its id (a number).")
+        return [row]
     pk = _number(message_text)
-    if pk is None:
-        return None, "", "The message is named by its message number."
-    return [pk], "message", ""
-
-
-def _message_rows(services: MessageServices, pk: int) -> list[OutboxRow] | None:
-    detail = services.store.message_detail(pk)
-    return None if detail is None else [row for row, _ in detail.outbox]
+    detail = services.store.message_detail(pk) if pk is not None else None
+    if detail is None:
+        return _problem(404, "Not found", f"There is no message {message_text}.")
+    ids = pick([row for row, _ in detail.outbox])
+    if not ids:
+        kind = "delivered" if verb == "resend" else "dead"
+        return _problem(409, f"Nothing to {verb}", f"Message {pk} has no {kind} routing message.")
+    return ids
 
 
 def _resend(ctx: Ctx, services: MessageServices, back: str) -> Reply:
-    named, kind, error = _one_of(ctx, services)
-    if named is None:
-        return _problem(400, "Nothing to resend", error)
-    ids = named
-    if kind == "message":
-        rows = _message_rows(services, named[0])
-        if rows is None:
-            return _problem(404, "Not found", f"There is no message {named[0]}.")
-        ids = _latest_delivered(rows)
-        if not ids:
-            return _problem(409, "Nothing to resend", f"Message {named[0]} has no delivered routing message.")
-    force = ctx.form.get("force") == "1"
-    result = resend_rows(services.store, _actor(ctx), ctx.now, ids=ids, force=force)
+    ids = _named_rows(ctx, services, "resend", _latest_delivered)
+    if isinstance(ids, Reply):
+        return ids
+    result = resend_rows(services.store, _actor(ctx), ctx.now, ids=ids, force=ctx.form.get("force") == "1")
     lines = result.summary() + [k.line("resent") for k in result.kept]
     return _done(services.secret, back, result.audit_id, lines)
 
 
 def _retry(ctx: Ctx, services: MessageServices, back: str) -> Reply:
-    named, kind, error = _one_of(ctx, services)
-    if named is None:
-        return _problem(400, "Nothing to retry", error)
-    ids = named
-    if kind == "message":
-        rows = _message_rows(services, named[0])
-        if rows is None:
-            return _problem(404, "Not found", f"There is no message {named[0]}.")
-        ids = [r.id for r in rows if r.state == "dead"]
-        if not ids:
-            return _problem(409, "Nothing to retry", f"Message {named[0]} has no dead routing message.")
-    force = ctx.form.get("force") == "1"
-    result = retry_rows(services.store, _actor(ctx), ctx.now, ids=ids, force=force)
+    ids = _named_rows(ctx, services, "retry", lambda rows: [r.id for r in rows if r.state == "dead"])
+    if isinstance(ids, Reply):
+        return ids
+    result = retry_rows(services.store, _actor(ctx), ctx.now, ids=ids, force=ctx.form.get("force") == "1")
     lines = [result.summary()] + [k.line("revived") for k in result.kept]
     return _done(services.secret, back, result.audit_id, lines)
 

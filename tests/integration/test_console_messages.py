@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, start_configured
-from tests.integration.ris import TestRis
+from tests.integration.ris import TestRis, write_destinations
 from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _hidden
 
 #: A console client allowed the operator actions but not patient data.
@@ -38,16 +38,7 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
     ris = TestRis(free_port())
     ris.start()
     shutil.copytree(REPO / "mappings", root / "mappings")
-    (root / "destinations.yaml").write_text(
-        "version: 1\n"
-        "destinations:\n"
-        "  ris:\n"
-        f"    endpoint: {ris.endpoint}\n"
-        "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
-        "    retry: {max_attempts: 10, backoff_base_seconds: 120, backoff_max_seconds: 600,"
-        " ack_timeout_seconds: 2, on_reject: dead_letter}\n",
-        encoding="utf-8",
-    )
+    write_destinations(root / "destinations.yaml", ris)
     config = (
         "mappings: mappings\ndestinations: destinations.yaml\nhttp_clients:\n"
         + _client("analyst", ANALYST, "console, operator, phi")
