@@ -103,8 +103,13 @@ def highlight(text: str, spans: Iterable[tuple[int, int, str]]) -> Markup:
 
 
 def pretty_json(text: str) -> str:
-    """A JSON body indented for reading (as it was when it is not JSON); the template escapes it."""
+    """A JSON body indented for reading; JSON lines (an HTTP answer as stored: its status and
+    headers, then its body) each indented; text that is not JSON as it was. The template escapes it."""
     try:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass
+    try:
+        return "\n".join(json.dumps(json.loads(line), indent=2, ensure_ascii=False) for line in text.splitlines())
     except ValueError:
         return text

@@ -8,6 +8,7 @@ The sample's patient name, MRN and report words must never reach a caller withou
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
@@ -25,6 +26,10 @@ from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _
 
 #: A console client allowed the operator actions but not patient data.
 OPERATOR = "operator-console-token-4"
+#: A FHIR sender (the default permissions).
+FEEDER = "feeder-token-5"
+FHIR_SAMPLE = REPO / "samples" / "fhir" / "xr-chest-2v-normal.json"
+FHIR_ACCESSION = "A2611170088"
 SAMPLE = REPO / "samples" / "hl7" / "xr-chest-pneumothorax-no-communication.hl7"
 ACCESSION = "A2611190301"
 #: What identifies the sample's patient, and words of its report: shown only to phi callers.
@@ -44,6 +49,7 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
         + _client("analyst", ANALYST, "console, operator, phi")
         + _client("manager", MANAGER, "console")
         + _client("operator", OPERATOR, "console, operator")
+        + _client("feeder", FEEDER, "")
     )
     daemon, _ = start_configured(root, config)
     try:
@@ -52,12 +58,25 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
             assert msa(conn.request(SAMPLE.read_bytes()))[0] == "CA"  # MSH-15 AL: a commit ACK
         finally:
             conn.close()
+        fhir = http.client.HTTPConnection("127.0.0.1", daemon.http_port or 0, timeout=30)
+        try:
+            fhir.request(
+                "POST",
+                "/fhir/DiagnosticReport",
+                body=FHIR_SAMPLE.read_bytes(),
+                headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {FEEDER}"},
+            )
+            response = fhir.getresponse()
+            response.read()
+            assert response.status == 201
+        finally:
+            fhir.close()
         browser = Browser(daemon)
         browser.sign_in(ANALYST)
         _, _, page = browser.request("GET", f"/console/messages?accession={ACCESSION}")
-        found = re.findall(r'href="/console/messages/(\d+)"', page)
+        found = set(re.findall(r'href="/console/messages/(\d+)"', page))
         assert len(found) == 1, page
-        pk = int(found[0])
+        pk = int(found.pop())
         deadline = time.monotonic() + 60
         while "delivered</td>" not in browser.request("GET", f"/console/messages/{pk}")[2]:
             assert time.monotonic() < deadline, "the routing message was not delivered"
@@ -212,3 +231,19 @@ def test_reprocess_previews_first_then_reprocesses_and_audits(setup: tuple[Runni
     entry = _audit(daemon)[-1]
     assert entry["action"] == "reprocess" and entry["actor"] == "analyst" and entry["via"] == "console"
     assert entry["target"] == {"messages": [pk]}
+
+
+def test_a_fhir_message_shows_its_body_indented_to_phi_callers_only(setup: tuple[RunningDaemon, int]) -> None:
+    daemon, _ = setup
+    pages = {}
+    for token in (ANALYST, MANAGER):
+        browser, _ = _signed_in(daemon, token)
+        page = browser.request("GET", f"/console/messages?accession={FHIR_ACCESSION}")[2]
+        (pk,) = set(re.findall(r'href="/console/messages/(\d+)"', page))
+        status, _, pages[token] = browser.request("GET", f"/console/messages/{pk}")
+        assert status == 200 and "via http" in pages[token]
+    assert "\n  &#34;resourceType&#34;: &#34;DiagnosticReport&#34;," in pages[ANALYST]
+    assert "ZZ9000103" in pages[ANALYST] and "ZZ9000103" not in pages[MANAGER]
+    assert "ZZTEST" not in pages[MANAGER] and "DiagnosticReport&#34;," not in pages[MANAGER]
+    # Our answer (status, then the OperationOutcome) is shown to both, indented.
+    assert "\n  &#34;resourceType&#34;: &#34;OperationOutcome&#34;," in pages[MANAGER]

@@ -62,4 +62,6 @@ def test_highlight_keeps_every_character_once_and_clips_spans() -> None:
 
 def test_json_bodies_are_indented_and_other_text_left_as_is() -> None:
     assert pretty_json('{"a":[1,{"b":"<x>"}]}') == '{\n  "a": [\n    1,\n    {\n      "b": "<x>"\n    }\n  ]\n}'
+    assert pretty_json('{"status":201}\n{"a":1}') == '{\n  "status": 201\n}\n{\n  "a": 1\n}'
     assert pretty_json("not json") == "not json"
+    assert pretty_json('{"a":1}\nnot json') == '{"a":1}\nnot json'
