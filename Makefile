@@ -16,8 +16,9 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# CONFIG=overread.yaml: start with that configuration (e.g. http_clients for the web console).
 run: $(STAMP)
-	$(BIN)/overread serve
+	$(BIN)/overread serve $(if $(CONFIG),--config $(CONFIG))
 
 # The suite on TEST_WORKERS processes (pytest-xdist); each test file stays on one worker,
 # since the examples test and the daemon tests share one daemon per file. TEST_WORKERS=0: serial.

@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,8 +95,8 @@ def templates() -> list[MessageRecord]:
     return capture.records
 
 
-def variant(template: MessageRecord, n: int) -> MessageRecord:
-    """The template as message number n: a new control id and accession, now as its receive time."""
+def variant(template: MessageRecord, n: int, received: datetime | None = None) -> MessageRecord:
+    """The template as message number n: a new control id and accession, received now (or at ``received``)."""
     control_id = f"SZ{n:09d}"
     reports = tuple(
         dataclasses.replace(
@@ -108,18 +110,25 @@ def variant(template: MessageRecord, n: int) -> MessageRecord:
         template,
         control_id=control_id,
         raw=(template.raw or b"").replace(template.control_id.encode(), control_id.encode()),
-        received=datetime.now(UTC),
+        received=received if received is not None else datetime.now(UTC),
         reports=reports,
     )
 
 
-def fill(store: Any, records: list[MessageRecord], messages: int, window: int) -> tuple[int, float]:
-    """Save ``messages`` variants; returns (raw bytes saved, seconds)."""
+def fill(
+    store: Any,
+    records: list[MessageRecord],
+    messages: int,
+    window: int,
+    make: Callable[[MessageRecord, int], MessageRecord] = variant,
+) -> tuple[int, float]:
+    """Save ``messages`` records ``make`` builds from the templates in turn (default: :func:`variant`);
+    returns (raw bytes saved, seconds)."""
     pending: deque[Future[SaveResult]] = deque()
     raw_bytes = 0
     start = time.perf_counter()
     for n in range(messages):
-        record = variant(records[n % len(records)], n)
+        record = make(records[n % len(records)], n)
         raw_bytes += len(record.raw or b"")
         pending.append(store.submit(record))
         if len(pending) >= window:
@@ -183,18 +192,12 @@ def bench_sqlite(records: list[MessageRecord], args: argparse.Namespace) -> None
 
 def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> None:
     """Fill a new schema on the PostgreSQL server and measure it."""
-    import uuid
-
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     from listener.store.postgresql import PostgresStore
 
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(args.postgresql, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        store = PostgresStore(make_conninfo(args.postgresql, options=f"-c search_path={schema}"))
+    with pg_schema(args.postgresql) as (schema, conninfo):
+        store = PostgresStore(conninfo)
         raw_bytes, seconds = fill(store, records, args.messages, args.window)
         store.close()
         with psycopg.connect(args.postgresql, autocommit=True) as conn:
@@ -237,8 +240,24 @@ def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> 
                     if bytes_:
                         print(f"  object {name:<24} {kind} {int(bytes_) / args.messages:>9.0f} B/msg")
         result("postgresql", args.messages, raw_bytes, size, seconds)
+
+
+@contextmanager
+def pg_schema(dsn: str) -> Iterator[tuple[str, str]]:
+    """A new schema on the server ``dsn`` names, dropped afterwards: yields its name and a
+    conninfo whose search_path is it (a store opened there creates its tables in it)."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema, make_conninfo(dsn, options=f"-c search_path={schema}")
     finally:
-        with psycopg.connect(args.postgresql, autocommit=True) as admin:
+        with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

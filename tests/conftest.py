@@ -12,6 +12,10 @@
   test server ``.ci/postgres.sh`` starts (``OVERREAD_TEST_PG_DSN``, see ``tests/postgres.py``).
   Without it they are deselected with one summary line; with ``OVERREAD_REQUIRE_PG=1``
   (set by ``.ci/run``) its absence is an error instead.
+* Tests marked ``browser`` (``tests/browser/``) drive headless Chromium (``tests/chromium.py``).
+  Without Chromium, chromedriver or Selenium they are deselected with one summary line; with
+  ``OVERREAD_REQUIRE_BROWSER=1`` (set by ``.ci/run``) that is an error instead. When they run,
+  one summary line names the folder their screenshots went to.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import hl7
 import pytest
@@ -31,6 +37,7 @@ import structlog
 from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.pipeline import Pipeline
+from tests import chromium
 from tests.postgres import DSN_ENV as PG_DSN_ENV
 from tests.postgres import REQUIRE_ENV as REQUIRE_PG_ENV
 from tests.postgres import server_dsn
@@ -49,12 +56,24 @@ RECEIVED = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
 
 _DESELECTED = pytest.StashKey[int]()
 _PG_DESELECTED = pytest.StashKey[int]()
+_BROWSER_SKIPPED = pytest.StashKey[str]()
+_STARTED = pytest.StashKey[float]()
+#: The tier lines pytest-xdist workers sent back (their ``workeroutput`` entry ``_WORKER_KEY``).
+_FROM_WORKERS = pytest.StashKey[list[str]]()
+_WORKER_KEY = "overread_tier_lines"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Note when the run started: the summary counts the screenshots written since."""
+    config.stash[_STARTED] = time.time()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent, and the ``postgresql``
-    tests when no test server runs (or refuse either, if required)."""
+    """Drop the ``corpus`` tier when ../shared/corpus/reports is absent, the ``postgresql``
+    tests when no test server runs, and the ``browser`` tier when Chromium is missing
+    (or refuse any of them, if required)."""
     _drop_postgresql(config, items)
+    _drop_browser(config, items)
     tier = [item for item in items if item.get_closest_marker("corpus") is not None]
     if not tier or REPORTS.is_dir():
         return
@@ -80,20 +99,84 @@ def _drop_postgresql(config: pytest.Config, items: list[pytest.Item]) -> None:
     config.stash[_PG_DESELECTED] = len(pg)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    """One line for each whole skipped tier (instead of one skip line per test)."""
+def _drop_browser(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tier = [item for item in items if item.get_closest_marker("browser") is not None]
+    absent = chromium.missing() if tier else []
+    if not absent:
+        return
+    what = " and ".join(absent) + (" is" if len(absent) == 1 else " are")
+    _skip_browser(
+        config, f"{len(tier)} tests not run because {what} missing", "apt-get install chromium chromium-driver"
+    )
+    items[:] = [item for item in items if item.get_closest_marker("browser") is None]
+    config.hook.pytest_deselected(items=tier)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out ``tests/browser/`` when Selenium is not installed: its modules import it."""
+    if collection_path != chromium.TIER or chromium.has_selenium():
+        return None
+    _skip_browser(
+        config, f"{collection_path} not collected because the selenium package is missing", "pip install -e '.[test]'"
+    )
+    return True
+
+
+def _skip_browser(config: pytest.Config, why: str, install: str) -> None:
+    """Note the browser tier's summary line, or stop the run when the tier is required."""
+    if os.environ.get(chromium.REQUIRE_ENV) == "1":
+        raise pytest.UsageError(f"{chromium.REQUIRE_ENV}=1 but the browser tier cannot run: {why}")
+    config.stash[_BROWSER_SKIPPED] = (
+        f"browser tier skipped: {why} (install with: {install}; {chromium.REQUIRE_ENV}=1 makes this an error)"
+    )
+
+
+def _tier_lines(config: pytest.Config) -> list[str]:
+    """The summary lines of the tiers this process dropped (see the module docstring)."""
+    lines = []
     pg = config.stash.get(_PG_DESELECTED, 0)
     if pg:
-        terminalreporter.write_line(
+        lines.append(
             f"postgresql tests skipped: {pg} tests not run because {PG_DSN_ENV} is not set"
             f' (start a server with: eval "$(bash .ci/postgres.sh start)"; {REQUIRE_PG_ENV}=1 makes this an error)'
         )
+    browser = config.stash.get(_BROWSER_SKIPPED, "")
+    if browser:
+        lines.append(browser)
     count = config.stash.get(_DESELECTED, 0)
     if count:
-        terminalreporter.write_line(
+        lines.append(
             f"corpus tier skipped: {count} tests not run because {REPORTS} is absent "
             f"(real report texts are not shipped; {REQUIRE_CORPUS_ENV}=1 makes this an error)"
         )
+    return lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the tier lines to the controller, which prints the summary."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[_WORKER_KEY] = _tier_lines(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist controller: keep a finished worker's tier lines (every worker collects them all)."""
+    kept = node.config.stash.setdefault(_FROM_WORKERS, [])
+    for line in getattr(node, "workeroutput", {}).get(_WORKER_KEY, []):
+        if line not in kept:
+            kept.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line for each whole skipped tier (instead of one skip line per test), and where screenshots went."""
+    lines = _tier_lines(config)
+    for line in [*lines, *(line for line in config.stash.get(_FROM_WORKERS, []) if line not in lines)]:
+        terminalreporter.write_line(line)
+    started = config.stash.get(_STARTED, time.time())
+    shots = [p for p in chromium.SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= started]
+    if shots:
+        terminalreporter.write_line(f"browser tier screenshots: {len(shots)} PNG files in {chromium.SCREENSHOTS}")
 
 
 @pytest.fixture(name="pipeline", scope="session")

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from listener.errors import StoreError
 from listener.store.base import (
+    BucketBin,
     CachedComparison,
     MessageRecord,
     MessageState,
@@ -33,6 +34,7 @@ from listener.store.base import (
     Store,
     StoredReport,
     StoredScore,
+    TrafficBin,
     Transport,
 )
 from listener.store.pgurl import display_url, is_postgresql_url
@@ -40,6 +42,7 @@ from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
 
 __all__ = [
     "BACKENDS",
+    "BucketBin",
     "DB_FILENAME",
     "CachedComparison",
     "MessageRecord",
@@ -61,6 +64,7 @@ __all__ = [
     "StoreSettings",
     "StoredReport",
     "StoredScore",
+    "TrafficBin",
     "Transport",
     "open_store",
     "store_description",

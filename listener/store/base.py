@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
 Transport = Literal["mllp", "http"]
@@ -540,6 +540,63 @@ class CachedComparison:
         require_aware(self.computed_at, "computed_at")
 
 
+#: The bin widths :meth:`Store.traffic` and :meth:`Store.bucket_mix` group by (UTC hours or days).
+Step = Literal["hour", "day"]
+STEPS: tuple[str, ...] = get_args(Step)
+
+
+def require_step(step: str) -> None:
+    """Refuse a bin width other than ``hour`` or ``day``.
+
+    Raises:
+        ValueError: an unknown step.
+    """
+    _require_one_of(step, STEPS, "step")
+
+
+def bin_start(value: datetime, step: str) -> datetime:
+    """The start of the UTC hour or day ``value`` falls in (aware UTC)."""
+    value = value.astimezone(UTC)
+    if step == "day":
+        return value.replace(hour=0, minute=0, second=0, microsecond=0)
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficBin:
+    """How many messages of one kind were received in one UTC hour or day (the console overview).
+
+    Attributes:
+        start: the bin's first instant (aware UTC, on the hour or at midnight).
+        sender_application, sender_facility, transport, ack_code, state: the
+            messages' stored values (the current processing's state and answer).
+        count: how many messages received in the bin have exactly these values.
+    """
+
+    start: datetime
+    sender_application: str
+    sender_facility: str
+    transport: str
+    ack_code: str
+    state: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BucketBin:
+    """How many reports were routed to one bucket among the messages received in one UTC hour or day.
+
+    Attributes:
+        start: the bin's first instant (aware UTC), by the message's receive time.
+        bucket: the routing bucket as stored.
+        count: the reports of the current processings of those messages in that bucket.
+    """
+
+    start: datetime
+    bucket: str
+    count: int
+
+
 #: Report rows :meth:`Store.report_history` returns unless told otherwise.
 HISTORY_LIMIT = 200
 
@@ -653,9 +710,38 @@ class Store(Protocol):
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages in storage order, after a cursor, in a time window,
-        and with exact values for the other filters (accession and patient: a report's)."""
+        and with exact values for the other filters (accession, patient and bucket: a
+        report's of the current processing)."""
+        ...
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        """Messages received in ``[since, until)`` counted by UTC bin (``step``: ``hour`` or
+        ``day``), sender application and facility, transport, ack code and state.
+
+        Ordered by bin start, then sender application, sender facility,
+        transport, ack code and state; empty bins are left out. Counted by the
+        database (GROUP BY) over the window's rows only (the ``messages_received``
+        index). A blocking read: call it from a thread.
+
+        Raises:
+            ValueError: a naive time or an unknown step.
+        """
+        ...
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        """The reports of messages received in ``[since, until)`` counted by UTC bin of the
+        message's receive time and routing bucket, ordered by bin start then bucket.
+
+        Only the current processing's reports count (a reprocessed message's
+        earlier reports are kept apart and left out); messages of every state
+        count. A blocking read: call it from a thread.
+
+        Raises:
+            ValueError: a naive time or an unknown step.
+        """
         ...
 
     def prior_studies(

@@ -252,6 +252,16 @@ _V7 = (
     "ALTER TABLE outbox ADD COLUMN lease_holder text, ADD COLUMN lease_expires timestamptz",
 )
 
+_V8 = (
+    # The console's reads (docs/store.md, "Console reads"): traffic reads a
+    # window from this index alone (an index-only scan once vacuumed), already
+    # in (UTC hour, kind) order, so it counts without sorting; bucket_mix and
+    # messages(bucket=) read a message's buckets without its reports' rows.
+    "CREATE INDEX messages_traffic ON messages ((date_trunc('hour', received AT TIME ZONE 'UTC')),"
+    " sender_application, sender_facility, transport, ack_code, state, received)",
+    "CREATE INDEX reports_message_bucket ON reports (message_id, bucket)",
+)
+
 
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
@@ -294,6 +304,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(5, "comparisons cache table (derived, may be dropped)", _run(_V5)),
     PgMigration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
     PgMigration(7, "outbox lease holder and expiry", _run(_V7)),
+    PgMigration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _run(_V8)),
 ]
 
 #: The schema version this code writes.

@@ -51,6 +51,7 @@ from listener.store.base import (
     SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
+    BucketBin,
     CachedComparison,
     DestinationState,
     HistoryEntry,
@@ -70,8 +71,10 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TrafficBin,
     audit_target_json,
     require_aware,
+    require_step,
 )
 from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
 from listener.store.pg_schema import (
@@ -85,7 +88,17 @@ from listener.store.pg_schema import (
     schema_version,
 )
 from listener.store.pgurl import display_url
-from listener.store.rows import SUMMARY_COLUMNS, history_entry, message_summary
+from listener.store.rows import (
+    SUMMARY_COLUMNS,
+    TRAFFIC_COLUMNS,
+    bucket_bins,
+    bucket_mix_sql,
+    by_day,
+    history_entry,
+    message_summary,
+    traffic_bins,
+    traffic_sql,
+)
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
 
@@ -99,6 +112,30 @@ _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, Transac
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
+
+
+def _window(since: datetime, until: datetime, step: str) -> bool:
+    """Check a window and step (ValueError when naive or unknown); False when the window is empty."""
+    require_aware(since, "since")
+    require_aware(until, "until")
+    require_step(step)
+    return since < until
+
+
+#: A message's UTC hour (a timestamp without zone): the leading expression of the ``messages_traffic`` index.
+_HOUR = "date_trunc('hour', m.received AT TIME ZONE 'UTC')"
+#: The console reads' window: whole hours of that index, then the exact times (start, end, start, end).
+_WINDOW = (
+    f"{_HOUR} BETWEEN date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC')"
+    " AND date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC') AND m.received >= %s AND m.received < %s"
+)
+#: Text ordered by code point, as SQLite and Python order it, whatever the database's collation.
+_C = ' COLLATE "C"'
+
+
+def _utc_of_naive(value: datetime) -> datetime:
+    """An aware UTC datetime of a UTC timestamp without zone."""
+    return value.replace(tzinfo=UTC)
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:
@@ -882,6 +919,7 @@ class PostgresStore:
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`)."""
         where = ["m.id > %s"]
@@ -919,6 +957,11 @@ class PostgresStore:
                 params.append(patient_id)
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
+        if bucket is not None:
+            # A probe of reports_message_bucket per message, in message order: a page
+            # ends once it is full, so a common bucket reads little (docs/store.md).
+            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = %s)")
+            params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT %s"
         cursor = after if after is not None else 0
         remaining = limit
@@ -1028,6 +1071,31 @@ class PostgresStore:
             (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
+
+        The ``messages_traffic`` index leads with the UTC hour, then the kind:
+        the window is one range of it, read in group order (an index-only scan
+        once vacuumed), so no sort. Days add up their hours' counts.
+        """
+        if not _window(since, until, step):
+            return ()
+        sql = traffic_sql(_HOUR, _WINDOW, _C)
+        if step == "day":
+            sql = by_day(sql, "date_trunc('day', bin)", TRAFFIC_COLUMNS, _C)
+        return traffic_bins(self._rows("counting traffic", sql, (since, until, since, until)), _utc_of_naive)
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
+        (see :meth:`Store.bucket_mix`), grouped by hour (the index's expression, so the server
+        knows how many groups to expect), then by day."""
+        if not _window(since, until, step):
+            return ()
+        sql = bucket_mix_sql(_HOUR, _WINDOW, _C)
+        if step == "day":
+            sql = by_day(sql, "date_trunc('day', bin)", ("bucket",), _C)
+        return bucket_bins(self._rows("counting buckets", sql, (since, until, since, until)), _utc_of_naive)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""

@@ -50,6 +50,7 @@ from listener.store.base import (
     OUTBOX_STATES,
     TEXT_MAX,
     AuditEntry,
+    BucketBin,
     CachedComparison,
     DestinationState,
     HistoryEntry,
@@ -65,11 +66,22 @@ from listener.store.base import (
     SaveResult,
     ScoreRecord,
     StoredScore,
+    TrafficBin,
     require_aware,
+    require_step,
 )
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
-from listener.store.rows import SUMMARY_COLUMNS, history_entry
+from listener.store.rows import (
+    SUMMARY_COLUMNS,
+    TRAFFIC_COLUMNS,
+    bucket_bins,
+    bucket_mix_sql,
+    by_day,
+    history_entry,
+    traffic_bins,
+    traffic_sql,
+)
 from listener.store.schema import (
     SCHEMA_VERSION,
     Migration,
@@ -102,6 +114,23 @@ WRITER_AUTOCHECKPOINT = 4000
 
 _ts = ops.ts
 _dt = ops.dt
+
+
+#: A message's UTC hour as SQLite reads it: the leading expression of the ``messages_traffic`` index.
+_HOUR = "substr(m.received, 1, 13)"
+#: The console reads' window: whole hours of that index, then the exact times (start, end, start, end).
+_WINDOW = f"{_HOUR} BETWEEN substr(?, 1, 13) AND substr(?, 1, 13) AND m.received >= ? AND m.received < ?"
+
+
+def _bin_of(since: datetime, until: datetime, step: str) -> Callable[[str], datetime]:
+    """Check a window and step; return how a bin's text (an hour's 13 or a day's 10 leading
+    characters of a stored time) becomes its aware UTC start."""
+    require_aware(since, "since")
+    require_aware(until, "until")
+    require_step(step)
+    if step == "day":
+        return lambda key: datetime.fromisoformat(f"{key}T00:00:00+00:00")
+    return lambda key: datetime.fromisoformat(f"{key}:00:00+00:00")
 
 
 # ------------------------------------------------------------------ connections
@@ -516,6 +545,7 @@ class SQLiteStore:
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered.
 
@@ -571,6 +601,11 @@ class SQLiteStore:
                 params.append(patient_id)
         elif patient_authority is not None:
             raise ValueError("patient_authority narrows patient_id: give both")
+        if bucket is not None:
+            # A probe of reports_message_bucket per message, in message order: a page
+            # ends once it is full, so a common bucket reads little (docs/store.md).
+            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = ?)")
+            params.append(bucket)
         sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
         cursor = after if after is not None else 0
         remaining = limit
@@ -725,6 +760,40 @@ class SQLiteStore:
             (_ts(since), _ts(until)),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
+
+        A stored time is fixed-width UTC text, so its first 13 characters name
+        its hour. The ``messages_traffic`` index is ordered by exactly that
+        hour, then the kind: the window's hours are one range of it, read in
+        group order, so SQLite counts each group as it passes (no sort of the
+        window's rows). Days add up their hours' counts.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time or an unknown step.
+        """
+        moment = _bin_of(since, until, step)
+        if until <= since:
+            return ()
+        sql = traffic_sql(_HOUR, _WINDOW)
+        if step == "day":
+            sql = by_day(sql, "substr(bin, 1, 10)", TRAFFIC_COLUMNS)
+        start, end = _ts(since), _ts(until)
+        return traffic_bins(self._read("counting traffic", sql, (start, end, start, end)), moment)
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
+        (see :meth:`Store.bucket_mix`; its errors, and StoreError), through ``reports_message_bucket``."""
+        moment = _bin_of(since, until, step)
+        if until <= since:
+            return ()
+        sql = bucket_mix_sql(_HOUR, _WINDOW)
+        if step == "day":
+            sql = by_day(sql, "substr(bin, 1, 10)", ("bucket",))
+        start, end = _ts(since), _ts(until)
+        return bucket_bins(self._read("counting buckets", sql, (start, end, start, end)), moment)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`); by primary key, in chunks."""

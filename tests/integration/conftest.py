@@ -224,14 +224,18 @@ def with_control_id(raw: bytes, control_id: str) -> bytes:
     return b"\r".join(segments)
 
 
+def http_client(name: str, token: str, allow: str | None = None) -> str:
+    """One entry of an ``http_clients`` section: client ``name`` with token ``token``, allowed ``allow``
+    (a YAML list's items), or the default when ``None`` (docs/configuration.md, "HTTP clients and tokens")."""
+    allowed = "" if allow is None else f", allow: [{allow}]"
+    return f"  {name}: {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}{allowed}}}\n"
+
+
 def analyst_and_sender(analyst: str, sender: str, allow: str) -> str:
     """An ``http_clients`` section: client "analyst" with token ``analyst``, allowed ``allow`` (a YAML
-    list's items), and client "sender" with token ``sender``, allowed the default (docs/http-api.md)."""
-    return (
-        "http_clients:\n"
-        f"  analyst: {{token_sha256: {hashlib.sha256(analyst.encode()).hexdigest()}, allow: [{allow}]}}\n"
-        f"  sender: {{token_sha256: {hashlib.sha256(sender.encode()).hexdigest()}}}\n"
-    )
+    list's items), and client "sender" with token ``sender``, allowed the default (docs/http-api.md);
+    more entries (:func:`http_client`) may follow."""
+    return "http_clients:\n" + http_client("analyst", analyst, allow) + http_client("sender", sender)
 
 
 def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:

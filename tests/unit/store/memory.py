@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from listener.store.base import (
     SCORER_MAX,
     TEXT_MAX,
     AuditEntry,
+    BucketBin,
     CachedComparison,
     DestinationState,
     HistoryEntry,
@@ -51,8 +53,11 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TrafficBin,
     audit_target_json,
+    bin_start,
     require_aware,
+    require_step,
 )
 from listener.store.writer import GroupCommitWriter
 
@@ -528,6 +533,7 @@ class MemoryStore:
         accession: str | None = None,
         patient_id: str | None = None,
         patient_authority: str | None = None,
+        bucket: str | None = None,
     ) -> Iterator[MessageSummary]:
         if since is not None:
             require_aware(since, "since")
@@ -545,10 +551,12 @@ class MemoryStore:
         }
 
         def with_report(m: _Message) -> bool:
-            if accession is None and patient_id is None:
+            if accession is None and patient_id is None and bucket is None:
                 return True
             mine = [r for r in self.tables.reports if r.message_pk == m.pk]
             if accession is not None and not any(r.row.accession == accession for r in mine):
+                return False
+            if bucket is not None and not any(r.row.bucket == bucket for r in mine):
                 return False
             return patient_id is None or any(
                 r.patient_id == patient_id and (patient_authority is None or r.patient_authority == patient_authority)
@@ -655,6 +663,36 @@ class MemoryStore:
                 if m.state == "processed" and r.row.accession and since <= m.received < until:
                     found.add(r.row.accession)
             return tuple(sorted(found))
+
+        return self.read(select)
+
+    def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
+        require_aware(since, "since")
+        require_aware(until, "until")
+        require_step(step)
+
+        def select() -> tuple[TrafficBin, ...]:
+            counts = Counter(
+                (bin_start(m.received, step), m.sender_application, m.sender_facility, m.transport, m.ack_code, m.state)
+                for m in self.tables.messages.values()
+                if since <= m.received < until
+            )
+            return tuple(TrafficBin(*key, count=n) for key, n in sorted(counts.items()))
+
+        return self.read(select)
+
+    def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
+        require_aware(since, "since")
+        require_aware(until, "until")
+        require_step(step)
+
+        def select() -> tuple[BucketBin, ...]:
+            counts: Counter[tuple[datetime, str]] = Counter()
+            for r in self.tables.reports:
+                m = self.tables.messages[r.message_pk]
+                if since <= m.received < until:
+                    counts[bin_start(m.received, step), r.row.bucket] += 1
+            return tuple(BucketBin(start, bucket, n) for (start, bucket), n in sorted(counts.items()))
 
         return self.read(select)
 
