@@ -30,6 +30,7 @@ from listener.console.web import Ctx, Reply, safe_next
 from listener.destinations import DestinationSettings
 from listener.fhir.decode import FhirClient
 from listener.logs import keyed_hash
+from listener.model import BUCKETS
 from listener.operator_actions import (
     Actor,
     change_lines,
@@ -62,6 +63,7 @@ SEARCH_FIELDS = (
     "state",
     "ack_code",
     "transport",
+    "bucket",
     "since",
     "until",
 )
@@ -115,6 +117,8 @@ def _search_errors(ctx: Ctx, query: dict[str, str]) -> list[str]:
         errors.append(f"Transport must be one of {', '.join(TRANSPORTS)}.")
     if query["ack_code"] and query["ack_code"] not in ACK_CODES:
         errors.append(f"ACK code must be one of {', '.join(ACK_CODES)}.")
+    if query["bucket"] and query["bucket"] not in BUCKETS:
+        errors.append(f"Bucket must be one of {', '.join(BUCKETS)}.")
     return errors
 
 
@@ -152,6 +156,7 @@ def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
         "states": MESSAGE_STATES,
         "transports": TRANSPORTS,
         "ack_codes": ACK_CODES,
+        "buckets": BUCKETS,
         "rows": [],
         "next_page": "",
         "errors": [],
@@ -184,6 +189,7 @@ def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
             accession=query["accession"] or None,
             patient_id=query["patient_id"] or None,
             patient_authority=query["authority"] or None,
+            bucket=query["bucket"] or None,
             since=window.get("since"),
             until=window.get("until"),
         )

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from listener.model import BUCKETS
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, start_configured
 from tests.integration.ris import TestRis, write_destinations
 from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _hidden
@@ -120,7 +121,12 @@ def test_search_by_accession_lists_the_message_with_its_columns(setup: tuple[Run
     assert "1 message on this page" in page
     assert f'href="/console/messages/{pk}"' in page
     assert "HAL20261119143127-4471" in page and "HALCYON_RIS / LEMC" in page and "mllp" in page
-    assert '<span class="tag">' in page  # its bucket
+    (bucket,) = re.findall(r'<span class="tag">([a-z_]+)</span>', page)
+    other = next(b for b in BUCKETS if b != bucket)
+    for name, count in ((bucket, "1 message"), (other, "0 messages")):
+        status, _, page = browser.request("GET", f"/console/messages?accession={ACCESSION}&bucket={name}")
+        assert status == 200 and f"{count} on this page" in page
+    assert browser.request("GET", "/console/messages?bucket=nonsense")[0] == 400
     status, _, page = browser.request("GET", "/console/messages?accession=NO-SUCH-ACCESSION")
     assert status == 200 and "0 messages on this page" in page
     status, _, page = browser.request("GET", "/console/messages?since=yesterday")
