@@ -7,7 +7,7 @@ message files, each saved with a new control id and accession, all received now)
 function of listener/console/messages.py runs ``--runs`` times, rendered with the console's
 templates as the daemon renders them (no HTTP), and its median and p95 wall time are printed in
 ms: the search with no filter (the last 24 hours: every stored message), by accession, by control
-id, by sender and state with no match (the window scanned), a page deep in the store (the cursor),
+id, by bucket, by sender and state with no match (the window scanned), a page deep in the store (the cursor),
 and one message's page for a phi and a non-phi caller (docs/console.md, "Message browser").
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,21 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.console_queries import timed  # noqa: E402
 from bench.store_size import fill, templates  # noqa: E402
 from listener.console.messages import MessageServices, messages_page  # noqa: E402
 from listener.console.web import Caller, Console, ConsoleDeps, Ctx  # noqa: E402
 from listener.store.sqlite import SQLiteStore  # noqa: E402
-
-
-def timed(runs: int, call: Callable[[], object]) -> tuple[float, float]:
-    """(median, p95) ms of ``runs`` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
 
 
 def main() -> None:
@@ -84,6 +73,7 @@ def main() -> None:
             "search, no filter (24h: every message), first page": page(phi, ()),
             "search by accession": page(phi, (), accession=accession),
             "search by control id": page(phi, (), control_id=one.control_id),
+            "search by bucket (selective_overread)": page(phi, (), bucket="selective_overread"),
             "search by sender + state, no match": page(phi, (), sender=one.sender_application, state="rejected"),
             "search, a page in the middle (after=)": page(phi, (), after=str(middle), since="7d"),
             "message page, phi": page(phi, (str(one.message_pk),)),
