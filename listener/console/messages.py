@@ -145,6 +145,8 @@ def _buckets(store: Store, message_pk: int) -> list[str]:
 
 def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
     """``/console/messages`` (the search) or ``/console/messages/<message_pk>`` (one message)."""
+    if len(ctx.rest) > 1:
+        return _problem(404, "Not found", "There is no such console page.")
     if ctx.rest:
         return _message_page(ctx, services, ctx.rest[0])
     store = services.store
@@ -395,6 +397,8 @@ def _reprocess(ctx: Ctx, services: MessageServices) -> Reply:
     if pk is None:
         return _problem(404, "Not found", "Reprocess names one message: /console/actions/reprocess/<message_pk>.")
     dry_run = ctx.method != "POST"
+    if not dry_run and services.store.message_detail(pk) is None:
+        return _problem(404, "Not found", f"There is no message {pk}.")
     resend_routes = (ctx.form if not dry_run else ctx.params).get("resend_routes") == "1"
     changes: list[Change] = []
     problems: list[str] = []

@@ -8,6 +8,7 @@ The sample's patient name, MRN and report words must never reach a caller withou
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import re
@@ -253,3 +254,22 @@ def test_a_fhir_message_shows_its_body_indented_to_phi_callers_only(setup: tuple
     assert "ZZTEST" not in pages[MANAGER] and "DiagnosticReport&#34;," not in pages[MANAGER]
     # Our answer (status, then the OperationOutcome) is shown to both, indented.
     assert "\n  &#34;resourceType&#34;: &#34;OperationOutcome&#34;," in pages[MANAGER]
+
+
+def test_actions_say_why_they_left_something_alone_as_the_cli_does(setup: tuple[RunningDaemon, int]) -> None:
+    daemon, pk = setup
+    browser, csrf = _signed_in(daemon, ANALYST)
+    status, headers, _ = browser.request("POST", "/console/actions/resend", {"row": "999999", "csrf": csrf})
+    assert status == 303 and headers["location"].startswith("/console/?")  # no back: the overview
+    note = parse_qs(urlsplit(headers["location"]).query)["note"][0]
+    assert note == "nothing resent\nrow 999999 not resent: unknown id"
+    status, _, page = browser.request("POST", "/console/actions/retry", {"row": "1", "message": str(pk), "csrf": csrf})
+    assert status == 400 and "Give one outbox row or one message (not both)." in page
+    status, _, page = browser.request("POST", "/console/actions/retry", {"message": str(pk), "csrf": csrf})
+    assert status == 409 and f"Message {pk} has no dead routing message." in page
+    status, _, page = browser.request("POST", "/console/actions/kick", {"destination": "nowhere", "csrf": csrf})
+    assert status == 400 and "unknown destination 'nowhere' (known: ris)" in html.unescape(page)
+    audit = len(_audit(daemon))
+    status, _, page = browser.request("POST", "/console/actions/reprocess/999999", {"csrf": csrf})
+    assert status == 404 and "There is no message 999999." in page
+    assert len(_audit(daemon)) == audit
