@@ -258,6 +258,32 @@ def _report_view(item: dict[str, Any], patient_h: str, phi: bool) -> dict[str, A
     }
 
 
+#: Versions of an accession the message page lists (``overread history`` shows them all).
+VERSIONS_SHOWN = 20
+
+
+def _versions(store: Store, accessions: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per accession, its stored reports (``overread history``'s rows without the comparison):
+    received, message, control id, report status, bucket and finding count, oldest first."""
+    found = store.report_histories(accessions, limit=VERSIONS_SHOWN) if accessions else {}
+    return {
+        accession: [
+            {
+                "message_pk": e.message_pk,
+                "seq": e.seq,
+                "control_id": e.control_id,
+                "received": e.received,
+                "transport": e.transport,
+                "status": str(json.loads(e.report_json).get("status", "")),
+                "bucket": e.bucket,
+                "findings": len(json.loads(e.findings_json)),
+            }
+            for e in entries
+        ]
+        for accession, entries in found.items()
+    }
+
+
 def _latest_delivered(rows: Sequence[OutboxRow]) -> list[int]:
     """The latest delivered row per (destination, accession): what "resend all routes" resends."""
     latest: dict[tuple[str, str], int] = {}
@@ -297,6 +323,7 @@ def _message_page(ctx: Ctx, services: MessageServices, text: str) -> Reply:
         for item, row in zip(data["reports"], detail.reports, strict=True)
     ]
     rows = [row for row, _ in detail.outbox]
+    accessions = sorted({r["accession"] for r in data["reports"] if r["accession"]})
     context = {
         "m": data,
         "pk": pk,
@@ -305,7 +332,8 @@ def _message_page(ctx: Ctx, services: MessageServices, text: str) -> Reply:
         "reports": reports,
         "payloads": payloads,
         "plain": plain.getvalue(),
-        "accessions": sorted({r["accession"] for r in data["reports"] if r["accession"]}),
+        "accessions": accessions,
+        "versions": _versions(services.store, accessions),
         "delivered": _latest_delivered(rows),
         "dead": [r.id for r in rows if r.state == "dead"],
         "result": _result(ctx, services.secret),

@@ -168,6 +168,7 @@ def test_a_phi_caller_sees_the_raw_body_with_field_names_and_the_marked_report(
     assert '<span title="PID-3 Patient Identifier List">ZZ9000104^^^LEMC^MR</span>' in page
     assert "<mark title=" in page
     assert "Routing messages (1)" in page and "MSH|" in page
+    assert f"Accession {ACCESSION}: its stored reports (1)" in page and "<td>this message</td>" in page
     status, _, page = browser.request("GET", "/console/messages?patient_id=ZZ9000104&authority=LEMC")
     assert status == 200 and f'href="/console/messages/{pk}"' in page
 
