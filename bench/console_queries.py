@@ -28,7 +28,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,22 +94,30 @@ def measure(name: str, store: Any, now: datetime, runs: int) -> None:
         print(f"{name:<10} {label:<40} median {median:>8.1f} ms  p95 {p95:>8.1f} ms")
 
 
-def bench_sqlite(args: argparse.Namespace, records: list[MessageRecord], now: datetime) -> None:
-    """Fill a new SQLite store (synchronous NORMAL: the fill is not what is measured) and time the reads."""
+@contextmanager
+def filled_sqlite(directory: str, records: list[MessageRecord], messages: int, now: datetime) -> Iterator[Any]:
+    """A new SQLite store in ``directory`` (synchronous NORMAL: the fill is not what is measured)
+    holding ``messages`` records of :func:`builder`; closed and removed afterwards."""
     from listener.store.sqlite import SQLiteStore
 
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-console-", dir=args.dir))
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-console-", dir=directory))
     try:
         store = SQLiteStore(work / "overread.db", synchronous="NORMAL")
         try:
-            _, seconds = fill(store, records, args.messages, 64, builder(now, args.messages))
-            print(f"sqlite: {args.messages} messages stored in {seconds:.0f} s")
-            measure("sqlite", store, now, args.runs)
+            _, seconds = fill(store, records, messages, 64, builder(now, messages))
+            print(f"sqlite: {messages} messages stored in {seconds:.0f} s", flush=True)
+            yield store
         finally:
             store.close()
     finally:
         shutil.rmtree(work)
+
+
+def bench_sqlite(args: argparse.Namespace, records: list[MessageRecord], now: datetime) -> None:
+    """Fill a new SQLite store and time the reads."""
+    with filled_sqlite(args.dir, records, args.messages, now) as store:
+        measure("sqlite", store, now, args.runs)
 
 
 def bench_postgresql(args: argparse.Namespace, records: list[MessageRecord], now: datetime) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 
 from listener.console.messages import MessageServices, actions_page, messages_page
-from listener.console.overview import overview_page
+from listener.console.overread import OverreadPage
+from listener.console.overview import OverviewPage
 from listener.console.web import Console, ConsoleDeps
 
 __all__ = ["Console", "ConsoleDeps", "build_console"]
@@ -18,15 +19,15 @@ __all__ = ["Console", "ConsoleDeps", "build_console"]
 def build_console(deps: ConsoleDeps) -> Console:
     """The console with all its pages, on what ``deps`` gives."""
     console = Console(deps)
-    store = deps.services["store"]
-    console.page("", lambda ctx: overview_page(ctx, store))
+    console.page("", OverviewPage(deps.services["store"]))
+    console.page("overread", OverreadPage(deps.services))
     services = deps.services
     messages = MessageServices(
-        store=store,
+        store=services["store"],
         pipeline=services["pipeline"],
         destinations=services.get("destinations", tuple),
         live_figures=services.get("live_figures", lambda: None),
-        clients=services.get("clients", dict),
+        clients=services.get("fhir_clients", dict),
         hash_key=services.get("hash_key", b""),
         secret=secrets.token_bytes(32),
     )

@@ -48,7 +48,14 @@ class Chart:
     alt: str
 
 
-def _config(title: str, width: int, height: int, labels: Sequence[str], every: int) -> dict[str, object]:
+#: Legend entries per row under a chart.
+_LEGEND_COLUMNS = 4
+
+
+def _config(title: str, width: int, height: int, labels: Sequence[str], every: int, series: int) -> dict[str, object]:
+    # pygal does not keep room for a legend at the bottom: each row of it gets its own margin, or an
+    # <img> cuts it off. Labels are written whole (only every n-th is shown, so they fit).
+    rows = -(-series // _LEGEND_COLUMNS)
     return {
         "title": title,
         "width": width,
@@ -58,13 +65,15 @@ def _config(title: str, width: int, height: int, labels: Sequence[str], every: i
         "disable_xml_declaration": True,
         "pretty_print": False,
         "legend_at_bottom": True,
-        "legend_at_bottom_columns": 4,
+        "legend_at_bottom_columns": _LEGEND_COLUMNS,
+        "truncate_label": -1,
         "x_label_rotation": 0,
         "show_minor_x_labels": False,
         "x_labels_major_every": max(1, every),
         "truncate_legend": 30,
         "print_values": False,
         "margin": 8,
+        "margin_bottom": 8 + 20 * rows,
     }
 
 
@@ -91,7 +100,7 @@ def bars(
 ) -> Chart:
     """Bars per label, one colour per series (stacked by default); ``every``: label every n-th bar."""
     kind = pygal.StackedBar if stacked else pygal.Bar
-    chart = kind(**_config(title, width, height, labels, every))
+    chart = kind(**_config(title, width, height, labels, every, len(series)))
     alt = f"{title}: bar chart of {', '.join(series) or 'no series'} over {len(labels)} periods"
     return _finish(chart, labels, series, alt)
 
@@ -106,6 +115,8 @@ def lines(
     every: int = 1,
 ) -> Chart:
     """A line per series over the labels (``None`` leaves a gap)."""
-    chart = pygal.Line(**_config(title, width, height, labels, every), allow_interruptions=True, dots_size=2)
+    chart = pygal.Line(
+        **_config(title, width, height, labels, every, len(series)), allow_interruptions=True, dots_size=2
+    )
     alt = f"{title}: line chart of {', '.join(series) or 'no series'} over {len(labels)} periods"
     return _finish(chart, labels, series, alt)

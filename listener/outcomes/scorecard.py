@@ -41,9 +41,11 @@ __all__ = [
     "ScorecardRow",
     "Spread",
     "percentile",
+    "prelim_to_final",
     "render_csv",
     "render_text",
     "scorecard",
+    "spread",
     "wilson",
 ]
 
@@ -248,7 +250,8 @@ def _rate(count: int, of: int, min_reads: int, interval: bool = True) -> Rate:
     return Rate(count, of, count / of, low, high)
 
 
-def _spread(values: Sequence[float]) -> Spread:
+def spread(values: Sequence[float]) -> Spread:
+    """How many ``values`` (minutes), their median and p90."""
     if not values:
         return Spread(0, None, None)
     return Spread(len(values), _median(values), percentile(values, 90))
@@ -258,6 +261,33 @@ def _minutes(start: datetime, end: datetime) -> float | None:
     """Minutes from ``start`` to ``end``; None when negative (a clock or data error)."""
     minutes = (end - start).total_seconds() / 60
     return minutes if minutes >= 0 else None
+
+
+def _to_final_minutes(graded: GradedPair, before: Version, after: Version) -> float | None:
+    """Minutes from a preliminary to its final (None: not a ``prelim_to_final`` pair, or negative)."""
+    if graded.pair.kind != "prelim_to_final":
+        return None
+    return _minutes(before.clinical_time, after.clinical_time)
+
+
+def prelim_to_final(
+    outcomes: Iterable[AccessionOutcome], *, since: datetime, until: datetime
+) -> tuple[tuple[datetime, float], ...]:
+    """Each preliminary of ``[since, until)`` (by clinical time) that a final replaced: its clinical
+    time and the minutes to the final, as the scorecard's ``prelim_to_final_minutes`` counts them;
+    sorted by time."""
+    out = []
+    for outcome in outcomes:
+        replaced_by = {g.pair.before: g for g in outcome.graded}
+        for v in outcome.chain.versions:
+            graded = replaced_by.get(v.position)
+            if graded is None or v.stage == _CANCELLED or not since <= v.clinical_time < until:
+                continue
+            minutes = _to_final_minutes(graded, v, outcome.after(graded))
+            if minutes is not None:
+                out.append((v.clinical_time, minutes))
+    out.sort()
+    return tuple(out)
 
 
 def _reader_group(reader_id: str, directory: Directory) -> str:
@@ -342,8 +372,8 @@ def _row(key: str, by: str, tally: _Tally, directory: Directory, min_reads: int)
             c: _rate(n, tally.reads, min_reads, interval=False)
             for c, n in sorted(tally.categories.items(), key=lambda kv: (-kv[1], kv[0]))
         },
-        prelim_minutes=_spread(tally.prelim_minutes),
-        prelim_to_final_minutes=_spread(tally.to_final_minutes),
+        prelim_minutes=spread(tally.prelim_minutes),
+        prelim_to_final_minutes=spread(tally.to_final_minutes),
         corrected=_rate(tally.corrected, tally.finals, min_reads, interval=False),
         addendum=_rate(tally.addendum, tally.reads, min_reads, interval=False),
         disagreements=sum(1 for g in tally.graded if g.disagreement),
@@ -404,10 +434,9 @@ def scorecard(
             tally.overread += 1
             if graded.grade is not None:
                 tally.graded.append(graded)
-            if graded.pair.kind == "prelim_to_final":
-                minutes = _minutes(v.clinical_time, after.clinical_time)
-                if minutes is not None:
-                    tally.to_final_minutes.append(minutes)
+            minutes = _to_final_minutes(graded, v, after)
+            if minutes is not None:
+                tally.to_final_minutes.append(minutes)
             if graded.pair.kind == "correction" and v.stage == _FINAL:
                 tally.corrected += 1
     rows = [_row(key, by, tally, directory, min_reads) for key, tally in tallies.items()]

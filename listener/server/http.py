@@ -1023,16 +1023,13 @@ class _ApiQuery(_Endpoint):
         except UnicodeDecodeError:
             return defer.succeed(_api_error(400, "the accession is not UTF-8"))
         pipeline = self.api.intake.pipeline()
-        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        clients = self.api.fhir_clients()
         api = self.api
 
         def history() -> HttpAnswer:
             from listener.history import HistoryContext, history_document
-            from listener.outcomes import load_outcome_rules
 
-            if api.outcome_rules is None:
-                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
-            context = HistoryContext(pipeline, api.outcome_rules, clients)
+            context = HistoryContext(pipeline, api.rules(), clients)
             doc = history_document(api.store, accession, context, limit=limit)
             return _api_json(doc) if doc["versions"] else _api_error(404, "no stored report of that accession")
 
@@ -1059,20 +1056,15 @@ class _ApiQuery(_Endpoint):
         if since >= until:
             return defer.succeed(_api_error(400, "since must be before until"))
         pipeline = self.api.intake.pipeline()
-        clients = {c.fhir.name: c.fhir for c in self.api.access.clients.values()}
+        clients = self.api.fhir_clients()
         api = self.api
 
         def card() -> HttpAnswer:
             from listener.outcome_data import HistoryContext, collect
-            from listener.outcomes import load_outcome_rules
             from listener.outcomes.scorecard import scorecard
             from listener.sites import EMPTY_DIRECTORY
 
-            if api.outcome_rules is None:
-                api.outcome_rules = load_outcome_rules(api.outcome_rules_file)
-            outcomes = collect(
-                api.store, HistoryContext(pipeline, api.outcome_rules, clients), since=since, until=until
-            )
+            outcomes = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
             directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
             result = scorecard(
                 outcomes, by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
@@ -1110,6 +1102,18 @@ class Api:
         self.metrics = metrics
         self.reactor = reactor
         self.run_in_thread = run_in_thread
+
+    def rules(self) -> OutcomeRules:
+        """The grading rules of policies/outcomes.yaml, loaded on first use (blocking: call on a thread)."""
+        from listener.outcomes import load_outcome_rules
+
+        if self.outcome_rules is None:
+            self.outcome_rules = load_outcome_rules(self.outcome_rules_file)
+        return self.outcome_rules
+
+    def fhir_clients(self) -> dict[str, FhirClient]:
+        """The live FHIR clients by name (what re-decoding a stored FHIR body needs)."""
+        return {c.fhir.name: c.fhir for c in self.access.clients.values()}
 
     def handle(self, endpoint: _Endpoint, request: Any, method: bytes) -> None:
         """Bind the request's logger, compute the answer, send it (never lets a failure escape)."""
@@ -1249,9 +1253,11 @@ def _console(api: Api) -> Console:
         services={
             "store": api.store,
             "pipeline": api.intake.pipeline,
+            "queries": api.queries,
+            "outcome_rules": api.rules,
+            "fhir_clients": api.fhir_clients,
             "destinations": api.intake.destinations,
             "live_figures": api.intake.live_figures,
-            "clients": lambda: {c.fhir.name: c.fhir for c in api.access.clients.values()},
             "hash_key": api.intake.hash_key,
         },
     )

@@ -1,0 +1,293 @@
+"""The overread page: bucket mix, turnaround, worklist per pool, discrepancy rates (docs/console.md, "Overread").
+
+Layer: a page object; its call runs on a thread and reads the store. The figures come from
+the store's aggregates (:meth:`listener.store.base.Store.bucket_mix`,
+:meth:`listener.store.base.ReportReader.tasks`) and from the graded chains the scorecard reads
+(:func:`listener.outcome_data.collect`, :func:`listener.outcomes.scorecard.scorecard`), so the
+page shows the numbers ``overread scorecard`` and ``/api/scorecard`` give.
+
+Grading a window's chains reads every accession received in it; on a large store that takes
+tens of seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed
+document, keyed by the window, the grouping and the minimum of graded reads, with the store's
+newest message pk it saw: it is current while no message arrived, for :data:`CACHE_SECONDS`;
+then it is shown while a new one is computed in the background, for up to
+:data:`STALE_SECONDS`. The page says when its figures were computed.
+
+No patient data is shown: reader ids, groups, sites, pools and counts only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from listener.console.bins import STEP_WIDTH, bin_label, bin_starts, fill, window_start
+from listener.console.charts import bars, lines
+from listener.console.web import Ctx, Reply
+from listener.logs import get_logger
+from listener.outcome_data import HistoryContext, collect
+from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, scorecard, spread
+from listener.sites import EMPTY_DIRECTORY
+
+__all__ = ["BY", "CACHE_SECONDS", "STALE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "in_thread", "worklist"]
+
+
+def _log() -> Any:
+    return get_logger("listener.console")
+
+
+#: The windows: name -> (days, turnaround bin step, label).
+WINDOWS = {
+    "7d": (7, "day", "last 7 days"),
+    "30d": (30, "day", "last 30 days"),
+    "90d": (90, "week", "last 90 days"),
+}
+DEFAULT_WINDOW = "90d"
+#: What the discrepancy table groups by (a subset of the scorecard's).
+BY = ("reader", "group", "site")
+#: How long a computed document is shown as current (no new message since).
+CACHE_SECONDS = 60.0
+#: How long a computed document may still be shown while a newer one is computed in the background.
+STALE_SECONDS = 900.0
+#: Computed documents kept at most (the oldest goes first).
+CACHE_ENTRIES = 16
+#: Open tasks the worklist reads at most (newest first); beyond it the page says the counts are partial.
+WORKLIST_LIMIT = 5000
+#: The discrepancy figures shown, and flagged when a reader's interval lies above the group's.
+SHOWN = (("any", "any discrepancy"), ("significant", "significant (2b, 3b)"))
+DEFAULT_MIN_READS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Computed:
+    """A computed document: when (monotonic seconds and wall time) and the newest message pk it saw."""
+
+    at: float
+    computed: datetime
+    newest: int
+    document: Mapping[str, Any]
+
+
+def in_thread(job: Callable[[], None]) -> None:
+    """Run ``job`` on a new daemon thread (a document computed in the background)."""
+    threading.Thread(target=job, name="console-overread", daemon=True).start()
+
+
+def worklist(tasks: list[tuple[Any, datetime | None]]) -> list[dict[str, Any]]:
+    """Open tasks per pool: how many and the oldest receive time, by pool name (``""`` shown as "(no pool)")."""
+    pools: dict[str, dict[str, Any]] = {}
+    for row, completed in tasks:
+        if completed is not None:
+            continue
+        route = json.loads(row.route_json) or {}
+        name = str(route.get("pool") or "") or "(no pool)"
+        pool = pools.setdefault(name, {"pool": name, "open": 0, "oldest": row.received})
+        pool["open"] += 1
+        pool["oldest"] = min(pool["oldest"], row.received)
+    return [pools[name] for name in sorted(pools)]
+
+
+def _rate_cell(rate: Rate) -> dict[str, Any]:
+    if rate.rate is None:
+        return {"text": "-", "interval": "", "count": rate.count}
+    interval = f"{100 * rate.low:.1f}–{100 * rate.high:.1f}%" if rate.low is not None and rate.high is not None else ""
+    return {"text": f"{100 * rate.rate:.1f}%", "interval": interval, "count": rate.count}
+
+
+def _above(row: ScorecardRow, group: ScorecardRow | None, key: str) -> bool:
+    """Whether the row's interval lies wholly above its group's (both given)."""
+    if group is None:
+        return False
+    mine, theirs = row.discrepancies[key], group.discrepancies[key]
+    return mine.low is not None and theirs.high is not None and mine.low > theirs.high
+
+
+class OverreadPage:
+    """The ``/console/overread`` page with its short-lived cache of computed documents."""
+
+    def __init__(
+        self,
+        services: Mapping[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+        refresh: Callable[[Callable[[], None]], None] = in_thread,
+    ) -> None:
+        self.store = services["store"]
+        self.queries = services["queries"]
+        self.pipeline = services["pipeline"]
+        self.rules = services["outcome_rules"]
+        self.fhir_clients = services["fhir_clients"]
+        self.clock = clock
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, int], _Computed] = {}
+        self._refreshing: set[tuple[str, str, int]] = set()
+
+    def __call__(self, ctx: Ctx) -> Reply:
+        """The page for ``?window=`` (7d, 30d, 90d), ``?by=`` (reader, group, site) and ``?min_reads=``.
+
+        A document computed for the same choices is shown as it is while no message arrived and
+        for :data:`CACHE_SECONDS`; after that, and for up to :data:`STALE_SECONDS`, it is still
+        shown (the page says so) while a new one is computed in the background (``refresh``).
+        Without one, or with an older one, the request computes the document itself.
+        """
+        window = ctx.param("window", DEFAULT_WINDOW)
+        if window not in WINDOWS:
+            window = DEFAULT_WINDOW
+        by = ctx.param("by", "reader")
+        if by not in BY:
+            by = "reader"
+        text = ctx.param("min_reads", str(DEFAULT_MIN_READS))
+        problem = ""
+        if text.isascii() and text.isdigit() and len(text) <= 9 and int(text) >= 1:
+            min_reads = int(text)
+        else:
+            min_reads, problem = DEFAULT_MIN_READS, "min_reads must be a whole number, 1 or more: 30 is used."
+        key = (window, by, min_reads)
+        newest = self.store.newest_message_pk()
+        at = self.clock()
+        with self._lock:
+            found = self._cache.get(key)
+        refreshing = False
+        if found is None or at - found.at > STALE_SECONDS:
+            found = self._compute(key, ctx.now, newest)
+        elif found.newest != newest or at - found.at > CACHE_SECONDS:
+            refreshing = True
+            self._refresh_later(key, ctx.now, newest)
+        context = dict(found.document)
+        context.update(
+            {
+                "computed": found.computed,
+                "cached": found.computed != ctx.now,
+                "refreshing": refreshing,
+                "windows": [(name, label) for name, (_, _, label) in WINDOWS.items()],
+                "bys": BY,
+                "problem": problem,
+            }
+        )
+        return Reply("overread.html.j2", context)
+
+    def _compute(self, key: tuple[str, str, int], now: datetime, newest: int) -> _Computed:
+        """Compute the document of ``key`` and keep it (the oldest kept one goes beyond :data:`CACHE_ENTRIES`)."""
+        found = _Computed(self.clock(), now, newest, self.document(now, *key))
+        with self._lock:
+            self._cache[key] = found
+            while len(self._cache) > CACHE_ENTRIES:
+                del self._cache[min(self._cache, key=lambda k: self._cache[k].at)]
+        return found
+
+    def _refresh_later(self, key: tuple[str, str, int], now: datetime, newest: int) -> None:
+        """Compute ``key``'s document in the background unless that is already under way."""
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+
+        def job() -> None:
+            try:
+                self._compute(key, now, newest)
+            except Exception as exc:  # noqa: BLE001 - logged; the next request computes again
+                _log().warning("console_overread_refresh_failed", error_type=type(exc).__name__)
+            finally:
+                with self._lock:
+                    self._refreshing.discard(key)
+
+        self.refresh(job)
+
+    def document(self, now: datetime, window: str, by: str, min_reads: int) -> dict[str, Any]:
+        """Every figure of the page for one window, grouping and minimum (blocking)."""
+        days, step, label = WINDOWS[window]
+        since = window_start(now, "day", days)
+        days_starts = bin_starts(since, now, "day")
+        mix = fill(
+            days_starts,
+            self.store.bucket_mix(since, now, step="day"),
+            lambda b: b.start,
+            lambda b: b.bucket,
+            lambda b: b.count,
+        )
+        day_labels = [bin_label(s, "day") for s in days_starts]
+        mix_chart = (
+            bars(f"Routed reports per day by bucket, {label}", day_labels, mix, every=7 if days > 7 else 1)
+            if mix
+            else None
+        )
+
+        pipeline = self.pipeline()
+        context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
+        outcomes = collect(self.store, context, since=since, until=now)
+        turn_since = window_start(now, step, days // 7) if step == "week" else since
+        turn_starts = bin_starts(turn_since, now, step)
+        per_bin: list[list[float]] = [[] for _ in turn_starts]
+        for when, minutes in prelim_to_final(outcomes, since=turn_since, until=now):
+            position = max(i for i, s in enumerate(turn_starts) if s <= when)
+            per_bin[position].append(minutes)
+        spreads = [spread(values) for values in per_bin]
+        turn_labels = [bin_label(s, step) for s in turn_starts]
+        turnaround = [
+            {"label": lab, "end": s + STEP_WIDTH[step], "count": sp.count, "median": sp.median, "p90": sp.p90}
+            for lab, s, sp in zip(turn_labels, turn_starts, spreads, strict=True)
+        ]
+        turn_chart = None
+        if any(sp.count for sp in spreads):
+            turn_chart = lines(
+                f"Preliminary to final, minutes per {step}, {label}",
+                turn_labels,
+                {"median": [sp.median for sp in spreads], "p90": [sp.p90 for sp in spreads]},
+                every=7 if step == "day" and days > 7 else 1,
+            )
+
+        directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
+        card = scorecard(outcomes, by=by, directory=directory, since=since, until=now, min_reads=min_reads)
+        groups: dict[str, ScorecardRow] = {}
+        if by == "reader":
+            group_card = scorecard(
+                outcomes, by="group", directory=directory, since=since, until=now, min_reads=min_reads
+            )
+            groups = {r.key: r for r in group_card.rows}
+        rows = []
+        for r in card.rows:
+            group = groups.get(r.group) if r.group is not None else None
+            cells = []
+            for key, _ in SHOWN:
+                cell = _rate_cell(r.discrepancies[key])
+                cell["above"] = _above(r, group, key)
+                cells.append(cell)
+            rows.append(
+                {
+                    "key": r.key,
+                    "group": r.group or "",
+                    "reads": r.reads,
+                    "graded": r.graded,
+                    "cells": cells,
+                    "flagged": any(c["above"] for c in cells),
+                    "note": r.note,
+                }
+            )
+
+        tasks = self.queries.tasks(status="requested", pool=None, limit=WORKLIST_LIMIT)
+        return {
+            "window": window,
+            "window_label": label,
+            "since": since,
+            "until": now,
+            "by": by,
+            "min_reads": min_reads,
+            "mix_chart": mix_chart,
+            "mix_labels": day_labels,
+            "mix": mix,
+            "mix_totals": {bucket: sum(values) for bucket, values in mix.items()},
+            "turn_chart": turn_chart,
+            "turn_step": step,
+            "turnaround": turnaround,
+            "shown": SHOWN,
+            "rows": rows,
+            "graded_total": sum(r.graded for r in card.rows),
+            "pools": worklist(tasks),
+            "worklist_partial": len(tasks) >= WORKLIST_LIMIT,
+            "worklist_limit": WORKLIST_LIMIT,
+        }
