@@ -11,7 +11,9 @@ thread, and its template is rendered (:meth:`listener.console.web.Console.render
 and the maximum wall time are printed, in ms. Each page is timed twice: with a new page object each
 run (the overview counts every bin, the overread page computes its document; ``--computed-runs``
 of those) and with the console's own page object (the overview's closed bins and the overread
-document kept from the run before). docs/benchmarks.md, "Console pages".
+document kept from the run before). The policy page is timed showing the live rules, and running
+the what-if of samples/policies/stricter.yaml (at most 2,000 accessions of the window replayed).
+docs/benchmarks.md, "Console pages".
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def services(store: Any) -> dict[str, Any]:
         "queries": store.reports,
         "outcome_rules": lambda: rules,
         "fhir_clients": dict,
+        "hash_key": b"\x00" * 32,
     }
 
 
@@ -111,6 +114,10 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
             )
         )
     cases.append(("overread 90d by reader, kept", runs, page("overread", {"window": "90d"})))
+    cases.append(("policy, the live rules", runs, page("policy", {})))
+    for window in ("7d", "90d"):
+        stricter = {"candidate": "samples/policies/stricter.yaml", "since": window}
+        cases.append((f"policy what-if stricter {window}, capped", computed_runs, page("policy", stricter)))
     for label, n, call in cases:
         median, most = timed(n, call)
         print(f"{label:<40} {n:>2} runs  median {median:>9.1f} ms  max {most:>9.1f} ms", flush=True)

@@ -16,19 +16,26 @@ in flight (the writer groups them into commits, as with many senders).
 Prints, per backend: the raw bytes per message, the store's bytes per message
 (SQLite: the database file after a WAL checkpoint and a VACUUM, as an operator
 sees it; PostgreSQL: ``pg_total_relation_size`` of every table, indexes and
-TOAST included, after a VACUUM), its ratio to the raw size, messages/s, and
-the process's peak RSS. ``--columns`` also prints what each column and index
-costs per message (docs/store.md, "Compact storage").
+TOAST included, after a VACUUM), its ratio to the raw size, messages/s, the
+CPU time per message of the whole process and of the store's writer thread
+(the one thread every save goes through: on a loaded machine messages/s
+follows the load, CPU time much less), and the process's peak RSS.
+``--columns`` also prints what each column and index costs per message
+(docs/store.md, "Compact storage"). ``--profile FILE`` writes a cProfile of
+the writer thread, timed by that thread's CPU clock (not wall time, which a
+loaded machine inflates): ``python -m pstats FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -138,6 +145,66 @@ def fill(
     return raw_bytes, time.perf_counter() - start
 
 
+@dataclasses.dataclass(frozen=True)
+class Fill:
+    """What saving the messages took."""
+
+    raw_bytes: int
+    seconds: float
+    #: CPU seconds of the whole process, and of the store's writer thread, while saving.
+    cpu: float
+    writer_cpu: float
+
+
+def writer_cpu() -> float:
+    """CPU seconds the store's writer thread (``overread-store-writer``) has used so far (0: none running)."""
+    return sum(
+        time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        for thread in threading.enumerate()
+        if thread.name == "overread-store-writer" and thread.ident is not None
+    )
+
+
+class WriterProfile:
+    """A cProfile of the store's writer thread on its own CPU clock, from the thread's start.
+
+    Started before the store opens: ``threading.setprofile`` reaches threads started afterwards;
+    every other thread drops the hook at its first call.
+    """
+
+    def __init__(self) -> None:
+        self.profile: cProfile.Profile | None = None
+        threading.setprofile(self._boot)
+
+    def _boot(self, _frame: Any, _event: str, _arg: Any) -> None:
+        sys.setprofile(None)
+        if threading.current_thread().name == "overread-store-writer" and self.profile is None:
+            self.profile = cProfile.Profile(time.thread_time)
+            self.profile.enable()
+
+    def dump(self, path: str) -> None:
+        """Write the profile (call once the store is closed: its writer thread has ended)."""
+        threading.setprofile(None)
+        if self.profile is None:
+            raise SystemExit("the store's writer thread was not profiled")
+        self.profile.dump_stats(path)
+        print(f"writer thread profile (CPU clock): {path}")
+
+
+def fill_store(open_store: Callable[[], Any], records: list[MessageRecord], args: argparse.Namespace) -> Fill:
+    """Open a store, :func:`fill` it (profiling its writer thread when asked), close it."""
+    profile = WriterProfile() if args.profile else None
+    store = open_store()
+    writer_start, cpu_start = writer_cpu(), time.process_time()
+    raw_bytes, seconds = fill(store, records, args.messages, args.window)
+    # Read before the store closes: the writer thread's clock ends with the thread.
+    filled = Fill(raw_bytes, seconds, time.process_time() - cpu_start, writer_cpu() - writer_start)
+    store.close()
+    if profile is not None:
+        profile.dump(args.profile)
+    return filled
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size, MB (Linux reports KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -181,11 +248,9 @@ def bench_sqlite(records: list[MessageRecord], args: argparse.Namespace) -> None
     work = Path(tempfile.mkdtemp(prefix="bench-size-", dir=args.dir))
     try:
         path = work / "overread.db"
-        store = SQLiteStore(path, synchronous="NORMAL")
-        raw_bytes, seconds = fill(store, records, args.messages, args.window)
-        store.close()
+        filled = fill_store(lambda: SQLiteStore(path, synchronous="NORMAL"), records, args)
         size = sqlite_sizes(path, args.columns)
-        result("sqlite", args.messages, raw_bytes, size, seconds)
+        result("sqlite", args.messages, filled, size)
     finally:
         shutil.rmtree(work)
 
@@ -197,9 +262,7 @@ def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> 
     from listener.store.postgresql import PostgresStore
 
     with pg_schema(args.postgresql) as (schema, conninfo):
-        store = PostgresStore(conninfo)
-        raw_bytes, seconds = fill(store, records, args.messages, args.window)
-        store.close()
+        filled = fill_store(lambda: PostgresStore(conninfo), records, args)
         with psycopg.connect(args.postgresql, autocommit=True) as conn:
             tables = [
                 str(name)
@@ -239,7 +302,7 @@ def bench_postgresql(records: list[MessageRecord], args: argparse.Namespace) -> 
                 ).fetchall():
                     if bytes_:
                         print(f"  object {name:<24} {kind} {int(bytes_) / args.messages:>9.0f} B/msg")
-        result("postgresql", args.messages, raw_bytes, size, seconds)
+        result("postgresql", args.messages, filled, size)
 
 
 @contextmanager
@@ -261,13 +324,14 @@ def pg_schema(dsn: str) -> Iterator[tuple[str, str]]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def result(name: str, messages: int, raw_bytes: int, size: int, seconds: float) -> None:
+def result(name: str, messages: int, filled: Fill, size: int) -> None:
     """Print one result line."""
-    raw_per = raw_bytes / messages
+    raw_per = filled.raw_bytes / messages
     per = size / messages
     print(
         f"{name:<11} {messages:>8} msgs  raw {raw_per:>6.0f} B/msg  stored {per:>6.0f} B/msg"
-        f"  ratio {per / raw_per:>5.2f}  total {size / 1e6:>7.1f} MB  {messages / seconds:>6.0f} msgs/s"
+        f"  ratio {per / raw_per:>5.2f}  total {size / 1e6:>7.1f} MB  {messages / filled.seconds:>6.0f} msgs/s"
+        f"  CPU {filled.cpu / messages * 1e6:>4.0f} us/msg (writer {filled.writer_cpu / messages * 1e6:>4.0f})"
         f"  peak RSS {peak_rss_mb():>5.0f} MB"
     )
 
@@ -279,6 +343,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=64, help="saves in flight")
     parser.add_argument("--dir", default="var")
     parser.add_argument("--columns", action="store_true", help="also print each column's and index's bytes per message")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the writer thread (its CPU clock)")
     parser.add_argument("--postgresql", metavar="DSN", help="bench the PostgreSQL backend on this server instead")
     args = parser.parse_args()
     records = templates()

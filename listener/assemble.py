@@ -75,6 +75,7 @@ def build_pipeline(config: Config) -> Pipeline:
         version=qa.version,
         routing_version=routing.version,
         mapping_version=files_version(config.mappings_dir, config.procedures_file),
+        routing=routing,
     )
 
 

@@ -92,14 +92,16 @@ class ConfigError(ListenerError, ValueError):
     Attributes:
         path: the file.
         line: 1-based line number, or None when the whole file is at fault.
+        column: 1-based column of a YAML syntax error, or None (not in the message text).
     """
 
-    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+    def __init__(self, message: str, *, path: str, line: int | None = None, column: int | None = None) -> None:
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
         self.message = message
         self.path = path
         self.line = line
+        self.column = column
 
 
 class StoreError(ListenerError):

@@ -24,6 +24,7 @@ from listener.text import TextCache
 
 if TYPE_CHECKING:
     from listener.fhir.decode import FhirClient
+    from listener.routing import RoutingPolicy
 
 #: A routing policy: report + findings + context -> route (listener.routing supplies it).
 RouteDecider = Callable[[Report, tuple[Finding, ...], QaContext], Route]
@@ -151,6 +152,9 @@ class Pipeline:
     #: and procedures files: with ``version`` (QA's) in every ``message_processed`` line.
     routing_version: str = ""
     mapping_version: str = ""
+    #: The loaded routing policy ``decide_route`` decides with (None: not routed): the
+    #: console shows its rules and replays it (docs/console.md, "Policy and what-if").
+    routing: RoutingPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,9 @@
 """``overread simulate``: what a candidate routing policy would have done with the stored reports.
 
-Layer: CLI (I/O for users) and the shell over the store. The stored reports,
-their recorded QA findings and the graded prelim/final pairs are read here
-(:func:`load_cases`); the routing and the figures are the pure
-:func:`listener.simulate.simulate`. See docs/simulate.md and docs/cli.md
+Layer: CLI (I/O for users). The stored reports, their recorded QA findings
+and the graded prelim/final pairs are read by :mod:`listener.simulate_data`
+(shared with the console's policy page); the routing and the figures are the
+pure :func:`listener.simulate.simulate`. See docs/simulate.md and docs/cli.md
 ("simulate").
 
 Patient names and identifiers are never printed: accessions, control ids,
@@ -20,7 +20,6 @@ import gc
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,23 +27,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 from listener.cli_common import parse_window
 from listener.config import Config
 from listener.errors import ConfigError, StoreError
-from listener.simulate import Case, GradedCase, Workload, build_workload, render_table, simulate, stored_case
-from listener.store.base import HISTORY_LIMIT, Store
+from listener.simulate import Workload, render_table
+from listener.simulate_data import WORKLOAD_FILE, load_workload, run_simulation
+from listener.store.base import Store
 
 if TYPE_CHECKING:
     from listener.outcome_data import HistoryContext
     from listener.routing import RoutingPolicy
     from listener.sites import Directory
 
-__all__ = ["DEFAULT_SINCE", "WORKLOAD_FILE", "add_simulate_parser", "cmd_simulate", "load_cases", "load_workload"]
+__all__ = ["DEFAULT_SINCE", "add_simulate_parser", "cmd_simulate"]
 
 _EXIT_OK, _EXIT_ERROR = 0, 2
 #: The window's start when ``--since`` is not given.
 DEFAULT_SINCE = "90d"
-#: The workload policy's name in the policies directory.
-WORKLOAD_FILE = "workload.yaml"
-#: Accessions read and graded at a time (as :func:`listener.outcome_data.collect` does).
-CHUNK = 500
 
 
 def add_simulate_parser(sub: Any) -> None:
@@ -79,80 +75,6 @@ def add_simulate_parser(sub: Any) -> None:
     )
     p.add_argument("--until", metavar="TIME", help="window end, excluded (default now)")
     p.add_argument("--format", choices=("table", "json"), default="table")
-
-
-def load_workload(path: Path | None) -> Workload:
-    """The workload policy at ``path``; the built-in defaults when ``path`` is None.
-
-    Raises:
-        ConfigError: the file is missing or does not validate (file and line named).
-    """
-    from listener.yamlconf import parse_yaml, read_yaml_file
-
-    if path is None:
-        return build_workload(parse_yaml('version: "built-in"\n', "(built-in workload defaults)"))
-    return build_workload(read_yaml_file(path).doc)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """What the store gave: the cases, the graded pairs and the accessions' outcomes."""
-
-    cases: tuple[Case, ...]
-    graded: tuple[GradedCase, ...]
-    outcomes: tuple[Any, ...]
-
-
-def load_cases(
-    store: Store, ctx: HistoryContext, *, since: datetime, until: datetime, hash_key: bytes | None
-) -> Loaded:
-    """Every stored report of the accessions with a report received in ``[since, until)``, and their graded pairs.
-
-    The pairs are graded as ``overread scorecard`` grades them
-    (:func:`listener.outcome_data.compare_chains`: from the comparisons cache,
-    else compared and cached). Accessions are read :data:`CHUNK` at a time.
-
-    Raises:
-        StoreError: the store cannot be read.
-    """
-    from listener.logs import keyed_hash
-    from listener.outcome_data import compare_chains, graded_pair, place_scores
-    from listener.outcomes.graded import AccessionOutcome
-    from listener.outcomes.history import build_chain
-
-    hasher = (lambda value: keyed_hash(value, hash_key)) if hash_key else None
-    cases: list[Case] = []
-    graded: list[GradedCase] = []
-    outcomes: list[AccessionOutcome] = []
-    accessions = store.accessions_received(since, until)
-    for start in range(0, len(accessions), CHUNK):
-        histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
-        chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
-        for compared in compare_chains(store, chains, ctx):
-            chain = compared.chain
-            for e in compared.entries:
-                cases.append(
-                    stored_case(
-                        message_pk=e.message_pk,
-                        seq=e.seq,
-                        control_id=e.control_id,
-                        received=e.received,
-                        report_json=e.report_json,
-                        findings_json=e.findings_json,
-                        in_window=since <= e.received < until,
-                        hasher=hasher,
-                    )
-                )
-            scores = store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else ()
-            placed, _ = place_scores(scores, chain)
-            pairs = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
-            outcomes.append(AccessionOutcome(chain, pairs))
-            for gp in pairs:
-                if gp.grade is None:
-                    continue
-                before = chain.versions[gp.pair.before]
-                graded.append(GradedCase(chain.accession, (before.message_pk, before.seq), gp.grade, gp.pair.kind))
-    return Loaded(tuple(cases), tuple(graded), tuple(outcomes))
 
 
 def cmd_simulate(args: argparse.Namespace, config: Config, out: TextIO, now: datetime | None = None) -> int:
@@ -229,28 +151,22 @@ def _run(
     fail: Callable[[str], int],
 ) -> int:
     """Read the cases, route them under both policies and print the result."""
-    from listener.live_figures import figures_of
-
     try:
-        loaded = load_cases(store, ctx, since=since, until=until, hash_key=hash_key)
+        result = run_simulation(
+            store,
+            ctx,
+            directory,
+            baseline=("baseline" if args.baseline != "current" else "current", baseline),
+            candidate=("candidate", candidate),
+            workload=workload,
+            since=since,
+            until=until,
+            hash_key=hash_key,
+        )
     except StoreError as exc:
         return fail(str(exc))
     finally:
         store.close()
-    label = f"store {since.astimezone(UTC):%Y-%m-%dT%H:%MZ} to {until.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
-    live = figures_of(loaded.outcomes, directory, since=since, until=until, label=label)
-    result = simulate(
-        loaded.cases,
-        loaded.graded,
-        baseline=("baseline" if args.baseline != "current" else "current", baseline),
-        candidate=("candidate", candidate),
-        workload=workload,
-        since=since,
-        until=until,
-        reader_history=live.readers,
-        group_history=live.groups,
-        history_source=live.source,
-    )
     doc = result.to_json()
     if args.format == "json":
         out.write(json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n")

@@ -184,7 +184,8 @@ def parse_yaml(text: str, path: str) -> YamlMap:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", path=path, line=line) from None
+        column = mark.column + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", path=path, line=line, column=column) from None
     except yaml.YAMLError:
         raise ConfigError("invalid YAML", path=path) from None
     finally:
@@ -197,6 +198,44 @@ def parse_yaml(text: str, path: str) -> YamlMap:
     if not isinstance(doc, YamlMap):
         raise ConfigError("the top level must be a mapping", path=path, line=1)
     return doc
+
+
+#: Nesting a pasted document may have (the routing policy needs 5: rules, a rule, when, a condition, a list).
+UNTRUSTED_MAX_DEPTH = 20
+
+
+def parse_untrusted_yaml(text: str, path: str, *, max_bytes: int) -> YamlMap:
+    """Parse YAML a user pasted (the console's what-if, docs/console.md) as :func:`parse_yaml` does,
+    after refusing what could make the parse or the loader's walk blow up.
+
+    Refused, naming the line: more than ``max_bytes`` bytes of UTF-8; anchors and
+    aliases (``&a`` / ``*a``: a few lines of nested aliases expand to billions of
+    items for any code that walks the document, "billion laughs"); nesting deeper than
+    :data:`UNTRUSTED_MAX_DEPTH` (PyYAML composes recursively). The first pass reads only
+    the parser's events, never building the document. Error messages hold the
+    file name, line, column and what was wrong, never the document's text.
+
+    Raises:
+        ConfigError: any of those, or whatever :func:`parse_yaml` refuses.
+    """
+    size = len(text.encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise ConfigError(f"{size:,} bytes is more than the {max_bytes:,} accepted", path=path)
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError("anchors and aliases (&name, *name) are not accepted here", path=path, line=line)
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > UNTRUSTED_MAX_DEPTH:
+                    raise ConfigError(f"nested deeper than {UNTRUSTED_MAX_DEPTH} levels", path=path, line=line)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # parse_yaml reports the syntax error with its line and column
+    return parse_yaml(text, path)
 
 
 def load_yaml(path: str | Path) -> YamlMap:

@@ -11,6 +11,7 @@ import secrets
 from listener.console.messages import MessageServices, actions_page, messages_page
 from listener.console.overread import OverreadPage
 from listener.console.overview import OverviewPage
+from listener.console.policy import WhatIfLimits, policy_page
 from listener.console.web import Console, ConsoleDeps
 
 __all__ = ["Console", "ConsoleDeps", "build_console"]
@@ -22,6 +23,8 @@ def build_console(deps: ConsoleDeps) -> Console:
     console.page("", OverviewPage(deps.services["store"]))
     console.page("overread", OverreadPage(deps.services))
     services = deps.services
+    limits = WhatIfLimits()
+    console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))
     messages = MessageServices(
         store=services["store"],
         pipeline=services["pipeline"],

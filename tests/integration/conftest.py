@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,6 +237,22 @@ def analyst_and_sender(analyst: str, sender: str, allow: str) -> str:
     list's items), and client "sender" with token ``sender``, allowed the default (docs/http-api.md);
     more entries (:func:`http_client`) may follow."""
     return "http_clients:\n" + http_client("analyst", analyst, allow) + http_client("sender", sender)
+
+
+def overread_json(config: Path, state_dir: Path, *argv: str) -> dict[str, Any]:
+    """The JSON document an ``overread`` command prints with ``--format json``, run as a user
+    runs it (a subprocess in the checkout) on ``config`` and the state directory ``state_dir``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "listener", *argv, "--format", "json", "--config", str(config)]
+        + ["--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=True,
+    )
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
 
 
 def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:

@@ -11,13 +11,11 @@ samples, edited here.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO, analyst_and_sender, start_configured
+from tests.integration.conftest import REPO, analyst_and_sender, overread_json, start_configured
 from tests.integration.test_history import _get
 from tests.integration.test_http import post
 from tests.integration.test_priors import _send, _variant
@@ -67,35 +65,13 @@ def _query(**params: str) -> str:
 
 def _cli(config: Path, state_dir: Path, query: str) -> dict[str, Any]:
     params = dict(p.split("=", 1) for p in query.split("?", 1)[1].split("&"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "scorecard",
-            "--by",
-            params["by"],
-            "--since",
-            params["since"],
-            "--until",
-            params["until"],
-            "--min-reads",
-            params["min_reads"],
-            "--format",
-            "json",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=180,
-        check=True,
+    return overread_json(
+        config,
+        state_dir,
+        "scorecard",
+        *("--by", params["by"], "--since", params["since"], "--until", params["until"]),
+        *("--min-reads", params["min_reads"]),
     )
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
 
 
 def test_scorecard_over_the_api_and_the_cli(tmp_path: Path) -> None:

@@ -1,0 +1,260 @@
+"""The policy page's pure helpers (listener/console/policy.py) and the pasted-YAML guard
+(listener/yamlconf.parse_untrusted_yaml); the page itself: tests/integration/test_console_policy.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from listener.assemble import load_routing_policy
+from listener.console.policy import (
+    WhatIfLimits,
+    candidate_files,
+    compare_rows,
+    condition_text,
+    describe_policy,
+    policy_page,
+    rule_sentence,
+    sample_stride,
+)
+from listener.console.web import Caller, Ctx, Reply, environment
+from listener.errors import ConfigError
+from listener.outcomes import load_outcome_rules
+from listener.pipeline import Pipeline
+from listener.routing import RoutingPolicy
+from listener.simulate import DISCREPANCY_GRADES, PolicyFigures, Simulation, Workload
+from listener.store import SQLiteStore
+from listener.yamlconf import parse_untrusted_yaml
+from tests.conftest import REPO
+from tests.unit.cli.test_scorecard import RECEIVED, graded_store
+
+
+@pytest.fixture(name="shipped", scope="module")
+def fixture_shipped() -> RoutingPolicy:
+    return load_routing_policy(REPO / "policies/routing.yaml")
+
+
+def _rule(policy: RoutingPolicy, name: str) -> str:
+    (rule,) = [r for r in policy.rules if r.name == name]
+    return rule_sentence(rule)
+
+
+def test_every_shipped_rule_reads_as_a_sentence_naming_its_conditions_bucket_and_pool(shipped: RoutingPolicy) -> None:
+    assert _rule(shipped, "overnight_external_stroke_prelim") == (
+        "When the reader type is external and the result status is preliminary and the procedure code is one of "
+        "70496, 70498, 0042T, 70544, 70545, 70546, 70547, 70548, 70549 and the message time is between 22:00 and "
+        "07:00 site time: a full internal final read (always_final) in pool neuroradiology, priority stat, due "
+        "within 60 min."
+    )
+    assert _rule(shipped, "overnight_external_pediatric_cross_sectional").startswith(
+        "When the reader type is external and the result status is preliminary and the modality is CT or MR and "
+        "the patient is at most 17 years old and"
+    )
+    assert "due within the site's contract turnaround." in _rule(shipped, "overnight_external_neuro_prelim")
+    assert _rule(shipped, "uncertain_impression") == (
+        "When the impression has more than 0.5 hedging phrases per sentence: a selective overread "
+        "(selective_overread) in pool general_overread."
+    )
+    assert _rule(shipped, "external_peer_review_sample") == (
+        "When the reader type is external and the report is drawn in a stable 5.0% sample per reader "
+        "(salt '2026-Q4'): a selective overread (selective_overread) in pool peer_review."
+    )
+    assert _rule(shipped, "qa_errors_return_to_author") == (
+        "When QA found a problem of severity error or worse: a return to the author (process_check) in pool author."
+    )
+    texts = {condition_text(c) for r in shipped.rules for c in r.conditions}
+    assert "the contract holder is Pinevale Health" in texts
+    assert "a critical finding is stated as present" in texts
+    assert "the reader has none of the subspecialties pediatric_neuroradiology" in texts
+    assert "the reader's significant-discrepancy rate is above 5.0% on at least 50 graded reads" in texts
+    # No condition falls through to its bare key.
+    assert not {t for t in texts if " " not in t}
+
+
+def test_describe_policy_orders_rules_by_bucket_and_collects_samples_and_lists(shipped: RoutingPolicy) -> None:
+    described = describe_policy(shipped)
+    assert described["label"] == "default-2026.11" and described["version"].startswith("default-2026.11+")
+    buckets = [r["bucket"] for r in described["rules"]]
+    assert buckets == sorted(buckets, key=["always_final", "selective_overread", "process_check", "release"].index)
+    assert len(described["rules"]) == len(shipped.rules)
+    assert described["samples"] == [
+        {"rule": "external_peer_review_sample", "rate": "5.0%", "salt": "2026-Q4", "pool": "peer_review"}
+    ]
+    assert described["lists"] == [
+        {"rule": "pinevale_external_mr_preference", "key": "client", "listed": "Pinevale Health"}
+    ]
+    stroke = next(r for r in described["rules"] if r["name"] == "overnight_external_stroke_prelim")
+    assert (stroke["priority"], stroke["turnaround"], stroke["pool"]) == ("stat", "60 min", "neuroradiology")
+    assert stroke["line"] is not None and stroke["why"].startswith("Overnight stroke imaging")
+    stricter = describe_policy(load_routing_policy(REPO / "samples/policies/stricter.yaml"))
+    assert stricter["samples"][0]["rate"] == "25.0%"
+
+
+def _figures(name: str, buckets: dict[str, int], reads: int, minutes: float, sent: int) -> PolicyFigures:
+    return PolicyFigures(
+        name=name,
+        version=f"{name}+0123456789",
+        source=f"{name}.yaml",
+        buckets=buckets,
+        by={
+            "site": {"LEMC": {"release": buckets["release"], "selective_overread": buckets["selective_overread"]}},
+            "modality": {"CR": dict(buckets)},
+            "group": {"(none)": dict(buckets)},
+        },
+        reads=reads,
+        minutes=minutes,
+        queued=1,
+        wait_minutes=90.0,
+        peak_queue=1,
+        sent={g: sent if g == "3b" else 0 for g in DISCREPANCY_GRADES},
+        unseen={g: 1 - sent if g == "3b" else 0 for g in DISCREPANCY_GRADES},
+    )
+
+
+def test_compare_rows_puts_baseline_candidate_and_signed_delta_side_by_side() -> None:
+    workload = Workload("w", {"CR": 3.0}, 10.0, time(8), time(17), frozenset(range(5)))
+    base = _figures(
+        "current", {"always_final": 0, "selective_overread": 1, "process_check": 1, "release": 8}, 1, 3.0, 0
+    )
+    cand = _figures(
+        "stricter", {"always_final": 0, "selective_overread": 4, "process_check": 1, "release": 5}, 4, 12.0, 1
+    )
+    since, until = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    rows = compare_rows(Simulation(since, until, workload, base, cand).to_json())
+    by_label = {r["label"]: r for r in rows["buckets"]}
+    assert by_label["selective_overread"] == {
+        "label": "selective_overread",
+        "base": 1,
+        "base_share": "10.0%",
+        "cand": 4,
+        "cand_share": "40.0%",
+        "delta": "+3",
+    }
+    assert by_label["release"]["delta"] == "-3" and by_label["process_check"]["delta"] == "0"
+    assert rows["workload"] == [
+        {"label": "second reads", "base": "1", "cand": "4", "delta": "+3"},
+        {"label": "radiologist minutes", "base": "3.0", "cand": "12.0", "delta": "+9.0"},
+    ]
+    assert rows["turnaround"][2] == {"label": "mean wait, minutes", "base": "90.0", "cand": "90.0", "delta": "0"}
+    three_b = [r for r in rows["discrepancies"] if r["label"].startswith("grade 3b")]
+    assert three_b == [
+        {"label": "grade 3b: sent to a second read", "base": "0", "cand": "1", "delta": "+1"},
+        {"label": "grade 3b: released unseen", "base": "1", "cand": "0", "delta": "-1"},
+    ]
+    assert rows["by_site"] == [{"label": "LEMC", "base": "1", "cand": "4", "delta": "+3", "reports": 9}]
+
+
+def test_sample_stride_keeps_at_most_the_cap() -> None:
+    assert [sample_stride(n, 2000) for n in (0, 1, 2000, 2001, 4000, 4001, 20000)] == [1, 1, 1, 2, 2, 3, 10]
+    assert all(len(range(n)[:: sample_stride(n, 2000)]) <= 2000 for n in (2001, 3999, 4001, 20000, 123457))
+
+
+def test_candidate_files_lists_only_routing_policies(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "routing.yaml").write_text("version: x\npools: [none]\nrules: {}\n", encoding="utf-8")
+    (tmp_path / "a" / "workload.yaml").write_text("version: x\ndefault_minutes: 3\n", encoding="utf-8")
+    (tmp_path / "a" / "notes.txt").write_text("pools:\nrules:\n", encoding="utf-8")
+    found = candidate_files([("policies", tmp_path / "a"), ("samples/policies", tmp_path / "missing")])
+    assert found == {"policies/routing.yaml": tmp_path / "a" / "routing.yaml"}
+    shipped = candidate_files([("samples/policies", REPO / "samples/policies")])
+    assert set(shipped) == {"samples/policies/looser.yaml", "samples/policies/stricter.yaml"}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("base: &b [1, 2]\nmore: *b\n", 1, "anchors and aliases (&name, *name) are not accepted here"),
+        ("a: [*x]\n", 1, "anchors and aliases"),
+        ("a:\n" + "".join(f"{'  ' * i}b{i}:\n" for i in range(1, 30)) + "  " * 30 + "c: 1\n", 21, "nested deeper"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nested deeper than 20 levels"),
+    ],
+)
+def test_untrusted_yaml_refuses_aliases_and_deep_nesting_before_building_anything(
+    text: str, line: int, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_untrusted_yaml(text, "(pasted)", max_bytes=256 * 1024)
+    assert caught.value.line == line and message in caught.value.message
+
+
+def test_untrusted_yaml_refuses_size_and_names_line_and_column_of_a_syntax_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_untrusted_yaml("a: " + "x" * 300, "(pasted)", max_bytes=256)
+    assert caught.value.message == "303 bytes is more than the 256 accepted" and caught.value.line is None
+    with pytest.raises(ConfigError) as caught:
+        parse_untrusted_yaml("version: x\npools: [a, b\nrules: {}\n", "(pasted)", max_bytes=1024)
+    assert (caught.value.line, caught.value.column) == (3, 6)
+    assert caught.value.message.startswith("invalid YAML")
+    assert parse_untrusted_yaml("version: x\npools: [a]\n", "(pasted)", max_bytes=1024) == {
+        "version": "x",
+        "pools": ["a"],
+    }
+
+
+# --------------------------------------------------------------------------
+# the page function on a real store (no daemon): sampling and the one-at-a-time guard
+
+
+@pytest.fixture(name="store", scope="module")
+def fixture_store(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Iterator[SQLiteStore]:
+    state = graded_store(tmp_path_factory.mktemp("policy-page") / "state", pipeline)
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _run(pipeline: Pipeline, store: SQLiteStore, limits: WhatIfLimits, **params: str) -> Reply:
+    rules = load_outcome_rules(REPO / "policies/outcomes.yaml")
+    services = {
+        "store": store,
+        "pipeline": lambda: pipeline,
+        "hash_key": b"k" * 32,
+        "outcome_rules": lambda: rules,
+        "fhir_clients": dict,
+    }
+    ctx = Ctx(Caller("manager", frozenset({"console"}), "bearer"), "GET", (), params, {}, RECEIVED + timedelta(hours=3))
+    return policy_page(ctx, services, limits)
+
+
+def _page(reply: Reply) -> str:
+    values = {"caller": None, "csrf": "", "nav": (), "page": "policy", **reply.context}
+    return environment().get_template(reply.template).render(values)
+
+
+def test_a_window_over_the_cap_is_replayed_on_every_nth_accession_and_says_so(
+    pipeline: Pipeline, store: SQLiteStore
+) -> None:
+    whole = _run(pipeline, store, WhatIfLimits(), candidate="samples/policies/stricter.yaml", since="7d")
+    assert whole.status == 200 and whole.context["result"]["stride"] == 1
+    assert whole.context["result"]["doc"]["baseline"]["reports"] == 5
+    assert "Sampled:" not in _page(whole)
+
+    sampled = _run(pipeline, store, WhatIfLimits(max_accessions=2), candidate="samples/policies/stricter.yaml")
+    result = sampled.context["result"]
+    assert (result["accessions"], result["replayed"], result["stride"]) == (3, 2, 2)
+    # S1 and S3 (every 2nd in accession order): 3 of the 5 reports.
+    assert result["doc"]["baseline"]["reports"] == 3
+    page = _page(sampled)
+    assert (
+        "Sampled: the window holds 3 accessions; the console replays at most\n 2 of them (one in 2, in accession order)"
+        in page
+    )
+
+
+def test_a_second_what_if_while_one_runs_is_answered_busy(pipeline: Pipeline, store: SQLiteStore) -> None:
+    limits = WhatIfLimits()
+    with limits.running:
+        reply = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml")
+        assert reply.status == 503 and reply.context["result"] is None
+        assert "another what-if is running" in _page(reply)
+        as_json = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml", format="json")
+        assert as_json.status == 503 and json.loads(as_json.body) == {
+            "error": "another what-if is running: try again in a few seconds"
+        }
+    assert _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml").status == 200

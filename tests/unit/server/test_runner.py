@@ -1,0 +1,205 @@
+"""The worker-process runner (``ProcessRunner``) with real worker processes, without a reactor.
+
+docs/hardening.md, "Worker processes": a worker process that dies counts a crash in the message's
+journal entry and the message is tried once more on a new process; at QUARANTINE_AFTER crashes it
+fails with WorkerCrashed (the intake quarantines it). Past the hard limit the reactor answers from
+the decoded reports and the job is abandoned.
+
+The reactor here is a twisted ``Clock`` whose ``callFromThread`` runs the call at once on the calling
+(runner) thread, so the test decides when a job's hard limit passes: the limit is a Clock timer of
+budget + grace that only ``advance`` fires. The worker processes are real
+(``python -m listener.server.procworker``); a worker "dies by itself" when the test SIGKILLs it from
+the prior look-up, the one call a worker process makes back to the daemon while it runs a message
+(``priors_for``, on the runner thread, while the job holds that process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from listener.config import load_config
+from listener.model import Report
+from listener.pipeline import Interrupt, Pipeline, versions_of
+from listener.qa.engine import Prior
+from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
+from listener.server.runner import Job, PipelineTask, ProcessRunner, WorkerCrashed
+
+REPO = Path(__file__).resolve().parents[3]
+NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+NORMAL = (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\n", b"\r")
+KEY = journal_key("mllp", "RIS", "HOSP", "RUNNER-1")
+ENTRY = (KEY, "mllp", NORMAL, "")
+# Budget and grace far beyond any run: the worker's own Interrupt (real monotonic clock) never
+# stops QA, and the hard limit passes only when the test advances the Clock past it.
+BUDGET, GRACE = 600.0, 300.0
+#: What the reactor answers with once the hard limit passed (the daemon: the decoded reports, unchecked).
+UNCHECKED = "answered unchecked"
+
+
+class InlineReactor(Clock):
+    """A Clock whose ``callFromThread`` runs the call now, on the calling thread (one at a time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Held while a call runs; the test holds it too while it touches a job's Deferreds.
+        self.lock = threading.RLock()
+
+    def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:  # noqa: N802 - twisted's name
+        with self.lock:
+            f(*args, **kwargs)
+
+
+class Scene:
+    """One ProcessRunner (workers=1) on an InlineReactor, with a real journal; what it reported.
+
+    Attributes:
+        kills: how many of the worker processes that ask for priors are SIGKILLed at that moment.
+        asked: prior look-ups so far: the times a worker process ran the message.
+        died: the ``count`` of each ``pipeline_worker_died`` event.
+        on_died: called (on the runner thread) right after each ``pipeline_worker_died`` event.
+        end_entry: end the journal entry before each kill (the reactor ended it meanwhile).
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.reactor = InlineReactor()
+        self.journal = Journal(tmp_path / "journal")
+        self.kills = 0
+        self.asked = 0
+        self.died: list[int] = []
+        self.on_died: Callable[[], object] = lambda: None
+        self.end_entry = False
+        self.ran_on_thread = False
+        self.runner = ProcessRunner(
+            self.reactor,
+            config=load_config(None),
+            workers=1,
+            budget=BUDGET,
+            grace=GRACE,
+            journal=self.journal,
+            priors_for=self._priors_for,
+            on_event=self._on_event,
+        )
+
+    def _priors_for(self, _report: Report) -> tuple[Prior, ...] | None:
+        self.asked += 1
+        if self.asked <= self.kills:
+            if self.end_entry:
+                self.journal.end(KEY)
+            # The one job running; its worker process is blocked waiting for this answer.
+            (job,) = self.runner.active
+            os.kill(job.worker.proc.pid, signal.SIGKILL)
+        return None
+
+    def _on_event(self, event: str, **fields: Any) -> None:
+        if event == "pipeline_worker_died":
+            self.died.append(fields["count"])
+            self.on_died()
+
+    def run(self, pipeline: Pipeline) -> Job[Any]:
+        """Queue the sample message as the MLLP intake does (a PipelineTask with its journal entry)."""
+
+        def on_thread(_interrupt: Interrupt) -> Any:
+            # The runner runs a task on its thread only when the worker's pipeline differs.
+            self.ran_on_thread = True
+            return None
+
+        task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
+        return self.runner.run(on_thread, lambda _interrupt: UNCHECKED, task)
+
+    def outcome(self, job: Job[Any], timeout: float = 300) -> tuple[bool, Any]:
+        """Wait until no thread runs ``job`` any more; (True, its value) or (False, its exception)."""
+        got: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        with self.reactor.lock:
+            job.result.addCallbacks(lambda value: got.append((True, value)), lambda f: got.append((False, f.value)))
+            job.finished.addBoth(lambda _: done.set())
+        assert done.wait(timeout), "the runner never finished the job"
+        return got[0]
+
+    def stop(self) -> None:
+        self.runner.stop()
+        for thread in self.runner._threads:
+            thread.join(60)  # each thread closes (kills and reaps) its worker process on its way out
+
+
+@pytest.fixture(name="scene")
+def fixture_scene(tmp_path: Path) -> Iterator[Scene]:
+    scene = Scene(tmp_path)
+    try:
+        yield scene
+    finally:
+        scene.stop()
+
+
+def test_an_overrun_between_a_crash_and_its_retry_abandons_the_message(scene: Scene, pipeline: Pipeline) -> None:
+    """The hard limit passes after the worker died and before a new process took the retry: no retry.
+
+    The reactor has answered (unchecked) by then, so running the message again would only risk
+    another worker process for an answer nobody waits for: the job ends with WorkerAbandoned.
+    """
+    scene.kills = 1
+
+    def limit_passes() -> None:
+        scene.reactor.advance(BUDGET + GRACE)
+
+    scene.on_died = limit_passes
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert (ok, value) == (True, UNCHECKED)
+    assert scene.died == [1]
+    # Sent to one worker process only: the retry never ran (nor did the runner thread run it).
+    assert scene.asked == 1
+    assert not scene.ran_on_thread
+
+
+def test_a_crash_retries_once_on_a_new_process(scene: Scene, pipeline: Pipeline) -> None:
+    """One death: counted in the journal entry, retried on a new process, which answers."""
+    scene.kills = 1
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    outcome, records = value
+    assert outcome.disposition == "accepted" and records
+    assert scene.died == [1] and scene.asked == 2
+    assert not scene.ran_on_thread
+
+
+@pytest.mark.parametrize("entry", ["ended", "unreadable"])
+def test_crash_counts_never_restart_when_the_journal_lost_its_count(
+    scene: Scene, pipeline: Pipeline, entry: str
+) -> None:
+    """The journal entry is gone (ended meanwhile) or unreadable, so its count says 1 every time:
+    the job's own attempts still count, and the second death quarantines instead of a third run."""
+    if entry == "ended":
+        scene.end_entry = True
+    else:
+        # begin() keeps an existing entry, and count_crash() cannot read this one.
+        (scene.journal.directory / f"{KEY}.msg").write_bytes(b"not a journal entry\n")
+    # One more kill than quarantine needs: a runner that kept retrying would fail the third run too
+    # (then answer on the fourth), never loop for good.
+    scene.kills = QUARANTINE_AFTER + 1
+    ok, crashed = scene.outcome(scene.run(pipeline))
+    assert not ok and isinstance(crashed, WorkerCrashed), crashed
+    assert crashed.crashes == QUARANTINE_AFTER
+    assert scene.died == list(range(1, QUARANTINE_AFTER + 1))
+    assert scene.asked == QUARANTINE_AFTER
+
+
+def test_a_crash_before_a_daemon_restart_counts_after_it(scene: Scene, pipeline: Pipeline) -> None:
+    """The daemon died running the message (its journal entry counts 1 at start-up); the resend kills a
+    worker process once: two crashes, quarantined without a retry."""
+    scene.journal.begin(*ENTRY)
+    (left,) = scene.journal.recover()
+    assert left.crashes == QUARANTINE_AFTER - 1
+    scene.kills = QUARANTINE_AFTER
+    ok, crashed = scene.outcome(scene.run(pipeline))
+    assert not ok and isinstance(crashed, WorkerCrashed), crashed
+    assert crashed.crashes == QUARANTINE_AFTER
+    assert scene.died == [QUARANTINE_AFTER] and scene.asked == 1
