@@ -30,14 +30,16 @@ def os_actor() -> str:
 
 
 def parse_time(text: str, now: datetime) -> datetime:
-    """An aware datetime from ISO 8601 text with an offset, or ``Nd`` days before ``now``.
+    """An aware datetime from ISO 8601 text with an offset, or ``Nd`` days / ``Nh`` hours before ``now``.
 
     Raises:
-        ValueError: neither form, or a naive time.
+        ValueError: none of these forms, or a naive time.
     """
     text = text.strip()
-    if text.endswith("d") and text[:-1].isdigit():
+    if text.endswith("d") and text[:-1].isascii() and text[:-1].isdigit():
         return now - timedelta(days=int(text[:-1]))
+    if text.endswith("h") and text[:-1].isascii() and text[:-1].isdigit():
+        return now - timedelta(hours=int(text[:-1]))
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError("naive time")
@@ -53,5 +55,5 @@ def parse_window(args: argparse.Namespace, now: datetime) -> dict[str, datetime]
             try:
                 window[name] = parse_time(text, now)
             except (ValueError, OverflowError):
-                return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd)"
+                return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd, Nh)"
     return window

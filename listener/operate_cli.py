@@ -26,17 +26,16 @@ from listener.assemble import build_pipeline
 from listener.cli_common import os_actor, parse_window
 from listener.config import Config
 from listener.errors import StoreError
+from listener.operator_actions import DEFAULT_REPROCESS_LIMIT, Actor, change_lines, reprocess_targets
+from listener.reprocess import Change
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, Store
-from listener.views import audit_dict, detail_dict, iso_utc
+from listener.views import audit_dict, detail_dict, iso_utc, write_detail_text
 
 __all__ = ["add_operate_parsers", "cmd_audit", "cmd_hash", "cmd_reprocess", "cmd_show"]
 
 _EXIT_OK = 0
 _EXIT_PARTIAL = 1
 _EXIT_ERROR = 2
-
-#: Messages a filtered reprocess touches unless ``--limit`` says otherwise.
-DEFAULT_REPROCESS_LIMIT = 100
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -160,113 +159,6 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
     return found[0].message_pk, ""
 
 
-def _segments(text: str) -> str:
-    return "\n".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line)
-
-
-def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> None:
-    report = item["report"]
-    proc = report.get("procedure") or {}
-    reader = report.get("reader") or {}
-    out.write(
-        f"{indent}report {item['seq'] + 1}: accession {item['accession'] or '-'}  status {report.get('status', '')}"
-        f"  modality {report.get('modality') or '-'}\n"
-    )
-    out.write(
-        f"{indent}  procedure {proc.get('code') or '-'} {proc.get('coding_system') or ''} {proc.get('text') or ''}".rstrip()
-        + (f"  modifiers {','.join(proc['modifiers'])}" if proc.get("modifiers") else "")
-        + "\n"
-    )
-    if reader:
-        out.write(
-            f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n"
-        )
-    patient = report.get("patient")
-    if patient:
-        out.write(
-            f"{indent}  patient {patient.get('id') or '-'}"
-            + (f" ({patient['id_authority']})" if patient.get("id_authority") else "")
-            + "\n"
-        )
-    sections = [s.get("kind", "") for s in report.get("sections", [])]
-    if sections:
-        out.write(f"{indent}  sections {', '.join(sections)}\n")
-    route = item["route"]
-    if route:
-        out.write(
-            f"{indent}  route {route.get('bucket')}  pool {route.get('pool') or '-'}  priority {route.get('priority')}"
-            f"  policy {route.get('policy_version') or '-'}\n"
-        )
-        for line in route.get("explanation") or route.get("reasons") or []:
-            out.write(f"{indent}    why: {line}\n")
-        for line in route.get("corrections") or []:
-            out.write(f"{indent}    correct: {line}\n")
-    findings = item["findings"]
-    out.write(f"{indent}  findings ({len(findings)})\n")
-    for f in findings:
-        out.write(f"{indent}    {f.get('severity')} {f.get('rule')}: {f.get('message')}\n")
-        for ev in f.get("evidence", []):
-            out.write(
-                f"{indent}      evidence {ev.get('section')} [{ev.get('start')}-{ev.get('end')}]"
-                + (f" {ev.get('text')!r}" if ev.get("text") else "")
-                + "\n"
-            )
-        if f.get("suggestion"):
-            out.write(f"{indent}      suggestion: {f['suggestion']}\n")
-    if report.get("text") is not None:
-        out.write(f"{indent}  text:\n")
-        for line in str(report["text"]).splitlines():
-            out.write(f"{indent}    | {line}\n")
-
-
-def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
-    """``overread show --format text``: the detail document for people."""
-    sender = data["sender"]["application"] + (f"/{data['sender']['facility']}" if data["sender"]["facility"] else "")
-    out.write(
-        f"message {data['message_pk']}  control id {data['message_id']}  from {sender}  via {data['transport']}"
-        f"  feed {data['feed']}\n"
-    )
-    out.write(f"received {data['received']}  processing {data['processing']} (at {data['processed']})\n")
-    out.write(
-        f"state {data['state']}  answered {data['ack_code']}"
-        + (f" error {data['error_code']}" if data["error_code"] else "")
-        + "\n"
-    )
-    out.write("\n== our answer ==\n" + _segments(data["ack"] or "") + "\n")
-    if data["raw"] is not None:
-        out.write(f"\n== raw body ({data['raw_bytes']} bytes) ==\n")
-        out.write((_segments(data["raw"]) if data["transport"] == "mllp" else data["raw"]) + "\n")
-    elif data["raw_bytes"] is None:
-        out.write("\n== raw body: not kept (purged by retention, or keep_raw is off) ==\n")
-    out.write(f"\n== reports ({len(data['reports'])}) ==\n")
-    for item in data["reports"]:
-        _write_report_text(out, item)
-    out.write(f"\n== routing messages ({len(data['outbox'])}) ==\n")
-    for row in data["outbox"]:
-        extra = f"  resend of row {row['resent_from']}" if row.get("resent_from") else ""
-        out.write(
-            f"row {row['id']} -> {row['destination']}  accession {row['accession']}  {row['state']}"
-            f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n"
-        )
-        if row["last_error"]:
-            out.write(f"    last error: {row['last_error']}\n")
-        for e in row["events"]:
-            out.write(f"    {e['at']}  {e['event']}" + (f": {e['detail']}" if e["detail"] else "") + "\n")
-    out.write(f"\n== earlier processings ({len(data['processings'])}) ==\n")
-    for p in data["processings"]:
-        out.write(
-            f"processing {p['number']} at {p['processed']}: {p['state']} {p['ack_code']}"
-            + (f" error {p['error_code']}" if p["error_code"] else "")
-            + f"  feed {p['feed']}; replaced {p['superseded']} by {p['superseded_by']}\n"
-        )
-        for item in p["reports"]:
-            route = item["route"] or {}
-            out.write(
-                f"    report {item['seq'] + 1}: accession {item['accession'] or '-'}  route {route.get('bucket', '-')}"
-                f"  findings {len(item['findings'])}\n"
-            )
-
-
 # -------------------------------------------------------------------- commands
 
 
@@ -317,7 +209,6 @@ def cmd_hash(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Reprocess the named messages, or those a filter selects (bounded, pinned)."""
     from listener.destinations import load_destinations
-    from listener.reprocess import reprocess_message
 
     now = datetime.now(UTC)
     filtering = any(getattr(args, n) is not None for n in ("state", "sender", "transport", "since", "until"))
@@ -356,9 +247,8 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         except StoreError as exc:
             store.close()
             return _fail("reprocess", f"cannot compute the live discrepancy figures: {exc}")
-    actor = os_actor()
+    actor = Actor(os_actor(), "cli")
     problems = 0
-    done: list[int] = []
     try:
         # (message_pk, the processing it was selected at: None when named).
         targets: list[tuple[int, int | None]] = []
@@ -390,63 +280,29 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
                     targets.append((msg.message_pk, msg.processing))
                 else:
                     more += 1
-        shown = 0
-        try:
-            for pk, selected_at in targets:
-                detail = store.message_detail(pk)
-                if detail is None:
-                    sys.stderr.write(f"overread reprocess: no message {pk}\n")
-                    problems += 1
-                    continue
-                if selected_at is not None and detail.summary.processing != selected_at:
-                    sys.stderr.write(
-                        f"overread reprocess: message {pk} was processed again since it was selected; left alone\n"
-                    )
-                    problems += 1
-                    continue
-                try:
-                    change = reprocess_message(
-                        store,
-                        detail,
-                        pipeline=pipeline,
-                        destinations=destinations,
-                        clients=clients,
-                        now=now,
-                        actor=actor,
-                        dry_run=args.dry_run,
-                        resend_routes=args.resend_routes,
-                        live_figures=figures,
-                    )
-                except StoreError as exc:
-                    sys.stderr.write(f"overread reprocess: message {pk}: {exc}\n")
-                    problems += 1
-                    continue
-                if change.skipped:
-                    problems += 1
-                else:
-                    shown += 1
-                    if not args.dry_run:
-                        done.append(pk)
-                _write_change(out, change, args.format, args.dry_run)
-        finally:
-            # Recorded whatever happened after: what was written is in the audit log.
-            if not args.dry_run and targets:
-                target: dict[str, Any] = {"messages": done}
-                if not args.messages:
-                    target["filter"] = {
-                        k: getattr(args, k)
-                        for k in ("state", "sender", "transport", "since", "until")
-                        if getattr(args, k) is not None
-                    }
-                store.record_audit(
-                    at=now,
-                    actor=actor,
-                    via="cli",
-                    action="reprocess",
-                    target=target,
-                    rows=len(done),
-                    detail="resend-routes" if args.resend_routes else "",
-                )
+        run = reprocess_targets(
+            store,
+            targets,
+            actor,
+            now,
+            pipeline=pipeline,
+            destinations=destinations,
+            clients=clients,
+            dry_run=args.dry_run,
+            resend_routes=args.resend_routes,
+            live_figures=figures,
+            audit_filter=None
+            if args.messages
+            else {
+                k: getattr(args, k)
+                for k in ("state", "sender", "transport", "since", "until")
+                if getattr(args, k) is not None
+            },
+            on_change=lambda change: _write_change(out, change, args.format, args.dry_run),
+            on_problem=lambda text: sys.stderr.write(f"overread reprocess: {text}\n"),
+        )
+        problems += run.problems
+        shown = run.shown
         if more:
             sys.stderr.write(
                 f"overread reprocess: {more} more message{'s' if more != 1 else ''} match;"
@@ -466,39 +322,11 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     return _EXIT_PARTIAL if problems else _EXIT_OK
 
 
-def _write_change(out: TextIO, change: Any, fmt: str, dry_run: bool) -> None:
+def _write_change(out: TextIO, change: Change, fmt: str, dry_run: bool) -> None:
     if fmt == "json":
         out.write(json.dumps({**change.as_dict(), "dry_run": dry_run}, ensure_ascii=False) + "\n")
         return
-    head = f"message {change.message_pk} ({change.control_id}, {change.transport})"
-    if change.skipped:
-        out.write(f"{head}: skipped: {change.skipped}\n")
-        return
-    b, a = change.before, change.after
-    out.write(
-        f"{head}: {b.state} {b.ack_code}{' ' + b.error_code if b.error_code else ''}"
-        f" -> {a.state} {a.ack_code}{' ' + a.error_code if a.error_code else ''}"
-        + (f"  (processing {change.processing})" if change.processing else "")
-        + "\n"
-    )
-    for n in range(max(len(b.reports), len(a.reports))):
-        old = b.reports[n] if n < len(b.reports) else None
-        new = a.reports[n] if n < len(a.reports) else None
-        either = new or old
-        acc = either[0] if either else ""
-        old_text = f"{old[1] or '-'} ({len(old[4])} findings)" if old else "none"
-        new_text = f"{new[1] or '-'} ({len(new[4])} findings)" if new else "none"
-        mark = " *" if n in change.changed_reports else ""
-        out.write(f"    report {n + 1} {acc or '-'}: {old_text} -> {new_text}{mark}\n")
-        if old and new and old[4] != new[4]:
-            gone = sorted(set(old[4]) - set(new[4]))
-            added = sorted(set(new[4]) - set(old[4]))
-            if gone:
-                out.write(f"      findings gone: {', '.join(gone)}\n")
-            if added:
-                out.write(f"      findings new: {', '.join(added)}\n")
-    if not dry_run:
-        out.write(f"    {change.queued} routing message{'s' if change.queued != 1 else ''} queued\n")
+    out.write("".join(line + "\n" for line in change_lines(change, dry_run)))
 
 
 def cmd_audit(args: argparse.Namespace, config: Config, out: TextIO) -> int:

@@ -25,15 +25,23 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from listener.cli_common import os_actor, parse_time
 from listener.errors import ConfigError, StoreError
+from listener.operator_actions import (
+    Actor,
+    kick_destination,
+    kick_summary,
+    not_dead,
+    resend_rows,
+    retry_rows,
+    unknown_destination,
+)
 from listener.store import StoreSettings
-from listener.store.base import OUTBOX_STATES, DestinationState, OutboxRow, Store
+from listener.store.base import OUTBOX_STATES, DestinationState, Store
 from listener.views import row_dict
 
 __all__ = ["add_outbox_parser", "cmd_outbox"]
@@ -222,19 +230,15 @@ def _usage_problem(args: argparse.Namespace) -> str:
 
 def _unknown_destination(store: Store, name: str, destinations_file: Path | None) -> str:
     """An error text when ``name`` is neither configured nor in the outbox ("" when known)."""
-    in_outbox = {r.destination for r in store.outbox_list()}
-    configured: set[str] = set()
+    configured: list[str] = []
     if destinations_file is not None:
         from listener.destinations import load_destinations
 
         try:
-            configured = {d.name for d in load_destinations(destinations_file)}
+            configured = [d.name for d in load_destinations(destinations_file)]
         except ConfigError:
-            configured = set()  # the daemon reports a broken file; the outbox is still usable
-    if name in in_outbox or name in configured:
-        return ""
-    known = ", ".join(sorted(in_outbox | configured)) or "none"
-    return f"unknown destination {name!r} (known: {known})"
+            configured = []  # the daemon reports a broken file; the outbox is still usable
+    return unknown_destination(store, name, configured)
 
 
 def _connection_note(state: DestinationState) -> str:
@@ -307,139 +311,75 @@ def _filters(args: argparse.Namespace) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _why_not(rows: dict[int, OutboxRow], ids: Sequence[int], wanted: str) -> list[dict[str, Any]]:
-    """Why each of ``ids`` was left alone: unknown, in another state, or superseded."""
-    reasons = []
-    for row_id in ids:
-        row = rows.get(row_id)
-        if row is None:
-            reason = "unknown id"
-        elif row.state != wanted:
-            reason = f"not dead ({row.state})"
-        else:
-            reason = "superseded by a later delivered decision for the same accession (--force sends it anyway)"
-        reasons.append({"id": row_id, "reason": reason})
-    return reasons
+def _actor() -> Actor:
+    return Actor(os_actor(), "cli")
 
 
 def _retry(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
-    before = {r.id: r for r in store.outbox_list()}
-    if args.all_dead:
-        wanted = [r.id for r in before.values() if r.state == "dead" and args.destination in (None, r.destination)]
-    else:
-        wanted = list(dict.fromkeys(args.ids))
-    revived = store.outbox_retry(wanted, now, force=args.force) if wanted else ()
-    kept = _why_not(before, [i for i in wanted if i not in set(revived)], "dead")
-    _audit(
-        store,
-        now,
-        "outbox retry",
-        {"ids": list(revived), "asked": "all-dead" if args.all_dead else list(wanted), "destination": args.destination},
-        len(revived),
-        "force" if args.force else "",
+    result = retry_rows(
+        store, _actor(), now, ids=args.ids, all_dead=args.all_dead, destination=args.destination, force=args.force
     )
+    revived, kept = result.revived, result.kept
     if args.format == "json":
-        out.write(json.dumps({"revived": list(revived), "not_revived": kept}) + "\n")
+        out.write(json.dumps({"revived": list(revived), "not_revived": [k.as_dict() for k in kept]}) + "\n")
     else:
-        if revived:
-            out.write(
-                f"revived {len(revived)} row{'s' if len(revived) != 1 else ''}: {', '.join(map(str, revived))}"
-                " (sent again at the daemon's next poll, same MSH-10)\n"
-            )
-        else:
-            out.write("nothing revived\n")
+        out.write(result.summary() + "\n")
     for item in kept:
-        sys.stderr.write(f"overread outbox retry: row {item['id']} not revived: {item['reason']}\n")
+        sys.stderr.write(f"overread outbox retry: {item.line('revived')}\n")
     return _EXIT_PARTIAL if kept else _EXIT_OK
 
 
-def _audit(store: Store, now: datetime, action: str, target: dict[str, Any], rows: int, detail: str = "") -> None:
-
-    store.record_audit(at=now, actor=os_actor(), via="cli", action=action, target=target, rows=rows, detail=detail)
-
-
 def _resend(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
-    if args.accession:
-        latest: dict[str, OutboxRow] = {}
-        for row in store.outbox_rows_of(accession=args.accession, destination=args.destination):
-            if row.state == "delivered":
-                latest[row.destination] = row
-        wanted = [row.id for row in latest.values()]
-        if not wanted:
-            sys.stderr.write(
-                f"overread outbox resend: no delivered row for accession {args.accession!r}"
-                + (f" to {args.destination!r}" if args.destination else "")
-                + "\n"
-            )
-            return _EXIT_PARTIAL
-    else:
-        wanted = list(dict.fromkeys(args.ids))
-    before = {r.id: r for r in store.outbox_list()}
-    pairs = store.outbox_resend(wanted, now, force=args.force, note=" (forced)" if args.force else "")
-    sent = {old for old, _ in pairs}
-    kept = []
-    for row_id in wanted:
-        if row_id in sent:
-            continue
-        found = before.get(row_id)
-        reason = (
-            "unknown id"
-            if found is None
-            else f"not delivered ({found.state}; use retry for dead rows)"
-            if found.state != "delivered"
-            else "a later decision for the same accession is pending or delivered (--force sends it anyway)"
-        )
-        kept.append({"id": row_id, "reason": reason})
-    _audit(
-        store,
-        now,
-        "outbox resend",
-        {"ids": wanted, "accession": args.accession, "new_ids": [n for _, n in pairs]},
-        len(pairs),
-        "force" if args.force else "",
+    result = resend_rows(
+        store, _actor(), now, ids=args.ids, accession=args.accession, destination=args.destination, force=args.force
     )
+    if result.nothing_delivered:
+        sys.stderr.write(f"overread outbox resend: {result.nothing_delivered}\n")
+        return _EXIT_PARTIAL
+    pairs, kept = result.pairs, result.kept
     if args.format == "json":
-        out.write(json.dumps({"resent": [{"id": old, "new_id": new} for old, new in pairs], "not_resent": kept}) + "\n")
-    elif pairs:
-        for old, new in pairs:
-            out.write(f"row {old} queued again as row {new} (sent at the daemon's next poll, same MSH-10)\n")
+        out.write(
+            json.dumps(
+                {
+                    "resent": [{"id": old, "new_id": new} for old, new in pairs],
+                    "not_resent": [k.as_dict() for k in kept],
+                }
+            )
+            + "\n"
+        )
     else:
-        out.write("nothing resent\n")
+        out.write("".join(line + "\n" for line in result.summary()))
     for item in kept:
-        sys.stderr.write(f"overread outbox resend: row {item['id']} not resent: {item['reason']}\n")
+        sys.stderr.write(f"overread outbox resend: {item.line('resent')}\n")
     return _EXIT_PARTIAL if kept else _EXIT_OK
 
 
 def _kick(store: Store, args: argparse.Namespace, out: TextIO, now: datetime) -> int:
-    count = store.outbox_kick(args.destination, now)
-    _audit(store, now, "outbox kick", {"destination": args.destination}, count)
-    which = f"destination {args.destination}" if args.destination else "every destination"
+    count, _ = kick_destination(store, _actor(), now, args.destination)
     if args.format == "json":
         out.write(json.dumps({"destination": args.destination, "pending": count}) + "\n")
     else:
-        out.write(
-            f"kicked {which}: {count} pending row{'s' if count != 1 else ''} to send;"
-            " the daemon reconnects at its next poll (within seconds)\n"
-        )
+        out.write(kick_summary(args.destination, count) + "\n")
     return _EXIT_OK
 
 
 def _purge(store: Store, args: argparse.Namespace, out: TextIO, before: datetime | None, now: datetime) -> int:
     rows = {r.id: r for r in store.outbox_list()}
     dead_ids = list(dict.fromkeys(args.ids))
-    kept = _why_not(rows, [i for i in dead_ids if i not in rows or rows[i].state != "dead"], "dead")
+    kept = not_dead(rows, dead_ids)
     count = store.outbox_purge(delivered_before=before, dead_ids=dead_ids, destination=args.destination)
-    _audit(
-        store,
-        now,
-        "outbox purge",
-        {"dead_ids": dead_ids, "delivered_before": args.delivered_before, "destination": args.destination},
-        count,
+    store.record_audit(
+        at=now,
+        actor=os_actor(),
+        via="cli",
+        action="outbox purge",
+        target={"dead_ids": dead_ids, "delivered_before": args.delivered_before, "destination": args.destination},
+        rows=count,
     )
     if args.format == "json":
-        out.write(json.dumps({"purged": count, "not_purged": kept}) + "\n")
+        out.write(json.dumps({"purged": count, "not_purged": [k.as_dict() for k in kept]}) + "\n")
     else:
         out.write(f"purged {count} row{'s' if count != 1 else ''}\n")
     for item in kept:
-        sys.stderr.write(f"overread outbox purge: row {item['id']} kept: {item['reason']}\n")
+        sys.stderr.write(f"overread outbox purge: row {item.id} kept: {item.reason}\n")
     return _EXIT_PARTIAL if kept else _EXIT_OK

@@ -2,7 +2,8 @@
 
 ``overread messages``, ``show`` and ``outbox list`` print them with
 ``--format json`` (docs/cli.md, docs/operations.md), and the ``/api`` message
-browser answers with the same objects (docs/http-api.md). Kept apart from the
+browser answers with the same objects (docs/http-api.md); :func:`write_detail_text`
+is ``overread show``'s text form of the detail document (the console shows it too). Kept apart from the
 commands so that the daemon's HTTP API and the CLI share them without
 importing each other.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
-__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "row_dict"]
+__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "row_dict", "write_detail_text"]
 
 
 def message_dict(msg: MessageSummary) -> dict[str, Any]:
@@ -134,3 +135,110 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
             for p in detail.processings
         ],
     }
+
+
+def _segments(text: str) -> str:
+    return "\n".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line)
+
+
+def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> None:
+    report = item["report"]
+    proc = report.get("procedure") or {}
+    reader = report.get("reader") or {}
+    out.write(
+        f"{indent}report {item['seq'] + 1}: accession {item['accession'] or '-'}  status {report.get('status', '')}"
+        f"  modality {report.get('modality') or '-'}\n"
+    )
+    out.write(
+        f"{indent}  procedure {proc.get('code') or '-'} {proc.get('coding_system') or ''} {proc.get('text') or ''}".rstrip()
+        + (f"  modifiers {','.join(proc['modifiers'])}" if proc.get("modifiers") else "")
+        + "\n"
+    )
+    if reader:
+        out.write(
+            f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n"
+        )
+    patient = report.get("patient")
+    if patient:
+        out.write(
+            f"{indent}  patient {patient.get('id') or '-'}"
+            + (f" ({patient['id_authority']})" if patient.get("id_authority") else "")
+            + "\n"
+        )
+    sections = [s.get("kind", "") for s in report.get("sections", [])]
+    if sections:
+        out.write(f"{indent}  sections {', '.join(sections)}\n")
+    route = item["route"]
+    if route:
+        out.write(
+            f"{indent}  route {route.get('bucket')}  pool {route.get('pool') or '-'}  priority {route.get('priority')}"
+            f"  policy {route.get('policy_version') or '-'}\n"
+        )
+        for line in route.get("explanation") or route.get("reasons") or []:
+            out.write(f"{indent}    why: {line}\n")
+        for line in route.get("corrections") or []:
+            out.write(f"{indent}    correct: {line}\n")
+    findings = item["findings"]
+    out.write(f"{indent}  findings ({len(findings)})\n")
+    for f in findings:
+        out.write(f"{indent}    {f.get('severity')} {f.get('rule')}: {f.get('message')}\n")
+        for ev in f.get("evidence", []):
+            out.write(
+                f"{indent}      evidence {ev.get('section')} [{ev.get('start')}-{ev.get('end')}]"
+                + (f" {ev.get('text')!r}" if ev.get("text") else "")
+                + "\n"
+            )
+        if f.get("suggestion"):
+            out.write(f"{indent}      suggestion: {f['suggestion']}\n")
+    if report.get("text") is not None:
+        out.write(f"{indent}  text:\n")
+        for line in str(report["text"]).splitlines():
+            out.write(f"{indent}    | {line}\n")
+
+
+def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
+    """``overread show --format text``: the detail document for people."""
+    sender = data["sender"]["application"] + (f"/{data['sender']['facility']}" if data["sender"]["facility"] else "")
+    out.write(
+        f"message {data['message_pk']}  control id {data['message_id']}  from {sender}  via {data['transport']}"
+        f"  feed {data['feed']}\n"
+    )
+    out.write(f"received {data['received']}  processing {data['processing']} (at {data['processed']})\n")
+    out.write(
+        f"state {data['state']}  answered {data['ack_code']}"
+        + (f" error {data['error_code']}" if data["error_code"] else "")
+        + "\n"
+    )
+    out.write("\n== our answer ==\n" + _segments(data["ack"] or "") + "\n")
+    if data["raw"] is not None:
+        out.write(f"\n== raw body ({data['raw_bytes']} bytes) ==\n")
+        out.write((_segments(data["raw"]) if data["transport"] == "mllp" else data["raw"]) + "\n")
+    elif data["raw_bytes"] is None:
+        out.write("\n== raw body: not kept (purged by retention, or keep_raw is off) ==\n")
+    out.write(f"\n== reports ({len(data['reports'])}) ==\n")
+    for item in data["reports"]:
+        _write_report_text(out, item)
+    out.write(f"\n== routing messages ({len(data['outbox'])}) ==\n")
+    for row in data["outbox"]:
+        extra = f"  resend of row {row['resent_from']}" if row.get("resent_from") else ""
+        out.write(
+            f"row {row['id']} -> {row['destination']}  accession {row['accession']}  {row['state']}"
+            f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n"
+        )
+        if row["last_error"]:
+            out.write(f"    last error: {row['last_error']}\n")
+        for e in row["events"]:
+            out.write(f"    {e['at']}  {e['event']}" + (f": {e['detail']}" if e["detail"] else "") + "\n")
+    out.write(f"\n== earlier processings ({len(data['processings'])}) ==\n")
+    for p in data["processings"]:
+        out.write(
+            f"processing {p['number']} at {p['processed']}: {p['state']} {p['ack_code']}"
+            + (f" error {p['error_code']}" if p["error_code"] else "")
+            + f"  feed {p['feed']}; replaced {p['superseded']} by {p['superseded_by']}\n"
+        )
+        for item in p["reports"]:
+            route = item["route"] or {}
+            out.write(
+                f"    report {item['seq'] + 1}: accession {item['accession'] or '-'}  route {route.get('bucket', '-')}"
+                f"  findings {len(item['findings'])}\n"
+            )

@@ -6,6 +6,9 @@ request context, run on a thread against the store. :func:`build_console` regist
 
 from __future__ import annotations
 
+import secrets
+
+from listener.console.messages import MessageServices, actions_page, messages_page
 from listener.console.overread import OverreadPage
 from listener.console.overview import OverviewPage
 from listener.console.policy import WhatIfLimits, policy_page
@@ -22,4 +25,15 @@ def build_console(deps: ConsoleDeps) -> Console:
     services = deps.services
     limits = WhatIfLimits()
     console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))
+    messages = MessageServices(
+        store=services["store"],
+        pipeline=services["pipeline"],
+        destinations=services.get("destinations", tuple),
+        live_figures=services.get("live_figures", lambda: None),
+        clients=services.get("fhir_clients", dict),
+        hash_key=services.get("hash_key", b""),
+        secret=secrets.token_bytes(32),
+    )
+    console.page("messages", lambda ctx: messages_page(ctx, messages))
+    console.page("actions", lambda ctx: actions_page(ctx, messages), methods=("GET", "POST"), needs=("operator",))
     return console

@@ -1256,6 +1256,8 @@ def _console(api: Api) -> Console:
             "queries": api.queries,
             "outcome_rules": api.rules,
             "fhir_clients": api.fhir_clients,
+            "destinations": api.intake.destinations,
+            "live_figures": api.intake.live_figures,
             "hash_key": api.intake.hash_key,
         },
     )

@@ -324,7 +324,7 @@ class AuditEntry:
 
     Attributes:
         actor: the OS user (CLI) or the HTTP client name.
-        via: ``cli`` or ``http``.
+        via: ``cli``, ``http`` or ``console`` (the web console).
         action: ``reprocess``, ``outbox resend``, ``outbox retry``, ``outbox purge``, ``outbox kick``...
         target: JSON text of what the action named (message pks, row ids, filters).
         rows: how many rows it changed.

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from listener.hl7v2.mllp import MllpFramer, frame
 from listener.hl7v2.segments import read_header
@@ -166,3 +167,18 @@ class TestRis:
                 return
             time.sleep(0.05)
         raise AssertionError(f"timed out; received {self.received_ids()}, applied {self.applied}")
+
+
+def write_destinations(path: Path, ris: TestRis) -> None:
+    """A destinations file at ``path`` naming one destination ``ris``: the test RIS, with a long
+    connection backoff (only a kick brings the worker back within a test) and dead-lettered NACKs."""
+    path.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        "  ris:\n"
+        f"    endpoint: {ris.endpoint}\n"
+        "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
+        "    retry: {max_attempts: 10, backoff_base_seconds: 120, backoff_max_seconds: 600,"
+        " ack_timeout_seconds: 2, on_reject: dead_letter}\n",
+        encoding="utf-8",
+    )

@@ -32,7 +32,7 @@ from tests.integration.conftest import (
     msa,
     start_configured,
 )
-from tests.integration.ris import TestRis
+from tests.integration.ris import TestRis, write_destinations
 
 SAMPLE = REPO / "samples" / "hl7" / "xr-chest-pneumothorax-no-communication.hl7"
 
@@ -113,17 +113,7 @@ def fixture_setup(tmp_path: Path) -> Iterator[tuple[RunningDaemon, TestRis, Path
     ris = TestRis(free_port())
     ris.start()
     shutil.copytree(REPO / "mappings", tmp_path / "mappings")
-    (tmp_path / "destinations.yaml").write_text(
-        "version: 1\n"
-        "destinations:\n"
-        "  ris:\n"
-        f"    endpoint: {ris.endpoint}\n"
-        "    message: {sending_application: OVERREAD, sending_facility: READCO, receiving_application: RIS}\n"
-        # A long connection backoff: only a kick brings the worker back within the test.
-        "    retry: {max_attempts: 10, backoff_base_seconds: 120, backoff_max_seconds: 600,"
-        " ack_timeout_seconds: 2, on_reject: dead_letter}\n",
-        encoding="utf-8",
-    )
+    write_destinations(tmp_path / "destinations.yaml", ris)
     daemon, config = start_configured(
         tmp_path,
         "mappings: mappings\ndestinations: destinations.yaml\n" + analyst_and_sender(ANALYST, SENDER, "read, operator"),

@@ -325,5 +325,6 @@ def test_parse_time_forms() -> None:
     assert parse_time("2026-03-01T00:00:00Z", now) == datetime(2026, 3, 1, tzinfo=UTC)
     assert parse_time("2026-03-01T01:00:00+01:00", now) == datetime(2026, 3, 1, tzinfo=UTC)
     assert parse_time("30d", now) == now - timedelta(days=30)
+    assert parse_time("24h", now) == now - timedelta(hours=24)
     with pytest.raises(ValueError):
         parse_time("2026-03-01T00:00:00", now)

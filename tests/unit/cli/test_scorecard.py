@@ -156,7 +156,7 @@ def test_empty_window(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("--since", "yesterday"), "--since: 'yesterday' is not an ISO 8601 time with an offset (or Nd)"),
+        (("--since", "yesterday"), "--since: 'yesterday' is not an ISO 8601 time with an offset (or Nd, Nh)"),
         (("--until", "2026-11-18T00:00:00"), "--until: '2026-11-18T00:00:00' is not an ISO 8601 time"),
         (("--since", "2026-11-18T00:00:00Z", "--until", "2026-11-17T00:00:00Z"), "must be before --until"),
         (("--min-reads", "0"), "--min-reads takes 1 or more"),
