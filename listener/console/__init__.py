@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from listener.console.messages import MessageServices, actions_page, messages_page
+from listener.console.messages import MessageServices, action_result, actions_page, messages_page
 from listener.console.overread import OverreadPage
 from listener.console.overview import OverviewPage
 from listener.console.policy import WhatIfLimits, policy_page
@@ -20,8 +20,6 @@ __all__ = ["Console", "ConsoleDeps", "build_console"]
 def build_console(deps: ConsoleDeps) -> Console:
     """The console with all its pages, on what ``deps`` gives."""
     console = Console(deps)
-    console.page("", OverviewPage(deps.services["store"]))
-    console.page("overread", OverreadPage(deps.services))
     services = deps.services
     limits = WhatIfLimits()
     console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))
@@ -34,6 +32,8 @@ def build_console(deps: ConsoleDeps) -> Console:
         hash_key=services.get("hash_key", b""),
         secret=secrets.token_bytes(32),
     )
+    console.page("", OverviewPage(services["store"], result_of=lambda ctx: action_result(ctx, messages.secret)))
+    console.page("overread", OverreadPage(services))
     console.page("messages", lambda ctx: messages_page(ctx, messages))
     console.page("actions", lambda ctx: actions_page(ctx, messages), methods=("GET", "POST"), needs=("operator",))
     return console

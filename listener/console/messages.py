@@ -213,7 +213,7 @@ def _note_signature(secret: bytes, audit_id: str, note: str) -> str:
     return hmac.new(secret, f"{audit_id}\n{note}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _result(ctx: Ctx, secret: bytes) -> dict[str, Any] | None:
+def action_result(ctx: Ctx, secret: bytes) -> dict[str, Any] | None:
     """The result a POST handed over in the redirect (None when absent or not signed by us)."""
     note = ctx.params.get("note", "")
     audit_id = ctx.params.get("audit", "")
@@ -336,7 +336,7 @@ def _message_page(ctx: Ctx, services: MessageServices, text: str) -> Reply:
         "versions": _versions(services.store, accessions),
         "delivered": _latest_delivered(rows),
         "dead": [r.id for r in rows if r.state == "dead"],
-        "result": _result(ctx, services.secret),
+        "result": action_result(ctx, services.secret),
         "operator": ctx.caller.may("operator"),
         "back": f"/console/messages/{pk}",
     }

@@ -101,9 +101,16 @@ class OverviewPage:
     current bin is counted on every request. docs/console.md, "Overview".
     """
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.monotonic,
+        result_of: Callable[[Ctx], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        #: The signed result of an operator action that redirected here (a kick), if any.
+        self.result_of = result_of
         self._lock = threading.Lock()
         self._closed: dict[str, tuple[float, datetime, datetime, tuple[TrafficBin, ...]]] = {}
 
@@ -121,11 +128,15 @@ class OverviewPage:
 
     def __call__(self, ctx: Ctx) -> Reply:
         """Traffic of the window (``?window=24h`` or ``7d``), answers, the outbox per destination, store health."""
-        return overview_page(ctx, self.store, self.traffic)
+        result = self.result_of(ctx) if self.result_of is not None else None
+        return overview_page(ctx, self.store, self.traffic, result)
 
 
 def overview_page(
-    ctx: Ctx, store: Store, traffic_of: Callable[[datetime, datetime, str], tuple[tuple[TrafficBin, ...], datetime]]
+    ctx: Ctx,
+    store: Store,
+    traffic_of: Callable[[datetime, datetime, str], tuple[tuple[TrafficBin, ...], datetime]],
+    result: dict[str, Any] | None = None,
 ) -> Reply:
     """The overview's reply; ``traffic_of(since, now, step)`` counts the window (:meth:`OverviewPage.traffic`)."""
     window = ctx.param("window", "24h")
@@ -172,5 +183,7 @@ def overview_page(
             "traffic": traffic,
             "counted": counted,
             "step": step,
+            "result": result,
+            "operator": ctx.caller.may("operator"),
         },
     )

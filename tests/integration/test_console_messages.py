@@ -274,3 +274,24 @@ def test_actions_say_why_they_left_something_alone_as_the_cli_does(setup: tuple[
     status, _, page = browser.request("POST", "/console/actions/reprocess/999999", {"csrf": csrf})
     assert status == 404 and "There is no message 999999." in page
     assert len(_audit(daemon)) == audit
+
+
+def test_an_operator_kicks_a_destination_from_the_overview_and_a_manager_gets_no_button(
+    setup: tuple[RunningDaemon, int],
+) -> None:
+    daemon, _ = setup
+    manager, _ = _signed_in(daemon, MANAGER)
+    page = manager.request("GET", "/console/")[2]
+    assert "/console/actions/kick" not in page
+    browser, csrf = _signed_in(daemon, OPERATOR)
+    page = browser.request("GET", "/console/")[2]
+    destination = re.search(r'name="destination" value="([^"]+)"', page)
+    assert destination, "no Kick button on the overview"
+    status, headers, _ = browser.request(
+        "POST", "/console/actions/kick", {"destination": destination.group(1), "csrf": csrf, "back": "/console/"}
+    )
+    assert status == 303 and headers["location"].startswith("/console/?")
+    page = browser.request("GET", headers["location"].split("#")[0])[2]
+    assert 'id="result"' in page and destination.group(1) in page
+    entry = _audit(daemon)[-1]
+    assert entry["action"] == "outbox kick" and entry["actor"] == "operator" and entry["via"] == "console"
