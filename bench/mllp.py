@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,7 +135,11 @@ def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> byt
 
     The text layer remembers its last results per text, so the same text
     sent again is cheaper than a real feed's new texts: ``vary_text``
-    appends a sentence holding the control id to the last OBX-5.
+    appends a sentence holding the control id to the last OBX-5. Like a real
+    feed, it also gives each message its own accession (OBR-3, ORC-3) and one
+    of 1,000 patients (PID-3's first identifier): with one accession and one
+    patient throughout, every prior look-up would read the whole run's rows
+    of that patient and accession, a cost no real feed has.
     """
     segments = raw.split(b"\r")
     fields = segments[0].split(b"|")
@@ -145,6 +150,16 @@ def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> byt
         obx = segments[last].split(b"|")
         obx[5] += f" Dictation reference {control_id}.".encode()
         segments[last] = b"|".join(obx)
+        accession = f"B{zlib.crc32(control_id.encode()):010d}".encode()
+        patient = f"BENCH{zlib.crc32(control_id.encode()) % 1000:04d}".encode()
+        for i, seg in enumerate(segments):
+            parts = seg.split(b"|")
+            if parts[0] in (b"OBR", b"ORC") and len(parts) > 3:
+                parts[3] = accession
+            elif parts[0] == b"PID" and len(parts) > 3:
+                first, sep, rest = parts[3].partition(b"~")
+                parts[3] = patient + first[first.find(b"^") :] + sep + rest if b"^" in first else patient
+            segments[i] = b"|".join(parts)
     return b"\r".join(segments)
 
 
