@@ -161,6 +161,41 @@ _SOFT_NOT_OR_RE = folded(re.compile(_SOFT_AFFIRMED_RE.pattern.pattern.replace(r"
 _CHARACTERIZED_RE = folded(re.compile(r"\b(prior|previous(ly)?|granulom\w*|calcifi\w*|benign)\b", re.IGNORECASE))
 # Words a bare list of findings may hold besides the findings ("There is X, Y, or Z.").
 _LIST_WORDS = _NEUTRAL | {"or", "nor", "and", "no"}
+# Words a sentence that does nothing but deny may hold besides its findings ("3. There is no
+# pleural effusion.", "Negative for hernia.", "Atelectasis is not seen.").
+_DENIAL_WORDS = _LIST_WORDS | frozenset("not negative present appreciated detected observed".split())
+# A hedged statement that is no claim about the images now: a condition, advice, a device, the
+# prior, or one of alternatives ("scar or loculated fluid": a differential a denial may settle).
+_NOT_A_CLAIM_RE = folded(
+    re.compile(
+        r"\b(if|recommend\w*|evaluat\w*|follow-?up|exclu\w*|cannot|can not|rul(e|ed) out|correlat\w*|previous(ly)?|prior|or|versus|vs|"
+        r"catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|blunting)\b|/",
+        re.IGNORECASE,
+    )
+)
+# Words that make a denial less than outright ("no definite infiltrate").
+_GUARDED = frozenset("definite definitive convincing obvious frank gross".split())
+
+
+def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
+    """True when the sentence of ``m`` only denies findings: its other words are negation and neutral words.
+
+    Such a sentence ("No atelectasis.", "3. There is no pleural effusion.")
+    denies the finding outright, so it contradicts every statement of the
+    finding elsewhere in the report, a hedged or characterized one included
+    ("subsegmental atelectasis versus scarring", "known hiatal hernia"):
+    docs/qa-rules.md "Contradictions".
+    """
+    others = [o for o in sentence_mentions if o is not m]
+    if any(not o.negated for o in others):
+        return False
+    for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
+        if any(o.start <= w.start() < o.end for o in sentence_mentions):
+            continue
+        word = w.group(0).lower()
+        if word not in _DENIAL_WORDS or word in _GUARDED:
+            return False
+    return True
 
 
 def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
@@ -311,6 +346,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     # drop candidates, so without both kinds there is nothing to find.
     negated_candidates: list[tuple[SectionKind, Mention]] = []
     affirmed_candidates: list[tuple[SectionKind, Mention]] = []
+    stated_candidates: list[tuple[SectionKind, Mention]] = []
     for kind, mentions in by_kind.items():
         for m in mentions:
             if not (
@@ -323,9 +359,11 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 negated_candidates.append((kind, m))
             elif m.affirmed:
                 affirmed_candidates.append((kind, m))
+            elif not (m.negated or m.hypothetical or m.historical) and m.experiencer == "patient":
+                stated_candidates.append((kind, m))  # hedged: "probable atelectasis"
     # a bare "No opacities." is no mention: the opacity check runs whenever the report names one
     opacity_named = _OPACITY_WORD_RE.search(text) is not None
-    if not opacity_named and (not negated_candidates or not affirmed_candidates):
+    if not opacity_named and (not negated_candidates or not (affirmed_candidates or stated_candidates)):
         return
     by_sentence: dict[tuple[SectionKind, int], list[Mention]] = {}
     for kind, mentions in by_kind.items():
@@ -336,15 +374,28 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         quals = _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])
         if quals is not None:
             negated.append((k, m, quals))
+    # (kind, mention, characterized, soft): a soft statement (hedged, XXXX) meets outright denials only
     affirmed = [
-        (k, m, data.analysis.in_sentence(_CHARACTERIZED_RE, m))
-        for k, m in affirmed_candidates
-        if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
-        or (
-            not data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
-            and _finding_list(text, m, by_sentence[(k, m.sentence_start)])
+        (
+            k,
+            m,
+            data.analysis.in_sentence(_CHARACTERIZED_RE, m),
+            data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
+            and (
+                data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
+                or not _finding_list(text, m, by_sentence[(k, m.sentence_start)])
+            ),
         )
+        for k, m in affirmed_candidates
     ]
+    outright = {
+        id(n) for k, n, quals in negated if not quals and _outright_denial(text, n, by_sentence[(k, n.sentence_start)])
+    }
+    if outright:
+        affirmed.extend(
+            (k, m, True, True) for k, m in stated_candidates if not data.analysis.in_sentence(_NOT_A_CLAIM_RE, m)
+        )
+    affirmed = [a for a in affirmed if not a[3] or (outright and not data.analysis.in_sentence(_NOT_A_CLAIM_RE, a[1]))]
     if not affirmed and not opacity_named:
         return
     within = {
@@ -352,7 +403,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
     }
     done: set[str] = set()
-    for a_kind, a, characterized in affirmed:
+    for a_kind, a, characterized, soft in affirmed:
         fam = _family(data.terms, a.concept)
         if fam in done:
             continue
@@ -360,6 +411,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         for n_kind, n, quals in negated:
             if n.concept not in (a.concept, fam):
                 continue
+            if soft and id(n) not in outright:
+                continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts
             if quals:
                 if characterized:
                     continue  # "calcified nodule" / "no suspicious nodule": only a bare denial counts
@@ -396,7 +449,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             )
             break
     if "airspace_opacity" not in done and opacity_named:
-        yield from _bare_opacity_denied(data, [(k, m) for k, m, _ in affirmed], within)
+        yield from _bare_opacity_denied(data, [(k, m) for k, m, _, soft in affirmed if not soft], within)
 
 
 # A whole sentence that denies any opacity, bare ("No opacities.", "No evidence of opacity.",
@@ -405,7 +458,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
 # airspace opacity (docs/qa-rules.md "Contradictions").
 _BARE_OPACITY_DENIED_RE = folded(
     re.compile(
-        r"\W*(\d+\W+)?((there (is|are) )?no (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
+        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
         r"( (is|are) (seen|identified|present|noted))?|opacit(y|ies) (is|are) not (seen|identified|present))\W*$",
         re.IGNORECASE,
     )

@@ -452,6 +452,30 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "2. No new opacities."
         ),
     ),
+    # an outright denial ("2. No atelectasis.") against a hedged statement of the same finding
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nStreaky left basilar opacity.\nIMPRESSION:\n1. Probable left basilar atelectasis.\n"
+            "2. No atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nStreaky left basilar opacity.\nIMPRESSION:\n1. Probable left basilar atelectasis.\n"
+            "2. No definite atelectasis."
+        ),
+    ),
+    # ... but not against one of alternatives, which the denial may settle
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nRetrocardiac density, likely a hiatal hernia.\nIMPRESSION:\nNegative for hernia."),
+        _ex("FINDINGS:\nRetrocardiac density, a hiatal hernia or a lung mass.\nIMPRESSION:\nNegative for hernia."),
+    ),
+    # "negative for opacity" is a bare denial of any opacity
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for opacity."),
+        _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for new opacity."),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
