@@ -14,8 +14,14 @@ radiologist reads at once (docs/qa-rules.md, docs/qa-evaluation.md):
   worse ("marked interval increase in heart size").
 
 A "no acute" impression over chronic findings (stable cardiomegaly, an old
-healed fracture, a calcified granuloma) is no contradiction, and this rule
-leaves it alone. Where ``contradiction.normal_impression`` already reports a
+healed fracture, a calcified granuloma) is no contradiction when the impression
+says more, and this rule leaves it alone. An impression that says *only* that
+nothing is acute ("No acute cardiopulmonary process.") over a finding of
+``stated`` (cardiomegaly by default), stable or not, reads as a normal study:
+an impression names an enlarged heart (of the 223 clean corpus reports whose
+findings affirm cardiomegaly, 171 name it in the impression and 14 have an
+impression made only of "no acute ..."), so one that leaves it out under
+"no acute" misstates the study (docs/qa-rules.md, "Round 3"). Where ``contradiction.normal_impression`` already reports a
 report, this rule stays silent, so one defect gives one finding.
 """
 
@@ -49,6 +55,14 @@ DEFAULT_ACUTE: tuple[str, ...] = (
     "thrombosis",
     "hydronephrosis",
 )
+
+#: Significant findings that an impression made only of "no acute ..." still has
+#: to name, whatever their age (a chronic enlarged heart is still the study's
+#: main finding). Tunable in policies/qa.yaml (``stated``).
+DEFAULT_STATED: tuple[str, ...] = ("cardiomegaly",)
+
+# A finding at the edge of normal ("borderline cardiomegaly", "upper limits of normal").
+_BORDERLINE_RE = folded(re.compile(r"\b(borderline|upper limits? of normal|top normal|accentuated)\b", re.IGNORECASE))
 
 # A sentence that states normality and nothing else ("Normal chest radiograph.", "Negative chest.",
 # "Unremarkable examination.", "No abnormality.").
@@ -127,14 +141,17 @@ def _impression_kind(data: RuleInput) -> tuple[str, tuple[int, int]] | None:
         _PLAIN_NORMAL_RE.match(text[s:e].strip()) for s, e in sentences
     ):
         return "normal", sentences[0]
+    only = all(
+        _NO_ACUTE_RE.search(text, s, e) or _PLAIN_NORMAL_RE.match(text[s:e].strip()) for s, e in sentences
+    ) and not any(_QUALIFIED_RE.search(text, s, e) for s, e in sentences)
     for s, e in sentences:
         hit = _NO_ACUTE_RE.search(text, s, e)
         if hit is not None:
-            return "no_acute", hit.span()
+            return ("no_acute_only" if only else "no_acute"), hit.span()
     return None
 
 
-def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str]) -> bool:
+def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str], stated: frozenset[str]) -> bool:
     """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
     if not (m.significant or m.critical):
         return False
@@ -144,6 +161,8 @@ def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str]) -> bo
         return False
     if kind == "normal":
         return True
+    if kind == "no_acute_only" and (m.concept in stated or _family(data.terms, m.concept) in stated):
+        return not data.analysis.in_sentence(_BORDERLINE_RE, m)
     if data.analysis.in_sentence(_NEW_RE, m):
         return True
     if m.critical:
@@ -153,7 +172,7 @@ def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str]) -> bo
     return not data.analysis.in_sentence(_CHRONIC_RE, m)
 
 
-@rule("contradiction", severity=Severity.WARNING, params={"acute": list(DEFAULT_ACUTE)})
+@rule("contradiction", severity=Severity.WARNING, params={"acute": list(DEFAULT_ACUTE), "stated": list(DEFAULT_STATED)})
 def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     """A normal or "no acute" impression over a finding the findings affirm, small or stable ones included.
 
@@ -161,7 +180,9 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     by any significant finding, whatever its size or age. A "no acute ..."
     impression is contradicted by a finding of ``acute`` (any size)
     the findings do not call old, stable or chronic, and by any significant
-    finding called new, increased or worse. Findings the impression names,
+    finding called new, increased or worse. An impression made only of
+    "no acute ..." is also contradicted by a finding of ``stated``
+    (cardiomegaly), stable or not, unless called borderline. Findings the impression names,
     hedged ones, devices and benign calcifications never count; neither
     does a report ``contradiction.normal_impression`` already flags.
     """
@@ -181,10 +202,11 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
         return
     addressed = {m.concept for m in imp_mentions} | {_family(data.terms, m.concept) for m in imp_mentions}
     acute = frozenset(data.param("acute", DEFAULT_ACUTE) or ())
+    stated = frozenset(data.param("stated", DEFAULT_STATED) or ())
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if not m.affirmed or m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
-        if not _counts(data, m, kind, acute):
+        if not _counts(data, m, kind, acute, stated):
             continue
         if next(iter(normal_impression(data)), None) is not None:
             return  # the general rule reports this impression already

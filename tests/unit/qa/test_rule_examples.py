@@ -476,6 +476,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for opacity."),
         _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for new opacity."),
     ),
+    # an impression made only of "no acute ..." over stable cardiomegaly it does not name
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nStable mild cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex(
+            "FINDINGS:\nStable mild cardiomegaly. Lungs are clear.\nIMPRESSION:\n"
+            "Stable cardiomegaly. No acute cardiopulmonary process."
+        ),
+    ),
+    # ... but a borderline heart is no cardiomegaly to name
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nModerate cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex("FINDINGS:\nBorderline cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
