@@ -340,8 +340,26 @@ _WORD_RE = re.compile(r"[A-Za-z0-9]{3,}")
 # Words after a side word that name nothing paired ("left ventricle", "right heart").
 _RAW_SKIP = frozenset(
     "and or the with without greater more larger smaller worse than side ventricle ventricular atrium atrial "
-    "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx".split()
+    "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx position positions".split()
 )
+# One place under several words ("left base", "left basal"): the word the keyed comparison uses.
+_KEY_WORD = {
+    "bases": "base",
+    "basal": "base",
+    "basilar": "base",
+    "apical": "apex",
+    "apices": "apex",
+    "hilar": "hilum",
+    "hila": "hilum",
+    "perihilar": "hilum",
+    "mid": "midlung",
+    "middle": "midlung",
+    "lungs": "lung",
+    "kidneys": "kidney",
+    "renal": "kidney",
+    "ovarian": "ovary",
+    "breasts": "breast",
+}
 
 
 def _cluster(anatomy: str) -> str:
@@ -403,6 +421,86 @@ def _raw_word_swaps(
             if words and words[0] in f_words:
                 out.append(((start, end), (f_start, f_end), side, f_side))
                 return out
+    return out
+
+
+# A side word whose clause is denied or called normal ("no left effusion", "right lung clear").
+_RAW_DENIED_BEFORE_RE = folded(re.compile(r"\b(no|without|negative for|clear|normal)\b[^,;:.]{0,40}$", re.IGNORECASE))
+
+
+def _keyed_sides(
+    data: RuleInput, secs: list[Section], key_words: set[str] | None
+) -> dict[str, list[tuple[str, int, int, int, int]]]:
+    """word -> [(side, start, end, sentence start, sentence end)] for each plain side word and the word after it.
+
+    Only sentences that name one side, set no side against the other, point at
+    no contralateral side and no past event, and do not deny the side word's
+    clause count. ``key_words`` keeps only those words (None: every word).
+    """
+    text = data.report.text
+    out: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    for sec in secs:
+        for sent in data.analysis.sentences(sec.start, sec.end):
+            raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
+            if not raw or len({r[0] for r in raw}) != 1:
+                continue
+            if _BOTH_RE.search(text, sent.start, sent.end) or _SIDE_COMPARE_RE.search(text, sent.start, sent.end):
+                continue
+            if _CONTRA_RE.search(text, sent.start, sent.end) or _PAST_RE.search(text, sent.start, sent.end):
+                continue
+            for side, start, end, words in raw:
+                key = _KEY_WORD.get(words[0], words[0])
+                if key_words is not None and key not in key_words:
+                    continue
+                if _RAW_DENIED_BEFORE_RE.search(text, sent.start, start) or _DENIED_AFTER_RE.match(
+                    text, end, min(sent.end, end + 40)
+                ):
+                    continue
+                out.setdefault(key, []).append((side, start, end, sent.start, sent.end))
+    return out
+
+
+def _keyed_word_swaps(
+    data: RuleInput, imp_secs: list[Section], find_secs: list[Section]
+) -> list[tuple[int, tuple[tuple[int, int], tuple[int, int], str, str]]]:
+    """Plain side words compared per following word: "right lower ..." in the impression, only "left lower ..." in the findings.
+
+    For reports whose findings name both sides of the chest ("left lower lobe
+    airspace disease ... right mid lung atelectasis"), where the comparison
+    per organ system cannot decide, and for device sides ("right internal
+    jugular catheter", "left chest tube"), which name no paired anatomy. The
+    word after the side word (lower, basilar, midlung, internal, subclavian,
+    chest, paratracheal...) must be named with one side in the impression and
+    only with the other in the findings, never with both sides, and never in
+    a bilateral phrase ("bibasilar", "both lower lobes") in either section.
+    """
+    text = data.report.text
+    imp = _keyed_sides(data, imp_secs, None)
+    if not imp:
+        return []
+    find = _keyed_sides(data, find_secs, set(imp))
+    out = []
+    for word, here in imp.items():
+        there = find.get(word)
+        if not there:
+            continue
+        sides_here = {h[0] for h in here}
+        sides_there = {t[0] for t in there}
+        if len(sides_here) != 1 or len(sides_there) != 1 or sides_here == sides_there:
+            continue
+        spellings = "|".join(re.escape(w) for w in {word, *(k for k, v in _KEY_WORD.items() if v == word)})
+        both = re.compile(rf"\b(bi-?({spellings})|(bilateral\w*|both)\s+(\w+\s+){{0,2}}({spellings}))\b", re.I)
+        if any(both.search(text, sec.start, sec.end) for sec in (*imp_secs, *find_secs)):
+            continue
+        # every mention of the word in the findings, one side or not: none on the impression's side
+        if any(
+            r[0] == here[0][0] and r[3] and _KEY_WORD.get(r[3][0], r[3][0]) == word
+            for sec in find_secs
+            for r in _raw_sides(text, sec.start, sec.end)
+        ):
+            continue
+        h, t = here[0], there[0]
+        out.append((h[3], ((h[1], h[2]), (t[1], t[2]), h[0], t[0])))
     return out
 
 
@@ -507,7 +605,14 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     )
     pairs = _anatomy_swaps(text, imp_all, find_all, lingula)
     if not pairs:
-        for here_span, there_span, side, other in _raw_word_swaps(data, imp_secs, find_secs):
+        swaps = _raw_word_swaps(data, imp_secs, find_secs)
+        if not swaps:
+            reported = {m.sentence_start for m, _, _ in _concept_conflicts(data)}
+            reported.update(i.mention.sentence_start for i, _ in _located_conflicts(data))
+            swaps = [sw for sentence, sw in _keyed_word_swaps(data, imp_secs, find_secs) if sentence not in reported][
+                :1
+            ]
+        for here_span, there_span, side, other in swaps:
             yield data.emit(
                 f"The impression names the {side} side; the findings name only the {other} side for the same part.",
                 [data.analysis.evidence(*here_span), data.analysis.evidence(*there_span)],

@@ -501,6 +501,32 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\nIMPRESSION:\nNo uncal herniation."
         ),
     ),
+    # findings that name both sides of the chest: the side compared per place word
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nPatchy left lower lobe airspace disease. Right mid lung subsegmental atelectasis.\n"
+            "IMPRESSION:\n1. Patchy right lower lobe airspace disease.\n2. Right mid lung atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nPatchy airspace disease in both lower lobes. Right mid lung subsegmental atelectasis.\n"
+            "IMPRESSION:\n1. Patchy right lower lobe airspace disease.\n2. Right mid lung atelectasis."
+        ),
+    ),
+    # a device's side ("right internal jugular catheter"), which names no paired anatomy
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nRight internal jugular central venous catheter tip in the right atrium. Stable right upper "
+            "lung lucency.\nIMPRESSION:\n1. Left internal jugular catheter tip in the right atrium.\n"
+            "2. Stable right upper lung lucency."
+        ),
+        _ex(
+            "FINDINGS:\nRight internal jugular central venous catheter tip in the right atrium. Stable right upper "
+            "lung lucency.\nIMPRESSION:\n1. Left internal jugular catheter placed since the prior study.\n"
+            "2. Stable right upper lung lucency."
+        ),
+    ),
     # the located rule against a one-sided order
     (
         "laterality.located_finding_side_mismatch",
