@@ -342,24 +342,20 @@ _RAW_SKIP = frozenset(
     "and or the with without greater more larger smaller worse than side ventricle ventricular atrium atrial "
     "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx position positions".split()
 )
-# One place under several words ("left base", "left basal"): the word the keyed comparison uses.
-_KEY_WORD = {
-    "bases": "base",
-    "basal": "base",
-    "basilar": "base",
-    "apical": "apex",
-    "apices": "apex",
-    "hilar": "hilum",
-    "hila": "hilum",
-    "perihilar": "hilum",
-    "mid": "midlung",
-    "middle": "midlung",
-    "lungs": "lung",
-    "kidneys": "kidney",
-    "renal": "kidney",
-    "ovarian": "ovary",
-    "breasts": "breast",
+# One place under several words ("left base", "left basal", "left lung base"): the word the keyed
+# comparison uses. Places stay apart as written ("lower lobe" is not "base"): a finer key leaves fewer
+# reports whose findings name both sides of it.
+_KEY_WORDS: dict[str, tuple[str, ...]] = {
+    "base": ("base", "bases", "basal", "basilar"),
+    "apex": ("apex", "apices", "apical"),
+    "hilum": ("hilum", "hila", "hilar", "perihilar"),
+    "midlung": ("mid", "middle", "midlung"),
+    "lung": ("lung", "lungs"),
+    "kidney": ("kidney", "kidneys", "renal"),
+    "ovary": ("ovary", "ovaries", "ovarian"),
+    "breast": ("breast", "breasts"),
 }
+_KEY_WORD = {word: key for key, words in _KEY_WORDS.items() for word in words}
 
 
 def _cluster(anatomy: str) -> str:
@@ -428,28 +424,44 @@ def _raw_word_swaps(
 _RAW_DENIED_BEFORE_RE = folded(re.compile(r"\b(no|without|negative for|clear|normal)\b[^,;:.]{0,40}$", re.IGNORECASE))
 
 
+# Both sides of the whole chest named in a sentence ("both lungs", "bilaterally").
+_BOTH_LUNGS_RE = folded(
+    re.compile(r"\b(bilaterally|(both|bilateral) (lungs|hemithora\w+|sides)|diffuse\w*)\b", re.IGNORECASE)
+)
+
+
+def _key_of(words: list[str]) -> str:
+    """The place or organ a side word's following words name ("lung base" -> lower lung), else the first word."""
+    first = words[0]
+    if first in ("lung", "lungs") and len(words) > 1 and words[1] in _KEY_WORD:
+        first = words[1]
+    return _KEY_WORD.get(first, first)
+
+
 def _keyed_sides(
     data: RuleInput, secs: list[Section], key_words: set[str] | None
 ) -> dict[str, list[tuple[str, int, int, int, int]]]:
     """word -> [(side, start, end, sentence start, sentence end)] for each plain side word and the word after it.
 
-    Only sentences that name one side, set no side against the other, point at
-    no contralateral side and no past event, and do not deny the side word's
-    clause count. ``key_words`` keeps only those words (None: every word).
+    Only sentences that set no side against the other ("left greater than
+    right", "compared to the left"), name no finding in both lungs, point at no contralateral side and no
+    past event, and do not deny the side word's clause count. A sentence may
+    name both sides ("right midlung and left basilar opacity"): each side
+    word is read with the word right after it. ``key_words`` keeps only those words (None: every word).
     """
     text = data.report.text
     out: dict[str, list[tuple[str, int, int, int, int]]] = {}
     for sec in secs:
         for sent in data.analysis.sentences(sec.start, sec.end):
             raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
-            if not raw or len({r[0] for r in raw}) != 1:
+            if not raw:
                 continue
-            if _BOTH_RE.search(text, sent.start, sent.end) or _SIDE_COMPARE_RE.search(text, sent.start, sent.end):
+            if _SIDE_COMPARE_RE.search(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
                 continue
             if _CONTRA_RE.search(text, sent.start, sent.end) or _PAST_RE.search(text, sent.start, sent.end):
                 continue
             for side, start, end, words in raw:
-                key = _KEY_WORD.get(words[0], words[0])
+                key = _key_of(words)
                 if key_words is not None and key not in key_words:
                     continue
                 if _RAW_DENIED_BEFORE_RE.search(text, sent.start, start) or _DENIED_AFTER_RE.match(
@@ -488,13 +500,13 @@ def _keyed_word_swaps(
         sides_there = {t[0] for t in there}
         if len(sides_here) != 1 or len(sides_there) != 1 or sides_here == sides_there:
             continue
-        spellings = "|".join(re.escape(w) for w in {word, *(k for k, v in _KEY_WORD.items() if v == word)})
+        spellings = "|".join(re.escape(w) for w in sorted(_KEY_WORDS.get(word, (word,))))
         both = re.compile(rf"\b(bi-?({spellings})|(bilateral\w*|both)\s+(\w+\s+){{0,2}}({spellings}))\b", re.I)
         if any(both.search(text, sec.start, sec.end) for sec in (*imp_secs, *find_secs)):
             continue
         # every mention of the word in the findings, one side or not: none on the impression's side
         if any(
-            r[0] == here[0][0] and r[3] and _KEY_WORD.get(r[3][0], r[3][0]) == word
+            r[0] == here[0][0] and r[3] and _key_of(r[3]) == word
             for sec in find_secs
             for r in _raw_sides(text, sec.start, sec.end)
         ):

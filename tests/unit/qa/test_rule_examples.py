@@ -513,6 +513,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "IMPRESSION:\n1. Patchy right lower lobe airspace disease.\n2. Right mid lung atelectasis."
         ),
     ),
+    # a sentence naming both sides: each side word read with the place right after it
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nLeft midlung airspace opacity. There is left basilar opacity as well.\n"
+            "IMPRESSION:\nProbable left midlung and right basilar atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nLeft midlung airspace opacity. There is left basilar opacity as well.\n"
+            "IMPRESSION:\nProbable left midlung and left basilar atelectasis, left greater than right."
+        ),
+    ),
     # a device's side ("right internal jugular catheter"), which names no paired anatomy
     (
         "laterality.impression_side_vs_findings_anatomy",
