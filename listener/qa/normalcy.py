@@ -7,7 +7,10 @@ radiologist reads at once (docs/qa-rules.md, docs/qa-evaluation.md):
 
 - a *plain* normal impression ("Normal chest radiograph.", "Negative chest.",
   "Unremarkable examination.") over any significant finding the findings
-  affirm, whatever its size or age: stable cardiomegaly is not a normal chest;
+  state, whatever its size or age on the images (minimal, small, old,
+  healed, healing), or with a de-identified word in its sentence: stable
+  cardiomegaly or a healing rib fracture is not a normal chest. Hedged,
+  benign, device, history and resolving findings do not count;
 - a "no acute ..." impression over a finding that is acute by nature (an
   effusion, edema, consolidation, a fracture not called old or healed), of any
   size, or over any significant finding the findings call new, increased or
@@ -151,6 +154,37 @@ def _impression_kind(data: RuleInput) -> tuple[str, tuple[int, int]] | None:
     return None
 
 
+# What keeps a finding out of a plain normal impression's way: a hedge, a benign or explained thing, a
+# device or surgery, a history not on the images. Size ("minimal", "small"), age on the images ("old",
+# "healed") and de-identified words do not: a normal study has none of them.
+_PLAIN_SOFT_RE = folded(
+    re.compile(
+        r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
+        r"suspect\w*|concern\w*|appear\w*|granulom\w*|calcified|benign|artifact\w*|nipple|overlying|projecting|"
+        r"catheter|lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|"
+        r"post-?operative|history|hx|status post|s/p|prior|previous(ly)?|removal|removed|resol\w*|clear(ed|ing)|"
+        r"improv\w*|decreas\w*|not well)\b|\?",
+        re.IGNORECASE,
+    )
+)
+# A mention's "historical" cues that are about the images (an old, healed or healing fracture), not the chart.
+_AGE_ON_IMAGES = frozenset({"old", "healed", "healing", "remote", "chronic"})
+
+
+def _plain_normal_counts(data: RuleInput, m: Mention) -> bool:
+    """Whether a findings mention contradicts a plain normal impression, whatever its size or age."""
+    if not (m.significant or m.critical) or m.negated or m.hypothetical or m.experiencer != "patient":
+        return False
+    if m.uncertain or data.analysis.in_sentence(_PLAIN_SOFT_RE, m):
+        return False
+    text = data.report.text
+    if m.historical and not all(
+        text[c.start : c.end].lower() in _AGE_ON_IMAGES for c in m.cues if c.category == "historical"
+    ):
+        return False
+    return m.critical or not _not_acute_here(data, m, False)
+
+
 def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str], stated: frozenset[str]) -> bool:
     """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
     if not (m.significant or m.critical):
@@ -204,9 +238,10 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     acute = frozenset(data.param("acute", DEFAULT_ACUTE) or ())
     stated = frozenset(data.param("stated", DEFAULT_STATED) or ())
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
-        if not m.affirmed or m.concept in addressed or _family(data.terms, m.concept) in addressed:
+        if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
-        if not _counts(data, m, kind, acute, stated):
+        counts = m.affirmed and _counts(data, m, kind, acute, stated)
+        if not counts and not (kind == "normal" and _plain_normal_counts(data, m)):
             continue
         if next(iter(normal_impression(data)), None) is not None:
             return  # the general rule reports this impression already

@@ -491,6 +491,24 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         _ex("FINDINGS:\nModerate cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
         _ex("FINDINGS:\nBorderline cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
     ),
+    # a plain normal impression over a finding of any size or age on the images
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nLungs are clear. Healing fracture of the left posterolateral 7th rib.\nIMPRESSION:\nNegative chest."
+        ),
+        _ex("FINDINGS:\nLungs are clear. History of left 7th rib fracture.\nIMPRESSION:\nNegative chest."),
+    ),
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThere is minimal right pleural effusion. Heart is normal.\nIMPRESSION:\nNormal chest radiograph."
+        ),
+        _ex(
+            "FINDINGS:\nThere is possibly minimal right pleural effusion. Heart is normal.\nIMPRESSION:\n"
+            "Normal chest radiograph."
+        ),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
