@@ -164,15 +164,32 @@ _LIST_WORDS = _NEUTRAL | {"or", "nor", "and", "no"}
 # Words a sentence that does nothing but deny may hold besides its findings ("3. There is no
 # pleural effusion.", "Negative for hernia.", "Atelectasis is not seen.").
 _DENIAL_WORDS = _LIST_WORDS | frozenset("not negative present appreciated detected observed".split())
-# A hedged statement that is no claim about the images now: a condition, advice, a device, the
-# prior, or one of alternatives ("scar or loculated fluid": a differential a denial may settle).
+# A hedged statement that is no claim about the images now: a condition, advice, a device, the prior.
 _NOT_A_CLAIM_RE = folded(
     re.compile(
-        r"\b(if|recommend\w*|evaluat\w*|follow-?up|exclu\w*|cannot|can not|rul(e|ed) out|correlat\w*|previous(ly)?|prior|or|versus|vs|"
-        r"catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|blunting)\b|/",
+        r"\b(if|recommend\w*|evaluat\w*|follow-?up|exclu\w*|cannot|can not|rul(e|ed) out|correlat\w*|previous(ly)?|"
+        r"prior|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|"
+        r"blunting)\b",
         re.IGNORECASE,
     )
 )
+# A finding offered as one of alternatives, in its own clause ("scar or loculated fluid", "atelectasis/
+# scarring", "atelectasis versus pneumonia"): a differential that a denial may settle.
+_ALTERNATIVE_BEFORE_RE = folded(re.compile(r"(\b(or|versus|vs)\b\.?|/)\s*([\w-]+\s+){0,5}$", re.IGNORECASE))
+_ALTERNATIVE_AFTER_RE = folded(re.compile(r"\s*([\w-]+\s+){0,1}(\b(or|versus|vs)\b|/)", re.IGNORECASE))
+
+
+def _alternative(text: str, m: Mention) -> bool:
+    """True when the clause of ``m`` offers it as one of alternatives, right before or after it."""
+    lo = max(m.sentence_start, m.start - 60)
+    cut = max(text.rfind(ch, lo, m.start) for ch in ",;:")
+    if _ALTERNATIVE_BEFORE_RE.search(text, max(lo, cut + 1), m.start) is not None:
+        return True
+    hi = min(m.sentence_end, m.end + 30)
+    stops = [i for i in (text.find(ch, m.end, hi) for ch in ",;:") if i >= 0]
+    return _ALTERNATIVE_AFTER_RE.match(text, m.end, min(stops, default=hi)) is not None
+
+
 # Words that make a denial less than outright ("no definite infiltrate").
 _GUARDED = frozenset("definite definitive convincing obvious frank gross".split())
 
@@ -396,6 +413,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             (k, m, True, True) for k, m in stated_candidates if not data.analysis.in_sentence(_NOT_A_CLAIM_RE, m)
         )
     affirmed = [a for a in affirmed if not a[3] or (outright and not data.analysis.in_sentence(_NOT_A_CLAIM_RE, a[1]))]
+    # soft statements offering the finding as one of alternatives: only an impression's own denial counts
+    alternatives = {id(m) for _, m, _, soft in affirmed if soft and _alternative(text, m)}
     if not affirmed and not opacity_named:
         return
     within = {
@@ -413,6 +432,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if soft and id(n) not in outright:
                 continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts
+            if id(a) in alternatives and not (a_kind == n_kind == SectionKind.IMPRESSION):
+                continue  # findings "scar or loculated fluid" / impression "no effusion": the differential settled
             if quals:
                 if characterized:
                     continue  # "calcified nodule" / "no suspicious nodule": only a bare denial counts

@@ -470,6 +470,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         _ex("FINDINGS:\nRetrocardiac density, likely a hiatal hernia.\nIMPRESSION:\nNegative for hernia."),
         _ex("FINDINGS:\nRetrocardiac density, a hiatal hernia or a lung mass.\nIMPRESSION:\nNegative for hernia."),
     ),
+    # ... except inside the impression, where a differential then flatly denied contradicts itself
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nLeft basilar linear opacity.\nIMPRESSION:\n1. Left basilar atelectasis or scarring.\n"
+            "2. No atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nLeft basilar linear opacity, atelectasis or scarring.\nIMPRESSION:\n1. Left basilar "
+            "scarring.\n2. No atelectasis."
+        ),
+    ),
     # "negative for opacity" is a bare denial of any opacity
     (
         "contradiction.affirmed_and_negated",
