@@ -210,6 +210,8 @@ def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) ->
         if any(o.start <= w.start() < o.end for o in sentence_mentions):
             continue
         word = w.group(0).lower()
+        if m.laterality and word in _SIDE_WORDS:
+            continue  # "No bilateral effusions": the side is compared on its own
         if word not in _DENIAL_WORDS or word in _GUARDED:
             return False
     return True
@@ -234,6 +236,10 @@ def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bo
         if word not in _LIST_WORDS and _QUALIFIER_RE.pattern.fullmatch(word) is None:
             return False
     return True
+
+
+# What separates the items of a denial list ("no infiltrate, effusion or pneumothorax").
+_ITEM_SEPARATOR_RE = folded(re.compile(r"[,;]|\b(or|and|nor)\b", re.IGNORECASE))
 
 
 def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> frozenset[str] | None:
@@ -271,6 +277,11 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         if any(o.start <= w.start() < o.end for o in listed):
             continue  # another finding of the list
         word = w.group(0).lower()
+        if word in _RELATIVE:
+            return None
+        item = min((o.start for o in listed if o.start >= w.end()), default=None)
+        if item is not None and _ITEM_SEPARATOR_RE.search(text, w.end(), item) is None:
+            continue  # a word of an earlier item ("no *air space* infiltrate, effusion or pneumothorax")
         if word in _NEUTRAL or (m.laterality and word in _SIDE_WORDS):
             continue  # a side is compared on its own ("no bilateral opacities" / "bilateral opacities")
         if _QUALIFIER_RE.pattern.fullmatch(word) is None or word in _RELATIVE:

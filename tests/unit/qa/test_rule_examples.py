@@ -482,6 +482,28 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "scarring.\n2. No atelectasis."
         ),
     ),
+    # words before an earlier item of a denial list narrow that item only
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere is no air space infiltrate, pleural effusion or pneumothorax.\nIMPRESSION:\n"
+            "There is a small pneumothorax."
+        ),
+        _ex(
+            "FINDINGS:\nThere is no air space infiltrate, pleural effusion or large pneumothorax.\nIMPRESSION:\n"
+            "There is a small pneumothorax."
+        ),
+    ),
+    # an outright denial may name the side ("No bilateral effusions.")
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nModerate interstitial edema with probable bilateral effusions.\nIMPRESSION:\nNo bilateral effusions."
+        ),
+        _ex(
+            "FINDINGS:\nModerate interstitial edema with probable bilateral effusions.\nIMPRESSION:\nNo large effusions."
+        ),
+    ),
     # "negative for opacity" is a bare denial of any opacity
     (
         "contradiction.affirmed_and_negated",
