@@ -591,6 +591,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "2. Stable right upper lung lucency."
         ),
     ),
+    # a measured nodule that "overlies" a rib is placed there, not explained away
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nA 9 mm pulmonary nodule is seen partially overlying the posterior right 6th rib. Lungs otherwise "
+            "clear.\nIMPRESSION:\nNo acute abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nA pulmonary nodule is seen partially overlying the posterior right 6th rib. Lungs otherwise "
+            "clear.\nIMPRESSION:\nNo acute abnormality."
+        ),
+    ),
     # the located rule against a one-sided order
     (
         "laterality.located_finding_side_mismatch",
