@@ -504,6 +504,12 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "FINDINGS:\nModerate interstitial edema with probable bilateral effusions.\nIMPRESSION:\nNo large effusions."
         ),
     ),
+    # scoliosis is a finding of the vocabulary (policies/terms/findings.yaml)
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nStable dextroscoliosis. The lungs are clear.\nIMPRESSION:\n1. Clear lungs.\n2. No scoliosis."),
+        _ex("FINDINGS:\nStable dextroscoliosis. The lungs are clear.\nIMPRESSION:\n1. Clear lungs.\n2. No kyphosis."),
+    ),
     # "negative for opacity" is a bare denial of any opacity
     (
         "contradiction.affirmed_and_negated",
