@@ -37,7 +37,7 @@ from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import refers_to_findings
 from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention
+from listener.text import Cue, Mention
 
 __all__ = ["DEFAULT_ACUTE", "normal_over_findings"]
 
@@ -171,13 +171,31 @@ _PLAIN_SOFT_RE = folded(
 _AGE_ON_IMAGES = frozenset({"old", "healed", "healing", "remote", "chronic"})
 
 
+# Findings that are not significant enough for the other forms but still are not a normal study.
+_NOT_NORMAL = frozenset({"airspace_opacity"})
+
+
+def _age_only(text: str, cue: Cue) -> bool:
+    """An "indeterminate" cue that hedges the finding's age only ("age-indeterminate rib fractures")."""
+    word = text[cue.start : cue.end].lower()
+    if word != "indeterminate":
+        return False
+    before = text[max(0, cue.start - 4) : cue.start].lower()
+    after = text[cue.end : cue.end + 4].lower()
+    return before in ("age-", "age ") or after == " age"
+
+
 def _plain_normal_counts(data: RuleInput, m: Mention) -> bool:
     """Whether a findings mention contradicts a plain normal impression, whatever its size or age."""
-    if not (m.significant or m.critical) or m.negated or m.hypothetical or m.experiencer != "patient":
+    if m.negated or m.hypothetical or m.experiencer != "patient":
         return False
-    if m.uncertain or data.analysis.in_sentence(_PLAIN_SOFT_RE, m):
+    if not (m.significant or m.critical or _family(data.terms, m.concept) in _NOT_NORMAL):
         return False
     text = data.report.text
+    if m.uncertain and not all(_age_only(text, c) for c in m.cues if c.category == "uncertain"):
+        return False
+    if data.analysis.in_sentence(_PLAIN_SOFT_RE, m):
+        return False
     if m.historical and not all(
         text[c.start : c.end].lower() in _AGE_ON_IMAGES for c in m.cues if c.category == "historical"
     ):

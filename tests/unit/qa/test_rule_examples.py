@@ -549,6 +549,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "Normal chest radiograph."
         ),
     ),
+    # an age-indeterminate fracture is a fracture on the images, only its age is uncertain
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nLungs are clear. Several age-indeterminate left rib fractures.\nIMPRESSION:\nNegative chest."),
+        _ex(
+            "FINDINGS:\nLungs are clear. Indeterminate lucency, possibly left rib fractures.\nIMPRESSION:\nNegative chest."
+        ),
+    ),
+    # airspace disease is not a normal chest, however minimal
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nHeart normal. Minimal retrocardiac airspace disease.\nIMPRESSION:\nNegative chest."),
+        _ex("FINDINGS:\nHeart normal. No retrocardiac airspace disease.\nIMPRESSION:\nNegative chest."),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
