@@ -191,6 +191,12 @@ _EXPLAINED_RE = folded(
         re.IGNORECASE,
     )
 )
+# Words of _EXPLAINED_RE that also only place a measured nodule ("an 8 mm nodule ... overlying the
+# posterior 7th rib", "partially superimposed upon the right second rib").
+_PLACE_WORDS = ("overlying", "projecting", "superimpos")
+# A finding given a size ("1.4 cm nodule", "8mm nodule"): measured, it is a real lesion to report.
+_MEASURED_RE = folded(re.compile(r"\b\d+(\.\d+)?\s?(mm|cm)\b", re.IGNORECASE))
+_MEASURED_CONCEPTS = frozenset({"lung_nodule", "mass"})
 # The sentence after a finding may explain it away too ("Small nodular opacity. ... more likely
 # represents a granuloma."); devices are left out here: a tube in the next sentence explains nothing.
 _EXPLAINED_NEXT_RE = folded(
@@ -318,6 +324,17 @@ def _minor(text: str, m: Mention) -> bool:
     return _MINOR_RE.search(text, max(m.sentence_start, m.start - 60), m.start) is not None
 
 
+def _measured_and_placed(data: RuleInput, m: Mention) -> bool:
+    """A measured nodule or mass whose sentence only places it ("overlying the 7th rib"), explaining nothing away."""
+    if m.concept not in _MEASURED_CONCEPTS or not data.analysis.in_sentence(_MEASURED_RE, m):
+        return False
+    text = data.report.text
+    for hit in _EXPLAINED_RE.finditer(text, m.sentence_start, m.sentence_end):
+        if not hit.group(0).lower().startswith(_PLACE_WORDS):
+            return False
+    return True
+
+
 def _related_param(data: RuleInput) -> Mapping[str, Any]:
     value = data.param("related", DEFAULT_RELATED)
     return value if value else DEFAULT_RELATED
@@ -408,7 +425,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         if ignore_minor and _minor(text, m):
             continue
-        if data.analysis.in_sentence(_EXPLAINED_RE, m):
+        if data.analysis.in_sentence(_EXPLAINED_RE, m) and not _measured_and_placed(data, m):
             continue
         next_end = _next_sentence_end(data, m)
         if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):

@@ -161,6 +161,60 @@ _SOFT_NOT_OR_RE = folded(re.compile(_SOFT_AFFIRMED_RE.pattern.pattern.replace(r"
 _CHARACTERIZED_RE = folded(re.compile(r"\b(prior|previous(ly)?|granulom\w*|calcifi\w*|benign)\b", re.IGNORECASE))
 # Words a bare list of findings may hold besides the findings ("There is X, Y, or Z.").
 _LIST_WORDS = _NEUTRAL | {"or", "nor", "and", "no"}
+# Words a sentence that does nothing but deny may hold besides its findings ("3. There is no
+# pleural effusion.", "Negative for hernia.", "Atelectasis is not seen.").
+_DENIAL_WORDS = _LIST_WORDS | frozenset("not negative present appreciated detected observed".split())
+# A hedged statement that is no claim about the images now: a condition, advice, a device, the prior.
+_NOT_A_CLAIM_RE = folded(
+    re.compile(
+        r"\b(if|recommend\w*|evaluat\w*|follow-?up|exclu\w*|cannot|can not|rul(e|ed) out|correlat\w*|previous(ly)?|"
+        r"prior|catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|"
+        r"blunting)\b",
+        re.IGNORECASE,
+    )
+)
+# A finding offered as one of alternatives, in its own clause ("scar or loculated fluid", "atelectasis/
+# scarring", "atelectasis versus pneumonia"): a differential that a denial may settle.
+_ALTERNATIVE_BEFORE_RE = folded(re.compile(r"(\b(or|versus|vs)\b\.?|/)\s*([\w-]+\s+){0,5}$", re.IGNORECASE))
+_ALTERNATIVE_AFTER_RE = folded(re.compile(r"\s*([\w-]+\s+){0,1}(\b(or|versus|vs)\b|/)", re.IGNORECASE))
+
+
+def _alternative(text: str, m: Mention) -> bool:
+    """True when the clause of ``m`` offers it as one of alternatives, right before or after it."""
+    lo = max(m.sentence_start, m.start - 60)
+    cut = max(text.rfind(ch, lo, m.start) for ch in ",;:")
+    if _ALTERNATIVE_BEFORE_RE.search(text, max(lo, cut + 1), m.start) is not None:
+        return True
+    hi = min(m.sentence_end, m.end + 30)
+    stops = [i for i in (text.find(ch, m.end, hi) for ch in ",;:") if i >= 0]
+    return _ALTERNATIVE_AFTER_RE.match(text, m.end, min(stops, default=hi)) is not None
+
+
+# Words that make a denial less than outright ("no definite infiltrate").
+_GUARDED = frozenset("definite definitive convincing obvious frank gross".split())
+
+
+def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
+    """True when the sentence of ``m`` only denies findings: its other words are negation and neutral words.
+
+    Such a sentence ("No atelectasis.", "3. There is no pleural effusion.")
+    denies the finding outright, so it contradicts every statement of the
+    finding elsewhere in the report, a hedged or characterized one included
+    ("subsegmental atelectasis versus scarring", "known hiatal hernia"):
+    docs/qa-rules.md "Contradictions".
+    """
+    others = [o for o in sentence_mentions if o is not m]
+    if any(not o.negated for o in others):
+        return False
+    for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
+        if any(o.start <= w.start() < o.end for o in sentence_mentions):
+            continue
+        word = w.group(0).lower()
+        if m.laterality and word in _SIDE_WORDS:
+            continue  # "No bilateral effusions": the side is compared on its own
+        if word not in _DENIAL_WORDS or word in _GUARDED:
+            return False
+    return True
 
 
 def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
@@ -182,6 +236,10 @@ def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bo
         if word not in _LIST_WORDS and _QUALIFIER_RE.pattern.fullmatch(word) is None:
             return False
     return True
+
+
+# What separates the items of a denial list ("no infiltrate, effusion or pneumothorax").
+_ITEM_SEPARATOR_RE = folded(re.compile(r"[,;]|\b(or|and|nor)\b", re.IGNORECASE))
 
 
 def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: list[Mention]) -> frozenset[str] | None:
@@ -219,6 +277,11 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         if any(o.start <= w.start() < o.end for o in listed):
             continue  # another finding of the list
         word = w.group(0).lower()
+        if word in _RELATIVE:
+            return None
+        item = min((o.start for o in listed if o.start >= w.end()), default=None)
+        if item is not None and _ITEM_SEPARATOR_RE.search(text, w.end(), item) is None:
+            continue  # a word of an earlier item ("no *air space* infiltrate, effusion or pneumothorax")
         if word in _NEUTRAL or (m.laterality and word in _SIDE_WORDS):
             continue  # a side is compared on its own ("no bilateral opacities" / "bilateral opacities")
         if _QUALIFIER_RE.pattern.fullmatch(word) is None or word in _RELATIVE:
@@ -311,6 +374,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     # drop candidates, so without both kinds there is nothing to find.
     negated_candidates: list[tuple[SectionKind, Mention]] = []
     affirmed_candidates: list[tuple[SectionKind, Mention]] = []
+    stated_candidates: list[tuple[SectionKind, Mention]] = []
     for kind, mentions in by_kind.items():
         for m in mentions:
             if not (
@@ -323,9 +387,11 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 negated_candidates.append((kind, m))
             elif m.affirmed:
                 affirmed_candidates.append((kind, m))
+            elif not (m.negated or m.hypothetical or m.historical) and m.experiencer == "patient":
+                stated_candidates.append((kind, m))  # hedged: "probable atelectasis"
     # a bare "No opacities." is no mention: the opacity check runs whenever the report names one
     opacity_named = _OPACITY_WORD_RE.search(text) is not None
-    if not opacity_named and (not negated_candidates or not affirmed_candidates):
+    if not opacity_named and (not negated_candidates or not (affirmed_candidates or stated_candidates)):
         return
     by_sentence: dict[tuple[SectionKind, int], list[Mention]] = {}
     for kind, mentions in by_kind.items():
@@ -336,15 +402,30 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         quals = _bare_negation(data, text, m, by_sentence[(k, m.sentence_start)])
         if quals is not None:
             negated.append((k, m, quals))
+    # (kind, mention, characterized, soft): a soft statement (hedged, XXXX) meets outright denials only
     affirmed = [
-        (k, m, data.analysis.in_sentence(_CHARACTERIZED_RE, m))
-        for k, m in affirmed_candidates
-        if not data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
-        or (
-            not data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
-            and _finding_list(text, m, by_sentence[(k, m.sentence_start)])
+        (
+            k,
+            m,
+            data.analysis.in_sentence(_CHARACTERIZED_RE, m),
+            data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
+            and (
+                data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
+                or not _finding_list(text, m, by_sentence[(k, m.sentence_start)])
+            ),
         )
+        for k, m in affirmed_candidates
     ]
+    outright = {
+        id(n) for k, n, quals in negated if not quals and _outright_denial(text, n, by_sentence[(k, n.sentence_start)])
+    }
+    if outright:
+        affirmed.extend(
+            (k, m, True, True) for k, m in stated_candidates if not data.analysis.in_sentence(_NOT_A_CLAIM_RE, m)
+        )
+    affirmed = [a for a in affirmed if not a[3] or (outright and not data.analysis.in_sentence(_NOT_A_CLAIM_RE, a[1]))]
+    # soft statements offering the finding as one of alternatives: only an impression's own denial counts
+    alternatives = {id(m) for _, m, _, soft in affirmed if soft and _alternative(text, m)}
     if not affirmed and not opacity_named:
         return
     within = {
@@ -352,7 +433,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
     }
     done: set[str] = set()
-    for a_kind, a, characterized in affirmed:
+    for a_kind, a, characterized, soft in affirmed:
         fam = _family(data.terms, a.concept)
         if fam in done:
             continue
@@ -360,6 +441,10 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         for n_kind, n, quals in negated:
             if n.concept not in (a.concept, fam):
                 continue
+            if soft and id(n) not in outright:
+                continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts
+            if id(a) in alternatives and not (a_kind == n_kind == SectionKind.IMPRESSION):
+                continue  # findings "scar or loculated fluid" / impression "no effusion": the differential settled
             if quals:
                 if characterized:
                     continue  # "calcified nodule" / "no suspicious nodule": only a bare denial counts
@@ -396,7 +481,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             )
             break
     if "airspace_opacity" not in done and opacity_named:
-        yield from _bare_opacity_denied(data, [(k, m) for k, m, _ in affirmed], within)
+        yield from _bare_opacity_denied(data, [(k, m) for k, m, _, soft in affirmed if not soft], within)
 
 
 # A whole sentence that denies any opacity, bare ("No opacities.", "No evidence of opacity.",
@@ -405,7 +490,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
 # airspace opacity (docs/qa-rules.md "Contradictions").
 _BARE_OPACITY_DENIED_RE = folded(
     re.compile(
-        r"\W*(\d+\W+)?((there (is|are) )?no (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
+        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
         r"( (is|are) (seen|identified|present|noted))?|opacit(y|ies) (is|are) not (seen|identified|present))\W*$",
         re.IGNORECASE,
     )

@@ -340,8 +340,22 @@ _WORD_RE = re.compile(r"[A-Za-z0-9]{3,}")
 # Words after a side word that name nothing paired ("left ventricle", "right heart").
 _RAW_SKIP = frozenset(
     "and or the with without greater more larger smaller worse than side ventricle ventricular atrium atrial "
-    "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx".split()
+    "heart cardiac hepatic liver colon colonic lateral decubitus oblique shift xxxx position positions".split()
 )
+# One place under several words ("left base", "left basal", "left lung base"): the word the keyed
+# comparison uses. Places stay apart as written ("lower lobe" is not "base"): a finer key leaves fewer
+# reports whose findings name both sides of it.
+_KEY_WORDS: dict[str, tuple[str, ...]] = {
+    "base": ("base", "bases", "basal", "basilar"),
+    "apex": ("apex", "apices", "apical"),
+    "hilum": ("hilum", "hila", "hilar", "perihilar"),
+    "midlung": ("mid", "middle", "midlung"),
+    "lung": ("lung", "lungs"),
+    "kidney": ("kidney", "kidneys", "renal"),
+    "ovary": ("ovary", "ovaries", "ovarian"),
+    "breast": ("breast", "breasts"),
+}
+_KEY_WORD = {word: key for key, words in _KEY_WORDS.items() for word in words}
 
 
 def _cluster(anatomy: str) -> str:
@@ -403,6 +417,102 @@ def _raw_word_swaps(
             if words and words[0] in f_words:
                 out.append(((start, end), (f_start, f_end), side, f_side))
                 return out
+    return out
+
+
+# A side word whose clause is denied or called normal ("no left effusion", "right lung clear").
+_RAW_DENIED_BEFORE_RE = folded(re.compile(r"\b(no|without|negative for|clear|normal)\b[^,;:.]{0,40}$", re.IGNORECASE))
+
+
+# Both sides of the whole chest named in a sentence ("both lungs", "bilaterally").
+_BOTH_LUNGS_RE = folded(
+    re.compile(r"\b(bilaterally|(both|bilateral) (lungs|hemithora\w+|sides)|diffuse\w*)\b", re.IGNORECASE)
+)
+
+
+def _key_of(words: list[str]) -> str:
+    """The place or organ a side word's following words name ("lung base" -> lower lung), else the first word."""
+    first = words[0]
+    if first in ("lung", "lungs") and len(words) > 1 and words[1] in _KEY_WORD:
+        first = words[1]
+    return _KEY_WORD.get(first, first)
+
+
+def _keyed_sides(
+    data: RuleInput, secs: list[Section], key_words: set[str] | None
+) -> dict[str, list[tuple[str, int, int, int, int]]]:
+    """word -> [(side, start, end, sentence start, sentence end)] for each plain side word and the word after it.
+
+    Only sentences that set no side against the other ("left greater than
+    right", "compared to the left"), name no finding in both lungs, point at no contralateral side and no
+    past event, and do not deny the side word's clause count. A sentence may
+    name both sides ("right midlung and left basilar opacity"): each side
+    word is read with the word right after it. ``key_words`` keeps only those words (None: every word).
+    """
+    text = data.report.text
+    out: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    for sec in secs:
+        for sent in data.analysis.sentences(sec.start, sec.end):
+            raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
+            if not raw:
+                continue
+            if _SIDE_COMPARE_RE.search(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
+                continue
+            if _CONTRA_RE.search(text, sent.start, sent.end) or _PAST_RE.search(text, sent.start, sent.end):
+                continue
+            for side, start, end, words in raw:
+                key = _key_of(words)
+                if key_words is not None and key not in key_words:
+                    continue
+                if _RAW_DENIED_BEFORE_RE.search(text, sent.start, start) or _DENIED_AFTER_RE.match(
+                    text, end, min(sent.end, end + 40)
+                ):
+                    continue
+                out.setdefault(key, []).append((side, start, end, sent.start, sent.end))
+    return out
+
+
+def _keyed_word_swaps(
+    data: RuleInput, imp_secs: list[Section], find_secs: list[Section]
+) -> list[tuple[int, tuple[tuple[int, int], tuple[int, int], str, str]]]:
+    """Plain side words compared per following word: "right lower ..." in the impression, only "left lower ..." in the findings.
+
+    For reports whose findings name both sides of the chest ("left lower lobe
+    airspace disease ... right mid lung atelectasis"), where the comparison
+    per organ system cannot decide, and for device sides ("right internal
+    jugular catheter", "left chest tube"), which name no paired anatomy. The
+    word after the side word (lower, basilar, midlung, internal, subclavian,
+    chest, paratracheal...) must be named with one side in the impression and
+    only with the other in the findings, never with both sides, and never in
+    a bilateral phrase ("bibasilar", "both lower lobes") in either section.
+    """
+    text = data.report.text
+    imp = _keyed_sides(data, imp_secs, None)
+    if not imp:
+        return []
+    find = _keyed_sides(data, find_secs, set(imp))
+    out = []
+    for word, here in imp.items():
+        there = find.get(word)
+        if not there:
+            continue
+        sides_here = {h[0] for h in here}
+        sides_there = {t[0] for t in there}
+        if len(sides_here) != 1 or len(sides_there) != 1 or sides_here == sides_there:
+            continue
+        spellings = "|".join(re.escape(w) for w in sorted(_KEY_WORDS.get(word, (word,))))
+        both = re.compile(rf"\b(bi-?({spellings})|(bilateral\w*|both)\s+(\w+\s+){{0,2}}({spellings}))\b", re.I)
+        if any(both.search(text, sec.start, sec.end) for sec in (*imp_secs, *find_secs)):
+            continue
+        # every mention of the word in the findings, one side or not: none on the impression's side
+        if any(
+            r[0] == here[0][0] and r[3] and _key_of(r[3]) == word
+            for sec in find_secs
+            for r in _raw_sides(text, sec.start, sec.end)
+        ):
+            continue
+        h, t = here[0], there[0]
+        out.append((h[3], ((h[1], h[2]), (t[1], t[2]), h[0], t[0])))
     return out
 
 
@@ -507,7 +617,14 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     )
     pairs = _anatomy_swaps(text, imp_all, find_all, lingula)
     if not pairs:
-        for here_span, there_span, side, other in _raw_word_swaps(data, imp_secs, find_secs):
+        swaps = _raw_word_swaps(data, imp_secs, find_secs)
+        if not swaps:
+            reported = {m.sentence_start for m, _, _ in _concept_conflicts(data)}
+            reported.update(i.mention.sentence_start for i, _ in _located_conflicts(data))
+            swaps = [sw for sentence, sw in _keyed_word_swaps(data, imp_secs, find_secs) if sentence not in reported][
+                :1
+            ]
+        for here_span, there_span, side, other in swaps:
             yield data.emit(
                 f"The impression names the {side} side; the findings name only the {other} side for the same part.",
                 [data.analysis.evidence(*here_span), data.analysis.evidence(*there_span)],

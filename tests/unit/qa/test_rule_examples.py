@@ -452,6 +452,117 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "2. No new opacities."
         ),
     ),
+    # an outright denial ("2. No atelectasis.") against a hedged statement of the same finding
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nStreaky left basilar opacity.\nIMPRESSION:\n1. Probable left basilar atelectasis.\n"
+            "2. No atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nStreaky left basilar opacity.\nIMPRESSION:\n1. Probable left basilar atelectasis.\n"
+            "2. No definite atelectasis."
+        ),
+    ),
+    # ... but not against one of alternatives, which the denial may settle
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nRetrocardiac density, likely a hiatal hernia.\nIMPRESSION:\nNegative for hernia."),
+        _ex("FINDINGS:\nRetrocardiac density, a hiatal hernia or a lung mass.\nIMPRESSION:\nNegative for hernia."),
+    ),
+    # ... except inside the impression, where a differential then flatly denied contradicts itself
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nLeft basilar linear opacity.\nIMPRESSION:\n1. Left basilar atelectasis or scarring.\n"
+            "2. No atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nLeft basilar linear opacity, atelectasis or scarring.\nIMPRESSION:\n1. Left basilar "
+            "scarring.\n2. No atelectasis."
+        ),
+    ),
+    # words before an earlier item of a denial list narrow that item only
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere is no air space infiltrate, pleural effusion or pneumothorax.\nIMPRESSION:\n"
+            "There is a small pneumothorax."
+        ),
+        _ex(
+            "FINDINGS:\nThere is no air space infiltrate, pleural effusion or large pneumothorax.\nIMPRESSION:\n"
+            "There is a small pneumothorax."
+        ),
+    ),
+    # an outright denial may name the side ("No bilateral effusions.")
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nModerate interstitial edema with probable bilateral effusions.\nIMPRESSION:\nNo bilateral effusions."
+        ),
+        _ex(
+            "FINDINGS:\nModerate interstitial edema with probable bilateral effusions.\nIMPRESSION:\nNo large effusions."
+        ),
+    ),
+    # scoliosis is a finding of the vocabulary (policies/terms/findings.yaml)
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nStable dextroscoliosis. The lungs are clear.\nIMPRESSION:\n1. Clear lungs.\n2. No scoliosis."),
+        _ex("FINDINGS:\nStable dextroscoliosis. The lungs are clear.\nIMPRESSION:\n1. Clear lungs.\n2. No kyphosis."),
+    ),
+    # "negative for opacity" is a bare denial of any opacity
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for opacity."),
+        _ex("FINDINGS:\nBandlike opacities are present in the right base.\nIMPRESSION:\nNegative for new opacity."),
+    ),
+    # an impression made only of "no acute ..." over stable cardiomegaly it does not name
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nStable mild cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex(
+            "FINDINGS:\nStable mild cardiomegaly. Lungs are clear.\nIMPRESSION:\n"
+            "Stable cardiomegaly. No acute cardiopulmonary process."
+        ),
+    ),
+    # ... but a borderline heart is no cardiomegaly to name
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nModerate cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+        _ex("FINDINGS:\nBorderline cardiomegaly. Lungs are clear.\nIMPRESSION:\nNo acute cardiopulmonary process."),
+    ),
+    # a plain normal impression over a finding of any size or age on the images
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nLungs are clear. Healing fracture of the left posterolateral 7th rib.\nIMPRESSION:\nNegative chest."
+        ),
+        _ex("FINDINGS:\nLungs are clear. History of left 7th rib fracture.\nIMPRESSION:\nNegative chest."),
+    ),
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThere is minimal right pleural effusion. Heart is normal.\nIMPRESSION:\nNormal chest radiograph."
+        ),
+        _ex(
+            "FINDINGS:\nThere is possibly minimal right pleural effusion. Heart is normal.\nIMPRESSION:\n"
+            "Normal chest radiograph."
+        ),
+    ),
+    # an age-indeterminate fracture is a fracture on the images, only its age is uncertain
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nLungs are clear. Several age-indeterminate left rib fractures.\nIMPRESSION:\nNegative chest."),
+        _ex(
+            "FINDINGS:\nLungs are clear. Indeterminate lucency, possibly left rib fractures.\nIMPRESSION:\nNegative chest."
+        ),
+    ),
+    # airspace disease is not a normal chest, however minimal
+    (
+        "contradiction.normal_over_findings",
+        _ex("FINDINGS:\nHeart normal. Minimal retrocardiac airspace disease.\nIMPRESSION:\nNegative chest."),
+        _ex("FINDINGS:\nHeart normal. No retrocardiac airspace disease.\nIMPRESSION:\nNegative chest."),
+    ),
     # signs are not diagnoses: a midline shift is not herniation, its own denial contradicts it
     (
         "contradiction.affirmed_and_negated",
@@ -460,6 +571,56 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         ),
         _ex(
             "FINDINGS:\nAcute right subdural hematoma with 6 mm of leftward midline shift.\nIMPRESSION:\nNo uncal herniation."
+        ),
+    ),
+    # findings that name both sides of the chest: the side compared per place word
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nPatchy left lower lobe airspace disease. Right mid lung subsegmental atelectasis.\n"
+            "IMPRESSION:\n1. Patchy right lower lobe airspace disease.\n2. Right mid lung atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nPatchy airspace disease in both lower lobes. Right mid lung subsegmental atelectasis.\n"
+            "IMPRESSION:\n1. Patchy right lower lobe airspace disease.\n2. Right mid lung atelectasis."
+        ),
+    ),
+    # a sentence naming both sides: each side word read with the place right after it
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nLeft midlung airspace opacity. There is left basilar opacity as well.\n"
+            "IMPRESSION:\nProbable left midlung and right basilar atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nLeft midlung airspace opacity. There is left basilar opacity as well.\n"
+            "IMPRESSION:\nProbable left midlung and left basilar atelectasis, left greater than right."
+        ),
+    ),
+    # a device's side ("right internal jugular catheter"), which names no paired anatomy
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nRight internal jugular central venous catheter tip in the right atrium. Stable right upper "
+            "lung lucency.\nIMPRESSION:\n1. Left internal jugular catheter tip in the right atrium.\n"
+            "2. Stable right upper lung lucency."
+        ),
+        _ex(
+            "FINDINGS:\nRight internal jugular central venous catheter tip in the right atrium. Stable right upper "
+            "lung lucency.\nIMPRESSION:\n1. Left internal jugular catheter placed since the prior study.\n"
+            "2. Stable right upper lung lucency."
+        ),
+    ),
+    # a measured nodule that "overlies" a rib is placed there, not explained away
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nA 9 mm pulmonary nodule is seen partially overlying the posterior right 6th rib. Lungs otherwise "
+            "clear.\nIMPRESSION:\nNo acute abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nA pulmonary nodule is seen partially overlying the posterior right 6th rib. Lungs otherwise "
+            "clear.\nIMPRESSION:\nNo acute abnormality."
         ),
     ),
     # the located rule against a one-sided order
