@@ -2,8 +2,10 @@
 
 Layer: page functions; they run on a thread and read (and, for the actions, write) the store.
 
-* ``/console/messages``: a search form over :meth:`Store.messages` (its cursor pages the
-  results); searching by patient id needs ``phi``.
+* ``/console/messages``: a search form over :meth:`Store.messages`, newest first (its
+  ``before``/``after`` cursors page to older and newer results; ``order=oldest`` lists oldest
+  first); the buckets column is one :meth:`Store.buckets_of` read; searching by patient id
+  needs ``phi``.
 * ``/console/messages/<message_pk>``: what ``overread show`` prints, from the same
   :func:`listener.views.detail_dict` document (without ``phi``: no raw body, report text,
   patient identifiers or routing message payloads; patients are shown by their keyed hash).
@@ -44,10 +46,10 @@ from listener.operator_actions import (
 from listener.pipeline import Pipeline
 from listener.reprocess import Change
 from listener.sites import LiveFigures
-from listener.store.base import MESSAGE_STATES, TRANSPORTS, OutboxRow, Store
+from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary, OutboxRow, Store
 from listener.views import detail_dict, write_detail_text
 
-__all__ = ["ACK_CODES", "PAGE_SIZE", "MessageServices", "actions_page", "messages_page"]
+__all__ = ["ACK_CODES", "ORDERS", "PAGE_SIZE", "MessageServices", "actions_page", "messages_page"]
 
 #: Messages on one page of search results.
 PAGE_SIZE = 50
@@ -67,6 +69,8 @@ SEARCH_FIELDS = (
     "since",
     "until",
 )
+#: The orders a search lists in (``order=``): newest first (the default) or oldest first.
+ORDERS = ("newest", "oldest")
 #: With no filter at all, the search shows the messages received in this window.
 DEFAULT_SINCE = "24h"
 #: The longest id a form may name (a message_pk or an outbox row id).
@@ -136,13 +140,6 @@ def _window(query: dict[str, str], now: datetime, errors: list[str]) -> dict[str
     return window
 
 
-def _buckets(store: Store, message_pk: int) -> list[str]:
-    detail = store.message_detail(message_pk)
-    if detail is None:
-        return []
-    return sorted({r.bucket for r in detail.reports if r.bucket})
-
-
 def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
     """``/console/messages`` (the search) or ``/console/messages/<message_pk>`` (one message)."""
     if len(ctx.rest) > 1:
@@ -160,7 +157,10 @@ def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
         "ack_codes": ACK_CODES,
         "buckets": BUCKETS,
         "rows": [],
-        "next_page": "",
+        "order": "newest",
+        "orders": ORDERS,
+        "newer_page": "",
+        "older_page": "",
         "errors": [],
         "searched": False,
     }
@@ -172,38 +172,94 @@ def messages_page(ctx: Ctx, services: MessageServices) -> Reply:
         return Reply("messages.html.j2", context, status=403)
     errors = _search_errors(ctx, query)
     window = _window(query, ctx.now, errors)
-    after_text = ctx.param("after")
-    after = _number(after_text) if after_text else None
-    if after_text and after is None:
-        errors.append("The page cursor (after) must be a message number.")
+    order = ctx.param("order") or "newest"
+    if order not in ORDERS:
+        errors.append(f"Order must be one of {', '.join(ORDERS)}.")
+    cursors = _cursors(ctx, errors)
     if errors:
         context["errors"] = errors
         return Reply("messages.html.j2", context, status=400)
-    found = list(
-        store.messages(
-            after=after,
-            limit=PAGE_SIZE + 1,
-            state=query["state"] or None,
-            ack_code=query["ack_code"] or None,
-            sender_application=query["sender"] or None,
-            control_id=query["control_id"] or None,
-            transport=query["transport"] or None,
-            accession=query["accession"] or None,
-            patient_id=query["patient_id"] or None,
-            patient_authority=query["authority"] or None,
-            bucket=query["bucket"] or None,
-            since=window.get("since"),
-            until=window.get("until"),
+    after, before = cursors
+    if order == "oldest" and before is not None:
+        context["errors"] = ["Oldest first pages on with after= only."]
+        return Reply("messages.html.j2", context, status=400)
+
+    def search(*, newest_first: bool, after: int | None, before: int | None) -> list[MessageSummary]:
+        return list(
+            store.messages(
+                after=after,
+                before=before,
+                newest_first=newest_first,
+                limit=PAGE_SIZE + 1,
+                state=query["state"] or None,
+                ack_code=query["ack_code"] or None,
+                sender_application=query["sender"] or None,
+                control_id=query["control_id"] or None,
+                transport=query["transport"] or None,
+                accession=query["accession"] or None,
+                patient_id=query["patient_id"] or None,
+                patient_authority=query["authority"] or None,
+                bucket=query["bucket"] or None,
+                since=window.get("since"),
+                until=window.get("until"),
+            )
         )
-    )
-    page = found[:PAGE_SIZE]
+
+    kept = {k: v for k, v in query.items() if v}
+    if order == "oldest":
+        kept["order"] = "oldest"
+    pager = _Pager(kept)
+    if order == "oldest":
+        found = search(newest_first=False, after=after, before=None)
+        page = found[:PAGE_SIZE]
+        if len(found) > PAGE_SIZE:
+            context["newer_page"] = pager.link("after", page[-1].message_pk)
+    elif after is not None:
+        # "Newer": the PAGE_SIZE messages just above the cursor (read upwards), shown newest first.
+        found = search(newest_first=False, after=after, before=None)
+        page = found[:PAGE_SIZE][::-1]
+        if len(found) > PAGE_SIZE:
+            context["newer_page"] = pager.link("after", page[0].message_pk)
+        context["older_page"] = pager.link("before", page[-1].message_pk if page else after + 1)
+    else:
+        found = search(newest_first=True, after=None, before=before)
+        page = found[:PAGE_SIZE]
+        if len(found) > PAGE_SIZE:
+            context["older_page"] = pager.link("before", page[-1].message_pk)
+        if before is not None:
+            context["newer_page"] = pager.link("after", page[0].message_pk if page else before - 1)
+    buckets = store.buckets_of([m.message_pk for m in page])
     context["searched"] = True
+    context["order"] = order
     context["after"] = after
-    context["rows"] = [{"m": m, "buckets": _buckets(store, m.message_pk)} for m in page]
-    if len(found) > PAGE_SIZE:
-        kept = {k: v for k, v in query.items() if v}
-        context["next_page"] = "/console/messages?" + urlencode({**kept, "after": str(page[-1].message_pk)})
+    context["before"] = before
+    context["rows"] = [{"m": m, "buckets": buckets.get(m.message_pk, ())} for m in page]
     return Reply("messages.html.j2", context)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pager:
+    """Builds the links to the next pages: the search's own fields and one cursor."""
+
+    kept: dict[str, str]
+
+    def link(self, cursor: str, message_pk: int) -> str:
+        return "/console/messages?" + urlencode({**self.kept, cursor: str(message_pk)})
+
+
+def _cursors(ctx: Ctx, errors: list[str]) -> tuple[int | None, int | None]:
+    """The page cursors ``after`` and ``before`` (message numbers; at most one of them)."""
+    found: list[int | None] = []
+    for name in ("after", "before"):
+        text = ctx.param(name)
+        value = _number(text) if text else None
+        if text and value is None:
+            errors.append(f"The page cursor ({name}) must be a message number.")
+        found.append(value)
+    after, before = found
+    if after is not None and before is not None:
+        errors.append("Give one page cursor (after or before), not both.")
+    return after, before
 
 
 # ----------------------------------------------------------------- one message

@@ -711,10 +711,25 @@ class Store(Protocol):
         patient_id: str | None = None,
         patient_authority: str | None = None,
         bucket: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[MessageSummary]:
-        """Iterate stored messages in storage order, after a cursor, in a time window,
-        and with exact values for the other filters (accession, patient and bucket: a
-        report's of the current processing)."""
+        """Iterate stored messages in storage order (``message_pk``), between the cursors
+        ``after`` and ``before`` (both exclusive), in a time window, and with exact values
+        for the other filters (accession, patient and bucket: a report's of the current
+        processing).
+
+        ``newest_first`` gives the largest ``message_pk`` first: the primary key is walked
+        backwards, never sorted, so a page of the newest costs what a page of the oldest
+        does (docs/store.md, "Newest first"); page on with ``before`` set to the last
+        message_pk seen.
+        """
+        ...
+
+    def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """The routing buckets (distinct, sorted, empty ones left out) of each given message's
+        current reports, in one read per few hundred messages (the ``reports_message_bucket``
+        index); a message with no such report, or not stored, is left out."""
         ...
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:

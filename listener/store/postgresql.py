@@ -105,6 +105,8 @@ from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_er
 T = TypeVar("T")
 
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
+#: Above every message_pk (the largest bigint): the upper bound of an unbounded listing.
+_NO_PK_ABOVE = 2**63 - 1
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT_S = 10
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
@@ -920,9 +922,12 @@ class PostgresStore:
         patient_id: str | None = None,
         patient_authority: str | None = None,
         bucket: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[MessageSummary]:
-        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`)."""
-        where = ["m.id > %s"]
+        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`);
+        ``newest_first`` walks the primary key backwards."""
+        where = ["m.id > %s", "m.id < %s"]
         params: list[object] = []
         if since is not None:
             require_aware(since, "since")
@@ -962,19 +967,41 @@ class PostgresStore:
             # ends once it is full, so a common bucket reads little (docs/store.md).
             where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = %s)")
             params.append(bucket)
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT %s"
-        cursor = after if after is not None else 0
+        order = "DESC" if newest_first else ""
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id {order} LIMIT %s"
+        low = after if after is not None else 0
+        high = before if before is not None else _NO_PK_ABOVE
         remaining = limit
         while remaining is None or remaining > 0:
             page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._rows("listing messages", sql, (cursor, *params, page))
+            rows = self._rows("listing messages", sql, (low, high, *params, page))
             for row in rows:
                 yield _summary(row)
             if len(rows) < page:
                 return
-            cursor = int(rows[-1][0])
+            if newest_first:
+                high = int(rows[-1][0])
+            else:
+                low = int(rows[-1][0])
             if remaining is not None:
                 remaining -= len(rows)
+
+    def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """Each given message's current reports' buckets (see :meth:`Store.buckets_of`): one
+        round trip per :data:`_KEYS_PER_QUERY` messages, through ``reports_message_bucket``."""
+        wanted = sorted(set(message_pks))
+        found: dict[int, list[str]] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            rows = self._rows(
+                "reading messages' buckets",
+                "SELECT DISTINCT message_id, bucket FROM reports"
+                " WHERE message_id = ANY(%s) AND bucket != '' ORDER BY message_id, bucket",
+                (chunk,),
+            )
+            for pk, bucket in rows:
+                found.setdefault(int(pk), []).append(str(bucket))
+        return {pk: tuple(buckets) for pk, buckets in found.items()}
 
     def newest_message_pk(self) -> int:
         """The largest message_pk stored (0 when none)."""

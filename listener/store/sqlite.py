@@ -103,6 +103,8 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 #: Keys per statement of cached_comparisons() (well under SQLite's bound on host parameters).
 _KEYS_PER_QUERY = 500
+#: Above every message_pk (SQLite's largest integer): the upper bound of an unbounded listing.
+_NO_PK_ABOVE = 2**63 - 1
 #: Committed jobs between two background PASSIVE checkpoints (a message writes
 #: about 16 pages, so about 500 pages).
 CHECKPOINT_EVERY = 32
@@ -546,11 +548,17 @@ class SQLiteStore:
         patient_id: str | None = None,
         patient_authority: str | None = None,
         bucket: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[MessageSummary]:
         """Iterate stored messages by ``message_pk``, optionally filtered.
 
         Args:
             after: only messages with a larger ``message_pk`` (a cursor).
+            before: only messages with a smaller ``message_pk`` (the cursor of
+                ``newest_first`` paging).
+            newest_first: largest ``message_pk`` first (the primary key walked
+                backwards; docs/store.md, "Newest first").
             since: only messages received at or after this time.
             until: only messages received before this time.
             limit: stop after this many (after filtering).
@@ -571,7 +579,7 @@ class SQLiteStore:
             require_aware(since, "since")
         if until is not None:
             require_aware(until, "until")
-        where = ["m.id > ?", "m.received >= ?"]
+        where = ["m.id > ?", "m.id < ?", "m.received >= ?"]
         params: list[object] = [_ts(since) if since is not None else ""]
         if until is not None:
             where.append("m.received < ?")
@@ -606,19 +614,48 @@ class SQLiteStore:
             # ends once it is full, so a common bucket reads little (docs/store.md).
             where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = ?)")
             params.append(bucket)
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id LIMIT ?"
-        cursor = after if after is not None else 0
+        order = "DESC" if newest_first else ""
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id {order} LIMIT ?"
+        low = after if after is not None else 0
+        high = before if before is not None else _NO_PK_ABOVE
         remaining = limit
         while remaining is None or remaining > 0:
             page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._read("listing messages", sql, (cursor, *params, page))
+            rows = self._read("listing messages", sql, (low, high, *params, page))
             for row in rows:
                 yield ops.summary(row)
             if len(rows) < page:
                 return
-            cursor = rows[-1][0]
+            if newest_first:
+                high = rows[-1][0]
+            else:
+                low = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
+
+    def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """Each given message's current reports' buckets (see :meth:`Store.buckets_of`): one
+        statement per :data:`_KEYS_PER_QUERY` messages, read from the ``reports_message_bucket``
+        index alone."""
+        wanted = sorted(set(message_pks))
+        if not wanted:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[int, tuple[str, ...]]:
+            found: dict[int, list[str]] = {}
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                chunk = wanted[start : start + _KEYS_PER_QUERY]
+                rows = conn.execute(
+                    "SELECT DISTINCT message_id, bucket FROM reports"
+                    f" WHERE message_id IN ({','.join('?' * len(chunk))}) AND bucket != ''"
+                    " ORDER BY message_id, bucket",
+                    chunk,
+                )
+                for pk, bucket in rows:
+                    found.setdefault(int(pk), []).append(str(bucket))
+            return {pk: tuple(buckets) for pk, buckets in found.items()}
+
+        return self._read_with("reading messages' buckets", read)
 
     def newest_message_pk(self) -> int:
         """The largest message_pk stored (0 when none): a bulk operation's pin."""

@@ -534,6 +534,8 @@ class MemoryStore:
         patient_id: str | None = None,
         patient_authority: str | None = None,
         bucket: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[MessageSummary]:
         if since is not None:
             require_aware(since, "since")
@@ -566,8 +568,9 @@ class MemoryStore:
         def select() -> list[MessageSummary]:
             found = [
                 _summary(self.tables, m)
-                for pk, m in sorted(self.tables.messages.items())
+                for pk, m in sorted(self.tables.messages.items(), reverse=newest_first)
                 if pk > (after or 0)
+                and (before is None or pk < before)
                 and (since is None or m.received >= since)
                 and (until is None or m.received < until)
                 and all(value is None or getattr(m, name) == value for name, value in exact.items())
@@ -643,6 +646,18 @@ class MemoryStore:
                 )
             out.sort(key=lambda e: (e.message_pk, e.seq))
             return tuple(out[:limit])
+
+        return self.read(select)
+
+    def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        wanted = set(message_pks)
+
+        def select() -> dict[int, tuple[str, ...]]:
+            found: dict[int, set[str]] = {}
+            for r in self.tables.reports:
+                if r.message_pk in wanted and r.row.bucket:
+                    found.setdefault(r.message_pk, set()).add(r.row.bucket)
+            return {pk: tuple(sorted(buckets)) for pk, buckets in sorted(found.items())}
 
         return self.read(select)
 

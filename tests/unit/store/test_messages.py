@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -107,6 +108,82 @@ def test_messages_paging_cursor_since_and_limit(store: Store) -> None:
     since = [m.control_id for m in store.messages(since=T0 + timedelta(seconds=600))]
     assert since[0] == "C0600" and len(since) == 603
     assert len(list(store.messages(after=pks[100], limit=700))) == 700
+
+
+def test_messages_newest_first_pages_back_without_repeats_or_gaps(store: Store) -> None:
+    """newest_first lists the largest message_pk first, past the internal page size; paging on
+    with before= reaches every message once; after and before bound it from both sides."""
+    futures = [store.submit(record(f"N{i:04d}", received=T0 + timedelta(seconds=i))) for i in range(1203)]
+    pks = [f.result().message_pk for f in futures]
+    newest = list(reversed(pks))
+    assert [m.message_pk for m in store.messages(newest_first=True)] == newest
+    assert [m.control_id for m in store.messages(newest_first=True, limit=2)] == ["N1202", "N1201"]
+    seen: list[int] = []
+    before: int | None = None
+    while True:
+        page = [m.message_pk for m in store.messages(newest_first=True, before=before, limit=50)]
+        seen.extend(page)
+        if len(page) < 50:
+            break
+        before = page[-1]
+    assert seen == newest
+    assert [m.message_pk for m in store.messages(before=pks[3])] == pks[:3]
+    assert [m.message_pk for m in store.messages(newest_first=True, before=pks[3])] == [pks[2], pks[1], pks[0]]
+    assert [m.message_pk for m in store.messages(after=pks[5], before=pks[9], newest_first=True)] == [
+        pks[8],
+        pks[7],
+        pks[6],
+    ]
+    window = [
+        m.control_id
+        for m in store.messages(
+            newest_first=True, since=T0 + timedelta(seconds=600), until=T0 + timedelta(seconds=700), limit=3
+        )
+    ]
+    assert window == ["N0699", "N0698", "N0697"]
+
+
+def test_messages_newest_first_with_report_filters(store: Store) -> None:
+    """newest_first keeps the accession, patient and bucket filters and the before cursor."""
+    ids = [
+        store.save(record(f"F{i}", received=T0 + timedelta(minutes=i), reports=(report("ACC7"),))).message_pk
+        for i in range(4)
+    ]
+    store.save(record("OTHER", received=T0 + timedelta(minutes=9), reports=(report("ACC8"),)))
+
+    def listed(**filters: object) -> list[int]:
+        return [m.message_pk for m in store.messages(newest_first=True, **filters)]  # type: ignore[arg-type]
+
+    assert listed(accession="ACC7") == ids[::-1]
+    assert listed(accession="ACC7", before=ids[2]) == [ids[1], ids[0]]
+    assert listed(bucket="release", limit=2)[1:] == [ids[3]]
+    assert listed(bucket="selective_overread") == []
+    assert listed(accession="ACC7", bucket="release", before=ids[1]) == [ids[0]]
+
+
+def test_buckets_of(store: Store) -> None:
+    """buckets_of() gives each listed message's distinct current buckets, sorted, leaving out
+    empty buckets, messages without reports and unknown message_pks."""
+    two = store.save(
+        record(
+            "B1",
+            reports=(
+                replace(report("X1"), bucket="selective_overread"),
+                report("X2"),
+                replace(report("X3"), bucket="selective_overread"),
+            ),
+        )
+    ).message_pk
+    one = store.save(record("B2", reports=(report("X4"),))).message_pk
+    none = store.save(record("B3", reports=())).message_pk
+    empty = store.save(record("B4", reports=(replace(report("X5"), bucket=""),))).message_pk
+    assert store.buckets_of([two, one, none, empty, 999_999, one]) == {
+        two: ("release", "selective_overread"),
+        one: ("release",),
+    }
+    assert store.buckets_of([]) == {}
+    many = [store.save(record(f"M{i}", reports=(report(f"Y{i}"),))).message_pk for i in range(620)]
+    assert store.buckets_of(many) == dict.fromkeys(many, ("release",))
 
 
 def test_messages_filters(store: Store) -> None:
