@@ -7,7 +7,8 @@ message files, each saved with a new control id and accession, all received now)
 function of listener/console/messages.py runs ``--runs`` times, rendered with the console's
 templates as the daemon renders them (no HTTP), and its median and p95 wall time are printed in
 ms: the search with no filter (the last 24 hours: every stored message), by accession, by control
-id, by bucket, by sender and state with no match (the window scanned), a page deep in the store (the cursor),
+id, by bucket, by sender and state with no match (the window scanned), newest first (the default) and oldest
+first, pages deep in the store (the ``before=`` and ``after=`` cursors),
 and one message's page for a phi and a non-phi caller (docs/console.md, "Message browser").
 """
 
@@ -70,18 +71,21 @@ def main() -> None:
             return call
 
         cases = {
-            "search, no filter (24h: every message), first page": page(phi, ()),
+            "search, no filter (24h: every message), newest first": page(phi, ()),
+            "search, no filter, oldest first": page(phi, (), order="oldest"),
             "search by accession": page(phi, (), accession=accession),
             "search by control id": page(phi, (), control_id=one.control_id),
             "search by bucket (selective_overread)": page(phi, (), bucket="selective_overread"),
             "search by sender + state, no match": page(phi, (), sender=one.sender_application, state="rejected"),
-            "search, a page in the middle (after=)": page(phi, (), after=str(middle), since="7d"),
+            "search, older page in the middle (before=)": page(phi, (), before=str(middle), since="7d"),
+            "search, newer page in the middle (after=)": page(phi, (), after=str(middle), since="7d"),
+            "search, oldest first, middle (after=)": page(phi, (), after=str(middle), since="7d", order="oldest"),
             "message page, phi": page(phi, (str(one.message_pk),)),
             "message page, no phi": page(plain, (str(one.message_pk),)),
         }
         for name, call in cases.items():
             median, p95 = timed(args.runs, call)
-            print(f"{name:<52} median {median:7.1f} ms   p95 {p95:7.1f} ms")
+            print(f"{name:<56} median {median:7.1f} ms   p95 {p95:7.1f} ms")
         store.close()
     finally:
         shutil.rmtree(work)

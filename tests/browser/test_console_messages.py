@@ -62,3 +62,32 @@ def test_search_open_and_reprocess_a_message(driver: webdriver.Chrome, console_d
     assert not driver.find_elements(By.ID, "actions-h")  # no operator actions offered
     screenshot(driver, "console-message-manager")
     assert driver.current_url.startswith(_base(console_daemon))
+
+
+def test_the_listing_is_newest_first_and_can_be_turned_round(
+    driver: webdriver.Chrome, console_daemon: RunningDaemon
+) -> None:
+    """The FHIR samples were fed after the HL7 ones: they head the default listing (newest first)
+    and come last when the form asks for oldest first (docs/console.md, "Message browser")."""
+    _sign_in(driver, console_daemon, ANALYST)
+    driver.find_element(By.LINK_TEXT, "Messages").click()
+    assert _heading(driver) == "Messages"
+
+    def listed() -> list[tuple[int, str]]:
+        rows = driver.find_elements(By.CSS_SELECTOR, "section[aria-labelledby='results-h'] tbody tr")
+        return [(int(row.find_element(By.CSS_SELECTOR, "td:last-child a").text.split()[-1]), row.text) for row in rows]
+
+    newest = listed()
+    assert [pk for pk, _ in newest] == sorted((pk for pk, _ in newest), reverse=True)
+    assert " http " in newest[0][1] and " mllp " in newest[-1][1]
+    pager = driver.find_element(By.CSS_SELECTOR, "nav.pager").text
+    assert "No older messages." in pager and "Newer messages" not in pager
+    screenshot(driver, "console-messages-newest-first")
+
+    form = driver.find_element(By.CSS_SELECTOR, "form.filters")
+    Select(form.find_element(By.NAME, "order")).select_by_visible_text("oldest first")
+    _submit(driver, form.find_element(By.CSS_SELECTOR, "button[type='submit']"))
+    assert "order=oldest" in driver.current_url
+    assert [pk for pk, _ in listed()] == [pk for pk, _ in newest][::-1]
+    assert "oldest first." in driver.find_element(By.CSS_SELECTOR, "section[aria-labelledby='results-h']").text
+    screenshot(driver, "console-messages-oldest-first")

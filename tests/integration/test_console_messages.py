@@ -134,6 +134,25 @@ def test_search_by_accession_lists_the_message_with_its_columns(setup: tuple[Run
     assert status == 400 and "is not an ISO 8601 time" in page
 
 
+def test_the_newest_message_is_listed_first_unless_asked_for_oldest_first(setup: tuple[RunningDaemon, int]) -> None:
+    """The FHIR sample came after the HL7 one: it heads the default listing, and follows it with
+    order=oldest; paging older from the newest reaches the other (docs/console.md, "Message browser")."""
+    daemon, pk = setup
+    browser, _ = _signed_in(daemon, MANAGER)
+
+    def listed(query: str) -> list[int]:
+        status, _, page = browser.request("GET", f"/console/messages?{query}")
+        assert status == 200
+        return [int(n) for n in re.findall(r'<a href="/console/messages/(\d+)">message \d+</a>', page)]
+
+    newest = listed("")
+    assert len(newest) == 2 and newest[-1] == pk and newest[0] > pk
+    assert listed("order=oldest") == newest[::-1]
+    assert listed(f"before={newest[0]}") == [pk]
+    assert listed(f"after={pk}") == newest[:1]
+    assert "newest first" in browser.request("GET", "/console/messages")[2]
+
+
 def test_a_caller_without_phi_sees_no_patient_data_and_may_not_search_by_patient(
     setup: tuple[RunningDaemon, int],
 ) -> None:
