@@ -11,7 +11,8 @@ exact values (``--state``, ``--ack-code``, ``--sender``, ``--facility``,
 ``--control-id``/``--message-id``, ``--transport``, and a report's
 ``--accession`` or ``--patient-id`` with ``--authority``, all on indexes) and a time window (``--since``/``--until``:
 ISO 8601 with an offset, or ``Nd`` days ago); ``--after PK --limit N`` pages
-(``message_pk`` of the last line is the next cursor). Nothing printed comes
+(``message_pk`` of the last line is the next cursor); ``--newest-first`` lists
+the largest ``message_pk`` first and pages back with ``--before PK``. Nothing printed comes
 from a message body: patient data stays in the store.
 
 Exit status: 0 listed (even nothing); 2 usage error or no store.
@@ -42,7 +43,7 @@ def add_messages_parser(sub: Any) -> None:
     messages = sub.add_parser(
         "messages",
         help="list stored messages",
-        description="List stored messages (no message bodies), oldest first.",
+        description="List stored messages (no message bodies), oldest first (or newest first).",
         epilog="exit status: 0 listed (possibly nothing); 2 usage error or no store",
     )
     messages.add_argument("--config", metavar="F", help="daemon config file (its state_dir is used)")
@@ -70,6 +71,12 @@ def add_messages_parser(sub: Any) -> None:
     )
     messages.add_argument("--until", metavar="TIME", help="received before TIME (same forms)")
     messages.add_argument("--after", type=int, metavar="PK", help="only messages after this message_pk (paging cursor)")
+    messages.add_argument(
+        "--before", type=int, metavar="PK", help="only messages before this message_pk (paging cursor)"
+    )
+    messages.add_argument(
+        "--newest-first", action="store_true", help="largest message_pk first (page back with --before)"
+    )
     messages.add_argument("--limit", type=int, metavar="N", help="print at most N messages")
 
 
@@ -95,7 +102,7 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
         return fail(window)
     if args.authority is not None and args.patient_id is None:
         return fail("--authority narrows --patient-id: give both")
-    for name in ("after", "limit"):
+    for name in ("after", "before", "limit"):
         value = getattr(args, name, None)
         if value is not None and value < 0:
             return fail(f"--{name} must not be negative")
@@ -106,6 +113,8 @@ def cmd_messages(args: argparse.Namespace, config: Config, out: TextIO, err: Tex
     try:
         rows = store.messages(
             after=args.after,
+            before=args.before,
+            newest_first=args.newest_first,
             limit=args.limit,
             state=args.state,
             ack_code=args.ack_code,

@@ -11,7 +11,7 @@ Layer: reactor code. The tree::
     /fhir/Task                GET   ?status=requested&owner=<pool>   (searchset)
     /fhir/DetectedIssue       GET   ?implicated=DiagnosticReport/<id> | ?implicated:identifier=<accession>
     /api/messages             GET   ?accession= &patient_id= [&authority=] &message_id= &state= &sender=
-                                    &since= &until= &after= &limit=   (JSON, like `overread messages`)
+                                    &since= &until= &after= &before= &order= &limit=   (JSON, like `overread messages`)
     /api/messages/<pk>        GET   everything about one message (JSON, like `overread show`)
     /api/audit                GET   ?since= &action= &limit=          (JSON, like `overread audit`)
     /api/history/<accession>  GET   an accession's report versions and comparisons (JSON, like
@@ -895,6 +895,8 @@ _MESSAGE_PARAMS = frozenset(
         "since",
         "until",
         "after",
+        "before",
+        "order",
         "limit",
     }
 )
@@ -954,7 +956,7 @@ class _ApiQuery(_Endpoint):
         if self.kind == "scorecard":
             return self._scorecard(params, window, now)
         numbers: dict[str, int] = {}
-        for name in ("after", "limit"):
+        for name in ("after", "before", "limit"):
             if name in params:
                 if not (params[name].isascii() and params[name].isdigit() and len(params[name]) <= 18):
                     return defer.succeed(_api_error(400, f"{name} must be a whole number"))
@@ -991,12 +993,17 @@ class _ApiQuery(_Endpoint):
             return self.api.run_in_thread(one)
         if "authority" in params and "patient_id" not in params:
             return defer.succeed(_api_error(400, "authority narrows patient_id: give both"))
+        order = params.get("order", "oldest")
+        if order not in ("oldest", "newest"):
+            return defer.succeed(_api_error(400, "order must be oldest or newest"))
 
         def listing() -> HttpAnswer:
             from listener.views import message_dict
 
             rows = store.messages(
                 after=numbers.get("after"),
+                before=numbers.get("before"),
+                newest_first=order == "newest",
                 limit=limit,
                 state=params.get("state"),
                 sender_application=params.get("sender"),

@@ -117,6 +117,11 @@ def test_the_overread_page_shows_the_routed_bucket_mix_worklist_and_scorecard(da
     buckets: Counter[str] = Counter()
     status, listing = _get(daemon, "/api/messages?limit=100", ANALYST)
     assert status == 200
+    status, newest = _get(daemon, "/api/messages?limit=100&order=newest", ANALYST)
+    assert status == 200 and newest == listing[::-1]
+    status, older = _get(daemon, f"/api/messages?order=newest&before={newest[0]['message_pk']}", ANALYST)
+    assert status == 200 and older == newest[1:]
+    assert _get(daemon, "/api/messages?order=sideways", ANALYST)[0] == 400
     for message in listing:
         status, detail = _get(daemon, f"/api/messages/{message['message_pk']}", ANALYST)
         assert status == 200

@@ -75,6 +75,17 @@ def test_filters_and_paging(state_dir: Path, capsys: pytest.CaptureFixture[str])
     assert ids("--after", str(first[-1]["message_pk"]), "--limit", "2") == ["M3", "M4"]
 
 
+def test_newest_first_pages_back_with_before(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--newest-first lists the largest message_pk first; --before PK pages on to older ones."""
+    base = ["--state-dir", str(state_dir)]
+    first = _json(capsys, *base, "--newest-first", "--limit", "2")
+    assert [r["message_id"] for r in first] == ["M4", "M3"]
+    rest = _json(capsys, *base, "--newest-first", "--before", str(first[-1]["message_pk"]))
+    assert [r["message_id"] for r in rest] == ["M2", "M1"]
+    older = _json(capsys, *base, "--before", str(first[-1]["message_pk"]), "--state", "processed")
+    assert [r["message_id"] for r in older] == ["M1", "M2"]
+
+
 def test_text_table(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--format text prints a header and one line per message with state, code and sender."""
     assert main(["messages", "--state-dir", str(state_dir), "--format", "text", "--state", "rejected"]) == 0
@@ -90,6 +101,7 @@ def test_text_table(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None
         (["--since", "yesterday"], "--since: 'yesterday' is not an ISO 8601 time"),
         (["--until", "2026-11-20T07:30:00"], "--until: '2026-11-20T07:30:00' is not an ISO 8601 time with an offset"),
         (["--limit", "-1"], "--limit must not be negative"),
+        (["--before", "-1"], "--before must not be negative"),
     ],
 )
 def test_bad_options_name_the_option(
