@@ -28,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.console_queries import timed  # noqa: E402
 from bench.store_size import fill, templates  # noqa: E402
-from listener.console.messages import MessageServices, messages_page  # noqa: E402
+from listener.console.messages import messages_page  # noqa: E402
 from listener.console.web import Caller, Console, ConsoleDeps, Ctx  # noqa: E402
 from listener.store.sqlite import SQLiteStore  # noqa: E402
+from tests.unit.console.test_messages_order import browsing_services  # noqa: E402
 
 
 def main() -> None:
@@ -45,15 +46,7 @@ def main() -> None:
         store = SQLiteStore(work / "overread.db", synchronous="NORMAL")
         _, seconds = fill(store, records, args.messages, 256)
         print(f"filled {args.messages} messages in {seconds:.1f} s")
-        services = MessageServices(
-            store=store,
-            pipeline=lambda: None,  # type: ignore[arg-type,return-value]
-            destinations=tuple,
-            live_figures=lambda: None,
-            clients=dict,
-            hash_key=b"k" * 32,
-            secret=b"s" * 32,
-        )
+        services = browsing_services(store)
         console = Console(ConsoleDeps(lambda: {}, lambda *a: ("", frozenset()), lambda *a: None, None, time.time))  # type: ignore[arg-type]
         phi = Caller("analyst", frozenset({"console", "phi", "operator"}), "bearer")
         plain = Caller("manager", frozenset({"console"}), "bearer")

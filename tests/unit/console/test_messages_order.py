@@ -38,7 +38,14 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Me
             f"C{i:03d}", received=NOW - timedelta(minutes=COUNT - i), reports=(replace(report(f"A{i}"), bucket=bucket),)
         )
         pks.append(store.save(rec).message_pk)
-    services = MessageServices(
+    yield browsing_services(store), pks
+    store.close()
+
+
+def browsing_services(store: SQLiteStore) -> MessageServices:
+    """The services of the browsing pages (search and one message) over ``store``: no pipeline,
+    destinations or clients (only the actions use them); fixed keys (also bench/console_messages.py)."""
+    return MessageServices(
         store=store,
         pipeline=lambda: None,  # type: ignore[arg-type,return-value]
         destinations=tuple,
@@ -47,8 +54,6 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Me
         hash_key=b"k" * 32,
         secret=b"s" * 32,
     )
-    yield services, pks
-    store.close()
 
 
 def _get(services: MessageServices, path: str) -> tuple[Reply, str]:
