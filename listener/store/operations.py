@@ -264,6 +264,23 @@ def scores_of(conn: sqlite3.Connection, accession: str, limit: int) -> tuple[Sto
     )
 
 
+def scores_of_many(
+    conn: sqlite3.Connection, accessions: Sequence[str], limit: int
+) -> dict[str, tuple[StoredScore, ...]]:
+    """The scores of each of ``accessions`` that has any, each in the order recorded, at most ``limit`` each."""
+    rows = conn.execute(
+        "SELECT id, accession, grade, source, scorer, note, scored_at, message_id FROM (SELECT *,"
+        " row_number() OVER (PARTITION BY accession ORDER BY id) AS n FROM scores"
+        f" WHERE accession IN ({','.join('?' * len(accessions))})) WHERE n <= ? ORDER BY accession, id",
+        (*accessions, limit),
+    ).fetchall()
+    found: dict[str, list[StoredScore]] = {}
+    for pk, acc, grade, source, scorer, note, at, msg in rows:
+        stored = StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
+        found.setdefault(str(acc), []).append(stored)
+    return {a: tuple(s) for a, s in found.items()}
+
+
 def never_accepted(conn: sqlite3.Connection, message_pk: int) -> bool:
     """True when no processing of the message was ever accepted: none routed anything, and
     every earlier processing was a rejection (a sender's resend may then replace it)."""

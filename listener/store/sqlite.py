@@ -843,6 +843,23 @@ class SQLiteStore:
             return ()
         return self._read_with("reading an accession's scores", lambda conn: ops.scores_of(conn, accession, limit))
 
+    def scores_of_accessions(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[StoredScore, ...]]:
+        """Many accessions' scores (see :meth:`Store.scores_of_accessions`): one statement per
+        :data:`_KEYS_PER_QUERY` accessions through the ``scores`` unique index (accession first)."""
+        wanted = sorted({a for a in accessions if a})
+        if not wanted or limit <= 0:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[StoredScore, ...]]:
+            found: dict[str, tuple[StoredScore, ...]] = {}
+            for start in range(0, len(wanted), _KEYS_PER_QUERY):
+                found.update(ops.scores_of_many(conn, wanted[start : start + _KEYS_PER_QUERY], limit))
+            return found
+
+        return self._read_with("reading accessions' scores", read)
+
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""
         rows = self._read("reading a message", "SELECT raw FROM messages WHERE id = ?", (message_pk,))
