@@ -262,7 +262,9 @@ def _pairs(versions: Sequence[Version]) -> tuple[Pair, ...]:
 
 def build_chain(accession: str, entries: Iterable[StoredEntry]) -> VersionChain:
     """The accession's versions in clinical order, each marked, and the pairs to compare."""
-    ordered = sorted((_version(e) for e in entries), key=_order_key)
+    ordered = [_version(e) for e in entries]
+    if len(ordered) > 1:
+        ordered.sort(key=_order_key)
     versions: list[Version] = []
     latest_received: datetime | None = None
     for position, v in enumerate(ordered):
@@ -270,4 +272,5 @@ def build_chain(accession: str, entries: Iterable[StoredEntry]) -> VersionChain:
         # A version is built at position 0, in order: only a later or late one is copied.
         versions.append(replace(v, position=position, out_of_order=late) if position or late else v)
         latest_received = v.received if latest_received is None else max(latest_received, v.received)
-    return VersionChain(accession, tuple(versions), _pairs(versions))
+    # A pair needs two versions: a lone one has none.
+    return VersionChain(accession, tuple(versions), _pairs(versions) if len(versions) > 1 else ())
