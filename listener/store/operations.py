@@ -258,10 +258,13 @@ def scores_of(conn: sqlite3.Connection, accession: str, limit: int) -> tuple[Sto
         " WHERE accession = ? ORDER BY id LIMIT ?",
         (accession, limit),
     ).fetchall()
-    return tuple(
-        StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
-        for pk, acc, grade, source, scorer, note, at, msg in rows
-    )
+    return tuple(_stored_score(row) for row in rows)
+
+
+def _stored_score(row: Sequence[Any]) -> StoredScore:
+    """A StoredScore of (id, accession, grade, source, scorer, note, scored_at, message_id)."""
+    pk, acc, grade, source, scorer, note, at, msg = row
+    return StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
 
 
 def scores_of_many(
@@ -275,9 +278,9 @@ def scores_of_many(
         (*accessions, limit),
     ).fetchall()
     found: dict[str, list[StoredScore]] = {}
-    for pk, acc, grade, source, scorer, note, at, msg in rows:
-        stored = StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
-        found.setdefault(str(acc), []).append(stored)
+    for row in rows:
+        stored = _stored_score(row)
+        found.setdefault(stored.score.accession, []).append(stored)
     return {a: tuple(s) for a, s in found.items()}
 
 

@@ -114,6 +114,16 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _stored_score(row: Sequence[Any]) -> StoredScore:
+    """A StoredScore of (id, accession, grade, source, scorer, note, scored_at, message_id)."""
+    pk, acc, grade, source, scorer, note, at, msg = row
+    return StoredScore(
+        int(pk),
+        ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
+        int(msg) if msg is not None else None,
+    )
+
+
 def _window(since: datetime, until: datetime, step: str) -> bool:
     """Check a window and step (ValueError when naive or unknown); False when the window is empty."""
     require_aware(since, "since")
@@ -1150,14 +1160,7 @@ class PostgresStore:
             " WHERE accession = %s ORDER BY id LIMIT %s",
             (accession, limit),
         )
-        return tuple(
-            StoredScore(
-                int(pk),
-                ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
-                int(msg) if msg is not None else None,
-            )
-            for pk, acc, grade, source, scorer, note, at, msg in rows
-        )
+        return tuple(_stored_score(row) for row in rows)
 
     def scores_of_accessions(
         self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
@@ -1176,13 +1179,9 @@ class PostgresStore:
                 " WHERE accession = ANY(%s)) AS s WHERE n <= %s ORDER BY accession, id",
                 (wanted[start : start + _KEYS_PER_QUERY], limit),
             )
-            for pk, acc, grade, source, scorer, note, at, msg in rows:
-                stored = StoredScore(
-                    int(pk),
-                    ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
-                    int(msg) if msg is not None else None,
-                )
-                found.setdefault(str(acc), []).append(stored)
+            for row in rows:
+                stored = _stored_score(row)
+                found.setdefault(stored.score.accession, []).append(stored)
         return {acc: tuple(scores) for acc, scores in found.items()}
 
     def message_raw(self, message_pk: int) -> bytes | None:
