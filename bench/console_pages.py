@@ -8,11 +8,13 @@ daemon's own records of four message files, each saved with a new control id and
 received evenly over the 7 days before now, from one of five senders). Then each page function
 runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
 thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
-and the maximum wall time are printed, in ms. Each page is timed twice: with a new page object each
+and the maximum wall time and the median CPU time (``time.process_time``: the machine is shared,
+so CPU is the figure to compare) are printed, in ms. Each page is timed twice: with a new page object each
 run (the overview counts every bin, the overread page computes its document; ``--computed-runs``
 of those) and with the console's own page object (the overview's closed bins and the overread
 document kept from the run before). The policy page is timed showing the live rules, and running
 the what-if of samples/policies/stricter.yaml (at most 2,000 accessions of the window replayed).
+Last, ``listener.outcome_data.collect`` alone over 90 days, as the overread page calls it.
 docs/benchmarks.md, "Console pages".
 """
 
@@ -23,7 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from listener.console import ConsoleDeps, build_console  # noqa: E402
 from listener.console.overread import OverreadPage  # noqa: E402
 from listener.console.overview import OverviewPage  # noqa: E402
 from listener.console.web import Caller, Console, Ctx, Page  # noqa: E402
+from listener.outcome_data import HistoryContext, collect  # noqa: E402
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules  # noqa: E402
 
 #: A caller with every permission but ``phi`` (the pages show no patient data either way).
@@ -49,17 +52,18 @@ def ctx(params: Mapping[str, str]) -> Ctx:
     return Ctx(CALLER, "GET", (), dict(params), {}, datetime.now(UTC))
 
 
-def once(call: Callable[[], object]) -> float:
-    """The ms one call of ``call`` takes."""
-    start = time.perf_counter()
+def once(call: Callable[[], object]) -> tuple[float, float]:
+    """The ms one call of ``call`` takes: wall time, and this process's CPU time (both threads)."""
+    start, cpu = time.perf_counter(), time.process_time()
     call()
-    return (time.perf_counter() - start) * 1000
+    return (time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000
 
 
-def timed(runs: int, call: Callable[[], object]) -> tuple[float, float]:
-    """(median, max) ms of ``runs`` calls of ``call``."""
+def timed(runs: int, call: Callable[[], object]) -> tuple[float, float, float]:
+    """(median, max) wall ms and median CPU ms of ``runs`` calls of ``call``."""
     times = [once(call) for _ in range(runs)]
-    return statistics.median(times), max(times)
+    walls = [wall for wall, _ in times]
+    return statistics.median(walls), max(walls), statistics.median(cpu for _, cpu in times)
 
 
 def services(store: Any) -> dict[str, Any]:
@@ -118,9 +122,15 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
     for window in ("7d", "90d"):
         stricter = {"candidate": "samples/policies/stricter.yaml", "since": window}
         cases.append((f"policy what-if stricter {window}, capped", computed_runs, page("policy", stricter)))
+    window = {"since": datetime.now(UTC) - timedelta(days=90), "until": datetime.now(UTC)}
+    context = HistoryContext(found["pipeline"](), found["outcome_rules"](), {})
+    cases.append(("collect() alone, 90 days", computed_runs, lambda: collect(store, context, **window)))
     for label, n, call in cases:
-        median, most = timed(n, call)
-        print(f"{label:<40} {n:>2} runs  median {median:>9.1f} ms  max {most:>9.1f} ms", flush=True)
+        median, most, cpu = timed(n, call)
+        print(
+            f"{label:<40} {n:>2} runs  median {median:>9.1f} ms  max {most:>9.1f} ms  CPU median {cpu:>9.1f} ms",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ sentence reworded. Then it times, in one process:
 * ``warm``: ``collect()`` again (every pair read from the cache);
 * the warm call's store reads alone: the window's accessions, the
   accessions' rows (one ``report_history`` each, against the one
-  ``report_histories`` call collect makes), each accession's scores.
+  ``report_histories`` call collect makes), each accession's scores (one
+  ``scores`` each, against one ``scores_of_accessions`` call).
 
 docs/outcomes.md, "Scorecards: where the figures come from".
 """
@@ -166,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         for a in accessions:
             store.scores(a, limit=HISTORY_LIMIT)
         t_scores = time.perf_counter() - started
+        started = time.perf_counter()
+        store.scores_of_accessions(accessions, limit=HISTORY_LIMIT)
+        t_scores_once = time.perf_counter() - started
         print(
             f"      store reads: window {1000 * t_window:.1f} ms, report_history x{len(accessions)}"
             f" {1000 * t_history:.1f} ms (report_histories once: {1000 * t_histories:.1f} ms),"
             f" scores x{len(accessions)} {1000 * t_scores:.1f} ms"
+            f" (scores_of_accessions once: {1000 * t_scores_once:.1f} ms)"
         )
     finally:
         store.close()

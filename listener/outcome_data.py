@@ -220,8 +220,12 @@ def compare_chains(
     """
     computed_at = now or datetime.now(UTC)
     require_aware(computed_at, "now")
-    prepared = []
+    prepared: list[tuple[VersionChain, tuple[HistoryEntry, ...], _Versions | None, list[str]]] = []
     for chain, entries in chains:
+        if not chain.pairs:
+            # A chain with one version, or none of final stage: nothing to compare or decode.
+            prepared.append((chain, tuple(entries), None, []))
+            continue
         versions = _Versions(store, chain, entries, ctx)
         keys = [comparison_key(versions.entry(p.before), versions.entry(p.after), ctx) for p in chain.pairs]
         prepared.append((chain, tuple(entries), versions, keys))
@@ -229,7 +233,11 @@ def compare_chains(
     out: list[ChainComparisons] = []
     fresh: list[CachedComparison] = []
     qa = ctx.pipeline.qa
-    for chain, entries, versions, keys in prepared:
+    for chain, entries, maybe_versions, keys in prepared:
+        if maybe_versions is None:
+            out.append(ChainComparisons(chain, entries, ()))
+            continue
+        versions = maybe_versions
         pairs: list[PairComparison] = []
         for pair, key in zip(chain.pairs, keys, strict=True):
             hit = _cached(found.get(key))
@@ -318,10 +326,14 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
     for start in range(0, len(accessions), CHUNK):
         histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
         chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
+        # One read of the chunk's scores, for the accessions with a pair to place them on.
+        scores = store.scores_of_accessions([c.accession for c, _ in chains if c.pairs], limit=HISTORY_LIMIT)
         for compared in compare_chains(store, chains, ctx):
             chain = compared.chain
-            scores = store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else ()
-            placed, _ = place_scores(scores, chain)
+            if not chain.pairs:
+                out.append(AccessionOutcome(chain, ()))
+                continue
+            placed, _ = place_scores(scores.get(chain.accession, ()), chain)
             graded = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
             out.append(AccessionOutcome(chain, graded))
     return tuple(out)

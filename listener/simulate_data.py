@@ -88,6 +88,7 @@ def load_cases(
     for start in range(0, len(accessions), CHUNK):
         histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
         chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
+        scores_of = store.scores_of_accessions([c.accession for c, _ in chains if c.pairs], limit=HISTORY_LIMIT)
         for compared in compare_chains(store, chains, ctx):
             chain = compared.chain
             for e in compared.entries:
@@ -103,8 +104,7 @@ def load_cases(
                         hasher=hasher,
                     )
                 )
-            scores = store.scores(chain.accession, limit=HISTORY_LIMIT) if chain.pairs else ()
-            placed, _ = place_scores(scores, chain)
+            placed, _ = place_scores(scores_of.get(chain.accession, ()), chain)
             pairs = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
             outcomes.append(AccessionOutcome(chain, pairs))
             for gp in pairs:

@@ -185,42 +185,55 @@ def _version(entry: StoredEntry) -> Version:
         doc = json.loads(entry.report_json)
     except ValueError:
         doc = {}
-    doc = doc if isinstance(doc, dict) else {}
-    reader = doc.get("reader") if isinstance(doc.get("reader"), dict) else {}
-    procedure = doc.get("procedure") if isinstance(doc.get("procedure"), dict) else {}
-    times = doc.get("times") if isinstance(doc.get("times"), dict) else {}
+    if not isinstance(doc, dict):
+        doc = {}
+    get = doc.get
+    reader, procedure, times, sections = get("reader"), get("procedure"), get("times"), get("sections")
+    if not isinstance(reader, dict):
+        reader = {}
+    if not isinstance(procedure, dict):
+        procedure = {}
+    if not isinstance(times, dict):
+        times = {}
+    # Most stored reports have no findings: their text is "[]", which needs no parse.
+    findings_json = entry.findings_json
     try:
-        found = json.loads(entry.findings_json)
+        found = [] if findings_json == "[]" else json.loads(findings_json)
     except ValueError:
         found = []
     found = [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
-    rules = tuple(sorted({str(f.get("rule", "")) for f in found}))
-    categories = tuple(sorted({str(f.get("category") or "") for f in found} - {""}))
-    sections = doc.get("sections") if isinstance(doc.get("sections"), list) else []
+    rules = tuple(sorted({str(f.get("rule", "")) for f in found})) if found else ()
+    categories = tuple(sorted({str(f.get("category") or "") for f in found} - {""})) if found else ()
+    addendum = False
+    if isinstance(sections, list):
+        for section in sections:
+            if isinstance(section, dict) and section.get("kind") == "addendum":
+                addendum = True
+                break
     return Version(
         position=0,
         message_pk=entry.message_pk,
         seq=entry.seq,
         control_id=entry.control_id,
-        status=str(doc.get("status") or "unknown"),
-        report_time=_time((times or {}).get("report")),
+        status=str(get("status") or "unknown"),
+        report_time=_time(times.get("report")),
         received=entry.received,
         transport=entry.transport,
         feed=entry.feed,
-        reader_id=str((reader or {}).get("id") or ""),
-        reader_name=str((reader or {}).get("name") or ""),
-        reader_type=str((reader or {}).get("type") or ""),
-        procedure_code=str((procedure or {}).get("code") or ""),
-        procedure_text=str((procedure or {}).get("text") or ""),
-        modality=str(doc.get("modality") or ""),
+        reader_id=str(reader.get("id") or ""),
+        reader_name=str(reader.get("name") or ""),
+        reader_type=str(reader.get("type") or ""),
+        procedure_code=str(procedure.get("code") or ""),
+        procedure_text=str(procedure.get("text") or ""),
+        modality=str(get("modality") or ""),
         bucket=entry.bucket,
         findings=rules,
         raw_kept=entry.raw_kept,
         categories=categories,
-        site=str(doc.get("site") or ""),
-        body_region=str(doc.get("body_region") or ""),
-        observation_time=_time((times or {}).get("observation")),
-        addendum=any(isinstance(s, dict) and s.get("kind") == "addendum" for s in sections or ()),
+        site=str(get("site") or ""),
+        body_region=str(get("body_region") or ""),
+        observation_time=_time(times.get("observation")),
+        addendum=addendum,
     )
 
 
@@ -249,11 +262,15 @@ def _pairs(versions: Sequence[Version]) -> tuple[Pair, ...]:
 
 def build_chain(accession: str, entries: Iterable[StoredEntry]) -> VersionChain:
     """The accession's versions in clinical order, each marked, and the pairs to compare."""
-    ordered = sorted((_version(e) for e in entries), key=_order_key)
+    ordered = [_version(e) for e in entries]
+    if len(ordered) > 1:
+        ordered.sort(key=_order_key)
     versions: list[Version] = []
     latest_received: datetime | None = None
     for position, v in enumerate(ordered):
         late = latest_received is not None and v.received < latest_received
-        versions.append(replace(v, position=position, out_of_order=late))
+        # A version is built at position 0, in order: only a later or late one is copied.
+        versions.append(replace(v, position=position, out_of_order=late) if position or late else v)
         latest_received = v.received if latest_received is None else max(latest_received, v.received)
-    return VersionChain(accession, tuple(versions), _pairs(versions))
+    # A pair needs two versions: a lone one has none.
+    return VersionChain(accession, tuple(versions), _pairs(versions) if len(versions) > 1 else ())

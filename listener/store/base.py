@@ -826,6 +826,13 @@ class Store(Protocol):
         """An accession's explicit scores (exact), in the order they were recorded, at most ``limit``."""
         ...
 
+    def scores_of_accessions(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[StoredScore, ...]]:
+        """:meth:`scores` of many accessions in one call: each given accession having a score (empty
+        ones and those with none left out) with its scores, at most ``limit`` each."""
+        ...
+
     def message_detail(self, message_pk: int) -> MessageDetail | None:
         """Everything stored about one message (bodies, reports, earlier processings, outbox rows)."""
         ...

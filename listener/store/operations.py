@@ -258,10 +258,30 @@ def scores_of(conn: sqlite3.Connection, accession: str, limit: int) -> tuple[Sto
         " WHERE accession = ? ORDER BY id LIMIT ?",
         (accession, limit),
     ).fetchall()
-    return tuple(
-        StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
-        for pk, acc, grade, source, scorer, note, at, msg in rows
-    )
+    return tuple(_stored_score(row) for row in rows)
+
+
+def _stored_score(row: Sequence[Any]) -> StoredScore:
+    """A StoredScore of (id, accession, grade, source, scorer, note, scored_at, message_id)."""
+    pk, acc, grade, source, scorer, note, at, msg = row
+    return StoredScore(int(pk), ScoreRecord(str(acc), grade, source, dt(at), str(scorer), str(note)), msg)
+
+
+def scores_of_many(
+    conn: sqlite3.Connection, accessions: Sequence[str], limit: int
+) -> dict[str, tuple[StoredScore, ...]]:
+    """The scores of each of ``accessions`` that has any, each in the order recorded, at most ``limit`` each."""
+    rows = conn.execute(
+        "SELECT id, accession, grade, source, scorer, note, scored_at, message_id FROM (SELECT *,"
+        " row_number() OVER (PARTITION BY accession ORDER BY id) AS n FROM scores"
+        f" WHERE accession IN ({','.join('?' * len(accessions))})) WHERE n <= ? ORDER BY accession, id",
+        (*accessions, limit),
+    ).fetchall()
+    found: dict[str, list[StoredScore]] = {}
+    for row in rows:
+        stored = _stored_score(row)
+        found.setdefault(stored.score.accession, []).append(stored)
+    return {a: tuple(s) for a, s in found.items()}
 
 
 def never_accepted(conn: sqlite3.Connection, message_pk: int) -> bool:

@@ -116,6 +116,16 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _stored_score(row: Sequence[Any]) -> StoredScore:
+    """A StoredScore of (id, accession, grade, source, scorer, note, scored_at, message_id)."""
+    pk, acc, grade, source, scorer, note, at, msg = row
+    return StoredScore(
+        int(pk),
+        ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
+        int(msg) if msg is not None else None,
+    )
+
+
 def _window(since: datetime, until: datetime, step: str) -> bool:
     """Check a window and step (ValueError when naive or unknown); False when the window is empty."""
     require_aware(since, "since")
@@ -1177,14 +1187,29 @@ class PostgresStore:
             " WHERE accession = %s ORDER BY id LIMIT %s",
             (accession, limit),
         )
-        return tuple(
-            StoredScore(
-                int(pk),
-                ScoreRecord(str(acc), grade, source, _utc(at), str(scorer), str(note)),
-                int(msg) if msg is not None else None,
+        return tuple(_stored_score(row) for row in rows)
+
+    def scores_of_accessions(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[StoredScore, ...]]:
+        """Many accessions' scores in one round trip per :data:`_KEYS_PER_QUERY` accessions
+        (see :meth:`Store.scores_of_accessions`); ``row_number()`` keeps each accession's first ``limit``."""
+        wanted = sorted({a for a in accessions if a})
+        if not wanted or limit <= 0:
+            return {}
+        found: dict[str, list[StoredScore]] = {}
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            rows = self._rows(
+                "reading accessions' scores",
+                "SELECT id, accession, grade, source, scorer, note, scored_at, message_id FROM (SELECT *,"
+                " row_number() OVER (PARTITION BY accession ORDER BY id) AS n FROM scores"
+                " WHERE accession = ANY(%s)) AS s WHERE n <= %s ORDER BY accession, id",
+                (wanted[start : start + _KEYS_PER_QUERY], limit),
             )
-            for pk, acc, grade, source, scorer, note, at, msg in rows
-        )
+            for row in rows:
+                stored = _stored_score(row)
+                found.setdefault(stored.score.accession, []).append(stored)
+        return {acc: tuple(scores) for acc, scores in found.items()}
 
     def message_raw(self, message_pk: int) -> bytes | None:
         """Return a message's raw bytes, or None if purged, not kept or unknown."""

@@ -748,6 +748,12 @@ class MemoryStore:
             return ()
         return self.read(lambda: tuple(s for s in self.tables.scores if s.score.accession == accession)[:limit])
 
+    def scores_of_accessions(
+        self, accessions: Sequence[str], *, limit: int = HISTORY_LIMIT
+    ) -> dict[str, tuple[StoredScore, ...]]:
+        found = {a: self.scores(a, limit=limit) for a in sorted(set(accessions))}
+        return {a: scores for a, scores in found.items() if scores}
+
     def newest_message_pk(self) -> int:
         return self.read(lambda: max(self.tables.messages, default=0))
 

@@ -30,6 +30,24 @@ def test_scores_are_listed_per_accession_in_recorded_order(store: Store) -> None
     assert len(store.scores("A1", limit=1)) == 1
 
 
+def test_scores_of_many_accessions_match_one_by_one(store: Store) -> None:
+    """scores_of_accessions gives each accession exactly its scores(), bounded per accession;
+    empty and unknown accessions and those with no score are left out."""
+    store.record_scores([_score("2b"), _score("1", source="csv", minutes=1), _score("3a", minutes=2)])
+    store.record_scores([dataclasses.replace(_score(), accession="B1"), dataclasses.replace(_score(), accession="C1")])
+    found = store.scores_of_accessions(["B1", "A1", "NONE", "", "A1"])
+    assert list(found) == ["A1", "B1"]
+    assert found == {"A1": store.scores("A1"), "B1": store.scores("B1")}
+    assert [s.score.grade for s in found["A1"]] == ["2b", "1", "3a"]
+    assert store.scores_of_accessions(["A1", "B1"], limit=2) == {
+        "A1": store.scores("A1", limit=2),
+        "B1": store.scores("B1"),
+    }
+    assert store.scores_of_accessions([]) == {} and store.scores_of_accessions(["A1"], limit=0) == {}
+    many = [f"X{n}" for n in range(1100)] + ["A1"]
+    assert list(store.scores_of_accessions(many)) == ["A1"]
+
+
 def test_recording_the_same_score_again_adds_nothing(store: Store) -> None:
     """Same accession, source, scorer, grade and time: idempotent, also across time zones."""
     assert store.record_scores([_score()]) == 1
