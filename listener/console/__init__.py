@@ -7,6 +7,7 @@ request context, run on a thread against the store. :func:`build_console` regist
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 from listener.console.messages import MessageServices, action_result, actions_page, messages_page
 from listener.console.overread import OverreadPage
@@ -33,7 +34,11 @@ def build_console(deps: ConsoleDeps) -> Console:
         secret=secrets.token_bytes(32),
     )
     console.page("", OverviewPage(services["store"], result_of=lambda ctx: action_result(ctx, messages.secret)))
-    console.page("overread", OverreadPage(services))
+    overread = OverreadPage(services)
+    console.page("overread", overread)
+    if deps.clients():
+        # Only a console someone can sign in to is worth the work (docs/console.md, "Overread").
+        overread.warm(datetime.now(UTC))
     console.page("messages", lambda ctx: messages_page(ctx, messages))
     console.page("actions", lambda ctx: actions_page(ctx, messages), methods=("GET", "POST"), needs=("operator",))
     return console

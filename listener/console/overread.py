@@ -10,8 +10,10 @@ Grading a window's chains reads every accession received in it; on a large store
 tens of seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed
 document, keyed by the window, the grouping and the minimum of graded reads, with the store's
 newest message pk it saw: it is current while no message arrived, for :data:`CACHE_SECONDS`;
-then it is shown while a new one is computed in the background, for up to
-:data:`STALE_SECONDS`. The page says when its figures were computed.
+then it is shown while a new one is computed in the background (past :data:`STALE_SECONDS` the
+page says how old it is). The default view is computed in the background as soon as the console
+is built (:meth:`OverreadPage.warm`), so only the first request for another choice waits for
+its figures. The page says when its figures were computed.
 
 No patient data is shown: reader ids, groups, sites, pools and counts only.
 """
@@ -52,7 +54,7 @@ DEFAULT_WINDOW = "90d"
 BY = ("reader", "group", "site")
 #: How long a computed document is shown as current (no new message since).
 CACHE_SECONDS = 60.0
-#: How long a computed document may still be shown while a newer one is computed in the background.
+#: Past this age a kept document shown while a newer one is computed is called out as old.
 STALE_SECONDS = 900.0
 #: Computed documents kept at most (the oldest goes first).
 CACHE_ENTRIES = 16
@@ -131,9 +133,9 @@ class OverreadPage:
         """The page for ``?window=`` (7d, 30d, 90d), ``?by=`` (reader, group, site) and ``?min_reads=``.
 
         A document computed for the same choices is shown as it is while no message arrived and
-        for :data:`CACHE_SECONDS`; after that, and for up to :data:`STALE_SECONDS`, it is still
-        shown (the page says so) while a new one is computed in the background (``refresh``).
-        Without one, or with an older one, the request computes the document itself.
+        for :data:`CACHE_SECONDS`; after that it is still shown (the page says so, and how old it
+        is past :data:`STALE_SECONDS`) while a new one is computed in the background
+        (``refresh``). Without one, the request computes the document itself.
         """
         window = ctx.param("window", DEFAULT_WINDOW)
         if window not in WINDOWS:
@@ -153,23 +155,29 @@ class OverreadPage:
         with self._lock:
             found = self._cache.get(key)
         refreshing = False
-        if found is None or at - found.at > STALE_SECONDS:
+        if found is None:
             found = self._compute(key, ctx.now, newest)
         elif found.newest != newest or at - found.at > CACHE_SECONDS:
             refreshing = True
             self._refresh_later(key, ctx.now, newest)
+        old = refreshing and at - found.at > STALE_SECONDS
         context = dict(found.document)
         context.update(
             {
                 "computed": found.computed,
                 "cached": found.computed != ctx.now,
                 "refreshing": refreshing,
+                "old_minutes": int((at - found.at) // 60) if old else 0,
                 "windows": [(name, label) for name, (_, _, label) in WINDOWS.items()],
                 "bys": BY,
                 "problem": problem,
             }
         )
         return Reply("overread.html.j2", context)
+
+    def warm(self, now: datetime) -> None:
+        """Compute the default view's document in the background (the console calls it once, when built)."""
+        self._refresh_later((DEFAULT_WINDOW, "reader", DEFAULT_MIN_READS), now, self.store.newest_message_pk())
 
     def _compute(self, key: tuple[str, str, int], now: datetime, newest: int) -> _Computed:
         """Compute the document of ``key`` and keep it (the oldest kept one goes beyond :data:`CACHE_ENTRIES`)."""

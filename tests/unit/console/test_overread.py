@@ -135,12 +135,33 @@ def test_a_kept_document_is_shown_while_a_newer_one_is_computed(tmp_path: Path, 
         assert fresh.context["computed"] == later and not fresh.context["refreshing"]
         assert sum(fresh.context["mix_totals"].values()) == 2
 
-        # A minute later the document is refreshed in the background; much later the request computes it.
+        # A minute later the document is refreshed in the background; much later it is still shown
+        # (never a wait once kept), saying how old it is.
         clock.now += CACHE_SECONDS + 1
         assert page(_ctx(later, window="7d")).context["refreshing"] and len(jobs) == 1
-        jobs.clear()
-        clock.now += STALE_SECONDS
+        assert page(_ctx(later, window="7d")).context["old_minutes"] == 0
+        clock.now += STALE_SECONDS  # the background job has not run yet
         end = later + timedelta(seconds=STALE_SECONDS)
-        assert page(_ctx(end, window="7d")).context["computed"] == end
+        old = page(_ctx(end, window="7d"))
+        assert old.context["computed"] == later and old.context["refreshing"]
+        assert old.context["old_minutes"] == int((CACHE_SECONDS + 1 + STALE_SECONDS + 1) // 60)
+        assert len(jobs) == 1  # still the one job
+        jobs.pop()()
+        assert not page(_ctx(end, window="7d")).context["refreshing"]
+    finally:
+        store.close()
+
+
+def test_warm_computes_the_default_view_in_the_background(tmp_path: Path, pipeline: Pipeline) -> None:
+    store = SQLiteStore.in_state_dir(tmp_path / "state")
+    jobs: list[Callable[[], None]] = []
+    try:
+        _save(store, pipeline, PRELIM, "OC1", "OCP1", 0)
+        page = _page(store, pipeline, Clock(), jobs.append)
+        page.warm(NOW)
+        assert len(jobs) == 1
+        jobs.pop()()
+        shown = page(_ctx(NOW + timedelta(seconds=5)))  # the default view: no choices in the query
+        assert shown.context["computed"] == NOW and shown.context["cached"]
     finally:
         store.close()
