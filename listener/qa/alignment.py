@@ -335,6 +335,18 @@ def _measured_and_placed(data: RuleInput, m: Mention) -> bool:
     return True
 
 
+def _stands_alone(data: RuleInput, m: Mention) -> bool:
+    """A fracture, a dislocation, or a measured nodule or mass: only a next sentence about *it* explains it away.
+
+    "There is a 1 cm nodule ... There is a calcified right hilar lymph node and
+    right granuloma.": the granuloma is another finding, not what the nodule
+    is (docs/qa-rules.md "Round 4").
+    """
+    if m.concept in ("fracture", "dislocation"):
+        return True
+    return m.concept in _MEASURED_CONCEPTS and data.analysis.in_sentence(_MEASURED_RE, m)
+
+
 def _related_param(data: RuleInput) -> Mapping[str, Any]:
     value = data.param("related", DEFAULT_RELATED)
     return value if value else DEFAULT_RELATED
@@ -436,7 +448,9 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
         ):
             continue  # "Nodules are seen. These may be nipple shadows."
-        if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end):
+        if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end) and (
+            not _stands_alone(data, m) or _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
+        ):
             continue
         if data.analysis.in_sentence(_OTHER_EXAM_RE, m) and not data.analysis.in_sentence(_NEW_RE, m):
             continue

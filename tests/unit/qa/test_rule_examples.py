@@ -637,6 +637,49 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             **WRIST_LT,
         ),
     ),
+    # "no focal" / "no acute" deny a plainly stated consolidation or infiltrate
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is mild consolidation.\nIMPRESSION:\nNo focal consolidation."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is patchy bibasilar consolidation.\nIMPRESSION:\n"
+            "No focal consolidation."
+        ),
+    ),
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nNo acute infiltrate or pleural effusion.\nIMPRESSION:\nA small right basilar infiltrate."),
+        _ex(
+            "FINDINGS:\nNo acute infiltrate or pleural effusion.\nIMPRESSION:\n"
+            "Chronic right basilar infiltrate, unchanged."
+        ),
+    ),
+    # a denial dated by a device event ("following removal of the chest tube")
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nInterval removal of the left chest tube. There is a pneumothorax.\nIMPRESSION:\n"
+            "No pneumothorax following removal of the left chest tube."
+        ),
+        _ex(
+            "FINDINGS:\nInterval removal of the left chest tube. There is a small right apical pneumothorax.\n"
+            "IMPRESSION:\nNo pneumothorax following removal of the left chest tube."
+        ),
+    ),
+    # a next sentence about another finding does not explain a measured nodule or a fracture away
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a 1 cm nodule in the left lung base. There is a calcified right hilar lymph node "
+            "and a right granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a 1 cm nodule in the left lung base. This is most consistent with a calcified "
+            "granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
