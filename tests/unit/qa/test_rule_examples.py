@@ -680,6 +680,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
         ),
     ),
+    # a de-identified word elsewhere in the sentence does not soften the finding; one that may qualify it does
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nBlunting of the left costophrenic XXXX consistent with a small left pleural effusion. "
+            "The right lung is clear.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+        _ex(
+            "FINDINGS:\nSmall left pleural effusion, which is XXXX. The right lung is clear.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
