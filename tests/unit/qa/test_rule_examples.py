@@ -680,6 +680,42 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
         ),
     ),
+    # a small pleural effusion belongs in the impression; a trace one does not
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nMarked enlargement of the cardiac silhouette. A small right pleural effusion is present. "
+            "No pneumothorax.\nIMPRESSION:\nLarge pericardial effusion."
+        ),
+        _ex(
+            "FINDINGS:\nMarked enlargement of the cardiac silhouette. A trace right pleural effusion is present. "
+            "No pneumothorax.\nIMPRESSION:\nLarge pericardial effusion."
+        ),
+    ),
+    # "projecting" after a hernia places it; before it, it places the shadow the hernia is offered for
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a hiatal hernia with soft tissue projecting behind the mediastinum. The lungs are "
+            "clear.\nIMPRESSION:\nNo acute cardiopulmonary finding."
+        ),
+        _ex(
+            "FINDINGS:\nRadiodensity projecting over the cardiac silhouette, representing a hiatal hernia. The lungs "
+            "are clear.\nIMPRESSION:\nNo acute cardiopulmonary finding."
+        ),
+    ),
+    # "there appears to be" states a finding; "appears to represent" offers what it may be
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe lungs are clear. There appears to be a mildly displaced fracture of the mid right "
+            "clavicle.\nIMPRESSION:\nNo acute pulmonary findings."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are clear. A lucency of the mid right clavicle appears to represent a mildly "
+            "displaced fracture.\nIMPRESSION:\nNo acute pulmonary findings."
+        ),
+    ),
     # a de-identified word elsewhere in the sentence does not soften the finding; one that may qualify it does
     (
         "contradiction.normal_over_findings",
