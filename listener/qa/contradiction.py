@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import STABLE_RE, refers_to_findings
+from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
 
@@ -450,6 +450,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 affirmed_candidates.append((kind, m))
             elif not (m.negated or m.hypothetical or m.historical) and m.experiencer == "patient":
                 stated_candidates.append((kind, m))  # hedged: "probable atelectasis"
+            elif not m.uncertain and _on_images(text, m):
+                stated_candidates.append((kind, m))  # dated only: "healing rib fractures" (docs/qa-rules.md "Round 4")
     # a bare "No opacities." is no mention: the opacity check runs whenever the report names one
     opacity_named = _OPACITY_WORD_RE.search(text) is not None
     if not opacity_named and (not negated_candidates or not (affirmed_candidates or stated_candidates)):

@@ -656,6 +656,12 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "Chronic right basilar infiltrate, unchanged."
         ),
     ),
+    # a healing fracture is on the images: an outright "No fracture." denies it; "no acute fracture" does not
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nThe lungs are clear. Healing left 7th rib fracture.\nIMPRESSION:\nNo fracture."),
+        _ex("FINDINGS:\nThe lungs are clear. Healing left 7th rib fracture.\nIMPRESSION:\nNo acute fracture."),
+    ),
     # a denial dated by a device event ("following removal of the chest tube")
     (
         "contradiction.affirmed_and_negated",
