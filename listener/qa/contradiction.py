@@ -7,7 +7,9 @@ that makes two statements about different things is left out:
 
 - different sides ("no pneumothorax on the left" / "small right pneumothorax");
 - a negation narrowed by a qualifier ("no *new*", "no *large*", "no *acute*",
-  "no *displaced* fracture", "no *focal* consolidation");
+  "no *displaced* fracture"), unless the affirmation carries it too; "no *focal*"
+  and "no *acute*" consolidation or infiltrate deny any not called patchy,
+  diffuse, chronic or old (docs/qa-rules.md "Contradictions");
 - negations that describe change ("resolved", "removed", "decreased") and
   negations placed at a location ("no fracture *of the* clavicle");
 - hedged, historical and hypothetical mentions; both in one sentence;
