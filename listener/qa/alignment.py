@@ -144,7 +144,7 @@ STABLE_RE = folded(
 
 #: Concepts the alignment rules check by default, besides every critical one:
 #: findings that change management when they are left out of the impression.
-#: Minor, frequent findings (atelectasis, mild cardiomegaly, small effusions)
+#: Minor, frequent findings (atelectasis, mild cardiomegaly, trace effusions)
 #: are routinely and legitimately left out, so they are not on the list.
 DEFAULT_CONCEPTS: tuple[str, ...] = (
     "lung_nodule",
@@ -197,6 +197,8 @@ _PLACE_WORDS = ("overlying", "projecting", "superimpos")
 # A finding given a size ("1.4 cm nodule", "8mm nodule"): measured, it is a real lesion to report.
 _MEASURED_RE = folded(re.compile(r"\b\d+(\.\d+)?\s?(mm|cm)\b", re.IGNORECASE))
 _MEASURED_CONCEPTS = frozenset({"lung_nodule", "mass"})
+# Findings that overlapping shadows do not make: "projecting" or "overlying" only places them.
+_PLACED_CONCEPTS = frozenset({"hernia", "fracture", "dislocation"})
 # The sentence after a finding may explain it away too ("Small nodular opacity. ... more likely
 # represents a granuloma."); devices are left out here: a tube in the next sentence explains nothing.
 _EXPLAINED_NEXT_RE = folded(
@@ -321,18 +323,60 @@ def _minor(text: str, m: Mention) -> bool:
     """
     if m.critical or m.concept in ("lung_nodule", "mass", "cancer", "fracture", "dislocation"):
         return False
-    return _MINOR_RE.search(text, max(m.sentence_start, m.start - 60), m.start) is not None
+    hit = _MINOR_RE.search(text, max(m.sentence_start, m.start - 60), m.start)
+    if hit is not None and m.concept in _SMALL_STILL_REPORTED and hit.group(1).lower() == "small":
+        return False
+    return hit is not None
+
+
+# Findings whose "small" grade still belongs in the impression: a small pleural effusion is a new fluid
+# collection the reader of the impression needs; trace, minimal or tiny ones stay minor
+# (docs/qa-rules.md "Round 4").
+_SMALL_STILL_REPORTED = frozenset({"pleural_effusion"})
 
 
 def _measured_and_placed(data: RuleInput, m: Mention) -> bool:
-    """A measured nodule or mass whose sentence only places it ("overlying the 7th rib"), explaining nothing away."""
-    if m.concept not in _MEASURED_CONCEPTS or not data.analysis.in_sentence(_MEASURED_RE, m):
+    """A finding no shadow can mimic whose sentence only places it ("overlying the 7th rib"), explaining nothing away.
+
+    Such findings are a measured nodule or mass, and a hernia, fracture or
+    dislocation ("a hiatal hernia with soft tissue projecting behind the
+    mediastinum"): docs/qa-rules.md "Round 4".
+    """
+    measured = m.concept in _MEASURED_CONCEPTS and data.analysis.in_sentence(_MEASURED_RE, m)
+    if not measured and m.concept not in _PLACED_CONCEPTS:
         return False
     text = data.report.text
     for hit in _EXPLAINED_RE.finditer(text, m.sentence_start, m.sentence_end):
         if not hit.group(0).lower().startswith(_PLACE_WORDS):
             return False
+        if not measured and hit.start() < m.start:
+            return False  # "Radiodensity overlying the heart, ... representing a hiatal hernia": the shadow placed
     return True
+
+
+# "There appears to be a ...": how radiologists state what they see, not a hedge (a hedge names an
+# alternative or a likelihood: "may", "possible", "appears to represent").
+_APPEARS_TO_BE_RE = folded(re.compile(r"^appears? to be$", re.IGNORECASE))
+
+
+def _appears_to_be(text: str, m: Mention) -> bool:
+    """True when ``m`` is uncertain only through "appears to be" ("There appears to be a displaced fracture")."""
+    if not m.uncertain or m.negated or m.hypothetical or m.historical or m.experiencer != "patient":
+        return False
+    cues = [c for c in m.cues if c.category == "uncertain"]
+    return bool(cues) and all(_APPEARS_TO_BE_RE.match(text[c.start : c.end].strip()) for c in cues)
+
+
+def _stands_alone(data: RuleInput, m: Mention) -> bool:
+    """A fracture, a dislocation, or a measured nodule or mass: only a next sentence about *it* explains it away.
+
+    "There is a 1 cm nodule ... There is a calcified right hilar lymph node and
+    right granuloma.": the granuloma is another finding, not what the nodule
+    is (docs/qa-rules.md "Round 4").
+    """
+    if m.concept in ("fracture", "dislocation"):
+        return True
+    return m.concept in _MEASURED_CONCEPTS and data.analysis.in_sentence(_MEASURED_RE, m)
 
 
 def _related_param(data: RuleInput) -> Mapping[str, Any]:
@@ -391,7 +435,8 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     when ``include_critical``); ``related`` clusters count as the same
     finding; ``ignore_stable`` leaves out findings called stable, unchanged,
     chronic or old; ``ignore_minor`` leaves out non-critical findings called
-    mild, minimal, small or subsegmental. Also left out: a finding the
+    mild, minimal, small or subsegmental (a small pleural effusion still
+    counts). "There appears to be ..." states a finding. Also left out: a finding the
     impression names by one of its ``signs`` (on the same side), one the
     sentence or the next explains away (granuloma, artifact, overlapping
     shadows), one described as seen on another examination ("better
@@ -415,7 +460,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     summed_up = any(_SUMMARY_RE.search(text, s.start, s.end) for s in imps)
     reported: set[str] = set()
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
-        if not m.affirmed or not _wanted(data, m):
+        if not (m.affirmed or _appears_to_be(text, m)) or not _wanted(data, m):
             continue
         fam = _family(data.terms, m.concept)
         expanded = _expand(data.terms, m.concept, related)
@@ -436,7 +481,9 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
         ):
             continue  # "Nodules are seen. These may be nipple shadows."
-        if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end):
+        if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end) and (
+            not _stands_alone(data, m) or _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
+        ):
             continue
         if data.analysis.in_sentence(_OTHER_EXAM_RE, m) and not data.analysis.in_sentence(_NEW_RE, m):
             continue

@@ -7,7 +7,9 @@ that makes two statements about different things is left out:
 
 - different sides ("no pneumothorax on the left" / "small right pneumothorax");
 - a negation narrowed by a qualifier ("no *new*", "no *large*", "no *acute*",
-  "no *displaced* fracture", "no *focal* consolidation");
+  "no *displaced* fracture"), unless the affirmation carries it too; "no *focal*"
+  and "no *acute*" consolidation or infiltrate deny any not called patchy,
+  diffuse, chronic or old (docs/qa-rules.md "Contradictions");
 - negations that describe change ("resolved", "removed", "decreased") and
   negations placed at a location ("no fracture *of the* clavicle");
 - hedged, historical and hypothetical mentions; both in one sentence;
@@ -26,7 +28,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import STABLE_RE, refers_to_findings
+from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
 
@@ -51,6 +53,20 @@ _CHANGE_RE = folded(
         re.IGNORECASE,
     )
 )
+# A device event right after the denied finding ("no pneumothorax following removal of the chest
+# tube", "after chest tube removal"): it dates the denial, it neither places it nor says the finding
+# changed (docs/qa-rules.md "Round 4").
+_DEVICE_EVENT_RE = folded(
+    re.compile(
+        r"\s*,?\s*(after|following|post|since)\s+(the\s+|interval\s+)*((removal|placement|insertion|withdrawal|"
+        r"repositioning|pulling)\s+of\s+(the\s+|an?\s+)?([\w-]+\s+){0,3}?|([\w-]+\s+){0,2}?)"
+        r"(chest\s+tubes?|tubes?|catheters?|drains?|pigtails?|lines?)(\s+(removal|placement|insertion|withdrawal))?\b",
+        re.IGNORECASE,
+    )
+)
+_EVENT_SIDE_RE = folded(re.compile(r"\b(left|right)\b", re.IGNORECASE))
+# Marks the side of a device event among a denial's qualifiers; compared with the affirmation's side.
+_SIDE_MARK = "side:"
 # A place named after the denied finding ("no fracture of the clavicle").
 _LOCATION_AFTER_RE = folded(
     re.compile(r"^[^.;]*?\b(of|in|within|involving|at|along|near|over|overlying|from|on)\b", re.IGNORECASE)
@@ -190,6 +206,43 @@ def _alternative(text: str, m: Mention) -> bool:
     return _ALTERNATIVE_AFTER_RE.match(text, m.end, min(stops, default=hi)) is not None
 
 
+# Qualifiers that only say what an airspace finding usually is: "no *focal* consolidation" and "no
+# *acute* infiltrate" deny any consolidation or infiltrate not called otherwise. An affirmation
+# without the qualifier ("mild consolidation", "a small infiltrate") contradicts them unless its
+# sentence gives it the other pattern or age (docs/qa-rules.md "Round 4").
+_LOOSE_CONCEPTS = frozenset({"consolidation", "airspace_opacity", "pneumonia"})
+_NOT_LOOSE_RE = {
+    "focal": folded(
+        re.compile(
+            r"\b(diffuse\w*|patchy|multi-?focal|scattered|bilateral\w*|bibasilar|bi-?apical|both|interstitial|"
+            r"reticul\w*|streaky|linear|band-?like|subsegmental|plate-?like|hazy|ground-?glass|widespread|"
+            r"extensive|multiple|atelecta\w*|scar\w*|fibro\w*)\b",
+            re.IGNORECASE,
+        )
+    ),
+    "acute": folded(
+        re.compile(
+            r"\b(chronic\w*|old|healed|healing|remote|stable|unchanged|persist\w*|known|prior|previous\w*|"
+            r"again|redemonstrat\w*|longstanding|long-standing|residual|resolv\w*|improv\w*|atelecta\w*|scar\w*|"
+            r"fibro\w*|interstitial|reticul\w*)\b",
+            re.IGNORECASE,
+        )
+    ),
+}
+
+
+def _loose_qualifiers_hold(data: RuleInput, a: Mention, missing: frozenset[str]) -> bool:
+    """True when every qualifier of a denial that the affirmation lacks is one it implies.
+
+    Only "focal" and "acute", and only for airspace findings: a consolidation
+    or infiltrate stated plainly is focal and acute unless its sentence says
+    it is patchy, diffuse, chronic or old (``_NOT_LOOSE_RE``).
+    """
+    if a.concept not in _LOOSE_CONCEPTS or not missing <= _NOT_LOOSE_RE.keys():
+        return False
+    return not any(data.analysis.in_sentence(_NOT_LOOSE_RE[q], a) for q in missing)
+
+
 # Words that make a denial less than outright ("no definite infiltrate").
 _GUARDED = frozenset("definite definitive convincing obvious frank gross".split())
 
@@ -294,9 +347,19 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
         if word in _RELATIVE:
             return None
         qualifiers.add(word)
-    if data.analysis.in_sentence(_CHANGE_RE, m):
-        return None
-    after_text = text[m.end : m.sentence_end]
+    event = _DEVICE_EVENT_RE.match(text, m.end, m.sentence_end)
+    if event is None:
+        if data.analysis.in_sentence(_CHANGE_RE, m):
+            return None
+        after_text = text[m.end : m.sentence_end]
+    else:
+        # "No pneumothorax following removal of the chest tube": the change is the device's
+        if _CHANGE_RE.search(text, m.sentence_start, m.start) or _CHANGE_RE.search(text, event.end(), m.sentence_end):
+            return None
+        after_text = text[event.end() : m.sentence_end]
+        side = _EVENT_SIDE_RE.search(event.group(0))
+        if side is not None and not m.laterality:
+            qualifiers.add(_SIDE_MARK + side.group(0).lower())  # "removal of the right chest tube": that side
     if _LOCATION_AFTER_RE.search(after_text) is not None:
         return None
     if m.concept in _SITE_VARIABLE:
@@ -389,6 +452,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 affirmed_candidates.append((kind, m))
             elif not (m.negated or m.hypothetical or m.historical) and m.experiencer == "patient":
                 stated_candidates.append((kind, m))  # hedged: "probable atelectasis"
+            elif not m.uncertain and _on_images(text, m):
+                stated_candidates.append((kind, m))  # dated only: "healing rib fractures" (docs/qa-rules.md "Round 4")
     # a bare "No opacities." is no mention: the opacity check runs whenever the report names one
     opacity_named = _OPACITY_WORD_RE.search(text) is not None
     if not opacity_named and (not negated_candidates or not (affirmed_candidates or stated_candidates)):
@@ -445,12 +510,17 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts
             if id(a) in alternatives and not (a_kind == n_kind == SectionKind.IMPRESSION):
                 continue  # findings "scar or loculated fluid" / impression "no effusion": the differential settled
+            sides = {q for q in quals if q.startswith(_SIDE_MARK)}
+            if sides:
+                if a.laterality and _SIDE_MARK + a.laterality not in sides:
+                    continue  # "no pneumothorax after removal of the right chest tube" / "left pneumothorax"
+                quals = quals - sides
             if quals:
                 if characterized:
                     continue  # "calcified nodule" / "no suspicious nodule": only a bare denial counts
                 if a_words is None:
                     a_words = frozenset(w.lower() for w in _WORD_RE.findall(text, a.sentence_start, a.sentence_end))
-                if not quals <= a_words:
+                if not quals <= a_words and not _loose_qualifiers_hold(data, a, quals - a_words):
                     continue  # "no focal consolidation" / "patchy consolidation": a narrower denial
             if n.sentence_start == a.sentence_start:
                 continue

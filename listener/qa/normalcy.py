@@ -101,10 +101,27 @@ _SOFT_RE = folded(
         r"\b(may|might|could|possib\w*|probab\w*|likely|versus|vs|question\w*|suggest\w*|cannot|can not|"
         r"suspect\w*|concern\w*|granulom\w*|calcified|benign|artifact\w*|nipple|overlying|projecting|catheter|"
         r"lines?|leads?|wires?|tubes?|stents?|hardware|fixation|orif|repair\w*|surgery|post-?surgical|"
-        r"post-?operative|not well|trace|tiny|minimal|xxxx)\b|\?",
+        r"post-?operative|not well|trace|tiny|minimal)\b|\?",
         re.IGNORECASE,
     )
 )
+# A de-identified word that may be the finding's own modifier ("XXXX pleural effusion" could be
+# "chronic", "which are XXXX" could be "stable"): right before the finding or after it in its sentence.
+_XXXX_BEFORE_RE = folded(re.compile(r"\bxxxx\W+(\w+\W+){0,2}$", re.IGNORECASE))
+_XXXX_RE = folded(re.compile(r"\bxxxx\b", re.IGNORECASE))
+# ... or where it may be a hedge ("XXXX reflects scar or fluid": "likely reflects").
+_XXXX_HEDGE_RE = folded(re.compile(r"\bxxxx\s+(reflect|represent|indicat|suggest|relat|due)\w*", re.IGNORECASE))
+
+
+def _masked_modifier(text: str, m: Mention) -> bool:
+    """True when a de-identified word stands where it may qualify ``m``: up to 3 words before it, after it, or as a hedge."""
+    if _XXXX_RE.search(text, m.end, m.sentence_end) is not None:
+        return True
+    if _XXXX_HEDGE_RE.search(text, m.sentence_start, m.sentence_end) is not None:
+        return True
+    return _XXXX_BEFORE_RE.search(text, max(m.sentence_start, m.start - 40), m.start) is not None
+
+
 # The finding as written is chronic: "no acute" does not deny it.
 _CHRONIC_RE = folded(
     re.compile(
@@ -207,7 +224,7 @@ def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str], state
     """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
     if not (m.significant or m.critical):
         return False
-    if data.analysis.in_sentence(_SOFT_RE, m):
+    if data.analysis.in_sentence(_SOFT_RE, m) or _masked_modifier(data.report.text, m):
         return False
     if not m.critical and _not_acute_here(data, m, False):
         return False

@@ -637,6 +637,103 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             **WRIST_LT,
         ),
     ),
+    # "no focal" / "no acute" deny a plainly stated consolidation or infiltrate
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is mild consolidation.\nIMPRESSION:\nNo focal consolidation."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are hypoventilated. There is patchy bibasilar consolidation.\nIMPRESSION:\n"
+            "No focal consolidation."
+        ),
+    ),
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nNo acute infiltrate or pleural effusion.\nIMPRESSION:\nA small right basilar infiltrate."),
+        _ex(
+            "FINDINGS:\nNo acute infiltrate or pleural effusion.\nIMPRESSION:\n"
+            "Chronic right basilar infiltrate, unchanged."
+        ),
+    ),
+    # a healing fracture is on the images: an outright "No fracture." denies it; "no acute fracture" does not
+    (
+        "contradiction.affirmed_and_negated",
+        _ex("FINDINGS:\nThe lungs are clear. Healing left 7th rib fracture.\nIMPRESSION:\nNo fracture."),
+        _ex("FINDINGS:\nThe lungs are clear. Healing left 7th rib fracture.\nIMPRESSION:\nNo acute fracture."),
+    ),
+    # a denial dated by a device event ("following removal of the chest tube")
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nInterval removal of the left chest tube. There is a pneumothorax.\nIMPRESSION:\n"
+            "No pneumothorax following removal of the left chest tube."
+        ),
+        _ex(
+            "FINDINGS:\nInterval removal of the left chest tube. There is a small right apical pneumothorax.\n"
+            "IMPRESSION:\nNo pneumothorax following removal of the left chest tube."
+        ),
+    ),
+    # a next sentence about another finding does not explain a measured nodule or a fracture away
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a 1 cm nodule in the left lung base. There is a calcified right hilar lymph node "
+            "and a right granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a 1 cm nodule in the left lung base. This is most consistent with a calcified "
+            "granuloma. Heart size is normal.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+    ),
+    # a small pleural effusion belongs in the impression; a trace one does not
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nMarked enlargement of the cardiac silhouette. A small right pleural effusion is present. "
+            "No pneumothorax.\nIMPRESSION:\nLarge pericardial effusion."
+        ),
+        _ex(
+            "FINDINGS:\nMarked enlargement of the cardiac silhouette. A trace right pleural effusion is present. "
+            "No pneumothorax.\nIMPRESSION:\nLarge pericardial effusion."
+        ),
+    ),
+    # "projecting" after a hernia places it; before it, it places the shadow the hernia is offered for
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a hiatal hernia with soft tissue projecting behind the mediastinum. The lungs are "
+            "clear.\nIMPRESSION:\nNo acute cardiopulmonary finding."
+        ),
+        _ex(
+            "FINDINGS:\nRadiodensity projecting over the cardiac silhouette, representing a hiatal hernia. The lungs "
+            "are clear.\nIMPRESSION:\nNo acute cardiopulmonary finding."
+        ),
+    ),
+    # "there appears to be" states a finding; "appears to represent" offers what it may be
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe lungs are clear. There appears to be a mildly displaced fracture of the mid right "
+            "clavicle.\nIMPRESSION:\nNo acute pulmonary findings."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are clear. A lucency of the mid right clavicle appears to represent a mildly "
+            "displaced fracture.\nIMPRESSION:\nNo acute pulmonary findings."
+        ),
+    ),
+    # a de-identified word elsewhere in the sentence does not soften the finding; one that may qualify it does
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nBlunting of the left costophrenic XXXX consistent with a small left pleural effusion. "
+            "The right lung is clear.\nIMPRESSION:\nNo acute cardiopulmonary process."
+        ),
+        _ex(
+            "FINDINGS:\nSmall left pleural effusion, which is XXXX. The right lung is clear.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
