@@ -121,6 +121,13 @@ EVENTS: frozenset[str] = frozenset(
         "store_probe_failed",
         # HTTP (FHIR, health, metrics)
         "http_request",
+        # the web console (docs/console.md, "Security")
+        "console_login",
+        "console_login_refused",
+        "console_logout",
+        "console_csrf_refused",
+        "console_failed",
+        "console_overread_refresh_failed",
         # produced by this module
         "event_unlisted",
         "exception_unhandled",

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import jinja2
 from twisted.internet import defer
@@ -198,9 +198,24 @@ def _static_files() -> dict[bytes, tuple[bytes, str]]:
 
 
 def safe_next(target: str) -> str:
-    """Where to go after signing in: a path of the console, never another site."""
+    """Where to go after signing in (or after an action): a path of the console, never another
+    site nor another path of the daemon.
+
+    Refused (the overview instead): a scheme or host, a path outside ``/console/``, an empty,
+    ``.`` or ``..`` segment (a browser resolves ``/console/../fhir`` to ``/fhir``), and a
+    backslash or control character; each also when percent-encoded (docs/console.md, "Security").
+    """
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console/") or "//" in parts.path:
+    decoded = unquote(parts.path)
+    segments = decoded.split("/")[2:]
+    if (
+        parts.scheme
+        or parts.netloc
+        or not parts.path.startswith("/console/")
+        or "//" in decoded
+        or any(s in (".", "..") for s in segments)
+        or any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in target + unquote(target))
+    ):
         return "/console/"
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
@@ -360,7 +375,7 @@ class _ConsoleResource(Resource):
             form = parsed
             if caller.via == "session" and not self._session_csrf_ok(request, form.get("csrf", "")):
                 _log().warning(
-                    "console_csrf_refused", client=caller.name, path=request.path.decode("utf-8", "replace")[:200]
+                    "console_csrf_refused", sender_app=caller.name, path=request.path.decode("utf-8", "replace")[:200]
                 )
                 return console.problem(
                     403, "Form expired", "The form's CSRF token is missing or wrong: reload the page.", caller
@@ -455,11 +470,11 @@ class _ConsoleResource(Resource):
             return self._login_form(secure, target, "That token is not valid.", 401)
         name, allow = found
         if "console" not in allow:
-            _log().warning("console_login_refused", reason="not_allowed", client=name, peer=_peer(request))
+            _log().warning("console_login_refused", reason="not_allowed", sender_app=name, peer=_peer(request))
             return self._login_form(secure, target, f"Client {name} is not allowed the console.", 403)
         session_id, _ = console.sessions.open(name, allow)
         request.ov_client = name
-        _log().info("console_login", client=name, peer=_peer(request))
+        _log().info("console_login", sender_app=name, peer=_peer(request))
         headers = (
             _cookie(SESSION_COOKIE, session_id, secure=secure),
             _cookie(LOGIN_COOKIE, "", secure=secure, max_age=0),
@@ -489,7 +504,7 @@ class _ConsoleResource(Resource):
             if not session.csrf_ok(form.get("csrf", "")):
                 return console.problem(403, "Form expired", "The form's CSRF token is missing or wrong.")
             console.sessions.close(session_id)
-            _log().info("console_logout", client=session.client)
+            _log().info("console_logout", sender_app=session.client)
         headers = (_cookie(SESSION_COOKIE, "", secure=bool(request.isSecure()), max_age=0),)
         return console.render(Reply(status=303, location="/console/login", headers=headers), None, "logout")
 

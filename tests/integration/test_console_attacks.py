@@ -400,15 +400,22 @@ def test_static_traversal_long_and_non_utf8_requests_fail_cleanly(daemon: Runnin
         assert status == 404, (path, status)
         assert "import" not in body and "root:" not in body
     for path in (
-        "/console/" + "a" * 16_000,
-        "/console/messages?accession=" + "A" * 60_000,
-        "/console/messages?" + "&".join(f"k{n}=v" for n in range(3000)),
+        "/console/" + "a" * 12_000,
+        "/console/messages?accession=" + "A" * 12_000,
+        "/console/messages?" + "&".join(f"k{n}=v" for n in range(2000)),
         "/console/messages/" + "9" * 400,
         "/console/actions/reprocess/" + "9" * 400,
     ):
         status, headers, page = analyst.request("GET", path)
         assert status in (200, 400, 404, 414), (path[:60], status)
         _assert_inert(page, headers)
+    # Over Twisted's 16 KiB limit for the request line and headers: cut off before any page runs.
+    for path in ("/console/" + "a" * 20_000, "/console/messages?accession=" + "A" * 60_000):
+        try:
+            status = analyst.request("GET", path)[0]
+        except http.client.RemoteDisconnected:
+            status = 400
+        assert status in (400, 414, 431), status
     cookie = f"Cookie: overread_session={analyst.cookies['overread_session']}\r\n".encode()
     for line in (
         b"GET /console/messages?accession=\xff\xfe HTTP/1.1",
@@ -418,12 +425,7 @@ def test_static_traversal_long_and_non_utf8_requests_fail_cleanly(daemon: Runnin
     ):
         answer = _raw(analyst.port, line, cookie)
         status_line = answer.split(b"\r\n")[0]
-        assert (
-            b" 500 " not in status_line
-            and b" 200 " in status_line
-            or b" 400 " in status_line
-            or b" 404 " in status_line
-        ), (line, status_line)
+        assert status_line.split(b" ")[1] in (b"200", b"400", b"404"), (line, status_line)
 
 
 def _paste(browser: Browser, csrf: str, text: str) -> tuple[int, str]:
@@ -470,7 +472,8 @@ def test_a_caller_without_phi_sees_none_of_the_patients_data_anywhere(daemon: Ru
         "/console/overread",
         "/console/policy",
         "/console/policy?since=30d",
-        "/console/no-such-page/QX7700001",
+        "/console/no-such-page",
+        "/console/messages/999999",
         "/console/messages?patient_id=QX7700001",
         "/console/actions/reprocess/1",
         *(f"/console/messages?accession={a}" for a in (HL7_ACCESSION, FHIR_ACCESSION)),
