@@ -13,8 +13,6 @@ import http.client
 import json
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, start_configured
 from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _hidden
+from tests.integration.test_console_messages import _audit
 
 #: A FHIR sender (the default permissions).
 FEEDER = "attack-feeder-token-7"
@@ -135,18 +134,6 @@ def _raw(port: int, request_line: bytes, headers: bytes = b"") -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _audit(daemon: RunningDaemon) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "listener", "audit", "--format", "json", "--state-dir", str(daemon.state_dir)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 class _Tags(HTMLParser):
