@@ -176,8 +176,12 @@ class OverreadPage:
         return Reply("overread.html.j2", context)
 
     def warm(self, now: datetime) -> None:
-        """Compute the default view's document in the background (the console calls it once, when built)."""
-        self._refresh_later((DEFAULT_WINDOW, "reader", DEFAULT_MIN_READS), now, self.store.newest_message_pk())
+        """Compute the default view's document in the background (the console calls it once, when built).
+
+        The store is first read on that background thread, never on the caller's (the reactor's,
+        while the daemon builds its HTTP site).
+        """
+        self._refresh_later((DEFAULT_WINDOW, "reader", DEFAULT_MIN_READS), now, None)
 
     def _compute(self, key: tuple[str, str, int], now: datetime, newest: int) -> _Computed:
         """Compute the document of ``key`` and keep it (the oldest kept one goes beyond :data:`CACHE_ENTRIES`)."""
@@ -188,7 +192,7 @@ class OverreadPage:
                 del self._cache[min(self._cache, key=lambda k: self._cache[k].at)]
         return found
 
-    def _refresh_later(self, key: tuple[str, str, int], now: datetime, newest: int) -> None:
+    def _refresh_later(self, key: tuple[str, str, int], now: datetime, newest: int | None) -> None:
         """Compute ``key``'s document in the background unless that is already under way."""
         with self._lock:
             if key in self._refreshing:
@@ -197,7 +201,7 @@ class OverreadPage:
 
         def job() -> None:
             try:
-                self._compute(key, now, newest)
+                self._compute(key, now, self.store.newest_message_pk() if newest is None else newest)
             except Exception as exc:  # noqa: BLE001 - logged; the next request computes again
                 _log().warning("console_overread_refresh_failed", error_type=type(exc).__name__)
             finally:

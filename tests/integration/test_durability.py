@@ -198,7 +198,7 @@ def test_idle_connections_and_slow_drip_are_timed_out(tmp_path: Path, oru: bytes
         drip = socket.create_connection(daemon.address, timeout=5)
         payload = b"\x0b" + with_control_id(oru, "DRIP1")
         normal = MllpConnection(daemon.address)
-        started = time.monotonic()
+        started = last_normal = time.monotonic()
         i = 0
         drip_closed = False
         while time.monotonic() - started < 3.0:
@@ -209,7 +209,14 @@ def test_idle_connections_and_slow_drip_are_timed_out(tmp_path: Path, oru: bytes
                 break
             i += 1
             if i % 10 == 0:
+                if time.monotonic() - last_normal > 1.0:
+                    # This test process was descheduled long enough (a loaded CI machine) that the
+                    # normal sender itself sat idle near idle_timeout: it reconnects, as a sender
+                    # would, rather than count the daemon's rightful close as a failure.
+                    normal.close()
+                    normal = MllpConnection(daemon.address)
                 assert msa(normal.request(with_control_id(oru, f"NORMAL{i}")))[0] == "AA"
+                last_normal = time.monotonic()
             time.sleep(0.02)
         assert drip_closed or _closed(drip)
         assert all(_closed(s) for s in idle)
