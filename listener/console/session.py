@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_IDLE_S", "DEFAULT_LIFETIME_S", "Session", "Sessions"]
+__all__ = ["DEFAULT_IDLE_S", "DEFAULT_LIFETIME_S", "Session", "Sessions", "tokens_match"]
 
 #: A session not used for this long is gone (seconds).
 DEFAULT_IDLE_S = 30 * 60
@@ -35,19 +35,28 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
 
 
+def tokens_match(sent: str, expected: str) -> bool:
+    """Whether a form's token ``sent`` is ``expected`` (both non-empty), compared in constant time."""
+    return (
+        bool(sent)
+        and bool(expected)
+        and hmac.compare_digest(sent.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+    )
+
+
 @dataclass(slots=True)
 class Session:
-    """One signed-in browser: whose it is, what it may do, its CSRF token and its clock."""
+    """One signed-in browser: whose it is, its CSRF token and its clock. What the client may do
+    is not kept here: it is read from the live configuration on every request."""
 
     client: str
-    allow: frozenset[str]
     csrf: str
     created: float
     last_used: float = field(default=0.0)
 
     def csrf_ok(self, token: str) -> bool:
         """Whether ``token`` (a form's ``csrf`` field) is this session's, compared in constant time."""
-        return bool(token) and hmac.compare_digest(token.encode("utf-8", "replace"), self.csrf.encode("ascii"))
+        return tokens_match(token, self.csrf)
 
 
 class Sessions:
@@ -70,11 +79,11 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._by_digest)
 
-    def open(self, client: str, allow: frozenset[str]) -> tuple[str, Session]:
+    def open(self, client: str) -> tuple[str, Session]:
         """A new session for ``client``: the id for the cookie and the session."""
         now = self.clock()
         session_id = secrets.token_urlsafe(32)
-        session = Session(client=client, allow=allow, csrf=secrets.token_urlsafe(32), created=now, last_used=now)
+        session = Session(client=client, csrf=secrets.token_urlsafe(32), created=now, last_used=now)
         self._by_digest[_digest(session_id)] = session
         while len(self._by_digest) > self.capacity:
             self._by_digest.popitem(last=False)
@@ -99,10 +108,3 @@ class Sessions:
     def close(self, session_id: str) -> bool:
         """End a session (sign-out); whether there was one."""
         return self._by_digest.pop(_digest(session_id), None) is not None
-
-    def close_client(self, client: str) -> int:
-        """End every session of ``client`` (its token was removed or changed on reload)."""
-        gone = [k for k, s in self._by_digest.items() if s.client == client]
-        for key in gone:
-            del self._by_digest[key]
-        return len(gone)

@@ -34,7 +34,7 @@ from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from listener.console.session import Session, Sessions
+from listener.console.session import Session, Sessions, tokens_match
 from listener.errors import StoreError
 from listener.logs import get_logger
 from listener.server.http_intake import HttpAnswer
@@ -373,7 +373,7 @@ class _ConsoleResource(Resource):
             if isinstance(parsed, HttpAnswer):
                 return parsed
             form = parsed
-            if caller.via == "session" and not self._session_csrf_ok(request, form.get("csrf", "")):
+            if caller.via == "session" and not tokens_match(form.get("csrf", ""), caller.csrf):
                 _log().warning(
                     "console_csrf_refused", sender_app=caller.name, path=request.path.decode("utf-8", "replace")[:200]
                 )
@@ -407,10 +407,6 @@ class _ConsoleResource(Resource):
         if allow is None:
             return None
         return Caller(session.client, allow, "session", session.csrf)
-
-    def _session_csrf_ok(self, request: Any, token: str) -> bool:
-        found = self._session(request)
-        return found is not None and found[0].csrf_ok(token)
 
     def _form(self, request: Any) -> dict[str, str] | HttpAnswer:
         kind = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
@@ -459,7 +455,7 @@ class _ConsoleResource(Resource):
         cookie = request.getCookie(LOGIN_COOKIE.encode("ascii"))
         nonce = cookie.decode("ascii", "replace") if cookie else ""
         sent = form.get("csrf", "")
-        if not nonce or not sent or not secrets.compare_digest(sent.encode("utf-8", "replace"), nonce.encode("ascii")):
+        if not tokens_match(sent, nonce):
             _log().warning("console_login_refused", reason="csrf", peer=_peer(request))
             return self._login_form(secure, target, "The sign-in form expired: try again.", 403)
         token = form.get("token", "").strip()
@@ -472,7 +468,7 @@ class _ConsoleResource(Resource):
         if "console" not in allow:
             _log().warning("console_login_refused", reason="not_allowed", sender_app=name, peer=_peer(request))
             return self._login_form(secure, target, f"Client {name} is not allowed the console.", 403)
-        session_id, _ = console.sessions.open(name, allow)
+        session_id, _ = console.sessions.open(name)
         request.ov_client = name
         _log().info("console_login", sender_app=name, peer=_peer(request))
         headers = (
