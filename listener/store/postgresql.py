@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar, cast
@@ -91,6 +91,7 @@ from listener.store.pgurl import display_url
 from listener.store.rows import (
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
+    MessageListing,
     bucket_bins,
     bucket_mix_sql,
     by_day,
@@ -105,8 +106,6 @@ from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_er
 T = TypeVar("T")
 
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
-#: Above every message_pk (the largest bigint): the upper bound of an unbounded listing.
-_NO_PK_ABOVE = 2**63 - 1
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT_S = 10
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
@@ -761,7 +760,7 @@ class PostgresReports:
 _KEYS_PER_QUERY = 500
 
 
-class PostgresStore:
+class PostgresStore(MessageListing):
     """The :class:`~listener.store.base.Store` on a PostgreSQL database.
 
     Args:
@@ -915,86 +914,18 @@ class PostgresStore:
         """Return True when the writer runs, the database can be read, and the last save and probe succeeded."""
         return not self.health_reason()
 
-    def messages(
-        self,
-        *,
-        after: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-        state: str | None = None,
-        ack_code: str | None = None,
-        sender_application: str | None = None,
-        sender_facility: str | None = None,
-        control_id: str | None = None,
-        transport: str | None = None,
-        accession: str | None = None,
-        patient_id: str | None = None,
-        patient_authority: str | None = None,
-        bucket: str | None = None,
-        before: int | None = None,
-        newest_first: bool = False,
-    ) -> Iterator[MessageSummary]:
-        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`);
-        ``newest_first`` walks the primary key backwards."""
-        where = ["m.id > %s", "m.id < %s"]
-        params: list[object] = []
-        if since is not None:
-            require_aware(since, "since")
-            where.append("m.received >= %s")
-            params.append(since)
-        if until is not None:
-            require_aware(until, "until")
-            where.append("m.received < %s")
-            params.append(until)
-        for column, value in (
-            ("state", state),
-            ("ack_code", ack_code),
-            ("sender_application", sender_application),
-            ("sender_facility", sender_facility),
-            ("control_id", control_id),
-            ("transport", transport),
-        ):
-            if value is not None:
-                where.append(f"m.{column} = %s")
-                params.append(value)
-        if accession is not None:
-            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = %s)")
-            params.append(accession)
-        if patient_id is not None:
-            if patient_authority is not None:
-                where.append(
-                    "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s AND r.patient_authority = %s)"
-                )
-                params.extend((patient_id, patient_authority))
-            else:
-                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s)")
-                params.append(patient_id)
-        elif patient_authority is not None:
-            raise ValueError("patient_authority narrows patient_id: give both")
-        if bucket is not None:
-            # A probe of reports_message_bucket per message, in message order: a page
-            # ends once it is full, so a common bucket reads little (docs/store.md).
-            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = %s)")
-            params.append(bucket)
-        order = "DESC" if newest_first else ""
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id {order} LIMIT %s"
-        low = after if after is not None else 0
-        high = before if before is not None else _NO_PK_ABOVE
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._rows("listing messages", sql, (low, high, *params, page))
-            for row in rows:
-                yield _summary(row)
-            if len(rows) < page:
-                return
-            if newest_first:
-                high = int(rows[-1][0])
-            else:
-                low = int(rows[-1][0])
-            if remaining is not None:
-                remaining -= len(rows)
+    # messages() is MessageListing's (listener/store/rows.py): one query for both backends.
+    _MARK = "%s"
+    _PAGE_ROWS = _PAGE
+
+    def _listing_stamp(self, moment: datetime) -> object:
+        return moment  # psycopg sends an aware datetime as timestamptz
+
+    def _listing_rows(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
+        return self._rows("listing messages", sql, params)
+
+    def _listing_summary(self, row: Sequence[Any]) -> MessageSummary:
+        return _summary(row)
 
     def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """Each given message's current reports' buckets (see :meth:`Store.buckets_of`): one
