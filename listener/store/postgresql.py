@@ -101,7 +101,7 @@ from listener.store.rows import (
     traffic_sql,
 )
 from listener.store.schema import newer_schema_text
-from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
 
 T = TypeVar("T")
 
@@ -760,7 +760,7 @@ class PostgresReports:
 _KEYS_PER_QUERY = 500
 
 
-class PostgresStore(MessageListing):
+class PostgresStore(MessageListing, StoreHealth):
     """The :class:`~listener.store.base.Store` on a PostgreSQL database.
 
     Args:
@@ -868,14 +868,6 @@ class PostgresStore(MessageListing):
         future.add_done_callback(self._note_save)
         return future
 
-    def _note_save(self, future: Future[SaveResult]) -> None:
-        exc = future.exception()
-        if exc is None:
-            self.last_save_error = ""
-        else:
-            self.save_failures += 1
-            self.last_save_error = str(exc)
-
     def save(self, record: MessageRecord) -> SaveResult:
         """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
         return self.submit(record).result()
@@ -883,32 +875,22 @@ class PostgresStore(MessageListing):
     def probe(self, now: datetime) -> None:
         """A real write through the writer (one row rewritten, committed durably)."""
         require_aware(now, "now")
-        try:
-            self._write(
+        self._probe_with(
+            lambda: self._write(
                 "health probe",
                 lambda conn: conn.execute(
                     "INSERT INTO health_probe (id, at) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
                     (now,),
                 ),
             )
-        except StoreError as exc:
-            self.last_probe_error = str(exc)
-            raise
-        self.last_probe_error = ""
+        )
 
-    def health_reason(self) -> str:
-        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
-        if not self._writer.alive():
-            return "store writer stopped"
-        if self.last_save_error:
-            return f"last save failed: {self.last_save_error}"
-        if self.last_probe_error:
-            return f"write probe failed: {self.last_probe_error}"
-        try:
-            self._rows("health check", "SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return ""
+    # health_reason() is StoreHealth's (listener/store/writer.py), on these two hooks.
+    def _writer_alive(self) -> bool:
+        return self._writer.alive()
+
+    def _health_read(self) -> None:
+        self._rows("health check", "SELECT 1")
 
     def health(self) -> bool:
         """Return True when the writer runs, the database can be read, and the last save and probe succeeded."""

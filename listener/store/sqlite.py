@@ -90,7 +90,7 @@ from listener.store.schema import (
     pending_migrations,
     schema_version,
 )
-from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
 
 T = TypeVar("T")
 
@@ -300,7 +300,7 @@ class _Checkpointer:
 # -------------------------------------------------------------------- the store
 
 
-class SQLiteStore(MessageListing):
+class SQLiteStore(MessageListing, StoreHealth):
     """The embedded :class:`~listener.store.base.Store`.
 
     Args:
@@ -486,44 +486,25 @@ class SQLiteStore(MessageListing):
         future.add_done_callback(self._note_save)
         return future
 
-    def _note_save(self, future: Future[SaveResult]) -> None:
-        # Runs on the writer thread: remember how the last save went (health).
-        exc = future.exception()
-        if exc is None:
-            self.last_save_error = ""
-        else:
-            self.save_failures += 1
-            self.last_save_error = str(exc)
-
     def probe(self, now: datetime) -> None:
         """A real write through the writer (one row rewritten, committed durably).
 
         Raises:
             StoreError: the write failed (disk full, read-only, I/O error...).
         """
-        try:
-            self._write(
+        self._probe_with(
+            lambda: self._write(
                 "health probe",
                 lambda conn: conn.execute("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)", (_ts(now),)),
             )
-        except StoreError as exc:
-            self.last_probe_error = str(exc)
-            raise
-        self.last_probe_error = ""
+        )
 
-    def health_reason(self) -> str:
-        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
-        if not self._writer.alive():
-            return "store writer stopped"
-        if self.last_save_error:
-            return f"last save failed: {self.last_save_error}"
-        if self.last_probe_error:
-            return f"write probe failed: {self.last_probe_error}"
-        try:
-            self._read("health check", "SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return ""
+    # health_reason() is StoreHealth's (listener/store/writer.py), on these two hooks.
+    def _writer_alive(self) -> bool:
+        return self._writer.alive()
+
+    def _health_read(self) -> None:
+        self._read("health check", "SELECT 1")
 
     def save(self, record: MessageRecord) -> SaveResult:
         """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
