@@ -92,6 +92,7 @@ from listener.store.rows import (
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
     MessageListing,
+    ReportSearchSql,
     bucket_bins,
     bucket_mix_sql,
     by_day,
@@ -665,14 +666,16 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
 # ----------------------------------------------------------- report searches
 
 
-_R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
-_R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
-
-
-def _stage(alias: str) -> str:
-    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-    status = f"({alias}.report_json::json ->> 'status')"
-    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+_CORRECTIONS = "(r.route_json::json -> 'corrections')"
+#: The searches' statements (listener/store/rows.py), in PostgreSQL's words.
+_SEARCH_SQL = ReportSearchSql(
+    mark="%s",
+    field=lambda json, key: f"({json}::json ->> '{key}')",
+    report=lambda alias: f"{alias}.report_json",
+    corrections=(
+        f"(CASE WHEN json_typeof({_CORRECTIONS}) = 'array' THEN json_array_length({_CORRECTIONS}) ELSE 0 END)"
+    ),
+)
 
 
 def _stored(row: Sequence[Any]) -> StoredReport:
@@ -693,58 +696,23 @@ class PostgresReports:
     def __init__(self, connect: Callable[[], PgConnection]) -> None:
         self._reader = _Reader(connect, lazy=True)
 
-    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
-        sql = f"SELECT {_R_COLUMNS} {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
+    def _rows(self, search: tuple[str, list[object]], limit: int) -> list[StoredReport]:
+        sql, params = search
         return [_stored(row) for row in self._reader.rows("searching reports", sql, (*params, limit))]
 
     def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
         """Reports with a route (optionally to one pool)."""
-        where = "AND r.route_json != 'null'"
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND r.route_json::json ->> 'pool' = %s"
-            params.append(pool)
-        return self._rows(where, params, limit)
+        return self._rows(_SEARCH_SQL.routed(pool), limit)
 
     def with_findings(
         self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
     ) -> list[StoredReport]:
         """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
-        where = "AND r.findings_json != '[]'"
-        params: list[Any] = []
-        if fhir_id is not None:
-            where += " AND m.transport = 'http' AND r.report_json::json ->> 'fhir_id' = %s"
-            params.append(fhir_id)
-        if accession is not None:
-            where += " AND r.accession = %s"
-            params.append(accession)
-        return self._rows(where, params, limit)
+        return self._rows(_SEARCH_SQL.with_findings(fhir_id, accession), limit)
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         """Routed reports that stand for a Task, each with when its Task was completed (see ReportReader.tasks)."""
-        done = (
-            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            f" AND {_stage('r2')} > {_stage('r')})"
-        )
-        corrections = "(r.route_json::json -> 'corrections')"
-        where = (
-            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-            f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
-            " ELSE 0 END) = 0)"
-        )
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND r.route_json::json ->> 'pool' = %s"
-            params.append(pool)
-        if status == "requested":
-            where += f" AND (r.accession = '' OR {done} IS NULL)"
-        elif status == "completed":
-            where += f" AND r.accession != '' AND {done} IS NOT NULL"
-        sql = (
-            f"SELECT {_R_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
-            f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
-        )
+        sql, params = _SEARCH_SQL.tasks(status, pool)
         rows = self._reader.rows("searching tasks", sql, (*params, limit))
         return [(_stored(row), _opt_utc(row[8])) for row in rows]
 

@@ -303,3 +303,93 @@ def traffic_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime
 def bucket_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> tuple[BucketBin, ...]:
     """BucketBins of the rows of :func:`bucket_mix_sql`."""
     return tuple(BucketBin(moment(start), str(bucket), int(count)) for start, bucket, count in rows)
+
+
+# ------------------------------------------------------------ report searches
+
+#: The columns of a report search's row, from ``reports r`` joined to ``messages m`` (each backend
+#: reads them into a StoredReport; a Task search adds its completion time as the 9th).
+REPORT_COLUMNS = (
+    "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
+)
+#: The reports a search reads: those of processed messages (the current processing's).
+REPORT_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSearchSql:
+    """The statements of :class:`~listener.store.base.ReportReader` for both SQL backends, newest
+    report first; each backend spells how its JSON columns are read.
+
+    Attributes:
+        mark: the backend's parameter placeholder (``?``, ``%s``).
+        field: SQL of one text value of a JSON object: (SQL of the JSON text, key) -> SQL.
+        report: SQL of a report row's ``report_json`` as JSON text, by table alias (SQLite
+            unpacks its compact storage, docs/store.md "Compact storage").
+        corrections: SQL of the number of items of ``r.route_json``'s ``corrections`` (0 when none).
+    """
+
+    mark: str
+    field: Callable[[str, str], str]
+    report: Callable[[str], str]
+    corrections: str
+
+    def _search(self, where: str, params: list[object]) -> tuple[str, list[object]]:
+        return f"SELECT {REPORT_COLUMNS} {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}", params
+
+    def _pool(self, where: str, params: list[object], pool: str | None) -> str:
+        if pool is None:
+            return where
+        params.append(pool)
+        return f"{where} AND {self.field('r.route_json', 'pool')} = {self.mark}"
+
+    def stage(self, alias: str) -> str:
+        """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
+        status = self.field(self.report(alias), "status")
+        return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+
+    def routed(self, pool: str | None) -> tuple[str, list[object]]:
+        """Reports with a route (optionally to one pool): the statement (its last parameter is the
+        limit) and the parameters before the limit."""
+        params: list[object] = []
+        return self._search(self._pool("AND r.route_json != 'null'", params, pool), params)
+
+    def with_findings(self, fhir_id: str | None, accession: str | None) -> tuple[str, list[object]]:
+        """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
+        where = "AND r.findings_json != '[]'"
+        params: list[object] = []
+        if fhir_id is not None:
+            where += f" AND m.transport = 'http' AND {self.field(self.report('r'), 'fhir_id')} = {self.mark}"
+            params.append(fhir_id)
+        if accession is not None:
+            where += f" AND r.accession = {self.mark}"
+            params.append(accession)
+        return self._search(where, params)
+
+    def tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object]]:
+        """Routed reports that stand for a Task, each row with when its Task was completed (its 9th
+        column; see :meth:`~listener.store.base.ReportReader.tasks`).
+
+        A report released with no correction asks nobody for anything: no Task. A Task is
+        completed once a later report of the same accession arrived that supersedes its report
+        (a final for a preliminary, a corrected or amended report for a final); a second copy at
+        the same stage does not complete it. ``status``: "requested" (open only), "completed",
+        or None (both).
+        """
+        done = (
+            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+            f" AND {self.stage('r2')} > {self.stage('r')})"
+        )
+        where = f"AND r.route_json != 'null' AND NOT (r.bucket = 'release' AND {self.corrections} = 0)"
+        params: list[object] = []
+        where = self._pool(where, params, pool)
+        if status == "requested":
+            where += f" AND (r.accession = '' OR {done} IS NULL)"
+        elif status == "completed":
+            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        sql = (
+            f"SELECT {REPORT_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
+            f" {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}"
+        )
+        return sql, params
