@@ -218,6 +218,15 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
     ),
     # --- comparison
     "comparison.missing": (_ex("INDICATION: Cough.\n" + BODY), _ex("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY)),
+    "comparison.implied_without_statement": (
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Calcified granuloma, unchanged. Clear lungs.\nIMPRESSION: No acute disease."
+        ),
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Calcified granuloma, unchanged from the prior radiograph. Clear lungs.\n"
+            "IMPRESSION: No acute disease."
+        ),
+    ),
     "comparison.date_after_exam": (
         _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/21/2026.\n" + BODY),
         _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/19/2026.\n" + BODY),
