@@ -1007,6 +1007,8 @@ class ViewCount:
     views: int
     start: int
     end: int
+    #: Said as a number of images ("3 images"): a repeated exposure is one more image, not one more view.
+    images: bool = False
 
 
 # A clause break inside what the sentence splitter left as one sentence ("PA and lateral views. stable
@@ -1045,7 +1047,8 @@ def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCoun
         c_start, c_end = _clause(text, start, end, counts[0].start(), counts[-1].end())
         if len(values) != 1 or bounded or _PARTIAL_RE.search(text, c_start, c_end):
             return ViewCount(0, counts[0].start(), counts[0].end())
-        return ViewCount(values.pop(), counts[0].start(), counts[-1].end())
+        images = all(m.group(0).lower().endswith(("image", "images")) for m in counts)
+        return ViewCount(values.pop(), counts[0].start(), counts[-1].end(), images)
     total, first, last = 0, -1, -1
     rest = text[start:end]
     for match in _LIST_RE.finditer(text, start, end):
@@ -1076,13 +1079,22 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
     """The number of views the report documents for this exam, with the statements that say so.
 
     None when the report states no view count, or when its statements disagree or cannot be
-    pinned down (added views, views of each side, "multiple views"): the rule then says nothing.
-    Sentences about comparison studies are skipped (``_OFF_TOPIC_RE``), as are findings and
-    impression sentences that do not describe the acquisition and do not open with the views.
+    pinned down (added views, views of each side, "multiple views"). Sentences about comparison
+    studies are skipped (``_OFF_TOPIC_RE``), as are findings and impression sentences that do not
+    describe the acquisition and do not open with the views.
     """
+    found = view_statements(data, family)
+    values = {c.views for c in found}
+    if len(values) != 1 or 0 in values:
+        return None
+    return values.pop(), found
+
+
+def view_statements(data: RuleInput, family: str) -> tuple[ViewCount, ...]:
+    """Every statement of this exam's view count in the report, in text order (0: a count it cannot pin down)."""
     text = data.report.text
     if not _mentions_views(text):
-        return None
+        return ()
     own = _ANATOMY_RES.get(family)
     others = [pattern for name, pattern in _ANATOMY_RES.items() if name != family]
     found: list[ViewCount] = []
@@ -1112,12 +1124,7 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
             ):
                 continue
             found.append(count)
-    if not found:
-        return None
-    values = {c.views for c in found}
-    if len(values) != 1 or 0 in values:
-        return None
-    return values.pop(), tuple(found)
+    return tuple(found)
 
 
 def _range_label(bounds: tuple[int, int | None]) -> str:
@@ -1141,10 +1148,20 @@ def view_count_mismatch(data: RuleInput) -> Iterable[Finding]:
     entry = table.get(data.report.procedure.code) if table else None
     if table is None or entry is None or entry.views is None or not entry.view_family:
         return
-    documented = documented_views(data, entry.view_family)
-    if documented is None:
+    statements = view_statements(data, entry.view_family)
+    values = sorted({c.views for c in statements})
+    if not values or values[0] == 0:
         return
-    views, statements = documented
+    if len(values) > 1:
+        # Views stated differently ("Single frontal view" and "frontal and lateral radiographs"), or
+        # fewer images than views, cannot both be true. More images than views may hold a repeated
+        # exposure ("frontal and lateral radiographs", "3 images"): no count, no finding.
+        stated = [c.views for c in statements if not c.images]
+        most = max(stated, default=0)
+        if len(set(stated)) > 1 or any(c.images and c.views < most for c in statements):
+            yield from _views_disagree(data, entry, statements, values)
+        return
+    views = values[0]
     low = entry.views[0]
     if views_in_range(views, entry.views):
         return
@@ -1162,4 +1179,25 @@ def view_count_mismatch(data: RuleInput) -> Iterable[Finding]:
         f"Report documents {views} {noun}; code {entry.code} is for {_range_label(entry.views)}.",
         [data.analysis.evidence(s.start, s.end) for s in statements[:3]],
         suggestion,
+    )
+
+
+def _views_disagree(
+    data: RuleInput, entry: ProcedureEntry, statements: tuple[ViewCount, ...], values: list[int]
+) -> Iterable[Finding]:
+    """Statements of different view counts ("Single frontal view" over "frontal and lateral radiographs"):
+    the report supports the billed code only if every count falls in its range (docs/qa-rules.md, "View counts")."""
+    assert entry.views is not None
+    bounds = entry.views
+    outside = [c for c in statements if not views_in_range(c.views, bounds)]
+    if not outside:
+        return
+    modifiers = {m.strip().upper() for m in data.report.procedure.modifiers}
+    if all(c.views < bounds[0] for c in outside) and modifiers & _REDUCED_MODIFIERS:
+        return  # the fewer views are billed as a reduced service
+    counts = " and ".join(str(v) for v in values)
+    yield data.emit(
+        f"Report's view statements disagree ({counts} views); code {entry.code} is for {_range_label(bounds)}.",
+        [data.analysis.evidence(s.start, s.end) for s in (outside + [c for c in statements if c not in outside])[:3]],
+        "State the views of this exam once and consistently, and bill the code for them.",
     )

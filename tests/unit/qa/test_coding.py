@@ -402,7 +402,6 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: PA and lateral views of the chest, 2026/11/05 radiographs.", "71046"),
         ("EXAM: XR CHEST 4 OR MORE VIEWS", "71047"),
         ("TECHNIQUE: Minimum of 4 views of the right knee.", "73562"),
-        ("TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.", "71046"),
         # another family's anatomy: a body-region question, not a view count
         ("TECHNIQUE: Two views of the right ankle.", "73564"),
         # "lateral" as anatomy, not a view
@@ -411,7 +410,7 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("FINDINGS: On the lateral image there is a small effusion.", "71046"),
         # named views of each side, in the same clause: no count
         ("FINDINGS: Frontal and lateral views of both knees.", "73560"),
-        # named views and a number of images that disagree: no count
+        # more images than the named views (a repeated exposure): no count
         ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71047"),
         ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71046"),
         # views recommended, not taken
@@ -422,6 +421,49 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
 )
 def test_view_count_consistent_or_unstated_is_silent(text: str, code: str) -> None:
     assert views(text + VIEW_BODY, code) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        (
+            "TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.",
+            "71046",
+            "Report's view statements disagree (2 and 3 views); code 71046 is for 2 views.",
+        ),
+        (
+            "TECHNIQUE: One view of the chest (AP upright).\nFINDINGS: The examination consists of frontal and "
+            "lateral radiographs of the chest.",
+            "71046",
+            "Report's view statements disagree (1 and 2 views); code 71046 is for 2 views.",
+        ),
+        (
+            "TECHNIQUE: Three views of the chest.\nFINDINGS: 2 images.",
+            "71046",
+            "Report's view statements disagree (2 and 3 views); code 71046 is for 2 views.",
+        ),
+    ],
+)
+def test_view_statements_that_disagree_outside_the_code_range(text: str, code: str, message: str) -> None:
+    """Statements of different counts, one outside the code's range: the report does not support the code.
+    The evidence starts with the statement outside the range."""
+    found = views(text + VIEW_BODY, code)
+    assert found is not None and found.message == message
+    assert found.evidence[0].text.lower().startswith(("three", "one"))
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # both counts in the code's range (73560: 1-2 views)
+        ("TECHNIQUE: One view of the right knee.\nFINDINGS: Two views of the right knee show no fracture.", "73560"),
+        # fewer views billed as a reduced service
+        ("TECHNIQUE: One view of the chest.\nFINDINGS: Frontal and lateral radiographs of the chest.", "71046+52"),
+    ],
+)
+def test_view_statements_that_disagree_inside_the_code_range_are_silent(text: str, code: str) -> None:
+    procedure, _, modifier = code.partition("+")
+    assert views(text + VIEW_BODY, procedure, modifiers=(modifier,) if modifier else ()) is None
 
 
 def test_view_count_scapular_y_is_a_view() -> None:

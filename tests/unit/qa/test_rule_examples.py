@@ -379,6 +379,44 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
 #: Further forms of a rule, each with its near miss: what a rule was extended to
 #: catch keeps its own example (rule id, positive, negative).
 MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
+    # interval language of another form; "interval" before a plan is no comparison
+    (
+        "comparison.implied_without_statement",
+        _ex("INDICATION: Cough.\nFINDINGS: Interval development of a small left effusion.\nIMPRESSION: Effusion."),
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Small left effusion.\n"
+            "IMPRESSION: Effusion. Short interval follow-up is recommended."
+        ),
+    ),
+    # a technique line and a findings sentence that state different views, one outside the code's range;
+    # the near miss states the same views twice
+    (
+        "coding.view_count_mismatch",
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Single frontal view of the chest.\n"
+            "FINDINGS: The examination consists of frontal and lateral radiographs of the chest. Clear lungs.\n"
+            "IMPRESSION: Normal.",
+            procedure="71046",
+        ),
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: PA and lateral views of the chest.\n"
+            "FINDINGS: The examination consists of frontal and lateral radiographs of the chest. Clear lungs.\n"
+            "IMPRESSION: Normal.",
+            procedure="71046",
+        ),
+    ),
+    # fewer images than the views stated cannot both be true; more images may hold a repeated exposure
+    (
+        "coding.view_count_mismatch",
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Three views of the chest.\nFINDINGS: 2 images. Clear lungs.",
+            procedure="71046",
+        ),
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\nFINDINGS: 3 images. Clear lungs.",
+            procedure="71046",
+        ),
+    ),
     # an impression that affirms a finding in one numbered item and denies it in another
     (
         "contradiction.affirmed_and_negated",
