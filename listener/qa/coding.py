@@ -62,6 +62,8 @@ _W = (
     r"\bcontrast[- ]enhanced\b",
     r"\bpost-?\s?(?:contrast|gadolinium|gad\b|gado\w*)",
     rf"\b(?:after|following|post|with|during)\s+(?:the\s+)?(?:uneventful\s+|rapid\s+|dynamic\s+)?{_ROUTE}\s*{_ADMIN}\s+of\b",
+    # "following intravenous contrast", "after IV contrast", "after the administration of gadolinium"
+    rf"\b(?:after|following)\s+(?:the\s+)?(?:{_ADMIN}\s+of\s+)?(?:the\s+)?{_ROUTE}\s*(?:{_NOUN}|{_AGENT})",
     rf"\b(?:{_NOUN}|{_AGENT})\s+(?:\w+\s+)?(?:was|were)\s+(?:\w+\s+)?(?:administered|given|injected|infused|utilized|used)",
     rf"\b\d+(?:\.\d+)?\s*(?:ml|cc|mls)\s+(?:of\s+)?{_ROUTE}\s*(?:{_AGENT}|{_NOUN})",
     rf"\b{_AGENT}\b",
@@ -141,7 +143,7 @@ _NOT_BEFORE_RE = folded(re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}$", _I))
 _OFF_TOPIC_RE = folded(
     re.compile(
         r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
-        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed|of\s+benefit|beneficial|useful)|follow-?up|"
+        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed|of\s+(?:benefit|value|use|further|additional)|beneficial|useful)|follow-?up|"
         r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
         r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
         _I,
@@ -267,10 +269,29 @@ def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
     return tuple(out)
 
 
+def _exam_line(data: RuleInput, start: int) -> bool:
+    """True when ``start`` is in the report's exam line: a short title before the first heading, or
+    the first sentence under an "EXAM:" heading. That line names this exam, never another one."""
+    sections = data.report.sections
+    if not sections:
+        return False
+    first = sections[0]
+    if first.kind is SectionKind.OTHER and first.start <= start < first.end and first.end - first.start <= _TITLE_MAX:
+        return True
+    for sec in sections:
+        if sec.kind is SectionKind.TECHNIQUE and sec.start <= start < sec.end and _EXAM_HEADING_RE.search(sec.heading):
+            spans = data.analysis.sentences(sec.start, sec.end)
+            return bool(spans) and spans[0].start <= start < spans[0].end
+    return False
+
+
 def _aside(data: RuleInput, st: Statement, entry: ProcedureEntry) -> bool:
-    """True when the statement's sentence is about another exam (angiography, another region)."""
+    """True when the statement's sentence is about another exam (angiography, another region).
+
+    An angiography named in the exam line is this exam: its contrast is the exam's contrast.
+    """
     sentence = data.report.text[st.sentence_start : st.sentence_end]
-    if _ANGIO_RE.search(sentence) and not entry.angiography:
+    if _ANGIO_RE.search(sentence) and not entry.angiography and not _exam_line(data, st.sentence_start):
         return True
     # A sentence naming another modality and not the code's is about another exam.
     named = {m for m, pattern in _MODALITY_RES.items() if m in _CROSS_SECTIONAL and pattern.search(sentence)}
@@ -444,15 +465,33 @@ def _title_modalities(data: RuleInput) -> dict[str, tuple[int, int]]:
 def _names_modality(data: RuleInput, modality: str, *, projections_only: bool) -> bool:
     """True when the report names the code's modality for this exam.
 
-    Against a cross-sectional modality named in the report, any mention counts. Against a radiograph
+    Against a cross-sectional modality named in the report, a mention in any sentence counts that is
+    not about a prior, an outside study or a plan. Against a radiograph
     known only by its projections, a mention counts only in a sentence that describes this exam:
     "Recommend CT chest" or "Comparison: CT chest angiography" in a chest radiograph report is about
     another exam. The exam title is not asked: the signed text outranks the name sent with the code.
     """
     pattern = _MODALITY_RES[modality]
     if not projections_only:
-        return bool(pattern.search(data.report.text))
+        return _names_anywhere(data, pattern)
     return any(True for _ in _describing_sentences(data, needle=lambda t: bool(pattern.search(t))))
+
+
+def _names_anywhere(data: RuleInput, pattern: Folded | re.Pattern[str]) -> bool:
+    """True when a sentence anywhere in the report names ``pattern`` and is not about a prior, an
+    outside study or a plan ("correlation with radiographs is recommended" names no exam of today)."""
+    text = data.report.text
+    if not pattern.search(text):
+        return False
+    sections: tuple[Section | None, ...] = data.report.sections or (None,)
+    for sec in sections:
+        start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
+        if not pattern.search(text, start, end):
+            continue
+        for span in data.analysis.sentences(start, end):
+            if pattern.search(text, span.start, span.end) and not _OFF_TOPIC_RE.search(text, span.start, span.end):
+                return True
+    return False
 
 
 @rule("coding", severity=Severity.WARNING)

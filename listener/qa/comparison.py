@@ -96,8 +96,11 @@ _EXAM = (
     r"exam(?:ination)?|study|scan|imaging|images|mammogra\w*|duplex|doppler|computed\s+tomography|"
     r"magnetic\s+resonance)"
 )
+# "CT of the chest", "knee radiographs", and the passive "axial CT images were obtained through the facial bones".
 _EXAM_BEFORE_RE = re.compile(
-    rf"\b{_EXAM}\s*(?:(?:of|through|over|for)\s+)?(?:the\s+)?(?:[\w,/-]+\s+){{0,3}}$".replace("US|", "(?-i:US)|"), _I
+    rf"\b{_EXAM}\s*(?:(?:was|were)\s+(?:\w+\s+)?(?:obtained|acquired|performed)\s+)?"
+    rf"(?:(?:of|through|over|for)\s+)?(?:the\s+)?(?:[\w,/-]+\s+){{0,3}}$".replace("US|", "(?-i:US)|"),
+    _I,
 )
 _EXAM_AFTER_RE = re.compile(rf"^\s*(?:[\w-]+\s+)?{_EXAM}\b".replace("US|", "(?-i:US)|"), _I)
 

@@ -59,6 +59,8 @@ def contrast(text: str, code: str):  # type: ignore[no-untyped-def]
         ("TECHNIQUE: Sagittal and axial images of the lumbar spine after 15 mL Gadavist IV.", "72148", "72149"),
         ("TECHNIQUE: CT chest w/o contrast.", "71260", "71250"),
         ("CONTRAST: None.\nFINDINGS: Normal chest.", "71260", "71250"),
+        ("TECHNIQUE: CT abdomen and pelvis following intravenous contrast.", "74176", "74177"),
+        ("TECHNIQUE: Axial images of the head after IV contrast.", "70450", "70460"),
     ],
 )
 def test_contrast_mismatch_found_with_the_right_code_suggested(text: str, code: str, suggested: str) -> None:
@@ -92,6 +94,20 @@ def test_contrast_mismatch_found_with_the_right_code_suggested(text: str, code: 
 def test_contrast_consistent_or_unstated_is_silent(text: str, code: str) -> None:
     """Consistent wording, oral-only contrast, prior studies, plans, other exams in one report, non-contrast codes: no finding."""
     assert contrast(HEAD + text + "\nFINDINGS: Normal.\nIMPRESSION: Normal.", code) is None
+
+
+def test_contrast_of_an_angiography_in_the_exam_line_is_this_exam() -> None:
+    """The exam line names this exam, an angiography included; elsewhere an angiography is another exam."""
+    title = (
+        "CT ANGIOGRAPHY CHEST WITHOUT INTRAVENOUS CONTRAST\nINDICATION: Pain.\nFINDINGS: Normal.\nIMPRESSION: Normal."
+    )
+    finding = contrast(title, "71260")
+    assert finding is not None and finding.message.startswith("Report describes the exam without contrast")
+    aside = (
+        "INDICATION: Pain.\nTECHNIQUE: CT chest with contrast. CT angiography was also performed without contrast.\n"
+        "FINDINGS: Normal.\nIMPRESSION: Normal."
+    )
+    assert contrast(aside, "71260") is None
 
 
 def test_contrast_unknown_code_gets_no_check() -> None:
@@ -148,6 +164,44 @@ CHEST_BODY = (
     "INDICATION: Cough.\nCOMPARISON: None.\nFINDINGS: The lungs are clear. The heart size is normal.\n"
     "IMPRESSION: No acute cardiopulmonary process."
 )
+
+
+def test_body_region_of_a_passive_technique_sentence() -> None:
+    """ "Axial CT images were obtained through the facial bones" names the exam's region like "CT of the face"."""
+    text = "TECHNIQUE: Sequential axial CT images were obtained through the facial bones.\nFINDINGS: Normal."
+    assert "coding.body_region_mismatch" in rules(make_report(text, procedure="72131"))
+    assert "coding.body_region_mismatch" not in rules(make_report(text, procedure="70486"))
+    # a region several words after the passive verb is not the exam's
+    far = "TECHNIQUE: Axial CT images were obtained with attention to the lower facial bones and sinuses.\nFINDINGS: x."
+    assert "coding.body_region_mismatch" not in rules(make_report(far, procedure="72131"))
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "procedure_text"),
+    [
+        # an MRI billed as a radiograph: "radiographs" in a plan names no exam of today
+        (
+            "EXAM: MRI right knee without gadolinium.\nFINDINGS: Possible Segond fracture; correlation with "
+            "radiographs is recommended.\nIMPRESSION: Possible Segond fracture.",
+            "73560",
+            "",
+        ),
+        # a chest radiograph billed as CT: "Chest CT may be of further value" is a suggestion
+        (CHEST_BODY + " Chest CT may be of further value.", "71250", "CHEST 2V FRONTAL/LATERAL"),
+    ],
+)
+def test_modality_named_only_in_a_plan_does_not_cover_the_code(text: str, code: str, procedure_text: str) -> None:
+    found = rules(make_report(text, procedure=code, procedure_text=procedure_text))
+    assert "coding.modality_mismatch" in found
+
+
+def test_modality_named_in_a_sentence_about_today_covers_the_code() -> None:
+    """Near miss: the radiographs are part of today's exam, so the code's modality is named."""
+    text = (
+        "EXAM: MRI right knee without gadolinium.\nFINDINGS: Radiographs obtained today show a Segond fracture.\n"
+        "IMPRESSION: Segond fracture."
+    )
+    assert "coding.modality_mismatch" not in rules(make_report(text, procedure="73560"))
 
 
 @pytest.mark.parametrize("title", ["Xray Chest PA and Lateral", "CHEST 2V FRONTAL/LATERAL", "Two views of the chest"])

@@ -405,6 +405,30 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             procedure="71046",
         ),
     ),
+    # contrast stated as "following intravenous contrast"; the near miss is oral contrast only
+    (
+        "coding.contrast_mismatch",
+        _ex(
+            "INDICATION: Pain.\nTECHNIQUE: CT abdomen and pelvis following intravenous contrast.\n" + BODY,
+            procedure="74176",
+        ),
+        _ex("INDICATION: Pain.\nTECHNIQUE: CT abdomen and pelvis following oral contrast.\n" + BODY, procedure="74176"),
+    ),
+    # the region of a passive technique sentence ("images were obtained through the facial bones")
+    (
+        "coding.body_region_mismatch",
+        _ex("TECHNIQUE: Axial CT images were obtained through the facial bones.\n" + BODY, procedure="72131"),
+        _ex("TECHNIQUE: Axial CT images were obtained through the facial bones.\n" + BODY, procedure="70486"),
+    ),
+    # an MRI billed as a radiograph: radiographs named only in a plan do not cover the code
+    (
+        "coding.modality_mismatch",
+        _ex(
+            "EXAM: MRI right knee.\nFINDINGS: Possible Segond fracture; correlation with radiographs is recommended.",
+            procedure="73560",
+        ),
+        _ex("EXAM: MRI right knee.\nFINDINGS: Radiographs obtained today show a Segond fracture.", procedure="73560"),
+    ),
     # fewer images than the views stated cannot both be true; more images may hold a repeated exposure
     (
         "coding.view_count_mismatch",
