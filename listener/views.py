@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
-__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "row_dict", "write_detail_text"]
+__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "reader_label", "row_dict", "write_detail_text"]
 
 
 def message_dict(msg: MessageSummary) -> dict[str, Any]:
@@ -137,6 +137,19 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
     }
 
 
+def reader_label(reader: dict[str, Any]) -> str:
+    """A stored report's reader as the text views print it: id, name, and the type when the report gave one.
+
+    Messages name the reader, not whether the reader is internal or external: that comes from
+    readers.yaml when the report is routed, and the route's explanation prints it
+    (docs/routing.md). The report's own ``unknown`` is left out so it never contradicts that.
+    """
+    kind = reader.get("type") or ""
+    return " ".join(x for x in (reader.get("id") or "-", reader.get("name") or "") if x) + (
+        f" ({kind})" if kind and kind != "unknown" else ""
+    )
+
+
 def _segments(text: str) -> str:
     return "\n".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line)
 
@@ -155,9 +168,7 @@ def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> N
         + "\n"
     )
     if reader:
-        out.write(
-            f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n"
-        )
+        out.write(f"{indent}  reader {reader_label(reader)}\n")
     patient = report.get("patient")
     if patient:
         out.write(
