@@ -488,7 +488,10 @@ def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) 
     try:
         sock = socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout)
     except OSError as exc:
-        sys.stderr.write(f"overread send: cannot connect to {target} ({exc.strerror or type(exc).__name__})\n")
+        sys.stderr.write(
+            f"overread send: cannot connect to {target} ({exc.strerror or type(exc).__name__}):"
+            " is the daemon running and listening there? (make run; overread serve --mllp)\n"
+        )
         return EXIT_ERROR
     framer = MllpFramer()
     pending: list[bytes] = []
