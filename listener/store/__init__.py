@@ -37,7 +37,7 @@ from listener.store.base import (
     TrafficBin,
     Transport,
 )
-from listener.store.pgurl import display_url, is_postgresql_url
+from listener.store.pgurl import PSYCOPG_MISSING, display_url, is_postgresql_url
 from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
 
 __all__ = [
@@ -152,7 +152,7 @@ def _open_postgresql(where: StoreLocation, create: bool) -> Store:
     try:
         from listener.store.postgresql import PostgresStore
     except ImportError:
-        raise StoreError("a postgresql:// store needs psycopg: pip install 'overread-listener[postgresql]'") from None
+        raise StoreError(PSYCOPG_MISSING) from None
     password = None
     if where.password_file is not None:
         try:
