@@ -29,8 +29,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
+# The report samples through the offline pipeline. Several carry a defect on purpose, so exit
+# status 1 (a finding of severity error) is their expected result; 2 (cannot decode) fails.
+# samples/scores/ holds peer-review scores, not reports: not checked.
 check: $(STAMP)
-	$(BIN)/overread check --format text samples/
+	$(BIN)/overread check --format text samples/hl7 samples/fhir || [ $$? -eq 1 ]
 
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy
