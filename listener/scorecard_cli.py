@@ -110,13 +110,20 @@ def cmd_scorecard(args: argparse.Namespace, config: Config, out: TextIO, now: da
     except StoreError as exc:
         return fail(str(exc))
     try:
-        outcomes = collect(store, ctx, since=since, until=until)
+        collected = collect(store, ctx, since=since, until=until)
     except StoreError as exc:
         return fail(str(exc))
     finally:
         store.close()
     card = scorecard(
-        outcomes, by=by, directory=directory, since=since, until=until, min_reads=args.min_reads, only=only
+        collected.outcomes,
+        by=by,
+        directory=directory,
+        since=since,
+        until=until,
+        min_reads=args.min_reads,
+        only=only,
+        lone=collected.lone_in(since, until),
     )
     write_scorecard(out, card, args.format)
     if only is not None and not card.rows:

@@ -231,7 +231,8 @@ class OverreadPage:
 
         pipeline = self.pipeline()
         context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
-        outcomes = collect(self.store, context, since=since, until=now)
+        found = collect(self.store, context, since=since, until=now)
+        outcomes, lone = found.outcomes, found.lone_in(since, now)
         turn_since = window_start(now, step, days // 7) if step == "week" else since
         turn_starts = bin_starts(turn_since, now, step)
         per_bin: list[list[float]] = [[] for _ in turn_starts]
@@ -254,11 +255,11 @@ class OverreadPage:
             )
 
         directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
-        card = scorecard(outcomes, by=by, directory=directory, since=since, until=now, min_reads=min_reads)
+        card = scorecard(outcomes, by=by, directory=directory, since=since, until=now, min_reads=min_reads, lone=lone)
         groups: dict[str, ScorecardRow] = {}
         if by == "reader":
             group_card = scorecard(
-                outcomes, by="group", directory=directory, since=since, until=now, min_reads=min_reads
+                outcomes, by="group", directory=directory, since=since, until=now, min_reads=min_reads, lone=lone
             )
             groups = {r.key: r for r in group_card.rows}
         rows = []

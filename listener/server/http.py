@@ -1071,10 +1071,17 @@ class _ApiQuery(_Endpoint):
             from listener.outcomes.scorecard import scorecard
             from listener.sites import EMPTY_DIRECTORY
 
-            outcomes = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
+            found = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
             directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
             result = scorecard(
-                outcomes, by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
+                found.outcomes,
+                by=by,
+                directory=directory,
+                since=since,
+                until=until,
+                min_reads=min_reads,
+                only=only,
+                lone=found.lone_in(since, until),
             )
             return _api_json(result.to_json())
 

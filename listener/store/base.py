@@ -499,6 +499,27 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LoneVersions:
+    """Stored versions of accessions that have no other report row, counted alike
+    (:meth:`Store.lone_versions`; docs/store.md, "Version summaries").
+
+    Attributes:
+        window: which of the asked clinical windows they fall in (its index).
+        summary: their :meth:`listener.outcomes.history.ReadSummary.to_text`.
+        prelim_minutes: a preliminary's minutes from observation to report
+            (:func:`listener.outcomes.history.prelim_minutes`; None: not counted).
+        count: how many versions.
+        first_accession: the smallest accession among them.
+    """
+
+    window: int
+    summary: str
+    prelim_minutes: float | None
+    count: int
+    first_accession: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredScore:
     """An explicit score as stored.
 
@@ -794,6 +815,27 @@ class Store(Protocol):
 
         Work is bounded by the messages received in the window (an index on
         the receive time), not by the whole store.
+        """
+        ...
+
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The accessions of :meth:`accessions_received` that have another stored report row (at
+        any time): those whose versions may pair (sorted). A blocking read.
+
+        Work is bounded by the window's reports (the ``reports_versions`` index)
+        and a look-up of each one's accession.
+        """
+        ...
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The other accessions of :meth:`accessions_received` (one report row, so one version, which
+        pairs with none): their versions whose clinical time is in each of ``windows`` (``[start,
+        end)``), counted by window, summary and prelim minutes. A blocking read.
+
+        Read from the stored version summaries (docs/store.md, "Version summaries"), never
+        from the report JSON; the order of the groups is unspecified.
         """
         ...
 

@@ -55,6 +55,7 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
+    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -89,15 +90,20 @@ from listener.store.pg_schema import (
 )
 from listener.store.pgurl import display_url
 from listener.store.rows import (
+    MULTI_VERSION_SQL,
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
+    VERSION_COLUMNS,
     bucket_bins,
     bucket_mix_sql,
     by_day,
     history_entry,
+    lone_rows,
+    lone_versions_sql,
     message_summary,
     traffic_bins,
     traffic_sql,
+    version_columns,
 )
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
@@ -466,14 +472,16 @@ def _lock_accessions(conn: PgConnection, pairs: Sequence[tuple[str, str]]) -> No
         )
 
 
-def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime) -> None:
-    """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread)."""
+def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime, received: datetime) -> None:
+    """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread); ``received``
+    is the message's receive time (each report's version summary keeps it)."""
     # One statement per row: psycopg's executemany enters pipeline mode, which
     # costs more than it saves for the one or two reports of a message.
     for seq, r in enumerate(record.reports):
         conn.execute(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
-            " route_json, explanation, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f" route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (
                 pk,
                 seq,
@@ -484,6 +492,7 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
                 *split_route(r.route_json),
                 r.patient_id,
                 r.patient_authority,
+                *version_columns(r.report_json, r.findings_json, received, record.state == "processed"),
             ),
         )
     # One row at a time, in order: ids order an accession's rows.
@@ -589,7 +598,7 @@ def _replace_processing(
             message_pk,
         ),
     )
-    _insert_children(conn, message_pk, record, now)
+    _insert_children(conn, message_pk, record, now, received)
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, int(number) + 1)
 
 
@@ -659,7 +668,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
             conn, int(pk), record, now=record.received, superseded_by="resend", expected_processing=None
         )
     pk = int(inserted[0])
-    _insert_children(conn, pk, record, record.received)
+    _insert_children(conn, pk, record, record.received, record.received)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)
 
 
@@ -1108,6 +1117,34 @@ class PostgresStore:
             (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`),
+        through the ``reports_versions`` and ``reports_accession`` indexes."""
+        require_aware(since, "since")
+        require_aware(until, "until")
+        if until <= since:
+            return ()
+        rows = self._rows(
+            "reading the accessions with versions to pair", MULTI_VERSION_SQL.format(mark="%s"), (since, until)
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`),
+        from the ``reports_versions`` and ``reports_accession`` indexes."""
+        require_aware(since, "since")
+        require_aware(until, "until")
+        for start, end in windows:
+            require_aware(start, "window start")
+            require_aware(end, "window end")
+        if until <= since or not windows:
+            return ()
+        bounds = [t for window in windows for t in window]
+        sql = lone_versions_sql(len(windows), "%s", "::timestamptz", _C)
+        return lone_rows(self._rows("counting the versions that pair with none", sql, (*bounds, since, until)))
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).

@@ -8,10 +8,11 @@ store contract: docs/store.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from listener.store.base import BucketBin, HistoryEntry, MessageSummary, TrafficBin
+from listener.outcomes.history import prelim_minutes, summarize
+from listener.store.base import BucketBin, HistoryEntry, LoneVersions, MessageSummary, TrafficBin
 from listener.store.compact import unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
@@ -122,3 +123,82 @@ def traffic_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime
 def bucket_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> tuple[BucketBin, ...]:
     """BucketBins of the rows of :func:`bucket_mix_sql`."""
     return tuple(BucketBin(moment(start), str(bucket), int(count)) for start, bucket, count in rows)
+
+
+#: The ``reports`` columns of a version summary, in :func:`version_columns`' order (docs/store.md,
+#: "Version summaries").
+VERSION_COLUMNS = ("received", "stage", "clinical_at", "prelim_minutes", "summary")
+#: How many version summaries a schema step back-fills per batch (bounds its memory).
+VERSION_BATCH = 500
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC; a sender time whose UTC form falls outside year 1..9999 is clamped to that range."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return _EARLIEST if value.year == 1 else _LATEST
+
+
+def version_columns(
+    report_json: str, findings_json: str, received: datetime, processed: bool
+) -> tuple[datetime, int | None, datetime, float | None, str]:
+    """The :data:`VERSION_COLUMNS` of a report row.
+
+    Its message's receive time; the report's stage (None when the message is
+    not processed: the row is no version of its accession); its clinical time
+    (the report time, else the receive time); for a preliminary with an
+    observation time, the minutes from that to the clinical time as the
+    scorecard's ``prelim_minutes`` counts them (None otherwise, or when
+    negative); the :meth:`~listener.outcomes.history.ReadSummary.to_text` of
+    its summary.
+    """
+    found = summarize(report_json, findings_json)
+    clinical = _utc(found.report_time) if found.report_time is not None else received
+    return (
+        received,
+        found.stage if processed else None,
+        clinical,
+        prelim_minutes(found.stage, found.observation_time, found.report_time or received),
+        found.to_text(),
+    )
+
+
+def lone_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.lone_versions` over ``reports r``.
+
+    ``mark`` is the backend's placeholder, ``cast`` what follows a window bound
+    placeholder (PostgreSQL types it), ``collate`` what makes ``min()`` of
+    accessions compare by code point. Parameters: each window's bounds, then
+    the receive window. Reads the ``reports_versions`` index over the receive
+    window, and each row's accession in ``reports_accession`` (any other row
+    of the accession, a version or not, leaves it to
+    :meth:`~listener.store.base.Store.multi_version_accessions`).
+    """
+    values = ", ".join(f"({i}, {mark}{cast}, {mark}{cast})" for i in range(windows))
+    return (
+        f"WITH w (i, s, u) AS (VALUES {values})"
+        f" SELECT w.i, r.summary, r.prelim_minutes, count(*), min(r.accession{collate})"
+        " FROM reports r JOIN w ON r.clinical_at >= w.s AND r.clinical_at < w.u"
+        f" WHERE r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
+        f" AND NOT EXISTS ({OTHER_ROW}) GROUP BY w.i, r.summary, r.prelim_minutes"
+    )
+
+
+#: A report row of the same accession as ``reports r`` other than ``r``.
+OTHER_ROW = "SELECT 1 FROM reports o WHERE o.accession = r.accession AND o.id != r.id"
+
+#: :meth:`~listener.store.base.Store.multi_version_accessions`: ``mark`` stands for the placeholder.
+MULTI_VERSION_SQL = (
+    "SELECT DISTINCT r.accession FROM reports r WHERE r.received >= {mark} AND r.received < {mark}"
+    f" AND r.stage IS NOT NULL AND r.accession != '' AND EXISTS ({OTHER_ROW}) ORDER BY r.accession"
+)
+
+
+def lone_rows(rows: Sequence[Sequence[Any]]) -> tuple[LoneVersions, ...]:
+    """LoneVersions of the rows of :func:`lone_versions_sql`."""
+    return tuple(
+        LoneVersions(int(i), str(summary), None if minutes is None else float(minutes), int(count), str(first))
+        for i, summary, minutes, count, first in rows
+    )

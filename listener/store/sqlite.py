@@ -54,6 +54,7 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
+    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -73,12 +74,15 @@ from listener.store.base import (
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
 from listener.store.rows import (
+    MULTI_VERSION_SQL,
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
     bucket_bins,
     bucket_mix_sql,
     by_day,
     history_entry,
+    lone_rows,
+    lone_versions_sql,
     traffic_bins,
     traffic_sql,
 )
@@ -796,6 +800,53 @@ class SQLiteStore:
         )
         return tuple(str(accession) for (accession,) in rows)
 
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The window's accessions with two or more versions (see :meth:`Store.multi_version_accessions`).
+
+        Reads the ``reports_versions`` index over the window and, for each of its
+        rows, the ``reports_accession`` index: no report row is read.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time.
+        """
+        require_aware(since, "since")
+        require_aware(until, "until")
+        if until <= since:
+            return ()
+        rows = self._read(
+            "reading the accessions with versions to pair",
+            MULTI_VERSION_SQL.format(mark="?"),
+            (_ts(since), _ts(until)),
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`).
+
+        From the ``reports_versions`` and ``reports_accession`` indexes alone.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time.
+        """
+        require_aware(since, "since")
+        require_aware(until, "until")
+        for start, end in windows:
+            require_aware(start, "window start")
+            require_aware(end, "window end")
+        if until <= since or not windows:
+            return ()
+        bounds = [_ts(t) for window in windows for t in window]
+        rows = self._read(
+            "counting the versions that pair with none",
+            lone_versions_sql(len(windows), "?"),
+            (*bounds, _ts(since), _ts(until)),
+        )
+        return lone_rows(rows)
+
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
 
@@ -1385,5 +1436,5 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
         )
     pk = cur.lastrowid
     assert pk is not None
-    ops.insert_children(conn, pk, record, received)
+    ops.insert_children(conn, pk, record, received, received)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)
