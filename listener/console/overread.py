@@ -20,10 +20,9 @@ No patient data is shown: reader ids, groups, sites, pools and counts only.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +34,7 @@ from listener.logs import get_logger
 from listener.outcome_data import HistoryContext, collect
 from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, scorecard, spread
 from listener.sites import EMPTY_DIRECTORY
+from listener.store.base import TaskPool
 
 __all__ = ["BY", "CACHE_SECONDS", "STALE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "in_thread", "worklist"]
 
@@ -80,18 +80,11 @@ def in_thread(job: Callable[[], None]) -> None:
     threading.Thread(target=job, name="console-overread", daemon=True).start()
 
 
-def worklist(tasks: list[tuple[Any, datetime | None]]) -> list[dict[str, Any]]:
-    """Open tasks per pool: how many and the oldest receive time, by pool name (``""`` shown as "(no pool)")."""
-    pools: dict[str, dict[str, Any]] = {}
-    for row, completed in tasks:
-        if completed is not None:
-            continue
-        route = json.loads(row.route_json) or {}
-        name = str(route.get("pool") or "") or "(no pool)"
-        pool = pools.setdefault(name, {"pool": name, "open": 0, "oldest": row.received})
-        pool["open"] += 1
-        pool["oldest"] = min(pool["oldest"], row.received)
-    return [pools[name] for name in sorted(pools)]
+def worklist(pools: Sequence[TaskPool]) -> list[dict[str, Any]]:
+    """Open tasks per pool (:meth:`listener.store.base.ReportReader.open_task_pools`): how many and
+    the oldest receive time, by pool name (``""`` shown as "(no pool)")."""
+    rows = [{"pool": p.pool or "(no pool)", "open": p.open, "oldest": p.oldest} for p in pools]
+    return sorted(rows, key=lambda row: str(row["pool"]))
 
 
 def _rate_cell(rate: Rate) -> dict[str, Any]:
@@ -282,7 +275,7 @@ class OverreadPage:
                 }
             )
 
-        tasks = self.queries.tasks(status="requested", pool=None, limit=WORKLIST_LIMIT)
+        pools = self.queries.open_task_pools(limit=WORKLIST_LIMIT)
         return {
             "window": window,
             "window_label": label,
@@ -300,7 +293,7 @@ class OverreadPage:
             "shown": SHOWN,
             "rows": rows,
             "graded_total": sum(r.graded for r in card.rows),
-            "pools": worklist(tasks),
-            "worklist_partial": len(tasks) >= WORKLIST_LIMIT,
+            "pools": worklist(pools),
+            "worklist_partial": sum(p.open for p in pools) >= WORKLIST_LIMIT,
             "worklist_limit": WORKLIST_LIMIT,
         }

@@ -657,6 +657,29 @@ class ReportReader(Protocol):
         """
         ...
 
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks (those of ``tasks(status="requested", pool=None,
+        limit=limit)``) counted by pool, with each pool's oldest receive time; sorted by pool.
+
+        Counted by the database: no report's JSON is read (the console's worklist).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPool:
+    """The open Tasks of one pool (:meth:`ReportReader.open_task_pools`).
+
+    Attributes:
+        pool: the routes' ``pool`` ("" when they name none).
+        open: how many open Tasks.
+        oldest: the earliest receive time among them.
+    """
+
+    pool: str
+    open: int
+    oldest: datetime
+
 
 class SchemaStep(Protocol):
     """One upgrade step an open ran on an older store (the daemon logs each)."""

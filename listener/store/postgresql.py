@@ -72,6 +72,7 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TaskPool,
     TrafficBin,
     audit_target_json,
     require_aware,
@@ -679,6 +680,31 @@ _R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findi
 _R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
 
 
+def _task_filter(status: str | None, pool: str | None) -> tuple[str, list[Any], str]:
+    """The conditions of a Task search over ``reports r`` (see ReportReader.tasks) and their
+    parameters, and the SQL of a Task's completion time."""
+    done = (
+        "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+        " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+        f" AND {_stage('r2')} > {_stage('r')})"
+    )
+    corrections = "(r.route_json::json -> 'corrections')"
+    where = (
+        "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
+        f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
+        " ELSE 0 END) = 0)"
+    )
+    params: list[Any] = []
+    if pool is not None:
+        where += " AND r.route_json::json ->> 'pool' = %s"
+        params.append(pool)
+    if status == "requested":
+        where += f" AND (r.accession = '' OR {done} IS NULL)"
+    elif status == "completed":
+        where += f" AND r.accession != '' AND {done} IS NOT NULL"
+    return where, params, done
+
+
 def _stage(alias: str) -> str:
     """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
     status = f"({alias}.report_json::json ->> 'status')"
@@ -732,31 +758,24 @@ class PostgresReports:
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         """Routed reports that stand for a Task, each with when its Task was completed (see ReportReader.tasks)."""
-        done = (
-            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            f" AND {_stage('r2')} > {_stage('r')})"
-        )
-        corrections = "(r.route_json::json -> 'corrections')"
-        where = (
-            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-            f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
-            " ELSE 0 END) = 0)"
-        )
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND r.route_json::json ->> 'pool' = %s"
-            params.append(pool)
-        if status == "requested":
-            where += f" AND (r.accession = '' OR {done} IS NULL)"
-        elif status == "completed":
-            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        where, params, done = _task_filter(status, pool)
         sql = (
             f"SELECT {_R_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
             f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
         )
         rows = self._reader.rows("searching tasks", sql, (*params, limit))
         return [(_stored(row), _opt_utc(row[8])) for row in rows]
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks counted by pool (see ReportReader.open_task_pools)."""
+        where, params, _ = _task_filter("requested", None)
+        sql = (
+            "SELECT pool, count(*), min(received) FROM (SELECT"
+            " coalesce(r.route_json::json ->> 'pool', '') AS pool, m.received AS received"
+            f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s) AS open GROUP BY pool"
+        )
+        rows = self._reader.rows("counting open tasks", sql, (*params, limit))
+        return sorted((TaskPool(str(pool), int(n), _utc(oldest)) for pool, n, oldest in rows), key=lambda p: p.pool)
 
     def close(self) -> None:
         """Close the read connection."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.base import StoredReport
+from listener.store.base import StoredReport, TaskPool
 from listener.store.compact import join_route, register_functions, unpack_json
 
 __all__ = ["ReportQueries", "StoredReport"]
@@ -136,25 +136,20 @@ class ReportQueries:
         transport) does not complete it. Until then it is open (None).
         ``status``: "requested" (open only), "completed", or None (both).
         """
-        done = (
-            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            f" AND {_stage('r2')} > {_stage('r')})"
-        )
-        where = (
-            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-            " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)"
-        )
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND json_extract(r.route_json, '$.pool') = ?"
-            params.append(pool)
-        if status == "requested":
-            where += f" AND (r.accession = '' OR {done} IS NULL)"
-        elif status == "completed":
-            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        where, params, done = _task_filter(status, pool)
         sql = f"SELECT {_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
         return [(_stored(row), _time(row[8]) if row[8] else None) for row in self._select(sql, (*params, limit))]
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks counted by pool (see ReportReader.open_task_pools)."""
+        where, params, _ = _task_filter("requested", None)
+        sql = (
+            "SELECT pool, count(*), min(received) FROM (SELECT"
+            " coalesce(json_extract(r.route_json, '$.pool'), '') AS pool, m.received AS received"
+            f" {_FROM} {where} ORDER BY r.id DESC LIMIT ?) AS open GROUP BY pool"
+        )
+        rows = self._select(sql, (*params, limit))
+        return sorted((TaskPool(str(pool), int(n), _time(oldest)) for pool, n, oldest in rows), key=lambda p: p.pool)
 
     def close(self) -> None:
         """Close the read connection."""
@@ -162,3 +157,26 @@ class ReportQueries:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _task_filter(status: str | None, pool: str | None) -> tuple[str, list[Any], str]:
+    """The conditions of :meth:`ReportQueries.tasks` over ``reports r`` and their parameters, and
+    the SQL of a Task's completion time."""
+    done = (
+        "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+        " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+        f" AND {_stage('r2')} > {_stage('r')})"
+    )
+    where = (
+        "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
+        " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)"
+    )
+    params: list[Any] = []
+    if pool is not None:
+        where += " AND json_extract(r.route_json, '$.pool') = ?"
+        params.append(pool)
+    if status == "requested":
+        where += f" AND (r.accession = '' OR {done} IS NULL)"
+    elif status == "completed":
+        where += f" AND r.accession != '' AND {done} IS NOT NULL"
+    return where, params, done

@@ -54,6 +54,7 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TaskPool,
     TrafficBin,
     audit_target_json,
     bin_start,
@@ -470,6 +471,15 @@ class MemoryReports:
             return found[:limit]
 
         return self._store.read(search)
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        pools: dict[str, TaskPool] = {}
+        for row, _ in self.tasks(status="requested", pool=None, limit=limit):
+            name = str(_json_field(row.route_json, "pool") or "")
+            found = pools.get(name)
+            oldest = row.received if found is None else min(found.oldest, row.received)
+            pools[name] = TaskPool(name, (found.open if found else 0) + 1, oldest)
+        return [pools[name] for name in sorted(pools)]
 
 
 # ------------------------------------------------------------------ the store
