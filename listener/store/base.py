@@ -43,6 +43,20 @@ SCORE_SOURCES: tuple[str, ...] = get_args(ScoreSource)
 SCORER_MAX = 200
 
 
+def open_windows(since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]] = ()) -> bool:
+    """Whether ``[since, until)`` holds anything; refuse a naive bound of it or of ``windows``.
+
+    Raises:
+        ValueError: a naive time.
+    """
+    require_aware(since, "since")
+    require_aware(until, "until")
+    for start, end in windows:
+        require_aware(start, "window start")
+        require_aware(end, "window end")
+    return since < until
+
+
 def require_aware(value: datetime, name: str) -> None:
     """Refuse a naive datetime.
 

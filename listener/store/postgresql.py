@@ -75,6 +75,7 @@ from listener.store.base import (
     TaskPool,
     TrafficBin,
     audit_target_json,
+    open_windows,
     require_aware,
     require_step,
 )
@@ -102,6 +103,7 @@ from listener.store.rows import (
     lone_rows,
     lone_versions_sql,
     message_summary,
+    task_filter,
     traffic_bins,
     traffic_sql,
     version_columns,
@@ -681,28 +683,16 @@ _R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state =
 
 
 def _task_filter(status: str | None, pool: str | None) -> tuple[str, list[Any], str]:
-    """The conditions of a Task search over ``reports r`` (see ReportReader.tasks) and their
-    parameters, and the SQL of a Task's completion time."""
-    done = (
-        "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-        " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-        f" AND {_stage('r2')} > {_stage('r')})"
-    )
+    """:func:`listener.store.rows.task_filter` in PostgreSQL's SQL."""
     corrections = "(r.route_json::json -> 'corrections')"
-    where = (
-        "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-        f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
-        " ELSE 0 END) = 0)"
+    return task_filter(
+        status,
+        pool,
+        stage=_stage,
+        corrections=f"(CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections}) ELSE 0 END)",
+        pool_of="r.route_json::json ->> 'pool'",
+        mark="%s",
     )
-    params: list[Any] = []
-    if pool is not None:
-        where += " AND r.route_json::json ->> 'pool' = %s"
-        params.append(pool)
-    if status == "requested":
-        where += f" AND (r.accession = '' OR {done} IS NULL)"
-    elif status == "completed":
-        where += f" AND r.accession != '' AND {done} IS NOT NULL"
-    return where, params, done
 
 
 def _stage(alias: str) -> str:
@@ -1140,9 +1130,7 @@ class PostgresStore:
     def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
         """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`),
         through the ``reports_versions`` and ``reports_accession`` indexes."""
-        require_aware(since, "since")
-        require_aware(until, "until")
-        if until <= since:
+        if not open_windows(since, until):
             return ()
         rows = self._rows(
             "reading the accessions with versions to pair", MULTI_VERSION_SQL.format(mark="%s"), (since, until)
@@ -1154,12 +1142,7 @@ class PostgresStore:
     ) -> tuple[LoneVersions, ...]:
         """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`),
         from the ``reports_versions`` and ``reports_accession`` indexes."""
-        require_aware(since, "since")
-        require_aware(until, "until")
-        for start, end in windows:
-            require_aware(start, "window start")
-            require_aware(end, "window end")
-        if until <= since or not windows:
+        if not open_windows(since, until, windows) or not windows:
             return ()
         bounds = [t for window in windows for t in window]
         sql = lone_versions_sql(len(windows), "%s", "::timestamptz", _C)

@@ -22,6 +22,7 @@ from typing import Any
 from listener.errors import StoreError
 from listener.store.base import StoredReport, TaskPool
 from listener.store.compact import join_route, register_functions, unpack_json
+from listener.store.rows import task_filter
 
 __all__ = ["ReportQueries", "StoredReport"]
 
@@ -160,23 +161,12 @@ class ReportQueries:
 
 
 def _task_filter(status: str | None, pool: str | None) -> tuple[str, list[Any], str]:
-    """The conditions of :meth:`ReportQueries.tasks` over ``reports r`` and their parameters, and
-    the SQL of a Task's completion time."""
-    done = (
-        "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-        " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-        f" AND {_stage('r2')} > {_stage('r')})"
+    """:func:`listener.store.rows.task_filter` in SQLite's SQL."""
+    return task_filter(
+        status,
+        pool,
+        stage=_stage,
+        corrections="coalesce(json_array_length(r.route_json, '$.corrections'), 0)",
+        pool_of="json_extract(r.route_json, '$.pool')",
+        mark="?",
     )
-    where = (
-        "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-        " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)"
-    )
-    params: list[Any] = []
-    if pool is not None:
-        where += " AND json_extract(r.route_json, '$.pool') = ?"
-        params.append(pool)
-    if status == "requested":
-        where += f" AND (r.accession = '' OR {done} IS NULL)"
-    elif status == "completed":
-        where += f" AND r.accession != '' AND {done} IS NOT NULL"
-    return where, params, done

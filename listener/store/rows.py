@@ -196,6 +196,33 @@ MULTI_VERSION_SQL = (
 )
 
 
+def task_filter(
+    status: str | None, pool: str | None, *, stage: Callable[[str], str], corrections: str, pool_of: str, mark: str
+) -> tuple[str, list[Any], str]:
+    """The conditions of a Task search over ``reports r`` joined to ``messages m``
+    (:meth:`~listener.store.base.ReportReader.tasks`) and their parameters, and the SQL of a
+    Task's completion time.
+
+    The backend gives its SQL for a report's ``stage`` (by table alias), for the number of
+    ``corrections`` in ``r``'s route, for the ``pool`` of ``r``'s route, and its placeholder.
+    """
+    done = (
+        "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+        " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+        f" AND {stage('r2')} > {stage('r')})"
+    )
+    where = f"AND r.route_json != 'null' AND NOT (r.bucket = 'release' AND {corrections} = 0)"
+    params: list[Any] = []
+    if pool is not None:
+        where += f" AND {pool_of} = {mark}"
+        params.append(pool)
+    if status == "requested":
+        where += f" AND (r.accession = '' OR {done} IS NULL)"
+    elif status == "completed":
+        where += f" AND r.accession != '' AND {done} IS NOT NULL"
+    return where, params, done
+
+
 def lone_rows(rows: Sequence[Sequence[Any]]) -> tuple[LoneVersions, ...]:
     """LoneVersions of the rows of :func:`lone_versions_sql`."""
     return tuple(

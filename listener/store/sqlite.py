@@ -68,6 +68,7 @@ from listener.store.base import (
     ScoreRecord,
     StoredScore,
     TrafficBin,
+    open_windows,
     require_aware,
     require_step,
 )
@@ -801,7 +802,7 @@ class SQLiteStore:
         return tuple(str(accession) for (accession,) in rows)
 
     def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
-        """The window's accessions with two or more versions (see :meth:`Store.multi_version_accessions`).
+        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`).
 
         Reads the ``reports_versions`` index over the window and, for each of its
         rows, the ``reports_accession`` index: no report row is read.
@@ -810,9 +811,7 @@ class SQLiteStore:
             StoreError: the store cannot be read.
             ValueError: a naive time.
         """
-        require_aware(since, "since")
-        require_aware(until, "until")
-        if until <= since:
+        if not open_windows(since, until):
             return ()
         rows = self._read(
             "reading the accessions with versions to pair",
@@ -832,12 +831,7 @@ class SQLiteStore:
             StoreError: the store cannot be read.
             ValueError: a naive time.
         """
-        require_aware(since, "since")
-        require_aware(until, "until")
-        for start, end in windows:
-            require_aware(start, "window start")
-            require_aware(end, "window end")
-        if until <= since or not windows:
+        if not open_windows(since, until, windows) or not windows:
             return ()
         bounds = [_ts(t) for window in windows for t in window]
         rows = self._read(

@@ -58,6 +58,7 @@ from listener.store.base import (
     TrafficBin,
     audit_target_json,
     bin_start,
+    open_windows,
     require_aware,
     require_step,
 )
@@ -700,11 +701,7 @@ class MemoryStore:
     def lone_versions(
         self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
     ) -> tuple[LoneVersions, ...]:
-        require_aware(since, "since")
-        require_aware(until, "until")
-        for start, end in windows:
-            require_aware(start, "window start")
-            require_aware(end, "window end")
+        open_windows(since, until, windows)
 
         def select() -> tuple[LoneVersions, ...]:
             rows = Counter(r.row.accession for r in self.tables.reports)
