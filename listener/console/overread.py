@@ -2,13 +2,16 @@
 
 Layer: a page object; its call runs on a thread and reads the store. The figures come from
 the store's aggregates (:meth:`listener.store.base.Store.bucket_mix`,
-:meth:`listener.store.base.ReportReader.tasks`) and from the graded chains the scorecard reads
-(:func:`listener.outcome_data.collect`, :func:`listener.outcomes.scorecard.scorecard`), so the
-page shows the numbers ``overread scorecard`` and ``/api/scorecard`` give.
+:meth:`listener.store.base.ReportReader.open_task_pools`) and from the graded chains and counted
+lone versions the scorecard reads (:func:`listener.outcome_data.collect`,
+:func:`listener.outcomes.scorecard.scorecard`), so the page shows the numbers ``overread
+scorecard`` and ``/api/scorecard`` give.
 
-Grading a window's chains reads every accession received in it; on a large store that takes
-tens of seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed
-document, keyed by the window, the grouping and the minimum of graded reads, with the store's
+The database counts the window's lone versions and the worklist's open tasks; only accessions
+with more than one version are chained and graded, a pair not yet in the comparisons cache
+decoded again (tens of milliseconds each): a quarter of a second of CPU for 100,000 lone
+versions, more for many new pairs (docs/benchmarks.md, "Console pages"). :class:`OverreadPage`
+keeps each computed document, keyed by the window, the grouping and the minimum of graded reads, with the store's
 newest message pk it saw: it is current while no message arrived, for :data:`CACHE_SECONDS`;
 then it is shown while a new one is computed in the background (past :data:`STALE_SECONDS` the
 page says how old it is). The default view is computed in the background as soon as the console
