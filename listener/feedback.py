@@ -26,7 +26,6 @@ from typing import Any
 from listener.history import HistoryContext, history_document
 from listener.outcome_data import Collected, collect
 from listener.outcomes.contracts import ContractTargets
-from listener.outcomes.scorecard import scorecard
 from listener.sites import Directory
 from listener.store.base import Store
 
@@ -399,9 +398,7 @@ def _qa_example(store: Store, accession: str, message_pk: int, seq: int, categor
 def _row(
     found: Collected, directory: Directory, since: datetime, until: datetime, **kwargs: Any
 ) -> dict[str, Any] | None:
-    lone = found.lone_in(since, until)
-    card = scorecard(found.outcomes, by="group", directory=directory, since=since, until=until, lone=lone, **kwargs)
-    rows = card.to_json()["rows"]
+    rows = found.scorecard(by="group", directory=directory, since=since, until=until, **kwargs).to_json()["rows"]
     return dict(rows[0]) if rows else None
 
 

@@ -45,7 +45,9 @@ from listener.model import Finding, Report
 from listener.outcomes import OutcomeRules, compare
 from listener.outcomes.graded import AccessionOutcome, GradedPair, LoneReads
 from listener.outcomes.history import Pair, ReadSummary, VersionChain, build_chain, summary_from_text
+from listener.outcomes.scorecard import Scorecard, scorecard
 from listener.pipeline import Pipeline, process, process_fhir
+from listener.sites import Directory
 from listener.store.base import HISTORY_LIMIT, CachedComparison, HistoryEntry, Store, StoredScore, require_aware
 
 __all__ = [
@@ -335,6 +337,34 @@ class Collected:
             return self.lone[(since, until)]
         except KeyError:
             raise ValueError(f"lone versions were not counted for {since.isoformat()} to {until.isoformat()}") from None
+
+    def scorecard(
+        self,
+        *,
+        by: str,
+        directory: Directory,
+        since: datetime,
+        until: datetime,
+        min_reads: int = 30,
+        only: str | None = None,
+    ) -> Scorecard:
+        """The scorecard of the chains and of the lone versions of ``[since, until)``
+        (:func:`listener.outcomes.scorecard.scorecard`; the window must be one :func:`collect` was asked for).
+
+        Raises:
+            ValueError: the window was not asked for, or a :func:`~listener.outcomes.scorecard.scorecard` refusal.
+        """
+        lone = self.lone_in(since, until)
+        return scorecard(
+            self.outcomes,
+            by=by,
+            directory=directory,
+            since=since,
+            until=until,
+            min_reads=min_reads,
+            only=only,
+            lone=lone,
+        )
 
 
 def collect(

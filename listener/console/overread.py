@@ -35,7 +35,7 @@ from listener.console.charts import bars, lines
 from listener.console.web import Ctx, Reply
 from listener.logs import get_logger
 from listener.outcome_data import HistoryContext, collect
-from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, scorecard, spread
+from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, spread
 from listener.sites import EMPTY_DIRECTORY
 from listener.store.base import TaskPool
 
@@ -228,7 +228,7 @@ class OverreadPage:
         pipeline = self.pipeline()
         context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
         found = collect(self.store, context, since=since, until=now)
-        outcomes, lone = found.outcomes, found.lone_in(since, now)
+        outcomes = found.outcomes
         turn_since = window_start(now, step, days // 7) if step == "week" else since
         turn_starts = bin_starts(turn_since, now, step)
         per_bin: list[list[float]] = [[] for _ in turn_starts]
@@ -251,12 +251,10 @@ class OverreadPage:
             )
 
         directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
-        card = scorecard(outcomes, by=by, directory=directory, since=since, until=now, min_reads=min_reads, lone=lone)
+        card = found.scorecard(by=by, directory=directory, since=since, until=now, min_reads=min_reads)
         groups: dict[str, ScorecardRow] = {}
         if by == "reader":
-            group_card = scorecard(
-                outcomes, by="group", directory=directory, since=since, until=now, min_reads=min_reads, lone=lone
-            )
+            group_card = found.scorecard(by="group", directory=directory, since=since, until=now, min_reads=min_reads)
             groups = {r.key: r for r in group_card.rows}
         rows = []
         for r in card.rows:

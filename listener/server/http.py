@@ -1046,20 +1046,12 @@ class _ApiQuery(_Endpoint):
 
         def card() -> HttpAnswer:
             from listener.outcome_data import HistoryContext, collect
-            from listener.outcomes.scorecard import scorecard
             from listener.sites import EMPTY_DIRECTORY
 
             found = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
             directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
-            result = scorecard(
-                found.outcomes,
-                by=by,
-                directory=directory,
-                since=since,
-                until=until,
-                min_reads=min_reads,
-                only=only,
-                lone=found.lone_in(since, until),
+            result = found.scorecard(
+                by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
             )
             return _api_json(result.to_json())
 

@@ -137,15 +137,7 @@ def test_collect_gives_the_scorecards_of_every_decoded_chain(
     for since, until in ((SINCE, UNTIL), *weeks):
         for by in BY:
             expected = scorecard(reference, by=by, directory=directory, since=since, until=until, min_reads=2)
-            got = scorecard(
-                found.outcomes,
-                by=by,
-                directory=directory,
-                since=since,
-                until=until,
-                min_reads=2,
-                lone=found.lone_in(since, until),
-            )
+            got = found.scorecard(by=by, directory=directory, since=since, until=until, min_reads=2)
             assert got.to_json() == expected.to_json(), (by, since)
     assert prelim_to_final(found.outcomes, since=SINCE, until=UNTIL) == prelim_to_final(
         reference, since=SINCE, until=UNTIL
