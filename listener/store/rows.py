@@ -432,9 +432,10 @@ class ReportSearchSql:
         return f"{where} AND {self.field('r.route_json', 'pool')} = {self.mark}"
 
     def stage(self, alias: str) -> str:
-        """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-        status = self.field(self.report(alias), "status")
-        return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+        """SQL for how far a stored report of a processed message stands: 0 preliminary (or other),
+        1 final, 2 corrected/amended; read from its version summary's ``stage`` (docs/store.md,
+        "Version summaries"), not from its JSON."""
+        return f"(CASE {alias}.stage WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE 0 END)"
 
     def routed(self, pool: str | None) -> tuple[str, list[object]]:
         """Reports with a route (optionally to one pool): the statement (its last parameter is the
