@@ -10,8 +10,8 @@ runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console c
 thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
 and the maximum wall time and the median CPU time (``time.process_time``: the machine is shared,
 so CPU is the figure to compare) are printed, in ms. Each page is timed twice: with a new page object each
-run (the overview counts every bin, the overread page computes its document; ``--computed-runs``
-of those) and with the console's own page object (the overview's closed bins and the overread
+run (the overview counts every bin, the overread page computes its document, by reader for
+each window and by group and site over 90 days; ``--computed-runs`` of those) and with the console's own page object (the overview's closed bins and the overread
 document kept from the run before). The policy page is timed showing the live rules, and running
 the what-if of samples/policies/stricter.yaml (at most 2,000 accessions of the window replayed).
 Last, ``listener.outcome_data.collect`` alone over 90 days, as the overread page calls it.
@@ -115,6 +115,14 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
                 f"overread {window} by reader, computed",
                 computed_runs,
                 fresh(lambda: OverreadPage(found), "overread", {"window": window}),
+            )
+        )
+    for by in ("group", "site"):
+        cases.append(
+            (
+                f"overread 90d by {by}, computed",
+                computed_runs,
+                fresh(lambda: OverreadPage(found), "overread", {"window": "90d", "by": by}),
             )
         )
     cases.append(("overread 90d by reader, kept", runs, page("overread", {"window": "90d"})))

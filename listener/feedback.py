@@ -24,10 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from listener.history import HistoryContext, history_document
-from listener.outcome_data import collect
+from listener.outcome_data import Collected, collect
 from listener.outcomes.contracts import ContractTargets
-from listener.outcomes.graded import AccessionOutcome
-from listener.outcomes.scorecard import scorecard
 from listener.sites import Directory
 from listener.store.base import Store
 
@@ -397,8 +395,10 @@ def _qa_example(store: Store, accession: str, message_pk: int, seq: int, categor
     return None
 
 
-def _row(outcomes: Sequence[AccessionOutcome], **kwargs: Any) -> dict[str, Any] | None:
-    rows = scorecard(outcomes, by="group", **kwargs).to_json()["rows"]
+def _row(
+    found: Collected, directory: Directory, since: datetime, until: datetime, **kwargs: Any
+) -> dict[str, Any] | None:
+    rows = found.scorecard(by="group", directory=directory, since=since, until=until, **kwargs).to_json()["rows"]
     return dict(rows[0]) if rows else None
 
 
@@ -423,14 +423,22 @@ def feedback_document(
         StoreError: the store cannot be read.
     """
     folded = group.strip().casefold()
-    outcomes = collect(store, ctx, since=since, until=until)
-    row = _row(outcomes, directory=directory, since=since, until=until, min_reads=min_reads, only=group)
-    weeks = [
-        (s, u, _row(outcomes, directory=directory, since=s, until=u, min_reads=min_reads, only=group))
-        for s, u in weeks_of(since, until)
-    ]
+    week_windows = weeks_of(since, until)
+    found = collect(store, ctx, since=since, until=until, windows=week_windows)
+    outcomes = found.outcomes
+    row = _row(found, directory, since, until, min_reads=min_reads, only=group)
+    weeks = [(s, u, _row(found, directory, s, u, min_reads=min_reads, only=group)) for s, u in week_windows]
     wanted: dict[str, list[tuple[int, int]]] = {}
     examples: dict[str, tuple[str, int, int]] = {}
+    # The first accession (in order) with a read of the category: a lone version's
+    # accession competes with the chains' (its one row is read below when it wins).
+    lone_first: dict[str, str] = {}
+    for reads in found.lone_in(since, until):
+        if group_of(directory, reads.reader_id).casefold() != folded:
+            continue
+        for category in reads.summary.categories:
+            if category not in lone_first or reads.first_accession < lone_first[category]:
+                lone_first[category] = reads.first_accession
     for outcome in outcomes:
         for version in outcome.chain.versions:
             if group_of(directory, version.reader_id).casefold() != folded:
@@ -458,6 +466,11 @@ def feedback_document(
                 "1",
             ):
                 cases.append(_case(doc, item, secrets))
+    for category, accession in lone_first.items():
+        if category not in examples or accession < examples[category][0]:
+            (entry,) = store.report_history(accession, limit=1) or (None,)
+            if entry is not None:
+                examples[category] = (accession, entry.message_pk, entry.seq)
     qa_examples = {}
     for category, (accession, message_pk, seq) in sorted(examples.items()):
         example = _qa_example(store, accession, message_pk, seq, category)

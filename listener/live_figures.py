@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from listener.outcome_data import HistoryContext, collect
-from listener.outcomes.graded import AccessionOutcome
+from listener.outcomes.graded import AccessionOutcome, LoneReads
 from listener.outcomes.scorecard import NO_GROUP, NO_READER, NOT_IN_DIRECTORY, Scorecard, scorecard
 from listener.sites import EMPTY_DIRECTORY, Directory, LiveFigures, ReaderHistory
 from listener.store.base import Store
@@ -44,19 +44,29 @@ def compute_live_figures(store: Store, ctx: HistoryContext, *, until: datetime, 
         StoreError: the store cannot be read.
     """
     since = until - timedelta(days=window_days)
-    outcomes = collect(store, ctx, since=since, until=until)
+    found = collect(store, ctx, since=since, until=until)
     qa = ctx.pipeline.qa
     directory = qa.directory if qa is not None else EMPTY_DIRECTORY
-    return figures_of(outcomes, directory, since=since, until=until, label=window_label(window_days, until))
+    label = window_label(window_days, until)
+    return figures_of(
+        found.outcomes, directory, since=since, until=until, label=label, lone=found.lone_in(since, until)
+    )
 
 
 def figures_of(
-    outcomes: Sequence[AccessionOutcome], directory: Directory, *, since: datetime, until: datetime, label: str
+    outcomes: Sequence[AccessionOutcome],
+    directory: Directory,
+    *,
+    since: datetime,
+    until: datetime,
+    label: str,
+    lone: Sequence[LoneReads] = (),
 ) -> LiveFigures:
     """Per-reader and per-group figures of already graded accessions (``overread simulate`` reads
-    its window's this way, without grading them twice); ``label`` names their source."""
-    by_reader = scorecard(outcomes, by="reader", directory=directory, since=since, until=until, min_reads=1)
-    by_group = scorecard(outcomes, by="group", directory=directory, since=since, until=until, min_reads=1)
+    its window's this way, without grading them twice) and of lone versions counted over
+    ``[since, until)`` (:meth:`listener.outcome_data.Collected.lone_in`); ``label`` names their source."""
+    by_reader = scorecard(outcomes, by="reader", directory=directory, since=since, until=until, min_reads=1, lone=lone)
+    by_group = scorecard(outcomes, by="group", directory=directory, since=since, until=until, min_reads=1, lone=lone)
     readers = _histories(by_reader, str.upper, {NO_READER})
     groups = _histories(by_group, str, {NOT_IN_DIRECTORY, NO_GROUP})
     return LiveFigures(readers, groups, label)

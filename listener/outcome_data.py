@@ -22,7 +22,9 @@ One implementation grades a pair for every reader (docs/outcomes.md,
   latest recorded one on a pair is its explicit grade.
 
 :func:`collect` grades every accession with a report received in a window
-(:class:`listener.outcomes.graded.AccessionOutcome`);
+(:class:`listener.outcomes.graded.AccessionOutcome`), and counts those with a
+single version from the store's version summaries
+(:class:`listener.outcomes.graded.LoneReads`: no pair, nothing to grade);
 :func:`listener.history.history_document` grades one accession for
 ``overread history``.
 """
@@ -41,15 +43,18 @@ from listener import __version__
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.model import Finding, Report
 from listener.outcomes import OutcomeRules, compare
-from listener.outcomes.graded import AccessionOutcome, GradedPair
-from listener.outcomes.history import Pair, VersionChain, build_chain
+from listener.outcomes.graded import AccessionOutcome, GradedPair, LoneReads
+from listener.outcomes.history import Pair, ReadSummary, VersionChain, build_chain, summary_from_text
+from listener.outcomes.scorecard import Scorecard, scorecard
 from listener.pipeline import Pipeline, process, process_fhir
+from listener.sites import Directory
 from listener.store.base import HISTORY_LIMIT, CachedComparison, HistoryEntry, Store, StoredScore, require_aware
 
 __all__ = [
     "CHUNK",
     "KEY_VERSION",
     "ChainComparisons",
+    "Collected",
     "HistoryContext",
     "PairComparison",
     "collect",
@@ -307,9 +312,77 @@ def graded_pair(compared: PairComparison, scores: Sequence[StoredScore]) -> Grad
     )
 
 
-def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: datetime) -> tuple[AccessionOutcome, ...]:
-    """Every accession with a stored report received in ``[since, until)``: its whole chain (also its
-    versions outside the window) with each pair graded; sorted by accession.
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A window's accessions graded (:func:`collect`).
+
+    Attributes:
+        outcomes: the chains, each pair graded, of the accessions with another
+            stored report row (sorted by accession).
+        lone: the other accessions' versions (one each, which pairs with none)
+            counted from the store's version summaries, for each clinical window
+            asked (``(since, until)`` -> the counts).
+    """
+
+    outcomes: tuple[AccessionOutcome, ...]
+    lone: Mapping[tuple[datetime, datetime], tuple[LoneReads, ...]]
+
+    def lone_in(self, since: datetime, until: datetime) -> tuple[LoneReads, ...]:
+        """The lone versions whose clinical time is in ``[since, until)`` (a window :func:`collect` was asked for).
+
+        Raises:
+            ValueError: the window was not asked for.
+        """
+        try:
+            return self.lone[(since, until)]
+        except KeyError:
+            raise ValueError(f"lone versions were not counted for {since.isoformat()} to {until.isoformat()}") from None
+
+    def scorecard(
+        self,
+        *,
+        by: str,
+        directory: Directory,
+        since: datetime,
+        until: datetime,
+        min_reads: int = 30,
+        only: str | None = None,
+    ) -> Scorecard:
+        """The scorecard of the chains and of the lone versions of ``[since, until)``
+        (:func:`listener.outcomes.scorecard.scorecard`; the window must be one :func:`collect` was asked for).
+
+        Raises:
+            ValueError: the window was not asked for, or a :func:`~listener.outcomes.scorecard.scorecard` refusal.
+        """
+        lone = self.lone_in(since, until)
+        return scorecard(
+            self.outcomes,
+            by=by,
+            directory=directory,
+            since=since,
+            until=until,
+            min_reads=min_reads,
+            only=only,
+            lone=lone,
+        )
+
+
+def collect(
+    store: Store,
+    ctx: HistoryContext,
+    *,
+    since: datetime,
+    until: datetime,
+    windows: Sequence[tuple[datetime, datetime]] = (),
+) -> Collected:
+    """Every accession with a stored report received in ``[since, until)``, graded.
+
+    An accession with another stored report row gets its whole chain (also its
+    versions outside the window) with each pair graded; the others, whose one
+    version pairs with none, are counted from the store's version summaries
+    (never decoded) for ``[since, until)`` and each of ``windows`` by clinical
+    time (docs/outcomes.md, "Scorecards: where the figures come from"). The
+    work is the chains' rows and one count of the window's versions.
 
     At most :data:`listener.store.base.HISTORY_LIMIT` report rows and
     explicit scores of one accession are read (``overread history``'s bound).
@@ -321,7 +394,8 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
         StoreError: the store cannot be read (or the cache written).
         ValueError: a naive time.
     """
-    accessions = store.accessions_received(since, until)
+    asked = list(dict.fromkeys([(since, until), *windows]))
+    accessions = store.multi_version_accessions(since, until)
     out = []
     for start in range(0, len(accessions), CHUNK):
         histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
@@ -336,4 +410,13 @@ def collect(store: Store, ctx: HistoryContext, *, since: datetime, until: dateti
             placed, _ = place_scores(scores.get(chain.accession, ()), chain)
             graded = tuple(graded_pair(c, s) for c, s in zip(compared.pairs, placed, strict=True))
             out.append(AccessionOutcome(chain, graded))
-    return tuple(out)
+    summaries: dict[str, ReadSummary] = {}
+    lone: dict[tuple[datetime, datetime], list[LoneReads]] = {window: [] for window in asked}
+    for found in store.lone_versions(since, until, asked):
+        summary = summaries.get(found.summary)
+        if summary is None:
+            summary = summaries[found.summary] = summary_from_text(found.summary, None, None)
+        lone[asked[found.window]].append(LoneReads(summary, found.prelim_minutes, found.count, found.first_accession))
+    for reads in lone.values():
+        reads.sort(key=lambda r: (r.first_accession, r.summary.to_text(), r.prelim_minutes or 0.0))
+    return Collected(tuple(out), {window: tuple(reads) for window, reads in lone.items()})

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from listener.cli_common import parse_window
 from listener.config import Config
 from listener.errors import StoreError
-from listener.outcomes.scorecard import BY, Scorecard, render_csv, render_text, scorecard
+from listener.outcomes.scorecard import BY, Scorecard, render_csv, render_text
 from listener.sites import EMPTY_DIRECTORY
 
 __all__ = ["DEFAULT_SINCE", "add_scorecard_parser", "cmd_scorecard", "subject_of"]
@@ -110,13 +110,13 @@ def cmd_scorecard(args: argparse.Namespace, config: Config, out: TextIO, now: da
     except StoreError as exc:
         return fail(str(exc))
     try:
-        outcomes = collect(store, ctx, since=since, until=until)
+        collected = collect(store, ctx, since=since, until=until)
     except StoreError as exc:
         return fail(str(exc))
     finally:
         store.close()
-    card = scorecard(
-        outcomes, by=by, directory=directory, since=since, until=until, min_reads=args.min_reads, only=only
+    card = collected.scorecard(
+        by=by, directory=directory, since=since, until=until, min_reads=args.min_reads, only=only
     )
     write_scorecard(out, card, args.format)
     if only is not None and not card.rows:

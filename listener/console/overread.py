@@ -2,13 +2,16 @@
 
 Layer: a page object; its call runs on a thread and reads the store. The figures come from
 the store's aggregates (:meth:`listener.store.base.Store.bucket_mix`,
-:meth:`listener.store.base.ReportReader.tasks`) and from the graded chains the scorecard reads
-(:func:`listener.outcome_data.collect`, :func:`listener.outcomes.scorecard.scorecard`), so the
-page shows the numbers ``overread scorecard`` and ``/api/scorecard`` give.
+:meth:`listener.store.base.ReportReader.open_task_pools`) and from the graded chains and counted
+lone versions the scorecard reads (:func:`listener.outcome_data.collect`,
+:func:`listener.outcomes.scorecard.scorecard`), so the page shows the numbers ``overread
+scorecard`` and ``/api/scorecard`` give.
 
-Grading a window's chains reads every accession received in it; on a large store that takes
-tens of seconds (docs/benchmarks.md, "Console pages"). :class:`OverreadPage` keeps each computed
-document, keyed by the window, the grouping and the minimum of graded reads, with the store's
+The database counts the window's lone versions and the worklist's open tasks; only accessions
+with more than one version are chained and graded, a pair not yet in the comparisons cache
+decoded again (tens of milliseconds each): a quarter of a second of CPU for 100,000 lone
+versions, more for many new pairs (docs/benchmarks.md, "Console pages"). :class:`OverreadPage`
+keeps each computed document, keyed by the window, the grouping and the minimum of graded reads, with the store's
 newest message pk it saw: it is current while no message arrived, for :data:`CACHE_SECONDS`;
 then it is shown while a new one is computed in the background (past :data:`STALE_SECONDS` the
 page says how old it is). The default view is computed in the background as soon as the console
@@ -20,10 +23,9 @@ No patient data is shown: reader ids, groups, sites, pools and counts only.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,8 +35,9 @@ from listener.console.charts import bars, lines
 from listener.console.web import Ctx, Reply
 from listener.logs import get_logger
 from listener.outcome_data import HistoryContext, collect
-from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, scorecard, spread
+from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, spread
 from listener.sites import EMPTY_DIRECTORY
+from listener.store.base import TaskPool
 
 __all__ = ["BY", "CACHE_SECONDS", "STALE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "in_thread", "worklist"]
 
@@ -80,18 +83,11 @@ def in_thread(job: Callable[[], None]) -> None:
     threading.Thread(target=job, name="console-overread", daemon=True).start()
 
 
-def worklist(tasks: list[tuple[Any, datetime | None]]) -> list[dict[str, Any]]:
-    """Open tasks per pool: how many and the oldest receive time, by pool name (``""`` shown as "(no pool)")."""
-    pools: dict[str, dict[str, Any]] = {}
-    for row, completed in tasks:
-        if completed is not None:
-            continue
-        route = json.loads(row.route_json) or {}
-        name = str(route.get("pool") or "") or "(no pool)"
-        pool = pools.setdefault(name, {"pool": name, "open": 0, "oldest": row.received})
-        pool["open"] += 1
-        pool["oldest"] = min(pool["oldest"], row.received)
-    return [pools[name] for name in sorted(pools)]
+def worklist(pools: Sequence[TaskPool]) -> list[dict[str, Any]]:
+    """Open tasks per pool (:meth:`listener.store.base.ReportReader.open_task_pools`): how many and
+    the oldest receive time, by pool name (``""`` shown as "(no pool)")."""
+    rows = [{"pool": p.pool or "(no pool)", "open": p.open, "oldest": p.oldest} for p in pools]
+    return sorted(rows, key=lambda row: str(row["pool"]))
 
 
 def _rate_cell(rate: Rate) -> dict[str, Any]:
@@ -231,7 +227,8 @@ class OverreadPage:
 
         pipeline = self.pipeline()
         context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
-        outcomes = collect(self.store, context, since=since, until=now)
+        found = collect(self.store, context, since=since, until=now)
+        outcomes = found.outcomes
         turn_since = window_start(now, step, days // 7) if step == "week" else since
         turn_starts = bin_starts(turn_since, now, step)
         per_bin: list[list[float]] = [[] for _ in turn_starts]
@@ -254,12 +251,10 @@ class OverreadPage:
             )
 
         directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
-        card = scorecard(outcomes, by=by, directory=directory, since=since, until=now, min_reads=min_reads)
+        card = found.scorecard(by=by, directory=directory, since=since, until=now, min_reads=min_reads)
         groups: dict[str, ScorecardRow] = {}
         if by == "reader":
-            group_card = scorecard(
-                outcomes, by="group", directory=directory, since=since, until=now, min_reads=min_reads
-            )
+            group_card = found.scorecard(by="group", directory=directory, since=since, until=now, min_reads=min_reads)
             groups = {r.key: r for r in group_card.rows}
         rows = []
         for r in card.rows:
@@ -281,7 +276,7 @@ class OverreadPage:
                 }
             )
 
-        tasks = self.queries.tasks(status="requested", pool=None, limit=WORKLIST_LIMIT)
+        pools = self.queries.open_task_pools(limit=WORKLIST_LIMIT)
         return {
             "window": window,
             "window_label": label,
@@ -299,7 +294,7 @@ class OverreadPage:
             "shown": SHOWN,
             "rows": rows,
             "graded_total": sum(r.graded for r in card.rows),
-            "pools": worklist(tasks),
-            "worklist_partial": len(tasks) >= WORKLIST_LIMIT,
+            "pools": worklist(pools),
+            "worklist_partial": sum(p.open for p in pools) >= WORKLIST_LIMIT,
             "worklist_limit": WORKLIST_LIMIT,
         }

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listener.outcomes.history import Pair, Version, VersionChain
+from listener.outcomes.history import Pair, ReadSummary, Version, VersionChain
 
-__all__ = ["AccessionOutcome", "GradedPair"]
+__all__ = ["AccessionOutcome", "GradedPair", "LoneReads"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +68,48 @@ class AccessionOutcome:
     def after(self, graded: GradedPair) -> Version:
         """The version that replaces it."""
         return self.chain.versions[graded.pair.after]
+
+
+@dataclass(frozen=True, slots=True)
+class LoneReads:
+    """Versions of accessions that have no other version, counted alike (docs/outcomes.md,
+    "Scorecards: where the figures come from"): a lone version has no pair, so a scorecard
+    counts it from its summary alone.
+
+    Attributes:
+        summary: what the versions share (their times aside).
+        prelim_minutes: a preliminary's minutes from observation to report
+            (:func:`listener.outcomes.history.prelim_minutes`; None: not counted).
+        count: how many versions.
+        first_accession: the smallest accession among them.
+    """
+
+    summary: ReadSummary
+    prelim_minutes: float | None
+    count: int
+    first_accession: str
+
+    @property
+    def stage(self) -> int:
+        """The versions' stage (:func:`listener.outcomes.history.stage_of`)."""
+        return self.summary.stage
+
+    @property
+    def reader_id(self) -> str:
+        """The versions' reader id ("" when not given)."""
+        return self.summary.reader_id
+
+    @property
+    def site(self) -> str:
+        """The versions' site."""
+        return self.summary.site
+
+    @property
+    def modality(self) -> str:
+        """The versions' modality."""
+        return self.summary.modality
+
+    @property
+    def body_region(self) -> str:
+        """The versions' body region."""
+        return self.summary.body_region

@@ -25,7 +25,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-__all__ = ["Pair", "StoredEntry", "Version", "VersionChain", "build_chain", "stage_of"]
+__all__ = [
+    "Pair",
+    "ReadSummary",
+    "StoredEntry",
+    "Version",
+    "VersionChain",
+    "build_chain",
+    "prelim_minutes",
+    "stage_of",
+    "summarize",
+    "summary_from_text",
+]
 
 #: Stages by report status: the clinical order of versions.
 _STAGES = {"preliminary": 0, "partial": 0, "final": 1, "corrected": 2, "amended": 2, "unknown": 3, "cancelled": 4}
@@ -180,9 +191,76 @@ class VersionChain:
     pairs: tuple[Pair, ...]
 
 
-def _version(entry: StoredEntry) -> Version:
+@dataclass(frozen=True, slots=True)
+class ReadSummary:
+    """What scorecards read of one stored report, taken from its report and findings JSON.
+
+    The store keeps it beside each report row (docs/store.md, "Version
+    summaries"), so a window's reads are counted without decoding the JSON;
+    :func:`build_chain` reads the same fields through :func:`summarize`.
+
+    Attributes:
+        status: the report status (``unknown`` when the report gives none).
+        reader_id, site, modality, body_region: the report's fields ("" when absent).
+        categories: the QA finding categories (sorted, distinct).
+        addendum: the report has an addendum section.
+        report_time: the report's own time; observation_time: the exam's time (None: not given).
+    """
+
+    status: str
+    reader_id: str
+    site: str
+    modality: str
+    body_region: str
+    categories: tuple[str, ...]
+    addendum: bool
+    report_time: datetime | None
+    observation_time: datetime | None
+
+    @property
+    def stage(self) -> int:
+        """See :func:`stage_of`."""
+        return stage_of(self.status)
+
+    def to_text(self) -> str:
+        """The fields reads are counted by (not the times), as the store keeps them: compact JSON."""
+        return json.dumps(
+            [
+                self.status,
+                self.reader_id,
+                self.site,
+                self.modality,
+                self.body_region,
+                list(self.categories),
+                self.addendum,
+            ],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+def summary_from_text(text: str, report_time: datetime | None, observation_time: datetime | None) -> ReadSummary:
+    """The :class:`ReadSummary` whose :meth:`ReadSummary.to_text` is ``text``, with its times."""
+    status, reader_id, site, modality, body_region, categories, addendum = json.loads(text)
+    return ReadSummary(
+        str(status),
+        str(reader_id),
+        str(site),
+        str(modality),
+        str(body_region),
+        tuple(str(c) for c in categories),
+        bool(addendum),
+        report_time,
+        observation_time,
+    )
+
+
+def _parsed(
+    report_json: str, findings_json: str
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], ReadSummary]:
+    """The report document, its procedure, the findings' rule ids, and its :class:`ReadSummary`."""
     try:
-        doc = json.loads(entry.report_json)
+        doc = json.loads(report_json)
     except ValueError:
         doc = {}
     if not isinstance(doc, dict):
@@ -196,7 +274,6 @@ def _version(entry: StoredEntry) -> Version:
     if not isinstance(times, dict):
         times = {}
     # Most stored reports have no findings: their text is "[]", which needs no parse.
-    findings_json = entry.findings_json
     try:
         found = [] if findings_json == "[]" else json.loads(findings_json)
     except ValueError:
@@ -210,30 +287,60 @@ def _version(entry: StoredEntry) -> Version:
             if isinstance(section, dict) and section.get("kind") == "addendum":
                 addendum = True
                 break
+    summary = ReadSummary(
+        status=str(get("status") or "unknown"),
+        reader_id=str(reader.get("id") or ""),
+        site=str(get("site") or ""),
+        modality=str(get("modality") or ""),
+        body_region=str(get("body_region") or ""),
+        categories=categories,
+        addendum=addendum,
+        report_time=_time(times.get("report")),
+        observation_time=_time(times.get("observation")),
+    )
+    return reader, procedure, rules, summary
+
+
+def prelim_minutes(stage: int, observation_time: datetime | None, clinical_time: datetime) -> float | None:
+    """A preliminary's minutes from its observation time to its clinical time, as a scorecard's
+    ``prelim_minutes`` counts them (None: another stage, no observation time, or negative)."""
+    if stage != _PRELIM or observation_time is None:
+        return None
+    minutes = (clinical_time - observation_time).total_seconds() / 60
+    return minutes if minutes >= 0 else None
+
+
+def summarize(report_json: str, findings_json: str) -> ReadSummary:
+    """What scorecards read of a stored report (its serialized Report and QA findings)."""
+    return _parsed(report_json, findings_json)[3]
+
+
+def _version(entry: StoredEntry) -> Version:
+    reader, procedure, rules, summary = _parsed(entry.report_json, entry.findings_json)
     return Version(
         position=0,
         message_pk=entry.message_pk,
         seq=entry.seq,
         control_id=entry.control_id,
-        status=str(get("status") or "unknown"),
-        report_time=_time(times.get("report")),
+        status=summary.status,
+        report_time=summary.report_time,
         received=entry.received,
         transport=entry.transport,
         feed=entry.feed,
-        reader_id=str(reader.get("id") or ""),
+        reader_id=summary.reader_id,
         reader_name=str(reader.get("name") or ""),
         reader_type=str(reader.get("type") or ""),
         procedure_code=str(procedure.get("code") or ""),
         procedure_text=str(procedure.get("text") or ""),
-        modality=str(get("modality") or ""),
+        modality=summary.modality,
         bucket=entry.bucket,
         findings=rules,
         raw_kept=entry.raw_kept,
-        categories=categories,
-        site=str(get("site") or ""),
-        body_region=str(get("body_region") or ""),
-        observation_time=_time(times.get("observation")),
-        addendum=addendum,
+        categories=summary.categories,
+        site=summary.site,
+        body_region=summary.body_region,
+        observation_time=summary.observation_time,
+        addendum=summary.addendum,
     )
 
 

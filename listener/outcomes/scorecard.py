@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from listener.outcomes.graded import AccessionOutcome, GradedPair
-from listener.outcomes.history import Version
+from listener.outcomes.graded import AccessionOutcome, GradedPair, LoneReads
+from listener.outcomes.history import Version, prelim_minutes
 from listener.sites import Directory
 
 __all__ = [
@@ -299,14 +299,14 @@ def _reader_group(reader_id: str, directory: Directory) -> str:
     return info.group or NO_GROUP
 
 
-def _key_function(by: str, directory: Directory) -> Callable[[Version], str]:
-    def reader(v: Version) -> str:
+def _key_function(by: str, directory: Directory) -> Callable[[Version | LoneReads], str]:
+    def reader(v: Version | LoneReads) -> str:
         return v.reader_id or NO_READER
 
-    def group(v: Version) -> str:
+    def group(v: Version | LoneReads) -> str:
         return _reader_group(v.reader_id, directory)
 
-    def field_of(v: Version) -> str:
+    def field_of(v: Version | LoneReads) -> str:
         return str(getattr(v, by)) or _MISSING[by]
 
     return {"reader": reader, "group": group}.get(by, field_of)
@@ -389,8 +389,14 @@ def scorecard(
     until: datetime,
     min_reads: int = 30,
     only: str | None = None,
+    lone: Iterable[LoneReads] = (),
 ) -> Scorecard:
-    """The scorecard of ``outcomes`` grouped ``by`` a :data:`BY` field over ``[since, until)``.
+    """The scorecard of ``outcomes`` and ``lone`` grouped ``by`` a :data:`BY` field over ``[since, until)``.
+
+    ``lone`` counts versions of accessions with no other version, already
+    limited to those whose clinical time is in ``[since, until)``
+    (:meth:`listener.outcome_data.Collected.lone_in`); ``outcomes`` holds the
+    other accessions' chains.
 
     ``only`` keeps the one row whose key equals it (case ignored). Rows: most
     reads first, then by key.
@@ -418,10 +424,9 @@ def scorecard(
                 tally.categories[category] = tally.categories.get(category, 0) + 1
             if v.stage == _PRELIM:
                 tally.prelims += 1
-                if v.observation_time is not None:
-                    minutes = _minutes(v.observation_time, v.clinical_time)
-                    if minutes is not None:
-                        tally.prelim_minutes.append(minutes)
+                minutes = prelim_minutes(v.stage, v.observation_time, v.clinical_time)
+                if minutes is not None:
+                    tally.prelim_minutes.append(minutes)
             elif v.stage == _FINAL:
                 tally.finals += 1
             graded = replaced_by.get(v.position)
@@ -439,6 +444,24 @@ def scorecard(
                 tally.to_final_minutes.append(minutes)
             if graded.pair.kind == "correction" and v.stage == _FINAL:
                 tally.corrected += 1
+    for reads in lone:
+        if reads.stage == _CANCELLED:
+            continue
+        # A lone version is never replaced nor amending: counted as a version with no pair above.
+        tally = tallies.setdefault(key_of(reads), _Tally())
+        n = reads.count
+        tally.reads += n
+        tally.readers.add(reads.reader_id or NO_READER)
+        for category in reads.summary.categories:
+            tally.categories[category] = tally.categories.get(category, 0) + n
+        if reads.stage == _PRELIM:
+            tally.prelims += n
+            if reads.prelim_minutes is not None:
+                tally.prelim_minutes.extend([reads.prelim_minutes] * n)
+        elif reads.stage == _FINAL:
+            tally.finals += n
+        if reads.summary.addendum:
+            tally.addendum += n
     rows = [_row(key, by, tally, directory, min_reads) for key, tally in tallies.items()]
     if only is not None:
         wanted = only.casefold()

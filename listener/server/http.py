@@ -1056,13 +1056,12 @@ class _ApiQuery(_Endpoint):
 
         def card() -> HttpAnswer:
             from listener.outcome_data import HistoryContext, collect
-            from listener.outcomes.scorecard import scorecard
             from listener.sites import EMPTY_DIRECTORY
 
-            outcomes = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
+            found = collect(api.store, HistoryContext(pipeline, api.rules(), clients), since=since, until=until)
             directory = pipeline.qa.directory if pipeline.qa is not None else EMPTY_DIRECTORY
-            result = scorecard(
-                outcomes, by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
+            result = found.scorecard(
+                by=by, directory=directory, since=since, until=until, min_reads=min_reads, only=only
             )
             return _api_json(result.to_json())
 

@@ -43,6 +43,20 @@ SCORE_SOURCES: tuple[str, ...] = get_args(ScoreSource)
 SCORER_MAX = 200
 
 
+def open_windows(since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]] = ()) -> bool:
+    """Whether ``[since, until)`` holds anything; refuse a naive bound of it or of ``windows``.
+
+    Raises:
+        ValueError: a naive time.
+    """
+    require_aware(since, "since")
+    require_aware(until, "until")
+    for start, end in windows:
+        require_aware(start, "window start")
+        require_aware(end, "window end")
+    return since < until
+
+
 def require_aware(value: datetime, name: str) -> None:
     """Refuse a naive datetime.
 
@@ -499,6 +513,27 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class LoneVersions:
+    """Stored versions of accessions that have no other report row, counted alike
+    (:meth:`Store.lone_versions`; docs/store.md, "Version summaries").
+
+    Attributes:
+        window: which of the asked clinical windows they fall in (its index).
+        summary: their :meth:`listener.outcomes.history.ReadSummary.to_text`.
+        prelim_minutes: a preliminary's minutes from observation to report
+            (:func:`listener.outcomes.history.prelim_minutes`; None: not counted).
+        count: how many versions.
+        first_accession: the smallest accession among them.
+    """
+
+    window: int
+    summary: str
+    prelim_minutes: float | None
+    count: int
+    first_accession: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredScore:
     """An explicit score as stored.
 
@@ -635,6 +670,29 @@ class ReportReader(Protocol):
         "completed", or None (both).
         """
         ...
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks (those of ``tasks(status="requested", pool=None,
+        limit=limit)``) counted by pool, with each pool's oldest receive time; sorted by pool.
+
+        Counted by the database: no report's JSON is read (the console's worklist).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPool:
+    """The open Tasks of one pool (:meth:`ReportReader.open_task_pools`).
+
+    Attributes:
+        pool: the routes' ``pool`` ("" when they name none).
+        open: how many open Tasks.
+        oldest: the earliest receive time among them.
+    """
+
+    pool: str
+    open: int
+    oldest: datetime
 
 
 class SchemaStep(Protocol):
@@ -794,6 +852,27 @@ class Store(Protocol):
 
         Work is bounded by the messages received in the window (an index on
         the receive time), not by the whole store.
+        """
+        ...
+
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The accessions of :meth:`accessions_received` that have another stored report row (at
+        any time): those whose versions may pair (sorted). A blocking read.
+
+        Work is bounded by the window's reports (the ``reports_versions`` index)
+        and a look-up of each one's accession.
+        """
+        ...
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The other accessions of :meth:`accessions_received` (one report row, so one version, which
+        pairs with none): their versions whose clinical time is in each of ``windows`` (``[start,
+        end)``), counted by window, summary and prelim minutes. A blocking read.
+
+        Read from the stored version summaries (docs/store.md, "Version summaries"), never
+        from the report JSON; the order of the groups is unspecified.
         """
         ...
 

@@ -36,7 +36,7 @@ from listener.store.base import (
 )
 from listener.store.base import TEXT_MAX as DETAIL_MAX
 from listener.store.compact import join_route, pack_json, pack_raw, split_route, unpack_json, unpack_raw
-from listener.store.rows import SUMMARY_COLUMNS, message_summary
+from listener.store.rows import SUMMARY_COLUMNS, VERSION_COLUMNS, message_summary, version_columns
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 
@@ -55,6 +55,14 @@ def ts(value: datetime) -> str:
 def dt(text: str) -> datetime:
     """The aware UTC datetime of a stored time text."""
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+def version_texts(
+    report_json: str, findings_json: str, received: str, processed: bool
+) -> tuple[str, int | None, str, float | None, str]:
+    """:func:`listener.store.rows.version_columns` with the times as stored text (``received`` already is)."""
+    _, stage, clinical, minutes, summary = version_columns(report_json, findings_json, dt(received), processed)
+    return received, stage, ts(clinical), minutes, summary
 
 
 def _opt_dt(text: str | None) -> datetime | None:
@@ -207,12 +215,14 @@ def audit_entries(
 # ------------------------------------------------------------------- writing
 
 
-def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, created: str) -> None:
-    """Insert a record's reports and outbox rows for message ``pk`` (writer thread)."""
+def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, created: str, received: str) -> None:
+    """Insert a record's reports and outbox rows for message ``pk`` (writer thread); ``received`` is
+    the message's stored receive time (each report's version summary keeps it)."""
     if record.reports:
         conn.executemany(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-            " findings_json, route_json, explanation, patient_id, patient_authority) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f" findings_json, route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     pk,
@@ -224,6 +234,7 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
                     *split_route(r.route_json),
                     r.patient_id,
                     r.patient_authority,
+                    *version_texts(r.report_json, r.findings_json, received, record.state == "processed"),
                 )
                 for seq, r in enumerate(record.reports)
             ],
@@ -375,7 +386,7 @@ def replace_processing(
             message_pk,
         ),
     )
-    insert_children(conn, message_pk, record, ts(now))
+    insert_children(conn, message_pk, record, ts(now), str(received))
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, number + 1)
 
 

@@ -30,6 +30,7 @@ import psycopg
 
 from listener.errors import StoreError
 from listener.store.compact import pack_raw, split_route
+from listener.store.rows import VERSION_BATCH, VERSION_COLUMNS, version_columns
 from listener.store.schema import newer_schema_text
 
 #: The first key of the migration advisory lock (the second is the schema name's hash).
@@ -263,6 +264,49 @@ _V8 = (
 )
 
 
+_V9 = (
+    # Version summaries (docs/store.md, "Version summaries"): see schema.py's step 9.
+    "ALTER TABLE reports ADD COLUMN received timestamptz, ADD COLUMN stage integer,"
+    " ADD COLUMN clinical_at timestamptz, ADD COLUMN prelim_minutes double precision, ADD COLUMN summary text",
+)
+_V9_INDEXES = (
+    "CREATE INDEX reports_versions ON reports (received, accession, stage, clinical_at, prelim_minutes, summary)"
+    " WHERE stage IS NOT NULL AND accession != ''",
+)
+
+
+def _summarize_reports(conn: PgConnection) -> None:
+    """Fill the version summary of every report row, VERSION_BATCH rows at a time in id order."""
+    update = f"UPDATE reports SET {', '.join(f'{c} = %s' for c in VERSION_COLUMNS)} WHERE id = %s"
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT r.id, r.report_json, r.findings_json, m.received, m.state FROM reports r"
+            " JOIN messages m ON m.id = r.message_id WHERE r.id > %s ORDER BY r.id LIMIT %s",
+            (last, VERSION_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                update,
+                [
+                    (*version_columns(str(report), str(findings), received, state == "processed"), pk)
+                    for pk, report, findings, received, state in rows
+                ],
+            )
+        last = int(rows[-1][0])
+
+
+def _migrate_v9(conn: PgConnection) -> None:
+    """v9: version summaries on reports, back-filled from each row's JSON (see schema.py's step 9)."""
+    for statement in _V9:
+        conn.execute(statement)
+    _summarize_reports(conn)
+    for statement in _V9_INDEXES:
+        conn.execute(statement)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -305,6 +349,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
     PgMigration(7, "outbox lease holder and expiry", _run(_V7)),
     PgMigration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _run(_V8)),
+    PgMigration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
 ]
 
 #: The schema version this code writes.

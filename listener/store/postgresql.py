@@ -55,6 +55,7 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
+    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -71,8 +72,10 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TaskPool,
     TrafficBin,
     audit_target_json,
+    open_windows,
     require_aware,
     require_step,
 )
@@ -89,17 +92,23 @@ from listener.store.pg_schema import (
 )
 from listener.store.pgurl import display_url
 from listener.store.rows import (
+    MULTI_VERSION_SQL,
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
+    VERSION_COLUMNS,
     MessageListing,
     ReportSearchSql,
     bucket_bins,
     bucket_mix_sql,
     by_day,
     history_entry,
+    lone_rows,
+    lone_versions_sql,
     message_summary,
+    task_pools,
     traffic_bins,
     traffic_sql,
+    version_columns,
 )
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
@@ -466,14 +475,16 @@ def _lock_accessions(conn: PgConnection, pairs: Sequence[tuple[str, str]]) -> No
         )
 
 
-def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime) -> None:
-    """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread)."""
+def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created: datetime, received: datetime) -> None:
+    """Insert a record's reports, outbox rows and scores for message ``pk`` (writer thread); ``received``
+    is the message's receive time (each report's version summary keeps it)."""
     # One statement per row: psycopg's executemany enters pipeline mode, which
     # costs more than it saves for the one or two reports of a message.
     for seq, r in enumerate(record.reports):
         conn.execute(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
-            " route_json, explanation, patient_id, patient_authority) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f" route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (
                 pk,
                 seq,
@@ -484,6 +495,7 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
                 *split_route(r.route_json),
                 r.patient_id,
                 r.patient_authority,
+                *version_columns(r.report_json, r.findings_json, received, record.state == "processed"),
             ),
         )
     # One row at a time, in order: ids order an accession's rows.
@@ -589,7 +601,7 @@ def _replace_processing(
             message_pk,
         ),
     )
-    _insert_children(conn, message_pk, record, now)
+    _insert_children(conn, message_pk, record, now, received)
     return SaveResult(message_pk, False, record.ack, record.ack_code, record.state, int(number) + 1)
 
 
@@ -659,7 +671,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
             conn, int(pk), record, now=record.received, superseded_by="resend", expected_processing=None
         )
     pk = int(inserted[0])
-    _insert_children(conn, pk, record, record.received)
+    _insert_children(conn, pk, record, record.received, record.received)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)
 
 
@@ -715,6 +727,11 @@ class PostgresReports:
         sql, params = _SEARCH_SQL.tasks(status, pool)
         rows = self._reader.rows("searching tasks", sql, (*params, limit))
         return [(_stored(row), _opt_utc(row[8])) for row in rows]
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks counted by pool (see ReportReader.open_task_pools)."""
+        sql, params = _SEARCH_SQL.open_task_pools()
+        return task_pools(self._reader.rows("counting open tasks", sql, (*params, limit)), _utc)
 
     def close(self) -> None:
         """Close the read connection."""
@@ -989,6 +1006,27 @@ class PostgresStore(MessageListing, StoreHealth):
             (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
+
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`),
+        through the ``reports_versions`` and ``reports_accession`` indexes."""
+        if not open_windows(since, until):
+            return ()
+        rows = self._rows(
+            "reading the accessions with versions to pair", MULTI_VERSION_SQL.format(mark="%s"), (since, until)
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`),
+        from the ``reports_versions`` and ``reports_accession`` indexes."""
+        if not open_windows(since, until, windows) or not windows:
+            return ()
+        bounds = [t for window in windows for t in window]
+        sql = lone_versions_sql(len(windows), "%s", "::timestamptz", _C)
+        return lone_rows(self._rows("counting the versions that pair with none", sql, (*bounds, since, until)))
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.base import StoredReport
+from listener.store.base import StoredReport, TaskPool
 from listener.store.compact import join_route, register_functions, unpack_json
-from listener.store.rows import ReportSearchSql
+from listener.store.rows import ReportSearchSql, task_pools
 
 __all__ = ["ReportQueries", "StoredReport"]
 
@@ -118,6 +118,11 @@ class ReportQueries:
         (None while open; the rules: :meth:`~listener.store.rows.ReportSearchSql.tasks`)."""
         sql, params = _SQL.tasks(status, pool)
         return [(_stored(row), _time(row[8]) if row[8] else None) for row in self._select(sql, (*params, limit))]
+
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        """The newest ``limit`` open Tasks counted by pool (see ReportReader.open_task_pools)."""
+        sql, params = _SQL.open_task_pools()
+        return task_pools(self._select(sql, (*params, limit)), _time)
 
     def close(self) -> None:
         """Close the read connection."""

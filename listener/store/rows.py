@@ -10,10 +10,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from listener.store.base import BucketBin, HistoryEntry, MessageSummary, TrafficBin, require_aware
+from listener.outcomes.history import prelim_minutes, summarize
+from listener.store.base import (
+    BucketBin,
+    HistoryEntry,
+    LoneVersions,
+    MessageSummary,
+    TaskPool,
+    TrafficBin,
+    require_aware,
+)
 from listener.store.compact import unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
@@ -305,6 +314,85 @@ def bucket_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]
     return tuple(BucketBin(moment(start), str(bucket), int(count)) for start, bucket, count in rows)
 
 
+#: The ``reports`` columns of a version summary, in :func:`version_columns`' order (docs/store.md,
+#: "Version summaries").
+VERSION_COLUMNS = ("received", "stage", "clinical_at", "prelim_minutes", "summary")
+#: How many version summaries a schema step back-fills per batch (bounds its memory).
+VERSION_BATCH = 500
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC; a sender time whose UTC form falls outside year 1..9999 is clamped to that range."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return _EARLIEST if value.year == 1 else _LATEST
+
+
+def version_columns(
+    report_json: str, findings_json: str, received: datetime, processed: bool
+) -> tuple[datetime, int | None, datetime, float | None, str]:
+    """The :data:`VERSION_COLUMNS` of a report row.
+
+    Its message's receive time; the report's stage (None when the message is
+    not processed: the row is no version of its accession); its clinical time
+    (the report time, else the receive time); for a preliminary with an
+    observation time, the minutes from that to the clinical time as the
+    scorecard's ``prelim_minutes`` counts them (None otherwise, or when
+    negative); the :meth:`~listener.outcomes.history.ReadSummary.to_text` of
+    its summary.
+    """
+    found = summarize(report_json, findings_json)
+    clinical = _utc(found.report_time) if found.report_time is not None else received
+    return (
+        received,
+        found.stage if processed else None,
+        clinical,
+        prelim_minutes(found.stage, found.observation_time, found.report_time or received),
+        found.to_text(),
+    )
+
+
+def lone_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:
+    """The GROUP BY of :meth:`~listener.store.base.Store.lone_versions` over ``reports r``.
+
+    ``mark`` is the backend's placeholder, ``cast`` what follows a window bound
+    placeholder (PostgreSQL types it), ``collate`` what makes ``min()`` of
+    accessions compare by code point. Parameters: each window's bounds, then
+    the receive window. Reads the ``reports_versions`` index over the receive
+    window, and each row's accession in ``reports_accession`` (any other row
+    of the accession, a version or not, leaves it to
+    :meth:`~listener.store.base.Store.multi_version_accessions`).
+    """
+    values = ", ".join(f"({i}, {mark}{cast}, {mark}{cast})" for i in range(windows))
+    return (
+        f"WITH w (i, s, u) AS (VALUES {values})"
+        f" SELECT w.i, r.summary, r.prelim_minutes, count(*), min(r.accession{collate})"
+        " FROM reports r JOIN w ON r.clinical_at >= w.s AND r.clinical_at < w.u"
+        f" WHERE r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
+        f" AND NOT EXISTS ({OTHER_ROW}) GROUP BY w.i, r.summary, r.prelim_minutes"
+    )
+
+
+#: A report row of the same accession as ``reports r`` other than ``r``.
+OTHER_ROW = "SELECT 1 FROM reports o WHERE o.accession = r.accession AND o.id != r.id"
+
+#: :meth:`~listener.store.base.Store.multi_version_accessions`: ``mark`` stands for the placeholder.
+MULTI_VERSION_SQL = (
+    "SELECT DISTINCT r.accession FROM reports r WHERE r.received >= {mark} AND r.received < {mark}"
+    f" AND r.stage IS NOT NULL AND r.accession != '' AND EXISTS ({OTHER_ROW}) ORDER BY r.accession"
+)
+
+
+def lone_rows(rows: Sequence[Sequence[Any]]) -> tuple[LoneVersions, ...]:
+    """LoneVersions of the rows of :func:`lone_versions_sql`."""
+    return tuple(
+        LoneVersions(int(i), str(summary), None if minutes is None else float(minutes), int(count), str(first))
+        for i, summary, minutes, count, first in rows
+    )
+
+
 # ------------------------------------------------------------ report searches
 
 #: The columns of a report search's row, from ``reports r`` joined to ``messages m`` (each backend
@@ -344,9 +432,10 @@ class ReportSearchSql:
         return f"{where} AND {self.field('r.route_json', 'pool')} = {self.mark}"
 
     def stage(self, alias: str) -> str:
-        """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-        status = self.field(self.report(alias), "status")
-        return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+        """SQL for how far a stored report of a processed message stands: 0 preliminary (or other),
+        1 final, 2 corrected/amended; read from its version summary's ``stage`` (docs/store.md,
+        "Version summaries"), not from its JSON."""
+        return f"(CASE {alias}.stage WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE 0 END)"
 
     def routed(self, pool: str | None) -> tuple[str, list[object]]:
         """Reports with a route (optionally to one pool): the statement (its last parameter is the
@@ -366,16 +455,8 @@ class ReportSearchSql:
             params.append(accession)
         return self._search(where, params)
 
-    def tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object]]:
-        """Routed reports that stand for a Task, each row with when its Task was completed (its 9th
-        column; see :meth:`~listener.store.base.ReportReader.tasks`).
-
-        A report released with no correction asks nobody for anything: no Task. A Task is
-        completed once a later report of the same accession arrived that supersedes its report
-        (a final for a preliminary, a corrected or amended report for a final); a second copy at
-        the same stage does not complete it. ``status``: "requested" (open only), "completed",
-        or None (both).
-        """
+    def _tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object], str]:
+        """The conditions of a Task search and their parameters, and the SQL of its completion time."""
         done = (
             "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
             " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
@@ -388,8 +469,38 @@ class ReportSearchSql:
             where += f" AND (r.accession = '' OR {done} IS NULL)"
         elif status == "completed":
             where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        return where, params, done
+
+    def tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object]]:
+        """Routed reports that stand for a Task, each row with when its Task was completed (its 9th
+        column; see :meth:`~listener.store.base.ReportReader.tasks`).
+
+        A report released with no correction asks nobody for anything: no Task. A Task is
+        completed once a later report of the same accession arrived that supersedes its report
+        (a final for a preliminary, a corrected or amended report for a final); a second copy at
+        the same stage does not complete it. ``status``: "requested" (open only), "completed",
+        or None (both).
+        """
+        where, params, done = self._tasks(status, pool)
         sql = (
             f"SELECT {REPORT_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
             f" {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}"
         )
         return sql, params
+
+    def open_task_pools(self) -> tuple[str, list[object]]:
+        """The newest open Tasks (its last parameter is their limit) counted by their route's pool
+        (``""`` when none), with the earliest receive time (see
+        :meth:`~listener.store.base.ReportReader.open_task_pools`); rows (pool, count, oldest)."""
+        where, params, _ = self._tasks("requested", None)
+        pool = self.field("r.route_json", "pool")
+        sql = (
+            f"SELECT pool, count(*), min(received) FROM (SELECT coalesce({pool}, '') AS pool, m.received AS received"
+            f" {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}) AS open GROUP BY pool"
+        )
+        return sql, params
+
+
+def task_pools(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> list[TaskPool]:
+    """TaskPools of the rows of :meth:`ReportSearchSql.open_task_pools`, sorted by pool."""
+    return sorted((TaskPool(str(pool), int(n), moment(oldest)) for pool, n, oldest in rows), key=lambda p: p.pool)

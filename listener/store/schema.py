@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.compact import pack_json, pack_raw, split_route
+from listener.store.compact import pack_json, pack_raw, split_route, unpack_json
+from listener.store.operations import version_texts
+from listener.store.rows import VERSION_BATCH, VERSION_COLUMNS
 
 # Times are TEXT "YYYY-MM-DDTHH:MM:SS.ffffffZ" in UTC: fixed width, so text order
 # is time order and the file stays readable with the sqlite3 shell.
@@ -310,6 +312,55 @@ def _migrate_v8(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_V9 = (
+    # Version summaries (docs/store.md, "Version summaries"): what scorecards
+    # read of each report, written with it, so a window's reads are counted
+    # from an index instead of decoding every report's JSON. stage is NULL on
+    # a report of a message that is not processed (no version of its accession).
+    "ALTER TABLE reports ADD COLUMN received TEXT",
+    "ALTER TABLE reports ADD COLUMN stage INTEGER",
+    "ALTER TABLE reports ADD COLUMN clinical_at TEXT",
+    "ALTER TABLE reports ADD COLUMN prelim_minutes REAL",
+    "ALTER TABLE reports ADD COLUMN summary TEXT",
+)
+_V9_INDEXES = (
+    # A window's versions and everything counted of them, from the index alone.
+    "CREATE INDEX reports_versions ON reports (received, accession, stage, clinical_at, prelim_minutes, summary)"
+    " WHERE stage IS NOT NULL AND accession != ''",
+)
+
+
+def _summarize_reports(conn: sqlite3.Connection) -> None:
+    """Fill the version summary of every report row, VERSION_BATCH rows at a time in id order."""
+    update = f"UPDATE reports SET {', '.join(f'{c} = ?' for c in VERSION_COLUMNS)} WHERE id = ?"
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT r.id, r.report_json, r.findings_json, m.received, m.state FROM reports r"
+            " JOIN messages m ON m.id = r.message_id WHERE r.id > ? ORDER BY r.id LIMIT ?",
+            (last, VERSION_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        conn.executemany(
+            update,
+            [
+                (*version_texts(unpack_json(report), unpack_json(findings), str(received), state == "processed"), pk)
+                for pk, report, findings, received, state in rows
+            ],
+        )
+        last = int(rows[-1][0])
+
+
+def _migrate_v9(conn: sqlite3.Connection) -> None:
+    """v9: version summaries on reports (docs/store.md, "Version summaries"), back-filled from each row's JSON."""
+    for statement in _V9:
+        conn.execute(statement)
+    _summarize_reports(conn)
+    for statement in _V9_INDEXES:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -344,6 +395,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "compact storage: raw bytes and long JSON compressed, route explanations apart", _migrate_v6),
     Migration(7, "outbox lease holder and expiry", _migrate_v7),
     Migration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _migrate_v8),
+    Migration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

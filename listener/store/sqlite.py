@@ -54,6 +54,7 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
+    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -67,18 +68,22 @@ from listener.store.base import (
     ScoreRecord,
     StoredScore,
     TrafficBin,
+    open_windows,
     require_aware,
     require_step,
 )
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
 from listener.store.rows import (
+    MULTI_VERSION_SQL,
     TRAFFIC_COLUMNS,
     MessageListing,
     bucket_bins,
     bucket_mix_sql,
     by_day,
     history_entry,
+    lone_rows,
+    lone_versions_sql,
     traffic_bins,
     traffic_sql,
 )
@@ -686,6 +691,46 @@ class SQLiteStore(MessageListing, StoreHealth):
         )
         return tuple(str(accession) for (accession,) in rows)
 
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`).
+
+        Reads the ``reports_versions`` index over the window and, for each of its
+        rows, the ``reports_accession`` index: no report row is read.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time.
+        """
+        if not open_windows(since, until):
+            return ()
+        rows = self._read(
+            "reading the accessions with versions to pair",
+            MULTI_VERSION_SQL.format(mark="?"),
+            (_ts(since), _ts(until)),
+        )
+        return tuple(str(accession) for (accession,) in rows)
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`).
+
+        From the ``reports_versions`` and ``reports_accession`` indexes alone.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive time.
+        """
+        if not open_windows(since, until, windows) or not windows:
+            return ()
+        bounds = [_ts(t) for window in windows for t in window]
+        rows = self._read(
+            "counting the versions that pair with none",
+            lone_versions_sql(len(windows), "?"),
+            (*bounds, _ts(since), _ts(until)),
+        )
+        return lone_rows(rows)
+
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).
 
@@ -1275,5 +1320,5 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
         )
     pk = cur.lastrowid
     assert pk is not None
-    ops.insert_children(conn, pk, record, received)
+    ops.insert_children(conn, pk, record, received, received)
     return SaveResult(pk, False, record.ack, record.ack_code, record.state)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from listener.console.bins import bin_label, bin_starts, fill, is_nack, window_start
 from listener.console.overread import worklist
-from listener.store.base import StoredReport
+from listener.store.base import TaskPool
 
 NOW = datetime(2026, 12, 6, 7, 41, 5, tzinfo=UTC)
 
@@ -50,18 +50,13 @@ def test_refusals_are_the_error_and_reject_codes_and_http_errors() -> None:
     assert [c for c in ("200", "201", "400", "422", "503", "", "²") if is_nack(c)] == ["400", "422", "503"]
 
 
-def test_the_worklist_counts_open_tasks_per_pool_with_the_oldest() -> None:
-    def row(pk: int, hours: int, route: str) -> StoredReport:
-        return StoredReport(pk, NOW - timedelta(hours=hours), "mllp", f"A{pk}", "{}", "[]", route)
-
-    tasks = [
-        (row(5, 1, '{"bucket": "always_final", "pool": "neuroradiology"}'), None),
-        (row(4, 2, '{"bucket": "always_final", "pool": "neuroradiology"}'), NOW),  # completed: not waiting
-        (row(3, 3, '{"bucket": "selective_overread", "pool": "general_overread"}'), None),
-        (row(2, 9, '{"bucket": "always_final", "pool": "neuroradiology"}'), None),
-        (row(1, 4, '{"bucket": "release", "pool": ""}'), None),
+def test_the_worklist_names_the_pool_of_no_name_and_sorts_by_name() -> None:
+    pools = [
+        TaskPool("neuroradiology", 2, NOW - timedelta(hours=9)),
+        TaskPool("", 1, NOW - timedelta(hours=4)),
+        TaskPool("general_overread", 1, NOW - timedelta(hours=3)),
     ]
-    assert worklist(tasks) == [
+    assert worklist(pools) == [
         {"pool": "(no pool)", "open": 1, "oldest": NOW - timedelta(hours=4)},
         {"pool": "general_overread", "open": 1, "oldest": NOW - timedelta(hours=3)},
         {"pool": "neuroradiology", "open": 2, "oldest": NOW - timedelta(hours=9)},

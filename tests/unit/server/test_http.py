@@ -74,6 +74,9 @@ class FakeQueries:
         self.pools.append(pool)
         return []
 
+    def open_task_pools(self, *, limit: int) -> list[Any]:
+        return []
+
     def with_findings(self, **_: Any) -> list[Any]:
         return []
 

@@ -36,6 +36,7 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
+    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -53,12 +54,15 @@ from listener.store.base import (
     ScoreRecord,
     StoredReport,
     StoredScore,
+    TaskPool,
     TrafficBin,
     audit_target_json,
     bin_start,
+    open_windows,
     require_aware,
     require_step,
 )
+from listener.store.rows import version_columns
 from listener.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -469,6 +473,15 @@ class MemoryReports:
 
         return self._store.read(search)
 
+    def open_task_pools(self, *, limit: int) -> list[TaskPool]:
+        pools: dict[str, TaskPool] = {}
+        for row, _ in self.tasks(status="requested", pool=None, limit=limit):
+            name = str(_json_field(row.route_json, "pool") or "")
+            found = pools.get(name)
+            oldest = row.received if found is None else min(found.oldest, row.received)
+            pools[name] = TaskPool(name, (found.open if found else 0) + 1, oldest)
+        return [pools[name] for name in sorted(pools)]
+
 
 # ------------------------------------------------------------------ the store
 
@@ -678,6 +691,37 @@ class MemoryStore:
                 if m.state == "processed" and r.row.accession and since <= m.received < until:
                     found.add(r.row.accession)
             return tuple(sorted(found))
+
+        return self.read(select)
+
+    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
+        rows = Counter(r.row.accession for r in self.tables.reports)
+        return tuple(a for a in self.accessions_received(since, until) if rows[a] > 1)
+
+    def lone_versions(
+        self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
+    ) -> tuple[LoneVersions, ...]:
+        open_windows(since, until, windows)
+
+        def select() -> tuple[LoneVersions, ...]:
+            rows = Counter(r.row.accession for r in self.tables.reports)
+            groups: dict[tuple[int, str, float | None], list[str]] = {}
+            for r in self.tables.reports:
+                m = self.tables.messages[r.message_pk]
+                if m.state != "processed" or not r.row.accession or rows[r.row.accession] > 1:
+                    continue
+                if not since <= m.received < until:
+                    continue
+                _, _, clinical, minutes, summary = version_columns(
+                    r.row.report_json, r.row.findings_json, m.received, True
+                )
+                for i, (start, end) in enumerate(windows):
+                    if start <= clinical < end:
+                        groups.setdefault((i, summary, minutes), []).append(r.row.accession)
+            return tuple(
+                LoneVersions(i, summary, minutes, len(found), min(found))
+                for (i, summary, minutes), found in groups.items()
+            )
 
         return self.read(select)
 

@@ -25,6 +25,8 @@ from tests.unit.store.records import processed, save_processed
 
 T0 = datetime(2026, 11, 17, 0, 0, tzinfo=UTC)
 ACCESSION = b"A2611170088"
+#: A clinical window holding every sample's report time.
+WIDE = (T0 - timedelta(days=3650), T0 + timedelta(days=3650))
 
 
 def _with_accession(raw: bytes, accession: str) -> bytes:
@@ -56,9 +58,11 @@ def test_a_prelim_before_the_window_and_a_final_inside_is_one_complete_chain(
     _save(store, pipeline, _with_accession(PRELIM, "A0"), "P0", 1)  # only before the window
     _save(store, pipeline, _with_accession(PRELIM, "A2"), "P2", 26)  # a prelim with no final yet
     _save(store, pipeline, _with_accession(SAMPLE, "A3"), "F3", 100)  # after the window
-    outcomes = collect(store, ctx, since=T0 + timedelta(hours=24), until=T0 + timedelta(hours=48))
-    assert [o.chain.accession for o in outcomes] == ["A1", "A2"]
-    a1, a2 = outcomes
+    since, until = T0 + timedelta(hours=24), T0 + timedelta(hours=48)
+    found = collect(store, ctx, since=since, until=until, windows=[WIDE])
+    # A1 has two versions: its chain; A2's lone prelim is counted from its summary.
+    (a1,) = found.outcomes
+    assert a1.chain.accession == "A1"
     assert [v.status for v in a1.chain.versions] == ["preliminary", "final"]
     (graded,) = a1.graded
     assert graded.pair.kind == "prelim_to_final" and graded.comparable
@@ -66,13 +70,17 @@ def test_a_prelim_before_the_window_and_a_final_inside_is_one_complete_chain(
     assert graded.explicit_grade is None and graded.grade == graded.proposed_grade
     assert graded.interpretive >= 1
     assert a1.before(graded).status == "preliminary" and a1.after(graded).status == "final"
-    assert a2.graded == () and len(a2.chain.versions) == 1
+    (a2,) = found.lone_in(*WIDE)
+    assert (a2.first_accession, a2.count, a2.summary.status) == ("A2", 1, "preliminary")
     # The window's end is open.
-    assert collect(store, ctx, since=T0, until=T0 + timedelta(hours=1))[0].chain.accession == "A1"
-    assert [o.chain.accession for o in collect(store, ctx, since=T0, until=T0 + timedelta(hours=1, minutes=1))] == [
-        "A0",
-        "A1",
-    ]
+    first_hour = collect(store, ctx, since=T0, until=T0 + timedelta(hours=1), windows=[WIDE])
+    assert [o.chain.accession for o in first_hour.outcomes] == ["A1"]
+    assert first_hour.lone_in(*WIDE) == ()
+    more = collect(store, ctx, since=T0, until=T0 + timedelta(hours=1, minutes=1), windows=[WIDE])
+    assert [o.chain.accession for o in more.outcomes] == ["A1"]
+    assert [r.first_accession for r in more.lone_in(*WIDE)] == ["A0"]
+    with pytest.raises(ValueError, match="not counted"):
+        more.lone_in(T0, T0 + timedelta(hours=2))
 
 
 def test_the_second_collect_reads_the_cache_even_with_raw_purged(
@@ -84,21 +92,23 @@ def test_the_second_collect_reads_the_cache_even_with_raw_purged(
         _save(store, pipeline, _with_accession(PRELIM, f"A{n}"), f"P{n}", n)
         _save(store, pipeline, _with_accession(SAMPLE if n == 1 else FINAL, f"A{n}"), f"F{n}", n + 1)
     window = {"since": T0, "until": T0 + timedelta(days=1)}
-    first = collect(store, ctx, **window)
+    first = collect(store, ctx, **window).outcomes
     assert [g for _, pairs in _grades(first) for g in pairs] == [
         ("prelim_to_final", True, first[0].graded[0].proposed_grade),
         ("prelim_to_final", True, "1"),
         ("prelim_to_final", True, first[2].graded[0].proposed_grade),
     ]
     assert store.purge_raw(T0 + timedelta(days=2)) == 6
-    second = collect(store, ctx, **window)
+    second = collect(store, ctx, **window).outcomes
     assert [o.graded for o in second] == [o.graded for o in first]
     assert not any(v.raw_kept for o in second for v in o.chain.versions)
     # history reads the same cache.
     (pair,) = history_document(store, "A0", ctx)["comparisons"]
     assert pair["comparable"] and pair["proposed_grade"] == first[0].graded[0].proposed_grade
     assert store.drop_comparisons() == 3
-    assert [g.reason for o in collect(store, ctx, **window) for g in o.graded] == ["not comparable: raw purged"] * 3
+    assert [g.reason for o in collect(store, ctx, **window).outcomes for g in o.graded] == [
+        "not comparable: raw purged"
+    ] * 3
 
 
 def test_a_reprocessed_message_or_other_rules_miss_the_cache(
@@ -109,7 +119,7 @@ def test_a_reprocessed_message_or_other_rules_miss_the_cache(
     _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
     final_pk = _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 1)
     window = {"since": T0, "until": T0 + timedelta(days=1)}
-    (before,) = collect(store, ctx, **window)
+    (before,) = collect(store, ctx, **window).outcomes
     assert before.graded[0].proposed_grade not in (None, "1")
     store.replace_processing(
         final_pk,
@@ -118,11 +128,11 @@ def test_a_reprocessed_message_or_other_rules_miss_the_cache(
         superseded_by="reprocess by test",
         expected_processing=1,
     )
-    (after,) = collect(store, ctx, **window)
+    (after,) = collect(store, ctx, **window).outcomes
     assert after.graded[0].comparable and after.graded[0].proposed_grade == "1"
     store.purge_raw(T0 + timedelta(days=2))
     other = dataclasses.replace(ctx, rules=dataclasses.replace(ctx.rules, version=ctx.rules.version + "-edited"))
-    (again,) = collect(store, other, **window)
+    (again,) = collect(store, other, **window).outcomes
     assert again.graded[0].reason == "not comparable: raw purged"
 
 
@@ -141,11 +151,12 @@ def test_the_latest_explicit_score_wins_and_disagreement_shows(
             ScoreRecord("A2", "2b", "cli", at, "dr-lead", ""),
         ]
     )
-    a1, a2 = collect(store, ctx, since=T0, until=at)
+    found = collect(store, ctx, since=T0, until=at, windows=[WIDE])
+    (a1,) = found.outcomes
     (graded,) = a1.graded
     assert graded.explicit_grade == "3a" and graded.grade == "3a"
     assert graded.proposed_grade is not None and graded.proposed_grade.endswith("b") and graded.disagreement
-    assert a2.graded == ()
+    assert [(r.first_accession, r.count) for r in found.lone_in(*WIDE)] == [("A2", 1)]
 
 
 def test_a_pair_not_comparable_keeps_its_explicit_grade(store: Store, pipeline: Pipeline, ctx: HistoryContext) -> None:
@@ -153,7 +164,7 @@ def test_a_pair_not_comparable_keeps_its_explicit_grade(store: Store, pipeline: 
     _save(store, pipeline, _with_accession(FINAL, "A1"), "F1", 1)
     store.purge_raw(T0 + timedelta(minutes=30))
     store.record_scores([ScoreRecord("A1", "2b", "cli", T0 + timedelta(days=1))])
-    ((graded,),) = (o.graded for o in collect(store, ctx, since=T0, until=T0 + timedelta(days=1)))
+    ((graded,),) = (o.graded for o in collect(store, ctx, since=T0, until=T0 + timedelta(days=1)).outcomes)
     assert (graded.comparable, graded.reason, graded.grade, graded.disagreement) == (
         False,
         "not comparable: raw purged",
@@ -167,6 +178,10 @@ def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Stor
     _save(store, pipeline, _with_accession(PRELIM, "A1"), "P1", 0)
     store.save(dataclasses.replace(processed(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
     assert store.accessions_received(T0, T0 + timedelta(hours=1)) == ("A1",)
+    # B1's report is no version; A1's prelim is alone.
+    assert store.multi_version_accessions(T0, T0 + timedelta(hours=1)) == ()
+    (lone,) = store.lone_versions(T0, T0 + timedelta(hours=1), [(T0, T0), WIDE])
+    assert (lone.window, lone.count, lone.first_accession) == (1, 1, "A1")
     assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
     with pytest.raises(ValueError, match="since"):
         store.accessions_received(T0.replace(tzinfo=None), T0)
@@ -182,8 +197,8 @@ def test_chunks_give_the_same_outcomes(
         _save(store, pipeline, _with_accession(PRELIM, f"A{n}"), f"P{n}", n)
         _save(store, pipeline, _with_accession(FINAL if n % 2 else SAMPLE, f"A{n}"), f"F{n}", n + 1)
     window = {"since": T0, "until": T0 + timedelta(days=1)}
-    whole = collect(store, ctx, **window)
+    whole = collect(store, ctx, **window).outcomes
     monkeypatch.setattr(listener.outcome_data, "CHUNK", 2)
-    assert collect(store, ctx, **window) == whole
+    assert collect(store, ctx, **window).outcomes == whole
     assert [o.chain.accession for o in whole] == ["A0", "A1", "A2", "A3", "A4"]
     assert [o.graded[0].proposed_grade == "1" for o in whole] == [True, False, True, False, True]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ psycopg = pytest.importorskip("psycopg")
 
 from listener.store import pg_schema  # noqa: E402 - needs psycopg, imported after the skip
 from listener.store.postgresql import PostgresStore  # noqa: E402
+from listener.store.rows import version_columns  # noqa: E402
 
 
 @pytest.fixture(name="dsn")
@@ -344,3 +346,42 @@ def test_the_password_file_is_sent_and_never_shown(dsn: str, tmp_path: Path) -> 
         with _admin(dsn) as conn:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_v9_fills_the_version_summaries_of_stored_reports(dsn: str) -> None:
+    """Reports stored before version 9 (one of a processed message, one of a rejected one) get
+    their version summary from their JSON and their message, as a save writes it."""
+    received = datetime(2026, 11, 17, 8, 0, tzinfo=UTC)
+    stored = (report("ACC1"), report("ACC2", text="a second report"))
+    with _admin(dsn) as conn:
+        pg_schema.migrate(conn, target=8)
+        for n, (state, r) in enumerate(zip(("processed", "rejected"), stored, strict=True)):
+            (pk,) = conn.execute(
+                "INSERT INTO messages (sender_application, sender_facility, control_id, feed, received, transport,"
+                " state, ack_code, ack) VALUES ('RIS', 'HOSP', %s, 'default', %s, 'mllp', %s, 'AA', '') RETURNING id",
+                (f"M{n}", received, state),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json, route_json)"
+                " VALUES (%s, 0, %s, %s, %s, %s, %s)",
+                (pk, r.accession, r.bucket, r.report_json, r.findings_json, r.route_json),
+            )
+    store = PostgresStore(dsn)
+    try:
+        assert [s.version for s in store.migrations_run] == [9]
+        (lone,) = store.lone_versions(
+            received,
+            received + timedelta(hours=1),
+            [(received - timedelta(days=9999), received + timedelta(days=9999))],
+        )
+        assert (lone.count, lone.first_accession) == (1, "ACC1")
+    finally:
+        store.close()
+    with _admin(dsn) as conn:
+        rows = conn.execute(
+            "SELECT received, stage, clinical_at, prelim_minutes, summary FROM reports ORDER BY id"
+        ).fetchall()
+    assert [tuple(row) for row in rows] == [
+        version_columns(r.report_json, r.findings_json, received, processed)
+        for r, processed in zip(stored, (True, False), strict=True)
+    ]

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 from listener.store import ReportRecord, Store
+from listener.store.base import TaskPool
 
 from .records import T0, minutes, record
 
@@ -102,6 +103,21 @@ def test_tasks_open_and_completed(store: Store) -> None:
     ]
     assert [r.report_pk for r, _ in store.reports.tasks(status="completed", pool=None, limit=100)] == [ids["M1"]]
     assert [r.report_pk for r, _ in store.reports.tasks(status=None, pool="body", limit=1)] == [ids["M4"]]
+
+
+def test_open_task_pools_count_the_newest_open_tasks(store: Store) -> None:
+    """The open Tasks (M3, M4; M1 is completed) counted by pool with the oldest; a route naming no
+    pool counts under "" (M7); ``limit`` keeps the newest."""
+    _fill(store)
+    store.save(record("M7", received=T0 + minutes(6), reports=(_report("ACC7", "preliminary", "review", {}),)))
+    assert store.reports.open_task_pools(limit=100) == [
+        TaskPool("", 1, T0 + minutes(6)),
+        TaskPool("body", 2, T0 + minutes(2)),
+    ]
+    assert store.reports.open_task_pools(limit=2) == [
+        TaskPool("", 1, T0 + minutes(6)),
+        TaskPool("body", 1, T0 + minutes(3)),
+    ]
 
 
 def test_a_copy_at_the_same_stage_does_not_complete_a_task(store: Store) -> None:

@@ -11,8 +11,10 @@ import pytest
 from listener.errors import StoreError
 from listener.store import SQLiteStore
 from listener.store import schema as store_schema
+from listener.store.compact import unpack_json
+from listener.store.operations import version_texts
 
-from .records import record
+from .records import record, report
 from .v1 import make_v1_store, table_rows, user_version
 
 
@@ -141,3 +143,24 @@ def test_v1_store_gains_an_empty_comparisons_cache(tmp_path: Path) -> None:
         assert store.cached_comparisons(["k"]) == {"k": "{}"}
     finally:
         store.close()
+
+
+def test_v9_fills_the_version_summaries_of_stored_reports(tmp_path: Path) -> None:
+    """Reports stored before version 9 get their version summary from their JSON and their
+    message, as a save writes it; the store then counts them without reading the JSON."""
+    db = make_v1_store(tmp_path / "state")
+    store = SQLiteStore(db)
+    try:
+        store.save(record("N1", reports=(report("NEW1"),)))
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    rows = conn.execute(
+        "SELECT r.report_json, r.findings_json, m.received, m.state, r.received, r.stage, r.clinical_at,"
+        " r.prelim_minutes, r.summary FROM reports r JOIN messages m ON m.id = r.message_id ORDER BY r.id"
+    ).fetchall()
+    conn.close()
+    assert len(rows) >= 3 and all(row[8] for row in rows)
+    for report_json, findings_json, received, state, *stored in rows:
+        expected = version_texts(unpack_json(report_json), unpack_json(findings_json), received, state == "processed")
+        assert tuple(stored) == expected
