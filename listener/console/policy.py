@@ -408,7 +408,9 @@ def policy_page(ctx: Ctx, services: Mapping[str, Any]) -> Reply:
             return _json({"error": unavailable}, 503)
         values["problem"] = _Problem(name, None, None, unavailable)
         return Reply("policy.html.j2", values, status=503)
-    until = ctx.now.replace(microsecond=0)
+    # The window ends at the next whole second (a report of this second is in it), as a time the
+    # command takes back as it printed it.
+    until = ctx.now.replace(microsecond=0) + timedelta(seconds=1 if ctx.now.microsecond else 0)
     since_key = values["since"]
     try:
         job, started = jobs.start(

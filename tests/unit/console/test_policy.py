@@ -287,6 +287,7 @@ def test_one_what_if_at_a_time_cancel_and_a_failing_child(pipeline: Pipeline, st
     cancelled = _run(pipeline, jobs, "run", job_id, "cancel", method="POST")
     assert cancelled.status == 303 and cancelled.location == f"/console/policy/run/{job_id}"
     assert _ended(jobs, job_id).state == "cancelled"
+    assert not list(state.glob(".whatif-*")), "the job's private files are removed"
     assert "Cancelled" in _page(_run(pipeline, jobs, "run", job_id))
     assert _run(pipeline, jobs, "run", job_id, format="json").status == 409
 
