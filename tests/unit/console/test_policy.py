@@ -249,7 +249,7 @@ def test_a_what_if_job_replays_the_whole_window_and_its_json_is_the_commands(
     assert _run(pipeline, jobs, "run", job_id, who="someone-else").status == 404
     running = _run(pipeline, jobs, "run", job_id)
     if running.context["job"].state == "running":
-        assert '<meta http-equiv="refresh" content="2">' in _page(running)
+        assert f'<meta http-equiv="refresh" content="2; url={started.location}">' in _page(running)
     view = _ended(jobs, job_id)
     assert (view.state, view.read, view.total) == ("done", 3, 3), view.error
     assert not list(state.glob(".whatif-*")), "the job's private files are removed"
