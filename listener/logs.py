@@ -193,6 +193,8 @@ KEYS: frozenset[str] = frozenset(
         # endpoints, files, HTTP
         "endpoint",
         "path",
+        # an HTTP request's route template, never its path as sent (listener/server/http_routes.py)
+        "route",
         # the store's description: a file, or a PostgreSQL URL without its password (docs/store.md)
         "store",
         "line",

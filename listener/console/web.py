@@ -38,6 +38,7 @@ from listener.console.session import Session, Sessions, tokens_match
 from listener.errors import StoreError
 from listener.logs import get_logger
 from listener.server.http_intake import HttpAnswer
+from listener.server.http_routes import route_of
 
 __all__ = [
     "CSP",
@@ -374,9 +375,8 @@ class _ConsoleResource(Resource):
                 return parsed
             form = parsed
             if caller.via == "session" and not tokens_match(form.get("csrf", ""), caller.csrf):
-                _log().warning(
-                    "console_csrf_refused", sender_app=caller.name, path=request.path.decode("utf-8", "replace")[:200]
-                )
+                route = route_of(request.path.decode("utf-8", "replace"))
+                _log().warning("console_csrf_refused", sender_app=caller.name, route=route)
                 return console.problem(
                     403, "Form expired", "The form's CSRF token is missing or wrong: reload the page.", caller
                 )

@@ -74,6 +74,7 @@ from listener.fhir.score import RESOURCE_TYPES as SCORE_RESOURCE_TYPES
 from listener.logs import get_logger
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, OutcomeRules
 from listener.server.http_intake import FHIR_JSON, HttpAnswer, HttpIntake, outcome_answer
+from listener.server.http_routes import endpoint_of, method_of, route_of
 from listener.server.http_scores import record_fhir_score
 from listener.server.http_search import detected_issue_bundle, task_bundle, worklist_bundle
 from listener.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -243,19 +244,19 @@ class CappedRequest(Request):
         limit = self._limit()
         answer = outcome_answer(413, (Issue("error", "too-costly", f"the body exceeds the limit of {limit} bytes"),))
         # The request line is parsed, but Request.method/path are set only once the body is in.
-        path = bytes(getattr(self.channel, "_path", b"")).partition(b"?")[0].decode("utf-8", "replace")[:200]
+        path = bytes(getattr(self.channel, "_path", b"")).partition(b"?")[0].decode("utf-8", "replace")
         _log().warning(
             "message_rejected",
             reason="body_too_large",
             bytes=size,
             limit=limit,
             status=413,
-            path=path,
+            route=route_of(path),
             peer=_peer(self),
         )
         site = self.channel.site
         if site.metrics is not None:
-            site.metrics.http_requests.labels(_endpoint_label(path), "413").inc()
+            site.metrics.http_requests.labels(endpoint_of(path), "413").inc()
         self.channel.refuse(answer)
 
     def process(self) -> None:
@@ -395,7 +396,7 @@ def reason_phrase(status: int) -> str:
 
 class ApiSite(Site):
     """The Site: capped requests and connections, no access log (we log ``http_request`` ourselves,
-    without query strings).
+    with the route label instead of the path, never the query string: docs/monitoring.md).
 
     Connections are counted in total and per peer host (``max_connections``,
     ``max_connections_per_peer``): one peer holding many idle connections
@@ -471,41 +472,18 @@ class ApiSite(Site):
 
 
 def _path(request: Any) -> str:
-    return (request.path or b"").decode("utf-8", "replace")[:200]
+    return (request.path or b"").decode("utf-8", "replace")
+
+
+def _route(request: Any) -> str:
+    """The request's route label for log lines: never its path as sent (listener/server/http_routes.py)."""
+    return route_of(_path(request))
 
 
 def _peer(request: Any) -> str:
     peer = request.getClientAddress()
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     return f"{host}:{port}" if host is not None else type(peer).__name__
-
-
-def _endpoint_label(path: str) -> str:
-    path = path.rstrip("/")
-    return {
-        "/fhir": "fhir_bundle",
-        "/fhir/DiagnosticReport": "fhir_report",
-        "/fhir/Observation": "fhir_score",
-        "/fhir/QuestionnaireResponse": "fhir_score",
-        "/fhir/Task": "fhir_task",
-        "/fhir/DetectedIssue": "fhir_detected_issue",
-        "/healthz": "healthz",
-        "/metrics": "metrics",
-        "/api/messages": "api_messages",
-        "/api/audit": "api_audit",
-        "/api/history": "api_history",
-        "/api/scorecard": "api_scorecard",
-        "/console": "console",
-    }.get(
-        "/console"
-        if path.startswith("/console/")
-        else "/api/messages"
-        if path.startswith("/api/messages/")
-        else "/api/history"
-        if path.startswith("/api/history/")
-        else path,
-        "other",
-    )
 
 
 def _base_url(request: Any) -> str:
@@ -1128,9 +1106,7 @@ class Api:
 
     def handle(self, endpoint: _Endpoint, request: Any, method: bytes) -> None:
         """Bind the request's logger, compute the answer, send it (never lets a failure escape)."""
-        request.ov_log = _log().bind(
-            peer=_peer(request), method=request.method.decode("ascii", "replace"), path=_path(request)
-        )
+        request.ov_log = _log().bind(peer=_peer(request), method=method_of(request.method), route=_route(request))
 
         def gone(_failure: Failure) -> None:
             request.ov_gone = True
@@ -1173,17 +1149,17 @@ class Api:
         request.finish()
         started = request.ov_started
         duration = round((time.perf_counter() - started) * 1000, 3) if started is not None else 0.0
-        log = request.ov_log or _log().bind(peer=_peer(request), path=_path(request))
+        log = request.ov_log or _log().bind(peer=_peer(request), route=_route(request))
         log.info(
             "http_request",
-            method=request.method.decode("ascii", "replace"),
+            method=method_of(request.method),
             status=answer.status,
             duration_ms=duration,
             bytes=len(answer.body),
             sender_app=request.ov_client,
         )
         if self.metrics is not None:
-            self.metrics.http_requests.labels(_endpoint_label(_path(request)), str(answer.status)).inc()
+            self.metrics.http_requests.labels(endpoint_of(_path(request)), str(answer.status)).inc()
 
 
 def build_site(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar, cast
@@ -91,6 +91,8 @@ from listener.store.pgurl import display_url
 from listener.store.rows import (
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
+    MessageListing,
+    ReportSearchSql,
     bucket_bins,
     bucket_mix_sql,
     by_day,
@@ -100,13 +102,11 @@ from listener.store.rows import (
     traffic_sql,
 )
 from listener.store.schema import newer_schema_text
-from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
 
 T = TypeVar("T")
 
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
-#: Above every message_pk (the largest bigint): the upper bound of an unbounded listing.
-_NO_PK_ABOVE = 2**63 - 1
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT_S = 10
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
@@ -666,14 +666,16 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
 # ----------------------------------------------------------- report searches
 
 
-_R_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
-_R_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
-
-
-def _stage(alias: str) -> str:
-    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-    status = f"({alias}.report_json::json ->> 'status')"
-    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+_CORRECTIONS = "(r.route_json::json -> 'corrections')"
+#: The searches' statements (listener/store/rows.py), in PostgreSQL's words.
+_SEARCH_SQL = ReportSearchSql(
+    mark="%s",
+    field=lambda json, key: f"({json}::json ->> '{key}')",
+    report=lambda alias: f"{alias}.report_json",
+    corrections=(
+        f"(CASE WHEN json_typeof({_CORRECTIONS}) = 'array' THEN json_array_length({_CORRECTIONS}) ELSE 0 END)"
+    ),
+)
 
 
 def _stored(row: Sequence[Any]) -> StoredReport:
@@ -694,58 +696,23 @@ class PostgresReports:
     def __init__(self, connect: Callable[[], PgConnection]) -> None:
         self._reader = _Reader(connect, lazy=True)
 
-    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
-        sql = f"SELECT {_R_COLUMNS} {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
+    def _rows(self, search: tuple[str, list[object]], limit: int) -> list[StoredReport]:
+        sql, params = search
         return [_stored(row) for row in self._reader.rows("searching reports", sql, (*params, limit))]
 
     def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
         """Reports with a route (optionally to one pool)."""
-        where = "AND r.route_json != 'null'"
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND r.route_json::json ->> 'pool' = %s"
-            params.append(pool)
-        return self._rows(where, params, limit)
+        return self._rows(_SEARCH_SQL.routed(pool), limit)
 
     def with_findings(
         self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
     ) -> list[StoredReport]:
         """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
-        where = "AND r.findings_json != '[]'"
-        params: list[Any] = []
-        if fhir_id is not None:
-            where += " AND m.transport = 'http' AND r.report_json::json ->> 'fhir_id' = %s"
-            params.append(fhir_id)
-        if accession is not None:
-            where += " AND r.accession = %s"
-            params.append(accession)
-        return self._rows(where, params, limit)
+        return self._rows(_SEARCH_SQL.with_findings(fhir_id, accession), limit)
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         """Routed reports that stand for a Task, each with when its Task was completed (see ReportReader.tasks)."""
-        done = (
-            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            f" AND {_stage('r2')} > {_stage('r')})"
-        )
-        corrections = "(r.route_json::json -> 'corrections')"
-        where = (
-            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-            f" AND (CASE WHEN json_typeof({corrections}) = 'array' THEN json_array_length({corrections})"
-            " ELSE 0 END) = 0)"
-        )
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND r.route_json::json ->> 'pool' = %s"
-            params.append(pool)
-        if status == "requested":
-            where += f" AND (r.accession = '' OR {done} IS NULL)"
-        elif status == "completed":
-            where += f" AND r.accession != '' AND {done} IS NOT NULL"
-        sql = (
-            f"SELECT {_R_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
-            f" {_R_FROM} {where} ORDER BY r.id DESC LIMIT %s"
-        )
+        sql, params = _SEARCH_SQL.tasks(status, pool)
         rows = self._reader.rows("searching tasks", sql, (*params, limit))
         return [(_stored(row), _opt_utc(row[8])) for row in rows]
 
@@ -761,7 +728,7 @@ class PostgresReports:
 _KEYS_PER_QUERY = 500
 
 
-class PostgresStore:
+class PostgresStore(MessageListing, StoreHealth):
     """The :class:`~listener.store.base.Store` on a PostgreSQL database.
 
     Args:
@@ -869,14 +836,6 @@ class PostgresStore:
         future.add_done_callback(self._note_save)
         return future
 
-    def _note_save(self, future: Future[SaveResult]) -> None:
-        exc = future.exception()
-        if exc is None:
-            self.last_save_error = ""
-        else:
-            self.save_failures += 1
-            self.last_save_error = str(exc)
-
     def save(self, record: MessageRecord) -> SaveResult:
         """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
         return self.submit(record).result()
@@ -884,117 +843,39 @@ class PostgresStore:
     def probe(self, now: datetime) -> None:
         """A real write through the writer (one row rewritten, committed durably)."""
         require_aware(now, "now")
-        try:
-            self._write(
+        self._probe_with(
+            lambda: self._write(
                 "health probe",
                 lambda conn: conn.execute(
                     "INSERT INTO health_probe (id, at) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
                     (now,),
                 ),
             )
-        except StoreError as exc:
-            self.last_probe_error = str(exc)
-            raise
-        self.last_probe_error = ""
+        )
 
-    def health_reason(self) -> str:
-        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
-        if not self._writer.alive():
-            return "store writer stopped"
-        if self.last_save_error:
-            return f"last save failed: {self.last_save_error}"
-        if self.last_probe_error:
-            return f"write probe failed: {self.last_probe_error}"
-        try:
-            self._rows("health check", "SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return ""
+    # health_reason() is StoreHealth's (listener/store/writer.py), on these two hooks.
+    def _writer_alive(self) -> bool:
+        return self._writer.alive()
+
+    def _health_read(self) -> None:
+        self._rows("health check", "SELECT 1")
 
     def health(self) -> bool:
         """Return True when the writer runs, the database can be read, and the last save and probe succeeded."""
         return not self.health_reason()
 
-    def messages(
-        self,
-        *,
-        after: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-        state: str | None = None,
-        ack_code: str | None = None,
-        sender_application: str | None = None,
-        sender_facility: str | None = None,
-        control_id: str | None = None,
-        transport: str | None = None,
-        accession: str | None = None,
-        patient_id: str | None = None,
-        patient_authority: str | None = None,
-        bucket: str | None = None,
-        before: int | None = None,
-        newest_first: bool = False,
-    ) -> Iterator[MessageSummary]:
-        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`);
-        ``newest_first`` walks the primary key backwards."""
-        where = ["m.id > %s", "m.id < %s"]
-        params: list[object] = []
-        if since is not None:
-            require_aware(since, "since")
-            where.append("m.received >= %s")
-            params.append(since)
-        if until is not None:
-            require_aware(until, "until")
-            where.append("m.received < %s")
-            params.append(until)
-        for column, value in (
-            ("state", state),
-            ("ack_code", ack_code),
-            ("sender_application", sender_application),
-            ("sender_facility", sender_facility),
-            ("control_id", control_id),
-            ("transport", transport),
-        ):
-            if value is not None:
-                where.append(f"m.{column} = %s")
-                params.append(value)
-        if accession is not None:
-            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = %s)")
-            params.append(accession)
-        if patient_id is not None:
-            if patient_authority is not None:
-                where.append(
-                    "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s AND r.patient_authority = %s)"
-                )
-                params.extend((patient_id, patient_authority))
-            else:
-                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = %s)")
-                params.append(patient_id)
-        elif patient_authority is not None:
-            raise ValueError("patient_authority narrows patient_id: give both")
-        if bucket is not None:
-            # A probe of reports_message_bucket per message, in message order: a page
-            # ends once it is full, so a common bucket reads little (docs/store.md).
-            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = %s)")
-            params.append(bucket)
-        order = "DESC" if newest_first else ""
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id {order} LIMIT %s"
-        low = after if after is not None else 0
-        high = before if before is not None else _NO_PK_ABOVE
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._rows("listing messages", sql, (low, high, *params, page))
-            for row in rows:
-                yield _summary(row)
-            if len(rows) < page:
-                return
-            if newest_first:
-                high = int(rows[-1][0])
-            else:
-                low = int(rows[-1][0])
-            if remaining is not None:
-                remaining -= len(rows)
+    # messages() is MessageListing's (listener/store/rows.py): one query for both backends.
+    _MARK = "%s"
+    _PAGE_ROWS = _PAGE
+
+    def _listing_stamp(self, moment: datetime) -> object:
+        return moment  # psycopg sends an aware datetime as timestamptz
+
+    def _listing_rows(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
+        return self._rows("listing messages", sql, params)
+
+    def _listing_summary(self, row: Sequence[Any]) -> MessageSummary:
+        return _summary(row)
 
     def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """Each given message's current reports' buckets (see :meth:`Store.buckets_of`): one

@@ -22,20 +22,21 @@ from typing import Any
 from listener.errors import StoreError
 from listener.store.base import StoredReport
 from listener.store.compact import join_route, register_functions, unpack_json
+from listener.store.rows import ReportSearchSql
 
 __all__ = ["ReportQueries", "StoredReport"]
 
 _BUSY_TIMEOUT_S = 5.0
 
 
-_COLUMNS = "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
-_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
-
-
-def _stage(alias: str) -> str:
-    """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
-    status = f"json_extract(overread_json({alias}.report_json), '$.status')"
-    return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+#: The searches' statements (listener/store/rows.py), in SQLite's words: ``overread_json``
+#: unpacks a compact report_json (docs/store.md, "Compact storage").
+_SQL = ReportSearchSql(
+    mark="?",
+    field=lambda json, key: f"json_extract({json}, '$.{key}')",
+    report=lambda alias: f"overread_json({alias}.report_json)",
+    corrections="coalesce(json_array_length(r.route_json, '$.corrections'), 0)",
+)
 
 
 def _time(text: str) -> datetime:
@@ -43,7 +44,7 @@ def _time(text: str) -> datetime:
 
 
 def _stored(row: Sequence[Any]) -> StoredReport:
-    """A StoredReport from the first columns of a row of :data:`_COLUMNS`."""
+    """A StoredReport from the first columns of a row of :data:`~listener.store.rows.REPORT_COLUMNS`."""
     return StoredReport(
         report_pk=int(row[0]),
         received=_time(row[1]),
@@ -96,64 +97,26 @@ class ReportQueries:
                 failed = type(exc).__name__
         raise StoreError(f"the store cannot be read ({failed})")
 
-    def _rows(self, where: str, params: Sequence[Any], limit: int) -> list[StoredReport]:
-        sql = f"SELECT {_COLUMNS} {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+    def _rows(self, search: tuple[str, list[object]], limit: int) -> list[StoredReport]:
+        sql, params = search
         return [_stored(row) for row in self._select(sql, (*params, limit))]
 
     def routed(self, *, pool: str | None, limit: int) -> list[StoredReport]:
         """Reports with a route (optionally to one pool). Scans reports newest first."""
-        where = "AND r.route_json != 'null'"
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND json_extract(r.route_json, '$.pool') = ?"
-            params.append(pool)
-        return self._rows(where, params, limit)
+        return self._rows(_SQL.routed(pool), limit)
 
     def with_findings(
         self, *, fhir_id: str | None = None, accession: str | None = None, limit: int
     ) -> list[StoredReport]:
         """Reports that have findings: one by its FHIR id (from Location), or all of an accession."""
-        where = "AND r.findings_json != '[]'"
-        params: list[Any] = []
-        if fhir_id is not None:
-            where += " AND m.transport = 'http' AND json_extract(overread_json(r.report_json), '$.fhir_id') = ?"
-            params.append(fhir_id)
-        if accession is not None:
-            where += " AND r.accession = ?"
-            params.append(accession)
-        return self._rows(where, params, limit)
+        return self._rows(_SQL.with_findings(fhir_id, accession), limit)
 
     # ------------------------------------------------ Task worklist (signals)
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
-        """Routed reports that stand for a Task, newest first, each with when its Task was completed.
-
-        A report released with no correction asks nobody for anything: no
-        Task. A Task is completed (the datetime: when) once a later report of
-        the same accession arrived that supersedes its report: a final for a
-        preliminary, a corrected or amended report for a final. A second copy
-        at the same stage (a resend, the same report over the other
-        transport) does not complete it. Until then it is open (None).
-        ``status``: "requested" (open only), "completed", or None (both).
-        """
-        done = (
-            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
-            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
-            f" AND {_stage('r2')} > {_stage('r')})"
-        )
-        where = (
-            "AND r.route_json != 'null' AND NOT (r.bucket = 'release'"
-            " AND coalesce(json_array_length(r.route_json, '$.corrections'), 0) = 0)"
-        )
-        params: list[Any] = []
-        if pool is not None:
-            where += " AND json_extract(r.route_json, '$.pool') = ?"
-            params.append(pool)
-        if status == "requested":
-            where += f" AND (r.accession = '' OR {done} IS NULL)"
-        elif status == "completed":
-            where += f" AND r.accession != '' AND {done} IS NOT NULL"
-        sql = f"SELECT {_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END {_FROM} {where} ORDER BY r.id DESC LIMIT ?"
+        """Routed reports that stand for a Task, newest first, each with when its Task was completed
+        (None while open; the rules: :meth:`~listener.store.rows.ReportSearchSql.tasks`)."""
+        sql, params = _SQL.tasks(status, pool)
         return [(_stored(row), _time(row[8]) if row[8] else None) for row in self._select(sql, (*params, limit))]
 
     def close(self) -> None:

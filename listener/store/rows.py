@@ -7,11 +7,13 @@ store contract: docs/store.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from listener.store.base import BucketBin, HistoryEntry, MessageSummary, TrafficBin
+from listener.store.base import BucketBin, HistoryEntry, MessageSummary, TrafficBin, require_aware
 from listener.store.compact import unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
@@ -60,6 +62,185 @@ def history_entry(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Hist
         str(bucket),
         bool(kept),
     )
+
+
+#: Above every message_pk (the largest 64-bit integer): the upper cursor of an unbounded listing.
+NO_PK_ABOVE = 2**63 - 1
+
+#: The message columns :meth:`~listener.store.base.Store.messages` filters on by exact value.
+_EXACT_COLUMNS = ("state", "ack_code", "sender_application", "sender_facility", "control_id", "transport")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilters:
+    """The filters of :meth:`~listener.store.base.Store.messages` other than its cursors and order,
+    as one WHERE clause both SQL backends run (docs/store.md, "Newest first").
+
+    Raises:
+        ValueError: a naive ``since``/``until``, or ``patient_authority`` without ``patient_id``.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    state: str | None = None
+    ack_code: str | None = None
+    sender_application: str | None = None
+    sender_facility: str | None = None
+    control_id: str | None = None
+    transport: str | None = None
+    accession: str | None = None
+    patient_id: str | None = None
+    patient_authority: str | None = None
+    bucket: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None:
+            require_aware(self.since, "since")
+        if self.until is not None:
+            require_aware(self.until, "until")
+        if self.patient_authority is not None and self.patient_id is None:
+            raise ValueError("patient_authority narrows patient_id: give both")
+
+    def where(self, mark: str, stamp: Callable[[datetime], object]) -> tuple[str, list[object]]:
+        """The conditions on ``messages m`` after the cursors (``m.id > {mark} AND m.id < {mark}``
+        first), and their parameters after the cursors'. ``mark`` is the backend's placeholder
+        (``?``, ``%s``), ``stamp`` turns a time into the backend's parameter for ``m.received``.
+
+        Every condition is served by an index: accession and patient by the reports' indexes,
+        control id by its own, the window by ``received``, the bucket by ``reports_message_bucket``.
+        """
+        where = [f"m.id > {mark}", f"m.id < {mark}"]
+        params: list[object] = []
+        if self.since is not None:
+            where.append(f"m.received >= {mark}")
+            params.append(stamp(self.since))
+        if self.until is not None:
+            where.append(f"m.received < {mark}")
+            params.append(stamp(self.until))
+        for column in _EXACT_COLUMNS:
+            value = getattr(self, column)
+            if value is not None:
+                where.append(f"m.{column} = {mark}")
+                params.append(value)
+        if self.accession is not None:
+            where.append(f"m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = {mark})")
+            params.append(self.accession)
+        if self.patient_id is not None:
+            patient = f"r.patient_id = {mark}"
+            params.append(self.patient_id)
+            if self.patient_authority is not None:
+                patient += f" AND r.patient_authority = {mark}"
+                params.append(self.patient_authority)
+            where.append(f"m.id IN (SELECT r.message_id FROM reports r WHERE {patient})")
+        if self.bucket is not None:
+            # A probe of reports_message_bucket per message, in message order: a page
+            # ends once it is full, so a common bucket reads little (docs/store.md).
+            where.append(f"EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = {mark})")
+            params.append(self.bucket)
+        return " AND ".join(where), params
+
+
+class MessageListing(abc.ABC):
+    """:meth:`~listener.store.base.Store.messages` for both SQL backends: the filters'
+    WHERE clause (:class:`MessageFilters`) and the walk of the primary key, page by page.
+
+    A backend gives its placeholder (``_MARK``), its page size (``_PAGE_ROWS``) and three hooks:
+    how a time becomes a parameter, how a statement is read, how a row becomes a summary.
+    """
+
+    #: The backend's parameter placeholder (``?``, ``%s``).
+    _MARK: ClassVar[str]
+    #: Rows read per statement.
+    _PAGE_ROWS: ClassVar[int]
+
+    @abc.abstractmethod
+    def _listing_stamp(self, moment: datetime) -> object:
+        """``moment`` as the backend's parameter for ``m.received``."""
+
+    @abc.abstractmethod
+    def _listing_rows(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
+        """The rows of one page (raises StoreError when the store cannot be read)."""
+
+    @abc.abstractmethod
+    def _listing_summary(self, row: Sequence[Any]) -> MessageSummary:
+        """The summary of a row of :data:`SUMMARY_COLUMNS`."""
+
+    def messages(
+        self,
+        *,
+        after: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        state: str | None = None,
+        ack_code: str | None = None,
+        sender_application: str | None = None,
+        sender_facility: str | None = None,
+        control_id: str | None = None,
+        transport: str | None = None,
+        accession: str | None = None,
+        patient_id: str | None = None,
+        patient_authority: str | None = None,
+        bucket: str | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[MessageSummary]:
+        """Iterate stored messages by ``message_pk``, optionally filtered (see :meth:`Store.messages`).
+
+        Args:
+            after: only messages with a larger ``message_pk`` (a cursor).
+            before: only messages with a smaller ``message_pk`` (the cursor of
+                ``newest_first`` paging).
+            newest_first: largest ``message_pk`` first (the primary key walked
+                backwards; docs/store.md, "Newest first").
+            since: only messages received at or after this time.
+            until: only messages received before this time.
+            limit: stop after this many (after filtering).
+            state, ack_code, sender_application, sender_facility, control_id,
+                transport: only messages with exactly this value.
+            accession: only messages with a report of this accession.
+            patient_id, patient_authority: only messages with a report of this
+                patient (the authority only narrows ``patient_id``).
+            bucket: only messages with a report routed to this bucket.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: a naive ``since``/``until``, or ``patient_authority`` alone.
+        """
+        filters = MessageFilters(
+            since=since,
+            until=until,
+            state=state,
+            ack_code=ack_code,
+            sender_application=sender_application,
+            sender_facility=sender_facility,
+            control_id=control_id,
+            transport=transport,
+            accession=accession,
+            patient_id=patient_id,
+            patient_authority=patient_authority,
+            bucket=bucket,
+        )
+        mark = self._MARK
+        where, params = filters.where(mark, self._listing_stamp)
+        order = "DESC" if newest_first else ""
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {where} ORDER BY m.id {order} LIMIT {mark}"
+        low = after if after is not None else 0
+        high = before if before is not None else NO_PK_ABOVE
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = self._PAGE_ROWS if remaining is None else min(self._PAGE_ROWS, remaining)
+            rows = self._listing_rows(sql, (low, high, *params, size))
+            for row in rows:
+                yield self._listing_summary(row)
+            if len(rows) < size:
+                return
+            if newest_first:
+                high = int(rows[-1][0])
+            else:
+                low = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
 
 
 #: The message columns :meth:`~listener.store.base.Store.traffic` groups by, after the bin.
@@ -122,3 +303,93 @@ def traffic_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime
 def bucket_bins(rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]) -> tuple[BucketBin, ...]:
     """BucketBins of the rows of :func:`bucket_mix_sql`."""
     return tuple(BucketBin(moment(start), str(bucket), int(count)) for start, bucket, count in rows)
+
+
+# ------------------------------------------------------------ report searches
+
+#: The columns of a report search's row, from ``reports r`` joined to ``messages m`` (each backend
+#: reads them into a StoredReport; a Task search adds its completion time as the 9th).
+REPORT_COLUMNS = (
+    "r.id, m.received, m.transport, r.accession, r.report_json, r.findings_json, r.route_json, r.explanation"
+)
+#: The reports a search reads: those of processed messages (the current processing's).
+REPORT_FROM = "FROM reports r JOIN messages m ON m.id = r.message_id WHERE m.state = 'processed'"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSearchSql:
+    """The statements of :class:`~listener.store.base.ReportReader` for both SQL backends, newest
+    report first; each backend spells how its JSON columns are read.
+
+    Attributes:
+        mark: the backend's parameter placeholder (``?``, ``%s``).
+        field: SQL of one text value of a JSON object: (SQL of the JSON text, key) -> SQL.
+        report: SQL of a report row's ``report_json`` as JSON text, by table alias (SQLite
+            unpacks its compact storage, docs/store.md "Compact storage").
+        corrections: SQL of the number of items of ``r.route_json``'s ``corrections`` (0 when none).
+    """
+
+    mark: str
+    field: Callable[[str, str], str]
+    report: Callable[[str], str]
+    corrections: str
+
+    def _search(self, where: str, params: list[object]) -> tuple[str, list[object]]:
+        return f"SELECT {REPORT_COLUMNS} {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}", params
+
+    def _pool(self, where: str, params: list[object], pool: str | None) -> str:
+        if pool is None:
+            return where
+        params.append(pool)
+        return f"{where} AND {self.field('r.route_json', 'pool')} = {self.mark}"
+
+    def stage(self, alias: str) -> str:
+        """SQL for how far a stored report stands: 0 preliminary (or other), 1 final, 2 corrected/amended."""
+        status = self.field(self.report(alias), "status")
+        return f"(CASE {status} WHEN 'final' THEN 1 WHEN 'corrected' THEN 2 WHEN 'amended' THEN 2 ELSE 0 END)"
+
+    def routed(self, pool: str | None) -> tuple[str, list[object]]:
+        """Reports with a route (optionally to one pool): the statement (its last parameter is the
+        limit) and the parameters before the limit."""
+        params: list[object] = []
+        return self._search(self._pool("AND r.route_json != 'null'", params, pool), params)
+
+    def with_findings(self, fhir_id: str | None, accession: str | None) -> tuple[str, list[object]]:
+        """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
+        where = "AND r.findings_json != '[]'"
+        params: list[object] = []
+        if fhir_id is not None:
+            where += f" AND m.transport = 'http' AND {self.field(self.report('r'), 'fhir_id')} = {self.mark}"
+            params.append(fhir_id)
+        if accession is not None:
+            where += f" AND r.accession = {self.mark}"
+            params.append(accession)
+        return self._search(where, params)
+
+    def tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object]]:
+        """Routed reports that stand for a Task, each row with when its Task was completed (its 9th
+        column; see :meth:`~listener.store.base.ReportReader.tasks`).
+
+        A report released with no correction asks nobody for anything: no Task. A Task is
+        completed once a later report of the same accession arrived that supersedes its report
+        (a final for a preliminary, a corrected or amended report for a final); a second copy at
+        the same stage does not complete it. ``status``: "requested" (open only), "completed",
+        or None (both).
+        """
+        done = (
+            "(SELECT min(m2.received) FROM reports r2 JOIN messages m2 ON m2.id = r2.message_id"
+            " WHERE m2.state = 'processed' AND r2.accession = r.accession AND r2.id > r.id"
+            f" AND {self.stage('r2')} > {self.stage('r')})"
+        )
+        where = f"AND r.route_json != 'null' AND NOT (r.bucket = 'release' AND {self.corrections} = 0)"
+        params: list[object] = []
+        where = self._pool(where, params, pool)
+        if status == "requested":
+            where += f" AND (r.accession = '' OR {done} IS NULL)"
+        elif status == "completed":
+            where += f" AND r.accession != '' AND {done} IS NOT NULL"
+        sql = (
+            f"SELECT {REPORT_COLUMNS}, CASE WHEN r.accession = '' THEN NULL ELSE {done} END"
+            f" {REPORT_FROM} {where} ORDER BY r.id DESC LIMIT {self.mark}"
+        )
+        return sql, params

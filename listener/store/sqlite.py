@@ -37,7 +37,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import date, datetime
 from pathlib import Path
@@ -73,8 +73,8 @@ from listener.store.base import (
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
 from listener.store.rows import (
-    SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
+    MessageListing,
     bucket_bins,
     bucket_mix_sql,
     by_day,
@@ -90,7 +90,7 @@ from listener.store.schema import (
     pending_migrations,
     schema_version,
 )
-from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, store_error
+from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
 
 T = TypeVar("T")
 
@@ -103,8 +103,6 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000
 _PAGE = 500  # rows per page for messages() and per chunk for purge_raw()
 #: Keys per statement of cached_comparisons() (well under SQLite's bound on host parameters).
 _KEYS_PER_QUERY = 500
-#: Above every message_pk (SQLite's largest integer): the upper bound of an unbounded listing.
-_NO_PK_ABOVE = 2**63 - 1
 #: Committed jobs between two background PASSIVE checkpoints (a message writes
 #: about 16 pages, so about 500 pages).
 CHECKPOINT_EVERY = 32
@@ -302,7 +300,7 @@ class _Checkpointer:
 # -------------------------------------------------------------------- the store
 
 
-class SQLiteStore:
+class SQLiteStore(MessageListing, StoreHealth):
     """The embedded :class:`~listener.store.base.Store`.
 
     Args:
@@ -488,150 +486,42 @@ class SQLiteStore:
         future.add_done_callback(self._note_save)
         return future
 
-    def _note_save(self, future: Future[SaveResult]) -> None:
-        # Runs on the writer thread: remember how the last save went (health).
-        exc = future.exception()
-        if exc is None:
-            self.last_save_error = ""
-        else:
-            self.save_failures += 1
-            self.last_save_error = str(exc)
-
     def probe(self, now: datetime) -> None:
         """A real write through the writer (one row rewritten, committed durably).
 
         Raises:
             StoreError: the write failed (disk full, read-only, I/O error...).
         """
-        try:
-            self._write(
+        self._probe_with(
+            lambda: self._write(
                 "health probe",
                 lambda conn: conn.execute("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)", (_ts(now),)),
             )
-        except StoreError as exc:
-            self.last_probe_error = str(exc)
-            raise
-        self.last_probe_error = ""
+        )
 
-    def health_reason(self) -> str:
-        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
-        if not self._writer.alive():
-            return "store writer stopped"
-        if self.last_save_error:
-            return f"last save failed: {self.last_save_error}"
-        if self.last_probe_error:
-            return f"write probe failed: {self.last_probe_error}"
-        try:
-            self._read("health check", "SELECT 1")
-        except StoreError as exc:
-            return str(exc)
-        return ""
+    # health_reason() is StoreHealth's (listener/store/writer.py), on these two hooks.
+    def _writer_alive(self) -> bool:
+        return self._writer.alive()
+
+    def _health_read(self) -> None:
+        self._read("health check", "SELECT 1")
 
     def save(self, record: MessageRecord) -> SaveResult:
         """Save ``record`` durably, blocking until committed (see :meth:`submit`)."""
         return self.submit(record).result()
 
-    def messages(
-        self,
-        *,
-        after: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-        state: str | None = None,
-        ack_code: str | None = None,
-        sender_application: str | None = None,
-        sender_facility: str | None = None,
-        control_id: str | None = None,
-        transport: str | None = None,
-        accession: str | None = None,
-        patient_id: str | None = None,
-        patient_authority: str | None = None,
-        bucket: str | None = None,
-        before: int | None = None,
-        newest_first: bool = False,
-    ) -> Iterator[MessageSummary]:
-        """Iterate stored messages by ``message_pk``, optionally filtered.
+    # messages() is MessageListing's (listener/store/rows.py): one query for both backends.
+    _MARK = "?"
+    _PAGE_ROWS = _PAGE
 
-        Args:
-            after: only messages with a larger ``message_pk`` (a cursor).
-            before: only messages with a smaller ``message_pk`` (the cursor of
-                ``newest_first`` paging).
-            newest_first: largest ``message_pk`` first (the primary key walked
-                backwards; docs/store.md, "Newest first").
-            since: only messages received at or after this time.
-            until: only messages received before this time.
-            limit: stop after this many (after filtering).
-            state, ack_code, sender_application, sender_facility, control_id,
-                transport: only messages with exactly this value.
-            accession: only messages with a report of this accession.
-            patient_id, patient_authority: only messages with a report of this
-                patient (the authority only narrows ``patient_id``).
+    def _listing_stamp(self, moment: datetime) -> object:
+        return _ts(moment)
 
-        Every filter is served by an index: accession and patient by the
-        reports' indexes, control id by its own, the window by ``received``.
+    def _listing_rows(self, sql: str, params: Sequence[object]) -> Sequence[Sequence[Any]]:
+        return self._read("listing messages", sql, params)
 
-        Raises:
-            StoreError: the store cannot be read.
-            ValueError: a naive ``since``/``until``.
-        """
-        if since is not None:
-            require_aware(since, "since")
-        if until is not None:
-            require_aware(until, "until")
-        where = ["m.id > ?", "m.id < ?", "m.received >= ?"]
-        params: list[object] = [_ts(since) if since is not None else ""]
-        if until is not None:
-            where.append("m.received < ?")
-            params.append(_ts(until))
-        for column, value in (
-            ("state", state),
-            ("ack_code", ack_code),
-            ("sender_application", sender_application),
-            ("sender_facility", sender_facility),
-            ("control_id", control_id),
-            ("transport", transport),
-        ):
-            if value is not None:
-                where.append(f"m.{column} = ?")
-                params.append(value)
-        if accession is not None:
-            where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = ?)")
-            params.append(accession)
-        if patient_id is not None:
-            if patient_authority is not None:
-                where.append(
-                    "m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ? AND r.patient_authority = ?)"
-                )
-                params.extend((patient_id, patient_authority))
-            else:
-                where.append("m.id IN (SELECT r.message_id FROM reports r WHERE r.patient_id = ?)")
-                params.append(patient_id)
-        elif patient_authority is not None:
-            raise ValueError("patient_authority narrows patient_id: give both")
-        if bucket is not None:
-            # A probe of reports_message_bucket per message, in message order: a page
-            # ends once it is full, so a common bucket reads little (docs/store.md).
-            where.append("EXISTS (SELECT 1 FROM reports r WHERE r.message_id = m.id AND r.bucket = ?)")
-            params.append(bucket)
-        order = "DESC" if newest_first else ""
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id {order} LIMIT ?"
-        low = after if after is not None else 0
-        high = before if before is not None else _NO_PK_ABOVE
-        remaining = limit
-        while remaining is None or remaining > 0:
-            page = _PAGE if remaining is None else min(_PAGE, remaining)
-            rows = self._read("listing messages", sql, (low, high, *params, page))
-            for row in rows:
-                yield ops.summary(row)
-            if len(rows) < page:
-                return
-            if newest_first:
-                high = rows[-1][0]
-            else:
-                low = rows[-1][0]
-            if remaining is not None:
-                remaining -= len(rows)
+    def _listing_summary(self, row: Sequence[Any]) -> MessageSummary:
+        return ops.summary(row)
 
     def buckets_of(self, message_pks: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """Each given message's current reports' buckets (see :meth:`Store.buckets_of`): one

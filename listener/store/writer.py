@@ -20,6 +20,7 @@ sender its message is safe. There is no artificial delay: under light load every
 
 from __future__ import annotations
 
+import abc
 import queue
 import threading
 from collections.abc import Callable
@@ -324,3 +325,60 @@ class GroupCommitWriter(Generic[H]):
             job.future.set_exception(error)
         for job, _ in lost:
             job.future.set_exception(store_error(job.what, exc))
+
+
+class StoreHealth(abc.ABC):
+    """The health both SQL stores report (docs/hardening.md, docs/monitoring.md ``/healthz``):
+    the last save's and the last write probe's error text ("" after a success), the failed saves
+    so far, and :meth:`health_reason`. A backend gives its writer and :meth:`_health_read`."""
+
+    #: The last save's error text ("" when it succeeded).
+    last_save_error = ""
+    #: The last write probe's error text ("" when it succeeded).
+    last_probe_error = ""
+    #: Saves that failed since the store opened (``overread_store_save_failures_total``).
+    save_failures = 0
+
+    @abc.abstractmethod
+    def _writer_alive(self) -> bool:
+        """Whether the backend's writer accepts and runs jobs."""
+
+    @abc.abstractmethod
+    def _health_read(self) -> None:
+        """One trivial read of the database (raises StoreError when it cannot be read)."""
+
+    def _note_save(self, future: Future[Any]) -> None:
+        # Runs on the writer thread: remember how the last save went (health).
+        exc = future.exception()
+        if exc is None:
+            self.last_save_error = ""
+        else:
+            self.save_failures += 1
+            self.last_save_error = str(exc)
+
+    def _probe_with(self, write: Callable[[], object]) -> None:
+        """Run the backend's probe write, remembering how it went.
+
+        Raises:
+            StoreError: the write failed (disk full, read-only, I/O error...).
+        """
+        try:
+            write()
+        except StoreError as exc:
+            self.last_probe_error = str(exc)
+            raise
+        self.last_probe_error = ""
+
+    def health_reason(self) -> str:
+        """Why the store is unhealthy ("" when healthy): the writer, a read, the last save or probe."""
+        if not self._writer_alive():
+            return "store writer stopped"
+        if self.last_save_error:
+            return f"last save failed: {self.last_save_error}"
+        if self.last_probe_error:
+            return f"write probe failed: {self.last_probe_error}"
+        try:
+            self._health_read()
+        except StoreError as exc:
+            return str(exc)
+        return ""
