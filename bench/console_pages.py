@@ -1,7 +1,7 @@
 """The web console's pages over 100,000 stored messages: server time of each page, rendered.
 
 Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10]
-[--computed-runs 10] [--dir DIR]``.
+[--computed-runs 10] [--dir DIR] [--what-if-only]``.
 
 The SQLite store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
 daemon's own records of four message files, each saved with a new control id and accession,
@@ -27,6 +27,7 @@ docs/benchmarks.md, "Console pages".
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -47,6 +48,7 @@ from listener.console.overread import OverreadPage  # noqa: E402
 from listener.console.overview import OverviewPage  # noqa: E402
 from listener.console.web import Caller, Console, Ctx, Page  # noqa: E402
 from listener.console.whatif import WhatIfJobs  # noqa: E402
+from listener.logs import configure_logging  # noqa: E402
 from listener.outcome_data import HistoryContext, collect  # noqa: E402
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules  # noqa: E402
 
@@ -99,8 +101,8 @@ def console_on(found: dict[str, Any]) -> Console:
     return build_console(deps)
 
 
-def measure(store: Any, runs: int, computed_runs: int) -> None:
-    """Time each page and print one line each."""
+def measure(store: Any, runs: int, computed_runs: int, *, what_if_only: bool = False) -> None:
+    """Time each page and print one line each (``what_if_only``: the what-if's lines only)."""
     found = services(store)
     # The what-if's child runs ``overread simulate`` on the store's directory, as the daemon's does.
     state = Path(store.path).parent
@@ -134,7 +136,7 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
     ninety = {"since": datetime.now(UTC) - timedelta(days=90), "until": datetime.now(UTC)}
     context = HistoryContext(found["pipeline"](), found["outcome_rules"](), {})
     cases.append(("collect() alone, 90 days", computed_runs, lambda: collect(store, context, **ninety)))
-    for label, n, call in cases:
+    for label, n, call in [] if what_if_only else cases:
         show(label, n, *timed(n, call))
     what_if(console, found, runs)
 
@@ -203,10 +205,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--computed-runs", type=int, default=10, help="runs of the overread page computed afresh")
     parser.add_argument("--dir", default="var")
+    parser.add_argument("--what-if-only", action="store_true", help="time only the what-if job and its pages")
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
-    with filled_sqlite(args.dir, templates(), args.messages, now) as store:
-        measure(store, args.runs, args.computed_runs)
+    records = templates()
+    with open(os.devnull, "w") as devnull, filled_sqlite(args.dir, records, args.messages, now) as store:
+        # The pages' log lines (the what-if's start and end) go nowhere; templates() closed its own sink.
+        configure_logging("json", stream=devnull)
+        measure(store, args.runs, args.computed_runs, what_if_only=args.what_if_only)
 
 
 if __name__ == "__main__":
