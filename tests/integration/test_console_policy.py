@@ -201,8 +201,8 @@ def test_a_pasted_policy_runs_and_a_broken_one_shows_the_loaders_message_with_it
 
     broken = stricter.replace("    bucket: selective_overread\n", "    bucket: second_look\n", 1)
     line = broken.splitlines().index("    bucket: second_look") + 1
-    status, _, page = browser.request("POST", "/console/policy", {"csrf": csrf, "since": "30d", "policy": broken})
-    assert status == 400
+    status, headers, page = browser.request("POST", "/console/policy", {"csrf": csrf, "since": "30d", "policy": broken})
+    assert status == 400 and "location" not in headers  # answered at once: no job
     assert (
         f"<strong>(pasted policy), line {line}</strong>: rules.critical_finding_affirmed.bucket: unknown bucket "
         in html.unescape(page)
@@ -234,3 +234,39 @@ def test_a_post_without_the_csrf_token_is_refused(fed: tuple[RunningDaemon, Path
     # A picked file that is not one of the listed ones is not read.
     status, _, page = browser.request("GET", "/console/policy?candidate=..%2F..%2Fetc%2Fpasswd")
     assert status == 400 and "pick one of the listed policy files" in page
+
+
+def _simulate_children(state_dir: Path) -> list[int]:
+    """The pids of ``overread simulate`` processes on ``state_dir`` (read from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"simulate" in argv and str(state_dir).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_daemons_stop_kills_a_running_what_if(tmp_path: Path) -> None:
+    daemon, _ = start_configured(tmp_path, "http_clients:\n" + _client("manager", MANAGER, "console"))
+    try:
+        conn = MllpConnection(daemon.address)
+        try:
+            conn.request(_prelim("CP-P9", b"CP9"))
+        finally:
+            conn.close()
+        browser = _signed_in(daemon, MANAGER)
+        status, _, _ = browser.request("GET", f"/console/policy?candidate={quote(STRICTER, safe='')}&since=90d")
+        assert status == 303
+        children = _simulate_children(daemon.state_dir)
+        assert len(children) == 1, "the what-if's child runs (it needs seconds to start)"
+        nice = int((Path("/proc") / str(children[0]) / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert nice >= 10, "the child runs at a lower priority"
+    finally:
+        assert daemon.stop() == 0
+    assert not _simulate_children(daemon.state_dir)
+    assert not list(daemon.state_dir.glob(".whatif-*"))
