@@ -262,7 +262,7 @@ class WhatIfJobs:
                 error = said or (
                     f"the replay was stopped by signal {-code}" if code < 0 else f"the replay failed (exit {code})"
                 )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a job must end, or no what-if could ever start again
             error = f"the replay's result could not be read ({type(exc).__name__})"
         finally:
             _remove(job.files)
