@@ -175,6 +175,8 @@ def test_a_what_if_is_the_callers_own_one_runs_at_a_time_and_cancel_kills_it(
     status, _, page = manager.request("GET", location)
     assert status == 200 and 'http-equiv="refresh"' in page, "the what-if is still running"
     assert f'<meta http-equiv="refresh" content="2; url={location}">' in page and "<progress" in page
+    status, headers, body = manager.request("GET", location + "?format=json")
+    assert status == 202 and headers["retry-after"] == "2" and json.loads(body)["state"] == "running"
     status, headers, _ = manager.request("POST", location + "/cancel", {"csrf": _hidden(page, "csrf")})
     assert status == 303 and headers["location"] == location
     status, _, page = finished(manager, location)
