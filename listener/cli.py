@@ -488,7 +488,10 @@ def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) 
     try:
         sock = socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout)
     except OSError as exc:
-        sys.stderr.write(f"overread send: cannot connect to {target} ({exc.strerror or type(exc).__name__})\n")
+        sys.stderr.write(
+            f"overread send: cannot connect to {target} ({exc.strerror or type(exc).__name__}):"
+            " is the daemon running and listening there? (make run; overread serve --mllp)\n"
+        )
         return EXIT_ERROR
     framer = MllpFramer()
     pending: list[bytes] = []
@@ -540,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="overread", description="Check and route radiology reports for overread.")
     parser.add_argument("--version", action="version", version=f"overread {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="run the offline pipeline on HL7 v2 files and print the results")
+    check = sub.add_parser("check", help="run the offline pipeline on HL7 v2 or FHIR files and print the results")
     check.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (HL7 v2 or FHIR JSON)")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--config", metavar="F", help="daemon config file (its mappings/policies are used)")
@@ -562,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
     explain.add_argument("--policy", metavar="F", help="routing policy file (default: policies/routing.yaml)")
 
-    serve = sub.add_parser("serve", help="run the MLLP listener daemon")
+    serve = sub.add_parser("serve", help="run the daemon: MLLP and HTTP (FHIR, console, health, metrics) listeners")
     serve.add_argument("--config", metavar="F", help="daemon config file (YAML)")
     serve.add_argument("--mllp", metavar="ENDPOINT", help="MLLP listen endpoint, e.g. tcp:2575:interface=127.0.0.1")
     serve.add_argument(

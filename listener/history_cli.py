@@ -25,6 +25,7 @@ from listener.history import HistoryContext, history_document, outcome_rules_fil
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
 from listener.store.base import HISTORY_LIMIT
+from listener.views import reader_label
 
 __all__ = ["add_history_parser", "cmd_history", "history_context", "write_history_text"]
 
@@ -79,7 +80,7 @@ def write_history_text(out: TextIO, doc: dict[str, Any]) -> None:
     )
     for v in versions:
         reader = v["reader"]
-        who = (reader["id"] or "-") + (f" {reader['name']}" if reader["name"] else "") + f" ({reader['type'] or '-'})"
+        who = reader_label(reader)
         exam = " ".join(x for x in (v["exam"]["code"], v["exam"]["text"], v["exam"]["modality"]) if x) or "-"
         out.write(
             f"[{v['position']}] {v['status']:<11} report {v['report_time'] or '-'}  received {v['received']}"

@@ -42,7 +42,7 @@ from listener.operator_actions import (
 )
 from listener.store import StoreSettings
 from listener.store.base import OUTBOX_STATES, DestinationState, Store
-from listener.views import row_dict
+from listener.views import last_error_text, row_dict
 
 __all__ = ["add_outbox_parser", "cmd_outbox"]
 
@@ -291,7 +291,7 @@ def _list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         shown = when.astimezone(UTC).isoformat(timespec="seconds") if when is not None else "-"
         line = (
             f"{row.id:>6}  {row.destination:<14} {row.accession:<16} {row.state:<9} {row.attempts:>5}  "
-            f"{shown:<25}  {row.control_id:<20}  {row.last_error}"
+            f"{shown:<25}  {row.control_id:<20}  {last_error_text(row.state, row.last_error)}"
         )
         out.write(line.rstrip() + "\n")
         if row.lease_holder and row.lease_expires is not None:

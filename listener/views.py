@@ -17,7 +17,16 @@ from typing import Any, TextIO
 
 from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
-__all__ = ["audit_dict", "detail_dict", "iso_utc", "message_dict", "row_dict", "write_detail_text"]
+__all__ = [
+    "audit_dict",
+    "detail_dict",
+    "iso_utc",
+    "last_error_text",
+    "message_dict",
+    "reader_label",
+    "row_dict",
+    "write_detail_text",
+]
 
 
 def message_dict(msg: MessageSummary) -> dict[str, Any]:
@@ -137,6 +146,28 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
     }
 
 
+def last_error_text(state: str, error: str) -> str:
+    """An outbox row's last error as the text views print it: a delivered row's is from before its delivery.
+
+    The row keeps the RIS's last refusal after a retry delivered it (its history in ``show``
+    says when); printed bare beside ``delivered`` it read as a failed delivery (docs/outbound.md).
+    """
+    return f"before delivery: {error}" if error and state == "delivered" else error
+
+
+def reader_label(reader: dict[str, Any]) -> str:
+    """A stored report's reader as the text views print it: id, name, and the type when the report gave one.
+
+    Messages name the reader, not whether the reader is internal or external: that comes from
+    readers.yaml when the report is routed, and the route's explanation prints it
+    (docs/routing.md). The report's own ``unknown`` is left out so it never contradicts that.
+    """
+    kind = reader.get("type") or ""
+    return " ".join(x for x in (reader.get("id") or "-", reader.get("name") or "") if x) + (
+        f" ({kind})" if kind and kind != "unknown" else ""
+    )
+
+
 def _segments(text: str) -> str:
     return "\n".join(line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line)
 
@@ -155,9 +186,7 @@ def _write_report_text(out: TextIO, item: dict[str, Any], indent: str = "") -> N
         + "\n"
     )
     if reader:
-        out.write(
-            f"{indent}  reader {reader.get('id') or '-'} {reader.get('name') or ''} ({reader.get('type') or '-'})\n"
-        )
+        out.write(f"{indent}  reader {reader_label(reader)}\n")
     patient = report.get("patient")
     if patient:
         out.write(
@@ -226,7 +255,7 @@ def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
             f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n"
         )
         if row["last_error"]:
-            out.write(f"    last error: {row['last_error']}\n")
+            out.write(f"    last error: {last_error_text(row['state'], row['last_error'])}\n")
         for e in row["events"]:
             out.write(f"    {e['at']}  {e['event']}" + (f": {e['detail']}" if e["detail"] else "") + "\n")
     out.write(f"\n== earlier processings ({len(data['processings'])}) ==\n")

@@ -62,6 +62,8 @@ _W = (
     r"\bcontrast[- ]enhanced\b",
     r"\bpost-?\s?(?:contrast|gadolinium|gad\b|gado\w*)",
     rf"\b(?:after|following|post|with|during)\s+(?:the\s+)?(?:uneventful\s+|rapid\s+|dynamic\s+)?{_ROUTE}\s*{_ADMIN}\s+of\b",
+    # "following intravenous contrast", "after IV contrast", "after the administration of gadolinium"
+    rf"\b(?:after|following)\s+(?:the\s+)?(?:{_ADMIN}\s+of\s+)?(?:the\s+)?{_ROUTE}\s*(?:{_NOUN}|{_AGENT})",
     rf"\b(?:{_NOUN}|{_AGENT})\s+(?:\w+\s+)?(?:was|were)\s+(?:\w+\s+)?(?:administered|given|injected|infused|utilized|used)",
     rf"\b\d+(?:\.\d+)?\s*(?:ml|cc|mls)\s+(?:of\s+)?{_ROUTE}\s*(?:{_AGENT}|{_NOUN})",
     rf"\b{_AGENT}\b",
@@ -141,7 +143,7 @@ _NOT_BEFORE_RE = folded(re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}$", _I))
 _OFF_TOPIC_RE = folded(
     re.compile(
         r"\b(?:prior|previous(?:ly)?|compar\w*|outside|earlier|dated|recommend\w*|suggest\w*|consider\w*|"
-        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed|of\s+benefit|beneficial|useful)|follow-?up|"
+        r"allerg\w*|could\s+be|would\s+be|if\s+clinically|may\s+be\s+(?:helpful|obtained|performed|of\s+(?:benefit|value|use|further|additional)|beneficial|useful)|follow-?up|"
         r"history\s+of|last\s+(?:week|month|year)|required|needed|should|advised|warranted|when|once|"
         r"revealed|showed|demonstrated\s+(?:a|an)|reportedly)\b",
         _I,
@@ -267,10 +269,29 @@ def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
     return tuple(out)
 
 
+def _exam_line(data: RuleInput, start: int) -> bool:
+    """True when ``start`` is in the report's exam line: a short title before the first heading, or
+    the first sentence under an "EXAM:" heading. That line names this exam, never another one."""
+    sections = data.report.sections
+    if not sections:
+        return False
+    first = sections[0]
+    if first.kind is SectionKind.OTHER and first.start <= start < first.end and first.end - first.start <= _TITLE_MAX:
+        return True
+    for sec in sections:
+        if sec.kind is SectionKind.TECHNIQUE and sec.start <= start < sec.end and _EXAM_HEADING_RE.search(sec.heading):
+            spans = data.analysis.sentences(sec.start, sec.end)
+            return bool(spans) and spans[0].start <= start < spans[0].end
+    return False
+
+
 def _aside(data: RuleInput, st: Statement, entry: ProcedureEntry) -> bool:
-    """True when the statement's sentence is about another exam (angiography, another region)."""
+    """True when the statement's sentence is about another exam (angiography, another region).
+
+    An angiography named in the exam line is this exam: its contrast is the exam's contrast.
+    """
     sentence = data.report.text[st.sentence_start : st.sentence_end]
-    if _ANGIO_RE.search(sentence) and not entry.angiography:
+    if _ANGIO_RE.search(sentence) and not entry.angiography and not _exam_line(data, st.sentence_start):
         return True
     # A sentence naming another modality and not the code's is about another exam.
     named = {m for m, pattern in _MODALITY_RES.items() if m in _CROSS_SECTIONAL and pattern.search(sentence)}
@@ -444,15 +465,33 @@ def _title_modalities(data: RuleInput) -> dict[str, tuple[int, int]]:
 def _names_modality(data: RuleInput, modality: str, *, projections_only: bool) -> bool:
     """True when the report names the code's modality for this exam.
 
-    Against a cross-sectional modality named in the report, any mention counts. Against a radiograph
+    Against a cross-sectional modality named in the report, a mention in any sentence counts that is
+    not about a prior, an outside study or a plan. Against a radiograph
     known only by its projections, a mention counts only in a sentence that describes this exam:
     "Recommend CT chest" or "Comparison: CT chest angiography" in a chest radiograph report is about
     another exam. The exam title is not asked: the signed text outranks the name sent with the code.
     """
     pattern = _MODALITY_RES[modality]
     if not projections_only:
-        return bool(pattern.search(data.report.text))
+        return _names_anywhere(data, pattern)
     return any(True for _ in _describing_sentences(data, needle=lambda t: bool(pattern.search(t))))
+
+
+def _names_anywhere(data: RuleInput, pattern: Folded | re.Pattern[str]) -> bool:
+    """True when a sentence anywhere in the report names ``pattern`` and is not about a prior, an
+    outside study or a plan ("correlation with radiographs is recommended" names no exam of today)."""
+    text = data.report.text
+    if not pattern.search(text):
+        return False
+    sections: tuple[Section | None, ...] = data.report.sections or (None,)
+    for sec in sections:
+        start, end = (sec.start, sec.end) if sec is not None else (0, len(text))
+        if not pattern.search(text, start, end):
+            continue
+        for span in data.analysis.sentences(start, end):
+            if pattern.search(text, span.start, span.end) and not _OFF_TOPIC_RE.search(text, span.start, span.end):
+                return True
+    return False
 
 
 @rule("coding", severity=Severity.WARNING)
@@ -1007,6 +1046,8 @@ class ViewCount:
     views: int
     start: int
     end: int
+    #: Said as a number of images ("3 images"): a repeated exposure is one more image, not one more view.
+    images: bool = False
 
 
 # A clause break inside what the sentence splitter left as one sentence ("PA and lateral views. stable
@@ -1045,7 +1086,8 @@ def _sentence_views(text: str, start: int, end: int, *, title: bool) -> ViewCoun
         c_start, c_end = _clause(text, start, end, counts[0].start(), counts[-1].end())
         if len(values) != 1 or bounded or _PARTIAL_RE.search(text, c_start, c_end):
             return ViewCount(0, counts[0].start(), counts[0].end())
-        return ViewCount(values.pop(), counts[0].start(), counts[-1].end())
+        images = all(m.group(0).lower().endswith(("image", "images")) for m in counts)
+        return ViewCount(values.pop(), counts[0].start(), counts[-1].end(), images)
     total, first, last = 0, -1, -1
     rest = text[start:end]
     for match in _LIST_RE.finditer(text, start, end):
@@ -1076,13 +1118,22 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
     """The number of views the report documents for this exam, with the statements that say so.
 
     None when the report states no view count, or when its statements disagree or cannot be
-    pinned down (added views, views of each side, "multiple views"): the rule then says nothing.
-    Sentences about comparison studies are skipped (``_OFF_TOPIC_RE``), as are findings and
-    impression sentences that do not describe the acquisition and do not open with the views.
+    pinned down (added views, views of each side, "multiple views"). Sentences about comparison
+    studies are skipped (``_OFF_TOPIC_RE``), as are findings and impression sentences that do not
+    describe the acquisition and do not open with the views.
     """
+    found = view_statements(data, family)
+    values = {c.views for c in found}
+    if len(values) != 1 or 0 in values:
+        return None
+    return values.pop(), found
+
+
+def view_statements(data: RuleInput, family: str) -> tuple[ViewCount, ...]:
+    """Every statement of this exam's view count in the report, in text order (0: a count it cannot pin down)."""
     text = data.report.text
     if not _mentions_views(text):
-        return None
+        return ()
     own = _ANATOMY_RES.get(family)
     others = [pattern for name, pattern in _ANATOMY_RES.items() if name != family]
     found: list[ViewCount] = []
@@ -1112,12 +1163,7 @@ def documented_views(data: RuleInput, family: str) -> tuple[int, tuple[ViewCount
             ):
                 continue
             found.append(count)
-    if not found:
-        return None
-    values = {c.views for c in found}
-    if len(values) != 1 or 0 in values:
-        return None
-    return values.pop(), tuple(found)
+    return tuple(found)
 
 
 def _range_label(bounds: tuple[int, int | None]) -> str:
@@ -1141,10 +1187,20 @@ def view_count_mismatch(data: RuleInput) -> Iterable[Finding]:
     entry = table.get(data.report.procedure.code) if table else None
     if table is None or entry is None or entry.views is None or not entry.view_family:
         return
-    documented = documented_views(data, entry.view_family)
-    if documented is None:
+    statements = view_statements(data, entry.view_family)
+    values = sorted({c.views for c in statements})
+    if not values or values[0] == 0:
         return
-    views, statements = documented
+    if len(values) > 1:
+        # Views stated differently ("Single frontal view" and "frontal and lateral radiographs"), or
+        # fewer images than views, cannot both be true. More images than views may hold a repeated
+        # exposure ("frontal and lateral radiographs", "3 images"): no count, no finding.
+        stated = [c.views for c in statements if not c.images]
+        most = max(stated, default=0)
+        if len(set(stated)) > 1 or any(c.images and c.views < most for c in statements):
+            yield from _views_disagree(data, entry, statements, values)
+        return
+    views = values[0]
     low = entry.views[0]
     if views_in_range(views, entry.views):
         return
@@ -1162,4 +1218,25 @@ def view_count_mismatch(data: RuleInput) -> Iterable[Finding]:
         f"Report documents {views} {noun}; code {entry.code} is for {_range_label(entry.views)}.",
         [data.analysis.evidence(s.start, s.end) for s in statements[:3]],
         suggestion,
+    )
+
+
+def _views_disagree(
+    data: RuleInput, entry: ProcedureEntry, statements: tuple[ViewCount, ...], values: list[int]
+) -> Iterable[Finding]:
+    """Statements of different view counts ("Single frontal view" over "frontal and lateral radiographs"):
+    the report supports the billed code only if every count falls in its range (docs/qa-rules.md, "View counts")."""
+    assert entry.views is not None
+    bounds = entry.views
+    outside = [c for c in statements if not views_in_range(c.views, bounds)]
+    if not outside:
+        return
+    modifiers = {m.strip().upper() for m in data.report.procedure.modifiers}
+    if all(c.views < bounds[0] for c in outside) and modifiers & _REDUCED_MODIFIERS:
+        return  # the fewer views are billed as a reduced service
+    counts = " and ".join(str(v) for v in values)
+    yield data.emit(
+        f"Report's view statements disagree ({counts} views); code {entry.code} is for {_range_label(bounds)}.",
+        [data.analysis.evidence(s.start, s.end) for s in (outside + [c for c in statements if c not in outside])[:3]],
+        "State the views of this exam once and consistently, and bill the code for them.",
     )

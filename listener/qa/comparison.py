@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, timedelta
 
 from listener.model import Finding, Report, SectionKind, Severity
-from listener.qa.engine import Prior, RuleInput, folded, rule
+from listener.qa.engine import Folded, Prior, RuleInput, folded, rule
 
 _I = re.IGNORECASE
 
@@ -96,8 +96,11 @@ _EXAM = (
     r"exam(?:ination)?|study|scan|imaging|images|mammogra\w*|duplex|doppler|computed\s+tomography|"
     r"magnetic\s+resonance)"
 )
+# "CT of the chest", "knee radiographs", and the passive "axial CT images were obtained through the facial bones".
 _EXAM_BEFORE_RE = re.compile(
-    rf"\b{_EXAM}\s*(?:(?:of|through|over|for)\s+)?(?:the\s+)?(?:[\w,/-]+\s+){{0,3}}$".replace("US|", "(?-i:US)|"), _I
+    rf"\b{_EXAM}\s*(?:(?:was|were)\s+(?:\w+\s+)?(?:obtained|acquired|performed)\s+)?"
+    rf"(?:(?:of|through|over|for)\s+)?(?:the\s+)?(?:[\w,/-]+\s+){{0,3}}$".replace("US|", "(?-i:US)|"),
+    _I,
 )
 _EXAM_AFTER_RE = re.compile(rf"^\s*(?:[\w-]+\s+)?{_EXAM}\b".replace("US|", "(?-i:US)|"), _I)
 
@@ -297,16 +300,108 @@ _STATEMENT_RE = folded(
 )
 
 
-def has_comparison_statement(report: Report) -> bool:
-    """True when the report has a comparison section with text, comparison text, or a comparison cue."""
+# A statement that names the study compared with: the word comparison/compared, or a prior study named as one
+# ("the prior radiograph", "previous CT of 3/2/2025", "old films", "unchanged from prior."). "Prior" before a
+# history word ("prior CABG", "previous surgery") names no study. A date in the sentence of the interval
+# language also names one (implied_comparisons).
+_STUDY_NOUN = (
+    r"(?:stud(?:y|ies)|exam(?:ination)?s?|films?|radiographs?|x-?rays?|CTs?|CTAs?|MRIs?|MRAs?|scans?|ultrasounds?|"
+    r"sonograms?|mammograms?|images?|imaging|series|views?|PET(?:/CT)?|chest)"
+)
+_EXPLICIT_RE = folded(
+    re.compile(
+        r"\b(?:compar\w*|"
+        r"(?:prior|previous|earlier|old|outside|recent|last|baseline|preceding)\s+(?:[\w-]+\s+){0,3}?"
+        + _STUDY_NOUN
+        + r"|"
+        r"(?:from|to|with|than|since|versus|vs\.?|on)\s+(?:the\s+)?(?:prior|previous|last|baseline)(?=\s*(?:[.,;:)]|$|and\b|or\b)))",
+        _I,
+    )
+)
+# Interval language: a statement that only makes sense against an earlier study ("unchanged", "again
+# seen", "interval development", "has resolved"), docs/qa-rules.md "Comparison statement". Words
+# also used without a comparison ("stable", "increased opacity", "persistent cough", "new") are not
+# counted; "interval" counts before a word of change, not in "rotator interval" or "interval follow-up".
+_CHANGE = (
+    r"(?:increas|decreas|develop|chang|enlarg|resolu|resolv|improv|wors|progress|remov|plac|insert|appear|grow|"
+    r"reduc|exchang|advanc|retract|heal|clear|diminish|regress|evolv|migrat|expan)\w*"
+)
+_IMPLIED_RE = folded(
+    re.compile(
+        r"\b(?:unchanged|"
+        r"no\s+(?:significant\s+|appreciable\s+|definite\s+|interval\s+|substantial\s+)?change(?!\s+(?:during|between|with)\b)|"
+        r"again\s+(?:seen|noted|demonstrated|identified|visualized|evident|present|shown)|"
+        r"redemonstrat\w*|"
+        r"interval(?:ly)?\s+(?:[\w-]+\s+){0,2}?" + _CHANGE + r"|"
+        r"in\s+the\s+(?:interim|interval)|"
+        r"previously\s+(?:seen|noted|described|demonstrated|identified|visualized|reported|present|evident|shown)|"
+        r"(?:seen|noted|described|demonstrated|identified|visualized)\s+previously|"
+        r"(?:has|have)\s+(?:\w+\s+)?(?:increased|decreased|resolved|improved|worsened|progressed|enlarged|"
+        r"developed|cleared|grown|diminished|changed|regressed|become)|"
+        r"(?:increased|decreased|increasing|decreasing)\s+in\s+(?:size|number|extent)|"
+        r"new\s+since)\b",
+        _I,
+    )
+)
+_PLAN_OR_CLINICAL_RE = folded(
+    re.compile(
+        r"\b(?:recommend\w*|follow-?\s?up|followup|suggest\w*|advis\w*|(?:re)?assess\w*|should|could|would|"
+        r"to\s+(?:ensure|document|confirm|exclude|evaluate)|symptoms?|patient|complain\w*|neurologic\w*|"
+        r"he|she|his|her|blood\s+pressure|heart\s+rate|pulse)\b",
+        _I,
+    )
+)
+_IMPLIED_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER)
+
+
+def _comparison_given(report: Report) -> bool:
+    """True when the report has comparison text or a comparison section with text."""
     if report.comparison_text.strip():
         return True
-    if any(sec.text.strip() for sec in report.sections_of(SectionKind.COMPARISON)):
-        return True
-    if not report.sections:
-        return bool(_STATEMENT_RE.search(report.text))
-    # Section bodies only: an empty "COMPARISON:" heading is no statement.
-    return any(_STATEMENT_RE.search(sec.text) for sec in report.sections)
+    return any(sec.text.strip() for sec in report.sections_of(SectionKind.COMPARISON))
+
+
+def _in_bodies(report: Report, *patterns: Folded) -> bool:
+    """True when a pattern matches a section body (an empty "COMPARISON:" heading is no statement), or the
+    whole text of a report without sections."""
+    bodies = [sec.text for sec in report.sections] if report.sections else [report.text]
+    return any(p.search(body) for body in bodies for p in patterns)
+
+
+def _states_study(report: Report) -> bool:
+    """True when the report has comparison text, or names a study it compares with anywhere in its sections."""
+    return _comparison_given(report) or _in_bodies(report, _EXPLICIT_RE)
+
+
+def implied_comparisons(data: RuleInput) -> list[tuple[int, int]]:
+    """Interval language in findings/impression sentences that name no date and are no plan or history."""
+    report = data.report
+    text = report.text
+    spans = (
+        [(sec.start, sec.end) for sec in report.sections if sec.kind in _IMPLIED_KINDS]
+        if report.sections
+        else [(0, len(text))]
+    )
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        if _IMPLIED_RE.search(text, start, end) is None:
+            continue
+        for span in data.analysis.sentences(start, end):
+            match = _IMPLIED_RE.search(text, span.start, span.end)
+            if match is None or _PLAN_OR_CLINICAL_RE.search(text, span.start, span.end):
+                continue
+            if _DIGIT_RE.search(text, span.start, span.end) and find_dates(text, span.start, span.end):
+                continue
+            out.append((match.start(), match.end()))
+    return out
+
+
+def has_comparison_statement(report: Report) -> bool:
+    """True when the report has a comparison section with text, comparison text, or a comparison cue.
+
+    Interval language counts too: comparison.implied_without_statement speaks for a report with only that.
+    """
+    return _comparison_given(report) or _in_bodies(report, _STATEMENT_RE, _IMPLIED_RE)
 
 
 @rule("comparison", severity=Severity.INFO)
@@ -319,6 +414,22 @@ def missing(data: RuleInput) -> Iterable[Finding]:
         "Report does not state a comparison (no comparison section or statement).",
         (),
         'Add "Comparison:" with the prior studies used, or "None".',
+    )
+
+
+@rule("comparison", severity=Severity.WARNING)
+def implied_without_statement(data: RuleInput) -> Iterable[Finding]:
+    """Interval language ("unchanged", "again seen", "interval development") with no comparison study named."""
+    report = data.report
+    if report.text_kind != "text" or not report.text.strip() or _states_study(report):
+        return
+    spans = implied_comparisons(data)
+    if not spans:
+        return
+    yield data.emit(
+        "Report describes change over time but names no comparison study.",
+        [data.analysis.evidence(s, e) for s, e in spans[:3]],
+        'Add "Comparison:" with the prior study and its date.',
     )
 
 

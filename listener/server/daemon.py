@@ -18,6 +18,7 @@ Lifecycle:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import os
 import signal
@@ -287,6 +288,8 @@ class Daemon:
         self.prober: LoopingCall | None = None
         self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics, lambda: self.config)
         self.http_port: Any = None
+        # Set once the HTTP endpoint's listen failure is logged: the MLLP chain it fails is not to blame.
+        self.http_listen_failed = False
         # One swappable TLS context for both ssl: endpoints (fails start-up early on bad TLS files).
         self.tls: ReloadableTls | None = ReloadableTls(tls_options(config)) if _uses_tls(config) else None
         self.factory = MllpFactory(
@@ -390,12 +393,8 @@ class Daemon:
             gc.freeze()
 
         def failed(failure: Any) -> None:
-            _log().error(
-                "daemon_stopping",
-                reason="listen_failed",
-                endpoint=self.config.mllp_endpoint,
-                error_type=failure.type.__name__ if failure.type else "",
-            )
+            if not self.http_listen_failed:
+                _log_listen_failed(self.config.mllp_endpoint, failure)
             self.exit_code = EXIT_FAILED
             self.reactor.stop()
 
@@ -435,12 +434,8 @@ class Daemon:
 
         def failed(failure: Any) -> Any:
             # Close the MLLP port: the daemon stops; the failure names the HTTP endpoint.
-            _log().error(
-                "daemon_stopping",
-                reason="listen_failed",
-                endpoint=endpoint_text,
-                error_type=failure.type.__name__ if failure.type else "",
-            )
+            _log_listen_failed(endpoint_text, failure)
+            self.http_listen_failed = True
             self.port = mllp_port
             return failure
 
@@ -639,6 +634,28 @@ class Daemon:
             self.exit_code = EXIT_FAILED
         _log().info("store_closed")
         _log().info("daemon_stopped", status=self.exit_code)
+
+
+def _log_listen_failed(endpoint: str, failure: Any) -> None:
+    """``daemon_stopping`` for an endpoint that cannot listen: the system's reason and what to do.
+
+    A port in use (another daemon, ``make run`` in a second checkout) or a privileged port names
+    the options that choose other endpoints (docs/configuration.md, "Endpoints").
+    """
+    error = getattr(failure.value, "socketError", None) or failure.value
+    reason = getattr(error, "strerror", None) or str(error) or (failure.type.__name__ if failure.type else "")
+    if getattr(error, "errno", None) in (errno.EADDRINUSE, errno.EACCES):
+        reason += (
+            f": {endpoint} is taken or not allowed; stop what listens there, or choose other endpoints"
+            " (overread serve --mllp/--http, make run ARGS=...; docs/configuration.md, Endpoints)"
+        )
+    _log().error(
+        "daemon_stopping",
+        reason="listen_failed",
+        endpoint=endpoint,
+        error_type=failure.type.__name__ if failure.type else "",
+        detail=reason,
+    )
 
 
 def _worker_event(event: str, **fields: Any) -> None:

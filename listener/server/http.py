@@ -181,7 +181,17 @@ class Access:
                 (("WWW-Authenticate", 'Bearer realm="overread", error="invalid_token"'),),
             )
         if permission not in client.allow:
-            return outcome_answer(403, (Issue("error", "forbidden", f"this client may not {permission}"),))
+            # The permission to add, as the console says it (docs/configuration.md, "HTTP clients and tokens").
+            return outcome_answer(
+                403,
+                (
+                    Issue(
+                        "error",
+                        "forbidden",
+                        f"this client may not {permission}: {permission} is not in its allow: list (http_clients)",
+                    ),
+                ),
+            )
         return client
 
 

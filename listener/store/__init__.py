@@ -37,7 +37,7 @@ from listener.store.base import (
     TrafficBin,
     Transport,
 )
-from listener.store.pgurl import display_url, is_postgresql_url
+from listener.store.pgurl import PSYCOPG_MISSING, display_url, is_postgresql_url
 from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
 
 __all__ = [
@@ -116,12 +116,34 @@ class StoreLocation:
 Opener = Callable[[StoreLocation, bool], Store]
 
 
+#: A command run by a user who may not read and write the daemon's state directory
+#: (docs/cli.md: they run as the daemon's user; docs/operations.md installs it as ``overread``).
+_NO_ACCESS = (
+    "permission denied on the store in {where}: run the command as the user the daemon runs as"
+    " (installed as in docs/operations.md: sudo -u overread ...)"
+)
+
+
+def _may(path: Path, mode: int) -> bool:
+    """Whether this process (its effective user and groups, as open() checks) has ``mode`` on ``path``."""
+    return os.access(path, mode, effective_ids=True)
+
+
 def _open_sqlite(where: StoreLocation, create: bool) -> Store:
     if where.synchronous not in ("FULL", "EXTRA", "NORMAL"):
         raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
     sync: Synchronous = where.synchronous  # type: ignore[assignment]  # checked just above
-    if not create and not (where.state_dir / DB_FILENAME).is_file():
-        raise StoreError(f"no store in {where.state_dir} (give --state-dir or --config)")
+    if not create:
+        path = where.state_dir / DB_FILENAME
+        try:
+            exists = path.is_file()
+        except PermissionError:
+            raise StoreError(_NO_ACCESS.format(where=where.state_dir)) from None
+        if not exists:
+            raise StoreError(f"no store in {where.state_dir} (give --state-dir or --config)")
+        # SQLite writes the -wal/-shm files beside the database even to read it.
+        if not (_may(where.state_dir, os.R_OK | os.W_OK | os.X_OK) and _may(path, os.R_OK | os.W_OK)):
+            raise StoreError(_NO_ACCESS.format(where=where.state_dir))
     # An operator's command never upgrades the schema under a running daemon of the older release.
     return SQLiteStore.in_state_dir(where.state_dir, synchronous=sync, migrate_schema=create)
 
@@ -130,7 +152,7 @@ def _open_postgresql(where: StoreLocation, create: bool) -> Store:
     try:
         from listener.store.postgresql import PostgresStore
     except ImportError:
-        raise StoreError("a postgresql:// store needs psycopg: pip install 'overread-listener[postgresql]'") from None
+        raise StoreError(PSYCOPG_MISSING) from None
     password = None
     if where.password_file is not None:
         try:

@@ -37,7 +37,7 @@ from typing import Any
 from listener.errors import StoreError
 from listener.store import operations as ops
 from listener.store.copy_sides import PostgresSide, Side, SQLiteSide, sqlite_path
-from listener.store.pgurl import display_url, is_postgresql_url, url_has_password
+from listener.store.pgurl import PSYCOPG_MISSING, display_url, is_postgresql_url, url_has_password
 from listener.store.schema import SCHEMA_VERSION, newer_schema_text
 from listener.store.writer import store_error
 
@@ -124,7 +124,7 @@ def _open(spec: StoreSpec, *, create: bool) -> Side:
     try:
         import psycopg  # noqa: F401 - only to say what is missing
     except ImportError:
-        raise StoreError("a postgresql:// store needs psycopg: pip install 'overread-listener[postgresql]'") from None
+        raise StoreError(PSYCOPG_MISSING) from None
     password = None
     if spec.password_file is not None:
         try:

@@ -12,6 +12,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 #: URL prefixes that name the PostgreSQL backend.
 SCHEMES = ("postgresql://", "postgres://")
 
+#: What to do when a postgresql:// store is named and the driver is missing. The package is
+#: installed from its checkout or wheel, not from a package index (docs/store.md, "Choosing PostgreSQL").
+PSYCOPG_MISSING = (
+    "a postgresql:// store needs psycopg: install the package with its postgresql extra,"
+    " from the checkout: pip install '.[postgresql]' (docs/store.md)"
+)
+
 
 def is_postgresql_url(url: str) -> bool:
     """True when ``url`` names a PostgreSQL store."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
 
@@ -153,6 +156,35 @@ def test_bad_config_file_fails_start_with_file_and_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{config}:2".encode() in result.stderr
+
+
+@pytest.mark.parametrize("taken", ["mllp", "http"])
+def test_a_taken_port_stops_start_naming_that_endpoint_and_what_to_do(tmp_path: Path, taken: str) -> None:
+    """A port another process holds (a second `make run`): exit 1 and one `daemon_stopping` line
+    naming the endpoint that is taken, never the other one, with the system's reason and the
+    options that choose other endpoints (docs/configuration.md, "Endpoints")."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    endpoints = {"mllp": f"tcp:{free_port()}:interface=127.0.0.1", "http": f"tcp:{free_port()}:interface=127.0.0.1"}
+    endpoints[taken] = f"tcp:{busy}:interface=127.0.0.1"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "listener", "serve", "--log-format", "json", "--state-dir", str(tmp_path / "s")]
+            + ["--mllp", endpoints["mllp"], "--http", endpoints["http"]],
+            capture_output=True,
+            cwd=REPO,
+            timeout=120,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in (result.stdout + result.stderr).decode().splitlines() if line.startswith("{")]
+    failed = [line for line in lines if line.get("reason") == "listen_failed"]
+    assert [line["endpoint"] for line in failed] == [endpoints[taken]]
+    assert failed[0]["detail"].startswith("Address already in use: ")
+    assert "--mllp/--http" in failed[0]["detail"] and "make run ARGS=" in failed[0]["detail"]
 
 
 def test_sighup_storm_during_traffic_neither_deadlocks_nor_piles_up_reloads(tmp_path: Path, oru: bytes) -> None:

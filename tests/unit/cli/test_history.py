@@ -10,6 +10,7 @@ from listener.history import HistoryContext, history_document
 from listener.history_cli import write_history_text
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
+from listener.views import reader_label
 from tests.conftest import RECEIVED
 from tests.unit.store.memory import MemoryStore
 from tests.unit.store.records import CHEST as SAMPLE
@@ -53,6 +54,11 @@ def test_final_and_correction_compared(pipeline: Pipeline) -> None:
         write_history_text(out, doc)
         text = out.getvalue()
         assert "prelim_to_final [0] -> [1]: grade" in text and "critical_added pneumothorax" in text
+        # The message never says internal or external: no "(unknown)" beside the routed type (docs/cli.md).
+        readers = [
+            line.split("  exam ")[0].strip() for line in text.splitlines() if line.lstrip().startswith("reader ")
+        ]
+        assert len(readers) == 3 and all(r.startswith("reader ") and "(unknown)" not in r for r in readers)
         for secret in ("ZZ9000103", "ZZDEMO", "NORA"):
             assert secret not in text and secret not in json.dumps(doc)
         assert len(history_document(store, "A2611170088", _context(pipeline), limit=2)["versions"]) == 2
@@ -137,3 +143,10 @@ def test_a_pair_not_comparable_takes_the_explicit_grade_without_disagreement(pip
         assert "not comparable: raw purged; explicit grade 2b\n  score 2b via cli  by dr-x" in out.getvalue()
     finally:
         store.close()
+
+
+def test_the_reader_label_leaves_out_an_unknown_type() -> None:
+    """`show` and `history` print id and name; a type only when the report carried one."""
+    assert reader_label({"id": "R1311", "name": "SAMUEL DELACROIX", "type": "unknown"}) == "R1311 SAMUEL DELACROIX"
+    assert reader_label({"id": "NT7741", "name": "", "type": "external"}) == "NT7741 (external)"
+    assert reader_label({"id": "", "name": "", "type": ""}) == "-"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -117,3 +118,41 @@ def test_no_store_is_an_error_and_creates_nothing(tmp_path: Path, capsys: pytest
     assert main(["messages", "--state-dir", str(tmp_path / "none")]) == 2
     assert "no store in" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("locked", ["directory", "database"])
+def test_a_user_without_access_to_the_store_is_told_whose_command_it_is(
+    state_dir: Path, capsys: pytest.CaptureFixture[str], locked: str
+) -> None:
+    """A store another user owns (the installed daemon's): exit 2 and what to do, never a traceback.
+
+    As root the command runs with ``nobody``'s effective ids (root may open anything); otherwise
+    as this user with the modes taken away. ``directory``: the state directory cannot be entered;
+    ``database``: it can, but the database file cannot be written (SQLite writes beside it even
+    to read).
+    """
+    as_root = os.geteuid() == 0
+    assert main(["messages", "--state-dir", str(state_dir)]) == 0  # readable by its owner
+    capsys.readouterr()
+    if locked == "directory":
+        os.chmod(state_dir, 0o700 if as_root else 0o000)
+    else:
+        os.chmod(state_dir / "overread.db", 0o644 if as_root else 0o444)
+        os.chmod(state_dir, 0o755 if as_root else 0o555)
+    os.chmod(state_dir.parent, 0o755)
+    try:
+        if as_root:
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            code = main(["messages", "--state-dir", str(state_dir)])
+        finally:
+            if as_root:
+                os.seteuid(0)
+                os.setegid(0)
+    finally:
+        os.chmod(state_dir, 0o700)
+        os.chmod(state_dir / "overread.db", 0o600)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "permission denied on the store in" in err and "sudo -u overread" in err

@@ -142,6 +142,25 @@ def test_list_text_table_with_summary(tmp_path: Path) -> None:
     assert (empty.returncode, empty.stdout) == (0, "no outbox rows (state pending, destination legacy)\n")
 
 
+def test_a_row_delivered_after_a_refusal_says_the_error_came_before(tmp_path: Path) -> None:
+    """The last refusal stays on a row a retry delivered: the table says it came before the delivery."""
+    ids = _seed(tmp_path)
+    store = SQLiteStore.in_state_dir(tmp_path)
+    try:
+        store.outbox_failed(ids[2], T0 + timedelta(minutes=2), T0 + timedelta(minutes=3), "AE (ERR-3 207)")
+        store.outbox_delivered(ids[2], T0 + timedelta(minutes=3))
+    finally:
+        store.close()
+    result = _cli(tmp_path, "list", "--state", "delivered")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:-1]}
+    assert rows[str(ids[2])].endswith("before delivery: AE (ERR-3 207)")
+    assert rows[str(ids[0])].split()[-1] == "R1"  # delivered at once: no error
+    assert (
+        _rows(tmp_path, "--state", "delivered")[1]["last_error"] == "AE (ERR-3 207)"
+    )  # JSON keeps the field as stored
+
+
 def test_list_refuses_bad_options_naming_them(tmp_path: Path) -> None:
     """An unknown state, a limit below 1 and an unknown destination exit 2 with a message naming the value."""
     _seed(tmp_path)

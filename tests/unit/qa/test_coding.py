@@ -59,6 +59,8 @@ def contrast(text: str, code: str):  # type: ignore[no-untyped-def]
         ("TECHNIQUE: Sagittal and axial images of the lumbar spine after 15 mL Gadavist IV.", "72148", "72149"),
         ("TECHNIQUE: CT chest w/o contrast.", "71260", "71250"),
         ("CONTRAST: None.\nFINDINGS: Normal chest.", "71260", "71250"),
+        ("TECHNIQUE: CT abdomen and pelvis following intravenous contrast.", "74176", "74177"),
+        ("TECHNIQUE: Axial images of the head after IV contrast.", "70450", "70460"),
     ],
 )
 def test_contrast_mismatch_found_with_the_right_code_suggested(text: str, code: str, suggested: str) -> None:
@@ -92,6 +94,20 @@ def test_contrast_mismatch_found_with_the_right_code_suggested(text: str, code: 
 def test_contrast_consistent_or_unstated_is_silent(text: str, code: str) -> None:
     """Consistent wording, oral-only contrast, prior studies, plans, other exams in one report, non-contrast codes: no finding."""
     assert contrast(HEAD + text + "\nFINDINGS: Normal.\nIMPRESSION: Normal.", code) is None
+
+
+def test_contrast_of_an_angiography_in_the_exam_line_is_this_exam() -> None:
+    """The exam line names this exam, an angiography included; elsewhere an angiography is another exam."""
+    title = (
+        "CT ANGIOGRAPHY CHEST WITHOUT INTRAVENOUS CONTRAST\nINDICATION: Pain.\nFINDINGS: Normal.\nIMPRESSION: Normal."
+    )
+    finding = contrast(title, "71260")
+    assert finding is not None and finding.message.startswith("Report describes the exam without contrast")
+    aside = (
+        "INDICATION: Pain.\nTECHNIQUE: CT chest with contrast. CT angiography was also performed without contrast.\n"
+        "FINDINGS: Normal.\nIMPRESSION: Normal."
+    )
+    assert contrast(aside, "71260") is None
 
 
 def test_contrast_unknown_code_gets_no_check() -> None:
@@ -148,6 +164,44 @@ CHEST_BODY = (
     "INDICATION: Cough.\nCOMPARISON: None.\nFINDINGS: The lungs are clear. The heart size is normal.\n"
     "IMPRESSION: No acute cardiopulmonary process."
 )
+
+
+def test_body_region_of_a_passive_technique_sentence() -> None:
+    """ "Axial CT images were obtained through the facial bones" names the exam's region like "CT of the face"."""
+    text = "TECHNIQUE: Sequential axial CT images were obtained through the facial bones.\nFINDINGS: Normal."
+    assert "coding.body_region_mismatch" in rules(make_report(text, procedure="72131"))
+    assert "coding.body_region_mismatch" not in rules(make_report(text, procedure="70486"))
+    # a region several words after the passive verb is not the exam's
+    far = "TECHNIQUE: Axial CT images were obtained with attention to the lower facial bones and sinuses.\nFINDINGS: x."
+    assert "coding.body_region_mismatch" not in rules(make_report(far, procedure="72131"))
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "procedure_text"),
+    [
+        # an MRI billed as a radiograph: "radiographs" in a plan names no exam of today
+        (
+            "EXAM: MRI right knee without gadolinium.\nFINDINGS: Possible Segond fracture; correlation with "
+            "radiographs is recommended.\nIMPRESSION: Possible Segond fracture.",
+            "73560",
+            "",
+        ),
+        # a chest radiograph billed as CT: "Chest CT may be of further value" is a suggestion
+        (CHEST_BODY + " Chest CT may be of further value.", "71250", "CHEST 2V FRONTAL/LATERAL"),
+    ],
+)
+def test_modality_named_only_in_a_plan_does_not_cover_the_code(text: str, code: str, procedure_text: str) -> None:
+    found = rules(make_report(text, procedure=code, procedure_text=procedure_text))
+    assert "coding.modality_mismatch" in found
+
+
+def test_modality_named_in_a_sentence_about_today_covers_the_code() -> None:
+    """Near miss: the radiographs are part of today's exam, so the code's modality is named."""
+    text = (
+        "EXAM: MRI right knee without gadolinium.\nFINDINGS: Radiographs obtained today show a Segond fracture.\n"
+        "IMPRESSION: Segond fracture."
+    )
+    assert "coding.modality_mismatch" not in rules(make_report(text, procedure="73560"))
 
 
 @pytest.mark.parametrize("title", ["Xray Chest PA and Lateral", "CHEST 2V FRONTAL/LATERAL", "Two views of the chest"])
@@ -402,7 +456,6 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("TECHNIQUE: PA and lateral views of the chest, 2026/11/05 radiographs.", "71046"),
         ("EXAM: XR CHEST 4 OR MORE VIEWS", "71047"),
         ("TECHNIQUE: Minimum of 4 views of the right knee.", "73562"),
-        ("TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.", "71046"),
         # another family's anatomy: a body-region question, not a view count
         ("TECHNIQUE: Two views of the right ankle.", "73564"),
         # "lateral" as anatomy, not a view
@@ -411,7 +464,7 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
         ("FINDINGS: On the lateral image there is a small effusion.", "71046"),
         # named views of each side, in the same clause: no count
         ("FINDINGS: Frontal and lateral views of both knees.", "73560"),
-        # named views and a number of images that disagree: no count
+        # more images than the named views (a repeated exposure): no count
         ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71047"),
         ("FINDINGS: Frontal and lateral radiographs of the chest. A total of 3 images were obtained.", "71046"),
         # views recommended, not taken
@@ -422,6 +475,49 @@ def test_view_count_mismatch_found_with_the_right_code_suggested(
 )
 def test_view_count_consistent_or_unstated_is_silent(text: str, code: str) -> None:
     assert views(text + VIEW_BODY, code) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        (
+            "TECHNIQUE: PA and lateral views. Two views.\nFINDINGS: Three views show clear lungs.",
+            "71046",
+            "Report's view statements disagree (2 and 3 views); code 71046 is for 2 views.",
+        ),
+        (
+            "TECHNIQUE: One view of the chest (AP upright).\nFINDINGS: The examination consists of frontal and "
+            "lateral radiographs of the chest.",
+            "71046",
+            "Report's view statements disagree (1 and 2 views); code 71046 is for 2 views.",
+        ),
+        (
+            "TECHNIQUE: Three views of the chest.\nFINDINGS: 2 images.",
+            "71046",
+            "Report's view statements disagree (2 and 3 views); code 71046 is for 2 views.",
+        ),
+    ],
+)
+def test_view_statements_that_disagree_outside_the_code_range(text: str, code: str, message: str) -> None:
+    """Statements of different counts, one outside the code's range: the report does not support the code.
+    The evidence starts with the statement outside the range."""
+    found = views(text + VIEW_BODY, code)
+    assert found is not None and found.message == message
+    assert found.evidence[0].text.lower().startswith(("three", "one"))
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # both counts in the code's range (73560: 1-2 views)
+        ("TECHNIQUE: One view of the right knee.\nFINDINGS: Two views of the right knee show no fracture.", "73560"),
+        # fewer views billed as a reduced service
+        ("TECHNIQUE: One view of the chest.\nFINDINGS: Frontal and lateral radiographs of the chest.", "71046+52"),
+    ],
+)
+def test_view_statements_that_disagree_inside_the_code_range_are_silent(text: str, code: str) -> None:
+    procedure, _, modifier = code.partition("+")
+    assert views(text + VIEW_BODY, procedure, modifiers=(modifier,) if modifier else ()) is None
 
 
 def test_view_count_scapular_y_is_a_view() -> None:

@@ -51,6 +51,62 @@ def test_empty_comparison_heading_counts_as_missing() -> None:
     assert "comparison.missing" in rules(make_report("INDICATION: Cough.\nCOMPARISON:\n" + BODY))
 
 
+# --- implied without statement ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "findings",
+    [
+        "Calcified granuloma, unchanged. Clear lungs.",
+        "Healed left rib fractures again noted. Clear lungs.",
+        "There has been interval development of a small left effusion.",
+        "The previously seen fluid collection has resolved.",
+        "Redemonstration of interstitial opacities. No effusion.",
+        "No significant change in the right apical scarring.",
+        "The nodule has increased in size.",
+    ],
+)
+def test_interval_language_without_a_named_study_is_a_warning(findings: str) -> None:
+    """Change over time described, no study named anywhere: a warning, and comparison.missing stays silent."""
+    found = rules(make_report(f"INDICATION: Cough.\nFINDINGS: {findings}\nIMPRESSION: No acute disease."))
+    finding = found["comparison.implied_without_statement"]
+    assert finding.severity is Severity.WARNING
+    assert finding.evidence and finding.evidence[0].section == "findings"
+    assert "comparison.missing" not in found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A study is named: a comparison section (even "None"), the word comparison, a prior study, a date.
+        "COMPARISON: Chest radiograph 10/01/2026.\nFINDINGS: Granuloma, unchanged.\nIMPRESSION: No acute disease.",
+        "COMPARISON: None.\nFINDINGS: Granuloma, unchanged.\nIMPRESSION: No acute disease.",
+        "FINDINGS: In comparison, the granuloma is unchanged.\nIMPRESSION: No acute disease.",
+        "FINDINGS: Granuloma, unchanged from the previous chest x-ray.\nIMPRESSION: No acute disease.",
+        "FINDINGS: Granuloma, unchanged from prior.\nIMPRESSION: No acute disease.",
+        "FINDINGS: Granuloma, unchanged since 10/01/2026.\nIMPRESSION: No acute disease.",
+        "INDICATION: Nodule seen on the prior CT.\nFINDINGS: Nodule, unchanged.\nIMPRESSION: No acute disease.",
+        # Words that are no interval statement here.
+        "FINDINGS: Stable mediastinal contours. Increased interstitial markings.\nIMPRESSION: No acute disease.",
+        "FINDINGS: Tear at the rotator interval. The atlanto-dens interval is normal.\nIMPRESSION: Tear.",
+        "FINDINGS: Indeterminate lesion.\nIMPRESSION: Short interval follow-up with MRI is recommended.",
+        "FINDINGS: His exam remained unchanged. Blood pressure unchanged at peak stress.\nIMPRESSION: Normal.",
+        "INDICATION: Cough, unchanged for weeks.\nFINDINGS: Clear lungs.\nIMPRESSION: No acute disease.",
+        # Prior as a word of history names no study, but there is no interval language either.
+        "FINDINGS: Changes of prior CABG. Clear lungs.\nIMPRESSION: No acute disease.",
+    ],
+)
+def test_named_study_or_no_interval_language_is_silent(text: str) -> None:
+    """A named study, or no interval language in findings/impression: no implied-comparison finding."""
+    assert "comparison.implied_without_statement" not in rules(make_report(text))
+
+
+def test_prior_as_history_names_no_study() -> None:
+    """ "Prior CABG" is history, not a comparison study: the interval language still counts."""
+    text = "FINDINGS: Changes of prior CABG again noted. Clear lungs.\nIMPRESSION: No acute disease."
+    assert "comparison.implied_without_statement" in rules(make_report(text))
+
+
 # --- dates -----------------------------------------------------------------------------------------------
 
 

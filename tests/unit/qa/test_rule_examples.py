@@ -218,6 +218,15 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
     ),
     # --- comparison
     "comparison.missing": (_ex("INDICATION: Cough.\n" + BODY), _ex("INDICATION: Cough.\nCOMPARISON: None.\n" + BODY)),
+    "comparison.implied_without_statement": (
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Calcified granuloma, unchanged. Clear lungs.\nIMPRESSION: No acute disease."
+        ),
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Calcified granuloma, unchanged from the prior radiograph. Clear lungs.\n"
+            "IMPRESSION: No acute disease."
+        ),
+    ),
     "comparison.date_after_exam": (
         _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/21/2026.\n" + BODY),
         _ex("INDICATION: Cough.\nCOMPARISON: Chest radiograph 11/19/2026.\n" + BODY),
@@ -370,6 +379,68 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
 #: Further forms of a rule, each with its near miss: what a rule was extended to
 #: catch keeps its own example (rule id, positive, negative).
 MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
+    # interval language of another form; "interval" before a plan is no comparison
+    (
+        "comparison.implied_without_statement",
+        _ex("INDICATION: Cough.\nFINDINGS: Interval development of a small left effusion.\nIMPRESSION: Effusion."),
+        _ex(
+            "INDICATION: Cough.\nFINDINGS: Small left effusion.\n"
+            "IMPRESSION: Effusion. Short interval follow-up is recommended."
+        ),
+    ),
+    # a technique line and a findings sentence that state different views, one outside the code's range;
+    # the near miss states the same views twice
+    (
+        "coding.view_count_mismatch",
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Single frontal view of the chest.\n"
+            "FINDINGS: The examination consists of frontal and lateral radiographs of the chest. Clear lungs.\n"
+            "IMPRESSION: Normal.",
+            procedure="71046",
+        ),
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: PA and lateral views of the chest.\n"
+            "FINDINGS: The examination consists of frontal and lateral radiographs of the chest. Clear lungs.\n"
+            "IMPRESSION: Normal.",
+            procedure="71046",
+        ),
+    ),
+    # contrast stated as "following intravenous contrast"; the near miss is oral contrast only
+    (
+        "coding.contrast_mismatch",
+        _ex(
+            "INDICATION: Pain.\nTECHNIQUE: CT abdomen and pelvis following intravenous contrast.\n" + BODY,
+            procedure="74176",
+        ),
+        _ex("INDICATION: Pain.\nTECHNIQUE: CT abdomen and pelvis following oral contrast.\n" + BODY, procedure="74176"),
+    ),
+    # the region of a passive technique sentence ("images were obtained through the facial bones")
+    (
+        "coding.body_region_mismatch",
+        _ex("TECHNIQUE: Axial CT images were obtained through the facial bones.\n" + BODY, procedure="72131"),
+        _ex("TECHNIQUE: Axial CT images were obtained through the facial bones.\n" + BODY, procedure="70486"),
+    ),
+    # an MRI billed as a radiograph: radiographs named only in a plan do not cover the code
+    (
+        "coding.modality_mismatch",
+        _ex(
+            "EXAM: MRI right knee.\nFINDINGS: Possible Segond fracture; correlation with radiographs is recommended.",
+            procedure="73560",
+        ),
+        _ex("EXAM: MRI right knee.\nFINDINGS: Radiographs obtained today show a Segond fracture.", procedure="73560"),
+    ),
+    # fewer images than the views stated cannot both be true; more images may hold a repeated exposure
+    (
+        "coding.view_count_mismatch",
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Three views of the chest.\nFINDINGS: 2 images. Clear lungs.",
+            procedure="71046",
+        ),
+        _ex(
+            "INDICATION: Cough.\nTECHNIQUE: Two views of the chest.\nFINDINGS: 3 images. Clear lungs.",
+            procedure="71046",
+        ),
+    ),
     # an impression that affirms a finding in one numbered item and denies it in another
     (
         "contradiction.affirmed_and_negated",

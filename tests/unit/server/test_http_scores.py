@@ -105,7 +105,10 @@ def test_refusals_store_nothing(site: ApiSite, store: SQLiteStore) -> None:
 
 def test_permission_score_is_needed(site: ApiSite, store: SQLiteStore) -> None:
     reply = exchange(site, post_bytes(OBSERVATION, "/fhir/Observation", token=SENDER_TOKEN))
-    assert status_of(reply) == 403 and "may not score" in body_of(reply)["issue"][0]["diagnostics"]
+    assert (
+        status_of(reply) == 403
+        and "may not score: score is not in its allow: list" in body_of(reply)["issue"][0]["diagnostics"]
+    )
     assert status_of(exchange(site, post_bytes(OBSERVATION, "/fhir/QuestionnaireResponse"))) == 401
     # A scoring client cannot submit reports with that permission alone.
     report = (REPO / "samples/fhir/xr-chest-2v-normal.json").read_bytes()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +65,20 @@ def test_a_backend_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch, tm
         assert [m.control_id for m in store.messages()] == ["C1"]
     finally:
         store.close()
+
+
+@dataclass(frozen=True)
+class _PgSettings:
+    state_dir: Path
+    store_url: str = "postgresql://overread@db.example.org/overread"
+    store_password_file: Path | None = None
+    synchronous: str = "FULL"
+
+
+def test_a_postgresql_store_without_its_driver_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The package is installed from its checkout, not an index: the hint is `pip install '.[postgresql]'`."""
+    monkeypatch.setitem(sys.modules, "listener.store.postgresql", None)  # as if psycopg were not installed
+    with pytest.raises(StoreError, match=re.escape("pip install '.[postgresql]' (docs/store.md)")):
+        open_store(_PgSettings(tmp_path), create=False)
