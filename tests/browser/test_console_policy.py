@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -45,7 +46,14 @@ def test_policy_rules_and_a_what_if_as_a_manager(driver: webdriver.Chrome, conso
     assert _heading(driver) == "What-if: samples/policies/stricter.yaml"
     if driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv='refresh']"):
         screenshot(driver, "console-policy-whatif-running")
-    WebDriverWait(driver, WHATIF_WAIT).until(lambda browser: browser.find_elements(By.ID, "result-h"))
+    # A look at the page may land in the middle of a reload: the wait asks again then.
+    reloading = (StaleElementReferenceException, WebDriverException)
+    WebDriverWait(driver, WHATIF_WAIT, ignored_exceptions=reloading).until(
+        lambda browser: (
+            browser.find_elements(By.ID, "result-h")
+            and browser.execute_script("return document.readyState") == "complete"
+        )
+    )
     assert not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv='refresh']")
     assert "vs candidate samples/policies/stricter.yaml" in driver.find_element(By.ID, "result-h").text
     buckets = _rows(driver, "whatif-buckets")
