@@ -88,7 +88,8 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
     "brain_herniation": (r"shift", r"effacement", r"herniat\w*"),
     "fracture": (
         r"fractur\w*",
-        r"lucen(t|cy|cies)",
+        # lucent lungs (emphysema) are no sign of a fracture (docs/qa-rules.md "Round 5")
+        r"(?<!lung )(?<!lungs )(?<!pulmonary )lucen(t|cy|cies)",
         r"irregularit(y|ies)",
         r"step-?off",
         r"discontinuit(y|ies)",
@@ -106,7 +107,8 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
         r"layering",
         r"(pleural )?fluid",
         r"obscur\w*",
-        r"(bi)?(basilar|basal|base|bases|lower lobe) (\w+ ){0,2}opacit\w*",
+        # an interstitial pattern at the bases is no pleural fluid (docs/qa-rules.md "Round 5")
+        r"(bi)?(basilar|basal|base|bases|lower lobe) ((?!interstitial\b)\w+ ){0,2}opacit\w*",
     ),
     "hernia": (r"hernia\w*", r"(air-?)?fluid levels?", r"retrocardiac (\w+ ){0,2}(densit\w*|opacit\w*|lucenc\w*|air)"),
 }
@@ -475,8 +477,11 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
         next_end = _next_sentence_end(data, m)
         if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
             continue
+        # A hedge in the next sentence about a fracture or a measured nodule ("This appears dense and may
+        # contain calcium") characterises it; only a benign cause explains it away (docs/qa-rules.md "Round 5").
         if (
             next_end > m.sentence_end
+            and not _stands_alone(data, m)
             and _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
             and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
         ):
@@ -505,7 +510,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     params={
         "concepts": list(DEFAULT_CONCEPTS),
         "include_critical": True,
-        "min_findings_words": 12,
+        "min_findings_words": 8,
         "related": dict(DEFAULT_RELATED),
         "signs": {k: list(v) for k, v in DEFAULT_SIGNS.items()},
     },
@@ -527,7 +532,7 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
     if not finds or not report.sections_of(SectionKind.IMPRESSION):
         return
     text = report.text
-    if sum(len(text[s.start : s.end].split()) for s in finds) < int(data.param("min_findings_words", 12)):
+    if sum(len(text[s.start : s.end].split()) for s in finds) < int(data.param("min_findings_words", 8)):
         return  # no real findings section: completeness' business
     related = _related_param(data)
     in_findings = _closed_families(data.terms, data.analysis.section_mentions(SectionKind.FINDINGS))

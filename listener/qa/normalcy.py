@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import refers_to_findings
+from listener.qa.alignment import _appears_to_be, refers_to_findings
 from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Cue, Mention
@@ -275,7 +275,8 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
-        counts = m.affirmed and _counts(data, m, kind, acute, stated)
+        # "There appears to be ..." states a finding (docs/qa-rules.md "Round 5").
+        counts = (m.affirmed or _appears_to_be(text, m)) and _counts(data, m, kind, acute, stated)
         if not counts and not (kind == "normal" and _plain_normal_counts(data, m)):
             continue
         if next(iter(normal_impression(data)), None) is not None:

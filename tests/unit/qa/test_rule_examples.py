@@ -734,6 +734,65 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "No acute cardiopulmonary process."
         ),
     ),
+    # round 5: a short findings section that describes the chest is compared; a line naming the views is not
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nCardiomegaly. No pneumothorax or pleural effusion. Clear lungs.\nIMPRESSION:\n1. Cardiomegaly. 2. Small hiatal hernia."
+        ),
+        _ex("FINDINGS:\nPA and lateral views of the chest.\nIMPRESSION:\n1. Cardiomegaly. 2. Small hiatal hernia."),
+    ),
+    # round 5: lucent lungs are no sign of a fracture; a lucency through a rib is
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nThe lungs are hyperinflated, with upper lobe areas of lung lucency suggesting emphysema. "
+            "No pleural effusion or pneumothorax. Heart size is normal.\nIMPRESSION:\nEmphysema. Old healed left "
+            "rib fracture."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are hyperinflated, with upper lobe areas of lung lucency suggesting emphysema. "
+            "There is a lucency through the lateral left 6th rib. Heart size is normal.\nIMPRESSION:\nEmphysema. "
+            "Old healed left rib fracture."
+        ),
+    ),
+    # round 5: interstitial opacities at the bases are no sign of an effusion; basilar opacities are
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe heart is enlarged. Coarse interstitial opacities are seen in both lungs. There are "
+            "small bilateral pleural effusions.\nIMPRESSION:\nCardiomegaly with coarse lower lobe interstitial "
+            "opacities."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is enlarged. Coarse interstitial opacities are seen in both lungs. There are "
+            "small bilateral pleural effusions.\nIMPRESSION:\nCardiomegaly with bibasilar opacities."
+        ),
+    ),
+    # round 5: a hedge about a measured nodule's make-up does not explain the nodule away; a benign cause does
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe lungs are clear otherwise. In the left mid lung there is a 1.5 cm nodule. This appears "
+            "dense and may contain calcium.\nIMPRESSION:\nComparison with old films would be useful."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are clear otherwise. In the left mid lung there is a 1.5 cm nodule. This may be "
+            "a nipple shadow.\nIMPRESSION:\nComparison with old films would be useful."
+        ),
+    ),
+    # round 5: "there appears to be" states a finding under "no acute"; "appears to represent" offers one
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. There appears to be a mildly displaced fracture of the mid right "
+            "clavicle.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. A lucency of the mid right clavicle appears to represent a mildly "
+            "displaced fracture.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
