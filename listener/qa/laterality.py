@@ -321,6 +321,41 @@ _PAST_RE = folded(
 )
 # Sentences that set the sides against each other ("left larger than right").
 _SIDE_COMPARE_RE = folded(re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE))
+_SIDE_WORD_RE = folded(re.compile(r"\b(left|right)\b", re.IGNORECASE))
+# A comparison with an earlier study ("compared with the prior study, there is increased ..."): it dates
+# what the sentence states now; it neither sets the sides against each other nor speaks about the past
+# (docs/qa-rules.md "Round 5").
+_PRIOR_STUDY_RE = folded(
+    re.compile(
+        r"\b(compared (with|to)|in comparison (with|to)) (the |a |an )?(most recent )?"
+        r"(prior|previous|earlier)( (study|studies|exam\w*|films?|radiographs?|images?|ct|x-?rays?|chest))?\b",
+        re.IGNORECASE,
+    )
+)
+
+
+def _outside_prior_study(pattern: re.Pattern[str], text: str, start: int, end: int) -> bool:
+    """True when ``pattern`` matches ``text[start:end]`` outside every comparison with an earlier study."""
+    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+    return any(not any(lo <= hit.start() < hi for lo, hi in refs) for hit in pattern.finditer(text, start, end))
+
+
+def _sides_set_against(text: str, start: int, end: int) -> bool:
+    """A comparison word between a side word and the opposite one ("left greater than right", "the right base
+    compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
+    (docs/qa-rules.md "Round 5")."""
+    sides = [(m.start(), m.group(0).lower()[:1]) for m in _SIDE_WORD_RE.finditer(text, start, end)]
+    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+    for hit in _SIDE_COMPARE_RE.finditer(text, start, end):
+        if any(lo <= hit.start() < hi for lo, hi in refs):
+            continue
+        before = {side for at, side in sides if at < hit.start()}
+        after = {side for at, side in sides if at > hit.start()}
+        if any(b != a for b in before for a in after):
+            return True
+    return False
+
+
 # A side denied or called normal right before or after it ("no left effusion", "left lung is clear").
 # A negation earlier in the side word's clause ("no lesion seen in the left
 # lung"), or "clear/normal" right before it ("clear left lung").
@@ -456,9 +491,11 @@ def _keyed_sides(
             raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
             if not raw:
                 continue
-            if _SIDE_COMPARE_RE.search(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
+            if _sides_set_against(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
                 continue
-            if _CONTRA_RE.search(text, sent.start, sent.end) or _PAST_RE.search(text, sent.start, sent.end):
+            if _CONTRA_RE.search(text, sent.start, sent.end) or _outside_prior_study(
+                _PAST_RE, text, sent.start, sent.end
+            ):
                 continue
             for side, start, end, words in raw:
                 key = _key_of(words)

@@ -793,6 +793,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "displaced fracture.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
         ),
     ),
+    # round 5: "compared with the prior study" and a differential ("atelectasis versus infiltrate") set no sides
+    # against each other; "more ... in the right lung base than in the left" does
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nCompared with the prior study, there is mildly increased streaky airspace disease in the "
+            "right lung base. No pneumothorax.\nIMPRESSION:\nElevation of the right hemidiaphragm with mildly "
+            "increased left basilar airspace disease, atelectasis versus infiltrate."
+        ),
+        _ex(
+            "FINDINGS:\nThere is more streaky airspace disease in the right lung base than in the left. No "
+            "pneumothorax.\nIMPRESSION:\nElevation of the right hemidiaphragm with mildly increased left basilar "
+            "airspace disease, atelectasis versus infiltrate."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
