@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
 from listener.qa.alignment import related_concepts
-from listener.qa.engine import RuleInput, folded, rule
+from listener.qa.engine import Folded, RuleInput, folded, rule
 from listener.text import LateralMention, Mention, lateral_mentions
 
 __all__ = [
@@ -334,7 +334,7 @@ _PRIOR_STUDY_RE = folded(
 )
 
 
-def _outside_prior_study(pattern: re.Pattern[str], text: str, start: int, end: int) -> bool:
+def _outside_prior_study(pattern: Folded, text: str, start: int, end: int) -> bool:
     """True when ``pattern`` matches ``text[start:end]`` outside every comparison with an earlier study."""
     refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
     return any(not any(lo <= hit.start() < hi for lo, hi in refs) for hit in pattern.finditer(text, start, end))
