@@ -195,6 +195,26 @@ _ALTERNATIVE_BEFORE_RE = folded(re.compile(r"(\b(or|versus|vs)\b\.?|/)\s*([\w-]+
 _ALTERNATIVE_AFTER_RE = folded(re.compile(r"\s*([\w-]+\s+){0,1}(\b(or|versus|vs)\b|/)", re.IGNORECASE))
 
 
+# The word "nodule" in an affirmation the vocabulary reads as a granuloma ("calcified pulmonary nodules").
+_NODULE_WORD_RE = folded(re.compile(r"\bnodul", re.IGNORECASE))
+
+
+def _nodules_denied(text: str, a: Mention, n: Mention, outright: bool) -> bool:
+    """Calcified nodules (a granuloma by the vocabulary) meet a sentence that does nothing but deny nodules.
+
+    "Scattered calcified pulmonary nodules." and "No nodules." contradict each
+    other: the report names nodules and then denies any. A qualified denial
+    ("No suspicious nodules.") and a granuloma not called a nodule do not
+    (docs/qa-rules.md "Round 5").
+    """
+    return (
+        outright
+        and n.concept == "lung_nodule"
+        and a.concept == "granuloma"
+        and _NODULE_WORD_RE.search(text, a.start, a.end) is not None
+    )
+
+
 def _alternative(text: str, m: Mention) -> bool:
     """True when the clause of ``m`` offers it as one of alternatives, right before or after it."""
     lo = max(m.sentence_start, m.start - 60)
@@ -504,7 +524,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             continue
         a_words: frozenset[str] | None = None
         for n_kind, n, quals in negated:
-            if n.concept not in (a.concept, fam):
+            if n.concept not in (a.concept, fam) and not _nodules_denied(text, a, n, id(n) in outright):
                 continue
             if soft and id(n) not in outright:
                 continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts

@@ -808,6 +808,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "airspace disease, atelectasis versus infiltrate."
         ),
     ),
+    # round 5: calcified nodules are nodules to a bare "No nodules."; "No suspicious nodules." leaves them alone
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Scattered bilateral calcified pulmonary nodules.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process. No nodules."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Scattered bilateral calcified pulmonary nodules.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process. No suspicious nodules."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
