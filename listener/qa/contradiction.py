@@ -580,7 +580,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
 # airspace opacity (docs/qa-rules.md "Contradictions").
 _BARE_OPACITY_DENIED_RE = folded(
     re.compile(
-        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
+        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?"
+        r"((?P<side>bilateral|left|right)(-sided)? )?opacit(y|ies)"
         r"( (is|are) (seen|identified|present|noted))?|opacit(y|ies) (is|are) not (seen|identified|present))\W*$",
         re.IGNORECASE,
     )
@@ -588,6 +589,13 @@ _BARE_OPACITY_DENIED_RE = folded(
 
 
 _OPACITY_WORD_RE = folded(re.compile(r"\bopacit(y|ies)\b", re.IGNORECASE))
+# The side a denial of any opacity names ("No bilateral opacities."): the affirmed opacity's sentence must
+# name it too (docs/qa-rules.md "Round 5").
+_OPACITY_SIDE_RE = {
+    "bilateral": folded(re.compile(r"\b(bilateral\w*|both|bi(basilar|basal|apical|hilar))\b", re.IGNORECASE)),
+    "left": folded(re.compile(r"\bleft\b", re.IGNORECASE)),
+    "right": folded(re.compile(r"\bright\b", re.IGNORECASE)),
+}
 # A sentence whose opacity is denied, gone, hedged or not real.
 _NOT_PLAIN_OPACITY_RE = folded(
     re.compile(
@@ -604,7 +612,7 @@ def _bare_opacity_denied(
     """A bare denial of any opacity against an affirmed airspace opacity in another sentence."""
     text = data.report.text
     # (kind, sentence start, sentence end) of each denial and each affirmed opacity
-    denials: list[tuple[SectionKind, int, int]] = []
+    denials: list[tuple[SectionKind, int, int, str]] = []
     opacities = [
         (k, m.sentence_start, m.sentence_end)
         for k, m in affirmed
@@ -613,8 +621,9 @@ def _bare_opacity_denied(
     for kind in _sections_checked():
         for sec in data.report.sections_of(kind):
             for span in data.analysis.sentences(sec.start, sec.end):
-                if _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end) is not None:
-                    denials.append((kind, span.start, span.end))
+                bare = _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end)
+                if bare is not None:
+                    denials.append((kind, span.start, span.end, (bare.group("side") or "").lower()))
                 elif (
                     _OPACITY_WORD_RE.search(text, span.start, span.end) is not None
                     and _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
@@ -623,10 +632,12 @@ def _bare_opacity_denied(
                     opacities.append((kind, span.start, span.end))
     if not denials or not opacities:
         return
-    for n_kind, n_start, n_end in denials:
+    for n_kind, n_start, n_end, side in denials:
         for a_kind, a_start, a_end in opacities:
             if a_start == n_start or (a_kind == n_kind and not within[a_kind]):
                 continue
+            if side and _OPACITY_SIDE_RE[side].search(text, a_start, a_end) is None:
+                continue  # "No left opacity." / "right basilar opacity": another side
             first, second = sorted(((a_start, a_end), (n_start, n_end)))
             where = "findings and impression" if a_kind is not n_kind else a_kind.value
             yield data.emit(

@@ -820,6 +820,15 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "No acute cardiopulmonary process. No suspicious nodules."
         ),
     ),
+    # round 5: a denial of any opacity may name a side; the affirmed opacity must be on it
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere are bilateral opacities most prominent in the lower lobes. No pneumothorax.\n"
+            "IMPRESSION:\nNo bilateral opacities."
+        ),
+        _ex("FINDINGS:\nThere are opacities in the right lower lobe. No pneumothorax.\nIMPRESSION:\nNo left opacity."),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
