@@ -390,11 +390,35 @@ def _sign_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
 
 
-def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side: str) -> bool:
+# Bones a fracture or its sign may be placed in: a sign in a sentence naming other bones only is at another
+# site ("deformities of T12 and L1" for a humerus fracture; docs/qa-rules.md "Round 5").
+_BONES: Mapping[str, re.Pattern[str]] = {
+    "rib": re.compile(r"\bribs?\b", re.IGNORECASE),
+    "clavicle": re.compile(r"\bclavic\w*", re.IGNORECASE),
+    "scapula": re.compile(r"\bscapul\w*|\bglen\w*|\bacromi\w*|\bcoracoid", re.IGNORECASE),
+    "sternum": re.compile(r"\bstern(um|al)\b", re.IGNORECASE),
+    "humerus": re.compile(r"\bhumer\w*", re.IGNORECASE),
+    "spine": re.compile(r"\b(spin\w*|vertebr\w*|[ctl]\d{1,2}|sacr\w*|coccy\w*)\b", re.IGNORECASE),
+    "pelvis": re.compile(r"\b(pelvi\w*|acetabul\w*|ilia\w*|ischi\w*|pubi\w*)\b", re.IGNORECASE),
+    "femur": re.compile(r"\b(femor\w*|femur|hip)\b", re.IGNORECASE),
+    "skull": re.compile(r"\b(skull|calvari\w*|orbit\w*|nasal|maxill\w*|mandib\w*|zygom\w*)\b", re.IGNORECASE),
+}
+_BONE_CONCEPTS = frozenset({"fracture", "dislocation"})
+
+
+def _bones(text: str, start: int, end: int) -> frozenset[str]:
+    """The bones ``text[start:end]`` names (keys of ``_BONES``)."""
+    return frozenset(name for name, regex in _BONES.items() if regex.search(text, start, end))
+
+
+def _signs_in(
+    data: RuleInput, concepts: Iterable[str], kind: SectionKind, side: str, bones: frozenset[str] = frozenset()
+) -> bool:
     """True when section ``kind`` shows a sign of any of ``concepts`` (``signs`` param).
 
     With ``side`` left or right, a sign in a sentence that names only the
-    other side does not count.
+    other side does not count; with ``bones``, nor does one in a sentence
+    that names only other bones.
     """
     signs: Mapping[str, Any] = data.param("signs", DEFAULT_SIGNS) or {}
     patterns: list[str] = []
@@ -407,13 +431,16 @@ def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side:
     other = {"left": "right", "right": "left"}.get(side)
     for sec in data.report.sections_of(kind):
         for hit in regex.finditer(text, sec.start, sec.end):
-            if other is None:
+            if other is None and not bones:
                 return True
             span = next(
                 (s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None
             )
             lo, hi = (span.start, span.end) if span is not None else (hit.start(), hit.end())
-            if _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
+            named = _bones(text, lo, hi) if bones else frozenset()
+            if named and not named & bones:
+                continue
+            if other is None or _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
                 return True
     return False
 
@@ -494,7 +521,8 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         if summed_up and not m.critical:
             continue
-        if _signs_in(data, expanded, SectionKind.IMPRESSION, m.laterality):
+        bones = _bones(text, m.sentence_start, m.sentence_end) if m.concept in _BONE_CONCEPTS else frozenset()
+        if _signs_in(data, expanded, SectionKind.IMPRESSION, m.laterality, bones):
             continue
         reported.add(fam)
         yield data.emit(

@@ -829,6 +829,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         ),
         _ex("FINDINGS:\nThere are opacities in the right lower lobe. No pneumothorax.\nIMPRESSION:\nNo left opacity."),
     ),
+    # round 5: a fracture's sign in the impression counts at the fracture's bone, not at other bones
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nMild cardiomegaly. Wedge deformity of T12 and L1, unchanged. Fracture of the right proximal "
+            "humerus, incompletely evaluated.\nIMPRESSION:\n1. No acute abnormality of the chest. 2. Wedge "
+            "deformities of T12 and L1, unchanged."
+        ),
+        _ex(
+            "FINDINGS:\nMild cardiomegaly. Wedge deformity of T12 and L1, unchanged. Fracture of the right proximal "
+            "humerus, incompletely evaluated.\nIMPRESSION:\n1. No acute abnormality of the chest. 2. Cortical "
+            "irregularity of the right proximal humerus."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
