@@ -843,6 +843,19 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "irregularity of the right proximal humerus."
         ),
     ),
+    # round 5: a related finding named only as a condition does not name the nodule; one offered as likely does
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a discrete 1.4 cm nodule in the right lower lobe. Heart size is normal.\n"
+            "IMPRESSION:\nNegative for acute cardiopulmonary disease. If the patient is at high risk for "
+            "malignancy, consider CT."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a discrete 1.4 cm nodule in the right lower lobe. Heart size is normal.\n"
+            "IMPRESSION:\nNegative for acute cardiopulmonary disease. Possible malignancy; consider CT."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
