@@ -856,6 +856,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "IMPRESSION:\nNegative for acute cardiopulmonary disease. Possible malignancy; consider CT."
         ),
     ),
+    # round 5: an INTERPRETATION before an IMPRESSION is the findings; alone, it is the impression
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "EXAM: , Chest PA and lateral.,INTERPRETATION: , There is a 1.5 cm nodule in the right lower lobe.  "
+            "The heart is normal.,IMPRESSION:, No acute cardiopulmonary abnormality."
+        ),
+        _ex(
+            "EXAM: , Chest PA and lateral.,INTERPRETATION: , There is a 1.5 cm nodule in the right lower lobe.  "
+            "The heart is normal."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
