@@ -220,11 +220,27 @@ def _plain_normal_counts(data: RuleInput, m: Mention) -> bool:
     return m.critical or not _not_acute_here(data, m, False)
 
 
+# Size words that grade a fracture's displacement, not the fracture ("very minimal displacement of the
+# fragments"): they do not soften a fracture or dislocation (docs/qa-rules.md "Round 5").
+_SIZE_WORDS = frozenset({"trace", "tiny", "minimal"})
+_BONE_CONCEPTS = frozenset({"fracture", "dislocation"})
+
+
+def _soft(data: RuleInput, m: Mention) -> bool:
+    """Whether ``m``'s sentence states no finding plainly (``_SOFT_RE``); size words never soften a fracture."""
+    if not data.analysis.in_sentence(_SOFT_RE, m):
+        return False
+    if m.concept not in _BONE_CONCEPTS and _family(data.terms, m.concept) not in _BONE_CONCEPTS:
+        return True
+    text = data.report.text
+    return any(h.group(0).lower() not in _SIZE_WORDS for h in _SOFT_RE.finditer(text, m.sentence_start, m.sentence_end))
+
+
 def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str], stated: frozenset[str]) -> bool:
     """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
     if not (m.significant or m.critical):
         return False
-    if data.analysis.in_sentence(_SOFT_RE, m) or _masked_modifier(data.report.text, m):
+    if _soft(data, m) or _masked_modifier(data.report.text, m):
         return False
     if not m.critical and _not_acute_here(data, m, False):
         return False

@@ -868,6 +868,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "The heart is normal."
         ),
     ),
+    # round 5: "minimal" grades a fracture's displacement, it does not soften the fracture; a hedge does
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThere is a fracture of the frontal process of the maxilla with angulation to the right and "
+            "very minimal displacement of the distal fragments. The orbits are normal.\nIMPRESSION:\nNo acute "
+            "abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nThere is possibly a fracture of the frontal process of the maxilla with angulation to the "
+            "right and very minimal displacement of the distal fragments. The orbits are normal.\nIMPRESSION:\nNo "
+            "acute abnormality."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
