@@ -739,6 +739,9 @@ DEFAULT_PLACES: dict[str, dict[str, list[str]]] = {
 # A located finding and a side word further apart than this, or across a
 # semicolon, are two statements ("right lower lobe is clear; there is ... ").
 _LOCATED_REACH = 60
+# A measurement between them ("6.0 x 3.5 x 3.7 cm") sizes the finding; it does not count toward the reach
+# (docs/qa-rules.md "Round 5").
+_MEASUREMENT_RE = re.compile(r"\d+(\.\d+)?(\s*(x|by)\s*\d+(\.\d+)?)*\s*(mm|cm)\b", re.IGNORECASE)
 
 
 class _Located:
@@ -829,6 +832,8 @@ def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
         for lm in here:
             lo, hi = (lm.anatomy_end, m.start) if lm.anatomy_end <= m.start else (m.end, lm.start)
             gap = hi - lo
+            if gap > _LOCATED_REACH:
+                gap -= sum(len(x.group(0)) for x in _MEASUREMENT_RE.finditer(text, lo, hi))
             if gap > _LOCATED_REACH or ";" in text[max(lo, 0) : max(hi, lo)]:
                 continue
             if m.laterality and lm.side != m.laterality:

@@ -882,6 +882,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "acute abnormality."
         ),
     ),
+    # round 5: a measurement between the side word and the finding does not count toward the reach
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThe right ovary is normal in size. The left ovary is enlarged, containing a 6.0 x 3.5 x 3.7 "
+            "cm complex cystic mass with thick septations.\nIMPRESSION:\nComplex cystic right ovarian mass."
+        ),
+        _ex(
+            "FINDINGS:\nThe right ovary is normal in size. The left ovary is enlarged, containing a 6.0 x 3.5 x 3.7 "
+            "cm complex cystic mass with thick septations.\nIMPRESSION:\nComplex cystic left ovarian mass."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
