@@ -411,14 +411,25 @@ def _bones(text: str, start: int, end: int) -> frozenset[str]:
     return frozenset(name for name, regex in _BONES.items() if regex.search(text, start, end))
 
 
+# A denial earlier in the sign's clause ("Negative for retrosternal density"): the sign is not there.
+_SIGN_DENIED_RE = folded(re.compile(r"\b(no|without|negative for)\b[^,;:]*$", re.IGNORECASE))
+
+
 def _signs_in(
-    data: RuleInput, concepts: Iterable[str], kind: SectionKind, side: str, bones: frozenset[str] = frozenset()
+    data: RuleInput,
+    concepts: Iterable[str],
+    kind: SectionKind,
+    side: str,
+    bones: frozenset[str] = frozenset(),
+    *,
+    stated: bool = False,
 ) -> bool:
     """True when section ``kind`` shows a sign of any of ``concepts`` (``signs`` param).
 
     With ``side`` left or right, a sign in a sentence that names only the
     other side does not count; with ``bones``, nor does one in a sentence
-    that names only other bones.
+    that names only other bones; with ``stated``, nor does a denied one
+    (docs/qa-rules.md "Round 5").
     """
     signs: Mapping[str, Any] = data.param("signs", DEFAULT_SIGNS) or {}
     patterns: list[str] = []
@@ -431,12 +442,14 @@ def _signs_in(
     other = {"left": "right", "right": "left"}.get(side)
     for sec in data.report.sections_of(kind):
         for hit in regex.finditer(text, sec.start, sec.end):
-            if other is None and not bones:
+            if other is None and not bones and not stated:
                 return True
             span = next(
                 (s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None
             )
             lo, hi = (span.start, span.end) if span is not None else (hit.start(), hit.end())
+            if stated and _SIGN_DENIED_RE.search(text, lo, hit.start()):
+                continue
             named = _bones(text, lo, hi) if bones else frozenset()
             if named and not named & bones:
                 continue
@@ -578,7 +591,7 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
         expanded = _expand(data.terms, m.concept, related)
         if fam in reported or expanded & in_findings:
             continue
-        if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality):
+        if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality, stated=True):
             continue
         if data.analysis.in_sentence(_HEDGED_SENTENCE_RE, m):
             continue

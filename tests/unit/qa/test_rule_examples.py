@@ -894,6 +894,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "cm complex cystic mass with thick septations.\nIMPRESSION:\nComplex cystic left ovarian mass."
         ),
     ),
+    # round 5: a denied sign ("negative for ... density") describes no nodule; a stated one does
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Biapical pleural thickening. Negative for retrosternal density. No "
+            "pneumothorax.\nIMPRESSION:\nRight upper lobe nodule."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Biapical pleural thickening. There is a rounded density in the right "
+            "upper lung. No pneumothorax.\nIMPRESSION:\nRight upper lobe nodule."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
