@@ -234,6 +234,15 @@ _SIDE_WORD = {
     "right": re.compile(r"\bright\b|\brt\b", re.IGNORECASE),
 }
 
+# A next sentence that hedges what the finding may cause ("This may produce a partial obstruction"), not what
+# it is: the finding stands (docs/qa-rules.md "Round 5").
+_CONSEQUENCE_RE = folded(
+    re.compile(
+        r"\b(may|might|could|can|likely|possibly) (also )?(produc\w*|caus\w*|lead\w* to|result\w* in|contribut\w*)\b",
+        re.IGNORECASE,
+    )
+)
+
 # An impression that sends the reader back to the findings.
 _REFERS_RE = folded(
     re.compile(
@@ -530,6 +539,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             and not _stands_alone(data, m)
             and _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
             and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
+            and not _CONSEQUENCE_RE.search(text, m.sentence_end, next_end)
         ):
             continue  # "Nodules are seen. These may be nipple shadows."
         if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end) and (

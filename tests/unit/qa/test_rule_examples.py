@@ -906,6 +906,18 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "upper lung. No pneumothorax.\nIMPRESSION:\nRight upper lobe nodule."
         ),
     ),
+    # round 5: a next sentence hedging what a finding may cause leaves it standing; one hedging what it is does not
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a right inguinal hernia containing a loop of small bowel. This may produce a partial "
+            "obstruction. The bladder is normal.\nIMPRESSION:\nDiverticulosis without diverticulitis."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a right inguinal hernia containing a loop of small bowel. This may be a fat-containing "
+            "hernia only. The bladder is normal.\nIMPRESSION:\nDiverticulosis without diverticulitis."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
