@@ -606,6 +606,17 @@ _NOT_PLAIN_OPACITY_RE = folded(
 )
 
 
+# Words of _NOT_PLAIN_OPACITY_RE that only place an opacity on the radiograph ("opacity projecting over the
+# left midlung"): an impression that states such an opacity and then denies any contradicts itself
+# (docs/qa-rules.md "Round 5").
+_PLACE_ONLY = ("projecting", "overlying")
+
+
+def _only_placed(text: str, start: int, end: int) -> bool:
+    """Whether every hit of ``_NOT_PLAIN_OPACITY_RE`` in ``text[start:end]`` is a place word."""
+    return all(h.group(0).lower() in _PLACE_ONLY for h in _NOT_PLAIN_OPACITY_RE.finditer(text, start, end))
+
+
 def _bare_opacity_denied(
     data: RuleInput, affirmed: list[tuple[SectionKind, Mention]], within: dict[SectionKind, bool]
 ) -> Iterator[Finding]:
@@ -624,9 +635,9 @@ def _bare_opacity_denied(
                 bare = _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end)
                 if bare is not None:
                     denials.append((kind, span.start, span.end, (bare.group("side") or "").lower()))
-                elif (
-                    _OPACITY_WORD_RE.search(text, span.start, span.end) is not None
-                    and _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
+                elif _OPACITY_WORD_RE.search(text, span.start, span.end) is not None and (
+                    _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
+                    or (kind is SectionKind.IMPRESSION and _only_placed(text, span.start, span.end))
                 ):
                     # an opacity without a vocabulary modifier ("Bandlike opacities are present")
                     opacities.append((kind, span.start, span.end))

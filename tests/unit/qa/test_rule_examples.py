@@ -918,6 +918,19 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "hernia only. The bladder is normal.\nIMPRESSION:\nDiverticulosis without diverticulitis."
         ),
     ),
+    # round 5: an impression that places an opacity ("projecting over") and then denies any contradicts itself;
+    # the findings' placed opacity may be a shadow the impression settles
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere is an opacity projecting over the left midlung. No effusion.\nIMPRESSION:\nOpacity "
+            "projecting over the left midlung. Comparison films would be useful. There is no opacity."
+        ),
+        _ex(
+            "FINDINGS:\nThere is an opacity projecting over the left midlung. No effusion.\nIMPRESSION:\nComparison "
+            "films would be useful. There is no opacity."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
