@@ -421,6 +421,32 @@ def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
     return len(systems) > 1
 
 
+_ITEM_RE = re.compile(r"\W*\d{1,2}[.)]\s")
+_WORDS_RE = re.compile(r"[A-Za-z]+")
+_STATEMENT_RE = folded(re.compile(r"\b(negative|normal|unremarkable|intact|clear|no|without)\b", re.IGNORECASE))
+
+
+def _own_item(data: RuleInput, n: Mention) -> bool:
+    """A denial that is a numbered item of its own, not under a site heading ("3. Right humerus negative. 4. No
+    fracture."; not "Left knee. 1. No fracture."): it denies at every site (docs/qa-rules.md "Round 5")."""
+    text = data.report.text
+    if _ITEM_RE.match(text, n.sentence_start) is None:
+        return False
+    sec = data.analysis.section_at(n.start)
+    if sec is None:
+        return False
+    before = [sp for sp in data.analysis.sentences(sec.start, sec.end) if sp.end <= n.sentence_start]
+    if not before:
+        return True
+    prev = before[-1]
+    heading = (
+        len(_WORDS_RE.findall(text, prev.start, prev.end)) <= 4
+        and not data.analysis.mentions(prev.start, prev.end)
+        and _STATEMENT_RE.search(text, prev.start, prev.end) is None
+    )
+    return not heading
+
+
 def _sections_checked() -> tuple[SectionKind, ...]:
     return (SectionKind.FINDINGS, SectionKind.IMPRESSION)
 
@@ -548,7 +574,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
                 continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
-            if fam in _SITE_VARIABLE and _multi_site(data, n_kind):
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item(data, n):
                 continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue

@@ -931,6 +931,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "films would be useful. There is no opacity."
         ),
     ),
+    # round 5: in a multi-site impression, a denial that is a numbered item of its own denies at every site;
+    # one under a site heading ("3. Right humerus. 1. No fracture.") denies at that site only
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nChest. A minimally displaced fracture of the right 4th rib. Right shoulder. The alignment is "
+            "normal. Right humerus. The cortex is intact.\nIMPRESSION:\n1. Chest. Right 4th rib fracture. 2. Right "
+            "shoulder negative. 3. Right humerus negative. 4. No fracture."
+        ),
+        _ex(
+            "FINDINGS:\nChest. A minimally displaced fracture of the right 4th rib. Right shoulder. The alignment is "
+            "normal. Right humerus. The cortex is intact.\nIMPRESSION:\n1. Chest. Right 4th rib fracture. 2. Right "
+            "shoulder negative. 3. Right humerus. 1. No fracture."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
