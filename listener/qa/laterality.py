@@ -328,7 +328,9 @@ _SIDE_WORD_RE = folded(re.compile(r"\b(left|right)\b", re.IGNORECASE))
 _PRIOR_STUDY_RE = folded(
     re.compile(
         r"\b(compared (with|to)|in comparison (with|to)) (the |a |an )?(most recent )?"
-        r"(prior|previous|earlier)( (study|studies|exam\w*|films?|radiographs?|images?|ct|x-?rays?|chest))?\b",
+        r"(prior|previous|earlier)( (study|studies|exam\w*|films?|radiographs?|images?|ct|x-?rays?|chest))?\b|"
+        r"\bno (prior|previous|earlier) (\w+ ){0,2}(scans?|stud(y|ies)|exam\w*|films?|images?)( (are |is )?"
+        r"(available )?for comparison)?",
         re.IGNORECASE,
     )
 )

@@ -946,6 +946,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "shoulder negative. 3. Right humerus. 1. No fracture."
         ),
     ),
+    # round 5: "no prior scans for comparison" is no sentence about the past; "on the prior scan" is
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThere is abnormal activity in the posterior left paraspinal region. There is a hypermetabolic "
+            "mass in the region of the right hilum with an SUV of 18.\nIMPRESSION:\nNo prior PET scans for "
+            "comparison, there is a large lesion in the area of the left hilum with an SUV of 18."
+        ),
+        _ex(
+            "FINDINGS:\nThere is abnormal activity in the posterior left paraspinal region. There is a hypermetabolic "
+            "mass in the region of the right hilum with an SUV of 18.\nIMPRESSION:\nOn the prior PET scan, there "
+            "was a large lesion in the area of the left hilum."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
