@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import _appears_to_be, refers_to_findings
+from listener.qa.alignment import _BONE_CONCEPTS, _appears_to_be, refers_to_findings
 from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Cue, Mention
@@ -223,7 +223,6 @@ def _plain_normal_counts(data: RuleInput, m: Mention) -> bool:
 # Size words that grade a fracture's displacement, not the fracture ("very minimal displacement of the
 # fragments"): they do not soften a fracture or dislocation (docs/qa-rules.md "Round 5").
 _SIZE_WORDS = frozenset({"trace", "tiny", "minimal"})
-_BONE_CONCEPTS = frozenset({"fracture", "dislocation"})
 
 
 def _soft(data: RuleInput, m: Mention) -> bool:
