@@ -346,14 +346,19 @@ def _sides_set_against(text: str, start: int, end: int) -> bool:
     """A comparison word between a side word and the opposite one ("left greater than right", "the right base
     compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
     (docs/qa-rules.md "Round 5")."""
-    sides = [(m.start(), m.group(0).lower()[:1]) for m in _SIDE_WORD_RE.finditer(text, start, end)]
+    # (offset, side, the place its following words name or "") for each side word
+    sides = [
+        (at, side, _key_of(words) if words and words[0] not in _RAW_SKIP else "")
+        for side, at, _, words in _raw_sides(text, start, end)
+    ]
     refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
     for hit in _SIDE_COMPARE_RE.finditer(text, start, end):
         if any(lo <= hit.start() < hi for lo, hi in refs):
             continue
-        before = {side for at, side in sides if at < hit.start()}
-        after = {side for at, side in sides if at > hit.start()}
-        if any(b != a for b in before for a in after):
+        before = [(side, key) for at, side, key in sides if at < hit.start()]
+        after = [(side, key) for at, side, key in sides if at > hit.start()]
+        # two places offered as alternatives ("left midlung ... versus ... right fissure") are no side comparison
+        if any(b != a and not (bk and ak and bk != ak) for b, bk in before for a, ak in after):
             return True
     return False
 

@@ -960,6 +960,19 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "was a large lesion in the area of the left hilum."
         ),
     ),
+    # round 5: "versus" between two places ("left midlung ... versus ... right major fissure") sets no sides
+    # against each other; between the same place on both sides it does
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Minimal atelectasis in the left midlung zone versus scarring in the "
+            "right major fissure.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Minimal atelectasis in the left midlung zone versus the right midlung "
+            "zone.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
