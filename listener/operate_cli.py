@@ -151,8 +151,19 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
                 f"{text!r} is both a message_pk and a control id: write pk:{text} for the message_pk,"
                 " or give --sender for the control id"
             )
+    if not found and sender is None:
+        # A FHIR POST's Location names the report by an id the server chose, not by the
+        # message's control id (docs/http-api.md): find the message that carried it.
+        pk = store.reports.message_of(text)
+        if pk is not None:
+            return pk, ""
     if not found:
-        return None, f"no message with control id {text!r}" + (f" from {sender!r}" if sender else "")
+        return None, (
+            f"no message with control id {text!r}"
+            + (f" from {sender!r}" if sender else "")
+            + " (nor a report with that FHIR id, the id in a POST's Location);"
+            " search by accession: overread messages --accession ACC"
+        )
     if len(found) > 1:
         which = ", ".join(f"{m.message_pk} ({m.sender_application}/{m.sender_facility})" for m in found)
         return None, f"control id {text!r} names several messages: {which}; give a message_pk or --sender"
