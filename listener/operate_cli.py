@@ -50,12 +50,15 @@ def add_operate_parsers(sub: Any) -> None:
         help="everything stored about one message",
         description="Print one stored message: raw body, our ACK, its reports, findings, route with its "
         "explanation, the routing messages it produced with their delivery history, and every "
-        "earlier processing. MESSAGE is a message_pk (a number) or an MSH-10 / FHIR control id.",
+        "earlier processing. MESSAGE is a message_pk (a number), an MSH-10 / FHIR control id, or the id "
+        "in a FHIR POST's Location (the report's id).",
         epilog="exit status: 0 shown; 1 not found or ambiguous; 2 usage error or no store",
     )
     _store_options(show)
     show.add_argument(
-        "message", metavar="MESSAGE", help="message_pk (pk:N when it could be a control id) or control id"
+        "message",
+        metavar="MESSAGE",
+        help="message_pk (pk:N when it could be a control id), control id, or the id in a FHIR Location",
     )
     show.add_argument("--sender", metavar="APP", help="with a control id: the sending application (MSH-3)")
     show.add_argument("--format", choices=("text", "json"), default="text")
