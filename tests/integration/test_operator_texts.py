@@ -13,7 +13,6 @@ retry restarted its count.
 from __future__ import annotations
 
 import html
-import http.client
 import json
 import re
 import shutil
@@ -26,7 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, start_configured
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    free_port,
+    msa,
+    post_report,
+    start_configured,
+)
 from tests.integration.ris import TestRis
 from tests.integration.test_console import ANALYST, Browser, _client
 
@@ -169,20 +176,8 @@ def test_overview_says_routing_is_off_without_destinations(setup: Setup) -> None
 
 def test_show_finds_a_message_by_the_id_in_a_fhir_location(setup: Setup) -> None:
     """The id a FHIR POST's Location names is the report's, not a control id: ``show`` finds it anyway."""
-    conn = http.client.HTTPConnection("127.0.0.1", setup.daemon.http_port or 0, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            "/fhir/DiagnosticReport",
-            body=FHIR_SAMPLE.read_bytes(),
-            headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {FEEDER}"},
-        )
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 201
-        location = response.getheader("Location") or ""
-    finally:
-        conn.close()
+    status, location = post_report(setup.daemon, FHIR_SAMPLE.read_bytes(), FEEDER)
+    assert status == 201
     fhir_id = location.rpartition("/")[2]
     assert fhir_id and location == f"/fhir/DiagnosticReport/{fhir_id}"
     found = _cli(setup.daemon.state_dir, "show", fhir_id, "--no-raw")
