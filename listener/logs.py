@@ -130,6 +130,7 @@ EVENTS: frozenset[str] = frozenset(
         "console_overread_refresh_failed",
         "console_whatif_started",
         "console_whatif_finished",
+        "console_whatif_stale_removed",
         # produced by this module
         "event_unlisted",
         "exception_unhandled",

@@ -38,7 +38,18 @@ from listener.logs import get_logger
 if TYPE_CHECKING:
     from listener.config import Config
 
-__all__ = ["KEEP_JOBS", "KEEP_SECONDS", "NICENESS", "Job", "JobView", "WhatIfJobs", "simulate_command"]
+__all__ = [
+    "FILE_PREFIX",
+    "KEEP_JOBS",
+    "KEEP_SECONDS",
+    "MAX_LINE",
+    "NICENESS",
+    "Job",
+    "JobView",
+    "WhatIfJobs",
+    "remove_stale_files",
+    "simulate_command",
+]
 
 #: How long a finished job's result is kept, in seconds.
 KEEP_SECONDS = 30 * 60
@@ -46,6 +57,11 @@ KEEP_SECONDS = 30 * 60
 KEEP_JOBS = 10
 #: How much nicer than the daemon the child runs.
 NICENESS = 10
+#: How the private files of a job are named in the state directory (``.whatif-<random>.json`` / ``.yaml``).
+FILE_PREFIX = ".whatif-"
+#: The longest stderr line of the child that is read whole; the rest of a longer one is skipped
+#: unread into memory (a ``progress`` line is some 30 bytes, the command's messages under 600).
+MAX_LINE = 4096
 #: Lines of the child's stderr that say where the replay is (``overread simulate --progress``).
 _PROGRESS = re.compile(r"progress (\d+) (\d+)")
 #: Only the command's own error lines are shown (never a traceback: it could quote a report).
@@ -214,11 +230,11 @@ class WhatIfJobs:
 
     def _spawn(self, job: Job, since: datetime, until: datetime, policy: Path | None, pasted: str) -> None:
         # mkstemp makes each file readable by the daemon's user only (0600).
-        fd, out = tempfile.mkstemp(prefix=".whatif-", suffix=".json", dir=self.state_dir)
+        fd, out = tempfile.mkstemp(prefix=FILE_PREFIX, suffix=".json", dir=self.state_dir)
         job.files.append(Path(out))
         try:
             if policy is None:
-                pfd, where = tempfile.mkstemp(prefix=".whatif-", suffix=".yaml", dir=self.state_dir)
+                pfd, where = tempfile.mkstemp(prefix=FILE_PREFIX, suffix=".yaml", dir=self.state_dir)
                 job.files.append(Path(where))
                 with os.fdopen(pfd, "w", encoding="utf-8") as f:
                     f.write(pasted)
@@ -316,7 +332,13 @@ class WhatIfJobs:
 def _read_progress(stream: IO[bytes], job: Job, lock: threading.Lock) -> str:
     """Follow ``progress`` lines into ``job``; the last line of the command's own message."""
     said = ""
-    for raw in stream:
+    while raw := stream.readline(MAX_LINE):
+        if not raw.endswith(b"\n") and len(raw) >= MAX_LINE:
+            # A line longer than any the command writes: skip to its end, a piece at a time, so a
+            # child printing megabytes without a line break never grows the daemon's memory.
+            while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                pass
+            continue
         line = raw.decode("utf-8", "replace").strip()
         found = _PROGRESS.fullmatch(line)
         if found:
@@ -326,6 +348,22 @@ def _read_progress(stream: IO[bytes], job: Job, lock: threading.Lock) -> str:
             said = line
     stream.close()
     return said
+
+
+def remove_stale_files(state_dir: Path) -> int:
+    """Remove the private files of what-ifs a killed daemon left in ``state_dir``; how many.
+
+    Only the daemon holding the state directory's lock calls this (listener/statelock.py): the
+    daemon that made the files is dead, and its child, if it still runs, writes to a file it has
+    open (its next progress line fails on the closed pipe and ends it: docs/console.md).
+    """
+    removed = 0
+    for path in Path(state_dir).glob(FILE_PREFIX + "*"):
+        if path.suffix in (".json", ".yaml") and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _remove(files: Sequence[Path]) -> None:

@@ -39,6 +39,7 @@ from twisted.logger import globalLogBeginner
 
 from listener.assemble import build_pipeline
 from listener.config import Config
+from listener.console.whatif import remove_stale_files
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import read_header
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
@@ -217,6 +218,10 @@ class Daemon:
         _log().info("config_loaded", path=config.source, policy_version=pipeline.version)
         # One daemon per state directory, held until the process ends (listener/statelock.py).
         self.state_lock = lock_state_dir(config.state_dir)
+        # What-if files a killed daemon left behind (docs/console.md, "Policy and what-if").
+        stale = remove_stale_files(config.state_dir)
+        if stale:
+            _log().info("console_whatif_stale_removed", count=stale)
         self.store: Store = open_store(config)
         _log().info("store_opened", path=str(config.state_dir), store=store_description(config))
         for step in self.store.migrations_run:  # an older schema, upgraded on open

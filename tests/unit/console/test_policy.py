@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time as time_module
+import tracemalloc
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from listener.assemble import load_routing_policy
 from listener.cli import main
 from listener.console.policy import (
+    PASTED,
     candidate_files,
     compare_rows,
     condition_text,
@@ -24,7 +26,7 @@ from listener.console.policy import (
     rule_sentence,
 )
 from listener.console.web import Caller, Ctx, Reply, environment
-from listener.console.whatif import JobView, WhatIfJobs
+from listener.console.whatif import JobView, WhatIfJobs, remove_stale_files
 from listener.errors import ConfigError
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
@@ -322,3 +324,52 @@ def test_finished_jobs_are_kept_for_a_bounded_time_and_number(pipeline: Pipeline
     assert jobs.find(ids[2], "manager") is None
     jobs.stop()
     assert _run(pipeline, jobs, candidate=STRICTER).status == 503
+
+
+#: A child that writes 32 MiB on stderr without a line break, then a progress line and its message.
+_FLOOD = (
+    "import sys\n"
+    "for _ in range(512):\n"
+    "    sys.stderr.buffer.write(b'x' * 65536)\n"
+    "sys.stderr.buffer.write(b'\\nprogress 7 9\\noverread simulate: the store is gone\\n')\n"
+    "sys.exit(3)\n"
+)
+
+
+def test_a_child_flooding_its_stderr_without_line_breaks_never_grows_the_daemons_memory(tmp_path: Path) -> None:
+    jobs = WhatIfJobs(lambda: [sys.executable, "-c", _FLOOD], tmp_path)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        view, started = jobs.start(
+            client="manager",
+            name=PASTED,
+            since_key="7d",
+            since=RECEIVED,
+            until=RECEIVED + timedelta(days=7),
+            policy=None,
+            pasted="version: x\n",
+            lay_out=lambda doc: doc,
+        )
+        assert started
+        ended = _ended(jobs, view.id)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The 32 MiB line is skipped a piece at a time; the lines after it are still read.
+    assert peak < 4 * 1024 * 1024, f"{peak:,} bytes held while the child's stderr was read"
+    assert (ended.state, ended.read, ended.total) == ("failed", 7, 9)
+    assert ended.error == "overread simulate: the store is gone"
+    assert not list(tmp_path.glob(".whatif-*"))
+
+
+def test_the_files_a_killed_daemons_what_if_left_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / ".whatif-abc123.json").write_text("{}", encoding="utf-8")
+    (tmp_path / ".whatif-def456.yaml").write_text("version: x\n", encoding="utf-8")
+    kept = [tmp_path / "store.sqlite", tmp_path / ".whatif-notes", tmp_path / "whatif-x.json"]
+    for path in kept:
+        path.write_text("keep", encoding="utf-8")
+    (tmp_path / ".whatif-dir.json").mkdir()
+    assert remove_stale_files(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in kept), ".whatif-dir.json"])
+    assert remove_stale_files(tmp_path) == 0
