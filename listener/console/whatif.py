@@ -43,6 +43,7 @@ __all__ = [
     "KEEP_JOBS",
     "KEEP_SECONDS",
     "MAX_LINE",
+    "MAX_SECONDS",
     "NICENESS",
     "Job",
     "JobView",
@@ -55,6 +56,10 @@ __all__ = [
 KEEP_SECONDS = 30 * 60
 #: How many finished jobs are kept at most (the oldest go first).
 KEEP_JOBS = 10
+#: How long a child may run before the daemon kills it and fails the job: a child stuck on its
+#: store would otherwise hold the one place for what-ifs until its starter cancels it (the
+#: 90-day replay of 100,000 messages takes some 2 minutes on a loaded machine: docs/benchmarks.md).
+MAX_SECONDS = 30 * 60
 #: How much nicer than the daemon the child runs.
 NICENESS = 10
 #: How the private files of a job are named in the state directory (``.whatif-<random>.json`` / ``.yaml``).
@@ -121,6 +126,7 @@ class WhatIfJobs:
             output options.
         state_dir: where the private files of a job go.
         clock: monotonic seconds.
+        max_seconds: a child running longer is killed and its job fails.
     """
 
     def __init__(
@@ -131,12 +137,14 @@ class WhatIfJobs:
         clock: Callable[[], float] = time.monotonic,
         keep_seconds: float = KEEP_SECONDS,
         keep_jobs: int = KEEP_JOBS,
+        max_seconds: float = MAX_SECONDS,
     ) -> None:
         self.command = command
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.keep_seconds = keep_seconds
         self.keep_jobs = keep_jobs
+        self.max_seconds = max_seconds
         self.lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.stopped = False
@@ -266,8 +274,14 @@ class WhatIfJobs:
         """Read the child's progress until it ends, then keep its result or its error."""
         process = job.process
         assert process is not None and process.stderr is not None
-        said = _read_progress(process.stderr, job, self.lock)
-        code = process.wait()
+        overdue = threading.Timer(self.max_seconds, self._overdue, args=(job,))
+        overdue.daemon = True
+        overdue.start()
+        try:
+            said = _read_progress(process.stderr, job, self.lock)
+            code = process.wait()
+        finally:
+            overdue.cancel()
         result: dict[str, Any] | None = None
         error = ""
         try:
@@ -298,6 +312,19 @@ class WhatIfJobs:
             count=job.read,
             duration_ms=round(seconds * 1000),
         )
+
+    def _overdue(self, job: Job) -> None:
+        """Kill the child of ``job`` if it still runs after :attr:`max_seconds`; the job fails."""
+        with self.lock:
+            if job.state != "running":
+                return
+            job.state = "failed"
+            limit = self.max_seconds
+            longest = f"{limit / 60:g} minutes" if limit >= 60 and limit % 60 == 0 else f"{limit:g} s"
+            job.error = f"the replay ran longer than {longest} and was stopped"
+            if job.process is not None:
+                with contextlib.suppress(OSError):
+                    job.process.kill()
 
     def cancel(self, job_id: str, client: str) -> JobView | None:
         """Kill the child of a running job ``client`` started; the job (None: no such job of theirs)."""

@@ -373,3 +373,24 @@ def test_the_files_a_killed_daemons_what_if_left_are_removed_and_nothing_else(tm
     assert remove_stale_files(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in kept), ".whatif-dir.json"])
     assert remove_stale_files(tmp_path) == 0
+
+
+def test_a_child_that_hangs_is_killed_after_the_longest_run_and_its_job_fails(tmp_path: Path) -> None:
+    hang = "import sys, time\nsys.stderr.write('progress 0 5\\n')\nsys.stderr.flush()\ntime.sleep(3600)\n"
+    jobs = WhatIfJobs(lambda: [sys.executable, "-c", hang], tmp_path, max_seconds=1)
+    view, started = jobs.start(
+        client="manager",
+        name=PASTED,
+        since_key="7d",
+        since=RECEIVED,
+        until=RECEIVED + timedelta(days=7),
+        policy=None,
+        pasted="version: x\n",
+        lay_out=lambda doc: doc,
+    )
+    assert started
+    ended = _ended(jobs, view.id)
+    assert (ended.state, ended.total) == ("failed", 5)
+    assert ended.error == "the replay ran longer than 1 s and was stopped"
+    assert not list(tmp_path.glob(".whatif-*"))
+    assert jobs.running() is None, "the place is free for the next what-if"
