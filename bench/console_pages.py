@@ -1,11 +1,14 @@
 """The web console's pages over 100,000 stored messages: server time of each page, rendered.
 
 Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10]
-[--computed-runs 10] [--dir DIR]``.
+[--computed-runs 10] [--dir DIR] [--store postgresql://...]``.
 
-The SQLite store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
+The store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
 daemon's own records of four message files, each saved with a new control id and accession,
-received evenly over the 7 days before now, from one of five senders). Then each page function
+received evenly over the 7 days before now, from one of five senders). ``--store`` with a
+PostgreSQL URL (``eval "$(bash .ci/postgres.sh start)"`` prints one as ``OVERREAD_TEST_PG_DSN``)
+fills a new schema on that server instead (:func:`filled_postgresql`: VACUUM ANALYZEd after the
+fill, as autovacuum would, and dropped afterwards). Then each page function
 runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
 thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
 and the maximum wall time and the median CPU time (``time.process_time``: the machine is shared,
@@ -32,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.console_queries import filled_sqlite  # noqa: E402
+from bench.console_queries import filled_postgresql, filled_sqlite  # noqa: E402
 from bench.store_size import templates  # noqa: E402
 from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
@@ -142,15 +145,24 @@ def measure(store: Any, runs: int, computed_runs: int) -> None:
 
 
 def main() -> None:
-    """Fill a new SQLite store, print the figures, remove the store."""
+    """Fill a new store (SQLite, or a schema on the ``--store`` PostgreSQL server), print the figures, remove it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--computed-runs", type=int, default=10, help="runs of the overread page computed afresh")
-    parser.add_argument("--dir", default="var")
+    parser.add_argument("--dir", default="var", help="where the SQLite store is made")
+    parser.add_argument(
+        "--store", default="sqlite", metavar="sqlite|URL", help="sqlite (default), or a postgresql:// server to fill"
+    )
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
-    with filled_sqlite(args.dir, templates(), args.messages, now) as store:
+    if args.store == "sqlite":
+        filled = filled_sqlite(args.dir, templates(), args.messages, now)
+    elif args.store.startswith(("postgresql://", "postgres://")):
+        filled = filled_postgresql(args.store, templates(), args.messages, now)
+    else:
+        parser.error("--store: sqlite or a postgresql:// URL")
+    with filled as store:
         measure(store, args.runs, args.computed_runs)
 
 
