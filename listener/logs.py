@@ -128,6 +128,8 @@ EVENTS: frozenset[str] = frozenset(
         "console_csrf_refused",
         "console_failed",
         "console_overread_refresh_failed",
+        "console_whatif_started",
+        "console_whatif_finished",
         # produced by this module
         "event_unlisted",
         "exception_unhandled",

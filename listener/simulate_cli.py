@@ -58,6 +58,7 @@ def add_simulate_parser(sub: Any) -> None:
     )
     p.add_argument("--config", metavar="F", help="daemon config file (its state_dir and policies are used)")
     p.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var; wins over --config)")
+    p.add_argument("--mappings", metavar="DIR", help="mappings directory (overrides the config)")
     p.add_argument("--policy", metavar="FILE", required=True, help="the candidate routing policy (routing.yaml form)")
     p.add_argument(
         "--baseline",
@@ -74,7 +75,15 @@ def add_simulate_parser(sub: Any) -> None:
         "--since", metavar="TIME", default=DEFAULT_SINCE, help=f"window start, ISO 8601 or Nd (default {DEFAULT_SINCE})"
     )
     p.add_argument("--until", metavar="TIME", help="window end, excluded (default now)")
+    p.add_argument(
+        "--name", metavar="LABEL", default="candidate", help="the candidate's name in the figures (default candidate)"
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="write 'progress READ TOTAL' lines (accessions of the window read) to stderr as the replay goes",
+    )
 
 
 def cmd_simulate(args: argparse.Namespace, config: Config, out: TextIO, now: datetime | None = None) -> int:
@@ -136,6 +145,12 @@ def cmd_simulate(args: argparse.Namespace, config: Config, out: TextIO, now: dat
             gc.enable()
 
 
+def _progress(done: int, total: int) -> None:
+    """One ``--progress`` line (the console's what-if reads them: docs/console.md)."""
+    sys.stderr.write(f"progress {done} {total}\n")
+    sys.stderr.flush()
+
+
 def _run(
     args: argparse.Namespace,
     out: TextIO,
@@ -157,11 +172,12 @@ def _run(
             ctx,
             directory,
             baseline=("baseline" if args.baseline != "current" else "current", baseline),
-            candidate=("candidate", candidate),
+            candidate=(args.name, candidate),
             workload=workload,
             since=since,
             until=until,
             hash_key=hash_key,
+            progress=_progress if args.progress else None,
         )
     except StoreError as exc:
         return fail(str(exc))

@@ -10,7 +10,7 @@ reader ids and keyed hashes of patient ids (the report objects stay inside the r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,15 +61,16 @@ def load_cases(
     since: datetime,
     until: datetime,
     hash_key: bytes | None,
-    accessions: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Loaded:
     """Every stored report of the accessions with a report received in ``[since, until)``, and their graded pairs.
 
     The pairs are graded as ``overread scorecard`` grades them
     (:func:`listener.outcome_data.compare_chains`: from the comparisons cache,
     else compared and cached). Accessions are read :data:`CHUNK` at a time.
-    ``accessions``: only these of the window's (the console's sample,
-    docs/console.md); None: all of them.
+    ``progress``: called with (accessions read, accessions of the window) before
+    the first chunk and after each one (``overread simulate --progress``, which
+    the console's what-if reads: docs/console.md).
 
     Raises:
         StoreError: the store cannot be read.
@@ -83,8 +84,9 @@ def load_cases(
     cases: list[Case] = []
     graded: list[GradedCase] = []
     outcomes: list[AccessionOutcome] = []
-    if accessions is None:
-        accessions = store.accessions_received(since, until)
+    accessions = store.accessions_received(since, until)
+    if progress is not None:
+        progress(0, len(accessions))
     for start in range(0, len(accessions), CHUNK):
         histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
         chains = [(build_chain(accession, entries), entries) for accession, entries in sorted(histories.items())]
@@ -112,6 +114,8 @@ def load_cases(
                     continue
                 before = chain.versions[gp.pair.before]
                 graded.append(GradedCase(chain.accession, (before.message_pk, before.seq), gp.grade, gp.pair.kind))
+        if progress is not None:
+            progress(min(start + CHUNK, len(accessions)), len(accessions))
     return Loaded(tuple(cases), tuple(graded), tuple(outcomes))
 
 
@@ -126,20 +130,20 @@ def run_simulation(
     since: datetime,
     until: datetime,
     hash_key: bytes | None,
-    accessions: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
     """Read the window's cases and route them under both policies (the CLI's and the console's run).
 
     The discrepancy-rate conditions of both policies read the live figures of
     the cases read (:func:`listener.live_figures.figures_of`), as docs/simulate.md
-    says. ``accessions``: only these of the window (see :func:`load_cases`).
+    says. ``progress``: see :func:`load_cases`.
 
     Raises:
         StoreError: the store cannot be read.
     """
     from listener.live_figures import figures_of
 
-    loaded = load_cases(store, ctx, since=since, until=until, hash_key=hash_key, accessions=accessions)
+    loaded = load_cases(store, ctx, since=since, until=until, hash_key=hash_key, progress=progress)
     label = f"store {since.astimezone(UTC):%Y-%m-%dT%H:%MZ} to {until.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
     live = figures_of(loaded.outcomes, directory, since=since, until=until, label=label)
     return simulate(

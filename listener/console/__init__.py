@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from listener.console.messages import MessageServices, action_result, actions_page, messages_page
 from listener.console.overread import OverreadPage
 from listener.console.overview import OverviewPage
-from listener.console.policy import WhatIfLimits, policy_page
+from listener.console.policy import policy_page
 from listener.console.web import Console, ConsoleDeps
 
 __all__ = ["Console", "ConsoleDeps", "build_console"]
@@ -22,8 +22,7 @@ def build_console(deps: ConsoleDeps) -> Console:
     """The console with all its pages, on what ``deps`` gives."""
     console = Console(deps)
     services = deps.services
-    limits = WhatIfLimits()
-    console.page("policy", lambda ctx: policy_page(ctx, services, limits), methods=("GET", "POST"))
+    console.page("policy", lambda ctx: policy_page(ctx, services), methods=("GET", "POST"))
     messages = MessageServices(
         store=services["store"],
         pipeline=services["pipeline"],

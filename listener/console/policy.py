@@ -1,10 +1,11 @@
 """The policy page: the live routing policy in words, and the what-if of a candidate policy
 (docs/console.md, "Policy and what-if").
 
-Layer: a page function (runs on a thread, reads the store) over pure rendering helpers. The
-what-if is ``overread simulate``'s own run (:func:`listener.simulate_data.run_simulation`, the
-pure :func:`listener.simulate.simulate`, its JSON document and :func:`render_table`): this module
-only picks the inputs and lays the document out. Nothing is stored or changed.
+Layer: a page function (runs on a thread) over pure rendering helpers. The what-if is
+``overread simulate`` itself, run as a background job in a child process over the whole window
+(:mod:`listener.console.whatif`); the page checks the candidate first (a broken one is answered
+at once, no job), sends the caller to the job's page, and lays the command's JSON document out
+when it is done. Nothing is stored or changed.
 
 A pasted candidate is parsed with :func:`listener.yamlconf.parse_untrusted_yaml` (size, anchors
 and aliases, nesting refused first) and validated by the routing loader's own
@@ -14,18 +15,17 @@ and aliases, nesting refused first) and validated by the routing loader's own
 from __future__ import annotations
 
 import json
-import math
 import re
-import threading
-import time
+import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from listener.console.charts import Chart, bars
 from listener.console.web import Ctx, Reply
+from listener.console.whatif import WhatIfJobs
 from listener.errors import ConfigError
 from listener.model import BUCKETS
 from listener.routing.conditions import (
@@ -44,18 +44,17 @@ from listener.routing.conditions import (
 from listener.routing.policy import RoutingPolicy, Rule
 
 __all__ = [
-    "MAX_ACCESSIONS",
     "MAX_PASTE_BYTES",
     "PASTED",
+    "RETRY_SECONDS",
     "WINDOWS",
-    "WhatIfLimits",
     "candidate_files",
     "compare_rows",
     "condition_text",
     "describe_policy",
+    "lay_out",
     "policy_page",
     "rule_sentence",
-    "sample_stride",
 ]
 
 #: A pasted policy larger than this is refused before it is parsed (the shipped one is 12 KiB).
@@ -63,9 +62,6 @@ MAX_PASTE_BYTES = 256 * 1024
 #: The windows a what-if may cover, by form value.
 WINDOWS: Mapping[str, int] = {"7d": 7, "30d": 30, "90d": 90}
 DEFAULT_WINDOW = "30d"
-#: Accessions one what-if replays at most; a window with more is replayed on an even sample of
-#: them (every n-th accession), so the page answers in a few seconds (docs/console.md).
-MAX_ACCESSIONS = 2000
 #: The name a pasted policy's errors and figures carry.
 PASTED = "(pasted policy)"
 #: Where the sample candidates live in a checkout (beside policies/).
@@ -293,11 +289,6 @@ def bucket_chart(doc: Mapping[str, Any]) -> Chart:
     )
 
 
-def sample_stride(total: int, cap: int = MAX_ACCESSIONS) -> int:
-    """Every how many accessions one is replayed so that at most ``cap`` are (1: all of them)."""
-    return max(1, math.ceil(total / cap)) if cap > 0 else 1
-
-
 def candidate_files(folders: Sequence[tuple[str, Path]]) -> dict[str, Path]:
     """The routing policies among the ``*.yaml`` files of the folders, by label ("samples/policies/x.yaml").
 
@@ -376,21 +367,11 @@ def _window(ctx: Ctx) -> str:
     return chosen if chosen in WINDOWS else DEFAULT_WINDOW
 
 
-@dataclass(slots=True)
-class WhatIfLimits:
-    """What bounds the what-ifs of one console: one replay at a time, at most ``max_accessions`` each.
-
-    A replay holds a thread of the daemon's pool for seconds; a second one asked for meanwhile
-    is answered at once ("busy") rather than taking another thread from message intake.
-    """
-
-    max_accessions: int = MAX_ACCESSIONS
-    running: threading.Lock = field(default_factory=threading.Lock)
-
-
-def policy_page(ctx: Ctx, services: Mapping[str, Any], limits: WhatIfLimits | None = None) -> Reply:
-    """``/console/policy``: the live policy; with ``?candidate=`` (GET) or a pasted policy (POST), the what-if."""
-    limits = limits or WhatIfLimits()
+def policy_page(ctx: Ctx, services: Mapping[str, Any]) -> Reply:
+    """``/console/policy``: the live policy; with ``?candidate=`` (GET) or a pasted policy (POST), a
+    what-if job is started and the caller sent to its page; ``/console/policy/run/<id>``: that page."""
+    if ctx.rest:
+        return _run_page(ctx, services.get("whatif"))
     pipeline = services["pipeline"]()
     policy: RoutingPolicy | None = pipeline.routing
     values: dict[str, Any] = {
@@ -402,7 +383,7 @@ def policy_page(ctx: Ctx, services: Mapping[str, Any], limits: WhatIfLimits | No
         "chosen": ctx.param("candidate"),
         "pasted": "",
         "problem": None,
-        "result": None,
+        "busy": None,
         "max_paste": MAX_PASTE_BYTES,
     }
     if policy is None:
@@ -419,65 +400,118 @@ def policy_page(ctx: Ctx, services: Mapping[str, Any], limits: WhatIfLimits | No
             where = f"{problem.source}:{problem.line}" if problem.line else problem.source
             return _json({"error": f"{where}: {problem.message}"}, 400)
         return Reply("policy.html.j2", values, status=400)
-    if not limits.running.acquire(blocking=False):
-        busy = "another what-if is running: try again in a few seconds"
+    jobs: WhatIfJobs | None = services.get("whatif")
+    if jobs is None:
+        # A console without the daemon's configuration cannot start ``overread simulate``.
+        unavailable = "this console runs no what-ifs: run overread simulate on the daemon's host"
         if as_json:
-            return _json({"error": busy}, 503)
-        values["problem"] = _Problem(name, None, None, busy)
-        return Reply("policy.html.j2", values, status=503, headers=(("Retry-After", "5"),))
+            return _json({"error": unavailable}, 503)
+        values["problem"] = _Problem(name, None, None, unavailable)
+        return Reply("policy.html.j2", values, status=503)
+    # The window ends at the next whole second (a report of this second is in it), as a time the
+    # command takes back as it printed it.
+    until = ctx.now.replace(microsecond=0) + timedelta(seconds=1 if ctx.now.microsecond else 0)
+    since_key = values["since"]
     try:
-        result = _what_if(ctx, services, pipeline, policy, (name, candidate), values["since"], limits.max_accessions)
-    finally:
-        limits.running.release()
-    if as_json:
-        # The document ``overread simulate --format json`` prints, for the same inputs.
-        return _json(result["doc"], 200)
-    values["result"] = result
-    return Reply("policy.html.j2", values)
+        job, started = jobs.start(
+            client=ctx.caller.name,
+            name=name,
+            since_key=since_key,
+            since=until - timedelta(days=WINDOWS[since_key]),
+            until=until,
+            policy=None if ctx.method == "POST" else files[name],
+            pasted=pasted,
+            lay_out=lambda doc: lay_out(doc, since_key, pasted=ctx.method == "POST"),
+        )
+    except OSError as exc:
+        failed = f"the what-if could not start ({type(exc).__name__})"
+        if as_json:
+            return _json({"error": failed}, 503)
+        values["problem"] = _Problem(name, None, None, failed)
+        return Reply("policy.html.j2", values, status=503)
+    if not started:
+        # One what-if at a time per daemon (docs/console.md, "Policy and what-if").
+        mine = secrets.compare_digest(job.client.encode(), ctx.caller.name.encode())
+        busy = f"a what-if is running, started at {job.started:%H:%M} UTC by {job.client}"
+        headers = (("Retry-After", str(RETRY_SECONDS)),)
+        if as_json:
+            link = {"page": _run_path(job.id, as_json=True)} if mine else {}
+            return Reply(
+                status=503,
+                body=_json_body({"error": busy, **link}),
+                content_type="application/json",
+                headers=headers,
+            )
+        values["busy"] = {"text": busy, "page": _run_path(job.id) if mine else ""}
+        return Reply("policy.html.j2", values, status=503, headers=headers)
+    return Reply(status=303, location=_run_path(job.id, as_json=as_json))
+
+
+#: The run page refreshes itself every so many seconds while the job runs; a busy answer's Retry-After.
+RETRY_SECONDS = 2
+
+
+def _run_path(job_id: str, *, as_json: bool = False) -> str:
+    return f"/console/policy/run/{job_id}" + ("?format=json" if as_json else "")
+
+
+def _not_found() -> Reply:
+    return Reply("problem.html.j2", {"title": "Not found", "text": "There is no such what-if."}, status=404)
+
+
+def _run_page(ctx: Ctx, jobs: WhatIfJobs | None) -> Reply:
+    """``/console/policy/run/<id>`` (GET) and ``.../cancel`` (POST) of the caller's own job."""
+    if jobs is None or len(ctx.rest) not in (2, 3) or ctx.rest[0] != "run":
+        return _not_found()
+    job_id = ctx.rest[1]
+    if len(ctx.rest) == 3:
+        if ctx.rest[2] != "cancel" or ctx.method != "POST":
+            return _not_found()
+        cancelled = jobs.cancel(job_id, ctx.caller.name)
+        return _not_found() if cancelled is None else Reply(status=303, location=_run_path(job_id))
+    if ctx.method != "GET":
+        return _not_found()
+    job = jobs.find(job_id, ctx.caller.name)
+    if job is None:
+        return _not_found()
+    if ctx.param("format") == "json":
+        if job.state == "done" and job.result is not None:
+            # The document ``overread simulate --format json`` prints, for the same inputs.
+            return _json(job.result["doc"], 200)
+        if job.state == "running":
+            body = {"state": "running", "read": job.read, "of": job.total, "seconds": round(job.seconds, 1)}
+            return Reply(
+                status=202,
+                body=_json_body(body),
+                content_type="application/json",
+                headers=(("Retry-After", str(RETRY_SECONDS)),),
+            )
+        return _json({"state": job.state, "error": job.error or "the what-if was cancelled"}, 409)
+    values = {
+        "job": job,
+        "seconds": f"{job.seconds:.0f}",
+        "refresh": RETRY_SECONDS if job.state == "running" else 0,
+        "result": job.result,
+        "cancel": f"/console/policy/run/{job.id}/cancel",
+    }
+    return Reply("policy_run.html.j2", values)
+
+
+def _json_body(doc: Mapping[str, Any]) -> bytes:
+    return (json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _json(doc: Mapping[str, Any], status: int) -> Reply:
-    body = json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    return Reply(status=status, body=body.encode("utf-8"), content_type="application/json")
+    return Reply(status=status, body=_json_body(doc), content_type="application/json")
 
 
-def _what_if(
-    ctx: Ctx,
-    services: Mapping[str, Any],
-    pipeline: Any,
-    policy: RoutingPolicy,
-    candidate: tuple[str, RoutingPolicy],
-    since_key: str,
-    max_accessions: int,
-) -> dict[str, Any]:
-    """Run ``overread simulate``'s replay over the window and lay its document out."""
-    from listener.outcome_data import HistoryContext
+def lay_out(doc: dict[str, Any], since_key: str, *, pasted: bool = False) -> dict[str, Any]:
+    """The run page's values of ``overread simulate``'s document (computed once, when the job ends)."""
     from listener.simulate import render_table
-    from listener.simulate_data import WORKLOAD_FILE, load_workload, run_simulation
 
-    store = services["store"]
-    context = HistoryContext(pipeline, services["outcome_rules"](), services["fhir_clients"]())
-    until = ctx.now
-    since: datetime = until - timedelta(days=WINDOWS[since_key])
-    started = time.monotonic()
-    workload_path = Path(policy.source).resolve().parent / WORKLOAD_FILE
-    workload = load_workload(workload_path if workload_path.is_file() else None)
-    window = store.accessions_received(since, until)
-    stride = sample_stride(len(window), max_accessions)
-    chosen = window[::stride] if stride > 1 else None
-    result = run_simulation(
-        store,
-        context,
-        policy.directory,
-        baseline=("current", policy),
-        candidate=(candidate[0], candidate[1]),
-        workload=workload,
-        since=since,
-        until=until,
-        hash_key=services.get("hash_key") or None,
-        accessions=chosen,
-    )
-    doc = result.to_json()
+    if pasted:
+        # The child read a private copy, removed since: the figures name the paste instead.
+        doc["candidate"]["source"] = PASTED
     cases = doc["discrepancy_cases"]
     return {
         "doc": doc,
@@ -486,9 +520,5 @@ def _what_if(
         "table": render_table(doc),
         "sent": [c for c in cases if c["candidate_sends"]],
         "unseen": [c for c in cases if not c["candidate_sends"]],
-        "accessions": len(window),
-        "replayed": len(chosen) if chosen is not None else len(window),
-        "stride": stride,
-        "seconds": f"{time.monotonic() - started:.1f}",
         "since_key": since_key,
     }

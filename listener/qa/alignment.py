@@ -88,7 +88,8 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
     "brain_herniation": (r"shift", r"effacement", r"herniat\w*"),
     "fracture": (
         r"fractur\w*",
-        r"lucen(t|cy|cies)",
+        # lucent lungs (emphysema) are no sign of a fracture (docs/qa-rules.md "Round 5")
+        r"(?<!lung )(?<!lungs )(?<!pulmonary )lucen(t|cy|cies)",
         r"irregularit(y|ies)",
         r"step-?off",
         r"discontinuit(y|ies)",
@@ -106,7 +107,8 @@ DEFAULT_SIGNS: Mapping[str, tuple[str, ...]] = {
         r"layering",
         r"(pleural )?fluid",
         r"obscur\w*",
-        r"(bi)?(basilar|basal|base|bases|lower lobe) (\w+ ){0,2}opacit\w*",
+        # an interstitial pattern at the bases is no pleural fluid (docs/qa-rules.md "Round 5")
+        r"(bi)?(basilar|basal|base|bases|lower lobe) ((?!interstitial\b)\w+ ){0,2}opacit\w*",
     ),
     "hernia": (r"hernia\w*", r"(air-?)?fluid levels?", r"retrocardiac (\w+ ){0,2}(densit\w*|opacit\w*|lucenc\w*|air)"),
 }
@@ -231,6 +233,15 @@ _SIDE_WORD = {
     "left": re.compile(r"\bleft\b|\blt\b", re.IGNORECASE),
     "right": re.compile(r"\bright\b|\brt\b", re.IGNORECASE),
 }
+
+# A next sentence that hedges what the finding may cause ("This may produce a partial obstruction"), not what
+# it is: the finding stands (docs/qa-rules.md "Round 5").
+_CONSEQUENCE_RE = folded(
+    re.compile(
+        r"\b(may|might|could|can|likely|possibly) (also )?(produc\w*|caus\w*|lead\w* to|result\w* in|contribut\w*)\b",
+        re.IGNORECASE,
+    )
+)
 
 # An impression that sends the reader back to the findings.
 _REFERS_RE = folded(
@@ -388,11 +399,46 @@ def _sign_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
 
 
-def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side: str) -> bool:
+# Bones a fracture or its sign may be placed in: a sign in a sentence naming other bones only is at another
+# site ("deformities of T12 and L1" for a humerus fracture; docs/qa-rules.md "Round 5").
+_BONES: Mapping[str, re.Pattern[str]] = {
+    "rib": re.compile(r"\bribs?\b", re.IGNORECASE),
+    "clavicle": re.compile(r"\bclavic\w*", re.IGNORECASE),
+    "scapula": re.compile(r"\bscapul\w*|\bglen\w*|\bacromi\w*|\bcoracoid", re.IGNORECASE),
+    "sternum": re.compile(r"\bstern(um|al)\b", re.IGNORECASE),
+    "humerus": re.compile(r"\bhumer\w*", re.IGNORECASE),
+    "spine": re.compile(r"\b(spin\w*|vertebr\w*|[ctl]\d{1,2}|sacr\w*|coccy\w*)\b", re.IGNORECASE),
+    "pelvis": re.compile(r"\b(pelvi\w*|acetabul\w*|ilia\w*|ischi\w*|pubi\w*)\b", re.IGNORECASE),
+    "femur": re.compile(r"\b(femor\w*|femur|hip)\b", re.IGNORECASE),
+    "skull": re.compile(r"\b(skull|calvari\w*|orbit\w*|nasal|maxill\w*|mandib\w*|zygom\w*)\b", re.IGNORECASE),
+}
+_BONE_CONCEPTS = frozenset({"fracture", "dislocation"})
+
+
+def _bones(text: str, start: int, end: int) -> frozenset[str]:
+    """The bones ``text[start:end]`` names (keys of ``_BONES``)."""
+    return frozenset(name for name, regex in _BONES.items() if regex.search(text, start, end))
+
+
+# A denial earlier in the sign's clause ("Negative for retrosternal density"): the sign is not there.
+_SIGN_DENIED_RE = folded(re.compile(r"\b(no|without|negative for)\b[^,;:]*$", re.IGNORECASE))
+
+
+def _signs_in(
+    data: RuleInput,
+    concepts: Iterable[str],
+    kind: SectionKind,
+    side: str,
+    bones: frozenset[str] = frozenset(),
+    *,
+    stated: bool = False,
+) -> bool:
     """True when section ``kind`` shows a sign of any of ``concepts`` (``signs`` param).
 
     With ``side`` left or right, a sign in a sentence that names only the
-    other side does not count.
+    other side does not count; with ``bones``, nor does one in a sentence
+    that names only other bones; with ``stated``, nor does a denied one
+    (docs/qa-rules.md "Round 5").
     """
     signs: Mapping[str, Any] = data.param("signs", DEFAULT_SIGNS) or {}
     patterns: list[str] = []
@@ -405,13 +451,18 @@ def _signs_in(data: RuleInput, concepts: Iterable[str], kind: SectionKind, side:
     other = {"left": "right", "right": "left"}.get(side)
     for sec in data.report.sections_of(kind):
         for hit in regex.finditer(text, sec.start, sec.end):
-            if other is None:
+            if other is None and not bones and not stated:
                 return True
             span = next(
                 (s for s in data.analysis.sentences(sec.start, sec.end) if s.start <= hit.start() < s.end), None
             )
             lo, hi = (span.start, span.end) if span is not None else (hit.start(), hit.end())
-            if _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
+            if stated and _SIGN_DENIED_RE.search(text, lo, hit.start()):
+                continue
+            named = _bones(text, lo, hi) if bones else frozenset()
+            if named and not named & bones:
+                continue
+            if other is None or _SIDE_WORD[side].search(text, lo, hi) or not _SIDE_WORD[other].search(text, lo, hi):
                 return True
     return False
 
@@ -454,7 +505,13 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     if any(refers_to_findings(text, s.start, s.end) for s in imps):
         return
     related = _related_param(data)
-    in_impression = _closed_families(data.terms, data.analysis.section_mentions(SectionKind.IMPRESSION))
+    imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)
+    in_impression = _closed_families(data.terms, imp_mentions)
+    # A related finding the impression only denies, conditions or recalls ("if high risk for malignancy,
+    # consider CT", "to exclude malignancy") does not name this one (docs/qa-rules.md "Round 5").
+    stated_in_impression = _closed_families(
+        data.terms, (m for m in imp_mentions if m.affirmed or (m.uncertain and not (m.negated or m.hypothetical)))
+    )
     ignore_stable = bool(data.param("ignore_stable", True))
     ignore_minor = bool(data.param("ignore_minor", True))
     summed_up = any(_SUMMARY_RE.search(text, s.start, s.end) for s in imps)
@@ -464,7 +521,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         fam = _family(data.terms, m.concept)
         expanded = _expand(data.terms, m.concept, related)
-        if fam in reported or expanded & in_impression:
+        if fam in reported or fam in in_impression or m.concept in in_impression or expanded & stated_in_impression:
             continue
         if ignore_stable and data.analysis.in_sentence(STABLE_RE, m):
             continue
@@ -475,10 +532,14 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
         next_end = _next_sentence_end(data, m)
         if _HEDGED_SENTENCE_RE.search(text, m.sentence_start, m.sentence_end):
             continue
+        # A hedge in the next sentence about a fracture or a measured nodule ("This appears dense and may
+        # contain calcium") characterises it; only a benign cause explains it away (docs/qa-rules.md "Round 5").
         if (
             next_end > m.sentence_end
+            and not _stands_alone(data, m)
             and _REFERS_BACK_RE.match(text[m.sentence_end : next_end].lstrip())
             and _HEDGED_SENTENCE_RE.search(text, m.sentence_end, next_end)
+            and not _CONSEQUENCE_RE.search(text, m.sentence_end, next_end)
         ):
             continue  # "Nodules are seen. These may be nipple shadows."
         if _EXPLAINED_NEXT_RE.search(text, m.sentence_end, next_end) and (
@@ -489,7 +550,8 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
             continue
         if summed_up and not m.critical:
             continue
-        if _signs_in(data, expanded, SectionKind.IMPRESSION, m.laterality):
+        bones = _bones(text, m.sentence_start, m.sentence_end) if m.concept in _BONE_CONCEPTS else frozenset()
+        if _signs_in(data, expanded, SectionKind.IMPRESSION, m.laterality, bones):
             continue
         reported.add(fam)
         yield data.emit(
@@ -505,7 +567,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     params={
         "concepts": list(DEFAULT_CONCEPTS),
         "include_critical": True,
-        "min_findings_words": 12,
+        "min_findings_words": 8,
         "related": dict(DEFAULT_RELATED),
         "signs": {k: list(v) for k, v in DEFAULT_SIGNS.items()},
     },
@@ -527,7 +589,7 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
     if not finds or not report.sections_of(SectionKind.IMPRESSION):
         return
     text = report.text
-    if sum(len(text[s.start : s.end].split()) for s in finds) < int(data.param("min_findings_words", 12)):
+    if sum(len(text[s.start : s.end].split()) for s in finds) < int(data.param("min_findings_words", 8)):
         return  # no real findings section: completeness' business
     related = _related_param(data)
     in_findings = _closed_families(data.terms, data.analysis.section_mentions(SectionKind.FINDINGS))
@@ -539,7 +601,7 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
         expanded = _expand(data.terms, m.concept, related)
         if fam in reported or expanded & in_findings:
             continue
-        if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality):
+        if _signs_in(data, expanded, SectionKind.FINDINGS, m.laterality, stated=True):
             continue
         if data.analysis.in_sentence(_HEDGED_SENTENCE_RE, m):
             continue

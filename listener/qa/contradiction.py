@@ -195,6 +195,26 @@ _ALTERNATIVE_BEFORE_RE = folded(re.compile(r"(\b(or|versus|vs)\b\.?|/)\s*([\w-]+
 _ALTERNATIVE_AFTER_RE = folded(re.compile(r"\s*([\w-]+\s+){0,1}(\b(or|versus|vs)\b|/)", re.IGNORECASE))
 
 
+# The word "nodule" in an affirmation the vocabulary reads as a granuloma ("calcified pulmonary nodules").
+_NODULE_WORD_RE = folded(re.compile(r"\bnodul", re.IGNORECASE))
+
+
+def _nodules_denied(text: str, a: Mention, n: Mention, outright: bool) -> bool:
+    """Calcified nodules (a granuloma by the vocabulary) meet a sentence that does nothing but deny nodules.
+
+    "Scattered calcified pulmonary nodules." and "No nodules." contradict each
+    other: the report names nodules and then denies any. A qualified denial
+    ("No suspicious nodules.") and a granuloma not called a nodule do not
+    (docs/qa-rules.md "Round 5").
+    """
+    return (
+        outright
+        and n.concept == "lung_nodule"
+        and a.concept == "granuloma"
+        and _NODULE_WORD_RE.search(text, a.start, a.end) is not None
+    )
+
+
 def _alternative(text: str, m: Mention) -> bool:
     """True when the clause of ``m`` offers it as one of alternatives, right before or after it."""
     lo = max(m.sentence_start, m.start - 60)
@@ -401,6 +421,32 @@ def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
     return len(systems) > 1
 
 
+_ITEM_RE = re.compile(r"\W*\d{1,2}[.)]\s")
+_WORDS_RE = re.compile(r"[A-Za-z]+")
+_STATEMENT_RE = folded(re.compile(r"\b(negative|normal|unremarkable|intact|clear|no|without)\b", re.IGNORECASE))
+
+
+def _own_item(data: RuleInput, n: Mention) -> bool:
+    """A denial that is a numbered item of its own, not under a site heading ("3. Right humerus negative. 4. No
+    fracture."; not "Left knee. 1. No fracture."): it denies at every site (docs/qa-rules.md "Round 5")."""
+    text = data.report.text
+    if _ITEM_RE.match(text, n.sentence_start) is None:
+        return False
+    sec = data.analysis.section_at(n.start)
+    if sec is None:
+        return False
+    before = [sp for sp in data.analysis.sentences(sec.start, sec.end) if sp.end <= n.sentence_start]
+    if not before:
+        return True
+    prev = before[-1]
+    heading = (
+        len(_WORDS_RE.findall(text, prev.start, prev.end)) <= 4
+        and not data.analysis.mentions(prev.start, prev.end)
+        and _STATEMENT_RE.search(text, prev.start, prev.end) is None
+    )
+    return not heading
+
+
 def _sections_checked() -> tuple[SectionKind, ...]:
     return (SectionKind.FINDINGS, SectionKind.IMPRESSION)
 
@@ -504,7 +550,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             continue
         a_words: frozenset[str] | None = None
         for n_kind, n, quals in negated:
-            if n.concept not in (a.concept, fam):
+            if n.concept not in (a.concept, fam) and not _nodules_denied(text, a, n, id(n) in outright):
                 continue
             if soft and id(n) not in outright:
                 continue  # "probable atelectasis" / "no focal atelectasis": only an outright denial counts
@@ -528,7 +574,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
                 continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
-            if fam in _SITE_VARIABLE and _multi_site(data, n_kind):
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item(data, n):
                 continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue
@@ -560,7 +606,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
 # airspace opacity (docs/qa-rules.md "Contradictions").
 _BARE_OPACITY_DENIED_RE = folded(
     re.compile(
-        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?opacit(y|ies)"
+        r"\W*(\d+\W+)?((there (is|are) )?(no|negative for) (evidence of |definite |radiographic )?(an? )?"
+        r"((?P<side>bilateral|left|right)(-sided)? )?opacit(y|ies)"
         r"( (is|are) (seen|identified|present|noted))?|opacit(y|ies) (is|are) not (seen|identified|present))\W*$",
         re.IGNORECASE,
     )
@@ -568,6 +615,13 @@ _BARE_OPACITY_DENIED_RE = folded(
 
 
 _OPACITY_WORD_RE = folded(re.compile(r"\bopacit(y|ies)\b", re.IGNORECASE))
+# The side a denial of any opacity names ("No bilateral opacities."): the affirmed opacity's sentence must
+# name it too (docs/qa-rules.md "Round 5").
+_OPACITY_SIDE_RE = {
+    "bilateral": folded(re.compile(r"\b(bilateral\w*|both|bi(basilar|basal|apical|hilar))\b", re.IGNORECASE)),
+    "left": folded(re.compile(r"\bleft\b", re.IGNORECASE)),
+    "right": folded(re.compile(r"\bright\b", re.IGNORECASE)),
+}
 # A sentence whose opacity is denied, gone, hedged or not real.
 _NOT_PLAIN_OPACITY_RE = folded(
     re.compile(
@@ -578,13 +632,24 @@ _NOT_PLAIN_OPACITY_RE = folded(
 )
 
 
+# Words of _NOT_PLAIN_OPACITY_RE that only place an opacity on the radiograph ("opacity projecting over the
+# left midlung"): an impression that states such an opacity and then denies any contradicts itself
+# (docs/qa-rules.md "Round 5").
+_PLACE_ONLY = ("projecting", "overlying")
+
+
+def _only_placed(text: str, start: int, end: int) -> bool:
+    """Whether every hit of ``_NOT_PLAIN_OPACITY_RE`` in ``text[start:end]`` is a place word."""
+    return all(h.group(0).lower() in _PLACE_ONLY for h in _NOT_PLAIN_OPACITY_RE.finditer(text, start, end))
+
+
 def _bare_opacity_denied(
     data: RuleInput, affirmed: list[tuple[SectionKind, Mention]], within: dict[SectionKind, bool]
 ) -> Iterator[Finding]:
     """A bare denial of any opacity against an affirmed airspace opacity in another sentence."""
     text = data.report.text
     # (kind, sentence start, sentence end) of each denial and each affirmed opacity
-    denials: list[tuple[SectionKind, int, int]] = []
+    denials: list[tuple[SectionKind, int, int, str]] = []
     opacities = [
         (k, m.sentence_start, m.sentence_end)
         for k, m in affirmed
@@ -593,20 +658,23 @@ def _bare_opacity_denied(
     for kind in _sections_checked():
         for sec in data.report.sections_of(kind):
             for span in data.analysis.sentences(sec.start, sec.end):
-                if _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end) is not None:
-                    denials.append((kind, span.start, span.end))
-                elif (
-                    _OPACITY_WORD_RE.search(text, span.start, span.end) is not None
-                    and _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
+                bare = _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end)
+                if bare is not None:
+                    denials.append((kind, span.start, span.end, (bare.group("side") or "").lower()))
+                elif _OPACITY_WORD_RE.search(text, span.start, span.end) is not None and (
+                    _NOT_PLAIN_OPACITY_RE.search(text, span.start, span.end) is None
+                    or (kind is SectionKind.IMPRESSION and _only_placed(text, span.start, span.end))
                 ):
                     # an opacity without a vocabulary modifier ("Bandlike opacities are present")
                     opacities.append((kind, span.start, span.end))
     if not denials or not opacities:
         return
-    for n_kind, n_start, n_end in denials:
+    for n_kind, n_start, n_end, side in denials:
         for a_kind, a_start, a_end in opacities:
             if a_start == n_start or (a_kind == n_kind and not within[a_kind]):
                 continue
+            if side and _OPACITY_SIDE_RE[side].search(text, a_start, a_end) is None:
+                continue  # "No left opacity." / "right basilar opacity": another side
             first, second = sorted(((a_start, a_end), (n_start, n_end)))
             where = "findings and impression" if a_kind is not n_kind else a_kind.value
             yield data.emit(

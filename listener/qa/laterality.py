@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
 from listener.qa.alignment import related_concepts
-from listener.qa.engine import RuleInput, folded, rule
+from listener.qa.engine import Folded, RuleInput, folded, rule
 from listener.text import LateralMention, Mention, lateral_mentions
 
 __all__ = [
@@ -321,6 +321,48 @@ _PAST_RE = folded(
 )
 # Sentences that set the sides against each other ("left larger than right").
 _SIDE_COMPARE_RE = folded(re.compile(r"\b(compar\w*|than|versus|vs|relative|symmetric\w*)\b", re.IGNORECASE))
+_SIDE_WORD_RE = folded(re.compile(r"\b(left|right)\b", re.IGNORECASE))
+# A comparison with an earlier study ("compared with the prior study, there is increased ..."): it dates
+# what the sentence states now; it neither sets the sides against each other nor speaks about the past
+# (docs/qa-rules.md "Round 5").
+_PRIOR_STUDY_RE = folded(
+    re.compile(
+        r"\b(compared (with|to)|in comparison (with|to)) (the |a |an )?(most recent )?"
+        r"(prior|previous|earlier)( (study|studies|exam\w*|films?|radiographs?|images?|ct|x-?rays?|chest))?\b|"
+        r"\bno (prior|previous|earlier) (\w+ ){0,2}(scans?|stud(y|ies)|exam\w*|films?|images?)( (are |is )?"
+        r"(available )?for comparison)?",
+        re.IGNORECASE,
+    )
+)
+
+
+def _outside_prior_study(pattern: Folded, text: str, start: int, end: int) -> bool:
+    """True when ``pattern`` matches ``text[start:end]`` outside every comparison with an earlier study."""
+    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+    return any(not any(lo <= hit.start() < hi for lo, hi in refs) for hit in pattern.finditer(text, start, end))
+
+
+def _sides_set_against(text: str, start: int, end: int) -> bool:
+    """A comparison word between a side word and the opposite one ("left greater than right", "the right base
+    compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
+    (docs/qa-rules.md "Round 5")."""
+    # (offset, side, the place its following words name or "") for each side word
+    sides = [
+        (at, side, _key_of(words) if words and words[0] not in _RAW_SKIP else "")
+        for side, at, _, words in _raw_sides(text, start, end)
+    ]
+    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+    for hit in _SIDE_COMPARE_RE.finditer(text, start, end):
+        if any(lo <= hit.start() < hi for lo, hi in refs):
+            continue
+        before = [(side, key) for at, side, key in sides if at < hit.start()]
+        after = [(side, key) for at, side, key in sides if at > hit.start()]
+        # two places offered as alternatives ("left midlung ... versus ... right fissure") are no side comparison
+        if any(b != a and not (bk and ak and bk != ak) for b, bk in before for a, ak in after):
+            return True
+    return False
+
+
 # A side denied or called normal right before or after it ("no left effusion", "left lung is clear").
 # A negation earlier in the side word's clause ("no lesion seen in the left
 # lung"), or "clear/normal" right before it ("clear left lung").
@@ -456,9 +498,11 @@ def _keyed_sides(
             raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
             if not raw:
                 continue
-            if _SIDE_COMPARE_RE.search(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
+            if _sides_set_against(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
                 continue
-            if _CONTRA_RE.search(text, sent.start, sent.end) or _PAST_RE.search(text, sent.start, sent.end):
+            if _CONTRA_RE.search(text, sent.start, sent.end) or _outside_prior_study(
+                _PAST_RE, text, sent.start, sent.end
+            ):
                 continue
             for side, start, end, words in raw:
                 key = _key_of(words)
@@ -702,6 +746,9 @@ DEFAULT_PLACES: dict[str, dict[str, list[str]]] = {
 # A located finding and a side word further apart than this, or across a
 # semicolon, are two statements ("right lower lobe is clear; there is ... ").
 _LOCATED_REACH = 60
+# A measurement between them ("6.0 x 3.5 x 3.7 cm") sizes the finding; it does not count toward the reach
+# (docs/qa-rules.md "Round 5").
+_MEASUREMENT_RE = re.compile(r"\d+(\.\d+)?(\s*(x|by)\s*\d+(\.\d+)?)*\s*(mm|cm)\b", re.IGNORECASE)
 
 
 class _Located:
@@ -792,6 +839,8 @@ def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
         for lm in here:
             lo, hi = (lm.anatomy_end, m.start) if lm.anatomy_end <= m.start else (m.end, lm.start)
             gap = hi - lo
+            if gap > _LOCATED_REACH:
+                gap -= sum(len(x.group(0)) for x in _MEASUREMENT_RE.finditer(text, lo, hi))
             if gap > _LOCATED_REACH or ";" in text[max(lo, 0) : max(hi, lo)]:
                 continue
             if m.laterality and lm.side != m.laterality:

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import refers_to_findings
+from listener.qa.alignment import _BONE_CONCEPTS, _appears_to_be, refers_to_findings
 from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Cue, Mention
@@ -220,11 +220,26 @@ def _plain_normal_counts(data: RuleInput, m: Mention) -> bool:
     return m.critical or not _not_acute_here(data, m, False)
 
 
+# Size words that grade a fracture's displacement, not the fracture ("very minimal displacement of the
+# fragments"): they do not soften a fracture or dislocation (docs/qa-rules.md "Round 5").
+_SIZE_WORDS = frozenset({"trace", "tiny", "minimal"})
+
+
+def _soft(data: RuleInput, m: Mention) -> bool:
+    """Whether ``m``'s sentence states no finding plainly (``_SOFT_RE``); size words never soften a fracture."""
+    if not data.analysis.in_sentence(_SOFT_RE, m):
+        return False
+    if m.concept not in _BONE_CONCEPTS and _family(data.terms, m.concept) not in _BONE_CONCEPTS:
+        return True
+    text = data.report.text
+    return any(h.group(0).lower() not in _SIZE_WORDS for h in _SOFT_RE.finditer(text, m.sentence_start, m.sentence_end))
+
+
 def _counts(data: RuleInput, m: Mention, kind: str, acute: frozenset[str], stated: frozenset[str]) -> bool:
     """Whether the affirmed findings mention ``m`` contradicts an impression of ``kind``."""
     if not (m.significant or m.critical):
         return False
-    if data.analysis.in_sentence(_SOFT_RE, m) or _masked_modifier(data.report.text, m):
+    if _soft(data, m) or _masked_modifier(data.report.text, m):
         return False
     if not m.critical and _not_acute_here(data, m, False):
         return False
@@ -275,7 +290,8 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     for m in data.analysis.section_mentions(SectionKind.FINDINGS):
         if m.concept in addressed or _family(data.terms, m.concept) in addressed:
             continue
-        counts = m.affirmed and _counts(data, m, kind, acute, stated)
+        # "There appears to be ..." states a finding (docs/qa-rules.md "Round 5").
+        counts = (m.affirmed or _appears_to_be(text, m)) and _counts(data, m, kind, acute, stated)
         if not counts and not (kind == "normal" and _plain_normal_counts(data, m)):
             continue
         if next(iter(normal_impression(data)), None) is not None:

@@ -286,7 +286,7 @@ class Daemon:
             live_figures=self.live_rates.figures if self.live_rates is not None else lambda: None,
         )
         self.prober: LoopingCall | None = None
-        self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics)
+        self.http = _http_parts(config, reactor, self.store, self.intake, hash_key, self.metrics, lambda: self.config)
         self.http_port: Any = None
         # Set once the HTTP endpoint's listen failure is logged: the MLLP chain it fails is not to blame.
         self.http_listen_failed = False
@@ -610,6 +610,9 @@ class Daemon:
             yield self.purging
         if self.live_rates is not None:
             self.live_rates.stop()
+        if self.http is not None and self.http[2].resource.api.whatif is not None:
+            # The console's what-if child dies with the daemon (docs/console.md, "Policy and what-if").
+            self.http[2].resource.api.whatif.stop()
         if self.port is not None:
             yield self.port.stopListening()
         if self.http_port is not None:
@@ -660,10 +663,23 @@ def _worker_event(event: str, **fields: Any) -> None:
     _log().error(event, **fields)
 
 
-def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash_key: bytes, metrics: Metrics) -> Any:
-    """(HttpIntake, the store's ReportReader, Site) for the HTTP endpoint, or None when it is off."""
+def _http_parts(
+    config: Config,
+    reactor: Any,
+    store: Store,
+    intake: Intake,
+    hash_key: bytes,
+    metrics: Metrics,
+    config_now: Callable[[], Config],
+) -> Any:
+    """(HttpIntake, the store's ReportReader, Site) for the HTTP endpoint, or None when it is off.
+
+    ``config_now``: the daemon's configuration as it is now (after reloads), which the console's
+    what-if jobs run ``overread simulate`` with (docs/console.md, "Policy and what-if").
+    """
     if not config.http_endpoint or config.http_endpoint == "off":
         return None
+    from listener.console.whatif import WhatIfJobs, simulate_command
     from listener.fhir.models import prime_models
     from listener.history import outcome_rules_file
     from listener.server.http import build_site, clients_from_config
@@ -699,6 +715,7 @@ def _http_parts(config: Config, reactor: Any, store: Store, intake: Intake, hash
         max_connections=config.http_max_connections,
         max_connections_per_peer=config.http_max_connections_per_peer,
         outcome_rules_file=outcome_rules_file(config),
+        whatif=WhatIfJobs(lambda: simulate_command(config_now()), config.state_dir),
     )
     return (http_intake, queries, site)
 

@@ -66,6 +66,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from listener.config import DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER, HttpClient
 from listener.console import Console, ConsoleDeps, build_console
+from listener.console.whatif import WhatIfJobs
 from listener.errors import StoreError
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
 from listener.fhir.encode import Issue
@@ -1085,8 +1086,11 @@ class Api:
         reactor: Any,
         run_in_thread: Callable[..., defer.Deferred[Any]],
         outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE,
+        whatif: WhatIfJobs | None = None,
     ) -> None:
         self.intake = intake
+        #: The console's what-if jobs (the daemon's shutdown stops them); None: no what-ifs.
+        self.whatif = whatif
         #: policies/outcomes.yaml for /api/history, loaded on first use.
         self.outcome_rules_file = outcome_rules_file
         self.outcome_rules: OutcomeRules | None = None
@@ -1181,6 +1185,7 @@ def build_site(
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS,
     max_connections_per_peer: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_PEER,
     outcome_rules_file: Path = DEFAULT_OUTCOMES_FILE,
+    whatif: WhatIfJobs | None = None,
 ) -> ApiSite:
     """The HTTP Site with the whole Resource tree (see the module docstring)."""
     api = Api(
@@ -1192,6 +1197,7 @@ def build_site(
         reactor=reactor,
         run_in_thread=run_in_thread,
         outcome_rules_file=outcome_rules_file,
+        whatif=whatif,
     )
     root = _Tree(api)
     root.putChild(b"healthz", _Health(api))  # type: ignore[arg-type]
@@ -1253,6 +1259,8 @@ def _console(api: Api) -> Console:
             "hash_key": api.intake.hash_key,
         },
     )
+    if api.whatif is not None:
+        deps.services["whatif"] = api.whatif
     return build_console(deps)
 
 

@@ -42,6 +42,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/console/messages/{pk}", "console"),
     ("/console/overread", "console"),
     ("/console/policy", "console"),
+    ("/console/policy/run/{job}", "console"),
+    ("/console/policy/run/{job}/cancel", "console"),
     ("/console/actions/{action}", "console"),
     ("/console/actions/reprocess/{pk}", "console"),
 )

@@ -130,7 +130,27 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         end = ordered[i + 1].at if i + 1 < len(ordered) else len(text)
         # A heading-only hint boundary inside a heading body: keep the heading's kind.
         sections.append(_section(text, bound.kind, bound.heading, min(bound.body, end), end))
-    return tuple(_merge_hint_duplicates(sections))
+    return tuple(_interpretation_as_findings(_merge_hint_duplicates(sections)))
+
+
+def _interpretation_as_findings(sections: list[Section]) -> list[Section]:
+    """An INTERPRETATION followed by an impression with text, in a report with no findings, is the findings.
+
+    Run-together dictations describe the images under "INTERPRETATION:" and
+    conclude under "IMPRESSION:" (docs/qa-rules.md "Round 5").
+    """
+    if any(sec.kind is SectionKind.FINDINGS for sec in sections):
+        return sections
+    out = list(sections)
+    for i, sec in enumerate(out):
+        if (
+            sec.kind is SectionKind.IMPRESSION
+            and " ".join(sec.heading.upper().split()) == "INTERPRETATION"
+            and sec.text.strip()
+            and any(o.kind is SectionKind.IMPRESSION and o.text.strip() for o in out[i + 1 :])
+        ):
+            out[i] = Section(SectionKind.FINDINGS, sec.heading, sec.start, sec.end, sec.text)
+    return out
 
 
 def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary]) -> None:

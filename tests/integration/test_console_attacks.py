@@ -23,6 +23,7 @@ import pytest
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, start_configured
 from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _hidden
 from tests.integration.test_console_messages import _audit
+from tests.integration.test_console_policy import what_if
 
 #: A FHIR sender (the default permissions).
 FEEDER = "attack-feeder-token-7"
@@ -469,9 +470,13 @@ def test_a_caller_without_phi_sees_none_of_the_patients_data_anywhere(daemon: Ru
         pages.append((path, *manager.request("GET", path)))
     # The what-if of the shipped policy over the window (its lists included), as the manager.
     policy = (REPO / "policies" / "routing.yaml").read_text("utf-8")
-    status, headers, page = manager.request("POST", "/console/policy", {"csrf": csrf, "policy": policy, "since": "30d"})
+    location, status, page = what_if(
+        manager, "POST", "/console/policy", {"csrf": csrf, "policy": policy, "since": "30d"}
+    )
     assert status == 200 and "Window: last 30d" in page, page[-3000:]
-    pages.append(("POST /console/policy", status, headers, page))
+    pages.append(("POST /console/policy", status, {}, page))
+    status, headers, body = manager.request("GET", location + "?format=json")
+    pages.append(("the what-if's JSON", status, headers, body))
     for path, status, _headers, page in pages:
         assert status != 500, path
         for value in PHI:

@@ -1,33 +1,35 @@
-"""The policy page's pure helpers (listener/console/policy.py) and the pasted-YAML guard
-(listener/yamlconf.parse_untrusted_yaml); the page itself: tests/integration/test_console_policy.py."""
+"""The policy page's pure helpers (listener/console/policy.py), the pasted-YAML guard
+(listener/yamlconf.parse_untrusted_yaml) and the what-if jobs (listener/console/whatif.py: real
+``overread simulate`` children on a real store); the page in a daemon:
+tests/integration/test_console_policy.py."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sys
+import time as time_module
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from listener.assemble import load_routing_policy
+from listener.cli import main
 from listener.console.policy import (
-    WhatIfLimits,
     candidate_files,
     compare_rows,
     condition_text,
     describe_policy,
     policy_page,
     rule_sentence,
-    sample_stride,
 )
 from listener.console.web import Caller, Ctx, Reply, environment
+from listener.console.whatif import JobView, WhatIfJobs
 from listener.errors import ConfigError
 from listener.outcomes import load_outcome_rules
 from listener.pipeline import Pipeline
 from listener.routing import RoutingPolicy
 from listener.simulate import DISCREPANCY_GRADES, PolicyFigures, Simulation, Workload
-from listener.store import SQLiteStore
 from listener.yamlconf import parse_untrusted_yaml
 from tests.conftest import REPO
 from tests.unit.cli.test_scorecard import RECEIVED, graded_store
@@ -148,11 +150,6 @@ def test_compare_rows_puts_baseline_candidate_and_signed_delta_side_by_side() ->
     assert rows["by_site"] == [{"label": "LEMC", "base": "1", "cand": "4", "delta": "+3", "reports": 9}]
 
 
-def test_sample_stride_keeps_at_most_the_cap() -> None:
-    assert [sample_stride(n, 2000) for n in (0, 1, 2000, 2001, 4000, 4001, 20000)] == [1, 1, 1, 2, 2, 3, 10]
-    assert all(len(range(n)[:: sample_stride(n, 2000)]) <= 2000 for n in (2001, 3999, 4001, 20000, 123457))
-
-
 def test_candidate_files_lists_only_routing_policies(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "routing.yaml").write_text("version: x\npools: [none]\nrules: {}\n", encoding="utf-8")
@@ -196,30 +193,33 @@ def test_untrusted_yaml_refuses_size_and_names_line_and_column_of_a_syntax_error
 
 
 # --------------------------------------------------------------------------
-# the page function on a real store (no daemon): sampling and the one-at-a-time guard
+# the page function and its jobs on a real store (no daemon): real ``overread simulate`` children
+
+STRICTER = "samples/policies/stricter.yaml"
 
 
-@pytest.fixture(name="store", scope="module")
-def fixture_store(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Iterator[SQLiteStore]:
-    state = graded_store(tmp_path_factory.mktemp("policy-page") / "state", pipeline)
-    store = SQLiteStore.in_state_dir(state)
-    try:
-        yield store
-    finally:
-        store.close()
+@pytest.fixture(name="state", scope="module")
+def fixture_state(tmp_path_factory: pytest.TempPathFactory, pipeline: Pipeline) -> Path:
+    return graded_store(tmp_path_factory.mktemp("policy-page") / "state", pipeline)
 
 
-def _run(pipeline: Pipeline, store: SQLiteStore, limits: WhatIfLimits, **params: str) -> Reply:
+def _jobs(state: Path) -> WhatIfJobs:
+    return WhatIfJobs(lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(state)], state)
+
+
+def _run(
+    pipeline: Pipeline, jobs: WhatIfJobs, *rest: str, who: str = "manager", method: str = "GET", **params: str
+) -> Reply:
     rules = load_outcome_rules(REPO / "policies/outcomes.yaml")
     services = {
-        "store": store,
         "pipeline": lambda: pipeline,
         "hash_key": b"k" * 32,
         "outcome_rules": lambda: rules,
         "fhir_clients": dict,
+        "whatif": jobs,
     }
-    ctx = Ctx(Caller("manager", frozenset({"console"}), "bearer"), "GET", (), params, {}, RECEIVED + timedelta(hours=3))
-    return policy_page(ctx, services, limits)
+    caller = Caller(who, frozenset({"console"}), "bearer")
+    return policy_page(Ctx(caller, method, rest, params, {}, RECEIVED + timedelta(hours=3)), services)
 
 
 def _page(reply: Reply) -> str:
@@ -227,34 +227,98 @@ def _page(reply: Reply) -> str:
     return environment().get_template(reply.template).render(values)
 
 
-def test_a_window_over_the_cap_is_replayed_on_every_nth_accession_and_says_so(
-    pipeline: Pipeline, store: SQLiteStore
+def _ended(jobs: WhatIfJobs, job_id: str) -> JobView:
+    """The job once its child has ended (the test's own bound: a child that hangs fails the test)."""
+    for _ in range(1200):
+        if jobs.jobs[job_id].ended is not None:
+            view = jobs.find(job_id, "manager")
+            assert view is not None
+            return view
+        time_module.sleep(0.1)
+    raise AssertionError("the what-if child did not end")
+
+
+def test_a_what_if_job_replays_the_whole_window_and_its_json_is_the_commands(
+    pipeline: Pipeline, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    whole = _run(pipeline, store, WhatIfLimits(), candidate="samples/policies/stricter.yaml", since="7d")
-    assert whole.status == 200 and whole.context["result"]["stride"] == 1
-    assert whole.context["result"]["doc"]["baseline"]["reports"] == 5
-    assert "Sampled:" not in _page(whole)
+    jobs = _jobs(state)
+    started = _run(pipeline, jobs, candidate=STRICTER, since="7d")
+    assert started.status == 303 and started.location.startswith("/console/policy/run/")
+    job_id = started.location.rsplit("/", 1)[1]
+    assert len(job_id) >= 24  # unguessable
+    assert _run(pipeline, jobs, "run", job_id, who="someone-else").status == 404
+    running = _run(pipeline, jobs, "run", job_id)
+    if running.context["job"].state == "running":
+        assert f'<meta http-equiv="refresh" content="2; url={started.location}">' in _page(running)
+    view = _ended(jobs, job_id)
+    assert (view.state, view.read, view.total) == ("done", 3, 3), view.error
+    assert not list(state.glob(".whatif-*")), "the job's private files are removed"
 
-    sampled = _run(pipeline, store, WhatIfLimits(max_accessions=2), candidate="samples/policies/stricter.yaml")
-    result = sampled.context["result"]
-    assert (result["accessions"], result["replayed"], result["stride"]) == (3, 2, 2)
-    # S1 and S3 (every 2nd in accession order): 3 of the 5 reports.
-    assert result["doc"]["baseline"]["reports"] == 3
-    page = _page(sampled)
-    assert (
-        "Sampled: the window holds 3 accessions; the console replays at most\n 2 of them (one in 2, in accession order)"
-        in page
+    done = _run(pipeline, jobs, "run", job_id)
+    page = _page(done)
+    assert "http-equiv" not in page and 'id="whatif-buckets"' in page
+    assert "5 reports of 3 accessions, all replayed in" in page
+    as_json = _run(pipeline, jobs, "run", job_id, format="json")
+    doc = json.loads(as_json.body)
+    assert as_json.status == 200 and doc["candidate"]["name"] == STRICTER and doc["baseline"]["reports"] == 5
+    window = doc["window"]
+    capsys.readouterr()  # the log lines of the job so far
+    status = main(
+        ["simulate", "--state-dir", str(state), "--policy", str(REPO / STRICTER), "--name", STRICTER]
+        + ["--since", window["since"], "--until", window["until"], "--format", "json"]
     )
+    assert status == 0 and json.loads(capsys.readouterr().out) == doc
 
 
-def test_a_second_what_if_while_one_runs_is_answered_busy(pipeline: Pipeline, store: SQLiteStore) -> None:
-    limits = WhatIfLimits()
-    with limits.running:
-        reply = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml")
-        assert reply.status == 503 and reply.context["result"] is None
-        assert "another what-if is running" in _page(reply)
-        as_json = _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml", format="json")
-        assert as_json.status == 503 and json.loads(as_json.body) == {
-            "error": "another what-if is running: try again in a few seconds"
-        }
-    assert _run(pipeline, store, limits, candidate="samples/policies/stricter.yaml").status == 200
+def test_one_what_if_at_a_time_cancel_and_a_failing_child(pipeline: Pipeline, state: Path, tmp_path: Path) -> None:
+    jobs = _jobs(state)
+    first = _run(pipeline, jobs, candidate=STRICTER)
+    job_id = first.location.rsplit("/", 1)[1]
+    busy = _run(pipeline, jobs, candidate=STRICTER)
+    assert busy.status == 503 and ("Retry-After", "2") in busy.headers
+    assert f'its page is <a href="/console/policy/run/{job_id}">' in _page(busy)
+    other = _run(pipeline, jobs, candidate=STRICTER, who="analyst")
+    assert other.status == 503 and "a what-if is running, started at" in _page(other)
+    assert "/console/policy/run/" not in _page(other) and "by manager" in _page(other)
+    as_json = _run(pipeline, jobs, candidate=STRICTER, format="json", who="analyst")
+    assert as_json.status == 503 and set(json.loads(as_json.body)) == {"error"}
+
+    assert _run(pipeline, jobs, "run", job_id, "cancel", method="POST", who="analyst").status == 404
+    cancelled = _run(pipeline, jobs, "run", job_id, "cancel", method="POST")
+    assert cancelled.status == 303 and cancelled.location == f"/console/policy/run/{job_id}"
+    assert _ended(jobs, job_id).state == "cancelled"
+    assert not list(state.glob(".whatif-*")), "the job's private files are removed"
+    assert "Cancelled" in _page(_run(pipeline, jobs, "run", job_id))
+    assert _run(pipeline, jobs, "run", job_id, format="json").status == 409
+
+    broken = WhatIfJobs(
+        lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(tmp_path / "none")], state
+    )
+    failed = _run(pipeline, broken, candidate=STRICTER)
+    view = _ended(broken, failed.location.rsplit("/", 1)[1])
+    assert view.state == "failed" and view.error.startswith("overread simulate: "), view.error
+    assert view.error in _page(_run(pipeline, broken, "run", view.id))
+
+
+def test_finished_jobs_are_kept_for_a_bounded_time_and_number(pipeline: Pipeline, state: Path) -> None:
+    now = [0.0]
+    jobs = WhatIfJobs(
+        lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(state)],
+        state,
+        clock=lambda: now[0],
+        keep_seconds=60,
+        keep_jobs=2,
+    )
+    ids = []
+    for _ in range(3):
+        started = _run(pipeline, jobs, candidate=STRICTER)
+        ids.append(started.location.rsplit("/", 1)[1])
+        _ended(jobs, ids[-1])
+        now[0] += 10
+    assert [jobs.find(i, "manager") is not None for i in ids] == [False, True, True]
+    now[0] += 45
+    assert [jobs.find(i, "manager") is not None for i in ids] == [False, False, True]
+    now[0] += 10
+    assert jobs.find(ids[2], "manager") is None
+    jobs.stop()
+    assert _run(pipeline, jobs, candidate=STRICTER).status == 503

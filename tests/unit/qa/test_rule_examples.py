@@ -805,6 +805,245 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "No acute cardiopulmonary process."
         ),
     ),
+    # round 5: a short findings section that describes the chest is compared; a line naming the views is not
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nCardiomegaly. No pneumothorax or pleural effusion. Clear lungs.\nIMPRESSION:\n1. Cardiomegaly. 2. Small hiatal hernia."
+        ),
+        _ex("FINDINGS:\nPA and lateral views of the chest.\nIMPRESSION:\n1. Cardiomegaly. 2. Small hiatal hernia."),
+    ),
+    # round 5: lucent lungs are no sign of a fracture; a lucency through a rib is
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nThe lungs are hyperinflated, with upper lobe areas of lung lucency suggesting emphysema. "
+            "No pleural effusion or pneumothorax. Heart size is normal.\nIMPRESSION:\nEmphysema. Old healed left "
+            "rib fracture."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are hyperinflated, with upper lobe areas of lung lucency suggesting emphysema. "
+            "There is a lucency through the lateral left 6th rib. Heart size is normal.\nIMPRESSION:\nEmphysema. "
+            "Old healed left rib fracture."
+        ),
+    ),
+    # round 5: interstitial opacities at the bases are no sign of an effusion; basilar opacities are
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe heart is enlarged. Coarse interstitial opacities are seen in both lungs. There are "
+            "small bilateral pleural effusions.\nIMPRESSION:\nCardiomegaly with coarse lower lobe interstitial "
+            "opacities."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is enlarged. Coarse interstitial opacities are seen in both lungs. There are "
+            "small bilateral pleural effusions.\nIMPRESSION:\nCardiomegaly with bibasilar opacities."
+        ),
+    ),
+    # round 5: a hedge about a measured nodule's make-up does not explain the nodule away; a benign cause does
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThe lungs are clear otherwise. In the left mid lung there is a 1.5 cm nodule. This appears "
+            "dense and may contain calcium.\nIMPRESSION:\nComparison with old films would be useful."
+        ),
+        _ex(
+            "FINDINGS:\nThe lungs are clear otherwise. In the left mid lung there is a 1.5 cm nodule. This may be "
+            "a nipple shadow.\nIMPRESSION:\nComparison with old films would be useful."
+        ),
+    ),
+    # round 5: "there appears to be" states a finding under "no acute"; "appears to represent" offers one
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. There appears to be a mildly displaced fracture of the mid right "
+            "clavicle.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. A lucency of the mid right clavicle appears to represent a mildly "
+            "displaced fracture.\nIMPRESSION:\nNo acute cardiopulmonary abnormality."
+        ),
+    ),
+    # round 5: "compared with the prior study" and a differential ("atelectasis versus infiltrate") set no sides
+    # against each other; "more ... in the right lung base than in the left" does
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nCompared with the prior study, there is mildly increased streaky airspace disease in the "
+            "right lung base. No pneumothorax.\nIMPRESSION:\nElevation of the right hemidiaphragm with mildly "
+            "increased left basilar airspace disease, atelectasis versus infiltrate."
+        ),
+        _ex(
+            "FINDINGS:\nThere is more streaky airspace disease in the right lung base than in the left. No "
+            "pneumothorax.\nIMPRESSION:\nElevation of the right hemidiaphragm with mildly increased left basilar "
+            "airspace disease, atelectasis versus infiltrate."
+        ),
+    ),
+    # round 5: calcified nodules are nodules to a bare "No nodules."; "No suspicious nodules." leaves them alone
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Scattered bilateral calcified pulmonary nodules.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process. No nodules."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Scattered bilateral calcified pulmonary nodules.\nIMPRESSION:\n"
+            "No acute cardiopulmonary process. No suspicious nodules."
+        ),
+    ),
+    # round 5: a denial of any opacity may name a side; the affirmed opacity must be on it
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere are bilateral opacities most prominent in the lower lobes. No pneumothorax.\n"
+            "IMPRESSION:\nNo bilateral opacities."
+        ),
+        _ex("FINDINGS:\nThere are opacities in the right lower lobe. No pneumothorax.\nIMPRESSION:\nNo left opacity."),
+    ),
+    # round 5: a fracture's sign in the impression counts at the fracture's bone, not at other bones
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nMild cardiomegaly. Wedge deformity of T12 and L1, unchanged. Fracture of the right proximal "
+            "humerus, incompletely evaluated.\nIMPRESSION:\n1. No acute abnormality of the chest. 2. Wedge "
+            "deformities of T12 and L1, unchanged."
+        ),
+        _ex(
+            "FINDINGS:\nMild cardiomegaly. Wedge deformity of T12 and L1, unchanged. Fracture of the right proximal "
+            "humerus, incompletely evaluated.\nIMPRESSION:\n1. No acute abnormality of the chest. 2. Cortical "
+            "irregularity of the right proximal humerus."
+        ),
+    ),
+    # round 5: a related finding named only as a condition does not name the nodule; one offered as likely does
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a discrete 1.4 cm nodule in the right lower lobe. Heart size is normal.\n"
+            "IMPRESSION:\nNegative for acute cardiopulmonary disease. If the patient is at high risk for "
+            "malignancy, consider CT."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a discrete 1.4 cm nodule in the right lower lobe. Heart size is normal.\n"
+            "IMPRESSION:\nNegative for acute cardiopulmonary disease. Possible malignancy; consider CT."
+        ),
+    ),
+    # round 5: an INTERPRETATION before an IMPRESSION is the findings; alone, it is the impression
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "EXAM: , Chest PA and lateral.,INTERPRETATION: , There is a 1.5 cm nodule in the right lower lobe.  "
+            "The heart is normal.,IMPRESSION:, No acute cardiopulmonary abnormality."
+        ),
+        _ex(
+            "EXAM: , Chest PA and lateral.,INTERPRETATION: , There is a 1.5 cm nodule in the right lower lobe.  "
+            "The heart is normal."
+        ),
+    ),
+    # round 5: "minimal" grades a fracture's displacement, it does not soften the fracture; a hedge does
+    (
+        "contradiction.normal_over_findings",
+        _ex(
+            "FINDINGS:\nThere is a fracture of the frontal process of the maxilla with angulation to the right and "
+            "very minimal displacement of the distal fragments. The orbits are normal.\nIMPRESSION:\nNo acute "
+            "abnormality."
+        ),
+        _ex(
+            "FINDINGS:\nThere is possibly a fracture of the frontal process of the maxilla with angulation to the "
+            "right and very minimal displacement of the distal fragments. The orbits are normal.\nIMPRESSION:\nNo "
+            "acute abnormality."
+        ),
+    ),
+    # round 5: a measurement between the side word and the finding does not count toward the reach
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThe right ovary is normal in size. The left ovary is enlarged, containing a 6.0 x 3.5 x 3.7 "
+            "cm complex cystic mass with thick septations.\nIMPRESSION:\nComplex cystic right ovarian mass."
+        ),
+        _ex(
+            "FINDINGS:\nThe right ovary is normal in size. The left ovary is enlarged, containing a 6.0 x 3.5 x 3.7 "
+            "cm complex cystic mass with thick septations.\nIMPRESSION:\nComplex cystic left ovarian mass."
+        ),
+    ),
+    # round 5: a denied sign ("negative for ... density") describes no nodule; a stated one does
+    (
+        "alignment.impression_not_in_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Biapical pleural thickening. Negative for retrosternal density. No "
+            "pneumothorax.\nIMPRESSION:\nRight upper lobe nodule."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Biapical pleural thickening. There is a rounded density in the right "
+            "upper lung. No pneumothorax.\nIMPRESSION:\nRight upper lobe nodule."
+        ),
+    ),
+    # round 5: a next sentence hedging what a finding may cause leaves it standing; one hedging what it is does not
+    (
+        "alignment.finding_missing_from_impression",
+        _ex(
+            "FINDINGS:\nThere is a right inguinal hernia containing a loop of small bowel. This may produce a partial "
+            "obstruction. The bladder is normal.\nIMPRESSION:\nDiverticulosis without diverticulitis."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a right inguinal hernia containing a loop of small bowel. This may be a fat-containing "
+            "hernia only. The bladder is normal.\nIMPRESSION:\nDiverticulosis without diverticulitis."
+        ),
+    ),
+    # round 5: an impression that places an opacity ("projecting over") and then denies any contradicts itself;
+    # the findings' placed opacity may be a shadow the impression settles
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nThere is an opacity projecting over the left midlung. No effusion.\nIMPRESSION:\nOpacity "
+            "projecting over the left midlung. Comparison films would be useful. There is no opacity."
+        ),
+        _ex(
+            "FINDINGS:\nThere is an opacity projecting over the left midlung. No effusion.\nIMPRESSION:\nComparison "
+            "films would be useful. There is no opacity."
+        ),
+    ),
+    # round 5: in a multi-site impression, a denial that is a numbered item of its own denies at every site;
+    # one under a site heading ("3. Right humerus. 1. No fracture.") denies at that site only
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nChest. A minimally displaced fracture of the right 4th rib. Right shoulder. The alignment is "
+            "normal. Right humerus. The cortex is intact.\nIMPRESSION:\n1. Chest. Right 4th rib fracture. 2. Right "
+            "shoulder negative. 3. Right humerus negative. 4. No fracture."
+        ),
+        _ex(
+            "FINDINGS:\nChest. A minimally displaced fracture of the right 4th rib. Right shoulder. The alignment is "
+            "normal. Right humerus. The cortex is intact.\nIMPRESSION:\n1. Chest. Right 4th rib fracture. 2. Right "
+            "shoulder negative. 3. Right humerus. 1. No fracture."
+        ),
+    ),
+    # round 5: "no prior scans for comparison" is no sentence about the past; "on the prior scan" is
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThere is abnormal activity in the posterior left paraspinal region. There is a hypermetabolic "
+            "mass in the region of the right hilum with an SUV of 18.\nIMPRESSION:\nNo prior PET scans for "
+            "comparison, there is a large lesion in the area of the left hilum with an SUV of 18."
+        ),
+        _ex(
+            "FINDINGS:\nThere is abnormal activity in the posterior left paraspinal region. There is a hypermetabolic "
+            "mass in the region of the right hilum with an SUV of 18.\nIMPRESSION:\nOn the prior PET scan, there "
+            "was a large lesion in the area of the left hilum."
+        ),
+    ),
+    # round 5: "versus" between two places ("left midlung ... versus ... right major fissure") sets no sides
+    # against each other; between the same place on both sides it does
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Minimal atelectasis in the left midlung zone versus scarring in the "
+            "right major fissure.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Minimal atelectasis in the left midlung zone versus the right midlung "
+            "zone.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",

@@ -119,3 +119,33 @@ def test_shipped_mapping_finds_the_mtsamples_headings() -> None:
         (SectionKind.IMPRESSION, "IMPRESSION"),
         (SectionKind.OTHER, "CT-GUIDED NEEDLE BIOPSY, LEFT KIDNEY MASS"),
     ]
+
+
+def test_interpretation_before_an_impression_is_the_findings(rules: HeadingRules) -> None:
+    """',INTERPRETATION: , ...,IMPRESSION:, ...' with no findings heading: the interpretation describes the images."""
+    text = "EXAM: , Chest.,INTERPRETATION: , There is a left pneumothorax.,IMPRESSION:, Left pneumothorax."
+    assert kinds(sectionize(text, rules)) == [
+        ("technique", "EXAM", "Chest."),
+        ("findings", "INTERPRETATION", "There is a left pneumothorax."),
+        ("impression", "IMPRESSION", "Left pneumothorax."),
+    ]
+
+
+def test_interpretation_stays_the_impression_beside_findings_or_an_empty_impression(rules: HeadingRules) -> None:
+    """With a findings section, or with only an empty impression after it, an interpretation is the conclusion."""
+    with_findings = "FINDINGS: A left pneumothorax.\nINTERPRETATION: Left pneumothorax.\nIMPRESSION: See above."
+    assert [s.kind for s in sectionize(with_findings, rules)] == [SectionKind.FINDINGS] + [SectionKind.IMPRESSION] * 2
+    empty_after = "EXAM: , Chest.,INTERPRETATION: , There is a left pneumothorax.,IMPRESSION:"
+    assert [s.kind for s in sectionize(empty_after, rules)][1:] == [SectionKind.IMPRESSION, SectionKind.IMPRESSION]
+
+
+def test_shipped_mapping_reads_technique_and_findings_as_findings() -> None:
+    """'TECHNIQUE AND FINDINGS:' (MTSamples ultrasound and CTA reports) heads the findings, not the history."""
+    rules = build_pipeline(load_config(None)).mappings.default.heading_rules
+    text = "HISTORY: , Swelling.,TECHNIQUE AND FINDINGS:,  Ultrasound of the left neck.,IMPRESSION:, Phlegmon."
+    found = [(s.kind, s.heading) for s in sectionize(text, rules)]
+    assert found == [
+        (SectionKind.INDICATION, "HISTORY"),
+        (SectionKind.FINDINGS, "TECHNIQUE AND FINDINGS"),
+        (SectionKind.IMPRESSION, "IMPRESSION"),
+    ]
