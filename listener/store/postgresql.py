@@ -1030,7 +1030,9 @@ class PostgresStore(MessageListing, StoreHealth):
         if not open_windows(since, until):
             return ()
         rows = self._rows(
-            "reading the accessions with versions to pair", MULTI_VERSION_SQL.format(mark="%s"), (since, until)
+            "reading the accessions with versions to pair",
+            MULTI_VERSION_SQL.format(mark="%s", collate=_C),
+            (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
 

@@ -416,7 +416,7 @@ def test_the_overread_page_reads_have_indexes_that_answer_them(dsn: str) -> None
     since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
     pools, pool_params = _SEARCH_SQL.open_task_pools()
     statements = {
-        "multi_version_accessions": (MULTI_VERSION_SQL.format(mark="%s"), (since, until)),
+        "multi_version_accessions": (MULTI_VERSION_SQL.format(mark="%s", collate=_C), (since, until)),
         "lone_versions": (lone_versions_sql(1, "%s", "::timestamptz", _C), (since, until, since, until)),
         "open_task_pools": (pools, (*pool_params, 5000)),
         "bucket_mix": (_BUCKET_MIX_SQL, (since, until)),
