@@ -307,9 +307,10 @@ def _migrate_v9(conn: PgConnection) -> None:
         conn.execute(statement)
 
 
-#: The SQL of how many corrections a report's route lists (0 when none), on ``reports`` unqualified:
-#: the ``reports_tasks`` predicate and the Task searches (listener/store/postgresql.py, which
-#: qualifies it) say the same, so the planner proves the searches' rows are the index's.
+#: The SQL of how many corrections a report's route lists (0 when none); ``{alias}`` is the table
+#: alias and its dot, or nothing. The ``reports_tasks`` predicate and the Task searches
+#: (listener/store/postgresql.py) say the same, so the planner proves the searches' rows are the
+#: index's (tests/unit/store/test_postgresql.py checks it).
 CORRECTIONS_SQL = (
     "(CASE WHEN json_typeof(({alias}route_json::json -> 'corrections')) = 'array'"
     " THEN json_array_length(({alias}route_json::json -> 'corrections')) ELSE 0 END)"
@@ -319,7 +320,7 @@ CORRECTIONS_SQL = (
 TASK_ROWS_SQL = "{alias}route_json != 'null' AND NOT ({alias}bucket = 'release' AND " + CORRECTIONS_SQL + " = 0)"
 
 _V10 = (
-    # The overread page's reads on PostgreSQL (docs/store.md, "Console reads"). Both indexes of
+    # The overread page's reads (docs/store.md, "The overread page on PostgreSQL"). Both indexes of
     # a window's versions hold the row id, so "another row of the accession" is answered from
     # reports_versions and reports_accession alone (SQLite's indexes hold the rowid already).
     "DROP INDEX reports_versions",

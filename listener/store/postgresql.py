@@ -171,7 +171,7 @@ def _opt_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-#: Every session's planner settings (docs/store.md, "Console reads"). No JIT: the store's
+#: Every session's planner settings (docs/store.md, "The overread page on PostgreSQL"). No JIT: the store's
 #: statements take milliseconds, and the server compiles one whose estimate is large (the open
 #: Tasks' per-row sub-select) for half a second before running it in a tenth of that. A sort or
 #: hash of a 100,000-report window (the overread page's version counts) fits in work_mem

@@ -368,9 +368,9 @@ V10_DESCRIPTION = (
 
 
 def _migrate_v10(conn: sqlite3.Connection) -> None:
-    """v10: PostgreSQL's indexes for the overread page (docs/store.md, "Console reads"); SQLite's
-    already answer those reads: every SQLite index holds the rowid (the report id), and its
-    bucket_mix and Task searches are fast as they are. Nothing to change here."""
+    """v10: PostgreSQL's indexes for the overread page (docs/store.md, "The overread page on
+    PostgreSQL"). SQLite's already answer those reads: every SQLite index holds the rowid (the
+    report id), and its bucket_mix and Task searches are fast as they are. Nothing changes here."""
     del conn
 
 
