@@ -16,6 +16,9 @@ UNSUPPORTED_MESSAGE_TYPE = "200"
 UNSUPPORTED_EVENT_CODE = "201"
 UNSUPPORTED_PROCESSING_ID = "202"
 UNSUPPORTED_VERSION_ID = "203"
+UNKNOWN_KEY_IDENTIFIER = "204"
+DUPLICATE_KEY_IDENTIFIER = "205"
+APPLICATION_RECORD_LOCKED = "206"
 APPLICATION_INTERNAL_ERROR = "207"
 
 HL7_ERROR_TEXT = {
@@ -27,8 +30,38 @@ HL7_ERROR_TEXT = {
     UNSUPPORTED_EVENT_CODE: "Unsupported event code",
     UNSUPPORTED_PROCESSING_ID: "Unsupported processing id",
     UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    UNKNOWN_KEY_IDENTIFIER: "Unknown key identifier",
+    DUPLICATE_KEY_IDENTIFIER: "Duplicate key identifier",
+    APPLICATION_RECORD_LOCKED: "Application record locked",
     APPLICATION_INTERNAL_ERROR: "Application internal error",
 }
+
+#: What each HL7 v2.5 table 0357 code tells an operator when a peer (the RIS) answers with it in
+#: ERR-3: the code's name and, in our words, what the receiver objected to (docs/outbound.md,
+#: "Answers"). ``0`` is "no error" and is never shown.
+HL7_ERROR_MEANING = {
+    SEGMENT_SEQUENCE_ERROR: "segments missing or not in the order the receiver expects",
+    REQUIRED_FIELD_MISSING: "a field the receiver needs is empty",
+    DATA_TYPE_ERROR: "a value is not of the type the receiver expects (a date, a number...)",
+    TABLE_VALUE_NOT_FOUND: "a coded value is not one the receiver knows",
+    UNSUPPORTED_MESSAGE_TYPE: "the receiver does not take this message type (MSH-9)",
+    UNSUPPORTED_EVENT_CODE: "the receiver does not take this trigger event (MSH-9.2)",
+    UNSUPPORTED_PROCESSING_ID: "the receiver does not take this processing id (MSH-11: P, T or D)",
+    UNSUPPORTED_VERSION_ID: "the receiver does not take this HL7 version (MSH-12)",
+    UNKNOWN_KEY_IDENTIFIER: "the receiver has no record of something the message names (an order, a patient)",
+    DUPLICATE_KEY_IDENTIFIER: "the receiver already has the record the message would add",
+    APPLICATION_RECORD_LOCKED: "the record is locked at the receiver; a later try may pass",
+    APPLICATION_INTERNAL_ERROR: "the receiver failed on its side; its own log says why",
+}
+
+
+def hl7_error_label(code: str) -> str:
+    """A table 0357 code as operators read it: ``200 Unsupported message type: the receiver ...``.
+
+    A code HL7 v2.5 does not define (a site's own) is shown as it is.
+    """
+    name = HL7_ERROR_TEXT.get(code)
+    return f"{code} {name}: {HL7_ERROR_MEANING[code]}" if name is not None else code
 
 
 class ListenerError(Exception):

@@ -50,12 +50,15 @@ def add_operate_parsers(sub: Any) -> None:
         help="everything stored about one message",
         description="Print one stored message: raw body, our ACK, its reports, findings, route with its "
         "explanation, the routing messages it produced with their delivery history, and every "
-        "earlier processing. MESSAGE is a message_pk (a number) or an MSH-10 / FHIR control id.",
+        "earlier processing. MESSAGE is a message_pk (a number), an MSH-10 / FHIR control id, or the id "
+        "in a FHIR POST's Location (the report's id).",
         epilog="exit status: 0 shown; 1 not found or ambiguous; 2 usage error or no store",
     )
     _store_options(show)
     show.add_argument(
-        "message", metavar="MESSAGE", help="message_pk (pk:N when it could be a control id) or control id"
+        "message",
+        metavar="MESSAGE",
+        help="message_pk (pk:N when it could be a control id), control id, or the id in a FHIR Location",
     )
     show.add_argument("--sender", metavar="APP", help="with a control id: the sending application (MSH-3)")
     show.add_argument("--format", choices=("text", "json"), default="text")
@@ -151,8 +154,19 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
                 f"{text!r} is both a message_pk and a control id: write pk:{text} for the message_pk,"
                 " or give --sender for the control id"
             )
+    if not found and sender is None:
+        # A FHIR POST's Location names the report by an id the server chose, not by the
+        # message's control id (docs/http-api.md): find the message that carried it.
+        pk = store.reports.message_of(text)
+        if pk is not None:
+            return pk, ""
     if not found:
-        return None, f"no message with control id {text!r}" + (f" from {sender!r}" if sender else "")
+        return None, (
+            f"no message with control id {text!r}"
+            + (f" from {sender!r}" if sender else "")
+            + " (nor a report with that FHIR id, the id in a POST's Location);"
+            " search by accession: overread messages --accession ACC"
+        )
     if len(found) > 1:
         which = ", ".join(f"{m.message_pk} ({m.sender_application}/{m.sender_facility})" for m in found)
         return None, f"control id {text!r} names several messages: {which}; give a message_pk or --sender"

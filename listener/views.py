@@ -11,18 +11,23 @@ importing each other.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from listener.errors import hl7_error_label
 from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
 __all__ = [
+    "attempts_text",
     "audit_dict",
     "detail_dict",
+    "earlier_attempts",
     "iso_utc",
     "last_error_text",
     "message_dict",
+    "peer_error_text",
     "reader_label",
     "row_dict",
     "write_detail_text",
@@ -124,7 +129,11 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
         "raw_bytes": len(detail.raw) if detail.raw is not None else None,
         "reports": [_report_dict(r, with_raw) for r in detail.reports],
         "outbox": [
-            {**row_dict(row), "events": [{"at": iso_utc(e.at), "event": e.event, "detail": e.detail} for e in events]}
+            {
+                **row_dict(row),
+                "attempts_before_retry": earlier_attempts([e.event for e in events]),
+                "events": [{"at": iso_utc(e.at), "event": e.event, "detail": e.detail} for e in events],
+            }
             for row, events in detail.outbox
         ],
         "processings": [
@@ -146,13 +155,49 @@ def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, An
     }
 
 
+#: The ERR-3 code the outbox worker writes into a row's error text: ``AR (ERR-3 200)``.
+_PEER_ERR3 = re.compile(r"\(ERR-3 ([0-9]{1,3})\)")
+
+
+def peer_error_text(text: str) -> str:
+    """An error text of the outbox with the meaning of the RIS's ERR-3 code spelled out.
+
+    ``AR (ERR-3 200)`` reads ``AR (ERR-3 200 Unsupported message type: the receiver does not
+    take this message type (MSH-9))``: the HL7 table 0357 code the RIS answered, named
+    (docs/outbound.md, "Answers"). The stored text (and JSON) keeps the bare code.
+    """
+    return _PEER_ERR3.sub(lambda m: f"(ERR-3 {hl7_error_label(m.group(1))})", text)
+
+
 def last_error_text(state: str, error: str) -> str:
     """An outbox row's last error as the text views print it: a delivered row's is from before its delivery.
 
     The row keeps the RIS's last refusal after a retry delivered it (its history in ``show``
     says when); printed bare beside ``delivered`` it read as a failed delivery (docs/outbound.md).
+    The RIS's ERR-3 code is named (:func:`peer_error_text`).
     """
-    return f"before delivery: {error}" if error and state == "delivered" else error
+    shown = peer_error_text(error)
+    return f"before delivery: {shown}" if shown and state == "delivered" else shown
+
+
+#: The outbox events that each count one attempt to send a row (docs/outbound.md).
+_ATTEMPT_EVENTS = frozenset({"delivered", "failed", "dead"})
+
+
+def earlier_attempts(events: Sequence[str]) -> int:
+    """How many attempts a row had before its last ``outbox retry`` (0 when never retried).
+
+    ``retry`` starts a dead row's attempt count again at 0, so that it gets its
+    ``max_attempts`` afresh (docs/outbound.md); the row's events (in order) still hold
+    every earlier attempt, and this counts them.
+    """
+    retried = [n for n, event in enumerate(events) if event == "retried"]
+    return sum(1 for event in events[: retried[-1]] if event in _ATTEMPT_EVENTS) if retried else 0
+
+
+def attempts_text(attempts: int, earlier: int) -> str:
+    """A row's attempts as views print them: ``1 (3 before retry)`` once ``retry`` restarted the count."""
+    return f"{attempts} ({earlier} before retry)" if earlier else str(attempts)
 
 
 def reader_label(reader: dict[str, Any]) -> str:
@@ -252,12 +297,14 @@ def write_detail_text(out: TextIO, data: dict[str, Any]) -> None:
         extra = f"  resend of row {row['resent_from']}" if row.get("resent_from") else ""
         out.write(
             f"row {row['id']} -> {row['destination']}  accession {row['accession']}  {row['state']}"
-            f"  attempts {row['attempts']}  MSH-10 {row['control_id']}{extra}\n"
+            f"  attempts {attempts_text(row['attempts'], row['attempts_before_retry'])}"
+            f"  MSH-10 {row['control_id']}{extra}\n"
         )
         if row["last_error"]:
             out.write(f"    last error: {last_error_text(row['state'], row['last_error'])}\n")
         for e in row["events"]:
-            out.write(f"    {e['at']}  {e['event']}" + (f": {e['detail']}" if e["detail"] else "") + "\n")
+            detail = peer_error_text(e["detail"])
+            out.write(f"    {e['at']}  {e['event']}" + (f": {detail}" if detail else "") + "\n")
     out.write(f"\n== earlier processings ({len(data['processings'])}) ==\n")
     for p in data["processings"]:
         out.write(

@@ -32,7 +32,12 @@ def build_console(deps: ConsoleDeps) -> Console:
         hash_key=services.get("hash_key", b""),
         secret=secrets.token_bytes(32),
     )
-    console.page("", OverviewPage(services["store"], result_of=lambda ctx: action_result(ctx, messages.secret)))
+    overview = OverviewPage(
+        services["store"],
+        result_of=lambda ctx: action_result(ctx, messages.secret),
+        destinations=messages.destinations,
+    )
+    console.page("", overview)
     overread = OverreadPage(services)
     console.page("overread", overread)
     if deps.clients():

@@ -47,7 +47,7 @@ from listener.pipeline import Pipeline
 from listener.reprocess import Change
 from listener.sites import LiveFigures
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary, OutboxRow, Store
-from listener.views import detail_dict, write_detail_text
+from listener.views import attempts_text, detail_dict, last_error_text, peer_error_text, write_detail_text
 
 __all__ = ["ACK_CODES", "ORDERS", "PAGE_SIZE", "MessageServices", "actions_page", "messages_page"]
 
@@ -379,6 +379,16 @@ def _message_page(ctx: Ctx, services: MessageServices, text: str) -> Reply:
         for item, row in zip(data["reports"], detail.reports, strict=True)
     ]
     rows = [row for row, _ in detail.outbox]
+    # The same texts as ``overread show``: a delivered row's error is from before its delivery,
+    # the RIS's ERR-3 code is named, a retried row's earlier attempts are counted (docs/console.md).
+    shown = {
+        row["id"]: {
+            "attempts": attempts_text(row["attempts"], row["attempts_before_retry"]),
+            "last_error": last_error_text(row["state"], row["last_error"]),
+            "details": [peer_error_text(e["detail"]) for e in row["events"]],
+        }
+        for row in data["outbox"]
+    }
     accessions = sorted({r["accession"] for r in data["reports"] if r["accession"]})
     context = {
         "m": data,
@@ -387,6 +397,7 @@ def _message_page(ctx: Ctx, services: MessageServices, text: str) -> Reply:
         "ack": hl7_segments(ack) if data["transport"] == "mllp" else pretty_json(ack),
         "reports": reports,
         "payloads": payloads,
+        "shown": shown,
         "plain": plain.getvalue(),
         "accessions": accessions,
         "versions": _versions(services.store, accessions),

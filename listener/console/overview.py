@@ -106,9 +106,12 @@ class OverviewPage:
         store: Store,
         clock: Callable[[], float] = time.monotonic,
         result_of: Callable[[Ctx], dict[str, Any] | None] | None = None,
+        destinations: Callable[[], Sequence[object]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        #: The live enabled destinations (None: not known, as for a page built on a store alone).
+        self.destinations = destinations
         #: The signed result of an operator action that redirected here (a kick), if any.
         self.result_of = result_of
         self._lock = threading.Lock()
@@ -129,7 +132,8 @@ class OverviewPage:
     def __call__(self, ctx: Ctx) -> Reply:
         """Traffic of the window (``?window=24h`` or ``7d``), answers, the outbox per destination, store health."""
         result = self.result_of(ctx) if self.result_of is not None else None
-        return overview_page(ctx, self.store, self.traffic, result)
+        routing = self.destinations is None or bool(self.destinations())
+        return overview_page(ctx, self.store, self.traffic, result, routing=routing)
 
 
 def overview_page(
@@ -137,8 +141,14 @@ def overview_page(
     store: Store,
     traffic_of: Callable[[datetime, datetime, str], tuple[tuple[TrafficBin, ...], datetime]],
     result: dict[str, Any] | None = None,
+    *,
+    routing: bool = True,
 ) -> Reply:
-    """The overview's reply; ``traffic_of(since, now, step)`` counts the window (:meth:`OverviewPage.traffic`)."""
+    """The overview's reply; ``traffic_of(since, now, step)`` counts the window (:meth:`OverviewPage.traffic`).
+
+    ``routing`` False: no destination is configured, so the page says no routing message is sent
+    (rather than "none queued yet"; docs/console.md, "Overview").
+    """
     window = ctx.param("window", "24h")
     if window not in WINDOWS:
         window = "24h"
@@ -185,5 +195,6 @@ def overview_page(
             "step": step,
             "result": result,
             "operator": ctx.caller.may("operator"),
+            "routing": routing,
         },
     )

@@ -75,6 +75,10 @@ class Journal:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # begin() and end() run once per message each: they join plain strings
+        # and call os directly (no Path objects, no file object), about 12 us
+        # less per message (docs/benchmarks.md, "Where the rest goes").
+        self._prefix = os.path.join(os.fspath(self.directory), "")
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.msg"
@@ -82,30 +86,36 @@ class Journal:
     def begin(self, key: str, transport: str, raw: bytes, meta: str = "") -> None:
         """Record that ``raw`` is about to be processed (keeps an existing entry and its count)."""
         header = b"%s %s 0 %s\n" % (_MAGIC, transport.encode(), meta.encode("utf-8", "replace").hex().encode() or b"-")
-        path = self._path(key)
-        if path.exists():
+        path = f"{self._prefix}{key}.msg"
+        if os.path.exists(path):
             return
         # Written whole under a private name, then linked into place: a death
         # while writing leaves no entry (only a .part file that recover()
         # removes), never a truncated one that would count a crash the
         # message did not cause. link() refuses to replace an existing entry.
-        part = self.directory / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
+        part = f"{self._prefix}{key}.{os.getpid()}.{threading.get_ident()}.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(header)
-                out.write(raw)
+            try:
+                data = memoryview(header + raw)
+                while data:
+                    data = data[os.write(fd, data) :]
+            finally:
+                os.close(fd)
             try:
                 os.link(part, path)
             except FileExistsError:
                 pass
         finally:
-            part.unlink(missing_ok=True)
+            try:
+                os.unlink(part)
+            except FileNotFoundError:
+                pass
 
     def end(self, key: str) -> None:
         """The message is stored or answered: forget it."""
         try:
-            os.unlink(self._path(key))
+            os.unlink(f"{self._prefix}{key}.msg")
         except FileNotFoundError:
             pass
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -169,6 +170,13 @@ class Metrics:
         # share "other", so a misbehaving peer cannot grow the series count.
         self.sender_limit = sender_limit
         self._senders: set[tuple[str, str]] = set()
+        #: A sender's (application, facility) as received -> its label values, for
+        #: senders that have their own labels only (at most four spellings each).
+        self._sender_keys: dict[tuple[str, str], tuple[str, str]] = {}
+        #: (metric, label values) -> the labelled child: ``labels()`` checks and
+        #: converts its values on every call, and one message bumps about nine
+        #: series (the label sets are bounded, so is this).
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.sender_messages = Counter(
             "overread_sender_messages",
             "Messages answered, by sender (MSH-3/MSH-4; bounded, then 'other') and answer code",
@@ -216,13 +224,23 @@ class Metrics:
 
     def sender_labels(self, application: str, facility: str) -> tuple[str, str]:
         """The label values for a sender: itself while under the limit, else ("other", "other")."""
+        known = self._sender_keys.get((application, facility))
+        if known is not None:
+            return known
         key = (_label(application), _label(facility))
-        if key in self._senders:
-            return key
-        if len(self._senders) < self.sender_limit:
+        if key in self._senders or len(self._senders) < self.sender_limit:
             self._senders.add(key)
+            if len(self._sender_keys) < self.sender_limit * 4:
+                self._sender_keys[(application, facility)] = key
             return key
         return (OTHER_SENDER, OTHER_SENDER)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set."""
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[(metric, values)] = metric.labels(*values)
+        return child
 
     def message_answered(
         self,
@@ -248,25 +266,26 @@ class Metrics:
                 or the HTTP client's name and facility).
         """
         feed = feed or "unknown"
-        self.received.labels(transport, feed).inc()
-        self.answered.labels(transport, feed, code).inc()
+        child = self._child
+        child(self.received, transport, feed).inc()
+        child(self.answered, transport, feed, code).inc()
         if sender is not None:
             app, fac = self.sender_labels(*sender)
-            self.sender_messages.labels(transport, app, fac, code).inc()
-            self.sender_last_seen.labels(transport, app, fac).set(time.time())
+            child(self.sender_messages, transport, app, fac, code).inc()
+            child(self.sender_last_seen, transport, app, fac).set(time.time())
         if duplicate:
-            self.duplicates.labels(transport).inc()
+            child(self.duplicates, transport).inc()
         if seconds is not None:
-            self.latency.labels(transport).observe(seconds)
+            child(self.latency, transport).observe(seconds)
         for result in reports:
-            self.reports.labels(transport, feed).inc()
+            child(self.reports, transport, feed).inc()
             for finding in result.findings:
-                self.findings.labels(finding.category, finding.severity.value).inc()
+                child(self.findings, finding.category, finding.severity.value).inc()
                 kind = DIRECTORY_UNKNOWN_RULES.get(finding.rule)
                 if kind is not None:
-                    self.directory_unknown.labels(kind).inc()
+                    child(self.directory_unknown, kind).inc()
             if result.route is not None:
-                self.routes.labels(result.route.bucket).inc()
+                child(self.routes, result.route.bucket).inc()
 
     def render(self) -> bytes:
         """The exposition text (reads the store: call it off the reactor thread)."""

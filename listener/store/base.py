@@ -659,6 +659,11 @@ class ReportReader(Protocol):
         """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
         ...
 
+    def message_of(self, fhir_id: str) -> int | None:
+        """The message_pk of the HTTP message that carried the report with this FHIR id (the id of
+        the ``Location`` a POST answered; docs/http-api.md), or None."""
+        ...
+
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         """Routed reports that stand for a Task, each with when its Task was completed (None: open).
 

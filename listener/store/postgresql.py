@@ -739,6 +739,12 @@ class PostgresReports:
         """Reports that have findings: one by its FHIR id (HTTP messages only), or all of an accession."""
         return self._rows(_SEARCH_SQL.with_findings(fhir_id, accession), limit)
 
+    def message_of(self, fhir_id: str) -> int | None:
+        """The message_pk of the HTTP message whose report has this FHIR id (from Location), or None."""
+        sql, params = _SEARCH_SQL.message_of(fhir_id)
+        rows = self._reader.rows("finding a report by its FHIR id", sql, (*params, 1))
+        return int(rows[0][0]) if rows else None
+
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         """Routed reports that stand for a Task, each with when its Task was completed (see ReportReader.tasks)."""
         sql, params = _SEARCH_SQL.tasks(status, pool)

@@ -111,6 +111,12 @@ class ReportQueries:
         """Reports that have findings: one by its FHIR id (from Location), or all of an accession."""
         return self._rows(_SQL.with_findings(fhir_id, accession), limit)
 
+    def message_of(self, fhir_id: str) -> int | None:
+        """The message_pk of the HTTP message whose report has this FHIR id (from Location), or None."""
+        sql, params = _SQL.message_of(fhir_id)
+        rows = self._select(sql, (*params, 1))
+        return int(rows[0][0]) if rows else None
+
     # ------------------------------------------------ Task worklist (signals)
 
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:

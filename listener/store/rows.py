@@ -458,6 +458,17 @@ class ReportSearchSql:
             params.append(accession)
         return self._search(where, params)
 
+    def message_of(self, fhir_id: str) -> tuple[str, list[object]]:
+        """The message_pk of the HTTP message whose current report has FHIR id ``fhir_id`` (the id of
+        its Location): the statement (its last parameter is the limit) and the parameters before it.
+        Any message state: a report can be found whatever its route or findings."""
+        sql = (
+            "SELECT m.id FROM reports r JOIN messages m ON m.id = r.message_id"
+            f" WHERE m.transport = 'http' AND {self.field(self.report('r'), 'fhir_id')} = {self.mark}"
+            f" ORDER BY r.id DESC LIMIT {self.mark}"
+        )
+        return sql, [fhir_id]
+
     def _tasks(self, status: str | None, pool: str | None) -> tuple[str, list[object], str]:
         """The conditions of a Task search and their parameters, and the SQL of its completion time."""
         done = (

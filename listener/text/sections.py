@@ -26,7 +26,7 @@ findings they are organ or vessel subheadings ("LEFT MAIN:", "PERICARDIUM:").
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from listener.model import Section, SectionKind
@@ -43,6 +43,13 @@ class HeadingRules:
     line_pattern: re.Pattern[str]
     inline_pattern: re.Pattern[str]
     impression_words: frozenset[str] = frozenset()
+    #: ``inline_pattern`` without what comes before the heading (the
+    #: separator and blank space): a pattern that starts with the headings
+    #: lets ``re`` skip, in C, every position where no heading starts, and
+    #: :func:`_inline_headings` checks the separator itself. None when a
+    #: heading is empty or starts with blank space (``inline_pattern`` is
+    #: then searched as it is).
+    inline_heads: re.Pattern[str] | None = None
 
     def kind_of(self, heading: str) -> SectionKind:
         return self.headings.get(" ".join(heading.upper().split()), SectionKind.OTHER)
@@ -57,10 +64,13 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
         re.IGNORECASE | re.MULTILINE,
     )
     inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
+    heads = None
+    if words and all(w and not w[0].isspace() for w in words):
+        heads = re.compile(rf"(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
     impression_words = frozenset(
         w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
     )
-    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words)
+    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads)
 
 
 # An upper-case heading standing alone: at a line start or after a separator,
@@ -103,7 +113,12 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         # Skip the line end after a bare heading line so the body starts on the next line.
         body = match.end()
         bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading)
-    for match in rules.inline_pattern.finditer(text):
+    inline = (
+        rules.inline_pattern.finditer(text)
+        if rules.inline_heads is None
+        else _inline_headings(text, rules.inline_heads)
+    )
+    for match in inline:
         start = match.start("heading")
         if start not in bounds and not _inside_line_heading(bounds, start):
             heading = match.group("heading")
@@ -151,6 +166,35 @@ def _interpretation_as_findings(sections: list[Section]) -> list[Section]:
         ):
             out[i] = Section(SectionKind.FINDINGS, sec.heading, sec.start, sec.end, sec.text)
     return out
+
+
+def _inline_headings(text: str, heads: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """The matches of ``finditer`` of the inline pattern, found through ``heads`` (same groups, same ends).
+
+    The inline pattern matches from a position ``q`` right after a separator
+    (``.``, ``,`` or ``;``) or after two blanks, then blanks, then a heading.
+    Here ``heads`` finds each heading and the blanks before it are walked
+    back: a ``q`` among them (not before the end of the previous match, where
+    ``finditer`` resumes) that follows a separator or two blanks makes the
+    same match. Where none does, the search goes on from the next character,
+    as ``finditer`` would.
+    """
+    pos = floor = 0
+    while (match := heads.search(text, pos)) is not None:
+        start = match.start()
+        q = start
+        while q > floor and text[q - 1] in " \t":
+            q -= 1
+        if any(_after_separator(text, k) for k in range(q, start + 1)):
+            yield match
+            pos = floor = match.end()
+        else:
+            pos = start + 1
+
+
+def _after_separator(text: str, k: int) -> bool:
+    """The inline pattern's look-behind at ``k``: after ``.``, ``,`` or ``;``, or after two blanks."""
+    return (k >= 1 and text[k - 1] in ".,;") or (k >= 2 and text[k - 2] in " \t" and text[k - 1] in " \t")
 
 
 def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary]) -> None:

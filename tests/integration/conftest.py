@@ -7,6 +7,7 @@ hide the port from the test); the state directory lives in ``tmp_path``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -205,6 +206,24 @@ class MllpConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def post_report(daemon: RunningDaemon, body: bytes, token: str) -> tuple[int, str]:
+    """POST a DiagnosticReport to the daemon's FHIR endpoint as the client of ``token``: the
+    answer's status and its ``Location`` ("" when none)."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port or 0, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/fhir/DiagnosticReport",
+            body=body,
+            headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location") or ""
+    finally:
+        conn.close()
 
 
 def msa(ack: bytes) -> tuple[str, str]:

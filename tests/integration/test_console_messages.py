@@ -9,7 +9,6 @@ The sample's patient name, MRN and report words must never reach a caller withou
 from __future__ import annotations
 
 import html
-import http.client
 import json
 import re
 import shutil
@@ -22,7 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from listener.model import BUCKETS
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, start_configured
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    free_port,
+    msa,
+    post_report,
+    start_configured,
+)
 from tests.integration.ris import TestRis, write_destinations
 from tests.integration.test_console import ANALYST, MANAGER, Browser, _client, _hidden
 
@@ -60,19 +67,7 @@ def fixture_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
             assert msa(conn.request(SAMPLE.read_bytes()))[0] == "CA"  # MSH-15 AL: a commit ACK
         finally:
             conn.close()
-        fhir = http.client.HTTPConnection("127.0.0.1", daemon.http_port or 0, timeout=30)
-        try:
-            fhir.request(
-                "POST",
-                "/fhir/DiagnosticReport",
-                body=FHIR_SAMPLE.read_bytes(),
-                headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {FEEDER}"},
-            )
-            response = fhir.getresponse()
-            response.read()
-            assert response.status == 201
-        finally:
-            fhir.close()
+        assert post_report(daemon, FHIR_SAMPLE.read_bytes(), FEEDER)[0] == 201
         browser = Browser(daemon)
         browser.sign_in(ANALYST)
         _, _, page = browser.request("GET", f"/console/messages?accession={ACCESSION}")

@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     analyst_and_sender,
     free_port,
     msa,
+    post_report,
     start_configured,
 )
 from tests.integration.ris import TestRis, write_destinations
@@ -308,20 +309,7 @@ def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigu
     try:
 
         def post() -> int:
-            assert daemon.http_port is not None
-            conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=30)
-            try:
-                conn.request(
-                    "POST",
-                    "/fhir/DiagnosticReport",
-                    body=data,
-                    headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {token}"},
-                )
-                response = conn.getresponse()
-                response.read()
-                return response.status
-            finally:
-                conn.close()
+            return post_report(daemon, data, token)[0]
 
         refused = post()
         assert 400 <= refused < 500

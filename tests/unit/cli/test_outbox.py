@@ -154,7 +154,9 @@ def test_a_row_delivered_after_a_refusal_says_the_error_came_before(tmp_path: Pa
     result = _cli(tmp_path, "list", "--state", "delivered")
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:-1]}
-    assert rows[str(ids[2])].endswith("before delivery: AE (ERR-3 207)")
+    assert rows[str(ids[2])].endswith(
+        "before delivery: AE (ERR-3 207 Application internal error: the receiver failed on its side; its own log says why)"
+    )  # the RIS's ERR-3 code named (HL7 table 0357)
     assert rows[str(ids[0])].split()[-1] == "R1"  # delivered at once: no error
     assert (
         _rows(tmp_path, "--state", "delivered")[1]["last_error"] == "AE (ERR-3 207)"

@@ -440,6 +440,17 @@ class MemoryReports:
 
         return self._store.read(search)
 
+    def message_of(self, fhir_id: str) -> int | None:
+        def search() -> int | None:
+            t = self._store.tables
+            for r in sorted(t.reports, key=lambda r: -r.id):
+                m = t.messages[r.message_pk]
+                if m.transport == "http" and _json_field(r.row.report_json, "fhir_id") == fhir_id:
+                    return r.message_pk
+            return None
+
+        return self._store.read(search)
+
     def tasks(self, *, status: str | None, pool: str | None, limit: int) -> list[tuple[StoredReport, datetime | None]]:
         def search() -> list[tuple[StoredReport, datetime | None]]:
             processed = self._processed()

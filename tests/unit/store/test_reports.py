@@ -127,3 +127,20 @@ def test_a_copy_at_the_same_stage_does_not_complete_a_task(store: Store) -> None
         record("P2", received=T0 + minutes(1), reports=(_report("ACC1", "preliminary", "review", {"pool": "neuro"}),))
     )
     assert [done for _, done in store.reports.tasks(status=None, pool=None, limit=100)] == [None, None]
+
+
+def test_message_of_a_fhir_id_whatever_its_findings_or_state(store: Store) -> None:
+    """``message_of``: the message that carried the report with that FHIR id (the id of a POST's
+    Location), with or without findings or a route; an MLLP report's or an unknown id is None."""
+    _fill(store)
+    pks = {m.control_id: m.message_pk for m in store.messages(limit=100)}
+    bare = dataclasses.replace(
+        record("M7", received=T0 + minutes(6), reports=(_report("ACC7", "final", "release", None, fhir_id="F7"),)),
+        transport="http",
+    )
+    store.save(bare)
+    pks["M7"] = next(m.message_pk for m in store.messages(control_id="M7", limit=1))
+    assert store.reports.message_of("F2") == pks["M2"]
+    assert store.reports.message_of("F7") == pks["M7"]  # no findings, no route: still found
+    assert store.reports.message_of("F6") is None  # an MLLP message's report: not a FHIR id
+    assert store.reports.message_of("F9") is None

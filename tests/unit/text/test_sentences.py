@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from listener.text.sentences import Span, split_sentences
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from listener.text.sentences import _CANDIDATE, Span, _candidates, split_sentences
 
 
 def texts(text: str, start: int = 0, end: int | None = None) -> list[str]:
@@ -100,3 +103,31 @@ def test_abbreviated_month_before_a_day_ends_no_sentence() -> None:
     """'dated Mar. 3rd, 2020 is clear.' is one sentence; 'in Mar. The' is two."""
     assert len(split_sentences("Effusion on CT dated Mar. 3rd, 2020 is not seen.", 0, None)) == 1
     assert len(split_sentences("The film was taken in Mar. The lungs are clear.", 0, None)) == 2
+
+
+# Pieces that put full stops, line ends and capitals after every kind of character.
+_PIECES = [" ", "  ", "\t", ".", "..", "!", "?", ",", ";", ":", "\n", "\r", "\r\n", '"', ")", "]", "'"]
+_PIECES += ["a", "x1", "Dr", "Mar", "3", "No", "FINDINGS", "IMPRESSION", "CT/MR", "A&B", "Liver", "E"]
+_PIECES += [", ", ". ", "; ", "a ", "9 ", "FINDINGS:", "CT HEAD:", "A/B:", "E:", " Xy"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=30), cut=st.integers(0, 6))
+def test_candidates_are_the_candidate_patterns_matches(pieces: list[str], cut: int) -> None:
+    """The three patterns merged give _CANDIDATE's finditer: same kinds, starts and ends (headings: same start)."""
+    text = "".join(pieces)
+    lo, hi = min(cut, len(text)), max(len(text) - cut, min(cut, len(text)))
+    kinds = ("punct", "newline", "heading")
+    expected = [(m.start(), m.lastgroup) for m in _CANDIDATE.finditer(text, lo, hi)]
+    ends = [m.end() for m in _CANDIDATE.finditer(text, lo, hi) if m.lastgroup != "heading"]
+    found = _candidates(text, lo, hi)
+    assert [(at, kinds[kind]) for at, kind, _ in found] == expected
+    assert [m.end() for _, kind, m in found if kinds[kind] != "heading"] == ends
+
+
+def test_candidates_find_every_kind() -> None:
+    """A full stop, a line end and a run-in capital heading, each where _CANDIDATE finds it."""
+    text = "No effusion. Stable.\nheart normal, FINDINGS: clear"
+    found = [(at, kind) for at, kind, _ in _candidates(text, 0, len(text))]
+    assert found == [(11, 0), (19, 0), (20, 1), (35, 2)]
+    assert [m.start() for m in _CANDIDATE.finditer(text)] == [11, 19, 20, 35]
