@@ -1,11 +1,15 @@
 """The web console's pages over 100,000 stored messages: server time of each page, rendered.
 
 Run by hand: ``.venv/bin/python bench/console_pages.py [--messages 100000] [--runs 10]
-[--computed-runs 10] [--dir DIR] [--what-if-only]``.
+[--computed-runs 10] [--dir DIR] [--what-if-only] [--store postgresql://...]``.
 
-The SQLite store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
+The store is filled as bench/console_queries.py fills it (its :func:`filled_sqlite`: the
 daemon's own records of four message files, each saved with a new control id and accession,
-received evenly over the 7 days before now, from one of five senders). Then each page function
+received evenly over the 7 days before now, from one of five senders). ``--store`` with a
+PostgreSQL URL (``eval "$(bash .ci/postgres.sh start)"`` prints one as ``OVERREAD_TEST_PG_DSN``)
+fills a new schema on that server instead (:func:`filled_postgresql`: VACUUM ANALYZEd after the
+fill, as autovacuum would, and dropped afterwards; the CPU printed is then this process's only,
+the server's work shows in the wall time). Then each page function
 runs ``--runs`` times with a :class:`listener.console.web.Ctx`, as the console calls it on its
 thread, and its template is rendered (:meth:`listener.console.web.Console.render`); the median
 and the maximum wall time and the median CPU time (``time.process_time``: the machine is shared,
@@ -16,7 +20,7 @@ console's own page object (the overview's closed bins and the overread document 
 before). The policy page is timed showing the live rules. Then ``listener.outcome_data.collect``
 alone over 90 days, as the overread page calls it.
 
-Last, the what-if of samples/policies/stricter.yaml over 90 days, as the console runs it: a
+Last (SQLite only), the what-if of samples/policies/stricter.yaml over 90 days, as the console runs it: a
 background job (``overread simulate`` in a child process on the store's directory,
 listener/console/whatif.py). Timed: the request that starts it (a 303 to the job's page), the job's
 page and the other pages while the child runs (each ``--runs`` times, half a second apart), the
@@ -40,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.console_queries import filled_sqlite  # noqa: E402
+from bench.console_queries import filled_postgresql, filled_sqlite  # noqa: E402
 from bench.store_size import templates  # noqa: E402
 from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
@@ -105,11 +109,14 @@ def console_on(found: dict[str, Any]) -> Console:
 def measure(store: Any, runs: int, computed_runs: int, *, what_if_only: bool = False) -> None:
     """Time each page and print one line each (``what_if_only``: the what-if's lines only)."""
     found = services(store)
-    # The what-if's child runs ``overread simulate`` on the store's directory, as the daemon's does.
-    state = Path(store.path).parent
-    found["whatif"] = WhatIfJobs(
-        lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(state)], state
-    )
+    # The what-if's child runs ``overread simulate`` on the store's directory, as the daemon's does
+    # (a SQLite store's: the PostgreSQL run times the other pages only).
+    path = getattr(store, "path", None)
+    if path is not None:
+        state = Path(path).parent
+        found["whatif"] = WhatIfJobs(
+            lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(state)], state
+        )
     console = console_on(found)
 
     def page(name: str, params: Mapping[str, str]) -> Callable[[], object]:
@@ -147,7 +154,8 @@ def measure(store: Any, runs: int, computed_runs: int, *, what_if_only: bool = F
     cases.append(("collect() alone, 90 days", computed_runs, lambda: collect(store, context, **ninety)))
     for label, n, call in [] if what_if_only else cases:
         show(label, n, *timed(n, call))
-    what_if(console, found, runs)
+    if path is not None:
+        what_if(console, found, runs)
 
 
 def show(label: str, n: int, median: float, most: float, cpu: float) -> None:
@@ -208,17 +216,26 @@ def what_if(console: Console, found: dict[str, Any], runs: int) -> None:
 
 
 def main() -> None:
-    """Fill a new SQLite store, print the figures, remove the store."""
+    """Fill a new store (SQLite, or a schema on the ``--store`` PostgreSQL server), print the figures, remove it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--computed-runs", type=int, default=10, help="runs of the overread page computed afresh")
-    parser.add_argument("--dir", default="var")
+    parser.add_argument("--dir", default="var", help="where the SQLite store is made")
     parser.add_argument("--what-if-only", action="store_true", help="time only the what-if job and its pages")
+    parser.add_argument(
+        "--store", default="sqlite", metavar="sqlite|URL", help="sqlite (default), or a postgresql:// server to fill"
+    )
     args = parser.parse_args()
     now = datetime.now(UTC).replace(microsecond=0)
     records = templates()
-    with open(os.devnull, "w") as devnull, filled_sqlite(args.dir, records, args.messages, now) as store:
+    if args.store == "sqlite":
+        filled = filled_sqlite(args.dir, records, args.messages, now)
+    elif args.store.startswith(("postgresql://", "postgres://")):
+        filled = filled_postgresql(args.store, records, args.messages, now)
+    else:
+        parser.error("--store: sqlite or a postgresql:// URL")
+    with open(os.devnull, "w") as devnull, filled as store:
         # The pages' log lines (the what-if's start and end) go nowhere; templates() closed its own sink.
         configure_logging("json", stream=devnull)
         measure(store, args.runs, args.computed_runs, what_if_only=args.what_if_only)

@@ -120,25 +120,33 @@ def bench_sqlite(args: argparse.Namespace, records: list[MessageRecord], now: da
         measure("sqlite", store, now, args.runs)
 
 
-def bench_postgresql(args: argparse.Namespace, records: list[MessageRecord], now: datetime) -> None:
-    """Fill a new schema on the PostgreSQL server, VACUUM ANALYZE it, and time the reads."""
+@contextmanager
+def filled_postgresql(dsn: str, records: list[MessageRecord], messages: int, now: datetime) -> Iterator[Any]:
+    """A new schema on the PostgreSQL server ``dsn`` names holding ``messages`` records of
+    :func:`builder`, then VACUUM ANALYZEd as autovacuum leaves a store after inserts
+    (statistics for the planner, and the visibility map that lets the server answer from an
+    index alone); closed and dropped afterwards."""
     import psycopg
 
     from listener.store.postgresql import PostgresStore
 
-    with pg_schema(args.pg) as (schema, conninfo):
+    with pg_schema(dsn) as (schema, conninfo):
         store = PostgresStore(conninfo)
         try:
-            _, seconds = fill(store, records, args.messages, 64, builder(now, args.messages))
-            print(f"postgresql: {args.messages} messages stored in {seconds:.0f} s")
-            # As autovacuum leaves a store after inserts: statistics, and the visibility map
-            # that lets the server answer from an index alone.
-            with psycopg.connect(args.pg, autocommit=True) as conn:
-                conn.execute(f"VACUUM ANALYZE {schema}.messages")
-                conn.execute(f"VACUUM ANALYZE {schema}.reports")
-            measure("postgresql", store, now, args.runs)
+            _, seconds = fill(store, records, messages, 64, builder(now, messages))
+            print(f"postgresql: {messages} messages stored in {seconds:.0f} s", flush=True)
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for table in ("messages", "reports", "processings", "scores", "comparisons"):
+                    conn.execute(f"VACUUM ANALYZE {schema}.{table}")
+            yield store
         finally:
             store.close()
+
+
+def bench_postgresql(args: argparse.Namespace, records: list[MessageRecord], now: datetime) -> None:
+    """Fill a new schema on the PostgreSQL server and time the reads."""
+    with filled_postgresql(args.pg, records, args.messages, now) as store:
+        measure("postgresql", store, now, args.runs)
 
 
 def main() -> None:

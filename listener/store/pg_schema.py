@@ -31,7 +31,7 @@ import psycopg
 from listener.errors import StoreError
 from listener.store.compact import pack_raw, split_route
 from listener.store.rows import VERSION_BATCH, VERSION_COLUMNS, version_columns
-from listener.store.schema import newer_schema_text
+from listener.store.schema import V10_DESCRIPTION, newer_schema_text
 
 #: The first key of the migration advisory lock (the second is the schema name's hash).
 MIGRATION_LOCK = 0x0E7EAD
@@ -307,6 +307,34 @@ def _migrate_v9(conn: PgConnection) -> None:
         conn.execute(statement)
 
 
+#: The SQL of how many corrections a report's route lists (0 when none); ``{alias}`` is the table
+#: alias and its dot, or nothing. The ``reports_tasks`` predicate and the Task searches
+#: (listener/store/postgresql.py) say the same, so the planner proves the searches' rows are the
+#: index's (tests/unit/store/test_postgresql.py checks it).
+CORRECTIONS_SQL = (
+    "(CASE WHEN json_typeof(({alias}route_json::json -> 'corrections')) = 'array'"
+    " THEN json_array_length(({alias}route_json::json -> 'corrections')) ELSE 0 END)"
+)
+#: Rows that stand for a Task (:meth:`listener.store.rows.ReportSearchSql.tasks`): routed, and not
+#: released without a correction.
+TASK_ROWS_SQL = "{alias}route_json != 'null' AND NOT ({alias}bucket = 'release' AND " + CORRECTIONS_SQL + " = 0)"
+
+_V10 = (
+    # The overread page's reads (docs/store.md, "The overread page on PostgreSQL"). Both indexes of
+    # a window's versions hold the row id, so "another row of the accession" is answered from
+    # reports_versions and reports_accession alone (SQLite's indexes hold the rowid already).
+    "DROP INDEX reports_versions",
+    "CREATE INDEX reports_versions ON reports (received, accession, stage, clinical_at, prelim_minutes, summary)"
+    " INCLUDE (id) WHERE stage IS NOT NULL AND accession != ''",
+    "DROP INDEX reports_accession",
+    "CREATE INDEX reports_accession ON reports (accession, id)",
+    # bucket_mix counts a window's reports by their own receive time and bucket, from this index alone.
+    "CREATE INDEX reports_received_bucket ON reports (received, bucket)",
+    # The open Tasks, newest first, without reading the routes of the reports that are none.
+    f"CREATE INDEX reports_tasks ON reports (id) WHERE {TASK_ROWS_SQL.format(alias='')}",
+)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -350,6 +378,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(7, "outbox lease holder and expiry", _run(_V7)),
     PgMigration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _run(_V8)),
     PgMigration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
+    PgMigration(10, V10_DESCRIPTION, _run(_V10)),
 ]
 
 #: The schema version this code writes.

@@ -81,6 +81,7 @@ from listener.store.base import (
 )
 from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
 from listener.store.pg_schema import (
+    CORRECTIONS_SQL,
     IN_USE_LOCK,
     OUTBOX_ORDER_LOCK,
     PG_SCHEMA_VERSION,
@@ -99,7 +100,6 @@ from listener.store.rows import (
     MessageListing,
     ReportSearchSql,
     bucket_bins,
-    bucket_mix_sql,
     by_day,
     history_entry,
     lone_rows,
@@ -150,8 +150,16 @@ _WINDOW = (
     f"{_HOUR} BETWEEN date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC')"
     " AND date_trunc('hour', %s::timestamptz AT TIME ZONE 'UTC') AND m.received >= %s AND m.received < %s"
 )
+#: A report's UTC hour, from its own receive time (its message's).
+_REPORT_HOUR = "date_trunc('hour', r.received AT TIME ZONE 'UTC')"
 #: Text ordered by code point, as SQLite and Python order it, whatever the database's collation.
 _C = ' COLLATE "C"'
+#: :meth:`PostgresStore.bucket_mix` by hour (parameters: the window's start and end).
+_BUCKET_MIX_SQL = (
+    f"SELECT {_REPORT_HOUR} AS bin, r.bucket, count(*) AS n FROM reports r"
+    f" WHERE r.received >= %s AND r.received < %s GROUP BY {_REPORT_HOUR}, r.bucket"
+    f" ORDER BY {_REPORT_HOUR}, r.bucket{_C}"
+)
 
 
 def _utc_of_naive(value: datetime) -> datetime:
@@ -163,8 +171,17 @@ def _opt_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
+#: Every session's planner settings (docs/store.md, "The overread page on PostgreSQL"). No JIT: the store's
+#: statements take milliseconds, and the server compiles one whose estimate is large (the open
+#: Tasks' per-row sub-select) for half a second before running it in a tenth of that. A sort or
+#: hash of a 100,000-report window (the overread page's version counts) fits in work_mem
+#: instead of spilling to disk; a session runs one statement at a time.
+SESSION_SETTINGS = ("SET jit = off", "SET work_mem = '32MB'")
+
+
 def _connect(url: str, password: str | None, *, writer: bool) -> PgConnection:
-    """An autocommit connection in UTC (the writer's with synchronous_commit at least ``on``)."""
+    """An autocommit connection in UTC with :data:`SESSION_SETTINGS` (the writer's with
+    synchronous_commit at least ``on``)."""
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
     if password is not None:
         kwargs["password"] = password
@@ -175,6 +192,8 @@ def _connect(url: str, password: str | None, *, writer: bool) -> PgConnection:
         raise store_error("connecting to PostgreSQL", exc) from None
     try:
         conn.execute("SET TIME ZONE 'UTC'")
+        for setting in SESSION_SETTINGS:
+            conn.execute(setting)
         if writer:
             row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
             if row is not None and row[0] == "off":
@@ -678,15 +697,13 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
 # ----------------------------------------------------------- report searches
 
 
-_CORRECTIONS = "(r.route_json::json -> 'corrections')"
 #: The searches' statements (listener/store/rows.py), in PostgreSQL's words.
 _SEARCH_SQL = ReportSearchSql(
     mark="%s",
     field=lambda json, key: f"({json}::json ->> '{key}')",
     report=lambda alias: f"{alias}.report_json",
-    corrections=(
-        f"(CASE WHEN json_typeof({_CORRECTIONS}) = 'array' THEN json_array_length({_CORRECTIONS}) ELSE 0 END)"
-    ),
+    # The reports_tasks index's predicate says the same (listener/store/pg_schema.py, step 10).
+    corrections=CORRECTIONS_SQL.format(alias="r."),
 )
 
 
@@ -1019,7 +1036,9 @@ class PostgresStore(MessageListing, StoreHealth):
         if not open_windows(since, until):
             return ()
         rows = self._rows(
-            "reading the accessions with versions to pair", MULTI_VERSION_SQL.format(mark="%s"), (since, until)
+            "reading the accessions with versions to pair",
+            MULTI_VERSION_SQL.format(mark="%s", collate=_C),
+            (since, until),
         )
         return tuple(str(accession) for (accession,) in rows)
 
@@ -1050,14 +1069,15 @@ class PostgresStore(MessageListing, StoreHealth):
 
     def bucket_mix(self, since: datetime, until: datetime, *, step: str) -> tuple[BucketBin, ...]:
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
-        (see :meth:`Store.bucket_mix`), grouped by hour (the index's expression, so the server
-        knows how many groups to expect), then by day."""
+        (see :meth:`Store.bucket_mix`), counted from the ``reports_received_bucket`` index alone:
+        each report row holds its message's receive time (its version summary, docs/store.md),
+        so no message row is read. Grouped by hour, then by day."""
         if not _window(since, until, step):
             return ()
-        sql = bucket_mix_sql(_HOUR, _WINDOW, _C)
+        sql = _BUCKET_MIX_SQL
         if step == "day":
             sql = by_day(sql, "date_trunc('day', bin)", ("bucket",), _C)
-        return bucket_bins(self._rows("counting buckets", sql, (since, until, since, until)), _utc_of_naive)
+        return bucket_bins(self._rows("counting buckets", sql, (since, until)), _utc_of_naive)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""

@@ -378,10 +378,13 @@ def lone_versions_sql(windows: int, mark: str, cast: str = "", collate: str = ""
 #: A report row of the same accession as ``reports r`` other than ``r``.
 OTHER_ROW = "SELECT 1 FROM reports o WHERE o.accession = r.accession AND o.id != r.id"
 
-#: :meth:`~listener.store.base.Store.multi_version_accessions`: ``mark`` stands for the placeholder.
+#: :meth:`~listener.store.base.Store.multi_version_accessions`: ``mark`` stands for the placeholder,
+#: ``collate`` for what makes the accessions order by code point (PostgreSQL's ``COLLATE "C"``,
+#: which also lets its server find them by hashing instead of sorting the whole window by the
+#: database's collation; docs/store.md, "The overread page on PostgreSQL").
 MULTI_VERSION_SQL = (
-    "SELECT DISTINCT r.accession FROM reports r WHERE r.received >= {mark} AND r.received < {mark}"
-    f" AND r.stage IS NOT NULL AND r.accession != '' AND EXISTS ({OTHER_ROW}) ORDER BY r.accession"
+    "SELECT DISTINCT r.accession{collate} FROM reports r WHERE r.received >= {mark} AND r.received < {mark}"
+    f" AND r.stage IS NOT NULL AND r.accession != '' AND EXISTS ({OTHER_ROW}) ORDER BY r.accession{{collate}}"
 )
 
 

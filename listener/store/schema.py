@@ -361,6 +361,19 @@ def _migrate_v9(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+#: Step 10's line (PostgreSQL's step says the same, listener/store/pg_schema.py).
+V10_DESCRIPTION = (
+    "overread page indexes: versions and accessions with the row id, reports by receive time and bucket, open tasks"
+)
+
+
+def _migrate_v10(conn: sqlite3.Connection) -> None:
+    """v10: PostgreSQL's indexes for the overread page (docs/store.md, "The overread page on
+    PostgreSQL"). SQLite's already answer those reads: every SQLite index holds the rowid (the
+    report id), and its bucket_mix and Task searches are fast as they are. Nothing changes here."""
+    del conn
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -396,6 +409,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "outbox lease holder and expiry", _migrate_v7),
     Migration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _migrate_v8),
     Migration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
+    Migration(10, V10_DESCRIPTION, _migrate_v10),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

@@ -705,7 +705,7 @@ class SQLiteStore(MessageListing, StoreHealth):
             return ()
         rows = self._read(
             "reading the accessions with versions to pair",
-            MULTI_VERSION_SQL.format(mark="?"),
+            MULTI_VERSION_SQL.format(mark="?", collate=""),
             (_ts(since), _ts(until)),
         )
         return tuple(str(accession) for (accession,) in rows)

@@ -9,6 +9,7 @@ the server drops, schema versions, and the URL never showing a password.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -368,7 +369,7 @@ def test_v9_fills_the_version_summaries_of_stored_reports(dsn: str) -> None:
             )
     store = PostgresStore(dsn)
     try:
-        assert [s.version for s in store.migrations_run] == [9]
+        assert [s.version for s in store.migrations_run] == [9, 10]
         (lone,) = store.lone_versions(
             received,
             received + timedelta(hours=1),
@@ -385,3 +386,54 @@ def test_v9_fills_the_version_summaries_of_stored_reports(dsn: str) -> None:
         version_columns(r.report_json, r.findings_json, received, processed)
         for r, processed in zip(stored, (True, False), strict=True)
     ]
+
+
+def _indexes_used(plan: object) -> set[str]:
+    """The names of the indexes an EXPLAIN (FORMAT JSON) plan reads."""
+    if isinstance(plan, dict):
+        found = {str(plan["Index Name"])} if "Index Name" in plan else set()
+        return found.union(*(_indexes_used(v) for v in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_indexes_used(v) for v in plan))
+    return set()
+
+
+def test_the_overread_page_reads_have_indexes_that_answer_them(dsn: str) -> None:
+    """Schema step 10's indexes serve the statements of the overread page (docs/store.md,
+    "Console reads"): priced as on a large store (this one has six rows), each statement reads
+    the index made for it. The open Tasks' index is partial: this fails if its predicate and the Task search's
+    conditions ever say different things (the planner could no longer use it)."""
+    from listener.store.postgresql import _BUCKET_MIX_SQL, _C, _SEARCH_SQL
+    from listener.store.rows import MULTI_VERSION_SQL, lone_versions_sql
+
+    store = PostgresStore(dsn)
+    try:
+        for n in range(3):
+            routed = dataclasses.replace(report(f"ACC{n}"), bucket="overread", route_json='{"pool": "ct"}')
+            assert not store.save(record(f"M{n}", reports=(report(f"ACC{n}"), routed))).duplicate
+    finally:
+        store.close()
+    since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    pools, pool_params = _SEARCH_SQL.open_task_pools()
+    statements = {
+        "multi_version_accessions": (MULTI_VERSION_SQL.format(mark="%s", collate=_C), (since, until)),
+        "lone_versions": (lone_versions_sql(1, "%s", "::timestamptz", _C), (since, until, since, until)),
+        "open_task_pools": (pools, (*pool_params, 5000)),
+        "bucket_mix": (_BUCKET_MIX_SQL, (since, until)),
+    }
+    wanted = {
+        "multi_version_accessions": {"reports_versions", "reports_accession"},
+        "lone_versions": {"reports_versions", "reports_accession"},
+        "open_task_pools": {"reports_tasks"},
+        "bucket_mix": {"reports_received_bucket"},
+    }
+    used = {}
+    with _admin(dsn) as conn:
+        conn.execute("ANALYZE reports")
+        # Priced as on a large store: no table scan, and the newest Tasks read in id order.
+        conn.execute("SET enable_seqscan = off")
+        for name, (sql, params) in statements.items():
+            conn.execute(f"SET enable_sort = {'off' if name == 'open_task_pools' else 'on'}")
+            ((plan,),) = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchall()
+            used[name] = _indexes_used(plan) & wanted[name]
+    assert used == wanted
