@@ -68,7 +68,7 @@ FILE_PREFIX = ".whatif-"
 #: unread into memory (a ``progress`` line is some 30 bytes, the command's messages under 600).
 MAX_LINE = 4096
 #: Lines of the child's stderr that say where the replay is (``overread simulate --progress``).
-_PROGRESS = re.compile(r"progress (\d+) (\d+)")
+_PROGRESS = re.compile(r"progress (\d{1,18}) (\d{1,18})")
 #: Only the command's own error lines are shown (never a traceback: it could quote a report).
 _MESSAGE = re.compile(r"overread( simulate)?: .{1,500}")
 

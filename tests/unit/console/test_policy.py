@@ -326,12 +326,14 @@ def test_finished_jobs_are_kept_for_a_bounded_time_and_number(pipeline: Pipeline
     assert _run(pipeline, jobs, candidate=STRICTER).status == 503
 
 
-#: A child that writes 32 MiB on stderr without a line break, then a progress line and its message.
+#: A child that writes 32 MiB on stderr without a line break, progress lines with numbers too long
+#: for int() (over 4,300 digits) or for any count, then a progress line and its message.
 _FLOOD = (
     "import sys\n"
     "for _ in range(512):\n"
     "    sys.stderr.buffer.write(b'x' * 65536)\n"
-    "sys.stderr.buffer.write(b'\\nprogress 7 9\\noverread simulate: the store is gone\\n')\n"
+    "sys.stderr.buffer.write(b'\\nprogress ' + b'9' * 5000 + b' 1\\nprogress ' + b'9' * 4000 + b' 1\\n')\n"
+    "sys.stderr.buffer.write(b'progress 7 9\\noverread simulate: the store is gone\\n')\n"
     "sys.exit(3)\n"
 )
 
