@@ -338,23 +338,28 @@ _FLOOD = (
 )
 
 
+def _pasted_job_ended(jobs: WhatIfJobs) -> JobView:
+    """Start a job of a pasted policy on ``jobs`` and wait for its end."""
+    view, started = jobs.start(
+        client="manager",
+        name=PASTED,
+        since_key="7d",
+        since=RECEIVED,
+        until=RECEIVED + timedelta(days=7),
+        policy=None,
+        pasted="version: x\n",
+        lay_out=lambda doc: doc,
+    )
+    assert started
+    return _ended(jobs, view.id)
+
+
 def test_a_child_flooding_its_stderr_without_line_breaks_never_grows_the_daemons_memory(tmp_path: Path) -> None:
     jobs = WhatIfJobs(lambda: [sys.executable, "-c", _FLOOD], tmp_path)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        view, started = jobs.start(
-            client="manager",
-            name=PASTED,
-            since_key="7d",
-            since=RECEIVED,
-            until=RECEIVED + timedelta(days=7),
-            policy=None,
-            pasted="version: x\n",
-            lay_out=lambda doc: doc,
-        )
-        assert started
-        ended = _ended(jobs, view.id)
+        ended = _pasted_job_ended(jobs)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -380,18 +385,7 @@ def test_the_files_a_killed_daemons_what_if_left_are_removed_and_nothing_else(tm
 def test_a_child_that_hangs_is_killed_after_the_longest_run_and_its_job_fails(tmp_path: Path) -> None:
     hang = "import sys, time\nsys.stderr.write('progress 0 5\\n')\nsys.stderr.flush()\ntime.sleep(3600)\n"
     jobs = WhatIfJobs(lambda: [sys.executable, "-c", hang], tmp_path, max_seconds=1)
-    view, started = jobs.start(
-        client="manager",
-        name=PASTED,
-        since_key="7d",
-        since=RECEIVED,
-        until=RECEIVED + timedelta(days=7),
-        policy=None,
-        pasted="version: x\n",
-        lay_out=lambda doc: doc,
-    )
-    assert started
-    ended = _ended(jobs, view.id)
+    ended = _pasted_job_ended(jobs)
     assert (ended.state, ended.total) == ("failed", 5)
     assert ended.error == "the replay ran longer than 1 s and was stopped"
     assert not list(tmp_path.glob(".whatif-*"))
