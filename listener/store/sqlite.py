@@ -54,7 +54,6 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
-    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -68,6 +67,7 @@ from listener.store.base import (
     ScoreRecord,
     StoredScore,
     TrafficBin,
+    WindowVersions,
     open_windows,
     require_aware,
     require_step,
@@ -75,17 +75,16 @@ from listener.store.base import (
 from listener.store.compact import pack_raw, register_functions, unpack_raw
 from listener.store.queries import ReportQueries
 from listener.store.rows import (
-    MULTI_VERSION_SQL,
     TRAFFIC_COLUMNS,
     MessageListing,
     bucket_bins,
     bucket_mix_sql,
     by_day,
     history_entry,
-    lone_rows,
-    lone_versions_sql,
     traffic_bins,
     traffic_sql,
+    window_version_rows,
+    window_versions_sql,
 )
 from listener.store.schema import (
     SCHEMA_VERSION,
@@ -691,45 +690,31 @@ class SQLiteStore(MessageListing, StoreHealth):
         )
         return tuple(str(accession) for (accession,) in rows)
 
-    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
-        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`).
-
-        Reads the ``reports_versions`` index over the window and, for each of its
-        rows, the ``reports_accession`` index: no report row is read.
-
-        Raises:
-            StoreError: the store cannot be read.
-            ValueError: a naive time.
-        """
-        if not open_windows(since, until):
-            return ()
-        rows = self._read(
-            "reading the accessions with versions to pair",
-            MULTI_VERSION_SQL.format(mark="?", collate=""),
-            (_ts(since), _ts(until)),
-        )
-        return tuple(str(accession) for (accession,) in rows)
-
-    def lone_versions(
+    def window_versions(
         self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
-    ) -> tuple[LoneVersions, ...]:
-        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`).
+    ) -> WindowVersions:
+        """The window's versions split into those that may pair and the lone ones, counted (see
+        :meth:`Store.window_versions`), in one statement.
 
-        From the ``reports_versions`` and ``reports_accession`` indexes alone.
+        Reads the ``reports_versions`` index over the window with, for each of its
+        rows, the ``reports_accession`` index, once; the lone versions are then
+        counted from the index again, each probing the temporary index of the
+        accessions found with another row: no report row is read.
 
         Raises:
             StoreError: the store cannot be read.
             ValueError: a naive time.
         """
-        if not open_windows(since, until, windows) or not windows:
-            return ()
+        if not open_windows(since, until, windows):
+            return WindowVersions((), ())
         bounds = [_ts(t) for window in windows for t in window]
+        received = (_ts(since), _ts(until))
         rows = self._read(
-            "counting the versions that pair with none",
-            lone_versions_sql(len(windows), "?"),
-            (*bounds, _ts(since), _ts(until)),
+            "reading the versions of a window",
+            window_versions_sql(len(windows), "?"),
+            (*received, *bounds, *(received if windows else ())),
         )
-        return lone_rows(rows)
+        return window_version_rows(rows)
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).

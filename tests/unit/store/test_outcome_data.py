@@ -179,8 +179,9 @@ def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Stor
     store.save(dataclasses.replace(processed(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
     assert store.accessions_received(T0, T0 + timedelta(hours=1)) == ("A1",)
     # B1's report is no version; A1's prelim is alone.
-    assert store.multi_version_accessions(T0, T0 + timedelta(hours=1)) == ()
-    (lone,) = store.lone_versions(T0, T0 + timedelta(hours=1), [(T0, T0), WIDE])
+    versions = store.window_versions(T0, T0 + timedelta(hours=1), [(T0, T0), WIDE])
+    assert versions.multi == ()
+    (lone,) = versions.lone
     assert (lone.window, lone.count, lone.first_accession) == (1, 1, "A1")
     assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
     with pytest.raises(ValueError, match="since"):
