@@ -356,21 +356,24 @@ def version_columns(
 
 
 def window_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:
-    """The one statement of :meth:`~listener.store.base.Store.window_versions` over ``reports r``.
+    """The one statement of PostgreSQL's :meth:`~listener.store.base.Store.window_versions` over
+    ``reports r``.
 
-    ``mark`` is the backend's placeholder, ``cast`` what follows a window bound
-    placeholder (PostgreSQL types it), ``collate`` what makes ``min()`` of
+    ``mark`` is the placeholder, ``cast`` what follows a window bound
+    placeholder (``::timestamptz``), ``collate`` what makes ``min()`` of
     accessions compare by code point. Parameters: the receive window, then each
     window's bounds and the receive window again (none of those when
     ``windows`` is 0). Its rows are :func:`window_version_rows`'s.
 
     ``m`` holds the window's accessions with another report row (a version or
     not): the one look-up of each window row's accession in
-    ``reports_accession``. The lone versions are the window's rows whose
-    accession is NOT IN ``m``: a probe of ``m``'s hash (PostgreSQL's hashed
-    sub-plan; SQLite's automatic index on it), not a second look-up of every
-    row's accession (docs/store.md, "The overread page on PostgreSQL"). ``m``
-    is read twice, so both backends keep it as a temporary table.
+    ``reports_accession`` (a hash join). The lone versions are the window's
+    rows whose accession is NOT IN ``m``: a probe of ``m``'s hash (a hashed
+    sub-plan), not a second join of every row's accession, and the planner
+    then expects as many rows as there are and counts the groups by hashing
+    instead of sorting them (docs/store.md, "The overread page on
+    PostgreSQL"). ``m`` is read twice, so the server keeps it as it is
+    computed (a materialized CTE).
     """
     window = f"r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
     multi = f"m AS (SELECT DISTINCT r.accession FROM reports r WHERE {window} AND EXISTS ({OTHER_ROW}))"
@@ -392,13 +395,16 @@ OTHER_ROW = "SELECT 1 FROM reports o WHERE o.accession = r.accession AND o.id !=
 def window_version_rows(rows: Sequence[Sequence[Any]]) -> WindowVersions:
     """The WindowVersions of the rows of :func:`window_versions_sql`: a row with window -1 names
     an accession with another row; the others are counted groups of lone versions."""
-    multi = sorted(str(accession) for i, _, _, _, accession in rows if int(i) < 0)
-    lone = tuple(
+    multi = sorted(str(row[4]) for row in rows if int(row[0]) < 0)
+    return WindowVersions(tuple(multi), lone_rows([row for row in rows if int(row[0]) >= 0]))
+
+
+def lone_rows(rows: Sequence[Sequence[Any]]) -> tuple[LoneVersions, ...]:
+    """LoneVersions of rows of (window, summary, prelim minutes, count, smallest accession)."""
+    return tuple(
         LoneVersions(int(i), str(summary), None if minutes is None else float(minutes), int(count), str(first))
         for i, summary, minutes, count, first in rows
-        if int(i) >= 0
     )
-    return WindowVersions(tuple(multi), lone)
 
 
 # ------------------------------------------------------------ report searches
