@@ -887,7 +887,7 @@ class Store(Protocol):
 
         Read from the stored version summaries (docs/store.md, "Version summaries"), never
         from the report JSON. Work is bounded by the window's reports (the ``reports_versions``
-        index) and one look-up of each one's accession.
+        index) and look-ups of their accessions (``reports_accession``).
         """
         ...
 
