@@ -382,7 +382,8 @@ def collect(
     version pairs with none, are counted from the store's version summaries
     (never decoded) for ``[since, until)`` and each of ``windows`` by clinical
     time (docs/outcomes.md, "Scorecards: where the figures come from"). The
-    work is the chains' rows and one count of the window's versions.
+    work is the chains' rows and one read of the window's versions
+    (:meth:`~listener.store.base.Store.window_versions`: both sets at once).
 
     At most :data:`listener.store.base.HISTORY_LIMIT` report rows and
     explicit scores of one accession are read (``overread history``'s bound).
@@ -395,7 +396,8 @@ def collect(
         ValueError: a naive time.
     """
     asked = list(dict.fromkeys([(since, until), *windows]))
-    accessions = store.multi_version_accessions(since, until)
+    versions = store.window_versions(since, until, asked)
+    accessions = versions.multi
     out = []
     for start in range(0, len(accessions), CHUNK):
         histories = store.report_histories(accessions[start : start + CHUNK], limit=HISTORY_LIMIT)
@@ -412,7 +414,7 @@ def collect(
             out.append(AccessionOutcome(chain, graded))
     summaries: dict[str, ReadSummary] = {}
     lone: dict[tuple[datetime, datetime], list[LoneReads]] = {window: [] for window in asked}
-    for found in store.lone_versions(since, until, asked):
+    for found in versions.lone:
         summary = summaries.get(found.summary)
         if summary is None:
             summary = summaries[found.summary] = summary_from_text(found.summary, None, None)

@@ -515,7 +515,7 @@ class HistoryEntry:
 @dataclass(frozen=True, slots=True)
 class LoneVersions:
     """Stored versions of accessions that have no other report row, counted alike
-    (:meth:`Store.lone_versions`; docs/store.md, "Version summaries").
+    (:meth:`Store.window_versions`; docs/store.md, "Version summaries").
 
     Attributes:
         window: which of the asked clinical windows they fall in (its index).
@@ -531,6 +531,22 @@ class LoneVersions:
     prelim_minutes: float | None
     count: int
     first_accession: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowVersions:
+    """The versions of a receive window, split (:meth:`Store.window_versions`; docs/store.md,
+    "Version summaries").
+
+    Attributes:
+        multi: the accessions with another stored report row (at any time): those whose
+            versions may pair (sorted by code point).
+        lone: the other accessions' one version each, counted by window, summary and
+            prelim minutes (the order of the groups is unspecified).
+    """
+
+    multi: tuple[str, ...]
+    lone: tuple[LoneVersions, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -860,24 +876,18 @@ class Store(Protocol):
         """
         ...
 
-    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
-        """The accessions of :meth:`accessions_received` that have another stored report row (at
-        any time): those whose versions may pair (sorted). A blocking read.
-
-        Work is bounded by the window's reports (the ``reports_versions`` index)
-        and a look-up of each one's accession.
-        """
-        ...
-
-    def lone_versions(
+    def window_versions(
         self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
-    ) -> tuple[LoneVersions, ...]:
-        """The other accessions of :meth:`accessions_received` (one report row, so one version, which
-        pairs with none): their versions whose clinical time is in each of ``windows`` (``[start,
-        end)``), counted by window, summary and prelim minutes. A blocking read.
+    ) -> WindowVersions:
+        """The versions of :meth:`accessions_received`, split in one read. ``multi``: the
+        accessions that have another stored report row (at any time, a version or not): those
+        whose versions may pair. ``lone``: the other accessions' one version (which pairs with
+        none) whose clinical time is in each of ``windows`` (``[start, end)``), counted by window,
+        summary and prelim minutes. A blocking read.
 
         Read from the stored version summaries (docs/store.md, "Version summaries"), never
-        from the report JSON; the order of the groups is unspecified.
+        from the report JSON. Work is bounded by the window's reports (the ``reports_versions``
+        index) and look-ups of their accessions (``reports_accession``).
         """
         ...
 

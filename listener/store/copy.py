@@ -15,6 +15,8 @@ Layer: storage, no logging. The steps (docs/store.md, "Moving a store"):
    an id is never handed out twice, as after a purge in the source.
 5. Before the COMMIT, every table is read back from the target and its row
    count and checksum compared with the source's; a difference rolls back.
+6. Then a PostgreSQL target's tables are ANALYZEd (the planner's statistics,
+   committed with the rows).
 
 The checksum (:func:`row_digest`) is computed the same way on both sides:
 each row's values in a canonical form (times as SQLite's fixed-width UTC text,
@@ -307,6 +309,7 @@ def _copy(source: Side, target: Side, batch: int) -> tuple[TableCopy, ...]:
                     f" {count} read back, checksums {table_copy.checksum} and {total:016x}; nothing was kept"
                 )
         table = ""
+        target.analyze([t.name for t in done])
         target.commit()
     except StoreError:
         target.rollback()

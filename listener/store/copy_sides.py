@@ -91,6 +91,10 @@ class Side(Protocol):
         """Start the one transaction the whole copy writes in."""
         ...
 
+    def analyze(self, tables: Sequence[str]) -> None:
+        """Gather the planner's statistics of the copied tables, inside the write transaction."""
+        ...
+
     def commit(self) -> None:
         """Commit the transaction."""
         ...
@@ -255,6 +259,9 @@ class SQLiteSide:
     def begin_write(self) -> None:
         """BEGIN IMMEDIATE: the write lock from the start."""
         self._conn.execute("BEGIN IMMEDIATE")
+
+    def analyze(self, tables: Sequence[str]) -> None:
+        """Nothing: the SQLite store keeps no planner statistics (its plans follow its indexes)."""
 
     def commit(self) -> None:
         """COMMIT."""
@@ -464,6 +471,13 @@ class PostgresSide:
     def begin_write(self) -> None:
         """BEGIN."""
         self._conn.execute("BEGIN")
+
+    def analyze(self, tables: Sequence[str]) -> None:
+        """ANALYZE each table: the statistics the planner prices the console's reads with
+        (docs/store.md, "The overread page on PostgreSQL"). Inside the copy's transaction, so
+        it samples the copied rows and its statistics commit with them."""
+        for table in tables:
+            self._conn.execute(self._sql("ANALYZE {}", table))
 
     def commit(self) -> None:
         """COMMIT (durable: the session runs with synchronous_commit on)."""

@@ -55,7 +55,6 @@ from listener.store.base import (
     CachedComparison,
     DestinationState,
     HistoryEntry,
-    LoneVersions,
     MessageDetail,
     MessageRecord,
     MessageSummary,
@@ -74,6 +73,7 @@ from listener.store.base import (
     StoredScore,
     TaskPool,
     TrafficBin,
+    WindowVersions,
     audit_target_json,
     open_windows,
     require_aware,
@@ -93,7 +93,6 @@ from listener.store.pg_schema import (
 )
 from listener.store.pgurl import display_url
 from listener.store.rows import (
-    MULTI_VERSION_SQL,
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
     VERSION_COLUMNS,
@@ -102,13 +101,13 @@ from listener.store.rows import (
     bucket_bins,
     by_day,
     history_entry,
-    lone_rows,
-    lone_versions_sql,
     message_summary,
     task_pools,
     traffic_bins,
     traffic_sql,
     version_columns,
+    window_version_rows,
+    window_versions_sql,
 )
 from listener.store.schema import newer_schema_text
 from listener.store.writer import DEFAULT_MAX_BATCH, GroupCommitWriter, StoreHealth, store_error
@@ -1030,28 +1029,19 @@ class PostgresStore(MessageListing, StoreHealth):
         )
         return tuple(str(accession) for (accession,) in rows)
 
-    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
-        """The window's accessions with another report row (see :meth:`Store.multi_version_accessions`),
-        through the ``reports_versions`` and ``reports_accession`` indexes."""
-        if not open_windows(since, until):
-            return ()
-        rows = self._rows(
-            "reading the accessions with versions to pair",
-            MULTI_VERSION_SQL.format(mark="%s", collate=_C),
-            (since, until),
-        )
-        return tuple(str(accession) for (accession,) in rows)
-
-    def lone_versions(
+    def window_versions(
         self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
-    ) -> tuple[LoneVersions, ...]:
-        """The window's versions that pair with none, counted (see :meth:`Store.lone_versions`),
-        from the ``reports_versions`` and ``reports_accession`` indexes."""
-        if not open_windows(since, until, windows) or not windows:
-            return ()
+    ) -> WindowVersions:
+        """The window's versions split into those that may pair and the lone ones, counted (see
+        :meth:`Store.window_versions`), in one statement: the accessions with another row
+        from the ``reports_versions`` and ``reports_accession`` indexes (one hash join), the
+        lone versions from ``reports_versions`` again, each probing those accessions' hash."""
+        if not open_windows(since, until, windows):
+            return WindowVersions((), ())
         bounds = [t for window in windows for t in window]
-        sql = lone_versions_sql(len(windows), "%s", "::timestamptz", _C)
-        return lone_rows(self._rows("counting the versions that pair with none", sql, (*bounds, since, until)))
+        sql = window_versions_sql(len(windows), "%s", "::timestamptz", _C)
+        params = (since, until, *bounds, *((since, until) if windows else ()))
+        return window_version_rows(self._rows("reading the versions of a window", sql, params))
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
         """Messages received in ``[since, until)`` counted by UTC bin and kind (see :meth:`Store.traffic`).

@@ -21,6 +21,7 @@ from listener.store.base import (
     MessageSummary,
     TaskPool,
     TrafficBin,
+    WindowVersions,
     require_aware,
 )
 from listener.store.compact import unpack_json
@@ -354,42 +355,52 @@ def version_columns(
     )
 
 
-def lone_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:
-    """The GROUP BY of :meth:`~listener.store.base.Store.lone_versions` over ``reports r``.
+def window_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:
+    """The one statement of PostgreSQL's :meth:`~listener.store.base.Store.window_versions` over
+    ``reports r``.
 
-    ``mark`` is the backend's placeholder, ``cast`` what follows a window bound
-    placeholder (PostgreSQL types it), ``collate`` what makes ``min()`` of
-    accessions compare by code point. Parameters: each window's bounds, then
-    the receive window. Reads the ``reports_versions`` index over the receive
-    window, and each row's accession in ``reports_accession`` (any other row
-    of the accession, a version or not, leaves it to
-    :meth:`~listener.store.base.Store.multi_version_accessions`).
+    ``mark`` is the placeholder, ``cast`` what follows a window bound
+    placeholder (``::timestamptz``), ``collate`` what makes ``min()`` of
+    accessions compare by code point. Parameters: the receive window, then each
+    window's bounds and the receive window again (none of those when
+    ``windows`` is 0). Its rows are :func:`window_version_rows`'s.
+
+    ``m`` holds the window's accessions with another report row (a version or
+    not): the one look-up of each window row's accession in
+    ``reports_accession`` (a hash join). The lone versions are the window's
+    rows whose accession is NOT IN ``m``: a probe of ``m``'s hash (a hashed
+    sub-plan), not a second join of every row's accession, and the planner
+    then expects as many rows as there are and counts the groups by hashing
+    instead of sorting them (docs/store.md, "The overread page on
+    PostgreSQL"). ``m`` is read twice, so the server keeps it as it is
+    computed (a materialized CTE).
     """
+    window = f"r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
+    multi = f"m AS (SELECT DISTINCT r.accession FROM reports r WHERE {window} AND EXISTS ({OTHER_ROW}))"
+    if not windows:
+        return f"WITH {multi} SELECT -1, '', NULL, 0, m.accession FROM m"
     values = ", ".join(f"({i}, {mark}{cast}, {mark}{cast})" for i in range(windows))
     return (
-        f"WITH w (i, s, u) AS (VALUES {values})"
-        f" SELECT w.i, r.summary, r.prelim_minutes, count(*), min(r.accession{collate})"
-        " FROM reports r JOIN w ON r.clinical_at >= w.s AND r.clinical_at < w.u"
-        f" WHERE r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
-        f" AND NOT EXISTS ({OTHER_ROW}) GROUP BY w.i, r.summary, r.prelim_minutes"
+        f"WITH {multi}, w (i, s, u) AS (VALUES {values}) SELECT -1, '', NULL, 0, m.accession FROM m"
+        f" UNION ALL SELECT w.i, r.summary, r.prelim_minutes, count(*), min(r.accession{collate})"
+        f" FROM reports r JOIN w ON r.clinical_at >= w.s AND r.clinical_at < w.u WHERE {window}"
+        " AND r.accession NOT IN (SELECT m.accession FROM m) GROUP BY w.i, r.summary, r.prelim_minutes"
     )
 
 
 #: A report row of the same accession as ``reports r`` other than ``r``.
 OTHER_ROW = "SELECT 1 FROM reports o WHERE o.accession = r.accession AND o.id != r.id"
 
-#: :meth:`~listener.store.base.Store.multi_version_accessions`: ``mark`` stands for the placeholder,
-#: ``collate`` for what makes the accessions order by code point (PostgreSQL's ``COLLATE "C"``,
-#: which also lets its server find them by hashing instead of sorting the whole window by the
-#: database's collation; docs/store.md, "The overread page on PostgreSQL").
-MULTI_VERSION_SQL = (
-    "SELECT DISTINCT r.accession{collate} FROM reports r WHERE r.received >= {mark} AND r.received < {mark}"
-    f" AND r.stage IS NOT NULL AND r.accession != '' AND EXISTS ({OTHER_ROW}) ORDER BY r.accession{{collate}}"
-)
+
+def window_version_rows(rows: Sequence[Sequence[Any]]) -> WindowVersions:
+    """The WindowVersions of the rows of :func:`window_versions_sql`: a row with window -1 names
+    an accession with another row; the others are counted groups of lone versions."""
+    multi = sorted(str(row[4]) for row in rows if int(row[0]) < 0)
+    return WindowVersions(tuple(multi), lone_rows([row for row in rows if int(row[0]) >= 0]))
 
 
 def lone_rows(rows: Sequence[Sequence[Any]]) -> tuple[LoneVersions, ...]:
-    """LoneVersions of the rows of :func:`lone_versions_sql`."""
+    """LoneVersions of rows of (window, summary, prelim minutes, count, smallest accession)."""
     return tuple(
         LoneVersions(int(i), str(summary), None if minutes is None else float(minutes), int(count), str(first))
         for i, summary, minutes, count, first in rows

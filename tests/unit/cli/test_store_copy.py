@@ -295,6 +295,34 @@ def test_round_trip_sqlite_postgresql_sqlite_reads_back_identically(
 
 
 @pytest.mark.postgresql
+def test_a_copy_to_postgresql_leaves_the_tables_analyzed(
+    source: Path, pg_url: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The copy ANALYZEs what it wrote (docs/store.md, "Moving a store"): each table's row
+    estimate is its copied row count, and the planner has statistics of the reports' columns."""
+    import psycopg
+
+    dsn, url = pg_url
+    status, out, err = _copy(capsys, f"sqlite:{source}", url)
+    assert (status, err) == (0, "")
+    with psycopg.connect(dsn) as conn:
+        estimates = dict(
+            conn.execute(
+                "SELECT relname, reltuples::bigint FROM pg_class"
+                " WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
+            ).fetchall()
+        )
+        columns = {
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT attname FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'reports'"
+            ).fetchall()
+        }
+    assert {t: estimates[t] for t in TABLES} == {t: v["rows"] for t, v in out["tables"].items()}
+    assert {"accession", "received", "summary"} <= columns
+
+
+@pytest.mark.postgresql
 def test_postgresql_sequences_continue_after_the_copied_ids(
     source: Path, pg_url: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,6 +56,7 @@ from listener.store.base import (
     StoredScore,
     TaskPool,
     TrafficBin,
+    WindowVersions,
     audit_target_json,
     bin_start,
     open_windows,
@@ -705,23 +706,21 @@ class MemoryStore:
 
         return self.read(select)
 
-    def multi_version_accessions(self, since: datetime, until: datetime) -> tuple[str, ...]:
-        rows = Counter(r.row.accession for r in self.tables.reports)
-        return tuple(a for a in self.accessions_received(since, until) if rows[a] > 1)
-
-    def lone_versions(
+    def window_versions(
         self, since: datetime, until: datetime, windows: Sequence[tuple[datetime, datetime]]
-    ) -> tuple[LoneVersions, ...]:
+    ) -> WindowVersions:
         open_windows(since, until, windows)
 
-        def select() -> tuple[LoneVersions, ...]:
+        def select() -> WindowVersions:
             rows = Counter(r.row.accession for r in self.tables.reports)
+            multi: set[str] = set()
             groups: dict[tuple[int, str, float | None], list[str]] = {}
             for r in self.tables.reports:
                 m = self.tables.messages[r.message_pk]
-                if m.state != "processed" or not r.row.accession or rows[r.row.accession] > 1:
+                if m.state != "processed" or not r.row.accession or not since <= m.received < until:
                     continue
-                if not since <= m.received < until:
+                if rows[r.row.accession] > 1:
+                    multi.add(r.row.accession)
                     continue
                 _, _, clinical, minutes, summary = version_columns(
                     r.row.report_json, r.row.findings_json, m.received, True
@@ -729,10 +728,11 @@ class MemoryStore:
                 for i, (start, end) in enumerate(windows):
                     if start <= clinical < end:
                         groups.setdefault((i, summary, minutes), []).append(r.row.accession)
-            return tuple(
+            lone = tuple(
                 LoneVersions(i, summary, minutes, len(found), min(found))
                 for (i, summary, minutes), found in groups.items()
             )
+            return WindowVersions(tuple(sorted(multi)), lone)
 
         return self.read(select)
 

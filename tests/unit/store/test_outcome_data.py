@@ -179,12 +179,31 @@ def test_window_reads_processed_messages_only_and_refuse_naive_times(store: Stor
     store.save(dataclasses.replace(processed(pipeline, _with_accession(PRELIM, "B1"), "R1", T0), state="rejected"))
     assert store.accessions_received(T0, T0 + timedelta(hours=1)) == ("A1",)
     # B1's report is no version; A1's prelim is alone.
-    assert store.multi_version_accessions(T0, T0 + timedelta(hours=1)) == ()
-    (lone,) = store.lone_versions(T0, T0 + timedelta(hours=1), [(T0, T0), WIDE])
+    versions = store.window_versions(T0, T0 + timedelta(hours=1), [(T0, T0), WIDE])
+    assert versions.multi == ()
+    (lone,) = versions.lone
     assert (lone.window, lone.count, lone.first_accession) == (1, 1, "A1")
     assert store.accessions_received(T0 + timedelta(hours=1), T0) == ()
     with pytest.raises(ValueError, match="since"):
         store.accessions_received(T0.replace(tzinfo=None), T0)
+
+
+def test_window_versions_splits_the_window_in_one_read(store: Store, pipeline: Pipeline) -> None:
+    """multi: accessions with another row anywhere (before the window, or a rejected message's report),
+    by code point; lone: the rest counted per window, none with 0 windows (docs/store.md, "Version summaries")."""
+    _save(store, pipeline, _with_accession(PRELIM, "b1"), "P0", -30)  # before the window
+    _save(store, pipeline, _with_accession(FINAL, "b1"), "F0", 0)
+    _save(store, pipeline, _with_accession(FINAL, "Z9"), "F1", 0.1)
+    store.save(dataclasses.replace(processed(pipeline, _with_accession(PRELIM, "Z9"), "R1", T0), state="rejected"))
+    _save(store, pipeline, _with_accession(FINAL, "A1"), "F2", 0.2)
+    _save(store, pipeline, _with_accession(PRELIM, "C3"), "P3", 0.3)
+    hour = (T0, T0 + timedelta(hours=1))
+    # The samples' clinical (report) times are later on the day: none falls in the day before.
+    versions = store.window_versions(*hour, [WIDE, (T0 - timedelta(days=1), T0)])
+    assert versions.multi == ("Z9", "b1")
+    assert sorted((g.window, g.first_accession, g.count) for g in versions.lone) == [(0, "A1", 1), (0, "C3", 1)]
+    assert store.window_versions(*hour, ()).multi == ("Z9", "b1")
+    assert store.window_versions(*hour, ()).lone == ()
 
 
 def test_chunks_give_the_same_outcomes(
