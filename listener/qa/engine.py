@@ -269,9 +269,15 @@ def folded(pattern: re.Pattern[str]) -> Folded:
     return Folded(pattern)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuleInput:
-    """Everything a rule may look at, and the id the running rule is registered under."""
+    """Everything a rule may look at, and the id the running rule is registered under.
+
+    Read-only by convention, not frozen: :func:`run_rules` builds one per rule
+    and report (46 per report), and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) costs about five times a plain one's
+    (docs/benchmarks.md, "QA engine"). Rules never assign to it.
+    """
 
     report: Report
     analysis: Analysis
