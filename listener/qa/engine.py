@@ -240,9 +240,14 @@ class Folded:
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
-        low = lowered_ascii(text)
+        # The run's memo first: the rules search the report's text some fifty times per report, and
+        # a hit there (only ASCII texts are kept) saves the call to lowered_ascii.
+        memo = _RUN_LOWERED.get()
+        low = memo.get(text) if memo is not None else None
         if low is None:
-            return self.pattern.search(text, pos, endpos)
+            low = lowered_ascii(text)
+            if low is None:
+                return self.pattern.search(text, pos, endpos)
         m = self._exact.search(low, pos, endpos)
         return None if m is None else self.pattern.match(text, m.start(), endpos)
 
@@ -254,10 +259,13 @@ class Folded:
         return None if m is None else self.pattern.match(text, pos, endpos)
 
     def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
-        low = lowered_ascii(text)
+        memo = _RUN_LOWERED.get()  # as in search
+        low = memo.get(text) if memo is not None else None
         if low is None:
-            yield from self.pattern.finditer(text, pos, endpos)
-            return
+            low = lowered_ascii(text)
+            if low is None:
+                yield from self.pattern.finditer(text, pos, endpos)
+                return
         for m in self._exact.finditer(low, pos, endpos):
             found = self.pattern.match(text, m.start(), endpos)
             assert found is not None and found.span() == m.span()
