@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
@@ -83,6 +83,9 @@ class RuleSettings:
     enabled: bool
     severity: Severity
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: What the rule's ``prepare`` function (:func:`rule`) derives from ``params``, computed once
+    #: when the QaConfig is built instead of once per report; None for a rule without one.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 _MISSING = object()
@@ -299,6 +302,11 @@ class RuleInput:
     def param(self, name: str, default: Any = None) -> Any:
         return self.settings.params.get(name, default)
 
+    @property
+    def prepared(self) -> Any:
+        """What the rule's ``prepare`` function derived from its params when the config was built."""
+        return self.settings.prepared
+
     def emit(self, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
         """Build a Finding of the running rule (its registered id) with the policy's severity for it."""
         return Finding(
@@ -322,6 +330,8 @@ class RuleSpec:
     default_severity: Severity
     description: str
     default_params: Mapping[str, Any]
+    #: Derives what the rule needs from its params (sets, compiled patterns) once per QaConfig.
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 #: The attribute :func:`rule` sets on a rule function: its RuleSpec.
@@ -329,11 +339,19 @@ _SPEC_ATTRIBUTE = "qa_rule_spec"
 
 
 def rule(
-    category: str, *, severity: Severity = Severity.WARNING, params: Mapping[str, Any] | None = None
+    category: str,
+    *,
+    severity: Severity = Severity.WARNING,
+    params: Mapping[str, Any] | None = None,
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> Callable[[RuleFunction], RuleFunction]:
     """Mark a rule function as ``category.<function name>``.
 
     ``params`` are the rule's default settings (overridable in policies/qa.yaml);
+    ``prepare(params)``, when given, derives what the rule would otherwise
+    rebuild from them for every report (a set of lower-cased words, a compiled
+    pattern): :class:`QaConfig` calls it once and the rule reads the result
+    as ``data.prepared``.
     the function's docstring first line is its description in README and
     ``overread rules``. The function keeps its RuleSpec (:func:`rule_spec`);
     :mod:`listener.qa.registry` collects them.
@@ -344,7 +362,12 @@ def rule(
     def register(func: RuleFunction) -> RuleFunction:
         doc = (func.__doc__ or "").strip().splitlines()
         spec = RuleSpec(
-            f"{category}.{func.__name__}", func, severity, doc[0] if doc else "", MappingProxyType(dict(params or {}))
+            f"{category}.{func.__name__}",
+            func,
+            severity,
+            doc[0] if doc else "",
+            MappingProxyType(dict(params or {})),
+            prepare,
         )
         setattr(func, _SPEC_ATTRIBUTE, spec)
         return func
@@ -383,6 +406,8 @@ class QaConfig:
             settings = self.rules[rule_id]
             spec = self.specs.get(rule_id)
             if spec is not None and settings.enabled:
+                if spec.prepare is not None:
+                    settings = replace(settings, prepared=spec.prepare(settings.params))
                 plan.append((rule_id, spec.function, settings))
         object.__setattr__(self, "plan", tuple(plan))
 
