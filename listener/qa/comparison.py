@@ -272,7 +272,9 @@ def _dated_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
         return ()
     digit = _DIGIT_RE.search
     out = [
-        (sec.start, sec.end) for sec in report.sections_of(SectionKind.COMPARISON) if digit(text, sec.start, sec.end)
+        (sec.start, sec.end)
+        for sec in data.analysis.sections_of(SectionKind.COMPARISON)
+        if digit(text, sec.start, sec.end)
     ]
     for sec in report.sections:
         if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
@@ -469,7 +471,7 @@ _NONE_PHRASE_RE = folded(
 def _none_spans(data: RuleInput) -> list[tuple[int, int]]:
     report = data.report
     out: list[tuple[int, int]] = []
-    for sec in report.sections_of(SectionKind.COMPARISON):
+    for sec in data.analysis.sections_of(SectionKind.COMPARISON):
         match = _NONE_SECTION_RE.match(report.text, sec.start, sec.end)
         if match:
             out.append((sec.start, min(sec.end, sec.start + max(4, match.end() - sec.start))))

@@ -107,6 +107,7 @@ class Analysis:
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
         self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
+        self._sections_of: dict[SectionKind, tuple[Section, ...]] = {}
         self._shared: dict[object, object] = {}
         self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
@@ -158,13 +159,20 @@ class Analysis:
             )
         return self._mentions[key]
 
+    def sections_of(self, kind: SectionKind) -> tuple[Section, ...]:
+        """``report.sections_of(kind)``, found once per report (the rules ask about twenty times)."""
+        found = self._sections_of.get(kind)
+        if found is None:
+            found = self._sections_of[kind] = self.report.sections_of(kind)
+        return found
+
     def section_mentions(self, kind: SectionKind) -> tuple[Mention, ...]:
         """Mentions in every section of ``kind``, in text order."""
         cached = self._by_kind.get(kind)
         if cached is not None:
             return cached
         out: list[Mention] = []
-        for sec in self.report.sections_of(kind):
+        for sec in self.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
         found = self._by_kind[kind] = tuple(out)
         return found
