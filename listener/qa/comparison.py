@@ -47,12 +47,15 @@ _REGION_WORDS: dict[str, str] = {
     "upper_gi": r"upper\s+GI|stomach|small\s+bowel",
     "colon": r"colon|barium\s+enema",
 }
+# The word boundary before the names is tested once per position, outside the alternation: every
+# branch began with it, and ``re`` tried all of them at every character (docs/benchmarks.md, "QA engine").
 _REGION_RE = folded(
     re.compile(
-        "|".join(
-            f"(?P<{name}>\\b(?:{words})\\b)"
-            for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
-        ),
+        "\\b(?:"
+        + "|".join(
+            f"(?P<{name}>(?:{words})\\b)" for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
+        )
+        + ")",
         _I,
     )
 )
