@@ -15,7 +15,9 @@ severity itself: :func:`emit` does, from the policy.
 
 from __future__ import annotations
 
+import importlib
 import re
+import string
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -221,6 +223,45 @@ def lowered_ascii(text: str) -> str | None:
 
 
 _ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
+# ``re``'s own parser and prefix finder (no public API; typeshed has no stubs for them), to tell
+# which patterns ``re`` can skip through once their leading ``\b`` is gone.
+re_parser: Any = importlib.import_module("re._parser")
+re_compiler: Any = importlib.import_module("re._compiler")
+re_constants: Any = importlib.import_module("re._constants")
+_WORD_ASCII = frozenset(string.ascii_letters + string.digits + "_")
+
+
+def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
+    """``source`` without its leading ``\\b``, compiled, when that lets ``re`` skip ahead; else None.
+
+    ``re`` tries a pattern that starts with ``\\b`` at every position of the
+    text. Without it, a pattern whose matches start with known characters
+    (a literal, a class, an alternation of literals: ``opacit``, ``[lr]``) is
+    searched in C up to the next such character. Only when the ``\\b``
+    applies to the whole pattern (no top-level ``|``) and what follows has
+    such a start.
+    """
+    if not source.startswith("\\b"):
+        return None
+    try:
+        whole = re_parser.parse(source, flags)
+        body = re_parser.parse(source[2:], flags)
+    except re.error:
+        return None
+    if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
+        return None
+    if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+        return None
+    return re.compile(source[2:], flags)
+
+
+def _at_boundary(low: str, at: int, endpos: int) -> bool:
+    """``\\b`` at ``at`` of an ASCII ``low`` searched up to ``endpos``, as ``re`` decides it."""
+    before = at > 0 and low[at - 1] in _WORD_ASCII
+    after = at < endpos and at < len(low) and low[at] in _WORD_ASCII
+    return before != after
+
+
 _INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
 
 
@@ -237,7 +278,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact")
+    __slots__ = ("pattern", "_exact", "_body")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -249,6 +290,8 @@ class Folded:
         )
         self.pattern = pattern
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
+        #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
+        self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
@@ -259,7 +302,13 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        m = self._exact.search(low, pos, endpos)
+        body = self._body
+        if body is None:
+            m = self._exact.search(low, pos, endpos)
+        else:
+            m = body.search(low, pos, endpos)
+            while m is not None and not _at_boundary(low, m.start(), endpos):
+                m = body.search(low, m.start() + 1, endpos)
         return None if m is None else self.pattern.match(text, m.start(), endpos)
 
     def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
