@@ -302,14 +302,18 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
+        m = self._search_lowered(low, pos, endpos)
+        return None if m is None else self.pattern.match(text, m.start(), endpos)
+
+    def _search_lowered(self, low: str, pos: int, endpos: int) -> re.Match[str] | None:
+        """The first match of the lower-case pattern in ``low[pos:endpos]``."""
         body = self._body
         if body is None:
-            m = self._exact.search(low, pos, endpos)
-        else:
-            m = body.search(low, pos, endpos)
-            while m is not None and not _at_boundary(low, m.start(), endpos):
-                m = body.search(low, m.start() + 1, endpos)
-        return None if m is None else self.pattern.match(text, m.start(), endpos)
+            return self._exact.search(low, pos, endpos)
+        m = body.search(low, pos, endpos)
+        while m is not None and not _at_boundary(low, m.start(), endpos):
+            m = body.search(low, m.start() + 1, endpos)
+        return m
 
     def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         low = lowered_ascii(text)
@@ -326,10 +330,20 @@ class Folded:
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
-        for m in self._exact.finditer(low, pos, endpos):
-            found = self.pattern.match(text, m.start(), endpos)
-            assert found is not None and found.span() == m.span()
+        if self._body is None:
+            for m in self._exact.finditer(low, pos, endpos):
+                found = self.pattern.match(text, m.start(), endpos)
+                assert found is not None and found.span() == m.span()
+                yield found
+            return
+        # A pattern with a body never matches empty (its matches start with a known character), so
+        # each search goes on from where the last match ended, as finditer does.
+        hit = self._search_lowered(low, pos, endpos)
+        while hit is not None:
+            found = self.pattern.match(text, hit.start(), endpos)
+            assert found is not None and found.span() == hit.span()
             yield found
+            hit = self._search_lowered(low, hit.end(), endpos)
 
 
 def folded(pattern: re.Pattern[str]) -> Folded:
