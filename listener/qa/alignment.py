@@ -449,7 +449,7 @@ def _signs_in(
     regex = _sign_re(tuple(patterns))
     text = data.report.text
     other = {"left": "right", "right": "left"}.get(side)
-    for sec in data.report.sections_of(kind):
+    for sec in data.analysis.sections_of(kind):
         for hit in regex.finditer(text, sec.start, sec.end):
             if other is None and not bones and not stated:
                 return True
@@ -496,8 +496,8 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     ("Findings consistent with ...").
     """
     report = data.report
-    imps = report.sections_of(SectionKind.IMPRESSION)
-    if not imps or not report.sections_of(SectionKind.FINDINGS):
+    imps = data.analysis.sections_of(SectionKind.IMPRESSION)
+    if not imps or not data.analysis.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
     if not any(text[s.start : s.end].strip() for s in imps):
@@ -585,8 +585,8 @@ def impression_not_in_findings(data: RuleInput) -> Iterator[Finding]:
     lobe pneumonia", "a 2.6 cm masslike density" supports "nodule".
     """
     report = data.report
-    finds = report.sections_of(SectionKind.FINDINGS)
-    if not finds or not report.sections_of(SectionKind.IMPRESSION):
+    finds = data.analysis.sections_of(SectionKind.FINDINGS)
+    if not finds or not data.analysis.sections_of(SectionKind.IMPRESSION):
         return
     text = report.text
     if sum(len(text[s.start : s.end].split()) for s in finds) < int(data.param("min_findings_words", 8)):

@@ -249,7 +249,7 @@ def contrast_statements(data: RuleInput) -> tuple[Statement, ...]:
     """
     text = data.report.text
     out: list[Statement] = []
-    for technique in data.report.sections_of(SectionKind.TECHNIQUE):
+    for technique in data.analysis.sections_of(SectionKind.TECHNIQUE):
         if technique.heading.upper().startswith("CONTRAST") and re.match(r"\s*(?:none|no\b|n/a)", technique.text, _I):
             out.append(
                 Statement(
@@ -874,7 +874,7 @@ def reason_missing(data: RuleInput) -> Iterable[Finding]:
         return
     if not report.text.strip() or report.text_kind != "text":
         return
-    if any(sec.text.strip() for sec in report.sections_of(SectionKind.INDICATION)):
+    if any(sec.text.strip() for sec in data.analysis.sections_of(SectionKind.INDICATION)):
         return
     yield data.emit(
         "No reason for study: no order reason, no ICD-10 code and no indication section.",

@@ -204,7 +204,7 @@ def _statements(data: RuleInput) -> CommunicationStatement | None:
     if (
         _COMM_RE.search(text) is None
         and _WEAK_COMM_RE.search(text) is None
-        and not data.report.sections_of(SectionKind.COMMUNICATION)
+        and not data.analysis.sections_of(SectionKind.COMMUNICATION)
     ):
         return None  # the common case, in one pass
     spans: list[tuple[int, int]] = []
@@ -379,7 +379,7 @@ def incomplete_communication(data: RuleInput) -> Iterator[Finding]:
 
 
 def _impression_sections(data: RuleInput) -> list[tuple[int, int]]:
-    return [(s.start, s.end) for s in data.report.sections_of(SectionKind.IMPRESSION) if s.text.strip()]
+    return [(s.start, s.end) for s in data.analysis.sections_of(SectionKind.IMPRESSION) if s.text.strip()]
 
 
 @rule("communication", severity=Severity.WARNING, params={"max_density": 1.0, "min_hedges": 3})

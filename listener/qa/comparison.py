@@ -47,12 +47,15 @@ _REGION_WORDS: dict[str, str] = {
     "upper_gi": r"upper\s+GI|stomach|small\s+bowel",
     "colon": r"colon|barium\s+enema",
 }
+# The word boundary before the names is tested once per position, outside the alternation: every
+# branch began with it, and ``re`` tried all of them at every character (docs/benchmarks.md, "QA engine").
 _REGION_RE = folded(
     re.compile(
-        "|".join(
-            f"(?P<{name}>\\b(?:{words})\\b)"
-            for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
-        ),
+        "\\b(?:"
+        + "|".join(
+            f"(?P<{name}>(?:{words})\\b)" for name, words in sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
+        )
+        + ")",
         _I,
     )
 )
@@ -272,7 +275,9 @@ def _dated_spans(data: RuleInput) -> tuple[tuple[int, int], ...]:
         return ()
     digit = _DIGIT_RE.search
     out = [
-        (sec.start, sec.end) for sec in report.sections_of(SectionKind.COMPARISON) if digit(text, sec.start, sec.end)
+        (sec.start, sec.end)
+        for sec in data.analysis.sections_of(SectionKind.COMPARISON)
+        if digit(text, sec.start, sec.end)
     ]
     for sec in report.sections:
         if sec.kind not in (SectionKind.TECHNIQUE, SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.OTHER):
@@ -469,7 +474,7 @@ _NONE_PHRASE_RE = folded(
 def _none_spans(data: RuleInput) -> list[tuple[int, int]]:
     report = data.report
     out: list[tuple[int, int]] = []
-    for sec in report.sections_of(SectionKind.COMPARISON):
+    for sec in data.analysis.sections_of(SectionKind.COMPARISON):
         match = _NONE_SECTION_RE.match(report.text, sec.start, sec.end)
         if match:
             out.append((sec.start, min(sec.end, sec.start + max(4, match.end() - sec.start))))

@@ -614,10 +614,27 @@ def _placeholders(pattern: re.Pattern[str], text: str, default: bool) -> Iterato
             pos = m.end()
 
 
+@dataclass(frozen=True, slots=True)
+class _PlaceholderSettings:
+    """The placeholder rule's params, compiled once per QaConfig."""
+
+    pattern: re.Pattern[str]
+    default: bool  # the default patterns: searched only where one can start (_placeholders)
+    ignore: frozenset[str]
+
+
+def _prepare_placeholder(params: Mapping[str, Any]) -> _PlaceholderSettings:
+    patterns: Any = params.get("patterns", DEFAULT_PLACEHOLDERS) or ()
+    sources = tuple(str(p) for p in patterns)
+    ignore = frozenset(str(t) for t in (params.get("ignore_tokens", ("XXXX",)) or ()))
+    return _PlaceholderSettings(_placeholder_re(sources), sources == DEFAULT_PLACEHOLDERS, ignore)
+
+
 @rule(
     "completeness",
     severity=Severity.ERROR,
     params={"patterns": list(DEFAULT_PLACEHOLDERS), "ignore_tokens": ["XXXX"]},
+    prepare=_prepare_placeholder,
 )
 def placeholder(data: RuleInput) -> Iterator[Finding]:
     """A template placeholder was left in the report ("***", "[ ]", "XXX", "__", "<...>").
@@ -629,13 +646,11 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
     text = data.report.text
     if not text:
         return
-    patterns: Any = data.param("patterns", DEFAULT_PLACEHOLDERS) or ()
-    sources = tuple(str(p) for p in patterns)
-    pattern = _placeholder_re(sources)
-    ignore = frozenset(str(t) for t in (data.param("ignore_tokens", ("XXXX",)) or ()))
+    prepared: _PlaceholderSettings = data.prepared
+    ignore = prepared.ignore
     hits = [
         m
-        for m in _placeholders(pattern, text, sources == DEFAULT_PLACEHOLDERS)
+        for m in _placeholders(prepared.pattern, text, prepared.default)
         if m.group().strip("<>[]{} \t") not in ignore and not _decoration(text, m.start(), m.end())
     ]
     if not hits:
@@ -697,7 +712,11 @@ _LAST_STOP_RE = re.compile(r"[.!?](?=[\s,])|\n")
 _TRUNCATION_KINDS = (SectionKind.FINDINGS, SectionKind.IMPRESSION, SectionKind.ADDENDUM, SectionKind.COMMUNICATION)
 
 
-@rule("completeness", severity=Severity.WARNING, params={"end_words": list(_DEFAULT_END_WORDS)})
+def _end_words(params: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(w).lower() for w in (params.get("end_words", _DEFAULT_END_WORDS) or ()))
+
+
+@rule("completeness", severity=Severity.WARNING, params={"end_words": list(_DEFAULT_END_WORDS)}, prepare=_end_words)
 def truncated(data: RuleInput) -> Iterator[Finding]:
     """A findings or impression section stops mid-sentence ("...consistent with the").
 
@@ -707,7 +726,7 @@ def truncated(data: RuleInput) -> Iterator[Finding]:
     with...). "a" counts in lower case only ("hepatitis A").
     """
     report = data.report
-    end_words = frozenset(str(w).lower() for w in (data.param("end_words", _DEFAULT_END_WORDS) or ()))
+    end_words: frozenset[str] = data.prepared
     sections = [s for s in report.sections if s.kind in _TRUNCATION_KINDS]
     if not sections:
         sections = [s for s in report.sections if s.kind is SectionKind.OTHER]

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from listener.model import Finding, Report, SectionKind, Severity
 from listener.qa.engine import RuleInput, folded, rule
@@ -113,7 +114,11 @@ def _organ_described(text: str, kind: SectionKind, m: Mention, *, removal: bool)
     return True
 
 
-@rule("consistency", severity=Severity.ERROR, params={"ignore_terms": list(_DEFAULT_IGNORE)})
+def _ignored_terms(params: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(t).lower() for t in (params.get("ignore_terms", _DEFAULT_IGNORE) or ()))
+
+
+@rule("consistency", severity=Severity.ERROR, params={"ignore_terms": list(_DEFAULT_IGNORE)}, prepare=_ignored_terms)
 def sex_anatomy(data: RuleInput) -> Iterator[Finding]:
     """Anatomy of the other sex is described in the patient (patient sex F or M only).
 
@@ -135,7 +140,7 @@ def sex_anatomy(data: RuleInput) -> Iterator[Finding]:
     if patient_sex is None:
         return
     text = data.report.text
-    ignore = frozenset(str(t).lower() for t in (data.param("ignore_terms", _DEFAULT_IGNORE) or ()))
+    ignore: frozenset[str] = data.prepared
     mentions = [(k, m) for k, m in _anatomy_mentions(data, _SEX_KINDS) if m.sex and m.text.lower() not in ignore]
     other = [(k, m) for k, m in mentions if m.sex != patient_sex]
     if not other:

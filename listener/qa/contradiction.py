@@ -407,7 +407,7 @@ def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
     """
     systems: set[str] = set()
     text = data.report.text
-    for sec in data.report.sections_of(kind):
+    for sec in data.analysis.sections_of(kind):
         for lm in lateral_mentions(
             text,
             sec.start,
@@ -656,7 +656,7 @@ def _bare_opacity_denied(
         if _family(data.terms, m.concept) == "airspace_opacity"
     ]
     for kind in _sections_checked():
-        for sec in data.report.sections_of(kind):
+        for sec in data.analysis.sections_of(kind):
             for span in data.analysis.sentences(sec.start, sec.end):
                 bare = _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end)
                 if bare is not None:
@@ -759,8 +759,8 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
     device-related never count.
     """
     report = data.report
-    imps = report.sections_of(SectionKind.IMPRESSION)
-    if not imps or not report.sections_of(SectionKind.FINDINGS):
+    imps = data.analysis.sections_of(SectionKind.IMPRESSION)
+    if not imps or not data.analysis.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
     if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):

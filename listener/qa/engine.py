@@ -15,11 +15,13 @@ severity itself: :func:`emit` does, from the policy.
 
 from __future__ import annotations
 
+import importlib
 import re
+import string
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from types import MappingProxyType
 from typing import Any
@@ -83,6 +85,9 @@ class RuleSettings:
     enabled: bool
     severity: Severity
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: What the rule's ``prepare`` function (:func:`rule`) derives from ``params``, computed once
+    #: when the QaConfig is built instead of once per report; None for a rule without one.
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 _MISSING = object()
@@ -104,6 +109,7 @@ class Analysis:
         self._mentions: dict[tuple[int, int], tuple[Mention, ...]] = {}
         self._sentences: dict[tuple[int, int], tuple[Span, ...]] = {}
         self._by_kind: dict[SectionKind, tuple[Mention, ...]] = {}
+        self._sections_of: dict[SectionKind, tuple[Section, ...]] = {}
         self._shared: dict[object, object] = {}
         self._sentence_hits: dict[tuple[int, int, int], bool] = {}
 
@@ -155,13 +161,20 @@ class Analysis:
             )
         return self._mentions[key]
 
+    def sections_of(self, kind: SectionKind) -> tuple[Section, ...]:
+        """``report.sections_of(kind)``, found once per report (the rules ask about twenty times)."""
+        found = self._sections_of.get(kind)
+        if found is None:
+            found = self._sections_of[kind] = self.report.sections_of(kind)
+        return found
+
     def section_mentions(self, kind: SectionKind) -> tuple[Mention, ...]:
         """Mentions in every section of ``kind``, in text order."""
         cached = self._by_kind.get(kind)
         if cached is not None:
             return cached
         out: list[Mention] = []
-        for sec in self.report.sections_of(kind):
+        for sec in self.sections_of(kind):
             out.extend(self.mentions(sec.start, sec.end))
         found = self._by_kind[kind] = tuple(out)
         return found
@@ -210,6 +223,45 @@ def lowered_ascii(text: str) -> str | None:
 
 
 _ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
+# ``re``'s own parser and prefix finder (no public API; typeshed has no stubs for them), to tell
+# which patterns ``re`` can skip through once their leading ``\b`` is gone.
+re_parser: Any = importlib.import_module("re._parser")
+re_compiler: Any = importlib.import_module("re._compiler")
+re_constants: Any = importlib.import_module("re._constants")
+_WORD_ASCII = frozenset(string.ascii_letters + string.digits + "_")
+
+
+def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
+    """``source`` without its leading ``\\b``, compiled, when that lets ``re`` skip ahead; else None.
+
+    ``re`` tries a pattern that starts with ``\\b`` at every position of the
+    text. Without it, a pattern whose matches start with known characters
+    (a literal, a class, an alternation of literals: ``opacit``, ``[lr]``) is
+    searched in C up to the next such character. Only when the ``\\b``
+    applies to the whole pattern (no top-level ``|``) and what follows has
+    such a start.
+    """
+    if not source.startswith("\\b"):
+        return None
+    try:
+        whole = re_parser.parse(source, flags)
+        body = re_parser.parse(source[2:], flags)
+    except re.error:
+        return None
+    if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
+        return None
+    if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+        return None
+    return re.compile(source[2:], flags)
+
+
+def _at_boundary(low: str, at: int, endpos: int) -> bool:
+    """``\\b`` at ``at`` of an ASCII ``low`` searched up to ``endpos``, as ``re`` decides it."""
+    before = at > 0 and low[at - 1] in _WORD_ASCII
+    after = at < endpos and at < len(low) and low[at] in _WORD_ASCII
+    return before != after
+
+
 _INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
 
 
@@ -226,7 +278,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact")
+    __slots__ = ("pattern", "_exact", "_body")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -238,13 +290,30 @@ class Folded:
         )
         self.pattern = pattern
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
+        #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
+        self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
-        low = lowered_ascii(text)
+        # The run's memo first: the rules search the report's text some fifty times per report, and
+        # a hit there (only ASCII texts are kept) saves the call to lowered_ascii.
+        memo = _RUN_LOWERED.get()
+        low = memo.get(text) if memo is not None else None
         if low is None:
-            return self.pattern.search(text, pos, endpos)
-        m = self._exact.search(low, pos, endpos)
+            low = lowered_ascii(text)
+            if low is None:
+                return self.pattern.search(text, pos, endpos)
+        m = self._search_lowered(low, pos, endpos)
         return None if m is None else self.pattern.match(text, m.start(), endpos)
+
+    def _search_lowered(self, low: str, pos: int, endpos: int) -> re.Match[str] | None:
+        """The first match of the lower-case pattern in ``low[pos:endpos]``."""
+        body = self._body
+        if body is None:
+            return self._exact.search(low, pos, endpos)
+        m = body.search(low, pos, endpos)
+        while m is not None and not _at_boundary(low, m.start(), endpos):
+            m = body.search(low, m.start() + 1, endpos)
+        return m
 
     def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         low = lowered_ascii(text)
@@ -254,14 +323,27 @@ class Folded:
         return None if m is None else self.pattern.match(text, pos, endpos)
 
     def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
-        low = lowered_ascii(text)
+        memo = _RUN_LOWERED.get()  # as in search
+        low = memo.get(text) if memo is not None else None
         if low is None:
-            yield from self.pattern.finditer(text, pos, endpos)
+            low = lowered_ascii(text)
+            if low is None:
+                yield from self.pattern.finditer(text, pos, endpos)
+                return
+        if self._body is None:
+            for m in self._exact.finditer(low, pos, endpos):
+                found = self.pattern.match(text, m.start(), endpos)
+                assert found is not None and found.span() == m.span()
+                yield found
             return
-        for m in self._exact.finditer(low, pos, endpos):
-            found = self.pattern.match(text, m.start(), endpos)
-            assert found is not None and found.span() == m.span()
+        # A pattern with a body never matches empty (its matches start with a known character), so
+        # each search goes on from where the last match ended, as finditer does.
+        hit = self._search_lowered(low, pos, endpos)
+        while hit is not None:
+            found = self.pattern.match(text, hit.start(), endpos)
+            assert found is not None and found.span() == hit.span()
             yield found
+            hit = self._search_lowered(low, hit.end(), endpos)
 
 
 def folded(pattern: re.Pattern[str]) -> Folded:
@@ -269,9 +351,15 @@ def folded(pattern: re.Pattern[str]) -> Folded:
     return Folded(pattern)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuleInput:
-    """Everything a rule may look at, and the id the running rule is registered under."""
+    """Everything a rule may look at, and the id the running rule is registered under.
+
+    Read-only by convention, not frozen: :func:`run_rules` builds one per rule
+    and report (46 per report), and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) costs about five times a plain one's
+    (docs/benchmarks.md, "QA engine"). Rules never assign to it.
+    """
 
     report: Report
     analysis: Analysis
@@ -284,6 +372,11 @@ class RuleInput:
 
     def param(self, name: str, default: Any = None) -> Any:
         return self.settings.params.get(name, default)
+
+    @property
+    def prepared(self) -> Any:
+        """What the rule's ``prepare`` function derived from its params when the config was built."""
+        return self.settings.prepared
 
     def emit(self, message: str, evidence: Iterable[Evidence] = (), suggestion: str = "") -> Finding:
         """Build a Finding of the running rule (its registered id) with the policy's severity for it."""
@@ -308,6 +401,8 @@ class RuleSpec:
     default_severity: Severity
     description: str
     default_params: Mapping[str, Any]
+    #: Derives what the rule needs from its params (sets, compiled patterns) once per QaConfig.
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 #: The attribute :func:`rule` sets on a rule function: its RuleSpec.
@@ -315,11 +410,19 @@ _SPEC_ATTRIBUTE = "qa_rule_spec"
 
 
 def rule(
-    category: str, *, severity: Severity = Severity.WARNING, params: Mapping[str, Any] | None = None
+    category: str,
+    *,
+    severity: Severity = Severity.WARNING,
+    params: Mapping[str, Any] | None = None,
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> Callable[[RuleFunction], RuleFunction]:
     """Mark a rule function as ``category.<function name>``.
 
     ``params`` are the rule's default settings (overridable in policies/qa.yaml);
+    ``prepare(params)``, when given, derives what the rule would otherwise
+    rebuild from them for every report (a set of lower-cased words, a compiled
+    pattern): :class:`QaConfig` calls it once and the rule reads the result
+    as ``data.prepared``.
     the function's docstring first line is its description in README and
     ``overread rules``. The function keeps its RuleSpec (:func:`rule_spec`);
     :mod:`listener.qa.registry` collects them.
@@ -330,7 +433,12 @@ def rule(
     def register(func: RuleFunction) -> RuleFunction:
         doc = (func.__doc__ or "").strip().splitlines()
         spec = RuleSpec(
-            f"{category}.{func.__name__}", func, severity, doc[0] if doc else "", MappingProxyType(dict(params or {}))
+            f"{category}.{func.__name__}",
+            func,
+            severity,
+            doc[0] if doc else "",
+            MappingProxyType(dict(params or {})),
+            prepare,
         )
         setattr(func, _SPEC_ATTRIBUTE, spec)
         return func
@@ -369,6 +477,8 @@ class QaConfig:
             settings = self.rules[rule_id]
             spec = self.specs.get(rule_id)
             if spec is not None and settings.enabled:
+                if spec.prepare is not None:
+                    settings = replace(settings, prepared=spec.prepare(settings.params))
                 plan.append((rule_id, spec.function, settings))
         object.__setattr__(self, "plan", tuple(plan))
 

@@ -871,8 +871,7 @@ def _located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
 
 
 def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
-    report = data.report
-    if not report.sections_of(SectionKind.FINDINGS) or not report.sections_of(SectionKind.IMPRESSION):
+    if not data.analysis.sections_of(SectionKind.FINDINGS) or not data.analysis.sections_of(SectionKind.IMPRESSION):
         return []
     imp = _located(data, SectionKind.IMPRESSION)
     if not any(i.side in _OPPOSITE for i in imp):

@@ -148,7 +148,7 @@ def _impression_kind(data: RuleInput) -> tuple[str, tuple[int, int]] | None:
     "no_acute": some sentence denies acute disease in general.
     """
     text = data.report.text
-    imps = data.report.sections_of(SectionKind.IMPRESSION)
+    imps = data.analysis.sections_of(SectionKind.IMPRESSION)
     sentences = [
         (s.start, s.end)
         for sec in imps
@@ -271,8 +271,8 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     does a report ``contradiction.normal_impression`` already flags.
     """
     report = data.report
-    imps = report.sections_of(SectionKind.IMPRESSION)
-    if not imps or not report.sections_of(SectionKind.FINDINGS):
+    imps = data.analysis.sections_of(SectionKind.IMPRESSION)
+    if not imps or not data.analysis.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
     if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):

@@ -8,8 +8,9 @@ pair that cannot be placed on one clock is not judged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from listener.model import Finding, Severity
 from listener.qa.engine import RuleInput, rule
@@ -28,15 +29,20 @@ def _aligned(start: datetime, end: datetime, data: RuleInput) -> tuple[datetime,
     return start, end
 
 
+def _statuses(params: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(s).lower() for s in (params.get("statuses") or ()))
+
+
 @rule(
     "turnaround",
     severity=Severity.WARNING,
     params={"grace_minutes": 0, "statuses": ["preliminary", "final", "partial"]},
+    prepare=_statuses,
 )
 def preliminary_late(data: RuleInput) -> Iterable[Finding]:
     """Preliminary turnaround (report time minus exam time) beyond the site's target for the priority."""
     report = data.report
-    statuses = {str(s).lower() for s in (data.param("statuses") or ())}
+    statuses: frozenset[str] = data.prepared
     if report.status.value not in statuses:
         return
     target = data.directory.turnaround_target(report)

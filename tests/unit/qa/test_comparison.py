@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import date, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from listener.model import Severity, Times
 from listener.qa.comparison import find_dates, region_phrases, regions_related
@@ -270,3 +272,55 @@ def test_naive_observation_is_site_local() -> None:
         make_report("COMPARISON: 11/21/2026.\n" + BODY), times=Times(observation=datetime(2026, 11, 20, 23, 0))
     )
     assert "comparison.date_after_exam" in rules(report)
+
+
+_REGION_TEXT = st.lists(
+    st.sampled_from(
+        [
+            "abdomen",
+            "and",
+            "&",
+            "/",
+            "pelvis",
+            "C-spine",
+            "c spine",
+            "IACs",
+            "knees",
+            "lower",
+            "extremities",
+            "soft",
+            "tissues",
+            "of the",
+            "neck",
+            "tibia",
+            "fibula",
+            "barium",
+            "enema",
+            "-",
+            ".",
+            " ",
+            "\n",
+            "x",
+            "ribs",
+            "Ovaries",
+            "K\u212anee",
+        ]
+    ),
+    max_size=12,
+).map(" ".join)
+
+
+@given(_REGION_TEXT)
+@settings(max_examples=300, deadline=None)
+def test_region_pattern_matches_its_reference_form(text: str) -> None:
+    """The region pattern tests its word boundary once, outside the alternation; the matches (span and
+    region) are those of the reference form with the boundary at the start of every branch."""
+    import re
+
+    from listener.qa.comparison import _REGION_RE, _REGION_WORDS
+
+    ordered = sorted(_REGION_WORDS.items(), key=lambda kv: -len(kv[0]))
+    reference = re.compile("|".join(rf"(?P<{name}>\b(?:{words})\b)" for name, words in ordered), re.IGNORECASE)
+    for candidate in (text, text.replace(" ", "")):
+        want = [(m.lastgroup, m.span()) for m in reference.finditer(candidate)]
+        assert [(m.lastgroup, m.span()) for m in _REGION_RE.finditer(candidate)] == want

@@ -77,6 +77,19 @@ def test_registry_lists_every_rule_module() -> None:
     assert {m.__name__.rpartition(".")[2] for m in RULE_MODULES} == modules
 
 
+def test_prepared_params_follow_the_policy(tmp_path: Path) -> None:
+    """A rule's prepare function runs on the policy's params when the config is built (not the defaults)."""
+    (tmp_path / "qa.yaml").write_text(
+        "rules:\n  completeness.truncated:\n    params: {end_words: [Via, THE]}\n"
+        "  turnaround.preliminary_late:\n    params: {statuses: [FINAL]}\n"
+    )
+    config = load_qa_config(tmp_path, procedures=None)
+    prepared = {rule_id: settings.prepared for rule_id, _, settings in config.plan}
+    assert prepared["completeness.truncated"] == frozenset({"via", "the"})
+    assert prepared["turnaround.preliminary_late"] == frozenset({"final"})
+    assert prepared["completeness.required_sections"] is None  # no prepare function
+
+
 def test_plan_follows_rules_on_replace() -> None:
     """The plan is derived from the rules: a replaced rules mapping gives a new plan."""
     import dataclasses

@@ -76,6 +76,17 @@ def test_every_rule_module_folds_some_patterns() -> None:
     assert len(FOLDED) >= 30
 
 
+def test_folded_search_checks_the_leading_word_boundary_itself() -> None:
+    """A ``\\b``-led pattern is searched without its boundary, then the boundary is checked: matches
+    inside a word are passed over, the search goes on to the next one."""
+    f = Folded(re.compile(r"\bopacit(y|ies)\b", re.IGNORECASE))
+    text = "Nonopacity, then OPACITIES and opacity"
+    m = f.search(text)
+    assert m is not None and m.span() == (17, 26) and m.group(1) == "IES"
+    assert f.search(text, 0, 13) is None
+    assert f.search("xopacity") is None
+
+
 def test_folded_refuses_patterns_it_cannot_fold() -> None:
     """Only case-insensitive patterns without inline flags are accepted."""
     with pytest.raises(ValueError):
@@ -94,6 +105,10 @@ def test_folded_matches_equal_the_original(text: str) -> None:
             a, b = f.search(text, pos), p.search(text, pos)
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
             a, b = f.match(text, pos), p.match(text, pos)
+            assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
+            # an end inside the text: a word cut there ends at a word boundary for re
+            end = pos + (len(text) - pos) * 3 // 4
+            a, b = f.search(text, pos, end), p.search(text, pos, end)
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
         assert [(m.span(), m.groups()) for m in f.finditer(text)] == [
             (m.span(), m.groups()) for m in p.finditer(text)
