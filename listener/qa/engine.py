@@ -224,10 +224,15 @@ def lowered_ascii(text: str) -> str | None:
 
 _ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
 # ``re``'s own parser and prefix finder (no public API; typeshed has no stubs for them), to tell
-# which patterns ``re`` can skip through once their leading ``\b`` is gone.
-re_parser: Any = importlib.import_module("re._parser")
-re_compiler: Any = importlib.import_module("re._compiler")
-re_constants: Any = importlib.import_module("re._constants")
+# which patterns ``re`` can skip through once their leading ``\b`` is gone. They are internal to
+# CPython 3.11: where they are missing or differ, every pattern keeps its ``\b`` (slower, same
+# matches).
+try:
+    re_parser: Any = importlib.import_module("re._parser")
+    re_compiler: Any = importlib.import_module("re._compiler")
+    re_constants: Any = importlib.import_module("re._constants")
+except ImportError:  # pragma: no cover - CPython 3.11 has them
+    re_parser = re_compiler = re_constants = None
 _WORD_ASCII = frozenset(string.ascii_letters + string.digits + "_")
 
 
@@ -241,16 +246,17 @@ def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
     applies to the whole pattern (no top-level ``|``) and what follows has
     such a start.
     """
-    if not source.startswith("\\b"):
+    if not source.startswith("\\b") or re_parser is None:
         return None
     try:
         whole = re_parser.parse(source, flags)
         body = re_parser.parse(source[2:], flags)
-    except re.error:
-        return None
-    if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
-        return None
-    if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+        if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
+            return None
+        if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+            return None
+    except (re.error, AttributeError, TypeError, ValueError, IndexError):
+        # A pattern ``re`` refuses, or internals unlike 3.11's: the pattern keeps its ``\b``.
         return None
     return re.compile(source[2:], flags)
 

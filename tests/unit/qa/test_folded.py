@@ -87,6 +87,20 @@ def test_folded_search_checks_the_leading_word_boundary_itself() -> None:
     assert f.search("xopacity") is None
 
 
+def test_folded_without_re_internals_keeps_the_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``re``'s internal parser is missing (not CPython 3.11), patterns keep their ``\\b``:
+    the same matches, found the slower way."""
+    import listener.qa.engine as engine
+
+    assert engine._unbounded_body(r"\bopacit(y|ies)\b", 0) is not None
+    monkeypatch.setattr(engine, "re_parser", None)
+    assert engine._unbounded_body(r"\bopacit(y|ies)\b", 0) is None
+    f = Folded(re.compile(r"\bopacit(y|ies)\b", re.IGNORECASE))
+    m = f.search("Nonopacity, then OPACITIES and opacity")
+    assert m is not None and m.span() == (17, 26)
+    assert f.search("xopacity") is None
+
+
 def test_folded_refuses_patterns_it_cannot_fold() -> None:
     """Only case-insensitive patterns without inline flags are accepted."""
     with pytest.raises(ValueError):
