@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import listener
 from listener.cli import main
 from listener.store import SQLiteStore
 from tests.unit.store.records import T0, record
@@ -120,6 +121,13 @@ def test_no_store_is_an_error_and_creates_nothing(tmp_path: Path, capsys: pytest
     assert not (tmp_path / "none").exists()
 
 
+def _others_may_read(path: Path) -> bool:
+    """Whether a user with no group in common may read ``path`` (every parent searchable)."""
+    if not os.stat(path).st_mode & 0o004:
+        return False
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.parents)
+
+
 @pytest.mark.parametrize("locked", ["directory", "database"])
 def test_a_user_without_access_to_the_store_is_told_whose_command_it_is(
     state_dir: Path, capsys: pytest.CaptureFixture[str], locked: str
@@ -132,6 +140,10 @@ def test_a_user_without_access_to_the_store_is_told_whose_command_it_is(
     to read).
     """
     as_root = os.geteuid() == 0
+    if as_root and not _others_may_read(Path(listener.__file__)):
+        # ``nobody`` must read the program's own files to get as far as the store: a checkout
+        # in a private directory (mktemp -d, as .ci/fresh-clone makes) does not let it.
+        pytest.skip("as root this test runs as nobody, who cannot read this checkout's files")
     assert main(["messages", "--state-dir", str(state_dir)]) == 0  # readable by its owner
     capsys.readouterr()
     if locked == "directory":
