@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from listener.assemble import build_pipeline
 from listener.config import load_config
 from listener.model import Section, SectionKind
-from listener.text.sections import HeadingRules, compile_heading_rules, sectionize
-
-_VOCABULARY = {
-    "FINDINGS": SectionKind.FINDINGS,
-    "IMPRESSION": SectionKind.IMPRESSION,
-    "NUCLEAR INTERPRETATION": SectionKind.IMPRESSION,
-    "INTERPRETATION": SectionKind.IMPRESSION,
-    "SUMMARY": SectionKind.IMPRESSION,
-    "EXAM": SectionKind.TECHNIQUE,
-    "CLINICAL": SectionKind.INDICATION,
-}
-
-
-@pytest.fixture(name="rules", scope="module")
-def fixture_rules() -> HeadingRules:
-    """A small heading vocabulary, compiled."""
-    return compile_heading_rules(_VOCABULARY)
+from listener.text.sections import HeadingRules, sectionize
 
 
 def kinds(sections: tuple[Section, ...]) -> list[tuple[str, str, str]]:

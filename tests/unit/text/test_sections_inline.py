@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from listener.model import SectionKind
 from listener.text.sections import HeadingRules, _inline_headings, compile_heading_rules, sectionize
-
-_VOCABULARY = {
-    "FINDINGS": SectionKind.FINDINGS,
-    "IMPRESSION": SectionKind.IMPRESSION,
-    "NUCLEAR INTERPRETATION": SectionKind.IMPRESSION,
-    "INTERPRETATION": SectionKind.IMPRESSION,
-    "SUMMARY": SectionKind.IMPRESSION,
-    "EXAM": SectionKind.TECHNIQUE,
-    "CLINICAL": SectionKind.INDICATION,
-}
-
-
-@pytest.fixture(name="rules", scope="module")
-def fixture_rules() -> HeadingRules:
-    """A small heading vocabulary, compiled."""
-    return compile_heading_rules(_VOCABULARY)
-
 
 # Pieces that put headings after every kind of separator, blank run and non-separator.
 _PIECES = [" ", "  ", "\t", ".", ",", ";", ":", "\n", "a", "X", ",:", " ,", "Findings", "IMPRESSION,"]
