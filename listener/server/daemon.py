@@ -7,7 +7,8 @@ Lifecycle:
 * start: load the pipeline (a bad config stops start-up with its file:line),
   open the store in the state directory, listen on the MLLP endpoint, then
   tell systemd ``READY=1`` and start the watchdog pings.
-* SIGTERM/SIGINT: Twisted stops the reactor; our "before shutdown" trigger
+* SIGTERM/SIGINT: our handler stops the reactor (once: a further signal does
+  nothing, and none can kill the process once it is exiting); our "before shutdown" trigger
   stops listening, stops taking new frames, waits for every message being
   stored to get its answer, then closes the store (which commits whatever is
   queued) on a thread. Exit status 0.
@@ -17,6 +18,7 @@ Lifecycle:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -33,6 +35,7 @@ from typing import Any
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import globalLogBeginner
@@ -460,6 +463,15 @@ class Daemon:
 
         self.purging = threads.deferToThread(self.store.purge_raw, cutoff).addCallbacks(done, failed)
         return self.purging
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT (on the reactor thread): stop the reactor, whose shutdown runs :meth:`stop`.
+
+        A signal that finds the shutdown under way already (a second SIGTERM, or a start-up that
+        failed) changes nothing and logs nothing.
+        """
+        with contextlib.suppress(ReactorNotRunning):
+            self.reactor.stop()
 
     def request_reload(self) -> None:
         """SIGHUP (on the reactor thread): reload now, or once more after the reload running now.
@@ -923,8 +935,23 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
         # hand the work to the reactor (callFromThread is signal-safe).
         reactor.callFromThread(daemon.request_reload)
 
+    def on_stop(_signum: int, _frame: FrameType | None) -> None:
+        # The same: the reactor thread stops the reactor (once, however many signals come).
+        reactor.callFromThread(daemon.request_stop)
+
     signal.signal(signal.SIGHUP, on_hup)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, on_stop)
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stop)
     reactor.callWhenRunning(daemon.start)
-    reactor.run()
+    # Our handlers, not Twisted's: its own would stop the reactor again at each further signal
+    # and log ReactorNotRunning as critical (the daemon starts no child through the reactor, so
+    # it needs none of Twisted's SIGCHLD handling either).
+    reactor.run(installSignalHandlers=False)
+    # Shutdown is over (store closed, daemon_stopped logged). A further SIGTERM or SIGINT has
+    # nothing left to stop: ignored, it cannot kill the exiting process with the default action,
+    # which the interpreter puts back as it exits, so the exit status stays the daemon's own
+    # (docs/operations.md, "Signals, restarts and the state directory lock").
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, signal.SIG_IGN)
     return daemon.exit_code

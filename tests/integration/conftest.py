@@ -145,6 +145,16 @@ class RunningDaemon:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        return self.wait(timeout, f"signal {sig}")
+
+    def wait(self, timeout: float = 20, after: str = "the signal the test sent") -> int:
+        """Wait for the exit status of a daemon already told to stop, sending nothing more.
+
+        A test that sent SIGTERM itself waits here rather than in :meth:`stop`: a second SIGTERM
+        would race the first one's shutdown (docs/operations.md, "Signals, restarts and the state
+        directory lock").
+        """
+        assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -152,7 +162,7 @@ class RunningDaemon:
             self.proc.wait(timeout=10)
             events = [str(line.get("event")) for line in self.log_lines()][-15:]
             raise AssertionError(
-                f"the daemon did not exit within {timeout:.0f} s of signal {sig}; "
+                f"the daemon did not exit within {timeout:.0f} s of {after}; "
                 f"last events: {events}; stderr: {self.stderr()[-1500:]}"
             ) from None
 

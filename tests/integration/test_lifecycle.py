@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,7 +94,9 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     except (ConnectionError, OSError):
         pass
     conn.close()
-    assert daemon.stop() == 0
+    # The SIGTERM above is the only one: the daemon closes the connection while it exits, and
+    # a second SIGTERM sent now could land after the interpreter has put back the default handler.
+    assert daemon.wait() == 0
     assert all(code == "AA" for code, _ in answered)
     acked = [cid for _, cid in answered]
     assert acked == ids[: len(acked)], "answers left in arrival order, with no gap"
@@ -107,6 +110,32 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     assert refused
     events = [line["event"] for line in daemon.log_lines()]
     assert events.index("daemon_stopping") < events.index("store_closed") < events.index("daemon_stopped")
+
+
+def test_sigterm_sent_again_and_again_while_it_exits_still_exits_zero(tmp_path: Path, oru: bytes) -> None:
+    """An impatient operator: SIGTERM, then SIGTERM again and again until the process is gone. Every
+    signal after the first finds the daemon stopping or stopped, and none kills it with the default
+    action once the interpreter's exit has put that back: the exit status is still 0."""
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"))
+    daemon.start()
+    conn = MllpConnection(daemon.address)
+    assert msa(conn.request(with_control_id(oru, "AGAIN1")))[0] == "AA"
+    conn.close()
+    assert daemon.proc is not None
+    sent = 0
+    while daemon.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            daemon.proc.send_signal(signal.SIGTERM)
+            sent += 1
+        time.sleep(0.001)
+    assert daemon.wait() == 0, (sent, daemon.stderr()[-1500:])
+    assert sent > 1
+    lines = daemon.log_lines()
+    assert [line["event"] for line in lines].count("daemon_stopped") == 1
+    # The signals after the first change nothing and log nothing (no error, no critical line).
+    assert not [line for line in lines if line["level"] in ("error", "critical")]
+    assert [m["message_id"] for m in daemon.messages()] == ["AGAIN1"]
 
 
 def _wait_for_event(daemon: RunningDaemon, event: str, timeout: float = 60.0) -> None:
