@@ -138,7 +138,52 @@ class ConfigError(ListenerError, ValueError):
 
 
 class StoreError(ListenerError):
-    """The store could not take or give data; the sender should retry (AR 207)."""
+    """The store could not take or give data; the sender should retry (AR 207).
+
+    Its text is ours: an operation and, for a database's error, :func:`database_error`'s
+    description of it, never the database's own text (docs/monitoring.md, "Logs").
+
+    Attributes:
+        error_type: the class of the database's exception behind it ("" when there was none).
+        error_code: its SQLite result code name or PostgreSQL SQLSTATE ("" when it has none).
+    """
+
+    def __init__(self, message: str, *, error_type: str = "", error_code: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.error_code = error_code
+
+
+def database_error_code(exc: BaseException) -> str:
+    """The code a database gave ``exc``: SQLite's result code name (``SQLITE_CONSTRAINT_CHECK``),
+    PostgreSQL's SQLSTATE (``23505``), the code a :class:`StoreError` carries, or ""."""
+    if isinstance(exc, StoreError):
+        return exc.error_code
+    code = getattr(exc, "sqlite_errorname", None) or getattr(exc, "sqlstate", None)
+    return code if isinstance(code, str) else ""
+
+
+def database_error_type(exc: BaseException) -> str:
+    """The class of the database's exception behind ``exc`` (a :class:`StoreError`'s ``error_type``), else ``exc``'s."""
+    if isinstance(exc, StoreError) and exc.error_type:
+        return exc.error_type
+    return type(exc).__name__
+
+
+def database_error(exc: BaseException) -> str:
+    """``exc`` described without its text: its class and its database code.
+
+    ``IntegrityError SQLITE_CONSTRAINT_UNIQUE``, ``UniqueViolation SQLSTATE 23505``, ``OSError``.
+    A database's text can quote the values of a row (PostgreSQL's DETAIL ``Key (accession)=(...)
+    already exists`` or ``Failing row contains (...)``, a trigger's message in SQLite), and those
+    are patient data: this is what logs, answers and health texts say instead
+    (docs/monitoring.md, "Logs").
+    """
+    name = database_error_type(exc)
+    code = database_error_code(exc)
+    if not code:
+        return name
+    return f"{name} SQLSTATE {code}" if not code.startswith("SQLITE_") else f"{name} {code}"
 
 
 # FHIR OperationOutcome issue types (http://hl7.org/fhir/issue-type) used by FhirDecodeError.

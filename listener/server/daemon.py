@@ -43,7 +43,7 @@ from twisted.logger import globalLogBeginner
 from listener.assemble import build_pipeline
 from listener.config import Config
 from listener.console.whatif import remove_stale_files
-from listener.errors import ConfigError, StoreError
+from listener.errors import ConfigError, StoreError, database_error_code, database_error_type
 from listener.hl7v2.segments import read_header
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.outcome_data import HistoryContext
@@ -356,7 +356,14 @@ class Daemon:
 
         def failed(failure: Any) -> None:
             exc = failure.value
-            _log().error("store_probe_failed", error_type=type(exc).__name__, reason=str(exc)[:200])
+            # The class and the database's code, never its text, which can quote a row's values
+            # (docs/monitoring.md, "Logs").
+            _log().error(
+                "store_probe_failed",
+                error_type=database_error_type(exc),
+                error_code=database_error_code(exc),
+                reason="write_probe_refused",
+            )
 
         return threads.deferToThread(self.store.probe, datetime.now(UTC)).addErrback(failed)
 

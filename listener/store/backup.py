@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error
 from listener.store.schema import SCHEMA_VERSION, newer_schema_text, schema_version
 from listener.store.sqlite import DB_FILENAME, DEFAULT_BUSY_TIMEOUT_MS, create_private_file
 
@@ -54,7 +54,6 @@ __all__ = [
     "integrity_problems",
     "manifest_dict",
     "read_manifest",
-    "sqlite_error_name",
 ]
 
 #: The manifest file inside a backup directory.
@@ -239,12 +238,8 @@ def connect_existing(path: Path, *, read_only: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000)
         conn.execute(f"PRAGMA busy_timeout = {DEFAULT_BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot be opened ({sqlite_error_name(exc)})") from None
+        raise StoreError(f"{path}: cannot be opened ({database_error(exc)})") from None
     return conn
-
-
-def sqlite_error_name(exc: BaseException) -> str:
-    return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
 
 
 def integrity_problems(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
@@ -378,7 +373,7 @@ def _copy_database(
             dst.close()
         fsync_path(target)
     except sqlite3.Error as exc:
-        raise StoreError(f"{source}: backup failed ({sqlite_error_name(exc)})") from None
+        raise StoreError(f"{source}: backup failed ({database_error(exc)})") from None
     finally:
         src.close()
     return schema, messages, outbox

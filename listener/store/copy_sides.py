@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, LiteralString, Protocol
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error
 from listener.store import operations as ops
-from listener.store.backup import connect_existing, sqlite_error_name
+from listener.store.backup import connect_existing
 from listener.store.compact import SQLITE_PACKED_JSON, pack_json, unpack_json
 from listener.store.schema import schema_version
 from listener.store.sqlite import DB_FILENAME, SQLiteStore
@@ -156,7 +156,7 @@ class SQLiteSide:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: reading the schema failed ({sqlite_error_name(exc)})") from None
+            raise StoreError(f"{self.path}: reading the schema failed ({database_error(exc)})") from None
 
     def version(self) -> int:
         """``PRAGMA user_version``."""

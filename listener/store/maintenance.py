@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error
 from listener.store.backup import connect_existing, integrity_problems
 from listener.store.schema import (
     MIGRATIONS,
@@ -107,9 +107,16 @@ def _check(conn: sqlite3.Connection, db: Path, quick: bool) -> CheckResult:
             for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
                 problems.append(f"{table} row {rowid}: no {parent} row it refers to")
     except sqlite3.Error as exc:
-        name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
         return CheckResult(
-            db, 0, SCHEMA_VERSION, (f"{db}: cannot be read as a SQLite database ({name})",), (), None, None, (), quick
+            db,
+            0,
+            SCHEMA_VERSION,
+            (f"{db}: cannot be read as a SQLite database ({database_error(exc)})",),
+            (),
+            None,
+            None,
+            (),
+            quick,
         )
     pending: tuple[Migration, ...] = ()
     if version == 0:
@@ -129,8 +136,7 @@ def _check(conn: sqlite3.Connection, db: Path, quick: bool) -> CheckResult:
                 for state, n in conn.execute("SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state")
             )
         except sqlite3.Error as exc:
-            name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-            problems.append(f"{db}: the tables cannot be counted ({name})")
+            problems.append(f"{db}: the tables cannot be counted ({database_error(exc)})")
     conn.execute("COMMIT")
     return CheckResult(db, version, SCHEMA_VERSION, tuple(problems), pending, messages, reports, outbox, quick)
 
@@ -148,8 +154,7 @@ def stored_version(state_dir: Path) -> int | None:
     try:
         return schema_version(conn)
     except sqlite3.Error as exc:
-        name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-        raise StoreError(f"{db}: cannot be read ({name})") from None
+        raise StoreError(f"{db}: cannot be read ({database_error(exc)})") from None
     finally:
         conn.close()
 
@@ -176,8 +181,7 @@ def migrate_store(state_dir: Path) -> MigrateResult:
         except StoreError as exc:
             raise StoreError(f"{db}: {exc}") from None
         except sqlite3.Error as exc:
-            name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-            raise StoreError(f"{db}: migration failed, nothing changed ({name})") from None
+            raise StoreError(f"{db}: migration failed, nothing changed ({database_error(exc)})") from None
         finally:
             conn.close()
     return MigrateResult(db, before, len(MIGRATIONS), tuple(pending_migrations(before)))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error
 from listener.store.base import StoredReport, TaskPool
 from listener.store.compact import join_route, register_functions, unpack_json
 from listener.store.rows import ReportSearchSql, task_pools
@@ -84,7 +84,7 @@ class ReportQueries:
                 register_functions(conn)
                 conn.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
-                raise StoreError(f"the store cannot be opened for reading ({type(exc).__name__})") from None
+                raise StoreError(f"the store cannot be opened for reading ({database_error(exc)})") from None
             self._conn = conn
         return self._conn
 
@@ -94,7 +94,7 @@ class ReportQueries:
             try:
                 return self._connection().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                failed = type(exc).__name__
+                failed = database_error(exc)
         raise StoreError(f"the store cannot be read ({failed})")
 
     def _rows(self, search: tuple[str, list[object]], limit: int) -> list[StoredReport]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error
 from listener.store.backup import (
     MANIFEST_FILENAME,
     SIDECAR_SUFFIXES,
@@ -31,7 +31,6 @@ from listener.store.backup import (
     fsync_path,
     integrity_problems,
     read_manifest,
-    sqlite_error_name,
 )
 from listener.store.schema import SCHEMA_VERSION, newer_schema_text, schema_version
 from listener.store.sqlite import DB_FILENAME
@@ -89,7 +88,7 @@ def verify_backup(backup: Path, state_files: Sequence[str] = ()) -> BackupManife
             raise StoreError(f"{db}: integrity check failed ({len(problems)} problems)")
         version = schema_version(conn)
     except sqlite3.Error as exc:
-        raise StoreError(f"{db}: cannot be checked ({sqlite_error_name(exc)})") from None
+        raise StoreError(f"{db}: cannot be checked ({database_error(exc)})") from None
     finally:
         conn.close()
     if version != manifest.schema_version:

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from listener.errors import StoreError
+from listener.errors import StoreError, database_error, database_error_code
 
 T = TypeVar("T")
 #: What a job works on: the backend's write connection (SQLite: ``sqlite3.Connection``).
@@ -40,16 +40,18 @@ DEFAULT_MAX_BATCH = 512
 
 
 def store_error(what: str, exc: BaseException) -> StoreError:
-    """Build a StoreError for ``exc`` that names the operation and the error class only.
+    """Build a StoreError for ``exc`` that names the operation, the error class and its code only.
 
-    SQLite's own texts can quote values ("UNIQUE constraint failed" is safe, but
-    others are not guaranteed to be), so only the result code name survives
-    (``SQLITE_FULL``, ``SQLITE_BUSY``...), or the exception's type name.
+    SQLite's and PostgreSQL's own texts can quote values (a trigger's message, a DETAIL line
+    ``Key (accession)=(...) already exists``), so only the class and the result code name or
+    SQLSTATE survive (``IntegrityError SQLITE_CONSTRAINT_CHECK``, ``UniqueViolation SQLSTATE
+    23505``: :func:`listener.errors.database_error`).
     """
     if isinstance(exc, StoreError):
         return exc
-    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    return StoreError(f"{what} failed ({name})")
+    return StoreError(
+        f"{what} failed ({database_error(exc)})", error_type=type(exc).__name__, error_code=database_error_code(exc)
+    )
 
 
 class Session(Protocol[H_co]):
@@ -354,7 +356,8 @@ class StoreHealth(abc.ABC):
             self.last_save_error = ""
         else:
             self.save_failures += 1
-            self.last_save_error = str(exc)
+            # A StoreError's text is ours (store_error); anything else is named, never quoted.
+            self.last_save_error = str(exc) if isinstance(exc, StoreError) else database_error(exc)
 
     def _probe_with(self, write: Callable[[], object]) -> None:
         """Run the backend's probe write, remembering how it went.

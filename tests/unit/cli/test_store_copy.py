@@ -238,7 +238,7 @@ def test_a_failed_copy_leaves_the_target_empty(
     _orphan_outbox_row(source / "overread.db")
     target = tmp_path / "target"
     status, _, err = _copy(capsys, f"sqlite:{source}", f"sqlite:{target}")
-    assert status == 2 and "copying table outbox failed (SQLITE_CONSTRAINT_FOREIGNKEY)" in err
+    assert status == 2 and "copying table outbox failed (IntegrityError SQLITE_CONSTRAINT_FOREIGNKEY)" in err
     assert set(_counts(target / "overread.db").values()) == {0}
 
 
@@ -355,7 +355,7 @@ def test_postgresql_target_not_empty_and_failed_copy(
     dsn, url = pg_url
     _orphan_outbox_row(source / "overread.db")
     status, _, err = _copy(capsys, f"sqlite:{source}", url)
-    assert status == 2 and "copying table outbox failed (ForeignKeyViolation)" in err
+    assert status == 2 and "copying table outbox failed (ForeignKeyViolation SQLSTATE 23503)" in err
     with psycopg.connect(dsn) as conn:
         assert [conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in sorted(TABLES)] == [(0,)] * len(TABLES)
     store = PostgresStore(dsn)

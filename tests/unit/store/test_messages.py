@@ -306,7 +306,8 @@ def test_failed_save_keeps_nothing_and_quotes_nothing(sqlite_store: SQLiteStore)
         store.save(record("C1", reports=(report("A0"), report(POISON)), outbox=(item(),)))
     error = info.value
     assert marker not in str(error)
-    assert str(error) == "save failed (SQLITE_CONSTRAINT_TRIGGER)"
+    assert str(error) == "save failed (IntegrityError SQLITE_CONSTRAINT_TRIGGER)"
+    assert (error.error_type, error.error_code) == ("IntegrityError", "SQLITE_CONSTRAINT_TRIGGER")
     assert error.__cause__ is None and error.__context__ is None
     # Nothing of the failed save remains: not the message, not its first report, not its outbox row.
     assert list(store.messages()) == []
