@@ -4,8 +4,9 @@ The database's own text can quote a row: PostgreSQL's DETAIL ``Failing row conta
 whole report row (its JSON with the patient's id and name), and an SQLite trigger's message holds
 whatever it was written to say. The daemon logs, answers and reports on ``/healthz`` the error's class
 and code only (docs/monitoring.md, "Logs"). Here a made-up patient's report is refused by the database
-with such a text, and the health probe's write too; the made-up values appear in no log line, no ACK
-and no health answer, and the lines name the class and the code instead.
+(over MLLP and over FHIR) with such a text, and the health probe's write too; the made-up values
+appear in no log line, no ACK, no OperationOutcome and no health answer, and the lines name the class
+and the code instead.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, http_client, msa, with_control_id
 from tests.integration.test_hardening import events, http_get, wait_for
+from tests.integration.test_http import post
 from tests.postgres import as_url, fresh_schema, server_dsn
 
 #: The made-up patient: an MRN and a name no sample holds.
 MRN = "MRN-LEAK-90210"
 NAME = "LEAKYNAME"
+#: The client that posts the FHIR report.
+SENDER = "sender-token-leak-1"
+#: A FHIR sample whose contained Patient's MRN and family name are replaced by the made-up ones.
+FHIR_SAMPLE = REPO / "samples" / "fhir" / "xr-chest-2v-normal.json"
 #: What each backend says of the refused writes: (class, code).
 REFUSED = {
     "sqlite": ("IntegrityError", "SQLITE_CONSTRAINT_TRIGGER"),
@@ -35,6 +41,15 @@ def _made_up_patient(oru: bytes) -> bytes:
     """``oru`` with its PID segment replaced by the made-up patient's."""
     pid = f"PID|1||{MRN}^^^ABC^MR||{NAME}^JANE||19700101|F".encode()
     return b"\r".join(pid if s.startswith(b"PID|") else s for s in oru.split(b"\r"))
+
+
+def _made_up_fhir_patient() -> bytes:
+    """The FHIR sample for the made-up patient (a new accession, so it is no copy of a stored one)."""
+    body = FHIR_SAMPLE.read_bytes()
+    for old, new in ((b"ZZ9000103", MRN.encode()), (b"ZZTEST", NAME.encode()), (b"A2611170088", b"A2611179999")):
+        assert old in body
+        body = body.replace(old, new)
+    return body
 
 
 def _refuse_on_sqlite(db: Path) -> None:
@@ -88,7 +103,8 @@ def test_a_store_error_quoting_a_patient_reaches_no_log_and_no_answer(
     where, store_line = backend
     name = "sqlite" if where == "sqlite" else "postgresql"
     config = tmp_path / "overread.yaml"
-    config.write_text(store_line + "health_probe_interval: 0.5\n", encoding="utf-8")
+    clients = "http_clients:\n" + http_client("sender", SENDER)
+    config.write_text(store_line + "health_probe_interval: 0.5\n" + clients, encoding="utf-8")
     (tmp_path / "logs").mkdir()
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(config)), start_timeout=60)
     daemon.start()
@@ -106,8 +122,10 @@ def test_a_store_error_quoting_a_patient_reaches_no_log_and_no_answer(
             conn.close()
         assert msa(ack) == ("AR", "LEAK-1")
         assert b"|207" in ack
-        assert wait_for(lambda: bool(events(daemon, "store_probe_failed")))
         assert daemon.http_port is not None
+        fhir = post(daemon.http_port, _made_up_fhir_patient(), token=SENDER)
+        assert fhir.status == 503
+        assert wait_for(lambda: bool(events(daemon, "store_probe_failed")))
         status, health, _ = http_get(daemon.http_port, "/healthz")
     finally:
         assert daemon.stop() == 0
@@ -116,7 +134,8 @@ def test_a_store_error_quoting_a_patient_reaches_no_log_and_no_answer(
     # /healthz names the failure by its class and code.
     reason = json.loads(health)["reason"]
     assert error_type in reason and error_code in reason, reason
-    for answer in (ack, health):
+    assert fhir.json()["resourceType"] == "OperationOutcome"
+    for answer in (ack, fhir.body, health):
         assert MRN.encode() not in answer and NAME.encode() not in answer
     output = daemon.stdout() + daemon.stderr()
     assert MRN not in output and NAME not in output
