@@ -370,6 +370,18 @@ def test_a_child_flooding_its_stderr_without_line_breaks_never_grows_the_daemons
     assert not list(tmp_path.glob(".whatif-*"))
 
 
+def test_a_child_that_dies_on_a_store_error_quoting_a_patient_shows_none_of_its_text(tmp_path: Path) -> None:
+    """The child's traceback ends in the database's text (a DETAIL quoting an accession, made up
+    here): the job names the exit status only, never a line of the traceback (docs/monitoring.md)."""
+    secret = "ACC-LEAK-31337"
+    crash = f"raise RuntimeError('Key (accession)=({secret}) already exists')"
+    jobs = WhatIfJobs(lambda: [sys.executable, "-c", crash], tmp_path)
+    ended = _pasted_job_ended(jobs)
+    assert (ended.state, ended.error) == ("failed", "the replay failed (exit 1)")
+    assert secret not in repr(ended)
+    assert not list(tmp_path.glob(".whatif-*"))
+
+
 def test_the_files_a_killed_daemons_what_if_left_are_removed_and_nothing_else(tmp_path: Path) -> None:
     (tmp_path / ".whatif-abc123.json").write_text("{}", encoding="utf-8")
     (tmp_path / ".whatif-def456.yaml").write_text("version: x\n", encoding="utf-8")
