@@ -1044,6 +1044,22 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "zone.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
         ),
     ),
+    # round 6: "3. Left knee. Joint effusion. 4. No fracture.": the item before opens with its own site heading,
+    # so the short sentence after it is that item's content and "4." denies at every site; a site heading
+    # right before the denial ("3. Joint effusion. Left knee. 4. No fracture.") still keeps it to that site
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nChest. The lungs are clear. Right shoulder. Fracture of the right scapula. Left knee. Small "
+            "joint effusion.\nIMPRESSION:\n1. Chest. Clear lungs. 2. Right shoulder. Scapular fracture. 3. Left "
+            "knee. Joint effusion. 4. No fracture."
+        ),
+        _ex(
+            "FINDINGS:\nChest. The lungs are clear. Right shoulder. Fracture of the right scapula. Left knee. Small "
+            "joint effusion.\nIMPRESSION:\n1. Chest. Clear lungs. 2. Right shoulder. Scapular fracture. 3. Joint "
+            "effusion. Left knee. 4. No fracture."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
