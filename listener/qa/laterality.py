@@ -622,6 +622,26 @@ def _anatomy_swaps(
     return out
 
 
+# The left lung has no middle lobe (its counterpart is the lingula): "left middle lobe" is a side written
+# wrong, and with a right middle lobe in the findings it is the findings' lobe on the other side, whatever
+# else the findings place on the left (docs/qa-rules.md "Round 6").
+_LEFT_MIDDLE_LOBE_RE = folded(re.compile(r"\bleft (lung )?middle lobe\b", re.IGNORECASE))
+_RIGHT_MIDDLE_LOBE_RE = folded(re.compile(r"\b(right (lung )?middle lobe|rml)\b", re.IGNORECASE))
+
+
+def _lobe_on_wrong_side(
+    text: str, imp_secs: Iterable[Section], find_secs: Iterable[Section]
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(impression span, findings span) of a "left middle lobe" in the impression over a right middle lobe in the findings."""
+    here = next((h for sec in imp_secs if (h := _LEFT_MIDDLE_LOBE_RE.search(text, sec.start, sec.end))), None)
+    if here is None:
+        return None
+    there = next((h for sec in find_secs if (h := _RIGHT_MIDDLE_LOBE_RE.search(text, sec.start, sec.end))), None)
+    if there is None:
+        return None
+    return here.span(), there.span()
+
+
 @rule("laterality", severity=Severity.WARNING)
 def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     """The impression names one side of paired anatomy that the findings describe only on the other side.
@@ -652,6 +672,16 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         return
     text = report.text
     if not any(_RAW_SIDE_RE.search(text, sec.start, sec.end) for sec in imp_secs):
+        return
+    missing = _lobe_on_wrong_side(text, imp_secs, find_secs)
+    if missing is not None:
+        here, there = missing
+        yield data.emit(
+            "The impression names the left middle lobe, which does not exist; the findings describe the right "
+            "middle lobe.",
+            [data.analysis.evidence(*here), data.analysis.evidence(*there)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
         return
     imp_all = _lateral(data, imp_secs)
     find_all = _lateral(data, find_secs)

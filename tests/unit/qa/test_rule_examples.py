@@ -1060,6 +1060,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "effusion. Left knee. 4. No fracture."
         ),
     ),
+    # round 6: the left lung has no middle lobe; with a right middle lobe in the findings, the impression's
+    # "left middle lobe" is a wrong side even when the findings place something else on the left
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nCalcified granuloma in the left upper lobe. A nodule is seen in the right middle lobe which "
+            "corresponds with one of the nodules on the previous CT scan.\nIMPRESSION:\n1. Left middle lobe lung "
+            "nodule."
+        ),
+        _ex(
+            "FINDINGS:\nCalcified granuloma in the left upper lobe. A nodule is seen in the right middle lobe which "
+            "corresponds with one of the nodules on the previous CT scan.\nIMPRESSION:\n1. Right middle lobe lung "
+            "nodule."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
