@@ -642,6 +642,43 @@ def _lobe_on_wrong_side(
     return here.span(), there.span()
 
 
+# A rib named by side and number ("right lateral 8th rib", "left 9th and 10th ribs": the last number).
+# A numbered rib is one place: the findings may name other ribs on both sides, and the impression's
+# "right 8th rib" still has to be a rib the findings put on the right (docs/qa-rules.md "Round 6").
+_NUMBERED_RIB_RE = folded(
+    re.compile(r"\b(left|right)\b((?!\b(left|right)\b)[^.;:]){0,40}?\b(\d{1,2})(st|nd|rd|th)\s+ribs?\b", re.IGNORECASE)
+)
+
+
+def _numbered_ribs(text: str, secs: Iterable[Section]) -> list[tuple[str, str, int, int]]:
+    """(side, number, start, end) of each side-and-number rib phrase in ``secs``, denied ones left out."""
+    out = []
+    for sec in secs:
+        for hit in _NUMBERED_RIB_RE.finditer(text, sec.start, sec.end):
+            if _RAW_DENIED_BEFORE_RE.search(text, max(sec.start, hit.start() - 40), hit.start()):
+                continue  # "no right 8th rib fracture"
+            out.append((hit.group(1).lower(), hit.group(4) + hit.group(5).lower(), hit.start(), hit.end()))
+    return out
+
+
+def _numbered_rib_swap(
+    text: str, imp_secs: Iterable[Section], find_secs: Iterable[Section]
+) -> tuple[tuple[int, int], tuple[int, int], str, str] | None:
+    """(impression span, findings span, side, number): the impression's numbered rib is on the side opposite
+    to every mention of that rib in the findings."""
+    imp = _numbered_ribs(text, imp_secs)
+    if not imp:
+        return None
+    find = _numbered_ribs(text, find_secs)
+    for side, number, start, end in imp:
+        there = [f for f in find if f[1] == number]
+        if there and all(f[0] == _OPPOSITE[side] for f in there):
+            if any(i[1] == number and i[0] != side for i in imp):
+                continue  # the impression names this rib on both sides
+            return (start, end), (there[0][2], there[0][3]), side, number
+    return None
+
+
 @rule("laterality", severity=Severity.WARNING)
 def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     """The impression names one side of paired anatomy that the findings describe only on the other side.
@@ -679,6 +716,16 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         yield data.emit(
             "The impression names the left middle lobe, which does not exist; the findings describe the right "
             "middle lobe.",
+            [data.analysis.evidence(*here), data.analysis.evidence(*there)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
+        return
+    rib = _numbered_rib_swap(text, imp_secs, find_secs)
+    if rib is not None:
+        here, there, side, number = rib
+        yield data.emit(
+            f"The impression names the {side} {number} rib; the findings describe only the "
+            f"{_OPPOSITE[side]} {number} rib.",
             [data.analysis.evidence(*here), data.analysis.evidence(*there)],
             suggestion="Check the side in the impression against the findings and the images.",
         )

@@ -1075,6 +1075,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "nodule."
         ),
     ),
+    # round 6: a numbered rib is one place: the findings name ribs on both sides, but the 8th only on the left
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThere is a moderate right pneumothorax. There is a minimally displaced left lateral 8th rib "
+            "fracture and a nondisplaced right lateral 7th rib fracture.\nIMPRESSION:\n1. Moderate right "
+            "pneumothorax. 2. Minimally displaced right lateral 8th rib fracture. Nondisplaced right 7th rib fracture."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a moderate right pneumothorax. There is a minimally displaced left lateral 8th rib "
+            "fracture and a nondisplaced right lateral 7th rib fracture.\nIMPRESSION:\n1. Moderate right "
+            "pneumothorax. 2. Minimally displaced left lateral 8th rib fracture. Nondisplaced right 7th rib fracture."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
