@@ -882,6 +882,11 @@ def _place_of(text: str, lm: LateralMention, patterns: tuple[tuple[str, str, re.
     return "", ""
 
 
+# "the mass", "this nodule": a finding already named, referred back to; the side words of the sentence
+# that refers to it belong to the sentence's own finding (docs/qa-rules.md "Round 6").
+_BACK_REFERENCE_RE = folded(re.compile(r"\b(the|this|that|these|those)\s+$", re.IGNORECASE))
+
+
 def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
     """The findings of ``kind`` sections that are placed in located anatomy on a side."""
     report = data.report
@@ -901,12 +906,17 @@ def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
     for lm in laterals:
         by_sentence.setdefault(lm.sentence_start, []).append(lm)
     out: list[_Located] = []
+    seen: set[str] = set()
     for m in mentions:
+        named_before = m.concept in seen
+        seen.add(m.concept)
         here = by_sentence.get(m.sentence_start)
         if not here:
             continue
         if _CONTRA_RE.search(text, m.sentence_start, m.sentence_end):
             continue
+        if named_before and not m.laterality and _BACK_REFERENCE_RE.search(text, max(0, m.start - 12), m.start):
+            continue  # "a hematoma posterior to the right kidney adjacent to the mass": the mass placed before
         # A sentence naming both sides ("haziness in the right lung and left
         # base") pairs findings and sides too loosely to say which is where:
         # its findings count as on both sides.

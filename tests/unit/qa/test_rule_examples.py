@@ -1089,6 +1089,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "pneumothorax. 2. Minimally displaced left lateral 8th rib fracture. Nondisplaced right 7th rib fracture."
         ),
     ),
+    # round 6: "adjacent to the mass" refers back to the mass the findings placed before; the side word of
+    # that sentence places the hematoma, not the mass (a second mass named there is placed by it)
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThere is a 2.1 cm cortical mass in the inferior pole of the left kidney. After the biopsy "
+            "there is a small hematoma posterior to the right kidney in its inferior pole adjacent to the mass.\nIMPRESSION:\n1. Biopsy "
+            "of the inferior pole right renal mass. 2. Small hematoma."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a 2.1 cm cortical mass in the inferior pole of the left kidney. After the biopsy "
+            "there is a small hematoma posterior to the right kidney in its inferior pole adjacent to a second mass.\nIMPRESSION:\n1. "
+            "Biopsy of the inferior pole right renal mass. 2. Small hematoma."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
