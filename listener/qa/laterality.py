@@ -642,6 +642,25 @@ def _lobe_on_wrong_side(
     return here.span(), there.span()
 
 
+# "Left greater than left": a side compared with itself, one side word written wrong (docs/qa-rules.md "Round 6").
+_SIDE_AGAINST_SIDE_RE = folded(
+    re.compile(
+        r"\b(left|right)\s+(greater|worse|larger|bigger|more|less|smaller|higher|lower)\s+than\s+(the\s+)?"
+        r"(left|right)\b",
+        re.IGNORECASE,
+    )
+)
+
+
+def _side_against_itself(text: str, secs: Iterable[Section]) -> tuple[int, int] | None:
+    """The span of a comparison of a side with the same side ("left greater than left") in ``secs``."""
+    for sec in secs:
+        for hit in _SIDE_AGAINST_SIDE_RE.finditer(text, sec.start, sec.end):
+            if hit.group(1).lower() == hit.group(4).lower():
+                return hit.span()
+    return None
+
+
 # A rib named by side and number ("right lateral 8th rib", "left 9th and 10th ribs": the last number).
 # A numbered rib is one place: the findings may name other ribs on both sides, and the impression's
 # "right 8th rib" still has to be a rib the findings put on the right (docs/qa-rules.md "Round 6").
@@ -717,6 +736,14 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
             "The impression names the left middle lobe, which does not exist; the findings describe the right "
             "middle lobe.",
             [data.analysis.evidence(*here), data.analysis.evidence(*there)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
+        return
+    self_compared = _side_against_itself(text, imp_secs)
+    if self_compared is not None:
+        yield data.emit(
+            "The impression sets a side against itself; one of the two side words is wrong.",
+            [data.analysis.evidence(*self_compared)],
             suggestion="Check the side in the impression against the findings and the images.",
         )
         return

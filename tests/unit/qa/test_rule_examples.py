@@ -1104,6 +1104,20 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "Biopsy of the inferior pole right renal mass. 2. Small hematoma."
         ),
     ),
+    # round 6: "left greater than left" sets a side against itself: one of its side words is wrong
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe cardiac silhouette is enlarged. There are bibasilar airspace opacities left greater than "
+            "right with a small right pleural effusion.\nIMPRESSION:\nBibasilar airspace disease left greater than "
+            "left with small effusions."
+        ),
+        _ex(
+            "FINDINGS:\nThe cardiac silhouette is enlarged. There are bibasilar airspace opacities left greater than "
+            "right with a small right pleural effusion.\nIMPRESSION:\nBibasilar airspace disease left greater than "
+            "right with small effusions."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
