@@ -731,11 +731,11 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         return
     missing = _lobe_on_wrong_side(text, imp_secs, find_secs)
     if missing is not None:
-        here, there = missing
+        lobe_here, lobe_there = missing
         yield data.emit(
             "The impression names the left middle lobe, which does not exist; the findings describe the right "
             "middle lobe.",
-            [data.analysis.evidence(*here), data.analysis.evidence(*there)],
+            [data.analysis.evidence(*lobe_here), data.analysis.evidence(*lobe_there)],
             suggestion="Check the side in the impression against the findings and the images.",
         )
         return
@@ -749,11 +749,11 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         return
     rib = _numbered_rib_swap(text, imp_secs, find_secs)
     if rib is not None:
-        here, there, side, number = rib
+        rib_here, rib_there, rib_side, number = rib
         yield data.emit(
-            f"The impression names the {side} {number} rib; the findings describe only the "
-            f"{_OPPOSITE[side]} {number} rib.",
-            [data.analysis.evidence(*here), data.analysis.evidence(*there)],
+            f"The impression names the {rib_side} {number} rib; the findings describe only the "
+            f"{_OPPOSITE[rib_side]} {number} rib.",
+            [data.analysis.evidence(*rib_here), data.analysis.evidence(*rib_there)],
             suggestion="Check the side in the impression against the findings and the images.",
         )
         return
