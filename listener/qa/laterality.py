@@ -347,9 +347,11 @@ def _sides_set_against(text: str, start: int, end: int) -> bool:
     compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
     (docs/qa-rules.md "Round 5")."""
     # (offset, side, the place its following words name or "") for each side word
+    # a de-identified word stands for a modifier: "right XXXX fissure" names the fissure (docs/qa-rules.md "Round 6")
     sides = [
-        (at, side, _key_of(words) if words and words[0] not in _RAW_SKIP else "")
+        (at, side, _key_of(named) if named and named[0] not in _RAW_SKIP else "")
         for side, at, _, words in _raw_sides(text, start, end)
+        for named in ([w for w in words if w != "xxxx"],)
     ]
     refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
     for hit in _SIDE_COMPARE_RE.finditer(text, start, end):

@@ -1118,6 +1118,21 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "right with small effusions."
         ),
     ),
+    # round 6: "versus ... the right XXXX fissure": a de-identified word before a place still names that place,
+    # so the sentence offers two places and its left midlung is compared with the findings' midlung
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Curvilinear density in the right midlung zone, scarring or thickening "
+            "of the right XXXX fissure.\nIMPRESSION:\nMinimal atelectasis in the left midlung zone versus pleural "
+            "scarring in the right XXXX fissure."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Curvilinear density in the left midlung zone, scarring or thickening "
+            "of the right XXXX fissure.\nIMPRESSION:\nMinimal atelectasis in the left midlung zone versus pleural "
+            "scarring in the right XXXX fissure."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
