@@ -721,7 +721,12 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     side word in the findings. Sentences already reported by
     ``laterality.impression_vs_findings`` or by
     ``laterality.located_finding_side_mismatch`` (which compares the finding
-    and its place together, an error) are left to those rules.
+    and its place together, an error) are left to those rules. Three side
+    errors need no comparison by organ system (docs/qa-rules.md "Round 6"):
+    a "left middle lobe" in the impression when the findings describe the
+    right middle lobe, a numbered rib ("right 8th rib") the findings name
+    only on the other side, and a side set against itself ("left greater
+    than left").
     """
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
@@ -1124,7 +1129,8 @@ def located_finding_side_mismatch(data: RuleInput) -> Iterator[Finding]:
     of that finding in the findings is on the other side, the findings never
     put that finding on the impression's side or on both sides, and the
     impression does not also put it on the other side; sentences about the
-    contralateral side are left out. Unlike ``impression_side_vs_findings_anatomy``
+    contralateral side are left out, and so is a finding referred back to
+    ("adjacent to the mass"), which the sentence does not place anew. Unlike ``impression_side_vs_findings_anatomy``
     it compares finding and place together, so a report whose findings also
     name the impression's side for something else (a left effusion beside a
     right lower lobe consolidation) is still checked. When the order has one
