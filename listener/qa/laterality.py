@@ -562,6 +562,34 @@ def _keyed_word_swaps(
     return out
 
 
+# What ends a clause: "with" or a semicolon (a comma may close an introductory "On the prior scan,"). A
+# past event named after it ("scarring in the right upper lobe with partial resection of the posterior
+# fourth rib") is about another part (docs/qa-rules.md "Round 6").
+_CLAUSE_END_RE = re.compile(r";|\bwith\b", re.IGNORECASE)
+
+
+def _past_clause(text: str, lm: LateralMention) -> bool:
+    """Whether the clause of ``lm``'s side word speaks about the past (``_PAST_RE``)."""
+    start = lm.sentence_start
+    for hit in _CLAUSE_END_RE.finditer(text, lm.sentence_start, lm.start):
+        start = hit.end()
+    end_hit = _CLAUSE_END_RE.search(text, max(lm.end, lm.anatomy_end), lm.sentence_end)
+    end = end_hit.start() if end_hit is not None else lm.sentence_end
+    return _PAST_RE.search(text, start, end) is not None
+
+
+# "Identified both on PA and lateral views": "both" counts the views, it names no side (docs/qa-rules.md
+# "Round 6").
+_VIEWS_AFTER_RE = folded(re.compile(r"\W+(on |in )?(the )?(\w+ ){0,3}views?\b", re.IGNORECASE))
+
+
+def _names_views(text: str, lm: LateralMention) -> bool:
+    """A side word with no anatomy that counts views ("both on PA and lateral views")."""
+    return (
+        lm.side == "bilateral" and not lm.anatomy and _VIEWS_AFTER_RE.match(text, lm.end, lm.sentence_end) is not None
+    )
+
+
 def _anatomy_swaps(
     text: str, imp_all: list[LateralMention], find_all: list[LateralMention], lingula: tuple[bool, bool]
 ) -> list[tuple[LateralMention, LateralMention]]:
@@ -602,7 +630,7 @@ def _anatomy_swaps(
             continue
         pool = find_all if denied else find_stated
         candidates = [f for f in pool if f.anatomy and _cluster(f.anatomy) == group]
-        if _PAST_RE.search(text, lm.sentence_start, lm.sentence_end):
+        if _past_clause(text, lm):
             # "Status post left mastectomy": the findings must speak about the same past event.
             candidates = [f for f in candidates if _PAST_RE.search(text, f.sentence_start, f.sentence_end)]
         one_sided = imp_sides.get(group, set()) | imp_sides.get("*", set()) == {lm.side}
@@ -765,7 +793,7 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
         )
         return
     imp_all = _lateral(data, imp_secs)
-    find_all = _lateral(data, find_secs)
+    find_all = [lm for lm in _lateral(data, find_secs) if not _names_views(text, lm)]
     lingula = (
         any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in imp_secs),
         any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in find_secs),

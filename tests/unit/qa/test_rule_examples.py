@@ -1133,6 +1133,24 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "scarring in the right XXXX fissure."
         ),
     ),
+    # round 6: "both on PA and lateral views" counts views, not sides; a past event after "with" belongs to its
+    # own clause (the rib), so the right upper lobe is compared; "after partial resection" dates the lobe's
+    # own clause, which is then compared only with findings about the past
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nHeart size is normal. Irregular 1.2 cm opacity in the left upper lung is identified both on "
+            "PA and lateral views and likely represents chronic scarring. There is partial resection of the "
+            "posterior fourth rib.\nIMPRESSION:\nPleural plaque in the right upper lobe with partial resection of "
+            "the posterior fourth rib. No acute findings."
+        ),
+        _ex(
+            "FINDINGS:\nHeart size is normal. Irregular 1.2 cm opacity in the left upper lung is identified both on "
+            "PA and lateral views and likely represents chronic scarring. There is partial resection of the "
+            "posterior fourth rib.\nIMPRESSION:\nPleural plaque in the right upper lobe after partial resection of "
+            "the posterior fourth rib. No acute findings."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
