@@ -754,7 +754,9 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     a "left middle lobe" in the impression when the findings describe the
     right middle lobe, a numbered rib ("right 8th rib") the findings name
     only on the other side, and a side set against itself ("left greater
-    than left").
+    than left"). "Both on PA and lateral views" names no side, and a past
+    event after "with" ("... right upper lobe with partial resection of the
+    posterior fourth rib") does not make the side word before it past.
     """
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
