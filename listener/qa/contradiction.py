@@ -439,12 +439,27 @@ def _own_item(data: RuleInput, n: Mention) -> bool:
     if not before:
         return True
     prev = before[-1]
-    heading = (
-        len(_WORDS_RE.findall(text, prev.start, prev.end)) <= 4
-        and not data.analysis.mentions(prev.start, prev.end)
-        and _STATEMENT_RE.search(text, prev.start, prev.end) is None
+    if not _bare_heading(data, prev.start, prev.end):
+        return True
+    # "2. Right shoulder. Scapular fracture. 3. Clavicle. Acromioclavicular separation. 4. No fracture.": the
+    # item before opens with its own site heading, so the short sentence after that heading is the item's
+    # content, not a heading over the denial (docs/qa-rules.md "Round 6").
+    opener = next((sp for sp in reversed(before) if _ITEM_RE.match(text, sp.start) is not None), None)
+    if opener is None or opener is prev:
+        return False
+    heading_start = _ITEM_RE.match(text, opener.start)
+    assert heading_start is not None
+    return _bare_heading(data, heading_start.end(), opener.end) and len(before) - before.index(opener) == 2
+
+
+def _bare_heading(data: RuleInput, start: int, end: int) -> bool:
+    """A short sentence that names no finding and states nothing ("Right shoulder.", "3. Clavicle."): a site heading."""
+    text = data.report.text
+    return (
+        len(_WORDS_RE.findall(text, start, end)) <= 4
+        and not data.analysis.mentions(start, end)
+        and _STATEMENT_RE.search(text, start, end) is None
     )
-    return not heading
 
 
 def _sections_checked() -> tuple[SectionKind, ...]:

@@ -347,9 +347,11 @@ def _sides_set_against(text: str, start: int, end: int) -> bool:
     compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
     (docs/qa-rules.md "Round 5")."""
     # (offset, side, the place its following words name or "") for each side word
+    # a de-identified word stands for a modifier: "right XXXX fissure" names the fissure (docs/qa-rules.md "Round 6")
     sides = [
-        (at, side, _key_of(words) if words and words[0] not in _RAW_SKIP else "")
+        (at, side, _key_of(named) if named and named[0] not in _RAW_SKIP else "")
         for side, at, _, words in _raw_sides(text, start, end)
+        for named in ([w for w in words if w != "xxxx"],)
     ]
     refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
     for hit in _SIDE_COMPARE_RE.finditer(text, start, end):
@@ -560,6 +562,34 @@ def _keyed_word_swaps(
     return out
 
 
+# What ends a clause: "with" or a semicolon (a comma may close an introductory "On the prior scan,"). A
+# past event named after it ("scarring in the right upper lobe with partial resection of the posterior
+# fourth rib") is about another part (docs/qa-rules.md "Round 6").
+_CLAUSE_END_RE = re.compile(r";|\bwith\b", re.IGNORECASE)
+
+
+def _past_clause(text: str, lm: LateralMention) -> bool:
+    """Whether the clause of ``lm``'s side word speaks about the past (``_PAST_RE``)."""
+    start = lm.sentence_start
+    for hit in _CLAUSE_END_RE.finditer(text, lm.sentence_start, lm.start):
+        start = hit.end()
+    end_hit = _CLAUSE_END_RE.search(text, max(lm.end, lm.anatomy_end), lm.sentence_end)
+    end = end_hit.start() if end_hit is not None else lm.sentence_end
+    return _PAST_RE.search(text, start, end) is not None
+
+
+# "Identified both on PA and lateral views": "both" counts the views, it names no side (docs/qa-rules.md
+# "Round 6").
+_VIEWS_AFTER_RE = folded(re.compile(r"\W+(on |in )?(the )?(\w+ ){0,3}views?\b", re.IGNORECASE))
+
+
+def _names_views(text: str, lm: LateralMention) -> bool:
+    """A side word with no anatomy that counts views ("both on PA and lateral views")."""
+    return (
+        lm.side == "bilateral" and not lm.anatomy and _VIEWS_AFTER_RE.match(text, lm.end, lm.sentence_end) is not None
+    )
+
+
 def _anatomy_swaps(
     text: str, imp_all: list[LateralMention], find_all: list[LateralMention], lingula: tuple[bool, bool]
 ) -> list[tuple[LateralMention, LateralMention]]:
@@ -600,7 +630,7 @@ def _anatomy_swaps(
             continue
         pool = find_all if denied else find_stated
         candidates = [f for f in pool if f.anatomy and _cluster(f.anatomy) == group]
-        if _PAST_RE.search(text, lm.sentence_start, lm.sentence_end):
+        if _past_clause(text, lm):
             # "Status post left mastectomy": the findings must speak about the same past event.
             candidates = [f for f in candidates if _PAST_RE.search(text, f.sentence_start, f.sentence_end)]
         one_sided = imp_sides.get(group, set()) | imp_sides.get("*", set()) == {lm.side}
@@ -620,6 +650,82 @@ def _anatomy_swaps(
         done.add((group, lm.side))
         out.append((lm, candidates[0]))
     return out
+
+
+# The left lung has no middle lobe (its counterpart is the lingula): "left middle lobe" is a side written
+# wrong, and with a right middle lobe in the findings it is the findings' lobe on the other side, whatever
+# else the findings place on the left (docs/qa-rules.md "Round 6").
+_LEFT_MIDDLE_LOBE_RE = folded(re.compile(r"\bleft (lung )?middle lobe\b", re.IGNORECASE))
+_RIGHT_MIDDLE_LOBE_RE = folded(re.compile(r"\b(right (lung )?middle lobe|rml)\b", re.IGNORECASE))
+
+
+def _lobe_on_wrong_side(
+    text: str, imp_secs: Iterable[Section], find_secs: Iterable[Section]
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(impression span, findings span) of a "left middle lobe" in the impression over a right middle lobe in the findings."""
+    here = next((h for sec in imp_secs if (h := _LEFT_MIDDLE_LOBE_RE.search(text, sec.start, sec.end))), None)
+    if here is None:
+        return None
+    there = next((h for sec in find_secs if (h := _RIGHT_MIDDLE_LOBE_RE.search(text, sec.start, sec.end))), None)
+    if there is None:
+        return None
+    return here.span(), there.span()
+
+
+# "Left greater than left": a side compared with itself, one side word written wrong (docs/qa-rules.md "Round 6").
+_SIDE_AGAINST_SIDE_RE = folded(
+    re.compile(
+        r"\b(left|right)\s+(greater|worse|larger|bigger|more|less|smaller|higher|lower)\s+than\s+(the\s+)?"
+        r"(left|right)\b",
+        re.IGNORECASE,
+    )
+)
+
+
+def _side_against_itself(text: str, secs: Iterable[Section]) -> tuple[int, int] | None:
+    """The span of a comparison of a side with the same side ("left greater than left") in ``secs``."""
+    for sec in secs:
+        for hit in _SIDE_AGAINST_SIDE_RE.finditer(text, sec.start, sec.end):
+            if hit.group(1).lower() == hit.group(4).lower():
+                return hit.span()
+    return None
+
+
+# A rib named by side and number ("right lateral 8th rib", "left 9th and 10th ribs": the last number).
+# A numbered rib is one place: the findings may name other ribs on both sides, and the impression's
+# "right 8th rib" still has to be a rib the findings put on the right (docs/qa-rules.md "Round 6").
+_NUMBERED_RIB_RE = folded(
+    re.compile(r"\b(left|right)\b((?!\b(left|right)\b)[^.;:]){0,40}?\b(\d{1,2})(st|nd|rd|th)\s+ribs?\b", re.IGNORECASE)
+)
+
+
+def _numbered_ribs(text: str, secs: Iterable[Section]) -> list[tuple[str, str, int, int]]:
+    """(side, number, start, end) of each side-and-number rib phrase in ``secs``, denied ones left out."""
+    out = []
+    for sec in secs:
+        for hit in _NUMBERED_RIB_RE.finditer(text, sec.start, sec.end):
+            if _RAW_DENIED_BEFORE_RE.search(text, max(sec.start, hit.start() - 40), hit.start()):
+                continue  # "no right 8th rib fracture"
+            out.append((hit.group(1).lower(), hit.group(4) + hit.group(5).lower(), hit.start(), hit.end()))
+    return out
+
+
+def _numbered_rib_swap(
+    text: str, imp_secs: Iterable[Section], find_secs: Iterable[Section]
+) -> tuple[tuple[int, int], tuple[int, int], str, str] | None:
+    """(impression span, findings span, side, number): the impression's numbered rib is on the side opposite
+    to every mention of that rib in the findings."""
+    imp = _numbered_ribs(text, imp_secs)
+    if not imp:
+        return None
+    find = _numbered_ribs(text, find_secs)
+    for side, number, start, end in imp:
+        there = [f for f in find if f[1] == number]
+        if there and all(f[0] == _OPPOSITE[side] for f in there):
+            if any(i[1] == number and i[0] != side for i in imp):
+                continue  # the impression names this rib on both sides
+            return (start, end), (there[0][2], there[0][3]), side, number
+    return None
 
 
 @rule("laterality", severity=Severity.WARNING)
@@ -643,7 +749,14 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     side word in the findings. Sentences already reported by
     ``laterality.impression_vs_findings`` or by
     ``laterality.located_finding_side_mismatch`` (which compares the finding
-    and its place together, an error) are left to those rules.
+    and its place together, an error) are left to those rules. Three side
+    errors need no comparison by organ system (docs/qa-rules.md "Round 6"):
+    a "left middle lobe" in the impression when the findings describe the
+    right middle lobe, a numbered rib ("right 8th rib") the findings name
+    only on the other side, and a side set against itself ("left greater
+    than left"). "Both on PA and lateral views" names no side, and a past
+    event after "with" ("... right upper lobe with partial resection of the
+    posterior fourth rib") does not make the side word before it past.
     """
     report = data.report
     find_secs = _sections(report, (SectionKind.FINDINGS,))
@@ -653,8 +766,36 @@ def impression_side_vs_findings_anatomy(data: RuleInput) -> Iterator[Finding]:
     text = report.text
     if not any(_RAW_SIDE_RE.search(text, sec.start, sec.end) for sec in imp_secs):
         return
+    missing = _lobe_on_wrong_side(text, imp_secs, find_secs)
+    if missing is not None:
+        lobe_here, lobe_there = missing
+        yield data.emit(
+            "The impression names the left middle lobe, which does not exist; the findings describe the right "
+            "middle lobe.",
+            [data.analysis.evidence(*lobe_here), data.analysis.evidence(*lobe_there)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
+        return
+    self_compared = _side_against_itself(text, imp_secs)
+    if self_compared is not None:
+        yield data.emit(
+            "The impression sets a side against itself; one of the two side words is wrong.",
+            [data.analysis.evidence(*self_compared)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
+        return
+    rib = _numbered_rib_swap(text, imp_secs, find_secs)
+    if rib is not None:
+        rib_here, rib_there, rib_side, number = rib
+        yield data.emit(
+            f"The impression names the {rib_side} {number} rib; the findings describe only the "
+            f"{_OPPOSITE[rib_side]} {number} rib.",
+            [data.analysis.evidence(*rib_here), data.analysis.evidence(*rib_there)],
+            suggestion="Check the side in the impression against the findings and the images.",
+        )
+        return
     imp_all = _lateral(data, imp_secs)
-    find_all = _lateral(data, find_secs)
+    find_all = [lm for lm in _lateral(data, find_secs) if not _names_views(text, lm)]
     lingula = (
         any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in imp_secs),
         any(_LINGULA_RE.search(text, sec.start, sec.end) for sec in find_secs),
@@ -805,6 +946,11 @@ def _place_of(text: str, lm: LateralMention, patterns: tuple[tuple[str, str, re.
     return "", ""
 
 
+# "the mass", "this nodule": a finding already named, referred back to; the side words of the sentence
+# that refers to it belong to the sentence's own finding (docs/qa-rules.md "Round 6").
+_BACK_REFERENCE_RE = folded(re.compile(r"\b(the|this|that|these|those)\s+$", re.IGNORECASE))
+
+
 def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
     """The findings of ``kind`` sections that are placed in located anatomy on a side."""
     report = data.report
@@ -824,12 +970,17 @@ def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
     for lm in laterals:
         by_sentence.setdefault(lm.sentence_start, []).append(lm)
     out: list[_Located] = []
+    seen: set[str] = set()
     for m in mentions:
+        named_before = m.concept in seen
+        seen.add(m.concept)
         here = by_sentence.get(m.sentence_start)
         if not here:
             continue
         if _CONTRA_RE.search(text, m.sentence_start, m.sentence_end):
             continue
+        if named_before and not m.laterality and _BACK_REFERENCE_RE.search(text, max(0, m.start - 12), m.start):
+            continue  # "a hematoma posterior to the right kidney adjacent to the mass": the mass placed before
         # A sentence naming both sides ("haziness in the right lung and left
         # base") pairs findings and sides too loosely to say which is where:
         # its findings count as on both sides.
@@ -1008,7 +1159,8 @@ def located_finding_side_mismatch(data: RuleInput) -> Iterator[Finding]:
     of that finding in the findings is on the other side, the findings never
     put that finding on the impression's side or on both sides, and the
     impression does not also put it on the other side; sentences about the
-    contralateral side are left out. Unlike ``impression_side_vs_findings_anatomy``
+    contralateral side are left out, and so is a finding referred back to
+    ("adjacent to the mass"), which the sentence does not place anew. Unlike ``impression_side_vs_findings_anatomy``
     it compares finding and place together, so a report whose findings also
     name the impression's side for something else (a left effusion beside a
     right lower lobe consolidation) is still checked. When the order has one

@@ -1044,6 +1044,113 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "zone.\nIMPRESSION:\nMinimal atelectasis in the right midlung zone."
         ),
     ),
+    # round 6: "3. Left knee. Joint effusion. 4. No fracture.": the item before opens with its own site heading,
+    # so the short sentence after it is that item's content and "4." denies at every site; a site heading
+    # right before the denial ("3. Joint effusion. Left knee. 4. No fracture.") still keeps it to that site
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nChest. The lungs are clear. Right shoulder. Fracture of the right scapula. Left knee. Small "
+            "joint effusion.\nIMPRESSION:\n1. Chest. Clear lungs. 2. Right shoulder. Scapular fracture. 3. Left "
+            "knee. Joint effusion. 4. No fracture."
+        ),
+        _ex(
+            "FINDINGS:\nChest. The lungs are clear. Right shoulder. Fracture of the right scapula. Left knee. Small "
+            "joint effusion.\nIMPRESSION:\n1. Chest. Clear lungs. 2. Right shoulder. Scapular fracture. 3. Joint "
+            "effusion. Left knee. 4. No fracture."
+        ),
+    ),
+    # round 6: the left lung has no middle lobe; with a right middle lobe in the findings, the impression's
+    # "left middle lobe" is a wrong side even when the findings place something else on the left
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nCalcified granuloma in the left upper lobe. A nodule is seen in the right middle lobe which "
+            "corresponds with one of the nodules on the previous CT scan.\nIMPRESSION:\n1. Left middle lobe lung "
+            "nodule."
+        ),
+        _ex(
+            "FINDINGS:\nCalcified granuloma in the left upper lobe. A nodule is seen in the right middle lobe which "
+            "corresponds with one of the nodules on the previous CT scan.\nIMPRESSION:\n1. Right middle lobe lung "
+            "nodule."
+        ),
+    ),
+    # round 6: a numbered rib is one place: the findings name ribs on both sides, but the 8th only on the left
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThere is a moderate right pneumothorax. There is a minimally displaced left lateral 8th rib "
+            "fracture and a nondisplaced right lateral 7th rib fracture.\nIMPRESSION:\n1. Moderate right "
+            "pneumothorax. 2. Minimally displaced right lateral 8th rib fracture. Nondisplaced right 7th rib fracture."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a moderate right pneumothorax. There is a minimally displaced left lateral 8th rib "
+            "fracture and a nondisplaced right lateral 7th rib fracture.\nIMPRESSION:\n1. Moderate right "
+            "pneumothorax. 2. Minimally displaced left lateral 8th rib fracture. Nondisplaced right 7th rib fracture."
+        ),
+    ),
+    # round 6: "adjacent to the mass" refers back to the mass the findings placed before; the side word of
+    # that sentence places the hematoma, not the mass (a second mass named there is placed by it)
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThere is a 2.1 cm cortical mass in the inferior pole of the left kidney. After the biopsy "
+            "there is a small hematoma posterior to the right kidney in its inferior pole adjacent to the mass.\nIMPRESSION:\n1. Biopsy "
+            "of the inferior pole right renal mass. 2. Small hematoma."
+        ),
+        _ex(
+            "FINDINGS:\nThere is a 2.1 cm cortical mass in the inferior pole of the left kidney. After the biopsy "
+            "there is a small hematoma posterior to the right kidney in its inferior pole adjacent to a second mass.\nIMPRESSION:\n1. "
+            "Biopsy of the inferior pole right renal mass. 2. Small hematoma."
+        ),
+    ),
+    # round 6: "left greater than left" sets a side against itself: one of its side words is wrong
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe cardiac silhouette is enlarged. There are bibasilar airspace opacities left greater than "
+            "right with a small right pleural effusion.\nIMPRESSION:\nBibasilar airspace disease left greater than "
+            "left with small effusions."
+        ),
+        _ex(
+            "FINDINGS:\nThe cardiac silhouette is enlarged. There are bibasilar airspace opacities left greater than "
+            "right with a small right pleural effusion.\nIMPRESSION:\nBibasilar airspace disease left greater than "
+            "right with small effusions."
+        ),
+    ),
+    # round 6: "versus ... the right XXXX fissure": a de-identified word before a place still names that place,
+    # so the sentence offers two places and its left midlung is compared with the findings' midlung
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nThe heart is normal. Curvilinear density in the right midlung zone, scarring or thickening "
+            "of the right XXXX fissure.\nIMPRESSION:\nMinimal atelectasis in the left midlung zone versus pleural "
+            "scarring in the right XXXX fissure."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. Curvilinear density in the left midlung zone, scarring or thickening "
+            "of the right XXXX fissure.\nIMPRESSION:\nMinimal atelectasis in the left midlung zone versus pleural "
+            "scarring in the right XXXX fissure."
+        ),
+    ),
+    # round 6: "both on PA and lateral views" counts views, not sides; a past event after "with" belongs to its
+    # own clause (the rib), so the right upper lobe is compared; "after partial resection" dates the lobe's
+    # own clause, which is then compared only with findings about the past
+    (
+        "laterality.impression_side_vs_findings_anatomy",
+        _ex(
+            "FINDINGS:\nHeart size is normal. Irregular 1.2 cm opacity in the left upper lung is identified both on "
+            "PA and lateral views and likely represents chronic scarring. There is partial resection of the "
+            "posterior fourth rib.\nIMPRESSION:\nPleural plaque in the right upper lobe with partial resection of "
+            "the posterior fourth rib. No acute findings."
+        ),
+        _ex(
+            "FINDINGS:\nHeart size is normal. Irregular 1.2 cm opacity in the left upper lung is identified both on "
+            "PA and lateral views and likely represents chronic scarring. There is partial resection of the "
+            "posterior fourth rib.\nIMPRESSION:\nPleural plaque in the right upper lobe after partial resection of "
+            "the posterior fourth rib. No acute findings."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
