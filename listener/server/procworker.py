@@ -15,8 +15,9 @@ Requests and replies (tuples, first item the kind):
 * ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
   :func:`listener.pipeline.process` with a budget of ``budget`` seconds
   (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
-  report records))`` or ``("error", type name)`` when building the records
-  failed. Each report record carries its stored forms
+  report records, raw's stored form))`` or ``("error", type name)`` when
+  building the records failed. The raw bytes' stored form is
+  :func:`listener.store.compact.pack_raw`'s; each report record carries its stored forms
   (:func:`listener.store.rows.stored_forms`: the compressed columns, the
   version summary; the SQLite forms of its JSON when the config's store is
   SQLite), so the daemon's writer thread only inserts (docs/store.md,
@@ -77,6 +78,7 @@ from listener.qa.engine import Prior
 from listener.server.priors import prior_key
 from listener.sites import LiveFigures, ReaderHistory
 from listener.store.base import ReportRecord, StoredForms
+from listener.store.compact import pack_raw
 from listener.store.rows import with_forms
 
 __all__ = ["dumps", "main", "pack_figures", "send", "serve", "unpack_figures"]
@@ -219,7 +221,7 @@ def serve(conn: Connection) -> int:
             )
             running.clear()
             try:
-                value = (outcome, with_forms(report_records(outcome), packed=packed))
+                value = (outcome, with_forms(report_records(outcome), packed=packed), pack_raw(raw))
             except Exception as exc:  # noqa: BLE001 - the daemon stores an internal error, by type
                 conn.send(("error", type(exc).__name__))
                 continue

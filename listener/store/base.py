@@ -218,6 +218,10 @@ class MessageRecord:
             resource's identity); "" when none.
         scores: explicit scores the message carried, stored with its pk in
             the same transaction (idempotent, see :class:`ScoreRecord`).
+        packed_raw: the stored form of ``raw`` made ahead
+            (``listener.store.compact.pack_raw``: a worker process makes it, off
+            the daemon's writer thread), or None: the writer makes it. Unused
+            when ``raw`` is None; derived from ``raw``, so equality ignores it.
 
     Raises:
         ValueError: on a naive ``received`` or an unknown transport or state.
@@ -238,6 +242,7 @@ class MessageRecord:
     outbox: tuple[OutboxItem, ...] = ()
     replaces: str = ""
     scores: tuple[ScoreRecord, ...] = ()
+    packed_raw: bytes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         require_aware(self.received, "received")

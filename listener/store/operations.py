@@ -402,7 +402,7 @@ def replace_processing(
             record.ack,
             number + 1,
             ts(now),
-            pack_raw(new_raw),
+            pack_raw(new_raw, record.packed_raw),
             record.control_id,
             message_pk,
         ),

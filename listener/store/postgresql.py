@@ -618,7 +618,7 @@ def _replace_processing(
             record.ack,
             number + 1,
             now,
-            pack_raw(new_raw),
+            pack_raw(new_raw, record.packed_raw),
             record.control_id,
             message_pk,
         ),
@@ -671,7 +671,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
             record.ack_code,
             record.error_code,
             record.ack,
-            pack_raw(record.raw),
+            pack_raw(record.raw, record.packed_raw),
         ),
     ).fetchone()
     if inserted is None:

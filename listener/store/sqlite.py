@@ -1307,7 +1307,7 @@ def _insert_record(conn: sqlite3.Connection, record: MessageRecord) -> SaveResul
             record.ack_code,
             record.error_code,
             record.ack,
-            pack_raw(record.raw),
+            pack_raw(record.raw, record.packed_raw),
         ),
     )
     if cur.rowcount == 0:

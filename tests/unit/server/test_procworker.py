@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import zlib
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from multiprocessing import Pipe
@@ -48,7 +49,8 @@ def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
 
 
 def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
-    """The report records a worker (``serve`` on a thread) sends back for ``raw`` under ``config``."""
+    """The report records a worker (``serve`` on a thread) sends back for ``raw`` under ``config``
+    (with the raw bytes' stored form)."""
     ours, theirs = Pipe()
     thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
     thread.start()
@@ -59,8 +61,9 @@ def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
         while (reply := ours.recv())[0] == "priors":
             ours.send(("priors", None))
         assert reply[0] == "done"
-        records: tuple[ReportRecord, ...] = reply[2][1]
-        return records
+        outcome, records, packed_raw = reply[2]
+        assert outcome.reports and zlib.decompress(packed_raw) == raw  # (compact.pack_raw's form)
+        return tuple(records)
     finally:
         ours.close()
         thread.join(timeout=60)
