@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -396,8 +396,21 @@ def forms_of(record: ReportRecord) -> StoredForms:
 
 
 def with_forms(records: tuple[ReportRecord, ...], *, packed: bool) -> tuple[ReportRecord, ...]:
-    """``records``, each carrying its :func:`stored_forms`."""
-    return tuple(replace(r, forms=stored_forms(r, packed=packed)) for r in records)
+    """``records``, each carrying its :func:`stored_forms` (built field by field: ``dataclasses.replace``
+    costs about 30 us a record)."""
+    return tuple(
+        ReportRecord(
+            accession=r.accession,
+            report_json=r.report_json,
+            findings_json=r.findings_json,
+            route_json=r.route_json,
+            bucket=r.bucket,
+            patient_id=r.patient_id,
+            patient_authority=r.patient_authority,
+            forms=stored_forms(r, packed=packed),
+        )
+        for r in records
+    )
 
 
 def window_versions_sql(windows: int, mark: str, cast: str = "", collate: str = "") -> str:

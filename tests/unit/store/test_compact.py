@@ -120,6 +120,7 @@ def test_records_with_their_forms_made_ahead_read_back_exactly(store: Store, pip
     for n, packed in enumerate((True, False)):
         rec = _daemon_record(pipeline, CHEST_PNEUMOTHORAX, f"F{n}")
         ahead = replace(rec, reports=with_forms(rec.reports, packed=packed), packed_raw=pack_raw(rec.raw))
+        assert ahead.reports == rec.reports  # every field kept (equality ignores the forms)
         assert all(r.forms is not None and (r.forms.report_json is not None) == packed for r in ahead.reports)
         pk = store.save(ahead).message_pk
         detail = store.message_detail(pk)
