@@ -16,6 +16,8 @@ through the stages a worker process runs, each timed with
 * ``route``: the routing policy on that same cache (what ``check_report`` does);
 * ``process``: ``listener.pipeline.process`` whole (the three above);
 * ``records``: ``report_records`` (the stored JSON columns);
+* ``forms``: what else a worker makes for the store: each record's stored
+  forms (``with_forms``, SQLite's) and the raw bytes compressed (``pack_raw``);
 * ``reply pickle``: the worker's reply pickled (``procworker.dumps``) and
   unpickled (what crosses the pipe back to the daemon).
 
@@ -64,6 +66,8 @@ from listener.intake import report_records  # noqa: E402
 from listener.pipeline import Pipeline, process, versions_of  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402
 from listener.server.procworker import dumps  # noqa: E402
+from listener.store.compact import pack_raw  # noqa: E402
+from listener.store.rows import with_forms  # noqa: E402
 from listener.text import TextCache  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -81,7 +85,11 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
     contexts = [QaContext(now=now, text_cache=TextCache()) for _ in messages]
     findings = [run_rules(r, qa, c) for r, c in zip(reports, contexts, strict=True)]
     outcomes = [process(m, pipeline, received_at=now) for m in messages]
-    replies = [("done", versions_of(pipeline), (o, report_records(o))) for o in outcomes]
+    records = [report_records(o) for o in outcomes]
+    replies = [
+        ("done", versions_of(pipeline), (o, with_forms(r, packed=True), pack_raw(m)))
+        for o, r, m in zip(outcomes, records, messages, strict=True)
+    ]
     stages: dict[str, Callable[[], object]] = {
         "decode": lambda: [
             decode_message(m, pipeline.mappings, received_at=now, procedures=pipeline.procedures) for m in messages
@@ -93,6 +101,7 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
         "route": lambda: [decide(r, f, c) for r, f, c in zip(reports, findings, contexts, strict=True)],
         "process": lambda: [process(m, pipeline, received_at=now) for m in messages],
         "records": lambda: [report_records(o) for o in outcomes],
+        "forms": lambda: [(with_forms(r, packed=True), pack_raw(m)) for r, m in zip(records, messages, strict=True)],
         "reply pickle": lambda: [pickle.loads(dumps(r)) for r in replies],
     }
     out: dict[str, float] = {}

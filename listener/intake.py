@@ -215,8 +215,10 @@ def _record(
     reports: tuple[ReportRecord, ...],
     outbox: tuple[OutboxItem, ...],
     replaces: str = "",
+    packed_raw: bytes | None = None,
 ) -> MessageRecord:
-    """The record of one processed message: its key, its answer (``code``, ``answer`` bytes) and what it stores."""
+    """The record of one processed message: its key, its answer (``code``, ``answer`` bytes) and what it stores
+    (``packed_raw``: ``raw``'s stored form made ahead, see :class:`~listener.store.base.MessageRecord`)."""
     scores = explicit_scores(outcome, transport, received) if state == "processed" else ()
     return MessageRecord(
         control_id=control_id,
@@ -234,6 +236,7 @@ def _record(
         outbox=outbox,
         replaces=replaces,
         scores=scores,
+        packed_raw=packed_raw if raw is not None else None,
     )
 
 
@@ -308,6 +311,7 @@ def mllp_record(
     received: datetime,
     processing: int = 1,
     only: frozenset[int] | None = None,
+    packed_raw: bytes | None = None,
 ) -> tuple[MessageRecord, Outcome]:
     """The record of one HL7 v2 message (its ACK included) and the outcome it was stored with.
 
@@ -316,6 +320,7 @@ def mllp_record(
 
     Args:
         raw: the bytes to keep (None: not kept).
+        packed_raw: their stored form, made ahead by a worker process (None: the writer makes it).
         ack: builds our ACK (the caller's clock and control ids).
         processing: the processing number (1 on arrival; see
             :func:`listener.outbox.decision_id_for`).
@@ -348,6 +353,7 @@ def mllp_record(
         answer=ack_bytes,
         reports=reports,
         outbox=outbox,
+        packed_raw=packed_raw,
     )
     return record, outcome
 

@@ -233,6 +233,9 @@ _EXCEPTION_TEXT_KEYS = ("exc_value", "exc_notes")
 _SYNTAX_ERROR_TEXT_KEYS = ("line", "msg")
 
 _SCALARS = (str, int, float, bool, type(None))
+#: The exact types of _SCALARS: a field of one of them passes :func:`allowlist` and
+#: :func:`bound_sizes` by one set look-up (most fields of a line; a subclass takes the long way).
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 # Private key carrying a Twisted Failure from the observer to _ExceptionStep.
 # Not in KEYS, so it could never be rendered even if that step were skipped.
@@ -436,13 +439,14 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
     """
     # event, level and timestamp lead the line for human readers of journald.
     out: EventDict = {"event": event_dict.get("event")}
+    scalar = _SCALAR_TYPES
     for key, value in event_dict.items():
         if key not in KEYS:
             continue
         if key == "exception":
             out[key] = value  # already scrubbed by the exception step
         elif key != "event":
-            out[key] = _safe_value(value)
+            out[key] = value if type(value) in scalar else _safe_value(value)
     if out.get("event") not in EVENTS:
         out["event"] = UNLISTED_EVENT
     return out
@@ -495,7 +499,14 @@ def bound_sizes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> 
     visible (``...[truncated N chars]``, ``...[N items omitted]``), never silent.
     """
     for key, value in event_dict.items():
-        event_dict[key] = _bounded(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_FIELD_CHARS)
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_FIELD_CHARS and key != "exception":
+                event_dict[key] = _truncated(value, MAX_FIELD_CHARS)
+            elif len(value) > MAX_EXCEPTION_CHARS:
+                event_dict[key] = _truncated(value, MAX_EXCEPTION_CHARS)
+        elif kind not in _SCALAR_TYPES:
+            event_dict[key] = _bounded(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_FIELD_CHARS)
     return event_dict
 
 

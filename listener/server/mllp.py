@@ -88,6 +88,9 @@ if TYPE_CHECKING:
 
 #: A message whose worker processes died as often as quarantines it (their count).
 _Crashed = int
+#: A checked message: its outcome, its report records and its raw bytes' stored form when a
+#: worker process made it (None: the store's writer makes it; listener/server/procworker.py).
+_Checked = tuple[Outcome, tuple[ReportRecord, ...], bytes | None]
 
 __all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol"]
 
@@ -394,22 +397,22 @@ class Intake(StoreShell):
         figures = self.live_figures()
 
         def save(
-            result: tuple[Outcome, tuple[ReportRecord, ...]] | _Crashed,
+            result: _Checked | _Crashed,
         ) -> defer.Deferred[tuple[Answer, _Settled]]:
             if isinstance(result, int):
                 # Its worker processes died on it again and again: quarantined
                 # like a message that kills the daemon (docs/hardening.md).
                 return self._quarantine_save(raw, header, result, mlog, time.perf_counter(), received)
-            outcome, reports = result
-            return self._save(raw, header, mlog, started, received, pipeline, outcome, reports)
+            outcome, reports, packed_raw = result
+            return self._save(raw, header, mlog, started, received, pipeline, outcome, reports, packed_raw)
 
-        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...]] | _Crashed:
+        def bug(failure: Failure) -> _Checked | _Crashed:
             crashed = failure.value
             if isinstance(crashed, WorkerCrashed):
                 return crashed.crashes
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
-            return internal_error_outcome(header, "default", error_type(failure), "message"), ()
+            return internal_error_outcome(header, "default", error_type(failure), "message"), (), None
 
         jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
         task = PipelineTask(
@@ -431,7 +434,7 @@ class Intake(StoreShell):
                 live_figures=figures,
             ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            lambda outcome: (outcome, report_records(outcome)),
+            lambda outcome: (outcome, report_records(outcome), None),
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
@@ -450,6 +453,7 @@ class Intake(StoreShell):
         pipeline: Pipeline,
         outcome: Outcome,
         reports: tuple[ReportRecord, ...],
+        packed_raw: bytes | None,
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         # Routing messages are stored in the same transaction as the message,
         # and only for a message we accept.
@@ -461,6 +465,7 @@ class Intake(StoreShell):
             ack=self._ack,
             destinations=self.destinations,
             received=received,
+            packed_raw=packed_raw,
         )
         first = outcome.reports[0].report if outcome.reports else None
         fields: dict[str, Any] = {

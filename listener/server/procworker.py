@@ -15,8 +15,13 @@ Requests and replies (tuples, first item the kind):
 * ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
   :func:`listener.pipeline.process` with a budget of ``budget`` seconds
   (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
-  report records))`` or ``("error", type name)`` when building the records
-  failed. While it runs, the pipeline's prior look-up asks the daemon:
+  report records, raw's stored form))`` or ``("error", type name)`` when
+  building the records failed. The raw bytes' stored form is
+  :func:`listener.store.compact.pack_raw`'s; each report record carries its stored forms
+  (:func:`listener.store.rows.stored_forms`: the compressed columns, the
+  version summary; the SQLite forms of its JSON when the config's store is
+  SQLite), so the daemon's writer thread only inserts (docs/store.md,
+  "Compact storage"). While it runs, the pipeline's prior look-up asks the daemon:
   ``("priors", key)`` (the report's :func:`~listener.server.priors.prior_key`,
   not the whole report), answered ``("priors", priors or None)``.
 
@@ -72,7 +77,9 @@ from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, proce
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
 from listener.sites import LiveFigures, ReaderHistory
-from listener.store.base import ReportRecord
+from listener.store.base import ReportRecord, StoredForms
+from listener.store.compact import pack_raw
+from listener.store.rows import with_forms
 
 __all__ = ["dumps", "main", "pack_figures", "send", "serve", "unpack_figures"]
 
@@ -94,6 +101,7 @@ _BY_VALUES: tuple[type, ...] = (
     Evidence,
     Route,
     ReportRecord,
+    StoredForms,
     Prior,
     ReaderHistory,
 )
@@ -163,6 +171,7 @@ def _die_with_parent() -> None:
 def serve(conn: Connection) -> int:
     """Answer requests on ``conn`` until the daemon closes it."""
     pipeline: Pipeline | None = None
+    packed = False
     running: list[Interrupt] = []
 
     def hurry(_signum: int, _frame: FrameType | None) -> None:
@@ -188,6 +197,8 @@ def serve(conn: Connection) -> int:
         if kind == "config":
             try:
                 pipeline = build_pipeline(request[2])
+                # PostgreSQL compresses its JSON columns itself (docs/store.md, "Compact storage").
+                packed = not request[2].store_url
             except Exception as exc:  # noqa: BLE001 - the daemon runs such messages itself
                 pipeline = None
                 conn.send(("config_error", type(exc).__name__))
@@ -210,7 +221,7 @@ def serve(conn: Connection) -> int:
             )
             running.clear()
             try:
-                value = (outcome, report_records(outcome))
+                value = (outcome, with_forms(report_records(outcome), packed=packed), pack_raw(raw))
             except Exception as exc:  # noqa: BLE001 - the daemon stores an internal error, by type
                 conn.send(("error", type(exc).__name__))
                 continue

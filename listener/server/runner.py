@@ -595,7 +595,8 @@ def run_journaled(
         serialize: turns an Outcome into what the intake stores (on the worker too).
         on_overrun: called on the reactor thread when the answer comes from ``unchecked``.
         task: the same check as data, for a worker process (:class:`ProcessRunner`);
-            its serialized result must be what ``serialize(check(...))`` gives.
+            its serialized result must store what ``serialize(check(...))`` stores (it may carry
+            stored forms made ahead: listener/server/procworker.py).
 
     Returns:
         (the serialized result, a Deferred firing once no worker runs the message).

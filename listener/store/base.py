@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
@@ -100,6 +100,10 @@ class ReportRecord:
         findings_json: the serialized findings (a JSON array).
         route_json: the serialized Route.
         bucket: the routing bucket, kept apart for queries.
+        forms: the row's derived column values, made ahead of the save (a
+            worker process makes them, off the daemon's writer thread), or
+            None: the writer makes them. Derived from the fields above, so
+            equality ignores it.
     """
 
     accession: str
@@ -109,6 +113,33 @@ class ReportRecord:
     bucket: str
     patient_id: str = ""
     patient_authority: str = ""
+    forms: StoredForms | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredForms:
+    """The column values of a report row that its :class:`ReportRecord` alone decides (docs/store.md,
+    "Compact storage" and "Version summaries"); ``listener.store.rows.stored_forms`` makes them.
+
+    Attributes:
+        route: the route's essentials (``reports.route_json``).
+        explanation: the route's explanation, compressed (``reports.explanation``), or None.
+        stage: the report's stage (the version summary's, before its message's state is known).
+        report_time: the report's own time, or None.
+        observation_time: its observation time, or None.
+        summary: the version summary's text (``reports.summary``).
+        report_json: the SQLite form of the report JSON (``compact.pack_json``), or None when not made.
+        findings_json: the SQLite form of the findings JSON, or None when not made.
+    """
+
+    route: str
+    explanation: bytes | None
+    stage: int
+    report_time: datetime | None
+    observation_time: datetime | None
+    summary: str
+    report_json: str | bytes | None = None
+    findings_json: str | bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +218,10 @@ class MessageRecord:
             resource's identity); "" when none.
         scores: explicit scores the message carried, stored with its pk in
             the same transaction (idempotent, see :class:`ScoreRecord`).
+        packed_raw: the stored form of ``raw`` made ahead
+            (``listener.store.compact.pack_raw``: a worker process makes it, off
+            the daemon's writer thread), or None: the writer makes it. Unused
+            when ``raw`` is None; derived from ``raw``, so equality ignores it.
 
     Raises:
         ValueError: on a naive ``received`` or an unknown transport or state.
@@ -207,6 +242,7 @@ class MessageRecord:
     outbox: tuple[OutboxItem, ...] = ()
     replaces: str = ""
     scores: tuple[ScoreRecord, ...] = ()
+    packed_raw: bytes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         require_aware(self.received, "received")

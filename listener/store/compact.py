@@ -56,9 +56,14 @@ _EXPLANATION = ', "explanation": '
 SQLITE_PACKED_JSON: dict[str, frozenset[str]] = {"reports": frozenset({"report_json", "findings_json"})}
 
 
-def pack_raw(raw: bytes | None) -> bytes | None:
-    """The stored form of a message's raw bytes (None stays None: not kept)."""
-    return None if raw is None else zlib.compress(raw, LEVEL)
+def pack_raw(raw: bytes | None, packed: bytes | None = None) -> bytes | None:
+    """The stored form of a message's raw bytes (None stays None: not kept).
+
+    ``packed``: that form made ahead (a worker process's, of these same bytes), used as is.
+    """
+    if raw is None:
+        return None
+    return packed if packed is not None else zlib.compress(raw, LEVEL)
 
 
 def unpack_raw(value: Any) -> bytes | None:

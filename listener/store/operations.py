@@ -28,6 +28,7 @@ from listener.store.base import (
     OutboxEvent,
     OutboxRow,
     Processing,
+    ReportRecord,
     ReportRow,
     SaveResult,
     ScoreRecord,
@@ -35,8 +36,15 @@ from listener.store.base import (
     audit_target_json,
 )
 from listener.store.base import TEXT_MAX as DETAIL_MAX
-from listener.store.compact import join_route, pack_json, pack_raw, split_route, unpack_json, unpack_raw
-from listener.store.rows import SUMMARY_COLUMNS, VERSION_COLUMNS, message_summary, version_columns
+from listener.store.compact import join_route, pack_json, pack_raw, unpack_json, unpack_raw
+from listener.store.rows import (
+    SUMMARY_COLUMNS,
+    VERSION_COLUMNS,
+    forms_of,
+    message_summary,
+    version_columns,
+    version_values,
+)
 
 #: The message columns a MessageSummary is read from (alias ``m``).
 
@@ -215,6 +223,33 @@ def audit_entries(
 # ------------------------------------------------------------------- writing
 
 
+def _report_row(pk: int, seq: int, r: ReportRecord, received: str, processed: bool) -> tuple[Any, ...]:
+    """The values of one ``reports`` INSERT: the forms the record came with (a worker process made
+    them) or made now."""
+    f = forms_of(r)
+    dated = dt(received)
+    _, stage, clinical, minutes, summary_text = version_values(
+        f.stage, f.report_time, f.observation_time, f.summary, dated, processed
+    )
+    return (
+        pk,
+        seq,
+        r.accession,
+        r.bucket,
+        pack_json(r.report_json) if f.report_json is None else f.report_json,
+        pack_json(r.findings_json) if f.findings_json is None else f.findings_json,
+        f.route,
+        f.explanation,
+        r.patient_id,
+        r.patient_authority,
+        received,
+        stage,
+        ts(clinical),
+        minutes,
+        summary_text,
+    )
+
+
 def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, created: str, received: str) -> None:
     """Insert a record's reports and outbox rows for message ``pk`` (writer thread); ``received`` is
     the message's stored receive time (each report's version summary keeps it)."""
@@ -223,21 +258,7 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
             f" findings_json, route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    pk,
-                    seq,
-                    r.accession,
-                    r.bucket,
-                    pack_json(r.report_json),
-                    pack_json(r.findings_json),
-                    *split_route(r.route_json),
-                    r.patient_id,
-                    r.patient_authority,
-                    *version_texts(r.report_json, r.findings_json, received, record.state == "processed"),
-                )
-                for seq, r in enumerate(record.reports)
-            ],
+            [_report_row(pk, seq, r, received, record.state == "processed") for seq, r in enumerate(record.reports)],
         )
     for o in record.outbox:
         conn.execute(
@@ -381,7 +402,7 @@ def replace_processing(
             record.ack,
             number + 1,
             ts(now),
-            pack_raw(new_raw),
+            pack_raw(new_raw, record.packed_raw),
             record.control_id,
             message_pk,
         ),

@@ -79,7 +79,7 @@ from listener.store.base import (
     require_aware,
     require_step,
 )
-from listener.store.compact import join_route, pack_raw, split_route, unpack_raw
+from listener.store.compact import join_route, pack_raw, unpack_raw
 from listener.store.pg_schema import (
     CORRECTIONS_SQL,
     IN_USE_LOCK,
@@ -100,12 +100,13 @@ from listener.store.rows import (
     ReportSearchSql,
     bucket_bins,
     by_day,
+    forms_of,
     history_entry,
     message_summary,
     task_pools,
     traffic_bins,
     traffic_sql,
-    version_columns,
+    version_values,
     window_version_rows,
     window_versions_sql,
 )
@@ -498,7 +499,9 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
     is the message's receive time (each report's version summary keeps it)."""
     # One statement per row: psycopg's executemany enters pipeline mode, which
     # costs more than it saves for the one or two reports of a message.
+    processed = record.state == "processed"
     for seq, r in enumerate(record.reports):
+        f = forms_of(r)
         conn.execute(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
             f" route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
@@ -510,10 +513,11 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
                 r.bucket,
                 r.report_json,
                 r.findings_json,
-                *split_route(r.route_json),
+                f.route,
+                f.explanation,
                 r.patient_id,
                 r.patient_authority,
-                *version_columns(r.report_json, r.findings_json, received, record.state == "processed"),
+                *version_values(f.stage, f.report_time, f.observation_time, f.summary, received, processed),
             ),
         )
     # One row at a time, in order: ids order an accession's rows.
@@ -614,7 +618,7 @@ def _replace_processing(
             record.ack,
             number + 1,
             now,
-            pack_raw(new_raw),
+            pack_raw(new_raw, record.packed_raw),
             record.control_id,
             message_pk,
         ),
@@ -667,7 +671,7 @@ def _insert_record(conn: PgConnection, record: MessageRecord) -> SaveResult:
             record.ack_code,
             record.error_code,
             record.ack,
-            pack_raw(record.raw),
+            pack_raw(record.raw, record.packed_raw),
         ),
     ).fetchone()
     if inserted is None:

@@ -19,12 +19,14 @@ from listener.store.base import (
     HistoryEntry,
     LoneVersions,
     MessageSummary,
+    ReportRecord,
+    StoredForms,
     TaskPool,
     TrafficBin,
     WindowVersions,
     require_aware,
 )
-from listener.store.compact import unpack_json
+from listener.store.compact import pack_json, split_route, unpack_json
 
 #: The columns of a message's summary row, selected from ``messages m``: :func:`message_summary` reads them.
 SUMMARY_COLUMNS = (
@@ -345,13 +347,69 @@ def version_columns(
     its summary.
     """
     found = summarize(report_json, findings_json)
-    clinical = _utc(found.report_time) if found.report_time is not None else received
+    return version_values(found.stage, found.report_time, found.observation_time, found.to_text(), received, processed)
+
+
+def version_values(
+    stage: int,
+    report_time: datetime | None,
+    observation_time: datetime | None,
+    summary: str,
+    received: datetime,
+    processed: bool,
+) -> tuple[datetime, int | None, datetime, float | None, str]:
+    """:func:`version_columns` from a report's summary already made (its stage, times and text)."""
+    clinical = _utc(report_time) if report_time is not None else received
     return (
         received,
-        found.stage if processed else None,
+        stage if processed else None,
         clinical,
-        prelim_minutes(found.stage, found.observation_time, found.report_time or received),
+        prelim_minutes(stage, observation_time, report_time or received),
+        summary,
+    )
+
+
+def stored_forms(record: ReportRecord, *, packed: bool) -> StoredForms:
+    """The column values ``record`` alone decides; ``packed``: with the SQLite forms of its JSON too.
+
+    The same values the writer makes when a record comes without them: the
+    daemon's worker processes make them (docs/hardening.md, "Worker processes"),
+    so the daemon's one writer thread only inserts (docs/store.md, "Compact storage").
+    """
+    found = summarize(record.report_json, record.findings_json)
+    route, explanation = split_route(record.route_json)
+    return StoredForms(
+        route,
+        explanation,
+        found.stage,
+        found.report_time,
+        found.observation_time,
         found.to_text(),
+        pack_json(record.report_json) if packed else None,
+        pack_json(record.findings_json) if packed else None,
+    )
+
+
+def forms_of(record: ReportRecord) -> StoredForms:
+    """``record``'s forms: those it came with, else made now (without the SQLite JSON forms)."""
+    return record.forms if record.forms is not None else stored_forms(record, packed=False)
+
+
+def with_forms(records: tuple[ReportRecord, ...], *, packed: bool) -> tuple[ReportRecord, ...]:
+    """``records``, each carrying its :func:`stored_forms` (built field by field: ``dataclasses.replace``
+    costs about 30 us a record)."""
+    return tuple(
+        ReportRecord(
+            accession=r.accession,
+            report_json=r.report_json,
+            findings_json=r.findings_json,
+            route_json=r.route_json,
+            bucket=r.bucket,
+            patient_id=r.patient_id,
+            patient_authority=r.patient_authority,
+            forms=stored_forms(r, packed=packed),
+        )
+        for r in records
     )
 
 

@@ -7,6 +7,7 @@ the exception hooks back afterwards.
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import logging
@@ -398,3 +399,36 @@ def test_console_renderer_is_bounded_too() -> None:
     structlog.get_logger().warning("http_request", path="/" + "c" * 5000)
     text = buf.getvalue()
     assert "c" * logs.MAX_FIELD_CHARS not in text and "...[truncated" in text
+
+
+def test_bound_sizes_caps_each_field_by_its_kind() -> None:
+    """Strings at MAX_FIELD_CHARS, the exception at MAX_EXCEPTION_CHARS, list items too; other
+    scalars pass as they are."""
+    field, exc = logs.MAX_FIELD_CHARS, logs.MAX_EXCEPTION_CHARS
+    got = logs.bound_sizes(
+        None,
+        "info",
+        {
+            "path": "p" * (field + 5),
+            "exception": "e" * (field + 5),
+            "count": 7,
+            "ok": True,
+            "items": ["i" * (field + 1)],
+        },
+    )
+    assert got["path"] == "p" * field + "...[truncated 5 chars]"
+    assert got["exception"] == "e" * (field + 5)
+    assert (got["count"], got["ok"]) == (7, True)
+    assert got["items"] == ["i" * field + "...[truncated 1 chars]"]
+    long_exception = logs.bound_sizes(None, "info", {"exception": "e" * (exc + 3)})["exception"]
+    assert long_exception == "e" * exc + "...[truncated 3 chars]"
+
+
+def test_allowlist_gives_a_str_subclass_its_plain_value() -> None:
+    """An enum that is also a str (not exactly a str) goes through the full check: its value."""
+
+    class Kind(str, enum.Enum):
+        A = "a"
+
+    got = logs.allowlist(None, "info", {"event": "message_processed", "state": Kind.A, "count": 2})
+    assert got == {"event": "message_processed", "state": Kind.A, "count": 2} and type(got["state"]) is Kind

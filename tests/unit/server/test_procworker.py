@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import zlib
+from dataclasses import replace
 from datetime import UTC, date, datetime
+from multiprocessing import Pipe
 from pathlib import Path
 
+from listener.config import Config, load_config
 from listener.intake import report_records
 from listener.pipeline import process
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
-from listener.server.procworker import dumps
+from listener.server.procworker import dumps, serve
+from listener.store.base import ReportRecord
+from listener.store.rows import stored_forms, with_forms
 from tests.unit.qa.factory import pipeline
 
 REPO = Path(__file__).resolve().parents[3]
@@ -18,13 +25,14 @@ RECEIVED = datetime(2026, 11, 19, 21, 0, tzinfo=UTC)
 
 
 def test_a_result_comes_back_equal_through_dumps() -> None:
-    """Every sample's outcome and report records: ``pickle.loads(dumps(x)) == x``, field for field."""
+    """Every sample's outcome and report records (with their stored forms): ``pickle.loads(dumps(x)) == x``, field for field."""
     checked = 0
     for path in sorted((REPO / "samples/hl7").glob("*.hl7")):
         outcome = process(path.read_bytes(), pipeline(), received_at=RECEIVED)
-        value = (outcome, report_records(outcome))
+        value = (outcome, with_forms(report_records(outcome), packed=True))
         back = pickle.loads(dumps(("done", ("q", "r", "m"), value)))
         assert back == ("done", ("q", "r", "m"), value)
+        assert [r.forms for r in back[2][1]] == [r.forms for r in value[1]]  # (equality ignores forms)
         assert back[2][0].reports == outcome.reports
         checked += sum(len(r.findings) for r in outcome.reports)
     assert checked > 0  # findings (with their evidence) crossed too
@@ -38,3 +46,37 @@ def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
     assert pickle.loads(dumps(("priors", key))) == ("priors", key)
     answer = (Prior("A1", date(2026, 11, 17), "XR", "chest", "71046"),)
     assert pickle.loads(dumps(("priors", answer))) == ("priors", answer)
+
+
+def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
+    """The report records a worker (``serve`` on a thread) sends back for ``raw`` under ``config``
+    (with the raw bytes' stored form)."""
+    ours, theirs = Pipe()
+    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    thread.start()
+    try:
+        ours.send(("config", 1, config))
+        assert ours.recv()[0] == "ready"
+        ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
+        while (reply := ours.recv())[0] == "priors":
+            ours.send(("priors", None))
+        assert reply[0] == "done"
+        outcome, records, packed_raw = reply[2]
+        assert outcome.reports and zlib.decompress(packed_raw) == raw  # (compact.pack_raw's form)
+        return tuple(records)
+    finally:
+        ours.close()
+        thread.join(timeout=60)
+
+
+def test_a_worker_sends_each_report_record_with_its_stored_forms() -> None:
+    """The forms the writer would make (docs/store.md, "Compact storage"); the SQLite JSON forms
+    only for a SQLite store (PostgreSQL compresses its JSON itself)."""
+    raw = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+    config = load_config(None)
+    for store_url, packed in (("", True), ("postgresql://overread@db.example/overread", False)):
+        records = _served_records(replace(config, store_url=store_url), raw)
+        assert records
+        for r in records:
+            assert r.forms == stored_forms(r, packed=packed)
+            assert (r.forms.report_json is not None) is packed

@@ -165,8 +165,8 @@ def test_a_crash_retries_once_on_a_new_process(scene: Scene, pipeline: Pipeline)
     scene.kills = 1
     ok, value = scene.outcome(scene.run(pipeline))
     assert ok, value
-    outcome, records = value
-    assert outcome.disposition == "accepted" and records
+    outcome, records, packed_raw = value
+    assert outcome.disposition == "accepted" and records and packed_raw
     assert scene.died == [1] and scene.asked == 2
     assert not scene.ran_on_thread
 

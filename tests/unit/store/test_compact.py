@@ -25,7 +25,8 @@ from listener.pipeline import Outcome, Pipeline, process
 from listener.store import MessageRecord, ReportRecord, SQLiteStore, Store
 from listener.store import schema as store_schema
 from listener.store.base import ReportRow
-from listener.store.compact import PACK_MIN, join_route, pack_json, split_route, unpack_json
+from listener.store.compact import PACK_MIN, join_route, pack_json, pack_raw, split_route, unpack_json
+from listener.store.rows import with_forms
 from tests.postgres import fresh_schema, server_dsn
 
 from .records import CHEST, CHEST_PNEUMOTHORAX, T0, record, report
@@ -111,6 +112,51 @@ def test_explanation_read_back_is_the_one_computed_at_processing(store: Store, p
     assert stored["explanation"] == list(route.explanation)
     (searched,) = store.reports.routed(pool=route.pool, limit=1)
     assert json.loads(searched.route_json)["explanation"] == list(route.explanation)
+
+
+def test_records_with_their_forms_made_ahead_read_back_exactly(store: Store, pipeline: Pipeline) -> None:
+    """A record whose reports carry their stored forms (as a worker process sends them, with and
+    without the SQLite JSON forms) reads back byte for byte, as one without them does."""
+    for n, packed in enumerate((True, False)):
+        rec = _daemon_record(pipeline, CHEST_PNEUMOTHORAX, f"F{n}")
+        ahead = replace(rec, reports=with_forms(rec.reports, packed=packed), packed_raw=pack_raw(rec.raw))
+        assert ahead.reports == rec.reports  # every field kept (equality ignores the forms)
+        assert all(r.forms is not None and (r.forms.report_json is not None) == packed for r in ahead.reports)
+        pk = store.save(ahead).message_pk
+        detail = store.message_detail(pk)
+        assert detail is not None
+        assert _read_rows(detail.reports) == _as_rows(rec.reports)
+        assert detail.raw == rec.raw and store.message_raw(pk) == rec.raw
+        (entry,) = store.report_history(rec.reports[0].accession)[-1:]
+        assert (entry.report_json, entry.findings_json) == (rec.reports[0].report_json, rec.reports[0].findings_json)
+
+
+def test_sqlite_report_rows_are_the_same_whoever_made_their_forms(
+    sqlite_store: SQLiteStore, db_path: Path, pipeline: Pipeline
+) -> None:
+    """SQLite: every column of a report row (compressed JSON, explanation, version summary) and the
+    compressed raw bytes are the same whether the writer made them or the record came with them."""
+    plain = _daemon_record(pipeline, CHEST_PNEUMOTHORAX, "P1")
+    sqlite_store.save(plain)
+    for n, packed in enumerate((True, False)):
+        ahead = replace(
+            plain,
+            control_id=f"P{n + 2}",
+            reports=with_forms(plain.reports, packed=packed),
+            packed_raw=pack_raw(plain.raw) if packed else None,
+        )
+        sqlite_store.save(ahead)
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT r.accession, r.bucket, r.report_json, r.findings_json, r.route_json, r.explanation,"
+            " r.patient_id, r.patient_authority, r.received, r.stage, r.clinical_at, r.prelim_minutes, r.summary"
+            " FROM reports r JOIN messages m ON m.id = r.message_id ORDER BY m.control_id, r.seq"
+        ).fetchall()
+        raws = [r for (r,) in conn.execute("SELECT raw FROM messages ORDER BY control_id")]
+    assert len(rows) == 3 * len(plain.reports) and isinstance(rows[0][2], bytes) and rows[0][12]
+    per_message = [rows[i : i + len(plain.reports)] for i in range(0, len(rows), len(plain.reports))]
+    assert per_message[0] == per_message[1] == per_message[2]
+    assert raws[0] == raws[1] == raws[2] == pack_raw(plain.raw)
 
 
 def test_split_route_gives_back_the_exact_text_and_keeps_odd_routes_whole() -> None:
