@@ -226,3 +226,22 @@ def test_one_peers_idle_connections_do_not_lock_out_another_peer(site: RunningDa
     assert refused and refused[0]["reason"] == "max_connections_per_peer" and refused[0]["limit"] == PER_PEER
     # Rate-limited: not one line per refused connection.
     assert len(refused) < PER_PEER * 3
+
+
+def test_a_number_of_too_many_digits_is_a_400_not_a_500(site: RunningDaemon) -> None:
+    """An integer longer than Python's int() reads (4300 digits) is refused 400 `structure`
+    naming the cause, not answered 500 (which tells the sender to resend for ever); nothing is
+    stored and no internal error is logged (docs/http-api.md)."""
+    port = site.http_port
+    assert port is not None
+    identifier = "many-digits"
+    body = json.dumps(variant(identifier)).encode()
+    body = body[:-1] + b', "extension": [{"url": "http://example.org/n", "valueInteger": ' + b"7" * 5000 + b"}]}"
+    status, reason, answer = post(port, body)
+    assert (status, reason) == (400, "Bad Request"), answer[:300]
+    outcome = json.loads(answer)
+    assert outcome["issue"][0]["code"] == "structure"
+    assert "digits" in outcome["issue"][0]["diagnostics"]
+    assert not [m for m in site.messages() if identifier in json.dumps(m)]
+    assert not [line for line in site.log_lines() if line.get("status") == 500]
+    assert post(port, variant("after-many-digits"))[0] == 201
