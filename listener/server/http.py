@@ -322,7 +322,7 @@ class CappedChannel(HTTPChannel):
         # timer runs instead from the connection's start or our last answer (HTTPChannel
         # stops it while a request is answered and starts it again after): bytes dripped
         # inside a request do not count, as for MLLP (docs/configuration.md, idle_timeout).
-        LineReceiver.dataReceived(self, data)
+        LineReceiver.dataReceived(self, data)  # type: ignore[no-untyped-call]
 
     def allContentReceived(self) -> None:  # noqa: N802 - Twisted API
         if self.refused:
