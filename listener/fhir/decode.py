@@ -31,14 +31,14 @@ from listener.fhir.report import ReportContext, report_from_diagnostic_report
 from listener.fhir.resolve import JSON, Index, obj_of, objs, str_of, strs, walk_entries
 from listener.fhir.shape import check_shape
 from listener.hl7v2.mapping import Mapping
-from listener.model import Report
+from listener.model import MAX_REPORTS_PER_MESSAGE, Report
 from listener.procedures import ProcedureTable
 
 #: Bundle types that may carry reports to us.
 BUNDLE_TYPES = frozenset({"batch", "transaction", "collection", "document"})
 
 #: Decoded bodies above this many DiagnosticReports are refused (one POST is one study's worth).
-MAX_REPORTS = 50
+MAX_REPORTS = MAX_REPORTS_PER_MESSAGE
 
 
 @dataclass(frozen=True, slots=True)

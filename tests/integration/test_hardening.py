@@ -385,3 +385,36 @@ def test_full_store_is_reported_unhealthy_until_space_returns(tmp_path: Path) ->
                 daemon.stop(signal.SIGKILL)
         finally:
             subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def _orders(control_id: str, count: int) -> bytes:
+    """The normal sample's patient with ``count`` orders (its OBR and one short report row each),
+    accessions ORD1, ORD2..."""
+    segments = sample(control_id).split(b"\r")
+    patient = [s for s in segments if s[:3] in (b"MSH", b"PID", b"PV1")]
+    obr = next(s for s in segments if s.startswith(b"OBR")).split(b"|")
+    groups = []
+    for n in range(1, count + 1):
+        obr[1], obr[2], obr[3] = str(n).encode(), b"", f"ORD{n}".encode()
+        groups += [b"|".join(obr), b"OBX|1|TX|18782-3^Findings^LN||No fracture.||||||F"]
+    return b"\r".join(patient + groups)
+
+
+def test_a_message_of_more_than_fifty_orders_is_refused_and_blocks_no_other_sender(tmp_path: Path) -> None:
+    """An ORU of 20,000 OBR groups (2 MB) cost a minute of decoding and storing, during which
+    another sender's message waited for its answer. Past 50 orders (the limit of DiagnosticReports in one
+    FHIR Bundle) the message is refused AE 100 at the 51st OBR before any report is decoded, and
+    stored rejected; 50 orders are still taken (docs/hl7-input.md)."""
+    daemon = start(tmp_path)
+    try:
+        conn = MllpConnection(daemon.address, timeout=120)
+        ack = conn.request(_orders("MANY-ORDERS", 5_000))
+        assert msa(ack) in (("AE", "MANY-ORDERS"), ("CE", "MANY-ORDERS")), ack[:300]
+        assert b"OBR^51|100^" in ack
+        assert accepted(conn.request(_orders("FIFTY-ORDERS", 50)), "FIFTY-ORDERS")
+        conn.close()
+        stored = {m["message_id"]: m for m in daemon.messages()}
+        assert stored["MANY-ORDERS"]["state"] == "rejected" and stored["MANY-ORDERS"]["report_count"] == 0
+        assert stored["FIFTY-ORDERS"]["state"] == "processed" and stored["FIFTY-ORDERS"]["report_count"] == 50
+    finally:
+        assert daemon.stop() == 0
