@@ -400,7 +400,7 @@ def _orders(control_id: str, count: int) -> bytes:
     return b"\r".join(patient + groups)
 
 
-def test_a_message_of_more_than_fifty_orders_is_refused_and_blocks_no_other_sender(tmp_path: Path) -> None:
+def test_a_message_of_more_than_fifty_orders_is_refused_before_its_reports_are_decoded(tmp_path: Path) -> None:
     """An ORU of 20,000 OBR groups (2 MB) cost a minute of decoding and storing, during which
     another sender's message waited for its answer. Past 50 orders (the limit of DiagnosticReports in one
     FHIR Bundle) the message is refused AE 100 at the 51st OBR before any report is decoded, and
