@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -416,5 +417,59 @@ def test_a_message_of_more_than_fifty_orders_is_refused_before_its_reports_are_d
         stored = {m["message_id"]: m for m in daemon.messages()}
         assert stored["MANY-ORDERS"]["state"] == "rejected" and stored["MANY-ORDERS"]["report_count"] == 0
         assert stored["FIFTY-ORDERS"]["state"] == "processed" and stored["FIFTY-ORDERS"]["report_count"] == 50
+    finally:
+        assert daemon.stop() == 0
+
+
+def _on_a_terminal(*argv: str) -> bytes:
+    """What ``overread ARGV`` writes to a terminal (a pseudo-terminal as its standard output)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "listener", *argv], stdout=follower, stderr=subprocess.DEVNULL, cwd=REPO
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+        return b"".join(chunks)
+    finally:
+        os.close(leader)
+
+
+def test_a_senders_escape_sequences_are_shown_not_run_on_the_operators_terminal(tmp_path: Path) -> None:
+    """MSH-3 and MSH-10 holding terminal escape sequences (a colour, a window title, clear screen)
+    were printed as they came by `overread show` and `overread messages` on the operator's
+    terminal; they are now shown as \\xNN there, and a pipe still gets the stored bytes
+    (docs/cli.md, "Output on a terminal")."""
+    daemon = start(tmp_path)
+    try:
+        raw = sample("TTY-1\x1b]0;owned\x07\x1b[2J").replace(b"|HALCYON_RIS|", b"|RIS\x1b[31mRED|")
+        conn = MllpConnection(daemon.address)
+        assert msa(conn.request(raw))[0] in ("AA", "CA")
+        conn.close()
+        state = ("--state-dir", str(daemon.state_dir))
+        shown = _on_a_terminal("show", "--no-raw", "TTY-1\x1b]0;owned\x07\x1b[2J", *state)
+        listed = _on_a_terminal("messages", "--format", "text", *state)
+        for output in (shown, listed):
+            assert b"\x1b" not in output and b"\x07" not in output
+            assert b"RIS\\x1b[31mRED" in output
+        piped = subprocess.run(
+            [sys.executable, "-m", "listener", "messages", "--format", "json", *state],
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert json.loads(piped.splitlines()[0])["sender"]["application"] == "RIS\x1b[31mRED"
     finally:
         assert daemon.stop() == 0
