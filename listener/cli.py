@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from listener import __version__
 from listener.assemble import build_pipeline
+from listener.cli_common import terminal_output
 from listener.config import Config, load_config
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import split_messages
@@ -645,6 +646,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "config_invalid", path=exc.path or "", line=exc.line or 0, detail=exc.message, reason="start_refused"
             )
         return EXIT_ERROR
+    # What the commands on the store print comes from senders; on a terminal its control
+    # characters are shown, never acted on (docs/cli.md, "Output on a terminal"). check and
+    # explain read the files the user names, and colour their own output.
+    out = terminal_output(sys.stdout)
     try:
         if args.command == "check":
             return cmd_check(args, config, sys.stdout)
@@ -653,16 +658,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(args, config)
         if args.command == "send":
-            return cmd_send(args.to, args.files, timeout=args.timeout, out=sys.stdout)
+            return cmd_send(args.to, args.files, timeout=args.timeout, out=out)
         if args.command == "messages":
             from listener.messages_cli import cmd_messages
 
-            return cmd_messages(args, daemon_config(args, config), sys.stdout)
+            return cmd_messages(args, daemon_config(args, config), out)
         if args.command == "outbox":
             from listener.outbox_cli import cmd_outbox
 
             daemon = daemon_config(args, config)
-            return cmd_outbox(args, daemon, sys.stdout, destinations_file=daemon.destinations_file)
+            return cmd_outbox(args, daemon, out, destinations_file=daemon.destinations_file)
         if args.command in ("show", "hash", "reprocess", "audit"):
             from listener import operate_cli
 
@@ -672,27 +677,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reprocess": operate_cli.cmd_reprocess,
                 "audit": operate_cli.cmd_audit,
             }[args.command]
-            return command(args, daemon_config(args, config), sys.stdout)
+            return command(args, daemon_config(args, config), out)
         if args.command == "history":
             from listener.history_cli import cmd_history
 
-            return cmd_history(args, daemon_config(args, config), sys.stdout)
+            return cmd_history(args, daemon_config(args, config), out)
         if args.command == "scorecard":
             from listener.scorecard_cli import cmd_scorecard
 
-            return cmd_scorecard(args, daemon_config(args, config), sys.stdout)
+            return cmd_scorecard(args, daemon_config(args, config), out)
         if args.command == "simulate":
             from listener.simulate_cli import cmd_simulate
 
-            return cmd_simulate(args, daemon_config(args, config), sys.stdout)
+            return cmd_simulate(args, daemon_config(args, config), out)
         if args.command == "feedback":
             from listener.feedback_cli import cmd_feedback
 
-            return cmd_feedback(args, daemon_config(args, config), sys.stdout)
+            return cmd_feedback(args, daemon_config(args, config), out)
         if args.command == "outcomes":
             from listener.scores_cli import cmd_outcomes
 
-            return cmd_outcomes(args, daemon_config(args, config), sys.stdout)
+            return cmd_outcomes(args, daemon_config(args, config), out)
         if args.command == "store":
             from listener.store_cli import cmd_store
 
@@ -700,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_store(
                 args,
                 settings.state_dir,
-                sys.stdout,
+                out,
                 store_url=settings.store_url,
                 password_file=settings.store_password_file,
             )

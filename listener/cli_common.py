@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import os
+import re
 from datetime import datetime, timedelta
+from typing import TextIO, cast
 
-__all__ = ["os_actor", "parse_time", "parse_window"]
+__all__ = ["os_actor", "parse_time", "parse_window", "terminal_safe", "terminal_output"]
 
 
 def os_actor() -> str:
@@ -57,3 +60,46 @@ def parse_window(args: argparse.Namespace, now: datetime) -> dict[str, datetime]
             except (ValueError, OverflowError):
                 return f"--{name}: {text!r} is not an ISO 8601 time with an offset (or Nd, Nh)"
     return window
+
+
+#: Characters a terminal acts on rather than shows: C0 controls but tab and line feed, DEL, and C1
+#: controls (0x9b is a CSI on some terminals).
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as ``\\xNN``.
+
+    Stored values come from senders (MSH-3, MSH-10, report text, a RIS's answers): an escape
+    sequence among them must not recolour, retitle or clear the operator's terminal
+    (docs/cli.md, "Output on a terminal").
+    """
+    return _TERMINAL_CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _TerminalText(io.TextIOBase):
+    """A text stream that writes :func:`terminal_safe` text to ``stream``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_safe(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+
+def terminal_output(stream: TextIO) -> TextIO:
+    """``stream`` itself when it is not a terminal (a file or a pipe gets the bytes as stored),
+    else a stream that shows control characters as ``\\xNN`` (:func:`terminal_safe`)."""
+    try:
+        tty = stream.isatty()
+    except ValueError:  # closed
+        return stream
+    return cast(TextIO, _TerminalText(stream)) if tty else stream

@@ -151,6 +151,11 @@ class PeerReview:
 #: The RADPEER grades, least to most severe by clinical significance (docs/outcomes.md).
 RADPEER_GRADES = ("1", "2a", "3a", "2b", "3b")
 
+#: Most reports one message may carry: OBR groups of an HL7 v2 ORU, DiagnosticReports of a FHIR
+#: Bundle. One message is one study's worth; more is refused before any report is decoded, so one
+#: message's decoding, storing and routing stay bounded (docs/hl7-input.md, docs/http-api.md).
+MAX_REPORTS_PER_MESSAGE = 50
+
 
 @dataclass(frozen=True, slots=True)
 class Section:

@@ -56,6 +56,10 @@ Verdict = Literal["delivered", "retry", "dead"]
 # 2**64 seconds is far past any cap; stops float overflow for absurd attempt counts.
 _MAX_EXPONENT = 64
 _SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")
+#: MSA-1 as :func:`read_ack` takes it: two letters (AA, AE, AR, CA, CE, CR; others are retried).
+_ACK_CODE = re.compile(r"[A-Z]{2}")
+#: ERR-3's code as :func:`read_ack` takes it (table 0357 codes, or a site's own).
+_ERROR_CODE = re.compile(r"[0-9A-Za-z]{1,10}")
 _CONTROL_ID_LENGTH = 20  # MSH-10 is ST(20) in 2.3.1 and 2.5.1
 
 
@@ -120,8 +124,12 @@ def read_ack(payload: bytes) -> AckAnswer | None:
     """Read MSA-1/MSA-2 (and ERR-3.1) from an answer, with its own separators.
 
     Returns:
-        The answer, or None when there is no MSH or no MSA with a code. Never
-        raises.
+        The answer, or None when there is no MSH or no MSA whose MSA-1 is two
+        letters (an acknowledgment code). Never raises. An ERR-3 code that is
+        not 1 to 10 letters and digits is left out. What the RIS sent is kept
+        and logged only through these checks: an MSA-1 of 100 KB, or an ERR-3
+        holding a terminal escape or a patient's name, never reaches the
+        row's last error, the log or an operator's terminal (docs/outbound.md).
     """
     header = read_header(payload)
     if header is None:
@@ -135,8 +143,10 @@ def read_ack(payload: bytes) -> AckAnswer | None:
             code = fields[1].strip().upper() if len(fields) > 1 else ""
             control_id = fields[2].strip() if len(fields) > 2 else ""
         elif fields[0] == "ERR" and not error_code and len(fields) > 3:
-            error_code = fields[3].split(seps.component)[0].strip()[:10]
-    if not code:
+            error_code = fields[3].split(seps.component)[0].strip()
+            if not _ERROR_CODE.fullmatch(error_code):
+                error_code = ""
+    if not _ACK_CODE.fullmatch(code):
         return None
     return AckAnswer(code, control_id, error_code)
 

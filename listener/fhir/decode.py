@@ -20,6 +20,7 @@ fails the body, with an expression naming its entry. Every failure is a
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,14 +31,14 @@ from listener.fhir.report import ReportContext, report_from_diagnostic_report
 from listener.fhir.resolve import JSON, Index, obj_of, objs, str_of, strs, walk_entries
 from listener.fhir.shape import check_shape
 from listener.hl7v2.mapping import Mapping
-from listener.model import Report
+from listener.model import MAX_REPORTS_PER_MESSAGE, Report
 from listener.procedures import ProcedureTable
 
 #: Bundle types that may carry reports to us.
 BUNDLE_TYPES = frozenset({"batch", "transaction", "collection", "document"})
 
 #: Decoded bodies above this many DiagnosticReports are refused (one POST is one study's worth).
-MAX_REPORTS = 50
+MAX_REPORTS = MAX_REPORTS_PER_MESSAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,14 @@ def _parse_json(body: bytes) -> JSON:
     except (json.JSONDecodeError, RecursionError):
         # json's message quotes a position only, but we keep to our own words.
         raise FhirDecodeError("the body is not valid JSON", issue_code="structure") from None
+    except ValueError:
+        # An integer of more digits than int() converts (sys.get_int_max_str_digits(), 4300
+        # by default): a 400 like any unreadable body, never a 500 that tells the sender to
+        # resend (docs/http-api.md).
+        limit = sys.get_int_max_str_digits()
+        raise FhirDecodeError(
+            f"the body holds a JSON number of more than {limit} digits", issue_code="structure"
+        ) from None
     if not isinstance(doc, dict):
         raise FhirDecodeError("the body is not a JSON object (a FHIR resource)", issue_code="structure")
     return doc

@@ -39,6 +39,11 @@ PID [PD1] [NK1...] [PV1 [PV2]], then per order [ORC] OBR ... [OBX...]):
    the message (1, 2, 3..., leading zeros allowed), as HL7 numbers them
    (v2.5.1 4.5.3.1). A second message's first order is "1" again, and a
    line glued from two messages' halves rarely holds the right number.
+7. At most :data:`~listener.model.MAX_REPORTS_PER_MESSAGE` (50) orders: each
+   OBR is one report to decode, check, store and route, and one message of
+   20,000 orders held a worker and the store for a minute while other senders
+   waited (docs/hl7-input.md). The 51st OBR is refused before any report is
+   decoded.
 
 What these rules cannot see: a splice inside one segment of each message
 whose halves still make a well-formed segment (A's PID cut after PID-3, glued
@@ -56,6 +61,7 @@ from collections.abc import Sequence
 
 from listener.errors import SegmentSequenceError
 from listener.hl7v2.segments import MessageHeader
+from listener.model import MAX_REPORTS_PER_MESSAGE
 
 __all__ = ["check_one_message", "check_oru_structure"]
 
@@ -120,6 +126,10 @@ def check_oru_structure(segments: Sequence[str], header: MessageHeader) -> None:
             in_orders = True
             pending_orc = (nth, segment.split(seps.field))
         elif name == "OBR":
+            if nth > MAX_REPORTS_PER_MESSAGE:
+                raise SegmentSequenceError(
+                    f"more than {MAX_REPORTS_PER_MESSAGE} orders (OBR segments) in one message", location=where
+                )
             in_orders = True
             fields = segment.split(seps.field)
             if pending_orc is not None:

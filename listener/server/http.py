@@ -59,6 +59,7 @@ from urllib.parse import urlencode
 
 from twisted.internet import defer, threads
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -316,7 +317,12 @@ class CappedChannel(HTTPChannel):
             if self.dropped > _LINGER_BYTES:
                 self.transport.abortConnection()
             return
-        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        # HTTPChannel.dataReceived restarts the idle timer on every byte, so a client that
+        # drips a header line or a body byte now and then would hold its slot for ever. The
+        # timer runs instead from the connection's start or our last answer (HTTPChannel
+        # stops it while a request is answered and starts it again after): bytes dripped
+        # inside a request do not count, as for MLLP (docs/configuration.md, idle_timeout).
+        LineReceiver.dataReceived(self, data)  # type: ignore[no-untyped-call]
 
     def allContentReceived(self) -> None:  # noqa: N802 - Twisted API
         if self.refused:

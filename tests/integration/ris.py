@@ -3,7 +3,8 @@
 It listens on 127.0.0.1 (a fixed port, so it can go down and come back up on
 the same address), reads framed messages, and answers each one as the current
 ``mode`` says: ``AA``, ``AE``, ``AR`` (an ACK with that code and MSA-2 = the
-message's MSH-10), ``stall`` (read it, never answer), ``swallow`` (apply it
+message's MSH-10; any other MSA-1, and the segments after it, as :func:`ack_for` reads a
+mode), ``stall`` (read it, never answer), ``swallow`` (apply it
 as an AA would, but never answer: the ACK lost on the way back) or ``close``
 (drop the connection without answering). A ``script`` of modes is used first, one per
 message, then ``mode``.
@@ -31,9 +32,12 @@ from listener.hl7v2.segments import read_header
 
 
 def ack_for(control_id: str, code: str) -> bytes:
-    """A minimal v2.5.1 ACK to ``control_id``."""
+    """A minimal v2.5.1 ACK to ``control_id``; a ``code`` holding a CR is MSA-1, then the segments
+    after the MSA (``"AE\\rERR||PID^1^3|204^Unknown key^HL70357|E"``)."""
+    code, _, after = code.partition("\r")
     return (
         f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20260302090000||ACK^O01|R{control_id}|P|2.5.1\rMSA|{code}|{control_id}\r"
+        + (f"{after}\r" if after else "")
     ).encode()
 
 

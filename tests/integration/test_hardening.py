@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -385,3 +386,90 @@ def test_full_store_is_reported_unhealthy_until_space_returns(tmp_path: Path) ->
                 daemon.stop(signal.SIGKILL)
         finally:
             subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def _orders(control_id: str, count: int) -> bytes:
+    """The normal sample's patient with ``count`` orders (its OBR and one short report row each),
+    accessions ORD1, ORD2..."""
+    segments = sample(control_id).split(b"\r")
+    patient = [s for s in segments if s[:3] in (b"MSH", b"PID", b"PV1")]
+    obr = next(s for s in segments if s.startswith(b"OBR")).split(b"|")
+    groups = []
+    for n in range(1, count + 1):
+        obr[1], obr[2], obr[3] = str(n).encode(), b"", f"ORD{n}".encode()
+        groups += [b"|".join(obr), b"OBX|1|TX|18782-3^Findings^LN||No fracture.||||||F"]
+    return b"\r".join(patient + groups)
+
+
+def test_a_message_of_more_than_fifty_orders_is_refused_before_its_reports_are_decoded(tmp_path: Path) -> None:
+    """An ORU of 20,000 OBR groups (2 MB) cost a minute of decoding and storing, during which
+    another sender's message waited for its answer. Past 50 orders (the limit of DiagnosticReports in one
+    FHIR Bundle) the message is refused AE 100 at the 51st OBR before any report is decoded, and
+    stored rejected; 50 orders are still taken (docs/hl7-input.md)."""
+    daemon = start(tmp_path)
+    try:
+        conn = MllpConnection(daemon.address, timeout=120)
+        ack = conn.request(_orders("MANY-ORDERS", 5_000))
+        assert msa(ack) in (("AE", "MANY-ORDERS"), ("CE", "MANY-ORDERS")), ack[:300]
+        assert b"OBR^51|100^" in ack
+        assert accepted(conn.request(_orders("FIFTY-ORDERS", 50)), "FIFTY-ORDERS")
+        conn.close()
+        stored = {m["message_id"]: m for m in daemon.messages()}
+        assert stored["MANY-ORDERS"]["state"] == "rejected" and stored["MANY-ORDERS"]["report_count"] == 0
+        assert stored["FIFTY-ORDERS"]["state"] == "processed" and stored["FIFTY-ORDERS"]["report_count"] == 50
+    finally:
+        assert daemon.stop() == 0
+
+
+def _on_a_terminal(*argv: str) -> bytes:
+    """What ``overread ARGV`` writes to a terminal (a pseudo-terminal as its standard output)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "listener", *argv], stdout=follower, stderr=subprocess.DEVNULL, cwd=REPO
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+        return b"".join(chunks)
+    finally:
+        os.close(leader)
+
+
+def test_a_senders_escape_sequences_are_shown_not_run_on_the_operators_terminal(tmp_path: Path) -> None:
+    """MSH-3 and MSH-10 holding terminal escape sequences (a colour, a window title, clear screen)
+    were printed as they came by `overread show` and `overread messages` on the operator's
+    terminal; they are now shown as \\xNN there, and a pipe still gets the stored bytes
+    (docs/cli.md, "Output on a terminal")."""
+    daemon = start(tmp_path)
+    try:
+        raw = sample("TTY-1\x1b]0;owned\x07\x1b[2J").replace(b"|HALCYON_RIS|", b"|RIS\x1b[31mRED|")
+        conn = MllpConnection(daemon.address)
+        assert msa(conn.request(raw))[0] in ("AA", "CA")
+        conn.close()
+        state = ("--state-dir", str(daemon.state_dir))
+        shown = _on_a_terminal("show", "--no-raw", "TTY-1\x1b]0;owned\x07\x1b[2J", *state)
+        listed = _on_a_terminal("messages", "--format", "text", *state)
+        for output in (shown, listed):
+            assert b"\x1b" not in output and b"\x07" not in output
+            assert b"RIS\\x1b[31mRED" in output
+        piped = subprocess.run(
+            [sys.executable, "-m", "listener", "messages", "--format", "json", *state],
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert json.loads(piped.splitlines()[0])["sender"]["application"] == "RIS\x1b[31mRED"
+    finally:
+        assert daemon.stop() == 0

@@ -10,6 +10,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,3 +227,70 @@ def test_one_peers_idle_connections_do_not_lock_out_another_peer(site: RunningDa
     assert refused and refused[0]["reason"] == "max_connections_per_peer" and refused[0]["limit"] == PER_PEER
     # Rate-limited: not one line per refused connection.
     assert len(refused) < PER_PEER * 3
+
+
+def test_a_number_of_too_many_digits_is_a_400_not_a_500(site: RunningDaemon) -> None:
+    """An integer longer than Python's int() reads (4300 digits) is refused 400 `structure`
+    naming the cause, not answered 500 (which tells the sender to resend for ever); nothing is
+    stored and no internal error is logged (docs/http-api.md)."""
+    port = site.http_port
+    assert port is not None
+    identifier = "many-digits"
+    body = json.dumps(variant(identifier)).encode()
+    body = body[:-1] + b', "extension": [{"url": "http://example.org/n", "valueInteger": ' + b"7" * 5000 + b"}]}"
+    status, reason, answer = post(port, body)
+    assert (status, reason) == (400, "Bad Request"), answer[:300]
+    outcome = json.loads(answer)
+    assert outcome["issue"][0]["code"] == "structure"
+    assert "digits" in outcome["issue"][0]["diagnostics"]
+    assert not [m for m in site.messages() if identifier in json.dumps(m)]
+    assert not [line for line in site.log_lines() if line.get("status") == 500]
+    assert post(port, variant("after-many-digits"))[0] == 201
+
+
+def _dripped_until_closed(sock: socket.socket, drips: list[bytes], pause: float) -> bool:
+    """Send ``drips`` one by one, ``pause`` seconds apart; True when the daemon closed the
+    connection before the last one went out."""
+    sock.settimeout(pause)
+    for drip in drips:
+        try:
+            sock.sendall(drip)
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_request_dripped_byte_by_byte_is_closed_after_the_idle_timeout(tmp_path: Path, where: str) -> None:
+    """A slowloris client that sends one more header line (or one more body byte) every 0.3 s
+    never completes a request: the daemon closes it `idle_timeout` after the connection opened,
+    as it does an MLLP sender's drips (docs/configuration.md, idle_timeout), instead of counting
+    each drip as activity and keeping the slot for ever. A complete request on another
+    connection is still answered."""
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "overread.yaml").write_text("idle_timeout: 1.5\n")
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(tmp_path / "overread.yaml")))
+    daemon.start()
+    try:
+        port = daemon.http_port
+        assert port is not None
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            head = b"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+            if where == "headers":
+                sock.sendall(head)
+                drips = [b"X-Drip-%d: x\r\n" % n for n in range(60)]
+            else:
+                sock.sendall(head + b"Content-Length: 1000\r\n\r\n")
+                drips = [b" "] * 60
+            # 60 drips 0.3 s apart: 18 s, twelve times the idle timeout.
+            assert _dripped_until_closed(sock, drips, 0.3)
+        finally:
+            sock.close()
+        assert request(port, "GET", "/healthz")[0] == 200
+    finally:
+        assert daemon.stop() == 0

@@ -515,3 +515,38 @@ def test_kill9_while_a_sender_streams_sends_routing_messages_only_for_accepted_m
         assert {routed_accession(payload) for _, payload in ris.received} == {f"KS{i}" for i in [*acked, last]}
     finally:
         stop_daemon(daemon)
+
+
+def test_a_hostile_ris_answer_reaches_neither_the_log_nor_the_row_nor_a_terminal(
+    tmp_path: Path, ris: TestRis, oru: bytes
+) -> None:
+    """A RIS that answers with 100 KB of MSA-1 (carrying a patient's name) got it written into
+    the log's ``reason`` and the row's last error; an ERR-3 holding an escape sequence and markup
+    went into the row, and `overread outbox list` printed it to the operator's terminal. Now an
+    MSA-1 that is not two letters makes the answer unreadable (retried as such), and an ERR-3
+    code that is not letters and digits is left out (docs/outbound.md, "Answers")."""
+    ris.script.extend(
+        ["AR" + "ZZHOSTILENAME" * 8000, "AE\rERR||PID^1^3|204\x1b[2J<b>ZZHOSTILENAME^Unknown key^HL70357|E"]
+    )
+    ris.mode = "AA"
+    ris.start()
+    daemon = start_daemon(tmp_path, write_config(tmp_path, ris.port, max_attempts=5, backoff_base=0.1, backoff_max=0.2))
+    try:
+        assert send_all(daemon, [message(oru, "HOSTILE1", "ACC1")]) == ["AA"]
+        wait_until(lambda: outbox(daemon)[0]["state"] == "delivered")
+        (row,) = outbox(daemon)
+        assert row["attempts"] == 3
+        listed = subprocess.run(
+            [sys.executable, "-m", "listener", "outbox", "list", "--state-dir", str(daemon.state_dir)],
+            capture_output=True,
+            cwd=REPO,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert b"\x1b" not in listed and b"<b>" not in listed
+        assert b"ZZHOSTILENAME" not in listed
+        retries = [line for line in daemon.log_lines() if line.get("event") == "outbox_retry_scheduled"]
+        assert [line["reason"] for line in retries] == ["unreadable_ack", "answer"]
+        assert "ZZHOSTILENAME" not in daemon.stdout()
+    finally:
+        stop_daemon(daemon)
