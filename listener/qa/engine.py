@@ -30,6 +30,7 @@ from listener.model import CATEGORIES, Evidence, Finding, Report, Section, Secti
 from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
+from listener.text.casefold import lowered_source
 from listener.text.sentences import Span
 
 
@@ -222,7 +223,6 @@ def lowered_ascii(text: str) -> str | None:
     return low
 
 
-_ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
 # ``re``'s own parser and prefix finder (no public API; typeshed has no stubs for them), to tell
 # which patterns ``re`` can skip through once their leading ``\b`` is gone. They are internal to
 # CPython 3.11: where they are missing or differ, every pattern keeps its ``\b`` (slower, same
@@ -291,9 +291,7 @@ class Folded:
             raise ValueError(f"pattern is not case-insensitive: {pattern.pattern!r}")
         if _INLINE_FLAGS.search(pattern.pattern):
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
-        source = _ESCAPED_OR_LETTER.sub(
-            lambda m: m.group().lower() if m.group().isalpha() else m.group(), pattern.pattern
-        )
+        source = lowered_source(pattern.pattern)
         self.pattern = pattern
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
         #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
