@@ -261,6 +261,47 @@ def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
     return re.compile(source[2:], flags)
 
 
+_WORD_CODES = frozenset(map(ord, _WORD_ASCII))
+
+
+def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
+    """``[^a-z0-9_](?:body)``, when every match of ``body`` starts with an ASCII word character; else None.
+
+    In a lower-cased ASCII text the ``\\b`` before such a match holds
+    exactly where the character before it is no word character (or there is
+    none, at offset 0), so one search of this pattern finds the next match
+    with its boundary: ``re`` skips in C to the non-word characters, where
+    the body alone stops at every occurrence of its first characters ("l" and
+    "r" of ``(left|right)``, inside words too) for a boundary test in Python.
+    Known only through ``re``'s internal parser (CPython 3.11); without it,
+    None and the boundary is tested in Python as before.
+    """
+    if re_parser is None or body.flags & re.VERBOSE:
+        return None  # (a verbose body's trailing comment would swallow the closing parenthesis)
+    try:
+        parsed = re_parser.parse(body.pattern, body.flags)
+        prefix = re_compiler._get_literal_prefix(parsed, body.flags)[0]
+        if prefix:
+            firsts = [prefix[0]]
+        else:
+            charset = re_compiler._get_charset_prefix(parsed, body.flags)
+            if not charset:
+                return None
+            firsts = []
+            for op, av in charset:
+                if op is re_constants.LITERAL:
+                    firsts.append(av)
+                elif op is re_constants.RANGE and av[1] - av[0] < 64:
+                    firsts.extend(range(av[0], av[1] + 1))
+                else:
+                    return None
+    except (re.error, AttributeError, TypeError, ValueError, IndexError):
+        return None
+    if not all(isinstance(c, int) and c in _WORD_CODES for c in firsts):
+        return None
+    return re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
+
+
 def _at_boundary(low: str, at: int, endpos: int) -> bool:
     """``\\b`` at ``at`` of an ASCII ``low`` searched up to ``endpos``, as ``re`` decides it."""
     before = at > 0 and low[at - 1] in _WORD_ASCII
@@ -284,7 +325,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact", "_body")
+    __slots__ = ("pattern", "_exact", "_body", "_led")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -296,6 +337,8 @@ class Folded:
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
         #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
         self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
+        #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
+        self._led = _led_by_non_word(self._body) if self._body is not None else None
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
@@ -306,18 +349,31 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        m = self._search_lowered(low, pos, endpos)
-        return None if m is None else self.pattern.match(text, m.start(), endpos)
+        span = self._search_lowered(low, pos, endpos)
+        return None if span is None else self.pattern.match(text, span[0], endpos)
 
-    def _search_lowered(self, low: str, pos: int, endpos: int) -> re.Match[str] | None:
-        """The first match of the lower-case pattern in ``low[pos:endpos]``."""
+    def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
+        """The span of the first match of the lower-case pattern in ``low[pos:endpos]``."""
         body = self._body
         if body is None:
-            return self._exact.search(low, pos, endpos)
+            m = self._exact.search(low, pos, endpos)
+            return None if m is None else m.span()
+        led = self._led
+        if led is not None:
+            pos = max(pos, 0)
+            if pos == 0:
+                # Offset 0 has no character before it: the boundary holds there (the match starts with a word character).
+                m = body.match(low, 0, endpos)
+                if m is not None:
+                    return m.span()
+                m = led.search(low, 0, endpos)
+            else:
+                m = led.search(low, pos - 1, endpos)
+            return None if m is None else (m.start() + 1, m.end())
         m = body.search(low, pos, endpos)
         while m is not None and not _at_boundary(low, m.start(), endpos):
             m = body.search(low, m.start() + 1, endpos)
-        return m
+        return None if m is None else m.span()
 
     def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         low = lowered_ascii(text)
@@ -344,10 +400,10 @@ class Folded:
         # each search goes on from where the last match ended, as finditer does.
         hit = self._search_lowered(low, pos, endpos)
         while hit is not None:
-            found = self.pattern.match(text, hit.start(), endpos)
-            assert found is not None and found.span() == hit.span()
+            found = self.pattern.match(text, hit[0], endpos)
+            assert found is not None and found.span() == hit
             yield found
-            hit = self._search_lowered(low, hit.end(), endpos)
+            hit = self._search_lowered(low, hit[1], endpos)
 
 
 def folded(pattern: re.Pattern[str]) -> Folded:
