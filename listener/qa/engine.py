@@ -31,6 +31,7 @@ from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
 from listener.text.casefold import lowered_source
+from listener.text.scanner import first_chars
 from listener.text.sentences import Span
 
 
@@ -253,7 +254,12 @@ def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
         body = re_parser.parse(source[2:], flags)
         if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
             return None
-        if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+        known = (
+            re_compiler._get_literal_prefix(body, flags)[0] or re_compiler._get_charset_prefix(body, flags) is not None
+        )
+        # No start ``re`` knows: our own parse may know one of word characters only (``may|might|...``
+        # inside a group), and then _led_by_non_word searches it from the character before.
+        if not known and (flags & re.VERBOSE or _word_start_codes(source[2:]) is None):
             return None
     except (re.error, AttributeError, TypeError, ValueError, IndexError):
         # A pattern ``re`` refuses, or internals unlike 3.11's: the pattern keeps its ``\b``.
@@ -262,6 +268,16 @@ def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
 
 
 _WORD_CODES = frozenset(map(ord, _WORD_ASCII))
+
+
+def _word_start_codes(source: str) -> frozenset[int] | None:
+    """The characters (code points) a match of the lower-case pattern ``source`` can start with, when our
+    own parse (:func:`listener.text.scanner.first_chars`) knows them and all are ASCII word characters."""
+    chars = first_chars(source)
+    if chars is None:
+        return None
+    codes = frozenset(map(ord, chars))
+    return codes if codes and codes <= _WORD_CODES else None
 
 
 def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
@@ -286,7 +302,8 @@ def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
         else:
             charset = re_compiler._get_charset_prefix(parsed, body.flags)
             if not charset:
-                return None
+                known = _word_start_codes(body.pattern)
+                return None if known is None else re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
             firsts = []
             for op, av in charset:
                 if op is re_constants.LITERAL:
