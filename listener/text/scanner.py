@@ -626,31 +626,19 @@ class Scanner:
             # The lowered copy of the region only: a scan of one section costs
             # the section's length, not the report's (docs/hardening.md,
             # "Linear text analysis"). Its offsets are ``start`` less than the text's.
-            low = region.lower()
-            for cand in lower_finder.finditer(low):
-                q = cand.start(1)
-                p = q + start
-                if q < 0 or p >= hi:
-                    break
-                if p < floor:
-                    continue
-                key = low[q : q + _KEY]
-                rx = get(key) or get(key[:2]) or get(key[:1])
-                if rx is None:
-                    continue
-                m = rx.match(text, p, hi)
-                if m is not None:
-                    out.append(m)
-                    floor = m.end()
-            return out
+            source, shift = region.lower(), start
+            candidates = lower_finder.finditer(source)
+        else:
+            source, shift, candidates = text, 0, finder.finditer(text, start, stop)
         # Every match but the last (empty, at ``stop``) ends with a token in group 1.
-        for cand in finder.finditer(text, start, stop):
-            p = cand.start(1)
-            if p < 0 or p >= hi:
+        for cand in candidates:
+            q = cand.start(1)
+            p = q + shift
+            if q < 0 or p >= hi:
                 break
             if p < floor:
                 continue
-            key = text[p : p + _KEY].lower()
+            key = source[q : q + _KEY].lower()
             rx = get(key) or get(key[:2]) or get(key[:1])
             if rx is None:
                 continue
