@@ -30,6 +30,8 @@ from listener.model import CATEGORIES, Evidence, Finding, Report, Section, Secti
 from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
+from listener.text.casefold import lowered_source
+from listener.text.scanner import first_chars
 from listener.text.sentences import Span
 
 
@@ -222,7 +224,6 @@ def lowered_ascii(text: str) -> str | None:
     return low
 
 
-_ESCAPED_OR_LETTER = re.compile(r"\(\?P|\\.|[A-Za-z]", re.DOTALL)
 # ``re``'s own parser and prefix finder (no public API; typeshed has no stubs for them), to tell
 # which patterns ``re`` can skip through once their leading ``\b`` is gone. They are internal to
 # CPython 3.11: where they are missing or differ, every pattern keeps its ``\b`` (slower, same
@@ -253,12 +254,69 @@ def _unbounded_body(source: str, flags: int) -> re.Pattern[str] | None:
         body = re_parser.parse(source[2:], flags)
         if not whole.data or whole.data[0] != (re_constants.AT, re_constants.AT_BOUNDARY):
             return None
-        if not re_compiler._get_literal_prefix(body, flags)[0] and re_compiler._get_charset_prefix(body, flags) is None:
+        known = (
+            re_compiler._get_literal_prefix(body, flags)[0] or re_compiler._get_charset_prefix(body, flags) is not None
+        )
+        # No start ``re`` knows: our own parse may know one of word characters only (``may|might|...``
+        # inside a group), and then _led_by_non_word searches it from the character before.
+        if not known and (flags & re.VERBOSE or _word_start_codes(source[2:]) is None):
             return None
     except (re.error, AttributeError, TypeError, ValueError, IndexError):
         # A pattern ``re`` refuses, or internals unlike 3.11's: the pattern keeps its ``\b``.
         return None
     return re.compile(source[2:], flags)
+
+
+_WORD_CODES = frozenset(map(ord, _WORD_ASCII))
+
+
+def _word_start_codes(source: str) -> frozenset[int] | None:
+    """The characters (code points) a match of the lower-case pattern ``source`` can start with, when our
+    own parse (:func:`listener.text.scanner.first_chars`) knows them and all are ASCII word characters."""
+    chars = first_chars(source)
+    if chars is None:
+        return None
+    codes = frozenset(map(ord, chars))
+    return codes if codes and codes <= _WORD_CODES else None
+
+
+def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
+    """``[^a-z0-9_](?:body)``, when every match of ``body`` starts with an ASCII word character; else None.
+
+    In a lower-cased ASCII text the ``\\b`` before such a match holds
+    exactly where the character before it is no word character (or there is
+    none, at offset 0), so one search of this pattern finds the next match
+    with its boundary: ``re`` skips in C to the non-word characters, where
+    the body alone stops at every occurrence of its first characters ("l" and
+    "r" of ``(left|right)``, inside words too) for a boundary test in Python.
+    Known only through ``re``'s internal parser (CPython 3.11); without it,
+    None and the boundary is tested in Python as before.
+    """
+    if re_parser is None or body.flags & re.VERBOSE:
+        return None  # (a verbose body's trailing comment would swallow the closing parenthesis)
+    try:
+        parsed = re_parser.parse(body.pattern, body.flags)
+        prefix = re_compiler._get_literal_prefix(parsed, body.flags)[0]
+        if prefix:
+            firsts = [prefix[0]]
+        else:
+            charset = re_compiler._get_charset_prefix(parsed, body.flags)
+            if not charset:
+                known = _word_start_codes(body.pattern)
+                return None if known is None else re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
+            firsts = []
+            for op, av in charset:
+                if op is re_constants.LITERAL:
+                    firsts.append(av)
+                elif op is re_constants.RANGE and av[1] - av[0] < 64:
+                    firsts.extend(range(av[0], av[1] + 1))
+                else:
+                    return None
+    except (re.error, AttributeError, TypeError, ValueError, IndexError):
+        return None
+    if not all(isinstance(c, int) and c in _WORD_CODES for c in firsts):
+        return None
+    return re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
 
 
 def _at_boundary(low: str, at: int, endpos: int) -> bool:
@@ -284,20 +342,20 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact", "_body")
+    __slots__ = ("pattern", "_exact", "_body", "_led")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
             raise ValueError(f"pattern is not case-insensitive: {pattern.pattern!r}")
         if _INLINE_FLAGS.search(pattern.pattern):
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
-        source = _ESCAPED_OR_LETTER.sub(
-            lambda m: m.group().lower() if m.group().isalpha() else m.group(), pattern.pattern
-        )
+        source = lowered_source(pattern.pattern)
         self.pattern = pattern
         self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
         #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
         self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
+        #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
+        self._led = _led_by_non_word(self._body) if self._body is not None else None
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
@@ -308,18 +366,31 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        m = self._search_lowered(low, pos, endpos)
-        return None if m is None else self.pattern.match(text, m.start(), endpos)
+        span = self._search_lowered(low, pos, endpos)
+        return None if span is None else self.pattern.match(text, span[0], endpos)
 
-    def _search_lowered(self, low: str, pos: int, endpos: int) -> re.Match[str] | None:
-        """The first match of the lower-case pattern in ``low[pos:endpos]``."""
+    def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
+        """The span of the first match of the lower-case pattern in ``low[pos:endpos]``."""
         body = self._body
         if body is None:
-            return self._exact.search(low, pos, endpos)
+            m = self._exact.search(low, pos, endpos)
+            return None if m is None else m.span()
+        led = self._led
+        if led is not None:
+            pos = max(pos, 0)
+            if pos == 0:
+                # Offset 0 has no character before it: the boundary holds there (the match starts with a word character).
+                m = body.match(low, 0, endpos)
+                if m is not None:
+                    return m.span()
+                m = led.search(low, 0, endpos)
+            else:
+                m = led.search(low, pos - 1, endpos)
+            return None if m is None else (m.start() + 1, m.end())
         m = body.search(low, pos, endpos)
         while m is not None and not _at_boundary(low, m.start(), endpos):
             m = body.search(low, m.start() + 1, endpos)
-        return m
+        return None if m is None else m.span()
 
     def match(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         low = lowered_ascii(text)
@@ -346,10 +417,10 @@ class Folded:
         # each search goes on from where the last match ended, as finditer does.
         hit = self._search_lowered(low, pos, endpos)
         while hit is not None:
-            found = self.pattern.match(text, hit.start(), endpos)
-            assert found is not None and found.span() == hit.span()
+            found = self.pattern.match(text, hit[0], endpos)
+            assert found is not None and found.span() == hit
             yield found
-            hit = self._search_lowered(low, hit.end(), endpos)
+            hit = self._search_lowered(low, hit[1], endpos)
 
 
 def folded(pattern: re.Pattern[str]) -> Folded:

@@ -23,7 +23,7 @@ class TextCache:
     functions apart.
     """
 
-    __slots__ = ("sentences", "mentions", "sides", "modifiers")
+    __slots__ = ("sentences", "mentions", "sides", "modifiers", "lowered")
 
     def __init__(self) -> None:
         #: :func:`listener.text.sentences.split_sentences`.
@@ -34,3 +34,5 @@ class TextCache:
         self.sides: dict[object, object] = {}
         #: :func:`listener.text.context.modifier_matches`.
         self.modifiers: dict[object, object] = {}
+        #: :func:`listener.text.casefold.lowered_text` (text -> lowered text, or None when not ASCII).
+        self.lowered: dict[str, str | None] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from listener.text.cache import TextCache
+from listener.text.casefold import lowered_text
 from listener.text.sentences import Span, split_sentences
 from listener.text.terms import Terms
 
@@ -100,6 +101,19 @@ def _lateral_mentions(
     if not matches:
         return ()
     sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)
+    # With the report's cache, an ASCII text is lowered once and the anatomy
+    # patterns run as their case-sensitive twins (listener/text/casefold.py):
+    # the same offsets and groups at a fraction of the cost. Without a cache
+    # the originals run (lowering the whole text per region would make the
+    # cost grow with the number of regions times the text's length).
+    twins = lat.lowered
+    low = lowered_text(text, cache) if twins is not None and cache is not None else None
+    if low is not None and twins is not None:
+        src, after_re, before_re = low, twins.after_re, twins.before_re
+        device_after_re, anatomy_re = twins.device_after_re, twins.anatomy_re
+    else:
+        src, after_re, before_re = text, lat.after_re, lat.before_re
+        device_after_re, anatomy_re = lat.device_after_re, lat.anatomy_re
     out: list[LateralMention] = []
     si = 0
     for m in matches:
@@ -113,7 +127,7 @@ def _lateral_mentions(
         sent = sents[si]
         abbreviated = group.startswith("abbr_")
         side = group[5:] if abbreviated else group
-        after = lat.after_re.match(text, m.end(), sent.end)
+        after = after_re.match(src, m.end(), sent.end)
         anatomy, a_start, a_end = "", m.start(), m.start()
         if after is not None:
             head = after.lastgroup
@@ -123,20 +137,20 @@ def _lateral_mentions(
                 head_start = after.start(head)
                 if abbreviated and text[m.end() : head_start].strip(" -"):
                     continue  # "L" must touch its anatomy
-                if lat.device_after_re.match(text, after.end(), sent.end):
+                if device_after_re.match(src, after.end(), sent.end):
                     continue  # "left subclavian catheter": the device's side
                 anatomy, a_start, a_end = lat.anatomy_groups[head], head_start, after.end(head)
         if not anatomy and side == "bilateral":
             word = m.group()
             # "bibasilar", "bi-apical", "bitemporal": the side word names its anatomy.
-            if word[:2].lower() == "bi" and lat.anatomy_re is not None:
-                inner = lat.anatomy_re.fullmatch(text, m.start() + 2 + (word[2:3] == "-"), m.end())
+            if word[:2].lower() == "bi" and anatomy_re is not None:
+                inner = anatomy_re.fullmatch(src, m.start() + 2 + (word[2:3] == "-"), m.end())
                 if inner is not None and inner.lastgroup is not None:
                     anatomy, a_start, a_end = lat.anatomy_groups[inner.lastgroup], inner.start(), inner.end()
         if not anatomy:
             if abbreviated:
                 continue
-            before = lat.before_re.search(text, _lookback_start(sent, m.start()), m.start())
+            before = before_re.search(src, _lookback_start(sent, m.start()), m.start())
             if before is not None and before.lastgroup is not None:
                 g = before.lastgroup
                 anatomy, a_start, a_end = lat.anatomy_groups[g], before.start(g), before.end(g)

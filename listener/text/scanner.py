@@ -524,7 +524,7 @@ def cased_class(ch: str) -> str:
     return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"
 
 
-def key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
+def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str] | None:
     """A pattern that skips, in C, the tokens where no key applies.
 
     Matched at a token start, it consumes whitespace and every token (``\\w+``
@@ -535,8 +535,15 @@ def key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
     characters are a key; :meth:`Scanner.scan` looks the key up again there.
     None when a key holds anything but ASCII or starts with a space: those
     scanners keep the token loop.
+
+    ``lowered``: the pattern is for an ASCII text already lower-cased, so it
+    compares each key character as itself instead of through a class of its
+    cased forms. ``re`` then tries a key alternative only where its first
+    character is the text's (its branch test for a plain character), which
+    makes the skip about twice as fast (docs/benchmarks.md, "Worker CPU").
     """
     keys = sorted(set(keys))
+    char = re.escape if lowered else cased_class
     if not keys or not all(k.isascii() and k and not k[0].isspace() for k in keys):
         return None
     trie: dict[str, set[str]] = {}
@@ -545,10 +552,10 @@ def key_finder(keys: Iterable[str]) -> re.Pattern[str] | None:
     branches: list[str] = []
     for ch, rests in sorted(trie.items()):
         if "" in rests:
-            branches.append(cased_class(ch))  # the character alone is a key: nothing longer matters
+            branches.append(char(ch))  # the character alone is a key: nothing longer matters
         else:
-            alts = "|".join("".join(cased_class(c) for c in rest) for rest in sorted(rests))
-            branches.append(f"{cased_class(ch)}(?:{alts})")
+            alts = "|".join("".join(char(c) for c in rest) for rest in sorted(rests))
+            branches.append(f"{char(ch)}(?:{alts})")
     key = "|".join(branches)
     return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
 
@@ -572,6 +579,10 @@ class Scanner:
     worth a look are found by one compiled pattern (``_finder``: a token start
     followed by some key, case-insensitively), so the Python loop visits only
     those instead of every word; at each of them the lookup is the one above.
+    An ASCII region (a report's usual case) is lower-cased once and searched
+    with ``_lower_finder``, the same pattern with plain lower-case keys: on
+    ASCII text ``str.lower`` changes only ``A-Z``, so both stop at the same
+    tokens and the lookup reads its key from the lowered copy.
 
     Attributes:
         table: lower-case key of one to three characters -> alternation of
@@ -584,6 +595,8 @@ class Scanner:
     table: Mapping[str, re.Pattern[str]]
     default: re.Pattern[str] | None
     _finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    #: ``_finder`` for an ASCII region already lower-cased (None exactly when ``_finder`` is).
+    _lower_finder: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
     #: ``table`` as a plain dict: the scans look keys up hundreds of times per
     #: report, and a read-only proxy's ``get`` costs more than a dict's.
     _lookup: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -591,6 +604,8 @@ class Scanner:
     def __post_init__(self) -> None:
         finder = key_finder(self.table) if self.default is None else None
         object.__setattr__(self, "_finder", finder)
+        lower_finder = key_finder(self.table, lowered=True) if finder is not None else None
+        object.__setattr__(self, "_lower_finder", lower_finder)
         object.__setattr__(self, "_lookup", dict(self.table))
 
     def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
@@ -605,14 +620,25 @@ class Scanner:
         get = self._lookup.get
         out: list[re.Match[str]] = []
         floor = start
+        region = text[start:stop]
+        lower_finder = self._lower_finder
+        if lower_finder is not None and start >= 0 and region.isascii():
+            # The lowered copy of the region only: a scan of one section costs
+            # the section's length, not the report's (docs/hardening.md,
+            # "Linear text analysis"). Its offsets are ``start`` less than the text's.
+            source, shift = region.lower(), start
+            candidates = lower_finder.finditer(source)
+        else:
+            source, shift, candidates = text, 0, finder.finditer(text, start, stop)
         # Every match but the last (empty, at ``stop``) ends with a token in group 1.
-        for cand in finder.finditer(text, start, stop):
-            p = cand.start(1)
-            if p < 0 or p >= hi:
+        for cand in candidates:
+            q = cand.start(1)
+            p = q + shift
+            if q < 0 or p >= hi:
                 break
             if p < floor:
                 continue
-            key = text[p : p + _KEY].lower()
+            key = source[q : q + _KEY].lower()
             rx = get(key) or get(key[:2]) or get(key[:1])
             if rx is None:
                 continue

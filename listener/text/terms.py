@@ -38,10 +38,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from listener.errors import ConfigError
+from listener.text.casefold import lowered_twin
 from listener.text.scanner import END as _END
 from listener.text.scanner import FLAGS as _FLAGS
 from listener.text.scanner import START as _START
@@ -145,6 +146,10 @@ class LateralityTerms:
         anatomy_re: the paired-anatomy alternation alone (groups as in
             ``anatomy_groups``), for side words that carry their anatomy
             ("bibasilar": bilateral + ``basilar``).
+        lowered: the case-sensitive twins of ``after_re``, ``before_re``,
+            ``device_after_re`` and ``anatomy_re``
+            (:func:`listener.text.casefold.lowered_twin`), for an ASCII text
+            lower-cased; None when one of them has no twin.
     """
 
     side_re: re.Pattern[str]
@@ -155,6 +160,26 @@ class LateralityTerms:
     window: int
     side_scanner: Scanner | None = None
     anatomy_re: re.Pattern[str] | None = None
+    lowered: LateralityTwins | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        twins = [lowered_twin(p) for p in (self.after_re, self.before_re, self.device_after_re)]
+        anatomy = lowered_twin(self.anatomy_re) if self.anatomy_re is not None else None
+        if None in twins or (self.anatomy_re is not None and anatomy is None):
+            return
+        after, before, device_after = twins
+        assert after is not None and before is not None and device_after is not None
+        object.__setattr__(self, "lowered", LateralityTwins(after, before, device_after, anatomy))
+
+
+@dataclass(frozen=True, slots=True)
+class LateralityTwins:
+    """:class:`LateralityTerms`' patterns for a lower-cased ASCII text (docs/benchmarks.md, "Worker CPU")."""
+
+    after_re: re.Pattern[str]
+    before_re: re.Pattern[str]
+    device_after_re: re.Pattern[str]
+    anatomy_re: re.Pattern[str] | None
 
 
 @dataclass(frozen=True, slots=True)

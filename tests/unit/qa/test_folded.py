@@ -101,6 +101,36 @@ def test_folded_without_re_internals_keeps_the_boundary(monkeypatch: pytest.Monk
     assert f.search("xopacity") is None
 
 
+def test_folded_finds_the_boundary_through_the_character_before() -> None:
+    """A body whose matches start with a word character is searched after one non-word character
+    (the boundary in one C search); at offset 0, and at a start whose previous character is a word
+    character, the matches are those of the original."""
+    f = Folded(re.compile(r"\b(left|right)(?:[ -]sided)?\b", re.IGNORECASE))
+    assert f._led is not None
+    text = "Bright, leftward: LEFT-sided; right"
+    assert [m.span() for m in f.finditer(text)] == [m.span() for m in f.pattern.finditer(text)] == [(18, 28), (30, 35)]
+    for pos in range(len(text) + 2):
+        a, b = f.search(text, pos), f.pattern.search(text, pos)
+        assert (a and a.span()) == (b and b.span()), pos
+    m = f.search("left lung")
+    assert m is not None and m.span() == (0, 4)
+    assert f.search("xleft", 1) is None  # "x" before the start is a word character: no boundary
+
+
+def test_folded_without_the_led_search_finds_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that may start with a non-word character, or no ``re`` internals, keeps the boundary
+    test in Python: the same matches."""
+    import listener.qa.engine as engine
+
+    assert engine._led_by_non_word(re.compile(r"[-a]x")) is None
+    assert engine._led_by_non_word(re.compile(r"(?x) ab # comment")) is None
+    monkeypatch.setattr(engine, "_led_by_non_word", lambda body: None)
+    f = Folded(re.compile(r"\b(left|right)(?:[ -]sided)?\b", re.IGNORECASE))
+    assert f._body is not None and f._led is None
+    text = "Bright, leftward: LEFT-sided; right"
+    assert [m.span() for m in f.finditer(text)] == [(18, 28), (30, 35)]
+
+
 def test_folded_refuses_patterns_it_cannot_fold() -> None:
     """Only case-insensitive patterns without inline flags are accepted."""
     with pytest.raises(ValueError):
@@ -115,7 +145,7 @@ def test_folded_matches_equal_the_original(text: str) -> None:
     """search, match and finditer give the same spans and groups as the original pattern, at any start."""
     for f in FOLDED:
         p = f.pattern
-        for pos in (0, len(text) // 2):
+        for pos in (0, 1, len(text) // 3, len(text) // 2):
             a, b = f.search(text, pos), p.search(text, pos)
             assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
             a, b = f.match(text, pos), p.match(text, pos)

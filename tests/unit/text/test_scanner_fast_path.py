@@ -96,6 +96,39 @@ def test_shipped_scanners_use_the_finder(terms: Terms) -> None:
     for scanner in shipped(terms)[:3]:
         assert scanner.default is None
         assert scanner._finder is not None
+        assert scanner._lower_finder is not None
+
+
+ascii_pieces = st.one_of(
+    st.sampled_from(WORDS),
+    st.text(alphabet=ALPHABET.translate({ord(c): None for c in ODD if not c.isascii()}), min_size=1, max_size=4),
+    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/"]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(ascii_pieces, max_size=40).map("".join), data=st.data())
+def test_lowered_ascii_scan_equals_token_loop(terms: Terms, text: str, data: st.DataObject) -> None:
+    """On ASCII text (scanned through its lowered copy) and any window, scan() returns scan_tokens()'s matches."""
+    assert text.isascii()
+    n = len(text)
+    start = data.draw(st.integers(min_value=0, max_value=n + 2), label="start")
+    end = data.draw(st.one_of(st.none(), st.integers(min_value=0, max_value=n + 3)), label="end")
+    for variant in (text, text.upper(), text.swapcase()):
+        for scanner in shipped(terms):
+            assert signature(scanner.scan(variant, start, end)) == signature(scanner.scan_tokens(variant, start, end))
+
+
+def test_non_ascii_region_takes_the_cased_finder(terms: Terms) -> None:
+    """One non-ASCII character in the region and the scan reads the original text: same matches as the token loop."""
+    text = "No left effusion. \u0130 Right pneumothorax is not excluded."
+    scanner = terms.concept_scanner
+    found = scanner.scan(text)
+    assert [m.group(0) for m in found] == [m.group(0) for m in scanner.scan_tokens(text)]
+    assert "pneumothorax" in [m.group(0) for m in found]
+    # The same region without the dotted capital I is ASCII and finds the same findings.
+    plain = text.replace("\u0130", "I")
+    assert [m.group(0) for m in scanner.scan(plain)] == [m.group(0) for m in found]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
