@@ -393,6 +393,14 @@ class ProcessRunner(PipelineRunner):
       its next job; a process whose pipeline versions differ from the ones
       the job names (a file changed between the two loads) or whose pipeline
       could not be built leaves the job to its thread.
+    * With ``inline``, a task that arrives while no other job is queued or
+      running (the reactor's count, :attr:`in_flight`) runs on a thread of
+      the daemon instead (its own :class:`PipelineRunner` of one thread),
+      as with ``workers: 0``: at one message at a time the four crossings
+      between the processes cost more than the second core gives
+      (docs/configuration.md, "workers"; docs/benchmarks.md). Every task
+      that arrives while another is in flight goes to a process, so two
+      messages never share the daemon's interpreter lock for QA.
 
     Args:
         config: the configuration the processes build their pipeline from.
@@ -401,6 +409,8 @@ class ProcessRunner(PipelineRunner):
             :func:`~listener.server.priors.prior_key` (run on the runner thread).
         on_event: called on the reactor thread with an event name and log
             fields (a worker died, a worker could not start).
+        inline: run a task that arrives with no other job in flight on the
+            daemon's own thread (``workers_inline``); False: every task on a process.
     """
 
     def __init__(
@@ -415,13 +425,42 @@ class ProcessRunner(PipelineRunner):
         prior_lookup: Callable[[PriorKey], tuple[Prior, ...] | None] | None = None,
         on_event: Callable[..., object] = lambda *_, **__: None,
         clock: Callable[[], float] = time.monotonic,
+        inline: bool = False,
     ) -> None:
         self.config = config
         self.generation = 0
         self.journal = journal
         self.prior_lookup = prior_lookup
         self.on_event = on_event
+        #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
+        self.in_flight = 0
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
+        #: The daemon's own thread for a task that arrives alone (None: never).
+        self.inline: PipelineRunner | None = (
+            PipelineRunner(reactor, workers=1, budget=budget, grace=grace, clock=clock) if inline else None
+        )
+
+    def run(
+        self,
+        work: Callable[[Interrupt], T],
+        on_overrun: Callable[[Interrupt], T | None],
+        task: PipelineTask | None = None,
+    ) -> Job[T]:
+        """Queue the job: alone (nothing in flight) on the inline thread, else as the base class (a process)."""
+        with self._lock:
+            alone = self.in_flight == 0
+            self.in_flight += 1
+        if alone and task is not None and self.inline is not None:
+            job = self.inline.run(work, on_overrun, task)
+        else:
+            job = super().run(work, on_overrun, task)
+        job.finished.addBoth(self._landed)
+        return job
+
+    def _landed(self, value: object) -> object:
+        with self._lock:
+            self.in_flight -= 1
+        return value
 
     def configure(self, config: Config) -> None:
         """A reload: every worker process builds its pipeline from ``config`` before its next job."""
@@ -444,6 +483,8 @@ class ProcessRunner(PipelineRunner):
     def hurry(self) -> None:
         """Shutdown: as the base class, and tell every busy worker process to stop QA now."""
         super().hurry()
+        if self.inline is not None:
+            self.inline.hurry()
         with self._lock:
             busy = [job.worker for job in self.active if job.worker is not None]
         for worker in busy:
@@ -452,6 +493,8 @@ class ProcessRunner(PipelineRunner):
     def stop(self) -> None:
         """As the base class; a worker process still inside a rule is killed, not waited for."""
         super().stop()
+        if self.inline is not None:
+            self.inline.stop()
         with self._lock:
             busy = [job.worker for job in self.active if job.worker is not None]
         for worker in busy:
