@@ -48,6 +48,7 @@ from listener.server.procworker import pack_figures, send
 from listener.sites import LiveFigures
 
 __all__ = [
+    "CALM_ARRIVALS",
     "Job",
     "PipelineRunner",
     "PipelineTask",
@@ -62,6 +63,10 @@ T = TypeVar("T")
 
 #: Default number of worker threads.
 DEFAULT_WORKERS = 2
+
+#: With worker processes and ``workers_inline``: a task runs in the daemon when it and the
+#: jobs that arrived just before it, this many in all, each found no other job in flight.
+CALM_ARRIVALS = 3
 
 
 class Job(Generic[T]):
@@ -394,13 +399,18 @@ class ProcessRunner(PipelineRunner):
       the job names (a file changed between the two loads) or whose pipeline
       could not be built leaves the job to its thread.
     * With ``inline``, a task that arrives while no other job is queued or
-      running (the reactor's count, :attr:`in_flight`) runs on a thread of
-      the daemon instead (its own :class:`PipelineRunner` of one thread),
-      as with ``workers: 0``: at one message at a time the four crossings
-      between the processes cost more than the second core gives
-      (docs/configuration.md, "workers"; docs/benchmarks.md). Every task
-      that arrives while another is in flight goes to a process, so two
-      messages never share the daemon's interpreter lock for QA.
+      running (:attr:`in_flight`), after :data:`CALM_ARRIVALS` - 1 jobs
+      before it that arrived so too, runs on a thread of the daemon instead
+      (its own :class:`PipelineRunner` of one thread), as with ``workers:
+      0``: at one message at a time the four crossings between the
+      processes cost more than the second core gives (docs/configuration.md,
+      "workers_inline"; docs/benchmarks.md). Every task that arrives while
+      another is in flight goes to a process, so two messages never share
+      the daemon's interpreter lock for QA; and so do the next ones until
+      :data:`CALM_ARRIVALS` in a row arrived alone: under load (8
+      connections) the pool empties now and then between two messages, and
+      a message run inline then would hold the lock the daemon's network
+      thread and store writer need for the other connections' answers.
 
     Args:
         config: the configuration the processes build their pipeline from.
@@ -434,6 +444,8 @@ class ProcessRunner(PipelineRunner):
         self.on_event = on_event
         #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
         self.in_flight = 0
+        #: Jobs in a row, up to the last one, that arrived with no other in flight (under the lock).
+        self.calm = 0
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
@@ -446,9 +458,10 @@ class ProcessRunner(PipelineRunner):
         on_overrun: Callable[[Interrupt], T | None],
         task: PipelineTask | None = None,
     ) -> Job[T]:
-        """Queue the job: alone (nothing in flight) on the inline thread, else as the base class (a process)."""
+        """Queue the job: after a calm spell (:data:`CALM_ARRIVALS`) on the inline thread, else as the base class."""
         with self._lock:
-            alone = self.in_flight == 0
+            self.calm = self.calm + 1 if self.in_flight == 0 else 0
+            alone = self.calm >= CALM_ARRIVALS
             self.in_flight += 1
         if alone and task is not None and self.inline is not None:
             job = self.inline.run(work, on_overrun, task)
