@@ -44,6 +44,7 @@ _CONFIG_KEYS = frozenset(
         "pipeline_workers",
         "pipeline_budget",
         "workers",
+        "workers_inline",
         "health_probe_interval",
         "synchronous",
         "store",
@@ -158,6 +159,10 @@ class Config:
             0 (the default) or 1: no processes, the pipeline runs on
             ``pipeline_workers`` threads in the daemon's own process
             (docs/hardening.md; why 0 is the default: docs/benchmarks.md).
+        workers_inline: with worker processes, a message that arrives while no
+            other is being checked runs on a thread in the daemon instead of
+            crossing to a process (docs/configuration.md, "workers"); False:
+            every HL7 v2 message runs on a process.
         pipeline_budget: seconds one message's QA may take; past it the report
             is stored unchecked (``qa.timeout``) and routed by the policy's
             ``unchecked`` block (docs/hardening.md).
@@ -206,6 +211,7 @@ class Config:
     pipeline_workers: int = DEFAULT_PIPELINE_WORKERS
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
     workers: int = 0
+    workers_inline: bool = True
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
     store_url: str = ""
@@ -454,6 +460,8 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
         if "workers" in doc:
             daemon["workers"] = _workers(doc)
+        if "workers_inline" in doc:
+            daemon["workers_inline"] = doc.get_bool("workers_inline")
         if "pipeline_budget" in doc:
             daemon["pipeline_budget"] = doc.get_number("pipeline_budget", minimum=0.05)
         if "health_probe_interval" in doc:

@@ -261,6 +261,7 @@ class Daemon:
                 journal=self.journal,
                 prior_lookup=priors.lookup,
                 on_event=_worker_event,
+                inline=config.workers_inline,
             )
         else:
             self.runner = PipelineRunner(

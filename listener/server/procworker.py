@@ -35,6 +35,11 @@ a result are rebuilt by calling their class with their field values, a third
 cheaper both ways than the dataclass default (``__getstate__`` and
 ``__setstate__``, which look the fields up again for every object).
 
+After each config the process freezes its objects (``gc.freeze()``): a full
+collection then skips the pipeline's tables and patterns (about 21,000 objects,
+12 ms of CPU on the loaded development machine) instead of walking them in the
+middle of a message.
+
 SIGUSR1 stops QA of the running message at its next check (the daemon's
 shutdown). The process dies with the thread that started it (Linux
 ``PR_SET_PDEATHSIG``) and exits when the daemon closes the socket.
@@ -45,6 +50,7 @@ from __future__ import annotations
 import copyreg
 import ctypes
 import dataclasses
+import gc
 import io
 import pickle
 import signal
@@ -195,6 +201,11 @@ def serve(conn: Connection) -> int:
             return 0
         kind = request[0]
         if kind == "config":
+            # The pipeline lives until the next config: out of the collector's generations, as the
+            # daemon's start-up objects are (docs/hardening.md, "Worker processes"). The previous
+            # one's objects go back into them first, so a reload frees what it replaced.
+            pipeline = None
+            gc.unfreeze()
             try:
                 pipeline = build_pipeline(request[2])
                 # PostgreSQL compresses its JSON columns itself (docs/store.md, "Compact storage").
@@ -203,6 +214,9 @@ def serve(conn: Connection) -> int:
                 pipeline = None
                 conn.send(("config_error", type(exc).__name__))
                 continue
+            finally:
+                gc.collect()
+                gc.freeze()
             conn.send(("ready", versions_of(pipeline)))
         elif kind == "hl7" and pipeline is not None:
             _, raw, received_at, figures, budget, hurried = request

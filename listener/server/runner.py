@@ -48,6 +48,7 @@ from listener.server.procworker import pack_figures, send
 from listener.sites import LiveFigures
 
 __all__ = [
+    "CALM_ARRIVALS",
     "Job",
     "PipelineRunner",
     "PipelineTask",
@@ -62,6 +63,10 @@ T = TypeVar("T")
 
 #: Default number of worker threads.
 DEFAULT_WORKERS = 2
+
+#: With worker processes and ``workers_inline``: a task runs in the daemon when it and the
+#: jobs that arrived just before it, this many in all, each found no other job in flight.
+CALM_ARRIVALS = 3
 
 
 class Job(Generic[T]):
@@ -393,6 +398,19 @@ class ProcessRunner(PipelineRunner):
       its next job; a process whose pipeline versions differ from the ones
       the job names (a file changed between the two loads) or whose pipeline
       could not be built leaves the job to its thread.
+    * With ``inline``, a task that arrives while no other job is queued or
+      running (:attr:`in_flight`), after :data:`CALM_ARRIVALS` - 1 jobs
+      before it that arrived so too, runs on a thread of the daemon instead
+      (its own :class:`PipelineRunner` of one thread), as with ``workers:
+      0``: at one message at a time the four crossings between the
+      processes cost more than the second core gives (docs/configuration.md,
+      "workers_inline"; docs/benchmarks.md). Every task that arrives while
+      another is in flight goes to a process, so two messages never share
+      the daemon's interpreter lock for QA; and so do the next ones until
+      :data:`CALM_ARRIVALS` in a row arrived alone: under load (8
+      connections) the pool empties now and then between two messages, and
+      a message run inline then would hold the lock the daemon's network
+      thread and store writer need for the other connections' answers.
 
     Args:
         config: the configuration the processes build their pipeline from.
@@ -401,6 +419,8 @@ class ProcessRunner(PipelineRunner):
             :func:`~listener.server.priors.prior_key` (run on the runner thread).
         on_event: called on the reactor thread with an event name and log
             fields (a worker died, a worker could not start).
+        inline: run a task that arrives with no other job in flight on the
+            daemon's own thread (``workers_inline``); False: every task on a process.
     """
 
     def __init__(
@@ -415,13 +435,45 @@ class ProcessRunner(PipelineRunner):
         prior_lookup: Callable[[PriorKey], tuple[Prior, ...] | None] | None = None,
         on_event: Callable[..., object] = lambda *_, **__: None,
         clock: Callable[[], float] = time.monotonic,
+        inline: bool = False,
     ) -> None:
         self.config = config
         self.generation = 0
         self.journal = journal
         self.prior_lookup = prior_lookup
         self.on_event = on_event
+        #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
+        self.in_flight = 0
+        #: Jobs in a row, up to the last one, that arrived with no other in flight (under the lock).
+        self.calm = 0
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
+        #: The daemon's own thread for a task that arrives alone (None: never).
+        self.inline: PipelineRunner | None = (
+            PipelineRunner(reactor, workers=1, budget=budget, grace=grace, clock=clock) if inline else None
+        )
+
+    def run(
+        self,
+        work: Callable[[Interrupt], T],
+        on_overrun: Callable[[Interrupt], T | None],
+        task: PipelineTask | None = None,
+    ) -> Job[T]:
+        """Queue the job: after a calm spell (:data:`CALM_ARRIVALS`) on the inline thread, else as the base class."""
+        with self._lock:
+            self.calm = self.calm + 1 if self.in_flight == 0 else 0
+            alone = self.calm >= CALM_ARRIVALS
+            self.in_flight += 1
+        if alone and task is not None and self.inline is not None:
+            job = self.inline.run(work, on_overrun, task)
+        else:
+            job = super().run(work, on_overrun, task)
+        job.finished.addBoth(self._landed)
+        return job
+
+    def _landed(self, value: object) -> object:
+        with self._lock:
+            self.in_flight -= 1
+        return value
 
     def configure(self, config: Config) -> None:
         """A reload: every worker process builds its pipeline from ``config`` before its next job."""
@@ -444,6 +496,8 @@ class ProcessRunner(PipelineRunner):
     def hurry(self) -> None:
         """Shutdown: as the base class, and tell every busy worker process to stop QA now."""
         super().hurry()
+        if self.inline is not None:
+            self.inline.hurry()
         with self._lock:
             busy = [job.worker for job in self.active if job.worker is not None]
         for worker in busy:
@@ -452,6 +506,8 @@ class ProcessRunner(PipelineRunner):
     def stop(self) -> None:
         """As the base class; a worker process still inside a rule is killed, not waited for."""
         super().stop()
+        if self.inline is not None:
+            self.inline.stop()
         with self._lock:
             busy = [job.worker for job in self.active if job.worker is not None]
         for worker in busy:

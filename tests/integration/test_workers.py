@@ -1,5 +1,8 @@
 """Worker processes (``workers: 2``) against the real daemon: a worker killed mid-message, a reload.
 
+The tests of what happens on a worker process set ``workers_inline: false``, so that a message sent
+alone runs on a process too (with the default, it runs in the daemon: docs/configuration.md).
+
 docs/hardening.md, "Worker processes": a worker that dies counts a crash in the
 message's journal entry and the message is tried once more on a new process;
 at two crashes it is quarantined (AE 207), and the daemon keeps serving.
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 from listener.server.mllp import QUARANTINE_TEXT
+from listener.server.runner import CALM_ARRIVALS
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
 from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
 from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
@@ -54,7 +58,7 @@ def checking_worker(daemon: RunningDaemon, timeout: float = 120) -> int:
 
 def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
     """SIGKILL the worker checking a message: retried once; killed again: quarantined AE 207; others still AA."""
-    daemon = start(tmp_path, "workers: 2\npipeline_budget: 600\n")
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 600\n")
     try:
         assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
         poison = run_on("KILLED-1", 140_000)
@@ -102,7 +106,7 @@ def idle_workers(daemon: RunningDaemon) -> list[int]:
 
 def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
     """Past budget + grace the worker process is killed (not waited for) and replaced; the message is stored unchecked."""
-    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.5\n")
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 0.5\n")
     stopped = idle_workers(daemon)
     try:
         # Stuck for good: a stopped process never answers (a rule that never returns looks the same).
@@ -132,12 +136,43 @@ def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
         assert daemon.stop() == 0
 
 
+def test_a_message_alone_runs_in_the_daemon_with_workers_inline(tmp_path: Path) -> None:
+    """``workers_inline`` (the default): once CALM_ARRIVALS messages in a row arrived while no other was being
+    checked, such a message runs on the daemon's own thread, so it is checked and answered even with both
+    worker processes stopped, which stay untouched."""
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.5\n")
+    stopped = idle_workers(daemon)
+    conn = MllpConnection(daemon.address, timeout=60)
+    try:
+        # The first ones of a calm spell still go to the processes.
+        for i in range(CALM_ARRIVALS - 1):
+            assert accepted(conn.request(sample(f"CALM-{i}")), f"CALM-{i}")
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        for i in range(3):
+            assert accepted(conn.request(sample(f"ALONE-{i}")), f"ALONE-{i}")
+        conn.close()
+        lines = {e["control_id"]: e for e in events(daemon, "message_processed")}
+        for i in range(3):
+            # Checked (the unchecked answer of a stuck process would say qa: timeout, selective_overread).
+            assert "qa" not in lines[f"ALONE-{i}"] and lines[f"ALONE-{i}"]["bucket"] == "release"
+        assert not events(daemon, "pipeline_overrun")
+        assert sorted(workers_of(daemon)) == sorted(stopped)
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert daemon.stop() == 0
+
+
 def test_a_reload_reaches_the_worker_processes(tmp_path: Path) -> None:
     """SIGHUP with a changed routing policy: the next message is routed by it (built again in each worker)."""
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies", policies)
     routing = policies / "routing.yaml"
-    daemon = start(tmp_path, f"workers: 2\npolicies: {policies}\n")
+    daemon = start(tmp_path, f"workers: 2\nworkers_inline: false\npolicies: {policies}\n")
     try:
         conn = MllpConnection(daemon.address, timeout=60)
         assert accepted(conn.request(sample("BEFORE-HUP")), "BEFORE-HUP")
@@ -174,7 +209,7 @@ def test_worker_processes_get_prior_studies_from_the_store(tmp_path: Path) -> No
     "Worker processes"); the same patient's earlier study is found, another
     patient's is not.
     """
-    daemon = start(tmp_path, "workers: 2\n")
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\n")
     try:
         _send(daemon, _variant(PRIOR, "W-PRIOR-1", (b"ZZ9000103^^^LEMC", b"ZZ9000104^^^LEMC")))
         _send(daemon, _variant(NEW, "W-NEW-SAME"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
+import socket
 import threading
 import zlib
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from listener.config import Config, load_config
@@ -80,3 +83,22 @@ def test_a_worker_sends_each_report_record_with_its_stored_forms() -> None:
         for r in records:
             assert r.forms == stored_forms(r, packed=packed)
             assert (r.forms.report_json is not None) is packed
+
+
+def test_a_config_freezes_the_workers_pipeline_out_of_the_collector() -> None:
+    """After ``config`` the pipeline's objects are frozen (``gc.freeze``), so no full collection walks them."""
+    ours, theirs = socket.socketpair()
+    daemon_end, worker_end = Connection(ours.detach()), Connection(theirs.detach())
+    worker = threading.Thread(target=serve, args=(worker_end,), daemon=True)
+    gc.unfreeze()
+    try:
+        worker.start()
+        daemon_end.send(("config", 0, load_config(None)))
+        assert daemon_end.recv()[0] == "ready"
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000
+    finally:
+        daemon_end.close()
+        worker.join(60)
+        worker_end.close()
+        gc.unfreeze()

@@ -31,7 +31,7 @@ from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.priors import PriorKey
-from listener.server.runner import Job, PipelineTask, ProcessRunner, WorkerCrashed
+from listener.server.runner import CALM_ARRIVALS, Job, PipelineTask, ProcessRunner, WorkerCrashed
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
@@ -69,7 +69,7 @@ class Scene:
         end_entry: end the journal entry before each kill (the reactor ended it meanwhile).
     """
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, inline: bool = False) -> None:
         self.reactor = InlineReactor()
         self.journal = Journal(tmp_path / "journal")
         self.kills = 0
@@ -87,6 +87,7 @@ class Scene:
             journal=self.journal,
             prior_lookup=self._prior_lookup,
             on_event=self._on_event,
+            inline=inline,
         )
 
     def _prior_lookup(self, _key: PriorKey) -> tuple[Prior, ...] | None:
@@ -127,7 +128,8 @@ class Scene:
 
     def stop(self) -> None:
         self.runner.stop()
-        for thread in self.runner._threads:
+        inline = self.runner.inline._threads if self.runner.inline is not None else []
+        for thread in [*self.runner._threads, *inline]:
             thread.join(60)  # each thread closes (kills and reaps) its worker process on its way out
 
 
@@ -203,3 +205,56 @@ def test_a_crash_before_a_daemon_restart_counts_after_it(scene: Scene, pipeline:
     assert not ok and isinstance(crashed, WorkerCrashed), crashed
     assert crashed.crashes == QUARANTINE_AFTER
     assert scene.died == [QUARANTINE_AFTER] and scene.asked == 1
+
+
+@pytest.fixture(name="inline_scene")
+def fixture_inline_scene(tmp_path: Path) -> Iterator[Scene]:
+    scene = Scene(tmp_path, inline=True)
+    try:
+        yield scene
+    finally:
+        scene.stop()
+
+
+def test_a_task_alone_runs_on_the_daemons_thread_after_a_calm_spell(inline_scene: Scene, pipeline: Pipeline) -> None:
+    """``workers_inline``: once CALM_ARRIVALS messages in a row arrived with nothing in flight, such a
+    message runs in the daemon, never crossing to a process; the ones before run on a process."""
+    for i in range(CALM_ARRIVALS + 1):
+        inline_scene.ran_on_thread = False
+        ok, value = inline_scene.outcome(inline_scene.run(pipeline))
+        assert ok, value
+        assert inline_scene.ran_on_thread is (i + 1 >= CALM_ARRIVALS)
+        assert inline_scene.asked == min(i + 1, CALM_ARRIVALS - 1)
+    assert inline_scene.runner.in_flight == 0
+
+
+def test_a_task_arriving_while_another_is_in_flight_goes_to_a_process(inline_scene: Scene, pipeline: Pipeline) -> None:
+    """While one message runs on the daemon's thread, the next one runs on a worker process, and so do
+    the next ones that arrive alone until a calm spell of CALM_ARRIVALS in a row has passed again."""
+    for _ in range(CALM_ARRIVALS - 1):
+        inline_scene.outcome(inline_scene.run(pipeline))
+    asked = inline_scene.asked
+    started, release = threading.Event(), threading.Event()
+
+    def held(_interrupt: Interrupt) -> str:
+        started.set()
+        assert release.wait(120)
+        return "held"
+
+    task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
+    first = inline_scene.runner.run(held, lambda _interrupt: UNCHECKED, task)
+    assert started.wait(60), "the calm spell's message did not run on the daemon's thread"
+    try:
+        ok, value = inline_scene.outcome(inline_scene.run(pipeline), timeout=120)
+    finally:
+        release.set()
+    assert ok, value
+    outcome, records, _packed_raw = value
+    assert outcome.disposition == "accepted" and records
+    assert inline_scene.asked == asked + 1 and not inline_scene.ran_on_thread
+    assert inline_scene.outcome(first) == (True, "held")
+    for i in range(CALM_ARRIVALS):
+        ok, value = inline_scene.outcome(inline_scene.run(pipeline))
+        assert ok, value
+        assert inline_scene.ran_on_thread is (i + 1 >= CALM_ARRIVALS)
+    assert inline_scene.asked == asked + CALM_ARRIVALS
