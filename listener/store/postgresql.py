@@ -107,6 +107,7 @@ from listener.store.rows import (
     traffic_sql,
     version_columns,
     window_version_rows,
+    window_versions_params,
     window_versions_sql,
 )
 from listener.store.schema import newer_schema_text
@@ -1034,13 +1035,15 @@ class PostgresStore(MessageListing, StoreHealth):
     ) -> WindowVersions:
         """The window's versions split into those that may pair and the lone ones, counted (see
         :meth:`Store.window_versions`), in one statement: the accessions with another row
-        from the ``reports_versions`` and ``reports_accession`` indexes (one hash join), the
-        lone versions from ``reports_versions`` again, each probing those accessions' hash."""
+        from the ``reports_versions`` and ``reports_accession`` indexes (every accession's rows
+        counted in index order when the window holds most of the store, else a look-up of the
+        window's accessions), the lone versions from ``reports_versions`` again, each probing
+        those accessions' hash (:func:`~listener.store.rows.window_versions_sql`)."""
         if not open_windows(since, until, windows):
             return WindowVersions((), ())
         bounds = [t for window in windows for t in window]
         sql = window_versions_sql(len(windows), "%s", "::timestamptz", _C)
-        params = (since, until, *bounds, *((since, until) if windows else ()))
+        params = window_versions_params(since, until, bounds, windows=bool(windows))
         return window_version_rows(self._rows("reading the versions of a window", sql, params))
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
