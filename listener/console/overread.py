@@ -238,17 +238,18 @@ class OverreadPage:
     def document(self, now: datetime, window: str, by: str, min_reads: int) -> dict[str, Any]:
         """Every figure of the page for one window, grouping and minimum (blocking).
 
-        The worklist's count runs on the report searches' own connection while the rest is read,
-        and the graded chains are collected while the bucket mix's chart is drawn: each waits on
-        the database while the other works (docs/console.md, "Overread").
+        The graded chains are collected and the worklist counted on threads of their own while
+        this one counts the bucket mix and draws its chart: on PostgreSQL the version read runs on
+        the store's connection and the two counts on the report searches' one, so the server
+        works on both at once (docs/console.md, "Overread").
         """
         days, step, label = WINDOWS[window]
         since = window_start(now, "day", days)
-        pools_read = started(lambda: self.queries.open_task_pools(limit=WORKLIST_LIMIT))
-        buckets = self.store.bucket_mix(since, now, step="day")
         pipeline = self.pipeline()
         context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
         collected = started(lambda: collect(self.store, context, since=since, until=now))
+        pools_read = started(lambda: self.queries.open_task_pools(limit=WORKLIST_LIMIT))
+        buckets = self.store.bucket_mix(since, now, step="day")
         days_starts = bin_starts(since, now, "day")
         mix = fill(days_starts, buckets, lambda b: b.start, lambda b: b.bucket, lambda b: b.count)
         day_labels = [bin_label(s, "day") for s in days_starts]

@@ -756,6 +756,11 @@ class PostgresReports:
         sql, params = _SEARCH_SQL.open_task_pools()
         return task_pools(self._reader.rows("counting open tasks", sql, (*params, limit)), _utc)
 
+    def counted(self, what: str, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of a count over the reports, read on this connection (the store's
+        :meth:`PostgresStore.bucket_mix`: it then runs beside the store's own reads)."""
+        return self._reader.rows(what, sql, params)
+
     def close(self) -> None:
         """Close the read connection."""
         self._reader.close()
@@ -1064,13 +1069,15 @@ class PostgresStore(MessageListing, StoreHealth):
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
         (see :meth:`Store.bucket_mix`), counted from the ``reports_received_bucket`` index alone:
         each report row holds its message's receive time (its version summary, docs/store.md),
-        so no message row is read. Grouped by hour, then by day."""
+        so no message row is read. Grouped by hour, then by day. Read on the report searches'
+        connection (:attr:`reports`), so the overread page counts its buckets while
+        :meth:`window_versions` runs on the store's (docs/store.md, "The overread page on PostgreSQL")."""
         if not _window(since, until, step):
             return ()
         sql = _BUCKET_MIX_SQL
         if step == "day":
             sql = by_day(sql, "date_trunc('day', bin)", ("bucket",), _C)
-        return bucket_bins(self._rows("counting buckets", sql, (since, until)), _utc_of_naive)
+        return bucket_bins(self._reports.counted("counting buckets", sql, (since, until)), _utc_of_naive)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""
