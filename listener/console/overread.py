@@ -26,9 +26,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from listener.console.bins import STEP_WIDTH, bin_label, bin_starts, fill, window_start
 from listener.console.charts import bars, lines
@@ -39,7 +40,19 @@ from listener.outcomes.scorecard import Rate, ScorecardRow, prelim_to_final, spr
 from listener.sites import EMPTY_DIRECTORY
 from listener.store.base import TaskPool
 
-__all__ = ["BY", "CACHE_SECONDS", "STALE_SECONDS", "WINDOWS", "WORKLIST_LIMIT", "OverreadPage", "in_thread", "worklist"]
+__all__ = [
+    "BY",
+    "CACHE_SECONDS",
+    "STALE_SECONDS",
+    "WINDOWS",
+    "WORKLIST_LIMIT",
+    "OverreadPage",
+    "in_thread",
+    "started",
+    "worklist",
+]
+
+T = TypeVar("T")
 
 
 def _log() -> Any:
@@ -81,6 +94,22 @@ class _Computed:
 def in_thread(job: Callable[[], None]) -> None:
     """Run ``job`` on a new daemon thread (a document computed in the background)."""
     threading.Thread(target=job, name="console-overread", daemon=True).start()
+
+
+def started(call: Callable[[], T]) -> Future[T]:
+    """``call`` run on a new daemon thread, its result (or its exception) in the future returned:
+    a read of the page that overlaps the others (its own connection, or the server's work while
+    this process draws)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="console-overread-read", daemon=True).start()
+    return future
 
 
 def worklist(pools: Sequence[TaskPool]) -> list[dict[str, Any]]:
@@ -207,17 +236,22 @@ class OverreadPage:
         self.refresh(job)
 
     def document(self, now: datetime, window: str, by: str, min_reads: int) -> dict[str, Any]:
-        """Every figure of the page for one window, grouping and minimum (blocking)."""
+        """Every figure of the page for one window, grouping and minimum (blocking).
+
+        The graded chains are collected and the worklist counted on threads of their own while
+        this one counts the bucket mix and draws its chart: on PostgreSQL the version read runs on
+        the store's connection and the two counts on the report searches' one, so the server
+        works on both at once (docs/console.md, "Overread").
+        """
         days, step, label = WINDOWS[window]
         since = window_start(now, "day", days)
+        pipeline = self.pipeline()
+        context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
+        collected = started(lambda: collect(self.store, context, since=since, until=now))
+        pools_read = started(lambda: self.queries.open_task_pools(limit=WORKLIST_LIMIT))
+        buckets = self.store.bucket_mix(since, now, step="day")
         days_starts = bin_starts(since, now, "day")
-        mix = fill(
-            days_starts,
-            self.store.bucket_mix(since, now, step="day"),
-            lambda b: b.start,
-            lambda b: b.bucket,
-            lambda b: b.count,
-        )
+        mix = fill(days_starts, buckets, lambda b: b.start, lambda b: b.bucket, lambda b: b.count)
         day_labels = [bin_label(s, "day") for s in days_starts]
         mix_chart = (
             bars(f"Routed reports per day by bucket, {label}", day_labels, mix, every=7 if days > 7 else 1)
@@ -225,9 +259,7 @@ class OverreadPage:
             else None
         )
 
-        pipeline = self.pipeline()
-        context = HistoryContext(pipeline, self.rules(), self.fhir_clients())
-        found = collect(self.store, context, since=since, until=now)
+        found = collected.result()
         outcomes = found.outcomes
         turn_since = window_start(now, step, days // 7) if step == "week" else since
         turn_starts = bin_starts(turn_since, now, step)
@@ -276,7 +308,7 @@ class OverreadPage:
                 }
             )
 
-        pools = self.queries.open_task_pools(limit=WORKLIST_LIMIT)
+        pools = pools_read.result()
         return {
             "window": window,
             "window_label": label,

@@ -108,6 +108,7 @@ from listener.store.rows import (
     traffic_sql,
     version_values,
     window_version_rows,
+    window_versions_params,
     window_versions_sql,
 )
 from listener.store.schema import newer_schema_text
@@ -759,6 +760,11 @@ class PostgresReports:
         sql, params = _SEARCH_SQL.open_task_pools()
         return task_pools(self._reader.rows("counting open tasks", sql, (*params, limit)), _utc)
 
+    def counted(self, what: str, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The rows of a count over the reports, read on this connection (the store's
+        :meth:`PostgresStore.bucket_mix`: it then runs beside the store's own reads)."""
+        return self._reader.rows(what, sql, params)
+
     def close(self) -> None:
         """Close the read connection."""
         self._reader.close()
@@ -1038,13 +1044,15 @@ class PostgresStore(MessageListing, StoreHealth):
     ) -> WindowVersions:
         """The window's versions split into those that may pair and the lone ones, counted (see
         :meth:`Store.window_versions`), in one statement: the accessions with another row
-        from the ``reports_versions`` and ``reports_accession`` indexes (one hash join), the
-        lone versions from ``reports_versions`` again, each probing those accessions' hash."""
+        from the ``reports_versions`` and ``reports_accession`` indexes (every accession's rows
+        counted in index order when the window holds most of the store, else a look-up of the
+        window's accessions), the lone versions from ``reports_versions`` again, each probing
+        those accessions' hash (:func:`~listener.store.rows.window_versions_sql`)."""
         if not open_windows(since, until, windows):
             return WindowVersions((), ())
         bounds = [t for window in windows for t in window]
         sql = window_versions_sql(len(windows), "%s", "::timestamptz", _C)
-        params = (since, until, *bounds, *((since, until) if windows else ()))
+        params = window_versions_params(since, until, bounds, windows=bool(windows))
         return window_version_rows(self._rows("reading the versions of a window", sql, params))
 
     def traffic(self, since: datetime, until: datetime, *, step: str) -> tuple[TrafficBin, ...]:
@@ -1065,13 +1073,15 @@ class PostgresStore(MessageListing, StoreHealth):
         """The current reports of messages received in ``[since, until)`` by UTC bin and bucket
         (see :meth:`Store.bucket_mix`), counted from the ``reports_received_bucket`` index alone:
         each report row holds its message's receive time (its version summary, docs/store.md),
-        so no message row is read. Grouped by hour, then by day."""
+        so no message row is read. Grouped by hour, then by day. Read on the report searches'
+        connection (:attr:`reports`), so the overread page counts its buckets while
+        :meth:`window_versions` runs on the store's (docs/store.md, "The overread page on PostgreSQL")."""
         if not _window(since, until, step):
             return ()
         sql = _BUCKET_MIX_SQL
         if step == "day":
             sql = by_day(sql, "date_trunc('day', bin)", ("bucket",), _C)
-        return bucket_bins(self._rows("counting buckets", sql, (since, until)), _utc_of_naive)
+        return bucket_bins(self._reports.counted("counting buckets", sql, (since, until)), _utc_of_naive)
 
     def cached_comparisons(self, keys: Sequence[str]) -> dict[str, str]:
         """The cached results of the given keys (see :meth:`Store.cached_comparisons`)."""

@@ -419,31 +419,55 @@ def window_versions_sql(windows: int, mark: str, cast: str = "", collate: str = 
 
     ``mark`` is the placeholder, ``cast`` what follows a window bound
     placeholder (``::timestamptz``), ``collate`` what makes ``min()`` of
-    accessions compare by code point. Parameters: the receive window, then each
-    window's bounds and the receive window again (none of those when
-    ``windows`` is 0). Its rows are :func:`window_version_rows`'s.
+    accessions compare by code point. Parameters: the receive window (since,
+    until) then its start again; the receive window twice; each window's bounds
+    and the receive window again (none of those when ``windows`` is 0). Its rows
+    are :func:`window_version_rows`'s.
 
     ``m`` holds the window's accessions with another report row (a version or
-    not): the one look-up of each window row's accession in
-    ``reports_accession`` (a hash join). The lone versions are the window's
-    rows whose accession is NOT IN ``m``: a probe of ``m``'s hash (a hashed
-    sub-plan), not a second join of every row's accession, and the planner
-    then expects as many rows as there are and counts the groups by hashing
-    instead of sorting them (docs/store.md, "The overread page on
-    PostgreSQL"). ``m`` is read twice, so the server keeps it as it is
-    computed (a materialized CTE).
+    not), found one of two ways (docs/store.md, "The overread page on
+    PostgreSQL"). When the store's first report was received less than one
+    window length before the window (``s.wide``: the window holds most of the
+    store), every accession's rows are counted in ``reports_accession``'s order
+    (a group aggregate over the whole index, no hash of it) and the window's
+    rows keep the few counted twice or more. Otherwise (a short window of a
+    long store) each window row's accession is looked up in
+    ``reports_accession`` (``EXISTS``: a hash join, or a probe per row), which
+    reads no more of the index than the window needs. ``s.wide`` is one
+    uncorrelated value, so the plan gates each way with a one-time filter and
+    runs only the chosen one.
+
+    The lone versions are the window's rows whose accession is NOT IN ``m``: a
+    probe of ``m``'s hash (a hashed sub-plan), not a second join of every row's
+    accession, and the planner then expects as many rows as there are and
+    counts the groups by hashing instead of sorting them. ``m`` is read twice,
+    so the server keeps it as it is computed (a materialized CTE).
     """
     window = f"r.received >= {mark} AND r.received < {mark} AND r.stage IS NOT NULL AND r.accession != ''"
-    multi = f"m AS (SELECT DISTINCT r.accession FROM reports r WHERE {window} AND EXISTS ({OTHER_ROW}))"
+    wide = f"s AS (SELECT min(f.received) >= {mark}{cast} - ({mark}{cast} - {mark}{cast}) AS wide FROM reports f)"
+    counted = "SELECT g.accession FROM reports g WHERE g.accession != '' GROUP BY g.accession HAVING count(*) > 1"
+    multi = (
+        f"m AS (SELECT DISTINCT r.accession FROM reports r WHERE {window} AND r.accession IN ({counted})"
+        " AND (SELECT s.wide FROM s) IS TRUE"
+        f" UNION ALL SELECT DISTINCT r.accession FROM reports r WHERE {window} AND EXISTS ({OTHER_ROW})"
+        " AND (SELECT s.wide FROM s) IS NOT TRUE)"
+    )
     if not windows:
-        return f"WITH {multi} SELECT -1, '', NULL, 0, m.accession FROM m"
+        return f"WITH {wide}, {multi} SELECT -1, '', NULL, 0, m.accession FROM m"
     values = ", ".join(f"({i}, {mark}{cast}, {mark}{cast})" for i in range(windows))
     return (
-        f"WITH {multi}, w (i, s, u) AS (VALUES {values}) SELECT -1, '', NULL, 0, m.accession FROM m"
+        f"WITH {wide}, {multi}, w (i, s, u) AS (VALUES {values}) SELECT -1, '', NULL, 0, m.accession FROM m"
         f" UNION ALL SELECT w.i, r.summary, r.prelim_minutes, count(*), min(r.accession{collate})"
         f" FROM reports r JOIN w ON r.clinical_at >= w.s AND r.clinical_at < w.u WHERE {window}"
         " AND r.accession NOT IN (SELECT m.accession FROM m) GROUP BY w.i, r.summary, r.prelim_minutes"
     )
+
+
+def window_versions_params(
+    since: datetime, until: datetime, bounds: Sequence[datetime], *, windows: bool
+) -> tuple[datetime, ...]:
+    """The parameters of :func:`window_versions_sql`: ``bounds`` are the windows' (start, end) in turn."""
+    return (since, until, since, since, until, since, until, *bounds, *((since, until) if windows else ()))
 
 
 #: A report row of the same accession as ``reports r`` other than ``r``.

@@ -18,9 +18,11 @@ import pytest
 
 from listener.console.overread import CACHE_SECONDS, STALE_SECONDS, OverreadPage, in_thread
 from listener.console.web import NAV, Caller, Ctx, environment
+from listener.errors import StoreError
 from listener.outcomes import DEFAULT_OUTCOMES_FILE, load_outcome_rules
 from listener.pipeline import Pipeline
 from listener.store import SQLiteStore
+from listener.store.queries import ReportQueries
 from tests.unit.cli.test_scorecard import FINAL, FINAL_PNEUMOTHORAX, PRELIM, _save
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -165,3 +167,20 @@ def test_warm_computes_the_default_view_in_the_background(tmp_path: Path, pipeli
         assert shown.context["computed"] == NOW and shown.context["cached"]
     finally:
         store.close()
+
+
+def test_a_failed_read_that_ran_alongside_fails_the_page(
+    store: SQLiteStore, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The worklist's count and the graded chains are read on threads of their own while the page
+    draws (docs/console.md, "Overread"); a read that fails there fails the computed page with the
+    store's own error, as a read on the page's thread does."""
+    page = _page(store, pipeline, Clock())
+    page.queries = ReportQueries(tmp_path / "none" / "overread.db")  # no such store: cannot be opened
+    with pytest.raises(StoreError, match="cannot be opened for reading"):
+        page.document(NOW, "7d", "reader", 5)
+    found = _page(store, pipeline, Clock()).document(NOW, "7d", "reader", 5)
+    assert {r["key"]: r["graded"] for r in found["rows"]}["NT7741"] == 8
+    assert [(p["pool"], p["open"]) for p in found["pools"]] == [
+        (p.pool or "(no pool)", p.open) for p in sorted(store.reports.open_task_pools(limit=5000), key=lambda p: p.pool)
+    ]

@@ -204,6 +204,12 @@ def test_window_versions_splits_the_window_in_one_read(store: Store, pipeline: P
     assert sorted((g.window, g.first_accession, g.count) for g in versions.lone) == [(0, "A1", 1), (0, "C3", 1)]
     assert store.window_versions(*hour, ()).multi == ("Z9", "b1")
     assert store.window_versions(*hour, ()).lone == ()
+    # A window that holds the whole store (PostgreSQL then counts every accession's rows instead of
+    # looking the window's up: docs/store.md, "The overread page on PostgreSQL"): the same split.
+    whole = (T0 - timedelta(days=2), T0 + timedelta(hours=1))
+    versions = store.window_versions(*whole, [WIDE])
+    assert versions.multi == ("Z9", "b1")
+    assert sorted((g.window, g.first_accession, g.count) for g in versions.lone) == [(0, "A1", 1), (0, "C3", 1)]
 
 
 def test_chunks_give_the_same_outcomes(

@@ -407,7 +407,7 @@ def test_the_overread_page_reads_have_indexes_that_answer_them(dsn: str) -> None
     import json
 
     from listener.store.postgresql import _BUCKET_MIX_SQL, _C, _SEARCH_SQL
-    from listener.store.rows import window_versions_sql
+    from listener.store.rows import window_versions_params, window_versions_sql
 
     store = PostgresStore(dsn)
     try:
@@ -421,7 +421,7 @@ def test_the_overread_page_reads_have_indexes_that_answer_them(dsn: str) -> None
     statements = {
         "window_versions": (
             window_versions_sql(1, "%s", "::timestamptz", _C),
-            (since, until, since, until, since, until),
+            window_versions_params(since, until, (since, until), windows=True),
         ),
         "open_task_pools": (pools, (*pool_params, 5000)),
         "bucket_mix": (_BUCKET_MIX_SQL, (since, until)),
@@ -444,3 +444,50 @@ def test_the_overread_page_reads_have_indexes_that_answer_them(dsn: str) -> None
             plans[name] = json.dumps(plan)
     assert used == wanted
     assert "NOT (hashed SubPlan" in plans["window_versions"]
+
+
+def _grouped_runs(plan: object) -> list[int]:
+    """The loops run by each node of an EXPLAIN (ANALYZE, FORMAT JSON) plan that groups by ``g.accession``
+    (the counting of every accession's rows in :func:`listener.store.rows.window_versions_sql`)."""
+    if isinstance(plan, dict):
+        found = [int(plan["Actual Loops"])] if plan.get("Group Key") == ["g.accession"] else []
+        return found + [n for v in plan.values() for n in _grouped_runs(v)]
+    if isinstance(plan, list):
+        return [n for v in plan for n in _grouped_runs(v)]
+    return []
+
+
+def test_window_versions_counts_every_accession_only_when_the_window_holds_most_of_the_store(dsn: str) -> None:
+    """The version read finds the accessions with another row one of two ways (docs/store.md, "The
+    overread page on PostgreSQL"), and the server runs only the one the store's first receive time
+    chooses: a window reaching back to less than one window length before that time counts every
+    accession's rows in ``reports_accession`` (its group aggregate runs, in index order); a short
+    window of an older store looks its own accessions up (the aggregate never runs). Both give the
+    same split (tests/unit/store/test_outcome_data.py)."""
+    from listener.store.postgresql import _C
+    from listener.store.rows import window_versions_params, window_versions_sql
+
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    store = PostgresStore(dsn)
+    try:
+        for n, day in enumerate((0, 0, 10, 40)):
+            saved = record(f"M{n}", reports=(report(f"ACC{n % 3}"),), received=first + timedelta(days=day))
+            assert not store.save(saved).duplicate
+    finally:
+        store.close()
+    cases = {
+        # 40 days back to the first report: less than one 45-day window before the window's start.
+        "whole": (first - timedelta(days=5), first + timedelta(days=41)),
+        # A 2-day window 39 days after the first report.
+        "short": (first + timedelta(days=39), first + timedelta(days=41)),
+    }
+    runs = {}
+    with _admin(dsn) as conn:
+        conn.execute("ANALYZE reports")
+        conn.execute("SET enable_hashagg = off")  # the count of each accession in index order, as on a large store
+        for name, (since, until) in cases.items():
+            sql = window_versions_sql(1, "%s", "::timestamptz", _C)
+            params = window_versions_params(since, until, (since, until), windows=True)
+            ((plan,),) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()
+            runs[name] = _grouped_runs(plan)
+    assert runs == {"whole": [1], "short": [0]}
