@@ -30,7 +30,7 @@ from listener.model import CATEGORIES, Evidence, Finding, Report, Section, Secti
 from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
-from listener.text.casefold import lowered_source
+from listener.text.casefold import INLINE_FLAGS, lowered_source
 from listener.text.scanner import first_chars
 from listener.text.sentences import Span
 
@@ -326,9 +326,6 @@ def _at_boundary(low: str, at: int, endpos: int) -> bool:
     return before != after
 
 
-_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
-
-
 class Folded:
     """A case-insensitive pattern, run case-sensitively over the lower-cased text.
 
@@ -347,7 +344,7 @@ class Folded:
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
             raise ValueError(f"pattern is not case-insensitive: {pattern.pattern!r}")
-        if _INLINE_FLAGS.search(pattern.pattern):
+        if INLINE_FLAGS.search(pattern.pattern):
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
         source = lowered_source(pattern.pattern)
         self.pattern = pattern

@@ -69,7 +69,15 @@ def version_texts(
     report_json: str, findings_json: str, received: str, processed: bool
 ) -> tuple[str, int | None, str, float | None, str]:
     """:func:`listener.store.rows.version_columns` with the times as stored text (``received`` already is)."""
-    _, stage, clinical, minutes, summary = version_columns(report_json, findings_json, dt(received), processed)
+    return _as_stored(version_columns(report_json, findings_json, dt(received), processed), received)
+
+
+def _as_stored(
+    values: tuple[datetime, int | None, datetime, float | None, str], received: str
+) -> tuple[str, int | None, str, float | None, str]:
+    """A version summary's column values (:func:`listener.store.rows.version_values`) with the times
+    as stored text (``received``: the message's, already stored text)."""
+    _, stage, clinical, minutes, summary = values
     return received, stage, ts(clinical), minutes, summary
 
 
@@ -227,10 +235,6 @@ def _report_row(pk: int, seq: int, r: ReportRecord, received: str, processed: bo
     """The values of one ``reports`` INSERT: the forms the record came with (a worker process made
     them) or made now."""
     f = forms_of(r)
-    dated = dt(received)
-    _, stage, clinical, minutes, summary_text = version_values(
-        f.stage, f.report_time, f.observation_time, f.summary, dated, processed
-    )
     return (
         pk,
         seq,
@@ -242,11 +246,9 @@ def _report_row(pk: int, seq: int, r: ReportRecord, received: str, processed: bo
         f.explanation,
         r.patient_id,
         r.patient_authority,
-        received,
-        stage,
-        ts(clinical),
-        minutes,
-        summary_text,
+        *_as_stored(
+            version_values(f.stage, f.report_time, f.observation_time, f.summary, dt(received), processed), received
+        ),
     )
 
 

@@ -17,11 +17,12 @@ import re
 
 from listener.text.cache import TextCache
 
-__all__ = ["lowered_source", "lowered_text", "lowered_twin"]
+__all__ = ["INLINE_FLAGS", "lowered_source", "lowered_text", "lowered_twin"]
 
 # What the lowering keeps as it is (group names, escapes) or lower-cases (an ASCII letter).
 _KEPT_OR_LETTER = re.compile(r"\(\?P<\w+>|\(\?P=\w+\)|\(\?P|\\.|[A-Za-z]", re.DOTALL)
-_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
+#: An inline flag group (``(?i)``, ``(?x:...)``): a pattern holding one has no lowered twin.
+INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
 # Escapes that name a character by its code (which may be an upper-case letter) or a back reference.
 _CODE_ESCAPE = re.compile(r"\\[0-9xuUN]")
 
@@ -42,7 +43,7 @@ def lowered_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
     source = pattern.pattern
     if not pattern.flags & re.IGNORECASE or not source.isascii():
         return None
-    if _INLINE_FLAGS.search(source) or _CODE_ESCAPE.search(source):
+    if INLINE_FLAGS.search(source) or _CODE_ESCAPE.search(source):
         return None
     try:
         return re.compile(lowered_source(source), pattern.flags & ~re.IGNORECASE)

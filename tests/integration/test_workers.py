@@ -104,6 +104,15 @@ def idle_workers(daemon: RunningDaemon) -> list[int]:
     return pids
 
 
+def resume(pids: list[int]) -> None:
+    """SIGCONT to each of ``pids`` still alive (worker processes a test stopped)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
 def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
     """Past budget + grace the worker process is killed (not waited for) and replaced; the message is stored unchecked."""
     daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 0.5\n")
@@ -128,11 +137,7 @@ def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
         assert accepted(conn.request(sample("AFTER-STUCK")), "AFTER-STUCK")
         conn.close()
     finally:
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        resume(stopped)
         assert daemon.stop() == 0
 
 
@@ -159,11 +164,7 @@ def test_a_message_alone_runs_in_the_daemon_with_workers_inline(tmp_path: Path) 
         assert not events(daemon, "pipeline_overrun")
         assert sorted(workers_of(daemon)) == sorted(stopped)
     finally:
-        for pid in stopped:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        resume(stopped)
         assert daemon.stop() == 0
 
 
