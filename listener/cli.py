@@ -24,7 +24,7 @@ from listener.assemble import build_pipeline
 from listener.cli_common import terminal_output
 from listener.config import Config, load_config
 from listener.errors import ConfigError, StoreError
-from listener.hl7v2.segments import split_messages
+from listener.hl7v2.segments import decode_text, read_header, split_messages
 from listener.model import Disposition, Report, ResultStatus, Severity
 from listener.pipeline import Outcome, Pipeline, PriorsFor, process, process_fhir
 from listener.qa.engine import Prior
@@ -456,6 +456,13 @@ def cmd_config_check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _ack_text(ack: bytes) -> str:
+    """An ACK as text: decoded as the daemon decodes a message (UTF-8 when valid, else its MSH-18,
+    else latin-1), so the control id it echoes reads as sent (docs/operations.md, "Finding one message")."""
+    header = read_header(ack)
+    return decode_text(ack, header.charset if header is not None else "", fallback="latin-1")[0]
+
+
 def _ack_fields(ack: bytes) -> tuple[str, str]:
     """MSA-1 and MSA-2 of an ACK (separators from its MSH)."""
     import re
@@ -479,7 +486,6 @@ def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) 
     import socket
 
     from listener.hl7v2.mllp import MllpFramer, frame
-    from listener.hl7v2.segments import read_header
 
     host, _, port_text = target.rpartition(":")
     if not host or not port_text.isdigit():
@@ -520,7 +526,7 @@ def cmd_send(target: str, files: Sequence[str], *, timeout: float, out: TextIO) 
                     sys.stderr.write(f"overread send: {msg.source}: connection closed before the ACK\n")
                     return EXIT_ERROR
                 code, _ = _ack_fields(ack)
-                out.write(f"# {msg.source}\n" + ack.decode("latin-1").replace("\r", "\n"))
+                out.write(f"# {msg.source}\n" + _ack_text(ack).replace("\r", "\n"))
                 out.flush()
                 if code not in ("AA", "CA"):
                     status = max(status, EXIT_FINDINGS)

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from listener.cli_common import parse_window
 from listener.config import Config
 from listener.errors import StoreError
+from listener.hl7v2.keys import shown_key
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, MessageSummary
 from listener.views import message_dict
 
@@ -81,11 +82,11 @@ def add_messages_parser(sub: Any) -> None:
 
 
 def _text_line(msg: MessageSummary) -> str:
-    sender = msg.sender_application + (f"/{msg.sender_facility}" if msg.sender_facility else "")
+    sender = shown_key(msg.sender_application) + (f"/{shown_key(msg.sender_facility)}" if msg.sender_facility else "")
     received = msg.received.strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
         f"{msg.message_pk:>8}  {received}  {msg.transport:<4}  {msg.state:<9}  {msg.ack_code:<3} "
-        f"{msg.error_code or '-':<4} {msg.report_count:>3}  {sender}  {msg.control_id}"
+        f"{msg.error_code or '-':<4} {msg.report_count:>3}  {sender}  {shown_key(msg.control_id)}"
     )
 
 

@@ -26,6 +26,7 @@ from listener.assemble import build_pipeline
 from listener.cli_common import os_actor, parse_window
 from listener.config import Config
 from listener.errors import StoreError
+from listener.hl7v2.keys import shown_key
 from listener.operator_actions import DEFAULT_REPROCESS_LIMIT, Actor, change_lines, reprocess_targets
 from listener.reprocess import Change
 from listener.store.base import MESSAGE_STATES, TRANSPORTS, Store
@@ -168,7 +169,9 @@ def resolve_message(store: Store, text: str, sender: str | None = None) -> tuple
             " search by accession: overread messages --accession ACC"
         )
     if len(found) > 1:
-        which = ", ".join(f"{m.message_pk} ({m.sender_application}/{m.sender_facility})" for m in found)
+        which = ", ".join(
+            f"{m.message_pk} ({shown_key(m.sender_application)}/{shown_key(m.sender_facility)})" for m in found
+        )
         return None, f"control id {text!r} names several messages: {which}; give a message_pk or --sender"
     return found[0].message_pk, ""
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from listener.errors import hl7_error_label
+from listener.hl7v2.keys import shown_key
+from listener.hl7v2.segments import read_header
 from listener.store.base import AuditEntry, MessageDetail, MessageSummary, OutboxRow
 
 __all__ = [
@@ -34,11 +36,18 @@ __all__ = [
 ]
 
 
-def message_dict(msg: MessageSummary) -> dict[str, Any]:
-    """One message as the JSON object ``overread messages --format json`` prints."""
+def message_dict(msg: MessageSummary, declared: str = "") -> dict[str, Any]:
+    """One message as the JSON object ``overread messages --format json`` prints.
+
+    The control id and sender are shown as the sender wrote them (:func:`shown_key` with the
+    message's MSH-18 ``declared``, when known; docs/operations.md, "Finding one message").
+    """
     return {
-        "message_id": msg.control_id,
-        "sender": {"application": msg.sender_application, "facility": msg.sender_facility},
+        "message_id": shown_key(msg.control_id, declared),
+        "sender": {
+            "application": shown_key(msg.sender_application, declared),
+            "facility": shown_key(msg.sender_facility, declared),
+        },
         "received": msg.received.isoformat(),
         "state": msg.state,
         "ack_code": msg.ack_code,
@@ -120,9 +129,13 @@ def _report_dict(row: Any, with_text: bool) -> dict[str, Any]:
 
 
 def detail_dict(detail: MessageDetail, *, with_raw: bool = True) -> dict[str, Any]:
-    """The JSON document ``overread show --format json`` prints (and ``GET /api/messages/<pk>`` answers)."""
+    """The JSON document ``overread show --format json`` prints (and ``GET /api/messages/<pk>`` answers).
+
+    Its keys are decoded with the message's MSH-18 while the raw body is kept (:func:`message_dict`).
+    """
+    header = read_header(detail.raw) if detail.raw is not None and detail.summary.transport == "mllp" else None
     return {
-        **message_dict(detail.summary),
+        **message_dict(detail.summary, header.charset if header is not None else ""),
         "processed": iso_utc(detail.processed),
         "ack": _text(detail.ack),
         "raw": _text(detail.raw) if with_raw else None,

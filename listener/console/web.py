@@ -34,8 +34,10 @@ from twisted.internet import defer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from listener.cli_common import terminal_safe
 from listener.console.session import Session, Sessions, tokens_match
 from listener.errors import StoreError
+from listener.hl7v2.keys import shown_key
 from listener.logs import get_logger
 from listener.server.http_intake import HttpAnswer
 from listener.server.http_routes import route_of
@@ -170,7 +172,15 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["stamp"] = _stamp
+    env.filters["key"] = _key
+    env.filters["visible"] = terminal_safe
     return env
+
+
+def _key(stored: str) -> str:
+    """A stored MSH key (control id, sender) as the sender wrote it, its control characters as
+    ``\\xNN`` as on a terminal (docs/console.md, "Message browser")."""
+    return terminal_safe(shown_key(stored))
 
 
 def _stamp(value: Any) -> str:

@@ -349,17 +349,22 @@ def _echo(raw: str, received: Separators, out: Separators, *, reuse: bool, cap: 
     """
     value = _clean(raw)
     if reuse:
-        value = value.split(received.repetition, 1)[0][:cap]
+        value = value.split(received.repetition, 1)[0]
+        cut = len(value) > cap
+        value = value[:cap]
         if value.count(out.escape) % 2:
             # An odd count means a dangling escape (often cut by the cap).
             value = value[: value.rindex(out.escape)]
     else:
+        cut = len(value) > cap
         value = _escape(value[:cap], out)
-    return _trim_utf8(value)
+    # Only the cap cuts a UTF-8 sequence: a value that fits is echoed whole, so a latin-1
+    # value ending in a letter such as é (one byte that leads a UTF-8 sequence) keeps it.
+    return _trim_utf8(value) if cut else value
 
 
 def _trim_utf8(value: str) -> str:
-    """Drop a UTF-8 sequence cut in half at the end (values are latin-1 decoded bytes)."""
+    """Drop a UTF-8 sequence the cap cut in half at the end (values are latin-1 decoded bytes)."""
     try:
         value.encode("latin-1").decode("utf-8")
     except UnicodeDecodeError as exc:

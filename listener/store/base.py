@@ -832,7 +832,9 @@ class Store(Protocol):
         """Iterate stored messages in storage order (``message_pk``), between the cursors
         ``after`` and ``before`` (both exclusive), in a time window, and with exact values
         for the other filters (accession, patient and bucket: a report's of the current
-        processing).
+        processing). The MSH keys (``sender_application``, ``sender_facility``,
+        ``control_id``) are text as typed: each matches any stored form of it
+        (listener/hl7v2/keys.py, ``searched_keys``).
 
         ``newest_first`` gives the largest ``message_pk`` first: the primary key is walked
         backwards, never sorted, so a page of the newest costs what a page of the oldest

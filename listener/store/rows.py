@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from listener.hl7v2.keys import searched_keys
 from listener.outcomes.history import prelim_minutes, summarize
 from listener.store.base import (
     BucketBin,
@@ -81,6 +82,9 @@ NO_PK_ABOVE = 2**63 - 1
 
 #: The message columns :meth:`~listener.store.base.Store.messages` filters on by exact value.
 _EXACT_COLUMNS = ("state", "ack_code", "sender_application", "sender_facility", "control_id", "transport")
+#: Of those, the MSH keys: stored as the latin-1 reading of the message's bytes, they match any
+#: stored form of the text searched (listener/hl7v2/keys.py).
+_KEY_COLUMNS = frozenset({"sender_application", "sender_facility", "control_id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +136,12 @@ class MessageFilters:
         for column in _EXACT_COLUMNS:
             value = getattr(self, column)
             if value is not None:
-                where.append(f"m.{column} = {mark}")
-                params.append(value)
+                forms = searched_keys(value) if column in _KEY_COLUMNS else (value,)
+                if len(forms) == 1:
+                    where.append(f"m.{column} = {mark}")
+                else:
+                    where.append(f"m.{column} IN ({', '.join([mark] * len(forms))})")
+                params.extend(forms)
         if self.accession is not None:
             where.append(f"m.id IN (SELECT r.message_id FROM reports r WHERE r.accession = {mark})")
             params.append(self.accession)
@@ -208,8 +216,9 @@ class MessageListing(abc.ABC):
             since: only messages received at or after this time.
             until: only messages received before this time.
             limit: stop after this many (after filtering).
-            state, ack_code, sender_application, sender_facility, control_id,
-                transport: only messages with exactly this value.
+            state, ack_code, transport: only messages with exactly this value.
+            sender_application, sender_facility, control_id: only messages with this
+                key, typed as text: any of its stored forms (:func:`searched_keys`).
             accession: only messages with a report of this accession.
             patient_id, patient_authority: only messages with a report of this
                 patient (the authority only narrows ``patient_id``).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -335,3 +336,79 @@ def test_a_refused_fhir_body_is_accepted_on_resend_after_the_client_is_reconfigu
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             assert daemon.stop() == 0
+
+
+def _with_msh(raw: bytes, control_id: bytes, charset: bytes) -> bytes:
+    """``raw`` with MSH-10 ``control_id`` (bytes as sent) and MSH-18 ``charset`` ("" leaves it out)."""
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[9] = control_id
+    if charset:
+        fields += [b""] * (18 - len(fields))
+        fields[17] = charset
+    segments[0] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
+def test_non_ascii_control_ids_are_found_and_shown_as_sent(tmp_path: Path) -> None:
+    """A control id outside ASCII is stored as its bytes read as latin-1 (the duplicate key stays
+    byte-exact), so ``é`` in a UTF-8 message was shown as ``Ã©`` and found by nothing typed as it
+    reads. ``overread show``, ``messages --control-id``, ``/api/messages`` and the console's search
+    now take the text as typed and show the text as the sender wrote it, in a UTF-8 message (no
+    MSH-18) and in a latin-1 one (MSH-18 8859/1); a resend is still answered from the store
+    (docs/operations.md, "Finding one message")."""
+    from urllib.parse import quote
+
+    from tests.integration.test_console import Browser, _client
+    from tests.integration.test_history import _get
+
+    analyst = "analyst-ctlid-token-1"
+    daemon, config = start_configured(tmp_path, "http_clients:\n" + _client("analyst", analyst, "console, operator"))
+    try:
+        utf8 = _with_msh(SAMPLE.read_bytes(), "é-ü-1".encode(), b"")
+        latin = _with_msh(SAMPLE.read_bytes(), "é".encode("latin-1"), b"8859/1")
+        conn = MllpConnection(daemon.address)
+        try:
+            acks = [conn.request(raw) for raw in (utf8, latin)]
+            assert [msa(ack)[0] for ack in acks] == ["CA", "CA"]
+            assert b"MSA|CA|" + "é-ü-1".encode() in acks[0] and b"MSA|CA|\xe9" in acks[1]
+            # Duplicates: the stored answers, byte for byte, and nothing stored again.
+            assert [conn.request(raw) for raw in (utf8, latin)] == acks
+        finally:
+            conn.close()
+        listed = overread(daemon, "messages", "--format", "json").stdout.splitlines()
+        assert sorted(json.loads(line)["message_id"] for line in listed) == ["é", "é-ü-1"]
+        pks = {}
+        for typed in ("é-ü-1", "é"):
+            found = overread(daemon, "messages", "--control-id", typed, "--format", "json").stdout.splitlines()
+            assert len(found) == 1, found
+            message = json.loads(found[0])
+            assert message["message_id"] == typed
+            pks[typed] = message["message_pk"]
+            text = overread(daemon, "messages", "--control-id", typed, "--format", "text").stdout
+            assert text.rstrip("\n").endswith(f"HALCYON_RIS/LEMC  {typed}")
+            shown = overread(daemon, "show", typed, "--no-raw").stdout
+            assert shown.startswith(f"message {pks[typed]}  control id {typed}  from HALCYON_RIS/LEMC"), shown
+            detail = json.loads(overread(daemon, "show", typed, "--format", "json", "--no-raw").stdout)
+            assert (detail["message_pk"], detail["message_id"]) == (pks[typed], typed)
+        assert pks["é"] != pks["é-ü-1"]
+        assert "Ã" not in overread(daemon, "messages", "--format", "text").stdout
+        assert overread(daemon, "show", "ü", check=False).returncode != 0
+
+        for typed, pk in pks.items():
+            status, api = _get(daemon, f"/api/messages?message_id={quote(typed)}", analyst)
+            assert status == 200 and [(m["message_pk"], m["message_id"]) for m in api] == [(pk, typed)]
+            status, one = _get(daemon, f"/api/messages/{pk}", analyst)
+            assert status == 200 and one["message_id"] == typed
+
+        browser = Browser(daemon)
+        browser.sign_in(analyst)
+        for typed, pk in pks.items():
+            status, _, page = browser.request("GET", f"/console/messages?control_id={quote(typed)}")
+            assert status == 200
+            assert set(re.findall(r'href="/console/messages/(\d+)"', page)) == {str(pk)}
+            assert f"<code>{typed}</code></a>" in page and "Ã" not in page
+            status, _, page = browser.request("GET", f"/console/messages/{pk}")
+            assert status == 200 and f"<dt>Control id</dt><dd><code>{typed}</code></dd>" in page
+    finally:
+        assert daemon.stop() == 0

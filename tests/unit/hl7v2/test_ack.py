@@ -484,6 +484,15 @@ def test_msh18_absent_or_odd_is_not_declared(value: str) -> None:
     assert len(msh) == 12  # MSH-1 is the separator: MSH..MSH-12 split into 12 items
 
 
+@pytest.mark.parametrize("control_id", ["é", "Café", "R-1-à"])
+def test_a_latin1_control_id_ending_in_a_letter_is_echoed_whole(control_id: str) -> None:
+    """A latin-1 MSA-2 whose last byte leads a UTF-8 sequence (é is 0xE9) is no cut UTF-8
+    sequence: only a value the cap cut is trimmed, so the sender gets its own control id back."""
+    raw = f"MSH|^~\\&|RIS|HOSP|OVERREAD|READCO|20261123092959||ORU^R01|{control_id}|P|2.5.1||||||8859/1\r"
+    data = build_ack(read_header(raw.encode("latin-1")), "AA", now=NOW, control_id="ACK0001")
+    assert b"\rMSA|AA|" + control_id.encode("latin-1") + b"\r" in data
+
+
 def test_utf8_echo_stays_utf8_bytes() -> None:
     """A UTF-8 sending application name comes back as the same UTF-8 bytes under UNICODE UTF-8."""
     raw = "MSH|^~\\&|RÖNTGEN|HOSP|OVERREAD|READCO|20261123092959||ORU^R01|C1|P|2.5.1||||||UNICODE UTF-8\r".encode()

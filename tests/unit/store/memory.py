@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from listener.errors import StoreError
+from listener.hl7v2.keys import searched_keys
 from listener.store.base import (
     HISTORY_LIMIT,
     OUTBOX_STATES,
@@ -568,13 +569,18 @@ class MemoryStore:
             require_aware(until, "until")
         if patient_authority is not None and patient_id is None:
             raise ValueError("patient_authority narrows patient_id: give both")
-        exact = {
-            "state": state,
-            "ack_code": ack_code,
-            "sender_application": sender_application,
-            "sender_facility": sender_facility,
-            "control_id": control_id,
-            "transport": transport,
+        # The MSH keys match any stored form of the text searched (listener/hl7v2/keys.py).
+        accepted = {
+            name: (value,) if name in ("state", "ack_code", "transport") else searched_keys(value)
+            for name, value in {
+                "state": state,
+                "ack_code": ack_code,
+                "sender_application": sender_application,
+                "sender_facility": sender_facility,
+                "control_id": control_id,
+                "transport": transport,
+            }.items()
+            if value is not None
         }
 
         def with_report(m: _Message) -> bool:
@@ -598,7 +604,7 @@ class MemoryStore:
                 and (before is None or pk < before)
                 and (since is None or m.received >= since)
                 and (until is None or m.received < until)
-                and all(value is None or getattr(m, name) == value for name, value in exact.items())
+                and all(getattr(m, name) in values for name, values in accepted.items())
                 and with_report(m)
             ]
             return found if limit is None else found[:limit]

@@ -211,6 +211,31 @@ def test_messages_filters(store: Store) -> None:
         list(store.messages(until=datetime(2026, 1, 1)))
 
 
+def test_keys_are_searched_as_typed_text_in_any_stored_form(store: Store) -> None:
+    """The MSH keys are stored as the latin-1 reading of their bytes (one character a byte): a
+    search by the text as typed finds a UTF-8 message's key (its bytes) and a latin-1 one's
+    (the text itself), and no other (listener/hl7v2/keys.py)."""
+    utf8 = "é-ü-1".encode().decode("latin-1")
+    store.save(record(utf8, app="Zürich".encode().decode("latin-1")))
+    store.save(record("é", app="Zürich"))
+    store.save(record("e"))
+
+    def ids(**filters: object) -> list[str]:
+        return [m.control_id for m in store.messages(**filters)]  # type: ignore[arg-type]
+
+    assert utf8 == "Ã©-Ã¼-1"
+    assert ids(control_id="é-ü-1") == [utf8]
+    assert ids(control_id="é") == ["é"]
+    assert ids(control_id="Ã©-Ã¼-1") == [utf8]  # the stored form, typed, still finds it
+    assert ids(sender_application="Zürich") == [utf8, "é"]
+    assert ids(sender_application="Zürich", control_id="é") == ["é"]
+    assert ids(control_id="ü") == []
+    zurich = "Zürich".encode().decode("latin-1")
+    # The duplicate key stays byte-exact: only the stored form is the same message.
+    assert store.find_duplicate(zurich, "HOSP", utf8) is not None
+    assert store.find_duplicate(zurich, "HOSP", "é-ü-1") is None
+
+
 def test_find_duplicate(store: Store) -> None:
     """find_duplicate() knows nothing before a save and gives the stored answer after it."""
     assert store.find_duplicate("RIS", "HOSP", "C1") is None
