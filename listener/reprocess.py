@@ -25,6 +25,7 @@ from typing import Any
 
 from listener.destinations import DestinationSettings
 from listener.fhir.decode import DEFAULT_CLIENT, FhirClient
+from listener.hl7v2.keys import shown_key
 from listener.hl7v2.segments import read_header
 from listener.intake import ack_builder, http_record, mllp_record, parse_body, report_records
 from listener.pipeline import Outcome, Pipeline, process, process_fhir
@@ -95,7 +96,7 @@ class Change:
         """The JSON object ``overread reprocess --format json`` prints per message."""
         return {
             "message_pk": self.message_pk,
-            "message_id": self.control_id,
+            "message_id": shown_key(self.control_id),
             "transport": self.transport,
             "before": self.before.as_dict(),
             "after": self.after.as_dict() if self.after else None,

@@ -18,6 +18,7 @@ from typing import Any
 from listener.console.bins import bin_label, bin_starts, fill, is_nack, window_start
 from listener.console.charts import Chart, bars
 from listener.console.web import Ctx, Reply
+from listener.hl7v2.keys import shown_key
 from listener.store.base import Store, TrafficBin, bin_start
 
 __all__ = ["CLOSED_SECONDS", "WINDOWS", "OverviewPage", "overview_page", "sender_of", "traffic_section"]
@@ -39,8 +40,10 @@ def _age(seconds: float) -> str:
 
 
 def sender_of(row: TrafficBin) -> str:
-    """A sender as the overview names it: ``APPLICATION^FACILITY`` (the application alone without a facility)."""
-    return f"{row.sender_application}^{row.sender_facility}" if row.sender_facility else row.sender_application
+    """A sender as the overview names it: ``APPLICATION^FACILITY`` (the application alone without a facility),
+    each as the sender wrote it (:func:`shown_key`)."""
+    app = shown_key(row.sender_application)
+    return f"{app}^{shown_key(row.sender_facility)}" if row.sender_facility else app
 
 
 def _percent(part: int, whole: int) -> str:

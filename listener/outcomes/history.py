@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from listener.hl7v2.keys import shown_key
+
 __all__ = [
     "Pair",
     "ReadSummary",
@@ -153,7 +155,7 @@ class Version:
             "position": self.position,
             "message_pk": self.message_pk,
             "report_seq": self.seq,
-            "message_id": self.control_id,
+            "message_id": shown_key(self.control_id),
             "status": self.status,
             "report_time": self.report_time.isoformat() if self.report_time else None,
             "received": self.received.astimezone(UTC).isoformat(),

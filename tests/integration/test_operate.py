@@ -392,6 +392,12 @@ def test_non_ascii_control_ids_are_found_and_shown_as_sent(tmp_path: Path) -> No
             detail = json.loads(overread(daemon, "show", typed, "--format", "json", "--no-raw").stdout)
             assert (detail["message_pk"], detail["message_id"]) == (pks[typed], typed)
         assert pks["é"] != pks["é-ü-1"]
+        # The accession's history and a reprocess name each version's control id as sent, too.
+        accession = detail["reports"][0]["accession"]
+        history = json.loads(overread(daemon, "history", accession, "--format", "json").stdout)
+        assert sorted(v["message_id"] for v in history["versions"]) == ["é", "é-ü-1"]
+        redone = overread(daemon, "reprocess", "é", "--dry-run", "--format", "json").stdout
+        assert [json.loads(line)["message_id"] for line in redone.splitlines()] == ["é"]
         assert "Ã" not in overread(daemon, "messages", "--format", "text").stdout
         assert overread(daemon, "show", "ü", check=False).returncode != 0
 
