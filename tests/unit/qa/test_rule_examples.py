@@ -1151,6 +1151,50 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "the posterior fourth rib. No acute findings."
         ),
     ),
+    # round 7: a side word before a finding keeps its side though non-paired anatomy follows the finding
+    # ("bilateral effusion consistent with ... cardiac failure"), so a denial of bilateral effusions meets it;
+    # the near miss puts the effusion on one side, which the bilateral denial does not deny
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nModerate bilateral interstitial edema, with cardiomegaly and bilateral effusion consistent "
+            "with moderate cardiac failure. No pneumothorax.\nIMPRESSION:\nModerate congestive cardiac failure. No "
+            "bilateral effusions."
+        ),
+        _ex(
+            "FINDINGS:\nModerate bilateral interstitial edema, with cardiomegaly and left effusion consistent "
+            "with moderate cardiac failure. No pneumothorax.\nIMPRESSION:\nModerate congestive cardiac failure. No "
+            "bilateral effusions."
+        ),
+    ),
+    # round 7: the removal of a device denies no finding after it, and a device in another clause of the
+    # sentence does not soften the finding: the impression's pneumothorax meets the findings' denial
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
+            "1. Right basilar atelectasis. 2. Interval removal of right chest tube, a small pneumothorax."
+        ),
+        _ex(
+            "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
+            "1. Right basilar atelectasis. 2. Interval removal of right chest tube, no pneumothorax."
+        ),
+    ),
+    # round 7: a dictated " ." ends its item, so "3." after it is an item of its own whose denial meets the
+    # atelectasis of item 2; the near miss denies another finding there
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nLow lung volumes with atelectasis. No pneumothorax.\nIMPRESSION:\n1. No acute "
+            "cardiopulmonary abnormalities. 2. Low lung volumes causing bibasilar atelectasis and bronchovascular "
+            "crowding . 3. Atelectasis is not seen."
+        ),
+        _ex(
+            "FINDINGS:\nLow lung volumes with atelectasis. No pneumothorax.\nIMPRESSION:\n1. No acute "
+            "cardiopulmonary abnormalities. 2. Low lung volumes causing bibasilar atelectasis and bronchovascular "
+            "crowding . 3. Pneumothorax is not seen."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",
