@@ -1195,6 +1195,19 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "crowding . 3. Pneumothorax is not seen."
         ),
     ),
+    # round 7: "There is left basilar opacity" states a side ("is left" after "there" is no verb), so an
+    # impression that puts the opacity on the right disagrees with it; the near miss keeps the left
+    (
+        "laterality.impression_vs_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. There is left basilar opacity. No pleural effusion.\nIMPRESSION:\n"
+            "Right basilar opacity, likely atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. There is left basilar opacity. No pleural effusion.\nIMPRESSION:\n"
+            "Left basilar opacity, likely atelectasis."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",

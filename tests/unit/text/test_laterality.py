@@ -127,3 +127,16 @@ def test_side_word_before_non_paired_anatomy_or_a_device_with_no_finding_between
 ) -> None:
     """The near miss: with no finding between them, the side word still names the heart or the device."""
     assert found(text, terms) == []
+
+
+def test_there_is_left_states_a_side(terms: Terms) -> None:
+    """'There is left basilar opacity': after "there" the "is" is no verb of "left" (docs/qa-rules.md "Round 7")."""
+    assert found("There is left basilar opacity. There are left-sided axillary clips.", terms) == [
+        ("left", "lung_lobe"),
+        ("left", "breast"),
+    ]
+
+
+def test_left_as_a_verb_is_still_no_side(terms: Terms) -> None:
+    """The near miss: "the catheter is left" and "was left with" use the verb."""
+    assert found("The catheter is left within the basilic vein. The patient was left with weakness.", terms) == []
