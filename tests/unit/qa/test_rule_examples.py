@@ -1208,6 +1208,19 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "Left basilar opacity, likely atelectasis."
         ),
     ),
+    # round 7: a "vague" opacity is an airspace opacity as a hazy or ill-defined one is, so its side is compared;
+    # the near miss keeps the side of the findings
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThe heart is normal in size. Vague opacities are noted in the left upper lobe. The right lung "
+            "is clear.\nIMPRESSION:\n1. Ill-defined right upper lung opacities, possibly related to rib lesions."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal in size. Vague opacities are noted in the left upper lobe. The right lung "
+            "is clear.\nIMPRESSION:\n1. Ill-defined left upper lung opacities, possibly related to rib lesions."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",

@@ -386,6 +386,7 @@ def test_qualified_pulmonary_edema_needs_no_context(terms: Terms) -> None:
         ("Wedge-shaped opacity in the left lower lobe.", "Wedge-shaped opacity"),
         ("No retrocardiac opacity.", "retrocardiac opacity"),
         ("Lingular opacities have cleared.", "Lingular opacities"),
+        ("Vague opacities are noted in the left upper lobe.", "Vague opacities"),
     ],
 )
 def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Terms) -> None:
@@ -398,6 +399,7 @@ def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Te
     [
         "The right upper lobe is clear.",
         "Opacity of the lens.",
+        "Vague region of low density in the left frontal lobe.",
         "No upper lobe predominance. Overlying soft tissue opacity.",
     ],
 )
