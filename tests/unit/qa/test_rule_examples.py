@@ -1157,14 +1157,14 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
     (
         "contradiction.affirmed_and_negated",
         _ex(
-            "FINDINGS:\nModerate bilateral interstitial edema, with cardiomegaly and bilateral effusion consistent "
-            "with moderate cardiac failure. No pneumothorax.\nIMPRESSION:\nModerate congestive cardiac failure. No "
-            "bilateral effusions."
+            "FINDINGS:\nMild interstitial edema, with cardiomegaly and bilateral effusion consistent with "
+            "congestive heart failure. No pneumothorax.\nIMPRESSION:\nCongestive heart failure. No bilateral "
+            "effusions."
         ),
         _ex(
-            "FINDINGS:\nModerate bilateral interstitial edema, with cardiomegaly and left effusion consistent "
-            "with moderate cardiac failure. No pneumothorax.\nIMPRESSION:\nModerate congestive cardiac failure. No "
-            "bilateral effusions."
+            "FINDINGS:\nMild interstitial edema, with cardiomegaly and left effusion consistent with "
+            "congestive heart failure. No pneumothorax.\nIMPRESSION:\nCongestive heart failure. No bilateral "
+            "effusions."
         ),
     ),
     # round 7: the removal of a device denies no finding after it, and a device in another clause of the
@@ -1173,11 +1173,11 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
         "contradiction.affirmed_and_negated",
         _ex(
             "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
-            "1. Right basilar atelectasis. 2. Interval removal of right chest tube, a small pneumothorax."
+            "1. Right basilar atelectasis. 2. Removal of the right chest tube, small apical pneumothorax."
         ),
         _ex(
             "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
-            "1. Right basilar atelectasis. 2. Interval removal of right chest tube, no pneumothorax."
+            "1. Right basilar atelectasis. 2. Removal of the right chest tube, no apical pneumothorax."
         ),
     ),
     # round 7: a dictated " ." ends its item, so "3." after it is an item of its own whose denial meets the
@@ -1185,14 +1185,12 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
     (
         "contradiction.affirmed_and_negated",
         _ex(
-            "FINDINGS:\nLow lung volumes with atelectasis. No pneumothorax.\nIMPRESSION:\n1. No acute "
-            "cardiopulmonary abnormalities. 2. Low lung volumes causing bibasilar atelectasis and bronchovascular "
-            "crowding . 3. Atelectasis is not seen."
+            "FINDINGS:\nLow lung volumes. No pneumothorax.\nIMPRESSION:\n1. No acute disease. "
+            "2. Low lung volumes with bibasilar atelectasis . 3. Atelectasis is not seen."
         ),
         _ex(
-            "FINDINGS:\nLow lung volumes with atelectasis. No pneumothorax.\nIMPRESSION:\n1. No acute "
-            "cardiopulmonary abnormalities. 2. Low lung volumes causing bibasilar atelectasis and bronchovascular "
-            "crowding . 3. Pneumothorax is not seen."
+            "FINDINGS:\nLow lung volumes. No pneumothorax.\nIMPRESSION:\n1. No acute disease. "
+            "2. Low lung volumes with bibasilar atelectasis . 3. Pneumothorax is not seen."
         ),
     ),
     # round 7: "There is left basilar opacity" states a side ("is left" after "there" is no verb), so an
@@ -1213,12 +1211,12 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
     (
         "laterality.located_finding_side_mismatch",
         _ex(
-            "FINDINGS:\nThe heart is normal in size. Vague opacities are noted in the left upper lobe. The right lung "
-            "is clear.\nIMPRESSION:\n1. Ill-defined right upper lung opacities, possibly related to rib lesions."
+            "FINDINGS:\nThe heart is normal in size. Vague opacities in the left upper lobe. The right lung is "
+            "clear.\nIMPRESSION:\n1. Ill-defined right upper lung opacities, possibly scarring."
         ),
         _ex(
-            "FINDINGS:\nThe heart is normal in size. Vague opacities are noted in the left upper lobe. The right lung "
-            "is clear.\nIMPRESSION:\n1. Ill-defined left upper lung opacities, possibly related to rib lesions."
+            "FINDINGS:\nThe heart is normal in size. Vague opacities in the left upper lobe. The right lung is "
+            "clear.\nIMPRESSION:\n1. Ill-defined left upper lung opacities, possibly scarring."
         ),
     ),
     # "low bone mass" is not a mass

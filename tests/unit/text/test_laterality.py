@@ -105,7 +105,7 @@ def test_lung_bases_are_lung_anatomy(text: str, expected: list[tuple[str, str]],
 @pytest.mark.parametrize(
     "text",
     [
-        "Cardiomegaly and bilateral effusion consistent with moderate cardiac failure.",
+        "Cardiomegaly and bilateral effusion consistent with cardiac decompensation.",
         "Left pneumothorax with chest tube in place.",
     ],
 )
