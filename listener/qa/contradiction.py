@@ -189,6 +189,34 @@ _NOT_A_CLAIM_RE = folded(
         re.IGNORECASE,
     )
 )
+# The device words of _SOFT_AFFIRMED_RE: they soften only a finding in their own clause.
+_DEVICE_WORD_RE = folded(
+    re.compile(
+        r"\b(catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*)\b",
+        re.IGNORECASE,
+    )
+)
+
+
+def _device_in_other_clause(text: str, m: Mention) -> bool:
+    """True when every word that softens the sentence of ``m`` is a device word outside its clause.
+
+    "Interval removal of right chest tube, a small pneumothorax": the device
+    is the first clause's, and the pneumothorax after the comma is stated
+    plainly. A device in the finding's own clause ("chest tube in the
+    pneumothorax", "catheter fracture") keeps it soft (docs/qa-rules.md,
+    "Round 7").
+    """
+    cut = max(text.rfind(ch, m.sentence_start, m.start) for ch in ",;:")
+    lo = cut + 1 if cut >= 0 else m.sentence_start
+    stops = [i for i in (text.find(ch, m.end, m.sentence_end) for ch in ",;:") if i >= 0]
+    hi = min(stops, default=m.sentence_end)
+    for hit in _SOFT_AFFIRMED_RE.finditer(text, m.sentence_start, m.sentence_end):
+        if _DEVICE_WORD_RE.pattern.fullmatch(hit.group(0)) is None or lo <= hit.start() < hi:
+            return False
+    return True
+
+
 # A finding offered as one of alternatives, in its own clause ("scar or loculated fluid", "atelectasis/
 # scarring", "atelectasis versus pneumonia"): a differential that a denial may settle.
 _ALTERNATIVE_BEFORE_RE = folded(re.compile(r"(\b(or|versus|vs)\b\.?|/)\s*([\w-]+\s+){0,5}$", re.IGNORECASE))
@@ -538,7 +566,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             and (
                 data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
                 or not _finding_list(text, m, by_sentence[(k, m.sentence_start)])
-            ),
+            )
+            and not _device_in_other_clause(text, m),
         )
         for k, m in affirmed_candidates
     ]

@@ -9,7 +9,9 @@ hydronephrosis of the kidney"), else to one just before it ("knee, left").
 It is dropped when it names no side of the body: directly before non-paired
 anatomy ("left ventricle", "right heart", "left lobe of the liver"), before a
 device ("left-sided chest tube", "right PICC"), in a position ("left lateral
-decubitus") or in a verb phrase ("left in place"). L/R/Lt/Rt count only right
+decubitus") or in a verb phrase ("left in place"). A finding between the side
+word and that anatomy or device keeps the side word, for the finding ("bilateral
+effusion consistent with cardiac failure", "left pneumothorax with chest tube"). L/R/Lt/Rt count only right
 before paired anatomy. A side word with no anatomy nearby is kept with
 ``anatomy == ""`` (it may qualify a finding: "effusion on the right").
 """
@@ -132,7 +134,11 @@ def _lateral_mentions(
         if after is not None:
             head = after.lastgroup
             if head in ("np", "dev"):
-                continue
+                if not _finding_before(text, m.end(), after.start(head), terms):
+                    continue
+                # "bilateral effusion consistent with ... cardiac failure": the
+                # side word names the finding it precedes, not the heart beyond it.
+                head = None
             if head is not None:
                 head_start = after.start(head)
                 if abbreviated and text[m.end() : head_start].strip(" -"):
@@ -156,6 +162,13 @@ def _lateral_mentions(
                 anatomy, a_start, a_end = lat.anatomy_groups[g], before.start(g), before.end(g)
         out.append(LateralMention(side, m.start(), m.end(), anatomy, a_start, a_end, sent.start, sent.end))
     return tuple(out)
+
+
+def _finding_before(text: str, start: int, end: int, terms: Terms) -> bool:
+    """True when a finding concept lies wholly in ``text[start:end]``: between a side word and the anatomy it skipped to."""
+    if end - start < 2:
+        return False
+    return any(m.end() <= end for m in terms.concept_scanner.scan(text, start, end))
 
 
 def sides_in(mentions: tuple[LateralMention, ...], *, anatomy_only: bool = True) -> frozenset[str]:

@@ -8,6 +8,8 @@ What ends a sentence:
 - ``.``, ``!`` or ``?`` after a non-space character and before whitespace, the
   end of the text, a comma (a scraper's line break: ``contrast.,REASON``) or
   a capitalised word glued to it (``apex.There``);
+- a lone ``.`` after whitespace, before the same (a dictated full stop:
+  ``crowding . 3. Atelectasis``, ``is normal . XXXX intact``);
 - a blank line; a line break before a numbered or bulleted item or a heading,
   or after a line that ends with ``:`` or is an all-capitals heading;
 - an inline capitalised heading (``HISTORY: cough FINDINGS: ...``).
@@ -60,7 +62,7 @@ _DAY_AFTER = re.compile(r"[ \t]*\d{1,2}(?:st|nd|rd|th)?\b")
 
 _CANDIDATE = re.compile(
     r"""
-    (?P<punct>(?<=\S)[.!?]+["')\]]*,?)(?=\s|$|,|[A-Z][a-z])
+    (?P<punct>(?:(?<=\S)[.!?]+|(?<=\s)\.[.!?]*)["')\]]*,?)(?=\s|$|,|[A-Z][a-z])
     | (?P<newline>\r\n|\r|\n)
     | (?<=[a-z0-9.;,]\ )(?P<heading>(?=[A-Z][A-Z/&]+(?:\ [A-Z/&]+){0,4}:))
     """,
@@ -76,7 +78,7 @@ _CANDIDATE = re.compile(
 # ``punct`` is checked after its first character, and ``heading`` takes that
 # capital (one character, where _CANDIDATE's match is empty: the next
 # search starts after it either way; _split reads only its start).
-_PUNCT = re.compile(r"""(?P<punct>[.!?](?<=\S[.!?])[.!?]*["')\]]*,?)(?=\s|$|,|[A-Z][a-z])""")
+_PUNCT = re.compile(r"""(?P<punct>[.!?](?:(?<=\S[.!?])|(?<=\s\.))[.!?]*["')\]]*,?)(?=\s|$|,|[A-Z][a-z])""")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _HEADING = re.compile(r"[A-Z](?<=[a-z0-9.;,] [A-Z])(?=[A-Z/&]+(?: [A-Z/&]+){0,4}:)")
 _PUNCT_KIND, _NEWLINE_KIND, _HEADING_KIND = 0, 1, 2

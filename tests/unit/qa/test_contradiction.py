@@ -290,3 +290,19 @@ def test_contradiction_forms_of_issue_14(text: str) -> None:
 def test_contradiction_forms_of_issue_14_near_misses(text: str) -> None:
     """Near misses of the forms above: a narrower denial, alternatives, different sides."""
     assert "contradiction.affirmed_and_negated" not in _rules(text)
+
+
+def test_device_in_another_clause_does_not_soften_the_finding() -> None:
+    """A tube named in the sentence's other clause leaves the finding after the comma plainly stated (docs/qa-rules.md "Round 7")."""
+    assert "contradiction.affirmed_and_negated" in _rules(
+        "FINDINGS:\nNo acute focal consolidation or pneumothorax.\nIMPRESSION:\n"
+        "1. Right basilar atelectasis. 2. Right chest tube in place, a small pneumothorax."
+    )
+
+
+def test_device_in_the_findings_own_clause_still_softens_it() -> None:
+    """The near miss: a tube in the finding's own clause makes a device statement, which a qualified denial does not meet."""
+    assert "contradiction.affirmed_and_negated" not in _rules(
+        "FINDINGS:\nNo acute focal consolidation or pneumothorax.\nIMPRESSION:\n"
+        "1. Right basilar atelectasis. 2. Right chest tube in place with a small pneumothorax."
+    )

@@ -1151,6 +1151,74 @@ MORE_EXAMPLES: tuple[tuple[str, Example, Example], ...] = (
             "the posterior fourth rib. No acute findings."
         ),
     ),
+    # round 7: a side word before a finding keeps its side though non-paired anatomy follows the finding
+    # ("bilateral effusion consistent with ... cardiac failure"), so a denial of bilateral effusions meets it;
+    # the near miss puts the effusion on one side, which the bilateral denial does not deny
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nMild interstitial edema, with cardiomegaly and bilateral effusion consistent with "
+            "congestive heart failure. No pneumothorax.\nIMPRESSION:\nCongestive heart failure. No bilateral "
+            "effusions."
+        ),
+        _ex(
+            "FINDINGS:\nMild interstitial edema, with cardiomegaly and left effusion consistent with "
+            "congestive heart failure. No pneumothorax.\nIMPRESSION:\nCongestive heart failure. No bilateral "
+            "effusions."
+        ),
+    ),
+    # round 7: the removal of a device denies no finding after it, and a device in another clause of the
+    # sentence does not soften the finding: the impression's pneumothorax meets the findings' denial
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
+            "1. Right basilar atelectasis. 2. Removal of the right chest tube, small apical pneumothorax."
+        ),
+        _ex(
+            "FINDINGS:\nInterval removal of right chest tube. No focal consolidation or pneumothorax.\nIMPRESSION:\n"
+            "1. Right basilar atelectasis. 2. Removal of the right chest tube, no apical pneumothorax."
+        ),
+    ),
+    # round 7: a dictated " ." ends its item, so "3." after it is an item of its own whose denial meets the
+    # atelectasis of item 2; the near miss denies another finding there
+    (
+        "contradiction.affirmed_and_negated",
+        _ex(
+            "FINDINGS:\nLow lung volumes. No pneumothorax.\nIMPRESSION:\n1. No acute disease. "
+            "2. Low lung volumes with bibasilar atelectasis . 3. Atelectasis is not seen."
+        ),
+        _ex(
+            "FINDINGS:\nLow lung volumes. No pneumothorax.\nIMPRESSION:\n1. No acute disease. "
+            "2. Low lung volumes with bibasilar atelectasis . 3. Pneumothorax is not seen."
+        ),
+    ),
+    # round 7: "There is left basilar opacity" states a side ("is left" after "there" is no verb), so an
+    # impression that puts the opacity on the right disagrees with it; the near miss keeps the left
+    (
+        "laterality.impression_vs_findings",
+        _ex(
+            "FINDINGS:\nThe heart is normal. There is left basilar opacity. No pleural effusion.\nIMPRESSION:\n"
+            "Right basilar opacity, likely atelectasis."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal. There is left basilar opacity. No pleural effusion.\nIMPRESSION:\n"
+            "Left basilar opacity, likely atelectasis."
+        ),
+    ),
+    # round 7: a "vague" opacity is an airspace opacity as a hazy or ill-defined one is, so its side is compared;
+    # the near miss keeps the side of the findings
+    (
+        "laterality.located_finding_side_mismatch",
+        _ex(
+            "FINDINGS:\nThe heart is normal in size. Vague opacities in the left upper lobe. The right lung is "
+            "clear.\nIMPRESSION:\n1. Ill-defined right upper lung opacities, possibly scarring."
+        ),
+        _ex(
+            "FINDINGS:\nThe heart is normal in size. Vague opacities in the left upper lobe. The right lung is "
+            "clear.\nIMPRESSION:\n1. Ill-defined left upper lung opacities, possibly scarring."
+        ),
+    ),
     # "low bone mass" is not a mass
     (
         "alignment.impression_not_in_findings",

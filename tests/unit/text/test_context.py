@@ -386,6 +386,7 @@ def test_qualified_pulmonary_edema_needs_no_context(terms: Terms) -> None:
         ("Wedge-shaped opacity in the left lower lobe.", "Wedge-shaped opacity"),
         ("No retrocardiac opacity.", "retrocardiac opacity"),
         ("Lingular opacities have cleared.", "Lingular opacities"),
+        ("Vague opacities are noted in the left upper lobe.", "Vague opacities"),
     ],
 )
 def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Terms) -> None:
@@ -398,9 +399,29 @@ def test_located_opacity_is_an_airspace_opacity(text: str, found: str, terms: Te
     [
         "The right upper lobe is clear.",
         "Opacity of the lens.",
+        "Vague region of low density in the left frontal lobe.",
         "No upper lobe predominance. Overlying soft tissue opacity.",
     ],
 )
 def test_lobe_words_without_an_opacity_are_no_airspace_opacity(text: str, terms: Terms) -> None:
     """A lobe named without an opacity, or an opacity with no lung qualifier, is no airspace opacity."""
     assert not [m for m in mentions(text, terms) if m.concept == "airspace_opacity"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Interval removal of right chest tube, a small pneumothorax.",
+        "There has been removal of 2 left-sided chest tubes, small residual apical pneumothorax.",
+        "Interval removal of the left PICC line, new small pneumothorax at the apex.",
+    ],
+)
+def test_removal_of_a_device_does_not_deny_the_finding_after_it(text: str, terms: Terms) -> None:
+    """The removal of a tube, line or drain says the device is gone; the finding after it is stated (docs/qa-rules.md "Round 7")."""
+    assert one(text, terms, "pneumothorax").affirmed
+
+
+def test_removal_of_a_finding_still_denies_it(terms: Terms) -> None:
+    """The near miss: "removal of" with the finding as its own object still says it is gone."""
+    assert one("Interval removal of the left breast mass.", terms, "mass").negated
+    assert one("Interval removal of the foreign body and mass.", terms, "mass").negated

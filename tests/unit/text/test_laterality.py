@@ -100,3 +100,43 @@ def test_sides_in(terms: Terms) -> None:
 def test_lung_bases_are_lung_anatomy(text: str, expected: list[tuple[str, str]], terms: Terms) -> None:
     """'basal', 'base' and the bi- words ('bibasilar') attach a side to the lung, not to nothing."""
     assert [(lm.side, lm.anatomy) for lm in lateral_mentions(text, 0, None, terms)] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Cardiomegaly and bilateral effusion consistent with cardiac decompensation.",
+        "Left pneumothorax with chest tube in place.",
+    ],
+)
+def test_side_word_before_a_finding_is_kept_though_non_paired_anatomy_or_a_device_follows(
+    text: str, terms: Terms
+) -> None:
+    """A finding between the side word and the heart or the tube makes the side the finding's (docs/qa-rules.md "Round 7")."""
+    (lm,) = lateral_mentions(text, 0, None, terms)
+    assert lm.anatomy == ""
+    assert text[lm.start : lm.end].lower() in ("bilateral", "left")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Bilateral cardiac enlargement consistent with failure.", "Left chest tube in place without pneumothorax."],
+)
+def test_side_word_before_non_paired_anatomy_or_a_device_with_no_finding_between_is_dropped(
+    text: str, terms: Terms
+) -> None:
+    """The near miss: with no finding between them, the side word still names the heart or the device."""
+    assert found(text, terms) == []
+
+
+def test_there_is_left_states_a_side(terms: Terms) -> None:
+    """'There is left basilar opacity': after "there" the "is" is no verb of "left" (docs/qa-rules.md "Round 7")."""
+    assert found("There is left basilar opacity. There are left-sided axillary clips.", terms) == [
+        ("left", "lung_lobe"),
+        ("left", "breast"),
+    ]
+
+
+def test_left_as_a_verb_is_still_no_side(terms: Terms) -> None:
+    """The near miss: "the catheter is left" and "was left with" use the verb."""
+    assert found("The catheter is left within the basilic vein. The patient was left with weakness.", terms) == []

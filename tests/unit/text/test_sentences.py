@@ -131,3 +131,23 @@ def test_candidates_find_every_kind() -> None:
     found = [(at, kind) for at, kind, _ in _candidates(text, 0, len(text))]
     assert found == [(11, 0), (19, 0), (20, 1), (35, 2)]
     assert [m.start() for m in _CANDIDATE.finditer(text)] == [11, 19, 20, 35]
+
+
+def test_lone_full_stop_after_a_space_ends_the_sentence() -> None:
+    """A dictated ' .' ends its sentence, so the numbered item after it is a sentence of its own (docs/qa-rules.md "Round 7")."""
+    assert texts("2. Low lung volumes with atelectasis . 3. Atelectasis is not seen.") == [
+        "2. Low lung volumes with atelectasis .",
+        "3. Atelectasis is not seen.",
+    ]
+    assert texts("No pneumothorax . Small right pleural effusion.") == [
+        "No pneumothorax .",
+        "Small right pleural effusion.",
+    ]
+
+
+def test_full_stop_after_a_space_before_a_digit_or_a_question_mark_after_a_space_ends_nothing() -> None:
+    """The near misses: ' .5 cm' is a decimal and ' ? pneumonia' a hedge; neither ends the sentence."""
+    assert texts("Nodule of .5 cm in the right apex. Cough ? pneumonia.") == [
+        "Nodule of .5 cm in the right apex.",
+        "Cough ? pneumonia.",
+    ]
