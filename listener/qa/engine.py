@@ -196,6 +196,7 @@ class Analysis:
 
 # ---------------------------------------------------------------- case folding
 
+
 class _Run:
     """What one QA run (:func:`run_rules`) learns about the texts its rules search.
 
