@@ -201,17 +201,17 @@ class _Run:
     """What one QA run (:func:`run_rules`) learns about the texts its rules search.
 
     ``lowered``: the lower-cased texts, by text (the rules of one report all
-    search the same text). ``present``: for a :class:`Folded` pattern and a
-    lowered text, whether the text holds one of the literals every match of
-    the pattern needs (:func:`_needed_literals`). Both are dropped when the
-    run ends; outside a run nothing is kept.
+    search the same text). ``present``: for a :class:`Folded` pattern, the
+    lowered text it last searched and whether that text holds one of the
+    literals every match of the pattern needs (:func:`_needed_literals`).
+    Both are dropped when the run ends; outside a run nothing is kept.
     """
 
     __slots__ = ("lowered", "present")
 
     def __init__(self) -> None:
         self.lowered: dict[str, str] = {}
-        self.present: dict[tuple[Folded, str], bool] = {}
+        self.present: dict[Folded, tuple[str, bool]] = {}
 
 
 #: The QA run in progress: :func:`run_rules` sets a fresh :class:`_Run` for its run.
@@ -451,13 +451,18 @@ class Folded:
         return None if span is None else self.pattern.match(text, span[0], endpos)
 
     def _present(self, run: _Run, low: str) -> bool:
-        """Whether ``low`` holds one of the literals every match needs; once per run and text."""
-        key = (self, low)
-        found = run.present.get(key)
-        if found is None:
+        """Whether ``low`` holds one of the literals every match needs; once per run and text.
+
+        The run keeps the answer for the last text by identity: the rules of
+        a run search the one lowered report text (kept by ``_Run.lowered``),
+        and a text not kept there (short, new each time) is tested again,
+        which costs less than searching it.
+        """
+        seen = run.present.get(self)
+        if seen is None or seen[0] is not low:
             needed = self._needed
-            found = run.present[key] = needed is None or any(lit in low for lit in needed)
-        return found
+            seen = run.present[self] = (low, needed is None or any(lit in low for lit in needed))
+        return seen[1]
 
     def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
         """The span of the first match of the lower-case pattern in ``low[pos:endpos]``."""
