@@ -645,33 +645,20 @@ class Scanner:
         if lower_finder is not None and start >= 0 and region.isascii():
             # The lowered copy of the region only: a scan of one section costs
             # the section's length, not the report's (docs/hardening.md,
-            # "Linear text analysis"). Its offsets are ``start`` less than the text's.
-            # Every match but the last (empty, at the region's end) has in group 1
-            # the longest key its token starts with (key_finder).
-            shift = start
-            for cand in lower_finder.finditer(region.lower()):
-                q = cand.start(1)
-                p = q + shift
-                if q < 0 or p >= hi:
-                    break
-                if p < floor:
-                    continue
-                rx = get(cand.group(1))
-                if rx is None:
-                    continue
-                m = rx.match(text, p, hi)
-                if m is not None:
-                    out.append(m)
-                    floor = m.end()
-            return out
-        # Every match but the last (empty, at ``stop``) ends with a token in group 1.
-        for cand in finder.finditer(text, start, stop):
-            p = cand.start(1)
-            if p < 0 or p >= hi:
+            # "Linear text analysis"). Its offsets are ``start`` less than the text's;
+            # group 1 of its candidates is the longest key of their token (key_finder).
+            lowered, shift, candidates = True, start, lower_finder.finditer(region.lower())
+        else:
+            lowered, shift, candidates = False, 0, finder.finditer(text, start, stop)
+        # Every match but the last (empty, at the end) starts a token at group 1.
+        for cand in candidates:
+            q = cand.start(1)
+            p = q + shift
+            if q < 0 or p >= hi:
                 break
             if p < floor:
                 continue
-            rx = _longest_key(get, text[p : p + _SCAN_KEY].lower())
+            rx = get(cand.group(1)) if lowered else _longest_key(get, text[p : p + _SCAN_KEY].lower())
             if rx is None:
                 continue
             m = rx.match(text, p, hi)
