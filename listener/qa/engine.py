@@ -419,7 +419,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact", "_body", "_led", "_needed")
+    __slots__ = ("pattern", "_exact", "_body", "_led", "_needed", "_needed_known")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -433,8 +433,11 @@ class Folded:
         self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
         #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
         self._led = _led_by_non_word(self._body) if self._body is not None else None
-        #: Literals one of which every match holds (:func:`_needed_literals`), or None.
-        self._needed = _needed_literals(self._exact)
+        #: Literals one of which every match holds (:func:`_needed_literals`), or None; worked out
+        #: at the first search inside a QA run (``_needed_known``), so a process that imports the
+        #: rules without running them never parses the patterns for it.
+        self._needed: frozenset[str] | None = None
+        self._needed_known = False
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
@@ -445,7 +448,7 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        if run is not None and self._needed is not None and not self._present(run, low):
+        if run is not None and not self._present(run, low):
             return None
         span = self._search_lowered(low, pos, endpos)
         return None if span is None else self.pattern.match(text, span[0], endpos)
@@ -458,10 +461,15 @@ class Folded:
         and a text not kept there (short, new each time) is tested again,
         which costs less than searching it.
         """
+        if not self._needed_known:
+            self._needed = _needed_literals(self._exact)
+            self._needed_known = True  # (two threads may both work it out: the same answer)
+        needed = self._needed
+        if needed is None:
+            return True
         seen = run.present.get(self)
         if seen is None or seen[0] is not low:
-            needed = self._needed
-            seen = run.present[self] = (low, needed is None or any(lit in low for lit in needed))
+            seen = run.present[self] = (low, any(lit in low for lit in needed))
         return seen[1]
 
     def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
@@ -502,7 +510,7 @@ class Folded:
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
-        if run is not None and self._needed is not None and not self._present(run, low):
+        if run is not None and not self._present(run, low):
             return
         if self._body is None:
             for m in self._exact.finditer(low, pos, endpos):
