@@ -336,6 +336,9 @@ def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
     return re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
 
 
+#: A :class:`Folded` pattern's needed literals before they are worked out: the empty string, which
+#: every text holds.
+_NOT_YET = frozenset(("",))
 #: The shortest literal :func:`_needed_literals` keeps: a shorter one ("c", "th") is in nearly every
 #: report, and testing for it would cost more than it saves.
 _MIN_NEEDED = 3
@@ -419,7 +422,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact", "_body", "_led", "_needed", "_needed_known")
+    __slots__ = ("pattern", "_exact", "_body", "_led", "_needed")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -433,11 +436,10 @@ class Folded:
         self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
         #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
         self._led = _led_by_non_word(self._body) if self._body is not None else None
-        #: Literals one of which every match holds (:func:`_needed_literals`), or None; worked out
-        #: at the first search inside a QA run (``_needed_known``), so a process that imports the
+        #: Literals one of which every match holds (:func:`_needed_literals`), or None; ``_NOT_YET``
+        #: until the first search inside a QA run works them out, so a process that imports the
         #: rules without running them never parses the patterns for it.
-        self._needed: frozenset[str] | None = None
-        self._needed_known = False
+        self._needed: frozenset[str] | None = _NOT_YET
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
@@ -448,7 +450,7 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        if run is not None and not self._present(run, low):
+        if run is not None and self._needed is not None and not self._present(run, low):
             return None
         span = self._search_lowered(low, pos, endpos)
         return None if span is None else self.pattern.match(text, span[0], endpos)
@@ -461,10 +463,10 @@ class Folded:
         and a text not kept there (short, new each time) is tested again,
         which costs less than searching it.
         """
-        if not self._needed_known:
-            self._needed = _needed_literals(self._exact)
-            self._needed_known = True  # (two threads may both work it out: the same answer)
         needed = self._needed
+        if needed is _NOT_YET:
+            # (Two threads may both work it out: the same answer.)
+            needed = self._needed = _needed_literals(self._exact)
         if needed is None:
             return True
         seen = run.present.get(self)
@@ -510,7 +512,7 @@ class Folded:
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
-        if run is not None and not self._present(run, low):
+        if run is not None and self._needed is not None and not self._present(run, low):
             return
         if self._body is None:
             for m in self._exact.finditer(low, pos, endpos):

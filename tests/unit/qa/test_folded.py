@@ -186,7 +186,7 @@ def test_folded_in_a_run_skips_texts_without_a_needed_literal() -> None:
     import listener.qa.engine as engine
 
     f = Folded(re.compile(r"\bpneumothora(x|ces)\b", re.IGNORECASE))
-    assert not f._needed_known  # worked out at the first search in a run
+    assert f._needed is engine._NOT_YET  # worked out at the first search in a run
     token = engine._RUN.set(engine._Run())
     try:
         run = engine._RUN.get()
@@ -194,7 +194,7 @@ def test_folded_in_a_run_skips_texts_without_a_needed_literal() -> None:
         text = "No PNEUMOTHORAX. " + "x" * 300
         m = f.search(text)
         assert m is not None and m.group() == "PNEUMOTHORAX"
-        assert f._needed_known and f._needed == frozenset({"pneumothora"})
+        assert f._needed == frozenset({"pneumothora"})
         other = "No effusion. " + "y" * 300
         assert f.search(other) is None
         assert list(f.finditer(other)) == []
