@@ -459,15 +459,15 @@ class Folded:
         """Whether ``low`` holds one of the literals every match needs; once per run and text.
 
         The run keeps the answer for the last text by identity: the rules of
-        a run search the one lowered report text (kept by ``_Run.lowered``),
-        and a text not kept there (short, new each time) is tested again,
-        which costs less than searching it.
+        a run search the one lowered report text (kept by ``_Run.lowered``).
+        A text shorter than ``_SHORT`` (new each time, not kept there) is
+        searched without the test, which would cost as much as the search.
         """
         needed = self._needed
         if needed is _NOT_YET:
             # (Two threads may both work it out: the same answer.)
             needed = self._needed = _needed_literals(self._exact)
-        if needed is None:
+        if needed is None or len(low) < _SHORT:
             return True
         seen = run.present.get(self)
         if seen is None or seen[0] is not low:
