@@ -655,6 +655,23 @@ def _peer_review(rows: list[str], header: MessageHeader, mapping: Mapping, warni
     return found
 
 
+def _text_obx_kind(obx2: str, obx3: str, mapping: Mapping, seps: Separators) -> tuple[str, str, str, str] | None:
+    """(value type, code, label, section hint) of a text OBX with this OBX-2 and OBX-3; None: not report text.
+
+    Skipped value types, codes and labels (the mapping's ``obx_skip``) and the
+    peer-review score OBX (read by ``_peer_review``) are not report text.
+    """
+    value_type = obx2.strip().upper()
+    ident = obx3.split(seps.component)
+    code = ident[0].split(seps.subcomponent)[-1].strip().upper()
+    label = ident[1].strip() if len(ident) > 1 else ""
+    if value_type in mapping.obx_skip_types or code in mapping.obx_skip or label.upper() in mapping.obx_skip:
+        return None
+    if mapping.peer_review_obx is not None and mapping.peer_review_obx.matches(code, _obx_system(ident)):
+        return None  # the explicit score: read by _peer_review, not report text
+    return value_type, code, label, mapping.obx_sections.get(code, TEXT_HINT)
+
+
 def _text_rows(
     rows: list[str], header: MessageHeader, mapping: Mapping, delims: Separators
 ) -> tuple[list[str], list[str], str, tuple[str, ...]]:
@@ -664,6 +681,10 @@ def _text_rows(
     hints: list[str] = []
     kind = "text"
     flags: list[str] = []
+    # A report's text OBXs mostly repeat one OBX-2 and OBX-3 (one row per line): what those two
+    # decide (value type, code, label, section hint; None: the row is not report text) is worked
+    # out once per distinct pair.
+    kinds: dict[tuple[str, str], tuple[str, str, str, str] | None] = {}
     for row in rows:
         fields = row.split(seps.field)
         fields += [""] * (12 - len(fields))
@@ -672,18 +693,18 @@ def _text_rows(
                 lines.extend(_unescape(delims, rep).split("\n"))
                 hints.extend([TEXT_HINT] * (len(lines) - len(hints)))
             continue
-        value_type = fields[2].strip().upper()
-        ident = fields[3].split(seps.component)
-        code = ident[0].split(seps.subcomponent)[-1].strip().upper()
-        label = ident[1].strip() if len(ident) > 1 else ""
-        if value_type in mapping.obx_skip_types or code in mapping.obx_skip or label.upper() in mapping.obx_skip:
+        pair = (fields[2], fields[3])
+        if pair in kinds:
+            known = kinds[pair]
+        else:
+            known = kinds[pair] = _text_obx_kind(fields[2], fields[3], mapping, seps)
+        if known is None:
             continue
-        if mapping.peer_review_obx is not None and mapping.peer_review_obx.matches(code, _obx_system(ident)):
-            continue  # the explicit score: read by _peer_review, not report text
-        flag = fields[8].split(seps.component)[0].strip().upper()
-        if flag and flag not in flags:
-            flags.append(flag)
-        hint = mapping.obx_sections.get(code, TEXT_HINT)
+        value_type, code, label, hint = known
+        if fields[8]:
+            flag = fields[8].split(seps.component)[0].strip().upper()
+            if flag and flag not in flags:
+                flags.append(flag)
         new: list[str] = []
         if value_type == "ED":
             text, kind_here = _ed_text(fields[5], seps.component)

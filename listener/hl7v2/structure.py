@@ -113,13 +113,13 @@ def check_oru_structure(segments: Sequence[str], header: MessageHeader) -> None:
     for index, segment in enumerate(segments):
         name = segment[:3]
         nth = seen[name] = seen.get(name, 0) + 1
-        where = f"{name}[{nth}]"
+        # (Each error below is located at f"{name}[{nth}]", formatted only when raised.)
         if name == "MSH" and index > 0:  # rule 1, for callers that skipped check_one_message
-            raise SegmentSequenceError("a second message header (MSH)", location=where)
+            raise SegmentSequenceError("a second message header (MSH)", location=f"{name}[{nth}]")
         if name in _ONE_PER_MESSAGE and nth > 1:
-            raise SegmentSequenceError(f"a second {name} segment: one patient per message", location=where)
+            raise SegmentSequenceError(f"a second {name} segment: one patient per message", location=f"{name}[{nth}]")
         if name in _PATIENT_SEGMENTS and in_orders:
-            raise SegmentSequenceError(f"{name} after the first order (ORC/OBR)", location=where)
+            raise SegmentSequenceError(f"{name} after the first order (ORC/OBR)", location=f"{name}[{nth}]")
         if name == "ORC":
             if pending_orc is not None:
                 raise SegmentSequenceError("ORC without its OBR", location=f"ORC[{pending_orc[0]}]")
@@ -128,7 +128,8 @@ def check_oru_structure(segments: Sequence[str], header: MessageHeader) -> None:
         elif name == "OBR":
             if nth > MAX_REPORTS_PER_MESSAGE:
                 raise SegmentSequenceError(
-                    f"more than {MAX_REPORTS_PER_MESSAGE} orders (OBR segments) in one message", location=where
+                    f"more than {MAX_REPORTS_PER_MESSAGE} orders (OBR segments) in one message",
+                    location=f"{name}[{nth}]",
                 )
             in_orders = True
             fields = segment.split(seps.field)

@@ -196,10 +196,26 @@ class Analysis:
 
 # ---------------------------------------------------------------- case folding
 
-#: The lower-cased texts of the QA run in progress, by text: :func:`run_rules`
-#: sets a fresh dict for its run (the rules of one report all search the same
-#: text) and drops it when the run ends; outside a run nothing is kept.
-_RUN_LOWERED: ContextVar[dict[str, str] | None] = ContextVar("qa_run_lowered", default=None)
+
+class _Run:
+    """What one QA run (:func:`run_rules`) learns about the texts its rules search.
+
+    ``lowered``: the lower-cased texts, by text (the rules of one report all
+    search the same text). ``present``: for a :class:`Folded` pattern, the
+    lowered text it last searched and whether that text holds one of the
+    literals every match of the pattern needs (:func:`_needed_literals`).
+    Both are dropped when the run ends; outside a run nothing is kept.
+    """
+
+    __slots__ = ("lowered", "present")
+
+    def __init__(self) -> None:
+        self.lowered: dict[str, str] = {}
+        self.present: dict[Folded, tuple[str, bool]] = {}
+
+
+#: The QA run in progress: :func:`run_rules` sets a fresh :class:`_Run` for its run.
+_RUN: ContextVar[_Run | None] = ContextVar("qa_run", default=None)
 _RUN_LOWERED_SIZE = 16
 _SHORT = 256  # below this, lower() costs less than the lookup is worth
 
@@ -213,9 +229,10 @@ def lowered_ascii(text: str) -> str | None:
         return None
     if len(text) < _SHORT:
         return text.lower()
-    memo = _RUN_LOWERED.get()
-    if memo is None:
+    run = _RUN.get()
+    if run is None:
         return text.lower()
+    memo = run.lowered
     low = memo.get(text)
     if low is None:
         if len(memo) >= _RUN_LOWERED_SIZE:
@@ -319,6 +336,72 @@ def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
     return re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
 
 
+#: A :class:`Folded` pattern's needed literals before they are worked out: the empty string, which
+#: every text holds.
+_NOT_YET = frozenset(("",))
+#: The shortest literal :func:`_needed_literals` keeps: a shorter one ("c", "th") is in nearly every
+#: report, and testing for it would cost more than it saves.
+_MIN_NEEDED = 3
+
+
+def _needed_literals(pattern: re.Pattern[str]) -> frozenset[str] | None:
+    """Literals of the case-sensitive ``pattern`` one of which every match contains, or None if unknown.
+
+    Read from ``re``'s parse (CPython 3.11's internal parser, as
+    :func:`_unbounded_body`): a run of plain characters in sequence is
+    needed; an alternation needs one of its branches' needs; a group, or a
+    repeat of at least one, needs what its contents need. Of the needs of
+    one sequence the most selective is kept (the longest shortest literal,
+    then the fewest). None when no literal of ``_MIN_NEEDED`` characters
+    or more is known: look-arounds, classes and optional parts count for
+    nothing. A text that holds none of the literals holds no match, so
+    :class:`Folded` answers without searching it (docs/benchmarks.md,
+    "Worker CPU after round 6").
+    """
+    if re_parser is None:
+        return None
+    try:
+        found = _needed_in(re_parser.parse(pattern.pattern, pattern.flags))
+    except (re.error, AttributeError, TypeError, ValueError, IndexError):
+        return None
+    if found is None or not found or min(map(len, found)) < _MIN_NEEDED:
+        return None
+    return found
+
+
+def _needed_in(items: Any) -> frozenset[str] | None:
+    """:func:`_needed_literals` of one parsed sequence (``re._parser.SubPattern`` items)."""
+    c = re_constants
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
+    options: list[frozenset[str]] = []
+    run: list[str] = []
+    for op, av in items:
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        if run:
+            options.append(frozenset(("".join(run),)))
+            run = []
+        sub: frozenset[str] | None = None
+        if op is c.SUBPATTERN:
+            sub = _needed_in(av[3])
+        elif op is c.ATOMIC_GROUP:
+            sub = _needed_in(av)
+        elif op is c.BRANCH:
+            branches = [_needed_in(alt) for alt in av[1]]
+            if all(b is not None for b in branches):
+                sub = frozenset().union(*(b for b in branches if b is not None))
+        elif op in repeats and av[0] >= 1:
+            sub = _needed_in(av[2])
+        if sub:
+            options.append(sub)
+    if run:
+        options.append(frozenset(("".join(run),)))
+    if not options:
+        return None
+    return max(options, key=lambda o: (min(map(len, o)), -len(o)))
+
+
 def _at_boundary(low: str, at: int, endpos: int) -> bool:
     """``\\b`` at ``at`` of an ASCII ``low`` searched up to ``endpos``, as ``re`` decides it."""
     before = at > 0 and low[at - 1] in _WORD_ASCII
@@ -339,7 +422,7 @@ class Folded:
     The methods take the arguments of :class:`re.Pattern`'s.
     """
 
-    __slots__ = ("pattern", "_exact", "_body", "_led")
+    __slots__ = ("pattern", "_exact", "_body", "_led", "_needed")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         if not pattern.flags & re.IGNORECASE:
@@ -353,18 +436,43 @@ class Folded:
         self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
         #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
         self._led = _led_by_non_word(self._body) if self._body is not None else None
+        #: Literals one of which every match holds (:func:`_needed_literals`), or None; ``_NOT_YET``
+        #: until the first search inside a QA run works them out, so a process that imports the
+        #: rules without running them never parses the patterns for it.
+        self._needed: frozenset[str] | None = _NOT_YET
 
     def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         # The run's memo first: the rules search the report's text some fifty times per report, and
         # a hit there (only ASCII texts are kept) saves the call to lowered_ascii.
-        memo = _RUN_LOWERED.get()
-        low = memo.get(text) if memo is not None else None
+        run = _RUN.get()
+        low = run.lowered.get(text) if run is not None else None
         if low is None:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
+        if run is not None and self._needed is not None and not self._present(run, low):
+            return None
         span = self._search_lowered(low, pos, endpos)
         return None if span is None else self.pattern.match(text, span[0], endpos)
+
+    def _present(self, run: _Run, low: str) -> bool:
+        """Whether ``low`` holds one of the literals every match needs; once per run and text.
+
+        The run keeps the answer for the last text by identity: the rules of
+        a run search the one lowered report text (kept by ``_Run.lowered``).
+        A text shorter than ``_SHORT`` (new each time, not kept there) is
+        searched without the test, which would cost as much as the search.
+        """
+        needed = self._needed
+        if needed is _NOT_YET:
+            # (Two threads may both work it out: the same answer.)
+            needed = self._needed = _needed_literals(self._exact)
+        if needed is None or len(low) < _SHORT:
+            return True
+        seen = run.present.get(self)
+        if seen is None or seen[0] is not low:
+            seen = run.present[self] = (low, any(lit in low for lit in needed))
+        return seen[1]
 
     def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
         """The span of the first match of the lower-case pattern in ``low[pos:endpos]``."""
@@ -397,13 +505,15 @@ class Folded:
         return None if m is None else self.pattern.match(text, pos, endpos)
 
     def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
-        memo = _RUN_LOWERED.get()  # as in search
-        low = memo.get(text) if memo is not None else None
+        run = _RUN.get()  # as in search
+        low = run.lowered.get(text) if run is not None else None
         if low is None:
             low = lowered_ascii(text)
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
+        if run is not None and self._needed is not None and not self._present(run, low):
+            return
         if self._body is None:
             for m in self._exact.finditer(low, pos, endpos):
                 found = self.pattern.match(text, m.start(), endpos)
@@ -569,7 +679,7 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     findings: list[Finding] = []
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop
-    token = _RUN_LOWERED.set({})
+    token = _RUN.set(_Run())
     try:
         for rule_id, function, settings in config.plan:
             if stop is not None and stop():
@@ -577,7 +687,7 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
             data = RuleInput(report, analysis, terms, procedures, directory, context, settings, rule_id)
             findings.extend(function(data))
     finally:
-        _RUN_LOWERED.reset(token)
+        _RUN.reset(token)
     return tuple(findings)
 
 

@@ -17,7 +17,7 @@ then tried at every word, which is slower but finds the same matches.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -42,8 +42,12 @@ END = r"(?:(?!\w)|(?<!\w))"
 FLAGS = re.IGNORECASE
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-#: Characters of text looked at to pick the candidate patterns at a token.
+#: Characters of text :func:`prefixes` keys a pattern on by default.
 _KEY = 3
+#: Characters of text a Scanner keys its patterns on, where the pattern's start allows (else
+#: ``_KEY``): a longer key stops the finder at fewer tokens whose patterns then fail
+#: (docs/benchmarks.md, "Worker CPU after round 6").
+_SCAN_KEY = 5
 #: More possible prefixes than this and a pattern is keyed on its first character only.
 _MAX_PREFIXES = 256
 #: Widths are capped here (a longer match is "long").
@@ -397,15 +401,15 @@ def _class_chars(node: CharSet, widest: int) -> set[str] | None:
     return chars
 
 
-def _grow(nodes: tuple[Node, ...], states: set[_State]) -> set[_State] | None:
-    """Extend each open prefix through a sequence of nodes; None: too many prefixes."""
+def _grow(nodes: tuple[Node, ...], states: set[_State], length: int) -> set[_State] | None:
+    """Extend each open prefix, up to ``length`` characters, through a sequence of nodes; None: too many prefixes."""
     for node in nodes:
         nxt: set[_State] = set()
         for s, is_open in states:
-            if not is_open or len(s) >= _KEY:
+            if not is_open or len(s) >= length:
                 nxt.add((s, False))
                 continue
-            got = _step(node, s)
+            got = _step(node, s, length)
             if got is None:
                 return None
             nxt |= got
@@ -415,7 +419,7 @@ def _grow(nodes: tuple[Node, ...], states: set[_State]) -> set[_State] | None:
     return states
 
 
-def _step(node: Node, s: str) -> set[_State] | None:
+def _step(node: Node, s: str, length: int) -> set[_State] | None:
     """The prefixes after one node, from the open prefix ``s``."""
     if isinstance(node, Lit):
         return {(s + node.ch.lower(), True)}
@@ -425,17 +429,17 @@ def _step(node: Node, s: str) -> set[_State] | None:
             return {(s, False)}  # a wide class: the literal prefix stops here
         return {(s + c, True) for c in chars}
     if isinstance(node, Group) and not node.atomic:
-        return _grow(node.nodes, {(s, True)})
+        return _grow(node.nodes, {(s, True)}, length)
     if isinstance(node, Branch):
         acc: set[_State] = set()
         for alt in node.alternatives:
-            got = _grow(alt, {(s, True)})
+            got = _grow(alt, {(s, True)}, length)
             if got is None:
                 return None
             acc |= got
         return acc
     if isinstance(node, Repeat):
-        once = _grow(node.nodes, {(s, True)})
+        once = _grow(node.nodes, {(s, True)}, length)
         if once is None:
             return None
         # After one repetition the next item is unknown unless hi == 1:
@@ -496,16 +500,21 @@ def first_chars(pattern: str) -> frozenset[str] | None:
     return None if chars is None or nullable else frozenset(chars)
 
 
-def prefixes(pattern: str) -> frozenset[str] | None:
-    """The literal starts (1-3 chars, lower case) a match of ``pattern`` must have; None if unknown."""
+def prefixes(pattern: str, length: int = _KEY) -> frozenset[str] | None:
+    """The literal starts (1 to ``length`` chars, lower case) a match of ``pattern`` must have; None if unknown.
+
+    When the starts of ``length`` characters are too many, those of ``_KEY``
+    (when shorter), else the first characters.
+    """
     nodes = parse_pattern(pattern)
     if nodes is None:
         return None
-    states = _grow(nodes, {("", True)})
-    if states is None:
-        return first_chars(pattern)  # too many combinations: key on the first character
-    out = frozenset(s for s, _ in states)
-    return None if "" in out else out
+    for n in sorted({length, min(length, _KEY)}, reverse=True):
+        states = _grow(nodes, {("", True)}, n)
+        if states is not None:
+            out = frozenset(s for s, _ in states)
+            return None if "" in out else out
+    return first_chars(pattern)  # too many combinations: key on the first character
 
 
 # --------------------------------------------------------------------------
@@ -529,10 +538,10 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
 
     Matched at a token start, it consumes whitespace and every token (``\\w+``
     or one other character, as ``_TOKEN`` splits them) that does not start
-    with a key, compared as ``str.lower`` would, then takes the next token as
-    group 1 (absent at the end of the text). The tokens it stops at are a
-    superset of those where ``text[p:p+3].lower()`` or its first two or one
-    characters are a key; :meth:`Scanner.scan` looks the key up again there.
+    with a key, compared as ``str.lower`` would, then stops at the next token,
+    which starts group 1 (absent at the end of the text). The tokens it stops
+    at are a superset of those where ``text[p:p+n].lower()`` is a key for some
+    ``n``; :meth:`Scanner.scan` looks the key up again there.
     None when a key holds anything but ASCII or starts with a space: those
     scanners keep the token loop.
 
@@ -541,6 +550,9 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
     cased forms. ``re`` then tries a key alternative only where its first
     character is the text's (its branch test for a plain character), which
     makes the skip about twice as fast (docs/benchmarks.md, "Worker CPU").
+    Group 1 is then the longest key the token starts with (the key
+    :meth:`Scanner.scan` looks up, with no slicing and no retries), and the
+    token follows it.
     """
     keys = sorted(set(keys))
     char = re.escape if lowered else cased_class
@@ -557,7 +569,14 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
             alts = "|".join("".join(char(c) for c in rest) for rest in sorted(rests))
             branches.append(f"{char(ch)}(?:{alts})")
     key = "|".join(branches)
-    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
+    if not lowered:
+        return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
+    # Each first character's longer keys before its shorter ones: ``re`` takes the first that fits.
+    longest = "|".join(
+        char(ch) + "(?:" + "|".join(re.escape(rest) for rest in sorted(rests, key=lambda r: (-len(r), r))) + ")"
+        for ch, rests in sorted(trie.items())
+    )
+    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(?:(?=({longest}))(?:\w+|[^\w\s]))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,12 +585,13 @@ class Scanner:
 
     Python's ``re`` tries every alternative at every position; with a few
     hundred triggers that costs milliseconds per report. A Scanner works out
-    the literal text each pattern must start with (up to three characters,
-    lower-cased: ``effusions?`` -> ``eff``, ``(broncho)?pneumonia`` ->
-    ``bro``/``pne``, ``no`` -> ``no``), and keeps one compiled alternation per
+    the literal text each pattern must start with (up to ``_SCAN_KEY`` = five
+    characters, lower-cased: ``effusions?`` -> ``effus``,
+    ``(broncho)?pneumonia`` -> ``bronc``/``pneum``, ``no`` -> ``no``; three
+    where five would give too many), and keeps one compiled alternation per
     such key holding only the patterns that can start there. At each token
-    start it looks up the text's next three characters, then two, then one,
-    and tries that small alternation, or nothing. Semantics are those of
+    start it looks up the longest key the text's next characters start
+    with, and tries that small alternation, or nothing. Semantics are those of
     ``finditer`` over the whole alternation at token starts: leftmost match,
     first alternative wins, no overlaps.
 
@@ -585,7 +605,7 @@ class Scanner:
     tokens and the lookup reads its key from the lowered copy.
 
     Attributes:
-        table: lower-case key of one to three characters -> alternation of
+        table: lower-case key of one to five characters -> alternation of
             the patterns (in priority order) that can start with it, plus
             those whose start is unknown. A longer key is tried first.
         default: alternation of the patterns whose start is unknown, for
@@ -614,9 +634,9 @@ class Scanner:
         if finder is None:
             return self.scan_tokens(text, start, end)
         hi = len(text) if end is None else end
-        # The finder tokenizes up to two characters past ``hi`` so that its key
-        # test sees the same three characters as the lookup below.
-        stop = hi + _KEY - 1
+        # The finder tokenizes up to _SCAN_KEY - 1 characters past ``hi`` so that
+        # its key test sees the same characters as the lookup below.
+        stop = hi + _SCAN_KEY - 1
         get = self._lookup.get
         out: list[re.Match[str]] = []
         floor = start
@@ -625,12 +645,12 @@ class Scanner:
         if lower_finder is not None and start >= 0 and region.isascii():
             # The lowered copy of the region only: a scan of one section costs
             # the section's length, not the report's (docs/hardening.md,
-            # "Linear text analysis"). Its offsets are ``start`` less than the text's.
-            source, shift = region.lower(), start
-            candidates = lower_finder.finditer(source)
+            # "Linear text analysis"). Its offsets are ``start`` less than the text's;
+            # group 1 of its candidates is the longest key of their token (key_finder).
+            lowered, shift, candidates = True, start, lower_finder.finditer(region.lower())
         else:
-            source, shift, candidates = text, 0, finder.finditer(text, start, stop)
-        # Every match but the last (empty, at ``stop``) ends with a token in group 1.
+            lowered, shift, candidates = False, 0, finder.finditer(text, start, stop)
+        # Every match but the last (empty, at the end) starts a token at group 1.
         for cand in candidates:
             q = cand.start(1)
             p = q + shift
@@ -638,8 +658,7 @@ class Scanner:
                 break
             if p < floor:
                 continue
-            key = source[q : q + _KEY].lower()
-            rx = get(key) or get(key[:2]) or get(key[:1])
+            rx = get(cand.group(1)) if lowered else _longest_key(get, text[p : p + _SCAN_KEY].lower())
             if rx is None:
                 continue
             m = rx.match(text, p, hi)
@@ -659,8 +678,7 @@ class Scanner:
             p = tok.start()
             if p < floor:
                 continue
-            key = text[p : p + _KEY].lower()
-            rx = get(key) or get(key[:2]) or get(key[:1], default)
+            rx = _longest_key(get, text[p : p + _SCAN_KEY].lower()) or default
             if rx is None:
                 continue
             m = rx.match(text, p, hi)
@@ -670,9 +688,18 @@ class Scanner:
         return out
 
 
+def _longest_key(get: Callable[[str], re.Pattern[str] | None], key: str) -> re.Pattern[str] | None:
+    """The alternation of the longest start of ``key`` (the text at a token, lowered) that is a key."""
+    for n in range(len(key), 0, -1):
+        rx = get(key[:n])
+        if rx is not None:
+            return rx
+    return None
+
+
 def build_scanner(groups: list[tuple[str, tuple[str, ...]]]) -> Scanner:
     """Compile (group name, patterns) pairs, in priority order, into a Scanner."""
-    entries = [(name, pat, prefixes(pat)) for name, pats in groups for pat in pats]
+    entries = [(name, pat, prefixes(pat, _SCAN_KEY)) for name, pats in groups for pat in pats]
     keys: set[str] = set()
     for _, _, pre in entries:
         if pre is not None:

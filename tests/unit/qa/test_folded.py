@@ -157,3 +157,71 @@ def test_folded_matches_equal_the_original(text: str) -> None:
         assert [(m.span(), m.groups()) for m in f.finditer(text)] == [
             (m.span(), m.groups()) for m in p.finditer(text)
         ], p.pattern
+
+
+def test_needed_literals_of_a_pattern() -> None:
+    """What every match must hold: a literal run, one of an alternation's, a repeated group's; nothing
+    when a branch or an optional part could do without, or the literal is shorter than three."""
+    import listener.qa.engine as engine
+
+    def needed(source: str) -> set[str] | None:
+        found = engine._needed_literals(re.compile(source))
+        return None if found is None else set(found)
+
+    assert needed(r"\bopacit(y|ies)\b") == {"opacit"}
+    assert needed(r"\b(left|right)\s+rib") == {"left", "right"}
+    assert needed(r"\b(left|right)\s+lung\b") == {"lung"}  # of two needs, the more selective
+    assert needed(r"\b(no|without)\b[^.]*\bpneumothorax") == {"pneumothorax"}
+    assert needed(r"(?:ab)+cde") == {"cde"}
+    assert needed(r"(?>abcd)x") == {"abcd"}
+    assert needed(r"\b(left|r)\b") is None  # "r" is too short to be worth a test
+    assert needed(r"(abc)?d") is None
+    assert needed(r"abc|\d+") is None
+    assert needed(r"(?=abcd)x") is None  # a look-ahead's text is not part of the match
+
+
+def test_folded_in_a_run_skips_texts_without_a_needed_literal() -> None:
+    """Inside a QA run a text that holds none of the needed literals is answered at once, and the
+    answer is remembered per pattern for the last text; a text that holds one is searched."""
+    import listener.qa.engine as engine
+
+    f = Folded(re.compile(r"\bpneumothora(x|ces)\b", re.IGNORECASE))
+    assert f._needed is engine._NOT_YET  # worked out at the first search in a run
+    token = engine._RUN.set(engine._Run())
+    try:
+        run = engine._RUN.get()
+        assert run is not None
+        text = "No PNEUMOTHORAX. " + "x" * 300
+        m = f.search(text)
+        assert m is not None and m.group() == "PNEUMOTHORAX"
+        assert f._needed == frozenset({"pneumothora"})
+        other = "No effusion. " + "y" * 300
+        assert f.search(other) is None
+        assert list(f.finditer(other)) == []
+        assert run.present == {f: (other.lower(), False)}
+        assert f.search(text) is not None
+        assert run.present == {f: (text.lower(), True)}
+    finally:
+        engine._RUN.reset(token)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS)
+def test_folded_in_a_run_matches_equal_the_original(text: str) -> None:
+    """As test_folded_matches_equal_the_original, inside a QA run (the run's memo of lowered texts and
+    of needed literals in use: the text is made long enough for them)."""
+    import listener.qa.engine as engine
+
+    text = text + " " + "z" * engine._SHORT
+    token = engine._RUN.set(engine._Run())
+    try:
+        for f in FOLDED:
+            p = f.pattern
+            for pos in (0, len(text) // 2):
+                a, b = f.search(text, pos), p.search(text, pos)
+                assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
+            assert [(m.span(), m.groups()) for m in f.finditer(text)] == [
+                (m.span(), m.groups()) for m in p.finditer(text)
+            ], p.pattern
+    finally:
+        engine._RUN.reset(token)

@@ -201,3 +201,11 @@ def test_window_edges(terms: Terms, text: str, start: int, end: int | None) -> N
     """Windows that start mid-word, end mid-key or lie past the text agree with the token loop."""
     for scanner in shipped(terms):
         assert signature(scanner.scan(text, start, end)) == signature(scanner.scan_tokens(text, start, end))
+
+
+def test_lowered_finder_captures_the_longest_key() -> None:
+    """The lowered finder's group 1 is the longest key its token starts with, at the token's start."""
+    finder = _key_finder(["no", "not", "nodul", "eff", "?"], lowered=True)
+    assert finder is not None
+    found = [(m.start(1), m.group(1)) for m in finder.finditer("a nodule, not no effusion? x") if m.start(1) >= 0]
+    assert found == [(2, "nodul"), (10, "not"), (14, "no"), (17, "eff"), (25, "?")]

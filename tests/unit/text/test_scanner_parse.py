@@ -133,3 +133,15 @@ def test_text_layer_uses_no_private_re_modules() -> None:
             else:
                 continue
             assert not names & private, f"{path.name} imports {sorted(names & private)}"
+
+
+def test_longer_prefixes_for_the_scanner() -> None:
+    """Scanners key on up to five characters; where five give too many starts, three; then the first."""
+    assert prefixes("effusions?", 5) == {"effus"}
+    assert prefixes("(broncho)?pneumonia", 5) == {"bronc", "pneum"}
+    assert prefixes("no", 5) == {"no"}
+    assert prefixes("(?:left|right)\\s+lung", 5) == {"left", "right"}
+    # 8 x 8 x 8 x 8 starts of five characters are too many; the 8 x 8 of three are not.
+    wide = "[a-h][a-h]x[a-h][a-h]y"
+    got = prefixes(wide, 5)
+    assert got is not None and got == prefixes(wide) and len(got) == 64 and {len(k) for k in got} == {3}
