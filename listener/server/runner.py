@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from twisted.internet import defer
@@ -421,6 +422,10 @@ class ProcessRunner(PipelineRunner):
             fields (a worker died, a worker could not start).
         inline: run a task that arrives with no other job in flight on the
             daemon's own thread (``workers_inline``); False: every task on a process.
+        store_file: the SQLite store's database file: each process reads its
+            reports' prior studies from it itself, read-only, and asks the
+            thread (``prior_lookup``) only when that read fails. None (PostgreSQL):
+            every look-up is the thread's.
     """
 
     def __init__(
@@ -436,11 +441,14 @@ class ProcessRunner(PipelineRunner):
         on_event: Callable[..., object] = lambda *_, **__: None,
         clock: Callable[[], float] = time.monotonic,
         inline: bool = False,
+        store_file: Path | None = None,
     ) -> None:
         self.config = config
         self.generation = 0
         self.journal = journal
         self.prior_lookup = prior_lookup
+        #: The SQLite store's file, as a string for the pipe (None: PostgreSQL).
+        self.store_file = None if store_file is None else str(store_file)
         self.on_event = on_event
         #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
         self.in_flight = 0
@@ -529,7 +537,7 @@ class ProcessRunner(PipelineRunner):
                 worker.close()
                 worker.start()
             assert worker.conn is not None
-            worker.conn.send(("config", generation, config))
+            worker.conn.send(("config", generation, config, self.store_file))
             reply = worker.conn.recv()
         except (OSError, EOFError) as exc:
             code = worker.close()
