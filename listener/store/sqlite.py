@@ -39,7 +39,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -69,6 +69,8 @@ from listener.store.base import (
     TrafficBin,
     WindowVersions,
     open_windows,
+    prior_lookup_wanted,
+    prior_studies_of,
     require_aware,
     require_step,
 )
@@ -213,10 +215,7 @@ def _prior_studies(
     limit: int,
 ) -> tuple[PriorStudy, ...]:
     """:meth:`SQLiteStore.prior_studies` on a reader connection (``read``: its ``_read``)."""
-    require_aware(before, "before")
-    if not patient_id:
-        raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
-    if limit <= 0:
+    if not prior_lookup_wanted(patient_id, before, limit):
         return ()
     rows = read(
         "reading prior studies",
@@ -236,14 +235,7 @@ def _prior_studies(
         " ORDER BY id DESC LIMIT ?",
         (patient_id, patient_authority, exclude_accession, _ts(before), limit),
     )
-    out = []
-    for accession, day, modality, region, code in rows:
-        try:
-            study_date = date.fromisoformat(str(day))
-        except ValueError:
-            continue  # a time the report stored in no ISO form: no date to compare, no prior
-        out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
-    return tuple(out)
+    return prior_studies_of(rows)
 
 
 class PriorReader:
