@@ -327,7 +327,20 @@ def _timestamp(now: datetime) -> str:
     minutes = int(offset.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
     hours, mins = divmod(abs(minutes), 60)
-    return f"{now:%Y%m%d%H%M%S}{sign}{hours:02d}{mins:02d}"
+    # One %-format of the fields, not strftime: a quarter of the CPU, once per ACK on the
+    # reactor thread (docs/benchmarks.md, "The daemon's main process"). Same text for every
+    # year from 1000 on.
+    return "%04d%02d%02d%02d%02d%02d%s%02d%02d" % (  # noqa: UP031 - the fastest form
+        now.year,
+        now.month,
+        now.day,
+        now.hour,
+        now.minute,
+        now.second,
+        sign,
+        hours,
+        mins,
+    )
 
 
 def _clean(value: str) -> str:

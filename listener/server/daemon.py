@@ -57,6 +57,7 @@ from listener.server.runner import PipelineRunner, ProcessRunner
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
 from listener.statelock import lock_state_dir
 from listener.store import Store, open_store, store_description
+from listener.store.sqlite import SQLiteStore
 
 __all__ = ["Daemon", "serve"]
 
@@ -260,6 +261,8 @@ class Daemon:
                 grace=max(1.0, config.pipeline_budget / 2),
                 journal=self.journal,
                 prior_lookup=priors.lookup,
+                # Each process reads its own priors from a SQLite store's file (listener/server/procworker.py).
+                store_file=self.store.path if isinstance(self.store, SQLiteStore) else None,
                 on_event=_worker_event,
                 inline=config.workers_inline,
             )

@@ -87,12 +87,12 @@ class Journal:
         """Record that ``raw`` is about to be processed (keeps an existing entry and its count)."""
         header = b"%s %s 0 %s\n" % (_MAGIC, transport.encode(), meta.encode("utf-8", "replace").hex().encode() or b"-")
         path = f"{self._prefix}{key}.msg"
-        if os.path.exists(path):
-            return
         # Written whole under a private name, then linked into place: a death
         # while writing leaves no entry (only a .part file that recover()
         # removes), never a truncated one that would count a crash the
-        # message did not cause. link() refuses to replace an existing entry.
+        # message did not cause. link() refuses to replace an existing entry,
+        # so an entry with its count stays as it is (a resend after a crash);
+        # no stat() first: the common case, no entry, costs one call less.
         part = f"{self._prefix}{key}.{os.getpid()}.{threading.get_ident()}.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from listener.model import Report
 from listener.qa.engine import Prior
-from listener.store.base import Store
+from listener.store.base import PriorStudy
 
-__all__ = ["PRIOR_LIMIT", "PriorKey", "PriorLookup", "prior_key"]
+__all__ = ["PRIOR_LIMIT", "PriorKey", "PriorLookup", "PriorSource", "prior_key"]
 
 #: The most prior studies looked up for one report (the newest stored): the
 #: comparison rules need the recent ones of the same body region, and the
@@ -46,18 +47,27 @@ def prior_key(report: Report) -> PriorKey:
     return (report.patient.id, report.patient.id_authority, report.times.received, report.accession)
 
 
+class PriorSource(Protocol):
+    """What a look-up reads from: the store (:meth:`listener.store.base.Store.prior_studies`), or a
+    worker process's own :class:`~listener.store.sqlite.PriorReader`."""
+
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]: ...
+
+
 class PriorLookup:
     """``priors_for`` for the pipeline: a report -> its patient's prior studies, or None.
 
     Args:
-        store: the durable store.
+        store: the durable store (or a worker process's :class:`~listener.store.sqlite.PriorReader`).
         failed: called (on the worker thread) with the exception's type name
             when a look-up fails; the daemon hands it to the reactor to log.
         limit: at most this many priors per report.
     """
 
     def __init__(
-        self, store: Store, *, failed: Callable[[str], object] = lambda _: None, limit: int = PRIOR_LIMIT
+        self, store: PriorSource, *, failed: Callable[[str], object] = lambda _: None, limit: int = PRIOR_LIMIT
     ) -> None:
         self.store = store
         self.failed = failed

@@ -3,15 +3,18 @@
 Layer: a child process of the daemon, started by
 :class:`listener.server.runner.ProcessRunner` as
 ``python -m listener.server.procworker FD`` with one end of a socket pair
-as ``FD``. It holds no store, no journal, no network port and writes no log:
+as ``FD``. It holds no journal, no network port, writes no log and never
+writes the store (with a SQLite store it reads its reports' prior studies from
+the store's file itself, read-only):
 it receives pickled requests, runs the pure pipeline and sends pickled
 results back (docs/hardening.md, "Worker processes"). The daemon keeps the
 I/O, the journal, the store and the ACKs.
 
 Requests and replies (tuples, first item the kind):
 
-* ``("config", generation, Config)``: build the pipeline from the config's
+* ``("config", generation, Config, store file)``: build the pipeline from the config's
   files; replies ``("ready", versions)`` or ``("config_error", type name)``.
+  ``store file`` is the SQLite store's database (a path) or None (PostgreSQL).
 * ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
   :func:`listener.pipeline.process` with a budget of ``budget`` seconds
   (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
@@ -21,9 +24,13 @@ Requests and replies (tuples, first item the kind):
   (:func:`listener.store.rows.stored_forms`: the compressed columns, the
   version summary; the SQLite forms of its JSON when the config's store is
   SQLite), so the daemon's writer thread only inserts (docs/store.md,
-  "Compact storage"). While it runs, the pipeline's prior look-up asks the daemon:
+  "Compact storage"). While it runs, the pipeline's prior look-up reads the
+  store file through this process's own :class:`~listener.store.sqlite.PriorReader`
+  (the daemon's process spends no CPU on it: docs/hardening.md, "Worker
+  processes"). With no store file, or when that read fails, it asks the daemon:
   ``("priors", key)`` (the report's :func:`~listener.server.priors.prior_key`,
-  not the whole report), answered ``("priors", priors or None)``.
+  not the whole report), answered ``("priors", priors or None)``; the daemon
+  logs a look-up that fails there too.
 
 ``versions`` is (QA, routing, mapping) version of the pipeline used: the
 daemon checks it against the pipeline it meant, so a policy file that
@@ -60,10 +67,12 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from operator import attrgetter
+from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
 from listener.assemble import build_pipeline
+from listener.errors import StoreError
 from listener.hl7v2.segments import MessageHeader, Separators
 from listener.intake import report_records
 from listener.model import (
@@ -81,11 +90,12 @@ from listener.model import (
 )
 from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, versions_of
 from listener.qa.engine import Prior
-from listener.server.priors import prior_key
+from listener.server.priors import PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
 from listener.store.base import ReportRecord, StoredForms
 from listener.store.compact import pack_raw
 from listener.store.rows import with_forms
+from listener.store.sqlite import PriorReader
 
 __all__ = ["dumps", "main", "pack_figures", "send", "serve", "unpack_figures"]
 
@@ -188,11 +198,39 @@ def serve(conn: Connection) -> int:
         # (A test may serve on another thread, where no handler can be installed.)
         signal.signal(signal.SIGUSR1, hurry)
 
+    #: This process's own look-ups in the SQLite store's file (None: the daemon's).
+    reader: PriorReader | None = None
+    lookup: PriorLookup | None = None
+    lookup_failed = False
+
+    def read_failed(_error_type: str) -> None:
+        nonlocal lookup_failed
+        lookup_failed = True
+
     def ask_priors(report: Report) -> tuple[Prior, ...] | None:
-        send(conn, ("priors", prior_key(report)))
+        nonlocal lookup_failed
+        key = prior_key(report)
+        if lookup is not None:
+            lookup_failed = False
+            found = lookup.lookup(key)
+            if not lookup_failed:
+                return found
+        send(conn, ("priors", key))
         reply = conn.recv()
         priors: tuple[Prior, ...] | None = reply[1]
         return priors
+
+    def open_reader(path: str | None) -> None:
+        nonlocal reader, lookup
+        if reader is not None and (path is None or reader.path != Path(path)):
+            reader.close()
+            reader = lookup = None
+        if path is not None and reader is None:
+            try:
+                reader = PriorReader(path)
+            except StoreError:
+                return  # the daemon answers this process's look-ups
+            lookup = PriorLookup(reader, failed=read_failed)
 
     while True:
         try:
@@ -205,6 +243,7 @@ def serve(conn: Connection) -> int:
             # daemon's start-up objects are (docs/hardening.md, "Worker processes"). The previous
             # one's objects go back into them first, so a reload frees what it replaced.
             pipeline = None
+            open_reader(request[3])
             gc.unfreeze()
             try:
                 pipeline = build_pipeline(request[2])

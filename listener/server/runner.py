@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from twisted.internet import defer
@@ -421,6 +422,10 @@ class ProcessRunner(PipelineRunner):
             fields (a worker died, a worker could not start).
         inline: run a task that arrives with no other job in flight on the
             daemon's own thread (``workers_inline``); False: every task on a process.
+        store_file: the SQLite store's database file: each process reads its
+            reports' prior studies from it itself, read-only, and asks the
+            thread (``prior_lookup``) only when that read fails. None (PostgreSQL):
+            every look-up is the thread's.
     """
 
     def __init__(
@@ -436,11 +441,14 @@ class ProcessRunner(PipelineRunner):
         on_event: Callable[..., object] = lambda *_, **__: None,
         clock: Callable[[], float] = time.monotonic,
         inline: bool = False,
+        store_file: Path | None = None,
     ) -> None:
         self.config = config
         self.generation = 0
         self.journal = journal
         self.prior_lookup = prior_lookup
+        #: The SQLite store's file, as a string for the pipe (None: PostgreSQL).
+        self.store_file = None if store_file is None else str(store_file)
         self.on_event = on_event
         #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
         self.in_flight = 0
@@ -529,7 +537,7 @@ class ProcessRunner(PipelineRunner):
                 worker.close()
                 worker.start()
             assert worker.conn is not None
-            worker.conn.send(("config", generation, config))
+            worker.conn.send(("config", generation, config, self.store_file))
             reply = worker.conn.recv()
         except (OSError, EOFError) as exc:
             code = worker.close()
@@ -544,31 +552,61 @@ class ProcessRunner(PipelineRunner):
     def _loop(self) -> None:
         call = self.reactor.callFromThread
         worker = _Worker()
+        #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
+        done: tuple[Job[Any], bool, Any] | None = None
         try:
             while True:
+                if done is not None and not self._configured(worker):
+                    # A process to start or configure first (about 1 s): answer the last job now.
+                    call(done[0]._finish, done[1], done[2])
+                    done = None
                 # Started (and configured) before taking a job, so a new
                 # process's start-up never counts against a message's budget.
                 self._ready(worker)
-                job = self._queue.get()
+                job: Job[Any] | None
+                if done is None:
+                    job = self._queue.get()
+                else:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        call(done[0]._finish, done[1], done[2])
+                        done = None
+                        job = self._queue.get()
                 if job is None:
                     return
                 on_process = job.task is not None and self._ready(worker)
                 job.interrupt.start(self.clock, self.budget)
                 if self.hurrying:
                     job.interrupt.request()
-                call(job._started)
+                if done is None:
+                    call(job._started)
+                else:
+                    # A job was waiting: the last one's answer and this one's start cross to the
+                    # reactor in one call, one wake-up of the reactor less per message under load
+                    # (docs/benchmarks.md, "The daemon's main process").
+                    call(_hand_over, done, job)
+                    done = None
                 try:
                     value: Any = self._on_process(worker, job) if on_process else job.work(job.interrupt)
                     ok = True
                 except BaseException as exc:  # noqa: BLE001 - handed to the reactor as a Failure
                     value, ok = exc, False
-                call(job._finish, ok, value)
+                done = (job, ok, value)
                 with self._lock:
                     if self._surplus > 0:
                         self._surplus -= 1
                         return
         finally:
+            if done is not None:
+                call(done[0]._finish, done[1], done[2])
             worker.close()
+
+    def _configured(self, worker: _Worker) -> bool:
+        """True when ``worker`` runs and has the current config (:meth:`_ready` has nothing to do)."""
+        with self._lock:
+            generation = self.generation
+        return worker.alive() and worker.generation == generation
 
     def _on_process(self, worker: _Worker, job: Job[Any]) -> Any:
         """Run ``job.task`` on ``worker``'s process: journal first, then send it; retry once after a crash."""
@@ -584,7 +622,9 @@ class ProcessRunner(PipelineRunner):
             with self._lock:
                 job.worker = worker
             try:
-                conn.send(
+                # Pickled by procworker.dumps, as the reply: no ForkingPickler set up per message.
+                send(
+                    conn,
                     (
                         "hl7",
                         task.raw,
@@ -592,7 +632,7 @@ class ProcessRunner(PipelineRunner):
                         pack_figures(task.live_figures),
                         self.budget,
                         job.interrupt.requested(),
-                    )
+                    ),
                 )
                 while True:
                     reply = conn.recv()
@@ -628,6 +668,14 @@ class ProcessRunner(PipelineRunner):
                 # Another policy than the daemon meant (a file changed between the loads): run it here.
                 return job.work(job.interrupt)
             return reply[2]
+
+
+def _hand_over(done: tuple[Job[Any], bool, Any], job: Job[Any]) -> None:
+    """On the reactor: the last job of a runner thread finished (``done``), then ``job`` started."""
+    try:
+        done[0]._finish(done[1], done[2])
+    finally:
+        job._started()
 
 
 def run_journaled(

@@ -15,7 +15,7 @@ the value is built, so it never reaches a writer thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -357,6 +357,32 @@ class PriorStudy:
     modality: str = ""
     body_region: str = ""
     procedure_code: str = ""
+
+
+def prior_lookup_wanted(patient_id: str, before: datetime, limit: int) -> bool:
+    """Check a ``prior_studies`` call's arguments; False when there is nothing to read (``limit`` <= 0).
+
+    Raises:
+        ValueError: ``patient_id`` is empty or ``before`` is naive.
+    """
+    require_aware(before, "before")
+    if not patient_id:
+        raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
+    return limit > 0
+
+
+def prior_studies_of(rows: Iterable[Sequence[Any]]) -> tuple[PriorStudy, ...]:
+    """The PriorStudy of each (accession, study day, modality, body region, procedure code) row,
+    in order; a row whose day is in no ISO form is none (no date to compare). Both SQL stores'
+    ``prior_studies`` read such rows."""
+    out = []
+    for accession, day, modality, region, code in rows:
+        try:
+            study_date = date.fromisoformat(str(day))
+        except ValueError:
+            continue  # a time the report stored in no ISO form: no date to compare, no prior
+        out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -76,6 +76,8 @@ from listener.store.base import (
     WindowVersions,
     audit_target_json,
     open_windows,
+    prior_lookup_wanted,
+    prior_studies_of,
     require_aware,
     require_step,
 )
@@ -952,10 +954,7 @@ class PostgresStore(MessageListing, StoreHealth):
         self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
     ) -> tuple[PriorStudy, ...]:
         """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`)."""
-        require_aware(before, "before")
-        if not patient_id:
-            raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
-        if limit <= 0:
+        if not prior_lookup_wanted(patient_id, before, limit):
             return ()
         rows = self._rows(
             "reading prior studies",
@@ -973,14 +972,7 @@ class PostgresStore(MessageListing, StoreHealth):
             " ORDER BY r.id DESC LIMIT %s",
             (patient_id, patient_authority, exclude_accession, before, limit),
         )
-        out = []
-        for accession, day, modality, region, code in rows:
-            try:
-                study_date = date.fromisoformat(str(day))
-            except ValueError:
-                continue  # a time the report stored in no ISO form: no date to compare, no prior
-            out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
-        return tuple(out)
+        return prior_studies_of(rows)
 
     def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
         """Every stored report of an accession, in storage order (see :meth:`Store.report_history`)."""

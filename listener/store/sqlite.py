@@ -39,7 +39,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -69,6 +69,8 @@ from listener.store.base import (
     TrafficBin,
     WindowVersions,
     open_windows,
+    prior_lookup_wanted,
+    prior_studies_of,
     require_aware,
     require_step,
 )
@@ -202,6 +204,89 @@ def _connect(
         conn.close()
         raise
     return conn
+
+
+def _prior_studies(
+    read: Callable[[str, str, Sequence[object]], list[Any]],
+    patient_id: str,
+    patient_authority: str,
+    before: datetime,
+    exclude_accession: str,
+    limit: int,
+) -> tuple[PriorStudy, ...]:
+    """:meth:`SQLiteStore.prior_studies` on a reader connection (``read``: its ``_read``)."""
+    if not prior_lookup_wanted(patient_id, before, limit):
+        return ()
+    rows = read(
+        "reading prior studies",
+        "WITH latest AS MATERIALIZED (SELECT r.id, r.accession, overread_json(r.report_json) AS j, m.received"
+        " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
+        " WHERE r0.id IN (SELECT id FROM reports WHERE patient_id = ? AND patient_authority = ?"
+        " EXCEPT SELECT id FROM reports WHERE accession IN ('', ?))"
+        " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) ids"
+        " JOIN reports r ON r.id = ids.id JOIN messages m ON m.id = r.message_id)"
+        " SELECT accession,"
+        " substr(coalesce(json_extract(j, '$.times.observation'), json_extract(j, '$.times.report'), received),"
+        " 1, 10),"
+        " coalesce(json_extract(j, '$.modality'), ''),"
+        " coalesce(json_extract(j, '$.body_region'), ''),"
+        " coalesce(json_extract(j, '$.procedure.code'), '')"
+        " FROM latest WHERE coalesce(json_extract(j, '$.status'), '') != 'cancelled'"
+        " ORDER BY id DESC LIMIT ?",
+        (patient_id, patient_authority, exclude_accession, _ts(before), limit),
+    )
+    return prior_studies_of(rows)
+
+
+class PriorReader:
+    """A read-only connection to a SQLite store's file, for prior look-ups only.
+
+    A pipeline worker process reads its reports' prior studies through one
+    itself (the same query as :meth:`SQLiteStore.prior_studies`), instead of
+    asking the daemon over its pipe: the daemon's process, whose one
+    interpreter lock carries the network, the journal and the store writer,
+    then spends no CPU on them (docs/hardening.md, "Worker processes"). The
+    connection is ``query_only``; WAL lets it read beside the daemon's writer.
+    One thread uses it.
+
+    Args:
+        path: the store's database file (it must exist: the daemon opened it).
+
+    Raises:
+        StoreError: the file is missing or cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError("no store file to read prior studies from")
+        try:
+            self._conn = _connect(self.path, "FULL", busy_timeout_ms, reader=True)
+        except (sqlite3.Error, StoreError) as exc:
+            raise store_error("opening the store for prior look-ups", exc) from None
+
+    def _read(self, what: str, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        error: StoreError
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: closed connection
+            error = store_error(what, exc)
+        raise error  # outside the except block: sqlite's text is not even __context__
+
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
+        """As :meth:`SQLiteStore.prior_studies`.
+
+        Raises:
+            StoreError: the store cannot be read.
+            ValueError: ``patient_id`` is empty or ``before`` is naive.
+        """
+        return _prior_studies(self._read, patient_id, patient_authority, before, exclude_accession, limit)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
 
 
 class SQLiteSession:
@@ -600,37 +685,7 @@ class SQLiteStore(MessageListing, StoreHealth):
             StoreError: the store cannot be read.
             ValueError: ``patient_id`` is empty or ``before`` is naive.
         """
-        require_aware(before, "before")
-        if not patient_id:
-            raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
-        if limit <= 0:
-            return ()
-        rows = self._read(
-            "reading prior studies",
-            "WITH latest AS MATERIALIZED (SELECT r.id, r.accession, overread_json(r.report_json) AS j, m.received"
-            " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
-            " WHERE r0.id IN (SELECT id FROM reports WHERE patient_id = ? AND patient_authority = ?"
-            " EXCEPT SELECT id FROM reports WHERE accession IN ('', ?))"
-            " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) ids"
-            " JOIN reports r ON r.id = ids.id JOIN messages m ON m.id = r.message_id)"
-            " SELECT accession,"
-            " substr(coalesce(json_extract(j, '$.times.observation'), json_extract(j, '$.times.report'), received),"
-            " 1, 10),"
-            " coalesce(json_extract(j, '$.modality'), ''),"
-            " coalesce(json_extract(j, '$.body_region'), ''),"
-            " coalesce(json_extract(j, '$.procedure.code'), '')"
-            " FROM latest WHERE coalesce(json_extract(j, '$.status'), '') != 'cancelled'"
-            " ORDER BY id DESC LIMIT ?",
-            (patient_id, patient_authority, exclude_accession, _ts(before), limit),
-        )
-        out = []
-        for accession, day, modality, region, code in rows:
-            try:
-                study_date = date.fromisoformat(str(day))
-            except ValueError:
-                continue  # a time the report stored in no ISO form: no date to compare, no prior
-            out.append(PriorStudy(str(accession), study_date, str(modality), str(region), str(code)))
-        return tuple(out)
+        return _prior_studies(self._read, patient_id, patient_authority, before, exclude_accession, limit)
 
     def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
         """Every stored report of an accession, in storage order (see :meth:`Store.report_history`).

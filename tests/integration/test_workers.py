@@ -204,11 +204,11 @@ def test_a_reload_reaches_the_worker_processes(tmp_path: Path) -> None:
 
 
 def test_worker_processes_get_prior_studies_from_the_store(tmp_path: Path) -> None:
-    """A worker's prior look-up goes to the daemon's store: the comparison rule that needs priors fires.
+    """A worker's prior look-up reads the daemon's store: the comparison rule that needs priors fires.
 
-    The worker sends the report's look-up key over its pipe (docs/hardening.md,
-    "Worker processes"); the same patient's earlier study is found, another
-    patient's is not.
+    With the SQLite store the worker reads the store's file itself, read-only
+    (docs/hardening.md, "Worker processes"); the same patient's earlier study,
+    committed by the daemon, is found, another patient's is not.
     """
     daemon = start(tmp_path, "workers: 2\nworkers_inline: false\n")
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import pickle
 import socket
 import threading
 import zlib
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -19,9 +20,11 @@ from listener.pipeline import process
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
 from listener.server.procworker import dumps, serve
+from listener.store import SQLiteStore
 from listener.store.base import ReportRecord
 from listener.store.rows import stored_forms, with_forms
 from tests.unit.qa.factory import pipeline
+from tests.unit.store.records import record
 
 REPO = Path(__file__).resolve().parents[3]
 RECEIVED = datetime(2026, 11, 19, 21, 0, tzinfo=UTC)
@@ -58,7 +61,7 @@ def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
     thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
     thread.start()
     try:
-        ours.send(("config", 1, config))
+        ours.send(("config", 1, config, None))
         assert ours.recv()[0] == "ready"
         ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
         while (reply := ours.recv())[0] == "priors":
@@ -93,7 +96,7 @@ def test_a_config_freezes_the_workers_pipeline_out_of_the_collector() -> None:
     gc.unfreeze()
     try:
         worker.start()
-        daemon_end.send(("config", 0, load_config(None)))
+        daemon_end.send(("config", 0, load_config(None), None))
         assert daemon_end.recv()[0] == "ready"
         frozen = gc.get_freeze_count()
         assert frozen > 10_000
@@ -102,3 +105,52 @@ def test_a_config_freezes_the_workers_pipeline_out_of_the_collector() -> None:
         worker.join(60)
         worker_end.close()
         gc.unfreeze()
+
+
+def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> None:
+    """Given the SQLite store's file, a worker looks its reports' priors up there itself: no
+    ``priors`` request crosses the pipe, and the comparison rule that needs them fires. Without a
+    file it asks the daemon (docs/hardening.md, "Worker processes")."""
+    store = SQLiteStore.in_state_dir(tmp_path)
+    try:
+        prior = ReportRecord(
+            accession="A2611170088",
+            report_json=json.dumps(
+                {
+                    "accession": "A2611170088",
+                    "status": "final",
+                    "modality": "XR",
+                    "body_region": "chest",
+                    "procedure": {"code": "71046"},
+                    "times": {"observation": "2026-11-17T10:00:00-06:00"},
+                }
+            ),
+            findings_json="[]",
+            route_json="null",
+            bucket="release",
+            patient_id="ZZ9000104",
+            patient_authority="LEMC",
+        )
+        store.save(record("P1", reports=(prior,), received=RECEIVED - timedelta(days=2)))
+        new = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
+        for store_file, asked in ((str(store.path), False), (None, True)):
+            ours, theirs = Pipe()
+            thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+            thread.start()
+            try:
+                ours.send(("config", 1, load_config(None), store_file))
+                assert ours.recv()[0] == "ready"
+                ours.send(("hl7", new, RECEIVED, None, 60.0, False))
+                requests = 0
+                while (reply := ours.recv())[0] == "priors":
+                    requests += 1
+                    ours.send(("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
+                assert reply[0] == "done"
+                assert (requests > 0) is asked
+                rules = {f.rule for r in reply[2][0].reports for f in r.findings}
+                assert "comparison.none_with_priors" in rules
+            finally:
+                ours.close()
+                thread.join(timeout=60)
+    finally:
+        store.close()

@@ -52,9 +52,12 @@ class InlineReactor(Clock):
         super().__init__()
         #: Held while a call runs; the test holds it too while it touches a job's Deferreds.
         self.lock = threading.RLock()
+        #: The name of each function called from a thread, in order (``calls`` is the Clock's own).
+        self.called: list[str] = []
 
     def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:  # noqa: N802 - twisted's name
         with self.lock:
+            self.called.append(getattr(f, "__name__", ""))
             f(*args, **kwargs)
 
 
@@ -205,6 +208,22 @@ def test_a_crash_before_a_daemon_restart_counts_after_it(scene: Scene, pipeline:
     assert not ok and isinstance(crashed, WorkerCrashed), crashed
     assert crashed.crashes == QUARANTINE_AFTER
     assert scene.died == [QUARANTINE_AFTER] and scene.asked == 1
+
+
+def test_a_job_waiting_when_one_ends_starts_in_the_same_reactor_call(scene: Scene, pipeline: Pipeline) -> None:
+    """The runner thread hands the finished job's answer and the waiting job's start to the reactor in
+    one call (one wake-up less per message; docs/benchmarks.md, "The daemon's main process"): every
+    job answers, each was started (its hard-limit timer armed, then cancelled), none is left active."""
+    with scene.reactor.lock:  # the first job's start waits here until all three are queued
+        jobs = [scene.run(pipeline) for _ in range(3)]
+    for job in jobs:
+        ok, value = scene.outcome(job)
+        assert ok, value
+        assert value[0].disposition == "accepted"
+    called = scene.reactor.called
+    assert called == ["_started", "_hand_over", "_hand_over", "_finish"], called
+    assert not scene.runner.active
+    assert not scene.reactor.getDelayedCalls()
 
 
 @pytest.fixture(name="inline_scene")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from listener.errors import StoreError
 from listener.store import ReportRecord, SQLiteStore
 from listener.store.base import PriorStudy
+from listener.store.sqlite import PriorReader
 
 from .records import T0, record
 
@@ -128,3 +131,38 @@ def test_query_uses_the_patient_index(sqlite_store: SQLiteStore) -> None:
     details = " / ".join(str(row[-1]) for row in plan)
     assert "reports_patient" in details
     assert "SCAN r0" not in details and "SCAN reports" not in details
+
+
+def test_a_worker_processs_reader_answers_as_the_store(tmp_path: Path) -> None:
+    """PriorReader (a worker process's own read-only connection): the store's answers, commits made
+    after it opened included (listener/server/procworker.py)."""
+    store = SQLiteStore.in_state_dir(tmp_path)
+    try:
+        _reader_answers_as(store)
+    finally:
+        store.close()
+
+
+def _reader_answers_as(store: SQLiteStore) -> None:
+    _save(store, "C1", _report("A1"), minutes=1)
+    _save(store, "C2", _report("A2", region="abdomen"), minutes=2)
+    reader = PriorReader(store.path)
+    try:
+        assert reader.prior_studies("MRN1", "HOSP", before=LATER) == store.prior_studies("MRN1", "HOSP", before=LATER)
+        _save(store, "C3", _report("A3"), minutes=3)
+        mine = reader.prior_studies("MRN1", "HOSP", before=LATER, exclude_accession="A1", limit=5)
+        assert [p.accession for p in mine] == ["A3", "A2"]
+        assert mine == store.prior_studies("MRN1", "HOSP", before=LATER, exclude_accession="A1", limit=5)
+        with pytest.raises(ValueError):
+            reader.prior_studies("", "HOSP", before=LATER)
+    finally:
+        reader.close()
+    with pytest.raises(StoreError):
+        reader.prior_studies("MRN1", "HOSP", before=LATER)  # closed: a StoreError, as a failed read
+
+
+def test_a_reader_needs_the_store_file(tmp_path: Path) -> None:
+    """No file: refused (a worker process then asks the daemon), and none is created."""
+    with pytest.raises(StoreError):
+        PriorReader(tmp_path / "overread.db")
+    assert not (tmp_path / "overread.db").exists()
