@@ -653,6 +653,10 @@ class Daemon:
         yield DeferredList([worker.stop() for worker in self.outbound], consumeErrors=True)
         # A worker thread still inside a slow rule is a daemon thread: not waited for.
         self.runner.stop()
+        if isinstance(self.runner, ProcessRunner):
+            # Each runner thread closes and reaps its worker process: none outlives the daemon
+            # (docs/hardening.md, "Worker processes"; bounded by CLOSE_TIMEOUT).
+            yield threads.deferToThread(self.runner.join)
         try:
             yield threads.deferToThread(self.store.close)
         except StoreError:
@@ -935,7 +939,13 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     sys.setswitchinterval(float(os.environ.get("OVERREAD_SWITCH_INTERVAL", SWITCH_INTERVAL)))
     globalLogBeginner.beginLoggingTo([twisted_observer()], redirectStandardIO=False, discardBuffer=True)
     daemon = Daemon(config, reactor, reload_config)
-    _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
+    # workers: the worker processes the pipeline runs on (0: threads; docs/configuration.md, "workers").
+    _log().info(
+        "daemon_started",
+        endpoint=config.mllp_endpoint,
+        path=str(config.state_dir),
+        workers=config.workers if config.workers > 1 else 0,
+    )
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of the main thread, which

@@ -68,6 +68,10 @@ DEFAULT_WORKERS = 2
 #: jobs that arrived just before it, this many in all, each found no other job in flight.
 CALM_ARRIVALS = 3
 
+#: Seconds a shutdown waits, after the drain, for the runner threads to close and reap their
+#: worker processes (:meth:`ProcessRunner.join`; docs/hardening.md, "Worker processes").
+CLOSE_TIMEOUT = 5.0
+
 
 class Job(Generic[T]):
     """One unit of pipeline work.
@@ -512,6 +516,21 @@ class ProcessRunner(PipelineRunner):
             busy = [job.worker for job in self.active if job.worker is not None]
         for worker in busy:
             worker.kill()
+
+    def join(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """After :meth:`stop`: wait up to ``timeout`` seconds for the runner threads to exit; True when all did.
+
+        Each thread closes its worker process on the way out (the socket closed, the process
+        killed and reaped), so once this returns True no worker process is left. A thread still
+        inside a FHIR job's rule is not waited for past ``timeout`` (a daemon thread; its idle
+        worker process dies with the daemon, ``PR_SET_PDEATHSIG``).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
     def _event(self, event: str, **fields: Any) -> None:
         self.reactor.callFromThread(self.on_event, event, **fields)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from listener.config import usable_cores
 from listener.hl7v2.mllp import MllpFramer, frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,6 +186,41 @@ class RunningDaemon:
             check=True,
         )
         return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+def workers_of(daemon: RunningDaemon) -> list[int]:
+    """The daemon's child processes (its worker processes, docs/hardening.md), by pid."""
+    assert daemon.proc is not None
+    pids: list[int] = []
+    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*"):
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def default_workers(daemon: RunningDaemon, timeout: float = 60) -> list[int]:
+    """The pids of the worker processes of a daemon run with the default ``workers`` (``auto``), once all
+    have started: one per core the daemon may use, none on a host of one core (docs/configuration.md)."""
+    expected = usable_cores() if usable_cores() > 1 else 0
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = workers_of(daemon)
+        if len(pids) == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(pids) == expected, f"{len(pids)} worker processes, not {expected}"
+    return pids
+
+
+def running(pid: int) -> bool:
+    """True while process ``pid`` exists and has not exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 class MllpConnection:
