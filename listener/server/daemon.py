@@ -369,8 +369,16 @@ class Daemon:
         return threads.deferToThread(self.store.probe, datetime.now(UTC)).addErrback(failed)
 
     def start(self) -> Deferred[None]:
-        """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
+        """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure).
+
+        With worker processes, listening waits (at most START_TIMEOUT) until each has built its
+        pipeline, so the first messages never wait for a process's start-up (docs/hardening.md,
+        "Worker processes").
+        """
         d0 = self.recover_interrupted()
+        runner = self.runner
+        if isinstance(runner, ProcessRunner):
+            d0.addCallback(lambda _: threads.deferToThread(runner.wait_started))
         return d0.addCallback(lambda _: self._start())
 
     def _start(self) -> Deferred[None]:

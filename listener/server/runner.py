@@ -68,6 +68,10 @@ DEFAULT_WORKERS = 2
 #: jobs that arrived just before it, this many in all, each found no other job in flight.
 CALM_ARRIVALS = 3
 
+#: Seconds a start-up waits, before listening, for the worker processes to build their pipeline
+#: (:meth:`ProcessRunner.wait_started`; docs/hardening.md, "Worker processes").
+START_TIMEOUT = 20.0
+
 #: Seconds a shutdown waits, after the drain, for the runner threads to close and reap their
 #: worker processes (:meth:`ProcessRunner.join`; docs/hardening.md, "Worker processes").
 CLOSE_TIMEOUT = 5.0
@@ -450,6 +454,8 @@ class ProcessRunner(PipelineRunner):
         self.in_flight = 0
         #: Jobs in a row, up to the last one, that arrived with no other in flight (under the lock).
         self.calm = 0
+        #: Released by each runner thread once its first worker process answered its config (or failed).
+        self._first_ready = threading.Semaphore(0)
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
@@ -517,6 +523,16 @@ class ProcessRunner(PipelineRunner):
         for worker in busy:
             worker.kill()
 
+    def wait_started(self, timeout: float = START_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` seconds for every runner thread's first worker process to be ready
+        (its pipeline built) or to have failed; True when all were. The daemon calls it before it
+        listens, so the first messages never wait for a process's start-up."""
+        deadline = time.monotonic() + timeout
+        for _ in range(self.workers):
+            if not self._first_ready.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
     def join(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """After :meth:`stop`: wait up to ``timeout`` seconds for the runner threads to exit; True when all did.
 
@@ -563,11 +579,15 @@ class ProcessRunner(PipelineRunner):
     def _loop(self) -> None:
         call = self.reactor.callFromThread
         worker = _Worker()
+        first = True
         try:
             while True:
                 # Started (and configured) before taking a job, so a new
                 # process's start-up never counts against a message's budget.
                 self._ready(worker)
+                if first:
+                    first = False
+                    self._first_ready.release()
                 job = self._queue.get()
                 if job is None:
                     return

@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 _HANDED_OUT: set[int] = set()
 
+#: Seconds a started daemon may take to listen (OVERREAD_TEST_START_TIMEOUT). 30 by default: the
+#: daemon listens once its worker processes have built their pipelines (one per core by default,
+#: docs/hardening.md, "Worker processes"), which a loaded machine slows down.
+START_TIMEOUT = float(os.environ.get("OVERREAD_TEST_START_TIMEOUT", "30"))
+
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
@@ -86,7 +91,7 @@ class RunningDaemon:
         log_dir: Path,
         port: int | None = None,
         extra: tuple[str, ...] = (),
-        start_timeout: float = float(os.environ.get("OVERREAD_TEST_START_TIMEOUT", "20")),
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.state_dir = state_dir
         self.start_timeout = start_timeout

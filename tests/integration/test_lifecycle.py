@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.conftest import (
     REPO,
+    START_TIMEOUT,
     MllpConnection,
     RunningDaemon,
     default_workers,
@@ -42,7 +43,7 @@ def test_ready_watchdog_reload_and_stopping_reach_notify_socket(tmp_path: Path) 
     path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
-    listener.settimeout(30)
+    listener.settimeout(max(30, START_TIMEOUT))  # READY=1 comes once the daemon listens
     port = free_port()
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
