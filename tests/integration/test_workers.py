@@ -19,7 +19,7 @@ from pathlib import Path
 from listener.config import usable_cores
 from listener.server.mllp import QUARANTINE_TEXT
 from listener.server.runner import CALM_ARRIVALS
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, workers_of
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, running, workers_of
 from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
 from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
 
@@ -249,3 +249,32 @@ def test_the_default_on_one_core_runs_on_threads_and_starts_no_process(tmp_path:
         assert not events(daemon, "pipeline_worker_failed")
     finally:
         assert daemon.stop() == 0
+
+
+def test_sigterm_to_the_whole_group_as_systemctl_stop_sends_it_counts_no_crash(tmp_path: Path) -> None:
+    """``systemctl stop`` sends SIGTERM to every process of the unit's control group at once, so the
+    worker processes get it too, during a burst: they ignore it and the daemon drains and ends them
+    itself (no ``pipeline_worker_died``, no crash counted against a message), exits 0, leaves no worker."""
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\n")
+    assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+    workers = workers_of(daemon)
+    conns = [MllpConnection(daemon.address, timeout=60) for _ in range(4)]
+    for k, conn in enumerate(conns):
+        conn.send_raw(b"".join(b"\x0b" + sample(f"GROUP{k}-{i}") + b"\x1c\r" for i in range(100)))
+    answered = [msa(conn.receive()) for conn in conns]  # every connection has a message in the daemon
+    assert daemon.proc is not None
+    for pid in (daemon.proc.pid, *workers):
+        os.kill(pid, signal.SIGTERM)
+    for conn in conns:
+        try:
+            while True:
+                answered.append(msa(conn.receive()))
+        except (ConnectionError, OSError):
+            pass
+        conn.close()
+    assert daemon.wait(60) == 0
+    assert not [pid for pid in workers if running(pid)]
+    assert {code for code, _ in answered} <= {"AA", "CA"}
+    assert not events(daemon, "pipeline_worker_died")
+    stored = {m["message_id"] for m in daemon.messages()}
+    assert {control for _, control in answered} <= stored
