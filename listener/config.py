@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,14 @@ class HttpClient:
     allow: tuple[str, ...] = DEFAULT_HTTP_PERMISSIONS
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (``workers: auto``; docs/configuration.md)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The daemon's configuration file, resolved to absolute paths.
@@ -155,10 +163,11 @@ class Config:
             cannot take every slot).
         pipeline_workers: worker threads that run decode, QA and routing.
         workers: worker processes that run decode, QA and routing of HL7 v2
-            messages (``auto`` in the file: one per core the process may use);
-            0 (the default) or 1: no processes, the pipeline runs on
+            messages; the default (``auto`` in the file) is one per core the
+            process may use (:func:`usable_cores`); 0 or 1 (what a 1-core host
+            gets from ``auto``): no processes, the pipeline runs on
             ``pipeline_workers`` threads in the daemon's own process
-            (docs/hardening.md; why 0 is the default: docs/benchmarks.md).
+            (docs/configuration.md, "workers"; docs/hardening.md, "Worker processes").
         workers_inline: with worker processes, a message that arrives while no
             other is being checked runs on a thread in the daemon instead of
             crossing to a process (docs/configuration.md, "workers"); False:
@@ -210,7 +219,7 @@ class Config:
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     pipeline_workers: int = DEFAULT_PIPELINE_WORKERS
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
-    workers: int = 0
+    workers: int = field(default_factory=usable_cores)
     workers_inline: bool = True
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
@@ -269,14 +278,6 @@ def endpoint_problem(text: str) -> str | None:
     elif kind == "systemd" and ("domain" not in options or not ("name" in options or "index" in options)):
         return "systemd: needs domain= and name= (systemd:domain=INET:name=mllp)"
     return None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (``workers: auto``; docs/configuration.md)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def _workers(doc: YamlMap) -> int:

@@ -207,6 +207,8 @@ KEYS: frozenset[str] = frozenset(
         "detail",
         "signal",
         "interval_s",
+        # worker processes started (daemon_started; 0: the pipeline runs on threads)
+        "workers",
         "version",
         "pid",
     }

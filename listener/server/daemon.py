@@ -372,8 +372,16 @@ class Daemon:
         return threads.deferToThread(self.store.probe, datetime.now(UTC)).addErrback(failed)
 
     def start(self) -> Deferred[None]:
-        """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure)."""
+        """Recover, listen, then notify systemd. Fires when listening (or stops the reactor on failure).
+
+        With worker processes, listening waits (at most START_TIMEOUT) until each has built its
+        pipeline, so the first messages never wait for a process's start-up (docs/hardening.md,
+        "Worker processes").
+        """
         d0 = self.recover_interrupted()
+        runner = self.runner
+        if isinstance(runner, ProcessRunner):
+            d0.addCallback(lambda _: threads.deferToThread(runner.wait_started))
         return d0.addCallback(lambda _: self._start())
 
     def _start(self) -> Deferred[None]:
@@ -656,6 +664,10 @@ class Daemon:
         yield DeferredList([worker.stop() for worker in self.outbound], consumeErrors=True)
         # A worker thread still inside a slow rule is a daemon thread: not waited for.
         self.runner.stop()
+        if isinstance(self.runner, ProcessRunner):
+            # Each runner thread closes and reaps its worker process: none outlives the daemon
+            # (docs/hardening.md, "Worker processes"; bounded by CLOSE_TIMEOUT).
+            yield threads.deferToThread(self.runner.join)
         try:
             yield threads.deferToThread(self.store.close)
         except StoreError:
@@ -938,7 +950,13 @@ def serve(config: Config, reload_config: Callable[[], Config] | None = None) -> 
     sys.setswitchinterval(float(os.environ.get("OVERREAD_SWITCH_INTERVAL", SWITCH_INTERVAL)))
     globalLogBeginner.beginLoggingTo([twisted_observer()], redirectStandardIO=False, discardBuffer=True)
     daemon = Daemon(config, reactor, reload_config)
-    _log().info("daemon_started", endpoint=config.mllp_endpoint, path=str(config.state_dir))
+    # workers: the worker processes the pipeline runs on (0: threads; docs/configuration.md, "workers").
+    _log().info(
+        "daemon_started",
+        endpoint=config.mllp_endpoint,
+        path=str(config.state_dir),
+        workers=config.workers if config.workers > 1 else 0,
+    )
 
     def on_hup(_signum: int, _frame: FrameType | None) -> None:
         # A signal handler runs between two bytecodes of the main thread, which

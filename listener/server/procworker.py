@@ -48,8 +48,9 @@ collection then skips the pipeline's tables and patterns (about 21,000 objects,
 middle of a message.
 
 SIGUSR1 stops QA of the running message at its next check (the daemon's
-shutdown). The process dies with the thread that started it (Linux
-``PR_SET_PDEATHSIG``) and exits when the daemon closes the socket.
+shutdown). SIGINT, SIGHUP and SIGTERM are ignored: they are the daemon's. The
+process dies with the thread that started it (Linux ``PR_SET_PDEATHSIG``) and
+exits when the daemon closes the socket.
 """
 
 from __future__ import annotations
@@ -286,9 +287,13 @@ def serve(conn: Connection) -> int:
 def main(argv: list[str]) -> int:
     """``python -m listener.server.procworker FD``."""
     _die_with_parent()
-    # The daemon handles these; a terminal's Ctrl-C reaches the whole group.
+    # The daemon handles these and ends its workers itself: a terminal's Ctrl-C reaches the whole
+    # process group, and `systemctl stop` sends SIGTERM to the unit's whole control group
+    # (KillMode=control-group). A worker killed by it while the daemon drains would count a crash
+    # against the message it was checking (docs/hardening.md, "Worker processes").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
     conn = Connection(sock.detach())
     return serve(conn)

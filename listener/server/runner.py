@@ -69,6 +69,14 @@ DEFAULT_WORKERS = 2
 #: jobs that arrived just before it, this many in all, each found no other job in flight.
 CALM_ARRIVALS = 3
 
+#: Seconds a start-up waits, before listening, for the worker processes to build their pipeline
+#: (:meth:`ProcessRunner.wait_started`; docs/hardening.md, "Worker processes").
+START_TIMEOUT = 20.0
+
+#: Seconds a shutdown waits, after the drain, for the runner threads to close and reap their
+#: worker processes (:meth:`ProcessRunner.join`; docs/hardening.md, "Worker processes").
+CLOSE_TIMEOUT = 5.0
+
 
 class Job(Generic[T]):
     """One unit of pipeline work.
@@ -454,6 +462,8 @@ class ProcessRunner(PipelineRunner):
         self.in_flight = 0
         #: Jobs in a row, up to the last one, that arrived with no other in flight (under the lock).
         self.calm = 0
+        #: Released by each runner thread once its first worker process answered its config (or failed).
+        self._first_ready = threading.Semaphore(0)
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
@@ -521,6 +531,31 @@ class ProcessRunner(PipelineRunner):
         for worker in busy:
             worker.kill()
 
+    def wait_started(self, timeout: float = START_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` seconds for every runner thread's first worker process to be ready
+        (its pipeline built) or to have failed; True when all were. The daemon calls it before it
+        listens, so the first messages never wait for a process's start-up."""
+        deadline = time.monotonic() + timeout
+        for _ in range(self.workers):
+            if not self._first_ready.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+        return True
+
+    def join(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """After :meth:`stop`: wait up to ``timeout`` seconds for the runner threads to exit; True when all did.
+
+        Each thread closes its worker process on the way out (the socket closed, the process
+        killed and reaped), so once this returns True no worker process is left. A thread still
+        inside a FHIR job's rule is not waited for past ``timeout`` (a daemon thread; its idle
+        worker process dies with the daemon, ``PR_SET_PDEATHSIG``).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
+
     def _event(self, event: str, **fields: Any) -> None:
         self.reactor.callFromThread(self.on_event, event, **fields)
 
@@ -554,6 +589,7 @@ class ProcessRunner(PipelineRunner):
         worker = _Worker()
         #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
         done: tuple[Job[Any], bool, Any] | None = None
+        first = True
         try:
             while True:
                 if done is not None and not self._configured(worker):
@@ -563,6 +599,9 @@ class ProcessRunner(PipelineRunner):
                 # Started (and configured) before taking a job, so a new
                 # process's start-up never counts against a message's budget.
                 self._ready(worker)
+                if first:
+                    first = False
+                    self._first_ready.release()
                 job: Job[Any] | None
                 if done is None:
                     job = self._queue.get()

@@ -22,12 +22,18 @@ from typing import Any
 
 import pytest
 
+from listener.config import usable_cores
 from listener.hl7v2.mllp import MllpFramer, frame
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 _HANDED_OUT: set[int] = set()
+
+#: Seconds a started daemon may take to listen (OVERREAD_TEST_START_TIMEOUT). 30 by default: the
+#: daemon listens once its worker processes have built their pipelines (one per core by default,
+#: docs/hardening.md, "Worker processes"), which a loaded machine slows down.
+START_TIMEOUT = float(os.environ.get("OVERREAD_TEST_START_TIMEOUT", "30"))
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -85,7 +91,7 @@ class RunningDaemon:
         log_dir: Path,
         port: int | None = None,
         extra: tuple[str, ...] = (),
-        start_timeout: float = float(os.environ.get("OVERREAD_TEST_START_TIMEOUT", "20")),
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.state_dir = state_dir
         self.start_timeout = start_timeout
@@ -185,6 +191,41 @@ class RunningDaemon:
             check=True,
         )
         return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+def workers_of(daemon: RunningDaemon) -> list[int]:
+    """The daemon's child processes (its worker processes, docs/hardening.md), by pid."""
+    assert daemon.proc is not None
+    pids: list[int] = []
+    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*"):
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def default_workers(daemon: RunningDaemon, timeout: float = 60) -> list[int]:
+    """The pids of the worker processes of a daemon run with the default ``workers`` (``auto``), once all
+    have started: one per core the daemon may use, none on a host of one core (docs/configuration.md)."""
+    expected = usable_cores() if usable_cores() > 1 else 0
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = workers_of(daemon)
+        if len(pids) == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(pids) == expected, f"{len(pids)} worker processes, not {expected}"
+    return pids
+
+
+def running(pid: int) -> bool:
+    """True while process ``pid`` exists and has not exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 class MllpConnection:

@@ -9,7 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.conftest import MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import MllpConnection, RunningDaemon, default_workers, msa, running, with_control_id
+from tests.integration.test_hardening import wait_for
 
 CONNECTIONS = 4
 PER_CONNECTION = 1250  # 5,000 messages in all
@@ -40,10 +41,14 @@ def _flood(address: tuple[str, int], oru: bytes, conn_no: int, acked: list[str],
 
 def test_kill_9_during_flood_loses_no_acked_message(tmp_path: Path, oru: bytes) -> None:
     """4 connections send 5,000 messages; SIGKILL at a random moment; after a restart
-    every control id that got AA is listed by `overread messages`, and none twice."""
+    every control id that got AA is listed by `overread messages`, and none twice.
+
+    The daemon runs the default ``workers`` (one worker process per usable core): its worker
+    processes exit with it, none is left behind (docs/hardening.md, "Worker processes")."""
     (tmp_path / "logs").mkdir()
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs")
     daemon.start()
+    workers = default_workers(daemon)
     acked: list[str] = []
     stop = threading.Event()
     threads = [
@@ -58,6 +63,7 @@ def test_kill_9_during_flood_loses_no_acked_message(tmp_path: Path, oru: bytes) 
     while len(acked) < target and any(t.is_alive() for t in threads) and time.monotonic() - started < 60:
         time.sleep(0.001)
     daemon.stop(signal.SIGKILL)
+    assert wait_for(lambda: not any(running(pid) for pid in workers), timeout=30), "a worker outlived the daemon"
     for t in threads:
         t.join(timeout=30)
     acked_now = list(acked)

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
+from tests.integration.conftest import (
+    REPO,
+    START_TIMEOUT,
+    MllpConnection,
+    RunningDaemon,
+    default_workers,
+    free_port,
+    msa,
+    running,
+    with_control_id,
+)
 
 
 def _next_state(listener: socket.socket, skip: bytes = b"WATCHDOG=1") -> bytes:
@@ -33,7 +43,7 @@ def test_ready_watchdog_reload_and_stopping_reach_notify_socket(tmp_path: Path) 
     path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
-    listener.settimeout(30)
+    listener.settimeout(max(30, START_TIMEOUT))  # READY=1 comes once the daemon listens
     port = free_port()
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
@@ -82,6 +92,7 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     (tmp_path / "logs").mkdir()
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"))
     daemon.start()
+    workers = default_workers(daemon)
     conn = MllpConnection(daemon.address, timeout=30)
     ids = [f"BURST{i:03d}" for i in range(300)]
     conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
@@ -97,6 +108,7 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     # The SIGTERM above is the only one: the daemon closes the connection while it exits, and
     # a second SIGTERM sent now could land after the interpreter has put back the default handler.
     assert daemon.wait() == 0
+    assert not [pid for pid in workers if running(pid)], "a worker process outlived the daemon's exit"
     assert all(code == "AA" for code, _ in answered)
     acked = [cid for _, cid in answered]
     assert acked == ids[: len(acked)], "answers left in arrival order, with no gap"

@@ -16,23 +16,12 @@ import signal
 import time
 from pathlib import Path
 
+from listener.config import usable_cores
 from listener.server.mllp import QUARANTINE_TEXT
 from listener.server.runner import CALM_ARRIVALS
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
+from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, running, workers_of
 from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
 from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
-
-
-def workers_of(daemon: RunningDaemon) -> list[int]:
-    """The daemon's child processes (its worker processes), by pid."""
-    assert daemon.proc is not None
-    pids: list[int] = []
-    for task in Path(f"/proc/{daemon.proc.pid}/task").glob("*"):
-        try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return pids
 
 
 def cpu_ticks(pid: int) -> int:
@@ -224,3 +213,68 @@ def test_worker_processes_get_prior_studies_from_the_store(tmp_path: Path) -> No
         assert not events(daemon, "pipeline_worker_failed")
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_default_runs_one_worker_process_per_usable_core(tmp_path: Path) -> None:
+    """No ``workers`` key: one worker process per core the daemon may run on, named in ``daemon_started``
+    (docs/configuration.md, "workers"); on a host of one core, none (the next test)."""
+    daemon = start(tmp_path)
+    try:
+        workers = default_workers(daemon)
+        assert [line.get("workers") for line in events(daemon, "daemon_started")] == [len(workers)]
+        assert len(workers) == (usable_cores() if usable_cores() > 1 else 0)
+        conn = MllpConnection(daemon.address, timeout=60)
+        assert accepted(conn.request(sample("DEFAULT-1")), "DEFAULT-1")
+        conn.close()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_the_default_on_one_core_runs_on_threads_and_starts_no_process(tmp_path: Path) -> None:
+    """The daemon started on one core (its CPU affinity, as ``taskset -c`` sets it): ``auto`` gives 1, so
+    the pipeline runs on threads, no worker process is started, and messages are answered as usual."""
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(mine)})
+    try:
+        daemon = start(tmp_path)  # the daemon inherits the affinity of this process
+    finally:
+        os.sched_setaffinity(0, mine)
+    try:
+        assert [line.get("workers") for line in events(daemon, "daemon_started")] == [0]
+        conn = MllpConnection(daemon.address, timeout=60)
+        for i in range(CALM_ARRIVALS + 2):
+            assert accepted(conn.request(sample(f"ONE-CORE-{i}")), f"ONE-CORE-{i}")
+        conn.close()
+        assert workers_of(daemon) == []
+        assert not events(daemon, "pipeline_worker_failed")
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sigterm_to_the_whole_group_as_systemctl_stop_sends_it_counts_no_crash(tmp_path: Path) -> None:
+    """``systemctl stop`` sends SIGTERM to every process of the unit's control group at once, so the
+    worker processes get it too, during a burst: they ignore it and the daemon drains and ends them
+    itself (no ``pipeline_worker_died``, no crash counted against a message), exits 0, leaves no worker."""
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\n")
+    assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+    workers = workers_of(daemon)
+    conns = [MllpConnection(daemon.address, timeout=60) for _ in range(4)]
+    for k, conn in enumerate(conns):
+        conn.send_raw(b"".join(b"\x0b" + sample(f"GROUP{k}-{i}") + b"\x1c\r" for i in range(100)))
+    answered = [msa(conn.receive()) for conn in conns]  # every connection has a message in the daemon
+    assert daemon.proc is not None
+    for pid in (daemon.proc.pid, *workers):
+        os.kill(pid, signal.SIGTERM)
+    for conn in conns:
+        try:
+            while True:
+                answered.append(msa(conn.receive()))
+        except (ConnectionError, OSError):
+            pass
+        conn.close()
+    assert daemon.wait(60) == 0
+    assert not [pid for pid in workers if running(pid)]
+    assert {code for code, _ in answered} <= {"AA", "CA"}
+    assert not events(daemon, "pipeline_worker_died")
+    stored = {m["message_id"] for m in daemon.messages()}
+    assert {control for _, control in answered} <= stored

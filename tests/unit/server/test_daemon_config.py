@@ -42,8 +42,8 @@ def test_outcomes_keys(tmp_path: Path) -> None:
 
 
 def test_workers_key(tmp_path: Path) -> None:
-    """``workers``: 0 (threads) by default; ``auto`` is one per usable core; a number is taken as is."""
-    assert load_config(None).workers == 0
+    """``workers``: ``auto`` (one per usable core) by default; a number is taken as is."""
+    assert load_config(None).workers == usable_cores()
     assert usable_cores() >= 1
     path = tmp_path / "overread.yaml"
     for text, expected in (("workers: auto\n", usable_cores()), ("workers: 3\n", 3), ("workers: 0\n", 0)):

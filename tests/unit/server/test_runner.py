@@ -226,6 +226,19 @@ def test_a_job_waiting_when_one_ends_starts_in_the_same_reactor_call(scene: Scen
     assert not scene.reactor.getDelayedCalls()
 
 
+def test_join_after_stop_returns_once_every_worker_process_is_reaped(scene: Scene, pipeline: Pipeline) -> None:
+    """Shutdown: after ``stop``, ``join`` returns True only when each runner thread has closed its worker
+    process, which is then reaped (gone from /proc), so no worker outlives the daemon's exit."""
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    pids = [int(p) for task in Path("/proc/self/task").glob("*") for p in (task / "children").read_text().split()]
+    procworkers = [p for p in pids if b"listener.server.procworker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(procworkers) == 1
+    scene.runner.stop()
+    assert scene.runner.join(60)
+    assert not Path(f"/proc/{procworkers[0]}").exists()
+
+
 @pytest.fixture(name="inline_scene")
 def fixture_inline_scene(tmp_path: Path) -> Iterator[Scene]:
     scene = Scene(tmp_path, inline=True)
