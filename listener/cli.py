@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from listener import __version__
 from listener.assemble import build_pipeline
 from listener.cli_common import terminal_output
-from listener.config import Config, load_config
+from listener.config import Config, load_config, usable_cores
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import decode_text, read_header, split_messages
 from listener.model import Disposition, Report, ResultStatus, Severity
@@ -380,7 +380,18 @@ def daemon_config(args: argparse.Namespace, config: Config) -> Config:
         changes["mllp_endpoint"] = args.mllp
     if getattr(args, "http", None):
         changes["http_endpoint"] = args.http
+    if getattr(args, "workers", None) is not None:
+        changes["workers"] = args.workers
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def workers_flag(value: str) -> int:
+    """``serve --workers``: ``auto`` (one per usable core) or a whole number >= 0, as the config's ``workers``."""
+    if value.strip().lower() == "auto":
+        return usable_cores()
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: auto or a whole number of processes (0 or 1: threads only)")
+    return int(value)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -581,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP endpoint for FHIR, /healthz and /metrics (default tcp:8080:interface=127.0.0.1; off to disable)",
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where the store lives (default ./var)")
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        type=workers_flag,
+        help="worker processes: auto (one per usable core, the default) or a whole number (0: threads only);"
+        " wins over the config file's workers",
+    )
     serve.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
 
     config_cmd = sub.add_parser("config", help="configuration tools")

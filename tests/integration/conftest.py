@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -82,6 +83,14 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+def _config_sets_workers(extra: tuple[str, ...]) -> bool:
+    """True when ``extra`` names a ``--config`` file with a top-level ``workers`` key."""
+    if "--config" not in extra:
+        return False
+    path = Path(extra[extra.index("--config") + 1])
+    return path.is_file() and re.search(r"^workers\s*:", path.read_text(encoding="utf-8"), re.MULTILINE) is not None
+
+
 class RunningDaemon:
     """One daemon subprocess; stdout/stderr go to files in the state dir's parent."""
 
@@ -92,7 +101,11 @@ class RunningDaemon:
         port: int | None = None,
         extra: tuple[str, ...] = (),
         start_timeout: float = START_TIMEOUT,
+        workers: str | None = "0",
     ) -> None:
+        """``workers``: the ``serve --workers`` a test daemon runs. ``"0"`` (threads) unless the test is
+        about worker processes: None runs the default (``auto``), and so does a ``--config`` file that
+        sets ``workers`` itself (docs/development.md, "Test daemons and worker processes")."""
         self.state_dir = state_dir
         self.start_timeout = start_timeout
         self.port = port or free_port()
@@ -101,6 +114,7 @@ class RunningDaemon:
         self.http_port: int | None = None if "--http" in extra else free_port()
         self.log_dir = log_dir
         self.extra = extra
+        self.workers = None if workers is None or _config_sets_workers(extra) else workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -128,6 +142,8 @@ class RunningDaemon:
         ]
         if self.http_port is not None:
             cmd += ["--http", f"tcp:{self.http_port}:interface=127.0.0.1"]
+        if self.workers is not None:
+            cmd += ["--workers", self.workers]
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS")}
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=REPO, env=env)
         out.close()

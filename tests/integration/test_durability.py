@@ -46,7 +46,7 @@ def test_kill_9_during_flood_loses_no_acked_message(tmp_path: Path, oru: bytes) 
     The daemon runs the default ``workers`` (one worker process per usable core): its worker
     processes exit with it, none is left behind (docs/hardening.md, "Worker processes")."""
     (tmp_path / "logs").mkdir()
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs")
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", workers=None)
     daemon.start()
     workers = default_workers(daemon)
     acked: list[str] = []

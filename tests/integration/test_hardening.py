@@ -48,7 +48,7 @@ def accepted(ack: bytes, control_id: str) -> bool:
     return code in ("AA", "CA") and echoed == control_id
 
 
-def start(tmp_path: Path, config: str = "", name: str = "d") -> RunningDaemon:
+def start(tmp_path: Path, config: str = "", name: str = "d", workers: str | None = "0") -> RunningDaemon:
     logs = tmp_path / f"logs-{name}"
     logs.mkdir()
     extra: tuple[str, ...] = ()
@@ -56,7 +56,7 @@ def start(tmp_path: Path, config: str = "", name: str = "d") -> RunningDaemon:
         path = tmp_path / f"{name}.yaml"
         path.write_text(config)
         extra = ("--config", str(path))
-    daemon = RunningDaemon(tmp_path / f"state-{name}", logs, extra=extra)
+    daemon = RunningDaemon(tmp_path / f"state-{name}", logs, extra=extra, workers=workers)
     daemon.start()
     return daemon
 

@@ -90,7 +90,7 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     taken (each ACKed one is stored), sends nothing it did not store, refuses new
     connections once stopped, and exits 0."""
     (tmp_path / "logs").mkdir()
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"))
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"), workers=None)
     daemon.start()
     workers = default_workers(daemon)
     conn = MllpConnection(daemon.address, timeout=30)

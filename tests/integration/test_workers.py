@@ -218,7 +218,7 @@ def test_worker_processes_get_prior_studies_from_the_store(tmp_path: Path) -> No
 def test_the_default_runs_one_worker_process_per_usable_core(tmp_path: Path) -> None:
     """No ``workers`` key: one worker process per core the daemon may run on, named in ``daemon_started``
     (docs/configuration.md, "workers"); on a host of one core, none (the next test)."""
-    daemon = start(tmp_path)
+    daemon = start(tmp_path, workers=None)
     try:
         workers = default_workers(daemon)
         assert [line.get("workers") for line in events(daemon, "daemon_started")] == [len(workers)]
@@ -236,7 +236,7 @@ def test_the_default_on_one_core_runs_on_threads_and_starts_no_process(tmp_path:
     mine = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(mine)})
     try:
-        daemon = start(tmp_path)  # the daemon inherits the affinity of this process
+        daemon = start(tmp_path, workers=None)  # the daemon inherits the affinity of this process
     finally:
         os.sched_setaffinity(0, mine)
     try:
