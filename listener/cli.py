@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from listener import __version__
 from listener.assemble import build_pipeline
 from listener.cli_common import terminal_output
-from listener.config import Config, load_config, usable_cores
+from listener.config import WORKERS_HINT, Config, load_config, workers_count
 from listener.errors import ConfigError, StoreError
 from listener.hl7v2.segments import decode_text, read_header, split_messages
 from listener.model import Disposition, Report, ResultStatus, Severity
@@ -386,12 +386,11 @@ def daemon_config(args: argparse.Namespace, config: Config) -> Config:
 
 
 def workers_flag(value: str) -> int:
-    """``serve --workers``: ``auto`` (one per usable core) or a whole number >= 0, as the config's ``workers``."""
-    if value.strip().lower() == "auto":
-        return usable_cores()
-    if not value.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r}: auto or a whole number of processes (0 or 1: threads only)")
-    return int(value)
+    """``serve --workers``: what the config's ``workers`` takes (:func:`workers_count`), a number as text."""
+    count = workers_count(int(value) if value.strip().isdigit() else value)
+    if count is None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {WORKERS_HINT}")
+    return count
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:

@@ -280,14 +280,25 @@ def endpoint_problem(text: str) -> str | None:
     return None
 
 
-def _workers(doc: YamlMap) -> int:
-    """``workers``: ``auto`` (one per usable core) or a whole number >= 0."""
-    value = doc.get("workers")
+#: What ``workers`` (the file's key, ``overread serve --workers``) takes.
+WORKERS_HINT = "'auto' or a whole number of processes (0 or 1: none, threads only)"
+
+
+def workers_count(value: object) -> int | None:
+    """``workers``: ``auto`` (one per usable core) or a whole number >= 0; None for anything else."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return usable_cores()
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise doc.error("workers", "workers: 'auto' or a whole number of processes (0 or 1: none, threads only)")
+        return None
     return value
+
+
+def _workers(doc: YamlMap) -> int:
+    """The file's ``workers`` (:func:`workers_count`)."""
+    count = workers_count(doc.get("workers"))
+    if count is None:
+        raise doc.error("workers", f"workers: {WORKERS_HINT}")
+    return count
 
 
 def _endpoint(doc: YamlMap, key: str) -> str:

@@ -271,6 +271,15 @@ class MllpConnection:
         self.send(payload)
         return self.receive()
 
+    def receive_until_closed(self) -> list[bytes]:
+        """Every ACK frame still to come, until the daemon closes the connection (or a read times out)."""
+        acks: list[bytes] = []
+        try:
+            while True:
+                acks.append(self.receive())
+        except (ConnectionError, OSError):
+            return acks
+
     def close(self) -> None:
         self.sock.close()
 

@@ -98,12 +98,7 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
     first = msa(conn.receive())  # the daemon is busy with the burst
     daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    answered = [first]
-    try:
-        while True:
-            answered.append(msa(conn.receive()))
-    except (ConnectionError, OSError):
-        pass
+    answered = [first, *(msa(ack) for ack in conn.receive_until_closed())]
     conn.close()
     # The SIGTERM above is the only one: the daemon closes the connection while it exits, and
     # a second SIGTERM sent now could land after the interpreter has put back the default handler.
