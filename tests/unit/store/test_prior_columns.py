@@ -21,7 +21,7 @@ from listener.store.compact import register_functions
 from listener.store.operations import ts
 from listener.store.rows import PRIOR_COLUMNS, prior_facts, prior_values
 from listener.store.sqlite import DB_FILENAME
-from tests.postgres import as_url, fresh_schema, server_dsn
+from tests.postgres import as_url
 from tests.unit.cli.test_store import run
 
 from .records import T0, record
@@ -195,6 +195,25 @@ def _prior_rows_sqlite(db: Path) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def _migrated_answers_as_before(
+    json_answers: Callable[[], list[Sequence[PriorStudy]]],
+    open_store: Callable[[], Any],
+    prior_rows: Callable[[], list[tuple[Any, ...]]],
+    answers: list[Sequence[PriorStudy]],
+    written: list[tuple[Any, ...]],
+) -> None:
+    """A store turned back into version 10 still answers as before through the JSON query; opened,
+    it runs step 11 alone, answers the same from the columns, and holds what the saves wrote."""
+    assert json_answers() == answers
+    store = open_store()
+    try:
+        assert [m.version for m in store.migrations_run] == [11]
+        assert _store_answers(store) == answers
+    finally:
+        store.close()
+    assert prior_rows() == written
+
+
 def _to_v10_sqlite(db: Path) -> None:
     """Turn a current file into one as version 10 left it: no prior columns, the old patient index."""
     conn = sqlite3.connect(db, isolation_level=None)
@@ -223,14 +242,9 @@ def test_sqlite_answers_as_the_json_query_and_step_11_back_fills_them(tmp_path: 
     assert sum(len(a) for a in answers) > 100
     written = _prior_rows_sqlite(db)
     _to_v10_sqlite(db)
-    assert _sqlite_json_answers(db) == answers
-    store = SQLiteStore(db)
-    try:
-        assert [m.version for m in store.migrations_run] == [11]
-        assert _store_answers(store) == answers
-    finally:
-        store.close()
-    assert _prior_rows_sqlite(db) == written
+    _migrated_answers_as_before(
+        lambda: _sqlite_json_answers(db), lambda: SQLiteStore(db), lambda: _prior_rows_sqlite(db), answers, written
+    )
 
 
 def test_store_migrate_back_fills_a_version_10_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,15 +292,6 @@ def test_the_columns_a_save_writes_are_the_json_querys_values(doc: dict[str, Any
     assert prior_values(prior_facts(doc), received[:10]) == (*(str(v) for v in row[:4]), row[4])
 
 
-@pytest.fixture(name="pg_dsn")
-def fixture_pg_dsn() -> Iterator[str]:
-    """A DSN of a fresh, empty schema on the test server, dropped afterwards."""
-    base = server_dsn()
-    assert base is not None, "postgresql tests run only with a test server (tests/conftest.py)"
-    with fresh_schema(base) as dsn:
-        yield dsn
-
-
 def _pg_json_answers(dsn: str) -> list[Sequence[PriorStudy]]:
     import psycopg
 
@@ -325,14 +330,13 @@ def test_postgresql_answers_as_the_json_query_and_step_11_back_fills_them(pg_dsn
         conn.execute(f"ALTER TABLE reports {', '.join(f'DROP COLUMN {c}' for c in PRIOR_COLUMNS)}")
         conn.execute("CREATE INDEX reports_patient ON reports (patient_id, patient_authority)")
         conn.execute("UPDATE overread_schema SET version = 10")
-    assert _pg_json_answers(pg_dsn) == answers
-    store = PostgresStore(pg_dsn)
-    try:
-        assert [m.version for m in store.migrations_run] == [11]
-        assert _store_answers(store) == answers
-    finally:
-        store.close()
-    assert _prior_rows_pg(pg_dsn) == written
+    _migrated_answers_as_before(
+        lambda: _pg_json_answers(pg_dsn),
+        lambda: PostgresStore(pg_dsn),
+        lambda: _prior_rows_pg(pg_dsn),
+        answers,
+        written,
+    )
 
 
 @pytest.mark.postgresql
@@ -361,3 +365,24 @@ def test_store_copy_carries_the_columns_both_ways(
     back = tmp_path / "back"
     assert run(capsys, "copy", "--from", url, "--to", f"sqlite:{back}")[0] == 0
     assert _prior_rows_sqlite(back / DB_FILENAME) == written
+
+
+def test_backup_and_restore_carry_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`overread store backup` then `restore`: the same prior columns, the same look-up answers."""
+    state = tmp_path / "state"
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        _fill(store, seed=5)
+        answers = _store_answers(store)
+    finally:
+        store.close()
+    written = _prior_rows_sqlite(state / DB_FILENAME)
+    assert run(capsys, "backup", str(tmp_path / "b"), "--state-dir", str(state))[0] == 0
+    restored = tmp_path / "restored"
+    assert run(capsys, "restore", str(tmp_path / "b"), "--state-dir", str(restored))[0] == 0
+    assert _prior_rows_sqlite(restored / DB_FILENAME) == written
+    store = SQLiteStore.in_state_dir(restored)
+    try:
+        assert _store_answers(store) == answers
+    finally:
+        store.close()
