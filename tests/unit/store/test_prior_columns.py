@@ -386,3 +386,29 @@ def test_backup_and_restore_carry_the_columns(tmp_path: Path, capsys: pytest.Cap
         assert _store_answers(store) == answers
     finally:
         store.close()
+
+
+def test_a_reprocessed_message_counts_as_its_new_processing_says(store: Store) -> None:
+    """A rejected message reprocessed into a processed one becomes a prior (its reports written again,
+    with its first receive time); a processed one reprocessed into a rejection stops being one."""
+    rejected = store.save(
+        record("C1", reports=(_report("A1"),), received=_at(1), state="rejected", ack_code="AE")
+    ).message_pk
+    processed = store.save(record("C2", reports=(_report("A2"),), received=_at(2))).message_pk
+    assert [p.accession for p in store.prior_studies("MRN1", "HOSP", before=LATER)] == ["A2"]
+    store.replace_processing(
+        rejected,
+        record("C1", reports=(_report("A1", modality="MR"),)),
+        now=_at(50),
+        superseded_by="reprocess",
+        expected_processing=1,
+    )
+    store.replace_processing(
+        processed,
+        record("C2", reports=(_report("A2"),), state="rejected", ack_code="AE"),
+        now=_at(51),
+        superseded_by="reprocess",
+        expected_processing=1,
+    )
+    assert [(p.accession, p.modality) for p in store.prior_studies("MRN1", "HOSP", before=LATER)] == [("A1", "MR")]
+    assert store.prior_studies("MRN1", "HOSP", before=_at(1)) == ()  # its receive time is still the first
