@@ -259,8 +259,9 @@ def summary_from_text(text: str, report_time: datetime | None, observation_time:
 
 def _parsed(
     report_json: str, findings_json: str
-) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], ReadSummary]:
-    """The report document, its procedure, the findings' rule ids, and its :class:`ReadSummary`."""
+) -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], ReadSummary, dict[str, Any]]:
+    """The report's reader, its procedure, the findings' rule ids, its :class:`ReadSummary`, and the
+    report document itself ({} when the JSON is no object)."""
     try:
         doc = json.loads(report_json)
     except ValueError:
@@ -300,7 +301,7 @@ def _parsed(
         report_time=_time(times.get("report")),
         observation_time=_time(times.get("observation")),
     )
-    return reader, procedure, rules, summary
+    return reader, procedure, rules, summary, doc
 
 
 def prelim_minutes(stage: int, observation_time: datetime | None, clinical_time: datetime) -> float | None:
@@ -317,8 +318,15 @@ def summarize(report_json: str, findings_json: str) -> ReadSummary:
     return _parsed(report_json, findings_json)[3]
 
 
+def summarize_document(report_json: str, findings_json: str) -> tuple[ReadSummary, dict[str, Any]]:
+    """:func:`summarize` and the parsed report document ({} when it is no JSON object): the store reads
+    both when it makes a report row's columns, from one parse (listener/store/rows.py)."""
+    _, _, _, summary, doc = _parsed(report_json, findings_json)
+    return summary, doc
+
+
 def _version(entry: StoredEntry) -> Version:
-    reader, procedure, rules, summary = _parsed(entry.report_json, entry.findings_json)
+    reader, procedure, rules, summary, _ = _parsed(entry.report_json, entry.findings_json)
     return Version(
         position=0,
         message_pk=entry.message_pk,

@@ -117,6 +117,26 @@ class ReportRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorFacts:
+    """What a prior look-up reads of a report row, kept in its own columns (docs/store.md, "Prior
+    look-up columns"); ``listener.store.rows.prior_facts`` takes them from the report's JSON.
+
+    Attributes:
+        study_day: the first 10 characters of the report's observation time, else of its report time,
+            as the JSON gives them (the sender's local date); None when it gives neither (the row then
+            keeps its message's receive date).
+        modality, body_region, procedure_code: as the report gives them ("" when it gives none).
+        cancelled: the report's status is ``cancelled``.
+    """
+
+    study_day: str | None
+    modality: str
+    body_region: str
+    procedure_code: str
+    cancelled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoredForms:
     """The column values of a report row that its :class:`ReportRecord` alone decides (docs/store.md,
     "Compact storage" and "Version summaries"); ``listener.store.rows.stored_forms`` makes them.
@@ -128,6 +148,7 @@ class StoredForms:
         report_time: the report's own time, or None.
         observation_time: its observation time, or None.
         summary: the version summary's text (``reports.summary``).
+        prior: what a prior look-up reads of the row.
         report_json: the SQLite form of the report JSON (``compact.pack_json``), or None when not made.
         findings_json: the SQLite form of the findings JSON, or None when not made.
     """
@@ -138,6 +159,7 @@ class StoredForms:
     report_time: datetime | None
     observation_time: datetime | None
     summary: str
+    prior: PriorFacts
     report_json: str | bytes | None = None
     findings_json: str | bytes | None = None
 

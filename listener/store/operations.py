@@ -38,10 +38,12 @@ from listener.store.base import (
 from listener.store.base import TEXT_MAX as DETAIL_MAX
 from listener.store.compact import join_route, pack_json, pack_raw, unpack_json, unpack_raw
 from listener.store.rows import (
+    PRIOR_COLUMNS,
     SUMMARY_COLUMNS,
     VERSION_COLUMNS,
     forms_of,
     message_summary,
+    prior_values,
     version_columns,
     version_values,
 )
@@ -249,6 +251,7 @@ def _report_row(pk: int, seq: int, r: ReportRecord, received: str, processed: bo
         *_as_stored(
             version_values(f.stage, f.report_time, f.observation_time, f.summary, dt(received), processed), received
         ),
+        *prior_values(f.prior, received[:10]),
     )
 
 
@@ -258,8 +261,8 @@ def insert_children(conn: sqlite3.Connection, pk: int, record: MessageRecord, cr
     if record.reports:
         conn.executemany(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json,"
-            f" findings_json, route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f" findings_json, route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)},"
+            f" {', '.join(PRIOR_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [_report_row(pk, seq, r, received, record.state == "processed") for seq, r in enumerate(record.reports)],
         )
     for o in record.outbox:

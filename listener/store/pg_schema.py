@@ -31,7 +31,7 @@ import psycopg
 from listener.errors import StoreError
 from listener.store.compact import pack_raw, split_route
 from listener.store.rows import VERSION_BATCH, VERSION_COLUMNS, version_columns
-from listener.store.schema import V10_DESCRIPTION, newer_schema_text
+from listener.store.schema import V10_DESCRIPTION, V11_DESCRIPTION, newer_schema_text
 
 #: The first key of the migration advisory lock (the second is the schema name's hash).
 MIGRATION_LOCK = 0x0E7EAD
@@ -335,6 +335,26 @@ _V10 = (
 )
 
 
+_V11 = (
+    # What a prior look-up reads of a report (docs/store.md, "Prior look-up columns"): see schema.py's
+    # step 11. The back-fill uses the expressions the look-up read the JSON with before this step.
+    "ALTER TABLE reports ADD COLUMN study_date text NOT NULL DEFAULT '',"
+    " ADD COLUMN modality text NOT NULL DEFAULT '', ADD COLUMN body_region text NOT NULL DEFAULT '',"
+    " ADD COLUMN procedure_code text NOT NULL DEFAULT '', ADD COLUMN cancelled integer NOT NULL DEFAULT 0",
+    "UPDATE reports r SET (study_date, modality, body_region, procedure_code, cancelled) = (SELECT"
+    " left(coalesce(j.doc #>> '{times,observation}', j.doc #>> '{times,report}',"
+    " to_char(m.received AT TIME ZONE 'UTC', 'YYYY-MM-DD')), 10),"
+    " coalesce(j.doc ->> 'modality', ''), coalesce(j.doc ->> 'body_region', ''),"
+    " coalesce(j.doc #>> '{procedure,code}', ''), (coalesce(j.doc ->> 'status', '') = 'cancelled')::integer"
+    " FROM messages m CROSS JOIN LATERAL (SELECT r.report_json::json AS doc) j WHERE m.id = r.message_id)",
+    # A patient's look-up reads its rows from this index alone (an index-only scan once vacuumed),
+    # each accession's newest first; the message search by patient reads its first two columns.
+    "DROP INDEX reports_patient",
+    "CREATE INDEX reports_patient ON reports (patient_id, patient_authority, accession, id)"
+    " INCLUDE (received, stage, cancelled, study_date, modality, body_region, procedure_code)",
+)
+
+
 def _run(statements: Sequence[str]) -> Callable[[PgConnection], None]:
     def apply(conn: PgConnection) -> None:
         for statement in statements:
@@ -379,6 +399,7 @@ PG_MIGRATIONS: list[PgMigration] = [
     PgMigration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _run(_V8)),
     PgMigration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
     PgMigration(10, V10_DESCRIPTION, _run(_V10)),
+    PgMigration(11, V11_DESCRIPTION, _run(_V11)),
 ]
 
 #: The schema version this code writes.

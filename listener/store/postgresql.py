@@ -95,6 +95,7 @@ from listener.store.pg_schema import (
 )
 from listener.store.pgurl import display_url
 from listener.store.rows import (
+    PRIOR_COLUMNS,
     SUMMARY_COLUMNS,
     TRAFFIC_COLUMNS,
     VERSION_COLUMNS,
@@ -105,6 +106,7 @@ from listener.store.rows import (
     forms_of,
     history_entry,
     message_summary,
+    prior_values,
     task_pools,
     traffic_bins,
     traffic_sql,
@@ -503,12 +505,13 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
     # One statement per row: psycopg's executemany enters pipeline mode, which
     # costs more than it saves for the one or two reports of a message.
     processed = record.state == "processed"
+    received_day = received.astimezone(UTC).date().isoformat()
     for seq, r in enumerate(record.reports):
         f = forms_of(r)
         conn.execute(
             "INSERT INTO reports (message_id, seq, accession, bucket, report_json, findings_json,"
-            f" route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)})"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f" route_json, explanation, patient_id, patient_authority, {', '.join(VERSION_COLUMNS)},"
+            f" {', '.join(PRIOR_COLUMNS)}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (
                 pk,
                 seq,
@@ -521,6 +524,7 @@ def _insert_children(conn: PgConnection, pk: int, record: MessageRecord, created
                 r.patient_id,
                 r.patient_authority,
                 *version_values(f.stage, f.report_time, f.observation_time, f.summary, received, processed),
+                *prior_values(f.prior, received_day),
             ),
         )
     # One row at a time, in order: ids order an accession's rows.
@@ -953,23 +957,22 @@ class PostgresStore(MessageListing, StoreHealth):
     def prior_studies(
         self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
     ) -> tuple[PriorStudy, ...]:
-        """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`)."""
+        """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`).
+
+        As SQLite's: the newest row of each accession, read from the ``reports_patient`` index
+        (backwards: each accession's newest first, ``DISTINCT ON`` keeps it), without the report
+        JSON (docs/store.md, "Prior look-up columns").
+        """
         if not prior_lookup_wanted(patient_id, before, limit):
             return ()
         rows = self._rows(
             "reading prior studies",
-            "SELECT r.accession,"
-            " left(coalesce(j.doc #>> '{times,observation}', j.doc #>> '{times,report}',"
-            " to_char(m.received AT TIME ZONE 'UTC', 'YYYY-MM-DD')), 10),"
-            " coalesce(j.doc ->> 'modality', ''), coalesce(j.doc ->> 'body_region', ''),"
-            " coalesce(j.doc #>> '{procedure,code}', '')"
-            " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
-            " WHERE r0.patient_id = %s AND r0.patient_authority = %s AND r0.accession NOT IN ('', %s)"
-            " AND m0.state = 'processed' AND m0.received < %s GROUP BY r0.accession) latest"
-            " JOIN reports r ON r.id = latest.id JOIN messages m ON m.id = r.message_id"
-            " CROSS JOIN LATERAL (SELECT r.report_json::json AS doc) j"
-            " WHERE coalesce(j.doc ->> 'status', '') != 'cancelled'"
-            " ORDER BY r.id DESC LIMIT %s",
+            "SELECT accession, study_date, modality, body_region, procedure_code"
+            " FROM (SELECT DISTINCT ON (accession) id, accession, study_date, modality, body_region,"
+            " procedure_code, cancelled FROM reports WHERE patient_id = %s AND patient_authority = %s"
+            " AND accession NOT IN ('', %s) AND stage IS NOT NULL AND received < %s"
+            " ORDER BY accession DESC, id DESC) latest"
+            " WHERE cancelled = 0 ORDER BY id DESC LIMIT %s",
             (patient_id, patient_authority, exclude_accession, before, limit),
         )
         return prior_studies_of(rows)

@@ -8,18 +8,20 @@ store contract: docs/store.md.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from listener.hl7v2.keys import searched_keys
-from listener.outcomes.history import prelim_minutes, summarize
+from listener.outcomes.history import prelim_minutes, summarize, summarize_document
 from listener.store.base import (
     BucketBin,
     HistoryEntry,
     LoneVersions,
     MessageSummary,
+    PriorFacts,
     ReportRecord,
     StoredForms,
     TaskPool,
@@ -378,6 +380,49 @@ def version_values(
     )
 
 
+#: The ``reports`` columns a prior look-up reads, in :func:`prior_values`' order (docs/store.md,
+#: "Prior look-up columns").
+PRIOR_COLUMNS = ("study_date", "modality", "body_region", "procedure_code", "cancelled")
+
+
+def _json_text(value: Any) -> str | None:
+    """A JSON value as the stores' SQL read it as text: a string as it is, null (or absent) None,
+    anything else its JSON text (the serializer writes these fields as strings or null)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def prior_facts(doc: dict[str, Any]) -> PriorFacts:
+    """What a prior look-up reads of a report document (see :class:`PriorFacts`).
+
+    The same values the look-up's SQL read from the JSON before these columns
+    existed (``coalesce`` of the observation and report times cut to 10
+    characters; modality, body region and procedure code, "" when null or
+    absent; status ``cancelled``): schema step 11 back-fills stored rows with
+    that SQL itself.
+    """
+    times, procedure = doc.get("times"), doc.get("procedure")
+    times = times if isinstance(times, dict) else {}
+    observation, reported = _json_text(times.get("observation")), _json_text(times.get("report"))
+    day = observation if observation is not None else reported
+    code = procedure.get("code") if isinstance(procedure, dict) else None
+    return PriorFacts(
+        None if day is None else day[:10],
+        _json_text(doc.get("modality")) or "",
+        _json_text(doc.get("body_region")) or "",
+        _json_text(code) or "",
+        doc.get("status") == "cancelled",
+    )
+
+
+def prior_values(facts: PriorFacts, received_day: str) -> tuple[str, str, str, str, int]:
+    """The :data:`PRIOR_COLUMNS` of a report row: its facts, the study date falling back to
+    ``received_day`` (its message's receive date, UTC, ``YYYY-MM-DD``)."""
+    day = facts.study_day if facts.study_day is not None else received_day
+    return day, facts.modality, facts.body_region, facts.procedure_code, int(facts.cancelled)
+
+
 def stored_forms(record: ReportRecord, *, packed: bool) -> StoredForms:
     """The column values ``record`` alone decides; ``packed``: with the SQLite forms of its JSON too.
 
@@ -385,7 +430,7 @@ def stored_forms(record: ReportRecord, *, packed: bool) -> StoredForms:
     daemon's worker processes make them (docs/hardening.md, "Worker processes"),
     so the daemon's one writer thread only inserts (docs/store.md, "Compact storage").
     """
-    found = summarize(record.report_json, record.findings_json)
+    found, doc = summarize_document(record.report_json, record.findings_json)
     route, explanation = split_route(record.route_json)
     return StoredForms(
         route,
@@ -394,6 +439,7 @@ def stored_forms(record: ReportRecord, *, packed: bool) -> StoredForms:
         found.report_time,
         found.observation_time,
         found.to_text(),
+        prior_facts(doc),
         pack_json(record.report_json) if packed else None,
         pack_json(record.findings_json) if packed else None,
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from listener.errors import StoreError
-from listener.store.compact import pack_json, pack_raw, split_route, unpack_json
+from listener.store.compact import pack_json, pack_raw, register_functions, split_route, unpack_json
 from listener.store.operations import version_texts
 from listener.store.rows import VERSION_BATCH, VERSION_COLUMNS
 
@@ -374,6 +374,54 @@ def _migrate_v10(conn: sqlite3.Connection) -> None:
     del conn
 
 
+#: Step 11's line (PostgreSQL's step says the same, listener/store/pg_schema.py).
+V11_DESCRIPTION = (
+    "prior look-up columns on reports (study date, modality, body region, procedure code, cancelled),"
+    " back-filled; the patient index holds them"
+)
+
+_V11 = (
+    # What a prior look-up reads of a report (docs/store.md, "Prior look-up columns"), written with
+    # the row (listener/store/rows.py, prior_values), so a look-up reads no report JSON.
+    "ALTER TABLE reports ADD COLUMN study_date TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE reports ADD COLUMN modality TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE reports ADD COLUMN body_region TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE reports ADD COLUMN procedure_code TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE reports ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0",
+)
+_V11_INDEXES = (
+    # A patient's look-up reads its rows from this index alone, in accession order (one group per
+    # accession); the message search by patient reads its first two columns.
+    "DROP INDEX reports_patient",
+    "CREATE INDEX reports_patient ON reports (patient_id, patient_authority, accession, received, stage,"
+    " cancelled, study_date, modality, body_region, procedure_code)",
+)
+#: The back-fill of one batch of rows (ids in (?, ?]): the expressions the look-up read the JSON
+#: with before step 11, so a migrated store answers as it did.
+_V11_FILL = (
+    "UPDATE reports SET study_date = x.day, modality = x.modality, body_region = x.region,"
+    " procedure_code = x.code, cancelled = x.cancelled FROM (SELECT id,"
+    " substr(coalesce(json_extract(j, '$.times.observation'), json_extract(j, '$.times.report'), received), 1, 10)"
+    " AS day, coalesce(json_extract(j, '$.modality'), '') AS modality,"
+    " coalesce(json_extract(j, '$.body_region'), '') AS region, coalesce(json_extract(j, '$.procedure.code'), '')"
+    " AS code, coalesce(json_extract(j, '$.status'), '') = 'cancelled' AS cancelled"
+    " FROM (SELECT r.id, overread_json(r.report_json) AS j, m.received FROM reports r"
+    " JOIN messages m ON m.id = r.message_id WHERE r.id > ? AND r.id <= ?)) x WHERE reports.id = x.id"
+)
+
+
+def _migrate_v11(conn: sqlite3.Connection) -> None:
+    """v11: the prior look-up columns, back-filled VERSION_BATCH rows at a time in id order."""
+    register_functions(conn)  # `overread store migrate` opens the file without the store's functions
+    for statement in _V11:
+        conn.execute(statement)
+    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM reports").fetchone()
+    for start in range(0, int(top), VERSION_BATCH):
+        conn.execute(_V11_FILL, (start, start + VERSION_BATCH))
+    for statement in _V11_INDEXES:
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One schema step: it takes a database from ``version - 1`` to ``version``.
@@ -410,6 +458,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "console indexes: messages by receive time and kind, reports by message and bucket", _migrate_v8),
     Migration(9, "version summaries on reports (what scorecards count), back-filled", _migrate_v9),
     Migration(10, V10_DESCRIPTION, _migrate_v10),
+    Migration(11, V11_DESCRIPTION, _migrate_v11),
 ]
 
 #: The schema version this code writes (``PRAGMA user_version``).

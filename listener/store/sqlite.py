@@ -219,20 +219,11 @@ def _prior_studies(
         return ()
     rows = read(
         "reading prior studies",
-        "WITH latest AS MATERIALIZED (SELECT r.id, r.accession, overread_json(r.report_json) AS j, m.received"
-        " FROM (SELECT max(r0.id) AS id FROM reports r0 JOIN messages m0 ON m0.id = r0.message_id"
-        " WHERE r0.id IN (SELECT id FROM reports WHERE patient_id = ? AND patient_authority = ?"
-        " EXCEPT SELECT id FROM reports WHERE accession IN ('', ?))"
-        " AND m0.state = 'processed' AND m0.received < ? GROUP BY r0.accession) ids"
-        " JOIN reports r ON r.id = ids.id JOIN messages m ON m.id = r.message_id)"
-        " SELECT accession,"
-        " substr(coalesce(json_extract(j, '$.times.observation'), json_extract(j, '$.times.report'), received),"
-        " 1, 10),"
-        " coalesce(json_extract(j, '$.modality'), ''),"
-        " coalesce(json_extract(j, '$.body_region'), ''),"
-        " coalesce(json_extract(j, '$.procedure.code'), '')"
-        " FROM latest WHERE coalesce(json_extract(j, '$.status'), '') != 'cancelled'"
-        " ORDER BY id DESC LIMIT ?",
+        "SELECT accession, study_date, modality, body_region, procedure_code FROM (SELECT max(id) AS id,"
+        " accession, study_date, modality, body_region, procedure_code, cancelled FROM reports"
+        " WHERE patient_id = ? AND patient_authority = ? AND accession NOT IN ('', ?)"
+        " AND stage IS NOT NULL AND received < ? GROUP BY accession)"
+        " WHERE cancelled = 0 ORDER BY id DESC LIMIT ?",
         (patient_id, patient_authority, exclude_accession, _ts(before), limit),
     )
     return prior_studies_of(rows)
@@ -668,18 +659,16 @@ class SQLiteStore(MessageListing, StoreHealth):
     ) -> tuple[PriorStudy, ...]:
         """A patient's earlier studies, newest stored first (see :meth:`Store.prior_studies`).
 
-        The inner query finds, through the ``reports_patient`` index, the
-        newest report row (highest id: commit order) of each of the patient's
-        other accessions among processed messages received before ``before``.
-        The rows of this report's own accession are set aside by the two
-        indexes alone (``reports_patient`` EXCEPT ``reports_accession``), never
-        read: resends, corrections and addenda of one accession pile up rows
-        that would otherwise be read on every look-up (docs/benchmarks.md);
-        the outer one reads those rows, drops the cancelled ones and keeps
-        the ``limit`` newest. Work is bounded by the patient's own rows. Each row's JSON
-        is decompressed once (the materialized ``latest``), not once per field read
-        from it: a look-up of two priors in about 60 us instead of 150
-        (docs/benchmarks.md, "The daemon's main process").
+        The inner query reads the patient's rows from the ``reports_patient``
+        index alone, never the table: that index holds what a look-up needs of
+        each report (docs/store.md, "Prior look-up columns"), so no report JSON
+        is read. Rows of processed messages (a version summary's ``stage`` is
+        set) received before ``before`` are grouped by accession in index
+        order, each group giving its newest row (highest id: commit order;
+        SQLite takes the other columns from the row ``max(id)`` chose); the
+        outer one drops the cancelled ones and keeps the ``limit`` newest.
+        Work is bounded by the patient's own index entries, a few dozen bytes
+        each (docs/benchmarks.md, "Prior look-ups from columns").
 
         Raises:
             StoreError: the store cannot be read.

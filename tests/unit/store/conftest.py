@@ -71,3 +71,13 @@ def fixture_new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 def fixture_store(new_store: Callable[[], Store]) -> Store:
     """A fresh store of each implementation."""
     return new_store()
+
+
+@pytest.fixture(name="pg_dsn")
+def fixture_pg_dsn() -> Iterator[str]:
+    """A DSN of a fresh, empty schema on the test server, dropped afterwards (a test about
+    PostgreSQL itself: its schema steps, its SQL)."""
+    base = server_dsn()
+    assert base is not None, "postgresql tests run only with a test server (tests/conftest.py)"
+    with fresh_schema(base) as dsn:
+        yield dsn

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,6 @@ from listener.store import schema as store_schema
 from listener.store.base import ReportRow
 from listener.store.compact import PACK_MIN, join_route, pack_json, pack_raw, split_route, unpack_json
 from listener.store.rows import with_forms
-from tests.postgres import fresh_schema, server_dsn
 
 from .records import CHEST, CHEST_PNEUMOTHORAX, T0, record, report
 
@@ -292,15 +290,6 @@ def test_a_pre_compaction_sqlite_store_is_converted_on_open(
 
 
 # ------------------------------------------------------ migration, PostgreSQL
-
-
-@pytest.fixture(name="pg_dsn")
-def fixture_pg_dsn() -> Iterator[str]:
-    """A DSN of a fresh, empty schema on the test server, dropped afterwards."""
-    base = server_dsn()
-    assert base is not None, "postgresql tests run only with a test server (tests/conftest.py)"
-    with fresh_schema(base) as dsn:
-        yield dsn
 
 
 @pytest.mark.postgresql

@@ -369,7 +369,7 @@ def test_v9_fills_the_version_summaries_of_stored_reports(dsn: str) -> None:
             )
     store = PostgresStore(dsn)
     try:
-        assert [s.version for s in store.migrations_run] == [9, 10]
+        assert [s.version for s in store.migrations_run] == list(range(9, pg_schema.PG_SCHEMA_VERSION + 1))
         (lone,) = store.window_versions(
             received,
             received + timedelta(hours=1),
