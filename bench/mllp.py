@@ -16,6 +16,11 @@ ACK latency p50/p99 per run, then the medians and the A/B ratio.
 all in the same alternation (A A0 B A A0 B ...), so a busy neighbour weighs on
 each alike. At the end it prints each process's peak RSS (VmHWM) and its RSS
 now: the daemon and each of its worker processes.
+
+``--logs DIR`` keeps each daemon's JSON log in ``DIR/NAME.log`` (default: discarded). A server
+that closes a connection mid-run stops the bench with the server's name, the connection and its
+counts; the daemon's ``connection_closed`` line for that peer says who closed it and why
+(docs/operations.md, "A connection closed").
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -163,8 +169,14 @@ def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> byt
     return b"\r".join(segments)
 
 
+class ConnectionClosed(Exception):
+    """The server closed a connection before every answer came back (the message says which)."""
+
+
 async def drive_connection(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    host, local_port = writer.get_extra_info("sockname")[:2]
+    local = f"{host}:{local_port}"
     framer = MllpFramer()
     sent_at: list[float] = []
     sent = received = 0
@@ -175,7 +187,10 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
             sent += 1
         data = await reader.read(65536)
         if not data:
-            raise SystemExit("connection closed during the run")
+            raise ConnectionClosed(
+                f"connection closed during the run: peer {local} (as the server logs it), "
+                f"{received} of {len(payloads)} answers received, {sent} frames sent"
+            )
         for _ in framer.feed(data):
             latencies.append(time.perf_counter() - sent_at[received])
             received += 1
@@ -198,6 +213,14 @@ async def run_load(
     return per * connections / elapsed, p50, p99
 
 
+def log_file(logs: Path | None, name: str) -> int | IO[bytes]:
+    """Where daemon ``name`` writes its JSON log: ``logs/NAME.log``, or nowhere."""
+    if logs is None:
+        return subprocess.DEVNULL
+    logs.mkdir(parents=True, exist_ok=True)
+    return (logs / f"{name}.log").open("wb")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
@@ -212,6 +235,7 @@ def main() -> int:
         action="store_true",
         help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)",
     )
+    parser.add_argument("--logs", type=Path, help="keep each daemon's JSON log in this directory (NAME.log)")
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
     print(
@@ -237,7 +261,7 @@ def main() -> int:
                     daemon_command(port, Path(tmp) / f"state-{name}", extra),
                     cwd=REPO,
                     env=env,
-                    stdout=subprocess.DEVNULL,
+                    stdout=log_file(args.logs, name),
                     stderr=subprocess.DEVNULL,
                 ),
             )
@@ -264,7 +288,12 @@ def main() -> int:
                 for rnd in range(args.rounds):
                     for name, (port, _) in servers.items():
                         tag = f"{name}{connections}x{window}r{rnd}"
-                        res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages, args.vary_text))
+                        try:
+                            res = asyncio.run(
+                                run_load(port, raw, tag, connections, window, args.messages, args.vary_text)
+                            )
+                        except ConnectionClosed as exc:
+                            raise SystemExit(f"server {name} (port {port}), run {tag}: {exc}") from None
                         results[name].append(res)
                         print(
                             f"  {connections} conn window {window:2d} {name} round {rnd}: "
