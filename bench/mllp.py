@@ -213,6 +213,12 @@ async def run_load(
     return per * connections / elapsed, p50, p99
 
 
+def running_or_exit(name: str, proc: subprocess.Popen[bytes]) -> None:
+    """Stop the bench when server ``name`` is no longer running."""
+    if proc.poll() is not None:
+        raise SystemExit(f"server {name} exited with {proc.returncode} (with --logs: its log says why)")
+
+
 def log_file(logs: Path | None, name: str) -> int | IO[bytes]:
     """Where daemon ``name`` writes its JSON log: ``logs/NAME.log``, or nowhere."""
     if logs is None:
@@ -286,14 +292,18 @@ def main() -> int:
             for connections, window in SHAPES:
                 results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
                 for rnd in range(args.rounds):
-                    for name, (port, _) in servers.items():
+                    for name, (port, proc) in servers.items():
                         tag = f"{name}{connections}x{window}r{rnd}"
+                        # A server that exited (a daemon that could not listen: another process
+                        # took its port first) would leave its port to whoever listens there.
+                        running_or_exit(name, proc)
                         try:
                             res = asyncio.run(
                                 run_load(port, raw, tag, connections, window, args.messages, args.vary_text)
                             )
                         except ConnectionClosed as exc:
-                            raise SystemExit(f"server {name} (port {port}), run {tag}: {exc}") from None
+                            state = "still running" if proc.poll() is None else f"exited with {proc.returncode}"
+                            raise SystemExit(f"server {name} (port {port}, {state}), run {tag}: {exc}") from None
                         results[name].append(res)
                         print(
                             f"  {connections} conn window {window:2d} {name} round {rnd}: "
