@@ -123,17 +123,49 @@ def rss_report(pid: int) -> str:
     return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in child_pids(pid)])
 
 
+def listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on 127.0.0.1:``port`` (Linux: /proc/net/tcp)."""
+    local = {f"0100007F:{port:04X}", f"7F000001:{port:04X}"}  # the kernel's byte order, either way
+    found: set[str] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] in local and fields[3] == "0A":  # 0A: LISTEN
+            found.add(fields[9])
+    return found
+
+
+def listens(pid: int, port: int) -> bool:
+    """True when process ``pid`` holds a socket listening on 127.0.0.1:``port``."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` itself listens on ``port``.
+
+    A connection that succeeds proves nothing: ``free_port`` hands out a port from the kernel's
+    ephemeral range that another process (another bench's daemon) may listen on first; our daemon
+    then exits (``daemon_stopping``, ``reason=listen_failed``), and the bench would drive the other
+    process, whose close stops the run ("connection closed during the run").
+    """
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        if listens(proc.pid, port):
             return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("server did not listen")
+        time.sleep(0.05)
+    taken = " (another process listens there)" if listening_inodes(port) else ""
+    raise SystemExit(f"server did not listen on port {port}{taken}")
 
 
 def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> bytes:
