@@ -8,6 +8,8 @@ address, whether the daemon closed it (and the limit or rule that made it) or th
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 import time
 from pathlib import Path
 
@@ -54,6 +56,15 @@ def test_connection_closed_names_who_closed_it_and_why(tmp_path: Path) -> None:
         polite.close()
         line = closed_line(daemon, name)
         assert (line["closed_by"], line["reason"]) == ("peer", "peer_closed")
+
+        # The sender resets its connection (SO_LINGER 0): the peer's doing, not a clean close.
+        rude = MllpConnection(daemon.address)
+        name = peer_of(rude)
+        assert msa(rude.request(sample("CLOSE-RESET-1")))[0] in ("AA", "CA")
+        rude.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rude.close()
+        line = closed_line(daemon, name)
+        assert (line["closed_by"], line["reason"]) == ("peer", "connection_lost")
 
         # A frame over max_frame_size: answered AR, then the daemon closes.
         big = MllpConnection(daemon.address)
