@@ -30,6 +30,9 @@ Promises:
   is not stored, and is logged by size and peer only.
 * Nothing from a message body reaches a log line: header fields that name
   systems, keyed hashes of the accession and patient id, codes and sizes.
+* The daemon closes a connection only for a reason it names: every
+  ``connection_closed`` says ``closed_by`` (daemon or peer) and ``reason``
+  (docs/operations.md, "A connection closed"). Load alone closes none.
 """
 
 from __future__ import annotations
