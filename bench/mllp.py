@@ -16,6 +16,11 @@ ACK latency p50/p99 per run, then the medians and the A/B ratio.
 all in the same alternation (A A0 B A A0 B ...), so a busy neighbour weighs on
 each alike. At the end it prints each process's peak RSS (VmHWM) and its RSS
 now: the daemon and each of its worker processes.
+
+``--logs DIR`` keeps each daemon's JSON log in ``DIR/NAME.log`` (default: discarded). A server
+that closes a connection mid-run stops the bench with the server's name, the connection and its
+counts; the daemon's ``connection_closed`` line for that peer says who closed it and why
+(docs/operations.md, "A connection closed").
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -117,17 +123,49 @@ def rss_report(pid: int) -> str:
     return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in child_pids(pid)])
 
 
+def listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on 127.0.0.1:``port`` (Linux: /proc/net/tcp)."""
+    local = {f"0100007F:{port:04X}", f"7F000001:{port:04X}"}  # the kernel's byte order, either way
+    found: set[str] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] in local and fields[3] == "0A":  # 0A: LISTEN
+            found.add(fields[9])
+    return found
+
+
+def listens(pid: int, port: int) -> bool:
+    """True when process ``pid`` holds a socket listening on 127.0.0.1:``port``."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return False
+    for fd in Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` itself listens on ``port``.
+
+    A connection that succeeds proves nothing: ``free_port`` hands out a port from the kernel's
+    ephemeral range that another process (another bench's daemon) may listen on first; our daemon
+    then exits (``daemon_stopping``, ``reason=listen_failed``), and the bench would drive the other
+    process, whose close stops the run ("connection closed during the run").
+    """
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        if listens(proc.pid, port):
             return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("server did not listen")
+        time.sleep(0.05)
+    taken = " (another process listens there)" if listening_inodes(port) else ""
+    raise SystemExit(f"server did not listen on port {port}{taken}")
 
 
 def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> bytes:
@@ -163,8 +201,14 @@ def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> byt
     return b"\r".join(segments)
 
 
+class ConnectionClosed(Exception):
+    """The server closed a connection before every answer came back (the message says which)."""
+
+
 async def drive_connection(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    host, local_port = writer.get_extra_info("sockname")[:2]
+    local = f"{host}:{local_port}"
     framer = MllpFramer()
     sent_at: list[float] = []
     sent = received = 0
@@ -175,7 +219,10 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
             sent += 1
         data = await reader.read(65536)
         if not data:
-            raise SystemExit("connection closed during the run")
+            raise ConnectionClosed(
+                f"connection closed during the run: peer {local} (as the server logs it), "
+                f"{received} of {len(payloads)} answers received, {sent} frames sent"
+            )
         for _ in framer.feed(data):
             latencies.append(time.perf_counter() - sent_at[received])
             received += 1
@@ -198,6 +245,20 @@ async def run_load(
     return per * connections / elapsed, p50, p99
 
 
+def running_or_exit(name: str, proc: subprocess.Popen[bytes]) -> None:
+    """Stop the bench when server ``name`` is no longer running."""
+    if proc.poll() is not None:
+        raise SystemExit(f"server {name} exited with {proc.returncode} (with --logs: its log says why)")
+
+
+def log_file(logs: Path | None, name: str) -> int | IO[bytes]:
+    """Where daemon ``name`` writes its JSON log: ``logs/NAME.log``, or nowhere."""
+    if logs is None:
+        return subprocess.DEVNULL
+    logs.mkdir(parents=True, exist_ok=True)
+    return (logs / f"{name}.log").open("wb")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (per shape and server)")
@@ -212,6 +273,7 @@ def main() -> int:
         action="store_true",
         help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)",
     )
+    parser.add_argument("--logs", type=Path, help="keep each daemon's JSON log in this directory (NAME.log)")
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
     print(
@@ -237,7 +299,7 @@ def main() -> int:
                     daemon_command(port, Path(tmp) / f"state-{name}", extra),
                     cwd=REPO,
                     env=env,
-                    stdout=subprocess.DEVNULL,
+                    stdout=log_file(args.logs, name),
                     stderr=subprocess.DEVNULL,
                 ),
             )
@@ -262,9 +324,18 @@ def main() -> int:
             for connections, window in SHAPES:
                 results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
                 for rnd in range(args.rounds):
-                    for name, (port, _) in servers.items():
+                    for name, (port, proc) in servers.items():
                         tag = f"{name}{connections}x{window}r{rnd}"
-                        res = asyncio.run(run_load(port, raw, tag, connections, window, args.messages, args.vary_text))
+                        # A server that exited (a daemon that could not listen: another process
+                        # took its port first) would leave its port to whoever listens there.
+                        running_or_exit(name, proc)
+                        try:
+                            res = asyncio.run(
+                                run_load(port, raw, tag, connections, window, args.messages, args.vary_text)
+                            )
+                        except ConnectionClosed as exc:
+                            state = "still running" if proc.poll() is None else f"exited with {proc.returncode}"
+                            raise SystemExit(f"server {name} (port {port}, {state}), run {tag}: {exc}") from None
                         results[name].append(res)
                         print(
                             f"  {connections} conn window {window:2d} {name} round {rnd}: "

@@ -152,6 +152,8 @@ KEYS: frozenset[str] = frozenset(
         "peer",
         "conn",
         "tls_subject",
+        # who ended a connection: "daemon" or "peer" (connection_closed; its reason says why)
+        "closed_by",
         # message context: header fields that name systems, not people
         "control_id",
         "sender_app",

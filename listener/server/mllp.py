@@ -30,6 +30,9 @@ Promises:
   is not stored, and is logged by size and peer only.
 * Nothing from a message body reaches a log line: header fields that name
   systems, keyed hashes of the accession and patient id, codes and sizes.
+* The daemon closes a connection only for a reason it names: every
+  ``connection_closed`` says ``closed_by`` (daemon or peer) and ``reason``
+  (docs/operations.md, "A connection closed"). Load alone closes none.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
@@ -612,6 +616,9 @@ class MllpProtocol(Protocol, TimeoutMixin):
         self.tls_ok = False
         self.closing_after_answers = False
         self.reported_discard = False
+        #: Why we close this connection ("" while we have not decided to): connection_closed
+        #: names it, so every close the daemon makes says why (docs/operations.md).
+        self.close_reason = ""
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         self.factory.conn_counter += 1
@@ -640,7 +647,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self._data_received(data)
         except Exception as exc:  # noqa: BLE001 - logged by type; answers already queued still go out
             self.log.error("message_rejected", reason="internal_error", error_type=type(exc).__name__)
-            self.closing_after_answers = True
+            self._close_after_answers("internal_error")
             self._flush()
 
     def _data_received(self, data: bytes) -> None:
@@ -654,14 +661,14 @@ class MllpProtocol(Protocol, TimeoutMixin):
                 self._take(payload)
             slot = _Slot()
             self.queue.append(slot)
+            self._close_after_answers("frame_too_large")
             self._resolve(slot, self.factory.intake.refuse_oversized(exc, self.log))
-            self.closing_after_answers = True
             self._flush()
             return
         except FramingError:
             self._log_restarts()
             self.log.warning("frame_rejected", reason="framing_error", bytes=len(data))
-            self.transport.loseConnection()
+            self._close("framing_error")
             return
         self._log_restarts()
         # Only complete frames count as activity: bytes dripped into a frame or
@@ -676,10 +683,23 @@ class MllpProtocol(Protocol, TimeoutMixin):
         if self.framer.discarded_bytes > self.factory.max_frame_size:
             # More junk than one whole frame: not an MLLP sender.
             self.log.warning("frame_rejected", reason="junk_outside_frames", bytes=self.framer.discarded_bytes)
-            self.closing_after_answers = True
+            self._close_after_answers("junk_outside_frames")
         for payload in frames:
             self._take(payload)
         self._flush()
+
+    def _close_after_answers(self, reason: str) -> None:
+        """Read nothing more; close once every answer owed is written (``reason`` for connection_closed)."""
+        self.closing_after_answers = True
+        self.close_reason = self.close_reason or reason
+
+    def _close(self, reason: str, abort: bool = False) -> None:
+        """Close now (``abort``: without writing what is buffered); ``reason`` goes to connection_closed."""
+        self.close_reason = self.close_reason or reason
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
 
     def _log_restarts(self) -> None:
         for size in self.framer.take_discarded_partials():
@@ -773,9 +793,9 @@ class MllpProtocol(Protocol, TimeoutMixin):
                 # long to check has the whole idle_timeout to send its next one.
                 self.resetTimeout()  # type: ignore[no-untyped-call]
             if answer is not None and answer.close:
-                self.transport.loseConnection()
+                self._close(self.close_reason or "frame_too_large")
         if self.closing_after_answers and not self.queue:
-            self.transport.loseConnection()
+            self._close(self.close_reason)
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted IHandshakeListener
         """TLS only: the client certificate chained to our CA; check the allow-list."""
@@ -785,7 +805,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
         if self.factory.allowed_subjects and subject not in self.factory.allowed_subjects:
             self.log.warning("tls_peer_rejected", reason="subject_not_allowed")
             self.refused_tls = True
-            self.transport.abortConnection()
+            self._close("tls_subject_not_allowed", abort=True)
             return
         self.tls_ok = True
 
@@ -796,7 +816,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.setTimeout(self.factory.idle_timeout)  # type: ignore[no-untyped-call]
             return
         self.log.info("connection_timed_out", interval_s=self.factory.idle_timeout)
-        self.transport.abortConnection()
+        self._close("idle_timeout", abort=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted API
         self.setTimeout(None)  # type: ignore[no-untyped-call]
@@ -810,7 +830,29 @@ class MllpProtocol(Protocol, TimeoutMixin):
             self.log.warning("frame_rejected", reason="closed_mid_frame", bytes=buffered)
         if not self.tls_ok and _is_tls_error(reason):
             self.log.warning("tls_handshake_failed", error_type=reason.type.__name__ if reason.type else "")
-        self.log.info("connection_closed", count=len(self.queue), bytes=self.framer.discarded_bytes)
+        closed_by, why = self._closed_by(reason)
+        self.log.info(
+            "connection_closed",
+            closed_by=closed_by,
+            reason=why,
+            count=len(self.queue),
+            bytes=self.framer.discarded_bytes,
+        )
+
+    def _closed_by(self, reason: Failure) -> tuple[str, str]:
+        """Who ended the connection and why, for connection_closed (docs/operations.md, "Connections").
+
+        ``daemon`` with the reason it chose to close, or ``shutdown`` when the
+        daemon stopped with the connection open; else ``peer``: ``peer_closed``
+        (the sender closed it) or ``connection_lost`` (a reset or a network error).
+        """
+        if self.close_reason:
+            return "daemon", self.close_reason
+        if reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
+            return "peer", "peer_closed"
+        if self.factory.intake.closing:
+            return "daemon", "shutdown"
+        return "peer", "connection_lost"
 
 
 class MllpFactory(Factory):

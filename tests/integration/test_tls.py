@@ -121,3 +121,10 @@ def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki
     assert [m["message_id"] for m in daemon.messages()] == ["TLS1"]
     events = {line["event"] for line in daemon.log_lines()}
     assert "tls_peer_rejected" in events
+    # The CA-issued certificate with another CN: the daemon closed it and says why.
+    closed = [
+        (line.get("closed_by"), line.get("reason"))
+        for line in daemon.log_lines()
+        if line["event"] == "connection_closed"
+    ]
+    assert ("daemon", "tls_subject_not_allowed") in closed
