@@ -793,7 +793,7 @@ class MllpProtocol(Protocol, TimeoutMixin):
                 # long to check has the whole idle_timeout to send its next one.
                 self.resetTimeout()  # type: ignore[no-untyped-call]
             if answer is not None and answer.close:
-                self._close(self.close_reason or "frame_too_large")
+                self._close("frame_too_large")
         if self.closing_after_answers and not self.queue:
             self._close(self.close_reason)
 

@@ -339,6 +339,16 @@ def test_postgresql_answers_as_the_json_query_and_step_11_back_fills_them(pg_dsn
     )
 
 
+def _filled(state: Path, seed: int) -> list[Sequence[PriorStudy]]:
+    """A SQLite store in ``state`` filled by :func:`_fill` (then closed), and its look-up answers."""
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        _fill(store, seed=seed)
+        return _store_answers(store)
+    finally:
+        store.close()
+
+
 @pytest.mark.postgresql
 def test_store_copy_carries_the_columns_both_ways(
     tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
@@ -347,12 +357,7 @@ def test_store_copy_carries_the_columns_both_ways(
     from listener.store.postgresql import PostgresStore
 
     source = tmp_path / "source"
-    store = SQLiteStore.in_state_dir(source)
-    try:
-        _fill(store, seed=11)
-        answers = _store_answers(store)
-    finally:
-        store.close()
+    answers = _filled(source, seed=11)
     written = _prior_rows_sqlite(source / DB_FILENAME)
     url = as_url(pg_dsn)
     assert run(capsys, "copy", "--from", f"sqlite:{source}", "--to", url)[0] == 0
@@ -370,12 +375,7 @@ def test_store_copy_carries_the_columns_both_ways(
 def test_backup_and_restore_carry_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`overread store backup` then `restore`: the same prior columns, the same look-up answers."""
     state = tmp_path / "state"
-    store = SQLiteStore.in_state_dir(state)
-    try:
-        _fill(store, seed=5)
-        answers = _store_answers(store)
-    finally:
-        store.close()
+    answers = _filled(state, seed=5)
     written = _prior_rows_sqlite(state / DB_FILENAME)
     assert run(capsys, "backup", str(tmp_path / "b"), "--state-dir", str(state))[0] == 0
     restored = tmp_path / "restored"
