@@ -24,7 +24,9 @@ run: $(STAMP)
 
 # The suite on TEST_WORKERS processes (pytest-xdist); each test file stays on one worker,
 # since the examples test and the daemon tests share one daemon per file. TEST_WORKERS=0: serial.
-TEST_WORKERS ?= 2
+# Three on a 2-core machine: many daemon tests wait (the 2-minute RIS outage, kill -9 and restart),
+# so a third worker fills the cores they leave idle (docs/development.md, "Running the suite").
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)

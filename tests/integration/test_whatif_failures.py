@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.conftest import MllpConnection, RunningDaemon, start_configured
 from tests.integration.test_console import Browser, _client, _hidden
-from tests.integration.test_console_policy import STRICTER, _simulate_children, finished
+from tests.integration.test_console_policy import STRICTER, _child, finished
 from tests.integration.test_scorecard import _prelim
 
 MANAGER = "whatif-manager-token-1"
@@ -43,18 +43,6 @@ def _signed_in(daemon: RunningDaemon, token: str) -> Browser:
     browser = Browser(daemon)
     assert browser.sign_in(token)[0] == 303
     return browser
-
-
-def _child(daemon: RunningDaemon) -> int:
-    """The pid of the daemon's running what-if child, looked for again until it shows in /proc
-    (the loop's bound is the test's own: a child that never shows fails here)."""
-    for _ in range(200):
-        children = _simulate_children(daemon.state_dir)
-        if children:
-            assert len(children) == 1, children
-            return children[0]
-        time.sleep(0.05)
-    raise AssertionError("the what-if's child does not run")
 
 
 def _gone(pids: list[int]) -> bool:
