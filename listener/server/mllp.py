@@ -840,14 +840,20 @@ class MllpProtocol(Protocol, TimeoutMixin):
         )
 
     def _closed_by(self, reason: Failure) -> tuple[str, str]:
-        """Who ended the connection and why, for connection_closed (docs/operations.md, "Connections").
+        """Who ended the connection and why, for connection_closed (docs/operations.md, "A connection closed").
 
-        ``daemon`` with the reason it chose to close, or ``shutdown`` when the
+        ``daemon`` with the reason it chose to close, ``tls_handshake_failed`` (``daemon`` or, when the
+        sender refused the handshake with an alert, ``peer``), or ``shutdown`` when the
         daemon stopped with the connection open; else ``peer``: ``peer_closed``
         (the sender closed it) or ``connection_lost`` (a reset or a network error).
         """
         if self.close_reason:
             return "daemon", self.close_reason
+        if not self.tls_ok and _is_tls_error(reason):
+            # The handshake failed (tls_handshake_failed names the error): our TLS layer ended it
+            # (no client certificate, one not from tls_client_ca), or the sender refused ours
+            # with an alert.
+            return ("peer" if _is_tls_alert(reason) else "daemon"), "tls_handshake_failed"
         if reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
             return "peer", "peer_closed"
         if self.factory.intake.closing:
@@ -916,6 +922,14 @@ def _is_tls_error(reason: Failure) -> bool:
     except ImportError:  # pragma: no cover - pyOpenSSL ships with twisted[tls]
         return False
     return bool(reason.check(SSLError))  # type: ignore[no-untyped-call]
+
+
+def _is_tls_alert(reason: Failure) -> bool:
+    """The TLS error is an alert the peer sent (OpenSSL names those "... alert ..."): the sender
+    ended the handshake, refusing our certificate or our terms."""
+    args = reason.value.args if reason.value is not None else ()
+    errors = args[0] if args else ()
+    return any(isinstance(e, tuple) and " alert " in f" {e[-1]} " for e in errors if e)
 
 
 def _peer(address: IAddress) -> str:

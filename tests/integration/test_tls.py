@@ -128,3 +128,44 @@ def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki
         if line["event"] == "connection_closed"
     ]
     assert ("daemon", "tls_subject_not_allowed") in closed
+
+
+def test_a_failed_handshake_is_logged_closed_by_the_daemon_once(tmp_path: Path, pki: Path, oru: bytes) -> None:
+    """A client with no certificate or a certificate from another CA: the daemon's TLS layer ends the
+    handshake, and its connection_closed says so (docs/operations.md, "A connection closed"), not a
+    sender-side network error; the handshake failure is logged once per connection; a sender refusing our certificate ended it."""
+    port = free_port()
+    config = tmp_path / "overread.yaml"
+    config.write_text(
+        f"mllp: ssl:{port}:interface=127.0.0.1\n"
+        f"tls_certificate: {pki / 'server.crt'}\ntls_private_key: {pki / 'server.key'}\n"
+        f"tls_client_ca: {pki / 'ca.crt'}\n"
+    )
+    (tmp_path / "logs").mkdir()
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", port=port)
+    daemon.extra = ("--config", str(config), "--mllp", f"ssl:{port}:interface=127.0.0.1")
+    daemon.start()
+    try:
+        for who in (None, "stranger"):
+            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+                _request(port, _client(pki, who), with_control_id(oru, f"TLS-{who}"))
+        # A sender that does not trust our CA refuses our certificate with an alert: its doing.
+        distrustful = ssl.create_default_context()
+        distrustful.load_cert_chain(str(pki / "ris-1.crt"), str(pki / "ris-1.key"))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            _request(port, distrustful, with_control_id(oru, "TLS-distrustful"))
+        assert msa(_request(port, _client(pki, "ris-1"), with_control_id(oru, "TLS2")))[0] == "AA"
+    finally:
+        assert daemon.stop() == 0
+    lines = daemon.log_lines()
+    failed = [line["conn"] for line in lines if line["event"] == "tls_handshake_failed"]
+    assert len(failed) == len(set(failed)) == 3
+    closed = {
+        line["conn"]: (line["closed_by"], line["reason"]) for line in lines if line["event"] == "connection_closed"
+    }
+    assert [closed[conn] for conn in failed] == [("daemon", "tls_handshake_failed")] * 2 + [
+        ("peer", "tls_handshake_failed")
+    ]
+    # The accepted sender closes its socket without a TLS close_notify (Python's ssl does not send
+    # one): Twisted reports that as a lost connection, as docs/operations.md says.
+    assert closed[max(closed)] == ("peer", "connection_lost")
