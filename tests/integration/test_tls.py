@@ -131,7 +131,7 @@ def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki
 
 
 def test_a_failed_handshake_is_logged_closed_by_the_daemon_once(tmp_path: Path, pki: Path, oru: bytes) -> None:
-    """A client with no certificate or a certificate from another CA: the daemon's TLS layer ends the
+    """A client with no certificate, a certificate from another CA, or no TLS at all: the daemon's TLS layer ends the
     handshake, and its connection_closed says so (docs/operations.md, "A connection closed"), not a
     sender-side network error; the handshake failure is logged once per connection; a sender refusing our certificate ended it."""
     port = free_port()
@@ -149,6 +149,11 @@ def test_a_failed_handshake_is_logged_closed_by_the_daemon_once(tmp_path: Path, 
         for who in (None, "stranger"):
             with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
                 _request(port, _client(pki, who), with_control_id(oru, f"TLS-{who}"))
+        # A sender speaking plain MLLP to the TLS port: no handshake at all, the daemon ends it.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+            plain.sendall(frame(with_control_id(oru, "TLS-plain")))
+            while plain.recv(65536):
+                pass
         # A sender that does not trust our CA refuses our certificate with an alert: its doing.
         distrustful = ssl.create_default_context()
         distrustful.load_cert_chain(str(pki / "ris-1.crt"), str(pki / "ris-1.key"))
@@ -159,11 +164,11 @@ def test_a_failed_handshake_is_logged_closed_by_the_daemon_once(tmp_path: Path, 
         assert daemon.stop() == 0
     lines = daemon.log_lines()
     failed = [line["conn"] for line in lines if line["event"] == "tls_handshake_failed"]
-    assert len(failed) == len(set(failed)) == 3
+    assert len(failed) == len(set(failed)) == 4
     closed = {
         line["conn"]: (line["closed_by"], line["reason"]) for line in lines if line["event"] == "connection_closed"
     }
-    assert [closed[conn] for conn in failed] == [("daemon", "tls_handshake_failed")] * 2 + [
+    assert [closed[conn] for conn in failed] == [("daemon", "tls_handshake_failed")] * 3 + [
         ("peer", "tls_handshake_failed")
     ]
     # The accepted sender closes its socket without a TLS close_notify (Python's ssl does not send
