@@ -412,3 +412,68 @@ def test_a_reprocessed_message_counts_as_its_new_processing_says(store: Store) -
     )
     assert [(p.accession, p.modality) for p in store.prior_studies("MRN1", "HOSP", before=LATER)] == [("A1", "MR")]
     assert store.prior_studies("MRN1", "HOSP", before=_at(1)) == ()  # its receive time is still the first
+
+
+#: Report documents at the edges of what step 11 reads: non-ASCII and mixed-case values (kept as
+#: given), escapes, numbers, fields that are no objects, empty or missing times.
+ODD_DOCS: tuple[dict[str, Any], ...] = (
+    {"modality": "Üs", "body_region": "Thorax/Brustkorb", "procedure": {"code": "Ré-71250"}},
+    {"modality": "mr", "body_region": "CHEST", "times": {"observation": "2024-03-02T23:59:59+14:00"}},
+    {"modality": 'a"b\\c', "procedure": {"code": "日本"}, "status": "cancelled"},
+    {"times": {"observation": None, "report": "2024-02-10T23:30:00"}},
+    {"times": {"observation": "", "report": "2024-02-10"}, "procedure": {"code": "X1"}},
+    {"times": "not an object", "modality": None, "body_region": "", "status": None, "procedure": "text"},
+    {"times": {"observation": 20240302}, "modality": 7, "procedure": {"code": 71250}},
+    {"times": {}, "procedure": None},
+)
+
+
+def _save_odd_docs(store: Store) -> None:
+    for n, doc in enumerate(ODD_DOCS):
+        store.save(record(f"ODD{n}", reports=(_report(f"O{n}", **doc),), received=_at(n)))
+
+
+def test_step_11_back_fills_odd_documents_as_a_save_writes_them_sqlite(tmp_path: Path) -> None:
+    """SQLite: the back-fill of each odd document gives the columns its save wrote."""
+    state = tmp_path / "state"
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        _save_odd_docs(store)
+    finally:
+        store.close()
+    db = state / DB_FILENAME
+    written = _prior_rows_sqlite(db)
+    assert ("Üs", "Thorax/Brustkorb", "Ré-71250") in [row[2:5] for row in written]
+    _to_v10_sqlite(db)
+    SQLiteStore(db).close()
+    assert _prior_rows_sqlite(db) == written
+
+
+@pytest.mark.postgresql
+def test_step_11_back_fills_odd_documents_as_a_save_writes_them_postgresql(tmp_path: Path, pg_dsn: str) -> None:
+    """PostgreSQL: as on SQLite, and the same columns as SQLite writes for them (ids aside)."""
+    import psycopg
+
+    from listener.store.postgresql import PostgresStore
+
+    store = PostgresStore(pg_dsn)
+    try:
+        _save_odd_docs(store)
+        answers = store.prior_studies("MRN1", "HOSP", before=LATER)
+    finally:
+        store.close()
+    written = _prior_rows_pg(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX reports_patient")
+        conn.execute(f"ALTER TABLE reports {', '.join(f'DROP COLUMN {c}' for c in PRIOR_COLUMNS)}")
+        conn.execute("CREATE INDEX reports_patient ON reports (patient_id, patient_authority)")
+        conn.execute("UPDATE overread_schema SET version = 10")
+    PostgresStore(pg_dsn).close()
+    assert _prior_rows_pg(pg_dsn) == written
+    sqlite = SQLiteStore.in_state_dir(tmp_path / "sqlite")
+    try:
+        _save_odd_docs(sqlite)
+        assert sqlite.prior_studies("MRN1", "HOSP", before=LATER) == answers
+    finally:
+        sqlite.close()
+    assert [row[1:] for row in _prior_rows_sqlite(tmp_path / "sqlite" / DB_FILENAME)] == [row[1:] for row in written]
