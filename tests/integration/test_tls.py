@@ -96,21 +96,28 @@ def _request(port: int, context: ssl.SSLContext, payload: bytes) -> bytes:
                 return frames[0]
 
 
-def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki: Path, oru: bytes) -> None:
-    """A client certificate from the CA with an allowed CN gets AA; no certificate, a
-    self-signed one, or a CA-issued one with another CN is refused."""
+def _tls_daemon(tmp_path: Path, pki: Path, more: str = "") -> tuple[int, RunningDaemon]:
+    """A started daemon on an ssl: endpoint requiring a client certificate from the test CA
+    (``more``: further configuration lines), and its port."""
     port = free_port()
     config = tmp_path / "overread.yaml"
     config.write_text(
         f"mllp: ssl:{port}:interface=127.0.0.1\n"
         f"tls_certificate: {pki / 'server.crt'}\ntls_private_key: {pki / 'server.key'}\n"
-        f"tls_client_ca: {pki / 'ca.crt'}\ntls_allowed_subjects: [ris-1]\n"
+        f"tls_client_ca: {pki / 'ca.crt'}\n{more}"
     )
     (tmp_path / "logs").mkdir()
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", port=port, extra=("--config", str(config)))
+    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", port=port)
     # The fixture passes --mllp tcp:...; the config's ssl: endpoint must win here.
     daemon.extra = ("--config", str(config), "--mllp", f"ssl:{port}:interface=127.0.0.1")
     daemon.start()
+    return port, daemon
+
+
+def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki: Path, oru: bytes) -> None:
+    """A client certificate from the CA with an allowed CN gets AA; no certificate, a
+    self-signed one, or a CA-issued one with another CN is refused."""
+    port, daemon = _tls_daemon(tmp_path, pki, "tls_allowed_subjects: [ris-1]\n")
     try:
         assert msa(_request(port, _client(pki, "ris-1"), with_control_id(oru, "TLS1")))[0] == "AA"
         for who in (None, "stranger", "other"):
@@ -131,20 +138,11 @@ def test_mutual_tls_accepts_only_allowed_client_certificates(tmp_path: Path, pki
 
 
 def test_a_failed_handshake_is_logged_closed_by_the_daemon_once(tmp_path: Path, pki: Path, oru: bytes) -> None:
-    """A client with no certificate, a certificate from another CA, or no TLS at all: the daemon's TLS layer ends the
-    handshake, and its connection_closed says so (docs/operations.md, "A connection closed"), not a
-    sender-side network error; the handshake failure is logged once per connection; a sender refusing our certificate ended it."""
-    port = free_port()
-    config = tmp_path / "overread.yaml"
-    config.write_text(
-        f"mllp: ssl:{port}:interface=127.0.0.1\n"
-        f"tls_certificate: {pki / 'server.crt'}\ntls_private_key: {pki / 'server.key'}\n"
-        f"tls_client_ca: {pki / 'ca.crt'}\n"
-    )
-    (tmp_path / "logs").mkdir()
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", port=port)
-    daemon.extra = ("--config", str(config), "--mllp", f"ssl:{port}:interface=127.0.0.1")
-    daemon.start()
+    """A client with no certificate, one from another CA, or no TLS at all: the daemon's TLS layer
+    ends the handshake, and its connection_closed says so (docs/operations.md, "A connection
+    closed"), not a sender-side network error; a sender refusing our certificate ended it itself.
+    The handshake failure is logged once per connection."""
+    port, daemon = _tls_daemon(tmp_path, pki)
     try:
         for who in (None, "stranger"):
             with pytest.raises((ssl.SSLError, ConnectionError, OSError)):

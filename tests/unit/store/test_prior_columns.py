@@ -309,11 +309,21 @@ def _prior_rows_pg(dsn: str) -> list[tuple[Any, ...]]:
         ]
 
 
+def _to_v10_pg(dsn: str) -> None:
+    """Turn a current schema into one as version 10 left it: no prior columns, the old patient index."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP INDEX reports_patient")
+        conn.execute(f"ALTER TABLE reports {', '.join(f'DROP COLUMN {c}' for c in PRIOR_COLUMNS)}")
+        conn.execute("CREATE INDEX reports_patient ON reports (patient_id, patient_authority)")
+        conn.execute("UPDATE overread_schema SET version = 10")
+
+
 @pytest.mark.postgresql
 def test_postgresql_answers_as_the_json_query_and_step_11_back_fills_them(pg_dsn: str) -> None:
     """PostgreSQL: as the SQLite test, the version 10 store made from a current one by dropping
     the columns and restoring the old patient index."""
-    import psycopg
 
     from listener.store.postgresql import PostgresStore
 
@@ -325,11 +335,7 @@ def test_postgresql_answers_as_the_json_query_and_step_11_back_fills_them(pg_dsn
         store.close()
     assert answers == _pg_json_answers(pg_dsn)
     written = _prior_rows_pg(pg_dsn)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("DROP INDEX reports_patient")
-        conn.execute(f"ALTER TABLE reports {', '.join(f'DROP COLUMN {c}' for c in PRIOR_COLUMNS)}")
-        conn.execute("CREATE INDEX reports_patient ON reports (patient_id, patient_authority)")
-        conn.execute("UPDATE overread_schema SET version = 10")
+    _to_v10_pg(pg_dsn)
     _migrated_answers_as_before(
         lambda: _pg_json_answers(pg_dsn),
         lambda: PostgresStore(pg_dsn),
@@ -452,7 +458,6 @@ def test_step_11_back_fills_odd_documents_as_a_save_writes_them_sqlite(tmp_path:
 @pytest.mark.postgresql
 def test_step_11_back_fills_odd_documents_as_a_save_writes_them_postgresql(tmp_path: Path, pg_dsn: str) -> None:
     """PostgreSQL: as on SQLite, and the same columns as SQLite writes for them (ids aside)."""
-    import psycopg
 
     from listener.store.postgresql import PostgresStore
 
@@ -463,11 +468,7 @@ def test_step_11_back_fills_odd_documents_as_a_save_writes_them_postgresql(tmp_p
     finally:
         store.close()
     written = _prior_rows_pg(pg_dsn)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("DROP INDEX reports_patient")
-        conn.execute(f"ALTER TABLE reports {', '.join(f'DROP COLUMN {c}' for c in PRIOR_COLUMNS)}")
-        conn.execute("CREATE INDEX reports_patient ON reports (patient_id, patient_authority)")
-        conn.execute("UPDATE overread_schema SET version = 10")
+    _to_v10_pg(pg_dsn)
     PostgresStore(pg_dsn).close()
     assert _prior_rows_pg(pg_dsn) == written
     sqlite = SQLiteStore.in_state_dir(tmp_path / "sqlite")
