@@ -88,12 +88,13 @@ def test_ready_watchdog_reload_and_stopping_reach_notify_socket(tmp_path: Path) 
 def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Path, oru: bytes) -> None:
     """SIGTERM right after a burst of pipelined frames: the daemon answers the frames it had
     taken (each ACKed one is stored), sends nothing it did not store, refuses new
-    connections once stopped, and exits 0."""
+    connections once stopped, logs the connection closed by its shutdown, and exits 0."""
     (tmp_path / "logs").mkdir()
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--http", "off"), workers=None)
     daemon.start()
     workers = default_workers(daemon)
     conn = MllpConnection(daemon.address, timeout=30)
+    host, port = conn.sock.getsockname()[:2]
     ids = [f"BURST{i:03d}" for i in range(300)]
     conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
     first = msa(conn.receive())  # the daemon is busy with the burst
@@ -117,6 +118,13 @@ def test_sigterm_during_a_burst_answers_what_it_took_and_exits_zero(tmp_path: Pa
     assert refused
     events = [line["event"] for line in daemon.log_lines()]
     assert events.index("daemon_stopping") < events.index("store_closed") < events.index("daemon_stopped")
+    # The connection the shutdown ended says so, once (docs/operations.md, "A connection closed").
+    closed = [
+        (line["closed_by"], line["reason"])
+        for line in daemon.log_lines()
+        if line["event"] == "connection_closed" and line.get("peer") == f"{host}:{port}"
+    ]
+    assert closed == [("daemon", "shutdown")]
 
 
 def test_sigterm_sent_again_and_again_while_it_exits_still_exits_zero(tmp_path: Path, oru: bytes) -> None:
