@@ -1,13 +1,15 @@
 """Prior look-ups from the report rows' own columns (docs/store.md, "Prior look-up columns"):
 corrections, addenda, resends and cancellations on every Store; the same answers as the query that
 read the report JSON (kept here as the reference); schema step 11's back-fill on SQLite and
-PostgreSQL; `overread store copy` carries the columns."""
+PostgreSQL (and killed half way); `overread store copy` carries the columns."""
 
 from __future__ import annotations
 
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -478,3 +480,55 @@ def test_step_11_back_fills_odd_documents_as_a_save_writes_them_postgresql(tmp_p
     finally:
         sqlite.close()
     assert [row[1:] for row in _prior_rows_sqlite(tmp_path / "sqlite" / DB_FILENAME)] == [row[1:] for row in written]
+
+
+#: Runs step 11 on the file argv[1] and is killed (SIGKILL, no clean-up) once its back-fill has
+#: written two batches: a daemon or `overread store migrate` killed half way through.
+_KILLED_MID_FILL = """
+import os, signal, sqlite3, sys
+from listener.store.schema import migrate
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode = WAL")
+batches = []
+def trace(statement):
+    if statement.startswith("UPDATE reports SET study_date"):
+        batches.append(statement)
+        if len(batches) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+conn.set_trace_callback(trace)
+migrate(conn)
+"""
+
+
+def test_step_11_killed_half_way_through_its_back_fill_leaves_version_10(tmp_path: Path) -> None:
+    """SIGKILL during the back-fill (two of its batches written): the file is still at version 10,
+    no prior column; opened again, step 11 runs whole and the columns hold what the saves wrote."""
+    state = tmp_path / "state"
+    store = SQLiteStore.in_state_dir(state)
+    try:
+        for n in range(1600):  # more than three back-fill batches
+            accession = f"K{n % 40}"
+            modality = "CT" if n % 3 else "MR"
+            store.save(record(f"K{n}", reports=(_report(accession, modality=modality),), received=_at(n)))
+    finally:
+        store.close()
+    db = state / DB_FILENAME
+    written = _prior_rows_sqlite(db)
+    _to_v10_sqlite(db)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[3]), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_FILL, str(db)], env=env, check=False, timeout=120)
+    assert done.returncode == -9
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 10
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(reports)")}
+        assert not columns & set(PRIOR_COLUMNS)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    store = SQLiteStore(db)
+    try:
+        assert [m.version for m in store.migrations_run] == [11]
+    finally:
+        store.close()
+    assert _prior_rows_sqlite(db) == written
