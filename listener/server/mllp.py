@@ -849,11 +849,12 @@ class MllpProtocol(Protocol, TimeoutMixin):
         """
         if self.close_reason:
             return "daemon", self.close_reason
-        if not self.tls_ok and _is_tls_error(reason):
+        closer = "" if self.tls_ok else _handshake_closer(reason)
+        if closer:
             # The handshake failed (tls_handshake_failed names the error): our TLS layer ended it
-            # (no client certificate, one not from tls_client_ca), or the sender refused ours
-            # with an alert.
-            return ("peer" if _is_tls_alert(reason) else "daemon"), "tls_handshake_failed"
+            # (no client certificate, one not from tls_client_ca, no TLS at all), or the sender
+            # refused ours with an alert.
+            return closer, "tls_handshake_failed"
         if reason.check(ConnectionDone):  # type: ignore[no-untyped-call]
             return "peer", "peer_closed"
         if self.factory.intake.closing:
@@ -924,12 +925,23 @@ def _is_tls_error(reason: Failure) -> bool:
     return bool(reason.check(SSLError))  # type: ignore[no-untyped-call]
 
 
-def _is_tls_alert(reason: Failure) -> bool:
-    """The TLS error is an alert the peer sent (OpenSSL names those "... alert ..."): the sender
-    ended the handshake, refusing our certificate or our terms."""
+def _handshake_closer(reason: Failure) -> str:
+    """Which side's TLS refused the handshake that ``reason`` ended: ``peer`` for an alert it sent
+    (OpenSSL names those "... alert ..."), ``daemon`` for any other verdict of our OpenSSL (a
+    certificate refused, no TLS at all); "" when ``reason`` is no verdict of either side (not
+    OpenSSL's ``Error``, or its ``SysCallError``: a socket error it passes on)."""
+    try:
+        from OpenSSL.SSL import Error as SSLError
+        from OpenSSL.SSL import SysCallError
+    except ImportError:  # pragma: no cover - pyOpenSSL ships with twisted[tls]
+        return ""
+    if not reason.check(SSLError) or reason.check(SysCallError):  # type: ignore[no-untyped-call]
+        return ""
     args = reason.value.args if reason.value is not None else ()
-    errors = args[0] if args else ()
-    return any(isinstance(e, tuple) and " alert " in f" {e[-1]} " for e in errors if e)
+    # pyOpenSSL's Error holds a list of (library, function, reason) tuples.
+    errors = args[0] if args and isinstance(args[0], list) else []
+    alert = any(isinstance(e, tuple) and e and " alert " in f" {e[-1]} " for e in errors)
+    return "peer" if alert else "daemon"
 
 
 def _peer(address: IAddress) -> str:

@@ -381,3 +381,30 @@ def test_bytes_outside_frames_are_logged_once_per_connection(pipeline: Pipeline,
     assert len(discarded) == 1 and discarded[0]["bytes"] == 5  # "junk" and the first LF
     closed = [e for e in logs if e["event"] == "connection_closed"]
     assert closed[0]["bytes"] == 6
+
+
+@pytest.mark.parametrize(
+    ("error", "closed"),
+    [
+        ("verify", ("daemon", "tls_handshake_failed")),
+        ("alert", ("peer", "tls_handshake_failed")),
+        ("reset", ("peer", "connection_lost")),
+    ],
+)
+def test_a_tls_error_before_the_handshake_ends_names_who_closed(setup, error: str, closed: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """An OpenSSL failure of our own (a certificate we refuse) is the daemon's close, an alert the
+    sender sent is its own; a socket error OpenSSL only passes on (no verdict of either TLS side)
+    is a lost connection. Each is logged once, and connectionLost never fails on one."""
+    from OpenSSL.SSL import Error, SysCallError
+    from structlog.testing import capture_logs
+    from twisted.python.failure import Failure
+
+    exc = {
+        "verify": Error([("SSL routines", "", "certificate verify failed")]),
+        "alert": Error([("SSL routines", "", "tlsv1 alert unknown ca")]),
+        "reset": SysCallError(104, "ECONNRESET"),
+    }[error]
+    _, proto, _, _ = setup
+    with capture_logs() as logs:
+        proto.connectionLost(Failure(exc))
+    assert [(e["closed_by"], e["reason"]) for e in logs if e["event"] == "connection_closed"] == [closed]
