@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -267,8 +266,10 @@ def keyed_hash(value: str, key: bytes) -> str:
     """
     if not key:
         raise ValueError("keyed_hash needs a non-empty key")
-    digest = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-    return digest[:HASH_HEX_CHARS]
+    # One-shot HMAC (OpenSSL's, no hmac object per call): the same digest at about a third of the
+    # instructions, twice per message on the reactor thread (docs/benchmarks.md, "The daemon's main
+    # process, third pass").
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()[:HASH_HEX_CHARS]
 
 
 def load_or_create_hash_key(state_dir: pathlib.Path) -> bytes:
@@ -431,6 +432,21 @@ def _safe_value(value: Any) -> Any:
     if isinstance(value, (pathlib.PurePath, ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return str(value)
     return f"<{type(value).__name__}>"
+
+
+def _json_line(event_dict: EventDict, **_dumps_kw: Any) -> str:
+    """``json.dumps(event_dict, default=_safe_value, separators=(",", ":"))``, the same text.
+
+    ``json.dumps`` with arguments builds a ``JSONEncoder`` and its C encoder for every line; this
+    builds only the C encoder (a fresh one: its circular-reference markers are per line). One
+    line per message on the reactor thread (docs/benchmarks.md, "The daemon's main process, third
+    pass"). The renderer's own keyword arguments are ignored: these are fixed here.
+    """
+    make = json.encoder.c_make_encoder
+    if make is None:  # a Python without the C accelerator
+        return json.dumps(event_dict, default=_safe_value, separators=(",", ":"))
+    encode = make({}, _safe_value, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    return "".join(encode(event_dict, 0))
 
 
 def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
@@ -739,7 +755,7 @@ def configure_logging(
             bound_sizes,
             # The allowlist already normalised values; default= is a last guard
             # so no object's repr() is ever written.
-            structlog.processors.JSONRenderer(serializer=json.dumps, default=_safe_value, separators=(",", ":")),
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ]
     else:
         processors += [
