@@ -434,6 +434,10 @@ def _safe_value(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+#: json's C encoder factory (None without the C accelerator).
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
 def _json_line(event_dict: EventDict, **_dumps_kw: Any) -> str:
     """``json.dumps(event_dict, default=_safe_value, separators=(",", ":"))``, the same text.
 
@@ -442,10 +446,10 @@ def _json_line(event_dict: EventDict, **_dumps_kw: Any) -> str:
     line per message on the reactor thread (docs/benchmarks.md, "The daemon's main process, third
     pass"). The renderer's own keyword arguments are ignored: these are fixed here.
     """
-    make = json.encoder.c_make_encoder
-    if make is None:  # a Python without the C accelerator
+    if _C_MAKE_ENCODER is None:  # a Python without the C accelerator
         return json.dumps(event_dict, default=_safe_value, separators=(",", ":"))
-    encode = make({}, _safe_value, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    # The arguments JSONEncoder(default=_safe_value, separators=(",", ":")).iterencode passes.
+    encode = _C_MAKE_ENCODER({}, _safe_value, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
     return "".join(encode(event_dict, 0))
 
 
