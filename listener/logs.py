@@ -54,6 +54,7 @@ __all__ = [
     "UNLISTED_EVENT",
     "MAX_FIELD_CHARS",
     "allowlist",
+    "allowlist_bounded",
     "bound_sizes",
     "configure_logging",
     "get_logger",
@@ -534,6 +535,35 @@ def bound_sizes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> 
     return event_dict
 
 
+def allowlist_bounded(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """``bound_sizes(allowlist(event_dict))`` in one pass over the fields: the same line.
+
+    The renderers' chains use it: a line per message on the daemon's reactor thread
+    (docs/benchmarks.md, "The daemon's main process, third pass"). An exact scalar field within
+    its cap passes by two checks; any other goes through :func:`_bounded`, which caps it as
+    :func:`bound_sizes` does (the event name is always one of ours, so never over its cap).
+    """
+    out: EventDict = {"event": event_dict.get("event")}
+    scalar = _SCALAR_TYPES
+    for key, value in event_dict.items():
+        if key not in KEYS:
+            continue
+        if key == "exception":
+            out[key] = _bounded(value, MAX_EXCEPTION_CHARS)
+        elif key != "event":
+            if type(value) not in scalar:
+                value = _safe_value(value)
+            kind = type(value)
+            out[key] = (
+                value
+                if kind in scalar and (kind is not str or len(value) <= MAX_FIELD_CHARS)
+                else (_bounded(value, MAX_FIELD_CHARS))
+            )
+    if out.get("event") not in EVENTS:
+        out["event"] = UNLISTED_EVENT
+    return out
+
+
 # --- Bridges --------------------------------------------------------------------
 
 
@@ -755,8 +785,7 @@ def configure_logging(
     if fmt == "json":
         processors += [
             _ExceptionStep(as_text=False),
-            allowlist,
-            bound_sizes,
+            allowlist_bounded,
             # The allowlist already normalised values; default= is a last guard
             # so no object's repr() is ever written.
             structlog.processors.JSONRenderer(serializer=_json_line),
@@ -764,8 +793,7 @@ def configure_logging(
     else:
         processors += [
             _ExceptionStep(as_text=True),
-            allowlist,
-            bound_sizes,
+            allowlist_bounded,
             structlog.dev.ConsoleRenderer(
                 colors=bool(getattr(out, "isatty", lambda: False)()),
                 exception_formatter=_console_exception_formatter,

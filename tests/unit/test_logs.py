@@ -460,3 +460,26 @@ def test_keyed_hash_is_hmac_sha256_cut_to_16_hex() -> None:
     for value in ("ACC1", "caf\u00e9", "\u2603" * 50):
         expected = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
         assert logs.keyed_hash(value, key) == expected
+
+
+def test_allowlist_bounded_is_bound_sizes_of_allowlist() -> None:
+    """The chains' one-pass processor gives what the two processors give in turn, field for field."""
+    import datetime as dt
+    import enum as en
+
+    class Kind(str, en.Enum):
+        A = "a"
+
+    long = "x" * (logs.MAX_FIELD_CHARS + 5)
+    lines: list[dict[str, Any]] = [
+        {"event": "message_processed", "control_id": "C1", "duration_ms": 1.5, "finding_count": 2, "state": Kind.A},
+        {"event": "not_an_event", "control_id": long, "peer": long[:10], "unknown_key": "v", "bytes": 10},
+        {"event": long, "exception": "e" * (logs.MAX_EXCEPTION_CHARS + 3), "path": dt.datetime(2026, 1, 1)},
+        {"event": "message_processed", "exception": [{"frames": list(range(100))}], "control_id": ["a"] * 60},
+        {"control_id": {"nested": {"deeper": [long] * 3}}, "error_type": None, "count": True},
+    ]
+    for line in lines:
+        expected = logs.bound_sizes(None, "info", logs.allowlist(None, "info", dict(line)))
+        got = logs.allowlist_bounded(None, "info", dict(line))
+        assert got == expected
+        assert list(got) == list(expected)
