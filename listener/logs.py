@@ -462,6 +462,11 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
     the line still shows that something happened (with its level, logger and
     allowed keys), but a free-text or f-string event cannot leak a value.
     """
+    return _allowed(event_dict, bound=False)
+
+
+def _allowed(event_dict: EventDict, *, bound: bool) -> EventDict:
+    """:func:`allowlist`'s fields; with ``bound``, capped as :func:`bound_sizes` caps them."""
     # event, level and timestamp lead the line for human readers of journald.
     out: EventDict = {"event": event_dict.get("event")}
     scalar = _SCALAR_TYPES
@@ -469,9 +474,16 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
         if key not in KEYS:
             continue
         if key == "exception":
-            out[key] = value  # already scrubbed by the exception step
+            # Already scrubbed by the exception step.
+            out[key] = _bounded(value, MAX_EXCEPTION_CHARS) if bound else value
         elif key != "event":
-            out[key] = value if type(value) in scalar else _safe_value(value)
+            kind = type(value)
+            if kind not in scalar:
+                value = _safe_value(value)
+                kind = type(value)
+            if bound and not (kind in scalar and (kind is not str or len(value) <= MAX_FIELD_CHARS)):
+                value = _bounded(value, MAX_FIELD_CHARS)
+            out[key] = value
     if out.get("event") not in EVENTS:
         out["event"] = UNLISTED_EVENT
     return out
@@ -535,7 +547,7 @@ def bound_sizes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> 
     return event_dict
 
 
-def allowlist_bounded(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+def allowlist_bounded(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """``bound_sizes(allowlist(event_dict))`` in one pass over the fields: the same line.
 
     The renderers' chains use it: a line per message on the daemon's reactor thread
@@ -543,25 +555,7 @@ def allowlist_bounded(logger: WrappedLogger, method: str, event_dict: EventDict)
     its cap passes by two checks; any other goes through :func:`_bounded`, which caps it as
     :func:`bound_sizes` does (the event name is always one of ours, so never over its cap).
     """
-    out: EventDict = {"event": event_dict.get("event")}
-    scalar = _SCALAR_TYPES
-    for key, value in event_dict.items():
-        if key not in KEYS:
-            continue
-        if key == "exception":
-            out[key] = _bounded(value, MAX_EXCEPTION_CHARS)
-        elif key != "event":
-            if type(value) not in scalar:
-                value = _safe_value(value)
-            kind = type(value)
-            out[key] = (
-                value
-                if kind in scalar and (kind is not str or len(value) <= MAX_FIELD_CHARS)
-                else (_bounded(value, MAX_FIELD_CHARS))
-            )
-    if out.get("event") not in EVENTS:
-        out["event"] = UNLISTED_EVENT
-    return out
+    return _allowed(event_dict, bound=True)
 
 
 # --- Bridges --------------------------------------------------------------------
