@@ -267,9 +267,9 @@ def keyed_hash(value: str, key: bytes) -> str:
     """
     if not key:
         raise ValueError("keyed_hash needs a non-empty key")
-    # One-shot HMAC (OpenSSL's, no hmac object per call): the same digest at about a third of the
-    # instructions, twice per message on the reactor thread (docs/benchmarks.md, "The daemon's main
-    # process, third pass").
+    # One-shot HMAC (no hmac object per call): the same digest, twice per message on the reactor
+    # thread; a few per cent fewer instructions (docs/benchmarks.md, "The daemon's main process,
+    # third pass").
     return hmac.digest(key, value.encode("utf-8"), "sha256").hex()[:HASH_HEX_CHARS]
 
 
