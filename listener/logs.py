@@ -470,19 +470,6 @@ def _allowed(event_dict: EventDict, *, bound: bool) -> EventDict:
     # event, level and timestamp lead the line for human readers of journald.
     out: EventDict = {"event": event_dict.get("event")}
     scalar = _SCALAR_TYPES
-    values = event_dict.values()
-    if (
-        KEYS.issuperset(event_dict)
-        and scalar.issuperset(map(type, values))
-        and (not bound or max(map(len, map(str, values)), default=0) <= MAX_FIELD_CHARS)
-    ):
-        # Most lines: every key listed, every value of an exact scalar type and none (as text)
-        # over its cap, so every field stays as it is; checked by set and map calls, not a loop
-        # of ours (docs/benchmarks.md, "The daemon's main process, third pass").
-        out.update(event_dict)
-        if out["event"] not in EVENTS:
-            out["event"] = UNLISTED_EVENT
-        return out
     for key, value in event_dict.items():
         if key not in KEYS:
             continue
