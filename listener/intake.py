@@ -43,7 +43,7 @@ from listener.fhir.encode import (
     outcome_for_routes,
 )
 from listener.fhir.resolve import JSON, objs, str_of, walk_entries
-from listener.hl7v2.ack import AckErrorDetail, ack_code_for, build_ack
+from listener.hl7v2.ack import AckErrorDetail, AckTemplates, ack_code_for, build_ack
 from listener.hl7v2.segments import MessageHeader
 from listener.model import Disposition
 from listener.outbox import outbox_items
@@ -274,11 +274,15 @@ def new_control_id() -> str:
 
 
 def ack_builder(now: Callable[[], datetime], control_id: Callable[[], str] = new_control_id) -> AckBuilder:
-    """An :data:`AckBuilder` dating its ACKs with ``now()`` and numbering them with ``control_id()``."""
+    """An :data:`AckBuilder` dating its ACKs with ``now()`` and numbering them with ``control_id()``.
+
+    It keeps what its answers take from each sender's header (:class:`AckTemplates`).
+    """
+    templates = AckTemplates()
 
     def ack(header: MessageHeader | None, outcome_code: str, errors: tuple[AckErrorDetail, ...]) -> tuple[str, bytes]:
         code = ack_code_for(header, outcome_code)
-        return code, build_ack(header, code, now=now(), control_id=control_id(), errors=errors)
+        return code, build_ack(header, code, now=now(), control_id=control_id(), errors=errors, templates=templates)
 
     return ack
 

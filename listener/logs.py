@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -55,6 +54,7 @@ __all__ = [
     "UNLISTED_EVENT",
     "MAX_FIELD_CHARS",
     "allowlist",
+    "allowlist_bounded",
     "bound_sizes",
     "configure_logging",
     "get_logger",
@@ -267,8 +267,10 @@ def keyed_hash(value: str, key: bytes) -> str:
     """
     if not key:
         raise ValueError("keyed_hash needs a non-empty key")
-    digest = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-    return digest[:HASH_HEX_CHARS]
+    # One-shot HMAC (no hmac object per call): the same digest, twice per message on the reactor
+    # thread; a few per cent fewer instructions (docs/benchmarks.md, "The daemon's main process,
+    # third pass").
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()[:HASH_HEX_CHARS]
 
 
 def load_or_create_hash_key(state_dir: pathlib.Path) -> bytes:
@@ -433,6 +435,25 @@ def _safe_value(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+#: json's C encoder factory (None without the C accelerator).
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _json_line(event_dict: EventDict, **_dumps_kw: Any) -> str:
+    """``json.dumps(event_dict, default=_safe_value, separators=(",", ":"))``, the same text.
+
+    ``json.dumps`` with arguments builds a ``JSONEncoder`` and its C encoder for every line; this
+    builds only the C encoder (a fresh one: its circular-reference markers are per line). One
+    line per message on the reactor thread (docs/benchmarks.md, "The daemon's main process, third
+    pass"). The renderer's own keyword arguments are ignored: these are fixed here.
+    """
+    if _C_MAKE_ENCODER is None:  # a Python without the C accelerator
+        return json.dumps(event_dict, default=_safe_value, separators=(",", ":"))
+    # The arguments JSONEncoder(default=_safe_value, separators=(",", ":")).iterencode passes.
+    encode = _C_MAKE_ENCODER({}, _safe_value, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    return "".join(encode(event_dict, 0))
+
+
 def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Keep only vocabulary keys; replace an unlisted event name.
 
@@ -441,6 +462,11 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
     the line still shows that something happened (with its level, logger and
     allowed keys), but a free-text or f-string event cannot leak a value.
     """
+    return _allowed(event_dict, bound=False)
+
+
+def _allowed(event_dict: EventDict, *, bound: bool) -> EventDict:
+    """:func:`allowlist`'s fields; with ``bound``, capped as :func:`bound_sizes` caps them."""
     # event, level and timestamp lead the line for human readers of journald.
     out: EventDict = {"event": event_dict.get("event")}
     scalar = _SCALAR_TYPES
@@ -448,9 +474,16 @@ def allowlist(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> Ev
         if key not in KEYS:
             continue
         if key == "exception":
-            out[key] = value  # already scrubbed by the exception step
+            # Already scrubbed by the exception step.
+            out[key] = _bounded(value, MAX_EXCEPTION_CHARS) if bound else value
         elif key != "event":
-            out[key] = value if type(value) in scalar else _safe_value(value)
+            kind = type(value)
+            if kind not in scalar:
+                value = _safe_value(value)
+                kind = type(value)
+            if bound and not (kind in scalar and (kind is not str or len(value) <= MAX_FIELD_CHARS)):
+                value = _bounded(value, MAX_FIELD_CHARS)
+            out[key] = value
     if out.get("event") not in EVENTS:
         out["event"] = UNLISTED_EVENT
     return out
@@ -512,6 +545,17 @@ def bound_sizes(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> 
         elif kind not in _SCALAR_TYPES:
             event_dict[key] = _bounded(value, MAX_EXCEPTION_CHARS if key == "exception" else MAX_FIELD_CHARS)
     return event_dict
+
+
+def allowlist_bounded(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """``bound_sizes(allowlist(event_dict))`` in one pass over the fields: the same line.
+
+    The renderers' chains use it: a line per message on the daemon's reactor thread
+    (docs/benchmarks.md, "The daemon's main process, third pass"). An exact scalar field within
+    its cap passes by two checks; any other goes through :func:`_bounded`, which caps it as
+    :func:`bound_sizes` does (the event name is always one of ours, so never over its cap).
+    """
+    return _allowed(event_dict, bound=True)
 
 
 # --- Bridges --------------------------------------------------------------------
@@ -735,17 +779,15 @@ def configure_logging(
     if fmt == "json":
         processors += [
             _ExceptionStep(as_text=False),
-            allowlist,
-            bound_sizes,
+            allowlist_bounded,
             # The allowlist already normalised values; default= is a last guard
             # so no object's repr() is ever written.
-            structlog.processors.JSONRenderer(serializer=json.dumps, default=_safe_value, separators=(",", ":")),
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ]
     else:
         processors += [
             _ExceptionStep(as_text=True),
-            allowlist,
-            bound_sizes,
+            allowlist_bounded,
             structlog.dev.ConsoleRenderer(
                 colors=bool(getattr(out, "isatty", lambda: False)()),
                 exception_formatter=_console_exception_formatter,

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "SEVERITIES",
     "AckErrorDetail",
+    "AckTemplates",
     "accept_ack_code",
     "ack_code_for",
     "build_ack",
@@ -132,6 +133,7 @@ def build_ack(
     control_id: str,
     errors: Sequence[AckErrorDetail] = (),
     text: str = "",
+    templates: AckTemplates | None = None,
 ) -> bytes:
     """Build the acknowledgment of one received message.
 
@@ -146,6 +148,9 @@ def build_ack(
         text: MSA-3 text message. Before v2.5 it defaults to the first error's
             text; from v2.5 on MSA-3 is deprecated and only written when given
             (and dropped from v2.7, which withdrew it).
+        templates: keeps what the answer takes from the header apart from MSH-7 and MSH-10
+            (:class:`AckTemplates`); None: worked out for this answer alone. The bytes are the
+            same either way.
 
     Returns:
         The message bytes: segments each terminated by CR, no MLLP framing.
@@ -161,6 +166,55 @@ def build_ack(
     if not _clean(control_id).strip():
         raise ValueError("control_id must not be empty")
 
+    parts = _ack_parts(header) if templates is None or header is None else templates.parts(header)
+    seps, vkey = parts.seps, parts.vkey
+    f = seps.field
+    our_id = _escape(_ascii(control_id, _CONTROL_ID_MAX), seps)
+    segments = [f"{parts.msh_head}{_timestamp(now)}{parts.msh_middle}{our_id}{parts.msh_tail}"]
+
+    control = (
+        ""
+        if header is None
+        else _echo(header.field(10), header.separators, seps, reuse=parts.reuse, cap=_CONTROL_ID_MAX)
+    )
+    msa = ["MSA", code, control.strip(" ")]
+    old_style = vkey < (2, 5)
+    if old_style:
+        msa_text = text or (errors[0].display_text if errors else "")
+    else:
+        msa_text = text if vkey < (2, 7) else ""
+    if msa_text:
+        msa.append(_escape(_ascii(msa_text, 80), seps))
+    segments.append(f.join(msa))
+
+    if old_style:
+        if errors:
+            eld = seps.repetition.join(_eld(e, seps) for e in errors)
+            segments.append(f"ERR{f}{eld}")
+    else:
+        for error in errors:
+            segments.append(f.join(["ERR", "", _erl(error.location, seps), _cwe(error, seps), error.severity]))
+
+    return ("\r".join(segments) + "\r").encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class _AckParts:
+    """What an answer takes from the received header, MSH-7 and MSH-10 aside.
+
+    The answer's MSH is ``msh_head`` + MSH-7 (our time) + ``msh_middle`` + MSH-10 (our control
+    id) + ``msh_tail``.
+    """
+
+    seps: Separators
+    reuse: bool
+    vkey: tuple[int, ...]
+    msh_head: str
+    msh_middle: str
+    msh_tail: str
+
+
+def _ack_parts(header: MessageHeader | None) -> _AckParts:
     seps, reuse = _output_separators(header)
     version = _version(header, reuse)
     vkey = _version_key(version)
@@ -180,47 +234,41 @@ def build_ack(
     processing_id = processing_id if processing_id in _PROCESSING_IDS else "P"
     enhanced = is_enhanced_mode(header)
 
-    msh = [
-        "MSH",
-        seps.encoding_characters,
-        echo(5, _HD_MAX),
-        echo(6, _HD_MAX),
-        echo(3, _HD_MAX),
-        echo(4, _HD_MAX),
-        _timestamp(now),
-        "",
-        message_type,
-        _escape(_ascii(control_id, _CONTROL_ID_MAX), seps),
-        processing_id,
-        version,
-    ]
+    head = ["MSH", seps.encoding_characters, echo(5, _HD_MAX), echo(6, _HD_MAX), echo(3, _HD_MAX), echo(4, _HD_MAX)]
+    tail = [processing_id, version]
     charset = _charset(header, reuse)
     if enhanced or charset:
-        msh += ["", "", "NE" if enhanced else "", "NE" if enhanced else ""]
+        tail += ["", "", "NE" if enhanced else "", "NE" if enhanced else ""]
     if charset:
-        msh += ["", charset]
-    segments = [f.join(msh)]
+        tail += ["", charset]
+    # MSH-8 (security) stays empty.
+    return _AckParts(seps, reuse, vkey, f.join(head) + f, f"{f}{f}{message_type}{f}", f + f.join(tail))
 
-    control = echo(10, _CONTROL_ID_MAX).strip(" ")
-    msa = ["MSA", code, control]
-    old_style = vkey < (2, 5)
-    if old_style:
-        msa_text = text or (errors[0].display_text if errors else "")
-    else:
-        msa_text = text if vkey < (2, 7) else ""
-    if msa_text:
-        msa.append(_escape(_ascii(msa_text, 80), seps))
-    segments.append(f.join(msa))
 
-    if old_style:
-        if errors:
-            eld = seps.repetition.join(_eld(e, seps) for e in errors)
-            segments.append(f"ERR{f}{eld}")
-    else:
-        for error in errors:
-            segments.append(f.join(["ERR", "", _erl(error.location, seps), _cwe(error, seps), error.severity]))
+class AckTemplates:
+    """The header-dependent part of answers, kept per header apart from MSH-7 and MSH-10.
 
-    return ("\r".join(segments) + "\r").encode("latin-1")
+    A sender's messages differ in their time and control id and seldom elsewhere in MSH, so
+    most answers reuse the part worked out for an earlier message: the reactor thread builds one
+    answer per message (docs/benchmarks.md, "The daemon's main process, third pass"). At most
+    ``limit`` headers are kept; when full, the kept ones are dropped and it starts again.
+    Used from one thread (a dict under the interpreter lock also survives a second one).
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._parts: dict[tuple[tuple[str, ...], ...], _AckParts] = {}
+
+    def parts(self, header: MessageHeader) -> _AckParts:
+        """The answer's parts for ``header`` (its separators follow from MSH-1 and MSH-2)."""
+        fields = header.fields
+        key = (fields[:7], fields[8:10], fields[11:])
+        found = self._parts.get(key)
+        if found is None:
+            if len(self._parts) >= self._limit:
+                self._parts.clear()
+            found = self._parts[key] = _ack_parts(header)
+        return found
 
 
 def is_enhanced_mode(header: MessageHeader | None) -> bool:

@@ -10,7 +10,7 @@ can of MSH from raw bytes, whatever the character set and segment separators.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from listener.errors import UNSUPPORTED_VERSION_ID, InvalidValue, SegmentSequenceError, UnsupportedMessage
 
@@ -98,6 +98,8 @@ class MessageHeader:
 
     separators: Separators
     fields: tuple[str, ...]
+    #: (MSH-3.1, MSH-4.1, MSH-10) once :attr:`key` has read them (not part of the value).
+    _key: tuple[str, str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def field(self, n: int) -> str:
         """Return MSH-n, or "" when the message is shorter."""
@@ -109,16 +111,29 @@ class MessageHeader:
         return parts[c - 1] if c - 1 < len(parts) else ""
 
     @property
+    def key(self) -> tuple[str, str, str]:
+        """(sending application, sending facility, control id): the message's key.
+
+        Read once per header: the daemon's reactor thread asks for these about fifteen times
+        per message (docs/benchmarks.md, "The daemon's main process, third pass").
+        """
+        key = self._key
+        if key is None:
+            key = (self.component(3, 1).strip(), self.component(4, 1).strip(), self.field(10).strip())
+            object.__setattr__(self, "_key", key)
+        return key
+
+    @property
     def sending_application(self) -> str:
-        return self.component(3, 1).strip()
+        return self.key[0]
 
     @property
     def sending_facility(self) -> str:
-        return self.component(4, 1).strip()
+        return self.key[1]
 
     @property
     def control_id(self) -> str:
-        return self.field(10).strip()
+        return self.key[2]
 
     @property
     def message_code(self) -> str:

@@ -293,10 +293,8 @@ class Intake(StoreShell):
                 )
             return defer.succeed(self._answer(header, code, ack))
 
-        mlog = log.bind(
-            control_id=header.control_id, sender_app=header.sending_application, sender_facility=header.sending_facility
-        )
-        key = (header.sending_application, header.sending_facility, header.control_id)
+        key = header.key
+        mlog = log.bind(control_id=key[2], sender_app=key[0], sender_facility=key[1])
         recent = self._recent.get(key)
         if recent is not None:
             released()
@@ -536,10 +534,8 @@ class Intake(StoreShell):
         It is kept (raw body included) for ``overread show`` and an
         operator's reprocess; every resend gets the same stored AE.
         """
-        mlog = log.bind(
-            control_id=header.control_id, sender_app=header.sending_application, sender_facility=header.sending_facility
-        )
-        key = (header.sending_application, header.sending_facility, header.control_id)
+        key = header.key
+        mlog = log.bind(control_id=key[2], sender_app=key[0], sender_facility=key[1])
 
         def remember(result: tuple[Answer, _Settled]) -> Answer:
             if result[1] is not None:

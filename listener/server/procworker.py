@@ -125,10 +125,15 @@ _BY_VALUES: tuple[type, ...] = (
 
 
 def _by_values(cls: type) -> Any:
-    """A reducer that pickles an instance of ``cls`` as ``cls(*field values)``."""
-    fields = dataclasses.fields(cls)
+    """A reducer that pickles an instance of ``cls`` as ``cls(*field values)``.
+
+    A field outside ``__init__`` and outside equality (``MessageHeader``'s key, read on demand)
+    is left out: the rebuilt instance reads it again when asked.
+    """
+    every = dataclasses.fields(cls)
+    fields = [f for f in every if f.init]
     names = tuple(f.name for f in fields)
-    if not all(f.init for f in fields) or getattr(cls, "__post_init__", None) is not None:
+    if any(not f.init and f.compare for f in every) or getattr(cls, "__post_init__", None) is not None:
         raise TypeError(f"{cls.__name__} cannot be rebuilt from its field values")
     if len(names) == 1:
         name = names[0]

@@ -432,3 +432,54 @@ def test_allowlist_gives_a_str_subclass_its_plain_value() -> None:
 
     got = logs.allowlist(None, "info", {"event": "message_processed", "state": Kind.A, "count": 2})
     assert got == {"event": "message_processed", "state": Kind.A, "count": 2} and type(got["state"]) is Kind
+
+
+def test_json_lines_are_json_dumps_text() -> None:
+    """The renderer's serializer writes what ``json.dumps`` with the same arguments writes."""
+    import datetime as dt
+    import json
+    import pathlib
+
+    from listener.logs import _json_line, _safe_value
+
+    lines = [
+        {},
+        {"event": "message_processed", "duration_ms": 75.288, "finding_count": 1, "ok": True, "none": None},
+        {"event": "x", "text": 'caf\u00e9 \u2603 "q" \\ \n\t\x00', "nested": {"a": [1, 2.5, {"b": float("nan")}]}},
+        {"event": "x", "when": dt.datetime(2026, 12, 7, 1, 2, 3), "path": pathlib.PurePosixPath("/x"), "obj": object()},
+    ]
+    for line in lines:
+        assert _json_line(line, default=None) == json.dumps(line, default=_safe_value, separators=(",", ":"))
+
+
+def test_keyed_hash_is_hmac_sha256_cut_to_16_hex() -> None:
+    import hashlib
+    import hmac
+
+    key = bytes(range(32))
+    for value in ("ACC1", "caf\u00e9", "\u2603" * 50):
+        expected = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+        assert logs.keyed_hash(value, key) == expected
+
+
+def test_allowlist_bounded_is_bound_sizes_of_allowlist() -> None:
+    """The chains' one-pass processor gives what the two processors give in turn, field for field."""
+    import datetime as dt
+    import enum as en
+
+    class Kind(str, en.Enum):
+        A = "a"
+
+    long = "x" * (logs.MAX_FIELD_CHARS + 5)
+    lines: list[dict[str, Any]] = [
+        {"event": "message_processed", "control_id": "C1", "duration_ms": 1.5, "finding_count": 2, "state": Kind.A},
+        {"event": "not_an_event", "control_id": long, "peer": long[:10], "unknown_key": "v", "bytes": 10},
+        {"event": long, "exception": "e" * (logs.MAX_EXCEPTION_CHARS + 3), "path": dt.datetime(2026, 1, 1)},
+        {"event": "message_processed", "exception": [{"frames": list(range(100))}], "control_id": ["a"] * 60},
+        {"control_id": {"nested": {"deeper": [long] * 3}}, "error_type": None, "count": True},
+    ]
+    for line in lines:
+        expected = logs.bound_sizes(None, "info", logs.allowlist(None, "info", dict(line)))
+        got = logs.allowlist_bounded(None, "info", dict(line))
+        assert got == expected
+        assert list(got) == list(expected)

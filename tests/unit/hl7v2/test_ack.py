@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from listener.errors import MissingField
 from listener.hl7v2.ack import (
     AckErrorDetail,
+    AckTemplates,
     accept_ack_code,
     ack_code_for,
     build_ack,
@@ -365,6 +366,60 @@ def test_any_header_gives_a_clean_parseable_ack(raw: bytes, errors: list[AckErro
     assert str(parsed.segment("MSA")[1]) == code
     assert all(name == "ERR" for name in names[2:])
     assert MllpFramer().feed(frame(data)) == [data]
+
+
+@given(
+    hostile_msh(),
+    st.text(alphabet="0123456789.|^~", max_size=12),
+    st.text(alphabet="AB12|^~\\&", max_size=12),
+    st.lists(ack_errors(), max_size=2),
+    st.sampled_from(["AA", "AE", "CR"]),
+)
+def test_templates_give_the_same_bytes(
+    raw: bytes, msh7: str, msh10: str, errors: list[AckErrorDetail], code: str
+) -> None:
+    """Property: an answer built from kept header parts is the answer built from the header alone,
+    for the header itself and for a copy with another MSH-7 and MSH-10 (the kept parts' reuse);
+    a limit of two headers makes the templates drop and rebuild their parts along the way."""
+    header = read_header(raw)
+    templates = AckTemplates(limit=2)
+
+    def both(h: MessageHeader | None) -> tuple[bytes, bytes]:
+        kept = build_ack(h, code, now=NOW, control_id="ACK0001", errors=errors, templates=templates)
+        return kept, build_ack(h, code, now=NOW, control_id="ACK0001", errors=errors)
+
+    first, alone = both(header)
+    assert first == alone
+    if header is not None:
+        fields = list(header.fields) + [""] * max(0, 11 - len(header.fields))
+        fields[7], fields[10] = msh7, msh10
+        other = MessageHeader(header.separators, tuple(fields))
+        kept, alone = both(other)
+        assert kept == alone
+        assert both(oru())[0] == both(oru())[1]  # a third header: the limit drops the first two
+
+
+def test_templates_tell_headers_apart_beyond_msh10() -> None:
+    """Headers alike up to MSH-10 but not after it (version, processing id, modes, charset) each get
+    their own answer from shared templates."""
+    templates = AckTemplates()
+    headers = [
+        oru(version, msh15=msh15, msh16=msh16)
+        for version in ("2.5.1", "2.3", "2.7")
+        for msh15, msh16 in (("", ""), ("AL", "NE"), ("", "ER"))
+    ]
+    charset = read_header(
+        b"MSH|^~\\&|RIS|HOSP^1.2.3^ISO|OVERREAD|READCO|20261123092959||ORU^R01^ORU_R01|MSG00042|P|2.5.1"
+        b"||||||UNICODE UTF-8\r"
+    )
+    debug = read_header(
+        b"MSH|^~\\&|RIS|HOSP^1.2.3^ISO|OVERREAD|READCO|20261123092959||ORU^R01^ORU_R01|MSG00042|D|2.5.1\r"
+    )
+    for header in [*headers, charset, debug, *headers]:
+        kept = build_ack(header, "AA", now=NOW, control_id="ACK0001", templates=templates)
+        assert kept == build_ack(header, "AA", now=NOW, control_id="ACK0001")
+    # Three versions, original or enhanced mode (both enhanced pairs answer alike), and two more.
+    assert len({build_ack(h, "AA", now=NOW, control_id="ACK0001") for h in [*headers, charset, debug]}) == 8
 
 
 # -- acknowledgment modes ---------------------------------------------------
