@@ -42,6 +42,9 @@ END = r"(?:(?!\w)|(?<!\w))"
 FLAGS = re.IGNORECASE
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: What ``\s`` of a str pattern matches among ASCII characters, written for a ``re.ASCII`` class
+#: (whose ``\s`` leaves out the separators ``\x1c``-``\x1f``).
+_ASCII_SPACE = r"\s\x1c-\x1f"
 #: Characters of text :func:`prefixes` keys a pattern on by default.
 _KEY = 3
 #: Characters of text a Scanner keys its patterns on, where the pattern's start allows (else
@@ -576,7 +579,12 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
         char(ch) + "(?:" + "|".join(re.escape(rest) for rest in sorted(rests, key=lambda r: (-len(r), r))) + ")"
         for ch, rests in sorted(trie.items())
     )
-    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(?:(?=({longest}))(?:\w+|[^\w\s]))?")
+    # The text is ASCII: ``re.ASCII`` tests a character's class with a table where a str pattern asks
+    # the Unicode database (four calls for a character that is no letter). Unicode's ``\s`` also
+    # holds for ``\x1c``-``\x1f``, which ASCII's does not: ``_ASCII_SPACE`` adds them back, so the
+    # tokens are the same (docs/benchmarks.md, "Worker CPU, round 7").
+    sp = _ASCII_SPACE
+    return re.compile(rf"(?:[{sp}]+|(?!{key})(?:\w+|[^\w{sp}]))*+(?:(?=({longest}))(?:\w+|[^\w{sp}]))?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
