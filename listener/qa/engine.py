@@ -30,7 +30,7 @@ from listener.model import CATEGORIES, Evidence, Finding, Report, Section, Secti
 from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
-from listener.text.casefold import INLINE_FLAGS, ascii_form, lowered_source
+from listener.text.casefold import INLINE_FLAGS, lowered_flags, lowered_source
 from listener.text.scanner import first_chars
 from listener.text.sentences import Span
 
@@ -434,7 +434,7 @@ class Folded:
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
         source = lowered_source(pattern.pattern)
         self.pattern = pattern
-        source, flags = ascii_form(source, pattern.flags)
+        flags = lowered_flags(source, pattern.flags)
         self._exact = re.compile(source, flags)
         #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
         self._body = _unbounded_body(source, flags)

@@ -17,14 +17,12 @@ import re
 
 from listener.text.cache import TextCache
 
-__all__ = ["INLINE_FLAGS", "ascii_form", "lowered_source", "lowered_text", "lowered_twin"]
+__all__ = ["INLINE_FLAGS", "lowered_flags", "lowered_source", "lowered_text", "lowered_twin"]
 
 # What the lowering keeps as it is (group names, escapes) or lower-cases (an ASCII letter).
 _KEPT_OR_LETTER = re.compile(r"\(\?P<\w+>|\(\?P=\w+\)|\(\?P|\\.|[A-Za-z]", re.DOTALL)
 #: An inline flag group (``(?i)``, ``(?x:...)``): a pattern holding one has no lowered twin.
 INLINE_FLAGS = re.compile(r"\(\?[aiLmsux-]")
-#: What a str pattern's ``\\s`` matches among ASCII characters, as the inside of a ``re.ASCII`` class.
-_CLASS_SPACE = r"\s\x1c-\x1f"
 # Escapes that name a character by its code (which may be an upper-case letter) or a back reference.
 _CODE_ESCAPE = re.compile(r"\\[0-9xuUN]")
 
@@ -34,52 +32,20 @@ def lowered_source(source: str) -> str:
     return _KEPT_OR_LETTER.sub(lambda m: m.group().lower() if m.group().isalpha() else m.group(), source)
 
 
-def ascii_form(source: str, flags: int) -> tuple[str, int]:
-    """``source`` and ``flags`` for a twin that only ever searches lower-cased ASCII text: with ``re.ASCII``.
+def lowered_flags(source: str, flags: int) -> int:
+    """The flags of a lower-case twin of ``source`` (lowered), which only ever searches lower-cased ASCII text.
 
-    Without ``IGNORECASE``. On ASCII text ``re.ASCII``'s ``\\w``, ``\\b`` and
-    ``\\d`` hold exactly where a str pattern's do, and ``re`` tests them with
-    a table instead of asking the Unicode database (four calls for a
-    character that is no letter). A str pattern's ``\\s`` also holds for the
-    separators ``\\x1c``-``\\x1f`` and ASCII's does not: each ``\\s`` becomes
-    ``[\\s\\x1c-\\x1f]`` (inside a class, ``\\s\\x1c-\\x1f``) and each ``\\S``
-    ``[^\\s\\x1c-\\x1f]``. A ``\\S`` inside a class, or a verbose pattern,
-    keeps the str pattern's classes (``source`` as it is, without ``re.ASCII``).
+    Without ``IGNORECASE``; with ``re.ASCII`` too when ``source`` holds no
+    ``\\s`` or ``\\S``: on ASCII text ``re.ASCII``'s ``\\w``, ``\\b`` and ``\\d``
+    hold exactly where a str pattern's do, and ``re`` tests them with a table
+    instead of asking the Unicode database (four calls for a character that
+    is no letter). A str pattern's ``\\s`` also holds for ``\\x1c``-``\\x1f``,
+    and ASCII's does not, so a pattern with ``\\s`` keeps Unicode's classes.
     """
     flags &= ~re.IGNORECASE
-    if flags & re.VERBOSE:
-        return source, flags
-    out: list[str] = []
-    i, n = 0, len(source)
-    in_class = False
-    while i < n:
-        c = source[i]
-        if c == "\\" and i + 1 < n:
-            escape = source[i + 1]
-            if escape == "s":
-                out.append(_CLASS_SPACE if in_class else f"[{_CLASS_SPACE}]")
-            elif escape == "S":
-                if in_class:
-                    return source, flags
-                out.append(f"[^{_CLASS_SPACE}]")
-            else:
-                out.append(source[i : i + 2])
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            # A ``^`` and then a ``]`` right after the opening bracket are members, not its end.
-            if i < n and source[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and source[i] == "]":
-                out.append("]")
-                i += 1
-    return "".join(out), (flags & ~re.UNICODE) | re.ASCII
+    if "\\s" in source or "\\S" in source:
+        return flags
+    return (flags & ~re.UNICODE) | re.ASCII
 
 
 def lowered_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
@@ -96,7 +62,8 @@ def lowered_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
     if INLINE_FLAGS.search(source) or _CODE_ESCAPE.search(source):
         return None
     try:
-        return re.compile(*ascii_form(lowered_source(source), pattern.flags))
+        lowered = lowered_source(source)
+        return re.compile(lowered, lowered_flags(lowered, pattern.flags))
     except re.error:
         return None
 
