@@ -30,7 +30,7 @@ from listener.model import CATEGORIES, Evidence, Finding, Report, Section, Secti
 from listener.procedures import ProcedureTable
 from listener.sites import Directory, LiveFigures
 from listener.text import Mention, Terms, TextCache, find_mentions, split_sentences
-from listener.text.casefold import INLINE_FLAGS, lowered_source
+from listener.text.casefold import INLINE_FLAGS, lowered_flags, lowered_source
 from listener.text.scanner import first_chars
 from listener.text.sentences import Span
 
@@ -298,7 +298,8 @@ def _word_start_codes(source: str) -> frozenset[int] | None:
 
 
 def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
-    """``[^a-z0-9_](?:body)``, when every match of ``body`` starts with an ASCII word character; else None.
+    """``[^a-z0-9_](?:body)``, when every match of ``body`` starts with an ASCII word character and
+    ``body`` has no literal start; else None.
 
     In a lower-cased ASCII text the ``\\b`` before such a match holds
     exactly where the character before it is no word character (or there is
@@ -313,22 +314,24 @@ def _led_by_non_word(body: re.Pattern[str]) -> re.Pattern[str] | None:
         return None  # (a verbose body's trailing comment would swallow the closing parenthesis)
     try:
         parsed = re_parser.parse(body.pattern, body.flags)
-        prefix = re_compiler._get_literal_prefix(parsed, body.flags)[0]
-        if prefix:
-            firsts = [prefix[0]]
-        else:
-            charset = re_compiler._get_charset_prefix(parsed, body.flags)
-            if not charset:
-                known = _word_start_codes(body.pattern)
-                return None if known is None else re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
-            firsts = []
-            for op, av in charset:
-                if op is re_constants.LITERAL:
-                    firsts.append(av)
-                elif op is re_constants.RANGE and av[1] - av[0] < 64:
-                    firsts.extend(range(av[0], av[1] + 1))
-                else:
-                    return None
+        if re_compiler._get_literal_prefix(parsed, body.flags)[0]:
+            # A body with a literal start ("opacit", "left", "no") is searched on its own: ``re`` skips
+            # to that literal in C, several times faster than it tests every character against
+            # ``[^a-z0-9_]`` and enters the body after each non-word character, and the few hits
+            # inside a word are passed over in Python (docs/benchmarks.md, "Worker CPU, round 7").
+            return None
+        charset = re_compiler._get_charset_prefix(parsed, body.flags)
+        if not charset:
+            known = _word_start_codes(body.pattern)
+            return None if known is None else re.compile(f"[^a-z0-9_](?:{body.pattern})", body.flags)
+        firsts = []
+        for op, av in charset:
+            if op is re_constants.LITERAL:
+                firsts.append(av)
+            elif op is re_constants.RANGE and av[1] - av[0] < 64:
+                firsts.extend(range(av[0], av[1] + 1))
+            else:
+                return None
     except (re.error, AttributeError, TypeError, ValueError, IndexError):
         return None
     if not all(isinstance(c, int) and c in _WORD_CODES for c in firsts):
@@ -431,9 +434,10 @@ class Folded:
             raise ValueError(f"pattern has inline flags: {pattern.pattern!r}")
         source = lowered_source(pattern.pattern)
         self.pattern = pattern
-        self._exact = re.compile(source, pattern.flags & ~re.IGNORECASE)
+        flags = lowered_flags(source, pattern.flags)
+        self._exact = re.compile(source, flags)
         #: ``_exact`` less its leading word boundary, which :meth:`search` then checks itself.
-        self._body = _unbounded_body(source, pattern.flags & ~re.IGNORECASE)
+        self._body = _unbounded_body(source, flags)
         #: ``_body`` after one non-word character (:func:`_led_by_non_word`), or None.
         self._led = _led_by_non_word(self._body) if self._body is not None else None
         #: Literals one of which every match holds (:func:`_needed_literals`), or None; ``_NOT_YET``

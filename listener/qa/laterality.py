@@ -336,24 +336,31 @@ _PRIOR_STUDY_RE = folded(
 )
 
 
-def _outside_prior_study(pattern: Folded, text: str, start: int, end: int) -> bool:
-    """True when ``pattern`` matches ``text[start:end]`` outside every comparison with an earlier study."""
-    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+def _prior_refs(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans of ``text[start:end]`` that compare with an earlier study (``_PRIOR_STUDY_RE``)."""
+    return [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
+
+
+def _outside_prior_study(pattern: Folded, text: str, start: int, end: int, refs: list[tuple[int, int]]) -> bool:
+    """True when ``pattern`` matches ``text[start:end]`` outside every comparison with an earlier study
+    (``refs``: :func:`_prior_refs` of the same stretch)."""
     return any(not any(lo <= hit.start() < hi for lo, hi in refs) for hit in pattern.finditer(text, start, end))
 
 
-def _sides_set_against(text: str, start: int, end: int) -> bool:
+def _sides_set_against(
+    text: str, start: int, end: int, raw: list[tuple[str, int, int, list[str]]], refs: list[tuple[int, int]]
+) -> bool:
     """A comparison word between a side word and the opposite one ("left greater than right", "the right base
     compared to the left"); "... left basilar airspace disease, atelectasis versus infiltrate" sets none
-    (docs/qa-rules.md "Round 5")."""
+    (docs/qa-rules.md "Round 5"). ``raw`` and ``refs``: :func:`_raw_sides` and :func:`_prior_refs` of the
+    same stretch (the caller has them already)."""
     # (offset, side, the place its following words name or "") for each side word
     # a de-identified word stands for a modifier: "right XXXX fissure" names the fissure (docs/qa-rules.md "Round 6")
     sides = [
         (at, side, _key_of(named) if named and named[0] not in _RAW_SKIP else "")
-        for side, at, _, words in _raw_sides(text, start, end)
+        for side, at, _, words in raw
         for named in ([w for w in words if w != "xxxx"],)
     ]
-    refs = [(h.start(), h.end()) for h in _PRIOR_STUDY_RE.finditer(text, start, end)]
     for hit in _SIDE_COMPARE_RE.finditer(text, start, end):
         if any(lo <= hit.start() < hi for lo, hi in refs):
             continue
@@ -430,6 +437,16 @@ def _raw_sides(text: str, start: int, end: int) -> list[tuple[str, int, int, lis
     return out
 
 
+def _section_raw_sides(data: RuleInput, sec: Section) -> list[tuple[str, int, int, list[str]]]:
+    """:func:`_raw_sides` of a whole section, once per report (three comparisons read them; callers
+    do not change the list)."""
+    text = data.report.text
+    found: list[tuple[str, int, int, list[str]]] = data.analysis.shared(
+        (_raw_sides, sec.start, sec.end), lambda: _raw_sides(text, sec.start, sec.end)
+    )
+    return found
+
+
 def _raw_word_swaps(
     data: RuleInput, imp_secs: list[Section], find_secs: list[Section]
 ) -> list[tuple[tuple[int, int], tuple[int, int], str, str]]:
@@ -442,8 +459,8 @@ def _raw_word_swaps(
     side word follows a side word of the findings.
     """
     text = data.report.text
-    imp = [r for sec in imp_secs for r in _raw_sides(text, sec.start, sec.end) if r[3] and r[3][0] not in _RAW_SKIP]
-    find = [r for sec in find_secs for r in _raw_sides(text, sec.start, sec.end) if r[3] and r[3][0] not in _RAW_SKIP]
+    imp = [r for sec in imp_secs for r in _section_raw_sides(data, sec) if r[3] and r[3][0] not in _RAW_SKIP]
+    find = [r for sec in find_secs for r in _section_raw_sides(data, sec) if r[3] and r[3][0] not in _RAW_SKIP]
     imp_sides = {r[0] for r in imp}
     find_sides = {r[0] for r in find}
     if len(imp_sides) != 1 or len(find_sides) != 1 or imp_sides == find_sides:
@@ -497,13 +514,17 @@ def _keyed_sides(
     out: dict[str, list[tuple[str, int, int, int, int]]] = {}
     for sec in secs:
         for sent in data.analysis.sentences(sec.start, sec.end):
-            raw = [r for r in _raw_sides(text, sent.start, sent.end) if r[3] and r[3][0] not in _RAW_SKIP]
+            found = _raw_sides(text, sent.start, sent.end)
+            raw = [r for r in found if r[3] and r[3][0] not in _RAW_SKIP]
             if not raw:
                 continue
-            if _sides_set_against(text, sent.start, sent.end) or _BOTH_LUNGS_RE.search(text, sent.start, sent.end):
+            refs = _prior_refs(text, sent.start, sent.end)
+            if _sides_set_against(text, sent.start, sent.end, found, refs) or _BOTH_LUNGS_RE.search(
+                text, sent.start, sent.end
+            ):
                 continue
             if _CONTRA_RE.search(text, sent.start, sent.end) or _outside_prior_study(
-                _PAST_RE, text, sent.start, sent.end
+                _PAST_RE, text, sent.start, sent.end, refs
             ):
                 continue
             for side, start, end, words in raw:
@@ -554,7 +575,7 @@ def _keyed_word_swaps(
         if any(
             r[0] == here[0][0] and r[3] and _key_of(r[3]) == word
             for sec in find_secs
-            for r in _raw_sides(text, sec.start, sec.end)
+            for r in _section_raw_sides(data, sec)
         ):
             continue
         h, t = here[0], there[0]

@@ -17,7 +17,7 @@ import re
 
 from listener.text.cache import TextCache
 
-__all__ = ["INLINE_FLAGS", "lowered_source", "lowered_text", "lowered_twin"]
+__all__ = ["INLINE_FLAGS", "lowered_flags", "lowered_source", "lowered_text", "lowered_twin"]
 
 # What the lowering keeps as it is (group names, escapes) or lower-cases (an ASCII letter).
 _KEPT_OR_LETTER = re.compile(r"\(\?P<\w+>|\(\?P=\w+\)|\(\?P|\\.|[A-Za-z]", re.DOTALL)
@@ -30,6 +30,22 @@ _CODE_ESCAPE = re.compile(r"\\[0-9xuUN]")
 def lowered_source(source: str) -> str:
     """``source`` with its ASCII letters lower-cased, escapes (``\\S``, ``\\W``) and group names kept."""
     return _KEPT_OR_LETTER.sub(lambda m: m.group().lower() if m.group().isalpha() else m.group(), source)
+
+
+def lowered_flags(source: str, flags: int) -> int:
+    """The flags of a lower-case twin of ``source`` (lowered), which only ever searches lower-cased ASCII text.
+
+    Without ``IGNORECASE``; with ``re.ASCII`` too when ``source`` holds no
+    ``\\s`` or ``\\S``: on ASCII text ``re.ASCII``'s ``\\w``, ``\\b`` and ``\\d``
+    hold exactly where a str pattern's do, and ``re`` tests them with a table
+    instead of asking the Unicode database (four calls for a character that
+    is no letter). A str pattern's ``\\s`` also holds for ``\\x1c``-``\\x1f``,
+    and ASCII's does not, so a pattern with ``\\s`` keeps Unicode's classes.
+    """
+    flags &= ~re.IGNORECASE
+    if "\\s" in source or "\\S" in source:
+        return flags
+    return (flags & ~re.UNICODE) | re.ASCII
 
 
 def lowered_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
@@ -46,7 +62,8 @@ def lowered_twin(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
     if INLINE_FLAGS.search(source) or _CODE_ESCAPE.search(source):
         return None
     try:
-        return re.compile(lowered_source(source), pattern.flags & ~re.IGNORECASE)
+        lowered = lowered_source(source)
+        return re.compile(lowered, lowered_flags(lowered, pattern.flags))
     except re.error:
         return None
 

@@ -42,6 +42,11 @@ END = r"(?:(?!\w)|(?<!\w))"
 FLAGS = re.IGNORECASE
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: What ``\s`` of a str pattern matches among ASCII characters, written for a ``re.ASCII`` class
+#: (whose ``\s`` leaves out the separators ``\x1c``-``\x1f``).
+_ASCII_SPACE = r"\s\x1c-\x1f"
+#: The ASCII characters a str pattern's ``\s`` matches and a ``re.ASCII`` one does not.
+_SEPARATORS = ("\x1c", "\x1d", "\x1e", "\x1f")
 #: Characters of text :func:`prefixes` keys a pattern on by default.
 _KEY = 3
 #: Characters of text a Scanner keys its patterns on, where the pattern's start allows (else
@@ -576,7 +581,12 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
         char(ch) + "(?:" + "|".join(re.escape(rest) for rest in sorted(rests, key=lambda r: (-len(r), r))) + ")"
         for ch, rests in sorted(trie.items())
     )
-    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(?:(?=({longest}))(?:\w+|[^\w\s]))?")
+    # The text is ASCII: ``re.ASCII`` tests a character's class with a table where a str pattern asks
+    # the Unicode database (four calls for a character that is no letter). Unicode's ``\s`` also
+    # holds for ``\x1c``-``\x1f``, which ASCII's does not: ``_ASCII_SPACE`` adds them back, so the
+    # tokens are the same (docs/benchmarks.md, "Worker CPU, round 7").
+    sp = _ASCII_SPACE
+    return re.compile(rf"(?:[{sp}]+|(?!{key})(?:\w+|[^\w{sp}]))*+(?:(?=({longest}))(?:\w+|[^\w{sp}]))?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -620,6 +630,8 @@ class Scanner:
     #: ``table`` as a plain dict: the scans look keys up hundreds of times per
     #: report, and a read-only proxy's ``get`` costs more than a dict's.
     _lookup: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: ``table``'s patterns in ``re.ASCII`` form, compiled at their first use (:meth:`_ascii_form`).
+    _ascii: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         finder = key_finder(self.table) if self.default is None else None
@@ -637,7 +649,7 @@ class Scanner:
         # The finder tokenizes up to _SCAN_KEY - 1 characters past ``hi`` so that
         # its key test sees the same characters as the lookup below.
         stop = hi + _SCAN_KEY - 1
-        get = self._lookup.get
+        get: Callable[[str], re.Pattern[str] | None] = self._lookup.get
         out: list[re.Match[str]] = []
         floor = start
         region = text[start:stop]
@@ -648,6 +660,12 @@ class Scanner:
             # "Linear text analysis"). Its offsets are ``start`` less than the text's;
             # group 1 of its candidates is the longest key of their token (key_finder).
             lowered, shift, candidates = True, start, lower_finder.finditer(region.lower())
+            if text.isascii() and not any(sep in text for sep in _SEPARATORS):
+                # On such a text the patterns' re.ASCII forms match exactly where they do (their
+                # \w, \b, \d and \s agree there, and case folds only A-Z), testing a character's
+                # class with a table instead of the Unicode database (docs/benchmarks.md,
+                # "Worker CPU, round 7").
+                get = self._ascii_form
         else:
             lowered, shift, candidates = False, 0, finder.finditer(text, start, stop)
         # Every match but the last (empty, at the end) starts a token at group 1.
@@ -666,6 +684,16 @@ class Scanner:
                 out.append(m)
                 floor = m.end()
         return out
+
+    def _ascii_form(self, key: str) -> re.Pattern[str] | None:
+        """``table[key]`` compiled with ``re.ASCII`` (once per scanner and key), or None for no key."""
+        found = self._ascii.get(key)
+        if found is None:
+            base = self._lookup.get(key)
+            if base is None:
+                return None
+            found = self._ascii[key] = re.compile(base.pattern, (base.flags & ~re.UNICODE) | re.ASCII)
+        return found
 
     def scan_tokens(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
         """:meth:`scan` by visiting every token start (the reference; used when there is a ``default``)."""

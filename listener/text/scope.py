@@ -23,6 +23,9 @@ from operator import not_
 __all__ = ["RegionIndex"]
 
 _WORD = re.compile(r"\w+")
+# The same words in an ASCII text, found with ``re.ASCII``'s table instead of the Unicode database
+# (the same characters are word characters there).
+_ASCII_WORD = re.compile(r"\w+", re.ASCII)
 # Words that may sit between the findings of a list without opening a new
 # clause ("pneumothorax, effusion, and consolidation are absent").
 _LIST_WORDS = frozenset(
@@ -83,7 +86,7 @@ class RegionIndex:
     def __init__(self, text: str, lo: int, hi: int, span_starts: Sequence[int]) -> None:
         # Strategy: every per-word list is built by C-level map/accumulate over
         # the matches, not a Python loop per word (a region has hundreds).
-        matches = list(_WORD.finditer(text, lo, hi))
+        matches = list((_ASCII_WORD if text.isascii() else _WORD).finditer(text, lo, hi))
         starts = list(map(re.Match.start, matches))
         ends = list(map(re.Match.end, matches))
         self._word_starts = starts

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from listener.model import Section, SectionKind
+from listener.text.casefold import lowered_twin
 
 #: A hint that says "this is report text: find its sections by heading".
 TEXT_HINT = "text"
@@ -50,6 +51,13 @@ class HeadingRules:
     #: heading is empty or starts with blank space (``inline_pattern`` is
     #: then searched as it is).
     inline_heads: re.Pattern[str] | None = None
+    #: ``line_pattern`` without its ``^``, led by a line feed instead, lower-cased and case-sensitive
+    #: (listener/text/casefold.py): searched in a lower-cased ASCII text, it finds each line start
+    #: where ``line_pattern`` matches with one C search (``re`` skips to the line feeds; an
+    #: ``IGNORECASE`` alternation is tried at every position and enters every branch).
+    #: :func:`_line_headings` then matches ``line_pattern`` there. None when a heading is empty or
+    #: starts with blank space, or the vocabulary has no lower-case twin.
+    line_heads: re.Pattern[str] | None = None
 
     def kind_of(self, heading: str) -> SectionKind:
         return self.headings.get(" ".join(heading.upper().split()), SectionKind.OTHER)
@@ -59,28 +67,31 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
     """Compile a heading vocabulary into the two patterns :func:`sectionize` uses."""
     words = sorted(headings, key=len, reverse=True)  # longest first: CLINICAL HISTORY before CLINICAL
     alternation = "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in words)
-    line_pattern = re.compile(
-        rf"^[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)",
-        re.IGNORECASE | re.MULTILINE,
-    )
+    line_body = rf"[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)"
+    line_pattern = re.compile(rf"^{line_body}", re.IGNORECASE | re.MULTILINE)
     inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
-    heads = None
+    heads = line_heads = None
     if words and all(w and not w[0].isspace() for w in words):
         heads = re.compile(rf"(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
+        twin = lowered_twin(re.compile(line_body, re.IGNORECASE | re.MULTILINE))
+        if twin is not None:
+            line_heads = re.compile(f"\n{twin.pattern}", twin.flags)
     impression_words = frozenset(
         w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
     )
-    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads)
+    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads, line_heads)
 
 
 # An upper-case heading standing alone: at a line start or after a separator,
 # words of capitals, digits and -/&' (a comma between words allowed: "CT-GUIDED
 # NEEDLE BIOPSY, LEFT KIDNEY MASS"), a colon, then the line end or a comma.
 _WORD_UC = r"[A-Z][A-Z0-9/&'-]*"
-_ALONE_HEADING = re.compile(
-    rf"(?:^|(?<=[.,;]))[ \t]*(?P<heading>{_WORD_UC}(?:,?[ \t]+{_WORD_UC}){{0,7}})[ \t]*:[ \t]*(?:,|$)",
-    re.MULTILINE,
-)
+_ALONE_BODY = rf"[ \t]*(?P<heading>{_WORD_UC}(?:,?[ \t]+{_WORD_UC}){{0,7}})[ \t]*:[ \t]*(?:,|$)"
+_ALONE_HEADING = re.compile(rf"(?:^|(?<=[.,;])){_ALONE_BODY}", re.MULTILINE)
+# _ALONE_HEADING led by the character its start follows (a line feed for ``^``, or a separator):
+# ``re`` skips in C to those characters, where _ALONE_HEADING's look-behinds are tried at every
+# position (:func:`_alone_headings`).
+_ALONE_LED = re.compile(rf"[\n.,;]{_ALONE_BODY}", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,7 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         the first heading, if any, is an ``other`` section.
     """
     bounds: dict[int, _Boundary] = {}
-    for match in rules.line_pattern.finditer(text):
+    for match in _line_headings(text, rules):
         heading = match.group("heading")
         start = match.start("heading")
         # Skip the line end after a bare heading line so the body starts on the next line.
@@ -192,6 +203,62 @@ def _inline_headings(text: str, heads: re.Pattern[str]) -> Iterator[re.Match[str
             pos = start + 1
 
 
+def _line_headings(text: str, rules: HeadingRules) -> Iterator[re.Match[str]]:
+    """The matches of ``rules.line_pattern.finditer(text)``, found through ``rules.line_heads``.
+
+    ``line_pattern`` matches at offset 0 or right after a line feed, and
+    never across one (its heading words are joined by blanks, and ``$`` ends
+    it before the line feed), so its ``finditer`` matches are: a match at 0,
+    then each line start where it matches, from the line feed at or after
+    the end of the previous match. ``line_heads`` finds those line starts in
+    the lower-cased text (the same offsets on an ASCII text); a non-ASCII text
+    is searched with ``line_pattern`` as it is.
+    """
+    led = rules.line_heads
+    if led is None or not text.isascii():
+        yield from rules.line_pattern.finditer(text)
+        return
+    pattern = rules.line_pattern
+    low = text.lower()
+    pos = 0
+    match = pattern.match(text, 0)
+    if match is not None:
+        yield match
+        pos = match.end()
+    while (hit := led.search(low, pos)) is not None:
+        match = pattern.match(text, hit.start() + 1)
+        if match is not None:
+            yield match
+            pos = match.end()
+        else:
+            pos = hit.start() + 1
+
+
+def _alone_headings(text: str, lo: int, hi: int) -> Iterator[re.Match[str]]:
+    """The matches of ``_ALONE_HEADING.finditer(text, lo, hi)``, found through ``_ALONE_LED``.
+
+    ``_ALONE_HEADING`` matches at offset 0 or right after a line feed or a
+    separator (its look-behind reads the text before ``lo`` too). A match
+    after the character at ``q - 1`` is a match of ``_ALONE_LED`` at
+    ``q - 1``; the search for the next one starts one character before the
+    end of the last match (a match that ends with its comma is followed by a
+    candidate right there), as ``finditer`` goes on from that end.
+    """
+    pos = lo
+    if lo == 0:
+        match = _ALONE_HEADING.match(text, 0, hi)
+        if match is not None:
+            yield match
+            pos = match.end()
+    while (hit := _ALONE_LED.search(text, max(pos - 1, 0), hi)) is not None:
+        match = _ALONE_HEADING.match(text, hit.start() + 1, hi)
+        if match is not None:
+            yield match
+            pos = match.end()
+        else:
+            pos = hit.start() + 2
+
+
 def _after_separator(text: str, k: int) -> bool:
     """The inline pattern's look-behind at ``k``: after ``.``, ``,`` or ``;``, or after two blanks."""
     return (k >= 1 and text[k - 1] in ".,;") or (k >= 2 and text[k - 2] in " \t" and text[k - 1] in " \t")
@@ -206,7 +273,7 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
     for imp in impressions:
         later = [a for a in starts if a > imp.at]
         end = later[0] if later else len(text)
-        for match in _ALONE_HEADING.finditer(text, imp.body, end):
+        for match in _alone_headings(text, imp.body, end):
             heading = match.group("heading")
             start = match.start("heading")
             if start in bounds or start < imp.body:

@@ -29,6 +29,7 @@ trigger reaches a dozen.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -82,7 +83,8 @@ _PUNCT = re.compile(r"""(?P<punct>[.!?](?:(?<=\S[.!?])|(?<=\s\.))[.!?]*["')\]]*,
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _HEADING = re.compile(r"[A-Z](?<=[a-z0-9.;,] [A-Z])(?=[A-Z/&]+(?: [A-Z/&]+){0,4}:)")
 _PUNCT_KIND, _NEWLINE_KIND, _HEADING_KIND = 0, 1, 2
-_TOKEN_BEFORE = re.compile(r"([A-Za-z0-9.]+)$")
+# What the token before a full stop is made of (ASCII letters, digits, dots).
+_TOKEN_CHARS = string.ascii_letters + string.digits + "."
 _LIST_ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s")
 _HEADING_AHEAD = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
 _LINE_IS_HEADING = re.compile(r"[^a-z]*[A-Z][^a-z]*")
@@ -105,16 +107,32 @@ def _is_list_number(text: str, token_start: int, lo: int) -> bool:
     return i < lo or text[i] in "\r\n.:;!?)"
 
 
+def _token_before(text: str, end: int, lo: int) -> tuple[int, int] | None:
+    """The span of what ``([A-Za-z0-9.]+)$`` finds in the 40 characters before ``end`` (not before ``lo``).
+
+    Strategy: look only at the last few characters; a search from ``lo``
+    with a ``$`` anchor would try every position of the region (quadratic).
+    The token is the longest run of _TOKEN_CHARS ending at ``end``, or at a
+    line feed right before it (where ``$`` holds too), found by one
+    ``rstrip`` in C: the pattern tries each position of the stretch and
+    backtracks from each.
+    """
+    floor = max(lo, end - 40)
+    if end > floor and text[end - 1] == "\n":
+        end -= 1
+    start = floor + len(text[floor:end].rstrip(_TOKEN_CHARS))
+    return None if start == end else (start, end)
+
+
 def _punct_ends(text: str, m: re.Match[str], lo: int) -> bool:
     punct = m.group("punct")
     if punct[0] != "." or punct.startswith(".."):
         return True  # "?", "!", or an abbreviation's dot plus the full stop
-    # Strategy: look only at the last few characters; a search from ``lo``
-    # with a ``$`` anchor would try every position of the region (quadratic).
-    token = _TOKEN_BEFORE.search(text, max(lo, m.start() - 40), m.start())
-    if token is None:
+    span = _token_before(text, m.start(), lo)
+    if span is None:
         return True
-    word = token.group(1)
+    token_start, token_end = span
+    word = text[token_start:token_end]
     low = word.lower().rstrip(".")
     if low in _ABBREVIATIONS:
         return False
@@ -122,7 +140,7 @@ def _punct_ends(text: str, m: re.Match[str], lo: int) -> bool:
         return False  # "dated Mar. 3, 2020"
     if len(word) == 1 and word.isalpha():
         return False  # an initial ("J. Smith") or an abbreviation letter
-    if word.isdigit() and len(word) <= 2 and _is_list_number(text, token.start(), lo):
+    if word.isdigit() and len(word) <= 2 and _is_list_number(text, token_start, lo):
         return False
     return True
 

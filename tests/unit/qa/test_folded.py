@@ -225,3 +225,15 @@ def test_folded_in_a_run_matches_equal_the_original(text: str) -> None:
             ], p.pattern
     finally:
         engine._RUN.reset(token)
+
+
+def test_folded_with_a_literal_start_searches_its_body() -> None:
+    """A body with a literal start is searched on its own (``re`` skips to the literal in C) and the
+    boundary is checked in Python: no led search, the matches of the original at every offset."""
+    f = Folded(re.compile(r"\b(?:not|no|never)\b[^.;]{0,20}", re.IGNORECASE))
+    assert f._body is not None and f._led is None
+    text = "Piano: no effusion. Known NOT seen; snow, never"
+    for pos in range(len(text) + 2):
+        a, b = f.search(text, pos), f.pattern.search(text, pos)
+        assert (a and a.span()) == (b and b.span()), pos
+    assert [m.span() for m in f.finditer(text)] == [m.span() for m in f.pattern.finditer(text)]

@@ -81,3 +81,19 @@ def test_twins_find_the_same_side_words(terms: Terms, words: list[str]) -> None:
     text = "".join(words)
     for variant in (text, text.upper(), text.swapcase()):
         assert lateral_mentions(variant, 0, None, terms, cache=TextCache()) == lateral_mentions(variant, 0, None, terms)
+
+
+def test_twins_without_blank_space_classes_use_ascii_classes() -> None:
+    """A twin whose pattern holds no ``\\s``/``\\S`` is compiled with ``re.ASCII``: on every ASCII
+    character its ``\\w``, ``\\d`` and ``\\b`` agree with the str pattern's; one with ``\\s`` keeps
+    Unicode's classes (``\\x1c``-``\\x1f`` are blank space only there)."""
+    from listener.text.casefold import lowered_flags
+
+    assert lowered_flags(r"\bno\w*\d", re.IGNORECASE | re.UNICODE) == re.ASCII
+    assert lowered_flags(r"no\s+\w", re.IGNORECASE | re.UNICODE) == re.UNICODE
+    twin = lowered_twin(re.compile(r"\b\w\d?\b", re.IGNORECASE))
+    assert twin is not None and twin.flags & re.ASCII
+    text = "".join(map(chr, range(128))).lower() + " a1 b_ 9"
+    assert [m.span() for m in twin.finditer(text)] == [m.span() for m in re.finditer(r"\b\w\d?\b", text)]
+    spaced = lowered_twin(re.compile(r"a\sb", re.IGNORECASE))
+    assert spaced is not None and not spaced.flags & re.ASCII and spaced.search("a\x1cb")

@@ -65,7 +65,9 @@ ALPHABET = "abcdefghiklmnoprstuvwxyzABEFILNORT :;?,.-/()'\n\t\r" + ODD
 pieces = st.one_of(
     st.sampled_from(WORDS),
     st.text(alphabet=ALPHABET, min_size=1, max_size=4),
-    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/"]),
+    # (the separators \x1c-\x1f are blank space to a str pattern's \s, not to re.ASCII's: the lowered
+    # finder counts them as blank space too)
+    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/", "\x1c", "\x1f ", "\x0b", "_"]),
 )
 texts = st.lists(pieces, max_size=40).map("".join)
 
@@ -102,7 +104,9 @@ def test_shipped_scanners_use_the_finder(terms: Terms) -> None:
 ascii_pieces = st.one_of(
     st.sampled_from(WORDS),
     st.text(alphabet=ALPHABET.translate({ord(c): None for c in ODD if not c.isascii()}), min_size=1, max_size=4),
-    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/"]),
+    # (the separators \x1c-\x1f are blank space to a str pattern's \s, not to re.ASCII's: the lowered
+    # finder counts them as blank space too)
+    st.sampled_from([" ", "  ", "\n", ", ", ". ", ": ", "-", "/", "\x1c", "\x1f ", "\x0b", "_"]),
 )
 
 
@@ -209,3 +213,15 @@ def test_lowered_finder_captures_the_longest_key() -> None:
     assert finder is not None
     found = [(m.start(1), m.group(1)) for m in finder.finditer("a nodule, not no effusion? x") if m.start(1) >= 0]
     assert found == [(2, "nodul"), (10, "not"), (14, "no"), (17, "eff"), (25, "?")]
+
+
+def test_ascii_classes_are_the_str_patterns_classes_on_ascii() -> None:
+    """On every ASCII character, ``re.ASCII``'s ``\\w`` and ``[\\s\\x1c-\\x1f]`` (the lowered finder's and
+    RegionIndex's) hold exactly where a str pattern's ``\\w`` and ``\\s`` do."""
+    from listener.text.scanner import _ASCII_SPACE
+
+    space, word = re.compile(rf"[{_ASCII_SPACE}]", re.ASCII), re.compile(r"\w", re.ASCII)
+    for code in range(128):
+        ch = chr(code)
+        assert bool(space.match(ch)) == bool(re.match(r"\s", ch)), code
+        assert bool(word.match(ch)) == bool(re.match(r"\w", ch)), code

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.text.sentences import _CANDIDATE, Span, _candidates, split_sentences
+from listener.text.sentences import _CANDIDATE, Span, _candidates, _token_before, split_sentences
 
 
 def texts(text: str, start: int = 0, end: int | None = None) -> list[str]:
@@ -151,3 +153,15 @@ def test_full_stop_after_a_space_before_a_digit_or_a_question_mark_after_a_space
         "Nodule of .5 cm in the right apex.",
         "Cough ? pneumonia.",
     ]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PIECES), max_size=30), lo=st.integers(0, 8))
+def test_token_before_is_what_the_anchored_pattern_finds(pieces: list[str], lo: int) -> None:
+    """The token before each offset is the span ``([A-Za-z0-9.]+)$`` finds in the 40 characters before it."""
+    text = "".join(pieces)
+    pattern = re.compile(r"([A-Za-z0-9.]+)$")
+    lo = min(lo, len(text))
+    for end in range(lo, len(text) + 1):
+        found = pattern.search(text, max(lo, end - 40), end)
+        assert _token_before(text, end, lo) == (found and found.span(1)), end
