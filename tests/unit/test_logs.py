@@ -20,6 +20,8 @@ from typing import Any
 import hl7
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -483,3 +485,60 @@ def test_allowlist_bounded_is_bound_sizes_of_allowlist() -> None:
         got = logs.allowlist_bounded(None, "info", dict(line))
         assert got == expected
         assert list(got) == list(expected)
+
+
+# Values a log call may carry: text with non-ASCII, lone surrogates, NUL and line separators, at
+# and around the caps; the scalars' edges; nested dicts, lists and tuples past the list cap and
+# the nesting cap; and objects the allowlist turns into their type name.
+_log_text = st.one_of(
+    st.text(alphabet='a\u00e9\u2603\ud800\udfff\U0001f600\x00"\\\n\u2028', max_size=12),
+    st.sampled_from([logs.MAX_FIELD_CHARS - 1, logs.MAX_FIELD_CHARS, logs.MAX_FIELD_CHARS + 1]).map(
+        lambda n: "\u00e9" * n
+    ),
+    st.sampled_from([logs.MAX_EXCEPTION_CHARS, logs.MAX_EXCEPTION_CHARS + 1]).map(lambda n: "\ud800" * n),
+)
+_log_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _log_text,
+)
+_log_values = st.recursive(
+    st.one_of(_log_scalars, st.sampled_from([b"bytes", 3 + 4j, Path("/x/\u00e9"), frozenset({1})])),
+    lambda inner: st.one_of(
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(), st.none()), inner, max_size=3),
+        st.lists(inner, max_size=3),
+        st.lists(inner, min_size=logs.MAX_LIST_ITEMS - 1, max_size=logs.MAX_LIST_ITEMS + 2),
+        st.tuples(inner, inner),
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    event=st.one_of(st.sampled_from(sorted(logs.EVENTS)), _log_text, st.none(), st.integers()),
+    fields=st.dictionaries(
+        st.sampled_from([*sorted(logs.KEYS), "exception", "exception", "not_a_key"]), _log_values, max_size=6
+    ),
+)
+def test_json_line_property_is_the_two_processors_and_json_dumps(event: object, fields: dict[str, Any]) -> None:
+    """Property: the JSON chain's line (one-pass allowlist, C encoder) is, character for character, the
+    line of the allowlist, then bound_sizes, then ``json.dumps`` with the renderer's arguments."""
+    from listener.logs import _json_line, _safe_value
+
+    line = {"event": event, **fields}
+    try:
+        expected: str | type[BaseException] = json.dumps(
+            logs.bound_sizes(None, "info", logs.allowlist(None, "info", dict(line))),
+            default=_safe_value,
+            separators=(",", ":"),
+        )
+    except (TypeError, ValueError) as exc:  # a key json cannot write (inside an exception's dicts)
+        expected = type(exc)
+    try:
+        got: str | type[BaseException] = _json_line(logs.allowlist_bounded(None, "info", dict(line)))
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
