@@ -635,8 +635,8 @@ class Scanner:
     _lookup: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: ``table``'s patterns in ``re.ASCII`` form, compiled at their first use (:meth:`_ascii_form`).
     _ascii: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    #: A key of this scanner or of a :class:`SharedFinder` built with it (:func:`shared_finder`)
-    #: -> the longest of this scanner's keys it starts with ("" for none; :meth:`_learn_keys`).
+    #: A :class:`SharedFinder`'s key -> the longest of this scanner's keys it starts with ("" for
+    #: none), worked out at its first use (:meth:`_own_key`).
     _own: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -645,7 +645,6 @@ class Scanner:
         lower_finder = key_finder(self.table, lowered=True) if finder is not None else None
         object.__setattr__(self, "_lower_finder", lower_finder)
         object.__setattr__(self, "_lookup", dict(self.table))
-        self._learn_keys(self.table)
 
     def scan(
         self, text: str, start: int = 0, end: int | None = None, *, walked: Walk | None = None
@@ -660,40 +659,81 @@ class Scanner:
         if finder is None:
             return self.scan_tokens(text, start, end)
         hi = len(text) if end is None else end
-        lower_finder = self._lower_finder
-        if walked is None and lower_finder is not None:
-            # An ASCII region is searched through its lowered copy (_walk).
-            walked = _walk(lower_finder, text, start, hi)
-        if walked is not None and lower_finder is not None:
-            return self._scan_walked(text, hi, walked)
         # The finder tokenizes up to _SCAN_KEY - 1 characters past ``hi`` so that
         # its key test sees the same characters as the lookup below.
-        get = self._lookup.get
-        tokens = (c.start(1) for c in finder.finditer(text, start, hi + _SCAN_KEY - 1))
+        stop = hi + _SCAN_KEY - 1
+        get: Callable[[str], re.Pattern[str] | None] = self._lookup.get
+        out: list[re.Match[str]] = []
+        floor = start
+        region = text[start:stop]
+        lower_finder = self._lower_finder
+        if walked is not None and lower_finder is not None:
+            return self._scan_walked(text, hi, walked)
+        if lower_finder is not None and start >= 0 and region.isascii():
+            # The lowered copy of the region only: a scan of one section costs
+            # the section's length, not the report's (docs/hardening.md,
+            # "Linear text analysis"). Its offsets are ``start`` less than the text's;
+            # group 1 of its candidates is the longest key of their token (key_finder).
+            lowered, shift, candidates = True, start, lower_finder.finditer(region.lower())
+            if text.isascii() and not any(sep in text for sep in _SEPARATORS):
+                # On such a text the patterns' re.ASCII forms match exactly where they do (their
+                # \w, \b, \d and \s agree there, and case folds only A-Z), testing a character's
+                # class with a table instead of the Unicode database (docs/benchmarks.md,
+                # "Worker CPU, round 7").
+                get = self._ascii_form
+        else:
+            lowered, shift, candidates = False, 0, finder.finditer(text, start, stop)
         # Every match but the last (empty, at the end) starts a token at group 1.
-        return _first_matches(
-            text, start, hi, ((p, _longest_key(get, text[p : p + _SCAN_KEY].lower())) for p in tokens if p >= 0)
-        )
+        for cand in candidates:
+            q = cand.start(1)
+            p = q + shift
+            if q < 0 or p >= hi:
+                break
+            if p < floor:
+                continue
+            rx = get(cand.group(1)) if lowered else _longest_key(get, text[p : p + _SCAN_KEY].lower())
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
 
     def _scan_walked(self, text: str, hi: int, walked: Walk) -> list[re.Match[str]]:
-        """:meth:`scan` over a walk's candidates: each one's key is the longest of this scanner's
-        keys that the walk's key starts with (both are starts of the token's text)."""
+        """:meth:`scan` over a shared finder's candidates: each one's key is the longest of this
+        scanner's keys that the shared key starts with (both are starts of the token's text)."""
         get: Callable[[str], re.Pattern[str] | None] = self._lookup.get
         if walked.ascii_form:
-            # On such a text the patterns' re.ASCII forms match exactly where they do (their
-            # \w, \b, \d and \s agree there, and case folds only A-Z), testing a character's
-            # class with a table instead of the Unicode database (docs/benchmarks.md,
-            # "Worker CPU, round 7").
             get = self._ascii_form
         own = self._own
-        return _first_matches(text, walked.start, hi, ((p, get(own[key])) for p, key in walked.candidates))
+        out: list[re.Match[str]] = []
+        floor = walked.start
+        for p, shared_key in walked.candidates:
+            if p >= hi:
+                break
+            if p < floor:
+                continue
+            key = own.get(shared_key)
+            if key is None:
+                key = self._own_key(shared_key)
+            if not key:
+                continue
+            rx = get(key)
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
 
-    def _learn_keys(self, keys: Iterable[str]) -> None:
-        """Note, for each of a shared finder's ``keys``, the longest start of it that is one of this
-        scanner's keys ("" for none: ``_lookup`` and ``_ascii_form`` hold no pattern for "")."""
-        lookup, own = self._lookup, self._own
-        for key in keys:
-            own[key] = next((key[:n] for n in range(len(key), 0, -1) if key[:n] in lookup), "")
+    def _own_key(self, shared_key: str) -> str:
+        """The longest start of ``shared_key`` that is one of this scanner's keys ("" for none), kept."""
+        lookup = self._lookup
+        found = next((shared_key[:n] for n in range(len(shared_key), 0, -1) if shared_key[:n] in lookup), "")
+        self._own[shared_key] = found
+        return found
 
     def _ascii_form(self, key: str) -> re.Pattern[str] | None:
         """``table[key]`` compiled with ``re.ASCII`` (once per scanner and key), or None for no key."""
@@ -759,7 +799,15 @@ class SharedFinder:
 
     def walk(self, text: str, start: int, end: int | None = None) -> Walk | None:
         """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII."""
-        return _walk(self.finder, text, start, len(text) if end is None else end)
+        hi = len(text) if end is None else end
+        region = text[start : hi + _SCAN_KEY - 1]
+        if start < 0 or not region.isascii():
+            return None
+        candidates = tuple(
+            (m.start(1) + start, m.group(1)) for m in self.finder.finditer(region.lower()) if m.start(1) >= 0
+        )
+        ascii_form = text.isascii() and not any(sep in text for sep in _SEPARATORS)
+        return Walk(start, candidates, ascii_form)
 
     def scan(
         self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object] | None
@@ -774,56 +822,15 @@ class SharedFinder:
         return scanner.scan(text, start, hi, walked=walked)  # type: ignore[arg-type]
 
 
-def _walk(lower_finder: re.Pattern[str], text: str, start: int, hi: int) -> Walk | None:
-    """The candidates of a lowered finder (:func:`key_finder`) in ``text[start:hi]``; None unless ASCII.
-
-    The lowered copy of the region only: a scan of one section costs the section's length, not the
-    report's (docs/hardening.md, "Linear text analysis"). The finder tokenizes up to
-    ``_SCAN_KEY`` - 1 characters past ``hi`` so that its key test sees the same characters as a
-    scanner's key lookup there. Every match but the last (empty, at the end) starts a token at
-    group 1, and group 1 is the longest key of that token.
-    """
-    region = text[start : hi + _SCAN_KEY - 1]
-    if start < 0 or not region.isascii():
-        return None
-    candidates = tuple(
-        (m.start(1) + start, m.group(1)) for m in lower_finder.finditer(region.lower()) if m.start(1) >= 0
-    )
-    ascii_form = text.isascii() and not any(sep in text for sep in _SEPARATORS)
-    return Walk(start, candidates, ascii_form)
-
-
-def _first_matches(
-    text: str, floor: int, hi: int, candidates: Iterable[tuple[int, re.Pattern[str] | None]]
-) -> list[re.Match[str]]:
-    """The matches at the (offset, pattern or None) candidates, in order, none inside an earlier one."""
-    out: list[re.Match[str]] = []
-    for p, rx in candidates:
-        if p >= hi:
-            break
-        if p < floor or rx is None:
-            continue
-        m = rx.match(text, p, hi)
-        if m is not None:
-            out.append(m)
-            floor = m.end()
-    return out
-
-
 def shared_finder(scanners: Iterable[Scanner]) -> SharedFinder | None:
     """A :class:`SharedFinder` for ``scanners``' keys; None unless each of them has a lowered finder."""
-    scanners = tuple(scanners)
     keys: set[str] = set()
     for sc in scanners:
         if sc._lower_finder is None:
             return None
         keys.update(sc.table)
     finder = key_finder(keys, lowered=True)
-    if finder is None:
-        return None
-    for sc in scanners:
-        sc._learn_keys(keys)
-    return SharedFinder(finder)
+    return None if finder is None else SharedFinder(finder)
 
 
 def _longest_key(get: Callable[[str], re.Pattern[str] | None], key: str) -> re.Pattern[str] | None:
