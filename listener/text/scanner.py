@@ -702,7 +702,11 @@ class Scanner:
 
     def _scan_walked(self, text: str, hi: int, walked: Walk) -> list[re.Match[str]]:
         """:meth:`scan` over a shared finder's candidates: each one's key is the longest of this
-        scanner's keys that the shared key starts with (both are starts of the token's text)."""
+        scanner's keys that the shared key starts with (both are starts of the token's text).
+
+        Its own loop, not :meth:`scan`'s fed through a generator: that one cost 0.45 M more
+        instructions per message (docs/benchmarks.md, "Round 7b: one walk for the three scanners").
+        """
         get: Callable[[str], re.Pattern[str] | None] = self._lookup.get
         if walked.ascii_form:
             get = self._ascii_form
