@@ -23,7 +23,7 @@ class TextCache:
     functions apart.
     """
 
-    __slots__ = ("sentences", "mentions", "sides", "modifiers", "lowered")
+    __slots__ = ("sentences", "mentions", "sides", "modifiers", "lowered", "walks")
 
     def __init__(self) -> None:
         #: :func:`listener.text.sentences.split_sentences`.
@@ -36,3 +36,6 @@ class TextCache:
         self.modifiers: dict[object, object] = {}
         #: :func:`listener.text.casefold.lowered_text` (text -> lowered text, or None when not ASCII).
         self.lowered: dict[str, str | None] = {}
+        #: :meth:`listener.text.scanner.SharedFinder.scan` (a region's tokens walked once for the
+        #: concept, trigger and side-word scanners).
+        self.walks: dict[object, object] = {}

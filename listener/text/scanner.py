@@ -25,12 +25,15 @@ __all__ = [
     "FLAGS",
     "Node",
     "Scanner",
+    "SharedFinder",
+    "Walk",
     "alternation",
     "build_scanner",
     "first_chars",
     "parse_pattern",
     "pattern_widths",
     "prefixes",
+    "shared_finder",
     "word_bounded",
 ]
 
@@ -632,6 +635,9 @@ class Scanner:
     _lookup: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     #: ``table``'s patterns in ``re.ASCII`` form, compiled at their first use (:meth:`_ascii_form`).
     _ascii: dict[str, re.Pattern[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: A :class:`SharedFinder`'s key -> the longest of this scanner's keys it starts with ("" for
+    #: none), worked out at its first use (:meth:`_own_key`).
+    _own: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         finder = key_finder(self.table) if self.default is None else None
@@ -640,8 +646,15 @@ class Scanner:
         object.__setattr__(self, "_lower_finder", lower_finder)
         object.__setattr__(self, "_lookup", dict(self.table))
 
-    def scan(self, text: str, start: int = 0, end: int | None = None) -> list[re.Match[str]]:
-        """Non-overlapping matches in ``text[start:end]``, in order."""
+    def scan(
+        self, text: str, start: int = 0, end: int | None = None, *, walked: Walk | None = None
+    ) -> list[re.Match[str]]:
+        """Non-overlapping matches in ``text[start:end]``, in order.
+
+        ``walked``: the region's candidates from a :class:`SharedFinder` that holds this scanner's
+        keys (:meth:`SharedFinder.walk` of the same ``text``, ``start`` and ``end``), used in place
+        of this scanner's own finder; the same matches.
+        """
         finder = self._finder
         if finder is None:
             return self.scan_tokens(text, start, end)
@@ -654,6 +667,8 @@ class Scanner:
         floor = start
         region = text[start:stop]
         lower_finder = self._lower_finder
+        if walked is not None and lower_finder is not None:
+            return self._scan_walked(text, hi, walked)
         if lower_finder is not None and start >= 0 and region.isascii():
             # The lowered copy of the region only: a scan of one section costs
             # the section's length, not the report's (docs/hardening.md,
@@ -685,6 +700,45 @@ class Scanner:
                 floor = m.end()
         return out
 
+    def _scan_walked(self, text: str, hi: int, walked: Walk) -> list[re.Match[str]]:
+        """:meth:`scan` over a shared finder's candidates: each one's key is the longest of this
+        scanner's keys that the shared key starts with (both are starts of the token's text).
+
+        Its own loop, not :meth:`scan`'s fed through a generator: that one cost 0.45 M more
+        instructions per message (docs/benchmarks.md, "Round 7b: one walk for the three scanners").
+        """
+        get: Callable[[str], re.Pattern[str] | None] = self._lookup.get
+        if walked.ascii_form:
+            get = self._ascii_form
+        own = self._own
+        out: list[re.Match[str]] = []
+        floor = walked.start
+        for p, shared_key in walked.candidates:
+            if p >= hi:
+                break
+            if p < floor:
+                continue
+            key = own.get(shared_key)
+            if key is None:
+                key = self._own_key(shared_key)
+            if not key:
+                continue
+            rx = get(key)
+            if rx is None:
+                continue
+            m = rx.match(text, p, hi)
+            if m is not None:
+                out.append(m)
+                floor = m.end()
+        return out
+
+    def _own_key(self, shared_key: str) -> str:
+        """The longest start of ``shared_key`` that is one of this scanner's keys ("" for none), kept."""
+        lookup = self._lookup
+        found = next((shared_key[:n] for n in range(len(shared_key), 0, -1) if shared_key[:n] in lookup), "")
+        self._own[shared_key] = found
+        return found
+
     def _ascii_form(self, key: str) -> re.Pattern[str] | None:
         """``table[key]`` compiled with ``re.ASCII`` (once per scanner and key), or None for no key."""
         found = self._ascii.get(key)
@@ -714,6 +768,73 @@ class Scanner:
                 out.append(m)
                 floor = m.end()
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """A region's candidate tokens from a :class:`SharedFinder`.
+
+    Attributes:
+        start: the region's start in the text.
+        candidates: (offset in the text, the longest shared key the text there starts with) of each
+            token where some scanner's key applies, in order.
+        ascii_form: the text is ASCII without the separators ``\x1c``-``\x1f``, so the scanners
+            match with their patterns' ``re.ASCII`` forms (:meth:`Scanner.scan`).
+    """
+
+    start: int
+    candidates: tuple[tuple[int, str], ...]
+    ascii_form: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SharedFinder:
+    """One lowered finder for the keys of several scanners, so a region is tokenized once for all.
+
+    The concept, trigger and side-word scanners scan the same sections of a report; each walking
+    the section's tokens with its own finder walked them three times. A :class:`Walk` from this
+    finder stops at every token where one of them has a key, with the longest such key, and each
+    scanner then takes the longest of its own keys that key starts with: its own finder would
+    have stopped at that token with that key, and it skips the others, so the matches are the
+    same (docs/benchmarks.md, "Round 7b: one walk for the three scanners").
+    """
+
+    finder: re.Pattern[str]
+
+    def walk(self, text: str, start: int, end: int | None = None) -> Walk | None:
+        """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII."""
+        hi = len(text) if end is None else end
+        region = text[start : hi + _SCAN_KEY - 1]
+        if start < 0 or not region.isascii():
+            return None
+        candidates = tuple(
+            (m.start(1) + start, m.group(1)) for m in self.finder.finditer(region.lower()) if m.start(1) >= 0
+        )
+        ascii_form = text.isascii() and not any(sep in text for sep in _SEPARATORS)
+        return Walk(start, candidates, ascii_form)
+
+    def scan(
+        self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object] | None
+    ) -> list[re.Match[str]]:
+        """``scanner.scan(text, start, hi)``, with the region walked once per ``walks`` (a report's memo)."""
+        if walks is None:
+            return scanner.scan(text, start, hi)
+        key = (self, text, start, hi)
+        walked = walks.get(key, False)
+        if walked is False:
+            walked = walks[key] = self.walk(text, start, hi)
+        return scanner.scan(text, start, hi, walked=walked)  # type: ignore[arg-type]
+
+
+def shared_finder(scanners: Iterable[Scanner]) -> SharedFinder | None:
+    """A :class:`SharedFinder` for ``scanners``' keys; None unless each of them has a lowered finder."""
+    keys: set[str] = set()
+    for sc in scanners:
+        if sc._lower_finder is None:
+            return None
+        keys.update(sc.table)
+    finder = key_finder(keys, lowered=True)
+    return None if finder is None else SharedFinder(finder)
 
 
 def _longest_key(get: Callable[[str], re.Pattern[str] | None], key: str) -> re.Pattern[str] | None:

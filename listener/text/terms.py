@@ -46,7 +46,15 @@ from listener.text.casefold import lowered_twin
 from listener.text.scanner import END as _END
 from listener.text.scanner import FLAGS as _FLAGS
 from listener.text.scanner import START as _START
-from listener.text.scanner import Scanner, alternation, build_scanner, pattern_widths, word_bounded
+from listener.text.scanner import (
+    Scanner,
+    SharedFinder,
+    alternation,
+    build_scanner,
+    pattern_widths,
+    shared_finder,
+    word_bounded,
+)
 from listener.yamlconf import YamlFile, YamlList, YamlMap
 
 __all__ = [
@@ -205,6 +213,9 @@ class Terms:
         digest: sha256 of the files' bytes (a version for the Route record).
         max_window: the largest ``window`` of a trigger that sets a flag: no
             trigger reaches a finding more words away than this.
+        shared_finder: one finder for the keys of ``concept_scanner``,
+            ``modifier_scanner`` and the side-word scanner, so a section is
+            tokenized once for the three (None when one of them has none).
     """
 
     concepts: Mapping[str, Concept]
@@ -219,6 +230,7 @@ class Terms:
     sources: tuple[str, ...]
     digest: str
     max_window: int
+    shared_finder: SharedFinder | None = None
 
     def concept(self, name: str) -> Concept:
         """Return the concept called ``name`` (KeyError if unknown)."""
@@ -510,4 +522,9 @@ def build_terms(files: Iterable[YamlFile], folder: str) -> Terms:
         sources=tuple(str(f.path) for f in files),
         digest=digest.hexdigest(),
         max_window=max((t.window for _, t in b.triggers if t.category not in _NO_SCOPE), default=0),
+        shared_finder=(
+            shared_finder((concept_scanner, modifier_scanner, b.laterality.side_scanner))
+            if b.laterality.side_scanner is not None
+            else None
+        ),
     )

@@ -225,3 +225,41 @@ def test_ascii_classes_are_the_str_patterns_classes_on_ascii() -> None:
         ch = chr(code)
         assert bool(space.match(ch)) == bool(re.match(r"\s", ch)), code
         assert bool(word.match(ch)) == bool(re.match(r"\w", ch)), code
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=texts, data=st.data())
+def test_shared_walk_scan_equals_token_loop(terms: Terms, text: str, data: st.DataObject) -> None:
+    """One walk of the shared finder, read by each shipped scanner, gives exactly scan_tokens()'s matches,
+    on any window, case and text (a walk of a non-ASCII region is None: the scanner's own finder runs)."""
+    shared = terms.shared_finder
+    assert shared is not None
+    n = len(text)
+    start = data.draw(st.integers(min_value=0, max_value=n + 2), label="start")
+    end = data.draw(st.one_of(st.none(), st.integers(min_value=0, max_value=n + 3)), label="end")
+    for variant in (text, text.upper(), text.swapcase()):
+        walked = shared.walk(variant, start, end)
+        hi = len(variant) if end is None else end  # ("ß".upper() is "SS": a variant can be longer)
+        assert (walked is None) == (not variant[start : hi + 4].isascii())
+        walks: dict[object, object] = {}
+        for scanner in shipped(terms)[:3]:
+            expected = signature(scanner.scan_tokens(variant, start, end))
+            assert signature(scanner.scan(variant, start, end, walked=walked)) == expected
+            assert signature(shared.scan(scanner, variant, start, hi, walks)) == expected
+        assert len(walks) == 1  # the three scanners read one walk
+
+
+def test_shared_finder_holds_every_scanners_keys(terms: Terms) -> None:
+    """The shared finder stops at a token with the longest key of the three scanners' that it starts with;
+    a scanner reads its own longest key off it."""
+    shared = terms.shared_finder
+    assert shared is not None
+    walked = shared.walk("No left pleural effusion.", 0)
+    assert walked is not None
+    keys = dict(walked.candidates)
+    assert keys[0] == "no" and keys[3].startswith("left")
+    assert terms.modifier_scanner._own_key(keys[0]) == "no"
+    assert terms.concept_scanner._own_key("zzzzz") == ""
+    assert walked.ascii_form
+    with_separator = shared.walk("no\x1ceffusion", 0)
+    assert with_separator is not None and not with_separator.ascii_form
