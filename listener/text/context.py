@@ -268,12 +268,7 @@ def _find_mentions(
     with_laterality: bool,
     cache: TextCache | None,
 ) -> tuple[Mention, ...]:
-    shared = terms.shared_finder
-    concept_matches = (
-        shared.scan(terms.concept_scanner, text, start, hi, cache.walks if cache is not None else None)
-        if shared is not None
-        else terms.concept_scanner.scan(text, start, hi)
-    )
+    concept_matches = terms.scan(terms.concept_scanner, text, start, hi, cache.walks if cache is not None else None)
     if not concept_matches or not sents:
         return ()
     # Strategy: every list below is sorted by offset; a sentence's share of
@@ -413,12 +408,7 @@ def modifier_matches(
     cached = cache.modifiers.get(key)
     if cached is not None:
         return cached  # type: ignore[return-value]
-    shared = terms.shared_finder
-    found = tuple(
-        shared.scan(terms.modifier_scanner, text, start, hi, cache.walks)
-        if shared is not None
-        else terms.modifier_scanner.scan(text, start, hi)
-    )
+    found = tuple(terms.scan(terms.modifier_scanner, text, start, hi, cache.walks))
     cache.modifiers[key] = found
     return found
 

@@ -95,15 +95,11 @@ def _lateral_mentions(
     text: str, start: int, hi: int, terms: Terms, sentences: tuple[Span, ...] | None, cache: TextCache | None
 ) -> tuple[LateralMention, ...]:
     lat = terms.laterality
-    shared = terms.shared_finder
-    if lat.side_scanner is None:
-        matches = list(lat.side_re.finditer(text, start, hi))
-    elif shared is not None and cache is not None:
-        # One walk of the region's tokens for the three scanners (listener/text/scanner.py
-        # SharedFinder; docs/benchmarks.md, "Round 7b: one walk for the three scanners").
-        matches = shared.scan(lat.side_scanner, text, start, hi, cache.walks)
-    else:
-        matches = lat.side_scanner.scan(text, start, hi)
+    matches = (
+        terms.scan(lat.side_scanner, text, start, hi, cache.walks if cache is not None else None)
+        if lat.side_scanner is not None
+        else list(lat.side_re.finditer(text, start, hi))
+    )
     if not matches:
         return ()
     sents = sentences if sentences is not None else split_sentences(text, start, hi, cache=cache)

@@ -675,11 +675,7 @@ class Scanner:
             # "Linear text analysis"). Its offsets are ``start`` less than the text's;
             # group 1 of its candidates is the longest key of their token (key_finder).
             lowered, shift, candidates = True, start, lower_finder.finditer(region.lower())
-            if text.isascii() and not any(sep in text for sep in _SEPARATORS):
-                # On such a text the patterns' re.ASCII forms match exactly where they do (their
-                # \w, \b, \d and \s agree there, and case folds only A-Z), testing a character's
-                # class with a table instead of the Unicode database (docs/benchmarks.md,
-                # "Worker CPU, round 7").
+            if _ascii_forms_apply(text):
                 get = self._ascii_form
         else:
             lowered, shift, candidates = False, 0, finder.finditer(text, start, stop)
@@ -810,15 +806,12 @@ class SharedFinder:
         candidates = tuple(
             (m.start(1) + start, m.group(1)) for m in self.finder.finditer(region.lower()) if m.start(1) >= 0
         )
-        ascii_form = text.isascii() and not any(sep in text for sep in _SEPARATORS)
-        return Walk(start, candidates, ascii_form)
+        return Walk(start, candidates, _ascii_forms_apply(text))
 
     def scan(
-        self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object] | None
+        self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object]
     ) -> list[re.Match[str]]:
         """``scanner.scan(text, start, hi)``, with the region walked once per ``walks`` (a report's memo)."""
-        if walks is None:
-            return scanner.scan(text, start, hi)
         key = (self, text, start, hi)
         walked = walks.get(key, False)
         if walked is False:
@@ -835,6 +828,14 @@ def shared_finder(scanners: Iterable[Scanner]) -> SharedFinder | None:
         keys.update(sc.table)
     finder = key_finder(keys, lowered=True)
     return None if finder is None else SharedFinder(finder)
+
+
+def _ascii_forms_apply(text: str) -> bool:
+    r"""Whether the patterns' ``re.ASCII`` forms match in ``text`` exactly where they do: ASCII
+    without the separators ``\x1c``-``\x1f`` (there their ``\w``, ``\b``, ``\d`` and ``\s``
+    agree, and case folds only A-Z), testing a character's class with a table instead of the
+    Unicode database (docs/benchmarks.md, "Worker CPU, round 7")."""
+    return text.isascii() and not any(sep in text for sep in _SEPARATORS)
 
 
 def _longest_key(get: Callable[[str], re.Pattern[str] | None], key: str) -> re.Pattern[str] | None:

@@ -232,6 +232,17 @@ class Terms:
     max_window: int
     shared_finder: SharedFinder | None = None
 
+    def scan(
+        self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object] | None
+    ) -> list[re.Match[str]]:
+        """``scanner.scan(text, start, hi)``; with a report's ``walks`` memo (``TextCache.walks``) the
+        region is walked once for the three scanners (listener/text/scanner.py ``SharedFinder``;
+        docs/benchmarks.md, "Round 7b: one walk for the three scanners")."""
+        shared = self.shared_finder
+        if shared is None or walks is None:
+            return scanner.scan(text, start, hi)
+        return shared.scan(scanner, text, start, hi, walks)
+
     def concept(self, name: str) -> Concept:
         """Return the concept called ``name`` (KeyError if unknown)."""
         return self.concepts[name]
