@@ -926,12 +926,11 @@ def _handshake_closer(reason: Failure) -> str:
     (OpenSSL names those "... alert ..."), ``daemon`` for any other verdict of our OpenSSL (a
     certificate refused, no TLS at all); "" when ``reason`` is no verdict of either side (not
     OpenSSL's ``Error``, or its ``SysCallError``: a socket error it passes on)."""
-    try:
-        from OpenSSL.SSL import Error as SSLError
-        from OpenSSL.SSL import SysCallError
-    except ImportError:  # pragma: no cover - pyOpenSSL ships with twisted[tls]
+    if not _is_tls_error(reason):
         return ""
-    if not reason.check(SSLError) or reason.check(SysCallError):  # type: ignore[no-untyped-call]
+    from OpenSSL.SSL import SysCallError  # importable: _is_tls_error found OpenSSL's Error
+
+    if reason.check(SysCallError):  # type: ignore[no-untyped-call]
         return ""
     args = reason.value.args if reason.value is not None else ()
     # pyOpenSSL's Error holds a list of (library, function, reason) tuples.
