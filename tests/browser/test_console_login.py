@@ -7,11 +7,13 @@ is refused with a message on the form. Each page is saved to var/screenshots/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.browser.conftest import ANALYST, MANAGER, screenshot
@@ -33,8 +35,27 @@ def _submit(driver: webdriver.Chrome, button: WebElement) -> None:
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
     wait = WebDriverWait(driver, PAGE_WAIT)
-    wait.until(expected_conditions.staleness_of(page))
+    wait.until(_replaced(page))
     wait.until(lambda browser: browser.execute_script("return document.readyState") == "complete")
+
+
+def _replaced(page: WebElement) -> Callable[[webdriver.Chrome], bool]:
+    """Whether ``page`` (the old document's root) is gone: stale, or, when Chromium is asked while
+    it swaps the documents, "Node with given id does not belong to the document" (which
+    ``staleness_of`` does not take for stale)."""
+
+    def check(_driver: webdriver.Chrome) -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
 
 
 def _sign_in(driver: webdriver.Chrome, daemon: RunningDaemon, token: str) -> None:
