@@ -272,13 +272,30 @@ def _on_images(text: str, m: Mention) -> bool:
 
 
 def related_concepts(concept: str, related: Mapping[str, Iterable[str]] = DEFAULT_RELATED) -> frozenset[str]:
-    """Concepts that describe the same finding as ``concept`` (itself included)."""
+    """Concepts that describe the same finding as ``concept`` (itself included).
+
+    With the default clusters the answer is looked up in an index built once
+    (the laterality rules ask once per located finding; walking every cluster
+    each time cost as much as the rest of QA in a long report,
+    docs/hardening.md "Linear text analysis").
+    """
+    if related is DEFAULT_RELATED:
+        return _DEFAULT_RELATED_INDEX.get(concept) or frozenset((concept,))
+    return _cluster_of(concept, related)
+
+
+def _cluster_of(concept: str, related: Mapping[str, Iterable[str]]) -> frozenset[str]:
     out = {concept}
     for members in related.values():
         group = tuple(members)
         if concept in group:
             out.update(group)
     return frozenset(out)
+
+
+_DEFAULT_RELATED_INDEX: dict[str, frozenset[str]] = {
+    c: _cluster_of(c, DEFAULT_RELATED) for members in DEFAULT_RELATED.values() for c in members
+}
 
 
 def refers_to_findings(text: str, start: int, end: int) -> bool:
@@ -316,13 +333,8 @@ def _wanted(data: RuleInput, m: Mention) -> bool:
 
 def _next_sentence_end(data: RuleInput, m: Mention) -> int:
     """End of the sentence after ``m``'s ("Nodules are seen. These may be nipples.")."""
-    sec = data.analysis.section_at(m.start)
-    if sec is None:
-        return m.sentence_end
-    for sent in data.analysis.sentences(sec.start, sec.end):
-        if sent.start >= m.sentence_end:
-            return sent.end
-    return m.sentence_end
+    nxt = data.analysis.next_sentence(m)
+    return m.sentence_end if nxt is None else nxt.end
 
 
 def _minor(text: str, m: Mention) -> bool:

@@ -587,13 +587,30 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         SectionKind.FINDINGS: bool(data.param("within_findings", True)),
         SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
     }
+    # The denials each affirmation may meet, by concept, in text order: an affirmation looks only at
+    # the denials of its own concept, its family, and (a granuloma) of nodules, not at every denial
+    # (docs/hardening.md, "Linear text analysis").
+    denials_of: dict[str, list[int]] = {}
+    for pos, (_, n, _) in enumerate(negated):
+        denials_of.setdefault(n.concept, []).append(pos)
+    candidates: dict[tuple[str, str], list[tuple[SectionKind, Mention, frozenset[str]]]] = {}
+    # (section kind, sentence, family) of every denial: the affirmed sentence that also denies its finding
+    denied_in: set[tuple[SectionKind, int, str]] = {
+        (k, o.sentence_start, _family(data.terms, o.concept)) for k, ms in by_kind.items() for o in ms if o.negated
+    }
     done: set[str] = set()
     for a_kind, a, characterized, soft in affirmed:
         fam = _family(data.terms, a.concept)
         if fam in done:
             continue
+        key = (a.concept, fam)
+        met = candidates.get(key)
+        if met is None:
+            nodules = denials_of.get("lung_nodule", []) if a.concept == "granuloma" else []
+            picked = {*denials_of.get(a.concept, ()), *denials_of.get(fam, ()), *nodules}
+            met = candidates[key] = [negated[pos] for pos in sorted(picked)]
         a_words: frozenset[str] | None = None
-        for n_kind, n, quals in negated:
+        for n_kind, n, quals in met:
             if n.concept not in (a.concept, fam) and not _nodules_denied(text, a, n, id(n) in outright):
                 continue
             if soft and id(n) not in outright:
@@ -623,10 +640,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             if n.laterality and n.laterality != a.laterality:
                 continue
             # the affirmed sentence also denies it ("no pneumothorax on the left; small right one")
-            if any(
-                o.negated and o.sentence_start == a.sentence_start and _family(data.terms, o.concept) == fam
-                for o in by_kind[a_kind]
-            ):
+            if (a_kind, a.sentence_start, fam) in denied_in:
                 continue
             done.add(fam)
             where = "findings and impression" if a_kind is not n_kind else a_kind.value
@@ -729,17 +743,6 @@ def _bare_opacity_denied(
             return
 
 
-def _next_sentence(data: RuleInput, m: Mention) -> tuple[int, int] | None:
-    """The findings sentence after the one ``m`` is in, if any."""
-    sec = data.analysis.section_at(m.start)
-    if sec is None:
-        return None
-    for span in data.analysis.sentences(sec.start, sec.end):
-        if span.start >= m.sentence_end:
-            return span.start, span.end
-    return None
-
-
 def _not_acute_here(data: RuleInput, m: Mention, explained_in_impression: bool) -> bool:
     """The finding as written is not an acute one.
 
@@ -766,8 +769,8 @@ def _not_acute_here(data: RuleInput, m: Mention, explained_in_impression: bool) 
         return True
     if explained_in_impression or _EXPLAINED_RE.search(text, m.end, m.sentence_end):
         return True
-    nxt = _next_sentence(data, m)
-    return nxt is not None and _EXPLAINED_RE.search(text, *nxt) is not None
+    nxt = data.analysis.next_sentence(m)
+    return nxt is not None and _EXPLAINED_RE.search(text, nxt.start, nxt.end) is not None
 
 
 _ACUTE_DEFAULT = [

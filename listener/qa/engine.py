@@ -19,6 +19,7 @@ import importlib
 import re
 import string
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -95,6 +96,10 @@ class RuleSettings:
 _MISSING = object()
 
 
+def _span_start(span: Span) -> int:
+    return span.start
+
+
 class Analysis:
     """Lazily computed text analysis shared by all rules of one run.
 
@@ -149,6 +154,20 @@ class Analysis:
         if key not in self._sentences:
             self._sentences[key] = split_sentences(self.report.text, start, end, cache=self.text_cache)
         return self._sentences[key]
+
+    def next_sentence(self, m: Mention) -> Span | None:
+        """The sentence after the one ``m`` is in, in ``m``'s section, or None.
+
+        Bisected by start offset: walking the section's sentences from its
+        first made a long report cost the square of its sentences
+        (docs/hardening.md, "Linear text analysis").
+        """
+        sec = self.section_at(m.start)
+        if sec is None:
+            return None
+        spans = self.sentences(sec.start, sec.end)
+        k = bisect_left(spans, m.sentence_end, key=_span_start)
+        return spans[k] if k < len(spans) else None
 
     def mentions(self, start: int, end: int) -> tuple[Mention, ...]:
         key = (start, end)

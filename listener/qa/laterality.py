@@ -1028,12 +1028,51 @@ def _located(data: RuleInput, kind: SectionKind) -> list[_Located]:
     return out
 
 
-def _same_finding(a: str, b: str) -> bool:
-    return a == b or b in related_concepts(a)
+class _Placed:
+    """Located findings indexed by what the side tests ask of them.
 
+    The tests ask, for one located finding ``i``: of the located findings of
+    the same finding (its family or a related one, ``related_concepts``), in
+    a region, at the same place (equal, or either is "any"), which is the
+    first and which sides do they take? Comparing ``i`` with every other
+    located finding made a long report cost the square of its findings
+    (docs/hardening.md, "Linear text analysis"); here each answer is a few
+    look-ups: by (family,), (family, region) and (family, region, place),
+    each keeping the position of its first finding and the set of sides.
+    """
 
-def _same_place(a: _Located, b: _Located) -> bool:
-    return a.region == b.region and (a.place == b.place or "any" in (a.place, b.place))
+    __slots__ = ("_at", "located")
+
+    def __init__(self, located: list[_Located]) -> None:
+        self.located = located
+        self._at: dict[tuple[str, ...], tuple[int, set[str]]] = {}
+        for k, x in enumerate(located):
+            for key in ((x.family,), (x.family, x.region), (x.family, x.region, x.place)):
+                entry = self._at.get(key)
+                if entry is None:
+                    self._at[key] = (k, {x.side})
+                else:
+                    entry[1].add(x.side)
+
+    def find(
+        self, family: str, region: str | None = None, place: str | None = None
+    ) -> tuple[_Located | None, set[str]]:
+        """The first located finding of the same finding as ``family`` (in ``region``, at ``place``) and every side."""
+        first: int | None = None
+        sides: set[str] = set()
+        for fam in related_concepts(family):
+            if region is None:
+                keys: tuple[tuple[str, ...], ...] = ((fam,),)
+            elif place is None or place == "any":
+                keys = ((fam, region),)
+            else:
+                keys = ((fam, region, place), (fam, region, "any"))
+            for key in keys:
+                entry = self._at.get(key)
+                if entry is not None:
+                    first = entry[0] if first is None else min(first, entry[0])
+                    sides |= entry[1]
+        return (None if first is None else self.located[first]), sides
 
 
 def _located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
@@ -1059,36 +1098,26 @@ def _find_located_conflicts(data: RuleInput) -> list[tuple[_Located, _Located]]:
             find_sides.setdefault(_family(data, m.concept), set()).add(m.laterality)
     out: list[tuple[_Located, _Located]] = []
     done: set[tuple[int, str]] = set()  # (sentence, region) reported: one finding per statement
+    imp_placed, find_placed = _Placed(imp), _Placed(find)
     for i in imp:
         if i.side not in _OPPOSITE or (i.mention.sentence_start, i.region) in done:
             continue
         other = _OPPOSITE[i.side]
         # The impression also puts it on the other side, or on both: not a swap.
-        if any(
-            j.side in (other, "bilateral", "both") and _same_finding(i.family, j.family) and _same_place(i, j)
-            for j in imp
-        ):
+        if imp_placed.find(i.family, i.region, i.place)[1] & {other, "bilateral", "both"}:
             continue
-        there = [f for f in find if _same_finding(i.family, f.family) and _same_place(i, f)]
-        if not there or any(f.side != other for f in there):
+        there, there_sides = find_placed.find(i.family, i.region, i.place)
+        if there is None or there_sides != {other}:
             continue
         # The findings place this finding on the impression's side elsewhere in
         # the region ("left upper lobe ... hilar mass" for "left hilar mass"):
         # a different place, not a different side.
-        if any(
-            f.side in (i.side, "bilateral", "both") and f.region == i.region and _same_finding(i.family, f.family)
-            for f in find
-        ):
+        if find_placed.find(i.family, i.region)[1] & {i.side, "bilateral", "both"}:
             continue
-        if any(
-            side in (i.side, "bilateral")
-            for fam, sides in find_sides.items()
-            if _same_finding(i.family, fam)
-            for side in sides
-        ):
+        if any(side in (i.side, "bilateral") for fam in related_concepts(i.family) for side in find_sides.get(fam, ())):
             continue
         done.add((i.mention.sentence_start, i.region))
-        out.append((i, there[0]))
+        out.append((i, there))
     return out
 
 
@@ -1130,6 +1159,7 @@ def _order_conflicts(data: RuleInput) -> list[tuple[_Located, LateralMention]]:
     sides_by_sentence = _sentence_sides(body)
     located = [*_located(data, SectionKind.FINDINGS), *_located(data, SectionKind.IMPRESSION)]
     out: list[tuple[_Located, LateralMention]] = []
+    placed = _Placed(located)
     for loc in located:
         if loc.side != other or loc.region not in regions:
             continue
@@ -1137,7 +1167,7 @@ def _order_conflicts(data: RuleInput) -> list[tuple[_Located, LateralMention]]:
             continue
         if _ELSEWHERE.search(text, loc.mention.sentence_start, loc.mention.sentence_end):
             continue
-        if any(o.side in (ordered, "bilateral", "both") and _same_finding(loc.family, o.family) for o in located):
+        if placed.find(loc.family)[1] & {ordered, "bilateral", "both"}:
             continue
         out.append((loc, ordered_words[0]))
         break
