@@ -26,12 +26,15 @@ ms/KB at the smallest size of at least 8 KB (smaller sizes are dominated by
 the fixed cost of a message).
 
 ``--count`` replaces the clock by a deterministic measure of work: the number
-of Python and C function calls (``sys.setprofile``) plus the number of
-characters handed to the regular-expression engine (every pattern compiled
-after start-up is wrapped; each search/match/finditer/findall/fullmatch/sub
-call counts the characters from ``pos`` to the end of its last match, or to
-``endpos`` when it found nothing; a match counts its length). ``tests/unit/text/test_linear_cost.py`` runs it in a
-subprocess and compares 16 KB with 128 KB.
+of Python and C function calls (``sys.setprofile``), plus the number of Python
+lines run (``sys.settrace``: a loop that calls nothing, such as a walk over a
+section's sentences, counts too), plus the number of characters handed to the
+regular-expression engine (every pattern compiled after start-up is wrapped;
+each search/match/finditer/findall/fullmatch/sub call counts the characters
+from ``pos`` to the end of its last match, or to ``endpos`` when it found
+nothing; a match counts its length). ``tests/unit/text/test_linear_cost.py``
+runs it in a subprocess and compares 4 KB with 32 KB for every shape and 32 KB
+with 256 KB for most of them.
 """
 
 from __future__ import annotations
@@ -156,26 +159,37 @@ def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int,
     now = datetime.now(UTC)
     process(message("natural", 1), p, received_at=now)  # warm-up: lazy compiles, caches
     out: dict[str, dict[int, float]] = {}
-    calls = 0
+    calls = lines = 0
 
     def hook(frame, event, arg):  # type: ignore[no-untyped-def]
         nonlocal calls
         if event == "call" or event == "c_call":
             calls += 1
 
+    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
+        return line  # every frame's lines are counted
+
+    def line(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal lines
+        if event == "line":
+            lines += 1
+        return line
+
     for shape in shapes:
         out[shape] = {}
         for kb in sizes:
             raw = message(shape, kb)
             if count:
-                calls = 0
+                calls = lines = 0
                 _Counted.chars = 0
                 sys.setprofile(hook)
+                sys.settrace(trace)
                 try:
                     process(raw, p, received_at=now)
                 finally:
+                    sys.settrace(None)
                     sys.setprofile(None)
-                out[shape][kb] = (calls + _Counted.chars) / kb
+                out[shape][kb] = (calls + lines + _Counted.chars) / kb
             else:
                 t = time.perf_counter()
                 process(raw, p, received_at=now)
