@@ -18,7 +18,10 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
 * ``triggers``: negation and hedge words only ("no possible no possible ...");
 * ``adversarial``: findings, negations and side words packed together;
 * ``crossed``: sentences that affirm and deny one finding on opposite sides
-  (every mention pairs with every other in the cross-sentence rules).
+  (every mention pairs with every other in the cross-sentence rules);
+* ``items``: numbered items at several sites, each site's finding affirmed at
+  one and denied at the next (the contradiction rule's site tests for every
+  affirmation and denial of a finding found at many sites).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -66,6 +69,7 @@ SHAPES: dict[str, bytes] = {
     "triggers": b"no possible ",
     "adversarial": b"no pneumothorax left right ",
     "crossed": b"Right pneumothorax. No pneumothorax on the left. Small left effusion. No effusion on the right. ",
+    "items": b"1. Left wrist. Fracture of the distal radius. 2. Right knee. No fracture. ",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

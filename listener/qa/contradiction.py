@@ -25,12 +25,14 @@ fracture...).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
+from listener.text.sentences import Span
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
 
@@ -422,6 +424,13 @@ def _bare_negation(data: RuleInput, text: str, m: Mention, sentence_mentions: li
     return frozenset(qualifiers)
 
 
+#: The denials of its finding one affirmation is weighed against, the first in text order. A report
+#: names a finding a few times; a long list of the same denial ("1. Left wrist ... 2. Right knee. No
+#: fracture. 3. ...") would otherwise cost every affirmation times every denial (docs/hardening.md,
+#: "Linear text analysis"), as ConText weighs at most 32 triggers on each side of a mention.
+_MAX_DENIALS = 64
+
+
 # Paired-anatomy groups of one organ system (policies/terms/laterality.yaml): the chest counts once.
 _SYSTEM = {"lung": "chest", "lung_lobe": "chest", "pleura": "chest", "bronchus": "chest", "rib": "chest"}
 
@@ -431,8 +440,17 @@ def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
 
     A bare denial of a finding found at many sites ("No fracture is seen.")
     in such a section speaks about one of its parts only, as an organ
-    heading would ("Knee: no fracture").
+    heading would ("Knee: no fracture"). Worked out once per report and
+    section kind: the pair loop of :func:`affirmed_and_negated` asks for
+    every pair, and walking the section's side words each time made a long
+    report cost the cube of its findings (docs/hardening.md, "Linear text
+    analysis").
     """
+    return bool(data.analysis.shared((_multi_site, kind), lambda: _body_systems(data, kind) > 1))
+
+
+def _body_systems(data: RuleInput, kind: SectionKind) -> int:
+    """How many body parts (the chest counted once) sections of ``kind`` name by side."""
     systems: set[str] = set()
     text = data.report.text
     for sec in data.analysis.sections_of(kind):
@@ -446,7 +464,7 @@ def _multi_site(data: RuleInput, kind: SectionKind) -> bool:
         ):
             if lm.anatomy:
                 systems.add(_SYSTEM.get(lm.anatomy, lm.anatomy))
-    return len(systems) > 1
+    return len(systems)
 
 
 _ITEM_RE = re.compile(r"\W*\d{1,2}[.)]\s")
@@ -463,21 +481,28 @@ def _own_item(data: RuleInput, n: Mention) -> bool:
     sec = data.analysis.section_at(n.start)
     if sec is None:
         return False
-    before = [sp for sp in data.analysis.sentences(sec.start, sec.end) if sp.end <= n.sentence_start]
-    if not before:
+    spans = data.analysis.sentences(sec.start, sec.end)
+    # The sentences before the denial's are a prefix of the section's (they are in order, apart).
+    k = bisect_right(spans, n.sentence_start, key=_span_end)
+    if k == 0:
         return True
-    prev = before[-1]
+    prev = spans[k - 1]
     if not _bare_heading(data, prev.start, prev.end):
         return True
     # "2. Right shoulder. Scapular fracture. 3. Clavicle. Acromioclavicular separation. 4. No fracture.": the
     # item before opens with its own site heading, so the short sentence after that heading is the item's
     # content, not a heading over the denial (docs/qa-rules.md "Round 6").
-    opener = next((sp for sp in reversed(before) if _ITEM_RE.match(text, sp.start) is not None), None)
-    if opener is None or opener is prev:
+    j = next((j for j in range(k - 1, -1, -1) if _ITEM_RE.match(text, spans[j].start) is not None), None)
+    if j is None or j == k - 1:
         return False
+    opener = spans[j]
     heading_start = _ITEM_RE.match(text, opener.start)
     assert heading_start is not None
-    return _bare_heading(data, heading_start.end(), opener.end) and len(before) - before.index(opener) == 2
+    return _bare_heading(data, heading_start.end(), opener.end) and k - j == 2
+
+
+def _span_end(span: Span) -> int:
+    return span.end
 
 
 def _bare_heading(data: RuleInput, start: int, end: int) -> bool:
@@ -588,8 +613,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         SectionKind.IMPRESSION: bool(data.param("within_impression", True)),
     }
     # The denials each affirmation may meet, by concept, in text order: an affirmation looks only at
-    # the denials of its own concept, its family, and (a granuloma) of nodules, not at every denial
-    # (docs/hardening.md, "Linear text analysis").
+    # the denials of its own concept, its family, and (a granuloma) of nodules, not at every denial,
+    # and at the first _MAX_DENIALS of them (docs/hardening.md, "Linear text analysis").
     denials_of: dict[str, list[int]] = {}
     for pos, (_, n, _) in enumerate(negated):
         denials_of.setdefault(n.concept, []).append(pos)
@@ -598,6 +623,14 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     denied_in: set[tuple[SectionKind, int, str]] = {
         (k, o.sentence_start, _family(data.terms, o.concept)) for k, ms in by_kind.items() for o in ms if o.negated
     }
+    own_items: dict[int, bool] = {}
+
+    def _own_item_once(n: Mention) -> bool:
+        known = own_items.get(id(n))
+        if known is None:
+            known = own_items[id(n)] = _own_item(data, n)
+        return known
+
     done: set[str] = set()
     for a_kind, a, characterized, soft in affirmed:
         fam = _family(data.terms, a.concept)
@@ -608,7 +641,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         if met is None:
             nodules = denials_of.get("lung_nodule", []) if a.concept == "granuloma" else []
             picked = {*denials_of.get(a.concept, ()), *denials_of.get(fam, ()), *nodules}
-            met = candidates[key] = [negated[pos] for pos in sorted(picked)]
+            met = candidates[key] = [negated[pos] for pos in sorted(picked)[:_MAX_DENIALS]]
         a_words: frozenset[str] | None = None
         for n_kind, n, quals in met:
             if n.concept not in (a.concept, fam) and not _nodules_denied(text, a, n, id(n) in outright):
@@ -635,7 +668,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
                 continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
-            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item(data, n):
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item_once(n):
                 continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue

@@ -37,7 +37,7 @@ _BOUND = 2.0
 _LARGE_BOUND = 1.25
 _SMALL, _MEDIUM, _LARGE = 4, 32, 256
 
-SHAPES = ["natural", "runon", "list", "sides", "triggers", "adversarial", "crossed"]
+SHAPES = ["natural", "runon", "list", "sides", "triggers", "adversarial", "crossed", "items"]
 LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed"]
 
 
