@@ -1,13 +1,17 @@
 """A well-behaved sender and /healthz while another connection floods 1 MB run-on reports.
 
-Run by hand: ``.venv/bin/python bench/hostile.py [--seconds 30] [--size-kb 1024] [--budget 2]``.
+Run by hand: ``.venv/bin/python bench/hostile.py [--seconds 30] [--size-kb 1024] [--budget 2] [--shape adversarial]``.
 
 Starts ``overread serve`` (default config, a temporary state directory, logs to
 /dev/null) and runs three things at once for ``--seconds``:
 
-* flood: one connection sends the issue-9 repro (``no pneumothorax left right``
-  repeated, no sentence break) of ``--size-kb`` KB with a new MSH-10 each,
-  pipelined (up to 4 outstanding), and counts the ACKs;
+* flood: one connection sends reports of ``--size-kb`` KB of one of
+  ``bench/text_scaling.py``'s text shapes (``--shape``; default ``adversarial``,
+  the issue-9 repro: ``no pneumothorax left right`` repeated, no sentence
+  break; ``natural`` and ``items`` are long reports of ordinary sentences and
+  of numbered items at many sites), 3/4 in the findings and 1/4 in the
+  impression, with a new MSH-10 each, pipelined (up to 4 outstanding), and
+  counts the ACKs;
 * good: another connection sends the normal chest X-ray sample, one message
   every 50 ms, and records each ACK's latency;
 * health: GET /healthz every 100 ms, recording the latency.
@@ -33,6 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.text_scaling import SHAPES  # noqa: E402
+from bench.text_scaling import message as text_message  # noqa: E402
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 
 SAMPLE = (
@@ -48,10 +54,10 @@ def with_id(raw: bytes, control_id: str) -> bytes:
     return b"\r".join(segments)
 
 
-def run_on(control_id: str, size_kb: int) -> bytes:
-    phrase = b"no pneumothorax left right "
-    filler = phrase * (size_kb * 1024 // len(phrase))
-    return with_id(SAMPLE, control_id).replace(b"The lungs are clear.", b"The lungs are clear. " + filler)
+def flood_body(control_id: str, shape: str, size_kb: int) -> bytes:
+    """The sample with ``size_kb`` KB of ``shape`` text (bench/text_scaling.py) and MSH-10 ``control_id``."""
+    body = text_message(shape, size_kb).replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    return with_id(body, control_id)
 
 
 def free_port() -> int:
@@ -82,6 +88,7 @@ def main() -> None:
     parser.add_argument("--size-kb", type=int, default=1024)
     parser.add_argument("--budget", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="adversarial", help="the flood's text shape")
     args = parser.parse_args()
 
     mllp, http_port = free_port(), free_port()
@@ -120,7 +127,7 @@ def main() -> None:
             flood_done = [0]
             good: list[float] = []
             health: list[float] = []
-            bodies = [run_on(f"FLOOD-{i}", args.size_kb) for i in range(4)]
+            bodies = [flood_body(f"FLOOD-{i}", args.shape, args.size_kb) for i in range(4)]
 
             def flood() -> None:
                 sock = socket.create_connection(("127.0.0.1", mllp), timeout=600)
@@ -187,7 +194,7 @@ def main() -> None:
             f"max {max(ms) if ms else float('nan'):7.1f} ms  mean {statistics.fmean(ms) if ms else float('nan'):6.1f}"
         )
     print(
-        f"flood: {flood_done[0]} x {args.size_kb} KB run-on reports answered in {args.seconds + 1:.0f} s "
+        f"flood: {flood_done[0]} x {args.size_kb} KB {args.shape} reports answered in {args.seconds + 1:.0f} s "
         f"(budget {args.budget} s, {args.workers} workers)"
     )
 
