@@ -1,4 +1,4 @@
-"""Cost per KB of the text layer and the QA rules, from 1 KB to 1 MB, per text shape.
+r"""Cost per KB of the text layer and the QA rules, from 1 KB to 1 MB, per text shape.
 
 Run by hand (about a minute without 1 MB, several with it):
 
@@ -21,7 +21,11 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
   (every mention pairs with every other in the cross-sentence rules);
 * ``items``: numbered items at several sites, each site's finding affirmed at
   one and denied at the next (the contradiction rule's site tests for every
-  affirmation and denial of a finding found at many sites).
+  affirmation and denial of a finding found at many sites);
+* ``headings``: whole short reports one after another, each line under its own
+  heading (EXAM, TECHNIQUE, FINDINGS, IMPRESSION, COMPARISON; line breaks as
+  HL7's ``\.br\``), as a message of many OBX segments carries them: thousands
+  of sections.
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -70,6 +74,10 @@ SHAPES: dict[str, bytes] = {
     "adversarial": b"no pneumothorax left right ",
     "crossed": b"Right pneumothorax. No pneumothorax on the left. Small left effusion. No effusion on the right. ",
     "items": b"1. Left wrist. Fracture of the distal radius. 2. Right knee. No fracture. ",
+    "headings": (
+        b"\\.br\\EXAM: Chest two views.\\.br\\TECHNIQUE: PA and lateral.\\.br\\FINDINGS: The lungs are clear."
+        b"\\.br\\IMPRESSION: Normal chest. COMPARISON: None.\\.br\\"
+    ),
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

@@ -22,6 +22,7 @@ from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry, views_in_range
 from listener.qa.comparison import region_phrases, regions_related
 from listener.qa.engine import Folded, RuleInput, folded, rule
+from listener.text.scope import SpanCover
 
 _I = re.IGNORECASE
 
@@ -541,13 +542,16 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
         return
     text = data.report.text
     found: list[tuple[str, int, int]] = []
+    # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
+    # (Bisected: a report of many OBX segments, each with its own headings, has as many sentences
+    # as sections; docs/hardening.md, "Linear text analysis".)
+    exam_lines = SpanCover(
+        (sec.start, sec.end)
+        for sec in data.report.sections
+        if sec.kind is SectionKind.TECHNIQUE and _EXAM_HEADING_RE.search(sec.heading)
+    )
     for start, end in _title_sentences(data):
-        # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
-        exam_line = any(
-            sec.kind is SectionKind.TECHNIQUE and sec.start <= start < sec.end and _EXAM_HEADING_RE.search(sec.heading)
-            for sec in data.report.sections
-        )
-        found.extend(region_phrases(text[start:end], offset=start, exam_only=not exam_line))
+        found.extend(region_phrases(text[start:end], offset=start, exam_only=not exam_lines.holds(start)))
     from_title = False
     if not found:
         # The text names no region in a title or technique line: the exam name that travels with the

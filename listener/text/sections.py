@@ -26,11 +26,13 @@ findings they are organ or vessel subheadings ("LEFT MAIN:", "PERICARDIUM:").
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from listener.model import Section, SectionKind
 from listener.text.casefold import lowered_twin
+from listener.text.scope import SpanCover
 
 #: A hint that says "this is report text: find its sections by heading".
 TEXT_HINT = "text"
@@ -129,11 +131,17 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         if rules.inline_heads is None
         else _inline_headings(text, rules.inline_heads)
     )
+    # A stand-alone heading inside a line heading is part of it. The line headings are fixed here, and
+    # each inline heading found starts after every one found before it, so one of those holds it
+    # exactly when the farthest body among them lies past it.
+    in_line_heading = SpanCover((b.at, b.body) for b in bounds.values())
+    inline_reach = -1
     for match in inline:
         start = match.start("heading")
-        if start not in bounds and not _inside_line_heading(bounds, start):
+        if start not in bounds and not in_line_heading.holds(start) and inline_reach <= start:
             heading = match.group("heading")
             bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading)
+            inline_reach = max(inline_reach, match.end())
 
     _end_impressions(text, rules, bounds)
 
@@ -271,8 +279,8 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
         return
     starts = sorted(bounds)
     for imp in impressions:
-        later = [a for a in starts if a > imp.at]
-        end = later[0] if later else len(text)
+        k = bisect_right(starts, imp.at)
+        end = starts[k] if k < len(starts) else len(text)
         for match in _alone_headings(text, imp.body, end):
             heading = match.group("heading")
             start = match.start("heading")
@@ -283,10 +291,6 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
                 continue
             bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading)
             break  # the impression ends here; what follows is no longer in it
-
-
-def _inside_line_heading(bounds: Mapping[int, _Boundary], start: int) -> bool:
-    return any(b.at <= start < b.body for b in bounds.values())
 
 
 def _section(text: str, kind: SectionKind, heading: str, start: int, end: int) -> Section:

@@ -246,7 +246,9 @@ def test_shared_walk_scan_equals_token_loop(terms: Terms, text: str, data: st.Da
             expected = signature(scanner.scan_tokens(variant, start, end))
             assert signature(scanner.scan(variant, start, end, walked=walked)) == expected
             assert signature(shared.scan(scanner, variant, start, hi, walks)) == expected
-        assert len(walks) == 1  # the three scanners read one walk
+        # The three scanners read one walk; beside it the memo keeps the text's one ASCII-forms answer.
+        assert sum(1 for key in walks if isinstance(key, tuple) and key[0] is shared) == 1
+        assert len(walks) == 2
 
 
 def test_shared_finder_holds_every_scanners_keys(terms: Terms) -> None:
