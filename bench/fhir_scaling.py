@@ -62,6 +62,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.text_scaling import verdict  # noqa: E402
+
 SAMPLE = REPO / "samples" / "fhir" / "bundle-transaction-mr-knee-left.json"
 MAX_BODY = 4 * 1024 * 1024
 DEFAULT_SIZES = (100, 1000, 10000)
@@ -264,7 +268,7 @@ def run(
     shapes: list[str], sizes: list[int], *, count: bool, full: bool, repeat: int, stage: str = "decode"
 ) -> dict[str, dict[int, float]]:
     """Cost per KB of body for each shape and size: CPU ms/KB, or (``count``) work units/KB."""
-    sys.path.insert(0, str(REPO))
+    from bench.text_scaling import WorkCounter
     from listener.fhir.decode import decode_fhir
     from listener.fhir.report import ReportContext, report_from_diagnostic_report
     from listener.fhir.resolve import Index, walk_entries
@@ -313,22 +317,6 @@ def run(
         return sum(len(r.text) for r in reports)
 
     once(body("results", 10))  # warm-up: validators, lazy compiles
-    calls = lines = 0
-
-    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        if event == "call" or event == "c_call":
-            calls += 1
-
-    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
-        return line
-
-    def line(frame, event, arg):  # type: ignore[no-untyped-def]
-        nonlocal lines
-        if event == "line":
-            lines += 1
-        return line
-
     out: dict[str, dict[int, float]] = {}
     for shape in shapes:
         out[shape] = {}
@@ -339,15 +327,9 @@ def run(
                 print(f"{shape:12} n={n:<7} {kb:8.0f} KB  over the 4 MB body limit; skipped", file=sys.stderr)
                 continue
             if count:
-                calls = lines = 0
-                sys.setprofile(hook)
-                sys.settrace(trace)
-                try:
+                with WorkCounter() as work:
                     chars = once(raw)
-                finally:
-                    sys.settrace(None)
-                    sys.setprofile(None)
-                out[shape][n] = (calls + lines + chars) / kb
+                out[shape][n] = (work.units + chars) / kb
                 continue
             best = float("inf")
             for _ in range(repeat):
@@ -391,19 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     shapes = [s for s in args.shapes.split(",") if s]
     table = run(shapes, sizes, count=args.count, full=args.full, repeat=args.repeat, stage=args.stage)
-    if args.json:
-        print(json.dumps({s: {str(k): v for k, v in row.items()} for s, row in table.items()}))
-    bad = []
-    for shape, row in table.items():
-        g = growth(row)
-        if not args.json:
-            print(f"{shape:12} growth of cost per KB {g:5.2f}x")
-        if g > args.factor:
-            bad.append(shape)
-    if bad:
-        print("super-linear: " + ", ".join(bad), file=sys.stderr)
-        return 1
-    return 0
+    return verdict(table, factor=args.factor, as_json=args.json, growth=growth)
 
 
 if __name__ == "__main__":
