@@ -1,6 +1,7 @@
 """A well-behaved sender and /healthz while another connection floods 1 MB run-on reports.
 
-Run by hand: ``.venv/bin/python bench/hostile.py [--seconds 30] [--size-kb 1024] [--budget 2] [--shape adversarial]``.
+Run by hand: ``.venv/bin/python bench/hostile.py [--seconds 30] [--size-kb 1024] [--budget 2] [--shape adversarial]``,
+or with a FHIR flood: ``bench/hostile.py --fhir-shape same_result --fhir-n 60000``.
 
 Starts ``overread serve`` (default config, a temporary state directory, logs to
 /dev/null) and runs three things at once for ``--seconds``:
@@ -16,7 +17,14 @@ Starts ``overread serve`` (default config, a temporary state directory, logs to
   every 50 ms, and records each ACK's latency;
 * health: GET /healthz every 100 ms, recording the latency.
 
-Prints p50/p99/max of the good sender's ACKs and of /healthz, and the flood's
+With ``--fhir-shape SHAPE --fhir-n N`` the flood is FHIR instead: one HTTP
+keep-alive connection POSTs ``bench/fhir_scaling.py``'s Bundle of that shape
+and size to ``/fhir`` (a new ``Bundle.identifier`` each, so none is a
+duplicate), one after another, and a well-behaved FHIR client POSTs the chest
+X-ray DiagnosticReport sample every 50 ms (a new accession each) beside the
+MLLP sender.
+
+Prints p50/p99/max of the good senders' answers and of /healthz, and the flood's
 answered count. The issue's target: both p99 under 100 ms.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import signal
 import socket
 import statistics
@@ -37,6 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.fhir_scaling import SHAPES as FHIR_SHAPES  # noqa: E402
+from bench.fhir_scaling import body as fhir_body  # noqa: E402
 from bench.text_scaling import SHAPES  # noqa: E402
 from bench.text_scaling import message as text_message  # noqa: E402
 from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
@@ -44,6 +55,16 @@ from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
 SAMPLE = (
     (REPO / "samples" / "hl7" / "xr-chest-2v-normal.hl7").read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
 )
+
+
+FHIR_SAMPLE = (REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_bytes()
+
+
+def fhir_bundle(shape: str, n: int) -> bytes:
+    """``bench/fhir_scaling.py``'s Bundle with an identifier the flood renumbers per POST."""
+    doc = json.loads(fhir_body(shape, n))
+    doc["identifier"] = {"system": "urn:example:flood", "value": "FLOOD-0000000"}
+    return json.dumps(doc).encode()
 
 
 def with_id(raw: bytes, control_id: str) -> bytes:
@@ -89,7 +110,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="adversarial", help="the flood's text shape")
+    parser.add_argument("--fhir-shape", choices=sorted(FHIR_SHAPES), help="flood FHIR Bundles of this shape instead")
+    parser.add_argument("--fhir-n", type=int, default=10000, help="the FHIR shape's n")
     args = parser.parse_args()
+    fhir_flood = fhir_bundle(args.fhir_shape, args.fhir_n) if args.fhir_shape else b""
 
     mllp, http_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +150,7 @@ def main() -> None:
             stop = threading.Event()
             flood_done = [0]
             good: list[float] = []
+            good_fhir: list[float] = []
             health: list[float] = []
             bodies = [flood_body(f"FLOOD-{i}", args.shape, args.size_kb) for i in range(4)]
 
@@ -148,6 +173,39 @@ def main() -> None:
                     pass
                 finally:
                     sock.close()
+
+            def fhir_flooder() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=600)
+                sent = 0
+                try:
+                    while not stop.is_set():
+                        body = fhir_flood.replace(b"FLOOD-0000000", f"FLOOD-{sent:07d}".encode(), 1)
+                        conn.request("POST", "/fhir", body=body, headers={"Content-Type": "application/fhir+json"})
+                        conn.getresponse().read()
+                        sent += 1
+                        flood_done[0] += 1
+                except OSError:
+                    pass
+                finally:
+                    conn.close()
+
+            def good_fhir_sender() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=60)
+                i = 0
+                while not stop.is_set():
+                    body = FHIR_SAMPLE.replace(b"A2611170088", f"G{i:010d}".encode())
+                    started = time.perf_counter()
+                    conn.request(
+                        "POST", "/fhir/DiagnosticReport", body=body, headers={"Content-Type": "application/fhir+json"}
+                    )
+                    answer = conn.getresponse()
+                    answer.read()
+                    good_fhir.append(time.perf_counter() - started)
+                    if answer.status != 201:
+                        print(f"good FHIR client: HTTP {answer.status}", file=sys.stderr)
+                    i += 1
+                    time.sleep(0.05)
+                conn.close()
 
             def good_sender() -> None:
                 sock = socket.create_connection(("127.0.0.1", mllp), timeout=60)
@@ -172,7 +230,10 @@ def main() -> None:
                     health.append(time.perf_counter() - started)
                     time.sleep(0.1)
 
-            threads = [threading.Thread(target=t) for t in (flood, good_sender, prober)]
+            roles = (
+                (fhir_flooder, good_sender, prober, good_fhir_sender) if fhir_flood else (flood, good_sender, prober)
+            )
+            threads = [threading.Thread(target=t) for t in roles]
             threads[0].start()
             time.sleep(1.0)  # let the flood fill the workers first
             for t in threads[1:]:
@@ -187,12 +248,21 @@ def main() -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    for name, values in (("good sender ACK", good), ("/healthz", health)):
+    rows = [("good sender ACK", good), ("/healthz", health)]
+    if fhir_flood:
+        rows.insert(1, ("good FHIR POST", good_fhir))
+    for name, values in rows:
         ms = [v * 1000 for v in values]
         print(
             f"{name:16} n={len(ms):4}  p50 {percentile(ms, 0.5):7.1f} ms  p99 {percentile(ms, 0.99):7.1f} ms  "
             f"max {max(ms) if ms else float('nan'):7.1f} ms  mean {statistics.fmean(ms) if ms else float('nan'):6.1f}"
         )
+    if fhir_flood:
+        print(
+            f"flood: {flood_done[0]} x {len(fhir_flood) // 1024} KB FHIR {args.fhir_shape} n={args.fhir_n} Bundles "
+            f"answered in {args.seconds + 1:.0f} s (budget {args.budget} s, {args.workers} workers)"
+        )
+        return
     print(
         f"flood: {flood_done[0]} x {args.size_kb} KB {args.shape} reports answered in {args.seconds + 1:.0f} s "
         f"(budget {args.budget} s, {args.workers} workers)"

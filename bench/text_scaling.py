@@ -51,6 +51,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -159,6 +160,52 @@ def _count_regex() -> None:
     re.compile = compile  # type: ignore[assignment]
 
 
+class WorkCounter:
+    """Counts Python and C function calls (``sys.setprofile``) and Python lines run (``sys.settrace``)
+    while it is entered: ``units`` is their sum."""
+
+    def __init__(self) -> None:
+        self.units = 0
+
+    def _hook(self, frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call" or event == "c_call":
+            self.units += 1
+
+    def _trace(self, frame, event, arg):  # type: ignore[no-untyped-def]
+        return self._line  # every frame's lines are counted
+
+    def _line(self, frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "line":
+            self.units += 1
+        return self._line
+
+    def __enter__(self) -> WorkCounter:
+        sys.setprofile(self._hook)
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
+        sys.setprofile(None)
+
+
+def verdict(table: dict[str, dict[int, float]], *, factor: float, as_json: bool, growth: Callable[..., float]) -> int:
+    """Print the table (``as_json``) or each shape's growth; 1 when a shape grows more than ``factor``."""
+    if as_json:
+        print(json.dumps({s: {str(k): v for k, v in row.items()} for s, row in table.items()}))
+    bad = []
+    for shape, row in table.items():
+        g = growth(row)
+        if not as_json:
+            print(f"{shape:12} growth of cost per KB {g:5.2f}x")
+        if g > factor:
+            bad.append(shape)
+    if bad:
+        print("super-linear: " + ", ".join(bad), file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int, float]]:
     """Cost per KB for each shape and size: ms/KB, or (``count``) work units/KB."""
     if count:
@@ -171,37 +218,15 @@ def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int,
     now = datetime.now(UTC)
     process(message("natural", 1), p, received_at=now)  # warm-up: lazy compiles, caches
     out: dict[str, dict[int, float]] = {}
-    calls = lines = 0
-
-    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
-        nonlocal calls
-        if event == "call" or event == "c_call":
-            calls += 1
-
-    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
-        return line  # every frame's lines are counted
-
-    def line(frame, event, arg):  # type: ignore[no-untyped-def]
-        nonlocal lines
-        if event == "line":
-            lines += 1
-        return line
-
     for shape in shapes:
         out[shape] = {}
         for kb in sizes:
             raw = message(shape, kb)
             if count:
-                calls = lines = 0
                 _Counted.chars = 0
-                sys.setprofile(hook)
-                sys.settrace(trace)
-                try:
+                with WorkCounter() as work:
                     process(raw, p, received_at=now)
-                finally:
-                    sys.settrace(None)
-                    sys.setprofile(None)
-                out[shape][kb] = (calls + lines + _Counted.chars) / kb
+                out[shape][kb] = (work.units + _Counted.chars) / kb
             else:
                 t = time.perf_counter()
                 process(raw, p, received_at=now)
@@ -229,19 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     shapes = [s for s in args.shapes.split(",") if s]
     table = run(shapes, sizes, args.count)
-    if args.json:
-        print(json.dumps({s: {str(k): v for k, v in row.items()} for s, row in table.items()}))
-    bad = []
-    for shape, row in table.items():
-        g = growth(row)
-        if not args.json:
-            print(f"{shape:12} growth of cost per KB {g:5.2f}x")
-        if g > args.factor:
-            bad.append(shape)
-    if bad:
-        print("super-linear: " + ", ".join(bad), file=sys.stderr)
-        return 1
-    return 0
+    return verdict(table, factor=args.factor, as_json=args.json, growth=growth)
 
 
 if __name__ == "__main__":

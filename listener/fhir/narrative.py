@@ -52,7 +52,8 @@ class BuiltText:
 class _Lines:
     lines: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
+    # An ordered set: a flag is looked up once per interpretation coding, so a list would cost n² for n codes.
+    flags: dict[str, None] = field(default_factory=dict)
 
     def add(self, lines: list[str], hint: str) -> None:
         for line in lines:
@@ -70,6 +71,10 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
         FhirDecodeError: (value) a text attachment whose base64 does not decode.
     """
     out = _Lines()
+    # Each Observation is read once per report, however often it is referenced (result, hasMember,
+    # composition entries): n references to one Observation, or hasMember fanning out level after
+    # level, would otherwise make text n times (or n**4 times) the size of the body.
+    seen: set[int] = set()
     warnings: list[str] = []
     kind = TextKind.TEXT
     binary_kind: TextKind | None = None
@@ -96,17 +101,17 @@ def build_text(dr: JSON, where: str, version: str, mapping: Mapping, resolve: Re
         composition = resolve(composition_ref, f"{where}.composition")
         if composition is not None:
             for section in objs(composition, "section"):
-                _section(section, mapping, resolve, out, f"{where}.composition", 0)
+                _section(section, mapping, resolve, out, f"{where}.composition", 0, seen)
 
     for i, ref in enumerate(objs(dr, "result")):
         obs = resolve(ref, f"{where}.result[{i}]")
-        if obs is None or str_of(obs, "resourceType") != "Observation":
+        if obs is None or str_of(obs, "resourceType") != "Observation" or not _first_visit(obs, seen):
             continue
         if is_score_code(obj_of(obs, "code"), mapping.peer_review_fhir):
             continue  # the explicit peer-review score: read by the report decoder, not report text
         scratch = _Lines()
-        _observation(obs, mapping, resolve, scratch, f"{where}.result[{i}]", 0)
-        out.flags.extend(f for f in scratch.flags if f not in out.flags)
+        _observation(obs, mapping, resolve, scratch, f"{where}.result[{i}]", 0, seen)
+        out.flags.update(scratch.flags)
         if not had_form_text:
             out.add(scratch.lines, "")
             out.hints[len(out.hints) - len(scratch.lines) :] = scratch.hints
@@ -138,12 +143,38 @@ def _impression(out: _Lines, lines: list[str]) -> None:
     if not lines:
         return
     have = " ".join(out.text().lower().split())
-    if all(" ".join(line.lower().split()) in have for line in lines):
+    if _already_in(have, [" ".join(line.lower().split()) for line in lines]):
         return
     if out.lines:
         out.add([""], TEXT_HINT)
     out.add(["IMPRESSION:"], "impression")
     out.add(lines, "impression")
+
+
+#: Up to this many impression lines are each looked for anywhere in the text; more must appear in order.
+_ANYWHERE_LINES = 64
+
+
+def _already_in(have: str, lines: list[str]) -> bool:
+    """True when every line occurs in ``have``.
+
+    A search per line over the whole text costs lines x text: a conclusion of
+    100,000 short lines against a text that holds them at its end scans the text
+    100,000 times. Up to :data:`_ANYWHERE_LINES` distinct lines (any real
+    conclusion) keep that exact test; beyond, each line is looked for after the previous one's
+    match, so the text is scanned once (a longer conclusion copied out of order
+    is appended again: duplicate text, never lost text).
+    """
+    lines = list(dict.fromkeys(lines))  # a repeated line is found where its first copy is
+    if len(lines) <= _ANYWHERE_LINES:
+        return all(line in have for line in lines)
+    pos = 0
+    for line in lines:
+        found = have.find(line, pos)
+        if found < 0:
+            return False
+        pos = found + len(line)
+    return True
 
 
 def _section_hint(concept: JSON, mapping: Mapping) -> str:
@@ -156,7 +187,18 @@ def _section_hint(concept: JSON, mapping: Mapping) -> str:
     return TEXT_HINT
 
 
-def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
+def _first_visit(resource: JSON, seen: set[int]) -> bool:
+    """True the first time ``resource`` (this very object) is met in one report's walk."""
+    key = id(resource)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _section(
+    section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int, seen: set[int]
+) -> None:
     if depth > _MAX_DEPTH:
         return
     hint = _section_hint(obj_of(section, "code"), mapping)
@@ -172,18 +214,20 @@ def _section(section: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, whe
     else:
         for i, ref in enumerate(objs(section, "entry")):
             found = resolve(ref, f"{where}.section.entry[{i}]")
-            if found is not None and str_of(found, "resourceType") == "Observation":
+            if found is not None and str_of(found, "resourceType") == "Observation" and _first_visit(found, seen):
                 scratch = _Lines()
-                _observation(found, mapping, resolve, scratch, f"{where}.section.entry[{i}]", depth + 1)
+                _observation(found, mapping, resolve, scratch, f"{where}.section.entry[{i}]", depth + 1, seen)
                 out.add(scratch.lines, hint if hint != TEXT_HINT else "")
                 if hint == TEXT_HINT:
                     out.hints[len(out.hints) - len(scratch.lines) :] = scratch.hints
-                out.flags.extend(f for f in scratch.flags if f not in out.flags)
+                out.flags.update(scratch.flags)
     for sub in objs(section, "section"):
-        _section(sub, mapping, resolve, out, where, depth + 1)
+        _section(sub, mapping, resolve, out, where, depth + 1, seen)
 
 
-def _observation(obs: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int) -> None:
+def _observation(
+    obs: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, where: str, depth: int, seen: set[int]
+) -> None:
     if depth > _MAX_DEPTH:
         return
     code = obj_of(obs, "code")
@@ -192,15 +236,15 @@ def _observation(obs: JSON, mapping: Mapping, resolve: Resolve, out: _Lines, whe
     for interp in objs(obs, "interpretation"):
         for coding in codings(interp):
             flag = str_of(coding, "code").upper()
-            if flag and flag not in out.flags:
-                out.flags.append(flag)
+            if flag:
+                out.flags[flag] = None
     out.add(_value_lines(obs, label, hint), hint)
     for component in objs(obs, "component"):
         out.add(_value_lines(component, concept_text(obj_of(component, "code")), TEXT_HINT), hint)
     for i, ref in enumerate(objs(obs, "hasMember")):
         member = resolve(ref, f"{where}.hasMember[{i}]")
-        if member is not None and str_of(member, "resourceType") == "Observation":
-            _observation(member, mapping, resolve, out, f"{where}.hasMember[{i}]", depth + 1)
+        if member is not None and str_of(member, "resourceType") == "Observation" and _first_visit(member, seen):
+            _observation(member, mapping, resolve, out, f"{where}.hasMember[{i}]", depth + 1, seen)
 
 
 def _value_lines(element: JSON, label: str, hint: str) -> list[str]:

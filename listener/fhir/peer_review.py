@@ -131,19 +131,32 @@ def review_of_results(
     naming the location only, as for the HL7 score OBX.
     """
     found: PeerReview | None = None
+    # Per Observation object: its review, None (no score code), or "refused". n references to one
+    # Observation read it once, not n times its codings; the last score still wins, as without repeats.
+    read: dict[int, PeerReview | str | None] = {}
     for i, ref in enumerate(objs(dr, "result")):
         path = f"{where}.result[{i}]"
         obs = resolve(ref, path)
         if obs is None or str_of(obs, "resourceType") != "Observation":
             continue
-        if not is_score_code(obj_of(obs, "code"), settings):
-            continue
-        try:
-            grade, _ = observation_grade(obs, path)
-        except ScoreRefused:
+        if id(obs) not in read:
+            read[id(obs)] = _review_of(obs, path, resolve, settings)
+        review = read[id(obs)]
+        if review == "refused":
             warnings.append(f"{path}: the peer-review score Observation holds no RADPEER grade; ignored")
-            continue
-        scorer, _ = who(obs, path, "performer", resolve)
-        scored_at, _ = first_time(obs, path, OBSERVATION_TIMES)
-        found = PeerReview(grade, scorer, scored_at)
+        elif isinstance(review, PeerReview):
+            found = review
     return found
+
+
+def _review_of(obs: JSON, path: str, resolve: Resolver, settings: PeerReviewFhir) -> PeerReview | str | None:
+    """One result Observation's score: a PeerReview, None when it has no score code, "refused" when no grade."""
+    if not is_score_code(obj_of(obs, "code"), settings):
+        return None
+    try:
+        grade, _ = observation_grade(obs, path)
+    except ScoreRefused:
+        return "refused"
+    scorer, _ = who(obs, path, "performer", resolve)
+    scored_at, _ = first_time(obs, path, OBSERVATION_TIMES)
+    return PeerReview(grade, scorer, scored_at)

@@ -21,6 +21,7 @@ from listener.fhir.resolve import (
     codings,
     concept_text,
     contained_map,
+    distinct,
     identifier_of_type,
     obj_of,
     objs,
@@ -133,13 +134,14 @@ def report_from_diagnostic_report(
         )
     _check_category(dr, where, ctx, warnings)
 
-    requests = [r for i, ref in enumerate(objs(dr, "basedOn")) if (r := resolve(ref, f"{where}.basedOn[{i}]"))]
+    # Each resource once, however often it is referenced: everything below walks requests x their elements.
+    requests = distinct(r for i, ref in enumerate(objs(dr, "basedOn")) if (r := resolve(ref, f"{where}.basedOn[{i}]")))
     study_key = "study" if ctx.version == "R5" else "imagingStudy"
-    studies = [
+    studies = distinct(
         r
         for i, ref in enumerate(objs(dr, study_key))
         if (r := resolve(ref, f"{where}.{study_key}[{i}]")) and str_of(r, "resourceType") == "ImagingStudy"
-    ]
+    )
 
     built = build_text(dr, where, ctx.version, ctx.mapping, resolve)
     warnings.extend(built.warnings)
@@ -325,16 +327,17 @@ def _study_modality(studies: list[JSON]) -> str:
 
 
 def _reasons(requests: list[JSON]) -> tuple[str, tuple[str, ...]]:
-    texts: list[str] = []
-    codes: list[str] = []
+    # Ordered sets: a list's ``in`` would cost n² for n reasons.
+    texts: dict[str, None] = {}
+    codes: dict[str, None] = {}
     for r in requests:
         for concept in objs(r, "reasonCode") + objs(r, "reason"):
             text = concept_text(concept)
-            if text and text not in texts:
-                texts.append(text)
+            if text:
+                texts[text] = None
             for coding in codings(concept):
-                if _ICD10.search(str_of(coding, "system")) and str_of(coding, "code").upper() not in codes:
-                    codes.append(str_of(coding, "code").upper())
+                if _ICD10.search(str_of(coding, "system")):
+                    codes[str_of(coding, "code").upper()] = None
     return "; ".join(texts), tuple(codes)
 
 

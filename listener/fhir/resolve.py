@@ -8,7 +8,7 @@ so a surprise gives "" or None rather than an exception.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +137,17 @@ class Index:
             irregular = "//" in ref.split("://", 1)[-1]
             return self.by_key.get(key), irregular
         return None, False
+
+
+def distinct(resources: Iterable[JSON]) -> list[JSON]:
+    """``resources`` in order, each object once (n references to one resource resolve to it n times)."""
+    seen: set[int] = set()
+    out: list[JSON] = []
+    for resource in resources:
+        if id(resource) not in seen:
+            seen.add(id(resource))
+            out.append(resource)
+    return out
 
 
 def contained_map(resource: JSON) -> dict[str, JSON]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -180,3 +182,40 @@ def test_bundle_response_pairs_entries(version: str) -> None:
             {"status": "200 OK"},
             {"status": "201 Created", "location": "DiagnosticReport/abc", "outcome": outcome},
         ]
+
+
+def _model_validations(build: Callable[[], object]) -> int:
+    """How many fhir.resources models ``build()`` constructs (``model_validate`` calls, nested ones too)."""
+    count = 0
+
+    def hook(frame, event, arg):  # type: ignore[no-untyped-def]
+        nonlocal count
+        if event == "call" and frame.f_code.co_name == "model_validate":
+            count += 1
+
+    sys.setprofile(hook)
+    try:
+        build()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_bundle_response_checks_each_entry_shape_once() -> None:
+    """A 4 MB transaction of 13,500 entries once cost the network thread 2 s of checks for its answer
+    (docs/hardening.md, "FHIR input size and shape"): the check's work does not grow with the entries."""
+    outcome = outcome_for_routes([("Bundle.entry[1].resource", ROUTE)])
+
+    def answer(n: int) -> Callable[[], object]:
+        notes = [
+            EntryResult(
+                "200 OK", "", operation_outcome((Issue("information", "informational", "read", f"e{i}"),), check=False)
+            )
+            for i in range(n)
+        ]
+        return lambda: bundle_response(
+            "transaction", [*notes, EntryResult("201 Created", "DiagnosticReport/a", outcome)]
+        )
+
+    few, many = _model_validations(answer(3)), _model_validations(answer(300))
+    assert 0 < few == many
