@@ -25,14 +25,10 @@ Two steps are checked:
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.bench_json import bench_json
+
 _BOUND = 2.0
 _LARGE_BOUND = 1.25
 _SMALL, _MEDIUM, _LARGE = 4, 32, 256
@@ -43,20 +39,8 @@ LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed", "headings"]
 
 def _count(sizes: tuple[int, int], shapes: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Work units per KB of each shape (all of them unless ``shapes``) at ``sizes``."""
-    args = [sys.executable, str(REPO / "bench" / "text_scaling.py"), "--count", "--json", "--factor", "1000"]
-    args += ["--sizes", ",".join(map(str, sizes))]
-    if shapes:
-        args += ["--shapes", ",".join(shapes)]
-    proc = subprocess.run(
-        args,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    args = ["--count", "--factor", "1000", "--sizes", ",".join(map(str, sizes))]
+    return bench_json("text_scaling.py", *args, *(["--shapes", ",".join(shapes)] if shapes else []))
 
 
 @pytest.fixture(scope="module")
