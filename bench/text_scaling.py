@@ -21,7 +21,9 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
   (every mention pairs with every other in the cross-sentence rules);
 * ``items``: numbered items at several sites, each site's finding affirmed at
   one and denied at the next (the contradiction rule's site tests for every
-  affirmation and denial of a finding found at many sites).
+  affirmation and denial of a finding found at many sites);
+* ``headings``: findings and impression headings inside the text, again and
+  again (the sectionizer's heading tests, and every section's walk).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -70,6 +72,7 @@ SHAPES: dict[str, bytes] = {
     "adversarial": b"no pneumothorax left right ",
     "crossed": b"Right pneumothorax. No pneumothorax on the left. Small left effusion. No effusion on the right. ",
     "items": b"1. Left wrist. Fracture of the distal radius. 2. Right knee. No fracture. ",
+    "headings": b"FINDINGS: Small effusion. IMPRESSION: Small effusion. ",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

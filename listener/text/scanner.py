@@ -797,8 +797,11 @@ class SharedFinder:
 
     finder: re.Pattern[str]
 
-    def walk(self, text: str, start: int, end: int | None = None) -> Walk | None:
-        """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII."""
+    def walk(self, text: str, start: int, end: int | None = None, forms: bool | None = None) -> Walk | None:
+        """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII.
+
+        ``forms``: ``_ascii_forms_apply(text)`` when the caller knows it (it reads the whole text).
+        """
         hi = len(text) if end is None else end
         region = text[start : hi + _SCAN_KEY - 1]
         if start < 0 or not region.isascii():
@@ -806,7 +809,7 @@ class SharedFinder:
         candidates = tuple(
             (m.start(1) + start, m.group(1)) for m in self.finder.finditer(region.lower()) if m.start(1) >= 0
         )
-        return Walk(start, candidates, _ascii_forms_apply(text))
+        return Walk(start, candidates, _ascii_forms_apply(text) if forms is None else forms)
 
     def scan(
         self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object]
@@ -815,7 +818,13 @@ class SharedFinder:
         key = (self, text, start, hi)
         walked = walks.get(key, False)
         if walked is False:
-            walked = walks[key] = self.walk(text, start, hi)
+            # Whether the ASCII forms apply reads the whole text: once per text, not once per
+            # region walked (a report of many sections read its whole text for each of them).
+            forms_key = (_ascii_forms_apply, text)
+            forms = walks.get(forms_key)
+            if forms is None:
+                forms = walks[forms_key] = _ascii_forms_apply(text)
+            walked = walks[key] = self.walk(text, start, hi, forms)  # type: ignore[arg-type]
         return scanner.scan(text, start, hi, walked=walked)  # type: ignore[arg-type]
 
 

@@ -26,6 +26,7 @@ findings they are organ or vessel subheadings ("LEFT MAIN:", "PERICARDIUM:").
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -118,12 +119,18 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         the first heading, if any, is an ``other`` section.
     """
     bounds: dict[int, _Boundary] = {}
+    # The line headings' spans, in text order and never overlapping (each match starts after the
+    # previous one's end): an inline heading inside one is found by bisection (_inside_line_heading).
+    line_ats: list[int] = []
+    line_bodies: list[int] = []
     for match in _line_headings(text, rules):
         heading = match.group("heading")
         start = match.start("heading")
         # Skip the line end after a bare heading line so the body starts on the next line.
         body = match.end()
         bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading)
+        line_ats.append(start)
+        line_bodies.append(body)
     inline = (
         rules.inline_pattern.finditer(text)
         if rules.inline_heads is None
@@ -131,7 +138,7 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
     )
     for match in inline:
         start = match.start("heading")
-        if start not in bounds and not _inside_line_heading(bounds, start):
+        if start not in bounds and not _inside_line_heading(line_ats, line_bodies, start):
             heading = match.group("heading")
             bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading)
 
@@ -168,12 +175,15 @@ def _interpretation_as_findings(sections: list[Section]) -> list[Section]:
     if any(sec.kind is SectionKind.FINDINGS for sec in sections):
         return sections
     out = list(sections)
+    # The last impression with text: a section before it has one after it (one pass, not a walk
+    # over the sections after each one). Only sections already passed are rewritten below.
+    last = max((i for i, o in enumerate(out) if o.kind is SectionKind.IMPRESSION and o.text.strip()), default=-1)
     for i, sec in enumerate(out):
         if (
             sec.kind is SectionKind.IMPRESSION
             and " ".join(sec.heading.upper().split()) == "INTERPRETATION"
             and sec.text.strip()
-            and any(o.kind is SectionKind.IMPRESSION and o.text.strip() for o in out[i + 1 :])
+            and i < last
         ):
             out[i] = Section(SectionKind.FINDINGS, sec.heading, sec.start, sec.end, sec.text)
     return out
@@ -271,8 +281,9 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
         return
     starts = sorted(bounds)
     for imp in impressions:
-        later = [a for a in starts if a > imp.at]
-        end = later[0] if later else len(text)
+        # The next boundary after the impression's start: bisected, not filtered from every start.
+        i = bisect_right(starts, imp.at)
+        end = starts[i] if i < len(starts) else len(text)
         for match in _alone_headings(text, imp.body, end):
             heading = match.group("heading")
             start = match.start("heading")
@@ -285,8 +296,15 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
             break  # the impression ends here; what follows is no longer in it
 
 
-def _inside_line_heading(bounds: Mapping[int, _Boundary], start: int) -> bool:
-    return any(b.at <= start < b.body for b in bounds.values())
+def _inside_line_heading(ats: Sequence[int], bodies: Sequence[int], start: int) -> bool:
+    """Whether ``start`` lies between a line heading's start and its body (``ats`` sorted, spans disjoint).
+
+    Only line headings can hold a later inline heading: inline matches do not overlap, so an inline
+    heading starts at or after the previous one's body. One bisection, not a walk over every
+    heading found so far (a report of many headings cost the square of their number).
+    """
+    i = bisect_right(ats, start) - 1
+    return i >= 0 and start < bodies[i]
 
 
 def _section(text: str, kind: SectionKind, heading: str, start: int, end: int) -> Section:
