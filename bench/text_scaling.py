@@ -23,7 +23,11 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
   one and denied at the next (the contradiction rule's site tests for every
   affirmation and denial of a finding found at many sites);
 * ``headings``: findings and impression headings inside the text, again and
-  again (the sectionizer's heading tests, and every section's walk).
+  again (the sectionizer's heading tests, and every section's walk);
+* ``sections``: sections of five kinds again and again, technique among them
+  (the coding rules' tests of a title sentence against every section);
+* ``agerun``: a run-on of negated age statements, "no open growth plates, "
+  (the age rule's look for a negation before each statement).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -73,6 +77,11 @@ SHAPES: dict[str, bytes] = {
     "crossed": b"Right pneumothorax. No pneumothorax on the left. Small left effusion. No effusion on the right. ",
     "items": b"1. Left wrist. Fracture of the distal radius. 2. Right knee. No fracture. ",
     "headings": b"FINDINGS: Small effusion. IMPRESSION: Small effusion. ",
+    "sections": (
+        b"COMPARISON: CT 2023-02-07. TECHNIQUE: PA and lateral. INDICATION: Cough. "
+        b"FINDINGS: Left effusion. IMPRESSION: Right effusion. "
+    ),
+    "agerun": b"no open growth plates, ",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

@@ -15,8 +15,10 @@ comparison studies, and needs an explicit statement before it speaks.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry, views_in_range
@@ -428,6 +430,27 @@ _NOT_PROJECTION = frozenset({"CT", "MR", "US", "NM", "PT"})
 _EXAM_HEADING_RE = re.compile(r"\b(?:EXAM(?:INATION)?|PROCEDURE|STUDY|TITLE)\b", _I)
 
 
+def _exam_sections(data: RuleInput) -> Callable[[int], bool]:
+    """Whether an offset lies in a technique section under an exam-line heading ("EXAM:", "PROCEDURE:").
+
+    The sections are indexed once (their starts sorted, with the furthest end reached so far), so a
+    report of many sections and title sentences is not a walk over every section per sentence.
+    """
+    spans = sorted(
+        (sec.start, sec.end)
+        for sec in data.report.sections
+        if sec.kind is SectionKind.TECHNIQUE and _EXAM_HEADING_RE.search(sec.heading)
+    )
+    starts = [a for a, _ in spans]
+    reach = list(accumulate((b for _, b in spans), max))
+
+    def inside(offset: int) -> bool:
+        i = bisect_right(starts, offset) - 1
+        return i >= 0 and offset < reach[i]
+
+    return inside
+
+
 def _exam_title(data: RuleInput) -> str:
     """The exam name that travels with the report (OBR-4 text, DiagnosticReport.code.text), or ""."""
     return data.report.procedure.text.strip()
@@ -541,13 +564,10 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
         return
     text = data.report.text
     found: list[tuple[str, int, int]] = []
+    in_exam_section = _exam_sections(data)
     for start, end in _title_sentences(data):
         # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
-        exam_line = any(
-            sec.kind is SectionKind.TECHNIQUE and sec.start <= start < sec.end and _EXAM_HEADING_RE.search(sec.heading)
-            for sec in data.report.sections
-        )
-        found.extend(region_phrases(text[start:end], offset=start, exam_only=not exam_line))
+        found.extend(region_phrases(text[start:end], offset=start, exam_only=not in_exam_section(start)))
     from_title = False
     if not found:
         # The text names no region in a title or technique line: the exam name that travels with the

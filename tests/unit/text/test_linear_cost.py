@@ -38,8 +38,20 @@ _BOUND = 2.0
 _LARGE_BOUND = 1.25
 _SMALL, _MEDIUM, _LARGE = 4, 32, 256
 
-SHAPES = ["natural", "runon", "list", "sides", "triggers", "adversarial", "crossed", "items", "headings"]
-LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed", "headings"]
+SHAPES = [
+    "natural",
+    "runon",
+    "list",
+    "sides",
+    "triggers",
+    "adversarial",
+    "crossed",
+    "items",
+    "headings",
+    "sections",
+    "agerun",
+]
+LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed", "headings", "sections"]
 
 
 def _count(sizes: tuple[int, int], shapes: list[str] | None = None) -> dict[str, dict[str, float]]:
