@@ -27,12 +27,17 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
 * ``sections``: sections of five kinds again and again, technique among them
   (the coding rules' tests of a title sentence against every section);
 * ``agerun``: a run-on of negated age statements, "no open growth plates, "
-  (the age rule's look for a negation before each statement).
+  (the age rule's look for a negation before each statement);
+* ``placeholders``: template placeholders on one long line, "size __ cm,
+  measuring *** cm." (the placeholder rule's test of each one's line: work in
+  C, string searches and copies, which ``--count`` does not see; timed, with
+  ``--repeat``, at 64 KB against 1 MB).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
 ms/KB at the smallest size of at least 8 KB (smaller sizes are dominated by
-the fixed cost of a message).
+the fixed cost of a message). ``--repeat N`` times each message N times and
+keeps the fastest (less noise from a shared machine).
 
 ``--count`` replaces the clock by a deterministic measure of work: the number
 of Python and C function calls (``sys.setprofile``), plus the number of Python
@@ -82,6 +87,7 @@ SHAPES: dict[str, bytes] = {
         b"FINDINGS: Left effusion. IMPRESSION: Right effusion. "
     ),
     "agerun": b"no open growth plates, ",
+    "placeholders": b"size __ cm, measuring *** cm. ",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 
@@ -163,8 +169,8 @@ def _count_regex() -> None:
     re.compile = compile  # type: ignore[assignment]
 
 
-def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int, float]]:
-    """Cost per KB for each shape and size: ms/KB, or (``count``) work units/KB."""
+def run(shapes: list[str], sizes: list[int], count: bool, repeat: int = 1) -> dict[str, dict[int, float]]:
+    """Cost per KB for each shape and size: ms/KB (the fastest of ``repeat`` runs), or (``count``) work units/KB."""
     if count:
         _count_regex()
     sys.path.insert(0, str(REPO))
@@ -207,9 +213,12 @@ def run(shapes: list[str], sizes: list[int], count: bool) -> dict[str, dict[int,
                     sys.setprofile(None)
                 out[shape][kb] = (calls + lines + _Counted.chars) / kb
             else:
-                t = time.perf_counter()
-                process(raw, p, received_at=now)
-                out[shape][kb] = (time.perf_counter() - t) * 1000 / kb
+                best = float("inf")
+                for _ in range(max(1, repeat)):
+                    t = time.perf_counter()
+                    process(raw, p, received_at=now)
+                    best = min(best, time.perf_counter() - t)
+                out[shape][kb] = best * 1000 / kb
             if not count:
                 print(f"{shape:12} {kb:5} KB {out[shape][kb]:8.1f} ms/KB", flush=True)
     return out
@@ -229,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=float, default=2.5, help="largest allowed growth of the cost per KB")
     ap.add_argument("--count", action="store_true", help="count work (calls + regex characters) instead of time")
     ap.add_argument("--json", action="store_true", help="print the table as one JSON object")
+    ap.add_argument("--repeat", type=int, default=1, help="timed mode: keep the fastest of this many runs")
     args = ap.parse_args(argv)
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     shapes = [s for s in args.shapes.split(",") if s]
-    table = run(shapes, sizes, args.count)
+    table = run(shapes, sizes, args.count, args.repeat)
     if args.json:
         print(json.dumps({s: {str(k): v for k, v in row.items()} for s, row in table.items()}))
     bad = []
