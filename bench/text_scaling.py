@@ -31,7 +31,10 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
 * ``placeholders``: template placeholders on one long line, "size __ cm,
   measuring *** cm." (the placeholder rule's test of each one's line: work in
   C, string searches and copies, which ``--count`` does not see; timed, with
-  ``--repeat``, at 64 KB against 1 MB).
+  ``--repeat``, at 64 KB against 1 MB);
+* ``anaphora``: critical findings, each followed by a sentence that refers
+  back to it and ends without a period, "Large pneumothorax! This is new!"
+  (the communication rules' look for "known" in the next sentence).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -88,6 +91,7 @@ SHAPES: dict[str, bytes] = {
     ),
     "agerun": b"no open growth plates, ",
     "placeholders": b"size __ cm, measuring *** cm. ",
+    "anaphora": b"Large pneumothorax! This is new! ",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

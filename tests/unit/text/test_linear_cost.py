@@ -60,6 +60,7 @@ SHAPES = [
     "sections",
     "agerun",
     "placeholders",
+    "anaphora",
 ]
 TIMED_SHAPES = ["placeholders"]
 LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed", "headings", "sections"]
