@@ -34,7 +34,10 @@ routing). Shapes (docs/hardening.md, "Linear text analysis"):
   ``--repeat``, at 64 KB against 1 MB);
 * ``anaphora``: critical findings, each followed by a sentence that refers
   back to it and ends without a period, "Large pneumothorax! This is new!"
-  (the communication rules' look for "known" in the next sentence).
+  (the communication rules' look for "known" in the next sentence);
+* ``nospace``: a list with no blank in it, "effusion,effusion,..." (one
+  whitespace-separated token: the sentence cap counts pieces of at most 32
+  characters of it, and the contradiction rule's list and denial tests).
 
 Default (timed) mode prints ms/KB per shape and size, and exits 1 when a
 shape's ms/KB at the largest size exceeds ``--factor`` (default 2.5) times its
@@ -93,6 +96,7 @@ SHAPES: dict[str, bytes] = {
     "agerun": b"no open growth plates, ",
     "placeholders": b"size __ cm, measuring *** cm. ",
     "anaphora": b"Large pneumothorax! This is new! ",
+    "nospace": b"effusion,",
 }
 DEFAULT_SIZES = (1, 8, 16, 64, 128, 256, 1024)
 

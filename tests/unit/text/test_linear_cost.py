@@ -61,6 +61,7 @@ SHAPES = [
     "agerun",
     "placeholders",
     "anaphora",
+    "nospace",
 ]
 TIMED_SHAPES = ["placeholders"]
 LARGE_SHAPES = ["natural", "runon", "list", "triggers", "crossed", "headings", "sections"]
