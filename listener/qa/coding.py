@@ -15,15 +15,14 @@ comparison studies, and needs an explicit statement before it speaks.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 
 from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry, views_in_range
 from listener.qa.comparison import region_phrases, regions_related
 from listener.qa.engine import Folded, RuleInput, folded, rule
+from listener.text.scope import inside_any
 
 _I = re.IGNORECASE
 
@@ -436,19 +435,11 @@ def _exam_sections(data: RuleInput) -> Callable[[int], bool]:
     The sections are indexed once (their starts sorted, with the furthest end reached so far), so a
     report of many sections and title sentences is not a walk over every section per sentence.
     """
-    spans = sorted(
+    return inside_any(
         (sec.start, sec.end)
         for sec in data.report.sections
         if sec.kind is SectionKind.TECHNIQUE and _EXAM_HEADING_RE.search(sec.heading)
     )
-    starts = [a for a, _ in spans]
-    reach = list(accumulate((b for _, b in spans), max))
-
-    def inside(offset: int) -> bool:
-        i = bisect_right(starts, offset) - 1
-        return i >= 0 and offset < reach[i]
-
-    return inside
 
 
 def _exam_title(data: RuleInput) -> str:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
-from itertools import accumulate
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
+from listener.text.scope import inside_any
 from listener.text.sentences import Span
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
@@ -310,14 +310,10 @@ def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) ->
     others = [o for o in sentence_mentions if o is not m]
     if any(not o.negated for o in others):
         return False
-    # Whether a word starts inside a mention: bisected in the mentions' sorted starts with the
-    # furthest end so far, not tested against every mention of the sentence for each word.
-    spans = sorted((o.start, o.end) for o in sentence_mentions)
-    starts = [a for a, _ in spans]
-    reach = list(accumulate((b for _, b in spans), max))
+    # Whether a word starts inside a mention: one bisection, not a test against every mention.
+    in_mention = inside_any((o.start, o.end) for o in sentence_mentions)
     for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
-        i = bisect_right(starts, w.start()) - 1
-        if i >= 0 and w.start() < reach[i]:
+        if in_mention(w.start()):
             continue
         word = w.group(0).lower()
         if m.laterality and word in _SIDE_WORDS:
@@ -337,12 +333,9 @@ def _only_list_words(text: str, start: int, end: int, sentence_mentions: list[Me
     affirms each finding (docs/qa-rules.md "Contradictions"). Whether a word starts inside a mention is bisected in the mentions' sorted starts (with the
     furthest end so far), not tested against every mention for each word.
     """
-    spans = sorted((o.start, o.end) for o in sentence_mentions)
-    starts = [a for a, _ in spans]
-    reach = list(accumulate((b for _, b in spans), max))
+    in_mention = inside_any((o.start, o.end) for o in sentence_mentions)
     for w in _WORD_RE.finditer(text, start, end):
-        i = bisect_right(starts, w.start()) - 1
-        if i >= 0 and w.start() < reach[i]:
+        if in_mention(w.start()):
             continue
         word = w.group(0).lower()
         if word not in _LIST_WORDS and _QUALIFIER_RE.pattern.fullmatch(word) is None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from operator import not_
 
-__all__ = ["RegionIndex"]
+__all__ = ["RegionIndex", "inside_any"]
 
 _WORD = re.compile(r"\w+")
 # The same words in an ASCII text, found with ``re.ASCII``'s table instead of the Unicode database
@@ -199,3 +199,22 @@ class RegionIndex:
         w0 = bisect_left(self._word_starts, comma + 1)
         w1 = bisect_left(self._word_starts, end)
         return w1 > w0 and self._nonlist[w1] - self._nonlist[w0] > 0
+
+
+def inside_any(spans: Iterable[tuple[int, int]]) -> Callable[[int], bool]:
+    """A test of an offset: whether it lies in any of ``spans`` (``start <= offset < end``).
+
+    The spans are sorted once, with the furthest end reached so far, and each test is one
+    bisection: testing an offset against every span made a rule that asks it per word or per
+    sentence cost the product of the two counts (docs/hardening.md, "Linear text analysis").
+    Spans may overlap.
+    """
+    ordered = sorted(spans)
+    starts = [a for a, _ in ordered]
+    reach = list(accumulate((b for _, b in ordered), max))
+
+    def inside(offset: int) -> bool:
+        i = bisect_right(starts, offset) - 1
+        return i >= 0 and offset < reach[i]
+
+    return inside
