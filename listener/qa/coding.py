@@ -22,7 +22,7 @@ from listener.model import Evidence, Finding, Section, SectionKind, Severity
 from listener.procedures import ProcedureEntry, views_in_range
 from listener.qa.comparison import region_phrases, regions_related
 from listener.qa.engine import Folded, RuleInput, folded, rule
-from listener.text.scope import SpanCover
+from listener.text.scope import inside_any
 
 _I = re.IGNORECASE
 
@@ -429,6 +429,19 @@ _NOT_PROJECTION = frozenset({"CT", "MR", "US", "NM", "PT"})
 _EXAM_HEADING_RE = re.compile(r"\b(?:EXAM(?:INATION)?|PROCEDURE|STUDY|TITLE)\b", _I)
 
 
+def _exam_sections(data: RuleInput) -> Callable[[int], bool]:
+    """Whether an offset lies in a technique section under an exam-line heading ("EXAM:", "PROCEDURE:").
+
+    The sections are indexed once (their starts sorted, with the furthest end reached so far), so a
+    report of many sections and title sentences is not a walk over every section per sentence.
+    """
+    return inside_any(
+        (sec.start, sec.end)
+        for sec in data.report.sections
+        if sec.kind is SectionKind.TECHNIQUE and _EXAM_HEADING_RE.search(sec.heading)
+    )
+
+
 def _exam_title(data: RuleInput) -> str:
     """The exam name that travels with the report (OBR-4 text, DiagnosticReport.code.text), or ""."""
     return data.report.procedure.text.strip()
@@ -542,16 +555,10 @@ def body_region_mismatch(data: RuleInput) -> Iterable[Finding]:
         return
     text = data.report.text
     found: list[tuple[str, int, int]] = []
-    # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
-    # (Bisected: a report of many OBX segments, each with its own headings, has as many sentences
-    # as sections; docs/hardening.md, "Linear text analysis".)
-    exam_lines = SpanCover(
-        (sec.start, sec.end)
-        for sec in data.report.sections
-        if sec.kind is SectionKind.TECHNIQUE and _EXAM_HEADING_RE.search(sec.heading)
-    )
+    in_exam_section = _exam_sections(data)
     for start, end in _title_sentences(data):
-        found.extend(region_phrases(text[start:end], offset=start, exam_only=not exam_lines.holds(start)))
+        # The first sentence under an "EXAM:" heading is the exam name itself: every region in it counts.
+        found.extend(region_phrases(text[start:end], offset=start, exam_only=not in_exam_section(start)))
     from_title = False
     if not found:
         # The text names no region in a title or technique line: the exam name that travels with the

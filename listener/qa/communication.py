@@ -27,12 +27,13 @@ need no new call and are skipped.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from listener.model import Evidence, Finding, SectionKind, Severity
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention, hedge_count
+from listener.text import Mention, Span, hedge_count
 from listener.text.context import modifier_matches
 
 __all__ = [
@@ -270,7 +271,7 @@ def _find_critical(data: RuleInput, suspected: bool, ignore_known: bool) -> list
                     continue
             elif m.uncertain:
                 continue
-            if ignore_known and (data.analysis.in_sentence(_KNOWN_RE, m) or _known_next(data, sec.end, m)):
+            if ignore_known and (data.analysis.in_sentence(_KNOWN_RE, m) or _known_next(data, sec.start, sec.end, m)):
                 known_concepts.add(m.concept)
                 continue
             candidates.append(m)
@@ -280,16 +281,28 @@ def _find_critical(data: RuleInput, suspected: bool, ignore_known: bool) -> list
     return out
 
 
-def _known_next(data: RuleInput, end: int, m: Mention) -> bool:
-    """The sentence after the mention's says the finding is known ("This is likely postprocedural.")."""
+def _known_next(data: RuleInput, start: int, end: int, m: Mention) -> bool:
+    """The sentence after the mention's says the finding is known ("This is likely postprocedural.").
+
+    That sentence is read up to its first period, and never past its end: read up to the next
+    period of the section, a section of critical findings each followed by a sentence ending
+    otherwise ("Large pneumothorax! This is new! ...") was searched to its end for each of them.
+    """
     text = data.report.text
     nxt = m.sentence_end
     while nxt < end and not text[nxt].isalnum():
         nxt += 1
     if nxt >= end or not _ANAPHORA_RE.match(text, nxt):
         return False
-    stop = text.find(".", nxt, end)
-    return _KNOWN_RE.search(text, nxt, stop if stop >= 0 else end) is not None
+    spans = data.analysis.sentences(start, end)
+    k = bisect_right(spans, nxt, key=_span_start) - 1  # the sentence that holds nxt
+    limit = spans[k].end if k >= 0 and spans[k].end > nxt else end
+    stop = text.find(".", nxt, limit)
+    return _KNOWN_RE.search(text, nxt, stop if stop >= 0 else limit) is not None
+
+
+def _span_start(span: Span) -> int:
+    return span.start
 
 
 def _concepts(mentions: Sequence[Mention]) -> str:

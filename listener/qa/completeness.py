@@ -21,7 +21,8 @@ other rules have nothing to look at and stay silent.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -567,17 +568,36 @@ def _valid(pattern: str) -> str:
 _BANNER_RE = re.compile(r"^[ \t]*([*_=~-])\1{2,}[^\n]*?\1{3,}[ \t]*$|^[ \t]*([*_=~-])\2{2,}[ \t]*$")
 
 
-def _decoration(text: str, start: int, end: int) -> bool:
-    """True for a run of '*' or '_' that decorates rather than holds a place.
+def _decoration(text: str) -> Callable[[int, int], bool]:
+    """A test of ``text[start:end]``: True for a run of '*' or '_' that decorates rather than holds a place.
 
     Real feeds frame status banners ("********FINAL REPORT********") and draw
     separator or signature lines ("__________"); a placeholder stands inside a
-    sentence ("measuring *** cm").
+    sentence ("measuring *** cm"). The test reads the lines around the run, from the
+    line feed before ``start`` to the one at or after ``end``. The line feeds are
+    found once and bisected, and each line is matched once: a long line of many
+    placeholders was searched back and forth, and copied, for each of them.
     """
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    line = text[line_start : line_end if line_end >= 0 else len(text)]
-    return bool(_BANNER_RE.match(line))
+    newlines: list[int] = []
+    seen: dict[tuple[int, int], bool] = {}
+
+    def test(start: int, end: int) -> bool:
+        if not newlines:
+            newlines.extend(m.start() for m in _LINE_FEED_RE.finditer(text))
+            newlines.append(len(text))  # the end of the last line (a text with none: a sentinel)
+        i = bisect_left(newlines, start)
+        line_start = newlines[i - 1] + 1 if i > 0 else 0
+        line_end = newlines[bisect_left(newlines, end)] if end <= len(text) else len(text)
+        key = (line_start, line_end)
+        found = seen.get(key)
+        if found is None:
+            found = seen[key] = bool(_BANNER_RE.match(text[line_start:line_end]))
+        return found
+
+    return test
+
+
+_LINE_FEED_RE = re.compile("\n")
 
 
 def _placeholder_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
@@ -648,10 +668,11 @@ def placeholder(data: RuleInput) -> Iterator[Finding]:
         return
     prepared: _PlaceholderSettings = data.prepared
     ignore = prepared.ignore
+    decoration = _decoration(text)
     hits = [
         m
         for m in _placeholders(prepared.pattern, text, prepared.default)
-        if m.group().strip("<>[]{} \t") not in ignore and not _decoration(text, m.start(), m.end())
+        if m.group().strip("<>[]{} \t") not in ignore and not decoration(m.start(), m.end())
     ]
     if not hits:
         return

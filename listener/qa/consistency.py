@@ -203,6 +203,9 @@ _ANY_AGE_WORD_RE = folded(
     re.compile(r"menopaus|physe|physi[sa]|growth\s+plate|epiphyseal|skeletally|fontanel", re.IGNORECASE)
 )
 _NEGATED_BEFORE_RE = folded(re.compile(r"\b(no|not|without|negative for|absence of)\b[^.;\n]{0,40}\Z", re.IGNORECASE))
+#: The longest match of _NEGATED_BEFORE_RE ("negative for" and 40 characters) is 52 characters:
+#: a search that starts this far before its end finds what a search from the line start finds.
+_NEGATION_REACH = 64
 
 
 def age_years(birth: date, on: date) -> int:
@@ -241,7 +244,12 @@ def age_implausible(data: RuleInput) -> Iterator[Finding]:
         if not _outside(age, statement.min_age, statement.max_age):
             continue
         for m in statement.pattern.finditer(text):
-            line_start = max(text.rfind("\n", 0, m.start()), text.rfind(".", 0, m.start())) + 1
+            # The negation is looked for after the last line end or period before the statement,
+            # and no further back than it can reach: read from the line's start, a run-on of
+            # negated statements ("no open growth plates, no open growth plates, ...") cost the
+            # square of its length.
+            lo = max(0, m.start() - _NEGATION_REACH)
+            line_start = max(text.rfind("\n", lo, m.start()), text.rfind(".", lo, m.start()), lo - 1) + 1
             if _NEGATED_BEFORE_RE.search(text, line_start, m.start()):
                 continue
             hits.append((statement.name, m.start(), m.end()))

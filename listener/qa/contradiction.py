@@ -32,6 +32,7 @@ from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
+from listener.text.scope import inside_any
 from listener.text.sentences import Span
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
@@ -309,8 +310,10 @@ def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) ->
     others = [o for o in sentence_mentions if o is not m]
     if any(not o.negated for o in others):
         return False
+    # Whether a word starts inside a mention: one bisection, not a test against every mention.
+    in_mention = inside_any((o.start, o.end) for o in sentence_mentions)
     for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
-        if any(o.start <= w.start() < o.end for o in sentence_mentions):
+        if in_mention(w.start()):
             continue
         word = w.group(0).lower()
         if m.laterality and word in _SIDE_WORDS:
@@ -320,20 +323,19 @@ def _outright_denial(text: str, m: Mention, sentence_mentions: list[Mention]) ->
     return True
 
 
-def _finding_list(text: str, m: Mention, sentence_mentions: list[Mention]) -> bool:
-    """True when the sentence of ``m`` is only findings joined by commas and "or" ("Effusion or pneumothorax.").
+def _only_list_words(text: str, start: int, end: int, sentence_mentions: list[Mention]) -> bool:
+    """Whether every word of ``text[start:end]`` outside the mentions is a list word or a qualifier.
 
-    "Or" usually offers alternatives ("atelectasis or pneumonia"), which
-    affirm neither. A sentence that is nothing but a list of different
-    findings joined by "or", with no hedge, is the form of a denial list
-    whose "no" is missing; it affirms each finding (docs/qa-rules.md
-    "Contradictions").
+    With another concept in the sentence, that is the sentence being a list of findings joined by
+    commas and "or" ("Effusion or pneumothorax."). "Or" usually offers alternatives ("atelectasis
+    or pneumonia"), which affirm neither. A sentence that is nothing but a list of different
+    findings joined by "or", with no hedge, is the form of a denial list whose "no" is missing; it
+    affirms each finding (docs/qa-rules.md "Contradictions"). Whether a word starts inside a mention is bisected in the mentions' sorted starts (with the
+    furthest end so far), not tested against every mention for each word.
     """
-    others = [o for o in sentence_mentions if o is not m]
-    if not others or all(o.concept == m.concept for o in others):
-        return False
-    for w in _WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
-        if any(o.start <= w.start() < o.end for o in sentence_mentions):
+    in_mention = inside_any((o.start, o.end) for o in sentence_mentions)
+    for w in _WORD_RE.finditer(text, start, end):
+        if in_mention(w.start()):
             continue
         word = w.group(0).lower()
         if word not in _LIST_WORDS and _QUALIFIER_RE.pattern.fullmatch(word) is None:
@@ -582,23 +584,48 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         if quals is not None:
             negated.append((k, m, quals))
     # (kind, mention, characterized, soft): a soft statement (hedged, XXXX) meets outright denials only
+    # A sentence's concepts and whether its other words are only list words, once per sentence:
+    # asked per affirmed mention, a long sentence of findings read its words for each of them.
+    concepts_of: dict[tuple[SectionKind, int], frozenset[str]] = {}
+    list_words_of: dict[tuple[SectionKind, int], bool] = {}
+
+    def finding_list(k: SectionKind, m: Mention) -> bool:
+        """Whether ``m``'s sentence is a list of different findings (``_only_list_words``), asked once per sentence."""
+        key = (k, m.sentence_start)
+        concepts = concepts_of.get(key)
+        if concepts is None:
+            concepts = concepts_of[key] = frozenset(o.concept for o in by_sentence[key])
+        if not concepts - {m.concept}:
+            return False
+        found = list_words_of.get(key)
+        if found is None:
+            found = list_words_of[key] = _only_list_words(text, m.sentence_start, m.sentence_end, by_sentence[key])
+        return found
+
     affirmed = [
         (
             k,
             m,
             data.analysis.in_sentence(_CHARACTERIZED_RE, m),
             data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
-            and (
-                data.analysis.in_sentence(_SOFT_NOT_OR_RE, m)
-                or not _finding_list(text, m, by_sentence[(k, m.sentence_start)])
-            )
+            and (data.analysis.in_sentence(_SOFT_NOT_OR_RE, m) or not finding_list(k, m))
             and not _device_in_other_clause(text, m),
         )
         for k, m in affirmed_candidates
     ]
-    outright = {
-        id(n) for k, n, quals in negated if not quals and _outright_denial(text, n, by_sentence[(k, n.sentence_start)])
-    }
+    # A denial's answer depends on its sentence, on whether it is negated and on whether it names
+    # a side: asked once per such key, not once per denial (a long sentence of denials asked it
+    # for each of them, each time reading the sentence's words).
+    outright_of: dict[tuple[SectionKind, int, bool, bool], bool] = {}
+
+    def is_outright(k: SectionKind, n: Mention) -> bool:
+        key = (k, n.sentence_start, n.negated, bool(n.laterality))
+        found = outright_of.get(key)
+        if found is None:
+            found = outright_of[key] = _outright_denial(text, n, by_sentence[(k, n.sentence_start)])
+        return found
+
+    outright = {id(n) for k, n, quals in negated if not quals and is_outright(k, n)}
     if outright:
         affirmed.extend(
             (k, m, True, True) for k, m in stated_candidates if not data.analysis.in_sentence(_NOT_A_CLAIM_RE, m)

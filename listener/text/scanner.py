@@ -797,10 +797,10 @@ class SharedFinder:
 
     finder: re.Pattern[str]
 
-    def walk(self, text: str, start: int, end: int | None = None, ascii_forms: bool | None = None) -> Walk | None:
+    def walk(self, text: str, start: int, end: int | None = None, forms: bool | None = None) -> Walk | None:
         """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII.
 
-        ``ascii_forms``: :func:`_ascii_forms_apply` of ``text``, when the caller knows it already.
+        ``forms``: ``_ascii_forms_apply(text)`` when the caller knows it (it reads the whole text).
         """
         hi = len(text) if end is None else end
         region = text[start : hi + _SCAN_KEY - 1]
@@ -809,7 +809,7 @@ class SharedFinder:
         candidates = tuple(
             (m.start(1) + start, m.group(1)) for m in self.finder.finditer(region.lower()) if m.start(1) >= 0
         )
-        return Walk(start, candidates, _ascii_forms_apply(text) if ascii_forms is None else ascii_forms)
+        return Walk(start, candidates, _ascii_forms_apply(text) if forms is None else forms)
 
     def scan(
         self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object]
@@ -818,14 +818,13 @@ class SharedFinder:
         key = (self, text, start, hi)
         walked = walks.get(key, False)
         if walked is False:
-            # Whether the text allows the patterns' ASCII forms is asked of the whole text: once per
-            # report, not once per region (a report of many sections would read its text once for
-            # each; docs/hardening.md, "Linear text analysis").
+            # Whether the ASCII forms apply reads the whole text: once per text, not once per
+            # region walked (a report of many sections read its whole text for each of them).
             forms_key = (_ascii_forms_apply, text)
             forms = walks.get(forms_key)
             if forms is None:
                 forms = walks[forms_key] = _ascii_forms_apply(text)
-            walked = walks[key] = self.walk(text, start, hi, bool(forms))
+            walked = walks[key] = self.walk(text, start, hi, forms)  # type: ignore[arg-type]
         return scanner.scan(text, start, hi, walked=walked)  # type: ignore[arg-type]
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from operator import not_
 
-__all__ = ["RegionIndex", "SpanCover"]
+__all__ = ["RegionIndex", "inside_any"]
 
 _WORD = re.compile(r"\w+")
 # The same words in an ASCII text, found with ``re.ASCII``'s table instead of the Unicode database
@@ -201,25 +201,20 @@ class RegionIndex:
         return w1 > w0 and self._nonlist[w1] - self._nonlist[w0] > 0
 
 
-class SpanCover:
-    """Whether any of a set of half-open spans ``[start, end)`` holds a point, in one bisection.
+def inside_any(spans: Iterable[tuple[int, int]]) -> Callable[[int], bool]:
+    """A test of an offset: whether it lies in any of ``spans`` (``start <= offset < end``).
 
-    Asking ``any(start <= point < end for start, end in spans)`` for each of
-    n points costs n times the spans: a report of a thousand OBX segments,
-    each with its own headings, made sectioning and the coding rules cost the
-    square of its length (docs/hardening.md, "Linear text analysis"). The
-    spans are sorted by start and each keeps the farthest end reached so far,
-    so the answer holds for spans that overlap too.
+    The spans are sorted once, with the furthest end reached so far, and each test is one
+    bisection: testing an offset against every span made a rule that asks it per word or per
+    sentence cost the product of the two counts (docs/hardening.md, "Linear text analysis").
+    Spans may overlap.
     """
+    ordered = sorted(spans)
+    starts = [a for a, _ in ordered]
+    reach = list(accumulate((b for _, b in ordered), max))
 
-    __slots__ = ("_reach", "_starts")
+    def inside(offset: int) -> bool:
+        i = bisect_right(starts, offset) - 1
+        return i >= 0 and offset < reach[i]
 
-    def __init__(self, spans: Iterable[tuple[int, int]]) -> None:
-        ordered = sorted(spans)
-        self._starts = [start for start, _ in ordered]
-        self._reach = list(accumulate((end for _, end in ordered), max))
-
-    def holds(self, point: int) -> bool:
-        """True when some span has ``start <= point < end``."""
-        k = bisect_right(self._starts, point)
-        return k > 0 and self._reach[k - 1] > point
+    return inside

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from listener.model import Section, SectionKind
 from listener.text.casefold import lowered_twin
-from listener.text.scope import SpanCover
 
 #: A hint that says "this is report text: find its sections by heading".
 TEXT_HINT = "text"
@@ -120,28 +119,28 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         the first heading, if any, is an ``other`` section.
     """
     bounds: dict[int, _Boundary] = {}
+    # The line headings' spans, in text order and never overlapping (each match starts after the
+    # previous one's end): an inline heading inside one is found by bisection (_inside_line_heading).
+    line_ats: list[int] = []
+    line_bodies: list[int] = []
     for match in _line_headings(text, rules):
         heading = match.group("heading")
         start = match.start("heading")
         # Skip the line end after a bare heading line so the body starts on the next line.
         body = match.end()
         bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading)
+        line_ats.append(start)
+        line_bodies.append(body)
     inline = (
         rules.inline_pattern.finditer(text)
         if rules.inline_heads is None
         else _inline_headings(text, rules.inline_heads)
     )
-    # A stand-alone heading inside a line heading is part of it. The line headings are fixed here, and
-    # each inline heading found starts after every one found before it, so one of those holds it
-    # exactly when the farthest body among them lies past it.
-    in_line_heading = SpanCover((b.at, b.body) for b in bounds.values())
-    inline_reach = -1
     for match in inline:
         start = match.start("heading")
-        if start not in bounds and not in_line_heading.holds(start) and inline_reach <= start:
+        if start not in bounds and not _inside_line_heading(line_ats, line_bodies, start):
             heading = match.group("heading")
             bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading)
-            inline_reach = max(inline_reach, match.end())
 
     _end_impressions(text, rules, bounds)
 
@@ -176,12 +175,15 @@ def _interpretation_as_findings(sections: list[Section]) -> list[Section]:
     if any(sec.kind is SectionKind.FINDINGS for sec in sections):
         return sections
     out = list(sections)
+    # The last impression with text: a section before it has one after it (one pass, not a walk
+    # over the sections after each one). Only sections already passed are rewritten below.
+    last = max((i for i, o in enumerate(out) if o.kind is SectionKind.IMPRESSION and o.text.strip()), default=-1)
     for i, sec in enumerate(out):
         if (
             sec.kind is SectionKind.IMPRESSION
             and " ".join(sec.heading.upper().split()) == "INTERPRETATION"
             and sec.text.strip()
-            and any(o.kind is SectionKind.IMPRESSION and o.text.strip() for o in out[i + 1 :])
+            and i < last
         ):
             out[i] = Section(SectionKind.FINDINGS, sec.heading, sec.start, sec.end, sec.text)
     return out
@@ -279,8 +281,9 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
         return
     starts = sorted(bounds)
     for imp in impressions:
-        k = bisect_right(starts, imp.at)
-        end = starts[k] if k < len(starts) else len(text)
+        # The next boundary after the impression's start: bisected, not filtered from every start.
+        i = bisect_right(starts, imp.at)
+        end = starts[i] if i < len(starts) else len(text)
         for match in _alone_headings(text, imp.body, end):
             heading = match.group("heading")
             start = match.start("heading")
@@ -291,6 +294,17 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
                 continue
             bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading)
             break  # the impression ends here; what follows is no longer in it
+
+
+def _inside_line_heading(ats: Sequence[int], bodies: Sequence[int], start: int) -> bool:
+    """Whether ``start`` lies between a line heading's start and its body (``ats`` sorted, spans disjoint).
+
+    Only line headings can hold a later inline heading: inline matches do not overlap, so an inline
+    heading starts at or after the previous one's body. One bisection, not a walk over every
+    heading found so far (a report of many headings cost the square of their number).
+    """
+    i = bisect_right(ats, start) - 1
+    return i >= 0 and start < bodies[i]
 
 
 def _section(text: str, kind: SectionKind, heading: str, start: int, end: int) -> Section:

@@ -19,8 +19,9 @@ initials, decimals (``3.5 cm``), list numbers (``1. Effusion``), a line break
 inside wrapped prose, or the de-identification token ``XXXX``.
 
 A run-on stretch of more than ``MAX_SENTENCE_WORDS`` whitespace-separated
-tokens is cut into pieces of that many tokens (see docs/hardening.md, "Linear
-text analysis"). Every trigger scope and every per-sentence test of the QA
+tokens is cut into pieces of that many tokens, a token longer than
+``MAX_TOKEN_CHARS`` counting as one per 32 characters (see docs/hardening.md,
+"Linear text analysis"). Every trigger scope and every per-sentence test of the QA
 rules is then bounded, so their cost grows with the report's length, not with
 its square. The longest sentence of the corpus has 110 words; a clinical
 trigger reaches a dozen.
@@ -90,7 +91,10 @@ _HEADING_AHEAD = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
 _LINE_IS_HEADING = re.compile(r"[^a-z]*[A-Z][^a-z]*")
 _BLANK = re.compile(r"[ \t]*(?:\r\n|\r|\n)")
 _HAS_WORD = re.compile(r"\w")
-_TOKEN = re.compile(r"\S+")
+#: A token of the cap: a whitespace-separated run, or a piece of at most MAX_TOKEN_CHARS of a
+#: longer one, so that a run with no blank in it ("effusion,effusion,...") is cut too.
+MAX_TOKEN_CHARS = 32
+_TOKEN = re.compile(rf"\S{{1,{MAX_TOKEN_CHARS}}}")
 
 #: A sentence longer than this many whitespace-separated tokens is cut into
 #: pieces of at most this many (docs/hardening.md, "Linear text analysis").

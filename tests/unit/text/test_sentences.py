@@ -165,3 +165,15 @@ def test_token_before_is_what_the_anchored_pattern_finds(pieces: list[str], lo: 
     for end in range(lo, len(text) + 1):
         found = pattern.search(text, max(lo, end - 40), end)
         assert _token_before(text, end, lo) == (found and found.span(1)), end
+
+
+def test_a_run_with_no_blank_is_cut_by_the_cap() -> None:
+    """A run-on with no whitespace is one whitespace token; the cap counts it in pieces of at most
+    MAX_TOKEN_CHARS characters, so it is cut like a run-on of words (docs/hardening.md)."""
+    from listener.text.sentences import MAX_SENTENCE_WORDS, MAX_TOKEN_CHARS
+
+    text = "effusion," * 2000
+    spans = split_sentences(text)
+    assert len(spans) > 1
+    assert max(s.end - s.start for s in spans) <= MAX_SENTENCE_WORDS * MAX_TOKEN_CHARS
+    assert "".join(text[s.start : s.end] for s in spans) == text
