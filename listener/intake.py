@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,12 +55,15 @@ from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportR
 __all__ = [
     "FHIR_JSON",
     "QUARANTINE_TEXT",
+    "SERVER_ID_HEX",
     "AckBuilder",
+    "FhirChecked",
     "HttpAnswer",
     "ack_builder",
     "ack_errors",
     "answer_from_stored",
     "error_answer",
+    "fhir_records",
     "http_record",
     "internal_error",
     "internal_error_outcome",
@@ -129,6 +133,23 @@ def report_records(outcome: Outcome, server_ids: Sequence[str] | None = None) ->
             )
         )
     return tuple(out)
+
+
+#: Hex digits of a DiagnosticReport id we assign (FHIR create: the server chooses the id).
+SERVER_ID_HEX = 32
+
+#: A checked FHIR body: its outcome, its reports' stored forms and the ids given in their Locations.
+FhirChecked = tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]
+
+
+def fhir_records(outcome: Outcome) -> FhirChecked:
+    """A FHIR body's outcome with a new server id per report and the records that keep it.
+
+    One function for the daemon's thread and the worker process (listener/server/procworker.py).
+    """
+    server_ids = tuple(uuid.uuid4().hex[:SERVER_ID_HEX] for _ in outcome.reports)
+    # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
+    return outcome, report_records(outcome, server_ids), server_ids
 
 
 def explicit_scores(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from listener.errors import APPLICATION_INTERNAL_ERROR, DecodeError
 from listener.hl7v2.decode import decode_message
-from listener.hl7v2.mapping import MappingSet
+from listener.hl7v2.mapping import Mapping, MappingSet
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.model import Disposition, Finding, Report, Route, Severity
 from listener.procedures import ProcedureTable
@@ -289,35 +289,74 @@ def process_fhir(
     The same promise as :func:`process`: never raises; ``error`` is a
     FhirDecodeError (issue code and FHIRPath) for an OperationOutcome.
     """
-    from listener.fhir.decode import DEFAULT_CLIENT, decode_fhir
-
-    fhir_client = client or DEFAULT_CLIENT
-    mapping = pipeline.mappings.for_sender(fhir_client.name, fhir_client.facility)
+    fhir_client, mapping = _fhir_mapping(pipeline, client)
     try:
-        reports = decode_fhir(
-            body,
-            mapping=mapping,
-            received_at=received_at,
-            media_type=media_type,
-            client=fhir_client,
-            procedures=pipeline.procedures,
-        )
+        decoded = _decode_fhir(body, pipeline, mapping, fhir_client, received_at=received_at, media_type=media_type)
     except DecodeError as exc:
         return Outcome(None, Disposition.REJECTED, error=exc, feed=mapping.name)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must still produce an answer
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
         return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
     if interrupt is not None:
-        interrupt.decoded = Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
+        interrupt.decoded = decoded
     try:
         results = tuple(
             check_report(report, pipeline, _context(report, received_at, priors, priors_for, interrupt, live_figures))
-            for report in reports
+            for report in decoded.reports
         )
     except Exception as exc:  # noqa: BLE001 - a rule bug: a 500 OperationOutcome, logged by type only
         error = DecodeError("internal error while processing the resource", hl7_code=APPLICATION_INTERNAL_ERROR)
         return Outcome(None, Disposition.REJECTED, error=error, feed=mapping.name, error_type=type(exc).__name__)
     return Outcome(None, Disposition.ACCEPTED, results, feed=mapping.name, charset="utf-8")
+
+
+def _fhir_mapping(pipeline: Pipeline, client: FhirClient | None) -> tuple[FhirClient, Mapping]:
+    from listener.fhir.decode import DEFAULT_CLIENT
+
+    fhir_client = client or DEFAULT_CLIENT
+    return fhir_client, pipeline.mappings.for_sender(fhir_client.name, fhir_client.facility)
+
+
+def _decode_fhir(
+    body: bytes,
+    pipeline: Pipeline,
+    mapping: Mapping,
+    client: FhirClient,
+    *,
+    received_at: datetime,
+    media_type: str | None,
+) -> Decoded:
+    """The body's reports, as :func:`process_fhir` decodes them (raises what the decoder raises)."""
+    from listener.fhir.decode import decode_fhir
+
+    reports = decode_fhir(
+        body,
+        mapping=mapping,
+        received_at=received_at,
+        media_type=media_type,
+        client=client,
+        procedures=pipeline.procedures,
+    )
+    return Decoded(None, Disposition.ACCEPTED, tuple(reports), mapping.name, "utf-8")
+
+
+def decode_fhir_only(
+    body: bytes,
+    pipeline: Pipeline,
+    *,
+    received_at: datetime,
+    media_type: str | None = None,
+    client: FhirClient | None = None,
+) -> Decoded | None:
+    """Decode a FHIR body as :func:`process_fhir` does, without QA; None when it does not decode.
+
+    The FHIR twin of :func:`decode_only`: the answer to a body whose worker process overran.
+    """
+    fhir_client, mapping = _fhir_mapping(pipeline, client)
+    try:
+        return _decode_fhir(body, pipeline, mapping, fhir_client, received_at=received_at, media_type=media_type)
+    except Exception:  # noqa: BLE001 - no reports to answer with: the caller keeps waiting
+        return None
 
 
 def _context(

@@ -1,7 +1,8 @@
 """One FHIR POST body -> a stored message and its HTTP answer (the HTTP twin of ``mllp.Intake``).
 
 Layer: reactor code around pure parts. The body is decoded, checked and routed
-on the reactor thread (pure CPU, a few ms, as MLLP does); the duplicate lookup
+as MLLP's messages are: on a worker process (``workers: N``) or thread
+(``workers: 0``) within the budget, journaled first; the duplicate lookup
 runs on a thread; the record goes to the store's group-commit writer; the
 answer is released only once the commit is durable. The record and the
 answer are built by :mod:`listener.intake` (pure, shared with MLLP and
@@ -33,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -47,27 +48,35 @@ from listener.fhir.resolve import JSON, obj_of, objs, str_of, walk_entries
 from listener.intake import (
     FHIR_JSON,
     QUARANTINE_TEXT,
+    FhirChecked,
     HttpAnswer,
     answer_from_stored,
     error_answer,
+    fhir_records,
     http_record,
     internal_error_outcome,
     outcome_answer,
     parse_body,
     quarantine_record,
-    report_records,
     status_for_error,
 )
 from listener.logs import keyed_hash
-from listener.pipeline import Outcome, Pipeline, PriorsFor, process_fhir, unchecked_outcome, version_fields
+from listener.pipeline import (
+    Outcome,
+    Pipeline,
+    PriorsFor,
+    decode_fhir_only,
+    process_fhir,
+    unchecked_outcome,
+    version_fields,
+    versions_of,
+)
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
+from listener.server.runner import PipelineRunner, PipelineTask, WorkerCrashed
 from listener.sites import LiveFigures
 from listener.store.base import ReportRecord, SaveResult, Store
-
-if TYPE_CHECKING:
-    from listener.server.runner import PipelineRunner
 
 __all__ = [
     "FHIR_JSON",
@@ -79,9 +88,6 @@ __all__ = [
     "parse_body",
     "status_for_error",
 ]
-
-#: DiagnosticReport ids we assign (FHIR create: the server chooses the id).
-_ID_BYTES = 16
 
 
 def _identifier_key(resource: JSON) -> str:
@@ -314,15 +320,17 @@ class HttpIntake(StoreShell):
         meta = json.dumps([client.name, client.facility, identity or by_body])
         figures = self.live_figures()
 
-        def serialize(outcome: Outcome) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
-            server_ids = tuple(uuid.uuid4().hex[: _ID_BYTES * 2] for _ in outcome.reports)
-            # fhir_id: the id in Location; GET /fhir/DetectedIssue?implicated= finds it.
-            return outcome, report_records(outcome, server_ids), server_ids
-
-        def bug(failure: Failure) -> tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]:
+        def bug(failure: Failure) -> FhirChecked | int:
+            crashed = failure.value
+            if isinstance(crashed, WorkerCrashed):
+                return crashed.crashes
             return internal_error_outcome(None, client.feed or "default", error_type(failure), "resource"), (), ()
 
-        def save(result: tuple[Outcome, tuple[ReportRecord, ...], tuple[str, ...]]) -> defer.Deferred[HttpAnswer]:
+        def save(result: FhirChecked | int) -> defer.Deferred[HttpAnswer]:
+            if isinstance(result, int):
+                # Its worker processes died on it again and again: quarantined
+                # like a body that kills the daemon (docs/hardening.md).
+                return self.quarantine(body, meta, result, mlog)
             outcome, records, server_ids = result
             return self._save(
                 body,
@@ -340,6 +348,16 @@ class HttpIntake(StoreShell):
                 replaces,
             )
 
+        task = PipelineTask(
+            body,
+            received,
+            figures,
+            versions_of(pipeline),
+            (jkey, "http", body, meta),
+            lambda: decode_fhir_only(body, pipeline, received_at=received, media_type=content_type, client=client),
+            kind="fhir",
+            options=(content_type, client),
+        )
         answered, _ = self.journaled(
             (jkey, "http", body, meta),
             lambda interrupt: process_fhir(
@@ -353,10 +371,11 @@ class HttpIntake(StoreShell):
                 live_figures=figures,
             ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            serialize,
+            fhir_records,
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
+            task=task,
         )
         return answered
 

@@ -1,4 +1,4 @@
-"""One pipeline worker process: decode, QA and routing of HL7 v2 messages, off the daemon's interpreter lock.
+"""One pipeline worker process: decode, QA and routing of HL7 v2 and FHIR messages, off the daemon's interpreter lock.
 
 Layer: a child process of the daemon, started by
 :class:`listener.server.runner.ProcessRunner` as
@@ -24,13 +24,20 @@ Requests and replies (tuples, first item the kind):
   (:func:`listener.store.rows.stored_forms`: the compressed columns, the
   version summary; the SQLite forms of its JSON when the config's store is
   SQLite), so the daemon's writer thread only inserts (docs/store.md,
-  "Compact storage"). While it runs, the pipeline's prior look-up reads the
-  store file through this process's own :class:`~listener.store.sqlite.PriorReader`
-  (the daemon's process spends no CPU on it: docs/hardening.md, "Worker
-  processes"). With no store file, or when that read fails, it asks the daemon:
-  ``("priors", key)`` (the report's :func:`~listener.server.priors.prior_key`,
-  not the whole report), answered ``("priors", priors or None)``; the daemon
-  logs a look-up that fails there too.
+  "Compact storage").
+* ``("fhir", body, received_at, packed live figures, budget, hurry, media type, FhirClient)``:
+  the same for a FHIR body with :func:`listener.pipeline.process_fhir`; the
+  reply's value is what the HTTP intake's thread would give
+  (:func:`listener.intake.fhir_records`: outcome, report records with the
+  server ids, the server ids), the records carrying their stored forms.
+
+While either runs, the pipeline's prior look-up reads the store file through
+this process's own :class:`~listener.store.sqlite.PriorReader` (the daemon's
+process spends no CPU on it: docs/hardening.md, "Worker processes"). With no
+store file, or when that read fails, it asks the daemon: ``("priors", key)``
+(the report's :func:`~listener.server.priors.prior_key`, not the whole
+report), answered ``("priors", priors or None)``; the daemon logs a look-up
+that fails there too.
 
 ``versions`` is (QA, routing, mapping) version of the pipeline used: the
 daemon checks it against the pipeline it meant, so a policy file that
@@ -75,7 +82,7 @@ from typing import Any
 from listener.assemble import build_pipeline
 from listener.errors import StoreError
 from listener.hl7v2.segments import MessageHeader, Separators
-from listener.intake import report_records
+from listener.intake import fhir_records, report_records
 from listener.model import (
     Evidence,
     Finding,
@@ -89,7 +96,7 @@ from listener.model import (
     Sender,
     Times,
 )
-from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, versions_of
+from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, process_fhir, versions_of
 from listener.qa.engine import Prior
 from listener.server.priors import PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
@@ -263,24 +270,32 @@ def serve(conn: Connection) -> int:
                 gc.collect()
                 gc.freeze()
             conn.send(("ready", versions_of(pipeline)))
-        elif kind == "hl7" and pipeline is not None:
-            _, raw, received_at, figures, budget, hurried = request
+        elif kind in ("hl7", "fhir") and pipeline is not None:
+            _, raw, received_at, figures, budget, hurried, *options = request
             interrupt = Interrupt()
             interrupt.start(time.monotonic, budget)
             if hurried:
                 interrupt.request()
             running[:] = [interrupt]
-            outcome = process(
-                raw,
-                pipeline,
-                received_at=received_at,
-                priors_for=ask_priors,
-                interrupt=interrupt,
-                live_figures=unpack_figures(figures),
-            )
+            common: dict[str, Any] = {
+                "received_at": received_at,
+                "priors_for": ask_priors,
+                "interrupt": interrupt,
+                "live_figures": unpack_figures(figures),
+            }
+            if kind == "hl7":
+                outcome = process(raw, pipeline, **common)
+            else:
+                media_type, client = options
+                outcome = process_fhir(raw, pipeline, media_type=media_type, client=client, **common)
             running.clear()
+            value: tuple[Any, ...]
             try:
-                value = (outcome, with_forms(report_records(outcome), packed=packed), pack_raw(raw))
+                if kind == "hl7":
+                    value = (outcome, with_forms(report_records(outcome), packed=packed), pack_raw(raw))
+                else:
+                    _, records, server_ids = fhir_records(outcome)
+                    value = (outcome, with_forms(records, packed=packed), server_ids)
             except Exception as exc:  # noqa: BLE001 - the daemon stores an internal error, by type
                 conn.send(("error", type(exc).__name__))
                 continue

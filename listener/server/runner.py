@@ -281,16 +281,20 @@ class PipelineRunner:
 
 @dataclass(frozen=True, slots=True)
 class PipelineTask:
-    """An HL7 v2 message's pipeline run described as data, for a worker process.
+    """A message's pipeline run described as data, for a worker process (HL7 v2 or FHIR).
 
     Attributes:
-        raw: the frame.
+        raw: the frame (HL7 v2) or the POST body (FHIR).
         received_at: the receive time (the rules' clock).
         live_figures: the routing policy's live figures (or None).
         versions: (QA, routing, mapping) versions of the pipeline meant to run it.
         entry: its journal entry (key, transport, raw, meta), or None.
-        decode: decodes the frame in the daemon, for the answer of a worker
+        decode: decodes the message in the daemon, for the answer of a worker
             that overran (never sent to the worker).
+        kind: the worker's request: "hl7" (:func:`~listener.pipeline.process`) or
+            "fhir" (:func:`~listener.pipeline.process_fhir`).
+        options: what the kind needs besides (sent after the common fields): for
+            "fhir", the media type and the :class:`~listener.fhir.decode.FhirClient`.
     """
 
     raw: bytes
@@ -299,6 +303,8 @@ class PipelineTask:
     versions: tuple[str, str, str]
     entry: tuple[str, str, bytes, str] | None = None
     decode: Callable[[], Decoded | None] = lambda: None
+    kind: str = "hl7"
+    options: tuple[Any, ...] = ()
 
 
 class WorkerCrashed(Exception):
@@ -391,8 +397,8 @@ class ProcessRunner(PipelineRunner):
 
     Each of the ``workers`` runner threads owns one worker process
     (:mod:`listener.server.procworker`) and hands it one job at a time: a
-    job with a :class:`PipelineTask` (an HL7 v2 message) runs in the
-    process, any other job (FHIR) on the thread as in
+    job with a :class:`PipelineTask` (an HL7 v2 message or a FHIR body) runs
+    in the process, any other job on the thread as in
     :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal
     (written before the task is sent), the store and the ACKs; the thread
     answers the worker's prior look-ups from the store.
@@ -546,7 +552,7 @@ class ProcessRunner(PipelineRunner):
 
         Each thread closes its worker process on the way out (the socket closed, the process
         killed and reaped), so once this returns True no worker process is left. A thread still
-        inside a FHIR job's rule is not waited for past ``timeout`` (a daemon thread; its idle
+        inside a rule of a job it runs itself (no usable process) is not waited for past ``timeout`` (a daemon thread; its idle
         worker process dies with the daemon, ``PR_SET_PDEATHSIG``).
         """
         deadline = time.monotonic() + timeout
@@ -665,12 +671,13 @@ class ProcessRunner(PipelineRunner):
                 send(
                     conn,
                     (
-                        "hl7",
+                        task.kind,
                         task.raw,
                         task.received_at,
                         pack_figures(task.live_figures),
                         self.budget,
                         job.interrupt.requested(),
+                        *task.options,
                     ),
                 )
                 while True:

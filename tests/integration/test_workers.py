@@ -10,17 +10,25 @@ at two crashes it is quarantined (AE 207), and the daemon keeps serving.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from listener.config import usable_cores
 from listener.server.mllp import QUARANTINE_TEXT
 from listener.server.runner import CALM_ARRIVALS
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, running, workers_of
-from tests.integration.test_hardening import accepted, events, run_on, sample, start, wait_for
+from tests.integration.test_hardening import RUN_ON, accepted, events, run_on, sample, start, wait_for
 from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
 
 
@@ -45,6 +53,18 @@ def checking_worker(daemon: RunningDaemon, timeout: float = 120) -> int:
     return found[0]
 
 
+def kill_twice(daemon: RunningDaemon) -> None:
+    """SIGKILL the worker checking the slow message; once it is retried on a new process, that one too."""
+    first = checking_worker(daemon)
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
+    assert events(daemon, "pipeline_worker_died")[0]["count"] == 1
+    # Retried on a new process (the journal kept the message and its count).
+    second = checking_worker(daemon)
+    assert second != first
+    os.kill(second, signal.SIGKILL)
+
+
 def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
     """SIGKILL the worker checking a message: retried once; killed again: quarantined AE 207; others still AA."""
     daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 600\n")
@@ -53,14 +73,7 @@ def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp
         poison = run_on("KILLED-1", 140_000)
         conn = MllpConnection(daemon.address, timeout=120)
         conn.send(poison)
-        first = checking_worker(daemon)
-        os.kill(first, signal.SIGKILL)
-        assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
-        assert events(daemon, "pipeline_worker_died")[0]["count"] == 1
-        # Retried on a new process (the journal kept the message and its count).
-        second = checking_worker(daemon)
-        assert second != first
-        os.kill(second, signal.SIGKILL)
+        kill_twice(daemon)
         ack = conn.receive()
         assert msa(ack) in (("AE", "KILLED-1"), ("CE", "KILLED-1"))
         assert b"|207" in ack and QUARANTINE_TEXT.encode() in ack
@@ -274,3 +287,190 @@ def test_sigterm_to_the_whole_group_as_systemctl_stop_sends_it_counts_no_crash(t
     assert not events(daemon, "pipeline_worker_died")
     stored = {m["message_id"] for m in daemon.messages()}
     assert {control for _, control in answered} <= stored
+
+
+# ---------------------------------------------------------------- FHIR bodies on the worker processes
+
+FHIR_SAMPLES = REPO / "samples" / "fhir"
+
+
+def post_fhir(daemon: RunningDaemon, path: str, body: bytes, timeout: float = 120) -> tuple[int, bytes, str]:
+    """Status, body and Location of one FHIR POST (no token: the test daemons have no ``http_clients``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port or 0, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/fhir+json"})
+        response = conn.getresponse()
+        return response.status, response.read(), response.getheader("Location") or ""
+    finally:
+        conn.close()
+
+
+def normal_fhir(rid: str) -> dict[str, Any]:
+    """The normal chest X-ray DiagnosticReport as its own message (id ``rid``, version 1)."""
+    doc: dict[str, Any] = json.loads((FHIR_SAMPLES / "xr-chest-2v-normal.json").read_text())
+    doc["id"] = rid
+    doc.setdefault("meta", {})["versionId"] = "1"
+    return doc
+
+
+def slow_fhir(rid: str, repeats: int) -> bytes:
+    """A DiagnosticReport whose presentedForm is ``repeats`` run-on phrases long (slow to check)."""
+    doc = normal_fhir(rid)
+    text = "FINDINGS: The lungs are clear. " + RUN_ON * repeats + "\nIMPRESSION: No acute abnormality.\n"
+    doc["presentedForm"] = [{"contentType": "text/plain", "data": base64.b64encode(text.encode()).decode()}]
+    return json.dumps(doc).encode()
+
+
+def _without_server_ids(value: Any, ids: list[str]) -> Any:
+    """``value`` with each server-assigned id (random per run) replaced by its position in ``ids``, and
+    the minutes quoted in texts by a placeholder."""
+    if isinstance(value, dict):
+        return {k: _without_server_ids(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_server_ids(v, ids) for v in value]
+    if isinstance(value, str):
+        for n, sid in enumerate(ids):
+            value = value.replace(sid, f"<server-id-{n}>")
+        # The live figures' window ends at the receive minute (a route's explanation quotes it).
+        value = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", "<minute>", value)
+    return value
+
+
+#: What differs between two daemons for the same body whatever runs the pipeline: times (a route's
+#: deadline counts from the receive time) and row keys.
+_VOLATILE = {"id", "pk", "message_pk", "received", "processed", "created", "updated", "duration_ms", "deadline"}
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where ``a`` and ``b`` differ, as paths (for the failure message)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for n, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{n}]")]
+    return [] if a == b else [f"{path}: {str(a)[:300]} != {str(b)[:300]}"]
+
+
+def _fhir_run(daemon: RunningDaemon) -> list[tuple[int, Any, Any]]:
+    """POST the DiagnosticReport and the transaction Bundle samples; each answer and stored message, server
+    ids replaced by placeholders."""
+    out = []
+    ids: list[str] = []
+    for path, name in (
+        ("/fhir/DiagnosticReport", "xr-chest-pneumothorax-no-communication.json"),
+        ("/fhir", "bundle-transaction-mr-knee-left.json"),
+    ):
+        status, body, location = post_fhir(daemon, path, (FHIR_SAMPLES / name).read_bytes())
+        answer = json.loads(body)
+        new_ids = re.findall(r"DiagnosticReport/([0-9a-f]{32})", body.decode() + location)
+        assert new_ids, "no server id in the answer"
+        ids += new_ids
+        out.append((status, _without_server_ids(answer, ids), None))
+        shown = [
+            json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "listener", "show", str(m["message_id"]), "--format", "json"]
+                    + ["--state-dir", str(daemon.state_dir)],
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                    timeout=120,
+                    check=True,
+                ).stdout
+            )
+            for m in daemon.messages()
+            if m.get("transport") == "http"
+        ]
+        out[-1] = (status, out[-1][1], _stable(_without_server_ids(shown, ids)))
+    return out
+
+
+def test_fhir_bodies_on_worker_processes_answer_and_store_as_threads_do(tmp_path: Path) -> None:
+    """A DiagnosticReport and a transaction Bundle POSTed to ``workers: 2`` (every body on a process) get the
+    answers and the stored rows ``workers: 0`` gives (server ids aside: random in both)."""
+    results = []
+    # A budget no loaded test machine reaches: an overrun would answer unchecked on one side only.
+    budget = "pipeline_budget: 60\n"
+    for name, config in (
+        ("threads", "workers: 0\n" + budget),
+        ("processes", "workers: 2\nworkers_inline: false\n" + budget),
+    ):
+        if name == "processes":
+            # The first daemon's installation key: the same message keys (docs/deployment.md, hash.key).
+            (tmp_path / "state-processes").mkdir()
+            shutil.copy(tmp_path / "state-threads" / "hash.key", tmp_path / "state-processes" / "hash.key")
+        daemon = start(tmp_path, config, name=name, workers=None)
+        try:
+            if name == "processes":
+                assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)  # noqa: B023
+            results.append(_fhir_run(daemon))
+            assert not events(daemon, "pipeline_worker_failed")
+        finally:
+            assert daemon.stop() == 0
+    threads, processes = results
+    assert [status for status, _, _ in threads] == [201, 200]
+    assert processes == threads, _differences(threads, processes)
+
+
+def test_a_fhir_body_runs_on_a_worker_process(tmp_path: Path) -> None:
+    """With both worker processes stopped, a FHIR body is answered from the daemon's own decode, unchecked,
+    past budget + grace, and one stopped process is killed and replaced: the body was sent to it. On a
+    daemon thread (before this change) the body was checked (bucket ``release``) and no process was killed."""
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 0.5\n", workers=None)
+    stopped = idle_workers(daemon)
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        status, _, _ = post_fhir(daemon, "/fhir/DiagnosticReport", json.dumps(normal_fhir("stuck-1")).encode())
+        assert status == 201
+        line = next(e for e in events(daemon, "message_processed") if e.get("status") == 201)
+        assert line["bucket"] == "selective_overread"  # the routing policy's unchecked block
+        assert events(daemon, "pipeline_overrun")
+        assert wait_for(lambda: len(set(stopped) - set(workers_of(daemon))) == 1, timeout=30)
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        resume(stopped)
+        assert not events(daemon, "pipeline_worker_died")
+        # The daemon keeps answering FHIR on its new process (its bucket depends on the machine's load:
+        # a 0.5 s budget).
+        assert post_fhir(daemon, "/fhir/DiagnosticReport", json.dumps(normal_fhir("after-stuck")).encode())[0] == 201
+    finally:
+        resume(stopped)
+        assert daemon.stop() == 0
+
+
+def test_killed_worker_during_a_fhir_body_retries_then_quarantines(tmp_path: Path) -> None:
+    """SIGKILL the worker checking a FHIR body: retried once on a new process; killed again: stored
+    quarantined, answered 500; a resend gets the stored answer; the daemon keeps answering."""
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 600\n", workers=None)
+    try:
+        assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)
+        poison = slow_fhir("killed-fhir-1", 100_000)
+        result: dict[str, Any] = {}
+
+        def post() -> None:
+            result["answer"] = post_fhir(daemon, "/fhir/DiagnosticReport", poison, timeout=300)
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        kill_twice(daemon)
+        poster.join(300)
+        status, body, _ = result["answer"]
+        assert status == 500 and QUARANTINE_TEXT.encode() in body
+        assert events(daemon, "pipeline_worker_died")[-1]["count"] == 2
+        assert events(daemon, "message_quarantined")[-1]["count"] == 2
+        assert not list((daemon.state_dir / "journal").glob("*.msg"))
+        again = post_fhir(daemon, "/fhir/DiagnosticReport", poison)
+        assert again[0] == 500 and QUARANTINE_TEXT.encode() in again[1]
+        after = post_fhir(daemon, "/fhir/DiagnosticReport", json.dumps(normal_fhir("after-kill")).encode())
+        assert after[0] == 201
+        states = sorted(str(m["state"]) for m in daemon.messages())
+        assert states == ["processed", "quarantined"]
+    finally:
+        assert daemon.stop() == 0
