@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    http_client,
+    msa,
+    post_report,
+    with_control_id,
+)
 from tests.postgres import as_url, fresh_schema, server_dsn
 
 psycopg = pytest.importorskip("psycopg")
@@ -186,3 +194,27 @@ def test_two_daemons_store_one_message_once(tmp_path: Path, config: Path, oru: b
         assert sorted(listed) == sorted(f"D-{i}" for i in range(40))
     finally:
         assert _stop_all(daemons) == [0, 0]
+
+
+def test_a_fhir_report_checked_on_a_worker_process_is_stored_on_postgresql(tmp_path: Path, config: Path) -> None:
+    """With worker processes (``workers: 2``) a FHIR body is checked in a worker, which asks the daemon
+    for its priors (no SQLite file to read) and sends the records without SQLite's packed forms: 201, the
+    report listed by `overread messages`, and the resend answered as the first, from the store
+    (docs/hardening.md, "Worker processes")."""
+    with config.open("a", encoding="utf-8") as f:
+        f.write("workers: 2\nworkers_inline: false\nhttp_clients:\n" + http_client("sender", "tok-sender"))
+    body = (REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_bytes()
+    daemon = _daemon(tmp_path, config)
+    try:
+        daemon.start()
+        status, location = post_report(daemon, body, "tok-sender")
+        again, location_again = post_report(daemon, body, "tok-sender")
+    finally:
+        assert _stop_all([daemon]) == [0]
+    assert status == 201 and location
+    assert again == 201 and location_again == location
+    assert sum(1 for line in daemon.log_lines() if line.get("event") == "message_duplicate") == 1
+    started = [line for line in daemon.log_lines() if line.get("event") == "daemon_started"]
+    assert started and started[0]["workers"] == 2
+    listed = _messages(config)
+    assert len(listed) == 1 and listed[0]["transport"] == "http"
