@@ -410,6 +410,9 @@ def test_fhir_bodies_on_worker_processes_answer_and_store_as_threads_do(tmp_path
         try:
             if name == "processes":
                 assert wait_for(lambda: len(workers_of(daemon)) == 2, timeout=60)  # noqa: B023
+            # The routing policy's live figures come from the store a moment after the start: a body
+            # checked before them says "no live figures" in its explanation, one after "no graded reads".
+            assert wait_for(lambda: events(daemon, "live_figures_refreshed"), timeout=60)  # noqa: B023
             results.append(_fhir_run(daemon))
             assert not events(daemon, "pipeline_worker_failed")
         finally:
