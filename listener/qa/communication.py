@@ -30,10 +30,11 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from listener.model import Evidence, Finding, SectionKind, Severity
 from listener.qa.engine import RuleInput, folded, rule
-from listener.text import Mention, Span, hedge_count
+from listener.text import Mention, hedge_count
 from listener.text.context import modifier_matches
 
 __all__ = [
@@ -295,14 +296,10 @@ def _known_next(data: RuleInput, start: int, end: int, m: Mention) -> bool:
     if nxt >= end or not _ANAPHORA_RE.match(text, nxt):
         return False
     spans = data.analysis.sentences(start, end)
-    k = bisect_right(spans, nxt, key=_span_start) - 1  # the sentence that holds nxt
+    k = bisect_right(spans, nxt, key=attrgetter("start")) - 1  # the sentence that holds nxt
     limit = spans[k].end if k >= 0 and spans[k].end > nxt else end
     stop = text.find(".", nxt, limit)
     return _KNOWN_RE.search(text, nxt, stop if stop >= 0 else limit) is not None
-
-
-def _span_start(span: Span) -> int:
-    return span.start
 
 
 def _concepts(mentions: Sequence[Mention]) -> str:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterator
+from operator import attrgetter
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Mention, Terms, lateral_mentions
 from listener.text.scope import inside_any
-from listener.text.sentences import Span
 
 __all__ = ["affirmed_and_negated", "normal_impression"]
 
@@ -469,6 +469,9 @@ def _body_systems(data: RuleInput, kind: SectionKind) -> int:
     return len(systems)
 
 
+#: Analysis.shared's key of a sentence's concepts (with its section kind and start).
+_SENTENCE_CONCEPTS = "contradiction.sentence_concepts"
+
 _ITEM_RE = re.compile(r"\W*\d{1,2}[.)]\s")
 _WORDS_RE = re.compile(r"[A-Za-z]+")
 _STATEMENT_RE = folded(re.compile(r"\b(negative|normal|unremarkable|intact|clear|no|without)\b", re.IGNORECASE))
@@ -476,7 +479,16 @@ _STATEMENT_RE = folded(re.compile(r"\b(negative|normal|unremarkable|intact|clear
 
 def _own_item(data: RuleInput, n: Mention) -> bool:
     """A denial that is a numbered item of its own, not under a site heading ("3. Right humerus negative. 4. No
-    fracture."; not "Left knee. 1. No fracture."): it denies at every site (docs/qa-rules.md "Round 5")."""
+    fracture."; not "Left knee. 1. No fracture."): it denies at every site (docs/qa-rules.md "Round 5").
+
+    Worked out once per denial (``Analysis.shared``): the pair loop of :func:`affirmed_and_negated`
+    asks for every affirmation it meets.
+    """
+    return bool(data.analysis.shared((_own_item, id(n)), lambda: _item_of_its_own(data, n)))
+
+
+def _item_of_its_own(data: RuleInput, n: Mention) -> bool:
+    """:func:`_own_item`, worked out."""
     text = data.report.text
     if _ITEM_RE.match(text, n.sentence_start) is None:
         return False
@@ -485,7 +497,7 @@ def _own_item(data: RuleInput, n: Mention) -> bool:
         return False
     spans = data.analysis.sentences(sec.start, sec.end)
     # The sentences before the denial's are a prefix of the section's (they are in order, apart).
-    k = bisect_right(spans, n.sentence_start, key=_span_end)
+    k = bisect_right(spans, n.sentence_start, key=attrgetter("end"))
     if k == 0:
         return True
     prev = spans[k - 1]
@@ -501,10 +513,6 @@ def _own_item(data: RuleInput, n: Mention) -> bool:
     heading_start = _ITEM_RE.match(text, opener.start)
     assert heading_start is not None
     return _bare_heading(data, heading_start.end(), opener.end) and k - j == 2
-
-
-def _span_end(span: Span) -> int:
-    return span.end
 
 
 def _bare_heading(data: RuleInput, start: int, end: int) -> bool:
@@ -584,23 +592,24 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         if quals is not None:
             negated.append((k, m, quals))
     # (kind, mention, characterized, soft): a soft statement (hedged, XXXX) meets outright denials only
-    # A sentence's concepts and whether its other words are only list words, once per sentence:
-    # asked per affirmed mention, a long sentence of findings read its words for each of them.
-    concepts_of: dict[tuple[SectionKind, int], frozenset[str]] = {}
-    list_words_of: dict[tuple[SectionKind, int], bool] = {}
+    # A sentence's concepts and whether its other words are only list words, once per sentence
+    # (Analysis.shared): asked per affirmed mention, a long sentence of findings read its words for
+    # each of them.
+    shared = data.analysis.shared
 
     def finding_list(k: SectionKind, m: Mention) -> bool:
-        """Whether ``m``'s sentence is a list of different findings (``_only_list_words``), asked once per sentence."""
+        """Whether ``m``'s sentence is a list of different findings (``_only_list_words``)."""
         key = (k, m.sentence_start)
-        concepts = concepts_of.get(key)
-        if concepts is None:
-            concepts = concepts_of[key] = frozenset(o.concept for o in by_sentence[key])
+        mentions = by_sentence[key]
+        concepts: frozenset[str] = shared((_SENTENCE_CONCEPTS, key), lambda: frozenset(o.concept for o in mentions))
         if not concepts - {m.concept}:
             return False
-        found = list_words_of.get(key)
-        if found is None:
-            found = list_words_of[key] = _only_list_words(text, m.sentence_start, m.sentence_end, by_sentence[key])
-        return found
+        return bool(
+            shared(
+                (_only_list_words, key),
+                lambda: _only_list_words(text, m.sentence_start, m.sentence_end, mentions),
+            )
+        )
 
     affirmed = [
         (
@@ -613,17 +622,13 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
         )
         for k, m in affirmed_candidates
     ]
+
     # A denial's answer depends on its sentence, on whether it is negated and on whether it names
     # a side: asked once per such key, not once per denial (a long sentence of denials asked it
     # for each of them, each time reading the sentence's words).
-    outright_of: dict[tuple[SectionKind, int, bool, bool], bool] = {}
-
     def is_outright(k: SectionKind, n: Mention) -> bool:
-        key = (k, n.sentence_start, n.negated, bool(n.laterality))
-        found = outright_of.get(key)
-        if found is None:
-            found = outright_of[key] = _outright_denial(text, n, by_sentence[(k, n.sentence_start)])
-        return found
+        key = (_outright_denial, k, n.sentence_start, n.negated, bool(n.laterality))
+        return bool(shared(key, lambda: _outright_denial(text, n, by_sentence[(k, n.sentence_start)])))
 
     outright = {id(n) for k, n, quals in negated if not quals and is_outright(k, n)}
     if outright:
@@ -650,14 +655,6 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
     denied_in: set[tuple[SectionKind, int, str]] = {
         (k, o.sentence_start, _family(data.terms, o.concept)) for k, ms in by_kind.items() for o in ms if o.negated
     }
-    own_items: dict[int, bool] = {}
-
-    def _own_item_once(n: Mention) -> bool:
-        known = own_items.get(id(n))
-        if known is None:
-            known = own_items[id(n)] = _own_item(data, n)
-        return known
-
     done: set[str] = set()
     for a_kind, a, characterized, soft in affirmed:
         fam = _family(data.terms, a.concept)
@@ -695,7 +692,7 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
                 continue
             if a_kind == n_kind == SectionKind.FINDINGS and fam in _SITE_VARIABLE:
                 continue  # "fracture of the hip" ... "knee: no fracture": two places (organ by organ)
-            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item_once(n):
+            if fam in _SITE_VARIABLE and _multi_site(data, n_kind) and not _own_item(data, n):
                 continue  # "Pelvis and left hip ... Left knee ... No fracture is seen": a denial at one of the sites
             if n.laterality and n.laterality != a.laterality:
                 continue

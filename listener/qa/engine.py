@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -96,10 +97,6 @@ class RuleSettings:
 _MISSING = object()
 
 
-def _span_start(span: Span) -> int:
-    return span.start
-
-
 class Analysis:
     """Lazily computed text analysis shared by all rules of one run.
 
@@ -166,7 +163,7 @@ class Analysis:
         if sec is None:
             return None
         spans = self.sentences(sec.start, sec.end)
-        k = bisect_left(spans, m.sentence_end, key=_span_start)
+        k = bisect_left(spans, m.sentence_end, key=attrgetter("start"))
         return spans[k] if k < len(spans) else None
 
     def mentions(self, start: int, end: int) -> tuple[Mention, ...]:

@@ -26,7 +26,7 @@ from listener.errors import StoreError
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.server.journal import Journal
 from listener.server.metrics import Metrics
-from listener.server.runner import PipelineRunner, PipelineTask, run_journaled
+from listener.server.runner import PipelineRunner, PipelineTask, WorkerCrashed, run_journaled
 from listener.store.base import MessageRecord, SaveResult, Store
 
 __all__ = [
@@ -225,6 +225,7 @@ class StoreShell:
         *,
         failed: Callable[[Failure], R],
         save: Callable[[R], defer.Deferred[T]],
+        quarantined: Callable[[int], defer.Deferred[T]],
         task: PipelineTask | None = None,
     ) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
         """Journal, check and store one message (:func:`~listener.server.runner.run_journaled`, then ``save``).
@@ -234,6 +235,10 @@ class StoreShell:
                 could not be written, a bug outside the pipeline).
             save: stores the result and gives the answer; the journal entry
                 ends once it has (docs/hardening.md).
+            quarantined: stores the message quarantined and gives the answer, given
+                the count of its worker processes' deaths (:class:`WorkerCrashed`:
+                they died on it again and again, as a message that kills the daemon
+                is quarantined, docs/hardening.md).
             task: the check as data, for a worker process (see
                 :func:`~listener.server.runner.run_journaled`).
 
@@ -247,8 +252,15 @@ class StoreShell:
                 journal.end(entry[0])
             return answer
 
+        def not_checked(failure: Failure) -> defer.Deferred[T]:
+            crashed = failure.value
+            if isinstance(crashed, WorkerCrashed):
+                return quarantined(crashed.crashes)
+            return save(failed(failure))
+
         processed, finished = run_journaled(self.runner, journal, entry, check, unchecked, serialize, on_overrun, task)
-        return processed.addErrback(failed).addCallback(save).addBoth(forget), finished
+        answered: defer.Deferred[T] = processed.addCallbacks(save, not_checked)
+        return answered.addBoth(forget), finished
 
     def submit(self, record: MessageRecord) -> defer.Deferred[SaveResult]:
         """:func:`submit` with this intake's store and reactor."""

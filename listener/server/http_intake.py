@@ -74,7 +74,7 @@ from listener.pipeline import (
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
-from listener.server.runner import PipelineRunner, PipelineTask, WorkerCrashed
+from listener.server.runner import PipelineRunner, PipelineTask
 from listener.sites import LiveFigures
 from listener.store.base import ReportRecord, SaveResult, Store
 
@@ -320,17 +320,10 @@ class HttpIntake(StoreShell):
         meta = json.dumps([client.name, client.facility, identity or by_body])
         figures = self.live_figures()
 
-        def bug(failure: Failure) -> FhirChecked | int:
-            crashed = failure.value
-            if isinstance(crashed, WorkerCrashed):
-                return crashed.crashes
+        def bug(failure: Failure) -> FhirChecked:
             return internal_error_outcome(None, client.feed or "default", error_type(failure), "resource"), (), ()
 
-        def save(result: FhirChecked | int) -> defer.Deferred[HttpAnswer]:
-            if isinstance(result, int):
-                # Its worker processes died on it again and again: quarantined
-                # like a body that kills the daemon (docs/hardening.md).
-                return self.quarantine(body, meta, result, mlog)
+        def save(result: FhirChecked) -> defer.Deferred[HttpAnswer]:
             outcome, records, server_ids = result
             return self._save(
                 body,
@@ -375,6 +368,7 @@ class HttpIntake(StoreShell):
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
+            quarantined=lambda crashes: self.quarantine(body, meta, crashes, mlog),
             task=task,
         )
         return answered

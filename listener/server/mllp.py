@@ -83,15 +83,13 @@ from listener.pipeline import (
 from listener.server.bridge import StoreShell, duration_ms, error_type, resend_fields
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
-from listener.server.runner import PipelineTask, WorkerCrashed
+from listener.server.runner import PipelineTask
 from listener.sites import LiveFigures
 from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
 
-#: A message whose worker processes died as often as quarantines it (their count).
-_Crashed = int
 #: A checked message: its outcome, its report records and its raw bytes' stored form when a
 #: worker process made it (None: the store's writer makes it; listener/server/procworker.py).
 _Checked = tuple[Outcome, tuple[ReportRecord, ...], bytes | None]
@@ -398,20 +396,11 @@ class Intake(StoreShell):
         pipeline = self.pipeline
         figures = self.live_figures()
 
-        def save(
-            result: _Checked | _Crashed,
-        ) -> defer.Deferred[tuple[Answer, _Settled]]:
-            if isinstance(result, int):
-                # Its worker processes died on it again and again: quarantined
-                # like a message that kills the daemon (docs/hardening.md).
-                return self._quarantine_save(raw, header, result, mlog, time.perf_counter(), received)
+        def save(result: _Checked) -> defer.Deferred[tuple[Answer, _Settled]]:
             outcome, reports, packed_raw = result
             return self._save(raw, header, mlog, started, received, pipeline, outcome, reports, packed_raw)
 
-        def bug(failure: Failure) -> _Checked | _Crashed:
-            crashed = failure.value
-            if isinstance(crashed, WorkerCrashed):
-                return crashed.crashes
+        def bug(failure: Failure) -> _Checked:
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
             return internal_error_outcome(header, "default", error_type(failure), "message"), (), None
@@ -440,6 +429,9 @@ class Intake(StoreShell):
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
+            quarantined=lambda crashes: self._quarantine_save(
+                raw, header, crashes, mlog, time.perf_counter(), received
+            ),
             task=task,
         )
         finished.addBoth(lambda _: released())

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from listener.model import Section, SectionKind
 from listener.text.casefold import lowered_twin
+from listener.text.scope import inside_any
 
 #: A hint that says "this is report text: find its sections by heading".
 TEXT_HINT = "text"
@@ -119,18 +120,16 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
         the first heading, if any, is an ``other`` section.
     """
     bounds: dict[int, _Boundary] = {}
-    # The line headings' spans, in text order and never overlapping (each match starts after the
-    # previous one's end): an inline heading inside one is found by bisection (_inside_line_heading).
-    line_ats: list[int] = []
-    line_bodies: list[int] = []
     for match in _line_headings(text, rules):
         heading = match.group("heading")
         start = match.start("heading")
         # Skip the line end after a bare heading line so the body starts on the next line.
         body = match.end()
         bounds[start] = _Boundary(start, body, rules.kind_of(heading), heading)
-        line_ats.append(start)
-        line_bodies.append(body)
+    # Only a line heading can hold a later inline heading (inline matches do not overlap: each starts
+    # at or after the previous one's body): one bisection in their spans, not a walk over every
+    # heading found so far (a report of many headings cost the square of their number).
+    in_line_heading = inside_any((b.at, b.body) for b in bounds.values())
     inline = (
         rules.inline_pattern.finditer(text)
         if rules.inline_heads is None
@@ -138,7 +137,7 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
     )
     for match in inline:
         start = match.start("heading")
-        if start not in bounds and not _inside_line_heading(line_ats, line_bodies, start):
+        if start not in bounds and not in_line_heading(start):
             heading = match.group("heading")
             bounds[start] = _Boundary(start, match.end(), rules.kind_of(heading), heading)
 
@@ -294,17 +293,6 @@ def _end_impressions(text: str, rules: HeadingRules, bounds: dict[int, _Boundary
                 continue
             bounds[start] = _Boundary(start, match.end(), SectionKind.OTHER, heading)
             break  # the impression ends here; what follows is no longer in it
-
-
-def _inside_line_heading(ats: Sequence[int], bodies: Sequence[int], start: int) -> bool:
-    """Whether ``start`` lies between a line heading's start and its body (``ats`` sorted, spans disjoint).
-
-    Only line headings can hold a later inline heading: inline matches do not overlap, so an inline
-    heading starts at or after the previous one's body. One bisection, not a walk over every
-    heading found so far (a report of many headings cost the square of their number).
-    """
-    i = bisect_right(ats, start) - 1
-    return i >= 0 and start < bodies[i]
 
 
 def _section(text: str, kind: SectionKind, heading: str, start: int, end: int) -> Section:
