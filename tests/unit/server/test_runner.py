@@ -27,6 +27,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from listener.config import load_config
+from listener.intake import Recording
 from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
@@ -84,6 +85,7 @@ class Scene:
         self.runner = ProcessRunner(
             self.reactor,
             config=load_config(None),
+            recording=Recording(b"k" * 32),
             workers=1,
             budget=BUDGET,
             grace=GRACE,
@@ -170,8 +172,8 @@ def test_a_crash_retries_once_on_a_new_process(scene: Scene, pipeline: Pipeline)
     scene.kills = 1
     ok, value = scene.outcome(scene.run(pipeline))
     assert ok, value
-    outcome, records, packed_raw = value
-    assert outcome.disposition == "accepted" and records and packed_raw
+    record, _fields, _counted = value
+    assert record.state == "processed" and record.reports and record.packed_raw
     assert scene.died == [1] and scene.asked == 2
     assert not scene.ran_on_thread
 
@@ -219,7 +221,7 @@ def test_a_job_waiting_when_one_ends_starts_in_the_same_reactor_call(scene: Scen
     for job in jobs:
         ok, value = scene.outcome(job)
         assert ok, value
-        assert value[0].disposition == "accepted"
+        assert value[0].state == "processed"
     called = scene.reactor.called
     assert called == ["_started", "_hand_over", "_hand_over", "_finish"], called
     assert not scene.runner.active
@@ -281,8 +283,8 @@ def test_a_task_arriving_while_another_is_in_flight_goes_to_a_process(inline_sce
     finally:
         release.set()
     assert ok, value
-    outcome, records, _packed_raw = value
-    assert outcome.disposition == "accepted" and records
+    record, _fields, _counted = value
+    assert record.state == "processed" and record.reports
     assert inline_scene.asked == asked + 1 and not inline_scene.ran_on_thread
     assert inline_scene.outcome(first) == (True, "held")
     for i in range(CALM_ARRIVALS):
