@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from listener.config import load_config
+from listener.destinations import DestinationSettings
 from listener.intake import Recording
 from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
@@ -239,6 +241,21 @@ def test_join_after_stop_returns_once_every_worker_process_is_reaped(scene: Scen
     scene.runner.stop()
     assert scene.runner.join(60)
     assert not Path(f"/proc/{procworkers[0]}").exists()
+
+
+def test_a_reload_gives_the_worker_processes_its_destinations(scene: Scene, pipeline: Pipeline) -> None:
+    """A worker process builds the message's routing messages (listener.intake.mllp_checked) for the
+    destinations the daemon has: none at first, then the ones a reload gives ``configure``, whose
+    recording goes to the process with its new config before its next message."""
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    assert value[0].state == "processed" and value[0].outbox == ()
+    ris = DestinationSettings("ris", "tcp:host=ris.test:port=6661")
+    scene.runner.configure(load_config(None), replace(scene.runner.recording, destinations=(ris,)))
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    assert value[0].outbox and {item.destination for item in value[0].outbox} == {"ris"}
+    assert not scene.ran_on_thread
 
 
 @pytest.fixture(name="inline_scene")
