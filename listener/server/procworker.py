@@ -327,7 +327,9 @@ def serve(conn: Connection) -> int:
                 if kind == "hl7":
                     header = read_header(raw)
                     if header is None or recording is None:
-                        raise ValueError("no MSH")  # the daemon sends only messages with a header, after a config
+                        # Neither happens: the daemon sends only messages with a header, and a
+                        # recording with every config (the pipeline is None until one came).
+                        raise ValueError("no MSH or no recording")
                     value = mllp_checked(
                         raw,
                         header,
