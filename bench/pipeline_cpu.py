@@ -18,8 +18,12 @@ through the stages a worker process runs, each timed with
 * ``records``: ``report_records`` (the stored JSON columns);
 * ``forms``: what else a worker makes for the store: each record's stored
   forms (``with_forms``, SQLite's) and the raw bytes compressed (``pack_raw``);
-* ``reply pickle``: the worker's reply pickled (``procworker.dumps``) and
-  unpickled (what crosses the pipe back to the daemon).
+* ``checked``: what a worker makes of the outcome for the daemon
+  (``listener.intake.mllp_checked``: the ACK, the routing messages, the
+  record, the log line's fields with their keyed hashes, the metrics' tally);
+* ``reply pickle``: the worker's reply (that record, fields and tally)
+  pickled (``procworker.dumps``) and unpickled (what crosses the pipe back to
+  the daemon); ``reply loads``: the unpickling alone (the daemon's share).
 
 ``--daemon``: ``overread serve`` (SQLite store, JSON logs to /dev/null) for each
 value of ``--workers``, driven as ``bench/mllp.py`` drives it (8 connections,
@@ -64,10 +68,13 @@ from bench.mllp import (  # noqa: E402
 from listener.assemble import build_pipeline  # noqa: E402
 from listener.config import load_config  # noqa: E402
 from listener.hl7v2.decode import decode_message  # noqa: E402
-from listener.intake import report_records  # noqa: E402
-from listener.pipeline import Pipeline, process, versions_of  # noqa: E402
+from listener.hl7v2.segments import read_header  # noqa: E402
+from listener.intake import Recording, ack_builder, mllp_checked, report_records  # noqa: E402
+from listener.logs import keyed_hash  # noqa: E402
+from listener.pipeline import Outcome, Pipeline, process, version_fields, versions_of  # noqa: E402
 from listener.qa.engine import QaContext, run_rules  # noqa: E402
 from listener.server.procworker import dumps  # noqa: E402
+from listener.store.base import ReportRecord  # noqa: E402
 from listener.store.compact import pack_raw  # noqa: E402
 from listener.store.rows import with_forms  # noqa: E402
 from listener.text import TextCache  # noqa: E402
@@ -88,10 +95,30 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
     findings = [run_rules(r, qa, c) for r, c in zip(reports, contexts, strict=True)]
     outcomes = [process(m, pipeline, received_at=now) for m in messages]
     records = [report_records(o) for o in outcomes]
+    recording = Recording(b"k" * 32)
+    ack = ack_builder(lambda: now)
+
+    def checked(m: bytes, o: Outcome, r: tuple[ReportRecord, ...], packed_raw: bytes | None) -> object:
+        header = read_header(m)
+        assert header is not None
+        return mllp_checked(
+            m,
+            header,
+            o,
+            r,
+            ack=ack,
+            recording=recording,
+            received=now,
+            versions=version_fields(pipeline),
+            hashed=lambda v: keyed_hash(v, recording.hash_key),
+            packed_raw=packed_raw,
+        )
+
     replies = [
-        ("done", versions_of(pipeline), (o, with_forms(r, packed=True), pack_raw(m)))
-        for o, r, m in zip(outcomes, records, messages, strict=True)
+        ("done", versions_of(pipeline), checked(m, o, with_forms(r, packed=True), pack_raw(m)))
+        for m, o, r in zip(messages, outcomes, records, strict=True)
     ]
+    pickled = [dumps(r) for r in replies]
     stages: dict[str, Callable[[], object]] = {
         "decode": lambda: [
             decode_message(m, pipeline.mappings, received_at=now, procedures=pipeline.procedures) for m in messages
@@ -104,7 +131,9 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
         "process": lambda: [process(m, pipeline, received_at=now) for m in messages],
         "records": lambda: [report_records(o) for o in outcomes],
         "forms": lambda: [(with_forms(r, packed=True), pack_raw(m)) for r, m in zip(records, messages, strict=True)],
+        "checked": lambda: [checked(m, o, r, None) for m, o, r in zip(messages, outcomes, records, strict=True)],
         "reply pickle": lambda: [pickle.loads(dumps(r)) for r in replies],
+        "reply loads": lambda: [pickle.loads(p) for p in pickled],
     }
     out: dict[str, float] = {}
     for name, func in stages.items():

@@ -18,7 +18,11 @@ What is built here, once for HL7 v2 and FHIR:
   OperationOutcome or transaction response (:func:`http_record`);
 * the internal-error outcome for a processing that failed outside the
   pipeline (:func:`internal_error_outcome`), and the record of a quarantined
-  message (:func:`quarantine_record`, docs/hardening.md).
+  message (:func:`quarantine_record`, docs/hardening.md);
+* what the daemon does with an HL7 v2 message once checked, made wherever it was
+  checked (a worker process or a thread of the daemon): the record, the
+  ``message_processed`` line's fields and what the metrics count
+  (:func:`mllp_checked`, :class:`Tally`; docs/hardening.md, "Worker processes").
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import dataclasses
 import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -48,7 +52,7 @@ from listener.hl7v2.ack import AckErrorDetail, AckTemplates, ack_code_for, build
 from listener.hl7v2.segments import MessageHeader
 from listener.model import Disposition
 from listener.outbox import outbox_items
-from listener.pipeline import Outcome
+from listener.pipeline import QA_TIMEOUT, Outcome, ReportOutcome
 from listener.serialize import finding_dict, report_dict, route_dict
 from listener.store.base import MessageRecord, MessageState, OutboxItem, ReportRecord, ScoreGrade, ScoreRecord
 
@@ -59,6 +63,9 @@ __all__ = [
     "AckBuilder",
     "FhirChecked",
     "HttpAnswer",
+    "MllpChecked",
+    "Recording",
+    "Tally",
     "ack_builder",
     "ack_errors",
     "answer_from_stored",
@@ -68,6 +75,7 @@ __all__ = [
     "internal_error",
     "internal_error_outcome",
     "message_state",
+    "mllp_checked",
     "mllp_record",
     "new_control_id",
     "outcome_ack_code",
@@ -76,6 +84,7 @@ __all__ = [
     "quarantine_record",
     "report_records",
     "status_for_error",
+    "tally",
 ]
 
 #: Table 0357 codes answered AR (the sender must not resend unchanged; 207 is
@@ -381,6 +390,113 @@ def mllp_record(
         packed_raw=packed_raw,
     )
     return record, outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """How the daemon records a checked message, besides the pipeline: the same in a worker process.
+
+    Attributes:
+        hash_key: the installation key of the log line's keyed hashes
+            (``listener.logs.keyed_hash``).
+        destinations: where routing messages go (an accepted message's outbox rows).
+        keep_raw: store the raw bytes (retention purges them later).
+    """
+
+    hash_key: bytes
+    destinations: tuple[DestinationSettings, ...] = ()
+    keep_raw: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What the metrics count of a newly processed message's reports (``Metrics.message_answered``).
+
+    Attributes:
+        reports: how many reports it had.
+        findings: each finding's (category, severity, rule).
+        buckets: each routed report's bucket.
+    """
+
+    reports: int = 0
+    findings: tuple[tuple[str, str, str], ...] = ()
+    buckets: tuple[str, ...] = ()
+
+
+def tally(reports: Iterable[ReportOutcome]) -> Tally:
+    """The :class:`Tally` of ``reports``."""
+    results = tuple(reports)
+    return Tally(
+        len(results),
+        tuple((f.category, f.severity.value, f.rule) for r in results for f in r.findings),
+        tuple(r.route.bucket for r in results if r.route is not None),
+    )
+
+
+#: A checked HL7 v2 message as the daemon stores, logs and counts it: its record (the ACK in it),
+#: the ``message_processed`` line's fields (keyed hashes, never patient data) and its metrics.
+MllpChecked = tuple[MessageRecord, dict[str, Any], Tally]
+
+
+def mllp_checked(
+    raw: bytes,
+    header: MessageHeader,
+    outcome: Outcome,
+    reports: tuple[ReportRecord, ...],
+    *,
+    ack: AckBuilder,
+    recording: Recording,
+    received: datetime,
+    versions: Mapping[str, str],
+    hashed: Callable[[str], str],
+    packed_raw: bytes | None = None,
+) -> MllpChecked:
+    """What the daemon stores, logs and counts of one checked HL7 v2 message, made from its Outcome.
+
+    The one function for every place an outcome is made: a worker process, the daemon's thread
+    (``workers: 0``, a message run inline, a worker's policy that differs from the daemon's),
+    the overrun's unchecked outcome and an internal error (docs/hardening.md, "Worker processes").
+
+    Args:
+        reports: the outcome's report records (with their stored forms when a worker made them).
+        ack: builds our ACK (the caller's clock and control ids).
+        recording: the destinations, whether the raw bytes are kept, the hash key.
+        versions: the pipeline's :func:`~listener.pipeline.version_fields`.
+        hashed: the keyed hash of an accession or a patient id for the log line.
+        packed_raw: ``raw``'s stored form made ahead (None: the store's writer makes it).
+    """
+    record, outcome = mllp_record(
+        raw if recording.keep_raw else None,
+        header,
+        outcome,
+        reports,
+        ack=ack,
+        destinations=recording.destinations,
+        received=received,
+        packed_raw=packed_raw,
+    )
+    results = outcome.reports
+    first = results[0] if results else None
+    fields: dict[str, Any] = {
+        "feed": outcome.feed,
+        "message_type": header.message_type,
+        "bucket": first and first.route and first.route.bucket or "",
+        "finding_count": sum(len(r.findings) for r in results),
+        "error_code": record.error_code,
+        "state": record.state,
+        **versions,
+    }
+    if any(f.rule == QA_TIMEOUT for r in results for f in r.findings):
+        fields["qa"] = "timeout"
+    if outcome.error_type:
+        fields["error_type"] = outcome.error_type
+    if outcome.error is not None and outcome.error.location:
+        fields["location"] = outcome.error.location
+    if first is not None:
+        report = first.report
+        fields["accession_h"] = hashed(report.accession) if report.accession else ""
+        fields["patient_h"] = hashed(report.patient.id) if report.patient.id else ""
+    return record, fields, tally(results)
 
 
 # -- FHIR: HTTP status and OperationOutcome ----------------------------------

@@ -45,6 +45,7 @@ from listener.config import Config
 from listener.console.whatif import remove_stale_files
 from listener.errors import ConfigError, StoreError, database_error_code, database_error_type
 from listener.hl7v2.segments import read_header
+from listener.intake import Recording
 from listener.logs import get_logger, load_or_create_hash_key, twisted_observer
 from listener.outcome_data import HistoryContext
 from listener.pipeline import Pipeline
@@ -250,6 +251,8 @@ class Daemon:
                 _log().warning, "prior_lookup_failed", error_type=error_type
             ),
         )
+        # How a checked message is recorded, by the daemon's threads and its worker processes alike.
+        recording = Recording(hash_key, tuple(w.settings for w in self.outbound))
         self.runner: PipelineRunner
         if config.workers > 1:
             # Worker processes: every core used (docs/hardening.md, "Worker processes").
@@ -265,6 +268,7 @@ class Daemon:
                 store_file=self.store.path if isinstance(self.store, SQLiteStore) else None,
                 on_event=_worker_event,
                 inline=config.workers_inline,
+                recording=recording,
             )
         else:
             self.runner = PipelineRunner(
@@ -287,10 +291,11 @@ class Daemon:
         self.intake = Intake(
             pipeline,
             self.store,
-            hash_key=hash_key,
+            hash_key=recording.hash_key,
             call_from_thread=reactor.callFromThread,
+            keep_raw=recording.keep_raw,
             metrics=self.metrics,
-            destinations=tuple(w.settings for w in self.outbound),
+            destinations=recording.destinations,
             on_outbox=self.wake_outbound,
             runner=self.runner,
             journal=self.journal,
@@ -611,7 +616,8 @@ class Daemon:
         self.intake.swap_pipeline(new.pipeline)
         if isinstance(self.runner, ProcessRunner):
             # Worker processes build the same files before their next message.
-            self.runner.configure(new.config)
+            recording = dataclasses.replace(self.runner.recording, destinations=tuple(new.destinations))
+            self.runner.configure(new.config, recording)
         self.intake.destinations = tuple(new.destinations)
         if self.tls is not None and new.tls is not None:
             self.tls.swap(new.tls)

@@ -59,6 +59,7 @@ from listener.intake import (
     parse_body,
     quarantine_record,
     status_for_error,
+    tally,
 )
 from listener.logs import keyed_hash
 from listener.pipeline import (
@@ -211,10 +212,10 @@ class HttpIntake(StoreShell):
             seconds = time.perf_counter() - started if started is not None else None
             # A DiagnosticReport is answered 201, an accepted transaction or batch
             # Bundle 200: both were processed, and every report in them counts.
-            reports = outcome.reports if outcome is not None and answer.status in (200, 201) else ()
+            counted = tally(outcome.reports) if outcome is not None and answer.status in (200, 201) else None
             sender = (client.name, client.facility) if client is not None else None
             self.metrics.message_answered(
-                "http", feed, str(answer.status), seconds, reports, duplicate=duplicate, sender=sender
+                "http", feed, str(answer.status), seconds, counted, duplicate=duplicate, sender=sender
             )
 
     def receive(

@@ -21,7 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from listener.errors import StoreError
-from listener.pipeline import DIRECTORY_UNKNOWN_RULES, ReportOutcome
+from listener.intake import Tally
+from listener.pipeline import DIRECTORY_UNKNOWN_RULES
 from listener.store.base import OUTBOX_STATES, Store
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_SENDER_LIMIT", "OTHER_SENDER", "Metrics"]
@@ -248,7 +249,7 @@ class Metrics:
         feed: str,
         code: str,
         seconds: float | None = None,
-        reports: Iterable[ReportOutcome] = (),
+        counted: Tally | None = None,
         *,
         duplicate: bool = False,
         sender: tuple[str, str] | None = None,
@@ -260,7 +261,8 @@ class Metrics:
             feed: the mapping feed ("" when unknown, e.g. garbage).
             code: the answer code (AA/AE/AR/CA/..., or an HTTP status).
             seconds: receive-to-answer time, for the latency histogram.
-            reports: the processed reports (not given for duplicates and refusals).
+            counted: the processed reports' :class:`~listener.intake.Tally` (not given for
+                duplicates and refusals).
             duplicate: the stored answer of an earlier message was sent again.
             sender: (application, facility) of the sender, when known (MSH-3/MSH-4,
                 or the HTTP client's name and facility).
@@ -277,15 +279,17 @@ class Metrics:
             child(self.duplicates, transport).inc()
         if seconds is not None:
             child(self.latency, transport).observe(seconds)
-        for result in reports:
-            child(self.reports, transport, feed).inc()
-            for finding in result.findings:
-                child(self.findings, finding.category, finding.severity.value).inc()
-                kind = DIRECTORY_UNKNOWN_RULES.get(finding.rule)
-                if kind is not None:
-                    child(self.directory_unknown, kind).inc()
-            if result.route is not None:
-                child(self.routes, result.route.bucket).inc()
+        if counted is None:
+            return
+        if counted.reports:
+            child(self.reports, transport, feed).inc(counted.reports)
+        for category, severity, rule in counted.findings:
+            child(self.findings, category, severity).inc()
+            kind = DIRECTORY_UNKNOWN_RULES.get(rule)
+            if kind is not None:
+                child(self.directory_unknown, kind).inc()
+        for bucket in counted.buckets:
+            child(self.routes, bucket).inc()
 
     def render(self) -> bytes:
         """The exposition text (reads the store: call it off the reactor thread)."""

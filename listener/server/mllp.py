@@ -59,18 +59,20 @@ from listener.hl7v2.mllp import FrameTooLarge, MllpFramer, frame
 from listener.hl7v2.segments import MessageHeader, read_header
 from listener.intake import (
     QUARANTINE_TEXT,
+    MllpChecked,
+    Recording,
+    Tally,
     ack_builder,
     ack_errors,
     internal_error,
     internal_error_outcome,
-    mllp_record,
+    mllp_checked,
     outcome_ack_code,
     quarantine_record,
     report_records,
 )
 from listener.logs import get_logger, keyed_hash
 from listener.pipeline import (
-    QA_TIMEOUT,
     Outcome,
     Pipeline,
     PriorsFor,
@@ -85,14 +87,10 @@ from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
 from listener.server.runner import PipelineTask
 from listener.sites import LiveFigures
-from listener.store.base import MessageRecord, ReportRecord, SaveResult, Store
+from listener.store.base import MessageRecord, SaveResult, Store
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
-
-#: A checked message: its outcome, its report records and its raw bytes' stored form when a
-#: worker process made it (None: the store's writer makes it; listener/server/procworker.py).
-_Checked = tuple[Outcome, tuple[ReportRecord, ...], bytes | None]
 
 __all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol"]
 
@@ -395,15 +393,31 @@ class Intake(StoreShell):
         """Journal, process (on a worker, within the budget) and store; the save answers a duplicate."""
         pipeline = self.pipeline
         figures = self.live_figures()
+        recording = Recording(self.hash_key, self.destinations, self.keep_raw)
 
-        def save(result: _Checked) -> defer.Deferred[tuple[Answer, _Settled]]:
-            outcome, reports, packed_raw = result
-            return self._save(raw, header, mlog, started, received, pipeline, outcome, reports, packed_raw)
+        def checked(outcome: Outcome) -> MllpChecked:
+            # The same function a worker process runs on its outcome (listener/server/procworker.py):
+            # on a runner thread here, or on the reactor for an overrun or an internal error.
+            return mllp_checked(
+                raw,
+                header,
+                outcome,
+                report_records(outcome),
+                ack=self._ack,
+                recording=recording,
+                received=received,
+                versions=version_fields(pipeline),
+                hashed=self._hashed,
+            )
 
-        def bug(failure: Failure) -> _Checked:
+        def save(result: MllpChecked) -> defer.Deferred[tuple[Answer, _Settled]]:
+            record, fields, counted = result
+            return self._commit(record, header, mlog, started, fields, counted)
+
+        def bug(failure: Failure) -> MllpChecked:
             # work() itself failed (the journal could not be written, a bug
             # outside process()): an AE 207, stored as rejected.
-            return internal_error_outcome(header, "default", error_type(failure), "message"), (), None
+            return checked(internal_error_outcome(header, "default", error_type(failure), "message"))
 
         jkey = journal_key("mllp", header.sending_application, header.sending_facility, header.control_id)
         task = PipelineTask(
@@ -425,7 +439,7 @@ class Intake(StoreShell):
                 live_figures=figures,
             ),
             lambda decoded: unchecked_outcome(decoded, pipeline, received_at=received),
-            lambda outcome: (outcome, report_records(outcome), None),
+            checked,
             lambda: mlog.warning("pipeline_overrun", duration_ms=duration_ms(started)),
             failed=bug,
             save=save,
@@ -437,50 +451,9 @@ class Intake(StoreShell):
         finished.addBoth(lambda _: released())
         return answered
 
-    def _save(
-        self,
-        raw: bytes,
-        header: MessageHeader,
-        mlog: Any,
-        started: float,
-        received: datetime,
-        pipeline: Pipeline,
-        outcome: Outcome,
-        reports: tuple[ReportRecord, ...],
-        packed_raw: bytes | None,
-    ) -> defer.Deferred[tuple[Answer, _Settled]]:
-        # Routing messages are stored in the same transaction as the message,
-        # and only for a message we accept.
-        record, outcome = mllp_record(
-            raw if self.keep_raw else None,
-            header,
-            outcome,
-            reports,
-            ack=self._ack,
-            destinations=self.destinations,
-            received=received,
-            packed_raw=packed_raw,
-        )
-        first = outcome.reports[0].report if outcome.reports else None
-        fields: dict[str, Any] = {
-            "feed": outcome.feed,
-            "message_type": header.message_type,
-            "bucket": first and outcome.reports[0].route and outcome.reports[0].route.bucket or "",
-            "finding_count": sum(len(r.findings) for r in outcome.reports),
-            "error_code": record.error_code,
-            "state": record.state,
-            **version_fields(pipeline),
-        }
-        if any(f.rule == QA_TIMEOUT for r in outcome.reports for f in r.findings):
-            fields["qa"] = "timeout"
-        if outcome.error_type:
-            fields["error_type"] = outcome.error_type
-        if outcome.error is not None and outcome.error.location:
-            fields["location"] = outcome.error.location
-        if first is not None:
-            fields["accession_h"] = keyed_hash(first.accession, self.hash_key) if first.accession else ""
-            fields["patient_h"] = keyed_hash(first.patient.id, self.hash_key) if first.patient.id else ""
-        return self._commit(record, header, mlog, started, fields, outcome.feed, outcome)
+    def _hashed(self, value: str) -> str:
+        """``value``'s keyed hash for a log line (an accession, a patient id)."""
+        return keyed_hash(value, self.hash_key)
 
     def _commit(
         self,
@@ -489,8 +462,7 @@ class Intake(StoreShell):
         mlog: Any,
         started: float,
         fields: dict[str, Any],
-        feed: str,
-        outcome: Outcome | None,
+        counted: Tally | None,
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         code, ack = record.ack_code, record.ack
 
@@ -507,10 +479,10 @@ class Intake(StoreShell):
             if self.metrics is not None:
                 self.metrics.message_answered(
                     "mllp",
-                    feed,
+                    record.feed,
                     code,
                     time.perf_counter() - started,
-                    outcome.reports if outcome is not None else (),
+                    counted,
                     sender=(header.sending_application, header.sending_facility),
                 )
             return self._answer(header, code, ack), (code, ack, record.state)
@@ -551,7 +523,7 @@ class Intake(StoreShell):
             "error_code": APPLICATION_INTERNAL_ERROR,
             "count": crashes,
         }
-        return self._commit(record, header, mlog, started, fields, "", None)
+        return self._commit(record, header, mlog, started, fields, None)
 
     def internal_error_answer(self) -> Answer:
         """The AE 207 for a frame whose handling failed unexpectedly (no header to echo)."""

@@ -12,19 +12,24 @@ I/O, the journal, the store and the ACKs.
 
 Requests and replies (tuples, first item the kind):
 
-* ``("config", generation, Config, store file)``: build the pipeline from the config's
+* ``("config", generation, Config, store file, Recording)``: build the pipeline from the config's
   files; replies ``("ready", versions)`` or ``("config_error", type name)``.
-  ``store file`` is the SQLite store's database (a path) or None (PostgreSQL).
+  ``store file`` is the SQLite store's database (a path) or None (PostgreSQL);
+  :class:`~listener.intake.Recording` is how the daemon records a message (its
+  destinations, whether it keeps raw bytes, the log hashes' key).
 * ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
   :func:`listener.pipeline.process` with a budget of ``budget`` seconds
-  (``hurry``: stop QA at once); replies ``("done", versions, (outcome,
-  report records, raw's stored form))`` or ``("error", type name)`` when
-  building the records failed. The raw bytes' stored form is
-  :func:`listener.store.compact.pack_raw`'s; each report record carries its stored forms
-  (:func:`listener.store.rows.stored_forms`: the compressed columns, the
-  version summary; the SQLite forms of its JSON when the config's store is
-  SQLite), so the daemon's writer thread only inserts (docs/store.md,
-  "Compact storage").
+  (``hurry``: stop QA at once); replies ``("done", versions, (record, log
+  fields, tally))``, what :func:`listener.intake.mllp_checked` makes of the
+  outcome (the daemon's thread makes the same with ``workers: 0``), or
+  ``("error", type name)`` when that failed. The record carries the ACK (dated
+  and numbered by this process), the routing messages, the raw bytes' stored
+  form (:func:`listener.store.compact.pack_raw`'s) and the report records, each
+  with its stored forms (:func:`listener.store.rows.stored_forms`: the
+  compressed columns, the version summary; the SQLite forms of its JSON when
+  the config's store is SQLite), so the daemon's writer thread only inserts
+  (docs/store.md, "Compact storage") and its reactor only commits, logs,
+  counts and answers (docs/hardening.md, "Worker processes").
 * ``("fhir", body, received_at, packed live figures, budget, hurry, media type, FhirClient)``:
   the same for a FHIR body with :func:`listener.pipeline.process_fhir`; the
   reply's value is what the HTTP intake's thread would give
@@ -73,6 +78,8 @@ import socket
 import sys
 import threading
 import time
+from datetime import UTC, datetime
+from functools import partial
 from multiprocessing.connection import Connection
 from operator import attrgetter
 from pathlib import Path
@@ -81,8 +88,9 @@ from typing import Any
 
 from listener.assemble import build_pipeline
 from listener.errors import StoreError
-from listener.hl7v2.segments import MessageHeader, Separators
-from listener.intake import fhir_records, report_records
+from listener.hl7v2.segments import MessageHeader, Separators, read_header
+from listener.intake import Recording, Tally, ack_builder, fhir_records, mllp_checked, report_records
+from listener.logs import keyed_hash
 from listener.model import (
     Evidence,
     Finding,
@@ -96,11 +104,20 @@ from listener.model import (
     Sender,
     Times,
 )
-from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, process_fhir, versions_of
+from listener.pipeline import (
+    Interrupt,
+    Outcome,
+    Pipeline,
+    ReportOutcome,
+    process,
+    process_fhir,
+    version_fields,
+    versions_of,
+)
 from listener.qa.engine import Prior
 from listener.server.priors import PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
-from listener.store.base import ReportRecord, StoredForms
+from listener.store.base import MessageRecord, OutboxItem, ReportRecord, ScoreRecord, StoredForms
 from listener.store.compact import pack_raw
 from listener.store.rows import with_forms
 from listener.store.sqlite import PriorReader
@@ -126,21 +143,28 @@ _BY_VALUES: tuple[type, ...] = (
     Route,
     ReportRecord,
     StoredForms,
+    OutboxItem,
+    Tally,
     Prior,
     ReaderHistory,
 )
 
+#: Frozen dataclasses whose ``__post_init__`` only checks its values: rebuilt from them, they pass again.
+_CHECKED_BY_VALUES: tuple[type, ...] = (MessageRecord, ScoreRecord)
 
-def _by_values(cls: type) -> Any:
+
+def _by_values(cls: type, checks_only: bool = False) -> Any:
     """A reducer that pickles an instance of ``cls`` as ``cls(*field values)``.
 
     A field outside ``__init__`` and outside equality (``MessageHeader``'s key, read on demand)
-    is left out: the rebuilt instance reads it again when asked.
+    is left out: the rebuilt instance reads it again when asked. A class with a ``__post_init__``
+    is refused (it could change the values) unless ``checks_only`` says it only checks them.
     """
     every = dataclasses.fields(cls)
     fields = [f for f in every if f.init]
     names = tuple(f.name for f in fields)
-    if any(not f.init and f.compare for f in every) or getattr(cls, "__post_init__", None) is not None:
+    post_init = getattr(cls, "__post_init__", None) is not None and not checks_only
+    if any(not f.init and f.compare for f in every) or post_init:
         raise TypeError(f"{cls.__name__} cannot be rebuilt from its field values")
     if len(names) == 1:
         name = names[0]
@@ -150,7 +174,11 @@ def _by_values(cls: type) -> Any:
 
 
 #: The pickler's dispatch table: copyreg's, plus the reducers of _BY_VALUES.
-_DISPATCH = {**copyreg.dispatch_table, **{cls: _by_values(cls) for cls in _BY_VALUES}}
+_DISPATCH = {
+    **copyreg.dispatch_table,
+    **{cls: _by_values(cls) for cls in _BY_VALUES},
+    **{cls: _by_values(cls, checks_only=True) for cls in _CHECKED_BY_VALUES},
+}
 
 
 def dumps(obj: object) -> bytes:
@@ -202,6 +230,10 @@ def serve(conn: Connection) -> int:
     pipeline: Pipeline | None = None
     packed = False
     running: list[Interrupt] = []
+    recording: Recording | None = None
+    # This process's ACKs: dated by its clock, numbered by its control ids; MSH-7 and MSH-10 are
+    # ours, everything else in them is what the daemon's own builder would write.
+    ack = ack_builder(lambda: datetime.now(UTC))
 
     def hurry(_signum: int, _frame: FrameType | None) -> None:
         for interrupt in running:
@@ -256,6 +288,7 @@ def serve(conn: Connection) -> int:
             # daemon's start-up objects are (docs/hardening.md, "Worker processes"). The previous
             # one's objects go back into them first, so a reload frees what it replaced.
             pipeline = None
+            recording = request[4]
             open_reader(request[3])
             gc.unfreeze()
             try:
@@ -292,7 +325,23 @@ def serve(conn: Connection) -> int:
             value: tuple[Any, ...]
             try:
                 if kind == "hl7":
-                    value = (outcome, with_forms(report_records(outcome), packed=packed), pack_raw(raw))
+                    header = read_header(raw)
+                    if header is None or recording is None:
+                        # Neither happens: the daemon sends only messages with a header, and a
+                        # recording with every config (the pipeline is None until one came).
+                        raise ValueError("no MSH or no recording")
+                    value = mllp_checked(
+                        raw,
+                        header,
+                        outcome,
+                        with_forms(report_records(outcome), packed=packed),
+                        ack=ack,
+                        recording=recording,
+                        received=received_at,
+                        versions=version_fields(pipeline),
+                        hashed=partial(keyed_hash, key=recording.hash_key),
+                        packed_raw=pack_raw(raw) if recording.keep_raw else None,
+                    )
                 else:
                     _, records, server_ids = fhir_records(outcome)
                     value = (outcome, with_forms(records, packed=packed), server_ids)

@@ -41,6 +41,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from listener.config import Config
+from listener.intake import Recording
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
@@ -409,7 +410,8 @@ class ProcessRunner(PipelineRunner):
       crash in the message's journal entry; the message is tried once more
       on a new process, and at :data:`QUARANTINE_AFTER` crashes it fails with
       :class:`WorkerCrashed` (the intake quarantines it).
-    * :meth:`configure` (SIGHUP) gives every process the new config before
+    * :meth:`configure` (SIGHUP) gives every process the new config (and how
+      the daemon records a message, :class:`~listener.intake.Recording`) before
       its next job; a process whose pipeline versions differ from the ones
       the job names (a file changed between the two loads) or whose pipeline
       could not be built leaves the job to its thread.
@@ -429,6 +431,9 @@ class ProcessRunner(PipelineRunner):
 
     Args:
         config: the configuration the processes build their pipeline from.
+        recording: how the daemon records a checked message (its destinations, whether
+            it keeps raw bytes, the log hashes' key): a process builds the record, the
+            log line's fields and the metrics' tally itself (:func:`~listener.intake.mllp_checked`).
         journal: where each task's journal entry is written and crashes counted.
         prior_lookup: the daemon's prior look-up, from a report's
             :func:`~listener.server.priors.prior_key` (run on the runner thread).
@@ -447,6 +452,7 @@ class ProcessRunner(PipelineRunner):
         reactor: Any,
         *,
         config: Config,
+        recording: Recording,
         workers: int,
         budget: float = 2.0,
         grace: float = 1.0,
@@ -458,6 +464,7 @@ class ProcessRunner(PipelineRunner):
         store_file: Path | None = None,
     ) -> None:
         self.config = config
+        self.recording = recording
         self.generation = 0
         self.journal = journal
         self.prior_lookup = prior_lookup
@@ -499,10 +506,12 @@ class ProcessRunner(PipelineRunner):
             self.in_flight -= 1
         return value
 
-    def configure(self, config: Config) -> None:
-        """A reload: every worker process builds its pipeline from ``config`` before its next job."""
+    def configure(self, config: Config, recording: Recording | None = None) -> None:
+        """A reload: every worker process builds its pipeline from ``config`` (and takes ``recording``,
+        None: the same as before) before its next job."""
         with self._lock:
             self.config = config
+            self.recording = recording or self.recording
             self.generation += 1
 
     def abandon(self, job: Job[Any]) -> None:
@@ -568,7 +577,7 @@ class ProcessRunner(PipelineRunner):
     def _ready(self, worker: _Worker) -> bool:
         """Start the worker process and give it the current config when needed; True when it can take tasks."""
         with self._lock:
-            config, generation, stopped = self.config, self.generation, self._stopped
+            config, generation, stopped, recording = self.config, self.generation, self._stopped, self.recording
         if worker.alive() and worker.generation == generation:
             return worker.usable
         if stopped:
@@ -578,7 +587,7 @@ class ProcessRunner(PipelineRunner):
                 worker.close()
                 worker.start()
             assert worker.conn is not None
-            worker.conn.send(("config", generation, config, self.store_file))
+            worker.conn.send(("config", generation, config, self.store_file, recording))
             reply = worker.conn.recv()
         except (OSError, EOFError) as exc:
             code = worker.close()

@@ -10,13 +10,19 @@ import threading
 import zlib
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bench.mllp import CORPUS_FILE, with_control_id
+from listener.assemble import build_pipeline
 from listener.config import Config, load_config
-from listener.intake import report_records
-from listener.pipeline import process
+from listener.destinations import DestinationSettings
+from listener.hl7v2.segments import read_header
+from listener.intake import MllpChecked, Recording, ack_builder, mllp_checked, report_records
+from listener.logs import keyed_hash
+from listener.pipeline import Pipeline, process, version_fields
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
 from listener.server.procworker import dumps, serve
@@ -28,11 +34,33 @@ from tests.unit.store.records import record
 
 REPO = Path(__file__).resolve().parents[3]
 RECEIVED = datetime(2026, 11, 19, 21, 0, tzinfo=UTC)
+KEY = b"k" * 32
+#: One RIS: an accepted message's record carries its routing messages.
+RECORDING = Recording(KEY, (DestinationSettings("ris", "tcp:host=ris.test:port=6661"),))
+
+
+def _daemons_own(raw: bytes, pipe: Pipeline) -> MllpChecked:
+    """What the daemon's thread makes of ``raw`` (``workers: 0``; listener/server/mllp.py)."""
+    header = read_header(raw)
+    assert header is not None
+    outcome = process(raw, pipe, received_at=RECEIVED)
+    return mllp_checked(
+        raw,
+        header,
+        outcome,
+        report_records(outcome),
+        ack=ack_builder(lambda: RECEIVED),
+        recording=RECORDING,
+        received=RECEIVED,
+        versions=version_fields(pipe),
+        hashed=partial(keyed_hash, key=KEY),
+    )
 
 
 def test_a_result_comes_back_equal_through_dumps() -> None:
-    """Every sample's outcome and report records (with their stored forms): ``pickle.loads(dumps(x)) == x``, field for field."""
-    checked = 0
+    """Every sample's outcome and report records (with their stored forms), and the record, log
+    fields and tally made of them: ``pickle.loads(dumps(x)) == x``, field for field."""
+    checked = routed = 0
     for path in sorted((REPO / "samples/hl7").glob("*.hl7")):
         outcome = process(path.read_bytes(), pipeline(), received_at=RECEIVED)
         value = (outcome, with_forms(report_records(outcome), packed=True))
@@ -41,7 +69,13 @@ def test_a_result_comes_back_equal_through_dumps() -> None:
         assert [r.forms for r in back[2][1]] == [r.forms for r in value[1]]  # (equality ignores forms)
         assert back[2][0].reports == outcome.reports
         checked += sum(len(r.findings) for r in outcome.reports)
+        made = _daemons_own(path.read_bytes(), pipeline())
+        made = (replace(made[0], packed_raw=b"packed"), *made[1:])
+        again = pickle.loads(dumps(made))
+        assert again == made and again[0].packed_raw == b"packed"  # (equality ignores packed_raw)
+        routed += len(made[0].outbox) + len(made[0].scores)
     assert checked > 0  # findings (with their evidence) crossed too
+    assert routed > 0  # routing messages too
 
 
 def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
@@ -54,25 +88,70 @@ def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
     assert pickle.loads(dumps(("priors", answer))) == ("priors", answer)
 
 
-def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
-    """The report records a worker (``serve`` on a thread) sends back for ``raw`` under ``config``
-    (with the raw bytes' stored form)."""
+def _served(config: Config, raws: list[bytes]) -> list[tuple[str, object]]:
+    """A worker's (``serve`` on a thread) reply to each of ``raws`` under ``config``: its kind and value."""
     ours, theirs = Pipe()
     thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
     thread.start()
+    replies = []
     try:
-        ours.send(("config", 1, config, None))
+        ours.send(("config", 1, config, None, RECORDING))
         assert ours.recv()[0] == "ready"
-        ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
-        while (reply := ours.recv())[0] == "priors":
-            ours.send(("priors", None))
-        assert reply[0] == "done"
-        outcome, records, packed_raw = reply[2]
-        assert outcome.reports and zlib.decompress(packed_raw) == raw  # (compact.pack_raw's form)
-        return tuple(records)
+        for raw in raws:
+            ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
+            while (reply := ours.recv())[0] == "priors":
+                ours.send(("priors", None))
+            replies.append((reply[0], reply[-1]))
+        return replies
     finally:
         ours.close()
         thread.join(timeout=60)
+
+
+def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
+    """The report records a worker sends back for ``raw`` under ``config`` (with the raw bytes' stored form)."""
+    ((kind, value),) = _served(config, [raw])
+    assert kind == "done"
+    message, _fields, _tally = value  # type: ignore[misc]
+    assert message.reports and message.packed_raw is not None
+    assert zlib.decompress(message.packed_raw) == raw  # (compact.pack_raw's form)
+    return tuple(message.reports)
+
+
+def _ours(ack: bytes) -> bytes:
+    """``ack`` with the fields that are ours blanked: MSH-7 (our clock) and MSH-10 (our control id)."""
+    first, _, rest = ack.partition(b"\r")
+    fields = first.split(first[3:4])
+    fields[6] = fields[9] = b""
+    return first[3:4].join(fields) + b"\r" + rest
+
+
+def test_a_worker_records_a_message_as_the_daemons_thread_does() -> None:
+    """The record (its ACK but MSH-7 and MSH-10, its routing messages, reports and scores), the log
+    line's fields and the tally a worker process sends back equal what the daemon's thread makes
+    of the same message (docs/hardening.md, "Worker processes"): the samples, the test corpus and
+    bench/mllp.py's messages with their own text."""
+    corpus = CORPUS_FILE.read_bytes()
+    paths = sorted((REPO / "samples/hl7").glob("*.hl7")) + sorted((REPO / "tests/data/hl7").rglob("*.hl7"))
+    raws = [p.read_bytes() for p in paths] + [with_control_id(corpus, f"W-{i}", vary_text=True) for i in range(5)]
+    config = load_config(None)
+    pipe = build_pipeline(config)
+    compared = routed = rejected = 0
+    for raw, (kind, value) in zip(raws, _served(config, raws), strict=True):
+        if read_header(raw) is None:
+            assert kind == "error"  # never sent by the daemon: it answers a frame without MSH itself
+            continue
+        assert kind == "done"
+        message, fields, counted = value  # type: ignore[misc]
+        own, own_fields, own_counted = _daemons_own(raw, pipe)
+        assert message.ack != own.ack  # our own MSH-10 in each
+        assert replace(message, ack=_ours(message.ack)) == replace(own, ack=_ours(own.ack))
+        assert message.outbox == own.outbox and message.scores == own.scores
+        assert (fields, counted) == (own_fields, own_counted)
+        compared += 1
+        routed += len(message.outbox)
+        rejected += message.state == "rejected"
+    assert compared >= 70 and routed > 0 and rejected > 0
 
 
 def test_a_worker_sends_each_report_record_with_its_stored_forms() -> None:
@@ -96,7 +175,7 @@ def test_a_config_freezes_the_workers_pipeline_out_of_the_collector() -> None:
     gc.unfreeze()
     try:
         worker.start()
-        daemon_end.send(("config", 0, load_config(None), None))
+        daemon_end.send(("config", 0, load_config(None), None, RECORDING))
         assert daemon_end.recv()[0] == "ready"
         frozen = gc.get_freeze_count()
         assert frozen > 10_000
@@ -138,7 +217,7 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
             thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
             thread.start()
             try:
-                ours.send(("config", 1, load_config(None), store_file))
+                ours.send(("config", 1, load_config(None), store_file, RECORDING))
                 assert ours.recv()[0] == "ready"
                 ours.send(("hl7", new, RECEIVED, None, 60.0, False))
                 requests = 0
@@ -147,7 +226,7 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                     ours.send(("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
                 assert reply[0] == "done"
                 assert (requests > 0) is asked
-                rules = {f.rule for r in reply[2][0].reports for f in r.findings}
+                rules = {rule for _, _, rule in reply[2][2].findings}
                 assert "comparison.none_with_priors" in rules
             finally:
                 ours.close()

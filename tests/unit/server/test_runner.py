@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from listener.config import load_config
+from listener.destinations import DestinationSettings
+from listener.intake import Recording
 from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
@@ -84,6 +87,7 @@ class Scene:
         self.runner = ProcessRunner(
             self.reactor,
             config=load_config(None),
+            recording=Recording(b"k" * 32),
             workers=1,
             budget=BUDGET,
             grace=GRACE,
@@ -170,8 +174,8 @@ def test_a_crash_retries_once_on_a_new_process(scene: Scene, pipeline: Pipeline)
     scene.kills = 1
     ok, value = scene.outcome(scene.run(pipeline))
     assert ok, value
-    outcome, records, packed_raw = value
-    assert outcome.disposition == "accepted" and records and packed_raw
+    record, _fields, _counted = value
+    assert record.state == "processed" and record.reports and record.packed_raw
     assert scene.died == [1] and scene.asked == 2
     assert not scene.ran_on_thread
 
@@ -219,7 +223,7 @@ def test_a_job_waiting_when_one_ends_starts_in_the_same_reactor_call(scene: Scen
     for job in jobs:
         ok, value = scene.outcome(job)
         assert ok, value
-        assert value[0].disposition == "accepted"
+        assert value[0].state == "processed"
     called = scene.reactor.called
     assert called == ["_started", "_hand_over", "_hand_over", "_finish"], called
     assert not scene.runner.active
@@ -237,6 +241,21 @@ def test_join_after_stop_returns_once_every_worker_process_is_reaped(scene: Scen
     scene.runner.stop()
     assert scene.runner.join(60)
     assert not Path(f"/proc/{procworkers[0]}").exists()
+
+
+def test_a_reload_gives_the_worker_processes_its_destinations(scene: Scene, pipeline: Pipeline) -> None:
+    """A worker process builds the message's routing messages (listener.intake.mllp_checked) for the
+    destinations the daemon has: none at first, then the ones a reload gives ``configure``, whose
+    recording goes to the process with its new config before its next message."""
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    assert value[0].state == "processed" and value[0].outbox == ()
+    ris = DestinationSettings("ris", "tcp:host=ris.test:port=6661")
+    scene.runner.configure(load_config(None), replace(scene.runner.recording, destinations=(ris,)))
+    ok, value = scene.outcome(scene.run(pipeline))
+    assert ok, value
+    assert value[0].outbox and {item.destination for item in value[0].outbox} == {"ris"}
+    assert not scene.ran_on_thread
 
 
 @pytest.fixture(name="inline_scene")
@@ -281,8 +300,8 @@ def test_a_task_arriving_while_another_is_in_flight_goes_to_a_process(inline_sce
     finally:
         release.set()
     assert ok, value
-    outcome, records, _packed_raw = value
-    assert outcome.disposition == "accepted" and records
+    record, _fields, _counted = value
+    assert record.state == "processed" and record.reports
     assert inline_scene.asked == asked + 1 and not inline_scene.ran_on_thread
     assert inline_scene.outcome(first) == (True, "held")
     for i in range(CALM_ARRIVALS):
