@@ -34,9 +34,11 @@ Requests and replies (tuples, first item the kind):
 While either runs, the pipeline's prior look-up reads the store file through
 this process's own :class:`~listener.store.sqlite.PriorReader` (the daemon's
 process spends no CPU on it: docs/hardening.md, "Worker processes"). With no
-store file, or when that read fails, it asks the daemon: ``("priors", key)``
-(the report's :func:`~listener.server.priors.prior_key`, not the whole
-report), answered ``("priors", priors or None)``; the daemon logs a look-up
+store file, or when that read fails, it asks the daemon: :func:`ask` sends
+the report's :func:`~listener.server.priors.prior_key` (not the whole
+report) marked by its first byte, :data:`ASK`, so the daemon tells a look-up
+from the task's reply before it unpickles anything (:func:`asked`); the answer
+is ``("priors", priors or None)``; the daemon logs a look-up
 that fails there too.
 
 ``versions`` is (QA, routing, mapping) version of the pipeline used: the
@@ -98,7 +100,7 @@ from listener.model import (
 )
 from listener.pipeline import Interrupt, Outcome, Pipeline, ReportOutcome, process, process_fhir, versions_of
 from listener.qa.engine import Prior
-from listener.server.priors import PriorLookup, prior_key
+from listener.server.priors import PriorKey, PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
 from listener.store.base import ReportRecord, StoredForms
 from listener.store.compact import pack_raw
@@ -162,9 +164,33 @@ def dumps(obj: object) -> bytes:
     return buf.getvalue()
 
 
+def loads(data: bytes | memoryview) -> Any:
+    """What :func:`dumps` pickled (what ``conn.recv()`` would return for it)."""
+    return pickle.loads(data)  # noqa: S301 - our own worker's or daemon's bytes, over their private socket pair
+
+
 def send(conn: Connection, obj: object) -> None:
     """``conn.send(obj)``, pickled by :func:`dumps` (``conn.recv()`` reads it)."""
     conn.send_bytes(dumps(obj))
+
+
+#: The first byte of a worker's prior look-up request. Every other message a worker sends is a
+#: pickle, whose first byte is pickle's PROTO opcode (0x80), so the daemon knows a task's reply
+#: from a look-up by one byte, before it unpickles the reply (docs/hardening.md, "Worker processes").
+ASK = b"?"
+
+
+def ask(conn: Connection, key: PriorKey) -> None:
+    """Ask the daemon for the prior studies of ``key`` (its answer: ``("priors", priors or None)``)."""
+    conn.send_bytes(ASK + dumps(key))
+
+
+def asked(data: bytes) -> PriorKey | None:
+    """The key of a worker's look-up request (:func:`ask`); None when ``data`` is another message."""
+    if data[:1] != ASK:
+        return None
+    key: PriorKey = loads(memoryview(data)[1:])
+    return key
 
 
 #: LiveFigures as plain data (its mappings are read-only proxies, which pickle refuses).
@@ -228,7 +254,7 @@ def serve(conn: Connection) -> int:
             found = lookup.lookup(key)
             if not lookup_failed:
                 return found
-        send(conn, ("priors", key))
+        ask(conn, key)
         reply = conn.recv()
         priors: tuple[Prior, ...] | None = reply[1]
         return priors

@@ -19,7 +19,7 @@ from listener.intake import report_records
 from listener.pipeline import process
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
-from listener.server.procworker import dumps, serve
+from listener.server.procworker import ASK, asked, dumps, loads, serve
 from listener.store import SQLiteStore
 from listener.store.base import ReportRecord
 from listener.store.rows import stored_forms, with_forms
@@ -49,7 +49,8 @@ def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
     report = outcome.reports[0].report
     key = prior_key(report)
     assert key == (report.patient.id, report.patient.id_authority, report.times.received, report.accession)
-    assert pickle.loads(dumps(("priors", key))) == ("priors", key)
+    assert asked(ASK + dumps(key)) == key
+    assert asked(dumps(("done", key))) is None  # a reply is a pickle: not a look-up
     answer = (Prior("A1", date(2026, 11, 17), "XR", "chest", "71046"),)
     assert pickle.loads(dumps(("priors", answer))) == ("priors", answer)
 
@@ -64,8 +65,9 @@ def _served_records(config: Config, raw: bytes) -> tuple[ReportRecord, ...]:
         ours.send(("config", 1, config, None))
         assert ours.recv()[0] == "ready"
         ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
-        while (reply := ours.recv())[0] == "priors":
+        while asked(data := ours.recv_bytes()) is not None:
             ours.send(("priors", None))
+        reply = loads(data)
         assert reply[0] == "done"
         outcome, records, packed_raw = reply[2]
         assert outcome.reports and zlib.decompress(packed_raw) == raw  # (compact.pack_raw's form)
@@ -133,7 +135,7 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
         )
         store.save(record("P1", reports=(prior,), received=RECEIVED - timedelta(days=2)))
         new = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
-        for store_file, asked in ((str(store.path), False), (None, True)):
+        for store_file, asks_daemon in ((str(store.path), False), (None, True)):
             ours, theirs = Pipe()
             thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
             thread.start()
@@ -142,11 +144,12 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                 assert ours.recv()[0] == "ready"
                 ours.send(("hl7", new, RECEIVED, None, 60.0, False))
                 requests = 0
-                while (reply := ours.recv())[0] == "priors":
+                while asked(data := ours.recv_bytes()) is not None:
                     requests += 1
                     ours.send(("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
+                reply = loads(data)
                 assert reply[0] == "done"
-                assert (requests > 0) is asked
+                assert (requests > 0) is asks_daemon
                 rules = {f.rule for r in reply[2][0].reports for f in r.findings}
                 assert "comparison.none_with_priors" in rules
             finally:
