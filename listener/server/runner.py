@@ -783,12 +783,12 @@ class ProcessRunner(PipelineRunner):
     def _send_staged(self, worker: _Worker, staged: _Staged) -> None:
         """The worker answered: send it the staged job at once, unless a reload, a stop or a
         shutdown came meanwhile (then the loop runs it as any job, after the config)."""
-        if staged.request is None or self._stopped or self.hurrying or not self._configured(worker):
-            return
-        conn = worker.conn
-        assert conn is not None
         with self._lock:
+            current = worker.generation == self.generation
+            if staged.request is None or self._stopped or self.hurrying or not current or worker.conn is None:
+                return
             staged.job.worker = worker
+        conn = worker.conn
         try:
             conn.send_bytes(staged.request)
         except OSError:  # the process died after its reply: the loop starts a new one for this job
