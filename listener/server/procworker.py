@@ -57,7 +57,7 @@ collection then skips the pipeline's tables and patterns (about 21,000 objects,
 middle of a message.
 
 SIGUSR1 stops QA of the running message at its next check (the daemon's
-shutdown). SIGINT, SIGHUP and SIGTERM are ignored: they are the daemon's. The
+shutdown), and of every message after it at once. SIGINT, SIGHUP and SIGTERM are ignored: they are the daemon's. The
 process dies with the thread that started it (Linux ``PR_SET_PDEATHSIG``) and
 exits when the daemon closes the socket.
 """
@@ -75,6 +75,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from operator import attrgetter
 from pathlib import Path
@@ -228,8 +229,14 @@ def serve(conn: Connection) -> int:
     pipeline: Pipeline | None = None
     packed = False
     running: list[Interrupt] = []
+    #: Requests the daemon sent ahead (its next message) while this process waited for a look-up's answer.
+    ahead: deque[Any] = deque()
+    #: Set by SIGUSR1 (the daemon's shutdown): every message from then on stops QA at once.
+    hurried_all = False
 
     def hurry(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal hurried_all
+        hurried_all = True
         for interrupt in running:
             interrupt.request()
 
@@ -256,6 +263,10 @@ def serve(conn: Connection) -> int:
                 return found
         ask(conn, key)
         reply = conn.recv()
+        while reply[0] != "priors":
+            # The daemon's next message, sent ahead while this one runs: it waits its turn here.
+            ahead.append(reply)
+            reply = conn.recv()
         priors: tuple[Prior, ...] | None = reply[1]
         return priors
 
@@ -273,7 +284,7 @@ def serve(conn: Connection) -> int:
 
     while True:
         try:
-            request = conn.recv()
+            request = ahead.popleft() if ahead else conn.recv()
         except (EOFError, OSError):
             return 0
         kind = request[0]
@@ -300,7 +311,7 @@ def serve(conn: Connection) -> int:
             _, raw, received_at, figures, budget, hurried, *options = request
             interrupt = Interrupt()
             interrupt.start(time.monotonic, budget)
-            if hurried:
+            if hurried or hurried_all:
                 interrupt.request()
             running[:] = [interrupt]
             common: dict[str, Any] = {

@@ -690,10 +690,10 @@ class ProcessRunner(PipelineRunner):
         """While the worker runs a message: take the next queued job, journal it and make its request.
 
         One job at a time, and only when at least one queued job stays for each other runner
-        thread, so no process idles while the job staged here waits for this one. The request goes out the moment the
-        worker's reply arrives, before the reply is unpickled and the reactor told: the worker
-        waits for the network round trip only, not for this thread to get the interpreter lock
-        back (docs/hardening.md, "Worker processes").
+        thread, so no process idles while the job staged here waits for this one.
+        :meth:`_send_staged` sends it at once: the worker starts it the moment it has answered the
+        one it runs, without waiting for this thread to get the interpreter lock back and unpickle
+        that answer (docs/hardening.md, "Worker processes").
         """
         if self._stopped or self.hurrying or self._queue.qsize() < self.workers:
             return None
@@ -741,6 +741,8 @@ class ProcessRunner(PipelineRunner):
                 sent = False  # a retry sends it again
                 if slot.staged is None:
                     slot.staged = self._stage()
+                if slot.staged is not None and not slot.staged.sent:
+                    self._send_staged(worker, slot.staged)
                 while True:
                     data = conn.recv_bytes()
                     key = asked(data)
@@ -750,6 +752,10 @@ class ProcessRunner(PipelineRunner):
             except (EOFError, OSError):
                 with self._lock:
                     job.worker = None
+                    if slot.staged is not None and slot.staged.sent:
+                        # It waited in the dead process's socket, never started: sent again after this one.
+                        slot.staged.sent = False
+                        slot.staged.job.worker = None
                 code = worker.close()
                 if job.abandoned or self._stopped:
                     raise WorkerAbandoned() from None
@@ -770,8 +776,6 @@ class ProcessRunner(PipelineRunner):
                 continue
             with self._lock:
                 job.worker = None
-            if slot.staged is not None:
-                self._send_staged(worker, slot.staged)
             reply = loads(data)
             if reply[0] == "error":
                 raise WorkerError(str(reply[1]))
@@ -781,8 +785,14 @@ class ProcessRunner(PipelineRunner):
             return reply[2]
 
     def _send_staged(self, worker: _Worker, staged: _Staged) -> None:
-        """The worker answered: send it the staged job at once, unless a reload, a stop or a
-        shutdown came meanwhile (then the loop runs it as any job, after the config)."""
+        """Send the staged job to the worker now, behind the one it runs, unless a reload, a stop or
+        a shutdown came (then the loop sends it as any job, after the config).
+
+        The process reads it when it has answered the one it runs (a prior look-up's answer
+        may come after it: the process keeps it for then), so it starts at once. No poll of the
+        process first: a system call gives up the interpreter lock, and a process that died
+        fails this send or the next read, where the crash path takes it.
+        """
         with self._lock:
             current = worker.generation == self.generation
             if staged.request is None or self._stopped or self.hurrying or not current or worker.conn is None:
@@ -791,7 +801,7 @@ class ProcessRunner(PipelineRunner):
         conn = worker.conn
         try:
             conn.send_bytes(staged.request)
-        except OSError:  # the process died after its reply: the loop starts a new one for this job
+        except OSError:  # the process died: the crash path or the loop starts a new one for this job
             with self._lock:
                 staged.job.worker = None
             return

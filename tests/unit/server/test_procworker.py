@@ -157,3 +157,35 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                 thread.join(timeout=60)
     finally:
         store.close()
+
+
+def test_a_message_sent_ahead_waits_for_the_one_running() -> None:
+    """The daemon sends the next message while the worker runs one (docs/hardening.md, "Worker
+    processes"); when it arrives while the worker waits for a prior look-up's answer, the worker
+    keeps it, takes the answer, finishes the first message and then runs the second."""
+    first = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+    second = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
+    ours, theirs = Pipe()
+    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    thread.start()
+    try:
+        ours.send(("config", 1, load_config(None), None))
+        assert ours.recv()[0] == "ready"
+        ours.send(("hl7", first, RECEIVED, None, 60.0, False))
+        assert asked(ours.recv_bytes()) is not None  # the first message's look-up
+        ours.send(("hl7", second, RECEIVED, None, 60.0, False))  # sent ahead, before the answer
+        ours.send(("priors", None))
+        accessions = []
+        for _ in range(2):
+            while asked(data := ours.recv_bytes()) is not None:
+                ours.send(("priors", None))
+            reply = loads(data)
+            assert reply[0] == "done"
+            accessions.append(reply[2][0].reports[0].report.accession)
+        expected = [
+            process(raw, pipeline(), received_at=RECEIVED).reports[0].report.accession for raw in (first, second)
+        ]
+        assert accessions == expected and expected[0] != expected[1]
+    finally:
+        ours.close()
+        thread.join(timeout=60)

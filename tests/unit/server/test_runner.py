@@ -307,10 +307,11 @@ def _crashes(journal: Journal, key: str) -> int | None:
 
 
 def test_the_next_job_is_staged_while_the_worker_runs_one(scene: Scene, pipeline: Pipeline) -> None:
-    """While the worker process runs a message, the runner thread journals the next queued one, and
-    sends it the moment the worker answers, before that answer is handed to the reactor
-    (docs/hardening.md, "Worker processes"). One job at a time: of three queued, the first runs,
-    the second is staged, the third waits in the queue until the second runs."""
+    """While the worker process runs a message, the runner thread journals the next queued one and
+    sends it at once, behind the one running, so the worker starts it the moment it has answered
+    (docs/hardening.md, "Worker processes"); here it arrives while the worker waits for a prior
+    look-up's answer, which the worker reads after it. One job at a time: of three queued, the
+    first runs, the second is staged, the third waits in the queue until the second runs."""
     entries = _entries(3)
     journaled: list[list[int | None]] = []
     scene.on_asked = lambda: journaled.append([_crashes(scene.journal, e[0]) for e in entries])
