@@ -39,9 +39,11 @@ Requests and replies (tuples, first item the kind):
 While either runs, the pipeline's prior look-up reads the store file through
 this process's own :class:`~listener.store.sqlite.PriorReader` (the daemon's
 process spends no CPU on it: docs/hardening.md, "Worker processes"). With no
-store file, or when that read fails, it asks the daemon: ``("priors", key)``
-(the report's :func:`~listener.server.priors.prior_key`, not the whole
-report), answered ``("priors", priors or None)``; the daemon logs a look-up
+store file, or when that read fails, it asks the daemon: :func:`ask` sends
+the report's :func:`~listener.server.priors.prior_key` (not the whole
+report) marked by its first byte, :data:`ASK`, so the daemon tells a look-up
+from the task's reply before it unpickles anything (:func:`asked`); the answer
+is ``("priors", priors or None)``; the daemon logs a look-up
 that fails there too.
 
 ``versions`` is (QA, routing, mapping) version of the pipeline used: the
@@ -60,7 +62,7 @@ collection then skips the pipeline's tables and patterns (about 21,000 objects,
 middle of a message.
 
 SIGUSR1 stops QA of the running message at its next check (the daemon's
-shutdown). SIGINT, SIGHUP and SIGTERM are ignored: they are the daemon's. The
+shutdown), and of every message after it at once. SIGINT, SIGHUP and SIGTERM are ignored: they are the daemon's. The
 process dies with the thread that started it (Linux ``PR_SET_PDEATHSIG``) and
 exits when the daemon closes the socket.
 """
@@ -78,6 +80,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from functools import partial
 from multiprocessing.connection import Connection
@@ -115,7 +118,7 @@ from listener.pipeline import (
     versions_of,
 )
 from listener.qa.engine import Prior
-from listener.server.priors import PriorLookup, prior_key
+from listener.server.priors import PriorKey, PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
 from listener.store.base import MessageRecord, OutboxItem, ReportRecord, ScoreRecord, StoredForms
 from listener.store.compact import pack_raw
@@ -190,9 +193,33 @@ def dumps(obj: object) -> bytes:
     return buf.getvalue()
 
 
+def loads(data: bytes | memoryview) -> Any:
+    """What :func:`dumps` pickled (what ``conn.recv()`` would return for it)."""
+    return pickle.loads(data)  # noqa: S301 - our own worker's or daemon's bytes, over their private socket pair
+
+
 def send(conn: Connection, obj: object) -> None:
     """``conn.send(obj)``, pickled by :func:`dumps` (``conn.recv()`` reads it)."""
     conn.send_bytes(dumps(obj))
+
+
+#: The first byte of a worker's prior look-up request. Every other message a worker sends is a
+#: pickle, whose first byte is pickle's PROTO opcode (0x80), so the daemon knows a task's reply
+#: from a look-up by one byte, before it unpickles the reply (docs/hardening.md, "Worker processes").
+ASK = b"?"
+
+
+def ask(conn: Connection, key: PriorKey) -> None:
+    """Ask the daemon for the prior studies of ``key`` (its answer: ``("priors", priors or None)``)."""
+    conn.send_bytes(ASK + dumps(key))
+
+
+def asked(data: bytes) -> PriorKey | None:
+    """The key of a worker's look-up request (:func:`ask`); None when ``data`` is another message."""
+    if data[:1] != ASK:
+        return None
+    key: PriorKey = loads(memoryview(data)[1:])
+    return key
 
 
 #: LiveFigures as plain data (its mappings are read-only proxies, which pickle refuses).
@@ -234,8 +261,14 @@ def serve(conn: Connection) -> int:
     # This process's ACKs: dated by its clock, numbered by its control ids; MSH-7 and MSH-10 are
     # ours, everything else in them is what the daemon's own builder would write.
     ack = ack_builder(lambda: datetime.now(UTC))
+    #: Requests the daemon sent ahead (its next message) while this process waited for a look-up's answer.
+    ahead: deque[Any] = deque()
+    #: Set by SIGUSR1 (the daemon's shutdown): every message from then on stops QA at once.
+    hurried_all = False
 
     def hurry(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal hurried_all
+        hurried_all = True
         for interrupt in running:
             interrupt.request()
 
@@ -260,8 +293,12 @@ def serve(conn: Connection) -> int:
             found = lookup.lookup(key)
             if not lookup_failed:
                 return found
-        send(conn, ("priors", key))
+        ask(conn, key)
         reply = conn.recv()
+        while reply[0] != "priors":
+            # The daemon's next message, sent ahead while this one runs: it waits its turn here.
+            ahead.append(reply)
+            reply = conn.recv()
         priors: tuple[Prior, ...] | None = reply[1]
         return priors
 
@@ -279,7 +316,7 @@ def serve(conn: Connection) -> int:
 
     while True:
         try:
-            request = conn.recv()
+            request = ahead.popleft() if ahead else conn.recv()
         except (EOFError, OSError):
             return 0
         kind = request[0]
@@ -307,7 +344,7 @@ def serve(conn: Connection) -> int:
             _, raw, received_at, figures, budget, hurried, *options = request
             interrupt = Interrupt()
             interrupt.start(time.monotonic, budget)
-            if hurried:
+            if hurried or hurried_all:
                 interrupt.request()
             running[:] = [interrupt]
             common: dict[str, Any] = {

@@ -46,7 +46,7 @@ from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
 from listener.server.priors import PriorKey
-from listener.server.procworker import pack_figures, send
+from listener.server.procworker import asked, dumps, loads, pack_figures, send
 from listener.sites import LiveFigures
 
 __all__ = [
@@ -604,21 +604,30 @@ class ProcessRunner(PipelineRunner):
         worker = _Worker()
         #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
         done: tuple[Job[Any], bool, Any] | None = None
+        #: The next job, taken from the queue while the worker ran the last one (:meth:`_stage`).
+        staged: _Staged | None = None
+        #: Where :meth:`_on_process` leaves the job it staged, whatever way it ends.
+        slot = _Slot()
         first = True
         try:
             while True:
-                if done is not None and not self._configured(worker):
-                    # A process to start or configure first (about 1 s): answer the last job now.
-                    call(done[0]._finish, done[1], done[2])
-                    done = None
-                # Started (and configured) before taking a job, so a new
-                # process's start-up never counts against a message's budget.
-                self._ready(worker)
+                # The worker runs the staged job already: no config or start-up may come between.
+                running = staged is not None and staged.sent
+                if not running:
+                    if done is not None and not self._configured(worker):
+                        # A process to start or configure first (about 1 s): answer the last job now.
+                        call(done[0]._finish, done[1], done[2])
+                        done = None
+                    # Started (and configured) before taking a job, so a new
+                    # process's start-up never counts against a message's budget.
+                    self._ready(worker)
                 if first:
                     first = False
                     self._first_ready.release()
                 job: Job[Any] | None
-                if done is None:
+                if staged is not None:
+                    job = staged.job
+                elif done is None:
                     job = self._queue.get()
                 else:
                     try:
@@ -629,10 +638,11 @@ class ProcessRunner(PipelineRunner):
                         job = self._queue.get()
                 if job is None:
                     return
-                on_process = job.task is not None and self._ready(worker)
-                job.interrupt.start(self.clock, self.budget)
-                if self.hurrying:
-                    job.interrupt.request()
+                on_process = running or (job.task is not None and self._ready(worker))
+                if not running:
+                    job.interrupt.start(self.clock, self.budget)
+                    if self.hurrying:
+                        job.interrupt.request()
                 if done is None:
                     call(job._started)
                 else:
@@ -641,19 +651,26 @@ class ProcessRunner(PipelineRunner):
                     # (docs/benchmarks.md, "The daemon's main process").
                     call(_hand_over, done, job)
                     done = None
+                this, staged = staged, None
                 try:
-                    value: Any = self._on_process(worker, job) if on_process else job.work(job.interrupt)
+                    value: Any = self._on_process(worker, job, this, slot) if on_process else job.work(job.interrupt)
                     ok = True
                 except BaseException as exc:  # noqa: BLE001 - handed to the reactor as a Failure
                     value, ok = exc, False
+                staged, slot.staged = slot.staged, None
                 done = (job, ok, value)
-                with self._lock:
-                    if self._surplus > 0:
-                        self._surplus -= 1
-                        return
+                if staged is None:
+                    with self._lock:
+                        if self._surplus > 0:
+                            self._surplus -= 1
+                            return
         finally:
             if done is not None:
                 call(done[0]._finish, done[1], done[2])
+            staged = staged or slot.staged
+            if staged is not None:
+                # Never left unanswered (only a bug in this loop ends it with a job staged).
+                call(staged.job._finish, False, WorkerError("RunnerStopped"))
             worker.close()
 
     def _configured(self, worker: _Worker) -> bool:
@@ -662,12 +679,62 @@ class ProcessRunner(PipelineRunner):
             generation = self.generation
         return worker.alive() and worker.generation == generation
 
-    def _on_process(self, worker: _Worker, job: Job[Any]) -> Any:
-        """Run ``job.task`` on ``worker``'s process: journal first, then send it; retry once after a crash."""
+    def _request(self, job: Job[Any]) -> bytes:
+        """The pickled request for ``job.task`` (by procworker.dumps, as the reply: no ForkingPickler per message)."""
         task = job.task
         assert task is not None
-        if self.journal is not None and task.entry is not None:
+        return dumps(
+            (
+                task.kind,
+                task.raw,
+                task.received_at,
+                pack_figures(task.live_figures),
+                self.budget,
+                job.interrupt.requested(),
+                *task.options,
+            )
+        )
+
+    def _stage(self) -> _Staged | None:
+        """While the worker runs a message: take the next queued job, journal it and make its request.
+
+        One job at a time, and only when at least one queued job stays for each other runner
+        thread, so no process idles while the job staged here waits for this one.
+        :meth:`_send_staged` sends it at once: the worker starts it the moment it has answered the
+        one it runs, without waiting for this thread to get the interpreter lock back and unpickle
+        that answer (docs/hardening.md, "Worker processes").
+        """
+        if self._stopped or self.hurrying or self._queue.qsize() < self.workers:
+            return None
+        try:
+            job = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if job is None:
+            self._queue.put(None)  # the stop sentinel stays for the thread that takes it
+            return None
+        task = job.task
+        if task is None:
+            return _Staged(job)
+        try:
+            if self.journal is not None and task.entry is not None:
+                self.journal.begin(*task.entry)
+            return _Staged(job, self._request(job), journaled=True)
+        except Exception:  # noqa: BLE001 - the job's own turn journals it again and fails there, as any job
+            return _Staged(job)
+
+    def _on_process(self, worker: _Worker, job: Job[Any], this: _Staged | None, slot: _Slot) -> Any:
+        """Run ``job.task`` on ``worker``'s process: journal first, then send it; retry once after a crash.
+
+        ``this``: the job as staged (journaled, its request made, maybe sent already), or None.
+        The next job staged meanwhile is left in ``slot`` (sent when the worker runs it already).
+        """
+        task = job.task
+        assert task is not None
+        if (this is None or not this.journaled) and self.journal is not None and task.entry is not None:
             self.journal.begin(*task.entry)
+        request = this.request if this is not None else None
+        sent = this is not None and this.sent
         attempts = 0
         while True:
             attempts += 1
@@ -676,27 +743,28 @@ class ProcessRunner(PipelineRunner):
             with self._lock:
                 job.worker = worker
             try:
-                # Pickled by procworker.dumps, as the reply: no ForkingPickler set up per message.
-                send(
-                    conn,
-                    (
-                        task.kind,
-                        task.raw,
-                        task.received_at,
-                        pack_figures(task.live_figures),
-                        self.budget,
-                        job.interrupt.requested(),
-                        *task.options,
-                    ),
-                )
+                if not sent:
+                    if request is None or job.interrupt.requested():
+                        request = self._request(job)
+                    conn.send_bytes(request)
+                sent = False  # a retry sends it again
+                if slot.staged is None:
+                    slot.staged = self._stage()
+                if slot.staged is not None and not slot.staged.sent:
+                    self._send_staged(worker, slot.staged)
                 while True:
-                    reply = conn.recv()
-                    if reply[0] != "priors":
+                    data = conn.recv_bytes()
+                    key = asked(data)
+                    if key is None:
                         break
-                    send(conn, ("priors", self.prior_lookup(reply[1]) if self.prior_lookup is not None else None))
+                    send(conn, ("priors", self.prior_lookup(key) if self.prior_lookup is not None else None))
             except (EOFError, OSError):
                 with self._lock:
                     job.worker = None
+                    if slot.staged is not None and slot.staged.sent:
+                        # It waited in the dead process's socket, never started: sent again after this one.
+                        slot.staged.sent = False
+                        slot.staged.job.worker = None
                 code = worker.close()
                 if job.abandoned or self._stopped:
                     raise WorkerAbandoned() from None
@@ -717,12 +785,61 @@ class ProcessRunner(PipelineRunner):
                 continue
             with self._lock:
                 job.worker = None
+            reply = loads(data)
             if reply[0] == "error":
                 raise WorkerError(str(reply[1]))
             if tuple(reply[1]) != task.versions:
                 # Another policy than the daemon meant (a file changed between the loads): run it here.
                 return job.work(job.interrupt)
             return reply[2]
+
+    def _send_staged(self, worker: _Worker, staged: _Staged) -> None:
+        """Send the staged job to the worker now, behind the one it runs, unless a reload, a stop or
+        a shutdown came (then the loop sends it as any job, after the config).
+
+        The process reads it when it has answered the one it runs (a prior look-up's answer
+        may come after it: the process keeps it for then), so it starts at once. No poll of the
+        process first: a system call gives up the interpreter lock, and a process that died
+        fails this send or the next read, where the crash path takes it.
+        """
+        with self._lock:
+            current = worker.generation == self.generation
+            if staged.request is None or self._stopped or self.hurrying or not current or worker.conn is None:
+                return
+            staged.job.worker = worker
+        conn = worker.conn
+        try:
+            conn.send_bytes(staged.request)
+        except OSError:  # the process died: the crash path or the loop starts a new one for this job
+            with self._lock:
+                staged.job.worker = None
+            return
+        staged.job.interrupt.start(self.clock, self.budget)
+        staged.sent = True
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A job a runner thread took from the queue while its worker process ran the last one.
+
+    Attributes:
+        job: the job.
+        request: its pickled request (None: not made, or a job without a task, run on the thread).
+        journaled: True once its journal entry is written.
+        sent: True once the request went to the worker (the worker runs it now).
+    """
+
+    job: Job[Any]
+    request: bytes | None = None
+    journaled: bool = False
+    sent: bool = False
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Where :meth:`ProcessRunner._on_process` leaves the job it staged."""
+
+    staged: _Staged | None = None
 
 
 def _hand_over(done: tuple[Job[Any], bool, Any], job: Job[Any]) -> None:

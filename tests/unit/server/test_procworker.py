@@ -25,7 +25,7 @@ from listener.logs import keyed_hash
 from listener.pipeline import Pipeline, process, version_fields
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
-from listener.server.procworker import dumps, serve
+from listener.server.procworker import ASK, asked, dumps, loads, serve
 from listener.store import SQLiteStore
 from listener.store.base import ReportRecord
 from listener.store.rows import stored_forms, with_forms
@@ -83,7 +83,8 @@ def test_a_prior_lookup_key_and_answer_come_back_equal() -> None:
     report = outcome.reports[0].report
     key = prior_key(report)
     assert key == (report.patient.id, report.patient.id_authority, report.times.received, report.accession)
-    assert pickle.loads(dumps(("priors", key))) == ("priors", key)
+    assert asked(ASK + dumps(key)) == key
+    assert asked(dumps(("done", key))) is None  # a reply is a pickle: not a look-up
     answer = (Prior("A1", date(2026, 11, 17), "XR", "chest", "71046"),)
     assert pickle.loads(dumps(("priors", answer))) == ("priors", answer)
 
@@ -99,8 +100,9 @@ def _served(config: Config, raws: list[bytes]) -> list[tuple[str, object]]:
         assert ours.recv()[0] == "ready"
         for raw in raws:
             ours.send(("hl7", raw, RECEIVED, None, 60.0, False))
-            while (reply := ours.recv())[0] == "priors":
+            while asked(data := ours.recv_bytes()) is not None:
                 ours.send(("priors", None))
+            reply = loads(data)
             replies.append((reply[0], reply[-1]))
         return replies
     finally:
@@ -212,7 +214,7 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
         )
         store.save(record("P1", reports=(prior,), received=RECEIVED - timedelta(days=2)))
         new = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
-        for store_file, asked in ((str(store.path), False), (None, True)):
+        for store_file, asks_daemon in ((str(store.path), False), (None, True)):
             ours, theirs = Pipe()
             thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
             thread.start()
@@ -221,11 +223,12 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                 assert ours.recv()[0] == "ready"
                 ours.send(("hl7", new, RECEIVED, None, 60.0, False))
                 requests = 0
-                while (reply := ours.recv())[0] == "priors":
+                while asked(data := ours.recv_bytes()) is not None:
                     requests += 1
                     ours.send(("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
+                reply = loads(data)
                 assert reply[0] == "done"
-                assert (requests > 0) is asked
+                assert (requests > 0) is asks_daemon
                 rules = {rule for _, _, rule in reply[2][2].findings}
                 assert "comparison.none_with_priors" in rules
             finally:
@@ -233,3 +236,35 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                 thread.join(timeout=60)
     finally:
         store.close()
+
+
+def test_a_message_sent_ahead_waits_for_the_one_running() -> None:
+    """The daemon sends the next message while the worker runs one (docs/hardening.md, "Worker
+    processes"); when it arrives while the worker waits for a prior look-up's answer, the worker
+    keeps it, takes the answer, finishes the first message and then runs the second."""
+    first = (REPO / "samples/hl7/xr-chest-2v-normal.hl7").read_bytes()
+    second = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
+    ours, theirs = Pipe()
+    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    thread.start()
+    try:
+        ours.send(("config", 1, load_config(None), None, RECORDING))
+        assert ours.recv()[0] == "ready"
+        ours.send(("hl7", first, RECEIVED, None, 60.0, False))
+        assert asked(ours.recv_bytes()) is not None  # the first message's look-up
+        ours.send(("hl7", second, RECEIVED, None, 60.0, False))  # sent ahead, before the answer
+        ours.send(("priors", None))
+        accessions = []
+        for _ in range(2):
+            while asked(data := ours.recv_bytes()) is not None:
+                ours.send(("priors", None))
+            reply = loads(data)
+            assert reply[0] == "done"
+            accessions.append(reply[2][0].reports[0].accession)  # (the MessageRecord the worker made)
+        expected = [
+            process(raw, pipeline(), received_at=RECEIVED).reports[0].report.accession for raw in (first, second)
+        ]
+        assert accessions == expected and expected[0] != expected[1]
+    finally:
+        ours.close()
+        thread.join(timeout=60)

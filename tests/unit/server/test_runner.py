@@ -84,6 +84,8 @@ class Scene:
         self.on_died: Callable[[], object] = lambda: None
         self.end_entry = False
         self.ran_on_thread = False
+        #: Called (on the runner thread) at each prior look-up, before any kill.
+        self.on_asked: Callable[[], object] = lambda: None
         self.runner = ProcessRunner(
             self.reactor,
             config=load_config(None),
@@ -99,6 +101,7 @@ class Scene:
 
     def _prior_lookup(self, _key: PriorKey) -> tuple[Prior, ...] | None:
         self.asked += 1
+        self.on_asked()
         if self.asked <= self.kills:
             if self.end_entry:
                 self.journal.end(KEY)
@@ -112,7 +115,7 @@ class Scene:
             self.died.append(fields["count"])
             self.on_died()
 
-    def run(self, pipeline: Pipeline) -> Job[Any]:
+    def run(self, pipeline: Pipeline, entry: tuple[str, str, bytes, str] = ENTRY) -> Job[Any]:
         """Queue the sample message as the MLLP intake does (a PipelineTask with its journal entry)."""
 
         def on_thread(_interrupt: Interrupt) -> Any:
@@ -120,7 +123,7 @@ class Scene:
             self.ran_on_thread = True
             return None
 
-        task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
+        task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), entry)
         return self.runner.run(on_thread, lambda _interrupt: UNCHECKED, task)
 
     def outcome(self, job: Job[Any], timeout: float = 300) -> tuple[bool, Any]:
@@ -309,3 +312,77 @@ def test_a_task_arriving_while_another_is_in_flight_goes_to_a_process(inline_sce
         assert ok, value
         assert inline_scene.ran_on_thread is (i + 1 >= CALM_ARRIVALS)
     assert inline_scene.asked == asked + CALM_ARRIVALS
+
+
+def _entries(count: int) -> list[tuple[str, str, bytes, str]]:
+    """``count`` journal entries of the sample message, each under its own control id."""
+    return [(journal_key("mllp", "RIS", "HOSP", f"STAGED-{i}"), "mllp", NORMAL, "") for i in range(count)]
+
+
+def _crashes(journal: Journal, key: str) -> int | None:
+    """The crash count in ``key``'s journal entry (None: no entry)."""
+    path = journal.directory / f"{key}.msg"
+    return int(path.read_bytes().split(b"\n", 1)[0].split(b" ")[2]) if path.exists() else None
+
+
+def test_the_next_job_is_staged_while_the_worker_runs_one(scene: Scene, pipeline: Pipeline) -> None:
+    """While the worker process runs a message, the runner thread journals the next queued one and
+    sends it at once, behind the one running, so the worker starts it the moment it has answered
+    (docs/hardening.md, "Worker processes"); here it arrives while the worker waits for a prior
+    look-up's answer, which the worker reads after it. One job at a time: of three queued, the
+    first runs, the second is staged, the third waits in the queue until the second runs."""
+    entries = _entries(3)
+    journaled: list[list[int | None]] = []
+    scene.on_asked = lambda: journaled.append([_crashes(scene.journal, e[0]) for e in entries])
+    with scene.reactor.lock:  # the first job's start waits here until all three are queued
+        jobs = [scene.run(pipeline, entry) for entry in entries]
+        held: list[object] = []
+        # When the first job's answer is given, the worker holds the second already.
+        jobs[0].result.addCallback(lambda value: held.append(jobs[1].worker) or value)
+    for job in jobs:
+        ok, value = scene.outcome(job)
+        assert ok, value
+        assert value[0].state == "processed"
+    assert journaled[0] == [0, 0, None], journaled  # running, staged, queued
+    assert journaled[1] == [0, 0, 0], journaled  # the third staged while the second ran
+    assert held and held[0] is not None
+    assert scene.asked == 3 and not scene.ran_on_thread
+    assert scene.reactor.called == ["_started", "_hand_over", "_hand_over", "_finish"], scene.reactor.called
+
+
+def test_a_worker_death_counts_against_the_running_job_not_the_staged_one(scene: Scene, pipeline: Pipeline) -> None:
+    """The worker process dies running the first message while the second is staged: the first
+    counts one crash and is retried on a new process; the second, never sent to the dead process,
+    counts none and runs after it."""
+    entries = _entries(3)
+    scene.kills = 1
+    with scene.reactor.lock:
+        jobs = [scene.run(pipeline, entry) for entry in entries]
+    for job in jobs:
+        ok, value = scene.outcome(job)
+        assert ok, value
+        assert value[0].state == "processed"
+    assert scene.died == [1]
+    assert [_crashes(scene.journal, e[0]) for e in entries] == [1, 0, 0]
+    assert scene.asked == 4 and not scene.ran_on_thread
+
+
+def test_a_staged_job_is_answered_when_the_runner_stops(scene: Scene, pipeline: Pipeline) -> None:
+    """Shutdown while the worker runs one message and the next is staged: the running one is
+    abandoned with its killed process, and the staged one is still answered (run on the thread,
+    as any job queued at a stop), never left waiting."""
+    entries = _entries(3)
+    stopped: list[bool] = []
+
+    def stop_once() -> None:
+        if not stopped:
+            stopped.append(True)
+            scene.runner.stop()
+
+    scene.on_asked = stop_once
+    with scene.reactor.lock:
+        jobs = [scene.run(pipeline, entry) for entry in entries]
+    outcomes = [scene.outcome(job) for job in jobs]
+    assert not outcomes[0][0]  # abandoned: its process was killed by the stop
+    assert outcomes[1] == (True, None) and scene.ran_on_thread  # answered on the thread
+    assert outcomes[2] == (True, None)
