@@ -162,9 +162,19 @@ def _newline_ends(text: str, pos: int, after: int, lo: int, hi: int) -> bool:
         return True  # a blank line, a list item or a heading follows
     # An all-capitals line is a heading ("FINDINGS"), unless it is dictated
     # prose in capitals that continues on the next line in capitals too.
-    if _LINE_IS_HEADING.fullmatch(line) and len(line.split()) <= 6:
+    if _is_heading_line(line) and len(line.split()) <= 6:
         return True
     return False
+
+
+def _is_heading_line(line: str) -> bool:
+    """``_LINE_IS_HEADING.fullmatch(line)``: no lower-case letter and a capital.
+
+    On ASCII that is ``str.isupper`` (its cased characters are the letters), which costs less than
+    a pattern call; a wrapped report tests it at each line break of prose (docs/benchmarks.md,
+    "Worker CPU, round 8").
+    """
+    return line.isupper() if line.isascii() else _LINE_IS_HEADING.fullmatch(line) is not None
 
 
 def split_sentences(

@@ -7,7 +7,16 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.text.sentences import _BREAK_AHEAD, _CANDIDATE, Span, _candidates, _token_before, split_sentences
+from listener.text.sentences import (
+    _BREAK_AHEAD,
+    _CANDIDATE,
+    _LINE_IS_HEADING,
+    Span,
+    _candidates,
+    _is_heading_line,
+    _token_before,
+    split_sentences,
+)
 
 
 def texts(text: str, start: int = 0, end: int | None = None) -> list[str]:
@@ -187,6 +196,13 @@ def test_break_ahead_is_any_of_a_blank_line_a_list_item_and_a_heading(pieces: li
     for at in range(len(text) + 1):
         expected = any(p.match(text, at) for p in (blank, item, heading))
         assert (_BREAK_AHEAD.match(text, at) is not None) == expected, at
+
+
+@settings(max_examples=3000, deadline=None)
+@given(line=st.text(st.sampled_from("aZ Q1_:/&-.\u00e9\u00c9\u0130\u00df"), max_size=12))
+def test_heading_line_is_the_capitals_pattern(line: str) -> None:
+    """_is_heading_line is _LINE_IS_HEADING's fullmatch, on ASCII and non-ASCII lines."""
+    assert _is_heading_line(line) == (_LINE_IS_HEADING.fullmatch(line) is not None)
 
 
 def test_a_run_with_no_blank_is_cut_by_the_cap() -> None:
