@@ -470,23 +470,18 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        if run is not None and self._needed is not None and not self._present(run, low, pos, endpos):
+        if run is not None and self._needed is not None and not self._present(run, low):
             return None
         span = self._search_lowered(low, pos, endpos)
         return None if span is None else self.pattern.match(text, span[0], endpos)
 
-    def _present(self, run: _Run, low: str, pos: int = 0, endpos: int = sys.maxsize) -> bool:
-        """Whether ``low[pos:endpos]`` holds one of the literals every match needs.
+    def _present(self, run: _Run, low: str) -> bool:
+        """Whether ``low`` holds one of the literals every match needs; once per run and text.
 
-        For the whole text, once per run and text: the run keeps the answer
-        for the last text by identity (the rules of a run search the one
-        lowered report text, kept by ``_Run.lowered``). A part of it (a
-        sentence, a section) is tested each time, in C: a search from Python
-        costs more than the literal tests where none is there, as in most of
-        the sentences the rules search (docs/benchmarks.md, "Worker CPU,
-        round 8"). A text shorter than ``_SHORT`` (new each time, not kept
-        there) is searched without the test, which would cost as much as the
-        search.
+        The run keeps the answer for the last text by identity: the rules of
+        a run search the one lowered report text (kept by ``_Run.lowered``).
+        A text shorter than ``_SHORT`` (new each time, not kept there) is
+        searched without the test, which would cost as much as the search.
         """
         needed = self._needed
         if needed is _NOT_YET:
@@ -497,11 +492,7 @@ class Folded:
         seen = run.present.get(self)
         if seen is None or seen[0] is not low:
             seen = run.present[self] = (low, any(lit in low for lit in needed))
-        if not seen[1] or (pos <= 0 and endpos >= len(low)):
-            return seen[1]
-        # A match lies in [pos, endpos) (re reads a negative pos as 0), and so do the literals it needs.
-        start = max(pos, 0)
-        return any(low.find(lit, start, endpos) >= 0 for lit in needed)
+        return seen[1]
 
     def _search_lowered(self, low: str, pos: int, endpos: int) -> tuple[int, int] | None:
         """The span of the first match of the lower-case pattern in ``low[pos:endpos]``."""
@@ -541,7 +532,7 @@ class Folded:
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
-        if run is not None and self._needed is not None and not self._present(run, low, pos, endpos):
+        if run is not None and self._needed is not None and not self._present(run, low):
             return
         if self._body is None:
             for m in self._exact.finditer(low, pos, endpos):
