@@ -23,7 +23,12 @@ through the stages a worker process runs, each timed with
   record, the log line's fields with their keyed hashes, the metrics' tally);
 * ``reply pickle``: the worker's reply (that record, fields and tally)
   pickled (``procworker.dumps``) and unpickled (what crosses the pipe back to
-  the daemon); ``reply loads``: the unpickling alone (the daemon's share).
+  the daemon); ``reply loads``: the unpickling alone (the daemon's share);
+* ``decode in turn``, ``qa in turn``, ``route in turn``: the first three again,
+  timed one message at a time in the order ``process`` runs them. Each stage
+  in a loop of its own runs with its code and data in the CPU's caches, so the
+  three above add up to less than ``process`` (the same instructions: docs/benchmarks.md,
+  "Worker CPU, round 8"); these three add up to it.
 
 ``--daemon``: ``overread serve`` (SQLite store, JSON logs to /dev/null) for each
 value of ``--workers``, driven as ``bench/mllp.py`` drives it (8 connections,
@@ -146,6 +151,26 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
         t0 = time.process_time()
         func()
         out[name] = (time.process_time() - t0) / len(messages) * 1000
+    # decode, QA and routing once more, one message at a time as process (and a worker) runs them:
+    # each stage's own loop above keeps its code and data in the CPU's caches, so its figure is
+    # less than its share of process; the instructions add up (docs/benchmarks.md, "Worker CPU,
+    # round 8").
+    spent = dict.fromkeys(("decode", "qa", "route"), 0.0)
+    clock = time.process_time
+    for m in messages:
+        t0 = clock()
+        report = decode_message(m, pipeline.mappings, received_at=now, procedures=pipeline.procedures).reports[0]
+        t1 = clock()
+        context = QaContext(now=now, text_cache=TextCache())
+        found = run_rules(report, qa, context)
+        t2 = clock()
+        decide(report, found, context)
+        t3 = clock()
+        spent["decode"] += t1 - t0
+        spent["qa"] += t2 - t1
+        spent["route"] += t3 - t2
+    for name, seconds in spent.items():
+        out[f"{name} in turn"] = seconds / len(messages) * 1000
     out["reply bytes"] = statistics.fmean(len(dumps(r)) for r in replies)
     return out
 

@@ -189,13 +189,18 @@ def _segments(text: str, header: MessageHeader, mapping: Mapping) -> list[str]:
     if mapping.split_inline_segments:
         text = _split_inline(text, field_sep, mapping.split_inline_segments, mapping.inline_split)
     segments: list[str] = []
-    is_segment_id = _SEGMENT_ID.fullmatch
+    # Whether a name is a segment id, once per name: a report repeats a few (an OBX per line of text),
+    # and a pattern call costs more than the look-up (docs/benchmarks.md, "Worker CPU, round 8").
+    ids: dict[str, bool] = {}
     for line in _split_lines(text):
         line = line.strip("\x0b\x1c")
         if not line:
             continue
         name = line[:3]
-        if len(line) >= 3 and is_segment_id(name) and (len(line) == 3 or line[3] == field_sep):
+        is_id = ids.get(name)
+        if is_id is None:
+            is_id = ids[name] = _SEGMENT_ID.fullmatch(name) is not None
+        if len(line) >= 3 and is_id and (len(line) == 3 or line[3] == field_sep):
             if name == "MSH" and segments:
                 raise SegmentSequenceError("a second message header (MSH)", location="MSH[2]")
             if name in ("BHS", "FHS", "BTS", "FTS") and segments:

@@ -31,7 +31,7 @@ from operator import attrgetter
 
 from listener.model import Finding, SectionKind, Severity
 from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
-from listener.qa.engine import RuleInput, folded, rule
+from listener.qa.engine import Folded, RuleInput, folded, lowered_ascii, rule
 from listener.text import Mention, Terms, lateral_mentions
 from listener.text.scope import inside_any
 
@@ -164,17 +164,18 @@ _RELATIVE = frozenset("new newly additional other another further more".split())
 _SITE_VARIABLE = frozenset(
     {"mass", "cancer", "fracture", "dislocation", "hemorrhage", "abscess", "thrombosis", "aneurysm", "lung_nodule"}
 )
-# An affirmed sentence that does not plainly state the finding now: a hedge, an alternative, a device.
-_SOFT_AFFIRMED_RE = folded(
-    re.compile(
-        r"\b(may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
-        r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|artifact\w*|catheter|lines?|leads?|wires?|"
-        r"tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|blunting|xxxx)\b|\?",
-        re.IGNORECASE,
-    )
+# An affirmed sentence that does not plainly state the finding now: a hedge, an alternative, a device
+# (these words), or a question mark (_soft). The two are tested apart: as one pattern, ``\b(...)\b|\?``,
+# Folded could not take off its ``\b``, and ``re`` tried it at every position of the sentence
+# (docs/benchmarks.md, "Worker CPU, round 8").
+_SOFT_WORDS = (
+    r"may|might|could|would|possib\w*|probab\w*|likely|versus|vs|or|question\w*|suggest\w*|cannot|"
+    r"can not|can be|if|recommend\w*|evaluat\w*|follow-?up|artifact\w*|catheter|lines?|leads?|wires?|"
+    r"tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*|blunting|xxxx"
 )
+_SOFT_WORD_RE = folded(re.compile(rf"\b({_SOFT_WORDS})\b", re.IGNORECASE))
 # ... the same without "or": what still makes a list of findings joined by "or" a soft statement.
-_SOFT_NOT_OR_RE = folded(re.compile(_SOFT_AFFIRMED_RE.pattern.pattern.replace(r"|vs|or|", "|vs|"), re.IGNORECASE))
+_SOFT_WORD_NOT_OR_RE = folded(re.compile(rf"\b({_SOFT_WORDS.replace('|vs|or|', '|vs|')})\b", re.IGNORECASE))
 # An affirmation characterized as benign or known ("calcified nodule", "granuloma", "as on the prior"):
 # the finding is there, so only a bare denial of it ("No nodule.") contradicts it.
 _CHARACTERIZED_RE = folded(re.compile(r"\b(prior|previous(ly)?|granulom\w*|calcifi\w*|benign)\b", re.IGNORECASE))
@@ -192,7 +193,7 @@ _NOT_A_CLAIM_RE = folded(
         re.IGNORECASE,
     )
 )
-# The device words of _SOFT_AFFIRMED_RE: they soften only a finding in their own clause.
+# The device words of _SOFT_WORD_RE: they soften only a finding in their own clause.
 _DEVICE_WORD_RE = folded(
     re.compile(
         r"\b(catheter|lines?|leads?|wires?|tubes?|stents?|screws?|plates?|hardware|fixation|prosthe\w*)\b",
@@ -214,10 +215,19 @@ def _device_in_other_clause(text: str, m: Mention) -> bool:
     lo = cut + 1 if cut >= 0 else m.sentence_start
     stops = [i for i in (text.find(ch, m.end, m.sentence_end) for ch in ",;:") if i >= 0]
     hi = min(stops, default=m.sentence_end)
-    for hit in _SOFT_AFFIRMED_RE.finditer(text, m.sentence_start, m.sentence_end):
+    if text.find("?", m.sentence_start, m.sentence_end) >= 0:
+        return False  # a question mark softens the whole sentence
+    for hit in _SOFT_WORD_RE.finditer(text, m.sentence_start, m.sentence_end):
         if _DEVICE_WORD_RE.pattern.fullmatch(hit.group(0)) is None or lo <= hit.start() < hi:
             return False
     return True
+
+
+def _soft(data: RuleInput, words: Folded, m: Mention) -> bool:
+    """Whether the sentence of ``m`` holds one of ``words`` (_SOFT_WORD_RE or its twin) or a question mark."""
+    if data.report.text.find("?", m.sentence_start, m.sentence_end) >= 0:
+        return True
+    return data.analysis.in_sentence(words, m)
 
 
 # A finding offered as one of alternatives, in its own clause ("scar or loculated fluid", "atelectasis/
@@ -616,8 +626,8 @@ def affirmed_and_negated(data: RuleInput) -> Iterator[Finding]:
             k,
             m,
             data.analysis.in_sentence(_CHARACTERIZED_RE, m),
-            data.analysis.in_sentence(_SOFT_AFFIRMED_RE, m)
-            and (data.analysis.in_sentence(_SOFT_NOT_OR_RE, m) or not finding_list(k, m))
+            _soft(data, _SOFT_WORD_RE, m)
+            and (_soft(data, _SOFT_WORD_NOT_OR_RE, m) or not finding_list(k, m))
             and not _device_in_other_clause(text, m),
         )
         for k, m in affirmed_candidates
@@ -770,9 +780,14 @@ def _bare_opacity_denied(
         for k, m in affirmed
         if _family(data.terms, m.concept) == "airspace_opacity"
     ]
+    # Both patterns below need "opacit": in an ASCII report, a sentence without it is passed over
+    # with one substring test instead of two pattern calls (docs/benchmarks.md, "Worker CPU, round 8").
+    low = lowered_ascii(text)
     for kind in _sections_checked():
         for sec in data.analysis.sections_of(kind):
             for span in data.analysis.sentences(sec.start, sec.end):
+                if low is not None and low.find("opacit", span.start, span.end) < 0:
+                    continue
                 bare = _BARE_OPACITY_DENIED_RE.match(text, span.start, span.end)
                 if bare is not None:
                     denials.append((kind, span.start, span.end, (bare.group("side") or "").lower()))

@@ -563,33 +563,58 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
     token follows it.
     """
     keys = sorted(set(keys))
-    char = re.escape if lowered else cased_class
     if not keys or not all(k.isascii() and k and not k[0].isspace() for k in keys):
         return None
+    if lowered:
+        # The text is ASCII: ``re.ASCII`` tests a character's class with a table where a str pattern
+        # asks the Unicode database (four calls for a character that is no letter). Unicode's ``\s``
+        # also holds for ``\x1c``-``\x1f``, which ASCII's does not: ``_ASCII_SPACE`` adds them back,
+        # so the tokens are the same (docs/benchmarks.md, "Worker CPU, round 7").
+        # One turn of the loop per token (with the spaces after it), and the keys as a trie: ``re``
+        # tests an alternation's branches one by one, so a flat list of the keys after their first
+        # character cost a test per key at every token (docs/benchmarks.md, "Worker CPU, round 8").
+        sp = _ASCII_SPACE
+        some_key, longest = _trie(keys, longest=False), _trie(keys, longest=True)
+        return re.compile(
+            rf"[{sp}]*+(?:(?!{some_key})(?:\w+|[^\w{sp}])[{sp}]*+)*+(?:(?=({longest}))(?:\w+|[^\w{sp}]))?",
+            re.ASCII,
+        )
     trie: dict[str, set[str]] = {}
     for k in keys:
         trie.setdefault(k[0], set()).add(k[1:])
     branches: list[str] = []
     for ch, rests in sorted(trie.items()):
         if "" in rests:
-            branches.append(char(ch))  # the character alone is a key: nothing longer matters
+            branches.append(cased_class(ch))  # the character alone is a key: nothing longer matters
         else:
-            alts = "|".join("".join(char(c) for c in rest) for rest in sorted(rests))
-            branches.append(f"{char(ch)}(?:{alts})")
+            alts = "|".join("".join(cased_class(c) for c in rest) for rest in sorted(rests))
+            branches.append(f"{cased_class(ch)}(?:{alts})")
     key = "|".join(branches)
-    if not lowered:
-        return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
-    # Each first character's longer keys before its shorter ones: ``re`` takes the first that fits.
-    longest = "|".join(
-        char(ch) + "(?:" + "|".join(re.escape(rest) for rest in sorted(rests, key=lambda r: (-len(r), r))) + ")"
-        for ch, rests in sorted(trie.items())
-    )
-    # The text is ASCII: ``re.ASCII`` tests a character's class with a table where a str pattern asks
-    # the Unicode database (four calls for a character that is no letter). Unicode's ``\s`` also
-    # holds for ``\x1c``-``\x1f``, which ASCII's does not: ``_ASCII_SPACE`` adds them back, so the
-    # tokens are the same (docs/benchmarks.md, "Worker CPU, round 7").
-    sp = _ASCII_SPACE
-    return re.compile(rf"(?:[{sp}]+|(?!{key})(?:\w+|[^\w{sp}]))*+(?:(?=({longest}))(?:\w+|[^\w{sp}]))?", re.ASCII)
+    return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
+
+
+def _trie(keys: Iterable[str], *, longest: bool) -> str:
+    """An alternation of ``keys`` (lower-case) nested by their characters; an empty key ends one there.
+
+    ``longest``: it matches the longest key the text starts with (at each character the longer
+    keys are tried before the key that ends there); otherwise the first it meets, the shortest,
+    which is enough to know that one applies.
+    """
+    children: dict[str, list[str]] = {}
+    ends_here = False
+    for k in keys:
+        if k:
+            children.setdefault(k[0], []).append(k[1:])
+        else:
+            ends_here = True
+    if ends_here and not longest:
+        return ""
+    branches = [re.escape(ch) + _trie(rests, longest=longest) for ch, rests in sorted(children.items())]
+    if ends_here:
+        branches.append("")
+    if len(branches) == 1:
+        return branches[0]
+    return "(?:" + "|".join(branches) + ")"
 
 
 @dataclass(frozen=True, slots=True)

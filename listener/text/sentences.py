@@ -86,10 +86,10 @@ _HEADING = re.compile(r"[A-Z](?<=[a-z0-9.;,] [A-Z])(?=[A-Z/&]+(?: [A-Z/&]+){0,4}
 _PUNCT_KIND, _NEWLINE_KIND, _HEADING_KIND = 0, 1, 2
 # What the token before a full stop is made of (ASCII letters, digits, dots).
 _TOKEN_CHARS = string.ascii_letters + string.digits + "."
-_LIST_ITEM = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s")
-_HEADING_AHEAD = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
+# What makes a line break end a sentence when it follows the break (after blanks): a blank line, a
+# list item ("2. ", "- ") or a heading ("Impression:"). One pattern, so one match per line break.
+_BREAK_AHEAD = re.compile(r"[ \t]*(?:\r\n|\r|\n|(?:\d{1,2}[.)]|[-*\u2022])\s|[A-Z][A-Za-z /&]{1,40}:)")
 _LINE_IS_HEADING = re.compile(r"[^a-z]*[A-Z][^a-z]*")
-_BLANK = re.compile(r"[ \t]*(?:\r\n|\r|\n)")
 _HAS_WORD = re.compile(r"\w")
 #: A token of the cap: a whitespace-separated run, or a piece of at most MAX_TOKEN_CHARS of a
 #: longer one, so that a run with no blank in it ("effusion,effusion,...") is cut too.
@@ -158,15 +158,23 @@ def _newline_ends(text: str, pos: int, after: int, lo: int, hi: int) -> bool:
         return True
     if line.endswith((":", ".", "!", "?", ";")):
         return True
-    if _BLANK.match(text, after, hi):
-        return True  # blank line follows
-    if _LIST_ITEM.match(text, after, hi) or _HEADING_AHEAD.match(text, after, hi):
-        return True
+    if _BREAK_AHEAD.match(text, after, hi):
+        return True  # a blank line, a list item or a heading follows
     # An all-capitals line is a heading ("FINDINGS"), unless it is dictated
     # prose in capitals that continues on the next line in capitals too.
-    if _LINE_IS_HEADING.fullmatch(line) and len(line.split()) <= 6:
+    if _is_heading_line(line) and len(line.split()) <= 6:
         return True
     return False
+
+
+def _is_heading_line(line: str) -> bool:
+    """``_LINE_IS_HEADING.fullmatch(line)``: no lower-case letter and a capital.
+
+    On ASCII that is ``str.isupper`` (its cased characters are the letters), which costs less than
+    a pattern call; a wrapped report tests it at each line break of prose (docs/benchmarks.md,
+    "Worker CPU, round 8").
+    """
+    return line.isupper() if line.isascii() else _LINE_IS_HEADING.fullmatch(line) is not None
 
 
 def split_sentences(

@@ -165,6 +165,7 @@ def test_cpt_from_alternate_identifier_and_local_table(pipeline: Pipeline) -> No
         (lambda s: s[:3], SegmentSequenceError, "100", "OBR"),
         (lambda s: s + ["MSH|^~\\&|A|B"], SegmentSequenceError, "100", "MSH[2]"),
         (lambda s: s[:2] + ["junk line"] + s[2:], SegmentSequenceError, "100", "segment 3"),
+        (lambda s: s[:2] + ["pv1|1|E"] + s[2:], SegmentSequenceError, "100", "segment 3"),
         (lambda s: s[:5] + [f"OBX|1|TX|X||{MARKER}\x00||||||F"], InvalidValue, "102", "MSH"),
     ],
 )

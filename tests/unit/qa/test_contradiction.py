@@ -306,3 +306,14 @@ def test_device_in_the_findings_own_clause_still_softens_it() -> None:
         "FINDINGS:\nNo acute focal consolidation or pneumothorax.\nIMPRESSION:\n"
         "1. Right basilar atelectasis. 2. Right chest tube in place with a small pneumothorax."
     )
+
+
+def test_a_question_mark_softens_the_affirmed_sentence() -> None:
+    """A finding asked about ("a small right pneumothorax?") is not plainly stated, nor is one in a device sentence
+    that ends in a question mark: a qualified denial meets neither; the plain statement it meets."""
+    head = "FINDINGS:\nNo acute focal consolidation or pneumothorax.\nIMPRESSION:\n1. Right basilar atelectasis. "
+    assert "contradiction.affirmed_and_negated" in _rules(head + "2. A small right pneumothorax.")
+    assert "contradiction.affirmed_and_negated" not in _rules(head + "2. A small right pneumothorax?")
+    assert "contradiction.affirmed_and_negated" not in _rules(
+        head + "2. Right chest tube in place, a small pneumothorax?"
+    )

@@ -7,7 +7,16 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.text.sentences import _CANDIDATE, Span, _candidates, _token_before, split_sentences
+from listener.text.sentences import (
+    _BREAK_AHEAD,
+    _CANDIDATE,
+    _LINE_IS_HEADING,
+    Span,
+    _candidates,
+    _is_heading_line,
+    _token_before,
+    split_sentences,
+)
 
 
 def texts(text: str, start: int = 0, end: int | None = None) -> list[str]:
@@ -165,6 +174,35 @@ def test_token_before_is_what_the_anchored_pattern_finds(pieces: list[str], lo: 
     for end in range(lo, len(text) + 1):
         found = pattern.search(text, max(lo, end - 40), end)
         assert _token_before(text, end, lo) == (found and found.span(1)), end
+
+
+def test_a_line_of_prose_ends_before_a_blank_line_a_list_item_or_a_heading() -> None:
+    """Wrapped prose goes on over its line break, except when a blank line, an item or a heading follows."""
+    assert texts("The heart is normal\n\nin size") == ["The heart is normal", "in size"]
+    assert texts("The heart is normal\n  2) in size") == ["The heart is normal", "2) in size"]
+    assert texts("The heart is normal\n- in size") == ["The heart is normal", "- in size"]
+    assert texts("The heart is normal\nImpression: clear") == ["The heart is normal", "Impression: clear"]
+    assert texts("The heart is normal\nin size: clear") == ["The heart is normal\nin size: clear"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pieces=st.lists(st.sampled_from([*_PIECES, "12", "1)", "-", "*", "\u2022", "Ab/c", " a:"]), max_size=12))
+def test_break_ahead_is_any_of_a_blank_line_a_list_item_and_a_heading(pieces: list[str]) -> None:
+    """_BREAK_AHEAD matches where one of the three tests it stands for matches (after any blanks)."""
+    text = "".join(pieces)
+    blank = re.compile(r"[ \t]*(?:\r\n|\r|\n)")
+    item = re.compile(r"[ \t]*(?:\d{1,2}[.)]|[-*\u2022])\s")
+    heading = re.compile(r"[ \t]*[A-Z][A-Za-z /&]{1,40}:")
+    for at in range(len(text) + 1):
+        expected = any(p.match(text, at) for p in (blank, item, heading))
+        assert (_BREAK_AHEAD.match(text, at) is not None) == expected, at
+
+
+@settings(max_examples=3000, deadline=None)
+@given(line=st.text(st.sampled_from("aZ Q1_:/&-.\u00e9\u00c9\u0130\u00df"), max_size=12))
+def test_heading_line_is_the_capitals_pattern(line: str) -> None:
+    """_is_heading_line is _LINE_IS_HEADING's fullmatch, on ASCII and non-ASCII lines."""
+    assert _is_heading_line(line) == (_LINE_IS_HEADING.fullmatch(line) is not None)
 
 
 def test_a_run_with_no_blank_is_cut_by_the_cap() -> None:
