@@ -397,10 +397,10 @@ class ProcessRunner(PipelineRunner):
     """The pipeline on worker processes: every core used (docs/hardening.md, "Worker processes").
 
     Each of the ``workers`` runner threads owns one worker process
-    (:mod:`listener.server.procworker`) and hands it one job at a time: a
-    job with a :class:`PipelineTask` (an HL7 v2 message or a FHIR body) runs
-    in the process, any other job on the thread as in
-    :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal
+    (:mod:`listener.server.procworker`), which runs one job at a time (the
+    thread may send it the next one ahead: :meth:`_stage`): a job with a
+    :class:`PipelineTask` (an HL7 v2 message or a FHIR body) runs in the
+    process, any other job on the thread as in :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal
     (written before the task is sent), the store and the ACKs; the thread
     answers the worker's prior look-ups from the store.
 
