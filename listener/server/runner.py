@@ -719,7 +719,7 @@ class ProcessRunner(PipelineRunner):
         try:
             if self.journal is not None and task.entry is not None:
                 self.journal.begin(*task.entry)
-            return _Staged(job, self._request(job), journaled=True)
+            return _Staged(job, self._request(job))
         except Exception:  # noqa: BLE001 - the job's own turn journals it again and fails there, as any job
             return _Staged(job)
 
@@ -731,7 +731,7 @@ class ProcessRunner(PipelineRunner):
         """
         task = job.task
         assert task is not None
-        if (this is None or not this.journaled) and self.journal is not None and task.entry is not None:
+        if (this is None or this.request is None) and self.journal is not None and task.entry is not None:
             self.journal.begin(*task.entry)
         request = this.request if this is not None else None
         sent = this is not None and this.sent
@@ -824,14 +824,13 @@ class _Staged:
 
     Attributes:
         job: the job.
-        request: its pickled request (None: not made, or a job without a task, run on the thread).
-        journaled: True once its journal entry is written.
+        request: its pickled request, made once its journal entry was written (None: neither
+            done, or a job without a task, run on the thread).
         sent: True once the request went to the worker (the worker runs it now).
     """
 
     job: Job[Any]
     request: bytes | None = None
-    journaled: bool = False
     sent: bool = False
 
 
