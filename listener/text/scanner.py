@@ -579,22 +579,13 @@ def key_finder(keys: Iterable[str], *, lowered: bool = False) -> re.Pattern[str]
             rf"[{sp}]*+(?:(?!{some_key})(?:\w+|[^\w{sp}])[{sp}]*+)*+(?:(?=({longest}))(?:\w+|[^\w{sp}]))?",
             re.ASCII,
         )
-    trie: dict[str, set[str]] = {}
-    for k in keys:
-        trie.setdefault(k[0], set()).add(k[1:])
-    branches: list[str] = []
-    for ch, rests in sorted(trie.items()):
-        if "" in rests:
-            branches.append(cased_class(ch))  # the character alone is a key: nothing longer matters
-        else:
-            alts = "|".join("".join(cased_class(c) for c in rest) for rest in sorted(rests))
-            branches.append(f"{cased_class(ch)}(?:{alts})")
-    key = "|".join(branches)
+    key = _trie(keys, longest=False, char=cased_class)
     return re.compile(rf"(?:\s+|(?!{key})(?:\w+|[^\w\s]))*+(\w+|[^\w\s])?")
 
 
-def _trie(keys: Iterable[str], *, longest: bool) -> str:
-    """An alternation of ``keys`` (lower-case) nested by their characters; an empty key ends one there.
+def _trie(keys: Iterable[str], *, longest: bool, char: Callable[[str], str] = re.escape) -> str:
+    """An alternation of ``keys`` nested by their characters (each written by ``char``: escaped
+    lower case, or :func:`cased_class` for either case); an empty key ends one there.
 
     ``longest``: it matches the longest key the text starts with (at each character the longer
     keys are tried before the key that ends there); otherwise the first it meets, the shortest,
@@ -609,7 +600,7 @@ def _trie(keys: Iterable[str], *, longest: bool) -> str:
             ends_here = True
     if ends_here and not longest:
         return ""
-    branches = [re.escape(ch) + _trie(rests, longest=longest) for ch, rests in sorted(children.items())]
+    branches = [char(ch) + _trie(rests, longest=longest, char=char) for ch, rests in sorted(children.items())]
     if ends_here:
         branches.append("")
     if len(branches) == 1:
