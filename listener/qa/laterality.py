@@ -18,6 +18,7 @@ findings only deny ("the left lung is clear").
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 
 from listener.model import Finding, Report, Section, SectionKind, Severity
@@ -430,20 +431,76 @@ def _denied(text: str, lm: LateralMention) -> bool:
 
 def _raw_sides(text: str, start: int, end: int) -> list[tuple[str, int, int, list[str]]]:
     """(side, start, end, up to 3 following words) for every plain left/right word in ``text[start:end]``."""
-    out = []
-    for m in _RAW_SIDE_RE.finditer(text, start, end):
-        words = [w.lower() for w in _WORD_RE.findall(m.group(2))]
-        out.append((m.group(1).lower(), m.start(1), m.end(1), words))
-    return out
+    return _with_words(text, _raw_side_spans(text, start, end), end)
+
+
+def _raw_side_spans(text: str, start: int, end: int) -> list[tuple[str, int, int, int, int]]:
+    """(side, start, end, start and end of its following words) for every match of ``_RAW_SIDE_RE`` in
+    ``text[start:end]``."""
+    return [
+        (m.group(1).lower(), m.start(1), m.end(1), m.start(2), m.end(2))
+        for m in _RAW_SIDE_RE.finditer(text, start, end)
+    ]
+
+
+def _with_words(
+    text: str, spans: Iterable[tuple[str, int, int, int, int]], end: int
+) -> list[tuple[str, int, int, list[str]]]:
+    """:func:`_raw_sides` tuples of ``spans``, their following words cut at ``end``."""
+    return [
+        (side, start, stop, [w.lower() for w in _WORD_RE.findall(text, after, min(after_end, end))])
+        for side, start, stop, after, after_end in spans
+    ]
+
+
+def _cuts_word(text: str, at: int) -> bool:
+    """Whether offset ``at`` falls between two word characters (as ``\\w`` and ``\\b`` read them)."""
+    if at <= 0 or at >= len(text):
+        return False
+    before, after = text[at - 1], text[at]
+    return (before.isalnum() or before == "_") and (after.isalnum() or after == "_")
+
+
+def _raw_sides_within(
+    text: str, spans: list[tuple[str, int, int, int, int]], starts: list[int], start: int, end: int
+) -> list[tuple[str, int, int, list[str]]]:
+    """:func:`_raw_sides` of ``text[start:end]``, a stretch of a section whose :func:`_raw_side_spans` are
+    ``spans`` (``starts``: their start offsets).
+
+    Strategy: the section's matches that start in the stretch, their following words cut at its end:
+    a search of the stretch finds exactly those, since a side word, ``[ -]sided`` and the ``\\b`` after
+    them read the same characters, and its following words are those of the section cut at ``end``
+    (docs/benchmarks.md, "Worker CPU, round 9"). That holds unless a bound of the stretch cuts a
+    word: then the stretch is searched.
+    """
+    if _cuts_word(text, start) or _cuts_word(text, end):
+        return _raw_sides(text, start, end)
+    return _with_words(text, spans[bisect_left(starts, start) : bisect_left(starts, end)], end)
+
+
+def _section_side_spans(data: RuleInput, sec: Section) -> tuple[list[tuple[str, int, int, int, int]], list[int]]:
+    """:func:`_raw_side_spans` of a whole section and their start offsets, once per report."""
+    text = data.report.text
+
+    def compute() -> tuple[list[tuple[str, int, int, int, int]], list[int]]:
+        spans = _raw_side_spans(text, sec.start, sec.end)
+        return spans, [s[1] for s in spans]
+
+    found: tuple[list[tuple[str, int, int, int, int]], list[int]] = data.analysis.shared(
+        (_raw_side_spans, sec.start, sec.end), compute
+    )
+    return found
 
 
 def _section_raw_sides(data: RuleInput, sec: Section) -> list[tuple[str, int, int, list[str]]]:
     """:func:`_raw_sides` of a whole section, once per report (three comparisons read them; callers
     do not change the list)."""
     text = data.report.text
-    found: list[tuple[str, int, int, list[str]]] = data.analysis.shared(
-        (_raw_sides, sec.start, sec.end), lambda: _raw_sides(text, sec.start, sec.end)
-    )
+
+    def compute() -> list[tuple[str, int, int, list[str]]]:
+        return _with_words(text, _section_side_spans(data, sec)[0], sec.end)
+
+    found: list[tuple[str, int, int, list[str]]] = data.analysis.shared((_raw_sides, sec.start, sec.end), compute)
     return found
 
 
@@ -513,8 +570,9 @@ def _keyed_sides(
     text = data.report.text
     out: dict[str, list[tuple[str, int, int, int, int]]] = {}
     for sec in secs:
+        spans, starts = _section_side_spans(data, sec)
         for sent in data.analysis.sentences(sec.start, sec.end):
-            found = _raw_sides(text, sent.start, sent.end)
+            found = _raw_sides_within(text, spans, starts, sent.start, sent.end)
             raw = [r for r in found if r[3] and r[3][0] not in _RAW_SKIP]
             if not raw:
                 continue
