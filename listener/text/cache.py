@@ -36,6 +36,6 @@ class TextCache:
         self.modifiers: dict[object, object] = {}
         #: :func:`listener.text.casefold.lowered_text` (text -> lowered text, or None when not ASCII).
         self.lowered: dict[str, str | None] = {}
-        #: :meth:`listener.text.scanner.SharedFinder.scan` (a region's tokens walked once for the
-        #: concept, trigger and side-word scanners).
+        #: :meth:`listener.text.scanner.SharedFinder.scan` (a region's tokens walked once, and matched
+        #: in one pass, for the concept, trigger and side-word scanners).
         self.walks: dict[object, object] = {}

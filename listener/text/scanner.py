@@ -799,6 +799,11 @@ class Walk:
     ascii_form: bool
 
 
+#: What one candidate of a :class:`Walk` is matched with: (the index of a scanner in
+#: ``SharedFinder.scanners``, the pattern of its longest key that the candidate's key starts with).
+_Tries = tuple[tuple[int, re.Pattern[str]], ...]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SharedFinder:
     """One lowered finder for the keys of several scanners, so a region is tokenized once for all.
@@ -809,9 +814,20 @@ class SharedFinder:
     scanner then takes the longest of its own keys that key starts with: its own finder would
     have stopped at that token with that key, and it skips the others, so the matches are the
     same (docs/benchmarks.md, "Round 7b: one walk for the three scanners").
+
+    Attributes:
+        finder: the lowered key finder over every scanner's keys.
+        scanners: the scanners whose keys it holds; :meth:`scan` matches all of them in one pass
+            over a walk (docs/benchmarks.md, "Worker CPU, round 9").
     """
 
     finder: re.Pattern[str]
+    scanners: tuple[Scanner, ...] = ()
+    #: A walk's key -> what its candidates are matched with (``_Tries``), worked out at a key's first
+    #: use; one table for the scanners' patterns, one for their ``re.ASCII`` forms.
+    _tries: tuple[dict[str, _Tries], dict[str, _Tries]] = field(
+        default_factory=lambda: ({}, {}), init=False, repr=False, compare=False
+    )
 
     def walk(self, text: str, start: int, end: int | None = None, forms: bool | None = None) -> Walk | None:
         """The candidates of ``text[start:end]`` (as :meth:`Scanner.scan` reads it); None unless ASCII.
@@ -830,29 +846,78 @@ class SharedFinder:
     def scan(
         self, scanner: Scanner, text: str, start: int, hi: int, walks: dict[object, object]
     ) -> list[re.Match[str]]:
-        """``scanner.scan(text, start, hi)``, with the region walked once per ``walks`` (a report's memo)."""
+        """``scanner.scan(text, start, hi)``, with the region walked once per ``walks`` (a report's memo).
+
+        The first scan of a region walks it and matches every one of ``scanners`` in that one pass
+        over the candidates (:meth:`scan_all`); the others read their matches from the memo.
+        """
         key = (self, text, start, hi)
-        walked = walks.get(key, False)
-        if walked is False:
+        entry: tuple[Walk | None, tuple[tuple[re.Match[str], ...], ...]] | None = walks.get(key)  # type: ignore[assignment]
+        if entry is None:
             # Whether the ASCII forms apply reads the whole text: once per text, not once per
             # region walked (a report of many sections read its whole text for each of them).
             forms_key = (_ascii_forms_apply, text)
             forms = walks.get(forms_key)
             if forms is None:
                 forms = walks[forms_key] = _ascii_forms_apply(text)
-            walked = walks[key] = self.walk(text, start, hi, forms)  # type: ignore[arg-type]
-        return scanner.scan(text, start, hi, walked=walked)  # type: ignore[arg-type]
+            walked = self.walk(text, start, hi, forms)  # type: ignore[arg-type]
+            entry = walks[key] = (walked, self.scan_all(text, hi, walked) if walked is not None else ())
+        walked, found = entry
+        for i, known in enumerate(self.scanners):
+            if known is scanner and walked is not None:
+                return list(found[i])
+        return scanner.scan(text, start, hi, walked=walked)
+
+    def scan_all(self, text: str, hi: int, walked: Walk) -> tuple[tuple[re.Match[str], ...], ...]:
+        """:meth:`Scanner.scan` of each of ``scanners`` over one walk (``walked``, up to ``hi``), in one loop.
+
+        Each candidate costs one look-up of its key, which gives the patterns of the scanners that
+        have a key there (``_Tries``), where three scanners each looked up their own key and its
+        pattern; each scanner keeps its own floor, so its matches are those of its own
+        :meth:`Scanner.scan`.
+        """
+        tries = self._tries[walked.ascii_form]
+        found: list[list[re.Match[str]]] = [[] for _ in self.scanners]
+        floors = [walked.start] * len(self.scanners)
+        for p, shared_key in walked.candidates:
+            if p >= hi:
+                break
+            here = tries.get(shared_key)
+            if here is None:
+                here = self._tries_for(shared_key, walked.ascii_form)
+            for i, rx in here:
+                if p < floors[i]:
+                    continue
+                m = rx.match(text, p, hi)
+                if m is not None:
+                    found[i].append(m)
+                    floors[i] = m.end()
+        return tuple(map(tuple, found))
+
+    def _tries_for(self, shared_key: str, ascii_form: bool) -> _Tries:
+        """What a candidate with ``shared_key`` is matched with (``_Tries``), kept."""
+        out: list[tuple[int, re.Pattern[str]]] = []
+        for i, scanner in enumerate(self.scanners):
+            own = scanner._own.get(shared_key)
+            if own is None:
+                own = scanner._own_key(shared_key)
+            rx = (scanner._ascii_form(own) if ascii_form else scanner._lookup.get(own)) if own else None
+            if rx is not None:
+                out.append((i, rx))
+        here = self._tries[ascii_form][shared_key] = tuple(out)
+        return here
 
 
 def shared_finder(scanners: Iterable[Scanner]) -> SharedFinder | None:
     """A :class:`SharedFinder` for ``scanners``' keys; None unless each of them has a lowered finder."""
+    scanners = tuple(scanners)
     keys: set[str] = set()
     for sc in scanners:
         if sc._lower_finder is None:
             return None
         keys.update(sc.table)
     finder = key_finder(keys, lowered=True)
-    return None if finder is None else SharedFinder(finder)
+    return None if finder is None else SharedFinder(finder, scanners)
 
 
 def _ascii_forms_apply(text: str) -> bool:

@@ -58,6 +58,9 @@ WORDS = [
     "place",
     "air",
     "free",
+    # a side word that starts a concept's match: each scanner keeps its own floor
+    "bibasilar",
+    "opacities",
 ]
 ODD = "\u0130\u0131\u212a\u017f\u03a3\u03c3\u03c2\u00df\u1e9e_0123456789"
 ALPHABET = "abcdefghiklmnoprstuvwxyzABEFILNORT :;?,.-/()'\n\t\r" + ODD
@@ -248,6 +251,18 @@ def test_shared_walk_scan_equals_token_loop(terms: Terms, text: str, data: st.Da
             assert signature(shared.scan(scanner, variant, start, hi, walks)) == expected
         # The three scanners read one walk (the memo's other entry: whether the text's ASCII forms apply).
         assert [k for k in walks if k[0] is shared] == [(shared, variant, start, hi)]  # type: ignore[index]
+
+
+def test_one_pass_keeps_each_scanners_own_floor(terms: Terms) -> None:
+    """The shared finder's one pass over a walk matches the three scanners apart: a concept match that
+    starts at a side word ("Bibasilar opacities") or covers a trigger leaves those to their scanners."""
+    shared = terms.shared_finder
+    assert shared is not None
+    for text in ("Bibasilar opacities, possible edema.", "No change in the right lower lobe pneumonia."):
+        walks: dict[object, object] = {}
+        found = [signature(shared.scan(sc, text, 0, len(text), walks)) for sc in shipped(terms)[:3]]
+        assert found == [signature(sc.scan_tokens(text, 0, len(text))) for sc in shipped(terms)[:3]]
+    assert found[0] and found[1]  # (the last text has a concept and a trigger)
 
 
 def test_shared_finder_holds_every_scanners_keys(terms: Terms) -> None:
