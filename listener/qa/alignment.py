@@ -31,6 +31,7 @@ __all__ = [
     "STABLE_RE",
     "finding_missing_from_impression",
     "impression_not_in_findings",
+    "impression_refers_to_findings",
     "refers_to_findings",
     "related_concepts",
 ]
@@ -303,6 +304,19 @@ def refers_to_findings(text: str, start: int, end: int) -> bool:
     return _REFERS_RE.search(text, start, end) is not None
 
 
+def impression_refers_to_findings(data: RuleInput) -> bool:
+    """True when an impression section of the report points back to the findings (:func:`refers_to_findings`),
+    worked out once per report: three rules ask (docs/benchmarks.md, "Worker CPU, round 9")."""
+    text = data.report.text
+    found: bool = data.analysis.shared(
+        impression_refers_to_findings,
+        lambda: any(
+            refers_to_findings(text, s.start, s.end) for s in data.analysis.sections_of(SectionKind.IMPRESSION)
+        ),
+    )
+    return found
+
+
 def _family(terms: Terms, concept: str) -> str:
     c = terms.concepts.get(concept)
     return c.broader if c is not None and c.broader else concept
@@ -514,7 +528,7 @@ def finding_missing_from_impression(data: RuleInput) -> Iterator[Finding]:
     text = report.text
     if not any(text[s.start : s.end].strip() for s in imps):
         return  # an empty impression is completeness' business
-    if any(refers_to_findings(text, s.start, s.end) for s in imps):
+    if impression_refers_to_findings(data):
         return
     related = _related_param(data)
     imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)

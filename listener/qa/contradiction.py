@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from operator import attrgetter
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import STABLE_RE, _on_images, refers_to_findings
+from listener.qa.alignment import STABLE_RE, _on_images, impression_refers_to_findings
 from listener.qa.engine import Folded, RuleInput, folded, lowered_ascii, rule
 from listener.text import Mention, Terms, lateral_mentions
 from listener.text.scope import inside_any
@@ -882,7 +882,7 @@ def normal_impression(data: RuleInput) -> Iterator[Finding]:
     if not imps or not data.analysis.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
-    if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):
+    if impression_refers_to_findings(data):
         return
     imp_mentions = data.analysis.section_mentions(SectionKind.IMPRESSION)
     normal_span: tuple[int, int] | None = None

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 
 from listener.model import Finding, SectionKind, Severity
-from listener.qa.alignment import _BONE_CONCEPTS, _appears_to_be, refers_to_findings
+from listener.qa.alignment import _BONE_CONCEPTS, _appears_to_be, impression_refers_to_findings
 from listener.qa.contradiction import _family, _not_acute_here, normal_impression
 from listener.qa.engine import RuleInput, folded, rule
 from listener.text import Cue, Mention
@@ -275,7 +275,7 @@ def normal_over_findings(data: RuleInput) -> Iterator[Finding]:
     if not imps or not data.analysis.sections_of(SectionKind.FINDINGS):
         return
     text = report.text
-    if any(refers_to_findings(text, sec.start, sec.end) for sec in imps):
+    if impression_refers_to_findings(data):
         return
     found = _impression_kind(data)
     if found is None:
