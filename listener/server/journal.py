@@ -55,6 +55,10 @@ _SLOT_MAGIC = b"OVERREAD-SLOT/1"
 _VOID = b"!"
 #: A slot whose entry was larger than this is truncated when freed (it gives the disk back).
 _SLOT_KEEP = 1 << 20
+#: Slot files kept open for reuse. Past them (many messages journaled at once: a store that
+#: stalls while the workers go on) an entry gets a slot file of its own, closed once written
+#: and removed by :meth:`Journal.end`, so the open descriptors stay bounded.
+OPEN_SLOTS = 64
 
 
 def journal_key(transport: str, *parts: str | bytes) -> str:
@@ -93,15 +97,20 @@ class Journal:
 
     Args:
         directory: ``<state>/journal`` (created 0700 when missing).
+        open_slots: slot files kept open for reuse (:data:`OPEN_SLOTS`).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], open_slots: int = OPEN_SLOTS) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._prefix = os.path.join(os.fspath(self.directory), "")
         self._lock = threading.Lock()
-        #: Open slot files not holding an entry: [descriptor, length last written, offset of its CRC].
+        self._open_slots = open_slots
+        #: Slot files kept open, not holding an entry. A slot is [descriptor (-1: closed), length
+        #: last written, offset of its CRC, its file's number, 1 when kept open for reuse].
         self._free: list[list[int]] = []
+        #: Slot files kept open (free or holding an entry).
+        self._kept = 0
         #: The key of each entry held by a slot, and that slot.
         self._live: dict[str, list[int]] = {}
         #: Keys with a keyed entry (``<key>.msg``): written by this process only (recover, count_crash).
@@ -143,18 +152,39 @@ class Journal:
         except BaseException:
             with self._lock:
                 del self._live[key]
-                self._free.append(slot)
+            self._release(slot)
             raise
+        if not slot[4]:
+            os.close(slot[0])
+            slot[0] = -1
 
     def _new_slot(self) -> list[int]:
-        """Create and open the next slot file (under the lock; a few per daemon, each kept)."""
+        """Create and open the next slot file (under the lock): kept open while fewer than
+        ``open_slots`` are, else one entry's own (closed once written)."""
         while True:
-            path = f"{self._prefix}{self._next}.slot"
+            number = self._next
             self._next += 1
             try:
-                return [os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), 0, 0]
+                fd = os.open(f"{self._prefix}{number}.slot", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:  # another's (recover() was not run): never overwritten
                 continue
+            kept = self._kept < self._open_slots
+            self._kept += kept
+            return [fd, 0, 0, number, int(kept)]
+
+    def _release(self, slot: list[int]) -> None:
+        """A slot no entry holds: back to the free ones when kept open, else closed and removed."""
+        if slot[4]:
+            with self._lock:
+                self._free.append(slot)
+            return
+        if slot[0] >= 0:
+            os.close(slot[0])
+            slot[0] = -1
+        try:
+            os.unlink(f"{self._prefix}{slot[3]}.slot")
+        except FileNotFoundError:
+            pass
 
     def end(self, key: str) -> None:
         """The message is stored or answered: forget it."""
@@ -164,14 +194,15 @@ class Journal:
             self._keyed.discard(key)
         if slot is not None:
             try:
-                if slot[1] > _SLOT_KEEP:
+                if not slot[4]:
+                    pass  # its own file: removed below
+                elif slot[1] > _SLOT_KEEP:
                     os.ftruncate(slot[0], 0)
                 else:
                     os.pwrite(slot[0], _VOID, slot[2])
                 slot[1] = 0
             finally:
-                with self._lock:
-                    self._free.append(slot)
+                self._release(slot)
         if keyed:
             try:
                 os.unlink(f"{self._prefix}{key}.msg")
@@ -193,7 +224,7 @@ class Journal:
         except FileNotFoundError:
             with self._lock:
                 slot = self._live.get(key)
-            entry = None if slot is None else _read_slot(slot[0])
+            entry = None if slot is None else _read_slot_file(Path(f"{self._prefix}{slot[3]}.slot"))
             if entry is None or entry[0] != key:
                 return 1
             _, transport, raw, meta = entry
@@ -254,8 +285,9 @@ class Journal:
         """
         with self._lock:
             for slot in self._free + list(self._live.values()):
-                os.close(slot[0])
-            self._free, self._live, self._keyed, self._next = [], {}, set(), 0
+                if slot[0] >= 0:
+                    os.close(slot[0])
+            self._free, self._live, self._keyed, self._next, self._kept = [], {}, set(), 0, 0
         for part in self.directory.glob("*.part"):
             part.unlink(missing_ok=True)
         #: key -> (transport, crashes before this start-up, meta as written, raw)
@@ -325,14 +357,6 @@ def _parse_slot(data: bytes) -> tuple[str, bytes, bytes, bytes] | None:
     try:
         return key.decode("ascii"), transport, raw, meta
     except UnicodeDecodeError:
-        return None
-
-
-def _read_slot(fd: int) -> tuple[str, bytes, bytes, bytes] | None:
-    """The entry the open slot ``fd`` holds (None: void, or unreadable)."""
-    try:
-        return _parse_slot(os.pread(fd, os.fstat(fd).st_size, 0))
-    except OSError:
         return None
 
 

@@ -317,3 +317,21 @@ def test_connections_per_peer_are_limited() -> None:
     assert factory.admit("10.0.0.1") == ""
     assert factory.admit("10.0.0.3") == "" and factory.admit("10.0.0.4") == ""
     assert factory.admit("10.0.0.5") == "max_connections"
+
+
+def test_past_the_open_slots_an_entry_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    """Many messages journaled at once (a store that stalls): only ``open_slots`` files stay open;
+    each entry past them has its own file, closed once written and removed when the message ends,
+    and every entry still counts at recovery."""
+    fds = Path("/proc/self/fd")
+    before = len(list(fds.iterdir()))
+    journal = Journal(tmp_path / "journal", open_slots=2)
+    for i in range(5):
+        journal.begin(f"k{i}", "mllp", b"MSH|%d" % i)
+    assert len(list(fds.iterdir())) - before == 2
+    assert journal.pending() == 5 and journal.crashes("k4") == 0
+    for i in (0, 3, 4):
+        journal.end(f"k{i}")
+    assert len(list((tmp_path / "journal").glob("*.slot"))) == 3  # the two kept open, and k2's own
+    assert sorted((e.key, e.raw, e.crashes) for e in journal.recover()) == [("k1", b"MSH|1", 1), ("k2", b"MSH|2", 1)]
+    assert len(list(fds.iterdir())) == before
