@@ -10,7 +10,7 @@ Connections and threads:
     * writes (saves, outbox updates, purges) all go through one
       :class:`~listener.store.writer.GroupCommitWriter`, whose thread alone owns
       the write connection: a batch of saves shares one transaction and one
-      commit, each save in its own savepoint. A future resolves only after the
+      commit, each save after the first in its own savepoint. A future resolves only after the
       server acknowledged the COMMIT, which with ``synchronous_commit`` on
       (enforced for the writer's session) means the WAL is flushed: commit
       before ACK holds as with SQLite;

@@ -190,6 +190,12 @@ def _connect(
             # header): a report row of ~2.5 KB fits once in a 4 KiB page and
             # three times in 8 KiB (docs/store.md, "Compact storage").
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            # The group-commit writer runs each job of a batch after the first in a savepoint; a job's
+            # original pages (its sub-journal) past 64 KiB spilled to a temporary file in
+            # /var/tmp: a file created, unlinked and about 24 writes per message. In memory
+            # they are a copy each, dropped when the job's savepoint is released
+            # (docs/benchmarks.md, "The daemon's kernel time").
+            conn.execute("PRAGMA temp_store = MEMORY")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError("the store could not switch to WAL mode")

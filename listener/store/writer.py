@@ -10,9 +10,10 @@ reactor thread ever waits for a disk.
 Strategy: a synchronous=FULL commit costs one fsync (about a quarter of a
 millisecond here, far more on some disks). While one batch is being committed,
 new requests queue up; the thread then takes *every* queued request (up to
-``max_batch``) and runs them in ONE transaction, each inside its own savepoint,
-so a failing request rolls back only its own writes and fails only its own
-future. The futures are resolved only after :meth:`Session.commit` has
+``max_batch``) and runs them in ONE transaction, each after the first inside its
+own savepoint (the first one's writes are undone by rolling the transaction
+back; the rest then run in a new one), so a failing request rolls back only its
+own writes and fails only its own future. The futures are resolved only after :meth:`Session.commit` has
 returned, i.e. after the fsync: a caller that sees a result may tell the
 sender its message is safe. There is no artificial delay: under light load every request commits alone
 (lowest latency), under heavy load batches grow by themselves.
@@ -58,8 +59,10 @@ class Session(Protocol[H_co]):
     """A backend's write connection, as the writer thread drives it.
 
     Used by the writer thread alone. Between transactions it is idle; the
-    writer calls :meth:`begin`, then per job (when the batch has more than
-    one) :meth:`savepoint` and :meth:`release` or :meth:`rollback_to`, then
+    writer calls :meth:`begin`, then per job once an earlier job's writes are
+    in the transaction :meth:`savepoint` and :meth:`release` or
+    :meth:`rollback_to` (the first job that fails before any succeeded:
+    :meth:`rollback`, then :meth:`begin` again for the rest), then
     :meth:`commit` or :meth:`rollback`. :meth:`commit` returns only once the
     transaction is durable. Any method may raise; the writer then fails the
     futures concerned with a :class:`StoreError` naming the exception's type.
@@ -244,28 +247,38 @@ class GroupCommitWriter(Generic[H]):
             return
         done: list[tuple[_Job[H, Any], Any]] = []
         failed: list[tuple[_Job[H, Any], StoreError]] = []
-        # A job alone in its transaction needs no savepoint: the transaction
-        # is its isolation (two statements, and two trips through the GIL,
-        # fewer per message under light load).
-        alone = len(jobs) == 1
         for index, job in enumerate(jobs):
-            if not alone:
+            # A savepoint only once the transaction holds an earlier job's writes: until then a
+            # failing job is undone by rolling the whole transaction back, and the rest go on in
+            # a new one. A job alone, and the first of a batch, costs no SAVEPOINT and RELEASE
+            # (two statements, two trips through the GIL) and no sub-journal of its pages
+            # (docs/benchmarks.md, "The daemon's kernel time").
+            guarded = bool(done)
+            if guarded:
                 session.savepoint()
             try:
                 value = job.work(session.handle)
             except BaseException as exc:  # noqa: BLE001 - isolated to this job's future
                 failed.append((job, store_error(job.what, exc)))
-                if alone:
-                    self._rollback(session)
+                if guarded:
+                    if not self._rollback_savepoint(session):
+                        # The backend rolled the whole transaction back (disk full,
+                        # I/O error...): earlier jobs' writes are gone too.
+                        self._fail_all(done + [(j, None) for j in jobs[index + 1 :]], failed, exc)
+                        return
+                    continue
+                self._rollback(session)
+                rest = jobs[index + 1 :]
+                if not rest:
                     self._fail_all([], failed, exc)
                     return
-                if not self._rollback_savepoint(session):
-                    # The backend rolled the whole transaction back (disk full,
-                    # I/O error...): earlier jobs' writes are gone too.
-                    self._fail_all(done + [(j, None) for j in jobs[index + 1 :]], failed, exc)
+                try:
+                    session.begin()
+                except Exception as again:  # noqa: BLE001 - the backend's error, reported through every future
+                    self._fail_all([(j, None) for j in rest], failed, again)
                     return
             else:
-                if not alone:
+                if guarded:
                     session.release()
                 done.append((job, value))
         try:

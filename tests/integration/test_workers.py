@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.config import usable_cores
+from listener.server.journal import Journal
 from listener.server.mllp import QUARANTINE_TEXT
 from listener.server.runner import CALM_ARRIVALS
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, running, workers_of
@@ -78,7 +79,7 @@ def test_killed_worker_retries_then_quarantines_and_the_daemon_keeps_serving(tmp
         assert msa(ack) in (("AE", "KILLED-1"), ("CE", "KILLED-1"))
         assert b"|207" in ack and QUARANTINE_TEXT.encode() in ack
         assert events(daemon, "pipeline_worker_died")[-1]["count"] == 2
-        assert not list((daemon.state_dir / "journal").glob("*.msg"))
+        assert Journal(daemon.state_dir / "journal").pending() == 0
         # The daemon keeps serving, on new worker processes.
         assert accepted(conn.request(sample("AFTER-KILL")), "AFTER-KILL")
         # A resend of the quarantined message gets the stored AE 207, unprocessed.
@@ -468,7 +469,7 @@ def test_killed_worker_during_a_fhir_body_retries_then_quarantines(tmp_path: Pat
         assert status == 500 and QUARANTINE_TEXT.encode() in body
         assert events(daemon, "pipeline_worker_died")[-1]["count"] == 2
         assert events(daemon, "message_quarantined")[-1]["count"] == 2
-        assert not list((daemon.state_dir / "journal").glob("*.msg"))
+        assert Journal(daemon.state_dir / "journal").pending() == 0
         again = post_fhir(daemon, "/fhir/DiagnosticReport", poison)
         assert again[0] == 500 and QUARANTINE_TEXT.encode() in again[1]
         after = post_fhir(daemon, "/fhir/DiagnosticReport", json.dumps(normal_fhir("after-kill")).encode())

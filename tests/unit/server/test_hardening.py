@@ -146,13 +146,51 @@ def test_journal_keeps_meta_and_drops_garbage_entries(tmp_path: Path) -> None:
 
 
 def test_a_death_while_writing_an_entry_leaves_no_entry(tmp_path: Path) -> None:
-    """The entry appears whole or not at all: a half-written one is a .part file that recovery removes."""
+    """A half-written keyed entry is a .part file that recovery removes."""
     journal = Journal(tmp_path / "journal")
     half = tmp_path / "journal" / "k1.4242.1.part"
     half.write_bytes(b"OVERREAD-JOURNAL/1 mllp 0 -\nMSH|trunc")  # what a kill -9 mid-write leaves
     assert journal.pending() == 0
     assert journal.recover() == [] and not half.exists()
     journal.begin("k2", "mllp", b"MSH|whole")
+    assert journal.pending() == 1 and journal.crashes("k2") == 0
+
+
+def test_a_slot_cut_short_over_an_older_entry_counts_no_crash(tmp_path: Path) -> None:
+    """A slot is written over the last entry it held: a death mid-write leaves the new entry's first
+    bytes over the old one's, at any length, and recovery finds no entry there (neither message was
+    left being processed: the old one ended, the new one was not sent yet)."""
+    journal = Journal(tmp_path / "journal")
+    journal.begin("k-old", "mllp", b"MSH|the older message, longer than the new one " * 3, "old meta")
+    journal.end("k-old")
+    [slot] = (tmp_path / "journal").glob("*.slot")
+    old = slot.read_bytes()
+    other = Journal(tmp_path / "other")
+    other.begin("k-new", "http", b"MSH|the newer message", "new meta")
+    [new_slot] = (tmp_path / "other").glob("*.slot")
+    new = new_slot.read_bytes()
+    for cut in range(1, len(new)):
+        slot.write_bytes(new[:cut] + old[cut:])
+        assert journal.pending() == 0, cut
+    slot.write_bytes(new + old[len(new) :])
+    assert journal.pending() == 1 and journal.crashes("k-new") == 0
+    [entry] = journal.recover()
+    assert (entry.key, entry.raw, entry.meta, entry.crashes) == ("k-new", b"MSH|the newer message", "new meta", 1)
+
+
+def test_an_ended_slot_is_reused_and_counts_nothing(tmp_path: Path) -> None:
+    """end() voids the message's slot and the next message reuses it: only live entries count."""
+    journal = Journal(tmp_path / "journal")
+    journal.begin("k1", "mllp", b"MSH|first, the longer one")
+    journal.end("k1")
+    assert journal.pending() == 0 and journal.crashes("k1") is None
+    journal.begin("k2", "mllp", b"MSH|second")
+    journal.begin("k3", "mllp", b"MSH|third")
+    journal.begin("k2", "mllp", b"MSH|second, begun again")  # the entry is kept, no second slot
+    assert len(list((tmp_path / "journal").glob("*.slot"))) == 2
+    journal.end("k3")
+    [entry] = journal.recover()
+    assert (entry.key, entry.raw, entry.crashes) == ("k2", b"MSH|second", 1)
     assert [p.name for p in (tmp_path / "journal").iterdir()] == ["k2.msg"]
 
 
@@ -279,3 +317,21 @@ def test_connections_per_peer_are_limited() -> None:
     assert factory.admit("10.0.0.1") == ""
     assert factory.admit("10.0.0.3") == "" and factory.admit("10.0.0.4") == ""
     assert factory.admit("10.0.0.5") == "max_connections"
+
+
+def test_past_the_open_slots_an_entry_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    """Many messages journaled at once (a store that stalls): only ``open_slots`` files stay open;
+    each entry past them has its own file, closed once written and removed when the message ends,
+    and every entry still counts at recovery."""
+    fds = Path("/proc/self/fd")
+    before = len(list(fds.iterdir()))
+    journal = Journal(tmp_path / "journal", open_slots=2)
+    for i in range(5):
+        journal.begin(f"k{i}", "mllp", b"MSH|%d" % i)
+    assert len(list(fds.iterdir())) - before == 2
+    assert journal.pending() == 5 and journal.crashes("k4") == 0
+    for i in (0, 3, 4):
+        journal.end(f"k{i}")
+    assert len(list((tmp_path / "journal").glob("*.slot"))) == 3  # the two kept open, and k2's own
+    assert sorted((e.key, e.raw, e.crashes) for e in journal.recover()) == [("k1", b"MSH|1", 1), ("k2", b"MSH|2", 1)]
+    assert len(list(fds.iterdir())) == before

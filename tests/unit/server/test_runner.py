@@ -319,12 +319,6 @@ def _entries(count: int) -> list[tuple[str, str, bytes, str]]:
     return [(journal_key("mllp", "RIS", "HOSP", f"STAGED-{i}"), "mllp", NORMAL, "") for i in range(count)]
 
 
-def _crashes(journal: Journal, key: str) -> int | None:
-    """The crash count in ``key``'s journal entry (None: no entry)."""
-    path = journal.directory / f"{key}.msg"
-    return int(path.read_bytes().split(b"\n", 1)[0].split(b" ")[2]) if path.exists() else None
-
-
 def test_the_next_job_is_staged_while_the_worker_runs_one(scene: Scene, pipeline: Pipeline) -> None:
     """While the worker process runs a message, the runner thread journals the next queued one and
     sends it at once, behind the one running, so the worker starts it the moment it has answered
@@ -333,7 +327,7 @@ def test_the_next_job_is_staged_while_the_worker_runs_one(scene: Scene, pipeline
     first runs, the second is staged, the third waits in the queue until the second runs."""
     entries = _entries(3)
     journaled: list[list[int | None]] = []
-    scene.on_asked = lambda: journaled.append([_crashes(scene.journal, e[0]) for e in entries])
+    scene.on_asked = lambda: journaled.append([scene.journal.crashes(e[0]) for e in entries])
     with scene.reactor.lock:  # the first job's start waits here until all three are queued
         jobs = [scene.run(pipeline, entry) for entry in entries]
         held: list[object] = []
@@ -363,7 +357,7 @@ def test_a_worker_death_counts_against_the_running_job_not_the_staged_one(scene:
         assert ok, value
         assert value[0].state == "processed"
     assert scene.died == [1]
-    assert [_crashes(scene.journal, e[0]) for e in entries] == [1, 0, 0]
+    assert [scene.journal.crashes(e[0]) for e in entries] == [1, 0, 0]
     assert scene.asked == 4 and not scene.ran_on_thread
 
 

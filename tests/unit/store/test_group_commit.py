@@ -117,6 +117,28 @@ def test_savepoint_failure_isolates_one_record(store: SQLiteStore) -> None:
     assert not store.save(record("BAD")).duplicate
 
 
+def test_the_first_record_of_a_batch_failing_loses_only_its_own_writes(store: SQLiteStore) -> None:
+    """The first job of a batch runs without a savepoint: failing half-way, the transaction (its
+    writes only) is rolled back and the records after it are stored in a new one."""
+    poison_reports(store)
+    batches: list[int] = []
+    store.writer._on_commit = batches.append
+    _, release = _hold_writer(store)
+    failing = store.submit(record("BAD", reports=(report("A8"), report(POISON)), outbox=(item("A8", "OB"),)))
+    good1 = store.submit(record("G1", outbox=(item("A1", "O1"),)))
+    good2 = store.submit(record("G2", outbox=(item("A2", "O2"),)))
+    release.set()
+    with pytest.raises(StoreError):
+        failing.result(10)
+    assert not good1.result(10).duplicate
+    assert not good2.result(10).duplicate
+    assert batches == [1, 3], "one batch, committed once"
+    assert [m.control_id for m in store.messages()] == ["G1", "G2"]
+    assert [r.control_id for r in store.outbox_list()] == ["O1", "O2"]
+    assert store.find_duplicate("RIS", "HOSP", "BAD") is None
+    assert not store.save(record("BAD")).duplicate
+
+
 def test_duplicates_within_one_batch(store: SQLiteStore) -> None:
     """Two saves of one key in the same transaction: the second is a duplicate of the first."""
     _, release = _hold_writer(store)
