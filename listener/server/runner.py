@@ -334,19 +334,9 @@ class _Worker:
         self.generation = -1
         #: False when its pipeline could not be built from that config.
         self.usable = False
-        #: True once it answered since its runner thread last waited for a job: :meth:`alive` needs
-        #: no poll then (docs/benchmarks.md, "The daemon's kernel time").
-        self.answered = False
 
     def alive(self) -> bool:
-        """True while the process runs: polled (a ``wait4``) unless it :attr:`answered` just now.
-
-        A process that died after its answer fails the next send or read, where the runner's
-        crash path takes it, as for a staged job (:meth:`ProcessRunner._send_staged`).
-        """
-        if self.proc is None or self.conn is None:
-            return False
-        return self.answered or self.proc.poll() is None
+        return self.proc is not None and self.conn is not None and self.proc.poll() is None
 
     def start(self) -> None:
         parent, child = socket.socketpair()
@@ -367,7 +357,6 @@ class _Worker:
         self.conn = Connection(parent.detach())
         self.generation = -1
         self.usable = False
-        self.answered = False
 
     def kill(self) -> None:
         # One read of self.proc: the runner thread's close() may set it to None meanwhile.
@@ -401,7 +390,6 @@ class _Worker:
             self.proc = None
         self.generation = -1
         self.usable = False
-        self.answered = False
         return code
 
 
@@ -606,7 +594,6 @@ class ProcessRunner(PipelineRunner):
             self._event("pipeline_worker_failed", error_type=type(exc).__name__, status=code)
             return False
         worker.generation = generation
-        worker.answered = True
         worker.usable = reply[0] == "ready"
         if not worker.usable:
             self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
@@ -641,7 +628,6 @@ class ProcessRunner(PipelineRunner):
                 if staged is not None:
                     job = staged.job
                 elif done is None:
-                    worker.answered = False  # it may die while the thread waits: polled again after
                     job = self._queue.get()
                 else:
                     try:
@@ -649,7 +635,6 @@ class ProcessRunner(PipelineRunner):
                     except queue.Empty:
                         call(done[0]._finish, done[1], done[2])
                         done = None
-                        worker.answered = False
                         job = self._queue.get()
                 if job is None:
                     return
@@ -800,7 +785,6 @@ class ProcessRunner(PipelineRunner):
                 continue
             with self._lock:
                 job.worker = None
-            worker.answered = True
             reply = loads(data)
             if reply[0] == "error":
                 raise WorkerError(str(reply[1]))
