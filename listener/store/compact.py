@@ -25,7 +25,10 @@ Pure; both SQL backends use it (docs/store.md, "Compact storage"). Three forms:
 zlib from the standard library: on the daemon's own records it makes a
 report's JSON, findings and raw message smaller than zstd at level 3 does
 (values of a few KB: zstd's frame costs more than it saves) and needs no
-package (the figures: docs/benchmarks.md, "Store size").
+package (the figures: docs/benchmarks.md, "Store size"). A value shorter than
+:data:`SMALL` is compressed with a state sized to it (:func:`_deflate`): the
+same bytes, a fraction of the CPU, and still a plain zlib stream that every
+version reads.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ from listener.errors import StoreError
 #: 8 KiB page: 1.89x the raw size stored against 1.53x (docs/benchmarks.md,
 #: "Store size"). Level 9 saves under 1 % more than 6.
 LEVEL = 6
+
+#: A value of at most this many bytes is compressed with an 8 KiB window (``wbits`` 13) and a
+#: small hash (``memLevel`` 5). A match reaches at most the window less 262 bytes back, so the
+#: window holds every match zlib's default 32 KiB window could find in so short a value; on the
+#: daemon's records the compressed bytes are the same, and the CPU a fraction, most of which
+#: zlib's default state of about 256 KiB took to clear and set up (docs/benchmarks.md,
+#: "Stored forms: zlib's state sized to the value").
+SMALL = 8192 - 262
 
 #: Shorter JSON text stays TEXT: below this, compression saves little, and
 #: ``'[]'``/``'null'`` must stay comparable in SQL.
@@ -63,7 +74,7 @@ def pack_raw(raw: bytes | None, packed: bytes | None = None) -> bytes | None:
     """
     if raw is None:
         return None
-    return packed if packed is not None else zlib.compress(raw, LEVEL)
+    return packed if packed is not None else _deflate(raw)
 
 
 def unpack_raw(value: Any) -> bytes | None:
@@ -75,7 +86,7 @@ def pack_json(text: str) -> str | bytes:
     """The SQLite stored form of a JSON column: TEXT when short, else zlib bytes (stored as a BLOB)."""
     if len(text) < PACK_MIN:
         return text
-    return zlib.compress(text.encode("utf-8"), LEVEL)
+    return _deflate(text.encode("utf-8"))
 
 
 def unpack_json(value: Any) -> str:
@@ -83,6 +94,15 @@ def unpack_json(value: Any) -> str:
     if isinstance(value, str):
         return value
     return _inflate(value).decode("utf-8")
+
+
+def _deflate(data: bytes) -> bytes:
+    """``data`` as a zlib stream at :data:`LEVEL`; a value of at most :data:`SMALL` bytes with a state
+    sized to it (an 8 KiB window: any zlib reader reads it)."""
+    if len(data) > SMALL:
+        return zlib.compress(data, LEVEL)
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 13, 5)
+    return compressor.compress(data) + compressor.flush()
 
 
 def _inflate(value: Any) -> bytes:
@@ -126,7 +146,7 @@ def split_route(route_json: str) -> tuple[str, bytes | None]:
     del whole["explanation"]
     if plain != whole:
         return route_json, None
-    return essentials, zlib.compress(route_json[cut:-1].encode("utf-8"), LEVEL)
+    return essentials, _deflate(route_json[cut:-1].encode("utf-8"))
 
 
 def join_route(route_json: Any, explanation: Any) -> str:

@@ -24,7 +24,16 @@ from listener.pipeline import Outcome, Pipeline, process
 from listener.store import MessageRecord, ReportRecord, SQLiteStore, Store
 from listener.store import schema as store_schema
 from listener.store.base import ReportRow
-from listener.store.compact import PACK_MIN, join_route, pack_json, pack_raw, split_route, unpack_json
+from listener.store.compact import (
+    PACK_MIN,
+    SMALL,
+    join_route,
+    pack_json,
+    pack_raw,
+    split_route,
+    unpack_json,
+    unpack_raw,
+)
 from listener.store.rows import with_forms
 
 from .records import CHEST, CHEST_PNEUMOTHORAX, T0, record, report
@@ -155,6 +164,31 @@ def test_sqlite_report_rows_are_the_same_whoever_made_their_forms(
     per_message = [rows[i : i + len(plain.reports)] for i in range(0, len(rows), len(plain.reports))]
     assert per_message[0] == per_message[1] == per_message[2]
     assert raws[0] == raws[1] == raws[2] == pack_raw(plain.raw)
+
+
+def test_values_are_plain_zlib_streams_no_larger_than_zlibs_default(pipeline: Pipeline) -> None:
+    """Short values are compressed with a state sized to them: a zlib stream any reader decodes, of
+    the bytes zlib's default state gives on the daemon's records; values in the default form (an
+    earlier version's) read back too, and a long value round-trips."""
+    (rec,) = report_records(_outcome(pipeline, CHEST))
+    essentials, explanation = split_route(rec.route_json)
+    assert explanation is not None
+    long_text = json.dumps([f"finding {i}" for i in range(2 * SMALL)])
+    values = [
+        (CHEST, pack_raw(CHEST)),
+        (rec.report_json.encode(), pack_json(rec.report_json)),
+        (long_text.encode(), pack_json(long_text)),
+        (rec.route_json[len(essentials) - 1 : -1].encode(), explanation),
+    ]
+    for plain, stored in values:
+        assert isinstance(stored, bytes) and zlib.decompress(stored) == plain
+        assert len(stored) <= len(zlib.compress(plain, 6)) + 2
+    small = [stored for plain, stored in values if len(plain) <= SMALL]
+    assert len(small) == 3 and all(s[0] == 0x58 for s in small)  # zlib header: an 8 KiB window
+    assert unpack_raw(zlib.compress(CHEST, 6)) == unpack_raw(memoryview(zlib.compress(CHEST, 6))) == CHEST
+    assert unpack_json(zlib.compress(rec.report_json.encode(), 6)) == rec.report_json
+    assert join_route(essentials, zlib.compress(zlib.decompress(explanation), 6)) == rec.route_json
+    assert join_route(essentials, explanation) == rec.route_json
 
 
 def test_split_route_gives_back_the_exact_text_and_keeps_odd_routes_whole() -> None:
