@@ -220,14 +220,19 @@ class _Run:
     search the same text). ``present``: for a :class:`Folded` pattern, the
     lowered text it last searched and whether that text holds one of the
     literals every match of the pattern needs (:func:`_needed_literals`).
-    Both are dropped when the run ends; outside a run nothing is kept.
+    ``first``: a :class:`Folded` pattern's first match in a kept text between
+    two offsets (or None), by pattern, text and offsets: rules of one report
+    search the same sentence for the same words (docs/benchmarks.md, "Worker
+    CPU, round 10").
+    All are dropped when the run ends; outside a run nothing is kept.
     """
 
-    __slots__ = ("lowered", "present")
+    __slots__ = ("first", "lowered", "present")
 
     def __init__(self) -> None:
         self.lowered: dict[str, str] = {}
         self.present: dict[Folded, tuple[str, bool]] = {}
+        self.first: dict[tuple[Folded, str, int, int], re.Match[str] | None] = {}
 
 
 #: The QA run in progress: :func:`run_rules` sets a fresh :class:`_Run` for its run.
@@ -470,10 +475,28 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-        if run is not None and self._needed is not None and not self._present(run, low):
-            return None
-        span = self._search_lowered(low, pos, endpos)
-        return None if span is None else self.pattern.match(text, span[0], endpos)
+            if run is not None and self._needed is not None and not self._present(run, low):
+                return None
+            span = self._search_lowered(low, pos, endpos)
+            return None if span is None else self.pattern.match(text, span[0], endpos)
+        return self._first(run, text, low, pos, endpos)  # type: ignore[arg-type]
+
+    def _first(self, run: _Run, text: str, low: str, pos: int, endpos: int) -> re.Match[str] | None:
+        """:meth:`search` of a text the run keeps (``low`` its lowered copy), asked once per run.
+
+        A search of the same text between the same offsets is answered from ``run.first``
+        (:class:`_Run`); :meth:`finditer`'s first match is this search's.
+        """
+        key = (self, text, pos, endpos)
+        found = run.first.get(key, _MISSING)
+        if found is _MISSING:
+            if self._needed is not None and not self._present(run, low):
+                found = None
+            else:
+                span = self._search_lowered(low, pos, endpos)
+                found = None if span is None else self.pattern.match(text, span[0], endpos)
+            run.first[key] = found
+        return found  # type: ignore[return-value]
 
     def _present(self, run: _Run, low: str) -> bool:
         """Whether ``low`` holds one of the literals every match needs; once per run and text.
@@ -532,6 +555,14 @@ class Folded:
             if low is None:
                 yield from self.pattern.finditer(text, pos, endpos)
                 return
+        elif self._body is not None:
+            # The first match is the search's, kept by the run (:meth:`_first`).
+            found = self._first(run, text, low, pos, endpos)  # type: ignore[arg-type]
+            while found is not None:
+                yield found
+                hit = self._search_lowered(low, found.end(), endpos)
+                found = None if hit is None else self.pattern.match(text, hit[0], endpos)
+            return
         if run is not None and self._needed is not None and not self._present(run, low):
             return
         if self._body is None:

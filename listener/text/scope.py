@@ -24,8 +24,9 @@ __all__ = ["RegionIndex", "inside_any"]
 
 _WORD = re.compile(r"\w+")
 # The same words in an ASCII text, found with ``re.ASCII``'s table instead of the Unicode database
-# (the same characters are word characters there).
-_ASCII_WORD = re.compile(r"\w+", re.ASCII)
+# (the same characters are word characters there), as the pieces of a split: the words and the
+# stretches between them, alternately, from which every offset is a running sum of lengths.
+_ASCII_WORD_SPLIT = re.compile(r"(\w+)", re.ASCII)
 # Words that may sit between the findings of a list without opening a new
 # clause ("pneumothorax, effusion, and consolidation are absent").
 _LIST_WORDS = frozenset(
@@ -86,13 +87,25 @@ class RegionIndex:
     def __init__(self, text: str, lo: int, hi: int, span_starts: Sequence[int]) -> None:
         # Strategy: every per-word list is built by C-level map/accumulate over
         # the matches, not a Python loop per word (a region has hundreds).
-        matches = list((_ASCII_WORD if text.isascii() else _WORD).finditer(text, lo, hi))
-        starts = list(map(re.Match.start, matches))
-        ends = list(map(re.Match.end, matches))
+        words: Iterable[str]
+        if lo >= 0 and text.isascii():
+            # An ASCII region split on its words, lowered (the same length, the same words): no
+            # Match object per word, and the words come out lowered (docs/benchmarks.md, "Worker
+            # CPU, round 10"). The pieces alternate between the stretches around the words and
+            # the words, so a word starts at the running sum of the pieces before it.
+            pieces = _ASCII_WORD_SPLIT.split(text[lo:hi].lower())
+            offsets = list(accumulate(map(len, pieces), initial=lo))
+            starts = offsets[1:-1:2]
+            ends = offsets[2::2]
+            words = pieces[1::2]
+        else:
+            matches = list(_WORD.finditer(text, lo, hi))
+            starts = list(map(re.Match.start, matches))
+            ends = list(map(re.Match.end, matches))
+            words = map(str.lower, map(re.Match.group, matches))
         self._word_starts = starts
         self._word_ends = ends
         # Prefix counts of the words outside _LIST_WORDS.
-        words = map(str.lower, map(re.Match.group, matches))
         self._nonlist = list(accumulate(map(not_, map(_LIST_WORDS.__contains__, words)), initial=0))
         self._span_starts = span_starts
 

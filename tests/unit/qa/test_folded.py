@@ -237,3 +237,25 @@ def test_folded_with_a_literal_start_searches_its_body() -> None:
         a, b = f.search(text, pos), f.pattern.search(text, pos)
         assert (a and a.span()) == (b and b.span()), pos
     assert [m.span() for m in f.finditer(text)] == [m.span() for m in f.pattern.finditer(text)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(_TEXTS, st.lists(st.integers(0, 400), min_size=1, max_size=4))
+def test_folded_in_a_run_answers_each_stretch_as_the_original(text: str, offsets: list[int]) -> None:
+    """Inside a QA run a search of a kept text is answered once per pattern, text and offsets
+    (``_Run.first``) and finditer starts from that answer: every search and finditer of the same
+    text between any offsets, asked twice and in either order, gives the original's matches."""
+    import listener.qa.engine as engine
+
+    text = text + " " + "z" * engine._SHORT
+    token = engine._RUN.set(engine._Run())
+    try:
+        for f in FOLDED:
+            p = f.pattern
+            for pos, endpos in [(a, b) for a in offsets for b in offsets] * 2:
+                it = [(m.span(), m.groups()) for m in f.finditer(text, pos, endpos)]
+                assert it == [(m.span(), m.groups()) for m in p.finditer(text, pos, endpos)], p.pattern
+                a, b = f.search(text, pos, endpos), p.search(text, pos, endpos)
+                assert (a and (a.span(), a.groups())) == (b and (b.span(), b.groups())), p.pattern
+    finally:
+        engine._RUN.reset(token)
