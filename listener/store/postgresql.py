@@ -307,8 +307,19 @@ class PostgresSession:
         self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
+        """Give the store's in-use lock back, then close the connection.
+
+        The server drops a session's locks only once its backend has ended, a moment after the
+        connection closes; unlocked first, a store closed here is free to the next open (a
+        migration, ``overread store copy``) the moment this returns, not a moment later.
+        """
+        try:
+            if not self._conn.closed:
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass  # a broken session: the server drops its locks when it notices
+        finally:
+            self._conn.close()
 
 
 class _Reader:

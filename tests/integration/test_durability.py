@@ -196,7 +196,9 @@ def test_idle_connections_and_slow_drip_are_timed_out(tmp_path: Path, oru: bytes
     idle_timeout, while a normal sender keeps getting AA throughout."""
     (tmp_path / "logs").mkdir()
     config = tmp_path / "overread.yaml"
-    config.write_text("max_connections: 300\nidle_timeout: 1.5\n")
+    # Every connection comes from 127.0.0.1: the per-peer limit (50 by default) would refuse the
+    # drip and the normal sender, and the test would pass without checking them.
+    config.write_text("max_connections: 300\nmax_connections_per_peer: 300\nidle_timeout: 1.5\n")
     daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(config)))
     daemon.start()
     try:
