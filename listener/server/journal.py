@@ -89,6 +89,25 @@ class Interrupted:
     meta: str
 
 
+@dataclass(slots=True)
+class _SlotFile:
+    """One slot file of the journal (:meth:`Journal.begin`).
+
+    Attributes:
+        fd: its open descriptor (-1: closed).
+        number: its file's number (``<number>.slot``).
+        kept: kept open for reuse (else one entry's own, removed at its end).
+        written: the length of the entry last written (0: none since it was voided).
+        crc_at: the offset of that entry's CRC (where :meth:`Journal.end` voids it).
+    """
+
+    fd: int
+    number: int
+    kept: bool
+    written: int = 0
+    crc_at: int = 0
+
+
 class Journal:
     """The journal directory of one state directory.
 
@@ -106,13 +125,12 @@ class Journal:
         self._prefix = os.path.join(os.fspath(self.directory), "")
         self._lock = threading.Lock()
         self._open_slots = open_slots
-        #: Slot files kept open, not holding an entry. A slot is [descriptor (-1: closed), length
-        #: last written, offset of its CRC, its file's number, 1 when kept open for reuse].
-        self._free: list[list[int]] = []
+        #: Slot files kept open, not holding an entry.
+        self._free: list[_SlotFile] = []
         #: Slot files kept open (free or holding an entry).
         self._kept = 0
         #: The key of each entry held by a slot, and that slot.
-        self._live: dict[str, list[int]] = {}
+        self._live: dict[str, _SlotFile] = {}
         #: Keys with a keyed entry (``<key>.msg``): written by this process only (recover, count_crash).
         self._keyed: set[str] = set()
         #: The number of the next slot file to create.
@@ -146,19 +164,19 @@ class Journal:
             view = memoryview(data)
             offset = 0
             while offset < len(data):
-                offset += os.pwrite(slot[0], view[offset:], offset)
-            slot[1] = len(data)
-            slot[2] = len(head)
+                offset += os.pwrite(slot.fd, view[offset:], offset)
+            slot.written = len(data)
+            slot.crc_at = len(head)
         except BaseException:
             with self._lock:
                 del self._live[key]
             self._release(slot)
             raise
-        if not slot[4]:
-            os.close(slot[0])
-            slot[0] = -1
+        if not slot.kept:
+            os.close(slot.fd)
+            slot.fd = -1
 
-    def _new_slot(self) -> list[int]:
+    def _new_slot(self) -> _SlotFile:
         """Create and open the next slot file (under the lock): kept open while fewer than
         ``open_slots`` are, else one entry's own (closed once written)."""
         while True:
@@ -170,19 +188,22 @@ class Journal:
                 continue
             kept = self._kept < self._open_slots
             self._kept += kept
-            return [fd, 0, 0, number, int(kept)]
+            return _SlotFile(fd, number, kept)
 
-    def _release(self, slot: list[int]) -> None:
+    def _slot_path(self, slot: _SlotFile) -> str:
+        return f"{self._prefix}{slot.number}.slot"
+
+    def _release(self, slot: _SlotFile) -> None:
         """A slot no entry holds: back to the free ones when kept open, else closed and removed."""
-        if slot[4]:
+        if slot.kept:
             with self._lock:
                 self._free.append(slot)
             return
-        if slot[0] >= 0:
-            os.close(slot[0])
-            slot[0] = -1
+        if slot.fd >= 0:
+            os.close(slot.fd)
+            slot.fd = -1
         try:
-            os.unlink(f"{self._prefix}{slot[3]}.slot")
+            os.unlink(self._slot_path(slot))
         except FileNotFoundError:
             pass
 
@@ -194,13 +215,12 @@ class Journal:
             self._keyed.discard(key)
         if slot is not None:
             try:
-                if not slot[4]:
-                    pass  # its own file: removed below
-                elif slot[1] > _SLOT_KEEP:
-                    os.ftruncate(slot[0], 0)
-                else:
-                    os.pwrite(slot[0], _VOID, slot[2])
-                slot[1] = 0
+                if slot.kept:  # (an entry's own file is removed by _release)
+                    if slot.written > _SLOT_KEEP:
+                        os.ftruncate(slot.fd, 0)
+                    else:
+                        os.pwrite(slot.fd, _VOID, slot.crc_at)
+                slot.written = 0
             finally:
                 self._release(slot)
         if keyed:
@@ -224,7 +244,7 @@ class Journal:
         except FileNotFoundError:
             with self._lock:
                 slot = self._live.get(key)
-            entry = None if slot is None else _read_slot_file(Path(f"{self._prefix}{slot[3]}.slot"))
+            entry = None if slot is None else _read_slot_file(Path(self._slot_path(slot)))
             if entry is None or entry[0] != key:
                 return 1
             _, transport, raw, meta = entry
@@ -237,12 +257,16 @@ class Journal:
             except ValueError:
                 return 1
         count = crashes + 1
-        tmp = self.directory / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
-        tmp.write_bytes(b"%s %s %d %s\n" % (_MAGIC, transport, count, head_meta) + raw)
-        os.replace(tmp, path)
+        self._write_keyed(key, transport, count, head_meta, raw)
         with self._lock:
             self._keyed.add(key)
         return count
+
+    def _write_keyed(self, key: str, transport: bytes, crashes: int, meta: bytes, raw: bytes) -> None:
+        """Write ``key``'s keyed entry whole: under a private name, then renamed into place."""
+        tmp = self.directory / f"{key}.{os.getpid()}.{threading.get_ident()}.part"
+        tmp.write_bytes(b"%s %s %d %s\n" % (_MAGIC, transport, crashes, meta) + raw)
+        os.replace(tmp, self._path(key))
 
     def pending(self) -> int:
         """How many messages the directory holds entries for (being processed, or interrupted).
@@ -285,8 +309,8 @@ class Journal:
         """
         with self._lock:
             for slot in self._free + list(self._live.values()):
-                if slot[0] >= 0:
-                    os.close(slot[0])
+                if slot.fd >= 0:
+                    os.close(slot.fd)
             self._free, self._live, self._keyed, self._next, self._kept = [], {}, set(), 0, 0
         for part in self.directory.glob("*.part"):
             part.unlink(missing_ok=True)
@@ -312,9 +336,7 @@ class Journal:
                 self._path(key).unlink(missing_ok=True)
                 continue
             count = crashes + 1
-            tmp = self.directory / f"{key}.tmp"
-            tmp.write_bytes(b"%s %s %d %s\n" % (_MAGIC, transport, count, meta) + raw)
-            os.replace(tmp, self._path(key))
+            self._write_keyed(key, transport, count, meta, raw)
             self._keyed.add(key)
             found.append(Interrupted(key, transport.decode(), count, raw, meta_text))
         # Only once every count is in a keyed entry: a death before here loses none.
