@@ -475,11 +475,15 @@ class Folded:
             low = lowered_ascii(text)
             if low is None:
                 return self.pattern.search(text, pos, endpos)
-            if run is not None and self._needed is not None and not self._present(run, low):
-                return None
-            span = self._search_lowered(low, pos, endpos)
-            return None if span is None else self.pattern.match(text, span[0], endpos)
+            return self._first_match(run, text, low, pos, endpos)
         return self._first(run, text, low, pos, endpos)  # type: ignore[arg-type]
+
+    def _first_match(self, run: _Run | None, text: str, low: str, pos: int, endpos: int) -> re.Match[str] | None:
+        """The first match in ``text[pos:endpos]``, found in ``low``, its lowered copy."""
+        if run is not None and self._needed is not None and not self._present(run, low):
+            return None
+        span = self._search_lowered(low, pos, endpos)
+        return None if span is None else self.pattern.match(text, span[0], endpos)
 
     def _first(self, run: _Run, text: str, low: str, pos: int, endpos: int) -> re.Match[str] | None:
         """:meth:`search` of a text the run keeps (``low`` its lowered copy), asked once per run.
@@ -490,12 +494,7 @@ class Folded:
         key = (self, text, pos, endpos)
         found = run.first.get(key, _MISSING)
         if found is _MISSING:
-            if self._needed is not None and not self._present(run, low):
-                found = None
-            else:
-                span = self._search_lowered(low, pos, endpos)
-                found = None if span is None else self.pattern.match(text, span[0], endpos)
-            run.first[key] = found
+            found = run.first[key] = self._first_match(run, text, low, pos, endpos)
         return found  # type: ignore[return-value]
 
     def _present(self, run: _Run, low: str) -> bool:
@@ -549,36 +548,31 @@ class Folded:
 
     def finditer(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> Iterator[re.Match[str]]:
         run = _RUN.get()  # as in search
-        low = run.lowered.get(text) if run is not None else None
+        kept = run.lowered.get(text) if run is not None else None
+        low = kept if kept is not None else lowered_ascii(text)
         if low is None:
-            low = lowered_ascii(text)
-            if low is None:
-                yield from self.pattern.finditer(text, pos, endpos)
-                return
-        elif self._body is not None:
-            # The first match is the search's, kept by the run (:meth:`_first`).
-            found = self._first(run, text, low, pos, endpos)  # type: ignore[arg-type]
+            yield from self.pattern.finditer(text, pos, endpos)
+            return
+        if self._body is not None:
+            # A pattern with a body never matches empty (its matches start with a known character), so
+            # each search goes on from where the last match ended, as finditer does. The first match
+            # in a kept text is the search's, kept by the run (:meth:`_first`).
+            if kept is not None:
+                found = self._first(run, text, low, pos, endpos)  # type: ignore[arg-type]
+            else:
+                found = self._first_match(run, text, low, pos, endpos)
             while found is not None:
                 yield found
                 hit = self._search_lowered(low, found.end(), endpos)
                 found = None if hit is None else self.pattern.match(text, hit[0], endpos)
+                assert hit is None or (found is not None and found.span() == hit)
             return
         if run is not None and self._needed is not None and not self._present(run, low):
             return
-        if self._body is None:
-            for m in self._exact.finditer(low, pos, endpos):
-                found = self.pattern.match(text, m.start(), endpos)
-                assert found is not None and found.span() == m.span()
-                yield found
-            return
-        # A pattern with a body never matches empty (its matches start with a known character), so
-        # each search goes on from where the last match ended, as finditer does.
-        hit = self._search_lowered(low, pos, endpos)
-        while hit is not None:
-            found = self.pattern.match(text, hit[0], endpos)
-            assert found is not None and found.span() == hit
+        for m in self._exact.finditer(low, pos, endpos):
+            found = self.pattern.match(text, m.start(), endpos)
+            assert found is not None and found.span() == m.span()
             yield found
-            hit = self._search_lowered(low, hit[1], endpos)
 
 
 def folded(pattern: re.Pattern[str]) -> Folded:
