@@ -60,6 +60,15 @@ def test_workers_inline_key(tmp_path: Path) -> None:
         assert load_config(path).workers_inline is expected
 
 
+def test_worker_affinity_key(tmp_path: Path) -> None:
+    """``worker_affinity``: on by default; ``false`` leaves the worker processes unbound."""
+    assert load_config(None).worker_affinity is True
+    path = tmp_path / "overread.yaml"
+    for text, expected in (("worker_affinity: false\n", False), ("worker_affinity: true\n", True)):
+        path.write_text("workers: 2\n" + text)
+        assert load_config(path).worker_affinity is expected
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
@@ -68,6 +77,7 @@ def test_workers_inline_key(tmp_path: Path) -> None:
         ("workers: 2.5\n", 1),
         ("workers: all\n", 1),
         ("workers: 2\nworkers_inline: sometimes\n", 2),
+        ("workers: 2\nworker_affinity: 1\n", 2),
         ("synchronous: OFF\n", 1),
         ("state_dir: var\nmllp: nonsense\n", 2),
         ("max_frame_size: 10.5\n", 1),
