@@ -11,8 +11,15 @@ and never logged: ``logs.py`` has no key for it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from itertools import repeat
+from operator import call
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class ResultStatus(str, enum.Enum):
@@ -263,3 +270,43 @@ class Route:
     policy_version: str = ""
     deadline: datetime | None = None
     explanation: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------
+# building frozen values
+
+
+def frozen_builder(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor of the frozen, slotted dataclass ``cls`` from every field's value, positional, in field order.
+
+    It builds what ``cls(*values)`` builds (an equal value, each field the same object): a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__`` (a look-up of the method,
+    an argument tuple and a check per field), where this sets the slots through their descriptors in
+    one C loop. For a class of many fields (a mention's sixteen: half the instructions of a call with
+    keywords); below five or so the fixed cost of the loop makes it dearer than ``__init__``
+    (docs/benchmarks.md, "Worker CPU, round 11"). Only for a class whose every field is an
+    ``__init__`` argument and that has no ``__post_init__`` (TypeError otherwise).
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or "__slots__" not in vars(cls) or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} is not a frozen, slotted dataclass without __post_init__")
+    every = fields(cls)  # type: ignore[arg-type]  # (a dataclass: checked above)
+    names = [f.name for f in every if f.init]
+    if len(names) != len(every):
+        raise TypeError(f"{cls.__name__} has a field outside __init__")
+    setters = tuple(getattr(cls, name).__set__ for name in names)
+    count = len(setters)
+    new = object.__new__
+
+    def build(*values: Any) -> _T:
+        if len(values) != count:
+            raise TypeError(f"{cls.__name__} takes {count} values, not {len(values)}")
+        value = new(cls)
+        _consume(map(call, setters, repeat(value, count), values))
+        return value
+
+    return build
+
+
+#: Runs an iterator to its end, keeping nothing.
+_consume: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend

@@ -677,6 +677,10 @@ def _text_obx_kind(obx2: str, obx3: str, mapping: Mapping, seps: Separators) -> 
     return value_type, code, label, mapping.obx_sections.get(code, TEXT_HINT)
 
 
+#: The last field of a text row (NTE or OBX) that :func:`_text_rows` reads (OBX-8, abnormal flags).
+_TEXT_FIELDS = 8
+
+
 def _text_rows(
     rows: list[str], header: MessageHeader, mapping: Mapping, delims: Separators
 ) -> tuple[list[str], list[str], str, tuple[str, ...]]:
@@ -691,8 +695,11 @@ def _text_rows(
     # out once per distinct pair.
     kinds: dict[tuple[str, str], tuple[str, str, str, str] | None] = {}
     for row in rows:
-        fields = row.split(seps.field)
-        fields += [""] * (12 - len(fields))
+        # Only fields 2 to 8 are read (NTE-3; OBX-2, -3, -5, -6 and -8): the split stops after field 8
+        # (the rest stays one piece), where a text OBX has some 17 (docs/benchmarks.md, "Worker CPU, round 11").
+        fields = row.split(seps.field, _TEXT_FIELDS + 1)
+        if len(fields) <= _TEXT_FIELDS:
+            fields += [""] * (_TEXT_FIELDS + 1 - len(fields))
         if row.startswith("NTE"):
             for rep in fields[3].split(seps.repetition):
                 lines.extend(_unescape(delims, rep).split("\n"))

@@ -584,10 +584,12 @@ def folded(pattern: re.Pattern[str]) -> Folded:
 class RuleInput:
     """Everything a rule may look at, and the id the running rule is registered under.
 
-    Read-only by convention, not frozen: :func:`run_rules` builds one per rule
-    and report (46 per report), and a frozen dataclass's ``__init__`` (one
+    Read-only by convention, not frozen: a frozen dataclass's ``__init__`` (one
     ``object.__setattr__`` per field) costs about five times a plain one's
-    (docs/benchmarks.md, "QA engine"). Rules never assign to it.
+    (docs/benchmarks.md, "QA engine"). Rules never assign to it, nor keep it
+    past their own run: :func:`run_rules` builds one per report and sets
+    ``settings`` and ``rule_id`` before each rule (docs/benchmarks.md,
+    "Worker CPU, round 11").
     """
 
     report: Report
@@ -725,11 +727,19 @@ def run_rules(report: Report, config: QaConfig, context: QaContext) -> tuple[Fin
     terms, procedures, directory = config.terms, config.procedures, config.directory
     stop = context.stop
     token = _RUN.set(_Run())
+    # One RuleInput for the run, its settings and rule id set before each rule: a rule's findings are
+    # all made (its generator run out by ``extend``) before the next rule's are set
+    # (docs/benchmarks.md, "Worker CPU, round 11").
+    data: RuleInput | None = None
     try:
         for rule_id, function, settings in config.plan:
             if stop is not None and stop():
                 raise QaInterrupted(tuple(findings))
-            data = RuleInput(report, analysis, terms, procedures, directory, context, settings, rule_id)
+            if data is None:
+                data = RuleInput(report, analysis, terms, procedures, directory, context, settings, rule_id)
+            else:
+                data.settings = settings
+                data.rule_id = rule_id
             findings.extend(function(data))
     finally:
         _RUN.reset(token)

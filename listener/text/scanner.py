@@ -799,6 +799,10 @@ class Walk:
     ascii_form: bool
 
 
+#: The first item of a ``walks`` memo key whose entry is the walk that reaches farthest from a start
+#: (``SharedFinder._walk_from``).
+_WIDEST_WALK = "widest walk"
+
 #: What one candidate of a :class:`Walk` is matched with: (the index of a scanner in
 #: ``SharedFinder.scanners``, the pattern of its longest key that the candidate's key starts with).
 _Tries = tuple[tuple[int, re.Pattern[str]], ...]
@@ -860,13 +864,32 @@ class SharedFinder:
             forms = walks.get(forms_key)
             if forms is None:
                 forms = walks[forms_key] = _ascii_forms_apply(text)
-            walked = self.walk(text, start, hi, forms)  # type: ignore[arg-type]
+            walked = self._walk_from(text, start, hi, forms, walks)  # type: ignore[arg-type]
             entry = walks[key] = (walked, self.scan_all(text, hi, walked) if walked is not None else ())
         walked, found = entry
         for i, known in enumerate(self.scanners):
             if known is scanner and walked is not None:
                 return list(found[i])
         return scanner.scan(text, start, hi, walked=walked)
+
+    def _walk_from(self, text: str, start: int, hi: int, forms: bool, walks: dict[object, object]) -> Walk | None:
+        """:meth:`walk` of ``text[start:hi]``, or the walk of a region with the same start that reaches as far.
+
+        A region's scan reads only the candidates before its end (``scan_all`` and ``_scan_walked`` stop
+        at ``hi``), and those are the same in every walk from ``start`` that reaches ``hi``: the finder
+        goes token by token from ``start``, each token and the key at it read at most ``_SCAN_KEY``
+        characters, and the walked region runs ``_SCAN_KEY - 1`` past its end. So a sentence that opens
+        a section (a rule's scan of the impression's first sentence) reads the section's walk, not a
+        walk of its own (docs/benchmarks.md, "Worker CPU, round 11").
+        """
+        widest_key = (_WIDEST_WALK, self, text, start)
+        widest: tuple[int, Walk] | None = walks.get(widest_key)  # type: ignore[assignment]
+        if widest is not None and widest[0] >= hi:
+            return widest[1]
+        walked = self.walk(text, start, hi, forms)
+        if walked is not None:
+            walks[widest_key] = (hi, walked)
+        return walked
 
     def scan_all(self, text: str, hi: int, walked: Walk) -> tuple[tuple[re.Match[str], ...], ...]:
         """:meth:`Scanner.scan` of each of ``scanners`` over one walk (``walked``, up to ``hi``), in one loop.

@@ -259,3 +259,39 @@ def test_decoder_raises_only_decode_errors(pipeline: Pipeline, data: st.DataObje
         _decode(pipeline, bytes(raw))
     except DecodeError:
         pass
+
+
+_FIELD_TEXT = st.text(alphabet="abcXYZ 09.,:^&~\\-", max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fields_after_obx_8_never_change_the_text(pipeline: Pipeline, data: st.DataObject) -> None:
+    """Property: a text row's fields after OBX-8 (status, times, observers...) change neither its text,
+    its sections, its text kind nor its abnormal flags; so a row read only up to OBX-8 (the split
+    stops there: docs/benchmarks.md, "Worker CPU, round 11") reads as the whole row would, short rows
+    and NTEs included."""
+    rows: list[str] = []
+    for n in range(data.draw(st.integers(min_value=1, max_value=4), label="rows")):
+        if data.draw(st.booleans(), label="nte"):
+            fields = ["NTE", str(n + 1), "L", data.draw(_FIELD_TEXT, label="comment")]
+        else:
+            fields = [
+                "OBX",
+                str(n + 1),
+                data.draw(st.sampled_from(["TX", "ST", "NM", "CE", "FT"]), label="OBX-2"),
+                data.draw(st.sampled_from(["18782-3^Findings^LN", "19005-8^Impression^LN", "&GDT", ""]), label="OBX-3"),
+                "",
+                data.draw(_FIELD_TEXT, label="OBX-5"),
+                data.draw(st.sampled_from(["", "mm", "cm^centimetre"]), label="OBX-6"),
+                "",
+                data.draw(st.sampled_from(["", "A", "h^High", " n "]), label="OBX-8"),
+            ]
+        cut = data.draw(st.integers(min_value=3, max_value=len(fields)), label="cut")
+        rows.append("|".join(fields[:cut]))
+    extra = data.draw(st.lists(_FIELD_TEXT, min_size=1, max_size=10), label="fields after OBX-8")
+    head = [s for s in BASE if not s.startswith("OBX")]
+    whole = _decode(pipeline, _msg(head + [r + "|" * (9 - r.count("|")) + "|".join(extra) for r in rows]))
+    short = _decode(pipeline, _msg(head + rows))
+    (a,), (b,) = whole.reports, short.reports
+    assert (a.text, a.sections, a.text_kind, a.abnormal_flags) == (b.text, b.sections, b.text_kind, b.abnormal_flags)

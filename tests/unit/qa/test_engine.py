@@ -120,3 +120,37 @@ def test_docs_table_lists_every_registered_rule() -> None:
         category = names[0].partition(".")[0]
         documented.update(name if "." in name else f"{category}.{name}" for name in names)
     assert documented == set(registry())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FINDINGS: Right pneumothorax. Possible left lower lobe pneumonia.\n"
+        "IMPRESSION: No pneumothorax. Findings may represent atelectasis versus pneumonia.",
+        "FINDINGS: Normal uterus. Left knee effusion.\nIMPRESSION: Probable edema. Questionable opacity.",
+        "IMPRESSION:",
+    ],
+)
+def test_each_finding_is_its_own_rules(text: str) -> None:
+    """run_rules gives what each rule of the plan gives with an input of its own (its settings, its id),
+    in plan order: the one RuleInput of a run carries each rule's own settings and id while it runs
+    (docs/benchmarks.md, "Worker CPU, round 11")."""
+    from listener.qa.engine import Analysis, RuleInput
+    from tests.unit.qa.factory import make_report, pipeline
+
+    config = pipeline().qa
+    assert config is not None
+    report = make_report(text)
+    context = QaContext(now=RECEIVED)
+    found = run_rules(report, config, context)
+    analysis = Analysis(report, config.terms, context.text_cache)
+    expected = [
+        finding
+        for rule_id, function, settings in config.plan
+        for finding in function(
+            RuleInput(report, analysis, config.terms, config.procedures, config.directory, context, settings, rule_id)
+        )
+    ]
+    assert list(found) == expected
+    assert len({f.rule for f in found}) >= 2 or text == "IMPRESSION:"
+    assert len({f.severity for f in found}) >= 2 or text == "IMPRESSION:"

@@ -279,3 +279,27 @@ def test_shared_finder_holds_every_scanners_keys(terms: Terms) -> None:
     assert walked.ascii_form
     with_separator = shared.walk("no\x1ceffusion", 0)
     assert with_separator is not None and not with_separator.ascii_form
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(ascii_pieces, max_size=40).map("".join), data=st.data())
+def test_a_region_reads_a_wider_walk_from_its_start(terms: Terms, text: str, data: st.DataObject) -> None:
+    """A region scanned after a wider one from the same start (a section's first sentence after the
+    section) reads that walk and finds exactly scan_tokens()'s matches; one from another start walks
+    on its own."""
+    shared = terms.shared_finder
+    assert shared is not None
+    n = len(text)
+    start = data.draw(st.integers(min_value=0, max_value=n), label="start")
+    wide = data.draw(st.integers(min_value=start, max_value=n + 3), label="wide")
+    narrow = data.draw(st.integers(min_value=start, max_value=wide), label="narrow")
+    other = data.draw(st.integers(min_value=0, max_value=n), label="other start")
+    walks: dict[object, object] = {}
+    for scanner in shipped(terms)[:3]:
+        shared.scan(scanner, text, start, wide, walks)
+    wide_walk = walks[(shared, text, start, wide)][0]  # type: ignore[index]
+    for lo, hi in ((start, narrow), (other, max(other, narrow))):
+        for scanner in shipped(terms)[:3]:
+            expected = signature(scanner.scan_tokens(text, lo, hi))
+            assert signature(shared.scan(scanner, text, lo, hi, walks)) == expected
+    assert walks[(shared, text, start, narrow)][0] is wide_walk  # type: ignore[index]
