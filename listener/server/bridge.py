@@ -26,7 +26,7 @@ from listener.errors import StoreError
 from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.server.journal import Journal
 from listener.server.metrics import Metrics
-from listener.server.runner import PipelineRunner, PipelineTask, Presaved, WorkerCrashed, run_journaled
+from listener.server.runner import PipelineRunner, PipelineTask, WorkerCrashed, run_journaled
 from listener.store.base import MessageRecord, SaveResult, Store
 
 __all__ = [
@@ -48,8 +48,7 @@ def deferred_from_future(future: Future[T], call_from_thread: Callable[..., obje
     """Wrap a concurrent Future in a Deferred that fires on the reactor thread.
 
     Args:
-        future: resolved by another thread (the store's writer); when it is resolved
-            already (a record stored ahead by a runner thread), the Deferred fires now.
+        future: resolved by another thread (the store's writer).
         call_from_thread: ``reactor.callFromThread`` (tests pass a direct call).
     """
     d: defer.Deferred[T] = defer.Deferred()
@@ -61,10 +60,7 @@ def deferred_from_future(future: Future[T], call_from_thread: Callable[..., obje
         else:
             d.callback(done.result())
 
-    if future.done():
-        fire(future)
-    else:
-        future.add_done_callback(lambda done: call_from_thread(fire, done))
+    future.add_done_callback(lambda done: call_from_thread(fire, done))
     return d
 
 
@@ -86,13 +82,10 @@ def commit(
     processed: Callable[[SaveResult], T],
     unavailable: Callable[[str], T],
     on_outbox: Callable[[], object] | None,
-    saved: Future[SaveResult] | None = None,
 ) -> defer.Deferred[T]:
     """Save one record and fire with the answer to send.
 
     Args:
-        saved: the record's save, when a runner thread handed it to the store already
-            (:class:`~listener.server.runner.Presaved`); None: it is handed over now.
         duplicate: the answer when the save found the key stored already
             (nothing was written; the result carries the stored answer).
         processed: the answer once the record is durably committed; after it,
@@ -111,8 +104,7 @@ def commit(
     def failed(failure: Failure) -> T:
         return unavailable(error_type(failure))
 
-    result = submit(store, record, call_from_thread) if saved is None else deferred_from_future(saved, call_from_thread)
-    return result.addCallbacks(stored, failed)
+    return submit(store, record, call_from_thread).addCallbacks(stored, failed)
 
 
 def error_type(failure: Failure) -> str:
@@ -211,7 +203,6 @@ class StoreShell:
         duplicate: Callable[[SaveResult], T],
         processed: Callable[[SaveResult], T],
         unavailable: Callable[[str], T],
-        saved: Future[SaveResult] | None = None,
     ) -> defer.Deferred[T]:
         """:func:`commit` with this intake's store, reactor and outbound wake-up."""
         return commit(
@@ -222,7 +213,6 @@ class StoreShell:
             processed=processed,
             unavailable=unavailable,
             on_outbox=self.on_outbox,
-            saved=saved,
         )
 
     def journaled(
@@ -234,18 +224,16 @@ class StoreShell:
         on_overrun: Callable[[], object],
         *,
         failed: Callable[[Failure], R],
-        save: Callable[[R, Future[SaveResult] | None], defer.Deferred[T]],
+        save: Callable[[R], defer.Deferred[T]],
         quarantined: Callable[[int], defer.Deferred[T]],
         task: PipelineTask | None = None,
-        presave: Callable[[R], Future[SaveResult]] | None = None,
     ) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
         """Journal, check and store one message (:func:`~listener.server.runner.run_journaled`, then ``save``).
 
         Args:
             failed: what to store when the work itself failed (the journal
                 could not be written, a bug outside the pipeline).
-            save: stores the result and gives the answer, given the result's save when
-                ``presave`` made it on the runner thread (else None); the journal entry
+            save: stores the result and gives the answer; the journal entry
                 ends once it has (docs/hardening.md).
             quarantined: stores the message quarantined and gives the answer, given
                 the count of its worker processes' deaths (:class:`WorkerCrashed`:
@@ -253,8 +241,6 @@ class StoreShell:
                 is quarantined, docs/hardening.md).
             task: the check as data, for a worker process (see
                 :func:`~listener.server.runner.run_journaled`).
-            presave: hands a worker process's result to the store on the runner thread
-                (see :func:`~listener.server.runner.run_journaled`); None: ``save`` does.
 
         Returns:
             (the answer, a Deferred firing once no worker runs the message).
@@ -266,21 +252,14 @@ class StoreShell:
                 journal.end(entry[0])
             return answer
 
-        def checked(result: R | Presaved[R]) -> defer.Deferred[T]:
-            if isinstance(result, Presaved):
-                return save(result.value, result.saved)
-            return save(result, None)
-
         def not_checked(failure: Failure) -> defer.Deferred[T]:
             crashed = failure.value
             if isinstance(crashed, WorkerCrashed):
                 return quarantined(crashed.crashes)
-            return save(failed(failure), None)
+            return save(failed(failure))
 
-        processed, finished = run_journaled(
-            self.runner, journal, entry, check, unchecked, serialize, on_overrun, task, presave
-        )
-        answered: defer.Deferred[T] = processed.addCallbacks(checked, not_checked)
+        processed, finished = run_journaled(self.runner, journal, entry, check, unchecked, serialize, on_overrun, task)
+        answered: defer.Deferred[T] = processed.addCallbacks(save, not_checked)
         return answered.addBoth(forget), finished
 
     def submit(self, record: MessageRecord) -> defer.Deferred[SaveResult]:

@@ -56,7 +56,6 @@ from listener.server.mllp import Intake, MllpFactory
 from listener.server.priors import PriorLookup
 from listener.server.runner import PipelineRunner, ProcessRunner
 from listener.server.systemd import notify_ready, notify_reloading, notify_stopping, start_watchdog
-from listener.server.wakeups import ThreadCalls
 from listener.statelock import lock_state_dir
 from listener.store import Store, open_store, store_description
 from listener.store.sqlite import SQLiteStore
@@ -246,11 +245,11 @@ class Daemon:
         self.journal = Journal(config.state_dir / "journal")
         self.interrupted = self.journal.recover()
         # Each decoded report's prior studies, read on its worker thread; a failure is logged on the reactor.
-        # The threads' calls to the reactor, several for one wake-up under load (listener/server/wakeups.py).
-        thread_calls = ThreadCalls(reactor.callFromThread)
         priors = PriorLookup(
             self.store,
-            failed=lambda error_type: thread_calls(_log().warning, "prior_lookup_failed", error_type=error_type),
+            failed=lambda error_type: reactor.callFromThread(
+                _log().warning, "prior_lookup_failed", error_type=error_type
+            ),
         )
         # How a checked message is recorded, by the daemon's threads and its worker processes alike.
         recording = Recording(hash_key, tuple(w.settings for w in self.outbound))
@@ -270,7 +269,6 @@ class Daemon:
                 on_event=_worker_event,
                 inline=config.workers_inline,
                 recording=recording,
-                call_from_thread=thread_calls,
             )
         else:
             self.runner = PipelineRunner(
@@ -278,7 +276,6 @@ class Daemon:
                 workers=config.pipeline_workers,
                 budget=config.pipeline_budget,
                 grace=max(1.0, config.pipeline_budget / 2),
-                call_from_thread=thread_calls,
             )
         # Live discrepancy figures for routing, refreshed off the reactor (listener/server/live_rates.py).
         self.live_rates: LiveRates | None = None
@@ -295,7 +292,7 @@ class Daemon:
             pipeline,
             self.store,
             hash_key=recording.hash_key,
-            call_from_thread=thread_calls,
+            call_from_thread=reactor.callFromThread,
             keep_raw=recording.keep_raw,
             metrics=self.metrics,
             destinations=recording.destinations,
@@ -741,7 +738,7 @@ def _http_parts(
         lambda: intake.pipeline,
         store,
         hash_key=hash_key,
-        call_from_thread=intake.call_from_thread,
+        call_from_thread=reactor.callFromThread,
         run_in_thread=threads.deferToThread,
         metrics=metrics,
         destinations=lambda: intake.destinations,

@@ -33,7 +33,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -325,8 +324,7 @@ class HttpIntake(StoreShell):
         def bug(failure: Failure) -> FhirChecked:
             return internal_error_outcome(None, client.feed or "default", error_type(failure), "resource"), (), ()
 
-        def save(result: FhirChecked, _saved: Future[SaveResult] | None) -> defer.Deferred[HttpAnswer]:
-            # Never saved ahead (no presave): the record is built here, from the answer's parts.
+        def save(result: FhirChecked) -> defer.Deferred[HttpAnswer]:
             outcome, records, server_ids = result
             return self._save(
                 body,

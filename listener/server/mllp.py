@@ -40,7 +40,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -411,9 +410,9 @@ class Intake(StoreShell):
                 hashed=self._hashed,
             )
 
-        def save(result: MllpChecked, saved: Future[SaveResult] | None) -> defer.Deferred[tuple[Answer, _Settled]]:
+        def save(result: MllpChecked) -> defer.Deferred[tuple[Answer, _Settled]]:
             record, fields, counted = result
-            return self._commit(record, header, mlog, started, fields, counted, saved)
+            return self._commit(record, header, mlog, started, fields, counted)
 
         def bug(failure: Failure) -> MllpChecked:
             # work() itself failed (the journal could not be written, a bug
@@ -448,9 +447,6 @@ class Intake(StoreShell):
                 raw, header, crashes, mlog, time.perf_counter(), received
             ),
             task=task,
-            # A worker's record goes to the store from its runner thread; the answer comes
-            # back with the commit (docs/benchmarks.md, "Daemon wake-ups, 2026-12-07").
-            presave=lambda result: self.store.submit(result[0]),
         )
         finished.addBoth(lambda _: released())
         return answered
@@ -467,7 +463,6 @@ class Intake(StoreShell):
         started: float,
         fields: dict[str, Any],
         counted: Tally | None,
-        saved: Future[SaveResult] | None = None,
     ) -> defer.Deferred[tuple[Answer, _Settled]]:
         code, ack = record.ack_code, record.ack
 
@@ -495,7 +490,7 @@ class Intake(StoreShell):
         def unavailable(failure_type: str) -> tuple[Answer, _Settled]:
             return self._store_unavailable(header, mlog, started, failure_type, fields), None
 
-        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable, saved=saved)
+        return self.commit(record, duplicate=duplicate, processed=processed, unavailable=unavailable)
 
     def quarantine(self, raw: bytes, header: MessageHeader, crashes: int, log: Any) -> defer.Deferred[Answer]:
         """Store a message that crashed the daemon ``crashes`` times, unprocessed, answered AE 207.

@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -55,7 +54,6 @@ __all__ = [
     "Job",
     "PipelineRunner",
     "PipelineTask",
-    "Presaved",
     "ProcessRunner",
     "WorkerAbandoned",
     "WorkerCrashed",
@@ -103,10 +101,6 @@ class Job(Generic[T]):
         "task",
         "worker",
         "abandoned",
-        "started_at",
-        "presave",
-        "saving",
-        "overrunning",
     )
 
     def __init__(
@@ -125,32 +119,14 @@ class Job(Generic[T]):
         self.worker: Any = None
         #: True once the reactor stopped waiting and killed its worker process.
         self.abandoned = False
-        #: The reactor's time (``reactor.seconds()``) when a thread started it (None: still queued).
-        self.started_at: float | None = None
-        #: Hands the work's value to the store from the runner thread (:meth:`ProcessRunner._store_ahead`).
-        self.presave: Callable[[Any], Future[Any]] | None = None
-        #: True once the runner thread stored the value ahead: the answer comes with the commit
-        #: (under the runner's lock, as :attr:`overrunning`).
-        self.saving = False
-        #: True while the reactor builds the answer of an overrun: the runner thread stores nothing ahead.
-        self.overrunning = False
-
-    def mark_started(self) -> None:
-        """On the thread that starts the work (a worker process runs it from now): the hard limit
-        counts from now (:meth:`_overrun`)."""
-        self.started_at = self._runner.reactor.seconds()
 
     # Everything below runs on the reactor thread.
 
-    def _limit(self) -> float:
-        return self._runner.grace if self._runner.hurrying else self._runner.budget + self._runner.grace
-
-    def _arm(self) -> None:
-        """Queued: the hard limit's timer, armed now for a whole limit; :meth:`_overrun` counts it
-        from the job's start, so no thread has to wake the reactor when it starts the job
-        (docs/benchmarks.md, "Daemon wake-ups, 2026-12-07")."""
-        self._runner.active.add(self)
-        self._timer = self._runner.reactor.callLater(self._limit(), self._overrun)
+    def _started(self) -> None:
+        if not self.finished.called:
+            self._runner.active.add(self)
+            limit = self._runner.grace if self._runner.hurrying else self._runner.budget + self._runner.grace
+            self._timer = self._runner.reactor.callLater(limit, self._overrun)
 
     def hurry(self) -> None:
         """Shutdown: stop QA at the next check, and stop waiting after the grace at most."""
@@ -164,26 +140,12 @@ class Job(Generic[T]):
         self._timer = None
         if self.result.called:
             return
-        # One read: a thread may start the job meanwhile (then the next check counts from then).
-        started = self.started_at
-        left = self._limit() if started is None else started + self._limit() - self._runner.reactor.seconds()
-        if left > 0:
-            # Still queued, or started after the timer was armed: not overrun yet.
-            self._timer = self._runner.reactor.callLater(left, self._overrun)
-            return
-        with self._runner._lock:
-            if self.saving:
-                # The worker answered in time and its record is being stored: the answer
-                # comes with the commit, as any answer waits for its commit.
-                return
-            self.overrunning = True
         try:
             value = self.on_overrun(self.interrupt)
         except Exception:  # noqa: BLE001 - keep waiting for the worker instead
             value = None
         if value is None:
             # Nothing to answer with yet (still decoding): wait for the worker.
-            self.overrunning = False
             return
         self._runner.abandon(self)
         self.result.callback(value)
@@ -211,8 +173,6 @@ class PipelineRunner:
         budget: seconds a job may run before its interrupt turns True.
         grace: seconds after the budget before the reactor stops waiting.
         clock: monotonic seconds (tests may pass their own).
-        call_from_thread: how the threads hand a job's start and end to the reactor
-            (None: ``reactor.callFromThread``).
     """
 
     def __init__(
@@ -223,14 +183,10 @@ class PipelineRunner:
         budget: float = 2.0,
         grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        call_from_thread: Callable[..., object] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.reactor = reactor
-        #: How a thread hands a call to the reactor (the daemon's shared
-        #: :class:`~listener.server.wakeups.ThreadCalls`; default ``reactor.callFromThread``).
-        self.call_from_thread = reactor.callFromThread if call_from_thread is None else call_from_thread
         self.workers = workers
         self.budget = budget
         self.grace = grace
@@ -241,7 +197,7 @@ class PipelineRunner:
         self._surplus = 0
         self._threads: list[threading.Thread] = []
         self._stopped = False
-        #: Jobs queued or running on a worker now (reactor thread only).
+        #: Jobs running on a worker now (reactor thread only).
         self.active: set[Job[Any]] = set()
         #: True once shutdown began: every job gets only the grace.
         self.hurrying = False
@@ -253,20 +209,17 @@ class PipelineRunner:
         work: Callable[[Interrupt], T],
         on_overrun: Callable[[Interrupt], T | None],
         task: PipelineTask | None = None,
-        presave: Callable[[T], Future[Any]] | None = None,
     ) -> Job[T]:
         """Queue ``work(interrupt)`` for a worker thread; see :class:`Job`.
 
-        ``task`` describes the same work for a worker process, and ``presave`` stores its
-        value from the runner thread (:class:`ProcessRunner`); this runner ignores both.
+        ``task`` describes the same work for a worker process
+        (:class:`ProcessRunner`); this runner ignores it.
         """
         job: Job[T] = Job(self, work, on_overrun)
         job.task = task
-        job.presave = presave
         if self._stopped:
             job._finish(False, RuntimeError("pipeline runner stopped"))
             return job
-        job._arm()
         self._queue.put(job)
         return job
 
@@ -306,15 +259,15 @@ class PipelineRunner:
         thread.start()
 
     def _loop(self) -> None:
-        call = self.call_from_thread
+        call = self.reactor.callFromThread
         while True:
             job = self._queue.get()
             if job is None:
                 return
             job.interrupt.start(self.clock, self.budget)
-            job.mark_started()
             if self.hurrying:
                 job.interrupt.request()
+            call(job._started)
             try:
                 value: Any = job.work(job.interrupt)
                 ok = True
@@ -509,7 +462,6 @@ class ProcessRunner(PipelineRunner):
         clock: Callable[[], float] = time.monotonic,
         inline: bool = False,
         store_file: Path | None = None,
-        call_from_thread: Callable[..., object] | None = None,
     ) -> None:
         self.config = config
         self.recording = recording
@@ -525,21 +477,10 @@ class ProcessRunner(PipelineRunner):
         self.calm = 0
         #: Released by each runner thread once its first worker process answered its config (or failed).
         self._first_ready = threading.Semaphore(0)
-        super().__init__(
-            reactor, workers=workers, budget=budget, grace=grace, clock=clock, call_from_thread=call_from_thread
-        )
+        super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
-            PipelineRunner(
-                reactor,
-                workers=1,
-                budget=budget,
-                grace=grace,
-                clock=clock,
-                call_from_thread=self.call_from_thread,
-            )
-            if inline
-            else None
+            PipelineRunner(reactor, workers=1, budget=budget, grace=grace, clock=clock) if inline else None
         )
 
     def run(
@@ -547,7 +488,6 @@ class ProcessRunner(PipelineRunner):
         work: Callable[[Interrupt], T],
         on_overrun: Callable[[Interrupt], T | None],
         task: PipelineTask | None = None,
-        presave: Callable[[T], Future[Any]] | None = None,
     ) -> Job[T]:
         """Queue the job: after a calm spell (:data:`CALM_ARRIVALS`) on the inline thread, else as the base class."""
         with self._lock:
@@ -557,7 +497,7 @@ class ProcessRunner(PipelineRunner):
         if alone and task is not None and self.inline is not None:
             job = self.inline.run(work, on_overrun, task)
         else:
-            job = super().run(work, on_overrun, task, presave)
+            job = super().run(work, on_overrun, task)
         job.finished.addBoth(self._landed)
         return job
 
@@ -632,7 +572,7 @@ class ProcessRunner(PipelineRunner):
         return not any(thread.is_alive() for thread in threads)
 
     def _event(self, event: str, **fields: Any) -> None:
-        self.call_from_thread(self.on_event, event, **fields)
+        self.reactor.callFromThread(self.on_event, event, **fields)
 
     def _ready(self, worker: _Worker) -> bool:
         """Start the worker process and give it the current config when needed; True when it can take tasks."""
@@ -660,8 +600,10 @@ class ProcessRunner(PipelineRunner):
         return worker.usable
 
     def _loop(self) -> None:
-        call = self.call_from_thread
+        call = self.reactor.callFromThread
         worker = _Worker()
+        #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
+        done: tuple[Job[Any], bool, Any] | None = None
         #: The next job, taken from the queue while the worker ran the last one (:meth:`_stage`).
         staged: _Staged | None = None
         #: Where :meth:`_on_process` leaves the job it staged, whatever way it ends.
@@ -672,13 +614,28 @@ class ProcessRunner(PipelineRunner):
                 # The worker runs the staged job already: no config or start-up may come between.
                 running = staged is not None and staged.sent
                 if not running:
+                    if done is not None and not self._configured(worker):
+                        # A process to start or configure first (about 1 s): answer the last job now.
+                        call(done[0]._finish, done[1], done[2])
+                        done = None
                     # Started (and configured) before taking a job, so a new
                     # process's start-up never counts against a message's budget.
                     self._ready(worker)
                 if first:
                     first = False
                     self._first_ready.release()
-                job: Job[Any] | None = staged.job if staged is not None else self._queue.get()
+                job: Job[Any] | None
+                if staged is not None:
+                    job = staged.job
+                elif done is None:
+                    job = self._queue.get()
+                else:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        call(done[0]._finish, done[1], done[2])
+                        done = None
+                        job = self._queue.get()
                 if job is None:
                     return
                 on_process = running or (job.task is not None and self._ready(worker))
@@ -686,8 +643,14 @@ class ProcessRunner(PipelineRunner):
                     job.interrupt.start(self.clock, self.budget)
                     if self.hurrying:
                         job.interrupt.request()
-                # A staged job was sent behind the last one: the worker process starts it only now.
-                job.mark_started()
+                if done is None:
+                    call(job._started)
+                else:
+                    # A job was waiting: the last one's answer and this one's start cross to the
+                    # reactor in one call, one wake-up of the reactor less per message under load
+                    # (docs/benchmarks.md, "The daemon's main process").
+                    call(_hand_over, done, job)
+                    done = None
                 this, staged = staged, None
                 try:
                     value: Any = self._on_process(worker, job, this, slot) if on_process else job.work(job.interrupt)
@@ -695,50 +658,26 @@ class ProcessRunner(PipelineRunner):
                 except BaseException as exc:  # noqa: BLE001 - handed to the reactor as a Failure
                     value, ok = exc, False
                 staged, slot.staged = slot.staged, None
-                # Its start cost the reactor no call (:meth:`Job._arm`): its end is the one,
-                # with its commit when its record is stored ahead.
-                if not (ok and self._store_ahead(job, value)):
-                    call(job._finish, ok, value)
+                done = (job, ok, value)
                 if staged is None:
                     with self._lock:
                         if self._surplus > 0:
                             self._surplus -= 1
                             return
         finally:
+            if done is not None:
+                call(done[0]._finish, done[1], done[2])
             staged = staged or slot.staged
             if staged is not None:
                 # Never left unanswered (only a bug in this loop ends it with a job staged).
                 call(staged.job._finish, False, WorkerError("RunnerStopped"))
             worker.close()
 
-    def _store_ahead(self, job: Job[Any], value: Any) -> bool:
-        """The job's value came back: hand its record to the store from this thread (``job.presave``)
-        and its answer to the reactor once committed, as :class:`Presaved`: one call to the reactor
-        for both, not one to hand the record to the store and one for the commit (docs/benchmarks.md,
-        "Daemon wake-ups, 2026-12-07"). The answer still waits for the commit; the ``finished``
-        Deferred fires with it.
-
-        Returns:
-            False when the job has no ``presave``, the reactor is answering it as an overrun, or the
-            store refused it (closed: the reactor's own save gives that answer): the caller hands
-            the value to the reactor as any other.
-        """
-        presave = job.presave
-        if presave is None:
-            return False
+    def _configured(self, worker: _Worker) -> bool:
+        """True when ``worker`` runs and has the current config (:meth:`_ready` has nothing to do)."""
         with self._lock:
-            if job.abandoned or job.overrunning:
-                return False
-            job.saving = True
-        try:
-            saved = presave(value)
-        except Exception:  # noqa: BLE001 - the reactor's save meets the same refusal and answers it
-            with self._lock:
-                job.saving = False
-            return False
-        call = self.call_from_thread
-        saved.add_done_callback(lambda _: call(job._finish, True, Presaved(value, saved)))
-        return True
+            generation = self.generation
+        return worker.alive() and worker.generation == generation
 
     def _request(self, job: Job[Any]) -> bytes:
         """The pickled request for ``job.task`` (by procworker.dumps, as the reply: no ForkingPickler per message)."""
@@ -902,17 +841,12 @@ class _Slot:
     staged: _Staged | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Presaved(Generic[T]):
-    """A job's value whose record its runner thread handed to the store (:meth:`ProcessRunner._store_ahead`).
-
-    Attributes:
-        value: the work's value.
-        saved: the store's future for the record, resolved (committed or failed).
-    """
-
-    value: T
-    saved: Future[Any]
+def _hand_over(done: tuple[Job[Any], bool, Any], job: Job[Any]) -> None:
+    """On the reactor: the last job of a runner thread finished (``done``), then ``job`` started."""
+    try:
+        done[0]._finish(done[1], done[2])
+    finally:
+        job._started()
 
 
 def run_journaled(
@@ -924,8 +858,7 @@ def run_journaled(
     serialize: Callable[[Outcome], T],
     on_overrun: Callable[[], object],
     task: PipelineTask | None = None,
-    presave: Callable[[T], Future[Any]] | None = None,
-) -> tuple[defer.Deferred[T | Presaved[T]], defer.Deferred[None]]:
+) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
     """Journal a message, then check it on a worker within the budget (both intakes' one path).
 
     Args:
@@ -939,12 +872,9 @@ def run_journaled(
         task: the same check as data, for a worker process (:class:`ProcessRunner`);
             its serialized result must store what ``serialize(check(...))`` stores (it may carry
             stored forms made ahead: listener/server/procworker.py).
-        presave: stores a worker process's serialized result from the runner thread (then the
-            result is a :class:`Presaved` once committed); None: the caller stores every result.
 
     Returns:
-        (the serialized result or its :class:`Presaved`, a Deferred firing once no worker runs
-        the message and, for a :class:`Presaved`, its record is committed).
+        (the serialized result, a Deferred firing once no worker runs the message).
         The caller ends the journal entry once the message is stored.
     """
     key, transport, raw, meta = entry
@@ -969,5 +899,5 @@ def run_journaled(
 
     if runner is None:
         return defer.maybeDeferred(work, Interrupt()), defer.succeed(None)
-    job: Job[Any] = runner.run(work, overrun, task, presave)
+    job = runner.run(work, overrun, task)
     return job.result, job.finished

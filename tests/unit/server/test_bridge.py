@@ -75,27 +75,6 @@ def test_deferred_from_future_fires_with_the_result_or_the_failure() -> None:
     assert seen == [7, StoreError]
 
 
-def test_a_save_resolved_already_answers_at_once_and_is_not_submitted_again() -> None:
-    """A record a runner thread stored ahead (listener/server/runner.py, Presaved) arrives with its
-    save resolved: the answer fires now, with no call through the reactor and no second submit."""
-    calls: list[Any] = []
-    saved: Future[SaveResult] = Future()
-    saved.set_result(SaveResult(1, False, b"ACK", "AA"))
-    out: list[str] = []
-    commit(
-        _Store(None),  # a second submit would answer "unavailable StoreError"
-        _record(),
-        lambda f, *args: calls.append(f),
-        duplicate=lambda r: f"duplicate {r.ack_code}",
-        processed=lambda r: f"processed {r.processing}",
-        unavailable=lambda kind: f"unavailable {kind}",
-        on_outbox=None,
-        saved=saved,
-    ).addCallback(out.append)
-    assert out == ["processed 1"]
-    assert calls == []
-
-
 def test_commit_answers_each_result_and_wakes_outbound_only_after_a_commit_with_routing() -> None:
     woken: list[int] = []
     assert _commit(_Store(SaveResult(1, False, b"ACK", "AA")), _record(), woken) == ["processed 1"]

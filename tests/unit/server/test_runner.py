@@ -19,7 +19,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,13 +29,12 @@ from twisted.internet.task import Clock
 
 from listener.config import load_config
 from listener.destinations import DestinationSettings
-from listener.errors import StoreError
 from listener.intake import Recording
 from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.priors import PriorKey
-from listener.server.runner import CALM_ARRIVALS, Job, PipelineTask, Presaved, ProcessRunner, WorkerCrashed
+from listener.server.runner import CALM_ARRIVALS, Job, PipelineTask, ProcessRunner, WorkerCrashed
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
@@ -64,12 +62,6 @@ class InlineReactor(Clock):
         with self.lock:
             self.called.append(getattr(f, "__name__", ""))
             f(*args, **kwargs)
-
-    def seconds(self) -> float:
-        # A runner thread reads the time as it starts a job (its hard limit counts from then):
-        # while the test holds the lock, no job starts.
-        with self.lock:
-            return super().seconds()
 
 
 class Scene:
@@ -113,9 +105,8 @@ class Scene:
         if self.asked <= self.kills:
             if self.end_entry:
                 self.journal.end(KEY)
-            # The one job running (the others wait, queued or staged); its worker process is
-            # blocked waiting for this answer.
-            (job,) = [job for job in self.runner.active if job.started_at is not None]
+            # The one job running; its worker process is blocked waiting for this answer.
+            (job,) = self.runner.active
             os.kill(job.worker.proc.pid, signal.SIGKILL)
         return None
 
@@ -226,95 +217,20 @@ def test_a_crash_before_a_daemon_restart_counts_after_it(scene: Scene, pipeline:
     assert scene.died == [QUARANTINE_AFTER] and scene.asked == 1
 
 
-def test_a_job_costs_the_reactor_one_call_from_the_runner_thread(scene: Scene, pipeline: Pipeline) -> None:
-    """A job's start wakes no reactor: its hard-limit timer is armed when it is queued and counts
-    from its start (docs/benchmarks.md, "Daemon wake-ups, 2026-12-07"); the runner thread's one
-    call is the job's end. Every job answers, every timer is cancelled, none is left active."""
+def test_a_job_waiting_when_one_ends_starts_in_the_same_reactor_call(scene: Scene, pipeline: Pipeline) -> None:
+    """The runner thread hands the finished job's answer and the waiting job's start to the reactor in
+    one call (one wake-up less per message; docs/benchmarks.md, "The daemon's main process"): every
+    job answers, each was started (its hard-limit timer armed, then cancelled), none is left active."""
     with scene.reactor.lock:  # the first job's start waits here until all three are queued
         jobs = [scene.run(pipeline) for _ in range(3)]
-        assert len(scene.reactor.getDelayedCalls()) == 3
     for job in jobs:
         ok, value = scene.outcome(job)
         assert ok, value
         assert value[0].state == "processed"
     called = scene.reactor.called
-    assert called == ["_finish", "_finish", "_finish"], called
+    assert called == ["_started", "_hand_over", "_hand_over", "_finish"], called
     assert not scene.runner.active
     assert not scene.reactor.getDelayedCalls()
-
-
-def test_the_hard_limit_counts_from_a_jobs_start_not_from_its_queueing(scene: Scene, pipeline: Pipeline) -> None:
-    """The first message holds the worker process past the hard limit while two more wait (one
-    staged behind it in the process's socket, one queued): the first is answered unchecked and its
-    process killed; the two waiting ones, whose timers were armed when they were queued, are not
-    overrun: each runs (on a new process) and is processed."""
-    entries = _entries(3)
-    held, release = threading.Event(), threading.Event()
-
-    def hold_the_first() -> None:
-        if not held.is_set():
-            held.set()
-            assert release.wait(120)
-
-    scene.on_asked = hold_the_first
-    with scene.reactor.lock:
-        jobs = [scene.run(pipeline, entry) for entry in entries]
-    assert held.wait(120), "the first message never reached its prior look-up"
-    with scene.reactor.lock:
-        scene.reactor.advance(BUDGET + GRACE)
-        assert jobs[0].result.called and not jobs[1].result.called and not jobs[2].result.called
-    release.set()
-    outcomes = [scene.outcome(job) for job in jobs]
-    assert outcomes[0] == (True, UNCHECKED)
-    for ok, value in outcomes[1:]:
-        assert ok, value
-        assert value[0].state == "processed"
-    assert not scene.runner.active
-    assert not scene.reactor.getDelayedCalls()
-
-
-def test_a_record_stored_ahead_is_answered_with_its_commit_and_never_overrun(scene: Scene, pipeline: Pipeline) -> None:
-    """With ``presave`` the runner thread hands the worker's value to the store itself, and the job's
-    answer reaches the reactor once that save resolved, as a ``Presaved`` carrying it (one call,
-    docs/benchmarks.md, "Daemon wake-ups, 2026-12-07"). The hard limit passing while the record is
-    being stored neither answers the job unchecked nor abandons it: the worker answered in time."""
-    stored: list[Any] = []
-    handed = threading.Event()
-    commit: Future[str] = Future()
-
-    def presave(value: Any) -> Future[str]:
-        stored.append(value)
-        handed.set()
-        return commit
-
-    task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
-    job = scene.runner.run(lambda _interrupt: None, lambda _interrupt: UNCHECKED, task, presave)
-    assert handed.wait(120), "the runner thread never stored the value"
-    with scene.reactor.lock:
-        scene.reactor.advance(BUDGET + GRACE)
-        assert not job.result.called and not job.abandoned
-        assert scene.reactor.called == []
-    commit.set_result("committed")
-    ok, value = scene.outcome(job)
-    assert ok, value
-    assert isinstance(value, Presaved)
-    assert value.value is stored[0] and value.value[0].state == "processed"
-    assert value.saved is commit
-    assert scene.reactor.called == ["_finish"]
-    assert not scene.runner.active and not scene.reactor.getDelayedCalls()
-
-
-def test_a_record_the_store_refuses_ahead_is_answered_as_any(scene: Scene, pipeline: Pipeline) -> None:
-    """A store that refuses the record on the runner thread (closed) leaves the job's value to the
-    reactor as without ``presave``: the reactor's own save meets the refusal and answers it."""
-
-    def refused(_value: Any) -> Future[str]:
-        raise StoreError("store is closed")
-
-    task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
-    ok, value = scene.outcome(scene.runner.run(lambda _interrupt: None, lambda _interrupt: UNCHECKED, task, refused))
-    assert ok, value
-    assert not isinstance(value, Presaved) and value[0].state == "processed"
 
 
 def test_join_after_stop_returns_once_every_worker_process_is_reaped(scene: Scene, pipeline: Pipeline) -> None:
@@ -425,7 +341,7 @@ def test_the_next_job_is_staged_while_the_worker_runs_one(scene: Scene, pipeline
     assert journaled[1] == [0, 0, 0], journaled  # the third staged while the second ran
     assert held and held[0] is not None
     assert scene.asked == 3 and not scene.ran_on_thread
-    assert scene.reactor.called == ["_finish", "_finish", "_finish"], scene.reactor.called
+    assert scene.reactor.called == ["_started", "_hand_over", "_hand_over", "_finish"], scene.reactor.called
 
 
 def test_a_worker_death_counts_against_the_running_job_not_the_staged_one(scene: Scene, pipeline: Pipeline) -> None:
