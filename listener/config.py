@@ -45,6 +45,7 @@ _CONFIG_KEYS = frozenset(
         "pipeline_budget",
         "workers",
         "workers_inline",
+        "worker_affinity",
         "health_probe_interval",
         "synchronous",
         "store",
@@ -132,12 +133,18 @@ class HttpClient:
     allow: tuple[str, ...] = DEFAULT_HTTP_PERMISSIONS
 
 
+def usable_cpus() -> tuple[int, ...]:
+    """The numbers of the CPUs this process may run on (its affinity), in order; empty where the
+    platform does not tell (not Linux)."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return ()
+
+
 def usable_cores() -> int:
     """The cores this process may run on (``workers: auto``; docs/configuration.md)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    return len(usable_cpus()) or os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,8 @@ class Config:
             other is being checked runs on a thread in the daemon instead of
             crossing to a process (docs/configuration.md, "workers"); False:
             every HL7 v2 message runs on a process.
+        worker_affinity: each worker process is bound to one of the CPUs the daemon may run on,
+            in turn (docs/configuration.md, "worker_affinity"); False: they run on any of them.
         pipeline_budget: seconds one message's QA may take; past it the report
             is stored unchecked (``qa.timeout``) and routed by the policy's
             ``unchecked`` block (docs/hardening.md).
@@ -221,6 +230,7 @@ class Config:
     pipeline_budget: float = DEFAULT_PIPELINE_BUDGET
     workers: int = field(default_factory=usable_cores)
     workers_inline: bool = True
+    worker_affinity: bool = True
     health_probe_interval: float = DEFAULT_HEALTH_PROBE_INTERVAL
     synchronous: str = "FULL"
     store_url: str = ""
@@ -472,8 +482,9 @@ def load_config(path: str | Path | None, *, mappings_dir: str | Path | None = No
             daemon["idle_timeout"] = doc.get_number("idle_timeout", minimum=0.1)
         if "workers" in doc:
             daemon["workers"] = _workers(doc)
-        if "workers_inline" in doc:
-            daemon["workers_inline"] = doc.get_bool("workers_inline")
+        for key in ("workers_inline", "worker_affinity"):
+            if key in doc:
+                daemon[key] = doc.get_bool(key)
         if "pipeline_budget" in doc:
             daemon["pipeline_budget"] = doc.get_number("pipeline_budget", minimum=0.05)
         if "health_probe_interval" in doc:

@@ -41,7 +41,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import globalLogBeginner
 
 from listener.assemble import build_pipeline
-from listener.config import Config
+from listener.config import Config, usable_cpus
 from listener.console.whatif import remove_stale_files
 from listener.errors import ConfigError, StoreError, database_error_code, database_error_type
 from listener.hl7v2.segments import read_header
@@ -269,6 +269,7 @@ class Daemon:
                 on_event=_worker_event,
                 inline=config.workers_inline,
                 recording=recording,
+                cpus=usable_cpus() if config.worker_affinity else (),
             )
         else:
             self.runner = PipelineRunner(

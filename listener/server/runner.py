@@ -327,9 +327,11 @@ class WorkerError(Exception):
 class _Worker:
     """One worker process and the parent's end of its socket (used by one runner thread only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpu: int | None = None) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
+        #: The CPU its processes are bound to (None: any the daemon may run on).
+        self.cpu = cpu
         #: The runner generation whose config it built (-1: none yet).
         self.generation = -1
         #: False when its pipeline could not be built from that config.
@@ -354,6 +356,11 @@ class _Worker:
             raise
         finally:
             child.close()
+        if self.cpu is not None:
+            try:
+                os.sched_setaffinity(self.proc.pid, {self.cpu})
+            except OSError:  # the CPU was taken from the daemon meanwhile: the process runs anywhere
+                pass
         self.conn = Connection(parent.detach())
         self.generation = -1
         self.usable = False
@@ -445,6 +452,10 @@ class ProcessRunner(PipelineRunner):
             reports' prior studies from it itself, read-only, and asks the
             thread (``prior_lookup``) only when that read fails. None (PostgreSQL):
             every look-up is the thread's.
+        cpus: the CPUs to bind the processes to, each runner thread's to the one
+            fewest other threads' processes are bound to (``worker_affinity``:
+            docs/configuration.md; docs/benchmarks.md, "The worker in the daemon,
+            2026-12-07"); empty: not bound.
     """
 
     def __init__(
@@ -462,8 +473,11 @@ class ProcessRunner(PipelineRunner):
         clock: Callable[[], float] = time.monotonic,
         inline: bool = False,
         store_file: Path | None = None,
+        cpus: tuple[int, ...] = (),
     ) -> None:
         self.config = config
+        #: How many runner threads bind their processes to each of ``cpus`` (under the lock).
+        self._bound = dict.fromkeys(cpus, 0)
         self.recording = recording
         self.generation = 0
         self.journal = journal
@@ -599,9 +613,18 @@ class ProcessRunner(PipelineRunner):
             self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
         return worker.usable
 
+    def _bind(self) -> int | None:
+        """The CPU for a new runner thread's processes: the one fewest threads bind theirs to (None: unbound)."""
+        with self._lock:
+            if not self._bound:
+                return None
+            cpu = min(self._bound, key=self._bound.__getitem__)
+            self._bound[cpu] += 1
+            return cpu
+
     def _loop(self) -> None:
         call = self.reactor.callFromThread
-        worker = _Worker()
+        worker = _Worker(self._bind())
         #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
         done: tuple[Job[Any], bool, Any] | None = None
         #: The next job, taken from the queue while the worker ran the last one (:meth:`_stage`).
@@ -672,6 +695,9 @@ class ProcessRunner(PipelineRunner):
                 # Never left unanswered (only a bug in this loop ends it with a job staged).
                 call(staged.job._finish, False, WorkerError("RunnerStopped"))
             worker.close()
+            if worker.cpu is not None:
+                with self._lock:
+                    self._bound[worker.cpu] -= 1
 
     def _configured(self, worker: _Worker) -> bool:
         """True when ``worker`` runs and has the current config (:meth:`_ready` has nothing to do)."""

@@ -144,6 +144,38 @@ def test_stuck_worker_process_is_killed_and_replaced(tmp_path: Path) -> None:
         assert daemon.stop() == 0
 
 
+def test_each_worker_process_is_bound_to_one_cpu_in_turn(tmp_path: Path) -> None:
+    """``worker_affinity`` (the default): each worker process is bound to one of the daemon's CPUs, in turn,
+    and the process started after a crash to the CPU of the one it replaces; ``false``: bound to none
+    (docs/configuration.md, "worker_affinity")."""
+    cpus = sorted(os.sched_getaffinity(0))
+    daemon = start(tmp_path, "workers: 2\nworkers_inline: false\npipeline_budget: 600\n")
+    try:
+        bound = {pid: os.sched_getaffinity(pid) for pid in idle_workers(daemon)}
+        assert sorted(bound.values(), key=min) == [{cpus[i % len(cpus)]} for i in range(2)]
+        conn = MllpConnection(daemon.address, timeout=120)
+        conn.send(run_on("BOUND-1", 140_000))
+        first = checking_worker(daemon)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
+        second = checking_worker(daemon)  # the retry, on the new process of the same runner thread
+        replaced = os.sched_getaffinity(second)
+        os.kill(second, signal.SIGKILL)
+        assert second != first
+        assert replaced == bound[first]
+        assert msa(conn.receive())[1] == "BOUND-1"
+        conn.close()
+    finally:
+        assert daemon.stop() == 0
+    daemon = start(tmp_path, "workers: 2\nworker_affinity: false\n", name="free")
+    try:
+        assert daemon.proc is not None
+        mine = os.sched_getaffinity(daemon.proc.pid)
+        assert [os.sched_getaffinity(pid) for pid in idle_workers(daemon)] == [mine, mine]
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_a_message_alone_runs_in_the_daemon_with_workers_inline(tmp_path: Path) -> None:
     """``workers_inline`` (the default): once CALM_ARRIVALS messages in a row arrived while no other was being
     checked, such a message runs on the daemon's own thread, so it is checked and answered even with both

@@ -51,13 +51,15 @@ def test_workers_key(tmp_path: Path) -> None:
         assert load_config(path).workers == expected
 
 
-def test_workers_inline_key(tmp_path: Path) -> None:
-    """``workers_inline``: on by default; ``false`` sends every HL7 v2 message to a worker process."""
-    assert load_config(None).workers_inline is True
+@pytest.mark.parametrize("key", ["workers_inline", "worker_affinity"])
+def test_worker_process_switches(tmp_path: Path, key: str) -> None:
+    """``workers_inline`` (``false``: every HL7 v2 message goes to a worker process) and ``worker_affinity``
+    (``false``: the worker processes are bound to no CPU): on by default, ``true`` or ``false`` in the file."""
+    assert getattr(load_config(None), key) is True
     path = tmp_path / "overread.yaml"
-    for text, expected in (("workers_inline: false\n", False), ("workers_inline: true\n", True)):
-        path.write_text("workers: 2\n" + text)
-        assert load_config(path).workers_inline is expected
+    for value, expected in (("false", False), ("true", True)):
+        path.write_text(f"workers: 2\n{key}: {value}\n")
+        assert getattr(load_config(path), key) is expected
 
 
 @pytest.mark.parametrize(
@@ -68,6 +70,7 @@ def test_workers_inline_key(tmp_path: Path) -> None:
         ("workers: 2.5\n", 1),
         ("workers: all\n", 1),
         ("workers: 2\nworkers_inline: sometimes\n", 2),
+        ("workers: 2\nworker_affinity: 1\n", 2),
         ("synchronous: OFF\n", 1),
         ("state_dir: var\nmllp: nonsense\n", 2),
         ("max_frame_size: 10.5\n", 1),
