@@ -53,8 +53,8 @@ class HeadingRules:
     #: heading is empty or starts with blank space (``inline_pattern`` is
     #: then searched as it is).
     inline_heads: re.Pattern[str] | None = None
-    #: ``line_pattern`` without its ``^``, led by a line feed instead, lower-cased and case-sensitive
-    #: (listener/text/casefold.py): searched in a lower-cased ASCII text, it finds each line start
+    #: ``line_pattern`` without its ``^``, led by a line feed instead, its headings grouped by first
+    #: character, lower-cased and case-sensitive (listener/text/casefold.py): searched in a lower-cased ASCII text, it finds each line start
     #: where ``line_pattern`` matches with one C search (``re`` skips to the line feeds; an
     #: ``IGNORECASE`` alternation is tried at every position and enters every branch).
     #: :func:`_line_headings` then matches ``line_pattern`` there. None when a heading is empty or
@@ -73,14 +73,15 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
     """Compile a heading vocabulary into the two patterns :func:`sectionize` uses."""
     words = sorted(headings, key=len, reverse=True)  # longest first: CLINICAL HISTORY before CLINICAL
     alternation = "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in words)
-    line_body = rf"[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)"
-    line_pattern = re.compile(rf"^{line_body}", re.IGNORECASE | re.MULTILINE)
+    line_pattern = re.compile(rf"^{_line_body(alternation)}", re.IGNORECASE | re.MULTILINE)
     inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
     heads = line_heads = None
     reach = 0
     if words and all(w and not w[0].isspace() for w in words):
         heads = re.compile(rf"(?P<heading>{_by_first_character(words)})(?:[ \t]*,)?:[ \t,]*")
-        twin = lowered_twin(re.compile(line_body, re.IGNORECASE | re.MULTILINE))
+        # Grouped by first character as well: ``line_heads`` only finds where ``line_pattern``
+        # matches, which a match of any branch tells, whatever the branches' order.
+        twin = lowered_twin(re.compile(_line_body(_by_first_character(words)), re.IGNORECASE | re.MULTILINE))
         if twin is not None:
             line_heads = re.compile(f"\n{twin.pattern}", twin.flags)
         if not any(":" in w for w in words):
@@ -89,6 +90,11 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
         w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
     )
     return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads, line_heads, reach)
+
+
+def _line_body(alternation: str) -> str:
+    """A line heading of ``alternation`` after blanks, then a colon or the line end (without the ``^``)."""
+    return rf"[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)"
 
 
 def _by_first_character(words: Sequence[str]) -> str:

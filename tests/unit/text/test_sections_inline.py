@@ -118,6 +118,20 @@ def test_inline_headings_of_the_shipped_vocabulary(
     assert _inline_found(text, shipped) == _inline_expected(text, shipped)
 
 
+@settings(max_examples=3000, deadline=None)
+@given(data=st.data())
+def test_line_headings_of_the_shipped_vocabulary(
+    shipped: HeadingRules, shipped_words: list[str], data: st.DataObject
+) -> None:
+    """Any text of the shipped headings' words, in any case: the search led by line feeds finds ``line_pattern``'s."""
+    before = st.sampled_from(["", "\n", "\n ", "\n\t", "a", "\r\n"])
+    word = st.sampled_from(shipped_words).flatmap(lambda w: st.sampled_from([w, w.lower(), w.title()]))
+    piece = st.tuples(before, word, st.sampled_from(_AFTER))
+    text = "".join("".join(p) for p in data.draw(st.lists(piece, max_size=8)))
+    expected = [(m.span(), m.group("heading"), m.group("colon")) for m in shipped.line_pattern.finditer(text)]
+    assert [(m.span(), m.group("heading"), m.group("colon")) for m in _line_headings(text, shipped)] == expected
+
+
 def test_inline_headings_resume_where_the_last_match_ended(rules: HeadingRules) -> None:
     """A heading right after another's blanks counts only from where that match ended, as in finditer."""
     text = "x.FINDINGS:  IMPRESSION: a,EXAM:b SUMMARY: c"
