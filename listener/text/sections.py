@@ -53,13 +53,17 @@ class HeadingRules:
     #: heading is empty or starts with blank space (``inline_pattern`` is
     #: then searched as it is).
     inline_heads: re.Pattern[str] | None = None
-    #: ``line_pattern`` without its ``^``, led by a line feed instead, lower-cased and case-sensitive
-    #: (listener/text/casefold.py): searched in a lower-cased ASCII text, it finds each line start
+    #: ``line_pattern`` without its ``^``, led by a line feed instead, its headings grouped by first
+    #: character, lower-cased and case-sensitive (listener/text/casefold.py): searched in a lower-cased ASCII text, it finds each line start
     #: where ``line_pattern`` matches with one C search (``re`` skips to the line feeds; an
     #: ``IGNORECASE`` alternation is tried at every position and enters every branch).
     #: :func:`_line_headings` then matches ``line_pattern`` there. None when a heading is empty or
     #: starts with blank space, or the vocabulary has no lower-case twin.
     line_heads: re.Pattern[str] | None = None
+    #: The most characters other than blanks an ``inline_heads`` match holds before its colon (the
+    #: longest heading and a comma): :func:`_next_head` searches that far back from each colon. 0
+    #: when a heading holds a colon (a match would not end at the first colon after its start).
+    heads_reach: int = 0
 
     def kind_of(self, heading: str) -> SectionKind:
         return self.headings.get(" ".join(heading.upper().split()), SectionKind.OTHER)
@@ -69,19 +73,44 @@ def compile_heading_rules(headings: Mapping[str, SectionKind]) -> HeadingRules:
     """Compile a heading vocabulary into the two patterns :func:`sectionize` uses."""
     words = sorted(headings, key=len, reverse=True)  # longest first: CLINICAL HISTORY before CLINICAL
     alternation = "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in words)
-    line_body = rf"[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)"
-    line_pattern = re.compile(rf"^{line_body}", re.IGNORECASE | re.MULTILINE)
+    line_pattern = re.compile(rf"^{_line_body(alternation)}", re.IGNORECASE | re.MULTILINE)
     inline_pattern = re.compile(rf"(?:(?<=[.,;])|(?<=[ \t]{{2}}))[ \t]*(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
     heads = line_heads = None
+    reach = 0
     if words and all(w and not w[0].isspace() for w in words):
-        heads = re.compile(rf"(?P<heading>{alternation})(?:[ \t]*,)?:[ \t,]*")
-        twin = lowered_twin(re.compile(line_body, re.IGNORECASE | re.MULTILINE))
+        heads = re.compile(rf"(?P<heading>{_by_first_character(words)})(?:[ \t]*,)?:[ \t,]*")
+        # Grouped by first character as well: ``line_heads`` only finds where ``line_pattern``
+        # matches, which a match of any branch tells, whatever the branches' order.
+        twin = lowered_twin(re.compile(_line_body(_by_first_character(words)), re.IGNORECASE | re.MULTILINE))
         if twin is not None:
             line_heads = re.compile(f"\n{twin.pattern}", twin.flags)
+        if not any(":" in w for w in words):
+            reach = len(words[0]) + 1
     impression_words = frozenset(
         w.split()[-1] for w, kind in headings.items() if kind is SectionKind.IMPRESSION and w.split()
     )
-    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads, line_heads)
+    return HeadingRules(dict(headings), line_pattern, inline_pattern, impression_words, heads, line_heads, reach)
+
+
+def _line_body(alternation: str) -> str:
+    """A line heading of ``alternation`` after blanks, then a colon or the line end (without the ``^``)."""
+    return rf"[ \t]*(?P<heading>{alternation})[ \t]*(?:,?[ \t]*(?P<colon>:)[ \t]*|$)"
+
+
+def _by_first_character(words: Sequence[str]) -> str:
+    """``words`` as one alternation, each word's blanks as ``[ \\t]+``, grouped by first character.
+
+    ``re`` tries the branches of an alternation one after the other at each
+    position: a heading is tried at a capital letter only against the
+    headings that start with it. A branch that starts with another
+    character fails there, so the branch that matches (the first in
+    ``words``' order) is the same: the matches are those of the plain
+    alternation, where the pattern is case-sensitive.
+    """
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        groups.setdefault(w[0], []).append(re.escape(w[1:]).replace(r"\ ", r"[ \t]+"))
+    return "|".join(f"{re.escape(first)}(?:{'|'.join(rest)})" for first, rest in groups.items())
 
 
 # An upper-case heading standing alone: at a line start or after a separator,
@@ -133,7 +162,7 @@ def sectionize(text: str, rules: HeadingRules, hints: Sequence[tuple[int, str]] 
     inline = (
         rules.inline_pattern.finditer(text)
         if rules.inline_heads is None
-        else _inline_headings(text, rules.inline_heads)
+        else _inline_headings(text, rules.inline_heads, rules.heads_reach)
     )
     for match in inline:
         start = match.start("heading")
@@ -188,7 +217,7 @@ def _interpretation_as_findings(sections: list[Section]) -> list[Section]:
     return out
 
 
-def _inline_headings(text: str, heads: re.Pattern[str]) -> Iterator[re.Match[str]]:
+def _inline_headings(text: str, heads: re.Pattern[str], reach: int = 0) -> Iterator[re.Match[str]]:
     """The matches of ``finditer`` of the inline pattern, found through ``heads`` (same groups, same ends).
 
     The inline pattern matches from a position ``q`` right after a separator
@@ -197,10 +226,10 @@ def _inline_headings(text: str, heads: re.Pattern[str]) -> Iterator[re.Match[str
     back: a ``q`` among them (not before the end of the previous match, where
     ``finditer`` resumes) that follows a separator or two blanks makes the
     same match. Where none does, the search goes on from the next character,
-    as ``finditer`` would.
+    as ``finditer`` would. Each heading is found by :func:`_next_head` (``reach``: see there).
     """
     pos = floor = 0
-    while (match := heads.search(text, pos)) is not None:
+    while (match := _next_head(text, heads, reach, pos)) is not None:
         start = match.start()
         q = start
         while q > floor and text[q - 1] in " \t":
@@ -210,6 +239,36 @@ def _inline_headings(text: str, heads: re.Pattern[str]) -> Iterator[re.Match[str
             pos = floor = match.end()
         else:
             pos = start + 1
+
+
+def _next_head(text: str, heads: re.Pattern[str], reach: int, pos: int) -> re.Match[str] | None:
+    """``heads.search(text, pos)``, searched only in the stretch before each colon; ``reach`` 0: as it is.
+
+    A match of ``heads`` is a heading (no colon in it), blanks and a comma
+    perhaps, then a colon: the first colon after its start, holding at most
+    ``reach`` characters other than blanks before that colon. So the first
+    match at or after ``pos`` starts before the first colon at or after
+    ``pos``, no further back than ``reach`` such characters, or after that
+    colon. Only those stretches are searched (up to the colon: the match
+    there ends at it whatever follows), where ``heads.search`` tries a
+    heading at every capital letter of the text; the match found is made
+    again over the whole text for the blanks and commas after the colon.
+    """
+    if not reach:
+        return heads.search(text, pos)
+    while (colon := text.find(":", pos)) >= 0:
+        lo = colon - reach
+        # Back until text[lo:colon] holds ``reach`` characters other than blanks, or ``pos`` is passed.
+        while lo > pos:
+            short = reach - (colon - lo) + text.count(" ", lo, colon) + text.count("\t", lo, colon)
+            if short <= 0:
+                break
+            lo -= short
+        hit = heads.search(text, max(lo, pos), colon + 1)
+        if hit is not None:
+            return heads.match(text, hit.start())
+        pos = colon + 1
+    return None
 
 
 def _line_headings(text: str, rules: HeadingRules) -> Iterator[re.Match[str]]:
