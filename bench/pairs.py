@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.mllp import CORPUS_FILE, child_pids, daemon_command, free_port, run_load, wait_port  # noqa: E402
-from bench.pipeline_cpu import TICKS  # noqa: E402
+from bench.pipeline_cpu import stat_times  # noqa: E402
 
 
 @dataclass
@@ -68,12 +68,10 @@ def _thread_times(pid: int) -> dict[str, tuple[str, float, float, int, int]]:
             status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
         name = stat.split("(", 1)[1].rsplit(")", 1)[0]
         found[task.name] = (
             name,
-            int(fields[11]) / TICKS,
-            int(fields[12]) / TICKS,
+            *stat_times(stat),
             int(status["voluntary_ctxt_switches"]),
             int(status["nonvoluntary_ctxt_switches"]),
         )
@@ -82,9 +80,8 @@ def _thread_times(pid: int) -> dict[str, tuple[str, float, float, int, int]]:
 
 def _process_times(pid: int) -> tuple[float, float, float, float]:
     """(user s, system s, s run, s waited to run) of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ran, waited = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(ran) / 1e9, int(waited) / 1e9
+    return (*stat_times(Path(f"/proc/{pid}/stat").read_text()), int(ran) / 1e9, int(waited) / 1e9)
 
 
 def one_run(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, float]:

@@ -175,13 +175,18 @@ def stage_times(pipeline: Pipeline, messages: list[bytes]) -> dict[str, float]:
     return out
 
 
+def stat_times(stat: str) -> tuple[float, float]:
+    """(user, system) CPU seconds from the text of a ``/proc/PID/stat`` (or ``/proc/PID/task/TID/stat``)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` (0 when it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(stat_times(Path(f"/proc/{pid}/stat").read_text()))
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def daemon_cpu(raw: bytes, workers: str, messages: int, tmp: Path, stored: int = 200) -> tuple[float, float, float]:
