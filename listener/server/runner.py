@@ -126,7 +126,7 @@ class Job(Generic[T]):
         #: True once the reactor stopped waiting and killed its worker process.
         self.abandoned = False
 
-    # Everything below runs on the reactor thread.
+    # Everything below runs on the reactor thread (but _overrun_off_reactor).
 
     def _started(self) -> None:
         if not self.finished.called:
@@ -146,12 +146,28 @@ class Job(Generic[T]):
         self._timer = None
         if self.result.called:
             return
+        if self.task is not None and self.interrupt.decoded is None:
+            # A worker process decoded the message out of reach: the unchecked answer decodes it
+            # again, here in the daemon, off the reactor thread. A 4 MB FHIR Bundle's decode takes
+            # seconds; on the reactor it froze every connection and /healthz meanwhile
+            # (docs/hardening.md, "Thrown at the real daemon").
+            threading.Thread(target=self._overrun_off_reactor, name="overread-overrun", daemon=True).start()
+            return
+        self._answer_overrun(self._unchecked())
+
+    def _unchecked(self) -> T | None:
         try:
-            value = self.on_overrun(self.interrupt)
+            return self.on_overrun(self.interrupt)
         except Exception:  # noqa: BLE001 - keep waiting for the worker instead
-            value = None
-        if value is None:
-            # Nothing to answer with yet (still decoding): wait for the worker.
+            return None
+
+    def _overrun_off_reactor(self) -> None:
+        """On a thread of its own: the unchecked answer, handed to the reactor."""
+        self._runner.reactor.callFromThread(self._answer_overrun, self._unchecked())
+
+    def _answer_overrun(self, value: T | None) -> None:
+        if value is None or self.result.called:
+            # Nothing to answer with yet (still decoding), or the worker answered meanwhile: wait for it.
             return
         self._runner.abandon(self)
         self.result.callback(value)

@@ -426,3 +426,29 @@ def test_a_job_queued_while_a_killed_process_restarts(scene: Scene, pipeline: Pi
     else:
         assert value[0].state == "processed" and not scene.ran_on_thread
         assert scene.asked == 2
+
+
+def test_the_unchecked_answer_after_an_overrun_is_built_off_the_reactor_thread(
+    scene: Scene, pipeline: Pipeline
+) -> None:
+    """Past the hard limit the daemon decodes the message again for its unchecked answer (the worker
+    process decoded it out of reach). For a 4 MB FHIR Bundle that takes seconds: on the reactor
+    thread it froze every connection and /healthz (bench/hostile.py --fhir-shape same_result
+    --fhir-n 60000: /healthz p99 3.3 s). It runs on a thread of its own; the answer is handed to the
+    reactor, which answers and kills the worker process."""
+    threads: list[threading.Thread] = []
+
+    def limit_passes() -> None:
+        threads.append(threading.current_thread())  # the hard limit's timer fires on this thread
+        scene.reactor.advance(BUDGET + GRACE)
+
+    def unchecked(_interrupt: Interrupt) -> str:
+        threads.append(threading.current_thread())
+        return UNCHECKED
+
+    scene.on_asked = limit_passes
+    task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
+    job = scene.runner.run(lambda _interrupt: None, unchecked, task)
+    assert scene.outcome(job) == (True, UNCHECKED)
+    assert len(threads) == 2 and threads[1] is not threads[0]
+    assert job.abandoned  # the worker process was killed once the answer was in
