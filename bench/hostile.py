@@ -112,13 +112,15 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="adversarial", help="the flood's text shape")
     parser.add_argument("--fhir-shape", choices=sorted(FHIR_SHAPES), help="flood FHIR Bundles of this shape instead")
     parser.add_argument("--fhir-n", type=int, default=10000, help="the FHIR shape's n")
+    parser.add_argument("--log", type=Path, help="write the daemon's JSON log here (default: none)")
+    parser.add_argument("--config", default="", help="more YAML lines for the daemon's config")
     args = parser.parse_args()
     fhir_flood = fhir_bundle(args.fhir_shape, args.fhir_n) if args.fhir_shape else b""
 
     mllp, http_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "overread.yaml"
-        config.write_text(f"pipeline_budget: {args.budget}\npipeline_workers: {args.workers}\n")
+        config.write_text(f"pipeline_budget: {args.budget}\npipeline_workers: {args.workers}\n{args.config}\n")
         cmd = [
             sys.executable,
             "-m",
@@ -135,7 +137,8 @@ def main() -> None:
             "--state-dir",
             str(Path(tmp) / "state"),
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+        log = args.log.open("wb") if args.log else subprocess.DEVNULL
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=REPO)
         try:
             deadline = time.monotonic() + 30
             while True:

@@ -229,6 +229,11 @@ class Journal:
             except FileNotFoundError:
                 pass
 
+    def has_crashes(self, key: str) -> bool:
+        """True when ``key``'s message has a keyed entry: a crash counted, not ended since (from memory)."""
+        with self._lock:
+            return key in self._keyed
+
     def count_crash(self, key: str) -> int:
         """A worker process died running the message of ``key``: count one crash; return the count.
 

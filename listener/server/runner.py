@@ -53,6 +53,7 @@ __all__ = [
     "CALM_ARRIVALS",
     "Job",
     "PipelineRunner",
+    "STARTING_THREAD_MAX",
     "PipelineTask",
     "ProcessRunner",
     "WorkerAbandoned",
@@ -69,6 +70,11 @@ DEFAULT_WORKERS = 2
 #: With worker processes and ``workers_inline``: a task runs in the daemon when it and the
 #: jobs that arrived just before it, this many in all, each found no other job in flight.
 CALM_ARRIVALS = 3
+
+#: While a runner thread's worker process is started again (after an overrun or a death), a
+#: message of at most this many bytes runs on the thread in the daemon instead of waiting for
+#: it; a larger one waits (:meth:`ProcessRunner._waits`).
+STARTING_THREAD_MAX = 32 * 1024
 
 #: Seconds a start-up waits, before listening, for the worker processes to build their pipeline
 #: (:meth:`ProcessRunner.wait_started`; docs/hardening.md, "Worker processes").
@@ -120,7 +126,7 @@ class Job(Generic[T]):
         #: True once the reactor stopped waiting and killed its worker process.
         self.abandoned = False
 
-    # Everything below runs on the reactor thread.
+    # Everything below runs on the reactor thread (but _overrun_off_reactor).
 
     def _started(self) -> None:
         if not self.finished.called:
@@ -140,12 +146,28 @@ class Job(Generic[T]):
         self._timer = None
         if self.result.called:
             return
+        if self.task is not None and self.interrupt.decoded is None:
+            # A worker process decoded the message out of reach: the unchecked answer decodes it
+            # again, here in the daemon, off the reactor thread. A 4 MB FHIR Bundle's decode takes
+            # seconds; on the reactor it froze every connection and /healthz meanwhile
+            # (docs/hardening.md, "Thrown at the real daemon").
+            threading.Thread(target=self._overrun_off_reactor, name="overread-overrun", daemon=True).start()
+            return
+        self._answer_overrun(self._unchecked())
+
+    def _unchecked(self) -> T | None:
         try:
-            value = self.on_overrun(self.interrupt)
+            return self.on_overrun(self.interrupt)
         except Exception:  # noqa: BLE001 - keep waiting for the worker instead
-            value = None
-        if value is None:
-            # Nothing to answer with yet (still decoding): wait for the worker.
+            return None
+
+    def _overrun_off_reactor(self) -> None:
+        """On a thread of its own: the unchecked answer, handed to the reactor."""
+        self._runner.reactor.callFromThread(self._answer_overrun, self._unchecked())
+
+    def _answer_overrun(self, value: T | None) -> None:
+        if value is None or self.result.called:
+            # Nothing to answer with yet (still decoding), or the worker answered meanwhile: wait for it.
             return
         self._runner.abandon(self)
         self.result.callback(value)
@@ -336,6 +358,10 @@ class _Worker:
         self.generation = -1
         #: False when its pipeline could not be built from that config.
         self.usable = False
+        #: The generation of the config sent and not answered yet (-1: none).
+        self.asked = -1
+        #: Started and not ready yet: :meth:`ProcessRunner._ready` need not wait for it.
+        self.starting = False
 
     def alive(self) -> bool:
         return self.proc is not None and self.conn is not None and self.proc.poll() is None
@@ -364,6 +390,8 @@ class _Worker:
         self.conn = Connection(parent.detach())
         self.generation = -1
         self.usable = False
+        self.asked = -1
+        self.starting = True
 
     def kill(self) -> None:
         # One read of self.proc: the runner thread's close() may set it to None meanwhile.
@@ -397,6 +425,8 @@ class _Worker:
             self.proc = None
         self.generation = -1
         self.usable = False
+        self.asked = -1
+        self.starting = False
         return code
 
 
@@ -491,6 +521,9 @@ class ProcessRunner(PipelineRunner):
         self.calm = 0
         #: Released by each runner thread once its first worker process answered its config (or failed).
         self._first_ready = threading.Semaphore(0)
+        #: Journal keys of messages a worker process died on lately (under the lock): never run
+        #: on a thread of the daemon while a process starts (:meth:`_ready`), at most 256 kept.
+        self._died_on: set[str] = set()
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
@@ -588,8 +621,15 @@ class ProcessRunner(PipelineRunner):
     def _event(self, event: str, **fields: Any) -> None:
         self.reactor.callFromThread(self.on_event, event, **fields)
 
-    def _ready(self, worker: _Worker) -> bool:
-        """Start the worker process and give it the current config when needed; True when it can take tasks."""
+    def _ready(self, worker: _Worker, wait: bool = True) -> bool:
+        """Start the worker process and give it the current config when needed; True when it can take tasks.
+
+        ``wait`` False: a process being started (in place of one that overran or died) is not
+        waited for: False until its pipeline is built, and the caller runs its job on the thread
+        meanwhile, as with ``workers: 0``. A start takes about 1 s of CPU, several seconds on a
+        loaded host, and a thread that waited for it left the queue to the other processes, which
+        a sender flooding slow messages keeps busy (docs/hardening.md, "Worker processes").
+        """
         with self._lock:
             config, generation, stopped, recording = self.config, self.generation, self._stopped, self.recording
         if worker.alive() and worker.generation == generation:
@@ -601,13 +641,21 @@ class ProcessRunner(PipelineRunner):
                 worker.close()
                 worker.start()
             assert worker.conn is not None
-            worker.conn.send(("config", generation, config, self.store_file, recording))
+            if worker.asked != generation:
+                if worker.asked >= 0:
+                    worker.conn.recv()  # the answer to an older config (a reload while it started)
+                worker.conn.send(("config", generation, config, self.store_file, recording))
+                worker.asked = generation
+            if not wait and worker.starting and not worker.conn.poll(0):
+                return False
             reply = worker.conn.recv()
         except (OSError, EOFError) as exc:
             code = worker.close()
             self._event("pipeline_worker_failed", error_type=type(exc).__name__, status=code)
             return False
         worker.generation = generation
+        worker.asked = -1
+        worker.starting = False
         worker.usable = reply[0] == "ready"
         if not worker.usable:
             self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
@@ -642,8 +690,9 @@ class ProcessRunner(PipelineRunner):
                         call(done[0]._finish, done[1], done[2])
                         done = None
                     # Started (and configured) before taking a job, so a new
-                    # process's start-up never counts against a message's budget.
-                    self._ready(worker)
+                    # process's start-up never counts against a message's budget; a
+                    # process started again after an overrun or a death is not waited for.
+                    self._ready(worker, wait=first)
                 if first:
                     first = False
                     self._first_ready.release()
@@ -661,7 +710,7 @@ class ProcessRunner(PipelineRunner):
                         job = self._queue.get()
                 if job is None:
                     return
-                on_process = running or (job.task is not None and self._ready(worker))
+                on_process = running or (job.task is not None and self._ready(worker, wait=self._waits(job)))
                 if not running:
                     job.interrupt.start(self.clock, self.budget)
                     if self.hurrying:
@@ -698,6 +747,22 @@ class ProcessRunner(PipelineRunner):
             if worker.cpu is not None:
                 with self._lock:
                     self._bound[worker.cpu] -= 1
+
+    def _waits(self, job: Job[Any]) -> bool:
+        """True when ``job`` waits for a process being started rather than run on the thread in the
+        daemon meanwhile (docs/hardening.md, "Worker processes"): a message over
+        :data:`STARTING_THREAD_MAX` bytes (its QA could hold the thread, unkillable, for seconds),
+        or one a worker process died running lately or before a restart."""
+        task = job.task
+        if task is None or len(task.raw) > STARTING_THREAD_MAX:
+            return True
+        entry = task.entry
+        if entry is None:
+            return False
+        with self._lock:
+            if entry[0] in self._died_on:
+                return True
+        return self.journal is not None and self.journal.has_crashes(entry[0])
 
     def _configured(self, worker: _Worker) -> bool:
         """True when ``worker`` runs and has the current config (:meth:`_ready` has nothing to do)."""
@@ -797,6 +862,11 @@ class ProcessRunner(PipelineRunner):
                 # The journal's count, never below this job's own: an entry the reactor
                 # already ended (an overrun answered meanwhile) counts from zero again.
                 crashes = attempts
+                if task.entry is not None:
+                    with self._lock:
+                        if len(self._died_on) >= 256:
+                            self._died_on.clear()
+                        self._died_on.add(task.entry[0])
                 if self.journal is not None and task.entry is not None:
                     crashes = max(crashes, self.journal.count_crash(task.entry[0]))
                 self._event("pipeline_worker_died", status=code, count=crashes)

@@ -34,7 +34,14 @@ from listener.pipeline import Interrupt, Pipeline, versions_of
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal, journal_key
 from listener.server.priors import PriorKey
-from listener.server.runner import CALM_ARRIVALS, Job, PipelineTask, ProcessRunner, WorkerCrashed
+from listener.server.runner import (
+    CALM_ARRIVALS,
+    STARTING_THREAD_MAX,
+    Job,
+    PipelineTask,
+    ProcessRunner,
+    WorkerCrashed,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
@@ -116,14 +123,14 @@ class Scene:
             self.on_died()
 
     def run(self, pipeline: Pipeline, entry: tuple[str, str, bytes, str] = ENTRY) -> Job[Any]:
-        """Queue the sample message as the MLLP intake does (a PipelineTask with its journal entry)."""
+        """Queue the entry's message (the sample by default) as the MLLP intake does (a PipelineTask with its journal entry)."""
 
         def on_thread(_interrupt: Interrupt) -> Any:
             # The runner runs a task on its thread only when the worker's pipeline differs.
             self.ran_on_thread = True
             return None
 
-        task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), entry)
+        task = PipelineTask(entry[2], NOW, None, versions_of(pipeline), entry)
         return self.runner.run(on_thread, lambda _interrupt: UNCHECKED, task)
 
     def outcome(self, job: Job[Any], timeout: float = 300) -> tuple[bool, Any]:
@@ -380,3 +387,68 @@ def test_a_staged_job_is_answered_when_the_runner_stops(scene: Scene, pipeline: 
     assert not outcomes[0][0]  # abandoned: its process was killed by the stop
     assert outcomes[1] == (True, None) and scene.ran_on_thread  # answered on the thread
     assert outcomes[2] == (True, None)
+
+
+@pytest.mark.parametrize("size", ["small", "large", "died_on"])
+def test_a_job_queued_while_a_killed_process_restarts(scene: Scene, pipeline: Pipeline, size: str) -> None:
+    """The running message overruns its hard limit (its process is killed) while the next one is queued.
+
+    A new process takes about a second of CPU to build its pipeline, several on a loaded host, and a
+    sender flooding slow messages keeps the other processes busy meanwhile (``bench/hostile.py``:
+    the good sender's ACK waited 4-6 s). So a small message runs on the thread, in the daemon,
+    without waiting for it; a message over STARTING_THREAD_MAX bytes, or one a worker process died
+    on before (its journal entry counts a crash), waits and runs on the new process
+    (docs/hardening.md, "Worker processes").
+    """
+    entry = _entries(1)[0]
+    if size == "large":
+        # The sample with a long impression: over the limit, the same message otherwise.
+        raw = NORMAL.replace(b"IMPRESSION:", b"IMPRESSION: " + b"No acute findings. " * 2000, 1)
+        assert len(raw) > STARTING_THREAD_MAX
+        entry = (entry[0], "mllp", raw, "")
+    elif size == "died_on":
+        scene.journal.begin(*entry)
+        scene.journal.count_crash(entry[0])
+    queued: list[Job[Any]] = []
+
+    def overrun_with_one_queued() -> None:
+        if not queued:
+            queued.append(scene.run(pipeline, entry))
+            scene.reactor.advance(BUDGET + GRACE)  # the hard limit: the reactor kills the process
+
+    scene.on_asked = overrun_with_one_queued
+    assert scene.outcome(scene.run(pipeline)) == (True, UNCHECKED)
+    ok, value = scene.outcome(queued[0])
+    assert ok, value
+    if size == "small":
+        assert value is None and scene.ran_on_thread  # the Scene's thread work answers None
+        assert scene.asked == 1
+    else:
+        assert value[0].state == "processed" and not scene.ran_on_thread
+        assert scene.asked == 2
+
+
+def test_the_unchecked_answer_after_an_overrun_is_built_off_the_reactor_thread(
+    scene: Scene, pipeline: Pipeline
+) -> None:
+    """Past the hard limit the daemon decodes the message again for its unchecked answer (the worker
+    process decoded it out of reach). For a 4 MB FHIR Bundle that takes seconds: on the reactor
+    thread it froze every connection and /healthz (bench/hostile.py --fhir-shape same_result
+    --fhir-n 60000: /healthz p99 3.3 s). It runs on a thread of its own; the answer is handed to the
+    reactor, which answers and kills the worker process."""
+    threads: list[threading.Thread] = []
+
+    def limit_passes() -> None:
+        threads.append(threading.current_thread())  # the hard limit's timer fires on this thread
+        scene.reactor.advance(BUDGET + GRACE)
+
+    def unchecked(_interrupt: Interrupt) -> str:
+        threads.append(threading.current_thread())
+        return UNCHECKED
+
+    scene.on_asked = limit_passes
+    task = PipelineTask(NORMAL, NOW, None, versions_of(pipeline), ENTRY)
+    job = scene.runner.run(lambda _interrupt: None, unchecked, task)
+    assert scene.outcome(job) == (True, UNCHECKED)
+    assert len(threads) == 2 and threads[1] is not threads[0]
+    assert job.abandoned  # the worker process was killed once the answer was in
