@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from listener import __version__
-from listener.assemble import build_pipeline
 from listener.cli_common import terminal_output
 from listener.config import WORKERS_HINT, Config, load_config, workers_count
 from listener.errors import ConfigError, StoreError
@@ -280,6 +279,8 @@ def print_text(obj: dict[str, Any], report_text: str, out: TextIO, style: _Style
 
 def _pipeline_with_policy(config: Config, policy_file: str | None) -> Pipeline:
     """The configured pipeline, with ``--policy F`` replacing the routing policy."""
+    from listener.assemble import build_pipeline
+
     pipeline = build_pipeline(config)
     if policy_file is None:
         return pipeline
@@ -340,7 +341,7 @@ def cmd_check(args: argparse.Namespace, config: Config, out: TextIO) -> int:
 
 def cmd_explain(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """Print, for each report in the files, why each routing rule did or did not match."""
-    from listener.assemble import load_routing_policy
+    from listener.assemble import build_pipeline, load_routing_policy
     from listener.routing import RoutingContext, explain_lines
 
     pipeline = build_pipeline(config)
@@ -433,6 +434,8 @@ def check_config_files(config: Config) -> list[str]:
             load()
         except ConfigError as exc:
             problems.append(str(exc))
+
+    from listener.assemble import build_pipeline
 
     attempt(lambda: build_pipeline(config))
     if config.destinations_file is not None:

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from listener.assemble import build_pipeline
 from listener.cli_common import os_actor, parse_window
 from listener.config import Config
 from listener.errors import StoreError
@@ -243,6 +242,8 @@ def cmd_reprocess(args: argparse.Namespace, config: Config, out: TextIO) -> int:
         sys.stderr.write(
             "overread reprocess: no --config given: using the built-in mappings and policies and no destinations\n"
         )
+    from listener.assemble import build_pipeline
+
     pipeline = build_pipeline(config)
     destinations = tuple(load_destinations(config.destinations_file)) if config.destinations_file else ()
     from listener.server.http import clients_from_config

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import compileall
 import logging
 import os
 import sys
@@ -64,8 +65,22 @@ _WORKER_KEY = "overread_tier_lines"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Note when the run started: the summary counts the screenshots written since."""
+    """Note when the run started (the summary counts the screenshots written since), and on the
+    controller (or a run without workers) write listener's bytecode before any test starts."""
     config.stash[_STARTED] = time.time()
+    if not hasattr(config, "workerinput"):
+        compile_listener()
+
+
+def compile_listener() -> None:
+    """Write the bytecode of listener/ into its ``__pycache__`` folders, once per run.
+
+    Where ``PYTHONDONTWRITEBYTECODE`` is set no process writes it, so each of the hundreds of
+    daemons and ``overread`` commands the suite starts compiled the package's source again,
+    some 0.3 s of CPU each (docs/development.md, "Running the suite"). Python reads bytecode
+    whatever that variable says; files whose bytecode is current are skipped.
+    """
+    compileall.compile_dir(REPO / "listener", quiet=1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
