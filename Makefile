@@ -10,9 +10,9 @@ FUZZ_TARGETS ?= framer header hl7 fhir
 
 .PHONY: run test check typecheck lint bench fuzz clean
 
-# The modules compiled with mypyc (mypyc-modules.txt, docs/development.md "Compiled modules"):
-# the install builds them next to their sources; an edit of one rebuilds them, since a compiled
-# module shadows its .py. OVERREAD_PURE_PYTHON=1: pure Python (and the built ones removed).
+# With OVERREAD_MYPYC=1, the modules of mypyc-modules.txt are compiled (docs/development.md,
+# "Compiled modules"), next to their sources; an edit of one rebuilds them, since a compiled
+# module shadows its .py. Without it: pure Python (and any built ones removed).
 COMPILED := $(VENV)/.compiled
 COMPILED_SOURCES := mypyc-modules.txt $(wildcard $(shell sed 's/\#.*//' mypyc-modules.txt))
 # One line after each build: compiled or pure Python (pip --quiet hides setup.py's own line).

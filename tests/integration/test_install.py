@@ -54,7 +54,7 @@ def _run(cmd: list[str], *, cwd: Path, timeout: float, pure: bool = False) -> su
         if k not in ("PYTHONPATH", "NOTIFY_SOCKET", "WATCHDOG_USEC", "LISTEN_FDS", "VIRTUAL_ENV")
     }
     if pure:
-        env["OVERREAD_PURE_PYTHON"] = "1"  # setup.py: no mypyc build (docs/development.md, "Compiled modules")
+        env["OVERREAD_MYPYC"] = "0"  # setup.py: no mypyc build (docs/development.md, "Compiled modules")
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 

@@ -1,7 +1,7 @@
 """The modules mypyc-modules.txt lists: compiled all or none, and never older than their sources.
 
-setup.py compiles them when it can (docs/development.md, "Compiled modules"); a build without a
-compiler, or with OVERREAD_PURE_PYTHON=1, is pure Python and these tests say so in their skip line.
+setup.py compiles them with OVERREAD_MYPYC=1 when it can (docs/development.md, "Compiled modules");
+any other build is pure Python and these tests say so in their skip line.
 """
 
 from __future__ import annotations
