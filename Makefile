@@ -10,16 +10,30 @@ FUZZ_TARGETS ?= framer header hl7 fhir
 
 .PHONY: run test check typecheck lint bench fuzz clean
 
+# With OVERREAD_MYPYC=1, the modules of mypyc-modules.txt are compiled (docs/development.md,
+# "Compiled modules"), next to their sources; an edit of one rebuilds them, since a compiled
+# module shadows its .py. Without it: pure Python (and any built ones removed).
+COMPILED := $(VENV)/.compiled
+COMPILED_SOURCES := mypyc-modules.txt $(wildcard $(shell sed 's/\#.*//' mypyc-modules.txt))
+# One line after each build: compiled or pure Python (pip --quiet hides setup.py's own line).
+SAY_COMPILED = @$(BIN)/python -c "import listener.pipeline as m; print('overread: pipeline modules', 'compiled (mypyc)' if m.__file__.endswith('.so') else 'in pure Python (docs/development.md, Compiled modules)')"
+
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(COMPILED)
+	$(SAY_COMPILED)
+
+$(COMPILED): $(STAMP) $(COMPILED_SOURCES)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+	touch $(COMPILED)
+	$(SAY_COMPILED)
 
 # CONFIG=overread.yaml: start with that configuration (e.g. http_clients for the web console).
 # ARGS='...': more options for `overread serve`, e.g. other ports when 2575 or 8080 is taken:
 # ARGS='--mllp tcp:2576:interface=127.0.0.1 --http tcp:8081:interface=127.0.0.1'.
-run: $(STAMP)
+run: $(COMPILED)
 	$(BIN)/overread serve $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 # The suite on TEST_WORKERS processes (pytest-xdist); each test file stays on one worker,
@@ -28,13 +42,13 @@ run: $(STAMP)
 # so a third worker fills the cores they leave idle (docs/development.md, "Running the suite").
 TEST_WORKERS ?= 3
 
-test: $(STAMP)
+test: $(COMPILED)
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The report samples through the offline pipeline. Several carry a defect on purpose, so exit
 # status 1 (a finding of severity error) is their expected result; 2 (cannot decode) fails.
 # samples/scores/ holds peer-review scores, not reports: not checked.
-check: $(STAMP)
+check: $(COMPILED)
 	$(BIN)/overread check --format text samples/hl7 samples/fhir || [ $$? -eq 1 ]
 
 typecheck: $(STAMP)
@@ -58,8 +72,10 @@ fuzz: $(FUZZ_STAMP)
 		grep -E "^Done" var/fuzz/$$t.log; \
 	done
 
-bench: $(STAMP)
+bench: $(COMPILED)
 	$(BIN)/python bench/decode.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+	find listener -name '*.so' -delete
+	rm -f overread__mypyc.*.so

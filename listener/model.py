@@ -288,6 +288,10 @@ def frozen_builder(cls: type[_T]) -> Callable[..., _T]:
     ``__init__`` argument and that has no ``__post_init__`` (TypeError otherwise).
     """
     params = getattr(cls, "__dataclass_params__", None)
+    if params is not None and params.frozen and "__mypyc_attrs__" in vars(cls):
+        # Compiled by mypyc (docs/development.md, "Compiled modules"): a native class keeps its
+        # fields in C struct members, not slots, and its constructor is already a C call.
+        return cls
     if params is None or not params.frozen or "__slots__" not in vars(cls) or hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} is not a frozen, slotted dataclass without __post_init__")
     every = fields(cls)  # type: ignore[arg-type]  # (a dataclass: checked above)

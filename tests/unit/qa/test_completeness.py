@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from listener.model import Severity
+from listener.model import Severity, TextKind
 from listener.qa.completeness import birads_categories
 from tests.conftest import REPORTS
 from tests.unit.qa.factory import findings_for, make_report
@@ -29,14 +29,14 @@ def test_complete_report_is_clean() -> None:
 
 def test_no_text_is_an_error() -> None:
     """A report with no text at all is an error, and the other rules stay silent."""
-    found = findings_for(make_report("", text_kind="none"), rule_prefix="completeness.")
+    found = findings_for(make_report("", text_kind=TextKind.NONE), rule_prefix="completeness.")
     assert [f.rule for f in found] == ["completeness.no_text"]
     assert found[0].severity is Severity.ERROR
 
 
 def test_pdf_report_is_info_only() -> None:
     """A PDF report without text gets an informational note, not an error."""
-    found = findings_for(make_report("", text_kind="pdf"), rule_prefix="completeness.")
+    found = findings_for(make_report("", text_kind=TextKind.PDF), rule_prefix="completeness.")
     assert [(f.rule, f.severity) for f in found] == [("completeness.document_only", Severity.INFO)]
 
 

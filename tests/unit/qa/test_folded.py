@@ -22,6 +22,7 @@ import listener.qa.comparison
 import listener.qa.completeness
 import listener.qa.consistency
 import listener.qa.contradiction
+import listener.qa.engine
 import listener.qa.laterality
 from listener.qa.engine import Folded
 
@@ -117,6 +118,9 @@ def test_folded_finds_the_boundary_through_the_character_before() -> None:
     assert f.search("xleft", 1) is None  # "x" before the start is a word character: no boundary
 
 
+@pytest.mark.skipif(
+    listener.qa.engine.__file__.endswith(".so"), reason="compiled engine: a patched module global does not reach Folded"
+)
 def test_folded_without_the_led_search_finds_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """A body that may start with a non-word character, or no ``re`` internals, keeps the boundary
     test in Python: the same matches."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from listener.model import ResultStatus, Times
+from listener.model import ResultStatus, TextKind, Times
 from listener.qa.engine import Prior, QaConfig, QaContext
 from listener.qa.registry import registry
 from tests.unit.qa import test_compliance as compliance
@@ -151,8 +151,8 @@ EXAMPLES: dict[str, tuple[Example, Example]] = {
         ),
     ),
     # --- completeness
-    "completeness.no_text": (Example("", {"text_kind": "none"}), _ex(FULL_CHEST)),
-    "completeness.document_only": (Example("", {"text_kind": "pdf"}), _ex(FULL_CHEST)),
+    "completeness.no_text": (Example("", {"text_kind": TextKind.NONE}), _ex(FULL_CHEST)),
+    "completeness.document_only": (Example("", {"text_kind": TextKind.PDF}), _ex(FULL_CHEST)),
     "completeness.missing_impression": (
         _ex("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear."),
         _ex("INDICATION:\nCough.\nFINDINGS:\nThe lungs are clear.\nCONCLUSION:\nNormal chest."),

@@ -59,18 +59,15 @@ def test_sender_labels_are_bounded_with_an_other_bucket() -> None:
 
 def test_directory_findings_for_unknown_site_and_reader() -> None:
     """A site not in sites.yaml and a reader id not in readers.yaml give warnings; known ones and no reader do not."""
-    from types import SimpleNamespace
+    from tests.unit.qa.factory import make_report, pipeline
 
-    from listener.sites import load_directory
-    from tests.unit.qa.factory import make_report
-
-    config = load_config(None)
-    directory = load_directory(config.policies_dir)
-    qa = SimpleNamespace(directory=directory)  # only the directory is read
+    qa = pipeline().qa  # a real QaConfig: a compiled pipeline checks the argument's type
+    assert qa is not None
+    directory = qa.directory
     site = next(iter(directory.sites.values()))
     reader = next(iter(directory.readers))
     known = dataclasses.replace(make_report("IMPRESSION: No acute abnormality."), site=site.code, reader=Reader(reader))
-    assert directory_findings(known, qa) == ()  # type: ignore[arg-type]
+    assert directory_findings(known, qa) == ()
     unknown = dataclasses.replace(
         known,
         site="NOSUCHSITE",
