@@ -4,9 +4,9 @@ The top-level ``mappings/`` and ``policies/`` stay the source of truth; ``build_
 them into ``listener/defaults/`` of the build, where ``listener.resources`` finds them in an
 installed package. Editable installs skip the copy: they read the checkout's folders.
 
-With ``OVERREAD_MYPYC=1`` the modules listed in ``mypyc-modules.txt`` are compiled to C
-extensions with mypyc (docs/development.md, "Compiled modules"); without it, or without mypyc or
-a working C compiler, the build installs pure Python (saying so in one line when it tried).
+The modules listed in ``mypyc-modules.txt`` are compiled to C extensions with mypyc
+(docs/development.md, "Compiled modules"); with ``OVERREAD_MYPYC=0``, or without mypyc or a
+working C compiler, the build installs pure Python (saying so in one line when it tried).
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def extensions() -> list[object]:
     """The mypyc extensions, or none (pure Python) when asked so or when mypyc cannot be had."""
     if not BUILDING.intersection(sys.argv[1:]):
         return []  # metadata only (egg_info, dist_info): no need to run mypy
-    if os.environ.get("OVERREAD_MYPYC", "") in ("", "0"):
-        remove_inplace()  # opt-in until the whole suite passes compiled (docs/development.md)
+    if os.environ.get("OVERREAD_MYPYC", "") == "0":
+        remove_inplace()  # pure Python asked for: no compiled module may shadow a .py
         return []
     try:
         from mypyc.build import mypycify

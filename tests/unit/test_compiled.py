@@ -1,6 +1,6 @@
 """The modules mypyc-modules.txt lists: compiled all or none, and never older than their sources.
 
-setup.py compiles them with OVERREAD_MYPYC=1 when it can (docs/development.md, "Compiled modules");
+setup.py compiles them unless OVERREAD_MYPYC=0, when it can (docs/development.md, "Compiled modules");
 any other build is pure Python and these tests say so in their skip line.
 """
 

@@ -25,7 +25,7 @@ from listener.logs import keyed_hash
 from listener.pipeline import Pipeline, process, version_fields
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
-from listener.server.procworker import ASK, asked, dumps, loads, serve
+from listener.server.procworker import ASK, asked, dumps, loads, send, serve
 from listener.store import SQLiteStore
 from listener.store.base import ReportRecord
 from listener.store.rows import stored_forms, with_forms
@@ -225,7 +225,9 @@ def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> Non
                 requests = 0
                 while asked(data := ours.recv_bytes()) is not None:
                     requests += 1
-                    ours.send(("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
+                    # As the daemon answers (runner.py): pickled by procworker.send, whose reducers
+                    # rebuild a frozen dataclass from its values (a compiled one too).
+                    send(ours, ("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
                 reply = loads(data)
                 assert reply[0] == "done"
                 assert (requests > 0) is asks_daemon
