@@ -18,16 +18,15 @@ COMPILED_SOURCES := mypyc-modules.txt $(wildcard $(shell sed 's/\#.*//' mypyc-mo
 # One line after each build: compiled or pure Python (pip --quiet hides setup.py's own line).
 SAY_COMPILED = @$(BIN)/python -c "import listener.pipeline as m; print('overread: pipeline modules', 'compiled (mypyc)' if m.__file__.endswith('.so') else 'in pure Python (docs/development.md, Compiled modules)')"
 
+# The install is pure Python; the $(COMPILED) rule compiles the listed modules in place, once.
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@echo "overread: installing; the pipeline is compiled with mypyc, 3-4 minutes on 2 cores (OVERREAD_MYPYC=0: pure Python)"
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP) $(COMPILED)
-	$(SAY_COMPILED)
+	OVERREAD_MYPYC=0 $(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
 
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
-	@echo "overread: compiling the pipeline again (a listed source changed)"
+	@echo "overread: $(if $(filter 0,$(OVERREAD_MYPYC)),pure Python (OVERREAD_MYPYC=0),compiling the pipeline with mypyc: 3-4 minutes on 2 cores (OVERREAD_MYPYC=0 skips it))"
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $(COMPILED)
 	$(SAY_COMPILED)

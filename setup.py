@@ -11,7 +11,9 @@ working C compiler, the build installs pure Python (saying so in one line when i
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import os
 import shutil
 import sys
@@ -100,9 +102,14 @@ def extensions() -> list[object]:
     except ImportError:
         say("mypyc is not installed; pure Python installed")
         return []
+    # mypyc prints a line per note ("Treating generator comprehension as list": the same values,
+    # built at once) on stdout: kept out of an install's output unless the translation fails.
+    notes = io.StringIO()
     try:
-        return list(mypycify([*MYPYC_OPTIONS, *compiled_sources()], opt_level="3", group_name=GROUP))
+        with contextlib.redirect_stdout(notes):
+            return list(mypycify([*MYPYC_OPTIONS, *compiled_sources()], opt_level="3", group_name=GROUP))
     except (Exception, SystemExit) as error:  # noqa: BLE001  # mypy's errors end in SystemExit
+        sys.stderr.write(notes.getvalue())
         say(f"mypyc could not translate the modules ({error}); pure Python installed")
         return []
 
