@@ -15,9 +15,7 @@ severity itself: :func:`emit` does, from the policy.
 
 from __future__ import annotations
 
-import ast
 import importlib
-import importlib.machinery
 import re
 import string
 import sys
@@ -27,7 +25,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from operator import attrgetter
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -668,14 +665,15 @@ def rule(
     pattern): :class:`QaConfig` calls it once and the rule reads the result
     as ``data.prepared``.
     the function's docstring first line is its description in README and
-    ``overread rules``. Its module keeps it as a MarkedRule with its RuleSpec (:func:`rule_spec`);
+    ``overread rules`` (a compiled function has none: :mod:`listener.qa.registry`
+    reads it from the module's source). Its module keeps it as a MarkedRule with its RuleSpec (:func:`rule_spec`);
     :mod:`listener.qa.registry` collects them.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown finding category {category!r}")
 
     def register(func: RuleFunction) -> RuleFunction:
-        doc = _docstring(func).strip().splitlines()
+        doc = (func.__doc__ or "").strip().splitlines()
         spec = RuleSpec(
             f"{category}.{func.__name__}",
             func,
@@ -687,29 +685,6 @@ def rule(
         return MarkedRule(spec)
 
     return register
-
-
-def _docstring(func: RuleFunction) -> str:
-    """``func``'s docstring; for a function compiled by mypyc (which keeps none), read from its module's ``.py``.
-
-    The build keeps each compiled module's source beside its extension (docs/development.md,
-    "Compiled modules"); a source that cannot be read gives "" (tests/unit/qa/test_engine.py
-    then fails: every rule needs a description).
-    """
-    if func.__doc__ is not None:
-        return func.__doc__
-    package, _, name = func.__module__.rpartition(".")
-    spec = importlib.machinery.PathFinder.find_spec(name, sys.modules[package].__path__)
-    if spec is None or spec.origin is None:
-        return ""
-    try:
-        source = Path(spec.origin).with_name(f"{name}.py").read_text(encoding="utf-8")
-    except OSError:
-        return ""
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.FunctionDef) and node.name == func.__name__:
-            return ast.get_docstring(node, clean=False) or ""
-    return ""
 
 
 def rule_spec(value: object) -> RuleSpec | None:
