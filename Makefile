@@ -25,9 +25,14 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	OVERREAD_MYPYC=0 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The group's shared library (overread__mypyc) sits at the top of the checkout, outside listener/,
+# where the editable install's finder (it maps only the package) does not look: the .pth file puts
+# the checkout on the venv's path, so the `overread` command finds it from any directory
+# (tests/integration/test_console_script.py).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
 	@echo "overread: $(if $(filter 0,$(OVERREAD_MYPYC)),pure Python (OVERREAD_MYPYC=0),compiling the pipeline with mypyc: 3-4 minutes on 2 cores (OVERREAD_MYPYC=0 skips it))"
 	$(BIN)/python setup.py --quiet build_ext --inplace
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'overread-checkout.pth').write_text('$(CURDIR)\n')"
 	touch $(COMPILED)
 	$(SAY_COMPILED)
 
