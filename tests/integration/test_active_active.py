@@ -248,6 +248,7 @@ def test_kill_9_of_one_daemon_mid_flood_loses_nothing_and_delivers_each_routing_
         ris.mode = "AA"
 
         acked: dict[str, list[str]] = {"a": [], "b": []}
+        # A refusal keeps its answer's MSA and ERR segments, so a failure says what was refused and why.
         refused: dict[str, list[str]] = {"a": [], "b": []}
 
         def flood(daemon: RunningDaemon, name: str, sender: int) -> None:
@@ -258,8 +259,12 @@ def test_kill_9_of_one_daemon_mid_flood_loses_nothing_and_delivers_each_routing_
             try:
                 for i in range(50):
                     control_id = f"K{name}{sender}-{i}"
-                    code = msa(conn.request(message(oru, control_id, f"KACC{i % 5}")))[0]
-                    (acked if code in ("AA", "CA") else refused)[name].append(control_id)
+                    answer = conn.request(message(oru, control_id, f"KACC{i % 5}"))
+                    if msa(answer)[0] in ("AA", "CA"):
+                        acked[name].append(control_id)
+                    else:
+                        said = [seg for seg in answer.decode("latin-1").split("\r") if seg.startswith(("MSA", "ERR"))]
+                        refused[name].append(f"{control_id}: {' '.join(said)}")
             except (OSError, ConnectionError):
                 return  # the daemon was killed under this sender
             finally:
@@ -277,8 +282,9 @@ def test_kill_9_of_one_daemon_mid_flood_loses_nothing_and_delivers_each_routing_
         assert a.stop(signal.SIGKILL) == -signal.SIGKILL
         for t in threads:
             t.join(timeout=180)
-        assert not refused["b"] and len(acked["b"]) == 100, "B answered AA to everything, before and after the kill"
-        assert not refused["a"]
+        assert not refused["b"], f"B refused {refused['b']}"
+        assert len(acked["b"]) == 100, "B answered AA to everything, before and after the kill"
+        assert not refused["a"], f"A refused {refused['a']}"
 
         stored = [str(m["message_id"]) for m in _cli(config, "messages")]
         assert len(stored) == len(set(stored)), "a message was stored twice"
