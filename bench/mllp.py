@@ -34,8 +34,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -201,6 +203,65 @@ def with_control_id(raw: bytes, control_id: str, vary_text: bool = False) -> byt
     return b"\r".join(segments)
 
 
+#: HL7 v2's escapes for the default delimiters, the escape character first.
+_HL7_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def with_report_text(raw: bytes, text: str, procedure: tuple[str, str, str] = ("", "", "")) -> bytes:
+    """``raw`` (the corpus ORU) carrying ``text`` as its report: one OBX per line, 75 characters wide.
+
+    The ORU's own report OBX segments are replaced (the first one is the model of each new one);
+    with a CPT code in ``procedure`` (code, its text, modality) OBR-4 and OBR-44 name it (coding
+    system C4) and OBR-24 the modality, so the procedure checks see the exam the report describes. Characters
+    outside ASCII become ``?`` (the bare server reads ASCII).
+    """
+    segments = raw.split(b"\r")
+    first = next(i for i, seg in enumerate(segments) if seg.startswith(b"OBX|"))
+    model = segments[first].split(b"|")
+    lines: list[str] = []
+    for line in text.splitlines():
+        lines += textwrap.wrap(line, 75) or [""]
+    obx = []
+    for n, line in enumerate(lines, start=1):
+        for plain, escaped in _HL7_ESCAPES:
+            line = line.replace(plain, escaped)
+        fields = list(model)
+        fields[1], fields[5] = str(n).encode(), line.encode("ascii", "replace")
+        obx.append(b"|".join(fields))
+    before = segments[:first]
+    after = [seg for seg in segments[first:] if not seg.startswith(b"OBX|")]
+    code, name, modality = procedure
+    if code:
+        for i, seg in enumerate(before):
+            if seg.startswith(b"OBR|"):
+                fields = seg.split(b"|")
+                fields += [b""] * (25 - len(fields))
+                named = f"{code}^{name}^C4".encode("ascii", "replace")
+                fields[4] = named
+                if len(fields) > 44:  # OBR-44, read first when present (mappings/default.yaml)
+                    fields[44] = named
+                fields[24] = modality.encode("ascii", "replace")
+                before[i] = b"|".join(fields)
+    return b"\r".join(before + obx + after)
+
+
+def corpus_bodies(raw: bytes) -> list[bytes]:
+    """``raw`` with each report of ../shared/corpus (Indiana chest radiographs, MTSamples radiology).
+
+    Texts written by others, which the QA rules were not tuned on (docs/benchmarks.md,
+    "Real report texts"); the corpus is not in the repository, so without it the bench stops here.
+    """
+    from tests.qa.evaluate import CORPUS, load_docs
+
+    if not (CORPUS / "reports").is_dir():
+        raise SystemExit(
+            f"--corpus-texts: {CORPUS / 'reports'} is missing (the shared corpus sits beside the repository)"
+        )
+    return [
+        with_report_text(raw, doc.text, (doc.procedure_code, doc.procedure_text, doc.modality)) for doc in load_docs()
+    ]
+
+
 class ConnectionClosed(Exception):
     """The server closed a connection before every answer came back (the message says which)."""
 
@@ -231,11 +292,31 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
 
 
 async def run_load(
-    port: int, raw: bytes, tag: str, connections: int, window: int, total: int, vary_text: bool = False
+    port: int,
+    raw: bytes,
+    tag: str,
+    connections: int,
+    window: int,
+    total: int,
+    vary_text: bool = False,
+    bodies: Sequence[bytes] = (),
 ) -> tuple[float, float, float]:
+    """Send ``total`` messages over ``connections``: (msgs/s, ACK p50 ms, ACK p99 ms).
+
+    Each message is ``raw`` with its own MSH-10 (``with_control_id``); with ``bodies`` (from
+    ``corpus_bodies``) each is one of them instead, taken in turn from a place the tag decides.
+    """
     per = total // connections
     latencies: list[float] = []
-    payloads = [[with_control_id(raw, f"{tag}-{c}-{i}", vary_text) for i in range(per)] for c in range(connections)]
+    start_at = zlib.crc32(tag.encode())
+
+    def body(n: int) -> bytes:
+        return bodies[(start_at + n) % len(bodies)] if bodies else raw
+
+    payloads = [
+        [with_control_id(body(c * per + i), f"{tag}-{c}-{i}", vary_text) for i in range(per)]
+        for c in range(connections)
+    ]
     start = time.perf_counter()
     await asyncio.gather(*(drive_connection(port, payloads[c], window, latencies) for c in range(connections)))
     elapsed = time.perf_counter() - start
@@ -273,12 +354,25 @@ def main() -> int:
         action="store_true",
         help="a different report text in every message (defeats the text layer's per-text memory, as a real feed does)",
     )
+    parser.add_argument(
+        "--corpus-texts",
+        action="store_true",
+        help="each message carries a real report of ../shared/corpus (and its CPT code), plus --vary-text's changes",
+    )
     parser.add_argument("--logs", type=Path, help="keep each daemon's JSON log in this directory (NAME.log)")
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
+    bodies = corpus_bodies(raw) if args.corpus_texts else []
+    vary_text = args.vary_text or args.corpus_texts
+    described = f"{CORPUS_FILE.name}, {len(raw)} bytes"
+    if bodies:
+        described += (
+            f", carrying each of {len(bodies)} corpus reports in turn"
+            f" ({sum(map(len, bodies)) // len(bodies)} bytes on average)"
+        )
     print(
-        f"message: {CORPUS_FILE.name}, {len(raw)} bytes; {args.messages} messages per run; A=daemon, B=bare python-hl7"
-        + ("; a different report text each message" if args.vary_text else "")
+        f"message: {described}; {args.messages} messages per run; A=daemon, B=bare python-hl7"
+        + ("; a different report text each message" if vary_text else "")
     )
 
     variants = [w.strip() for w in args.workers.split(",") if w.strip()] or [""]
@@ -320,7 +414,7 @@ def main() -> int:
                 wait_port(port, proc)
             # Warm-up: imports, first pages of the database, the JIT-free caches.
             for name, (port, _) in servers.items():
-                asyncio.run(run_load(port, raw, f"warm{name}", 1, 1, 200))
+                asyncio.run(run_load(port, raw, f"warm{name}", 1, 1, 200, bodies=bodies))
             for connections, window in SHAPES:
                 results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
                 for rnd in range(args.rounds):
@@ -331,7 +425,7 @@ def main() -> int:
                         running_or_exit(name, proc)
                         try:
                             res = asyncio.run(
-                                run_load(port, raw, tag, connections, window, args.messages, args.vary_text)
+                                run_load(port, raw, tag, connections, window, args.messages, vary_text, bodies)
                             )
                         except ConnectionClosed as exc:
                             state = "still running" if proc.poll() is None else f"exited with {proc.returncode}"

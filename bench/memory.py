@@ -1,0 +1,174 @@
+"""The daemon's memory and store over a long run: 100,000 messages through ``overread serve``.
+
+Run by hand: ``.venv/bin/python bench/memory.py [--messages 100000] [--step 10000]
+[--connections 8] [--window 16] [--config FILE] [--dir DIR]``.
+
+Starts ``overread serve`` as ``bench/mllp.py`` does (SQLite store in ``--dir`` or a
+temporary directory, JSON logs to /dev/null, its default ``workers: auto`` unless
+``--config`` says otherwise) and sends it ``--messages`` messages of the corpus ORU,
+each with its own MSH-10, accession and report text (``with_control_id(...,
+vary_text=True)``: the text layer's memories and the duplicate check's recent keys
+see a real feed's variety), ``--step`` at a time over ``--connections`` connections
+with up to ``--window`` messages in flight on each. After each step it prints:
+
+* the messages sent so far and the step's msgs/s and ACK p99;
+* the resident set (``VmRSS``) of the daemon and of each worker process, in MiB,
+  and the daemon's peak (``VmHWM``) and its parts: anonymous memory (the heap: Python's
+  objects, SQLite's page caches), file pages (the mapped code) and shared memory (SQLite's
+  WAL index);
+* the store's files on disk (the database and its WAL), in bytes per message.
+
+At the end it stops the daemon (SIGTERM: the store checkpoints its WAL on close)
+and prints the database file's bytes per message against the raw bytes per
+message (docs/store.md, "Compact storage"; ``bench/store_size.py`` measures the
+store alone, with a VACUUM). Every answer must be AA: any other code stops the run.
+Figures: docs/benchmarks.md, "Memory over 100,000 messages".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.mllp import CORPUS_FILE, child_pids, daemon_command, free_port, wait_port, with_control_id  # noqa: E402
+from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
+from listener.store.sqlite import DB_FILENAME  # noqa: E402
+
+
+def status_mib(pid: int, field: str) -> float:
+    """``field`` (VmRSS, VmHWM) of ``pid`` in MiB, 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def store_bytes(state_dir: Path) -> tuple[int, int]:
+    """(database file, its WAL) in bytes: the SQLite store of ``state_dir``."""
+
+    def size(path: Path) -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    db = state_dir / DB_FILENAME
+    return size(db), size(db.with_name(db.name + "-wal"))
+
+
+async def drive(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
+    """Send ``payloads`` on one connection, ``window`` in flight; every answer must be AA."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framer = MllpFramer()
+    sent_at: list[float] = []
+    sent = received = 0
+    while received < len(payloads):
+        while sent < len(payloads) and sent - received < window:
+            sent_at.append(time.perf_counter())
+            writer.write(frame(payloads[sent]))
+            sent += 1
+        data = await reader.read(65536)
+        if not data:
+            raise SystemExit(f"the daemon closed a connection after {received} answers")
+        for answer in framer.feed(data):
+            code = answer.split(b"\rMSA|", 1)[1][:2] if b"\rMSA|" in answer else b"??"
+            if code != b"AA":
+                raise SystemExit(f"answer {code.decode(errors='replace')} to message {received} of a connection")
+            latencies.append(time.perf_counter() - sent_at[received])
+            received += 1
+    writer.close()
+    await writer.wait_closed()
+
+
+def step(port: int, raw: bytes, first: int, count: int, connections: int, window: int) -> tuple[float, float, int]:
+    """Messages ``first`` to ``first + count`` (over ``connections``): (msgs/s, ACK p99 ms, raw bytes sent)."""
+    per = count // connections
+    payloads = [
+        [with_control_id(raw, f"MEM{first + c * per + i}", vary_text=True) for i in range(per)]
+        for c in range(connections)
+    ]
+    latencies: list[float] = []
+
+    async def run() -> None:
+        await asyncio.gather(*(drive(port, payloads[c], window, latencies) for c in range(connections)))
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return per * connections / elapsed, p99, sum(len(p) for one in payloads for p in one)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--step", type=int, default=10_000, help="messages between two samples")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--window", type=int, default=16, help="messages in flight per connection")
+    parser.add_argument("--config", type=Path, help="the daemon's config file (default: its embedded defaults)")
+    parser.add_argument("--dir", type=Path, help="state directory's parent (default: a temporary directory)")
+    args = parser.parse_args()
+    if args.step % args.connections or args.messages % args.step:
+        parser.error("--step must divide --messages, and --connections must divide --step")
+    raw = CORPUS_FILE.read_bytes()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        state = Path(tmp) / "state"
+        port = free_port()
+        extra = ["--config", str(args.config)] if args.config else []
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        proc = subprocess.Popen(
+            daemon_command(port, state, extra), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_port(port, proc)
+            workers = child_pids(proc.pid)
+            print(
+                f"overread serve (pid {proc.pid}, {len(workers)} worker processes), {args.messages} messages"
+                f" (the corpus ORU, each its own text), {args.connections} connections, window {args.window}"
+            )
+            print(
+                f"at start: daemon RSS {status_mib(proc.pid, 'VmRSS'):.0f} MiB, workers "
+                + ", ".join(f"{status_mib(w, 'VmRSS'):.0f}" for w in workers)
+                + " MiB"
+            )
+            sent = raw_bytes = 0
+            while sent < args.messages:
+                rate, p99, size = step(port, raw, sent, args.step, args.connections, args.window)
+                sent += args.step
+                raw_bytes += size
+                db, wal = store_bytes(state)
+                workers = child_pids(proc.pid)
+                print(
+                    f"{sent:>7} sent: {rate:5.0f} msgs/s, p99 {p99:6.1f} ms | RSS daemon"
+                    f" {status_mib(proc.pid, 'VmRSS'):4.0f} MiB (peak {status_mib(proc.pid, 'VmHWM'):.0f};"
+                    f" anonymous {status_mib(proc.pid, 'RssAnon'):.1f}, file {status_mib(proc.pid, 'RssFile'):.1f},"
+                    f" shared {status_mib(proc.pid, 'RssShmem'):.1f}), workers "
+                    + ", ".join(f"{status_mib(w, 'VmRSS'):.0f}" for w in workers)
+                    + f" MiB | store {db / sent:,.0f} B/msg + WAL {wal / 1e6:.0f} MB",
+                    flush=True,
+                )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        db, wal = store_bytes(state)
+        print(
+            f"stopped (exit {code}): database {db / 1e6:,.0f} MB, {db / args.messages:,.0f} B/msg for"
+            f" {raw_bytes / args.messages:,.0f} raw B/msg ({db / raw_bytes:.2f}x), WAL {wal} B"
+        )
+        return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
