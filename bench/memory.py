@@ -34,15 +34,23 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.mllp import CORPUS_FILE, child_pids, daemon_command, free_port, wait_port, with_control_id  # noqa: E402
-from listener.hl7v2.mllp import MllpFramer, frame  # noqa: E402
+from bench.mllp import (  # noqa: E402
+    CORPUS_FILE,
+    ConnectionClosed,
+    Refused,
+    child_pids,
+    daemon_command,
+    free_port,
+    payloads_for,
+    run_load,
+    wait_port,
+)
 from listener.store.sqlite import DB_FILENAME  # noqa: E402
 
 
@@ -67,48 +75,15 @@ def store_bytes(state_dir: Path) -> tuple[int, int]:
     return size(db), size(db.with_name(db.name + "-wal"))
 
 
-async def drive(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
-    """Send ``payloads`` on one connection, ``window`` in flight; every answer must be AA."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    framer = MllpFramer()
-    sent_at: list[float] = []
-    sent = received = 0
-    while received < len(payloads):
-        while sent < len(payloads) and sent - received < window:
-            sent_at.append(time.perf_counter())
-            writer.write(frame(payloads[sent]))
-            sent += 1
-        data = await reader.read(65536)
-        if not data:
-            raise SystemExit(f"the daemon closed a connection after {received} answers")
-        for answer in framer.feed(data):
-            code = answer.split(b"\rMSA|", 1)[1][:2] if b"\rMSA|" in answer else b"??"
-            if code != b"AA":
-                raise SystemExit(f"answer {code.decode(errors='replace')} to message {received} of a connection")
-            latencies.append(time.perf_counter() - sent_at[received])
-            received += 1
-    writer.close()
-    await writer.wait_closed()
-
-
 def step(port: int, raw: bytes, first: int, count: int, connections: int, window: int) -> tuple[float, float, int]:
-    """Messages ``first`` to ``first + count`` (over ``connections``): (msgs/s, ACK p99 ms, raw bytes sent)."""
-    per = count // connections
-    payloads = [
-        [with_control_id(raw, f"MEM{first + c * per + i}", vary_text=True) for i in range(per)]
-        for c in range(connections)
-    ]
-    latencies: list[float] = []
-
-    async def run() -> None:
-        await asyncio.gather(*(drive(port, payloads[c], window, latencies) for c in range(connections)))
-
-    start = time.perf_counter()
-    asyncio.run(run())
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return per * connections / elapsed, p99, sum(len(p) for one in payloads for p in one)
+    """``count`` more messages (over ``connections``): (msgs/s, ACK p99 ms, raw bytes sent)."""
+    tag = f"MEM{first}"
+    sent = sum(len(p) for one in payloads_for(raw, tag, connections, count, vary_text=True) for p in one)
+    try:
+        rate, _, p99 = asyncio.run(run_load(port, raw, tag, connections, window, count, True, require_aa=True))
+    except (ConnectionClosed, Refused) as exc:
+        raise SystemExit(f"after {first} messages: {exc}") from None
+    return rate, p99, sent
 
 
 def main() -> int:

@@ -266,7 +266,14 @@ class ConnectionClosed(Exception):
     """The server closed a connection before every answer came back (the message says which)."""
 
 
-async def drive_connection(port: int, payloads: list[bytes], window: int, latencies: list[float]) -> None:
+class Refused(Exception):
+    """An answer other than AA where every message had to be accepted (the message says which)."""
+
+
+async def drive_connection(
+    port: int, payloads: list[bytes], window: int, latencies: list[float], require_aa: bool = False
+) -> None:
+    """Send ``payloads`` on one connection, ``window`` in flight, each answer's latency into ``latencies``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     host, local_port = writer.get_extra_info("sockname")[:2]
     local = f"{host}:{local_port}"
@@ -284,11 +291,34 @@ async def drive_connection(port: int, payloads: list[bytes], window: int, latenc
                 f"connection closed during the run: peer {local} (as the server logs it), "
                 f"{received} of {len(payloads)} answers received, {sent} frames sent"
             )
-        for _ in framer.feed(data):
+        for answer in framer.feed(data):
+            if require_aa and b"\rMSA|AA|" not in answer:
+                code = answer.partition(b"\rMSA|")[2][:2].decode("ascii", "replace") or "no MSA"
+                raise Refused(f"answer {code} to message {received} of connection {local}")
             latencies.append(time.perf_counter() - sent_at[received])
             received += 1
     writer.close()
     await writer.wait_closed()
+
+
+def payloads_for(
+    raw: bytes, tag: str, connections: int, total: int, vary_text: bool = False, bodies: Sequence[bytes] = ()
+) -> list[list[bytes]]:
+    """``total // connections`` messages for each connection, each with its own MSH-10.
+
+    Each is ``raw`` (``with_control_id``, MSH-10 ``TAG-CONNECTION-N``); with ``bodies`` (from
+    ``corpus_bodies``) each is one of them instead, taken in turn from a place the tag decides.
+    """
+    per = total // connections
+    start_at = zlib.crc32(tag.encode())
+
+    def body(n: int) -> bytes:
+        return bodies[(start_at + n) % len(bodies)] if bodies else raw
+
+    return [
+        [with_control_id(body(c * per + i), f"{tag}-{c}-{i}", vary_text) for i in range(per)]
+        for c in range(connections)
+    ]
 
 
 async def run_load(
@@ -300,25 +330,19 @@ async def run_load(
     total: int,
     vary_text: bool = False,
     bodies: Sequence[bytes] = (),
+    require_aa: bool = False,
 ) -> tuple[float, float, float]:
     """Send ``total`` messages over ``connections``: (msgs/s, ACK p50 ms, ACK p99 ms).
 
-    Each message is ``raw`` with its own MSH-10 (``with_control_id``); with ``bodies`` (from
-    ``corpus_bodies``) each is one of them instead, taken in turn from a place the tag decides.
+    The messages are :func:`payloads_for`'s; ``require_aa``: any other answer raises :class:`Refused`.
     """
     per = total // connections
     latencies: list[float] = []
-    start_at = zlib.crc32(tag.encode())
-
-    def body(n: int) -> bytes:
-        return bodies[(start_at + n) % len(bodies)] if bodies else raw
-
-    payloads = [
-        [with_control_id(body(c * per + i), f"{tag}-{c}-{i}", vary_text) for i in range(per)]
-        for c in range(connections)
-    ]
+    payloads = payloads_for(raw, tag, connections, total, vary_text, bodies)
     start = time.perf_counter()
-    await asyncio.gather(*(drive_connection(port, payloads[c], window, latencies) for c in range(connections)))
+    await asyncio.gather(
+        *(drive_connection(port, payloads[c], window, latencies, require_aa) for c in range(connections))
+    )
     elapsed = time.perf_counter() - start
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
