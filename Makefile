@@ -25,21 +25,25 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	OVERREAD_MYPYC=0 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The group's shared library (overread__mypyc) sits at the top of the checkout, outside listener/,
-# where the editable install's finder (it maps only the package) does not look: the .pth file puts
-# the checkout on the venv's path, so the `overread` command finds it from any directory
-# (tests/integration/test_console_script.py).
 $(COMPILED): $(STAMP) $(COMPILED_SOURCES)
 	@echo "overread: $(if $(filter 0,$(OVERREAD_MYPYC)),pure Python (OVERREAD_MYPYC=0),compiling the pipeline with mypyc: 3-4 minutes on 2 cores (OVERREAD_MYPYC=0 skips it))"
 	$(BIN)/python setup.py --quiet build_ext --inplace
-	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'overread-checkout.pth').write_text('$(CURDIR)\n')"
 	touch $(COMPILED)
 	$(SAY_COMPILED)
+
+# The group's shared library (overread__mypyc) sits at the top of the checkout, outside listener/,
+# where the editable install's finder (it maps only the package) does not look: the .pth file puts
+# the checkout on the venv's path, so the `overread` command finds it from any directory
+# (tests/integration/test_console_script.py). Its own stamp, so a venv built before it gets it too.
+ON_PATH := $(VENV)/.checkout-on-path
+$(ON_PATH): $(STAMP)
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'overread-checkout.pth').write_text('$(CURDIR)\n')"
+	touch $(ON_PATH)
 
 # CONFIG=overread.yaml: start with that configuration (e.g. http_clients for the web console).
 # ARGS='...': more options for `overread serve`, e.g. other ports when 2575 or 8080 is taken:
 # ARGS='--mllp tcp:2576:interface=127.0.0.1 --http tcp:8081:interface=127.0.0.1'.
-run: $(COMPILED)
+run: $(COMPILED) $(ON_PATH)
 	$(BIN)/overread serve $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 # The suite on TEST_WORKERS processes (pytest-xdist); each test file stays on one worker,
@@ -48,13 +52,13 @@ run: $(COMPILED)
 # so a third worker fills the cores they leave idle (docs/development.md, "Running the suite").
 TEST_WORKERS ?= 3
 
-test: $(COMPILED)
+test: $(COMPILED) $(ON_PATH)
 	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The report samples through the offline pipeline. Several carry a defect on purpose, so exit
 # status 1 (a finding of severity error) is their expected result; 2 (cannot decode) fails.
 # samples/scores/ holds peer-review scores, not reports: not checked.
-check: $(COMPILED)
+check: $(COMPILED) $(ON_PATH)
 	$(BIN)/overread check --format text samples/hl7 samples/fhir || [ $$? -eq 1 ]
 
 typecheck: $(STAMP)
@@ -78,7 +82,7 @@ fuzz: $(FUZZ_STAMP)
 		grep -E "^Done" var/fuzz/$$t.log; \
 	done
 
-bench: $(COMPILED)
+bench: $(COMPILED) $(ON_PATH)
 	$(BIN)/python bench/decode.py
 
 clean:
