@@ -49,20 +49,16 @@ from bench.mllp import (  # noqa: E402
     free_port,
     payloads_for,
     run_load,
+    status_mib,
     wait_port,
 )
 from listener.store.sqlite import DB_FILENAME  # noqa: E402
 
 
-def status_mib(pid: int, field: str) -> float:
-    """``field`` (VmRSS, VmHWM) of ``pid`` in MiB, 0 when the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def mib(pid: int, field: str) -> float:
+    """``field`` of ``pid``'s status (``status_mib``) in MiB, 0 when the process is gone."""
+    sizes = status_mib(pid, field)
+    return sizes[0] if sizes else 0.0
 
 
 def store_bytes(state_dir: Path) -> tuple[int, int]:
@@ -114,8 +110,8 @@ def main() -> int:
                 f" (the corpus ORU, each its own text), {args.connections} connections, window {args.window}"
             )
             print(
-                f"at start: daemon RSS {status_mib(proc.pid, 'VmRSS'):.0f} MiB, workers "
-                + ", ".join(f"{status_mib(w, 'VmRSS'):.0f}" for w in workers)
+                f"at start: daemon RSS {mib(proc.pid, 'VmRSS'):.0f} MiB, workers "
+                + ", ".join(f"{mib(w, 'VmRSS'):.0f}" for w in workers)
                 + " MiB"
             )
             sent = raw_bytes = 0
@@ -127,10 +123,10 @@ def main() -> int:
                 workers = child_pids(proc.pid)
                 print(
                     f"{sent:>7} sent: {rate:5.0f} msgs/s, p99 {p99:6.1f} ms | RSS daemon"
-                    f" {status_mib(proc.pid, 'VmRSS'):4.0f} MiB (peak {status_mib(proc.pid, 'VmHWM'):.0f};"
-                    f" anonymous {status_mib(proc.pid, 'RssAnon'):.1f}, file {status_mib(proc.pid, 'RssFile'):.1f},"
-                    f" shared {status_mib(proc.pid, 'RssShmem'):.1f}), workers "
-                    + ", ".join(f"{status_mib(w, 'VmRSS'):.0f}" for w in workers)
+                    f" {mib(proc.pid, 'VmRSS'):4.0f} MiB (peak {mib(proc.pid, 'VmHWM'):.0f};"
+                    f" anonymous {mib(proc.pid, 'RssAnon'):.1f}, file {mib(proc.pid, 'RssFile'):.1f},"
+                    f" shared {mib(proc.pid, 'RssShmem'):.1f}), workers "
+                    + ", ".join(f"{mib(w, 'VmRSS'):.0f}" for w in workers)
                     + f" MiB | store {db / sent:,.0f} B/msg + WAL {wal / 1e6:.0f} MB",
                     flush=True,
                 )

@@ -109,17 +109,24 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def status_mib(pid: int, *names: str) -> tuple[float, ...] | None:
+    """Fields ``names`` of ``/proc/PID/status`` (VmRSS, VmHWM, RssAnon...) in MiB; None when ``pid`` is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return tuple(int(fields.get(name, "0 kB").split()[0]) / 1024 for name in names)
+
+
 def rss_report(pid: int) -> str:
     """Peak and current RSS (MiB) of ``pid`` and of its children (the worker processes)."""
 
     def one(p: int) -> str:
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
+        sizes = status_mib(p, "VmHWM", "VmRSS")
+        if sizes is None:
             return f"{p}: gone"
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        peak = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
-        now = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+        peak, now = sizes
         return f"{p}: peak {peak:.0f} MiB, now {now:.0f} MiB"
 
     return "; ".join([one(pid) + " (daemon)"] + [one(c) + " (worker)" for c in child_pids(pid)])
