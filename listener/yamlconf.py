@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -135,8 +135,17 @@ class YamlList(list[Any]):
         return tuple(out)
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader building YamlMap/YamlList with line numbers; duplicate keys refused."""
+#: libyaml's parser and composer when PyYAML was built with it: a tenth of the pure-Python ones' CPU
+#: at every start and reload (docs/development.md, "Start-up cost"). Its nodes carry the same line
+#: marks, so every error still names file:line. (Typed as SafeLoader, whose constructor it shares.)
+if TYPE_CHECKING:
+    _BASE_LOADER = yaml.SafeLoader
+else:
+    _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_BASE_LOADER):
+    """A safe loader building YamlMap/YamlList with line numbers; duplicate keys refused."""
 
     source_path = ""
 
