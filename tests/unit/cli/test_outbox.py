@@ -9,7 +9,6 @@ clock for the time arithmetic of ``purge``.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import subprocess
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from listener.cli import build_parser, main
+from listener.cli import build_parser
 from listener.cli_common import parse_time
 from listener.outbox_cli import cmd_outbox
 from listener.store import MessageRecord, OutboxItem, SQLiteStore
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -60,8 +60,8 @@ def _seed(state: Path, delivered_at: datetime = T0 + timedelta(minutes=1)) -> li
 def _cli(state: Path, *argv: str, process: bool = False) -> subprocess.CompletedProcess[str]:
     """``overread outbox ARGV --state-dir STATE``: its exit status, stdout and stderr.
 
-    In process (``main``, as ``python -m listener`` calls it: a parser error's SystemExit is
-    its status), or with ``process`` as an operator runs it, in a subprocess.
+    In process (:func:`tests.conftest.run_cli`), or with ``process`` as an operator runs it, in a
+    subprocess.
     """
     args = ["outbox", *argv, "--state-dir", str(state)]
     if process:
@@ -73,13 +73,7 @@ def _cli(state: Path, *argv: str, process: bool = False) -> subprocess.Completed
             timeout=60,
             check=False,
         )
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return run_cli(*args)
 
 
 def _rows(state: Path, *argv: str) -> list[dict[str, object]]:
