@@ -58,8 +58,9 @@ each search/match/finditer/findall/fullmatch/sub call counts the characters
 from ``pos`` to the end of its last match, or to ``endpos`` when it found
 nothing; a match counts its length). ``tests/unit/text/test_linear_cost.py``
 runs it in a subprocess and compares 4 KB with 32 KB for every shape and 32 KB
-with 256 KB for most of them; it times ``placeholders`` (work in C) at 64 KB
-and 1 MB with ``--repeat 3``.
+with 256 KB for most of them (``--also 256:SHAPE,...``: those shapes at 256 KB
+too, in the same run); it times ``placeholders`` (work in C) at 64 KB and 1 MB
+with ``--repeat 3``.
 """
 
 from __future__ import annotations
@@ -233,8 +234,13 @@ def verdict(table: dict[str, dict[int, float]], *, factor: float, as_json: bool,
     return 0
 
 
-def run(shapes: list[str], sizes: list[int], count: bool, repeat: int = 1) -> dict[str, dict[int, float]]:
-    """Cost per KB for each shape and size: ms/KB (the fastest of ``repeat`` runs), or (``count``) work units/KB."""
+def run(
+    shapes: list[str], sizes: list[int], count: bool, repeat: int = 1, also: dict[str, list[int]] | None = None
+) -> dict[str, dict[int, float]]:
+    """Cost per KB for each shape and size: ms/KB (the fastest of ``repeat`` runs), or (``count``) work units/KB.
+
+    ``also``: more sizes for some shapes (each shape's sizes run in increasing order).
+    """
     if count:
         _count_regex()
     sys.path.insert(0, str(REPO))
@@ -247,7 +253,7 @@ def run(shapes: list[str], sizes: list[int], count: bool, repeat: int = 1) -> di
     out: dict[str, dict[int, float]] = {}
     for shape in shapes:
         out[shape] = {}
-        for kb in sizes:
+        for kb in sorted({*sizes, *(also or {}).get(shape, [])}):
             raw = message(shape, kb)
             if count:
                 _Counted.chars = 0
@@ -281,10 +287,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", action="store_true", help="count work (calls + regex characters) instead of time")
     ap.add_argument("--json", action="store_true", help="print the table as one JSON object")
     ap.add_argument("--repeat", type=int, default=1, help="timed mode: keep the fastest of this many runs")
+    ap.add_argument(
+        "--also", action="append", default=[], metavar="KB:SHAPE,...", help="these shapes at this size too (repeatable)"
+    )
     args = ap.parse_args(argv)
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     shapes = [s for s in args.shapes.split(",") if s]
-    table = run(shapes, sizes, args.count, args.repeat)
+    also: dict[str, list[int]] = {}
+    for spec in args.also:
+        kb, _, names = spec.partition(":")
+        for name in names.split(","):
+            if name not in shapes:
+                ap.error(f"--also {spec}: {name!r} is not one of the shapes run")
+            also.setdefault(name, []).append(int(kb))
+    table = run(shapes, sizes, args.count, args.repeat, also)
     return verdict(table, factor=args.factor, as_json=args.json, growth=growth)
 
 

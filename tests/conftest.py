@@ -21,8 +21,11 @@
 from __future__ import annotations
 
 import compileall
+import contextlib
+import io
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -192,6 +195,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     shots = [p for p in chromium.SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= started]
     if shots:
         terminalreporter.write_line(f"browser tier screenshots: {len(shots)} PNG files in {chromium.SCREENSHOTS}")
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``overread ARGV`` through ``listener.cli.main`` in this process, as ``python -m listener`` calls
+    it: its exit status (a parser error's SystemExit too), stdout and stderr.
+
+    A subprocess costs over a second of CPU, mostly compiling patterns at import; a test of what
+    depends on the process (the exit status the shell sees, the console script) runs a real one.
+    """
+    from listener.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(name="pipeline", scope="session")

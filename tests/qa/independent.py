@@ -453,11 +453,14 @@ _MASS_NOUNS = {
 def negation_dropped(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, str] | None:
     """A finding denied twice: one denial loses its "no" (dropped word) or turns into a small positive."""
     text = doc.text
+    said = _SENTENCE.findall(text)  # once: the same for every term
     for term in rng.sample(SIGNIFICANT, len(SIGNIFICANT)):
         pattern = re.compile(_DENIAL.pattern.format(term=term))
         denials = [m for m in pattern.finditer(text) if _single_item(text, m.end())]
-        denying = [x for x in _SENTENCE.findall(text) if re.search(rf"\b(no|without)\b[^;]*\b{term}\b", x, re.I)]
-        if not denials or len(denying) < 2 or any(affirmed(x, term) for x in _SENTENCE.findall(text)):
+        if not denials:
+            continue
+        denying = [x for x in said if re.search(rf"\b(no|without)\b[^;]*\b{term}\b", x, re.I)]
+        if len(denying) < 2 or any(affirmed(x, term) for x in said):
             continue
         m = rng.choice(denials)
         form = rng.choice(("drop", "positive"))
@@ -704,7 +707,8 @@ def communication_missing(doc: Doc, rng: random.Random) -> tuple[Doc, Doc, str, 
     if _COMMUNICATED.search(text):
         return None
     reported = "".join(text[s.body : s.end] for s in (findings(text), impression(text)) if s is not None)
-    critical = [t for t in CRITICAL for s in _SENTENCE.findall(reported) if affirmed(s, t) and not _KNOWN.search(s)]
+    said = _SENTENCE.findall(reported)
+    critical = [t for t in CRITICAL for s in said if affirmed(s, t) and not _KNOWN.search(s)]
     if not critical:
         return None
     when = (doc.exam_at + timedelta(minutes=rng.randint(20, 50))).strftime("%H:%M")

@@ -1,4 +1,8 @@
-"""`overread check`: the docs/cli.md contract, run as a real subprocess."""
+"""`overread check`: the docs/cli.md contract.
+
+What depends on the process runs as a real subprocess: the exit status on hostile input and a
+missing file, no colour when stdout is not a terminal, ``explain``; the rest calls the same entry
+point (``listener.cli.main``) in process."""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import CORPUS, REPO
+from tests.conftest import CORPUS, REPO, run_cli
 
 REQUIRED_KEYS = {"source", "message_type", "message_id", "accession", "status", "findings", "route", "error"}
 
 
-def _check(*args: str) -> subprocess.CompletedProcess[str]:
+def _check(*args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``overread check ARGS``: in process, or with ``process`` as a user runs it, in a subprocess."""
+    if not process:
+        return run_cli("check", *args)
     return subprocess.run(
         [sys.executable, "-m", "listener", "check", *args],
         capture_output=True,
@@ -24,7 +31,7 @@ def _check(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_json_lines_for_every_corpus_file() -> None:
     """Every corpus message gives one valid JSON object; hostile ones an error; exit 2; no traceback."""
-    proc = _check("--format", "json", str(CORPUS / "hl7"))
+    proc = _check("--format", "json", str(CORPUS / "hl7"), process=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     objects = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -56,7 +63,7 @@ def test_text_format_and_multi_message_file(tmp_path: Path) -> None:
     raw = (CORPUS / "hl7/scout/oru_v24_duplicate_pair_a.hl7").read_bytes().replace(b"\r", b"\n")
     path = tmp_path / "two.hl7"
     path.write_bytes(raw + raw)
-    proc = _check(str(path))
+    proc = _check(str(path), process=True)
     assert proc.returncode in (0, 1), proc.stderr  # 1: a finding of severity error
     assert f"{path}#1 (line 1)" in proc.stdout and f"{path}#2" in proc.stdout
     assert "\x1b[" not in proc.stdout  # no colour when not a terminal
@@ -64,7 +71,7 @@ def test_text_format_and_multi_message_file(tmp_path: Path) -> None:
 
 def test_missing_file_and_bad_config_name_the_file(tmp_path: Path) -> None:
     """A missing input or an invalid config gives exit 2 and a message naming file (and line)."""
-    proc = _check(str(tmp_path / "nope.hl7"))
+    proc = _check(str(tmp_path / "nope.hl7"), process=True)
     assert proc.returncode == 2 and "nope.hl7" in proc.stderr
     bad = tmp_path / "feeds"
     (bad / "feeds").mkdir(parents=True)

@@ -1,4 +1,7 @@
-"""`overread check --prior FILE`: the files given stand for the patient's prior studies (docs/cli.md)."""
+"""`overread check --prior FILE`: the files given stand for the patient's prior studies (docs/cli.md).
+
+The command runs in process (``listener.cli.main``); one run of each exit status (1 with findings,
+2 for a prior of another patient) runs as a real subprocess."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 SAMPLES = REPO / "samples"
 # The same exam type, two days earlier, of another patient (ZZ9000103); made ZZ9000104's below.
@@ -16,14 +19,14 @@ XR_PRIOR = SAMPLES / "hl7/xr-chest-2v-normal.hl7"
 XR_NEW = SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7"
 
 
-def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "listener", "check", "--format", "json", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+def _check(*args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``overread check --format json ARGS``: in process, or with ``process`` in a subprocess."""
+    argv = ["check", "--format", "json", *args]
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "listener", *argv], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
+    return run_cli(*argv)
 
 
 def _rules(proc: subprocess.CompletedProcess[str]) -> set[str]:
@@ -40,7 +43,8 @@ def test_prior_of_the_same_patient_gives_none_with_priors(tmp_path: Path) -> Non
     """'Comparison: None' with a prior chest radiograph of the patient given: the rule fires; without it, not."""
     prior = _as_patient(XR_PRIOR, tmp_path / "prior.hl7")
     assert "comparison.none_with_priors" not in _rules(_check(str(XR_NEW)))
-    assert "comparison.none_with_priors" in _rules(_check("--prior", str(prior), str(XR_NEW)))
+    with_prior = _check("--prior", str(prior), str(XR_NEW), process=True)
+    assert with_prior.returncode == 1 and "comparison.none_with_priors" in _rules(with_prior)
 
 
 def test_fhir_prior_and_fhir_report(tmp_path: Path) -> None:
@@ -68,7 +72,7 @@ def test_prior_not_found_needs_known_priors(tmp_path: Path) -> None:
 
 
 def test_prior_of_another_patient_is_an_error_naming_the_file() -> None:
-    proc = _check("--prior", str(XR_PRIOR), str(XR_NEW))
+    proc = _check("--prior", str(XR_PRIOR), str(XR_NEW), process=True)
     assert proc.returncode == 2
     assert f"--prior {XR_PRIOR}#1: another patient than {XR_NEW}#1" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""

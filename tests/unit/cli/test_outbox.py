@@ -1,8 +1,10 @@
 """``overread outbox list|retry|purge`` against a real store in a temporary state directory.
 
-Most tests run the command as an operator does (``python -m listener outbox ...``
-in a subprocess) and read its stdout, stderr and exit status; the rest call
-``cmd_outbox`` with a fixed clock for the time arithmetic of ``purge``.
+Most tests run the command's entry point (``listener.cli.main``, what ``python -m
+listener outbox ...`` runs) in process and read its stdout, stderr and exit status; one run
+of each exit status (0, 1, 2 from the parser and 2 from the command) and the ``--config``
+test run it as an operator does, in a subprocess; the rest call ``cmd_outbox`` with a fixed
+clock for the time arithmetic of ``purge``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from listener.cli import build_parser
 from listener.cli_common import parse_time
 from listener.outbox_cli import cmd_outbox
 from listener.store import MessageRecord, OutboxItem, SQLiteStore
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -54,16 +57,23 @@ def _seed(state: Path, delivered_at: datetime = T0 + timedelta(minutes=1)) -> li
         store.close()
 
 
-def _cli(state: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """``overread outbox ARGV --state-dir STATE`` as an operator runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "listener", "outbox", *argv, "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+def _cli(state: Path, *argv: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``overread outbox ARGV --state-dir STATE``: its exit status, stdout and stderr.
+
+    In process (:func:`tests.conftest.run_cli`), or with ``process`` as an operator runs it, in a
+    subprocess.
+    """
+    args = ["outbox", *argv, "--state-dir", str(state)]
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "listener", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+    return run_cli(*args)
 
 
 def _rows(state: Path, *argv: str) -> list[dict[str, object]]:
@@ -132,7 +142,7 @@ def test_list_json_lines_and_filters(tmp_path: Path) -> None:
 def test_list_text_table_with_summary(tmp_path: Path) -> None:
     """The default text output is a table (id, destination, accession, state, tries, when, control id, error) and a count by state."""
     ids = _seed(tmp_path)
-    result = _cli(tmp_path, "list")
+    result = _cli(tmp_path, "list", process=True)
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].split()[:5] == ["ID", "DESTINATION", "ACCESSION", "STATE", "TRIES"]
@@ -166,7 +176,7 @@ def test_a_row_delivered_after_a_refusal_says_the_error_came_before(tmp_path: Pa
 def test_list_refuses_bad_options_naming_them(tmp_path: Path) -> None:
     """An unknown state, a limit below 1 and an unknown destination exit 2 with a message naming the value."""
     _seed(tmp_path)
-    bad_state = _cli(tmp_path, "list", "--state", "stuck")
+    bad_state = _cli(tmp_path, "list", "--state", "stuck", process=True)
     assert bad_state.returncode == 2 and "'stuck'" in bad_state.stderr and "pending" in bad_state.stderr
     bad_limit = _cli(tmp_path, "list", "--limit", "0")
     assert bad_limit.returncode == 2 and "'0' must be 1 or more" in bad_limit.stderr
@@ -206,8 +216,12 @@ def test_destination_known_from_the_config_but_without_rows(tmp_path: Path) -> N
 
 def test_no_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
     """A state directory without a store exits 2 naming the directory, rather than creating a store."""
-    for argv in (("list",), ("retry", "--all-dead"), ("purge", "--delivered-before", "30d")):
-        result = _cli(tmp_path / "missing", *argv)
+    for argv, process in (
+        (("list",), True),
+        (("retry", "--all-dead"), False),
+        (("purge", "--delivered-before", "30d"), False),
+    ):
+        result = _cli(tmp_path / "missing", *argv, process=process)
         assert result.returncode == 2 and f"no store in {tmp_path / 'missing'}" in result.stderr
     assert not (tmp_path / "missing").exists()
 
@@ -218,7 +232,7 @@ def test_no_store_is_an_error_and_creates_nothing(tmp_path: Path) -> None:
 def test_retry_by_id_reports_each_row_left_alone(tmp_path: Path) -> None:
     """retry ID... revives the dead ones (attempts 0, due now) and names why each other id was not revived (exit 1)."""
     ids = _seed(tmp_path)
-    result = _cli(tmp_path, "retry", str(ids[1]), str(ids[2]), "999", "--format", "json")
+    result = _cli(tmp_path, "retry", str(ids[1]), str(ids[2]), "999", "--format", "json", process=True)
     assert result.returncode == 1
     assert json.loads(result.stdout) == {
         "revived": [ids[1]],

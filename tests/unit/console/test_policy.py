@@ -302,10 +302,25 @@ def test_one_what_if_at_a_time_cancel_and_a_failing_child(pipeline: Pipeline, st
     assert view.error in _page(_run(pipeline, broken, "run", view.id))
 
 
-def test_finished_jobs_are_kept_for_a_bounded_time_and_number(pipeline: Pipeline, state: Path) -> None:
+#: A child that prints the document a replay printed (the file named first) and ends at once.
+_REPLAYED = "import sys\nsys.stdout.write(open(sys.argv[1], encoding='utf-8').read())\n"
+
+
+def test_finished_jobs_are_kept_for_a_bounded_time_and_number(
+    pipeline: Pipeline, state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What is kept is the jobs' own bookkeeping: each child prints a real replay's document (made
+    # once, in process) instead of replaying the store again; the tests above run the real child.
+    capsys.readouterr()
+    since, until = RECEIVED - timedelta(days=7), RECEIVED + timedelta(days=7)
+    argv = ["simulate", "--state-dir", str(state), "--policy", str(REPO / STRICTER), "--name", STRICTER]
+    assert main([*argv, "--since", since.isoformat(), "--until", until.isoformat(), "--format", "json"]) == 0
+    replayed = tmp_path / "replayed.json"
+    replayed.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert json.loads(replayed.read_text(encoding="utf-8"))["baseline"]["reports"] == 5
     now = [0.0]
     jobs = WhatIfJobs(
-        lambda: [sys.executable, "-m", "listener", "simulate", "--state-dir", str(state)],
+        lambda: [sys.executable, "-c", _REPLAYED, str(replayed)],
         state,
         clock=lambda: now[0],
         keep_seconds=60,
@@ -315,7 +330,7 @@ def test_finished_jobs_are_kept_for_a_bounded_time_and_number(pipeline: Pipeline
     for _ in range(3):
         started = _run(pipeline, jobs, candidate=STRICTER)
         ids.append(started.location.rsplit("/", 1)[1])
-        _ended(jobs, ids[-1])
+        assert _ended(jobs, ids[-1]).state == "done"
         now[0] += 10
     assert [jobs.find(i, "manager") is not None for i in ids] == [False, True, True]
     now[0] += 45

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listener.assemble import build_pipeline
-from listener.config import load_config
 from listener.model import SectionKind
+from listener.pipeline import Pipeline
 from listener.text.sections import (
     _ALONE_HEADING,
     HeadingRules,
@@ -59,9 +58,9 @@ def test_the_search_before_each_colon_is_the_heads_search(rules: HeadingRules, p
 
 
 @pytest.fixture(name="shipped", scope="module")
-def fixture_shipped() -> HeadingRules:
-    """The shipped heading vocabulary (the default mapping's)."""
-    return build_pipeline(load_config(None)).mappings.default.heading_rules
+def fixture_shipped(pipeline: Pipeline) -> HeadingRules:
+    """The shipped heading vocabulary (the default mapping's), of the session's pipeline (only read here)."""
+    return pipeline.mappings.default.heading_rules
 
 
 def _inline_found(text: str, rules: HeadingRules) -> list[tuple[int, int, str]]:
