@@ -380,3 +380,31 @@ def fixture_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             assert daemon.stop() == 0
+
+
+@pytest.fixture(name="shared_daemon", scope="module")
+def fixture_shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One started daemon for the module's tests that need a running daemon but not an empty one
+    (docs/development.md, "Shared test daemons"); stopped with SIGTERM (and checked to exit 0) after
+    the module. Its tests send messages of their own (control ID, identifiers) and read back only
+    those: :func:`new_messages`, log lines filtered by control ID."""
+    root = tmp_path_factory.mktemp("shared")
+    (root / "logs").mkdir()
+    daemon = RunningDaemon(root / "state", root / "logs")
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            assert daemon.stop() == 0
+
+
+def message_ids(daemon: RunningDaemon) -> set[str]:
+    """The ``message_id`` of every message the daemon's store holds (``overread messages``)."""
+    return {str(m["message_id"]) for m in daemon.messages()}
+
+
+def new_messages(daemon: RunningDaemon, before: set[str]) -> list[dict[str, object]]:
+    """The stored messages whose ``message_id`` is not in ``before`` (:func:`message_ids` taken
+    earlier): what a test stored on a shared daemon, whose tests run one at a time."""
+    return [m for m in daemon.messages() if m["message_id"] not in before]

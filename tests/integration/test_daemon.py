@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from datetime import UTC
 from pathlib import Path
 
@@ -14,23 +15,41 @@ from listener.cli import split_file
 from listener.hl7v2.ack import ack_code_for, should_send_accept_ack
 from listener.hl7v2.segments import read_header
 from tests.conformance.test_corpus_hl7 import EXPECTED
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    message_ids,
+    msa,
+    new_messages,
+    with_control_id,
+)
 
 
-def test_radiology_oru_gets_aa_and_is_listed(daemon: RunningDaemon, oru: bytes) -> None:
+def tag() -> str:
+    """A suffix for a test's control IDs on the shared daemon: what it sends is no other test's (not a duplicate)."""
+    return uuid.uuid4().hex[:6].upper()
+
+
+def test_radiology_oru_gets_aa_and_is_listed(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """A radiology ORU from the corpus is answered AA and shows up in `overread messages`."""
+    daemon, raw = shared_daemon, with_control_id(oru, f"LISTED-{tag()}")
+    before = message_ids(daemon)
     conn = MllpConnection(daemon.address)
-    code, control = msa(conn.request(oru))
+    code, control = msa(conn.request(raw))
     conn.close()
     assert code == "AA"
-    assert control == read_header(oru).control_id  # type: ignore[union-attr]
-    listed = daemon.messages()
+    assert control == read_header(raw).control_id  # type: ignore[union-attr]
+    listed = new_messages(daemon, before)
     assert [(m["message_id"], m["state"], m["ack_code"]) for m in listed] == [(control, "processed", "AA")]
     assert listed[0]["sender"] == {"application": "SOMERIS", "facility": "ABCHOSP"}
 
 
-def test_duplicate_gets_the_same_ack_and_is_stored_once(daemon: RunningDaemon, oru: bytes) -> None:
+def test_duplicate_gets_the_same_ack_and_is_stored_once(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """Re-sending the same MSH-3/4/10 returns the byte-identical stored ACK; one row only."""
+    daemon, control_id = shared_daemon, f"DUP-{tag()}"
+    oru = with_control_id(oru, control_id)
+    before = message_ids(daemon)
     first = MllpConnection(daemon.address)
     ack1 = first.request(oru)
     first.close()
@@ -39,13 +58,15 @@ def test_duplicate_gets_the_same_ack_and_is_stored_once(daemon: RunningDaemon, o
     ack3 = second.request(oru)
     second.close()
     assert ack1 == ack2 == ack3
-    assert len(daemon.messages()) == 1
-    assert any(line["event"] == "message_duplicate" for line in daemon.log_lines())
+    assert [m["message_id"] for m in new_messages(daemon, before)] == [control_id]
+    events = [line["event"] for line in daemon.log_lines() if line.get("control_id") == control_id]
+    assert events.count("message_processed") == 1 and events.count("message_duplicate") == 2
 
 
-def test_several_frames_in_one_write_are_answered_in_order(daemon: RunningDaemon, oru: bytes) -> None:
+def test_several_frames_in_one_write_are_answered_in_order(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """Ten frames in one TCP write get ten ACKs whose MSA-2 follow the sending order."""
-    ids = [f"ORDER{i:03d}" for i in range(10)]
+    daemon, suffix = shared_daemon, tag()
+    ids = [f"ORDER{i:03d}-{suffix}" for i in range(10)]
     conn = MllpConnection(daemon.address)
     conn.send_raw(b"".join(b"\x0b" + with_control_id(oru, cid) + b"\x1c\r" for cid in ids))
     answers = [msa(conn.receive()) for _ in ids]
@@ -105,20 +126,26 @@ def test_hostile_corpus_files_get_their_documented_answer(daemon: RunningDaemon,
     assert sum(1 for s in states.values() if s == "processed") >= n
 
 
-def test_python_hl7_client_gets_aa(daemon: RunningDaemon, corpus: Path) -> None:
+def test_python_hl7_client_gets_aa(shared_daemon: RunningDaemon, corpus: Path) -> None:
     """python-hl7's MLLPClient, a peer we did not write, gets AA for radiology ORUs."""
+    daemon, suffix = shared_daemon, tag()
     files = sorted((corpus / "hl7" / "scout").glob("oru_v2*_*.hl7"))[:5]
     with hl7.client.MLLPClient(*daemon.address) as client:
-        for path in files:
-            text = path.read_bytes().decode("latin-1")
+        for i, path in enumerate(files):
+            text = with_control_id(path.read_bytes(), f"PYHL7{i}-{suffix}").decode("latin-1")
             reply = client.send_message(text)
             ack = hl7.parse(reply.decode("latin-1"))
             assert str(ack.segment("MSA")[1]) == "AA", path.name
 
 
-def test_send_cli_prints_ack_and_exit_status(daemon: RunningDaemon, corpus: Path) -> None:
+def test_send_cli_prints_ack_and_exit_status(
+    shared_daemon: RunningDaemon, corpus: Path, oru: bytes, tmp_path: Path
+) -> None:
     """`overread send` prints each ACK, exits 0 for AA and 1 when a NACK came back."""
-    good = corpus / "hl7" / "scout" / "oru_v27_prelim_xr_chest.hl7"
+    daemon, suffix = shared_daemon, tag()
+    good, again = tmp_path / "good.hl7", tmp_path / "again.hl7"
+    good.write_bytes(with_control_id(oru, f"SENDCLI1-{suffix}"))  # oru: scout/oru_v27_prelim_xr_chest.hl7
+    again.write_bytes(with_control_id(oru, f"SENDCLI2-{suffix}"))
     bad = corpus / "hl7" / "scout" / "junk_not_hl7_idx_msg.hl7"
     target = f"127.0.0.1:{daemon.port}"
     ok = subprocess.run(
@@ -127,7 +154,7 @@ def test_send_cli_prints_ack_and_exit_status(daemon: RunningDaemon, corpus: Path
     assert ok.returncode == 0, ok.stderr
     assert b"MSA|AA|" in ok.stdout
     nack = subprocess.run(
-        [sys.executable, "-m", "listener", "send", "--to", target, str(good), str(bad)],
+        [sys.executable, "-m", "listener", "send", "--to", target, str(again), str(bad)],
         capture_output=True,
         cwd=REPO,
         timeout=60,
@@ -161,24 +188,29 @@ def _with_ack_modes(raw: bytes, accept: str, application: str) -> bytes:
     return b"\r".join(segments)
 
 
-def test_enhanced_mode_accept_acks(daemon: RunningDaemon, oru: bytes) -> None:
+def test_enhanced_mode_accept_acks(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """MSH-15 AL gets CA; MSH-15 NE gets no answer but is stored, and the next frame on the
     same connection is still answered in order."""
+    daemon, t = shared_daemon, tag()
+    before = message_ids(daemon)
     conn = MllpConnection(daemon.address)
-    assert msa(conn.request(_with_ack_modes(with_control_id(oru, "ENH1"), "AL", "NE"))) == ("CA", "ENH1")
-    conn.send(_with_ack_modes(with_control_id(oru, "ENH2"), "NE", "NE"))
-    assert msa(conn.request(with_control_id(oru, "ENH3"))) == ("AA", "ENH3")
+    assert msa(conn.request(_with_ack_modes(with_control_id(oru, f"ENH1-{t}"), "AL", "NE"))) == ("CA", f"ENH1-{t}")
+    conn.send(_with_ack_modes(with_control_id(oru, f"ENH2-{t}"), "NE", "NE"))
+    assert msa(conn.request(with_control_id(oru, f"ENH3-{t}"))) == ("AA", f"ENH3-{t}")
     conn.close()
-    stored = {m["message_id"]: m["ack_code"] for m in daemon.messages()}
-    assert stored == {"ENH1": "CA", "ENH2": "CA", "ENH3": "AA"}
+    stored = {m["message_id"]: m["ack_code"] for m in new_messages(daemon, before)}
+    assert stored == {f"ENH1-{t}": "CA", f"ENH2-{t}": "CA", f"ENH3-{t}": "AA"}
 
 
-def test_back_to_back_copies_are_processed_once(daemon: RunningDaemon, oru: bytes) -> None:
+def test_back_to_back_copies_are_processed_once(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """Copies of one message sent back to back (two in one write on one connection, and one
     on each of three other connections at the same moment) are processed and stored once:
     every copy gets the first copy's byte-identical stored ACK, in order on its connection."""
-    copies = with_control_id(oru, "TWIN1")
-    other = with_control_id(oru, "TWIN2")
+    daemon, t = shared_daemon, tag()
+    twin1, twin2 = f"TWIN1-{t}", f"TWIN2-{t}"
+    copies = with_control_id(oru, twin1)
+    other = with_control_id(oru, twin2)
+    before = message_ids(daemon)
     main = MllpConnection(daemon.address)
     others = [MllpConnection(daemon.address) for _ in range(3)]
     main.send_raw(b"".join(b"\x0b" + payload + b"\x1c\r" for payload in (copies, copies, other)))
@@ -188,11 +220,11 @@ def test_back_to_back_copies_are_processed_once(daemon: RunningDaemon, oru: byte
     more = [conn.receive() for conn in others]
     for conn in (main, *others):
         conn.close()
-    assert [msa(a) for a in answers] == [("AA", "TWIN1"), ("AA", "TWIN1"), ("AA", "TWIN2")]
+    assert [msa(a) for a in answers] == [("AA", twin1), ("AA", twin1), ("AA", twin2)]
     assert answers[0] == answers[1] and all(a == answers[0] for a in more)
-    listed = [m["message_id"] for m in daemon.messages()]
-    assert sorted(listed) == ["TWIN1", "TWIN2"]
-    lines = [line for line in daemon.log_lines() if line.get("control_id") == "TWIN1"]
+    listed = [m["message_id"] for m in new_messages(daemon, before)]
+    assert sorted(listed) == [twin1, twin2]
+    lines = [line for line in daemon.log_lines() if line.get("control_id") == twin1]
     assert [line["event"] for line in lines].count("message_processed") == 1
     duplicates = [line["reason"] for line in lines if line["event"] == "message_duplicate"]
     # "store_race" would mean a copy went through the pipeline and reached the save.
@@ -243,11 +275,15 @@ def test_message_types_are_configured_per_feed(tmp_path: Path, oru: bytes) -> No
 
 
 def test_python_hl7_mllp_send_gets_aa_for_every_radiology_oru(
-    daemon: RunningDaemon, corpus: Path, tmp_path: Path
+    shared_daemon: RunningDaemon, corpus: Path, tmp_path: Path
 ) -> None:
     """python-hl7's `mllp_send` command (a peer we did not write) sends every accepted ORU of
     the corpus (radiology, and the lab ORUs a default feed also takes) in one connection and
-    gets AA for each (CA where the message asks for enhanced mode), in order."""
+    gets AA for each (CA where the message asks for enhanced mode), in order.
+
+    On the shared daemon: no other test of the module sends a corpus message with its own
+    MSH-10 (they send their own control IDs), so none of these is a duplicate."""
+    daemon = shared_daemon
     framed = bytearray()
     sent: list[str] = []
     for path in sorted((corpus / "hl7").rglob("*.hl7")):
@@ -310,14 +346,15 @@ def test_raw_retention_purges_old_bodies_only(tmp_path: Path, oru: bytes) -> Non
     assert purged and purged[0]["count"] == 1
 
 
-def test_ack_header_fields_from_the_real_daemon(daemon: RunningDaemon, oru: bytes) -> None:
+def test_ack_header_fields_from_the_real_daemon(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """The daemon's ACKs swap sender and receiver, echo MSH-11/12, carry ACK^R01^ACK, a unique
     MSH-10 of their own per answer and MSA-2 = the received MSH-10; hl7apy validates them strictly."""
     from hl7apy.consts import VALIDATION_LEVEL
     from hl7apy.parser import parse_message
 
+    daemon, t = shared_daemon, tag()
     conn = MllpConnection(daemon.address)
-    acks = [conn.request(with_control_id(oru, f"HDR{i}")) for i in range(3)]
+    acks = [conn.request(with_control_id(oru, f"HDR{i}-{t}")) for i in range(3)]
     conn.close()
     sent = oru.split(b"\r")[0].decode().split("|")
     ids = set()
@@ -325,29 +362,31 @@ def test_ack_header_fields_from_the_real_daemon(daemon: RunningDaemon, oru: byte
         msh = ack.split(b"\r")[0].decode().split("|")
         assert (msh[2], msh[3], msh[4], msh[5]) == (sent[4], sent[5], sent[2], sent[3])
         assert (msh[8], msh[10], msh[11]) == ("ACK^R01^ACK", sent[10], sent[11])
-        assert msh[9] and msh[9] != f"HDR{i}"
+        assert msh[9] and msh[9] != f"HDR{i}-{t}"
         ids.add(msh[9])
-        assert msa(ack) == ("AA", f"HDR{i}")
+        assert msa(ack) == ("AA", f"HDR{i}-{t}")
         message = parse_message(ack.decode("latin-1"), validation_level=VALIDATION_LEVEL.STRICT)
         assert message.validate() is True
     assert len(ids) == 3
 
 
-def test_whole_batch_in_one_frame_is_refused_clearly(daemon: RunningDaemon, corpus: Path, oru: bytes) -> None:
+def test_whole_batch_in_one_frame_is_refused_clearly(shared_daemon: RunningDaemon, corpus: Path, oru: bytes) -> None:
     """A batch file (FHS/BHS ... MSH ...) sent as one frame gets AR with ERR 200 saying batches
     are not accepted, is not stored, and the same connection is served AA afterwards."""
+    daemon, after = shared_daemon, f"AFTERBATCH-{tag()}"
+    before = message_ids(daemon)
     conn = MllpConnection(daemon.address)
     for name in ("batch_bhs_adt_a04_v25_msh18_ascii.hl7", "file_fhs_two_batches_adt_v25.hl7"):
         raw = (corpus / "hl7" / "python-hl7" / name).read_bytes().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
         ack = conn.request(raw)
         assert msa(ack) == ("AR", "")
         assert b"|200^batches (FHS/BHS) are not accepted" in ack
-    assert msa(conn.request(with_control_id(oru, "AFTERBATCH"))) == ("AA", "AFTERBATCH")
+    assert msa(conn.request(with_control_id(oru, after))) == ("AA", after)
     conn.close()
-    assert [m["message_id"] for m in daemon.messages()] == ["AFTERBATCH"]
+    assert [m["message_id"] for m in new_messages(daemon, before)] == [after]
 
 
-def test_enhanced_mode_er_su_and_msh16_only(daemon: RunningDaemon, oru: bytes) -> None:
+def test_enhanced_mode_er_su_and_msh16_only(shared_daemon: RunningDaemon, oru: bytes) -> None:
     """MSH-15 ER: no answer for an accepted message, CR with ERR for a rejected one; MSH-15 SU:
     CA for success, nothing for an error; MSH-16 alone also means enhanced mode (CA). Every
     ACK sent says MSH-15/16 NE, and answers keep arrival order around the silent ones."""
@@ -358,18 +397,25 @@ def test_enhanced_mode_er_su_and_msh16_only(daemon: RunningDaemon, oru: bytes) -
         fields[8] = message_type.encode()
         return b"|".join(fields) + b"\r" + rest
 
+    daemon, t = shared_daemon, tag()
+    before = message_ids(daemon)
     conn = MllpConnection(daemon.address)
-    conn.send(_with_ack_modes(with_control_id(oru, "ER-OK"), "ER", "NE"))
-    conn.send(_with_ack_modes(typed(with_control_id(oru, "ER-BAD"), "ADT^A08"), "ER", "NE"))
-    conn.send(_with_ack_modes(with_control_id(oru, "SU-OK"), "SU", "NE"))
-    conn.send(_with_ack_modes(typed(with_control_id(oru, "SU-BAD"), "ADT^A08"), "SU", "NE"))
-    conn.send(_with_ack_modes(with_control_id(oru, "M16"), "", "AL"))
-    conn.send(with_control_id(oru, "ORIG"))
+    conn.send(_with_ack_modes(with_control_id(oru, f"ER-OK-{t}"), "ER", "NE"))
+    conn.send(_with_ack_modes(typed(with_control_id(oru, f"ER-BAD-{t}"), "ADT^A08"), "ER", "NE"))
+    conn.send(_with_ack_modes(with_control_id(oru, f"SU-OK-{t}"), "SU", "NE"))
+    conn.send(_with_ack_modes(typed(with_control_id(oru, f"SU-BAD-{t}"), "ADT^A08"), "SU", "NE"))
+    conn.send(_with_ack_modes(with_control_id(oru, f"M16-{t}"), "", "AL"))
+    conn.send(with_control_id(oru, f"ORIG-{t}"))
     answers = [conn.receive() for _ in range(4)]
     conn.close()
-    assert [msa(a) for a in answers] == [("CR", "ER-BAD"), ("CA", "SU-OK"), ("CA", "M16"), ("AA", "ORIG")]
+    assert [msa(a) for a in answers] == [
+        ("CR", f"ER-BAD-{t}"),
+        ("CA", f"SU-OK-{t}"),
+        ("CA", f"M16-{t}"),
+        ("AA", f"ORIG-{t}"),
+    ]
     assert b"|200^" in answers[0]
     for ack in answers[:3]:
         assert ack.split(b"\r")[0].split(b"|")[14:16] == [b"NE", b"NE"]
-    stored = {m["message_id"]: m["ack_code"] for m in daemon.messages()}
+    stored = {str(m["message_id"]).removesuffix(f"-{t}"): m["ack_code"] for m in new_messages(daemon, before)}
     assert stored == {"ER-OK": "CA", "ER-BAD": "CR", "SU-OK": "CA", "SU-BAD": "CR", "M16": "CA", "ORIG": "AA"}

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,15 @@ import pytest
 from listener.hl7v2.mllp import START_BLOCK, frame
 from listener.server.journal import Journal
 from listener.server.mllp import QUARANTINE_TEXT
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa, with_control_id
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    message_ids,
+    msa,
+    new_messages,
+    with_control_id,
+)
 
 SAMPLES = REPO / "samples"
 NORMAL = (SAMPLES / "hl7" / "xr-chest-2v-normal.hl7").read_bytes()
@@ -41,6 +50,11 @@ def run_on(control_id: str, repeats: int) -> bytes:
     """The issue's repro: ``no pneumothorax left right`` x N after "The lungs are clear." (no sentence break)."""
     raw = sample(control_id)
     return raw.replace(b"The lungs are clear.", b"The lungs are clear. " + (RUN_ON * repeats).encode())
+
+
+def tag() -> str:
+    """A suffix for a test's control IDs on the shared daemon: what it sends is no other test's (not a duplicate)."""
+    return uuid.uuid4().hex[:6].upper()
 
 
 def accepted(ack: bytes, control_id: str) -> bool:
@@ -224,71 +238,72 @@ def test_message_that_kills_the_daemon_twice_is_quarantined_not_looped(tmp_path:
 
 
 @pytest.mark.parametrize("first,second", [(NORMAL, SDH), (SDH, NORMAL)], ids=["normal-then-sdh", "sdh-then-normal"])
-def test_frame_restarted_mid_frame_never_stores_a_chimera(tmp_path: Path, first: bytes, second: bytes) -> None:
+def test_frame_restarted_mid_frame_never_stores_a_chimera(
+    shared_daemon: RunningDaemon, first: bytes, second: bytes
+) -> None:
     """0x0B + A[:400] + 0x0B + B + 0x1C 0x0D: the partial A is dropped, B is stored as itself, A's resend is processed."""
-    daemon = start(tmp_path)
-    try:
-        a, b = sample("CHIMERA-A", first), sample("CHIMERA-B", second)
-        conn = MllpConnection(daemon.address)
-        conn.send_raw(START_BLOCK + a[:400] + frame(b))
-        assert accepted(conn.receive(), "CHIMERA-B")
-        assert accepted(conn.request(a), "CHIMERA-A")
-        conn.close()
-        assert wait_for(lambda: len(events(daemon, "message_processed")) >= 2)
-        processed = {e["control_id"]: e for e in events(daemon, "message_processed")}
-        assert set(processed) == {"CHIMERA-A", "CHIMERA-B"}
-        # Each stored under its own patient: the hashes differ and match a clean send of each.
-        assert processed["CHIMERA-A"]["patient_h"] != processed["CHIMERA-B"]["patient_h"]
-        restarted = [e for e in events(daemon, "frame_rejected") if e.get("reason") == "restarted_mid_frame"]
-        assert restarted and restarted[0]["bytes"] == 400
-    finally:
-        assert daemon.stop() == 0
+    daemon, t = shared_daemon, tag()
+    id_a, id_b = f"CHIMERA-A-{t}", f"CHIMERA-B-{t}"
+    logged_before = len(daemon.log_lines())
+    a, b = sample(id_a, first), sample(id_b, second)
+    conn = MllpConnection(daemon.address)
+    conn.send_raw(START_BLOCK + a[:400] + frame(b))
+    assert accepted(conn.receive(), id_b)
+    assert accepted(conn.request(a), id_a)
+    conn.close()
+
+    def ours() -> list[dict[str, object]]:  # this test's lines: the daemon is shared
+        return daemon.log_lines()[logged_before:]
+
+    assert wait_for(lambda: sum(e.get("event") == "message_processed" for e in ours()) >= 2)
+    processed = {e["control_id"]: e for e in ours() if e.get("event") == "message_processed"}
+    assert set(processed) == {id_a, id_b}
+    # Each stored under its own patient: the hashes differ and match a clean send of each.
+    assert processed[id_a]["patient_h"] != processed[id_b]["patient_h"]
+    restarted = [e for e in ours() if e.get("event") == "frame_rejected" and e.get("reason") == "restarted_mid_frame"]
+    assert restarted and restarted[0]["bytes"] == 400
 
 
 # ---------------------------------------------------------------- 4. every frame gets an answer
 
 
 @pytest.mark.parametrize("head", [b"MSH\r", b"MSH\n", b"MSH\r\n", b"MSH", b"MSH|", b"MSH|^"])
-def test_truncated_msh_is_answered_and_earlier_acks_come_first(tmp_path: Path, head: bytes) -> None:
+def test_truncated_msh_is_answered_and_earlier_acks_come_first(shared_daemon: RunningDaemon, head: bytes) -> None:
     """A good frame, then ``MSH\\rPID|1`` in the same write: the good ACK, then a NACK; the connection lives on."""
-    daemon = start(tmp_path)
-    try:
-        conn = MllpConnection(daemon.address)
-        conn.send_raw(frame(sample("GOOD-1")) + START_BLOCK + head + b"PID|1\x1c\r")
-        assert accepted(conn.receive(), "GOOD-1")
-        nack = conn.receive()
-        assert msa(nack)[0] in ("AE", "AR", "CE", "CR")
-        assert accepted(conn.request(sample("GOOD-2")), "GOOD-2")
-        conn.close()
-    finally:
-        assert daemon.stop() == 0
+    t = tag()
+    conn = MllpConnection(shared_daemon.address)
+    conn.send_raw(frame(sample(f"GOOD-1-{t}")) + START_BLOCK + head + b"PID|1\x1c\r")
+    assert accepted(conn.receive(), f"GOOD-1-{t}")
+    nack = conn.receive()
+    assert msa(nack)[0] in ("AE", "AR", "CE", "CR")
+    assert accepted(conn.request(sample(f"GOOD-2-{t}")), f"GOOD-2-{t}")
+    conn.close()
 
 
 # ---------------------------------------------------------------- 5. bounded everything
 
 
-def test_overlong_header_keys_are_refused_and_bounded(tmp_path: Path) -> None:
+def test_overlong_header_keys_are_refused_and_bounded(shared_daemon: RunningDaemon) -> None:
     """MSH-10 of 1 MB (and MSH-3 of 10 KB): AE 102 naming the field, nothing stored, no log line over 4 KB."""
-    daemon = start(tmp_path)
-    try:
-        conn = MllpConnection(daemon.address, timeout=30)
-        for i in range(5):
-            ack = conn.request(sample(f"K{i}-" + "X" * 1_000_000))
-            assert msa(ack)[0] in ("AE", "CE")
-            assert b"MSH-10" in ack and b"|102" in ack
-            assert len(ack) < 2000
-        raw = sample("LONG-APP")
-        segments = raw.split(b"\r")
-        fields = segments[0].split(b"|")
-        fields[2] = b"A" * 10_000
-        ack = conn.request(b"|".join(fields) + b"\r" + b"\r".join(segments[1:]))
-        assert msa(ack)[0] in ("AE", "CE") and b"MSH-3" in ack
-        assert accepted(conn.request(sample("OK-1")), "OK-1")
-        conn.close()
-        assert [m["message_id"] for m in daemon.messages()] == ["OK-1"]
-        assert max(len(line) for line in daemon.stdout().splitlines()) < 4096
-    finally:
-        assert daemon.stop() == 0
+    daemon, t = shared_daemon, tag()
+    before, logged_before = message_ids(daemon), len(daemon.stdout().splitlines())
+    conn = MllpConnection(daemon.address, timeout=30)
+    for i in range(5):
+        ack = conn.request(sample(f"K{i}-{t}-" + "X" * 1_000_000))
+        assert msa(ack)[0] in ("AE", "CE")
+        assert b"MSH-10" in ack and b"|102" in ack
+        assert len(ack) < 2000
+    raw = sample(f"LONG-APP-{t}")
+    segments = raw.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[2] = b"A" * 10_000
+    ack = conn.request(b"|".join(fields) + b"\r" + b"\r".join(segments[1:]))
+    assert msa(ack)[0] in ("AE", "CE") and b"MSH-3" in ack
+    assert accepted(conn.request(sample(f"OK-1-{t}")), f"OK-1-{t}")
+    conn.close()
+    assert [m["message_id"] for m in new_messages(daemon, before)] == [f"OK-1-{t}"]
+    logged = daemon.stdout().splitlines()[logged_before:]
+    assert logged and max(len(line) for line in logged) < 4096
 
 
 def _connect_from(source: str, address: tuple[str, int]) -> socket.socket:
@@ -403,24 +418,24 @@ def _orders(control_id: str, count: int) -> bytes:
     return b"\r".join(patient + groups)
 
 
-def test_a_message_of_more_than_fifty_orders_is_refused_before_its_reports_are_decoded(tmp_path: Path) -> None:
+def test_a_message_of_more_than_fifty_orders_is_refused_before_its_reports_are_decoded(
+    shared_daemon: RunningDaemon,
+) -> None:
     """An ORU of 20,000 OBR groups (2 MB) cost a minute of decoding and storing, during which
     another sender's message waited for its answer. Past 50 orders (the limit of DiagnosticReports in one
     FHIR Bundle) the message is refused AE 100 at the 51st OBR before any report is decoded, and
     stored rejected; 50 orders are still taken (docs/hl7-input.md)."""
-    daemon = start(tmp_path)
-    try:
-        conn = MllpConnection(daemon.address, timeout=120)
-        ack = conn.request(_orders("MANY-ORDERS", 5_000))
-        assert msa(ack) in (("AE", "MANY-ORDERS"), ("CE", "MANY-ORDERS")), ack[:300]
-        assert b"OBR^51|100^" in ack
-        assert accepted(conn.request(_orders("FIFTY-ORDERS", 50)), "FIFTY-ORDERS")
-        conn.close()
-        stored = {m["message_id"]: m for m in daemon.messages()}
-        assert stored["MANY-ORDERS"]["state"] == "rejected" and stored["MANY-ORDERS"]["report_count"] == 0
-        assert stored["FIFTY-ORDERS"]["state"] == "processed" and stored["FIFTY-ORDERS"]["report_count"] == 50
-    finally:
-        assert daemon.stop() == 0
+    daemon, t = shared_daemon, tag()
+    many, fifty = f"MANY-ORDERS-{t}", f"FIFTY-ORDERS-{t}"
+    conn = MllpConnection(daemon.address, timeout=120)
+    ack = conn.request(_orders(many, 5_000))
+    assert msa(ack) in (("AE", many), ("CE", many)), ack[:300]
+    assert b"OBR^51|100^" in ack
+    assert accepted(conn.request(_orders(fifty, 50)), fifty)
+    conn.close()
+    stored = {m["message_id"]: m for m in daemon.messages()}
+    assert stored[many]["state"] == "rejected" and stored[many]["report_count"] == 0
+    assert stored[fifty]["state"] == "processed" and stored[fifty]["report_count"] == 50
 
 
 def _on_a_terminal(*argv: str) -> bytes:
@@ -448,30 +463,29 @@ def _on_a_terminal(*argv: str) -> bytes:
         os.close(leader)
 
 
-def test_a_senders_escape_sequences_are_shown_not_run_on_the_operators_terminal(tmp_path: Path) -> None:
+def test_a_senders_escape_sequences_are_shown_not_run_on_the_operators_terminal(shared_daemon: RunningDaemon) -> None:
     """MSH-3 and MSH-10 holding terminal escape sequences (a colour, a window title, clear screen)
     were printed as they came by `overread show` and `overread messages` on the operator's
     terminal; they are now shown as \\xNN there, and a pipe still gets the stored bytes
     (docs/cli.md, "Output on a terminal")."""
-    daemon = start(tmp_path)
-    try:
-        raw = sample("TTY-1\x1b]0;owned\x07\x1b[2J").replace(b"|HALCYON_RIS|", b"|RIS\x1b[31mRED|")
-        conn = MllpConnection(daemon.address)
-        assert msa(conn.request(raw))[0] in ("AA", "CA")
-        conn.close()
-        state = ("--state-dir", str(daemon.state_dir))
-        shown = _on_a_terminal("show", "--no-raw", "TTY-1\x1b]0;owned\x07\x1b[2J", *state)
-        listed = _on_a_terminal("messages", "--format", "text", *state)
-        for output in (shown, listed):
-            assert b"\x1b" not in output and b"\x07" not in output
-            assert b"RIS\\x1b[31mRED" in output
-        piped = subprocess.run(
-            [sys.executable, "-m", "listener", "messages", "--format", "json", *state],
-            capture_output=True,
-            cwd=REPO,
-            timeout=60,
-            check=True,
-        ).stdout
-        assert json.loads(piped.splitlines()[0])["sender"]["application"] == "RIS\x1b[31mRED"
-    finally:
-        assert daemon.stop() == 0
+    daemon = shared_daemon
+    control_id = f"TTY-{tag()}\x1b]0;owned\x07\x1b[2J"
+    raw = sample(control_id).replace(b"|HALCYON_RIS|", b"|RIS\x1b[31mRED|")
+    conn = MllpConnection(daemon.address)
+    assert msa(conn.request(raw))[0] in ("AA", "CA")
+    conn.close()
+    state = ("--state-dir", str(daemon.state_dir))
+    shown = _on_a_terminal("show", "--no-raw", control_id, *state)
+    listed = _on_a_terminal("messages", "--format", "text", *state)
+    for output in (shown, listed):
+        assert b"\x1b" not in output and b"\x07" not in output
+        assert b"RIS\\x1b[31mRED" in output
+    piped = subprocess.run(
+        [sys.executable, "-m", "listener", "messages", "--format", "json", *state],
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    ).stdout
+    ours = [doc for doc in map(json.loads, piped.splitlines()) if doc["message_id"] == control_id]
+    assert [doc["sender"]["application"] for doc in ours] == ["RIS\x1b[31mRED"]

@@ -78,7 +78,9 @@ def _check(doc: dict[str, Any], prelim_id: str, final_id: str) -> None:
     assert "ZZ9000103" not in text and "ZZDEMO" not in text and "NORA" not in text
 
 
-def test_prelim_then_final(daemon: RunningDaemon) -> None:
+def test_prelim_then_final(shared_daemon: RunningDaemon) -> None:
+    # On the shared daemon: its own control IDs and accession (H100), looked up by accession.
+    daemon = shared_daemon
     _send(daemon, _prelim("HIST-P1", b"H100"))
     _send(daemon, _final("HIST-F1", b"H100"))
     proc = _history(daemon, "H100")
@@ -94,7 +96,9 @@ def test_prelim_then_final(daemon: RunningDaemon) -> None:
     assert missing.returncode == 1 and json.loads(missing.stdout)["versions"] == []
 
 
-def test_final_received_before_its_prelim(daemon: RunningDaemon) -> None:
+def test_final_received_before_its_prelim(shared_daemon: RunningDaemon) -> None:
+    # On the shared daemon: its own control IDs and accession (H200), looked up by accession.
+    daemon = shared_daemon
     _send(daemon, _final("HIST-F2", b"H200"))
     _send(daemon, _prelim("HIST-P2", b"H200"))
     proc = _history(daemon, "H200")

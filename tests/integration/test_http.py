@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import re
 import signal
 import socket
 import ssl
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +29,16 @@ from typing import Any
 import pytest
 
 from tests.conformance.test_corpus_fhir import EXPECTED
-from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
+from tests.integration.conftest import (
+    REPO,
+    MllpConnection,
+    RunningDaemon,
+    free_port,
+    message_ids,
+    msa,
+    new_messages,
+    with_control_id,
+)
 from tests.integration.ris import TestRis
 from tests.integration.test_tls import fixture_pki  # noqa: F401 - the pki fixture (CA, server, clients)
 
@@ -86,6 +97,27 @@ def issue(reply: Reply) -> tuple[str, str]:
     """(code, expression) of an OperationOutcome's first issue."""
     first = reply.json()["issue"][0]
     return first["code"], (first.get("expression") or [""])[0]
+
+
+_ACCESSION = re.compile(rb"A26[0-9]{8}")
+_PATIENT_ID = re.compile(rb"ZZ9[0-9]{6}")
+
+
+def unique(raw: bytes, tag: str | None = None) -> bytes:
+    """A sample (HL7 or FHIR bytes) with ``tag`` (a fresh one by default) appended to its accession
+    numbers and patient ids: on the shared daemon, a message no other test sent (not a duplicate),
+    of a patient no other test sent (no prior studies), whose Tasks and DetectedIssues carry an
+    accession of its own."""
+    suffix = (tag or uuid.uuid4().hex[:8]).upper().encode()
+    return _PATIENT_ID.sub(lambda m: m[0] + suffix, _ACCESSION.sub(lambda m: m[0] + suffix, raw))
+
+
+def sample(name: str, tag: str | None = None) -> bytes:
+    """samples/fhir/``name``, made :func:`unique`."""
+    raw = (SAMPLES / name).read_bytes()
+    made = unique(raw, tag)
+    assert made != raw
+    return made
 
 
 def rss_kb(pid: int) -> int:
@@ -154,10 +186,12 @@ _SINGLE_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.json") if not p.name.st
 
 
 @pytest.mark.parametrize("name", _SINGLE_SAMPLES)
-def test_sample_is_created_after_commit(name: str, daemon: RunningDaemon) -> None:
+def test_sample_is_created_after_commit(name: str, shared_daemon: RunningDaemon) -> None:
     """Each of our DiagnosticReport samples gets 201, a Location under /fhir/DiagnosticReport/, an information OperationOutcome with the route, and is stored."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    reply = post(daemon.http_port, (SAMPLES / name).read_bytes())
+    before = message_ids(daemon)
+    reply = post(daemon.http_port, sample(name))
     assert reply.status == 201, reply.body
     assert reply.headers["location"].startswith("/fhir/DiagnosticReport/")
     assert reply.headers["content-type"].startswith("application/fhir+json")
@@ -165,7 +199,7 @@ def test_sample_is_created_after_commit(name: str, daemon: RunningDaemon) -> Non
     assert outcome["resourceType"] == "OperationOutcome"
     assert {i["severity"] for i in outcome["issue"]} == {"information"}
     assert all(i["diagnostics"].startswith("bucket ") for i in outcome["issue"])
-    stored = daemon.messages()
+    stored = new_messages(daemon, before)
     assert len(stored) == 1 and stored[0]["state"] == "processed"
 
 
@@ -188,11 +222,13 @@ def test_corpus_file_over_http(name: str, client: str, authed: RunningDaemon, co
     assert reply.json()["issue"][0]["severity"] in ("error", "fatal")
 
 
-def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDaemon) -> None:
+def test_transaction_bundle_answered_with_transaction_response(shared_daemon: RunningDaemon) -> None:
     """A transaction Bundle gets 200 and a transaction-response pairing every request entry: 201 Created + Location + route for the DiagnosticReport, 200 OK for the resources read for references; a resend gets the same answer."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    body = (SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes()
+    body = sample("bundle-transaction-mr-knee-left.json")
     request = json.loads(body)
+    before = message_ids(daemon)
     reply = post(daemon.http_port, body)
     assert reply.status == 200, reply.body
     assert "location" not in reply.headers
@@ -208,12 +244,13 @@ def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDa
         else:
             assert response["status"] == "200 OK" and "location" not in response
     assert post(daemon.http_port, body).body == reply.body
-    assert len(daemon.messages()) == 1
+    assert len(new_messages(daemon, before)) == 1
     location = next(e["response"]["location"] for e in answer["entry"] if "location" in e["response"])
     # The knee MR is released with nothing to correct: no Task (docs/monitoring.md, "FHIR Task worklist");
     # its findings are still found by the id in its location.
     tasks = call(daemon.http_port, "GET", "/fhir/Task?status=requested").json().get("entry", [])
-    assert all(t["resource"]["focus"]["reference"] != location for t in tasks)
+    # (A Task of an HL7 message, another test's on the shared daemon, has a focus by identifier.)
+    assert all(t["resource"]["focus"].get("reference") != location for t in tasks)
     issues = call(daemon.http_port, "GET", f"/fhir/DetectedIssue?implicated={location}").json()["entry"]
     assert {i["resource"]["implicated"][0]["reference"] for i in issues} == {location}
 
@@ -227,11 +264,12 @@ def test_transaction_bundle_answered_with_transaction_response(daemon: RunningDa
     ],
 )
 def test_transaction_entries_must_be_creates_or_updates(
-    change: dict[str, str] | None, code: str, expression: str, daemon: RunningDaemon
+    change: dict[str, str] | None, code: str, expression: str, shared_daemon: RunningDaemon
 ) -> None:
     """A transaction entry without a request, or asking for a read or delete, refuses the Bundle with the entry's FHIRPath (nothing is silently skipped)."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    doc = json.loads((SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes())
+    doc = json.loads(sample("bundle-transaction-mr-knee-left.json"))
     if change is None:
         del doc["entry"][0]["request"]
     else:
@@ -241,21 +279,25 @@ def test_transaction_entries_must_be_creates_or_updates(
     assert issue(reply) == (code, expression)
 
 
-def test_duplicate_post_answers_as_the_first(daemon: RunningDaemon) -> None:
+def test_duplicate_post_answers_as_the_first(shared_daemon: RunningDaemon) -> None:
     """The same DiagnosticReport POSTed twice gets the same status, Location and body; one message is stored. A new status is a new message."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    body = (SAMPLES / "ct-head-wo-overnight-telerad-prelim.json").read_bytes()
+    body = sample("ct-head-wo-overnight-telerad-prelim.json")
+    before = message_ids(daemon)
     first = post(daemon.http_port, body)
     again = post(daemon.http_port, body)
     assert first.status == again.status == 201
     assert first.headers["location"] == again.headers["location"]
     assert first.body == again.body
-    assert len(daemon.messages()) == 1
+    assert len(new_messages(daemon, before)) == 1
     final = body.replace(b'"status": "preliminary"', b'"status": "final"')
     assert final != body
     assert post(daemon.http_port, final).status == 201
-    assert len(daemon.messages()) == 2
-    events = [line["event"] for line in daemon.log_lines()]
+    ours = {m["message_id"] for m in new_messages(daemon, before)}
+    assert len(ours) == 2
+    events = [line["event"] for line in daemon.log_lines() if line.get("control_id") in ours]
+    assert events.count("message_processed") == 2
     assert events.count("message_duplicate") == 1
 
 
@@ -276,25 +318,29 @@ def test_created_report_survives_kill_9(daemon: RunningDaemon) -> None:
     assert len(daemon.messages()) == 1
 
 
-def test_refused_body_resent_unchanged_gets_same_answer(daemon: RunningDaemon) -> None:
+def test_refused_body_resent_unchanged_gets_same_answer(shared_daemon: RunningDaemon) -> None:
     """A 4xx body is stored rejected; an identical resend gets the same answer, a corrected one with the same id is processed."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    good = json.loads((SAMPLES / "xr-chest-2v-normal.json").read_bytes())
+    good = json.loads(sample("xr-chest-2v-normal.json"))
+    before = message_ids(daemon)
     bad = dict(good, status="not-a-status")
     first = post(daemon.http_port, json.dumps(bad).encode())
     again = post(daemon.http_port, json.dumps(bad).encode())
     assert first.status == again.status and first.status in (400, 422)
     assert first.body == again.body
     assert post(daemon.http_port, json.dumps(good).encode()).status == 201
-    states = sorted(m["state"] for m in daemon.messages())
+    states = sorted(m["state"] for m in new_messages(daemon, before))
     assert states == ["processed", "rejected"]
 
 
-def test_media_type_and_resource_type_refusals(daemon: RunningDaemon) -> None:
+def test_media_type_and_resource_type_refusals(shared_daemon: RunningDaemon) -> None:
     """Wrong or missing Content-Type: 415; fhirVersion is honoured; a Bundle on /fhir/DiagnosticReport: 400; not JSON: 400 fatal, not stored."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
-    body = (SAMPLES / "xr-chest-2v-normal.json").read_bytes()
+    body = sample("xr-chest-2v-normal.json")
     port = daemon.http_port
+    before = message_ids(daemon)
     assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type="text/plain").status == 415
     assert call(port, "POST", "/fhir/DiagnosticReport", body, content_type=None).status == 415
     assert (
@@ -305,14 +351,14 @@ def test_media_type_and_resource_type_refusals(daemon: RunningDaemon) -> None:
         call(port, "POST", "/fhir/DiagnosticReport", body, content_type="application/fhir+json; fhirVersion=4.0").status
         == 201
     )
-    bundle = (SAMPLES / "bundle-transaction-mr-knee-left.json").read_bytes()
+    bundle = sample("bundle-transaction-mr-knee-left.json")
     wrong = call(port, "POST", "/fhir/DiagnosticReport", bundle)
     assert (wrong.status, issue(wrong)) == (400, ("not-supported", "resourceType"))
     garbage = call(port, "POST", "/fhir", b"\x00\xffnot json")
     assert garbage.status == 400 and garbage.json()["issue"][0]["severity"] == "fatal"
     assert call(port, "GET", "/fhir/DiagnosticReport").status == 405
     assert call(port, "GET", "/nowhere").status == 404
-    assert len(daemon.messages()) == 1
+    assert len(new_messages(daemon, before)) == 1
 
 
 def test_bearer_tokens_and_permissions(authed: RunningDaemon) -> None:
@@ -362,9 +408,11 @@ def _raw_request(port: int, head: bytes, body_bytes: int, chunk: int = 65536) ->
         sock.close()
 
 
-def test_ten_megabyte_body_is_refused_without_memory_growth(daemon: RunningDaemon) -> None:
+def test_ten_megabyte_body_is_refused_without_memory_growth(shared_daemon: RunningDaemon) -> None:
     """A 10 MB body (declared, then streamed in full; and chunked without a length) gets 413 and the daemon's RSS grows far less than 10 MB."""
+    daemon = shared_daemon
     assert daemon.http_port is not None and daemon.proc is not None
+    before_ids, logged_before = message_ids(daemon), len(daemon.log_lines())
     port = daemon.http_port
     ten = 10 * 1024 * 1024
     head = (
@@ -398,8 +446,8 @@ def test_ten_megabyte_body_is_refused_without_memory_growth(daemon: RunningDaemo
     after = rss_kb(daemon.proc.pid)
     assert after - before < 4 * 1024, (before, after)
     assert call(port, "GET", "/healthz").status == 200
-    assert daemon.messages() == []
-    refusals = [line for line in daemon.log_lines() if line.get("reason") == "body_too_large"]
+    assert new_messages(daemon, before_ids) == []
+    refusals = [line for line in daemon.log_lines()[logged_before:] if line.get("reason") == "body_too_large"]
     assert len(refusals) == 3 and all(r["limit"] == 4194304 for r in refusals)
 
 
@@ -433,19 +481,30 @@ def test_healthz_and_metrics_after_traffic(daemon: RunningDaemon, oru: bytes) ->
 # ------------------------------------------------------------------ searches
 
 
-def test_task_and_detected_issue_searches(daemon: RunningDaemon) -> None:
+def test_task_and_detected_issue_searches(shared_daemon: RunningDaemon) -> None:
     """After a POST, GET /fhir/Task?status=requested&owner=<pool> and /fhir/DetectedIssue?implicated=DiagnosticReport/<id> return searchset Bundles."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
     port = daemon.http_port
-    created = post(port, (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes())
+    created = post(port, sample("xr-chest-pneumothorax-no-communication.json"))
     location = created.headers["location"]
-    tasks = call(port, "GET", "/fhir/Task?status=requested&owner=critical_results").json()
-    assert tasks["type"] == "searchset" and tasks["total"] == 1
-    task = tasks["entry"][0]["resource"]
-    assert task["focus"]["reference"] == location.removeprefix("/fhir/")
+    tasks = call(port, "GET", "/fhir/Task?status=requested&owner=critical_results&_count=1000").json()
+    # Other tests' Tasks may be listed too (a shared daemon): the pool's, and this report's once.
+    assert tasks["type"] == "searchset" and tasks["total"] == len(tasks["entry"]) >= 1
+    ours = [
+        e["resource"]
+        for e in tasks["entry"]
+        if e["resource"]["focus"].get("reference") == location.removeprefix("/fhir/")
+    ]
+    assert len(ours) == 1
+    task = ours[0]
+    assert all(e["resource"]["owner"] == task["owner"] for e in tasks["entry"])
     assert task["businessStatus"]["coding"][0]["code"] == "selective_overread"
     assert call(port, "GET", "/fhir/Task?status=requested&owner=nobody").json()["total"] == 0
-    assert call(port, "GET", "/fhir/Task?status=completed").json()["total"] == 0
+    # Only completed Tasks (another test's preliminary, superseded by its final), never this one.
+    completed = call(port, "GET", "/fhir/Task?status=completed&_count=1000").json().get("entry", [])
+    assert all(e["resource"]["status"] == "completed" for e in completed)
+    assert all(e["resource"]["focus"].get("reference") != task["focus"]["reference"] for e in completed)
     assert call(port, "GET", "/fhir/Task?_count=0").status == 400
     issues = call(port, "GET", f"/fhir/DetectedIssue?implicated={location.removeprefix('/fhir/')}").json()
     codes = [e["resource"]["code"]["coding"][0]["code"] for e in issues["entry"]]
@@ -453,16 +512,18 @@ def test_task_and_detected_issue_searches(daemon: RunningDaemon) -> None:
     assert all(e["resource"]["implicated"][0]["reference"] == location.removeprefix("/fhir/") for e in issues["entry"])
 
 
-def test_negotiation_and_r5_searches(daemon: RunningDaemon) -> None:
+def test_negotiation_and_r5_searches(shared_daemon: RunningDaemon) -> None:
     """A POST asking only for XML gets 406 and is not stored; Accept fhirVersion=5.0 gets Task and DetectedIssue searchsets that validate as FHIR R5; Prefer: handling=strict refuses an unknown parameter."""
     from listener.fhir.models import model_class
 
+    daemon = shared_daemon
     assert daemon.http_port is not None
     port = daemon.http_port
-    body = (SAMPLES / "xr-chest-pneumothorax-no-communication.json").read_bytes()
+    body = sample("xr-chest-pneumothorax-no-communication.json")
+    before = message_ids(daemon)
     refused = call(port, "POST", "/fhir/DiagnosticReport", body, headers={"Accept": "application/fhir+xml"})
     assert (refused.status, issue(refused)[0]) == (406, "not-supported")
-    assert daemon.messages() == []
+    assert new_messages(daemon, before) == []
     location = post(port, body).headers["location"].removeprefix("/fhir/")
     r5 = {"Accept": "application/fhir+json; fhirVersion=5.0"}
     for path in ("/fhir/Task?status=requested", f"/fhir/DetectedIssue?implicated={location}"):
@@ -477,16 +538,23 @@ def test_negotiation_and_r5_searches(daemon: RunningDaemon) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.json")))
-def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, daemon: RunningDaemon) -> None:
+def test_hl7_and_fhir_twins_get_same_findings_and_route(name: str, shared_daemon: RunningDaemon) -> None:
     """A sample sent as HL7 over MLLP and its FHIR twin over HTTP get the same findings and the same route (read back as Task and DetectedIssue)."""
+    daemon = shared_daemon
     assert daemon.http_port is not None
     port = daemon.http_port
+    # Both twins get one new accession and patient id: their Tasks are told from other tests' by it.
+    tag = uuid.uuid4().hex[:8].upper()
     conn = MllpConnection(daemon.address)
-    raw = (REPO / "samples" / "hl7" / TWINS.get(name, name.replace(".json", ".hl7"))).read_bytes()
-    assert msa(conn.request(raw))[0] in ("AA", "CA")  # some samples ask for enhanced mode
+    raw = unique((REPO / "samples" / "hl7" / TWINS.get(name, name.replace(".json", ".hl7"))).read_bytes(), tag)
+    assert msa(conn.request(with_control_id(raw, f"TWIN-{tag}")))[0] in ("AA", "CA")  # some ask for enhanced mode
     conn.close()
-    assert created(post(port, (SAMPLES / name).read_bytes())) == 1
-    tasks = [e["resource"] for e in call(port, "GET", "/fhir/Task?status=requested").json().get("entry", [])]
+    body = sample(name, tag)
+    assert created(post(port, body)) == 1
+    accessions = {f"{m.decode()}{tag}" for m in _ACCESSION.findall((SAMPLES / name).read_bytes())}
+    assert len(accessions) == 1
+    requested = call(port, "GET", "/fhir/Task?status=requested&_count=1000").json().get("entry", [])
+    tasks = [e["resource"] for e in requested if e["resource"]["identifier"][0]["value"] in accessions]
     if name in RELEASED:  # released with no overread: no Task from either twin
         assert tasks == []
         return

@@ -10,7 +10,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,33 +263,40 @@ def _dripped_until_closed(sock: socket.socket, drips: list[bytes], pause: float)
     return False
 
 
+@pytest.fixture(name="impatient", scope="module")
+def fixture_impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One daemon with ``idle_timeout: 1.5``, for the dripping tests (neither changes its state)."""
+    root = tmp_path_factory.mktemp("impatient")
+    (root / "logs").mkdir()
+    (root / "overread.yaml").write_text("idle_timeout: 1.5\n")
+    daemon = RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        assert daemon.stop() == 0
+
+
 @pytest.mark.parametrize("where", ["headers", "body"])
-def test_a_request_dripped_byte_by_byte_is_closed_after_the_idle_timeout(tmp_path: Path, where: str) -> None:
+def test_a_request_dripped_byte_by_byte_is_closed_after_the_idle_timeout(impatient: RunningDaemon, where: str) -> None:
     """A slowloris client that sends one more header line (or one more body byte) every 0.3 s
     never completes a request: the daemon closes it `idle_timeout` after the connection opened,
     as it does an MLLP sender's drips (docs/configuration.md, idle_timeout), instead of counting
     each drip as activity and keeping the slot for ever. A complete request on another
     connection is still answered."""
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "overread.yaml").write_text("idle_timeout: 1.5\n")
-    daemon = RunningDaemon(tmp_path / "state", tmp_path / "logs", extra=("--config", str(tmp_path / "overread.yaml")))
-    daemon.start()
+    port = impatient.http_port
+    assert port is not None
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        port = daemon.http_port
-        assert port is not None
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        try:
-            head = b"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
-            if where == "headers":
-                sock.sendall(head)
-                drips = [b"X-Drip-%d: x\r\n" % n for n in range(60)]
-            else:
-                sock.sendall(head + b"Content-Length: 1000\r\n\r\n")
-                drips = [b" "] * 60
-            # 60 drips 0.3 s apart: 18 s, twelve times the idle timeout.
-            assert _dripped_until_closed(sock, drips, 0.3)
-        finally:
-            sock.close()
-        assert request(port, "GET", "/healthz")[0] == 200
+        head = b"POST /fhir/DiagnosticReport HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+        if where == "headers":
+            sock.sendall(head)
+            drips = [b"X-Drip-%d: x\r\n" % n for n in range(60)]
+        else:
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n")
+            drips = [b" "] * 60
+        # 60 drips 0.3 s apart: 18 s, twelve times the idle timeout.
+        assert _dripped_until_closed(sock, drips, 0.3)
     finally:
-        assert daemon.stop() == 0
+        sock.close()
+    assert request(port, "GET", "/healthz")[0] == 200
