@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +363,21 @@ def start_configured(root: Path, config: str) -> tuple[RunningDaemon, Path]:
     return daemon, path
 
 
+@contextmanager
+def started(daemon: RunningDaemon, *, may_be_stopped: bool = False) -> Iterator[RunningDaemon]:
+    """``daemon`` started for the block, then stopped with SIGTERM and checked to exit 0.
+
+    ``may_be_stopped``: the block may have stopped or killed it itself (a test's own daemon); a
+    daemon shared by a module's tests must still be running at the end, so a crash fails.
+    """
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if not (may_be_stopped and daemon.proc is not None and daemon.proc.poll() is not None):
+            assert daemon.stop() == 0
+
+
 @pytest.fixture(name="oru")
 def fixture_oru(corpus: Path) -> bytes:
     """A radiology ORU^R01 shipped in tests/data (scout XR chest, v2.7, CR segments)."""
@@ -373,13 +389,8 @@ def fixture_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
     """A started daemon; stopped with SIGTERM (and checked to exit 0) afterwards."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    daemon = RunningDaemon(tmp_path / "state", logs)
-    daemon.start()
-    try:
+    with started(RunningDaemon(tmp_path / "state", logs), may_be_stopped=True) as daemon:
         yield daemon
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            assert daemon.stop() == 0
 
 
 @pytest.fixture(name="shared_daemon", scope="module")
@@ -390,13 +401,8 @@ def fixture_shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     those: :func:`new_messages`, log lines filtered by control ID."""
     root = tmp_path_factory.mktemp("shared")
     (root / "logs").mkdir()
-    daemon = RunningDaemon(root / "state", root / "logs")
-    daemon.start()
-    try:
+    with started(RunningDaemon(root / "state", root / "logs")) as daemon:
         yield daemon
-    finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
-            assert daemon.stop() == 0
 
 
 def message_ids(daemon: RunningDaemon) -> set[str]:

@@ -37,6 +37,7 @@ from tests.integration.conftest import (
     message_ids,
     msa,
     new_messages,
+    started,
     with_control_id,
 )
 from tests.integration.ris import TestRis
@@ -161,12 +162,10 @@ def fixture_authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         )
         + "http_max_body_size: 1048576\n"
     )
-    daemon = RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
-    daemon.start()
-    try:
+    with started(
+        RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
+    ) as daemon:
         yield daemon
-    finally:
-        assert daemon.stop() == 0
 
 
 # ------------------------------------------------------------------ intake

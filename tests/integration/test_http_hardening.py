@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, RunningDaemon
+from tests.integration.conftest import REPO, RunningDaemon, started
 
 TOKEN = "hardening-token-0123456789abcdef"
 SAMPLE = json.loads((REPO / "samples" / "fhir" / "xr-chest-2v-normal.json").read_bytes())
@@ -33,12 +33,10 @@ def fixture_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDa
         f"http_max_body_size: {MAX_BODY}\nhttp_max_connections: {TOTAL}\n"
         f"http_max_connections_per_peer: {PER_PEER}\n"
     )
-    daemon = RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
-    daemon.start()
-    try:
+    with started(
+        RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
+    ) as daemon:
         yield daemon
-    finally:
-        assert daemon.stop() == 0
 
 
 def request(
@@ -269,12 +267,10 @@ def fixture_impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     root = tmp_path_factory.mktemp("impatient")
     (root / "logs").mkdir()
     (root / "overread.yaml").write_text("idle_timeout: 1.5\n")
-    daemon = RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
-    daemon.start()
-    try:
+    with started(
+        RunningDaemon(root / "state", root / "logs", extra=("--config", str(root / "overread.yaml")))
+    ) as daemon:
         yield daemon
-    finally:
-        assert daemon.stop() == 0
 
 
 @pytest.mark.parametrize("where", ["headers", "body"])
