@@ -26,6 +26,7 @@ import pytest
 
 from listener.config import usable_cores
 from listener.hl7v2.mllp import MllpFramer, frame
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,15 +200,12 @@ class RunningDaemon:
         return [json.loads(line) for line in self.stdout().splitlines() if line.strip()]
 
     def messages(self) -> list[dict[str, object]]:
-        """``overread messages --format json`` run as a user would."""
-        result = subprocess.run(
-            [sys.executable, "-m", "listener", "messages", "--format", "json", "--state-dir", str(self.state_dir)],
-            capture_output=True,
-            cwd=REPO,
-            timeout=60,
-            check=True,
-        )
-        return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+        """``overread messages --format json`` on the daemon's store, through ``listener.cli.main`` in
+        the test process (:func:`tests.conftest.run_cli`: the command's code without the second of CPU
+        a subprocess spends starting; tests/integration/test_store_ops.py runs it as a subprocess)."""
+        result = run_cli("messages", "--format", "json", "--state-dir", str(self.state_dir))
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def workers_of(daemon: RunningDaemon) -> list[int]:

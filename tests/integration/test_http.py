@@ -16,8 +16,6 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conformance.test_corpus_fhir import EXPECTED
+from tests.conftest import run_cli
 from tests.integration.conftest import (
     REPO,
     MllpConnection,
@@ -701,14 +700,10 @@ _SHORT_RETRY = (
 
 
 def _outbox_rows(daemon: RunningDaemon) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "listener", "outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir)],
-        capture_output=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+    """``overread outbox list --format json``, through ``listener.cli.main`` in this process (:func:`run_cli`)."""
+    result = run_cli("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir))
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def _wait(condition: Any, timeout: float = 30.0) -> None:

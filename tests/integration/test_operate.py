@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.integration.conftest import (
     REPO,
     MllpConnection,
@@ -62,17 +63,19 @@ def newris_message(control_id: str, accession: str, patient: str) -> bytes:
 
 
 def overread(
-    daemon: RunningDaemon, *args: str, config: Path | None = None, check: bool = True
+    daemon: RunningDaemon, *args: str, config: Path | None = None, check: bool = True, process: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``overread ARGS`` on the daemon's store, as an operator would."""
+    """Run ``overread ARGS`` on the daemon's store, as an operator would: through ``listener.cli.main``
+    in this process (:func:`run_cli`, the same code without a second of start-up), or with ``process``
+    as a real ``python -m listener`` subprocess, for an exit status the shell sees."""
     where = ["--config", str(config)] if config is not None else []
-    result = subprocess.run(
-        [sys.executable, "-m", "listener", *args, "--state-dir", str(daemon.state_dir), *where],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    argv = [*args, "--state-dir", str(daemon.state_dir), *where]
+    if process:
+        result = subprocess.run(
+            [sys.executable, "-m", "listener", *argv], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
+    else:
+        result = run_cli(*argv)
     if check:
         assert result.returncode == 0, (
             f"overread {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -254,7 +257,7 @@ def test_a_new_feed_from_rejection_to_routed_then_found_reprocessed_resent_kicke
         what="both delivered",
     )
     older = rows[0]["id"]
-    refused = overread(daemon, "outbox", "resend", str(older), check=False)
+    refused = overread(daemon, "outbox", "resend", str(older), check=False, process=True)
     assert refused.returncode == 1 and "later decision" in refused.stderr
     overread(daemon, "outbox", "resend", "--accession", "ACC-NEW-1")
     ris.wait_for(lambda: len(ris.received) >= 3)

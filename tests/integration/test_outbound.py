@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
 from tests.integration.ris import TestRis
 
@@ -90,26 +91,12 @@ def metric(daemon: RunningDaemon, name: str, labels: str = "") -> float:
 
 
 def outbox(daemon: RunningDaemon, *args: str) -> list[dict[str, object]]:
-    """``overread outbox list --format json`` as an operator runs it."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "outbox",
-            "list",
-            "--format",
-            "json",
-            "--state-dir",
-            str(daemon.state_dir),
-            *args,
-        ],
-        capture_output=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
-    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+    """``overread outbox list --format json`` as an operator runs it, through ``listener.cli.main`` in
+    this process (:func:`run_cli`: tests poll it; ``retry`` and the hostile answer's listing run a real
+    ``python -m listener``)."""
+    result = run_cli("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir), *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def send_all(daemon: RunningDaemon, messages: list[bytes]) -> list[str]:

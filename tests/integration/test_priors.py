@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
+from tests.conftest import run_cli
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
 from tests.integration.test_http import post
 
@@ -26,27 +26,17 @@ PRIOR = (SAMPLES / "hl7/xr-chest-2v-normal.hl7").read_bytes()
 NEW = (SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
 
 
+def _cli_show(daemon: RunningDaemon, which: str) -> subprocess.CompletedProcess[str]:
+    """``overread show WHICH --format json --no-raw`` on the daemon's store, through ``listener.cli.main``
+    in this process (:func:`run_cli`: the same code without a second of start-up per call)."""
+    proc = run_cli("show", which, "--format", "json", "--no-raw", "--state-dir", str(daemon.state_dir))
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def _rules(daemon: RunningDaemon, control_id: str) -> set[str]:
     """The rule ids of the findings stored for one message (``overread show --format json``)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "show",
-            control_id,
-            "--format",
-            "json",
-            "--no-raw",
-            "--state-dir",
-            str(daemon.state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
+    proc = _cli_show(daemon, control_id)
     detail = json.loads(proc.stdout)
     return {f["rule"] for report in detail["reports"] for f in report["findings"]}
 
@@ -95,24 +85,7 @@ def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon)
     assert not [line for line in daemon.log_lines() if line.get("event") == "prior_lookup_failed"]
     # `overread reprocess` finds the same priors (what was stored before the original receipt):
     # nothing changes, and a report received after the prior keeps its finding.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "reprocess",
-            "NEW-SAME",
-            "PRIOR-1",
-            "--format",
-            "json",
-            "--state-dir",
-            str(daemon.state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = run_cli("reprocess", "NEW-SAME", "PRIOR-1", "--format", "json", "--state-dir", str(daemon.state_dir))
     assert proc.returncode == 0, proc.stderr
     changes = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [(c["message_id"], c["changed"]) for c in changes] == [("NEW-SAME", False), ("PRIOR-1", False)]
@@ -133,23 +106,5 @@ def test_fhir_report_gets_priors_from_the_store(daemon: RunningDaemon) -> None:
 
 
 def _show(daemon: RunningDaemon, message: dict[str, object]) -> list[dict[str, object]]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listener",
-            "show",
-            f"pk:{message['message_pk']}",
-            "--format",
-            "json",
-            "--no-raw",
-            "--state-dir",
-            str(daemon.state_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
+    proc = _cli_show(daemon, f"pk:{message['message_pk']}")
     return [f for report in json.loads(proc.stdout)["reports"] for f in report["findings"]]

@@ -17,8 +17,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from listener.config import usable_cores
 from listener.server.journal import Journal
 from listener.server.mllp import QUARANTINE_TEXT
 from listener.server.runner import CALM_ARRIVALS
+from tests.conftest import run_cli
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, default_workers, msa, running, workers_of
 from tests.integration.test_hardening import RUN_ON, accepted, events, run_on, sample, start, wait_for
 from tests.integration.test_priors import NEW, PRIOR, _rules, _send, _variant
@@ -408,15 +407,7 @@ def _fhir_run(daemon: RunningDaemon) -> list[tuple[int, Any, Any]]:
         out.append((status, _without_server_ids(answer, ids), None))
         shown = [
             json.loads(
-                subprocess.run(
-                    [sys.executable, "-m", "listener", "show", str(m["message_id"]), "--format", "json"]
-                    + ["--state-dir", str(daemon.state_dir)],
-                    capture_output=True,
-                    text=True,
-                    cwd=REPO,
-                    timeout=120,
-                    check=True,
-                ).stdout
+                run_cli("show", str(m["message_id"]), "--format", "json", "--state-dir", str(daemon.state_dir)).stdout
             )
             for m in daemon.messages()
             if m.get("transport") == "http"
