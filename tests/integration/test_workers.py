@@ -179,7 +179,9 @@ def test_a_message_alone_runs_in_the_daemon_with_workers_inline(tmp_path: Path) 
     """``workers_inline`` (the default): once CALM_ARRIVALS messages in a row arrived while no other was being
     checked, such a message runs on the daemon's own thread, so it is checked and answered even with both
     worker processes stopped, which stay untouched."""
-    daemon = start(tmp_path, "workers: 2\npipeline_budget: 0.5\n")
+    # A budget that a loaded machine's first check on the daemon's thread stays well inside; a message
+    # sent to a stopped process would still come back unchecked (qa: timeout) after it and its grace.
+    daemon = start(tmp_path, "workers: 2\npipeline_budget: 2\n")
     stopped = idle_workers(daemon)
     conn = MllpConnection(daemon.address, timeout=60)
     try:
