@@ -23,6 +23,7 @@ from __future__ import annotations
 import compileall
 import contextlib
 import io
+import json
 import logging
 import os
 import subprocess
@@ -197,13 +198,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(f"browser tier screenshots: {len(shots)} PNG files in {chromium.SCREENSHOTS}")
 
 
-def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    """``overread ARGV`` through ``listener.cli.main`` in this process, as ``python -m listener`` calls
-    it: its exit status (a parser error's SystemExit too), stdout and stderr.
+def run_cli(*argv: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``overread ARGV``: its exit status (a parser error's SystemExit too), stdout and stderr.
 
-    A subprocess costs over a second of CPU, mostly compiling patterns at import; a test of what
-    depends on the process (the exit status the shell sees, the console script) runs a real one.
+    Through ``listener.cli.main`` in this process, as ``python -m listener`` calls it; with
+    ``process``, a real ``python -m listener`` subprocess. A subprocess costs over a second of
+    CPU, mostly compiling patterns at import, so only a test of what depends on the process (the
+    exit status the shell sees, what reaches a terminal) runs one.
     """
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "listener", *argv], capture_output=True, text=True, cwd=REPO, timeout=120
+        )
     from listener.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -213,6 +219,13 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
+
+
+def cli_json_lines(*argv: str) -> list[dict[str, Any]]:
+    """The JSON lines ``overread ARGV`` prints (in process, :func:`run_cli`), which must exit 0."""
+    result = run_cli(*argv)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 @pytest.fixture(name="pipeline", scope="session")

@@ -26,7 +26,7 @@ import pytest
 
 from listener.config import usable_cores
 from listener.hl7v2.mllp import MllpFramer, frame
-from tests.conftest import run_cli
+from tests.conftest import cli_json_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,9 +203,7 @@ class RunningDaemon:
         """``overread messages --format json`` on the daemon's store, through ``listener.cli.main`` in
         the test process (:func:`tests.conftest.run_cli`: the command's code without the second of CPU
         a subprocess spends starting; tests/integration/test_store_ops.py runs it as a subprocess)."""
-        result = run_cli("messages", "--format", "json", "--state-dir", str(self.state_dir))
-        assert result.returncode == 0, result.stderr
-        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        return cli_json_lines("messages", "--format", "json", "--state-dir", str(self.state_dir))
 
 
 def workers_of(daemon: RunningDaemon) -> list[int]:

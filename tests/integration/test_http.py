@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conformance.test_corpus_fhir import EXPECTED
-from tests.conftest import run_cli
+from tests.conftest import cli_json_lines
 from tests.integration.conftest import (
     REPO,
     MllpConnection,
@@ -701,9 +701,7 @@ _SHORT_RETRY = (
 
 def _outbox_rows(daemon: RunningDaemon) -> list[dict[str, Any]]:
     """``overread outbox list --format json``, through ``listener.cli.main`` in this process (:func:`run_cli`)."""
-    result = run_cli("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir))
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return cli_json_lines("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir))
 
 
 def _wait(condition: Any, timeout: float = 30.0) -> None:

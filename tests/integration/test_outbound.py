@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_json_lines
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, free_port, msa, with_control_id
 from tests.integration.ris import TestRis
 
@@ -94,9 +94,7 @@ def outbox(daemon: RunningDaemon, *args: str) -> list[dict[str, object]]:
     """``overread outbox list --format json`` as an operator runs it, through ``listener.cli.main`` in
     this process (:func:`run_cli`: tests poll it; ``retry`` and the hostile answer's listing run a real
     ``python -m listener``)."""
-    result = run_cli("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir), *args)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return cli_json_lines("outbox", "list", "--format", "json", "--state-dir", str(daemon.state_dir), *args)
 
 
 def send_all(daemon: RunningDaemon, messages: list[bytes]) -> list[str]:

@@ -18,15 +18,7 @@ REQUIRED_KEYS = {"source", "message_type", "message_id", "accession", "status", 
 
 def _check(*args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
     """``overread check ARGS``: in process, or with ``process`` as a user runs it, in a subprocess."""
-    if not process:
-        return run_cli("check", *args)
-    return subprocess.run(
-        [sys.executable, "-m", "listener", "check", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    return run_cli("check", *args, process=process)
 
 
 def test_json_lines_for_every_corpus_file() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.conftest import REPO, run_cli
@@ -21,12 +20,7 @@ XR_NEW = SAMPLES / "hl7/xr-chest-pneumothorax-no-communication.hl7"
 
 def _check(*args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
     """``overread check --format json ARGS``: in process, or with ``process`` in a subprocess."""
-    argv = ["check", "--format", "json", *args]
-    if process:
-        return subprocess.run(
-            [sys.executable, "-m", "listener", *argv], capture_output=True, text=True, cwd=REPO, timeout=120
-        )
-    return run_cli(*argv)
+    return run_cli("check", "--format", "json", *args, process=process)
 
 
 def _rules(proc: subprocess.CompletedProcess[str]) -> set[str]:

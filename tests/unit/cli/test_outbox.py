@@ -63,17 +63,7 @@ def _cli(state: Path, *argv: str, process: bool = False) -> subprocess.Completed
     In process (:func:`tests.conftest.run_cli`), or with ``process`` as an operator runs it, in a
     subprocess.
     """
-    args = ["outbox", *argv, "--state-dir", str(state)]
-    if process:
-        return subprocess.run(
-            [sys.executable, "-m", "listener", *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=60,
-            check=False,
-        )
-    return run_cli(*args)
+    return run_cli("outbox", *argv, "--state-dir", str(state), process=process)
 
 
 def _rows(state: Path, *argv: str) -> list[dict[str, object]]:
