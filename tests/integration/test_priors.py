@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.conftest import run_cli
+from tests.conftest import cli_json_lines, run_cli
 from tests.integration.conftest import REPO, MllpConnection, RunningDaemon, msa
 from tests.integration.test_http import post
 
@@ -85,9 +85,9 @@ def test_none_with_priors_fires_for_the_same_patient_only(daemon: RunningDaemon)
     assert not [line for line in daemon.log_lines() if line.get("event") == "prior_lookup_failed"]
     # `overread reprocess` finds the same priors (what was stored before the original receipt):
     # nothing changes, and a report received after the prior keeps its finding.
-    proc = run_cli("reprocess", "NEW-SAME", "PRIOR-1", "--format", "json", "--state-dir", str(daemon.state_dir))
-    assert proc.returncode == 0, proc.stderr
-    changes = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    changes = cli_json_lines(
+        "reprocess", "NEW-SAME", "PRIOR-1", "--format", "json", "--state-dir", str(daemon.state_dir)
+    )
     assert [(c["message_id"], c["changed"]) for c in changes] == [("NEW-SAME", False), ("PRIOR-1", False)]
     assert "comparison.none_with_priors" in _rules(daemon, "NEW-SAME")
     assert "comparison.prior_not_found" not in _rules(daemon, "PRIOR-1")
