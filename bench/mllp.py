@@ -1,6 +1,7 @@
 """MLLP throughput and ACK latency: the daemon (durable store) vs a bare python-hl7 server.
 
-Run by hand: ``.venv/bin/python bench/mllp.py [--messages N] [--rounds R] [--workers auto,0]``.
+Run by hand: ``.venv/bin/python bench/mllp.py [--messages N] [--rounds R] [--workers auto,0]
+[--store DSN --instances 1,2]``.
 
 A: ``overread serve`` (SQLite WAL, synchronous=FULL, group commit, JSON logs
 to /dev/null). B: a bare python-hl7 asyncio MLLP server that parses every
@@ -16,6 +17,13 @@ ACK latency p50/p99 per run, then the medians and the A/B ratio.
 all in the same alternation (A A0 B A A0 B ...), so a busy neighbour weighs on
 each alike. At the end it prints each process's peak RSS (VmHWM) and its RSS
 now: the daemon and each of its worker processes.
+
+``--store DSN`` puts every daemon on a PostgreSQL server (DSN: a server the bench may create
+schemas on, such as ``$OVERREAD_TEST_PG_DSN`` of ``.ci/postgres.sh start``): each daemon group gets a
+fresh schema, dropped at the end. ``--instances 1,2`` (PostgreSQL only) runs, in the same
+alternation, one group per value: that many daemons on one schema, each on its own port, the
+connections of a run dealt over their ports in turn as a TCP load balancer would (docs/deployment.md);
+A is the first value, Ax2 two instances and so on. RSS is printed for every daemon of a group.
 
 ``--logs DIR`` keeps each daemon's JSON log in ``DIR/NAME.log`` (default: discarded). A server
 that closes a connection mid-run stops the bench with the server's name, the connection and its
@@ -37,7 +45,8 @@ import tempfile
 import textwrap
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -329,7 +338,7 @@ def payloads_for(
 
 
 async def run_load(
-    port: int,
+    port: int | Sequence[int],
     raw: bytes,
     tag: str,
     connections: int,
@@ -342,19 +351,37 @@ async def run_load(
     """Send ``total`` messages over ``connections``: (msgs/s, ACK p50 ms, ACK p99 ms).
 
     The messages are :func:`payloads_for`'s; ``require_aa``: any other answer raises :class:`Refused`.
+    ``port``: one port, or several (the instances of a group): connection ``c`` goes to
+    ``port[c % len(port)]``, as a load balancer deals connections out.
     """
+    ports = [port] if isinstance(port, int) else list(port)
     per = total // connections
     latencies: list[float] = []
     payloads = payloads_for(raw, tag, connections, total, vary_text, bodies)
     start = time.perf_counter()
     await asyncio.gather(
-        *(drive_connection(port, payloads[c], window, latencies, require_aa) for c in range(connections))
+        *(
+            drive_connection(ports[c % len(ports)], payloads[c], window, latencies, require_aa)
+            for c in range(connections)
+        )
     )
     elapsed = time.perf_counter() - start
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     return per * connections / elapsed, p50, p99
+
+
+@contextmanager
+def store_schema(server: str) -> Iterator[str]:
+    """A fresh schema on the PostgreSQL ``server``, its tables made: yields the ``store:`` URL; dropped afterwards."""
+    from listener.store.postgresql import PostgresStore
+    from tests.postgres import as_url, fresh_schema
+
+    with fresh_schema(server, prefix="bench") as dsn:
+        # The tables, as after a first start: no daemon of the group waits on another's migration.
+        PostgresStore(dsn).close()
+        yield as_url(dsn)
 
 
 def running_or_exit(name: str, proc: subprocess.Popen[bytes]) -> None:
@@ -391,6 +418,16 @@ def main() -> int:
         help="each message carries a real report of ../shared/corpus (and its CPT code), plus --vary-text's changes",
     )
     parser.add_argument("--logs", type=Path, help="keep each daemon's JSON log in this directory (NAME.log)")
+    parser.add_argument(
+        "--store",
+        metavar="DSN",
+        help="a PostgreSQL server for the daemons' stores (a fresh schema per daemon group), e.g. $OVERREAD_TEST_PG_DSN",
+    )
+    parser.add_argument(
+        "--instances",
+        default="1",
+        help="comma-separated daemon counts, one group each, every daemon of a group on one store (needs --store)",
+    )
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
     bodies = corpus_bodies(raw) if args.corpus_texts else []
@@ -407,60 +444,92 @@ def main() -> int:
     )
 
     variants = [w.strip() for w in args.workers.split(",") if w.strip()] or [""]
-    with tempfile.TemporaryDirectory() as tmp:
+    instances = [int(n) for n in args.instances.split(",") if n.strip()] or [1]
+    if any(n < 1 for n in instances):
+        parser.error("--instances: each value is at least 1")
+    if max(instances) > 1 and not args.store:
+        parser.error("--instances above 1 needs --store (daemons share a PostgreSQL store, not a SQLite one)")
+    # One group per (workers, instances): A first, then A<workers>, A<workers>x<instances>...
+    plan: list[tuple[str, str, int]] = []
+    for workers in variants:
+        for count in instances:
+            name = "A" if not plan else f"A{workers}" + (f"x{count}" if count > 1 else "")
+            plan.append((name, workers, count))
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as schemas:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
-        for i, workers in enumerate(variants):
-            name = "A" if i == 0 else f"A{workers}"
-            port = free_port()
-            extra: list[str] = []
-            if workers:
-                config = Path(tmp) / f"{name}.yaml"
-                config.write_text(f"workers: {workers}\n")
-                extra = ["--config", str(config)]
-            servers[name] = (
-                port,
-                subprocess.Popen(
-                    daemon_command(port, Path(tmp) / f"state-{name}", extra),
-                    cwd=REPO,
-                    env=env,
-                    stdout=log_file(args.logs, name),
-                    stderr=subprocess.DEVNULL,
-                ),
-            )
-            if workers:
-                print(f"{name}: daemon with workers: {workers}")
-        b_port = free_port()
-        servers["B"] = (
-            b_port,
-            subprocess.Popen(
-                [sys.executable, "-c", BARE_SERVER, str(b_port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-        )
+        servers: dict[str, list[tuple[int, subprocess.Popen[bytes]]]] = {}
         try:
-            for port, proc in servers.values():
-                wait_port(port, proc)
-            # Warm-up: imports, first pages of the database, the JIT-free caches.
-            for name, (port, _) in servers.items():
-                asyncio.run(run_load(port, raw, f"warm{name}", 1, 1, 200, bodies=bodies))
+            for name, workers, count in plan:
+                settings = [f"workers: {workers}"] if workers else []
+                if args.store:
+                    settings.append(f"store: {schemas.enter_context(store_schema(args.store))}")
+                extra: list[str] = []
+                if settings:
+                    config = Path(tmp) / f"{name}.yaml"
+                    config.write_text("".join(f"{line}\n" for line in settings))
+                    extra = ["--config", str(config)]
+                servers[name] = []
+                for i in range(count):
+                    port = free_port()
+                    servers[name].append(
+                        (
+                            port,
+                            subprocess.Popen(
+                                daemon_command(port, Path(tmp) / f"state-{name}-{i}", extra),
+                                cwd=REPO,
+                                env=env,
+                                stdout=log_file(args.logs, name if count == 1 else f"{name}-{i}"),
+                                stderr=subprocess.DEVNULL,
+                            ),
+                        )
+                    )
+                described_group = [f"workers: {workers}"] if workers else []
+                if args.store:
+                    described_group.append("PostgreSQL store")
+                if count > 1:
+                    described_group.append(f"{count} instances on one store, connections dealt over them")
+                if described_group:
+                    print(f"{name}: daemon with " + ", ".join(described_group))
+            b_port = free_port()
+            servers["B"] = [
+                (
+                    b_port,
+                    subprocess.Popen(
+                        [sys.executable, "-c", BARE_SERVER, str(b_port)],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    ),
+                )
+            ]
+            for group in servers.values():
+                for port, proc in group:
+                    wait_port(port, proc)
+            # Warm-up: imports, first pages of the database, the JIT-free caches (every instance).
+            for name, group in servers.items():
+                for i, (port, _) in enumerate(group):
+                    asyncio.run(run_load(port, raw, f"warm{name}-{i}", 1, 1, 200, bodies=bodies))
             for connections, window in SHAPES:
                 results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in servers}
                 for rnd in range(args.rounds):
-                    for name, (port, proc) in servers.items():
+                    for name, group in servers.items():
                         tag = f"{name}{connections}x{window}r{rnd}"
                         # A server that exited (a daemon that could not listen: another process
                         # took its port first) would leave its port to whoever listens there.
-                        running_or_exit(name, proc)
+                        for _, proc in group:
+                            running_or_exit(name, proc)
+                        ports = [port for port, _ in group]
                         try:
                             res = asyncio.run(
-                                run_load(port, raw, tag, connections, window, args.messages, vary_text, bodies)
+                                run_load(ports, raw, tag, connections, window, args.messages, vary_text, bodies)
                             )
                         except ConnectionClosed as exc:
-                            state = "still running" if proc.poll() is None else f"exited with {proc.returncode}"
-                            raise SystemExit(f"server {name} (port {port}, {state}), run {tag}: {exc}") from None
+                            states = ", ".join(
+                                f"port {port} "
+                                + ("still running" if proc.poll() is None else f"exited with {proc.returncode}")
+                                for port, proc in group
+                            )
+                            raise SystemExit(f"server {name} ({states}), run {tag}: {exc}") from None
                         results[name].append(res)
                         print(
                             f"  {connections} conn window {window:2d} {name} round {rnd}: "
@@ -471,25 +540,31 @@ def main() -> int:
                     name: [statistics.median(x) for x in zip(*runs, strict=True)] for name, runs in results.items()
                 }
                 b = medians["B"]
+                first = medians["A"]
                 for name, a in medians.items():
                     if name == "B":
                         continue
+                    versus_a = f" | {a[0] / first[0]:.2f}x A" if name != "A" else ""
                     print(
                         f"{connections} conn window {window:2d}: {name} daemon {a[0]:7.0f} msgs/s (p50 {a[1]:.2f} p99 {a[2]:.2f} ms)"
-                        f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x",
+                        f" | bare {b[0]:7.0f} msgs/s (p50 {b[1]:.2f} p99 {b[2]:.2f} ms) | ratio {a[0] / b[0]:.2f}x"
+                        + versus_a,
                         flush=True,
                     )
-            for name, (_, proc) in servers.items():
+            for name, group in servers.items():
                 if name != "B":
-                    print(f"RSS {name}: {rss_report(proc.pid)}")
+                    for i, (_, proc) in enumerate(group):
+                        print(f"RSS {name if len(group) == 1 else f'{name}-{i}'}: {rss_report(proc.pid)}")
         finally:
-            for name, (_, proc) in servers.items():
-                if name == "B":
-                    proc.kill()
-                else:
-                    proc.send_signal(signal.SIGTERM)
-            for _, proc in servers.values():
-                proc.wait(timeout=30)
+            for name, group in servers.items():
+                for _, proc in group:
+                    if name == "B":
+                        proc.kill()
+                    else:
+                        proc.send_signal(signal.SIGTERM)
+            for group in servers.values():
+                for _, proc in group:
+                    proc.wait(timeout=30)
     return 0
 
 
