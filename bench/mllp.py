@@ -19,11 +19,12 @@ each alike. At the end it prints each process's peak RSS (VmHWM) and its RSS
 now: the daemon and each of its worker processes.
 
 ``--store DSN`` puts every daemon on a PostgreSQL server (DSN: a server the bench may create
-schemas on, such as ``$OVERREAD_TEST_PG_DSN`` of ``.ci/postgres.sh start``): each daemon group gets a
-fresh schema, dropped at the end. ``--instances 1,2`` (PostgreSQL only) runs, in the same
+schemas on, such as ``$OVERREAD_TEST_PG_DSN`` of ``.ci/postgres.sh start``): each daemon group
+gets a fresh schema, dropped at the end. ``--instances 1,2`` (PostgreSQL only) runs, in the same
 alternation, one group per value: that many daemons on one schema, each on its own port, the
-connections of a run dealt over their ports in turn as a TCP load balancer would (docs/deployment.md);
-A is the first value, Ax2 two instances and so on. RSS is printed for every daemon of a group.
+connections of a run dealt over their ports in turn as a TCP load balancer would
+(docs/deployment.md). A is the first group, Ax2 two instances and so on (with ``--workers
+auto,1``: A, Ax2, A1, A1x2). RSS is printed for every daemon of a group.
 
 ``--logs DIR`` keeps each daemon's JSON log in ``DIR/NAME.log`` (default: discarded). A server
 that closes a connection mid-run stops the bench with the server's name, the connection and its
@@ -451,9 +452,9 @@ def main() -> int:
         parser.error("--instances above 1 needs --store (daemons share a PostgreSQL store, not a SQLite one)")
     # One group per (workers, instances): A first, then A<workers>, A<workers>x<instances>...
     plan: list[tuple[str, str, int]] = []
-    for workers in variants:
+    for index, workers in enumerate(variants):
         for count in instances:
-            name = "A" if not plan else f"A{workers}" + (f"x{count}" if count > 1 else "")
+            name = ("A" if index == 0 else f"A{workers}") + (f"x{count}" if count > 1 else "")
             plan.append((name, workers, count))
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as schemas:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
