@@ -526,7 +526,7 @@ class Daemon:
         queued rows stay and go to the new settings), HTTP client tokens, the
         TLS certificate, key and client CAs (new connections use them) and
         ``tls_allowed_subjects``. Everything else in the config file (listen
-        endpoints, state directory, limits, workers) needs a restart: a
+        endpoints, state directory, store, limits, workers) needs a restart: a
         change to it is named in the ``policy_reloaded`` line (at warning
         level, ``reason=restart_required``) and the old value stays in force.
 
@@ -616,9 +616,10 @@ class Daemon:
         # Nothing can fail from here on.
         self.intake.swap_pipeline(new.pipeline)
         if isinstance(self.runner, ProcessRunner):
-            # Worker processes build the same files before their next message.
+            # Worker processes build the same files before their next message, with the settings in
+            # force (the running store among them: they read their priors from it).
             recording = dataclasses.replace(self.runner.recording, destinations=tuple(new.destinations))
-            self.runner.configure(new.config, recording)
+            self.runner.configure(new.effective, recording)
         self.intake.destinations = tuple(new.destinations)
         if self.tls is not None and new.tls is not None:
             self.tls.swap(new.tls)
@@ -877,6 +878,10 @@ RESTART_ONLY = {
     "outcomes_refresh_seconds": "outcomes",
     "outcomes_window_days": "outcomes",
     "outbox_lease_seconds": "outbox",
+    # The daemon keeps the store it opened, and its worker processes read their priors from the
+    # store the config they are given names (listener/server/procworker.py): both keep the running one.
+    "store_url": "store",
+    "store_password_file": "store",
 }
 RESTART_ONLY_NAMES = (
     "listen endpoints (mllp, http)",
@@ -891,6 +896,7 @@ RESTART_ONLY_NAMES = (
     "raw_retention_days",
     "outcomes (live figures' refresh and window)",
     "outbox (lease_seconds)",
+    "store (store, store_password_file)",
     "turning TLS on or off",
 )
 

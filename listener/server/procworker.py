@@ -4,8 +4,8 @@ Layer: a child process of the daemon, started by
 :class:`listener.server.runner.ProcessRunner` as
 ``python -m listener.server.procworker FD`` with one end of a socket pair
 as ``FD``. It holds no journal, no network port, writes no log and never
-writes the store (with a SQLite store it reads its reports' prior studies from
-the store's file itself, read-only):
+writes the store (it reads its reports' prior studies from the store itself: a
+SQLite store's file read-only, a PostgreSQL store through a session of its own):
 it receives pickled requests, runs the pure pipeline and sends pickled
 results back (docs/hardening.md, "Worker processes"). The daemon keeps the
 I/O, the journal, the store and the ACKs.
@@ -14,7 +14,8 @@ Requests and replies (tuples, first item the kind):
 
 * ``("config", generation, Config, store file, Recording)``: build the pipeline from the config's
   files; replies ``("ready", versions)`` or ``("config_error", type name)``.
-  ``store file`` is the SQLite store's database (a path) or None (PostgreSQL);
+  ``store file`` is the SQLite store's database (a path) or None (PostgreSQL: the process reads
+  the config's ``store`` itself);
   :class:`~listener.intake.Recording` is how the daemon records a message (its
   destinations, whether it keeps raw bytes, the log hashes' key).
 * ``("hl7", raw, received_at, packed live figures, budget, hurry)``: run
@@ -36,10 +37,13 @@ Requests and replies (tuples, first item the kind):
   (:func:`listener.intake.fhir_records`: outcome, report records with the
   server ids, the server ids), the records carrying their stored forms.
 
-While either runs, the pipeline's prior look-up reads the store file through
-this process's own :class:`~listener.store.sqlite.PriorReader` (the daemon's
-process spends no CPU on it: docs/hardening.md, "Worker processes"). With no
-store file, or when that read fails, it asks the daemon: :func:`ask` sends
+While either runs, the pipeline's prior look-up reads the store itself: the
+SQLite store's file through this process's own
+:class:`~listener.store.sqlite.PriorReader`, or the config's PostgreSQL store
+through its own session (:class:`~listener.store.postgresql.PriorReader`,
+opened at the first look-up), so the daemon's process spends no CPU on it
+(docs/hardening.md, "Worker processes"). When that read fails (or could not be
+opened), it asks the daemon: :func:`ask` sends
 the report's :func:`~listener.server.priors.prior_key` (not the whole
 report) marked by its first byte, :data:`ASK`, so the daemon tells a look-up
 from the task's reply before it unpickles anything (:func:`asked`); the answer
@@ -85,11 +89,11 @@ from datetime import UTC, datetime
 from functools import partial
 from multiprocessing.connection import Connection
 from operator import attrgetter
-from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from listener.assemble import build_pipeline
+from listener.config import Config
 from listener.errors import StoreError
 from listener.hl7v2.segments import MessageHeader, Separators, read_header
 from listener.intake import Recording, Tally, ack_builder, fhir_records, mllp_checked, report_records
@@ -120,10 +124,15 @@ from listener.pipeline import (
 from listener.qa.engine import Prior
 from listener.server.priors import PriorKey, PriorLookup, prior_key
 from listener.sites import LiveFigures, ReaderHistory
+from listener.store import postgres_prior_reader
 from listener.store.base import MessageRecord, OutboxItem, ReportRecord, ScoreRecord, StoredForms
 from listener.store.compact import pack_raw
+from listener.store.pgurl import is_postgresql_url
 from listener.store.rows import with_forms
 from listener.store.sqlite import PriorReader
+
+if TYPE_CHECKING:  # psycopg is optional: made by postgres_prior_reader
+    from listener.store.postgresql import PriorReader as PgPriorReader
 
 __all__ = ["dumps", "main", "pack_figures", "send", "serve", "unpack_figures"]
 
@@ -276,8 +285,10 @@ def serve(conn: Connection) -> int:
         # (A test may serve on another thread, where no handler can be installed.)
         signal.signal(signal.SIGUSR1, hurry)
 
-    #: This process's own look-ups in the SQLite store's file (None: the daemon's).
-    reader: PriorReader | None = None
+    #: This process's own look-ups in the SQLite store's file or the PostgreSQL store (None: the daemon's).
+    reader: PriorReader | PgPriorReader | None = None
+    #: What ``reader`` reads: the SQLite file's path or the PostgreSQL URL.
+    reading = ""
     lookup: PriorLookup | None = None
     lookup_failed = False
 
@@ -302,16 +313,19 @@ def serve(conn: Connection) -> int:
         priors: tuple[Prior, ...] | None = reply[1]
         return priors
 
-    def open_reader(path: str | None) -> None:
-        nonlocal reader, lookup
-        if reader is not None and (path is None or reader.path != Path(path)):
+    def open_reader(path: str | None, config: Config) -> None:
+        """Read priors from ``path`` (a SQLite store's file) or the config's PostgreSQL store, else ask the daemon."""
+        nonlocal reader, reading, lookup
+        source = path or (config.store_url if is_postgresql_url(config.store_url) else "")
+        if reader is not None and source != reading:
             reader.close()
-            reader = lookup = None
-        if path is not None and reader is None:
+            reader, reading, lookup = None, "", None
+        if source and reader is None:
             try:
-                reader = PriorReader(path)
+                reader = PriorReader(path) if path else postgres_prior_reader(config)
             except StoreError:
                 return  # the daemon answers this process's look-ups
+            reading = source
             lookup = PriorLookup(reader, failed=read_failed)
 
     while True:
@@ -326,7 +340,7 @@ def serve(conn: Connection) -> int:
             # one's objects go back into them first, so a reload frees what it replaced.
             pipeline = None
             recording = request[4]
-            open_reader(request[3])
+            open_reader(request[3], request[2])
             gc.unfreeze()
             try:
                 pipeline = build_pipeline(request[2])

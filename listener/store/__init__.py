@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from listener.errors import StoreError
 from listener.store.base import (
@@ -39,6 +39,9 @@ from listener.store.base import (
 )
 from listener.store.pgurl import PSYCOPG_MISSING, display_url, is_postgresql_url
 from listener.store.sqlite import DB_FILENAME, SQLiteStore, Synchronous
+
+if TYPE_CHECKING:  # psycopg is optional: the class is imported where it is made
+    from listener.store.postgresql import PriorReader as PgPriorReader
 
 __all__ = [
     "BACKENDS",
@@ -67,6 +70,7 @@ __all__ = [
     "TrafficBin",
     "Transport",
     "open_store",
+    "postgres_prior_reader",
     "store_description",
 ]
 
@@ -148,19 +152,41 @@ def _open_sqlite(where: StoreLocation, create: bool) -> Store:
     return SQLiteStore.in_state_dir(where.state_dir, synchronous=sync, migrate_schema=create)
 
 
+def _password(where: StoreLocation) -> str | None:
+    """The PostgreSQL password of ``store_password_file`` (None: none named, libpq's own ways apply)."""
+    if where.password_file is None:
+        return None
+    try:
+        return where.password_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise StoreError(f"store_password_file {where.password_file} cannot be read") from None
+
+
 def _open_postgresql(where: StoreLocation, create: bool) -> Store:
     try:
         from listener.store.postgresql import PostgresStore
     except ImportError:
         raise StoreError(PSYCOPG_MISSING) from None
-    password = None
-    if where.password_file is not None:
-        try:
-            password = where.password_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            raise StoreError(f"store_password_file {where.password_file} cannot be read") from None
     # An operator's command never upgrades the schema under a running daemon of the older release.
-    return PostgresStore(where.url, password=password, migrate_schema=create)
+    return PostgresStore(where.url, password=_password(where), migrate_schema=create)
+
+
+def postgres_prior_reader(settings: StoreSettings | StoreLocation) -> PgPriorReader:
+    """A read session for prior look-ups on the PostgreSQL store the settings name (a worker
+    process's own: :class:`listener.store.postgresql.PriorReader`; it connects at its first look-up).
+
+    Raises:
+        StoreError: the settings name no PostgreSQL store, psycopg is missing, or the password
+            file cannot be read.
+    """
+    where = _location(settings)
+    if not is_postgresql_url(where.url):
+        raise StoreError("no PostgreSQL store to read prior studies from")
+    try:
+        from listener.store.postgresql import PriorReader
+    except ImportError:
+        raise StoreError(PSYCOPG_MISSING) from None
+    return PriorReader(where.url, _password(where))
 
 
 #: The backends by name; :func:`open_store` picks one (by the URL when not told).

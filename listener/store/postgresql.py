@@ -366,6 +366,71 @@ class _Reader:
                 self._conn = None
 
 
+#: :meth:`PostgresStore.prior_studies`'s statement (parameters: patient id, authority, the
+#: accession to leave out, the receive time before which, the limit).
+_PRIOR_STUDIES_SQL = (
+    "SELECT accession, study_date, modality, body_region, procedure_code"
+    " FROM (SELECT DISTINCT ON (accession) id, accession, study_date, modality, body_region,"
+    " procedure_code, cancelled FROM reports WHERE patient_id = %s AND patient_authority = %s"
+    " AND accession NOT IN ('', %s) AND stage IS NOT NULL AND received < %s"
+    " ORDER BY accession DESC, id DESC) latest"
+    " WHERE cancelled = 0 ORDER BY id DESC LIMIT %s"
+)
+
+
+def _prior_studies(
+    rows: Callable[[str, str, Sequence[object]], list[tuple[Any, ...]]],
+    patient_id: str,
+    patient_authority: str,
+    before: datetime,
+    exclude_accession: str,
+    limit: int,
+) -> tuple[PriorStudy, ...]:
+    """:meth:`PostgresStore.prior_studies` on a read session (``rows``: its reader's)."""
+    if not prior_lookup_wanted(patient_id, before, limit):
+        return ()
+    found = rows(
+        "reading prior studies", _PRIOR_STUDIES_SQL, (patient_id, patient_authority, exclude_accession, before, limit)
+    )
+    return prior_studies_of(found)
+
+
+class PriorReader:
+    """A read session on a PostgreSQL store, for prior look-ups only.
+
+    A pipeline worker process reads its reports' prior studies through one itself (the same
+    statement as :meth:`PostgresStore.prior_studies`), as it does a SQLite store's file through
+    :class:`listener.store.sqlite.PriorReader`, instead of asking the daemon over its pipe: the
+    daemon's process then spends no CPU on them, and no message waits for the two crossings
+    (docs/hardening.md, "Worker processes"). The session opens at the first look-up and again
+    after a break (one more session on the server per worker process: docs/deployment.md). One
+    thread uses it.
+
+    Args:
+        url: the store's URL (no password in it).
+        password: the password (the config's ``store_password_file``), or None (``PGPASSWORD``).
+    """
+
+    def __init__(self, url: str, password: str | None = None) -> None:
+        self.url = url
+        self._reader = _Reader(lambda: _connect(url, password, writer=False), lazy=True)
+
+    def prior_studies(
+        self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
+    ) -> tuple[PriorStudy, ...]:
+        """As :meth:`PostgresStore.prior_studies`.
+
+        Raises:
+            StoreError: the server cannot be reached or the store cannot be read.
+            ValueError: ``patient_id`` is empty or ``before`` is naive.
+        """
+        return _prior_studies(self._reader.rows, patient_id, patient_authority, before, exclude_accession, limit)
+
+    def close(self) -> None:
+        """Close the session."""
+        self._reader.close()
+
+
 # ------------------------------------------------------------------- rows
 
 OUTBOX_COLUMNS = (
@@ -974,19 +1039,7 @@ class PostgresStore(MessageListing, StoreHealth):
         (backwards: each accession's newest first, ``DISTINCT ON`` keeps it), without the report
         JSON (docs/store.md, "Prior look-up columns").
         """
-        if not prior_lookup_wanted(patient_id, before, limit):
-            return ()
-        rows = self._rows(
-            "reading prior studies",
-            "SELECT accession, study_date, modality, body_region, procedure_code"
-            " FROM (SELECT DISTINCT ON (accession) id, accession, study_date, modality, body_region,"
-            " procedure_code, cancelled FROM reports WHERE patient_id = %s AND patient_authority = %s"
-            " AND accession NOT IN ('', %s) AND stage IS NOT NULL AND received < %s"
-            " ORDER BY accession DESC, id DESC) latest"
-            " WHERE cancelled = 0 ORDER BY id DESC LIMIT %s",
-            (patient_id, patient_authority, exclude_accession, before, limit),
-        )
-        return prior_studies_of(rows)
+        return _prior_studies(self._rows, patient_id, patient_authority, before, exclude_accession, limit)
 
     def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
         """Every stored report of an accession, in storage order (see :meth:`Store.report_history`)."""

@@ -8,12 +8,15 @@ import pickle
 import socket
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+import pytest
 
 from bench.mllp import CORPUS_FILE, with_control_id
 from listener.assemble import build_pipeline
@@ -26,9 +29,10 @@ from listener.pipeline import Pipeline, process, version_fields
 from listener.qa.engine import Prior
 from listener.server.priors import prior_key
 from listener.server.procworker import ASK, asked, dumps, loads, send, serve
-from listener.store import SQLiteStore
+from listener.store import SQLiteStore, Store
 from listener.store.base import ReportRecord
 from listener.store.rows import stored_forms, with_forms
+from tests.postgres import as_url, fresh_schema, server_dsn
 from tests.unit.qa.factory import pipeline
 from tests.unit.store.records import record
 
@@ -188,56 +192,99 @@ def test_a_config_freezes_the_workers_pipeline_out_of_the_collector() -> None:
         gc.unfreeze()
 
 
+@pytest.fixture(name="pg_url")
+def fixture_pg_url() -> Iterator[str]:
+    """The ``store:`` URL of a fresh, empty schema on the test server (dropped afterwards)."""
+    base = server_dsn()
+    assert base is not None, "postgresql tests run only with a test server (tests/conftest.py)"
+    with fresh_schema(base) as dsn:
+        yield as_url(dsn)
+
+
+#: The prior study the look-up tests store, and the comparison rule that needs it to fire.
+PRIOR_ACCESSION = "A2611170088"
+PRIOR = Prior(PRIOR_ACCESSION, date(2026, 11, 17), "XR", "chest", "71046")
+
+
+def _save_prior(store: Store) -> None:
+    """The earlier chest radiograph of the sample's patient, stored two days before."""
+    prior = ReportRecord(
+        accession=PRIOR_ACCESSION,
+        report_json=json.dumps(
+            {
+                "accession": PRIOR_ACCESSION,
+                "status": "final",
+                "modality": "XR",
+                "body_region": "chest",
+                "procedure": {"code": "71046"},
+                "times": {"observation": "2026-11-17T10:00:00-06:00"},
+            }
+        ),
+        findings_json="[]",
+        route_json="null",
+        bucket="release",
+        patient_id="ZZ9000104",
+        patient_authority="LEMC",
+    )
+    store.save(record("P1", reports=(prior,), received=RECEIVED - timedelta(days=2)))
+
+
+def _asks_checking_the_sample(config: Config, store_file: str | None) -> int:
+    """A worker given ``config`` and ``store_file`` checks a report of the prior's patient: the prior
+    look-ups it asked the daemon for (answered as the daemon would); the comparison rule that needs
+    the prior fired, whoever read it."""
+    new = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
+    ours, theirs = Pipe()
+    thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
+    thread.start()
+    try:
+        ours.send(("config", 1, config, store_file, RECORDING))
+        assert ours.recv()[0] == "ready"
+        ours.send(("hl7", new, RECEIVED, None, 60.0, False))
+        requests = 0
+        while asked(data := ours.recv_bytes()) is not None:
+            requests += 1
+            # As the daemon answers (runner.py): pickled by procworker.send, whose reducers
+            # rebuild a frozen dataclass from its values (a compiled one too).
+            send(ours, ("priors", (PRIOR,)))
+        reply = loads(data)
+        assert reply[0] == "done"
+        rules = {rule for _, _, rule in reply[2][2].findings}
+        assert "comparison.none_with_priors" in rules
+        return requests
+    finally:
+        ours.close()
+        thread.join(timeout=60)
+
+
 def test_a_worker_reads_priors_from_the_store_file_itself(tmp_path: Path) -> None:
     """Given the SQLite store's file, a worker looks its reports' priors up there itself: no
     ``priors`` request crosses the pipe, and the comparison rule that needs them fires. Without a
-    file it asks the daemon (docs/hardening.md, "Worker processes")."""
+    file (and no PostgreSQL store) it asks the daemon (docs/hardening.md, "Worker processes")."""
     store = SQLiteStore.in_state_dir(tmp_path)
     try:
-        prior = ReportRecord(
-            accession="A2611170088",
-            report_json=json.dumps(
-                {
-                    "accession": "A2611170088",
-                    "status": "final",
-                    "modality": "XR",
-                    "body_region": "chest",
-                    "procedure": {"code": "71046"},
-                    "times": {"observation": "2026-11-17T10:00:00-06:00"},
-                }
-            ),
-            findings_json="[]",
-            route_json="null",
-            bucket="release",
-            patient_id="ZZ9000104",
-            patient_authority="LEMC",
-        )
-        store.save(record("P1", reports=(prior,), received=RECEIVED - timedelta(days=2)))
-        new = (REPO / "samples/hl7/xr-chest-pneumothorax-no-communication.hl7").read_bytes()
-        for store_file, asks_daemon in ((str(store.path), False), (None, True)):
-            ours, theirs = Pipe()
-            thread = threading.Thread(target=serve, args=(theirs,), daemon=True)
-            thread.start()
-            try:
-                ours.send(("config", 1, load_config(None), store_file, RECORDING))
-                assert ours.recv()[0] == "ready"
-                ours.send(("hl7", new, RECEIVED, None, 60.0, False))
-                requests = 0
-                while asked(data := ours.recv_bytes()) is not None:
-                    requests += 1
-                    # As the daemon answers (runner.py): pickled by procworker.send, whose reducers
-                    # rebuild a frozen dataclass from its values (a compiled one too).
-                    send(ours, ("priors", (Prior("A2611170088", date(2026, 11, 17), "XR", "chest", "71046"),)))
-                reply = loads(data)
-                assert reply[0] == "done"
-                assert (requests > 0) is asks_daemon
-                rules = {rule for _, _, rule in reply[2][2].findings}
-                assert "comparison.none_with_priors" in rules
-            finally:
-                ours.close()
-                thread.join(timeout=60)
+        _save_prior(store)
+        assert _asks_checking_the_sample(load_config(None), str(store.path)) == 0
+        assert _asks_checking_the_sample(load_config(None), None) > 0
     finally:
         store.close()
+
+
+@pytest.mark.postgresql
+def test_a_worker_reads_priors_from_the_postgresql_store_itself(pg_url: str) -> None:
+    """With a PostgreSQL store a worker opens its own session and looks priors up there: no
+    ``priors`` request crosses the pipe. When that session cannot be had (the server gone) it
+    asks the daemon, and the message is still checked (docs/hardening.md, "Worker processes")."""
+    from listener.store.postgresql import PostgresStore
+
+    store = PostgresStore(pg_url)
+    try:
+        _save_prior(store)
+    finally:
+        store.close()
+    assert _asks_checking_the_sample(replace(load_config(None), store_url=pg_url), None) == 0
+    gone = replace(load_config(None), store_url="postgresql://overread@/overread?host=/nonexistent")
+    assert _asks_checking_the_sample(gone, None) > 0
 
 
 def test_a_message_sent_ahead_waits_for_the_one_running() -> None:

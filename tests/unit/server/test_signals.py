@@ -119,3 +119,9 @@ def test_reload_keeps_restart_only_settings_and_names_them() -> None:
     )
     assert new.pipeline.routing_version and new.pipeline.mapping_version
     assert Reloaded.load(running, running).deferred == ()
+    # Another store: the daemon keeps the one it opened, and so do its worker processes, which read
+    # their priors from the store of the config they are given (listener/server/procworker.py).
+    moved = dataclasses.replace(running, store_url="postgresql://overread@db2/overread")
+    again = Reloaded.load(moved, running)
+    assert again.deferred == ("store",)
+    assert again.effective.store_url == running.store_url

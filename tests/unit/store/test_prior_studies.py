@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 from listener.errors import StoreError
-from listener.store import ReportRecord, SQLiteStore
+from listener.server.priors import PriorSource
+from listener.store import ReportRecord, SQLiteStore, Store, StoreLocation, postgres_prior_reader
 from listener.store.base import PriorStudy
 from listener.store.sqlite import PriorReader
 
@@ -47,9 +49,7 @@ def _report(
     )
 
 
-def _save(
-    store: SQLiteStore, control_id: str, *reports: ReportRecord, minutes: int = 0, state: str = "processed"
-) -> None:
+def _save(store: Store, control_id: str, *reports: ReportRecord, minutes: int = 0, state: str = "processed") -> None:
     store.save(record(control_id, reports=reports, received=T0 + timedelta(minutes=minutes), state=state))
 
 
@@ -138,15 +138,53 @@ def test_a_worker_processs_reader_answers_as_the_store(tmp_path: Path) -> None:
     after it opened included (listener/server/procworker.py)."""
     store = SQLiteStore.in_state_dir(tmp_path)
     try:
-        _reader_answers_as(store)
+        _reader_answers_as(store, PriorReader(store.path))
     finally:
         store.close()
 
 
-def _reader_answers_as(store: SQLiteStore) -> None:
+@pytest.mark.postgresql
+def test_a_worker_processs_postgresql_reader_answers_as_the_store(pg_dsn: str) -> None:
+    """The PostgreSQL PriorReader (a worker process's own session, opened at its first look-up):
+    the store's answers, commits made after it opened included."""
+    from listener.store.postgresql import PostgresStore
+    from listener.store.postgresql import PriorReader as PgPriorReader
+
+    store = PostgresStore(pg_dsn)
+    try:
+        _reader_answers_as(store, PgPriorReader(pg_dsn))
+    finally:
+        store.close()
+
+
+def test_a_postgresql_reader_needs_a_postgresql_store_and_a_server(tmp_path: Path) -> None:
+    """``postgres_prior_reader`` refuses settings that name no PostgreSQL store (a SQLite store's
+    worker reads its file); a server that cannot be reached fails the look-up, not the opening,
+    as a StoreError that names neither the URL nor the server's text (the worker then asks the
+    daemon: listener/server/procworker.py)."""
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError, match="no PostgreSQL store"):
+        postgres_prior_reader(StoreLocation(tmp_path))
+    missing = tmp_path / "no-server"
+    reader = postgres_prior_reader(StoreLocation(tmp_path, url=f"postgresql://overread@/overread?host={missing}"))
+    try:
+        with pytest.raises(StoreError) as caught:
+            reader.prior_studies("MRN1", "HOSP", before=LATER)
+        assert str(missing) not in str(caught.value)
+    finally:
+        reader.close()
+    unreadable = StoreLocation(tmp_path, url="postgresql://overread@/overread", password_file=tmp_path / "absent")
+    with pytest.raises(StoreError, match="store_password_file"):
+        postgres_prior_reader(unreadable)
+
+
+class _Reader(PriorSource, Protocol):
+    def close(self) -> None: ...
+
+
+def _reader_answers_as(store: Store, reader: _Reader) -> None:
     _save(store, "C1", _report("A1"), minutes=1)
     _save(store, "C2", _report("A2", region="abdomen"), minutes=2)
-    reader = PriorReader(store.path)
     try:
         assert reader.prior_studies("MRN1", "HOSP", before=LATER) == store.prior_studies("MRN1", "HOSP", before=LATER)
         _save(store, "C3", _report("A3"), minutes=3)
