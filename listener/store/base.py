@@ -15,7 +15,7 @@ the value is built, so it never reaches a writer thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -391,6 +391,30 @@ def prior_lookup_wanted(patient_id: str, before: datetime, limit: int) -> bool:
     if not patient_id:
         raise ValueError("patient_id must not be empty: a report with no patient has no priors to look up")
     return limit > 0
+
+
+def read_prior_studies(
+    read: Callable[[str, str, Sequence[object]], Sequence[Sequence[Any]]],
+    sql: str,
+    patient_id: str,
+    patient_authority: str,
+    before: datetime,
+    exclude_accession: str,
+    limit: int,
+    stamp: Callable[[datetime], object] = lambda moment: moment,
+) -> tuple[PriorStudy, ...]:
+    """A SQL store's ``prior_studies`` through ``read`` (what, statement, parameters -> rows): its
+    store's reader or a worker process's own. ``sql`` takes the patient id, the authority, the
+    accession to leave out, ``stamp(before)`` (a time as the backend stores it) and the limit.
+
+    Raises:
+        ValueError: ``patient_id`` is empty or ``before`` is naive.
+    """
+    if not prior_lookup_wanted(patient_id, before, limit):
+        return ()
+    return prior_studies_of(
+        read("reading prior studies", sql, (patient_id, patient_authority, exclude_accession, stamp(before), limit))
+    )
 
 
 def prior_studies_of(rows: Iterable[Sequence[Any]]) -> tuple[PriorStudy, ...]:

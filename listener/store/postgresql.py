@@ -76,8 +76,7 @@ from listener.store.base import (
     WindowVersions,
     audit_target_json,
     open_windows,
-    prior_lookup_wanted,
-    prior_studies_of,
+    read_prior_studies,
     require_aware,
     require_step,
 )
@@ -378,23 +377,6 @@ _PRIOR_STUDIES_SQL = (
 )
 
 
-def _prior_studies(
-    rows: Callable[[str, str, Sequence[object]], list[tuple[Any, ...]]],
-    patient_id: str,
-    patient_authority: str,
-    before: datetime,
-    exclude_accession: str,
-    limit: int,
-) -> tuple[PriorStudy, ...]:
-    """:meth:`PostgresStore.prior_studies` on a read session (``rows``: its reader's)."""
-    if not prior_lookup_wanted(patient_id, before, limit):
-        return ()
-    found = rows(
-        "reading prior studies", _PRIOR_STUDIES_SQL, (patient_id, patient_authority, exclude_accession, before, limit)
-    )
-    return prior_studies_of(found)
-
-
 class PriorReader:
     """A read session on a PostgreSQL store, for prior look-ups only.
 
@@ -424,7 +406,9 @@ class PriorReader:
             StoreError: the server cannot be reached or the store cannot be read.
             ValueError: ``patient_id`` is empty or ``before`` is naive.
         """
-        return _prior_studies(self._reader.rows, patient_id, patient_authority, before, exclude_accession, limit)
+        return read_prior_studies(
+            self._reader.rows, _PRIOR_STUDIES_SQL, patient_id, patient_authority, before, exclude_accession, limit
+        )
 
     def close(self) -> None:
         """Close the session."""
@@ -1039,7 +1023,9 @@ class PostgresStore(MessageListing, StoreHealth):
         (backwards: each accession's newest first, ``DISTINCT ON`` keeps it), without the report
         JSON (docs/store.md, "Prior look-up columns").
         """
-        return _prior_studies(self._rows, patient_id, patient_authority, before, exclude_accession, limit)
+        return read_prior_studies(
+            self._rows, _PRIOR_STUDIES_SQL, patient_id, patient_authority, before, exclude_accession, limit
+        )
 
     def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
         """Every stored report of an accession, in storage order (see :meth:`Store.report_history`)."""

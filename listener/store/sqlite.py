@@ -69,8 +69,7 @@ from listener.store.base import (
     TrafficBin,
     WindowVersions,
     open_windows,
-    prior_lookup_wanted,
-    prior_studies_of,
+    read_prior_studies,
     require_aware,
     require_step,
 )
@@ -212,27 +211,15 @@ def _connect(
     return conn
 
 
-def _prior_studies(
-    read: Callable[[str, str, Sequence[object]], list[Any]],
-    patient_id: str,
-    patient_authority: str,
-    before: datetime,
-    exclude_accession: str,
-    limit: int,
-) -> tuple[PriorStudy, ...]:
-    """:meth:`SQLiteStore.prior_studies` on a reader connection (``read``: its ``_read``)."""
-    if not prior_lookup_wanted(patient_id, before, limit):
-        return ()
-    rows = read(
-        "reading prior studies",
-        "SELECT accession, study_date, modality, body_region, procedure_code FROM (SELECT max(id) AS id,"
-        " accession, study_date, modality, body_region, procedure_code, cancelled FROM reports"
-        " WHERE patient_id = ? AND patient_authority = ? AND accession NOT IN ('', ?)"
-        " AND stage IS NOT NULL AND received < ? GROUP BY accession)"
-        " WHERE cancelled = 0 ORDER BY id DESC LIMIT ?",
-        (patient_id, patient_authority, exclude_accession, _ts(before), limit),
-    )
-    return prior_studies_of(rows)
+#: The prior look-up's statement (parameters: patient id, authority, the accession to leave out,
+#: the receive time before which, the limit): the newest row of each accession.
+_PRIOR_STUDIES_SQL = (
+    "SELECT accession, study_date, modality, body_region, procedure_code FROM (SELECT max(id) AS id,"
+    " accession, study_date, modality, body_region, procedure_code, cancelled FROM reports"
+    " WHERE patient_id = ? AND patient_authority = ? AND accession NOT IN ('', ?)"
+    " AND stage IS NOT NULL AND received < ? GROUP BY accession)"
+    " WHERE cancelled = 0 ORDER BY id DESC LIMIT ?"
+)
 
 
 class PriorReader:
@@ -279,7 +266,9 @@ class PriorReader:
             StoreError: the store cannot be read.
             ValueError: ``patient_id`` is empty or ``before`` is naive.
         """
-        return _prior_studies(self._read, patient_id, patient_authority, before, exclude_accession, limit)
+        return read_prior_studies(
+            self._read, _PRIOR_STUDIES_SQL, patient_id, patient_authority, before, exclude_accession, limit, _ts
+        )
 
     def close(self) -> None:
         """Close the connection."""
@@ -680,7 +669,9 @@ class SQLiteStore(MessageListing, StoreHealth):
             StoreError: the store cannot be read.
             ValueError: ``patient_id`` is empty or ``before`` is naive.
         """
-        return _prior_studies(self._read, patient_id, patient_authority, before, exclude_accession, limit)
+        return read_prior_studies(
+            self._read, _PRIOR_STUDIES_SQL, patient_id, patient_authority, before, exclude_accession, limit, _ts
+        )
 
     def report_history(self, accession: str, *, limit: int = HISTORY_LIMIT) -> tuple[HistoryEntry, ...]:
         """Every stored report of an accession, in storage order (see :meth:`Store.report_history`).
