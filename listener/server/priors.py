@@ -49,7 +49,8 @@ def prior_key(report: Report) -> PriorKey:
 
 class PriorSource(Protocol):
     """What a look-up reads from: the store (:meth:`listener.store.base.Store.prior_studies`), or a
-    worker process's own :class:`~listener.store.sqlite.PriorReader`."""
+    worker process's own reader (:class:`~listener.store.sqlite.PriorReader`,
+    :class:`~listener.store.postgresql.PriorReader`)."""
 
     def prior_studies(
         self, patient_id: str, patient_authority: str, *, before: datetime, exclude_accession: str = "", limit: int = 50
@@ -60,7 +61,7 @@ class PriorLookup:
     """``priors_for`` for the pipeline: a report -> its patient's prior studies, or None.
 
     Args:
-        store: the durable store (or a worker process's :class:`~listener.store.sqlite.PriorReader`).
+        store: the durable store (or a worker process's own reader, SQLite's or PostgreSQL's ``PriorReader``).
         failed: called (on the worker thread) with the exception's type name
             when a look-up fails; the daemon hands it to the reactor to log.
         limit: at most this many priors per report.

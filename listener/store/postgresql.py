@@ -394,7 +394,6 @@ class PriorReader:
     """
 
     def __init__(self, url: str, password: str | None = None) -> None:
-        self.url = url
         self._reader = _Reader(lambda: _connect(url, password, writer=False), lazy=True)
 
     def prior_studies(
