@@ -20,11 +20,14 @@ now: the daemon and each of its worker processes.
 
 ``--store DSN`` puts every daemon on a PostgreSQL server (DSN: a server the bench may create
 schemas on, such as ``$OVERREAD_TEST_PG_DSN`` of ``.ci/postgres.sh start``): each daemon group
-gets a fresh schema, dropped at the end. ``--instances 1,2`` (PostgreSQL only) runs, in the same
-alternation, one group per value: that many daemons on one schema, each on its own port, the
-connections of a run dealt over their ports in turn as a TCP load balancer would
-(docs/deployment.md). A is the first group, Ax2 two instances and so on (with ``--workers
-auto,1``: A, Ax2, A1, A1x2). RSS is printed for every daemon of a group.
+gets a fresh schema, dropped at the end. ``--instances 1,2`` runs, in the same alternation, one
+group per value: that many daemons, each on its own port, the connections of a run dealt over
+their ports in turn as a TCP load balancer would (docs/deployment.md). With ``--store`` a group's
+daemons share one schema (active-active); without it each has a SQLite store of its own (two
+daemons cannot share one: the state directory's lock), which bounds what several daemons on one
+host could do with nothing shared (docs/benchmarks.md, "Two more designs on real texts"). A is
+the first group, Ax2 two instances and so on (with ``--workers auto,1``: A, Ax2, A1, A1x2). RSS
+is printed for every daemon of a group.
 
 ``--logs DIR`` keeps each daemon's JSON log in ``DIR/NAME.log`` (default: discarded). A server
 that closes a connection mid-run stops the bench with the server's name, the connection and its
@@ -427,7 +430,8 @@ def main() -> int:
     parser.add_argument(
         "--instances",
         default="1",
-        help="comma-separated daemon counts, one group each, every daemon of a group on one store (needs --store)",
+        help="comma-separated daemon counts, one group each: with --store every daemon of a group on one"
+        " schema; without it each on a SQLite store of its own (a bound: no store shared)",
     )
     args = parser.parse_args()
     raw = CORPUS_FILE.read_bytes()
@@ -448,8 +452,6 @@ def main() -> int:
     instances = [int(n) for n in args.instances.split(",") if n.strip()] or [1]
     if any(n < 1 for n in instances):
         parser.error("--instances: each value is at least 1")
-    if max(instances) > 1 and not args.store:
-        parser.error("--instances above 1 needs --store (daemons share a PostgreSQL store, not a SQLite one)")
     # One group per (workers, instances): A first, then A<workers>, A<workers>x<instances>...
     plan: list[tuple[str, str, int]] = []
     for index, workers in enumerate(variants):
@@ -488,7 +490,11 @@ def main() -> int:
                 if args.store:
                     described_group.append("PostgreSQL store")
                 if count > 1:
-                    described_group.append(f"{count} instances on one store, connections dealt over them")
+                    described_group.append(
+                        f"{count} instances "
+                        + ("on one store" if args.store else "each on its own SQLite store (a bound: nothing shared)")
+                        + ", connections dealt over them"
+                    )
                 if described_group:
                     print(f"{name}: daemon with " + ", ".join(described_group))
             b_port = free_port()
