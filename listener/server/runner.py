@@ -26,18 +26,20 @@ import os
 import queue
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from listener.config import Config
@@ -46,7 +48,7 @@ from listener.pipeline import Decoded, Interrupt, Outcome
 from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
 from listener.server.priors import PriorKey
-from listener.server.procworker import asked, dumps, loads, pack_figures, send
+from listener.server.procworker import asked, dumps, loads, pack_figures
 from listener.sites import LiveFigures
 
 __all__ = [
@@ -107,6 +109,8 @@ class Job(Generic[T]):
         "task",
         "worker",
         "abandoned",
+        "attempts",
+        "process_only",
     )
 
     def __init__(
@@ -125,11 +129,15 @@ class Job(Generic[T]):
         self.worker: Any = None
         #: True once the reactor stopped waiting and killed its worker process.
         self.abandoned = False
+        #: How many times it was sent to a worker process that started it (ProcessRunner).
+        self.attempts = 0
+        #: A worker process died running it: it runs on a process or not at all (ProcessRunner).
+        self.process_only = False
 
     # Everything below runs on the reactor thread (but _overrun_off_reactor).
 
     def _started(self) -> None:
-        if not self.finished.called:
+        if not self.finished.called and self._timer is None:
             self._runner.active.add(self)
             limit = self._runner.grace if self._runner.hurrying else self._runner.budget + self._runner.grace
             self._timer = self._runner.reactor.callLater(limit, self._overrun)
@@ -172,11 +180,14 @@ class Job(Generic[T]):
         self._runner.abandon(self)
         self.result.callback(value)
 
-    def _finish(self, ok: bool, value: Any) -> None:
-        self._runner.active.discard(self)
+    def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+    def _finish(self, ok: bool, value: Any) -> None:
+        self._runner.active.discard(self)
+        self._cancel_timer()
         if not self.result.called:
             if ok:
                 self.result.callback(value)
@@ -346,55 +357,100 @@ class WorkerError(Exception):
     """The worker process failed outside the pipeline (named by the exception's type)."""
 
 
+class _WorkerProtocol(Protocol):
+    """The daemon's end of one worker process's socket, read and written by the reactor.
+
+    Frames are :class:`multiprocessing.connection.Connection`'s (a 4-byte big-endian length, or -1
+    and an 8-byte one, then the bytes), which the worker process reads and writes.
+    """
+
+    #: The reactor's connection to the socket (a Twisted unix.Server).
+    transport: Any
+
+    def __init__(self, runner: ProcessRunner, worker: _Worker) -> None:
+        self.runner = runner
+        self.worker = worker
+        self._buffer = bytearray()
+
+    def send(self, data: bytes) -> None:
+        """One frame to the process (buffered by the transport: the reactor never blocks on it)."""
+        size = len(data)
+        head = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        assert self.transport is not None
+        self.transport.writeSequence([head, data])
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = struct.unpack_from("!i", buffer)
+            start = 4
+            if size == -1:
+                if len(buffer) < 12:
+                    return
+                (size,) = struct.unpack_from("!Q", buffer, 4)
+                start = 12
+            end = start + size
+            if len(buffer) < end:
+                return
+            frame = bytes(memoryview(buffer)[start:end])
+            del buffer[:end]
+            self.runner._frame(self.worker, frame)
+            if self.worker.protocol is not self:
+                return  # the process was closed while the frame was handled
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802 - Twisted's name
+        self.runner._lost(self.worker, self)
+
+
+class _OneProtocol(Factory):
+    """A factory that gives ``adoptStreamConnection`` the one protocol it was made with."""
+
+    def __init__(self, protocol: _WorkerProtocol) -> None:
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr: Any) -> _WorkerProtocol:  # noqa: N802 - Twisted's name
+        return self.protocol_instance
+
+
 class _Worker:
-    """One worker process and the parent's end of its socket (used by one runner thread only)."""
+    """One worker process and the reactor's connection to it (reactor thread only)."""
 
     def __init__(self, cpu: int | None = None) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Connection | None = None
+        #: The connection to the process (None: no process, or it is gone).
+        self.protocol: _WorkerProtocol | None = None
         #: The CPU its processes are bound to (None: any the daemon may run on).
         self.cpu = cpu
         #: The runner generation whose config it built (-1: none yet).
         self.generation = -1
         #: False when its pipeline could not be built from that config.
         self.usable = False
-        #: The generation of the config sent and not answered yet (-1: none).
-        self.asked = -1
-        #: Started and not ready yet: :meth:`ProcessRunner._ready` need not wait for it.
-        self.starting = False
+        #: The generations of the configs sent and not answered yet, in order.
+        self.configs: deque[int] = deque()
+        #: The jobs sent to it and not answered yet, in order: the first runs, the next is staged.
+        self.jobs: deque[Job[Any]] = deque()
+        #: Its start failed, or it died before its first config was built: started again only
+        #: when a job finds no process (one attempt per job, as a start costs a second of CPU).
+        self.failed = False
+        #: True until its first config was answered (or it failed): ``wait_started`` counts it then.
+        self.first = True
+        #: Its process started and has not answered its first config yet.
+        self.fresh = False
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.conn is not None and self.proc.poll() is None
+    def ready(self, generation: int) -> bool:
+        """True when it can take a job now: connected, its pipeline built from the current config."""
+        return self.protocol is not None and not self.configs and self.usable and self.generation == generation
 
-    def start(self) -> None:
-        parent, child = socket.socketpair()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "listener.server.procworker", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                # Tracebacks could quote a message: nothing of the child reaches the logs.
-                stderr=subprocess.DEVNULL,
-            )
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        if self.cpu is not None:
-            try:
-                os.sched_setaffinity(self.proc.pid, {self.cpu})
-            except OSError:  # the CPU was taken from the daemon meanwhile: the process runs anywhere
-                pass
-        self.conn = Connection(parent.detach())
-        self.generation = -1
-        self.usable = False
-        self.asked = -1
-        self.starting = True
+    def starting(self) -> bool:
+        """True while its process, just started, builds its first pipeline."""
+        return self.protocol is not None and self.fresh
+
+    def reloading(self) -> bool:
+        """True while its process, running already, builds a reload's pipeline (a job waits for it)."""
+        return self.protocol is not None and bool(self.configs) and not self.fresh
 
     def kill(self) -> None:
-        # One read of self.proc: the runner thread's close() may set it to None meanwhile.
         proc = self.proc
         if proc is not None and proc.poll() is None:
             try:
@@ -410,61 +466,57 @@ class _Worker:
             except OSError:  # already gone (ProcessLookupError)
                 pass
 
-    def close(self) -> int | None:
-        """Close the socket, kill the process if it still runs, reap it; its exit status (negative: signal)."""
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        code = None
-        if self.proc is not None:
-            self.kill()
-            try:
-                code = self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                code = None
-            self.proc = None
-        self.generation = -1
-        self.usable = False
-        self.asked = -1
-        self.starting = False
-        return code
+    def reap(self, timeout: float) -> int | None:
+        """Kill the process if it still runs and wait up to ``timeout`` seconds for it; its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        self.kill()
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
 
 class ProcessRunner(PipelineRunner):
     """The pipeline on worker processes: every core used (docs/hardening.md, "Worker processes").
 
-    Each of the ``workers`` runner threads owns one worker process
-    (:mod:`listener.server.procworker`), which runs one job at a time (the
-    thread may send it the next one ahead: :meth:`_stage`): a job with a
-    :class:`PipelineTask` (an HL7 v2 message or a FHIR body) runs in the
-    process, any other job on the thread as in :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal
-    (written before the task is sent), the store and the ACKs; the thread
-    answers the worker's prior look-ups from the store.
+    Each of the ``workers`` worker processes (:mod:`listener.server.procworker`) runs one job
+    at a time; the reactor itself sends it the job and reads the answer from its socket, so a
+    message crosses from the reactor to a process and back with no thread between
+    (docs/benchmarks.md, "The reactor reads the worker processes"). A job with a
+    :class:`PipelineTask` (an HL7 v2 message or a FHIR body) runs in a process; any other job,
+    and a task no process can take, on one of ``workers`` threads in the daemon, as in
+    :class:`PipelineRunner`. The daemon's process keeps the I/O, the journal (written before the
+    task is sent), the store and the ACKs; a thread of the reactor's pool answers a process's
+    prior look-up from the store when the process could not read it itself.
 
-    * A process that overruns the hard limit is killed (SIGKILL), not waited
-      for, and the thread starts a new one before its next job.
-    * A process that dies by itself (a segfault, the OOM killer) counts a
-      crash in the message's journal entry; the message is tried once more
-      on a new process, and at :data:`QUARANTINE_AFTER` crashes it fails with
-      :class:`WorkerCrashed` (the intake quarantines it).
-    * :meth:`configure` (SIGHUP) gives every process the new config (and how
-      the daemon records a message, :class:`~listener.intake.Recording`) before
-      its next job; a process whose pipeline versions differ from the ones
-      the job names (a file changed between the two loads) or whose pipeline
-      could not be built leaves the job to its thread.
-    * With ``inline``, a task that arrives while no other job is queued or
-      running (:attr:`in_flight`), after :data:`CALM_ARRIVALS` - 1 jobs
-      before it that arrived so too, runs on a thread of the daemon instead
-      (its own :class:`PipelineRunner` of one thread), as with ``workers:
-      0``: at one message at a time the four crossings between the
-      processes cost more than the second core gives (docs/configuration.md,
-      "workers_inline"; docs/benchmarks.md). Every task that arrives while
-      another is in flight goes to a process, so two messages never share
-      the daemon's interpreter lock for QA; and so do the next ones until
-      :data:`CALM_ARRIVALS` in a row arrived alone: under load (8
-      connections) the pool empties now and then between two messages, and
-      a message run inline then would hold the lock the daemon's network
-      thread and store writer need for the other connections' answers.
+    * While a process runs a job, the next queued job is sent behind it (staged) when at least
+      one more waits for each other process, so the process starts it the moment it answered.
+    * A process that overruns the hard limit is killed (SIGKILL), not waited for, and a new one
+      is started. Until it is ready, a message of at most :data:`STARTING_THREAD_MAX` bytes runs
+      on a thread in the daemon; a larger one, or one a process died on, waits for it.
+    * A process that dies by itself (a segfault, the OOM killer) counts a crash in the running
+      message's journal entry; the message is tried once more on a new process (never on a
+      thread), and at :data:`QUARANTINE_AFTER` crashes it fails with :class:`WorkerCrashed` (the
+      intake quarantines it). A job staged behind it never started: it is sent again, no crash
+      counted.
+    * :meth:`configure` (SIGHUP) sends every process the new config (and how the daemon records
+      a message, :class:`~listener.intake.Recording`); a process takes no job until it answered.
+      A process whose pipeline versions differ from the ones the job names (a file changed
+      between the two loads) or whose pipeline could not be built leaves the job to a thread.
+    * With ``inline``, a task that arrives while no other job is queued or running
+      (:attr:`in_flight`), after :data:`CALM_ARRIVALS` - 1 jobs before it that arrived so too,
+      runs on a thread of the daemon instead (its own :class:`PipelineRunner` of one thread), as
+      with ``workers: 0``: at one message at a time the crossings between the processes cost more
+      than the second core gives (docs/configuration.md, "workers_inline"; docs/benchmarks.md).
+      Every task that arrives while another is in flight goes to a process, so two messages never
+      share the daemon's interpreter lock for QA; and so do the next ones until
+      :data:`CALM_ARRIVALS` in a row arrived alone.
+
+    Everything but :meth:`wait_started` and :meth:`join` runs on the reactor thread (the runner's
+    state is the reactor's); the processes are started there too, so they die with the daemon's
+    main thread (``PR_SET_PDEATHSIG``).
 
     Args:
         config: the configuration the processes build their pipeline from.
@@ -473,19 +525,18 @@ class ProcessRunner(PipelineRunner):
             log line's fields and the metrics' tally itself (:func:`~listener.intake.mllp_checked`).
         journal: where each task's journal entry is written and crashes counted.
         prior_lookup: the daemon's prior look-up, from a report's
-            :func:`~listener.server.priors.prior_key` (run on the runner thread).
+            :func:`~listener.server.priors.prior_key` (run on a thread of the reactor's pool).
         on_event: called on the reactor thread with an event name and log
             fields (a worker died, a worker could not start).
         inline: run a task that arrives with no other job in flight on the
             daemon's own thread (``workers_inline``); False: every task on a process.
         store_file: the SQLite store's database file: each process reads its
             reports' prior studies from it itself, read-only, and asks the
-            thread (``prior_lookup``) only when that read fails. None (PostgreSQL):
-            every look-up is the thread's.
-        cpus: the CPUs to bind the processes to, each runner thread's to the one
-            fewest other threads' processes are bound to (``worker_affinity``:
-            docs/configuration.md; docs/benchmarks.md, "The worker in the daemon,
-            2026-12-07"); empty: not bound.
+            daemon (``prior_lookup``) only when that read fails. None (PostgreSQL):
+            each process reads them through a session of its own.
+        cpus: the CPUs to bind the processes to, each to the one fewest other processes are
+            bound to (``worker_affinity``: docs/configuration.md; docs/benchmarks.md, "The
+            worker in the daemon, 2026-12-07"); empty: not bound.
     """
 
     def __init__(
@@ -506,8 +557,6 @@ class ProcessRunner(PipelineRunner):
         cpus: tuple[int, ...] = (),
     ) -> None:
         self.config = config
-        #: How many runner threads bind their processes to each of ``cpus`` (under the lock).
-        self._bound = dict.fromkeys(cpus, 0)
         self.recording = recording
         self.generation = 0
         self.journal = journal
@@ -515,20 +564,32 @@ class ProcessRunner(PipelineRunner):
         #: The SQLite store's file, as a string for the pipe (None: PostgreSQL).
         self.store_file = None if store_file is None else str(store_file)
         self.on_event = on_event
-        #: Jobs handed to :meth:`run` whose ``finished`` has not fired (under the lock).
+        #: Jobs handed to :meth:`run` whose ``finished`` has not fired.
         self.in_flight = 0
-        #: Jobs in a row, up to the last one, that arrived with no other in flight (under the lock).
+        #: Jobs in a row, up to the last one, that arrived with no other in flight.
         self.calm = 0
-        #: Released by each runner thread once its first worker process answered its config (or failed).
+        #: Released once for each process whose first config was answered (or that failed).
         self._first_ready = threading.Semaphore(0)
-        #: Journal keys of messages a worker process died on lately (under the lock): never run
-        #: on a thread of the daemon while a process starts (:meth:`_ready`), at most 256 kept.
+        #: Journal keys of messages a worker process died on lately: never run on a thread of
+        #: the daemon while a process starts (:meth:`_waits`), at most 256 kept.
         self._died_on: set[str] = set()
+        #: Tasks waiting for a process, in arrival order (a crashed one's retry first).
+        self._pending: deque[Job[Any]] = deque()
+        # The threads: for jobs without a task, and tasks no process can take.
         super().__init__(reactor, workers=workers, budget=budget, grace=grace, clock=clock)
+        bound = dict.fromkeys(cpus, 0)
+        self._processes: list[_Worker] = []
+        for _ in range(workers):
+            cpu = min(bound, key=bound.__getitem__) if bound else None
+            if cpu is not None:
+                bound[cpu] += 1
+            self._processes.append(_Worker(cpu))
         #: The daemon's own thread for a task that arrives alone (None: never).
         self.inline: PipelineRunner | None = (
             PipelineRunner(reactor, workers=1, budget=budget, grace=grace, clock=clock) if inline else None
         )
+        for worker in self._processes:
+            self._start(worker)
 
     def run(
         self,
@@ -536,41 +597,47 @@ class ProcessRunner(PipelineRunner):
         on_overrun: Callable[[Interrupt], T | None],
         task: PipelineTask | None = None,
     ) -> Job[T]:
-        """Queue the job: after a calm spell (:data:`CALM_ARRIVALS`) on the inline thread, else as the base class."""
-        with self._lock:
-            self.calm = self.calm + 1 if self.in_flight == 0 else 0
-            alone = self.calm >= CALM_ARRIVALS
-            self.in_flight += 1
-        if alone and task is not None and self.inline is not None:
+        """Queue the job: a task for a process (after a calm spell, :data:`CALM_ARRIVALS`, on the
+        inline thread), any other job on a thread."""
+        self.calm = self.calm + 1 if self.in_flight == 0 else 0
+        alone = self.calm >= CALM_ARRIVALS
+        self.in_flight += 1
+        if task is None or self._stopped:
+            job = super().run(work, on_overrun, task)
+        elif alone and self.inline is not None:
             job = self.inline.run(work, on_overrun, task)
         else:
-            job = super().run(work, on_overrun, task)
+            job = Job(self, work, on_overrun)
+            job.task = task
+            self._pending.append(job)
+            self._dispatch()
         job.finished.addBoth(self._landed)
         return job
 
     def _landed(self, value: object) -> object:
-        with self._lock:
-            self.in_flight -= 1
+        self.in_flight -= 1
         return value
 
     def configure(self, config: Config, recording: Recording | None = None) -> None:
-        """A reload: every worker process builds its pipeline from ``config`` (and takes ``recording``,
-        None: the same as before) before its next job."""
-        with self._lock:
-            self.config = config
-            self.recording = recording or self.recording
-            self.generation += 1
+        """A reload: every worker process builds its pipeline from ``config`` (and takes
+        ``recording``, None: the same as before); it takes no job until it answered."""
+        self.config = config
+        self.recording = recording or self.recording
+        self.generation += 1
+        for worker in self._processes:
+            if worker.protocol is not None:
+                self._send_config(worker)
 
     def abandon(self, job: Job[Any]) -> None:
-        """The job overran: kill its worker process (the thread starts a new one); a thread job as the base class."""
-        with self._lock:
-            # Marked in every case: a job between a worker's death and its retry has no
-            # worker now, and the retry loop must not start another process for it.
-            job.abandoned = True
-            worker = job.worker
-            if worker is not None:
-                worker.kill()
-        if worker is None:
+        """The job overran: kill its worker process (a new one is started); a thread job as the base class."""
+        job.abandoned = True
+        worker = job.worker
+        if worker is not None:
+            worker.kill()  # its socket's end comes to _lost, which starts a new process
+        elif job.task is not None and job in self._pending:
+            # Answered by the caller right after this returns: ended (finished) after that.
+            self.reactor.callLater(0, self._dispatch)
+        else:
             super().abandon(job)
 
     def hurry(self) -> None:
@@ -578,24 +645,34 @@ class ProcessRunner(PipelineRunner):
         super().hurry()
         if self.inline is not None:
             self.inline.hurry()
-        with self._lock:
-            busy = [job.worker for job in self.active if job.worker is not None]
-        for worker in busy:
-            worker.signal(signal.SIGUSR1)
+        for worker in self._processes:
+            if worker.jobs:
+                worker.signal(signal.SIGUSR1)
 
     def stop(self) -> None:
-        """As the base class; a worker process still inside a rule is killed, not waited for."""
+        """As the base class: the tasks waiting (and those staged behind a running one) run on the
+        threads; a worker process still inside a rule is killed, an idle one told to exit."""
+        if self._stopped:
+            return
+        waiting = list(self._pending)
+        self._pending.clear()
+        for worker in self._processes:
+            while len(worker.jobs) > 1:
+                waiting.append(self._unsend(worker, worker.jobs.pop()))
+        for job in waiting:
+            self._to_thread(job)
         super().stop()
         if self.inline is not None:
             self.inline.stop()
-        with self._lock:
-            busy = [job.worker for job in self.active if job.worker is not None]
-        for worker in busy:
-            worker.kill()
+        for worker in self._processes:
+            if worker.jobs:
+                worker.kill()
+            elif worker.protocol is not None and worker.protocol.transport is not None:
+                worker.protocol.transport.loseConnection()  # the process exits at the socket's end
 
     def wait_started(self, timeout: float = START_TIMEOUT) -> bool:
-        """Wait up to ``timeout`` seconds for every runner thread's first worker process to be ready
-        (its pipeline built) or to have failed; True when all were. The daemon calls it before it
+        """Wait up to ``timeout`` seconds for every worker process to be ready (its pipeline built)
+        or to have failed; True when all were. The daemon calls it, on a thread, before it
         listens, so the first messages never wait for a process's start-up."""
         deadline = time.monotonic() + timeout
         for _ in range(self.workers):
@@ -604,152 +681,260 @@ class ProcessRunner(PipelineRunner):
         return True
 
     def join(self, timeout: float = CLOSE_TIMEOUT) -> bool:
-        """After :meth:`stop`: wait up to ``timeout`` seconds for the runner threads to exit; True when all did.
+        """After :meth:`stop`: wait up to ``timeout`` seconds for the threads to exit and every worker
+        process to end (killed if it has not); True when all did, so no worker process is left.
 
-        Each thread closes its worker process on the way out (the socket closed, the process
-        killed and reaped), so once this returns True no worker process is left. A thread still
-        inside a rule of a job it runs itself (no usable process) is not waited for past ``timeout`` (a daemon thread; its idle
-        worker process dies with the daemon, ``PR_SET_PDEATHSIG``).
+        A thread still inside a rule of a job it runs itself is not waited for past ``timeout`` (a
+        daemon thread).
         """
         deadline = time.monotonic() + timeout
         with self._lock:
             threads = list(self._threads)
-        for thread in threads:
+        inline = self.inline._threads if self.inline is not None else []
+        for thread in [*threads, *inline]:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in threads)
-
-    def _event(self, event: str, **fields: Any) -> None:
-        self.reactor.callFromThread(self.on_event, event, **fields)
-
-    def _ready(self, worker: _Worker, wait: bool = True) -> bool:
-        """Start the worker process and give it the current config when needed; True when it can take tasks.
-
-        ``wait`` False: a process being started (in place of one that overran or died) is not
-        waited for: False until its pipeline is built, and the caller runs its job on the thread
-        meanwhile, as with ``workers: 0``. A start takes about 1 s of CPU, several seconds on a
-        loaded host, and a thread that waited for it left the queue to the other processes, which
-        a sender flooding slow messages keeps busy (docs/hardening.md, "Worker processes").
-        """
-        with self._lock:
-            config, generation, stopped, recording = self.config, self.generation, self._stopped, self.recording
-        if worker.alive() and worker.generation == generation:
-            return worker.usable
-        if stopped:
-            return False
-        try:
-            if not worker.alive():
-                worker.close()
-                worker.start()
-            assert worker.conn is not None
-            if worker.asked != generation:
-                if worker.asked >= 0:
-                    worker.conn.recv()  # the answer to an older config (a reload while it started)
-                worker.conn.send(("config", generation, config, self.store_file, recording))
-                worker.asked = generation
-            if not wait and worker.starting and not worker.conn.poll(0):
-                return False
-            reply = worker.conn.recv()
-        except (OSError, EOFError) as exc:
-            code = worker.close()
-            self._event("pipeline_worker_failed", error_type=type(exc).__name__, status=code)
-            return False
-        worker.generation = generation
-        worker.asked = -1
-        worker.starting = False
-        worker.usable = reply[0] == "ready"
-        if not worker.usable:
-            self._event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
-        return worker.usable
-
-    def _bind(self) -> int | None:
-        """The CPU for a new runner thread's processes: the one fewest threads bind theirs to (None: unbound)."""
-        with self._lock:
-            if not self._bound:
-                return None
-            cpu = min(self._bound, key=self._bound.__getitem__)
-            self._bound[cpu] += 1
-            return cpu
-
-    def _loop(self) -> None:
-        call = self.reactor.callFromThread
-        worker = _Worker(self._bind())
-        #: The last job as (job, ok, value) while its _finish is not handed to the reactor yet.
-        done: tuple[Job[Any], bool, Any] | None = None
-        #: The next job, taken from the queue while the worker ran the last one (:meth:`_stage`).
-        staged: _Staged | None = None
-        #: Where :meth:`_on_process` leaves the job it staged, whatever way it ends.
-        slot = _Slot()
-        first = True
-        try:
-            while True:
-                # The worker runs the staged job already: no config or start-up may come between.
-                running = staged is not None and staged.sent
-                if not running:
-                    if done is not None and not self._configured(worker):
-                        # A process to start or configure first (about 1 s): answer the last job now.
-                        call(done[0]._finish, done[1], done[2])
-                        done = None
-                    # Started (and configured) before taking a job, so a new
-                    # process's start-up never counts against a message's budget; a
-                    # process started again after an overrun or a death is not waited for.
-                    self._ready(worker, wait=first)
-                if first:
-                    first = False
-                    self._first_ready.release()
-                job: Job[Any] | None
-                if staged is not None:
-                    job = staged.job
-                elif done is None:
-                    job = self._queue.get()
-                else:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        call(done[0]._finish, done[1], done[2])
-                        done = None
-                        job = self._queue.get()
-                if job is None:
-                    return
-                on_process = running or (job.task is not None and self._ready(worker, wait=self._waits(job)))
-                if not running:
-                    job.interrupt.start(self.clock, self.budget)
-                    if self.hurrying:
-                        job.interrupt.request()
-                if done is None:
-                    call(job._started)
-                else:
-                    # A job was waiting: the last one's answer and this one's start cross to the
-                    # reactor in one call, one wake-up of the reactor less per message under load
-                    # (docs/benchmarks.md, "The daemon's main process").
-                    call(_hand_over, done, job)
-                    done = None
-                this, staged = staged, None
+        for worker in self._processes:
+            proc = worker.proc
+            if proc is not None and proc.poll() is None:
                 try:
-                    value: Any = self._on_process(worker, job, this, slot) if on_process else job.work(job.interrupt)
-                    ok = True
-                except BaseException as exc:  # noqa: BLE001 - handed to the reactor as a Failure
-                    value, ok = exc, False
-                staged, slot.staged = slot.staged, None
-                done = (job, ok, value)
-                if staged is None:
-                    with self._lock:
-                        if self._surplus > 0:
-                            self._surplus -= 1
-                            return
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    worker.reap(1.0)
+        alive = any(w.proc is not None and w.proc.poll() is None for w in self._processes)
+        return not alive and not any(thread.is_alive() for thread in [*threads, *inline])
+
+    # The processes.
+
+    def _start(self, worker: _Worker) -> None:
+        """Start a process for ``worker`` and send it the current config (its answer comes to :meth:`_frame`)."""
+        worker.failed = False
+        parent, child = socket.socketpair()
+        try:
+            worker.proc = subprocess.Popen(
+                [sys.executable, "-m", "listener.server.procworker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # Tracebacks could quote a message: nothing of the child reaches the logs.
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            parent.close()
+            self._failed(worker, type(exc).__name__, None)
+            return
         finally:
-            if done is not None:
-                call(done[0]._finish, done[1], done[2])
-            staged = staged or slot.staged
-            if staged is not None:
-                # Never left unanswered (only a bug in this loop ends it with a job staged).
-                call(staged.job._finish, False, WorkerError("RunnerStopped"))
-            worker.close()
-            if worker.cpu is not None:
-                with self._lock:
-                    self._bound[worker.cpu] -= 1
+            child.close()
+        if worker.cpu is not None:
+            try:
+                os.sched_setaffinity(worker.proc.pid, {worker.cpu})
+            except OSError:  # the CPU was taken from the daemon meanwhile: the process runs anywhere
+                pass
+        protocol = _WorkerProtocol(self, worker)
+        parent.setblocking(False)
+        try:
+            self.reactor.adoptStreamConnection(parent.fileno(), socket.AF_UNIX, _OneProtocol(protocol))
+        finally:
+            parent.close()  # the reactor holds its own descriptor of it
+        worker.protocol = protocol
+        worker.generation = -1
+        worker.usable = False
+        worker.fresh = True
+        worker.configs.clear()
+        self._send_config(worker)
+
+    def _send_config(self, worker: _Worker) -> None:
+        assert worker.protocol is not None
+        worker.configs.append(self.generation)
+        worker.protocol.send(dumps(("config", self.generation, self.config, self.store_file, self.recording)))
+
+    def _failed(self, worker: _Worker, error_type: str, status: int | None) -> None:
+        """``worker``'s process could not start, or died before its pipeline was built."""
+        worker.failed = True
+        self.on_event("pipeline_worker_failed", error_type=error_type, status=status)
+        if worker.first:
+            worker.first = False
+            self._first_ready.release()
+
+    def _frame(self, worker: _Worker, frame: bytes) -> None:
+        """One frame from ``worker``'s process: a prior look-up, a config's answer or a job's."""
+        key = asked(frame)
+        if key is not None:
+            self._answer_priors(worker, key)
+            return
+        reply = loads(frame)
+        kind = reply[0]
+        if kind in ("ready", "config_error"):
+            generation = worker.configs.popleft()
+            worker.fresh = False
+            if not worker.configs:
+                worker.generation = generation
+                worker.usable = kind == "ready"
+                if not worker.usable:
+                    self.on_event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
+                if worker.first:
+                    worker.first = False
+                    self._first_ready.release()
+            self._dispatch()
+            return
+        job = worker.jobs.popleft()
+        job.worker = None
+        if worker.jobs:
+            worker.jobs[0]._started()  # the staged one runs now
+        task = job.task
+        assert task is not None
+        if kind == "done" and tuple(reply[1]) != task.versions:
+            # Another policy than the daemon meant (a file changed between the loads): run it here.
+            self._to_thread(job)
+        elif kind == "done":
+            job._finish(True, reply[2])
+        else:
+            job._finish(False, WorkerError(str(reply[1])))
+        self._dispatch()
+
+    def _answer_priors(self, worker: _Worker, key: PriorKey) -> None:
+        """Answer a process's prior look-up from the store, on a thread of the reactor's pool."""
+        protocol = worker.protocol
+        lookup = self.prior_lookup
+        if lookup is None:
+            answer: defer.Deferred[Any] = defer.succeed(None)
+        else:
+            answer = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), lookup, key)
+            answer.addErrback(lambda _failure: None)  # PriorLookup logs its own failures
+
+        def reply(priors: tuple[Prior, ...] | None) -> None:
+            if protocol is not None and worker.protocol is protocol:
+                protocol.send(dumps(("priors", priors)))
+
+        answer.addCallback(reply)
+
+    def _lost(self, worker: _Worker, protocol: _WorkerProtocol) -> None:
+        """``worker``'s socket ended: its process died, was killed or exited."""
+        if worker.protocol is not protocol:
+            return
+        worker.protocol = None
+        status = worker.reap(2.0)
+        built = worker.generation >= 0 and not worker.configs
+        worker.generation = -1
+        worker.usable = False
+        worker.configs.clear()
+        running = worker.jobs.popleft() if worker.jobs else None
+        # The ones staged behind it never started: first in line again, no crash counted.
+        while worker.jobs:
+            self._pending.appendleft(self._unsend(worker, worker.jobs.pop()))
+        if running is not None:
+            running.worker = None
+            if running.abandoned or self._stopped:
+                running._finish(False, WorkerAbandoned())
+            else:
+                self._crashed(running, status)
+        if not built:
+            self._failed(worker, "EOFError", status)
+        elif not self._stopped:
+            self._start(worker)
+        self._dispatch()
+
+    def _crashed(self, job: Job[Any], status: int | None) -> None:
+        """``job``'s process died running it: count the crash; quarantine, or retry it on a process."""
+        task = job.task
+        assert task is not None
+        # The journal's count, never below this job's own: an entry the reactor already ended
+        # (an overrun answered meanwhile) counts from zero again.
+        crashes = job.attempts
+        if task.entry is not None:
+            if len(self._died_on) >= 256:
+                self._died_on.clear()
+            self._died_on.add(task.entry[0])
+            if self.journal is not None:
+                crashes = max(crashes, self.journal.count_crash(task.entry[0]))
+        self.on_event("pipeline_worker_died", status=status, count=crashes)
+        if crashes >= QUARANTINE_AFTER:
+            job._finish(False, WorkerCrashed(crashes))
+            return
+        # Never run a message that just killed a process here, in the daemon: a process or nothing.
+        job.process_only = True
+        self._pending.appendleft(job)
+
+    @staticmethod
+    def _unsend(worker: _Worker, job: Job[Any]) -> Job[Any]:
+        """``job`` was sent to ``worker`` behind another and never started: as if never sent."""
+        job.worker = None
+        job.attempts -= 1
+        return job
+
+    # Dispatch.
+
+    def _dispatch(self) -> None:
+        """Send the waiting tasks to the processes that can take them (or to the threads)."""
+        while self._pending and not self._stopped:
+            job = self._pending[0]
+            if job.abandoned:
+                self._pending.popleft()
+                job._finish(False, WorkerAbandoned())
+                continue
+            worker = self._free()
+            if worker is not None:
+                self._pending.popleft()
+                self._send(worker, job)
+                continue
+            if any(w.ready(self.generation) or w.reloading() for w in self._processes):
+                return  # a process is busy, or builds a reload's pipeline: the job waits its turn
+            for w in self._processes:
+                if w.failed and w.protocol is None:
+                    self._start(w)  # one attempt per job that finds no process
+            starting = [w for w in self._processes if w.starting()]
+            if starting and (job.process_only or self._waits(job) or any(w.first for w in starting)):
+                # Waits for the process being started; a first start is always waited for (the
+                # daemon listens only once it is done: wait_started).
+                return
+            self._pending.popleft()
+            if job.process_only:
+                # Never run here a message that just killed a process: AE 207 now (stored rejected),
+                # and the sender's resend tries again.
+                job._finish(False, WorkerError("WorkerUnavailable"))
+            else:
+                self._to_thread(job)
+
+    def _free(self) -> _Worker | None:
+        """The process to send the next task to: an idle one, else one running a job while at
+        least one more task waits for each other process (staged behind its job); None: none."""
+        ready = [w for w in self._processes if w.ready(self.generation)]
+        idle = [w for w in ready if not w.jobs]
+        if idle:
+            return idle[0]
+        if self.hurrying or len(self._pending) < len(ready):
+            return None
+        staging = [w for w in ready if len(w.jobs) == 1]
+        return staging[0] if staging else None
+
+    def _send(self, worker: _Worker, job: Job[Any]) -> None:
+        """Journal ``job``'s task and send it to ``worker`` (its budget and hard limit start at its first send)."""
+        task = job.task
+        assert task is not None and worker.protocol is not None
+        try:
+            if self.journal is not None and task.entry is not None:
+                self.journal.begin(*task.entry)
+        except Exception as exc:  # noqa: BLE001 - handed to the intake as the job's failure
+            job._finish(False, exc)
+            return
+        if job.attempts == 0:
+            job.interrupt.start(self.clock, self.budget)
+            if self.hurrying:
+                job.interrupt.request()
+        job.attempts += 1
+        job.worker = worker
+        worker.jobs.append(job)
+        worker.protocol.send(self._request(job))
+        if len(worker.jobs) == 1:
+            # It runs now: its hard limit starts (a staged one's when the one before it answered).
+            job._started()
+
+    def _to_thread(self, job: Job[Any]) -> None:
+        """Run ``job`` on a thread in the daemon (its hard limit counted again from its start there)."""
+        job._cancel_timer()
+        self._queue.put(job)
 
     def _waits(self, job: Job[Any]) -> bool:
-        """True when ``job`` waits for a process being started rather than run on the thread in the
+        """True when ``job`` waits for a process being started rather than run on a thread in the
         daemon meanwhile (docs/hardening.md, "Worker processes"): a message over
         :data:`STARTING_THREAD_MAX` bytes (its QA could hold the thread, unkillable, for seconds),
         or one a worker process died running lately or before a restart."""
@@ -759,19 +944,12 @@ class ProcessRunner(PipelineRunner):
         entry = task.entry
         if entry is None:
             return False
-        with self._lock:
-            if entry[0] in self._died_on:
-                return True
+        if entry[0] in self._died_on:
+            return True
         return self.journal is not None and self.journal.has_crashes(entry[0])
 
-    def _configured(self, worker: _Worker) -> bool:
-        """True when ``worker`` runs and has the current config (:meth:`_ready` has nothing to do)."""
-        with self._lock:
-            generation = self.generation
-        return worker.alive() and worker.generation == generation
-
     def _request(self, job: Job[Any]) -> bytes:
-        """The pickled request for ``job.task`` (by procworker.dumps, as the reply: no ForkingPickler per message)."""
+        """The pickled request for ``job.task`` (by procworker.dumps, as the reply)."""
         task = job.task
         assert task is not None
         return dumps(
@@ -785,164 +963,6 @@ class ProcessRunner(PipelineRunner):
                 *task.options,
             )
         )
-
-    def _stage(self) -> _Staged | None:
-        """While the worker runs a message: take the next queued job, journal it and make its request.
-
-        One job at a time, and only when at least one queued job stays for each other runner
-        thread, so no process idles while the job staged here waits for this one.
-        :meth:`_send_staged` sends it at once: the worker starts it the moment it has answered the
-        one it runs, without waiting for this thread to get the interpreter lock back and unpickle
-        that answer (docs/hardening.md, "Worker processes").
-        """
-        if self._stopped or self.hurrying or self._queue.qsize() < self.workers:
-            return None
-        try:
-            job = self._queue.get_nowait()
-        except queue.Empty:
-            return None
-        if job is None:
-            self._queue.put(None)  # the stop sentinel stays for the thread that takes it
-            return None
-        task = job.task
-        if task is None:
-            return _Staged(job)
-        try:
-            if self.journal is not None and task.entry is not None:
-                self.journal.begin(*task.entry)
-            return _Staged(job, self._request(job))
-        except Exception:  # noqa: BLE001 - the job's own turn journals it again and fails there, as any job
-            return _Staged(job)
-
-    def _on_process(self, worker: _Worker, job: Job[Any], this: _Staged | None, slot: _Slot) -> Any:
-        """Run ``job.task`` on ``worker``'s process: journal first, then send it; retry once after a crash.
-
-        ``this``: the job as staged (journaled, its request made, maybe sent already), or None.
-        The next job staged meanwhile is left in ``slot`` (sent when the worker runs it already).
-        """
-        task = job.task
-        assert task is not None
-        if (this is None or this.request is None) and self.journal is not None and task.entry is not None:
-            self.journal.begin(*task.entry)
-        request = this.request if this is not None else None
-        sent = this is not None and this.sent
-        attempts = 0
-        while True:
-            attempts += 1
-            conn = worker.conn
-            assert conn is not None
-            with self._lock:
-                job.worker = worker
-            try:
-                if not sent:
-                    if request is None or job.interrupt.requested():
-                        request = self._request(job)
-                    conn.send_bytes(request)
-                sent = False  # a retry sends it again
-                if slot.staged is None:
-                    slot.staged = self._stage()
-                if slot.staged is not None and not slot.staged.sent:
-                    self._send_staged(worker, slot.staged)
-                while True:
-                    data = conn.recv_bytes()
-                    key = asked(data)
-                    if key is None:
-                        break
-                    send(conn, ("priors", self.prior_lookup(key) if self.prior_lookup is not None else None))
-            except (EOFError, OSError):
-                with self._lock:
-                    job.worker = None
-                    if slot.staged is not None and slot.staged.sent:
-                        # It waited in the dead process's socket, never started: sent again after this one.
-                        slot.staged.sent = False
-                        slot.staged.job.worker = None
-                code = worker.close()
-                if job.abandoned or self._stopped:
-                    raise WorkerAbandoned() from None
-                # The journal's count, never below this job's own: an entry the reactor
-                # already ended (an overrun answered meanwhile) counts from zero again.
-                crashes = attempts
-                if task.entry is not None:
-                    with self._lock:
-                        if len(self._died_on) >= 256:
-                            self._died_on.clear()
-                        self._died_on.add(task.entry[0])
-                if self.journal is not None and task.entry is not None:
-                    crashes = max(crashes, self.journal.count_crash(task.entry[0]))
-                self._event("pipeline_worker_died", status=code, count=crashes)
-                if crashes >= QUARANTINE_AFTER:
-                    raise WorkerCrashed(crashes) from None
-                if not self._ready(worker):
-                    # Never run a message that just killed a process here, in the daemon:
-                    # an AE 207 now (stored rejected), and the sender's resend tries again.
-                    raise WorkerError("WorkerUnavailable") from None
-                if job.abandoned or self._stopped:  # overran while the new process started
-                    raise WorkerAbandoned() from None
-                continue
-            with self._lock:
-                job.worker = None
-            reply = loads(data)
-            if reply[0] == "error":
-                raise WorkerError(str(reply[1]))
-            if tuple(reply[1]) != task.versions:
-                # Another policy than the daemon meant (a file changed between the loads): run it here.
-                return job.work(job.interrupt)
-            return reply[2]
-
-    def _send_staged(self, worker: _Worker, staged: _Staged) -> None:
-        """Send the staged job to the worker now, behind the one it runs, unless a reload, a stop or
-        a shutdown came (then the loop sends it as any job, after the config).
-
-        The process reads it when it has answered the one it runs (a prior look-up's answer
-        may come after it: the process keeps it for then), so it starts at once. No poll of the
-        process first: a system call gives up the interpreter lock, and a process that died
-        fails this send or the next read, where the crash path takes it.
-        """
-        with self._lock:
-            current = worker.generation == self.generation
-            if staged.request is None or self._stopped or self.hurrying or not current or worker.conn is None:
-                return
-            staged.job.worker = worker
-        conn = worker.conn
-        try:
-            conn.send_bytes(staged.request)
-        except OSError:  # the process died: the crash path or the loop starts a new one for this job
-            with self._lock:
-                staged.job.worker = None
-            return
-        staged.job.interrupt.start(self.clock, self.budget)
-        staged.sent = True
-
-
-@dataclass(slots=True)
-class _Staged:
-    """A job a runner thread took from the queue while its worker process ran the last one.
-
-    Attributes:
-        job: the job.
-        request: its pickled request, made once its journal entry was written (None: neither
-            done, or a job without a task, run on the thread).
-        sent: True once the request went to the worker (the worker runs it now).
-    """
-
-    job: Job[Any]
-    request: bytes | None = None
-    sent: bool = False
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Where :meth:`ProcessRunner._on_process` leaves the job it staged."""
-
-    staged: _Staged | None = None
-
-
-def _hand_over(done: tuple[Job[Any], bool, Any], job: Job[Any]) -> None:
-    """On the reactor: the last job of a runner thread finished (``done``), then ``job`` started."""
-    try:
-        done[0]._finish(done[1], done[2])
-    finally:
-        job._started()
 
 
 def run_journaled(

@@ -197,7 +197,10 @@ class RunningDaemon:
         return "".join(p.read_text("utf-8", "replace") for p in sorted(self.log_dir.glob("stderr.*")))
 
     def log_lines(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.stdout().splitlines() if line.strip()]
+        """The daemon's JSON log lines so far (a last line still being written is not one yet)."""
+        text = self.stdout()
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def messages(self) -> list[dict[str, object]]:
         """``overread messages --format json`` on the daemon's store, through ``listener.cli.main`` in

@@ -157,11 +157,13 @@ def test_each_worker_process_is_bound_to_one_cpu_in_turn(tmp_path: Path) -> None
         first = checking_worker(daemon)
         os.kill(first, signal.SIGKILL)
         assert wait_for(lambda: len(events(daemon, "pipeline_worker_died")) == 1, timeout=60)
-        second = checking_worker(daemon)  # the retry, on the new process of the same runner thread
-        replaced = os.sched_getaffinity(second)
-        os.kill(second, signal.SIGKILL)
+        # The process started in place of the dead one.
+        assert wait_for(lambda: len(set(workers_of(daemon)) - set(bound)) == 1, timeout=60)
+        (new,) = set(workers_of(daemon)) - set(bound)
+        assert os.sched_getaffinity(new) == bound[first]
+        second = checking_worker(daemon)  # the retry, on whichever process took it first
         assert second != first
-        assert replaced == bound[first]
+        os.kill(second, signal.SIGKILL)
         assert msa(conn.receive())[1] == "BOUND-1"
         conn.close()
     finally:
