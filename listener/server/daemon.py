@@ -673,7 +673,7 @@ class Daemon:
         # A worker thread still inside a slow rule is a daemon thread: not waited for.
         self.runner.stop()
         if isinstance(self.runner, ProcessRunner):
-            # Each runner thread closes and reaps its worker process: none outlives the daemon
+            # Every worker process ends and is reaped: none outlives the daemon
             # (docs/hardening.md, "Worker processes"; bounded by CLOSE_TIMEOUT).
             yield threads.deferToThread(self.runner.join)
         try:

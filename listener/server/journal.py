@@ -111,8 +111,8 @@ class _SlotFile:
 class Journal:
     """The journal directory of one state directory.
 
-    Used by several threads at once (the runner threads begin entries, the
-    reactor ends them): the slots' bookkeeping is under a lock, the writes are not.
+    Used by several threads at once (the reactor and the pipeline threads begin
+    entries, the reactor ends them): the slots' bookkeeping is under a lock, the writes are not.
 
     Args:
         directory: ``<state>/journal`` (created 0700 when missing).

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -86,13 +86,14 @@ from listener.server.bridge import StoreShell, duration_ms, error_type, resend_f
 from listener.server.journal import Journal, journal_key
 from listener.server.metrics import Metrics
 from listener.server.runner import PipelineTask
+from listener.server.wire import send_now
 from listener.sites import LiveFigures
 from listener.store.base import MessageRecord, SaveResult, Store
 
 if TYPE_CHECKING:
     from listener.server.runner import PipelineRunner
 
-__all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol", "send_now"]
+__all__ = ["QUARANTINE_TEXT", "Answer", "Intake", "MllpFactory", "MllpProtocol"]
 
 #: What a first copy settled with, for copies that arrived meanwhile: the
 #: stored (code, ACK, state), or None when it could not be stored.
@@ -397,7 +398,7 @@ class Intake(StoreShell):
 
         def checked(outcome: Outcome) -> MllpChecked:
             # The same function a worker process runs on its outcome (listener/server/procworker.py):
-            # on a runner thread here, or on the reactor for an overrun or an internal error.
+            # on a pipeline thread here, or on the reactor for an overrun or an internal error.
             return mllp_checked(
                 raw,
                 header,
@@ -820,35 +821,6 @@ class MllpProtocol(Protocol, TimeoutMixin):
         if self.factory.intake.closing:
             return "daemon", "shutdown"
         return "peer", "connection_lost"
-
-
-def send_now(transport: Any, data: bytes) -> None:
-    """``transport.write(data)``, sent at once when it is a plain TCP connection with nothing queued.
-
-    Twisted's ``write`` queues the bytes and asks the reactor to watch the socket for
-    writing (an ``epoll_ctl``), sends them when the next poll says it may, then stops
-    watching (another ``epoll_ctl``): two system calls and one more turn of the reactor per
-    ACK, for a socket that almost always takes an ACK whole at once. Here the bytes go
-    to the socket now; whatever it does not take (a full buffer) and any error go to
-    ``write``, behind nothing, so the order and the connection-lost handling are
-    Twisted's (docs/benchmarks.md, "The daemon's kernel time"). A TLS connection, or one
-    with bytes still queued, is written as before.
-    """
-    if (
-        isinstance(transport, tcp.Connection)
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataLen
-        and len(transport.dataBuffer) == transport.offset
-    ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent > 0:
-            data = data[sent:]
-            if not data:
-                return
-    transport.write(data)
 
 
 class MllpFactory(Factory):

@@ -49,6 +49,7 @@ from listener.qa.engine import Prior
 from listener.server.journal import QUARANTINE_AFTER, Journal
 from listener.server.priors import PriorKey
 from listener.server.procworker import asked, dumps, loads, pack_figures
+from listener.server.wire import send_now
 from listener.sites import LiveFigures
 
 __all__ = [
@@ -73,8 +74,8 @@ DEFAULT_WORKERS = 2
 #: jobs that arrived just before it, this many in all, each found no other job in flight.
 CALM_ARRIVALS = 3
 
-#: While a runner thread's worker process is started again (after an overrun or a death), a
-#: message of at most this many bytes runs on the thread in the daemon instead of waiting for
+#: While a worker process is started again (after an overrun or a death) and no other is free, a
+#: message of at most this many bytes runs on a thread in the daemon instead of waiting for
 #: it; a larger one waits (:meth:`ProcessRunner._waits`).
 STARTING_THREAD_MAX = 32 * 1024
 
@@ -82,8 +83,8 @@ STARTING_THREAD_MAX = 32 * 1024
 #: (:meth:`ProcessRunner.wait_started`; docs/hardening.md, "Worker processes").
 START_TIMEOUT = 20.0
 
-#: Seconds a shutdown waits, after the drain, for the runner threads to close and reap their
-#: worker processes (:meth:`ProcessRunner.join`; docs/hardening.md, "Worker processes").
+#: Seconds a shutdown waits, after the drain, for the threads to end and the worker processes to
+#: be reaped (:meth:`ProcessRunner.join`; docs/hardening.md, "Worker processes").
 CLOSE_TIMEOUT = 5.0
 
 
@@ -376,8 +377,7 @@ class _WorkerProtocol(Protocol):
         """One frame to the process (buffered by the transport: the reactor never blocks on it)."""
         size = len(data)
         head = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        assert self.transport is not None
-        self.transport.writeSequence([head, data])
+        send_now(self.transport, head + data)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         buffer = self._buffer
@@ -775,6 +775,10 @@ class ProcessRunner(PipelineRunner):
                     worker.first = False
                     self._first_ready.release()
             self._dispatch()
+            return
+        if not worker.jobs:
+            # The answer to a job given to a thread meanwhile (staged when the shutdown began): that
+            # thread answers it.
             return
         job = worker.jobs.popleft()
         job.worker = None

@@ -8,7 +8,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor
 
-from listener.server.mllp import send_now
+from listener.server.wire import send_now
 
 
 def _connection() -> tuple[tcp.Connection, socket.socket, MemoryReactor]:
