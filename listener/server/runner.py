@@ -880,15 +880,19 @@ class ProcessRunner(PipelineRunner):
                 self._pending.popleft()
                 self._send(worker, job)
                 continue
-            if any(w.ready(self.generation) or w.reloading() for w in self._processes):
-                return  # a process is busy, or builds a reload's pipeline: the job waits its turn
             for w in self._processes:
                 if w.failed and w.protocol is None:
                     self._start(w)  # one attempt per job that finds no process
             starting = [w for w in self._processes if w.starting()]
-            if starting and (job.process_only or self._waits(job) or any(w.first for w in starting)):
-                # Waits for the process being started; a first start is always waited for (the
-                # daemon listens only once it is done: wait_started).
+            if starting and not any(w.first for w in starting) and not job.process_only and not self._waits(job):
+                # A process is being started again (after an overrun or a death): a small message
+                # does not wait for it, nor for the busy ones (docs/hardening.md, "Worker processes").
+                self._pending.popleft()
+                self._to_thread(job)
+                continue
+            if starting or any(w.ready(self.generation) or w.reloading() for w in self._processes):
+                # Waits for a busy process, one being started (a first start is always waited for:
+                # the daemon listens only once it is done), or one building a reload's pipeline.
                 return
             self._pending.popleft()
             if job.process_only:
@@ -899,16 +903,29 @@ class ProcessRunner(PipelineRunner):
                 self._to_thread(job)
 
     def _free(self) -> _Worker | None:
-        """The process to send the next task to: an idle one, else one running a job while at
-        least one more task waits for each other process (staged behind its job); None: none."""
+        """The process to send the next task to (None: none now).
+
+        An idle one; else, staged behind the job it runs, one whose job is a message of at most
+        :data:`STARTING_THREAD_MAX` bytes (it ends in a few milliseconds, and the process starts
+        the next the moment it answered), or any busy one while at least as many tasks wait as
+        there are processes. Behind a larger message (which may run to its budget) a task is not
+        staged while another process could take it: one being started again, say, whose place
+        a thread in the daemon takes for a small message meanwhile.
+        """
         ready = [w for w in self._processes if w.ready(self.generation)]
-        idle = [w for w in ready if not w.jobs]
-        if idle:
-            return idle[0]
-        if self.hurrying or len(self._pending) < len(ready):
+        for worker in ready:
+            if not worker.jobs:
+                return worker
+        if self.hurrying:
             return None
         staging = [w for w in ready if len(w.jobs) == 1]
-        return staging[0] if staging else None
+        for worker in staging:
+            task = worker.jobs[0].task
+            if task is not None and len(task.raw) <= STARTING_THREAD_MAX:
+                return worker
+        if staging and len(self._pending) >= len(self._processes):
+            return staging[0]
+        return None
 
     def _send(self, worker: _Worker, job: Job[Any]) -> None:
         """Journal ``job``'s task and send it to ``worker`` (its budget and hard limit start at its first send)."""

@@ -69,7 +69,7 @@ class Scene:
         end_entry: end the journal entry before each kill (the reactor ended it meanwhile).
     """
 
-    def __init__(self, tmp_path: Path, inline: bool = False) -> None:
+    def __init__(self, tmp_path: Path, inline: bool = False, workers: int = 1) -> None:
         self.reactor = EPollReactor()
         self.thread = threading.Thread(
             target=self.reactor.run, kwargs={"installSignalHandlers": False}, name="test-reactor", daemon=True
@@ -89,7 +89,7 @@ class Scene:
             self.reactor,
             config=load_config(None),
             recording=Recording(b"k" * 32),
-            workers=1,
+            workers=workers,
             budget=BUDGET,
             grace=GRACE,
             journal=self.journal,
@@ -474,3 +474,121 @@ def test_the_unchecked_answer_after_an_overrun_is_built_off_the_reactor_thread(
     assert scene.outcome(jobs[0]) == (True, UNCHECKED)
     assert len(threads) == 1 and threads[0] is not scene.thread
     assert jobs[0].abandoned  # the worker process was killed once the answer was in
+
+
+def test_a_large_message_for_a_worker_that_reads_nothing_never_blocks_the_reactor(
+    scene: Scene, pipeline: Pipeline
+) -> None:
+    """The reactor writes a message into a worker process's socket while the process reads nothing
+    (here: stopped, SIGSTOP, in the middle of a message): a 4 MB one does not fit the socket's
+    buffer, and the rest waits in the reactor's connection, not on the reactor (docs/hardening.md,
+    "Worker processes"). The reactor answers other calls meanwhile; once the process runs again it
+    reads the whole message and answers it."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        if not held.is_set():
+            held.set()
+            assert release.wait(120)
+
+    scene.on_asked = hold
+    first = scene.run(pipeline)
+    assert held.wait(60), "the worker process never asked for priors"
+    (running,) = scene.call(lambda: list(scene.runner.active))
+    pid = running.worker.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        release.set()
+        raw = NORMAL.replace(b"IMPRESSION:", b"IMPRESSION: " + b"No acute findings. " * 220_000, 1)
+        assert len(raw) > 4_000_000
+        large = scene.run(pipeline, (journal_key("mllp", "RIS", "HOSP", "LARGE-1"), "mllp", raw, ""))
+
+        def staged() -> tuple[int, int]:
+            transport = large.worker.protocol.transport
+            return len(large.worker.jobs), len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+        jobs, buffered = scene.call(staged)  # the reactor answers: it is not stuck in a write
+        assert jobs == 2 and buffered > 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ok, value = scene.outcome(first)
+    assert ok and value[0].state == "processed", value
+    ok, value = scene.outcome(large)
+    assert ok, value
+    assert value[0].state == "processed" and not scene.ran_on_thread
+
+
+def test_frames_are_read_across_reads_and_several_in_one(tmp_path: Path) -> None:
+    """The reactor's reading of a worker process's socket: multiprocessing's frames (a 4-byte length,
+    the larger ones' header written apart) whole however the bytes arrive."""
+    import socket as socket_module
+    from multiprocessing.connection import Connection
+
+    from listener.server.runner import _Worker, _WorkerProtocol
+
+    frames = [b"a" * 10, b"b" * 70_000, b"", b"c" * 3]
+    left, right = socket_module.socketpair()
+    writer = Connection(left.detach())
+    for data in frames:
+        writer.send_bytes(data)
+    writer.close()
+    wire = b""
+    while chunk := right.recv(1 << 20):
+        wire += chunk
+    right.close()
+
+    class Runner:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def _frame(self, _worker: object, frame: bytes) -> None:
+            self.got.append(frame)
+
+    for step in (1, 7, 4096, len(wire)):
+        runner = Runner()
+        worker = _Worker()
+        protocol = _WorkerProtocol(runner, worker)  # type: ignore[arg-type]
+        worker.protocol = protocol
+        for at in range(0, len(wire), step):
+            protocol.dataReceived(wire[at : at + step])
+        assert runner.got == frames, step
+
+
+def test_a_small_message_never_waits_behind_a_large_one_while_a_process_restarts(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    """Two processes: one runs a large message (which may run to its budget), the other is being
+    started again. A small message then runs on a thread in the daemon at once; staged behind the
+    large one, it would wait for it (``bench/hostile.py``: the good sender's ACK p99 went from 25 ms
+    to 3 s under the adversarial flood when it was)."""
+    scene = Scene(tmp_path, workers=2)
+    try:
+        assert scene.runner.wait_started(120)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            if not held.is_set():
+                held.set()
+                assert release.wait(120)
+
+        scene.on_asked = hold
+        raw = NORMAL.replace(b"IMPRESSION:", b"IMPRESSION: " + b"No acute findings. " * 2000, 1)
+        assert len(raw) > STARTING_THREAD_MAX
+        large = scene.run(pipeline, (journal_key("mllp", "RIS", "HOSP", "LARGE-2"), "mllp", raw, ""))
+        assert held.wait(60), "the large message's process never asked for priors"
+        try:
+            idle = scene.call(lambda: next(w for w in scene.runner._processes if not w.jobs))
+            os.kill(idle.proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while not scene.call(idle.starting) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert scene.call(idle.starting), "the killed idle process was not started again"
+            small = scene.run(pipeline, _entries(1)[0])
+            assert scene.outcome(small, timeout=60) == (True, None)  # on a thread, the large one still held
+            assert scene.ran_on_thread
+        finally:
+            release.set()
+        ok, value = scene.outcome(large)
+        assert ok and value[0].state == "processed", value
+    finally:
+        scene.stop()
