@@ -10,7 +10,8 @@ so a change is judged by pairs: side A, then side B, then A again, each a fresh
 ``overread serve`` (SQLite store in a new directory, ``workers: 2`` unless a
 side's config says otherwise, JSON logs to /dev/null) started from its tree
 (``PYTHONPATH`` and working directory) and driven as ``bench/mllp.py
---vary-text`` drives it: a warm-up of ``--warm-up`` messages (8 connections,
+--vary-text`` drives it (with ``--corpus-texts``, as ``bench/mllp.py --corpus-texts``: the
+real reports of ../shared/corpus): a warm-up of ``--warm-up`` messages (8 connections,
 window 16), then ``--messages`` at ``--connections`` and ``--window``. Each run
 prints:
 
@@ -45,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.mllp import CORPUS_FILE, child_pids, daemon_command, free_port, run_load, wait_port  # noqa: E402
+from bench.mllp import CORPUS_FILE, child_pids, corpus_bodies, daemon_command, free_port, run_load, wait_port  # noqa: E402
 from bench.pipeline_cpu import stat_times  # noqa: E402
 
 
@@ -102,12 +103,13 @@ def one_run(side: Side, args: argparse.Namespace, tmp: Path) -> dict[str, float]
     try:
         wait_port(port, proc)
         raw = CORPUS_FILE.read_bytes()
-        asyncio.run(run_load(port, raw, "warm", 8, 16, args.warm_up, True))
+        bodies = args.bodies
+        asyncio.run(run_load(port, raw, "warm", 8, 16, args.warm_up, True, bodies))
         workers = child_pids(proc.pid)
         daemon0, threads0 = _process_times(proc.pid), _thread_times(proc.pid)
         workers0 = {w: _process_times(w) for w in workers}
         client0 = resource.getrusage(resource.RUSAGE_SELF)
-        rate, p50, p99 = asyncio.run(run_load(port, raw, "run", args.connections, args.window, n, True))
+        rate, p50, p99 = asyncio.run(run_load(port, raw, "run", args.connections, args.window, n, True, bodies))
         client1 = resource.getrusage(resource.RUSAGE_SELF)
         daemon1, threads1 = _process_times(proc.pid), _thread_times(proc.pid)
         workers1 = {w: _process_times(w) for w in workers}
@@ -157,7 +159,13 @@ def main() -> int:
     parser.add_argument("--warm-up", type=int, default=300, help="messages sent first, not measured")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--window", type=int, default=1, help="messages in flight per connection")
+    parser.add_argument(
+        "--corpus-texts",
+        action="store_true",
+        help="each message carries a real report of ../shared/corpus, as bench/mllp.py --corpus-texts sends",
+    )
     args = parser.parse_args()
+    args.bodies = corpus_bodies(CORPUS_FILE.read_bytes()) if args.corpus_texts else []
     sides = [
         Side("A", args.a.resolve(), args.a_config.replace("\\n", "\n")),
         Side("B", args.b.resolve(), args.b_config.replace("\\n", "\n")),
