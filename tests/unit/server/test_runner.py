@@ -142,6 +142,19 @@ class Scene:
         jobs: list[Job[Any]] = self.call(queue)
         return jobs
 
+    def hold_first_lookup(self) -> tuple[threading.Event, threading.Event]:
+        """(held, release): the first prior look-up sets ``held`` and waits for ``release``, its worker
+        process held in the middle of the message (it waits for the answer) meanwhile."""
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            if not held.is_set():
+                held.set()
+                assert release.wait(120)
+
+        self.on_asked = hold
+        return held, release
+
     def overrun(self, job: Job[Any]) -> None:
         """The job's hard limit passes: its timer's call, on the reactor."""
         self.call(job._overrun)
@@ -484,14 +497,7 @@ def test_a_large_message_for_a_worker_that_reads_nothing_never_blocks_the_reacto
     buffer, and the rest waits in the reactor's connection, not on the reactor (docs/hardening.md,
     "Worker processes"). The reactor answers other calls meanwhile; once the process runs again it
     reads the whole message and answers it."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        if not held.is_set():
-            held.set()
-            assert release.wait(120)
-
-    scene.on_asked = hold
+    held, release = scene.hold_first_lookup()
     first = scene.run(pipeline)
     assert held.wait(60), "the worker process never asked for priors"
     (running,) = scene.call(lambda: list(scene.runner.active))
@@ -564,14 +570,7 @@ def test_a_small_message_never_waits_behind_a_large_one_while_a_process_restarts
     scene = Scene(tmp_path, workers=2)
     try:
         assert scene.runner.wait_started(120)
-        held, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            if not held.is_set():
-                held.set()
-                assert release.wait(120)
-
-        scene.on_asked = hold
+        held, release = scene.hold_first_lookup()
         raw = NORMAL.replace(b"IMPRESSION:", b"IMPRESSION: " + b"No acute findings. " * 2000, 1)
         assert len(raw) > STARTING_THREAD_MAX
         large = scene.run(pipeline, (journal_key("mllp", "RIS", "HOSP", "LARGE-2"), "mllp", raw, ""))
