@@ -654,11 +654,13 @@ class ProcessRunner(PipelineRunner):
         threads; a worker process still inside a rule is killed, an idle one told to exit."""
         if self._stopped:
             return
-        waiting = list(self._pending)
-        self._pending.clear()
+        # The staged ones were sent before any still waiting: they go first, in that order.
+        waiting = [self._unsend(w, job) for w in self._processes for job in list(w.jobs)[1:]]
         for worker in self._processes:
             while len(worker.jobs) > 1:
-                waiting.append(self._unsend(worker, worker.jobs.pop()))
+                worker.jobs.pop()
+        waiting += self._pending
+        self._pending.clear()
         for job in waiting:
             self._to_thread(job)
         super().stop()
@@ -831,9 +833,14 @@ class ProcessRunner(PipelineRunner):
                 running._finish(False, WorkerAbandoned())
             else:
                 self._crashed(running, status)
-        if not built:
+        if self._stopped:
+            # The shutdown closed it: not a failure, and never started again.
+            if worker.first:
+                worker.first = False
+                self._first_ready.release()
+        elif not built:
             self._failed(worker, "EOFError", status)
-        elif not self._stopped:
+        else:
             self._start(worker)
         self._dispatch()
 
@@ -849,7 +856,10 @@ class ProcessRunner(PipelineRunner):
                 self._died_on.clear()
             self._died_on.add(task.entry[0])
             if self.journal is not None:
-                crashes = max(crashes, self.journal.count_crash(task.entry[0]))
+                try:
+                    crashes = max(crashes, self.journal.count_crash(task.entry[0]))
+                except OSError:  # the journal's disk: the message's own deaths still count
+                    pass
         self.on_event("pipeline_worker_died", status=status, count=crashes)
         if crashes >= QUARANTINE_AFTER:
             job._finish(False, WorkerCrashed(crashes))
