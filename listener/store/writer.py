@@ -13,7 +13,10 @@ new requests queue up; the thread then takes *every* queued request (up to
 ``max_batch``) and runs them in ONE transaction, each after the first inside its
 own savepoint (the first one's writes are undone by rolling the transaction
 back; the rest then run in a new one), so a failing request rolls back only its
-own writes and fails only its own future. The futures are resolved only after :meth:`Session.commit` has
+own writes and fails only its own future. A request that fails only because of
+another transaction (a deadlock or a serialization failure: :data:`TRANSIENT_SQLSTATES`)
+sends the whole batch round again in a new transaction (docs/store.md, "Several
+daemons on one database"). The futures are resolved only after :meth:`Session.commit` has
 returned, i.e. after the fsync: a caller that sees a result may tell the
 sender its message is safe. There is no artificial delay: under light load every request commits alone
 (lowest latency), under heavy load batches grow by themselves.
@@ -38,6 +41,13 @@ H_co = TypeVar("H_co", covariant=True)
 
 #: Upper bound on the requests committed together; bounds a batch's latency.
 DEFAULT_MAX_BATCH = 512
+
+#: SQLSTATEs that end a transaction only because of what another ran at the same time: a deadlock
+#: (``40P01``) or a serialization failure (``40001``). The batch is run again in a new transaction.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+#: Times a batch is run in all when each run ends in a transient error (:data:`TRANSIENT_SQLSTATES`).
+BATCH_ATTEMPTS = 3
 
 
 def store_error(what: str, exc: BaseException) -> StoreError:
@@ -239,12 +249,26 @@ class GroupCommitWriter(Generic[H]):
         jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
         if not jobs:
             return
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            if not self._run_jobs(session, jobs, last=attempt == BATCH_ATTEMPTS):
+                return
+
+    def _run_jobs(self, session: Session[H], jobs: list[_Job[H, Any]], last: bool) -> bool:
+        """Run ``jobs`` in one transaction and resolve their futures; True when it must be run again.
+
+        Again: a job failed with a transient error (:data:`TRANSIENT_SQLSTATES`: two daemons on one
+        PostgreSQL database whose batches took the same two accessions' locks in opposite order,
+        docs/store.md, "Several daemons on one database"). Only rolling the whole transaction back
+        releases the locks its earlier jobs took, which the other transaction waits for; its
+        futures are not resolved yet, so the batch runs again as if for the first time. ``last``:
+        the last attempt, whose transient error fails that job as any error does.
+        """
         try:
             session.begin()
         except Exception as exc:  # noqa: BLE001 - the backend's error, reported through every future
             for job in jobs:
                 job.future.set_exception(store_error(job.what, exc))
-            return
+            return False
         done: list[tuple[_Job[H, Any], Any]] = []
         failed: list[tuple[_Job[H, Any], StoreError]] = []
         for index, job in enumerate(jobs):
@@ -259,24 +283,27 @@ class GroupCommitWriter(Generic[H]):
             try:
                 value = job.work(session.handle)
             except BaseException as exc:  # noqa: BLE001 - isolated to this job's future
+                if not last and database_error_code(exc) in TRANSIENT_SQLSTATES:
+                    self._rollback(session)
+                    return True
                 failed.append((job, store_error(job.what, exc)))
                 if guarded:
                     if not self._rollback_savepoint(session):
                         # The backend rolled the whole transaction back (disk full,
                         # I/O error...): earlier jobs' writes are gone too.
                         self._fail_all(done + [(j, None) for j in jobs[index + 1 :]], failed, exc)
-                        return
+                        return False
                     continue
                 self._rollback(session)
                 rest = jobs[index + 1 :]
                 if not rest:
                     self._fail_all([], failed, exc)
-                    return
+                    return False
                 try:
                     session.begin()
                 except Exception as again:  # noqa: BLE001 - the backend's error, reported through every future
                     self._fail_all([(j, None) for j in rest], failed, again)
-                    return
+                    return False
             else:
                 if guarded:
                     session.release()
@@ -285,8 +312,10 @@ class GroupCommitWriter(Generic[H]):
             session.commit()
         except BaseException as exc:  # noqa: BLE001
             self._rollback(session)
+            if not last and database_error_code(exc) in TRANSIENT_SQLSTATES:
+                return True
             self._fail_all(done, failed, exc)
-            return
+            return False
         self.commits += 1
         self.jobs_committed += len(jobs)
         if self._on_commit is not None:
@@ -298,6 +327,7 @@ class GroupCommitWriter(Generic[H]):
             job.future.set_exception(error)
         for job, value in done:
             job.future.set_result(value)
+        return False
 
     @staticmethod
     def _rollback(session: Session[H]) -> None:

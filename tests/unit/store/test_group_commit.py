@@ -13,7 +13,7 @@ import pytest
 from listener.errors import StoreError
 from listener.store import SQLiteStore
 from listener.store.sqlite import SQLiteSession
-from listener.store.writer import GroupCommitWriter
+from listener.store.writer import BATCH_ATTEMPTS, GroupCommitWriter
 
 from .records import POISON, item, poison_reports, record, report
 
@@ -283,3 +283,69 @@ def test_checkpoints_run_off_the_writer_connection(db_path: Path) -> None:
         assert len(list(again.messages())) == CHECKPOINT_EVERY
     finally:
         again.close()
+
+
+class DeadlockDetected(Exception):
+    """What psycopg raises when PostgreSQL ends a transaction's statement as a deadlock's victim."""
+
+    sqlstate = "40P01"
+
+
+def _deadlocking(runs: list[int], times: int) -> Any:
+    """A job that writes a row, then fails as a deadlock's victim in its first ``times`` runs."""
+
+    def work(conn: sqlite3.Connection) -> str:
+        conn.execute(
+            "INSERT INTO messages (sender_application, sender_facility, control_id,"
+            " feed, received, transport, state, ack_code, ack)"
+            " VALUES ('X','X','X','f','t','mllp','processed','AA', x'00')"
+        )
+        runs.append(1)
+        if len(runs) <= times:
+            raise DeadlockDetected()
+        return "stored"
+
+    return work
+
+
+def _control_ids(store: SQLiteStore) -> list[str]:
+    """Every stored message's control id, in order (read on the writer: the test's rows have no times)."""
+    rows = store.writer.execute(
+        lambda conn: conn.execute("SELECT control_id FROM messages ORDER BY control_id").fetchall(), "reading"
+    ).result(10)
+    return [str(row[0]) for row in rows]
+
+
+def test_a_deadlock_runs_the_whole_batch_again_in_a_new_transaction(store: SQLiteStore) -> None:
+    """A job fails as a deadlock's victim (two daemons' batches took two accessions' locks in opposite
+    order, docs/store.md): only rolling the whole transaction back releases the locks the other waits
+    for, so the batch runs again from its first job. Every future succeeds, each once, nothing twice."""
+    batches: list[int] = []
+    store.writer._on_commit = batches.append
+    runs: list[int] = []
+    _, release = _hold_writer(store)
+    before = store.submit(record("D1"))
+    victim = store.writer.execute(_deadlocking(runs, times=1), "deadlocking")
+    after = store.submit(record("D2"))
+    release.set()
+    assert victim.result(10) == "stored"
+    assert before.result(10).duplicate is False and after.result(10).duplicate is False
+    assert len(runs) == 2
+    assert batches == [1, 3]  # the holder alone, then the three in one transaction: the retry's
+    assert _control_ids(store) == ["D1", "D2", "X"]
+
+
+def test_a_deadlock_in_every_attempt_fails_that_job_only(store: SQLiteStore) -> None:
+    """A batch runs BATCH_ATTEMPTS times at most: the job that is a deadlock's victim every time fails
+    with a StoreError naming the class and SQLSTATE (no text), and the rest of its batch commits."""
+    runs: list[int] = []
+    _, release = _hold_writer(store)
+    before = store.submit(record("E1"))
+    victim = store.writer.execute(_deadlocking(runs, times=BATCH_ATTEMPTS), "deadlocking")
+    after = store.submit(record("E2"))
+    release.set()
+    with pytest.raises(StoreError, match=r"^deadlocking failed \(DeadlockDetected SQLSTATE 40P01\)$"):
+        victim.result(10)
+    assert before.result(10).duplicate is False and after.result(10).duplicate is False
+    assert len(runs) == BATCH_ATTEMPTS
+    assert _control_ids(store) == ["E1", "E2"]
