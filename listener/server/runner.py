@@ -491,8 +491,8 @@ class ProcessRunner(PipelineRunner):
     task is sent), the store and the ACKs; a thread of the reactor's pool answers a process's
     prior look-up from the store when the process could not read it itself.
 
-    * While a process runs a job, the next queued job is sent behind it (staged) when at least
-      one more waits for each other process, so the process starts it the moment it answered.
+    * While a process runs a job, the next queued job may be sent behind it (staged, :meth:`_free`),
+      so the process starts it the moment it answered.
     * A process that overruns the hard limit is killed (SIGKILL), not waited for, and a new one
       is started. Until it is ready, a message of at most :data:`STARTING_THREAD_MAX` bytes runs
       on a thread in the daemon; a larger one, or one a process died on, waits for it.
@@ -654,11 +654,8 @@ class ProcessRunner(PipelineRunner):
         threads; a worker process still inside a rule is killed, an idle one told to exit."""
         if self._stopped:
             return
-        # The staged ones were sent before any still waiting: they go first, in that order.
-        waiting = [self._unsend(w, job) for w in self._processes for job in list(w.jobs)[1:]]
-        for worker in self._processes:
-            while len(worker.jobs) > 1:
-                worker.jobs.pop()
+        # The staged ones (one per process at most) were sent before any still waiting: they go first.
+        waiting = [self._unsend(w, w.jobs.pop()) for w in self._processes if len(w.jobs) > 1]
         waiting += self._pending
         self._pending.clear()
         for job in waiting:
@@ -753,6 +750,10 @@ class ProcessRunner(PipelineRunner):
         """``worker``'s process could not start, or died before its pipeline was built."""
         worker.failed = True
         self.on_event("pipeline_worker_failed", error_type=error_type, status=status)
+        self._first_done(worker)
+
+    def _first_done(self, worker: _Worker) -> None:
+        """``worker``'s first start is over (its pipeline built, or it failed): :meth:`wait_started` counts it once."""
         if worker.first:
             worker.first = False
             self._first_ready.release()
@@ -773,9 +774,7 @@ class ProcessRunner(PipelineRunner):
                 worker.usable = kind == "ready"
                 if not worker.usable:
                     self.on_event("pipeline_worker_failed", error_type=str(reply[1]), status=None)
-                if worker.first:
-                    worker.first = False
-                    self._first_ready.release()
+                self._first_done(worker)
             self._dispatch()
             return
         if not worker.jobs:
@@ -835,9 +834,7 @@ class ProcessRunner(PipelineRunner):
                 self._crashed(running, status)
         if self._stopped:
             # The shutdown closed it: not a failure, and never started again.
-            if worker.first:
-                worker.first = False
-                self._first_ready.release()
+            self._first_done(worker)
         elif not built:
             self._failed(worker, "EOFError", status)
         else:

@@ -65,6 +65,11 @@ def store_error(what: str, exc: BaseException) -> StoreError:
     )
 
 
+def _transient(exc: BaseException) -> bool:
+    """True when ``exc`` ended the transaction only because of another one (:data:`TRANSIENT_SQLSTATES`)."""
+    return database_error_code(exc) in TRANSIENT_SQLSTATES
+
+
 class Session(Protocol[H_co]):
     """A backend's write connection, as the writer thread drives it.
 
@@ -283,7 +288,7 @@ class GroupCommitWriter(Generic[H]):
             try:
                 value = job.work(session.handle)
             except BaseException as exc:  # noqa: BLE001 - isolated to this job's future
-                if not last and database_error_code(exc) in TRANSIENT_SQLSTATES:
+                if not last and _transient(exc):
                     self._rollback(session)
                     return True
                 failed.append((job, store_error(job.what, exc)))
@@ -312,7 +317,7 @@ class GroupCommitWriter(Generic[H]):
             session.commit()
         except BaseException as exc:  # noqa: BLE001
             self._rollback(session)
-            if not last and database_error_code(exc) in TRANSIENT_SQLSTATES:
+            if not last and _transient(exc):
                 return True
             self._fail_all(done, failed, exc)
             return False
